@@ -1,0 +1,103 @@
+"""Fluxo's configuration, read from ``FLUXO_*`` environment variables.
+
+Every setting has a default that runs the embedded, all-in-one Fluxo (SQLite under ``FLUXO_HOME``).
+A bad value raises :class:`ConfigError` naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from fluxo_core.errors import ConfigError
+
+__all__ = ["FluxoConfig"]
+
+
+class FluxoConfig(BaseModel):
+    """All settings. Build it with :meth:`from_env`; tests build it directly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path
+    database_url: str
+    transport: str = "sql"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    max_packet_bytes: int = 1_048_576
+    host: str = "127.0.0.1"
+    port: int = 8240
+    poll_interval_s: float = 1.0
+    http_allow: tuple[str, ...] = ()
+    http_deny: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FluxoConfig:
+        env = os.environ if env is None else env
+        home = Path(env.get("FLUXO_HOME") or Path.home() / ".fluxo").expanduser()
+        url = env.get("FLUXO_DATABASE_URL") or f"sqlite:///{home / 'fluxo.db'}"
+        transport = env.get("FLUXO_TRANSPORT", "sql")
+        if transport not in ("sql", "rabbitmq"):
+            raise ConfigError(
+                f"FLUXO_TRANSPORT={transport!r} is not a transport; use 'sql' or 'rabbitmq'",
+                setting="FLUXO_TRANSPORT",
+            )
+        return cls(
+            home=home,
+            database_url=normalize_database_url(url),
+            transport=transport,
+            amqp_url=env.get("FLUXO_AMQP_URL", cls.model_fields["amqp_url"].default),
+            max_packet_bytes=_int(env, "FLUXO_MAX_PACKET_BYTES", 1_048_576, minimum=1024),
+            host=env.get("FLUXO_HOST", "127.0.0.1"),
+            port=_int(env, "FLUXO_PORT", 8240, minimum=0),
+            poll_interval_s=_float(env, "FLUXO_POLL_INTERVAL", 1.0),
+            http_allow=_list(env, "FLUXO_HTTP_ALLOW"),
+            http_deny=_list(env, "FLUXO_HTTP_DENY"),
+        )
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the async driver for a plain URL: ``sqlite:///x`` -> ``sqlite+aiosqlite:///x``."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url[len("sqlite:") :]
+    if url.startswith(("postgresql:", "postgres:")):
+        return "postgresql+psycopg:" + url.split(":", 1)[1]
+    if url.startswith(("sqlite+aiosqlite:", "postgresql+psycopg:")):
+        return url
+    raise ConfigError(
+        "FLUXO_DATABASE_URL must be a SQLite URL (sqlite:///path/fluxo.db) or a PostgreSQL URL "
+        "(postgresql+psycopg://user@host/db)",
+        setting="FLUXO_DATABASE_URL",
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number", setting=name) from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below the minimum of {minimum}", setting=name)
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds", setting=name) from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be above zero seconds", setting=name)
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())

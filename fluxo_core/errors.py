@@ -1,0 +1,200 @@
+"""The one error hierarchy of Fluxo.
+
+Every failure that crosses a package boundary is a :class:`FluxoError`. Context travels as keyword
+attributes (never only inside the message), ``retryable`` tells the runtime whether trying again can
+help, and ``http_status`` tells the API faces how to answer. Driver errors (SQLAlchemy, httpx, aio-pika)
+are mapped at the boundary that meets them and re-raised ``from exc``.
+
+::
+
+    FluxoError
+    ├── ConfigError                    bad or missing configuration (names the setting and the fix)
+    ├── ValidationError                bad input; ``problems`` lists every ``(location, message)``
+    │   ├── PacketValidationError      a packet does not match the envelope
+    │   ├── PayloadSchemaError         a payload does not match a service's input schema
+    │   └── PayloadTooLargeError       a packet is over the configured size limit
+    ├── NotFoundError                  a named thing does not exist
+    │   ├── UnknownServiceError        no service of that name (and version)
+    │   └── CallNotFoundError          no call with that id in this account
+    ├── ConflictError                  the request conflicts with stored state (reused id, stale version)
+    ├── AuthError                      no or bad credentials
+    ├── PermissionDeniedError          credentials are fine but the target belongs to another account
+    ├── AdmissionDeniedError           refused by policy: blocked account/workflow/service, quota
+    ├── ServiceError                   a service handler failed (``retryable`` decides retries)
+    │   └── ServiceTimeoutError        a handler ran past its timeout (retryable)
+    ├── CallFailedError                a call ended failed or dead-lettered (for waiting callers)
+    ├── CallTimeoutError               a synchronous wait for a result ran out (the call goes on)
+    ├── StorageError                   the database failed (``retryable`` for connection/lock errors)
+    └── TransportError                 a queue transport failed (``retryable`` for connection errors)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+__all__ = [
+    "AdmissionDeniedError",
+    "AuthError",
+    "CallFailedError",
+    "CallNotFoundError",
+    "CallTimeoutError",
+    "ConfigError",
+    "ConflictError",
+    "FluxoError",
+    "NotFoundError",
+    "PacketValidationError",
+    "PayloadSchemaError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "Problem",
+    "ServiceError",
+    "ServiceTimeoutError",
+    "StorageError",
+    "TransportError",
+    "UnknownServiceError",
+    "ValidationError",
+]
+
+
+class FluxoError(Exception):
+    """Root of every Fluxo error.
+
+    Attributes:
+        message: what went wrong and, where there is one, the fix.
+        retryable: whether the same operation may succeed if tried again.
+        context: keyword attributes naming the things involved (never secrets).
+    """
+
+    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    default_retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.context = context
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description, as the HTTP API returns it."""
+        body: dict[str, Any] = {
+            "code": self.code,
+            "type": type(self).__name__,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.context:
+            body["context"] = {k: v for k, v in self.context.items() if _jsonable(v)}
+        return body
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | list | dict | type(None))
+
+
+class ConfigError(FluxoError):
+    code = "config"
+
+
+Problem = tuple[str, str]
+"""One validation problem: ``(location, message)``, e.g. ``("payload[2].sku", "field required")``."""
+
+
+class ValidationError(FluxoError):
+    """Bad input. ``problems`` holds every problem found, each with its location."""
+
+    http_status = 422
+    code = "invalid"
+
+    def __init__(self, message: str, *, problems: Sequence[Problem] = (), **context: Any) -> None:
+        self.problems = list(problems)
+        if self.problems:
+            lines = "\n".join(f"  {loc or '<root>'}: {msg}" for loc, msg in self.problems)
+            message = f"{message}\n{lines}"
+        super().__init__(message, **context)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["problems"] = [{"location": loc, "message": msg} for loc, msg in self.problems]
+        return body
+
+
+class PacketValidationError(ValidationError):
+    code = "invalid_packet"
+
+
+class PayloadSchemaError(ValidationError):
+    code = "invalid_payload"
+
+
+class PayloadTooLargeError(ValidationError):
+    http_status = 413
+    code = "payload_too_large"
+
+
+class NotFoundError(FluxoError):
+    http_status = 404
+    code = "not_found"
+
+
+class UnknownServiceError(NotFoundError):
+    code = "unknown_service"
+
+
+class CallNotFoundError(NotFoundError):
+    code = "call_not_found"
+
+
+class ConflictError(FluxoError):
+    http_status = 409
+    code = "conflict"
+
+
+class AuthError(FluxoError):
+    http_status = 401
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(FluxoError):
+    http_status = 403
+    code = "forbidden"
+
+
+class AdmissionDeniedError(FluxoError):
+    http_status = 403
+    code = "admission_denied"
+
+
+class ServiceError(FluxoError):
+    """A handler failed. Raise it from a handler to choose ``retryable`` explicitly."""
+
+    http_status = 502
+    code = "service_failed"
+    default_retryable = True
+
+
+class ServiceTimeoutError(ServiceError):
+    http_status = 504
+    code = "service_timeout"
+
+
+class CallFailedError(FluxoError):
+    http_status = 502
+    code = "call_failed"
+
+
+class CallTimeoutError(FluxoError):
+    http_status = 504
+    code = "call_timeout"
+    default_retryable = True
+
+
+class StorageError(FluxoError):
+    http_status = 503
+    code = "storage"
+
+
+class TransportError(FluxoError):
+    http_status = 503
+    code = "transport"

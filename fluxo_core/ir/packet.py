@@ -1,0 +1,181 @@
+"""The data packet: the one JSON envelope that everything in Fluxo moves.
+
+A packet says who asks (``actor``: user and the account that pays), where it is (job, step, workflow,
+trace) and carries a ``payload`` that is ONE JSON object or an ARRAY of objects. Services receive one
+packet and return one or many; the runtime copies the envelope, handlers see payloads.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from fluxo_core.errors import PacketValidationError
+from fluxo_core.ir._problems import problems_from_pydantic
+
+__all__ = [
+    "Account",
+    "Actor",
+    "Packet",
+    "Payload",
+    "User",
+    "new_packet_id",
+    "new_span_id",
+    "new_trace_id",
+    "parse_packet",
+]
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
+]
+WorkflowRef = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*@[A-Za-z0-9._-]+$")]
+TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+
+JsonObject = dict[str, Any]
+Payload = JsonObject | list[JsonObject]
+"""One JSON object, or an array of JSON objects (a Node-RED ``msg`` / n8n items)."""
+
+
+def new_packet_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_trace_id() -> str:
+    return secrets.token_hex(16)
+
+
+def new_span_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class User(_Model):
+    """The person or machine user who asked."""
+
+    id: Identifier
+    name: str | None = Field(default=None, max_length=200)
+
+
+class Account(_Model):
+    """The account that owns the request and pays for it."""
+
+    id: Identifier
+
+
+class Actor(_Model):
+    """Who asks: a user acting for an account."""
+
+    user: User
+    account: Account
+
+
+class Packet(_Model):
+    """The standard envelope.
+
+    Attributes:
+        id: unique id; also the idempotency key of its delivery (a packet delivered twice has effect once).
+        job_id: the job this packet belongs to (absent for direct calls).
+        step_id: the workflow step that produced or will consume it.
+        workflow: ``name@version`` of the workflow, when inside a job.
+        trace_id: W3C trace id (32 lowercase hex), shared by every packet of a job or call chain.
+        parent_id: W3C span id (16 lowercase hex) of the call that produced this packet.
+        actor: who asks; ``actor.account`` is who pays.
+        payload: one JSON object or an array of JSON objects.
+        headers: free string metadata (content type, source trigger, ...).
+        created_at: when the packet was made (UTC).
+        attempt: the delivery attempt this packet is on (1 for the first delivery).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"$id": "https://fluxo.dev/schemas/packet.json", "title": "Fluxo packet"},
+    )
+
+    id: Identifier = Field(default_factory=new_packet_id)
+    job_id: Identifier | None = None
+    step_id: Identifier | None = None
+    workflow: WorkflowRef | None = None
+    trace_id: TraceId = Field(default_factory=new_trace_id)
+    parent_id: SpanId | None = None
+    actor: Actor
+    payload: Payload
+    headers: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=_now)
+    attempt: int = Field(default=1, ge=1)
+
+    @pydantic.field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(
+                    f"header name {name!r} is not allowed: use letters, digits, '-', '_' or '.'"
+                )
+        return value
+
+    @property
+    def account_id(self) -> str:
+        return self.actor.account.id
+
+    @property
+    def items(self) -> list[JsonObject]:
+        """The payload as a list (one object becomes a list of one)."""
+        return self.payload if isinstance(self.payload, list) else [self.payload]
+
+    def derive(self, payload: Payload, *, index: int, span_id: str, **changes: Any) -> Packet:
+        """A result packet of this one: same actor, job, trace; a stable id per output index.
+
+        The id is derived (not random) so that a result written twice would collide instead of
+        silently doubling; the runtime writes it once anyway, inside the result transaction.
+        """
+        data: dict[str, Any] = {
+            "id": uuid.uuid5(_RESULT_NS, f"{self.id}/{index}").hex,
+            "job_id": self.job_id,
+            "step_id": self.step_id,
+            "workflow": self.workflow,
+            "trace_id": self.trace_id,
+            "parent_id": span_id,
+            "actor": self.actor,
+            "payload": payload,
+            "headers": dict(self.headers),
+            "created_at": _now(),
+            "attempt": 1,
+        }
+        data.update(changes)
+        return Packet.model_validate(data)
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_RESULT_NS = uuid.UUID("6f6c7578-6f00-4000-8000-726573756c74")
+
+
+def parse_packet(data: bytes | str | dict[str, Any], *, where: str = "packet") -> Packet:
+    """Validate raw JSON (bytes/str) or a decoded object into a :class:`Packet`.
+
+    Raises:
+        PacketValidationError: listing every problem with its location, e.g. ``payload[2]``.
+    """
+    try:
+        if isinstance(data, bytes | str):
+            return Packet.model_validate_json(data)
+        return Packet.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise PacketValidationError(
+            f"invalid {where}: fix the fields listed below",
+            problems=problems_from_pydantic(exc),
+        ) from exc

@@ -1,0 +1,302 @@
+"""The database: engine set-up for SQLite and PostgreSQL, transactions, migrations and wake-ups.
+
+One :class:`Database` per process. ``transaction()`` is the only way to write: it opens a write
+transaction (``BEGIN IMMEDIATE`` on SQLite, so two writers never deadlock on a lock upgrade), collects
+wake-up notifications and after-commit callbacks, and fires them only once the commit succeeded.
+
+Wake-ups (``notify``/``wait``) let a consumer sleep until something it cares about was committed,
+instead of polling: in-process through asyncio, across processes through PostgreSQL LISTEN/NOTIFY.
+SQLite has no cross-process signal, so a waiter there also wakes after its timeout and looks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from fluxo_core.errors import ConflictError, StorageError
+
+__all__ = ["Database", "Subscription", "Transaction"]
+
+log = logging.getLogger(__name__)
+
+_PG_CHANNEL = "fluxo_wakeup"
+_PG_PAYLOAD_LIMIT = 7900  # NOTIFY payloads must stay under 8000 bytes
+
+
+class Transaction:
+    """An open write transaction: a connection plus what to announce once it commits."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._notify: set[str] = set()
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
+
+    async def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+        return await self.conn.execute(statement, params)
+
+    def notify(self, *channels: str) -> None:
+        """Wake the waiters of these channels once (and only if) this transaction commits."""
+        self._notify.update(channels)
+
+    def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` after a successful commit (e.g. acknowledge a broker message)."""
+        self._after_commit.append(callback)
+
+
+class Subscription:
+    """A standing interest in some channels. Subscribe BEFORE looking at the state, then wait:
+    a notification that arrives in between is kept, so no wake-up is ever lost."""
+
+    def __init__(self, hub: _WakeupHub, channels: Iterable[str]) -> None:
+        self._hub = hub
+        self.channels = tuple(channels)
+        self._event = asyncio.Event()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """True if notified (since the last ``clear``), False after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self._hub.remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _WakeupHub:
+    """In-process subscriptions per channel; a notification sets every subscription of it."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+
+    def add(self, sub: Subscription) -> None:
+        for name in sub.channels:
+            self._subs[name].add(sub)
+
+    def remove(self, sub: Subscription) -> None:
+        for name in sub.channels:
+            subs = self._subs.get(name)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[name]
+
+    def fire(self, channels: Iterable[str]) -> None:
+        for channel in channels:
+            for sub in self._subs.get(channel, ()):
+                sub.set()
+
+    def fire_all(self) -> None:
+        for subs in list(self._subs.values()):
+            for sub in subs:
+                sub.set()
+
+
+class Database:
+    """A SQLite or PostgreSQL database used by one process.
+
+    Args:
+        url: an async SQLAlchemy URL (``sqlite+aiosqlite:///path`` or ``postgresql+psycopg://...``).
+        pool_size: connections kept open (PostgreSQL).
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine: AsyncEngine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=10, connect_args={"timeout": 30}
+            )
+            event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
+        elif self.dialect == "postgresql":
+            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=10)
+        else:
+            raise StorageError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
+        self._hub = _WakeupHub()
+        self._listener: asyncio.Task[None] | None = None
+        self._listener_ready: asyncio.Event | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def cross_process_wakeups(self) -> bool:
+        """Whether a commit in another process wakes our waiters (PostgreSQL only)."""
+        return self.dialect == "postgresql"
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A write transaction; commits on exit, rolls back on error, then fires wake-ups."""
+        with map_storage_errors():
+            async with self.engine.begin() as conn:
+                tx = Transaction(conn)
+                yield tx
+                if tx._notify and self.dialect == "postgresql":
+                    for payload in _chunk_channels(tx._notify):
+                        await conn.execute(
+                            sa.select(sa.func.pg_notify(_PG_CHANNEL, payload))
+                        )
+        self._hub.fire(tx._notify)
+        for callback in tx._after_commit:
+            await callback()
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (autobegin; rolled back at exit)."""
+        with map_storage_errors():
+            async with self.engine.connect() as conn:
+                yield conn
+
+    # -- wake-ups -----------------------------------------------------------------------------
+
+    async def subscribe(self, channels: Iterable[str]) -> Subscription:
+        """Start collecting wake-ups of ``channels`` (close the subscription when done)."""
+        if self.dialect == "postgresql":
+            await self._ensure_listener()
+        sub = Subscription(self._hub, channels)
+        self._hub.add(sub)
+        return sub
+
+    async def wait(self, channels: Iterable[str], timeout: float) -> bool:
+        """Sleep until one of ``channels`` is notified or ``timeout`` passes. True if notified."""
+        with await self.subscribe(channels) as sub:
+            return await sub.wait(timeout)
+
+    def notify_local(self, *channels: str) -> None:
+        """Wake this process's waiters now (for state that is not in the database)."""
+        self._hub.fire(channels)
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener_ready = asyncio.Event()
+            self._listener = asyncio.create_task(self._listen(), name="fluxo-pg-listen")
+        assert self._listener_ready is not None  # set just above; narrows for mypy
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listener_ready.wait(), 5)
+
+    async def _listen(self) -> None:
+        import psycopg  # the driver itself: LISTEN needs a dedicated autocommit connection
+
+        url = make_url(self.url).set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        delay = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {_PG_CHANNEL}")
+                    assert self._listener_ready is not None
+                    self._listener_ready.set()
+                    # Anything committed while we were not listening: wake everyone to re-check.
+                    self._hub.fire_all()
+                    delay = 0.1
+                    async for note in conn.notifies():
+                        self._hub.fire(note.payload.split("\n"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost connection must not end wake-ups for good
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (Alembic). Safe to run from several processes."""
+        from alembic import command
+        from alembic.config import Config
+
+        script_location = str(Path(__file__).with_name("migrations"))
+
+        def upgrade(sync_conn: sa.Connection) -> None:
+            cfg = Config()
+            cfg.set_main_option("script_location", script_location)
+            cfg.attributes["connection"] = sync_conn
+            command.upgrade(cfg, "head")
+
+        with map_storage_errors():
+            async with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Serialise concurrent starters; released at commit.
+                    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727375)"))
+                await conn.run_sync(upgrade)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+            self._listener = None
+        await self.engine.dispose()
+
+
+def _chunk_channels(channels: Iterable[str]) -> Iterable[str]:
+    chunk: list[str] = []
+    size = 0
+    for name in sorted(channels):
+        if chunk and size + len(name) + 1 > _PG_PAYLOAD_LIMIT:
+            yield "\n".join(chunk)
+            chunk, size = [], 0
+        chunk.append(name)
+        size += len(name) + 1
+    if chunk:
+        yield "\n".join(chunk)
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Take transaction control from the driver so `begin` can say IMMEDIATE.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a crash of any process; only a power loss may drop the last commits.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextlib.contextmanager
+def map_storage_errors() -> Any:
+    """Map driver errors to Fluxo errors at the storage boundary."""
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        raise ConflictError(f"the change conflicts with stored data: {exc.orig}") from exc
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise StorageError(f"database unavailable: {exc.orig}", retryable=True) from exc
+    except sa_exc.DBAPIError as exc:
+        raise StorageError(f"database error: {exc.orig}") from exc

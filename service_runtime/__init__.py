@@ -1,0 +1,29 @@
+"""The service runtime: SDK, queues, transactional outbox, inbox dedupe, worker and gateway."""
+
+from service_runtime.catalog import ServiceCatalog, ServiceInfo
+from service_runtime.gateway import (
+    AdmissionHook,
+    AdmissionRequest,
+    CallRecord,
+    Gateway,
+)
+from service_runtime.sdk import Outputs, Price, RetryPolicy, Service, service
+from service_runtime.transports import SqlTransport, Transport
+from service_runtime.worker import Worker
+
+__all__ = [
+    "AdmissionHook",
+    "AdmissionRequest",
+    "CallRecord",
+    "Gateway",
+    "Outputs",
+    "Price",
+    "RetryPolicy",
+    "Service",
+    "ServiceCatalog",
+    "ServiceInfo",
+    "SqlTransport",
+    "Transport",
+    "Worker",
+    "service",
+]

@@ -1,0 +1,186 @@
+"""The service catalog: which services exist, with their contract and price.
+
+Processes that run services publish them to the ``services`` table; any process (the gateway of an
+API server, a CLI) resolves ``name`` or ``name@version`` from there. Services declared in this process
+resolve without a query.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from fluxo_core.errors import PayloadSchemaError, UnknownServiceError
+from fluxo_core.ir import Packet
+from fluxo_core.storage import Database
+from fluxo_core.storage.tables import services as services_table
+from service_runtime.sdk import Price, Service, _schema_problems, input_queue, output_queue
+
+__all__ = ["ServiceCatalog", "ServiceInfo"]
+
+_CACHE_TTL_S = 5.0
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What callers know about a service: enough to admit, validate, enqueue and price a call."""
+
+    name: str
+    version: str
+    description: str
+    input_schema: dict[str, Any] | None
+    output_schema: dict[str, Any] | None
+    price: Price
+    max_attempts: int
+    timeout_s: float
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def input_queue(self) -> str:
+        return input_queue(self.name, self.version)
+
+    @property
+    def output_queue(self) -> str:
+        return output_queue(self.name, self.version)
+
+    def validate_input(self, packet: Packet) -> None:
+        if self.input_schema is None:
+            return
+        problems = _schema_problems(self.input_schema, packet.payload)
+        if problems:
+            raise PayloadSchemaError(
+                f"payload does not match the input schema of service {self.ref}",
+                problems=problems,
+                service=self.ref,
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+            "price": {
+                "per_call": str(self.price.per_call),
+                "per_item": str(self.price.per_item),
+                "currency": self.price.currency,
+            },
+            "max_attempts": self.max_attempts,
+            "timeout_s": self.timeout_s,
+        }
+
+    @classmethod
+    def of(cls, svc: Service) -> ServiceInfo:
+        return cls(
+            name=svc.name,
+            version=svc.version,
+            description=svc.description,
+            input_schema=svc.input_schema,
+            output_schema=svc.output_schema,
+            price=svc.price,
+            max_attempts=svc.retry.max_attempts,
+            timeout_s=svc.timeout_s,
+        )
+
+
+class ServiceCatalog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._local: dict[str, ServiceInfo] = {}
+        self._cache: dict[str, tuple[float, ServiceInfo]] = {}
+
+    async def publish(self, services: Iterable[Service]) -> None:
+        """Record these services (upsert), so every process can resolve and call them."""
+        now = time.time()
+        rows = []
+        for svc in services:
+            info = ServiceInfo.of(svc)
+            self._local[info.ref] = info
+            self._local.setdefault(info.name, info)
+            rows.append(
+                {
+                    "name": svc.name,
+                    "version": svc.version,
+                    "description": svc.description,
+                    "input_schema": json.dumps(svc.input_schema) if svc.input_schema else None,
+                    "output_schema": json.dumps(svc.output_schema) if svc.output_schema else None,
+                    "price_per_call_micros": svc.price.per_call_micros,
+                    "price_per_item_micros": svc.price.per_item_micros,
+                    "currency": svc.price.currency,
+                    "max_attempts": svc.retry.max_attempts,
+                    "timeout_s": svc.timeout_s,
+                    "updated_at": now,
+                }
+            )
+        async with self.db.transaction() as tx:
+            for row in rows:
+                key = (services_table.c.name == row["name"]) & (
+                    services_table.c.version == row["version"]
+                )
+                updated = await tx.execute(sa.update(services_table).where(key).values(**row))
+                if updated.rowcount == 0:
+                    await tx.execute(sa.insert(services_table).values(**row))
+
+    async def resolve(self, ref: str) -> ServiceInfo:
+        """``name`` (newest published version) or ``name@version``."""
+        local = self._local.get(ref)
+        if local is not None:
+            return local
+        cached = self._cache.get(ref)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        name, _, version = ref.partition("@")
+        query = sa.select(services_table).where(services_table.c.name == name)
+        if version:
+            query = query.where(services_table.c.version == version)
+        query = query.order_by(services_table.c.updated_at.desc()).limit(1)
+        async with self.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            known = sorted({s.name for s in await self.list()})
+            hint = f"known services: {', '.join(known)}" if known else "no service is published yet"
+            raise UnknownServiceError(f"no service named {ref!r} ({hint})", service=ref)
+        info = _info_from_row(row._mapping)
+        self._cache[ref] = (time.monotonic() + _CACHE_TTL_S, info)
+        return info
+
+    async def list(self) -> list[ServiceInfo]:
+        async with self.db.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(services_table).order_by(
+                        services_table.c.name, services_table.c.version
+                    )
+                )
+            ).all()
+        return [_info_from_row(r._mapping) for r in rows]
+
+
+def _info_from_row(row: Any) -> ServiceInfo:
+    from decimal import Decimal
+
+    from service_runtime.sdk import MICROS
+
+    return ServiceInfo(
+        name=row["name"],
+        version=row["version"],
+        description=row["description"],
+        input_schema=json.loads(row["input_schema"]) if row["input_schema"] else None,
+        output_schema=json.loads(row["output_schema"]) if row["output_schema"] else None,
+        price=Price(
+            per_call=Decimal(row["price_per_call_micros"]) / MICROS,
+            per_item=Decimal(row["price_per_item_micros"]) / MICROS,
+            currency=row["currency"],
+        ),
+        max_attempts=row["max_attempts"],
+        timeout_s=row["timeout_s"],
+    )

@@ -1,0 +1,316 @@
+"""The gateway: the one door through which every engine and every client calls a service.
+
+``call`` checks the packet (size, account scope, input schema), asks the admission hook (blocks,
+quotas; handed in by the control plane at start-up, so this layer never imports it), then writes the
+call row and the input-queue message in ONE transaction. A synchronous caller then sleeps until the
+worker's result transaction wakes it.
+
+The call id is the packet id: sending the same packet again returns the same call instead of a
+second one, so a client that retries after a lost response causes no second effect.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+import pydantic_core
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+
+from fluxo_core.errors import (
+    CallNotFoundError,
+    ConflictError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+)
+from fluxo_core.ir import Packet
+from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.tables import calls
+from service_runtime.catalog import ServiceCatalog, ServiceInfo
+from service_runtime.transports import OutgoingMessage, Transport
+
+__all__ = [
+    "REPLY_TO_HEADER",
+    "AdmissionHook",
+    "AdmissionRequest",
+    "CallRecord",
+    "CallStatus",
+    "Gateway",
+    "call_channel",
+]
+
+REPLY_TO_HEADER = "fluxo-reply-to"
+CallStatus = Literal["queued", "retrying", "succeeded", "failed"]
+FINAL_STATUSES = ("succeeded", "failed")
+
+
+def call_channel(call_id: str) -> str:
+    return f"call:{call_id}"
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    """What the admission hook decides on: who calls which service, inside which job."""
+
+    account_id: str
+    user_id: str
+    service: str
+    version: str
+    job_id: str | None
+    step_id: str | None
+    workflow: str | None
+
+
+AdmissionHook = Callable[[AdmissionRequest], Awaitable[None]]
+"""Raises :class:`~fluxo_core.errors.AdmissionDeniedError` to refuse a call."""
+
+
+class CallRecord(BaseModel):
+    """A call as callers see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    service: str
+    version: str
+    account_id: str
+    user_id: str
+    job_id: str | None
+    step_id: str | None
+    status: CallStatus
+    attempts: int
+    result: list[Packet] | None = None
+    error: dict[str, Any] | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class Gateway:
+    """Admits, records and enqueues service calls; lets callers wait for their results.
+
+    Args:
+        db: the database holding call rows (and the queues, with the SQL transport).
+        transport: where input messages go.
+        catalog: resolves service names.
+        max_packet_bytes: packets larger than this (serialised) are refused.
+        admission: the control plane's admission check, run before anything is written.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        transport: Transport,
+        catalog: ServiceCatalog,
+        *,
+        max_packet_bytes: int = 1_048_576,
+        admission: AdmissionHook | None = None,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.transport = transport
+        self.catalog = catalog
+        self.max_packet_bytes = max_packet_bytes
+        self.admission = admission
+        self.poll_interval_s = poll_interval_s
+
+    async def call(
+        self,
+        service: str,
+        packet: Packet,
+        *,
+        principal: Principal | None = None,
+        wait: float | None = None,
+        reply_to: str | None = None,
+    ) -> CallRecord:
+        """Call ``service`` with ``packet``; with ``wait`` seconds, return once it finished.
+
+        If ``wait`` runs out the record returned is still unfinished (the call goes on).
+        """
+        (call_id,) = await self.submit(service, [packet], principal=principal, reply_to=reply_to)
+        if wait is None:
+            return await self.get(call_id)
+        return await self.wait(call_id, wait)
+
+    async def submit(
+        self,
+        service: str,
+        packets: Sequence[Packet],
+        *,
+        principal: Principal | None = None,
+        reply_to: str | None = None,
+    ) -> list[str]:
+        """Admit and enqueue many calls of one service in one transaction; returns call ids."""
+        info = await self.catalog.resolve(service)
+        bodies: list[bytes] = []
+        for packet in packets:
+            body = pydantic_core.to_json(packet)
+            self._check(info, packet, body, principal)
+            bodies.append(body)
+        if self.admission is not None:
+            seen: set[tuple[str, str, str | None, str | None]] = set()
+            for packet in packets:
+                key = (packet.account_id, packet.actor.user.id, packet.job_id, packet.step_id)
+                if key not in seen:
+                    seen.add(key)
+                    await self.admission(
+                        AdmissionRequest(
+                            account_id=packet.account_id,
+                            user_id=packet.actor.user.id,
+                            service=info.name,
+                            version=info.version,
+                            job_id=packet.job_id,
+                            step_id=packet.step_id,
+                            workflow=packet.workflow,
+                        )
+                    )
+        return await self._record_and_enqueue(info, packets, bodies, reply_to)
+
+    def _check(
+        self, info: ServiceInfo, packet: Packet, body: bytes, principal: Principal | None
+    ) -> None:
+        if len(body) > self.max_packet_bytes:
+            raise PayloadTooLargeError(
+                f"packet {packet.id} is {len(body)} bytes, over the limit of "
+                f"{self.max_packet_bytes} bytes (FLUXO_MAX_PACKET_BYTES); send a reference to the "
+                "data instead, or raise the limit",
+                size=len(body),
+                limit=self.max_packet_bytes,
+            )
+        if principal is not None and packet.account_id != principal.account_id:
+            raise PermissionDeniedError(
+                f"packet {packet.id} is for account {packet.account_id!r} but the token belongs to "
+                f"account {principal.account_id!r}; use a token of that account",
+                packet_id=packet.id,
+            )
+        info.validate_input(packet)
+
+    async def _record_and_enqueue(
+        self,
+        info: ServiceInfo,
+        packets: Sequence[Packet],
+        bodies: Sequence[bytes],
+        reply_to: str | None,
+    ) -> list[str]:
+        now = time.time()
+        ids = [p.id for p in packets]
+        async with self.db.transaction() as tx:
+            existing = {
+                r.id: r
+                for r in (
+                    await tx.execute(
+                        sa.select(calls.c.id, calls.c.account_id, calls.c.service).where(
+                            calls.c.id.in_(ids)
+                        )
+                    )
+                ).all()
+            }
+            fresh: list[tuple[Packet, bytes]] = []
+            for packet, body in zip(packets, bodies, strict=True):
+                old = existing.get(packet.id)
+                if old is not None:
+                    if old.account_id != packet.account_id or old.service != info.name:
+                        raise ConflictError(
+                            f"packet id {packet.id!r} was already used for another call; "
+                            "give every new packet a new id",
+                            packet_id=packet.id,
+                        )
+                    continue  # the same call again: idempotent, nothing new to enqueue
+                fresh.append((packet, body))
+            if fresh:
+                await tx.execute(
+                    sa.insert(calls),
+                    [
+                        {
+                            "id": p.id,
+                            "account_id": p.account_id,
+                            "user_id": p.actor.user.id,
+                            "service": info.name,
+                            "version": info.version,
+                            "job_id": p.job_id,
+                            "step_id": p.step_id,
+                            "status": "queued",
+                            "request": body,
+                            "result": None,
+                            "error": None,
+                            "attempts": 0,
+                            "reply_to": reply_to,
+                            "created_at": now,
+                            "finished_at": None,
+                        }
+                        for p, body in fresh
+                    ],
+                )
+                headers = {REPLY_TO_HEADER: reply_to} if reply_to else {}
+                await self.transport.enqueue(
+                    tx,
+                    [
+                        OutgoingMessage(
+                            queue=info.input_queue,
+                            message_id=p.id,
+                            body=body,
+                            headers=headers,
+                            max_attempts=info.max_attempts,
+                        )
+                        for p, body in fresh
+                    ],
+                )
+        return ids
+
+    async def get(self, call_id: str, *, account_id: str | None = None) -> CallRecord:
+        """The call's current record; ``account_id`` scopes the lookup (others' calls are 404)."""
+        query = sa.select(calls).where(calls.c.id == call_id)
+        if account_id is not None:
+            query = query.where(calls.c.account_id == account_id)
+        async with self.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise CallNotFoundError(f"no call {call_id!r} in this account", call_id=call_id)
+        return record_from_row(row._mapping)
+
+    async def wait(
+        self, call_id: str, timeout: float, *, account_id: str | None = None
+    ) -> CallRecord:
+        """Wait up to ``timeout`` seconds for the call to finish; returns its record either way."""
+        deadline = time.monotonic() + timeout
+        with await self.db.subscribe([call_channel(call_id)]) as sub:
+            while True:
+                sub.clear()
+                record = await self.get(call_id, account_id=account_id)
+                left = deadline - time.monotonic()
+                if record.done or left <= 0:
+                    return record
+                # A wake-up is only a hint; the record is the truth, so a missed notification
+                # (another process on SQLite) costs at most poll_interval_s.
+                await sub.wait(min(left, self.poll_interval_s))
+
+
+def record_from_row(row: Any) -> CallRecord:
+    result = None
+    if row["result"] is not None:
+        result = [Packet.model_validate(p) for p in orjson.loads(row["result"])]
+    return CallRecord(
+        id=row["id"],
+        service=row["service"],
+        version=row["version"],
+        account_id=row["account_id"],
+        user_id=row["user_id"],
+        job_id=row["job_id"],
+        step_id=row["step_id"],
+        status=row["status"],
+        attempts=row["attempts"],
+        result=result,
+        error=orjson.loads(row["error"]) if row["error"] else None,
+        created_at=datetime.fromtimestamp(row["created_at"], UTC),
+        finished_at=(
+            datetime.fromtimestamp(row["finished_at"], UTC) if row["finished_at"] else None
+        ),
+    )

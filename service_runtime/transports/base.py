@@ -1,0 +1,96 @@
+"""The queue transport interface, shared by every backend (SQL tables, RabbitMQ).
+
+A transport moves opaque messages between named queues with at-least-once delivery. The contract
+every backend passes (``tests/conformance/test_transport.py``):
+
+* ``enqueue(tx, ...)`` commits with the caller's database transaction: a message exists if and only
+  if the state change that caused it committed (directly in the queue table, or through the outbox);
+* ``claim`` leases up to ``limit`` visible messages; a lease that expires makes the message visible
+  again (re-delivery after a crashed consumer);
+* ``ack``/``retry``/``dead_letter`` settle a delivery as part of the consumer's result transaction
+  (SQL) or right after it commits (broker); a consumer stays exactly-once through its inbox;
+* ``retry`` delays re-delivery (backoff); ``dead_letter`` moves the message to ``<queue>.dlq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from fluxo_core.storage import Transaction
+
+__all__ = [
+    "Delivery",
+    "OutgoingMessage",
+    "Transport",
+    "TransportCapabilities",
+    "dead_letter_queue",
+]
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message to enqueue. ``message_id`` is the idempotency key consumers dedupe on."""
+
+    queue: str
+    message_id: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    max_attempts: int = 5
+    delay_s: float = 0.0
+
+
+@dataclass
+class Delivery:
+    """A claimed message. ``attempt`` counts deliveries, 1 for the first."""
+
+    queue: str
+    message_id: str
+    body: bytes
+    headers: dict[str, str]
+    attempt: int
+    max_attempts: int
+    receipt: Any = None  # backend-specific handle (row id + lease token, broker message)
+
+
+@dataclass(frozen=True)
+class TransportCapabilities:
+    """What a backend can do, so callers and tests can adapt instead of guessing."""
+
+    transactional_enqueue: bool  # enqueue is part of the DB transaction itself (no relay hop)
+    delayed_delivery: bool
+    dead_letter: bool
+    lease_expiry: bool  # an unsettled claim becomes visible again after its lease
+
+
+@runtime_checkable
+class Transport(Protocol):
+    name: str
+    capabilities: TransportCapabilities
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def enqueue(self, tx: Transaction, messages: Sequence[OutgoingMessage]) -> None: ...
+
+    async def claim(
+        self, queues: Sequence[str], *, limit: int, lease_s: float
+    ) -> list[Delivery]: ...
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None: ...
+
+    async def ack(self, tx: Transaction, deliveries: Sequence[Delivery]) -> None: ...
+
+    async def retry(
+        self, tx: Transaction, delivery: Delivery, *, delay_s: float, error: str
+    ) -> None: ...
+
+    async def dead_letter(self, tx: Transaction, delivery: Delivery, *, error: str) -> None: ...
+
+    async def depth(self, queue: str) -> int: ...

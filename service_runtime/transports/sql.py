@@ -1,0 +1,160 @@
+"""The SQL transport: queues are rows of ``queue_messages`` in the same database as the state.
+
+Because the queue lives in the state's database, enqueueing inside the caller's transaction IS the
+transactional outbox: no relay hop is needed. Claims lease a batch in one statement
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL so concurrent workers never block on each other; SQLite
+serialises writers with ``BEGIN IMMEDIATE``). Settling happens inside the consumer's transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+
+import orjson
+import sqlalchemy as sa
+
+from fluxo_core.storage import Database, Transaction
+from fluxo_core.storage.tables import queue_messages as qm
+from service_runtime.transports.base import (
+    Delivery,
+    OutgoingMessage,
+    TransportCapabilities,
+    dead_letter_queue,
+)
+
+__all__ = ["SqlTransport", "queue_channel"]
+
+
+def queue_channel(queue: str) -> str:
+    return f"q:{queue}"
+
+
+class SqlTransport:
+    """Queues in SQL tables. ``poll_interval_s`` bounds how long a missed wake-up can delay a claim."""
+
+    name = "sql"
+    capabilities = TransportCapabilities(
+        transactional_enqueue=True, delayed_delivery=True, dead_letter=True, lease_expiry=True
+    )
+
+    def __init__(self, db: Database, *, poll_interval_s: float = 1.0) -> None:
+        self.db = db
+        self.poll_interval_s = poll_interval_s
+        self._insert = sa.insert(qm)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def enqueue(self, tx: Transaction, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        now = time.time()
+        await tx.execute(
+            self._insert,
+            [
+                {
+                    "queue": m.queue,
+                    "message_id": m.message_id,
+                    "body": m.body,
+                    "headers": orjson.dumps(m.headers).decode(),
+                    "attempt": 0,
+                    "max_attempts": m.max_attempts,
+                    "visible_at": now + m.delay_s,
+                    "lease_token": None,
+                    "last_error": None,
+                    "created_at": now,
+                }
+                for m in messages
+            ],
+        )
+        tx.notify(*{queue_channel(m.queue) for m in messages if m.delay_s <= 0})
+
+    async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Delivery]:
+        now = time.time()
+        token = secrets.token_hex(8)
+        candidates = (
+            sa.select(qm.c.id)
+            .where(qm.c.queue.in_(list(queues)), qm.c.visible_at <= now)
+            .order_by(qm.c.visible_at, qm.c.id)
+            .limit(limit)
+        )
+        if not self.db.is_sqlite:
+            candidates = candidates.with_for_update(skip_locked=True)
+        stmt = (
+            sa.update(qm)
+            .where(qm.c.id.in_(candidates.scalar_subquery()))
+            .values(visible_at=now + lease_s, attempt=qm.c.attempt + 1, lease_token=token)
+            .returning(
+                qm.c.id,
+                qm.c.queue,
+                qm.c.message_id,
+                qm.c.body,
+                qm.c.headers,
+                qm.c.attempt,
+                qm.c.max_attempts,
+            )
+        )
+        async with self.db.transaction() as tx:
+            rows = (await tx.execute(stmt)).all()
+        rows.sort(key=lambda r: r.id)
+        return [
+            Delivery(
+                queue=r.queue,
+                message_id=r.message_id,
+                body=r.body,
+                headers=orjson.loads(r.headers),
+                attempt=r.attempt,
+                max_attempts=r.max_attempts,
+                receipt=(r.id, token),
+            )
+            for r in rows
+        ]
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        await self.db.wait([queue_channel(q) for q in queues], min(timeout, self.poll_interval_s))
+
+    async def ack(self, tx: Transaction, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        # Delete by row id AND lease token: a consumer whose lease expired and was re-claimed by
+        # another must not delete the newer claim (the inbox already keeps its effects single).
+        await tx.execute(
+            sa.delete(qm).where(
+                qm.c.id == sa.bindparam("rid"), qm.c.lease_token == sa.bindparam("tok")
+            ),
+            [{"rid": d.receipt[0], "tok": d.receipt[1]} for d in deliveries],
+        )
+
+    async def retry(self, tx: Transaction, delivery: Delivery, *, delay_s: float, error: str) -> None:
+        rid, token = delivery.receipt
+        await tx.execute(
+            sa.update(qm)
+            .where(qm.c.id == rid, qm.c.lease_token == token)
+            .values(visible_at=time.time() + delay_s, lease_token=None, last_error=error[:4000])
+        )
+
+    async def dead_letter(self, tx: Transaction, delivery: Delivery, *, error: str) -> None:
+        rid, token = delivery.receipt
+        await tx.execute(
+            sa.update(qm)
+            .where(qm.c.id == rid, qm.c.lease_token == token)
+            .values(
+                queue=dead_letter_queue(delivery.queue),
+                visible_at=time.time(),
+                attempt=0,
+                lease_token=None,
+                last_error=error[:4000],
+            )
+        )
+
+    async def depth(self, queue: str) -> int:
+        async with self.db.connect() as conn:
+            count = await conn.scalar(
+                sa.select(sa.func.count()).select_from(qm).where(qm.c.queue == queue)
+            )
+        return int(count or 0)

@@ -1,0 +1,413 @@
+"""The worker: claims input messages, runs handlers, commits every outcome in one transaction.
+
+For a batch of claimed messages the worker runs the handlers, then writes in ONE transaction, per
+message: its inbox row (the exactly-once guard), the call's result, the usage record, the output
+messages (through the transport, i.e. the outbox) and the settlement of the input (ack, retry with
+backoff, or dead-letter). A message whose inbox row already exists was applied before (delivered
+twice, or re-delivered after a crash between commit and ack): it is acknowledged with no new effect.
+
+A crash anywhere before the commit leaves the message leased; the lease expires and another worker
+runs it again. A crash after the commit leaves nothing to redo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pydantic_core
+import sqlalchemy as sa
+
+from fluxo_core.errors import (
+    ConfigError,
+    FluxoError,
+    PacketValidationError,
+    ServiceError,
+    ServiceTimeoutError,
+)
+from fluxo_core.ir import Packet, new_span_id, parse_packet
+from fluxo_core.storage import Database, Transaction
+from fluxo_core.storage.tables import calls, inbox, usage_records
+from service_runtime.gateway import REPLY_TO_HEADER, call_channel
+from service_runtime.sdk import Outputs, Service, _schema_problems
+from service_runtime.transports import Delivery, OutgoingMessage, Transport
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+
+STATUS_HEADER = "fluxo-status"
+CALL_ID_HEADER = "fluxo-call-id"
+OUTPUT_INDEX_HEADER = "fluxo-output-index"
+OUTPUT_COUNT_HEADER = "fluxo-output-count"
+
+
+@dataclass
+class WorkerStats:
+    succeeded: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class _Outcome:
+    delivery: Delivery
+    service: Service
+    packet: Packet | None = None
+    outputs: list[Any] | None = None  # payloads, on success
+    error: FluxoError | None = None
+    duplicate: bool = False
+    span_id: str = field(default_factory=new_span_id)
+
+
+class Worker:
+    """Runs the handlers of ``services`` from their input queues.
+
+    Args:
+        db: the database of calls, inbox and usage ledger.
+        transport: the queue transport.
+        services: the services this worker runs (each consumes its own input queue).
+        batch_size: messages claimed and committed together; the main throughput lever.
+        lease_margin_s: added to the longest handler timeout to make the claim lease.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        transport: Transport,
+        services: Sequence[Service],
+        *,
+        batch_size: int = 100,
+        lease_margin_s: float = 15.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not services:
+            raise ConfigError("a worker needs at least one service to run")
+        self.db = db
+        self.transport = transport
+        self._by_queue = {s.input_queue: s for s in services}
+        self.queues = sorted(self._by_queue)
+        self.batch_size = batch_size
+        self.lease_s = max(s.timeout_s for s in services) + lease_margin_s
+        self.stats = WorkerStats()
+        self._rng = rng or random.Random()
+        self._usage_insert = sa.insert(usage_records)
+        self._call_update = (
+            sa.update(calls)
+            .where(calls.c.id == sa.bindparam("cid"))
+            .values(
+                status=sa.bindparam("st"),
+                result=sa.bindparam("res"),
+                error=sa.bindparam("err"),
+                attempts=sa.bindparam("att"),
+                finished_at=sa.bindparam("fin"),
+            )
+        )
+
+    async def run(self, stop: asyncio.Event | None = None, *, idle_timeout_s: float = 1.0) -> None:
+        """Process batches until ``stop`` is set; sleeps on queue wake-ups when idle."""
+        stop = stop or asyncio.Event()
+        with await self.db.subscribe([f"q:{q}" for q in self.queues]) as sub:
+            while not stop.is_set():
+                sub.clear()
+                try:
+                    done = await self.run_once()
+                except FluxoError as exc:
+                    if not exc.retryable:
+                        raise
+                    log.warning("worker batch failed, retrying: %s", exc.message)
+                    await asyncio.sleep(0.5)
+                    continue
+                if done == 0:
+                    waiter = asyncio.create_task(sub.wait(idle_timeout_s))
+                    stopper = asyncio.create_task(stop.wait())
+                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    for task in (waiter, stopper):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+
+    async def run_once(self) -> int:
+        """Claim one batch, run it, commit its outcomes. Returns how many messages it settled."""
+        deliveries = await self.transport.claim(
+            self.queues, limit=self.batch_size, lease_s=self.lease_s
+        )
+        if not deliveries:
+            return 0
+        outcomes = [_Outcome(d, self._by_queue[d.queue]) for d in deliveries]
+        for o in outcomes:
+            try:
+                o.packet = parse_packet(o.delivery.body, where=f"message {o.delivery.message_id}")
+            except PacketValidationError as exc:
+                exc.retryable = False
+                o.error = exc
+        await self._mark_duplicates(outcomes)
+        await self._run_handlers([o for o in outcomes if o.error is None and not o.duplicate])
+        await self._commit(outcomes)
+        return len(outcomes)
+
+    async def _mark_duplicates(self, outcomes: list[_Outcome]) -> None:
+        """Skip handlers for messages already applied (cheap pre-check; the commit re-checks)."""
+        ids = [o.delivery.message_id for o in outcomes]
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                sa.select(inbox.c.consumer, inbox.c.message_id).where(
+                    inbox.c.message_id.in_(ids), inbox.c.consumer.in_(self.queues)
+                )
+            )
+            seen = {(r.consumer, r.message_id) for r in rows}
+        for o in outcomes:
+            if (o.delivery.queue, o.delivery.message_id) in seen:
+                o.duplicate = True
+
+    async def _run_handlers(self, outcomes: list[_Outcome]) -> None:
+        if outcomes:
+            await asyncio.gather(*(self._run_one(o) for o in outcomes))
+
+    async def _run_one(self, o: _Outcome) -> None:
+        svc, packet = o.service, o.packet
+        if packet is None:  # parse failures never reach here; keeps the type narrow
+            return
+        try:
+            svc.validate_input(packet)
+            if packet.attempt != o.delivery.attempt:
+                packet = packet.model_copy(update={"attempt": o.delivery.attempt})
+            arg = svc.handler_argument(packet)
+            if svc.is_async:
+                result = await asyncio.wait_for(svc.handler(arg), svc.timeout_s)
+            elif svc.inline:
+                result = svc.handler(arg)
+            else:
+                result = await asyncio.wait_for(asyncio.to_thread(svc.handler, arg), svc.timeout_s)
+            o.outputs = _normalize(svc, result)
+        except TimeoutError:
+            o.error = ServiceTimeoutError(
+                f"service {svc.ref} did not finish within {svc.timeout_s}s", service=svc.ref
+            )
+        except FluxoError as exc:
+            o.error = exc
+        except Exception as exc:
+            # A handler bug or a transient failure: retried, and named so the cause can be found.
+            o.error = ServiceError(
+                f"service {svc.ref} raised {type(exc).__name__}: {exc}"[:2000], service=svc.ref
+            )
+
+    async def _commit(self, outcomes: list[_Outcome]) -> None:
+        now = time.time()
+        final = [o for o in outcomes if not o.duplicate and not self._should_retry(o)]
+        retry = [o for o in outcomes if not o.duplicate and self._should_retry(o)]
+        async with self.db.transaction() as tx:
+            applied = await self._claim_inbox(tx, final, now)
+            acks: list[Delivery] = [o.delivery for o in outcomes if o.duplicate]
+            usage: list[dict[str, Any]] = []
+            updates: list[dict[str, Any]] = []
+            messages: list[OutgoingMessage] = []
+            for o in final:
+                if (o.delivery.queue, o.delivery.message_id) not in applied:
+                    acks.append(o.delivery)  # applied by another delivery meanwhile
+                    o.duplicate = True
+                    continue
+                if o.error is None:
+                    acks.append(o.delivery)
+                    self._success(o, now, usage, updates, messages)
+                else:
+                    await self.transport.dead_letter(tx, o.delivery, error=_describe(o.error))
+                    self._failure(o, now, updates, messages)
+            for o in retry:
+                assert o.error is not None  # _should_retry is only true with an error
+                delay = o.service.retry.delay(o.delivery.attempt, self._rng)
+                await self.transport.retry(tx, o.delivery, delay_s=delay, error=_describe(o.error))
+                updates.append(
+                    {
+                        "cid": o.delivery.message_id,
+                        "st": "retrying",
+                        "res": None,
+                        "err": orjson.dumps(o.error.to_dict()).decode(),
+                        "att": o.delivery.attempt,
+                        "fin": None,
+                    }
+                )
+            if usage:
+                await tx.execute(self._usage_insert, usage)
+            if updates:
+                await tx.execute(self._call_update, updates)
+            await self.transport.enqueue(tx, messages)
+            await self.transport.ack(tx, acks)
+            tx.notify(*(call_channel(o.delivery.message_id) for o in outcomes))
+        for o in outcomes:
+            if o.duplicate:
+                self.stats.duplicates += 1
+            elif o in retry:
+                self.stats.retried += 1
+            elif o.error is None:
+                self.stats.succeeded += 1
+            else:
+                self.stats.dead_lettered += 1
+                log.warning(
+                    "dead-lettered %s on %s: %s", o.delivery.message_id, o.service.ref, o.error
+                )
+
+    def _should_retry(self, o: _Outcome) -> bool:
+        return (
+            o.error is not None
+            and o.error.retryable
+            and o.delivery.attempt < o.delivery.max_attempts
+        )
+
+    async def _claim_inbox(
+        self, tx: Transaction, final: list[_Outcome], now: float
+    ) -> set[tuple[str, str]]:
+        """Insert inbox rows; only the ones that were new are applied in this transaction."""
+        if not final:
+            return set()
+        rows = [
+            {"consumer": o.delivery.queue, "message_id": o.delivery.message_id, "processed_at": now}
+            for o in final
+        ]
+        if self.db.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
+        stmt = (
+            upsert(inbox)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(inbox.c.consumer, inbox.c.message_id)
+        )
+        return {(r.consumer, r.message_id) for r in await tx.execute(stmt)}
+
+    def _success(
+        self,
+        o: _Outcome,
+        now: float,
+        usage: list[dict[str, Any]],
+        updates: list[dict[str, Any]],
+        messages: list[OutgoingMessage],
+    ) -> None:
+        packet, svc, outputs = o.packet, o.service, o.outputs or []
+        assert packet is not None  # a success always has its parsed packet
+        results = [packet.derive(p, index=i, span_id=o.span_id) for i, p in enumerate(outputs)]
+        items = sum(len(r.items) for r in results)
+        units, unit_price, amount = svc.price.charge(items)
+        usage.append(
+            {
+                "call_id": packet.id,
+                "account_id": packet.account_id,
+                "user_id": packet.actor.user.id,
+                "service": svc.name,
+                "version": svc.version,
+                "job_id": packet.job_id,
+                "step_id": packet.step_id,
+                "units": units,
+                "unit_price_micros": unit_price,
+                "amount_micros": amount,
+                "currency": svc.price.currency,
+                "created_at": now,
+            }
+        )
+        bodies = [pydantic_core.to_json(r) for r in results]
+        updates.append(
+            {
+                "cid": packet.id,
+                "st": "succeeded",
+                "res": b"[" + b",".join(bodies) + b"]",
+                "err": None,
+                "att": o.delivery.attempt,
+                "fin": now,
+            }
+        )
+        reply_to = o.delivery.headers.get(REPLY_TO_HEADER) or svc.output_queue
+        count = str(len(results))
+        if not results:
+            # Zero outputs still tell the consumer of the output queue that the call is done.
+            empty = packet.derive([], index=0, span_id=o.span_id)
+            results, bodies = [empty], [pydantic_core.to_json(empty)]
+        for i, (result, body) in enumerate(zip(results, bodies, strict=True)):
+            messages.append(
+                OutgoingMessage(
+                    queue=reply_to,
+                    message_id=result.id,
+                    body=body,
+                    headers={
+                        STATUS_HEADER: "succeeded",
+                        CALL_ID_HEADER: packet.id,
+                        OUTPUT_INDEX_HEADER: str(i),
+                        OUTPUT_COUNT_HEADER: count,
+                    },
+                )
+            )
+
+    def _failure(
+        self,
+        o: _Outcome,
+        now: float,
+        updates: list[dict[str, Any]],
+        messages: list[OutgoingMessage],
+    ) -> None:
+        assert o.error is not None  # only failed outcomes come here
+        error = o.error.to_dict()
+        updates.append(
+            {
+                "cid": o.delivery.message_id,
+                "st": "failed",
+                "res": None,
+                "err": orjson.dumps(error).decode(),
+                "att": o.delivery.attempt,
+                "fin": now,
+            }
+        )
+        if o.packet is None:
+            return  # an unparseable message has no actor to address an error packet to
+        reply_to = o.delivery.headers.get(REPLY_TO_HEADER) or o.service.output_queue
+        failure = o.packet.derive({"error": error}, index=0, span_id=o.span_id)
+        messages.append(
+            OutgoingMessage(
+                queue=reply_to,
+                message_id=failure.id,
+                body=pydantic_core.to_json(failure),
+                headers={STATUS_HEADER: "failed", CALL_ID_HEADER: o.packet.id},
+            )
+        )
+
+
+def _describe(error: FluxoError) -> str:
+    return f"{type(error).__name__}: {error.message}"
+
+
+def _normalize(svc: Service, result: Any) -> list[Any]:
+    """A handler's return value as a list of output payloads (see the SDK docstring)."""
+    if result is None:
+        outputs: list[Any] = []
+    elif isinstance(result, Outputs):
+        outputs = list(result)
+    else:
+        outputs = [result]
+    for i, payload in enumerate(outputs):
+        ok = isinstance(payload, dict) or (
+            isinstance(payload, list) and all(isinstance(x, dict) for x in payload)
+        )
+        if not ok:
+            raise ServiceError(
+                f"service {svc.ref} returned {type(payload).__name__} as output {i}; return a "
+                "dict, a list of dicts, Outputs([...]) for several packets, or None",
+                retryable=False,
+                service=svc.ref,
+            )
+        if svc.output_schema is not None:
+            problems = _schema_problems(svc.output_schema, payload)
+            if problems:
+                raise ServiceError(
+                    f"service {svc.ref} returned output {i} that does not match its output "
+                    f"schema: {problems[0][0]}: {problems[0][1]}",
+                    retryable=False,
+                    service=svc.ref,
+                )
+    return outputs
