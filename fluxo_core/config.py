@@ -59,16 +59,19 @@ class FluxoConfig(BaseModel):
 
 
 def normalize_database_url(url: str) -> str:
-    """Pick the async driver for a plain URL: ``sqlite:///x`` -> ``sqlite+aiosqlite:///x``."""
-    if url.startswith("sqlite:"):
-        return "sqlite+aiosqlite:" + url[len("sqlite:") :]
-    if url.startswith(("postgresql:", "postgres:")):
-        return "postgresql+psycopg:" + url.split(":", 1)[1]
-    if url.startswith(("sqlite+aiosqlite:", "postgresql+psycopg:")):
-        return url
+    """Accept the usual spellings; return the URL with the driver Fluxo uses (pysqlite, psycopg 3)."""
+    for prefix, driver in (
+        ("sqlite+aiosqlite:", "sqlite:"),
+        ("sqlite:", "sqlite:"),
+        ("postgresql+psycopg:", "postgresql+psycopg:"),
+        ("postgresql:", "postgresql+psycopg:"),
+        ("postgres:", "postgresql+psycopg:"),
+    ):
+        if url.startswith(prefix):
+            return driver + url[len(prefix) :]
     raise ConfigError(
-        "FLUXO_DATABASE_URL must be a SQLite URL (sqlite:///path/fluxo.db) or a PostgreSQL URL "
-        "(postgresql+psycopg://user@host/db)",
+        "FLUXO_DATABASE_URL must be a SQLite URL (sqlite:////abs/path/fluxo.db) or a PostgreSQL "
+        "URL (postgresql+psycopg://user@host/db)",
         setting="FLUXO_DATABASE_URL",
     )
 

@@ -7,6 +7,7 @@ from service_runtime.gateway import (
     CallRecord,
     Gateway,
 )
+from service_runtime.runtime import ServiceRuntime
 from service_runtime.sdk import Outputs, Price, RetryPolicy, Service, service
 from service_runtime.transports import SqlTransport, Transport
 from service_runtime.worker import Worker
@@ -22,6 +23,7 @@ __all__ = [
     "Service",
     "ServiceCatalog",
     "ServiceInfo",
+    "ServiceRuntime",
     "SqlTransport",
     "Transport",
     "Worker",

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from fluxo_core.errors import PayloadSchemaError, UnknownServiceError
 from fluxo_core.ir import Packet
-from fluxo_core.storage import Database
+from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.tables import services as services_table
 from service_runtime.sdk import Price, Service, _schema_problems, input_queue, output_queue
 
@@ -121,14 +121,17 @@ class ServiceCatalog:
                     "updated_at": now,
                 }
             )
-        async with self.db.transaction() as tx:
+
+        def upsert(tx: Transaction) -> None:
             for row in rows:
                 key = (services_table.c.name == row["name"]) & (
                     services_table.c.version == row["version"]
                 )
-                updated = await tx.execute(sa.update(services_table).where(key).values(**row))
+                updated = tx.execute(sa.update(services_table).where(key).values(**row))
                 if updated.rowcount == 0:
-                    await tx.execute(sa.insert(services_table).values(**row))
+                    tx.execute(sa.insert(services_table).values(**row))
+
+        await self.db.transact(upsert)
 
     async def resolve(self, ref: str) -> ServiceInfo:
         """``name`` (newest published version) or ``name@version``."""
@@ -143,8 +146,7 @@ class ServiceCatalog:
         if version:
             query = query.where(services_table.c.version == version)
         query = query.order_by(services_table.c.updated_at.desc()).limit(1)
-        async with self.db.connect() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self.db.read(lambda conn: conn.execute(query).first())
         if row is None:
             known = sorted({s.name for s in await self.list()})
             hint = f"known services: {', '.join(known)}" if known else "no service is published yet"
@@ -154,14 +156,8 @@ class ServiceCatalog:
         return info
 
     async def list(self) -> list[ServiceInfo]:
-        async with self.db.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(services_table).order_by(
-                        services_table.c.name, services_table.c.version
-                    )
-                )
-            ).all()
+        query = sa.select(services_table).order_by(services_table.c.name, services_table.c.version)
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
         return [_info_from_row(r._mapping) for r in rows]
 
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import orjson
 import pydantic_core
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from pydantic import BaseModel, ConfigDict
 
 from fluxo_core.errors import (
@@ -29,7 +31,7 @@ from fluxo_core.errors import (
     PermissionDeniedError,
 )
 from fluxo_core.ir import Packet
-from fluxo_core.storage import Database, Principal
+from fluxo_core.storage import Database, Principal, Transaction
 from fluxo_core.storage.tables import calls
 from service_runtime.catalog import ServiceCatalog, ServiceInfo
 from service_runtime.transports import OutgoingMessage, Transport
@@ -121,6 +123,10 @@ class Gateway:
         self.max_packet_bytes = max_packet_bytes
         self.admission = admission
         self.poll_interval_s = poll_interval_s
+        upsert = sqlite_insert if db.is_sqlite else pg_insert
+        self._calls_insert = upsert(calls).on_conflict_do_nothing().returning(calls.c.id)
+        self._get = sa.select(calls).where(calls.c.id == sa.bindparam("cid"))
+        self._get_scoped = self._get.where(calls.c.account_id == sa.bindparam("acc"))
 
     async def call(
         self,
@@ -201,77 +207,76 @@ class Gateway:
         reply_to: str | None,
     ) -> list[str]:
         now = time.time()
-        ids = [p.id for p in packets]
-        async with self.db.transaction() as tx:
-            existing = {
-                r.id: r
-                for r in (
-                    await tx.execute(
-                        sa.select(calls.c.id, calls.c.account_id, calls.c.service).where(
-                            calls.c.id.in_(ids)
-                        )
-                    )
-                ).all()
+        headers = {REPLY_TO_HEADER: reply_to} if reply_to else {}
+        rows = [
+            {
+                "id": p.id,
+                "account_id": p.account_id,
+                "user_id": p.actor.user.id,
+                "service": info.name,
+                "version": info.version,
+                "job_id": p.job_id,
+                "step_id": p.step_id,
+                "status": "queued",
+                "request": body,
+                "result": None,
+                "error": None,
+                "attempts": 0,
+                "reply_to": reply_to,
+                "created_at": now,
+                "finished_at": None,
             }
-            fresh: list[tuple[Packet, bytes]] = []
-            for packet, body in zip(packets, bodies, strict=True):
-                old = existing.get(packet.id)
-                if old is not None:
-                    if old.account_id != packet.account_id or old.service != info.name:
-                        raise ConflictError(
-                            f"packet id {packet.id!r} was already used for another call; "
-                            "give every new packet a new id",
-                            packet_id=packet.id,
-                        )
-                    continue  # the same call again: idempotent, nothing new to enqueue
-                fresh.append((packet, body))
-            if fresh:
-                await tx.execute(
-                    sa.insert(calls),
-                    [
-                        {
-                            "id": p.id,
-                            "account_id": p.account_id,
-                            "user_id": p.actor.user.id,
-                            "service": info.name,
-                            "version": info.version,
-                            "job_id": p.job_id,
-                            "step_id": p.step_id,
-                            "status": "queued",
-                            "request": body,
-                            "result": None,
-                            "error": None,
-                            "attempts": 0,
-                            "reply_to": reply_to,
-                            "created_at": now,
-                            "finished_at": None,
-                        }
-                        for p, body in fresh
-                    ],
+            for p, body in zip(packets, bodies, strict=True)
+        ]
+
+        def record(tx: Transaction) -> None:
+            # A packet id seen before is the same call retried by its client: keep the first,
+            # enqueue nothing new. Only if the id was used for a different call is it an error.
+            inserted = {r.id for r in tx.execute(self._calls_insert, rows)}
+            if len(inserted) < len(rows):
+                self._check_repeats(tx, info, [p for p in packets if p.id not in inserted])
+            self.transport.enqueue(
+                tx,
+                [
+                    OutgoingMessage(
+                        queue=info.input_queue,
+                        message_id=p.id,
+                        body=body,
+                        headers=headers,
+                        max_attempts=info.max_attempts,
+                    )
+                    for p, body in zip(packets, bodies, strict=True)
+                    if p.id in inserted
+                ],
+            )
+
+        await self.db.transact(record)
+        return [p.id for p in packets]
+
+    @staticmethod
+    def _check_repeats(tx: Transaction, info: ServiceInfo, repeats: Sequence[Packet]) -> None:
+        stored = {
+            r.id: r
+            for r in tx.execute(
+                sa.select(calls.c.id, calls.c.account_id, calls.c.service).where(
+                    calls.c.id.in_([p.id for p in repeats])
                 )
-                headers = {REPLY_TO_HEADER: reply_to} if reply_to else {}
-                await self.transport.enqueue(
-                    tx,
-                    [
-                        OutgoingMessage(
-                            queue=info.input_queue,
-                            message_id=p.id,
-                            body=body,
-                            headers=headers,
-                            max_attempts=info.max_attempts,
-                        )
-                        for p, body in fresh
-                    ],
+            )
+        }
+        for packet in repeats:
+            old = stored.get(packet.id)
+            if old is None or old.account_id != packet.account_id or old.service != info.name:
+                raise ConflictError(
+                    f"packet id {packet.id!r} was already used for another call; "
+                    "give every new packet a new id",
+                    packet_id=packet.id,
                 )
-        return ids
 
     async def get(self, call_id: str, *, account_id: str | None = None) -> CallRecord:
         """The call's current record; ``account_id`` scopes the lookup (others' calls are 404)."""
-        query = sa.select(calls).where(calls.c.id == call_id)
-        if account_id is not None:
-            query = query.where(calls.c.account_id == account_id)
-        async with self.db.connect() as conn:
-            row = (await conn.execute(query)).first()
+        query = self._get if account_id is None else self._get_scoped
+        params = {"cid": call_id, "acc": account_id}
+        row = await self.db.read(lambda conn: conn.execute(query, params).first())
         if row is None:
             raise CallNotFoundError(f"no call {call_id!r} in this account", call_id=call_id)
         return record_from_row(row._mapping)

@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 import pydantic_core
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fluxo_core.errors import (
     ConfigError,
@@ -65,6 +67,7 @@ class _Outcome:
     outputs: list[Any] | None = None  # payloads, on success
     error: FluxoError | None = None
     duplicate: bool = False
+    retry_delay: float = 0.0
     span_id: str = field(default_factory=new_span_id)
 
 
@@ -100,6 +103,14 @@ class Worker:
         self.stats = WorkerStats()
         self._rng = rng or random.Random()
         self._usage_insert = sa.insert(usage_records)
+        upsert = sqlite_insert if db.is_sqlite else pg_insert
+        self._inbox_insert = (
+            upsert(inbox).on_conflict_do_nothing().returning(inbox.c.consumer, inbox.c.message_id)
+        )
+        self._seen = sa.select(inbox.c.consumer, inbox.c.message_id).where(
+            inbox.c.message_id.in_(sa.bindparam("ids", expanding=True)),
+            inbox.c.consumer.in_(sa.bindparam("queues", expanding=True)),
+        )
         self._call_update = (
             sa.update(calls)
             .where(calls.c.id == sa.bindparam("cid"))
@@ -126,7 +137,9 @@ class Worker:
                     log.warning("worker batch failed, retrying: %s", exc.message)
                     await asyncio.sleep(0.5)
                     continue
-                if done == 0:
+                if done < self.batch_size:
+                    # Drained (a full batch means more is likely waiting). Anything committed since
+                    # `clear()` above has already set the subscription, so nothing is missed.
                     waiter = asyncio.create_task(sub.wait(idle_timeout_s))
                     stopper = asyncio.create_task(stop.wait())
                     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -156,17 +169,15 @@ class Worker:
 
     async def _mark_duplicates(self, outcomes: list[_Outcome]) -> None:
         """Skip handlers for messages already applied (cheap pre-check; the commit re-checks)."""
-        ids = [o.delivery.message_id for o in outcomes]
-        async with self.db.connect() as conn:
-            rows = await conn.execute(
-                sa.select(inbox.c.consumer, inbox.c.message_id).where(
-                    inbox.c.message_id.in_(ids), inbox.c.consumer.in_(self.queues)
-                )
-            )
-            seen = {(r.consumer, r.message_id) for r in rows}
+        params = {"ids": [o.delivery.message_id for o in outcomes], "queues": self.queues}
+        seen = await self.db.read(
+            lambda conn: {(r.consumer, r.message_id) for r in conn.execute(self._seen, params)}
+        )
         for o in outcomes:
-            if (o.delivery.queue, o.delivery.message_id) in seen:
+            key = (o.delivery.queue, o.delivery.message_id)
+            if key in seen:
                 o.duplicate = True
+            seen.add(key)  # a second copy within this batch must not run the handler again
 
     async def _run_handlers(self, outcomes: list[_Outcome]) -> None:
         if outcomes:
@@ -204,44 +215,58 @@ class Worker:
         now = time.time()
         final = [o for o in outcomes if not o.duplicate and not self._should_retry(o)]
         retry = [o for o in outcomes if not o.duplicate and self._should_retry(o)]
-        async with self.db.transaction() as tx:
-            applied = await self._claim_inbox(tx, final, now)
+        for o in retry:
+            o.retry_delay = o.service.retry.delay(o.delivery.attempt, self._rng)
+        # Build everything that does not depend on the inbox outcome before taking the write lock.
+        success_rows = {
+            id(o): self._success_rows(o, now) for o in final if o.error is None
+        }
+
+        def commit(tx: Transaction) -> None:
+            applied = self._claim_inbox(tx, final, now)
             acks: list[Delivery] = [o.delivery for o in outcomes if o.duplicate]
             usage: list[dict[str, Any]] = []
             updates: list[dict[str, Any]] = []
             messages: list[OutgoingMessage] = []
             for o in final:
-                if (o.delivery.queue, o.delivery.message_id) not in applied:
-                    acks.append(o.delivery)  # applied by another delivery meanwhile
+                key = (o.delivery.queue, o.delivery.message_id)
+                if key not in applied:
+                    # Applied before, by another delivery meanwhile or earlier in this batch.
+                    acks.append(o.delivery)
                     o.duplicate = True
                     continue
+                applied.discard(key)  # a second copy in this same batch is a duplicate
                 if o.error is None:
                     acks.append(o.delivery)
-                    self._success(o, now, usage, updates, messages)
+                    row_usage, row_update, row_messages = success_rows[id(o)]
+                    usage.append(row_usage)
+                    updates.append(row_update)
+                    messages.extend(row_messages)
                 else:
-                    await self.transport.dead_letter(tx, o.delivery, error=_describe(o.error))
+                    self.transport.dead_letter(tx, o.delivery, error=_describe(o.error))
                     self._failure(o, now, updates, messages)
             for o in retry:
-                assert o.error is not None  # _should_retry is only true with an error
-                delay = o.service.retry.delay(o.delivery.attempt, self._rng)
-                await self.transport.retry(tx, o.delivery, delay_s=delay, error=_describe(o.error))
+                error = o.error or ServiceError("retry without an error")
+                self.transport.retry(tx, o.delivery, delay_s=o.retry_delay, error=_describe(error))
                 updates.append(
                     {
                         "cid": o.delivery.message_id,
                         "st": "retrying",
                         "res": None,
-                        "err": orjson.dumps(o.error.to_dict()).decode(),
+                        "err": orjson.dumps(error.to_dict()).decode(),
                         "att": o.delivery.attempt,
                         "fin": None,
                     }
                 )
             if usage:
-                await tx.execute(self._usage_insert, usage)
+                tx.execute(self._usage_insert, usage)
             if updates:
-                await tx.execute(self._call_update, updates)
-            await self.transport.enqueue(tx, messages)
-            await self.transport.ack(tx, acks)
+                tx.execute(self._call_update, updates)
+            self.transport.enqueue(tx, messages)
+            self.transport.ack(tx, acks)
             tx.notify(*(call_channel(o.delivery.message_id) for o in outcomes))
+
+        await self.db.transact(commit)
         for o in outcomes:
             if o.duplicate:
                 self.stats.duplicates += 1
@@ -262,7 +287,7 @@ class Worker:
             and o.delivery.attempt < o.delivery.max_attempts
         )
 
-    async def _claim_inbox(
+    def _claim_inbox(
         self, tx: Transaction, final: list[_Outcome], now: float
     ) -> set[tuple[str, str]]:
         """Insert inbox rows; only the ones that were new are applied in this transaction."""
@@ -272,78 +297,62 @@ class Worker:
             {"consumer": o.delivery.queue, "message_id": o.delivery.message_id, "processed_at": now}
             for o in final
         ]
-        if self.db.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
-        stmt = (
-            upsert(inbox)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(inbox.c.consumer, inbox.c.message_id)
-        )
-        return {(r.consumer, r.message_id) for r in await tx.execute(stmt)}
+        return {(r.consumer, r.message_id) for r in tx.execute(self._inbox_insert, rows)}
 
-    def _success(
-        self,
-        o: _Outcome,
-        now: float,
-        usage: list[dict[str, Any]],
-        updates: list[dict[str, Any]],
-        messages: list[OutgoingMessage],
-    ) -> None:
+    def _success_rows(
+        self, o: _Outcome, now: float
+    ) -> tuple[dict[str, Any], dict[str, Any], list[OutgoingMessage]]:
+        """The usage record, call update and output messages of a successful call."""
         packet, svc, outputs = o.packet, o.service, o.outputs or []
-        assert packet is not None  # a success always has its parsed packet
+        if packet is None:
+            raise ServiceError("a successful call without its packet", retryable=False)
         results = [packet.derive(p, index=i, span_id=o.span_id) for i, p in enumerate(outputs)]
         items = sum(len(r.items) for r in results)
         units, unit_price, amount = svc.price.charge(items)
-        usage.append(
-            {
-                "call_id": packet.id,
-                "account_id": packet.account_id,
-                "user_id": packet.actor.user.id,
-                "service": svc.name,
-                "version": svc.version,
-                "job_id": packet.job_id,
-                "step_id": packet.step_id,
-                "units": units,
-                "unit_price_micros": unit_price,
-                "amount_micros": amount,
-                "currency": svc.price.currency,
-                "created_at": now,
-            }
-        )
+        usage = {
+            "call_id": packet.id,
+            "account_id": packet.account_id,
+            "user_id": packet.actor.user.id,
+            "service": svc.name,
+            "version": svc.version,
+            "job_id": packet.job_id,
+            "step_id": packet.step_id,
+            "units": units,
+            "unit_price_micros": unit_price,
+            "amount_micros": amount,
+            "currency": svc.price.currency,
+            "created_at": now,
+        }
         bodies = [pydantic_core.to_json(r) for r in results]
-        updates.append(
-            {
-                "cid": packet.id,
-                "st": "succeeded",
-                "res": b"[" + b",".join(bodies) + b"]",
-                "err": None,
-                "att": o.delivery.attempt,
-                "fin": now,
-            }
-        )
+        update = {
+            "cid": packet.id,
+            "st": "succeeded",
+            "res": b"[" + b",".join(bodies) + b"]",
+            "err": None,
+            "att": o.delivery.attempt,
+            "fin": now,
+        }
         reply_to = o.delivery.headers.get(REPLY_TO_HEADER) or svc.output_queue
         count = str(len(results))
         if not results:
             # Zero outputs still tell the consumer of the output queue that the call is done.
             empty = packet.derive([], index=0, span_id=o.span_id)
             results, bodies = [empty], [pydantic_core.to_json(empty)]
-        for i, (result, body) in enumerate(zip(results, bodies, strict=True)):
-            messages.append(
-                OutgoingMessage(
-                    queue=reply_to,
-                    message_id=result.id,
-                    body=body,
-                    headers={
-                        STATUS_HEADER: "succeeded",
-                        CALL_ID_HEADER: packet.id,
-                        OUTPUT_INDEX_HEADER: str(i),
-                        OUTPUT_COUNT_HEADER: count,
-                    },
-                )
+        messages = [
+            OutgoingMessage(
+                queue=reply_to,
+                message_id=result.id,
+                body=body,
+                headers={
+                    STATUS_HEADER: "succeeded",
+                    CALL_ID_HEADER: packet.id,
+                    OUTPUT_INDEX_HEADER: str(i),
+                    OUTPUT_COUNT_HEADER: count,
+                },
             )
+            for i, (result, body) in enumerate(zip(results, bodies, strict=True))
+        ]
+        return usage, update, messages
 
     def _failure(
         self,
@@ -352,8 +361,7 @@ class Worker:
         updates: list[dict[str, Any]],
         messages: list[OutgoingMessage],
     ) -> None:
-        assert o.error is not None  # only failed outcomes come here
-        error = o.error.to_dict()
+        error = (o.error or ServiceError("failed")).to_dict()
         updates.append(
             {
                 "cid": o.delivery.message_id,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from fluxo_core.errors import AuthError, NotFoundError
-from fluxo_core.storage.database import Database
+from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import accounts, api_tokens
 
 __all__ = ["AccountStore", "Principal"]
@@ -35,23 +35,26 @@ class AccountStore:
         self.db = db
 
     async def ensure_account(self, account_id: str, name: str | None = None) -> None:
-        async with self.db.transaction() as tx:
-            exists = await tx.conn.scalar(sa.select(accounts.c.id).where(accounts.c.id == account_id))
+        def run(tx: Transaction) -> None:
+            exists = tx.conn.scalar(sa.select(accounts.c.id).where(accounts.c.id == account_id))
             if exists is None:
-                await tx.execute(
+                tx.execute(
                     sa.insert(accounts).values(
                         id=account_id, name=name or account_id, blocked=False, created_at=time.time()
                     )
                 )
 
+        await self.db.transact(run)
+
     async def issue_token(self, account_id: str, user_id: str, name: str = "default") -> str:
         """Create a token; returns it. Only its digest is stored, so it cannot be shown again."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        async with self.db.transaction() as tx:
-            found = await tx.conn.scalar(sa.select(accounts.c.id).where(accounts.c.id == account_id))
+
+        def run(tx: Transaction) -> None:
+            found = tx.conn.scalar(sa.select(accounts.c.id).where(accounts.c.id == account_id))
             if found is None:
                 raise NotFoundError(f"account {account_id!r} does not exist", account_id=account_id)
-            await tx.execute(
+            tx.execute(
                 sa.insert(api_tokens).values(
                     digest=_digest(token),
                     account_id=account_id,
@@ -61,24 +64,22 @@ class AccountStore:
                     revoked=False,
                 )
             )
+
+        await self.db.transact(run)
         return token
 
     async def authenticate(self, token: str) -> Principal:
-        async with self.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(api_tokens.c.account_id, api_tokens.c.user_id).where(
-                        api_tokens.c.digest == _digest(token), api_tokens.c.revoked.is_(False)
-                    )
-                )
-            ).first()
+        query = sa.select(api_tokens.c.account_id, api_tokens.c.user_id).where(
+            api_tokens.c.digest == _digest(token), api_tokens.c.revoked.is_(False)
+        )
+        row = await self.db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise AuthError("the bearer token is unknown or revoked; ask for a new token")
         return Principal(account_id=row.account_id, user_id=row.user_id)
 
     async def set_blocked(self, account_id: str, blocked: bool, reason: str | None = None) -> None:
-        async with self.db.transaction() as tx:
-            result = await tx.execute(
+        def run(tx: Transaction) -> None:
+            result = tx.execute(
                 sa.update(accounts)
                 .where(accounts.c.id == account_id)
                 .values(blocked=blocked, blocked_reason=reason if blocked else None)
@@ -87,16 +88,14 @@ class AccountStore:
                 raise NotFoundError(f"account {account_id!r} does not exist", account_id=account_id)
             tx.notify("policy")
 
+        await self.db.transact(run)
+
     async def blocked_reason(self, account_id: str) -> str | None:
         """The block reason if the account is blocked (or unknown), else None."""
-        async with self.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(accounts.c.blocked, accounts.c.blocked_reason).where(
-                        accounts.c.id == account_id
-                    )
-                )
-            ).first()
+        query = sa.select(accounts.c.blocked, accounts.c.blocked_reason).where(
+            accounts.c.id == account_id
+        )
+        row = await self.db.read(lambda conn: conn.execute(query).first())
         if row is None:
             return "unknown account"
         return (row.blocked_reason or "blocked") if row.blocked else None

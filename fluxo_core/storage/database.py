@@ -15,14 +15,15 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc as sa_exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from fluxo_core.errors import ConflictError, StorageError
 
@@ -32,25 +33,31 @@ log = logging.getLogger(__name__)
 
 _PG_CHANNEL = "fluxo_wakeup"
 _PG_PAYLOAD_LIMIT = 7900  # NOTIFY payloads must stay under 8000 bytes
+_PG_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+T = TypeVar("T")
 
 
 class Transaction:
-    """An open write transaction: a connection plus what to announce once it commits."""
+    """An open write transaction, used from inside a ``Database.transact`` function.
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    Statements run synchronously on the transaction's connection (in a database thread); wake-ups
+    and after-commit callbacks are collected and fired on the event loop once the commit succeeded.
+    """
+
+    def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self._notify: set[str] = set()
         self._after_commit: list[Callable[[], Awaitable[None]]] = []
 
-    async def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
-        return await self.conn.execute(statement, params)
+    def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+        return self.conn.execute(statement, params)
 
     def notify(self, *channels: str) -> None:
         """Wake the waiters of these channels once (and only if) this transaction commits."""
         self._notify.update(channels)
 
     def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Run ``callback`` after a successful commit (e.g. acknowledge a broker message)."""
+        """Run ``callback`` on the event loop after a successful commit (e.g. a broker ack)."""
         self._after_commit.append(callback)
 
 
@@ -119,30 +126,51 @@ class _WakeupHub:
 class Database:
     """A SQLite or PostgreSQL database used by one process.
 
+    Work is handed over as a plain function: ``await db.transact(fn)`` runs ``fn(tx)`` inside one
+    write transaction and ``await db.read(fn)`` runs ``fn(conn)`` on a read connection, each in a
+    database thread. One thread hop per transaction instead of one per statement is what lets a
+    Python runtime commit thousands of calls a second.
+
     Args:
-        url: an async SQLAlchemy URL (``sqlite+aiosqlite:///path`` or ``postgresql+psycopg://...``).
-        pool_size: connections kept open (PostgreSQL).
+        url: a SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``; an async driver
+            name such as ``sqlite+aiosqlite`` is accepted and mapped to its sync twin).
+        pool_size: connections (and database threads) kept for this process.
     """
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
-        self.url = url
-        parsed = make_url(url)
+        parsed = make_url(_sync_url(url))
+        self.url = parsed.render_as_string(hide_password=False)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.engine: AsyncEngine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=10, connect_args={"timeout": 30}
+            self.engine = sa.create_engine(
+                parsed,
+                poolclass=QueuePool,
+                pool_size=pool_size + 1,
+                max_overflow=0,
+                connect_args={"check_same_thread": False, "timeout": 30},
             )
-            event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
-            event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
         elif self.dialect == "postgresql":
-            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=10)
+            self.engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=0)
         else:
             raise StorageError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
+        self._pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="fluxo-db")
+        self._read_options: dict[str, Any] = (
+            {"fluxo_read": True} if self.dialect == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
+        )
+        # SQLite has one writer at a time. Writers of this process queue on one thread instead of
+        # colliding inside SQLite, whose busy handler would put the loser to sleep for milliseconds.
+        self._write_pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="fluxo-db-write")
+            if self.dialect == "sqlite"
+            else self._pool
+        )
         self._hub = _WakeupHub()
         self._listener: asyncio.Task[None] | None = None
-        self._listener_ready: asyncio.Event | None = None
+        self._listener_ready = asyncio.Event()
 
     @property
     def is_sqlite(self) -> bool:
@@ -155,28 +183,39 @@ class Database:
 
     # -- transactions -------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """A write transaction; commits on exit, rolls back on error, then fires wake-ups."""
-        with map_storage_errors():
-            async with self.engine.begin() as conn:
-                tx = Transaction(conn)
-                yield tx
-                if tx._notify and self.dialect == "postgresql":
-                    for payload in _chunk_channels(tx._notify):
-                        await conn.execute(
-                            sa.select(sa.func.pg_notify(_PG_CHANNEL, payload))
-                        )
+    async def transact(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn(tx)`` in one write transaction; commit, then fire wake-ups and callbacks."""
+        tx, result = await asyncio.get_running_loop().run_in_executor(
+            self._write_pool, self._transact_sync, fn
+        )
         self._hub.fire(tx._notify)
         for callback in tx._after_commit:
             await callback()
+        return result
 
-    @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autobegin; rolled back at exit)."""
-        with map_storage_errors():
-            async with self.engine.connect() as conn:
-                yield conn
+    def _transact_sync(self, fn: Callable[[Transaction], T]) -> tuple[Transaction, T]:
+        with map_storage_errors(), self.engine.begin() as conn:
+            tx = Transaction(conn)
+            result = fn(tx)
+            if tx._notify and self.dialect == "postgresql":
+                for payload in _chunk_channels(tx._notify):
+                    conn.execute(_PG_NOTIFY, {"channel": _PG_CHANNEL, "payload": payload})
+        return tx, result
+
+    async def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a read-only snapshot (no write lock taken)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read_sync, fn)
+
+    def _read_sync(self, fn: Callable[[sa.Connection], T]) -> T:
+        with map_storage_errors(), self.engine.connect() as conn:
+            # PostgreSQL: autocommit, so a read costs its statements and no BEGIN/ROLLBACK round
+            # trips (each statement sees its own snapshot). SQLite: a deferred read transaction.
+            conn.execution_options(**self._read_options)
+            try:
+                return fn(conn)
+            finally:
+                if conn.in_transaction():
+                    conn.rollback()
 
     # -- wake-ups -----------------------------------------------------------------------------
 
@@ -199,9 +238,8 @@ class Database:
 
     async def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.done():
-            self._listener_ready = asyncio.Event()
+            self._listener_ready.clear()
             self._listener = asyncio.create_task(self._listen(), name="fluxo-pg-listen")
-        assert self._listener_ready is not None  # set just above; narrows for mypy
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listener_ready.wait(), 5)
 
@@ -215,7 +253,6 @@ class Database:
             try:
                 async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {_PG_CHANNEL}")
-                    assert self._listener_ready is not None
                     self._listener_ready.set()
                     # Anything committed while we were not listening: wake everyone to re-check.
                     self._hub.fire_all()
@@ -233,23 +270,20 @@ class Database:
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (Alembic). Safe to run from several processes."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._migrate_sync)
+
+    def _migrate_sync(self) -> None:
         from alembic import command
         from alembic.config import Config
 
-        script_location = str(Path(__file__).with_name("migrations"))
-
-        def upgrade(sync_conn: sa.Connection) -> None:
-            cfg = Config()
-            cfg.set_main_option("script_location", script_location)
-            cfg.attributes["connection"] = sync_conn
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        with map_storage_errors(), self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Serialise concurrent starters; released at commit.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(727375)"))
+            cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-
-        with map_storage_errors():
-            async with self.engine.begin() as conn:
-                if self.dialect == "postgresql":
-                    # Serialise concurrent starters; released at commit.
-                    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727375)"))
-                await conn.run_sync(upgrade)
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -257,7 +291,17 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
             self._listener = None
-        await self.engine.dispose()
+        self.engine.dispose()
+        self._pool.shutdown(wait=False)
+        self._write_pool.shutdown(wait=False)
+
+
+def _sync_url(url: str) -> str:
+    if url.startswith("sqlite+aiosqlite:"):
+        return "sqlite:" + url[len("sqlite+aiosqlite:") :]
+    if url.startswith("postgresql:"):
+        return "postgresql+psycopg:" + url[len("postgresql:") :]
+    return url
 
 
 def _chunk_channels(channels: Iterable[str]) -> Iterable[str]:
@@ -286,7 +330,12 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the write lock up front: a deferred transaction that reads and then writes can
+    # fail at once with SQLITE_BUSY when another writer got in between. Reads stay deferred.
+    if conn.get_execution_options().get("fluxo_read"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @contextlib.contextmanager

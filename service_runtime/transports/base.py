@@ -7,8 +7,10 @@ every backend passes (``tests/conformance/test_transport.py``):
   if the state change that caused it committed (directly in the queue table, or through the outbox);
 * ``claim`` leases up to ``limit`` visible messages; a lease that expires makes the message visible
   again (re-delivery after a crashed consumer);
-* ``ack``/``retry``/``dead_letter`` settle a delivery as part of the consumer's result transaction
-  (SQL) or right after it commits (broker); a consumer stays exactly-once through its inbox;
+* ``enqueue``/``ack``/``retry``/``dead_letter`` are plain functions called INSIDE a database
+  transaction (``Database.transact``): the SQL backend writes its tables there, a broker backend
+  writes the outbox there and settles with the broker in an after-commit callback; a consumer stays
+  exactly-once through its inbox;
 * ``retry`` delays re-delivery (backoff); ``dead_letter`` moves the message to ``<queue>.dlq``.
 """
 
@@ -77,7 +79,7 @@ class Transport(Protocol):
 
     async def close(self) -> None: ...
 
-    async def enqueue(self, tx: Transaction, messages: Sequence[OutgoingMessage]) -> None: ...
+    def enqueue(self, tx: Transaction, messages: Sequence[OutgoingMessage]) -> None: ...
 
     async def claim(
         self, queues: Sequence[str], *, limit: int, lease_s: float
@@ -85,12 +87,12 @@ class Transport(Protocol):
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None: ...
 
-    async def ack(self, tx: Transaction, deliveries: Sequence[Delivery]) -> None: ...
+    def ack(self, tx: Transaction, deliveries: Sequence[Delivery]) -> None: ...
 
     async def retry(
         self, tx: Transaction, delivery: Delivery, *, delay_s: float, error: str
     ) -> None: ...
 
-    async def dead_letter(self, tx: Transaction, delivery: Delivery, *, error: str) -> None: ...
+    def dead_letter(self, tx: Transaction, delivery: Delivery, *, error: str) -> None: ...
 
     async def depth(self, queue: str) -> int: ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -43,6 +44,36 @@ class SqlTransport:
         self.db = db
         self.poll_interval_s = poll_interval_s
         self._insert = sa.insert(qm)
+        candidates = (
+            sa.select(qm.c.id)
+            .where(qm.c.queue.in_(sa.bindparam("queues", expanding=True)))
+            .where(qm.c.visible_at <= sa.bindparam("now"))
+            .order_by(qm.c.visible_at, qm.c.id)
+            .limit(sa.bindparam("lim", type_=sa.Integer))
+        )
+        if not db.is_sqlite:
+            candidates = candidates.with_for_update(skip_locked=True)
+        self._claim = (
+            sa.update(qm)
+            .where(qm.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                visible_at=sa.bindparam("until"),
+                attempt=qm.c.attempt + 1,
+                lease_token=sa.bindparam("tok"),
+            )
+            .returning(
+                qm.c.id,
+                qm.c.queue,
+                qm.c.message_id,
+                qm.c.body,
+                qm.c.headers,
+                qm.c.attempt,
+                qm.c.max_attempts,
+            )
+        )
+        self._ack = sa.delete(qm).where(
+            qm.c.id == sa.bindparam("rid"), qm.c.lease_token == sa.bindparam("tok")
+        )
 
     async def start(self) -> None:
         return None
@@ -50,11 +81,11 @@ class SqlTransport:
     async def close(self) -> None:
         return None
 
-    async def enqueue(self, tx: Transaction, messages: Sequence[OutgoingMessage]) -> None:
+    def enqueue(self, tx: Transaction, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
         now = time.time()
-        await tx.execute(
+        tx.execute(
             self._insert,
             [
                 {
@@ -75,32 +106,20 @@ class SqlTransport:
         tx.notify(*{queue_channel(m.queue) for m in messages if m.delay_s <= 0})
 
     async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Delivery]:
-        now = time.time()
         token = secrets.token_hex(8)
-        candidates = (
-            sa.select(qm.c.id)
-            .where(qm.c.queue.in_(list(queues)), qm.c.visible_at <= now)
-            .order_by(qm.c.visible_at, qm.c.id)
-            .limit(limit)
-        )
-        if not self.db.is_sqlite:
-            candidates = candidates.with_for_update(skip_locked=True)
-        stmt = (
-            sa.update(qm)
-            .where(qm.c.id.in_(candidates.scalar_subquery()))
-            .values(visible_at=now + lease_s, attempt=qm.c.attempt + 1, lease_token=token)
-            .returning(
-                qm.c.id,
-                qm.c.queue,
-                qm.c.message_id,
-                qm.c.body,
-                qm.c.headers,
-                qm.c.attempt,
-                qm.c.max_attempts,
-            )
-        )
-        async with self.db.transaction() as tx:
-            rows = (await tx.execute(stmt)).all()
+
+        def run(tx: Transaction) -> list[Any]:
+            now = time.time()
+            params = {
+                "queues": list(queues),
+                "now": now,
+                "lim": limit,
+                "until": now + lease_s,
+                "tok": token,
+            }
+            return tx.execute(self._claim, params).all()
+
+        rows = await self.db.transact(run)
         rows.sort(key=lambda r: r.id)
         return [
             Delivery(
@@ -118,29 +137,24 @@ class SqlTransport:
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         await self.db.wait([queue_channel(q) for q in queues], min(timeout, self.poll_interval_s))
 
-    async def ack(self, tx: Transaction, deliveries: Sequence[Delivery]) -> None:
+    def ack(self, tx: Transaction, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
         # Delete by row id AND lease token: a consumer whose lease expired and was re-claimed by
         # another must not delete the newer claim (the inbox already keeps its effects single).
-        await tx.execute(
-            sa.delete(qm).where(
-                qm.c.id == sa.bindparam("rid"), qm.c.lease_token == sa.bindparam("tok")
-            ),
-            [{"rid": d.receipt[0], "tok": d.receipt[1]} for d in deliveries],
-        )
+        tx.execute(self._ack, [{"rid": d.receipt[0], "tok": d.receipt[1]} for d in deliveries])
 
-    async def retry(self, tx: Transaction, delivery: Delivery, *, delay_s: float, error: str) -> None:
+    def retry(self, tx: Transaction, delivery: Delivery, *, delay_s: float, error: str) -> None:
         rid, token = delivery.receipt
-        await tx.execute(
+        tx.execute(
             sa.update(qm)
             .where(qm.c.id == rid, qm.c.lease_token == token)
             .values(visible_at=time.time() + delay_s, lease_token=None, last_error=error[:4000])
         )
 
-    async def dead_letter(self, tx: Transaction, delivery: Delivery, *, error: str) -> None:
+    def dead_letter(self, tx: Transaction, delivery: Delivery, *, error: str) -> None:
         rid, token = delivery.receipt
-        await tx.execute(
+        tx.execute(
             sa.update(qm)
             .where(qm.c.id == rid, qm.c.lease_token == token)
             .values(
@@ -153,8 +167,5 @@ class SqlTransport:
         )
 
     async def depth(self, queue: str) -> int:
-        async with self.db.connect() as conn:
-            count = await conn.scalar(
-                sa.select(sa.func.count()).select_from(qm).where(qm.c.queue == queue)
-            )
-        return int(count or 0)
+        query = sa.select(sa.func.count()).select_from(qm).where(qm.c.queue == queue)
+        return int(await self.db.read(lambda conn: conn.scalar(query)) or 0)

@@ -1,0 +1,109 @@
+"""One process's share of the service runtime: transport, catalog, gateway and workers together.
+
+``fluxo up``, ``fluxo worker``, the tests and the benchmarks all assemble the runtime here, so there
+is one way to wire it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from fluxo_core.errors import ConfigError
+from fluxo_core.storage import Database
+from service_runtime.catalog import ServiceCatalog
+from service_runtime.gateway import AdmissionHook, Gateway
+from service_runtime.sdk import Service
+from service_runtime.transports import SqlTransport, Transport
+from service_runtime.worker import Worker
+
+__all__ = ["ServiceRuntime"]
+
+log = logging.getLogger(__name__)
+
+
+class ServiceRuntime:
+    """Gateway plus ``workers`` worker loops for ``services`` over one database and transport.
+
+    Args:
+        db: the migrated database.
+        services: the services this process runs (it may run none and only call others).
+        transport: a transport instance; defaults to the SQL transport on ``db``.
+        workers: concurrent worker loops (each claims its own batches).
+        batch_size: messages a worker claims and commits together.
+        lease_margin_s: added to the longest handler timeout to make a claim's lease; a crashed
+            worker's messages become visible again after the lease.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        services: Sequence[Service] = (),
+        *,
+        transport: Transport | None = None,
+        workers: int = 1,
+        batch_size: int = 100,
+        lease_margin_s: float = 15.0,
+        max_packet_bytes: int = 1_048_576,
+        admission: AdmissionHook | None = None,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        if workers < 0:
+            raise ConfigError("workers must be zero or more")
+        self.db = db
+        self.services = list(services)
+        self.transport: Transport = transport or SqlTransport(db, poll_interval_s=poll_interval_s)
+        self.catalog = ServiceCatalog(db)
+        self.gateway = Gateway(
+            db,
+            self.transport,
+            self.catalog,
+            max_packet_bytes=max_packet_bytes,
+            admission=admission,
+            poll_interval_s=poll_interval_s,
+        )
+        self.workers = [
+            Worker(
+                db,
+                self.transport,
+                self.services,
+                batch_size=batch_size,
+                lease_margin_s=lease_margin_s,
+            )
+            for _ in range(workers if self.services else 0)
+        ]
+        self.poll_interval_s = poll_interval_s
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Publish the services and start the worker loops."""
+        await self.transport.start()
+        if self.services:
+            await self.catalog.publish(self.services)
+        self._stop.clear()
+        for i, worker in enumerate(self.workers):
+            self._tasks.append(
+                asyncio.create_task(
+                    worker.run(self._stop, idle_timeout_s=self.poll_interval_s),
+                    name=f"fluxo-worker-{i}",
+                )
+            )
+
+    async def stop(self) -> None:
+        """Let the workers finish their current batch, then stop."""
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.transport.close()
+
+    async def __aenter__(self) -> ServiceRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

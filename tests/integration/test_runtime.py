@@ -1,0 +1,265 @@
+"""The service runtime end to end, on SQLite and PostgreSQL: gateway -> queue -> worker -> ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from fluxo_core.errors import (
+    ConflictError,
+    PayloadSchemaError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    UnknownServiceError,
+)
+from fluxo_core.ir import Packet
+from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.tables import calls, queue_messages, usage_records
+from service_runtime import RetryPolicy, ServiceRuntime, Worker, service
+from service_runtime.transports import OutgoingMessage, dead_letter_queue
+from service_runtime.worker import CALL_ID_HEADER, OUTPUT_COUNT_HEADER, STATUS_HEADER
+from tests.support import services as svc
+
+ACTOR = {"user": {"id": "u-1", "name": "Ada"}, "account": {"id": "acme"}}
+
+
+def packet(payload: object, **extra: object) -> Packet:
+    return Packet.model_validate({"actor": ACTOR, "payload": payload, **extra})
+
+
+@pytest.fixture
+def effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "effects.log"
+    monkeypatch.setenv("FLUXO_TEST_EFFECTS", str(path))
+    return path
+
+
+@pytest.fixture
+async def runtime(db: Database) -> AsyncIterator[ServiceRuntime]:
+    rt = ServiceRuntime(db, svc.SERVICES, workers=2, batch_size=50, poll_interval_s=0.2)
+    async with rt:
+        yield rt
+
+
+async def usage_rows(db: Database) -> list[sa.Row[tuple[object, ...]]]:
+    return await db.read(lambda c: c.execute(sa.select(usage_records)).all())
+
+
+async def test_one_call_returns_its_result_and_bills_once(runtime: ServiceRuntime) -> None:
+    record = await runtime.gateway.call("echo", packet({"hello": "world"}), wait=10)
+    assert record.status == "succeeded"
+    assert record.result is not None
+    (out,) = record.result
+    assert out.payload == {"hello": "world"}
+    assert out.actor.account.id == "acme"
+    assert out.trace_id == record.result[0].trace_id
+    (usage,) = await usage_rows(runtime.db)
+    assert (usage.call_id, usage.account_id, usage.service, usage.units) == (
+        record.id,
+        "acme",
+        "echo",
+        1,
+    )
+    assert usage.amount_micros == 1000
+
+
+async def test_one_to_n_outputs_each_reach_the_output_queue(runtime: ServiceRuntime) -> None:
+    call = packet({"items": ["a", "b", "c"]}, job_id="job-1", step_id="split")
+    record = await runtime.gateway.call("fan-out", call, wait=10)
+    assert record.status == "succeeded"
+    assert [p.payload for p in record.result or []] == [
+        {"item": "a", "index": 0},
+        {"item": "b", "index": 1},
+        {"item": "c", "index": 2},
+    ]
+    # Envelope copied by the runtime: same job, step, trace; distinct ids.
+    assert {p.job_id for p in record.result or []} == {"job-1"}
+    assert len({p.id for p in record.result or []}) == 3
+    out = await runtime.transport.claim(["svc.fan-out@1.out"], limit=10, lease_s=5)
+    assert len(out) == 3
+    assert {d.headers[CALL_ID_HEADER] for d in out} == {call.id}
+    assert {d.headers[OUTPUT_COUNT_HEADER] for d in out} == {"3"}
+    # Priced per item: 0.01 per call + 3 x 0.002.
+    (usage,) = await usage_rows(runtime.db)
+    assert (usage.units, usage.unit_price_micros, usage.amount_micros) == (3, 2000, 16000)
+
+
+async def test_reply_to_routes_results_to_the_callers_queue(runtime: ServiceRuntime) -> None:
+    record = await runtime.gateway.call(
+        "echo", packet({"x": 1}), wait=10, reply_to="engine.step.results"
+    )
+    assert record.status == "succeeded"
+    (delivery,) = await runtime.transport.claim(["engine.step.results"], limit=5, lease_s=5)
+    assert delivery.headers[STATUS_HEADER] == "succeeded"
+    assert await runtime.transport.depth("svc.echo@1.out") == 0
+
+
+async def test_retry_with_backoff_then_success(runtime: ServiceRuntime, effects: Path) -> None:
+    record = await runtime.gateway.call("flaky", packet({"n": 1, "fail_times": 2}), wait=15)
+    assert record.status == "succeeded"
+    assert record.attempts == 3
+    assert record.result and record.result[0].payload == {"n": 1, "attempts": 3}
+    assert effects.read_text().split("\n").count("try 1") == 3
+    assert len(await usage_rows(runtime.db)) == 1
+
+
+async def test_retries_exhausted_go_to_the_dead_letter_queue(
+    runtime: ServiceRuntime, effects: Path
+) -> None:
+    record = await runtime.gateway.call("flaky", packet({"n": 2, "fail_times": 99}), wait=15)
+    assert record.status == "failed"
+    assert record.attempts == 4  # RetryPolicy(max_attempts=4)
+    assert record.error is not None
+    assert "transient failure 4" in record.error["message"]
+    assert effects.read_text().split("\n").count("try 2") == 4
+    assert await runtime.transport.depth(dead_letter_queue("svc.flaky@1.in")) == 1
+    assert await runtime.transport.depth("svc.flaky@1.in") == 0
+    assert await usage_rows(runtime.db) == []  # failed calls are not billed
+    (failure,) = await runtime.transport.claim(["svc.flaky@1.out"], limit=5, lease_s=5)
+    assert failure.headers[STATUS_HEADER] == "failed"
+
+
+async def test_backoff_grows_between_attempts(db: Database) -> None:
+    stamps: list[float] = []
+
+    @service("stamp", inline=True, retry=RetryPolicy(max_attempts=4, backoff_base_s=0.2))
+    def stamp(payload: dict[str, object]) -> dict[str, object]:
+        stamps.append(time.monotonic())
+        raise RuntimeError("always")
+
+    async with ServiceRuntime(db, [stamp], poll_interval_s=0.05) as rt:
+        record = await rt.gateway.call("stamp", packet({}), wait=15)
+    assert record.status == "failed"
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    # Equal jitter: the n-th retry waits at least half of 0.2 * 2**(n-1).
+    assert len(gaps) == 3
+    for n, gap in enumerate(gaps, start=1):
+        assert gap >= 0.2 * 2 ** (n - 1) / 2 - 0.01
+
+
+async def test_non_retryable_error_dead_letters_at_once(runtime: ServiceRuntime) -> None:
+    record = await runtime.gateway.call("broken", packet({}), wait=10)
+    assert record.status == "failed"
+    assert record.attempts == 1
+    assert record.error is not None
+    assert record.error["retryable"] is False
+
+
+async def test_expired_lease_is_delivered_again(db: Database) -> None:
+    rt = ServiceRuntime(db, svc.SERVICES, workers=0)
+    async with rt:
+        call_id = (await rt.gateway.submit("echo", [packet({"v": 1})]))[0]
+        # A consumer claims with a short lease, then dies without settling.
+        (first,) = await rt.transport.claim(["svc.echo@1.in"], limit=1, lease_s=0.3)
+        assert first.attempt == 1
+        assert await rt.transport.claim(["svc.echo@1.in"], limit=1, lease_s=0.3) == []
+        await asyncio.sleep(0.4)
+        worker = Worker(db, rt.transport, svc.SERVICES)
+        assert await worker.run_once() == 1
+        record = await rt.gateway.get(call_id)
+    assert record.status == "succeeded"
+    assert record.attempts == 2
+    assert len(await usage_rows(db)) == 1
+
+
+async def test_message_delivered_twice_has_one_effect(db: Database) -> None:
+    rt = ServiceRuntime(db, svc.SERVICES, workers=0)
+    async with rt:
+        call = packet({"dup": True})
+        await rt.gateway.submit("echo", [call])
+        # The same message arrives a second time (e.g. a relay re-published it after a crash).
+        original = await db.read(
+            lambda c: c.execute(
+                sa.select(queue_messages).where(queue_messages.c.message_id == call.id)
+            ).one()
+        )
+        duplicate = OutgoingMessage(
+            queue=original.queue, message_id=call.id, body=original.body, max_attempts=5
+        )
+        await db.transact(lambda tx: rt.transport.enqueue(tx, [duplicate]))
+        assert await rt.transport.depth("svc.echo@1.in") == 2
+        worker = Worker(db, rt.transport, svc.SERVICES)
+        while await worker.run_once():
+            pass
+        # And once more after it completed.
+        await db.transact(lambda tx: rt.transport.enqueue(tx, [duplicate]))
+        while await worker.run_once():
+            pass
+        assert worker.stats.succeeded == 1
+        assert worker.stats.duplicates == 2
+        assert await rt.transport.depth("svc.echo@1.in") == 0
+        assert await rt.transport.depth("svc.echo@1.out") == 1
+    assert len(await usage_rows(db)) == 1
+
+
+async def test_the_same_packet_sent_twice_is_one_call(runtime: ServiceRuntime) -> None:
+    call = packet({"once": 1})
+    first = await runtime.gateway.call("echo", call, wait=10)
+    again = await runtime.gateway.call("echo", call, wait=10)
+    assert first.id == again.id
+    assert again.status == "succeeded"
+    assert len(await usage_rows(runtime.db)) == 1
+    count = await runtime.db.read(lambda c: c.scalar(sa.select(sa.func.count()).select_from(calls)))
+    assert count == 1
+
+
+async def test_a_packet_id_reused_for_another_service_is_a_conflict(
+    runtime: ServiceRuntime,
+) -> None:
+    call = packet({"x": 1})
+    await runtime.gateway.submit("echo", [call])
+    with pytest.raises(ConflictError, match="already used"):
+        await runtime.gateway.submit("fan-out", [call.model_copy(update={"payload": {"items": []}})])
+
+
+async def assert_nothing_enqueued(rt: ServiceRuntime) -> None:
+    total = await rt.db.read(
+        lambda c: c.scalar(sa.select(sa.func.count()).select_from(queue_messages))
+    )
+    assert total == 0
+
+
+async def test_unknown_service_is_refused(db: Database) -> None:
+    async with ServiceRuntime(db, svc.SERVICES, workers=0) as rt:
+        with pytest.raises(UnknownServiceError, match=r"no service named 'ecko'.*echo"):
+            await rt.gateway.call("ecko", packet({}))
+        await assert_nothing_enqueued(rt)
+
+
+async def test_oversized_packet_is_refused(db: Database) -> None:
+    rt = ServiceRuntime(db, svc.SERVICES, workers=0, max_packet_bytes=2048)
+    async with rt:
+        with pytest.raises(PayloadTooLargeError, match="over the limit of 2048 bytes"):
+            await rt.gateway.call("echo", packet({"blob": "x" * 5000}))
+        await assert_nothing_enqueued(rt)
+
+
+async def test_packet_of_another_account_is_refused(db: Database) -> None:
+    async with ServiceRuntime(db, svc.SERVICES, workers=0) as rt:
+        with pytest.raises(PermissionDeniedError, match="token belongs to account 'other'"):
+            await rt.gateway.call(
+                "echo", packet({}), principal=Principal(account_id="other", user_id="mallory")
+            )
+        await assert_nothing_enqueued(rt)
+
+
+async def test_payload_not_matching_the_input_schema_is_refused(db: Database) -> None:
+    typed = service(
+        "typed",
+        input_schema={
+            "type": "object",
+            "required": ["sku"],
+            "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}},
+        },
+    )(lambda payload: payload)
+    async with ServiceRuntime(db, [typed], workers=0) as rt:
+        with pytest.raises(PayloadSchemaError) as info:
+            await rt.gateway.call("typed", packet([{"sku": "A"}, {"qty": "two"}]))
+        await assert_nothing_enqueued(rt)
+    locations = [loc for loc, _ in info.value.problems]
+    assert locations == ["payload[1]", "payload[1].qty"]

@@ -1,0 +1,1 @@
+"""Helpers shared by tests (services used by tests and by worker subprocesses)."""

@@ -1,0 +1,75 @@
+"""Services used by tests, also loaded by worker subprocesses (``fluxo worker --module``).
+
+Handlers that must be observed from outside a process append lines to the file named by
+``FLUXO_TEST_EFFECTS`` (one line per handler execution), so a test can tell how often a handler
+RAN, as opposed to how often its effect was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from fluxo_core.errors import ServiceError
+from service_runtime import Outputs, Price, RetryPolicy, service
+
+
+def _record(line: str) -> None:
+    path = os.environ.get("FLUXO_TEST_EFFECTS")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+@service("echo", inline=True, price=Price(per_call="0.001"))
+def echo(payload: Any) -> Any:
+    return payload
+
+
+@service("fan-out", inline=True, price=Price(per_call="0.01", per_item="0.002"))
+def fan_out(payload: dict[str, Any]) -> Outputs:
+    """1 -> N: one output packet per element of ``payload["items"]``."""
+    return Outputs({"item": item, "index": i} for i, item in enumerate(payload["items"]))
+
+
+@service(
+    "slow",
+    timeout_s=3.0,
+    retry=RetryPolicy(max_attempts=5, backoff_base_s=0.05, backoff_max_s=0.2),
+    price=Price(per_call="0.5"),
+)
+async def slow(payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps ``payload["sleep"]`` seconds, so a test can kill the process mid-handler."""
+    _record(f"start {payload['n']}")
+    await asyncio.sleep(float(payload.get("sleep", 0)))
+    _record(f"end {payload['n']}")
+    return {"n": payload["n"], "done": True}
+
+
+@service("flaky", retry=RetryPolicy(max_attempts=4, backoff_base_s=0.05, backoff_max_s=0.2))
+async def flaky(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fails (retryably) until its ``fail_times``-th attempt has passed."""
+    _record(f"try {payload['n']}")
+    count = sum(1 for line in _lines() if line == f"try {payload['n']}")
+    if count <= int(payload.get("fail_times", 0)):
+        raise ServiceError(f"transient failure {count}", retryable=True)
+    return {"n": payload["n"], "attempts": count}
+
+
+@service("broken", retry=RetryPolicy(max_attempts=5, backoff_base_s=0.01))
+async def broken(payload: dict[str, Any]) -> dict[str, Any]:
+    raise ServiceError("this input can never work", retryable=False)
+
+
+def _lines() -> list[str]:
+    path = os.environ.get("FLUXO_TEST_EFFECTS")
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [line.rstrip("\n") for line in fh]
+
+
+SERVICES = [echo, fan_out, slow, flaky, broken]
