@@ -99,7 +99,16 @@ class Worker:
         self._by_queue = {s.input_queue: s for s in services}
         self.queues = sorted(self._by_queue)
         self.batch_size = batch_size
-        self.lease_s = max(s.timeout_s for s in services) + lease_margin_s
+        # A claim has one lease for all its messages, and a lease must outlast the handler, so
+        # queues are claimed in groups of equal timeout: a 3 s service does not get a 30 s lease
+        # just because it shares a worker with a slower one (a crash would strand it 30 s).
+        by_timeout: dict[float, list[str]] = {}
+        for s in services:
+            by_timeout.setdefault(s.timeout_s, []).append(s.input_queue)
+        self._claim_groups = [
+            (sorted(queues), timeout + lease_margin_s)
+            for timeout, queues in sorted(by_timeout.items())
+        ]
         self.stats = WorkerStats()
         self._rng = rng or random.Random()
         self._usage_insert = sa.insert(usage_records)
@@ -150,9 +159,13 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim one batch, run it, commit its outcomes. Returns how many messages it settled."""
-        deliveries = await self.transport.claim(
-            self.queues, limit=self.batch_size, lease_s=self.lease_s
-        )
+        deliveries: list[Delivery] = []
+        for queues, lease_s in self._claim_groups:
+            deliveries += await self.transport.claim(
+                queues, limit=self.batch_size - len(deliveries), lease_s=lease_s
+            )
+            if len(deliveries) >= self.batch_size:
+                break
         if not deliveries:
             return 0
         outcomes = [_Outcome(d, self._by_queue[d.queue]) for d in deliveries]

@@ -1,0 +1,126 @@
+"""A worker PROCESS killed with SIGKILL in the middle of its handlers loses and doubles nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from fluxo_core.ir import Packet
+from fluxo_core.storage import Database
+from fluxo_core.storage.tables import calls, inbox, usage_records
+from service_runtime import ServiceRuntime
+from tests.support import services as svc
+
+ACTOR = {"user": {"id": "u-1"}, "account": {"id": "acme"}}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_worker(database_url: str, effects: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        FLUXO_DATABASE_URL=database_url,
+        FLUXO_TEST_EFFECTS=str(effects),
+        FLUXO_POLL_INTERVAL="0.2",
+        PYTHONPATH=str(REPO),
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fluxo_core.cli",
+            "worker",
+            "--module",
+            "tests.support.services",
+            "--lease-margin",
+            "0.5",
+            "--batch-size",
+            "4",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if os.environ.get("FLUXO_TEST_QUIET") else None,
+    )
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_sigkill_mid_handler_completes_every_call_exactly_once(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects.log"
+    total = 12
+    async with ServiceRuntime(db, svc.SERVICES, workers=0) as rt:  # gateway only, no workers
+        ids = await rt.gateway.submit(
+            "slow",
+            [
+                Packet.model_validate({"actor": ACTOR, "payload": {"n": i, "sleep": 0.6}})
+                for i in range(total)
+            ],
+        )
+        first = start_worker(database_url, effects)
+        try:
+            # Kill while handlers are running: some started, none of them finished.
+            await wait_for(
+                lambda: any(x.startswith("start") for x in lines(effects)),
+                30,
+                "the first handler to start",
+            )
+            assert not any(x.startswith("end") for x in lines(effects))
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        killed_mid_run = {x.split()[1] for x in lines(effects) if x.startswith("start")}
+        assert killed_mid_run, "the kill must hit handlers in flight"
+
+        second = start_worker(database_url, effects)
+        try:
+            records = [await rt.gateway.wait(call_id, 60) for call_id in ids]
+        finally:
+            second.send_signal(signal.SIGTERM)
+            try:
+                second.wait(15)
+            except subprocess.TimeoutExpired:
+                second.kill()
+
+    assert [r.status for r in records] == ["succeeded"] * total
+    # The killed handlers ran again (at-least-once execution) ...
+    starts = [x.split()[1] for x in lines(effects) if x.startswith("start")]
+    assert all(starts.count(n) == 2 for n in killed_mid_run)
+    # ... but every effect is committed exactly once: results, inbox rows, usage records.
+    usage = await db.read(lambda c: c.execute(sa.select(usage_records)).all())
+    assert sorted(u.call_id for u in usage) == sorted(ids)
+    assert sum(u.amount_micros for u in usage) == total * 500_000
+    done = await db.read(
+        lambda c: c.scalar(
+            sa.select(sa.func.count()).select_from(calls).where(calls.c.status == "succeeded")
+        )
+    )
+    assert done == total == len(usage)  # the ledger equals the completed calls
+    applied = await db.read(lambda c: c.scalar(sa.select(sa.func.count()).select_from(inbox)))
+    assert applied == total
+    assert await rt.transport.depth("svc.slow@1.in") == 0
+    assert await rt.transport.depth("svc.slow@1.out") == total
