@@ -10,6 +10,7 @@ are mapped at the boundary that meets them and re-raised ``from exc``.
     FluxoError
     ├── ConfigError                    bad or missing configuration (names the setting and the fix)
     ├── ValidationError                bad input; ``problems`` lists every ``(location, message)``
+    │   ├── MalformedRequestError      a body that is not even parseable (bad JSON)
     │   ├── PacketValidationError      a packet does not match the envelope
     │   ├── PayloadSchemaError         a payload does not match a service's input schema
     │   └── PayloadTooLargeError       a packet is over the configured size limit
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "FluxoError",
+    "MalformedRequestError",
     "NotFoundError",
     "PacketValidationError",
     "PayloadSchemaError",
@@ -118,6 +120,11 @@ class ValidationError(FluxoError):
         body = super().to_dict()
         body["problems"] = [{"location": loc, "message": msg} for loc, msg in self.problems]
         return body
+
+
+class MalformedRequestError(ValidationError):
+    http_status = 400
+    code = "malformed"
 
 
 class PacketValidationError(ValidationError):

@@ -1,1 +1,5 @@
-"""Placeholder package; filled by later issues."""
+"""The HTTP faces of Fluxo: REST API, webhooks and the gateway endpoint (aiohttp)."""
+
+from fluxo_core.api.app import create_app
+
+__all__ = ["create_app"]

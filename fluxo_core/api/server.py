@@ -1,0 +1,93 @@
+"""Serve Fluxo all-in-one: the API plus the service runtime in this process (``fluxo up``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from fluxo_core.api.app import create_app
+from fluxo_core.config import FluxoConfig
+from fluxo_core.control import Admission
+from fluxo_core.storage import AccountStore, Database
+from service_runtime import Service, ServiceRuntime
+
+__all__ = ["ADMIN_ACCOUNT", "ensure_admin_token", "run_server"]
+
+log = logging.getLogger(__name__)
+
+ADMIN_ACCOUNT = "default"
+ADMIN_USER = "admin"
+
+
+async def ensure_admin_token(accounts: AccountStore, home: Path) -> tuple[str, bool]:
+    """The admin token of this Fluxo home: created on first start, kept in a 0600 file.
+
+    Returns ``(token, created)``.
+    """
+    path = home / "admin.token"
+    if path.exists():
+        return path.read_text().strip(), False
+    await accounts.ensure_account(ADMIN_ACCOUNT, "Default account")
+    token = await accounts.issue_token(ADMIN_ACCOUNT, ADMIN_USER, "admin (fluxo up)")
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token, True
+
+
+async def run_server(
+    config: FluxoConfig,
+    db: Database,
+    services: Sequence[Service],
+    *,
+    workers: int = 2,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop``): API on ``config.host:port``, workers, services."""
+    accounts = AccountStore(db)
+    token, created = await ensure_admin_token(accounts, config.home)
+    runtime = ServiceRuntime(
+        db,
+        services,
+        workers=workers,
+        max_packet_bytes=config.max_packet_bytes,
+        admission=Admission(accounts),
+        poll_interval_s=config.poll_interval_s,
+    )
+    app = create_app(runtime, accounts, max_packet_bytes=config.max_packet_bytes)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with runtime:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        try:
+            url = f"http://{config.host}:{config.port}"
+            print(f"Fluxo is running at {url}", flush=True)
+            print(f"  database: {_safe_url(db.url)}", flush=True)
+            if created:
+                print(f"  admin token (saved in {config.home / 'admin.token'}): {token}", flush=True)
+            else:
+                print(f"  admin token: in {config.home / 'admin.token'}", flush=True)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

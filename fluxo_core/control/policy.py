@@ -1,0 +1,44 @@
+"""Admission: may this account make this call now?
+
+Handed to the gateway at start-up (the runtime never imports the control plane). Checked at every
+service call, so blocking an account stops its in-flight work at its next call, on any engine.
+Decisions are cached for ``cache_s`` (well under a second) so a block takes effect within that.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fluxo_core.errors import AdmissionDeniedError
+from fluxo_core.storage import AccountStore
+from service_runtime import AdmissionRequest
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    """The admission policy. Today: blocked accounts are refused (quotas come with the API)."""
+
+    def __init__(self, accounts: AccountStore, *, cache_s: float = 0.5) -> None:
+        self.accounts = accounts
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    async def __call__(self, request: AdmissionRequest) -> None:
+        reason = await self._blocked_reason(request.account_id)
+        if reason is not None:
+            raise AdmissionDeniedError(
+                f"account {request.account_id!r} may not call {request.service}: {reason}",
+                account_id=request.account_id,
+                service=request.service,
+                job_id=request.job_id,
+            )
+
+    async def _blocked_reason(self, account_id: str) -> str | None:
+        now = time.monotonic()
+        cached = self._cache.get(account_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        reason = await self.accounts.blocked_reason(account_id)
+        self._cache[account_id] = (now + self.cache_s, reason)
+        return reason
