@@ -112,7 +112,9 @@ def load_services(modules: Sequence[str]) -> list[Service]:
 def default_services(config: FluxoConfig) -> list[Service]:
     from service_runtime.builtin import BuiltinConfig, builtin_services, demo_services
 
-    builtin = builtin_services(BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny))
+    builtin = builtin_services(
+        BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny)
+    )
     return builtin + demo_services()
 
 

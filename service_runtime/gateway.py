@@ -20,9 +20,9 @@ from typing import Any, Literal
 import orjson
 import pydantic_core
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from pydantic import BaseModel, ConfigDict
 
 from fluxo_core.errors import (
     CallNotFoundError,

@@ -54,7 +54,11 @@ class ServiceRuntime:
             raise ConfigError("workers must be zero or more")
         self.db = db
         self.services = list(services)
-        self.transport: Transport = transport or SqlTransport(db, poll_interval_s=poll_interval_s)
+        self.transport: Transport = (
+            transport
+            if transport is not None
+            else SqlTransport(db, poll_interval_s=poll_interval_s)
+        )
         self.catalog = ServiceCatalog(db)
         self.gateway = Gateway(
             db,

@@ -107,8 +107,9 @@ class RetryPolicy:
         Half the exponential step is kept, half is random, so retries spread out but never come
         back sooner than half the nominal delay.
         """
-        step = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return step / 2 + (rng or random).uniform(0, step / 2)
+        step = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
+        jitter: float = (rng or random).uniform(0, step / 2)
+        return step / 2 + jitter
 
 
 @dataclass(frozen=True)

@@ -231,9 +231,7 @@ class Worker:
         for o in retry:
             o.retry_delay = o.service.retry.delay(o.delivery.attempt, self._rng)
         # Build everything that does not depend on the inbox outcome before taking the write lock.
-        success_rows = {
-            id(o): self._success_rows(o, now) for o in final if o.error is None
-        }
+        success_rows = {id(o): self._success_rows(o, now) for o in final if o.error is None}
 
         def commit(tx: Transaction) -> None:
             applied = self._claim_inbox(tx, final, now)

@@ -46,7 +46,9 @@ PUBLIC_PATHS = frozenset({"/v1/health"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(runtime: ServiceRuntime, accounts: AccountStore, *, max_packet_bytes: int) -> web.Application:
+def create_app(
+    runtime: ServiceRuntime, accounts: AccountStore, *, max_packet_bytes: int
+) -> web.Application:
     """The API application over a started :class:`ServiceRuntime`."""
     # Room for the envelope around the largest allowed packet; the exact limit is checked below
     # so the error can say which limit and how to change it.
@@ -122,12 +124,16 @@ async def _read_json(request: web.Request) -> Any:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     raw = await request.read()
     if not raw:
-        raise MalformedRequestError("the request body is empty; send a JSON packet or {\"payload\": ...}")
+        raise MalformedRequestError(
+            'the request body is empty; send a JSON packet or {"payload": ...}'
+        )
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = (
-            f"line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "body"
+            f"line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else "body"
         )
         raise MalformedRequestError(
             f"the request body is not valid JSON ({where}: {exc.args[0] if exc.args else exc})",
@@ -139,19 +145,26 @@ def _packet_from_body(body: Any, principal: Principal) -> Packet:
     """A packet from the request body; ``actor`` defaults to the token's user and account."""
     if not isinstance(body, dict):
         raise PacketValidationError(
-            "the request body must be a JSON object: a packet, or {\"payload\": ...}",
+            'the request body must be a JSON object: a packet, or {"payload": ...}',
             problems=[("body", f"got {type(body).__name__}")],
         )
     actor = body.get("actor")
     if isinstance(actor, dict):
-        account = (actor.get("account") or {}).get("id") if isinstance(actor.get("account"), dict) else None
+        account = (
+            (actor.get("account") or {}).get("id")
+            if isinstance(actor.get("account"), dict)
+            else None
+        )
         if account is not None and account != principal.account_id:
             raise PermissionDeniedError(
                 f"the packet is for account {account!r} but the token belongs to account "
                 f"{principal.account_id!r}; use a token of that account",
             )
     else:
-        body = {**body, "actor": {"user": {"id": principal.user_id}, "account": {"id": principal.account_id}}}
+        body = {
+            **body,
+            "actor": {"user": {"id": principal.user_id}, "account": {"id": principal.account_id}},
+        }
     try:
         return Packet.model_validate(body)
     except pydantic.ValidationError as exc:
@@ -191,9 +204,7 @@ def _seconds(request: web.Request, default: float) -> float:
 def _call_response(record: CallRecord) -> web.Response:
     status = 200 if record.done else 202
     body = record.model_dump(mode="json")
-    return web.json_response(
-        body, status=status, headers={"Location": f"/v1/calls/{record.id}"}
-    )
+    return web.json_response(body, status=status, headers={"Location": f"/v1/calls/{record.id}"})
 
 
 async def _create_call(request: web.Request) -> web.Response:

@@ -31,15 +31,25 @@ async def ensure_admin_token(accounts: AccountStore, home: Path) -> tuple[str, b
     Returns ``(token, created)``.
     """
     path = home / "admin.token"
-    if path.exists():
-        return path.read_text().strip(), False
+    saved = await asyncio.to_thread(_read_token, path)
+    if saved:
+        return saved, False
     await accounts.ensure_account(ADMIN_ACCOUNT, "Default account")
     token = await accounts.issue_token(ADMIN_ACCOUNT, ADMIN_USER, "admin (fluxo up)")
-    home.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(_write_token, path, token)
+    return token, True
+
+
+def _read_token(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _write_token(path: Path, token: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start: the token is never readable by other users, not even briefly.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
-    return token, True
 
 
 async def run_server(
@@ -77,7 +87,9 @@ async def run_server(
             print(f"Fluxo is running at {url}", flush=True)
             print(f"  database: {_safe_url(db.url)}", flush=True)
             if created:
-                print(f"  admin token (saved in {config.home / 'admin.token'}): {token}", flush=True)
+                print(
+                    f"  admin token (saved in {config.home / 'admin.token'}): {token}", flush=True
+                )
             else:
                 print(f"  admin token: in {config.home / 'admin.token'}", flush=True)
             if ready is not None:

@@ -26,7 +26,11 @@ def problems_from_pydantic(exc: pydantic.ValidationError, prefix: str = "") -> l
     for err in exc.errors(include_url=False):
         # pydantic reports union members as extra location parts ('dict[str,any]', 'list[...]');
         # they mean nothing to a user, so drop them.
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.islower() and p in _UNION_TAGS))]
+        loc = [
+            p
+            for p in err["loc"]
+            if not (isinstance(p, str) and ("[" in p or (p.islower() and p in _UNION_TAGS)))
+        ]
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (remove it or check its spelling)"

@@ -4,4 +4,12 @@ from fluxo_core.storage import tables
 from fluxo_core.storage.accounts import AccountStore, Principal
 from fluxo_core.storage.database import Database, Subscription, Transaction, map_storage_errors
 
-__all__ = ["AccountStore", "Database", "Principal", "Subscription", "Transaction", "map_storage_errors", "tables"]
+__all__ = [
+    "AccountStore",
+    "Database",
+    "Principal",
+    "Subscription",
+    "Transaction",
+    "map_storage_errors",
+    "tables",
+]

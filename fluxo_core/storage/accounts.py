@@ -40,7 +40,10 @@ class AccountStore:
             if exists is None:
                 tx.execute(
                     sa.insert(accounts).values(
-                        id=account_id, name=name or account_id, blocked=False, created_at=time.time()
+                        id=account_id,
+                        name=name or account_id,
+                        blocked=False,
+                        created_at=time.time(),
                     )
                 )
 

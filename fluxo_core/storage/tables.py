@@ -37,7 +37,9 @@ metadata = MetaData(
 queue_messages = Table(
     "queue_messages",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("queue", String(200), nullable=False),
     Column("message_id", String(128), nullable=False),
     Column("body", LargeBinary, nullable=False),
@@ -55,7 +57,9 @@ queue_messages = Table(
 outbox = Table(
     "outbox",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("queue", String(200), nullable=False),
     Column("message_id", String(128), nullable=False),
     Column("body", LargeBinary, nullable=False),
@@ -140,7 +144,9 @@ calls = Table(
 usage_records = Table(
     "usage_records",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("call_id", String(128), nullable=False),
     Column("account_id", String(128), nullable=False),
     Column("user_id", String(128), nullable=False),

@@ -117,7 +117,7 @@ class SqlTransport:
                 "until": now + lease_s,
                 "tok": token,
             }
-            return tx.execute(self._claim, params).all()
+            return list(tx.execute(self._claim, params).all())
 
         rows = await self.db.transact(run)
         rows.sort(key=lambda r: r.id)
@@ -168,4 +168,5 @@ class SqlTransport:
 
     async def depth(self, queue: str) -> int:
         query = sa.select(sa.func.count()).select_from(qm).where(qm.c.queue == queue)
-        return int(await self.db.read(lambda conn: conn.scalar(query)) or 0)
+        count: int | None = await self.db.read(lambda conn: conn.scalar(query))
+        return count or 0

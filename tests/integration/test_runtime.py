@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -103,7 +104,8 @@ async def test_retry_with_backoff_then_success(runtime: ServiceRuntime, effects:
     record = await runtime.gateway.call("flaky", packet({"n": 1, "fail_times": 2}), wait=15)
     assert record.status == "succeeded"
     assert record.attempts == 3
-    assert record.result and record.result[0].payload == {"n": 1, "attempts": 3}
+    assert record.result
+    assert record.result[0].payload == {"n": 1, "attempts": 3}
     assert effects.read_text().split("\n").count("try 1") == 3
     assert len(await usage_rows(runtime.db)) == 1
 
@@ -135,7 +137,7 @@ async def test_backoff_grows_between_attempts(db: Database) -> None:
     async with ServiceRuntime(db, [stamp], poll_interval_s=0.05) as rt:
         record = await rt.gateway.call("stamp", packet({}), wait=15)
     assert record.status == "failed"
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     # Equal jitter: the n-th retry waits at least half of 0.2 * 2**(n-1).
     assert len(gaps) == 3
     for n, gap in enumerate(gaps, start=1):
@@ -214,7 +216,9 @@ async def test_a_packet_id_reused_for_another_service_is_a_conflict(
     call = packet({"x": 1})
     await runtime.gateway.submit("echo", [call])
     with pytest.raises(ConflictError, match="already used"):
-        await runtime.gateway.submit("fan-out", [call.model_copy(update={"payload": {"items": []}})])
+        await runtime.gateway.submit(
+            "fan-out", [call.model_copy(update={"payload": {"items": []}})]
+        )
 
 
 async def assert_nothing_enqueued(rt: ServiceRuntime) -> None:
