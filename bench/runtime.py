@@ -29,11 +29,11 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
+from bench.services import SERVICES
 from fluxo_core.ir import Packet
 from fluxo_core.storage import Database
 from fluxo_core.storage.tables import usage_records
 from service_runtime import ServiceRuntime
-from bench.services import SERVICES
 
 REPO = Path(__file__).resolve().parents[1]
 ACTOR = {"user": {"id": "bench"}, "account": {"id": "bench"}}
@@ -53,8 +53,16 @@ def start_workers(url: str, count: int, batch: int) -> list[subprocess.Popen[byt
     for _ in range(count):
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "fluxo_core.cli", "worker", "--module", "bench.services",
-                 "--batch-size", str(batch)],
+                [
+                    sys.executable,
+                    "-m",
+                    "fluxo_core.cli",
+                    "worker",
+                    "--module",
+                    "bench.services",
+                    "--batch-size",
+                    str(batch),
+                ],
                 env=env,
                 cwd=REPO,
                 stdout=subprocess.PIPE,
@@ -118,7 +126,9 @@ async def throughput(url: str, *, calls: int, workers: int, in_process: bool, ba
         await db.close()
 
 
-async def latency(url: str, *, rate: float, seconds: float, in_process: bool) -> tuple[float, float]:
+async def latency(
+    url: str, *, rate: float, seconds: float, in_process: bool
+) -> tuple[float, float]:
     """(p50, p99) milliseconds at a light open-loop load of ``rate`` calls per second."""
     db = Database(url)
     await db.migrate()
@@ -178,7 +188,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument(
         "--pg-url",
-        default=os.environ.get("FLUXO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "FLUXO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
     )
     args = parser.parse_args()
     figures: dict[str, Any] = {}
@@ -201,7 +213,9 @@ async def main() -> None:
         url, schema = fresh_pg_schema(args.pg_url)
         try:
             figures[key] = round(
-                await throughput(url, calls=args.calls, workers=workers, in_process=False, batch=200)
+                await throughput(
+                    url, calls=args.calls, workers=workers, in_process=False, batch=200
+                )
             )
             log(f"postgres, {workers} worker process(es): {figures[key]} calls/s")
         finally:
@@ -210,7 +224,9 @@ async def main() -> None:
     try:
         p50, p99 = await latency(url, rate=args.rate, seconds=args.seconds, in_process=False)
         figures["pg_p50_ms"], figures["pg_p99_ms"] = round(p50, 2), round(p99, 2)
-        log(f"postgres latency at {args.rate:g}/s (worker process): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        log(
+            f"postgres latency at {args.rate:g}/s (worker process): p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+        )
     finally:
         drop_pg_schema(args.pg_url, schema)
     print(json.dumps(figures))

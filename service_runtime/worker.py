@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import pydantic_core
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -116,10 +117,18 @@ class Worker:
         self._inbox_insert = (
             upsert(inbox).on_conflict_do_nothing().returning(inbox.c.consumer, inbox.c.message_id)
         )
-        self._seen = sa.select(inbox.c.consumer, inbox.c.message_id).where(
-            inbox.c.message_id.in_(sa.bindparam("ids", expanding=True)),
-            inbox.c.consumer.in_(sa.bindparam("queues", expanding=True)),
-        )
+        ids_match: sa.ColumnElement[bool]
+        queues_match: sa.ColumnElement[bool]
+        if db.is_sqlite:
+            ids_match = inbox.c.message_id.in_(sa.bindparam("ids", expanding=True))
+            queues_match = inbox.c.consumer.in_(sa.bindparam("queues", expanding=True))
+        else:
+            # One array parameter instead of hundreds of scalars: far cheaper to bind and plan.
+            ids_match = inbox.c.message_id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.String)))
+            queues_match = inbox.c.consumer == sa.any_(
+                sa.bindparam("queues", type_=ARRAY(sa.String))
+            )
+        self._seen = sa.select(inbox.c.consumer, inbox.c.message_id).where(ids_match, queues_match)
         self._call_update = (
             sa.update(calls)
             .where(calls.c.id == sa.bindparam("cid"))
@@ -272,7 +281,7 @@ class Worker:
             if usage:
                 tx.execute(self._usage_insert, usage)
             if updates:
-                tx.execute(self._call_update, updates)
+                self._update_calls(tx, updates)
             self.transport.enqueue(tx, messages)
             self.transport.ack(tx, acks)
             tx.notify(*(call_channel(o.delivery.message_id) for o in outcomes))
@@ -290,6 +299,16 @@ class Worker:
                 log.warning(
                     "dead-lettered %s on %s: %s", o.delivery.message_id, o.service.ref, o.error
                 )
+
+    def _update_calls(self, tx: Transaction, updates: list[dict[str, Any]]) -> None:
+        if self.db.is_sqlite:
+            tx.execute(self._call_update, updates)  # no round trips: executemany is cheapest
+            return
+        # PostgreSQL: one statement over arrays instead of one UPDATE per call.
+        columns = {
+            name: [u[name] for u in updates] for name in ("cid", "st", "res", "err", "att", "fin")
+        }
+        tx.execute(_PG_UPDATE_CALLS, columns)
 
     def _should_retry(self, o: _Outcome) -> bool:
         return (
@@ -395,6 +414,18 @@ class Worker:
                 headers={STATUS_HEADER: "failed", CALL_ID_HEADER: o.packet.id},
             )
         )
+
+
+_PG_UPDATE_CALLS = sa.text(
+    """
+    UPDATE calls SET status = v.st, result = v.res, error = v.err, attempts = v.att,
+                     finished_at = v.fin
+    FROM unnest(CAST(:cid AS varchar[]), CAST(:st AS varchar[]), CAST(:res AS bytea[]),
+                CAST(:err AS text[]), CAST(:att AS integer[]), CAST(:fin AS double precision[]))
+         AS v(cid, st, res, err, att, fin)
+    WHERE calls.id = v.cid
+    """
+)
 
 
 def _describe(error: FluxoError) -> str:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _PG_CHANNEL = "fluxo_wakeup"
 _PG_PAYLOAD_LIMIT = 7900  # NOTIFY payloads must stay under 8000 bytes
 _PG_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+_PG_NOT_DURABLE = sa.text("SET LOCAL synchronous_commit TO OFF")
 T = TypeVar("T")
 
 
@@ -184,18 +185,27 @@ class Database:
 
     # -- transactions -------------------------------------------------------------------------
 
-    async def transact(self, fn: Callable[[Transaction], T]) -> T:
-        """Run ``fn(tx)`` in one write transaction; commit, then fire wake-ups and callbacks."""
+    async def transact(self, fn: Callable[[Transaction], T], *, durable: bool = True) -> T:
+        """Run ``fn(tx)`` in one write transaction; commit, then fire wake-ups and callbacks.
+
+        ``durable=False`` lets PostgreSQL acknowledge the commit before its WAL is flushed. Only
+        for changes whose loss in a database crash is harmless (a queue lease: the message is
+        simply delivered again); never for state or effects.
+        """
         tx, result = await asyncio.get_running_loop().run_in_executor(
-            self._write_pool, self._transact_sync, fn
+            self._write_pool, self._transact_sync, fn, durable
         )
         self._hub.fire(tx._notify)
         for callback in tx._after_commit:
             await callback()
         return result
 
-    def _transact_sync(self, fn: Callable[[Transaction], T]) -> tuple[Transaction, T]:
+    def _transact_sync(
+        self, fn: Callable[[Transaction], T], durable: bool = True
+    ) -> tuple[Transaction, T]:
         with map_storage_errors(), self.engine.begin() as conn:
+            if not durable and self.dialect == "postgresql":
+                conn.execute(_PG_NOT_DURABLE)
             tx = Transaction(conn)
             result = fn(tx)
             if tx._notify and self.dialect == "postgresql":
