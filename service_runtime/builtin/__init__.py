@@ -1,0 +1,79 @@
+"""The built-in services: ``noop``, ``http``, ``transform``, and the demo order pipeline.
+
+``builtin_services(config)`` gives the services every Fluxo installation offers;
+``demo_services()`` gives ``parse-order``, ``enrich-customer`` and ``notify-log`` for the product
+demo and the tests. :func:`apply_transform` is also used directly by the step engine.
+"""
+
+from __future__ import annotations
+
+from service_runtime.builtin.demo import (
+    DEMO_CUSTOMERS,
+    CustomerProfile,
+    enrich_customer,
+    make_enrich_customer,
+    make_notify_log,
+    notify_log,
+    parse_order,
+)
+from service_runtime.builtin.http import (
+    BuiltinConfig,
+    HostPolicy,
+    HttpService,
+    Resolver,
+    guarded_transport,
+    system_resolver,
+)
+from service_runtime.builtin.noop import noop
+from service_runtime.builtin.transform import (
+    PathKey,
+    Transform,
+    apply_transform,
+    parse_path,
+    transform_service,
+)
+from service_runtime.sdk import Service
+
+__all__ = [
+    "DEMO_CUSTOMERS",
+    "BuiltinConfig",
+    "CustomerProfile",
+    "HostPolicy",
+    "HttpService",
+    "PathKey",
+    "Resolver",
+    "Transform",
+    "apply_transform",
+    "builtin_services",
+    "demo_services",
+    "enrich_customer",
+    "guarded_transport",
+    "make_enrich_customer",
+    "make_notify_log",
+    "noop",
+    "notify_log",
+    "parse_order",
+    "parse_path",
+    "system_resolver",
+    "transform_service",
+]
+
+
+def builtin_services(config: BuiltinConfig | None = None) -> list[Service]:
+    """The services every installation offers: ``noop``, ``http`` and ``transform``.
+
+    Args:
+        config: limits and the ``http`` host policy; build it from Fluxo's configuration with
+            :meth:`BuiltinConfig.from_fluxo_config`. Defaults allow only public addresses.
+    """
+    config = config or BuiltinConfig()
+    return [
+        noop,
+        HttpService(config).service,
+        transform_service(timeout_ms=config.transform_timeout_ms),
+    ]
+
+
+def demo_services() -> list[Service]:
+    """The demo order pipeline: ``parse-order``, ``enrich-customer`` and ``notify-log``."""
+    return [parse_order, enrich_customer, notify_log]

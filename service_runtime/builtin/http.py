@@ -1,0 +1,851 @@
+"""The ``http`` built-in service: outbound HTTP requests behind a host policy.
+
+A payload item describes one request::
+
+    {"url": "https://api.example.com/orders", "method": "POST",
+     "headers": {"Authorization": "Bearer ..."}, "query": {"page": 2},
+     "json": {...} | "body": "raw text", "timeout_s": 10,
+     "raise_for_status": false, "follow_redirects": true}
+
+and the result item describes the response::
+
+    {"status": 200, "headers": {...}, "json": ... | "text": "..." | "base64": "...",
+     "truncated": false}
+
+An array payload makes one request per item (bounded concurrency) and returns an array of results.
+
+Security (server-side request forgery). A workflow author chooses the URL, so by default the service
+refuses to reach anything that is not a public address: loopback, private (10/8, 172.16/12,
+192.168/16, fc00::/7), link-local (169.254/16 with the cloud metadata endpoint 169.254.169.254,
+fe80::/10), shared (100.64/10, used by some cloud metadata services), unspecified, multicast and
+reserved addresses. ``FLUXO_HTTP_ALLOW`` lists hostnames, ``*.suffix`` wildcards or CIDRs that may
+be reached anyway; ``FLUXO_HTTP_DENY`` lists ones that may never be reached, and deny wins over allow.
+
+DNS rebinding (a name that resolves to a public address when checked and to an internal one when
+connected) is closed by checking at connect time: the client this module builds uses a network
+backend that resolves the name itself, vets every address and opens the TCP connection to a vetted
+address. TLS still runs against the hostname (SNI and certificate checks are unchanged) and the
+connection pool stays keyed by hostname, so no connection is shared between names. The handler also
+vets each URL (and each redirect target) before sending, which gives early, clear errors and is the
+only protection left when a caller injects its own ``httpx.AsyncClient``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import codecs
+import contextlib
+import ipaddress
+import json
+import math
+import re
+import socket
+import ssl
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import Any
+
+import httpcore
+import httpx
+
+from fluxo_core.config import FluxoConfig
+from fluxo_core.errors import ConfigError, ServiceError, ValidationError
+from fluxo_core.ir import Payload
+from service_runtime.sdk import Service
+
+__all__ = [
+    "BuiltinConfig",
+    "HostPolicy",
+    "HttpService",
+    "Resolver",
+    "guarded_transport",
+    "system_resolver",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+"""Resolves ``(host, port)`` to IP address strings; the default is :func:`system_resolver`."""
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+TRUNCATED_MARKER = "\n...[truncated: the response body is over {limit} bytes]"
+
+# The schema lets the gateway reject malformed calls early and documents the contract. It leaves
+# header and query values unconstrained on purpose: JSON Schema messages quote the offending value,
+# and those values are where credentials live. The handler checks them with messages that do not.
+HTTP_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["url"],
+    "properties": {
+        "url": {"type": "string", "minLength": 1},
+        "method": {"type": "string"},
+        "headers": {"type": "object"},
+        "query": {"type": "object"},
+        "json": {},
+        "body": {"type": "string"},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+        "raise_for_status": {"type": "boolean"},
+        "follow_redirects": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+_FIELDS = frozenset(HTTP_REQUEST_SCHEMA["properties"])
+
+HTTP_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "headers", "truncated"],
+    "properties": {
+        "status": {"type": "integer"},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "json": {},
+        "text": {"type": "string"},
+        "base64": {"type": "string"},
+        "truncated": {"type": "boolean"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class BuiltinConfig:
+    """Settings of the built-in services.
+
+    Attributes:
+        http_allow: hosts, ``*.suffix`` wildcards or CIDRs the ``http`` service may reach even
+            though they are internal (``FLUXO_HTTP_ALLOW``).
+        http_deny: hosts, wildcards or CIDRs it may never reach (``FLUXO_HTTP_DENY``); deny wins.
+        http_default_timeout_s: the timeout of a request that does not set ``timeout_s``.
+        http_max_timeout_s: the cap on a request's ``timeout_s``.
+        http_max_body_bytes: response bodies over this size are truncated, with a marker.
+        http_max_redirects: how many redirects one request may follow.
+        http_max_items: the most requests one call (an array payload) may make.
+        http_concurrency: how many requests of one call run at the same time.
+        transform_timeout_ms: the time budget of each JSONata expression of a ``transform`` call.
+    """
+
+    http_allow: tuple[str, ...] = ()
+    http_deny: tuple[str, ...] = ()
+    http_default_timeout_s: float = 10.0
+    http_max_timeout_s: float = 60.0
+    http_max_body_bytes: int = 1_048_576
+    http_max_redirects: int = 5
+    http_max_items: int = 100
+    http_concurrency: int = 8
+    transform_timeout_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        positive = {
+            "http_default_timeout_s": self.http_default_timeout_s,
+            "http_max_timeout_s": self.http_max_timeout_s,
+            "http_max_body_bytes": self.http_max_body_bytes,
+            "http_max_items": self.http_max_items,
+            "http_concurrency": self.http_concurrency,
+            "transform_timeout_ms": self.transform_timeout_ms,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(
+                    f"builtin config {name}={value!r} must be above zero", setting=name
+                )
+        if self.http_max_redirects < 0:
+            raise ConfigError("builtin config http_max_redirects must not be negative")
+        # Parse the host rules now so that a bad entry fails at start-up, not at the first call.
+        _Rules.parse(self.http_allow, "FLUXO_HTTP_ALLOW")
+        _Rules.parse(self.http_deny, "FLUXO_HTTP_DENY")
+
+    @classmethod
+    def from_fluxo_config(cls, config: FluxoConfig) -> BuiltinConfig:
+        """The built-in settings that come from Fluxo's configuration (``FLUXO_HTTP_*``)."""
+        return cls(http_allow=config.http_allow, http_deny=config.http_deny)
+
+
+# --- host policy -------------------------------------------------------------------------------
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """One parsed list of host rules (``FLUXO_HTTP_ALLOW`` or ``FLUXO_HTTP_DENY``)."""
+
+    hosts: frozenset[str]
+    suffixes: tuple[str, ...]
+    networks: tuple[tuple[str, IPNetwork], ...]
+
+    @classmethod
+    def parse(cls, entries: Iterable[str], setting: str) -> _Rules:
+        hosts: set[str] = set()
+        suffixes: list[str] = []
+        networks: list[tuple[str, IPNetwork]] = []
+        for raw in entries:
+            entry = raw.strip().lower()
+            if entry.startswith("[") and entry.endswith("]"):
+                entry = entry[1:-1]
+            try:
+                networks.append((raw, ipaddress.ip_network(entry, strict=False)))
+                continue
+            except ValueError:
+                pass
+            if entry.startswith("*.") and _HOSTNAME.match(entry[2:].rstrip(".")):
+                suffixes.append("." + entry[2:].rstrip("."))
+            elif _HOSTNAME.match(entry.rstrip(".")):
+                hosts.add(entry.rstrip("."))
+            else:
+                raise ConfigError(
+                    f"{setting} entry {raw!r} is not a hostname, '*.suffix' wildcard, IP address "
+                    "or CIDR (e.g. 'api.internal', '*.corp.example', '10.1.0.0/16')",
+                    setting=setting,
+                )
+        return cls(frozenset(hosts), tuple(suffixes), tuple(networks))
+
+    def match_host(self, host: str) -> str | None:
+        if host in self.hosts:
+            return host
+        for suffix in self.suffixes:
+            if host.endswith(suffix):
+                return "*" + suffix
+        return None
+
+    def match_address(self, *addresses: IPAddress) -> str | None:
+        for entry, network in self.networks:
+            if any(a.version == network.version and a in network for a in addresses):
+                return entry
+        return None
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64), if any."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _internal_reason(address: IPAddress) -> str | None:
+    """Why an address counts as internal, or None for a public unicast address."""
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (where cloud metadata endpoints live)"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_private:
+        return "a private address"
+    if not address.is_global or address.is_reserved:
+        # 100.64/10 (shared address space) is neither private nor global; some clouds put their
+        # metadata service there (100.100.100.200).
+        return "a non-public address"
+    return None
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Resolve ``host`` with the system resolver, without blocking the event loop."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class HostPolicy:
+    """Decides which hosts and addresses the ``http`` service may connect to.
+
+    Args:
+        allow: hosts, ``*.suffix`` wildcards or CIDRs that may be reached although internal.
+        deny: hosts, wildcards or CIDRs that may never be reached; deny wins over allow.
+        resolver: how names are resolved (tests inject a fixed table).
+
+    Raises:
+        ConfigError: an entry is neither a hostname, a wildcard nor an address/CIDR.
+    """
+
+    def __init__(
+        self,
+        allow: Iterable[str] = (),
+        deny: Iterable[str] = (),
+        *,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self._allow = _Rules.parse(allow, "FLUXO_HTTP_ALLOW")
+        self._deny = _Rules.parse(deny, "FLUXO_HTTP_DENY")
+        self._resolver = resolver or system_resolver
+
+    @classmethod
+    def from_config(cls, config: BuiltinConfig, *, resolver: Resolver | None = None) -> HostPolicy:
+        return cls(config.http_allow, config.http_deny, resolver=resolver)
+
+    async def vet(self, host: str, port: int) -> list[IPAddress]:
+        """Resolve ``host`` and return the addresses a connection may use.
+
+        Every address the name resolves to must pass: a name that also resolves to an internal
+        address is refused as a whole rather than silently narrowed.
+
+        Raises:
+            ServiceError: not retryable when the policy refuses the host or one of its addresses
+                (the message names the host and the setting to change); retryable when name
+                resolution failed temporarily.
+        """
+        name = host.strip().lower().rstrip(".")
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        denied = self._deny.match_host(name)
+        if denied is not None:
+            raise ServiceError(
+                f"refused to connect to {name}: the host matches the FLUXO_HTTP_DENY entry "
+                f"{denied!r}",
+                retryable=False,
+                host=name,
+                setting="FLUXO_HTTP_DENY",
+            )
+        literal = _ip_or_none(name)
+        addresses = [literal] if literal is not None else await self._resolve(name, port)
+        host_allowed = self._allow.match_host(name) is not None
+        for address in addresses:
+            self._check_address(name, address, host_allowed=host_allowed)
+        return addresses
+
+    async def _resolve(self, name: str, port: int) -> list[IPAddress]:
+        try:
+            raw = await self._resolver(name, port)
+        except OSError as exc:
+            # Only EAI_AGAIN is a temporary failure; "no such name" will not fix itself on retry.
+            temporary = isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN
+            raise ServiceError(
+                f"could not resolve host {name}: {exc.strerror or exc}",
+                retryable=temporary,
+                host=name,
+            ) from exc
+        addresses = [a for a in (_ip_or_none(r) for r in raw) if a is not None]
+        if not addresses:
+            raise ServiceError(f"host {name} resolved to no address", retryable=True, host=name)
+        return addresses
+
+    def _check_address(self, name: str, address: IPAddress, *, host_allowed: bool) -> None:
+        embedded = _embedded_ipv4(address)
+        forms = (address,) if embedded is None else (address, embedded)
+        shown = name if name == str(address) else f"{name} ({address})"
+        denied = self._deny.match_address(*forms)
+        if denied is not None:
+            raise ServiceError(
+                f"refused to connect to {shown}: the address matches the FLUXO_HTTP_DENY entry "
+                f"{denied!r}",
+                retryable=False,
+                host=name,
+                address=str(address),
+                setting="FLUXO_HTTP_DENY",
+            )
+        reason = _internal_reason(embedded or address)
+        if reason is None or host_allowed or self._allow.match_address(*forms) is not None:
+            return
+        raise ServiceError(
+            f"refused to connect to {shown}: it is {reason}, and workflows may not reach "
+            f"internal addresses by default; if this is intended, add {name!r} (or a CIDR "
+            "holding the address) to FLUXO_HTTP_ALLOW",
+            retryable=False,
+            host=name,
+            address=str(address),
+            setting="FLUXO_HTTP_ALLOW",
+        )
+
+
+def _ip_or_none(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+# --- connect-time guard ------------------------------------------------------------------------
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Opens TCP connections only to addresses the policy vetted, resolving names itself."""
+
+    def __init__(self, policy: HostPolicy, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._policy = policy
+        self._inner = inner
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self._policy.vet(host, port)
+        failure: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc  # try the next address, like a browser would
+        if failure is None:  # vet() never returns an empty list; this keeps the type exact
+            raise httpcore.ConnectError(f"no address to connect to for {host}")
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise ServiceError("the http service does not connect to unix sockets", retryable=False)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def guarded_transport(
+    policy: HostPolicy, *, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncHTTPTransport:
+    """An httpx transport that connects only to addresses ``policy`` vetted at connect time.
+
+    Use it with ``trust_env=False`` on the client: environment proxies would otherwise be mounted
+    in front of it, and a proxy resolves names where this guard cannot see.
+    """
+    transport = httpx.AsyncHTTPTransport(verify=verify, trust_env=False)
+    # httpx has no public hook for httpcore's network backend, so replace the pool it built (it has
+    # no connections yet) with one that uses the guarded backend. A test of DNS rebinding fails if
+    # a future httpx renames this attribute.
+    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
+        raise ConfigError("this httpx version is not supported by the guarded http transport")
+    ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=100,
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
+        network_backend=_GuardedBackend(policy, httpcore.AnyIOBackend()),
+    )
+    return transport
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    url: httpx.URL
+    headers: dict[str, str]
+    json_body: Any
+    has_json: bool
+    body: str | None
+    timeout_s: float
+    raise_for_status: bool
+    follow_redirects: bool
+
+
+class HttpService:
+    """The ``http`` built-in service (see the module docstring for payload and result).
+
+    Args:
+        config: limits and the host policy settings.
+        client: an ``httpx.AsyncClient`` to send with (its owner closes it). Without one, each
+            call uses a short-lived client with :func:`guarded_transport`. An injected client should
+            use :func:`guarded_transport` too; otherwise only the pre-send checks protect it.
+        resolver: name resolution for the host policy (tests inject a fixed table).
+    """
+
+    def __init__(
+        self,
+        config: BuiltinConfig | None = None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self._config = config or BuiltinConfig()
+        self._client = client
+        self._policy = HostPolicy.from_config(self._config, resolver=resolver)
+        self._ssl_context: ssl.SSLContext | None = None
+        rounds = math.ceil(self._config.http_max_items / self._config.http_concurrency)
+        self.service = Service(
+            name="http",
+            version="1",
+            handler=self.call,
+            description="Send an HTTP request and return the status, headers and body.",
+            input_schema=HTTP_REQUEST_SCHEMA,
+            output_schema=HTTP_RESPONSE_SCHEMA,
+            # Each request has its own deadline; the call as a whole gets room for every round of
+            # requests of the largest array the config allows, plus a margin for the runtime.
+            timeout_s=self._config.http_max_timeout_s * rounds + 5.0,
+        )
+
+    @property
+    def policy(self) -> HostPolicy:
+        return self._policy
+
+    async def call(self, payload: Payload) -> Payload:
+        """Send the request(s) the payload describes.
+
+        Raises:
+            ValidationError: the payload is not a valid request (every problem, with its location).
+            ServiceError: the host is refused (not retryable), the request timed out or could not
+                connect (retryable), or ``raise_for_status`` is set and the answer is 4xx/5xx
+                (retryable for 5xx and 429 only).
+        """
+        items = payload if isinstance(payload, list) else [payload]
+        if len(items) > self._config.http_max_items:
+            raise ValidationError(
+                f"the http service makes at most {self._config.http_max_items} requests per call; "
+                f"split the {len(items)} items into smaller packets",
+                problems=[("payload", f"{len(items)} items")],
+            )
+        requests = self._parse(payload)
+        async with self._client_scope() as client:
+            if not isinstance(payload, list):
+                return await self._send(client, requests[0])
+            limit = asyncio.Semaphore(self._config.http_concurrency)
+
+            async def bounded(request: _Request) -> dict[str, Any]:
+                async with limit:
+                    return await self._send(client, request)
+
+            tasks = [asyncio.ensure_future(bounded(r)) for r in requests]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:
+                # One failure fails the call: stop the other requests instead of orphaning them.
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+
+    @contextlib.asynccontextmanager
+    async def _client_scope(self) -> AsyncIterator[httpx.AsyncClient]:
+        if self._client is not None:
+            yield self._client
+            return
+        # A client per call: no client outlives the event loop it was made on, and nothing needs
+        # closing at shutdown. Callers who want pooling inject a long-lived guarded client. The
+        # SSL context (loading the CA bundle is the slow part) is made once and shared.
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        transport = guarded_transport(self._policy, verify=self._ssl_context)
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+            yield client
+
+    def _parse(self, payload: Payload) -> list[_Request]:
+        items = payload if isinstance(payload, list) else [payload]
+        prefixes = (
+            [f"payload[{i}]" for i in range(len(items))]
+            if isinstance(payload, list)
+            else ["payload"]
+        )
+        problems: list[tuple[str, str]] = []
+        requests = [
+            self._parse_item(item, prefix, problems)
+            for prefix, item in zip(prefixes, items, strict=True)
+        ]
+        if problems:
+            raise ValidationError(
+                "invalid http request: fix the fields listed below", problems=problems
+            )
+        return [r for r in requests if r is not None]
+
+    def _parse_item(
+        self, item: Any, prefix: str, problems: list[tuple[str, str]]
+    ) -> _Request | None:
+        """Check one request item; messages never quote header or query values (credentials)."""
+        if not isinstance(item, Mapping):
+            problems.append((prefix, "a request must be an object"))
+            return None
+        start = len(problems)
+        for key in sorted(set(item) - _FIELDS, key=str):
+            problems.append((f"{prefix}.{key}", f"unknown field; use {', '.join(sorted(_FIELDS))}"))
+        url = self._parse_url(item.get("url"), f"{prefix}.url", problems)
+        method = item.get("method", "GET")
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            problems.append((f"{prefix}.method", f"use one of {', '.join(METHODS)}"))
+            method = "GET"
+        headers = _string_map(item.get("headers", {}), f"{prefix}.headers", problems)
+        query = _query_map(item.get("query", {}), f"{prefix}.query", problems)
+        body = item.get("body")
+        if body is not None and not isinstance(body, str):
+            problems.append((f"{prefix}.body", "must be a string (use json for structured data)"))
+        if "json" in item and "body" in item:
+            problems.append((prefix, "set json or body, not both"))
+        timeout = item.get("timeout_s", self._config.http_default_timeout_s)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            problems.append((f"{prefix}.timeout_s", "must be a number of seconds above zero"))
+            timeout = self._config.http_default_timeout_s
+        flags: dict[str, bool] = {}
+        for flag, default in (("raise_for_status", False), ("follow_redirects", True)):
+            value = item.get(flag, default)
+            if not isinstance(value, bool):
+                problems.append((f"{prefix}.{flag}", "must be true or false"))
+            flags[flag] = bool(value)
+        if len(problems) > start or url is None:
+            return None
+        return _Request(
+            method=method.upper(),
+            # Merged, not replaced: httpx's params= would drop a query already in the URL; a
+            # name in both takes the value from "query".
+            url=url.copy_merge_params(query) if query else url,
+            headers=headers,
+            json_body=item.get("json"),
+            has_json="json" in item,
+            body=body,
+            timeout_s=min(float(timeout), self._config.http_max_timeout_s),
+            raise_for_status=flags["raise_for_status"],
+            follow_redirects=flags["follow_redirects"],
+        )
+
+    @staticmethod
+    def _parse_url(raw: Any, where: str, problems: list[tuple[str, str]]) -> httpx.URL | None:
+        if not isinstance(raw, str) or not raw:
+            problems.append((where, "required: the URL to call (http or https)"))
+            return None
+        try:
+            url = httpx.URL(raw)
+        except httpx.InvalidURL:
+            problems.append((where, "not a valid URL"))
+            return None
+        if url.scheme not in ("http", "https"):
+            problems.append((where, f"scheme {url.scheme!r} is not allowed; use http or https"))
+            return None
+        if not url.host:
+            problems.append((where, "the URL has no host"))
+            return None
+        return url
+
+    async def _send(self, client: httpx.AsyncClient, spec: _Request) -> dict[str, Any]:
+        host = spec.url.host
+        headers = httpx.Headers(spec.headers)
+        content: bytes | None = None
+        if spec.has_json:
+            # Encoded here rather than by httpx so that a JSON null is sent as "null", not dropped.
+            content = json.dumps(spec.json_body, ensure_ascii=False).encode()
+            headers.setdefault("content-type", "application/json")
+        elif spec.body is not None:
+            content = spec.body.encode()
+        request = client.build_request(
+            spec.method, spec.url, headers=headers, content=content, timeout=spec.timeout_s
+        )
+        with _map_errors(spec):
+            async with asyncio.timeout(spec.timeout_s):
+                response, body, truncated = await self._exchange(client, spec, request)
+        result = _result(response, body, truncated, self._config.http_max_body_bytes)
+        if spec.raise_for_status and response.status_code >= 400:
+            status = response.status_code
+            raise ServiceError(
+                f"{spec.method} to {host} answered HTTP {status}; leave raise_for_status unset to "
+                "get the status as a result instead",
+                retryable=status >= 500 or status == 429,
+                host=host,
+                status=status,
+                body=_redact(body[:500].decode("utf-8", errors="replace"), spec),
+            )
+        return result
+
+    async def _exchange(
+        self, client: httpx.AsyncClient, spec: _Request, request: httpx.Request
+    ) -> tuple[httpx.Response, bytes, bool]:
+        """Send, following redirects by hand so that every hop is vetted; read the capped body."""
+        redirects = 0
+        while True:
+            await self._vet_url(request.url)
+            response = await client.send(request, stream=True, follow_redirects=False)
+            try:
+                if spec.follow_redirects and response.next_request is not None:
+                    if redirects >= self._config.http_max_redirects:
+                        raise ServiceError(
+                            f"{spec.method} to {spec.url.host} was redirected more than "
+                            f"{self._config.http_max_redirects} times",
+                            retryable=False,
+                            host=spec.url.host,
+                        )
+                    redirects += 1
+                    request = response.next_request
+                    continue
+                body, truncated = await _read_capped(response, self._config.http_max_body_bytes)
+                return response, body, truncated
+            finally:
+                await response.aclose()
+
+    async def _vet_url(self, url: httpx.URL) -> None:
+        if url.scheme not in ("http", "https"):
+            raise ServiceError(
+                f"refused to follow a redirect to a {url.scheme!r} URL; only http and https are "
+                "allowed",
+                retryable=False,
+                host=url.host,
+            )
+        port = url.port or (443 if url.scheme == "https" else 80)
+        await self._policy.vet(url.raw_host.decode("ascii"), port)
+
+
+@contextlib.contextmanager
+def _map_errors(spec: _Request) -> Iterator[None]:
+    """Map httpx and timeout errors to ServiceError, retryable where trying again can help."""
+    where = f"{spec.method} to {spec.url.host}"
+    try:
+        yield
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise ServiceError(
+            f"{where} timed out after {spec.timeout_s:g}s",
+            retryable=True,
+            host=spec.url.host,
+            timeout_s=spec.timeout_s,
+        ) from exc
+    except httpx.UnsupportedProtocol as exc:
+        raise ServiceError(
+            f"{where}: unsupported protocol", retryable=False, host=spec.url.host
+        ) from exc
+    except httpx.ConnectError as exc:
+        if _caused_by(exc, ssl.SSLCertVerificationError):
+            # A certificate that does not fit the host will not fit on the next attempt.
+            raise ServiceError(
+                f"{where}: the server's TLS certificate is not valid for "
+                f"this host: {str(exc)[:200]}",
+                retryable=False,
+                host=spec.url.host,
+            ) from exc
+        raise ServiceError(
+            f"{where} failed: ConnectError: {str(exc)[:200]}",
+            retryable=True,
+            host=spec.url.host,
+        ) from exc
+    except httpx.TransportError as exc:
+        # Connection refused/reset, protocol errors: the server or network may recover.
+        # The message is the OS/protocol reason only; the URL may carry credentials.
+        raise ServiceError(
+            f"{where} failed: {type(exc).__name__}: {str(exc)[:200]}",
+            retryable=True,
+            host=spec.url.host,
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise ServiceError(
+            f"{where} failed: {type(exc).__name__}",
+            retryable=False,
+            host=spec.url.host,
+        ) from exc
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _redact(text: str, spec: _Request) -> str:
+    """Blank out what the request carried that may be secret, in case the server echoed it."""
+    secrets = [*spec.headers.values(), *(v for _, v in spec.url.params.multi_items())]
+    if spec.url.password:
+        secrets.append(spec.url.password)
+    # Longest first, so a value that contains a shorter one is blanked whole; short values
+    # ("1", "json") are too common to hide and too short to be credentials.
+    for secret in sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; such a body is returned as text instead.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """Read at most ``limit`` bytes of the (decoded) body; say whether more was left."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        room = limit - size
+        if len(chunk) > room:
+            chunks.append(chunk[:room])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+_TEXT_TYPES = re.compile(
+    r"^(text/.*|application/(.*\+)?(json|xml)|application/(javascript|x-www-form-urlencoded)|)$"
+)
+
+
+def _result(response: httpx.Response, body: bytes, truncated: bool, limit: int) -> dict[str, Any]:
+    headers = {name: ", ".join(response.headers.get_list(name)) for name in response.headers}
+    result: dict[str, Any] = {
+        "status": response.status_code,
+        "headers": headers,
+        "truncated": truncated,
+    }
+    mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not truncated and body and (mime == "application/json" or mime.endswith("+json")):
+        try:
+            result["json"] = json.loads(body, parse_constant=_reject_constant)
+            return result
+        except ValueError:
+            pass  # a server that lies about its content type: fall back to text
+    if _TEXT_TYPES.match(mime):
+        encoding = response.charset_encoding or "utf-8"
+        try:
+            decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        except LookupError:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # A truncated body may end inside a multi-byte character: leave the fragment undecoded.
+        text = decoder.decode(body, final=not truncated)
+        result["text"] = text + (TRUNCATED_MARKER.format(limit=limit) if truncated else "")
+    else:
+        result["base64"] = base64.b64encode(body).decode("ascii")
+    return result
+
+
+def _string_map(raw: Any, where: str, problems: list[tuple[str, str]]) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        problems.append((where, "must be an object of names to string values"))
+        return {}
+    result: dict[str, str] = {}
+    for name, value in raw.items():
+        if not isinstance(value, str):
+            problems.append((f"{where}.{name}", "must be a string"))
+        elif "\r" in value or "\n" in value:
+            problems.append((f"{where}.{name}", "must not contain line breaks"))
+        else:
+            result[str(name)] = value
+    return result
+
+
+def _query_map(raw: Any, where: str, problems: list[tuple[str, str]]) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        problems.append((where, "must be an object of names to values"))
+        return {}
+
+    def scalar(value: Any) -> bool:
+        return isinstance(value, str | int | float | bool)
+
+    result: dict[str, Any] = {}
+    for name, value in raw.items():
+        if scalar(value) or (isinstance(value, list) and all(scalar(v) for v in value)):
+            result[str(name)] = value
+        else:
+            problems.append(
+                (f"{where}.{name}", "must be a string, number, boolean or a list of them")
+            )
+    return result

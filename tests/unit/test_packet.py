@@ -1,0 +1,103 @@
+"""The packet envelope: what is accepted, what is refused, and where the problem is."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from fluxo_core.errors import PacketValidationError
+from fluxo_core.ir import Packet, json_schema, parse_packet
+
+ACTOR = {"user": {"id": "u-1"}, "account": {"id": "acme"}}
+
+
+def test_one_object_or_an_array_of_objects_is_a_payload() -> None:
+    assert parse_packet({"actor": ACTOR, "payload": {"a": 1}}).items == [{"a": 1}]
+    many = parse_packet({"actor": ACTOR, "payload": [{"a": 1}, {"b": 2}]})
+    assert many.items == [{"a": 1}, {"b": 2}]
+
+
+def test_defaults_give_a_fresh_id_and_trace() -> None:
+    a = parse_packet({"actor": ACTOR, "payload": {}})
+    b = parse_packet({"actor": ACTOR, "payload": {}})
+    assert a.id != b.id
+    assert len(a.trace_id) == 32
+    assert a.attempt == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "location"),
+    [
+        ("text", "payload"),
+        (42, "payload"),
+        ([{"ok": 1}, 7], "payload[1]"),
+        ([[{"nested": 1}]], "payload[0]"),
+    ],
+)
+def test_a_payload_must_be_an_object_or_objects(payload: object, location: str) -> None:
+    with pytest.raises(PacketValidationError) as info:
+        parse_packet({"actor": ACTOR, "payload": payload})
+    assert location in [loc for loc, _ in info.value.problems]
+
+
+def test_every_problem_is_reported_with_its_location() -> None:
+    raw = json.dumps(
+        {
+            "actor": {"user": {}, "account": {"id": ""}},
+            "payload": {},
+            "trace_id": "not-hex",
+            "workflow": "Orders",
+            "attempt": 0,
+            "colour": "red",
+        }
+    )
+    with pytest.raises(PacketValidationError) as info:
+        parse_packet(raw)
+    locations = {loc for loc, _ in info.value.problems}
+    assert {
+        "actor.user.id",
+        "actor.account.id",
+        "trace_id",
+        "workflow",
+        "attempt",
+        "colour",
+    } <= locations
+    assert "unknown field" in dict(info.value.problems)["colour"]
+    assert "colour" in str(info.value)
+
+
+def test_header_names_are_checked() -> None:
+    with pytest.raises(PacketValidationError, match="header name"):
+        parse_packet({"actor": ACTOR, "payload": {}, "headers": {"bad name": "x"}})
+
+
+def test_malformed_json_is_a_located_error() -> None:
+    with pytest.raises(PacketValidationError):
+        parse_packet(b'{"actor": ')
+
+
+def test_derive_copies_the_envelope_with_a_stable_id() -> None:
+    source = parse_packet(
+        {"actor": ACTOR, "payload": {}, "job_id": "j1", "step_id": "s1", "workflow": "orders@3"}
+    )
+    first = source.derive({"x": 1}, index=0, span_id="ab" * 8)
+    again = source.derive({"x": 1}, index=0, span_id="cd" * 8)
+    other = source.derive({"x": 2}, index=1, span_id="ab" * 8)
+    assert first.id == again.id != other.id
+    assert (first.job_id, first.step_id, first.workflow, first.trace_id) == (
+        "j1",
+        "s1",
+        "orders@3",
+        source.trace_id,
+    )
+    assert first.parent_id == "ab" * 8
+
+
+def test_exported_schema_validates_packets() -> None:
+    schema = json_schema("packet")
+    packet = Packet.model_validate({"actor": ACTOR, "payload": [{"a": 1}]})
+    jsonschema.validate(json.loads(packet.model_dump_json()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"actor": ACTOR, "payload": "text"}, schema)
