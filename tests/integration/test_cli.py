@@ -1,0 +1,131 @@
+"""The one-command start and the CLI, as a user runs them (real processes, real HTTP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fluxo(*args: str, home: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, FLUXO_HOME=str(home))
+    env.pop("FLUXO_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "fluxo_core.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    port = free_port()
+    env = dict(os.environ, FLUXO_HOME=str(tmp_path), FLUXO_PORT=str(port))
+    env.pop("FLUXO_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fluxo_core.cli", "up"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        output = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            output.append(line)
+            if "admin token" in line or not line:
+                break
+        text = "".join(output)
+        assert f"Fluxo is running at http://127.0.0.1:{port}" in text, text
+        token = (tmp_path / "admin.token").read_text().strip()
+        assert token in text  # printed once, on first start
+        yield f"http://127.0.0.1:{port}", token, tmp_path
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.slow
+def test_fluxo_up_serves_the_demo_services(server: tuple[str, str, Path]) -> None:
+    url, token, home = server
+    headers = {"Authorization": f"Bearer {token}"}
+    services = httpx.get(f"{url}/v1/services", headers=headers, timeout=10).json()["items"]
+    names = {s["name"] for s in services}
+    assert {"noop", "http", "transform", "parse-order", "enrich-customer", "notify-log"} <= names
+    order = {
+        "payload": {
+            "id": "A-1",
+            "customer": {"email": "ada@example.com"},
+            "items": [{"sku": "KB-1", "qty": 2, "price": 49.5}],
+        }
+    }
+    resp = httpx.post(
+        f"{url}/v1/services/parse-order/calls", json=order, headers=headers, timeout=30
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["status"] == "succeeded"
+    assert body["account_id"] == "default"
+    assert (home / "admin.token").stat().st_mode & 0o077 == 0  # the token file is private
+
+
+def test_schema_packet_prints_the_json_schema(tmp_path: Path) -> None:
+    result = fluxo("schema", "packet", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "Fluxo packet"
+    assert "payload" in schema["properties"]
+
+
+def test_token_command_issues_a_token_bound_to_an_account(tmp_path: Path) -> None:
+    result = fluxo("token", "--account", "acme", "--user", "ada", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("fxo_")
+
+
+def test_bad_configuration_is_one_clear_line(tmp_path: Path) -> None:
+    env_result = subprocess.run(
+        [sys.executable, "-m", "fluxo_core.cli", "services"],
+        env=dict(os.environ, FLUXO_HOME=str(tmp_path), FLUXO_DATABASE_URL="mysql://nope"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert env_result.returncode == 1
+    assert env_result.stderr.startswith("fluxo: FLUXO_DATABASE_URL must be")
+    assert "Traceback" not in env_result.stderr
+
+
+def test_worker_refuses_a_module_without_services(tmp_path: Path) -> None:
+    result = fluxo("worker", "--module", "json", home=tmp_path)
+    assert result.returncode == 1
+    assert "must define SERVICES" in result.stderr
