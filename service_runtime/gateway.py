@@ -21,8 +21,6 @@ import orjson
 import pydantic_core
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fluxo_core.errors import (
     CallNotFoundError,
@@ -31,7 +29,7 @@ from fluxo_core.errors import (
     PermissionDeniedError,
 )
 from fluxo_core.ir import Packet
-from fluxo_core.storage import Database, Principal, Transaction
+from fluxo_core.storage import Database, Principal, Transaction, bulk_insert
 from fluxo_core.storage.tables import calls
 from service_runtime.catalog import ServiceCatalog, ServiceInfo
 from service_runtime.transports import OutgoingMessage, Transport
@@ -123,8 +121,6 @@ class Gateway:
         self.max_packet_bytes = max_packet_bytes
         self.admission = admission
         self.poll_interval_s = poll_interval_s
-        upsert = sqlite_insert if db.is_sqlite else pg_insert
-        self._calls_insert = upsert(calls).on_conflict_do_nothing().returning(calls.c.id)
         self._get = sa.select(calls).where(calls.c.id == sa.bindparam("cid"))
         self._get_scoped = self._get.where(calls.c.account_id == sa.bindparam("acc"))
 
@@ -232,7 +228,7 @@ class Gateway:
         def record(tx: Transaction) -> None:
             # A packet id seen before is the same call retried by its client: keep the first,
             # enqueue nothing new. Only if the id was used for a different call is it an error.
-            inserted = {r.id for r in tx.execute(self._calls_insert, rows)}
+            inserted = self._insert_calls(tx, rows)
             if len(inserted) < len(rows):
                 self._check_repeats(tx, info, [p for p in packets if p.id not in inserted])
             self.transport.enqueue(
@@ -252,6 +248,11 @@ class Gateway:
 
         await self.db.transact(record)
         return [p.id for p in packets]
+
+    @staticmethod
+    def _insert_calls(tx: Transaction, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert call rows, skipping ids that exist; returns the ids inserted."""
+        return {r.id for r in bulk_insert(tx, calls, rows, skip_conflicts=True, returning=["id"])}
 
     @staticmethod
     def _check_repeats(tx: Transaction, info: ServiceInfo, repeats: Sequence[Packet]) -> None:

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 import re
@@ -63,11 +64,11 @@ class Price:
     per_item: Decimal | str | int = 0
     currency: str = "EUR"
 
-    @property
+    @functools.cached_property
     def per_call_micros(self) -> int:
         return _micros(self.per_call, "per_call")
 
-    @property
+    @functools.cached_property
     def per_item_micros(self) -> int:
         return _micros(self.per_item, "per_item")
 

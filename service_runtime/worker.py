@@ -25,8 +25,6 @@ import orjson
 import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fluxo_core.errors import (
     ConfigError,
@@ -36,7 +34,7 @@ from fluxo_core.errors import (
     ServiceTimeoutError,
 )
 from fluxo_core.ir import Packet, new_span_id, parse_packet
-from fluxo_core.storage import Database, Transaction
+from fluxo_core.storage import Database, Transaction, bulk_insert
 from fluxo_core.storage.tables import calls, inbox, usage_records
 from service_runtime.gateway import REPLY_TO_HEADER, call_channel
 from service_runtime.sdk import Outputs, Service, _schema_problems
@@ -112,11 +110,6 @@ class Worker:
         ]
         self.stats = WorkerStats()
         self._rng = rng or random.Random()
-        self._usage_insert = sa.insert(usage_records)
-        upsert = sqlite_insert if db.is_sqlite else pg_insert
-        self._inbox_insert = (
-            upsert(inbox).on_conflict_do_nothing().returning(inbox.c.consumer, inbox.c.message_id)
-        )
         ids_match: sa.ColumnElement[bool]
         queues_match: sa.ColumnElement[bool]
         if db.is_sqlite:
@@ -278,8 +271,7 @@ class Worker:
                         "fin": None,
                     }
                 )
-            if usage:
-                tx.execute(self._usage_insert, usage)
+            bulk_insert(tx, usage_records, usage)
             if updates:
                 self._update_calls(tx, updates)
             self.transport.enqueue(tx, messages)
@@ -327,7 +319,10 @@ class Worker:
             {"consumer": o.delivery.queue, "message_id": o.delivery.message_id, "processed_at": now}
             for o in final
         ]
-        return {(r.consumer, r.message_id) for r in tx.execute(self._inbox_insert, rows)}
+        inserted = bulk_insert(
+            tx, inbox, rows, skip_conflicts=True, returning=["consumer", "message_id"]
+        )
+        return {(r.consumer, r.message_id) for r in inserted}
 
     def _success_rows(
         self, o: _Outcome, now: float

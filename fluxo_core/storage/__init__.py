@@ -2,6 +2,7 @@
 
 from fluxo_core.storage import tables
 from fluxo_core.storage.accounts import AccountStore, Principal
+from fluxo_core.storage.bulk import bulk_insert
 from fluxo_core.storage.database import Database, Subscription, Transaction, map_storage_errors
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "Principal",
     "Subscription",
     "Transaction",
+    "bulk_insert",
     "map_storage_errors",
     "tables",
 ]

@@ -17,7 +17,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from fluxo_core.storage import Database, Transaction
+from fluxo_core.storage import Database, Transaction, bulk_insert
 from fluxo_core.storage.tables import queue_messages as qm
 from service_runtime.transports.base import (
     Delivery,
@@ -44,7 +44,6 @@ class SqlTransport:
     def __init__(self, db: Database, *, poll_interval_s: float = 1.0) -> None:
         self.db = db
         self.poll_interval_s = poll_interval_s
-        self._insert = sa.insert(qm)
         candidates = (
             sa.select(qm.c.id)
             .where(qm.c.queue.in_(sa.bindparam("queues", expanding=True)))
@@ -89,8 +88,9 @@ class SqlTransport:
         if not messages:
             return
         now = time.time()
-        tx.execute(
-            self._insert,
+        bulk_insert(
+            tx,
+            qm,
             [
                 {
                     "queue": m.queue,

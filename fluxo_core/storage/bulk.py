@@ -1,0 +1,87 @@
+"""Fast multi-row inserts: the hot paths insert hundreds of rows per transaction.
+
+On PostgreSQL a many-row ``VALUES`` list binds one parameter per cell, and SQLAlchemy's handling
+of thousands of parameters costs more than the insert itself. ``INSERT ... SELECT FROM unnest()``
+binds one array per column instead (measured here: 500 call rows in ~13 ms instead of ~55 ms).
+On SQLite, ``executemany`` has no round trips and is already the cheapest.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from fluxo_core.errors import StorageError
+from fluxo_core.storage.database import Transaction
+
+__all__ = ["bulk_insert"]
+
+_PG_TYPES: list[tuple[type[sa.types.TypeEngine[Any]], str]] = [
+    (sa.BigInteger, "bigint"),
+    (sa.Integer, "integer"),
+    (sa.Float, "double precision"),
+    (sa.Boolean, "boolean"),
+    (sa.LargeBinary, "bytea"),
+    (sa.Text, "text"),
+    (sa.String, "varchar"),
+]
+
+
+def bulk_insert(
+    tx: Transaction,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    skip_conflicts: bool = False,
+    returning: Sequence[str] = (),
+) -> list[sa.Row[Any]]:
+    """Insert ``rows`` (dicts with the same keys) into ``table``.
+
+    Args:
+        skip_conflicts: rows that collide with an existing key are skipped (``ON CONFLICT DO
+            NOTHING``) instead of failing the transaction.
+        returning: columns to return for the rows actually inserted.
+    """
+    if not rows:
+        return []
+    columns = tuple(rows[0])
+    dialect = tx.conn.dialect.name
+    if dialect == "postgresql":
+        stmt = _pg_statement(table, columns, skip_conflicts, tuple(returning))
+        params = {f"c{i}": [row[name] for row in rows] for i, name in enumerate(columns)}
+        result = tx.execute(stmt, params)
+    else:
+        insert = sqlite_insert(table) if dialect == "sqlite" else pg_insert(table)
+        stmt_any: Any = insert.on_conflict_do_nothing() if skip_conflicts else insert
+        if returning:
+            stmt_any = stmt_any.returning(*(table.c[name] for name in returning))
+        result = tx.execute(stmt_any, list(rows))
+    return list(result.all()) if returning else []
+
+
+@functools.cache
+def _pg_statement(
+    table: sa.Table, columns: tuple[str, ...], skip_conflicts: bool, returning: tuple[str, ...]
+) -> sa.TextClause:
+    arrays = ", ".join(
+        f"CAST(:c{i} AS {_pg_type(table.c[name].type, table.name, name)}[])"
+        for i, name in enumerate(columns)
+    )
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+    if skip_conflicts:
+        sql += " ON CONFLICT DO NOTHING"
+    if returning:
+        sql += f" RETURNING {', '.join(returning)}"
+    return sa.text(sql)
+
+
+def _pg_type(type_: sa.types.TypeEngine[Any], table: str, column: str) -> str:
+    for kind, name in _PG_TYPES:
+        if isinstance(type_, kind):
+            return name
+    raise StorageError(f"bulk_insert: no array type for {table}.{column} ({type_!r})")
