@@ -15,6 +15,7 @@ from fluxo_core.errors import ConfigError
 from fluxo_core.storage import Database
 from service_runtime.catalog import ServiceCatalog
 from service_runtime.gateway import AdmissionHook, Gateway
+from service_runtime.janitor import Janitor
 from service_runtime.sdk import Service
 from service_runtime.transports import SqlTransport, Transport
 from service_runtime.worker import Worker
@@ -35,6 +36,7 @@ class ServiceRuntime:
         batch_size: messages a worker claims and commits together.
         lease_margin_s: added to the longest handler timeout to make a claim's lease; a crashed
             worker's messages become visible again after the lease.
+        janitor: housekeeping to run in this process (one per deployment is enough).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class ServiceRuntime:
         max_packet_bytes: int = 1_048_576,
         admission: AdmissionHook | None = None,
         poll_interval_s: float = 1.0,
+        janitor: Janitor | None = None,
     ) -> None:
         if workers < 0:
             raise ConfigError("workers must be zero or more")
@@ -79,6 +82,7 @@ class ServiceRuntime:
             for _ in range(workers if self.services else 0)
         ]
         self.poll_interval_s = poll_interval_s
+        self.janitor = janitor
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -94,6 +98,11 @@ class ServiceRuntime:
                     worker.run(self._stop, idle_timeout_s=self.poll_interval_s),
                     name=f"fluxo-worker-{i}",
                 )
+            )
+
+        if self.janitor is not None:
+            self._tasks.append(
+                asyncio.create_task(self.janitor.run(self._stop), name="fluxo-janitor")
             )
 
     async def stop(self) -> None:

@@ -16,6 +16,7 @@ from fluxo_core.config import FluxoConfig
 from fluxo_core.control import Admission
 from fluxo_core.storage import AccountStore, Database
 from service_runtime import Service, ServiceRuntime
+from service_runtime.janitor import Janitor
 
 __all__ = ["ADMIN_ACCOUNT", "ensure_admin_token", "run_server"]
 
@@ -71,6 +72,7 @@ async def run_server(
         max_packet_bytes=config.max_packet_bytes,
         admission=Admission(accounts),
         poll_interval_s=config.poll_interval_s,
+        janitor=Janitor(db, output_retention_s=config.output_retention_s),
     )
     app = create_app(runtime, accounts, max_packet_bytes=config.max_packet_bytes)
     stop = stop or asyncio.Event()
