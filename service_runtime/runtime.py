@@ -78,6 +78,7 @@ class ServiceRuntime:
                 self.services,
                 batch_size=batch_size,
                 lease_margin_s=lease_margin_s,
+                admission=admission,
             )
             for _ in range(workers if self.services else 0)
         ]

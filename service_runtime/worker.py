@@ -36,7 +36,12 @@ from fluxo_core.errors import (
 from fluxo_core.ir import Packet, new_span_id, parse_packet
 from fluxo_core.storage import Database, Transaction, bulk_insert
 from fluxo_core.storage.tables import calls, inbox, usage_records
-from service_runtime.gateway import REPLY_TO_HEADER, call_channel
+from service_runtime.gateway import (
+    REPLY_TO_HEADER,
+    AdmissionHook,
+    AdmissionRequest,
+    call_channel,
+)
 from service_runtime.sdk import Outputs, Service, _schema_problems
 from service_runtime.transports import Delivery, OutgoingMessage, Transport
 
@@ -79,6 +84,7 @@ class Worker:
         services: the services this worker runs (each consumes its own input queue).
         batch_size: messages claimed and committed together; the main throughput lever.
         lease_margin_s: added to the longest handler timeout to make the claim lease.
+        admission: the control plane's admission check, run again before each handler.
     """
 
     def __init__(
@@ -90,11 +96,13 @@ class Worker:
         batch_size: int = 100,
         lease_margin_s: float = 15.0,
         rng: random.Random | None = None,
+        admission: AdmissionHook | None = None,
     ) -> None:
         if not services:
             raise ConfigError("a worker needs at least one service to run")
         self.db = db
         self.transport = transport
+        self.admission = admission
         self._by_queue = {s.input_queue: s for s in services}
         self.queues = sorted(self._by_queue)
         self.batch_size = batch_size
@@ -203,6 +211,20 @@ class Worker:
         if packet is None:  # parse failures never reach here; keeps the type narrow
             return
         try:
+            if self.admission is not None:
+                # Checked again at execution, not only at the gateway: a block or a cancelled
+                # job stops work already queued, on every engine alike.
+                await self.admission(
+                    AdmissionRequest(
+                        account_id=packet.account_id,
+                        user_id=packet.actor.user.id,
+                        service=svc.name,
+                        version=svc.version,
+                        job_id=packet.job_id,
+                        step_id=packet.step_id,
+                        workflow=packet.workflow,
+                    )
+                )
             svc.validate_input(packet)
             if packet.attempt != o.delivery.attempt:
                 packet = packet.model_copy(update={"attempt": o.delivery.attempt})

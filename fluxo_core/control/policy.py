@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import time
 
+import sqlalchemy as sa
+
 from fluxo_core.errors import AdmissionDeniedError
 from fluxo_core.storage import AccountStore
+from fluxo_core.storage.tables import jobs
 from service_runtime import AdmissionRequest
 
 __all__ = ["Admission"]
@@ -33,6 +36,19 @@ class Admission:
                 service=request.service,
                 job_id=request.job_id,
             )
+        if request.job_id is not None:
+            status = await self._job_status(request.job_id)
+            if status in ("cancelled", "failed"):
+                raise AdmissionDeniedError(
+                    f"job {request.job_id} is {status}; its remaining steps do not run",
+                    job_id=request.job_id,
+                    service=request.service,
+                )
+
+    async def _job_status(self, job_id: str) -> str | None:
+        query = sa.select(jobs.c.status).where(jobs.c.id == job_id)
+        status: str | None = await self.accounts.db.read(lambda conn: conn.scalar(query))
+        return status
 
     async def _blocked_reason(self, account_id: str) -> str | None:
         now = time.monotonic()

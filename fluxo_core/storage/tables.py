@@ -162,3 +162,71 @@ usage_records = Table(
     UniqueConstraint("call_id"),
     Index("ix_usage_records_account_created", "account_id", "created_at"),
 )
+
+# --- workflows and jobs --------------------------------------------------------------------------
+
+# Every applied version of a workflow; re-applying an unchanged spec finds its version by hash.
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("engine", String(20), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("account_id", "name", "content_hash"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("account_id", String(128), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("workflow", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("engine", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("idempotency_key", String(200)),
+    Column("input", LargeBinary, nullable=False),
+    Column("result", LargeBinary),
+    Column("error", Text),
+    Column("active", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    UniqueConstraint("account_id", "workflow", "idempotency_key"),
+    Index("ix_jobs_account_created", "account_id", "created_at"),
+    Index("ix_jobs_account_workflow_status", "account_id", "workflow", "status"),
+)
+
+# One row per execution of a step in a job; ``key`` is the step id plus its fan-out position.
+job_steps = Table(
+    "job_steps",
+    metadata,
+    Column("job_id", String(128), primary_key=True),
+    Column("key", String(500), primary_key=True),
+    Column("step_id", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("call_id", String(128)),
+    Column("input", LargeBinary),
+    Column("output", LargeBinary),
+    Column("error", Text),
+    Column("seq", Integer, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Index("ix_job_steps_call", "call_id"),
+)
+
+# Branch results waiting at a join until every item of their split has arrived.
+job_joins = Table(
+    "job_joins",
+    metadata,
+    Column("job_id", String(128), primary_key=True),
+    Column("join_key", String(500), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("payload", LargeBinary, nullable=False),
+)

@@ -200,3 +200,27 @@ async def test_bad_wait_parameter_is_a_422(api: Api) -> None:
     )
     assert resp.status == 422
     assert (await resp.json())["error"]["problems"][0]["location"] == "query.wait"
+
+
+async def test_a_block_stops_calls_already_queued(db: Database) -> None:
+    accounts = AccountStore(db)
+    await accounts.ensure_account("acme")
+    admission = Admission(accounts, cache_s=0)
+    async with ServiceRuntime(db, svc.SERVICES, workers=0, admission=admission) as rt:
+        from fluxo_core.ir import Packet
+        from service_runtime import Worker
+
+        actor = {"user": {"id": "u"}, "account": {"id": "acme"}}
+        (call_id,) = await rt.gateway.submit(
+            "echo", [Packet.model_validate({"actor": actor, "payload": {}})]
+        )
+        await accounts.set_blocked("acme", True, "fraud review")
+        worker = Worker(db, rt.transport, svc.SERVICES, admission=admission)
+        assert await worker.run_once() == 1
+        record = await rt.gateway.get(call_id)
+    assert record.status == "failed"
+    assert record.error is not None
+    assert record.error["code"] == "admission_denied"
+    assert "fraud review" in record.error["message"]
+    usage = await db.read(lambda c: c.scalar(sa.text("SELECT count(*) FROM usage_records")))
+    assert usage == 0
