@@ -79,8 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_services)
 
-    p = sub.add_parser("schema", help="print a JSON Schema (packet)")
-    p.add_argument("name", choices=["packet"])
+    p = sub.add_parser("schema", help="print a JSON Schema (packet, workflow)")
+    p.add_argument("name", choices=["packet", "workflow"])
     p.set_defaults(func=_cmd_schema)
 
     p = sub.add_parser("token", help="create an API token for an account")

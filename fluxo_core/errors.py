@@ -11,6 +11,7 @@ are mapped at the boundary that meets them and re-raised ``from exc``.
     ├── ConfigError                    bad or missing configuration (names the setting and the fix)
     ├── ValidationError                bad input; ``problems`` lists every ``(location, message)``
     │   ├── MalformedRequestError      a body that is not even parseable (bad JSON)
+    │   ├── IRValidationError          a workflow document breaks the IR (fields or graph: edges, cycles)
     │   ├── PacketValidationError      a packet does not match the envelope
     │   ├── PayloadSchemaError         a payload does not match a service's input schema
     │   └── PayloadTooLargeError       a packet is over the configured size limit
@@ -43,6 +44,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "FluxoError",
+    "IRValidationError",
     "MalformedRequestError",
     "NotFoundError",
     "PacketValidationError",
@@ -125,6 +127,12 @@ class ValidationError(FluxoError):
 class MalformedRequestError(ValidationError):
     http_status = 400
     code = "malformed"
+
+
+class IRValidationError(ValidationError):
+    """A workflow document is invalid: every problem, located (``spec.steps[3].next[0]``), with its fix."""
+
+    code = "invalid_workflow"
 
 
 class PacketValidationError(ValidationError):
