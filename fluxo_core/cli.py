@@ -21,6 +21,7 @@ from fluxo_core.errors import ConfigError, FluxoError
 from fluxo_core.ir import json_schema
 from fluxo_core.storage import Database
 from service_runtime import Service, ServiceCatalog, ServiceRuntime
+from service_runtime.transports import make_transport
 
 __all__ = ["main"]
 
@@ -138,6 +139,12 @@ async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
     runtime = ServiceRuntime(
         db,
         services,
+        transport=make_transport(
+            config.transport,
+            db,
+            amqp_url=config.amqp_url,
+            poll_interval_s=config.poll_interval_s,
+        ),
         workers=args.workers,
         batch_size=args.batch_size,
         lease_margin_s=args.lease_margin,

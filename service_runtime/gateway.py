@@ -202,6 +202,34 @@ class Gateway:
         bodies: Sequence[bytes],
         reply_to: str | None,
     ) -> list[str]:
+        await self.db.transact(
+            lambda tx: self.record_calls(tx, info, packets, bodies=bodies, reply_to=reply_to)
+        )
+        return [p.id for p in packets]
+
+    def record_calls(
+        self,
+        tx: Transaction,
+        info: ServiceInfo,
+        packets: Sequence[Packet],
+        *,
+        bodies: Sequence[bytes] | None = None,
+        reply_to: str | None = None,
+    ) -> None:
+        """Write call rows and input messages inside the caller's transaction.
+
+        For engines whose own state change causes the calls (a step finished, so the next step's
+        call starts): both commit together or not at all. Admission is not asked here (it is
+        async); the worker asks it again before running each handler, so blocks still hold.
+
+        Raises:
+            PayloadTooLargeError: a packet is over the size limit.
+            ConflictError: a packet id was already used for a different call.
+        """
+        if bodies is None:
+            bodies = [pydantic_core.to_json(p) for p in packets]
+            for packet, body in zip(packets, bodies, strict=True):
+                self._check(info, packet, body, None)
         now = time.time()
         headers = {REPLY_TO_HEADER: reply_to} if reply_to else {}
         rows = [
@@ -224,30 +252,25 @@ class Gateway:
             }
             for p, body in zip(packets, bodies, strict=True)
         ]
-
-        def record(tx: Transaction) -> None:
-            # A packet id seen before is the same call retried by its client: keep the first,
-            # enqueue nothing new. Only if the id was used for a different call is it an error.
-            inserted = self._insert_calls(tx, rows)
-            if len(inserted) < len(rows):
-                self._check_repeats(tx, info, [p for p in packets if p.id not in inserted])
-            self.transport.enqueue(
-                tx,
-                [
-                    OutgoingMessage(
-                        queue=info.input_queue,
-                        message_id=p.id,
-                        body=body,
-                        headers=headers,
-                        max_attempts=info.max_attempts,
-                    )
-                    for p, body in zip(packets, bodies, strict=True)
-                    if p.id in inserted
-                ],
-            )
-
-        await self.db.transact(record)
-        return [p.id for p in packets]
+        # A packet id seen before is the same call retried by its client: keep the first,
+        # enqueue nothing new. Only if the id was used for a different call is it an error.
+        inserted = self._insert_calls(tx, rows)
+        if len(inserted) < len(rows):
+            self._check_repeats(tx, info, [p for p in packets if p.id not in inserted])
+        self.transport.enqueue(
+            tx,
+            [
+                OutgoingMessage(
+                    queue=info.input_queue,
+                    message_id=p.id,
+                    body=body,
+                    headers=headers,
+                    max_attempts=info.max_attempts,
+                )
+                for p, body in zip(packets, bodies, strict=True)
+                if p.id in inserted
+            ],
+        )
 
     @staticmethod
     def _insert_calls(tx: Transaction, rows: list[dict[str, Any]]) -> set[str]:

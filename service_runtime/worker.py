@@ -145,6 +145,9 @@ class Worker:
     async def run(self, stop: asyncio.Event | None = None, *, idle_timeout_s: float = 1.0) -> None:
         """Process batches until ``stop`` is set; sleeps on queue wake-ups when idle."""
         stop = stop or asyncio.Event()
+        # With queues in the database a commit wakes us (in-process, or LISTEN/NOTIFY); a broker
+        # knows when its queues have messages, so ask the transport itself.
+        in_db = self.transport.capabilities.transactional_enqueue
         with await self.db.subscribe([f"q:{q}" for q in self.queues]) as sub:
             while not stop.is_set():
                 sub.clear()
@@ -159,7 +162,11 @@ class Worker:
                 if done < self.batch_size:
                     # Drained (a full batch means more is likely waiting). Anything committed since
                     # `clear()` above has already set the subscription, so nothing is missed.
-                    waiter = asyncio.create_task(sub.wait(idle_timeout_s))
+                    waiter = asyncio.create_task(
+                        sub.wait(idle_timeout_s)
+                        if in_db
+                        else self.transport.wait(self.queues, idle_timeout_s)
+                    )
                     stopper = asyncio.create_task(stop.wait())
                     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                     for task in (waiter, stopper):

@@ -17,6 +17,7 @@ from fluxo_core.control import Admission
 from fluxo_core.storage import AccountStore, Database
 from service_runtime import Service, ServiceRuntime
 from service_runtime.janitor import Janitor
+from service_runtime.transports import make_transport
 
 __all__ = ["ADMIN_ACCOUNT", "ensure_admin_token", "run_server"]
 
@@ -68,6 +69,12 @@ async def run_server(
     runtime = ServiceRuntime(
         db,
         services,
+        transport=make_transport(
+            config.transport,
+            db,
+            amqp_url=config.amqp_url,
+            poll_interval_s=config.poll_interval_s,
+        ),
         workers=workers,
         max_packet_bytes=config.max_packet_bytes,
         admission=Admission(accounts),

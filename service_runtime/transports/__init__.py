@@ -1,5 +1,7 @@
 """Queue transports, one module per backend, chosen by name (``sql``, ``rabbitmq``)."""
 
+from fluxo_core.errors import ConfigError
+from fluxo_core.storage import Database
 from service_runtime.transports.base import (
     Delivery,
     OutgoingMessage,
@@ -9,6 +11,18 @@ from service_runtime.transports.base import (
 )
 from service_runtime.transports.sql import SqlTransport, queue_channel
 
+
+def make_transport(name: str, db: Database, *, amqp_url: str, poll_interval_s: float) -> Transport:
+    """The transport called ``name`` (``sql`` or ``rabbitmq``), loaded only when chosen."""
+    if name == "sql":
+        return SqlTransport(db, poll_interval_s=poll_interval_s)
+    if name == "rabbitmq":
+        from service_runtime.transports.rabbitmq import RabbitMqTransport
+
+        return RabbitMqTransport(db, amqp_url, max_poll_interval_s=poll_interval_s)
+    raise ConfigError(f"unknown transport {name!r}: use 'sql' or 'rabbitmq' (FLUXO_TRANSPORT)")
+
+
 __all__ = [
     "Delivery",
     "OutgoingMessage",
@@ -16,5 +30,6 @@ __all__ = [
     "Transport",
     "TransportCapabilities",
     "dead_letter_queue",
+    "make_transport",
     "queue_channel",
 ]

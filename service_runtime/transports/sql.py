@@ -176,6 +176,7 @@ class SqlTransport:
                 last_error=error[:4000],
             )
         )
+        tx.notify(queue_channel(dead_letter_queue(delivery.queue)))
 
     async def depth(self, queue: str) -> int:
         query = sa.select(sa.func.count()).select_from(qm).where(qm.c.queue == queue)
