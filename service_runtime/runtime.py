@@ -109,6 +109,8 @@ class ServiceRuntime:
     async def stop(self) -> None:
         """Let the workers finish their current batch, then stop."""
         self._stop.set()
+        for worker in self.workers:
+            worker.request_stop()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -13,7 +13,6 @@ runs it again. A crash after the commit leaves nothing to redo.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -117,6 +116,8 @@ class Worker:
             for timeout, queues in sorted(by_timeout.items())
         ]
         self.stats = WorkerStats()
+        self._stop = asyncio.Event()
+        self._channels = [f"q:{q}" for q in self.queues]
         self._rng = rng or random.Random()
         ids_match: sa.ColumnElement[bool]
         queues_match: sa.ColumnElement[bool]
@@ -143,13 +144,13 @@ class Worker:
         )
 
     async def run(self, stop: asyncio.Event | None = None, *, idle_timeout_s: float = 1.0) -> None:
-        """Process batches until ``stop`` is set; sleeps on queue wake-ups when idle."""
-        stop = stop or asyncio.Event()
+        """Process batches until ``stop`` is set (or :meth:`request_stop`); sleeps when idle."""
+        self._stop = stop or asyncio.Event()
         # With queues in the database a commit wakes us (in-process, or LISTEN/NOTIFY); a broker
         # knows when its queues have messages, so ask the transport itself.
         in_db = self.transport.capabilities.transactional_enqueue
-        with await self.db.subscribe([f"q:{q}" for q in self.queues]) as sub:
-            while not stop.is_set():
+        with await self.db.subscribe(self._channels) as sub:
+            while not self._stop.is_set():
                 sub.clear()
                 try:
                     done = await self.run_once()
@@ -159,20 +160,18 @@ class Worker:
                     log.warning("worker batch failed, retrying: %s", exc.message)
                     await asyncio.sleep(0.5)
                     continue
-                if done < self.batch_size:
+                if done < self.batch_size and not self._stop.is_set():
                     # Drained (a full batch means more is likely waiting). Anything committed since
                     # `clear()` above has already set the subscription, so nothing is missed.
-                    waiter = asyncio.create_task(
-                        sub.wait(idle_timeout_s)
-                        if in_db
-                        else self.transport.wait(self.queues, idle_timeout_s)
-                    )
-                    stopper = asyncio.create_task(stop.wait())
-                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    for task in (waiter, stopper):
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                    if in_db:
+                        await sub.wait(idle_timeout_s)
+                    else:
+                        await self.transport.wait(self.queues, idle_timeout_s)
+
+    def request_stop(self) -> None:
+        """Stop after the current batch; wakes the worker if it is idle."""
+        self._stop.set()
+        self.db.notify_local(*self._channels)
 
     async def run_once(self) -> int:
         """Claim one batch, run it, commit its outcomes. Returns how many messages it settled."""

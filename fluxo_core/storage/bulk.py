@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fluxo_core.errors import StorageError
@@ -56,12 +55,25 @@ def bulk_insert(
         params = {f"c{i}": [row[name] for row in rows] for i, name in enumerate(columns)}
         result = tx.execute(stmt, params)
     else:
-        insert = sqlite_insert(table) if dialect == "sqlite" else pg_insert(table)
-        stmt_any: Any = insert.on_conflict_do_nothing() if skip_conflicts else insert
-        if returning:
-            stmt_any = stmt_any.returning(*(table.c[name] for name in returning))
-        result = tx.execute(stmt_any, list(rows))
+        result = tx.execute(
+            _executemany_statement(table, skip_conflicts, tuple(returning)), list(rows)
+        )
     return list(result.all()) if returning else []
+
+
+@functools.cache
+def _executemany_statement(
+    table: sa.Table, skip_conflicts: bool, returning: tuple[str, ...]
+) -> sa.Insert:
+    # Built once: constructing and cache-keying a statement per call costs more than SQLite's
+    # executemany itself.
+    stmt: Any = sqlite_insert(table)
+    if skip_conflicts:
+        stmt = stmt.on_conflict_do_nothing()
+    if returning:
+        stmt = stmt.returning(*(table.c[name] for name in returning))
+    insert: sa.Insert = stmt
+    return insert
 
 
 @functools.cache

@@ -70,21 +70,32 @@ class Subscription:
     def __init__(self, hub: _WakeupHub, channels: Iterable[str]) -> None:
         self._hub = hub
         self.channels = tuple(channels)
-        self._event = asyncio.Event()
+        self._notified = False
+        self._waiter: asyncio.Future[bool] | None = None
 
     def clear(self) -> None:
-        self._event.clear()
+        self._notified = False
 
     def set(self) -> None:
-        self._event.set()
+        self._notified = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(True)
 
     async def wait(self, timeout: float) -> bool:
         """True if notified (since the last ``clear``), False after ``timeout`` seconds."""
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+        if self._notified:
             return True
-        except TimeoutError:
-            return False
+        # A bare future and a timer: waking a waiter is on the hot path of every call, and
+        # wait_for's extra task would cost more than the rest of the wake-up.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(timeout, _resolve, waiter, False)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     def close(self) -> None:
         self._hub.remove(self)
@@ -94,6 +105,11 @@ class Subscription:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 class _WakeupHub:
