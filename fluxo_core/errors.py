@@ -19,6 +19,7 @@ are mapped at the boundary that meets them and re-raised ``from exc``.
     │   ├── UnknownServiceError        no service of that name (and version)
     │   └── CallNotFoundError          no call with that id in this account
     ├── ConflictError                  the request conflicts with stored state (reused id, stale version)
+    ├── UnsupportedFeatureError        the chosen engine cannot run this step (names the step)
     ├── AuthError                      no or bad credentials
     ├── PermissionDeniedError          credentials are fine but the target belongs to another account
     ├── AdmissionDeniedError           refused by policy: blocked account/workflow/service, quota
@@ -57,6 +58,7 @@ __all__ = [
     "StorageError",
     "TransportError",
     "UnknownServiceError",
+    "UnsupportedFeatureError",
     "ValidationError",
 ]
 
@@ -164,6 +166,11 @@ class CallNotFoundError(NotFoundError):
 class ConflictError(FluxoError):
     http_status = 409
     code = "conflict"
+
+
+class UnsupportedFeatureError(FluxoError):
+    http_status = 422
+    code = "unsupported"
 
 
 class AuthError(FluxoError):

@@ -1,1 +1,14 @@
-"""Placeholder package; filled by later issues."""
+"""The built-in step engine (default, embedded): durable jobs in the database."""
+
+from engines.step.engine import ENGINE_QUEUE, StepEngine
+from fluxo_core.storage.workflows import WorkflowStore
+from service_runtime import ServiceRuntime
+
+__all__ = ["ENGINE_QUEUE", "StepEngine", "create_engine"]
+
+
+def create_engine(
+    runtime: ServiceRuntime, workflows: WorkflowStore, *, poll_interval_s: float = 1.0
+) -> StepEngine:
+    """The registry's factory for ``step``."""
+    return StepEngine(runtime, workflows, poll_interval_s=poll_interval_s)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import time
 
-import sqlalchemy as sa
-
 from fluxo_core.errors import AdmissionDeniedError
 from fluxo_core.storage import AccountStore
-from fluxo_core.storage.tables import jobs
+from fluxo_core.storage.jobs import JobStore
 from service_runtime import AdmissionRequest
 
 __all__ = ["Admission"]
@@ -24,6 +22,7 @@ class Admission:
 
     def __init__(self, accounts: AccountStore, *, cache_s: float = 0.5) -> None:
         self.accounts = accounts
+        self._jobs = JobStore(accounts.db)
         self.cache_s = cache_s
         self._cache: dict[str, tuple[float, str | None]] = {}
 
@@ -46,9 +45,7 @@ class Admission:
                 )
 
     async def _job_status(self, job_id: str) -> str | None:
-        query = sa.select(jobs.c.status).where(jobs.c.id == job_id)
-        status: str | None = await self.accounts.db.read(lambda conn: conn.scalar(query))
-        return status
+        return await self._jobs.status(job_id)
 
     async def _blocked_reason(self, account_id: str) -> str | None:
         now = time.monotonic()

@@ -215,6 +215,7 @@ job_steps = Table(
     Column("input", LargeBinary),
     Column("output", LargeBinary),
     Column("error", Text),
+    Column("context", Text),
     Column("seq", Integer, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),

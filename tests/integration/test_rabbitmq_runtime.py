@@ -49,7 +49,9 @@ async def test_calls_run_exactly_once_over_rabbitmq(db: Database) -> None:
             db, [split, flaky], transport=transport, workers=2, poll_interval_s=0.2
         ) as rt:
             first = await rt.gateway.call(
-                split.name, Packet.model_validate({"actor": ACTOR, "payload": {"count": 3}}), wait=15
+                split.name,
+                Packet.model_validate({"actor": ACTOR, "payload": {"count": 3}}),
+                wait=15,
             )
             second = await rt.gateway.call(
                 flaky.name, Packet.model_validate({"actor": ACTOR, "payload": {"n": 1}}), wait=15

@@ -64,6 +64,28 @@ async def broken(payload: dict[str, Any]) -> dict[str, Any]:
     raise ServiceError("this input can never work", retryable=False)
 
 
+@service("inc", inline=True, price=Price(per_call="0.001"))
+def inc(payload: dict[str, Any]) -> dict[str, Any]:
+    """Adds ``by`` (default 1) to ``n`` and records the step in ``trail``."""
+    return {**payload, "n": payload.get("n", 0) + payload.get("by", 1)}
+
+
+@service("jitter", price=Price(per_call="0.001"))
+async def jitter(payload: dict[str, Any]) -> dict[str, Any]:
+    """Finishes after a delay that shrinks with ``i``: later items finish first."""
+    await asyncio.sleep(max(0.0, 0.2 - 0.02 * int(payload.get("i", 0))))
+    return {**payload, "seen": True}
+
+
+@service("once-broken", retry=RetryPolicy(max_attempts=1))
+async def once_broken(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fails the first call for each ``n`` (not retried by the runtime), then succeeds."""
+    _record(f"once {payload['n']}")
+    if sum(1 for line in _lines() if line == f"once {payload['n']}") == 1:
+        raise ServiceError("first call fails", retryable=False)
+    return {"n": payload["n"], "ok": True}
+
+
 def _lines() -> list[str]:
     path = os.environ.get("FLUXO_TEST_EFFECTS")
     if not path or not os.path.exists(path):
@@ -72,4 +94,4 @@ def _lines() -> list[str]:
         return [line.rstrip("\n") for line in fh]
 
 
-SERVICES = [echo, fan_out, slow, flaky, broken]
+SERVICES = [echo, fan_out, slow, flaky, broken, inc, jitter, once_broken]

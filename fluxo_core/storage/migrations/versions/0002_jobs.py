@@ -67,6 +67,7 @@ def upgrade() -> None:
         sa.Column("input", sa.LargeBinary),
         sa.Column("output", sa.LargeBinary),
         sa.Column("error", sa.Text),
+        sa.Column("context", sa.Text),
         sa.Column("seq", sa.Integer, nullable=False),
         sa.Column("started_at", sa.Float),
         sa.Column("finished_at", sa.Float),

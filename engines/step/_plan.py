@@ -1,0 +1,71 @@
+"""A deployed workflow version, pre-digested for running: step lookup, services, joins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fluxo_core.errors import UnsupportedFeatureError
+from fluxo_core.ir import JoinStep, ServiceStep, SwitchStep, TransformStep, Workflow
+from service_runtime.builtin.transform import Transform
+from service_runtime.catalog import ServiceInfo
+
+__all__ = ["RUNNABLE_KINDS", "Plan", "successors"]
+
+RUNNABLE_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay"})
+
+
+def successors(step: Any) -> list[str]:
+    """Every step a step can hand its packet to (switch cases and default included)."""
+    if isinstance(step, SwitchStep):
+        targets = [t for case in step.cases for t in case.next] + list(step.default)
+        return list(dict.fromkeys(targets))
+    return list(getattr(step, "next", []))
+
+
+@dataclass
+class Plan:
+    """What the engine needs to run jobs of one workflow version."""
+
+    workflow: Workflow
+    version: int
+    services: dict[str, ServiceInfo]  # by step id
+    steps: dict[str, Any] = field(init=False)
+    indegree: dict[str, int] = field(init=False)
+    join_of_split: dict[str, str] = field(init=False)
+    transforms: dict[str, Transform] = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec = self.workflow.spec
+        self.steps = spec.steps_by_id()
+        for step in spec.steps:
+            if step.kind not in RUNNABLE_KINDS:
+                raise UnsupportedFeatureError(
+                    f"step {step.id!r} of workflow {self.workflow.metadata.name!r} is a "
+                    f"{step.kind!r} step, which the step engine cannot run; choose the engine "
+                    "it was made for (spec.engine) or replace the step",
+                    step=step.id,
+                    kind=step.kind,
+                )
+        self.indegree = {step_id: 0 for step_id in self.steps}
+        for step in spec.steps:
+            for target in successors(step):
+                self.indegree[target] += 1
+        self.join_of_split = {
+            step.split: step.id for step in spec.steps if isinstance(step, JoinStep)
+        }
+        self.transforms = {
+            step.id: Transform.parse(
+                [op.model_dump(by_alias=True, exclude_unset=True) for op in step.ops],
+                where=f"spec.steps[{step.id}].ops",
+            )
+            for step in spec.steps
+            if isinstance(step, TransformStep)
+        }
+
+    @property
+    def ref(self) -> str:
+        return f"{self.workflow.metadata.name}@{self.version}"
+
+    def service_steps(self) -> list[ServiceStep]:
+        return [s for s in self.workflow.spec.steps if isinstance(s, ServiceStep)]

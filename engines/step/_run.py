@@ -1,0 +1,384 @@
+"""The state machine of one job, applied inside one database transaction.
+
+Packets flow as *tokens*: a payload arriving at a step, with the fan-out frames it sits in. A service
+step turns a token into a call (recorded through the gateway in the same transaction, so the call
+exists iff the transition committed); switch, transform, split and join run right here; a delay or
+a retry becomes a delayed message to the engine's own queue. ``jobs.active`` counts tokens in
+flight (calls and timers); the job succeeds when it reaches zero.
+
+Keys name each execution of a step within a job, stably (re-delivered messages recompute the same
+keys): ``reserve[2]`` is the third item of a fan-out, ``mail<review`` the visit of a step with
+several predecessors that came from ``review``, ``ship~1`` the second output of a 1 -> N step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from engines.step._plan import Plan
+from engines.step.conditions import evaluate, lookup
+from fluxo_core.errors import FluxoError, ServiceTimeoutError, ValidationError
+from fluxo_core.ir import DelayStep, JoinStep, Packet, ServiceStep, SplitStep, SwitchStep
+from fluxo_core.storage import Transaction
+from fluxo_core.storage.jobs import JobStore
+from service_runtime.catalog import ServiceInfo
+from service_runtime.transports import OutgoingMessage
+
+__all__ = ["ENGINE_QUEUE", "STEP_KEY_HEADER", "JobRun", "call_id_for", "job_channel"]
+
+ENGINE_QUEUE = "engine.step"
+STEP_KEY_HEADER = "fluxo-step-key"
+MAX_STORED_BYTES = 64 * 1024
+
+Frame = list[Any]  # [split step id, index, count]
+
+
+def call_id_for(job_id: str, key: str, attempt: int) -> str:
+    return hashlib.blake2b(f"{job_id}/{key}/{attempt}".encode(), digest_size=16).hexdigest()
+
+
+def job_channel(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def stored(value: Any) -> bytes:
+    """JSON for the observability columns; large values keep a marker instead of the data."""
+    data = orjson.dumps(value)
+    if len(data) > MAX_STORED_BYTES:
+        return orjson.dumps({"_truncated": True, "bytes": len(data)})
+    return data
+
+
+@dataclass
+class JobRun:
+    """One job's transitions within one transaction. Build, apply events, then :meth:`flush`."""
+
+    tx: Transaction
+    store: JobStore
+    plan: Plan
+    job: dict[str, Any]  # the locked jobs row, as a dict; written back by flush()
+    now: float = field(default_factory=time.time)
+    calls: list[tuple[ServiceInfo, Packet]] = field(default_factory=list)
+    timers: list[OutgoingMessage] = field(default_factory=list)
+    new_steps: list[dict[str, Any]] = field(default_factory=list)
+    step_updates: list[dict[str, Any]] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)
+    finished: bool = False
+
+    def __post_init__(self) -> None:
+        self.results = orjson.loads(self.job["result"]) if self.job["result"] else []
+        self._input: Packet = Packet.model_validate_json(self.job["input"])
+
+    @property
+    def running(self) -> bool:
+        return bool(self.job["status"] == "running")
+
+    # -- events -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.job["status"] != "queued":
+            return  # started before: start is idempotent by job id
+        self.job.update(status="running", started_at=self.now)
+        start = self.plan.workflow.spec.start_id
+        self.deliver(start, self._input.payload, [], start)
+
+    def call_finished(self, step_row: Any, call_row: Any) -> None:
+        """A service call of ``step_row`` ended (``call_row`` is the gateway's record)."""
+        if not self.running or step_row.status != "running" or step_row.call_id != call_row.id:
+            return  # a late result of a timed-out attempt, or of a job that ended
+        context = orjson.loads(step_row.context)
+        step = self.plan.steps[step_row.step_id]
+        if call_row.status == "succeeded":
+            self.job["active"] -= 1
+            outputs = [p["payload"] for p in orjson.loads(call_row.result)]
+            self._update(step_row.key, status="succeeded", output=stored(outputs))
+            many = len(outputs) > 1
+            for j, payload in enumerate(outputs):
+                frames = context["frames"] + ([[f"{step.id}~", j, len(outputs)]] if many else [])
+                self.route(step, payload, frames, step_row.key + (f"~{j}" if many else ""))
+        else:
+            error = orjson.loads(call_row.error) if call_row.error else {"message": "failed"}
+            self.fail(step, step_row.key, step_row.attempt, error, context, step_row.input)
+
+    def timer_fired(self, body: dict[str, Any], step_row: Any) -> None:
+        if not self.running or step_row is None:
+            return
+        step = self.plan.steps[step_row.step_id]
+        context = orjson.loads(step_row.context)
+        purpose = body["purpose"]
+        if purpose == "delay" and step_row.status == "waiting":
+            self.job["active"] -= 1
+            self._update(step_row.key, status="succeeded", output=step_row.input)
+            self.route(step, orjson.loads(step_row.input), context["frames"], step_row.key)
+        elif purpose == "retry" and step_row.status == "retrying":
+            self._call(step, step_row.key, orjson.loads(step_row.input), context, body["attempt"])
+        elif (
+            purpose == "timeout"
+            and step_row.status == "running"
+            and step_row.attempt == body["attempt"]
+        ):
+            error = ServiceTimeoutError(
+                f"step {step.id!r} did not finish within {step.timeout_s}s", step=step.id
+            ).to_dict()
+            self.fail(step, step_row.key, step_row.attempt, error, context, step_row.input)
+
+    # -- the flow -----------------------------------------------------------------------------
+
+    def deliver(self, step_id: str, payload: Any, frames: list[Frame], key: str) -> None:
+        """A token arrives at ``step_id``."""
+        if not self.running:
+            return
+        step = self.plan.steps[step_id]
+        context = {"frames": frames}
+        try:
+            if isinstance(step, ServiceStep):
+                self._call(step, key, payload, context, attempt=1)
+            elif isinstance(step, SwitchStep):
+                self._switch(step, key, payload, frames)
+            elif isinstance(step, SplitStep):
+                self._split(step, key, payload, frames)
+            elif isinstance(step, JoinStep):
+                self._join(step, payload, frames)
+            elif isinstance(step, DelayStep):
+                self._add_step(key, step.id, "waiting", payload, context)
+                self.job["active"] += 1
+                self._timer({"purpose": "delay", "key": key}, step.seconds)
+            else:  # transform
+                out = self.plan.transforms[step.id].apply(payload)
+                self._add_step(key, step.id, "succeeded", payload, context, output=out)
+                self.route(step, out, frames, key)
+        except FluxoError as exc:
+            self.job["active"] += 1  # the failed step holds the token until fail() settles it
+            self._add_step(key, step.id, "failed", payload, context)
+            self.fail(step, key, 1, exc.to_dict(), context, stored(payload))
+
+    def route(self, step: Any, payload: Any, frames: list[Frame], key: str) -> None:
+        """``step`` produced ``payload``: pass it along ``next`` or, at the end, into the result."""
+        targets = list(getattr(step, "next", []))
+        output_step = self.plan.workflow.spec.output
+        if output_step == step.id or (not targets and output_step is None):
+            self.results.append(payload)
+        for target in targets:
+            self.deliver(target, payload, frames, self._child_key(target, key, frames))
+
+    def fail(
+        self,
+        step: Any,
+        key: str,
+        attempt: int,
+        error: dict[str, Any],
+        context: dict[str, Any],
+        raw_input: bytes | None,
+    ) -> None:
+        """Step ``key`` failed: retry it, or apply its ``on_error``. Settles one token."""
+        retry = getattr(step, "retry", None)
+        if isinstance(step, ServiceStep) and retry is not None and attempt < retry.max_attempts:
+            self._update(key, status="retrying", error=orjson.dumps(error).decode())
+            self._timer(
+                {"purpose": "retry", "key": key, "attempt": attempt + 1},
+                retry.delay_before(attempt + 1),
+            )
+            return
+        self.job["active"] -= 1
+        self._update(key, status="failed", error=orjson.dumps(error).decode())
+        payload = orjson.loads(raw_input) if raw_input else {}
+        on_error = step.on_error
+        if on_error == "continue":
+            self.route(step, payload, context["frames"], key)
+        elif on_error == "fail":
+            self.job.update(
+                status="failed",
+                error=orjson.dumps({"step": step.id, "key": key, **error}).decode(),
+                finished_at=self.now,
+            )
+        else:  # goto
+            target = on_error.goto
+            failed = {"error": error, "input": payload, "step": step.id}
+            self.deliver(target, failed, context["frames"], f"{target}<{key}")
+
+    # -- step kinds ---------------------------------------------------------------------------
+
+    def _call(
+        self, step: ServiceStep, key: str, payload: Any, context: dict[str, Any], attempt: int
+    ) -> None:
+        call_id = call_id_for(self.job["id"], key, attempt)
+        packet = Packet.model_validate(
+            {
+                "id": call_id,
+                "job_id": self.job["id"],
+                "step_id": step.id,
+                "workflow": self.plan.ref,
+                "trace_id": self._input.trace_id,
+                "actor": self._input.actor,
+                "payload": payload,
+                "headers": {**self._input.headers, STEP_KEY_HEADER: key},
+            }
+        )
+        self.calls.append((self.plan.services[step.id], packet))
+        if attempt == 1:
+            self._add_step(key, step.id, "running", payload, context, call_id=call_id)
+            self.job["active"] += 1
+        else:
+            self._update(
+                key, status="running", attempt=attempt, call_id=call_id, started_at=self.now
+            )
+        if step.timeout_s:
+            self._timer({"purpose": "timeout", "key": key, "attempt": attempt}, step.timeout_s)
+
+    def _switch(self, step: SwitchStep, key: str, payload: Any, frames: list[Frame]) -> None:
+        targets: list[str] = []
+        for case in step.cases:
+            if evaluate(case.when, payload):
+                targets += case.next
+                if step.mode == "first":
+                    break
+        if not targets:
+            targets = list(step.default)
+        chosen = list(dict.fromkeys(targets))
+        self._add_step(
+            key, step.id, "succeeded", payload, {"frames": frames}, output={"next": chosen}
+        )
+        for target in chosen:
+            self.deliver(target, payload, frames, self._child_key(target, key, frames))
+
+    def _split(self, step: SplitStep, key: str, payload: Any, frames: list[Frame]) -> None:
+        items = payload if step.path is None else lookup(payload, step.path)
+        if not isinstance(items, list):
+            raise ValidationError(
+                f"split {step.id!r} needs an array at {step.path or 'the payload'}, "
+                f"got {type(items).__name__}",
+                problems=[(f"{step.id}.path", "not an array")],
+            )
+        self._add_step(
+            key, step.id, "succeeded", payload, {"frames": frames}, output={"items": len(items)}
+        )
+        if not items:
+            join_id = self.plan.join_of_split.get(step.id)
+            if join_id is not None:  # nothing to wait for: the join fires at once, with []
+                self._join_done(self.plan.steps[join_id], [], frames)
+            return
+        for i, item in enumerate(items):
+            branch = [*frames, [step.id, i, len(items)]]
+            item_payload = item if isinstance(item, dict) else {"value": item}
+            for target in step.next:
+                self.deliver(target, item_payload, branch, f"{target}{_suffix(branch)}")
+
+    def _join(self, step: JoinStep, payload: Any, frames: list[Frame]) -> None:
+        if not frames or frames[-1][0] != step.split:
+            raise ValidationError(
+                f"join {step.id!r} received a packet that is not a branch of split "
+                f"{step.split!r} (a 1 -> N step between them adds outputs the join cannot pair); "
+                "join right after the steps of each branch",
+                problems=[(f"{step.id}.split", "unmatched branch")],
+            )
+        _, index, count = frames[-1]
+        parent = frames[:-1]
+        join_key = f"{step.id}{_suffix(parent)}"
+        arrived = self.store.join_arrive(
+            self.tx, self.job["id"], join_key, index, orjson.dumps(payload)
+        )
+        if arrived < count:
+            return
+        branches = self.store.join_take(self.tx, self.job["id"], join_key)
+        self._join_done(step, [orjson.loads(b) for b in branches], parent)
+
+    def _join_done(self, step: Any, items: list[Any], frames: list[Frame]) -> None:
+        key = f"{step.id}{_suffix(frames)}"
+        joined: list[Any] = []
+        for item in items:  # one array payload: branch arrays are concatenated
+            joined.extend(item if isinstance(item, list) else [item])
+        self._add_step(key, step.id, "succeeded", None, {"frames": frames}, output=joined)
+        self.route(step, joined, frames, key)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _child_key(self, target: str, key: str, frames: list[Frame]) -> str:
+        base = f"{target}{_suffix(frames)}"
+        if self.plan.indegree[target] > 1 and not isinstance(self.plan.steps[target], JoinStep):
+            return f"{base}<{key}"
+        return base
+
+    def _add_step(
+        self,
+        key: str,
+        step_id: str,
+        status: str,
+        payload: Any,
+        context: dict[str, Any],
+        *,
+        output: Any = None,
+        call_id: str | None = None,
+    ) -> None:
+        done = status in ("succeeded", "failed")
+        self.new_steps.append(
+            {
+                "job_id": self.job["id"],
+                "key": key[:500],
+                "step_id": step_id,
+                "status": status,
+                "attempt": 1,
+                "call_id": call_id,
+                "input": stored(payload),
+                "output": stored(output) if output is not None else None,
+                "error": None,
+                "context": orjson.dumps(context).decode(),
+                "seq": 0,
+                "started_at": self.now,
+                "finished_at": self.now if done else None,
+            }
+        )
+
+    def _update(self, key: str, **values: Any) -> None:
+        if values.get("status") in ("succeeded", "failed"):
+            values.setdefault("finished_at", self.now)
+        for row in self.new_steps:  # still unwritten: change it in place
+            if row["key"] == key:
+                row.update(values)
+                return
+        self.step_updates.append({"key": key, **values})
+
+    def _timer(self, body: dict[str, Any], delay_s: float) -> None:
+        body = {"kind": "timer", "job_id": self.job["id"], **body}
+        self.timers.append(
+            OutgoingMessage(
+                queue=ENGINE_QUEUE,
+                message_id=hashlib.blake2b(orjson.dumps(body), digest_size=16).hexdigest(),
+                body=orjson.dumps(body),
+                delay_s=delay_s,
+                max_attempts=10,
+            )
+        )
+
+    def settle(self) -> None:
+        """End the job if nothing is in flight any more."""
+        if self.running and self.job["active"] <= 0:
+            self.job.update(status="succeeded", finished_at=self.now)
+        self.finished = self.job["status"] in ("succeeded", "failed", "cancelled")
+
+    def write(self) -> None:
+        """Write the job row and its step rows (calls and timers are written by the engine)."""
+        self.settle()
+        values = {
+            "status": self.job["status"],
+            "active": self.job["active"],
+            "result": orjson.dumps(self.results),
+            "error": self.job["error"],
+            "started_at": self.job["started_at"],
+            "finished_at": self.job["finished_at"],
+        }
+        self.store.save(self.tx, self.job["id"], values)
+        for seq, row in enumerate(self.new_steps):
+            row["seq"] = seq  # order within one transition; across them, started_at orders
+        self.store.add_steps(self.tx, self.new_steps)
+        for update in self.step_updates:
+            key = update.pop("key")
+            self.store.update_step(self.tx, self.job["id"], key, update)
+
+
+def _suffix(frames: list[Frame]) -> str:
+    return "".join(f"[{f[1]}]" for f in frames)

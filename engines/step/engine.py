@@ -1,0 +1,293 @@
+"""The built-in step engine: durable jobs in the database, service calls through the runtime.
+
+The engine is a consumer of its own queue, ``engine.step``, which receives three kinds of message:
+``start`` (written with the job row when a job is created), the results of the service calls it
+made (their ``reply_to``), and its own timers (delays, retries, timeouts). Each batch of messages
+is applied in ONE transaction together with its inbox rows, the job and step rows, the next calls
+and timers, and the acknowledgement: a crash anywhere re-delivers the batch and the inbox makes the
+second application a no-op. So a job survives the crash of any process and no effect doubles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from engines.step._plan import RUNNABLE_KINDS, Plan
+from engines.step._run import ENGINE_QUEUE, JobRun, job_channel
+from fluxo_core.engine import (
+    Deployment,
+    EngineCapabilities,
+    RunHandle,
+    RunStatus,
+    StartRequest,
+    StepState,
+)
+from fluxo_core.errors import FluxoError, UnknownServiceError
+from fluxo_core.ir import Workflow
+from fluxo_core.storage import Database, Transaction
+from fluxo_core.storage.jobs import JobStore
+from fluxo_core.storage.workflows import WorkflowStore
+from service_runtime import ServiceRuntime
+from service_runtime.transports import Delivery
+from service_runtime.worker import CALL_ID_HEADER
+
+__all__ = ["ENGINE_QUEUE", "StepEngine", "start_message"]
+
+log = logging.getLogger(__name__)
+
+_LEASE_S = 60.0
+
+
+def start_message(job_id: str) -> bytes:
+    return orjson.dumps({"kind": "start", "job_id": job_id})
+
+
+class StepEngine:
+    """Runs workflows as durable jobs in the database (the default engine).
+
+    Args:
+        runtime: the service runtime whose gateway records the calls (same database).
+        workflows: where workflow versions are stored.
+        batch_size: engine messages applied per transaction.
+    """
+
+    name = "step"
+    capabilities = EngineCapabilities(step_kinds=RUNNABLE_KINDS)
+
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        workflows: WorkflowStore,
+        *,
+        batch_size: int = 100,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        self.db: Database = runtime.db
+        self.runtime = runtime
+        self.workflows = workflows
+        self.store = JobStore(runtime.db)
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self._plans: dict[tuple[str, str, int], Plan] = {}
+        self._stop = asyncio.Event()
+
+    # -- the Engine protocol --------------------------------------------------------------------
+
+    async def deploy(self, workflow: Workflow) -> Deployment:
+        """Check that every step can run here and every service exists; cache the plan."""
+        account = workflow.metadata.account or ""
+        version = int(workflow.metadata.version or 0)
+        plan = await self._build_plan(workflow, version)
+        self._plans[(account, workflow.metadata.name, version)] = plan
+        return Deployment(workflow=plan.ref, engine=self.name)
+
+    async def undeploy(self, workflow: str) -> None:
+        name, _, version = workflow.partition("@")
+        for key in [k for k in self._plans if k[1] == name and str(k[2]) == version]:
+            del self._plans[key]
+
+    async def start(self, request: StartRequest) -> RunHandle:
+        """Start a job whose row exists (idempotent: a started job is left alone)."""
+        row = await self.store.job(request.job_id)
+        plan = await self._plan_for(row.account_id, row.workflow, row.version)
+        await self.db.transact(
+            lambda tx: self._apply(
+                tx, {request.job_id: plan}, [("start", request.job_id, None, None)]
+            )
+        )
+        return RunHandle(engine=self.name, job_id=request.job_id, run_id=request.job_id)
+
+    async def status(self, handle: RunHandle) -> RunStatus:
+        row = await self.store.job(handle.job_id)
+        steps = await self.store.steps(handle.job_id)
+        return RunStatus(
+            job_id=handle.job_id,
+            phase=row.status,
+            steps=[_step_state(s) for s in steps],
+            result=job_result(row),
+            error=orjson.loads(row.error) if row.error else None,
+        )
+
+    async def cancel(self, handle: RunHandle) -> None:
+        """Mark the job cancelled; results still in flight are ignored, queued calls refused."""
+
+        def run(tx: Transaction) -> None:
+            if self.store.cancel(tx, handle.job_id):
+                tx.notify(job_channel(handle.job_id))
+
+        await self.db.transact(run)
+
+    # -- the consumer -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Apply engine messages until ``stop``; sleeps on queue wake-ups when idle."""
+        stop = stop or self._stop
+        channel = f"q:{ENGINE_QUEUE}"
+        with await self.db.subscribe([channel]) as sub:
+            while not stop.is_set():
+                sub.clear()
+                try:
+                    done = await self.run_once()
+                except FluxoError as exc:
+                    if not exc.retryable:
+                        log.exception("step engine batch failed")
+                    await asyncio.sleep(0.5)
+                    continue
+                if done < self.batch_size and not stop.is_set():
+                    await sub.wait(self.poll_interval_s)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.db.notify_local(f"q:{ENGINE_QUEUE}")
+
+    async def run_once(self) -> int:
+        deliveries = await self.runtime.transport.claim(
+            [ENGINE_QUEUE], limit=self.batch_size, lease_s=_LEASE_S
+        )
+        if not deliveries:
+            return 0
+        events: list[tuple[str, str, Any, Delivery]] = []
+        for d in deliveries:
+            try:
+                body = orjson.loads(d.body)
+            except orjson.JSONDecodeError:
+                log.error("dropping an engine message that is not JSON: %s", d.message_id)
+                continue
+            if CALL_ID_HEADER in d.headers:
+                events.append(("result", body["job_id"], d.headers[CALL_ID_HEADER], d))
+            else:
+                events.append((body["kind"], body["job_id"], body, d))
+        plans = await self._plans_for({job_id for _, job_id, _, _ in events})
+        keyed = [(kind, job_id, arg, _inbox_key(kind, arg, d)) for kind, job_id, arg, d in events]
+        await self.db.transact(lambda tx: self._apply_batch(tx, plans, keyed, deliveries))
+        return len(deliveries)
+
+    def _apply_batch(
+        self,
+        tx: Transaction,
+        plans: dict[str, Plan],
+        events: list[tuple[str, str, Any, str]],
+        deliveries: list[Delivery],
+    ) -> None:
+        fresh = self.store.claim_inbox(tx, ENGINE_QUEUE, (key for *_, key in events))
+        todo = []
+        for kind, job_id, arg, key in events:
+            if key in fresh and job_id in plans:
+                fresh.discard(key)  # N output messages of one call: the call is applied once
+                todo.append((kind, job_id, arg, None))
+        self._apply(tx, plans, todo)
+        self.runtime.transport.ack(tx, deliveries)
+
+    def _apply(
+        self, tx: Transaction, plans: dict[str, Plan], events: list[tuple[str, str, Any, Any]]
+    ) -> None:
+        by_job: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+        for kind, job_id, arg, _ in events:
+            by_job[job_id].append((kind, arg))
+        for job_id in sorted(by_job):  # a stable lock order: two engines never deadlock
+            job = self.store.lock(tx, job_id)
+            if job is None:
+                continue
+            for kind, arg in by_job[job_id]:
+                run = JobRun(tx, self.store, plans[job_id], job)
+                if kind == "start":
+                    run.start()
+                elif kind == "result":
+                    step_row = self.store.step_by_call(tx, job_id, arg)
+                    call_row = self.store.call(tx, arg)
+                    if step_row is not None and call_row is not None:
+                        run.call_finished(step_row, call_row)
+                elif kind == "timer":
+                    run.timer_fired(arg, self.store.step_by_key(tx, job_id, arg["key"]))
+                self._commit_run(tx, run)
+                job = {**run.job, "result": orjson.dumps(run.results)}
+
+    def _commit_run(self, tx: Transaction, run: JobRun) -> None:
+        run.write()
+        by_service: dict[str, list[Any]] = defaultdict(list)
+        infos = {}
+        for info, packet in run.calls:
+            by_service[info.ref].append(packet)
+            infos[info.ref] = info
+        for ref, packets in by_service.items():
+            self.runtime.gateway.record_calls(tx, infos[ref], packets, reply_to=ENGINE_QUEUE)
+        self.runtime.transport.enqueue(tx, run.timers)
+        if run.finished:
+            tx.notify(job_channel(run.job["id"]))
+
+    # -- plans --------------------------------------------------------------------------------
+
+    async def _build_plan(self, workflow: Workflow, version: int) -> Plan:
+        services = {}
+        for index, step in enumerate(workflow.spec.steps):
+            if step.kind != "service":
+                continue
+            try:
+                services[step.id] = await self.runtime.catalog.resolve(step.service)
+            except UnknownServiceError as exc:
+                raise UnknownServiceError(
+                    f"spec.steps[{index}].service: {exc.message}", step=step.id
+                ) from exc
+        return Plan(workflow=workflow, version=version, services=services)
+
+    async def _plan_for(self, account: str, name: str, version: int) -> Plan:
+        key = (account, name, version)
+        plan = self._plans.get(key)
+        if plan is None:
+            applied = await self.workflows.get(account, name, version)
+            plan = await self._build_plan(applied.workflow, version)
+            self._plans[key] = plan
+        return plan
+
+    async def _plans_for(self, job_ids: set[str]) -> dict[str, Plan]:
+        plans = {}
+        for row in await self.store.workflow_versions(job_ids):
+            try:
+                plans[row.id] = await self._plan_for(row.account_id, row.workflow, row.version)
+            except FluxoError as exc:
+                log.error("job %s cannot run: %s", row.id, exc.message)
+        return plans
+
+
+def _inbox_key(kind: str, arg: Any, delivery: Delivery) -> str:
+    # All N output messages of one call share its id: the call's outcome is applied once.
+    return f"call:{arg}" if kind == "result" else delivery.message_id
+
+
+def job_result(row: Any) -> Any:
+    """The job's result: the payload of its one output, or the list of several."""
+    if not row.result:
+        return None
+    results = orjson.loads(row.result)
+    return results[0] if len(results) == 1 else results
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _ts(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value else None
+
+
+def _step_state(row: Any) -> StepState:
+    return StepState(
+        key=row.key,
+        step_id=row.step_id,
+        phase=row.status if row.status != "retrying" else "running",
+        attempt=row.attempt,
+        call_id=row.call_id,
+        input=orjson.loads(row.input) if row.input else None,
+        output=orjson.loads(row.output) if row.output else None,
+        error=orjson.loads(row.error) if row.error else None,
+        started_at=_ts(row.started_at),
+        finished_at=_ts(row.finished_at),
+    )

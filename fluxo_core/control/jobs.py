@@ -1,0 +1,291 @@
+"""Jobs: created by triggers and the API, run by the workflow's engine, observed here.
+
+Creating a job is one transaction: admission first, then the job row (unique per account, workflow
+and idempotency key, so a repeated request returns the first job) and the engine's ``start``
+message. The engine is reached only through the registry, by name.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from fluxo_core.engine import Engine, RunHandle, StepState
+from fluxo_core.errors import (
+    ConfigError,
+    PayloadSchemaError,
+    ValidationError,
+)
+from fluxo_core.ir import Packet, Workflow, validate_workflow
+from fluxo_core.storage import Database, Principal, Transaction
+from fluxo_core.storage.jobs import JobStore
+from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
+from service_runtime import AdmissionHook, AdmissionRequest, ServiceRuntime
+from service_runtime.sdk import _schema_problems
+from service_runtime.transports import OutgoingMessage
+
+__all__ = ["EngineRegistry", "JobPage", "JobRecord", "JobService"]
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class EngineRegistry:
+    """Engines by name; the control plane never imports an engine package directly."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, Engine] = {}
+
+    def register(self, engine: Engine) -> None:
+        self._engines[engine.name] = engine
+
+    def get(self, name: str) -> Engine:
+        try:
+            return self._engines[name]
+        except KeyError:
+            known = ", ".join(sorted(self._engines)) or "none"
+            raise ConfigError(
+                f"engine {name!r} is not available in this Fluxo (available: {known})",
+                engine=name,
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._engines)
+
+
+class JobRecord(BaseModel):
+    """A job as the API shows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    workflow: str
+    version: int
+    engine: str
+    status: str
+    account_id: str
+    user_id: str
+    idempotency_key: str | None
+    input: Any
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    steps: list[StepState] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL
+
+
+class JobPage(BaseModel):
+    items: list[JobRecord]
+    next_cursor: str | None = None
+
+
+class JobService:
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        workflows: WorkflowStore,
+        registry: EngineRegistry,
+        *,
+        admission: AdmissionHook | None = None,
+    ) -> None:
+        self.db: Database = runtime.db
+        self.runtime = runtime
+        self.workflows = workflows
+        self.registry = registry
+        self.admission = admission
+        self.store = JobStore(runtime.db)
+
+    # -- workflows ----------------------------------------------------------------------------
+
+    async def apply(self, document: Any, principal: Principal) -> AppliedWorkflow:
+        """Validate, store (new version if changed) and deploy a workflow document."""
+        known = [s.name for s in await self.runtime.catalog.list()]
+        known += [f"{s.name}@{s.version}" for s in await self.runtime.catalog.list()]
+        workflow = (
+            document
+            if isinstance(document, Workflow)
+            else validate_workflow(document, known_services=known)
+        )
+        account = workflow.metadata.account
+        if account is not None and account != principal.account_id:
+            raise ValidationError(
+                f"metadata.account is {account!r} but the token belongs to account "
+                f"{principal.account_id!r}; remove metadata.account or use that account's token",
+                problems=[("metadata.account", "another account")],
+            )
+        engine = self.registry.get(workflow.spec.engine or self.workflows.default_engine)
+        # Deploy-check before storing: a version the engine cannot run is never recorded.
+        await engine.deploy(workflow)
+        applied = await self.workflows.apply(workflow, principal.account_id)
+        await engine.deploy(applied.workflow)
+        return applied
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        principal: Principal,
+        workflow: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> JobRecord:
+        """Create and start a job; the same idempotency key returns the first job instead."""
+        name, _, version = workflow.partition("@")
+        applied = await self.workflows.get(
+            principal.account_id, name, int(version) if version else None
+        )
+        spec = applied.workflow.spec
+        engine_name = spec.engine or self.workflows.default_engine
+        self.registry.get(engine_name)  # fail before writing anything if it is not here
+        if spec.input_schema is not None:
+            problems = _schema_problems(spec.input_schema, payload)
+            if problems:
+                raise PayloadSchemaError(
+                    f"the input does not match the input schema of workflow {applied.ref}",
+                    problems=[(loc.replace("payload", "input", 1), msg) for loc, msg in problems],
+                )
+        if self.admission is not None:
+            await self.admission(
+                AdmissionRequest(
+                    account_id=principal.account_id,
+                    user_id=principal.user_id,
+                    service=f"workflow:{name}",
+                    version=str(applied.version),
+                    job_id=None,
+                    step_id=None,
+                    workflow=applied.ref,
+                )
+            )
+        job_id = uuid.uuid4().hex
+        packet = Packet.model_validate(
+            {
+                "id": job_id,
+                "job_id": job_id,
+                "workflow": applied.ref,
+                "actor": {
+                    "user": {"id": principal.user_id},
+                    "account": {"id": principal.account_id},
+                },
+                "payload": payload,
+                "headers": headers or {},
+            }
+        )
+        row = {
+            "id": job_id,
+            "account_id": principal.account_id,
+            "user_id": principal.user_id,
+            "workflow": name,
+            "version": applied.version,
+            "engine": engine_name,
+            "status": "queued",
+            "idempotency_key": idempotency_key,
+            "input": packet.model_dump_json().encode(),
+            "result": None,
+            "error": None,
+            "active": 0,
+            "created_at": time.time(),
+            "started_at": None,
+            "finished_at": None,
+        }
+
+        def run(tx: Transaction) -> str:
+            created = self.store.insert_job(tx, row)
+            if created != job_id:  # the idempotency key was used before: that job is the answer
+                return created
+            self.runtime.transport.enqueue(
+                tx,
+                [
+                    OutgoingMessage(
+                        queue=f"engine.{engine_name}",
+                        message_id=f"start:{job_id}",
+                        body=orjson.dumps({"kind": "start", "job_id": job_id}),
+                    )
+                ],
+            )
+            return job_id
+
+        created = await self.db.transact(run)
+        return await self.get(principal, created)
+
+    async def get(self, principal: Principal, job_id: str, *, steps: bool = True) -> JobRecord:
+        row = await self.store.job(job_id, account_id=principal.account_id)
+        record = _record(row)
+        if steps:
+            engine = self.registry.get(row.engine)
+            status = await engine.status(RunHandle(engine=row.engine, job_id=job_id, run_id=job_id))
+            record = record.model_copy(update={"steps": status.steps})
+        return record
+
+    async def wait(self, principal: Principal, job_id: str, timeout: float) -> JobRecord:
+        """The job once it ended, or as it is after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with await self.db.subscribe([f"job:{job_id}"]) as sub:
+            while True:
+                sub.clear()
+                record = await self.get(principal, job_id, steps=False)
+                left = deadline - time.monotonic()
+                if record.done or left <= 0:
+                    return await self.get(principal, job_id)
+                await sub.wait(min(left, self.runtime.poll_interval_s))
+
+    async def list(
+        self,
+        principal: Principal,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Newest first; ``cursor`` is the ``next_cursor`` of the previous page."""
+        if not 1 <= limit <= 500:
+            raise ValidationError(
+                "limit must be between 1 and 500", problems=[("limit", "out of range")]
+            )
+        rows, next_cursor = await self.store.page(
+            principal.account_id, workflow=workflow, status=status, limit=limit, cursor=cursor
+        )
+        return JobPage(items=[_record(r) for r in rows], next_cursor=next_cursor)
+
+    async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
+        record = await self.get(principal, job_id, steps=False)
+        if not record.done:
+            engine = self.registry.get(record.engine)
+            await engine.cancel(RunHandle(engine=record.engine, job_id=job_id, run_id=job_id))
+        return await self.get(principal, job_id)
+
+
+def _ts(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value else None
+
+
+def _record(row: Any) -> JobRecord:
+    results = orjson.loads(row.result) if row.result else None
+    result = results[0] if results is not None and len(results) == 1 else results
+    return JobRecord(
+        id=row.id,
+        workflow=row.workflow,
+        version=row.version,
+        engine=row.engine,
+        status=row.status,
+        account_id=row.account_id,
+        user_id=row.user_id,
+        idempotency_key=row.idempotency_key,
+        input=orjson.loads(row.input)["payload"],
+        result=result if row.status == "succeeded" else None,
+        error=orjson.loads(row.error) if row.error else None,
+        created_at=datetime.fromtimestamp(row.created_at, UTC),
+        started_at=_ts(row.started_at),
+        finished_at=_ts(row.finished_at),
+    )

@@ -1,0 +1,110 @@
+"""The composition root: one Fluxo in one process (runtime, engines, control plane).
+
+Engines are loaded by name (``step`` -> ``engines.step``), the way kombu loads transports by alias,
+so nothing in the control plane imports an engine package directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from fluxo_core.control.jobs import EngineRegistry, JobService
+from fluxo_core.control.policy import Admission
+from fluxo_core.errors import ConfigError
+from fluxo_core.storage import AccountStore, Database
+from fluxo_core.storage.workflows import WorkflowStore
+from service_runtime import Service, ServiceRuntime
+from service_runtime.janitor import Janitor
+from service_runtime.transports import Transport
+
+__all__ = ["ENGINE_FACTORIES", "Platform"]
+
+ENGINE_FACTORIES = {"step": "engines.step:create_engine"}
+
+
+class Platform:
+    """Everything Fluxo runs in this process, started and stopped together."""
+
+    def __init__(
+        self,
+        db: Database,
+        services: Sequence[Service],
+        *,
+        transport: Transport | None = None,
+        workers: int = 2,
+        engines: Sequence[str] = ("step",),
+        max_packet_bytes: int = 1_048_576,
+        poll_interval_s: float = 1.0,
+        janitor: Janitor | None = None,
+        admission_cache_s: float = 0.5,
+    ) -> None:
+        self.db = db
+        self.accounts = AccountStore(db)
+        self.admission = Admission(self.accounts, cache_s=admission_cache_s)
+        self.runtime = ServiceRuntime(
+            db,
+            services,
+            transport=transport,
+            workers=workers,
+            max_packet_bytes=max_packet_bytes,
+            admission=self.admission,
+            poll_interval_s=poll_interval_s,
+            janitor=janitor,
+        )
+        self.workflows = WorkflowStore(db)
+        self.registry = EngineRegistry()
+        for name in engines:
+            self.registry.register(
+                _load_engine(name, self.runtime, self.workflows, poll_interval_s)
+            )
+        self.jobs = JobService(
+            self.runtime, self.workflows, self.registry, admission=self.admission
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.runtime.start()
+        self._stop.clear()
+        for name in self.registry.names():
+            engine: Any = self.registry.get(name)
+            if hasattr(engine, "run"):  # engines that consume their own queue (the step engine)
+                self._tasks.append(
+                    asyncio.create_task(engine.run(self._stop), name=f"engine-{name}")
+                )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for name in self.registry.names():
+            engine: Any = self.registry.get(name)
+            if hasattr(engine, "request_stop"):
+                engine.request_stop()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.runtime.stop()
+
+    async def __aenter__(self) -> Platform:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _load_engine(
+    name: str, runtime: ServiceRuntime, workflows: WorkflowStore, poll_interval_s: float
+) -> Any:
+    target = ENGINE_FACTORIES.get(name)
+    if target is None:
+        raise ConfigError(
+            f"unknown engine {name!r}; known engines: {', '.join(sorted(ENGINE_FACTORIES))}"
+        )
+    module_name, _, attr = target.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(runtime, workflows, poll_interval_s=poll_interval_s)

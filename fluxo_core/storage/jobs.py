@@ -1,0 +1,186 @@
+"""Persistence of jobs, their step executions and join buffers.
+
+Two kinds of method: ``async`` ones read on their own, and plain ones take the caller's open
+:class:`Transaction`, so an engine can apply a whole transition (job row, step rows, calls, timers,
+inbox, ack) atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from fluxo_core.errors import NotFoundError, ValidationError
+from fluxo_core.storage.bulk import bulk_insert
+from fluxo_core.storage.database import Database, Transaction
+from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
+
+__all__ = ["JobStore"]
+
+ACTIVE = ("queued", "running")
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def job(self, job_id: str, *, account_id: str | None = None) -> Any:
+        query = sa.select(jobs).where(jobs.c.id == job_id)
+        if account_id is not None:
+            query = query.where(jobs.c.account_id == account_id)
+        row = await self.db.read(lambda conn: conn.execute(query).first())
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r} in this account", job_id=job_id)
+        return row
+
+    async def status(self, job_id: str) -> str | None:
+        query = sa.select(jobs.c.status).where(jobs.c.id == job_id)
+        status: str | None = await self.db.read(lambda conn: conn.scalar(query))
+        return status
+
+    async def steps(self, job_id: str) -> Sequence[Any]:
+        query = (
+            sa.select(job_steps)
+            .where(job_steps.c.job_id == job_id)
+            .order_by(job_steps.c.started_at, job_steps.c.seq)
+        )
+        return await self.db.read(lambda conn: conn.execute(query).all())
+
+    async def workflow_versions(self, job_ids: Iterable[str]) -> Sequence[Any]:
+        """``(id, account_id, workflow, version)`` of each job."""
+        query = sa.select(jobs.c.id, jobs.c.account_id, jobs.c.workflow, jobs.c.version).where(
+            jobs.c.id.in_(sorted(set(job_ids)))
+        )
+        return await self.db.read(lambda conn: conn.execute(query).all())
+
+    async def page(
+        self,
+        account_id: str,
+        *,
+        workflow: str | None,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[Sequence[Any], str | None]:
+        """Newest first, keyset-paginated; returns ``(rows, next_cursor)``."""
+        query = sa.select(jobs).where(jobs.c.account_id == account_id)
+        if workflow:
+            query = query.where(jobs.c.workflow == workflow)
+        if status:
+            query = query.where(jobs.c.status == status)
+        if cursor:
+            try:
+                created, job_id = cursor.split("_", 1)
+                created_at = float(created)
+            except ValueError:
+                raise ValidationError(
+                    "cursor is not one this API returned; pass next_cursor unchanged",
+                    problems=[("cursor", "malformed")],
+                ) from None
+            query = query.where(
+                sa.or_(
+                    jobs.c.created_at < created_at,
+                    sa.and_(jobs.c.created_at == created_at, jobs.c.id < job_id),
+                )
+            )
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = f"{last.created_at!r}_{last.id}"
+        return rows[:limit], next_cursor
+
+    # -- inside a transaction -----------------------------------------------------------------
+
+    def insert_job(self, tx: Transaction, row: dict[str, Any]) -> str:
+        """Insert a job; with an idempotency key used before, return that job's id instead."""
+        if bulk_insert(tx, jobs, [row], skip_conflicts=True, returning=["id"]):
+            return str(row["id"])
+        existing = tx.conn.scalar(
+            sa.select(jobs.c.id).where(
+                jobs.c.account_id == row["account_id"],
+                jobs.c.workflow == row["workflow"],
+                jobs.c.idempotency_key == row["idempotency_key"],
+            )
+        )
+        return str(existing)
+
+    def lock(self, tx: Transaction, job_id: str) -> dict[str, Any] | None:
+        """The job row, locked for this transaction (PostgreSQL ``FOR UPDATE``)."""
+        query = sa.select(jobs).where(jobs.c.id == job_id)
+        if not self.db.is_sqlite:
+            query = query.with_for_update()
+        row = tx.execute(query).first()
+        return dict(row._mapping) if row is not None else None
+
+    def save(self, tx: Transaction, job_id: str, values: dict[str, Any]) -> None:
+        tx.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
+
+    def cancel(self, tx: Transaction, job_id: str) -> bool:
+        result = tx.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
+            .values(status="cancelled", finished_at=time.time())
+        )
+        return bool(result.rowcount)
+
+    def step_by_call(self, tx: Transaction, job_id: str, call_id: str) -> Any:
+        return tx.execute(
+            sa.select(job_steps).where(job_steps.c.job_id == job_id, job_steps.c.call_id == call_id)
+        ).first()
+
+    def step_by_key(self, tx: Transaction, job_id: str, key: str) -> Any:
+        return tx.execute(
+            sa.select(job_steps).where(job_steps.c.job_id == job_id, job_steps.c.key == key)
+        ).first()
+
+    def call(self, tx: Transaction, call_id: str) -> Any:
+        return tx.execute(sa.select(calls).where(calls.c.id == call_id)).first()
+
+    def add_steps(self, tx: Transaction, rows: list[dict[str, Any]]) -> None:
+        bulk_insert(tx, job_steps, rows, skip_conflicts=True)
+
+    def update_step(self, tx: Transaction, job_id: str, key: str, values: dict[str, Any]) -> None:
+        tx.execute(
+            sa.update(job_steps)
+            .where(job_steps.c.job_id == job_id, job_steps.c.key == key)
+            .values(**values)
+        )
+
+    def join_arrive(
+        self, tx: Transaction, job_id: str, join_key: str, index: int, payload: bytes
+    ) -> int:
+        """Buffer one branch at a join (a branch delivered twice counts once); returns arrivals."""
+        row = {"job_id": job_id, "join_key": join_key, "idx": index, "payload": payload}
+        bulk_insert(tx, job_joins, [row], skip_conflicts=True)
+        match = (job_joins.c.job_id == job_id) & (job_joins.c.join_key == join_key)
+        return int(
+            tx.conn.scalar(sa.select(sa.func.count()).select_from(job_joins).where(match)) or 0
+        )
+
+    def join_take(self, tx: Transaction, job_id: str, join_key: str) -> list[bytes]:
+        """Every buffered branch in index order, removed from the buffer."""
+        match = (job_joins.c.job_id == job_id) & (job_joins.c.join_key == join_key)
+        rows = tx.execute(
+            sa.select(job_joins.c.payload).where(match).order_by(job_joins.c.idx)
+        ).all()
+        tx.execute(sa.delete(job_joins).where(match))
+        return [r.payload for r in rows]
+
+    def claim_inbox(self, tx: Transaction, consumer: str, keys: Iterable[str]) -> set[str]:
+        """Record ``keys`` as processed by ``consumer``; returns the ones that were new."""
+        now = time.time()
+        rows = [
+            {"consumer": consumer, "message_id": k, "processed_at": now}
+            for k in dict.fromkeys(keys)
+        ]
+        return {
+            r.message_id
+            for r in bulk_insert(tx, inbox, rows, skip_conflicts=True, returning=["message_id"])
+        }

@@ -1,0 +1,279 @@
+"""The step engine end to end on SQLite and PostgreSQL: workflows run as durable jobs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from fluxo_core.control.platform import Platform
+from fluxo_core.errors import IRValidationError, PayloadSchemaError, UnsupportedFeatureError
+from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.tables import usage_records
+from tests.support import services as svc
+
+ME = Principal(account_id="acme", user_id="ada")
+
+
+@pytest.fixture
+async def fluxo(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Platform]:
+    monkeypatch.setenv("FLUXO_TEST_EFFECTS", str(tmp_path / "effects.log"))
+    platform = Platform(db, svc.SERVICES, workers=2, poll_interval_s=0.2, admission_cache_s=0)
+    await platform.accounts.ensure_account("acme")
+    async with platform:
+        yield platform
+
+
+def workflow(name: str, steps: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"engine": "step", "steps": steps, **spec},
+    }
+
+
+async def run(fluxo: Platform, doc: dict[str, Any], payload: Any, **kw: Any) -> Any:
+    applied = await fluxo.jobs.apply(doc, ME)
+    job = await fluxo.jobs.create(ME, applied.workflow.metadata.name, payload, **kw)
+    return await fluxo.jobs.wait(ME, job.id, 20)
+
+
+async def usage(db: Database) -> list[Any]:
+    return list(await db.read(lambda c: c.execute(sa.select(usage_records)).all()))
+
+
+async def test_linear_workflow(fluxo: Platform) -> None:
+    doc = workflow(
+        "linear",
+        [
+            {"id": "one", "kind": "service", "service": "inc", "next": ["two"]},
+            {"id": "two", "kind": "service", "service": "inc", "next": ["three"]},
+            {"id": "three", "kind": "service", "service": "inc"},
+        ],
+    )
+    job = await run(fluxo, doc, {"n": 1})
+    assert job.status == "succeeded", job.error
+    assert job.result == {"n": 4}
+    assert [s.step_id for s in job.steps] == ["one", "two", "three"]
+    assert all(s.phase == "succeeded" for s in job.steps)
+    assert job.steps[1].input == {"n": 2}
+    calls = await usage(fluxo.db)
+    assert sorted(u.step_id for u in calls) == ["one", "three", "two"]
+    assert {u.job_id for u in calls} == {job.id}
+
+
+async def test_switch_takes_one_branch(fluxo: Platform) -> None:
+    doc = workflow(
+        "route",
+        [
+            {
+                "id": "route",
+                "kind": "switch",
+                "cases": [{"when": {"path": "total", "op": "gte", "value": 100}, "next": ["big"]}],
+                "default": ["small"],
+            },
+            {
+                "id": "big",
+                "kind": "transform",
+                "ops": [{"op": "set", "path": "size", "value": "big"}],
+            },
+            {
+                "id": "small",
+                "kind": "transform",
+                "ops": [{"op": "set", "path": "size", "value": "small"}],
+            },
+        ],
+    )
+    big = await run(fluxo, doc, {"total": 250})
+    small = await run(fluxo, doc, {"total": 5})
+    assert big.result == {"total": 250, "size": "big"}
+    assert small.result == {"total": 5, "size": "small"}
+    assert {s.step_id for s in big.steps} == {"route", "big"}
+
+
+async def test_fan_out_and_in_keeps_item_order(fluxo: Platform) -> None:
+    doc = workflow(
+        "fan",
+        [
+            {"id": "each", "kind": "split", "path": "items", "next": ["work"]},
+            {"id": "work", "kind": "service", "service": "jitter", "next": ["gather"]},
+            {"id": "gather", "kind": "join", "split": "each"},
+        ],
+    )
+    items = [{"i": i} for i in range(6)]
+    job = await run(fluxo, doc, {"items": items})
+    assert job.status == "succeeded", job.error
+    # Later items finish first (jitter), yet the join keeps the input order.
+    assert job.result == [{"i": i, "seen": True} for i in range(6)]
+    assert sorted(s.key for s in job.steps if s.step_id == "work") == [
+        f"work[{i}]" for i in range(6)
+    ]
+
+
+async def test_fan_out_of_nothing_joins_at_once(fluxo: Platform) -> None:
+    doc = workflow(
+        "fan-empty",
+        [
+            {"id": "each", "kind": "split", "path": "items", "next": ["work"]},
+            {"id": "work", "kind": "service", "service": "echo", "next": ["gather"]},
+            {"id": "gather", "kind": "join", "split": "each"},
+        ],
+    )
+    job = await run(fluxo, doc, {"items": []})
+    assert job.status == "succeeded"
+    assert job.result == []
+
+
+async def test_one_to_many_outputs_each_feed_the_next_step(fluxo: Platform) -> None:
+    doc = workflow(
+        "many",
+        [
+            {"id": "explode", "kind": "service", "service": "fan-out", "next": ["bump"]},
+            {
+                "id": "bump",
+                "kind": "transform",
+                "ops": [{"op": "set", "path": "done", "value": True}],
+            },
+        ],
+    )
+    job = await run(fluxo, doc, {"items": ["a", "b", "c"]})
+    assert job.status == "succeeded"
+    assert job.result == [
+        {"item": "a", "index": 0, "done": True},
+        {"item": "b", "index": 1, "done": True},
+        {"item": "c", "index": 2, "done": True},
+    ]
+
+
+async def test_step_retry_then_success(fluxo: Platform) -> None:
+    doc = workflow(
+        "retry",
+        [
+            {
+                "id": "try",
+                "kind": "service",
+                "service": "once-broken",
+                "retry": {"max_attempts": 3, "backoff_s": 0.05},
+            }
+        ],
+    )
+    job = await run(fluxo, doc, {"n": 7})
+    assert job.status == "succeeded", job.error
+    assert job.result == {"n": 7, "ok": True}
+    (step,) = job.steps
+    assert step.attempt == 2
+    assert len(await usage(fluxo.db)) == 1  # the failed attempt is not billed
+
+
+async def test_step_timeout_fails_the_job_and_names_the_step(fluxo: Platform) -> None:
+    doc = workflow(
+        "timeout",
+        [{"id": "wait", "kind": "service", "service": "slow", "timeout_s": 0.3}],
+    )
+    job = await run(fluxo, doc, {"n": 1, "sleep": 2})
+    assert job.status == "failed"
+    assert job.error["step"] == "wait"
+    assert "did not finish within 0.3s" in job.error["message"]
+
+
+async def test_on_error_goto_handles_a_failure(fluxo: Platform) -> None:
+    doc = workflow(
+        "rescue",
+        [
+            {"id": "risky", "kind": "service", "service": "broken", "on_error": {"goto": "rescue"}},
+            {
+                "id": "rescue",
+                "kind": "transform",
+                "ops": [{"op": "set", "path": "rescued", "value": True}],
+            },
+        ],
+    )
+    job = await run(fluxo, doc, {"x": 1})
+    assert job.status == "succeeded"
+    assert job.result["rescued"] is True
+    assert job.result["input"] == {"x": 1}
+    assert "can never work" in job.result["error"]["message"]
+
+
+async def test_cancel_stops_the_job_before_its_next_step(fluxo: Platform, tmp_path: Path) -> None:
+    doc = workflow(
+        "cancel",
+        [
+            {"id": "wait", "kind": "service", "service": "slow", "next": ["after"]},
+            {"id": "after", "kind": "service", "service": "inc"},
+        ],
+    )
+    await fluxo.jobs.apply(doc, ME)
+    job = await fluxo.jobs.create(ME, "cancel", {"n": 1, "sleep": 0.5})
+    cancelled = await fluxo.jobs.cancel(ME, job.id)
+    assert cancelled.status == "cancelled"
+    final = await fluxo.jobs.wait(ME, job.id, 3)
+    assert final.status == "cancelled"
+    import asyncio
+
+    await asyncio.sleep(1.0)  # the slow call finishes meanwhile; its result must be ignored
+    again = await fluxo.jobs.get(ME, job.id)
+    assert again.status == "cancelled"
+    assert "after" not in {s.step_id for s in again.steps}
+
+
+async def test_the_same_idempotency_key_returns_the_same_job(fluxo: Platform) -> None:
+    doc = workflow("idem", [{"id": "one", "kind": "service", "service": "inc"}])
+    await fluxo.jobs.apply(doc, ME)
+    first = await fluxo.jobs.create(ME, "idem", {"n": 1}, idempotency_key="order-42")
+    second = await fluxo.jobs.create(ME, "idem", {"n": 1}, idempotency_key="order-42")
+    other = await fluxo.jobs.create(ME, "idem", {"n": 1}, idempotency_key="order-43")
+    assert first.id == second.id != other.id
+    await fluxo.jobs.wait(ME, first.id, 10)
+    await fluxo.jobs.wait(ME, other.id, 10)
+    assert len(await usage(fluxo.db)) == 2
+
+
+async def test_reapplying_a_changed_workflow_makes_a_new_version(fluxo: Platform) -> None:
+    steps = [{"id": "one", "kind": "service", "service": "inc"}]
+    first = await fluxo.jobs.apply(workflow("versions", steps), ME)
+    same = await fluxo.jobs.apply(workflow("versions", steps), ME)
+    changed = await fluxo.jobs.apply(workflow("versions", [{**steps[0], "timeout_s": 5}]), ME)
+    assert (first.version, same.version, changed.version) == (1, 1, 2)
+    assert same.created is False
+
+
+async def test_input_is_checked_against_the_input_schema(fluxo: Platform) -> None:
+    doc = workflow(
+        "typed",
+        [{"id": "one", "kind": "service", "service": "inc"}],
+        input_schema={
+            "type": "object",
+            "required": ["n"],
+            "properties": {"n": {"type": "integer"}},
+        },
+    )
+    await fluxo.jobs.apply(doc, ME)
+    with pytest.raises(PayloadSchemaError) as info:
+        await fluxo.jobs.create(ME, "typed", {"n": "one"})
+    assert info.value.problems[0][0] == "input.n"
+
+
+async def test_unknown_service_is_refused_at_apply(fluxo: Platform) -> None:
+    doc = workflow("bad", [{"id": "one", "kind": "service", "service": "incc"}])
+    with pytest.raises(IRValidationError) as info:
+        await fluxo.jobs.apply(doc, ME)
+    assert "spec.steps[0].service" in str(info.value)
+    assert "inc" in str(info.value)  # did you mean
+
+
+async def test_native_steps_cannot_run_on_the_step_engine(fluxo: Platform) -> None:
+    native = [{"id": "fn", "kind": "native", "engine": "nodered", "config": {"type": "function"}}]
+    pinned = workflow("native", native)
+    with pytest.raises(IRValidationError, match=r"spec.steps\[0\].engine: a native nodered step"):
+        await fluxo.jobs.apply(pinned, ME)
+    unpinned = workflow("native", native)
+    del unpinned["spec"]["engine"]  # the default engine is the step engine
+    with pytest.raises(UnsupportedFeatureError, match=r"step 'fn'.*cannot run"):
+        await fluxo.jobs.apply(unpinned, ME)
