@@ -6,20 +6,20 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 
 from fluxo_core.api.app import create_app
 from fluxo_core.config import FluxoConfig
-from fluxo_core.control import Admission
+from fluxo_core.control.platform import Platform
 from fluxo_core.storage import AccountStore, Database
-from service_runtime import Service, ServiceRuntime
+from service_runtime import Service
 from service_runtime.janitor import Janitor
 from service_runtime.transports import make_transport
 
-__all__ = ["ADMIN_ACCOUNT", "ensure_admin_token", "run_server"]
+__all__ = ["ADMIN_ACCOUNT", "build_platform", "ensure_admin_token", "run_server"]
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +54,11 @@ def _write_token(path: Path, token: str) -> None:
         fh.write(token + "\n")
 
 
-async def run_server(
-    config: FluxoConfig,
-    db: Database,
-    services: Sequence[Service],
-    *,
-    workers: int = 2,
-    ready: asyncio.Event | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop``): API on ``config.host:port``, workers, services."""
-    accounts = AccountStore(db)
-    token, created = await ensure_admin_token(accounts, config.home)
-    runtime = ServiceRuntime(
+def build_platform(
+    config: FluxoConfig, db: Database, services: Sequence[Service], *, workers: int = 2
+) -> Platform:
+    """The platform ``fluxo up`` runs, configured from ``config``."""
+    return Platform(
         db,
         services,
         transport=make_transport(
@@ -77,16 +69,29 @@ async def run_server(
         ),
         workers=workers,
         max_packet_bytes=config.max_packet_bytes,
-        admission=Admission(accounts),
         poll_interval_s=config.poll_interval_s,
         janitor=Janitor(db, output_retention_s=config.output_retention_s),
     )
-    app = create_app(runtime, accounts, max_packet_bytes=config.max_packet_bytes)
+
+
+async def run_server(
+    config: FluxoConfig,
+    db: Database,
+    services: Sequence[Service],
+    *,
+    workers: int = 2,
+    on_ready: Callable[[Platform, str], Awaitable[None]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop``): API on ``config.host:port``, workers, engines."""
+    platform = build_platform(config, db, services, workers=workers)
+    token, created = await ensure_admin_token(platform.accounts, config.home)
+    app = create_app(platform, max_packet_bytes=config.max_packet_bytes)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with runtime:
+    async with platform:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)
@@ -101,8 +106,8 @@ async def run_server(
                 )
             else:
                 print(f"  admin token: in {config.home / 'admin.token'}", flush=True)
-            if ready is not None:
-                ready.set()
+            if on_ready is not None:
+                await on_ready(platform, token)
             await stop.wait()
         finally:
             await runner.cleanup()

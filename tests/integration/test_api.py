@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from fluxo_core.api import create_app
 from fluxo_core.control import Admission
+from fluxo_core.control.platform import Platform
 from fluxo_core.storage import AccountStore, Database
 from fluxo_core.storage.tables import calls, queue_messages
 from service_runtime import ServiceRuntime
@@ -37,21 +38,20 @@ class Api:
 
 @pytest.fixture
 async def api(db: Database) -> AsyncIterator[Api]:
-    accounts = AccountStore(db)
-    tokens = {}
-    for account in ("acme", "globex"):
-        await accounts.ensure_account(account)
-        tokens[account] = await accounts.issue_token(account, f"{account}-user")
-    runtime = ServiceRuntime(
+    platform = Platform(
         db,
         svc.SERVICES,
         workers=1,
         max_packet_bytes=LIMIT,
-        admission=Admission(accounts, cache_s=0),
         poll_interval_s=0.2,
+        admission_cache_s=0,
     )
-    async with runtime:
-        app = create_app(runtime, accounts, max_packet_bytes=LIMIT)
+    tokens = {}
+    for account in ("acme", "globex"):
+        await platform.accounts.ensure_account(account)
+        tokens[account] = await platform.accounts.issue_token(account, f"{account}-user")
+    async with platform:
+        app = create_app(platform, max_packet_bytes=LIMIT)
         async with TestClient(TestServer(app)) as client:
             yield Api(client, db, tokens)
 

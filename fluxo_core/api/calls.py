@@ -1,0 +1,98 @@
+"""Service routes: the gateway endpoint (synchronous or asynchronous calls) and call lookups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from aiohttp import web
+
+from fluxo_core.api.common import PLATFORM, json_body, principal, seconds
+from fluxo_core.errors import PacketValidationError, PermissionDeniedError
+from fluxo_core.ir import Packet
+from fluxo_core.ir._problems import problems_from_pydantic
+from fluxo_core.storage import Principal
+from service_runtime import CallRecord
+
+__all__ = ["add_routes"]
+
+DEFAULT_WAIT_S = 30.0
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/services", _list_services)
+    app.router.add_post("/v1/services/{name}/calls", _create_call)
+    app.router.add_get("/v1/calls/{call_id}", _get_call)
+
+
+async def _list_services(request: web.Request) -> web.Response:
+    infos = await request.app[PLATFORM].runtime.catalog.list()
+    return web.json_response({"items": [i.to_dict() for i in infos]})
+
+
+def _packet_from_body(body: Any, who: Principal) -> Packet:
+    """A packet from the request body; ``actor`` defaults to the token's user and account."""
+    if not isinstance(body, dict):
+        raise PacketValidationError(
+            'the request body must be a JSON object: a packet, or {"payload": ...}',
+            problems=[("body", f"got {type(body).__name__}")],
+        )
+    actor = body.get("actor")
+    if isinstance(actor, dict):
+        account = (
+            (actor.get("account") or {}).get("id")
+            if isinstance(actor.get("account"), dict)
+            else None
+        )
+        if account is not None and account != who.account_id:
+            raise PermissionDeniedError(
+                f"the packet is for account {account!r} but the token belongs to account "
+                f"{who.account_id!r}; use a token of that account",
+            )
+    else:
+        body = {
+            **body,
+            "actor": {"user": {"id": who.user_id}, "account": {"id": who.account_id}},
+        }
+    try:
+        return Packet.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise PacketValidationError(
+            "invalid packet: fix the fields listed below", problems=problems_from_pydantic(exc)
+        ) from exc
+
+
+def _wait_seconds(request: web.Request) -> float | None:
+    """None for an asynchronous call; otherwise how long to wait for the result."""
+    if request.query.get("async", "").lower() in ("1", "true", "yes") or "respond-async" in (
+        request.headers.get("Prefer", "")
+    ):
+        return None
+    return seconds(request, DEFAULT_WAIT_S)
+
+
+def _call_response(record: CallRecord) -> web.Response:
+    status = 200 if record.done else 202
+    body = record.model_dump(mode="json")
+    return web.json_response(body, status=status, headers={"Location": f"/v1/calls/{record.id}"})
+
+
+async def _create_call(request: web.Request) -> web.Response:
+    who = principal(request)
+    wait = _wait_seconds(request)
+    packet = _packet_from_body(await json_body(request), who)
+    gateway = request.app[PLATFORM].runtime.gateway
+    record = await gateway.call(request.match_info["name"], packet, principal=who, wait=wait)
+    return _call_response(record)
+
+
+async def _get_call(request: web.Request) -> web.Response:
+    account_id = principal(request).account_id
+    gateway = request.app[PLATFORM].runtime.gateway
+    call_id = request.match_info["call_id"]
+    wait = seconds(request, 0.0)
+    if wait > 0:
+        record = await gateway.wait(call_id, wait, account_id=account_id)
+    else:
+        record = await gateway.get(call_id, account_id=account_id)
+    return _call_response(record)

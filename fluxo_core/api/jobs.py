@@ -1,0 +1,141 @@
+"""Workflow and job routes: apply workflows, create jobs (idempotently), follow and cancel them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from fluxo_core.api.common import PLATFORM, json_body, principal, seconds
+from fluxo_core.errors import MalformedRequestError, ValidationError
+from fluxo_core.storage.workflows import AppliedWorkflow
+
+__all__ = ["add_routes"]
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/workflows", _apply)
+    app.router.add_get("/v1/workflows", _list_workflows)
+    app.router.add_get("/v1/workflows/{name}", _get_workflow)
+    app.router.add_post("/v1/workflows/{name}/jobs", _create_job)
+    app.router.add_get("/v1/jobs", _list_jobs)
+    app.router.add_get("/v1/jobs/{job_id}", _get_job)
+    app.router.add_post("/v1/jobs/{job_id}/cancel", _cancel_job)
+
+
+def _applied(applied: AppliedWorkflow) -> dict[str, Any]:
+    return {
+        "name": applied.workflow.metadata.name,
+        "version": applied.version,
+        "created": applied.created,
+        "workflow": applied.workflow.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+async def _apply(request: web.Request) -> web.Response:
+    """A workflow document as JSON, or as YAML with ``Content-Type: application/yaml``."""
+    if request.content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
+        try:
+            document = yaml.safe_load(await request.text())
+        except yaml.YAMLError as exc:
+            raise MalformedRequestError(
+                f"the request body is not valid YAML: {exc}", problems=[("body", str(exc))]
+            ) from exc
+    else:
+        document = await json_body(request)
+    applied = await request.app[PLATFORM].jobs.apply(document, principal(request))
+    return web.json_response(_applied(applied), status=201 if applied.created else 200)
+
+
+async def _list_workflows(request: web.Request) -> web.Response:
+    items = await request.app[PLATFORM].workflows.list(principal(request).account_id)
+    return web.json_response({"items": [_applied(a) for a in items]})
+
+
+async def _get_workflow(request: web.Request) -> web.Response:
+    raw = request.query.get("version")
+    version = None
+    if raw is not None:
+        if not raw.isdigit():
+            raise ValidationError(
+                f"version={raw!r} is not a version number", problems=[("query.version", "digits")]
+            )
+        version = int(raw)
+    applied = await request.app[PLATFORM].workflows.get(
+        principal(request).account_id, request.match_info["name"], version
+    )
+    return web.json_response(_applied(applied))
+
+
+async def _create_job(request: web.Request) -> web.Response:
+    """Body ``{"input": ..., "headers": {...}}``; ``Idempotency-Key`` makes retries safe."""
+    body = await json_body(request)
+    if not isinstance(body, dict) or "input" not in body:
+        raise ValidationError(
+            'the body must be {"input": <object or array of objects>}',
+            problems=[("body.input", "required")],
+        )
+    extra = set(body) - {"input", "headers"}
+    if extra:
+        raise ValidationError(
+            f"unknown fields in the body: {', '.join(sorted(extra))}",
+            problems=[(f"body.{name}", "unknown field") for name in sorted(extra)],
+        )
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ValidationError(
+            f"the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+            problems=[("headers.Idempotency-Key", "length")],
+        )
+    platform = request.app[PLATFORM]
+    who = principal(request)
+    job = await platform.jobs.create(
+        who,
+        request.match_info["name"],
+        body["input"],
+        idempotency_key=key,
+        headers=body.get("headers"),
+    )
+    wait = seconds(request, 0.0)
+    if wait > 0:
+        job = await platform.jobs.wait(who, job.id, wait)
+    return web.json_response(
+        job.model_dump(mode="json"),
+        status=201,
+        headers={"Location": f"/v1/jobs/{job.id}"},
+    )
+
+
+async def _get_job(request: web.Request) -> web.Response:
+    platform = request.app[PLATFORM]
+    who = principal(request)
+    wait = seconds(request, 0.0)
+    job_id = request.match_info["job_id"]
+    job = await (
+        platform.jobs.wait(who, job_id, wait) if wait > 0 else platform.jobs.get(who, job_id)
+    )
+    return web.json_response(job.model_dump(mode="json"))
+
+
+async def _cancel_job(request: web.Request) -> web.Response:
+    job = await request.app[PLATFORM].jobs.cancel(principal(request), request.match_info["job_id"])
+    return web.json_response(job.model_dump(mode="json"))
+
+
+async def _list_jobs(request: web.Request) -> web.Response:
+    raw_limit = request.query.get("limit", "50")
+    if not raw_limit.isdigit():
+        raise ValidationError(
+            f"limit={raw_limit!r} is not a number", problems=[("query.limit", "digits")]
+        )
+    page = await request.app[PLATFORM].jobs.list(
+        principal(request),
+        workflow=request.query.get("workflow"),
+        status=request.query.get("status"),
+        limit=int(raw_limit),
+        cursor=request.query.get("cursor"),
+    )
+    return web.json_response(page.model_dump(mode="json"))

@@ -1,0 +1,266 @@
+"""The OpenAPI 3.1 document of the HTTP API, built from the same pydantic models it serves."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from fluxo_core.control.jobs import JobPage, JobRecord
+from fluxo_core.ir import Packet, Workflow
+from service_runtime import CallRecord
+
+__all__ = ["openapi_document"]
+
+_REF = "#/components/schemas/{model}"
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "retryable": {"type": "boolean"},
+                "context": {"type": "object"},
+                "problems": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "location": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed request (bad JSON or YAML)",
+        401: "Missing or unknown bearer token",
+        403: "Another account's data, or refused by admission (blocked, cancelled)",
+        404: "No such service, workflow, call or job in this account",
+        409: "Conflicts with stored state",
+        413: "Over the packet size limit (FLUXO_MAX_PACKET_BYTES)",
+        422: "Invalid input; `problems` lists every problem with its location",
+    }
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _wait(description: str) -> dict[str, Any]:
+    return {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "number", "minimum": 0, "maximum": 300},
+        "description": description,
+    }
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    models: list[type[BaseModel]] = [Packet, Workflow, CallRecord, JobRecord, JobPage]
+    _, defs = models_json_schema([(m, "serialization") for m in models], ref_template=_REF)
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    schemas["Error"] = ERROR_SCHEMA
+    schemas["CallRequest"] = {
+        "type": "object",
+        "description": "A packet; `actor` may be omitted (it defaults to the token's user and account).",
+        "properties": {"payload": {}, "headers": {"type": "object"}, "id": {"type": "string"}},
+        "required": ["payload"],
+    }
+    schemas["JobRequest"] = {
+        "type": "object",
+        "required": ["input"],
+        "properties": {
+            "input": {"description": "One object or an array of objects."},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        "additionalProperties": False,
+    }
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    paths: dict[str, Any] = {
+        "/v1/health": {
+            "get": {
+                "summary": "Liveness",
+                "security": [],
+                "responses": {"200": {"description": "OK"}},
+            }
+        },
+        "/v1/services": {
+            "get": {
+                "summary": "List the services this Fluxo knows",
+                "responses": {"200": {"description": "Services"}, **_errors(401)},
+            }
+        },
+        "/v1/services/{name}/calls": {
+            "post": {
+                "summary": "Call a service (synchronous with a timeout, or asynchronous)",
+                "parameters": [
+                    _path("name", "service name or name@version"),
+                    _wait("Seconds to wait for the result (default 30); 202 if still running"),
+                    _query("async", {"type": "boolean"}, "Return 202 at once with the call id"),
+                ],
+                "requestBody": {"required": True, **_json(_ref("CallRequest"), "The packet")},
+                "responses": {
+                    "200": _json(_ref("CallRecord"), "The finished call"),
+                    "202": _json(_ref("CallRecord"), "Accepted; poll the Location"),
+                    **_errors(400, 401, 403, 404, 409, 413, 422),
+                },
+            }
+        },
+        "/v1/calls/{call_id}": {
+            "get": {
+                "summary": "A call of this account",
+                "parameters": [_path("call_id", "the call id"), _wait("Long-poll until done")],
+                "responses": {
+                    "200": _json(_ref("CallRecord"), "Finished"),
+                    "202": _json(_ref("CallRecord"), "Still running"),
+                    **_errors(401, 404),
+                },
+            }
+        },
+        "/v1/workflows": {
+            "post": {
+                "summary": "Apply a workflow (a changed spec makes a new version)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref("Workflow")},
+                        "application/yaml": {"schema": _ref("Workflow")},
+                    },
+                },
+                "responses": {
+                    "200": {"description": "Unchanged: the existing version"},
+                    "201": {"description": "A new version"},
+                    **_errors(400, 401, 404, 422),
+                },
+            },
+            "get": {
+                "summary": "The newest version of every workflow",
+                "responses": {"200": {"description": "Workflows"}, **_errors(401)},
+            },
+        },
+        "/v1/workflows/{name}": {
+            "get": {
+                "summary": "A workflow (newest version, or ?version=)",
+                "parameters": [
+                    _path("name", "workflow name"),
+                    _query("version", {"type": "integer"}, "a version"),
+                ],
+                "responses": {"200": {"description": "The workflow"}, **_errors(401, 404)},
+            }
+        },
+        "/v1/workflows/{name}/jobs": {
+            "post": {
+                "summary": "Start a job; the same Idempotency-Key returns the same job",
+                "parameters": [
+                    _path("name", "workflow name or name@version"),
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 200},
+                    },
+                    _wait("Seconds to wait for the job to end"),
+                ],
+                "requestBody": {"required": True, **_json(_ref("JobRequest"), "The job input")},
+                "responses": {
+                    "201": _json(_ref("JobRecord"), "The job"),
+                    **_errors(400, 401, 403, 404, 422),
+                },
+            }
+        },
+        "/v1/jobs": {
+            "get": {
+                "summary": "Jobs of this account, newest first",
+                "parameters": [
+                    _query("workflow", {"type": "string"}, "only this workflow"),
+                    _query(
+                        "status",
+                        {
+                            "type": "string",
+                            "enum": ["queued", "running", "succeeded", "failed", "cancelled"],
+                        },
+                        "only this status",
+                    ),
+                    _query(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (50)"
+                    ),
+                    _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                ],
+                "responses": {"200": _json(_ref("JobPage"), "A page"), **_errors(401, 422)},
+            }
+        },
+        "/v1/jobs/{job_id}": {
+            "get": {
+                "summary": "A job with its steps and their packets",
+                "parameters": [_path("job_id", "the job id"), _wait("Long-poll until it ends")],
+                "responses": {"200": _json(_ref("JobRecord"), "The job"), **_errors(401, 404)},
+            }
+        },
+        "/v1/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Cancel a job: its next service call is refused",
+                "parameters": [_path("job_id", "the job id")],
+                "responses": {"200": _json(_ref("JobRecord"), "The job"), **_errors(401, 404)},
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI"}},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Fluxo API", "version": "1", "description": "Run and sell automations."},
+        "servers": [{"url": "/"}],
+        "security": secured,
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
