@@ -176,6 +176,16 @@ class Gateway:
                     )
         return await self._record_and_enqueue(info, packets, bodies, reply_to)
 
+    def check_call(self, info: ServiceInfo, packet: Packet) -> bytes:
+        """Serialise ``packet`` and check it as :meth:`submit` would; returns the body.
+
+        For engines, so a bad packet fails its step where the engine can handle it, instead
+        of failing the engine's whole transaction in :meth:`record_calls`.
+        """
+        body = pydantic_core.to_json(packet)
+        self._check(info, packet, body, None)
+        return body
+
     def _check(
         self, info: ServiceInfo, packet: Packet, body: bytes, principal: Principal | None
     ) -> None:

@@ -8,7 +8,11 @@ __all__ = ["ENGINE_QUEUE", "StepEngine", "create_engine"]
 
 
 def create_engine(
-    runtime: ServiceRuntime, workflows: WorkflowStore, *, poll_interval_s: float = 1.0
+    runtime: ServiceRuntime,
+    workflows: WorkflowStore,
+    *,
+    poll_interval_s: float = 1.0,
+    lease_s: float = 15.0,
 ) -> StepEngine:
     """The registry's factory for ``step``."""
-    return StepEngine(runtime, workflows, poll_interval_s=poll_interval_s)
+    return StepEngine(runtime, workflows, poll_interval_s=poll_interval_s, lease_s=lease_s)

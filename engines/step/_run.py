@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,8 +63,9 @@ class JobRun:
     store: JobStore
     plan: Plan
     job: dict[str, Any]  # the locked jobs row, as a dict; written back by flush()
+    check_call: Callable[[ServiceInfo, Packet], bytes]  # the gateway's packet checks
     now: float = field(default_factory=time.time)
-    calls: list[tuple[ServiceInfo, Packet]] = field(default_factory=list)
+    calls: list[tuple[ServiceInfo, Packet, bytes]] = field(default_factory=list)
     timers: list[OutgoingMessage] = field(default_factory=list)
     new_steps: list[dict[str, Any]] = field(default_factory=list)
     step_updates: list[dict[str, Any]] = field(default_factory=list)
@@ -116,7 +118,14 @@ class JobRun:
             self._update(step_row.key, status="succeeded", output=step_row.input)
             self.route(step, orjson.loads(step_row.input), context["frames"], step_row.key)
         elif purpose == "retry" and step_row.status == "retrying":
-            self._call(step, step_row.key, orjson.loads(step_row.input), context, body["attempt"])
+            try:
+                self._call(
+                    step, step_row.key, orjson.loads(step_row.input), context, body["attempt"]
+                )
+            except FluxoError as exc:
+                self.fail(
+                    step, step_row.key, body["attempt"], exc.to_dict(), context, step_row.input
+                )
         elif (
             purpose == "timeout"
             and step_row.status == "running"
@@ -219,7 +228,10 @@ class JobRun:
                 "headers": {**self._input.headers, STEP_KEY_HEADER: key},
             }
         )
-        self.calls.append((self.plan.services[step.id], packet))
+        info = self.plan.services[step.id]
+        # Checked now (size, input schema) so a bad packet fails this step, handled by on_error,
+        # rather than the engine's transaction.
+        self.calls.append((info, packet, self.check_call(info, packet)))
         if attempt == 1:
             self._add_step(key, step.id, "running", payload, context, call_id=call_id)
             self.job["active"] += 1

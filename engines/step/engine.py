@@ -11,8 +11,10 @@ second application a no-op. So a job survives the crash of any process and no ef
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,8 +43,6 @@ __all__ = ["ENGINE_QUEUE", "StepEngine", "start_message"]
 
 log = logging.getLogger(__name__)
 
-_LEASE_S = 60.0
-
 
 def start_message(job_id: str) -> bytes:
     return orjson.dumps({"kind": "start", "job_id": job_id})
@@ -55,6 +55,7 @@ class StepEngine:
         runtime: the service runtime whose gateway records the calls (same database).
         workflows: where workflow versions are stored.
         batch_size: engine messages applied per transaction.
+        lease_s: how long a claimed batch stays hidden; after a crash it is re-delivered then.
     """
 
     name = "step"
@@ -67,8 +68,10 @@ class StepEngine:
         *,
         batch_size: int = 100,
         poll_interval_s: float = 1.0,
+        lease_s: float = 15.0,
     ) -> None:
         self.db: Database = runtime.db
+        self.lease_s = lease_s
         self.runtime = runtime
         self.workflows = workflows
         self.store = JobStore(runtime.db)
@@ -148,41 +151,75 @@ class StepEngine:
 
     async def run_once(self) -> int:
         deliveries = await self.runtime.transport.claim(
-            [ENGINE_QUEUE], limit=self.batch_size, lease_s=_LEASE_S
+            [ENGINE_QUEUE], limit=self.batch_size, lease_s=self.lease_s
         )
         if not deliveries:
             return 0
-        events: list[tuple[str, str, Any, Delivery]] = []
+        events: list[Event] = []
+        unreadable: list[Delivery] = []
         for d in deliveries:
             try:
                 body = orjson.loads(d.body)
-            except orjson.JSONDecodeError:
-                log.error("dropping an engine message that is not JSON: %s", d.message_id)
-                continue
-            if CALL_ID_HEADER in d.headers:
-                events.append(("result", body["job_id"], d.headers[CALL_ID_HEADER], d))
-            else:
-                events.append((body["kind"], body["job_id"], body, d))
-        plans = await self._plans_for({job_id for _, job_id, _, _ in events})
-        keyed = [(kind, job_id, arg, _inbox_key(kind, arg, d)) for kind, job_id, arg, d in events]
-        await self.db.transact(lambda tx: self._apply_batch(tx, plans, keyed, deliveries))
+                if CALL_ID_HEADER in d.headers:
+                    call_id = d.headers[CALL_ID_HEADER]
+                    events.append(Event("result", body["job_id"], call_id, f"call:{call_id}", d))
+                else:
+                    events.append(Event(body["kind"], body["job_id"], body, d.message_id, d))
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                unreadable.append(d)
+        if unreadable:
+            log.error("dead-lettering %d unreadable engine message(s)", len(unreadable))
+
+            def bury(tx: Transaction) -> None:
+                for d in unreadable:
+                    self.runtime.transport.dead_letter(tx, d, error="not an engine message")
+
+            await self.db.transact(bury)
+        plans = await self._plans_for({e.job_id for e in events})
+        try:
+            await self.db.transact(lambda tx: self._apply_batch(tx, plans, events))
+        except FluxoError as exc:
+            if exc.retryable:
+                raise  # the database is away: the whole batch comes back after its lease
+            await self._apply_one_by_one(plans, events, exc)
         return len(deliveries)
 
-    def _apply_batch(
-        self,
-        tx: Transaction,
-        plans: dict[str, Plan],
-        events: list[tuple[str, str, Any, str]],
-        deliveries: list[Delivery],
+    async def _apply_one_by_one(
+        self, plans: dict[str, Plan], events: list[Event], cause: FluxoError
     ) -> None:
-        fresh = self.store.claim_inbox(tx, ENGINE_QUEUE, (key for *_, key in events))
+        """A batch failed for good: apply its messages alone, so one poisoned message fails its
+        own job (recorded, acknowledged) instead of stalling every job batched with it."""
+        log.warning("engine batch failed (%s); applying its messages one by one", cause.message)
+        for event in events:
+            try:
+                await self.db.transact(
+                    functools.partial(self._apply_batch, plans=plans, events=[event])
+                )
+            except FluxoError as exc:
+                if exc.retryable:
+                    raise
+                log.error("job %s failed on an engine message: %s", event.job_id, exc.message)
+                await self.db.transact(functools.partial(self._fail_job, event=event, error=exc))
+
+    def _fail_job(self, tx: Transaction, event: Event, error: FluxoError) -> None:
+        job = self.store.lock(tx, event.job_id)
+        if job is not None and job["status"] in ("queued", "running"):
+            detail = orjson.dumps({"step": None, **error.to_dict()}).decode()
+            self.store.save(
+                tx, event.job_id, {"status": "failed", "error": detail, "finished_at": _now()}
+            )
+            tx.notify(job_channel(event.job_id))
+        self.runtime.transport.ack(tx, [event.delivery])
+
+    def _apply_batch(self, tx: Transaction, plans: dict[str, Plan], events: list[Event]) -> None:
+        fresh = self.store.claim_inbox(tx, ENGINE_QUEUE, (e.inbox_key for e in events))
         todo = []
-        for kind, job_id, arg, key in events:
-            if key in fresh and job_id in plans:
-                fresh.discard(key)  # N output messages of one call: the call is applied once
-                todo.append((kind, job_id, arg, None))
+        for e in events:
+            if e.inbox_key in fresh and e.job_id in plans:
+                fresh.discard(e.inbox_key)  # N output messages of one call: applied once
+                todo.append((e.kind, e.job_id, e.arg, None))
         self._apply(tx, plans, todo)
-        self.runtime.transport.ack(tx, deliveries)
+        self.runtime.transport.ack(tx, [e.delivery for e in events])
 
     def _apply(
         self, tx: Transaction, plans: dict[str, Plan], events: list[tuple[str, str, Any, Any]]
@@ -195,7 +232,7 @@ class StepEngine:
             if job is None:
                 continue
             for kind, arg in by_job[job_id]:
-                run = JobRun(tx, self.store, plans[job_id], job)
+                run = JobRun(tx, self.store, plans[job_id], job, self.runtime.gateway.check_call)
                 if kind == "start":
                     run.start()
                 elif kind == "result":
@@ -210,13 +247,19 @@ class StepEngine:
 
     def _commit_run(self, tx: Transaction, run: JobRun) -> None:
         run.write()
-        by_service: dict[str, list[Any]] = defaultdict(list)
+        by_service: dict[str, list[tuple[Any, bytes]]] = defaultdict(list)
         infos = {}
-        for info, packet in run.calls:
-            by_service[info.ref].append(packet)
+        for info, packet, body in run.calls:
+            by_service[info.ref].append((packet, body))
             infos[info.ref] = info
-        for ref, packets in by_service.items():
-            self.runtime.gateway.record_calls(tx, infos[ref], packets, reply_to=ENGINE_QUEUE)
+        for ref, items in by_service.items():
+            self.runtime.gateway.record_calls(
+                tx,
+                infos[ref],
+                [packet for packet, _ in items],
+                bodies=[body for _, body in items],
+                reply_to=ENGINE_QUEUE,
+            )
         self.runtime.transport.enqueue(tx, run.timers)
         if run.finished:
             tx.notify(job_channel(run.job["id"]))
@@ -255,9 +298,16 @@ class StepEngine:
         return plans
 
 
-def _inbox_key(kind: str, arg: Any, delivery: Delivery) -> str:
-    # All N output messages of one call share its id: the call's outcome is applied once.
-    return f"call:{arg}" if kind == "result" else delivery.message_id
+@dataclass(frozen=True)
+class Event:
+    """One engine message: what happened to which job. ``inbox_key`` makes it apply once (all
+    N output messages of one call share the call's key: the call's outcome applies once)."""
+
+    kind: str  # start | result | timer
+    job_id: str
+    arg: Any  # the call id (result) or the message body (start, timer)
+    inbox_key: str
+    delivery: Delivery
 
 
 def job_result(row: Any) -> Any:

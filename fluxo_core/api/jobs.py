@@ -11,7 +11,7 @@ from fluxo_core.api.common import PLATFORM, json_body, principal, seconds
 from fluxo_core.errors import MalformedRequestError, ValidationError
 from fluxo_core.storage.workflows import AppliedWorkflow
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "applied_json"]
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -26,7 +26,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/jobs/{job_id}/cancel", _cancel_job)
 
 
-def _applied(applied: AppliedWorkflow) -> dict[str, Any]:
+def applied_json(applied: AppliedWorkflow) -> dict[str, Any]:
     return {
         "name": applied.workflow.metadata.name,
         "version": applied.version,
@@ -47,12 +47,12 @@ async def _apply(request: web.Request) -> web.Response:
     else:
         document = await json_body(request)
     applied = await request.app[PLATFORM].jobs.apply(document, principal(request))
-    return web.json_response(_applied(applied), status=201 if applied.created else 200)
+    return web.json_response(applied_json(applied), status=201 if applied.created else 200)
 
 
 async def _list_workflows(request: web.Request) -> web.Response:
     items = await request.app[PLATFORM].workflows.list(principal(request).account_id)
-    return web.json_response({"items": [_applied(a) for a in items]})
+    return web.json_response({"items": [applied_json(a) for a in items]})
 
 
 async def _get_workflow(request: web.Request) -> web.Response:
@@ -67,7 +67,7 @@ async def _get_workflow(request: web.Request) -> web.Response:
     applied = await request.app[PLATFORM].workflows.get(
         principal(request).account_id, request.match_info["name"], version
     )
-    return web.json_response(_applied(applied))
+    return web.json_response(applied_json(applied))
 
 
 async def _create_job(request: web.Request) -> web.Response:

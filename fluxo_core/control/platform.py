@@ -41,6 +41,7 @@ class Platform:
         poll_interval_s: float = 1.0,
         janitor: Janitor | None = None,
         admission_cache_s: float = 0.5,
+        lease_margin_s: float = 10.0,
     ) -> None:
         self.db = db
         self.accounts = AccountStore(db)
@@ -54,12 +55,13 @@ class Platform:
             admission=self.admission,
             poll_interval_s=poll_interval_s,
             janitor=janitor,
+            lease_margin_s=lease_margin_s,
         )
         self.workflows = WorkflowStore(db)
         self.registry = EngineRegistry()
         for name in engines:
             self.registry.register(
-                _load_engine(name, self.runtime, self.workflows, poll_interval_s)
+                _load_engine(name, self.runtime, self.workflows, poll_interval_s, lease_margin_s)
             )
         self.jobs = JobService(
             self.runtime, self.workflows, self.registry, admission=self.admission
@@ -98,7 +100,11 @@ class Platform:
 
 
 def _load_engine(
-    name: str, runtime: ServiceRuntime, workflows: WorkflowStore, poll_interval_s: float
+    name: str,
+    runtime: ServiceRuntime,
+    workflows: WorkflowStore,
+    poll_interval_s: float,
+    lease_margin_s: float,
 ) -> Any:
     target = ENGINE_FACTORIES.get(name)
     if target is None:
@@ -107,4 +113,5 @@ def _load_engine(
         )
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
-    return factory(runtime, workflows, poll_interval_s=poll_interval_s)
+    # An engine batch takes well under a second; its lease only has to outlast that.
+    return factory(runtime, workflows, poll_interval_s=poll_interval_s, lease_s=5 + lease_margin_s)

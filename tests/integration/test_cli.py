@@ -129,3 +129,97 @@ def test_worker_refuses_a_module_without_services(tmp_path: Path) -> None:
     result = fluxo("worker", "--module", "json", home=tmp_path)
     assert result.returncode == 1
     assert "must define SERVICES" in result.stderr
+
+
+WORKFLOW_YAML = """\
+apiVersion: fluxo.dev/v1
+kind: Workflow
+metadata: {name: greet}
+spec:
+  input_schema: {type: object, required: [name]}
+  steps:
+    - {id: parse, kind: service, service: noop, next: [shape]}
+    - id: shape
+      kind: transform
+      ops: [{op: set, path: greeting, expr: '"hello " & name'}]
+"""
+
+
+def test_apply_validate_and_run_on_the_local_database(tmp_path: Path) -> None:
+    path = tmp_path / "greet.yaml"
+    path.write_text(WORKFLOW_YAML)
+    applied = fluxo("apply", "-f", str(path), home=tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.strip() == "workflow/greet version 1 created"
+    again = fluxo("apply", "-f", str(path), home=tmp_path)
+    assert again.stdout.strip() == "workflow/greet version 1 unchanged"
+
+    ran = fluxo("run", "greet", "--input", '{"name": "Ada"}', "--wait", home=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == {"name": "Ada", "greeting": "hello Ada"}
+    assert "ok     shape" in ran.stderr  # progress, step by step
+
+    listed = fluxo("jobs", "list", "--json", home=tmp_path)
+    (job,) = json.loads(listed.stdout)["items"]
+    shown = json.loads(fluxo("jobs", "show", job["id"], home=tmp_path).stdout)
+    assert [s["step_id"] for s in shown["steps"]] == ["parse", "shape"]
+
+
+def test_run_exits_non_zero_when_the_input_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "greet.yaml"
+    path.write_text(WORKFLOW_YAML)
+    fluxo("apply", "-f", str(path), home=tmp_path)
+    ran = fluxo("run", "greet", "--input", '{"nom": "Ada"}', "--wait", home=tmp_path)
+    assert ran.returncode == 1
+    assert "input: 'name' is a required property" in ran.stderr
+
+
+def test_validate_lists_every_problem_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        WORKFLOW_YAML.replace("service: noop", "service: nop").replace(
+            "next: [shape]", "next: [shap]"
+        )
+    )
+    result = fluxo("validate", str(path), home=tmp_path)
+    assert result.returncode == 1
+    assert (
+        "doc[0].spec.steps[0].service: unknown service 'nop' (did you mean 'noop'?)"
+        in result.stderr
+    )
+    assert (
+        "doc[0].spec.steps[0].next[0]: unknown step 'shap' (did you mean 'shape'?)" in result.stderr
+    )
+    assert "(line 7)" in result.stderr  # the line of the offending step
+
+
+@pytest.mark.slow
+def test_cli_talks_to_a_running_server(server: tuple[str, str, Path], tmp_path: Path) -> None:
+    url, token, _ = server
+    path = tmp_path / "greet.yaml"
+    path.write_text(WORKFLOW_YAML)
+    env = dict(os.environ, FLUXO_URL=url, FLUXO_TOKEN=token, FLUXO_HOME=str(tmp_path / "other"))
+    run = [sys.executable, "-m", "fluxo_core.cli"]
+    applied = subprocess.run(
+        [*run, "apply", "-f", str(path)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    ran = subprocess.run(
+        [*run, "run", "greet", "--input", '{"name": "Bo"}', "--wait"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["greeting"] == "hello Bo"
+    # The job lives in the server's database, not in the CLI's (empty) home.
+    assert not (tmp_path / "other" / "fluxo.db").exists()

@@ -49,7 +49,10 @@ async def client(db: Database) -> AsyncIterator[Client]:
     for account in ("acme", "globex"):
         await platform.accounts.ensure_account(account)
         tokens[account] = await platform.accounts.issue_token(account, "ada")
-    async with platform, TestClient(TestServer(create_app(platform, max_packet_bytes=65536))) as http:
+    async with (
+        platform,
+        TestClient(TestServer(create_app(platform, max_packet_bytes=65536))) as http,
+    ):
         yield Client(http, tokens)
 
 

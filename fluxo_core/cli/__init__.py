@@ -1,0 +1,371 @@
+"""``fluxo``: the command line.
+
+Commands work on the local database named by ``FLUXO_DATABASE_URL`` (default: SQLite under
+``FLUXO_HOME``). Errors print one clear message to stderr and exit non-zero; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fluxo_core.cli._client import open_client
+from fluxo_core.config import FluxoConfig, normalize_database_url
+from fluxo_core.errors import CallTimeoutError, ConfigError, FluxoError, MalformedRequestError
+from fluxo_core.ir import json_schema, load_workflows_yaml
+from fluxo_core.storage import Database
+from service_runtime import Service, ServiceRuntime
+from service_runtime.transports import make_transport
+
+__all__ = ["main"]
+
+log = logging.getLogger("fluxo")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    # Servers log their life; one-shot commands print only their answer (and warnings).
+    serving = args.func in (_cmd_up, _cmd_worker)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO if serving else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        config = FluxoConfig.from_env()
+        if getattr(args, "database_url", None):
+            config = config.model_copy(
+                update={"database_url": normalize_database_url(args.database_url)}
+            )
+        result: int = asyncio.run(args.func(args, config))
+        return result
+    except FluxoError as exc:
+        print(f"fluxo: {exc}", file=sys.stderr)  # with every located problem, if any
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fluxo", description="Run and sell automations.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run Fluxo all-in-one: API, workers, built-in services")
+    p.add_argument("--host", help="listen address (default FLUXO_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default FLUXO_PORT or 8240)")
+    p.add_argument("--workers", type=int, default=2, help="worker loops (default 2)")
+    p.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        help="also run the services of MODULE (its SERVICES list); repeatable",
+    )
+    p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    p.set_defaults(func=_cmd_up)
+
+    p = sub.add_parser("apply", help="apply workflows from a YAML file (idempotent)")
+    p.add_argument("-f", "--file", required=True, help="YAML file, several documents allowed")
+    p.set_defaults(func=_cmd_apply)
+
+    p = sub.add_parser("validate", help="check a workflow file; exit 1 listing every problem")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("run", help="start a job of WORKFLOW and (with --wait) print its result")
+    p.add_argument("workflow", help="name or name@version")
+    p.add_argument("--input", default="{}", help="JSON, or @file with JSON")
+    p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (with --wait)")
+    p.add_argument("--idempotency-key", help="the same key returns the same job")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("jobs", help="list jobs, or show one")
+    jobs_sub = p.add_subparsers(required=True, metavar="ACTION")
+    q = jobs_sub.add_parser("list", help="newest first")
+    q.add_argument("--workflow")
+    q.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    q.add_argument("--limit", type=int, default=20)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_cmd_jobs_list)
+    q = jobs_sub.add_parser("show", help="a job with its steps")
+    q.add_argument("job_id")
+    q.set_defaults(func=_cmd_jobs_show)
+
+    p = sub.add_parser("worker", help="run workers for services (built-ins, or --module)")
+    p.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        help="import services from MODULE (its SERVICES list); repeatable",
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker loops in this process")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument(
+        "--lease-margin", type=float, help="seconds added to leases (FLUXO_LEASE_MARGIN_S)"
+    )
+    p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("services", help="list published services")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_services)
+
+    p = sub.add_parser("schema", help="print a JSON Schema (packet, workflow)")
+    p.add_argument("name", choices=["packet", "workflow"])
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("token", help="create an API token for an account")
+    p.add_argument("--account", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--name", default="cli")
+    p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    p.set_defaults(func=_cmd_token)
+    return parser
+
+
+def load_services(modules: Sequence[str]) -> list[Service]:
+    """Services from ``MODULE.SERVICES`` of each module."""
+    found: list[Service] = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import service module {name!r}: {exc}") from exc
+        services = getattr(module, "SERVICES", None)
+        if not isinstance(services, list) or not all(isinstance(s, Service) for s in services):
+            raise ConfigError(
+                f"module {name!r} must define SERVICES, a list of services made with @service"
+            )
+        found.extend(services)
+    return found
+
+
+def default_services(config: FluxoConfig) -> list[Service]:
+    from service_runtime.builtin import BuiltinConfig, builtin_services, demo_services
+
+    builtin = builtin_services(
+        BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny)
+    )
+    return builtin + demo_services()
+
+
+async def _open_db(config: FluxoConfig) -> Database:
+    db = Database(config.database_url)
+    await db.migrate()
+    return db
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
+    services = load_services(args.module) if args.module else default_services(config)
+    db = await _open_db(config)
+    runtime = ServiceRuntime(
+        db,
+        services,
+        transport=make_transport(
+            config.transport,
+            db,
+            amqp_url=config.amqp_url,
+            poll_interval_s=config.poll_interval_s,
+        ),
+        workers=args.workers,
+        batch_size=args.batch_size,
+        lease_margin_s=config.lease_margin_s if args.lease_margin is None else args.lease_margin,
+        poll_interval_s=config.poll_interval_s,
+    )
+    try:
+        async with runtime:
+            names = ", ".join(s.ref for s in services)
+            log.info("worker running %d loop(s) for %s", len(runtime.workers), names)
+            print("ready", flush=True)
+            await _until_signalled()
+    finally:
+        await db.close()
+    return 0
+
+
+async def _cmd_services(args: argparse.Namespace, config: FluxoConfig) -> int:
+    async with _client(config) as client:
+        infos = await client.services()
+    if args.json:
+        print(json.dumps(infos, indent=2))
+    else:
+        for info in infos:
+            price = info["price"]
+            ref = f"{info['name']}@{info['version']}"
+            print(f"{ref:30} {price['per_call']} {price['currency']}/call  {info['description']}")
+    return 0
+
+
+def _client(config: FluxoConfig) -> Any:
+    return open_client(config, os.environ.get("FLUXO_URL"), os.environ.get("FLUXO_TOKEN"))
+
+
+async def _cmd_apply(args: argparse.Namespace, config: FluxoConfig) -> int:
+    text = await asyncio.to_thread(_read_file, args.file)
+    documents = load_workflows_yaml(text)  # every problem of every document, located
+    async with _client(config) as client:
+        for workflow in documents:
+            doc = workflow.model_dump(mode="json", by_alias=True, exclude_none=True)
+            applied = await client.apply(doc)
+            state = "created" if applied["created"] else "unchanged"
+            print(f"workflow/{applied['name']} version {applied['version']} {state}")
+    return 0
+
+
+async def _cmd_validate(args: argparse.Namespace, config: FluxoConfig) -> int:
+    text = await asyncio.to_thread(_read_file, args.file)
+    try:
+        async with _client(config) as client:
+            known = [s["name"] for s in await client.services()]
+    except FluxoError:
+        known = None  # no database or server to ask: check everything but service names
+    documents = load_workflows_yaml(text, known_services=known)
+    for workflow in documents:
+        print(f"{args.file}: workflow/{workflow.metadata.name} is valid")
+    return 0
+
+
+async def _cmd_run(args: argparse.Namespace, config: FluxoConfig) -> int:
+    payload = _parse_input(args.input)
+    async with _client(config) as client:
+        job = await client.create_job(args.workflow, payload, idempotency_key=args.idempotency_key)
+        print(f"job {job['id']} {job['status']}", file=sys.stderr)
+        if not args.wait:
+            print(json.dumps({"id": job["id"], "status": job["status"]}))
+            return 0
+        job = await _follow(client, job["id"], args.timeout)
+    if job["status"] == "succeeded":
+        print(json.dumps(job["result"], indent=2))
+        return 0
+    print(f"fluxo: job {job['id']} {job['status']}: {_job_error(job)}", file=sys.stderr)
+    return 1
+
+
+async def _follow(client: Any, job_id: str, timeout: float) -> dict[str, Any]:
+    """Wait for the job, printing each step as it finishes (progress goes to stderr)."""
+    deadline = time.monotonic() + timeout
+    shown: set[str] = set()
+    while True:
+        job: dict[str, Any] = await client.job(
+            job_id, wait=min(1.0, max(deadline - time.monotonic(), 0.01))
+        )
+        for step in job.get("steps") or []:
+            if step["key"] not in shown and step["phase"] in ("succeeded", "failed"):
+                shown.add(step["key"])
+                mark = "ok" if step["phase"] == "succeeded" else "FAILED"
+                print(f"  {mark:6} {step['key']}", file=sys.stderr)
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        if time.monotonic() >= deadline:
+            raise CallTimeoutError(
+                f"job {job_id} is still {job['status']} after {timeout:g}s; "
+                f"see it with: fluxo jobs show {job_id}"
+            )
+
+
+def _job_error(job: dict[str, Any]) -> str:
+    error = job.get("error") or {}
+    where = f"step {error['step']}: " if error.get("step") else ""
+    return where + str(error.get("message", "no error recorded"))
+
+
+async def _cmd_jobs_list(args: argparse.Namespace, config: FluxoConfig) -> int:
+    async with _client(config) as client:
+        page = await client.jobs(workflow=args.workflow, status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    for job in page["items"]:
+        print(
+            f"{job['id']}  {job['status']:10} {job['workflow']}@{job['version']}  {job['created_at']}"
+        )
+    return 0
+
+
+async def _cmd_jobs_show(args: argparse.Namespace, config: FluxoConfig) -> int:
+    async with _client(config) as client:
+        job = await client.job(args.job_id)
+    print(json.dumps(job, indent=2))
+    return 0
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _parse_input(raw: str) -> Any:
+    source = "--input"
+    if raw.startswith("@"):
+        source = raw[1:]
+        raw = _read_file(source)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise MalformedRequestError(
+            f"{source} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
+        ) from exc
+
+
+async def _cmd_schema(args: argparse.Namespace, config: FluxoConfig) -> int:
+    print(json.dumps(json_schema(args.name), indent=2, sort_keys=True))
+    return 0
+
+
+async def _cmd_token(args: argparse.Namespace, config: FluxoConfig) -> int:
+    from fluxo_core.storage import AccountStore
+
+    db = await _open_db(config)
+    try:
+        store = AccountStore(db)
+        await store.ensure_account(args.account)
+        token = await store.issue_token(args.account, args.user, args.name)
+    finally:
+        await db.close()
+    print(token)
+    return 0
+
+
+async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
+    from fluxo_core.api.server import run_server
+
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    config = config.model_copy(update=overrides)
+    services = default_services(config) + load_services(args.module)
+    db = await _open_db(config)
+    try:
+        await run_server(config, db, services, workers=args.workers)
+    finally:
+        await db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

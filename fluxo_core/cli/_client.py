@@ -1,0 +1,189 @@
+"""How the CLI reaches Fluxo: a running server (``FLUXO_URL``) or the local database directly.
+
+Both clients answer with plain JSON-ready dicts shaped like the HTTP API's responses, so every
+command prints the same thing whichever way it ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import httpx
+
+from fluxo_core.config import FluxoConfig
+from fluxo_core.errors import (
+    AuthError,
+    ConfigError,
+    FluxoError,
+    MalformedRequestError,
+    NotFoundError,
+    ValidationError,
+)
+from fluxo_core.storage import Database, Principal
+
+__all__ = ["Client", "HttpClient", "LocalClient", "open_client"]
+
+
+class Client(Protocol):
+    async def apply(self, document: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def services(self) -> list[dict[str, Any]]: ...
+
+    async def create_job(
+        self, workflow: str, payload: Any, *, idempotency_key: str | None
+    ) -> dict[str, Any]: ...
+
+    async def job(self, job_id: str, *, wait: float = 0) -> dict[str, Any]: ...
+
+    async def jobs(self, **filters: Any) -> dict[str, Any]: ...
+
+    @property
+    def runs_jobs(self) -> bool:
+        """Whether jobs make progress while only this client is running."""
+        ...
+
+
+class HttpClient:
+    """Talks to a Fluxo server: ``FLUXO_URL`` and ``FLUXO_TOKEN`` (or the home's admin token)."""
+
+    runs_jobs = True
+
+    def __init__(self, url: str, token: str, *, http: httpx.AsyncClient | None = None) -> None:
+        self._http = http or httpx.AsyncClient(base_url=url.rstrip("/"), timeout=330)
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            headers = {**self._headers, **kw.pop("headers", {})}
+            resp = await self._http.request(method, path, headers=headers, **kw)
+        except httpx.HTTPError as exc:
+            raise ConfigError(
+                f"cannot reach the Fluxo server at {self._http.base_url} ({type(exc).__name__}); "
+                "is it running (fluxo up)? Unset FLUXO_URL to work on the local database",
+                retryable=True,
+            ) from exc
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        if resp.status_code >= 400:
+            raise _error_from(resp.status_code, body)
+        return body
+
+    async def apply(self, document: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("POST", "/v1/workflows", json=document)
+        return result
+
+    async def services(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await self._request("GET", "/v1/services"))["items"]
+        return items
+
+    async def create_job(
+        self, workflow: str, payload: Any, *, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        result: dict[str, Any] = await self._request(
+            "POST", f"/v1/workflows/{workflow}/jobs", json={"input": payload}, headers=headers
+        )
+        return result
+
+    async def job(self, job_id: str, *, wait: float = 0) -> dict[str, Any]:
+        params = {"wait": str(wait)} if wait else {}
+        result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{job_id}", params=params)
+        return result
+
+    async def jobs(self, **filters: Any) -> dict[str, Any]:
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        result: dict[str, Any] = await self._request("GET", "/v1/jobs", params=params)
+        return result
+
+
+def _error_from(status: int, body: Any) -> FluxoError:
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    message = error.get("message") or f"the server answered HTTP {status}"
+    problems = [(p.get("location", ""), p.get("message", "")) for p in error.get("problems", [])]
+    if status == 401:
+        return AuthError(message)
+    if status == 404:
+        return NotFoundError(message)
+    if status == 400:
+        return MalformedRequestError(message.split("\n")[0], problems=problems)
+    if status == 422:
+        return ValidationError(message.split("\n")[0], problems=problems)
+    return FluxoError(message)
+
+
+class LocalClient:
+    """Works on the local database with an in-process platform (engine and workers included)."""
+
+    runs_jobs = True
+
+    def __init__(self, platform: Any, principal: Principal) -> None:
+        self.platform = platform
+        self.principal = principal
+
+    async def apply(self, document: dict[str, Any]) -> dict[str, Any]:
+        from fluxo_core.api.jobs import applied_json
+
+        return applied_json(await self.platform.jobs.apply(document, self.principal))
+
+    async def services(self) -> list[dict[str, Any]]:
+        return [i.to_dict() for i in await self.platform.runtime.catalog.list()]
+
+    async def create_job(
+        self, workflow: str, payload: Any, *, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        job = await self.platform.jobs.create(
+            self.principal, workflow, payload, idempotency_key=idempotency_key
+        )
+        return dict(job.model_dump(mode="json"))
+
+    async def job(self, job_id: str, *, wait: float = 0) -> dict[str, Any]:
+        jobs = self.platform.jobs
+        job = await (
+            jobs.wait(self.principal, job_id, wait) if wait else jobs.get(self.principal, job_id)
+        )
+        return dict(job.model_dump(mode="json"))
+
+    async def jobs(self, **filters: Any) -> dict[str, Any]:
+        page = await self.platform.jobs.list(self.principal, **filters)
+        return dict(page.model_dump(mode="json"))
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    config: FluxoConfig, url: str | None, token: str | None
+) -> AsyncIterator[Client]:
+    """The server at ``url`` if given, else the local database with an in-process platform."""
+    if url:
+        if not token:
+            token_file = config.home / "admin.token"
+            token = await asyncio.to_thread(
+                lambda: token_file.read_text().strip() if token_file.exists() else ""
+            )
+        if not token:
+            raise ConfigError("FLUXO_URL is set but no token: set FLUXO_TOKEN (fluxo token ...)")
+        client = HttpClient(url, token)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+        return
+    from fluxo_core.api.server import ADMIN_ACCOUNT, ADMIN_USER, build_platform
+    from fluxo_core.cli import default_services
+
+    db = Database(config.database_url)
+    try:
+        await db.migrate()
+        platform = build_platform(config, db, default_services(config), workers=1)
+        await platform.accounts.ensure_account(ADMIN_ACCOUNT, "Default account")
+        async with platform:
+            yield LocalClient(platform, Principal(account_id=ADMIN_ACCOUNT, user_id=ADMIN_USER))
+    finally:
+        await db.close()
