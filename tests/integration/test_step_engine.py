@@ -277,3 +277,63 @@ async def test_native_steps_cannot_run_on_the_step_engine(fluxo: Platform) -> No
     del unpinned["spec"]["engine"]  # the default engine is the step engine
     with pytest.raises(UnsupportedFeatureError, match=r"step 'fn'.*cannot run"):
         await fluxo.jobs.apply(unpinned, ME)
+
+
+async def test_parallel_branches_both_run(fluxo: Platform) -> None:
+    doc = workflow(
+        "parallel",
+        [
+            {"id": "start", "kind": "service", "service": "echo", "next": ["left", "right"]},
+            {
+                "id": "left",
+                "kind": "transform",
+                "ops": [{"op": "set", "path": "side", "value": "L"}],
+            },
+            {"id": "right", "kind": "service", "service": "inc"},
+        ],
+    )
+    job = await run(fluxo, doc, {"n": 1})
+    assert job.status == "succeeded"
+    assert sorted(job.result, key=lambda r: str(r)) == sorted(
+        [{"n": 1, "side": "L"}, {"n": 2}], key=lambda r: str(r)
+    )
+
+
+async def test_delay_step_waits_then_continues(fluxo: Platform) -> None:
+    doc = workflow(
+        "pause",
+        [
+            {"id": "nap", "kind": "delay", "seconds": 0.4, "next": ["after"]},
+            {"id": "after", "kind": "service", "service": "inc"},
+        ],
+    )
+    job = await run(fluxo, doc, {"n": 1})
+    assert job.status == "succeeded"
+    assert job.result == {"n": 2}
+    nap, after = job.steps
+    assert nap.step_id == "nap"
+    assert (after.started_at - nap.started_at).total_seconds() >= 0.4
+
+
+async def test_running_jobs_keep_their_version(fluxo: Platform) -> None:
+    v1 = workflow(
+        "evolve",
+        [
+            {"id": "wait", "kind": "service", "service": "slow", "next": ["mark"]},
+            {"id": "mark", "kind": "transform", "ops": [{"op": "set", "path": "v", "value": 1}]},
+        ],
+    )
+    await fluxo.jobs.apply(v1, ME)
+    job = await fluxo.jobs.create(ME, "evolve", {"n": 1, "sleep": 0.5})
+    v2 = workflow(
+        "evolve",
+        [
+            {"id": "wait", "kind": "service", "service": "slow", "next": ["mark"]},
+            {"id": "mark", "kind": "transform", "ops": [{"op": "set", "path": "v", "value": 2}]},
+        ],
+    )
+    assert (await fluxo.jobs.apply(v2, ME)).version == 2
+    old = await fluxo.jobs.wait(ME, job.id, 10)
+    assert (old.version, old.result["v"]) == (1, 1)
+    new = await run(fluxo, v2, {"n": 1, "sleep": 0})
+    assert (new.version, new.result["v"]) == (2, 2)
