@@ -62,13 +62,14 @@ class JobRun:
     tx: Transaction
     store: JobStore
     plan: Plan
-    job: dict[str, Any]  # the locked jobs row, as a dict; written back by flush()
+    job: dict[str, Any]  # the locked jobs row, as a dict; written back by the batch
     check_call: Callable[[ServiceInfo, Packet], bytes]  # the gateway's packet checks
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # by key: loaded and new
     now: float = field(default_factory=time.time)
     calls: list[tuple[ServiceInfo, Packet, bytes]] = field(default_factory=list)
     timers: list[OutgoingMessage] = field(default_factory=list)
-    new_steps: list[dict[str, Any]] = field(default_factory=list)
-    step_updates: list[dict[str, Any]] = field(default_factory=list)
+    new_keys: list[str] = field(default_factory=list)
+    dirty: set[str] = field(default_factory=set)
     results: list[Any] = field(default_factory=list)
     finished: bool = False
 
@@ -89,52 +90,56 @@ class JobRun:
         start = self.plan.workflow.spec.start_id
         self.deliver(start, self._input.payload, [], start)
 
-    def call_finished(self, step_row: Any, call_row: Any) -> None:
-        """A service call of ``step_row`` ended (``call_row`` is the gateway's record)."""
-        if not self.running or step_row.status != "running" or step_row.call_id != call_row.id:
+    def call_finished(self, key: str, call: dict[str, Any]) -> None:
+        """The service call of step execution ``key`` ended (``call``: the gateway's record)."""
+        row = self.steps.get(key)
+        if (
+            not self.running
+            or row is None
+            or row["status"] != "running"
+            or row["call_id"] != call["id"]
+        ):
             return  # a late result of a timed-out attempt, or of a job that ended
-        context = orjson.loads(step_row.context)
-        step = self.plan.steps[step_row.step_id]
-        if call_row.status == "succeeded":
+        context = orjson.loads(row["context"])
+        step = self.plan.steps[row["step_id"]]
+        if call["status"] == "succeeded":
             self.job["active"] -= 1
-            outputs = [p["payload"] for p in orjson.loads(call_row.result)]
-            self._update(step_row.key, status="succeeded", output=stored(outputs))
+            outputs = [p["payload"] for p in orjson.loads(call["result"])]
+            self._update(key, status="succeeded", output=stored(outputs))
             many = len(outputs) > 1
             for j, payload in enumerate(outputs):
                 frames = context["frames"] + ([[f"{step.id}~", j, len(outputs)]] if many else [])
-                self.route(step, payload, frames, step_row.key + (f"~{j}" if many else ""))
+                self.route(step, payload, frames, key + (f"~{j}" if many else ""))
         else:
-            error = orjson.loads(call_row.error) if call_row.error else {"message": "failed"}
-            self.fail(step, step_row.key, step_row.attempt, error, context, step_row.input)
+            error = orjson.loads(call["error"]) if call["error"] else {"message": "failed"}
+            self.fail(step, key, row["attempt"], error, context, row["input"])
 
-    def timer_fired(self, body: dict[str, Any], step_row: Any) -> None:
-        if not self.running or step_row is None:
+    def timer_fired(self, body: dict[str, Any]) -> None:
+        row = self.steps.get(body["key"])
+        if not self.running or row is None:
             return
-        step = self.plan.steps[step_row.step_id]
-        context = orjson.loads(step_row.context)
+        key = row["key"]
+        step = self.plan.steps[row["step_id"]]
+        context = orjson.loads(row["context"])
         purpose = body["purpose"]
-        if purpose == "delay" and step_row.status == "waiting":
+        if purpose == "delay" and row["status"] == "waiting":
             self.job["active"] -= 1
-            self._update(step_row.key, status="succeeded", output=step_row.input)
-            self.route(step, orjson.loads(step_row.input), context["frames"], step_row.key)
-        elif purpose == "retry" and step_row.status == "retrying":
+            self._update(key, status="succeeded", output=row["input"])
+            self.route(step, orjson.loads(row["input"]), context["frames"], key)
+        elif purpose == "retry" and row["status"] == "retrying":
             try:
-                self._call(
-                    step, step_row.key, orjson.loads(step_row.input), context, body["attempt"]
-                )
+                self._call(step, key, orjson.loads(row["input"]), context, body["attempt"])
             except FluxoError as exc:
-                self.fail(
-                    step, step_row.key, body["attempt"], exc.to_dict(), context, step_row.input
-                )
+                self.fail(step, key, body["attempt"], exc.to_dict(), context, row["input"])
         elif (
             purpose == "timeout"
-            and step_row.status == "running"
-            and step_row.attempt == body["attempt"]
+            and row["status"] == "running"
+            and row["attempt"] == body["attempt"]
         ):
             error = ServiceTimeoutError(
                 f"step {step.id!r} did not finish within {step.timeout_s}s", step=step.id
             ).to_dict()
-            self.fail(step, step_row.key, step_row.attempt, error, context, step_row.input)
+            self.fail(step, key, row["attempt"], error, context, row["input"])
 
     # -- the flow -----------------------------------------------------------------------------
 
@@ -326,33 +331,39 @@ class JobRun:
         output: Any = None,
         call_id: str | None = None,
     ) -> None:
+        key = key[:500]
+        if key in self.steps:
+            return  # this execution exists already (its token was delivered before)
         done = status in ("succeeded", "failed")
-        self.new_steps.append(
-            {
-                "job_id": self.job["id"],
-                "key": key[:500],
-                "step_id": step_id,
-                "status": status,
-                "attempt": 1,
-                "call_id": call_id,
-                "input": stored(payload),
-                "output": stored(output) if output is not None else None,
-                "error": None,
-                "context": orjson.dumps(context).decode(),
-                "seq": 0,
-                "started_at": self.now,
-                "finished_at": self.now if done else None,
-            }
-        )
+        self.steps[key] = {
+            "job_id": self.job["id"],
+            "key": key,
+            "step_id": step_id,
+            "status": status,
+            "attempt": 1,
+            "call_id": call_id,
+            "input": stored(payload),
+            "output": stored(output) if output is not None else None,
+            "error": None,
+            "context": orjson.dumps(context).decode(),
+            "seq": len(self.new_keys),  # order within one batch; across batches, started_at
+            "started_at": self.now,
+            "finished_at": self.now if done else None,
+        }
+        self.new_keys.append(key)
 
     def _update(self, key: str, **values: Any) -> None:
         if values.get("status") in ("succeeded", "failed"):
             values.setdefault("finished_at", self.now)
-        for row in self.new_steps:  # still unwritten: change it in place
-            if row["key"] == key:
-                row.update(values)
+        row = self.steps.get(key)
+        if row is None:  # not loaded for this batch: fetch it once
+            loaded = self.store.step_by_key(self.tx, self.job["id"], key)
+            if loaded is None:
                 return
-        self.step_updates.append({"key": key, **values})
+            row = self.steps[key] = dict(loaded._mapping)
+        row.update(values)
+        if key not in self.new_keys:
+            self.dirty.add(key)
 
     def _timer(self, body: dict[str, Any], delay_s: float) -> None:
         body = {"kind": "timer", "job_id": self.job["id"], **body}
@@ -372,10 +383,11 @@ class JobRun:
             self.job.update(status="succeeded", finished_at=self.now)
         self.finished = self.job["status"] in ("succeeded", "failed", "cancelled")
 
-    def write(self) -> None:
-        """Write the job row and its step rows (calls and timers are written by the engine)."""
+    def job_values(self) -> dict[str, Any]:
+        """The job row's changed columns, for the batch's UPDATE."""
         self.settle()
-        values = {
+        return {
+            "id": self.job["id"],
             "status": self.job["status"],
             "active": self.job["active"],
             "result": orjson.dumps(self.results),
@@ -383,13 +395,12 @@ class JobRun:
             "started_at": self.job["started_at"],
             "finished_at": self.job["finished_at"],
         }
-        self.store.save(self.tx, self.job["id"], values)
-        for seq, row in enumerate(self.new_steps):
-            row["seq"] = seq  # order within one transition; across them, started_at orders
-        self.store.add_steps(self.tx, self.new_steps)
-        for update in self.step_updates:
-            key = update.pop("key")
-            self.store.update_step(self.tx, self.job["id"], key, update)
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        return [self.steps[k] for k in self.new_keys]
+
+    def changed_rows(self) -> list[dict[str, Any]]:
+        return [self.steps[k] for k in sorted(self.dirty)]
 
 
 def _suffix(frames: list[Frame]) -> str:

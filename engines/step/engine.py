@@ -224,34 +224,64 @@ class StepEngine:
     def _apply(
         self, tx: Transaction, plans: dict[str, Plan], events: list[tuple[str, str, Any, Any]]
     ) -> None:
-        by_job: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+        """Apply events with a fixed number of statements per batch, whatever its size: load
+        every job and step the events touch, run the transitions in memory, write it all back."""
+        if not events:
+            return
+        jobs = self.store.lock_many(tx, {job_id for _, job_id, _, _ in events})
+        calls = {}
+        steps: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for row in self.store.steps_of_calls(tx, (a for k, _, a, _ in events if k == "result")):
+            calls[row["call_id"]] = {
+                "id": row["call_id"],
+                "status": row.pop("call_status"),
+                "result": row.pop("call_result"),
+                "error": row.pop("call_error"),
+                "key": row["key"],
+            }
+            steps[row["job_id"]][row["key"]] = row
+        timer_keys: dict[str, list[str]] = defaultdict(list)
         for kind, job_id, arg, _ in events:
-            by_job[job_id].append((kind, arg))
-        for job_id in sorted(by_job):  # a stable lock order: two engines never deadlock
-            job = self.store.lock(tx, job_id)
+            if kind == "timer":
+                timer_keys[job_id].append(arg["key"])
+        for job_id, keys in timer_keys.items():
+            for row in self.store.steps_by_keys(tx, job_id, keys):
+                steps[job_id].setdefault(row["key"], row)
+        runs: dict[str, JobRun] = {}
+        for kind, job_id, arg, _ in events:
+            job = jobs.get(job_id)
             if job is None:
                 continue
-            for kind, arg in by_job[job_id]:
-                run = JobRun(tx, self.store, plans[job_id], job, self.runtime.gateway.check_call)
-                if kind == "start":
-                    run.start()
-                elif kind == "result":
-                    step_row = self.store.step_by_call(tx, job_id, arg)
-                    call_row = self.store.call(tx, arg)
-                    if step_row is not None and call_row is not None:
-                        run.call_finished(step_row, call_row)
-                elif kind == "timer":
-                    run.timer_fired(arg, self.store.step_by_key(tx, job_id, arg["key"]))
-                self._commit_run(tx, run)
-                job = {**run.job, "result": orjson.dumps(run.results)}
+            run = runs.get(job_id)
+            if run is None:
+                run = runs[job_id] = JobRun(
+                    tx,
+                    self.store,
+                    plans[job_id],
+                    job,
+                    self.runtime.gateway.check_call,
+                    steps=steps[job_id],
+                )
+            if kind == "start":
+                run.start()
+            elif kind == "result":
+                call = calls.get(arg)
+                if call is not None:
+                    run.call_finished(call["key"], call)
+            elif kind == "timer":
+                run.timer_fired(arg)
+        self._write(tx, list(runs.values()))
 
-    def _commit_run(self, tx: Transaction, run: JobRun) -> None:
-        run.write()
+    def _write(self, tx: Transaction, runs: list[JobRun]) -> None:
+        self.store.save_many(tx, [run.job_values() for run in runs])
+        self.store.add_steps(tx, [row for run in runs for row in run.new_rows()])
+        self.store.save_steps(tx, [row for run in runs for row in run.changed_rows()])
         by_service: dict[str, list[tuple[Any, bytes]]] = defaultdict(list)
         infos = {}
-        for info, packet, body in run.calls:
-            by_service[info.ref].append((packet, body))
-            infos[info.ref] = info
+        for run in runs:
+            for info, packet, body in run.calls:
+                by_service[info.ref].append((packet, body))
+                infos[info.ref] = info
         for ref, items in by_service.items():
             self.runtime.gateway.record_calls(
                 tx,
@@ -260,9 +290,8 @@ class StepEngine:
                 bodies=[body for _, body in items],
                 reply_to=ENGINE_QUEUE,
             )
-        self.runtime.transport.enqueue(tx, run.timers)
-        if run.finished:
-            tx.notify(job_channel(run.job["id"]))
+        self.runtime.transport.enqueue(tx, [timer for run in runs for timer in run.timers])
+        tx.notify(*(job_channel(run.job["id"]) for run in runs if run.finished))
 
     # -- plans --------------------------------------------------------------------------------
 

@@ -26,6 +26,52 @@ ACTIVE = ("queued", "running")
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Built once: the engine runs these for every batch, and building a statement costs
+        # several times more than SQLite takes to execute it.
+        lock = sa.select(jobs).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+        self._lock_many = (lock if db.is_sqlite else lock.with_for_update()).order_by(jobs.c.id)
+        self._steps_of_calls = (
+            sa.select(
+                job_steps,
+                calls.c.status.label("call_status"),
+                calls.c.result.label("call_result"),
+                calls.c.error.label("call_error"),
+            )
+            .join(calls, calls.c.id == job_steps.c.call_id)
+            .where(job_steps.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
+        )
+        self._steps_by_keys = sa.select(job_steps).where(
+            job_steps.c.job_id == sa.bindparam("job_id"),
+            job_steps.c.key.in_(sa.bindparam("keys", expanding=True)),
+        )
+        self._save_job = (
+            sa.update(jobs)
+            .where(jobs.c.id == sa.bindparam("_id"))
+            .values(
+                status=sa.bindparam("status"),
+                active=sa.bindparam("active"),
+                result=sa.bindparam("result"),
+                error=sa.bindparam("error"),
+                started_at=sa.bindparam("started_at"),
+                finished_at=sa.bindparam("finished_at"),
+            )
+        )
+        self._save_step = (
+            sa.update(job_steps)
+            .where(
+                job_steps.c.job_id == sa.bindparam("_job_id"),
+                job_steps.c.key == sa.bindparam("_key"),
+            )
+            .values(
+                status=sa.bindparam("status"),
+                attempt=sa.bindparam("attempt"),
+                call_id=sa.bindparam("call_id"),
+                output=sa.bindparam("output"),
+                error=sa.bindparam("error"),
+                started_at=sa.bindparam("started_at"),
+                finished_at=sa.bindparam("finished_at"),
+            )
+        )
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -118,6 +164,53 @@ class JobStore:
             query = query.with_for_update()
         row = tx.execute(query).first()
         return dict(row._mapping) if row is not None else None
+
+    def lock_many(self, tx: Transaction, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Job rows by id, locked in id order (so two engines never deadlock)."""
+        rows = tx.execute(self._lock_many, {"ids": sorted(set(job_ids))})
+        return {r.id: dict(r._mapping) for r in rows}
+
+    def steps_of_calls(self, tx: Transaction, call_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Step rows of these calls, each with the call's ``call_status/result/error``."""
+        ids = sorted(set(call_ids))
+        if not ids:
+            return []
+        return [dict(r._mapping) for r in tx.execute(self._steps_of_calls, {"call_ids": ids})]
+
+    def steps_by_keys(
+        self, tx: Transaction, job_id: str, keys: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return []
+        params = {"job_id": job_id, "keys": wanted}
+        return [dict(r._mapping) for r in tx.execute(self._steps_by_keys, params)]
+
+    def save_many(self, tx: Transaction, values: list[dict[str, Any]]) -> None:
+        """Write job rows: ``id`` plus status, active, result, error, started_at, finished_at."""
+        if values:
+            tx.execute(self._save_job, [{**v, "_id": v["id"]} for v in values])
+
+    def save_steps(self, tx: Transaction, rows: list[dict[str, Any]]) -> None:
+        """Write changed step rows (full rows as loaded and modified)."""
+        if rows:
+            tx.execute(
+                self._save_step,
+                [
+                    {
+                        "_job_id": r["job_id"],
+                        "_key": r["key"],
+                        "status": r["status"],
+                        "attempt": r["attempt"],
+                        "call_id": r["call_id"],
+                        "output": r["output"],
+                        "error": r["error"],
+                        "started_at": r["started_at"],
+                        "finished_at": r["finished_at"],
+                    }
+                    for r in rows
+                ],
+            )
 
     def save(self, tx: Transaction, job_id: str, values: dict[str, Any]) -> None:
         tx.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
