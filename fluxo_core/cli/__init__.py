@@ -20,9 +20,10 @@ from typing import Any
 
 from fluxo_core.cli._client import open_client
 from fluxo_core.config import FluxoConfig, normalize_database_url
+from fluxo_core.control import Admission
 from fluxo_core.errors import CallTimeoutError, ConfigError, FluxoError, MalformedRequestError
 from fluxo_core.ir import json_schema, load_workflows_yaml
-from fluxo_core.storage import Database
+from fluxo_core.storage import AccountStore, Database
 from service_runtime import Service, ServiceRuntime
 from service_runtime.transports import make_transport
 
@@ -178,19 +179,13 @@ async def _until_signalled() -> None:
 async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
     services = load_services(args.module) if args.module else default_services(config)
     db = await _open_db(config)
-    runtime = ServiceRuntime(
+    runtime = worker_runtime(
+        config,
         db,
         services,
-        transport=make_transport(
-            config.transport,
-            db,
-            amqp_url=config.amqp_url,
-            poll_interval_s=config.poll_interval_s,
-        ),
         workers=args.workers,
         batch_size=args.batch_size,
         lease_margin_s=config.lease_margin_s if args.lease_margin is None else args.lease_margin,
-        poll_interval_s=config.poll_interval_s,
     )
     try:
         async with runtime:
@@ -201,6 +196,37 @@ async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
     finally:
         await db.close()
     return 0
+
+
+def worker_runtime(
+    config: FluxoConfig,
+    db: Database,
+    services: Sequence[Service],
+    *,
+    workers: int,
+    batch_size: int,
+    lease_margin_s: float,
+) -> ServiceRuntime:
+    """The runtime of ``fluxo worker``: service workers only, admitting every call they run.
+
+    Admission is checked by the worker too, not only where calls are submitted: a block or a
+    cancel must stop work already queued, whichever process runs it.
+    """
+    return ServiceRuntime(
+        db,
+        services,
+        transport=make_transport(
+            config.transport,
+            db,
+            amqp_url=config.amqp_url,
+            poll_interval_s=config.poll_interval_s,
+        ),
+        workers=workers,
+        batch_size=batch_size,
+        lease_margin_s=lease_margin_s,
+        poll_interval_s=config.poll_interval_s,
+        admission=Admission(AccountStore(db)),
+    )
 
 
 async def _cmd_services(args: argparse.Namespace, config: FluxoConfig) -> int:
@@ -336,8 +362,6 @@ async def _cmd_schema(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 
 async def _cmd_token(args: argparse.Namespace, config: FluxoConfig) -> int:
-    from fluxo_core.storage import AccountStore
-
     db = await _open_db(config)
     try:
         store = AccountStore(db)

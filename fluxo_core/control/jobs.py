@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import Packet, Workflow, validate_workflow
-from fluxo_core.storage import Database, Principal, Transaction
+from fluxo_core.storage import Database, Principal, Transaction, bulk_insert, tables
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
 from service_runtime import AdmissionHook, AdmissionRequest, ServiceRuntime
@@ -140,14 +141,13 @@ class JobService:
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> JobRecord:
-        """Create and start a job; the same idempotency key returns the first job instead."""
-        name, _, version = workflow.partition("@")
-        applied = await self.workflows.get(
-            principal.account_id, name, int(version) if version else None
-        )
+        """Create and start a job; the same idempotency key returns the first job instead.
+
+        The record returned is the job as created (``queued``, no ``steps``); ``get`` shows its
+        progress.
+        """
+        applied, engine_name = await self._target(principal, workflow)
         spec = applied.workflow.spec
-        engine_name = spec.engine or self.workflows.default_engine
-        self.registry.get(engine_name)  # fail before writing anything if it is not here
         if spec.input_schema is not None:
             problems = _schema_problems(spec.input_schema, payload)
             if problems:
@@ -155,18 +155,115 @@ class JobService:
                     f"the input does not match the input schema of workflow {applied.ref}",
                     problems=[(loc.replace("payload", "input", 1), msg) for loc, msg in problems],
                 )
+        await self._admit(principal, applied)
+        row = self._row(principal, applied, engine_name, payload, idempotency_key, headers)
+
+        def run(tx: Transaction) -> str:
+            created = self.store.insert_job(tx, row)
+            if created == row["id"]:
+                self.runtime.transport.enqueue(tx, [_start_message(engine_name, created)])
+            return created
+
+        created = await self.db.transact(run)
+        if created != row["id"]:  # the idempotency key was used before: that job is the answer
+            return await self.get(principal, created, steps=False)
+        return _record(row)
+
+    async def create_many(
+        self,
+        principal: Principal,
+        workflow: str,
+        payloads: Sequence[Any],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> list[JobRecord]:
+        """Create and start one job per payload, all or none, in one transaction.
+
+        Every input is checked first; one that does not match the input schema refuses the whole
+        batch, with every problem located (``inputs[3].n``). ``idempotency_keys`` (one per
+        payload, ``None`` for none) make the call safe to repeat: a key used before, or earlier
+        in the same batch, gives that job instead of a new one. Records come in payload order.
+        """
+        if idempotency_keys is not None and len(idempotency_keys) != len(payloads):
+            raise ValidationError(
+                f"{len(idempotency_keys)} idempotency keys for {len(payloads)} inputs; "
+                "give one key (or None) per input",
+                problems=[("idempotency_keys", "length differs from inputs")],
+            )
+        applied, engine_name = await self._target(principal, workflow)
+        spec = applied.workflow.spec
+        if spec.input_schema is not None:
+            problems: list[tuple[str, str]] = []
+            bad = 0
+            for i, payload in enumerate(payloads):
+                found = _schema_problems(spec.input_schema, payload)
+                bad += bool(found)
+                problems += [(loc.replace("payload", f"inputs[{i}]", 1), m) for loc, m in found]
+            if problems:
+                raise PayloadSchemaError(
+                    f"{bad} of {len(payloads)} inputs do not match the input schema of workflow "
+                    f"{applied.ref}; no job was created",
+                    problems=problems,
+                )
+        if not payloads:
+            return []
+        await self._admit(principal, applied)
+        keys = idempotency_keys or [None] * len(payloads)
+        rows = [
+            self._row(principal, applied, engine_name, payload, key, headers)
+            for payload, key in zip(payloads, keys, strict=True)
+        ]
+
+        def run(tx: Transaction) -> list[str]:
+            new = bulk_insert(tx, tables.jobs, rows, skip_conflicts=True, returning=["id"])
+            inserted = {r.id for r in new}
+            self.runtime.transport.enqueue(
+                tx, [_start_message(engine_name, r["id"]) for r in rows if r["id"] in inserted]
+            )
+            # A skipped row's key was used before (or earlier in this batch): find that job.
+            return [r["id"] if r["id"] in inserted else self.store.insert_job(tx, r) for r in rows]
+
+        created = await self.db.transact(run)
+        return [
+            _record(row) if job_id == row["id"] else await self.get(principal, job_id, steps=False)
+            for row, job_id in zip(rows, created, strict=True)
+        ]
+
+    async def _target(self, principal: Principal, workflow: str) -> tuple[AppliedWorkflow, str]:
+        """The workflow version ``name`` or ``name@version`` names, and its engine's name."""
+        name, _, version = workflow.partition("@")
+        applied = await self.workflows.get(
+            principal.account_id, name, int(version) if version else None
+        )
+        engine_name = applied.workflow.spec.engine or self.workflows.default_engine
+        self.registry.get(engine_name)  # fail before writing anything if it is not here
+        return applied, engine_name
+
+    async def _admit(self, principal: Principal, applied: AppliedWorkflow) -> None:
         if self.admission is not None:
             await self.admission(
                 AdmissionRequest(
                     account_id=principal.account_id,
                     user_id=principal.user_id,
-                    service=f"workflow:{name}",
+                    service=f"workflow:{applied.workflow.metadata.name}",
                     version=str(applied.version),
                     job_id=None,
                     step_id=None,
                     workflow=applied.ref,
                 )
             )
+
+    @staticmethod
+    def _row(
+        principal: Principal,
+        applied: AppliedWorkflow,
+        engine_name: str,
+        payload: Any,
+        idempotency_key: str | None,
+        headers: dict[str, str] | None,
+    ) -> dict[str, Any]:
+        """The new job's row (``status`` queued), its input the packet the engine starts from."""
         job_id = uuid.uuid4().hex
         packet = Packet.model_validate(
             {
@@ -181,11 +278,11 @@ class JobService:
                 "headers": headers or {},
             }
         )
-        row = {
+        return {
             "id": job_id,
             "account_id": principal.account_id,
             "user_id": principal.user_id,
-            "workflow": name,
+            "workflow": applied.workflow.metadata.name,
             "version": applied.version,
             "engine": engine_name,
             "status": "queued",
@@ -199,28 +296,9 @@ class JobService:
             "finished_at": None,
         }
 
-        def run(tx: Transaction) -> str:
-            created = self.store.insert_job(tx, row)
-            if created != job_id:  # the idempotency key was used before: that job is the answer
-                return created
-            self.runtime.transport.enqueue(
-                tx,
-                [
-                    OutgoingMessage(
-                        queue=f"engine.{engine_name}",
-                        message_id=f"start:{job_id}",
-                        body=orjson.dumps({"kind": "start", "job_id": job_id}),
-                    )
-                ],
-            )
-            return job_id
-
-        created = await self.db.transact(run)
-        return await self.get(principal, created)
-
     async def get(self, principal: Principal, job_id: str, *, steps: bool = True) -> JobRecord:
         row = await self.store.job(job_id, account_id=principal.account_id)
-        record = _record(row)
+        record = _record(row._mapping)
         if steps:
             engine = self.registry.get(row.engine)
             status = await engine.status(RunHandle(engine=row.engine, job_id=job_id, run_id=job_id))
@@ -256,7 +334,7 @@ class JobService:
         rows, next_cursor = await self.store.page(
             principal.account_id, workflow=workflow, status=status, limit=limit, cursor=cursor
         )
-        return JobPage(items=[_record(r) for r in rows], next_cursor=next_cursor)
+        return JobPage(items=[_record(r._mapping) for r in rows], next_cursor=next_cursor)
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
         record = await self.get(principal, job_id, steps=False)
@@ -270,22 +348,30 @@ def _ts(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value else None
 
 
-def _record(row: Any) -> JobRecord:
-    results = orjson.loads(row.result) if row.result else None
+def _start_message(engine_name: str, job_id: str) -> OutgoingMessage:
+    return OutgoingMessage(
+        queue=f"engine.{engine_name}",
+        message_id=f"start:{job_id}",
+        body=orjson.dumps({"kind": "start", "job_id": job_id}),
+    )
+
+
+def _record(row: Mapping[str, Any]) -> JobRecord:
+    results = orjson.loads(row["result"]) if row["result"] else None
     result = results[0] if results is not None and len(results) == 1 else results
     return JobRecord(
-        id=row.id,
-        workflow=row.workflow,
-        version=row.version,
-        engine=row.engine,
-        status=row.status,
-        account_id=row.account_id,
-        user_id=row.user_id,
-        idempotency_key=row.idempotency_key,
-        input=orjson.loads(row.input)["payload"],
-        result=result if row.status == "succeeded" else None,
-        error=orjson.loads(row.error) if row.error else None,
-        created_at=datetime.fromtimestamp(row.created_at, UTC),
-        started_at=_ts(row.started_at),
-        finished_at=_ts(row.finished_at),
+        id=row["id"],
+        workflow=row["workflow"],
+        version=row["version"],
+        engine=row["engine"],
+        status=row["status"],
+        account_id=row["account_id"],
+        user_id=row["user_id"],
+        idempotency_key=row["idempotency_key"],
+        input=orjson.loads(row["input"])["payload"],
+        result=result if row["status"] == "succeeded" else None,
+        error=orjson.loads(row["error"]) if row["error"] else None,
+        created_at=datetime.fromtimestamp(row["created_at"], UTC),
+        started_at=_ts(row["started_at"]),
+        finished_at=_ts(row["finished_at"]),
     )

@@ -2,12 +2,14 @@
 
 Handed to the gateway at start-up (the runtime never imports the control plane). Checked at every
 service call, so blocking an account stops its in-flight work at its next call, on any engine.
-Decisions are cached for ``cache_s`` (well under a second) so a block takes effect within that.
+What decisions rest on (an account's block, a job's status) is cached for ``cache_s`` (well under
+a second), so a block or a cancel takes effect within that.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 from fluxo_core.errors import AdmissionDeniedError
 from fluxo_core.storage import AccountStore
@@ -20,11 +22,16 @@ __all__ = ["Admission"]
 class Admission:
     """The admission policy. Today: blocked accounts are refused (quotas come with the API)."""
 
+    # Job statuses cached at most; a worker sees an unbounded stream of job ids.
+    MAX_CACHED_JOBS = 10_000
+
     def __init__(self, accounts: AccountStore, *, cache_s: float = 0.5) -> None:
         self.accounts = accounts
         self._jobs = JobStore(accounts.db)
         self.cache_s = cache_s
         self._cache: dict[str, tuple[float, str | None]] = {}
+        # job id -> (expiry, status), in expiry order: a refreshed entry moves to the end.
+        self._statuses: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
 
     async def __call__(self, request: AdmissionRequest) -> None:
         reason = await self._blocked_reason(request.account_id)
@@ -45,7 +52,21 @@ class Admission:
                 )
 
     async def _job_status(self, job_id: str) -> str | None:
-        return await self._jobs.status(job_id)
+        now = time.monotonic()
+        cached = self._statuses.get(job_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        status = await self._jobs.status(job_id)
+        self._statuses[job_id] = (now + self.cache_s, status)
+        self._statuses.move_to_end(job_id)
+        if len(self._statuses) > self.MAX_CACHED_JOBS:
+            # Expired entries first (they are the oldest), then the oldest live ones if need be.
+            while self._statuses:
+                expiry, _ = next(iter(self._statuses.values()))
+                if expiry > now and len(self._statuses) <= self.MAX_CACHED_JOBS:
+                    break
+                self._statuses.popitem(last=False)
+        return status
 
     async def _blocked_reason(self, account_id: str) -> str | None:
         now = time.monotonic()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -27,9 +29,30 @@ class AppliedWorkflow:
 
 
 class WorkflowStore:
-    def __init__(self, db: Database, *, default_engine: str = "step") -> None:
+    """Stored workflow versions of every account.
+
+    Args:
+        cache_size: parsed versions kept in memory (least recently used go first). A version
+            never changes once stored, so a cached one is never stale; parsing and validating a
+            document costs far more than reading it.
+    """
+
+    def __init__(
+        self, db: Database, *, default_engine: str = "step", cache_size: int = 1024
+    ) -> None:
         self.db = db
         self.default_engine = default_engine
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str, int], AppliedWorkflow] = OrderedDict()
+        # Built once: every job creation runs these, and building a statement costs more than
+        # SQLite takes to execute it.
+        key = (workflows.c.account_id == sa.bindparam("account_id")) & (
+            workflows.c.name == sa.bindparam("name")
+        )
+        self._newest = sa.select(sa.func.max(workflows.c.version)).where(key)
+        self._document = sa.select(workflows.c.document).where(
+            key, workflows.c.version == sa.bindparam("version")
+        )
 
     async def apply(self, workflow: Workflow, account_id: str) -> AppliedWorkflow:
         """Store ``workflow`` for ``account_id``: a new version if its spec changed."""
@@ -65,21 +88,26 @@ class WorkflowStore:
 
     async def get(self, account_id: str, name: str, version: int | None = None) -> AppliedWorkflow:
         """A stored version (the newest when ``version`` is None)."""
-        query = sa.select(workflows.c.document, workflows.c.version).where(
-            workflows.c.account_id == account_id, workflows.c.name == name
-        )
-        if version is not None:
-            query = query.where(workflows.c.version == version)
-        query = query.order_by(workflows.c.version.desc()).limit(1)
-        row = await self.db.read(lambda conn: conn.execute(query).first())
-        if row is None:
-            which = f"{name}@{version}" if version is not None else name
-            raise NotFoundError(
-                f"no workflow {which!r} in account {account_id!r}; apply it first "
-                "(fluxo apply -f FILE)",
-                workflow=which,
-            )
-        return AppliedWorkflow(Workflow.model_validate_json(row.document), row.version, False)
+        params: dict[str, Any] = {"account_id": account_id, "name": name}
+        if version is None:
+            latest = await self.db.read(lambda conn: conn.scalar(self._newest, params))
+            if latest is None:
+                raise _not_found(account_id, name, None)
+            version = int(latest)
+        cache_key = (account_id, name, version)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            self._cache.move_to_end(cache_key)
+            return cached
+        params["version"] = version
+        document = await self.db.read(lambda conn: conn.scalar(self._document, params))
+        if document is None:
+            raise _not_found(account_id, name, version)
+        applied = AppliedWorkflow(Workflow.model_validate_json(document), version, False)
+        self._cache[cache_key] = applied
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return applied
 
     async def list(self, account_id: str) -> list[AppliedWorkflow]:
         """The newest version of every workflow of the account."""
@@ -100,6 +128,14 @@ class WorkflowStore:
             AppliedWorkflow(Workflow.model_validate_json(r.document), r.version, False)
             for r in rows
         ]
+
+
+def _not_found(account_id: str, name: str, version: int | None) -> NotFoundError:
+    which = f"{name}@{version}" if version is not None else name
+    return NotFoundError(
+        f"no workflow {which!r} in account {account_id!r}; apply it first (fluxo apply -f FILE)",
+        workflow=which,
+    )
 
 
 def _stamp(workflow: Workflow, account_id: str, version: int) -> Workflow:

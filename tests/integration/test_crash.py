@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from fluxo_core.ir import Packet
-from fluxo_core.storage import Database
+from fluxo_core.storage import AccountStore, Database
 from fluxo_core.storage.tables import calls, inbox, usage_records
 from service_runtime import ServiceRuntime
 from tests.support import services as svc
@@ -71,6 +71,8 @@ async def test_sigkill_mid_handler_completes_every_call_exactly_once(
 ) -> None:
     effects = tmp_path / "effects.log"
     total = 12
+    # Worker processes check admission: the calling account must exist (and not be blocked).
+    await AccountStore(db).ensure_account("acme")
     async with ServiceRuntime(db, svc.SERVICES, workers=0) as rt:  # gateway only, no workers
         ids = await rt.gateway.submit(
             "slow",
