@@ -209,8 +209,13 @@ class Worker:
             seen.add(key)  # a second copy within this batch must not run the handler again
 
     async def _run_handlers(self, outcomes: list[_Outcome]) -> None:
-        if outcomes:
-            await asyncio.gather(*(self._run_one(o) for o in outcomes))
+        if not outcomes:
+            return
+        prefetch = getattr(self.admission, "prefetch", None)
+        if prefetch is not None:
+            # One lookup for the whole batch; each call's check then hits the warm cache.
+            await prefetch([_admission_request(o.service, o.packet) for o in outcomes if o.packet])
+        await asyncio.gather(*(self._run_one(o) for o in outcomes))
 
     async def _run_one(self, o: _Outcome) -> None:
         svc, packet = o.service, o.packet
@@ -220,17 +225,7 @@ class Worker:
             if self.admission is not None:
                 # Checked again at execution, not only at the gateway: a block or a cancelled
                 # job stops work already queued, on every engine alike.
-                await self.admission(
-                    AdmissionRequest(
-                        account_id=packet.account_id,
-                        user_id=packet.actor.user.id,
-                        service=svc.name,
-                        version=svc.version,
-                        job_id=packet.job_id,
-                        step_id=packet.step_id,
-                        workflow=packet.workflow,
-                    )
-                )
+                await self.admission(_admission_request(svc, packet))
             svc.validate_input(packet)
             if packet.attempt != o.delivery.attempt:
                 packet = packet.model_copy(update={"attempt": o.delivery.attempt})
@@ -449,6 +444,18 @@ _PG_UPDATE_CALLS = sa.text(
     WHERE calls.id = v.cid
     """
 )
+
+
+def _admission_request(svc: Service, packet: Packet) -> AdmissionRequest:
+    return AdmissionRequest(
+        account_id=packet.account_id,
+        user_id=packet.actor.user.id,
+        service=svc.name,
+        version=svc.version,
+        job_id=packet.job_id,
+        step_id=packet.step_id,
+        workflow=packet.workflow,
+    )
 
 
 def _describe(error: FluxoError) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -92,6 +93,24 @@ class AccountStore:
             tx.notify("policy")
 
         await self.db.transact(run)
+
+    async def blocked_reasons(self, account_ids: Iterable[str]) -> dict[str, str | None]:
+        """For each account: the block reason if blocked (or unknown), else None. One query."""
+        ids = sorted(set(account_ids))
+        if not ids:
+            return {}
+        query = sa.select(accounts.c.id, accounts.c.blocked, accounts.c.blocked_reason).where(
+            accounts.c.id.in_(ids)
+        )
+        rows = {r.id: r for r in await self.db.read(lambda conn: conn.execute(query).all())}
+        reasons: dict[str, str | None] = {}
+        for account_id in ids:
+            row = rows.get(account_id)
+            if row is None:
+                reasons[account_id] = "unknown account"
+            else:
+                reasons[account_id] = (row.blocked_reason or "blocked") if row.blocked else None
+        return reasons
 
     async def blocked_reason(self, account_id: str) -> str | None:
         """The block reason if the account is blocked (or unknown), else None."""

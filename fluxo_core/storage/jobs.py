@@ -28,6 +28,9 @@ class JobStore:
         self.db = db
         # Built once: the engine runs these for every batch, and building a statement costs
         # several times more than SQLite takes to execute it.
+        self._statuses = sa.select(jobs.c.id, jobs.c.status).where(
+            jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+        )
         lock = sa.select(jobs).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
         self._lock_many = (lock if db.is_sqlite else lock.with_for_update()).order_by(jobs.c.id)
         self._steps_of_calls = (
@@ -85,9 +88,15 @@ class JobStore:
         return row
 
     async def status(self, job_id: str) -> str | None:
-        query = sa.select(jobs.c.status).where(jobs.c.id == job_id)
-        status: str | None = await self.db.read(lambda conn: conn.scalar(query))
-        return status
+        return (await self.statuses([job_id])).get(job_id)
+
+    async def statuses(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """Status by job id, in one query (unknown ids are absent)."""
+        params = {"ids": sorted(set(job_ids))}
+        if not params["ids"]:
+            return {}
+        rows = await self.db.read(lambda conn: conn.execute(self._statuses, params).all())
+        return {r.id: r.status for r in rows}
 
     async def steps(self, job_id: str) -> Sequence[Any]:
         query = (
