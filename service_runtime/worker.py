@@ -33,7 +33,7 @@ from fluxo_core.errors import (
     ServiceTimeoutError,
 )
 from fluxo_core.ir import Packet, new_span_id, parse_packet
-from fluxo_core.storage import Database, Transaction, bulk_insert
+from fluxo_core.storage import Database, Transaction, bulk_insert, bulk_update
 from fluxo_core.storage.tables import calls, inbox, usage_records
 from service_runtime.gateway import (
     REPLY_TO_HEADER,
@@ -131,17 +131,6 @@ class Worker:
                 sa.bindparam("queues", type_=ARRAY(sa.String))
             )
         self._seen = sa.select(inbox.c.consumer, inbox.c.message_id).where(ids_match, queues_match)
-        self._call_update = (
-            sa.update(calls)
-            .where(calls.c.id == sa.bindparam("cid"))
-            .values(
-                status=sa.bindparam("st"),
-                result=sa.bindparam("res"),
-                error=sa.bindparam("err"),
-                attempts=sa.bindparam("att"),
-                finished_at=sa.bindparam("fin"),
-            )
-        )
 
     async def run(self, stop: asyncio.Event | None = None, *, idle_timeout_s: float = 1.0) -> None:
         """Process batches until ``stop`` is set (or :meth:`request_stop`); sleeps when idle."""
@@ -286,12 +275,12 @@ class Worker:
                 self.transport.retry(tx, o.delivery, delay_s=o.retry_delay, error=_describe(error))
                 updates.append(
                     {
-                        "cid": o.delivery.message_id,
-                        "st": "retrying",
-                        "res": None,
-                        "err": orjson.dumps(error.to_dict()).decode(),
-                        "att": o.delivery.attempt,
-                        "fin": None,
+                        "id": o.delivery.message_id,
+                        "status": "retrying",
+                        "result": None,
+                        "error": orjson.dumps(error.to_dict()).decode(),
+                        "attempts": o.delivery.attempt,
+                        "finished_at": None,
                     }
                 )
             bulk_insert(tx, usage_records, usage)
@@ -316,14 +305,7 @@ class Worker:
                 )
 
     def _update_calls(self, tx: Transaction, updates: list[dict[str, Any]]) -> None:
-        if self.db.is_sqlite:
-            tx.execute(self._call_update, updates)  # no round trips: executemany is cheapest
-            return
-        # PostgreSQL: one statement over arrays instead of one UPDATE per call.
-        columns = {
-            name: [u[name] for u in updates] for name in ("cid", "st", "res", "err", "att", "fin")
-        }
-        tx.execute(_PG_UPDATE_CALLS, columns)
+        bulk_update(tx, calls, ["id"], updates)
 
     def _should_retry(self, o: _Outcome) -> bool:
         return (
@@ -373,12 +355,12 @@ class Worker:
         }
         bodies = [pydantic_core.to_json(r) for r in results]
         update = {
-            "cid": packet.id,
-            "st": "succeeded",
-            "res": b"[" + b",".join(bodies) + b"]",
-            "err": None,
-            "att": o.delivery.attempt,
-            "fin": now,
+            "id": packet.id,
+            "status": "succeeded",
+            "result": b"[" + b",".join(bodies) + b"]",
+            "error": None,
+            "attempts": o.delivery.attempt,
+            "finished_at": now,
         }
         reply_to = o.delivery.headers.get(REPLY_TO_HEADER) or svc.output_queue
         count = str(len(results))
@@ -412,12 +394,12 @@ class Worker:
         error = (o.error or ServiceError("failed")).to_dict()
         updates.append(
             {
-                "cid": o.delivery.message_id,
-                "st": "failed",
-                "res": None,
-                "err": orjson.dumps(error).decode(),
-                "att": o.delivery.attempt,
-                "fin": now,
+                "id": o.delivery.message_id,
+                "status": "failed",
+                "result": None,
+                "error": orjson.dumps(error).decode(),
+                "attempts": o.delivery.attempt,
+                "finished_at": now,
             }
         )
         if o.packet is None:
@@ -432,18 +414,6 @@ class Worker:
                 headers={STATUS_HEADER: "failed", CALL_ID_HEADER: o.packet.id},
             )
         )
-
-
-_PG_UPDATE_CALLS = sa.text(
-    """
-    UPDATE calls SET status = v.st, result = v.res, error = v.err, attempts = v.att,
-                     finished_at = v.fin
-    FROM unnest(CAST(:cid AS varchar[]), CAST(:st AS varchar[]), CAST(:res AS bytea[]),
-                CAST(:err AS text[]), CAST(:att AS integer[]), CAST(:fin AS double precision[]))
-         AS v(cid, st, res, err, att, fin)
-    WHERE calls.id = v.cid
-    """
-)
 
 
 def _admission_request(svc: Service, packet: Packet) -> AdmissionRequest:

@@ -41,6 +41,8 @@ from service_runtime.worker import CALL_ID_HEADER
 
 __all__ = ["ENGINE_QUEUE", "StepEngine", "start_message"]
 
+_JOB_PLAN_CACHE = 100_000
+
 log = logging.getLogger(__name__)
 
 
@@ -78,6 +80,7 @@ class StepEngine:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self._plans: dict[tuple[str, str, int], Plan] = {}
+        self._job_plans: dict[str, tuple[str, str, int]] = {}
         self._stop = asyncio.Event()
 
     # -- the Engine protocol --------------------------------------------------------------------
@@ -318,12 +321,22 @@ class StepEngine:
         return plan
 
     async def _plans_for(self, job_ids: set[str]) -> dict[str, Plan]:
+        # A job's workflow version never changes: remember it, so a batch reads only new jobs.
+        unknown = [j for j in job_ids if j not in self._job_plans]
+        if unknown:
+            if len(self._job_plans) > _JOB_PLAN_CACHE:
+                self._job_plans.clear()
+            for row in await self.store.workflow_versions(unknown):
+                self._job_plans[row.id] = (row.account_id, row.workflow, row.version)
         plans = {}
-        for row in await self.store.workflow_versions(job_ids):
+        for job_id in job_ids:
+            key = self._job_plans.get(job_id)
+            if key is None:
+                continue
             try:
-                plans[row.id] = await self._plan_for(row.account_id, row.workflow, row.version)
+                plans[job_id] = await self._plan_for(*key)
             except FluxoError as exc:
-                log.error("job %s cannot run: %s", row.id, exc.message)
+                log.error("job %s cannot run: %s", job_id, exc.message)
         return plans
 
 

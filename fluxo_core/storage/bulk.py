@@ -18,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from fluxo_core.errors import StorageError
 from fluxo_core.storage.database import Transaction
 
-__all__ = ["bulk_insert"]
+__all__ = ["bulk_insert", "bulk_update"]
 
 _PG_TYPES: list[tuple[type[sa.types.TypeEngine[Any]], str]] = [
     (sa.BigInteger, "bigint"),
@@ -97,3 +97,53 @@ def _pg_type(type_: sa.types.TypeEngine[Any], table: str, column: str) -> str:
         if isinstance(type_, kind):
             return name
     raise StorageError(f"bulk_insert: no array type for {table}.{column} ({type_!r})")
+
+
+def bulk_update(
+    tx: Transaction, table: sa.Table, keys: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Update many rows of ``table``, each found by its ``keys`` columns, to the other values
+    of its dict (every dict has the same columns).
+
+    PostgreSQL: one ``UPDATE ... FROM unnest(...)`` statement instead of one UPDATE per row.
+    SQLite: a prebuilt statement run with ``executemany``.
+    """
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    values = tuple(c for c in columns if c not in keys)
+    if tx.conn.dialect.name == "postgresql":
+        stmt = _pg_update(table, tuple(keys), values)
+        params = {f"c{i}": [row[name] for row in rows] for i, name in enumerate((*keys, *values))}
+        tx.execute(stmt, params)
+        return
+    tx.execute(
+        _executemany_update(table, tuple(keys), values),
+        [{f"_{name}": value for name, value in row.items()} for row in rows],
+    )
+
+
+@functools.cache
+def _pg_update(table: sa.Table, keys: tuple[str, ...], values: tuple[str, ...]) -> sa.TextClause:
+    names = (*keys, *values)
+    arrays = ", ".join(
+        f"CAST(:c{i} AS {_pg_type(table.c[name].type, table.name, name)}[])"
+        for i, name in enumerate(names)
+    )
+    assignments = ", ".join(f"{name} = v.{name}" for name in values)
+    match = " AND ".join(f"{table.name}.{name} = v.{name}" for name in keys)
+    return sa.text(
+        f"UPDATE {table.name} SET {assignments} FROM unnest({arrays}) AS v({', '.join(names)}) "
+        f"WHERE {match}"
+    )
+
+
+@functools.cache
+def _executemany_update(
+    table: sa.Table, keys: tuple[str, ...], values: tuple[str, ...]
+) -> sa.Update:
+    return (
+        sa.update(table)
+        .where(*(table.c[name] == sa.bindparam(f"_{name}") for name in keys))
+        .values({name: sa.bindparam(f"_{name}") for name in values})
+    )

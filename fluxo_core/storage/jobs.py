@@ -14,13 +14,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from fluxo_core.errors import NotFoundError, ValidationError
-from fluxo_core.storage.bulk import bulk_insert
+from fluxo_core.storage.bulk import bulk_insert, bulk_update
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
 
 __all__ = ["JobStore"]
 
 ACTIVE = ("queued", "running")
+_STEP_STATE = (
+    "job_id", "key", "status", "attempt", "call_id", "output", "error", "started_at", "finished_at",
+)  # fmt: skip
 
 
 class JobStore:
@@ -46,34 +49,6 @@ class JobStore:
         self._steps_by_keys = sa.select(job_steps).where(
             job_steps.c.job_id == sa.bindparam("job_id"),
             job_steps.c.key.in_(sa.bindparam("keys", expanding=True)),
-        )
-        self._save_job = (
-            sa.update(jobs)
-            .where(jobs.c.id == sa.bindparam("_id"))
-            .values(
-                status=sa.bindparam("status"),
-                active=sa.bindparam("active"),
-                result=sa.bindparam("result"),
-                error=sa.bindparam("error"),
-                started_at=sa.bindparam("started_at"),
-                finished_at=sa.bindparam("finished_at"),
-            )
-        )
-        self._save_step = (
-            sa.update(job_steps)
-            .where(
-                job_steps.c.job_id == sa.bindparam("_job_id"),
-                job_steps.c.key == sa.bindparam("_key"),
-            )
-            .values(
-                status=sa.bindparam("status"),
-                attempt=sa.bindparam("attempt"),
-                call_id=sa.bindparam("call_id"),
-                output=sa.bindparam("output"),
-                error=sa.bindparam("error"),
-                started_at=sa.bindparam("started_at"),
-                finished_at=sa.bindparam("finished_at"),
-            )
         )
 
     # -- reads --------------------------------------------------------------------------------
@@ -197,29 +172,16 @@ class JobStore:
 
     def save_many(self, tx: Transaction, values: list[dict[str, Any]]) -> None:
         """Write job rows: ``id`` plus status, active, result, error, started_at, finished_at."""
-        if values:
-            tx.execute(self._save_job, [{**v, "_id": v["id"]} for v in values])
+        bulk_update(tx, jobs, ["id"], values)
 
     def save_steps(self, tx: Transaction, rows: list[dict[str, Any]]) -> None:
         """Write changed step rows (full rows as loaded and modified)."""
-        if rows:
-            tx.execute(
-                self._save_step,
-                [
-                    {
-                        "_job_id": r["job_id"],
-                        "_key": r["key"],
-                        "status": r["status"],
-                        "attempt": r["attempt"],
-                        "call_id": r["call_id"],
-                        "output": r["output"],
-                        "error": r["error"],
-                        "started_at": r["started_at"],
-                        "finished_at": r["finished_at"],
-                    }
-                    for r in rows
-                ],
-            )
+        bulk_update(
+            tx,
+            job_steps,
+            ["job_id", "key"],
+            [{name: r[name] for name in _STEP_STATE} for r in rows],
+        )
 
     def save(self, tx: Transaction, job_id: str, values: dict[str, Any]) -> None:
         tx.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
