@@ -81,9 +81,21 @@ async def run_jobs(platform: Platform, count: int, *, wait: float = 30) -> None:
 
 
 async def throughput(
-    url: str, *, count: int, workers: int, in_process: bool, batch: int, concurrency: int
+    url: str,
+    *,
+    count: int,
+    workers: int,
+    in_process: bool,
+    batch: int,
+    concurrency: int,
+    bulk: bool = True,
 ) -> float:
-    """Jobs per second from the first creation to the last job finished."""
+    """Jobs per second from the first creation to the last job finished.
+
+    ``bulk``: jobs are created ``concurrency`` at a time with ``create_many`` (one transaction,
+    as a queue trigger or a batch API client creates them); otherwise one ``create`` per job,
+    ``concurrency`` of them in flight.
+    """
     platform = await open_platform(url, in_process=in_process)
     db = platform.db
     procs: list[subprocess.Popen[bytes]] = []
@@ -101,9 +113,16 @@ async def throughput(
                 nonlocal created_at
                 for i in range(0, count, concurrency):
                     n = min(concurrency, count - i)
-                    await asyncio.gather(
-                        *(platform.jobs.create(ME, "three-noops", {"i": i + j}) for j in range(n))
-                    )
+                    if bulk:
+                        inputs = [{"i": i + j} for j in range(n)]
+                        await platform.jobs.create_many(ME, "three-noops", inputs)
+                    else:
+                        await asyncio.gather(
+                            *(
+                                platform.jobs.create(ME, "three-noops", {"i": i + j})
+                                for j in range(n)
+                            )
+                        )
                 created_at = time.perf_counter() - start
 
             producer = asyncio.create_task(produce())
@@ -192,7 +211,19 @@ async def main() -> None:
                 concurrency=args.concurrency,
             )
         )
-        log(f"sqlite, embedded (one process): {figures['sqlite_jobs_per_s']} jobs/s")
+        log(f"sqlite, embedded (one process): {figures['sqlite_jobs_per_s']} jobs/s (bulk create)")
+        figures["sqlite_jobs_per_s_single_create"] = round(
+            await throughput(
+                f"sqlite:///{tmp}/tp1.db",
+                count=args.jobs,
+                workers=1,
+                in_process=True,
+                batch=100,
+                concurrency=args.concurrency,
+                bulk=False,
+            )
+        )
+        log(f"sqlite, one create call per job: {figures['sqlite_jobs_per_s_single_create']} jobs/s")
         p50, p99 = percentiles(
             await latency(
                 f"sqlite:///{tmp}/lat.db", rate=args.rate, seconds=args.seconds, in_process=True
@@ -218,8 +249,25 @@ async def main() -> None:
         )
         log(
             f"postgres, {args.pg_workers} service worker process(es) + engine process: "
-            f"{figures[key]} jobs/s"
+            f"{figures[key]} jobs/s (bulk create)"
         )
+    finally:
+        drop_pg_schema(args.pg_url, schema)
+    url, schema = fresh_pg_schema(args.pg_url)
+    try:
+        key = f"pg_jobs_per_s_{args.pg_workers}w_single_create"
+        figures[key] = round(
+            await throughput(
+                url,
+                count=args.jobs,
+                workers=args.pg_workers,
+                in_process=False,
+                batch=100,
+                concurrency=args.concurrency,
+                bulk=False,
+            )
+        )
+        log(f"postgres, one create call per job: {figures[key]} jobs/s")
     finally:
         drop_pg_schema(args.pg_url, schema)
     url, schema = fresh_pg_schema(args.pg_url)
