@@ -73,9 +73,15 @@ class JobRun:
     results: list[Any] = field(default_factory=list)
     finished: bool = False
 
+    input_packet: Packet | None = None  # the job's parsed input, when the caller has it
+
     def __post_init__(self) -> None:
         self.results = orjson.loads(self.job["result"]) if self.job["result"] else []
-        self._input: Packet = Packet.model_validate_json(self.job["input"])
+        self._input: Packet = self.input_packet or Packet.model_validate_json(self.job["input"])
+
+    @property
+    def input(self) -> Packet:
+        return self._input
 
     @property
     def running(self) -> bool:

@@ -31,7 +31,7 @@ from fluxo_core.engine import (
     StepState,
 )
 from fluxo_core.errors import FluxoError, UnknownServiceError
-from fluxo_core.ir import Workflow
+from fluxo_core.ir import Packet, Workflow
 from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import WorkflowStore
@@ -81,6 +81,7 @@ class StepEngine:
         self.poll_interval_s = poll_interval_s
         self._plans: dict[tuple[str, str, int], Plan] = {}
         self._job_plans: dict[str, tuple[str, str, int]] = {}
+        self._inputs: dict[str, Packet] = {}
         self._stop = asyncio.Event()
 
     # -- the Engine protocol --------------------------------------------------------------------
@@ -264,7 +265,9 @@ class StepEngine:
                     job,
                     self.runtime.gateway.check_call,
                     steps=steps[job_id],
+                    input_packet=self._inputs.get(job_id),
                 )
+                self._remember_input(job_id, run)
             if kind == "start":
                 run.start()
             elif kind == "result":
@@ -274,6 +277,13 @@ class StepEngine:
             elif kind == "timer":
                 run.timer_fired(arg)
         self._write(tx, list(runs.values()))
+
+    def _remember_input(self, job_id: str, run: JobRun) -> None:
+        # A job's input never changes; parsing it again for every batch costs more than the
+        # batch's transitions.
+        if len(self._inputs) > _JOB_PLAN_CACHE:
+            self._inputs.clear()
+        self._inputs[job_id] = run.input
 
     def _write(self, tx: Transaction, runs: list[JobRun]) -> None:
         self.store.save_many(tx, [run.job_values() for run in runs])
