@@ -65,6 +65,19 @@ class AdmissionRequest:
     step_id: str | None
     workflow: str | None
 
+    @classmethod
+    def for_call(cls, packet: Packet, service: str, version: str) -> AdmissionRequest:
+        """The request for a call of ``service@version`` with ``packet``."""
+        return cls(
+            account_id=packet.account_id,
+            user_id=packet.actor.user.id,
+            service=service,
+            version=version,
+            job_id=packet.job_id,
+            step_id=packet.step_id,
+            workflow=packet.workflow,
+        )
+
 
 AdmissionHook = Callable[[AdmissionRequest], Awaitable[None]]
 """Raises :class:`~fluxo_core.errors.AdmissionDeniedError` to refuse a call."""
@@ -163,17 +176,7 @@ class Gateway:
                 key = (packet.account_id, packet.actor.user.id, packet.job_id, packet.step_id)
                 if key not in seen:
                     seen.add(key)
-                    await self.admission(
-                        AdmissionRequest(
-                            account_id=packet.account_id,
-                            user_id=packet.actor.user.id,
-                            service=info.name,
-                            version=info.version,
-                            job_id=packet.job_id,
-                            step_id=packet.step_id,
-                            workflow=packet.workflow,
-                        )
-                    )
+                    await self.admission(AdmissionRequest.for_call(packet, info.name, info.version))
         return await self._record_and_enqueue(info, packets, bodies, reply_to)
 
     def check_call(self, info: ServiceInfo, packet: Packet) -> bytes:

@@ -417,15 +417,7 @@ class Worker:
 
 
 def _admission_request(svc: Service, packet: Packet) -> AdmissionRequest:
-    return AdmissionRequest(
-        account_id=packet.account_id,
-        user_id=packet.actor.user.id,
-        service=svc.name,
-        version=svc.version,
-        job_id=packet.job_id,
-        step_id=packet.step_id,
-        workflow=packet.workflow,
-    )
+    return AdmissionRequest.for_call(packet, svc.name, svc.version)
 
 
 def _describe(error: FluxoError) -> str:

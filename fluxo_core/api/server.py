@@ -61,12 +61,7 @@ def build_platform(
     return Platform(
         db,
         services,
-        transport=make_transport(
-            config.transport,
-            db,
-            amqp_url=config.amqp_url,
-            poll_interval_s=config.poll_interval_s,
-        ),
+        transport=make_transport(config, db),
         workers=workers,
         max_packet_bytes=config.max_packet_bytes,
         poll_interval_s=config.poll_interval_s,

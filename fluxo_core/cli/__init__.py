@@ -215,12 +215,7 @@ def worker_runtime(
     return ServiceRuntime(
         db,
         services,
-        transport=make_transport(
-            config.transport,
-            db,
-            amqp_url=config.amqp_url,
-            poll_interval_s=config.poll_interval_s,
-        ),
+        transport=make_transport(config, db),
         workers=workers,
         batch_size=batch_size,
         lease_margin_s=lease_margin_s,

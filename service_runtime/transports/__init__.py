@@ -1,5 +1,6 @@
 """Queue transports, one module per backend, chosen by name (``sql``, ``rabbitmq``)."""
 
+from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError
 from fluxo_core.storage import Database
 from service_runtime.transports.base import (
@@ -12,15 +13,17 @@ from service_runtime.transports.base import (
 from service_runtime.transports.sql import SqlTransport, queue_channel
 
 
-def make_transport(name: str, db: Database, *, amqp_url: str, poll_interval_s: float) -> Transport:
-    """The transport called ``name`` (``sql`` or ``rabbitmq``), loaded only when chosen."""
-    if name == "sql":
-        return SqlTransport(db, poll_interval_s=poll_interval_s)
-    if name == "rabbitmq":
+def make_transport(config: FluxoConfig, db: Database) -> Transport:
+    """The transport ``config.transport`` names (``sql`` or ``rabbitmq``), loaded only when chosen."""
+    if config.transport == "sql":
+        return SqlTransport(db, poll_interval_s=config.poll_interval_s)
+    if config.transport == "rabbitmq":
         from service_runtime.transports.rabbitmq import RabbitMqTransport
 
-        return RabbitMqTransport(db, amqp_url, max_poll_interval_s=poll_interval_s)
-    raise ConfigError(f"unknown transport {name!r}: use 'sql' or 'rabbitmq' (FLUXO_TRANSPORT)")
+        return RabbitMqTransport(db, config.amqp_url, max_poll_interval_s=config.poll_interval_s)
+    raise ConfigError(
+        f"unknown transport {config.transport!r}: use 'sql' or 'rabbitmq' (FLUXO_TRANSPORT)"
+    )
 
 
 __all__ = [
