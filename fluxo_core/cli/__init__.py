@@ -25,6 +25,7 @@ from fluxo_core.errors import CallTimeoutError, ConfigError, FluxoError, Malform
 from fluxo_core.ir import json_schema, load_workflows_yaml
 from fluxo_core.storage import AccountStore, Database
 from service_runtime import Service, ServiceRuntime
+from service_runtime.dead_letters import DeadLetters
 from service_runtime.transports import make_transport
 
 __all__ = ["main"]
@@ -118,6 +119,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("dlq", help="dead letters: list them, or replay them once fixed")
+    dlq_sub = p.add_subparsers(required=True, metavar="ACTION")
+    q = dlq_sub.add_parser("list", help="messages that failed for good")
+    q.add_argument("--queue", help="only this queue (e.g. svc.parse-order@1.in)")
+    q.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    q.set_defaults(func=_cmd_dlq_list)
+    q = dlq_sub.add_parser("replay", help="send dead letters of QUEUE through again")
+    q.add_argument("queue")
+    q.add_argument("--id", action="append", dest="ids", help="only this message id; repeatable")
+    q.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    q.set_defaults(func=_cmd_dlq_replay)
 
     p = sub.add_parser("services", help="list published services")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -349,6 +362,27 @@ def _parse_input(raw: str) -> Any:
         raise MalformedRequestError(
             f"{source} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
         ) from exc
+
+
+async def _cmd_dlq_list(args: argparse.Namespace, config: FluxoConfig) -> int:
+    db = await _open_db(config)
+    try:
+        letters = await DeadLetters(db, make_transport(config, db)).list(args.queue)
+    finally:
+        await db.close()
+    for letter in letters:
+        print(f"{letter.queue}  {letter.message_id}  {letter.error or ''}")
+    return 0
+
+
+async def _cmd_dlq_replay(args: argparse.Namespace, config: FluxoConfig) -> int:
+    db = await _open_db(config)
+    try:
+        count = await DeadLetters(db, make_transport(config, db)).replay(args.queue, args.ids)
+    finally:
+        await db.close()
+    print(f"{count} message(s) back on {args.queue}")
+    return 0
 
 
 async def _cmd_schema(args: argparse.Namespace, config: FluxoConfig) -> int:
