@@ -1,0 +1,1029 @@
+"""IR -> Argo: golden files, Argo's JSON Schema and CRDs as oracles, and Fluxo's semantic check.
+
+Golden files live in ``tests/golden/argo``; ``FLUXO_REGENERATE=1`` rewrites them. The oracles come
+from ``../shared/argo`` (Argo's schema.json and CRDs at a pinned commit): missing, these tests skip,
+except under ``CI=true`` where that is a failure.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from fluxo_core.api.common import MAX_WAIT_S
+from fluxo_core.errors import (
+    ConfigError,
+    PayloadTooLargeError,
+    UnsupportedFeatureError,
+    ValidationError,
+)
+from fluxo_core.ir import Packet, load_workflows_yaml, validate_workflow
+from translators import ArgoBundle, CronTrigger, check_argo, to_argo, to_argo_job, to_yaml
+from translators import argo as argo_module
+
+ROOT = Path(__file__).parents[2]
+ARGO_DIR = ROOT.parent / "shared" / "argo"
+GOLDEN = ROOT / "tests" / "golden" / "argo"
+EXAMPLES = ("order-intake", "invoice-reminder", "lead-enrichment")
+GATEWAY = "http://fluxo.fluxo-system.svc:8080"
+ARGO_KINDS = ("Workflow", "WorkflowTemplate", "CronWorkflow")
+CRD_FILES = {
+    "Workflow": "argoproj.io_workflows.yaml",
+    "WorkflowTemplate": "argoproj.io_workflowtemplates.yaml",
+    "CronWorkflow": "argoproj.io_cronworkflows.yaml",
+    "ClusterWorkflowTemplate": "argoproj.io_clusterworkflowtemplates.yaml",
+}
+JOB_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+# --- the oracles ---------------------------------------------------------------------------------
+
+
+def argo_dir() -> Path:
+    """``../shared/argo``; its absence skips the test (fails it under CI=true)."""
+    if not (ARGO_DIR / "schema.json").is_file():
+        message = f"the Argo reference data is missing at {ARGO_DIR}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI must check out ../shared/argo next to the repository")
+        pytest.skip(f"{message}; put the shared folder next to the repository to run this test")
+    return ARGO_DIR
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are large: use libyaml
+
+
+@cache
+def _schema_definitions(folder: Path) -> dict[str, Any]:
+    """Argo's schema definitions, patched as ../shared/argo/README.md says.
+
+    Kubernetes int-or-string is typed string only upstream: it becomes integer or string. Every
+    object definition with properties gets ``additionalProperties: false``, so misspelt keys fail.
+    """
+    schema = json.loads((folder / "schema.json").read_text())
+    definitions: dict[str, Any] = schema["definitions"]
+    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["integer", "string"]}
+    for definition in definitions.values():
+        if "properties" in definition and "additionalProperties" not in definition:
+            definition["additionalProperties"] = False
+    return definitions
+
+
+def schema_validator(kind: str) -> jsonschema.Draft202012Validator:
+    return _schema_validator(argo_dir(), kind)
+
+
+@cache
+def _schema_validator(folder: Path, kind: str) -> jsonschema.Draft202012Validator:
+    definitions = _schema_definitions(folder)
+    return jsonschema.Draft202012Validator(
+        {"$ref": f"#/definitions/io.argoproj.workflow.v1alpha1.{kind}", "definitions": definitions}
+    )
+
+
+def _openapi_to_jsonschema(node: Any) -> Any:
+    """A CRD's openAPIV3Schema as JSON Schema: int-or-string and nullable spelled out."""
+    if isinstance(node, list):
+        return [_openapi_to_jsonschema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {
+        key: _openapi_to_jsonschema(value)
+        for key, value in node.items()
+        if not key.startswith("x-kubernetes-") and key != "nullable"
+    }
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("anyOf", None)
+        out["type"] = ["integer", "string"]
+    if node.get("nullable") and "type" in out:
+        kinds = out["type"] if isinstance(out["type"], list) else [out["type"]]
+        out["type"] = [*kinds, "null"]
+    return out
+
+
+@cache
+def _crd(folder: Path, kind: str) -> dict[str, Any]:
+    crd = yaml.load((folder / "crds" / CRD_FILES[kind]).read_text(), Loader=_LOADER)
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def crd_validator(kind: str) -> jsonschema.Draft7Validator:
+    return _crd_validator(argo_dir(), kind)
+
+
+@cache
+def _crd_validator(folder: Path, kind: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(_openapi_to_jsonschema(_crd(folder, kind)))
+
+
+def errors(validator: jsonschema.protocols.Validator, document: Any) -> list[str]:
+    return [
+        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:300]}"
+        for e in validator.iter_errors(document)
+    ]
+
+
+# --- workflows -----------------------------------------------------------------------------------
+
+
+def wf(name: str, *steps: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"steps": list(steps), **spec},
+    }
+
+
+def svc(step_id: str, *nxt: str, service: str = "crm", **extra: Any) -> dict[str, Any]:
+    return {"id": step_id, "kind": "service", "service": service, "next": list(nxt), **extra}
+
+
+def transform(step_id: str, *nxt: str) -> dict[str, Any]:
+    ops = [{"op": "set", "path": "seen", "value": True}]
+    return {"id": step_id, "kind": "transform", "ops": ops, "next": list(nxt)}
+
+
+STEP_CASES: dict[str, dict[str, Any]] = {
+    "step-service": wf(
+        "svc-demo",
+        svc(
+            "enrich",
+            "mail",
+            service="crm@2",
+            retry={"max_attempts": 4, "backoff_s": 0.5, "factor": 3, "backoff_max_s": 30},
+            timeout_s=12.5,
+        ),
+        svc("mail", service="mailer"),
+    ),
+    "step-switch": wf(
+        "switch-demo",
+        {
+            "id": "route",
+            "kind": "switch",
+            "cases": [
+                {
+                    "when": {
+                        "all": [
+                            {"path": "total", "op": "gte", "value": 1000},
+                            {"path": "total", "op": "lt", "value": 1e6},
+                            {"not": {"path": "customer.tier", "op": "eq", "value": "gold"}},
+                        ]
+                    },
+                    "next": ["review"],
+                },
+                {
+                    "when": {
+                        "any": [
+                            {"path": "customer.tier", "op": "in", "value": ["gold", "silver"]},
+                            {"path": "tags", "op": "contains", "value": "vip"},
+                            {"path": "code", "op": "regex", "value": "^A-?[0-9]{2,}$"},
+                        ]
+                    },
+                    "next": ["priority"],
+                },
+                {"when": {"path": "note", "op": "ne", "value": "it's {{odd}}?"}, "next": ["note"]},
+                {"when": {"path": "items[0].sku", "op": "exists"}, "next": ["note"]},
+                {"when": {"path": 'meta["a.b"]', "op": "not_exists"}, "next": ["note"]},
+                {"when": {"path": "score", "op": "gt", "value": 0.5}, "next": ["note"]},
+                {"when": {"path": "name", "op": "lte", "value": "m"}, "next": ["note"]},
+                {"when": {"path": "void", "op": "eq", "value": None}, "next": ["note"]},
+            ],
+            "default": ["standard"],
+        },
+        svc("review", service="manual-review"),
+        svc("priority"),
+        svc("note"),
+        svc("standard"),
+    ),
+    "step-switch-all": wf(
+        "switch-all-demo",
+        svc("load", "fan"),
+        {
+            "id": "fan",
+            "kind": "switch",
+            "mode": "all",
+            "cases": [
+                {"when": {"path": "a", "op": "exists"}, "next": ["left", "both"]},
+                {"when": {"path": "b", "op": "exists"}, "next": ["right", "both"]},
+            ],
+        },
+        svc("left"),
+        svc("right"),
+        svc("both"),
+    ),
+    "step-transform": wf(
+        "transform-demo",
+        {
+            "id": "shape",
+            "kind": "transform",
+            "ops": [
+                {"op": "set", "path": "total", "expr": "$sum(items.(qty * price))"},
+                {"op": "move", "from": "customer.mail", "to": "customer.email"},
+                {"op": "delete", "path": "internal"},
+                {"op": "jsonata", "expr": '{"lines": $map(items, function($v){{"sku": $v.sku}})}'},
+            ],
+            "next": ["save"],
+        },
+        svc("save"),
+    ),
+    "step-split": wf(
+        "split-demo",
+        {"id": "each", "kind": "split", "path": "orders", "next": ["ship"]},
+        svc("ship", service="stock"),
+    ),
+    "step-join": wf(
+        "join-demo",
+        svc("load", "each"),
+        {"id": "each", "kind": "split", "path": "items", "next": ["reserve"]},
+        svc("reserve", "gather", service="stock"),
+        {"id": "gather", "kind": "join", "split": "each", "next": ["mail"]},
+        svc("mail", service="mailer"),
+    ),
+    "step-delay": wf(
+        "delay-demo",
+        svc("order", "wait"),
+        {"id": "wait", "kind": "delay", "seconds": 90, "next": ["nudge"]},
+        {"id": "nudge", "kind": "delay", "seconds": 1.5, "next": ["remind"]},
+        svc("remind", service="mailer"),
+    ),
+    "step-workflow": wf(
+        "workflow-call-demo",
+        {
+            "id": "sub",
+            "kind": "workflow",
+            "workflow": "order-intake@3",
+            "retry": {"max_attempts": 2},
+            "next": ["done"],
+        },
+        svc("done"),
+    ),
+    "on-error": wf(
+        "on-error-demo",
+        svc("fetch", "parse", service="crm", on_error="continue"),
+        svc("parse", "save", service="parser", on_error={"goto": "report"}),
+        svc("save", service="stock"),
+        svc("report", service="mailer"),
+    ),
+    "paths": wf(
+        "paths-demo",
+        svc("start", "a", "b"),
+        svc("a", "merge"),
+        svc("b", "merge"),
+        svc("merge", "end"),
+        svc("end"),
+        output="merge",
+    ),
+    "nested-split": wf(
+        "nested-split-demo",
+        {"id": "orders", "kind": "split", "path": "orders", "next": ["lines"]},
+        {"id": "lines", "kind": "split", "path": "lines", "next": ["reserve"]},
+        svc("reserve", "lines-done", service="stock"),
+        {"id": "lines-done", "kind": "join", "split": "lines", "next": ["confirm"]},
+        svc("confirm", "orders-done"),
+        {"id": "orders-done", "kind": "join", "split": "orders"},
+    ),
+    "long-timeout": wf(
+        "long-timeout-demo",
+        svc("render", "fast", service="renderer", timeout_s=3600),
+        svc("fast", timeout_s=5),
+    ),
+}
+
+CRONS = (
+    CronTrigger(name="nightly", schedules=("0 2 * * *",), timezone="Europe/Berlin"),
+    CronTrigger(
+        name="hourly",
+        schedules=("@hourly", "*/15 9-17 * * 1-5"),
+        input={"source": "cron", "note": "{{not a tag}}"},
+        concurrency_policy="Forbid",
+    ),
+)
+
+
+def example(name: str) -> Any:
+    return load_workflows_yaml((ROOT / "examples" / f"{name}.yaml").read_text())[0]
+
+
+def bundle_for(case: str) -> ArgoBundle:
+    if case.startswith("example-"):
+        return to_argo(example(case.removeprefix("example-")), gateway_url=GATEWAY, version=3)
+    if case == "mode-container":
+        return to_argo(
+            example("order-intake"), gateway_url=GATEWAY, version="v1.2", mode="container"
+        )
+    crons = CRONS if case == "step-service" else ()
+    return to_argo(validate_workflow(STEP_CASES[case]), gateway_url=GATEWAY, version=1, crons=crons)
+
+
+CASES = [*(f"example-{n}" for n in EXAMPLES), *STEP_CASES, "mode-container"]
+
+
+def job_document() -> dict[str, Any]:
+    packet = Packet.model_validate(
+        {
+            "id": "input-1",
+            "trace_id": TRACE_ID,
+            "actor": {"user": {"id": "ann"}, "account": {"id": "acme"}},
+            "payload": json.loads((ROOT / "examples" / "order-intake.input.json").read_text()),
+            "headers": {"source": "test"},
+        }
+    )
+    return to_argo_job(bundle_for("example-order-intake"), job_id=JOB_ID, packet=packet)
+
+
+def documents_for(case: str) -> list[dict[str, Any]]:
+    return [job_document()] if case == "job" else bundle_for(case).documents()
+
+
+def all_documents() -> Iterator[tuple[str, dict[str, Any]]]:
+    for case in [*CASES, "job"]:
+        for document in documents_for(case):
+            yield case, document
+
+
+# --- golden files --------------------------------------------------------------------------------
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.yaml"
+    if os.environ.get("FLUXO_REGENERATE") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.is_file(), f"no golden file {path}: run with FLUXO_REGENERATE=1 to create it"
+    assert text == path.read_text(), f"{path} differs: review, then FLUXO_REGENERATE=1"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case: str) -> None:
+    check_golden(case, to_yaml(bundle_for(case)))
+
+
+def test_golden_job() -> None:
+    text = yaml.safe_dump(job_document(), sort_keys=True, width=4096, explicit_start=True)
+    check_golden("job-order-intake", text)
+
+
+def test_every_ir_step_kind_has_a_golden_file_or_a_clear_refusal() -> None:
+    from fluxo_core.ir import STEP_KINDS
+
+    covered = {step["kind"] for case in STEP_CASES.values() for step in case["spec"]["steps"]}
+    assert covered == set(STEP_KINDS) - {"native"}  # native: see test_native_step_is_refused
+
+
+def test_translation_is_deterministic_across_processes() -> None:
+    script = textwrap.dedent(
+        """
+        from tests.unit.test_argo_translator import CASES, bundle_for
+        from translators import to_yaml
+        print("\\n".join(to_yaml(bundle_for(c)) for c in CASES))
+        """
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    here = "\n".join(to_yaml(bundle_for(c)) for c in CASES) + "\n"
+    assert runs[0] == runs[1] == here
+
+
+# --- the oracles accept what they should ---------------------------------------------------------
+
+
+def test_patched_schema_accepts_every_upstream_example() -> None:
+    folder = argo_dir()
+    checked = 0
+    for path in sorted((folder / "examples").rglob("*.yaml")):
+        for document in yaml.load_all(path.read_text(), Loader=_LOADER):
+            if isinstance(document, dict) and document.get("kind") in CRD_FILES:
+                checked += 1
+                assert errors(schema_validator(document["kind"]), document) == [], path
+                assert errors(crd_validator(document["kind"]), document) == [], path
+    assert checked > 200
+
+
+def test_patched_schema_rejects_misspelt_keys_and_takes_int_or_string() -> None:
+    document = copy.deepcopy(bundle_for("step-service").workflow_template)
+    template = next(t for t in document["spec"]["templates"] if "retryStrategy" in t)
+    assert isinstance(template["retryStrategy"]["limit"], int)  # int-or-string as an int
+    assert errors(schema_validator("WorkflowTemplate"), document) == []
+    template["retryStrategy"]["limt"] = 3
+    assert any("limt" in e for e in errors(schema_validator("WorkflowTemplate"), document))
+
+
+# --- every emitted document validates ------------------------------------------------------------
+
+
+RBAC_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata"],
+    "properties": {
+        "apiVersion": {"enum": ["v1", "rbac.authorization.k8s.io/v1"]},
+        "kind": {"enum": ["ServiceAccount", "Role", "RoleBinding", "Secret"]},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}
+            },
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("case", [*CASES, "job"])
+def test_documents_validate_against_argo_schema_and_crds(case: str) -> None:
+    for document in documents_for(case):
+        kind = document["kind"]
+        if kind not in ARGO_KINDS:
+            assert errors(jsonschema.Draft202012Validator(RBAC_SCHEMA), document) == []
+            assert "data" not in document
+            assert "stringData" not in document
+            continue
+        assert errors(schema_validator(kind), document) == [], kind
+        assert errors(crd_validator(kind), document) == [], kind
+        assert check_argo(document) == [], kind
+
+
+def _max_items(node: Any, key: str) -> list[int]:
+    """The maxItems of every array property called ``key`` in a CRD schema."""
+    found: list[int] = []
+    if isinstance(node, dict):
+        for name, value in (node.get("properties") or {}).items():
+            if name == key and isinstance(value, dict) and "maxItems" in value:
+                found.append(value["maxItems"])
+        for value in node.values():
+            found += _max_items(value, key)
+    elif isinstance(node, list):
+        for value in node:
+            found += _max_items(value, key)
+    return found
+
+
+def test_limits_agree_with_the_crds() -> None:
+    schema = _crd(argo_dir(), "WorkflowTemplate")
+    assert min(_max_items(schema, "templates")) == argo_module.MAX_TEMPLATES == 200
+    assert min(_max_items(schema, "tasks")) == argo_module.MAX_DAG_TASKS == 200
+    name_limits = re.findall(
+        r"maxLength: (\d+)\n\s+pattern: \^\[a-zA-Z0-9\]", _crd_text("WorkflowTemplate")
+    )
+    assert name_limits
+    assert all(int(n) >= argo_module.MAX_NAME_LENGTH for n in name_limits)
+
+
+def _crd_text(kind: str) -> str:
+    return (argo_dir() / "crds" / CRD_FILES[kind]).read_text()
+
+
+def test_names_are_short_dns_labels() -> None:
+    label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    for _case, document in all_documents():
+        if document["kind"] not in ARGO_KINDS:
+            continue
+        spec = document["spec"].get("workflowSpec", document["spec"])
+        names = [document["metadata"]["name"]]
+        for template in spec.get("templates", []):
+            names.append(template["name"])
+            names += [t["name"] for t in template.get("dag", {}).get("tasks", [])]
+        for name in names:
+            assert len(name) <= 63, name
+            assert label.match(name), name
+
+
+# --- what the documents mean ---------------------------------------------------------------------
+
+_SIMPLE_TAG = re.compile(r"\{\{\s*([^=}][^}]*?)\s*\}\}")
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    """Argo's simple tag substitution; an unknown tag fails the test."""
+
+    def one(match: re.Match[str]) -> str:
+        assert match.group(1) in values, f"unexpected tag {match.group(0)} in {text[:120]}"
+        return values[match.group(1)]
+
+    return _SIMPLE_TAG.sub(one, text)
+
+
+CALL_VALUES = {
+    "workflow.parameters.job-id": JOB_ID,
+    "workflow.parameters.trace-id": TRACE_ID,
+    "workflow.parameters.actor": '{"account":{"id":"acme"},"user":{"id":"ann"}}',
+    "inputs.parameters.headers": '{"source":"test"}',
+    "inputs.parameters.key": "reserve.3",
+    "inputs.parameters.step-id": "reserve",
+    "inputs.parameters.payload": '{"sku":"A-1","qty":2}',
+    "inputs.parameters.ops": '[{"op":"delete","path":"qty"}]',
+    "inputs.parameters.service": "stock",
+    "retries": "1",
+}
+
+
+@pytest.mark.parametrize("case", ["example-order-intake", "mode-container", "step-transform"])
+def test_call_bodies_are_packets_the_gateway_accepts(case: str) -> None:
+    templates = bundle_for(case).workflow_template["spec"]["templates"]
+    calls = [t for t in templates if t["name"].startswith(("call", "run"))]
+    assert calls
+    for template in calls:
+        if "http" in template:
+            body = template["http"]["body"]
+            url = substitute(template["http"]["url"], CALL_VALUES)
+            assert url.startswith(f"{GATEWAY}/v1/services/")
+            assert "/calls?wait=" in url
+            assert template["http"]["timeoutSeconds"] > int(url.rsplit("=", 1)[1])
+        else:
+            args = template["container"]["args"]
+            assert template["container"]["command"] == ["fluxo", "call"]
+            body = args[args.index("--packet") + 1]
+        packet = Packet.model_validate_json(substitute(body, CALL_VALUES))
+        assert packet.job_id == JOB_ID
+        assert packet.step_id == "reserve"
+        assert packet.id.startswith(f"{JOB_ID}:reserve.3:")
+        expected = "transform-demo@1" if case == "step-transform" else "order-intake@"
+        assert packet.workflow is not None
+        assert packet.workflow.startswith(expected)
+        if "transform" in template["name"]:
+            assert packet.payload == {
+                "input": {"sku": "A-1", "qty": 2},
+                "ops": [{"op": "delete", "path": "qty"}],
+            }
+
+
+def test_transform_ops_travel_unchanged() -> None:
+    workflow = validate_workflow(STEP_CASES["step-transform"])
+    task = next(
+        t
+        for t in bundle_for("step-transform").workflow_template["spec"]["templates"][0]["dag"][
+            "tasks"
+        ]
+        if t["name"] == "shape"
+    )
+    ops = next(p["value"] for p in task["arguments"]["parameters"] if p["name"] == "ops")
+    assert "{{" not in ops  # a '{{' in a JSONata expression must not open an Argo tag
+    expected = [
+        op.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        for op in workflow.spec.steps[0].ops
+    ]
+    assert json.loads(ops) == expected
+
+
+def strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings(value)
+
+
+_EXPR_TAG = re.compile(r"\{\{=(.*?)\}\}", re.DOTALL)
+_GUARD = re.compile(r"^tasks\['[a-z0-9-]+'\]\.status == '[A-Za-z]+' $")
+
+
+def test_expression_tags_survive_argos_ternary_rule() -> None:
+    """Argo evaluates the text before a tag's first '?' alone when the tag holds '?' and ':'."""
+    seen = 0
+    for _case, document in all_documents():
+        for text in strings(document):
+            for expression in _EXPR_TAG.findall(text):
+                seen += 1
+                assert "{{" not in expression
+                if "?" in expression and ":" in expression:
+                    guard = expression.split("?", 1)[0]
+                    assert _GUARD.match(guard), expression[:200]
+    assert seen > 20
+
+
+def test_switch_conditions_map_to_when() -> None:
+    tasks = {
+        t["name"]: t
+        for t in bundle_for("step-switch").workflow_template["spec"]["templates"][0]["dag"]["tasks"]
+    }
+    assert set(tasks) == {"review", "priority", "note", "standard"}
+    assert all("depends" not in t for t in tasks.values())  # the switch is the start
+    review = tasks["review"]["when"]
+    assert "get(p, 'total') >= 1000" in review
+    assert "!(get(get(p, 'customer'), 'tier') == 'gold')" in review
+    assert "\\u003f" in tasks["note"]["when"]  # the '?' of a literal is escaped
+    assert "\\u007b\\u007bodd\\u007d\\u007d" in tasks["note"]["when"]
+    assert "matches '^A-\\u003f[0-9]\\u007b2,\\u007d$'" in tasks["priority"]["when"]
+    # first match wins: later cases and the default negate the earlier ones
+    assert tasks["standard"]["when"].count("!(") >= 8
+
+
+def test_split_join_and_results() -> None:
+    templates = {
+        t["name"]: t for t in bundle_for("step-join").workflow_template["spec"]["templates"]
+    }
+    main = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
+    assert main["each"]["template"] == "branch-each"
+    assert main["each"]["withParam"].startswith("{{=toJson(map(get(")
+    assert main["mail"]["depends"] == "(each.Succeeded || each.Skipped)"
+    branch = templates["branch-each"]
+    assert [p["name"] for p in branch["outputs"]["parameters"]] == ["payload"]
+    keys = [
+        p["value"]
+        for t in branch["dag"]["tasks"]
+        for p in t["arguments"]["parameters"]
+        if p["name"] == "key"
+    ]
+    assert keys == ["reserve{{inputs.parameters.suffix}}"]
+    result = templates["main"]["outputs"]["parameters"][0]
+    assert result["globalName"] == "fluxo-result"
+    assert "tasks['mail']" in result["valueFrom"]["expression"]
+
+
+def test_on_error_continue_and_goto() -> None:
+    tasks = {
+        t["name"]: t
+        for t in bundle_for("on-error").workflow_template["spec"]["templates"][0]["dag"]["tasks"]
+    }
+    assert tasks["parse"]["depends"] == "(fetch.Succeeded || fetch.Failed || fetch.Errored)"
+    payload = next(
+        p["value"] for p in tasks["parse"]["arguments"]["parameters"] if p["name"] == "payload"
+    )
+    assert payload.startswith("{{=tasks['fetch'].status == 'Succeeded' ? ")
+    assert tasks["save"]["depends"] == "parse.Succeeded"
+    assert tasks["report"]["depends"] == "(parse.Failed || parse.Errored)"
+    report = next(
+        p["value"] for p in tasks["report"]["arguments"]["parameters"] if p["name"] == "payload"
+    )
+    assert "'error'" in report
+    assert "'input'" in report
+    assert "'step': 'parse'" in report
+
+
+def test_a_step_on_several_paths_runs_once_per_path() -> None:
+    tasks = [
+        t["name"]
+        for t in bundle_for("paths").workflow_template["spec"]["templates"][0]["dag"]["tasks"]
+    ]
+    assert tasks == [
+        "start",
+        "a",
+        "merge-from-a",
+        "end-from-merge-from-a",
+        "b",
+        "merge-from-b",
+        "end-from-merge-from-b",
+    ]
+
+
+def test_long_calls_run_in_a_container() -> None:
+    assert MAX_WAIT_S == argo_module.MAX_HTTP_WAIT_S
+    templates = {
+        t["name"]: t for t in bundle_for("long-timeout").workflow_template["spec"]["templates"]
+    }
+    assert templates["run-t3600s"]["activeDeadlineSeconds"] == 3600 + argo_module.CONTAINER_GRACE_S
+    assert templates["run-t3600s"]["container"]["image"] == argo_module.DEFAULT_IMAGE
+    assert templates["call-t5s"]["http"]["timeoutSeconds"] == 5 + argo_module.HTTP_GRACE_S
+
+
+def test_retry_and_timeout_map_to_argo() -> None:
+    templates = {
+        t["name"]: t for t in bundle_for("step-service").workflow_template["spec"]["templates"]
+    }
+    call = templates["call-t13s-r4-500ms-x3-30s"]
+    assert call["retryStrategy"] == {
+        "limit": 3,
+        "retryPolicy": "Always",
+        "backoff": {"duration": "500ms", "factor": 3, "cap": "30s"},
+    }
+    assert "{{retries}}" in call["http"]["body"]
+    assert "{{retries}}" not in templates["call"]["http"]["body"]  # no retryStrategy: no variable
+
+
+def test_cron_triggers_start_jobs_through_fluxo() -> None:
+    bundle = bundle_for("step-service")
+    nightly, hourly = bundle.cron_workflows
+    assert nightly["metadata"]["name"] == "svc-demo-nightly"
+    assert nightly["spec"]["schedules"] == ["0 2 * * *"]
+    assert hourly["spec"]["schedules"] == ["@hourly", "*/15 9-17 * * 1-5"]
+    fire = hourly["spec"]["workflowSpec"]["templates"][0]["http"]
+    assert fire["url"] == f"{GATEWAY}/v1/workflows/svc-demo/jobs"
+    key = next(h for h in fire["headers"] if h["name"] == "Idempotency-Key")
+    assert key["value"] == "cron:hourly:{{workflow.scheduledTime}}"
+    body = json.loads(fire["body"].replace("{{workflow.scheduledTime}}", "2026-01-01T00:00:00Z"))
+    assert body["input"] == {"source": "cron", "note": "{{not a tag}}"}
+    with pytest.raises(ValidationError) as info:
+        to_argo(
+            validate_workflow(STEP_CASES["step-delay"]),
+            gateway_url=GATEWAY,
+            version=1,
+            crons=[CronTrigger(name="Bad_Name", schedules=("every day",))],
+        )
+    assert {loc for loc, _ in info.value.problems} == {"name", "schedules[0]"}
+
+
+def test_rbac_lets_the_agent_do_its_work_and_no_more() -> None:
+    bundle = bundle_for("example-order-intake")
+    kinds = [d["kind"] for d in bundle.rbac]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "Secret"]
+    rules = {tuple(r["resources"]): r["verbs"] for r in bundle.rbac[1]["rules"]}
+    assert rules[("workflowtasksets",)] == ["list", "watch"]
+    assert rules[("workflowtasksets/status",)] == ["patch"]
+    assert rules[("secrets",)] == ["get"]
+    secret = bundle.rbac[3]
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert secret["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "fluxo-argo"}
+    assert bundle.workflow_template["spec"]["serviceAccountName"] == "fluxo-argo"
+
+
+def test_exit_handler_reports_the_end() -> None:
+    spec = bundle_for("example-order-intake").workflow_template["spec"]
+    assert spec["onExit"] == "report-end"
+    report = next(t for t in spec["templates"] if t["name"] == "report-end")["http"]
+    assert report["url"] == f"{GATEWAY}/v1/jobs/{{{{workflow.parameters.job-id}}}}/engine-events"
+    assert '"status":"{{workflow.status}}"' in report["body"]
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+
+def _packet(payload: Any) -> Packet:
+    return Packet.model_validate(
+        {
+            "trace_id": TRACE_ID,
+            "actor": {"user": {"id": "ann"}, "account": {"id": "acme"}},
+            "payload": payload,
+        }
+    )
+
+
+def test_job_workflow_carries_the_job() -> None:
+    job = job_document()
+    assert job["spec"]["workflowTemplateRef"] == {"name": "order-intake-v3"}
+    params = {p["name"]: p["value"] for p in job["spec"]["arguments"]["parameters"]}
+    assert params["job-id"] == JOB_ID
+    assert params["trace-id"] == TRACE_ID
+    assert json.loads(params["actor"]) == {"user": {"id": "ann"}, "account": {"id": "acme"}}
+    assert json.loads(params["input"])["customer"]["email"]
+    assert params["input-headers"] == params["headers"] == '{"source":"test"}'
+    assert job["metadata"]["name"] == f"order-intake-v3-{JOB_ID}"
+
+
+def test_large_inputs_travel_by_reference() -> None:
+    bundle = bundle_for("example-order-intake")
+    assert bundle.input_by_reference  # the first step is a call: the gateway resolves the reference
+    big = _packet({"blob": "x" * (argo_module.MAX_INLINE_PAYLOAD_BYTES + 1)})
+    with pytest.raises(PayloadTooLargeError):
+        to_argo_job(bundle, job_id=JOB_ID, packet=big)
+    job = to_argo_job(bundle, job_id=JOB_ID, packet=big, input_ref="stored-1")
+    params = {p["name"]: p["value"] for p in job["spec"]["arguments"]["parameters"]}
+    assert params["input"] == "{}"
+    assert json.loads(params["input-headers"]) == {"fluxo-payload-ref": "stored-1"}
+    switch_first = bundle_for("step-switch")
+    assert not switch_first.input_by_reference
+    with pytest.raises(UnsupportedFeatureError) as info:
+        to_argo_job(switch_first, job_id=JOB_ID, packet=big, input_ref="stored-1")
+    assert info.value.context["step"] == "route"
+
+
+# --- what cannot be expressed --------------------------------------------------------------------
+
+
+def test_native_step_is_refused_naming_the_step() -> None:
+    workflow = validate_workflow(
+        wf(
+            "native-demo",
+            svc("a", "fn"),
+            {"id": "fn", "kind": "native", "engine": "nodered", "config": {"type": "function"}},
+        )
+    )
+    with pytest.raises(UnsupportedFeatureError) as info:
+        to_argo(workflow, gateway_url=GATEWAY, version=1)
+    assert "'fn'" in info.value.message
+    assert "native nodered" in info.value.message
+    assert info.value.context["step"] == "fn"
+
+
+def test_jsonata_switch_is_refused_naming_the_step() -> None:
+    workflow = validate_workflow(
+        wf(
+            "jsonata-demo",
+            {
+                "id": "pick",
+                "kind": "switch",
+                "cases": [{"when": {"jsonata": "total > 5"}, "next": ["a"]}],
+            },
+            svc("a"),
+        )
+    )
+    with pytest.raises(UnsupportedFeatureError) as info:
+        to_argo(workflow, gateway_url=GATEWAY, version=1)
+    assert "'pick'" in info.value.message
+    assert "JSONata" in info.value.message
+    assert info.value.context["step"] == "pick"
+
+
+@pytest.mark.parametrize(
+    ("steps", "step"),
+    [
+        (
+            [
+                {
+                    "id": "pick",
+                    "kind": "switch",
+                    "cases": [
+                        {"when": {"path": "a", "op": "regex", "value": "^(?=x)"}, "next": ["a"]}
+                    ],
+                },
+                svc("a"),
+            ],
+            "pick",
+        ),
+        ([svc("a", "w"), {"id": "w", "kind": "delay", "seconds": 1, "on_error": "continue"}], "w"),
+    ],
+)
+def test_other_refusals_name_the_step(steps: list[dict[str, Any]], step: str) -> None:
+    with pytest.raises(UnsupportedFeatureError) as info:
+        to_argo(validate_workflow(wf("refused", *steps)), gateway_url=GATEWAY, version=1)
+    assert info.value.context["step"] == step
+    assert f"'{step}'" in info.value.message
+
+
+def test_bad_arguments_are_config_errors() -> None:
+    workflow = validate_workflow(STEP_CASES["step-delay"])
+    with pytest.raises(ConfigError):
+        to_argo(workflow, gateway_url="fluxo:8080", version=1)
+    with pytest.raises(ConfigError):
+        to_argo(workflow, gateway_url=GATEWAY, version=1, service_account="Not_A_Name")
+
+
+def _chain(count: int) -> Any:
+    steps = [svc(f"s{i}", *([f"s{i + 1}"] if i + 1 < count else [])) for i in range(count)]
+    return validate_workflow(wf("chain", *steps))
+
+
+def test_a_200_step_workflow_translates() -> None:
+    bundle = to_argo(_chain(200), gateway_url=GATEWAY, version=1)
+    main = bundle.workflow_template["spec"]["templates"][0]
+    assert len(main["dag"]["tasks"]) == 200
+    assert check_argo(bundle.workflow_template) == []
+    assert errors(crd_validator("WorkflowTemplate"), bundle.workflow_template) == []
+
+
+def test_more_than_200_tasks_in_a_dag_is_refused() -> None:
+    with pytest.raises(UnsupportedFeatureError) as info:
+        to_argo(_chain(201), gateway_url=GATEWAY, version=1)
+    assert "201 tasks" in info.value.message
+    assert "200" in info.value.message
+
+
+def test_long_names_are_cut_with_a_hash() -> None:
+    long_id = "a" * 60
+    workflow = validate_workflow(
+        wf("n" * 60, svc("x", long_id, "y"), svc("y", long_id), svc(long_id), output=long_id)
+    )
+    bundle = to_argo(workflow, gateway_url=GATEWAY, version="2024.10.01-rc_1")
+    name = bundle.workflow_template["metadata"]["name"]
+    assert len(name) <= 63
+    assert name.startswith("nnnn")
+    tasks = [t["name"] for t in bundle.workflow_template["spec"]["templates"][0]["dag"]["tasks"]]
+    assert len(set(tasks)) == len(tasks) == 4
+    assert all(len(t) <= 63 for t in tasks)
+    assert check_argo(bundle.workflow_template) == []
+    split_id = "b" * 63
+    workflow = validate_workflow(
+        wf("long-split", {"id": split_id, "kind": "split", "next": ["c"]}, svc("c"))
+    )
+    templates = to_argo(workflow, gateway_url=GATEWAY, version=1).workflow_template["spec"][
+        "templates"
+    ]
+    branch = templates[1]["name"]
+    assert branch.startswith("branch-bbb")
+    assert len(branch) <= 63
+    assert templates[0]["dag"]["tasks"][0]["template"] == branch
+
+
+# --- check_argo: what the schema cannot see ------------------------------------------------------
+
+
+def _dag_document(tasks: list[dict[str, Any]], **template: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "hand-made"},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [
+                {"name": "main", "dag": {"tasks": tasks}, **template},
+                {"name": "echo", "inputs": {"parameters": [{"name": "msg"}]}, "suspend": {}},
+            ],
+        },
+    }
+
+
+def _task(name: str, depends: str | None = None, msg: str = "hi", **extra: Any) -> dict[str, Any]:
+    task: dict[str, Any] = {
+        "name": name,
+        "template": "echo",
+        "arguments": {"parameters": [{"name": "msg", "value": msg}]},
+        **extra,
+    }
+    if depends:
+        task["depends"] = depends
+    return task
+
+
+def messages(document: dict[str, Any]) -> str:
+    return "\n".join(f"{where}: {message}" for where, message in check_argo(document))
+
+
+def test_check_argo_accepts_a_sound_document() -> None:
+    document = _dag_document([_task("a"), _task("b", "a", msg="{{tasks.a.outputs.result}}")])
+    assert check_argo(document) == []
+
+
+def test_check_argo_finds_a_dangling_task_reference() -> None:
+    document = _dag_document(
+        [
+            _task("a"),
+            _task("b", "a", msg="{{tasks.ghost.outputs.result}}"),
+            _task("c", "a", msg="{{=toJson(tasks['phantom'].outputs.result)}}"),
+        ]
+    )
+    problems = check_argo(document)
+    assert ("spec.templates[0].dag.tasks[1].arguments.parameters[0].value") in {
+        w for w, _ in problems
+    }
+    text = messages(document)
+    assert "'ghost', which is not in DAG 'main'" in text
+    assert "'phantom'" in text
+
+
+def test_check_argo_finds_a_reference_to_a_task_that_is_not_upstream() -> None:
+    document = _dag_document([_task("a"), _task("b", msg="{{tasks.a.outputs.result}}")])
+    assert "not upstream of it: add 'a' to its depends" in messages(document)
+
+
+def test_check_argo_finds_a_cycle() -> None:
+    document = _dag_document([_task("a", "c.Succeeded"), _task("b", "a"), _task("c", "b || a")])
+    problems = dict(check_argo(document))
+    assert problems["spec.templates[0].dag.tasks[1].depends"].startswith(
+        "dependency cycle a -> c -> b -> a (each task waits for the next)"
+    )
+    assert "dependency cycle a -> c -> a" in problems["spec.templates[0].dag.tasks[2].depends"]
+
+
+def test_check_argo_finds_more_than_200_tasks() -> None:
+    document = _dag_document([_task(f"t{i}") for i in range(201)])
+    assert "has 201 tasks, over Argo's limit of 200" in messages(document)
+    document = _dag_document([_task(f"t{i}") for i in range(200)])
+    assert check_argo(document) == []
+
+
+def test_check_argo_finds_bad_names_and_missing_templates() -> None:
+    document = _dag_document([_task("Bad_Name"), _task("x" * 64), _task("ok", template="nowhere")])
+    document["spec"]["onExit"] = "exit"
+    document["spec"]["templates"][0]["dag"]["tasks"].append(_task("1st", "ok"))
+    text = messages(document)
+    assert "'Bad_Name' is not a DNS-1123 label" in text
+    assert "has 64 characters, over 63" in text
+    assert "no template named 'nowhere'" in text
+    assert "no template named 'exit'" in text
+    assert "may not start with a digit" in text
+
+
+def test_check_argo_finds_undeclared_parameters_and_unknown_dependencies() -> None:
+    document = _dag_document(
+        [
+            _task("a", msg="{{inputs.parameters.nope}} {{workflow.parameters.missing}}"),
+            _task("b", "zz"),
+        ]
+    )
+    text = messages(document)
+    assert "input parameter 'nope' is used but not declared" in text
+    assert "workflow parameter 'missing' is used but not declared" in text
+    assert "depends on unknown task 'zz'" in text
+
+
+def test_check_argo_checks_cron_workflows() -> None:
+    cron = copy.deepcopy(bundle_for("step-service").cron_workflows[0])
+    assert check_argo(cron) == []
+    cron["spec"]["workflowSpec"]["entrypoint"] = "missing"
+    assert "no template named 'missing'" in messages(cron)

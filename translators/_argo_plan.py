@@ -1,0 +1,323 @@
+"""Unfold a workflow's step graph into Argo DAG tasks. Pure.
+
+The step engine moves *tokens*: a step with two predecessors that both deliver runs twice, once
+per token (its keys ``mail<review``, ``mail<ship``). An Argo task runs at most once, so the graph is
+unfolded along its paths: a step reached over several paths becomes one task per path, named
+``<step>-from-<previous task>``. Switches and joins are not tasks: a switch becomes ``when``
+conditions of the tasks it routes to, a join becomes the aggregated outputs of its split. A split
+is a task that fans out (``withParam``) over a DAG template holding its branch (``branch-<split>``);
+the branch template outputs the payload that reaches the join (``payload``) and the payloads that
+end the job inside the branch (``results``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fluxo_core.errors import UnsupportedFeatureError
+from fluxo_core.ir import (
+    DelayStep,
+    JoinStep,
+    NativeStep,
+    OnErrorGoto,
+    ServiceStep,
+    SplitStep,
+    SwitchStep,
+    TransformStep,
+    Workflow,
+    WorkflowCallStep,
+)
+from translators._argo_expr import (
+    Choice,
+    Expr,
+    Leaf,
+    all_of,
+    any_of,
+    condition,
+    lift,
+    literal,
+    path_value,
+    task_ref,
+)
+
+__all__ = ["INPUT", "ITEM", "MAX_UNFOLDED_TASKS", "Plan", "Scope", "Task", "plan_workflow"]
+
+MAX_UNFOLDED_TASKS = 2000
+"""A guard against graphs whose paths multiply; Argo's own limit (200 per DAG) is checked later."""
+
+INPUT = Leaf(
+    "fromJSON(workflow.parameters.input)", tag="{{workflow.parameters.input}}", is_input=True
+)
+ITEM = Leaf("fromJSON(inputs.parameters.payload)", tag="{{inputs.parameters.payload}}")
+
+_DEPENDS = {"Succeeded": "Succeeded", "Failed": "Failed", "Error": "Errored", "Skipped": "Skipped"}
+OK = ("Succeeded",)
+DONE = ("Succeeded", "Failed", "Error")
+FAILED = ("Failed", "Error")
+
+
+@dataclass(eq=False)
+class Task:
+    """One DAG task: an execution of ``step`` on one path.
+
+    Attributes:
+        kind: ``call`` (service or workflow), ``transform``, ``delay`` or ``split``.
+        via: the task before it on its path (names a step reached over several paths).
+        depends: an Argo ``depends`` expression, with task placeholders.
+        when: the switch conditions on the way here (expr-lang, boolean).
+        payload: the payload the task receives.
+        branch: for a split, the scope of its branch.
+    """
+
+    uid: int
+    step: Any
+    kind: str
+    scope: Scope
+    via: Task | None
+    depends: str | None
+    when: Expr | None
+    payload: Expr
+    items: Expr | None = None
+    branch: Scope | None = None
+    name: str = ""
+
+    @property
+    def ref(self) -> str:
+        return task_ref(self.uid)
+
+
+@dataclass(eq=False)
+class Scope:
+    """One DAG template: ``main`` or a split's branch."""
+
+    template: str
+    split: SplitStep | None
+    tasks: list[Task] = field(default_factory=list)
+    join_edges: list[tuple[Expr, Expr]] = field(default_factory=list)  # (fired, payload)
+    results: list[tuple[Expr, Expr, bool]] = field(default_factory=list)  # (fired, value, many)
+
+
+@dataclass(frozen=True)
+class _Edge:
+    """A token on its way to a step: its source task, the phases that let it through, guards."""
+
+    source: Task | None
+    phases: tuple[str, ...]
+    guard: Expr | None
+    payload: Expr
+
+    @property
+    def depends(self) -> str | None:
+        if self.source is None:
+            return None
+        parts = [f"{self.source.ref}.{_DEPENDS[p]}" for p in self.phases]
+        return parts[0] if len(parts) == 1 else "(" + " || ".join(parts) + ")"
+
+    def fired(self) -> Expr:
+        """True when this token was delivered (for outputs, evaluated after the DAG ran)."""
+        parts: list[Expr] = []
+        if self.source is not None:
+            parts.append(Leaf(status_in(self.source, self.phases)))
+        if self.guard is not None:
+            parts.append(self.guard)
+        if not parts:
+            return Leaf("true")
+        return lift(lambda *texts: all_of(texts), *parts)
+
+
+def status_in(task: Task, phases: tuple[str, ...]) -> str:
+    status = f"tasks['{task.ref}'].status"
+    if len(phases) == 1:
+        return f"{status} == {literal(phases[0])}"
+    return f"{status} in {literal(list(phases))}"
+
+
+def call_output(task: Task) -> Leaf:
+    """The payload a call task produced: its one result packet's payload, or the list of them."""
+    return Leaf(
+        f"(let r = fromJSON(tasks['{task.ref}'].outputs.result).result; "
+        "[get(get(r, 0), 'payload'), map(r, #.payload)][min(len(r), 2) - 1])"
+    )
+
+
+@dataclass
+class Plan:
+    """Every scope of a workflow, ``main`` first."""
+
+    workflow: Workflow
+    main: Scope
+    branches: list[Scope]
+
+    def scopes(self) -> Iterator[Scope]:
+        yield self.main
+        yield from self.branches
+
+
+class _Planner:
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+        self.name = workflow.metadata.name
+        self.steps = workflow.spec.steps_by_id()
+        self.output = workflow.spec.output
+        self.join_of = {s.split: s for s in workflow.spec.steps if isinstance(s, JoinStep)}
+        self.branches: dict[str, Scope] = {}
+        self.count = 0
+
+    def plan(self) -> Plan:
+        main = Scope("main", None)
+        self.visit(main, self.workflow.spec.start_id, _Edge(None, (), None, INPUT))
+        return Plan(self.workflow, main, list(self.branches.values()))
+
+    def new_task(self, scope: Scope, step: Any, kind: str, edge: _Edge) -> Task:
+        self.count += 1
+        if self.count > MAX_UNFOLDED_TASKS:
+            raise UnsupportedFeatureError(
+                f"workflow {self.name!r} unfolds into more than {MAX_UNFOLDED_TASKS} Argo tasks "
+                "(steps reached over many paths run once per path); join the parallel paths "
+                "earlier or run the workflow on the step engine",
+                workflow=self.name,
+            )
+        task = Task(
+            self.count, step, kind, scope, edge.source, edge.depends, edge.guard, edge.payload
+        )
+        scope.tasks.append(task)
+        return task
+
+    def visit(self, scope: Scope, step_id: str, edge: _Edge) -> None:
+        step = self.steps[step_id]
+        if isinstance(step, NativeStep):
+            raise UnsupportedFeatureError(
+                f"step {step.id!r} of workflow {self.name!r} is a native {step.engine} step, "
+                "which only its own engine can run; replace it with portable steps (service, "
+                "switch, transform, ...) to run the workflow on Argo",
+                step=step.id,
+                kind="native",
+                workflow=self.name,
+            )
+        if not isinstance(step, ServiceStep | WorkflowCallStep | TransformStep):
+            self.check_on_error(step)
+        if isinstance(step, JoinStep):
+            self.reach_join(scope, step, edge)
+        elif isinstance(step, SwitchStep):
+            for target, guard in self.switch_guards(step, edge.payload):
+                both = guard if edge.guard is None else lift(_and, edge.guard, guard)
+                self.visit(scope, target, _Edge(edge.source, edge.phases, both, edge.payload))
+        elif isinstance(step, SplitStep):
+            self.split(scope, step, edge)
+        elif isinstance(step, DelayStep):
+            task = self.new_task(scope, step, "delay", edge)
+            self.route(scope, step, _Edge(task, OK, None, edge.payload))
+        else:
+            kind = "transform" if isinstance(step, TransformStep) else "call"
+            task = self.new_task(scope, step, kind, edge)
+            self.call_edges(scope, step, task, edge.payload)
+
+    def call_edges(self, scope: Scope, step: Any, task: Task, received: Expr) -> None:
+        output: Expr = call_output(task)
+        on_error = step.on_error
+        if on_error == "continue":
+            failed_over = Choice(status_in(task, OK), output, received)
+            self.route(scope, step, _Edge(task, DONE, None, failed_over))
+            return
+        self.route(scope, step, _Edge(task, OK, None, output))
+        if isinstance(on_error, OnErrorGoto):
+            message = literal(f"step '{step.id}' failed on Argo; see its task's node for the error")
+            failed = lift(
+                lambda e: (
+                    f"{{ 'error': {{ 'code': 'step_failed', 'message': {message} }}, "
+                    f"'input': {e}, 'step': {literal(step.id)} }}"
+                ),
+                received,
+            )
+            self.visit(scope, on_error.goto, _Edge(task, FAILED, None, failed))
+
+    def route(self, scope: Scope, step: Any, edge: _Edge) -> None:
+        """``step`` produced ``edge.payload``: a job result if it is the output, then ``next``."""
+        if self.output == step.id or (self.output is None and not step.next):
+            scope.results.append((edge.fired(), edge.payload, False))
+        for target in step.next:
+            self.visit(scope, target, edge)
+
+    def switch_guards(self, step: SwitchStep, payload: Expr) -> list[tuple[str, Expr]]:
+        tests = [condition(case.when, "p", step.id) for case in step.cases]
+        chosen: dict[str, list[str]] = {}
+        for i, case in enumerate(step.cases):
+            earlier = [f"!({t})" for t in tests[:i]] if step.mode == "first" else []
+            for target in case.next:
+                chosen.setdefault(target, []).append(all_of([*earlier, tests[i]]))
+        for target in step.default:
+            chosen.setdefault(target, []).append(all_of([f"!({t})" for t in tests]))
+        return [(target, _bind_payload(payload, any_of(ors))) for target, ors in chosen.items()]
+
+    def split(self, scope: Scope, step: SplitStep, edge: _Edge) -> None:
+        task = self.new_task(scope, step, "split", edge)
+        task.items = lift(lambda p: path_value(p, step.path), edge.payload)
+        branch = self.branches.get(step.id)
+        if branch is None:
+            branch = self.branches[step.id] = Scope(f"branch-{step.id}", step)
+            for target in step.next:
+                self.visit(branch, target, _Edge(None, (), None, ITEM))
+        task.branch = branch
+        if branch.results:
+            gathered = (
+                f"flatten(map(fromJSON(tasks['{task.ref}'].outputs.parameters), "
+                "fromJSON(#.results)))"
+            )
+            scope.results.append((Leaf(status_in(task, OK)), Leaf(gathered), True))
+        join = self.join_of.get(step.id)
+        if join is None:
+            return
+        joined = Choice(
+            status_in(task, ("Skipped",)),  # an empty list: Argo skips the task, the join gets []
+            Leaf("[]"),
+            Leaf(
+                f"flatten(filter(map(fromJSON(tasks['{task.ref}'].outputs.parameters), "
+                "fromJSON(#.payload)), # != nil))"
+            ),
+        )
+        # A split skipped by its own `when` must not let the join through: repeat its guard.
+        self.route(scope, join, _Edge(task, ("Succeeded", "Skipped"), edge.guard, joined))
+
+    def reach_join(self, scope: Scope, step: JoinStep, edge: _Edge) -> None:
+        if scope.split is None or scope.split.id != step.split:
+            raise UnsupportedFeatureError(
+                f"join {step.id!r} of workflow {self.name!r} is reached from outside the branch "
+                f"of split {step.split!r}; on Argo a join gathers only its split's branches: "
+                "route every path into the join through the split",
+                step=step.id,
+                kind="join",
+                workflow=self.name,
+            )
+        scope.join_edges.append((edge.fired(), edge.payload))
+
+    def check_on_error(self, step: Any) -> None:
+        if step.on_error != "fail":
+            raise UnsupportedFeatureError(
+                f"step {step.id!r} of workflow {self.name!r} is a {step.kind} step with "
+                f"on_error {step.on_error!r}; on Argo only service, workflow and transform steps "
+                "handle their errors: remove on_error from this step",
+                step=step.id,
+                kind=step.kind,
+                workflow=self.name,
+            )
+
+
+def _and(a: str, b: str) -> str:
+    return all_of([a, b])
+
+
+def _bind_payload(payload: Expr, test: str) -> Expr:
+    """``test`` (over ``p``) with ``p`` bound to the payload."""
+    return lift(lambda p: f"(let p = {p}; {test})", payload)
+
+
+def plan_workflow(workflow: Workflow) -> Plan:
+    """Unfold ``workflow`` into scopes of tasks (names not yet assigned).
+
+    Raises:
+        UnsupportedFeatureError: a step Argo cannot run (native steps, JSONata conditions, ...),
+            naming the step.
+    """
+    return _Planner(workflow).plan()

@@ -1,0 +1,436 @@
+"""The templates of a workflow's ``WorkflowTemplate``: DAGs, calls, delays, the exit report. Pure.
+
+:class:`TemplateBuilder` turns a :class:`~translators._argo_plan.Plan` into hera models. Calls share
+templates: every step with the same kind, timeout and retry uses one template, parameterised by
+service, step id, task key, payload and headers (Argo allows 200 templates per workflow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+from hera.workflows import models as m
+
+from fluxo_core.errors import UnsupportedFeatureError
+from fluxo_core.ir import RetrySpec, ServiceStep, TransformStep, Workflow
+from translators._argo_check import MAX_DAG_TASKS, MAX_NAME_LENGTH, MAX_TEMPLATES
+from translators._argo_expr import Leaf, expr_tag, json_text, lift, render, static_json
+from translators._argo_plan import Plan, Scope, Task
+
+__all__ = [
+    "API_VERSION",
+    "CONTAINER_GRACE_S",
+    "DEFAULT_IMAGE",
+    "HTTP_GRACE_S",
+    "MANAGED",
+    "MAX_HTTP_WAIT_S",
+    "MAX_INLINE_PAYLOAD_BYTES",
+    "Mode",
+    "TemplateBuilder",
+    "auth_headers",
+    "dns_name",
+    "is_label",
+    "label_value",
+    "version_labels",
+]
+
+API_VERSION: Final = "argoproj.io/v1alpha1"
+DEFAULT_IMAGE: Final = "ghcr.io/fluxo/fluxo:0.1.0"
+MAX_HTTP_WAIT_S: Final = 300
+"""The longest synchronous wait the gateway grants (``fluxo_core.api.common.MAX_WAIT_S``)."""
+MAX_INLINE_PAYLOAD_BYTES: Final = 100 * 1024
+"""Job inputs above this size are passed by reference (Argo keeps parameters in etcd)."""
+HTTP_GRACE_S: Final = 10
+CONTAINER_GRACE_S: Final = 60
+RESULT_PARAMETER: Final = "fluxo-result"
+MANAGED: Final = {"app.kubernetes.io/managed-by": "fluxo"}
+
+Mode = Literal["http", "container"]
+
+_WORKFLOW_PARAMETERS = (
+    ("job-id", "The Fluxo job id; packet ids and the exit report use it."),
+    ("trace-id", "The job's W3C trace id (32 hex), copied into every packet."),
+    ("actor", "The job's actor as JSON: {user: {id}, account: {id}}."),
+    ("headers", "The job's packet headers as a JSON object."),
+    ("input", "The job's input payload as JSON ({} when it is held by reference)."),
+    ("input-headers", "Headers of the first calls: headers, plus fluxo-payload-ref by reference."),
+)
+
+
+class TemplateBuilder:
+    """Builds the ``WorkflowTemplate`` of one plan; ``names`` maps task placeholders to names."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        plan: Plan,
+        gateway: str,
+        ref: str,
+        mode: Mode,
+        image: str,
+        token_secret: str,
+    ) -> None:
+        self.workflow, self.plan, self.gateway, self.ref = workflow, plan, gateway, ref
+        self.mode, self.image, self.secret = mode, image, token_secret
+        self.calls: dict[str, m.Template] = {}
+        self.delays: dict[str, m.Template] = {}
+        self.names: dict[int, str] = {}
+
+    def workflow_template(self, name: str, service_account: str) -> m.WorkflowTemplate:
+        scopes = list(self.plan.scopes())
+        for scope in scopes:
+            scope.template = dns_name(scope.template)  # 'branch-' + a 63-character step id
+            self.name_tasks(scope)
+        dags = [self.dag(scope) for scope in scopes]
+        templates = [*dags, *_sorted(self.calls), *_sorted(self.delays), self.exit_template()]
+        if len(templates) > MAX_TEMPLATES:
+            raise UnsupportedFeatureError(
+                f"workflow {self.workflow.metadata.name!r} needs {len(templates)} Argo templates, "
+                f"over the limit of {MAX_TEMPLATES}; give steps the same retry and timeout "
+                "settings (they share templates) or split the workflow",
+                workflow=self.workflow.metadata.name,
+            )
+        annotations = {
+            "fluxo.dev/workflow": self.ref,
+            "fluxo.dev/spec-sha256": self.workflow.content_hash(),
+        }
+        if self.workflow.spec.description:
+            annotations["workflows.argoproj.io/description"] = self.workflow.spec.description
+        return m.WorkflowTemplate(
+            api_version=API_VERSION,
+            kind="WorkflowTemplate",
+            metadata=m.ObjectMeta(
+                name=name, labels={**MANAGED, **version_labels(self.ref)}, annotations=annotations
+            ),
+            spec=m.WorkflowSpec(
+                entrypoint="main",
+                on_exit="report-end",
+                service_account_name=service_account,
+                arguments=m.Arguments(
+                    parameters=[m.Parameter(name=n, description=d) for n, d in _WORKFLOW_PARAMETERS]
+                ),
+                workflow_metadata=m.WorkflowMetadata(labels=version_labels(self.ref)),
+                templates=templates,
+            ),
+        )
+
+    def name_tasks(self, scope: Scope) -> None:
+        """Step ids become task names; a step on several paths gets ``-from-<previous task>``."""
+        counts = Counter(task.step.id for task in scope.tasks)
+        used: set[str] = set()
+        for task in scope.tasks:
+            base = task.step.id if not task.step.id[0].isdigit() else f"s-{task.step.id}"
+            if counts[task.step.id] > 1:
+                base = f"{base}-from-{task.via.name if task.via else 'start'}"
+            name, n = dns_name(base), 2
+            while name in used:
+                name, n = dns_name(f"{base}-{n}"), n + 1
+            used.add(name)
+            task.name = self.names[task.uid] = name
+        if len(scope.tasks) > MAX_DAG_TASKS:
+            raise UnsupportedFeatureError(
+                f"workflow {self.workflow.metadata.name!r} needs {len(scope.tasks)} tasks in "
+                f"DAG {scope.template!r}, over Argo's limit of {MAX_DAG_TASKS} (a step reached "
+                "over several paths counts once per path); split the workflow into workflows "
+                "called as services",
+                workflow=self.workflow.metadata.name,
+            )
+        if not scope.tasks:
+            raise UnsupportedFeatureError(
+                f"workflow {self.workflow.metadata.name!r} has nothing to run in "
+                f"{scope.template!r} on Argo (only switches and joins); add a step",
+                workflow=self.workflow.metadata.name,
+            )
+
+    def dag(self, scope: Scope) -> m.Template:
+        tasks = [self.task(scope, task) for task in scope.tasks]
+        outputs: list[m.Parameter] = []
+        if scope.split is not None:
+            if scope.join_edges:
+                value = "'null'"
+                for fired, payload in reversed(scope.join_edges):
+                    as_json = render(lift(lambda e: f"toJson({e})", payload))
+                    value = f"({render(fired)}) ? ({as_json}) : ({value})"
+                outputs.append(_output("payload", value))
+            if scope.results:
+                outputs.append(_output("results", f"toJson({_results(scope)})"))
+        elif scope.results:
+            outputs.append(_output("result", f"toJson({_results(scope)})", RESULT_PARAMETER))
+        inputs = None
+        if scope.split is not None:
+            inputs = m.Inputs(parameters=[m.Parameter(name="payload"), m.Parameter(name="suffix")])
+        return m.Template(
+            name=scope.template,
+            inputs=inputs,
+            dag=m.DAGTemplate(tasks=tasks),
+            outputs=m.Outputs(parameters=outputs) if outputs else None,
+        )
+
+    def task(self, scope: Scope, task: Task) -> m.DAGTask:
+        suffix = "{{inputs.parameters.suffix}}" if scope.split is not None else ""
+        args: dict[str, str] = {}
+        with_param = None
+        step = task.step
+        if task.kind == "delay":
+            template = self.delay_template(step.seconds)
+        elif task.kind == "split":
+            if task.items is None or task.branch is None:
+                raise UnsupportedFeatureError(f"internal: split task {step.id!r} has no branch")
+            template = task.branch.template
+            items = lift(
+                lambda e: f"toJson(map({e}, {{ {{'k': toJson(#index), 'p': toJson(#)}} }}))",
+                task.items,
+            )
+            with_param = expr_tag(items)
+            args = {"payload": "{{item.p}}", "suffix": suffix + ".{{item.k}}"}
+        else:
+            template = self.call_template(step, task.kind)
+            payload = task.payload
+            first = isinstance(payload, Leaf) and payload.is_input
+            args = {
+                "step-id": step.id,
+                "key": task.ref + suffix,
+                "payload": json_text(payload),
+                "headers": "{{workflow.parameters.%s}}" % ("input-headers" if first else "headers"),
+            }
+            if task.kind == "transform":
+                args["ops"] = static_json(
+                    [
+                        op.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                        for op in step.ops
+                    ]
+                )
+            else:
+                args["service"] = step.service if isinstance(step, ServiceStep) else step.workflow
+        return m.DAGTask(
+            name=task.ref,
+            template=template,
+            depends=task.depends,
+            when=expr_tag(task.when) if task.when is not None else None,
+            with_param=with_param,
+            arguments=m.Arguments(
+                parameters=[m.Parameter(name=k, value=v) for k, v in args.items()]
+            )
+            if args
+            else None,
+        )
+
+    def call_template(self, step: Any, kind: str) -> str:
+        retry: RetrySpec | None = None if isinstance(step, TransformStep) else step.retry
+        timeout = None if isinstance(step, TransformStep) else step.timeout_s
+        wait = math.ceil(timeout) if timeout is not None else None
+        container = self.mode == "container" or (wait is not None and wait > MAX_HTTP_WAIT_S)
+        strategy = _retry_strategy(retry)
+        parts = ["run" if container else "call"]
+        if kind == "transform":
+            parts.append("transform")
+        if wait is not None:
+            parts.append(f"t{wait}s")
+        if strategy is not None and retry is not None:
+            parts += [f"r{retry.max_attempts}", _duration(retry.backoff_s)]
+            parts += [f"x{_factor(retry.factor)}", _duration(retry.backoff_max_s)]
+        name = "-".join(parts)
+        if name not in self.calls:
+            self.calls[name] = self.build_call(name, kind, wait, container, strategy)
+        return name
+
+    def build_call(
+        self, name: str, kind: str, wait: int | None, container: bool, retry: m.RetryStrategy | None
+    ) -> m.Template:
+        service = "transform" if kind == "transform" else "{{inputs.parameters.service}}"
+        payload = "{{inputs.parameters.payload}}"
+        if kind == "transform":
+            payload = '{"input":{{inputs.parameters.payload}},"ops":{{inputs.parameters.ops}}}'
+        body = _packet_body(self.ref, payload, retries=retry is not None)
+        inputs = [
+            "step-id",
+            "key",
+            "payload",
+            "headers",
+            "ops" if kind == "transform" else "service",
+        ]
+        template = m.Template(
+            name=name,
+            inputs=m.Inputs(parameters=[m.Parameter(name=n) for n in inputs]),
+            retry_strategy=retry,
+        )
+        if container:
+            args = [service, "--gateway", self.gateway, "--packet", body]
+            if wait is not None:
+                args += ["--wait", str(wait)]
+                template.active_deadline_seconds = m.IntOrString(wait + CONTAINER_GRACE_S)
+            template.container = m.Container(
+                image=self.image,
+                command=["fluxo", "call"],
+                args=args,
+                env=[
+                    m.EnvVar(
+                        name="FLUXO_AUTHORIZATION",
+                        value_from=m.EnvVarSource(
+                            secret_key_ref=m.SecretKeySelector(
+                                name=self.secret, key="authorization"
+                            )
+                        ),
+                    )
+                ],
+            )
+            return template
+        wait_s = wait if wait is not None else MAX_HTTP_WAIT_S
+        template.http = m.HTTP(
+            url=f"{self.gateway}/v1/services/{service}/calls?wait={wait_s}",
+            method="POST",
+            headers=auth_headers(self.secret),
+            body=body,
+            success_condition="response.statusCode == 200 && "
+            "fromJSON(response.body).status == 'succeeded'",
+            timeout_seconds=wait_s + HTTP_GRACE_S,
+        )
+        return template
+
+    def delay_template(self, seconds: float) -> str:
+        duration = _duration(seconds)
+        name = f"delay-{duration}"
+        self.delays.setdefault(
+            name, m.Template(name=name, suspend=m.SuspendTemplate(duration=duration))
+        )
+        return name
+
+    def exit_template(self) -> m.Template:
+        body = static_json(
+            {
+                "engine": "argo",
+                "event": "finished",
+                "run": "@RUN@",
+                "status": "@STATUS@",
+                "workflow": self.ref,
+            }
+        )
+        body = body.replace("@RUN@", "{{workflow.name}}").replace("@STATUS@", "{{workflow.status}}")
+        return m.Template(
+            name="report-end",
+            http=m.HTTP(
+                url=f"{self.gateway}/v1/jobs/{{{{workflow.parameters.job-id}}}}/engine-events",
+                method="POST",
+                headers=auth_headers(self.secret),
+                body=body,
+                timeout_seconds=30,
+            ),
+            retry_strategy=m.RetryStrategy(
+                limit=m.IntOrString(5),
+                retry_policy="Always",
+                backoff=m.Backoff(duration="5s", factor=m.IntOrString(2), cap="60s"),
+            ),
+        )
+
+
+def _results(scope: Scope) -> str:
+    """The job's results gathered in a scope: one list (a split's ``many`` contributes a list)."""
+    parts = []
+    for fired, value, many in scope.results:
+        items = value if many else lift(lambda v: f"[{v}]", value)
+        parts.append(render(lift(lambda f, v: f"(({f}) ? {v} : [])", fired, items)))
+    return parts[0] if len(parts) == 1 else f"concat({', '.join(parts)})"
+
+
+def _output(name: str, expression: str, global_name: str | None = None) -> m.Parameter:
+    return m.Parameter(
+        name=name, value_from=m.ValueFrom(expression=expression), global_name=global_name
+    )
+
+
+def _packet_body(ref: str, payload: str, *, retries: bool) -> str:
+    attempt = "{{retries}}" if retries else "0"
+    body = json.dumps(
+        {
+            "actor": "@ACTOR@",
+            "headers": "@HEADERS@",
+            "id": "{{workflow.parameters.job-id}}:{{inputs.parameters.key}}:" + attempt,
+            "job_id": "{{workflow.parameters.job-id}}",
+            "payload": "@PAYLOAD@",
+            "step_id": "{{inputs.parameters.step-id}}",
+            "trace_id": "{{workflow.parameters.trace-id}}",
+            "workflow": ref,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return (
+        body.replace('"@ACTOR@"', "{{workflow.parameters.actor}}")
+        .replace('"@HEADERS@"', "{{inputs.parameters.headers}}")
+        .replace('"@PAYLOAD@"', payload)
+    )
+
+
+def auth_headers(secret: str) -> list[m.V1alpha1HTTPHeader]:
+    return [
+        m.V1alpha1HTTPHeader(
+            name="Authorization",
+            value_from=m.HTTPHeaderSource(
+                secret_key_ref=m.SecretKeySelector(name=secret, key="authorization")
+            ),
+        ),
+        m.V1alpha1HTTPHeader(name="Content-Type", value="application/json"),
+    ]
+
+
+def _retry_strategy(retry: RetrySpec | None) -> m.RetryStrategy | None:
+    if retry is None or retry.max_attempts <= 1:
+        return None
+    return m.RetryStrategy(
+        limit=m.IntOrString(retry.max_attempts - 1),
+        retry_policy="Always",
+        backoff=m.Backoff(
+            duration=_duration(retry.backoff_s),
+            # Argo multiplies by an integer factor: a fractional one is rounded.
+            factor=m.IntOrString(_factor(retry.factor)),
+            cap=_duration(retry.backoff_max_s),
+        ),
+    )
+
+
+def _factor(factor: float) -> int:
+    return max(1, round(factor))
+
+
+def _duration(seconds: float) -> str:
+    """A Go duration: ``30s``, or ``1500ms`` below a whole second."""
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def version_labels(ref: str) -> dict[str, str]:
+    name, _, version = ref.partition("@")
+    return {"fluxo.dev/workflow": name, "fluxo.dev/version": label_value(version)}
+
+
+def label_value(value: str) -> str:
+    if re.match(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$", value):
+        return value
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def is_label(name: str) -> bool:
+    return (
+        len(name) <= MAX_NAME_LENGTH
+        and re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", name) is not None
+    )
+
+
+def dns_name(text: str) -> str:
+    """A DNS-1123 label of at most 63 characters; a changed or cut text keeps a hash of itself."""
+    clean = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "x"
+    if clean == text and len(clean) <= MAX_NAME_LENGTH:
+        return clean
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{clean[: MAX_NAME_LENGTH - 9].rstrip('-')}-{digest}"
+
+
+def _sorted(templates: Mapping[str, m.Template]) -> list[m.Template]:
+    return [templates[k] for k in sorted(templates)]
