@@ -120,6 +120,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_worker)
 
+    p = sub.add_parser("export", help="print a stored workflow for another system")
+    p.add_argument("workflow", help="name or name@version")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--engine", choices=["argo"], help="the engine's documents (Argo: YAML)")
+    how.add_argument(
+        "--cronjob", metavar="SCHEDULE", help="a Kubernetes CronJob starting jobs via the API"
+    )
+    p.add_argument(
+        "--gateway-url",
+        default="http://fluxo:8240",
+        help="Fluxo's URL as seen from the cluster (default http://fluxo:8240)",
+    )
+    p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("dlq", help="dead letters: list them, or replay them once fixed")
     dlq_sub = p.add_subparsers(required=True, metavar="ACTION")
     q = dlq_sub.add_parser("list", help="messages that failed for good")
@@ -362,6 +377,84 @@ def _parse_input(raw: str) -> Any:
         raise MalformedRequestError(
             f"{source} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
         ) from exc
+
+
+async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
+    from fluxo_core.api.server import ADMIN_ACCOUNT
+    from fluxo_core.storage.workflows import WorkflowStore
+
+    name, _, version = args.workflow.partition("@")
+    db = await _open_db(config)
+    try:
+        applied = await WorkflowStore(db).get(
+            ADMIN_ACCOUNT, name, int(version) if version.isdigit() else None
+        )
+    finally:
+        await db.close()
+    if args.engine == "argo":
+        from translators import to_argo, to_yaml
+
+        bundle = to_argo(applied.workflow, gateway_url=args.gateway_url, version=applied.version)
+        print(to_yaml(bundle), end="")
+        return 0
+    # By name, not version: each firing runs the newest version, as an API client would.
+    print(_cronjob_yaml(name, args.cronjob, args.gateway_url), end="")
+    return 0
+
+
+def _cronjob_yaml(workflow: str, schedule: str, gateway_url: str) -> str:
+    """A Kubernetes CronJob that starts a job of ``workflow`` through the API at each firing.
+
+    The firing's scheduled time is the Idempotency-Key, so a CronJob that runs twice for one
+    slot (Kubernetes allows it) still makes one job. The token comes from a Secret.
+    """
+    import yaml
+
+    name = f"fluxo-{workflow}"[:52]  # CronJob names leave 11 characters for the Job suffix
+    script = (
+        'key="$(date -u +%Y%m%dT%H%M)"; '
+        'curl -fsS -X POST -H "Authorization: $FLUXO_AUTHORIZATION" '
+        '-H "Content-Type: application/json" -H "Idempotency-Key: cron-$key" '
+        f'-d \'{{"input": {{}}}}\' "{gateway_url.rstrip("/")}/v1/workflows/{workflow}/jobs"'
+    )
+    document = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "fluxo"}},
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 3,
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "OnFailure",
+                            "containers": [
+                                {
+                                    "name": "start-job",
+                                    "image": "curlimages/curl:8.10.1",
+                                    "command": ["sh", "-c", script],
+                                    "env": [
+                                        {
+                                            "name": "FLUXO_AUTHORIZATION",
+                                            "valueFrom": {
+                                                "secretKeyRef": {
+                                                    "name": "fluxo-gateway",
+                                                    "key": "authorization",
+                                                }
+                                            },
+                                        }
+                                    ],
+                                }
+                            ],
+                        }
+                    },
+                }
+            },
+        },
+    }
+    return str(yaml.safe_dump(document, sort_keys=True))
 
 
 async def _cmd_dlq_list(args: argparse.Namespace, config: FluxoConfig) -> int:

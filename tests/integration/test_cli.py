@@ -223,3 +223,26 @@ def test_cli_talks_to_a_running_server(server: tuple[str, str, Path], tmp_path: 
     assert json.loads(ran.stdout)["greeting"] == "hello Bo"
     # The job lives in the server's database, not in the CLI's (empty) home.
     assert not (tmp_path / "other" / "fluxo.db").exists()
+
+
+def test_export_argo_and_cronjob(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "greet.yaml"
+    path.write_text(WORKFLOW_YAML)
+    fluxo("apply", "-f", str(path), home=tmp_path)
+    argo = fluxo("export", "greet", "--engine", "argo", home=tmp_path)
+    assert argo.returncode == 0, argo.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(argo.stdout)]
+    assert "WorkflowTemplate" in kinds
+    assert "ServiceAccount" in kinds
+    cron = fluxo("export", "greet", "--cronjob", "*/5 * * * *", home=tmp_path)
+    assert cron.returncode == 0, cron.stderr
+    (job,) = yaml.safe_load_all(cron.stdout)
+    assert (job["kind"], job["spec"]["schedule"]) == ("CronJob", "*/5 * * * *")
+    command = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "/v1/workflows/greet/jobs" in command[-1]
+    assert "Idempotency-Key" in command[-1]
+    missing = fluxo("export", "nope", "--engine", "argo", home=tmp_path)
+    assert missing.returncode == 1
+    assert "apply it first" in missing.stderr
