@@ -1,0 +1,563 @@
+"""Paths and expressions between the IR and Node-RED: property paths, JSONata, mustache.
+
+Node-RED evaluates JSONata with the whole ``msg`` as input; the IR evaluates it with the payload
+(one item) as input. So an expression crossing over is wrapped:
+
+* Node-RED -> IR: ``($$ := {"payload": $}; $$.(E))`` runs ``E`` on a msg-like object holding
+  the payload, so ``payload.total`` and ``$$.payload`` keep their meaning (other msg properties
+  such as ``topic`` are absent in Fluxo and read as undefined);
+* IR -> Node-RED: ``($$ := $; (E))`` evaluated per item, so ``$$`` is the item as in the IR.
+
+Transforms render as JSONata updates of ``msg.payload`` (``payload ~> |$|{...}|``) because the
+transform operator applies to an object and to every item of an array alike, which is what an
+IR transform does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fluxo_core.ir import (
+    AllOf,
+    AnyOf,
+    Comparison,
+    Condition,
+    DeleteOp,
+    JsonataCondition,
+    JsonataOp,
+    MoveOp,
+    Not,
+    SetOp,
+    TransformOp,
+)
+
+__all__ = [
+    "ELSE",
+    "PathKey",
+    "change_rule_ops",
+    "change_rules",
+    "condition_jsonata",
+    "ir_path",
+    "ir_path_keys",
+    "jsonata_path",
+    "literal",
+    "msg_path_keys",
+    "mustache_jsonata",
+    "payload_keys",
+    "portable_jsonata",
+    "switch_rule_condition",
+    "typed_value",
+    "wrap_msg_expr",
+]
+
+PathKey = str | int
+
+ELSE = "else"
+"""What :func:`switch_rule_condition` returns for an ``otherwise`` rule."""
+
+# --- IR paths ------------------------------------------------------------------------------------
+
+_NAME = re.compile(r"[^.\[\]]+")
+_BRACKET = re.compile(r'\[(?:(?P<index>[0-9]+)|"(?P<quoted>(?:[^"\\]|\\.)*)")\]')
+
+
+def ir_path_keys(path: str) -> tuple[PathKey, ...]:
+    """``a.b[0]["c.d"]`` -> ``("a", "b", 0, "c.d")`` (the path is valid: the IR checked it)."""
+    keys: list[PathKey] = []
+    pos = 0
+    while pos < len(path):
+        if path[pos] == "[":
+            match = _BRACKET.match(path, pos)
+            if match is None:
+                break
+            if match["index"] is not None:
+                keys.append(int(match["index"]))
+            else:
+                keys.append(json.loads(f'"{match["quoted"]}"'))
+            pos = match.end()
+            continue
+        if keys and path[pos] == ".":
+            pos += 1
+        match = _NAME.match(path, pos)
+        if match is None:
+            break
+        keys.append(match.group())
+        pos = match.end()
+    return tuple(keys)
+
+
+def ir_path(keys: Sequence[PathKey]) -> str:
+    """The IR spelling of ``keys`` (odd keys quoted as ``["a.b"]``)."""
+    out = ""
+    for key in keys:
+        if isinstance(key, int):
+            out += f"[{key}]"
+        elif _NAME.fullmatch(key):
+            out += f".{key}" if out else key
+        else:
+            out += f"[{json.dumps(key, ensure_ascii=False)}]"
+    return out
+
+
+# --- Node-RED msg property paths -----------------------------------------------------------------
+
+_MSG_PART = re.compile(
+    r"""(?P<dot>\.)?(?:(?P<name>[^.\[\]'"]+)|\[(?P<index>[0-9]+)\]|\["(?P<dq>[^"]*)"\]|\['(?P<sq>[^']*)'\])"""
+)
+
+
+def msg_path_keys(expr: Any) -> tuple[PathKey, ...] | None:
+    """A Node-RED msg property (``payload.a["b"][0]``) as keys; None if it is dynamic or odd."""
+    if not isinstance(expr, str) or not expr.strip():
+        return None
+    expr = expr.strip()
+    keys: list[PathKey] = []
+    pos = 0
+    while pos < len(expr):
+        match = _MSG_PART.match(expr, pos)
+        if match is None:
+            return None
+        name = match["name"]
+        if name is not None:
+            if bool(match["dot"]) != bool(keys):  # a name needs a dot, except the first
+                return None
+            keys.append(name)
+        elif match["dot"] or not keys:
+            return None
+        elif match["index"] is not None:
+            keys.append(int(match["index"]))
+        else:
+            keys.append(match["dq"] if match["dq"] is not None else match["sq"])
+        pos = match.end()
+    return tuple(keys)
+
+
+def payload_keys(expr: Any, prop_type: Any = "msg") -> tuple[PathKey, ...] | None:
+    """The keys below ``msg.payload`` of a msg property; None when it is not under the payload."""
+    if prop_type not in (None, "", "msg"):
+        return None
+    keys = msg_path_keys(expr)
+    if not keys or keys[0] != "payload":
+        return None
+    return keys[1:]
+
+
+# --- JSONata rendering ---------------------------------------------------------------------------
+
+_JSONATA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_JSONATA_WORDS = frozenset({"and", "or", "in", "true", "false", "null", "function"})
+
+
+def literal(value: Any) -> str:
+    """A JSON value as a JSONata literal."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=False)
+
+
+def jsonata_path(keys: Sequence[PathKey], base: str = "") -> str:
+    """A JSONata path to ``keys`` from ``base`` (the context when empty)."""
+    out = base
+    for key in keys:
+        if isinstance(key, int):
+            out = f"{out or '$'}[{key}]"
+        elif "`" in key:
+            out = f"$lookup({out or '$'}, {literal(key)})"
+        else:
+            name = key if _JSONATA_NAME.fullmatch(key) and key not in _JSONATA_WORDS else f"`{key}`"
+            out = f"{out}.{name}" if out else name
+    return out or "$"
+
+
+def _regex(pattern: str) -> str:
+    """A JSONata regex literal: every unescaped ``/`` escaped."""
+    out, escaped = [], False
+    for ch in pattern:
+        if ch == "/" and not escaped:
+            out.append("\\/")
+        else:
+            out.append(ch)
+        escaped = ch == "\\" and not escaped
+    return "/" + "".join(out) + "/"
+
+
+def compare_jsonata(op: str, value: Any, subject: str) -> str:
+    """One IR comparison of ``subject`` (a JSONata expression) as a JSONata boolean.
+
+    Mirrors the step engine: a missing field fails every op but ``not_exists``; comparing a
+    number with a string is false rather than an error.
+    """
+    lit = literal(value)
+    if op == "exists":
+        return f"$exists({subject})"
+    if op == "not_exists":
+        return f"$not($exists({subject}))"
+    if op == "eq":
+        return f"{subject} = {lit}"
+    if op == "ne":
+        return f"($v := {subject}; $exists($v) and $v != {lit})"
+    if op in ("gt", "gte", "lt", "lte"):
+        sign = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+        kind = "string" if isinstance(value, str) else "number"
+        return f'($v := {subject}; $type($v) = "{kind}" and $v {sign} {lit})'
+    if op == "in":
+        return f"{subject} in {lit}"
+    if op == "contains":
+        in_array = f'($type($v) = "array" and {lit} in $v)'
+        if isinstance(value, str):
+            return (
+                f'($v := {subject}; ($type($v) = "string" and $contains($v, {lit})) or {in_array})'
+            )
+        return f"($v := {subject}; {in_array})"
+    if op == "regex":
+        return f'($v := {subject}; $type($v) = "string" and $contains($v, {_regex(str(value))}))'
+    raise ValueError(f"unknown comparison op {op!r}")
+
+
+def condition_jsonata(condition: Condition) -> str:
+    """An IR condition as a JSONata boolean over a Node-RED ``msg`` (for a switch rule)."""
+    if isinstance(condition, Comparison):
+        subject = jsonata_path(ir_path_keys(condition.path), "payload")
+        return compare_jsonata(condition.op, condition.value, subject)
+    if isinstance(condition, AllOf):
+        return " and ".join(f"({condition_jsonata(c)})" for c in condition.all)
+    if isinstance(condition, AnyOf):
+        return " or ".join(f"({condition_jsonata(c)})" for c in condition.any)
+    if isinstance(condition, Not):
+        return f"$not({condition_jsonata(condition.not_)})"
+    if isinstance(condition, JsonataCondition):
+        # $eval runs the expression on the payload as a whole (an array too), like the IR does.
+        return f"($$ := payload; $eval({literal(condition.jsonata)}, payload)) = true"
+    raise ValueError(f"unknown condition {type(condition).__name__}")
+
+
+def _assign(current: str, keys: Sequence[PathKey], value: str, depth: int) -> str:
+    """``current`` (an expression) with the value at ``keys`` replaced by ``value``."""
+    key, rest = keys[0], keys[1:]
+    if isinstance(key, int):
+        c, v, i = f"$c{depth}", f"$v{depth}", f"$i{depth}"
+        new = _assign("{}", rest, value, depth + 1) if rest else value
+        old = _assign(v, rest, value, depth + 1) if rest else value
+        return (
+            f"({c} := {current}; $count({c}) = {key} ? $append({c}, [{new}]) : "
+            f"[$map({c}, function({v}, {i}) {{ {i} = {key} ? {old} : {v} }})])"
+        )
+    child = jsonata_path([key], current if current != "$" else "")
+    inner = _assign(child, rest, value, depth + 1) if rest else value
+    return f"$merge([{current}, {{{literal(key)}: {inner}}}])"
+
+
+def _set_update(keys: Sequence[PathKey], value: str, *, maybe_missing: bool) -> str:
+    """The update of a ``payload ~> |$|UPDATE|`` that sets ``keys`` to ``value``."""
+    if isinstance(keys[0], int):
+        return '$error("a transform path starts at a key of the item, not an index")'
+    key, rest = keys[0], keys[1:]
+    inner = (
+        _assign(jsonata_path([key]), rest, "$value" if maybe_missing else value, 1)
+        if rest
+        else None
+    )
+    if not maybe_missing:
+        return f"{{{literal(key)}: {inner if inner is not None else value}}}"
+    update = f"{{{literal(key)}: {inner if inner is not None else '$value'}}}"
+    return f"($value := {value}; $exists($value) ? {update} : {{}})"
+
+
+def _delete_expr(keys: Sequence[PathKey]) -> str:
+    last, parent = keys[-1], list(keys[:-1])
+    if isinstance(last, str):
+        where = jsonata_path(parent) if parent else "$"
+        return f"payload ~> |{where}|{{}}, [{literal(last)}]|"
+    # an array element: set the parent to the array without it
+    source = jsonata_path(parent)
+    without = f"[$filter({source}, function($x, $n) {{ $n != {last} }})]"
+    keep = f'($type({source}) = "array" ? {without} : {source})'
+    return f"payload ~> |$|{_set_update(parent, keep, maybe_missing=True)}|"
+
+
+def _op_expressions(op: TransformOp) -> list[str]:
+    if isinstance(op, SetOp):
+        keys = ir_path_keys(op.path)
+        if op.expr is not None:
+            value = f"($$ := $; ({op.expr}))"
+            return [f"payload ~> |$|{_set_update(keys, value, maybe_missing=True)}|"]
+        return [f"payload ~> |$|{_set_update(keys, literal(op.value), maybe_missing=False)}|"]
+    if isinstance(op, DeleteOp):
+        return [_delete_expr(ir_path_keys(op.path))]
+    if isinstance(op, MoveOp):
+        source, target = ir_path_keys(op.from_), ir_path_keys(op.to)
+        if source == target:
+            return []
+        moved = jsonata_path(source)
+        return [
+            f"payload ~> |$|{_set_update(target, moved, maybe_missing=True)}|",
+            _delete_expr(source),
+        ]
+    if isinstance(op, JsonataOp):
+        return [
+            f"($f := function($item) {{ $item.($$ := $; ({op.expr})) }}; "
+            '$type(payload) = "array" ? [payload.$f($)] : $f(payload))'
+        ]
+    raise ValueError(f"unknown transform op {type(op).__name__}")
+
+
+def change_rules(ops: Sequence[TransformOp]) -> list[dict[str, Any]]:
+    """IR transform ops as the rules of a Node-RED ``change`` node, one JSONata rule per op."""
+    return [
+        {"t": "set", "p": "payload", "pt": "msg", "to": expr, "tot": "jsonata"}
+        for op in ops
+        for expr in _op_expressions(op)
+    ]
+
+
+# --- Node-RED -> IR ------------------------------------------------------------------------------
+
+_NODE_RED_ONLY = re.compile(r"\$(flowContext|globalContext|env|moment|parts|clone)\b")
+
+
+def portable_jsonata(expr: Any) -> bool:
+    """Whether a Node-RED JSONata expression uses none of Node-RED's own functions."""
+    return isinstance(expr, str) and bool(expr.strip()) and not _NODE_RED_ONLY.search(expr)
+
+
+def wrap_msg_expr(expr: str) -> str:
+    """A Node-RED (msg-context) JSONata expression, runnable on an IR payload."""
+    return f'($$ := {{"payload": $}}; $$.({expr}))'
+
+
+def _number(text: Any) -> int | float | None:
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int | float):
+        return text
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if number != number or number in (float("inf"), float("-inf")):
+        return None
+    return int(number) if number.is_integer() and re.fullmatch(r"\s*-?\d+\s*", text) else number
+
+
+def typed_value(value: Any, vtype: Any) -> tuple[bool, Any]:
+    """A Node-RED typed-input constant as a JSON value: ``(ok, value)``."""
+    if vtype in (None, "", "str"):
+        return (True, "" if value is None else str(value))
+    if vtype == "num":
+        number = _number(value)
+        return (number is not None, number)
+    if vtype == "bool":
+        return (True, value is True or value == "true")
+    if vtype == "json":
+        try:
+            return (True, json.loads(value) if isinstance(value, str) else value)
+        except ValueError:
+            return (False, None)
+    if vtype == "null":
+        return (True, None)
+    return (False, None)
+
+
+def _compare(op: str, value: Any, keys: tuple[PathKey, ...]) -> dict[str, Any]:
+    """A comparison on ``keys`` below the payload; a JSONata condition on the payload itself."""
+    if keys:
+        body: dict[str, Any] = {"path": ir_path(keys), "op": op}
+        if op not in ("exists", "not_exists"):
+            body["value"] = value
+        return body
+    return {"jsonata": compare_jsonata(op, value, "$")}
+
+
+def switch_rule_condition(rule: Mapping[str, Any], keys: tuple[PathKey, ...]) -> Any:
+    """A Node-RED switch rule on the payload at ``keys`` as an IR condition (a dict).
+
+    Returns :data:`ELSE` for an ``otherwise`` rule and None for a rule the IR cannot say
+    (sequence rules, values taken from context or other msg properties, ...).
+    """
+    kind = rule.get("t")
+    if kind == "else":
+        return ELSE
+    if kind == "jsonata_exp":
+        expr = rule.get("v")
+        return (
+            {"jsonata": wrap_msg_expr(expr)}
+            if isinstance(expr, str) and portable_jsonata(expr)
+            else None
+        )
+    subject = jsonata_path(keys) if keys else "$"
+    if kind in ("true", "false"):
+        return _compare("eq", kind == "true", keys)
+    if kind == "null":
+        return {"any": [_compare("not_exists", None, keys), _compare("eq", None, keys)]}
+    if kind == "nnull":
+        return _compare("ne", None, keys)
+    if kind == "istype":
+        kinds = {
+            "string": "string",
+            "number": "number",
+            "boolean": "boolean",
+            "array": "array",
+            "object": "object",
+            "null": "null",
+        }
+        wanted = kinds.get(str(rule.get("v")))
+        return {"jsonata": f'$type({subject}) = "{wanted}"'} if wanted else None
+    if kind in ("empty", "nempty"):
+        empty = (
+            f'($v := {subject}; ($type($v) = "string" and $v = "") or ($type($v) = "array" and '
+            f'$count($v) = 0) or ($type($v) = "object" and $count($keys($v)) = 0))'
+        )
+        nonempty = (
+            f'($v := {subject}; ($type($v) = "string" and $v != "") or ($type($v) = "array" and '
+            f'$count($v) > 0) or ($type($v) = "object" and $count($keys($v)) > 0))'
+        )
+        return {"jsonata": empty if kind == "empty" else nonempty}
+    ok, value = typed_value(rule.get("v"), rule.get("vt"))
+    if not ok:
+        return None
+    if kind in ("eq", "neq", "lt", "lte", "gt", "gte"):
+        if kind in ("lt", "lte", "gt", "gte") and not isinstance(value, int | float | str):
+            return None
+        return _compare({"neq": "ne"}.get(kind, kind), value, keys)
+    if kind == "btwn":
+        ok2, high = typed_value(rule.get("v2"), rule.get("v2t"))
+        if not ok2 or not all(isinstance(v, int | float) for v in (value, high)):
+            return None
+        low, high = min(value, high), max(value, high)
+        return {"all": [_compare("gte", low, keys), _compare("lte", high, keys)]}
+    if kind == "cont":
+        return _compare("contains", str(value), keys)
+    if kind == "regex":
+        pattern = str(value)
+        if rule.get("case"):
+            pattern = "(?i)" + pattern
+        try:
+            re.compile(pattern)
+        except re.error:
+            return None
+        return _compare("regex", pattern, keys)
+    if kind == "hask":
+        return {
+            "jsonata": f'($v := {subject}; $type($v) = "object" and '
+            f"$exists($lookup($v, {literal(str(value))})))"
+        }
+    return None
+
+
+def _set(
+    keys: tuple[PathKey, ...], *, value: Any = None, expr: str | None = None
+) -> dict[str, Any]:
+    if expr is not None:
+        return {"op": "set", "path": ir_path(keys), "expr": expr}
+    return {"op": "set", "path": ir_path(keys), "value": value}
+
+
+def _where(prop: Any, ptype: Any) -> str:
+    return f"{ptype or 'msg'}.{prop}"
+
+
+def change_rule_ops(rule: Mapping[str, Any]) -> list[dict[str, Any]] | str:
+    """One Node-RED change rule as IR transform ops (dicts), or why it is not portable."""
+    kind, prop, ptype = rule.get("t"), rule.get("p"), rule.get("pt", "msg")
+    keys = payload_keys(prop, ptype)
+    if keys is None:
+        if ptype in ("flow", "global"):
+            return f"it writes {_where(prop, ptype)}: context stays in Node-RED"
+        return f"it writes {_where(prop, ptype)}: only msg.payload is a Fluxo payload"
+    if kind == "delete":
+        return [{"op": "delete", "path": ir_path(keys)}] if keys else "it deletes the payload"
+    if kind == "move":
+        target = payload_keys(rule.get("to"), rule.get("tot", "msg"))
+        if not keys or not target:
+            return "it moves the payload itself or out of msg.payload"
+        return [{"op": "move", "from": ir_path(keys), "to": ir_path(target)}]
+    if kind != "set":
+        return f"a {kind} rule (search and replace) has no IR op"
+    source, stype = rule.get("to"), rule.get("tot", "str")
+    expr: str | None = None
+    if stype == "jsonata":
+        if not portable_jsonata(source):
+            return "its JSONata uses Node-RED's own functions ($env, $flowContext, ...)"
+        expr = wrap_msg_expr(str(source))
+    elif stype == "msg":
+        from_keys = payload_keys(source)
+        if from_keys is None:
+            return f"its value comes from msg.{source}: only msg.payload is a Fluxo payload"
+        expr = jsonata_path(from_keys)
+    elif stype == "date" and source in (None, "", "timestamp"):
+        expr = "$millis()"
+    if expr is not None:
+        return [{"op": "jsonata", "expr": expr}] if not keys else [_set(keys, expr=expr)]
+    ok, value = typed_value(source, stype)
+    if not ok:
+        return f"its value is of type {stype} (context, environment, buffer ...)"
+    if not keys:  # the whole payload: only an object is a Fluxo payload
+        if isinstance(value, dict):
+            return [{"op": "jsonata", "expr": literal(value)}]
+        return f"it makes msg.payload {_a(value)}: a Fluxo payload is an object"
+    return [_set(keys, value=value)]
+
+
+def _a(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array of values" if value else "an empty array"
+    return "null"
+
+
+_MUSTACHE = re.compile(
+    r"\{\{\{\s*(?P<raw>[^{}]*?)\s*\}\}\}|\{\{(?P<sigil>[&!#^/>=]?)\s*(?P<tag>[^{}]*?)\s*\}\}"
+)
+_HTML_ESCAPES = (
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ('"', "&quot;"),
+    ("'", "&#39;"),
+    ("/", "&#x2F;"),
+    ("`", "&#x60;"),
+    ("=", "&#x3D;"),
+)
+
+
+def mustache_jsonata(template: str) -> str | None:
+    """A mustache template of plain ``{{payload.x}}`` variables as a JSONata string expression.
+
+    The variables are read from an IR payload (``payload.x`` -> ``x``); ``{{x}}`` is HTML-escaped
+    as mustache does, ``{{{x}}}`` and ``{{& x}}`` are not. None for sections, partials and
+    variables outside the payload.
+    """
+    parts: list[str] = []
+    pos = 0
+    for match in _MUSTACHE.finditer(template):
+        if match.start() > pos:
+            parts.append(literal(template[pos : match.start()]))
+        pos = match.end()
+        sigil = match["sigil"] or ""
+        if sigil == "!":
+            continue
+        if sigil not in ("", "&"):
+            return None
+        name = match["raw"] if match["raw"] is not None else match["tag"]
+        raw = match["raw"] is not None or sigil == "&"
+        if not name or name == "." or "[" in name:
+            return None
+        keys = name.split(".")
+        if keys[0] != "payload" or any(not key for key in keys):
+            return None
+        value = f"$string({jsonata_path(keys[1:])})"
+        if not raw:
+            for plain, escaped in _HTML_ESCAPES:
+                value = f"$replace({value}, {literal(plain)}, {literal(escaped)})"
+        parts.append(value)
+    if pos < len(template):
+        parts.append(literal(template[pos:]))
+    return " & ".join(parts) if parts else '""'

@@ -1,0 +1,331 @@
+"""The JavaScript of the generated function nodes: job bookkeeping and service calls.
+
+A job's state lives in the tab's flow context under ``fluxo_jobs[job_id]``: ``active`` counts the
+messages in flight (the tokens of the step engine), ``results`` collects the job result. Fan-outs
+add tokens before the copies leave, a message that ends removes its token, and the job is reported
+``succeeded`` when none is left; an uncaught error reports it ``failed``. Without a job (a node
+regenerated inside an imported flow) the same code calls the gateway with the payload alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "adjust_code",
+    "cancel_code",
+    "end_code",
+    "failed_code",
+    "fanout_code",
+    "join_code",
+    "on_error_code",
+    "record_code",
+    "request_code",
+    "result_code",
+    "split_code",
+    "start_code",
+]
+
+
+def _js(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+_JOB = """const fx = msg.fluxo || {};
+const jobs = flow.get("fluxo_jobs") || {};
+const job = fx.job_id ? jobs[fx.job_id] : undefined;
+"""
+
+_ADJUST = """function adjust(n) {
+    if (job) { job.active += n; flow.set("fluxo_jobs", jobs); }
+}
+"""
+
+_REPORT = """function report(body) {
+    const headers = {"content-type": "application/json"};
+    const token = env.get(TOKEN_ENV);
+    if (token) { headers.authorization = "Bearer " + token; }
+    return {_msgid: msg._msgid, headers: headers, payload: Object.assign({
+        job_id: fx.job_id, workflow: fx.workflow
+    }, body)};
+}
+"""
+
+
+def start_code(workflow_ref: str | None) -> str:
+    """Entry: validate the posted job packet, register the job, answer 202, start the first step."""
+    return f"""// The engine posts the job input packet: {{job_id, workflow, actor, payload, ...}}.
+const WORKFLOW = {_js(workflow_ref)};  // name@version, when the workflow has a version
+const packet = msg.payload;
+const answer = {{_msgid: msg._msgid, res: msg.res, req: msg.req}};
+if (!packet || typeof packet !== "object" || typeof packet.job_id !== "string") {{
+    answer.statusCode = 400;
+    answer.payload = {{code: "invalid", message: "post the job's input packet, with its job_id"}};
+    return [answer, null];
+}}
+const jobs = flow.get("fluxo_jobs") || {{}};
+if (jobs[packet.job_id]) {{
+    answer.statusCode = 200;
+    answer.payload = {{job_id: packet.job_id, status: "running"}};
+    return [answer, null];
+}}
+jobs[packet.job_id] = {{active: 1, results: []}};
+flow.set("fluxo_jobs", jobs);
+answer.statusCode = 202;
+answer.payload = {{job_id: packet.job_id, status: "running"}};
+const fluxo = {{
+    job_id: packet.job_id,
+    workflow: packet.workflow || WORKFLOW,
+    trace_id: packet.trace_id,
+    actor: packet.actor,
+    headers: packet.headers || {{}}
+}};
+return [answer, {{_msgid: msg._msgid, fluxo: fluxo, payload: packet.payload}}];
+"""
+
+
+def cancel_code() -> str:
+    """Forget a job: its messages still in flight end without a report."""
+    return """const id = msg.payload && msg.payload.job_id;
+const jobs = flow.get("fluxo_jobs") || {};
+const known = typeof id === "string" && Boolean(jobs[id]);
+if (known) { delete jobs[id]; flow.set("fluxo_jobs", jobs); }
+msg.statusCode = known ? 200 : 404;
+msg.payload = {job_id: id, status: known ? "cancelled" : "unknown"};
+return msg;
+"""
+
+
+def fanout_code(extra: int) -> str:
+    """Before a message is copied to several steps: one more token per extra copy."""
+    return f"{_JOB}{_ADJUST}adjust({extra});\nreturn msg;\n"
+
+
+def adjust_code() -> str:
+    """After a counting change node (a switch that may take several branches)."""
+    return (
+        f"{_JOB}{_ADJUST}"
+        "adjust(Math.max(Number(msg.fluxo_matches) || 0, 1) - 1);\n"
+        "delete msg.fluxo_matches;\nreturn msg;\n"
+    )
+
+
+def end_code(*, record: bool, token_env: str) -> str:
+    """A message ends: record it as a result (terminal steps), release its token, maybe report."""
+    keep = "job.results.push(msg.payload);\n" if record else ""
+    return f"""const TOKEN_ENV = {_js(token_env)};
+{_JOB}{_REPORT}if (!job) {{ return null; }}
+{keep}job.active -= 1;
+if (job.active > 0) {{ flow.set("fluxo_jobs", jobs); return null; }}
+delete jobs[fx.job_id];
+flow.set("fluxo_jobs", jobs);
+return report({{status: "succeeded", result: job.results}});
+"""
+
+
+def record_code() -> str:
+    """The ``spec.output`` step produced a payload: it is (part of) the job result."""
+    keep = 'if (job) { job.results.push(msg.payload); flow.set("fluxo_jobs", jobs); }\n'
+    return f"{_JOB}{keep}return null;\n"
+
+
+def failed_code(steps: dict[str, str], token_env: str) -> str:
+    """An uncaught error: the job failed; report the step and the error once."""
+    return f"""const TOKEN_ENV = {_js(token_env)};
+const STEPS = {_js(steps)};  // node id -> step id
+{_JOB}{_REPORT}if (!job) {{ return null; }}
+delete jobs[fx.job_id];
+flow.set("fluxo_jobs", jobs);
+const source = (msg.error && msg.error.source) || {{}};
+const error = Object.assign({{
+    step: STEPS[source.id] || null,
+    code: "node_error",
+    message: String((msg.error && msg.error.message) || "the flow failed")
+}}, fx.error || {{}});
+error.node = {{id: source.id, type: source.type, name: source.name}};
+return report({{status: "failed", error: error}});
+"""
+
+
+_HASH = """function hash(text, seed) {
+    let h1 = 0xdeadbeef ^ seed, h2 = 0x41c6ce57 ^ seed;
+    for (let i = 0; i < text.length; i++) {
+        const ch = text.charCodeAt(i);
+        h1 = Math.imul(h1 ^ ch, 2654435761);
+        h2 = Math.imul(h2 ^ ch, 1597334677);
+    }
+    h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+    h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+    return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(16).padStart(14, "0");
+}
+"""
+
+
+def request_code(step: str, service: str, wait_s: float, token_env: str) -> str:
+    """Build the packet of a service call (the gateway's body) and its headers."""
+    return f"""const STEP = {_js(step)};
+const TOKEN_ENV = {_js(token_env)};
+const WAIT_S = {_js(wait_s)};
+{_HASH}function keyOf(parts, fanout) {{
+    // like the step engine's keys: one [i] per split item and per output of a 1 -> N step
+    const index = [];
+    for (let p = parts; p; p = p.parts) {{ index.unshift("[" + p.index + "]"); }}
+    return STEP + index.join("") + (fanout || []).map((j) => "[" + j + "]").join("");
+}}
+const fx = msg.fluxo || (msg.fluxo = {{}});
+let call = fx.call;
+if (!call || call.step !== STEP || !call.retrying) {{
+    call = {{step: STEP, attempt: 1, input: msg.payload, key: keyOf(msg.parts, fx.fanout)}};
+}}
+call.retrying = false;
+fx.call = call;
+const headers = Object.assign({{}}, fx.headers || {{}}, {{"fluxo-step-key": call.key}});
+const packet = {{payload: call.input, headers: headers}};
+if (fx.job_id) {{
+    const seed = fx.job_id + "/" + call.key + "/" + call.attempt;
+    Object.assign(packet, {{
+        id: "nr-" + hash(seed, 0) + hash(seed, 1),
+        job_id: fx.job_id,
+        step_id: STEP,
+        workflow: fx.workflow,
+        trace_id: fx.trace_id,
+        actor: fx.actor
+    }});
+}}
+msg.payload = packet;
+msg.headers = {{"content-type": "application/json"}};
+const token = env.get(TOKEN_ENV);
+if (token) {{ msg.headers.authorization = "Bearer " + token; }}
+msg.requestTimeout = (WAIT_S + 10) * 1000;
+// call {service} through the Fluxo gateway: admission, billing and observation as on the step engine
+return msg;
+"""
+
+
+def result_code(
+    step: str,
+    *,
+    attempts: int,
+    backoff: tuple[float, float, float],
+    on_error: str,
+    inside_join: bool,
+) -> str:
+    """Read the gateway's call record: outputs on, a retry, the on_error route, or a failure.
+
+    Outputs: 1 the next steps (one message per result packet), 2 the retry delay, 3 the
+    ``on_error: goto`` step, 4 a call that returned no packet (its message ends). Between a split
+    and its join a call must return one packet (as on the step engine): the join pairs items.
+    """
+    base, factor, most = backoff
+    return f"""const STEP = {_js(step)};
+const INSIDE_JOIN = {_js(inside_join)};
+const MAX_ATTEMPTS = {_js(attempts)};
+const BACKOFF_S = {_js(base)}, FACTOR = {_js(factor)}, BACKOFF_MAX_S = {_js(most)};
+const ON_ERROR = {_js(on_error)};
+{_JOB}{_ADJUST}const call = fx.call || {{step: STEP, attempt: 1, input: undefined, key: STEP}};
+const record = msg.payload;
+const status = msg.statusCode;
+let error = null;
+if (msg.error && status === undefined) {{
+    error = {{code: "unreachable", message: String(msg.error.message || msg.error)}};
+}} else if (status === 200 && record && record.status === "succeeded") {{
+    error = null;
+}} else if (status === 202) {{
+    error = {{code: "service_timeout", message: "the call did not finish in time", retryable: true}};
+}} else if (record && typeof record === "object" && record.error) {{
+    error = record.error;
+}} else if (record && typeof record === "object" && record.code) {{
+    error = record;
+}} else {{
+    error = {{code: "call_failed", message: "the gateway answered HTTP " + status}};
+}}
+for (const key of ["error", "statusCode", "headers", "responseUrl", "redirectList", "retry",
+                   "responseCookies", "requestTimeout"]) {{
+    delete msg[key];
+}}
+if (!error) {{
+    delete fx.call;
+    const outputs = (record.result || []).map((p) => p.payload);
+    if (outputs.length === 1) {{ msg.payload = outputs[0]; return [msg, null, null, null]; }}
+    if (outputs.length === 0) {{ msg.payload = call.input; return [null, null, null, msg]; }}
+    if (!INSIDE_JOIN) {{
+        adjust(outputs.length - 1);
+        return [outputs.map((p, j) => {{
+            const copy = RED.util.cloneMessage(msg);
+            copy.payload = p;
+            copy.fluxo.fanout = (fx.fanout || []).concat([j]);
+            return copy;
+        }}), null, null, null];
+    }}
+    error = {{
+        code: "invalid",
+        message: "the call returned " + outputs.length + " packets between a split and its " +
+            "join, which pairs one packet per item; join right after the steps of each branch"
+    }};
+}}
+// a refused call (401/403: blocked, over quota, job cancelled) is not retried
+const refused = status === 401 || status === 403 || error.code === "invalid";
+if (call.attempt < MAX_ATTEMPTS && !refused) {{
+    call.attempt += 1;
+    call.retrying = true;
+    const wait = BACKOFF_S * Math.pow(FACTOR, Math.max(call.attempt - 2, 0));
+    msg.delay = Math.round(1000 * Math.min(wait, BACKOFF_MAX_S));
+    msg.payload = call.input;
+    return [null, msg, null, null];
+}}
+delete fx.call;
+if (ON_ERROR === "continue") {{ msg.payload = call.input; return [msg, null, null, null]; }}
+if (ON_ERROR === "goto") {{
+    msg.payload = {{error: error, input: call.input, step: STEP}};
+    return [null, null, msg, null];
+}}
+msg.payload = call.input;
+fx.error = Object.assign({{step: STEP, key: call.key}}, error);
+node.error(STEP + ": " + (error.message || error.code || "the call failed"), msg);
+return null;
+"""
+
+
+def on_error_code(step: str, on_error: str) -> str:
+    """A step's node failed and the step says continue or goto: route its input on."""
+    return f"""const STEP = {_js(step)};
+const ON_ERROR = {_js(on_error)};
+const fx = msg.fluxo || {{}};
+const input = fx.input !== undefined ? fx.input : msg.payload;
+const error = {{code: "step_failed", message: String((msg.error && msg.error.message) || "failed")}};
+delete msg.error;
+delete fx.input;
+msg.payload = ON_ERROR === "goto" ? {{error: error, input: input, step: STEP}} : input;
+return msg;
+"""
+
+
+def split_code(step: str, keys: list[Any]) -> str:
+    """Before a split: the items of the array, one token per item (output 2: no items)."""
+    return f"""const STEP = {_js(step)};
+const PATH = {_js(keys)};
+{_JOB}{_ADJUST}let items = msg.payload;
+for (const key of PATH) {{
+    items = items !== null && typeof items === "object" ? items[key] : undefined;
+}}
+if (!Array.isArray(items)) {{
+    node.error("split " + STEP + " needs an array at " + (PATH.join(".") || "the payload"), msg);
+    return null;
+}}
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+items = items.map((item) => isObject(item) ? item : {{value: item}});
+msg.payload = items;
+if (items.length === 0) {{ return [null, msg]; }}
+adjust(items.length - 1);
+return [msg, null];
+"""
+
+
+def join_code() -> str:
+    """After a join: one token for the gathered branches; branch arrays are concatenated."""
+    return f"""{_JOB}{_ADJUST}const branches = Array.isArray(msg.payload) ? msg.payload : [msg.payload];
+if (branches.length > 1) {{ adjust(1 - branches.length); }}
+msg.payload = [].concat(...branches.map((b) => Array.isArray(b) ? b : [b]));
+return msg;
+"""
