@@ -123,7 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="print a stored workflow for another system")
     p.add_argument("workflow", help="name or name@version")
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--engine", choices=["argo"], help="the engine's documents (Argo: YAML)")
+    how.add_argument(
+        "--engine",
+        choices=["argo", "nodered"],
+        help="the engine's documents (Argo: YAML; Node-RED: flow JSON)",
+    )
     how.add_argument(
         "--cronjob", metavar="SCHEDULE", help="a Kubernetes CronJob starting jobs via the API"
     )
@@ -134,6 +138,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("import", help="import flows of another system as workflows")
+    import_sub = p.add_subparsers(required=True, metavar="FORMAT")
+    q = import_sub.add_parser("nodered", help="a Node-RED flow file (export or flows.json)")
+    q.add_argument("file")
+    q.add_argument("-o", "--output", help="write one IR YAML file per workflow into this folder")
+    q.add_argument("--json", action="store_true", help="print the fidelity report as JSON")
+    q.set_defaults(func=_cmd_import_nodered)
 
     p = sub.add_parser("dlq", help="dead letters: list them, or replay them once fixed")
     dlq_sub = p.add_subparsers(required=True, metavar="ACTION")
@@ -397,6 +409,12 @@ async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
         bundle = to_argo(applied.workflow, gateway_url=args.gateway_url, version=applied.version)
         print(to_yaml(bundle), end="")
         return 0
+    if args.engine == "nodered":
+        from translators import NodeRedOptions, to_nodered
+
+        flow = to_nodered(applied.workflow, options=NodeRedOptions(fluxo_url=args.gateway_url))
+        print(json.dumps(flow, indent=2, sort_keys=True))
+        return 0
     # By name, not version: each firing runs the newest version, as an API client would.
     print(_cronjob_yaml(name, args.cronjob, args.gateway_url), end="")
     return 0
@@ -455,6 +473,65 @@ def _cronjob_yaml(workflow: str, schedule: str, gateway_url: str) -> str:
         },
     }
     return str(yaml.safe_dump(document, sort_keys=True))
+
+
+async def _cmd_import_nodered(args: argparse.Namespace, config: FluxoConfig) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from translators import from_nodered
+
+    text = await asyncio.to_thread(_read_file, args.file)
+    result = from_nodered(text, name=_flow_name(args.file))
+    report = result.report
+    if args.output:
+        folder = Path(args.output)
+        documents = {
+            folder / f"{w.metadata.name}.yaml": yaml.safe_dump(
+                w.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False
+            )
+            for w in result.workflows
+        }
+
+        def write() -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for path, body in documents.items():
+                path.write_text(body, encoding="utf-8")
+
+        await asyncio.to_thread(write)
+        for path in documents:
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        entries = [dataclasses.asdict(entry) for entry in report.nodes]
+        print(
+            json.dumps(
+                {"counts": report.counts(), "nodes": entries, "notes": list(report.notes)}, indent=2
+            )
+        )
+    else:
+        counts = report.counts()
+        print(
+            f"{len(result.workflows)} workflow(s); {counts['mapped']} node(s) mapped, "
+            f"{counts['native']} kept native, {counts['dropped']} dropped"
+        )
+        for entry in report.nodes:
+            if entry.status != "mapped":
+                label = entry.name or entry.node_id
+                print(f"  {entry.status:8} {entry.type:16} {label}: {entry.reason}")
+        for note in report.notes:
+            print(f"  note: {note}")
+    return 0
+
+
+def _flow_name(path: str) -> str:
+    import re
+
+    stem = re.sub(r"[^a-z0-9]+", "-", os.path.splitext(os.path.basename(path))[0].lower()).strip(
+        "-"
+    )
+    return (stem or "flow")[:63].rstrip("-") or "flow"
 
 
 async def _cmd_dlq_list(args: argparse.Namespace, config: FluxoConfig) -> int:

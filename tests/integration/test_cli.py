@@ -246,3 +246,52 @@ def test_export_argo_and_cronjob(tmp_path: Path) -> None:
     missing = fluxo("export", "nope", "--engine", "argo", home=tmp_path)
     assert missing.returncode == 1
     assert "apply it first" in missing.stderr
+
+
+FLOW = [
+    {"id": "t1", "type": "tab", "label": "Orders"},
+    {"id": "in", "type": "inject", "z": "t1", "name": "tick", "repeat": "60", "crontab": "",
+     "once": False, "topic": "", "payload": "", "payloadType": "date", "x": 100, "y": 80,
+     "wires": [["fn"]]},
+    {"id": "fn", "type": "function", "z": "t1", "name": "shape", "outputs": 1,
+     "func": "msg.payload = {n: 1}; return msg;", "x": 300, "y": 80, "wires": [["dbg"]]},
+    {"id": "dbg", "type": "debug", "z": "t1", "name": "", "active": True, "x": 500, "y": 80,
+     "wires": []},
+]  # fmt: skip
+
+
+def test_import_nodered_writes_workflows_and_reports_fidelity(tmp_path: Path) -> None:
+    import yaml
+
+    flow = tmp_path / "orders flow.json"
+    flow.write_text(json.dumps(FLOW))
+    result = fluxo(
+        "import", "nodered", str(flow), "-o", str(tmp_path / "out"), "--json", home=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"mapped": 2, "native": 1, "dropped": 1}
+    status = {n["node_id"]: n["status"] for n in report["nodes"]}
+    assert status == {"t1": "mapped", "in": "mapped", "fn": "native", "dbg": "dropped"}
+    (written,) = (tmp_path / "out").iterdir()
+    workflow = yaml.safe_load(written.read_text())
+    assert workflow["kind"] == "Workflow"
+    assert [s["kind"] for s in workflow["spec"]["steps"]] == ["native"]
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"id": "a"')
+    bad = fluxo("import", "nodered", str(broken), home=tmp_path)
+    assert bad.returncode == 1
+    assert "not JSON" in bad.stderr or "not valid JSON" in bad.stderr
+
+
+def test_export_nodered_flow_passes_the_flow_checks(tmp_path: Path) -> None:
+    from translators import check_flow
+
+    path = tmp_path / "greet.yaml"
+    path.write_text(WORKFLOW_YAML)
+    fluxo("apply", "-f", str(path), home=tmp_path)
+    result = fluxo("export", "greet", "--engine", "nodered", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    nodes = json.loads(result.stdout)
+    assert check_flow(nodes) == []
+    assert {"http in", "http request"} <= {n["type"] for n in nodes}
