@@ -31,8 +31,8 @@ import sqlalchemy as sa
 
 from bench.services import SERVICES
 from fluxo_core.ir import Packet
-from fluxo_core.storage import Database
-from fluxo_core.storage.tables import usage_records
+from fluxo_core.storage import AccountStore, Database
+from fluxo_core.storage.tables import calls, usage_records
 from service_runtime import ServiceRuntime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,10 +93,17 @@ async def count_usage(db: Database) -> int:
     return int(await db.read(lambda c: c.scalar(query)) or 0)
 
 
+async def count_failed(db: Database) -> int:
+    query = sa.select(sa.func.count()).select_from(calls).where(calls.c.status == "failed")
+    return int(await db.read(lambda c: c.scalar(query)) or 0)
+
+
 async def throughput(url: str, *, calls: int, workers: int, in_process: bool, batch: int) -> float:
     """Calls per second from the first enqueue to the last committed usage record."""
     db = Database(url)
     await db.migrate()
+    # Worker processes check admission like production ones: the calling account must exist.
+    await AccountStore(db).ensure_account(ACTOR["account"]["id"])
     runtime = ServiceRuntime(
         db, SERVICES, workers=1 if in_process else 0, batch_size=batch, poll_interval_s=0.5
     )
@@ -116,6 +123,8 @@ async def throughput(url: str, *, calls: int, workers: int, in_process: bool, ba
 
         producer = asyncio.create_task(produce())
         while await count_usage(db) - base < calls:
+            if await count_failed(db):
+                raise RuntimeError("calls failed during the benchmark; see the worker logs")
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - start
         await producer
@@ -132,6 +141,7 @@ async def latency(
     """(p50, p99) milliseconds at a light open-loop load of ``rate`` calls per second."""
     db = Database(url)
     await db.migrate()
+    await AccountStore(db).ensure_account(ACTOR["account"]["id"])
     runtime = ServiceRuntime(db, SERVICES, workers=1 if in_process else 0, poll_interval_s=0.5)
     procs: list[subprocess.Popen[bytes]] = []
     samples: list[float] = []
