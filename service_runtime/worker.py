@@ -23,7 +23,6 @@ from typing import Any
 import orjson
 import pydantic_core
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from fluxo_core.errors import (
     ConfigError,
@@ -33,7 +32,7 @@ from fluxo_core.errors import (
     ServiceTimeoutError,
 )
 from fluxo_core.ir import Packet, new_span_id, parse_packet
-from fluxo_core.storage import Database, Transaction, bulk_insert, bulk_update
+from fluxo_core.storage import Database, Transaction, bulk_insert, bulk_update, one_of
 from fluxo_core.storage.tables import calls, inbox, usage_records
 from service_runtime.gateway import (
     REPLY_TO_HEADER,
@@ -119,17 +118,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._channels = [f"q:{q}" for q in self.queues]
         self._rng = rng or random.Random()
-        ids_match: sa.ColumnElement[bool]
-        queues_match: sa.ColumnElement[bool]
-        if db.is_sqlite:
-            ids_match = inbox.c.message_id.in_(sa.bindparam("ids", expanding=True))
-            queues_match = inbox.c.consumer.in_(sa.bindparam("queues", expanding=True))
-        else:
-            # One array parameter instead of hundreds of scalars: far cheaper to bind and plan.
-            ids_match = inbox.c.message_id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.String)))
-            queues_match = inbox.c.consumer == sa.any_(
-                sa.bindparam("queues", type_=ARRAY(sa.String))
-            )
+        ids_match = one_of(inbox.c.message_id, "ids", sqlite=db.is_sqlite)
+        queues_match = one_of(inbox.c.consumer, "queues", sqlite=db.is_sqlite)
         self._seen = sa.select(inbox.c.consumer, inbox.c.message_id).where(ids_match, queues_match)
 
     async def run(self, stop: asyncio.Event | None = None, *, idle_timeout_s: float = 1.0) -> None:

@@ -2,7 +2,7 @@
 
 from fluxo_core.storage import tables
 from fluxo_core.storage.accounts import AccountStore, Principal
-from fluxo_core.storage.bulk import bulk_insert, bulk_update
+from fluxo_core.storage.bulk import bulk_insert, bulk_update, one_of
 from fluxo_core.storage.database import Database, Subscription, Transaction, map_storage_errors
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "bulk_insert",
     "bulk_update",
     "map_storage_errors",
+    "one_of",
     "tables",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fluxo_core.errors import NotFoundError, ValidationError
-from fluxo_core.storage.bulk import bulk_insert, bulk_update
+from fluxo_core.storage.bulk import bulk_insert, bulk_update, one_of
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
 
@@ -32,9 +32,9 @@ class JobStore:
         # Built once: the engine runs these for every batch, and building a statement costs
         # several times more than SQLite takes to execute it.
         self._statuses = sa.select(jobs.c.id, jobs.c.status).where(
-            jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+            one_of(jobs.c.id, "ids", sqlite=db.is_sqlite)
         )
-        lock = sa.select(jobs).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+        lock = sa.select(jobs).where(one_of(jobs.c.id, "ids", sqlite=db.is_sqlite))
         self._lock_many = (lock if db.is_sqlite else lock.with_for_update()).order_by(jobs.c.id)
         self._steps_of_calls = (
             sa.select(
@@ -44,11 +44,11 @@ class JobStore:
                 calls.c.error.label("call_error"),
             )
             .join(calls, calls.c.id == job_steps.c.call_id)
-            .where(job_steps.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
+            .where(one_of(job_steps.c.call_id, "call_ids", sqlite=db.is_sqlite))
         )
         self._steps_by_keys = sa.select(job_steps).where(
             job_steps.c.job_id == sa.bindparam("job_id"),
-            job_steps.c.key.in_(sa.bindparam("keys", expanding=True)),
+            one_of(job_steps.c.key, "keys", sqlite=db.is_sqlite),
         )
 
     # -- reads --------------------------------------------------------------------------------

@@ -15,9 +15,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 
-from fluxo_core.storage import Database, Transaction, bulk_insert
+from fluxo_core.storage import Database, Transaction, bulk_insert, one_of
 from fluxo_core.storage.tables import queue_messages as qm
 from service_runtime.transports.base import (
     Delivery,
@@ -46,7 +45,7 @@ class SqlTransport:
         self.poll_interval_s = poll_interval_s
         candidates = (
             sa.select(qm.c.id)
-            .where(qm.c.queue.in_(sa.bindparam("queues", expanding=True)))
+            .where(one_of(qm.c.queue, "queues", sqlite=db.is_sqlite))
             .where(qm.c.visible_at <= sa.bindparam("now"))
             .order_by(qm.c.visible_at, qm.c.id)
             .limit(sa.bindparam("lim", type_=sa.Integer))
@@ -71,11 +70,7 @@ class SqlTransport:
                 qm.c.max_attempts,
             )
         )
-        rows_match = (
-            qm.c.id.in_(sa.bindparam("rids", expanding=True))
-            if db.is_sqlite
-            else qm.c.id == sa.any_(sa.bindparam("rids", type_=ARRAY(sa.BigInteger)))
-        )
+        rows_match = one_of(qm.c.id, "rids", sqlite=db.is_sqlite)
         self._ack = sa.delete(qm).where(rows_match, qm.c.lease_token == sa.bindparam("tok"))
 
     async def start(self) -> None:
