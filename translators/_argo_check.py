@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from fluxo_core.errors import Problem
+from fluxo_core.ir.validation import find_cycles
 
 __all__ = ["MAX_DAG_TASKS", "MAX_NAME_LENGTH", "MAX_TEMPLATES", "check_argo"]
 
@@ -256,33 +257,14 @@ def _task_refs(node: Any, where: str) -> Iterator[tuple[str, str]]:
 
 
 def _cycles(graph: Mapping[str, Sequence[tuple[str, str]]]) -> list[Problem]:
-    problems: list[Problem] = []
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    for root in graph:
-        if root in state:
-            continue
-        path, stack = [root], [iter(graph[root])]
-        state[root] = 1
-        while stack:
-            for target, where in stack[-1]:
-                if state.get(target) == 1:
-                    cycle = " -> ".join([*path[path.index(target) :], target])
-                    problems.append(
-                        (
-                            where,
-                            f"dependency cycle {cycle} (each task waits for the next): a DAG "
-                            "must be acyclic; remove one of these dependencies",
-                        )
-                    )
-                elif target not in state:
-                    state[target] = 1
-                    path.append(target)
-                    stack.append(iter(graph[target]))
-                    break
-            else:
-                state[path.pop()] = 2
-                stack.pop()
-    return problems
+    return [
+        (
+            where,
+            f"dependency cycle {cycle} (each task waits for the next): a DAG must be acyclic; "
+            "remove one of these dependencies",
+        )
+        for where, cycle in find_cycles(graph)
+    ]
 
 
 def _ancestors(graph: Mapping[str, Sequence[tuple[str, str]]]) -> dict[str, set[str]]:

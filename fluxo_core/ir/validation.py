@@ -225,9 +225,10 @@ def _edges(step: Mapping[str, Any], where: str, problems: list[Problem]) -> list
     return edges
 
 
-def _cycles(graph: Mapping[str, Sequence[tuple[str, str]]]) -> list[Problem]:
-    """One problem per back edge, located at the edge, naming the cycle it closes."""
-    problems: list[Problem] = []
+def find_cycles(graph: Mapping[str, Sequence[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """Every back edge of ``graph`` (node -> [(target, location of the edge)]), as
+    ``(location, "a -> b -> a")``: one per cycle-closing edge, in a stable order."""
+    found: list[tuple[str, str]] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     for root in graph:
         if root in state:
@@ -237,14 +238,7 @@ def _cycles(graph: Mapping[str, Sequence[tuple[str, str]]]) -> list[Problem]:
         while stack:
             for target, where in stack[-1]:
                 if state.get(target) == 1:
-                    cycle = " -> ".join([*path[path.index(target) :], target])
-                    problems.append(
-                        (
-                            where,
-                            f"cycle {cycle}: a workflow must be acyclic; repeat attempts with "
-                            "retry, repeat over items with split",
-                        )
-                    )
+                    found.append((where, " -> ".join([*path[path.index(target) :], target])))
                 elif target not in state:
                     state[target] = 1
                     path.append(target)
@@ -253,7 +247,19 @@ def _cycles(graph: Mapping[str, Sequence[tuple[str, str]]]) -> list[Problem]:
             else:
                 state[path.pop()] = 2
                 stack.pop()
-    return problems
+    return found
+
+
+def _cycles(graph: Mapping[str, Sequence[tuple[str, str]]]) -> list[Problem]:
+    """One problem per back edge, located at the edge, naming the cycle it closes."""
+    return [
+        (
+            where,
+            f"cycle {cycle}: a workflow must be acyclic; repeat attempts with retry, repeat "
+            "over items with split",
+        )
+        for where, cycle in find_cycles(graph)
+    ]
 
 
 def _reachable(graph: Mapping[str, Sequence[tuple[str, str]]], start: str) -> set[str]:
