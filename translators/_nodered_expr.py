@@ -33,6 +33,7 @@ from fluxo_core.ir import (
     SetOp,
     TransformOp,
 )
+from fluxo_core.ir.paths import PathKey, format_path, parse_path
 
 __all__ = [
     "ELSE",
@@ -53,53 +54,21 @@ __all__ = [
     "wrap_msg_expr",
 ]
 
-PathKey = str | int
 
 ELSE = "else"
 """What :func:`switch_rule_condition` returns for an ``otherwise`` rule."""
 
 # --- IR paths ------------------------------------------------------------------------------------
 
-_NAME = re.compile(r"[^.\[\]]+")
-_BRACKET = re.compile(r'\[(?:(?P<index>[0-9]+)|"(?P<quoted>(?:[^"\\]|\\.)*)")\]')
-
 
 def ir_path_keys(path: str) -> tuple[PathKey, ...]:
     """``a.b[0]["c.d"]`` -> ``("a", "b", 0, "c.d")`` (the path is valid: the IR checked it)."""
-    keys: list[PathKey] = []
-    pos = 0
-    while pos < len(path):
-        if path[pos] == "[":
-            match = _BRACKET.match(path, pos)
-            if match is None:
-                break
-            if match["index"] is not None:
-                keys.append(int(match["index"]))
-            else:
-                keys.append(json.loads(f'"{match["quoted"]}"'))
-            pos = match.end()
-            continue
-        if keys and path[pos] == ".":
-            pos += 1
-        match = _NAME.match(path, pos)
-        if match is None:
-            break
-        keys.append(match.group())
-        pos = match.end()
-    return tuple(keys)
+    return parse_path(path)
 
 
 def ir_path(keys: Sequence[PathKey]) -> str:
     """The IR spelling of ``keys`` (odd keys quoted as ``["a.b"]``)."""
-    out = ""
-    for key in keys:
-        if isinstance(key, int):
-            out += f"[{key}]"
-        elif _NAME.fullmatch(key):
-            out += f".{key}" if out else key
-        else:
-            out += f"[{json.dumps(key, ensure_ascii=False)}]"
-    return out
+    return format_path(keys)
 
 
 # --- Node-RED msg property paths -----------------------------------------------------------------

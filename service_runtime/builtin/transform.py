@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +33,7 @@ import jsonata
 
 from fluxo_core.errors import Problem, ValidationError
 from fluxo_core.ir import Payload
+from fluxo_core.ir.paths import PathKey, format_path, parse_path
 from service_runtime.sdk import Service
 
 __all__ = [
@@ -46,7 +45,6 @@ __all__ = [
     "transform_service",
 ]
 
-PathKey = str | int
 """One step of a path: an object key or an array index."""
 
 DEFAULT_TIMEOUT_MS = 1000
@@ -60,59 +58,6 @@ _OP_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "delete": (frozenset({"path"}), frozenset()),
     "jsonata": (frozenset({"expr"}), frozenset()),
 }
-
-_NAME = re.compile(r"[^.\[\]]+")
-_BRACKET = re.compile(r'\[(?:(?P<index>[0-9]+)|"(?P<quoted>(?:[^"\\]|\\.)*)")\]')
-
-
-def parse_path(path: str) -> tuple[PathKey, ...]:
-    """Split ``a.b[0]["c.d"]`` into ``("a", "b", 0, "c.d")``.
-
-    Raises:
-        ValueError: the path is empty or malformed; the message says where and why.
-    """
-    if not path:
-        raise ValueError("the path is empty; write it like 'a.b[0].c'")
-    keys: list[PathKey] = []
-    pos = 0
-    while pos < len(path):
-        if path[pos] == "[":
-            match = _BRACKET.match(path, pos)
-            if match is None:
-                raise ValueError(
-                    f'bad bracket at character {pos}: use [0] for an index or ["key"] for a key'
-                )
-            if match["index"] is not None:
-                keys.append(int(match["index"]))
-            else:
-                try:
-                    keys.append(json.loads(f'"{match["quoted"]}"'))
-                except ValueError:
-                    raise ValueError(f"bad escape in the quoted key at character {pos}") from None
-            pos = match.end()
-            continue
-        if keys:
-            if path[pos] != ".":
-                raise ValueError(f"expected '.' or '[' at character {pos}")
-            pos += 1
-        match = _NAME.match(path, pos)
-        if match is None:
-            raise ValueError(f"expected a key at character {pos}")
-        keys.append(match.group())
-        pos = match.end()
-    return tuple(keys)
-
-
-def _show(keys: Sequence[PathKey]) -> str:
-    out = ""
-    for key in keys:
-        if isinstance(key, int):
-            out += f"[{key}]"
-        elif _NAME.fullmatch(key):
-            out += f".{key}" if out else key
-        else:
-            out += f"[{json.dumps(key)}]"
-    return out
 
 
 @dataclass(frozen=True)
@@ -477,8 +422,8 @@ def _set(root: dict[str, Any], keys: tuple[PathKey, ...], value: Any) -> None:
         else:
             raise _OpError(
                 "path",
-                f"cannot set {_show(keys)}: index {key} is past the end of "
-                f"{_show(keys[:depth]) or 'the item'} (length {len(node)})",
+                f"cannot set {format_path(keys)}: index {key} is past the end of "
+                f"{format_path(keys[:depth]) or 'the item'} (length {len(node)})",
             )
         if not last:
             node = node[key]
@@ -507,7 +452,7 @@ def _expect(node: Any, key: PathKey, parent: tuple[PathKey, ...], field: str) ->
     if not isinstance(node, want):
         raise _OpError(
             field,
-            f"cannot go into {_show(parent) or 'the item'}: it is {_kind(node)}, not {name}",
+            f"cannot go into {format_path(parent) or 'the item'}: it is {_kind(node)}, not {name}",
         )
 
 
