@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from fluxo_core.errors import ConfigError
 
@@ -34,6 +34,14 @@ class FluxoConfig(BaseModel):
     lease_margin_s: float = 10.0
     http_allow: tuple[str, ...] = ()
     http_deny: tuple[str, ...] = ()
+    engines: tuple[str, ...] = ("step",)
+    public_url: str = "http://127.0.0.1:8240"
+    nodered_url: str = "http://127.0.0.1:1880"
+    nodered_admin_token: str | None = Field(default=None, repr=False)
+    argo_url: str | None = None
+    argo_namespace: str = "argo"
+    argo_token: str | None = Field(default=None, repr=False)
+    argo_verify_tls: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FluxoConfig:
@@ -46,6 +54,7 @@ class FluxoConfig(BaseModel):
                 f"FLUXO_TRANSPORT={transport!r} is not a transport; use 'sql' or 'rabbitmq'",
                 setting="FLUXO_TRANSPORT",
             )
+        port = _int(env, "FLUXO_PORT", 8240, minimum=0)
         return cls(
             home=home,
             database_url=normalize_database_url(url),
@@ -53,12 +62,21 @@ class FluxoConfig(BaseModel):
             amqp_url=env.get("FLUXO_AMQP_URL", cls.model_fields["amqp_url"].default),
             max_packet_bytes=_int(env, "FLUXO_MAX_PACKET_BYTES", 1_048_576, minimum=1024),
             host=env.get("FLUXO_HOST", "127.0.0.1"),
-            port=_int(env, "FLUXO_PORT", 8240, minimum=0),
+            port=port,
             poll_interval_s=_float(env, "FLUXO_POLL_INTERVAL", 1.0),
             output_retention_s=_float(env, "FLUXO_OUTPUT_RETENTION_S", 86_400.0),
             lease_margin_s=_float(env, "FLUXO_LEASE_MARGIN_S", 10.0),
             http_allow=_list(env, "FLUXO_HTTP_ALLOW"),
             http_deny=_list(env, "FLUXO_HTTP_DENY"),
+            engines=_engines(env),
+            public_url=env.get("FLUXO_PUBLIC_URL") or f"http://127.0.0.1:{port}",
+            nodered_url=env.get("FLUXO_NODERED_URL", "http://127.0.0.1:1880"),
+            nodered_admin_token=env.get("FLUXO_NODERED_TOKEN") or None,
+            argo_url=env.get("FLUXO_ARGO_URL") or None,
+            argo_namespace=env.get("FLUXO_ARGO_NAMESPACE", "argo"),
+            argo_token=env.get("FLUXO_ARGO_TOKEN") or None,
+            argo_verify_tls=env.get("FLUXO_ARGO_VERIFY_TLS", "true").lower()
+            not in ("0", "false", "no"),
         )
 
 
@@ -108,3 +126,25 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
+
+
+KNOWN_ENGINES = ("step", "nodered", "argo")
+
+
+def _engines(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``FLUXO_ENGINES``: the engines this Fluxo runs jobs on (``step`` is always there)."""
+    names = _list(env, "FLUXO_ENGINES") or ("step",)
+    unknown = [n for n in names if n not in KNOWN_ENGINES]
+    if unknown:
+        raise ConfigError(
+            f"FLUXO_ENGINES names unknown engine(s) {', '.join(unknown)}; "
+            f"known: {', '.join(KNOWN_ENGINES)}",
+            setting="FLUXO_ENGINES",
+        )
+    if "argo" in names and not env.get("FLUXO_ARGO_URL"):
+        raise ConfigError(
+            "FLUXO_ENGINES includes argo but FLUXO_ARGO_URL is not set; give the Argo Server's "
+            "URL (e.g. https://argo.example.com/)",
+            setting="FLUXO_ARGO_URL",
+        )
+    return tuple(dict.fromkeys(("step", *names)))

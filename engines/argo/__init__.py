@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from engines.argo._errors import ArgoServerError
 from engines.argo.engine import ArgoConfig, ArgoEngine
+from fluxo_core.config import FluxoConfig
+from fluxo_core.errors import ConfigError
+from fluxo_core.storage.workflows import WorkflowStore
+from service_runtime import ServiceRuntime
 
 __all__ = ["ArgoConfig", "ArgoEngine", "ArgoServerError", "create_engine"]
 
 
 def create_engine(
-    config: ArgoConfig | None = None, *, client: httpx.AsyncClient | None = None, **settings: Any
+    runtime: ServiceRuntime,
+    workflows: WorkflowStore,
+    *,
+    config: FluxoConfig | None = None,
+    client: httpx.AsyncClient | None = None,
+    poll_interval_s: float = 1.0,
+    lease_s: float = 15.0,
 ) -> ArgoEngine:
-    """The registry's factory for ``argo``: a config, or its fields as keywords."""
-    return ArgoEngine(config or ArgoConfig(**settings), client=client)
+    """The registry's factory for ``argo``, from ``FLUXO_ARGO_*`` settings.
+
+    The templates call the gateway at ``FLUXO_PUBLIC_URL``: the address the cluster reaches
+    Fluxo at, which is rarely the loopback address Fluxo listens on.
+    """
+    if config is None or config.argo_url is None:
+        raise ConfigError(
+            "the argo engine needs the Argo Server's URL: set FLUXO_ARGO_URL "
+            "(and FLUXO_ARGO_TOKEN, FLUXO_ARGO_NAMESPACE, FLUXO_PUBLIC_URL)",
+            setting="FLUXO_ARGO_URL",
+        )
+    return ArgoEngine(
+        ArgoConfig(
+            base_url=config.argo_url,
+            namespace=config.argo_namespace,
+            token=config.argo_token,
+            gateway_url=config.public_url,
+            verify_tls=config.argo_verify_tls,
+        ),
+        client=client,
+    )

@@ -1,6 +1,7 @@
 """The built-in step engine (default, embedded): durable jobs in the database."""
 
 from engines.step.engine import ENGINE_QUEUE, StepEngine
+from fluxo_core.config import FluxoConfig
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import ServiceRuntime
 
@@ -11,8 +12,9 @@ def create_engine(
     runtime: ServiceRuntime,
     workflows: WorkflowStore,
     *,
+    config: FluxoConfig | None = None,
     poll_interval_s: float = 1.0,
     lease_s: float = 15.0,
 ) -> StepEngine:
-    """The registry's factory for ``step``."""
+    """The registry's factory for ``step`` (it needs nothing from ``config``)."""
     return StepEngine(runtime, workflows, poll_interval_s=poll_interval_s, lease_s=lease_s)

@@ -26,7 +26,7 @@ from engines.step.conditions import evaluate, lookup
 from fluxo_core.errors import FluxoError, ServiceTimeoutError, ValidationError
 from fluxo_core.ir import DelayStep, JoinStep, Packet, ServiceStep, SplitStep, SwitchStep
 from fluxo_core.storage import Transaction
-from fluxo_core.storage.jobs import JobStore
+from fluxo_core.storage.jobs import JobStore, job_channel
 from service_runtime.catalog import ServiceInfo
 from service_runtime.transports import OutgoingMessage
 
@@ -41,10 +41,6 @@ Frame = list[Any]  # [split step id, index, count]
 
 def call_id_for(job_id: str, key: str, attempt: int) -> str:
     return hashlib.blake2b(f"{job_id}/{key}/{attempt}".encode(), digest_size=16).hexdigest()
-
-
-def job_channel(job_id: str) -> str:
-    return f"job:{job_id}"
 
 
 def stored(value: Any) -> bytes:

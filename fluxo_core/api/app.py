@@ -10,6 +10,7 @@ JSON::
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -18,7 +19,7 @@ from fluxo_core.api import calls, jobs
 from fluxo_core.api.common import MAX_BYTES, PLATFORM, PRINCIPAL
 from fluxo_core.api.openapi import openapi_document
 from fluxo_core.control.platform import Platform
-from fluxo_core.errors import AuthError, FluxoError, PayloadTooLargeError
+from fluxo_core.errors import AuthError, FluxoError, PayloadTooLargeError, PermissionDeniedError
 
 __all__ = ["create_app"]
 
@@ -81,8 +82,28 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("send 'Authorization: Bearer <token>' (create one with 'fluxo token')")
-    request[PRINCIPAL] = await request.app[PLATFORM].accounts.authenticate(token.strip())
+    who = await request.app[PLATFORM].accounts.authenticate(token.strip())
+    if who.engine is not None and not _engine_may(request):
+        raise PermissionDeniedError(
+            f"a {who.engine} engine token only calls services, creates jobs and reports job "
+            f"events; {request.method} {request.path} needs a user's token"
+        )
+    request[PRINCIPAL] = who
     return await handler(request)
+
+
+# What an engine's token may do: the calls and reports its runs make, and the jobs a cron
+# trigger on that engine starts (in the token's own account).
+_ENGINE_ROUTES = (
+    re.compile(r"^/v1/services/[^/]+/calls$"),
+    re.compile(r"^/v1/engine-events$"),
+    re.compile(r"^/v1/jobs/[^/]+/engine-events$"),
+    re.compile(r"^/v1/workflows/[^/]+/jobs$"),
+)
+
+
+def _engine_may(request: web.Request) -> bool:
+    return request.method == "POST" and any(r.match(request.path) for r in _ENGINE_ROUTES)
 
 
 async def _health(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from service_runtime import CallRecord
 __all__ = ["add_routes"]
 
 DEFAULT_WAIT_S = 30.0
+PAYLOAD_REF_HEADER = "fluxo-payload-ref"
 
 
 def add_routes(app: web.Application) -> None:
@@ -80,8 +81,20 @@ def _call_response(record: CallRecord) -> web.Response:
 async def _create_call(request: web.Request) -> web.Response:
     who = principal(request)
     wait = _wait_seconds(request)
-    packet = _packet_from_body(await json_body(request), who)
-    gateway = request.app[PLATFORM].runtime.gateway
+    body = await json_body(request)
+    platform = request.app[PLATFORM]
+    if who.engine is not None:  # an engine acting for one of its jobs: run as the job's account
+        job_id = body.get("job_id") if isinstance(body, dict) else None
+        who = await platform.jobs.engine_call_principal(who, job_id)
+    packet = _packet_from_body(body, who)
+    ref = packet.headers.get(PAYLOAD_REF_HEADER)
+    if ref is not None:  # a payload too large for the engine travels as a reference
+        headers = {k: v for k, v in packet.headers.items() if k != PAYLOAD_REF_HEADER}
+        payload = await platform.jobs.stored_payload(who, ref)
+        packet = Packet.model_validate(
+            {**packet.model_dump(mode="json"), "payload": payload, "headers": headers}
+        )
+    gateway = platform.runtime.gateway
     record = await gateway.call(request.match_info["name"], packet, principal=who, wait=wait)
     return _call_response(record)
 

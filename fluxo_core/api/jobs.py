@@ -24,6 +24,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/jobs", _list_jobs)
     app.router.add_get("/v1/jobs/{job_id}", _get_job)
     app.router.add_post("/v1/jobs/{job_id}/cancel", _cancel_job)
+    app.router.add_post("/v1/jobs/{job_id}/engine-events", _job_engine_event)
+    app.router.add_post("/v1/engine-events", _engine_event)
 
 
 def applied_json(applied: AppliedWorkflow) -> dict[str, Any]:
@@ -139,3 +141,24 @@ async def _list_jobs(request: web.Request) -> web.Response:
         cursor=request.query.get("cursor"),
     )
     return web.json_response(page.model_dump(mode="json"))
+
+
+async def _job_engine_event(request: web.Request) -> web.Response:
+    """An external engine reports the end of a job (Argo's exit handler)."""
+    body = await json_body(request)
+    job_id = request.match_info["job_id"]
+    record = await request.app[PLATFORM].jobs.engine_event(principal(request), job_id, body)
+    return web.json_response({"id": record.id, "status": record.status})
+
+
+async def _engine_event(request: web.Request) -> web.Response:
+    """An external engine reports the end of a job named in the body (Node-RED flows)."""
+    body = await json_body(request)
+    job_id = body.get("job_id") if isinstance(body, dict) else None
+    if not isinstance(job_id, str) or not job_id:
+        raise ValidationError(
+            "an engine event names its job: send {job_id, status, result | error}",
+            problems=[("body.job_id", "missing")],
+        )
+    record = await request.app[PLATFORM].jobs.engine_event(principal(request), job_id, body)
+    return web.json_response({"id": record.id, "status": record.status})

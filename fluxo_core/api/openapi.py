@@ -45,6 +45,25 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+ENGINE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "job_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["succeeded", "failed"]},
+        "result": {},
+        "error": {"type": "object"},
+        "engine": {"type": "string"},
+        "event": {"type": "string", "enum": ["finished"]},
+        "run": {"type": "string"},
+    },
+}
+JOB_STATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "status"],
+    "properties": {"id": {"type": "string"}, "status": {"type": "string"}},
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -243,6 +262,37 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Cancel a job: its next service call is refused",
                 "parameters": [_path("job_id", "the job id")],
                 "responses": {"200": _json(_ref("JobRecord"), "The job"), **_errors(401, 404)},
+            }
+        },
+        "/v1/jobs/{job_id}/engine-events": {
+            "post": {
+                "summary": "An external engine reports a job's end (engine tokens only)",
+                "description": "Argo's exit handler posts {engine, event: finished, run}; "
+                "Fluxo then reads the outcome from the Argo Server.",
+                "parameters": [_path("job_id", "the job id")],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": ENGINE_EVENT}},
+                },
+                "responses": {
+                    "200": _json(JOB_STATE, "The job's status after the report"),
+                    **_errors(400, 401, 403, 422),
+                },
+            }
+        },
+        "/v1/engine-events": {
+            "post": {
+                "summary": "An external engine reports a job's end (engine tokens only)",
+                "description": "Node-RED flows post {job_id, status: succeeded, result} or "
+                "{job_id, status: failed, error}; a repeated report changes nothing.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": ENGINE_EVENT}},
+                },
+                "responses": {
+                    "200": _json(JOB_STATE, "The job's status after the report"),
+                    **_errors(400, 401, 403, 422),
+                },
             }
         },
         "/v1/openapi.json": {

@@ -67,6 +67,8 @@ def build_platform(
         poll_interval_s=config.poll_interval_s,
         janitor=Janitor(db, output_retention_s=config.output_retention_s),
         lease_margin_s=config.lease_margin_s,
+        engines=config.engines,
+        config=config,
     )
 
 

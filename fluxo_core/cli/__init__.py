@@ -171,8 +171,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--account", required=True)
     p.add_argument("--user", required=True)
     p.add_argument("--name", default="cli")
+    p.add_argument(
+        "--engine",
+        choices=["nodered", "argo"],
+        help="an engine's token: it only makes the calls and reports of that engine's jobs",
+    )
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_token)
+
+    p = sub.add_parser(
+        "call",
+        help="call a service through a Fluxo gateway and print the call record "
+        "(what an Argo container step runs)",
+    )
+    p.add_argument("service")
+    p.add_argument("--gateway", default=os.environ.get("FLUXO_URL", "http://127.0.0.1:8240"))
+    p.add_argument("--packet", required=True, help="the packet JSON, with its id")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the result")
+    p.set_defaults(func=_cmd_call)
     return parser
 
 
@@ -565,11 +581,17 @@ async def _cmd_token(args: argparse.Namespace, config: FluxoConfig) -> int:
     try:
         store = AccountStore(db)
         await store.ensure_account(args.account)
-        token = await store.issue_token(args.account, args.user, args.name)
+        token = await store.issue_token(args.account, args.user, args.name, engine=args.engine)
     finally:
         await db.close()
     print(token)
     return 0
+
+
+async def _cmd_call(args: argparse.Namespace, config: FluxoConfig) -> int:
+    from fluxo_core.cli import _call
+
+    return await _call.run(args.service, args.gateway, args.packet, args.wait)
 
 
 async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:

@@ -16,10 +16,13 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from fluxo_core.control.remote import RemoteJobs, is_remote
 from fluxo_core.engine import Engine, RunHandle, StepState
 from fluxo_core.errors import (
     ConfigError,
+    NotFoundError,
     PayloadSchemaError,
+    PermissionDeniedError,
     ValidationError,
 )
 from fluxo_core.ir import Packet, Workflow, validate_workflow
@@ -104,6 +107,12 @@ class JobService:
         self.registry = registry
         self.admission = admission
         self.store = JobStore(runtime.db)
+        self.remote = RemoteJobs(
+            runtime,
+            workflows,
+            {n: registry.get(n) for n in registry.names() if is_remote(registry.get(n))},
+            poll_interval_s=runtime.poll_interval_s,
+        )
 
     # -- workflows ----------------------------------------------------------------------------
 
@@ -301,7 +310,11 @@ class JobService:
         record = _record(row._mapping)
         if steps:
             engine = self.registry.get(row.engine)
-            status = await engine.status(RunHandle(engine=row.engine, job_id=job_id, run_id=job_id))
+            if is_remote(engine):  # its steps are the calls it made through the gateway
+                status = await self.store.run_status_from_calls(job_id)
+            else:
+                handle = RunHandle(engine=row.engine, job_id=job_id, run_id=job_id)
+                status = await engine.status(handle)
             record = record.model_copy(update={"steps": status.steps})
         return record
 
@@ -337,11 +350,51 @@ class JobService:
         return JobPage(items=[_record(r._mapping) for r in rows], next_cursor=next_cursor)
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
-        record = await self.get(principal, job_id, steps=False)
-        if not record.done:
-            engine = self.registry.get(record.engine)
-            await engine.cancel(RunHandle(engine=record.engine, job_id=job_id, run_id=job_id))
+        row = await self.store.job(job_id, account_id=principal.account_id)
+        if row.status not in FINAL:
+            engine = self.registry.get(row.engine)
+            if is_remote(engine):
+                await self.remote.cancel(row)
+            else:
+                await engine.cancel(RunHandle(engine=row.engine, job_id=job_id, run_id=job_id))
         return await self.get(principal, job_id)
+
+    # -- external engines -----------------------------------------------------------------------
+
+    async def engine_event(self, principal: Principal, job_id: str, event: Any) -> JobRecord:
+        """An external engine reports a job's end (engine tokens only)."""
+        _engine_only(principal, "report job events")
+        await self.remote.report(principal, job_id, event)
+        row = await self.store.job(job_id)
+        return _record(row._mapping)
+
+    async def engine_call_principal(self, principal: Principal, job_id: Any) -> Principal:
+        """The principal a call made with an engine token runs as (the job's account)."""
+        _engine_only(principal, "act for a job")
+        return await self.remote.principal_for_call(principal, job_id)
+
+    async def stored_payload(self, principal: Principal, ref: str) -> Any:
+        """The payload a ``fluxo-payload-ref`` names: the input of a job of the same account.
+
+        Argo parameters are limited in size, so a large job input stays in Fluxo and the
+        workflow carries the job's id instead.
+        """
+        try:
+            row = await self.store.job(ref, account_id=principal.account_id)
+        except NotFoundError:
+            raise NotFoundError(
+                f"fluxo-payload-ref {ref!r} names no stored packet of account "
+                f"{principal.account_id!r}; pass a job id of that account",
+                ref=ref,
+            ) from None
+        return orjson.loads(row.input)["payload"]
+
+
+def _engine_only(principal: Principal, what: str) -> None:
+    if principal.engine is None:
+        raise PermissionDeniedError(
+            f"only an engine's token may {what}; issue one with `fluxo token --engine NAME`"
+        )
 
 
 def _ts(value: float | None) -> datetime | None:

@@ -12,8 +12,10 @@ import importlib
 from collections.abc import Sequence
 from typing import Any
 
+from fluxo_core.config import FluxoConfig
 from fluxo_core.control.jobs import EngineRegistry, JobService
 from fluxo_core.control.policy import Admission
+from fluxo_core.engine import Engine
 from fluxo_core.errors import ConfigError
 from fluxo_core.storage import AccountStore, Database
 from fluxo_core.storage.workflows import WorkflowStore
@@ -23,7 +25,11 @@ from service_runtime.transports import Transport
 
 __all__ = ["ENGINE_FACTORIES", "Platform"]
 
-ENGINE_FACTORIES = {"step": "engines.step:create_engine"}
+ENGINE_FACTORIES = {
+    "step": "engines.step:create_engine",
+    "nodered": "engines.nodered:create_engine",
+    "argo": "engines.argo:create_engine",
+}
 
 
 class Platform:
@@ -36,7 +42,8 @@ class Platform:
         *,
         transport: Transport | None = None,
         workers: int = 2,
-        engines: Sequence[str] = ("step",),
+        engines: Sequence[str | Engine] = ("step",),
+        config: FluxoConfig | None = None,
         max_packet_bytes: int = 1_048_576,
         poll_interval_s: float = 1.0,
         janitor: Janitor | None = None,
@@ -59,9 +66,13 @@ class Platform:
         )
         self.workflows = WorkflowStore(db)
         self.registry = EngineRegistry()
-        for name in engines:
+        for engine in engines:
             self.registry.register(
-                _load_engine(name, self.runtime, self.workflows, poll_interval_s, lease_margin_s)
+                engine
+                if not isinstance(engine, str)
+                else _load_engine(
+                    engine, self.runtime, self.workflows, config, poll_interval_s, lease_margin_s
+                )
             )
         self.jobs = JobService(
             self.runtime, self.workflows, self.registry, admission=self.admission
@@ -78,6 +89,10 @@ class Platform:
                 self._tasks.append(
                     asyncio.create_task(engine.run(self._stop), name=f"engine-{name}")
                 )
+        # One runner starts the jobs of every external engine (Node-RED, Argo).
+        self._tasks.append(
+            asyncio.create_task(self.jobs.remote.run(self._stop), name="remote-engines")
+        )
 
     async def stop(self) -> None:
         self._stop.set()
@@ -89,6 +104,10 @@ class Platform:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for name in self.registry.names():
+            engine = self.registry.get(name)
+            if hasattr(engine, "aclose"):  # engines holding HTTP clients (Node-RED, Argo)
+                await engine.aclose()
         await self.runtime.stop()
 
     async def __aenter__(self) -> Platform:
@@ -103,6 +122,7 @@ def _load_engine(
     name: str,
     runtime: ServiceRuntime,
     workflows: WorkflowStore,
+    config: FluxoConfig | None,
     poll_interval_s: float,
     lease_margin_s: float,
 ) -> Any:
@@ -114,4 +134,10 @@ def _load_engine(
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
     # An engine batch takes well under a second; its lease only has to outlast that.
-    return factory(runtime, workflows, poll_interval_s=poll_interval_s, lease_s=5 + lease_margin_s)
+    return factory(
+        runtime,
+        workflows,
+        config=config,
+        poll_interval_s=poll_interval_s,
+        lease_s=5 + lease_margin_s,
+    )

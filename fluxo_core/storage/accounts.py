@@ -1,4 +1,10 @@
-"""Accounts and API tokens. A token is bound to exactly one account and one user."""
+"""Accounts and API tokens.
+
+A user token is bound to exactly one account and one user. An engine token (``engine`` set) is
+what an external engine (Node-RED, Argo) sends back to the gateway: it belongs to the operator's
+account but may only act for live jobs of its engine, each call then running as the job's own
+account and user (see ``JobService.engine_principal``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from fluxo_core.errors import AuthError, NotFoundError
+from fluxo_core.errors import AuthError, ConfigError, NotFoundError
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import accounts, api_tokens
 
@@ -25,6 +31,7 @@ class Principal:
 
     account_id: str
     user_id: str
+    engine: str | None = None  # set for an engine's token: it acts only for that engine's jobs
 
 
 def _digest(token: str) -> str:
@@ -50,9 +57,25 @@ class AccountStore:
 
         await self.db.transact(run)
 
-    async def issue_token(self, account_id: str, user_id: str, name: str = "default") -> str:
-        """Create a token; returns it. Only its digest is stored, so it cannot be shown again."""
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    async def issue_token(
+        self,
+        account_id: str,
+        user_id: str,
+        name: str = "default",
+        *,
+        engine: str | None = None,
+        token: str | None = None,
+    ) -> str:
+        """Create a token; returns it. Only its digest is stored, so it cannot be shown again.
+
+        Args:
+            engine: make it an engine's token (``nodered``, ``argo``).
+            token: register this value instead of generating one (a secret that already lives
+                in the engine's environment or a vault); at least 24 characters.
+        """
+        if token is not None and len(token) < 24:
+            raise ConfigError("a registered token must be at least 24 characters long")
+        token = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
 
         def run(tx: Transaction) -> None:
             found = tx.conn.scalar(sa.select(accounts.c.id).where(accounts.c.id == account_id))
@@ -66,6 +89,7 @@ class AccountStore:
                     name=name,
                     created_at=time.time(),
                     revoked=False,
+                    engine=engine,
                 )
             )
 
@@ -73,13 +97,13 @@ class AccountStore:
         return token
 
     async def authenticate(self, token: str) -> Principal:
-        query = sa.select(api_tokens.c.account_id, api_tokens.c.user_id).where(
+        query = sa.select(api_tokens.c.account_id, api_tokens.c.user_id, api_tokens.c.engine).where(
             api_tokens.c.digest == _digest(token), api_tokens.c.revoked.is_(False)
         )
         row = await self.db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise AuthError("the bearer token is unknown or revoked; ask for a new token")
-        return Principal(account_id=row.account_id, user_id=row.user_id)
+        return Principal(account_id=row.account_id, user_id=row.user_id, engine=row.engine)
 
     async def set_blocked(self, account_id: str, blocked: bool, reason: str | None = None) -> None:
         def run(tx: Transaction) -> None:

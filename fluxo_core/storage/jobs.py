@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
+from fluxo_core.engine import RunStatus, StepPhase, StepState
 from fluxo_core.errors import NotFoundError, ValidationError
 from fluxo_core.storage.bulk import bulk_insert, bulk_update, one_of
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
 
-__all__ = ["JobStore"]
+__all__ = ["JobStore", "job_channel"]
+
+STEP_KEY_HEADER = "fluxo-step-key"
+_CALL_PHASES: dict[str, StepPhase] = {
+    "queued": "running",
+    "retrying": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+}
 
 ACTIVE = ("queued", "running")
 _STEP_STATE = (
@@ -80,6 +91,53 @@ class JobStore:
             .order_by(job_steps.c.started_at, job_steps.c.seq)
         )
         return await self.db.read(lambda conn: conn.execute(query).all())
+
+    async def calls(self, job_id: str) -> Sequence[Any]:
+        """The gateway calls made for a job, oldest first: the steps of a job on an external
+        engine, which Fluxo sees only through the calls that engine makes."""
+        query = (
+            sa.select(calls)
+            .where(calls.c.job_id == job_id)
+            .order_by(calls.c.created_at, calls.c.id)
+        )
+        return await self.db.read(lambda conn: conn.execute(query).all())
+
+    async def run_status_from_calls(self, job_id: str) -> RunStatus:
+        """The status of a job on an external engine: its row, and one step per gateway call.
+
+        The engine's own view may be out of reach (a Node-RED flow keeps no history); the calls
+        it made are in Fluxo. A step's key is the ``fluxo-step-key`` header the Node-RED flow
+        sets, or the middle of an Argo packet id ``<job>:<key>:<retry>``; a key called again
+        (a retry) shows its latest call, with ``attempt`` counting them.
+        """
+        row = await self.job(job_id)
+        steps: dict[str, StepState] = {}
+        for call in await self.calls(job_id):
+            request = orjson.loads(call.request)
+            key = _step_key(job_id, call.id, request, call.step_id)
+            previous = steps.pop(key, None)
+            results = orjson.loads(call.result) if call.result else None
+            payloads = [p.get("payload") for p in results] if results is not None else None
+            steps[key] = StepState(
+                key=key,
+                step_id=call.step_id or call.service,
+                phase=_CALL_PHASES.get(call.status, "running"),
+                attempt=(previous.attempt + 1) if previous else 1,
+                call_id=call.id,
+                input=request.get("payload"),
+                output=payloads[0] if payloads is not None and len(payloads) == 1 else payloads,
+                error=orjson.loads(call.error) if call.error else None,
+                started_at=_datetime(call.created_at),
+                finished_at=_datetime(call.finished_at),
+            )
+        results = orjson.loads(row.result) if row.result else None
+        return RunStatus(
+            job_id=job_id,
+            phase=row.status,
+            steps=list(steps.values()),
+            result=results[0] if results is not None and len(results) == 1 else results,
+            error=orjson.loads(row.error) if row.error else None,
+        )
 
     async def workflow_versions(self, job_ids: Iterable[str]) -> Sequence[Any]:
         """``(id, account_id, workflow, version)`` of each job."""
@@ -194,6 +252,33 @@ class JobStore:
         )
         return bool(result.rowcount)
 
+    def mark_started(self, tx: Transaction, job_id: str, run_id: str) -> bool:
+        """A queued job started on its engine as ``run_id``; False if it is no longer queued."""
+        result = tx.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == "queued")
+            .values(status="running", started_at=time.time(), run_id=run_id)
+        )
+        return bool(result.rowcount)
+
+    def finish(
+        self,
+        tx: Transaction,
+        job_id: str,
+        status: str,
+        *,
+        result: bytes | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """End a job that is still queued or running; False if it had already ended (so a
+        repeated report changes nothing)."""
+        result_row = tx.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
+            .values(status=status, result=result, error=error, finished_at=time.time())
+        )
+        return bool(result_row.rowcount)
+
     def step_by_call(self, tx: Transaction, job_id: str, call_id: str) -> Any:
         return tx.execute(
             sa.select(job_steps).where(job_steps.c.job_id == job_id, job_steps.c.call_id == call_id)
@@ -248,3 +333,22 @@ class JobStore:
             r.message_id
             for r in bulk_insert(tx, inbox, rows, skip_conflicts=True, returning=["message_id"])
         }
+
+
+def job_channel(job_id: str) -> str:
+    """The notification channel of one job: woken when it ends (``JobService.wait``)."""
+    return f"job:{job_id}"
+
+
+def _step_key(job_id: str, call_id: str, request: dict[str, Any], step_id: str | None) -> str:
+    headers = request.get("headers") or {}
+    if isinstance(headers, dict) and isinstance(headers.get(STEP_KEY_HEADER), str):
+        return str(headers[STEP_KEY_HEADER])
+    prefix = f"{job_id}:"
+    if call_id.startswith(prefix) and call_id.count(":") >= 2:
+        return call_id[len(prefix) :].rsplit(":", 1)[0]
+    return step_id or call_id
+
+
+def _datetime(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value else None

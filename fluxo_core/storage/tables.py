@@ -98,6 +98,8 @@ api_tokens = Table(
     Column("name", String(200), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    # Set for an engine's token: it acts only for live jobs of that engine (see AccountStore).
+    Column("engine", String(20)),
 )
 
 # Services known to the platform (declared by the processes that run them).
@@ -197,6 +199,7 @@ jobs = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
+    Column("run_id", String(253)),  # the engine's name for the run (external engines)
     UniqueConstraint("account_id", "workflow", "idempotency_key"),
     Index("ix_jobs_account_created", "account_id", "created_at"),
     Index("ix_jobs_account_workflow_status", "account_id", "workflow", "status"),

@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import jsonschema
@@ -24,6 +24,7 @@ import pytest
 import respx
 
 from engines.argo import ArgoConfig, ArgoEngine, ArgoServerError, create_engine
+from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, RunHandle, StartRequest
 from fluxo_core.errors import (
     AuthError,
@@ -218,12 +219,19 @@ def nodes(*items: dict[str, Any]) -> dict[str, Any]:
 # --- deploy ----------------------------------------------------------------------------------------
 
 
-async def test_engine_satisfies_the_protocol(engine: ArgoEngine) -> None:
+async def test_engine_satisfies_the_protocol(engine: ArgoEngine, tmp_path: Path) -> None:
     assert isinstance(engine, Engine)
     assert engine.name == "argo"
-    made = create_engine(base_url=SERVER, namespace=NS, gateway_url=GATEWAY)
+    settings = {"home": tmp_path, "database_url": "sqlite://", "public_url": GATEWAY}
+    config = FluxoConfig(**settings, argo_url=SERVER, argo_namespace=NS, argo_token=TOKEN)
+    # The registry's factory: the runtime and workflow store are not used by this engine.
+    made = create_engine(cast(Any, None), cast(Any, None), config=config)
     assert made.config.root == f"{SERVER}/"
+    assert made.config.gateway_url == GATEWAY
+    assert made.config.namespace == NS
     await made.aclose()
+    with pytest.raises(ConfigError, match="FLUXO_ARGO_URL"):
+        create_engine(cast(Any, None), cast(Any, None), config=FluxoConfig(**settings))
 
 
 def test_config_refuses_bad_settings() -> None:

@@ -1,0 +1,283 @@
+"""Jobs on engines that run outside Fluxo (Node-RED, Argo): start, report back, observe.
+
+Creating a job writes its row and a ``start`` message on ``engine.<name>`` in one transaction,
+whatever the engine. The step engine consumes its own queue; for an external engine the
+:class:`RemoteJobs` runner does: it deploys the job's workflow version on the engine (idempotent,
+remembered per version), starts the run (idempotent by job id on both engines) and records
+``running`` with the engine's run id. A crash between the start and that record re-delivers the
+message and the second start is a no-op, so a job is started once. A start that keeps failing
+ends the job ``failed`` with the engine's error instead of leaving it queued forever.
+
+While the run goes on, every service call the engine makes passes the gateway with an engine
+token (see :meth:`RemoteJobs.principal_for_call`): the call runs as the job's own account, is
+metered and admitted like any other, and is refused once the job has ended, which is how a
+cancel or a block stops a run Fluxo does not execute itself. The engine reports the end
+(:meth:`RemoteJobs.report`); the job's steps are read from its gateway calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from fluxo_core.engine import FINAL_PHASES, Engine, RunHandle, StartRequest
+from fluxo_core.errors import (
+    FluxoError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from fluxo_core.ir import Packet
+from fluxo_core.storage import Database, Principal, Transaction
+from fluxo_core.storage.jobs import JobStore, job_channel
+from fluxo_core.storage.workflows import WorkflowStore
+from service_runtime import ServiceRuntime
+from service_runtime.transports import Delivery
+
+__all__ = ["RemoteJobs", "is_remote"]
+
+log = logging.getLogger(__name__)
+
+MAX_START_BACKOFF_S = 60.0
+
+
+def is_remote(engine: Engine) -> bool:
+    """An engine that does not consume its own queue runs its jobs elsewhere."""
+    return not hasattr(engine, "run")
+
+
+class RemoteJobs:
+    """Starts, ends and observes the jobs of external engines.
+
+    Args:
+        engines: the external engines, by name.
+        batch_size: start messages claimed at once; they are started concurrently.
+        lease_s: how long a claimed start stays hidden (must outlast a deploy and a start).
+    """
+
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        workflows: WorkflowStore,
+        engines: Mapping[str, Engine],
+        *,
+        batch_size: int = 20,
+        lease_s: float = 120.0,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        self.db: Database = runtime.db
+        self.runtime = runtime
+        self.workflows = workflows
+        self.engines = dict(engines)
+        self.store = JobStore(runtime.db)
+        self.batch_size = batch_size
+        self.lease_s = lease_s
+        self.poll_interval_s = poll_interval_s
+        self._deployed: set[tuple[str, str]] = set()  # (engine, account/name@version)
+        self._queues = [f"engine.{name}" for name in sorted(self.engines)]
+
+    # -- starting ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start queued jobs until ``stop``; sleeps on queue wake-ups when idle."""
+        if not self._queues:
+            return
+        with await self.db.subscribe([f"q:{q}" for q in self._queues]) as sub:
+            while not stop.is_set():
+                sub.clear()
+                try:
+                    done = await self.run_once()
+                except FluxoError as exc:
+                    log.warning("starting remote jobs failed: %s", exc.message)
+                    await asyncio.sleep(0.5)
+                    continue
+                if done < self.batch_size and not stop.is_set():
+                    await sub.wait(self.poll_interval_s)
+
+    async def run_once(self) -> int:
+        deliveries = await self.runtime.transport.claim(
+            self._queues, limit=self.batch_size, lease_s=self.lease_s
+        )
+        await asyncio.gather(*(self._start(d) for d in deliveries))
+        return len(deliveries)
+
+    async def _start(self, delivery: Delivery) -> None:
+        transport = self.runtime.transport
+        try:
+            job_id = str(orjson.loads(delivery.body)["job_id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            await self.db.transact(
+                lambda tx: transport.dead_letter(tx, delivery, error="not a start message")
+            )
+            return
+        engine_name = delivery.queue.removeprefix("engine.")
+        try:
+            row = await self.store.job(job_id)
+            if row.status != "queued":  # cancelled before it started, or started already
+                await self.db.transact(lambda tx: transport.ack(tx, [delivery]))
+                return
+            applied = await self.workflows.get(row.account_id, row.workflow, row.version)
+            engine = self.engines[engine_name]
+            key = (engine_name, f"{row.account_id}/{applied.ref}")
+            if key not in self._deployed:
+                await engine.deploy(applied.workflow)
+                self._deployed.add(key)
+            packet = Packet.model_validate_json(row.input)
+            handle = await engine.start(
+                StartRequest(job_id=job_id, workflow=applied.ref, input=packet)
+            )
+        except FluxoError as exc:
+            await self._start_failed(delivery, job_id, engine_name, exc)
+            return
+
+        def started(tx: Transaction) -> None:
+            if self.store.mark_started(tx, job_id, handle.run_id):
+                tx.notify(job_channel(job_id))
+            transport.ack(tx, [delivery])
+
+        await self.db.transact(started)
+
+    async def _start_failed(
+        self, delivery: Delivery, job_id: str, engine_name: str, exc: FluxoError
+    ) -> None:
+        transport = self.runtime.transport
+        if exc.retryable and delivery.attempt < delivery.max_attempts:
+            delay = min(2.0**delivery.attempt, MAX_START_BACKOFF_S)
+            log.warning(
+                "job %s: starting on %s failed (attempt %d, retry in %.0f s): %s",
+                job_id,
+                engine_name,
+                delivery.attempt,
+                delay,
+                exc.message,
+            )
+            await self.db.transact(
+                lambda tx: transport.retry(tx, delivery, delay_s=delay, error=exc.message)
+            )
+            return
+        log.error("job %s: could not start on %s: %s", job_id, engine_name, exc.message)
+        error = {
+            "code": "engine_start_failed",
+            "message": f"the {engine_name} engine could not start the job: {exc.message}",
+            "engine": engine_name,
+        }
+
+        def failed(tx: Transaction) -> None:
+            if self.store.finish(tx, job_id, "failed", error=orjson.dumps(error).decode()):
+                tx.notify(job_channel(job_id))
+            transport.ack(tx, [delivery])
+
+        await self.db.transact(failed)
+
+    # -- calls and reports from the engine -------------------------------------------------------
+
+    async def job_for_engine(self, principal: Principal, job_id: Any) -> Any:
+        """The job row an engine token may act for: a job of that engine that has not ended."""
+        if not isinstance(job_id, str) or not job_id:
+            raise ValidationError(
+                "an engine token acts for one job: the packet needs the job's job_id",
+                problems=[("body.job_id", "missing")],
+            )
+        try:
+            row = await self.store.job(job_id)
+        except NotFoundError:
+            raise PermissionDeniedError(
+                f"job {job_id!r} does not exist; an engine token only acts for its engine's jobs"
+            ) from None
+        if row.engine != principal.engine:
+            raise PermissionDeniedError(
+                f"job {job_id} runs on engine {row.engine!r}, not {principal.engine!r}; "
+                "use that engine's token"
+            )
+        return row
+
+    async def principal_for_call(self, principal: Principal, job_id: Any) -> Principal:
+        """Who a call an engine makes for ``job_id`` runs as: the job's account and user.
+
+        Raises:
+            PermissionDeniedError: not a job of this engine, or the job has ended (cancelled,
+                failed): its remaining calls are refused, which stops the run.
+        """
+        row = await self.job_for_engine(principal, job_id)
+        if row.status in FINAL_PHASES:
+            raise PermissionDeniedError(
+                f"job {job_id} is {row.status}; the gateway refuses its further calls",
+                job_id=job_id,
+            )
+        return Principal(account_id=row.account_id, user_id=row.user_id)
+
+    async def report(self, principal: Principal, job_id: str, event: Any) -> bool:
+        """Apply an engine's report of a job's end; True if it ended the job now.
+
+        Two forms: Node-RED's ``{status: succeeded|failed, result | error}`` carries the
+        outcome; Argo's ``{event: finished, run}`` is a signal to read the outcome from the
+        engine (so a forged or truncated body cannot set a result). A repeated report, or one
+        for a job already ended (cancelled meanwhile), changes nothing.
+        """
+        row = await self.job_for_engine(principal, job_id)
+        if not isinstance(event, dict):
+            raise ValidationError(
+                "an engine event is a JSON object", problems=[("body", "not an object")]
+            )
+        if event.get("event") == "finished":
+            engine = self.engines[row.engine]
+            run_id = row.run_id or str(event.get("run") or job_id)
+            status = await engine.status(RunHandle(engine=row.engine, job_id=job_id, run_id=run_id))
+            if status.phase not in FINAL_PHASES:
+                return False  # the engine does not see it ended yet: its final report follows
+            phase: str = status.phase
+            result, error = status.result, status.error
+        else:
+            reported = event.get("status")
+            if reported not in ("succeeded", "failed"):
+                raise ValidationError(
+                    f"engine event status {reported!r} is not 'succeeded' or 'failed'",
+                    problems=[("body.status", "expected succeeded or failed")],
+                )
+            phase = str(reported)
+            result, error = event.get("result"), event.get("error")
+            if phase == "failed" and not isinstance(error, dict):
+                raise ValidationError(
+                    "a failed job's event needs an error object",
+                    problems=[("body.error", "expected an object")],
+                )
+        results = None
+        if phase == "succeeded":
+            results = orjson.dumps(result if isinstance(result, list) else [result])
+        error_text = orjson.dumps(error).decode() if phase != "succeeded" and error else None
+
+        def finish(tx: Transaction) -> bool:
+            ended = self.store.finish(tx, job_id, phase, result=results, error=error_text)
+            if ended:
+                tx.notify(job_channel(job_id))
+            return ended
+
+        return await self.db.transact(finish)
+
+    async def cancel(self, row: Any) -> None:
+        """Cancel a job on its engine: first in Fluxo (its calls are refused from now on), then
+        on the engine, best effort (an unreachable engine cannot run the job on anyway)."""
+
+        def mark(tx: Transaction) -> bool:
+            cancelled = self.store.cancel(tx, row.id)
+            if cancelled:
+                tx.notify(job_channel(row.id))
+            return cancelled
+
+        if not await self.db.transact(mark):
+            return
+        engine = self.engines[row.engine]
+        handle = RunHandle(engine=row.engine, job_id=row.id, run_id=row.run_id or row.id)
+        try:
+            await engine.cancel(handle)
+        except FluxoError as exc:
+            log.warning(
+                "job %s cancelled in Fluxo; %s could not stop its run: %s",
+                row.id,
+                row.engine,
+                exc.message,
+            )
