@@ -208,5 +208,5 @@ class NodeRedOptions:
     fluxo_url: str = "http://127.0.0.1:8080"
     token_env: str = "FLUXO_TOKEN"
     entry_root: str = "/fluxo/jobs"
-    events_path: str = "/v1/engines/nodered/events"
+    events_path: str = "/v1/engine-events"
     call_wait_s: float = 30.0
