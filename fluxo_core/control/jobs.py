@@ -23,9 +23,10 @@ from fluxo_core.errors import (
     NotFoundError,
     PayloadSchemaError,
     PermissionDeniedError,
+    UnsupportedFeatureError,
     ValidationError,
 )
-from fluxo_core.ir import Packet, Workflow, validate_workflow
+from fluxo_core.ir import NativeStep, Packet, Workflow, validate_workflow
 from fluxo_core.storage import Database, Principal, Transaction, bulk_insert, tables
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
@@ -133,10 +134,17 @@ class JobService:
                 problems=[("metadata.account", "another account")],
             )
         engine = self.registry.get(workflow.spec.engine or self.workflows.default_engine)
-        # Deploy-check before storing: a version the engine cannot run is never recorded.
-        await engine.deploy(workflow)
+        # Checked before storing: a version the engine cannot run is never recorded. The step
+        # engine's deploy is that check; an external engine is only deployed once stored (its
+        # deploy writes to the engine, and the runner deploys again before a job if needed).
+        _check_runnable(engine, workflow)
+        if not is_remote(engine):
+            await engine.deploy(workflow)
         applied = await self.workflows.apply(workflow, principal.account_id)
-        await engine.deploy(applied.workflow)
+        if is_remote(engine):
+            await self.remote.deploy(engine, applied)
+        else:
+            await engine.deploy(applied.workflow)
         return applied
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -388,6 +396,28 @@ class JobService:
                 ref=ref,
             ) from None
         return orjson.loads(row.input)["payload"]
+
+
+def _check_runnable(engine: Engine, workflow: Workflow) -> None:
+    """Every step is of a kind the engine runs (a native step: of this engine)."""
+    can = engine.capabilities
+    refused = [
+        step
+        for step in workflow.spec.steps
+        if step.kind not in can.step_kinds
+        or (isinstance(step, NativeStep) and step.engine not in can.native_engines)
+    ]
+    if refused:
+        what = "; ".join(
+            f"step {s.id!r} is a {s.kind} step"
+            + (f" of engine {s.engine!r}" if isinstance(s, NativeStep) else "")
+            for s in refused
+        )
+        raise UnsupportedFeatureError(
+            f"engine {engine.name!r} cannot run workflow {workflow.metadata.name!r}: {what}; "
+            "choose another spec.engine or change these steps",
+            steps=[s.id for s in refused],
+        )
 
 
 def _engine_only(principal: Principal, what: str) -> None:

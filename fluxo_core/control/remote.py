@@ -34,7 +34,7 @@ from fluxo_core.errors import (
 from fluxo_core.ir import Packet
 from fluxo_core.storage import Database, Principal, Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
-from fluxo_core.storage.workflows import WorkflowStore
+from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
 from service_runtime import ServiceRuntime
 from service_runtime.transports import Delivery
 
@@ -82,6 +82,15 @@ class RemoteJobs:
 
     # -- starting ------------------------------------------------------------------------------
 
+    async def deploy(self, engine: Engine, applied: AppliedWorkflow) -> None:
+        """Deploy a stored version on its engine, once per process (the engines' deploys are
+        idempotent, so another process deploying it too changes nothing)."""
+        account = applied.workflow.metadata.account
+        key = (engine.name, f"{account}/{applied.ref}")
+        if key not in self._deployed:
+            await engine.deploy(applied.workflow)
+            self._deployed.add(key)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Start queued jobs until ``stop``; sleeps on queue wake-ups when idle."""
         if not self._queues:
@@ -122,10 +131,7 @@ class RemoteJobs:
                 return
             applied = await self.workflows.get(row.account_id, row.workflow, row.version)
             engine = self.engines[engine_name]
-            key = (engine_name, f"{row.account_id}/{applied.ref}")
-            if key not in self._deployed:
-                await engine.deploy(applied.workflow)
-                self._deployed.add(key)
+            await self.deploy(engine, applied)
             packet = Packet.model_validate_json(row.input)
             handle = await engine.start(
                 StartRequest(job_id=job_id, workflow=applied.ref, input=packet)
