@@ -24,14 +24,19 @@ Fluxo is rendered anew under the id of its node; steps added in Fluxo get new no
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from fluxo_core.ir import NativeStep, Step, Workflow
 from translators import _nodered_js as js
 from translators._nodered_map import is_flow_node
-from translators._nodered_model import NodeRedOptions, NodeRedSource, WorkflowSource, stable_id
+from translators._nodered_model import (
+    NodeRedOptions,
+    NodeRedSource,
+    WorkflowSource,
+    json_copy,
+    stable_id,
+)
 from translators._nodered_render import (
     COLUMN,
     ROW,
@@ -403,7 +408,7 @@ class _Merger:
             elif nid in changed:
                 out[nid] = [ordered(n) for step in changed[nid] for n in fresh[step.id].nodes]
             else:
-                node = copy.deepcopy(dict(self.by_id[nid]))
+                node = json_copy(self.by_id[nid])
                 if removed and isinstance(node.get("wires"), list):
                     node["wires"] = [
                         [t for t in port if t not in removed] if isinstance(port, list) else port
@@ -491,7 +496,7 @@ def _merged(
     """``{source node id: its replacement}`` (``""``: nodes of steps added in Fluxo)."""
     if workflow.spec == ws.imported.spec:
         by_id = {str(n["id"]): n for n in source.nodes}
-        verbatim = {nid: [copy.deepcopy(dict(by_id[nid]))] for nid in ws.node_ids}
+        verbatim = {nid: [json_copy(by_id[nid])] for nid in ws.node_ids}
         return {**verbatim, "": []}
     return _Merger(workflow, ws, source, options).merge()
 
@@ -512,7 +517,7 @@ def _assemble(
         owner = source.owner.get(nid)
         if owner is None or owner not in replacements:
             if keep(nid):
-                out.append(copy.deepcopy(dict(node)))
+                out.append(json_copy(node))
             continue
         ws = source.workflows[owner]
         if owner not in last and explicit_tabs and not ws.has_tab:

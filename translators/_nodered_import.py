@@ -497,6 +497,14 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
     triggers: list[Trigger] = []
     notes: list[str] = []
     sources: dict[str, WorkflowSource] = {}
+    # Each container's own node and the nodes on it, in file order (one pass, not one per box).
+    container_ids = {box.id for box in containers}
+    by_container: dict[str, list[dict[str, Any]]] = {}
+    for n in nodes:
+        z = str(n.get("z") or "")
+        by_container.setdefault(z, []).append(n)
+        if n["id"] in container_ids and n["id"] != z:
+            by_container.setdefault(n["id"], []).append(n)
     for box in containers:
         # step ids: readable, unique in the workflow
         used = {"start"}
@@ -567,9 +575,8 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         step_nodes = {sid: m.id for m in box.members for sid in m.step_ids}
         owned = tuple(
             n["id"]
-            for n in nodes
-            if n["id"] == box.id
-            or (str(n.get("z") or "") == box.id and (box.id != "" or is_flow_node(n)))
+            for n in by_container.get(box.id, ())
+            if n["id"] == box.id or box.id != "" or is_flow_node(n)
         )
         for nid in owned:
             owner[nid] = box.name

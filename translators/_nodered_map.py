@@ -8,7 +8,6 @@ the whole node as the step's config, with the reason.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from translators._nodered_expr import (
     switch_rule_condition,
     typed_value,
 )
+from translators._nodered_model import json_copy
 
 __all__ = [
     "STRUCTURAL",
@@ -92,7 +92,7 @@ def parse_flow(data: Any) -> list[dict[str, Any]]:
         raise ValidationError(
             "the flow has malformed nodes: fix them and import again", problems=problems
         )
-    return [copy.deepcopy(dict(node)) for node in data]
+    return [json_copy(node) for node in data]
 
 
 def is_flow_node(node: Mapping[str, Any]) -> bool:
@@ -122,7 +122,7 @@ class NodeMapping:
 def native_mapping(node: Mapping[str, Any], reason: str) -> NodeMapping:
     return NodeMapping(
         "native",
-        [{"kind": "native", "engine": "nodered", "config": copy.deepcopy(dict(node))}],
+        [{"kind": "native", "engine": "nodered", "config": json_copy(node)}],
         reason,
     )
 
@@ -137,7 +137,7 @@ def _named(node: Mapping[str, Any], body: dict[str, Any]) -> dict[str, Any]:
 def _checked(node: Mapping[str, Any], mapping: NodeMapping) -> NodeMapping:
     """Validate the step bodies on their own; a body the IR refuses keeps the node native."""
     for body in mapping.steps:
-        probe = copy.deepcopy(body)
+        probe = json_copy(body)
         for case in probe.get("cases", []):
             case["next"] = ["probe"]
         if probe["kind"] == "join":

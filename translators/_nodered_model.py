@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from fluxo_core.ir import Workflow
 
@@ -210,3 +213,26 @@ class NodeRedOptions:
     entry_root: str = "/fluxo/jobs"
     events_path: str = "/v1/engine-events"
     call_wait_s: float = 30.0
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (what a flow file holds), many times faster than
+    ``copy.deepcopy``: imports and exports copy every node. Data orjson cannot write as it is
+    (integers over 64 bits, non-string keys, NaN) is copied with ``copy.deepcopy``."""
+    try:
+        data = orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return copy.deepcopy(value)
+    if b"null" in data and _has_nan(value):  # orjson writes NaN and infinities as null
+        return copy.deepcopy(value)
+    return orjson.loads(data)
+
+
+def _has_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return any(_has_nan(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nan(v) for v in value)
+    return False

@@ -7,7 +7,6 @@ Wiring them (and the job bookkeeping of generated flows) is the caller's job.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,7 @@ from fluxo_core.ir import (
 )
 from translators import _nodered_js as js
 from translators._nodered_expr import change_rules, condition_jsonata, ir_path_keys
-from translators._nodered_model import NodeRedOptions
+from translators._nodered_model import NodeRedOptions, json_copy
 
 __all__ = [
     "COLUMN",
@@ -351,7 +350,7 @@ def _render_native(step: NativeStep, ids: Ids, ctx: RenderContext) -> Rendered:
             "replace it with portable steps or run the workflow on its engine",
             step=step.id,
         )
-    node = copy.deepcopy(step.config)
+    node = json_copy(step.config)
     node["id"] = ids("main")
     node.setdefault("type", "unknown")
     for key in ("z", "x", "y", "g"):

@@ -52,6 +52,7 @@ Use :func:`fluxo_core.ir.validation.validate_workflow` to get every problem, fie
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -160,13 +161,24 @@ LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
 def _check_jsonata(expr: str) -> str:
     if not expr.strip():
         raise ValueError("the JSONata expression is empty; write one such as 'total > 100'")
+    problem = _jsonata_problem(expr)
+    if problem is not None:
+        raise ValueError(problem)
+    return expr
+
+
+@functools.lru_cache(maxsize=4096)
+def _jsonata_problem(expr: str) -> str | None:
+    """Why ``expr`` does not parse, or None. Cached: parsing is the slowest part of validating a
+    workflow, and a workflow is often validated more than once (an import checks each step,
+    then the whole workflow; a stored version is parsed again when loaded)."""
     try:
         jsonata.Jsonata(expr)
     except Exception as exc:  # the parser raises JException, and occasionally plain errors
         where = getattr(exc, "location", None)
         at = f" (at character {where})" if isinstance(where, int) and where > 0 else ""
-        raise ValueError(f"invalid JSONata: {exc}{at}; fix the expression") from None
-    return expr
+        return f"invalid JSONata: {exc}{at}; fix the expression"
+    return None
 
 
 JsonataExpr = Annotated[str, AfterValidator(_check_jsonata)]
