@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import secrets
@@ -99,7 +100,7 @@ def generated_flow(tabs: int = 50, per_tab: int = 100, seed: int = 0) -> list[di
                       "active": True, "tosidebar": True, "console": False, "tostatus": False,
                       "complete": "payload", "targetType": "msg", "statusVal": "",
                       "statusType": "auto", "x": 900, "y": 700, "wires": []})  # fmt: skip
-        for a, b in zip(chain, chain[1:], strict=False):
+        for a, b in itertools.pairwise(chain):
             outputs = 2 if a["type"] == "switch" else 1
             if a["type"] == "debug":
                 continue
