@@ -71,7 +71,7 @@ class FluxoConfig(BaseModel):
             engines=_engines(env),
             public_url=env.get("FLUXO_PUBLIC_URL") or f"http://127.0.0.1:{port}",
             nodered_url=env.get("FLUXO_NODERED_URL", "http://127.0.0.1:1880"),
-            nodered_admin_token=env.get("FLUXO_NODERED_TOKEN") or None,
+            nodered_admin_token=env.get("FLUXO_NODERED_ADMIN_TOKEN") or None,
             argo_url=env.get("FLUXO_ARGO_URL") or None,
             argo_namespace=env.get("FLUXO_ARGO_NAMESPACE", "argo"),
             argo_token=env.get("FLUXO_ARGO_TOKEN") or None,

@@ -500,11 +500,11 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
     # Each container's own node and the nodes on it, in file order (one pass, not one per box).
     container_ids = {box.id for box in containers}
     by_container: dict[str, list[dict[str, Any]]] = {}
-    for n in nodes:
-        z = str(n.get("z") or "")
-        by_container.setdefault(z, []).append(n)
-        if n["id"] in container_ids and n["id"] != z:
-            by_container.setdefault(n["id"], []).append(n)
+    for node in nodes:
+        z = str(node.get("z") or "")
+        by_container.setdefault(z, []).append(node)
+        if node["id"] in container_ids and node["id"] != z:
+            by_container.setdefault(node["id"], []).append(node)
     for box in containers:
         # step ids: readable, unique in the workflow
         used = {"start"}

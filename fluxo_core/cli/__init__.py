@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fluxo_core.cli import _nodered
 from fluxo_core.cli._client import open_client
 from fluxo_core.config import FluxoConfig, normalize_database_url
 from fluxo_core.control import Admission
@@ -178,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_token)
+
+    _nodered.add_parser(sub)
 
     p = sub.add_parser(
         "call",

@@ -1,0 +1,99 @@
+"""A real Node-RED for the test session: the managed one, installed and started like a user would.
+
+``nodered`` (session scope) installs the pinned Node-RED once into a cache shared between runs
+(``FLUXO_TEST_NODERED_HOME``, default ``$XDG_CACHE_HOME/fluxo/test-nodered``: installing takes
+~30 s, reusing ~1 s), starts it from a fresh temporary Fluxo home on a free port with
+``FLUXO_TOKEN`` set to a random test token (tests register that value in their Fluxo database so
+the flows' gateway calls authenticate), and stops it at the end. When Node-RED cannot be installed
+or started (no Node.js/npm, no registry), the tests skip saying why, except under ``CI=true``
+where that is a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engines.nodered.managed import ManagedNodeRed
+from fluxo_core.errors import FluxoError
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@dataclass(frozen=True)
+class RunningNodeRed:
+    """The session's Node-RED.
+
+    Attributes:
+        url: its Admin API and ``http in`` root, with a trailing slash.
+        token: the ``FLUXO_TOKEN`` its flows send to Fluxo (register it as an API token).
+        managed: the managed instance (home, log file, ``status()``).
+    """
+
+    url: str
+    token: str
+    managed: ManagedNodeRed
+
+    @property
+    def log_file(self) -> Path:
+        return self.managed.log_file
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("FLUXO_TEST_NODERED_HOME")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fluxo" / "test-nodered"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One installer at a time per cache (parallel sessions share it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def nodered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNodeRed]:
+    """Install (cached) and start the managed Node-RED; stop it after the session."""
+    cache = _cache_dir()
+    home = tmp_path_factory.mktemp("fluxo-home") / "nodered"
+    managed = ManagedNodeRed(home, app_dir=cache / "app")
+    token = secrets.token_urlsafe(24)
+    try:
+        with _locked(cache / "install.lock"):
+            managed.install(port=_free_port())
+        status = managed.start(env={"FLUXO_TOKEN": token}, wait_s=60)
+    except (FluxoError, OSError) as exc:
+        message = f"the managed Node-RED could not be installed or started: {exc}"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must be able to run `fluxo nodered install`")
+        pytest.skip(
+            f"{message}; install Node.js >= 18.5 with npm and allow access to the npm registry "
+            "(or set FLUXO_TEST_NODERED_HOME to a directory with node-red installed in app/)"
+        )
+    try:
+        yield RunningNodeRed(url=status.url, token=token, managed=managed)
+    finally:
+        managed.stop()

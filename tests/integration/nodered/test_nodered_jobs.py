@@ -1,0 +1,203 @@
+"""Jobs on a real Node-RED, end to end, compared with the step engine.
+
+One Fluxo (API on a loopback port, service workers, step engine, the remote-engine runner) and
+the session's managed Node-RED. A workflow applied with ``spec.engine: nodered`` is deployed as
+its own tab; each job is posted to the tab's entry, every service step calls Fluxo's gateway over
+HTTP with the engine token, and the flow reports the end. The same workflow on the step engine
+must give the same results and the same usage records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from aiohttp import web
+
+from fluxo_core.api import create_app
+from fluxo_core.config import FluxoConfig
+from fluxo_core.control.platform import Platform
+from fluxo_core.errors import ValidationError
+from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.tables import usage_records
+from tests.integration.nodered.conftest import RunningNodeRed
+from tests.support import services as svc
+
+ACME = Principal(account_id="acme", user_id="ada")
+STEPS = [
+    {"id": "first", "kind": "service", "service": "inc", "next": ["route"]},
+    {
+        "id": "route",
+        "kind": "switch",
+        "cases": [{"when": {"path": "n", "op": "gt", "value": 10}, "next": ["big"]}],
+        "default": ["small"],
+    },
+    {"id": "big", "kind": "service", "service": "inc", "next": ["bump"]},
+    {
+        "id": "bump",
+        "kind": "transform",
+        "ops": [{"op": "set", "path": "big", "value": True}],
+        "next": ["last"],
+    },
+    {"id": "small", "kind": "service", "service": "echo", "next": ["last"]},
+    {"id": "last", "kind": "service", "service": "inc"},
+]
+
+
+def workflow(name: str, engine: str, steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"engine": engine, "steps": steps or STEPS},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Fluxo:
+    platform: Platform
+
+    async def run(self, workflow: str, payload: dict[str, Any], timeout: float = 30) -> Any:
+        job = await self.platform.jobs.create(ACME, workflow, payload)
+        return await self.platform.jobs.wait(ACME, job.id, timeout)
+
+    async def usage(self, job_id: str) -> list[tuple[Any, ...]]:
+        query = sa.select(
+            usage_records.c.account_id,
+            usage_records.c.service,
+            usage_records.c.step_id,
+            usage_records.c.units,
+            usage_records.c.amount_micros,
+        ).where(usage_records.c.job_id == job_id)
+        rows = await self.platform.db.read(lambda c: c.execute(query).all())
+        return sorted(tuple(r) for r in rows)
+
+
+@pytest.fixture
+async def fluxo(db: Database, nodered: RunningNodeRed) -> AsyncIterator[Fluxo]:
+    port = free_port()
+    config = FluxoConfig(
+        home=nodered.managed.home,
+        database_url=db.url,
+        public_url=f"http://127.0.0.1:{port}",
+        nodered_url=nodered.url,
+        engines=("step", "nodered"),
+    )
+    platform = Platform(
+        db,
+        svc.SERVICES,
+        workers=1,
+        poll_interval_s=0.2,
+        admission_cache_s=0,
+        engines=config.engines,
+        config=config,
+    )
+    await platform.accounts.ensure_account("acme")
+    await platform.accounts.ensure_account("ops")
+    await platform.accounts.issue_token("ops", "node-red", engine="nodered", token=nodered.token)
+    runner = web.AppRunner(create_app(platform, max_packet_bytes=1_048_576))
+    async with platform:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            yield Fluxo(platform)
+        finally:
+            await runner.cleanup()
+
+
+async def test_jobs_on_node_red_match_the_step_engine(fluxo: Fluxo) -> None:
+    await fluxo.platform.jobs.apply(workflow("route-step", "step"), ACME)
+    applied = await fluxo.platform.jobs.apply(workflow("route-nr", "nodered"), ACME)
+    assert applied.version == 1
+    for payload in ({"n": 1}, {"n": 20}, {"n": 5, "keep": "me"}):
+        on_step = await fluxo.run("route-step", payload)
+        on_nodered = await fluxo.run("route-nr", payload)
+        assert on_step.status == "succeeded", on_step.error
+        assert on_nodered.status == "succeeded", on_nodered.error
+        assert on_nodered.result == on_step.result
+        # The same calls, billed the same: service, step, units and amount per record.
+        assert await fluxo.usage(on_nodered.id) == await fluxo.usage(on_step.id)
+        shown = await fluxo.platform.jobs.get(ACME, on_nodered.id)
+        assert [s.step_id for s in shown.steps or []] == [
+            s.step_id
+            for s in (await fluxo.platform.jobs.get(ACME, on_step.id)).steps or []
+            if s.call_id is not None
+        ]
+
+
+async def test_a_blocked_account_fails_the_job_at_its_next_service_step(fluxo: Fluxo) -> None:
+    steps = [
+        {"id": "first", "kind": "service", "service": "inc", "next": ["wait"]},
+        {"id": "wait", "kind": "delay", "seconds": 1.5, "next": ["second"]},
+        {"id": "second", "kind": "service", "service": "inc"},
+    ]
+    await fluxo.platform.jobs.apply(workflow("blocked-nr", "nodered", steps), ACME)
+    job = await fluxo.platform.jobs.create(ACME, "blocked-nr", {"n": 1})
+    await until_steps(fluxo, job.id, 1)
+    await fluxo.platform.accounts.set_blocked("acme", True, "unpaid invoice")
+    ended = await fluxo.platform.jobs.wait(ACME, job.id, 30)
+    assert ended.status == "failed"
+    assert ended.error is not None
+    assert ended.error["step"] == "second"
+    assert "unpaid invoice" in ended.error["message"]
+    assert [u[2] for u in await fluxo.usage(job.id)] == ["first"]
+
+
+async def test_cancel_stops_the_run_at_its_next_call(fluxo: Fluxo) -> None:
+    steps = [
+        {"id": "first", "kind": "service", "service": "inc", "next": ["wait"]},
+        {"id": "wait", "kind": "delay", "seconds": 1.5, "next": ["second"]},
+        {"id": "second", "kind": "service", "service": "inc"},
+    ]
+    await fluxo.platform.jobs.apply(workflow("cancel-nr", "nodered", steps), ACME)
+    job = await fluxo.platform.jobs.create(ACME, "cancel-nr", {"n": 1})
+    await until_steps(fluxo, job.id, 1)
+    cancelled = await fluxo.platform.jobs.cancel(ACME, job.id)
+    assert cancelled.status == "cancelled"
+    await asyncio.sleep(2.5)  # past the delay: the second call would have been made by now
+    assert [u[2] for u in await fluxo.usage(job.id)] == ["first"]
+    assert (await fluxo.platform.jobs.get(ACME, job.id, steps=False)).status == "cancelled"
+
+
+async def test_a_flow_node_red_cannot_run_is_refused_before_it_is_deployed(
+    fluxo: Fluxo, nodered: RunningNodeRed
+) -> None:
+    async with httpx.AsyncClient(base_url=nodered.url) as client:
+        before = (await client.get("/flows", headers={"Node-RED-API-Version": "v2"})).json()
+    steps = [
+        {
+            "id": "odd",
+            "kind": "native",
+            "engine": "nodered",
+            "config": {"type": "no-such-node", "name": "odd"},
+        }
+    ]
+    with pytest.raises(ValidationError, match="no-such-node"):
+        await fluxo.platform.jobs.apply(workflow("odd-nr", "nodered", steps), ACME)
+    async with httpx.AsyncClient(base_url=nodered.url) as client:
+        after = (await client.get("/flows", headers={"Node-RED-API-Version": "v2"})).json()
+    assert after["rev"] == before["rev"], "Node-RED must not have seen the flow"
+
+
+async def until_steps(fluxo: Fluxo, job_id: str, count: int, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        job = await fluxo.platform.jobs.get(ACME, job_id)
+        if len([s for s in job.steps or [] if s.phase == "succeeded"]) >= count:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job {job_id} has not made {count} call(s): {job}")
+        await asyncio.sleep(0.05)
