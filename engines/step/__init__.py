@@ -1,11 +1,18 @@
 """The built-in step engine (default, embedded): durable jobs in the database."""
 
+from engines.step._nodered import NODERED_MSG_CONTENT_TYPE, step_runnable
 from engines.step.engine import ENGINE_QUEUE, StepEngine
 from fluxo_core.config import FluxoConfig
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import ServiceRuntime
 
-__all__ = ["ENGINE_QUEUE", "StepEngine", "create_engine"]
+__all__ = [
+    "ENGINE_QUEUE",
+    "NODERED_MSG_CONTENT_TYPE",
+    "StepEngine",
+    "create_engine",
+    "step_runnable",
+]
 
 
 def create_engine(

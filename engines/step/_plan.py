@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engines.step._nodered import native_ports, native_problem
 from fluxo_core.errors import UnsupportedFeatureError
-from fluxo_core.ir import JoinStep, ServiceStep, SwitchStep, TransformStep, Workflow
+from fluxo_core.ir import JoinStep, NativeStep, ServiceStep, SwitchStep, TransformStep, Workflow
 from service_runtime.builtin.transform import Transform
 from service_runtime.catalog import ServiceInfo
 
 __all__ = ["RUNNABLE_KINDS", "Plan", "successors"]
 
-RUNNABLE_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay"})
+RUNNABLE_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay", "native"})
+"""Step kinds the engine runs; ``native`` only for Node-RED nodes the ``nodered-node`` service
+supports (see :func:`engines.step._nodered.step_runnable`)."""
 
 
 def successors(step: Any) -> list[str]:
@@ -29,8 +32,9 @@ class Plan:
 
     workflow: Workflow
     version: int
-    services: dict[str, ServiceInfo]  # by step id
+    services: dict[str, ServiceInfo]  # by step id (native steps: the nodered-node service)
     steps: dict[str, Any] = field(init=False)
+    ports: dict[str, list[list[str]]] = field(init=False)  # native steps: targets per port
     indegree: dict[str, int] = field(init=False)
     join_of_split: dict[str, str] = field(init=False)
     transforms: dict[str, Transform] = field(init=False)
@@ -47,6 +51,21 @@ class Plan:
                     step=step.id,
                     kind=step.kind,
                 )
+        self.ports = {}
+        for step in spec.steps:
+            if isinstance(step, NativeStep):
+                ports = native_ports(step, self.workflow)
+                problem = native_problem(step, self.workflow)
+                if problem is not None or isinstance(ports, str):
+                    raise UnsupportedFeatureError(
+                        f"{problem or ports}; so the step engine cannot run workflow "
+                        f"{self.workflow.metadata.name!r}: run it on the nodered engine "
+                        "(spec.engine: nodered) or replace the node",
+                        step=step.id,
+                        kind=step.kind,
+                        node_type=str(step.config.get("type", "")),
+                    )
+                self.ports[step.id] = ports
         self.indegree = {step_id: 0 for step_id in self.steps}
         for step in spec.steps:
             for target in successors(step):

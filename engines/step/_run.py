@@ -9,6 +9,12 @@ flight (calls and timers); the job succeeds when it reaches zero.
 Keys name each execution of a step within a job, stably (re-delivered messages recompute the same
 keys): ``reserve[2]`` is the third item of a fan-out, ``mail<review`` the visit of a step with
 several predecessors that came from ``review``, ``ship~1`` the second output of a 1 -> N step.
+
+A native Node-RED step is a call of the ``nodered-node`` service with ``{node, msg}``; each
+message it sends comes back tagged with its output port and goes to that port's steps only. The
+token's payload is ``msg.payload``; the message's other properties ride along in the step
+context (``msg``), so every step passes them on as Node-RED does (see
+:mod:`engines.step._nodered`).
 """
 
 from __future__ import annotations
@@ -21,10 +27,20 @@ from typing import Any
 
 import orjson
 
+from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
 from engines.step._plan import Plan
 from engines.step.conditions import evaluate, lookup
 from fluxo_core.errors import FluxoError, ServiceTimeoutError, ValidationError
-from fluxo_core.ir import DelayStep, JoinStep, Packet, ServiceStep, SplitStep, SwitchStep
+from fluxo_core.ir import (
+    DelayStep,
+    JoinStep,
+    NativeStep,
+    Packet,
+    ServiceStep,
+    SplitStep,
+    SwitchStep,
+)
+from fluxo_core.ir.packet import parse_packet
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from service_runtime.catalog import ServiceInfo
@@ -37,6 +53,7 @@ STEP_KEY_HEADER = "fluxo-step-key"
 MAX_STORED_BYTES = 64 * 1024
 
 Frame = list[Any]  # [split step id, index, count]
+Meta = dict[str, Any] | None  # a Node-RED message's properties besides payload
 
 
 def call_id_for(job_id: str, key: str, attempt: int) -> str:
@@ -90,7 +107,18 @@ class JobRun:
             return  # started before: start is idempotent by job id
         self.job.update(status="running", started_at=self.now)
         start = self.plan.workflow.spec.start_id
-        self.deliver(start, self._input.payload, [], start)
+        payload: Any = self._input.payload
+        meta: Meta = None
+        if self._input.headers.get(CONTENT_TYPE_HEADER) == NODERED_MSG_CONTENT_TYPE:
+            # A whole Node-RED message: its payload need not be an object.
+            message: dict[str, Any] = (
+                dict(payload) if isinstance(payload, dict) else {"payload": payload}
+            )
+            payload = message.pop("payload", None)
+            meta = {"_msgid": self.job["id"][:16], **message}
+        elif self.plan.ports:
+            meta = {"_msgid": self.job["id"][:16]}
+        self.deliver(start, payload, [], start, meta)
 
     def call_finished(self, key: str, call: dict[str, Any]) -> None:
         """The service call of step execution ``key`` ended (``call``: the gateway's record)."""
@@ -111,7 +139,13 @@ class JobRun:
             many = len(outputs) > 1
             for j, payload in enumerate(outputs):
                 frames = context["frames"] + ([[f"{step.id}~", j, len(outputs)]] if many else [])
-                self.route(step, payload, frames, key + (f"~{j}" if many else ""))
+                child = key + (f"~{j}" if many else "")
+                if isinstance(step, NativeStep):  # {port, msg}: the port picks the targets
+                    message = dict(payload.get("msg") or {})
+                    data = message.pop("payload", None)
+                    self.route(step, data, frames, child, message, port=int(payload["port"]))
+                else:
+                    self.route(step, payload, frames, child, context.get("msg"))
         else:
             error = orjson.loads(call["error"]) if call["error"] else {"message": "failed"}
             self.fail(step, key, row["attempt"], error, context, row["input"])
@@ -127,7 +161,7 @@ class JobRun:
         if purpose == "delay" and row["status"] == "waiting":
             self.job["active"] -= 1
             self._update(key, status="succeeded", output=row["input"])
-            self.route(step, orjson.loads(row["input"]), context["frames"], key)
+            self.route(step, orjson.loads(row["input"]), context["frames"], key, context.get("msg"))
         elif purpose == "retry" and row["status"] == "retrying":
             try:
                 self._call(step, key, orjson.loads(row["input"]), context, body["attempt"])
@@ -145,19 +179,23 @@ class JobRun:
 
     # -- the flow -----------------------------------------------------------------------------
 
-    def deliver(self, step_id: str, payload: Any, frames: list[Frame], key: str) -> None:
-        """A token arrives at ``step_id``."""
+    def deliver(
+        self, step_id: str, payload: Any, frames: list[Frame], key: str, meta: Meta = None
+    ) -> None:
+        """A token arrives at ``step_id`` (``meta``: the rest of its Node-RED message)."""
         if not self.running:
             return
         step = self.plan.steps[step_id]
-        context = {"frames": frames}
+        context: dict[str, Any] = {"frames": frames}
+        if meta:
+            context["msg"] = meta
         try:
-            if isinstance(step, ServiceStep):
+            if isinstance(step, ServiceStep | NativeStep):
                 self._call(step, key, payload, context, attempt=1)
             elif isinstance(step, SwitchStep):
-                self._switch(step, key, payload, frames)
+                self._switch(step, key, payload, frames, meta)
             elif isinstance(step, SplitStep):
-                self._split(step, key, payload, frames)
+                self._split(step, key, payload, frames, meta)
             elif isinstance(step, JoinStep):
                 self._join(step, payload, frames)
             elif isinstance(step, DelayStep):
@@ -167,20 +205,37 @@ class JobRun:
             else:  # transform
                 out = self.plan.transforms[step.id].apply(payload)
                 self._add_step(key, step.id, "succeeded", payload, context, output=out)
-                self.route(step, out, frames, key)
+                self.route(step, out, frames, key, meta)
         except FluxoError as exc:
             self.job["active"] += 1  # the failed step holds the token until fail() settles it
             self._add_step(key, step.id, "failed", payload, context)
             self.fail(step, key, 1, exc.to_dict(), context, stored(payload))
 
-    def route(self, step: Any, payload: Any, frames: list[Frame], key: str) -> None:
-        """``step`` produced ``payload``: pass it along ``next`` or, at the end, into the result."""
-        targets = list(getattr(step, "next", []))
+    def route(
+        self,
+        step: Any,
+        payload: Any,
+        frames: list[Frame],
+        key: str,
+        meta: Meta = None,
+        *,
+        port: int | None = None,
+    ) -> None:
+        """``step`` produced ``payload``: pass it along ``next`` or, at the end, into the result.
+
+        ``port``: the output of a native Node-RED step the message left by; only that port's
+        steps get it, and a port wired to no step ends the branch (like ``next: []``).
+        """
+        if port is not None and step.id in self.plan.ports:
+            ports = self.plan.ports[step.id]
+            targets = list(ports[port]) if 0 <= port < len(ports) else []
+        else:
+            targets = list(getattr(step, "next", []))
         output_step = self.plan.workflow.spec.output
         if output_step == step.id or (not targets and output_step is None):
             self.results.append(payload)
         for target in targets:
-            self.deliver(target, payload, frames, self._child_key(target, key, frames))
+            self.deliver(target, payload, frames, self._child_key(target, key, frames), meta)
 
     def fail(
         self,
@@ -193,7 +248,11 @@ class JobRun:
     ) -> None:
         """Step ``key`` failed: retry it, or apply its ``on_error``. Settles one token."""
         retry = getattr(step, "retry", None)
-        if isinstance(step, ServiceStep) and retry is not None and attempt < retry.max_attempts:
+        if (
+            isinstance(step, ServiceStep | NativeStep)
+            and retry is not None
+            and attempt < retry.max_attempts
+        ):
             self._update(key, status="retrying", error=orjson.dumps(error).decode())
             self._timer(
                 {"purpose": "retry", "key": key, "attempt": attempt + 1},
@@ -205,7 +264,7 @@ class JobRun:
         payload = orjson.loads(raw_input) if raw_input else {}
         on_error = step.on_error
         if on_error == "continue":
-            self.route(step, payload, context["frames"], key)
+            self.route(step, payload, context["frames"], key, context.get("msg"))
         elif on_error == "fail":
             self.job.update(
                 status="failed",
@@ -215,15 +274,25 @@ class JobRun:
         else:  # goto
             target = on_error.goto
             failed = {"error": error, "input": payload, "step": step.id}
-            self.deliver(target, failed, context["frames"], f"{target}<{key}")
+            self.deliver(target, failed, context["frames"], f"{target}<{key}", context.get("msg"))
 
     # -- step kinds ---------------------------------------------------------------------------
 
     def _call(
-        self, step: ServiceStep, key: str, payload: Any, context: dict[str, Any], attempt: int
+        self,
+        step: ServiceStep | NativeStep,
+        key: str,
+        payload: Any,
+        context: dict[str, Any],
+        attempt: int,
     ) -> None:
         call_id = call_id_for(self.job["id"], key, attempt)
-        packet = Packet.model_validate(
+        body = payload
+        if isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
+            body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
+        # parse_packet, not model_validate: a payload a service cannot take (a Node-RED string
+        # reaching a service step) fails this step with a located error, not the transaction.
+        packet = parse_packet(
             {
                 "id": call_id,
                 "job_id": self.job["id"],
@@ -231,9 +300,10 @@ class JobRun:
                 "workflow": self.plan.ref,
                 "trace_id": self._input.trace_id,
                 "actor": self._input.actor,
-                "payload": payload,
+                "payload": body,
                 "headers": {**self._input.headers, STEP_KEY_HEADER: key},
-            }
+            },
+            where=f"input of step {step.id!r}",
         )
         info = self.plan.services[step.id]
         # Checked now (size, input schema) so a bad packet fails this step, handled by on_error,
@@ -249,7 +319,9 @@ class JobRun:
         if step.timeout_s:
             self._timer({"purpose": "timeout", "key": key, "attempt": attempt}, step.timeout_s)
 
-    def _switch(self, step: SwitchStep, key: str, payload: Any, frames: list[Frame]) -> None:
+    def _switch(
+        self, step: SwitchStep, key: str, payload: Any, frames: list[Frame], meta: Meta
+    ) -> None:
         targets: list[str] = []
         for case in step.cases:
             if evaluate(case.when, payload):
@@ -263,9 +335,11 @@ class JobRun:
             key, step.id, "succeeded", payload, {"frames": frames}, output={"next": chosen}
         )
         for target in chosen:
-            self.deliver(target, payload, frames, self._child_key(target, key, frames))
+            self.deliver(target, payload, frames, self._child_key(target, key, frames), meta)
 
-    def _split(self, step: SplitStep, key: str, payload: Any, frames: list[Frame]) -> None:
+    def _split(
+        self, step: SplitStep, key: str, payload: Any, frames: list[Frame], meta: Meta
+    ) -> None:
         items = payload if step.path is None else lookup(payload, step.path)
         if not isinstance(items, list):
             raise ValidationError(
@@ -285,7 +359,7 @@ class JobRun:
             branch = [*frames, [step.id, i, len(items)]]
             item_payload = item if isinstance(item, dict) else {"value": item}
             for target in step.next:
-                self.deliver(target, item_payload, branch, f"{target}{_suffix(branch)}")
+                self.deliver(target, item_payload, branch, f"{target}{_suffix(branch)}", meta)
 
     def _join(self, step: JoinStep, payload: Any, frames: list[Frame]) -> None:
         if not frames or frames[-1][0] != step.split:

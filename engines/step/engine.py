@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from engines.step._nodered import RUNNABLE_NATIVE_ENGINES
 from engines.step._plan import RUNNABLE_KINDS, Plan
 from engines.step._run import ENGINE_QUEUE, JobRun, job_channel
 from fluxo_core.engine import (
@@ -30,12 +31,13 @@ from fluxo_core.engine import (
     StartRequest,
     StepState,
 )
-from fluxo_core.errors import FluxoError, UnknownServiceError
+from fluxo_core.errors import FluxoError, UnknownServiceError, UnsupportedFeatureError
 from fluxo_core.ir import Packet, Workflow
 from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import ServiceRuntime
+from service_runtime.builtin.nodered_nodes import NODERED_NODE_SERVICE
 from service_runtime.transports import Delivery
 from service_runtime.worker import CALL_ID_HEADER
 
@@ -61,7 +63,11 @@ class StepEngine:
     """
 
     name = "step"
-    capabilities = EngineCapabilities(step_kinds=RUNNABLE_KINDS)
+    # ``native`` only for the Node-RED nodes the nodered-node service runs: step_runnable() and
+    # deploy() say which, per workflow.
+    capabilities = EngineCapabilities(
+        step_kinds=RUNNABLE_KINDS, native_engines=RUNNABLE_NATIVE_ENGINES
+    )
 
     def __init__(
         self,
@@ -309,17 +315,31 @@ class StepEngine:
     # -- plans --------------------------------------------------------------------------------
 
     async def _build_plan(self, workflow: Workflow, version: int) -> Plan:
-        services = {}
+        # The plan checks first what the engine can run at all (pure); then the services.
+        plan = Plan(workflow=workflow, version=version, services={})
         for index, step in enumerate(workflow.spec.steps):
+            if step.kind == "native":
+                try:
+                    plan.services[step.id] = await self.runtime.catalog.resolve(
+                        NODERED_NODE_SERVICE
+                    )
+                except UnknownServiceError as exc:
+                    raise UnsupportedFeatureError(
+                        f"step {step.id!r} (spec.steps[{index}]) is a native Node-RED node, "
+                        f"which the step engine runs with the {NODERED_NODE_SERVICE!r} built-in "
+                        "service; this Fluxo does not offer it, so the step cannot run here: "
+                        "add nodered_node_service() to its services",
+                        step=step.id,
+                    ) from exc
             if step.kind != "service":
                 continue
             try:
-                services[step.id] = await self.runtime.catalog.resolve(step.service)
+                plan.services[step.id] = await self.runtime.catalog.resolve(step.service)
             except UnknownServiceError as exc:
                 raise UnknownServiceError(
                     f"spec.steps[{index}].service: {exc.message}", step=step.id
                 ) from exc
-        return Plan(workflow=workflow, version=version, services=services)
+        return plan
 
     async def _plan_for(self, account: str, name: str, version: int) -> Plan:
         key = (account, name, version)

@@ -319,6 +319,12 @@ def _join_problems(
     return problems
 
 
+# Which engines may be asked to run a native step of each engine. The step engine interprets
+# some Node-RED nodes itself (function, template, json, csv): whether it can run a given node is
+# its deploy's decision, which names the node; the IR only rules out what can never work.
+NATIVE_HOSTS: dict[str, set[str]] = {"nodered": {"nodered", "step"}}
+
+
 def _native_problems(engine: Any, steps: Sequence[tuple[int, Mapping[str, Any]]]) -> list[Problem]:
     natives = [
         (i, s["engine"])
@@ -328,11 +334,11 @@ def _native_problems(engine: Any, steps: Sequence[tuple[int, Mapping[str, Any]]]
     problems: list[Problem] = []
     for i, own in natives:
         where = f"spec.steps[{i}].engine"
-        if isinstance(engine, str) and own != engine:
+        if isinstance(engine, str) and engine not in NATIVE_HOSTS.get(own, {own}):
             problems.append(
                 (
                     where,
-                    f"a native {own} step runs only on the {own} engine, not on {engine!r}: set "
+                    f"a native {own} step cannot run on the {engine!r} engine: set "
                     f"spec.engine: {own} or replace the step with portable steps",
                 )
             )

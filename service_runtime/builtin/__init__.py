@@ -1,4 +1,4 @@
-"""The built-in services: ``noop``, ``http``, ``transform``, and the demo order pipeline.
+"""The built-in services: ``noop``, ``http``, ``transform``, ``nodered-node``, and the demo pipeline.
 
 ``builtin_services(config)`` gives the services every Fluxo installation offers;
 ``demo_services()`` gives ``parse-order``, ``enrich-customer`` and ``notify-log`` for the product
@@ -24,6 +24,13 @@ from service_runtime.builtin.http import (
     guarded_transport,
     system_resolver,
 )
+from service_runtime.builtin.nodered_function import FunctionLimits
+from service_runtime.builtin.nodered_nodes import (
+    NODERED_NODE_SERVICE,
+    node_problem,
+    nodered_node_service,
+    run_node,
+)
 from service_runtime.builtin.noop import noop
 from service_runtime.builtin.transform import (
     PathKey,
@@ -36,8 +43,10 @@ from service_runtime.sdk import Service
 
 __all__ = [
     "DEMO_CUSTOMERS",
+    "NODERED_NODE_SERVICE",
     "BuiltinConfig",
     "CustomerProfile",
+    "FunctionLimits",
     "HostPolicy",
     "HttpService",
     "PathKey",
@@ -50,17 +59,21 @@ __all__ = [
     "guarded_transport",
     "make_enrich_customer",
     "make_notify_log",
+    "node_problem",
+    "nodered_node_service",
     "noop",
     "notify_log",
     "parse_order",
     "parse_path",
+    "run_node",
     "system_resolver",
     "transform_service",
 ]
 
 
 def builtin_services(config: BuiltinConfig | None = None) -> list[Service]:
-    """The services every installation offers: ``noop``, ``http`` and ``transform``.
+    """The services every installation offers: ``noop``, ``http``, ``transform`` and
+    ``nodered-node`` (what the step engine runs a flow imported from Node-RED with).
 
     Args:
         config: limits and the ``http`` host policy; build it from Fluxo's configuration with
@@ -71,6 +84,7 @@ def builtin_services(config: BuiltinConfig | None = None) -> list[Service]:
         noop,
         HttpService(config).service,
         transform_service(timeout_ms=config.transform_timeout_ms),
+        nodered_node_service(),
     ]
 
 

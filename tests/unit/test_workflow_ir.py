@@ -375,10 +375,13 @@ def test_native_step_on_another_engine() -> None:
     assert problems(doc) == [
         (
             "spec.steps[0].engine",
-            "a native nodered step runs only on the nodered engine, not on 'argo': set "
+            "a native nodered step cannot run on the 'argo' engine: set "
             "spec.engine: nodered or replace the step with portable steps",
         )
     ]
+    # The step engine interprets some Node-RED nodes; its deploy decides per node.
+    step = wf({"id": "raw", "kind": "native", "engine": "nodered", "config": {}}, engine="step")
+    assert validate_workflow(step).spec.engine == "step"
 
 
 def test_native_steps_of_two_engines() -> None:

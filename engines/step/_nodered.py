@@ -1,0 +1,120 @@
+"""Native Node-RED steps on the step engine: which ones it can run, and where their outputs go.
+
+An imported flow keeps every node without an IR counterpart as a ``native`` step whose
+``config`` is the node itself. The step engine runs such a step by calling the built-in
+``nodered-node`` service with ``{node, msg}`` (so the call is admitted, metered and observed like
+any other) when the node's type is one that service supports.
+
+**Ports.** A Node-RED node has several outputs; the importer writes one flat ``next`` (every
+port's targets, port by port, in wire order) and keeps the per-port wiring only in
+``config.wires``, as node ids. The IR does not say which step a node id became, so the ports
+are recovered here: wires to other native steps are read from their ``config.id``; what is left
+of ``next`` belongs to the one port whose wires lead elsewhere (mapped steps, junctions). When
+two or more ports lead to unidentifiable targets the split is ambiguous and the step is refused
+rather than guessed (:func:`step_runnable` says so).
+
+**Messages.** Between steps the token's payload is ``msg.payload``; the other message
+properties (``topic``, ``parts``, ...) travel beside it, so a native node downstream sees what
+Node-RED would give it. A job whose input packet has the header
+``content-type: application/vnd.node-red.msg+json`` carries a whole message as its payload
+(``{"payload": "text", "topic": "t"}``): that is how a payload that is not an object (an inject
+node's string, number or timestamp) enters a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fluxo_core.ir import NativeStep, Workflow
+from service_runtime.builtin.nodered_nodes import node_problem
+
+__all__ = [
+    "CONTENT_TYPE_HEADER",
+    "NODERED_MSG_CONTENT_TYPE",
+    "RUNNABLE_NATIVE_ENGINES",
+    "native_ports",
+    "native_problem",
+    "step_runnable",
+]
+
+CONTENT_TYPE_HEADER = "content-type"
+NODERED_MSG_CONTENT_TYPE = "application/vnd.node-red.msg+json"
+RUNNABLE_NATIVE_ENGINES = frozenset({"nodered"})
+_PLAIN_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay"})
+
+
+def native_ports(step: NativeStep, workflow: Workflow) -> list[list[str]] | str:
+    """The step ids each output port of a native Node-RED step feeds, or why that is unknown."""
+    wires = step.config.get("wires")
+    ports: list[list[Any]] = (
+        [port if isinstance(port, list) else [] for port in wires]
+        if isinstance(wires, list)
+        else []
+    )
+    nxt = list(step.next)
+    wired = [p for p, port in enumerate(ports) if port]
+    if len(wired) <= 1:
+        out: list[list[str]] = [[] for _ in ports] or [[]]
+        out[wired[0] if wired else 0] = nxt
+        return out
+    by_node = {
+        str(s.config.get("id")): s.id
+        for s in workflow.spec.steps
+        if isinstance(s, NativeStep) and s.engine == "nodered"
+    }
+    known: list[list[str]] = []
+    unknown_ports: list[int] = []
+    for p, port in enumerate(ports):
+        found = [by_node[t] for t in port if t in by_node and by_node[t] in nxt]
+        known.append(list(dict.fromkeys(found)))
+        if any(t not in by_node for t in port):
+            unknown_ports.append(p)
+    claimed = {s for port in known for s in port}
+    leftover = [s for s in nxt if s not in claimed]
+    if not leftover:
+        return known
+    if len(unknown_ports) == 1:
+        known[unknown_ports[0]] += leftover
+        return known
+    return (
+        f"ports {', '.join(str(p + 1) for p in unknown_ports)} lead to steps the IR does not "
+        f"tie to a node ({', '.join(leftover)}), so which port feeds which is unknown"
+    )
+
+
+def step_runnable(workflow: Workflow) -> tuple[bool, list[str]]:
+    """Whether the step engine can run ``workflow``, and if not, every reason why.
+
+    Pure (no I/O): the step engine's ``deploy`` refuses what this refuses, and the differential
+    test against a real Node-RED checks what it accepts. Services are not looked up here.
+    """
+    reasons: list[str] = []
+    for step in workflow.spec.steps:
+        if step.kind in _PLAIN_KINDS:
+            continue
+        if not isinstance(step, NativeStep):
+            reasons.append(
+                f"step {step.id!r}: a {step.kind!r} step does not run on the step engine"
+            )
+            continue
+        reason = native_problem(step, workflow)
+        if reason is not None:
+            reasons.append(reason)
+    return not reasons, reasons
+
+
+def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
+    """Why the step engine cannot run this native step (None when it can)."""
+    config: Mapping[str, Any] = step.config
+    kind = str(config.get("type", "?"))
+    where = f"step {step.id!r} ({kind} node {config.get('id', '?')})"
+    if step.engine not in RUNNABLE_NATIVE_ENGINES:
+        return f"{where}: a native {step.engine} step runs only on the {step.engine} engine"
+    problem = node_problem(config)
+    if problem is not None:
+        return f"{where}: {problem}"
+    ports = native_ports(step, workflow)
+    if isinstance(ports, str):
+        return f"{where}: {ports}"
+    return None

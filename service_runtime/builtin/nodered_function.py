@@ -1,0 +1,506 @@
+"""A Node-RED ``function`` node run in a QuickJS sandbox, one message per call.
+
+Node-RED runs function bodies in a Node.js ``vm`` context; Fluxo runs them in QuickJS (the
+``quickjs`` binding) so a body can run inside a service worker with no Node.js, with a CPU time
+limit and a memory limit that a runaway or hostile body cannot lift. Each call gets a **fresh
+context**: nothing a body does survives the call or leaks to another account's call.
+
+The shim gives the body what Node-RED gives it, as far as one message in isolation allows:
+
+* ``msg`` (a deep copy of the input), ``node`` (``id``, ``name``, ``outputCount``, ``log``,
+  ``warn``, ``error``, ``debug``, ``trace``, ``status``, ``send``, ``done``), ``console``;
+* ``context`` / ``flow`` / ``global`` with ``get``/``set``/``keys`` (callbacks accepted). The
+  stores live **for the call only**: they start from what the caller passes (empty by default)
+  and their final contents come back in :class:`FunctionResult`; a durable store across messages
+  is the caller's business (the step engine refuses bodies that read context, see
+  :func:`function_reads_context`);
+* ``env.get`` (``NR_NODE_ID``, ``NR_NODE_NAME``, ``NR_FLOW_ID`` and the variables the caller
+  passes; never the worker's own environment), ``RED.util.cloneMessage`` and ``generateId``;
+* multiple outputs exactly as Node-RED's ``sendResults``: a message, an array with one entry per
+  port, an array of messages per port, ``null`` for nothing;
+* ``setTimeout`` runs its callbacks after the body, in delay order, without waiting (the
+  messages are the same, only sooner); ``setInterval`` would never end a call and is refused.
+
+Refused with a clear error: ``require`` and external modules (``libs``): a worker has no
+packages to give. ``initialize`` runs before the body on every call (so what it defines
+exists) with its sends dropped, because on Node-RED it runs once at deploy, not per message;
+``finalize`` runs at undeploy on Node-RED and is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import re
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+import quickjs
+
+from fluxo_core.errors import ServiceError
+
+__all__ = [
+    "DEFAULT_MEMORY_BYTES",
+    "DEFAULT_TIME_S",
+    "FunctionLimits",
+    "FunctionResult",
+    "FunctionSandbox",
+    "function_reads_context",
+    "run_function",
+]
+
+DEFAULT_TIME_S = 1.0
+DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024
+_STACK_BYTES = 512 * 1024
+_MAX_PENDING_JOBS = 100_000
+_MESSAGE_LIMIT = 300  # characters of a JavaScript error kept in a Fluxo error message
+
+log = logging.getLogger(__name__)
+
+# Reading a store (get/keys) is what makes a body depend on earlier messages.
+_CONTEXT_READ = re.compile(r"\b(context|flow|global)\s*\.\s*(get|keys)\s*\(")
+
+
+def function_reads_context(code: str) -> bool:
+    """Whether a function body (or its setup code) reads node, flow or global context.
+
+    On Node-RED those stores outlive a message; a runner that keeps them per call would give
+    such a body different results, silently. Writes alone are harmless (nothing reads them).
+    """
+    return bool(_CONTEXT_READ.search(code))
+
+
+@dataclass(frozen=True)
+class FunctionLimits:
+    """What one call of a function body may use.
+
+    Attributes:
+        time_s: CPU time for the whole call (body, promise jobs and timer callbacks).
+        memory_bytes: the QuickJS heap limit.
+    """
+
+    time_s: float = DEFAULT_TIME_S
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+
+
+@dataclass
+class FunctionResult:
+    """What a body produced: ``(port, msg)`` pairs in send order, its logs and its context."""
+
+    outputs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    logs: list[tuple[str, str]] = field(default_factory=list)
+    context: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_PRELUDE = r"""
+var __outputs = [];
+var __logs = [];
+var __failure = null;
+var __settled = 0;
+var __failed = 0;
+var __timers = [];
+var __timerSeq = 0;
+var __ctx = JSON.parse(__context_json);
+var __env = JSON.parse(__env_json);
+var __nodeInfo = JSON.parse(__node_json);
+function __text(args) {
+  return Array.prototype.map.call(args, function (a) {
+    if (typeof a === "string") { return a; }
+    if (a instanceof Error) { return String(a); }
+    try { return JSON.stringify(a); } catch (e) { return String(a); }
+  }).join(" ");
+}
+function __clone(v) { return v === undefined ? undefined : JSON.parse(JSON.stringify(v)); }
+function __store(kind) {
+  var data = __ctx[kind];
+  function values(keys) {
+    return Array.isArray(keys) ? keys.map(function (k) { return __clone(data[k]); })
+                               : __clone(data[keys]);
+  }
+  return {
+    get: function (keys, store, cb) {
+      if (typeof store === "function") { cb = store; }
+      var v = values(keys);
+      if (typeof cb === "function") {
+        if (Array.isArray(v)) { cb.apply(null, [null].concat(v)); } else { cb(null, v); }
+        return undefined;
+      }
+      return v;
+    },
+    set: function (keys, value, store, cb) {
+      if (typeof store === "function") { cb = store; }
+      var ks = Array.isArray(keys) ? keys : [keys];
+      var vs = Array.isArray(keys) ? value : [value];
+      for (var i = 0; i < ks.length; i++) {
+        if (vs[i] === undefined) { delete data[ks[i]]; } else { data[ks[i]] = __clone(vs[i]); }
+      }
+      if (typeof cb === "function") { cb(null); }
+    },
+    keys: function (store, cb) {
+      if (typeof store === "function") { cb = store; }
+      var k = Object.keys(data);
+      if (typeof cb === "function") { cb(null, k); return undefined; }
+      return k;
+    }
+  };
+}
+var context = __store("node");
+var flow = __store("flow");
+var global = __store("global");
+Object.defineProperty(context, "flow", { value: flow });
+Object.defineProperty(context, "global", { value: global });
+var env = { get: function (name) { return __env[name]; } };
+var RED = { util: {
+  cloneMessage: __clone,
+  generateId: function () {
+    return (1 + Math.random() * 4294967295).toString(16).split(".")[0] +
+           (1 + Math.random() * 4294967295).toString(16).split(".")[0];
+  },
+  getSetting: function (_node, name) { return __env[name]; }
+} };
+var console = {
+  log: function () { __logs.push(["info", __text(arguments)]); },
+  info: function () { __logs.push(["info", __text(arguments)]); },
+  warn: function () { __logs.push(["warn", __text(arguments)]); },
+  error: function () { __logs.push(["error", __text(arguments)]); },
+  debug: function () { __logs.push(["debug", __text(arguments)]); }
+};
+function require(name) {
+  throw new Error("require('" + name + "') is not available: the step engine runs function " +
+                  "bodies without Node.js modules");
+}
+function setTimeout(fn, delay) {
+  var args = Array.prototype.slice.call(arguments, 2);
+  var id = ++__timerSeq;
+  __timers.push({ id: id, at: Number(delay) || 0, fn: fn, args: args });
+  return id;
+}
+function clearTimeout(id) { __timers = __timers.filter(function (t) { return t.id !== id; }); }
+function setInterval() {
+  throw new Error("setInterval is not supported on the step engine: a call must end; " +
+                  "use an inject node with a repeat instead");
+}
+function clearInterval() {}
+function __sendResults(msgs, cloneFirst) {
+  if (msgs === null || msgs === undefined) { return; }
+  if (!Array.isArray(msgs)) { msgs = [msgs]; }
+  var count = 0;
+  for (var m = 0; m < msgs.length; m++) {
+    var port = msgs[m];
+    if (!port) { continue; }
+    if (!Array.isArray(port)) { port = [port]; }
+    for (var n = 0; n < port.length; n++) {
+      var one = port[n];
+      if (one === null || one === undefined) { continue; }
+      if (typeof one === "object" && !Array.isArray(one)) {
+        if (count === 0 && cloneFirst !== false) { one = __clone(one); }
+        one._msgid = __msgid;
+        __outputs.push([m, JSON.stringify(one)]);
+        count++;
+      } else {
+        __logs.push(["error", "Function tried to send a message of type " +
+                     (Array.isArray(one) ? "Array" : typeof one)]);
+      }
+    }
+  }
+}
+function __makeNode(sends) {
+  return {
+    id: __nodeInfo.id, name: __nodeInfo.name, path: __nodeInfo.path,
+    outputCount: __nodeInfo.outputs,
+    log: function () { __logs.push(["info", __text(arguments)]); },
+    warn: function () { __logs.push(["warn", __text(arguments)]); },
+    error: function () { __logs.push(["error", __text(arguments)]); },
+    debug: function () { __logs.push(["debug", __text(arguments)]); },
+    trace: function () { __logs.push(["trace", __text(arguments)]); },
+    status: function () {},
+    on: function (event) {
+      if (event === "input") { throw new Error("node.on('input') is not allowed in a function"); }
+    },
+    send: function (msgs, cloneMsg) { if (sends) { __sendResults(msgs, cloneMsg); } },
+    done: function (err) { if (err) { __fail(err); } }
+  };
+}
+function __fail(err) { if (!__failed) { __failed = 1; __failure = err; } }
+function __runTimers() {
+  while (__timers.length > 0) {
+    __timers.sort(function (a, b) { return a.at - b.at || a.id - b.id; });
+    var t = __timers.shift();
+    try { t.fn.apply(null, t.args); } catch (e) { __fail(e); }
+  }
+}
+function __describe(err) {
+  if (err === null || err === undefined) { return "null"; }
+  if (err instanceof Error) { return String(err); }
+  if (typeof err === "string") { return err; }
+  try { return JSON.stringify(err); } catch (e) { return String(err); }
+}
+"""
+
+
+def run_function(
+    node: Mapping[str, Any],
+    msg: Mapping[str, Any],
+    *,
+    limits: FunctionLimits | None = None,
+    env: Mapping[str, Any] | None = None,
+    context: Mapping[str, Mapping[str, Any]] | None = None,
+) -> FunctionResult:
+    """Run the body of function node ``node`` on ``msg``.
+
+    Args:
+        node: the node's configuration as Node-RED stores it (``func``, ``outputs``, ...).
+        msg: the message; it must be JSON (the sandbox gets a copy).
+        limits: CPU time and memory for the call.
+        env: variables ``env.get`` can read, besides the ``NR_*`` ones of the node.
+        context: the starting contents of the ``node``/``flow``/``global`` stores.
+
+    Raises:
+        ServiceError: (not retryable: the same message fails the same way) the body threw or
+            called ``done(err)``, used an unsupported feature, or ran out of time or memory;
+            the message names the node and the fix.
+    """
+    limits = limits or FunctionLimits()
+    nid = str(node.get("id", "?"))
+    label = _label(node)
+    libs = node.get("libs")
+    if isinstance(libs, list) and libs:
+        modules = ", ".join(str(lib.get("module", "?")) for lib in libs if isinstance(lib, Mapping))
+        raise ServiceError(
+            f"{label}: it loads external modules ({modules}), which the step engine cannot "
+            "provide; run this flow on the nodered engine or inline what the module does",
+            retryable=False,
+            node=nid,
+        )
+    body = node.get("func")
+    if not isinstance(body, str):
+        raise ServiceError(f"{label}: it has no code (func)", retryable=False, node=nid)
+    stores = {kind: dict((context or {}).get(kind) or {}) for kind in ("node", "flow", "global")}
+    variables = {
+        "NR_NODE_ID": nid,
+        "NR_NODE_NAME": node.get("name") or "",
+        "NR_NODE_PATH": f"{node.get('z') or ''}/{nid}",
+        "NR_FLOW_ID": node.get("z") or "",
+        **(env or {}),
+    }
+    info = {
+        "id": nid,
+        "name": node.get("name") or "",
+        "path": f"{node.get('z') or ''}/{nid}",
+        "outputs": node.get("outputs", 1),
+    }
+    ctx = quickjs.Context()
+    ctx.set_memory_limit(limits.memory_bytes)
+    ctx.set_max_stack_size(_STACK_BYTES)
+    ctx.set_time_limit(limits.time_s)
+    ctx.set("__context_json", json.dumps(stores))
+    ctx.set("__env_json", json.dumps(variables, default=str))
+    ctx.set("__node_json", json.dumps(info, default=str))
+    ctx.set("__msg_json", json.dumps(dict(msg)))
+    setup = node.get("initialize")
+    script = (
+        _PRELUDE
+        + "var msg = JSON.parse(__msg_json);\nvar __msgid = msg._msgid;\n"
+        + (
+            "(async function () { var node = __makeNode(false);\n" + setup + "\n})()"
+            ".then(function () {}, __fail);\n"
+            if isinstance(setup, str) and setup.strip()
+            else ""
+        )
+        + "(async function (msg) { var node = __makeNode(true);\n"
+        + body
+        + "\n})(msg).then(function (r) { __settled = 1; __sendResults(r, false); },"
+        " function (e) { __settled = 1; __fail(e); });\n"
+    )
+    try:
+        ctx.eval(script)
+        _drain(ctx)
+        ctx.eval("__runTimers()")
+        _drain(ctx)
+        # Out of memory can strike again in the rejection handler; then nothing is recorded
+        # but the body never settled, and the heap is at its limit.
+        used = int(ctx.memory().get("memory_used_size", 0))
+        if not ctx.get("__settled") or used >= limits.memory_bytes * 0.9:
+            failure = (
+                "InternalError: out of memory"
+                if used >= limits.memory_bytes * 0.9
+                else "Error: the code never finished (a promise that never resolves)"
+            )
+        elif ctx.get("__failed"):
+            # QuickJS rejects with null when it runs out of memory (mapped in _js_error).
+            failure = str(ctx.eval("__describe(__failure)"))
+        else:
+            failure = None
+        outputs = json.loads(ctx.eval("JSON.stringify(__outputs)"))
+        logs = json.loads(ctx.eval("JSON.stringify(__logs)"))
+        final = json.loads(ctx.eval("JSON.stringify(__ctx)"))
+    except quickjs.JSException as exc:
+        raise _js_error(label, nid, str(exc), limits) from exc
+    except quickjs.StackOverflow as exc:
+        raise ServiceError(
+            f"{label}: the code recursed too deeply (stack overflow); remove the unbounded "
+            "recursion",
+            retryable=False,
+            node=nid,
+        ) from exc
+    for level, text in logs:
+        log.log(_LEVELS.get(level, logging.INFO), "%s: %s", label, text)
+    if failure is not None:
+        raise _js_error(label, nid, str(failure), limits)
+    return FunctionResult(
+        outputs=[(int(port), json.loads(text)) for port, text in outputs],
+        logs=[(str(level), str(text)) for level, text in logs],
+        context=final,
+    )
+
+
+_LEVELS = {
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": logging.DEBUG,
+}
+
+
+def _drain(ctx: quickjs.Context) -> None:
+    """Run the promise jobs an ``async`` body queued (each one is under the time limit)."""
+    for _ in range(_MAX_PENDING_JOBS):
+        if not ctx.execute_pending_job():
+            return
+    raise quickjs.JSException("InternalError: interrupted (too many promise jobs)")
+
+
+def _label(node: Mapping[str, Any]) -> str:
+    name = node.get("name")
+    shown = f" ({name})" if isinstance(name, str) and name else ""
+    return f"function node {node.get('id', '?')!s}{shown}"
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "error"
+    return line[:_MESSAGE_LIMIT]
+
+
+def _js_error(label: str, nid: str, text: str, limits: FunctionLimits) -> ServiceError:
+    """A JavaScript failure as a Fluxo error; the limits are told apart from the body's own."""
+    if text.startswith("InternalError: interrupted"):
+        return ServiceError(
+            f"{label}: the code ran longer than its time limit of {limits.time_s:g} s of CPU; "
+            "make it do less per message (or raise the limit of the nodered-node service)",
+            retryable=False,
+            node=nid,
+            limit="time",
+        )
+    if text.startswith("InternalError: out of memory") or text.strip() in ("", "null"):
+        return ServiceError(
+            f"{label}: the code used more than its memory limit of "
+            f"{limits.memory_bytes // (1024 * 1024)} MiB; make it keep less data",
+            retryable=False,
+            node=nid,
+            limit="memory",
+        )
+    return ServiceError(f"{label} failed: {_first_line(text)}", retryable=False, node=nid)
+
+
+class FunctionSandbox:
+    """Runs function bodies in child processes, so that QuickJS crashing takes down a child,
+    not the worker: the ``quickjs`` binding can segfault when a body exhausts its memory limit
+    while building strings. A crashed child fails its call (not retried: the same body would
+    crash again) and the next call gets a fresh pool.
+
+    Args:
+        processes: children kept ready (each runs one body at a time).
+    """
+
+    def __init__(self, processes: int = 2) -> None:
+        self.processes = processes
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(
+        self,
+        node: Mapping[str, Any],
+        msg: Mapping[str, Any],
+        *,
+        limits: FunctionLimits | None = None,
+        env: Mapping[str, Any] | None = None,
+        context: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> FunctionResult:
+        """:func:`run_function` in a child process; the same result and errors."""
+        limits = limits or FunctionLimits()
+        pool = self._ready_pool()
+        args = (dict(node), dict(msg), limits, dict(env or {}), _plain(context))
+        future = pool.submit(_run_in_child, *args)
+        try:
+            outcome = future.result(timeout=limits.time_s * 5 + 10)
+        except BrokenProcessPool:
+            self._discard(pool)
+            raise ServiceError(
+                f"{_label(node)}: the sandbox process running it died (QuickJS crashes this way "
+                f"when a body runs out of its {limits.memory_bytes // (1024 * 1024)} MiB while "
+                "building strings); make it keep less data",
+                retryable=False,
+                node=str(node.get("id", "?")),
+                limit="memory",
+            ) from None
+        except FutureTimeout:
+            self._discard(pool)  # a child stuck past its CPU limit is not reused
+            raise ServiceError(
+                f"{_label(node)}: the code did not finish in time; make it do less per message",
+                retryable=False,
+                node=str(node.get("id", "?")),
+                limit="time",
+            ) from None
+        status, message, details = outcome
+        if status == "error":
+            raise ServiceError(str(message), retryable=False, **details)
+        return FunctionResult(**details)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ready_pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # forkserver: children are forked from a clean server process, not from a
+                # worker with threads and an event loop.
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload([__name__])  # children start with QuickJS loaded
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
+            return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _plain(context: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    return {k: dict(v) for k, v in (context or {}).items()}
+
+
+def _run_in_child(
+    node: dict[str, Any],
+    msg: dict[str, Any],
+    limits: FunctionLimits,
+    env: dict[str, Any],
+    context: dict[str, dict[str, Any]],
+) -> tuple[str, Any, dict[str, Any]]:
+    """In the child: run the body; errors come back as data (a ServiceError's keyword context
+    would not survive pickling)."""
+    try:
+        result = run_function(node, msg, limits=limits, env=env, context=context)
+    except ServiceError as exc:
+        return ("error", exc.message, dict(exc.context))
+    return ("ok", None, {"outputs": result.outputs, "logs": result.logs, "context": result.context})

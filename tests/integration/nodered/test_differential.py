@@ -1,0 +1,322 @@
+"""Differential test: the example flows the step engine claims it can run give Node-RED's outputs.
+
+For every example flow shipped in the node-red package (113 in 4.1) that the step engine claims
+it can run (:func:`engines.step.step_runnable` accepts every workflow of its import), each
+``inject`` node is fired on a real Node-RED (``POST /inject/:id``, timestamps pinned) and the
+same message is run as a job on the step engine (SQLite). What reaches every ``debug`` node must
+be the same on both sides (``msg.payload``, as a multiset: the step engine runs branches in
+another order).
+
+The flows claimed runnable AND equal are kept in ``tests/golden/nodered/step_runnable.txt``;
+the test fails when one of them is no longer runnable or no longer equal
+(``FLUXO_REGENERATE=1`` rewrites the list). The counts are printed (``pytest -s``).
+
+Where things come from: the session's managed Node-RED (the ``nodered`` fixture) and the
+examples under its install; or a running Node-RED at ``FLUXO_NODERED_URL`` (optional
+``FLUXO_NODERED_TOKEN``) with the examples at ``FLUXO_NODERED_EXAMPLES``. Without Node-RED the
+test skips saying why, and fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from engines.step import NODERED_MSG_CONTENT_TYPE, step_runnable
+from fluxo_core.control.platform import Platform
+from fluxo_core.errors import FluxoError
+from fluxo_core.storage import Database, Principal
+from service_runtime.builtin import nodered_node_service
+from tests.support.nodered_diff import (
+    Unobservable,
+    canonical,
+    debug_targets,
+    inject_msg,
+    inject_props,
+    observable_flow,
+    step_captures,
+    trigger_workflow,
+)
+from translators.nodered import NodeRedImport, from_nodered, to_nodered_flows
+
+pytestmark = pytest.mark.timeout(900)
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "nodered" / "step_runnable.txt"
+ME = Principal(account_id="acme", user_id="ada")
+QUIET_S = 0.6  # no capture for this long after an inject: the flow is done
+SLOW_QUIET_S = 3.0  # the same for flows with timers (a function's setTimeout of 2 s)
+MAX_WAIT_S = 8.0
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    token: str | None
+    examples: Path
+
+
+def _examples_under(*roots: Any) -> Path | None:
+    for root in roots:
+        if root is None:
+            continue
+        candidate = Path(root) / "node_modules" / "@node-red" / "nodes" / "examples"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _unavailable(message: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{message}; CI must provide a Node-RED")
+    pytest.skip(f"{message}; start one (or set FLUXO_NODERED_URL and FLUXO_NODERED_EXAMPLES)")
+
+
+@pytest.fixture(scope="module")
+def target(request: pytest.FixtureRequest) -> Target:
+    """The Node-RED to compare with and the directory of its example flows."""
+    url = os.environ.get("FLUXO_NODERED_URL")
+    examples_env = os.environ.get("FLUXO_NODERED_EXAMPLES")
+    if url:
+        examples = Path(examples_env) if examples_env else None
+        if examples is None or not examples.is_dir():
+            _unavailable("FLUXO_NODERED_URL is set but FLUXO_NODERED_EXAMPLES names no directory")
+        assert examples is not None
+        return Target(url.rstrip("/") + "/", os.environ.get("FLUXO_NODERED_TOKEN"), examples)
+    running = request.getfixturevalue("nodered")
+    managed = running.managed
+    found = (
+        Path(examples_env)
+        if examples_env
+        else _examples_under(getattr(managed, "app_dir", None), getattr(managed, "home", None))
+    )
+    if found is None or not found.is_dir():
+        _unavailable("the example flows of the node-red package were not found")
+    assert found is not None
+    token_file = getattr(managed, "token_file", None)
+    token = token_file.read_text().strip() if token_file and token_file.exists() else None
+    return Target(running.url.rstrip("/") + "/", token, found)
+
+
+class Capture:
+    """An HTTP endpoint the rewritten debug nodes post ``{debug, type, value}`` to."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+        self.last = 0.0
+        self.url = ""
+        self.quiet_s = QUIET_S
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.text())
+        value = None if body.get("type") == "undefined" else body.get("value")
+        self.items.append((str(body["debug"]), canonical(value)))
+        self.last = time.monotonic()
+        return web.Response(text="ok")
+
+    async def settle(self) -> None:
+        """Wait until nothing has arrived for a while (flows with timers take longer)."""
+        started = time.monotonic()
+        await asyncio.sleep(0.2)
+        while time.monotonic() - started < MAX_WAIT_S:
+            if time.monotonic() - max(self.last, started) >= self.quiet_s:
+                return
+            await asyncio.sleep(0.1)
+
+    def take(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for debug, value in self.items:
+            out.setdefault(debug, []).append(value)
+        self.items.clear()
+        return out
+
+
+@pytest.fixture
+async def capture() -> AsyncIterator[Capture]:
+    cap = Capture()
+    app = web.Application()
+    app.router.add_post("/capture", cap.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    cap.url = f"http://127.0.0.1:{port}/capture"
+    yield cap
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def fluxo(tmp_path: Path) -> AsyncIterator[Platform]:
+    db = Database(f"sqlite:///{tmp_path}/fluxo.db")
+    await db.migrate()
+    platform = Platform(
+        db, [nodered_node_service()], workers=2, poll_interval_s=0.05, admission_cache_s=0
+    )
+    await platform.accounts.ensure_account("acme")
+    async with platform:
+        yield platform
+    await db.close()
+
+
+@dataclass
+class Outcome:
+    name: str
+    runnable: bool
+    reasons: list[str] = field(default_factory=list)
+    compared: int = 0  # injects whose outputs were compared
+    observed: int = 0  # debug messages seen on Node-RED
+    differences: list[str] = field(default_factory=list)
+    unobservable: str | None = None
+
+    @property
+    def equal(self) -> bool:
+        return (
+            self.runnable
+            and self.unobservable is None
+            and not self.differences
+            and self.compared > 0
+            and self.observed > 0
+        )
+
+
+async def _run_on_step_engine(
+    fluxo: Platform, imp: NodeRedImport, node: dict[str, Any], name: str
+) -> dict[str, list[str]]:
+    trigger = next(t for t in imp.triggers if t.node_id == node["id"])
+    msg = inject_msg(node)
+    captured: dict[str, list[str]] = {}
+    for debug in debug_targets(imp, [t for port in node.get("wires") or [] for t in port]):
+        captured.setdefault(debug, []).append(canonical(msg.get("payload")))
+    for n, start in enumerate(trigger.start):
+        doc = trigger_workflow(imp, trigger, start, f"{name}-{n}")
+        applied = await fluxo.jobs.apply(doc, ME)
+        job = await fluxo.jobs.create(
+            ME,
+            applied.workflow.metadata.name,
+            msg,
+            headers={"content-type": NODERED_MSG_CONTENT_TYPE},
+        )
+        done = await fluxo.jobs.wait(ME, job.id, 20)
+        for debug, values in step_captures(
+            imp, trigger.workflow, applied.workflow, done.steps or []
+        ).items():
+            captured.setdefault(debug, []).extend(values)
+    return captured
+
+
+async def _compare(
+    client: httpx.AsyncClient,
+    capture: Capture,
+    fluxo: Platform,
+    path: Path,
+    name: str,
+    examples: Path,
+) -> Outcome:
+    data = json.loads(path.read_text())
+    imp = from_nodered(data, name="example")
+    verdicts = [step_runnable(w) for w in imp.workflows]
+    outcome = Outcome(
+        str(path.relative_to(examples)),
+        all(ok for ok, _ in verdicts),
+        [r for _, reasons in verdicts for r in reasons],
+    )
+    if not outcome.runnable:
+        return outcome
+    capture.quiet_s = SLOW_QUIET_S if "setTimeout" in path.read_text() else QUIET_S
+    flow = observable_flow(to_nodered_flows(imp.workflows, source=imp.source), capture.url)
+    response = await client.post("flows", json=flow, headers={"Node-RED-Deployment-Type": "full"})
+    response.raise_for_status()
+    await capture.settle()
+    capture.take()
+    injects = [n for n in imp.source.nodes if n.get("type") == "inject" and n.get("d") is not True]
+    for i, node in enumerate(injects):
+        try:
+            props = inject_props(node)
+            expected_msg = inject_msg(node)
+        except Unobservable as exc:
+            outcome.unobservable = str(exc)
+            return outcome
+        del expected_msg
+        reply = await client.post(f"inject/{node['id']}", json={"__user_inject_props__": props})
+        reply.raise_for_status()
+        await capture.settle()
+        real = capture.take()
+        try:
+            ours = await _run_on_step_engine(fluxo, imp, dict(node), f"{name}-{i}")
+        except Unobservable as exc:
+            outcome.unobservable = str(exc)
+            return outcome
+        except FluxoError as exc:  # e.g. a service this test installation does not offer
+            outcome.differences.append(f"inject {node['id']}: the step engine refused: {exc}")
+            return outcome
+        outcome.compared += 1
+        outcome.observed += sum(len(v) for v in real.values())
+        for debug in sorted(set(real) | set(ours)):
+            want, got = sorted(real.get(debug, [])), sorted(ours.get(debug, []))
+            if want != got:
+                outcome.differences.append(
+                    f"inject {node['id']} -> debug {debug}: Node-RED {want} step engine {got}"
+                )
+    return outcome
+
+
+async def test_step_engine_matches_nodered_on_the_examples(
+    target: Target, capture: Capture, fluxo: Platform
+) -> None:
+    files = sorted(target.examples.rglob("*.json"))
+    assert len(files) >= 100, f"expected the ~113 example flows under {target.examples}"
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    outcomes: list[Outcome] = []
+    async with httpx.AsyncClient(base_url=target.url, headers=headers, timeout=30) as client:
+        saved = (await client.get("flows")).json()
+        try:
+            for n, path in enumerate(files):
+                outcomes.append(
+                    await _compare(client, capture, fluxo, path, f"ex{n}", target.examples)
+                )
+        finally:
+            await client.post("flows", json=saved, headers={"Node-RED-Deployment-Type": "full"})
+
+    runnable = [o for o in outcomes if o.runnable]
+    equal = sorted(o.name for o in outcomes if o.equal)
+    print(
+        f"\nexample flows: {len(outcomes)}; claimed runnable on the step engine: {len(runnable)}; "
+        f"runnable and equal: {len(equal)}"
+    )
+    for o in runnable:
+        if not o.equal:
+            why = (
+                o.unobservable
+                or "; ".join(o.differences[:3])
+                or ("no inject to fire" if not o.compared else "no debug output to compare")
+            )
+            print(f"  runnable, not compared equal: {o.name}: {why}")
+    if os.environ.get("FLUXO_REGENERATE") == "1":
+        GOLDEN.write_text("".join(f"{name}\n" for name in equal))
+        return
+    kept = [line for line in GOLDEN.read_text().splitlines() if line.strip()]
+    by_name = {o.name: o for o in outcomes}
+    lost = []
+    for name in kept:
+        found = by_name.get(name)
+        if found is None:
+            lost.append(f"{name}: no longer shipped")
+            continue
+        o = found
+        if not o.runnable:
+            lost.append(f"{name}: no longer runnable: {'; '.join(o.reasons)}")
+        elif not o.equal:
+            lost.append(f"{name}: outputs differ: {'; '.join(o.differences) or o.unobservable}")
+    assert not lost, "flows listed in step_runnable.txt regressed:\n" + "\n".join(lost)
+    assert len(kept) > 0, "the golden list is empty: regenerate it with FLUXO_REGENERATE=1"

@@ -1,0 +1,284 @@
+"""The differential test's machinery: the same flow on a real Node-RED and on the step engine.
+
+For one example flow and one of its ``inject`` nodes:
+
+* :func:`inject_msg` computes the message the inject sends (timestamps pinned, so both sides see
+  the same input) and :func:`inject_props` the ``__user_inject_props__`` that make Node-RED's
+  ``POST /inject/:id`` send exactly that;
+* :func:`observable_flow` rewrites the deployable flow so every ``debug`` node reports what
+  reaches it (``msg.payload``) to a capture URL (a ``function`` node that builds the request,
+  under the debug node's id, plus an ``http request`` node): this works with the editor (and its
+  ``/comms`` websocket) disabled; repeating and on-deploy injects are made manual;
+* :func:`trigger_workflow` cuts the imported workflow down to what that inject starts;
+* :func:`step_captures` reads a finished step-engine job's steps back into "what reached each
+  debug node", from each step's node and its wires in the source.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fluxo_core.ir import Workflow
+from translators.nodered import NodeRedImport, Trigger
+
+__all__ = [
+    "PINNED_TIMESTAMP",
+    "Unobservable",
+    "canonical",
+    "debug_targets",
+    "inject_msg",
+    "inject_props",
+    "observable_flow",
+    "step_captures",
+    "trigger_workflow",
+]
+
+PINNED_TIMESTAMP = 1_700_000_000_000  # what an inject of type "date" sends, on both sides
+_TYPED = frozenset({"str", "string", "num", "bool", "json", "date"})
+
+
+class Unobservable(Exception):  # noqa: N818 (a test outcome, not an error of the product)
+    """The flow cannot be compared: its input or its outputs cannot be pinned down."""
+
+
+def _props(node: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The inject's properties as the runtime reads them (payload/topic filled from the node)."""
+    raw = node.get("props")
+    if not isinstance(raw, list):
+        raw = [{"p": "payload"}, {"p": "topic", "vt": "str"}]
+    props = []
+    for prop in raw:
+        p = dict(prop)
+        if p.get("p") == "payload" and "v" not in p:
+            p["v"], p["vt"] = node.get("payload", ""), node.get("payloadType", "date")
+        elif p.get("p") == "topic" and p.get("vt", "str") == "str" and "v" not in p:
+            p["v"] = node.get("topic", "")
+        props.append(p)
+    return props
+
+
+def _value(prop: Mapping[str, Any]) -> Any:
+    vt, v = prop.get("vt", "str"), prop.get("v", "")
+    if vt not in _TYPED:
+        raise Unobservable(f"inject property {prop.get('p')!r} of type {vt!r} is not pinned")
+    if vt == "date":
+        return PINNED_TIMESTAMP
+    if vt == "num":
+        number = float(v)
+        return int(number) if number.is_integer() else number
+    if vt == "bool":
+        return v is True or v == "true"
+    if vt == "json":
+        return json.loads(v) if isinstance(v, str) else v
+    return "" if v is None else str(v)
+
+
+def inject_msg(node: Mapping[str, Any]) -> dict[str, Any]:
+    """The message the inject node sends (without ``_msgid``)."""
+    msg: dict[str, Any] = {}
+    for prop in _props(node):
+        if prop.get("p"):
+            msg[str(prop["p"])] = _value(prop)
+    return msg
+
+
+def inject_props(node: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``__user_inject_props__`` for ``POST /inject/:id``: the node's own, timestamps pinned."""
+    out = []
+    for prop in _props(node):
+        if prop.get("vt") == "date":
+            out.append({"p": prop["p"], "v": str(PINNED_TIMESTAMP), "vt": "num"})
+        else:
+            out.append(prop)
+    return out
+
+
+def observable_flow(nodes: Iterable[Mapping[str, Any]], capture_url: str) -> list[dict[str, Any]]:
+    """The flow with each debug node posting ``{debug, value, type}`` to ``capture_url``."""
+    out: list[dict[str, Any]] = []
+    for raw in nodes:
+        node = copy.deepcopy(dict(raw))
+        if node.get("type") == "inject":
+            node.update(repeat="", crontab="", once=False)
+        if node.get("type") != "debug" or node.get("d") is True:
+            out.append(node)
+            continue
+        sender = f"{node['id']}-capture"
+        code = (
+            "var v = msg.payload;\n"
+            "return {url: " + json.dumps(capture_url) + ", method: 'POST',\n"
+            "  headers: {'content-type': 'application/json'},\n"
+            "  payload: JSON.stringify({debug: " + json.dumps(node["id"]) + ",\n"
+            "    type: typeof v, value: v === undefined ? null : v})};"
+        )
+        out.append(
+            {
+                "id": node["id"],
+                "type": "function",
+                "z": node.get("z"),
+                "name": f"capture {node.get('name') or node['id']}",
+                "func": code,
+                "outputs": 1,
+                "x": node.get("x", 0),
+                "y": node.get("y", 0),
+                "wires": [[sender]],
+            }
+        )
+        out.append(
+            {
+                "id": sender,
+                "type": "http request",
+                "z": node.get("z"),
+                "name": "",
+                "method": "use",
+                "ret": "txt",
+                "paytoqs": "ignore",
+                "url": "",
+                "tls": "",
+                "persist": False,
+                "proxy": "",
+                "authType": "",
+                "senderr": False,
+                "headers": [],
+                "x": node.get("x", 0),
+                "y": node.get("y", 0) + 40,
+                "wires": [[]],
+            }
+        )
+    return out
+
+
+def canonical(value: Any) -> str:
+    """A comparable text of a payload: integral floats as integers, keys sorted."""
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+            return int(v)
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        return v
+
+    return json.dumps(norm(value), sort_keys=True, ensure_ascii=False)
+
+
+def debug_targets(imp: NodeRedImport, targets: Iterable[str]) -> list[str]:
+    """The enabled debug nodes a wire to ``targets`` reaches, through junctions and links."""
+    by_id = {str(n["id"]): n for n in imp.source.nodes}
+    found: list[str] = []
+    seen: set[str] = set()
+    todo = list(targets)
+    while todo:
+        nid = todo.pop(0)
+        if nid in seen or nid not in by_id:
+            continue
+        seen.add(nid)
+        node = by_id[nid]
+        if node.get("d") is True:
+            continue
+        kind = node.get("type")
+        if kind == "debug":
+            found.append(nid)
+        elif kind == "junction" or kind == "link in":
+            todo += [t for port in node.get("wires") or [] for t in port]
+        elif kind == "link out" and node.get("mode", "link") == "link":
+            todo += list(node.get("links") or [])
+    return found
+
+
+def trigger_workflow(imp: NodeRedImport, trigger: Trigger, start: str, name: str) -> dict[str, Any]:
+    """The trigger's workflow as a document that starts at ``start`` only, for the step engine.
+
+    ``spec.engine`` is dropped (an imported flow with native steps names ``nodered``; the
+    installation's default, the step engine, runs it), and steps ``start`` cannot reach are
+    removed (the IR refuses unreachable steps).
+    """
+    workflow = imp.workflow(trigger.workflow)
+    doc = workflow.model_dump(mode="json", by_alias=True, exclude_none=True)
+    steps = {s["id"]: s for s in doc["spec"]["steps"]}
+    reach, todo = set(), [start]
+    while todo:
+        sid = todo.pop()
+        if sid in reach or sid not in steps:
+            continue
+        reach.add(sid)
+        step = steps[sid]
+        todo += list(step.get("next", []))
+        todo += [t for case in step.get("cases", []) for t in case.get("next", [])]
+        todo += list(step.get("default", []))
+        goto = step.get("on_error")
+        if isinstance(goto, dict):
+            todo.append(goto["goto"])
+    doc["spec"]["steps"] = [s for s in doc["spec"]["steps"] if s["id"] in reach]
+    doc["spec"]["start"] = start
+    doc["spec"].pop("engine", None)
+    if doc["spec"].get("output") not in reach:
+        doc["spec"].pop("output", None)
+    doc["metadata"] = {"name": name}
+    return doc
+
+
+def step_captures(
+    imp: NodeRedImport, imported: str, workflow: Workflow, steps: Iterable[Any]
+) -> dict[str, list[str]]:
+    """What reached each debug node in a step-engine job: ``{debug id: [canonical payload]}``.
+
+    ``imported`` names the workflow of the import that ``workflow`` (the one the job ran) was cut
+    from.
+
+    Raises:
+        Unobservable: a switch port that feeds a debug node but no step (the job's record
+            does not say whether the message left by it).
+    """
+    source = imp.source.workflows[imported]
+    by_id = {str(n["id"]): n for n in imp.source.nodes}
+    exits: dict[str, str] = {}
+    for sid, nid in source.step_nodes.items():
+        exits[nid] = sid  # step_nodes lists a node's steps entry first: the last one wins
+    plan = {s.id: s for s in workflow.spec.steps}
+    captured: dict[str, list[str]] = {}
+
+    def deliver(ports: Iterable[int], node: Mapping[str, Any], payload: Any) -> None:
+        wires = node.get("wires") or []
+        for p in ports:
+            if p < len(wires):
+                for debug in debug_targets(imp, wires[p]):
+                    captured.setdefault(debug, []).append(canonical(payload))
+
+    for state in steps:
+        owner = source.step_nodes.get(state.step_id)
+        if owner is None or exits.get(owner) != state.step_id or state.phase != "succeeded":
+            continue
+        nid = owner
+        node = by_id[nid]
+        step = plan[state.step_id]
+        kind = step.kind
+        out = state.output
+        if kind == "native":
+            for item in out or []:
+                deliver([int(item["port"])], node, (item.get("msg") or {}).get("payload"))
+        elif kind == "service":
+            for payload in out or []:
+                deliver(range(len(node.get("wires") or [])), node, payload)
+        elif kind == "switch":
+            chosen = set((out or {}).get("next", []))
+            taken = []
+            for p, port in enumerate(node.get("wires") or []):
+                steps_of_port = {s for s, n in source.step_nodes.items() if n in port}
+                if steps_of_port & chosen:
+                    taken.append(p)
+                elif debug_targets(imp, port) and not steps_of_port:
+                    raise Unobservable(f"switch {nid}: a port feeds only debug nodes")
+            deliver(taken, node, state.input)
+        elif kind == "split":
+            items = state.input if isinstance(state.input, list) else []
+            for item in items:
+                deliver([0], node, item)
+        else:  # transform, delay, join: one output on port 0
+            deliver([0], node, out)
+    return captured
