@@ -41,6 +41,15 @@ _NODE_PHASES: dict[str, StepPhase] = {
 def job_phase(workflow: dict[str, Any]) -> JobPhase:
     phase = str(_get(workflow, "status", "phase") or "")
     shutdown = bool(_get(workflow, "spec", "shutdown"))
+    if phase in ("Pending", "Running"):
+        # Argo keeps the workflow Running until its exit handler has finished, and the exit
+        # handler is what tells Fluxo the job ended: the entrypoint's node (named like the
+        # workflow) is already final then, with the workflow's outputs set.
+        name = _get(workflow, "metadata", "name")
+        for node in (_get(workflow, "status", "nodes") or {}).values():
+            if node.get("name") == name and node.get("phase") in ("Succeeded", "Failed", "Error"):
+                phase = str(node["phase"])
+                break
     if phase == "Succeeded":
         return "succeeded"
     if phase in ("Failed", "Error"):
