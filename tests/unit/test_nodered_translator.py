@@ -685,7 +685,9 @@ def test_generated_entry_service_calls_and_reports() -> None:
         "http://fluxo:9000/v1/services/enrich-customer@1/calls?wait=10",
         "http://fluxo:9000/v1/services/notify-log@1/calls?wait=10",
     ]
-    reports = [n for n in flow if n["type"] == "http request" and n["url"].endswith("/engine-events")]
+    reports = [
+        n for n in flow if n["type"] == "http request" and n["url"].endswith("/engine-events")
+    ]
     assert [n["url"] for n in reports] == ["http://fluxo:9000/v1/engine-events"]
     # the token comes from the environment, never from the flow
     assert "FLUXO_TOKEN" in json.dumps(flow)
