@@ -41,7 +41,13 @@ from fluxo_core.engine import (
     RunStatus,
     StartRequest,
 )
-from fluxo_core.errors import ConfigError, ConflictError, FluxoError, NotFoundError
+from fluxo_core.errors import (
+    ConfigError,
+    ConflictError,
+    FluxoError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from fluxo_core.ir import Workflow
 from translators.argo import ArgoBundle, to_argo, to_argo_job
 
@@ -198,7 +204,14 @@ class ArgoEngine:
     async def start(self, request: StartRequest) -> RunHandle:
         """Submit the job's Workflow (idempotent by job id)."""
         bundle = await self._bundle(request.workflow)
-        document = to_argo_job(bundle, job_id=request.job_id, packet=request.input)
+        try:
+            document = to_argo_job(bundle, job_id=request.job_id, packet=request.input)
+        except PayloadTooLargeError:
+            # Too large for an Argo parameter: the input stays in Fluxo (the job row) and the
+            # first calls carry ``fluxo-payload-ref: <job id>``, which the gateway resolves.
+            document = to_argo_job(
+                bundle, job_id=request.job_id, packet=request.input, input_ref=request.job_id
+            )
         run_id = str(document["metadata"]["name"])
         handle = RunHandle(engine=self.name, job_id=request.job_id, run_id=run_id)
         try:

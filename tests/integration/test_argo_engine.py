@@ -431,6 +431,26 @@ async def test_submit_creates_the_job_workflow_and_is_idempotent(
     assert workflow["metadata"]["labels"]["fluxo.dev/job-id"] == JOB_ID
 
 
+async def test_a_large_input_stays_in_fluxo_and_travels_by_reference(
+    engine: ArgoEngine, argo: respx.MockRouter
+) -> None:
+    deployed(argo)
+    post = argo.post(f"{API}/workflows/{NS}").mock(
+        side_effect=lambda request: answer(
+            D + "Workflow", body_of(request, D + "WorkflowCreateRequest")["workflow"]
+        )
+    )
+    big = start_request().input.model_copy(update={"payload": {"blob": "x" * 200_000}})
+    await engine.deploy(order_workflow())
+    await engine.start(StartRequest(job_id=JOB_ID, workflow="order@1", input=big))
+
+    sent = json.loads(post.calls.last.request.content)["workflow"]
+    params = {p["name"]: p["value"] for p in sent["spec"]["arguments"]["parameters"]}
+    assert len(post.calls.last.request.content) < 20_000, "the payload must not be in the spec"
+    assert json.loads(params["input"]) == {}
+    assert json.loads(params["input-headers"])["fluxo-payload-ref"] == JOB_ID
+
+
 async def test_start_of_a_workflow_deployed_elsewhere_reads_the_template(
     engine: ArgoEngine, argo: respx.MockRouter
 ) -> None:
