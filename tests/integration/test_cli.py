@@ -295,3 +295,71 @@ def test_export_nodered_flow_passes_the_flow_checks(tmp_path: Path) -> None:
     nodes = json.loads(result.stdout)
     assert check_flow(nodes) == []
     assert {"http in", "http request"} <= {n["type"] for n in nodes}
+
+
+@pytest.mark.slow
+def test_fluxo_call_prints_the_call_record_for_a_container_step(
+    server: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    """What an Argo container step runs: the record on stdout, exit 0 only when it succeeded,
+    and the same packet id asked twice is the same call."""
+    url, token, _ = server
+    env = dict(os.environ, FLUXO_AUTHORIZATION=f"Bearer {token}")
+    packet = {"id": "job-1:parse:0", "payload": {"id": "A-1", "customer": {"email": "a@b.c"}}}
+
+    def call(service: str, body: dict[str, object]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fluxo_core.cli",
+                "call",
+                service,
+                "--gateway",
+                url,
+                "--packet",
+                json.dumps(body),
+                "--wait",
+                "20",
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    first = call("noop", packet)
+    assert first.returncode == 0, first.stderr
+    record = json.loads(first.stdout)
+    assert (record["id"], record["status"]) == ("job-1:parse:0", "succeeded")
+    again = call("noop", packet)
+    assert json.loads(again.stdout)["created_at"] == record["created_at"]  # the same call
+
+    refused = call("no-such-service", {**packet, "id": "job-1:x:0"})
+    assert refused.returncode == 1
+    assert "no-such-service" in refused.stderr
+    assert token not in refused.stderr + refused.stdout
+
+    unsigned = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fluxo_core.cli",
+            "call",
+            "noop",
+            "--gateway",
+            url,
+            "--packet",
+            json.dumps(packet),
+        ],
+        env={k: v for k, v in os.environ.items() if k not in ("FLUXO_TOKEN",)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unsigned.returncode == 1
+    assert "FLUXO_AUTHORIZATION" in unsigned.stderr
