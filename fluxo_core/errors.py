@@ -28,7 +28,8 @@ are mapped at the boundary that meets them and re-raised ``from exc``.
     ├── CallFailedError                a call ended failed or dead-lettered (for waiting callers)
     ├── CallTimeoutError               a synchronous wait for a result ran out (the call goes on)
     ├── StorageError                   the database failed (``retryable`` for connection/lock errors)
-    └── TransportError                 a queue transport failed (``retryable`` for connection errors)
+    ├── TransportError                 a queue transport failed (``retryable`` for connection errors)
+    └── EngineUnavailableError         an external engine (Node-RED, Argo) failed or is unreachable
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "CallTimeoutError",
     "ConfigError",
     "ConflictError",
+    "EngineUnavailableError",
     "FluxoError",
     "IRValidationError",
     "MalformedRequestError",
@@ -220,3 +222,11 @@ class StorageError(FluxoError):
 class TransportError(FluxoError):
     http_status = 503
     code = "transport"
+
+
+class EngineUnavailableError(FluxoError):
+    """An external engine's server failed or could not be reached (``retryable`` for 5xx and
+    network errors); each engine raises its own subclass."""
+
+    http_status = 502
+    code = "engine_failed"
