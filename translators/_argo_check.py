@@ -3,7 +3,8 @@
 The schema checks shapes; this checks meaning: a template or task that does not exist, a
 ``{{tasks.x...}}`` reference to a task that is not in the DAG (or not upstream of the task using
 it), a dependency cycle, more than 200 tasks or templates, names that are not DNS-1123 labels of at
-most 63 characters, and ``inputs.parameters``/``workflow.parameters`` that nobody declared.
+most 63 characters, ``inputs.parameters``/``workflow.parameters`` that nobody declared, and
+``continueOn`` in a DAG that uses ``depends`` (Argo's validation rejects it).
 """
 
 from __future__ import annotations
@@ -184,8 +185,14 @@ def _check_dag(
         hook = ((task.get("hooks") or {}).get("exit") or {}).get("template")
         if isinstance(hook, str) and hook not in templates:
             problems.append((f"{at}.hooks.exit.template", _missing_template(hook, templates)))
-        if "depends" in task and "continueOn" in task:
-            problems.append((at, "continueOn cannot be used with depends: use depends alone"))
+        if "continueOn" in task and any("depends" in t for t in tasks):
+            problems.append(
+                (
+                    f"{at}.continueOn",
+                    f"DAG {name!r} uses depends, so continueOn cannot be used in it (Argo "
+                    "rejects it): use depends with 'x.Failed'/'x.Errored' instead",
+                )
+            )
         for dep, dep_where in _dependencies(task, at, problems):
             if dep not in index:
                 problems.append((dep_where, f"task {task_name!r} depends on unknown task {dep!r}"))

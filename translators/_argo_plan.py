@@ -8,6 +8,13 @@ conditions of the tasks it routes to, a join becomes the aggregated outputs of i
 is a task that fans out (``withParam``) over a DAG template holding its branch (``branch-<split>``);
 the branch template outputs the payload that reaches the join (``payload``) and the payloads that
 end the job inside the branch (``results``).
+
+A call whose step handles its errors (``on_error`` ``continue`` or ``goto``) is *guarded*: its task
+runs a small DAG around the call that always succeeds and outputs the call's ``status``,
+``result`` and ``error`` (see ``_argo_templates``), so the task's successors depend on
+``x.Succeeded`` and route on that status with ``when``. Argo fails a DAG when a task skipped or
+omitted below a failed task ends a branch (``assessDAGPhase``): a failed call must therefore never
+be the task the graph sees.
 """
 
 from __future__ import annotations
@@ -54,8 +61,6 @@ ITEM = Leaf("fromJSON(inputs.parameters.payload)", tag="{{inputs.parameters.payl
 
 _DEPENDS = {"Succeeded": "Succeeded", "Failed": "Failed", "Error": "Errored", "Skipped": "Skipped"}
 OK = ("Succeeded",)
-DONE = ("Succeeded", "Failed", "Error")
-FAILED = ("Failed", "Error")
 
 
 @dataclass(eq=False)
@@ -69,6 +74,9 @@ class Task:
         when: the switch conditions on the way here (expr-lang, boolean).
         payload: the payload the task receives.
         branch: for a split, the scope of its branch.
+        guarded: a call whose step has ``on_error`` continue or goto: the task always succeeds
+            (unless Argo itself fails it) and outputs the call's ``status``, ``result`` and
+            ``error``.
     """
 
     uid: int
@@ -82,6 +90,7 @@ class Task:
     items: Expr | None = None
     branch: Scope | None = None
     name: str = ""
+    guarded: bool = False  # an on_error call, run inside a DAG that always succeeds
 
     @property
     def ref(self) -> str:
@@ -134,10 +143,20 @@ def status_in(task: Task, phases: tuple[str, ...]) -> str:
     return f"{status} in {literal(list(phases))}"
 
 
+def call_ended(task: Task, *, succeeded: bool) -> str:
+    """A guarded task ran and its call succeeded (or failed); safe when the task did not run."""
+    test = "==" if succeeded else "!="
+    return (
+        f"({status_in(task, OK)} && "
+        f"tasks['{task.ref}'].outputs.parameters.status {test} 'Succeeded')"
+    )
+
+
 def call_output(task: Task) -> Leaf:
     """The payload a call task produced: its one result packet's payload, or the list of them."""
+    result = "outputs.parameters.result" if task.guarded else "outputs.result"
     return Leaf(
-        f"(let r = fromJSON(tasks['{task.ref}'].outputs.result).result; "
+        f"(let r = fromJSON(tasks['{task.ref}'].{result}).result; "
         "[get(get(r, 0), 'payload'), map(r, #.payload)][min(len(r), 2) - 1])"
     )
 
@@ -212,26 +231,32 @@ class _Planner:
         else:
             kind = "transform" if isinstance(step, TransformStep) else "call"
             task = self.new_task(scope, step, kind, edge)
+            task.guarded = step.on_error != "fail"
             self.call_edges(scope, step, task, edge.payload)
 
     def call_edges(self, scope: Scope, step: Any, task: Task, received: Expr) -> None:
         output: Expr = call_output(task)
         on_error = step.on_error
-        if on_error == "continue":
-            failed_over = Choice(status_in(task, OK), output, received)
-            self.route(scope, step, _Edge(task, DONE, None, failed_over))
+        if not task.guarded:
+            self.route(scope, step, _Edge(task, OK, None, output))
             return
-        self.route(scope, step, _Edge(task, OK, None, output))
+        # A guarded task succeeds whatever its call did: route on the call's status. The next
+        # steps get the call's output or, when it failed, the step's input: `continue` hands that
+        # on, and after `goto` it keeps the arguments of the skipped next steps evaluable.
+        succeeded = call_ended(task, succeeded=True)
+        handed_on = Choice(succeeded, output, received)
+        if on_error == "continue":
+            self.route(scope, step, _Edge(task, OK, None, handed_on))
+            return
+        self.route(scope, step, _Edge(task, OK, Leaf(succeeded), handed_on))
         if isinstance(on_error, OnErrorGoto):
-            message = literal(f"step '{step.id}' failed on Argo; see its task's node for the error")
+            error = f"fromJSON(tasks['{task.ref}'].outputs.parameters.error)"
             failed = lift(
-                lambda e: (
-                    f"{{ 'error': {{ 'code': 'step_failed', 'message': {message} }}, "
-                    f"'input': {e}, 'step': {literal(step.id)} }}"
-                ),
+                lambda e: f"{{ 'error': {error}, 'input': {e}, 'step': {literal(step.id)} }}",
                 received,
             )
-            self.visit(scope, on_error.goto, _Edge(task, FAILED, None, failed))
+            guard = Leaf(call_ended(task, succeeded=False))
+            self.visit(scope, on_error.goto, _Edge(task, OK, guard, failed))
 
     def route(self, scope: Scope, step: Any, edge: _Edge) -> None:
         """``step`` produced ``edge.payload``: a job result if it is the output, then ``next``."""

@@ -3,6 +3,14 @@
 :class:`TemplateBuilder` turns a :class:`~translators._argo_plan.Plan` into hera models. Calls share
 templates: every step with the same kind, timeout and retry uses one template, parameterised by
 service, step id, task key, payload and headers (Argo allows 200 templates per workflow).
+
+A guarded call (a step with ``on_error`` continue or goto) runs through ``try-<call template>``: a
+DAG whose only task, ``call``, runs the call template with ``continueOn: {failed, error}`` (and no
+``depends``: Argo rejects ``continueOn`` in a DAG that uses it). Argo does not fail a DAG for a
+target task that continues on its phase, so the ``try-`` node succeeds whatever the call did and
+outputs ``status`` (the call's phase), ``result`` (its response, ``null`` unless it succeeded) and
+``error`` (``null`` if it succeeded, else the ``error`` of the call record or refusal the gateway
+answered with, or a generic one without an answer); the steps after it route on ``status``.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from hera.workflows import models as m
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import RetrySpec, ServiceStep, TransformStep, Workflow
 from translators._argo_check import MAX_DAG_TASKS, MAX_NAME_LENGTH, MAX_TEMPLATES
-from translators._argo_expr import Leaf, expr_tag, json_text, lift, render, static_json
+from translators._argo_expr import Leaf, expr_tag, json_text, lift, literal, render, static_json
 from translators._argo_plan import Plan, Scope, Task
 
 __all__ = [
@@ -79,6 +87,7 @@ class TemplateBuilder:
         self.workflow, self.plan, self.gateway, self.ref = workflow, plan, gateway, ref
         self.mode, self.image, self.secret = mode, image, token_secret
         self.calls: dict[str, m.Template] = {}
+        self.tries: dict[str, m.Template] = {}
         self.delays: dict[str, m.Template] = {}
         self.names: dict[int, str] = {}
 
@@ -88,7 +97,13 @@ class TemplateBuilder:
             scope.template = dns_name(scope.template)  # 'branch-' + a 63-character step id
             self.name_tasks(scope)
         dags = [self.dag(scope) for scope in scopes]
-        templates = [*dags, *_sorted(self.calls), *_sorted(self.delays), self.exit_template()]
+        templates = [
+            *dags,
+            *_sorted(self.calls),
+            *_sorted(self.tries),
+            *_sorted(self.delays),
+            self.exit_template(),
+        ]
         if len(templates) > MAX_TEMPLATES:
             raise UnsupportedFeatureError(
                 f"workflow {self.workflow.metadata.name!r} needs {len(templates)} Argo templates, "
@@ -191,6 +206,8 @@ class TemplateBuilder:
             args = {"payload": "{{item.p}}", "suffix": suffix + ".{{item.k}}"}
         else:
             template = self.call_template(step, task.kind)
+            if task.guarded:
+                template = self.try_template(template)
             payload = task.payload
             first = isinstance(payload, Leaf) and payload.is_input
             args = {
@@ -293,6 +310,44 @@ class TemplateBuilder:
         )
         return template
 
+    def try_template(self, call: str) -> str:
+        """The DAG around call template ``call`` that succeeds whatever the call did."""
+        name = dns_name(f"try-{call}")
+        if name not in self.tries:
+            inputs = self.calls[call].inputs
+            names = [p.name for p in inputs.parameters or ()] if inputs is not None else []
+            status = "tasks.call.status"
+            self.tries[name] = m.Template(
+                name=name,
+                inputs=m.Inputs(parameters=[m.Parameter(name=n) for n in names]),
+                dag=m.DAGTemplate(
+                    tasks=[
+                        m.DAGTask(
+                            name="call",
+                            template=call,
+                            continue_on=m.ContinueOn(failed=True, error=True),
+                            arguments=m.Arguments(
+                                parameters=[
+                                    m.Parameter(name=n, value=f"{{{{inputs.parameters.{n}}}}}")
+                                    for n in names
+                                ]
+                            ),
+                        )
+                    ]
+                ),
+                outputs=m.Outputs(
+                    parameters=[
+                        _output("status", status),
+                        _output(
+                            "result",
+                            f"{status} == 'Succeeded' ? tasks.call.outputs.result : 'null'",
+                        ),
+                        _output("error", f"{status} == 'Succeeded' ? 'null' : toJson({_ERROR})"),
+                    ]
+                ),
+            )
+        return name
+
     def delay_template(self, seconds: float) -> str:
         duration = _duration(seconds)
         name = f"delay-{duration}"
@@ -327,6 +382,20 @@ class TemplateBuilder:
                 backoff=m.Backoff(duration="5s", factor=m.IntOrString(2), cap="60s"),
             ),
         )
+
+
+_JSON_OBJECT = literal(r"^\s*\{")
+_GENERIC_ERROR = literal(
+    {"code": "call_failed", "message": "the call failed on Argo without an answer from Fluxo"}
+)
+_ERROR = (
+    # The error of a failed call: the `error` of the call record (or of the gateway's refusal)
+    # its response holds, else (no response, or not Fluxo's JSON) a generic one. Never fails.
+    "(let body = get(get(tasks.call, 'outputs'), 'result'); "
+    f"let e = (type(body) == 'string' && body matches {_JSON_OBJECT}) "
+    "? get(fromJSON(body), 'error') : nil; "
+    f"type(e) == 'map' ? e : {_GENERIC_ERROR})"
+)
 
 
 def _results(scope: Scope) -> str:

@@ -27,9 +27,17 @@ delay      a ``suspend`` task with ``duration``.
 native     unsupported (:class:`~fluxo_core.errors.UnsupportedFeatureError` naming the step).
 =========  ==========================================================================================
 
-``on_error``: ``fail`` -> downstream ``depends: x.Succeeded``; ``continue`` -> downstream runs after
-any end, with the output or (failed) the input; ``{goto: s}`` -> ``s`` runs on ``x.Failed ||
-x.Errored`` with ``{"error", "input", "step"}``. An ``onExit`` HTTP template reports the job's end.
+``on_error``: ``fail`` -> downstream ``depends: x.Succeeded``, and a failed call fails the job.
+``continue`` and ``{goto: s}`` guard the call: its task runs ``try-<call template>``, a DAG whose
+only task runs the call with ``continueOn: {failed: true, error: true}`` and which outputs the
+call's ``status``, ``result`` and ``error``, so the task succeeds whatever the call did. (Argo
+fails a DAG when a task skipped or omitted below a failed task ends a branch, so a failed call
+must not be visible: a switch after ``continue``, or the normal successor of a ``goto`` step,
+would fail the job.) Downstream then ``depends: x.Succeeded`` and routes on ``status`` with
+``when``: ``continue`` -> the next steps get the output or (call failed) the input; ``{goto: s}``
+-> the next steps run when the call succeeded, ``s`` when it did not, with ``{"error", "input",
+"step"}`` (the call record's error, as on the step engine). A failed call of a step without
+``on_error`` fails its task and the job. An ``onExit`` HTTP template reports the job's end.
 
 Conditions, payload hand-over and fan-out are Argo expression tags ``{{=...}}`` in expr-lang (the
 form of upstream ``examples/conditionals.yaml``; the older govaluate form ``"{{x}} == y"`` cannot

@@ -208,14 +208,6 @@ async def test_example_runs_on_argo_like_on_the_step_engine(stack: Stack, name: 
     assert kinds == {"WorkflowTemplate", "Workflow"}  # both were schema-checked on arrival
 
 
-BRANCH_PHASE_BUG = (
-    "translator: Argo fails a DAG whose target task was skipped or omitted downstream of a "
-    "failed task (assessDAGPhase: a skipped/omitted node inherits its branch's Failed phase), "
-    "so on_error continue into a switch, and on_error goto, fail the job on Argo"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BRANCH_PHASE_BUG)
 async def test_invoice_without_a_contact_continues_on_argo(stack: Stack) -> None:
     """enrich fails (no email): on_error continue hands the invoice on, as on the step engine."""
     invoice = {"number": "INV-9", "amount": "75.00", "currency": "EUR", "days_overdue": 31}
@@ -298,12 +290,7 @@ DELAY = workflow(
         pytest.param(RETRY, {"n": 1}, id="retry-then-success"),
         pytest.param(ON_ERROR_CONTINUE, {"n": 1}, id="on-error-continue"),
         pytest.param(DELAY, {"n": 1}, id="delay"),
-        pytest.param(
-            ON_ERROR_GOTO,
-            {"n": 1},
-            id="on-error-goto",
-            marks=pytest.mark.xfail(strict=True, reason=BRANCH_PHASE_BUG),
-        ),
+        pytest.param(ON_ERROR_GOTO, {"n": 1}, id="on-error-goto"),
     ],
 )
 async def test_step_kind_runs_on_argo_like_on_the_step_engine(

@@ -19,7 +19,9 @@ What it interprets, following Argo's controller (``workflow/controller/dag.go``,
   ``{{item.key}}``; aggregated outputs as Argo builds them: ``tasks.X.outputs.parameters`` is the
   JSON list of each succeeded child's parameters, in item order), the DAG phase by Argo's
   branch-phase rule (an omitted or skipped task inherits the phase of its branch, a failed
-  branch fails the DAG), ``outputs.parameters[].valueFrom.expression`` and ``globalName``
+  branch fails the DAG, except at a target task whose ``continueOn`` covers that phase),
+  ``continueOn`` (``failed``, ``error``; refused in a DAG that uses ``depends``, as Argo's
+  validation does), ``outputs.parameters[].valueFrom.expression`` and ``globalName``
   (``status.outputs.parameters``).
 - HTTP templates: ``url``, ``method``, ``headers`` (``value`` or ``valueFrom.secretKeyRef`` from
   :attr:`FakeArgoServer.secrets`), ``body``, ``timeoutSeconds``, ``successCondition`` over
@@ -557,6 +559,13 @@ class _Run:
                     raise ArgoRunError(f"task {name!r} depends on an unknown task {dep!r}")
             if t_dependencies := tasks[name].get("dependencies"):
                 raise ArgoRunError(f"task {name!r}: dependencies {t_dependencies} (use depends)")
+        if any(t.get("depends") for t in tasks.values()):
+            for name, t in tasks.items():
+                if "continueOn" in t:
+                    raise ArgoRunError(
+                        f"templates.{template['name']} cannot use 'continueOn' when using "
+                        f"'depends' (task {name!r})"
+                    )
         phases: dict[str, str] = {}
         task_scope: dict[str, Any] = dict(scope)
         running: dict[asyncio.Task[_Outcome], str] = {}
@@ -613,7 +622,8 @@ class _Run:
     ) -> str:
         """Argo's ``assessDAGPhase``: each target task's branch phase; a failed one fails the DAG.
 
-        An omitted or skipped task inherits the phases of its branches (failures preferred).
+        An omitted or skipped task inherits the phases of its branches (failures preferred). A
+        target task whose ``continueOn`` covers its (branch) phase does not fail the DAG.
         """
         branch: dict[str, set[str]] = {}
 
@@ -631,8 +641,10 @@ class _Run:
         depended = {dep for names in deps.values() for dep in names}
         for target in (name for name in tasks if name not in depended):
             found = phases_of(target)
-            for bad in ("Error", "Failed"):
-                if bad in found:
+            continue_on = tasks[target].get("continueOn") or {}
+            for bad, key in (("Error", "error"), ("Failed", "failed")):
+                # dag.go: a target task with continueOn for its phase does not fail the DAG.
+                if bad in found and continue_on.get(key) is not True:
                     return bad
         return "Succeeded"
 

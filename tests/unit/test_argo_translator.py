@@ -601,7 +601,11 @@ def strings(node: Any) -> Iterator[str]:
 
 
 _EXPR_TAG = re.compile(r"\{\{=(.*?)\}\}", re.DOTALL)
-_GUARD = re.compile(r"^tasks\['[a-z0-9-]+'\]\.status == '[A-Za-z]+' $")
+_GUARD = re.compile(
+    r"^(tasks\['[a-z0-9-]+'\]\.status == '[A-Za-z]+'"
+    r"|\(tasks\['([a-z0-9-]+)'\]\.status == 'Succeeded' && "
+    r"tasks\['\2'\]\.outputs\.parameters\.status [!=]= 'Succeeded'\)) $"
+)
 
 
 def test_expression_tags_survive_argos_ternary_rule() -> None:
@@ -658,23 +662,70 @@ def test_split_join_and_results() -> None:
 
 
 def test_on_error_continue_and_goto() -> None:
-    tasks = {
-        t["name"]: t
-        for t in bundle_for("on-error").workflow_template["spec"]["templates"][0]["dag"]["tasks"]
+    templates = {
+        t["name"]: t for t in bundle_for("on-error").workflow_template["spec"]["templates"]
     }
-    assert tasks["parse"]["depends"] == "(fetch.Succeeded || fetch.Failed || fetch.Errored)"
+    tasks = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
+    # A guarded call runs inside try-call, which succeeds whatever the call did ...
+    assert tasks["fetch"]["template"] == tasks["parse"]["template"] == "try-call"
+    assert tasks["save"]["template"] == tasks["report"]["template"] == "call"
+    (inner,) = templates["try-call"]["dag"]["tasks"]
+    assert inner["template"] == "call"
+    assert inner["continueOn"] == {"failed": True, "error": True}
+    assert "depends" not in inner  # Argo rejects continueOn in a DAG that uses depends
+    outputs = {
+        p["name"]: p["valueFrom"]["expression"]
+        for p in templates["try-call"]["outputs"]["parameters"]
+    }
+    assert outputs["status"] == "tasks.call.status"
+    assert "tasks.call.outputs.result" in outputs["result"]
+    # ... so no task ever depends on a failed one: routing reads the call's status.
+    assert all(
+        ".Failed" not in t.get("depends", "") and ".Errored" not in t.get("depends", "")
+        for t in tasks.values()
+    )
+    assert tasks["parse"]["depends"] == "fetch.Succeeded"
+    assert "when" not in tasks["parse"]  # continue: runs after any end of fetch's call
     payload = next(
         p["value"] for p in tasks["parse"]["arguments"]["parameters"] if p["name"] == "payload"
     )
-    assert payload.startswith("{{=tasks['fetch'].status == 'Succeeded' ? ")
-    assert tasks["save"]["depends"] == "parse.Succeeded"
-    assert tasks["report"]["depends"] == "(parse.Failed || parse.Errored)"
+    assert payload.startswith(
+        "{{=(tasks['fetch'].status == 'Succeeded' && "
+        "tasks['fetch'].outputs.parameters.status == 'Succeeded') ? "
+    )
+    assert "fromJSON(tasks['fetch'].outputs.parameters.result)" in payload
+    assert tasks["save"]["depends"] == tasks["report"]["depends"] == "parse.Succeeded"
+    assert "outputs.parameters.status == 'Succeeded'" in tasks["save"]["when"]
+    assert "outputs.parameters.status != 'Succeeded'" in tasks["report"]["when"]
     report = next(
         p["value"] for p in tasks["report"]["arguments"]["parameters"] if p["name"] == "payload"
     )
     assert "'error'" in report
     assert "'input'" in report
     assert "'step': 'parse'" in report
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_only_steps_with_on_error_are_guarded(case: str) -> None:
+    """A genuine failure of a step without on_error must still fail the job."""
+    workflow = (
+        example(case.removeprefix("example-"))
+        if case.startswith("example-")
+        else example("order-intake")
+        if case == "mode-container"
+        else validate_workflow(STEP_CASES[case])
+    )
+    handles = {s.id: s.on_error != "fail" for s in workflow.spec.steps}
+    seen = 0
+    for template in bundle_for(case).workflow_template["spec"]["templates"]:
+        for task in (template.get("dag") or {}).get("tasks") or ():
+            args = {
+                p["name"]: p.get("value") for p in task.get("arguments", {}).get("parameters", ())
+            }
+            if "step-id" in args and not template["name"].startswith("try-"):
+                seen += 1
+                assert task["template"].startswith("try-") == handles[args["step-id"]], task["name"]
+    assert seen > 0
 
 
 def test_a_step_on_several_paths_runs_once_per_path() -> None:
@@ -1020,6 +1071,13 @@ def test_check_argo_finds_undeclared_parameters_and_unknown_dependencies() -> No
     assert "input parameter 'nope' is used but not declared" in text
     assert "workflow parameter 'missing' is used but not declared" in text
     assert "depends on unknown task 'zz'" in text
+
+
+def test_check_argo_refuses_continue_on_in_a_dag_using_depends() -> None:
+    continues = {"continueOn": {"failed": True}}
+    assert check_argo(_dag_document([_task("a", **continues), _task("b")])) == []
+    document = _dag_document([_task("a", **continues), _task("b", "a")])
+    assert "uses depends, so continueOn cannot be used in it" in messages(document)
 
 
 def test_check_argo_checks_cron_workflows() -> None:
