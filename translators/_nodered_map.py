@@ -137,9 +137,14 @@ def _named(node: Mapping[str, Any], body: dict[str, Any]) -> dict[str, Any]:
 def _checked(node: Mapping[str, Any], mapping: NodeMapping) -> NodeMapping:
     """Validate the step bodies on their own; a body the IR refuses keeps the node native."""
     for body in mapping.steps:
-        probe = json_copy(body)
-        for case in probe.get("cases", []):
-            case["next"] = ["probe"]
+        # Validation does not change what it reads: a shallow copy with the fields the probe
+        # fills in (targets that exist only once the graph is built) is enough.
+        probe = dict(body)
+        if isinstance(probe.get("cases"), list):
+            probe["cases"] = [
+                {**case, "next": ["probe"]} if isinstance(case, dict) else case
+                for case in probe["cases"]
+            ]
         if probe["kind"] == "join":
             probe["split"] = "probe"
         try:
