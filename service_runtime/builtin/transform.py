@@ -145,7 +145,8 @@ class Transform:
     def apply(self, payload: Any, *, input_where: str = "payload") -> Payload:
         """Apply the ops to each item of ``payload`` and return the new payload.
 
-        ``payload`` is not modified. An object gives an object, an array gives an array.
+        ``payload`` is not modified. An object gives an object, an array gives an array. Items
+        must be objects, unless the first op is a ``jsonata`` one (it replaces the item).
 
         Raises:
             ValidationError: an item is not an object, an op does not fit an item (e.g. a path
@@ -153,8 +154,11 @@ class Transform:
         """
         single = not isinstance(payload, list)
         items: list[Any] = [payload] if single else list(payload)
+        # A first jsonata op replaces the whole item and reads any JSON value, so it may start
+        # from a string or a number (a Node-RED inject's timestamp); the others need an object.
+        replaces_first = bool(self._ops) and self._ops[0].kind == "jsonata"
         for n, item in enumerate(items):
-            if not isinstance(item, dict):
+            if not isinstance(item, dict) and not replaces_first:
                 location = input_where if single else f"{input_where}[{n}]"
                 raise ValidationError(
                     "transform input must be an object or an array of objects",
@@ -188,7 +192,16 @@ class Transform:
         expression.set_output_convert_nulls(False)
         return expression
 
-    def _apply_op(self, op: _Op, item: dict[str, Any], expression: Any) -> dict[str, Any]:
+    def _apply_op(self, op: _Op, value: Any, expression: Any) -> dict[str, Any]:
+        if op.kind == "jsonata":  # replaces the item; reads any JSON value
+            result = self._evaluate(expression, value)
+            if not isinstance(result, dict):
+                shown = "nothing (undefined)" if result is _UNDEFINED else _kind(result)
+                raise _OpError("expr", f"the expression gave {shown}; it must give an object")
+            return result
+        if not isinstance(value, dict):  # only a first jsonata op may see a non-object
+            raise _OpError("path", f"is {_kind(value)}, not an object")
+        item: dict[str, Any] = value
         if op.kind == "set":
             if expression is None:
                 _set(item, op.path, copy.deepcopy(op.value))
@@ -200,21 +213,15 @@ class Transform:
         if op.kind == "delete":
             _pop(item, op.path)
             return item
-        if op.kind == "move":
-            found, value = _pop(item, op.path)
-            if found:
-                try:
-                    _set(item, op.to, value)
-                except _OpError as exc:
-                    raise _OpError("to", exc.message) from exc
-            return item
-        result = self._evaluate(expression, item)
-        if not isinstance(result, dict):
-            shown = "nothing (undefined)" if result is _UNDEFINED else _kind(result)
-            raise _OpError("expr", f"the expression gave {shown}; it must give an object")
-        return result
+        found, moved = _pop(item, op.path)  # move
+        if found:
+            try:
+                _set(item, op.to, moved)
+            except _OpError as exc:
+                raise _OpError("to", exc.message) from exc
+        return item
 
-    def _evaluate(self, expression: Any, item: dict[str, Any]) -> Any:
+    def _evaluate(self, expression: Any, item: Any) -> Any:
         try:
             raw = expression.evaluate(item)
         except RecursionError as exc:

@@ -1050,3 +1050,16 @@ def test_service_lists() -> None:
     assert [s.price.per_call_micros for s in builtins] == [0, 0, 0, 0]
     assert builtins[0].inline
     assert not builtins[2].inline
+
+
+def test_a_first_jsonata_op_may_replace_a_value_that_is_not_an_object() -> None:
+    # A Node-RED template or change node that replaces the payload starts from whatever the
+    # inject sent (a timestamp): the expression reads any JSON value and must give an object.
+    replace = Transform.parse(
+        [{"op": "jsonata", "expr": '{"at": $}'}, {"op": "set", "path": "x", "value": 1}]
+    )
+    assert replace.apply(1700000000000) == {"at": 1700000000000, "x": 1}
+    assert replace.apply("text") == {"at": "text", "x": 1}
+    with pytest.raises(ValidationError) as info:
+        Transform.parse([{"op": "set", "path": "x", "value": 1}]).apply(42)
+    assert info.value.problems == [("payload", "is a number, not an object")]
