@@ -49,6 +49,13 @@ STEPS = [
     {"id": "last", "kind": "service", "service": "inc"},
 ]
 
+# A pause between two calls: time to block the account or cancel the job in between.
+PAUSED = [
+    {"id": "first", "kind": "service", "service": "inc", "next": ["wait"]},
+    {"id": "wait", "kind": "delay", "seconds": 1.5, "next": ["second"]},
+    {"id": "second", "kind": "service", "service": "inc"},
+]
+
 
 def workflow(name: str, engine: str, steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
@@ -139,12 +146,7 @@ async def test_jobs_on_node_red_match_the_step_engine(fluxo: Fluxo) -> None:
 
 
 async def test_a_blocked_account_fails_the_job_at_its_next_service_step(fluxo: Fluxo) -> None:
-    steps = [
-        {"id": "first", "kind": "service", "service": "inc", "next": ["wait"]},
-        {"id": "wait", "kind": "delay", "seconds": 1.5, "next": ["second"]},
-        {"id": "second", "kind": "service", "service": "inc"},
-    ]
-    await fluxo.platform.jobs.apply(workflow("blocked-nr", "nodered", steps), ACME)
+    await fluxo.platform.jobs.apply(workflow("blocked-nr", "nodered", PAUSED), ACME)
     job = await fluxo.platform.jobs.create(ACME, "blocked-nr", {"n": 1})
     await until_steps(fluxo, job.id, 1)
     await fluxo.platform.accounts.set_blocked("acme", True, "unpaid invoice")
@@ -157,12 +159,7 @@ async def test_a_blocked_account_fails_the_job_at_its_next_service_step(fluxo: F
 
 
 async def test_cancel_stops_the_run_at_its_next_call(fluxo: Fluxo) -> None:
-    steps = [
-        {"id": "first", "kind": "service", "service": "inc", "next": ["wait"]},
-        {"id": "wait", "kind": "delay", "seconds": 1.5, "next": ["second"]},
-        {"id": "second", "kind": "service", "service": "inc"},
-    ]
-    await fluxo.platform.jobs.apply(workflow("cancel-nr", "nodered", steps), ACME)
+    await fluxo.platform.jobs.apply(workflow("cancel-nr", "nodered", PAUSED), ACME)
     job = await fluxo.platform.jobs.create(ACME, "cancel-nr", {"n": 1})
     await until_steps(fluxo, job.id, 1)
     cancelled = await fluxo.platform.jobs.cancel(ACME, job.id)
