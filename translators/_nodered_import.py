@@ -357,6 +357,12 @@ def _trigger(member: _Member, workflow: str, starts: list[str]) -> tuple[Trigger
     ok, payload = typed_value(node.get("payload"), node.get("payloadType", "date"))
     if not ok or node.get("payloadType", "date") == "date":
         payload = None
+    props = node.get("props")
+    sets = (
+        tuple(str(p.get("p")) for p in props if isinstance(p, dict) and p.get("p"))
+        if isinstance(props, list)
+        else ("payload", "topic")
+    )
     once = bool(node.get("once"))
     crontab = str(node.get("crontab") or "").strip()
     repeat = str(node.get("repeat") or "").strip()
@@ -371,6 +377,7 @@ def _trigger(member: _Member, workflow: str, starts: list[str]) -> tuple[Trigger
             schedule=crontab,
             once=once,
             payload=payload,
+            sets=sets,
         ), reason
     interval = typed_value(repeat, "num")[1] if repeat else None
     if isinstance(interval, int | float) and interval > 0:
@@ -384,10 +391,11 @@ def _trigger(member: _Member, workflow: str, starts: list[str]) -> tuple[Trigger
             interval_s=float(interval),
             once=once,
             payload=payload,
+            sets=sets,
         ), reason
     reason = "inject -> manual trigger" + (" (also fired once on deploy)" if once else "")
     return Trigger(
-        "manual", workflow, member.id, name, tuple(starts), once=once, payload=payload
+        "manual", workflow, member.id, name, tuple(starts), once=once, payload=payload, sets=sets
     ), reason
 
 

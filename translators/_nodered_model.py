@@ -111,6 +111,7 @@ class Trigger:
         interval_s: the repeat interval of an inject, in seconds.
         once: whether the inject fires once when the flow is deployed.
         payload: what the inject sends, when it is a literal (else None).
+        sets: the message properties an inject sets (``payload``, ``topic``, ``reset``...).
         method, path: the HTTP method and path of an ``http in`` node.
     """
 
@@ -123,6 +124,7 @@ class Trigger:
     interval_s: float | None = None
     once: bool = False
     payload: Any = None
+    sets: tuple[str, ...] = ()
     method: str | None = None
     path: str | None = None
 

@@ -23,11 +23,12 @@ node's string, number or timestamp) enters a job.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxo_core.ir import NativeStep, Workflow
 from service_runtime.builtin.nodered_nodes import node_problem
+from translators.nodered import Trigger
 
 __all__ = [
     "CONTENT_TYPE_HEADER",
@@ -83,13 +84,23 @@ def native_ports(step: NativeStep, workflow: Workflow) -> list[list[str]] | str:
     )
 
 
-def step_runnable(workflow: Workflow) -> tuple[bool, list[str]]:
+def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple[bool, list[str]]:
     """Whether the step engine can run ``workflow``, and if not, every reason why.
 
     Pure (no I/O): the step engine's ``deploy`` refuses what this refuses, and the differential
     test against a real Node-RED checks what it accepts. Services are not looked up here.
+    ``triggers``: the import's entry nodes; an inject that sends ``msg.reset`` or ``msg.flush``
+    to a delay acts on the messages that delay holds, and the step engine's delay holds none.
     """
     reasons: list[str] = []
+    if any(s.kind == "delay" for s in workflow.spec.steps):
+        for trigger in triggers:
+            controls = sorted(set(trigger.sets) & {"reset", "flush"})
+            if trigger.workflow == workflow.metadata.name and controls:
+                reasons.append(
+                    f"inject {trigger.node_id} sends msg.{'/'.join(controls)} to a delay, which "
+                    "acts on the messages the delay holds; the step engine's delay holds none"
+                )
     for step in workflow.spec.steps:
         if step.kind in _PLAIN_KINDS:
             continue

@@ -19,13 +19,17 @@ Node types (:data:`SUPPORTED_TYPES`), each as its Node-RED 4 implementation beha
 * ``json``: JSON text <-> object in both directions (``action``, ``property``, ``pretty``, and
   ``msg.schema`` validation);
 * ``csv`` (legacy mode, the default): text with a header line or column names into objects
-  (one message per row, or one array), and objects or arrays into CSV text.
+  (one message per row, or one array), and objects or arrays into CSV text;
+* ``change`` (set/change/delete/move of msg properties), ``switch`` (every rule but the
+  sequence ones), ``range`` and ``sort`` (of an array in the message): see
+  :mod:`service_runtime.builtin.nodered_rules`.
 
 Context (``flow``/``global``) lives for the call only; ``env`` holds the node's ``NR_*``
 variables plus what the caller passes, never the worker's environment. What depends on earlier
-messages (csv headers sent ``once``, csv sequences joined across messages, RFC 4180 mode) is
-refused with a :class:`ServiceError` naming the node, as is any other node type:
-:func:`node_problem` tells a caller beforehand whether a node can run here.
+messages (csv headers sent ``once``, csv sequences joined across messages, RFC 4180 mode,
+flow/global context in rules, switch and sort on message sequences) is refused with a
+:class:`ServiceError` naming the node, as is any other node type: :func:`node_problem` tells a
+caller beforehand whether a node can run here.
 """
 
 from __future__ import annotations
@@ -50,20 +54,28 @@ from service_runtime.builtin.nodered_function import (
     function_reads_context,
     run_function,
 )
+from service_runtime.builtin.nodered_rules import (
+    RULE_TYPES,
+    UNDEFINED,
+    js_string,
+    rules_problem,
+    run_rule_node,
+)
 from service_runtime.sdk import Outputs, Service
 
 __all__ = [
     "NODERED_NODE_SCHEMA",
     "NODERED_NODE_SERVICE",
     "SUPPORTED_TYPES",
+    "js_string",
     "node_problem",
     "nodered_node_service",
     "run_node",
 ]
 
 NODERED_NODE_SERVICE = "nodered-node"
-SUPPORTED_TYPES = frozenset({"function", "template", "json", "csv"})
-_MISSING: Any = object()
+SUPPORTED_TYPES = frozenset({"function", "template", "json", "csv"}) | RULE_TYPES
+_MISSING: Any = UNDEFINED
 
 NODERED_NODE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -87,6 +99,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     kind = str(node.get("type", ""))
     if kind not in SUPPORTED_TYPES:
         return f"the {kind!r} node type runs only on Node-RED (supported: {_supported()})"
+    if kind in RULE_TYPES:
+        return rules_problem(node)
     if kind == "function":
         if not isinstance(node.get("func"), str):
             return "it has no code (func)"
@@ -148,6 +162,8 @@ def run_node(
         return _json(node, message)
     if kind == "csv":
         return _csv(node, message)
+    if kind in RULE_TYPES:
+        return run_rule_node(node, message, env or {}, _fail)
     raise ServiceError(
         f"{_label(node)}: the {kind!r} node type runs only on Node-RED (the step engine "
         f"supports {_supported()}); set spec.engine: nodered for this workflow",
@@ -183,7 +199,7 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
         name=NODERED_NODE_SERVICE,
         version="1",
         handler=handle,
-        description="Run one Node-RED node (function, template, json, csv) on one message.",
+        description=f"Run one Node-RED node ({_supported()}) on one message.",
         input_schema=NODERED_NODE_SCHEMA,
         # Not inline: a function body may run for its whole CPU budget.
         inline=False,
@@ -254,31 +270,6 @@ def _put(target: Any, key: PathKey, value: Any) -> None:
         target[key] = value
     elif isinstance(target, dict):
         target[str(key)] = value
-
-
-def js_string(value: Any) -> str:
-    """``String(value)`` as JavaScript prints it (numbers, arrays, objects, null)."""
-    if value is None or value is _MISSING:
-        return "null" if value is None else "undefined"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return _js_number(value)
-    if isinstance(value, int | str):
-        return str(value)
-    if isinstance(value, list):
-        return ",".join("" if v is None else js_string(v) for v in value)
-    return "[object Object]"
-
-
-def _js_number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    if value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    return repr(value)
 
 
 def js_json(value: Any, indent: int = 0) -> str:

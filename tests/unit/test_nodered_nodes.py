@@ -206,3 +206,308 @@ def test_errors_keep_their_details_across_the_process_boundary() -> None:
         )
     finally:
         sandbox.close()
+
+
+# --- change, switch, range, sort (expected values checked against Node-RED 4.1's own nodes) -----
+
+
+def change(*rules: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "c1",
+        "type": "change",
+        "name": "chg",
+        "rules": [{"pt": "msg", **r} for r in rules],
+    }
+
+
+def only(sent: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    assert [port for port, _ in sent] == [0], sent
+    return sent[0][1]
+
+
+def test_change_sets_typed_values_on_nested_paths_creating_what_is_missing() -> None:
+    node = change(
+        {"t": "set", "p": "a.b[1].c", "to": "x", "tot": "str"},
+        {"t": "set", "p": "n", "to": " 0x10 ", "tot": "num"},
+        {"t": "set", "p": "flag", "to": "TRUE", "tot": "bool"},
+        {"t": "set", "p": "j", "to": '{"k": [1, 2]}', "tot": "json"},
+        {"t": "set", "p": "q['w e']", "to": "topic", "tot": "msg"},
+        {"t": "set", "p": "payload[msg.topic]", "to": "1", "tot": "num"},
+    )
+    out = only(run_node(node, {"payload": {}, "topic": "t"}))
+    assert out == {
+        "payload": {"t": 1},
+        "topic": "t",
+        "a": {"b": [None, {"c": "x"}]},
+        "n": 16,
+        "flag": True,
+        "j": {"k": [1, 2]},
+        "q": {"w e": "t"},
+    }
+    # a property below a string cannot be set: the rule does nothing, the message goes on
+    blocked = change({"t": "set", "p": "n.x", "to": "1", "tot": "str"})
+    assert only(run_node(blocked, {"n": 5})) == {"n": 5}
+
+
+def test_change_set_from_a_missing_property_deletes_and_msg_values_are_shared() -> None:
+    missing = change({"t": "set", "p": "payload", "to": "nothing", "tot": "msg"})
+    assert only(run_node(missing, {"payload": 1, "topic": "t"})) == {"topic": "t"}
+    # without deep copy the two properties are one object, as in JavaScript
+    shared = change(
+        {"t": "set", "p": "payload", "to": "o", "tot": "msg"},
+        {"t": "set", "p": "o.a", "to": "changed", "tot": "str"},
+    )
+    assert only(run_node(shared, {"o": {"a": 1}}))["payload"] == {"a": "changed"}
+    copied = change(
+        {"t": "set", "p": "payload", "to": "o", "tot": "msg", "dc": True},
+        {"t": "set", "p": "o.a", "to": "changed", "tot": "str"},
+    )
+    assert only(run_node(copied, {"o": {"a": 1}}))["payload"] == {"a": 1}
+
+
+def test_change_jsonata_sees_the_message_and_node_red_bindings() -> None:
+    node = change(
+        {"t": "set", "p": "payload", "to": "payload & ', World!'", "tot": "jsonata"},
+        {"t": "set", "p": "count", "to": "$count(items)", "tot": "jsonata"},
+        {"t": "set", "p": "legacy", "to": "msg.topic", "tot": "jsonata"},
+        {
+            "t": "set",
+            "p": "who",
+            "to": "$env('NR_NODE_ID') & '/' & $env('NR_NODE_NAME')",
+            "tot": "jsonata",
+        },
+        {"t": "set", "p": "rem", "to": "2.5 % 2", "tot": "jsonata"},
+        {"t": "set", "p": "topic", "to": "nothing", "tot": "jsonata"},  # undefined: deletes
+    )
+    out = only(run_node(node, {"payload": "Hello", "items": [1, 2], "topic": "t"}))
+    assert out == {
+        "payload": "Hello, World!",
+        "items": [1, 2],
+        "count": 2,
+        "legacy": "t",
+        "who": "c1/chg",
+        "rem": 0.5,
+    }
+    bad = change({"t": "set", "p": "payload", "to": "$number('x') + 1", "tot": "jsonata"})
+    with pytest.raises(ServiceError, match=r"change node c1 \(chg\): invalid JSONata"):
+        run_node(bad, {"payload": 1})
+
+
+def test_change_replaces_in_strings_numbers_and_booleans() -> None:
+    def run(rule: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
+        return only(run_node(change({"t": "change", "p": "payload", **rule}), msg))
+
+    text = {"payload": "Hello World hello"}
+    assert run({"from": "hello", "fromt": "str", "to": "bye", "tot": "str"}, text)["payload"] == (
+        "Hello World bye"
+    )
+    # regex with JavaScript replacement patterns; the whole string equal to `from` takes `to`'s type
+    swapped = run(
+        {"from": "(\\w+) (\\w+)", "fromt": "re", "to": "$2 $1 [$&] $$", "tot": "str"}, text
+    )
+    assert swapped["payload"] == "World Hello [Hello World] $ hello"
+    assert run({"from": "Hello World hello", "fromt": "str", "to": "7", "tot": "num"}, text) == {
+        "payload": 7
+    }
+    assert run({"from": "x*", "fromt": "re", "to": "-", "tot": "str"}, {"payload": "ab"}) == {
+        "payload": "-a-b-"
+    }
+    # numbers and booleans are only replaced when equal to `from`
+    assert run({"from": "42", "fromt": "num", "to": "X", "tot": "str"}, {"payload": 42}) == {
+        "payload": "X"
+    }
+    assert run({"from": "4", "fromt": "num", "to": "X", "tot": "str"}, {"payload": 42}) == {
+        "payload": 42
+    }
+    assert run(
+        {"from": "true", "fromt": "bool", "to": "false", "tot": "bool"}, {"payload": True}
+    ) == {"payload": False}
+    # a string turned into "true" becomes the boolean when `to` is a boolean
+    assert run(
+        {"from": "yes", "fromt": "str", "to": "true", "tot": "bool"}, {"payload": "yes!"}
+    ) == {"payload": "true!"}
+
+
+def test_change_delete_and_move() -> None:
+    msg = {"payload": {"a": [1, 2, 3]}, "topic": "t"}
+    deleted = only(run_node(change({"t": "delete", "p": "payload.a[0]"}), msg))
+    assert deleted == {"payload": {"a": [2, 3]}, "topic": "t"}  # an array element is spliced out
+    moved = only(run_node(change({"t": "move", "p": "topic", "to": "payload", "tot": "msg"}), msg))
+    assert moved == {"payload": "t"}
+    down = change({"t": "move", "p": "payload", "to": "new.deep", "tot": "msg"})
+    assert only(run_node(down, msg)) == {"topic": "t", "new": {"deep": {"a": [1, 2, 3]}}}
+    up = change({"t": "move", "p": "payload.a", "to": "payload", "tot": "msg"})
+    assert only(run_node(up, msg)) == {"payload": [1, 2, 3], "topic": "t"}
+
+
+def test_change_old_format_and_problems() -> None:
+    old = {
+        "id": "c2",
+        "type": "change",
+        "action": "replace",
+        "property": "payload",
+        "to": "msg.topic",
+    }
+    assert only(run_node(old, {"payload": 1, "topic": "t"})) == {"payload": "t", "topic": "t"}
+    assert node_problem(change({"t": "set", "p": "payload", "to": "x", "tot": "str"})) is None
+    refused = {
+        "changes flow context": {"t": "set", "p": "count", "pt": "flow", "to": "1", "tot": "num"},
+        "reads global context": {"t": "set", "p": "payload", "to": "x", "tot": "global"},
+        "flow/global context": {"t": "set", "p": "p", "to": "$flowContext('n')", "tot": "jsonata"},
+        "environment variable HOME": {"t": "set", "p": "payload", "to": "HOME", "tot": "env"},
+        "Date object or moment format": {"t": "set", "p": "p", "to": "YYYY", "tot": "date"},
+        "does not parse": {"t": "set", "p": "p", "to": "{bad", "tot": "json"},
+        "is NaN": {"t": "set", "p": "p", "to": "abc", "tot": "num"},
+        "$moment": {"t": "set", "p": "p", "to": "$moment()", "tot": "jsonata"},
+    }
+    for reason, rule in refused.items():
+        assert reason in (node_problem(change(rule)) or ""), reason
+
+
+def switch(*rules: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    base = {"id": "s1", "type": "switch", "property": "payload", "propertyType": "msg"}
+    return {**base, "rules": list(rules), "checkall": "true", "outputs": len(rules), **extra}
+
+
+def ports(node: dict[str, Any], payload: Any) -> list[int]:
+    return [port for port, _ in run_node(node, {"payload": payload, "topic": "t"})]
+
+
+def test_switch_compares_as_javascript_does() -> None:
+    eq10 = switch({"t": "eq", "v": "10", "vt": "num"})
+    assert [ports(eq10, v) for v in (10, "10", " 10 ", "0xa", [10], 11, None)] == [
+        [0],
+        [0],
+        [0],
+        [0],
+        [0],
+        [],
+        [],
+    ]
+    lt = switch({"t": "lt", "v": "10", "vt": "str"})
+    assert [ports(lt, v) for v in ("9", "1000", 9, None, "abc")] == [[], [], [0], [0], []]
+    between = switch({"t": "btwn", "v": "10", "vt": "num", "v2": "1", "v2t": "num"})
+    assert [ports(between, v) for v in (1, 5, 10, 11, "5")] == [[0], [0], [0], [], [0]]
+    topic = switch({"t": "eq", "v": "topic", "vt": "msg"})
+    assert ports(topic, "t") == [0]
+
+
+def test_switch_rule_kinds() -> None:
+    rules = {
+        "cont": ({"t": "cont", "v": "1", "vt": "num"}, [[1, 2], "x", 21]),
+        "regex": ({"t": "regex", "v": "^a.c$", "vt": "str", "case": True}, ["ABC", "abcd", "a\nc"]),
+        "true": ({"t": "true"}, [True, "true", 1]),
+        "null": ({"t": "null"}, [None, 0, ""]),
+        "empty": ({"t": "empty"}, ["", [], {}]),
+        "nempty": ({"t": "nempty"}, [0, [0], {"a": 1}]),
+        "istype json": ({"t": "istype", "v": "json", "vt": "json"}, ['{"a":1}', [1], {}]),
+        "istype number": ({"t": "istype", "v": "number", "vt": "number"}, [1, "1", True]),
+        "istype object": ({"t": "istype", "v": "object", "vt": "object"}, [{}, [], None]),
+        "hask": ({"t": "hask", "v": "length", "vt": "str"}, ["abc", {"length": 1}, 5]),
+        "jsonata_exp": ({"t": "jsonata_exp", "v": "payload % 2 = 1", "vt": "jsonata"}, [3, 4, 2.5]),
+    }
+    got = {name: [ports(switch(rule), v) for v in values] for name, (rule, values) in rules.items()}
+    assert got == {
+        "cont": [[0], [], [0]],
+        "regex": [[0], [], []],
+        "true": [[0], [], []],
+        "null": [[0], [], []],
+        "empty": [[0], [0], [0]],
+        "nempty": [[], [0], [0]],
+        "istype json": [[0], [0], []],
+        "istype number": [[0], [], []],
+        "istype object": [[0], [], []],
+        "hask": [[0], [0], []],
+        "jsonata_exp": [[0], [], []],
+    }
+
+
+def test_switch_otherwise_checkall_and_jsonata_property() -> None:
+    rules = [
+        {"t": "gt", "v": "0", "vt": "num"},
+        {"t": "else"},
+        {"t": "lt", "v": "5", "vt": "num"},
+        {"t": "else"},
+    ]
+    every = switch(*rules)
+    assert [ports(every, v) for v in (3, -1, 7)] == [[0, 2], [1, 2], [0, 3]]
+    first = switch(*rules, checkall="false")
+    assert [ports(first, v) for v in (3, -1, 7)] == [[0], [1], [0]]
+    # Node-RED reads `n.checkall || "true"`: only the string "false" stops at the first match
+    assert ports(switch(*rules, checkall=False), 3) == [0, 2]
+    parity = switch(
+        {"t": "true"}, {"t": "false"}, property="payload % 2 = 0", propertyType="jsonata"
+    )
+    assert [ports(parity, v) for v in (4, 3, "x")] == [[0], [1], []]
+    # every port gets its own copy of the message
+    sent = run_node(every, {"payload": 3})
+    assert sent[0][1] == sent[1][1]
+    assert sent[0][1] is not sent[1][1]
+
+
+def test_switch_problems() -> None:
+    assert node_problem(switch({"t": "eq", "v": "1", "vt": "num"})) is None
+    refused = {
+        "place in a sequence": switch({"t": "head", "v": "2", "vt": "num"}),
+        "recreates message sequences": switch({"t": "else"}, repair=True),
+        "reads flow context": switch({"t": "eq", "v": "1"}, property="state", propertyType="flow"),
+        "previous message": switch({"t": "eq", "v": "", "vt": "prev"}),
+        "reads global context": switch({"t": "eq", "v": "x", "vt": "global"}),
+        "unknown operator": switch({"t": "nope"}),
+    }
+    for reason, node in refused.items():
+        assert reason in (node_problem(node) or ""), reason
+
+
+def rng(action: str, *, rnd: bool = False, **extra: Any) -> dict[str, Any]:
+    limits = {"minin": "0", "maxin": "10", "minout": "0", "maxout": "100"}
+    return {"id": "r1", "type": "range", "action": action, "round": rnd, **limits, **extra}
+
+
+def test_range_scale_clamp_roll_drop_and_round() -> None:
+    def values(node: dict[str, Any], *inputs: Any) -> list[Any]:
+        return [m["payload"] for v in inputs for _, m in run_node(node, {"payload": v})]
+
+    assert values(rng("scale"), 5, "2.5", -5, 12, True, None) == [50, 25, -50, 120, 10, 0]
+    assert values(rng("clamp"), -5, 12, 3) == [0, 100, 30]
+    assert values(rng("roll"), 12, -1, 10) == [20, 90, 0]
+    assert values(rng("drop"), -1, 5, 11) == [50]
+    # rounding: maxout 9.5 floors to 9, Math.round(4.5) is 5
+    assert values(rng("scale", rnd=True, maxout="9.5"), 5, 10, 0.5) == [5, 9, 0]
+    # reversed input range: both ranges swap
+    assert values(rng("scale", minin="10", maxin="0"), 2) == [80]
+    # not a number: nothing is sent; no property: the message passes unchanged
+    assert run_node(rng("scale"), {"payload": "x"}) == []
+    assert run_node(rng("scale", property="p"), {"topic": "t"}) == [(0, {"topic": "t"})]
+    with pytest.raises(ServiceError, match=r"range node r1: Cannot read properties of undefined"):
+        run_node(rng("scale", property="p.q"), {"topic": "t"})  # Node-RED throws too
+    assert "empty" in (node_problem(rng("scale", maxin="0")) or "")
+    assert "not a finite number" in (node_problem(rng("scale", minout="x")) or "")
+
+
+def sort_node(**extra: Any) -> dict[str, Any]:
+    base = {"id": "o1", "type": "sort", "order": "ascending", "as_num": False}
+    return {**base, "target": "payload", "targetType": "msg", "msgKeyType": "elem", **extra}
+
+
+def test_sort_an_array_in_the_message() -> None:
+    def sort(node: dict[str, Any], payload: Any) -> Any:
+        return only(run_node(node, {"payload": payload}))["payload"]
+
+    assert sort(sort_node(), [3, 1, 10, 2]) == [1, 2, 3, 10]
+    assert sort(sort_node(), ["10", "9", "1"]) == ["1", "10", "9"]  # strings compare as text
+    assert sort(sort_node(as_num=True), ["10", "9", "1"]) == ["1", "9", "10"]
+    assert sort(sort_node(order="descending"), ["b", "a", "C"]) == ["b", "a", "C"]
+    items = [{"price": 3, "name": "x"}, {"price": 1, "name": "y"}, {"price": 3, "name": "a"}]
+    by_price = sort(sort_node(msgKey="price", msgKeyType="jsonata"), items)
+    assert [i["name"] for i in by_price] == ["y", "x", "a"]  # stable
+    key = '$substring("0000" & $string(price), -4) & name'
+    assert [i["name"] for i in sort(sort_node(msgKey=key, msgKeyType="jsonata"), items)] == [
+        "y",
+        "a",
+        "x",
+    ]
+    assert run_node(sort_node(), {"payload": "not an array"}) == []
+    with pytest.raises(ServiceError, match="mix types"):
+        run_node(sort_node(), {"payload": [1, "a"]})
+    assert "message sequence" in (node_problem(sort_node(targetType="seq")) or "")

@@ -55,7 +55,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "nodered" / "step_runnable.txt"
 ME = Principal(account_id="acme", user_id="ada")
 QUIET_S = 0.6  # no capture for this long after an inject: the flow is done
-SLOW_QUIET_S = 3.0  # the same for flows with timers (a function's setTimeout of 2 s)
+SLOW_QUIET_S = 4.5  # the same for flows with timers (a setTimeout of 2 s, a delay node of 3 s)
 MAX_WAIT_S = 8.0
 
 
@@ -225,7 +225,7 @@ async def _compare(
 ) -> Outcome:
     data = json.loads(path.read_text())
     imp = from_nodered(data, name="example")
-    verdicts = [step_runnable(w) for w in imp.workflows]
+    verdicts = [step_runnable(w, imp.triggers) for w in imp.workflows]
     outcome = Outcome(
         str(path.relative_to(examples)),
         all(ok for ok, _ in verdicts),
@@ -233,7 +233,9 @@ async def _compare(
     )
     if not outcome.runnable:
         return outcome
-    capture.quiet_s = SLOW_QUIET_S if "setTimeout" in path.read_text() else QUIET_S
+    text = path.read_text()
+    timed = "setTimeout" in text or '"type":"delay"' in text.replace(" ", "")
+    capture.quiet_s = SLOW_QUIET_S if timed else QUIET_S
     flow = observable_flow(to_nodered_flows(imp.workflows, source=imp.source), capture.url)
     response = await client.post("flows", json=flow, headers={"Node-RED-Deployment-Type": "full"})
     response.raise_for_status()
