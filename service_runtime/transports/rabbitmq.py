@@ -128,20 +128,36 @@ class _Link:
         if channel is not None and not channel.is_closed:
             return channel
         async with self._lock:
-            if self._conn is None or self._conn.is_closed:
-                self._conn = await aio_pika.connect(
-                    self._url,
-                    timeout=self._timeout_s,
-                    client_properties={"connection_name": self._name},
-                )
-                self.declared.clear()
-                self.warm.clear()
-            if self._channel is None or self._channel.is_closed:
-                self._channel = await self._conn.channel(
-                    publisher_confirms=self._confirms, on_return_raises=self._confirms
-                )
-                self.queues.clear()
+            for attempt in (1, 2):
+                if self._conn is None or self._conn.is_closed:
+                    await self._connect()
+                assert self._conn is not None
+                if self._channel is None or self._channel.is_closed:
+                    try:
+                        self._channel = await self._conn.channel(
+                            publisher_confirms=self._confirms, on_return_raises=self._confirms
+                        )
+                    except RuntimeError:
+                        # aiormq says "closed" here when the broker closed the connection
+                        # (e.g. INTERNAL_ERROR "noproc") before aio_pika marked it closed:
+                        # open a new connection, once.
+                        if attempt == 2:
+                            raise
+                        self._conn = None
+                        continue
+                    self.queues.clear()
+                break
+            assert self._channel is not None
             return self._channel
+
+    async def _connect(self) -> None:
+        self._conn = await aio_pika.connect(
+            self._url,
+            timeout=self._timeout_s,
+            client_properties={"connection_name": self._name},
+        )
+        self.declared.clear()
+        self.warm.clear()
 
     @property
     def broken(self) -> bool:
