@@ -276,7 +276,7 @@ def _dependencies(
     own: Iterable[Mapping[str, Any]], source: NodeRedSource, done: set[str]
 ) -> set[str]:
     """Ids of the shared config nodes and subflows (with their nodes) that ``own`` needs."""
-    by_id = {str(n["id"]): n for n in source.nodes}
+    by_id = source.by_id
     configs = {
         nid: n
         for nid, n in by_id.items()
@@ -324,7 +324,7 @@ class _Merger:
     ):
         self.workflow = workflow
         self.ws = ws
-        self.by_id = {str(n["id"]): n for n in source.nodes}
+        self.by_id = source.by_id
         self.ctx = RenderContext(workflow, options, bookkeeping=False)
         self.current = workflow.spec.steps_by_id()
         self.imported = ws.imported.spec.steps_by_id()
@@ -495,8 +495,7 @@ def _merged(
 ) -> dict[str, list[dict[str, Any]]]:
     """``{source node id: its replacement}`` (``""``: nodes of steps added in Fluxo)."""
     if workflow.spec == ws.imported.spec:
-        by_id = {str(n["id"]): n for n in source.nodes}
-        verbatim = {nid: [json_copy(by_id[nid])] for nid in ws.node_ids}
+        verbatim = {nid: [json_copy(source.by_id[nid])] for nid in ws.node_ids}
         return {**verbatim, "": []}
     return _Merger(workflow, ws, source, options).merge()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from collections import Counter
 from collections.abc import Mapping
@@ -169,6 +170,11 @@ class NodeRedSource:
     nodes: tuple[Mapping[str, Any], ...]
     workflows: Mapping[str, WorkflowSource]
     owner: Mapping[str, str] = field(default_factory=dict)
+
+    @functools.cached_property
+    def by_id(self) -> dict[str, Mapping[str, Any]]:
+        """The nodes by id, built once (an export looks nodes up for every workflow)."""
+        return {str(n["id"]): n for n in self.nodes}
 
 
 @dataclass(frozen=True)
