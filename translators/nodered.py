@@ -62,7 +62,9 @@ like any other (its native steps as kept nodes).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import gc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from fluxo_core.errors import Problem
@@ -118,7 +120,8 @@ def to_nodered(
         UnsupportedFeatureError: a native step of another engine, or a native node without an
             output port that the workflow routes onward.
     """
-    return export_workflow(workflow, source=source, options=options or NodeRedOptions())
+    with _collector_paused():
+        return export_workflow(workflow, source=source, options=options or NodeRedOptions())
 
 
 def to_nodered_flows(
@@ -135,9 +138,13 @@ def to_nodered_flows(
     adds a tab where the file had none (old-format exports); without it the output of an
     unchanged import equals the input exactly.
     """
-    return export_flows(
-        workflows, source=source, options=options or NodeRedOptions(), explicit_tabs=explicit_tabs
-    )
+    with _collector_paused():
+        return export_flows(
+            workflows,
+            source=source,
+            options=options or NodeRedOptions(),
+            explicit_tabs=explicit_tabs,
+        )
 
 
 def from_nodered(flow_json: Any, *, name: str = "flow") -> NodeRedImport:
@@ -153,7 +160,26 @@ def from_nodered(flow_json: Any, *, name: str = "flow") -> NodeRedImport:
         ValidationError: it is not a flow (not an array of nodes with ids and types, or
             duplicate ids); the problems name each bad node.
     """
-    return import_flow(flow_json, name=name)
+    with _collector_paused():
+        return import_flow(flow_json, name=name)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one import or export.
+
+    Both build tens of thousands of dicts and models that all stay alive until the call returns,
+    so the collector's passes (triggered by allocation counts) find nothing to free and cost
+    about half of the time of a 5,000-node import. Reference counting still frees everything as
+    usual; the collector resumes (if it was on) when the call ends, whatever happens.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def check_flow(

@@ -6,6 +6,7 @@ Goldens live in ``tests/golden/nodered``; ``FLUXO_REGENERATE=1`` rewrites them.
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 from pathlib import Path
@@ -1191,3 +1192,19 @@ def test_check_flow_finds_what_node_red_would_accept_silently() -> None:
         )
     )
     assert "not installed" in unknown["flow[1].type"]
+
+
+def test_the_garbage_collector_is_restored_after_an_import_or_export() -> None:
+    """Imports pause the cyclic collector for speed; it must come back whatever happens."""
+    assert gc.isenabled()
+    with pytest.raises(ValidationError):
+        from_nodered([{"id": "a"}])  # a node without a type
+    assert gc.isenabled()
+    to_nodered_flows([example("order-intake")])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        from_nodered([])
+        assert not gc.isenabled(), "a caller's choice to run without the collector is kept"
+    finally:
+        gc.enable()
