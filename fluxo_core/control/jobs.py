@@ -119,8 +119,8 @@ class JobService:
 
     async def apply(self, document: Any, principal: Principal) -> AppliedWorkflow:
         """Validate, store (new version if changed) and deploy a workflow document."""
-        known = [s.name for s in await self.runtime.catalog.list()]
-        known += [f"{s.name}@{s.version}" for s in await self.runtime.catalog.list()]
+        published = await self.runtime.catalog.list()
+        known = [s.name for s in published] + [f"{s.name}@{s.version}" for s in published]
         workflow = (
             document
             if isinstance(document, Workflow)
