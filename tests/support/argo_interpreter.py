@@ -680,33 +680,47 @@ class _Run:
                 if not isinstance(items, list):
                     raise ArgoRunError(f"withParam of {name!r} is not a JSON list")
                 return await self.fan_out(task, items, scope, node_name, dag_node)
+        except (ArgoRunError, ExpressionError, ValueError) as exc:
+            return self.errored(node_name, name, dag_node, boundary, exc)
+        return await self.run_if(task, scope, node_name, name, dag_node, boundary)
+
+    def errored(
+        self, node_name: str, label: str, parent: Any, boundary: str, exc: Exception
+    ) -> _Outcome:
+        """A task whose arguments or conditions could not be evaluated: an Error node."""
+        self.node(
+            node_name, label, "Skipped", None, parent, boundary, phase="Error", message=str(exc)
+        )
+        return _Outcome("Error", message=str(exc))
+
+    async def run_if(
+        self,
+        task: dict[str, Any],
+        scope: dict[str, Any],
+        node_name: str,
+        label: str,
+        parent: Any,
+        boundary: str,
+    ) -> _Outcome:
+        """Evaluate the task's ``when`` and arguments in ``scope``; skip it or run its template."""
+        try:
             when = substitute(task["when"], scope) if "when" in task else "true"
             args = self.arguments(task, scope)
         except (ArgoRunError, ExpressionError, ValueError) as exc:
+            return self.errored(node_name, label, parent, boundary, exc)
+        if not self.when_true(when, label):
             self.node(
                 node_name,
-                name,
-                "Skipped",
-                None,
-                dag_node,
-                boundary,
-                phase="Error",
-                message=str(exc),
-            )
-            return _Outcome("Error", message=str(exc))
-        if not self.when_true(when, name):
-            self.node(
-                node_name,
-                name,
+                label,
                 "Skipped",
                 task["template"],
-                dag_node,
+                parent,
                 boundary,
                 phase="Skipped",
                 message=f"when '{when}' evaluated false",
             )
             return _Outcome("Skipped")
-        return await self.execute(task["template"], args, node_name, name, dag_node, boundary)
+        return await self.execute(task["template"], args, node_name, label, parent, boundary)
 
     @staticmethod
     def when_true(when: str, task: str) -> bool:
@@ -761,25 +775,7 @@ class _Run:
                     item_scope[f"item.{key}"] = value if isinstance(value, str) else go_json(value)
             label = f"{name}({index}:{item_scope['item'][:40]})"
             child_name = f"{node_name}({index}:{item_scope['item'][:40]})"
-            try:
-                when = substitute(task["when"], item_scope) if "when" in task else "true"
-                args = self.arguments(task, item_scope)
-            except ArgoRunError as exc:
-                self.node(
-                    child_name,
-                    label,
-                    "Skipped",
-                    None,
-                    group,
-                    boundary,
-                    phase="Error",
-                    message=str(exc),
-                )
-                return _Outcome("Error", message=str(exc))
-            if not self.when_true(when, name):
-                self.node(child_name, label, "Skipped", None, group, boundary, phase="Skipped")
-                return _Outcome("Skipped")
-            return await self.execute(task["template"], args, child_name, label, group, boundary)
+            return await self.run_if(task, item_scope, child_name, label, group, boundary)
 
         outcomes = await asyncio.gather(*(child(i, item) for i, item in enumerate(items)))
         failed = [o for o in outcomes if o.phase in ("Failed", "Error")]
