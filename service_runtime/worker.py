@@ -280,7 +280,7 @@ class Worker:
             self.transport.ack(tx, acks)
             tx.notify(*(call_channel(o.delivery.message_id) for o in outcomes))
 
-        await self.db.transact(commit)
+        await self.db.transact(commit, keyed=True)
         for o in outcomes:
             if o.duplicate:
                 self.stats.duplicates += 1

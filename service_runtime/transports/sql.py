@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from fluxo_core.storage import Database, Transaction, bulk_insert, one_of
 from fluxo_core.storage.tables import queue_messages as qm
@@ -26,6 +27,39 @@ from service_runtime.transports.base import (
 )
 
 __all__ = ["SqlTransport", "queue_channel"]
+
+
+def _pg_candidates() -> Any:
+    """Ids of the next ``lim`` ready messages of ``queues``, locked (``SKIP LOCKED``).
+
+    One ordered index scan per queue (``LATERAL``), merged: with ``queue = ANY(...)`` the index
+    cannot return rows in ``visible_at`` order, so every ready row would be read and sorted. A
+    queue table churns (each message inserted, leased as a new row version, deleted within
+    seconds): the ordered scan stops after ``lim`` live rows and marks the dead index entries it
+    passes, so later scans skip them; a bitmap scan (the planner's pick on stale statistics,
+    hence ``keyed``) visits every dead version again on every claim.
+    """
+    name = sa.column("name", sa.String)
+    queues = (
+        sa.func.unnest(sa.cast(sa.bindparam("queues"), ARRAY(sa.String)))
+        .table_valued(name)
+        .render_derived(name="q")
+    )
+    inner = qm.alias("ready")
+    per_queue = (
+        sa.select(inner.c.id, inner.c.visible_at)
+        .where(inner.c.queue == queues.c.name, inner.c.visible_at <= sa.bindparam("now"))
+        .order_by(inner.c.visible_at, inner.c.id)
+        .limit(sa.bindparam("lim", type_=sa.Integer))
+        .with_for_update(skip_locked=True)
+        .lateral("m")
+    )
+    return (
+        sa.select(per_queue.c.id)
+        .select_from(queues.join(per_queue, sa.true()))
+        .order_by(per_queue.c.visible_at, per_queue.c.id)
+        .limit(sa.bindparam("lim", type_=sa.Integer))
+    )
 
 
 def queue_channel(queue: str) -> str:
@@ -43,32 +77,35 @@ class SqlTransport:
     def __init__(self, db: Database, *, poll_interval_s: float = 1.0) -> None:
         self.db = db
         self.poll_interval_s = poll_interval_s
-        candidates = (
-            sa.select(qm.c.id)
-            .where(one_of(qm.c.queue, "queues", sqlite=db.is_sqlite))
-            .where(qm.c.visible_at <= sa.bindparam("now"))
-            .order_by(qm.c.visible_at, qm.c.id)
-            .limit(sa.bindparam("lim", type_=sa.Integer))
+        returned = (
+            qm.c.id,
+            qm.c.queue,
+            qm.c.message_id,
+            qm.c.body,
+            qm.c.headers,
+            qm.c.attempt,
+            qm.c.max_attempts,
         )
-        if not db.is_sqlite:
-            candidates = candidates.with_for_update(skip_locked=True)
+        lease = {
+            "visible_at": sa.bindparam("until"),
+            "attempt": qm.c.attempt + 1,
+            "lease_token": sa.bindparam("tok"),
+        }
+        if db.is_sqlite:
+            candidates = (
+                sa.select(qm.c.id)
+                .where(one_of(qm.c.queue, "queues", sqlite=True))
+                .where(qm.c.visible_at <= sa.bindparam("now"))
+                .order_by(qm.c.visible_at, qm.c.id)
+                .limit(sa.bindparam("lim", type_=sa.Integer))
+            )
+        else:
+            candidates = _pg_candidates()
         self._claim = (
             sa.update(qm)
             .where(qm.c.id.in_(candidates.scalar_subquery()))
-            .values(
-                visible_at=sa.bindparam("until"),
-                attempt=qm.c.attempt + 1,
-                lease_token=sa.bindparam("tok"),
-            )
-            .returning(
-                qm.c.id,
-                qm.c.queue,
-                qm.c.message_id,
-                qm.c.body,
-                qm.c.headers,
-                qm.c.attempt,
-                qm.c.max_attempts,
-            )
+            .values(**lease)
+            .returning(*returned)
         )
         rows_match = one_of(qm.c.id, "rids", sqlite=db.is_sqlite)
         self._ack = sa.delete(qm).where(rows_match, qm.c.lease_token == sa.bindparam("tok"))
@@ -120,7 +157,7 @@ class SqlTransport:
 
         # A lease lost in a database crash only means the message is delivered again, which the
         # consumer's inbox makes harmless: no need to wait for the WAL flush.
-        rows = await self.db.transact(run, durable=False)
+        rows = await self.db.transact(run, durable=False, keyed=True)
         rows.sort(key=lambda r: r.id)
         return [
             Delivery(
