@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from bench.runtime import drop_pg_schema, fresh_pg_schema, log, start_workers, stop_workers
 from bench.services import SERVICES
-from fluxo_core.control.platform import Platform
+from fluxo_core.control.platform import Platform, tune_gc_for_serving
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import jobs
 
@@ -68,6 +68,7 @@ async def open_platform(url: str, *, in_process: bool) -> Platform:
     # Otherwise the services run in worker processes and this process runs the engine only.
     platform = Platform(db, SERVICES, workers=1 if in_process else 0, poll_interval_s=0.5)
     await platform.accounts.ensure_account(ME.account_id)
+    tune_gc_for_serving()  # as `fluxo up` does once it has started
     return platform
 
 

@@ -58,12 +58,10 @@ class StepEngine:
     Args:
         runtime: the service runtime whose gateway records the calls (same database).
         workflows: where workflow versions are stored.
-        batch_size: engine messages applied per transaction.
+        batch_size: engine messages applied per transaction. A batch costs a fixed number of
+            statements whatever its size, so bigger batches amortise them (measured on SQLite:
+            100 -> 500 messages, about +20% jobs/s); its transaction stays in the milliseconds.
         lease_s: how long a claimed batch stays hidden; after a crash it is re-delivered then.
-        loops: batches applied concurrently. On PostgreSQL a batch spends about half its time
-            waiting for the server, so a second loop keeps the process busy (two batches
-            touching one job serialise on its row lock, taken in id order: no deadlock). On
-            SQLite (one writer, transactions inline on the event loop) one loop is all it takes.
     """
 
     name = "step"
@@ -78,13 +76,11 @@ class StepEngine:
         runtime: ServiceRuntime,
         workflows: WorkflowStore,
         *,
-        batch_size: int = 100,
+        batch_size: int = 500,
         poll_interval_s: float = 1.0,
         lease_s: float = 15.0,
-        loops: int | None = None,
     ) -> None:
         self.db: Database = runtime.db
-        self.loops = loops if loops is not None else (1 if runtime.db.is_sqlite else 2)
         self.lease_s = lease_s
         self.runtime = runtime
         self.workflows = workflows
@@ -147,9 +143,6 @@ class StepEngine:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Apply engine messages until ``stop``; sleeps on queue wake-ups when idle."""
         stop = stop or self._stop
-        await asyncio.gather(*(self._loop(stop) for _ in range(self.loops)))
-
-    async def _loop(self, stop: asyncio.Event) -> None:
         channel = f"q:{ENGINE_QUEUE}"
         with await self.db.subscribe([channel]) as sub:
             while not stop.is_set():

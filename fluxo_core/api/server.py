@@ -13,7 +13,7 @@ from aiohttp import web
 
 from fluxo_core.api.app import create_app
 from fluxo_core.config import FluxoConfig
-from fluxo_core.control.platform import Platform
+from fluxo_core.control.platform import Platform, tune_gc_for_serving
 from fluxo_core.storage import AccountStore, Database
 from service_runtime import Service
 from service_runtime.janitor import Janitor
@@ -90,6 +90,7 @@ async def run_server(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with platform:
+        tune_gc_for_serving()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)

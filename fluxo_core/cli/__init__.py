@@ -22,6 +22,7 @@ from fluxo_core.cli import _nodered
 from fluxo_core.cli._client import open_client
 from fluxo_core.config import FluxoConfig, normalize_database_url
 from fluxo_core.control import Admission
+from fluxo_core.control.platform import tune_gc_for_serving
 from fluxo_core.errors import CallTimeoutError, ConfigError, FluxoError, MalformedRequestError
 from fluxo_core.ir import json_schema, load_workflows_yaml
 from fluxo_core.storage import AccountStore, Database
@@ -248,6 +249,7 @@ async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
     )
     try:
         async with runtime:
+            tune_gc_for_serving()
             names = ", ".join(s.ref for s in services)
             log.info("worker running %d loop(s) for %s", len(runtime.workers), names)
             print("ready", flush=True)

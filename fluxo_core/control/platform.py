@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from service_runtime import Service, ServiceRuntime
 from service_runtime.janitor import Janitor
 from service_runtime.transports import Transport
 
-__all__ = ["ENGINE_FACTORIES", "Platform"]
+__all__ = ["ENGINE_FACTORIES", "Platform", "tune_gc_for_serving"]
 
 ENGINE_FACTORIES = {
     "step": "engines.step:create_engine",
@@ -116,6 +117,22 @@ class Platform:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def tune_gc_for_serving() -> None:
+    """Tune the garbage collector of a long-running Fluxo process, once it has loaded everything.
+
+    A server process holds a large, never-freed heap (pydantic schemas, SQLAlchemy metadata, the
+    engine translators' models) that every full collection walks again, and its hot path makes
+    short-lived objects by the thousand, which triggers a young collection every 700 of them.
+    Freezing the startup heap takes it out of the collector's walks; a higher young threshold
+    collects the same garbage in fewer passes. Measured with bench/step_engine.py on SQLite:
+    about +8% jobs/s. Only for processes Fluxo owns (``fluxo up``, ``fluxo worker``), not for
+    a program that embeds the Platform.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 def _load_engine(

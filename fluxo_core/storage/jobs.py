@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from fluxo_core.engine import RunStatus, StepPhase, StepState
 from fluxo_core.errors import NotFoundError, ValidationError
-from fluxo_core.storage.bulk import bulk_insert, bulk_update, one_of
+from fluxo_core.storage.bulk import as_dicts, bulk_insert, bulk_update, one_of
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
 
@@ -209,15 +209,15 @@ class JobStore:
 
     def lock_many(self, tx: Transaction, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Job rows by id, locked in id order (so two engines never deadlock)."""
-        rows = tx.execute(self._lock_many, {"ids": sorted(set(job_ids))})
-        return {r.id: dict(r._mapping) for r in rows}
+        rows = as_dicts(tx.execute(self._lock_many, {"ids": sorted(set(job_ids))}))
+        return {r["id"]: r for r in rows}
 
     def steps_of_calls(self, tx: Transaction, call_ids: Iterable[str]) -> list[dict[str, Any]]:
         """Step rows of these calls, each with the call's ``call_status/result/error``."""
         ids = sorted(set(call_ids))
         if not ids:
             return []
-        return [dict(r._mapping) for r in tx.execute(self._steps_of_calls, {"call_ids": ids})]
+        return as_dicts(tx.execute(self._steps_of_calls, {"call_ids": ids}))
 
     def steps_by_keys(
         self, tx: Transaction, job_id: str, keys: Iterable[str]
@@ -226,7 +226,7 @@ class JobStore:
         if not wanted:
             return []
         params = {"job_id": job_id, "keys": wanted}
-        return [dict(r._mapping) for r in tx.execute(self._steps_by_keys, params)]
+        return as_dicts(tx.execute(self._steps_by_keys, params))
 
     def save_many(self, tx: Transaction, values: list[dict[str, Any]]) -> None:
         """Write job rows: ``id`` plus status, active, result, error, started_at, finished_at."""
