@@ -7,7 +7,9 @@ PostgreSQL the services run in worker PROCESSES and the engine in the benchmark'
 Latency: an open-loop load at a light fixed rate; each job is timed from the start of its creation
 until ``jobs.wait`` returns it finished.
 
-Prints progress to stderr, then as its last line one JSON object with the figures.
+Prints progress to stderr, then as its last line one JSON object with the figures, and with them
+``floor_*_jobs_per_s``: the same rows written by a bare SQL loop (bench/sql_floor.py), to read
+the figures against this machine's speed of the day.
 
     .venv/bin/python -m bench.step_engine [--jobs 3000] [--pg-url URL]
 """
@@ -30,6 +32,7 @@ import sqlalchemy as sa
 
 from bench.runtime import drop_pg_schema, fresh_pg_schema, log, start_workers, stop_workers
 from bench.services import SERVICES
+from bench.sql_floor import pg_floor, sqlite_floor
 from fluxo_core.control.platform import Platform, tune_gc_for_serving
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import jobs
@@ -283,6 +286,18 @@ async def main() -> None:
         )
     finally:
         drop_pg_schema(args.pg_url, schema)
+    # The same rows written by a bare SQL loop (bench/sql_floor.py): what this machine allows
+    # today, so the figures above can be read against it (its speed varies between sessions).
+    figures["floor_sqlite_jobs_per_s"] = round(
+        await asyncio.to_thread(sqlite_floor, args.jobs, 100)
+    )
+    figures["floor_pg_jobs_per_s"] = round(
+        await asyncio.to_thread(pg_floor, args.pg_url, args.jobs, 100)
+    )
+    log(
+        f"bare SQL loop of the same rows: sqlite {figures['floor_sqlite_jobs_per_s']} jobs/s, "
+        f"postgres {figures['floor_pg_jobs_per_s']} jobs/s"
+    )
     print(json.dumps(figures))
 
 

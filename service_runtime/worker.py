@@ -194,7 +194,15 @@ class Worker:
         if prefetch is not None:
             # One lookup for the whole batch; each call's check then hits the warm cache.
             await prefetch([_admission_request(o.service, o.packet) for o in outcomes if o.packet])
-        await asyncio.gather(*(self._run_one(o) for o in outcomes))
+        # Inline handlers run on the loop and never wait (admission is warm after the prefetch),
+        # so one after the other costs the same time minus a task per call (~20 us each).
+        others = []
+        for o in outcomes:
+            if o.service.inline and not o.service.is_async:
+                await self._run_one(o)
+            else:
+                others.append(o)
+        await asyncio.gather(*(self._run_one(o) for o in others))
 
     async def _run_one(self, o: _Outcome) -> None:
         svc, packet = o.service, o.packet

@@ -29,6 +29,7 @@ __all__ = [
     "new_packet_id",
     "new_span_id",
     "new_trace_id",
+    "packet_from_trusted",
     "parse_packet",
 ]
 
@@ -163,6 +164,18 @@ class Packet(_Model):
         # Hot path: every field is either copied from this validated packet or checked just
         # above, so skip re-validating the envelope (it would cost more than the rest of a call).
         return Packet.model_construct(**data)
+
+
+def packet_from_trusted(fields: dict[str, Any], *, where: str) -> Packet:
+    """A packet whose envelope fields all come from validated packets and plans (ids, actor,
+    trace, headers): only the payload, which a step may have made anything of, is checked.
+
+    Full validation costs more than the rest of an engine's step transition; a payload that is
+    not an object or an array of objects still gets :func:`parse_packet`'s located error.
+    """
+    if _is_payload(fields.get("payload")):
+        return Packet.model_construct(**fields)
+    return parse_packet(fields, where=where)
 
 
 def derived_id(parent_id: str, index: int) -> str:
