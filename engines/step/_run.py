@@ -40,7 +40,7 @@ from fluxo_core.ir import (
     SplitStep,
     SwitchStep,
 )
-from fluxo_core.ir.packet import packet_from_trusted
+from fluxo_core.ir.packet import parse_packet
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from service_runtime.catalog import ServiceInfo
@@ -290,10 +290,9 @@ class JobRun:
         body = payload
         if isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
             body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
-        # Not model_validate: a payload a service cannot take (a Node-RED string reaching a
-        # service step) fails this step with a located error, not the transaction. The rest of
-        # the envelope comes from the validated job input and the plan.
-        packet = packet_from_trusted(
+        # parse_packet, not model_validate: a payload a service cannot take (a Node-RED string
+        # reaching a service step) fails this step with a located error, not the transaction.
+        packet = parse_packet(
             {
                 "id": call_id,
                 "job_id": self.job["id"],

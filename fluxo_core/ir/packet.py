@@ -29,7 +29,6 @@ __all__ = [
     "new_packet_id",
     "new_span_id",
     "new_trace_id",
-    "packet_from_trusted",
     "parse_packet",
 ]
 
@@ -159,34 +158,14 @@ class Packet(_Model):
             "attempt": 1,
         }
         data.update(changes)
-        if changes or not _is_payload(payload):
-            return Packet.model_validate(data)
-        # Hot path: every field is either copied from this validated packet or checked just
-        # above, so skip re-validating the envelope (it would cost more than the rest of a call).
-        return Packet.model_construct(**data)
-
-
-def packet_from_trusted(fields: dict[str, Any], *, where: str) -> Packet:
-    """A packet whose envelope fields all come from validated packets and plans (ids, actor,
-    trace, headers): only the payload, which a step may have made anything of, is checked.
-
-    Full validation costs more than the rest of an engine's step transition; a payload that is
-    not an object or an array of objects still gets :func:`parse_packet`'s located error.
-    """
-    if _is_payload(fields.get("payload")):
-        return Packet.model_construct(**fields)
-    return parse_packet(fields, where=where)
+        # Validated, not model_construct()ed: pydantic's construct is Python, its validation Rust;
+        # measured 12 us against 7 us per packet.
+        return Packet.model_validate(data)
 
 
 def derived_id(parent_id: str, index: int) -> str:
     """A stable id for the ``index``-th packet derived from ``parent_id`` (32 hex characters)."""
     return hashlib.blake2b(f"{parent_id}/{index}".encode(), digest_size=16).hexdigest()
-
-
-def _is_payload(value: Any) -> bool:
-    return isinstance(value, dict) or (
-        isinstance(value, list) and all(isinstance(item, dict) for item in value)
-    )
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
