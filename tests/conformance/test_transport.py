@@ -424,6 +424,23 @@ async def test_depth_counts_waiting_messages(
 # (Backend-specific; candidates for tests/integration/ once that layout settles.)
 
 
+async def test_sql_claim_over_several_queues_takes_the_oldest_within_its_limit(
+    db: Database,
+) -> None:
+    # The SQL transport merges one ordered scan per queue (PostgreSQL: LATERAL, each with the
+    # limit): the merged claim must still be the oldest messages overall, and no more of them.
+    transport = SqlTransport(db)
+    first, second = f"conf.{uuid.uuid4().hex[:10]}.a", f"conf.{uuid.uuid4().hex[:10]}.b"
+    for n in range(8):  # one transaction each: visible in this order, alternating queues
+        await enqueue(db, transport, msg(first if n % 2 == 0 else second, n))
+
+    got = await transport.claim([first, second], limit=3, lease_s=LONG_LEASE)
+    assert [d.body for d in got] == [f'{{"n": {n}}}'.encode() for n in range(3)]
+    rest = await transport.claim([second, first], limit=10, lease_s=LONG_LEASE)
+    assert sorted(d.body for d in rest) == sorted(f'{{"n": {n}}}'.encode() for n in range(3, 8))
+    assert await transport.claim([first, second], limit=10, lease_s=LONG_LEASE) == []
+
+
 class FlakyPublisher:
     """A publisher that refuses its first ``failures`` batches, then records what it gets."""
 
