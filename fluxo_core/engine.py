@@ -7,13 +7,17 @@ is idempotent where it can be: ``deploy`` is keyed by workflow name + version, `
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fluxo_core.ir.packet import Packet
 from fluxo_core.ir.workflow import Workflow
+
+if TYPE_CHECKING:
+    from fluxo_core.storage.database import Transaction
 
 __all__ = [
     "JOB_PHASES",
@@ -21,9 +25,11 @@ __all__ = [
     "Engine",
     "EngineCapabilities",
     "JobPhase",
+    "JobStarter",
     "RunHandle",
     "RunStatus",
     "StartRequest",
+    "StartsInTransaction",
     "StepPhase",
     "StepState",
 ]
@@ -109,3 +115,20 @@ class Engine(Protocol):
     async def status(self, handle: RunHandle) -> RunStatus: ...
 
     async def cancel(self, handle: RunHandle) -> None: ...
+
+
+JobStarter = Callable[["Transaction", Sequence[str]], dict[str, str]]
+"""Starts jobs (ids of rows inserted in this transaction); returns each job's status after."""
+
+
+@runtime_checkable
+class StartsInTransaction(Protocol):
+    """An engine whose jobs live in Fluxo's own database (the step engine).
+
+    It starts a job in the very transaction that creates it: the job row and the job's first
+    service calls commit together, and no start message makes a round trip through the engine's
+    queue first (one hop less per job, for latency and throughput). Other engines get a start
+    message, which their runner turns into :meth:`Engine.start`.
+    """
+
+    async def starter(self, account: str, workflow: str, version: int) -> JobStarter: ...

@@ -1,11 +1,13 @@
 """The built-in step engine: durable jobs in the database, service calls through the runtime.
 
-The engine is a consumer of its own queue, ``engine.step``, which receives three kinds of message:
-``start`` (written with the job row when a job is created), the results of the service calls it
-made (their ``reply_to``), and its own timers (delays, retries, timeouts). Each batch of messages
-is applied in ONE transaction together with its inbox rows, the job and step rows, the next calls
-and timers, and the acknowledgement: a crash anywhere re-delivers the batch and the inbox makes the
-second application a no-op. So a job survives the crash of any process and no effect doubles.
+A job created by the control plane starts in the transaction that inserts it (:meth:`starter`):
+its first calls commit with its row. From then on the engine is a consumer of its own queue,
+``engine.step``, which receives the results of the service calls it made (their ``reply_to``),
+its own timers (delays, retries, timeouts) and ``start`` messages (job rows written without
+being started, as an earlier Fluxo wrote them). Each batch of messages is applied in ONE
+transaction together with its inbox rows, the job and step rows, the next calls and timers, and
+the acknowledgement: a crash anywhere re-delivers the batch and the inbox makes the second
+application a no-op. So a job survives the crash of any process and no effect doubles.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import functools
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +29,7 @@ from engines.step._run import ENGINE_QUEUE, JobRun, job_channel
 from fluxo_core.engine import (
     Deployment,
     EngineCapabilities,
+    JobStarter,
     RunHandle,
     RunStatus,
     StartRequest,
@@ -41,15 +45,11 @@ from service_runtime.builtin.nodered_nodes import NODERED_NODE_SERVICE
 from service_runtime.transports import Delivery
 from service_runtime.worker import CALL_ID_HEADER
 
-__all__ = ["ENGINE_QUEUE", "StepEngine", "start_message"]
+__all__ = ["ENGINE_QUEUE", "StepEngine"]
 
 _JOB_PLAN_CACHE = 100_000
 
 log = logging.getLogger(__name__)
-
-
-def start_message(job_id: str) -> bytes:
-    return orjson.dumps({"kind": "start", "job_id": job_id})
 
 
 class StepEngine:
@@ -117,6 +117,21 @@ class StepEngine:
             )
         )
         return RunHandle(engine=self.name, job_id=request.job_id, run_id=request.job_id)
+
+    async def starter(self, account: str, workflow: str, version: int) -> JobStarter:
+        """Start jobs of this workflow version inside the transaction that inserts them."""
+        plan = await self._plan_for(account, workflow, version)
+        key = (account, workflow, version)
+
+        def start(tx: Transaction, job_ids: Sequence[str]) -> dict[str, str]:
+            for job_id in job_ids:  # their later events need no lookup of the version
+                self._job_plans[job_id] = key
+            runs = self._apply(
+                tx, dict.fromkeys(job_ids, plan), [("start", j, None, None) for j in job_ids]
+            )
+            return {run.job["id"]: run.job["status"] for run in runs}
+
+        return start
 
     async def status(self, handle: RunHandle) -> RunStatus:
         row = await self.store.job(handle.job_id)
@@ -235,11 +250,11 @@ class StepEngine:
 
     def _apply(
         self, tx: Transaction, plans: dict[str, Plan], events: list[tuple[str, str, Any, Any]]
-    ) -> None:
+    ) -> list[JobRun]:
         """Apply events with a fixed number of statements per batch, whatever its size: load
         every job and step the events touch, run the transitions in memory, write it all back."""
         if not events:
-            return
+            return []
         jobs = self.store.lock_many(tx, {job_id for _, job_id, _, _ in events})
         calls = {}
         steps: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -285,6 +300,7 @@ class StepEngine:
             elif kind == "timer":
                 run.timer_fired(arg)
         self._write(tx, list(runs.values()))
+        return list(runs.values())
 
     def _remember_input(self, job_id: str, run: JobRun) -> None:
         # A job's input never changes; parsing it again for every batch costs more than the

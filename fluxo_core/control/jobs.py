@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from fluxo_core.control.remote import RemoteJobs, is_remote
-from fluxo_core.engine import Engine, RunHandle, StepState
+from fluxo_core.engine import FINAL_PHASES, Engine, RunHandle, StartsInTransaction, StepState
 from fluxo_core.errors import (
     ConfigError,
     NotFoundError,
@@ -174,15 +174,18 @@ class JobService:
                 )
         await self._admit(principal, applied)
         row = self._row(principal, applied, engine_name, payload, idempotency_key, headers)
+        start = await self._starter(principal, applied, engine_name)
 
         def run(tx: Transaction) -> str:
             created = self.store.insert_job(tx, row)
             if created == row["id"]:
-                self.runtime.transport.enqueue(tx, [_start_message(engine_name, created)])
+                start(tx, [row])
             return created
 
         created = await self.db.transact(run)
-        if created != row["id"]:  # the idempotency key was used before: that job is the answer
+        if created != row["id"] or row["status"] in FINAL_PHASES:
+            # The idempotency key was used before (that job is the answer), or the job ended
+            # as it started (its result is in the database).
             return await self.get(principal, created, steps=False)
         return _record(row)
 
@@ -232,20 +235,54 @@ class JobService:
             for payload, key in zip(payloads, keys, strict=True)
         ]
 
+        start = await self._starter(principal, applied, engine_name)
+
         def run(tx: Transaction) -> list[str]:
             new = bulk_insert(tx, tables.jobs, rows, skip_conflicts=True, returning=["id"])
             inserted = {r.id for r in new}
-            self.runtime.transport.enqueue(
-                tx, [_start_message(engine_name, r["id"]) for r in rows if r["id"] in inserted]
-            )
+            start(tx, [r for r in rows if r["id"] in inserted])
             # A skipped row's key was used before (or earlier in this batch): find that job.
             return [r["id"] if r["id"] in inserted else self.store.insert_job(tx, r) for r in rows]
 
         created = await self.db.transact(run)
         return [
-            _record(row) if job_id == row["id"] else await self.get(principal, job_id, steps=False)
+            _record(row)
+            if job_id == row["id"] and row["status"] not in FINAL_PHASES
+            else await self.get(principal, job_id, steps=False)
             for row, job_id in zip(rows, created, strict=True)
         ]
+
+    async def _starter(
+        self, principal: Principal, applied: AppliedWorkflow, engine_name: str
+    ) -> Callable[[Transaction, list[dict[str, Any]]], None]:
+        """How new jobs start, inside the transaction that inserts their rows.
+
+        An engine that keeps its jobs in this database starts them right there (their first
+        calls commit with them) and the rows get the status it left; any other engine gets a
+        start message on its queue, which its runner turns into ``Engine.start``.
+        """
+        engine = self.registry.get(engine_name)
+        if isinstance(engine, StartsInTransaction):
+            starter = await engine.starter(
+                principal.account_id, applied.workflow.metadata.name, applied.version
+            )
+
+            def start_here(tx: Transaction, rows: list[dict[str, Any]]) -> None:
+                if not rows:
+                    return
+                statuses = starter(tx, [r["id"] for r in rows])
+                now = time.time()
+                for r in rows:
+                    r["status"] = statuses.get(r["id"], r["status"])
+                    if r["status"] != "queued":
+                        r["started_at"] = now
+
+            return start_here
+
+        def send_start(tx: Transaction, rows: list[dict[str, Any]]) -> None:
+            self.runtime.transport.enqueue(tx, [_start_message(engine_name, r["id"]) for r in rows])
+
+        return send_start
 
     async def _target(self, principal: Principal, workflow: str) -> tuple[AppliedWorkflow, str]:
         """The workflow version ``name`` or ``name@version`` names, and its engine's name."""

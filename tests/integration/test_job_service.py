@@ -64,7 +64,10 @@ async def test_create_many_runs_every_job(fluxo: Platform) -> None:
     created = await fluxo.jobs.create_many(ME, "twice", [{"n": i} for i in range(25)])
     assert [job.input for job in created] == [{"n": i} for i in range(25)]
     assert len({job.id for job in created}) == 25
-    assert {(job.status, job.workflow, job.version) for job in created} == {("queued", "twice", 1)}
+    # Started in the transaction that created them: each one's first call is already queued.
+    assert {(job.status, job.workflow, job.version) for job in created} == {("running", "twice", 1)}
+    first_steps = [(await fluxo.jobs.get(ME, job.id)).steps or [] for job in created]
+    assert all(steps and steps[0].step_id == "one" for steps in first_steps)
     finished = [await fluxo.jobs.wait(ME, job.id, 20) for job in created]
     assert [job.status for job in finished] == ["succeeded"] * 25
     assert [job.result for job in finished] == [{"n": i + 2} for i in range(25)]
@@ -103,11 +106,26 @@ async def test_create_many_honours_idempotency_keys(fluxo: Platform) -> None:
 async def test_create_returns_the_job_as_stored(fluxo: Platform) -> None:
     await fluxo.jobs.apply(TWICE, ME)
     created = await fluxo.jobs.create(ME, "twice", {"n": 1}, headers={"x-trace": "t1"})
-    assert created.status == "queued"
+    assert created.status == "running"  # its first call committed with it
+    assert created.started_at is not None
     assert created.steps is None
     stored = await fluxo.jobs.get(ME, created.id, steps=False)
     fields = {"status", "started_at", "finished_at", "result"}  # the engine may have moved on
     assert created.model_dump(exclude=fields) == stored.model_dump(exclude=fields)
+
+
+async def test_a_job_that_ends_as_it_starts_is_returned_finished(fluxo: Platform) -> None:
+    # Nothing to wait for: the transform runs in the creating transaction, and the record
+    # returned is the finished job with its result, not a stale "running".
+    doc = workflow(
+        "stamp",
+        [{"id": "stamp", "kind": "transform", "ops": [{"op": "set", "path": "ok", "value": True}]}],
+    )
+    await fluxo.jobs.apply(doc, ME)
+    created = await fluxo.jobs.create(ME, "stamp", {"n": 1})
+    assert (created.status, created.result) == ("succeeded", {"n": 1, "ok": True})
+    (batched,) = await fluxo.jobs.create_many(ME, "stamp", [{"n": 2}])
+    assert (batched.status, batched.result) == ("succeeded", {"n": 2, "ok": True})
 
 
 async def test_a_repeated_idempotency_key_returns_the_same_job(fluxo: Platform) -> None:
