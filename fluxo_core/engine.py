@@ -117,8 +117,9 @@ class Engine(Protocol):
     async def cancel(self, handle: RunHandle) -> None: ...
 
 
-JobStarter = Callable[["Transaction", Sequence[str]], dict[str, str]]
-"""Starts jobs (ids of rows inserted in this transaction); returns each job's status after."""
+JobStarter = Callable[["Transaction", Sequence[dict[str, Any]]], dict[str, str]]
+"""Starts jobs from the ``jobs`` rows this transaction inserted (so they are locked and known);
+returns each job's status after its start."""
 
 
 @runtime_checkable

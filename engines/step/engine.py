@@ -123,11 +123,15 @@ class StepEngine:
         plan = await self._plan_for(account, workflow, version)
         key = (account, workflow, version)
 
-        def start(tx: Transaction, job_ids: Sequence[str]) -> dict[str, str]:
-            for job_id in job_ids:  # their later events need no lookup of the version
+        def start(tx: Transaction, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+            jobs = {row["id"]: dict(row) for row in rows}
+            for job_id in jobs:  # their later events need no lookup of the version
                 self._job_plans[job_id] = key
             runs = self._apply(
-                tx, dict.fromkeys(job_ids, plan), [("start", j, None, None) for j in job_ids]
+                tx,
+                dict.fromkeys(jobs, plan),
+                [("start", j, None, None) for j in jobs],
+                inserted=jobs,
             )
             return {run.job["id"]: run.job["status"] for run in runs}
 
@@ -249,13 +253,22 @@ class StepEngine:
         self.runtime.transport.ack(tx, [e.delivery for e in events])
 
     def _apply(
-        self, tx: Transaction, plans: dict[str, Plan], events: list[tuple[str, str, Any, Any]]
+        self,
+        tx: Transaction,
+        plans: dict[str, Plan],
+        events: list[tuple[str, str, Any, Any]],
+        *,
+        inserted: dict[str, dict[str, Any]] | None = None,
     ) -> list[JobRun]:
         """Apply events with a fixed number of statements per batch, whatever its size: load
-        every job and step the events touch, run the transitions in memory, write it all back."""
+        every job and step the events touch, run the transitions in memory, write it all back.
+
+        ``inserted``: the jobs' rows, inserted by this very transaction (locked by the insert,
+        nothing to read back).
+        """
         if not events:
             return []
-        jobs = self.store.lock_many(tx, {job_id for _, job_id, _, _ in events})
+        jobs = inserted or self.store.lock_many(tx, {job_id for _, job_id, _, _ in events})
         calls = {}
         steps: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         for row in self.store.steps_of_calls(tx, (a for k, _, a, _ in events if k == "result")):

@@ -270,7 +270,7 @@ class JobService:
             def start_here(tx: Transaction, rows: list[dict[str, Any]]) -> None:
                 if not rows:
                     return
-                statuses = starter(tx, [r["id"] for r in rows])
+                statuses = starter(tx, rows)
                 now = time.time()
                 for r in rows:
                     r["status"] = statuses.get(r["id"], r["status"])
