@@ -413,6 +413,12 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode survives a crash of any process; only a power loss may drop the last commits.
     cur.execute("PRAGMA synchronous=NORMAL")
+    # The WAL is copied into the database (and the file synced) whenever it passes this many
+    # pages, by whichever commit crosses the mark. SQLite's default of 1,000 pages (4 MB) meant a
+    # checkpoint every few hundred milliseconds under load, each rewriting the same hot queue and
+    # job pages and syncing; 16,384 (64 MB of WAL at most) measured about +20% jobs/s on
+    # bench/step_engine.py. The file keeps that size between checkpoints.
+    cur.execute("PRAGMA wal_autocheckpoint=16384")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
