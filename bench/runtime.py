@@ -39,6 +39,16 @@ REPO = Path(__file__).resolve().parents[1]
 ACTOR = {"user": {"id": "bench"}, "account": {"id": "bench"}}
 
 
+def add_pg_url_option(parser: argparse.ArgumentParser) -> None:
+    """``--pg-url``: the PostgreSQL to measure on (each run gets its own schema)."""
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "FLUXO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -196,12 +206,7 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=100.0, help="calls/s for the latency run")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get(
-            "FLUXO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
-    )
+    add_pg_url_option(parser)
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="fluxo-bench-"))

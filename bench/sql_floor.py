@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -28,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from bench.runtime import drop_pg_schema, fresh_pg_schema, log
+from bench.runtime import add_pg_url_option, drop_pg_schema, fresh_pg_schema, log
 from fluxo_core.storage import Database
 
 STEPS = ("one", "two", "three")
@@ -229,12 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=100, help="jobs per transaction")
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get(
-            "FLUXO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
-    )
+    add_pg_url_option(parser)
     args = parser.parse_args()
     figures = {
         "floor_sqlite_jobs_per_s": round(sqlite_floor(args.jobs, args.batch)),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -30,7 +29,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.runtime import drop_pg_schema, fresh_pg_schema, log, start_workers, stop_workers
+from bench.runtime import (
+    add_pg_url_option,
+    drop_pg_schema,
+    fresh_pg_schema,
+    log,
+    start_workers,
+    stop_workers,
+)
 from bench.services import SERVICES
 from bench.sql_floor import pg_floor, sqlite_floor
 from fluxo_core.control.platform import Platform, tune_gc_for_serving
@@ -195,12 +201,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="jobs/s for the latency run")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--pg-workers", type=int, default=4, help="service worker processes")
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get(
-            "FLUXO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
-    )
+    add_pg_url_option(parser)
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="fluxo-bench-"))

@@ -1,0 +1,55 @@
+"""bulk_insert with skip_conflicts and returning: which rows went in, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from fluxo_core.storage import Database, Transaction, bulk_insert
+from fluxo_core.storage.tables import inbox
+
+
+def _rows(*ids: str) -> list[dict[str, Any]]:
+    return [{"consumer": "c", "message_id": i, "processed_at": 1.0} for i in ids]
+
+
+async def _stored(db: Database) -> list[str]:
+    query = sa.select(inbox.c.message_id).where(inbox.c.consumer == "c")
+    return sorted(await db.read(lambda conn: list(conn.scalars(query))))
+
+
+async def test_returns_every_row_when_none_collides(db: Database) -> None:
+    got = await db.transact(
+        lambda tx: bulk_insert(
+            tx, inbox, _rows("a", "b", "c"), skip_conflicts=True, returning=["message_id"]
+        )
+    )
+    assert [r.message_id for r in got] == ["a", "b", "c"]
+    assert await _stored(db) == ["a", "b", "c"]
+
+
+async def test_returns_only_the_rows_that_went_in(db: Database) -> None:
+    await db.transact(lambda tx: bulk_insert(tx, inbox, _rows("b")))
+    # "b" exists already, and "d" comes twice in the batch: only its first copy goes in.
+    got = await db.transact(
+        lambda tx: bulk_insert(
+            tx, inbox, _rows("a", "b", "d", "d", "e"), skip_conflicts=True, returning=["message_id"]
+        )
+    )
+    assert [r.message_id for r in got] == ["a", "d", "e"]
+    assert await _stored(db) == ["a", "b", "d", "e"]
+
+
+async def test_a_collision_rolls_back_nothing_else_of_the_transaction(db: Database) -> None:
+    # A skipped row is skipped alone: what the transaction wrote before stays, and so does
+    # every row of the batch that did not collide.
+    def run(tx: Transaction) -> list[Any]:
+        bulk_insert(tx, inbox, _rows("x"))
+        return bulk_insert(
+            tx, inbox, _rows("x", "y"), skip_conflicts=True, returning=["message_id"]
+        )
+
+    got = await db.transact(run)
+    assert [r.message_id for r in got] == ["y"]
+    assert await _stored(db) == ["x", "y"]
