@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,11 @@ class Worker:
         batch_size: messages claimed and committed together; the main throughput lever.
         lease_margin_s: added to the longest handler timeout to make the claim lease.
         admission: the control plane's admission check, run again before each handler.
+        handler_threads: threads for the sync handlers that are not ``inline``. A claim of
+            such services takes at most this many messages, so every handler of a claim starts
+            at once and ends within its timeout, and so within the claim's lease. (Claiming
+            more than can run would queue handlers behind each other: the late ones would time
+            out before running, or the lease would expire and another worker run them again.)
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class Worker:
         lease_margin_s: float = 15.0,
         rng: random.Random | None = None,
         admission: AdmissionHook | None = None,
+        handler_threads: int = 16,
     ) -> None:
         if not services:
             raise ConfigError("a worker needs at least one service to run")
@@ -107,14 +114,18 @@ class Worker:
         # A claim has one lease for all its messages, and a lease must outlast the handler, so
         # queues are claimed in groups of equal timeout: a 3 s service does not get a 30 s lease
         # just because it shares a worker with a slower one (a crash would strand it 30 s).
-        by_timeout: dict[float, list[str]] = {}
+        # Services run in threads are grouped apart: their claims are capped at the threads.
+        self._handler_threads = handler_threads
+        self._threads = self._new_threads()
+        groups: dict[tuple[float, bool], list[str]] = {}
         for s in services:
-            by_timeout.setdefault(s.timeout_s, []).append(s.input_queue)
+            groups.setdefault((s.timeout_s, _runs_in_thread(s)), []).append(s.input_queue)
         self._claim_groups = [
-            (sorted(queues), timeout + lease_margin_s)
-            for timeout, queues in sorted(by_timeout.items())
+            (sorted(queues), timeout + lease_margin_s, handler_threads if threaded else None)
+            for (timeout, threaded), queues in sorted(groups.items())
         ]
         self.stats = WorkerStats()
+        self._more = False  # the last batch's claims came back full
         self._stop = asyncio.Event()
         self._channels = [f"q:{q}" for q in self.queues]
         self._rng = rng or random.Random()
@@ -128,24 +139,38 @@ class Worker:
         # With queues in the database a commit wakes us (in-process, or LISTEN/NOTIFY); a broker
         # knows when its queues have messages, so ask the transport itself.
         in_db = self.transport.capabilities.transactional_enqueue
+        try:
+            await self._loop(in_db, idle_timeout_s)
+        finally:
+            # Threads still in a handler finish on their own; nothing waits for them here. A
+            # later run gets fresh ones (threads start only when a handler needs one).
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = self._new_threads()
+
+    async def _loop(self, in_db: bool, idle_timeout_s: float) -> None:
         with await self.db.subscribe(self._channels) as sub:
             while not self._stop.is_set():
                 sub.clear()
                 try:
-                    done = await self.run_once()
+                    await self.run_once()
                 except FluxoError as exc:
                     if not exc.retryable:
                         raise
                     log.warning("worker batch failed, retrying: %s", exc.message)
                     await asyncio.sleep(0.5)
                     continue
-                if done < self.batch_size and not self._stop.is_set():
-                    # Drained (a full batch means more is likely waiting). Anything committed since
+                if not self._more and not self._stop.is_set():
+                    # Drained (a full claim means more is likely waiting). Anything committed since
                     # `clear()` above has already set the subscription, so nothing is missed.
                     if in_db:
                         await sub.wait(idle_timeout_s)
                     else:
                         await self.transport.wait(self.queues, idle_timeout_s)
+
+    def _new_threads(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
+            max_workers=self._handler_threads, thread_name_prefix="fluxo-handler"
+        )
 
     def request_stop(self) -> None:
         """Stop after the current batch; wakes the worker if it is idle."""
@@ -155,10 +180,13 @@ class Worker:
     async def run_once(self) -> int:
         """Claim one batch, run it, commit its outcomes. Returns how many messages it settled."""
         deliveries: list[Delivery] = []
-        for queues, lease_s in self._claim_groups:
-            deliveries += await self.transport.claim(
-                queues, limit=self.batch_size - len(deliveries), lease_s=lease_s
-            )
+        self._more = False
+        for queues, lease_s, cap in self._claim_groups:
+            room = self.batch_size - len(deliveries)
+            limit = room if cap is None else min(room, cap)
+            claimed = await self.transport.claim(queues, limit=limit, lease_s=lease_s)
+            deliveries += claimed
+            self._more = self._more or len(claimed) == limit  # a full claim: more may wait
             if len(deliveries) >= self.batch_size:
                 break
         if not deliveries:
@@ -222,7 +250,10 @@ class Worker:
             elif svc.inline:
                 result = svc.handler(arg)
             else:
-                result = await asyncio.wait_for(asyncio.to_thread(svc.handler, arg), svc.timeout_s)
+                running = asyncio.get_running_loop().run_in_executor(
+                    self._threads, svc.handler, arg
+                )
+                result = await asyncio.wait_for(running, svc.timeout_s)
             o.outputs = _normalize(svc, result)
         except TimeoutError:
             o.error = ServiceTimeoutError(
@@ -412,6 +443,10 @@ class Worker:
                 headers={STATUS_HEADER: "failed", CALL_ID_HEADER: o.packet.id},
             )
         )
+
+
+def _runs_in_thread(svc: Service) -> bool:
+    return not svc.is_async and not svc.inline
 
 
 def _admission_request(svc: Service, packet: Packet) -> AdmissionRequest:

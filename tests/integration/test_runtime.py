@@ -169,6 +169,34 @@ async def test_expired_lease_is_delivered_again(db: Database) -> None:
     assert len(await usage_rows(db)) == 1
 
 
+async def test_more_slow_calls_than_handler_threads_each_run_once_within_timeout(
+    db: Database,
+) -> None:
+    # A claim of thread-run services takes no more messages than there are threads: claimed
+    # together with 8 calls, 2 threads would start the last ones after their 0.5 s timeout had
+    # run out (and a slower batch would outlive its lease and run again elsewhere).
+    runs: list[int] = []
+
+    @service("slow", timeout_s=0.5, retry=RetryPolicy(max_attempts=3, backoff_base_s=0.05))
+    def slow(payload: dict[str, int]) -> dict[str, int]:
+        time.sleep(0.3)
+        runs.append(payload["n"])
+        return payload
+
+    rt = ServiceRuntime(db, [slow], workers=0, poll_interval_s=0.2)
+    async with rt:
+        ids = await rt.gateway.submit("slow", [packet({"n": n}) for n in range(8)])
+        worker = Worker(db, rt.transport, [slow], batch_size=100, handler_threads=2)
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        records = [await rt.gateway.wait(call_id, 20) for call_id in ids]
+        stop.set()
+        worker.request_stop()
+        await running
+    assert [(r.status, r.attempts) for r in records] == [("succeeded", 1)] * 8
+    assert sorted(runs) == list(range(8))
+
+
 async def test_message_delivered_twice_has_one_effect(db: Database) -> None:
     rt = ServiceRuntime(db, svc.SERVICES, workers=0)
     async with rt:
