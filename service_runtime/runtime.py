@@ -46,7 +46,7 @@ class ServiceRuntime:
         *,
         transport: Transport | None = None,
         workers: int = 1,
-        batch_size: int = 100,
+        batch_size: int = 500,
         lease_margin_s: float = 15.0,
         max_packet_bytes: int = 1_048_576,
         admission: AdmissionHook | None = None,

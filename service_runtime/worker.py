@@ -81,7 +81,8 @@ class Worker:
         db: the database of calls, inbox and usage ledger.
         transport: the queue transport.
         services: the services this worker runs (each consumes its own input queue).
-        batch_size: messages claimed and committed together; the main throughput lever.
+        batch_size: messages claimed and committed together; the main throughput lever
+            (the handler caps below keep slow services' claims smaller).
         lease_margin_s: added to the longest handler timeout to make the claim lease.
         admission: the control plane's admission check, run again before each handler.
         handler_threads: threads for the sync handlers that are not ``inline``. A claim of
@@ -89,6 +90,9 @@ class Worker:
             at once and ends within its timeout, and so within the claim's lease. (Claiming
             more than can run would queue handlers behind each other: the late ones would time
             out before running, or the lease would expire and another worker run them again.)
+        async_calls: at most this many async handlers of one claim run at once (they all
+            start together: outbound requests to one host, say). Only ``inline`` handlers,
+            which take microseconds, fill a whole ``batch_size``.
     """
 
     def __init__(
@@ -97,11 +101,12 @@ class Worker:
         transport: Transport,
         services: Sequence[Service],
         *,
-        batch_size: int = 100,
+        batch_size: int = 500,
         lease_margin_s: float = 15.0,
         rng: random.Random | None = None,
         admission: AdmissionHook | None = None,
         handler_threads: int = 16,
+        async_calls: int = 100,
     ) -> None:
         if not services:
             raise ConfigError("a worker needs at least one service to run")
@@ -114,15 +119,16 @@ class Worker:
         # A claim has one lease for all its messages, and a lease must outlast the handler, so
         # queues are claimed in groups of equal timeout: a 3 s service does not get a 30 s lease
         # just because it shares a worker with a slower one (a crash would strand it 30 s).
-        # Services run in threads are grouped apart: their claims are capped at the threads.
+        # Services are also grouped by how their handlers run, each kind with its own cap.
         self._handler_threads = handler_threads
         self._threads = self._new_threads()
-        groups: dict[tuple[float, bool], list[str]] = {}
+        caps = {"inline": None, "thread": handler_threads, "async": async_calls}
+        groups: dict[tuple[float, str], list[str]] = {}
         for s in services:
-            groups.setdefault((s.timeout_s, _runs_in_thread(s)), []).append(s.input_queue)
+            groups.setdefault((s.timeout_s, _runs_as(s)), []).append(s.input_queue)
         self._claim_groups = [
-            (sorted(queues), timeout + lease_margin_s, handler_threads if threaded else None)
-            for (timeout, threaded), queues in sorted(groups.items())
+            (sorted(queues), timeout + lease_margin_s, caps[kind])
+            for (timeout, kind), queues in sorted(groups.items())
         ]
         self.stats = WorkerStats()
         self._more = False  # the last batch's claims came back full
@@ -445,8 +451,10 @@ class Worker:
         )
 
 
-def _runs_in_thread(svc: Service) -> bool:
-    return not svc.is_async and not svc.inline
+def _runs_as(svc: Service) -> str:
+    if svc.is_async:
+        return "async"
+    return "inline" if svc.inline else "thread"
 
 
 def _admission_request(svc: Service, packet: Packet) -> AdmissionRequest:

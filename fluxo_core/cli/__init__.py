@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         help="import services from MODULE (its SERVICES list); repeatable",
     )
     p.add_argument("--workers", type=int, default=1, help="worker loops in this process")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=500)
     p.add_argument(
         "--lease-margin", type=float, help="seconds added to leases (FLUXO_LEASE_MARGIN_S)"
     )

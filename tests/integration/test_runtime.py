@@ -197,6 +197,32 @@ async def test_more_slow_calls_than_handler_threads_each_run_once_within_timeout
     assert sorted(runs) == list(range(8))
 
 
+async def test_a_claim_runs_at_most_async_calls_async_handlers_at_once(db: Database) -> None:
+    running, most = 0, 0
+
+    @service("fetch")
+    async def fetch(payload: dict[str, int]) -> dict[str, int]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+        return payload
+
+    rt = ServiceRuntime(db, [fetch], workers=0, poll_interval_s=0.2)
+    async with rt:
+        ids = await rt.gateway.submit("fetch", [packet({"n": n}) for n in range(9)])
+        worker = Worker(db, rt.transport, [fetch], batch_size=500, async_calls=3)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        records = [await rt.gateway.wait(call_id, 20) for call_id in ids]
+        stop.set()
+        worker.request_stop()
+        await task
+    assert [r.status for r in records] == ["succeeded"] * 9
+    assert most == 3  # three at a time: the cap, not the batch size of 500
+
+
 async def test_message_delivered_twice_has_one_effect(db: Database) -> None:
     rt = ServiceRuntime(db, svc.SERVICES, workers=0)
     async with rt:
