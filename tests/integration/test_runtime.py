@@ -21,7 +21,7 @@ from fluxo_core.errors import (
 from fluxo_core.ir import Packet
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import calls, queue_messages, usage_records
-from service_runtime import RetryPolicy, ServiceRuntime, Worker, service
+from service_runtime import CallRecord, RetryPolicy, Service, ServiceRuntime, Worker, service
 from service_runtime.transports import OutgoingMessage, dead_letter_queue
 from service_runtime.worker import CALL_ID_HEADER, OUTPUT_COUNT_HEADER, STATUS_HEADER
 from tests.support import services as svc
@@ -169,6 +169,31 @@ async def test_expired_lease_is_delivered_again(db: Database) -> None:
     assert len(await usage_rows(db)) == 1
 
 
+async def calls_through_one_worker(
+    db: Database, svc_: Service, count: int, *, handler_threads: int = 16, async_calls: int = 100
+) -> list[CallRecord]:
+    """Submit ``count`` calls of ``svc_``, run them with one worker (batch of 500) and return
+    their records once done."""
+    rt = ServiceRuntime(db, [svc_], workers=0, poll_interval_s=0.2)
+    async with rt:
+        ids = await rt.gateway.submit(svc_.name, [packet({"n": n}) for n in range(count)])
+        worker = Worker(
+            db,
+            rt.transport,
+            [svc_],
+            batch_size=500,
+            handler_threads=handler_threads,
+            async_calls=async_calls,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        records = [await rt.gateway.wait(call_id, 20) for call_id in ids]
+        stop.set()
+        worker.request_stop()
+        await running
+    return records
+
+
 async def test_more_slow_calls_than_handler_threads_each_run_once_within_timeout(
     db: Database,
 ) -> None:
@@ -183,16 +208,7 @@ async def test_more_slow_calls_than_handler_threads_each_run_once_within_timeout
         runs.append(payload["n"])
         return payload
 
-    rt = ServiceRuntime(db, [slow], workers=0, poll_interval_s=0.2)
-    async with rt:
-        ids = await rt.gateway.submit("slow", [packet({"n": n}) for n in range(8)])
-        worker = Worker(db, rt.transport, [slow], batch_size=100, handler_threads=2)
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run(stop))
-        records = [await rt.gateway.wait(call_id, 20) for call_id in ids]
-        stop.set()
-        worker.request_stop()
-        await running
+    records = await calls_through_one_worker(db, slow, 8, handler_threads=2)
     assert [(r.status, r.attempts) for r in records] == [("succeeded", 1)] * 8
     assert sorted(runs) == list(range(8))
 
@@ -209,16 +225,7 @@ async def test_a_claim_runs_at_most_async_calls_async_handlers_at_once(db: Datab
         running -= 1
         return payload
 
-    rt = ServiceRuntime(db, [fetch], workers=0, poll_interval_s=0.2)
-    async with rt:
-        ids = await rt.gateway.submit("fetch", [packet({"n": n}) for n in range(9)])
-        worker = Worker(db, rt.transport, [fetch], batch_size=500, async_calls=3)
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        records = [await rt.gateway.wait(call_id, 20) for call_id in ids]
-        stop.set()
-        worker.request_stop()
-        await task
+    records = await calls_through_one_worker(db, fetch, 9, async_calls=3)
     assert [r.status for r in records] == ["succeeded"] * 9
     assert most == 3  # three at a time: the cap, not the batch size of 500
 
