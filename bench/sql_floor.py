@@ -20,7 +20,6 @@ import shutil
 import sqlite3
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import psycopg
 
 from bench.runtime import add_pg_url_option, drop_pg_schema, fresh_pg_schema, log
+from fluxo_core.ir import keyed_id, new_packet_id
 from fluxo_core.storage import Database
 
 STEPS = ("one", "two", "three")
@@ -100,7 +100,7 @@ def enqueue(db: Dialect, queue: str, items: list[tuple[str, bytes]]) -> None:
 
 def call_rows(db: Dialect, jobs: list[str], step: str) -> None:
     now = time.time()
-    calls = [(f"{job}-{step}", job) for job in jobs]
+    calls = [(keyed_id(job, f"{job}/{step}/1"), job) for job in jobs]
     db.many(
         "INSERT INTO job_steps (job_id, key, step_id, status, attempt, call_id, input, context, "
         "seq, started_at) VALUES (?, ?, ?, 'running', 1, ?, ?, '{}', 0, ?)",
@@ -117,7 +117,7 @@ def call_rows(db: Dialect, jobs: list[str], step: str) -> None:
 
 def one_batch(db: Dialect, size: int) -> None:
     now = time.time()
-    jobs = [uuid.uuid4().hex for _ in range(size)]
+    jobs = [new_packet_id() for _ in range(size)]  # time-ordered ids, as the product's
 
     def create() -> None:
         db.many(

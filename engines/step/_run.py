@@ -40,7 +40,7 @@ from fluxo_core.ir import (
     SplitStep,
     SwitchStep,
 )
-from fluxo_core.ir.packet import parse_packet
+from fluxo_core.ir.packet import keyed_id, parse_packet
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from service_runtime.catalog import ServiceInfo
@@ -57,7 +57,9 @@ Meta = dict[str, Any] | None  # a Node-RED message's properties besides payload
 
 
 def call_id_for(job_id: str, key: str, attempt: int) -> str:
-    return hashlib.blake2b(f"{job_id}/{key}/{attempt}".encode(), digest_size=16).hexdigest()
+    """The id of a step execution's call: stable (a re-delivered transition makes the same call,
+    which the gateway then records once), and sorting with the job's id."""
+    return keyed_id(job_id, f"{job_id}/{key}/{attempt}")
 
 
 def stored(value: Any) -> bytes:

@@ -8,7 +8,6 @@ message. The engine is reached only through the registry, by name.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +25,7 @@ from fluxo_core.errors import (
     UnsupportedFeatureError,
     ValidationError,
 )
-from fluxo_core.ir import NativeStep, Packet, Workflow, validate_workflow
+from fluxo_core.ir import NativeStep, Packet, Workflow, new_packet_id, validate_workflow
 from fluxo_core.storage import Database, Principal, Transaction, bulk_insert, tables
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
@@ -318,7 +317,7 @@ class JobService:
         headers: dict[str, str] | None,
     ) -> dict[str, Any]:
         """The new job's row (``status`` queued), its input the packet the engine starts from."""
-        job_id = uuid.uuid4().hex
+        job_id = new_packet_id()  # time-ordered, as the packets of its calls
         packet = Packet.model_validate(
             {
                 "id": job_id,

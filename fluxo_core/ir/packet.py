@@ -8,9 +8,10 @@ packet and return one or many; the runtime copies the envelope, handlers see pay
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
-import uuid
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "Packet",
     "Payload",
     "User",
+    "keyed_id",
     "new_packet_id",
     "new_span_id",
     "new_trace_id",
@@ -45,7 +47,42 @@ Payload = JsonObject | list[JsonObject]
 
 
 def new_packet_id() -> str:
-    return uuid.uuid4().hex
+    """A new id: 32 hex digits laid out as a UUIDv7 (RFC 9562), so ids sort by creation time.
+
+    Packet ids become the keys of the busiest tables (jobs, calls, steps, inbox, usage). Random
+    keys scatter each batch of inserts over the whole of every index, so each commit rewrites
+    hundreds of pages; ids made close in time land on the same few pages at the end of the
+    index (measured with bench/sql_floor.py on SQLite: 3,300 -> 5,450 jobs/s).
+    """
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")  # 74 of these 80 bits are used
+    value = (
+        (millis & _MILLIS_MASK) << 80
+        | 0x7 << 76  # version 7
+        | (rand >> 62 & 0xFFF) << 64
+        | 0b10 << 62  # the RFC 4122 variant
+        | rand & (1 << 62) - 1
+    )
+    return f"{value:032x}"
+
+
+def keyed_id(anchor: str, text: str) -> str:
+    """A stable id for ``text`` (32 hex digits) that sorts next to the id ``anchor``.
+
+    The same ``text`` always gives the same id, so a record written twice collides instead of
+    doubling. When ``anchor`` is an id from :func:`new_packet_id`, the result keeps its time
+    prefix: the ids of a job's calls and of a call's outputs sort with the job, for the same
+    reason as in :func:`new_packet_id`.
+    """
+    prefix = anchor[:_TIME_DIGITS]
+    if not _TIME_PREFIX.fullmatch(prefix):
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return prefix + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+_MILLIS_MASK = (1 << 48) - 1
+_TIME_DIGITS = 12  # the 48-bit millisecond time at the front of a UUIDv7, in hex
+_TIME_PREFIX = re.compile(r"[0-9a-f]{12}")
 
 
 def new_trace_id() -> str:
@@ -165,7 +202,7 @@ class Packet(_Model):
 
 def derived_id(parent_id: str, index: int) -> str:
     """A stable id for the ``index``-th packet derived from ``parent_id`` (32 hex characters)."""
-    return hashlib.blake2b(f"{parent_id}/{index}".encode(), digest_size=16).hexdigest()
+    return keyed_id(parent_id, f"{parent_id}/{index}")
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

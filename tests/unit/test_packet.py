@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import time
+import uuid
 
 import jsonschema
 import pytest
 
 from fluxo_core.errors import PacketValidationError
-from fluxo_core.ir import Packet, json_schema, parse_packet
+from fluxo_core.ir import Packet, json_schema, keyed_id, new_packet_id, parse_packet
 
 ACTOR = {"user": {"id": "u-1"}, "account": {"id": "acme"}}
 
@@ -25,6 +28,30 @@ def test_defaults_give_a_fresh_id_and_trace() -> None:
     assert a.id != b.id
     assert len(a.trace_id) == 32
     assert a.attempt == 1
+
+
+def test_new_ids_are_uuid7_and_sort_by_creation_time() -> None:
+    first = new_packet_id()
+    time.sleep(0.002)  # the order is by millisecond; ids of the same millisecond are random
+    later = [new_packet_id() for _ in range(50)]
+    assert all(first < other for other in later)
+    assert len(set(later)) == 50
+    parsed = uuid.UUID(first)
+    assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+    assert abs((parsed.int >> 80) - time.time() * 1000) < 5_000  # the prefix is the time in ms
+
+
+def test_keyed_ids_are_stable_and_sort_with_their_anchor() -> None:
+    job = new_packet_id()
+    call = keyed_id(job, f"{job}/step/1")
+    assert call == keyed_id(job, f"{job}/step/1")
+    assert call != keyed_id(job, f"{job}/step/2")
+    assert call[:12] == job[:12]
+    assert len(call) == 32
+    # An anchor that is not one of ours (a caller's own packet id) gives a plain digest.
+    foreign = keyed_id("order-1", "order-1/0")
+    assert re.fullmatch(r"[0-9a-f]{32}", foreign)
+    assert foreign == keyed_id("order-1", "order-1/0")
 
 
 @pytest.mark.parametrize(
