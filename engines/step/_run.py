@@ -51,6 +51,7 @@ __all__ = ["ENGINE_QUEUE", "STEP_KEY_HEADER", "JobRun", "call_id_for", "job_chan
 ENGINE_QUEUE = "engine.step"
 STEP_KEY_HEADER = "fluxo-step-key"
 MAX_STORED_BYTES = 64 * 1024
+_JOB_STATE = ("status", "active", "error", "started_at", "finished_at")  # what transitions change
 
 Frame = list[Any]  # [split step id, index, count]
 Meta = dict[str, Any] | None  # a Node-RED message's properties besides payload
@@ -84,7 +85,7 @@ class JobRun:
     calls: list[tuple[ServiceInfo, Packet, bytes]] = field(default_factory=list)
     timers: list[OutgoingMessage] = field(default_factory=list)
     new_keys: list[str] = field(default_factory=list)
-    dirty: set[str] = field(default_factory=set)
+    dirty: dict[str, set[str]] = field(default_factory=dict)  # loaded step key -> changed columns
     results: list[Any] = field(default_factory=list)
     finished: bool = False
 
@@ -93,6 +94,9 @@ class JobRun:
     def __post_init__(self) -> None:
         self.results = orjson.loads(self.job["result"]) if self.job["result"] else []
         self._input: Packet = self.input_packet or Packet.model_validate_json(self.job["input"])
+        # What the row held, so that only what changed is written back.
+        self._loaded = {name: self.job[name] for name in _JOB_STATE}
+        self._loaded_results = len(self.results)  # results are only ever appended
 
     @property
     def input(self) -> Packet:
@@ -441,7 +445,7 @@ class JobRun:
             row = self.steps[key] = dict(loaded._mapping)
         row.update(values)
         if key not in self.new_keys:
-            self.dirty.add(key)
+            self.dirty.setdefault(key, set()).update(values)
 
     def _timer(self, body: dict[str, Any], delay_s: float) -> None:
         body = {"kind": "timer", "job_id": self.job["id"], **body}
@@ -461,24 +465,33 @@ class JobRun:
             self.job.update(status="succeeded", finished_at=self.now)
         self.finished = self.job["status"] in ("succeeded", "failed", "cancelled")
 
-    def job_values(self) -> dict[str, Any]:
-        """The job row's changed columns, for the batch's UPDATE."""
+    def job_values(self) -> dict[str, Any] | None:
+        """The job row's changed columns with its ``id``, or None if nothing changed.
+
+        Most transitions change nothing on the row: a step's call ends and the next one's
+        starts, so ``active`` goes down and up again. Writing only real changes saves an UPDATE
+        per job and step, and leaves the status index alone until the status moves.
+        """
         self.settle()
-        return {
-            "id": self.job["id"],
-            "status": self.job["status"],
-            "active": self.job["active"],
-            "result": orjson.dumps(self.results),
-            "error": self.job["error"],
-            "started_at": self.job["started_at"],
-            "finished_at": self.job["finished_at"],
+        values = {
+            name: self.job[name] for name in _JOB_STATE if self.job[name] != self._loaded[name]
         }
+        if len(self.results) != self._loaded_results:
+            values["result"] = orjson.dumps(self.results)
+        if not values:
+            return None
+        values["id"] = self.job["id"]
+        return values
 
     def new_rows(self) -> list[dict[str, Any]]:
         return [self.steps[k] for k in self.new_keys]
 
     def changed_rows(self) -> list[dict[str, Any]]:
-        return [self.steps[k] for k in sorted(self.dirty)]
+        """Each changed step row as its key and the columns that changed."""
+        return [
+            {"job_id": self.job["id"], "key": key, **{c: self.steps[key][c] for c in columns}}
+            for key, columns in sorted(self.dirty.items())
+        ]
 
 
 def _suffix(frames: list[Frame]) -> str:

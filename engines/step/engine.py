@@ -323,7 +323,7 @@ class StepEngine:
         self._inputs[job_id] = run.input
 
     def _write(self, tx: Transaction, runs: list[JobRun]) -> None:
-        self.store.save_many(tx, [run.job_values() for run in runs])
+        self.store.save_many(tx, [v for run in runs if (v := run.job_values()) is not None])
         self.store.add_steps(tx, [row for run in runs for row in run.new_rows()])
         self.store.save_steps(tx, [row for run in runs for row in run.changed_rows()])
         by_service: dict[str, list[tuple[Any, bytes]]] = defaultdict(list)

@@ -32,9 +32,6 @@ _CALL_PHASES: dict[str, StepPhase] = {
 }
 
 ACTIVE = ("queued", "running")
-_STEP_STATE = (
-    "job_id", "key", "status", "attempt", "call_id", "output", "error", "started_at", "finished_at",
-)  # fmt: skip
 
 
 class JobStore:
@@ -229,17 +226,14 @@ class JobStore:
         return as_dicts(tx.execute(self._steps_by_keys, params))
 
     def save_many(self, tx: Transaction, values: list[dict[str, Any]]) -> None:
-        """Write job rows: ``id`` plus status, active, result, error, started_at, finished_at."""
-        bulk_update(tx, jobs, ["id"], values)
+        """Write job rows: each dict holds ``id`` and the columns to set."""
+        for group in _by_columns(values):
+            bulk_update(tx, jobs, ["id"], group)
 
     def save_steps(self, tx: Transaction, rows: list[dict[str, Any]]) -> None:
-        """Write changed step rows (full rows as loaded and modified)."""
-        bulk_update(
-            tx,
-            job_steps,
-            ["job_id", "key"],
-            [{name: r[name] for name in _STEP_STATE} for r in rows],
-        )
+        """Write step rows: each dict holds ``job_id``, ``key`` and the columns to set."""
+        for group in _by_columns(rows):
+            bulk_update(tx, job_steps, ["job_id", "key"], group)
 
     def save(self, tx: Transaction, job_id: str, values: dict[str, Any]) -> None:
         tx.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
@@ -333,6 +327,14 @@ class JobStore:
             r.message_id
             for r in bulk_insert(tx, inbox, rows, skip_conflicts=True, returning=["message_id"])
         }
+
+
+def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by the columns they hold (one UPDATE statement per group)."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    return list(groups.values())
 
 
 def job_channel(job_id: str) -> str:
