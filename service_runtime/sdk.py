@@ -162,8 +162,9 @@ class Service:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
+        # Asked for every call the worker runs; the handler of a service never changes.
         return inspect.iscoroutinefunction(self.handler)
 
     @property

@@ -68,6 +68,7 @@ class _Outcome:
     service: Service
     packet: Packet | None = None
     outputs: list[Any] | None = None  # payloads, on success
+    results: list[tuple[str, bytes]] | None = None  # (packet id, JSON) of each output packet
     error: FluxoError | None = None
     duplicate: bool = False
     retry_delay: float = 0.0
@@ -261,6 +262,17 @@ class Worker:
                 )
                 result = await asyncio.wait_for(running, svc.timeout_s)
             o.outputs = _normalize(svc, result)
+            try:
+                # Zero outputs still make one (empty) packet: it tells the consumer of the
+                # output queue that the call is done.
+                o.results = packet.derive_json(o.outputs or [[]], span_id=o.span_id)
+            except TypeError as exc:
+                raise ServiceError(
+                    f"service {svc.ref} returned an output that is not JSON: {exc}; return "
+                    "only JSON values (dicts, lists, strings, numbers, booleans, None)",
+                    retryable=False,
+                    service=svc.ref,
+                ) from exc
         except TimeoutError:
             o.error = ServiceTimeoutError(
                 f"service {svc.ref} did not finish within {svc.timeout_s}s", service=svc.ref
@@ -368,11 +380,10 @@ class Worker:
         self, o: _Outcome, now: float
     ) -> tuple[dict[str, Any], dict[str, Any], list[OutgoingMessage]]:
         """The usage record, call update and output messages of a successful call."""
-        packet, svc, outputs = o.packet, o.service, o.outputs or []
-        if packet is None:
-            raise ServiceError("a successful call without its packet", retryable=False)
-        results = [packet.derive(p, index=i, span_id=o.span_id) for i, p in enumerate(outputs)]
-        items = sum(len(r.items) for r in results)
+        packet, svc, outputs, results = o.packet, o.service, o.outputs or [], o.results
+        if packet is None or results is None:
+            raise ServiceError("a successful call without its packets", retryable=False)
+        items = sum(len(p) if isinstance(p, list) else 1 for p in outputs)
         units, unit_price, amount = svc.price.charge(items)
         usage = {
             "call_id": packet.id,
@@ -388,25 +399,21 @@ class Worker:
             "currency": svc.price.currency,
             "created_at": now,
         }
-        bodies = [pydantic_core.to_json(r) for r in results]
         update = {
             "id": packet.id,
             "status": "succeeded",
-            "result": b"[" + b",".join(bodies) + b"]",
+            # The call's result: its output packets (none for a call that returned nothing).
+            "result": b"[" + b",".join(body for _, body in results[: len(outputs)]) + b"]",
             "error": None,
             "attempts": o.delivery.attempt,
             "finished_at": now,
         }
         reply_to = o.delivery.headers.get(REPLY_TO_HEADER) or svc.output_queue
-        count = str(len(results))
-        if not results:
-            # Zero outputs still tell the consumer of the output queue that the call is done.
-            empty = packet.derive([], index=0, span_id=o.span_id)
-            results, bodies = [empty], [pydantic_core.to_json(empty)]
+        count = str(len(outputs))
         messages = [
             OutgoingMessage(
                 queue=reply_to,
-                message_id=result.id,
+                message_id=packet_id,
                 body=body,
                 headers={
                     STATUS_HEADER: "succeeded",
@@ -415,7 +422,7 @@ class Worker:
                     OUTPUT_COUNT_HEADER: count,
                 },
             )
-            for i, (result, body) in enumerate(zip(results, bodies, strict=True))
+            for i, (packet_id, body) in enumerate(results)
         ]
         return usage, update, messages
 

@@ -328,3 +328,16 @@ async def test_payload_not_matching_the_input_schema_is_refused(db: Database) ->
         await assert_nothing_enqueued(rt)
     locations = [loc for loc, _ in info.value.problems]
     assert locations == ["payload[1]", "payload[1].qty"]
+
+
+async def test_an_output_json_cannot_hold_fails_its_call_not_the_batch(db: Database) -> None:
+    @service("odd", inline=True)
+    def odd(payload: dict[str, int]) -> dict[str, object]:
+        return {"n": payload["n"], "handle": object()} if payload["n"] == 1 else payload
+
+    records = await calls_through_one_worker(db, odd, 3)
+    assert [r.status for r in records] == ["succeeded", "failed", "succeeded"]
+    error = records[1].error or {}
+    assert "not JSON" in error["message"]
+    assert error["retryable"] is False
+    assert len(await usage_rows(db)) == 2  # the failed call is not billed

@@ -6,6 +6,8 @@ import json
 import re
 import time
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import jsonschema
 import pytest
@@ -120,6 +122,35 @@ def test_derive_copies_the_envelope_with_a_stable_id() -> None:
         source.trace_id,
     )
     assert first.parent_id == "ab" * 8
+
+
+def test_derive_json_writes_what_derive_makes() -> None:
+    source = parse_packet(
+        {
+            "actor": {"user": {"id": "u-1", "name": "Ann"}, "account": {"id": "acme"}},
+            "payload": {},
+            "job_id": "j1",
+            "headers": {"x-source": "form"},
+        }
+    )
+    payloads: list[Any] = [{"x": 1}, [{"y": 2}, {"z": None}]]
+    derived = source.derive_json(payloads, span_id="ab" * 8)
+    for index, (packet_id, body) in enumerate(derived):
+        expected = source.derive(payloads[index], index=index, span_id="ab" * 8)
+        parsed = parse_packet(body)
+        assert parsed.id == packet_id == expected.id
+        assert parsed.created_at.tzinfo is not None
+        keep = {"created_at"}
+        assert parsed.model_dump(exclude=keep) == expected.model_dump(exclude=keep)
+
+
+def test_derive_json_writes_values_as_pydantic_would_and_refuses_the_rest() -> None:
+    source = parse_packet({"actor": ACTOR, "payload": {}})
+    when = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    [(_, body)] = source.derive_json([{"at": when, "tags": {"a"}}], span_id="ab" * 8)
+    assert json.loads(body)["payload"] == {"at": "2026-12-03T08:00:00Z", "tags": ["a"]}
+    with pytest.raises(TypeError):
+        source.derive_json([{"handle": object()}], span_id="ab" * 8)
 
 
 def test_exported_schema_validates_packets() -> None:
