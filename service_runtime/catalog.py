@@ -16,7 +16,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from fluxo_core.errors import PayloadSchemaError, UnknownServiceError
-from fluxo_core.ir import Packet
 from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.tables import services as services_table
 from service_runtime.sdk import Price, Service, _schema_problems, input_queue, output_queue
@@ -51,10 +50,11 @@ class ServiceInfo:
     def output_queue(self) -> str:
         return output_queue(self.name, self.version)
 
-    def validate_input(self, packet: Packet) -> None:
+    def validate_payload(self, payload: Any) -> None:
+        """Check a call's payload against ``input_schema``; raise with every located problem."""
         if self.input_schema is None:
             return
-        problems = _schema_problems(self.input_schema, packet.payload)
+        problems = _schema_problems(self.input_schema, payload)
         if problems:
             raise PayloadSchemaError(
                 f"payload does not match the input schema of service {self.ref}",

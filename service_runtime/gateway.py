@@ -41,6 +41,7 @@ __all__ = [
     "CallRecord",
     "CallStatus",
     "Gateway",
+    "PreparedCall",
     "call_channel",
 ]
 
@@ -51,6 +52,24 @@ FINAL_STATUSES = ("succeeded", "failed")
 
 def call_channel(call_id: str) -> str:
     return f"call:{call_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A call's packet, checked and serialised: what :meth:`Gateway.record_calls` writes."""
+
+    id: str
+    account_id: str
+    user_id: str
+    job_id: str | None
+    step_id: str | None
+    body: bytes
+
+    @classmethod
+    def of(cls, packet: Packet, body: bytes) -> PreparedCall:
+        return cls(
+            packet.id, packet.account_id, packet.actor.user.id, packet.job_id, packet.step_id, body
+        )
 
 
 @dataclass(frozen=True)
@@ -165,11 +184,11 @@ class Gateway:
     ) -> list[str]:
         """Admit and enqueue many calls of one service in one transaction; returns call ids."""
         info = await self.catalog.resolve(service)
-        bodies: list[bytes] = []
+        prepared = []
         for packet in packets:
             body = pydantic_core.to_json(packet)
             self._check(info, packet, body, principal)
-            bodies.append(body)
+            prepared.append(PreparedCall.of(packet, body))
         if self.admission is not None:
             seen: set[tuple[str, str, str | None, str | None]] = set()
             for packet in packets:
@@ -177,85 +196,71 @@ class Gateway:
                 if key not in seen:
                     seen.add(key)
                     await self.admission(AdmissionRequest.for_call(packet, info.name, info.version))
-        return await self._record_and_enqueue(info, packets, bodies, reply_to)
+        await self.db.transact(lambda tx: self.record_calls(tx, info, prepared, reply_to=reply_to))
+        return [p.id for p in prepared]
 
-    def check_call(self, info: ServiceInfo, packet: Packet) -> bytes:
-        """Serialise ``packet`` and check it as :meth:`submit` would; returns the body.
+    def check_call(self, info: ServiceInfo, packet_id: str, payload: Any, body: bytes) -> None:
+        """Check a serialised call packet as :meth:`submit` would (size, input schema).
 
         For engines, so a bad packet fails its step where the engine can handle it, instead
         of failing the engine's whole transaction in :meth:`record_calls`.
         """
-        body = pydantic_core.to_json(packet)
-        self._check(info, packet, body, None)
-        return body
+        self._check_size(packet_id, body)
+        info.validate_payload(payload)
 
     def _check(
         self, info: ServiceInfo, packet: Packet, body: bytes, principal: Principal | None
     ) -> None:
-        if len(body) > self.max_packet_bytes:
-            raise PayloadTooLargeError(
-                f"packet {packet.id} is {len(body)} bytes, over the limit of "
-                f"{self.max_packet_bytes} bytes (FLUXO_MAX_PACKET_BYTES); send a reference to the "
-                "data instead, or raise the limit",
-                size=len(body),
-                limit=self.max_packet_bytes,
-            )
+        self._check_size(packet.id, body)
         if principal is not None and packet.account_id != principal.account_id:
             raise PermissionDeniedError(
                 f"packet {packet.id} is for account {packet.account_id!r} but the token belongs to "
                 f"account {principal.account_id!r}; use a token of that account",
                 packet_id=packet.id,
             )
-        info.validate_input(packet)
+        info.validate_payload(packet.payload)
 
-    async def _record_and_enqueue(
-        self,
-        info: ServiceInfo,
-        packets: Sequence[Packet],
-        bodies: Sequence[bytes],
-        reply_to: str | None,
-    ) -> list[str]:
-        await self.db.transact(
-            lambda tx: self.record_calls(tx, info, packets, bodies=bodies, reply_to=reply_to)
-        )
-        return [p.id for p in packets]
+    def _check_size(self, packet_id: str, body: bytes) -> None:
+        if len(body) > self.max_packet_bytes:
+            raise PayloadTooLargeError(
+                f"packet {packet_id} is {len(body)} bytes, over the limit of "
+                f"{self.max_packet_bytes} bytes (FLUXO_MAX_PACKET_BYTES); send a reference to the "
+                "data instead, or raise the limit",
+                size=len(body),
+                limit=self.max_packet_bytes,
+            )
 
     def record_calls(
         self,
         tx: Transaction,
         info: ServiceInfo,
-        packets: Sequence[Packet],
+        prepared: Sequence[PreparedCall],
         *,
-        bodies: Sequence[bytes] | None = None,
         reply_to: str | None = None,
     ) -> None:
         """Write call rows and input messages inside the caller's transaction.
 
         For engines whose own state change causes the calls (a step finished, so the next step's
-        call starts): both commit together or not at all. Admission is not asked here (it is
-        async); the worker asks it again before running each handler, so blocks still hold.
+        call starts): both commit together or not at all. The packets were checked before
+        (:meth:`check_call`). Admission is not asked here (it is async); the worker asks it
+        again before running each handler, so blocks still hold.
 
         Raises:
-            PayloadTooLargeError: a packet is over the size limit.
             ConflictError: a packet id was already used for a different call.
         """
-        if bodies is None:
-            bodies = [pydantic_core.to_json(p) for p in packets]
-            for packet, body in zip(packets, bodies, strict=True):
-                self._check(info, packet, body, None)
         now = time.time()
         headers = {REPLY_TO_HEADER: reply_to} if reply_to else {}
         rows = [
             {
                 "id": p.id,
                 "account_id": p.account_id,
-                "user_id": p.actor.user.id,
+                "user_id": p.user_id,
                 "service": info.name,
                 "version": info.version,
                 "job_id": p.job_id,
                 "step_id": p.step_id,
                 "status": "queued",
-                "request": body,
+                "request": p.body,
                 "result": None,
                 "error": None,
                 "attempts": 0,
@@ -263,24 +268,24 @@ class Gateway:
                 "created_at": now,
                 "finished_at": None,
             }
-            for p, body in zip(packets, bodies, strict=True)
+            for p in prepared
         ]
         # A packet id seen before is the same call retried by its client: keep the first,
         # enqueue nothing new. Only if the id was used for a different call is it an error.
         inserted = self._insert_calls(tx, rows)
         if len(inserted) < len(rows):
-            self._check_repeats(tx, info, [p for p in packets if p.id not in inserted])
+            self._check_repeats(tx, info, [p for p in prepared if p.id not in inserted])
         self.transport.enqueue(
             tx,
             [
                 OutgoingMessage(
                     queue=info.input_queue,
                     message_id=p.id,
-                    body=body,
+                    body=p.body,
                     headers=headers,
                     max_attempts=info.max_attempts,
                 )
-                for p, body in zip(packets, bodies, strict=True)
+                for p in prepared
                 if p.id in inserted
             ],
         )
@@ -291,7 +296,7 @@ class Gateway:
         return {r.id for r in bulk_insert(tx, calls, rows, skip_conflicts=True, returning=["id"])}
 
     @staticmethod
-    def _check_repeats(tx: Transaction, info: ServiceInfo, repeats: Sequence[Packet]) -> None:
+    def _check_repeats(tx: Transaction, info: ServiceInfo, repeats: Sequence[PreparedCall]) -> None:
         stored = {
             r.id: r
             for r in tx.execute(

@@ -73,6 +73,7 @@ class _Outcome:
     duplicate: bool = False
     retry_delay: float = 0.0
     span_id: str = field(default_factory=new_span_id)
+    admission: AdmissionRequest | None = None  # what admission decides on, once parsed
 
 
 class Worker:
@@ -225,10 +226,14 @@ class Worker:
     async def _run_handlers(self, outcomes: list[_Outcome]) -> None:
         if not outcomes:
             return
-        prefetch = getattr(self.admission, "prefetch", None)
-        if prefetch is not None:
-            # One lookup for the whole batch; each call's check then hits the warm cache.
-            await prefetch([_admission_request(o.service, o.packet) for o in outcomes if o.packet])
+        if self.admission is not None:
+            for o in outcomes:
+                if o.packet is not None:
+                    o.admission = _admission_request(o.service, o.packet)
+            prefetch = getattr(self.admission, "prefetch", None)
+            if prefetch is not None:
+                # One lookup for the whole batch; each call's check then hits the warm cache.
+                await prefetch([o.admission for o in outcomes if o.admission is not None])
         # Inline handlers run on the loop and never wait (admission is warm after the prefetch),
         # so one after the other costs the same time minus a task per call (~20 us each).
         others = []
@@ -244,10 +249,10 @@ class Worker:
         if packet is None:  # parse failures never reach here; keeps the type narrow
             return
         try:
-            if self.admission is not None:
+            if self.admission is not None and o.admission is not None:
                 # Checked again at execution, not only at the gateway: a block or a cancelled
                 # job stops work already queued, on every engine alike.
-                await self.admission(_admission_request(svc, packet))
+                await self.admission(o.admission)
             svc.validate_input(packet)
             if packet.attempt != o.delivery.attempt:
                 packet = packet.model_copy(update={"attempt": o.delivery.attempt})

@@ -40,10 +40,11 @@ from fluxo_core.ir import (
     SplitStep,
     SwitchStep,
 )
-from fluxo_core.ir.packet import keyed_id, parse_packet
+from fluxo_core.ir.packet import PacketTemplate, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from service_runtime.catalog import ServiceInfo
+from service_runtime.gateway import PreparedCall
 from service_runtime.transports import OutgoingMessage
 
 __all__ = ["ENGINE_QUEUE", "STEP_KEY_HEADER", "JobRun", "call_id_for", "job_channel"]
@@ -79,10 +80,10 @@ class JobRun:
     store: JobStore
     plan: Plan
     job: dict[str, Any]  # the locked jobs row, as a dict; written back by the batch
-    check_call: Callable[[ServiceInfo, Packet], bytes]  # the gateway's packet checks
+    check_call: Callable[[ServiceInfo, str, Any, bytes], None]  # the gateway's packet checks
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # by key: loaded and new
     now: float = field(default_factory=time.time)
-    calls: list[tuple[ServiceInfo, Packet, bytes]] = field(default_factory=list)
+    calls: list[tuple[ServiceInfo, PreparedCall]] = field(default_factory=list)
     timers: list[OutgoingMessage] = field(default_factory=list)
     new_keys: list[str] = field(default_factory=list)
     dirty: dict[str, set[str]] = field(default_factory=dict)  # loaded step key -> changed columns
@@ -94,6 +95,7 @@ class JobRun:
     def __post_init__(self) -> None:
         self.results = orjson.loads(self.job["result"]) if self.job["result"] else []
         self._input: Packet = self.input_packet or Packet.model_validate_json(self.job["input"])
+        self._template: PacketTemplate | None = None  # made at the job's first call here
         # What the row held, so that only what changed is written back.
         self._loaded = {name: self.job[name] for name in _JOB_STATE}
         self._loaded_results = len(self.results)  # results are only ever appended
@@ -296,25 +298,24 @@ class JobRun:
         body = payload
         if isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
             body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
-        # parse_packet, not model_validate: a payload a service cannot take (a Node-RED string
-        # reaching a service step) fails this step with a located error, not the transaction.
-        packet = parse_packet(
-            {
-                "id": call_id,
-                "job_id": self.job["id"],
-                "step_id": step.id,
-                "workflow": self.plan.ref,
-                "trace_id": self._input.trace_id,
-                "actor": self._input.actor,
-                "payload": body,
-                "headers": {**self._input.headers, STEP_KEY_HEADER: key},
-            },
+        if self._template is None:
+            self._template = PacketTemplate(self._input, workflow=self.plan.ref)
+        # A payload a service cannot take (a Node-RED string reaching a service step) fails
+        # this step with a located error, not the transaction.
+        data = self._template.json(
+            id=call_id,
+            step_id=step.id,
+            payload=body,
+            headers={**self._input.headers, STEP_KEY_HEADER: key},
             where=f"input of step {step.id!r}",
         )
         info = self.plan.services[step.id]
         # Checked now (size, input schema) so a bad packet fails this step, handled by on_error,
         # rather than the engine's transaction.
-        self.calls.append((info, packet, self.check_call(info, packet)))
+        self.check_call(info, call_id, body, data)
+        actor = self._input.actor
+        call = PreparedCall(call_id, actor.account.id, actor.user.id, self.job["id"], step.id, data)
+        self.calls.append((info, call))
         if attempt == 1:
             self._add_step(key, step.id, "running", payload, context, call_id=call_id)
             self.job["active"] += 1

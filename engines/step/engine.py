@@ -42,6 +42,7 @@ from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import ServiceRuntime
 from service_runtime.builtin.nodered_nodes import NODERED_NODE_SERVICE
+from service_runtime.gateway import PreparedCall
 from service_runtime.transports import Delivery
 from service_runtime.worker import CALL_ID_HEADER
 
@@ -326,20 +327,14 @@ class StepEngine:
         self.store.save_many(tx, [v for run in runs if (v := run.job_values()) is not None])
         self.store.add_steps(tx, [row for run in runs for row in run.new_rows()])
         self.store.save_steps(tx, [row for run in runs for row in run.changed_rows()])
-        by_service: dict[str, list[tuple[Any, bytes]]] = defaultdict(list)
+        by_service: dict[str, list[PreparedCall]] = defaultdict(list)
         infos = {}
         for run in runs:
-            for info, packet, body in run.calls:
-                by_service[info.ref].append((packet, body))
+            for info, call in run.calls:
+                by_service[info.ref].append(call)
                 infos[info.ref] = info
-        for ref, items in by_service.items():
-            self.runtime.gateway.record_calls(
-                tx,
-                infos[ref],
-                [packet for packet, _ in items],
-                bodies=[body for _, body in items],
-                reply_to=ENGINE_QUEUE,
-            )
+        for ref, prepared in by_service.items():
+            self.runtime.gateway.record_calls(tx, infos[ref], prepared, reply_to=ENGINE_QUEUE)
         self.runtime.transport.enqueue(tx, [timer for run in runs for timer in run.timers])
         tx.notify(*(job_channel(run.job["id"]) for run in runs if run.finished))
 

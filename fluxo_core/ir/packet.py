@@ -27,6 +27,7 @@ __all__ = [
     "Account",
     "Actor",
     "Packet",
+    "PacketTemplate",
     "Payload",
     "User",
     "keyed_id",
@@ -36,10 +37,12 @@ __all__ = [
     "parse_packet",
 ]
 
+_IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
+_WORKFLOW_REF_PATTERN = r"^[a-z0-9][a-z0-9._-]*@[A-Za-z0-9._-]+$"
 Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
+    str, StringConstraints(min_length=1, max_length=128, pattern=_IDENTIFIER_PATTERN)
 ]
-WorkflowRef = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*@[A-Za-z0-9._-]+$")]
+WorkflowRef = Annotated[str, StringConstraints(pattern=_WORKFLOW_REF_PATTERN)]
 TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 
@@ -162,7 +165,7 @@ class Packet(_Model):
     @classmethod
     def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not _HEADER_NAME.match(name):
+            if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(
                     f"header name {name!r} is not allowed: use letters, digits, '-', '_' or '.'"
                 )
@@ -232,6 +235,65 @@ class Packet(_Model):
         return derived
 
 
+class PacketTemplate:
+    """The envelope that packets share with ``source`` (job, trace, actor), checked once: makes
+    the JSON of such a packet for a new id, step, payload and headers without building a model.
+
+    For the step engine, which writes a call packet for every step it runs; the JSON is what
+    ``Packet.model_validate(...)`` would accept and ``to_json`` would write.
+    """
+
+    def __init__(self, source: Packet, *, workflow: str | None) -> None:
+        if workflow is not None and not _WORKFLOW_REF.fullmatch(workflow):
+            raise PacketValidationError(
+                f"invalid workflow reference {workflow!r}: use name@version",
+                problems=[("workflow", "not name@version")],
+            )
+        self._envelope = {
+            "job_id": source.job_id,
+            "workflow": workflow,
+            "trace_id": source.trace_id,
+            "parent_id": None,
+            "actor": source.actor.model_dump(),
+        }
+
+    def json(
+        self, *, id: str, step_id: str, payload: Any, headers: dict[str, str], where: str
+    ) -> bytes:
+        """The packet's JSON. Raises PacketValidationError, located, as ``parse_packet`` would."""
+        data = {
+            "id": id,
+            **self._envelope,
+            "step_id": step_id,
+            "payload": payload,
+            "headers": headers,
+            "created_at": _now(),
+            "attempt": 1,
+        }
+        if not (_is_payload(payload) and _is_identifier(id) and _is_identifier(step_id)):
+            parse_packet(data, where=where)  # says what is wrong, and where
+        for name, value in headers.items():
+            if not (_HEADER_NAME.fullmatch(name) and isinstance(value, str)):
+                parse_packet(data, where=where)
+        try:
+            return orjson.dumps(data, default=_jsonable, option=orjson.OPT_UTC_Z)
+        except TypeError as exc:
+            raise PacketValidationError(
+                f"invalid {where}: the payload is not JSON ({exc})",
+                problems=[("payload", str(exc))],
+            ) from exc
+
+
+def _is_identifier(value: str) -> bool:
+    return len(value) <= 128 and _IDENTIFIER.fullmatch(value) is not None
+
+
+def _is_payload(value: Any) -> bool:
+    return isinstance(value, dict) or (
+        isinstance(value, list) and all(isinstance(item, dict) for item in value)
+    )
+
+
 def _jsonable(value: Any) -> Any:
     try:
         return pydantic_core.to_jsonable_python(value)
@@ -245,6 +307,9 @@ def derived_id(parent_id: str, index: int) -> str:
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# The same checks as the model's, for PacketTemplate (fullmatch: "$" alone allows a final "\n").
+_IDENTIFIER = re.compile(_IDENTIFIER_PATTERN)
+_WORKFLOW_REF = re.compile(_WORKFLOW_REF_PATTERN)
 
 
 def parse_packet(data: bytes | str | dict[str, Any], *, where: str = "packet") -> Packet:

@@ -13,7 +13,14 @@ import jsonschema
 import pytest
 
 from fluxo_core.errors import PacketValidationError
-from fluxo_core.ir import Packet, json_schema, keyed_id, new_packet_id, parse_packet
+from fluxo_core.ir import (
+    Packet,
+    PacketTemplate,
+    json_schema,
+    keyed_id,
+    new_packet_id,
+    parse_packet,
+)
 
 ACTOR = {"user": {"id": "u-1"}, "account": {"id": "acme"}}
 
@@ -151,6 +158,58 @@ def test_derive_json_writes_values_as_pydantic_would_and_refuses_the_rest() -> N
     assert json.loads(body)["payload"] == {"at": "2026-12-03T08:00:00Z", "tags": ["a"]}
     with pytest.raises(TypeError):
         source.derive_json([{"handle": object()}], span_id="ab" * 8)
+
+
+def template_source() -> Packet:
+    return parse_packet(
+        {
+            "actor": {"user": {"id": "u-1"}, "account": {"id": "acme"}},
+            "payload": {},
+            "job_id": "j1",
+            "headers": {"x-source": "form"},
+        }
+    )
+
+
+def test_a_template_writes_the_packet_the_model_would() -> None:
+    source = template_source()
+    template = PacketTemplate(source, workflow="orders@3")
+    body = template.json(
+        id="c1", step_id="ship", payload=[{"n": 1}], headers={"k": "v"}, where="step 'ship'"
+    )
+    parsed = parse_packet(body)
+    assert (parsed.id, parsed.job_id, parsed.step_id, parsed.workflow) == (
+        "c1",
+        "j1",
+        "ship",
+        "orders@3",
+    )
+    assert (parsed.trace_id, parsed.actor, parsed.payload) == (
+        source.trace_id,
+        source.actor,
+        [{"n": 1}],
+    )
+    assert parsed.headers == {"k": "v"}
+
+
+@pytest.mark.parametrize(
+    ("change", "location"),
+    [
+        ({"payload": "a string"}, "payload"),
+        ({"payload": [{"a": 1}, 2]}, "payload"),
+        ({"id": "bad id"}, "id"),
+        ({"headers": {"bad name": "x"}}, "headers"),
+        ({"payload": {"handle": object()}}, "payload"),
+    ],
+)
+def test_a_template_refuses_what_the_model_refuses_with_the_location(
+    change: dict[str, Any], location: str
+) -> None:
+    fields: dict[str, Any] = {"id": "c1", "step_id": "ship", "payload": {}, "headers": {}}
+    with pytest.raises(PacketValidationError) as caught:
+        PacketTemplate(template_source(), workflow=None).json(**{**fields, **change}, where="x")
+    assert caught.value.message.startswith("invalid x")
+    assert any(loc.startswith(location) for loc, _ in caught.value.problems)
 
 
 def test_exported_schema_validates_packets() -> None:
