@@ -43,7 +43,7 @@ from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import ServiceRuntime
 from service_runtime.builtin.nodered_nodes import NODERED_NODE_SERVICE
 from service_runtime.gateway import PreparedCall
-from service_runtime.transports import Delivery
+from service_runtime.transports import Delivery, TakesInTransaction
 from service_runtime.worker import CALL_ID_HEADER
 
 __all__ = ["ENGINE_QUEUE", "StepEngine"]
@@ -88,8 +88,8 @@ class StepEngine:
         self.store = JobStore(runtime.db)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
-        self._plans: dict[tuple[str, str, int], Plan] = {}
-        self._job_plans: dict[str, tuple[str, str, int]] = {}
+        self._plans: dict[PlanKey, Plan] = {}
+        self._job_plans: dict[str, PlanKey] = {}
         self._inputs: dict[str, Packet] = {}
         self._stop = asyncio.Event()
 
@@ -132,7 +132,7 @@ class StepEngine:
                 tx,
                 dict.fromkeys(jobs, plan),
                 [("start", j, None, None) for j in jobs],
-                inserted=jobs,
+                locked=jobs,
             )
             return {run.job["id"]: run.job["status"] for run in runs}
 
@@ -182,31 +182,77 @@ class StepEngine:
         self.db.notify_local(f"q:{ENGINE_QUEUE}")
 
     async def run_once(self) -> int:
+        """Apply one batch of engine messages; returns how many messages it settled."""
+        transport = self.runtime.transport
+        if isinstance(transport, TakesInTransaction):
+            try:
+                return await self._take_and_apply(transport)
+            except FluxoError as exc:
+                if exc.retryable:
+                    raise
+                # A message that fails the batch: the leased path below finds it and applies
+                # the batch's messages one by one, so it fails only its own job.
+                log.warning("engine batch failed (%s); applying it with a lease", exc.message)
+        return await self._claim_and_apply()
+
+    async def _take_and_apply(self, transport: TakesInTransaction) -> int:
+        """Take the batch inside the transaction that applies it (the queue is in this
+        database): no claim transaction, no lease written on each message."""
+        tried: set[PlanKey] = set()  # plans looked up during this call, found or not
+
+        def apply(tx: Transaction) -> tuple[int, set[PlanKey]]:
+            deliveries = transport.take(tx, [ENGINE_QUEUE], limit=self.batch_size)
+            events, unreadable = _events(deliveries)
+            self._bury(tx, unreadable)
+            jobs = self.store.lock_many(tx, {e.job_id for e in events})
+            plans: dict[str, Plan] = {}
+            missing: set[PlanKey] = set()
+            for job_id, job in jobs.items():
+                key = _plan_key(job)
+                plan = self._plans.get(key)
+                if plan is not None:
+                    plans[job_id] = plan
+                elif key not in tried:
+                    missing.add(key)
+            # Messages of jobs whose plan is still to be read stay in the queue for the next
+            # round; those of jobs without a plan (gone, or not runnable) are settled unapplied.
+            ready = [
+                e
+                for e in events
+                if e.job_id not in jobs or _plan_key(jobs[e.job_id]) not in missing
+            ]
+            self._apply_batch(tx, plans, ready, jobs=jobs)
+            return len(ready) + len(unreadable), missing
+
+        settled, missing = await self.db.transact(apply, keyed=True)
+        while missing:
+            for key in missing:
+                tried.add(key)
+                try:
+                    await self._plan_for(*key)
+                except FluxoError as exc:
+                    if exc.retryable:
+                        raise
+                    log.error("workflow %s@%s cannot run here: %s", key[1], key[2], exc.message)
+            more, missing = await self.db.transact(apply, keyed=True)
+            settled += more
+        return settled
+
+    def _bury(self, tx: Transaction, unreadable: list[Delivery]) -> None:
+        if unreadable:
+            log.error("dead-lettering %d unreadable engine message(s)", len(unreadable))
+        for d in unreadable:
+            self.runtime.transport.dead_letter(tx, d, error="not an engine message")
+
+    async def _claim_and_apply(self) -> int:
         deliveries = await self.runtime.transport.claim(
             [ENGINE_QUEUE], limit=self.batch_size, lease_s=self.lease_s
         )
         if not deliveries:
             return 0
-        events: list[Event] = []
-        unreadable: list[Delivery] = []
-        for d in deliveries:
-            try:
-                body = orjson.loads(d.body)
-                if CALL_ID_HEADER in d.headers:
-                    call_id = d.headers[CALL_ID_HEADER]
-                    events.append(Event("result", body["job_id"], call_id, f"call:{call_id}", d))
-                else:
-                    events.append(Event(body["kind"], body["job_id"], body, d.message_id, d))
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                unreadable.append(d)
+        events, unreadable = _events(deliveries)
         if unreadable:
-            log.error("dead-lettering %d unreadable engine message(s)", len(unreadable))
-
-            def bury(tx: Transaction) -> None:
-                for d in unreadable:
-                    self.runtime.transport.dead_letter(tx, d, error="not an engine message")
-
-            await self.db.transact(bury)
+            await self.db.transact(lambda tx: self._bury(tx, unreadable))
         plans = await self._plans_for({e.job_id for e in events})
         try:
             await self.db.transact(lambda tx: self._apply_batch(tx, plans, events), keyed=True)
@@ -243,14 +289,21 @@ class StepEngine:
             tx.notify(job_channel(event.job_id))
         self.runtime.transport.ack(tx, [event.delivery])
 
-    def _apply_batch(self, tx: Transaction, plans: dict[str, Plan], events: list[Event]) -> None:
+    def _apply_batch(
+        self,
+        tx: Transaction,
+        plans: dict[str, Plan],
+        events: list[Event],
+        *,
+        jobs: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         fresh = self.store.claim_inbox(tx, ENGINE_QUEUE, (e.inbox_key for e in events))
         todo = []
         for e in events:
             if e.inbox_key in fresh and e.job_id in plans:
                 fresh.discard(e.inbox_key)  # N output messages of one call: applied once
                 todo.append((e.kind, e.job_id, e.arg, None))
-        self._apply(tx, plans, todo)
+        self._apply(tx, plans, todo, locked=jobs)
         self.runtime.transport.ack(tx, [e.delivery for e in events])
 
     def _apply(
@@ -259,17 +312,21 @@ class StepEngine:
         plans: dict[str, Plan],
         events: list[tuple[str, str, Any, Any]],
         *,
-        inserted: dict[str, dict[str, Any]] | None = None,
+        locked: dict[str, dict[str, Any]] | None = None,
     ) -> list[JobRun]:
         """Apply events with a fixed number of statements per batch, whatever its size: load
         every job and step the events touch, run the transitions in memory, write it all back.
 
-        ``inserted``: the jobs' rows, inserted by this very transaction (locked by the insert,
-        nothing to read back).
+        ``locked``: the jobs' rows as this very transaction inserted or locked them (nothing
+        to read again).
         """
         if not events:
             return []
-        jobs = inserted or self.store.lock_many(tx, {job_id for _, job_id, _, _ in events})
+        jobs = (
+            locked
+            if locked is not None
+            else self.store.lock_many(tx, {job_id for _, job_id, _, _ in events})
+        )
         calls = {}
         steps: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         for row in self.store.steps_of_calls(tx, (a for k, _, a, _ in events if k == "result")):
@@ -394,6 +451,30 @@ class StepEngine:
             except FluxoError as exc:
                 log.error("job %s cannot run: %s", job_id, exc.message)
         return plans
+
+
+PlanKey = tuple[str, str, int]  # account, workflow, version
+
+
+def _plan_key(job: dict[str, Any]) -> PlanKey:
+    return (job["account_id"], job["workflow"], job["version"])
+
+
+def _events(deliveries: list[Delivery]) -> tuple[list[Event], list[Delivery]]:
+    """The engine messages as events, and those that are not engine messages."""
+    events: list[Event] = []
+    unreadable: list[Delivery] = []
+    for d in deliveries:
+        try:
+            body = orjson.loads(d.body)
+            if CALL_ID_HEADER in d.headers:
+                call_id = d.headers[CALL_ID_HEADER]
+                events.append(Event("result", body["job_id"], call_id, f"call:{call_id}", d))
+            else:
+                events.append(Event(body["kind"], body["job_id"], body, d.message_id, d))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            unreadable.append(d)
+    return events, unreadable
 
 
 @dataclass(frozen=True)

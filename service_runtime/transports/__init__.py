@@ -6,6 +6,7 @@ from fluxo_core.storage import Database
 from service_runtime.transports.base import (
     Delivery,
     OutgoingMessage,
+    TakesInTransaction,
     Transport,
     TransportCapabilities,
     dead_letter_queue,
@@ -30,6 +31,7 @@ __all__ = [
     "Delivery",
     "OutgoingMessage",
     "SqlTransport",
+    "TakesInTransaction",
     "Transport",
     "TransportCapabilities",
     "dead_letter_queue",

@@ -12,6 +12,10 @@ every backend passes (``tests/conformance/test_transport.py``):
   writes the outbox there and settles with the broker in an after-commit callback; a consumer stays
   exactly-once through its inbox;
 * ``retry`` delays re-delivery (backoff); ``dead_letter`` moves the message to ``<queue>.dlq``.
+
+A backend whose queues live in the state's database may also offer ``take`` (:class:`TakesInTransaction`):
+ready messages read inside the consumer's own write transaction and settled in it, with no lease
+at all: if that transaction does not commit, the messages were never taken.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from fluxo_core.storage import Transaction
 __all__ = [
     "Delivery",
     "OutgoingMessage",
+    "TakesInTransaction",
     "Transport",
     "TransportCapabilities",
     "dead_letter_queue",
@@ -97,3 +102,16 @@ class Transport(Protocol):
         """Messages in ``queue``. SQL counts every row (leased and delayed too); a broker
         counts what is ready to deliver."""
         ...
+
+
+@runtime_checkable
+class TakesInTransaction(Protocol):
+    """A transport that can hand out messages inside the consumer's write transaction.
+
+    For a consumer that applies a batch and settles it in one transaction anyway (the step
+    engine): taking the batch in that transaction saves the claim's own transaction and the
+    lease written on every message. ``attempt`` is then the stored count plus one and is not
+    written back (nothing of a failed transaction is).
+    """
+
+    def take(self, tx: Transaction, queues: Sequence[str], *, limit: int) -> list[Delivery]: ...

@@ -62,6 +62,30 @@ def _pg_candidates() -> Any:
     )
 
 
+def _deliveries(rows: list[Any], token: str | None, *, attempt_offset: int) -> list[Delivery]:
+    rows.sort(key=lambda r: r[0])
+    # Positional unpacking (the RETURNING order): a Row's attribute lookup by name costs more
+    # than the rest of building the delivery.
+    return [
+        Delivery(
+            queue=queue,
+            message_id=message_id,
+            body=body,
+            headers=orjson.loads(headers),
+            attempt=attempt + attempt_offset,
+            max_attempts=max_attempts,
+            receipt=(rid, token),
+        )
+        for rid, queue, message_id, body, headers, attempt, max_attempts in rows
+    ]
+
+
+def _held_by(token: str | None) -> Any:
+    """The row is still this consumer's: its lease token, or (taken in the settling
+    transaction itself, ``None``) held by that transaction."""
+    return qm.c.lease_token == token if token is not None else sa.true()
+
+
 def queue_channel(queue: str) -> str:
     return f"q:{queue}"
 
@@ -107,8 +131,12 @@ class SqlTransport:
             .values(**lease)
             .returning(*returned)
         )
+        # PostgreSQL: the candidates are locked (SKIP LOCKED) until the taker's commit.
+        self._take = sa.select(*returned).where(qm.c.id.in_(candidates.scalar_subquery()))
         rows_match = one_of(qm.c.id, "rids", sqlite=db.is_sqlite)
         self._ack = sa.delete(qm).where(rows_match, qm.c.lease_token == sa.bindparam("tok"))
+        # Taken rows are held by the taker's own transaction (lock), so the id alone is theirs.
+        self._ack_taken = sa.delete(qm).where(rows_match)
 
     async def start(self) -> None:
         return None
@@ -158,21 +186,16 @@ class SqlTransport:
         # A lease lost in a database crash only means the message is delivered again, which the
         # consumer's inbox makes harmless: no need to wait for the WAL flush.
         rows = await self.db.transact(run, durable=False, keyed=True)
-        rows.sort(key=lambda r: r[0])
-        # Positional unpacking (the RETURNING order): a Row's attribute lookup by name costs
-        # more than the rest of building the delivery.
-        return [
-            Delivery(
-                queue=queue,
-                message_id=message_id,
-                body=body,
-                headers=orjson.loads(headers),
-                attempt=attempt,
-                max_attempts=max_attempts,
-                receipt=(rid, token),
-            )
-            for rid, queue, message_id, body, headers, attempt, max_attempts in rows
-        ]
+        return _deliveries(rows, token, attempt_offset=0)
+
+    def take(self, tx: Transaction, queues: Sequence[str], *, limit: int) -> list[Delivery]:
+        """Up to ``limit`` ready messages of ``queues``, for the caller's transaction to settle.
+
+        See :class:`~service_runtime.transports.base.TakesInTransaction`. The transaction
+        should be ``keyed`` (the same ordered index scans as a claim).
+        """
+        params = {"queues": list(queues), "now": time.time(), "lim": limit}
+        return _deliveries(list(tx.execute(self._take, params).all()), None, attempt_offset=1)
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         await self.db.wait([queue_channel(q) for q in queues], min(timeout, self.poll_interval_s))
@@ -187,13 +210,16 @@ class SqlTransport:
             rid, token = d.receipt
             by_token.setdefault(token, []).append(rid)
         for token, rids in by_token.items():  # one claim = one token: usually one statement
-            tx.execute(self._ack, {"rids": rids, "tok": token})
+            if token is None:  # taken in this transaction
+                tx.execute(self._ack_taken, {"rids": rids})
+            else:
+                tx.execute(self._ack, {"rids": rids, "tok": token})
 
     def retry(self, tx: Transaction, delivery: Delivery, *, delay_s: float, error: str) -> None:
         rid, token = delivery.receipt
         tx.execute(
             sa.update(qm)
-            .where(qm.c.id == rid, qm.c.lease_token == token)
+            .where(qm.c.id == rid, _held_by(token))
             .values(visible_at=time.time() + delay_s, lease_token=None, last_error=error[:4000])
         )
 
@@ -201,7 +227,7 @@ class SqlTransport:
         rid, token = delivery.receipt
         tx.execute(
             sa.update(qm)
-            .where(qm.c.id == rid, qm.c.lease_token == token)
+            .where(qm.c.id == rid, _held_by(token))
             .values(
                 queue=dead_letter_queue(delivery.queue),
                 visible_at=time.time(),

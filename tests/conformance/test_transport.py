@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -439,6 +440,77 @@ async def test_sql_claim_over_several_queues_takes_the_oldest_within_its_limit(
     rest = await transport.claim([second, first], limit=10, lease_s=LONG_LEASE)
     assert sorted(d.body for d in rest) == sorted(f'{{"n": {n}}}'.encode() for n in range(3, 8))
     assert await transport.claim([first, second], limit=10, lease_s=LONG_LEASE) == []
+
+
+def bodies(deliveries: Sequence[Delivery]) -> list[bytes]:
+    return [d.body for d in deliveries]
+
+
+async def test_sql_take_hands_out_ready_messages_settled_in_the_taking_transaction(
+    db: Database,
+) -> None:
+    transport = SqlTransport(db)
+    queue = f"conf.{uuid.uuid4().hex[:10]}.take"
+    for n in range(3):
+        await enqueue(db, transport, msg(queue, n))
+    await enqueue(db, transport, msg(queue, 9, delay_s=LONG_LEASE))  # not ready: not taken
+
+    def take_and_settle_two(tx: Transaction) -> list[Delivery]:
+        taken = transport.take(tx, [queue], limit=10)
+        transport.ack(tx, taken[:2])
+        return taken
+
+    taken = await db.transact(take_and_settle_two, keyed=True)
+    assert bodies(taken) == [f'{{"n": {n}}}'.encode() for n in range(3)]
+    assert {d.attempt for d in taken} == {1}
+    # Only the one left unsettled is there still, never leased (its first claim is attempt 1).
+    (left,) = await transport.claim([queue], limit=10, lease_s=LONG_LEASE)
+    assert (left.body, left.attempt) == (b'{"n": 2}', 1)
+
+
+async def test_sql_a_take_in_a_failed_transaction_took_nothing(db: Database) -> None:
+    transport = SqlTransport(db)
+    queue = f"conf.{uuid.uuid4().hex[:10]}.take"
+    await enqueue(db, transport, msg(queue, 1), msg(queue, 2))
+
+    def take_settle_and_fail(tx: Transaction) -> None:
+        transport.ack(tx, transport.take(tx, [queue], limit=10))
+        raise BoomError
+
+    with pytest.raises(BoomError):
+        await db.transact(take_settle_and_fail)
+    got = await transport.claim([queue], limit=10, lease_s=LONG_LEASE)
+    assert bodies(got) == [b'{"n": 1}', b'{"n": 2}']
+
+
+async def test_sql_concurrent_takers_never_share_a_message(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite has one writer at a time: two taking transactions cannot overlap")
+    transport = SqlTransport(db)
+    queue = f"conf.{uuid.uuid4().hex[:10]}.take"
+    await enqueue(db, transport, *(msg(queue, n) for n in range(5)))
+    first_took = threading.Event()
+    second_done = threading.Event()
+
+    def first(tx: Transaction) -> list[Delivery]:
+        taken = transport.take(tx, [queue], limit=2)
+        first_took.set()
+        second_done.wait(DEADLINE)  # hold the taken rows while the second taker runs
+        transport.ack(tx, taken)
+        return taken
+
+    def second(tx: Transaction) -> list[Delivery]:
+        first_took.wait(DEADLINE)
+        try:
+            return transport.take(tx, [queue], limit=10)
+        finally:
+            second_done.set()
+
+    one, two = await asyncio.gather(
+        db.transact(first, keyed=True), db.transact(second, keyed=True)
+    )
+    assert bodies(one) == [b'{"n": 0}', b'{"n": 1}']
+    assert bodies(two) == [f'{{"n": {n}}}'.encode() for n in range(2, 5)]
 
 
 class FlakyPublisher:
