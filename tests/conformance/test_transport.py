@@ -506,9 +506,7 @@ async def test_sql_concurrent_takers_never_share_a_message(db: Database) -> None
         finally:
             second_done.set()
 
-    one, two = await asyncio.gather(
-        db.transact(first, keyed=True), db.transact(second, keyed=True)
-    )
+    one, two = await asyncio.gather(db.transact(first, keyed=True), db.transact(second, keyed=True))
     assert bodies(one) == [b'{"n": 0}', b'{"n": 1}']
     assert bodies(two) == [f'{{"n": {n}}}'.encode() for n in range(2, 5)]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fluxo_core.storage import Database, Transaction, bulk_insert
+from fluxo_core.storage import Database, Transaction, bulk_insert, one_of
 from fluxo_core.storage.tables import inbox
 
 
@@ -53,3 +53,16 @@ async def test_a_collision_rolls_back_nothing_else_of_the_transaction(db: Databa
     got = await db.transact(run)
     assert [r.message_id for r in got] == ["y"]
     assert await _stored(db) == ["x", "y"]
+
+
+async def test_one_of_matches_exactly_the_listed_values(db: Database) -> None:
+    await db.transact(lambda tx: bulk_insert(tx, inbox, _rows("a", "b", "c", "it's")))
+    match = one_of(inbox.c.message_id, "ids", sqlite=db.is_sqlite)
+    query = sa.select(inbox.c.message_id).where(match).order_by(inbox.c.message_id)
+
+    async def found(ids: list[str]) -> list[str]:
+        return list(await db.read(lambda conn: conn.scalars(query, {"ids": ids}).all()))
+
+    assert await found(["c", "a", "zz", "a"]) == ["a", "c"]
+    assert await found(["it's"]) == ["it's"]  # bound as data, never as SQL text
+    assert await found([]) == []
