@@ -211,7 +211,8 @@ def as_dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
     step rows a second).
     """
     keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result]
+    # fetchall: one driver call for the batch, where iterating fetches row by row.
+    return [dict(zip(keys, row, strict=True)) for row in result.fetchall()]
 
 
 def one_of(column: sa.ColumnElement[Any], name: str, *, sqlite: bool) -> sa.ColumnElement[bool]:
