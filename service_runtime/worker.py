@@ -212,12 +212,19 @@ class Worker:
         return len(outcomes)
 
     async def _mark_duplicates(self, outcomes: list[_Outcome]) -> None:
-        """Skip handlers for messages already applied (cheap pre-check; the commit re-checks)."""
-        params = {"ids": [o.delivery.message_id for o in outcomes], "queues": self.queues}
+        """Skip handlers for messages already applied (cheap pre-check; the commit re-checks).
+
+        Not for ``inline`` handlers: they only compute, so running one again for a duplicate
+        costs less than the lookup, and the commit's inbox row still applies its result once.
+        """
+        checked = [o for o in outcomes if not o.service.inline]
+        if not checked:
+            return
+        params = {"ids": [o.delivery.message_id for o in checked], "queues": self.queues}
         seen = await self.db.read(
             lambda conn: {(r.consumer, r.message_id) for r in conn.execute(self._seen, params)}
         )
-        for o in outcomes:
+        for o in checked:
             key = (o.delivery.queue, o.delivery.message_id)
             if key in seen:
                 o.duplicate = True

@@ -230,11 +230,21 @@ async def test_a_claim_runs_at_most_async_calls_async_handlers_at_once(db: Datab
     assert most == 3  # three at a time: the cap, not the batch size of 500
 
 
-async def test_message_delivered_twice_has_one_effect(db: Database) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "echo",  # inline: run again for the copies, applied once by the commit's inbox row
+        "slow",  # async, with an effect: the copies are recognised before the handler runs
+    ],
+)
+async def test_message_delivered_twice_has_one_effect(
+    db: Database, effects: Path, name: str
+) -> None:
     rt = ServiceRuntime(db, svc.SERVICES, workers=0)
+    queue = f"svc.{name}@1"
     async with rt:
-        call = packet({"dup": True})
-        await rt.gateway.submit("echo", [call])
+        call = packet({"dup": True, "n": 7})
+        await rt.gateway.submit(name, [call])
         # The same message arrives a second time (e.g. a relay re-published it after a crash).
         original = await db.read(
             lambda c: c.execute(
@@ -245,7 +255,7 @@ async def test_message_delivered_twice_has_one_effect(db: Database) -> None:
             queue=original.queue, message_id=call.id, body=original.body, max_attempts=5
         )
         await db.transact(lambda tx: rt.transport.enqueue(tx, [duplicate]))
-        assert await rt.transport.depth("svc.echo@1.in") == 2
+        assert await rt.transport.depth(f"{queue}.in") == 2
         worker = Worker(db, rt.transport, svc.SERVICES)
         while await worker.run_once():
             pass
@@ -255,9 +265,11 @@ async def test_message_delivered_twice_has_one_effect(db: Database) -> None:
             pass
         assert worker.stats.succeeded == 1
         assert worker.stats.duplicates == 2
-        assert await rt.transport.depth("svc.echo@1.in") == 0
-        assert await rt.transport.depth("svc.echo@1.out") == 1
+        assert await rt.transport.depth(f"{queue}.in") == 0
+        assert await rt.transport.depth(f"{queue}.out") == 1
     assert len(await usage_rows(db)) == 1
+    if name == "slow":
+        assert effects.read_text().splitlines() == ["start 7", "end 7"]
 
 
 async def test_the_same_packet_sent_twice_is_one_call(runtime: ServiceRuntime) -> None:
