@@ -6,8 +6,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fluxo_core.storage import Database, Transaction, bulk_insert, one_of
-from fluxo_core.storage.tables import inbox
+from fluxo_core.storage import Database, Transaction, bulk_insert, bulk_update, one_of
+from fluxo_core.storage.tables import inbox, job_joins
 
 
 def _rows(*ids: str) -> list[dict[str, Any]]:
@@ -66,3 +66,24 @@ async def test_one_of_matches_exactly_the_listed_values(db: Database) -> None:
     assert await found(["c", "a", "zz", "a"]) == ["a", "c"]
     assert await found(["it's"]) == ["it's"]  # bound as data, never as SQL text
     assert await found([]) == []
+
+
+async def test_values_round_trip_exactly_bytes_nulls_and_floats(db: Database) -> None:
+    # On PostgreSQL the rows travel as JSON (bytes as hex): nothing may change on the way.
+    raw = bytes(range(256))
+    rows = [
+        {"job_id": "j", "join_key": "k", "idx": 0, "payload": raw},
+        {"job_id": "j", "join_key": "k", "idx": 1, "payload": b""},
+    ]
+    stamp = 1764748800.123456789
+    await db.transact(lambda tx: bulk_insert(tx, job_joins, rows))
+    await db.transact(lambda tx: bulk_insert(tx, inbox, [{**_rows("t")[0], "processed_at": stamp}]))
+    update = [{"job_id": "j", "join_key": "k", "idx": 1, "payload": b"\x00\xffnew"}]
+    await db.transact(lambda tx: bulk_update(tx, job_joins, ["job_id", "join_key", "idx"], update))
+
+    def read(conn: Any) -> tuple[list[bytes], float]:
+        payloads = conn.scalars(sa.select(job_joins.c.payload).order_by(job_joins.c.idx)).all()
+        when = conn.scalar(sa.select(inbox.c.processed_at).where(inbox.c.message_id == "t"))
+        return list(payloads), when
+
+    assert await db.read(read) == ([raw, b"\x00\xffnew"], stamp)
