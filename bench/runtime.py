@@ -57,8 +57,11 @@ def packets(n: int) -> list[Packet]:
     return [Packet.model_validate({"actor": ACTOR, "payload": {"i": i}}) for i in range(n)]
 
 
-def start_workers(url: str, count: int, batch: int) -> list[subprocess.Popen[bytes]]:
+def start_workers(url: str, count: int, batch: int | None = None) -> list[subprocess.Popen[bytes]]:
+    """``count`` ``fluxo worker`` processes of bench.services (``batch``: the worker's batch
+    size, else the CLI's default)."""
     env = dict(os.environ, FLUXO_DATABASE_URL=url, PYTHONPATH=str(REPO), FLUXO_POLL_INTERVAL="0.5")
+    batch_option = ["--batch-size", str(batch)] if batch is not None else []
     procs = []
     for _ in range(count):
         procs.append(
@@ -70,8 +73,7 @@ def start_workers(url: str, count: int, batch: int) -> list[subprocess.Popen[byt
                     "worker",
                     "--module",
                     "bench.services",
-                    "--batch-size",
-                    str(batch),
+                    *batch_option,
                 ],
                 env=env,
                 cwd=REPO,

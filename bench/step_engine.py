@@ -96,7 +96,6 @@ async def throughput(
     count: int,
     workers: int,
     in_process: bool,
-    batch: int,
     concurrency: int,
     bulk: bool = True,
 ) -> float:
@@ -113,7 +112,7 @@ async def throughput(
         async with platform:
             await platform.jobs.apply(WORKFLOW, ME)
             if not in_process:
-                procs = start_workers(url, workers, batch)
+                procs = start_workers(url, workers)  # the worker's own batch size
             await run_jobs(platform, 10)
             base, _ = await count_finished(db)
             created_at = 0.0
@@ -170,7 +169,7 @@ async def latency(url: str, *, rate: float, seconds: float, in_process: bool) ->
         async with platform:
             await platform.jobs.apply(WORKFLOW, ME)
             if not in_process:
-                procs = start_workers(url, 1, 100)
+                procs = start_workers(url, 1)
             await run_jobs(platform, 20)
 
             async def one(i: int) -> None:
@@ -218,7 +217,6 @@ async def main() -> None:
                 count=args.jobs,
                 workers=1,
                 in_process=True,
-                batch=100,
                 concurrency=args.concurrency,
             )
         )
@@ -229,7 +227,6 @@ async def main() -> None:
                 count=args.jobs,
                 workers=1,
                 in_process=True,
-                batch=100,
                 concurrency=args.concurrency,
                 bulk=False,
             )
@@ -254,7 +251,6 @@ async def main() -> None:
                 count=args.jobs,
                 workers=args.pg_workers,
                 in_process=False,
-                batch=100,
                 concurrency=args.concurrency,
             )
         )
@@ -273,7 +269,6 @@ async def main() -> None:
                 count=args.jobs,
                 workers=args.pg_workers,
                 in_process=False,
-                batch=100,
                 concurrency=args.concurrency,
                 bulk=False,
             )
