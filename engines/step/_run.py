@@ -90,12 +90,16 @@ class JobRun:
     results: list[Any] = field(default_factory=list)
     finished: bool = False
 
-    input_packet: Packet | None = None  # the job's parsed input, when the caller has it
+    # The job's input packet as the template of its call packets, when the caller has it.
+    template: PacketTemplate | None = None
 
     def __post_init__(self) -> None:
         self.results = orjson.loads(self.job["result"]) if self.job["result"] else []
-        self._input: Packet = self.input_packet or Packet.model_validate_json(self.job["input"])
-        self._template: PacketTemplate | None = None  # made at the job's first call here
+        if self.template is None:
+            source = Packet.model_validate_json(self.job["input"])
+            self.template = PacketTemplate(source, workflow=self.plan.ref)
+        self._template = self.template
+        self._input: Packet = self.template.source
         # What the row held, so that only what changed is written back.
         self._loaded = {name: self.job[name] for name in _JOB_STATE}
         self._loaded_results = len(self.results)  # results are only ever appended
@@ -298,15 +302,13 @@ class JobRun:
         body = payload
         if isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
             body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
-        if self._template is None:
-            self._template = PacketTemplate(self._input, workflow=self.plan.ref)
         # A payload a service cannot take (a Node-RED string reaching a service step) fails
         # this step with a located error, not the transaction.
         data = self._template.json(
             id=call_id,
             step_id=step.id,
             payload=body,
-            headers={**self._input.headers, STEP_KEY_HEADER: key},
+            headers={STEP_KEY_HEADER: key},
             where=f"input of step {step.id!r}",
         )
         info = self.plan.services[step.id]

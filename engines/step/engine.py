@@ -36,7 +36,7 @@ from fluxo_core.engine import (
     StepState,
 )
 from fluxo_core.errors import FluxoError, UnknownServiceError, UnsupportedFeatureError
-from fluxo_core.ir import Packet, Workflow
+from fluxo_core.ir import PacketTemplate, Workflow
 from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import WorkflowStore
@@ -90,7 +90,7 @@ class StepEngine:
         self.poll_interval_s = poll_interval_s
         self._plans: dict[PlanKey, Plan] = {}
         self._job_plans: dict[str, PlanKey] = {}
-        self._inputs: dict[str, Packet] = {}
+        self._templates: dict[str, PacketTemplate] = {}  # job id -> its input, for its calls
         self._stop = asyncio.Event()
 
     # -- the Engine protocol --------------------------------------------------------------------
@@ -359,7 +359,7 @@ class StepEngine:
                     job,
                     self.runtime.gateway.check_call,
                     steps=steps[job_id],
-                    input_packet=self._inputs.get(job_id),
+                    template=self._templates.get(job_id),
                 )
                 self._remember_input(job_id, run)
             if kind == "start":
@@ -376,9 +376,10 @@ class StepEngine:
     def _remember_input(self, job_id: str, run: JobRun) -> None:
         # A job's input never changes; parsing it again for every batch costs more than the
         # batch's transitions.
-        if len(self._inputs) > _JOB_PLAN_CACHE:
-            self._inputs.clear()
-        self._inputs[job_id] = run.input
+        if len(self._templates) > _JOB_PLAN_CACHE:
+            self._templates.clear()
+        if run.template is not None:
+            self._templates[job_id] = run.template
 
     def _write(self, tx: Transaction, runs: list[JobRun]) -> None:
         self.store.save_many(tx, [v for run in runs if (v := run.job_values()) is not None])

@@ -244,6 +244,7 @@ class PacketTemplate:
     """
 
     def __init__(self, source: Packet, *, workflow: str | None) -> None:
+        self.source = source
         if workflow is not None and not _WORKFLOW_REF.fullmatch(workflow):
             raise PacketValidationError(
                 f"invalid workflow reference {workflow!r}: use name@version",
@@ -260,19 +261,20 @@ class PacketTemplate:
     def json(
         self, *, id: str, step_id: str, payload: Any, headers: dict[str, str], where: str
     ) -> bytes:
-        """The packet's JSON. Raises PacketValidationError, located, as ``parse_packet`` would."""
+        """The packet's JSON, with the source's headers and ``headers``. Raises
+        PacketValidationError, located, as ``parse_packet`` would."""
         data = {
             "id": id,
             **self._envelope,
             "step_id": step_id,
             "payload": payload,
-            "headers": headers,
+            "headers": {**self.source.headers, **headers},
             "created_at": _now(),
             "attempt": 1,
         }
         if not (_is_payload(payload) and _is_identifier(id) and _is_identifier(step_id)):
             parse_packet(data, where=where)  # says what is wrong, and where
-        for name, value in headers.items():
+        for name, value in headers.items():  # the source's own were checked by the model
             if not (_HEADER_NAME.fullmatch(name) and isinstance(value, str)):
                 parse_packet(data, where=where)
         try:

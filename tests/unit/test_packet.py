@@ -189,7 +189,7 @@ def test_a_template_writes_the_packet_the_model_would() -> None:
         source.actor,
         [{"n": 1}],
     )
-    assert parsed.headers == {"k": "v"}
+    assert parsed.headers == {"x-source": "form", "k": "v"}  # the source's, and its own
 
 
 @pytest.mark.parametrize(
