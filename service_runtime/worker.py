@@ -261,8 +261,7 @@ class Worker:
                 # job stops work already queued, on every engine alike.
                 await self.admission(o.admission)
             svc.validate_input(packet)
-            if packet.attempt != o.delivery.attempt:
-                packet = packet.model_copy(update={"attempt": o.delivery.attempt})
+            packet = _at_attempt(packet, o.delivery.attempt)
             arg = svc.handler_argument(packet)
             if svc.is_async:
                 result = await asyncio.wait_for(svc.handler(arg), svc.timeout_s)
@@ -273,18 +272,7 @@ class Worker:
                     self._threads, svc.handler, arg
                 )
                 result = await asyncio.wait_for(running, svc.timeout_s)
-            o.outputs = _normalize(svc, result)
-            try:
-                # Zero outputs still make one (empty) packet: it tells the consumer of the
-                # output queue that the call is done.
-                o.results = packet.derive_json(o.outputs or [[]], span_id=o.span_id)
-            except TypeError as exc:
-                raise ServiceError(
-                    f"service {svc.ref} returned an output that is not JSON: {exc}; return "
-                    "only JSON values (dicts, lists, strings, numbers, booleans, None)",
-                    retryable=False,
-                    service=svc.ref,
-                ) from exc
+            self._record_result(o, packet, result)
         except TimeoutError:
             o.error = ServiceTimeoutError(
                 f"service {svc.ref} did not finish within {svc.timeout_s}s", service=svc.ref
@@ -292,68 +280,108 @@ class Worker:
         except FluxoError as exc:
             o.error = exc
         except Exception as exc:
-            # A handler bug or a transient failure: retried, and named so the cause can be found.
-            o.error = ServiceError(
-                f"service {svc.ref} raised {type(exc).__name__}: {exc}"[:2000], service=svc.ref
-            )
+            o.error = _handler_error(svc, exc)
+
+    def _run_inline(self, o: _Outcome) -> None:
+        """An inline handler, right here (inside the transaction of :meth:`_take_and_run`)."""
+        svc, packet = o.service, o.packet
+        if packet is None:
+            return
+        try:
+            svc.validate_input(packet)
+            packet = _at_attempt(packet, o.delivery.attempt)
+            self._record_result(o, packet, svc.handler(svc.handler_argument(packet)))
+        except FluxoError as exc:
+            o.error = exc
+        except Exception as exc:
+            o.error = _handler_error(svc, exc)
+
+    @staticmethod
+    def _record_result(o: _Outcome, packet: Packet, result: Any) -> None:
+        svc = o.service
+        o.outputs = _normalize(svc, result)
+        try:
+            # Zero outputs still make one (empty) packet: it tells the consumer of the
+            # output queue that the call is done.
+            o.results = packet.derive_json(o.outputs or [[]], span_id=o.span_id)
+        except TypeError as exc:
+            raise ServiceError(
+                f"service {svc.ref} returned an output that is not JSON: {exc}; return "
+                "only JSON values (dicts, lists, strings, numbers, booleans, None)",
+                retryable=False,
+                service=svc.ref,
+            ) from exc
 
     async def _commit(self, outcomes: list[_Outcome]) -> None:
         now = time.time()
+        # Built before taking the write lock: everything that does not depend on the inbox.
+        settlement = self._settlement(outcomes, now)
+        await self.db.transact(lambda tx: self._settle(tx, outcomes, settlement, now), keyed=True)
+        self._count(outcomes, settlement)
+
+    def _settlement(self, outcomes: list[_Outcome], now: float) -> _Settlement:
+        """Which outcomes are final and which retry (with their delays), and the rows of the
+        successful ones."""
         final = [o for o in outcomes if not o.duplicate and not self._should_retry(o)]
         retry = [o for o in outcomes if not o.duplicate and self._should_retry(o)]
         for o in retry:
             o.retry_delay = o.service.retry.delay(o.delivery.attempt, self._rng)
-        # Build everything that does not depend on the inbox outcome before taking the write lock.
         success_rows = {id(o): self._success_rows(o, now) for o in final if o.error is None}
+        return _Settlement(final, retry, success_rows)
 
-        def commit(tx: Transaction) -> None:
-            applied = self._claim_inbox(tx, final, now)
-            acks: list[Delivery] = [o.delivery for o in outcomes if o.duplicate]
-            usage: list[dict[str, Any]] = []
-            updates: list[dict[str, Any]] = []
-            messages: list[OutgoingMessage] = []
-            for o in final:
-                key = (o.delivery.queue, o.delivery.message_id)
-                if key not in applied:
-                    # Applied before, by another delivery meanwhile or earlier in this batch.
-                    acks.append(o.delivery)
-                    o.duplicate = True
-                    continue
-                applied.discard(key)  # a second copy in this same batch is a duplicate
-                if o.error is None:
-                    acks.append(o.delivery)
-                    row_usage, row_update, row_messages = success_rows[id(o)]
-                    usage.append(row_usage)
-                    updates.append(row_update)
-                    messages.extend(row_messages)
-                else:
-                    self.transport.dead_letter(tx, o.delivery, error=_describe(o.error))
-                    self._failure(o, now, updates, messages)
-            for o in retry:
-                error = o.error or ServiceError("retry without an error")
-                self.transport.retry(tx, o.delivery, delay_s=o.retry_delay, error=_describe(error))
-                updates.append(
-                    {
-                        "id": o.delivery.message_id,
-                        "status": "retrying",
-                        "result": None,
-                        "error": orjson.dumps(error.to_dict()).decode(),
-                        "attempts": o.delivery.attempt,
-                        "finished_at": None,
-                    }
-                )
-            bulk_insert(tx, usage_records, usage)
-            if updates:
-                self._update_calls(tx, updates)
-            self.transport.enqueue(tx, messages)
-            self.transport.ack(tx, acks)
-            tx.notify(*(call_channel(o.delivery.message_id) for o in outcomes))
+    def _settle(
+        self, tx: Transaction, outcomes: list[_Outcome], settlement: _Settlement, now: float
+    ) -> None:
+        """Write the outcomes: inbox rows, results, usage, output messages, settlements."""
+        final, retry = settlement.final, settlement.retry
+        applied = self._claim_inbox(tx, final, now)
+        acks: list[Delivery] = [o.delivery for o in outcomes if o.duplicate]
+        usage: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        messages: list[OutgoingMessage] = []
+        for o in final:
+            key = (o.delivery.queue, o.delivery.message_id)
+            if key not in applied:
+                # Applied before, by another delivery meanwhile or earlier in this batch.
+                acks.append(o.delivery)
+                o.duplicate = True
+                continue
+            applied.discard(key)  # a second copy in this same batch is a duplicate
+            if o.error is None:
+                acks.append(o.delivery)
+                row_usage, row_update, row_messages = settlement.success_rows[id(o)]
+                usage.append(row_usage)
+                updates.append(row_update)
+                messages.extend(row_messages)
+            else:
+                self.transport.dead_letter(tx, o.delivery, error=_describe(o.error))
+                self._failure(o, now, updates, messages)
+        for o in retry:
+            error = o.error or ServiceError("retry without an error")
+            self.transport.retry(tx, o.delivery, delay_s=o.retry_delay, error=_describe(error))
+            updates.append(
+                {
+                    "id": o.delivery.message_id,
+                    "status": "retrying",
+                    "result": None,
+                    "error": orjson.dumps(error.to_dict()).decode(),
+                    "attempts": o.delivery.attempt,
+                    "finished_at": None,
+                }
+            )
+        bulk_insert(tx, usage_records, usage)
+        if updates:
+            self._update_calls(tx, updates)
+        self.transport.enqueue(tx, messages)
+        self.transport.ack(tx, acks)
+        tx.notify(*(call_channel(o.delivery.message_id) for o in outcomes))
 
-        await self.db.transact(commit, keyed=True)
+    def _count(self, outcomes: list[_Outcome], settlement: _Settlement) -> None:
+        retried = {id(o) for o in settlement.retry}
         for o in outcomes:
             if o.duplicate:
                 self.stats.duplicates += 1
-            elif o in retry:
+            elif id(o) in retried:
                 self.stats.retried += 1
             elif o.error is None:
                 self.stats.succeeded += 1
@@ -468,6 +496,25 @@ class Worker:
                 headers={STATUS_HEADER: "failed", CALL_ID_HEADER: o.packet.id},
             )
         )
+
+
+@dataclass
+class _Settlement:
+    final: list[_Outcome]
+    retry: list[_Outcome]
+    success_rows: dict[int, tuple[dict[str, Any], dict[str, Any], list[OutgoingMessage]]]
+
+
+def _at_attempt(packet: Packet, attempt: int) -> Packet:
+    """The packet as its handler sees it on this delivery attempt."""
+    return packet if packet.attempt == attempt else packet.model_copy(update={"attempt": attempt})
+
+
+def _handler_error(svc: Service, exc: Exception) -> ServiceError:
+    # A handler bug or a transient failure: retried, and named so the cause can be found.
+    return ServiceError(
+        f"service {svc.ref} raised {type(exc).__name__}: {exc}"[:2000], service=svc.ref
+    )
 
 
 def _runs_as(svc: Service) -> str:

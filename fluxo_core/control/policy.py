@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from fluxo_core.errors import AdmissionDeniedError
-from fluxo_core.storage import AccountStore
+from fluxo_core.storage import AccountStore, Transaction
 from fluxo_core.storage.jobs import JobStore
 from service_runtime import AdmissionRequest
 
@@ -39,12 +39,39 @@ class Admission:
         # for every call of a batch it has just prefetched).
         now = time.monotonic()
         cached = self._cache.get(request.account_id)
-        if cached is not None and cached[0] > now:
-            reason = cached[1]
-        else:
-            reason = await self._blocked_reason(request.account_id)
+        if cached is None or cached[0] <= now:
+            await self._blocked_reason(request.account_id)
+        if request.job_id is not None:
+            known = self._statuses.get(request.job_id)
+            if known is None or known[0] <= now:
+                await self._job_status(request.job_id)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            raise refusal
+
+    def check_in_transaction(
+        self, tx: Transaction, requests: Sequence[AdmissionRequest]
+    ) -> list[AdmissionDeniedError | None]:
+        """Decide ``requests`` inside the caller's write transaction, for a worker that runs
+        handlers in it: from the caches, the rest read through the transaction's connection."""
+        now = time.monotonic()
+        accounts = {r.account_id for r in requests}
+        stale_accounts = [a for a in accounts if (c := self._cache.get(a)) is None or c[0] <= now]
+        for account_id, reason in self.accounts.blocked_reasons_on(tx.conn, stale_accounts).items():
+            self._cache[account_id] = (now + self.cache_s, reason)
+        job_ids = {r.job_id for r in requests if r.job_id is not None}
+        stale_jobs = [j for j in job_ids if (c := self._statuses.get(j)) is None or c[0] <= now]
+        found = self._jobs.statuses_on(tx.conn, stale_jobs)
+        for job_id in stale_jobs:
+            self._remember(job_id, found.get(job_id), now)
+        return [self._refusal(r) for r in requests]
+
+    def _refusal(self, request: AdmissionRequest) -> AdmissionDeniedError | None:
+        """Why ``request`` may not run, from the caches (filled by the caller just before)."""
+        cached = self._cache.get(request.account_id)
+        reason = cached[1] if cached is not None else None
         if reason is not None:
-            raise AdmissionDeniedError(
+            return AdmissionDeniedError(
                 f"account {request.account_id!r} may not call {request.service}: {reason}",
                 account_id=request.account_id,
                 service=request.service,
@@ -52,16 +79,14 @@ class Admission:
             )
         if request.job_id is not None:
             known = self._statuses.get(request.job_id)
-            if known is not None and known[0] > now:
-                status = known[1]
-            else:
-                status = await self._job_status(request.job_id)
+            status = known[1] if known is not None else None
             if status in ("cancelled", "failed"):
-                raise AdmissionDeniedError(
+                return AdmissionDeniedError(
                     f"job {request.job_id} is {status}; its remaining steps do not run",
                     job_id=request.job_id,
                     service=request.service,
                 )
+        return None
 
     async def prefetch(self, requests: Sequence[AdmissionRequest]) -> None:
         """Warm the caches for a batch of calls with two queries, instead of two per call."""

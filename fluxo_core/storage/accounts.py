@@ -123,10 +123,19 @@ class AccountStore:
         ids = sorted(set(account_ids))
         if not ids:
             return {}
+        return await self.db.read(lambda conn: self.blocked_reasons_on(conn, ids))
+
+    def blocked_reasons_on(
+        self, conn: sa.Connection, account_ids: Iterable[str]
+    ) -> dict[str, str | None]:
+        """:meth:`blocked_reasons` on a connection the caller holds (inside its transaction)."""
+        ids = sorted(set(account_ids))
+        if not ids:
+            return {}
         query = sa.select(accounts.c.id, accounts.c.blocked, accounts.c.blocked_reason).where(
             accounts.c.id.in_(ids)
         )
-        rows = {r.id: r for r in await self.db.read(lambda conn: conn.execute(query).all())}
+        rows = {r.id: r for r in conn.execute(query).all()}
         reasons: dict[str, str | None] = {}
         for account_id in ids:
             row = rows.get(account_id)

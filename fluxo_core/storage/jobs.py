@@ -75,11 +75,17 @@ class JobStore:
 
     async def statuses(self, job_ids: Iterable[str]) -> dict[str, str]:
         """Status by job id, in one query (unknown ids are absent)."""
-        params = {"ids": sorted(set(job_ids))}
-        if not params["ids"]:
+        ids = sorted(set(job_ids))
+        if not ids:
             return {}
-        rows = await self.db.read(lambda conn: conn.execute(self._statuses, params).all())
-        return {r.id: r.status for r in rows}
+        return await self.db.read(lambda conn: self.statuses_on(conn, ids))
+
+    def statuses_on(self, conn: sa.Connection, job_ids: Iterable[str]) -> dict[str, str]:
+        """:meth:`statuses` on a connection the caller holds (inside its transaction)."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return {}
+        return {r.id: r.status for r in conn.execute(self._statuses, {"ids": ids}).all()}
 
     async def steps(self, job_id: str) -> Sequence[Any]:
         query = (
