@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,7 @@ from service_runtime.gateway import (
     call_channel,
 )
 from service_runtime.sdk import Outputs, Service, _schema_problems
-from service_runtime.transports import Delivery, OutgoingMessage, Transport
+from service_runtime.transports import Delivery, OutgoingMessage, TakesInTransaction, Transport
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -129,9 +129,15 @@ class Worker:
         for s in services:
             groups.setdefault((s.timeout_s, _runs_as(s)), []).append(s.input_queue)
         self._claim_groups = [
-            (sorted(queues), timeout + lease_margin_s, caps[kind])
+            (sorted(queues), timeout + lease_margin_s, caps[kind], kind)
             for (timeout, kind), queues in sorted(groups.items())
         ]
+        # Inline handlers only compute: with the queues in this database they run inside the
+        # transaction that settles them (see _take_and_run), if admission can decide in it.
+        check = getattr(admission, "check_in_transaction", None) if admission else None
+        self._takes = transport if isinstance(transport, TakesInTransaction) else None
+        self._admit_in_tx: AdmitInTransaction | None = check
+        self._take_inline = self._takes is not None and (admission is None or check is not None)
         self.stats = WorkerStats()
         self._more = False  # the last batch's claims came back full
         self._stop = asyncio.Event()
@@ -188,27 +194,58 @@ class Worker:
     async def run_once(self) -> int:
         """Claim one batch, run it, commit its outcomes. Returns how many messages it settled."""
         deliveries: list[Delivery] = []
+        taken = 0
         self._more = False
-        for queues, lease_s, cap in self._claim_groups:
-            room = self.batch_size - len(deliveries)
+        for queues, lease_s, cap, kind in self._claim_groups:
+            room = self.batch_size - len(deliveries) - taken
             limit = room if cap is None else min(room, cap)
-            claimed = await self.transport.claim(queues, limit=limit, lease_s=lease_s)
-            deliveries += claimed
-            self._more = self._more or len(claimed) == limit  # a full claim: more may wait
-            if len(deliveries) >= self.batch_size:
+            if kind == "inline" and self._take_inline:
+                got = await self._take_and_run(queues, limit)
+                taken += got
+            else:
+                claimed = await self.transport.claim(queues, limit=limit, lease_s=lease_s)
+                deliveries += claimed
+                got = len(claimed)
+            self._more = self._more or got == limit  # a full batch: more may wait
+            if len(deliveries) + taken >= self.batch_size:
                 break
         if not deliveries:
-            return 0
+            return taken
         outcomes = [_Outcome(d, self._by_queue[d.queue]) for d in deliveries]
-        for o in outcomes:
-            try:
-                o.packet = parse_packet(o.delivery.body, where=f"message {o.delivery.message_id}")
-            except PacketValidationError as exc:
-                exc.retryable = False
-                o.error = exc
+        _parse(outcomes)
         await self._mark_duplicates(outcomes)
         await self._run_handlers([o for o in outcomes if o.error is None and not o.duplicate])
         await self._commit(outcomes)
+        return taken + len(outcomes)
+
+    async def _take_and_run(self, queues: list[str], limit: int) -> int:
+        """Inline services whose queues are in this database: take their messages, run the
+        handlers and settle everything in ONE transaction. No claim transaction, no lease on
+        each message; an inline handler computes for microseconds, so the transaction holds
+        its locks no longer for it. If it fails, nothing was taken: the messages stay ready."""
+        takes = self._takes
+        if takes is None:
+            return 0
+
+        def run(tx: Transaction) -> tuple[list[_Outcome], _Settlement]:
+            deliveries = takes.take(tx, queues, limit=limit)
+            outcomes = [_Outcome(d, self._by_queue[d.queue]) for d in deliveries]
+            _parse(outcomes)
+            runnable = [o for o in outcomes if o.packet is not None and o.error is None]
+            if self._admit_in_tx is not None and runnable:
+                requests = [_admission_request(o.service, o.packet) for o in runnable if o.packet]
+                for o, refusal in zip(runnable, self._admit_in_tx(tx, requests), strict=True):
+                    o.error = refusal
+            for o in runnable:
+                if o.error is None:
+                    self._run_inline(o)
+            now = time.time()
+            settlement = self._settlement(outcomes, now)
+            self._settle(tx, outcomes, settlement, now)
+            return outcomes, settlement
+
+        outcomes, settlement = await self.db.transact(run, keyed=True)
+        self._count(outcomes, settlement)
         return len(outcomes)
 
     async def _mark_duplicates(self, outcomes: list[_Outcome]) -> None:
@@ -503,6 +540,21 @@ class _Settlement:
     final: list[_Outcome]
     retry: list[_Outcome]
     success_rows: dict[int, tuple[dict[str, Any], dict[str, Any], list[OutgoingMessage]]]
+
+
+AdmitInTransaction = Callable[
+    [Transaction, Sequence[AdmissionRequest]], Sequence[FluxoError | None]
+]
+"""Admission decided inside the caller's transaction: per request, why not, or None."""
+
+
+def _parse(outcomes: list[_Outcome]) -> None:
+    for o in outcomes:
+        try:
+            o.packet = parse_packet(o.delivery.body, where=f"message {o.delivery.message_id}")
+        except PacketValidationError as exc:
+            exc.retryable = False
+            o.error = exc
 
 
 def _at_attempt(packet: Packet, attempt: int) -> Packet:

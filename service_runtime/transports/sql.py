@@ -217,11 +217,14 @@ class SqlTransport:
 
     def retry(self, tx: Transaction, delivery: Delivery, *, delay_s: float, error: str) -> None:
         rid, token = delivery.receipt
-        tx.execute(
-            sa.update(qm)
-            .where(qm.c.id == rid, _held_by(token))
-            .values(visible_at=time.time() + delay_s, lease_token=None, last_error=error[:4000])
-        )
+        values: dict[str, Any] = {
+            "visible_at": time.time() + delay_s,
+            "lease_token": None,
+            "last_error": error[:4000],
+        }
+        if token is None:  # taken, not claimed: no claim counted this delivery yet
+            values["attempt"] = delivery.attempt
+        tx.execute(sa.update(qm).where(qm.c.id == rid, _held_by(token)).values(**values))
 
     def dead_letter(self, tx: Transaction, delivery: Delivery, *, error: str) -> None:
         rid, token = delivery.receipt

@@ -16,6 +16,7 @@ from fluxo_core.errors import (
     PayloadSchemaError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ServiceError,
     UnknownServiceError,
 )
 from fluxo_core.ir import Packet
@@ -353,3 +354,40 @@ async def test_an_output_json_cannot_hold_fails_its_call_not_the_batch(db: Datab
     assert "not JSON" in error["message"]
     assert error["retryable"] is False
     assert len(await usage_rows(db)) == 2  # the failed call is not billed
+
+
+async def test_inline_handlers_retry_with_their_attempt_counted_then_dead_letter(
+    db: Database,
+) -> None:
+    # Inline handlers run inside the transaction that takes their messages (no lease): a retry
+    # must still count the attempt, or a failing handler would be retried for ever.
+    seen: list[tuple[int, int]] = []
+
+    @service(
+        "wobbly",
+        inline=True,
+        takes="packet",
+        retry=RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.02),
+    )
+    def wobbly(packet: Packet) -> dict[str, int]:
+        n = packet.payload["n"] if isinstance(packet.payload, dict) else -1
+        seen.append((n, packet.attempt))
+        if n == 1 or packet.attempt < 2:  # call 1 always fails; call 0 fails once
+            raise ServiceError(f"not yet ({packet.attempt})", retryable=True)
+        return {"n": n}
+
+    first, second = await calls_through_one_worker(db, wobbly, 2)
+    assert (first.status, first.attempts) == ("succeeded", 2)
+    assert (second.status, second.attempts) == ("failed", 3)
+    assert sorted(seen) == [(0, 1), (0, 2), (1, 1), (1, 2), (1, 3)]
+    assert (
+        await db.read(
+            lambda c: c.scalar(
+                sa.select(sa.func.count())
+                .select_from(queue_messages)
+                .where(queue_messages.c.queue == dead_letter_queue("svc.wobbly@1.in"))
+            )
+        )
+        == 1
+    )
+    assert len(await usage_rows(db)) == 1
