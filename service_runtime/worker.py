@@ -8,6 +8,10 @@ twice, or re-delivered after a crash between commit and ack): it is acknowledged
 
 A crash anywhere before the commit leaves the message leased; the lease expires and another worker
 runs it again. A crash after the commit leaves nothing to redo.
+
+Inline handlers (pure computation) need no lease when the queues live in the database (the SQL
+transport): their messages are taken, run and settled inside that one transaction, so a crash
+before its commit leaves them as they were, ready for the next worker.
 """
 
 from __future__ import annotations

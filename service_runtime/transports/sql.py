@@ -4,6 +4,8 @@ Because the queue lives in the state's database, enqueueing inside the caller's 
 transactional outbox: no relay hop is needed. Claims lease a batch in one statement
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL so concurrent workers never block on each other; SQLite
 serialises writers with ``BEGIN IMMEDIATE``). Settling happens inside the consumer's transaction.
+A consumer that settles in the very transaction that reads its batch may ``take`` it there
+instead (no lease, no claim transaction): the step engine, and the worker's inline handlers.
 """
 
 from __future__ import annotations
