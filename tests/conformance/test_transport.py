@@ -483,9 +483,17 @@ async def test_sql_a_take_in_a_failed_transaction_took_nothing(db: Database) -> 
     assert bodies(got) == [b'{"n": 1}', b'{"n": 2}']
 
 
-async def test_sql_concurrent_takers_never_share_a_message(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite has one writer at a time: two taking transactions cannot overlap")
+async def test_sql_concurrent_takers_never_share_a_message(pg_schema_url: str) -> None:
+    # PostgreSQL only: on SQLite two writing transactions never overlap.
+    db = Database(pg_schema_url)
+    await db.migrate()
+    try:
+        await _two_takers_at_once(db)
+    finally:
+        await db.close()
+
+
+async def _two_takers_at_once(db: Database) -> None:
     transport = SqlTransport(db)
     queue = f"conf.{uuid.uuid4().hex[:10]}.take"
     await enqueue(db, transport, *(msg(queue, n) for n in range(5)))
