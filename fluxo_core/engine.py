@@ -117,9 +117,10 @@ class Engine(Protocol):
     async def cancel(self, handle: RunHandle) -> None: ...
 
 
-JobStarter = Callable[["Transaction", Sequence[dict[str, Any]]], dict[str, str]]
-"""Starts jobs from the ``jobs`` rows this transaction inserted (so they are locked and known);
-returns each job's status after its start."""
+JobStarter = Callable[["Transaction", Sequence[dict[str, Any]]], None]
+"""Starts jobs whose ``jobs`` rows this transaction inserts right after: writes what the start
+causes (steps, calls) and leaves each row dict as the start left the job (status, active,
+result, error, started_at, finished_at), so the row is written once, already started."""
 
 
 @runtime_checkable

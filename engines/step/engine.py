@@ -124,17 +124,17 @@ class StepEngine:
         plan = await self._plan_for(account, workflow, version)
         key = (account, workflow, version)
 
-        def start(tx: Transaction, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
-            jobs = {row["id"]: dict(row) for row in rows}
+        def start(tx: Transaction, rows: Sequence[dict[str, Any]]) -> None:
+            jobs = {row["id"]: row for row in rows}  # the caller's rows: the start writes them
             for job_id in jobs:  # their later events need no lookup of the version
                 self._job_plans[job_id] = key
-            runs = self._apply(
+            self._apply(
                 tx,
                 dict.fromkeys(jobs, plan),
                 [("start", j, None, None) for j in jobs],
                 locked=jobs,
+                unsaved=True,
             )
-            return {run.job["id"]: run.job["status"] for run in runs}
 
         return start
 
@@ -313,12 +313,14 @@ class StepEngine:
         events: list[tuple[str, str, Any, Any]],
         *,
         locked: dict[str, dict[str, Any]] | None = None,
+        unsaved: bool = False,
     ) -> list[JobRun]:
         """Apply events with a fixed number of statements per batch, whatever its size: load
         every job and step the events touch, run the transitions in memory, write it all back.
 
-        ``locked``: the jobs' rows as this very transaction inserted or locked them (nothing
-        to read again).
+        ``locked``: the jobs' rows as this very transaction locked them (nothing to read
+        again). ``unsaved``: those rows are not in the table yet (the caller inserts them
+        next): the jobs' new state goes into the row dicts instead of an UPDATE.
         """
         if not events:
             return []
@@ -370,7 +372,7 @@ class StepEngine:
                     run.call_finished(call["key"], call)
             elif kind == "timer":
                 run.timer_fired(arg)
-        self._write(tx, list(runs.values()))
+        self._write(tx, list(runs.values()), save_jobs=not unsaved)
         return list(runs.values())
 
     def _remember_input(self, job_id: str, run: JobRun) -> None:
@@ -381,8 +383,12 @@ class StepEngine:
         if run.template is not None:
             self._templates[job_id] = run.template
 
-    def _write(self, tx: Transaction, runs: list[JobRun]) -> None:
-        self.store.save_many(tx, [v for run in runs if (v := run.job_values()) is not None])
+    def _write(self, tx: Transaction, runs: list[JobRun], *, save_jobs: bool = True) -> None:
+        if save_jobs:
+            self.store.save_many(tx, [v for run in runs if (v := run.job_values()) is not None])
+        else:
+            for run in runs:  # rows the caller inserts next: their new state goes into them
+                run.job.update(run.job_values() or {})
         self.store.add_steps(tx, [row for run in runs for row in run.new_rows()])
         self.store.save_steps(tx, [row for run in runs for row in run.changed_rows()])
         by_service: dict[str, list[PreparedCall]] = defaultdict(list)

@@ -19,6 +19,7 @@ from fluxo_core.control.remote import RemoteJobs, is_remote
 from fluxo_core.engine import FINAL_PHASES, Engine, RunHandle, StartsInTransaction, StepState
 from fluxo_core.errors import (
     ConfigError,
+    ConflictError,
     NotFoundError,
     PayloadSchemaError,
     PermissionDeniedError,
@@ -174,19 +175,12 @@ class JobService:
         await self._admit(principal, applied)
         row = self._row(principal, applied, engine_name, payload, idempotency_key, headers)
         start = await self._starter(principal, applied, engine_name)
-
-        def run(tx: Transaction) -> str:
-            created = self.store.insert_job(tx, row)
-            if created == row["id"]:
-                start(tx, [row])
-            return created
-
-        created = await self.db.transact(run)
-        if created != row["id"] or row["status"] in FINAL_PHASES:
+        ((created, started),) = await self._insert_started(principal, [row], start)
+        if created != row["id"] or started["status"] in FINAL_PHASES:
             # The idempotency key was used before (that job is the answer), or the job ended
             # as it started (its result is in the database).
             return await self.get(principal, created, steps=False)
-        return _record(row)
+        return _record(started)
 
     async def create_many(
         self,
@@ -235,21 +229,54 @@ class JobService:
         ]
 
         start = await self._starter(principal, applied, engine_name)
-
-        def run(tx: Transaction) -> list[str]:
-            new = bulk_insert(tx, tables.jobs, rows, skip_conflicts=True, returning=["id"])
-            inserted = {r.id for r in new}
-            start(tx, [r for r in rows if r["id"] in inserted])
-            # A skipped row's key was used before (or earlier in this batch): find that job.
-            return [r["id"] if r["id"] in inserted else self.store.insert_job(tx, r) for r in rows]
-
-        created = await self.db.transact(run)
+        created = await self._insert_started(principal, rows, start)
         return [
-            _record(row)
-            if job_id == row["id"] and row["status"] not in FINAL_PHASES
+            _record(started)
+            if job_id == row["id"] and started["status"] not in FINAL_PHASES
             else await self.get(principal, job_id, steps=False)
-            for row, job_id in zip(rows, created, strict=True)
+            for row, (job_id, started) in zip(rows, created, strict=True)
         ]
+
+    async def _insert_started(
+        self,
+        principal: Principal,
+        rows: list[dict[str, Any]],
+        start: Callable[[Transaction, list[dict[str, Any]]], None],
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Start the new jobs and insert their rows as started, in one transaction: per row,
+        the id of its job and the row as written.
+
+        A row whose idempotency key was used before (or earlier in this batch) is neither
+        started nor inserted: its job is that earlier one. The rows are written once, already
+        started, so a job costs one INSERT and no UPDATE.
+        """
+        account = principal.account_id
+
+        def run(tx: Transaction) -> list[tuple[str, dict[str, Any]]]:
+            work = [dict(r) for r in rows]  # fresh copies: a retry starts from the rows again
+            keys = [r["idempotency_key"] for r in work if r["idempotency_key"] is not None]
+            earlier = self.store.jobs_by_keys(tx, account, work[0]["workflow"], keys)
+            fresh, created = [], []
+            for r in work:
+                key = r["idempotency_key"]
+                if key is not None and key in earlier:
+                    created.append((earlier[key], r))
+                    continue
+                if key is not None:
+                    earlier[key] = r["id"]
+                fresh.append(r)
+                created.append((r["id"], r))
+            if fresh:
+                start(tx, fresh)
+                bulk_insert(tx, tables.jobs, fresh)
+            return created
+
+        try:
+            return await self.db.transact(run)
+        except ConflictError:
+            # Another transaction used one of the keys between the look-up and the insert
+            # (PostgreSQL; this one rolled back whole): look again, it finds that job now.
+            return await self.db.transact(run)
 
     async def _starter(
         self, principal: Principal, applied: AppliedWorkflow, engine_name: str
@@ -267,14 +294,7 @@ class JobService:
             )
 
             def start_here(tx: Transaction, rows: list[dict[str, Any]]) -> None:
-                if not rows:
-                    return
-                statuses = starter(tx, rows)
-                now = time.time()
-                for r in rows:
-                    r["status"] = statuses.get(r["id"], r["status"])
-                    if r["status"] != "queued":
-                        r["started_at"] = now
+                starter(tx, rows)  # the rows come back started (or already finished)
 
             return start_here
 

@@ -189,18 +189,19 @@ class JobStore:
 
     # -- inside a transaction -----------------------------------------------------------------
 
-    def insert_job(self, tx: Transaction, row: dict[str, Any]) -> str:
-        """Insert a job; with an idempotency key used before, return that job's id instead."""
-        if bulk_insert(tx, jobs, [row], skip_conflicts=True, returning=["id"]):
-            return str(row["id"])
-        existing = tx.conn.scalar(
-            sa.select(jobs.c.id).where(
-                jobs.c.account_id == row["account_id"],
-                jobs.c.workflow == row["workflow"],
-                jobs.c.idempotency_key == row["idempotency_key"],
-            )
+    def jobs_by_keys(
+        self, tx: Transaction, account_id: str, workflow: str, keys: Iterable[str]
+    ) -> dict[str, str]:
+        """The jobs of ``workflow`` created with these idempotency keys: key -> job id."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        query = sa.select(jobs.c.idempotency_key, jobs.c.id).where(
+            jobs.c.account_id == account_id,
+            jobs.c.workflow == workflow,
+            jobs.c.idempotency_key.in_(wanted),
         )
-        return str(existing)
+        return {row.idempotency_key: row.id for row in tx.execute(query)}
 
     def lock(self, tx: Transaction, job_id: str) -> dict[str, Any] | None:
         """The job row, locked for this transaction (PostgreSQL ``FOR UPDATE``)."""

@@ -140,6 +140,24 @@ async def test_a_repeated_idempotency_key_returns_the_same_job(fluxo: Platform) 
     assert len((await fluxo.jobs.list(ME)).items) == 1
 
 
+async def test_concurrent_creates_with_one_key_make_one_job(fluxo: Platform) -> None:
+    # On PostgreSQL the creates overlap: the one that loses the insert looks again and
+    # answers with the winner's job; nothing of its own start remains.
+    await fluxo.jobs.apply(TWICE, ME)
+    made = await asyncio.gather(
+        *(fluxo.jobs.create(ME, "twice", {"n": n}, idempotency_key="order-9") for n in range(6))
+    )
+    assert len({job.id for job in made}) == 1
+    page = await fluxo.jobs.list(ME)
+    assert [job.id for job in page.items] == [made[0].id]
+    done = await fluxo.jobs.wait(ME, made[0].id, 20)
+    assert done.status == "succeeded"
+    steps = await fluxo.db.read(
+        lambda conn: conn.exec_driver_sql("SELECT count(DISTINCT job_id) FROM job_steps").scalar()
+    )
+    assert steps == 1  # only the one job has steps
+
+
 async def test_workflow_versions_are_cached_and_a_new_version_is_seen(fluxo: Platform) -> None:
     store = fluxo.workflows
     steps = [{"id": "one", "kind": "service", "service": "inc"}]
