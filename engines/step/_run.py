@@ -105,10 +105,6 @@ class JobRun:
         self._loaded_results = len(self.results)  # results are only ever appended
 
     @property
-    def input(self) -> Packet:
-        return self._input
-
-    @property
     def running(self) -> bool:
         return bool(self.job["status"] == "running")
 
