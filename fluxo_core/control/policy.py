@@ -35,36 +35,47 @@ class Admission:
         self._statuses: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
 
     async def __call__(self, request: AdmissionRequest) -> None:
-        # From the caches without a coroutine per lookup when they are warm (the worker asks
-        # for every call of a batch it has just prefetched).
-        now = time.monotonic()
-        cached = self._cache.get(request.account_id)
-        if cached is None or cached[0] <= now:
-            await self._blocked_reason(request.account_id)
-        if request.job_id is not None:
-            known = self._statuses.get(request.job_id)
-            if known is None or known[0] <= now:
-                await self._job_status(request.job_id)
+        await self.prefetch([request])  # reads only what the caches miss
         refusal = self._refusal(request)
         if refusal is not None:
             raise refusal
+
+    async def prefetch(self, requests: Sequence[AdmissionRequest]) -> None:
+        """Warm the caches for a batch of calls with two queries, instead of two per call."""
+        accounts, jobs = self._stale(requests)
+        reasons = await self.accounts.blocked_reasons(accounts) if accounts else {}
+        statuses = await self._jobs.statuses(jobs) if jobs else {}
+        self._learn(reasons, jobs, statuses)
 
     def check_in_transaction(
         self, tx: Transaction, requests: Sequence[AdmissionRequest]
     ) -> list[AdmissionDeniedError | None]:
         """Decide ``requests`` inside the caller's write transaction, for a worker that runs
         handlers in it: from the caches, the rest read through the transaction's connection."""
+        accounts, jobs = self._stale(requests)
+        reasons = self.accounts.blocked_reasons_on(tx.conn, accounts)
+        self._learn(reasons, jobs, self._jobs.statuses_on(tx.conn, jobs))
+        return [self._refusal(r) for r in requests]
+
+    def _stale(self, requests: Sequence[AdmissionRequest]) -> tuple[list[str], list[str]]:
+        """The accounts and jobs of ``requests`` whose cached answer is missing or expired."""
         now = time.monotonic()
         accounts = {r.account_id for r in requests}
-        stale_accounts = [a for a in accounts if (c := self._cache.get(a)) is None or c[0] <= now]
-        for account_id, reason in self.accounts.blocked_reasons_on(tx.conn, stale_accounts).items():
+        jobs = {r.job_id for r in requests if r.job_id is not None}
+        return (
+            [a for a in accounts if (c := self._cache.get(a)) is None or c[0] <= now],
+            [j for j in jobs if (c := self._statuses.get(j)) is None or c[0] <= now],
+        )
+
+    def _learn(
+        self, reasons: dict[str, str | None], jobs: list[str], statuses: dict[str, str]
+    ) -> None:
+        """Cache block reasons by account and the statuses of ``jobs`` (absent: unknown)."""
+        now = time.monotonic()
+        for account_id, reason in reasons.items():
             self._cache[account_id] = (now + self.cache_s, reason)
-        job_ids = {r.job_id for r in requests if r.job_id is not None}
-        stale_jobs = [j for j in job_ids if (c := self._statuses.get(j)) is None or c[0] <= now]
-        found = self._jobs.statuses_on(tx.conn, stale_jobs)
-        for job_id in stale_jobs:
-            self._remember(job_id, found.get(job_id), now)
-        return [self._refusal(r) for r in requests]
+        for job_id in jobs:
+            self._remember(job_id, statuses.get(job_id), now)
 
     def _refusal(self, request: AdmissionRequest) -> AdmissionDeniedError | None:
         """Why ``request`` may not run, from the caches (filled by the caller just before)."""
@@ -88,30 +99,6 @@ class Admission:
                 )
         return None
 
-    async def prefetch(self, requests: Sequence[AdmissionRequest]) -> None:
-        """Warm the caches for a batch of calls with two queries, instead of two per call."""
-        now = time.monotonic()
-        accounts = {r.account_id for r in requests}
-        stale_accounts = [a for a in accounts if (c := self._cache.get(a)) is None or c[0] <= now]
-        if stale_accounts:
-            for account_id, reason in (await self.accounts.blocked_reasons(stale_accounts)).items():
-                self._cache[account_id] = (now + self.cache_s, reason)
-        job_ids = {r.job_id for r in requests if r.job_id is not None}
-        stale_jobs = [j for j in job_ids if (c := self._statuses.get(j)) is None or c[0] <= now]
-        if stale_jobs:
-            found = await self._jobs.statuses(stale_jobs)
-            for job_id in stale_jobs:
-                self._remember(job_id, found.get(job_id), now)
-
-    async def _job_status(self, job_id: str) -> str | None:
-        now = time.monotonic()
-        cached = self._statuses.get(job_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        status = await self._jobs.status(job_id)
-        self._remember(job_id, status, now)
-        return status
-
     def _remember(self, job_id: str, status: str | None, now: float) -> None:
         self._statuses[job_id] = (now + self.cache_s, status)
         self._statuses.move_to_end(job_id)
@@ -122,12 +109,3 @@ class Admission:
                 if expiry > now and len(self._statuses) <= self.MAX_CACHED_JOBS:
                     break
                 self._statuses.popitem(last=False)
-
-    async def _blocked_reason(self, account_id: str) -> str | None:
-        now = time.monotonic()
-        cached = self._cache.get(account_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        reason = await self.accounts.blocked_reason(account_id)
-        self._cache[account_id] = (now + self.cache_s, reason)
-        return reason

@@ -144,13 +144,3 @@ class AccountStore:
             else:
                 reasons[account_id] = (row.blocked_reason or "blocked") if row.blocked else None
         return reasons
-
-    async def blocked_reason(self, account_id: str) -> str | None:
-        """The block reason if the account is blocked (or unknown), else None."""
-        query = sa.select(accounts.c.blocked, accounts.c.blocked_reason).where(
-            accounts.c.id == account_id
-        )
-        row = await self.db.read(lambda conn: conn.execute(query).first())
-        if row is None:
-            return "unknown account"
-        return (row.blocked_reason or "blocked") if row.blocked else None

@@ -70,9 +70,6 @@ class JobStore:
             raise NotFoundError(f"no job {job_id!r} in this account", job_id=job_id)
         return row
 
-    async def status(self, job_id: str) -> str | None:
-        return (await self.statuses([job_id])).get(job_id)
-
     async def statuses(self, job_ids: Iterable[str]) -> dict[str, str]:
         """Status by job id, in one query (unknown ids are absent)."""
         ids = sorted(set(job_ids))
