@@ -3,18 +3,15 @@
 Every request body the engine sends is validated against the swagger request definition of its
 endpoint (``WorkflowTemplateCreateRequest``, ``WorkflowCreateRequest``, ...), and every fake answer
 against the response definition (``Workflow``, ``WorkflowTemplate``, ``grpc.gateway.runtime.Error``),
-so the fake cannot drift from the real API. The swagger comes from ``../shared/argo``: missing,
-these tests skip, except under ``CI=true`` where that is a failure. Only the Argo Server is faked
-(it needs Kubernetes); see STYLE.md.
+so the fake cannot drift from the real API. The swagger is Argo's own, at a pinned commit,
+shipped in ``tests/data/argo``. Only the Argo Server is faked (it needs Kubernetes); see STYLE.md.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,11 +32,11 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import Packet, validate_workflow
+from tests.support import argo_reference
 from translators import to_argo
 
 pytestmark = pytest.mark.timeout(30)
 
-ARGO_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "argo"
 SERVER = "https://argo.test:2746/argo"  # a base path, given without its trailing slash
 API = f"{SERVER}/api/v1"
 NS = "fluxo"
@@ -55,32 +52,10 @@ D = "io.argoproj.workflow.v1alpha1."
 # --- swagger as the oracle -------------------------------------------------------------------------
 
 
-def _swagger_path() -> Path:
-    path = ARGO_DIR / "swagger.json"
-    if not path.is_file():
-        message = f"the Argo swagger is missing at {path}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}; CI must check out ../shared/argo next to the repository")
-        pytest.skip(f"{message}; put the shared folder next to the repository to run this test")
-    return path
-
-
-@cache
-def _definitions(path: Path) -> dict[str, Any]:
-    """Swagger definitions; int-or-string patched as ../shared/argo/README.md says, and
-    ``additionalProperties: false`` on object definitions so misspelt keys fail."""
-    definitions: dict[str, Any] = copy.deepcopy(json.loads(path.read_text())["definitions"])
-    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["integer", "string"]}
-    for definition in definitions.values():
-        if "properties" in definition and "additionalProperties" not in definition:
-            definition["additionalProperties"] = False
-    return definitions
-
-
 def conform(definition: str, document: Any) -> None:
     """Fail the test when ``document`` breaks the swagger ``definition``."""
     schema = {
-        "definitions": _definitions(_swagger_path()),
+        "definitions": argo_reference.swagger(),
         "allOf": [{"$ref": f"#/definitions/{definition}"}],
     }
     validator = jsonschema.Draft4Validator(schema)

@@ -1,8 +1,7 @@
 """IR -> Argo: golden files, Argo's JSON Schema and CRDs as oracles, and Fluxo's semantic check.
 
-Golden files live in ``tests/golden/argo``; ``FLUXO_REGENERATE=1`` rewrites them. The oracles come
-from ``../shared/argo`` (Argo's schema.json and CRDs at a pinned commit): missing, these tests skip,
-except under ``CI=true`` where that is a failure.
+Golden files live in ``tests/golden/argo``; ``FLUXO_REGENERATE=1`` rewrites them. The oracles are
+Argo's schema.json and CRDs at a pinned commit, shipped in ``tests/data/argo``.
 """
 
 from __future__ import annotations
@@ -31,21 +30,15 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import Packet, load_workflows_yaml, validate_workflow
+from tests.support import argo_reference
 from translators import ArgoBundle, CronTrigger, check_argo, to_argo, to_argo_job, to_yaml
 from translators import argo as argo_module
 
 ROOT = Path(__file__).parents[2]
-ARGO_DIR = ROOT.parent / "shared" / "argo"
 GOLDEN = ROOT / "tests" / "golden" / "argo"
 EXAMPLES = ("order-intake", "invoice-reminder", "lead-enrichment")
 GATEWAY = "http://fluxo.fluxo-system.svc:8080"
 ARGO_KINDS = ("Workflow", "WorkflowTemplate", "CronWorkflow")
-CRD_FILES = {
-    "Workflow": "argoproj.io_workflows.yaml",
-    "WorkflowTemplate": "argoproj.io_workflowtemplates.yaml",
-    "CronWorkflow": "argoproj.io_cronworkflows.yaml",
-    "ClusterWorkflowTemplate": "argoproj.io_clusterworkflowtemplates.yaml",
-}
 JOB_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -53,42 +46,9 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 # --- the oracles ---------------------------------------------------------------------------------
 
 
-def argo_dir() -> Path:
-    """``../shared/argo``; its absence skips the test (fails it under CI=true)."""
-    if not (ARGO_DIR / "schema.json").is_file():
-        message = f"the Argo reference data is missing at {ARGO_DIR}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}; CI must check out ../shared/argo next to the repository")
-        pytest.skip(f"{message}; put the shared folder next to the repository to run this test")
-    return ARGO_DIR
-
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are large: use libyaml
-
-
 @cache
-def _schema_definitions(folder: Path) -> dict[str, Any]:
-    """Argo's schema definitions, patched as ../shared/argo/README.md says.
-
-    Kubernetes int-or-string is typed string only upstream: it becomes integer or string. Every
-    object definition with properties gets ``additionalProperties: false``, so misspelt keys fail.
-    """
-    schema = json.loads((folder / "schema.json").read_text())
-    definitions: dict[str, Any] = schema["definitions"]
-    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["integer", "string"]}
-    for definition in definitions.values():
-        if "properties" in definition and "additionalProperties" not in definition:
-            definition["additionalProperties"] = False
-    return definitions
-
-
 def schema_validator(kind: str) -> jsonschema.Draft202012Validator:
-    return _schema_validator(argo_dir(), kind)
-
-
-@cache
-def _schema_validator(folder: Path, kind: str) -> jsonschema.Draft202012Validator:
-    definitions = _schema_definitions(folder)
+    definitions = argo_reference.schema_definitions()
     return jsonschema.Draft202012Validator(
         {"$ref": f"#/definitions/io.argoproj.workflow.v1alpha1.{kind}", "definitions": definitions}
     )
@@ -115,19 +75,8 @@ def _openapi_to_jsonschema(node: Any) -> Any:
 
 
 @cache
-def _crd(folder: Path, kind: str) -> dict[str, Any]:
-    crd = yaml.load((folder / "crds" / CRD_FILES[kind]).read_text(), Loader=_LOADER)
-    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return schema
-
-
 def crd_validator(kind: str) -> jsonschema.Draft7Validator:
-    return _crd_validator(argo_dir(), kind)
-
-
-@cache
-def _crd_validator(folder: Path, kind: str) -> jsonschema.Draft7Validator:
-    return jsonschema.Draft7Validator(_openapi_to_jsonschema(_crd(folder, kind)))
+    return jsonschema.Draft7Validator(_openapi_to_jsonschema(argo_reference.crd_schema(kind)))
 
 
 def errors(validator: jsonschema.protocols.Validator, document: Any) -> list[str]:
@@ -413,11 +362,10 @@ def test_translation_is_deterministic_across_processes() -> None:
 
 
 def test_patched_schema_accepts_every_upstream_example() -> None:
-    folder = argo_dir()
     checked = 0
-    for path in sorted((folder / "examples").rglob("*.yaml")):
-        for document in yaml.load_all(path.read_text(), Loader=_LOADER):
-            if isinstance(document, dict) and document.get("kind") in CRD_FILES:
+    for path, text in argo_reference.examples():
+        for document in yaml.load_all(text, Loader=yaml.CSafeLoader):
+            if isinstance(document, dict) and document.get("kind") in argo_reference.CRD_FILES:
                 checked += 1
                 assert errors(schema_validator(document["kind"]), document) == [], path
                 assert errors(crd_validator(document["kind"]), document) == [], path
@@ -483,18 +431,15 @@ def _max_items(node: Any, key: str) -> list[int]:
 
 
 def test_limits_agree_with_the_crds() -> None:
-    schema = _crd(argo_dir(), "WorkflowTemplate")
+    schema = argo_reference.crd_schema("WorkflowTemplate")
     assert min(_max_items(schema, "templates")) == argo_module.MAX_TEMPLATES == 200
     assert min(_max_items(schema, "tasks")) == argo_module.MAX_DAG_TASKS == 200
     name_limits = re.findall(
-        r"maxLength: (\d+)\n\s+pattern: \^\[a-zA-Z0-9\]", _crd_text("WorkflowTemplate")
+        r"maxLength: (\d+)\n\s+pattern: \^\[a-zA-Z0-9\]",
+        argo_reference.crd_text("WorkflowTemplate"),
     )
     assert name_limits
     assert all(int(n) >= argo_module.MAX_NAME_LENGTH for n in name_limits)
-
-
-def _crd_text(kind: str) -> str:
-    return (argo_dir() / "crds" / CRD_FILES[kind]).read_text()
 
 
 def test_names_are_short_dns_labels() -> None:
