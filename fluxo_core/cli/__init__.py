@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from fluxo_core.cli import _nodered
@@ -196,14 +197,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def price_text(price: dict[str, str]) -> str:
+    """A price as people read it: ``0.001 EUR/call + 0.0001 EUR/item``, or ``free``."""
+    parts = [
+        f"{price[key]} {price['currency']}/{unit}"
+        for key, unit in (("per_call", "call"), ("per_item", "item"))
+        if Decimal(price[key]) != 0
+    ]
+    return " + ".join(parts) or "free"
+
+
 def load_services(modules: Sequence[str]) -> list[Service]:
-    """Services from ``MODULE.SERVICES`` of each module."""
+    """Services from ``MODULE.SERVICES`` of each module.
+
+    A module is looked up in the installed packages, then in the current folder, as ``python -m``
+    would: the ``fluxo`` script's own folder is the virtualenv's ``bin``, not where the user is.
+    The current folder goes last so it never shadows an installed package.
+    """
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.append(here)
     found: list[Service] = []
     for name in modules:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
-            raise ConfigError(f"cannot import service module {name!r}: {exc}") from exc
+            raise ConfigError(
+                f"cannot import service module {name!r}: {exc}; it is looked for in the installed "
+                f"packages and in the current folder ({here}): run fluxo from the folder that "
+                "holds it, or install it (pip install -e .)"
+            ) from exc
         services = getattr(module, "SERVICES", None)
         if not isinstance(services, list) or not all(isinstance(s, Service) for s in services):
             raise ConfigError(
@@ -292,9 +315,8 @@ async def _cmd_services(args: argparse.Namespace, config: FluxoConfig) -> int:
         print(json.dumps(infos, indent=2))
     else:
         for info in infos:
-            price = info["price"]
             ref = f"{info['name']}@{info['version']}"
-            print(f"{ref:30} {price['per_call']} {price['currency']}/call  {info['description']}")
+            print(f"{ref:30} {price_text(info['price']):34} {info['description']}")
     return 0
 
 

@@ -131,6 +131,40 @@ def test_worker_refuses_a_module_without_services(tmp_path: Path) -> None:
     assert "must define SERVICES" in result.stderr
 
 
+def test_worker_imports_a_module_from_the_current_folder(tmp_path: Path) -> None:
+    """The `fluxo` script (not `python -m`) finds a module where the user runs it."""
+    (tmp_path / "my_fluxo_services.py").write_text("NOT_SERVICES = []\n")
+    script = Path(sys.executable).with_name("fluxo")
+    result = subprocess.run(
+        [str(script), "worker", "--module", "my_fluxo_services"],
+        env=dict(os.environ, FLUXO_HOME=str(tmp_path / "home")),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    # Imported (from the current folder), then refused for what it holds, not for its absence.
+    assert "module 'my_fluxo_services' must define SERVICES" in result.stderr, result.stderr
+
+
+def test_worker_says_where_it_looked_for_a_missing_module(tmp_path: Path) -> None:
+    result = fluxo("worker", "--module", "no_such_fluxo_module", home=tmp_path)
+    assert result.returncode == 1
+    assert "current folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_services_show_per_item_prices(tmp_path: Path) -> None:
+    result = fluxo("services", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert "0.0005 EUR/item" in lines["notify-log@1"], lines["notify-log@1"]
+    assert "free" in lines["noop@1"]
+    assert "0 EUR/call" not in result.stdout
+
+
 WORKFLOW_YAML = """\
 apiVersion: fluxo.dev/v1
 kind: Workflow
