@@ -453,12 +453,16 @@ def _check_param(value: Any) -> Any:
     return value
 
 
+def _is_expression(value: Any) -> bool:
+    return isinstance(value, dict) and list(value) == [EXPRESSION_KEY]
+
+
 def _nested_expression(value: Any, where: str) -> str | None:
     """The path, inside a static value, of the first ``{jsonata: ...}`` mapping, or None."""
     if isinstance(value, dict):
         for key, item in value.items():
             here = f"{where}.{key}" if where else str(key)
-            if isinstance(item, dict) and list(item) == [EXPRESSION_KEY]:
+            if _is_expression(item):
                 return here
             found = _nested_expression(item, here)
             if found is not None:
@@ -466,7 +470,7 @@ def _nested_expression(value: Any, where: str) -> str | None:
     elif isinstance(value, list):
         for n, item in enumerate(value):
             here = f"{where}[{n}]"
-            if isinstance(item, dict) and list(item) == [EXPRESSION_KEY]:
+            if _is_expression(item):
                 return here
             found = _nested_expression(item, here)
             if found is not None:
@@ -541,6 +545,16 @@ class ServiceStep(_CallStep):
         description="Parameters set on the call's payload (each item): static JSON values, or "
         "{jsonata: '<expression>'} evaluated on the step's input item.",
     )
+
+    @property
+    def static_params(self) -> dict[str, Any]:
+        """The ``with`` parameters that are static values."""
+        return {k: v for k, v in self.with_.items() if not _is_expression(v)}
+
+    @property
+    def param_expressions(self) -> dict[str, str]:
+        """The ``with`` parameters that are expressions, as their JSONata text."""
+        return {k: v[EXPRESSION_KEY] for k, v in self.with_.items() if _is_expression(v)}
 
     @property
     def service_name(self) -> str:
