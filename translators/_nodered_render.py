@@ -7,6 +7,7 @@ Wiring them (and the job bookkeeping of generated flows) is the caller's job.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,7 +234,7 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
     )
     result["outputLabels"] = ["next", "retry", "on_error", "no output"]
     chain = [request, *([params] if params is not None else []), http]
-    for node, after in zip(chain, chain[1:], strict=False):
+    for node, after in itertools.pairwise(chain):
         node["wires"] = [[after["id"]]]
     http["wires"] = [[result["id"]]]
     retry_node = delay_node(ids("retry"), label(step, "retry"), None)

@@ -8,8 +8,9 @@ expr-lang. The translator (``translators/_argo_expr.py``, ``_argo_plan.py``,
 ``+``, ``-``, member and index access (negative indexes count from the end), closures (``#``,
 ``#index``), and the functions ``fromJSON``, ``toJson``, ``toJSON``, ``get``, ``keys``, ``len``,
 ``map``, ``filter``, ``flatten``, ``concat``, ``min``, ``max``, ``type``, ``asInt``,
-``asFloat``, and Argo's ``sprig.omit`` and ``sprig.set``. Anything else raises :class:`UnsupportedExpressionError` naming it, so a translator change
-that needs more shows up as a clear test failure rather than a silent misreading.
+``asFloat``, and Argo's ``sprig.omit`` and ``sprig.set``. Anything else raises
+:class:`UnsupportedExpressionError` naming it, so a translator change that needs more shows up
+as a clear test failure rather than a silent misreading.
 
 Values follow Go's view of decoded JSON: ``fromJSON`` gives every number as a float (so ``type``
 answers ``float``, as on Argo) and ``toJson`` writes Go's ``json.Marshal`` form (sorted keys,
