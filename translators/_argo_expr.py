@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = [
     "render",
     "static_json",
     "task_ref",
+    "with_params",
 ]
 
 PLACEHOLDER = "\x00"
@@ -180,6 +181,34 @@ def static_json(value: Any) -> str:
     """Compact JSON with sorted keys that cannot open an Argo tag (``{{`` is escaped)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.replace("{{", "{\\u007b")
+
+
+# --- with: parameters of a service call -----------------------------------------------------------
+
+
+def with_params(payload: Expr, static: Mapping[str, Any]) -> Expr:
+    """``payload`` with the ``static`` fields set on it: on an object, or on each item of an array.
+
+    Built with Argo's sprig functions: ``sprig.omit(item)`` copies the item (expr-lang has no
+    map built from dynamic keys; its ``fromPairs`` makes a ``map[any]any`` that Argo's ``toJson``
+    cannot write), then one ``sprig.set`` per parameter replaces or adds the field, nulls kept.
+    The object-or-array test is a :class:`Choice` guard, so the tag keeps its one leading
+    condition. A non-object item fails the expression, and so the task (the step engine fails
+    the step).
+    """
+    if isinstance(payload, Choice):
+        return Choice(
+            payload.guard, with_params(payload.then, static), with_params(payload.otherwise, static)
+        )
+
+    def merged(item: str) -> str:
+        text = f"sprig.omit({item})"
+        for name, value in static.items():
+            text = f"sprig.set({text}, {literal(name)}, {literal(value)})"
+        return text
+
+    p = payload.expr
+    return Choice(f"type({p}) == 'array'", Leaf(f"map({p}, {merged('#')})"), Leaf(merged(p)))
 
 
 # --- paths and conditions ------------------------------------------------------------------------

@@ -217,6 +217,18 @@ class _Planner:
             )
         if not isinstance(step, ServiceStep | WorkflowCallStep | TransformStep):
             self.check_on_error(step)
+        if isinstance(step, ServiceStep) and step.param_expressions:
+            name = next(iter(step.param_expressions))
+            raise UnsupportedFeatureError(
+                f"step {step.id!r} of workflow {self.name!r}: with.{name} is a JSONata "
+                "expression, which cannot run on the argo engine (its templates evaluate "
+                "expr-lang); give it a static value, compute the field in a transform step "
+                "before this one, or run the workflow on the step or nodered engine",
+                step=step.id,
+                kind="service",
+                engine="argo",
+                workflow=self.name,
+            )
         if isinstance(step, JoinStep):
             self.reach_join(scope, step, edge)
         elif isinstance(step, SwitchStep):

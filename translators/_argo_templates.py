@@ -28,7 +28,16 @@ from hera.workflows import models as m
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import RetrySpec, ServiceStep, TransformStep, Workflow
 from translators._argo_check import MAX_DAG_TASKS, MAX_NAME_LENGTH, MAX_TEMPLATES
-from translators._argo_expr import Leaf, expr_tag, json_text, lift, literal, render, static_json
+from translators._argo_expr import (
+    Leaf,
+    expr_tag,
+    json_text,
+    lift,
+    literal,
+    render,
+    static_json,
+    with_params,
+)
 from translators._argo_plan import Plan, Scope, Task
 
 __all__ = [
@@ -209,6 +218,11 @@ class TemplateBuilder:
             if task.guarded:
                 template = self.try_template(template)
             payload = task.payload
+            if isinstance(step, ServiceStep) and step.with_:
+                # The call gets the input with `with` set; the task's payload (what on_error
+                # hands on) stays the step's input. Not the bare input: it is no longer passed
+                # by reference.
+                payload = with_params(payload, step.static_params)
             first = isinstance(payload, Leaf) and payload.is_input
             args = {
                 "step-id": step.id,

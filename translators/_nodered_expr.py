@@ -51,6 +51,7 @@ __all__ = [
     "portable_jsonata",
     "switch_rule_condition",
     "typed_value",
+    "with_jsonata",
     "wrap_msg_expr",
 ]
 
@@ -278,6 +279,28 @@ def change_rules(ops: Sequence[TransformOp]) -> list[dict[str, Any]]:
         for op in ops
         for expr in _op_expressions(op)
     ]
+
+
+WITH_ITEMS_ERROR = (
+    "with sets fields on the step's input, which must be an object or an array of objects"
+)
+
+
+def with_jsonata(static: Mapping[str, Any], expressions: Mapping[str, str], subject: str) -> str:
+    """A service step's ``with`` over the payload at ``subject``, as one JSONata expression.
+
+    Each item (the object, or each object of an array) is merged with the static values and the
+    expressions' results, every expression evaluated on the item itself (``$$`` is the item, as
+    in the IR); an undefined result adds no field, so the item keeps its own. A non-object item
+    raises (``$error``), as on the step engine.
+    """
+    fields = ", ".join(f"{literal(k)}: ($$ := $; ({e}))" for k, e in expressions.items())
+    parts = ["$item", literal(dict(static))] + ([f"$item.{{{fields}}}"] if fields else [])
+    return (
+        f'($f := function($item) {{ $type($item) = "object" ? $merge([{", ".join(parts)}]) : '
+        f"$error({literal(WITH_ITEMS_ERROR)}) }}; $in := {subject}; "
+        '$type($in) = "array" ? [$in.$f($)] : $f($in))'
+    )
 
 
 # --- Node-RED -> IR ------------------------------------------------------------------------------

@@ -210,14 +210,24 @@ def result_code(
     backoff: tuple[float, float, float],
     on_error: str,
     inside_join: bool,
+    with_node: str | None = None,
 ) -> str:
     """Read the gateway's call record: outputs on, a retry, the on_error route, or a failure.
 
     Outputs: 1 the next steps (one message per result packet), 2 the retry delay, 3 the
     ``on_error: goto`` step, 4 a call that returned no packet (its message ends). Between a split
     and its join a call must return one packet (as on the step engine): the join pairs items.
+    ``with_node``: the change node setting the step's ``with``; its failure (an expression, an
+    input that is not an object) is the step's, not retried, and no call was made.
     """
     base, factor, most = backoff
+    with_check = ""
+    if with_node is not None:
+        with_check = f"""if (msg.error && status === undefined && msg.error.source &&
+        msg.error.source.id === {_js(with_node)}) {{
+    error = {{code: "invalid", message: "with: " + String(msg.error.message || msg.error),
+             retryable: false}};
+}} else """
     return f"""const STEP = {_js(step)};
 const INSIDE_JOIN = {_js(inside_join)};
 const MAX_ATTEMPTS = {_js(attempts)};
@@ -227,7 +237,7 @@ const ON_ERROR = {_js(on_error)};
 const record = msg.payload;
 const status = msg.statusCode;
 let error = null;
-if (msg.error && status === undefined) {{
+{with_check}if (msg.error && status === undefined) {{
     error = {{code: "unreachable", message: String(msg.error.message || msg.error)}};
 }} else if (status === 200 && record && record.status === "succeeded") {{
     error = null;

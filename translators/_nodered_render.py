@@ -7,6 +7,7 @@ Wiring them (and the job bookkeeping of generated flows) is the caller's job.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from fluxo_core.ir import (
     WorkflowCallStep,
 )
 from translators import _nodered_js as js
-from translators._nodered_expr import change_rules, condition_jsonata, ir_path_keys
+from translators._nodered_expr import change_rules, condition_jsonata, ir_path_keys, with_jsonata
 from translators._nodered_model import NodeRedOptions, json_copy
 
 __all__ = [
@@ -210,6 +211,14 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
         js.request_code(step.id, ref, wait, ctx.options.token_env),
     )
     http = http_request_node(ids("http"), label(step, "gateway"), url)
+    # `with`: a change node sets the parameters on the packet's payload (JSONata, per item), after
+    # the request node has kept the step's input for retries and on_error.
+    params = None
+    if isinstance(step, ServiceStep) and step.with_:
+        subject = "payload.payload"
+        expr = with_jsonata(step.static_params, step.param_expressions, subject)
+        rule = {"t": "set", "p": subject, "pt": "msg", "to": expr, "tot": "jsonata"}
+        params = change_node(ids("with"), label(step, "with"), [rule])
     result = function_node(
         ids("result"),
         label(step, "result"),
@@ -219,16 +228,20 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
             backoff=backoff,
             on_error=on_error,
             inside_join=step.id in ctx.joined_steps,
+            with_node=params["id"] if params is not None else None,
         ),
         outputs=4,
     )
     result["outputLabels"] = ["next", "retry", "on_error", "no output"]
-    request["wires"] = [[http["id"]]]
+    chain = [request, *([params] if params is not None else []), http]
+    for node, after in itertools.pairwise(chain):
+        node["wires"] = [[after["id"]]]
     http["wires"] = [[result["id"]]]
     retry_node = delay_node(ids("retry"), label(step, "retry"), None)
     retry_node["_below"] = 1
     retry_node["wires"] = [[request["id"]]]
-    catch = catch_node(ids("catch"), label(step, "unreachable"), [http["id"]])
+    scope = [str(node["id"]) for node in chain[1:]]
+    catch = catch_node(ids("catch"), label(step, "unreachable"), scope)
     catch["_below"] = 1
     catch["wires"] = [[result["id"]]]
     goto = [step.on_error.goto] if isinstance(step.on_error, OnErrorGoto) else []
@@ -238,7 +251,7 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
         Out(result["id"], 2, goto, None if goto else "discard"),
         Out(result["id"], 3, [], "discard"),
     ]
-    return Rendered([request, http, result, retry_node, catch], outs, result["id"])
+    return Rendered([*chain, result, retry_node, catch], outs, result["id"])
 
 
 def _render_switch(step: SwitchStep, ids: Ids, ctx: RenderContext) -> Rendered:

@@ -17,6 +17,8 @@ service    a task on a shared HTTP template that POSTs the packet to the Fluxo g
            backoff duration/factor/cap, policy Always); ``timeout_s`` -> the gateway's ``wait`` and
            the request's ``timeoutSeconds`` (a call longer than :data:`MAX_HTTP_WAIT_S`, or
            ``mode="container"``, runs ``fluxo call`` in a container with ``activeDeadlineSeconds``).
+           ``with``: its static values are set on the payload argument (the object, or each item
+           of an array) with ``sprig.omit``/``sprig.set``; a JSONata value -> unsupported.
 workflow   the same, calling the service the workflow is published as.
 transform  the same, calling the built-in ``transform`` service with ``{"input", "ops"}``.
 switch     no task: ``when`` conditions (expr-lang) on the tasks it routes to; ``mode: first``

@@ -8,7 +8,7 @@ from typing import Any
 from engines.step._nodered import native_ports, native_problem
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import JoinStep, NativeStep, ServiceStep, SwitchStep, TransformStep, Workflow
-from service_runtime.builtin.transform import Transform
+from service_runtime.builtin.transform import Parameters, Transform
 from service_runtime.catalog import ServiceInfo
 
 __all__ = ["RUNNABLE_KINDS", "Plan", "successors"]
@@ -38,6 +38,7 @@ class Plan:
     indegree: dict[str, int] = field(init=False)
     join_of_split: dict[str, str] = field(init=False)
     transforms: dict[str, Transform] = field(init=False)
+    params: dict[str, Parameters] = field(init=False)  # service steps with `with`, by step id
 
     def __post_init__(self) -> None:
         spec = self.workflow.spec
@@ -80,6 +81,11 @@ class Plan:
             )
             for step in spec.steps
             if isinstance(step, TransformStep)
+        }
+        self.params = {
+            step.id: Parameters(step.with_, where=f"spec.steps[{step.id}].with")
+            for step in spec.steps
+            if isinstance(step, ServiceStep) and step.with_
         }
 
     @property

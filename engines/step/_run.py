@@ -298,6 +298,12 @@ class JobRun:
         body = payload
         if isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
             body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
+        elif step.id in self.plan.params:
+            # The call gets the input with the step's `with`; the step keeps its input (what
+            # on_error hands on and a retry starts from).
+            body = self.plan.params[step.id].apply(
+                payload, input_where=f"input of step {step.id!r}"
+            )
         # A payload a service cannot take (a Node-RED string reaching a service step) fails
         # this step with a located error, not the transaction.
         data = self._template.json(

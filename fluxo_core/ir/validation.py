@@ -35,10 +35,12 @@ from fluxo_core.ir.workflow import (
     STEP_KINDS,
     DelayStep,
     JoinStep,
+    NativeStep,
     SplitStep,
     SwitchStep,
     TransformStep,
     Workflow,
+    WorkflowCallStep,
 )
 
 __all__ = ["graph_problems", "load_workflows_yaml", "validate_workflow"]
@@ -495,12 +497,25 @@ def _literal_values(model: Any, field: str) -> list[Any]:
 
 
 _CALL_ONLY = "only service, workflow and native steps take retry and timeout_s"
+_SERVICE_ONLY = "only service steps take with (parameters of the service call)"
 _FIELD_HINTS: dict[tuple[type[BaseModel], str], str] = {
     (SwitchStep, "next"): "a switch routes with cases[].next and default: move the targets there",
     **{
         (m, f): _CALL_ONLY
         for m in (SwitchStep, TransformStep, SplitStep, JoinStep, DelayStep)
         for f in ("retry", "timeout_s")
+    },
+    **{
+        (m, "with"): _SERVICE_ONLY
+        for m in (
+            SwitchStep,
+            TransformStep,
+            SplitStep,
+            JoinStep,
+            DelayStep,
+            WorkflowCallStep,
+            NativeStep,
+        )
     },
 }
 

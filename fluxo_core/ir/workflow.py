@@ -69,6 +69,7 @@ from pydantic import (
     StringConstraints,
     Tag,
     ValidationInfo,
+    WithJsonSchema,
 )
 
 from fluxo_core.errors import IRValidationError
@@ -76,6 +77,7 @@ from fluxo_core.errors import IRValidationError
 __all__ = [
     "API_VERSION",
     "ENGINES",
+    "EXPRESSION_KEY",
     "SCHEMA_VERSION",
     "STEP_KINDS",
     "AllOf",
@@ -424,11 +426,135 @@ class _CallStep(_FlowStep):
     timeout_s: float | None = Field(default=None, gt=0, description="Per attempt.")
 
 
+def _check_param(value: Any) -> Any:
+    """A ``with`` parameter: a static JSON value, or exactly ``{jsonata: '<expression>'}``."""
+    if isinstance(value, dict) and EXPRESSION_KEY in value:
+        expr = value[EXPRESSION_KEY]
+        if len(value) != 1:
+            others = ", ".join(sorted(repr(k) for k in value if k != EXPRESSION_KEY))
+            raise ValueError(
+                f"an expression is {{jsonata: '<expression>'}} alone, but this one also has "
+                f"{others}: remove them, or compute the whole value in the expression"
+            )
+        if not isinstance(expr, str):
+            raise ValueError(
+                "jsonata must be an expression string such as 'total * 2', "
+                f"not {type(expr).__name__}"
+            )
+        _check_jsonata(expr)
+        return value
+    nested = _nested_expression(value, "")
+    if nested is not None:
+        raise ValueError(
+            f"an expression at {nested or 'this value'} is not evaluated: only a parameter's "
+            "whole value may be {jsonata: ...}; build the object in one expression, e.g. "
+            "{jsonata: \"{'a': x}\"}"
+        )
+    return value
+
+
+def _is_expression(value: Any) -> bool:
+    return isinstance(value, dict) and list(value) == [EXPRESSION_KEY]
+
+
+def _nested_expression(value: Any, where: str) -> str | None:
+    """The path, inside a static value, of the first ``{jsonata: ...}`` mapping, or None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{where}.{key}" if where else str(key)
+            if _is_expression(item):
+                return here
+            found = _nested_expression(item, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            here = f"{where}[{n}]"
+            if _is_expression(item):
+                return here
+            found = _nested_expression(item, here)
+            if found is not None:
+                return found
+    return None
+
+
+EXPRESSION_KEY: Final = "jsonata"
+"""The one expression form of the IR outside conditions and ops: ``{jsonata: '<expression>'}``."""
+
+
+def _check_param_name(name: str) -> str:
+    if not name:
+        raise ValueError("a parameter name is empty: write the payload field it sets")
+    return name
+
+
+ParamName = Annotated[
+    str,
+    StringConstraints(max_length=200),
+    AfterValidator(_check_param_name),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200}),
+]
+ParamValue = Annotated[
+    Any,
+    AfterValidator(_check_param),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "title": "Expression",
+                    "description": "A JSONata expression evaluated on the step's input item.",
+                    "properties": {"jsonata": {"type": "string", "minLength": 1}},
+                    "required": ["jsonata"],
+                    "additionalProperties": False,
+                },
+                {
+                    "title": "Static value",
+                    "description": "Any JSON value except an object holding the key jsonata.",
+                    "not": {"type": "object", "required": ["jsonata"]},
+                },
+            ]
+        }
+    ),
+]
+"""One ``with`` parameter: a static JSON value or ``{jsonata: '<expression>'}``."""
+
+
 class ServiceStep(_CallStep):
-    """Call a published service by ``name`` or ``name@version`` (no version: the latest)."""
+    """Call a published service by ``name`` or ``name@version`` (no version: the latest).
+
+    Attributes:
+        service: the service, ``name`` or ``name@version``.
+        with_: parameters (``with:`` in documents) set on what the service receives. The call's
+            payload is the step's input with each parameter set as a top-level field: an object
+            input gives ``{**input, **parameters}``, an array input has each item so extended
+            (items must then be objects); a parameter replaces a field of the same name. A
+            value is static JSON, or ``{jsonata: '<expression>'}`` evaluated on the input item
+            (``$`` is the item, as in a transform's ``set``; every expression sees the step's
+            input, not the other parameters); an expression yielding nothing leaves the field as
+            the item has it. The step's input itself is unchanged: ``on_error`` hands it on and a
+            retry builds the call from it again. Static values run on every engine; expressions
+            on ``step`` and ``nodered`` (Argo refuses them when the workflow is applied).
+    """
 
     kind: Literal["service"]
     service: Ref
+    with_: dict[ParamName, ParamValue] = Field(
+        default_factory=dict,
+        alias="with",
+        description="Parameters set on the call's payload (each item): static JSON values, or "
+        "{jsonata: '<expression>'} evaluated on the step's input item.",
+    )
+
+    @property
+    def static_params(self) -> dict[str, Any]:
+        """The ``with`` parameters that are static values."""
+        return {k: v for k, v in self.with_.items() if not _is_expression(v)}
+
+    @property
+    def param_expressions(self) -> dict[str, str]:
+        """The ``with`` parameters that are expressions, as their JSONata text."""
+        return {k: v[EXPRESSION_KEY] for k, v in self.with_.items() if _is_expression(v)}
 
     @property
     def service_name(self) -> str:

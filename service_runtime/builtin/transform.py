@@ -17,7 +17,12 @@ yields nothing (JSONata *undefined*) leaves the path unset, as JSONata does in o
 
 :func:`apply_transform` and :class:`Transform` are pure (no I/O, the input is not modified) so the
 step engine can run transforms in-process; :func:`transform_service` wraps them as the ``transform``
-built-in service whose payload is ``{"input": <object or array>, "ops": [...]}``.
+built-in service. Its payload is ``{"input": <object or array>, "ops": [...]}``, or the data itself
+with the ops beside it, ``{...fields, "ops": [...]}``: what a service step sends with
+``with: {ops: [...]}`` (the step's input, each item carrying the ops).
+
+:class:`Parameters` applies a service step's ``with`` to a payload, for the step engine; it
+evaluates ``{jsonata: ...}`` values with the same JSONata settings as the ops.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from service_runtime.sdk import Service
 
 __all__ = [
     "DEFAULT_TIMEOUT_MS",
+    "Parameters",
     "PathKey",
     "Transform",
     "apply_transform",
@@ -245,6 +251,78 @@ class Transform:
             raise _OpError("expr", f"the expression gave {exc}, which is not JSON") from exc
 
 
+class Parameters:
+    """A service step's ``with``, ready to set on the payloads of its calls.
+
+    Each item of the payload (an object, or each object of an array) gets every parameter as a
+    top-level field: static values as written, ``{"jsonata": E}`` as ``E`` evaluated on the item
+    (``$`` and ``$$`` are the item). Every expression sees the input item, not the other
+    parameters; one that yields nothing (JSONata *undefined*) leaves the field as the item has
+    it. Pure: the payload is not modified.
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        *,
+        where: str = "with",
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self._where = where
+        self._static: dict[str, Any] = {}
+        self._exprs: list[_Op] = []
+        for key, value in params.items():
+            if isinstance(value, Mapping) and list(value) == ["jsonata"]:
+                self._exprs.append(
+                    _Op(kind="set", where=f"{where}.{key}", path=(key,), expr=value["jsonata"])
+                )
+            else:
+                self._static[key] = value
+        # The evaluation machinery of a transform, so limits and errors are the same.
+        self._engine = Transform(
+            self._exprs, where=where, timeout_ms=timeout_ms, max_depth=max_depth
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._static or self._exprs)
+
+    def apply(self, payload: Any, *, input_where: str = "input") -> Payload:
+        """The payload with the parameters set on each item.
+
+        Raises:
+            ValidationError: an item is not an object, or an expression failed (the location
+                names the parameter, e.g. ``with.total``).
+        """
+        single = not isinstance(payload, list)
+        items: list[Any] = [payload] if single else list(payload)
+        for n, item in enumerate(items):
+            if not isinstance(item, dict):
+                location = input_where if single else f"{input_where}[{n}]"
+                raise ValidationError(
+                    f"{self._where} sets fields on the step's input, which must be an object or "
+                    "an array of objects",
+                    problems=[(location, f"is {_kind(item)}, not an object")],
+                )
+        compiled = [(op, self._engine._compile(op)) for op in self._exprs]
+        out: list[dict[str, Any]] = []
+        for n, item in enumerate(items):
+            fields: dict[str, Any] = {}
+            for op, expression in compiled:
+                try:
+                    value = self._engine._evaluate(expression, item)
+                except _OpError as exc:
+                    label = "" if single else f"item {n}: "
+                    raise ValidationError(
+                        f"the parameter at {op.where} failed",
+                        problems=[(op.where, label + exc.message)],
+                    ) from exc
+                if value is not _UNDEFINED:
+                    fields[str(op.path[0])] = value
+            out.append({**item, **copy.deepcopy(self._static), **fields})
+        return out[0] if single else out
+
+
 def apply_transform(
     ops: Any,
     payload: Any,
@@ -264,10 +342,13 @@ def apply_transform(
 
 
 def transform_service(*, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Service:
-    """The ``transform`` built-in service: payload ``{"input": ..., "ops": [...]}``.
+    """The ``transform`` built-in service.
 
-    It returns the transformed ``input``. An array payload transforms each element and returns
-    all results in one array (an array ``input`` contributes each of its items).
+    A call is ``{"input": <object or array>, "ops": [...]}`` (exactly these two fields), and
+    returns the transformed ``input``; or any other object holding ``ops``, whose other fields
+    are the data: ``{"id": 7, "ops": [...]}`` transforms ``{"id": 7}``. The second form is what a
+    service step sends with ``with: {ops: [...]}``. An array payload transforms each element and
+    returns all results in one array (an array ``input`` contributes each of its items).
     """
 
     def transform(payload: Payload) -> Payload:
@@ -277,8 +358,13 @@ def transform_service(*, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Service:
         for n, call in enumerate(calls):
             prefix = "payload" if single else f"payload[{n}]"
             _check_call(call, prefix)
+            if set(call) == {"input", "ops"}:
+                data, data_where = call["input"], f"{prefix}.input"
+            else:  # the data with its ops beside it
+                data = {k: v for k, v in call.items() if k != "ops"}
+                data_where = prefix
             out = Transform.parse(call["ops"], where=f"{prefix}.ops", timeout_ms=timeout_ms).apply(
-                call["input"], input_where=f"{prefix}.input"
+                data, input_where=data_where
             )
             if single:
                 return out
@@ -298,31 +384,40 @@ def transform_service(*, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Service:
 
 TRANSFORM_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["input", "ops"],
+    "required": ["ops"],
     "properties": {
-        "input": {
-            "anyOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
-        },
         "ops": {"type": "array", "items": {"type": "object", "required": ["op"]}},
     },
-    "additionalProperties": False,
+    # {input, ops} exactly: input is the data, so it must be an object or an array of objects.
+    "if": {"required": ["input"], "propertyNames": {"enum": ["input", "ops"]}},
+    "then": {
+        "properties": {
+            "input": {
+                "anyOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
+            }
+        }
+    },
 }
+"""One call: ``{input, ops}``, or the data with ``ops`` beside it."""
 
 
 def _check_call(call: Any, prefix: str) -> None:
     if not isinstance(call, Mapping):
         raise ValidationError(
-            "invalid transform call", problems=[(prefix, "must be an object {input, ops}")]
+            "invalid transform call",
+            problems=[(prefix, "must be an object: {input, ops}, or the data with ops beside it")],
         )
-    problems: list[Problem] = [
-        (f"{prefix}.{name}", "required") for name in ("input", "ops") if name not in call
-    ]
-    problems += [
-        (f"{prefix}.{key}", "unknown field; a transform call has input and ops")
-        for key in sorted(set(call) - {"input", "ops"}, key=str)
-    ]
-    if problems:
-        raise ValidationError("invalid transform call", problems=problems)
+    if "ops" not in call:
+        raise ValidationError(
+            "invalid transform call",
+            problems=[
+                (
+                    f"{prefix}.ops",
+                    "required: send {input, ops}, or set ops on a service step with "
+                    "with: {ops: [...]}",
+                )
+            ],
+        )
 
 
 # --- op parsing --------------------------------------------------------------------------------

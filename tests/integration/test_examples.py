@@ -269,6 +269,14 @@ async def test_lead_enrichment_scores_every_lead_in_input_order(
     assert sorted(s.key for s in job.steps if s.step_id == "enrich") == [
         f"enrich[{i}]" for i in range(4)
     ]
+    # announce calls the transform service configured by its `with`: the step's input is the
+    # joined leads; the call got each lead with the ops beside it, and returned them transformed.
+    (announce,) = (s for s in job.steps if s.step_id == "announce")
+    assert announce.call_id is not None
+    assert announce.input == [
+        {k: v for k, v in item.items() if k != "message"} for item in expected
+    ]
+    assert announce.output == [expected]
     (notify,) = (s for s in job.steps if s.step_id == "notify")
     assert [n["message"] for n in notify.output[0]] == [item["message"] for item in expected]
     assert logged(caplog) == [f"notification: {item['message']}" for item in expected]

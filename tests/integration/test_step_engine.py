@@ -13,6 +13,7 @@ from fluxo_core.control.platform import Platform
 from fluxo_core.errors import IRValidationError, PayloadSchemaError, UnsupportedFeatureError
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records
+from service_runtime.builtin.transform import transform_service
 from tests.support import services as svc
 
 ME = Principal(account_id="acme", user_id="ada")
@@ -339,3 +340,91 @@ async def test_running_jobs_keep_their_version(fluxo: Platform) -> None:
     assert (old.version, old.result["v"]) == (1, 1)
     new = await run(fluxo, v2, {"n": 1, "sleep": 0})
     assert (new.version, new.result["v"]) == (2, 2)
+
+
+# --- with: parameters of a service call ----------------------------------------------------------
+
+
+@pytest.fixture
+async def fluxo_transform(db: Database) -> AsyncIterator[Platform]:
+    platform = Platform(db, [*svc.SERVICES, transform_service()], workers=1, poll_interval_s=0.2)
+    await platform.accounts.ensure_account("acme")
+    async with platform:
+        yield platform
+
+
+WITH_STEPS: list[dict[str, Any]] = [
+    {
+        "id": "tag",
+        "kind": "service",
+        "service": "echo",
+        "with": {
+            "source": "web",
+            "keep": {"over": [1, None]},
+            "double": {"jsonata": "n * 2"},
+            "same": {"jsonata": "$$.n = $.n"},
+            "absent": {"jsonata": "no_such_field"},
+            "n": {"jsonata": "n + 1"},
+        },
+    }
+]
+
+
+async def test_with_sets_static_values_and_expressions_on_the_call(fluxo: Platform) -> None:
+    job = await run(fluxo, workflow("with-echo", WITH_STEPS), {"n": 3, "keep": 1, "absent": "a"})
+    assert job.status == "succeeded", job.error
+    # Every expression sees the step's input (n is 3 for double, though n itself is set to 4);
+    # an expression yielding nothing leaves the field as it was.
+    assert job.result == {
+        "n": 4,
+        "keep": {"over": [1, None]},
+        "source": "web",
+        "double": 6,
+        "same": True,
+        "absent": "a",
+    }
+    (step,) = job.steps
+    assert step.input == {"n": 3, "keep": 1, "absent": "a"}  # the step's input, before with
+
+    # An array input: each item gets the parameters.
+    job = await run(fluxo, workflow("with-echo", WITH_STEPS), [{"n": 1}, {"n": 5, "keep": 0}])
+    assert job.status == "succeeded", job.error
+    assert [(r["n"], r["double"], r["source"]) for r in job.result] == [
+        (2, 2, "web"),
+        (6, 10, "web"),
+    ]
+
+
+async def test_with_configures_the_transform_service(fluxo_transform: Platform) -> None:
+    ops = [
+        {"op": "set", "path": "total", "expr": "qty * price"},
+        {"op": "set", "path": "note", "value": None},
+        {"op": "delete", "path": "qty"},
+    ]
+    steps = [{"id": "price", "kind": "service", "service": "transform", "with": {"ops": ops}}]
+    job = await run(fluxo_transform, workflow("with-transform", steps), {"qty": 2, "price": 7})
+    assert job.status == "succeeded", job.error
+    assert job.result == {"price": 7, "total": 14, "note": None}
+
+
+async def test_a_failing_parameter_fails_the_step_and_on_error_gets_its_input(
+    fluxo: Platform,
+) -> None:
+    steps = [
+        {
+            "id": "tag",
+            "kind": "service",
+            "service": "echo",
+            "with": {"n": {"jsonata": "$number(n)"}},
+            "on_error": {"goto": "rescue"},
+        },
+        {"id": "rescue", "kind": "service", "service": "echo"},
+    ]
+    job = await run(fluxo, workflow("with-fails", steps), {"n": "not a number"})
+    assert job.status == "succeeded", job.error
+    assert job.result["input"] == {"n": "not a number"}
+    assert job.result["step"] == "tag"
+    (problem,) = job.result["error"]["problems"]
+    assert problem["location"] == "spec.steps[tag].with.n"
+    assert [(s.step_id, s.phase) for s in job.steps] == [("tag", "failed"), ("rescue", "succeeded")]
+    assert [u.step_id for u in await usage(fluxo.db)] == ["rescue"]  # no call was made for tag

@@ -8,8 +8,9 @@ expr-lang. The translator (``translators/_argo_expr.py``, ``_argo_plan.py``,
 ``+``, ``-``, member and index access (negative indexes count from the end), closures (``#``,
 ``#index``), and the functions ``fromJSON``, ``toJson``, ``toJSON``, ``get``, ``keys``, ``len``,
 ``map``, ``filter``, ``flatten``, ``concat``, ``min``, ``max``, ``type``, ``asInt``,
-``asFloat``. Anything else raises :class:`UnsupportedExpressionError` naming it, so a translator change
-that needs more shows up as a clear test failure rather than a silent misreading.
+``asFloat``, and Argo's ``sprig.omit`` and ``sprig.set``. Anything else raises
+:class:`UnsupportedExpressionError` naming it, so a translator change that needs more shows up
+as a clear test failure rather than a silent misreading.
 
 Values follow Go's view of decoded JSON: ``fromJSON`` gives every number as a float (so ``type``
 answers ``float``, as on Argo) and ``toJson`` writes Go's ``json.Marshal`` form (sorted keys,
@@ -253,6 +254,12 @@ class _Parser:
                 return ("lit", {"nil": None, "true": True, "false": False}[token.text])
             if token.text in ("#", "#index"):
                 return ("pointer", token.text)
+            if token.text == "sprig" and self.at("."):  # Argo's sprig functions: sprig.name(...)
+                self.take()
+                name = self.take()
+                if name.kind != "name" or not self.at("("):
+                    raise ExpressionError(f"sprig.{name.text} is not a call in {self.source!r}")
+                return self.call(f"sprig.{name.text}")
             if self.at("("):
                 return self.call(token.text)
             return ("var", token.text)
@@ -656,7 +663,28 @@ def _as_float(value: Any) -> float:
         raise ExpressionError(f"asFloat({value!r})") from exc
 
 
+def _sprig_omit(value: Any, *keys: Any) -> dict[str, Any]:
+    """sprig ``omit``: a new map without ``keys`` (Go: the argument must be a map)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in keys):
+        raise ExpressionError(
+            f"sprig.omit: expected a map and string keys, got {_type_name(value)}"
+        )
+    return {k: v for k, v in value.items() if k not in keys}
+
+
+def _sprig_set(value: Any, key: Any, item: Any) -> dict[str, Any]:
+    """sprig ``set``: the map with ``key`` set (Go mutates and returns it)."""
+    if not isinstance(value, dict) or not isinstance(key, str):
+        raise ExpressionError(
+            f"sprig.set: expected a map and a string key, got {_type_name(value)}"
+        )
+    value[key] = item
+    return value
+
+
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "sprig.omit": _sprig_omit,
+    "sprig.set": _sprig_set,
     "fromJSON": _from_json,
     "toJson": lambda value: go_json(value),
     "toJSON": lambda value: go_json(value, indent="  "),

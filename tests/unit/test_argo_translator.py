@@ -246,6 +246,11 @@ STEP_CASES: dict[str, dict[str, Any]] = {
         svc("confirm", "orders-done"),
         {"id": "orders-done", "kind": "join", "split": "orders"},
     ),
+    "step-with": wf(
+        "with-demo",
+        svc("label", "charge", service="crm", **{"with": {"source": "web", "note": "a ? {{b}}"}}),
+        svc("charge", service="billing", on_error="continue", **{"with": {"currency": "EUR"}}),
+    ),
     "long-timeout": wf(
         "long-timeout-demo",
         svc("render", "fast", service="renderer", timeout_s=3600),
@@ -549,7 +554,8 @@ _EXPR_TAG = re.compile(r"\{\{=(.*?)\}\}", re.DOTALL)
 _GUARD = re.compile(
     r"^(tasks\['[a-z0-9-]+'\]\.status == '[A-Za-z]+'"
     r"|\(tasks\['([a-z0-9-]+)'\]\.status == 'Succeeded' && "
-    r"tasks\['\2'\]\.outputs\.parameters\.status [!=]= 'Succeeded'\)) $"
+    r"tasks\['\2'\]\.outputs\.parameters\.status [!=]= 'Succeeded'\)"
+    r"|type\([^?]+\) == 'array') $"  # with: an object or each item of an array
 )
 
 
@@ -797,6 +803,38 @@ def test_large_inputs_travel_by_reference() -> None:
     with pytest.raises(UnsupportedFeatureError) as info:
         to_argo_job(switch_first, job_id=JOB_ID, packet=big, input_ref="stored-1")
     assert info.value.context["step"] == "route"
+
+
+def test_with_sets_static_parameters_on_the_call_payload_only() -> None:
+    tasks = {
+        t["name"]: t
+        for t in bundle_for("step-with").workflow_template["spec"]["templates"][0]["dag"]["tasks"]
+    }
+    label = {p["name"]: p["value"] for p in tasks["label"]["arguments"]["parameters"]}
+    # The input is no longer the bare payload: no reference headers, and the literal is escaped.
+    assert label["headers"] == "{{workflow.parameters.headers}}"
+    assert label["payload"].startswith("{{=type(fromJSON(workflow.parameters.input)) == 'array' ? ")
+    assert "sprig.set(sprig.omit(#), 'source', 'web')" in label["payload"]
+    assert "'a \\u003f \\u007b\\u007bb\\u007d\\u007d'" in label["payload"]
+    assert not bundle_for("step-with").input_by_reference
+    charge = {p["name"]: p["value"] for p in tasks["charge"]["arguments"]["parameters"]}
+    assert "'currency', 'EUR'" in charge["payload"]
+
+
+def test_a_jsonata_parameter_is_refused_naming_the_step_and_the_engine() -> None:
+    workflow = validate_workflow(
+        wf("with-jsonata", svc("label", **{"with": {"a": 1, "total": {"jsonata": "qty * 2"}}}))
+    )
+    with pytest.raises(UnsupportedFeatureError) as info:
+        to_argo(workflow, gateway_url=GATEWAY, version=1)
+    assert info.value.message == (
+        "step 'label' of workflow 'with-jsonata': with.total is a JSONata expression, which "
+        "cannot run on the argo engine (its templates evaluate expr-lang); give it a static "
+        "value, compute the field in a transform step before this one, or run the workflow on "
+        "the step or nodered engine"
+    )
+    assert info.value.context["step"] == "label"
+    assert info.value.context["engine"] == "argo"
 
 
 # --- what cannot be expressed --------------------------------------------------------------------

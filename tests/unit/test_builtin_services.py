@@ -345,11 +345,36 @@ def test_transform_service_locations_point_into_the_payload() -> None:
     assert locations(bad_expr.value) == ["payload.ops[1].expr"]
 
     with pytest.raises(ValidationError) as missing:
-        call(svc, {"ops": [], "data": {}})
-    assert locations(missing.value) == ["payload.input", "payload.data"]
+        call(svc, {"input": {}, "data": {}})
+    assert locations(missing.value) == ["payload.ops"]
+
+    # The data form: a failing op is located in the payload itself.
+    with pytest.raises(ValidationError) as bad_data:
+        call(svc, {"n": "x", "ops": [{"op": "set", "path": "n.m", "value": 1}]})
+    assert locations(bad_data.value) == ["payload.ops[0].path"]
 
     with pytest.raises(PayloadSchemaError):
         svc.validate_input(packet({"input": 3, "ops": []}))
+    with pytest.raises(PayloadSchemaError):
+        svc.validate_input(packet({"n": 1, "ops": "not a list"}))
+
+
+def test_transform_service_takes_the_data_with_its_ops_beside_it() -> None:
+    """What a service step sends with ``with: {ops: [...]}``: its input, each item with ops."""
+    svc = transform_service()
+    ops = [{"op": "set", "path": "total", "expr": "qty * price"}, {"op": "delete", "path": "qty"}]
+    svc.validate_input(packet({"qty": 2, "price": 5, "ops": ops}))
+    assert call(svc, {"qty": 2, "price": 5, "ops": ops}) == {"price": 5, "total": 10}
+    # A field named input is data too, unless the call is exactly {input, ops}.
+    assert call(svc, {"input": "x", "qty": 1, "price": 3, "ops": ops}) == {
+        "input": "x",
+        "price": 3,
+        "total": 3,
+    }
+    assert call(svc, [{"qty": 1, "price": 1, "ops": ops}, {"qty": 3, "price": 1, "ops": ops}]) == [
+        {"price": 1, "total": 1},
+        {"price": 1, "total": 3},
+    ]
 
 
 # --- http: a real local server -------------------------------------------------------------------

@@ -26,8 +26,8 @@ from fluxo_core.ir import (
     load_workflows_yaml,
     validate_workflow,
 )
-from service_runtime.builtin.transform import Transform
-from translators._nodered_expr import change_rules, condition_jsonata
+from service_runtime.builtin.transform import Parameters, Transform
+from translators._nodered_expr import change_rules, condition_jsonata, with_jsonata
 from translators.nodered import (
     NodeRedOptions,
     check_flow,
@@ -762,6 +762,73 @@ def test_change_rules_apply_like_the_transform_service(payload: Any) -> None:
         msg["payload"] = jsonata.Jsonata(rule["to"]).evaluate(msg)
     ops = [op.model_dump(by_alias=True, exclude_unset=True) for op in step.ops]
     assert msg["payload"] == Transform.parse(ops, where="t").apply(payload)
+
+
+WITH = {
+    "source": "web",
+    "keep": {"over": [1, None]},
+    "double": {"jsonata": "n * 2"},
+    "same": {"jsonata": "$$.n = $.n"},
+    "absent": {"jsonata": "no_such_field"},
+    "n": {"jsonata": "n + 1"},
+}
+
+
+@pytest.mark.parametrize(
+    "payload", [{"n": 3, "keep": 1, "absent": "a"}, [{"n": 1}, {"n": 5, "keep": 0}], [], {}]
+)
+def test_with_rule_sets_the_parameters_like_the_step_engine(payload: Any) -> None:
+    step = ServiceStep.model_validate({"id": "s", "kind": "service", "service": "x", "with": WITH})
+    expr = with_jsonata(step.static_params, step.param_expressions, "payload.payload")
+    msg = {"payload": {"payload": copy.deepcopy(payload)}}
+    out = jsonata.Jsonata(expr).evaluate(msg)
+    assert out == Parameters(step.with_).apply(payload)
+
+
+def test_with_rule_refuses_an_item_that_is_not_an_object() -> None:
+    expr = with_jsonata({"a": 1}, {}, "payload.payload")
+    with pytest.raises(Exception, match="must be an object or an array of objects"):
+        jsonata.Jsonata(expr).evaluate({"payload": {"payload": [{"n": 1}, "s"]}})
+
+
+def test_with_puts_a_change_node_between_the_packet_and_the_gateway() -> None:
+    wf = workflow(
+        [
+            {
+                "id": "tag",
+                "kind": "service",
+                "service": "noop",
+                "with": {"a": 1, "b": {"jsonata": "n"}},
+                "next": ["plain"],
+            },
+            {"id": "plain", "kind": "service", "service": "noop"},
+        ]
+    )
+    flow = to_nodered(wf)
+    assert check_flow(flow) == []
+    nodes = by_id(flow)
+    (params,) = (n for n in flow if n["type"] == "change" and n.get("name") == "tag: with")
+    assert params["rules"] == [
+        {
+            "t": "set",
+            "p": "payload.payload",
+            "pt": "msg",
+            "to": with_jsonata({"a": 1}, {"b": "n"}, "payload.payload"),
+            "tot": "jsonata",
+        }
+    ]
+    (request,) = (n for n in flow if n.get("name") == "tag: call noop")
+    assert request["wires"] == [[params["id"]]]
+    http = nodes[params["wires"][0][0]]
+    assert http["type"] == "http request"
+    # Its failure is the step's: caught with the gateway's, told apart in the result node.
+    (catch,) = (n for n in flow if n.get("name") == "tag: unreachable")
+    assert catch["scope"] == [params["id"], http["id"]]
+    result = nodes[http["wires"][0][0]]
+    assert params["id"] in result["func"]
+    # A step without with keeps its plain chain.
+    (plain,) = (n for n in flow if n.get("name") == "plain: call noop")
+    assert nodes[plain["wires"][0][0]]["type"] == "http request"
 
 
 CONDITIONS = [

@@ -723,6 +723,90 @@ def test_yaml_syntax_error() -> None:
     assert message.startswith("YAML syntax error at line 4, column 1:")
 
 
+# --- with: parameters of a service step -----------------------------------------------------------
+
+
+def test_service_step_with_takes_static_values_and_jsonata_expressions() -> None:
+    params = {
+        "ops": [{"op": "set", "path": "note", "value": None}],
+        "total": {"jsonata": "qty * price"},
+        "label": "x",
+        "nothing": None,
+        "nested": {"kept": {"as": "data", "jsonata": "with a sibling: static"}},
+    }
+    workflow = validate_workflow(wf(svc("a", **{"with": params})))
+    (step,) = workflow.spec.steps
+    assert isinstance(step, ServiceStep)
+    assert step.with_ == params
+    dumped = workflow.model_dump(mode="json", exclude_none=True)["spec"]["steps"][0]
+    assert dumped["with"] == params  # null values and the key spelled `with` survive a dump
+    assert validate_workflow(workflow.model_dump(mode="json")).spec.steps[0] == step
+    # No with: nothing in the canonical form, so existing workflows keep their hash.
+    plain = validate_workflow(wf(svc("a")))
+    assert plain.content_hash() == validate_workflow(wf(svc("a") | {"with": {}})).content_hash()
+    assert workflow.content_hash() != plain.content_hash()
+
+
+def test_with_refuses_unknown_expression_forms_at_their_location() -> None:
+    found = problems(
+        wf(
+            svc(
+                "a",
+                **{
+                    "with": {
+                        "n": {"jsonata": 5},
+                        "m": {"jsonata": "x", "default": 1},
+                        "k": {"jsonata": "1 +"},
+                        "deep": {"a": [{"jsonata": "x"}]},
+                        "": 1,
+                    }
+                },
+            )
+        )
+    )
+    assert found == [
+        ("spec.steps[0].with.", "a parameter name is empty: write the payload field it sets"),
+        (
+            "spec.steps[0].with.deep",
+            "an expression at a[0] is not evaluated: only a parameter's whole value may be "
+            "{jsonata: ...}; build the object in one expression, e.g. {jsonata: \"{'a': x}\"}",
+        ),
+        (
+            "spec.steps[0].with.k",
+            "invalid JSONata: Unexpected end of expression (at character 3); fix the expression",
+        ),
+        (
+            "spec.steps[0].with.m",
+            "an expression is {jsonata: '<expression>'} alone, but this one also has 'default': "
+            "remove them, or compute the whole value in the expression",
+        ),
+        (
+            "spec.steps[0].with.n",
+            "jsonata must be an expression string such as 'total * 2', not int",
+        ),
+    ]
+
+
+def test_with_on_a_step_that_is_not_a_service_step_says_where_it_belongs() -> None:
+    step = {"id": "t", "kind": "transform", "ops": [{"op": "delete", "path": "a"}], "with": {}}
+    assert problems(wf(step)) == [
+        (
+            "spec.steps[0].with",
+            "unknown field 'with': only service steps take with (parameters of the service call)",
+        )
+    ]
+
+
+def test_json_schema_of_with_matches_the_model() -> None:
+    validator = jsonschema.Draft202012Validator(json_schema("workflow"))
+    good = wf(svc("a", **{"with": {"ops": [], "n": {"jsonata": "n + 1"}, "s": "x"}}))
+    validator.validate(good)
+    for bad in ({"n": {"jsonata": 5}}, {"n": {"jsonata": "x", "y": 1}}, {"": 1}):
+        doc = wf(svc("a", **{"with": bad}))
+        assert list(validator.iter_errors(doc)), bad
+        assert problems(doc), bad
+
+
 # --- JSON Schema ----------------------------------------------------------------------------------
 
 

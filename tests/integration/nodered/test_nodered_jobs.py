@@ -145,6 +145,62 @@ async def test_jobs_on_node_red_match_the_step_engine(fluxo: Fluxo) -> None:
         ]
 
 
+# `with`: static values and JSONata, on an object and on each item of an array; a failing
+# expression fails the step, and on_error continue hands its input on.
+WITH_STEPS = [
+    {
+        "id": "tag",
+        "kind": "service",
+        "service": "echo",
+        "with": {
+            "source": "web",
+            "keep": {"over": [1, None]},
+            "double": {"jsonata": "n * 2"},
+            "absent": {"jsonata": "no_such_field"},
+            "n": {"jsonata": "n + 1"},
+        },
+        "next": ["risky"],
+    },
+    {
+        "id": "risky",
+        "kind": "service",
+        "service": "echo",
+        "with": {"bad": {"jsonata": "$number(source)"}},
+        "on_error": "continue",
+        "next": ["last"],
+    },
+    {"id": "last", "kind": "service", "service": "echo"},
+]
+
+
+async def test_with_sets_the_same_parameters_on_node_red_as_on_the_step_engine(
+    fluxo: Fluxo,
+) -> None:
+    await fluxo.platform.jobs.apply(workflow("with-step", "step", WITH_STEPS), ACME)
+    await fluxo.platform.jobs.apply(workflow("with-nr", "nodered", WITH_STEPS), ACME)
+    expected_object = {
+        "n": 4,
+        "keep": {"over": [1, None]},
+        "source": "web",
+        "double": 6,
+        "absent": "a",
+    }
+    for payload, expected in (
+        ({"n": 3, "keep": 1, "absent": "a"}, expected_object),
+        ([{"n": 1}, {"n": 5, "keep": 0}], None),
+    ):
+        on_step = await fluxo.run("with-step", payload)
+        on_nodered = await fluxo.run("with-nr", payload)
+        assert on_step.status == "succeeded", on_step.error
+        assert on_nodered.status == "succeeded", on_nodered.error
+        assert on_nodered.result == on_step.result
+        if expected is not None:
+            assert on_nodered.result == expected
+        # risky failed before its call on both engines: no usage record for it.
+        assert await fluxo.usage(on_nodered.id) == await fluxo.usage(on_step.id)
+        assert [u[2] for u in await fluxo.usage(on_nodered.id)] == ["last", "tag"]
+
+
 async def test_a_blocked_account_fails_the_job_at_its_next_service_step(fluxo: Fluxo) -> None:
     await fluxo.platform.jobs.apply(workflow("blocked-nr", "nodered", PAUSED), ACME)
     job = await fluxo.platform.jobs.create(ACME, "blocked-nr", {"n": 1})
