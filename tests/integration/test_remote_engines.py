@@ -152,7 +152,7 @@ async def setup(db: Database) -> AsyncIterator[Setup]:
     await platform.accounts.ensure_account("acme")
     await platform.accounts.ensure_account("ops")
     user_token = await platform.accounts.issue_token("acme", "ada")
-    engine_token = await platform.accounts.issue_token("ops", "node-red", engine="nodered")
+    engine_token = await platform.accounts.issue_token("acme", "node-red", engine="nodered")
     async with (
         platform,
         TestClient(TestServer(create_app(platform, max_packet_bytes=65536))) as http,
