@@ -48,13 +48,19 @@ MAX_START_BACKOFF_S = 60.0
 
 
 def _result_steps(spec: Any) -> list[str]:
-    """The steps whose output is the job result: ``spec.output``, else every step that hands
-    its packet to no other (a switch always routes it on)."""
+    """The steps whose output may become the job result: ``spec.output``, else every step that
+    can hand its packet to no other (no ``next``; a switch with a case or default leading
+    nowhere)."""
     if spec.output:
         return [spec.output]
-    return [
-        s.id for s in spec.steps if not isinstance(s, SwitchStep) and not getattr(s, "next", [])
-    ]
+    ends = []
+    for step in spec.steps:
+        if isinstance(step, SwitchStep):
+            if not step.default or any(not case.next for case in step.cases):
+                ends.append(step.id)
+        elif not getattr(step, "next", []):
+            ends.append(step.id)
+    return ends
 
 
 def _canonical(value: Any) -> bytes:
