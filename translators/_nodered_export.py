@@ -182,7 +182,7 @@ def generate(workflow: Workflow, options: NodeRedOptions) -> list[dict[str, Any]
         "y": bottom,
     }
 
-    token_env = options.token_env
+    token_env = options.token_envs(workflow.metadata.account)
     report_url = options.fluxo_url.rstrip("/") + options.events_path
     record_result = workflow.spec.output is None
     done = function_node(

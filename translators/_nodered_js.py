@@ -42,9 +42,15 @@ _ADJUST = """function adjust(n) {
 }
 """
 
+_TOKEN = """function tokenOf() {
+    // the first of the account's variable and FLUXO_TOKEN that is set
+    return TOKEN_ENV.map((name) => env.get(name)).find(Boolean);
+}
+"""
+
 _REPORT = """function report(body) {
     const headers = {"content-type": "application/json"};
-    const token = env.get(TOKEN_ENV);
+    const token = tokenOf();
     if (token) { headers.authorization = "Bearer " + token; }
     return {_msgid: msg._msgid, headers: headers, payload: Object.assign({
         job_id: fx.job_id, workflow: fx.workflow
@@ -111,11 +117,11 @@ def adjust_code() -> str:
     )
 
 
-def end_code(*, record: bool, token_env: str) -> str:
+def end_code(*, record: bool, token_env: list[str]) -> str:
     """A message ends: record it as a result (terminal steps), release its token, maybe report."""
     keep = "job.results.push(msg.payload);\n" if record else ""
     return f"""const TOKEN_ENV = {_js(token_env)};
-{_JOB}{_REPORT}if (!job) {{ return null; }}
+{_JOB}{_TOKEN}{_REPORT}if (!job) {{ return null; }}
 {keep}job.active -= 1;
 if (job.active > 0) {{ flow.set("fluxo_jobs", jobs); return null; }}
 delete jobs[fx.job_id];
@@ -130,11 +136,11 @@ def record_code() -> str:
     return f"{_JOB}{keep}return null;\n"
 
 
-def failed_code(steps: dict[str, str], token_env: str) -> str:
+def failed_code(steps: dict[str, str], token_env: list[str]) -> str:
     """An uncaught error: the job failed; report the step and the error once."""
     return f"""const TOKEN_ENV = {_js(token_env)};
 const STEPS = {_js(steps)};  // node id -> step id
-{_JOB}{_REPORT}if (!job) {{ return null; }}
+{_JOB}{_TOKEN}{_REPORT}if (!job) {{ return null; }}
 delete jobs[fx.job_id];
 flow.set("fluxo_jobs", jobs);
 const source = (msg.error && msg.error.source) || {{}};
@@ -162,12 +168,12 @@ _HASH = """function hash(text, seed) {
 """
 
 
-def request_code(step: str, service: str, wait_s: float, token_env: str) -> str:
+def request_code(step: str, service: str, wait_s: float, token_env: list[str]) -> str:
     """Build the packet of a service call (the gateway's body) and its headers."""
     return f"""const STEP = {_js(step)};
 const TOKEN_ENV = {_js(token_env)};
 const WAIT_S = {_js(wait_s)};
-{_HASH}function keyOf(parts, fanout) {{
+{_HASH}{_TOKEN}function keyOf(parts, fanout) {{
     // like the step engine's keys: one [i] per split item and per output of a 1 -> N step
     const index = [];
     for (let p = parts; p; p = p.parts) {{ index.unshift("[" + p.index + "]"); }}
@@ -195,7 +201,7 @@ if (fx.job_id) {{
 }}
 msg.payload = packet;
 msg.headers = {{"content-type": "application/json"}};
-const token = env.get(TOKEN_ENV);
+const token = tokenOf();
 if (token) {{ msg.headers.authorization = "Bearer " + token; }}
 msg.requestTimeout = (WAIT_S + 10) * 1000;
 // call {service} through the Fluxo gateway: admission, billing and observation as on the step engine

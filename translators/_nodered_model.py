@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -208,7 +209,9 @@ class NodeRedOptions:
     Attributes:
         fluxo_url: the Fluxo API as Node-RED sees it (the gateway and the event endpoint).
         token_env: the environment variable holding the API token the flow sends as
-            ``Authorization: Bearer ...`` (never written into the flow).
+            ``Authorization: Bearer ...`` (never written into the flow). A workflow of an
+            account reads ``{token_env}_{ACCOUNT}`` first (see :meth:`token_envs`), so one
+            Node-RED can hold one engine token per account.
         entry_root: where the entry ``http in`` nodes live; a workflow's entry is
             ``{entry_root}/{name}`` (``/{version}`` appended when the workflow has one).
         events_path: where completion and error reports go (POST, JSON).
@@ -221,6 +224,15 @@ class NodeRedOptions:
     entry_root: str = "/fluxo/jobs"
     events_path: str = "/v1/engine-events"
     call_wait_s: float = 30.0
+
+    def token_envs(self, account: str | None) -> list[str]:
+        """The variables a workflow of ``account`` reads its token from, first set wins:
+        ``FLUXO_TOKEN_ACME_CORP`` (the account id upper-cased, every other character than a
+        letter or digit an ``_``) for account ``acme-corp``, then ``FLUXO_TOKEN``."""
+        if account is None:
+            return [self.token_env]
+        suffix = re.sub(r"[^A-Z0-9]", "_", account.upper())
+        return [f"{self.token_env}_{suffix}", self.token_env]
 
 
 def json_copy(value: Any) -> Any:

@@ -208,7 +208,7 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
     request = function_node(
         ids("main"),
         label(step, f"call {ref}"),
-        js.request_code(step.id, ref, wait, ctx.options.token_env),
+        js.request_code(step.id, ref, wait, ctx.options.token_envs(ctx.workflow.metadata.account)),
     )
     http = http_request_node(ids("http"), label(step, "gateway"), url)
     # `with`: a change node sets the parameters on the packet's payload (JSONata, per item), after

@@ -20,8 +20,9 @@ step engine. Switch -> ``switch`` (JSONata rules), transform -> ``change`` (JSON
 is left the job is reported to ``{fluxo_url}{events_path}`` as
 ``{job_id, workflow, status: "succeeded", result: [payloads]}``; an error no step handles reaches
 an uncaught ``catch`` and is reported as ``{job_id, workflow, status: "failed", error: {step,
-code, message, node}}``. The API token is read from the environment (``token_env``), never
-written into the flow.
+code, message, node}}``. The API token is read from the environment, never written into the
+flow: ``{token_env}_{ACCOUNT}`` for a workflow of an account, else ``token_env``
+(:meth:`NodeRedOptions.token_envs`), so one Node-RED holds one engine token per account.
 
 **Import** (:func:`from_nodered`): any flow file (an editor export, ``flows.json``, the Admin
 API's ``{flows, rev}``, old-format files without tab nodes, subflows, groups, links, junctions,

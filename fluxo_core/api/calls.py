@@ -8,7 +8,7 @@ import pydantic
 from aiohttp import web
 
 from fluxo_core.api.common import PLATFORM, json_body, principal, seconds
-from fluxo_core.errors import PacketValidationError, PermissionDeniedError
+from fluxo_core.errors import PacketValidationError, PermissionDeniedError, ValidationError
 from fluxo_core.ir import Packet
 from fluxo_core.ir._problems import problems_from_pydantic
 from fluxo_core.storage import Principal
@@ -18,6 +18,9 @@ __all__ = ["add_routes"]
 
 DEFAULT_WAIT_S = 30.0
 PAYLOAD_REF_HEADER = "fluxo-payload-ref"
+STEP_KEY_HEADER = "fluxo-step-key"
+JOB_FIELDS = ("job_id", "step_id", "workflow")
+JOB_HEADERS = (STEP_KEY_HEADER, PAYLOAD_REF_HEADER)
 
 
 def add_routes(app: web.Application) -> None:
@@ -83,20 +86,52 @@ async def _create_call(request: web.Request) -> web.Response:
     wait = _wait_seconds(request)
     body = await json_body(request)
     platform = request.app[PLATFORM]
+    job = None
     if who.engine is not None:  # an engine acting for one of its jobs: run as the job's account
         job_id = body.get("job_id") if isinstance(body, dict) else None
-        who = await platform.jobs.engine_call_principal(who, job_id)
+        job = await platform.jobs.engine_job(who, job_id)
+        who = job.principal
+        # Admission checks blocks against the packet's workflow: it is the job's own.
+        body = {**body, "workflow": job.workflow}
+    else:
+        _refuse_job_fields(body)
     packet = _packet_from_body(body, who)
     ref = packet.headers.get(PAYLOAD_REF_HEADER)
-    if ref is not None:  # a payload too large for the engine travels as a reference
+    if job is not None and ref is not None:  # a payload too large for the engine, by reference
         headers = {k: v for k, v in packet.headers.items() if k != PAYLOAD_REF_HEADER}
-        payload = await platform.jobs.stored_payload(who, ref)
+        payload = platform.jobs.stored_payload(job, ref)
         packet = Packet.model_validate(
             {**packet.model_dump(mode="json"), "payload": payload, "headers": headers}
         )
     gateway = platform.runtime.gateway
     record = await gateway.call(request.match_info["name"], packet, principal=who, wait=wait)
     return _call_response(record)
+
+
+def _refuse_job_fields(body: Any) -> None:
+    """A call made with a user's token is a plain service call: it names no job, step or
+    workflow, so it can never become a step of a job (only the job's engine, with its token,
+    writes those), and it resolves no stored payload."""
+    if not isinstance(body, dict):
+        return  # refused as a packet, with its location, by _packet_from_body
+    problems = [
+        (f"body.{name}", "only the engine running a job may send it; leave it out")
+        for name in JOB_FIELDS
+        if body.get(name) is not None
+    ]
+    headers = body.get("headers")
+    if isinstance(headers, dict):
+        problems += [
+            (f"body.headers.{name}", "only the engine running a job may send it; leave it out")
+            for name in JOB_HEADERS
+            if name in headers
+        ]
+    if problems:
+        raise ValidationError(
+            "a call made with a user's token cannot attach to a job: remove "
+            + ", ".join(loc for loc, _ in problems),
+            problems=problems,
+        )
 
 
 async def _get_call(request: web.Request) -> web.Response:

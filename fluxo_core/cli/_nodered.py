@@ -119,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if action == "start":
         env = read_env_file(args.token_env_file) if args.token_env_file else {}
-        if "FLUXO_TOKEN" not in env and not os.environ.get("FLUXO_TOKEN"):
+        names = [*env, *(k for k, v in os.environ.items() if v)]
+        if not any(n == "FLUXO_TOKEN" or n.startswith("FLUXO_TOKEN_") for n in names):
             print(
-                "warning: FLUXO_TOKEN is not set, so the flows cannot call Fluxo; pass "
-                "--token-env-file or export FLUXO_TOKEN",
+                "warning: neither FLUXO_TOKEN nor FLUXO_TOKEN_<ACCOUNT> is set, so the flows "
+                "cannot call Fluxo; pass --token-env-file or export FLUXO_TOKEN",
                 file=sys.stderr,
             )
         status = managed.start(env=env, port=args.port, wait_s=args.wait)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from fluxo_core.control.remote import RemoteJobs, is_remote
+from fluxo_core.control.remote import EngineJob, RemoteJobs, is_remote
 from fluxo_core.engine import FINAL_PHASES, Engine, RunHandle, StartsInTransaction, StepState
 from fluxo_core.errors import (
     ConfigError,
@@ -426,32 +426,38 @@ class JobService:
     # -- external engines -----------------------------------------------------------------------
 
     async def engine_event(self, principal: Principal, job_id: str, event: Any) -> JobRecord:
-        """An external engine reports a job's end (engine tokens only)."""
+        """An external engine reports a job's end (engine tokens only, for jobs of their own
+        account and engine: any other job is not found)."""
         _engine_only(principal, "report job events")
         await self.remote.report(principal, job_id, event)
-        row = await self.store.job(job_id)
+        row = await self.store.job(job_id, account_id=principal.account_id)
         return _record(row._mapping)
 
-    async def engine_call_principal(self, principal: Principal, job_id: Any) -> Principal:
-        """The principal a call made with an engine token runs as (the job's account)."""
-        _engine_only(principal, "act for a job")
-        return await self.remote.principal_for_call(principal, job_id)
+    async def engine_job(self, principal: Principal, job_id: Any) -> EngineJob:
+        """The live job a call made with an engine token is for; the call runs as its account.
 
-    async def stored_payload(self, principal: Principal, ref: str) -> Any:
-        """The payload a ``fluxo-payload-ref`` names: the input of a job of the same account.
+        Raises:
+            NotFoundError: no job ``job_id`` in the token's account.
+            PermissionDeniedError: a user's token, a job of another engine, or a job that ended.
+        """
+        _engine_only(principal, "act for a job")
+        return await self.remote.live_job(principal, job_id)
+
+    @staticmethod
+    def stored_payload(job: EngineJob, ref: str) -> Any:
+        """The payload a ``fluxo-payload-ref`` names: the input of the job the call is for.
 
         Argo parameters are limited in size, so a large job input stays in Fluxo and the
-        workflow carries the job's id instead.
+        workflow carries the job's id instead. Only the calling job's own id resolves: a
+        reference to any other job, even of the same account, is not found.
         """
-        try:
-            row = await self.store.job(ref, account_id=principal.account_id)
-        except NotFoundError:
+        if ref != job.id:
             raise NotFoundError(
-                f"fluxo-payload-ref {ref!r} names no stored packet of account "
-                f"{principal.account_id!r}; pass a job id of that account",
+                f"fluxo-payload-ref {ref!r} names no stored packet of job {job.id}; it may only "
+                "name the id of the job the call is for",
                 ref=ref,
-            ) from None
-        return orjson.loads(row.input)["payload"]
+            )
+        return orjson.loads(job.input)["payload"]
 
 
 def _check_runnable(engine: Engine, workflow: Workflow) -> None:

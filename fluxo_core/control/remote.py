@@ -19,35 +19,85 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from fluxo_core.engine import FINAL_PHASES, Engine, RunHandle, StartRequest
 from fluxo_core.errors import (
+    ConflictError,
     FluxoError,
-    NotFoundError,
     PermissionDeniedError,
     ValidationError,
 )
-from fluxo_core.ir import Packet
+from fluxo_core.ir import Packet, ServiceStep, SwitchStep
 from fluxo_core.storage import Database, Principal, Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
 from service_runtime import ServiceRuntime
 from service_runtime.transports import Delivery
 
-__all__ = ["RemoteJobs", "is_remote"]
+__all__ = ["EngineJob", "RemoteJobs", "is_remote"]
 
 log = logging.getLogger(__name__)
 
 MAX_START_BACKOFF_S = 60.0
 
 
+def _result_steps(spec: Any) -> list[str]:
+    """The steps whose output may become the job result: ``spec.output``, else every step that
+    can hand its packet to no other (no ``next``; a switch with a case or default leading
+    nowhere)."""
+    if spec.output:
+        return [spec.output]
+    ends = []
+    for step in spec.steps:
+        if isinstance(step, SwitchStep):
+            if not step.default or any(not case.next for case in step.cases):
+                ends.append(step.id)
+        elif not getattr(step, "next", []):
+            ends.append(step.id)
+    return ends
+
+
+def _canonical(value: Any) -> bytes:
+    """One spelling per JSON value: sorted keys, and integral floats as integers (a payload
+    that passed through JavaScript reads ``3`` where Python wrote ``3.0``)."""
+    return orjson.dumps(_integral(value), option=orjson.OPT_SORT_KEYS)
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def is_remote(engine: Engine) -> bool:
     """An engine that does not consume its own queue runs its jobs elsewhere."""
     return not hasattr(engine, "run")
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """The live job an engine's call is for.
+
+    Attributes:
+        principal: the job's account and user: who the call runs as and who pays.
+        workflow: the job's ``name@version`` (what admission checks blocks against).
+        input: the job's stored input packet (JSON), which ``fluxo-payload-ref`` may name.
+    """
+
+    id: str
+    principal: Principal
+    workflow: str
+    input: bytes
 
 
 class RemoteJobs:
@@ -182,19 +232,26 @@ class RemoteJobs:
     # -- calls and reports from the engine -------------------------------------------------------
 
     async def job_for_engine(self, principal: Principal, job_id: Any) -> Any:
-        """The job row an engine token may act for: a job of that engine that has not ended."""
+        """The job row an engine token may act for: a job of its own account and engine.
+
+        A job of another account is not found (404, the same answer as for no job at all), so
+        a token learns nothing about other accounts. One engine token therefore serves one
+        account; a Node-RED shared by several accounts holds one token per account (see
+        ``translators.nodered``: each tab sends the token of its workflow's account).
+
+        Raises:
+            ValidationError: no ``job_id``.
+            NotFoundError: no job of that id in the token's account.
+            PermissionDeniedError: a job of the token's account that another engine runs.
+        """
         if not isinstance(job_id, str) or not job_id:
             raise ValidationError(
                 "an engine token acts for one job: the packet needs the job's job_id",
                 problems=[("body.job_id", "missing")],
             )
-        try:
-            row = await self.store.job(job_id)
-        except NotFoundError:
-            raise PermissionDeniedError(
-                f"job {job_id!r} does not exist; an engine token only acts for its engine's jobs"
-            ) from None
-        if row.engine != principal.engine:
+        row = await self.store.job(job_id, account_id=principal.account_id)
+        if row.engine != principal.engine or row.engine not in self.engines:
+            # The step engine's jobs run inside Fluxo: no token writes their steps from outside.
             raise PermissionDeniedError(
                 f"job {job_id} runs on engine {row.engine!r}, not {principal.engine!r}; "
                 "use that engine's token"
@@ -205,24 +262,36 @@ class RemoteJobs:
         """Who a call an engine makes for ``job_id`` runs as: the job's account and user.
 
         Raises:
+            NotFoundError: no job of that id in the token's account.
             PermissionDeniedError: not a job of this engine, or the job has ended (cancelled,
                 failed): its remaining calls are refused, which stops the run.
         """
+        return (await self.live_job(principal, job_id)).principal
+
+    async def live_job(self, principal: Principal, job_id: Any) -> EngineJob:
+        """The job a call an engine makes is for: of its account and engine, not ended."""
         row = await self.job_for_engine(principal, job_id)
         if row.status in FINAL_PHASES:
             raise PermissionDeniedError(
                 f"job {job_id} is {row.status}; the gateway refuses its further calls",
                 job_id=job_id,
             )
-        return Principal(account_id=row.account_id, user_id=row.user_id)
+        return EngineJob(
+            id=row.id,
+            principal=Principal(account_id=row.account_id, user_id=row.user_id),
+            workflow=f"{row.workflow}@{row.version}",
+            input=row.input,
+        )
 
     async def report(self, principal: Principal, job_id: str, event: Any) -> bool:
         """Apply an engine's report of a job's end; True if it ended the job now.
 
         Two forms: Node-RED's ``{status: succeeded|failed, result | error}`` carries the
-        outcome; Argo's ``{event: finished, run}`` is a signal to read the outcome from the
-        engine (so a forged or truncated body cannot set a result). A repeated report, or one
-        for a job already ended (cancelled meanwhile), changes nothing.
+        outcome, and a ``succeeded`` result is checked against the job's recorded gateway
+        calls (:meth:`_check_result`); Argo's ``{event: finished, run}`` is a signal to read
+        the outcome from the engine. Either way a forged body cannot set a result Fluxo did
+        not see produced. A repeated report, or one for a job already ended (cancelled
+        meanwhile), changes nothing.
         """
         row = await self.job_for_engine(principal, job_id)
         if not isinstance(event, dict):
@@ -251,6 +320,8 @@ class RemoteJobs:
                     "a failed job's event needs an error object",
                     problems=[("body.error", "expected an object")],
                 )
+            if phase == "succeeded" and row.status not in FINAL_PHASES:
+                await self._check_result(row, result)
         results = None
         if phase == "succeeded":
             results = orjson.dumps(result if isinstance(result, list) else [result])
@@ -263,6 +334,52 @@ class RemoteJobs:
             return ended
 
         return await self.db.transact(finish)
+
+    async def _check_result(self, row: Any, result: Any) -> None:
+        """A reported result must be what the job's recorded calls produced.
+
+        The flow's result is the payloads that reached the workflow's result steps
+        (``spec.output``, else the steps without ``next``). Where those are service steps,
+        Fluxo holds what they produced: the outputs of the latest call of each step key (its
+        input, for a failed call the step continues past). The report must carry exactly those
+        payloads (in any order); anything else is refused and the job stays as it was. A result
+        step that runs inside the engine (a transform, a switch) leaves nothing recorded to
+        compare with: such a result is taken as the engine computed it.
+
+        Raises:
+            ConflictError: the result differs from the recorded outputs, or the job has not
+                started on its engine.
+        """
+        if row.status != "running":
+            raise ConflictError(
+                f"job {row.id} is {row.status}, not running on its engine; it cannot have "
+                "succeeded",
+                field="body.status",
+            )
+        applied = await self.workflows.get(row.account_id, row.workflow, row.version)
+        spec = applied.workflow.spec
+        steps = spec.steps_by_id()
+        ends = _result_steps(spec)
+        if not all(isinstance(steps[s], ServiceStep) for s in ends):
+            return
+        produced: Counter[bytes] = Counter()
+        for call in await self.store.latest_calls(row.id, account_id=row.account_id):
+            step = steps.get(call.step_id or "")
+            if call.step_id not in ends or not isinstance(step, ServiceStep):
+                continue
+            if call.status == "succeeded":
+                for packet in orjson.loads(call.result or b"[]"):
+                    produced[_canonical(packet.get("payload"))] += 1
+            elif step.on_error == "continue":
+                produced[_canonical(orjson.loads(call.request).get("payload"))] += 1
+        reported = result if isinstance(result, list) else [result]
+        if Counter(_canonical(p) for p in reported) != produced:
+            raise ConflictError(
+                f"the result reported for job {row.id} is not what its recorded calls of "
+                f"step(s) {', '.join(ends)} produced; the job stays {row.status}",
+                field="body.result",
+                job_id=row.id,
+            )
 
     async def cancel(self, row: Any) -> None:
         """Cancel a job on its engine: first in Fluxo (its calls are refused from now on), then

@@ -1,9 +1,9 @@
 """Accounts and API tokens.
 
 A user token is bound to exactly one account and one user. An engine token (``engine`` set) is
-what an external engine (Node-RED, Argo) sends back to the gateway: it belongs to the operator's
-account but may only act for live jobs of its engine, each call then running as the job's own
-account and user (see ``JobService.engine_principal``).
+what an external engine (Node-RED, Argo) sends back to the gateway: it is bound to one account
+too and may only act for live jobs of that account and its engine, each call then running as the
+job's own user (see ``JobService.engine_job``); a job of another account is not found.
 """
 
 from __future__ import annotations

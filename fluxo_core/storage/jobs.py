@@ -92,15 +92,28 @@ class JobStore:
         )
         return await self.db.read(lambda conn: conn.execute(query).all())
 
-    async def calls(self, job_id: str) -> Sequence[Any]:
+    async def calls(self, job_id: str, *, account_id: str) -> Sequence[Any]:
         """The gateway calls made for a job, oldest first: the steps of a job on an external
-        engine, which Fluxo sees only through the calls that engine makes."""
+        engine, which Fluxo sees only through the calls that engine makes.
+
+        Only calls of the job's own account count: a call row naming the job from another
+        account is never one of its steps.
+        """
         query = (
             sa.select(calls)
-            .where(calls.c.job_id == job_id)
+            .where(calls.c.job_id == job_id, calls.c.account_id == account_id)
             .order_by(calls.c.created_at, calls.c.id)
         )
         return await self.db.read(lambda conn: conn.execute(query).all())
+
+    async def latest_calls(self, job_id: str, *, account_id: str) -> list[Any]:
+        """The latest call of each step key of a job (a retry replaces its earlier calls)."""
+        latest: dict[str, Any] = {}
+        for call in await self.calls(job_id, account_id=account_id):
+            key = _step_key(job_id, call.id, orjson.loads(call.request), call.step_id)
+            latest.pop(key, None)
+            latest[key] = call
+        return list(latest.values())
 
     async def run_status_from_calls(self, job_id: str) -> RunStatus:
         """The status of a job on an external engine: its row, and one step per gateway call.
@@ -112,7 +125,7 @@ class JobStore:
         """
         row = await self.job(job_id)
         steps: dict[str, StepState] = {}
-        for call in await self.calls(job_id):
+        for call in await self.calls(job_id, account_id=row.account_id):
             request = orjson.loads(call.request)
             key = _step_key(job_id, call.id, request, call.step_id)
             previous = steps.pop(key, None)

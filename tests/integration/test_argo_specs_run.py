@@ -404,3 +404,54 @@ async def test_cancel_stops_the_argo_run_and_refuses_its_calls(stack: Stack) -> 
     assert late.status_code == 403, late.text
     assert argo_calls(stack, job.id, "inc") == [200]
     assert sum((await stack.usage(job.id)).values()) == 1
+
+
+# --- tenant boundaries ---------------------------------------------------------------------------
+
+
+async def test_another_accounts_tokens_cannot_touch_an_argo_job(stack: Stack) -> None:
+    await stack.platform.accounts.ensure_account("globex")
+    tokens = {
+        "globex engine": await stack.platform.accounts.issue_token("globex", "argo", engine="argo"),
+        "globex user": await stack.platform.accounts.issue_token("globex", "gus"),
+        "acme user": await stack.platform.accounts.issue_token("acme", "ada"),
+    }
+    stack.argo.time_scale = 0.0005  # the delay holds 1.8 s: what follows needs no more
+    job = await start_held_job(stack)
+    # What the Argo run's next step would send, and a reference to the job's stored input.
+    packet = {
+        "id": f"{job.id}:after:0",
+        "job_id": job.id,
+        "step_id": "after",
+        "payload": {"n": 100},
+    }
+    ref = {**packet, "id": f"{job.id}:after:1", "headers": {"fluxo-payload-ref": job.id}}
+    finished = {"engine": "argo", "event": "finished", "run": "x", "status": "Succeeded"}
+
+    async def post(path: str, who: str, body: Any) -> tuple[int, Any]:
+        async with httpx.AsyncClient(base_url=stack.gateway_url) as client:
+            response = await client.post(
+                path, json=body, headers={"Authorization": f"Bearer {tokens[who]}"}
+            )
+        return response.status_code, response.json()
+
+    for body in (packet, ref):
+        status, answer = await post("/v1/services/inc/calls?wait=5", "globex engine", body)
+        assert status == 404, answer
+    status, answer = await post(f"/v1/jobs/{job.id}/engine-events", "globex engine", finished)
+    assert status == 404, answer
+    for who in ("globex user", "acme user"):
+        status, answer = await post("/v1/services/inc/calls?wait=5", who, packet)
+        assert status == 422, answer
+        assert {p["location"] for p in answer["error"]["problems"]} == {
+            "body.job_id",
+            "body.step_id",
+        }
+    # The run goes on as if nothing happened: its own calls only, billed to acme.
+    done = await stack.platform.jobs.wait(ME, job.id, JOB_TIMEOUT_S)
+    assert (done.status, done.result) == ("succeeded", {"n": 3}), done.error
+    assert [(s.step_id, s.input) for s in done.steps or []] == [
+        ("before", {"n": 1}),
+        ("after", {"n": 2}),
+    ]
+    assert {k[6] for k in await stack.usage(job.id)} == {"acme"}

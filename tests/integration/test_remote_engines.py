@@ -28,7 +28,7 @@ from fluxo_core.engine import (
     StartRequest,
 )
 from fluxo_core.errors import FluxoError, UnsupportedFeatureError
-from fluxo_core.ir import Workflow
+from fluxo_core.ir import Packet, Workflow
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records
 from tests.support import services as svc
@@ -98,6 +98,8 @@ class Setup:
     http: TestClient[Any, Any]
     user_token: str
     engine_token: str
+    globex_user: str = ""  # a user token of another account
+    globex_engine: str = ""  # an engine token (nodered) of another account
 
     async def post(self, path: str, token: str, body: Any) -> tuple[int, Any]:
         resp = await self.http.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
@@ -152,13 +154,16 @@ async def setup(db: Database) -> AsyncIterator[Setup]:
     await platform.accounts.ensure_account("acme")
     await platform.accounts.ensure_account("ops")
     user_token = await platform.accounts.issue_token("acme", "ada")
-    engine_token = await platform.accounts.issue_token("ops", "node-red", engine="nodered")
+    engine_token = await platform.accounts.issue_token("acme", "node-red", engine="nodered")
+    await platform.accounts.ensure_account("globex")
+    globex_user = await platform.accounts.issue_token("globex", "gus")
+    globex_engine = await platform.accounts.issue_token("globex", "node-red", engine="nodered")
     async with (
         platform,
         TestClient(TestServer(create_app(platform, max_packet_bytes=65536))) as http,
     ):
         await platform.jobs.apply(WORKFLOW, ACME)
-        yield Setup(platform, engine, http, user_token, engine_token)
+        yield Setup(platform, engine, http, user_token, engine_token, globex_user, globex_engine)
 
 
 async def usage_of(db: Database, job_id: str) -> list[tuple[str, str, str]]:
@@ -336,3 +341,119 @@ async def test_a_job_cancelled_before_it_started_is_never_started(setup: Setup) 
     await asyncio.sleep(0.5)
     assert setup.engine.started == []
     assert (await setup.platform.jobs.get(ACME, job.id, steps=False)).status == "cancelled"
+
+
+# --- tenant boundaries ---------------------------------------------------------------------------
+
+
+async def test_an_engine_token_of_another_account_finds_none_of_its_jobs(setup: Setup) -> None:
+    job_id = await setup.started_job({"n": 1})
+    packet = setup.call_packet(job_id, "first", {"n": 1})
+    status, body = await setup.post("/v1/services/inc/calls?wait=10", setup.globex_engine, packet)
+    # The same answer as for a job that does not exist: no hint that it does.
+    status_none, body_none = await setup.post(
+        "/v1/services/inc/calls?wait=10",
+        setup.globex_engine,
+        {**packet, "job_id": "no-such-job", "id": "nr-x"},
+    )
+    assert (status, status_none) == (404, 404), body
+    assert body["error"]["code"] == body_none["error"]["code"] == "not_found"
+    assert body["error"]["message"].replace(job_id, "ID") == body_none["error"]["message"].replace(
+        "no-such-job", "ID"
+    )
+    forged = {"job_id": job_id, "status": "succeeded", "result": [{"n": 999}]}
+    for path in ("/v1/engine-events", f"/v1/jobs/{job_id}/engine-events"):
+        status, body = await setup.post(path, setup.globex_engine, forged)
+        assert status == 404, (path, body)
+    argo_style = {"engine": "argo", "event": "finished", "run": "x"}
+    status, _ = await setup.post(
+        f"/v1/jobs/{job_id}/engine-events", setup.globex_engine, argo_style
+    )
+    assert status == 404
+    job = await setup.platform.jobs.get(ACME, job_id)
+    assert (job.status, job.steps) == ("running", [])
+    assert await usage_of(setup.platform.db, job_id) == []
+
+
+async def test_a_payload_reference_names_only_the_calling_jobs_own_input(setup: Setup) -> None:
+    mine = await setup.started_job({"n": 1})
+    other = await setup.started_job({"n": 41, "secret": "of another job"})
+    packet = setup.call_packet(mine, "first", {}, headers={"fluxo-payload-ref": other})
+    status, body = await setup.post("/v1/services/inc/calls?wait=10", setup.engine_token, packet)
+    assert status == 404, body
+    assert "of another job" not in str(body)
+    assert (await setup.platform.jobs.get(ACME, mine)).steps == []
+    # A user's token resolves no reference at all, not even to its own account's job.
+    status, body = await setup.post(
+        "/v1/services/inc/calls?wait=10",
+        setup.user_token,
+        {"payload": {}, "headers": {"fluxo-payload-ref": other}},
+    )
+    assert status == 422, body
+    assert body["error"]["problems"][0]["location"] == "body.headers.fluxo-payload-ref"
+
+
+async def test_a_user_token_never_attaches_a_call_to_a_job(setup: Setup) -> None:
+    job_id = await setup.started_job({"n": 1})
+    fields = {
+        "job_id": ("body.job_id", job_id),
+        "step_id": ("body.step_id", "first"),
+        "workflow": ("body.workflow", "remote@1"),
+        "headers": ("body.headers.fluxo-step-key", {"fluxo-step-key": "first"}),
+    }
+    for token in (setup.globex_user, setup.user_token):  # another account's user, and its own
+        for name, (location, value) in fields.items():
+            body = {"payload": {"n": 5}, name: value}
+            status, answer = await setup.post("/v1/services/inc/calls?wait=10", token, body)
+            assert status == 422, (name, answer)
+            assert [p["location"] for p in answer["error"]["problems"]] == [location]
+    job = await setup.platform.jobs.get(ACME, job_id)
+    assert job.steps == []
+    assert await usage_of(setup.platform.db, job_id) == []
+
+
+async def test_a_job_lists_only_calls_of_its_own_account(setup: Setup) -> None:
+    job_id = await setup.started_job({"n": 1})
+    # A call row naming the job from another account (written past the API, in process).
+    packet = Packet.model_validate(
+        {
+            "job_id": job_id,
+            "step_id": "first",
+            "actor": {"user": {"id": "gus"}, "account": {"id": "globex"}},
+            "payload": {"n": 7},
+            "headers": {"fluxo-step-key": "first"},
+        }
+    )
+    record = await setup.platform.runtime.gateway.call("inc", packet, wait=10)
+    assert record.status == "succeeded"
+    assert (await setup.platform.jobs.get(ACME, job_id)).steps == []
+
+
+async def test_a_reported_result_must_be_what_the_recorded_calls_produced(setup: Setup) -> None:
+    job_id = await setup.started_job({"n": 1})
+    for step, n in (("first", 1), ("second", 2)):
+        packet = setup.call_packet(job_id, step, {"n": n})
+        status, call = await setup.post(
+            "/v1/services/inc/calls?wait=10", setup.engine_token, packet
+        )
+        assert (status, call["status"]) == (200, "succeeded")
+    for forged in ([{"n": 999}], [{"n": 3}, {"n": 3}], [], {"n": 2}):
+        report = {"job_id": job_id, "status": "succeeded", "result": forged}
+        status, body = await setup.post("/v1/engine-events", setup.engine_token, report)
+        assert status == 409, (forged, body)
+        assert body["error"]["context"]["field"] == "body.result"
+    assert (await setup.platform.jobs.get(ACME, job_id, steps=False)).status == "running"
+    report = {"job_id": job_id, "status": "succeeded", "result": [{"n": 3.0}]}
+    status, body = await setup.post("/v1/engine-events", setup.engine_token, report)
+    assert (status, body["status"]) == (200, "succeeded")
+    job = await setup.platform.jobs.get(ACME, job_id, steps=False)
+    assert job.result == {"n": 3}
+
+
+async def test_a_job_not_yet_started_cannot_be_reported_succeeded(setup: Setup) -> None:
+    await setup.platform.stop()  # nothing starts the job for now
+    job = await setup.platform.jobs.create(ACME, "remote", {"n": 1})
+    report = {"job_id": job.id, "status": "succeeded", "result": []}
+    status, body = await setup.post("/v1/engine-events", setup.engine_token, report)
+    assert status == 409, body
+    assert (await setup.platform.jobs.get(ACME, job.id, steps=False)).status == "queued"

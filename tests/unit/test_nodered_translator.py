@@ -704,6 +704,24 @@ def test_generated_entry_service_calls_and_reports() -> None:
     assert all(r["tot"] == "jsonata" for n in changes for r in n["rules"])
 
 
+def test_a_workflow_of_an_account_sends_that_accounts_token_first() -> None:
+    steps = [{"id": "a", "kind": "service", "service": "noop"}]
+    plain = workflow(steps)
+    owned = plain.model_copy(
+        update={"metadata": plain.metadata.model_copy(update={"account": "acme-corp.eu"})}
+    )
+    senders = [
+        n["func"]
+        for n in to_nodered(owned)
+        if n["type"] == "function" and "Bearer" in n.get("func", "")
+    ]
+    assert len(senders) == 4  # the service call, both branch ends, the failure report
+    expected = 'const TOKEN_ENV = ["FLUXO_TOKEN_ACME_CORP_EU", "FLUXO_TOKEN"];'
+    assert all(expected in func for func in senders)
+    unowned = [n["func"] for n in to_nodered(plain) if "Bearer" in n.get("func", "")]
+    assert all('const TOKEN_ENV = ["FLUXO_TOKEN"];' in func for func in unowned)
+
+
 def test_generated_split_join_delay_and_fan_out() -> None:
     wf = workflow(
         [

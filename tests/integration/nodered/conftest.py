@@ -3,8 +3,9 @@
 ``nodered`` (session scope) installs the pinned Node-RED once into a cache shared between runs
 (``FLUXO_TEST_NODERED_HOME``, default ``$XDG_CACHE_HOME/fluxo/test-nodered``: installing takes
 ~30 s, reusing ~1 s), starts it from a fresh temporary Fluxo home on a free port with
-``FLUXO_TOKEN`` set to a random test token (tests register that value in their Fluxo database so
-the flows' gateway calls authenticate), and stops it at the end. When Node-RED cannot be installed
+``FLUXO_TOKEN`` set to a random test token, and ``FLUXO_TOKEN_GLOBEX`` to another, for account
+``globex`` (tests register these values in their Fluxo database so the flows' gateway calls
+authenticate), and stops it at the end. When Node-RED cannot be installed
 or started (no Node.js/npm, no registry), the tests skip saying why, except under ``CI=true``
 where that is a failure.
 """
@@ -35,11 +36,14 @@ class RunningNodeRed:
     Attributes:
         url: its Admin API and ``http in`` root, with a trailing slash.
         token: the ``FLUXO_TOKEN`` its flows send to Fluxo (register it as an API token).
+        globex_token: ``FLUXO_TOKEN_GLOBEX``, which the flows of account ``globex`` send
+            instead (one engine token per account on one Node-RED).
         managed: the managed instance (home, log file, ``status()``).
     """
 
     url: str
     token: str
+    globex_token: str
     managed: ManagedNodeRed
 
     @property
@@ -80,11 +84,12 @@ def nodered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNodeRed
     cache = _cache_dir()
     home = tmp_path_factory.mktemp("fluxo-home") / "nodered"
     managed = ManagedNodeRed(home, app_dir=cache / "app")
-    token = secrets.token_urlsafe(24)
+    token, globex_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     try:
         with _locked(cache / "install.lock"):
             managed.install(port=_free_port())
-        status = managed.start(env={"FLUXO_TOKEN": token}, wait_s=60)
+        env = {"FLUXO_TOKEN": token, "FLUXO_TOKEN_GLOBEX": globex_token}
+        status = managed.start(env=env, wait_s=60)
     except (FluxoError, OSError) as exc:
         message = f"the managed Node-RED could not be installed or started: {exc}"
         if IN_CI:
@@ -94,6 +99,8 @@ def nodered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNodeRed
             "(or set FLUXO_TEST_NODERED_HOME to a directory with node-red installed in app/)"
         )
     try:
-        yield RunningNodeRed(url=status.url, token=token, managed=managed)
+        yield RunningNodeRed(
+            url=status.url, token=token, globex_token=globex_token, managed=managed
+        )
     finally:
         managed.stop()

@@ -76,6 +76,14 @@ def free_port() -> int:
 @dataclass
 class Fluxo:
     platform: Platform
+    url: str = ""
+    tokens: dict[str, str] | None = None  # "acme", "globex" (users), "globex-engine"
+
+    async def post(self, path: str, who: str, body: Any) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {(self.tokens or {})[who]}"}
+        async with httpx.AsyncClient(base_url=self.url) as client:
+            response = await client.post(path, json=body, headers=headers)
+        return response.status_code, response.json()
 
     async def run(self, workflow: str, payload: dict[str, Any], timeout: float = 30) -> Any:
         job = await self.platform.jobs.create(ACME, workflow, payload)
@@ -113,14 +121,23 @@ async def fluxo(db: Database, nodered: RunningNodeRed) -> AsyncIterator[Fluxo]:
         config=config,
     )
     await platform.accounts.ensure_account("acme")
-    await platform.accounts.ensure_account("ops")
-    await platform.accounts.issue_token("ops", "node-red", engine="nodered", token=nodered.token)
+    await platform.accounts.ensure_account("globex")
+    # One engine token per account: acme's flows send FLUXO_TOKEN, globex's FLUXO_TOKEN_GLOBEX.
+    await platform.accounts.issue_token("acme", "node-red", engine="nodered", token=nodered.token)
+    await platform.accounts.issue_token(
+        "globex", "node-red", engine="nodered", token=nodered.globex_token
+    )
+    tokens = {
+        "acme": await platform.accounts.issue_token("acme", "ada"),
+        "globex": await platform.accounts.issue_token("globex", "gus"),
+        "globex-engine": nodered.globex_token,
+    }
     runner = web.AppRunner(create_app(platform, max_packet_bytes=1_048_576))
     async with platform:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         try:
-            yield Fluxo(platform)
+            yield Fluxo(platform, config.public_url, tokens)
         finally:
             await runner.cleanup()
 
@@ -254,3 +271,80 @@ async def until_steps(fluxo: Fluxo, job_id: str, count: int, timeout: float = 20
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} has not made {count} call(s): {job}")
         await asyncio.sleep(0.05)
+
+
+GLOBEX = Principal(account_id="globex", user_id="gus")
+
+
+async def test_two_accounts_share_one_node_red_each_with_its_own_engine_token(
+    fluxo: Fluxo,
+) -> None:
+    await fluxo.platform.jobs.apply(workflow("tenant-acme", "nodered", PAUSED), ACME)
+    await fluxo.platform.jobs.apply(workflow("tenant-globex", "nodered", PAUSED), GLOBEX)
+    acme = await fluxo.platform.jobs.create(ACME, "tenant-acme", {"n": 1})
+    globex = await fluxo.platform.jobs.create(GLOBEX, "tenant-globex", {"n": 10})
+    acme_done = await fluxo.platform.jobs.wait(ACME, acme.id, 30)
+    globex_done = await fluxo.platform.jobs.wait(GLOBEX, globex.id, 30)
+    assert (acme_done.status, acme_done.result) == ("succeeded", {"n": 3}), acme_done.error
+    assert (globex_done.status, globex_done.result) == ("succeeded", {"n": 12}), globex_done.error
+    assert {u[0] for u in await fluxo.usage(acme.id)} == {"acme"}
+    assert {u[0] for u in await fluxo.usage(globex.id)} == {"globex"}
+
+
+async def test_another_accounts_tokens_cannot_touch_a_node_red_job(fluxo: Fluxo) -> None:
+    await fluxo.platform.jobs.apply(workflow("guarded-nr", "nodered", PAUSED), ACME)
+    job = await fluxo.platform.jobs.create(ACME, "guarded-nr", {"n": 1})
+    await until_steps(fluxo, job.id, 1)
+    packet = {
+        "id": "nr-forged-1",
+        "job_id": job.id,
+        "step_id": "second",
+        "payload": {"n": 100},
+        "headers": {"fluxo-step-key": "second"},
+    }
+    # Globex's engine token: the job does not exist for it, whatever it tries.
+    status, body = await fluxo.post("/v1/services/inc/calls?wait=5", "globex-engine", packet)
+    assert status == 404, body
+    ref = {**packet, "id": "nr-forged-2", "headers": {"fluxo-payload-ref": job.id}}
+    status, body = await fluxo.post("/v1/services/inc/calls?wait=5", "globex-engine", ref)
+    assert status == 404, body
+    forged = {"job_id": job.id, "status": "succeeded", "result": [{"n": 999}]}
+    for path in ("/v1/engine-events", f"/v1/jobs/{job.id}/engine-events"):
+        status, body = await fluxo.post(path, "globex-engine", forged)
+        assert status == 404, (path, body)
+    # User tokens, of another account or of the job's own, never write a job's steps.
+    for who in ("globex", "acme"):
+        status, body = await fluxo.post("/v1/services/inc/calls?wait=5", who, packet)
+        assert status == 422, (who, body)
+        assert {p["location"] for p in body["error"]["problems"]} == {
+            "body.job_id",
+            "body.step_id",
+            "body.headers.fluxo-step-key",
+        }
+    ended = await fluxo.platform.jobs.wait(ACME, job.id, 30)
+    assert (ended.status, ended.result) == ("succeeded", {"n": 3}), ended.error
+    assert [(s.step_id, s.input) for s in ended.steps or []] == [
+        ("first", {"n": 1}),
+        ("second", {"n": 2}),
+    ]
+    assert [u[2] for u in await fluxo.usage(job.id)] == ["first", "second"]
+
+
+async def test_a_result_the_recorded_calls_did_not_produce_is_refused(fluxo: Fluxo) -> None:
+    await fluxo.platform.jobs.apply(workflow("forged-nr", "nodered", PAUSED), ACME)
+    job = await fluxo.platform.jobs.create(ACME, "forged-nr", {"n": 1})
+    await until_steps(fluxo, job.id, 1)
+    # The job's own engine token (the flows' FLUXO_TOKEN), reporting a result no call produced.
+    fluxo.tokens = {**(fluxo.tokens or {}), "acme-engine": await engine_token(fluxo)}
+    forged = {"job_id": job.id, "status": "succeeded", "result": [{"n": 999}]}
+    status, body = await fluxo.post("/v1/engine-events", "acme-engine", forged)
+    assert status == 409, body
+    assert body["error"]["context"]["field"] == "body.result"
+    assert (await fluxo.platform.jobs.get(ACME, job.id, steps=False)).status == "running"
+    ended = await fluxo.platform.jobs.wait(ACME, job.id, 30)
+    assert (ended.status, ended.result) == ("succeeded", {"n": 3}), ended.error
+
+
+async def engine_token(fluxo: Fluxo) -> str:
+    """A second engine token of acme (the flows' own is the session's FLUXO_TOKEN)."""
+    return await fluxo.platform.accounts.issue_token("acme", "node-red-2", engine="nodered")

@@ -1,0 +1,267 @@
+"""Every route of the API, called by another account, returns and changes nothing of account B.
+
+The route list is read from the served OpenAPI document (``/v1/openapi.json``): each operation
+needs a case below, and each route the application serves needs to be in the document, so a new
+route without a case fails :func:`test_every_route_has_a_case`. Public routes are the explicit
+exception list :data:`PUBLIC`.
+
+Account B (``globex``) owns a workflow on an external engine, a running job on it with one step
+its engine made, and a direct service call; all carry the marker :data:`SECRET`. Account A
+(``acme``) attacks with its user token and with its engine token. An answer may be a refusal
+(the statuses each case allows) or A's own data (lists), never anything carrying B's marker or
+ids; afterwards B's workflow, job, steps, calls and usage are as they were.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
+
+from fluxo_core.api import create_app
+from fluxo_core.control.platform import Platform
+from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.tables import calls, usage_records
+from tests.integration.test_remote_engines import RecordingEngine, until
+from tests.support import services as svc
+
+pytestmark = pytest.mark.timeout(60)
+
+PUBLIC = frozenset(
+    {
+        ("get", "/v1/health"),
+        ("get", "/v1/openapi.json"),
+        ("get", "/livez"),
+        ("get", "/readyz"),
+    }
+)
+SECRET = "globex-secret-7f3a"
+B = Principal(account_id="globex", user_id="gus")
+B_WORKFLOW = {
+    "apiVersion": "fluxo.dev/v1",
+    "kind": "Workflow",
+    "metadata": {"name": "globex-private"},
+    "spec": {
+        "engine": "nodered",
+        "steps": [
+            {"id": "first", "kind": "service", "service": "inc", "next": ["second"]},
+            {"id": "second", "kind": "service", "service": "inc"},
+        ],
+    },
+}
+
+
+@dataclass
+class World:
+    platform: Platform
+    http: TestClient[Any, Any]
+    tokens: dict[str, str]  # "user", "engine": account A's; "b-engine": B's own engine
+    job_id: str  # B's running job (one step made by its engine)
+    call_id: str  # B's direct call
+    workflow: str  # B's workflow name
+
+    async def send(self, method: str, path: str, who: str, body: Any = None) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
+        data = None if body is None else json.dumps(body)
+        response = await self.http.request(method, path, data=data, headers=headers)
+        return response.status, await response.text()
+
+    async def state_of_b(self) -> Any:
+        """Everything of B an attack could change, as plain data."""
+        job = await self.platform.jobs.get(B, self.job_id)
+        call = await self.platform.runtime.gateway.get(self.call_id, account_id="globex")
+        workflows = await self.platform.workflows.list("globex")
+        page = await self.platform.jobs.list(B)
+        query = sa.select(calls.c.id, calls.c.status, calls.c.account_id).order_by(calls.c.id)
+        usage = sa.select(usage_records.c.account_id, usage_records.c.job_id).order_by(
+            usage_records.c.job_id
+        )
+        rows = await self.platform.db.read(lambda c: c.execute(query).all())
+        used = await self.platform.db.read(lambda c: c.execute(usage).all())
+        return (
+            job.model_dump(mode="json"),
+            call.model_dump(mode="json"),
+            [(a.ref, a.workflow.model_dump(mode="json")) for a in workflows],
+            [j.id for j in page.items],
+            [tuple(r) for r in rows if r.account_id == "globex"],
+            [tuple(r) for r in used if r.account_id == "globex"],
+        )
+
+
+@pytest.fixture
+async def world(db: Database) -> AsyncIterator[World]:
+    engine = RecordingEngine()
+    platform = Platform(
+        db,
+        svc.SERVICES,
+        workers=1,
+        poll_interval_s=0.2,
+        admission_cache_s=0,
+        engines=("step", engine),
+    )
+    for account in ("acme", "globex"):
+        await platform.accounts.ensure_account(account)
+    tokens = {
+        "user": await platform.accounts.issue_token("acme", "ada"),
+        "engine": await platform.accounts.issue_token("acme", "node-red", engine="nodered"),
+        "b-engine": await platform.accounts.issue_token("globex", "node-red", engine="nodered"),
+        "b-user": await platform.accounts.issue_token("globex", "gus"),
+    }
+    async with (
+        platform,
+        TestClient(TestServer(create_app(platform, max_packet_bytes=65536))) as http,
+    ):
+        await platform.jobs.apply(B_WORKFLOW, B)
+        job = await platform.jobs.create(B, "globex-private", {"n": 1, "secret": SECRET})
+
+        async def status() -> str:
+            return (await platform.jobs.get(B, job.id, steps=False)).status
+
+        await until(status, "running")
+        world = World(platform, http, tokens, job.id, "", "globex-private")
+        first = {
+            "id": "nr-globex-first",
+            "job_id": job.id,
+            "step_id": "first",
+            "payload": {"n": 1, "secret": SECRET},
+            "headers": {"fluxo-step-key": "first"},
+        }
+        code, text = await world.send("POST", "/v1/services/inc/calls?wait=10", "b-engine", first)
+        assert code == 200, text
+        direct = {"payload": {"n": 5, "secret": SECRET}}
+        code, text = await world.send("POST", "/v1/services/inc/calls?wait=10", "b-user", direct)
+        assert code == 200, text
+        world.call_id = json.loads(text)["id"]
+        yield world
+
+
+# --- the cases: (method, path template) -> requests, each with the statuses it may answer ----
+
+Request = tuple[str, Any, set[int]]  # path, body (None: no body), allowed statuses
+Case = Callable[[World, str], list[Request]]
+
+
+def _job_packet(w: World, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "nr-attack",
+        "job_id": w.job_id,
+        "step_id": "second",
+        "payload": {"n": 100},
+        "headers": {"fluxo-step-key": "second"},
+        **extra,
+    }
+
+
+def _engine_events(w: World, who: str, path: str) -> list[Request]:
+    allowed = {404} if who == "engine" else {403}
+    forged = {"job_id": w.job_id, "status": "succeeded", "result": [{"n": 999}]}
+    failed = {"job_id": w.job_id, "status": "failed", "error": {"code": "x", "message": "y"}}
+    argo = {"job_id": w.job_id, "engine": "argo", "event": "finished", "run": "x"}
+    return [(path, body, allowed) for body in (forged, failed, argo)]
+
+
+def _forbidden_to_engines(who: str, for_users: set[int]) -> set[int]:
+    """An engine token may not use a read route at all (403); a user gets ``for_users``."""
+    return {403} if who == "engine" else for_users
+
+
+CASES: dict[tuple[str, str], Case] = {
+    ("get", "/v1/services"): lambda w, who: [
+        ("/v1/services", None, _forbidden_to_engines(who, {200}))
+    ],
+    ("post", "/v1/services/{name}/calls"): lambda w, who: [
+        (
+            "/v1/services/inc/calls?wait=5",
+            body,
+            {404} if who == "engine" else {422},
+        )
+        for body in (
+            _job_packet(w),
+            _job_packet(w, id="nr-attack-ref", headers={"fluxo-payload-ref": w.job_id}),
+            {"job_id": w.job_id, "payload": {"n": 1}},
+        )
+    ],
+    ("get", "/v1/calls/{call_id}"): lambda w, who: [
+        (f"/v1/calls/{w.call_id}", None, _forbidden_to_engines(who, {404})),
+        (f"/v1/calls/{w.call_id}?wait=1", None, _forbidden_to_engines(who, {404})),
+    ],
+    ("post", "/v1/workflows"): lambda w, who: [
+        (
+            "/v1/workflows",
+            {**B_WORKFLOW, "metadata": {"name": w.workflow, "account": "globex"}},
+            _forbidden_to_engines(who, {422}),
+        )
+    ],
+    ("get", "/v1/workflows"): lambda w, who: [
+        ("/v1/workflows", None, _forbidden_to_engines(who, {200}))
+    ],
+    ("get", "/v1/workflows/{name}"): lambda w, who: [
+        (f"/v1/workflows/{w.workflow}", None, _forbidden_to_engines(who, {404})),
+        (f"/v1/workflows/{w.workflow}?version=1", None, _forbidden_to_engines(who, {404})),
+    ],
+    ("post", "/v1/workflows/{name}/jobs"): lambda w, who: [
+        (f"/v1/workflows/{w.workflow}/jobs", {"input": {"n": 1}}, {404}),
+        (f"/v1/workflows/{w.workflow}@1/jobs", {"input": {"n": 1}}, {404}),
+    ],
+    ("get", "/v1/jobs"): lambda w, who: [
+        ("/v1/jobs", None, _forbidden_to_engines(who, {200})),
+        (f"/v1/jobs?workflow={w.workflow}", None, _forbidden_to_engines(who, {200})),
+    ],
+    ("get", "/v1/jobs/{job_id}"): lambda w, who: [
+        (f"/v1/jobs/{w.job_id}", None, _forbidden_to_engines(who, {404})),
+        (f"/v1/jobs/{w.job_id}?wait=1", None, _forbidden_to_engines(who, {404})),
+    ],
+    ("post", "/v1/jobs/{job_id}/cancel"): lambda w, who: [
+        (f"/v1/jobs/{w.job_id}/cancel", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/jobs/{job_id}/engine-events"): lambda w, who: _engine_events(
+        w, who, f"/v1/jobs/{w.job_id}/engine-events"
+    ),
+    ("post", "/v1/engine-events"): lambda w, who: _engine_events(w, who, "/v1/engine-events"),
+}
+
+
+def _document_routes(document: dict[str, Any]) -> set[tuple[str, str]]:
+    methods = {"get", "post", "put", "patch", "delete"}
+    return {
+        (method, path)
+        for path, operations in document["paths"].items()
+        for method in operations
+        if method in methods
+    }
+
+
+async def test_every_route_has_a_case(world: World) -> None:
+    response = await world.http.get("/v1/openapi.json")
+    documented = _document_routes(await response.json())
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in world.http.app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    assert served - documented == set(), "routes served but missing from the OpenAPI document"
+    missing = sorted(documented - PUBLIC - set(CASES))
+    assert missing == [], f"routes without a case in tests/security (add one): {missing}"
+    assert set(CASES) <= documented, "cases for routes the document no longer has"
+
+
+@pytest.mark.parametrize("who", ["user", "engine"])
+async def test_another_account_gets_nothing_of_b_from_any_route(world: World, who: str) -> None:
+    response = await world.http.get("/v1/openapi.json")
+    routes = sorted(_document_routes(await response.json()) - PUBLIC)
+    before = await world.state_of_b()
+    for method, template in routes:
+        for path, body, allowed in CASES[(method, template)](world, who):
+            status, text = await world.send(method.upper(), path, who, body)
+            where = f"{who} token: {method.upper()} {path} -> {status} {text[:300]}"
+            assert status in allowed, where
+            assert SECRET not in text, where
+            if status < 300:  # the attacker's own data only
+                for of_b in (world.job_id, world.call_id, world.workflow):
+                    assert of_b not in text, where
+    assert await world.state_of_b() == before
