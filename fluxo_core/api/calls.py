@@ -83,7 +83,8 @@ async def _create_call(request: web.Request) -> web.Response:
     wait = _wait_seconds(request)
     body = await json_body(request)
     platform = request.app[PLATFORM]
-    if who.engine is not None:  # an engine acting for one of its jobs: run as the job's account
+    engine = who.engine is not None
+    if engine:  # an engine acting for one of its jobs: run as the job's account
         job_id = body.get("job_id") if isinstance(body, dict) else None
         who = await platform.jobs.engine_call_principal(who, job_id)
     packet = _packet_from_body(body, who)
@@ -95,7 +96,10 @@ async def _create_call(request: web.Request) -> web.Response:
             {**packet.model_dump(mode="json"), "payload": payload, "headers": headers}
         )
     gateway = platform.runtime.gateway
-    record = await gateway.call(request.match_info["name"], packet, principal=who, wait=wait)
+    # An engine passes the result on to the job's next step: it gets it unmasked.
+    record = await gateway.call(
+        request.match_info["name"], packet, principal=who, wait=wait, reveal=engine
+    )
     return _call_response(record)
 
 
