@@ -9,21 +9,27 @@ Three tools, each used in one place:
 * :func:`redact_text`: free text that may quote a request (an HTTP parser error shows the raw
   header line) or a URL with an ``api_key=`` in its query.
 * :func:`install_log_redaction`: runs :func:`redact_text` over every log record of the process,
-  its message and its traceback, whichever logger made it and whichever handler writes it.
+  its message and its traceback, whichever logger made it and whichever handler writes it;
+  :func:`hidden_from_logs` adds values to blank out while they are in use (the secrets the http
+  service is sending: a library's debug log may print a response header that echoes one).
 
 This module imports nothing of Fluxo's, so every layer may use it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
     "MASK",
+    "hidden_from_logs",
     "install_log_redaction",
     "is_credential_key",
     "is_secret_reference",
@@ -97,13 +103,14 @@ def mask_credentials(value: Any) -> Any:
     return value
 
 
-# A credential-looking name, then ':' or '=', then the value: up to a quote, the end of the line,
-# an escaped byte (a parser error prints the raw line as a bytes literal) or the next query
-# parameter. Spaces are allowed inside, so "Authorization: Bearer abc" loses its scheme too.
+# A credential-looking name, then ':' or '=' (or the "', b'" of a header tuple's repr), then the
+# value: up to a quote, the end of the line, an escaped byte (a parser error prints the raw line
+# as a bytes literal) or the next query parameter. Spaces are allowed inside, so
+# "Authorization: Bearer abc" loses its scheme too.
 _KEYED = re.compile(
     r"""(?ix)
     ( \b[\w-]*(?:authorization|cookie|passw(?:or)?d|passphrase|secret|token|api[_-]?key)\b
-      ["']? [ \t]* [:=] [ \t]* ["']? )
+      (?: ["']? [ \t]* [:=] [ \t]* ["']? | ["'] , [ \t]* b? ["'] ) )
     ( [^"'\r\n\\&]+ )
     """
 )
@@ -129,30 +136,70 @@ class _RedactingFactory:
 
     def __init__(self, inner: _RecordFactory) -> None:
         self.inner = inner
+        # Values in use right now (counted: two calls may send the same secret at once). Records
+        # are made on the event loop and in database and handler threads alike.
+        self._hidden: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record = self.inner(*args, **kwargs)
         try:
-            _redact_record(record)
+            self._redact(record)
         except Exception:  # a record that cannot even be formatted: drop its parts, keep the line
             record.msg, record.args = "[log record withheld: it could not be redacted]", None
             record.exc_info, record.exc_text = None, None
         return record
 
+    def hide(self, values: Iterable[str]) -> None:
+        with self._lock:
+            self._hidden.update(v for v in values if v)
 
-def _redact_record(record: logging.LogRecord) -> None:
-    record.msg = redact_text(record.getMessage())
-    record.args = None
-    if record.exc_info:
-        # Formatted here, once, so no handler ever formats the raw exception (its message may
-        # quote a request); formatters print exc_text and skip exc_info when it is set.
-        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-        record.exc_text = redact_text(text)
-        record.exc_info = None
-    elif record.exc_text:
-        record.exc_text = redact_text(record.exc_text)
-    if record.stack_info:
-        record.stack_info = redact_text(record.stack_info)
+    def unhide(self, values: Iterable[str]) -> None:
+        with self._lock:
+            self._hidden.subtract(v for v in values if v)
+            for value in [v for v, n in self._hidden.items() if n <= 0]:
+                del self._hidden[value]
+
+    def _redact(self, record: logging.LogRecord) -> None:
+        with self._lock:
+            hidden = sorted(self._hidden, key=len, reverse=True)
+
+        def clean(text: str) -> str:
+            for value in hidden:
+                text = text.replace(value, MASK)
+            return redact_text(text)
+
+        record.msg = clean(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            # Formatted here, once, so no handler ever formats the raw exception (its message
+            # may quote a request); formatters print exc_text and skip exc_info when it is set.
+            text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            record.exc_text = clean(text)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = clean(record.exc_text)
+        if record.stack_info:
+            record.stack_info = clean(record.stack_info)
+
+
+@contextlib.contextmanager
+def hidden_from_logs(values: Iterable[str]) -> Iterator[None]:
+    """Blank ``values`` out of every log record made while the block runs.
+
+    Only where :func:`install_log_redaction` was called (every Fluxo process does); elsewhere
+    the embedding program owns its logging and this does nothing.
+    """
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, _RedactingFactory):
+        yield
+        return
+    kept = list(values)
+    factory.hide(kept)
+    try:
+        yield
+    finally:
+        factory.unhide(kept)
 
 
 def install_log_redaction() -> None:

@@ -70,7 +70,7 @@ import httpx
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError, FluxoError, ServiceError, ValidationError
 from fluxo_core.ir import Packet, Payload
-from fluxo_core.redaction import is_credential_key, is_secret_reference
+from fluxo_core.redaction import hidden_from_logs, is_credential_key, is_secret_reference
 from service_runtime.sdk import Service
 
 __all__ = [
@@ -546,8 +546,9 @@ class HttpService:
         Raises:
             ValidationError: the payload is not a valid request (every problem, with its location).
             ServiceError: the host is refused (not retryable), the request timed out or could not
-                connect (retryable), or ``raise_for_status`` is set and the answer is 4xx/5xx
-                (retryable for 5xx and 429 only).
+                connect (retryable), ``raise_for_status`` is set and the answer is 4xx/5xx
+                (retryable for 5xx and 429 only), or a referenced secret is not set in the
+                account (not retryable).
         """
         items = payload if isinstance(payload, list) else [payload]
         if len(items) > self._config.http_max_items:
@@ -557,6 +558,10 @@ class HttpService:
                 problems=[("payload", f"{len(items)} items")],
             )
         requests = await self._resolve_secrets(self._parse(payload), account_id)
+        with hidden_from_logs(v for r in requests for v in r.secret_values):
+            return await self._send_all(payload, requests)
+
+    async def _send_all(self, payload: Payload, requests: list[_Request]) -> Payload:
         async with self._client_scope() as client:
             if not isinstance(payload, list):
                 return await self._send(client, requests[0])
