@@ -140,7 +140,7 @@ def test_the_server_log_keeps_no_token_and_the_home_is_private(tmp_path: Path) -
         token = (home / "admin.token").read_text().strip()
         assert token not in server.output  # not a terminal: only where the token is
         answer = _malformed_request(server.port, token)
-        assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+        assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer
         # The running server's files: the home, the database and its WAL files, the token.
         assert _mode(home) == 0o700
         for name in ("fluxo.db", "fluxo.db-wal", "fluxo.db-shm", "admin.token"):
@@ -191,7 +191,9 @@ def test_secret_commands_on_the_local_database(tmp_path: Path) -> None:
 
     with sqlite3.connect(home / "fluxo.db") as conn:
         stored = b"".join(bytes(r[0]) for r in conn.execute("SELECT ciphertext FROM secrets"))
-    assert stored and VALUE.encode() not in stored and b"v2" not in stored
+    assert stored
+    assert VALUE.encode() not in stored
+    assert b"v2" not in stored
     assert _mode(home / "secret.key") == 0o600
     assert _mode(home) == 0o700
 
