@@ -6,6 +6,7 @@ queue, outbox, steps, jobs), nor in the job as the API shows it, nor in the log.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -387,3 +388,54 @@ def test_the_fluxo_home_is_created_0700_and_an_old_one_tightened(tmp_path: Path)
         assert _mode(tmp_path / "old") == 0o700
     finally:
         os.umask(old_mask)
+
+
+async def test_an_engine_gets_the_call_result_whole_and_the_job_page_shows_it_masked(
+    db: Database,
+) -> None:
+    # The engine passes a call's result on to the job's next step: masking it would change the
+    # data (and make Node-RED and Argo differ from the step engine), so it alone reads it whole.
+    from tests.integration.test_remote_engines import WORKFLOW, RecordingEngine
+
+    engine = RecordingEngine()
+    platform = Platform(db, svc.SERVICES, workers=1, poll_interval_s=0.2, engines=("step", engine))
+    await platform.accounts.ensure_account("acme")
+    user = await platform.accounts.issue_token("acme", "ada")
+    engine_token = await platform.accounts.issue_token("acme", "node-red", engine="nodered")
+    async with (
+        platform,
+        TestClient(TestServer(create_app(platform, max_packet_bytes=65536))) as client,
+    ):
+        await platform.jobs.apply(WORKFLOW, ACME)
+        job = await platform.jobs.create(ACME, "remote", {"n": 1})
+        for _ in range(500):
+            if engine.started:
+                break
+            await asyncio.sleep(0.02)
+        [start] = engine.started
+        payload = {"n": 1, "access_token": "tok-for-the-next-step"}
+        packet = {
+            "id": f"nr-{job.id}-first",
+            "job_id": job.id,
+            "step_id": "first",
+            "workflow": start.workflow,
+            "actor": start.input.actor.model_dump(mode="json", exclude_none=True),
+            "payload": payload,
+            "headers": {"fluxo-step-key": "first"},
+        }
+        resp = await client.post(
+            "/v1/services/inc/calls?wait=10",
+            json=packet,
+            headers={"Authorization": f"Bearer {engine_token}"},
+        )
+        call = await resp.json()
+        assert resp.status == 200, call
+        assert call["result"][0]["payload"] == {"n": 2, "access_token": "tok-for-the-next-step"}
+        page = await client.get(f"/v1/jobs/{job.id}", headers={"Authorization": f"Bearer {user}"})
+        [step] = (await page.json())["steps"]
+        assert step["input"] == {"n": 1, "access_token": "***"}
+        assert step["output"] == {"n": 2, "access_token": "***"}
+        shown = await client.get(
+            f"/v1/calls/{call['id']}", headers={"Authorization": f"Bearer {user}"}
+        )
+        assert (await shown.json())["result"][0]["payload"]["access_token"] == "***"
