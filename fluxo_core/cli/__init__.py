@@ -264,9 +264,9 @@ async def _until_signalled() -> None:
 
 
 async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
-    modules = load_services(args.module)
+    modules = load_services(args.module) if args.module else None
     db = await _open_db(config)
-    services = modules or default_services(config, db)
+    services = modules if modules is not None else default_services(config, db)
     runtime = worker_runtime(
         config,
         db,

@@ -483,8 +483,8 @@ class _Request:
     timeout_s: float
     raise_for_status: bool
     follow_redirects: bool
-    # Header names (lower case) whose value is a secret reference, until resolved; then the
-    # values to keep out of results and errors.
+    # The headers whose value is a secret reference (resolved in the worker, just before
+    # sending), and then the values they resolved to: kept out of results, errors and logs.
     references: tuple[tuple[str, _SecretRef], ...] = ()
     secret_values: tuple[str, ...] = ()
 
@@ -911,10 +911,11 @@ def _scrub_bytes(body: bytes, hidden: Sequence[str], truncated: bool) -> bytes:
     for value in hidden:
         body = body.replace(value.encode(), REDACTED.encode())
     if truncated:
-        # The cut may fall inside an echoed value: drop a tail that begins one.
+        # The cut may fall inside an echoed value: drop a tail that begins one (four bytes or
+        # more; a shorter piece tells nothing and would eat ordinary text).
         for value in hidden:
             raw = value.encode()
-            for size in range(min(len(raw) - 1, len(body)), 0, -1):
+            for size in range(min(len(raw) - 1, len(body)), 3, -1):
                 if body.endswith(raw[:size]):
                     body = body[:-size]
                     break
