@@ -696,7 +696,13 @@ def _read_secret_value(name: str) -> str:
     if sys.stdin.isatty():
         value = getpass.getpass(f"value of secret {name!r} (not shown): ")
     else:
-        value = sys.stdin.read()
+        try:
+            value = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the value of secret {name!r} on stdin is not text in {exc.encoding}; pipe in "
+                "the text of the credential"
+            ) from exc
         value = value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
     if not value:
         raise ConfigError(

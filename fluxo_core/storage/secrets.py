@@ -37,10 +37,10 @@ from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import accounts
 from fluxo_core.storage.tables import secrets as secrets_table
 
-__all__ = ["KEY_FILE", "MAX_SECRET_BYTES", "SecretInfo", "SecretKey", "SecretStore"]
+__all__ = ["KEY_FILE", "MAX_SECRET_CHARS", "SecretInfo", "SecretKey", "SecretStore"]
 
 KEY_FILE = "secret.key"
-MAX_SECRET_BYTES = 16_384
+MAX_SECRET_CHARS = 16_384
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _NONCE_BYTES = 12
 _MAKE_KEY = "openssl rand -base64 32"
@@ -120,12 +120,19 @@ class SecretStore:
             raise ValidationError(
                 "a secret's value must be a non-empty string", problems=[("value", "empty")]
             )
-        data = value.encode("utf-8", errors="strict")
-        if len(data) > MAX_SECRET_BYTES:
+        if len(value) > MAX_SECRET_CHARS:
             raise ValidationError(
-                f"a secret's value is at most {MAX_SECRET_BYTES} bytes; this one has {len(data)}",
+                f"a secret's value is at most {MAX_SECRET_CHARS} characters; this one has "
+                f"{len(value)}",
                 problems=[("value", "too long")],
             )
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, which JSON can spell ("\ud800")
+            raise ValidationError(
+                "a secret's value must be valid Unicode text (it holds a lone surrogate)",
+                problems=[("value", "not valid Unicode")],
+            ) from exc
         key = await self._sealing_key()
         nonce = random.token_bytes(_NONCE_BYTES)
         sealed = nonce + AESGCM(key.key).encrypt(nonce, data, _bound_to(account_id, name))

@@ -306,7 +306,14 @@ async def test_secret_routes_take_values_and_show_only_names(
     assert (await client.get("/v1/secrets", headers=engine_auth)).status == 403
     resp = await client.put("/v1/secrets/x", json={"value": "v"}, headers=engine_auth)
     assert resp.status == 403
-    for body in ({"value": 5}, {"value": "v", "extra": 1}, ["v"]):
+    bad_bodies = (
+        {"value": 5},
+        {"value": "v", "extra": 1},
+        ["v"],
+        {"value": "\ud800"},  # a lone surrogate: JSON can spell it, UTF-8 cannot
+        {"value": "x" * 16_385},
+    )
+    for body in bad_bodies:
         resp = await client.put("/v1/secrets/crm", json=body, headers=auth)
         assert resp.status == 422, body
     resp = await client.put("/v1/secrets/bad%20name", json={"value": "v"}, headers=auth)
