@@ -360,7 +360,7 @@ def record_from_row(row: Any, *, reveal: bool = False) -> CallRecord:
     if row["result"] is not None:
         packets = orjson.loads(row["result"])
         if not reveal:
-            packets = [{**p, "payload": mask_credentials(p.get("payload"))} for p in packets]
+            packets = [_masked(p) for p in packets]
         result = [Packet.model_validate(p) for p in packets]
     return CallRecord(
         id=row["id"],
@@ -379,3 +379,9 @@ def record_from_row(row: Any, *, reveal: bool = False) -> CallRecord:
             datetime.fromtimestamp(row["finished_at"], UTC) if row["finished_at"] else None
         ),
     )
+
+
+def _masked(packet: dict[str, Any]) -> dict[str, Any]:
+    payload = packet.get("payload")
+    masked = mask_credentials(payload)
+    return packet if masked is payload else {**packet, "payload": masked}

@@ -446,3 +446,16 @@ async def test_an_engine_gets_the_call_result_whole_and_the_job_page_shows_it_ma
             f"/v1/calls/{call['id']}", headers={"Authorization": f"Bearer {user}"}
         )
         assert (await shown.json())["result"][0]["payload"]["access_token"] == "***"
+
+
+def test_the_secret_key_setting_is_read_and_never_shown(tmp_path: Path) -> None:
+    text = base64.b64encode(b"z" * 32).decode()
+    config = FluxoConfig.from_env({"FLUXO_HOME": str(tmp_path), "FLUXO_SECRET_KEY": text})
+    assert config.secret_key == text
+    assert text not in repr(config)
+    key = SecretKey.parse(text, "FLUXO_SECRET_KEY")
+    assert text not in repr(key)
+    # The URL-safe alphabet (as Fernet keys are written) names the same key.
+    urlsafe = base64.urlsafe_b64encode(b"\xfb" * 32).decode()
+    standard = base64.b64encode(b"\xfb" * 32).decode()
+    assert SecretKey.parse(urlsafe, "x").key == SecretKey.parse(standard, "x").key == b"\xfb" * 32
