@@ -19,6 +19,7 @@ This module imports nothing of Fluxo's, so every layer may use it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import threading
@@ -61,6 +62,7 @@ _CREDENTIAL_SUFFIXES = ("_token", "_secret", "_password", "_api_key", "_apikey",
 _REFERENCE_KEYS = frozenset({"secret", "prefix"})
 
 
+@functools.lru_cache(maxsize=4096)  # packets repeat the same few keys; this runs once per key
 def is_credential_key(key: str) -> bool:
     """Whether a field or header of this name holds a credential (``X-Api-Key``, ``password``,
     ``access_token``, ``client_secret``, ...)."""
@@ -85,21 +87,30 @@ def mask_credentials(value: Any) -> Any:
     A secret reference and ``None`` are kept as they are (neither holds a credential). The input is
     never changed; parts without anything to mask are returned as they are, not copied.
     """
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         masked: dict[Any, Any] | None = None
         for key, item in value.items():
             if isinstance(key, str) and is_credential_key(key):
                 new = item if item is None or is_secret_reference(item) else MASK
-            else:
+            elif isinstance(item, dict | list):
                 new = mask_credentials(item)
-            if new is not item and masked is None:
-                masked = dict(value)
-            if masked is not None:
+            else:
+                continue  # a scalar under an ordinary key: nothing to mask
+            if new is not item:
+                if masked is None:
+                    masked = dict(value)
                 masked[key] = new
         return value if masked is None else masked
     if isinstance(value, list):
-        items = [mask_credentials(item) for item in value]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        items: list[Any] | None = None
+        for i, item in enumerate(value):
+            if isinstance(item, dict | list):
+                new = mask_credentials(item)
+                if new is not item:
+                    if items is None:
+                        items = list(value)
+                    items[i] = new
+        return value if items is None else items
     return value
 
 
