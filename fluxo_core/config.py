@@ -42,6 +42,8 @@ class FluxoConfig(BaseModel):
     argo_namespace: str = "argo"
     argo_token: str | None = Field(default=None, repr=False)
     argo_verify_tls: bool = True
+    # The key the stored secrets are encrypted with; unset: a key file in the home, made once.
+    secret_key: str | None = Field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FluxoConfig:
@@ -77,7 +79,29 @@ class FluxoConfig(BaseModel):
             argo_token=env.get("FLUXO_ARGO_TOKEN") or None,
             argo_verify_tls=env.get("FLUXO_ARGO_VERIFY_TLS", "true").lower()
             not in ("0", "false", "no"),
+            secret_key=env.get("FLUXO_SECRET_KEY") or None,
         )
+
+    def ensure_home(self) -> Path:
+        """Create the Fluxo home, private to this user (0700); tighten an existing one.
+
+        It holds the SQLite database, the admin token and the secrets' key: nobody else on the
+        machine may list or read it.
+        """
+        try:
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = self.home.stat()
+            # A home made by an older Fluxo (0755) is tightened; one owned by another user is
+            # theirs to set.
+            if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                self.home.chmod(0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the Fluxo home {self.home} ({exc.strerror}); set FLUXO_HOME "
+                "to a folder you may write",
+                setting="FLUXO_HOME",
+            ) from exc
+        return self.home
 
 
 def normalize_database_url(url: str) -> str:

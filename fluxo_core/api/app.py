@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from fluxo_core.api import calls, jobs
+from fluxo_core.api import calls, jobs, secrets
 from fluxo_core.api.common import MAX_BYTES, PLATFORM, PRINCIPAL
 from fluxo_core.api.openapi import openapi_document
 from fluxo_core.control.platform import Platform
@@ -43,6 +43,7 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     app.router.add_get("/v1/openapi.json", _openapi)
     calls.add_routes(app)
     jobs.add_routes(app)
+    secrets.add_routes(app)
     return app
 
 

@@ -303,6 +303,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    _add_secret_routes(paths, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Fluxo API", "version": "1", "description": "Run and sell automations."},
@@ -312,5 +313,72 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+# --- secrets (the /v1/secrets routes, fluxo_core/api/secrets.py) ---------------------------------
+
+
+def _add_secret_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Document the secret routes: values go in (PUT), never out (names and times only)."""
+    schemas["Secret"] = {
+        "type": "object",
+        "description": "A stored secret as shown: never its value.",
+        "required": ["name", "created_at", "updated_at"],
+        "properties": {
+            "name": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": False,
+    }
+    schemas["SecretValue"] = {
+        "type": "object",
+        "required": ["value"],
+        "properties": {"value": {"type": "string", "minLength": 1, "maxLength": 16384}},
+        "additionalProperties": False,
+    }
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
+        "description": 'the secret\'s name, as an http request refers to it: {"secret": NAME}',
+    }
+    paths["/v1/secrets"] = {
+        "get": {
+            "summary": "The account's secrets: names and times, never values",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["items"],
+                        "properties": {"items": {"type": "array", "items": _ref("Secret")}},
+                    },
+                    "The secrets",
+                ),
+                **_errors(401, 403),
+            },
+        }
+    }
+    paths["/v1/secrets/{name}"] = {
+        "put": {
+            "summary": "Set a secret (encrypted at rest; the http service sends it by reference)",
+            "description": 'Refer to it in an http request header as {"secret": NAME} '
+            '(optionally with "prefix": "Bearer "); it is read in the worker at call time, for '
+            "the call's own account, and never stored in calls, queues, steps or logs.",
+            "parameters": [name],
+            "requestBody": {"required": True, **_json(_ref("SecretValue"), "The value")},
+            "responses": {
+                "200": _json(_ref("Secret"), "Replaced"),
+                "201": _json(_ref("Secret"), "Created"),
+                **_errors(400, 401, 403, 404, 413, 422),
+            },
+        },
+        "delete": {
+            "summary": "Delete a secret",
+            "parameters": [name],
+            "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)},
         },
     }

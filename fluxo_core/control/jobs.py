@@ -27,6 +27,7 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import NativeStep, Packet, Workflow, new_packet_id, validate_workflow
+from fluxo_core.redaction import mask_credentials
 from fluxo_core.storage import Database, Principal, Transaction, bulk_insert, tables
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
@@ -379,7 +380,7 @@ class JobService:
             else:
                 handle = RunHandle(engine=row.engine, job_id=job_id, run_id=job_id)
                 status = await engine.status(handle)
-            record = record.model_copy(update={"steps": status.steps})
+            record = record.model_copy(update={"steps": _masked_steps(status.steps)})
         return record
 
     async def wait(self, principal: Principal, job_id: str, timeout: float) -> JobRecord:
@@ -501,7 +502,18 @@ def _start_message(engine_name: str, job_id: str) -> OutgoingMessage:
     )
 
 
+def _masked_steps(steps: Sequence[StepState]) -> list[StepState]:
+    """Steps as shown: credential-looking values in their packets masked (see redaction)."""
+    return [
+        s.model_copy(
+            update={"input": mask_credentials(s.input), "output": mask_credentials(s.output)}
+        )
+        for s in steps
+    ]
+
+
 def _record(row: Mapping[str, Any]) -> JobRecord:
+    """The job as shown: credential-looking values in its input and result masked."""
     results = orjson.loads(row["result"]) if row["result"] else None
     result = results[0] if results is not None and len(results) == 1 else results
     return JobRecord(
@@ -513,8 +525,8 @@ def _record(row: Mapping[str, Any]) -> JobRecord:
         account_id=row["account_id"],
         user_id=row["user_id"],
         idempotency_key=row["idempotency_key"],
-        input=orjson.loads(row["input"])["payload"],
-        result=result if row["status"] == "succeeded" else None,
+        input=mask_credentials(orjson.loads(row["input"])["payload"]),
+        result=mask_credentials(result) if row["status"] == "succeeded" else None,
         error=orjson.loads(row["error"]) if row["error"] else None,
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         started_at=_ts(row["started_at"]),

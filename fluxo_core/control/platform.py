@@ -18,7 +18,7 @@ from fluxo_core.control.jobs import EngineRegistry, JobService
 from fluxo_core.control.policy import Admission
 from fluxo_core.engine import Engine
 from fluxo_core.errors import ConfigError
-from fluxo_core.storage import AccountStore, Database
+from fluxo_core.storage import AccountStore, Database, SecretStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Service, ServiceRuntime
 from service_runtime.janitor import Janitor
@@ -50,9 +50,13 @@ class Platform:
         janitor: Janitor | None = None,
         admission_cache_s: float = 0.5,
         lease_margin_s: float = 10.0,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.db = db
         self.accounts = AccountStore(db)
+        # The accounts' stored secrets (the API's /v1/secrets); a Platform built without a
+        # config and without a store has none.
+        self.secrets = secrets or (SecretStore.for_config(db, config) if config else None)
         self.admission = Admission(self.accounts, cache_s=admission_cache_s)
         self.runtime = ServiceRuntime(
             db,
