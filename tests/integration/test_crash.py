@@ -39,7 +39,7 @@ def start_worker(database_url: str, effects: Path) -> subprocess.Popen[bytes]:
             "worker",
             "--module",
             "tests.support.services",
-            "--lease-margin",
+            "--lease",
             "0.5",
             "--batch-size",
             "4",
