@@ -330,6 +330,7 @@ class Worker:
         svc, packet = o.service, o.packet
         if packet is None:  # parse failures never reach here; keeps the type narrow
             return
+        timeout = svc.timeout_s
         try:
             if self.admission is not None and o.admission is not None:
                 # Checked again at execution, not only at the gateway: a block or a cancelled
@@ -337,8 +338,7 @@ class Worker:
                 await self.admission(o.admission)
             svc.validate_input(packet)
             packet = _at_attempt(packet, o.delivery.attempt)
-            caller_timeout = _caller_timeout(packet)
-            timeout = min(svc.timeout_s, caller_timeout or svc.timeout_s)
+            timeout = min(timeout, _caller_timeout(packet) or timeout)
             arg = svc.handler_argument(packet)
             if svc.is_async:
                 result = await asyncio.wait_for(svc.handler(arg), timeout)
