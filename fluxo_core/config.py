@@ -31,7 +31,7 @@ class FluxoConfig(BaseModel):
     port: int = 8240
     poll_interval_s: float = 1.0
     output_retention_s: float = 86_400.0
-    lease_margin_s: float = 10.0
+    lease_s: float = 5.0
     http_allow: tuple[str, ...] = ()
     http_deny: tuple[str, ...] = ()
     engines: tuple[str, ...] = ("step",)
@@ -67,7 +67,7 @@ class FluxoConfig(BaseModel):
             port=port,
             poll_interval_s=_float(env, "FLUXO_POLL_INTERVAL", 1.0),
             output_retention_s=_float(env, "FLUXO_OUTPUT_RETENTION_S", 86_400.0),
-            lease_margin_s=_float(env, "FLUXO_LEASE_MARGIN_S", 10.0),
+            lease_s=_float(env, "FLUXO_LEASE_S", 5.0),
             http_allow=_list(env, "FLUXO_HTTP_ALLOW"),
             http_deny=_list(env, "FLUXO_HTTP_DENY"),
             engines=_engines(env),

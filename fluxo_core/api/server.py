@@ -68,7 +68,7 @@ def build_platform(
         max_packet_bytes=config.max_packet_bytes,
         poll_interval_s=config.poll_interval_s,
         janitor=Janitor(db, output_retention_s=config.output_retention_s),
-        lease_margin_s=config.lease_margin_s,
+        lease_s=config.lease_s,
         engines=config.engines,
         config=config,
     )

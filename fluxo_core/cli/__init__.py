@@ -123,7 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker loops in this process")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument(
-        "--lease-margin", type=float, help="seconds added to leases (FLUXO_LEASE_MARGIN_S)"
+        "--lease",
+        type=float,
+        help="seconds a crashed worker's messages stay hidden before another runs them "
+        "(FLUXO_LEASE_S)",
     )
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_worker)
@@ -296,7 +299,7 @@ async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
         services,
         workers=args.workers,
         batch_size=args.batch_size,
-        lease_margin_s=config.lease_margin_s if args.lease_margin is None else args.lease_margin,
+        lease_s=config.lease_s if args.lease is None else args.lease,
     )
     try:
         async with runtime:
@@ -317,7 +320,7 @@ def worker_runtime(
     *,
     workers: int,
     batch_size: int,
-    lease_margin_s: float,
+    lease_s: float,
 ) -> ServiceRuntime:
     """The runtime of ``fluxo worker``: service workers only, admitting every call they run.
 
@@ -330,7 +333,7 @@ def worker_runtime(
         transport=make_transport(config, db),
         workers=workers,
         batch_size=batch_size,
-        lease_margin_s=lease_margin_s,
+        lease_s=lease_s,
         poll_interval_s=config.poll_interval_s,
         admission=Admission(AccountStore(db)),
     )

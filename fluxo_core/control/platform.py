@@ -49,7 +49,7 @@ class Platform:
         poll_interval_s: float = 1.0,
         janitor: Janitor | None = None,
         admission_cache_s: float = 0.5,
-        lease_margin_s: float = 10.0,
+        lease_s: float = 5.0,
         secrets: SecretStore | None = None,
     ) -> None:
         self.db = db
@@ -67,7 +67,7 @@ class Platform:
             admission=self.admission,
             poll_interval_s=poll_interval_s,
             janitor=janitor,
-            lease_margin_s=lease_margin_s,
+            lease_s=lease_s,
         )
         self.workflows = WorkflowStore(db)
         self.registry = EngineRegistry()
@@ -76,7 +76,7 @@ class Platform:
                 engine
                 if not isinstance(engine, str)
                 else _load_engine(
-                    engine, self.runtime, self.workflows, config, poll_interval_s, lease_margin_s
+                    engine, self.runtime, self.workflows, config, poll_interval_s, lease_s
                 )
             )
         self.jobs = JobService(
@@ -145,7 +145,7 @@ def _load_engine(
     workflows: WorkflowStore,
     config: FluxoConfig | None,
     poll_interval_s: float,
-    lease_margin_s: float,
+    lease_s: float,
 ) -> Any:
     target = ENGINE_FACTORIES.get(name)
     if target is None:
@@ -154,11 +154,12 @@ def _load_engine(
         )
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
-    # An engine batch takes well under a second; its lease only has to outlast that.
+    # An engine batch takes well under a second; its lease only has to outlast that (with room
+    # for a slow commit: a batch applied twice is harmless, but wasted).
     return factory(
         runtime,
         workflows,
         config=config,
         poll_interval_s=poll_interval_s,
-        lease_s=5 + lease_margin_s,
+        lease_s=max(lease_s, 5.0),
     )
