@@ -265,7 +265,7 @@ async def test_a_set_op_with_a_null_value_is_stored_as_written(api: Api) -> None
             ]
         },
     }
-    status, applied = await api.call("POST", "/v1/workflows", json=workflow)
+    status, _ = await api.call("POST", "/v1/workflows", json=workflow)
     assert status == 201
     status, listed = await api.call("GET", "/v1/workflows")
     assert status == 200

@@ -142,10 +142,10 @@ def test_workflow_files_are_read_within_the_limits() -> None:
 def test_flow_import_refuses_deep_flows_with_an_error() -> None:
     with pytest.raises(DocumentTooComplexError):
         from_nodered("[" * 3000 + "]" * 3000)
+    nested: list[object] = []
+    for _ in range(3000):
+        nested = [nested]
     with pytest.raises(DocumentTooComplexError):
-        nested: list[object] = []
-        for _ in range(3000):
-            nested = [nested]
         from_nodered(nested)
 
 
