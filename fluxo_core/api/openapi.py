@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from fluxo_core.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
 from fluxo_core.ir import Packet, Workflow
@@ -173,7 +173,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 def openapi_document() -> dict[str, Any]:
     # Requests are described by the models' validation schemas, responses by their
     # serialization schemas (pydantic names the two -Input and -Output where they differ).
-    keys: list[tuple[type[BaseModel], Any]] = [
+    keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (Packet, "validation"),
         (Workflow, "validation"),
         (CallRecord, "serialization"),
@@ -183,7 +183,7 @@ def openapi_document() -> dict[str, Any]:
     refs, defs = models_json_schema(keys, ref_template=_REF)
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
 
-    def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
+    def ref(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
         return dict(refs[(model, mode)])
 
     packet_ref = ref(Packet, "validation")["$ref"].rsplit("/", 1)[-1]
