@@ -15,6 +15,7 @@ from aiohttp import web
 from fluxo_core.api.app import create_app
 from fluxo_core.config import FluxoConfig
 from fluxo_core.control.platform import Platform, tune_gc_for_serving
+from fluxo_core.errors import ConfigError
 from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import AccountStore, Database
 from service_runtime import Service
@@ -104,7 +105,15 @@ async def run_server(
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"cannot listen on {config.host}:{config.port} ({exc.strerror}); is another "
+                "Fluxo running there? Stop it, or choose another port with --port or FLUXO_PORT",
+                setting="FLUXO_PORT",
+            ) from exc
         try:
             url = f"http://{config.host}:{config.port}"
             print(f"Fluxo is running at {url}", flush=True)

@@ -26,8 +26,20 @@ from fluxo_core.cli._client import HttpClient, open_client, remote_client
 from fluxo_core.config import FluxoConfig, normalize_database_url
 from fluxo_core.control import Admission
 from fluxo_core.control.platform import tune_gc_for_serving
-from fluxo_core.errors import CallTimeoutError, ConfigError, FluxoError, MalformedRequestError
-from fluxo_core.ir import json_schema, load_workflows_yaml
+from fluxo_core.errors import (
+    CallTimeoutError,
+    ConfigError,
+    FluxoError,
+    MalformedRequestError,
+    PayloadTooLargeError,
+)
+from fluxo_core.ir import (
+    DocumentLimits,
+    json_schema,
+    load_workflows_yaml,
+    parse_json,
+    workflow_document,
+)
 from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import AccountStore, Database, SecretStore
 from service_runtime import Service, ServiceRuntime
@@ -355,12 +367,21 @@ def _client(config: FluxoConfig) -> Any:
     return open_client(config, os.environ.get("FLUXO_URL"), os.environ.get("FLUXO_TOKEN"))
 
 
+def document_limits(config: FluxoConfig) -> DocumentLimits:
+    """The limits of a workflow file: those of a request body to the API."""
+    from fluxo_core.api.common import ENVELOPE_BYTES
+
+    return DocumentLimits(max_bytes=config.max_packet_bytes + ENVELOPE_BYTES)
+
+
 async def _cmd_apply(args: argparse.Namespace, config: FluxoConfig) -> int:
-    text = await asyncio.to_thread(_read_file, args.file)
-    documents = load_workflows_yaml(text)  # every problem of every document, located
+    limits = document_limits(config)
+    text = await asyncio.to_thread(_read_file, args.file, limits.max_bytes)
+    # Every problem of every document, located; in a thread, as the API parses large bodies.
+    documents = await asyncio.to_thread(load_workflows_yaml, text, limits=limits)
     async with _client(config) as client:
         for workflow in documents:
-            doc = workflow.model_dump(mode="json", by_alias=True, exclude_none=True)
+            doc = workflow_document(workflow)
             applied = await client.apply(doc)
             state = "created" if applied["created"] else "unchanged"
             print(f"workflow/{applied['name']} version {applied['version']} {state}")
@@ -368,20 +389,23 @@ async def _cmd_apply(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 
 async def _cmd_validate(args: argparse.Namespace, config: FluxoConfig) -> int:
-    text = await asyncio.to_thread(_read_file, args.file)
+    limits = document_limits(config)
+    text = await asyncio.to_thread(_read_file, args.file, limits.max_bytes)
     try:
         async with _client(config) as client:
             known = [s["name"] for s in await client.services()]
     except FluxoError:
         known = None  # no database or server to ask: check everything but service names
-    documents = load_workflows_yaml(text, known_services=known)
+    documents = await asyncio.to_thread(
+        load_workflows_yaml, text, known_services=known, limits=limits
+    )
     for workflow in documents:
         print(f"{args.file}: workflow/{workflow.metadata.name} is valid")
     return 0
 
 
 async def _cmd_run(args: argparse.Namespace, config: FluxoConfig) -> int:
-    payload = _parse_input(args.input)
+    payload = await asyncio.to_thread(_parse_input, args.input, config.max_packet_bytes)
     async with _client(config) as client:
         job = await client.create_job(args.workflow, payload, idempotency_key=args.idempotency_key)
         print(f"job {job['id']} {job['status']}", file=sys.stderr)
@@ -444,37 +468,41 @@ async def _cmd_jobs_show(args: argparse.Namespace, config: FluxoConfig) -> int:
     return 0
 
 
-def _read_file(path: str) -> str:
+def _read_file(path: str, limit: int) -> bytes:
+    """The file's bytes; a file over ``limit`` is refused without being read whole."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise PayloadTooLargeError(
+            f"{path} is over the limit of {limit} bytes (FLUXO_MAX_PACKET_BYTES); use a smaller "
+            "file, or raise the limit",
+            limit=limit,
+        )
+    return data
 
 
-def _parse_input(raw: str) -> Any:
+def _parse_input(raw: str, limit: int) -> Any:
+    """A job input from ``--input``: JSON, or ``@file``; within the packet size limit."""
     source = "--input"
+    data: str | bytes = raw
     if raw.startswith("@"):
         source = raw[1:]
-        raw = _read_file(source)
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise MalformedRequestError(
-            f"{source} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
-        ) from exc
+        data = _read_file(source, limit)
+    return parse_json(data, limits=DocumentLimits(max_bytes=limit), where=source)
 
 
 async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
     from fluxo_core.api.server import ADMIN_ACCOUNT
+    from fluxo_core.control.jobs import split_workflow_ref
     from fluxo_core.storage.workflows import WorkflowStore
 
-    name, _, version = args.workflow.partition("@")
+    name, version = split_workflow_ref(args.workflow)
     db = await _open_db(config)
     try:
-        applied = await WorkflowStore(db).get(
-            ADMIN_ACCOUNT, name, int(version) if version.isdigit() else None
-        )
+        applied = await WorkflowStore(db).get(ADMIN_ACCOUNT, name, version)
     finally:
         await db.close()
     if args.engine == "argo":
@@ -555,16 +583,17 @@ async def _cmd_import_nodered(args: argparse.Namespace, config: FluxoConfig) -> 
 
     import yaml
 
-    from translators import from_nodered
+    from translators import FLOW_LIMITS, from_nodered
 
-    text = await asyncio.to_thread(_read_file, args.file)
-    result = from_nodered(text, name=_flow_name(args.file))
+    text = await asyncio.to_thread(_read_file, args.file, FLOW_LIMITS.max_bytes)
+    # The translator reads the text within FLOW_LIMITS; in a thread, as it is CPU-bound.
+    result = await asyncio.to_thread(from_nodered, text, name=_flow_name(args.file))
     report = result.report
     if args.output:
         folder = Path(args.output)
         documents = {
             folder / f"{w.metadata.name}.yaml": yaml.safe_dump(
-                w.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False
+                workflow_document(w), sort_keys=False
             )
             for w in result.workflows
         }
@@ -740,7 +769,9 @@ def _read_secret_value(name: str) -> str:
 async def _cmd_call(args: argparse.Namespace, config: FluxoConfig) -> int:
     from fluxo_core.cli import _call
 
-    return await _call.run(args.service, args.gateway, args.packet, args.wait)
+    return await _call.run(
+        args.service, args.gateway, args.packet, args.wait, limits=document_limits(config)
+    )
 
 
 async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:

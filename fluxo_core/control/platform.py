@@ -84,6 +84,33 @@ class Platform:
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._probes: dict[str, asyncio.Task[None]] = {}
+
+    async def readiness(self, timeout_s: float = 2.0) -> dict[str, str]:
+        """Whether this process can serve: each dependency's state, ``"ok"`` or why not.
+
+        Checks the database and the queue transport with one round trip each, waiting at most
+        ``timeout_s``. A check still waiting from an earlier call is awaited again rather than
+        started twice, so a frozen database costs one stuck probe, not one per request.
+        """
+        checks = {"database": self.db.ping, "transport": self.runtime.transport.ping}
+        for name, check in checks.items():
+            probe = self._probes.get(name)
+            if probe is None or probe.done():
+                self._probes[name] = asyncio.create_task(check(), name=f"readiness-{name}")
+        probes = {name: self._probes[name] for name in checks}
+        await asyncio.wait(probes.values(), timeout=timeout_s)
+        states: dict[str, str] = {}
+        for name, probe in probes.items():
+            if not probe.done():
+                states[name] = f"no answer within {timeout_s:g} s"
+            elif probe.exception() is not None:
+                error = probe.exception()
+                # The type only: a driver's message may hold host names or credentials.
+                states[name] = f"failed ({type(error).__name__})"
+            else:
+                states[name] = "ok"
+        return states
 
     async def start(self) -> None:
         await self.runtime.start()
@@ -101,6 +128,8 @@ class Platform:
 
     async def stop(self) -> None:
         self._stop.set()
+        for probe in self._probes.values():
+            probe.cancel()
         for name in self.registry.names():
             engine: Any = self.registry.get(name)
             if hasattr(engine, "request_stop"):

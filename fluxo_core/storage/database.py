@@ -283,6 +283,11 @@ class Database:
             self._inline_reader = self.engine.connect().execution_options(fluxo_read=True)
         return self._inline_reader
 
+    async def ping(self) -> None:
+        """One round trip to the database (a readiness check); raises StorageError if it fails.
+        The caller bounds the wait: a frozen server never answers."""
+        await self.read(lambda conn: conn.scalar(sa.text("SELECT 1")))
+
     async def read(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn(conn)`` on a read-only snapshot (no write lock taken)."""
         if self.dialect == "sqlite":

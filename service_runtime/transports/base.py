@@ -111,6 +111,11 @@ class Transport(Protocol):
         counts what is ready to deliver."""
         ...
 
+    async def ping(self) -> None:
+        """One round trip to the queue store (a readiness check); raises TransportError or
+        StorageError when it cannot be reached. The caller bounds the wait."""
+        ...
+
 
 @runtime_checkable
 class TakesInTransaction(Protocol):

@@ -245,6 +245,13 @@ class RabbitMqTransport:
             )
             self._relay_task.add_done_callback(_log_relay_end)
 
+    async def ping(self) -> None:
+        with _map_errors("reach RabbitMQ"):
+            channel = await self._publisher.channel()
+            # A passive declare of a built-in exchange: a round trip to the broker that changes
+            # nothing (an open channel alone says nothing about a broker that stopped answering).
+            await channel.declare_exchange("amq.direct", passive=True)
+
     async def close(self) -> None:
         """Stop the relay and disconnect; the broker re-delivers every unsettled claim."""
         task, self._relay_task = self._relay_task, None

@@ -270,6 +270,9 @@ class SqlTransport:
         )
         tx.notify(queue_channel(dead_letter_queue(delivery.queue)))
 
+    async def ping(self) -> None:
+        await self.db.ping()  # the queues are tables of the database
+
     async def depth(self, queue: str) -> int:
         query = sa.select(sa.func.count()).select_from(qm).where(qm.c.queue == queue)
         count: int | None = await self.db.read(lambda conn: conn.scalar(query))
