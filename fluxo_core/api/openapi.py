@@ -10,6 +10,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from fluxo_core.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
 from fluxo_core.ir import Packet, Workflow
+from fluxo_core.storage.secrets import NAME_PATTERN as SECRET_NAME
 from service_runtime import CallRecord
 
 __all__ = ["openapi_document"]
@@ -450,7 +451,7 @@ def _add_secret_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
         "name": "name",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
+        "schema": {"type": "string", "pattern": SECRET_NAME.pattern},
         "description": 'the secret\'s name, as an http request refers to it: {"secret": NAME}',
     }
     paths["/v1/secrets"] = {
@@ -486,6 +487,6 @@ def _add_secret_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
         "delete": {
             "summary": "Delete a secret",
             "parameters": [name],
-            "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)},
+            "responses": {"204": {"description": "Deleted"}, **_errors(400, 401, 403, 404, 422)},
         },
     }

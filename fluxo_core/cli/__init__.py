@@ -30,7 +30,6 @@ from fluxo_core.errors import (
     CallTimeoutError,
     ConfigError,
     FluxoError,
-    MalformedRequestError,
     PayloadTooLargeError,
 )
 from fluxo_core.ir import (

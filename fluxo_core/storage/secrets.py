@@ -37,7 +37,7 @@ from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import accounts
 from fluxo_core.storage.tables import secrets as secrets_table
 
-__all__ = ["KEY_FILE", "MAX_SECRET_CHARS", "SecretInfo", "SecretKey", "SecretStore"]
+__all__ = ["KEY_FILE", "MAX_SECRET_CHARS", "NAME_PATTERN", "SecretInfo", "SecretKey", "SecretStore"]
 
 KEY_FILE = "secret.key"
 MAX_SECRET_CHARS = 16_384
@@ -252,7 +252,7 @@ def _bound_to(account_id: str, name: str) -> bytes:
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ValidationError(
             "a secret's name is 1-100 letters, digits, '_', '.' or '-', starting with a letter "
             "or digit (e.g. stripe, crm.api-key)",
