@@ -519,28 +519,29 @@ def is_label(name: str) -> bool:
     )
 
 
-def dns_name(text: str) -> str:
-    """A DNS-1123 label of at most 63 characters; a changed or cut text keeps a hash of itself."""
+def dns_name(text: str, *, limit: int = MAX_NAME_LENGTH) -> str:
+    """A DNS-1123 label of at most ``limit`` characters; a changed or cut text keeps a hash of
+    itself."""
     clean = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "x"
-    if clean == text and len(clean) <= MAX_NAME_LENGTH:
+    if clean == text and len(clean) <= limit:
         return clean
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{clean[: MAX_NAME_LENGTH - 9].rstrip('-')}-{digest}"
+    return f"{clean[: limit - 9].rstrip('-')}-{digest}"
 
 
-def scoped_name(account: str | None, text: str) -> str:
+def scoped_name(account: str | None, text: str, *, limit: int = MAX_NAME_LENGTH) -> str:
     """The engine-side name of ``text`` (e.g. ``order-intake-v3``) for ``account``: a DNS-1123
-    label of at most 63 characters.
+    label of at most ``limit`` characters.
 
     Without an account, :func:`dns_name`. With one, ``<account label>-<text>-<hash>``, the hash
     of the exact account and text, the readable part cut to fit: one Argo namespace holds every
     account's templates, and ``acme`` + ``b-c`` must not meet ``acme-b`` + ``c``.
     """
     if account is None:
-        return dns_name(text)
+        return dns_name(text, limit=limit)
     readable = re.sub(r"[^a-z0-9-]+", "-", f"{account_label(account)}-{text}".lower()).strip("-")
     tag = digest(account, text)
-    return f"{readable[: MAX_NAME_LENGTH - len(tag) - 1].rstrip('-')}-{tag}"
+    return f"{readable[: limit - len(tag) - 1].rstrip('-')}-{tag}"
 
 
 def gateway_secret_name(account: str | None) -> str:

@@ -125,6 +125,7 @@ __all__ = [
     "Mode",
     "check_argo",
     "gateway_secret_name",
+    "scoped_name",
     "service_account_name",
     "template_name",
     "to_argo",

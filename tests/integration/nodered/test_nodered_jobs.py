@@ -10,6 +10,7 @@ must give the same results and the same usage records.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -293,7 +294,7 @@ async def test_two_accounts_share_one_node_red_each_with_its_own_engine_token(
 
 def tagged(owner: str, *steps: dict[str, Any]) -> list[dict[str, Any]]:
     """``steps`` in a chain, then a transform setting ``owner``."""
-    chain = [{**step, "next": [nxt["id"]]} for step, nxt in zip(steps, steps[1:], strict=False)]
+    chain = [{**step, "next": [nxt["id"]]} for step, nxt in itertools.pairwise(steps)]
     chain.append({**steps[-1], "next": ["tag"]})
     tag = {
         "id": "tag",
