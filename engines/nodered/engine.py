@@ -14,10 +14,6 @@ It speaks Node-RED's Admin API (``httpAdminRoot``) and the ``http in`` routes of
 - ``start``: POST the job's input packet to the tab's entry ``http in``
   (``{entry_root}/{account}/{name}/{version}``); the flow answers 202 for a new job and 200 for a
   job it already runs, so a retried start is harmless.
-
-Node-RED is shared by every account: a tab's node ids and entry route carry the workflow's
-account (``metadata.account``; the job's account in :class:`StartRequest`), so two accounts'
-workflows of the same name are two tabs that never touch each other.
 - ``status``: Node-RED keeps no job history; every service step passes the Fluxo gateway and the
   flow reports its end to Fluxo, so the control plane knows the job. ``status`` asks the
   ``steps_source`` it was given (the job row and its gateway calls).
@@ -25,6 +21,10 @@ workflows of the same name are two tabs that never touch each other.
   messages in flight end without a report). The control plane also marks the job cancelled, so
   the gateway refuses the job's next service call.
 - ``undeploy``: remove the tab and its nodes (v2, ``rev``, one 409 retry).
+
+Node-RED is shared by every account: a tab's node ids and entry route carry the workflow's
+account (``metadata.account``; the job's account in :class:`StartRequest`), so two accounts'
+workflows of the same name are two tabs that never touch each other.
 
 5xx answers and network errors are retried ``retries`` times with exponential backoff; errors are
 mapped as :mod:`engines.nodered._errors` draws it, naming the workflow.
