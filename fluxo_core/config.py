@@ -31,7 +31,7 @@ class FluxoConfig(BaseModel):
     port: int = 8240
     poll_interval_s: float = 1.0
     output_retention_s: float = 86_400.0
-    lease_margin_s: float = 10.0
+    lease_s: float = 5.0
     http_allow: tuple[str, ...] = ()
     http_deny: tuple[str, ...] = ()
     engines: tuple[str, ...] = ("step",)
@@ -42,6 +42,8 @@ class FluxoConfig(BaseModel):
     argo_namespace: str = "argo"
     argo_token: str | None = Field(default=None, repr=False)
     argo_verify_tls: bool = True
+    # The key the stored secrets are encrypted with; unset: a key file in the home, made once.
+    secret_key: str | None = Field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FluxoConfig:
@@ -65,7 +67,7 @@ class FluxoConfig(BaseModel):
             port=port,
             poll_interval_s=_float(env, "FLUXO_POLL_INTERVAL", 1.0),
             output_retention_s=_float(env, "FLUXO_OUTPUT_RETENTION_S", 86_400.0),
-            lease_margin_s=_float(env, "FLUXO_LEASE_MARGIN_S", 10.0),
+            lease_s=_float(env, "FLUXO_LEASE_S", 5.0),
             http_allow=_list(env, "FLUXO_HTTP_ALLOW"),
             http_deny=_list(env, "FLUXO_HTTP_DENY"),
             engines=_engines(env),
@@ -77,7 +79,29 @@ class FluxoConfig(BaseModel):
             argo_token=env.get("FLUXO_ARGO_TOKEN") or None,
             argo_verify_tls=env.get("FLUXO_ARGO_VERIFY_TLS", "true").lower()
             not in ("0", "false", "no"),
+            secret_key=env.get("FLUXO_SECRET_KEY") or None,
         )
+
+    def ensure_home(self) -> Path:
+        """Create the Fluxo home, private to this user (0700); tighten an existing one.
+
+        It holds the SQLite database, the admin token and the secrets' key: nobody else on the
+        machine may list or read it.
+        """
+        try:
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = self.home.stat()
+            # A home made by an older Fluxo (0755) is tightened; one owned by another user is
+            # theirs to set.
+            if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                self.home.chmod(0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the Fluxo home {self.home} ({exc.strerror}); set FLUXO_HOME "
+                "to a folder you may write",
+                setting="FLUXO_HOME",
+            ) from exc
+        return self.home
 
 
 def normalize_database_url(url: str) -> str:

@@ -14,7 +14,8 @@ are mapped at the boundary that meets them and re-raised ``from exc``.
     │   ├── IRValidationError          a workflow document breaks the IR (fields or graph: edges, cycles)
     │   ├── PacketValidationError      a packet does not match the envelope
     │   ├── PayloadSchemaError         a payload does not match a service's input schema
-    │   └── PayloadTooLargeError       a packet is over the configured size limit
+    │   ├── PayloadTooLargeError       a packet is over the configured size limit
+    │   └── DocumentTooComplexError    a document nests too deep or expands too far (aliases, nodes)
     ├── NotFoundError                  a named thing does not exist
     │   ├── UnknownServiceError        no service of that name (and version)
     │   └── CallNotFoundError          no call with that id in this account
@@ -45,6 +46,7 @@ __all__ = [
     "CallTimeoutError",
     "ConfigError",
     "ConflictError",
+    "DocumentTooComplexError",
     "EngineUnavailableError",
     "FluxoError",
     "IRValidationError",
@@ -150,6 +152,13 @@ class PayloadSchemaError(ValidationError):
 class PayloadTooLargeError(ValidationError):
     http_status = 413
     code = "payload_too_large"
+
+
+class DocumentTooComplexError(ValidationError):
+    """A JSON or YAML document is over a structural limit: nesting depth, node count, YAML
+    aliases or its size once aliases are expanded. ``limit`` names the limit that was passed."""
+
+    code = "document_too_complex"
 
 
 class NotFoundError(FluxoError):

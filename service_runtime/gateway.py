@@ -29,6 +29,7 @@ from fluxo_core.errors import (
     PermissionDeniedError,
 )
 from fluxo_core.ir import Packet
+from fluxo_core.redaction import mask_credentials
 from fluxo_core.storage import Database, Principal, Transaction, bulk_insert
 from fluxo_core.storage.tables import calls
 from service_runtime.catalog import ServiceCatalog, ServiceInfo
@@ -164,15 +165,17 @@ class Gateway:
         principal: Principal | None = None,
         wait: float | None = None,
         reply_to: str | None = None,
+        reveal: bool = False,
     ) -> CallRecord:
         """Call ``service`` with ``packet``; with ``wait`` seconds, return once it finished.
 
         If ``wait`` runs out the record returned is still unfinished (the call goes on).
+        ``reveal``: see :func:`record_from_row`.
         """
         (call_id,) = await self.submit(service, [packet], principal=principal, reply_to=reply_to)
         if wait is None:
-            return await self.get(call_id)
-        return await self.wait(call_id, wait)
+            return await self.get(call_id, reveal=reveal)
+        return await self.wait(call_id, wait, reveal=reveal)
 
     async def submit(
         self,
@@ -314,24 +317,31 @@ class Gateway:
                     packet_id=packet.id,
                 )
 
-    async def get(self, call_id: str, *, account_id: str | None = None) -> CallRecord:
+    async def get(
+        self, call_id: str, *, account_id: str | None = None, reveal: bool = False
+    ) -> CallRecord:
         """The call's current record; ``account_id`` scopes the lookup (others' calls are 404)."""
         query = self._get if account_id is None else self._get_scoped
         params = {"cid": call_id, "acc": account_id}
         row = await self.db.read(lambda conn: conn.execute(query, params).first())
         if row is None:
             raise CallNotFoundError(f"no call {call_id!r} in this account", call_id=call_id)
-        return record_from_row(row._mapping)
+        return record_from_row(row._mapping, reveal=reveal)
 
     async def wait(
-        self, call_id: str, timeout: float, *, account_id: str | None = None
+        self,
+        call_id: str,
+        timeout: float,
+        *,
+        account_id: str | None = None,
+        reveal: bool = False,
     ) -> CallRecord:
         """Wait up to ``timeout`` seconds for the call to finish; returns its record either way."""
         deadline = time.monotonic() + timeout
         with await self.db.subscribe([call_channel(call_id)]) as sub:
             while True:
                 sub.clear()
-                record = await self.get(call_id, account_id=account_id)
+                record = await self.get(call_id, account_id=account_id, reveal=reveal)
                 left = deadline - time.monotonic()
                 if record.done or left <= 0:
                     return record
@@ -340,10 +350,18 @@ class Gateway:
                 await sub.wait(min(left, self.poll_interval_s))
 
 
-def record_from_row(row: Any) -> CallRecord:
+def record_from_row(row: Any, *, reveal: bool = False) -> CallRecord:
+    """The call as shown: values of credential-looking keys in its result masked (``"***"``).
+
+    ``reveal`` keeps them, for the one reader that needs the data itself: the engine that made
+    the call for a job step and passes its result on to the next step.
+    """
     result = None
     if row["result"] is not None:
-        result = [Packet.model_validate(p) for p in orjson.loads(row["result"])]
+        packets = orjson.loads(row["result"])
+        if not reveal:
+            packets = [_masked(p) for p in packets]
+        result = [Packet.model_validate(p) for p in packets]
     return CallRecord(
         id=row["id"],
         service=row["service"],
@@ -361,3 +379,9 @@ def record_from_row(row: Any) -> CallRecord:
             datetime.fromtimestamp(row["finished_at"], UTC) if row["finished_at"] else None
         ),
     )
+
+
+def _masked(packet: dict[str, Any]) -> dict[str, Any]:
+    payload = packet.get("payload")
+    masked = mask_credentials(payload)
+    return packet if masked is payload else {**packet, "payload": masked}

@@ -34,8 +34,8 @@ class ServiceRuntime:
         transport: a transport instance; defaults to the SQL transport on ``db``.
         workers: concurrent worker loops (each claims its own batches).
         batch_size: messages a worker claims and commits together.
-        lease_margin_s: added to the longest handler timeout to make a claim's lease; a crashed
-            worker's messages become visible again after the lease.
+        lease_s: a claim's lease, renewed while its handlers run; a crashed worker's messages
+            become visible again within it.
         janitor: housekeeping to run in this process (one per deployment is enough).
     """
 
@@ -47,7 +47,7 @@ class ServiceRuntime:
         transport: Transport | None = None,
         workers: int = 1,
         batch_size: int = 500,
-        lease_margin_s: float = 15.0,
+        lease_s: float = 5.0,
         max_packet_bytes: int = 1_048_576,
         admission: AdmissionHook | None = None,
         poll_interval_s: float = 1.0,
@@ -77,7 +77,7 @@ class ServiceRuntime:
                 self.transport,
                 self.services,
                 batch_size=batch_size,
-                lease_margin_s=lease_margin_s,
+                lease_s=lease_s,
                 admission=admission,
             )
             for _ in range(workers if self.services else 0)

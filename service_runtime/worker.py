@@ -7,7 +7,13 @@ backoff, or dead-letter). A message whose inbox row already exists was applied b
 twice, or re-delivered after a crash between commit and ack): it is acknowledged with no new effect.
 
 A crash anywhere before the commit leaves the message leased; the lease expires and another worker
-runs it again. A crash after the commit leaves nothing to redo.
+runs it again. A crash after the commit leaves nothing to redo. Leases are short (a few seconds)
+and renewed by a heartbeat while the handlers run, so a crashed worker's messages come back within
+one lease, whatever the handlers' timeouts.
+
+Timeouts measure the handler's own run: each delivery gets its service's ``timeout_s``, shortened
+by the caller's ``fluxo-timeout-s`` packet header (the step engine sends its step's ``timeout_s``).
+The time a call waited in its queue, or for a crashed worker's lease, does not count.
 
 Inline handlers (pure computation) need no lease when the queues live in the database (the SQL
 transport): their messages are taken, run and settled inside that one transaction, so a crash
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +60,8 @@ __all__ = ["Worker", "WorkerStats"]
 log = logging.getLogger(__name__)
 
 STATUS_HEADER = "fluxo-status"
+# Packet header: the caller's timeout for each run of the handler, in seconds.
+TIMEOUT_HEADER = "fluxo-timeout-s"
 CALL_ID_HEADER = "fluxo-call-id"
 OUTPUT_INDEX_HEADER = "fluxo-output-index"
 OUTPUT_COUNT_HEADER = "fluxo-output-count"
@@ -89,13 +98,14 @@ class Worker:
         services: the services this worker runs (each consumes its own input queue).
         batch_size: messages claimed and committed together; the main throughput lever
             (the handler caps below keep slow services' claims smaller).
-        lease_margin_s: added to the longest handler timeout to make the claim lease.
+        lease_s: how long a claim stays hidden from other workers without a renewal. A
+            heartbeat renews it every third of that while the handlers run, so it only bounds
+            how soon another worker gets the messages of a worker that died.
         admission: the control plane's admission check, run again before each handler.
         handler_threads: threads for the sync handlers that are not ``inline``. A claim of
             such services takes at most this many messages, so every handler of a claim starts
-            at once and ends within its timeout, and so within the claim's lease. (Claiming
-            more than can run would queue handlers behind each other: the late ones would time
-            out before running, or the lease would expire and another worker run them again.)
+            at once and ends within its timeout. (Claiming more than can run would queue
+            handlers behind each other: the late ones would time out before running.)
         async_calls: at most this many async handlers of one claim run at once (they all
             start together: outbound requests to one host, say). Only ``inline`` handlers,
             which take microseconds, fill a whole ``batch_size``.
@@ -108,7 +118,7 @@ class Worker:
         services: Sequence[Service],
         *,
         batch_size: int = 500,
-        lease_margin_s: float = 15.0,
+        lease_s: float = 5.0,
         rng: random.Random | None = None,
         admission: AdmissionHook | None = None,
         handler_threads: int = 16,
@@ -116,25 +126,25 @@ class Worker:
     ) -> None:
         if not services:
             raise ConfigError("a worker needs at least one service to run")
+        if lease_s <= 0:
+            raise ConfigError(f"a worker's lease_s must be above zero seconds, not {lease_s}")
         self.db = db
         self.transport = transport
         self.admission = admission
         self._by_queue = {s.input_queue: s for s in services}
         self.queues = sorted(self._by_queue)
         self.batch_size = batch_size
-        # A claim has one lease for all its messages, and a lease must outlast the handler, so
-        # queues are claimed in groups of equal timeout: a 3 s service does not get a 30 s lease
-        # just because it shares a worker with a slower one (a crash would strand it 30 s).
-        # Services are also grouped by how their handlers run, each kind with its own cap.
+        self.lease_s = lease_s
+        # Services are claimed in groups by how their handlers run, each kind with its own cap.
+        # (Leases no longer depend on timeouts: the heartbeat keeps a claim while it runs.)
         self._handler_threads = handler_threads
         self._threads = self._new_threads()
         caps = {"inline": None, "thread": handler_threads, "async": async_calls}
-        groups: dict[tuple[float, str], list[str]] = {}
+        groups: dict[str, list[str]] = {}
         for s in services:
-            groups.setdefault((s.timeout_s, _runs_as(s)), []).append(s.input_queue)
+            groups.setdefault(_runs_as(s), []).append(s.input_queue)
         self._claim_groups = [
-            (sorted(queues), timeout + lease_margin_s, caps[kind], kind)
-            for (timeout, kind), queues in sorted(groups.items())
+            (sorted(queues), caps[kind], kind) for kind, queues in sorted(groups.items())
         ]
         # Inline handlers only compute: with the queues in this database they run inside the
         # transaction that settles them (see _take_and_run), if admission can decide in it.
@@ -200,14 +210,14 @@ class Worker:
         deliveries: list[Delivery] = []
         taken = 0
         self._more = False
-        for queues, lease_s, cap, kind in self._claim_groups:
+        for queues, cap, kind in self._claim_groups:
             room = self.batch_size - len(deliveries) - taken
             limit = room if cap is None else min(room, cap)
             if kind == "inline" and self._take_inline:
                 got = await self._take_and_run(queues, limit)
                 taken += got
             else:
-                claimed = await self.transport.claim(queues, limit=limit, lease_s=lease_s)
+                claimed = await self.transport.claim(queues, limit=limit, lease_s=self.lease_s)
                 deliveries += claimed
                 got = len(claimed)
             self._more = self._more or got == limit  # a full batch: more may wait
@@ -215,12 +225,36 @@ class Worker:
                 break
         if not deliveries:
             return taken
-        outcomes = [_Outcome(d, self._by_queue[d.queue]) for d in deliveries]
-        _parse(outcomes)
-        await self._mark_duplicates(outcomes)
-        await self._run_handlers([o for o in outcomes if o.error is None and not o.duplicate])
-        await self._commit(outcomes)
+        settled = asyncio.Event()
+        heartbeat = asyncio.create_task(self._renew_leases(deliveries, settled))
+        try:
+            outcomes = [_Outcome(d, self._by_queue[d.queue]) for d in deliveries]
+            _parse(outcomes)
+            await self._mark_duplicates(outcomes)
+            await self._run_handlers([o for o in outcomes if o.error is None and not o.duplicate])
+            await self._commit(outcomes)
+        finally:
+            settled.set()
+            await heartbeat  # at most one renewal in flight; never cancelled mid-transaction
         return taken + len(outcomes)
+
+    async def _renew_leases(self, deliveries: list[Delivery], settled: asyncio.Event) -> None:
+        """The heartbeat of one batch: renew its leases every third of a lease until it is
+        settled (one statement per claim, not per message)."""
+        while True:
+            try:
+                await asyncio.wait_for(settled.wait(), self.lease_s / 3)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.transport.extend(deliveries, lease_s=self.lease_s)
+            except FluxoError as exc:
+                # Not fatal: if a lease runs out, another worker runs that message again and
+                # the inbox still applies its outcome once.
+                log.warning(
+                    "could not renew the leases of %d message(s): %s", len(deliveries), exc.message
+                )
 
     async def _take_and_run(self, queues: list[str], limit: int) -> int:
         """Inline services whose queues are in this database: take their messages, run the
@@ -296,6 +330,7 @@ class Worker:
         svc, packet = o.service, o.packet
         if packet is None:  # parse failures never reach here; keeps the type narrow
             return
+        timeout = svc.timeout_s
         try:
             if self.admission is not None and o.admission is not None:
                 # Checked again at execution, not only at the gateway: a block or a cancelled
@@ -303,21 +338,20 @@ class Worker:
                 await self.admission(o.admission)
             svc.validate_input(packet)
             packet = _at_attempt(packet, o.delivery.attempt)
+            timeout = min(timeout, _caller_timeout(packet) or timeout)
             arg = svc.handler_argument(packet)
             if svc.is_async:
-                result = await asyncio.wait_for(svc.handler(arg), svc.timeout_s)
+                result = await asyncio.wait_for(svc.handler(arg), timeout)
             elif svc.inline:
                 result = svc.handler(arg)
             else:
                 running = asyncio.get_running_loop().run_in_executor(
                     self._threads, svc.handler, arg
                 )
-                result = await asyncio.wait_for(running, svc.timeout_s)
+                result = await asyncio.wait_for(running, timeout)
             self._record_result(o, packet, result)
         except TimeoutError:
-            o.error = ServiceTimeoutError(
-                f"service {svc.ref} did not finish within {svc.timeout_s}s", service=svc.ref
-            )
+            o.error = _timeout_error(svc, o.packet, timeout)
         except FluxoError as exc:
             o.error = exc
         except Exception as exc:
@@ -570,6 +604,41 @@ def _handler_error(svc: Service, exc: Exception) -> ServiceError:
     # A handler bug or a transient failure: retried, and named so the cause can be found.
     return ServiceError(
         f"service {svc.ref} raised {type(exc).__name__}: {exc}"[:2000], service=svc.ref
+    )
+
+
+def _caller_timeout(packet: Packet) -> float | None:
+    """The caller's timeout of one run of the handler (``fluxo-timeout-s``), if it set one."""
+    raw = packet.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise PacketValidationError(
+            f"packet header {TIMEOUT_HEADER}={raw[:50]!r} is not a number of seconds above "
+            "zero; send a positive number such as '10' or leave the header out",
+            problems=[(f"headers.{TIMEOUT_HEADER}", "not a positive number")],
+        )
+    return value
+
+
+def _timeout_error(svc: Service, packet: Packet | None, timeout: float) -> ServiceTimeoutError:
+    if timeout >= svc.timeout_s or packet is None:
+        # The service's own limit: a slow moment of the service, worth another delivery.
+        return ServiceTimeoutError(
+            f"service {svc.ref} did not finish within {svc.timeout_s}s", service=svc.ref
+        )
+    # The caller's limit (a step's timeout_s): the caller decides what comes next (the step's
+    # retry or on_error), not another delivery of the same call.
+    what = f"step {packet.step_id!r}" if packet.step_id else f"service {svc.ref}"
+    return ServiceTimeoutError(
+        f"{what} did not finish within {timeout}s",
+        retryable=False,
+        service=svc.ref,
+        step=packet.step_id,
     )
 
 

@@ -2,6 +2,7 @@
 
 from translators.argo import ArgoBundle, CronTrigger, check_argo, to_argo, to_argo_job, to_yaml
 from translators.nodered import (
+    FLOW_LIMITS,
     FidelityReport,
     NodeRedImport,
     NodeRedOptions,
@@ -12,6 +13,7 @@ from translators.nodered import (
 )
 
 __all__ = [
+    "FLOW_LIMITS",
     "ArgoBundle",
     "CronTrigger",
     "FidelityReport",

@@ -12,12 +12,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import pydantic
 
-from fluxo_core.errors import MalformedRequestError, Problem, ValidationError
-from fluxo_core.ir import Step
+from fluxo_core.errors import Problem, ValidationError
+from fluxo_core.ir import DocumentLimits, Step, check_document, parse_json
 from translators._nodered_expr import (
     ELSE,
     change_rule_ops,
@@ -32,6 +32,7 @@ from translators._nodered_expr import (
 from translators._nodered_model import json_copy
 
 __all__ = [
+    "FLOW_LIMITS",
     "STRUCTURAL",
     "NodeMapping",
     "is_flow_node",
@@ -47,18 +48,23 @@ _UNITS = {"milliseconds": 0.001, "seconds": 1, "minutes": 60, "hours": 3600, "da
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"})
 
 
+FLOW_LIMITS: Final = DocumentLimits(max_bytes=64 * 1024 * 1024, setting="the flow import limit")
+"""What a flow may hold: a whole Node-RED installation's flows.json, nested no deeper than any
+editor writes (a flow deeper or larger is not one to import; it would only exhaust memory)."""
+
+
 def parse_flow(data: Any) -> list[dict[str, Any]]:
-    """The node list of a flow: a JSON text, a decoded array or the Admin API's ``{flows, rev}``."""
-    if isinstance(data, bytes | bytearray):
-        data = data.decode("utf-8", errors="replace")
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise MalformedRequestError(
-                f"the flow is not JSON: {exc}; export it from Node-RED again",
-                problems=[("flow", str(exc))],
-            ) from exc
+    """The node list of a flow: a JSON text, a decoded array or the Admin API's ``{flows, rev}``.
+
+    Text is read, and decoded data checked, within :data:`FLOW_LIMITS` (depth, size, values
+    JSON can carry), so no flow makes the import fail with anything but a located error.
+    """
+    if isinstance(data, bytes | bytearray | str):
+        data = parse_json(
+            bytes(data) if isinstance(data, bytearray) else data, limits=FLOW_LIMITS, where="flow"
+        )
+    else:
+        check_document(data, limits=FLOW_LIMITS, where="flow")
     if isinstance(data, Mapping) and isinstance(data.get("flows"), list):
         data = data["flows"]
     if not isinstance(data, list):

@@ -74,7 +74,7 @@ from fluxo_core.errors import Problem
 from fluxo_core.ir import Workflow
 from translators._nodered_export import export_flows, export_workflow
 from translators._nodered_import import import_flow
-from translators._nodered_map import is_flow_node
+from translators._nodered_map import FLOW_LIMITS, is_flow_node
 from translators._nodered_model import (
     FidelityReport,
     FidelityStatus,
@@ -89,6 +89,7 @@ from translators._nodered_model import (
 )
 
 __all__ = [
+    "FLOW_LIMITS",
     "FidelityReport",
     "FidelityStatus",
     "NodeFidelity",

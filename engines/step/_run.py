@@ -30,7 +30,7 @@ import orjson
 from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
 from engines.step._plan import Plan
 from engines.step.conditions import evaluate, lookup
-from fluxo_core.errors import FluxoError, ServiceTimeoutError, ValidationError
+from fluxo_core.errors import FluxoError, ValidationError
 from fluxo_core.ir import (
     DelayStep,
     JoinStep,
@@ -46,6 +46,7 @@ from fluxo_core.storage.jobs import JobStore, job_channel
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
 from service_runtime.transports import OutgoingMessage
+from service_runtime.worker import TIMEOUT_HEADER
 
 __all__ = ["ENGINE_QUEUE", "STEP_KEY_HEADER", "JobRun", "call_id_for", "job_channel"]
 
@@ -175,15 +176,8 @@ class JobRun:
                 self._call(step, key, orjson.loads(row["input"]), context, body["attempt"])
             except FluxoError as exc:
                 self.fail(step, key, body["attempt"], exc.to_dict(), context, row["input"])
-        elif (
-            purpose == "timeout"
-            and row["status"] == "running"
-            and row["attempt"] == body["attempt"]
-        ):
-            error = ServiceTimeoutError(
-                f"step {step.id!r} did not finish within {step.timeout_s}s", step=step.id
-            ).to_dict()
-            self.fail(step, key, row["attempt"], error, context, row["input"])
+        # A "timeout" timer (written by an earlier Fluxo) does nothing: the worker times each
+        # run of the handler itself (see _call).
 
     # -- the flow -----------------------------------------------------------------------------
 
@@ -306,11 +300,18 @@ class JobRun:
             )
         # A payload a service cannot take (a Node-RED string reaching a service step) fails
         # this step with a located error, not the transaction.
+        headers = {STEP_KEY_HEADER: key}
+        if step.timeout_s:
+            # The worker that runs the handler enforces the step's timeout on each run, so it
+            # counts the handler's time only: not the queue, nor a crashed worker's lease,
+            # after which the call is delivered again with the whole timeout (a timer here
+            # would count both, and fail jobs a crash only delayed).
+            headers[TIMEOUT_HEADER] = str(step.timeout_s)
         data = self._template.json(
             id=call_id,
             step_id=step.id,
             payload=body,
-            headers={STEP_KEY_HEADER: key},
+            headers=headers,
             where=f"input of step {step.id!r}",
         )
         info = self.plan.services[step.id]
@@ -327,8 +328,6 @@ class JobRun:
             self._update(
                 key, status="running", attempt=attempt, call_id=call_id, started_at=self.now
             )
-        if step.timeout_s:
-            self._timer({"purpose": "timeout", "key": key, "attempt": attempt}, step.timeout_s)
 
     def _switch(
         self, step: SwitchStep, key: str, payload: Any, frames: list[Frame], meta: Meta

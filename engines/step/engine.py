@@ -3,7 +3,7 @@
 A job created by the control plane starts in the transaction that inserts it (:meth:`starter`):
 its first calls commit with its row. From then on the engine is a consumer of its own queue,
 ``engine.step``, which receives the results of the service calls it made (their ``reply_to``),
-its own timers (delays, retries, timeouts) and ``start`` messages (job rows written without
+its own timers (delays, retries) and ``start`` messages (job rows written without
 being started, as an earlier Fluxo wrote them). Each batch of messages is applied in ONE
 transaction together with its inbox rows, the job and step rows, the next calls and timers, and
 the acknowledgement: a crash anywhere re-delivers the batch and the inbox makes the second

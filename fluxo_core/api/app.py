@@ -1,8 +1,8 @@
 """The HTTP API (aiohttp): services and calls, workflows and jobs, and its OpenAPI document.
 
-Every route except ``/v1/health`` and ``/v1/openapi.json`` needs ``Authorization: Bearer <token>``;
-the token names one account and everything a request reads or writes is scoped to it. Errors are
-JSON::
+Every route except the probes (``/livez``, ``/readyz``, ``/v1/health``) and ``/v1/openapi.json``
+needs ``Authorization: Bearer <token>``; the token names one account and everything a request
+reads or writes is scoped to it. Errors are JSON::
 
     {"error": {"code": "...", "type": "...", "message": "...", "problems": [...]}}
 """
@@ -11,21 +11,30 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo_core.api import calls, jobs
-from fluxo_core.api.common import MAX_BYTES, PLATFORM, PRINCIPAL
+from fluxo_core.api import calls, jobs, secrets
+from fluxo_core.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
 from fluxo_core.api.openapi import openapi_document
 from fluxo_core.control.platform import Platform
-from fluxo_core.errors import AuthError, FluxoError, PayloadTooLargeError, PermissionDeniedError
+from fluxo_core.errors import (
+    AuthError,
+    FluxoError,
+    MalformedRequestError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+)
+from fluxo_core.ir.documents import DocumentLimits
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/v1/health", "/v1/openapi.json"})
+PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/v1/health", "/v1/openapi.json"})
+READY_TIMEOUT_S = 2.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,14 +44,19 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     # Room for the envelope around the largest allowed packet; the exact limit is checked in the
     # handlers so the error can say which limit and how to change it.
     app = web.Application(
-        middlewares=[_errors, _auth], client_max_size=max_packet_bytes + 64 * 1024
+        middlewares=[_errors, _text, _auth], client_max_size=max_packet_bytes + ENVELOPE_BYTES
     )
     app[PLATFORM] = platform
     app[MAX_BYTES] = max_packet_bytes
-    app.router.add_get("/v1/health", _health)
+    app[LIMITS] = DocumentLimits(max_bytes=max_packet_bytes + ENVELOPE_BYTES)
+    app.cleanup_ctx.append(_parser_pool)
+    app.router.add_get("/livez", _livez)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/v1/health", _readyz)
     app.router.add_get("/v1/openapi.json", _openapi)
     calls.add_routes(app)
     jobs.add_routes(app)
+    secrets.add_routes(app)
     return app
 
 
@@ -72,6 +86,42 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled error on %s %s", request.method, request.path)
         body = {"error": {"code": "internal", "message": "internal error; see the server log"}}
         return web.json_response(body, status=500)
+
+
+async def _parser_pool(app: web.Application) -> AsyncIterator[None]:
+    # Two threads: parsing is CPU-bound, so more would only queue on the GIL; the bound keeps
+    # many large bodies from taking every thread of the loop's default pool.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fluxo-parse") as pool:
+        app[PARSER] = pool
+        yield
+
+
+@web.middleware
+async def _text(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a path or query that cannot be stored as text before any handler sees it.
+
+    aiohttp decodes bytes that are not UTF-8 into lone surrogates, and PostgreSQL refuses NUL in
+    text: either would fail deep in a query, as a 500, instead of here as a 400.
+    """
+    parts = [("path", request.path)] + [(f"query.{k}", v) for k, v in request.query.items()]
+    for where, text in parts:
+        if "\x00" in text or not _storable(text):
+            raise MalformedRequestError(
+                f"the {where} holds a NUL character or bytes that are not UTF-8; "
+                "percent-encode UTF-8 text",
+                problems=[(where, "not UTF-8 text")],
+            )
+    return await handler(request)
+
+
+def _storable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @web.middleware
@@ -106,8 +156,19 @@ def _engine_may(request: web.Request) -> bool:
     return request.method == "POST" and any(r.match(request.path) for r in _ENGINE_ROUTES)
 
 
-async def _health(request: web.Request) -> web.Response:
+async def _livez(request: web.Request) -> web.Response:
+    """The process is up and its event loop answers (Kubernetes' liveness probe)."""
     return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """The database and the queue transport answer (Kubernetes' readiness probe); 503 naming
+    each check that failed. ``/v1/health`` answers the same."""
+    checks = await request.app[PLATFORM].readiness(READY_TIMEOUT_S)
+    ready = all(state == "ok" for state in checks.values())
+    return web.json_response(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
 
 
 async def _openapi(request: web.Request) -> web.Response:

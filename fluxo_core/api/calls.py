@@ -87,7 +87,8 @@ async def _create_call(request: web.Request) -> web.Response:
     body = await json_body(request)
     platform = request.app[PLATFORM]
     job = None
-    if who.engine is not None:  # an engine acting for one of its jobs: run as the job's account
+    engine = who.engine is not None
+    if engine:  # an engine acting for one of its jobs: run as the job's account
         job_id = body.get("job_id") if isinstance(body, dict) else None
         job = await platform.jobs.engine_job(who, job_id)
         who = job.principal
@@ -104,7 +105,10 @@ async def _create_call(request: web.Request) -> web.Response:
             {**packet.model_dump(mode="json"), "payload": payload, "headers": headers}
         )
     gateway = platform.runtime.gateway
-    record = await gateway.call(request.match_info["name"], packet, principal=who, wait=wait)
+    # An engine passes the result on to the job's next step: it gets it unmasked.
+    record = await gateway.call(
+        request.match_info["name"], packet, principal=who, wait=wait, reveal=engine
+    )
     return _call_response(record)
 
 

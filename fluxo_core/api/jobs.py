@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from aiohttp import web
 
-from fluxo_core.api.common import PLATFORM, json_body, principal, seconds
-from fluxo_core.errors import MalformedRequestError, ValidationError
+from fluxo_core.api.common import PLATFORM, int_query, json_body, principal, seconds, yaml_body
+from fluxo_core.control.jobs import JOB_STATUSES, parse_version
+from fluxo_core.errors import ValidationError
+from fluxo_core.ir.workflow import workflow_document
 from fluxo_core.storage.workflows import AppliedWorkflow
 
 __all__ = ["add_routes", "applied_json"]
@@ -33,19 +34,14 @@ def applied_json(applied: AppliedWorkflow) -> dict[str, Any]:
         "name": applied.workflow.metadata.name,
         "version": applied.version,
         "created": applied.created,
-        "workflow": applied.workflow.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "workflow": workflow_document(applied.workflow),
     }
 
 
 async def _apply(request: web.Request) -> web.Response:
     """A workflow document as JSON, or as YAML with ``Content-Type: application/yaml``."""
     if request.content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
-        try:
-            document = yaml.safe_load(await request.text())
-        except yaml.YAMLError as exc:
-            raise MalformedRequestError(
-                f"the request body is not valid YAML: {exc}", problems=[("body", str(exc))]
-            ) from exc
+        document = await yaml_body(request)
     else:
         document = await json_body(request)
     applied = await request.app[PLATFORM].jobs.apply(document, principal(request))
@@ -59,13 +55,7 @@ async def _list_workflows(request: web.Request) -> web.Response:
 
 async def _get_workflow(request: web.Request) -> web.Response:
     raw = request.query.get("version")
-    version = None
-    if raw is not None:
-        if not raw.isdigit():
-            raise ValidationError(
-                f"version={raw!r} is not a version number", problems=[("query.version", "digits")]
-            )
-        version = int(raw)
+    version = None if raw is None else parse_version(raw, where="query.version")
     applied = await request.app[PLATFORM].workflows.get(
         principal(request).account_id, request.match_info["name"], version
     )
@@ -86,6 +76,14 @@ async def _create_job(request: web.Request) -> web.Response:
             f"unknown fields in the body: {', '.join(sorted(extra))}",
             problems=[(f"body.{name}", "unknown field") for name in sorted(extra)],
         )
+    headers = body.get("headers")
+    if headers is not None and not (
+        isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
+    ):
+        raise ValidationError(
+            'body.headers must be an object of strings, e.g. {"source": "crm"}',
+            problems=[("body.headers", "expected an object of string values")],
+        )
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ValidationError(
@@ -99,7 +97,7 @@ async def _create_job(request: web.Request) -> web.Response:
         request.match_info["name"],
         body["input"],
         idempotency_key=key,
-        headers=body.get("headers"),
+        headers=headers,
     )
     wait = seconds(request, 0.0)
     if wait > 0:
@@ -128,16 +126,18 @@ async def _cancel_job(request: web.Request) -> web.Response:
 
 
 async def _list_jobs(request: web.Request) -> web.Response:
-    raw_limit = request.query.get("limit", "50")
-    if not raw_limit.isdigit():
+    status = request.query.get("status")
+    if status is not None and status not in JOB_STATUSES:
         raise ValidationError(
-            f"limit={raw_limit!r} is not a number", problems=[("query.limit", "digits")]
+            f"query parameter status={status!r} is not a job status; use one of "
+            f"{', '.join(JOB_STATUSES)}",
+            problems=[("query.status", f"one of {', '.join(JOB_STATUSES)}")],
         )
     page = await request.app[PLATFORM].jobs.list(
         principal(request),
         workflow=request.query.get("workflow"),
-        status=request.query.get("status"),
-        limit=int(raw_limit),
+        status=status,
+        limit=int_query(request, "limit", 50, low=1, high=500),
         cursor=request.query.get("cursor"),
     )
     return web.json_response(page.model_dump(mode="json"))

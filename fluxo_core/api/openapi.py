@@ -6,9 +6,9 @@ import functools
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from fluxo_core.control.jobs import JobPage, JobRecord
+from fluxo_core.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
 from fluxo_core.ir import Packet, Workflow
 from service_runtime import CallRecord
 
@@ -57,6 +57,49 @@ ENGINE_EVENT: dict[str, Any] = {
         "run": {"type": "string"},
     },
 }
+PROBE: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "checks": {
+            "type": "object",
+            "description": "Each dependency: 'ok', or why not (no answer in time, failed).",
+            "additionalProperties": {"type": "string"},
+        },
+    },
+}
+APPLIED: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "version", "created", "workflow"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "integer", "minimum": 1},
+        "created": {"type": "boolean"},
+        "workflow": {"type": "object", "description": "The workflow as stored (see Workflow)."},
+    },
+}
+SERVICE_INFO: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "version", "price"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "description": {"type": ["string", "null"]},
+        "input_schema": {"type": ["object", "null"]},
+        "output_schema": {"type": ["object", "null"]},
+        "price": {
+            "type": "object",
+            "properties": {
+                "per_call": {"type": "string"},
+                "per_item": {"type": "string"},
+                "currency": {"type": "string"},
+            },
+        },
+        "max_attempts": {"type": "integer"},
+        "timeout_s": {"type": ["number", "null"]},
+    },
+}
 JOB_STATE: dict[str, Any] = {
     "type": "object",
     "required": ["id", "status"],
@@ -80,9 +123,20 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "No such service, workflow, call or job in this account",
         409: "Conflicts with stored state",
         413: "Over the packet size limit (FLUXO_MAX_PACKET_BYTES)",
-        422: "Invalid input; `problems` lists every problem with its location",
+        422: "Invalid input, or a document over a structural limit (depth, values, YAML "
+        "aliases); `problems` lists every problem with its location",
+        502: "The service's handler failed (the call record says why)",
+        504: "No result within `wait`; the call goes on (poll its Location)",
     }
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _items(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": schema}},
+    }
 
 
 def _wait(description: str) -> dict[str, Any]:
@@ -117,38 +171,78 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [Packet, Workflow, CallRecord, JobRecord, JobPage]
-    _, defs = models_json_schema([(m, "serialization") for m in models], ref_template=_REF)
+    # Requests are described by the models' validation schemas, responses by their
+    # serialization schemas (pydantic names the two -Input and -Output where they differ).
+    keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (Packet, "validation"),
+        (Workflow, "validation"),
+        (CallRecord, "serialization"),
+        (JobRecord, "serialization"),
+        (JobPage, "serialization"),
+    ]
+    refs, defs = models_json_schema(keys, ref_template=_REF)
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+
+    def ref(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+        return dict(refs[(model, mode)])
+
+    packet_ref = ref(Packet, "validation")["$ref"].rsplit("/", 1)[-1]
     schemas["Error"] = ERROR_SCHEMA
-    schemas["CallRequest"] = {
-        "type": "object",
-        "description": "A packet; `actor` may be omitted (it defaults to the token's user and account).",
-        "properties": {"payload": {}, "headers": {"type": "object"}, "id": {"type": "string"}},
-        "required": ["payload"],
-    }
+    # The body of a call is a packet whose actor may be left out (the token's user and account).
+    call_request = {k: v for k, v in schemas[packet_ref].items() if k not in ("$id", "title")}
+    call_request["required"] = [r for r in call_request.get("required", []) if r != "actor"]
+    call_request["description"] = (
+        "A packet; `actor` may be omitted (it defaults to the token's user and account)."
+    )
+    schemas["CallRequest"] = call_request
+    payload = call_request["properties"]["payload"]
     schemas["JobRequest"] = {
         "type": "object",
         "required": ["input"],
         "properties": {
-            "input": {"description": "One object or an array of objects."},
+            "input": {**payload, "description": "One object or an array of objects."},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
         },
         "additionalProperties": False,
     }
+    workflow_ref = ref(Workflow, "validation")
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    probe = {"security": [], "responses": {"200": _json(PROBE, "Ready")}}
     paths: dict[str, Any] = {
+        "/livez": {
+            "get": {
+                "summary": "Liveness: the process is up and answers",
+                "security": [],
+                "responses": {"200": _json(PROBE, "Alive")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: the database and the queue transport answer",
+                **probe,
+                "responses": {
+                    "200": _json(PROBE, "Ready"),
+                    "503": _json(PROBE, "Not ready; `checks` says which check failed"),
+                },
+            }
+        },
         "/v1/health": {
             "get": {
-                "summary": "Liveness",
-                "security": [],
-                "responses": {"200": {"description": "OK"}},
+                "summary": "Readiness (the same as /readyz)",
+                **probe,
+                "responses": {
+                    "200": _json(PROBE, "Ready"),
+                    "503": _json(PROBE, "Not ready; `checks` says which check failed"),
+                },
             }
         },
         "/v1/services": {
             "get": {
                 "summary": "List the services this Fluxo knows",
-                "responses": {"200": {"description": "Services"}, **_errors(401)},
+                "responses": {
+                    "200": _json(_items(SERVICE_INFO), "Services"),
+                    **_errors(400, 401),
+                },
             }
         },
         "/v1/services/{name}/calls": {
@@ -161,9 +255,9 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "requestBody": {"required": True, **_json(_ref("CallRequest"), "The packet")},
                 "responses": {
-                    "200": _json(_ref("CallRecord"), "The finished call"),
-                    "202": _json(_ref("CallRecord"), "Accepted; poll the Location"),
-                    **_errors(400, 401, 403, 404, 409, 413, 422),
+                    "200": _json(ref(CallRecord, "serialization"), "The finished call"),
+                    "202": _json(ref(CallRecord, "serialization"), "Accepted; poll the Location"),
+                    **_errors(400, 401, 403, 404, 409, 413, 422, 502, 504),
                 },
             }
         },
@@ -172,9 +266,9 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "A call of this account",
                 "parameters": [_path("call_id", "the call id"), _wait("Long-poll until done")],
                 "responses": {
-                    "200": _json(_ref("CallRecord"), "Finished"),
-                    "202": _json(_ref("CallRecord"), "Still running"),
-                    **_errors(401, 404),
+                    "200": _json(ref(CallRecord, "serialization"), "Finished"),
+                    "202": _json(ref(CallRecord, "serialization"), "Still running"),
+                    **_errors(400, 401, 404, 422),
                 },
             }
         },
@@ -184,19 +278,19 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "application/json": {"schema": _ref("Workflow")},
-                        "application/yaml": {"schema": _ref("Workflow")},
+                        "application/json": {"schema": workflow_ref},
+                        "application/yaml": {"schema": workflow_ref},
                     },
                 },
                 "responses": {
-                    "200": {"description": "Unchanged: the existing version"},
-                    "201": {"description": "A new version"},
-                    **_errors(400, 401, 404, 422),
+                    "200": _json(APPLIED, "Unchanged: the existing version"),
+                    "201": _json(APPLIED, "A new version"),
+                    **_errors(400, 401, 404, 413, 422),
                 },
             },
             "get": {
                 "summary": "The newest version of every workflow",
-                "responses": {"200": {"description": "Workflows"}, **_errors(401)},
+                "responses": {"200": _json(_items(APPLIED), "Workflows"), **_errors(400, 401)},
             },
         },
         "/v1/workflows/{name}": {
@@ -204,9 +298,16 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "A workflow (newest version, or ?version=)",
                 "parameters": [
                     _path("name", "workflow name"),
-                    _query("version", {"type": "integer"}, "a version"),
+                    _query(
+                        "version",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+                        "a version",
+                    ),
                 ],
-                "responses": {"200": {"description": "The workflow"}, **_errors(401, 404)},
+                "responses": {
+                    "200": _json(APPLIED, "The workflow"),
+                    **_errors(400, 401, 404, 422),
+                },
             }
         },
         "/v1/workflows/{name}/jobs": {
@@ -218,14 +319,14 @@ def openapi_document() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 200},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                     },
                     _wait("Seconds to wait for the job to end"),
                 ],
                 "requestBody": {"required": True, **_json(_ref("JobRequest"), "The job input")},
                 "responses": {
-                    "201": _json(_ref("JobRecord"), "The job"),
-                    **_errors(400, 401, 403, 404, 422),
+                    "201": _json(ref(JobRecord, "serialization"), "The job"),
+                    **_errors(400, 401, 403, 404, 413, 422),
                 },
             }
         },
@@ -236,10 +337,7 @@ def openapi_document() -> dict[str, Any]:
                     _query("workflow", {"type": "string"}, "only this workflow"),
                     _query(
                         "status",
-                        {
-                            "type": "string",
-                            "enum": ["queued", "running", "succeeded", "failed", "cancelled"],
-                        },
+                        {"type": "string", "enum": list(JOB_STATUSES)},
                         "only this status",
                     ),
                     _query(
@@ -247,21 +345,30 @@ def openapi_document() -> dict[str, Any]:
                     ),
                     _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
                 ],
-                "responses": {"200": _json(_ref("JobPage"), "A page"), **_errors(401, 422)},
+                "responses": {
+                    "200": _json(ref(JobPage, "serialization"), "A page of job summaries"),
+                    **_errors(400, 401, 422),
+                },
             }
         },
         "/v1/jobs/{job_id}": {
             "get": {
                 "summary": "A job with its steps and their packets",
                 "parameters": [_path("job_id", "the job id"), _wait("Long-poll until it ends")],
-                "responses": {"200": _json(_ref("JobRecord"), "The job"), **_errors(401, 404)},
+                "responses": {
+                    "200": _json(ref(JobRecord, "serialization"), "The job"),
+                    **_errors(400, 401, 404, 422),
+                },
             }
         },
         "/v1/jobs/{job_id}/cancel": {
             "post": {
                 "summary": "Cancel a job: its next service call is refused",
                 "parameters": [_path("job_id", "the job id")],
-                "responses": {"200": _json(_ref("JobRecord"), "The job"), **_errors(401, 404)},
+                "responses": {
+                    "200": _json(ref(JobRecord, "serialization"), "The job"),
+                    **_errors(400, 401, 404),
+                },
             }
         },
         "/v1/jobs/{job_id}/engine-events": {
@@ -276,7 +383,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json(JOB_STATE, "The job's status after the report"),
-                    **_errors(400, 401, 403, 422),
+                    **_errors(400, 401, 403, 404, 413, 422),
                 },
             }
         },
@@ -291,7 +398,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json(JOB_STATE, "The job's status after the report"),
-                    **_errors(400, 401, 403, 422),
+                    **_errors(400, 401, 403, 404, 413, 422),
                 },
             }
         },
@@ -299,10 +406,11 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "This document",
                 "security": [],
-                "responses": {"200": {"description": "OpenAPI"}},
+                "responses": {"200": _json({"type": "object"}, "OpenAPI")},
             }
         },
     }
+    _add_secret_routes(paths, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Fluxo API", "version": "1", "description": "Run and sell automations."},
@@ -312,5 +420,72 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+# --- secrets (the /v1/secrets routes, fluxo_core/api/secrets.py) ---------------------------------
+
+
+def _add_secret_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Document the secret routes: values go in (PUT), never out (names and times only)."""
+    schemas["Secret"] = {
+        "type": "object",
+        "description": "A stored secret as shown: never its value.",
+        "required": ["name", "created_at", "updated_at"],
+        "properties": {
+            "name": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": False,
+    }
+    schemas["SecretValue"] = {
+        "type": "object",
+        "required": ["value"],
+        "properties": {"value": {"type": "string", "minLength": 1, "maxLength": 16384}},
+        "additionalProperties": False,
+    }
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
+        "description": 'the secret\'s name, as an http request refers to it: {"secret": NAME}',
+    }
+    paths["/v1/secrets"] = {
+        "get": {
+            "summary": "The account's secrets: names and times, never values",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["items"],
+                        "properties": {"items": {"type": "array", "items": _ref("Secret")}},
+                    },
+                    "The secrets",
+                ),
+                **_errors(401, 403),
+            },
+        }
+    }
+    paths["/v1/secrets/{name}"] = {
+        "put": {
+            "summary": "Set a secret (encrypted at rest; the http service sends it by reference)",
+            "description": 'Refer to it in an http request header as {"secret": NAME} '
+            '(optionally with "prefix": "Bearer "); it is read in the worker at call time, for '
+            "the call's own account, and never stored in calls, queues, steps or logs.",
+            "parameters": [name],
+            "requestBody": {"required": True, **_json(_ref("SecretValue"), "The value")},
+            "responses": {
+                "200": _json(_ref("Secret"), "Replaced"),
+                "201": _json(_ref("Secret"), "Created"),
+                **_errors(400, 401, 403, 404, 413, 422),
+            },
+        },
+        "delete": {
+            "summary": "Delete a secret",
+            "parameters": [name],
+            "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)},
         },
     }

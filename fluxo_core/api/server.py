@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from aiohttp import web
 from fluxo_core.api.app import create_app
 from fluxo_core.config import FluxoConfig
 from fluxo_core.control.platform import Platform, tune_gc_for_serving
+from fluxo_core.errors import ConfigError
+from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import AccountStore, Database
 from service_runtime import Service
 from service_runtime.janitor import Janitor
@@ -47,7 +50,7 @@ def _read_token(path: Path) -> str | None:
 
 
 def _write_token(path: Path, token: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Created 0600 from the start: the token is never readable by other users, not even briefly.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -66,7 +69,7 @@ def build_platform(
         max_packet_bytes=config.max_packet_bytes,
         poll_interval_s=config.poll_interval_s,
         janitor=Janitor(db, output_retention_s=config.output_retention_s),
-        lease_margin_s=config.lease_margin_s,
+        lease_s=config.lease_s,
         engines=config.engines,
         config=config,
     )
@@ -80,8 +83,16 @@ async def run_server(
     workers: int = 2,
     on_ready: Callable[[Platform, str], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
+    terminal: bool | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop``): API on ``config.host:port``, workers, engines."""
+    """Run until SIGINT/SIGTERM (or ``stop``): API on ``config.host:port``, workers, engines.
+
+    ``terminal``: whether standard output is a terminal (default: ask it). The admin token is
+    printed once, when it is made, and only to a terminal: output that goes to a file or a log
+    collector gets the path of the token file instead.
+    """
+    install_log_redaction()
+    await asyncio.to_thread(config.ensure_home)
     platform = build_platform(config, db, services, workers=workers)
     token, created = await ensure_admin_token(platform.accounts, config.home)
     app = create_app(platform, max_packet_bytes=config.max_packet_bytes)
@@ -94,22 +105,36 @@ async def run_server(
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"cannot listen on {config.host}:{config.port} ({exc.strerror}); is another "
+                "Fluxo running there? Stop it, or choose another port with --port or FLUXO_PORT",
+                setting="FLUXO_PORT",
+            ) from exc
         try:
             url = f"http://{config.host}:{config.port}"
             print(f"Fluxo is running at {url}", flush=True)
             print(f"  database: {_safe_url(db.url)}", flush=True)
-            if created:
-                print(
-                    f"  admin token (saved in {config.home / 'admin.token'}): {token}", flush=True
-                )
-            else:
-                print(f"  admin token: in {config.home / 'admin.token'}", flush=True)
+            print(
+                _admin_token_line(token, created, config.home / "admin.token", terminal),
+                flush=True,
+            )
             if on_ready is not None:
                 await on_ready(platform, token)
             await stop.wait()
         finally:
             await runner.cleanup()
+
+
+def _admin_token_line(token: str, created: bool, path: Path, terminal: bool | None) -> str:
+    if not created:
+        return f"  admin token: in {path}"
+    if terminal if terminal is not None else sys.stdout.isatty():
+        return f"  admin token (shown this once; saved in {path}): {token}"
+    return f"  admin token: created and saved in {path} (not printed: the output is not a terminal)"
 
 
 def _safe_url(url: str) -> str:

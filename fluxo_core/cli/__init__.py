@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import getpass
 import importlib
 import json
 import logging
@@ -15,18 +17,30 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 from fluxo_core.cli import _nodered
-from fluxo_core.cli._client import open_client
+from fluxo_core.cli._client import HttpClient, open_client, remote_client
 from fluxo_core.config import FluxoConfig, normalize_database_url
 from fluxo_core.control import Admission
 from fluxo_core.control.platform import tune_gc_for_serving
-from fluxo_core.errors import CallTimeoutError, ConfigError, FluxoError, MalformedRequestError
-from fluxo_core.ir import json_schema, load_workflows_yaml
-from fluxo_core.storage import AccountStore, Database
+from fluxo_core.errors import (
+    CallTimeoutError,
+    ConfigError,
+    FluxoError,
+    PayloadTooLargeError,
+)
+from fluxo_core.ir import (
+    DocumentLimits,
+    json_schema,
+    load_workflows_yaml,
+    parse_json,
+    workflow_document,
+)
+from fluxo_core.redaction import install_log_redaction
+from fluxo_core.storage import AccountStore, Database, SecretStore
 from service_runtime import Service, ServiceRuntime
 from service_runtime.dead_letters import DeadLetters
 from service_runtime.transports import make_transport
@@ -41,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Servers log their life; one-shot commands print only their answer (and warnings).
     serving = args.func in (_cmd_up, _cmd_worker)
+    install_log_redaction()  # before anything logs: no record of this process carries a secret
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO if serving else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -53,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = config.model_copy(
                 update={"database_url": normalize_database_url(args.database_url)}
             )
+        config.ensure_home()  # 0700: the database, the admin token and the secrets' key live here
         result: int = asyncio.run(args.func(args, config))
         return result
     except FluxoError as exc:
@@ -118,7 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker loops in this process")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument(
-        "--lease-margin", type=float, help="seconds added to leases (FLUXO_LEASE_MARGIN_S)"
+        "--lease",
+        type=float,
+        help="seconds a crashed worker's messages stay hidden before another runs them "
+        "(FLUXO_LEASE_S)",
     )
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_worker)
@@ -185,6 +204,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_token)
 
+    p = sub.add_parser("secret", help="an account's stored secrets (values go in, never out)")
+    secret_sub = p.add_subparsers(required=True, metavar="ACTION")
+    account_help = "the account (local database only; default: the default account)"
+    q = secret_sub.add_parser(
+        "set", help="set a secret; the value is read from stdin, or prompted for on a terminal"
+    )
+    q.add_argument("name", help='how http requests refer to it: {"secret": NAME}')
+    q.add_argument("--account", help=account_help)
+    q.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    q.set_defaults(func=_cmd_secret_set)
+    q = secret_sub.add_parser("list", help="the secrets' names (never their values)")
+    q.add_argument("--account", help=account_help)
+    q.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    q.set_defaults(func=_cmd_secret_list)
+    q = secret_sub.add_parser("delete", help="delete a secret")
+    q.add_argument("name")
+    q.add_argument("--account", help=account_help)
+    q.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    q.set_defaults(func=_cmd_secret_delete)
+
     _nodered.add_parser(sub)
 
     p = sub.add_parser(
@@ -239,11 +278,13 @@ def load_services(modules: Sequence[str]) -> list[Service]:
     return found
 
 
-def default_services(config: FluxoConfig) -> list[Service]:
+def default_services(config: FluxoConfig, db: Database) -> list[Service]:
+    """The built-in and demo services; ``http`` reads secret references from ``db``."""
     from service_runtime.builtin import BuiltinConfig, builtin_services, demo_services
 
     builtin = builtin_services(
-        BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny)
+        BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny),
+        secrets=SecretStore.for_config(db, config),
     )
     return builtin + demo_services()
 
@@ -263,15 +304,16 @@ async def _until_signalled() -> None:
 
 
 async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
-    services = load_services(args.module) if args.module else default_services(config)
+    modules = load_services(args.module) if args.module else None
     db = await _open_db(config)
+    services = modules if modules is not None else default_services(config, db)
     runtime = worker_runtime(
         config,
         db,
         services,
         workers=args.workers,
         batch_size=args.batch_size,
-        lease_margin_s=config.lease_margin_s if args.lease_margin is None else args.lease_margin,
+        lease_s=config.lease_s if args.lease is None else args.lease,
     )
     try:
         async with runtime:
@@ -292,7 +334,7 @@ def worker_runtime(
     *,
     workers: int,
     batch_size: int,
-    lease_margin_s: float,
+    lease_s: float,
 ) -> ServiceRuntime:
     """The runtime of ``fluxo worker``: service workers only, admitting every call they run.
 
@@ -305,7 +347,7 @@ def worker_runtime(
         transport=make_transport(config, db),
         workers=workers,
         batch_size=batch_size,
-        lease_margin_s=lease_margin_s,
+        lease_s=lease_s,
         poll_interval_s=config.poll_interval_s,
         admission=Admission(AccountStore(db)),
     )
@@ -327,12 +369,21 @@ def _client(config: FluxoConfig) -> Any:
     return open_client(config, os.environ.get("FLUXO_URL"), os.environ.get("FLUXO_TOKEN"))
 
 
+def document_limits(config: FluxoConfig) -> DocumentLimits:
+    """The limits of a workflow file: those of a request body to the API."""
+    from fluxo_core.api.common import ENVELOPE_BYTES
+
+    return DocumentLimits(max_bytes=config.max_packet_bytes + ENVELOPE_BYTES)
+
+
 async def _cmd_apply(args: argparse.Namespace, config: FluxoConfig) -> int:
-    text = await asyncio.to_thread(_read_file, args.file)
-    documents = load_workflows_yaml(text)  # every problem of every document, located
+    limits = document_limits(config)
+    text = await asyncio.to_thread(_read_file, args.file, limits.max_bytes)
+    # Every problem of every document, located; in a thread, as the API parses large bodies.
+    documents = await asyncio.to_thread(load_workflows_yaml, text, limits=limits)
     async with _client(config) as client:
         for workflow in documents:
-            doc = workflow.model_dump(mode="json", by_alias=True, exclude_none=True)
+            doc = workflow_document(workflow)
             applied = await client.apply(doc)
             state = "created" if applied["created"] else "unchanged"
             print(f"workflow/{applied['name']} version {applied['version']} {state}")
@@ -340,20 +391,23 @@ async def _cmd_apply(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 
 async def _cmd_validate(args: argparse.Namespace, config: FluxoConfig) -> int:
-    text = await asyncio.to_thread(_read_file, args.file)
+    limits = document_limits(config)
+    text = await asyncio.to_thread(_read_file, args.file, limits.max_bytes)
     try:
         async with _client(config) as client:
             known = [s["name"] for s in await client.services()]
     except FluxoError:
         known = None  # no database or server to ask: check everything but service names
-    documents = load_workflows_yaml(text, known_services=known)
+    documents = await asyncio.to_thread(
+        load_workflows_yaml, text, known_services=known, limits=limits
+    )
     for workflow in documents:
         print(f"{args.file}: workflow/{workflow.metadata.name} is valid")
     return 0
 
 
 async def _cmd_run(args: argparse.Namespace, config: FluxoConfig) -> int:
-    payload = _parse_input(args.input)
+    payload = await asyncio.to_thread(_parse_input, args.input, config.max_packet_bytes)
     async with _client(config) as client:
         job = await client.create_job(args.workflow, payload, idempotency_key=args.idempotency_key)
         print(f"job {job['id']} {job['status']}", file=sys.stderr)
@@ -416,38 +470,42 @@ async def _cmd_jobs_show(args: argparse.Namespace, config: FluxoConfig) -> int:
     return 0
 
 
-def _read_file(path: str) -> str:
+def _read_file(path: str, limit: int) -> bytes:
+    """The file's bytes; a file over ``limit`` is refused without being read whole."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise PayloadTooLargeError(
+            f"{path} is over the limit of {limit} bytes (FLUXO_MAX_PACKET_BYTES); use a smaller "
+            "file, or raise the limit",
+            limit=limit,
+        )
+    return data
 
 
-def _parse_input(raw: str) -> Any:
+def _parse_input(raw: str, limit: int) -> Any:
+    """A job input from ``--input``: JSON, or ``@file``; within the packet size limit."""
     source = "--input"
+    data: str | bytes = raw
     if raw.startswith("@"):
         source = raw[1:]
-        raw = _read_file(source)
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise MalformedRequestError(
-            f"{source} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
-        ) from exc
+        data = _read_file(source, limit)
+    return parse_json(data, limits=DocumentLimits(max_bytes=limit), where=source)
 
 
 async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
     from fluxo_core.api.server import ADMIN_ACCOUNT
+    from fluxo_core.control.jobs import split_workflow_ref
     from fluxo_core.storage.workflows import WorkflowStore
 
-    name, _, version = args.workflow.partition("@")
+    name, version = split_workflow_ref(args.workflow)
     account = args.account or ADMIN_ACCOUNT
     db = await _open_db(config)
     try:
-        applied = await WorkflowStore(db).get(
-            account, name, int(version) if version.isdigit() else None
-        )
+        applied = await WorkflowStore(db).get(account, name, version)
     finally:
         await db.close()
     if args.engine == "argo":
@@ -548,16 +606,17 @@ async def _cmd_import_nodered(args: argparse.Namespace, config: FluxoConfig) -> 
 
     import yaml
 
-    from translators import from_nodered
+    from translators import FLOW_LIMITS, from_nodered
 
-    text = await asyncio.to_thread(_read_file, args.file)
-    result = from_nodered(text, name=_flow_name(args.file))
+    text = await asyncio.to_thread(_read_file, args.file, FLOW_LIMITS.max_bytes)
+    # The translator reads the text within FLOW_LIMITS; in a thread, as it is CPU-bound.
+    result = await asyncio.to_thread(from_nodered, text, name=_flow_name(args.file))
     report = result.report
     if args.output:
         folder = Path(args.output)
         documents = {
             folder / f"{w.metadata.name}.yaml": yaml.safe_dump(
-                w.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False
+                workflow_document(w), sort_keys=False
             )
             for w in result.workflows
         }
@@ -639,10 +698,103 @@ async def _cmd_token(args: argparse.Namespace, config: FluxoConfig) -> int:
     return 0
 
 
+async def _cmd_secret_set(args: argparse.Namespace, config: FluxoConfig) -> int:
+    value = await asyncio.to_thread(_read_secret_value, args.name)
+    async with _secrets(args, config) as target:
+        created = (await target.put_secret(args.name, value))["created"]
+    print(f"secret/{args.name} {'created' if created else 'updated'}")
+    return 0
+
+
+async def _cmd_secret_list(args: argparse.Namespace, config: FluxoConfig) -> int:
+    async with _secrets(args, config) as target:
+        for item in await target.secrets():
+            print(item["name"])
+    return 0
+
+
+async def _cmd_secret_delete(args: argparse.Namespace, config: FluxoConfig) -> int:
+    async with _secrets(args, config) as target:
+        await target.delete_secret(args.name)
+    print(f"secret/{args.name} deleted")
+    return 0
+
+
+class _LocalSecrets:
+    """The secrets of one account of the local database, answering as the server's client."""
+
+    def __init__(self, store: SecretStore, account_id: str) -> None:
+        self.store = store
+        self.account_id = account_id
+
+    async def put_secret(self, name: str, value: str) -> dict[str, Any]:
+        info, created = await self.store.put(self.account_id, name, value)
+        return {"name": info.name, "created": created}
+
+    async def secrets(self) -> list[dict[str, Any]]:
+        return [{"name": i.name} for i in await self.store.list(self.account_id)]
+
+    async def delete_secret(self, name: str) -> None:
+        await self.store.delete(self.account_id, name)
+
+
+@contextlib.asynccontextmanager
+async def _secrets(
+    args: argparse.Namespace, config: FluxoConfig
+) -> AsyncIterator[HttpClient | _LocalSecrets]:
+    """The server's client with FLUXO_URL (the token's account), else the local database."""
+    from fluxo_core.api.server import ADMIN_ACCOUNT
+
+    url = os.environ.get("FLUXO_URL")
+    if url:
+        if args.account:
+            raise ConfigError(
+                "--account works on the local database; with FLUXO_URL the secret belongs to "
+                "the account of FLUXO_TOKEN (unset FLUXO_URL, or use that account's token)"
+            )
+        async with remote_client(config, url, os.environ.get("FLUXO_TOKEN")) as client:
+            yield client
+        return
+    db = await _open_db(config)
+    try:
+        account = args.account or ADMIN_ACCOUNT
+        if account == ADMIN_ACCOUNT:  # as `fluxo up` makes it; other accounts must exist
+            await AccountStore(db).ensure_account(ADMIN_ACCOUNT, "Default account")
+        yield _LocalSecrets(SecretStore.for_config(db, config), account)
+    finally:
+        await db.close()
+
+
+def _read_secret_value(name: str) -> str:
+    """The value from stdin (a pipe or file, one trailing newline dropped) or a hidden prompt.
+
+    Never from the command line: arguments show in ``ps`` and in shell history.
+    """
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"value of secret {name!r} (not shown): ")
+    else:
+        try:
+            value = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the value of secret {name!r} on stdin is not text in {exc.encoding}; pipe in "
+                "the text of the credential"
+            ) from exc
+        value = value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
+    if not value:
+        raise ConfigError(
+            f"no value for secret {name!r}: pipe it in (e.g. `fluxo secret set {name} < key.txt`) "
+            "or type it at the prompt"
+        )
+    return value
+
+
 async def _cmd_call(args: argparse.Namespace, config: FluxoConfig) -> int:
     from fluxo_core.cli import _call
 
-    return await _call.run(args.service, args.gateway, args.packet, args.wait)
+    return await _call.run(
+        args.service, args.gateway, args.packet, args.wait, limits=document_limits(config)
+    )
 
 
 async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
@@ -654,10 +806,10 @@ async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
     if args.port is not None:
         overrides["port"] = args.port
     config = config.model_copy(update=overrides)
-    services = default_services(config) + load_services(args.module)
+    modules = load_services(args.module)
     db = await _open_db(config)
     try:
-        await run_server(config, db, services, workers=args.workers)
+        await run_server(config, db, default_services(config, db) + modules, workers=args.workers)
     finally:
         await db.close()
     return 0

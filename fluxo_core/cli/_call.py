@@ -26,6 +26,7 @@ from fluxo_core.errors import (
     MalformedRequestError,
     PermissionDeniedError,
 )
+from fluxo_core.ir.documents import DEFAULT_LIMITS, DocumentLimits, parse_json
 
 __all__ = ["call_service"]
 
@@ -47,14 +48,8 @@ def authorization_header() -> str:
     )
 
 
-def parse_packet(text: str) -> dict[str, Any]:
-    try:
-        packet = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MalformedRequestError(
-            f"--packet is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})",
-            problems=[("--packet", exc.msg)],
-        ) from exc
+def parse_packet(text: str, *, limits: DocumentLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    packet = parse_json(text, limits=limits, where="--packet")
     if not isinstance(packet, dict) or not isinstance(packet.get("id"), str):
         raise MalformedRequestError(
             "--packet must be a packet object with an 'id' (the id makes a repeat the same call)",
@@ -134,11 +129,18 @@ async def call_service(
             await http.aclose()
 
 
-async def run(service: str, gateway: str, packet_text: str, wait_s: float) -> int:
+async def run(
+    service: str,
+    gateway: str,
+    packet_text: str,
+    wait_s: float,
+    *,
+    limits: DocumentLimits = DEFAULT_LIMITS,
+) -> int:
     record = await call_service(
         service,
         gateway,
-        parse_packet(packet_text),
+        parse_packet(packet_text, limits=limits),
         wait_s=wait_s,
         authorization=authorization_header(),
     )

@@ -24,7 +24,7 @@ from fluxo_core.errors import (
 )
 from fluxo_core.storage import Database, Principal
 
-__all__ = ["Client", "HttpClient", "LocalClient", "open_client"]
+__all__ = ["Client", "HttpClient", "LocalClient", "open_client", "remote_client"]
 
 
 class Client(Protocol):
@@ -103,6 +103,43 @@ class HttpClient:
         result: dict[str, Any] = await self._request("GET", "/v1/jobs", params=params)
         return result
 
+    async def put_secret(self, name: str, value: str) -> dict[str, Any]:
+        """Set a secret of the token's account; the answer says whether it is new."""
+        path = f"/v1/secrets/{_segment(name)}"
+        resp = await self._send("PUT", path, json={"value": value})
+        return {**resp.json(), "created": resp.status_code == 201}
+
+    async def secrets(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await self._request("GET", "/v1/secrets"))["items"]
+        return items
+
+    async def delete_secret(self, name: str) -> None:
+        await self._send("DELETE", f"/v1/secrets/{_segment(name)}")
+
+    async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """A request whose status matters besides its body (201 or 200, 204)."""
+        try:
+            resp = await self._http.request(method, path, headers=self._headers, **kw)
+        except httpx.HTTPError as exc:
+            raise ConfigError(
+                f"cannot reach the Fluxo server at {self._http.base_url} ({type(exc).__name__}); "
+                "is it running (fluxo up)? Unset FLUXO_URL to work on the local database",
+                retryable=True,
+            ) from exc
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {}
+            raise _error_from(resp.status_code, body)
+        return resp
+
+
+def _segment(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
 
 def _error_from(status: int, body: Any) -> FluxoError:
     error = body.get("error", {}) if isinstance(body, dict) else {}
@@ -157,23 +194,32 @@ class LocalClient:
 
 
 @contextlib.asynccontextmanager
+async def remote_client(
+    config: FluxoConfig, url: str, token: str | None
+) -> AsyncIterator[HttpClient]:
+    """The server at ``url``, with ``token`` or else the home's admin token."""
+    if not token:
+        token_file = config.home / "admin.token"
+        token = await asyncio.to_thread(
+            lambda: token_file.read_text().strip() if token_file.exists() else ""
+        )
+    if not token:
+        raise ConfigError("FLUXO_URL is set but no token: set FLUXO_TOKEN (fluxo token ...)")
+    client = HttpClient(url, token)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
 async def open_client(
     config: FluxoConfig, url: str | None, token: str | None
 ) -> AsyncIterator[Client]:
     """The server at ``url`` if given, else the local database with an in-process platform."""
     if url:
-        if not token:
-            token_file = config.home / "admin.token"
-            token = await asyncio.to_thread(
-                lambda: token_file.read_text().strip() if token_file.exists() else ""
-            )
-        if not token:
-            raise ConfigError("FLUXO_URL is set but no token: set FLUXO_TOKEN (fluxo token ...)")
-        client = HttpClient(url, token)
-        try:
+        async with remote_client(config, url, token) as client:
             yield client
-        finally:
-            await client.aclose()
         return
     from fluxo_core.api.server import ADMIN_ACCOUNT, ADMIN_USER, build_platform
     from fluxo_core.cli import default_services
@@ -181,7 +227,7 @@ async def open_client(
     db = Database(config.database_url)
     try:
         await db.migrate()
-        platform = build_platform(config, db, default_services(config), workers=1)
+        platform = build_platform(config, db, default_services(config, db), workers=1)
         await platform.accounts.ensure_account(ADMIN_ACCOUNT, "Default account")
         async with platform:
             yield LocalClient(platform, Principal(account_id=ADMIN_ACCOUNT, user_id=ADMIN_USER))

@@ -7,12 +7,16 @@ message. The engine is reached only through the registry, by name.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, Literal
 
 import orjson
+import pydantic
+import pydantic_core
 from pydantic import BaseModel, ConfigDict
 
 from fluxo_core.control.remote import EngineJob, RemoteJobs, is_remote
@@ -22,11 +26,14 @@ from fluxo_core.errors import (
     ConflictError,
     NotFoundError,
     PayloadSchemaError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     UnsupportedFeatureError,
     ValidationError,
 )
 from fluxo_core.ir import NativeStep, Packet, Workflow, new_packet_id, validate_workflow
+from fluxo_core.ir._problems import problems_from_pydantic
+from fluxo_core.redaction import mask_credentials
 from fluxo_core.storage import Database, Principal, Transaction, bulk_insert, tables
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
@@ -34,9 +41,40 @@ from service_runtime import AdmissionHook, AdmissionRequest, ServiceRuntime
 from service_runtime.sdk import _schema_problems
 from service_runtime.transports import OutgoingMessage
 
-__all__ = ["EngineRegistry", "JobPage", "JobRecord", "JobService"]
+__all__ = [
+    "JOB_STATUSES",
+    "MAX_VERSION",
+    "EngineRegistry",
+    "JobPage",
+    "JobRecord",
+    "JobService",
+    "JobSummary",
+    "parse_version",
+    "split_workflow_ref",
+]
 
 FINAL = ("succeeded", "failed", "cancelled")
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_STATUSES: Final = ("queued", "running", "succeeded", "failed", "cancelled")
+MAX_VERSION: Final = 2**31 - 1  # versions are 32-bit integer columns
+_VERSION = re.compile(r"[0-9]{1,10}")
+
+
+def parse_version(raw: str, *, where: str) -> int:
+    """A workflow version number from text (``where`` names the field in the error)."""
+    if not _VERSION.fullmatch(raw) or not 1 <= int(raw) <= MAX_VERSION:
+        raise ValidationError(
+            f"{where}: {raw!r} is not a workflow version; versions are whole numbers from 1 to "
+            f"{MAX_VERSION} (see them with GET /v1/workflows/NAME)",
+            problems=[(where, "expected a version number such as 3")],
+        )
+    return int(raw)
+
+
+def split_workflow_ref(ref: str, *, where: str = "workflow") -> tuple[str, int | None]:
+    """``name`` or ``name@version`` as ``(name, version or None)``."""
+    name, at, version = ref.partition("@")
+    return name, parse_version(version, where=f"{where} version") if at else None
 
 
 class EngineRegistry:
@@ -62,8 +100,8 @@ class EngineRegistry:
         return sorted(self._engines)
 
 
-class JobRecord(BaseModel):
-    """A job as the API shows it."""
+class JobSummary(BaseModel):
+    """A job in a list: its state without its packets (``GET /v1/jobs/{id}`` has those)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -71,25 +109,30 @@ class JobRecord(BaseModel):
     workflow: str
     version: int
     engine: str
-    status: str
+    status: JobStatus
     account_id: str
     user_id: str
     idempotency_key: str | None
-    input: Any
-    result: Any = None
     error: dict[str, Any] | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    steps: list[StepState] | None = None
 
     @property
     def done(self) -> bool:
         return self.status in FINAL
 
 
+class JobRecord(JobSummary):
+    """A job as the API shows it: with its input and result, and its steps when asked."""
+
+    input: Any
+    result: Any = None
+    steps: list[StepState] | None = None
+
+
 class JobPage(BaseModel):
-    items: list[JobRecord]
+    items: list[JobSummary]
     next_cursor: str | None = None
 
 
@@ -121,10 +164,11 @@ class JobService:
         """Validate, store (new version if changed) and deploy a workflow document."""
         published = await self.runtime.catalog.list()
         known = [s.name for s in published] + [f"{s.name}@{s.version}" for s in published]
+        # In a thread: a large workflow takes a while to validate (fields, graph, JSONata).
         workflow = (
             document
             if isinstance(document, Workflow)
-            else validate_workflow(document, known_services=known)
+            else await asyncio.to_thread(validate_workflow, document, known_services=known)
         )
         account = workflow.metadata.account
         if account is not None and account != principal.account_id:
@@ -224,8 +268,8 @@ class JobService:
         await self._admit(principal, applied)
         keys = idempotency_keys or [None] * len(payloads)
         rows = [
-            self._row(principal, applied, engine_name, payload, key, headers)
-            for payload, key in zip(payloads, keys, strict=True)
+            self._row(principal, applied, engine_name, payload, key, headers, where=f"inputs[{i}]")
+            for i, (payload, key) in enumerate(zip(payloads, keys, strict=True))
         ]
 
         start = await self._starter(principal, applied, engine_name)
@@ -305,10 +349,8 @@ class JobService:
 
     async def _target(self, principal: Principal, workflow: str) -> tuple[AppliedWorkflow, str]:
         """The workflow version ``name`` or ``name@version`` names, and its engine's name."""
-        name, _, version = workflow.partition("@")
-        applied = await self.workflows.get(
-            principal.account_id, name, int(version) if version else None
-        )
+        name, version = split_workflow_ref(workflow)
+        applied = await self.workflows.get(principal.account_id, name, version)
         engine_name = applied.workflow.spec.engine or self.workflows.default_engine
         self.registry.get(engine_name)  # fail before writing anything if it is not here
         return applied, engine_name
@@ -327,30 +369,63 @@ class JobService:
                 )
             )
 
-    @staticmethod
     def _row(
+        self,
         principal: Principal,
         applied: AppliedWorkflow,
         engine_name: str,
         payload: Any,
         idempotency_key: str | None,
         headers: dict[str, str] | None,
+        *,
+        where: str = "input",
     ) -> dict[str, Any]:
-        """The new job's row (``status`` queued), its input the packet the engine starts from."""
+        """The new job's row (``status`` queued), its input the packet the engine starts from.
+
+        Whatever way the job came in (API, CLI, trigger), its input is checked here: the shape
+        of a packet (one object or an array of objects; headers of strings), and the same
+        packet size limit as every service call.
+        """
         job_id = new_packet_id()  # time-ordered, as the packets of its calls
-        packet = Packet.model_validate(
-            {
-                "id": job_id,
-                "job_id": job_id,
-                "workflow": applied.ref,
-                "actor": {
-                    "user": {"id": principal.user_id},
-                    "account": {"id": principal.account_id},
-                },
-                "payload": payload,
-                "headers": headers or {},
-            }
-        )
+        try:
+            packet = Packet.model_validate(
+                {
+                    "id": job_id,
+                    "job_id": job_id,
+                    "workflow": applied.ref,
+                    "actor": {
+                        "user": {"id": principal.user_id},
+                        "account": {"id": principal.account_id},
+                    },
+                    "payload": payload,
+                    "headers": {} if headers is None else headers,
+                }
+            )
+        except pydantic.ValidationError as exc:
+            problems = [
+                (where + loc[len("payload") :] if loc.startswith("payload") else loc, message)
+                for loc, message in problems_from_pydantic(exc)
+            ]
+            raise PayloadSchemaError(
+                f"invalid job: the {where} must be one JSON object or an array of objects, and "
+                "headers an object of strings",
+                problems=problems,
+            ) from exc
+        try:
+            body = packet.model_dump_json().encode()
+        except pydantic_core.PydanticSerializationError as exc:  # e.g. text that is not Unicode
+            raise PayloadSchemaError(
+                f"the {where} cannot be stored as JSON: {exc}", problems=[(where, str(exc))]
+            ) from exc
+        limit = self.runtime.gateway.max_packet_bytes
+        if len(body) > limit:
+            raise PayloadTooLargeError(
+                f"the {where} makes a packet of {len(body)} bytes, over the limit of {limit} "
+                "bytes (FLUXO_MAX_PACKET_BYTES); send a reference to the data instead, or raise "
+                "the limit",
+                limit=limit,
+                size=len(body),
+            )
         return {
             "id": job_id,
             "account_id": principal.account_id,
@@ -360,7 +435,7 @@ class JobService:
             "engine": engine_name,
             "status": "queued",
             "idempotency_key": idempotency_key,
-            "input": packet.model_dump_json().encode(),
+            "input": body,
             "result": None,
             "error": None,
             "active": 0,
@@ -379,7 +454,7 @@ class JobService:
             else:
                 handle = RunHandle(engine=row.engine, job_id=job_id, run_id=job_id)
                 status = await engine.status(handle)
-            record = record.model_copy(update={"steps": status.steps})
+            record = record.model_copy(update={"steps": _masked_steps(status.steps)})
         return record
 
     async def wait(self, principal: Principal, job_id: str, timeout: float) -> JobRecord:
@@ -408,10 +483,15 @@ class JobService:
             raise ValidationError(
                 "limit must be between 1 and 500", problems=[("limit", "out of range")]
             )
+        if status is not None and status not in JOB_STATUSES:
+            raise ValidationError(
+                f"status {status!r} is not a job status; use one of {', '.join(JOB_STATUSES)}",
+                problems=[("status", f"one of {', '.join(JOB_STATUSES)}")],
+            )
         rows, next_cursor = await self.store.page(
             principal.account_id, workflow=workflow, status=status, limit=limit, cursor=cursor
         )
-        return JobPage(items=[_record(r._mapping) for r in rows], next_cursor=next_cursor)
+        return JobPage(items=[_summary(r._mapping) for r in rows], next_cursor=next_cursor)
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
         row = await self.store.job(job_id, account_id=principal.account_id)
@@ -501,10 +581,18 @@ def _start_message(engine_name: str, job_id: str) -> OutgoingMessage:
     )
 
 
-def _record(row: Mapping[str, Any]) -> JobRecord:
-    results = orjson.loads(row["result"]) if row["result"] else None
-    result = results[0] if results is not None and len(results) == 1 else results
-    return JobRecord(
+def _masked_steps(steps: Sequence[StepState]) -> list[StepState]:
+    """Steps as shown: credential-looking values in their packets masked (see redaction)."""
+    return [
+        s.model_copy(
+            update={"input": mask_credentials(s.input), "output": mask_credentials(s.output)}
+        )
+        for s in steps
+    ]
+
+
+def _summary(row: Mapping[str, Any]) -> JobSummary:
+    return JobSummary(
         id=row["id"],
         workflow=row["workflow"],
         version=row["version"],
@@ -513,10 +601,19 @@ def _record(row: Mapping[str, Any]) -> JobRecord:
         account_id=row["account_id"],
         user_id=row["user_id"],
         idempotency_key=row["idempotency_key"],
-        input=orjson.loads(row["input"])["payload"],
-        result=result if row["status"] == "succeeded" else None,
         error=orjson.loads(row["error"]) if row["error"] else None,
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         started_at=_ts(row["started_at"]),
         finished_at=_ts(row["finished_at"]),
+    )
+
+
+def _record(row: Mapping[str, Any]) -> JobRecord:
+    """The job as shown: credential-looking values in its input and result masked."""
+    results = orjson.loads(row["result"]) if row["result"] else None
+    result = results[0] if results is not None and len(results) == 1 else results
+    return JobRecord(
+        **dict(_summary(row)),
+        input=mask_credentials(orjson.loads(row["input"])["payload"]),
+        result=mask_credentials(result) if row["status"] == "succeeded" else None,
     )

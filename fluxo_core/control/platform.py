@@ -18,7 +18,7 @@ from fluxo_core.control.jobs import EngineRegistry, JobService
 from fluxo_core.control.policy import Admission
 from fluxo_core.engine import Engine
 from fluxo_core.errors import ConfigError
-from fluxo_core.storage import AccountStore, Database
+from fluxo_core.storage import AccountStore, Database, SecretStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Service, ServiceRuntime
 from service_runtime.janitor import Janitor
@@ -49,10 +49,14 @@ class Platform:
         poll_interval_s: float = 1.0,
         janitor: Janitor | None = None,
         admission_cache_s: float = 0.5,
-        lease_margin_s: float = 10.0,
+        lease_s: float = 5.0,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.db = db
         self.accounts = AccountStore(db)
+        # The accounts' stored secrets (the API's /v1/secrets); a Platform built without a
+        # config and without a store has none.
+        self.secrets = secrets or (SecretStore.for_config(db, config) if config else None)
         self.admission = Admission(self.accounts, cache_s=admission_cache_s)
         self.runtime = ServiceRuntime(
             db,
@@ -63,7 +67,7 @@ class Platform:
             admission=self.admission,
             poll_interval_s=poll_interval_s,
             janitor=janitor,
-            lease_margin_s=lease_margin_s,
+            lease_s=lease_s,
         )
         self.workflows = WorkflowStore(db)
         self.registry = EngineRegistry()
@@ -72,7 +76,7 @@ class Platform:
                 engine
                 if not isinstance(engine, str)
                 else _load_engine(
-                    engine, self.runtime, self.workflows, config, poll_interval_s, lease_margin_s
+                    engine, self.runtime, self.workflows, config, poll_interval_s, lease_s
                 )
             )
         self.jobs = JobService(
@@ -80,6 +84,33 @@ class Platform:
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._probes: dict[str, asyncio.Task[None]] = {}
+
+    async def readiness(self, timeout_s: float = 2.0) -> dict[str, str]:
+        """Whether this process can serve: each dependency's state, ``"ok"`` or why not.
+
+        Checks the database and the queue transport with one round trip each, waiting at most
+        ``timeout_s``. A check still waiting from an earlier call is awaited again rather than
+        started twice, so a frozen database costs one stuck probe, not one per request.
+        """
+        checks = {"database": self.db.ping, "transport": self.runtime.transport.ping}
+        for name, check in checks.items():
+            probe = self._probes.get(name)
+            if probe is None or probe.done():
+                self._probes[name] = asyncio.create_task(check(), name=f"readiness-{name}")
+        probes = {name: self._probes[name] for name in checks}
+        await asyncio.wait(probes.values(), timeout=timeout_s)
+        states: dict[str, str] = {}
+        for name, probe in probes.items():
+            if not probe.done():
+                states[name] = f"no answer within {timeout_s:g} s"
+            elif probe.exception() is not None:
+                error = probe.exception()
+                # The type only: a driver's message may hold host names or credentials.
+                states[name] = f"failed ({type(error).__name__})"
+            else:
+                states[name] = "ok"
+        return states
 
     async def start(self) -> None:
         await self.runtime.start()
@@ -97,6 +128,8 @@ class Platform:
 
     async def stop(self) -> None:
         self._stop.set()
+        for probe in self._probes.values():
+            probe.cancel()
         for name in self.registry.names():
             engine: Any = self.registry.get(name)
             if hasattr(engine, "request_stop"):
@@ -141,7 +174,7 @@ def _load_engine(
     workflows: WorkflowStore,
     config: FluxoConfig | None,
     poll_interval_s: float,
-    lease_margin_s: float,
+    lease_s: float,
 ) -> Any:
     target = ENGINE_FACTORIES.get(name)
     if target is None:
@@ -150,11 +183,12 @@ def _load_engine(
         )
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
-    # An engine batch takes well under a second; its lease only has to outlast that.
+    # An engine batch takes well under a second; its lease only has to outlast that (with room
+    # for a slow commit: a batch applied twice is harmless, but wasted).
     return factory(
         runtime,
         workflows,
         config=config,
         poll_interval_s=poll_interval_s,
-        lease_s=5 + lease_margin_s,
+        lease_s=max(lease_s, 5.0),
     )

@@ -1,5 +1,12 @@
 """The model: packets, workflow IR and their JSON Schemas. Imports nothing of ours but errors."""
 
+from fluxo_core.ir.documents import (
+    DocumentLimits,
+    check_document,
+    parse_json,
+    parse_yaml,
+    parse_yaml_documents,
+)
 from fluxo_core.ir.packet import (
     Account,
     Actor,
@@ -49,6 +56,7 @@ from fluxo_core.ir.workflow import (
     WorkflowCallStep,
     WorkflowMetadata,
     WorkflowSpec,
+    workflow_document,
 )
 
 __all__ = [
@@ -65,6 +73,7 @@ __all__ = [
     "Condition",
     "DelayStep",
     "DeleteOp",
+    "DocumentLimits",
     "Engine",
     "JoinStep",
     "JsonataCondition",
@@ -91,6 +100,7 @@ __all__ = [
     "WorkflowCallStep",
     "WorkflowMetadata",
     "WorkflowSpec",
+    "check_document",
     "graph_problems",
     "json_schema",
     "keyed_id",
@@ -98,6 +108,10 @@ __all__ = [
     "new_packet_id",
     "new_span_id",
     "new_trace_id",
+    "parse_json",
     "parse_packet",
+    "parse_yaml",
+    "parse_yaml_documents",
     "validate_workflow",
+    "workflow_document",
 ]

@@ -157,7 +157,10 @@ class Packet(_Model):
     parent_id: SpanId | None = None
     actor: Actor
     payload: Payload
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={"propertyNames": {"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}},
+    )
     created_at: datetime = Field(default_factory=_now)
     attempt: int = Field(default=1, ge=1)
 

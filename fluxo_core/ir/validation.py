@@ -28,8 +28,9 @@ import yaml
 from pydantic import BaseModel, Tag
 from pydantic.fields import FieldInfo
 
-from fluxo_core.errors import IRValidationError, MalformedRequestError, Problem
+from fluxo_core.errors import IRValidationError, Problem
 from fluxo_core.ir._problems import format_location
+from fluxo_core.ir.documents import DEFAULT_LIMITS, DocumentLimits, parse_yaml_documents
 from fluxo_core.ir.workflow import (
     PATTERN_HINTS,
     STEP_KINDS,
@@ -73,19 +74,24 @@ def validate_workflow(data: Any, *, known_services: Collection[str] | None = Non
 
 
 def load_workflows_yaml(
-    text: str, *, known_services: Collection[str] | None = None
+    text: str | bytes,
+    *,
+    known_services: Collection[str] | None = None,
+    limits: DocumentLimits = DEFAULT_LIMITS,
 ) -> list[Workflow]:
     """Validate every workflow of a multi-document YAML text (``---`` between documents).
 
     Locations start with the document's index (``doc[1].spec.steps[3].next[0]``) and messages end
     with the line. Empty documents are skipped. With ``known_services``, the workflows of the text
-    count as known too, so one may call another.
+    count as known too, so one may call another. The text is read within ``limits`` (see
+    :mod:`fluxo_core.ir.documents`).
 
     Raises:
         MalformedRequestError: the text is not YAML (the problem names the line and column).
+        PayloadTooLargeError, DocumentTooComplexError: the text is over ``limits``.
         IRValidationError: listing every problem of every document.
     """
-    docs = _parse_yaml(text)
+    docs = parse_yaml_documents(text, limits=limits, where="doc")
     known = None
     if known_services is not None:
         known = {*known_services, *(w for _, _, d in docs if (w := _name_of(d)) is not None)}
@@ -624,31 +630,6 @@ def _name_of(data: Any) -> str | None:
 
 
 # --- YAML ----------------------------------------------------------------------------------------
-
-
-def _parse_yaml(text: str) -> list[tuple[int, yaml.Node, Any]]:
-    """Each non-empty document as ``(index, node, data)``; the node gives line numbers."""
-    loader = yaml.SafeLoader(text)
-    docs: list[tuple[int, yaml.Node, Any]] = []
-    count = 0
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            data = loader.construct_document(node) if node is not None else None
-            if node is not None and data is not None:
-                docs.append((count, node, data))
-            count += 1
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise MalformedRequestError(
-            f"the workflow YAML cannot be parsed{at}: fix its syntax",
-            problems=[(f"doc[{count}]", f"YAML syntax error{at}: {problem}")],
-        ) from exc
-    finally:
-        loader.dispose()
-    return docs
 
 
 def _line_of(node: yaml.Node, where: str) -> int:

@@ -109,6 +109,7 @@ __all__ = [
     "WorkflowCallStep",
     "WorkflowMetadata",
     "WorkflowSpec",
+    "workflow_document",
 ]
 
 API_VERSION: Final = "fluxo.dev/v1"
@@ -771,3 +772,14 @@ class Workflow(_Model):
             ensure_ascii=False,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def workflow_document(workflow: Workflow) -> dict[str, Any]:
+    """The workflow as a JSON-ready document that validates back to the same workflow.
+
+    Fields are written as they were set, and only those (``exclude_unset``): a ``value: null``
+    its author wrote stays (dropping every None, as ``exclude_none`` does, turns
+    ``{op: set, path: x, value: null}`` into a set op without a value, which no longer
+    validates), and defaults stay implicit.
+    """
+    return workflow.model_dump(mode="json", by_alias=True, exclude_unset=True)

@@ -97,6 +97,13 @@ class AccountStore:
         return token
 
     async def authenticate(self, token: str) -> Principal:
+        # Tokens are printable ASCII; anything else (a non-ASCII byte, which the HTTP server
+        # hands over as a lone surrogate) is no token of ours, and could not even be digested.
+        if not (token.isascii() and token.isprintable()):
+            raise AuthError(
+                "the bearer token holds characters no Fluxo token has (tokens are printable "
+                "ASCII); send the token exactly as issued"
+            )
         query = sa.select(api_tokens.c.account_id, api_tokens.c.user_id, api_tokens.c.engine).where(
             api_tokens.c.digest == _digest(token), api_tokens.c.revoked.is_(False)
         )

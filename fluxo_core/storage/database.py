@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -165,7 +166,7 @@ class Database:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(parsed.database).expanduser())
             self.engine = sa.create_engine(
                 parsed,
                 poolclass=QueuePool,
@@ -282,6 +283,11 @@ class Database:
             self._inline_reader = self.engine.connect().execution_options(fluxo_read=True)
         return self._inline_reader
 
+    async def ping(self) -> None:
+        """One round trip to the database (a readiness check); raises StorageError if it fails.
+        The caller bounds the wait: a frozen server never answers."""
+        await self.read(lambda conn: conn.scalar(sa.text("SELECT 1")))
+
     async def read(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn(conn)`` on a read-only snapshot (no write lock taken)."""
         if self.dialect == "sqlite":
@@ -383,6 +389,28 @@ class Database:
         self.engine.dispose()
         self._pool.shutdown(wait=False)
         self._write_pool.shutdown(wait=False)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file readable by this user only (0600), before SQLite opens it.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the permissions of the database file, so they
+    are private too. A file (or folder) made looser by an older Fluxo is tightened.
+    """
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                info = part.stat()
+                if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                    part.chmod(0o600)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the SQLite database {path} ({exc.strerror}); check the folder's "
+            "permissions or FLUXO_DATABASE_URL"
+        ) from exc
 
 
 def _sync_url(url: str) -> str:

@@ -168,8 +168,13 @@ class JobStore:
         limit: int,
         cursor: str | None,
     ) -> tuple[Sequence[Any], str | None]:
-        """Newest first, keyset-paginated; returns ``(rows, next_cursor)``."""
-        query = sa.select(jobs).where(jobs.c.account_id == account_id)
+        """Newest first, keyset-paginated; returns ``(rows, next_cursor)``.
+
+        The rows are summaries: every column but the packets (``input``, ``result``), which can
+        be megabytes each; :meth:`job` reads one job whole.
+        """
+        summary = [c for c in jobs.c if c.name not in ("input", "result")]
+        query = sa.select(*summary).where(jobs.c.account_id == account_id)
         if workflow:
             query = query.where(jobs.c.workflow == workflow)
         if status:

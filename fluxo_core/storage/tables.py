@@ -234,3 +234,19 @@ job_joins = Table(
     Column("idx", Integer, primary_key=True),
     Column("payload", LargeBinary, nullable=False),
 )
+
+# --- secrets -------------------------------------------------------------------------------------
+
+# An account's named secrets (API keys the http service sends), encrypted with AES-GCM under the
+# key in the Fluxo home or FLUXO_SECRET_KEY; ``key_id`` names that key, so a value stored under
+# another key is reported as such instead of failing to decrypt with no reason given.
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("account_id", String(128), ForeignKey("accounts.id"), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

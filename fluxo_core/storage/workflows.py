@@ -7,10 +7,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
 import sqlalchemy as sa
 
-from fluxo_core.errors import NotFoundError
+from fluxo_core.errors import IRValidationError, NotFoundError
 from fluxo_core.ir import Workflow
+from fluxo_core.ir._problems import problems_from_pydantic
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import workflows
 
@@ -59,6 +61,7 @@ class WorkflowStore:
         name = workflow.metadata.name
         digest = workflow.content_hash()
         engine = workflow.spec.engine or self.default_engine
+        _check_readable(_stamp(workflow, account_id, 1))
 
         def run(tx: Transaction) -> tuple[int, bool]:
             key = (workflows.c.account_id == account_id) & (workflows.c.name == name)
@@ -77,7 +80,7 @@ class WorkflowStore:
                     version=version,
                     content_hash=digest,
                     engine=engine,
-                    document=stamped.model_dump_json(by_alias=True, exclude_none=True),
+                    document=_document(stamped),
                     created_at=time.time(),
                 )
             )
@@ -136,6 +139,31 @@ def _not_found(account_id: str, name: str, version: int | None) -> NotFoundError
         f"no workflow {which!r} in account {account_id!r}; apply it first (fluxo apply -f FILE)",
         workflow=which,
     )
+
+
+def _document(workflow: Workflow) -> str:
+    # As set, not without Nones: see fluxo_core.ir.workflow_document.
+    return workflow.model_dump_json(by_alias=True, exclude_unset=True)
+
+
+def _check_readable(workflow: Workflow) -> None:
+    """Nothing is stored that cannot be read back: the stored form must validate again.
+
+    The metadata stamped on (account, version) is not validated by ``model_copy``, so this also
+    catches an account id the IR does not accept.
+    """
+    try:
+        Workflow.model_validate_json(_document(workflow))
+    except (pydantic.ValidationError, IRValidationError) as exc:
+        problems = (
+            exc.problems if isinstance(exc, IRValidationError) else problems_from_pydantic(exc)
+        )
+        raise IRValidationError(
+            f"workflow {workflow.metadata.name!r} would not read back as stored; fix the fields "
+            "listed below",
+            problems=problems,
+            workflow=workflow.metadata.name,
+        ) from exc
 
 
 def _stamp(workflow: Workflow, account_id: str, version: int) -> Workflow:

@@ -21,6 +21,7 @@ from service_runtime.builtin.http import (
     HostPolicy,
     HttpService,
     Resolver,
+    SecretSource,
     guarded_transport,
     system_resolver,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "HttpService",
     "PathKey",
     "Resolver",
+    "SecretSource",
     "Transform",
     "apply_transform",
     "builtin_services",
@@ -71,18 +73,22 @@ __all__ = [
 ]
 
 
-def builtin_services(config: BuiltinConfig | None = None) -> list[Service]:
+def builtin_services(
+    config: BuiltinConfig | None = None, *, secrets: SecretSource | None = None
+) -> list[Service]:
     """The services every installation offers: ``noop``, ``http``, ``transform`` and
     ``nodered-node`` (what the step engine runs a flow imported from Node-RED with).
 
     Args:
         config: limits and the ``http`` host policy; build it from Fluxo's configuration with
             :meth:`BuiltinConfig.from_fluxo_config`. Defaults allow only public addresses.
+        secrets: the stored secrets that ``http`` requests may refer to (the platform's
+            ``SecretStore``); without it, such a request fails with a clear error.
     """
     config = config or BuiltinConfig()
     return [
         noop,
-        HttpService(config).service,
+        HttpService(config, secrets=secrets).service,
         transform_service(timeout_ms=config.transform_timeout_ms),
         nodered_node_service(),
     ]

@@ -3,8 +3,8 @@
 A payload item describes one request::
 
     {"url": "https://api.example.com/orders", "method": "POST",
-     "headers": {"Authorization": "Bearer ..."}, "query": {"page": 2},
-     "json": {...} | "body": "raw text", "timeout_s": 10,
+     "headers": {"Authorization": {"secret": "shop-api", "prefix": "Bearer "}},
+     "query": {"page": 2}, "json": {...} | "body": "raw text", "timeout_s": 10,
      "raise_for_status": false, "follow_redirects": true}
 
 and the result item describes the response::
@@ -13,6 +13,15 @@ and the result item describes the response::
      "truncated": false}
 
 An array payload makes one request per item (bounded concurrency) and returns an array of results.
+
+Credentials. A header value may be a secret reference, ``{"secret": "NAME"}`` with an optional
+``"prefix"`` (``"Bearer "``): the value of the account's stored secret NAME (``fluxo secret set``),
+read in the worker when the request is sent, for the call's own account. So the credential is
+never in the packet: not in the call's stored request, the queue message, the job's steps, nor
+the logs. The response is scrubbed of it too (a server that echoes the header it got), and so are
+error messages. On a redirect to another origin (scheme, host or port), every credential header
+is dropped: Authorization, Proxy-Authorization, Cookie, any header whose name speaks of a key,
+token, secret, password, session, signature or auth, and any header set from a secret.
 
 Security (server-side request forgery). A workflow author chooses the URL, so by default the service
 refuses to reach anything that is not a public address: loopback, private (10/8, 172.16/12,
@@ -36,6 +45,7 @@ import asyncio
 import base64
 import codecs
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import math
@@ -52,14 +62,15 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpcore
 import httpx
 
 from fluxo_core.config import FluxoConfig
-from fluxo_core.errors import ConfigError, ServiceError, ValidationError
-from fluxo_core.ir import Payload
+from fluxo_core.errors import ConfigError, FluxoError, ServiceError, ValidationError
+from fluxo_core.ir import Packet, Payload
+from fluxo_core.redaction import hidden_from_logs, is_credential_key, is_secret_reference
 from service_runtime.sdk import Service
 
 __all__ = [
@@ -67,6 +78,7 @@ __all__ = [
     "HostPolicy",
     "HttpService",
     "Resolver",
+    "SecretSource",
     "guarded_transport",
     "system_resolver",
 ]
@@ -76,6 +88,15 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 """Resolves ``(host, port)`` to IP address strings; the default is :func:`system_resolver`."""
+
+
+class SecretSource(Protocol):
+    """Where the values of secret references come from (the platform's ``SecretStore``)."""
+
+    async def reveal(self, account_id: str, names: Iterable[str]) -> dict[str, str]:
+        """The values of the account's secrets ``names``; a FluxoError names a missing one."""
+        ...
+
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 TRUNCATED_MARKER = "\n...[truncated: the response body is over {limit} bytes]"
@@ -446,6 +467,12 @@ def guarded_transport(
 
 
 @dataclass(frozen=True)
+class _SecretRef:
+    name: str
+    prefix: str
+
+
+@dataclass(frozen=True)
 class _Request:
     method: str
     url: httpx.URL
@@ -456,6 +483,14 @@ class _Request:
     timeout_s: float
     raise_for_status: bool
     follow_redirects: bool
+    # The headers whose value is a secret reference (resolved in the worker, just before
+    # sending), and then the values they resolved to: kept out of results, errors and logs.
+    references: tuple[tuple[str, _SecretRef], ...] = ()
+    secret_values: tuple[str, ...] = ()
+
+    @property
+    def secret_headers(self) -> frozenset[str]:
+        return frozenset(name.lower() for name, _ in self.references)
 
 
 class HttpService:
@@ -467,6 +502,7 @@ class HttpService:
             call uses a short-lived client with :func:`guarded_transport`. An injected client should
             use :func:`guarded_transport` too; otherwise only the pre-send checks protect it.
         resolver: name resolution for the host policy (tests inject a fixed table).
+        secrets: where secret references are read from; without it a reference is refused.
     """
 
     def __init__(
@@ -475,16 +511,20 @@ class HttpService:
         *,
         client: httpx.AsyncClient | None = None,
         resolver: Resolver | None = None,
+        secrets: SecretSource | None = None,
     ) -> None:
         self._config = config or BuiltinConfig()
         self._client = client
+        self._secrets = secrets
         self._policy = HostPolicy.from_config(self._config, resolver=resolver)
         self._ssl_context: ssl.SSLContext | None = None
         rounds = math.ceil(self._config.http_max_items / self._config.http_concurrency)
         self.service = Service(
             name="http",
             version="1",
-            handler=self.call,
+            handler=self._handle,
+            # The packet, not only the payload: secret references resolve in its account.
+            takes="packet",
             description="Send an HTTP request and return the status, headers and body.",
             input_schema=HTTP_REQUEST_SCHEMA,
             output_schema=HTTP_RESPONSE_SCHEMA,
@@ -497,14 +537,18 @@ class HttpService:
     def policy(self) -> HostPolicy:
         return self._policy
 
-    async def call(self, payload: Payload) -> Payload:
-        """Send the request(s) the payload describes.
+    async def _handle(self, packet: Packet) -> Payload:
+        return await self.call(packet.payload, account_id=packet.account_id)
+
+    async def call(self, payload: Payload, *, account_id: str | None = None) -> Payload:
+        """Send the request(s) the payload describes; secret references resolve in ``account_id``.
 
         Raises:
             ValidationError: the payload is not a valid request (every problem, with its location).
             ServiceError: the host is refused (not retryable), the request timed out or could not
-                connect (retryable), or ``raise_for_status`` is set and the answer is 4xx/5xx
-                (retryable for 5xx and 429 only).
+                connect (retryable), ``raise_for_status`` is set and the answer is 4xx/5xx
+                (retryable for 5xx and 429 only), or a referenced secret is not set in the
+                account (not retryable).
         """
         items = payload if isinstance(payload, list) else [payload]
         if len(items) > self._config.http_max_items:
@@ -513,7 +557,11 @@ class HttpService:
                 f"split the {len(items)} items into smaller packets",
                 problems=[("payload", f"{len(items)} items")],
             )
-        requests = self._parse(payload)
+        requests = await self._resolve_secrets(self._parse(payload), account_id)
+        with hidden_from_logs(v for r in requests for v in r.secret_values):
+            return await self._send_all(payload, requests)
+
+    async def _send_all(self, payload: Payload, requests: list[_Request]) -> Payload:
         async with self._client_scope() as client:
             if not isinstance(payload, list):
                 return await self._send(client, requests[0])
@@ -532,6 +580,44 @@ class HttpService:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
+
+    async def _resolve_secrets(
+        self, requests: list[_Request], account_id: str | None
+    ) -> list[_Request]:
+        """Put the values of secret references into the requests, here in the worker only."""
+        names = sorted({ref.name for r in requests for _, ref in r.references})
+        if not names:
+            return requests
+        if self._secrets is None or account_id is None:
+            raise ServiceError(
+                "this request refers to stored secrets, but this http service has no secret "
+                "store; run it in a Fluxo worker (fluxo up, fluxo worker)",
+                retryable=False,
+                secrets=names,
+            )
+        try:
+            values = await self._secrets.reveal(account_id, names)
+        except FluxoError as exc:
+            raise ServiceError(exc.message, retryable=exc.retryable, secrets=names) from exc
+        resolved = []
+        for request in requests:
+            headers = dict(request.headers)
+            used = []
+            for header, ref in request.references:
+                value = values[ref.name]
+                if "\r" in value or "\n" in value:
+                    raise ServiceError(
+                        f"secret {ref.name!r} holds a line break, which header {header!r} "
+                        "cannot carry; store the value on one line",
+                        retryable=False,
+                        secret=ref.name,
+                    )
+                headers[header] = ref.prefix + value
+                used.append(value)
+            resolved.append(
+                dataclasses.replace(request, headers=headers, secret_values=tuple(used))
+            )
+        return resolved
 
     @contextlib.asynccontextmanager
     async def _client_scope(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -580,7 +666,7 @@ class HttpService:
         if not isinstance(method, str) or method.upper() not in METHODS:
             problems.append((f"{prefix}.method", f"use one of {', '.join(METHODS)}"))
             method = "GET"
-        headers = _string_map(item.get("headers", {}), f"{prefix}.headers", problems)
+        headers, references = _header_map(item.get("headers", {}), f"{prefix}.headers", problems)
         query = _query_map(item.get("query", {}), f"{prefix}.query", problems)
         body = item.get("body")
         if body is not None and not isinstance(body, str):
@@ -611,6 +697,7 @@ class HttpService:
             timeout_s=min(float(timeout), self._config.http_max_timeout_s),
             raise_for_status=flags["raise_for_status"],
             follow_redirects=flags["follow_redirects"],
+            references=references,
         )
 
     @staticmethod
@@ -647,7 +734,12 @@ class HttpService:
         with _map_errors(spec):
             async with asyncio.timeout(spec.timeout_s):
                 response, body, truncated = await self._exchange(client, spec, request)
+        hidden = _hidden_values(spec)
+        if hidden:
+            body = _scrub_bytes(body, hidden, truncated)
         result = _result(response, body, truncated, self._config.http_max_body_bytes)
+        if hidden:
+            result = _scrub(result, hidden)
         if spec.raise_for_status and response.status_code >= 400:
             status = response.status_code
             raise ServiceError(
@@ -678,7 +770,9 @@ class HttpService:
                             host=spec.url.host,
                         )
                     redirects += 1
-                    request = response.next_request
+                    previous, request = request, response.next_request
+                    if _origin(request.url) != _origin(previous.url):
+                        _drop_credentials(request.headers, spec.secret_headers)
                     continue
                 body, truncated = await _read_capped(response, self._config.http_max_body_bytes)
                 return response, body, truncated
@@ -758,11 +852,92 @@ def _redact(text: str, spec: _Request) -> str:
     secrets = [*spec.headers.values(), *(v for _, v in spec.url.params.multi_items())]
     if spec.url.password:
         secrets.append(spec.url.password)
-    # Longest first, so a value that contains a shorter one is blanked whole; short values
-    # ("1", "json") are too common to hide and too short to be credentials.
-    for secret in sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True):
-        text = text.replace(secret, "[redacted]")
+    # Short values ("1", "json") are too common to hide and too short to be credentials; a
+    # stored secret's value is hidden whatever its length.
+    hidden = {s for s in secrets if len(s) >= 6} | set(spec.secret_values)
+    # Longest first, so a value that contains a shorter one is blanked whole.
+    for secret in sorted(hidden, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
     return text
+
+
+REDACTED = "[redacted]"
+
+# On a redirect to another origin these go (besides the headers set from secrets): the standard
+# credential headers and any header whose name says it carries one (X-Api-Key, PRIVATE-TOKEN,
+# X-Auth-Email, Ocp-Apim-Subscription-Key, X-Amz-Security-Token, X-Hub-Signature, ...).
+_CREDENTIAL_HEADER_WORDS = (
+    "auth",
+    "token",
+    "key",
+    "secret",
+    "passw",
+    "cookie",
+    "session",
+    "signature",
+    "credential",
+)
+
+
+def _carries_credentials(name: str, secret_headers: frozenset[str] = frozenset()) -> bool:
+    lowered = name.lower()
+    return (
+        lowered in secret_headers
+        or is_credential_key(lowered)
+        or any(word in lowered for word in _CREDENTIAL_HEADER_WORDS)
+    )
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host.lower(), url.port or default
+
+
+def _drop_credentials(headers: httpx.Headers, secret_headers: frozenset[str]) -> None:
+    """Remove every header that may carry a credential (the request goes to another origin)."""
+    for name in [n for n in headers if _carries_credentials(n, secret_headers)]:
+        del headers[name]
+
+
+def _hidden_values(spec: _Request) -> list[str]:
+    """What a response must not hand back: the secrets' values, and the values of the request's
+    credential headers (a literal Authorization a server echoes), longest first."""
+    values = set(spec.secret_values)
+    values.update(v for k, v in spec.headers.items() if len(v) >= 6 and _carries_credentials(k))
+    return sorted((v for v in values if v), key=len, reverse=True)
+
+
+def _scrub_bytes(body: bytes, hidden: Sequence[str], truncated: bool) -> bytes:
+    for value in hidden:
+        body = body.replace(value.encode(), REDACTED.encode())
+    if truncated:
+        # The cut may fall inside an echoed value: drop a tail that begins one (four bytes or
+        # more; a shorter piece tells nothing and would eat ordinary text).
+        for value in hidden:
+            raw = value.encode()
+            for size in range(min(len(raw) - 1, len(body)), 3, -1):
+                if body.endswith(raw[:size]):
+                    body = body[:-size]
+                    break
+    return body
+
+
+def _scrub(value: Any, hidden: Sequence[str]) -> Any:
+    """``value`` (a result) with every string holding one of ``hidden`` blanked, at any depth.
+
+    Parsed JSON may spell a value differently from the raw bytes (``\\/`` for ``/``), so the
+    scrub of the bytes alone is not enough.
+    """
+    if isinstance(value, str):
+        for secret in hidden:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {_scrub(k, hidden): _scrub(v, hidden) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, hidden) for v in value]
+    return value
 
 
 def _reject_constant(name: str) -> Any:
@@ -830,6 +1005,37 @@ def _string_map(raw: Any, where: str, problems: list[tuple[str, str]]) -> dict[s
         else:
             result[str(name)] = value
     return result
+
+
+def _header_map(
+    raw: Any, where: str, problems: list[tuple[str, str]]
+) -> tuple[dict[str, str], tuple[tuple[str, _SecretRef], ...]]:
+    """Header values: strings, or secret references resolved later (see the module docstring)."""
+    if not isinstance(raw, Mapping):
+        problems.append((where, 'must be an object of names to strings or {"secret": NAME}'))
+        return {}, ()
+    literal = {k: v for k, v in raw.items() if not isinstance(v, Mapping)}
+    headers = _string_map(literal, where, problems)
+    references: list[tuple[str, _SecretRef]] = []
+    for name, value in raw.items():
+        if not isinstance(value, Mapping):
+            continue
+        at = f"{where}.{name}"
+        if not is_secret_reference(value):
+            problems.append(
+                (at, 'a header value is a string or {"secret": NAME} (with an optional "prefix")')
+            )
+        elif not _SECRET_NAME.match(value["secret"]):
+            problems.append((f"{at}.secret", "not a secret name (letters, digits, '_', '.', '-')"))
+        elif "\r" in value.get("prefix", "") or "\n" in value.get("prefix", ""):
+            problems.append((f"{at}.prefix", "must not contain line breaks"))
+        else:
+            references.append((str(name), _SecretRef(value["secret"], value.get("prefix", ""))))
+    return headers, tuple(references)
+
+
+# The names fluxo secret set accepts (fluxo_core.storage.secrets.NAME_PATTERN).
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 def _query_map(raw: Any, where: str, problems: list[tuple[str, str]]) -> dict[str, Any]:

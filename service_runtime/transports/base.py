@@ -7,6 +7,10 @@ every backend passes (``tests/conformance/test_transport.py``):
   if the state change that caused it committed (directly in the queue table, or through the outbox);
 * ``claim`` leases up to ``limit`` visible messages; a lease that expires makes the message visible
   again (re-delivery after a crashed consumer);
+* ``extend`` renews the leases of claimed, unsettled messages (a consumer's heartbeat while its
+  handlers run): leases can stay short, so a crashed consumer's messages come back soon, while a
+  live one keeps its messages however long its handlers take. A lease that already ran out is
+  not taken back: the message may be another consumer's by then;
 * ``enqueue``/``ack``/``retry``/``dead_letter`` are plain functions called INSIDE a database
   transaction (``Database.transact``): the SQL backend writes its tables there, a broker backend
   writes the outbox there and settles with the broker in an after-commit callback; a consumer stays
@@ -90,6 +94,10 @@ class Transport(Protocol):
         self, queues: Sequence[str], *, limit: int, lease_s: float
     ) -> list[Delivery]: ...
 
+    async def extend(self, deliveries: Sequence[Delivery], *, lease_s: float) -> None:
+        """Renew the leases of ``deliveries`` (claimed, not settled) to ``lease_s`` from now."""
+        ...
+
     async def wait(self, queues: Sequence[str], timeout: float) -> None: ...
 
     def ack(self, tx: Transaction, deliveries: Sequence[Delivery]) -> None: ...
@@ -101,6 +109,11 @@ class Transport(Protocol):
     async def depth(self, queue: str) -> int:
         """Messages in ``queue``. SQL counts every row (leased and delayed too); a broker
         counts what is ready to deliver."""
+        ...
+
+    async def ping(self) -> None:
+        """One round trip to the queue store (a readiness check); raises TransportError or
+        StorageError when it cannot be reached. The caller bounds the wait."""
         ...
 
 

@@ -17,10 +17,16 @@ Queues
     all processes must agree on ``queue_type``.
 
 Leases
-    An unsettled claim is given back (``basic.reject`` with requeue) when its lease runs out, and
-    the broker re-delivers the message of a consumer whose channel or connection went away (a
-    crashed process). Both count as a delivery attempt. Settling a delivery whose lease already
-    ran out does nothing, like the SQL transport's lease token: the broker delivers it again.
+    The broker itself has no lease: it holds an unacknowledged message for its consumer until the
+    consumer's channel or connection goes away, then re-delivers it at once. A crashed process is
+    that case (its TCP connection closes with it), so after a crash its messages come back without
+    waiting for any lease. A lease here is the process's own timer: an unsettled claim is given
+    back (``basic.reject`` with requeue) when it runs out, so a live consumer that stopped
+    renewing (``extend``, its heartbeat) does not hold messages forever. Both count as a delivery
+    attempt. Settling or renewing a delivery whose lease already ran out does nothing, like the
+    SQL transport's lease token: the broker delivers it again. The broker's own
+    ``consumer_timeout`` (30 minutes by default) closes the channel of a delivery held longer,
+    so a handler must finish within it.
 
 Attempts
     ``attempt = x-fluxo-attempt + redeliveries``. The ``x-fluxo-attempt`` header is written by the
@@ -238,6 +244,13 @@ class RabbitMqTransport:
                 self.relay.run(self._relay_stop), name="fluxo-outbox-relay"
             )
             self._relay_task.add_done_callback(_log_relay_end)
+
+    async def ping(self) -> None:
+        with _map_errors("reach RabbitMQ"):
+            channel = await self._publisher.channel()
+            # A passive declare of a built-in exchange: a round trip to the broker that changes
+            # nothing (an open channel alone says nothing about a broker that stopped answering).
+            await channel.declare_exchange("amq.direct", passive=True)
 
     async def close(self) -> None:
         """Stop the relay and disconnect; the broker re-delivers every unsettled claim."""
@@ -500,6 +513,17 @@ class RabbitMqTransport:
             max_attempts=_as_int(headers.get(MAX_ATTEMPTS_HEADER), 5),
             receipt=receipt,
         )
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease_s: float) -> None:
+        """Restart the lease timers of unsettled deliveries (nothing to tell the broker)."""
+        loop = asyncio.get_running_loop()
+        for delivery in deliveries:
+            receipt = _receipt_of(delivery)
+            if receipt.settled:
+                continue  # settled, or given back when its lease ran out: not ours any more
+            if receipt.timer is not None:
+                receipt.timer.cancel()
+            receipt.timer = loop.call_later(lease_s, self._expire, receipt)
 
     # -- settling -----------------------------------------------------------------------------
 

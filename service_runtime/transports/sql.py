@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -82,6 +82,15 @@ def _deliveries(rows: list[Any], token: str | None, *, attempt_offset: int) -> l
     ]
 
 
+def _rows_by_token(deliveries: Iterable[Delivery]) -> dict[str | None, list[int]]:
+    """Row ids by lease token (one claim, one token; ``None``: taken in a transaction)."""
+    by_token: dict[str | None, list[int]] = {}
+    for d in deliveries:
+        rid, token = d.receipt
+        by_token.setdefault(token, []).append(rid)
+    return by_token
+
+
 def _held_by(token: str | None) -> Any:
     """The row is still this consumer's: its lease token, or (taken in the settling
     transaction itself, ``None``) held by that transaction."""
@@ -139,6 +148,13 @@ class SqlTransport:
         self._ack = sa.delete(qm).where(rows_match, qm.c.lease_token == sa.bindparam("tok"))
         # Taken rows are held by the taker's own transaction (lock), so the id alone is theirs.
         self._ack_taken = sa.delete(qm).where(rows_match)
+        # By row id (the primary key) and lease token: a lease that ran out and was claimed
+        # again carries another token, so renewing never takes a message back.
+        self._extend = (
+            sa.update(qm)
+            .where(rows_match, qm.c.lease_token == sa.bindparam("tok"))
+            .values(visible_at=sa.bindparam("until"))
+        )
 
     async def start(self) -> None:
         return None
@@ -199,6 +215,20 @@ class SqlTransport:
         params = {"queues": list(queues), "now": time.time(), "lim": limit}
         return _deliveries(list(tx.execute(self._take, params).all()), None, attempt_offset=1)
 
+    async def extend(self, deliveries: Sequence[Delivery], *, lease_s: float) -> None:
+        """One UPDATE per claim (its token) renews the leases of all its messages."""
+        by_token = _rows_by_token(d for d in deliveries if d.receipt[1] is not None)
+        if not by_token:
+            return
+
+        def run(tx: Transaction) -> None:
+            until = time.time() + lease_s
+            for token, rids in by_token.items():
+                tx.execute(self._extend, {"rids": rids, "tok": token, "until": until})
+
+        # Like a claim: a renewal lost in a database crash only means an earlier re-delivery.
+        await self.db.transact(run, durable=False, keyed=True)
+
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         await self.db.wait([queue_channel(q) for q in queues], min(timeout, self.poll_interval_s))
 
@@ -207,11 +237,8 @@ class SqlTransport:
             return
         # Delete by row id AND lease token: a consumer whose lease expired and was re-claimed by
         # another must not delete the newer claim (the inbox already keeps its effects single).
-        by_token: dict[str, list[int]] = {}
-        for d in deliveries:
-            rid, token = d.receipt
-            by_token.setdefault(token, []).append(rid)
-        for token, rids in by_token.items():  # one claim = one token: usually one statement
+        # One claim is one token: usually one statement.
+        for token, rids in _rows_by_token(deliveries).items():
             if token is None:  # taken in this transaction
                 tx.execute(self._ack_taken, {"rids": rids})
             else:
@@ -242,6 +269,9 @@ class SqlTransport:
             )
         )
         tx.notify(queue_channel(dead_letter_queue(delivery.queue)))
+
+    async def ping(self) -> None:
+        await self.db.ping()  # the queues are tables of the database
 
     async def depth(self, queue: str) -> int:
         query = sa.select(sa.func.count()).select_from(qm).where(qm.c.queue == queue)

@@ -306,6 +306,42 @@ async def test_a_vanished_consumer_gets_its_messages_redelivered(
     assert again.attempt == 2
 
 
+async def test_extend_keeps_a_claim_past_its_first_lease(
+    db: Database, transport: Transport, queue: str
+) -> None:
+    # Two messages claimed with the same short lease; only the first one's is renewed. Once the
+    # second is back (its lease ran out), the first is still held.
+    kept, control = msg(queue, 1), msg(queue, 2)
+    await enqueue(db, transport, kept, control)
+    claimed = await claim_n(transport, [queue], 2, lease_s=0.4)
+    held = next(d for d in claimed if d.message_id == kept.message_id)
+    await transport.extend([held], lease_s=LONG_LEASE)
+
+    [back] = await claim_n(transport, [queue], 1)
+    assert (back.message_id, back.attempt) == (control.message_id, 2)
+    await nothing_for(transport, [queue], 0.2)
+    # Still the holder's to settle; renewing a settled delivery does nothing.
+    await settle(db, transport, [held, back])
+    await transport.extend([held, back], lease_s=LONG_LEASE)
+    await nothing_for(transport, [queue], 0.2)
+    await depth_becomes(transport, queue, 0)
+
+
+async def test_extend_never_takes_back_a_lease_that_ran_out(
+    db: Database, transport: Transport, queue: str
+) -> None:
+    # A consumer that renews too late (its lease ran out, another consumer has the message)
+    # renews nothing: the message comes back when the current holder's lease runs out.
+    await enqueue(db, transport, msg(queue))
+    [late] = await claim_n(transport, [queue], 1, lease_s=0.3)
+    [current] = await claim_n(transport, [queue], 1, lease_s=0.3)
+    assert (late.attempt, current.attempt) == (1, 2)
+    await transport.extend([late], lease_s=LONG_LEASE)
+
+    [again] = await claim_n(transport, [queue], 1)
+    assert (again.message_id, again.attempt) == (late.message_id, 3)
+
+
 async def test_retry_redelivers_after_the_delay(
     db: Database, transport: Transport, queue: str
 ) -> None:

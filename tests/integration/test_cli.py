@@ -63,7 +63,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         text = "".join(output)
         assert f"Fluxo is running at http://127.0.0.1:{port}" in text, text
         token = (tmp_path / "admin.token").read_text().strip()
-        assert token in text  # printed once, on first start
+        # Output that is not a terminal (a log file, a collector) gets where it is, not the token.
+        assert token not in text
+        assert f"admin token: created and saved in {tmp_path / 'admin.token'}" in text
         yield f"http://127.0.0.1:{port}", token, tmp_path
     finally:
         proc.terminate()
@@ -411,3 +413,69 @@ def test_fluxo_call_prints_the_call_record_for_a_container_step(
     )
     assert unsigned.returncode == 1
     assert "FLUXO_AUTHORIZATION" in unsigned.stderr
+
+
+# --- a newcomer's first hour: clear errors, one limit for every way in -----------------------------
+
+
+def test_a_second_server_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = fluxo("up", "--port", str(port), home=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("fluxo:")]
+    assert len(errors) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in errors[0]
+    assert "--port" in errors[0]
+
+
+@pytest.mark.parametrize("raw", ['"s"', "5", "null", "[1, 2]"])
+def test_a_job_input_that_is_not_an_object_is_a_clear_error(tmp_path: Path, raw: str) -> None:
+    workflow = tmp_path / "w.yaml"
+    workflow.write_text(
+        "apiVersion: fluxo.dev/v1\nkind: Workflow\nmetadata: {name: w}\n"
+        "spec: {steps: [{id: s, kind: service, service: noop}]}\n"
+    )
+    assert fluxo("apply", "-f", str(workflow), home=tmp_path).returncode == 0
+    result = fluxo("run", "w", "--input", raw, home=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "fluxo: invalid job: the input must be one JSON object" in result.stderr
+
+
+def test_the_cli_holds_a_local_job_input_to_the_packet_limit(tmp_path: Path) -> None:
+    workflow = tmp_path / "w.yaml"
+    workflow.write_text(
+        "apiVersion: fluxo.dev/v1\nkind: Workflow\nmetadata: {name: w}\n"
+        "spec: {steps: [{id: s, kind: service, service: noop}]}\n"
+    )
+    assert fluxo("apply", "-f", str(workflow), home=tmp_path).returncode == 0
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"blob": "x" * 3000}))
+    env = {"FLUXO_MAX_PACKET_BYTES": "2048"}
+    result = fluxo_env("run", "w", "--input", f"@{big}", home=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "FLUXO_MAX_PACKET_BYTES" in result.stderr
+    # Under the file limit but over the packet limit once wrapped: the control plane refuses.
+    big.write_text(json.dumps({"blob": "x" * 1900}))
+    result = fluxo_env("run", "w", "--input", f"@{big}", home=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "makes a packet of" in result.stderr
+
+
+def fluxo_env(*args: str, home: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ, FLUXO_HOME=str(home), **env)
+    full.pop("FLUXO_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "fluxo_core.cli", *args],
+        env=full,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

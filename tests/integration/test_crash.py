@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from fluxo_core.control.platform import Platform
 from fluxo_core.ir import Packet
-from fluxo_core.storage import AccountStore, Database
+from fluxo_core.storage import AccountStore, Database, Principal
 from fluxo_core.storage.tables import calls, inbox, usage_records
 from service_runtime import ServiceRuntime
 from tests.support import services as svc
@@ -39,7 +40,7 @@ def start_worker(database_url: str, effects: Path) -> subprocess.Popen[bytes]:
             "worker",
             "--module",
             "tests.support.services",
-            "--lease-margin",
+            "--lease",
             "0.5",
             "--batch-size",
             "4",
@@ -126,3 +127,57 @@ async def test_sigkill_mid_handler_completes_every_call_exactly_once(
     assert applied == total
     assert await rt.transport.depth("svc.slow@1.in") == 0
     assert await rt.transport.depth("svc.slow@1.out") == total
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_step_whose_worker_died_finishes_though_its_timeout_passed_meanwhile(
+    db: Database, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The step allows 2 s per run; its handler needs 0.8 s. Its worker dies mid-handler and the
+    # next one starts only after those 2 s have passed: the step's timeout counts the handler's
+    # runs, not the time the call waited for a worker, so the job still succeeds.
+    effects = tmp_path / "effects.log"
+    monkeypatch.setenv("FLUXO_TEST_EFFECTS", str(effects))
+    # The engine runs here; the service runs in worker processes only.
+    platform = Platform(db, svc.SERVICES, workers=0, poll_interval_s=0.2, admission_cache_s=0)
+    await platform.accounts.ensure_account("acme")
+    me = Principal(account_id="acme", user_id="u-1")
+    steps = [{"id": "wait", "kind": "service", "service": "slow", "timeout_s": 2}]
+    doc = {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Workflow",
+        "metadata": {"name": "patient"},
+        "spec": {"engine": "step", "steps": steps},
+    }
+    async with platform:
+        await platform.jobs.apply(doc, me)
+        job = await platform.jobs.create(me, "patient", {"n": 1, "sleep": 0.8})
+        first = start_worker(database_url, effects)
+        try:
+            await wait_for(lambda: "start 1" in lines(effects), 30, "the handler to start")
+            started = time.monotonic()
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert "end 1" not in lines(effects)
+        # Nobody runs the call until the step's timeout has passed since the handler started.
+        await asyncio.sleep(max(0.0, started + 2.5 - time.monotonic()))
+
+        second = start_worker(database_url, effects)
+        try:
+            final = await platform.jobs.wait(me, job.id, 30)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            try:
+                second.wait(15)
+            except subprocess.TimeoutExpired:
+                second.kill()
+
+    assert final.status == "succeeded", final.error
+    assert final.result == {"n": 1, "done": True}
+    assert lines(effects) == ["start 1", "start 1", "end 1"]
+    usage = await db.read(lambda c: c.execute(sa.select(usage_records)).all())
+    assert [u.job_id for u in usage] == [job.id]

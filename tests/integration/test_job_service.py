@@ -222,7 +222,7 @@ async def test_fluxo_worker_refuses_calls_of_a_blocked_account(
     for account in ("acme", "globex"):
         await accounts.ensure_account(account)
     config = FluxoConfig(home=tmp_path, database_url="sqlite:///unused", poll_interval_s=0.2)
-    worker = worker_runtime(config, db, svc.SERVICES, workers=1, batch_size=10, lease_margin_s=1.0)
+    worker = worker_runtime(config, db, svc.SERVICES, workers=1, batch_size=10, lease_s=1.0)
 
     def packet(account: str) -> Packet:
         actor = {"user": {"id": "ada"}, "account": {"id": account}}

@@ -24,7 +24,12 @@ from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import calls, queue_messages, usage_records
 from service_runtime import CallRecord, RetryPolicy, Service, ServiceRuntime, Worker, service
 from service_runtime.transports import OutgoingMessage, dead_letter_queue
-from service_runtime.worker import CALL_ID_HEADER, OUTPUT_COUNT_HEADER, STATUS_HEADER
+from service_runtime.worker import (
+    CALL_ID_HEADER,
+    OUTPUT_COUNT_HEADER,
+    STATUS_HEADER,
+    TIMEOUT_HEADER,
+)
 from tests.support import services as svc
 
 ACTOR = {"user": {"id": "u-1", "name": "Ada"}, "account": {"id": "acme"}}
@@ -168,6 +173,47 @@ async def test_expired_lease_is_delivered_again(db: Database) -> None:
     assert record.status == "succeeded"
     assert record.attempts == 2
     assert len(await usage_rows(db)) == 1
+
+
+async def test_a_handler_longer_than_its_lease_keeps_its_claim_and_runs_once(
+    db: Database, effects: Path
+) -> None:
+    # Leases are short (0.3 s here) and the handler takes 1.2 s: the heartbeat renews the claim
+    # while it runs, so the second worker never gets the message (without it, it would run the
+    # handler again after 0.3 s).
+    rt = ServiceRuntime(db, svc.SERVICES, workers=2, lease_s=0.3, poll_interval_s=0.1)
+    async with rt:
+        record = await rt.gateway.call("slow", packet({"n": 1, "sleep": 1.2}), wait=20)
+    assert (record.status, record.attempts) == ("succeeded", 1)
+    assert effects.read_text().splitlines() == ["start 1", "end 1"]
+
+
+async def test_the_callers_timeout_bounds_each_run_and_is_not_retried(
+    runtime: ServiceRuntime, effects: Path
+) -> None:
+    # `slow` allows 3 s and 5 attempts; the caller (a step with timeout_s) allows 0.3 s per run:
+    # the call fails at once, for the caller to retry or not (a step's own retry policy).
+    timed = packet({"n": 1, "sleep": 2}, headers={TIMEOUT_HEADER: "0.3", "x": "y"})
+    record = await runtime.gateway.call("slow", timed, wait=20)
+    assert (record.status, record.attempts) == ("failed", 1)
+    assert record.error is not None
+    assert record.error["code"] == "service_timeout"
+    assert "did not finish within 0.3s" in record.error["message"]
+    assert record.error["retryable"] is False
+    assert effects.read_text().splitlines() == ["start 1"]
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
+async def test_a_callers_timeout_that_is_not_a_positive_number_fails_the_call_naming_it(
+    runtime: ServiceRuntime, effects: Path, value: str
+) -> None:
+    bad = packet({"n": 1}, headers={TIMEOUT_HEADER: value})
+    record = await runtime.gateway.call("slow", bad, wait=20)
+    assert (record.status, record.attempts) == ("failed", 1)
+    assert record.error is not None
+    assert record.error["code"] == "invalid_packet"
+    assert record.error["problems"][0]["location"] == f"headers.{TIMEOUT_HEADER}"
+    assert not effects.exists()  # the handler never ran
 
 
 async def calls_through_one_worker(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from fluxo_core.api import create_app
 from fluxo_core.control.platform import Platform
 from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.secrets import SecretStore
 from fluxo_core.storage.tables import calls, usage_records
 from tests.integration.test_remote_engines import RecordingEngine, until
 from tests.support import services as svc
@@ -64,6 +66,7 @@ class World:
     job_id: str  # B's running job (one step made by its engine)
     call_id: str  # B's direct call
     workflow: str  # B's workflow name
+    secret: str = "globex-stripe-key"  # B's stored secret (its value carries the marker)
 
     async def send(self, method: str, path: str, who: str, body: Any = None) -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -81,6 +84,9 @@ class World:
         usage = sa.select(usage_records.c.account_id, usage_records.c.job_id).order_by(
             usage_records.c.job_id
         )
+        assert self.platform.secrets is not None
+        stored = await self.platform.secrets.list("globex")
+        values = await self.platform.secrets.reveal("globex", [i.name for i in stored])
         rows = await self.platform.db.read(lambda c: c.execute(query).all())
         used = await self.platform.db.read(lambda c: c.execute(usage).all())
         return (
@@ -90,11 +96,13 @@ class World:
             [j.id for j in page.items],
             [tuple(r) for r in rows if r.account_id == "globex"],
             [tuple(r) for r in used if r.account_id == "globex"],
+            [(i.name, i.updated_at) for i in stored],
+            values,
         )
 
 
 @pytest.fixture
-async def world(db: Database) -> AsyncIterator[World]:
+async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
     engine = RecordingEngine()
     platform = Platform(
         db,
@@ -103,6 +111,7 @@ async def world(db: Database) -> AsyncIterator[World]:
         poll_interval_s=0.2,
         admission_cache_s=0,
         engines=("step", engine),
+        secrets=SecretStore(db, tmp_path / "secret.key"),
     )
     for account in ("acme", "globex"):
         await platform.accounts.ensure_account(account)
@@ -124,6 +133,8 @@ async def world(db: Database) -> AsyncIterator[World]:
 
         await until(status, "running")
         world = World(platform, http, tokens, job.id, "", "globex-private")
+        assert platform.secrets is not None
+        await platform.secrets.put("globex", world.secret, f"sk_live_{SECRET}")
         first = {
             "id": "nr-globex-first",
             "job_id": job.id,
@@ -223,6 +234,16 @@ CASES: dict[tuple[str, str], Case] = {
         w, who, f"/v1/jobs/{w.job_id}/engine-events"
     ),
     ("post", "/v1/engine-events"): lambda w, who: _engine_events(w, who, "/v1/engine-events"),
+    ("get", "/v1/secrets"): lambda w, who: [
+        ("/v1/secrets", None, _forbidden_to_engines(who, {200}))
+    ],
+    # A's own secret of the same name: a new one of A's (201), B's stays as it was.
+    ("put", "/v1/secrets/{name}"): lambda w, who: [
+        (f"/v1/secrets/{w.secret}", {"value": "acme-value"}, _forbidden_to_engines(who, {201}))
+    ],
+    ("delete", "/v1/secrets/{name}"): lambda w, who: [
+        (f"/v1/secrets/{w.secret}", None, _forbidden_to_engines(who, {404}))
+    ],
 }
 
 
@@ -262,6 +283,8 @@ async def test_another_account_gets_nothing_of_b_from_any_route(world: World, wh
             assert status in allowed, where
             assert SECRET not in text, where
             if status < 300:  # the attacker's own data only
-                for of_b in (world.job_id, world.call_id, world.workflow):
+                # B's secret name: what A names in its own PUT comes back to it, nothing else.
+                names = (world.secret,) if method == "get" else ()
+                for of_b in (world.job_id, world.call_id, world.workflow, *names):
                     assert of_b not in text, where
     assert await world.state_of_b() == before

@@ -49,6 +49,20 @@ async def slow(payload: dict[str, Any]) -> dict[str, Any]:
     return {"n": payload["n"], "done": True}
 
 
+@service("notify", timeout_s=10.0, price=Price(per_call="0.002"))
+async def notify(payload: dict[str, Any]) -> dict[str, Any]:
+    """Sends a notification (a line ``notify <n>`` in the effects file: its side effect, done
+    before it answers), then waits ``payload["sleep"]`` seconds for the provider's answer.
+
+    No fsync: a test kills the process, not the machine, and the page cache keeps the line."""
+    path = os.environ.get("FLUXO_TEST_EFFECTS")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"notify {payload['n']}\n")
+    await asyncio.sleep(float(payload.get("sleep", 0)))
+    return {**payload, "notified": True}
+
+
 @service("flaky", retry=RetryPolicy(max_attempts=4, backoff_base_s=0.05, backoff_max_s=0.2))
 async def flaky(payload: dict[str, Any]) -> dict[str, Any]:
     """Fails (retryably) until its ``fail_times``-th attempt has passed."""
@@ -94,4 +108,4 @@ def _lines() -> list[str]:
         return [line.rstrip("\n") for line in fh]
 
 
-SERVICES = [echo, fan_out, slow, flaky, broken, inc, jitter, once_broken]
+SERVICES = [echo, fan_out, slow, notify, flaky, broken, inc, jitter, once_broken]

@@ -476,6 +476,11 @@ async def server() -> AsyncIterator[LocalServer]:
         await runner.cleanup()
 
 
+async def send(svc: Service, payload: Any) -> Any:
+    """Run the http service's handler as the worker does: it takes the whole packet."""
+    return await svc.handler(packet(payload))
+
+
 def local_http(**settings: Any) -> HttpService:
     """The http service with loopback allowed, as the tests' server needs."""
     settings.setdefault("http_allow", ("127.0.0.1",))
@@ -500,12 +505,13 @@ class TableResolver:
 
 async def test_http_get_sends_query_and_headers_and_parses_json(server: LocalServer) -> None:
     svc = local_http().service
-    result = await svc.handler(
+    result = await send(
+        svc,
         {
             "url": server.url("/echo?fixed=1"),
             "query": {"page": 2, "tag": ["a", "b"]},
             "headers": {"X-Test": "yes"},
-        }
+        },
     )
     assert result["status"] == 200
     assert result["truncated"] is False
@@ -521,40 +527,41 @@ async def test_http_get_sends_query_and_headers_and_parses_json(server: LocalSer
 
 async def test_http_post_json_and_raw_body(server: LocalServer) -> None:
     svc = local_http().service
-    sent = await svc.handler(
-        {"url": server.url("/echo"), "method": "post", "json": {"n": 1, "s": "é"}}
+    sent = await send(
+        svc, {"url": server.url("/echo"), "method": "post", "json": {"n": 1, "s": "é"}}
     )
     assert sent["json"]["method"] == "POST"
     assert sent["json"]["content_type"] == "application/json"
     assert sent["json"]["body"] == '{"n": 1, "s": "é"}'
 
-    raw = await svc.handler(
+    raw = await send(
+        svc,
         {
             "url": server.url("/echo"),
             "method": "PUT",
             "body": "a=1&b=2",
             "headers": {"Content-Type": "application/x-www-form-urlencoded"},
-        }
+        },
     )
     assert raw["json"]["body"] == "a=1&b=2"
     assert raw["json"]["content_type"] == "application/x-www-form-urlencoded"
 
-    null = await svc.handler({"url": server.url("/echo"), "method": "POST", "json": None})
+    null = await send(svc, {"url": server.url("/echo"), "method": "POST", "json": None})
     assert null["json"]["body"] == "null"
 
 
 async def test_http_text_and_binary_bodies(server: LocalServer) -> None:
     svc = local_http().service
-    text = await svc.handler({"url": server.url("/text?size=3")})
+    text = await send(svc, {"url": server.url("/text?size=3")})
     assert text["text"] == "ééé"
     assert "json" not in text
-    binary = await svc.handler({"url": server.url("/binary")})
+    binary = await send(svc, {"url": server.url("/binary")})
     assert binary["base64"] == "AAECAwQFBgc="
 
 
 async def test_http_non_2xx_is_a_result_unless_raise_for_status(server: LocalServer) -> None:
     svc = local_http().service
-    result = await svc.handler({"url": server.url("/status/404")})
+    result = await send(svc, {"url": server.url("/status/404")})
     assert result["status"] == 404
     assert result["text"] == "upstream says no"
 
@@ -567,12 +574,13 @@ async def test_http_raise_for_status_maps_retryable(
 ) -> None:
     svc = local_http().service
     with pytest.raises(ServiceError) as caught:
-        await svc.handler(
+        await send(
+            svc,
             {
                 "url": server.url(f"/status/{code}"),
                 "headers": {"Authorization": "Bearer s3cr3t-token"},
                 "raise_for_status": True,
-            }
+            },
         )
     assert caught.value.retryable is retryable
     assert caught.value.context["status"] == code
@@ -588,7 +596,7 @@ async def test_http_timeout_is_retryable_and_capped(server: LocalServer) -> None
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(ServiceError) as caught:
-        await svc.handler({"url": server.url("/slow"), "timeout_s": 100})
+        await send(svc, {"url": server.url("/slow"), "timeout_s": 100})
     assert caught.value.retryable
     assert "timed out after 0.3s" in caught.value.message
     assert loop.time() - started < 5
@@ -601,7 +609,7 @@ async def test_http_connection_refused_is_retryable() -> None:
         port = sock.getsockname()[1]
     svc = local_http().service
     with pytest.raises(ServiceError) as caught:
-        await svc.handler({"url": f"http://127.0.0.1:{port}/", "timeout_s": 5})
+        await send(svc, {"url": f"http://127.0.0.1:{port}/", "timeout_s": 5})
     assert caught.value.retryable
     assert "ConnectError" in caught.value.message
 
@@ -609,45 +617,45 @@ async def test_http_connection_refused_is_retryable() -> None:
 async def test_http_truncates_large_bodies_with_a_marker(server: LocalServer) -> None:
     svc = local_http(http_max_body_bytes=1001).service
     # 600 two-byte characters: the limit falls inside one, which must not become U+FFFD.
-    text = await svc.handler({"url": server.url("/text?size=600")})
+    text = await send(svc, {"url": server.url("/text?size=600")})
     assert text["truncated"] is True
     body, marker = text["text"].split("\n", 1)
     assert body == "é" * 500
     assert marker == "...[truncated: the response body is over 1001 bytes]"
 
     # JSON cut in the middle cannot be parsed: it comes back as marked text.
-    big = await svc.handler({"url": server.url("/big-json")})
+    big = await send(svc, {"url": server.url("/big-json")})
     assert big["truncated"] is True
     assert "json" not in big
     assert big["text"].startswith('{"data": "xxx')
     assert big["text"].endswith("bytes]")
 
-    small = await svc.handler({"url": server.url("/text?size=3")})
+    small = await send(svc, {"url": server.url("/text?size=3")})
     assert small["truncated"] is False
 
 
 async def test_http_follows_redirects_within_the_limit(server: LocalServer) -> None:
     svc = local_http(http_max_redirects=2).service
-    followed = await svc.handler({"url": server.url("/redirect?to=/echo")})
+    followed = await send(svc, {"url": server.url("/redirect?to=/echo")})
     assert followed["status"] == 200
     assert [h["path"] for h in server.hits] == ["/redirect", "/echo"]
 
-    not_followed = await svc.handler(
-        {"url": server.url("/redirect?to=/echo"), "follow_redirects": False}
+    not_followed = await send(
+        svc, {"url": server.url("/redirect?to=/echo"), "follow_redirects": False}
     )
     assert not_followed["status"] == 302
     assert not_followed["headers"]["location"] == "/echo"
 
     with pytest.raises(ServiceError, match="redirected more than 2 times") as caught:
-        await svc.handler({"url": server.url("/loop")})
+        await send(svc, {"url": server.url("/loop")})
     assert not caught.value.retryable
 
 
 async def test_http_redirect_to_an_internal_address_is_refused(server: LocalServer) -> None:
     svc = local_http().service
     with pytest.raises(ServiceError) as caught:
-        await svc.handler(
-            {"url": server.url("/redirect?to=http://169.254.169.254/latest/meta-data/")}
+        await send(
+            svc, {"url": server.url("/redirect?to=http://169.254.169.254/latest/meta-data/")}
         )
     assert not caught.value.retryable
     assert caught.value.context["host"] == "169.254.169.254"
@@ -656,7 +664,7 @@ async def test_http_redirect_to_an_internal_address_is_refused(server: LocalServ
 
 async def test_http_array_payload_makes_one_request_per_item(server: LocalServer) -> None:
     svc = local_http(http_concurrency=2).service
-    results = await svc.handler([{"url": server.url(f"/echo?i={i}")} for i in range(5)])
+    results = await send(svc, [{"url": server.url(f"/echo?i={i}")} for i in range(5)])
     assert [r["json"]["query"]["i"] for r in results] == ["0", "1", "2", "3", "4"]
     assert sorted(h["query"][0] for h in server.hits) == [("i", str(i)) for i in range(5)]
 
@@ -664,7 +672,7 @@ async def test_http_array_payload_makes_one_request_per_item(server: LocalServer
 async def test_http_array_payload_over_the_item_limit_is_rejected(server: LocalServer) -> None:
     svc = local_http(http_max_items=2).service
     with pytest.raises(ValidationError, match="at most 2 requests"):
-        await svc.handler([{"url": server.url("/echo")}] * 3)
+        await send(svc, [{"url": server.url("/echo")}] * 3)
     assert server.hits == []
 
 
@@ -686,7 +694,7 @@ async def test_http_array_payload_over_the_item_limit_is_rejected(server: LocalS
 async def test_http_refuses_internal_addresses_by_default(url: str, host: str, reason: str) -> None:
     svc = HttpService(BuiltinConfig()).service
     with pytest.raises(ServiceError) as caught:
-        await svc.handler({"url": url})
+        await send(svc, {"url": url})
     error = caught.value
     assert not error.retryable
     assert error.context["host"] == host
@@ -699,7 +707,7 @@ async def test_http_refuses_internal_addresses_by_default(url: str, host: str, r
 async def test_http_deny_wins_over_allow(server: LocalServer) -> None:
     svc = local_http(http_allow=("127.0.0.1",), http_deny=("127.0.0.0/8",)).service
     with pytest.raises(ServiceError) as caught:
-        await svc.handler({"url": server.url("/echo")})
+        await send(svc, {"url": server.url("/echo")})
     assert not caught.value.retryable
     assert caught.value.context["setting"] == "FLUXO_HTTP_DENY"
     assert "'127.0.0.0/8'" in caught.value.message
@@ -713,7 +721,7 @@ async def test_http_denied_hostname_is_refused_without_resolving_it() -> None:
         resolver=resolver,
     ).service
     with pytest.raises(ServiceError, match=r"FLUXO_HTTP_DENY entry '\*\.secret\.corp\.test'"):
-        await svc.handler({"url": "https://vault.secret.corp.test/v1/keys"})
+        await send(svc, {"url": "https://vault.secret.corp.test/v1/keys"})
     assert resolver.calls == []
 
 
@@ -722,13 +730,13 @@ async def test_http_hostname_allow_rules_and_pinned_resolution(server: LocalServ
     # the address the policy vetted, not to one the system resolver chose afterwards.
     resolver = TableResolver({"api.svc.test": [["127.0.0.1"]], "svc.test": [["127.0.0.1"]]})
     svc = HttpService(BuiltinConfig(http_allow=("*.svc.test",)), resolver=resolver).service
-    result = await svc.handler({"url": server.url("/echo", host="api.svc.test")})
+    result = await send(svc, {"url": server.url("/echo", host="api.svc.test")})
     assert result["status"] == 200
     assert server.hits[0]["host"] == f"api.svc.test:{server.port}"
 
     # A wildcard covers subdomains only, not the bare suffix.
     with pytest.raises(ServiceError, match=r"refused to connect to svc\.test"):
-        await svc.handler({"url": server.url("/echo", host="svc.test")})
+        await send(svc, {"url": server.url("/echo", host="svc.test")})
 
 
 async def test_http_dns_rebinding_is_caught_at_connect_time(server: LocalServer) -> None:
@@ -736,7 +744,7 @@ async def test_http_dns_rebinding_is_caught_at_connect_time(server: LocalServer)
     resolver = TableResolver({"rebind.test": [["93.184.216.34"], ["127.0.0.1"]]})
     svc = HttpService(BuiltinConfig(), resolver=resolver).service
     with pytest.raises(ServiceError) as caught:
-        await svc.handler({"url": server.url("/echo", host="rebind.test")})
+        await send(svc, {"url": server.url("/echo", host="rebind.test")})
     assert not caught.value.retryable
     assert caught.value.context["address"] == "127.0.0.1"
     assert resolver.calls == ["rebind.test", "rebind.test"]
@@ -801,10 +809,10 @@ async def test_https_keeps_sni_and_certificate_checks_on_the_hostname(
         async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
             svc = HttpService(config, client=client, resolver=resolver).service
             # Connected to the vetted 127.0.0.1, yet TLS verified the certificate for the name.
-            ok = await svc.handler({"url": f"https://secure.test:{port}/"})
+            ok = await send(svc, {"url": f"https://secure.test:{port}/"})
             assert ok["json"] == {"host": f"secure.test:{port}"}
             with pytest.raises(ServiceError, match="not valid for this host") as caught:
-                await svc.handler({"url": f"https://other.test:{port}/"})
+                await send(svc, {"url": f"https://other.test:{port}/"})
             assert not caught.value.retryable
     finally:
         await runner.cleanup()
@@ -863,7 +871,8 @@ def test_builtin_config_comes_from_fluxo_config(tmp_path: Any) -> None:
 async def test_http_rejects_bad_requests_with_locations_and_without_secrets() -> None:
     svc = HttpService(BuiltinConfig()).service
     with pytest.raises(ValidationError) as caught:
-        await svc.handler(
+        await send(
+            svc,
             [
                 {"url": "ftp://files.example/x"},
                 {
@@ -878,7 +887,7 @@ async def test_http_rejects_bad_requests_with_locations_and_without_secrets() ->
                 },
                 {"method": "GET"},
                 {"url": "https://api.example/x", "headers": {"X-Evil": "a\r\nInjected: 1"}},
-            ]
+            ],
         )
     assert locations(caught.value) == [
         "payload[0].url",
@@ -905,8 +914,8 @@ async def test_http_uses_an_injected_client_and_still_vets_hosts() -> None:
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
         svc = HttpService(BuiltinConfig(), client=client).service
-        result = await svc.handler(
-            {"url": "http://93.184.216.34/items", "method": "POST", "json": {"a": 1}}
+        result = await send(
+            svc, {"url": "http://93.184.216.34/items", "method": "POST", "json": {"a": 1}}
         )
         assert result == {
             "status": 201,
@@ -917,7 +926,7 @@ async def test_http_uses_an_injected_client_and_still_vets_hosts() -> None:
         assert seen[0].url == httpx.URL("http://93.184.216.34/items")
 
         with pytest.raises(ServiceError, match="loopback"):
-            await svc.handler({"url": "http://127.0.0.1:8240/api"})
+            await send(svc, {"url": "http://127.0.0.1:8240/api"})
     assert len(seen) == 1
 
 

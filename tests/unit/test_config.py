@@ -36,6 +36,7 @@ def test_database_urls_are_normalised(given: str, expected: str) -> None:
         ({"FLUXO_MAX_PACKET_BYTES": "lots"}, "FLUXO_MAX_PACKET_BYTES"),
         ({"FLUXO_MAX_PACKET_BYTES": "10"}, "FLUXO_MAX_PACKET_BYTES"),
         ({"FLUXO_POLL_INTERVAL": "0"}, "FLUXO_POLL_INTERVAL"),
+        ({"FLUXO_LEASE_S": "0"}, "FLUXO_LEASE_S"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], setting: str) -> None:
