@@ -63,11 +63,17 @@ class Deployment(_Model):
 
 
 class StartRequest(_Model):
-    """Start the job ``job_id`` of ``workflow`` (name@version) with ``input``."""
+    """Start the job ``job_id`` of ``workflow`` (name@version) with ``input``.
+
+    ``account`` is the job's account: a workflow name is unique only in its account, so an
+    engine shared by several accounts finds the deployed workflow by both (it deployed it under
+    the workflow's ``metadata.account``). None for a workflow deployed without an account.
+    """
 
     job_id: str
     workflow: str
     input: Packet
+    account: str | None = None
 
 
 class RunHandle(_Model):
@@ -108,7 +114,7 @@ class Engine(Protocol):
 
     async def deploy(self, workflow: Workflow) -> Deployment: ...
 
-    async def undeploy(self, workflow: str) -> None: ...
+    async def undeploy(self, workflow: str, *, account: str | None = None) -> None: ...
 
     async def start(self, request: StartRequest) -> RunHandle: ...
 

@@ -39,6 +39,7 @@ from translators._argo_expr import (
     with_params,
 )
 from translators._argo_plan import Plan, Scope, Task
+from translators._names import account_label, digest
 
 __all__ = [
     "API_VERSION",
@@ -50,10 +51,14 @@ __all__ = [
     "MAX_INLINE_PAYLOAD_BYTES",
     "Mode",
     "TemplateBuilder",
+    "account_labels",
     "auth_headers",
     "dns_name",
+    "gateway_secret_name",
     "is_label",
     "label_value",
+    "scoped_name",
+    "service_account_name",
     "version_labels",
 ]
 
@@ -67,6 +72,7 @@ HTTP_GRACE_S: Final = 10
 CONTAINER_GRACE_S: Final = 60
 RESULT_PARAMETER: Final = "fluxo-result"
 MANAGED: Final = {"app.kubernetes.io/managed-by": "fluxo"}
+ACCOUNT_KEY: Final = "fluxo.dev/account"
 
 Mode = Literal["http", "container"]
 
@@ -120,18 +126,20 @@ class TemplateBuilder:
                 "settings (they share templates) or split the workflow",
                 workflow=self.workflow.metadata.name,
             )
+        account = self.workflow.metadata.account
         annotations = {
             "fluxo.dev/workflow": self.ref,
             "fluxo.dev/spec-sha256": self.workflow.content_hash(),
         }
+        if account is not None:
+            annotations[ACCOUNT_KEY] = account  # exact: the engine checks it before an update
+        labels = {**version_labels(self.ref), **account_labels(account)}
         if self.workflow.spec.description:
             annotations["workflows.argoproj.io/description"] = self.workflow.spec.description
         return m.WorkflowTemplate(
             api_version=API_VERSION,
             kind="WorkflowTemplate",
-            metadata=m.ObjectMeta(
-                name=name, labels={**MANAGED, **version_labels(self.ref)}, annotations=annotations
-            ),
+            metadata=m.ObjectMeta(name=name, labels={**MANAGED, **labels}, annotations=annotations),
             spec=m.WorkflowSpec(
                 entrypoint="main",
                 on_exit="report-end",
@@ -139,7 +147,7 @@ class TemplateBuilder:
                 arguments=m.Arguments(
                     parameters=[m.Parameter(name=n, description=d) for n, d in _WORKFLOW_PARAMETERS]
                 ),
-                workflow_metadata=m.WorkflowMetadata(labels=version_labels(self.ref)),
+                workflow_metadata=m.WorkflowMetadata(labels=labels),
                 templates=templates,
             ),
         )
@@ -493,6 +501,11 @@ def version_labels(ref: str) -> dict[str, str]:
     return {"fluxo.dev/workflow": name, "fluxo.dev/version": label_value(version)}
 
 
+def account_labels(account: str | None) -> dict[str, str]:
+    """``fluxo.dev/account`` for the objects of an account's workflow (none without one)."""
+    return {} if account is None else {ACCOUNT_KEY: label_value(account)}
+
+
 def label_value(value: str) -> str:
     if re.match(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$", value):
         return value
@@ -506,13 +519,42 @@ def is_label(name: str) -> bool:
     )
 
 
-def dns_name(text: str) -> str:
-    """A DNS-1123 label of at most 63 characters; a changed or cut text keeps a hash of itself."""
+def dns_name(text: str, *, limit: int = MAX_NAME_LENGTH) -> str:
+    """A DNS-1123 label of at most ``limit`` characters; a changed or cut text keeps a hash of
+    itself."""
     clean = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "x"
-    if clean == text and len(clean) <= MAX_NAME_LENGTH:
+    if clean == text and len(clean) <= limit:
         return clean
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{clean[: MAX_NAME_LENGTH - 9].rstrip('-')}-{digest}"
+    return f"{clean[: limit - 9].rstrip('-')}-{digest}"
+
+
+def scoped_name(account: str | None, text: str, *, limit: int = MAX_NAME_LENGTH) -> str:
+    """The engine-side name of ``text`` (e.g. ``order-intake-v3``) for ``account``: a DNS-1123
+    label of at most ``limit`` characters.
+
+    Without an account, :func:`dns_name`. With one, ``<account label>-<text>-<hash>``, the hash
+    of the exact account and text, the readable part cut to fit: one Argo namespace holds every
+    account's templates, and ``acme`` + ``b-c`` must not meet ``acme-b`` + ``c``.
+    """
+    if account is None:
+        return dns_name(text, limit=limit)
+    readable = re.sub(r"[^a-z0-9-]+", "-", f"{account_label(account)}-{text}".lower()).strip("-")
+    tag = digest(account, text)
+    return f"{readable[: limit - len(tag) - 1].rstrip('-')}-{tag}"
+
+
+def gateway_secret_name(account: str | None) -> str:
+    """The Secret holding the engine token of ``account``'s workflows (key ``authorization``,
+    value ``Bearer <token>``): ``fluxo-gateway-<account label>``; ``fluxo-gateway`` without an
+    account. An engine token acts only for its own account, so each account has its own."""
+    return "fluxo-gateway" if account is None else f"fluxo-gateway-{account_label(account)}"
+
+
+def service_account_name(account: str | None) -> str:
+    """The service account ``account``'s workflows run as: ``fluxo-argo-<account label>``
+    (``fluxo-argo`` without an account). It may read that account's Secret and no other."""
+    return "fluxo-argo" if account is None else f"fluxo-argo-{account_label(account)}"
 
 
 def _sorted(templates: Mapping[str, m.Template]) -> list[m.Template]:

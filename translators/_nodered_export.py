@@ -34,6 +34,7 @@ from translators._nodered_model import (
     NodeRedOptions,
     NodeRedSource,
     WorkflowSource,
+    flow_key,
     json_copy,
     stable_id,
 )
@@ -79,13 +80,12 @@ def _columns(workflow: Workflow) -> dict[str, int]:
 
 
 def workflow_key(workflow: Workflow) -> str:
-    """What generated ids derive from: ``name`` or ``name@version``."""
-    return workflow.ref or workflow.metadata.name
+    """What generated ids derive from: ``account/name@version`` (:func:`flow_key`)."""
+    return flow_key(workflow.metadata.account, workflow.ref or workflow.metadata.name)
 
 
 def entry_path(workflow: Workflow, options: NodeRedOptions) -> str:
-    path = f"{options.entry_root.rstrip('/')}/{workflow.metadata.name}"
-    return f"{path}/{workflow.metadata.version}" if workflow.metadata.version else path
+    return options.entry_path(workflow.metadata.account, workflow.ref or workflow.metadata.name)
 
 
 def generate(workflow: Workflow, options: NodeRedOptions) -> list[dict[str, Any]]:
@@ -133,7 +133,7 @@ def generate(workflow: Workflow, options: NodeRedOptions) -> list[dict[str, Any]
     tab = {
         "id": tab_id,
         "type": "tab",
-        "label": workflow.ref or workflow.metadata.name,
+        "label": key,  # the account too: one Node-RED shows the tabs of every account
         "disabled": False,
         "info": workflow.spec.description or "",
         "env": [],

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import orjson
 
 from fluxo_core.ir import Workflow
+from translators._names import account_label
 
 __all__ = [
     "FidelityReport",
@@ -24,6 +25,7 @@ __all__ = [
     "NodeRedSource",
     "Trigger",
     "WorkflowSource",
+    "flow_key",
     "stable_id",
 ]
 
@@ -33,6 +35,13 @@ FidelityStatus = Literal["mapped", "native", "dropped"]
 def stable_id(*parts: str) -> str:
     """A Node-RED style id (16 hex digits) derived from ``parts``: the same parts, the same id."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def flow_key(account: str | None, ref: str) -> str:
+    """What the ids of a generated flow derive from: ``account/name@version`` (``name@version``
+    for a workflow of no account; ``name`` before it has a version). Workflow names are unique
+    only in their account, so two accounts' tabs on one Node-RED must differ by the account."""
+    return ref if account is None else f"{account}/{ref}"
 
 
 @dataclass(frozen=True)
@@ -213,7 +222,7 @@ class NodeRedOptions:
             account reads ``{token_env}_{ACCOUNT}`` first (see :meth:`token_envs`), so one
             Node-RED can hold one engine token per account.
         entry_root: where the entry ``http in`` nodes live; a workflow's entry is
-            ``{entry_root}/{name}`` (``/{version}`` appended when the workflow has one).
+            ``{entry_root}/{account}/{name}/{version}`` (see :meth:`entry_path`).
         events_path: where completion and error reports go (POST, JSON).
         call_wait_s: how long a service call waits for its result when the step sets no
             ``timeout_s`` (the gateway's ``?wait=``).
@@ -233,6 +242,23 @@ class NodeRedOptions:
             return [self.token_env]
         suffix = re.sub(r"[^A-Z0-9]", "_", account.upper())
         return [f"{self.token_env}_{suffix}", self.token_env]
+
+    def entry_path(self, account: str | None, ref: str) -> str:
+        """The route of the entry ``http in`` of workflow ``ref`` (``name[@version]``) of
+        ``account``: ``{entry_root}/{account label}/{name}/{version}``, e.g.
+        ``/fluxo/jobs/acme/order-intake/3``; without an account ``{entry_root}/{name}/{version}``;
+        without a version, no ``/{version}``. The account label is the account id when it is a
+        lowercase DNS label, else a cleaned form with a hash of the id
+        (:func:`~translators._names.account_label`): Node-RED matches routes case-insensitively
+        and reads ``:`` as a route parameter."""
+        name, _, version = ref.partition("@")
+        parts = [self.entry_root.rstrip("/")]
+        if account is not None:
+            parts.append(account_label(account))
+        parts.append(name)
+        if version:
+            parts.append(version)
+        return "/".join(parts)
 
 
 def json_copy(value: Any) -> Any:

@@ -1,7 +1,11 @@
 """IR -> Argo Workflows: a pure, deterministic translation built with hera's Argo models.
 
 :func:`to_argo` turns one workflow version into an :class:`ArgoBundle`: a ``WorkflowTemplate``
-(``<name>-v<version>``), one ``CronWorkflow`` per cron trigger, and the RBAC the HTTP agent needs.
+(``<account>-<name>-v<version>-<hash>``, :func:`template_name`), one ``CronWorkflow`` per cron
+trigger, and the RBAC the HTTP agent needs. One namespace may serve several accounts: every name
+carries the workflow's ``metadata.account``, and each account's workflows run as its own service
+account (``fluxo-argo-<account>``) reading its own engine token from its own Secret
+(``fluxo-gateway-<account>``, :func:`gateway_secret_name`), which the operator creates.
 :func:`to_argo_job` makes the ``Workflow`` of one job (a ``workflowTemplateRef`` plus the job's
 parameters); :func:`to_yaml` writes a bundle as multi-document YAML with sorted keys;
 :func:`check_argo` is Fluxo's own semantic check of an Argo document.
@@ -60,7 +64,8 @@ The gateway contract the emitted documents rely on:
 - ``POST /v1/jobs/{job_id}/engine-events``: ``{"engine": "argo", "event": "finished", ...}``.
 - ``POST /v1/workflows/{name}/jobs`` with ``Idempotency-Key``: how a cron trigger starts a job,
   so each firing passes admission and creates the job row like any trigger.
-- Secret ``token_secret`` key ``authorization`` holds the header value ``Bearer <token>``.
+- Secret ``token_secret`` (``fluxo-gateway-<account>``) key ``authorization`` holds the header
+  value ``Bearer <engine token of the account>``.
 """
 
 from __future__ import annotations
@@ -95,10 +100,14 @@ from translators._argo_templates import (
     MAX_INLINE_PAYLOAD_BYTES,
     Mode,
     TemplateBuilder,
+    account_labels,
     auth_headers,
     dns_name,
+    gateway_secret_name,
     is_label,
     label_value,
+    scoped_name,
+    service_account_name,
     version_labels,
 )
 
@@ -115,6 +124,10 @@ __all__ = [
     "CronTrigger",
     "Mode",
     "check_argo",
+    "gateway_secret_name",
+    "scoped_name",
+    "service_account_name",
+    "template_name",
     "to_argo",
     "to_argo_job",
     "to_yaml",
@@ -154,6 +167,7 @@ class ArgoBundle:
         workflow_ref: ``name@version``.
         input_by_reference: whether a job input may be passed by reference (only calls read it).
         start_step: the step a job begins at (named in errors about the input).
+        account: the workflow's account (``metadata.account``), whose names the documents carry.
     """
 
     workflow_template: dict[str, Any]
@@ -163,6 +177,7 @@ class ArgoBundle:
     workflow_ref: str
     input_by_reference: bool
     start_step: str
+    account: str | None = None
 
     def documents(self) -> list[dict[str, Any]]:
         """Every document, in apply order (RBAC, the template, cron workflows)."""
@@ -177,8 +192,8 @@ def to_argo(
     mode: Mode = "http",
     image: str = DEFAULT_IMAGE,
     crons: Sequence[CronTrigger] = (),
-    service_account: str = "fluxo-argo",
-    token_secret: str = "fluxo-gateway",
+    service_account: str | None = None,
+    token_secret: str | None = None,
 ) -> ArgoBundle:
     """Translate one workflow version into Argo documents (pure and deterministic).
 
@@ -189,8 +204,14 @@ def to_argo(
         mode: ``http`` (service calls as HTTP templates) or ``container`` (``fluxo call`` pods).
         image: the Fluxo image for container templates.
         crons: cron triggers of the workflow, each a ``CronWorkflow``.
-        service_account: the service account the workflows run as (RBAC is emitted for it).
-        token_secret: the Secret holding the gateway's ``authorization`` header value.
+        service_account: the service account the workflows run as (RBAC is emitted for it);
+            default ``fluxo-argo-<account>`` (:func:`service_account_name`).
+        token_secret: the Secret holding the gateway's ``authorization`` header value, the
+            engine token of the workflow's account; default ``fluxo-gateway-<account>``
+            (:func:`gateway_secret_name`).
+
+    Every name the documents give Argo carries ``workflow.metadata.account`` (see
+    :func:`template_name`): one namespace may hold the workflows of several accounts.
 
     Raises:
         UnsupportedFeatureError: a step Argo cannot run (native, JSONata switch, ...), naming the
@@ -199,23 +220,27 @@ def to_argo(
         ValidationError: a bad cron trigger.
     """
     gateway = _gateway(gateway_url)
-    for label, value in (("service_account", service_account), ("token_secret", token_secret)):
+    account = workflow.metadata.account
+    runs_as = service_account or service_account_name(account)
+    secret = token_secret or gateway_secret_name(account)
+    for label, value in (("service_account", runs_as), ("token_secret", secret)):
         if not is_label(value):
             raise ConfigError(f"{label}={value!r} is not a DNS-1123 name (e.g. 'fluxo-argo')")
     name = workflow.metadata.name
     ref = f"{name}@{version}"
     plan = plan_workflow(workflow)
-    builder = TemplateBuilder(workflow, plan, gateway, ref, mode, image, token_secret)
-    template = builder.workflow_template(_versioned(name, str(version)), service_account)
+    builder = TemplateBuilder(workflow, plan, gateway, ref, mode, image, secret)
+    template = builder.workflow_template(template_name(account, name, version), runs_as)
     rendered = _resolve(template, builder.names)
     bundle = ArgoBundle(
         workflow_template=rendered,
-        cron_workflows=tuple(_cron(c, name, gateway, service_account, token_secret) for c in crons),
-        rbac=_rbac(service_account, token_secret),
+        cron_workflows=tuple(_cron(c, workflow, gateway, runs_as, secret) for c in crons),
+        rbac=_rbac(runs_as, secret),
         template_name=rendered["metadata"]["name"],
         workflow_ref=ref,
         input_by_reference="fromJSON(workflow.parameters.input)" not in str(rendered),
         start_step=workflow.spec.start_id,
+        account=account,
     )
     for document in (bundle.workflow_template, *bundle.cron_workflows):
         problems = check_argo(document)
@@ -274,6 +299,7 @@ def to_argo_job(
     labels = {
         **MANAGED,
         **version_labels(bundle.workflow_ref),
+        **account_labels(bundle.account),
         "fluxo.dev/job-id": label_value(job_id),
     }
     workflow = m.Workflow(
@@ -303,8 +329,9 @@ _CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
 
 
 def _cron(
-    trigger: CronTrigger, workflow: str, gateway: str, service_account: str, secret: str
+    trigger: CronTrigger, owner: Workflow, gateway: str, service_account: str, secret: str
 ) -> dict[str, Any]:
+    workflow, account = owner.metadata.name, owner.metadata.account
     problems: list[Problem] = []
     if not is_label(trigger.name):
         problems.append(("name", "use lowercase letters, digits and '-' (e.g. 'nightly')"))
@@ -345,11 +372,18 @@ def _cron(
             backoff=m.Backoff(duration="10s", factor=m.IntOrString(2), cap="120s"),
         ),
     )
-    labels = {**MANAGED, "fluxo.dev/workflow": workflow, "fluxo.dev/trigger": trigger.name}
+    labels = {
+        **MANAGED,
+        **account_labels(account),
+        "fluxo.dev/workflow": workflow,
+        "fluxo.dev/trigger": trigger.name,
+    }
     cron = m.CronWorkflow(
         api_version=API_VERSION,
         kind="CronWorkflow",
-        metadata=m.ObjectMeta(name=dns_name(f"{workflow}-{trigger.name}"), labels=labels),
+        metadata=m.ObjectMeta(
+            name=scoped_name(account, f"{workflow}-{trigger.name}"), labels=labels
+        ),
         spec=m.CronWorkflowSpec(
             schedules=list(trigger.schedules),
             timezone=trigger.timezone,
@@ -427,12 +461,15 @@ def _gateway(url: str) -> str:
     return url.rstrip("/")
 
 
-def _versioned(name: str, version: str) -> str:
-    text = version.lower()
+def template_name(account: str | None, name: str, version: str | int) -> str:
+    """The ``WorkflowTemplate`` name of workflow ``name`` version ``version`` of ``account``:
+    ``<account>-<name>-v<version>-<hash>`` (:func:`~translators._argo_templates.scoped_name`),
+    e.g. ``acme-order-intake-v3-4f1c0e9a2b``; ``<name>-v<version>`` without an account."""
+    text = str(version).lower()
     clean = re.sub(r"[^a-z0-9-]", "-", text)
     if clean != text:  # keep distinct versions distinct ('1.2' vs '1-2')
-        clean = f"{clean}-{hashlib.sha256(version.encode()).hexdigest()[:6]}"
-    return dns_name(f"{name}-{'' if clean.startswith('v') else 'v'}{clean}")
+        clean = f"{clean}-{hashlib.sha256(str(version).encode()).hexdigest()[:6]}"
+    return scoped_name(account, f"{name}-{'' if clean.startswith('v') else 'v'}{clean}")
 
 
 def _dump(model: Any) -> dict[str, Any]:

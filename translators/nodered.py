@@ -8,10 +8,12 @@
     check_flow(nodes) -> [(location, message), ...]                # before any deploy
 
 **Export of a workflow authored in Fluxo** (no source): one explicit tab per workflow; node ids
-derived from the workflow (``name[@version]``) and step ids, so a redeploy changes nothing that
-did not change; steps laid out left to right by their distance from the start. The engine posts
+derived from the workflow (``account/name@version``, :func:`flow_key`) and step ids, so a
+redeploy changes nothing that did not change and two accounts' workflows of the same name never
+share a node; steps laid out left to right by their distance from the start. The engine posts
 the job's input packet (``{job_id, workflow, actor, trace_id, payload, headers}``) to the entry
-``http in`` at ``{entry_root}/{name}[/{version}]`` (``.../cancel`` forgets a job). Every service
+``http in`` at ``{entry_root}/{account}/{name}/{version}`` (:meth:`NodeRedOptions.entry_path`;
+``.../cancel`` forgets a job). Every service
 step is an ``http request`` to ``{fluxo_url}/v1/services/{service}/calls?wait=N`` carrying the
 packet (job id, step id, actor), so admission, billing and observation pass the shared runtime as
 on the step engine; retries (a ``delay`` loop), timeouts (``?wait``) and ``on_error`` follow the
@@ -82,6 +84,7 @@ from translators._nodered_model import (
     NodeRedSource,
     Trigger,
     WorkflowSource,
+    flow_key,
     stable_id,
 )
 
@@ -96,6 +99,7 @@ __all__ = [
     "Trigger",
     "WorkflowSource",
     "check_flow",
+    "flow_key",
     "from_nodered",
     "stable_id",
     "to_nodered",

@@ -3,10 +3,12 @@
 It speaks the Argo Server REST API (``/api/v1/...``) with an injectable ``httpx.AsyncClient``:
 
 - ``deploy``: :func:`~translators.argo.to_argo` the workflow, then create or update its
-  ``WorkflowTemplate`` (``<name>-v<version>``): GET; absent -> POST; present with the same spec
-  hash -> nothing; else PUT with the stored ``resourceVersion``. A 409 on create (someone else
-  created it meanwhile) re-reads and updates once. RBAC and CronWorkflows are Kubernetes objects
-  the cluster operator applies (``fluxo export``); the engine does not.
+  ``WorkflowTemplate`` (``<account>-<name>-v<version>-<hash>``): GET; absent -> POST; present
+  with the same spec hash -> nothing; else PUT with the stored ``resourceVersion``. A 409 on
+  create (someone else created it meanwhile) re-reads and updates once. A template of that name
+  holding another account's or another version's workflow is never overwritten (409). RBAC, the
+  per-account token Secret and CronWorkflows are Kubernetes objects the cluster operator applies
+  (``fluxo export``); the engine does not.
 - ``start``: POST the job's ``Workflow`` (:func:`~translators.argo.to_argo_job`); its name derives
   from the job id, so a 409 for a workflow of the same job means "already started" (idempotent).
 - ``status``: GET the workflow and read it (see ``_status``).
@@ -57,6 +59,7 @@ ENGINE_NAME: Final = "argo"
 _API: Final = "api/v1"
 _SPEC_HASH: Final = "fluxo.dev/spec-sha256"
 _REF: Final = "fluxo.dev/workflow"
+_ACCOUNT: Final = "fluxo.dev/account"
 _JOB_LABEL: Final = "fluxo.dev/job-id"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -134,7 +137,7 @@ class ArgoEngine:
         self._client = client or httpx.AsyncClient(
             verify=_verify(config.verify_tls), timeout=config.timeout_s
         )
-        self._bundles: dict[str, ArgoBundle] = {}
+        self._bundles: dict[tuple[str | None, str], ArgoBundle] = {}  # by (account, ref)
 
     async def aclose(self) -> None:
         """Close the HTTP client if the engine made it."""
@@ -170,11 +173,12 @@ class ArgoEngine:
             except ConflictError:  # created meanwhile by someone else: update it once
                 current = await self._request("GET", path, f"read WorkflowTemplate {name}")
         if current is not None:
+            self._check_owner(current, bundle)
             stored = current
             if _annotation(current, _SPEC_HASH) != _annotation(document, _SPEC_HASH):
                 stored = await self._update_template(name, document, current)
                 action = "updated"
-        self._bundles[bundle.workflow_ref] = bundle
+        self._bundles[(bundle.account, bundle.workflow_ref)] = bundle
         return Deployment(
             workflow=bundle.workflow_ref,
             engine=self.name,
@@ -186,10 +190,11 @@ class ArgoEngine:
             },
         )
 
-    async def undeploy(self, workflow: str) -> None:
-        """Delete the template of ``workflow`` (``name@version``); absent is fine."""
-        name = await self._template_name(workflow)
-        self._bundles.pop(workflow, None)
+    async def undeploy(self, workflow: str, *, account: str | None = None) -> None:
+        """Delete the template of ``workflow`` (``name@version``) of ``account``; absent is
+        fine."""
+        name = await self._template_name(account, workflow)
+        self._bundles.pop((account, workflow), None)
         if name is None:
             return
         try:
@@ -203,7 +208,7 @@ class ArgoEngine:
 
     async def start(self, request: StartRequest) -> RunHandle:
         """Submit the job's Workflow (idempotent by job id)."""
-        bundle = await self._bundle(request.workflow)
+        bundle = await self._bundle(request.account, request.workflow)
         try:
             document = to_argo_job(bundle, job_id=request.job_id, packet=request.input)
         except PayloadTooLargeError:
@@ -395,12 +400,29 @@ class ArgoEngine:
                 current = await self._request("GET", path, f"read WorkflowTemplate {name}")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _bundle(self, ref: str) -> ArgoBundle:
-        """The deployed bundle of ``ref``: from this engine's deploys, else from the server."""
-        bundle = self._bundles.get(ref)
+    def _check_owner(self, current: Mapping[str, Any], bundle: ArgoBundle) -> None:
+        """Refuse to overwrite a template that holds another workflow (of another account, or
+        another version): names are scoped and hashed, so this takes a hash collision or a
+        template made by hand, and either must not break the workflow that is there."""
+        owner = (_annotation(current, _ACCOUNT), _annotation(current, _REF))
+        if owner != (bundle.account, bundle.workflow_ref):
+            name = bundle.template_name
+            raise ConflictError(
+                # Whose workflow it is stays unsaid: it may be another account's.
+                f"WorkflowTemplate {name} in namespace {self.config.namespace} of the Argo "
+                f"Server {self._server} holds another workflow; Fluxo does not overwrite it "
+                f"(delete it if it is stale, then apply workflow {bundle.workflow_ref} again)",
+                workflow=bundle.workflow_ref,
+                template=name,
+            )
+
+    async def _bundle(self, account: str | None, ref: str) -> ArgoBundle:
+        """The deployed bundle of ``ref`` of ``account``: from this engine's deploys, else from
+        the server."""
+        bundle = self._bundles.get((account, ref))
         if bundle is not None:
             return bundle
-        template = await self._find_template(ref)
+        template = await self._find_template(account, ref)
         if template is None:
             raise NotFoundError(
                 f"workflow {ref} is not deployed on the Argo Server {self._server} "
@@ -415,18 +437,19 @@ class ArgoEngine:
             workflow_ref=ref,
             input_by_reference="fromJSON(workflow.parameters.input)" not in json.dumps(template),
             start_step=str(template["metadata"]["name"]),
+            account=account,
         )
-        self._bundles[ref] = bundle
+        self._bundles[(account, ref)] = bundle
         return bundle
 
-    async def _template_name(self, ref: str) -> str | None:
-        bundle = self._bundles.get(ref)
+    async def _template_name(self, account: str | None, ref: str) -> str | None:
+        bundle = self._bundles.get((account, ref))
         if bundle is not None:
             return bundle.template_name
-        template = await self._find_template(ref)
+        template = await self._find_template(account, ref)
         return None if template is None else str(template["metadata"]["name"])
 
-    async def _find_template(self, ref: str) -> dict[str, Any] | None:
+    async def _find_template(self, account: str | None, ref: str) -> dict[str, Any] | None:
         name = ref.partition("@")[0]
         listing = await self._request(
             "GET",
@@ -435,7 +458,11 @@ class ArgoEngine:
             params={"listOptions.labelSelector": f"{_REF}={name}"},
         )
         for item in listing.get("items") or ():
-            if isinstance(item, dict) and _annotation(item, _REF) == ref:
+            if (
+                isinstance(item, dict)
+                and _annotation(item, _REF) == ref
+                and _annotation(item, _ACCOUNT) == account
+            ):
                 return item
         return None
 

@@ -12,8 +12,8 @@ It speaks Node-RED's Admin API (``httpAdminRoot``) and the ``http in`` routes of
   changed tab restarts). A 409 (someone deployed in between) re-reads and tries once more. When
   the tab already holds exactly these nodes nothing is posted (no restart, ``rev`` unchanged).
 - ``start``: POST the job's input packet to the tab's entry ``http in``
-  (``{entry_root}/{name}/{version}``); the flow answers 202 for a new job and 200 for a job it
-  already runs, so a retried start is harmless.
+  (``{entry_root}/{account}/{name}/{version}``); the flow answers 202 for a new job and 200 for a
+  job it already runs, so a retried start is harmless.
 - ``status``: Node-RED keeps no job history; every service step passes the Fluxo gateway and the
   flow reports its end to Fluxo, so the control plane knows the job. ``status`` asks the
   ``steps_source`` it was given (the job row and its gateway calls).
@@ -21,6 +21,10 @@ It speaks Node-RED's Admin API (``httpAdminRoot``) and the ``http in`` routes of
   messages in flight end without a report). The control plane also marks the job cancelled, so
   the gateway refuses the job's next service call.
 - ``undeploy``: remove the tab and its nodes (v2, ``rev``, one 409 retry).
+
+Node-RED is shared by every account: a tab's node ids and entry route carry the workflow's
+account (``metadata.account``; the job's account in :class:`StartRequest`), so two accounts'
+workflows of the same name are two tabs that never touch each other.
 
 5xx answers and network errors are retried ``retries`` times with exponential backoff; errors are
 mapped as :mod:`engines.nodered._errors` draws it, naming the workflow.
@@ -63,7 +67,7 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import Workflow
-from translators.nodered import NodeRedOptions, check_flow, stable_id, to_nodered
+from translators.nodered import NodeRedOptions, check_flow, flow_key, stable_id, to_nodered
 
 __all__ = ["ENGINE_NAME", "NodeRedEngine", "StepsSource"]
 
@@ -86,6 +90,7 @@ class _Flow:
     tab_id: str | None
     ids: frozenset[str]
     containers: frozenset[str]
+    entry: str | None = None  # the entry route of a generated flow
 
 
 class NodeRedEngine:
@@ -163,8 +168,9 @@ class NodeRedEngine:
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
         self._types: set[str] | None = None
-        self._flows: dict[str, _Flow] = {}  # deployed by this engine, by workflow ref
-        self._jobs: OrderedDict[str, str] = OrderedDict()  # job id -> workflow ref (for cancel)
+        self._flows: dict[str, _Flow] = {}  # deployed by this engine, by flow_key
+        # job id -> (workflow ref, entry route), for cancel
+        self._jobs: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._write_lock = asyncio.Lock()
 
     @property
@@ -196,9 +202,10 @@ class NodeRedEngine:
             ConflictError: the flows changed twice while deploying (a concurrent deployer).
         """
         ref = workflow.ref or workflow.metadata.name
+        key = flow_key(workflow.metadata.account, ref)
         # A version fixes the content: translate and validate it once. Without one (a workflow
         # the control plane has not applied yet) the same name may hold other steps next time.
-        flow = self._flows.get(ref) if workflow.ref else None
+        flow = self._flows.get(key) if workflow.ref else None
         if flow is None:
             _check_kinds(workflow, ref, self.capabilities)
             try:
@@ -207,9 +214,10 @@ class NodeRedEngine:
                 raise UnsupportedFeatureError(
                     f"workflow {ref}: {exc.message}", workflow=ref, **exc.context
                 ) from exc
-            flow = await self._validated(ref, nodes)
+            entry = self.options.entry_path(workflow.metadata.account, ref)
+            flow = await self._validated(ref, nodes, entry=entry if workflow.ref else None)
         deployment = await self._deploy(flow)
-        self._flows[ref] = flow
+        self._flows[key] = flow
         return deployment
 
     async def deploy_flow(self, ref: str, nodes: Sequence[Mapping[str, Any]]) -> Deployment:
@@ -224,14 +232,16 @@ class NodeRedEngine:
         self._flows[ref] = flow
         return deployment
 
-    async def undeploy(self, workflow: str) -> None:
-        """Remove the tab of ``workflow`` (``name@version``) and its nodes; absent is fine.
+    async def undeploy(self, workflow: str, *, account: str | None = None) -> None:
+        """Remove the tab of ``workflow`` (``name@version``) of ``account`` and its nodes;
+        absent is fine.
 
         Config nodes the flow brought (no tab) are removed only when no remaining node uses them.
         """
-        flow = self._flows.get(workflow)
+        key = flow_key(account, workflow)
+        flow = self._flows.get(key)
         if flow is None:
-            tab = stable_id(workflow, "tab")  # generated flows: the tab id derives from the ref
+            tab = stable_id(key, "tab")  # generated flows: the tab id derives from the key
             flow = _Flow(workflow, (), tab, frozenset({tab}), frozenset({tab}))
 
         def remove(flows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]] | None:
@@ -252,12 +262,13 @@ class NodeRedEngine:
             return [n for n in flows if n.get("id") not in drop]
 
         await self._swap(workflow, remove, f"undeploy workflow {workflow}")
-        self._flows.pop(workflow, None)
+        self._flows.pop(key, None)
 
     async def start(self, request: StartRequest) -> RunHandle:
         """POST the job's input packet to the workflow's entry (idempotent by job id)."""
         ref = request.workflow
-        url = self._node_root + _entry_path(ref, self.options).lstrip("/")
+        path = self.options.entry_path(request.account, ref)
+        url = self._node_root + path.lstrip("/")
         body = request.input.model_dump(mode="json")
         body.update(job_id=request.job_id, workflow=ref)
         operation = f"start job {request.job_id} of workflow {ref}"
@@ -271,7 +282,7 @@ class NodeRedEngine:
                 workflow=ref,
                 job_id=request.job_id,
             ) from exc
-        self._remember(request.job_id, ref)
+        self._remember(request.job_id, ref, path)
         return RunHandle(engine=self.name, job_id=request.job_id, run_id=request.job_id)
 
     async def status(self, handle: RunHandle) -> RunStatus:
@@ -287,12 +298,8 @@ class NodeRedEngine:
 
     async def cancel(self, handle: RunHandle) -> None:
         """Tell the job's flow to forget it; an unknown job is fine (idempotent)."""
-        ref = self._jobs.get(handle.job_id)
-        paths = (
-            [_entry_path(ref, self.options) + "/cancel"]
-            if ref is not None
-            else await self._cancel_paths()
-        )
+        ref, entry = self._jobs.get(handle.job_id) or (None, None)
+        paths = [entry + "/cancel"] if entry is not None else await self._cancel_paths()
         for path in paths:
             url = self._node_root + path.lstrip("/")
             try:
@@ -311,7 +318,9 @@ class NodeRedEngine:
 
     # -- deploying ------------------------------------------------------------------------------
 
-    async def _validated(self, ref: str, nodes: Sequence[Mapping[str, Any]]) -> _Flow:
+    async def _validated(
+        self, ref: str, nodes: Sequence[Mapping[str, Any]], *, entry: str | None = None
+    ) -> _Flow:
         """The flow, once it passed every check; else a ValidationError listing each problem."""
         known = await self._known_types(ref, refresh=False)
         problems = check_flow(nodes, known_types=known)
@@ -326,7 +335,8 @@ class NodeRedEngine:
                 workflow=ref,
             )
         ids = frozenset(str(n["id"]) for n in nodes)
-        return _Flow(ref, tuple(nodes), tab_id_of(nodes), ids, frozenset(containers_of(nodes)))
+        containers = frozenset(containers_of(nodes))
+        return _Flow(ref, tuple(nodes), tab_id_of(nodes), ids, containers, entry)
 
     async def _deploy(self, flow: _Flow) -> Deployment:
         wanted = list(flow.nodes)
@@ -343,10 +353,8 @@ class NodeRedEngine:
             "action": "deployed" if changed else "unchanged",
             "nodes": len(flow.nodes),
         }
-        if flow.tab_id is not None and "@" in flow.ref:
-            details["entry"] = display_url(
-                self._node_root + _entry_path(flow.ref, self.options).lstrip("/")
-            )
+        if flow.entry is not None:
+            details["entry"] = display_url(self._node_root + flow.entry.lstrip("/"))
         return Deployment(workflow=flow.ref, engine=self.name, details=details)
 
     async def _await_started(self, flow: _Flow) -> None:
@@ -475,8 +483,8 @@ class NodeRedEngine:
             and n["url"].endswith("/cancel")
         ]
 
-    def _remember(self, job_id: str, ref: str) -> None:
-        self._jobs[job_id] = ref
+    def _remember(self, job_id: str, ref: str, entry: str) -> None:
+        self._jobs[job_id] = (ref, entry)
         self._jobs.move_to_end(job_id)
         while len(self._jobs) > _REMEMBERED_JOBS:
             self._jobs.popitem(last=False)
@@ -575,13 +583,6 @@ def _root(url: str, setting: str) -> str:
             setting=setting,
         )
     return url.rstrip("/") + "/"
-
-
-def _entry_path(ref: str, options: NodeRedOptions) -> str:
-    """The entry route of a workflow, as the translator builds it: ``{entry_root}/{name}[/{v}]``."""
-    name, _, version = ref.partition("@")
-    path = f"{options.entry_root.rstrip('/')}/{name}"
-    return f"{path}/{version}" if version else path
 
 
 def _check_kinds(workflow: Workflow, ref: str, capabilities: EngineCapabilities) -> None:

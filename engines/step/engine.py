@@ -103,9 +103,13 @@ class StepEngine:
         self._plans[(account, workflow.metadata.name, version)] = plan
         return Deployment(workflow=plan.ref, engine=self.name)
 
-    async def undeploy(self, workflow: str) -> None:
+    async def undeploy(self, workflow: str, *, account: str | None = None) -> None:
         name, _, version = workflow.partition("@")
-        for key in [k for k in self._plans if k[1] == name and str(k[2]) == version]:
+        for key in [
+            k
+            for k in self._plans
+            if k[1] == name and str(k[2]) == version and account in (None, k[0])
+        ]:
             del self._plans[key]
 
     async def start(self, request: StartRequest) -> RunHandle:

@@ -158,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
         default="http://fluxo:8240",
         help="Fluxo's URL as seen from the cluster (default http://fluxo:8240)",
     )
+    p.add_argument(
+        "--account", help="the account whose workflow it is (default: the admin account)"
+    )
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_export)
 
@@ -499,15 +502,18 @@ async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
     from fluxo_core.storage.workflows import WorkflowStore
 
     name, version = split_workflow_ref(args.workflow)
+    account = args.account or ADMIN_ACCOUNT
     db = await _open_db(config)
     try:
-        applied = await WorkflowStore(db).get(ADMIN_ACCOUNT, name, version)
+        applied = await WorkflowStore(db).get(account, name, version)
     finally:
         await db.close()
     if args.engine == "argo":
         from translators import to_argo, to_yaml
+        from translators.argo import gateway_secret_name
 
         bundle = to_argo(applied.workflow, gateway_url=args.gateway_url, version=applied.version)
+        print(_token_secret_note(applied.ref, account, gateway_secret_name(account)), end="")
         print(to_yaml(bundle), end="")
         return 0
     if args.engine == "nodered":
@@ -517,19 +523,37 @@ async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
         print(json.dumps(flow, indent=2, sort_keys=True))
         return 0
     # By name, not version: each firing runs the newest version, as an API client would.
-    print(_cronjob_yaml(name, args.cronjob, args.gateway_url), end="")
+    print(_cronjob_yaml(name, account, args.cronjob, args.gateway_url), end="")
     return 0
 
 
-def _cronjob_yaml(workflow: str, schedule: str, gateway_url: str) -> str:
+def _token_secret_note(ref: str, account: str, secret: str) -> str:
+    """YAML comments heading ``fluxo export --engine argo``: the Secret the operator creates."""
+    import shlex
+
+    token = f"$(fluxo token --account {shlex.quote(account)} --user argo --engine argo)"
+    return (
+        f"# Argo documents of workflow {ref} of account {account}. Its templates send the\n"
+        f"# account's engine token, read from the Secret {secret} (key authorization);\n"
+        "# create it once per account in the workflows' namespace before the first job:\n"
+        f"#   kubectl -n NAMESPACE create secret generic {secret} \\\n"
+        f'#     --from-literal=authorization="Bearer {token}"\n'
+    )
+
+
+def _cronjob_yaml(workflow: str, account: str, schedule: str, gateway_url: str) -> str:
     """A Kubernetes CronJob that starts a job of ``workflow`` through the API at each firing.
 
     The firing's scheduled time is the Idempotency-Key, so a CronJob that runs twice for one
-    slot (Kubernetes allows it) still makes one job. The token comes from a Secret.
+    slot (Kubernetes allows it) still makes one job. The token comes from the account's Secret
+    (the same as its Argo workflows'); the name carries the account, as Argo names do.
     """
     import yaml
 
-    name = f"fluxo-{workflow}"[:52]  # CronJob names leave 11 characters for the Job suffix
+    from translators.argo import gateway_secret_name, scoped_name
+
+    # CronJob names leave 11 characters for the Job suffix.
+    name = "fluxo-" + scoped_name(account, workflow, limit=52 - len("fluxo-"))
     script = (
         'key="$(date -u +%Y%m%dT%H%M)"; '
         'curl -fsS -X POST -H "Authorization: $FLUXO_AUTHORIZATION" '
@@ -559,7 +583,7 @@ def _cronjob_yaml(workflow: str, schedule: str, gateway_url: str) -> str:
                                             "name": "FLUXO_AUTHORIZATION",
                                             "valueFrom": {
                                                 "secretKeyRef": {
-                                                    "name": "fluxo-gateway",
+                                                    "name": gateway_secret_name(account),
                                                     "key": "authorization",
                                                 }
                                             },

@@ -184,7 +184,9 @@ class RemoteJobs:
             await self.deploy(engine, applied)
             packet = Packet.model_validate_json(row.input)
             handle = await engine.start(
-                StartRequest(job_id=job_id, workflow=applied.ref, input=packet)
+                StartRequest(
+                    job_id=job_id, workflow=applied.ref, input=packet, account=row.account_id
+                )
             )
         except FluxoError as exc:
             await self._start_failed(delivery, job_id, engine_name, exc)

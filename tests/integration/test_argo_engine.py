@@ -444,6 +444,54 @@ async def test_start_of_a_workflow_deployed_elsewhere_reads_the_template(
     assert sent["workflow"]["spec"]["workflowTemplateRef"]["name"] == TEMPLATE
 
 
+def owned(workflow: Any, account: str) -> Any:
+    metadata = workflow.metadata.model_copy(update={"account": account})
+    return workflow.model_copy(update={"metadata": metadata})
+
+
+async def test_start_of_an_accounts_job_uses_that_accounts_template(
+    engine: ArgoEngine, argo: respx.MockRouter
+) -> None:
+    """Two accounts' ``order@1`` in one namespace: each job runs its own account's template."""
+    bundles = {
+        account: to_argo(owned(order_workflow(), account), gateway_url=GATEWAY, version="1")
+        for account in ("globex", "acme")
+    }
+    items = [stored(b.workflow_template) for b in bundles.values()]
+    argo.get(f"{API}/workflow-templates/{NS}").mock(
+        return_value=answer(D + "WorkflowTemplateList", {"metadata": {}, "items": items})
+    )
+    post = argo.post(f"{API}/workflows/{NS}").mock(
+        return_value=answer(D + "Workflow", workflow_doc(""))
+    )
+    request = start_request().model_copy(update={"account": "acme"})
+
+    await engine.start(request)
+
+    sent = json.loads(post.calls.last.request.content)["workflow"]
+    assert sent["spec"]["workflowTemplateRef"]["name"] == bundles["acme"].template_name
+    assert bundles["acme"].template_name != bundles["globex"].template_name
+    assert sent["metadata"]["labels"]["fluxo.dev/account"] == "acme"
+
+
+async def test_deploy_never_overwrites_a_template_holding_another_accounts_workflow(
+    engine: ArgoEngine, argo: respx.MockRouter
+) -> None:
+    """A template of the same name (a hash collision, or made by hand) is left alone."""
+    mine = to_argo(owned(order_workflow(), "acme"), gateway_url=GATEWAY, version="1")
+    theirs = to_argo(owned(order_workflow("fax"), "globex"), gateway_url=GATEWAY, version="1")
+    squatter = stored(theirs.workflow_template)
+    squatter["metadata"]["name"] = mine.template_name
+    argo.get(f"{API}/workflow-templates/{NS}/{mine.template_name}").mock(
+        return_value=answer(D + "WorkflowTemplate", squatter)
+    )
+    with pytest.raises(ConflictError) as caught:
+        await engine.deploy(owned(order_workflow(), "acme"))
+    assert "holds another workflow" in caught.value.message
+    assert "globex" not in str(caught.value)  # nothing about the other account
+    # (no PUT is mocked: respx would fail the test if the engine tried to update it)
+
+
 async def test_start_of_an_undeployed_workflow_is_not_found(
     engine: ArgoEngine, argo: respx.MockRouter
 ) -> None:

@@ -3,9 +3,9 @@
 Argo needs Kubernetes, so the Argo Server is :class:`tests.support.argo_interpreter.FakeArgoServer`:
 it answers ArgoEngine's REST calls (checked against Argo's swagger) and RUNS the WorkflowTemplate
 and Workflow Fluxo emits (checked against Argo's JSON Schema): its HTTP templates call the real
-Fluxo gateway, served by aiohttp on a loopback port, with the engine token from the
-``fluxo-gateway`` Secret, and its exit handler reports the end through
-``/v1/jobs/{id}/engine-events``.
+Fluxo gateway, served by aiohttp on a loopback port, with the engine token of the workflow's
+account from that account's Secret (``fluxo-gateway-acme``, ``fluxo-gateway-globex``), and its
+exit handler reports the end through ``/v1/jobs/{id}/engine-events``.
 
 Each workflow runs twice on one platform: as applied (``engine: step``) and as a copy with
 ``engine: argo``. The Argo job must end ``succeeded`` with the step engine's result, and its usage
@@ -129,8 +129,12 @@ async def stack(
         db, SERVICES, engines=("step", engine), workers=2, poll_interval_s=0.2, admission_cache_s=0
     )
     await platform.accounts.ensure_account("acme")
+    await platform.accounts.ensure_account("globex")
+    # One namespace, two accounts: each account's workflows read its own engine token.
     engine_token = await platform.accounts.issue_token("acme", "ada", "argo", engine="argo")
-    argo.secrets["fluxo-gateway"] = {"authorization": f"Bearer {engine_token}"}
+    globex_token = await platform.accounts.issue_token("globex", "gus", "argo", engine="argo")
+    argo.secrets["fluxo-gateway-acme"] = {"authorization": f"Bearer {engine_token}"}
+    argo.secrets["fluxo-gateway-globex"] = {"authorization": f"Bearer {globex_token}"}
     async with platform:
         runner = web.AppRunner(create_app(platform, max_packet_bytes=1_048_576))
         await runner.setup()
@@ -455,3 +459,49 @@ async def test_another_accounts_tokens_cannot_touch_an_argo_job(stack: Stack) ->
         ("after", {"n": 2}),
     ]
     assert {k[6] for k in await stack.usage(job.id)} == {"acme"}
+
+
+GLOBEX = Principal(account_id="globex", user_id="gus")
+
+
+async def test_two_accounts_run_their_own_workflow_of_the_same_name_in_one_namespace(
+    stack: Stack,
+) -> None:
+    """Applying globex's ``shared`` must not touch acme's: each job runs its own account's steps,
+    with its own engine token, billed to its own account."""
+
+    def tag(owner: str) -> dict[str, Any]:
+        return {
+            "id": "tag",
+            "kind": "transform",
+            "ops": [{"op": "set", "path": "owner", "value": owner}],
+        }
+
+    mine = workflow("shared", service("bump", "inc", "tag"), tag("acme"), engine="argo")
+    theirs = workflow(
+        "shared",
+        service("bump", "inc", "again"),
+        service("again", "inc", "tag"),
+        tag("globex"),
+        engine="argo",
+    )
+    await stack.platform.jobs.apply(mine, ME)
+    await stack.platform.jobs.apply(theirs, GLOBEX)
+    assert len(stack.argo.templates) == 2
+
+    acme = await stack.platform.jobs.create(ME, "shared", {"n": 1})
+    globex = await stack.platform.jobs.create(GLOBEX, "shared", {"n": 10})
+    acme_done = await stack.platform.jobs.wait(ME, acme.id, JOB_TIMEOUT_S)
+    globex_done = await stack.platform.jobs.wait(GLOBEX, globex.id, JOB_TIMEOUT_S)
+
+    assert (acme_done.status, acme_done.result) == ("succeeded", {"n": 2, "owner": "acme"}), (
+        acme_done.error
+    )
+    assert (globex_done.status, globex_done.result) == (
+        "succeeded",
+        {"n": 12, "owner": "globex"},
+    ), globex_done.error
+    assert {k[6] for k in await stack.usage(acme.id)} == {"acme"}
+    assert {k[6] for k in await stack.usage(globex.id)} == {"globex"}
+    # Every call of a run carried its own account's token: none was refused.
+    assert all(c.status == 200 for c in stack.argo.calls), stack.argo.calls

@@ -269,19 +269,33 @@ def test_export_argo_and_cronjob(tmp_path: Path) -> None:
     fluxo("apply", "-f", str(path), home=tmp_path)
     argo = fluxo("export", "greet", "--engine", "argo", home=tmp_path)
     assert argo.returncode == 0, argo.stderr
-    kinds = [d["kind"] for d in yaml.safe_load_all(argo.stdout)]
+    documents = list(yaml.safe_load_all(argo.stdout))
+    kinds = [d["kind"] for d in documents]
     assert "WorkflowTemplate" in kinds
     assert "ServiceAccount" in kinds
+    # The account's own Secret: the export says how to make it, the templates read it.
+    assert "kubectl -n NAMESPACE create secret generic fluxo-gateway-default" in argo.stdout
+    assert "fluxo token --account default --user argo --engine argo" in argo.stdout
+    template = next(d for d in documents if d["kind"] == "WorkflowTemplate")
+    assert template["metadata"]["name"].startswith("default-greet-v1-")
+    assert '"name": "fluxo-gateway-default"' in json.dumps(template)
+    assert '"fluxo-gateway"' not in json.dumps(documents)
     cron = fluxo("export", "greet", "--cronjob", "*/5 * * * *", home=tmp_path)
     assert cron.returncode == 0, cron.stderr
     (job,) = yaml.safe_load_all(cron.stdout)
     assert (job["kind"], job["spec"]["schedule"]) == ("CronJob", "*/5 * * * *")
-    command = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "/v1/workflows/greet/jobs" in command[-1]
-    assert "Idempotency-Key" in command[-1]
+    assert job["metadata"]["name"].startswith("fluxo-default-greet-")
+    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert "/v1/workflows/greet/jobs" in container["command"][-1]
+    assert "Idempotency-Key" in container["command"][-1]
+    secret = container["env"][0]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "fluxo-gateway-default", "key": "authorization"}
     missing = fluxo("export", "nope", "--engine", "argo", home=tmp_path)
     assert missing.returncode == 1
     assert "apply it first" in missing.stderr
+    elsewhere = fluxo("export", "greet", "--engine", "argo", "--account", "globex", home=tmp_path)
+    assert elsewhere.returncode == 1  # greet is the admin account's, not globex's
+    assert "apply it first" in elsewhere.stderr
 
 
 FLOW = [

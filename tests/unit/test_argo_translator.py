@@ -29,10 +29,11 @@ from fluxo_core.errors import (
     UnsupportedFeatureError,
     ValidationError,
 )
-from fluxo_core.ir import Packet, load_workflows_yaml, validate_workflow
+from fluxo_core.ir import Packet, Workflow, load_workflows_yaml, validate_workflow
 from tests.support import argo_reference
 from translators import ArgoBundle, CronTrigger, check_argo, to_argo, to_argo_job, to_yaml
 from translators import argo as argo_module
+from translators.argo import gateway_secret_name, service_account_name, template_name
 
 ROOT = Path(__file__).parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "argo"
@@ -273,9 +274,16 @@ def example(name: str) -> Any:
     return load_workflows_yaml((ROOT / "examples" / f"{name}.yaml").read_text())[0]
 
 
+def owned(workflow: Workflow, account: str) -> Workflow:
+    """The workflow as the control plane stores it: ``metadata.account`` set."""
+    metadata = workflow.metadata.model_copy(update={"account": account})
+    return workflow.model_copy(update={"metadata": metadata})
+
+
 def bundle_for(case: str) -> ArgoBundle:
-    if case.startswith("example-"):
-        return to_argo(example(case.removeprefix("example-")), gateway_url=GATEWAY, version=3)
+    if case.startswith("example-"):  # as applied by account acme: the names carry the account
+        workflow = owned(example(case.removeprefix("example-")), "acme")
+        return to_argo(workflow, gateway_url=GATEWAY, version=3)
     if case == "mode-container":
         return to_argo(
             example("order-intake"), gateway_url=GATEWAY, version="v1.2", mode="container"
@@ -745,14 +753,20 @@ def test_rbac_lets_the_agent_do_its_work_and_no_more() -> None:
     bundle = bundle_for("example-order-intake")
     kinds = [d["kind"] for d in bundle.rbac]
     assert kinds == ["ServiceAccount", "Role", "RoleBinding", "Secret"]
-    rules = {tuple(r["resources"]): r["verbs"] for r in bundle.rbac[1]["rules"]}
-    assert rules[("workflowtasksets",)] == ["list", "watch"]
-    assert rules[("workflowtasksets/status",)] == ["patch"]
-    assert rules[("secrets",)] == ["get"]
+    rules = {tuple(r["resources"]): r for r in bundle.rbac[1]["rules"]}
+    assert rules[("workflowtasksets",)]["verbs"] == ["list", "watch"]
+    assert rules[("workflowtasksets/status",)]["verbs"] == ["patch"]
+    # The account's own engine token, and no other account's.
+    assert rules[("secrets",)]["verbs"] == ["get"]
+    assert rules[("secrets",)]["resourceNames"] == ["fluxo-gateway-acme"]
+    assert {d["metadata"]["name"] for d in bundle.rbac[:3]} == {"fluxo-argo-acme"}
+    assert bundle.rbac[2]["subjects"] == [{"kind": "ServiceAccount", "name": "fluxo-argo-acme"}]
     secret = bundle.rbac[3]
     assert secret["type"] == "kubernetes.io/service-account-token"
-    assert secret["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "fluxo-argo"}
-    assert bundle.workflow_template["spec"]["serviceAccountName"] == "fluxo-argo"
+    assert secret["metadata"]["annotations"] == {
+        "kubernetes.io/service-account.name": "fluxo-argo-acme"
+    }
+    assert bundle.workflow_template["spec"]["serviceAccountName"] == "fluxo-argo-acme"
 
 
 def test_exit_handler_reports_the_end() -> None:
@@ -778,14 +792,19 @@ def _packet(payload: Any) -> Packet:
 
 def test_job_workflow_carries_the_job() -> None:
     job = job_document()
-    assert job["spec"]["workflowTemplateRef"] == {"name": "order-intake-v3"}
+    template = template_name("acme", "order-intake", 3)
+    assert job["spec"]["workflowTemplateRef"] == {"name": template}
+    assert job["metadata"]["labels"]["fluxo.dev/account"] == "acme"
     params = {p["name"]: p["value"] for p in job["spec"]["arguments"]["parameters"]}
     assert params["job-id"] == JOB_ID
     assert params["trace-id"] == TRACE_ID
     assert json.loads(params["actor"]) == {"user": {"id": "ann"}, "account": {"id": "acme"}}
     assert json.loads(params["input"])["customer"]["email"]
     assert params["input-headers"] == params["headers"] == '{"source":"test"}'
-    assert job["metadata"]["name"] == f"order-intake-v3-{JOB_ID}"
+    assert is_dns_label(job["metadata"]["name"])
+    assert job["metadata"]["name"].startswith(template[:20])
+    again = to_argo_job(bundle_for("example-order-intake"), job_id="1" * 32, packet=_packet({}))
+    assert again["metadata"]["name"] != job["metadata"]["name"]
 
 
 def test_large_inputs_travel_by_reference() -> None:
@@ -1068,3 +1087,105 @@ def test_check_argo_checks_cron_workflows() -> None:
     assert check_argo(cron) == []
     cron["spec"]["workflowSpec"]["entrypoint"] = "missing"
     assert "no template named 'missing'" in messages(cron)
+
+
+# --- tenant boundaries: every name given to Argo carries the account -----------------------------
+
+
+def is_dns_label(name: str) -> bool:
+    return len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) is not None
+
+
+def names_in(bundle: ArgoBundle) -> set[tuple[str, str]]:
+    return {(d["kind"], d["metadata"]["name"]) for d in bundle.documents()}
+
+
+def secrets_read_by(document: Any) -> set[str]:
+    """Every Secret name a document's ``secretKeyRef``s name."""
+    found: set[str] = set()
+    if isinstance(document, dict):
+        if isinstance(document.get("secretKeyRef"), dict):
+            found.add(document["secretKeyRef"]["name"])
+        for value in document.values():
+            found |= secrets_read_by(value)
+    elif isinstance(document, list):
+        for value in document:
+            found |= secrets_read_by(value)
+    return found
+
+
+def test_two_accounts_workflows_of_one_name_share_no_name_secret_or_service_account() -> None:
+    workflow = validate_workflow(STEP_CASES["step-service"])
+    acme, globex = (
+        to_argo(owned(workflow, account), gateway_url=GATEWAY, version=1, crons=CRONS)
+        for account in ("acme", "globex")
+    )
+    assert not names_in(acme) & names_in(globex)
+    for bundle, account in ((acme, "acme"), (globex, "globex")):
+        template = bundle.workflow_template
+        assert bundle.template_name == template_name(account, "svc-demo", 1)
+        assert bundle.template_name.startswith(f"{account}-svc-demo-v1-")
+        assert template["metadata"]["annotations"]["fluxo.dev/account"] == account
+        assert template["metadata"]["labels"]["fluxo.dev/account"] == account
+        assert template["spec"]["workflowMetadata"]["labels"]["fluxo.dev/account"] == account
+        runs_as = {template["spec"]["serviceAccountName"]} | {
+            c["spec"]["workflowSpec"]["serviceAccountName"] for c in bundle.cron_workflows
+        }
+        assert runs_as == {service_account_name(account)} == {f"fluxo-argo-{account}"}
+        reads = set().union(*(secrets_read_by(d) for d in bundle.documents()))
+        assert reads == {gateway_secret_name(account)} == {f"fluxo-gateway-{account}"}
+        for document in bundle.documents():
+            kind = document["kind"]
+            assert is_dns_label(document["metadata"]["name"].removesuffix(".service-account-token"))
+            if kind in ARGO_KINDS:
+                assert errors(schema_validator(kind), document) == [], kind
+                assert errors(crd_validator(kind), document) == [], kind
+                assert check_argo(document) == [], kind
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("acme", "b-c", "1"), ("acme-b", "c", "1")),  # the same text, split differently
+        (("Acme", "orders", "1"), ("acme", "orders", "1")),  # Kubernetes names are lowercase
+        (("acme:eu", "orders", "1"), ("acme-eu", "orders", "1")),
+        (("acme", "orders", "1.2"), ("acme", "orders", "1-2")),
+        (("x" * 128, "orders", "1"), ("x" * 127 + "y", "orders", "1")),  # cut, then hashed
+    ],
+)
+def test_distinct_accounts_names_and_versions_get_distinct_template_names(
+    first: tuple[str, str, str], second: tuple[str, str, str]
+) -> None:
+    assert template_name(*first) != template_name(*second)
+    assert gateway_secret_name(first[0]) != gateway_secret_name(second[0]) or first[0] == second[0]
+
+
+def test_a_long_account_name_and_version_still_make_short_stable_names() -> None:
+    account = "Globex.Corporation:eu-west/" + "division-" * 11  # 128 characters
+    name = "n" * 63
+    version = "2026.12.03-release-candidate." + "9" * 21  # 50 characters
+    workflow = owned(
+        validate_workflow({**STEP_CASES["step-delay"], "metadata": {"name": name}}), account
+    )
+    bundle = to_argo(workflow, gateway_url=GATEWAY, version=version, crons=CRONS[:1])
+    again = to_argo(workflow, gateway_url=GATEWAY, version=version, crons=CRONS[:1])
+    assert bundle.documents() == again.documents()
+    for document in bundle.documents():
+        assert is_dns_label(document["metadata"]["name"].removesuffix(".service-account-token"))
+        if document["kind"] in ARGO_KINDS:
+            assert errors(crd_validator(document["kind"]), document) == []
+            assert check_argo(document) == []
+    assert bundle.template_name == template_name(account, name, version)
+    assert is_dns_label(gateway_secret_name(account))
+    assert is_dns_label(service_account_name(account))
+    job = to_argo_job(bundle, job_id=JOB_ID, packet=_packet({}))
+    assert is_dns_label(job["metadata"]["name"])
+    assert errors(schema_validator("Workflow"), job) == []
+
+
+def test_without_an_account_the_names_stay_as_they_were() -> None:
+    bundle = to_argo(validate_workflow(STEP_CASES["step-delay"]), gateway_url=GATEWAY, version=1)
+    assert bundle.template_name == "delay-demo-v1"
+    assert bundle.workflow_template["spec"]["serviceAccountName"] == "fluxo-argo"
+    assert secrets_read_by(bundle.workflow_template) == {"fluxo-gateway"}
+    assert "fluxo.dev/account" not in bundle.workflow_template["metadata"]["labels"]

@@ -138,6 +138,47 @@ async def test_start_posts_the_packet_without_the_admin_token(nodered: respx.Moc
     assert body["actor"]["account"]["id"] == "acme"
 
 
+def owned(workflow: Workflow, account: str) -> Workflow:
+    metadata = workflow.metadata.model_copy(update={"account": account})
+    return workflow.model_copy(update={"metadata": metadata})
+
+
+async def test_another_accounts_workflow_of_the_same_name_gets_its_own_tab_and_route(
+    nodered: respx.MockRouter,
+) -> None:
+    acme, globex = (owned(make_workflow(), account) for account in ("acme", "globex"))
+    acme_nodes = to_nodered(acme, options=OPTIONS)
+    nodered.get("/nodes").respond(200, json=node_sets(globex))
+    nodered.get("/flows").respond(200, json={"flows": acme_nodes, "rev": "r0"})
+    write = nodered.post("/flows").respond(200, json={"rev": "r1"})
+    entry = nodered.post("/fluxo/jobs/globex/orders/1").respond(202, json={"status": "running"})
+    cancel = nodered.post("/fluxo/jobs/globex/orders/1/cancel").respond(404, json=PROBE)
+    engine = make_engine()
+
+    deployment = await engine.deploy(globex)
+
+    assert deployment.details["entry"] == f"{URL}/fluxo/jobs/globex/orders/1"
+    flows = json.loads(write.calls.last.request.content)["flows"]
+    assert flows[: len(acme_nodes)] == acme_nodes  # acme's tab stays as it was
+    assert flows[len(acme_nodes) :] == to_nodered(globex, options=OPTIONS)
+    request = StartRequest(job_id="j1", workflow=REF, input=packet(), account="globex")
+    await engine.start(request)
+    assert json.loads(entry.calls.last.request.content)["job_id"] == "j1"
+    await engine.cancel(RunHandle(engine="nodered", job_id="j1", run_id="j1"))
+    assert json.loads(cancel.calls.last.request.content) == {"job_id": "j1"}
+
+
+async def test_undeploy_removes_the_accounts_tab_and_no_other(nodered: respx.MockRouter) -> None:
+    acme, globex = (owned(make_workflow(), account) for account in ("acme", "globex"))
+    acme_nodes = to_nodered(acme, options=OPTIONS)
+    both = acme_nodes + to_nodered(globex, options=OPTIONS)
+    nodered.get("/flows").respond(200, json={"flows": both, "rev": "r0"})
+    write = nodered.post("/flows").respond(200, json={"rev": "r1"})
+    # A fresh engine (another process deployed it): the tab is found from account and ref.
+    await make_engine().undeploy(REF, account="globex")
+    assert json.loads(write.calls.last.request.content)["flows"] == acme_nodes
+
+
 # --- error mapping: one test per mapping ---------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import copy
 import gc
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from translators._nodered_expr import change_rules, condition_jsonata, with_json
 from translators.nodered import (
     NodeRedOptions,
     check_flow,
+    flow_key,
     from_nodered,
     to_nodered,
     to_nodered_flows,
@@ -44,6 +46,12 @@ REGENERATE = os.environ.get("FLUXO_REGENERATE") == "1"
 
 def example(name: str) -> Workflow:
     return load_workflows_yaml((ROOT / "examples" / f"{name}.yaml").read_text())[0]
+
+
+def applied(workflow: Workflow, account: str = "acme", version: str = "3") -> Workflow:
+    """The workflow as the control plane stores and deploys it: account and version set."""
+    metadata = workflow.metadata.model_copy(update={"account": account, "version": version})
+    return workflow.model_copy(update={"metadata": metadata})
 
 
 def by_id(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -641,7 +649,7 @@ REPRESENTATIVE = {
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_generated_flow_matches_golden(name: str) -> None:
-    flow = to_nodered(example(name))
+    flow = to_nodered(applied(example(name)))  # what the engine deploys for account acme
     path = GOLDEN / f"{name}.json"
     text = json.dumps(flow, indent=2, ensure_ascii=False) + "\n"
     if REGENERATE:
@@ -720,6 +728,49 @@ def test_a_workflow_of_an_account_sends_that_accounts_token_first() -> None:
     assert all(expected in func for func in senders)
     unowned = [n["func"] for n in to_nodered(plain) if "Bearer" in n.get("func", "")]
     assert all('const TOKEN_ENV = ["FLUXO_TOKEN"];' in func for func in unowned)
+
+
+def test_two_accounts_workflows_of_one_name_share_no_node_and_no_route() -> None:
+    acme, globex = (to_nodered(applied(example("order-intake"), a)) for a in ("acme", "globex"))
+    assert not {n["id"] for n in acme} & {n["id"] for n in globex}
+    assert check_flow(acme + globex) == []  # one Node-RED holds both tabs
+    routes = {
+        account: sorted(n["url"] for n in flow if n["type"] == "http in")
+        for account, flow in (("acme", acme), ("globex", globex))
+    }
+    assert routes == {
+        account: [
+            f"/fluxo/jobs/{account}/order-intake/3",
+            f"/fluxo/jobs/{account}/order-intake/3/cancel",
+        ]
+        for account in ("acme", "globex")
+    }
+    assert [n["label"] for n in acme if n["type"] == "tab"] == ["acme/order-intake@3"]
+    # the ids derive from the account and the ref, so a redeploy finds its own nodes again
+    assert {n["id"] for n in acme} == {
+        n["id"] for n in to_nodered(applied(example("order-intake"), "acme"))
+    }
+    assert flow_key("acme", "order-intake@3") == "acme/order-intake@3"
+
+
+# Node-RED routes like Express: case-insensitive, ':' starts a parameter, '/' a segment.
+ACCOUNTS = ["acme", "Acme", "ACME", "acme-corp", "acme.corp", "acme:corp", "acme/corp", "a--b"]
+
+
+def test_each_account_gets_one_route_segment_of_its_own() -> None:
+    options = NodeRedOptions()
+    segments = []
+    for account in [*ACCOUNTS, "x" * 128, "x" * 127 + "y"]:
+        path = options.entry_path(account, "orders@2")
+        segment, _, rest = path.removeprefix("/fluxo/jobs/").partition("/")
+        assert rest == "orders/2", path
+        assert len(segment) <= 40, path
+        assert re.fullmatch(r"[a-z0-9-]+", segment), path
+        segments.append(segment)
+    assert len(set(segments)) == len(segments)  # never two accounts on one route
+    assert options.entry_path("acme", "orders@2") == "/fluxo/jobs/acme/orders/2"
+    assert options.entry_path(None, "orders@2") == "/fluxo/jobs/orders/2"
+    assert options.entry_path("acme", "orders") == "/fluxo/jobs/acme/orders"
 
 
 def test_generated_split_join_delay_and_fan_out() -> None:

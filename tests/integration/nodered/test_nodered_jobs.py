@@ -10,6 +10,7 @@ must give the same results and the same usage records.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -289,6 +290,52 @@ async def test_two_accounts_share_one_node_red_each_with_its_own_engine_token(
     assert (globex_done.status, globex_done.result) == ("succeeded", {"n": 12}), globex_done.error
     assert {u[0] for u in await fluxo.usage(acme.id)} == {"acme"}
     assert {u[0] for u in await fluxo.usage(globex.id)} == {"globex"}
+
+
+def tagged(owner: str, *steps: dict[str, Any]) -> list[dict[str, Any]]:
+    """``steps`` in a chain, then a transform setting ``owner``."""
+    chain = [{**step, "next": [nxt["id"]]} for step, nxt in itertools.pairwise(steps)]
+    chain.append({**steps[-1], "next": ["tag"]})
+    tag = {
+        "id": "tag",
+        "kind": "transform",
+        "ops": [{"op": "set", "path": "owner", "value": owner}],
+    }
+    return [*chain, tag]
+
+
+async def test_two_accounts_workflows_of_one_name_run_apart_on_one_node_red(
+    fluxo: Fluxo, nodered: RunningNodeRed
+) -> None:
+    inc = {"kind": "service", "service": "inc"}
+    mine = workflow("shared-nr", "nodered", tagged("acme", {"id": "bump", **inc}))
+    theirs = workflow(
+        "shared-nr", "nodered", tagged("globex", {"id": "bump", **inc}, {"id": "again", **inc})
+    )
+    await fluxo.platform.jobs.apply(mine, ACME)
+    await fluxo.platform.jobs.apply(theirs, GLOBEX)  # must leave acme's tab alone
+    async with httpx.AsyncClient(base_url=nodered.url) as client:
+        flows = (await client.get("/flows", headers={"Node-RED-API-Version": "v2"})).json()
+    labels = {n["label"] for n in flows["flows"] if n["type"] == "tab"}
+    assert {"acme/shared-nr@1", "globex/shared-nr@1"} <= labels
+
+    acme = await fluxo.platform.jobs.create(ACME, "shared-nr", {"n": 1})
+    globex = await fluxo.platform.jobs.create(GLOBEX, "shared-nr", {"n": 10})
+    acme_done = await fluxo.platform.jobs.wait(ACME, acme.id, 30)
+    globex_done = await fluxo.platform.jobs.wait(GLOBEX, globex.id, 30)
+
+    assert (acme_done.status, acme_done.result) == ("succeeded", {"n": 2, "owner": "acme"}), (
+        acme_done.error
+    )
+    assert (globex_done.status, globex_done.result) == (
+        "succeeded",
+        {"n": 12, "owner": "globex"},
+    ), globex_done.error
+    assert [(u[0], u[2]) for u in await fluxo.usage(acme.id)] == [("acme", "bump")]
+    assert [(u[0], u[2]) for u in await fluxo.usage(globex.id)] == [
+        ("globex", "again"),
+        ("globex", "bump"),
+    ]
 
 
 async def test_another_accounts_tokens_cannot_touch_a_node_red_job(fluxo: Fluxo) -> None:
