@@ -29,6 +29,7 @@ mapped as :mod:`engines.nodered._errors` draws it, naming the workflow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -173,7 +174,18 @@ class NodeRedEngine:
         return self._server
 
     async def aclose(self) -> None:
-        """Close the HTTP client if the engine made it."""
+        """Revoke the token the engine logged in for, and close the HTTP client if the engine
+        made it."""
+        token, self._token = self._token, None
+        if token is not None and self._username:
+            # Node-RED keeps a login valid for a week (sessionExpiryTime): end it with us.
+            with contextlib.suppress(httpx.HTTPError, RuntimeError):  # RuntimeError: closed
+                await self._client.post(
+                    self._root + "auth/revoke",
+                    json={"token": token},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=5.0,
+                )
         if self._own_client:
             await self._client.aclose()
 

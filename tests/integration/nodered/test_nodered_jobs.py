@@ -97,7 +97,7 @@ class Fluxo:
 async def fluxo(db: Database, nodered: RunningNodeRed) -> AsyncIterator[Fluxo]:
     port = free_port()
     config = FluxoConfig(
-        home=nodered.managed.home,
+        home=nodered.managed.home.parent,  # the engine finds the managed login there
         database_url=db.url,
         public_url=f"http://127.0.0.1:{port}",
         nodered_url=nodered.url,
@@ -172,7 +172,7 @@ async def test_cancel_stops_the_run_at_its_next_call(fluxo: Fluxo) -> None:
 async def test_a_flow_node_red_cannot_run_is_refused_before_it_is_deployed(
     fluxo: Fluxo, nodered: RunningNodeRed
 ) -> None:
-    async with httpx.AsyncClient(base_url=nodered.url) as client:
+    async with httpx.AsyncClient(base_url=nodered.url, headers=nodered.admin_headers) as client:
         before = (await client.get("/flows", headers={"Node-RED-API-Version": "v2"})).json()
     steps = [
         {
@@ -184,7 +184,7 @@ async def test_a_flow_node_red_cannot_run_is_refused_before_it_is_deployed(
     ]
     with pytest.raises(ValidationError, match="no-such-node"):
         await fluxo.platform.jobs.apply(workflow("odd-nr", "nodered", steps), ACME)
-    async with httpx.AsyncClient(base_url=nodered.url) as client:
+    async with httpx.AsyncClient(base_url=nodered.url, headers=nodered.admin_headers) as client:
         after = (await client.get("/flows", headers={"Node-RED-API-Version": "v2"})).json()
     assert after["rev"] == before["rev"], "Node-RED must not have seen the flow"
 
