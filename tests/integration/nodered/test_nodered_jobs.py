@@ -10,9 +10,11 @@ must give the same results and the same usage records.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,8 +30,12 @@ from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records
 from tests.integration.nodered.conftest import RunningNodeRed
 from tests.support import services as svc
+from translators.nodered import from_nodered
 
 ACME = Principal(account_id="acme", user_id="ada")
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+SAMPLE_FLOW = EXAMPLES / "order-alerts.nodered.json"
+SAMPLE_INPUT = EXAMPLES / "order-alerts.input.json"
 STEPS = [
     {"id": "first", "kind": "service", "service": "inc", "next": ["route"]},
     {
@@ -198,3 +204,21 @@ async def until_steps(fluxo: Fluxo, job_id: str, count: int, timeout: float = 20
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} has not made {count} call(s): {job}")
         await asyncio.sleep(0.05)
+
+
+async def test_the_readme_sample_flow_runs_on_node_red_as_imported(fluxo: Fluxo) -> None:
+    """The README tour: `fluxo import nodered examples/order-alerts.nodered.json`, then apply."""
+    (imported,) = from_nodered(SAMPLE_FLOW.read_text()).workflows
+    document = imported.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert document["spec"]["engine"] == "nodered"
+    await fluxo.platform.jobs.apply(document, ACME)
+    order = json.loads(SAMPLE_INPUT.read_text())
+    result = await fluxo.run("order-alerts", order)
+    assert result.status == "succeeded", result.error
+    assert result.result == {
+        **order,
+        "total": 547.5,
+        "lines": 2,
+        "priority": "high",
+        "message": "LARGE order SO-2001 from grace@example.com: 547.5 EUR in 2 line(s)",
+    }
