@@ -99,6 +99,9 @@ class NodeRedEngine:
         username, password: an ``adminAuth`` user; the engine gets its token with the
             ``POST /auth/token`` password flow (and again when it expires). Give these or
             ``token``, not both; neither when Node-RED has no ``adminAuth``.
+        login: instead of ``username`` and ``password``: a function giving them (or None: no
+            login), called at each login, so a credential that appears or changes after the
+            engine was made is used (the managed Node-RED may be installed after Fluxo starts).
         options: how the generated flows reach Fluxo (``fluxo_url`` = the Fluxo API as
             Node-RED sees it, the token env var, the entry root).
         client: an ``httpx.AsyncClient`` to use (tests inject one); absent, the engine makes its
@@ -131,6 +134,7 @@ class NodeRedEngine:
         token: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        login: Callable[[], tuple[str, str] | None] | None = None,
         options: NodeRedOptions | None = None,
         client: httpx.AsyncClient | None = None,
         steps_source: StepsSource | None = None,
@@ -142,9 +146,10 @@ class NodeRedEngine:
     ) -> None:
         self._root = _root(base_url, "base_url")
         self._node_root = _root(node_url, "node_url") if node_url else self._root
-        if token and (username or password):
+        if sum(map(bool, (token, username or password, login))) > 1:
             raise ConfigError(
-                "NodeRedEngine: give an admin token or a username and password, not both"
+                "NodeRedEngine: give an admin token, a username and password, or a login "
+                "function; only one of them"
             )
         if bool(username) != bool(password):
             raise ConfigError(
@@ -157,6 +162,7 @@ class NodeRedEngine:
         self._token = token
         self._username = username
         self._password = password
+        self._find_login = login
         self._retries = retries
         self._backoff_s = backoff_s
         self._start_wait_s = start_wait_s
@@ -521,7 +527,7 @@ class NodeRedEngine:
                     response.raise_for_status()
                 return response
             except AuthError:
-                if not (admin and self._username and not renewed):
+                if not (admin and (self._username or self._find_login) and not renewed):
                     raise
                 self._token = None  # expired or revoked: log in again, once
                 renewed = True
@@ -536,6 +542,9 @@ class NodeRedEngine:
             attempt += 1
 
     async def _auth_headers(self) -> dict[str, str]:
+        if self._token is None and self._find_login is not None:
+            found = self._find_login()
+            self._username, self._password = found if found else (None, None)
         if self._token is None and self._username and self._password:
             self._token = await self._login(self._username, self._password)
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}

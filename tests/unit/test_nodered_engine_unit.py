@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -459,22 +460,31 @@ def fake_install(home: Path, *, port: int = 1880, admin_auth: bool = True) -> No
     (home / "admin.password").write_text(PASSWORD + "\n")
 
 
-def test_the_engine_logs_in_to_the_managed_nodered_and_only_to_it(tmp_path: Path) -> None:
+async def test_the_engine_logs_in_to_the_managed_nodered_and_only_to_it(tmp_path: Path) -> None:
+    managed_url = "http://127.0.0.1:1881"
+    config: Any = SimpleNamespace(home=tmp_path, nodered_url=managed_url, nodered_admin_token=None)
+    # made before the install, as when `fluxo nodered install` follows `fluxo up`
+    engine = create_engine(None, None, config=config)
     fake_install(tmp_path / "nodered", port=1881)
-    config: Any = SimpleNamespace(
-        home=tmp_path, nodered_url="http://127.0.0.1:1881", nodered_admin_token=None
-    )
     managed = ManagedNodeRed(tmp_path / "nodered")
     assert managed.admin_login("http://localhost:1881/") == ("admin", PASSWORD)
     for elsewhere in ("http://127.0.0.1:1880/", "http://nodered.test:1881/", "http://[::1]:x/"):
         assert managed.admin_login(elsewhere) is None, elsewhere
-    assert vars(create_engine(None, None, config=config))["_password"] == PASSWORD
-    # a given token wins: the password is not used, nor sent anywhere
-    config.nodered_admin_token = TOKEN
-    engine = create_engine(None, None, config=config)
-    assert (vars(engine)["_token"], vars(engine)["_password"]) == (TOKEN, None)
-    config.nodered_admin_token, config.nodered_url = None, "http://nodered.test:1881"
-    assert vars(create_engine(None, None, config=config))["_password"] is None
+    with respx.mock(assert_all_called=True, assert_all_mocked=True) as router:
+        login = router.post(f"{managed_url}/auth/token").respond(200, json={"access_token": "t1"})
+        flows = router.get(f"{managed_url}/flows").respond(200, json={"flows": [], "rev": "r0"})
+        await engine.undeploy("nothing")
+        assert parse_qs(login.calls.last.request.content.decode())["password"] == [PASSWORD]
+        assert flows.calls.last.request.headers["authorization"] == "Bearer t1"
+        # another server never gets the managed password; a given token wins over it
+        other = router.get(f"{URL}/flows").respond(200, json={"flows": [], "rev": "r0"})
+        config.nodered_url = URL
+        await create_engine(None, None, config=config).undeploy("nothing")
+        assert "authorization" not in other.calls.last.request.headers
+        config.nodered_url, config.nodered_admin_token = managed_url, TOKEN
+        await create_engine(None, None, config=config).undeploy("nothing")
+        assert flows.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
+        assert login.call_count == 1
 
 
 def test_no_login_when_the_managed_nodered_was_installed_without_admin_auth(
