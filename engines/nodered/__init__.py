@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -48,10 +51,14 @@ def create_engine(
     """The registry's factory for ``nodered``.
 
     Reads ``nodered_url``, ``nodered_admin_token`` and ``public_url`` (where Node-RED reaches
-    Fluxo) from ``config``, with local defaults without one. ``workflows``, ``poll_interval_s``
-    and ``lease_s`` are part of the factory signature every engine shares; Node-RED runs its
-    jobs itself and needs none of them. ``steps_source`` is how :meth:`NodeRedEngine.status`
-    reads a job; by default the job row and its gateway calls in ``runtime``'s database.
+    Fluxo) from ``config``, with local defaults without one. Without an admin token, and when
+    ``nodered_url`` is the managed Node-RED under ``config.home`` (``fluxo nodered install``), the
+    engine logs in as its admin user with the password kept there (read at each login: the
+    managed Node-RED may be installed after Fluxo started). ``workflows``,
+    ``poll_interval_s`` and ``lease_s`` are part of the factory signature every engine shares;
+    Node-RED runs its jobs itself and needs none of them. ``steps_source`` is how
+    :meth:`NodeRedEngine.status` reads a job; by default the job row and its gateway calls in
+    ``runtime``'s database.
     """
     del workflows, poll_interval_s, lease_s
     if steps_source is None and runtime is not None:
@@ -61,9 +68,15 @@ def create_engine(
     url = str(getattr(config, "nodered_url", None) or DEFAULT_NODERED_URL)
     token = getattr(config, "nodered_admin_token", None)
     public_url = str(getattr(config, "public_url", None) or DEFAULT_PUBLIC_URL)
+    login: Callable[[], tuple[str, str] | None] | None = None
+    home = getattr(config, "home", None)
+    if not token and home is not None:
+        managed = ManagedNodeRed(Path(home) / "nodered")
+        login = functools.partial(managed.admin_login, url)  # read at each login
     return NodeRedEngine(
         url,
         token=str(token) if token else None,
+        login=login,
         options=NodeRedOptions(fluxo_url=public_url),
         client=client,
         steps_source=steps_source,

@@ -33,6 +33,7 @@ mapped as :mod:`engines.nodered._errors` draws it, naming the workflow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -103,6 +104,9 @@ class NodeRedEngine:
         username, password: an ``adminAuth`` user; the engine gets its token with the
             ``POST /auth/token`` password flow (and again when it expires). Give these or
             ``token``, not both; neither when Node-RED has no ``adminAuth``.
+        login: instead of ``username`` and ``password``: a function giving them (or None: no
+            login), called at each login, so a credential that appears or changes after the
+            engine was made is used (the managed Node-RED may be installed after Fluxo starts).
         options: how the generated flows reach Fluxo (``fluxo_url`` = the Fluxo API as
             Node-RED sees it, the token env var, the entry root).
         client: an ``httpx.AsyncClient`` to use (tests inject one); absent, the engine makes its
@@ -135,6 +139,7 @@ class NodeRedEngine:
         token: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        login: Callable[[], tuple[str, str] | None] | None = None,
         options: NodeRedOptions | None = None,
         client: httpx.AsyncClient | None = None,
         steps_source: StepsSource | None = None,
@@ -146,9 +151,10 @@ class NodeRedEngine:
     ) -> None:
         self._root = _root(base_url, "base_url")
         self._node_root = _root(node_url, "node_url") if node_url else self._root
-        if token and (username or password):
+        if sum(map(bool, (token, username or password, login))) > 1:
             raise ConfigError(
-                "NodeRedEngine: give an admin token or a username and password, not both"
+                "NodeRedEngine: give an admin token, a username and password, or a login "
+                "function; only one of them"
             )
         if bool(username) != bool(password):
             raise ConfigError(
@@ -161,6 +167,7 @@ class NodeRedEngine:
         self._token = token
         self._username = username
         self._password = password
+        self._find_login = login
         self._retries = retries
         self._backoff_s = backoff_s
         self._start_wait_s = start_wait_s
@@ -179,7 +186,18 @@ class NodeRedEngine:
         return self._server
 
     async def aclose(self) -> None:
-        """Close the HTTP client if the engine made it."""
+        """Revoke the token the engine logged in for, and close the HTTP client if the engine
+        made it."""
+        token, self._token = self._token, None
+        if token is not None and self._username:
+            # Node-RED keeps a login valid for a week (sessionExpiryTime): end it with us.
+            with contextlib.suppress(httpx.HTTPError, RuntimeError):  # RuntimeError: closed
+                await self._client.post(
+                    self._root + "auth/revoke",
+                    json={"token": token},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=5.0,
+                )
         if self._own_client:
             await self._client.aclose()
 
@@ -517,7 +535,7 @@ class NodeRedEngine:
                     response.raise_for_status()
                 return response
             except AuthError:
-                if not (admin and self._username and not renewed):
+                if not (admin and (self._username or self._find_login) and not renewed):
                     raise
                 self._token = None  # expired or revoked: log in again, once
                 renewed = True
@@ -532,6 +550,9 @@ class NodeRedEngine:
             attempt += 1
 
     async def _auth_headers(self) -> dict[str, str]:
+        if self._token is None and self._find_login is not None:
+            found = self._find_login()
+            self._username, self._password = found if found else (None, None)
         if self._token is None and self._username and self._password:
             self._token = await self._login(self._username, self._password)
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}

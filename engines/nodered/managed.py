@@ -8,14 +8,17 @@ class, so the Node-RED the tests run is the one users run. Layout (``$FLUXO_HOME
     node/                 a Node 22 binary from the npm registry, only when the system's is too old
     data/                 userDir: settings.js (headless, loopback only), flows.json
     credential.secret     the key of flows_cred.json (0600; settings.js reads it, never embeds it)
-    admin.password        adminAuth user ``admin`` (0600), only with ``install --admin-auth``
-    admin.token           a static admin bearer token for the engine (0600), idem
+    admin.password        the password of the adminAuth user ``admin`` (0600; settings.js holds
+                          only its bcrypt hash), unless installed with ``admin_auth=False``
     managed.json          what install chose: versions, node binary, port, editor, admin auth
     nodered.pid           the running process (its own session: it outlives the command)
     nodered.log           its console log (metrics events included)
 
 Why each setting (Node-RED validates little and defaults to a desktop tool): ``uiHost`` loopback
-so nothing outside the machine reaches the Admin API; ``credentialSecret`` fixed, or Node-RED
+so nothing outside the machine reaches the Admin API; ``adminAuth`` on, because loopback is not a
+boundary between local users and processes, and whoever can deploy a flow runs code as the
+Node-RED user (the engine logs in with the ``POST /auth/token`` password flow, see
+:meth:`ManagedNodeRed.admin_login`); ``credentialSecret`` fixed, or Node-RED
 makes a random key and ``flows_cred.json`` becomes unreadable after a move; ``disableEditor``
 unless asked (the Admin API keeps working); ``metrics`` on in the console logger so every node's
 receive/send/done is observable from outside; external module installs off (flows cannot pull
@@ -39,10 +42,11 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -98,7 +102,8 @@ class ManagedStatus:
         home: the managed directory.
         log_file: its console log.
         editor: whether the editor is served.
-        admin_auth: whether the Admin API needs a token.
+        admin_auth: whether the Admin API needs a login (user ``admin``, see ``password_file``).
+        password_file: where the admin password is kept (0600).
     """
 
     running: bool
@@ -111,6 +116,7 @@ class ManagedStatus:
     log_file: str
     editor: bool
     admin_auth: bool
+    password_file: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +154,6 @@ class ManagedNodeRed:
         self.settings_file = self.data_dir / "settings.js"
         self.secret_file = self.home / "credential.secret"
         self.password_file = self.home / "admin.password"
-        self.token_file = self.home / "admin.token"
         self.pid_file = self.home / "nodered.pid"
         self.log_file = self.home / "nodered.log"
         self._progress = progress or (lambda _line: None)
@@ -160,7 +165,7 @@ class ManagedNodeRed:
         *,
         port: int = DEFAULT_PORT,
         editor: bool = False,
-        admin_auth: bool = False,
+        admin_auth: bool = True,
         metrics: bool = True,
         version: str = NODE_RED_VERSION,
         node_dist: bool = False,
@@ -171,8 +176,9 @@ class ManagedNodeRed:
         Args:
             port: the port it listens on (loopback only).
             editor: serve the flow editor too (the Admin API works either way).
-            admin_auth: protect the Admin API: an ``admin`` user with a generated password and a
-                static token for the engine (``admin.token``).
+            admin_auth: protect the Admin API (and the editor) with the user ``admin`` and a
+                password generated at the first install and kept in ``admin.password``. Turn it
+                off only where no other local user or process may deploy flows.
             metrics: log every node event (receive/send/done with the message id).
             version: the node-red version to install.
             node_dist: use a Node binary from the npm registry even if the system's would do.
@@ -189,9 +195,14 @@ class ManagedNodeRed:
         password_hash = None
         if admin_auth:
             password = _write_secret(self.password_file, lambda: secrets.token_urlsafe(24))
-            _write_secret(self.token_file, lambda: secrets.token_urlsafe(32))
             password_hash = self._bcrypt(node, password)
+        # Earlier installs kept a static admin token beside it; settings.js no longer reads it.
+        (self.home / "admin.token").unlink(missing_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Node-RED writes its login sessions (.sessions.json: bearer tokens) and the flows with
+        # the process umask: only the owner may enter the directories that hold them.
+        self.home.chmod(0o700)
+        self.data_dir.chmod(0o700)
         _write_private(
             self.settings_file,
             self._settings_js(editor=editor, password_hash=password_hash, metrics=metrics),
@@ -323,28 +334,16 @@ class ManagedNodeRed:
         admin = ""
         if password_hash is not None:
             admin = f"""
-    // The editor's user, and a static token for the Fluxo engine (compared in constant time).
+    // The one admin user (editor and Admin API); its password is in {self.password_file.name}.
+    // Clients (the Fluxo engine, node-red-admin) get a token by POST /auth/token.
     adminAuth: {{
         type: "credentials",
         users: [{{ username: {js(ADMIN_USER)}, password: {js(password_hash)}, permissions: "*" }}],
-        tokens: function (token) {{
-            const given = Buffer.from(String(token));
-            const ok = given.length === ADMIN_TOKEN.length
-                && crypto.timingSafeEqual(given, ADMIN_TOKEN);
-            return Promise.resolve(ok ? {{ username: "fluxo", permissions: "*" }} : null);
-        }},
     }},"""
-        token_line = (
-            f"const ADMIN_TOKEN = Buffer.from(fs.readFileSync({js(str(self.token_file))}, "
-            '"utf8").trim());\n'
-            if password_hash is not None
-            else ""
-        )
         return f"""// Written by `fluxo nodered install`; rewritten on every install (edits are lost).
 // A headless Node-RED for Fluxo: loopback only, settings explained in engines/nodered/managed.py.
 const fs = require("fs");
-const crypto = require("crypto");
-{token_line}
+
 module.exports = {{
     uiHost: "127.0.0.1",
     uiPort: Number(process.env.FLUXO_NODERED_PORT) || {DEFAULT_PORT},
@@ -488,24 +487,83 @@ module.exports = {{
             log_file=str(self.log_file),
             editor=bool(state.get("editor", False)),
             admin_auth=bool(state.get("admin_auth", False)),
+            password_file=str(self.password_file),
         )
 
-    def admin_token(self) -> str | None:
-        """The static admin token of an ``--admin-auth`` install (None without admin auth)."""
-        with contextlib.suppress(OSError):
-            return self.token_file.read_text().strip() or None
-        return None
+    def admin_login(self, url: str | None = None) -> tuple[str, str] | None:
+        """The adminAuth user and password to log in with (``POST /auth/token``).
+
+        Args:
+            url: the Node-RED a client is about to call; the credential is given only when that
+                is this managed Node-RED (loopback, its installed or running port), so that it
+                is never sent to another server.
+
+        Returns:
+            ``(username, password)``; None when admin auth is off, the password file is missing,
+            or ``url`` is another server.
+        """
+        state = self._state(required=False)
+        if not state.get("admin_auth"):
+            return None
+        try:
+            password = self.password_file.read_text().strip()
+        except OSError:
+            return None
+        if not password or (url is not None and not self._serves(url, state)):
+            return None
+        return ADMIN_USER, password
+
+    def _serves(self, url: str, state: Mapping[str, Any]) -> bool:
+        parts = urlsplit(url)
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            return False
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return False
+        ports = {int(state.get("port") or DEFAULT_PORT)}
+        pid = self._pid()
+        if pid is not None and _alive(pid) and _is_node_red(pid):
+            ports.add(_listening_port(pid) or 0)  # started with --port
+        return port in ports
 
     def _running_version(self, url: str) -> str | None:
-        token = self.admin_token() if self._state(required=False).get("admin_auth") else None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            response = httpx.get(url + "settings", headers=headers, timeout=2.0)
-            data = response.json() if response.status_code == 200 else {}
+            with self._admin_client(url) as client:
+                response = client.get("settings")
+                data = response.json() if response.status_code == 200 else {}
         except (httpx.HTTPError, ValueError):
             return None
         value = data.get("version") if isinstance(data, dict) else None
         return value if isinstance(value, str) else None
+
+    @contextlib.contextmanager
+    def _admin_client(self, url: str) -> Iterator[httpx.Client]:
+        """A client of the Admin API, logged in when admin auth is on; the session it opened is
+        revoked at the end (each would otherwise stay valid in Node-RED for a week)."""
+        with httpx.Client(base_url=url, timeout=5.0) as client:
+            login = self.admin_login()
+            token = None
+            if login is not None:
+                response = client.post(
+                    "auth/token",
+                    data={
+                        "client_id": "node-red-admin",
+                        "grant_type": "password",
+                        "scope": "*",
+                        "username": login[0],
+                        "password": login[1],
+                    },
+                )
+                token = response.json().get("access_token") if response.is_success else None
+                if isinstance(token, str):
+                    client.headers["Authorization"] = f"Bearer {token}"
+            try:
+                yield client
+            finally:
+                if isinstance(token, str):
+                    with contextlib.suppress(httpx.HTTPError):
+                        client.post("auth/revoke", json={"token": token})
 
     def _pid(self) -> int | None:
         try:

@@ -53,8 +53,11 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--editor", action="store_true", help="serve the flow editor too")
     p.add_argument(
         "--admin-auth",
-        action="store_true",
-        help="protect the Admin API (user 'admin' + a static token in admin.token)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="require a login for the Admin API and the editor (default: on; user 'admin', "
+        "password generated and kept in admin.password); --no-admin-auth lets every local "
+        "process deploy flows",
     )
     p.add_argument("--no-metrics", action="store_true", help="do not log every node event")
     p.add_argument(
@@ -115,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"node-red {status.installed} installed in {status.home}")
             if status.admin_auth:
-                print(f"admin token (for FLUXO_NODERED_ADMIN_TOKEN) in {managed.token_file}")
+                print(f"admin user 'admin', password in {status.password_file}")
+            else:
+                print("warning: the Admin API has no login: any local process can deploy flows")
         return 0
     if action == "start":
         env = read_env_file(args.token_env_file) if args.token_env_file else {}
@@ -130,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(status)
         else:
-            print(status.url)
+            print(_started(status))
         return 0
     if action == "stop":
         was_running = managed.stop()
@@ -147,6 +152,17 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"stopped  ({installed} in {status.home})")
     return 0
+
+
+def _started(status: ManagedStatus) -> str:
+    """What ``start`` prints: the editor's URL only when there is an editor to open."""
+    login = f"user admin, password in {status.password_file}" if status.admin_auth else "no login"
+    if status.editor:
+        return f"editor: {status.url} ({login})"
+    return (
+        f"node-red is running (pid {status.pid}, port {status.port}; Admin API only, {login}; "
+        "`fluxo nodered install --editor` serves the editor)"
+    )
 
 
 def _default_home() -> Path:

@@ -29,21 +29,25 @@ exists) with its sends dropped, because on Node-RED it runs once at deploy, not 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import multiprocessing
+import os
 import re
+import signal
+import sys
 import threading
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import quickjs
 
-from fluxo_core.errors import ServiceError
+from fluxo_core.errors import ConfigError, ServiceError
 
 __all__ = [
     "DEFAULT_MEMORY_BYTES",
@@ -87,6 +91,14 @@ class FunctionLimits:
 
     time_s: float = DEFAULT_TIME_S
     memory_bytes: int = DEFAULT_MEMORY_BYTES
+
+    @property
+    def wall_s(self) -> float:
+        """The wall-clock limit :class:`FunctionSandbox` enforces by killing the child: the CPU
+        limit plus as much again (at least half a second), the slack a child waiting for a CPU
+        on a busy machine needs. QuickJS stops most code at ``time_s`` itself; this one catches
+        what it does not interrupt (its regular-expression engine)."""
+        return self.time_s + max(self.time_s, 0.5)
 
 
 @dataclass
@@ -410,19 +422,32 @@ def _js_error(label: str, nid: str, text: str, limits: FunctionLimits) -> Servic
 
 
 class FunctionSandbox:
-    """Runs function bodies in child processes, so that QuickJS crashing takes down a child,
-    not the worker: the ``quickjs`` binding can segfault when a body exhausts its memory limit
-    while building strings. A crashed child fails its call (not retried: the same body would
-    crash again) and the next call gets a fresh pool.
+    """Runs function bodies in child processes that the parent stops by killing them.
+
+    Why a child: the ``quickjs`` binding can segfault when a body exhausts its memory limit
+    while building strings, and its time limit is not checked everywhere: the regular-expression
+    engine of that QuickJS (``lre_exec``) never polls the interrupt handler, so
+    ``/^(a+)+$/.test('a'.repeat(34) + 'b')`` runs for hours whatever the limit says. So the
+    parent enforces a wall-clock limit of its own on every call (:attr:`FunctionLimits.wall_s`):
+    a child that passes it is killed (SIGKILL) and reaped before the call fails, and the next call
+    starts a fresh child. A child that died fails its call the same way (not retried: the same
+    body would fail again). A child that answers is kept for the next call (each call still gets
+    a fresh QuickJS context), so a call costs one round trip over a pipe.
 
     Args:
-        processes: children kept ready (each runs one body at a time).
+        processes: at most this many children, each running one body at a time; further
+            concurrent callers wait for a free one.
     """
 
     def __init__(self, processes: int = 2) -> None:
+        if processes < 1:
+            raise ConfigError("FunctionSandbox needs at least one process", setting="processes")
         self.processes = processes
         self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(processes)
+        self._idle: list[_Child] = []
+        self._busy: set[_Child] = set()
+        self._generation = 0  # bumped by close(): children of an older one are not reused
 
     def run(
         self,
@@ -433,57 +458,187 @@ class FunctionSandbox:
         env: Mapping[str, Any] | None = None,
         context: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> FunctionResult:
-        """:func:`run_function` in a child process; the same result and errors."""
+        """:func:`run_function` in a child process; the same result and errors, and a time-limit
+        error when the child does not answer within ``limits.wall_s``."""
         limits = limits or FunctionLimits()
-        pool = self._ready_pool()
-        args = (dict(node), dict(msg), limits, dict(env or {}), _plain(context))
-        future = pool.submit(_run_in_child, *args)
-        try:
-            outcome = future.result(timeout=limits.time_s * 5 + 10)
-        except BrokenProcessPool:
-            self._discard(pool)
-            raise ServiceError(
-                f"{_label(node)}: the sandbox process running it died (QuickJS crashes this way "
-                f"when a body runs out of its {limits.memory_bytes // (1024 * 1024)} MiB while "
-                "building strings); make it keep less data",
-                retryable=False,
-                node=str(node.get("id", "?")),
-                limit="memory",
-            ) from None
-        except FutureTimeout:
-            self._discard(pool)  # a child stuck past its CPU limit is not reused
-            raise ServiceError(
-                f"{_label(node)}: the code did not finish in time; make it do less per message",
-                retryable=False,
-                node=str(node.get("id", "?")),
-                limit="time",
-            ) from None
+        request = (dict(node), dict(msg), limits, dict(env or {}), _plain(context))
+        nid = str(node.get("id", "?"))
+        with self._slots:
+            child = self._take()
+            try:
+                outcome = child.call(request, limits.wall_s)
+            except _ChildTimeoutError:
+                self._discard(child)
+                raise ServiceError(
+                    f"{_label(node)}: the code ran longer than its time limit of "
+                    f"{limits.time_s:g} s and was stopped after {limits.wall_s:g} s (its sandbox "
+                    "process was killed); make it do less per message (a regular expression with "
+                    "nested repetition such as /(a+)+$/ can run for hours on a short input)",
+                    retryable=False,
+                    node=nid,
+                    limit="time",
+                ) from None
+            except _ChildDiedError:
+                self._discard(child)
+                raise ServiceError(
+                    f"{_label(node)}: the sandbox process running it died (QuickJS crashes this "
+                    f"way when a body runs out of its {limits.memory_bytes // (1024 * 1024)} MiB "
+                    "while building strings); make it keep less data",
+                    retryable=False,
+                    node=nid,
+                    limit="memory",
+                ) from None
+            except BaseException:
+                self._discard(child)  # interrupted mid-call: its answer would reach the next one
+                raise
+            self._release(child)
         status, message, details = outcome
         if status == "error":
             raise ServiceError(str(message), retryable=False, **details)
         return FunctionResult(**details)
 
+    def pids(self) -> list[int]:
+        """The process ids of the children alive now (idle or running a body)."""
+        with self._lock:
+            children = [*self._idle, *self._busy]
+        return [child.pid for child in children if child.alive()]
+
     def close(self) -> None:
+        """Kill the idle children now, and each busy one when its call returns."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            idle, self._idle = self._idle, []
+            self._generation += 1
+        for child in idle:
+            child.kill()
 
-    def _ready_pool(self) -> ProcessPoolExecutor:
+    def _take(self) -> _Child:
         with self._lock:
-            if self._pool is None:
-                # forkserver: children are forked from a clean server process, not from a
-                # worker with threads and an event loop.
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload([__name__])  # children start with QuickJS loaded
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
-            return self._pool
+            while self._idle:
+                child = self._idle.pop()
+                if child.alive():
+                    self._busy.add(child)
+                    return child
+                child.kill()  # died while idle (killed from outside): reap it, start another
+            generation = self._generation
+        child = _Child.start(generation)
+        with self._lock:
+            self._busy.add(child)
+        return child
 
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
+    def _release(self, child: _Child) -> None:
         with self._lock:
-            if self._pool is pool:
-                self._pool = None
-        pool.shutdown(wait=False, cancel_futures=True)
+            self._busy.discard(child)
+            if child.generation == self._generation:
+                self._idle.append(child)
+                return
+        child.kill()
+
+    def _discard(self, child: _Child) -> None:
+        with self._lock:
+            self._busy.discard(child)
+        child.kill()
+
+
+class _ChildTimeoutError(Exception):
+    """The child did not answer in time (it is still running)."""
+
+
+class _ChildDiedError(Exception):
+    """The child exited or closed its pipe before answering."""
+
+
+class _Child:
+    """One sandbox process and the parent's end of its pipe."""
+
+    def __init__(self, process: BaseProcess, conn: Connection, generation: int) -> None:
+        self.process = process
+        self.pid = process.pid or 0  # kept: a closed Process no longer tells it
+        self.conn = conn
+        self.generation = generation
+
+    @classmethod
+    def start(cls, generation: int) -> _Child:
+        # forkserver: children are forked from a clean server process, not from a worker with
+        # threads and an event loop; the server imports this module once, so a child starts
+        # with QuickJS loaded.
+        mp = multiprocessing.get_context("forkserver")
+        mp.set_forkserver_preload([__name__])
+        parent_end, child_end = mp.Pipe()
+        process = mp.Process(
+            target=_serve, args=(child_end,), name="fluxo-function-sandbox", daemon=True
+        )
+        process.start()
+        child_end.close()  # the child holds its own copy; the parent sees EOF when it dies
+        return cls(process, parent_end, generation)
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def call(self, request: tuple[Any, ...], timeout_s: float) -> tuple[str, Any, dict[str, Any]]:
+        try:
+            self.conn.send(request)
+            if not self.conn.poll(timeout_s):
+                raise _ChildTimeoutError
+            outcome: tuple[str, Any, dict[str, Any]] = self.conn.recv()
+        except (EOFError, OSError):
+            raise _ChildDiedError from None
+        return outcome
+
+    def kill(self) -> None:
+        """SIGKILL the child and reap it, so that no process, zombie or pipe is left."""
+        if self.process.exitcode is None:
+            self.process.kill()
+        self.process.join(timeout=10)
+        if self.process.exitcode is None:  # pragma: no cover - SIGKILL cannot be ignored
+            log.error("function sandbox process %s did not exit after SIGKILL", self.pid)
+        else:
+            self.process.close()
+        self.conn.close()
+
+
+def _serve(conn: Connection) -> None:
+    """The child's loop: one request in, one outcome out, until the parent closes the pipe."""
+    _die_with_parent()
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            outcome = _run_in_child(*request)
+        except Exception as exc:  # a bug of the shim: report it rather than die silently
+            outcome = ("error", f"the function sandbox failed: {exc!r}"[:_MESSAGE_LIMIT], {})
+        conn.send(outcome)
+
+
+def _die_with_parent() -> None:
+    """Linux: be killed (SIGKILL) when the fork server, this child's parent, exits, as it does
+    once the worker that started it is gone; else a child spinning in a regular expression
+    would outlive a crash of the worker.
+
+    The fork server exits when the last holder of its "alive" pipe closes it; every child it
+    forks inherits that pipe (so that it could use the server too), which would keep the server,
+    and so this child, alive forever. A sandbox child never starts processes: it closes it.
+    """
+    with contextlib.suppress(ImportError, AttributeError, OSError):
+        from multiprocessing import forkserver
+
+        server: Any = forkserver._forkserver  # private: the stubs do not describe its fields
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if isinstance(fd, int):
+            server._forkserver_alive_fd = None
+            os.close(fd)
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        parent = os.getppid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _plain(context: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:

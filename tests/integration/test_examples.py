@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from fluxo_core.ir import Workflow
 from fluxo_core.ir.validation import load_workflows_yaml
 from fluxo_core.storage import Database, Principal
 from service_runtime.builtin import builtin_services, demo_services
+from translators.nodered import from_nodered
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_NAMES = sorted(path.stem for path in EXAMPLES.glob("*.yaml"))
@@ -346,3 +350,89 @@ async def test_invoice_without_a_contact_still_gets_its_reminder(fluxo: Platform
             "days overdue; it goes to collection in 7 days",
         }
     ]
+
+
+# --- the Node-RED sample flow (the README's import tour) ----------------------------------------
+
+NODERED_SAMPLE = EXAMPLES / "order-alerts.nodered.json"
+REPO = EXAMPLES.parent
+
+
+def test_the_nodered_sample_imports_cleanly_with_the_cli(tmp_path: Path) -> None:
+    """As the README tour runs it: a report with only sinks dropped, one workflow written."""
+    env = {**os.environ, "FLUXO_HOME": str(tmp_path)}
+    env.pop("FLUXO_DATABASE_URL", None)
+    out = tmp_path / "imported"
+    command = ["import", "nodered", str(NODERED_SAMPLE), "-o", str(out), "--json"]
+    result = subprocess.run(
+        [sys.executable, "-m", "fluxo_core.cli", *command],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"mapped": 6, "native": 1, "dropped": 3}
+    dropped = {n["type"] for n in report["nodes"] if n["status"] == "dropped"}
+    assert dropped == {"comment", "debug", "http response"}  # sinks only: nothing is lost
+    assert report["notes"] == []
+    (written,) = out.iterdir()
+    assert written.name == "order-alerts.yaml"
+    (workflow,) = load_workflows_yaml(written.read_text(), known_services=KNOWN_SERVICES)
+    assert workflow.metadata.name == "order-alerts"
+    assert [s.kind for s in workflow.spec.steps] == [
+        "native",
+        "switch",
+        "transform",
+        "transform",
+        "transform",
+    ]
+    readme = (REPO / "README.md").read_text()
+    assert "fluxo import nodered examples/order-alerts.nodered.json" in readme
+    assert "order-alerts.nodered.json" in (EXAMPLES / "README.md").read_text()
+
+
+def imported_sample() -> dict[str, Any]:
+    """The sample's workflow, on the installation's default engine (step)."""
+    (workflow,) = from_nodered(NODERED_SAMPLE.read_text()).workflows
+    document = workflow.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"].pop("engine")
+    return document
+
+
+async def test_the_nodered_sample_runs_on_the_step_engine(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(imported_sample(), ME)
+    large = await fluxo.jobs.create(ME, "order-alerts", sample("order-alerts"))
+    small_order = {
+        "id": "SO-2002",
+        "customer": "alan@example.com",
+        "items": [{"sku": "USB-C", "qty": 2, "price": "9.95"}],
+    }
+    small = await fluxo.jobs.create(ME, "order-alerts", small_order)
+    done = await fluxo.jobs.wait(ME, large.id, 20)
+    assert done.status == "succeeded", done.error
+    assert done.result == {
+        **sample("order-alerts"),
+        "total": 547.5,  # 2 x 249.00 + 49.50, summed in cents by the function node
+        "lines": 2,
+        "priority": "high",
+        "message": "LARGE order SO-2001 from grace@example.com: 547.5 EUR in 2 line(s)",
+    }
+    assert [s.step_id for s in done.steps or []] == [
+        "order-total",
+        "by-size",
+        "high-priority",
+        "large-order-alert",
+    ]
+    done = await fluxo.jobs.wait(ME, small.id, 20)
+    assert done.status == "succeeded", done.error
+    assert done.result == {
+        **small_order,
+        "total": 19.9,
+        "lines": 1,
+        "priority": "normal",
+        "message": "Order SO-2002: 19.90 EUR",
+    }

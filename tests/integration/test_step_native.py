@@ -13,7 +13,8 @@ from fluxo_core.control.platform import Platform
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records
-from service_runtime.builtin import nodered_node_service
+from service_runtime.builtin import FunctionLimits, nodered_node_service
+from tests.support.processes import descendants
 from translators.nodered import from_nodered
 
 ME = Principal(account_id="acme", user_id="ada")
@@ -146,3 +147,48 @@ async def test_deploy_refuses_a_node_the_step_engine_cannot_run(fluxo: Platform)
         await fluxo.jobs.apply(imported(flow), ME)
     assert caught.value.context["step"] == "greet"
     assert caught.value.context["node_type"] == "exec"
+
+
+@pytest.mark.timeout(120)
+async def test_catastrophic_regexes_fail_their_jobs_and_leave_no_process_behind(
+    db: Database,
+) -> None:
+    """QuickJS does not interrupt its regular-expression engine: the sandbox's parent kills the
+    child at the wall-clock limit, so each job fails in time and the worker keeps serving."""
+    platform = Platform(
+        db,
+        [nodered_node_service(limits=FunctionLimits(time_s=0.1))],
+        workers=2,
+        poll_interval_s=0.1,
+        admission_cache_s=0,
+    )
+    await platform.accounts.ensure_account("acme")
+    redos = [dict(n) for n in FLOW]
+    redos[2] = {
+        **redos[2],
+        "func": "msg.topic = 'hello';\n"
+        "if (/^(a+)+$/.test(msg.payload.who)) { return [null, msg]; }\n"
+        "msg.payload.n = 1; return [msg, null];",
+    }
+    async with platform:
+        await platform.jobs.apply(imported(redos), ME)
+        warm = await platform.jobs.create(ME, "greeter", {"who": "ada", "n": 1})
+        assert (await platform.jobs.wait(ME, warm.id, 20)).status == "succeeded"
+        before = descendants()
+        jobs = [
+            await platform.jobs.create(ME, "greeter", {"who": "a" * 34 + "b", "n": 1})
+            for _ in range(20)
+        ]
+        for job in jobs:
+            done = await platform.jobs.wait(ME, job.id, 60)
+            assert done.status == "failed"
+            assert (
+                "function node fn1 (route): the code ran longer than its time limit of 0.1 s"
+                in (str(done.error))
+            ), done.error
+        after = await platform.jobs.create(ME, "greeter", {"who": "grace", "n": 2})
+        done = await platform.jobs.wait(ME, after.id, 20)
+        assert done.status == "succeeded", done.error
+        assert done.result == "hello grace: 1"
+        # at most the sandbox's two children besides what ran before: none of the 20 is left
+        assert len(descendants() - before) <= 1

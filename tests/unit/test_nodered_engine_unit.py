@@ -7,11 +7,13 @@ server cannot easily be made to do (answer 401/403/400/503, drop connections, ra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -19,7 +21,7 @@ import respx
 
 from engines.nodered import NodeRedEngine, NodeRedOptions, NodeRedServerError, create_engine
 from engines.nodered._flows import installed_types, replace_owned
-from engines.nodered.managed import ManagedNodeRed, read_env_file
+from engines.nodered.managed import ManagedNodeRed, ManagedStatus, read_env_file
 from fluxo_core.cli import _nodered as cli
 from fluxo_core.engine import RunHandle, StartRequest
 from fluxo_core.errors import (
@@ -455,3 +457,97 @@ def test_add_parser_wires_into_a_fluxo_style_parser() -> None:
     args = parser.parse_args(["nodered", "start", "--port", "1999", "--token-env-file", "f"])
     assert (args.nodered_action, args.port, args.token_env_file) == ("start", 1999, Path("f"))
     assert callable(args.func)
+
+
+def test_install_turns_admin_auth_on_unless_told_not_to() -> None:
+    parser = argparse.ArgumentParser(prog="fluxo")
+    cli.add_parser(parser.add_subparsers(required=True))
+    assert parser.parse_args(["nodered", "install"]).admin_auth is True
+    assert parser.parse_args(["nodered", "install", "--no-admin-auth"]).admin_auth is False
+
+
+def managed_status(**changes: Any) -> ManagedStatus:
+    status = ManagedStatus(
+        running=True,
+        pid=4242,
+        url="http://127.0.0.1:1880/",
+        port=1880,
+        installed="4.1.15",
+        version="4.1.15",
+        home="/h/nodered",
+        log_file="/h/nodered/nodered.log",
+        editor=False,
+        admin_auth=True,
+        password_file="/h/nodered/admin.password",
+    )
+    return dataclasses.replace(status, **changes)
+
+
+def test_start_prints_the_editor_url_only_when_there_is_an_editor() -> None:
+    headless = cli._started(managed_status())
+    assert "http://" not in headless
+    assert "Admin API only" in headless
+    assert "password in /h/nodered/admin.password" in headless
+    with_editor = cli._started(managed_status(editor=True))
+    assert with_editor == (
+        "editor: http://127.0.0.1:1880/ (user admin, password in /h/nodered/admin.password)"
+    )
+
+
+def fake_install(home: Path, *, port: int = 1880, admin_auth: bool = True) -> None:
+    """What `install` leaves behind, without node: its state and the admin password."""
+    home.mkdir(parents=True)
+    (home / "managed.json").write_text(json.dumps({"port": port, "admin_auth": admin_auth}))
+    (home / "admin.password").write_text(PASSWORD + "\n")
+
+
+async def test_the_engine_logs_in_to_the_managed_nodered_and_only_to_it(tmp_path: Path) -> None:
+    managed_url = "http://127.0.0.1:1881"
+    config: Any = SimpleNamespace(home=tmp_path, nodered_url=managed_url, nodered_admin_token=None)
+    # made before the install, as when `fluxo nodered install` follows `fluxo up`
+    engine = create_engine(None, None, config=config)
+    fake_install(tmp_path / "nodered", port=1881)
+    managed = ManagedNodeRed(tmp_path / "nodered")
+    assert managed.admin_login("http://localhost:1881/") == ("admin", PASSWORD)
+    for elsewhere in ("http://127.0.0.1:1880/", "http://nodered.test:1881/", "http://[::1]:x/"):
+        assert managed.admin_login(elsewhere) is None, elsewhere
+    with respx.mock(assert_all_called=True, assert_all_mocked=True) as router:
+        login = router.post(f"{managed_url}/auth/token").respond(200, json={"access_token": "t1"})
+        flows = router.get(f"{managed_url}/flows").respond(200, json={"flows": [], "rev": "r0"})
+        await engine.undeploy("nothing")
+        assert parse_qs(login.calls.last.request.content.decode())["password"] == [PASSWORD]
+        assert flows.calls.last.request.headers["authorization"] == "Bearer t1"
+        # another server never gets the managed password; a given token wins over it
+        other = router.get(f"{URL}/flows").respond(200, json={"flows": [], "rev": "r0"})
+        config.nodered_url = URL
+        await create_engine(None, None, config=config).undeploy("nothing")
+        assert "authorization" not in other.calls.last.request.headers
+        config.nodered_url, config.nodered_admin_token = managed_url, TOKEN
+        await create_engine(None, None, config=config).undeploy("nothing")
+        assert flows.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
+        assert login.call_count == 1
+
+
+def test_no_login_when_the_managed_nodered_was_installed_without_admin_auth(
+    tmp_path: Path,
+) -> None:
+    fake_install(tmp_path / "nodered", admin_auth=False)
+    assert ManagedNodeRed(tmp_path / "nodered").admin_login() is None
+
+
+async def test_aclose_revokes_the_token_the_engine_logged_in_for(
+    nodered: respx.MockRouter,
+) -> None:
+    nodered.post("/auth/token").respond(200, json={"access_token": TOKEN})
+    nodered.get("/flows").respond(200, json={"flows": [], "rev": "r0"})
+    revoke = nodered.post("/auth/revoke").respond(200)
+    engine = make_engine(token=None, username="admin", password=PASSWORD)
+    await engine.undeploy("nothing-deployed")
+    assert revoke.call_count == 0
+    await engine.aclose()
+    assert revoke.call_count == 1
+    request = revoke.calls.last.request
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert json.loads(request.content) == {"token": TOKEN}
+    await engine.aclose()  # once only
+    assert revoke.call_count == 1

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +17,7 @@ from engines.step import step_runnable
 from fluxo_core.errors import ServiceError
 from service_runtime.builtin import FunctionLimits, node_problem, nodered_node_service, run_node
 from service_runtime.builtin.nodered_function import FunctionSandbox
+from tests.support.processes import descendants
 from translators.nodered import from_nodered
 
 
@@ -176,8 +181,8 @@ def test_a_dead_sandbox_process_fails_the_call_and_the_next_call_works() -> None
     spin = {"id": "spin", "type": "function", "func": "for (;;) {}", "outputs": 1}
     try:
         sandbox.run({"id": "warm", "type": "function", "func": "return msg;"}, {"payload": {}})
-        pool = sandbox._ready_pool()
-        pids = list(pool._processes)  # the child that will run the spinning body
+        pids = sandbox.pids()  # the child that will run the spinning body
+        assert len(pids) == 1
 
         def kill_soon() -> None:
             threading.Event().wait(0.3)
@@ -192,6 +197,87 @@ def test_a_dead_sandbox_process_fails_the_call_and_the_next_call_works() -> None
         assert sandbox.run(ok, {"payload": {}}).outputs == [(0, {"payload": {"x": 1}})]
     finally:
         sandbox.close()
+
+
+REDOS = {
+    "id": "redos",
+    "type": "function",
+    "name": "validate",
+    # QuickJS's regular-expression engine never checks its time limit: exponential backtracking
+    "func": "msg.payload = /^(a+)+$/.test('a'.repeat(34) + 'b'); return msg;",
+    "outputs": 1,
+}
+
+
+@pytest.mark.timeout(90)
+def test_catastrophic_regexes_are_killed_by_the_parent_and_leave_no_process_behind() -> None:
+    sandbox = FunctionSandbox(processes=1)
+    limits = FunctionLimits(time_s=0.05)
+    ok = {"id": "ok", "type": "function", "func": "msg.payload.x = 1; return msg;"}
+    try:
+        assert sandbox.run(ok, {"payload": {}}).outputs == [(0, {"payload": {"x": 1}})]
+        before = descendants()  # the fork server and one warm child
+        server = before - set(sandbox.pids())
+        for _ in range(20):
+            with pytest.raises(ServiceError, match=r"time limit of 0\.05 s") as info:
+                sandbox.run(REDOS, {"payload": "x"}, limits=limits)
+            assert "function node redos (validate)" in info.value.message
+            assert "stopped after 0.55 s" in info.value.message
+            assert (info.value.retryable, info.value.context) == (
+                False,
+                {"node": "redos", "limit": "time"},
+            )
+            # the child that ran it was killed and reaped before the call failed
+            assert descendants() == server
+        assert sandbox.run(ok, {"payload": {}}).outputs == [(0, {"payload": {"x": 1}})]
+        assert len(descendants()) == len(before)
+    finally:
+        sandbox.close()
+
+
+_DYING_WORKER = """
+import os, sys, threading
+from service_runtime.builtin.nodered_function import FunctionLimits, FunctionSandbox
+from tests.support.processes import descendants
+
+if __name__ == "__main__":
+    sandbox = FunctionSandbox(processes=1)
+    sandbox.run({"id": "warm", "type": "function", "func": "return msg;"}, {"payload": 1})
+    node = {"id": "redos", "type": "function", "func": sys.argv[1]}
+    limits = FunctionLimits(time_s=600)
+    threading.Thread(target=sandbox.run, args=(node, {}), kwargs={"limits": limits}).start()
+    print(" ".join(map(str, descendants())), flush=True)
+    sys.stdin.readline()  # the test has read the pids: die as a SIGKILLed worker would
+    os._exit(0)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_child_spinning_in_a_regex_dies_with_the_worker_that_started_it() -> None:
+    """A worker that crashes mid-call cannot kill its child: the child must not outlive it."""
+    body = REDOS["func"]
+    with subprocess.Popen(
+        [sys.executable, "-c", _DYING_WORKER, body],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ) as worker:
+        assert worker.stdout is not None
+        assert worker.stdin is not None
+        started = {int(pid) for pid in worker.stdout.readline().split()}
+        assert len(started) >= 2  # the fork server and the child (and the resource tracker)
+        worker.stdin.write("\n")
+        worker.stdin.flush()
+        assert worker.wait(timeout=10) == 0
+    deadline = time.monotonic() + 30
+    while started & alive_pids() and time.monotonic() < deadline:
+        threading.Event().wait(0.1)  # the kernel kills the orphans asynchronously
+    assert not started & alive_pids()
+
+
+def alive_pids() -> set[int]:
+    return {int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
 
 
 def test_errors_keep_their_details_across_the_process_boundary() -> None:

@@ -5,7 +5,9 @@
 ~30 s, reusing ~1 s), starts it from a fresh temporary Fluxo home on a free port with
 ``FLUXO_TOKEN`` set to a random test token, and ``FLUXO_TOKEN_GLOBEX`` to another, for account
 ``globex`` (tests register these values in their Fluxo database so the flows' gateway calls
-authenticate), and stops it at the end. When Node-RED cannot be installed
+authenticate), and stops it at the end. Its Admin API needs a login, as a user's does (adminAuth
+is on by default): tests send ``admin_headers`` or give engines the ``admin_token``, which the
+fixture gets once by the ``POST /auth/token`` password flow. When Node-RED cannot be installed
 or started (no Node.js/npm, no registry), the tests skip saying why, except under ``CI=true``
 where that is a failure.
 """
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from engines.nodered.managed import ManagedNodeRed
@@ -39,12 +42,19 @@ class RunningNodeRed:
         globex_token: ``FLUXO_TOKEN_GLOBEX``, which the flows of account ``globex`` send
             instead (one engine token per account on one Node-RED).
         managed: the managed instance (home, log file, ``status()``).
+        admin_token: an Admin API bearer token (from ``POST /auth/token`` as user ``admin``).
     """
 
     url: str
     token: str
     globex_token: str
     managed: ManagedNodeRed
+    admin_token: str
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """Headers that authenticate an Admin API call."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
     @property
     def log_file(self) -> Path:
@@ -99,8 +109,32 @@ def nodered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNodeRed
             "(or set FLUXO_TEST_NODERED_HOME to a directory with node-red installed in app/)"
         )
     try:
+        login = managed.admin_login(status.url)
+        assert login is not None, "the managed Node-RED must have admin auth on by default"
         yield RunningNodeRed(
-            url=status.url, token=token, globex_token=globex_token, managed=managed
+            url=status.url,
+            token=token,
+            globex_token=globex_token,
+            managed=managed,
+            admin_token=admin_token(status.url, *login),
         )
     finally:
         managed.stop()
+
+
+def admin_token(url: str, username: str, password: str) -> str:
+    """A token from Node-RED's ``POST /auth/token`` password flow."""
+    response = httpx.post(
+        url + "auth/token",
+        data={
+            "client_id": "node-red-admin",
+            "grant_type": "password",
+            "scope": "*",
+            "username": username,
+            "password": password,
+        },
+        timeout=10,
+    )
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token

@@ -47,7 +47,7 @@ def known_needs() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def admin(nodered: RunningNodeRed) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=nodered.url, timeout=30) as client:
+    with httpx.Client(base_url=nodered.url, headers=nodered.admin_headers, timeout=30) as client:
         original = client.get("/flows", headers=V2).json()
         yield client
         client.post(

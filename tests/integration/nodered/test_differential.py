@@ -103,9 +103,7 @@ def target(request: pytest.FixtureRequest) -> Target:
     if found is None or not found.is_dir():
         _unavailable("the example flows of the node-red package were not found")
     assert found is not None
-    token_file = getattr(managed, "token_file", None)
-    token = token_file.read_text().strip() if token_file and token_file.exists() else None
-    return Target(running.url.rstrip("/") + "/", token, found)
+    return Target(running.url.rstrip("/") + "/", running.admin_token, found)
 
 
 class Capture:

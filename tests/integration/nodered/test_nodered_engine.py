@@ -7,6 +7,7 @@ other; "untouched" is checked node by node, and "refused before Node-RED saw it"
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from engines.nodered import ManagedNodeRed, NodeRedEngine, NodeRedOptions
+from engines.nodered import ManagedNodeRed, NodeRedEngine, NodeRedOptions, create_engine
+from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, RunHandle, RunStatus, StartRequest
-from fluxo_core.errors import AuthError, ConfigError, ConflictError, NotFoundError, ValidationError
+from fluxo_core.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from fluxo_core.ir import Packet, Workflow, validate_workflow
 from tests.integration.nodered.conftest import RunningNodeRed
 from translators.nodered import to_nodered
@@ -99,7 +101,9 @@ class Interfering(httpx.AsyncBaseTransport):
 @pytest.fixture
 async def admin(nodered: RunningNodeRed) -> AsyncIterator[httpx.AsyncClient]:
     """A plain client on Node-RED's Admin API (what "someone else" or the editor does)."""
-    async with httpx.AsyncClient(base_url=nodered.url, timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=nodered.url, headers=nodered.admin_headers, timeout=10
+    ) as client:
         yield client
 
 
@@ -115,7 +119,13 @@ async def engine(nodered: RunningNodeRed, recorder: Recorder) -> AsyncIterator[N
         "response": [recorder.on_response],
     }
     async with httpx.AsyncClient(timeout=10, event_hooks=hooks) as client:
-        yield NodeRedEngine(nodered.url.rstrip("/"), options=OPTIONS, client=client, retries=0)
+        yield NodeRedEngine(
+            nodered.url.rstrip("/"),
+            token=nodered.admin_token,
+            options=OPTIONS,
+            client=client,
+            retries=0,
+        )
 
 
 async def read_flows(admin: httpx.AsyncClient) -> tuple[str, list[dict[str, Any]]]:
@@ -199,7 +209,9 @@ async def test_deploy_creates_the_tab_and_an_unchanged_redeploy_posts_nothing(
     assert recorder.posts() == 1
 
     async with httpx.AsyncClient(timeout=10) as client:  # a fresh engine: no cache at all
-        fresh = NodeRedEngine(nodered.url, options=OPTIONS, client=client)
+        fresh = NodeRedEngine(
+            nodered.url, token=nodered.admin_token, options=OPTIONS, client=client
+        )
         third = await fresh.deploy(wf)
     assert third.details["action"] == "unchanged"
     assert (await read_flows(admin))[0] == rev
@@ -321,7 +333,9 @@ async def test_a_concurrent_deploy_is_retried_once_after_rereading(
     recorder = Recorder()
     hooks: dict[str, list[Any]] = {"request": [recorder.on_request]}
     async with httpx.AsyncClient(transport=transport, event_hooks=hooks, timeout=10) as client:
-        engine = NodeRedEngine(nodered.url, options=OPTIONS, client=client)
+        engine = NodeRedEngine(
+            nodered.url, token=nodered.admin_token, options=OPTIONS, client=client
+        )
         wf = make_workflow(unique("race"))
         deployment = await engine.deploy(wf)
         assert recorder.posts() == 2  # the 409, then the retry on the re-read flows
@@ -354,7 +368,9 @@ async def test_undeploy_removes_the_tab_and_is_idempotent(
 
     await engine.deploy(wf)
     async with httpx.AsyncClient(timeout=10) as client:  # an engine that did not deploy it
-        await NodeRedEngine(nodered.url, options=OPTIONS, client=client).undeploy(wf.ref or "")
+        await NodeRedEngine(
+            nodered.url, token=nodered.admin_token, options=OPTIONS, client=client
+        ).undeploy(wf.ref or "")
     assert not of_tab((await read_flows(admin))[1], tab)
 
 
@@ -396,7 +412,9 @@ async def test_cancel_finds_the_flow_of_a_job_another_engine_started(
     job_id = uuid.uuid4().hex
     handle = await engine.start(StartRequest(job_id=job_id, workflow=wf.ref or "", input=packet))
     async with httpx.AsyncClient(timeout=10) as client:  # e.g. after a restart of Fluxo
-        other = NodeRedEngine(nodered.url, options=OPTIONS, client=client)
+        other = NodeRedEngine(
+            nodered.url, token=nodered.admin_token, options=OPTIONS, client=client
+        )
         await other.cancel(handle)
     again = await engine.start(StartRequest(job_id=job_id, workflow=wf.ref or "", input=packet))
     assert again.job_id == job_id
@@ -419,37 +437,85 @@ async def test_status_comes_from_the_steps_source(engine: NodeRedEngine) -> None
     assert await engine.status(handle) == RunStatus(job_id="j-1", phase="running")
 
 
-async def test_a_managed_nodered_with_admin_auth_takes_its_token_and_its_user(
+async def test_the_managed_nodered_refuses_its_admin_api_without_a_login(
+    nodered: RunningNodeRed, admin: httpx.AsyncClient
+) -> None:
+    """Admin auth is on by default: no local process deploys a flow (which runs code) unasked."""
+    rev, _ = await read_flows(admin)
+    async with httpx.AsyncClient(base_url=nodered.url, timeout=10) as anyone:
+        assert (await anyone.get("flows", headers=V2)).status_code == 401
+        refused = await anyone.post(
+            "flows",
+            json={"flows": [{"id": "evil", "type": "tab", "label": "evil"}]},
+            headers={**V2, "Node-RED-Deployment-Type": "full"},
+        )
+        assert refused.status_code == 401
+        guessed = await anyone.post(
+            "auth/token",
+            data={
+                "client_id": "node-red-admin",
+                "grant_type": "password",
+                "scope": "*",
+                "username": "admin",
+                "password": "admin",
+            },
+        )
+        assert guessed.status_code in (401, 403)
+    assert (await read_flows(admin))[0] == rev  # nothing was deployed
+    managed = nodered.managed
+    assert managed.status().admin_auth
+    assert managed.password_file.stat().st_mode & 0o777 == 0o600
+    password = managed.password_file.read_text().strip()
+    settings = managed.settings_file.read_text()
+    assert password not in settings
+    assert re.search(r'password: "\$2[aby]\$10\$', settings)  # only its bcrypt hash
+
+
+async def test_the_engine_logs_in_with_the_managed_password_and_ends_its_session(
+    nodered: RunningNodeRed, admin: httpx.AsyncClient
+) -> None:
+    """What the server does: ``create_engine`` finds the login under the Fluxo home."""
+    sent: list[str] = []
+
+    async def remember(request: httpx.Request) -> None:
+        sent.append(request.headers.get("authorization", ""))
+
+    config = FluxoConfig(
+        home=nodered.managed.home.parent, database_url="sqlite://", nodered_url=nodered.url
+    )
+    wf = make_workflow(unique("guarded"))
+    async with httpx.AsyncClient(timeout=10, event_hooks={"request": [remember]}) as client:
+        engine = create_engine(None, None, config=config, client=client)
+        engine.options = OPTIONS
+        assert (await engine.deploy(wf)).details["action"] == "deployed"
+        await engine.undeploy(wf.ref or "")
+        await engine.aclose()
+    bearers = {header for header in sent if header.startswith("Bearer ")}
+    assert len(bearers) == 1  # one login for every call
+    # the session it opened is revoked: it would otherwise stay valid for a week
+    revoked = await admin.get("flows", headers={"Authorization": bearers.pop()})
+    assert revoked.status_code == 401
+
+
+async def test_an_install_without_admin_auth_answers_anyone(
     nodered: RunningNodeRed, tmp_path: Path
 ) -> None:
-    """``install --admin-auth``: the static token and the POST /auth/token flow both work."""
+    """``install --no-admin-auth`` is the explicit opt-out: no login, no password kept."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     managed = ManagedNodeRed(tmp_path / "nodered", app_dir=nodered.managed.app_dir)
-    managed.install(port=port, admin_auth=True)  # node-red is installed already: settings only
+    managed.install(port=port, admin_auth=False)  # node-red is installed already: settings only
     status = managed.start(env={"FLUXO_TOKEN": nodered.token})
     try:
-        assert status.admin_auth
+        assert not status.admin_auth
         assert status.version == managed.installed_version()
-        token = managed.admin_token()
-        password = managed.password_file.read_text().strip()
-        assert token
-        assert password
-        settings = managed.settings_file.read_text()
-        assert token not in settings
-        assert password not in settings
-        wf = make_workflow(unique("guarded"))
-        async with NodeRedEngine(status.url, token=token, options=OPTIONS) as engine:
-            assert (await engine.deploy(wf)).details["action"] == "deployed"
-        async with NodeRedEngine(
-            status.url, username="admin", password=password, options=OPTIONS
-        ) as engine:
-            assert (await engine.deploy(wf)).details["action"] == "unchanged"
-            await engine.undeploy(wf.ref or "")
+        assert managed.admin_login() is None
+        assert "adminAuth" not in managed.settings_file.read_text()
+        wf = make_workflow(unique("open"))
         async with NodeRedEngine(status.url, options=OPTIONS, retries=0) as engine:
-            with pytest.raises(AuthError, match=f"401.*{wf.ref}"):
-                await engine.deploy(wf)
+            assert (await engine.deploy(wf)).details["action"] == "deployed"
+            await engine.undeploy(wf.ref or "")
     finally:
         assert managed.stop()
     assert not managed.status().running

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,8 +31,12 @@ from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records
 from tests.integration.nodered.conftest import RunningNodeRed
 from tests.support import services as svc
+from translators.nodered import from_nodered
 
 ACME = Principal(account_id="acme", user_id="ada")
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+SAMPLE_FLOW = EXAMPLES / "order-alerts.nodered.json"
+SAMPLE_INPUT = EXAMPLES / "order-alerts.input.json"
 STEPS = [
     {"id": "first", "kind": "service", "service": "inc", "next": ["route"]},
     {
@@ -106,7 +112,7 @@ class Fluxo:
 async def fluxo(db: Database, nodered: RunningNodeRed) -> AsyncIterator[Fluxo]:
     port = free_port()
     config = FluxoConfig(
-        home=nodered.managed.home,
+        home=nodered.managed.home.parent,  # the engine finds the managed login there
         database_url=db.url,
         public_url=f"http://127.0.0.1:{port}",
         nodered_url=nodered.url,
@@ -246,7 +252,7 @@ async def test_cancel_stops_the_run_at_its_next_call(fluxo: Fluxo) -> None:
 async def test_a_flow_node_red_cannot_run_is_refused_before_it_is_deployed(
     fluxo: Fluxo, nodered: RunningNodeRed
 ) -> None:
-    async with httpx.AsyncClient(base_url=nodered.url) as client:
+    async with httpx.AsyncClient(base_url=nodered.url, headers=nodered.admin_headers) as client:
         before = (await client.get("/flows", headers={"Node-RED-API-Version": "v2"})).json()
     steps = [
         {
@@ -258,7 +264,7 @@ async def test_a_flow_node_red_cannot_run_is_refused_before_it_is_deployed(
     ]
     with pytest.raises(ValidationError, match="no-such-node"):
         await fluxo.platform.jobs.apply(workflow("odd-nr", "nodered", steps), ACME)
-    async with httpx.AsyncClient(base_url=nodered.url) as client:
+    async with httpx.AsyncClient(base_url=nodered.url, headers=nodered.admin_headers) as client:
         after = (await client.get("/flows", headers={"Node-RED-API-Version": "v2"})).json()
     assert after["rev"] == before["rev"], "Node-RED must not have seen the flow"
 
@@ -315,7 +321,8 @@ async def test_two_accounts_workflows_of_one_name_run_apart_on_one_node_red(
     await fluxo.platform.jobs.apply(mine, ACME)
     await fluxo.platform.jobs.apply(theirs, GLOBEX)  # must leave acme's tab alone
     async with httpx.AsyncClient(base_url=nodered.url) as client:
-        flows = (await client.get("/flows", headers={"Node-RED-API-Version": "v2"})).json()
+        headers = {**nodered.admin_headers, "Node-RED-API-Version": "v2"}
+        flows = (await client.get("/flows", headers=headers)).json()
     labels = {n["label"] for n in flows["flows"] if n["type"] == "tab"}
     assert {"acme/shared-nr@1", "globex/shared-nr@1"} <= labels
 
@@ -395,3 +402,21 @@ async def test_a_result_the_recorded_calls_did_not_produce_is_refused(fluxo: Flu
 async def engine_token(fluxo: Fluxo) -> str:
     """A second engine token of acme (the flows' own is the session's FLUXO_TOKEN)."""
     return await fluxo.platform.accounts.issue_token("acme", "node-red-2", engine="nodered")
+
+
+async def test_the_readme_sample_flow_runs_on_node_red_as_imported(fluxo: Fluxo) -> None:
+    """The README tour: `fluxo import nodered examples/order-alerts.nodered.json`, then apply."""
+    (imported,) = from_nodered(SAMPLE_FLOW.read_text()).workflows
+    document = imported.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert document["spec"]["engine"] == "nodered"
+    await fluxo.platform.jobs.apply(document, ACME)
+    order = json.loads(SAMPLE_INPUT.read_text())
+    result = await fluxo.run("order-alerts", order)
+    assert result.status == "succeeded", result.error
+    assert result.result == {
+        **order,
+        "total": 547.5,
+        "lines": 2,
+        "priority": "high",
+        "message": "LARGE order SO-2001 from grace@example.com: 547.5 EUR in 2 line(s)",
+    }
