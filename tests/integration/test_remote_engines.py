@@ -68,13 +68,13 @@ class RecordingEngine:
     cancelled: list[str] = field(default_factory=list)
     failures: int = 0
     retryable: bool = True
-    closed: bool = False
+    lifecycle: list[str] = field(default_factory=list)
 
     async def open(self) -> None:
-        return None
+        self.lifecycle.append("open")
 
     async def aclose(self) -> None:
-        self.closed = True
+        self.lifecycle.append("aclose")
 
     async def starter(self, account: str, workflow: str, version: int) -> None:
         return None
