@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from fluxo_core.errors import ConfigError
+from fluxo_core.ir.workflow import DEFAULT_ENGINE, ENGINES
 
 __all__ = ["FluxoConfig"]
 
@@ -34,7 +35,7 @@ class FluxoConfig(BaseModel):
     lease_s: float = 5.0
     http_allow: tuple[str, ...] = ()
     http_deny: tuple[str, ...] = ()
-    engines: tuple[str, ...] = ("step",)
+    engines: tuple[str, ...] = (DEFAULT_ENGINE,)
     public_url: str = "http://127.0.0.1:8240"
     nodered_url: str = "http://127.0.0.1:1880"
     nodered_admin_token: str | None = Field(default=None, repr=False)
@@ -152,17 +153,14 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
 
 
-KNOWN_ENGINES = ("step", "nodered", "argo")
-
-
 def _engines(env: Mapping[str, str]) -> tuple[str, ...]:
-    """``FLUXO_ENGINES``: the engines this Fluxo runs jobs on (``step`` is always there)."""
-    names = _list(env, "FLUXO_ENGINES") or ("step",)
-    unknown = [n for n in names if n not in KNOWN_ENGINES]
+    """``FLUXO_ENGINES``: the engines this Fluxo runs jobs on (the default is always there)."""
+    names = _list(env, "FLUXO_ENGINES") or (DEFAULT_ENGINE,)
+    unknown = [n for n in names if n not in ENGINES]
     if unknown:
         raise ConfigError(
             f"FLUXO_ENGINES names unknown engine(s) {', '.join(unknown)}; "
-            f"known: {', '.join(KNOWN_ENGINES)}",
+            f"known: {', '.join(ENGINES)}",
             setting="FLUXO_ENGINES",
         )
     if "argo" in names and not env.get("FLUXO_ARGO_URL"):
@@ -171,4 +169,4 @@ def _engines(env: Mapping[str, str]) -> tuple[str, ...]:
             "URL (e.g. https://argo.example.com/)",
             setting="FLUXO_ARGO_URL",
         )
-    return tuple(dict.fromkeys(("step", *names)))
+    return tuple(dict.fromkeys((DEFAULT_ENGINE, *names)))

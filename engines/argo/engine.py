@@ -29,7 +29,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 import httpx
@@ -122,6 +122,7 @@ class ArgoEngine:
 
     name = ENGINE_NAME
     capabilities = EngineCapabilities(
+        locality="external",
         step_kinds=frozenset(
             {"service", "workflow", "transform", "switch", "split", "join", "delay"}
         ),
@@ -139,6 +140,9 @@ class ArgoEngine:
         )
         self._bundles: dict[tuple[str | None, str], ArgoBundle] = {}  # by (account, ref)
 
+    async def open(self) -> None:
+        """Nothing runs in the background: the HTTP client connects on first use."""
+
     async def aclose(self) -> None:
         """Close the HTTP client if the engine made it."""
         if self._own_client:
@@ -151,6 +155,10 @@ class ArgoEngine:
         await self.aclose()
 
     # -- the Engine protocol --------------------------------------------------------------------
+
+    async def starter(self, account: str, workflow: str, version: int) -> None:
+        """None: the job's row gets a start message, and Fluxo's runner calls :meth:`start`."""
+        return None
 
     async def deploy(self, workflow: Workflow) -> Deployment:
         """Create or update the workflow version's ``WorkflowTemplate`` (idempotent)."""
@@ -506,3 +514,9 @@ def _label(value: str) -> str:
     if re.match(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$", value):
         return value
     return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+if TYPE_CHECKING:  # mypy proves that the engine keeps the whole contract
+    from fluxo_core.engine import Engine
+
+    _CONTRACT: type[Engine] = ArgoEngine

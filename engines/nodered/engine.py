@@ -38,7 +38,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
@@ -123,6 +123,7 @@ class NodeRedEngine:
 
     name = ENGINE_NAME
     capabilities = EngineCapabilities(
+        locality="external",
         step_kinds=frozenset(
             {"service", "switch", "transform", "split", "join", "delay", "native"}
         ),
@@ -185,6 +186,9 @@ class NodeRedEngine:
         """The Admin API root this engine talks to (without credentials)."""
         return self._server
 
+    async def open(self) -> None:
+        """Nothing runs in the background: the HTTP client connects on first use."""
+
     async def aclose(self) -> None:
         """Revoke the token the engine logged in for, and close the HTTP client if the engine
         made it."""
@@ -208,6 +212,10 @@ class NodeRedEngine:
         await self.aclose()
 
     # -- the Engine protocol --------------------------------------------------------------------
+
+    async def starter(self, account: str, workflow: str, version: int) -> None:
+        """None: the job's row gets a start message, and Fluxo's runner calls :meth:`start`."""
+        return None
 
     async def deploy(self, workflow: Workflow) -> Deployment:
         """Deploy the workflow as its own tab, leaving every other tab alone (idempotent).
@@ -654,3 +662,9 @@ def _json(response: httpx.Response, operation: str, server: str) -> Any:
             operation=operation,
             server=server,
         ) from exc
+
+
+if TYPE_CHECKING:  # mypy proves that the engine keeps the whole contract
+    from fluxo_core.engine import Engine
+
+    _CONTRACT: type[Engine] = NodeRedEngine

@@ -13,13 +13,14 @@ application a no-op. So a job survives the crash of any process and no effect do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,12 +31,18 @@ from fluxo_core.engine import (
     Deployment,
     EngineCapabilities,
     JobStarter,
+    JobTransaction,
     RunHandle,
     RunStatus,
     StartRequest,
     StepState,
 )
-from fluxo_core.errors import FluxoError, UnknownServiceError, UnsupportedFeatureError
+from fluxo_core.errors import (
+    ConfigError,
+    FluxoError,
+    UnknownServiceError,
+    UnsupportedFeatureError,
+)
 from fluxo_core.ir import PacketTemplate, Workflow
 from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.jobs import JobStore
@@ -69,7 +76,7 @@ class StepEngine:
     # ``native`` only for the Node-RED nodes the nodered-node service runs: step_runnable() and
     # deploy() say which, per workflow.
     capabilities = EngineCapabilities(
-        step_kinds=RUNNABLE_KINDS, native_engines=RUNNABLE_NATIVE_ENGINES
+        locality="in_process", step_kinds=RUNNABLE_KINDS, native_engines=RUNNABLE_NATIVE_ENGINES
     )
 
     def __init__(
@@ -92,8 +99,23 @@ class StepEngine:
         self._job_plans: dict[str, PlanKey] = {}
         self._templates: dict[str, PacketTemplate] = {}  # job id -> its input, for its calls
         self._stop = asyncio.Event()
+        self._consumer: asyncio.Task[None] | None = None
 
     # -- the Engine protocol --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Start consuming the engine's queue in the background (until :meth:`aclose`)."""
+        if self._consumer is None:
+            self._stop = asyncio.Event()
+            self._consumer = asyncio.create_task(self.run(self._stop), name=f"engine-{self.name}")
+
+    async def aclose(self) -> None:
+        """Stop the consumer after the batch it is applying (a batch is one transaction)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            self.request_stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
 
     async def deploy(self, workflow: Workflow) -> Deployment:
         """Check that every step can run here and every service exists; cache the plan."""
@@ -128,7 +150,14 @@ class StepEngine:
         plan = await self._plan_for(account, workflow, version)
         key = (account, workflow, version)
 
-        def start(tx: Transaction, rows: Sequence[dict[str, Any]]) -> None:
+        def start(tx: JobTransaction, rows: Sequence[dict[str, Any]]) -> None:
+            if not isinstance(tx, Transaction):
+                # The jobs' steps and calls are rows of this engine's database: they can only
+                # be written by one of its transactions.
+                raise ConfigError(
+                    "the step engine starts jobs only in a transaction of Fluxo's database, "
+                    f"not in a {type(tx).__name__}"
+                )
             jobs = {row["id"]: row for row in rows}  # the caller's rows: the start writes them
             for job_id in jobs:  # their later events need no lookup of the version
                 self._job_plans[job_id] = key
@@ -531,3 +560,9 @@ def _step_state(row: Any) -> StepState:
         started_at=_ts(row.started_at),
         finished_at=_ts(row.finished_at),
     )
+
+
+if TYPE_CHECKING:  # mypy proves that the engine keeps the whole contract
+    from fluxo_core.engine import Engine
+
+    _CONTRACT: type[Engine] = StepEngine

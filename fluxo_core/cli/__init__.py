@@ -33,6 +33,8 @@ from fluxo_core.errors import (
     PayloadTooLargeError,
 )
 from fluxo_core.ir import (
+    DEFAULT_ENGINE,
+    ENGINES,
     DocumentLimits,
     json_schema,
     load_workflows_yaml,
@@ -48,6 +50,10 @@ from service_runtime.transports import make_transport
 __all__ = ["main"]
 
 log = logging.getLogger("fluxo")
+
+# The engines that run workflows outside Fluxo (all but the built-in default): their documents
+# can be exported, and their tokens let them call back.
+_EXTERNAL_ENGINES = tuple(name for name in ENGINES if name != DEFAULT_ENGINE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument(
         "--engine",
-        choices=["argo", "nodered"],
+        choices=_EXTERNAL_ENGINES,
         help="the engine's documents (Argo: YAML; Node-RED: flow JSON)",
     )
     how.add_argument(
@@ -198,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="cli")
     p.add_argument(
         "--engine",
-        choices=["nodered", "argo"],
+        choices=_EXTERNAL_ENGINES,
         help="an engine's token: it only makes the calls and reports of that engine's jobs",
     )
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")

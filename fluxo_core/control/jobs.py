@@ -20,9 +20,8 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict
 
 from fluxo_core.control.remote import EngineJob, RemoteJobs, is_remote
-from fluxo_core.engine import FINAL_PHASES, Engine, RunHandle, StartsInTransaction, StepState
+from fluxo_core.engine import FINAL_PHASES, Engine, EngineRegistry, RunHandle, StepState
 from fluxo_core.errors import (
-    ConfigError,
     ConflictError,
     NotFoundError,
     PayloadSchemaError,
@@ -75,29 +74,6 @@ def split_workflow_ref(ref: str, *, where: str = "workflow") -> tuple[str, int |
     """``name`` or ``name@version`` as ``(name, version or None)``."""
     name, at, version = ref.partition("@")
     return name, parse_version(version, where=f"{where} version") if at else None
-
-
-class EngineRegistry:
-    """Engines by name; the control plane never imports an engine package directly."""
-
-    def __init__(self) -> None:
-        self._engines: dict[str, Engine] = {}
-
-    def register(self, engine: Engine) -> None:
-        self._engines[engine.name] = engine
-
-    def get(self, name: str) -> Engine:
-        try:
-            return self._engines[name]
-        except KeyError:
-            known = ", ".join(sorted(self._engines)) or "none"
-            raise ConfigError(
-                f"engine {name!r} is not available in this Fluxo (available: {known})",
-                engine=name,
-            ) from None
-
-    def names(self) -> list[str]:
-        return sorted(self._engines)
 
 
 class JobSummary(BaseModel):
@@ -154,7 +130,7 @@ class JobService:
         self.remote = RemoteJobs(
             runtime,
             workflows,
-            {n: registry.get(n) for n in registry.names() if is_remote(registry.get(n))},
+            {e.name: e for e in registry.engines() if is_remote(e)},
             poll_interval_s=runtime.poll_interval_s,
         )
 
@@ -332,10 +308,10 @@ class JobService:
         start message on its queue, which its runner turns into ``Engine.start``.
         """
         engine = self.registry.get(engine_name)
-        if isinstance(engine, StartsInTransaction):
-            starter = await engine.starter(
-                principal.account_id, applied.workflow.metadata.name, applied.version
-            )
+        starter = await engine.starter(
+            principal.account_id, applied.workflow.metadata.name, applied.version
+        )
+        if starter is not None:
 
             def start_here(tx: Transaction, rows: list[dict[str, Any]]) -> None:
                 starter(tx, rows)  # the rows come back started (or already finished)

@@ -1,7 +1,7 @@
 """The composition root: one Fluxo in one process (runtime, engines, control plane).
 
-Engines are loaded by name (``step`` -> ``engines.step``), the way kombu loads transports by alias,
-so nothing in the control plane imports an engine package directly.
+Engines are loaded by name through the registry (:func:`fluxo_core.engine.load_engine`), so
+nothing in the control plane imports an engine package directly.
 """
 
 from __future__ import annotations
@@ -9,28 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 from collections.abc import Sequence
-from typing import Any
 
 from fluxo_core.config import FluxoConfig
-from fluxo_core.control.jobs import EngineRegistry, JobService
+from fluxo_core.control.jobs import JobService
 from fluxo_core.control.policy import Admission
-from fluxo_core.engine import Engine
-from fluxo_core.errors import ConfigError
+from fluxo_core.engine import Engine, EngineRegistry, load_engine
+from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Service, ServiceRuntime
 from service_runtime.janitor import Janitor
 from service_runtime.transports import Transport
 
-__all__ = ["ENGINE_FACTORIES", "Platform", "tune_gc_for_serving"]
-
-ENGINE_FACTORIES = {
-    "step": "engines.step:create_engine",
-    "nodered": "engines.nodered:create_engine",
-    "argo": "engines.argo:create_engine",
-}
+__all__ = ["Platform", "tune_gc_for_serving"]
 
 
 class Platform:
@@ -43,7 +35,7 @@ class Platform:
         *,
         transport: Transport | None = None,
         workers: int = 2,
-        engines: Sequence[str | Engine] = ("step",),
+        engines: Sequence[str | Engine] = (DEFAULT_ENGINE,),
         config: FluxoConfig | None = None,
         max_packet_bytes: int = 1_048_576,
         poll_interval_s: float = 1.0,
@@ -75,8 +67,15 @@ class Platform:
             self.registry.register(
                 engine
                 if not isinstance(engine, str)
-                else _load_engine(
-                    engine, self.runtime, self.workflows, config, poll_interval_s, lease_s
+                # An engine batch takes well under a second; its lease only has to outlast that
+                # (with room for a slow commit: a batch applied twice is harmless, but wasted).
+                else load_engine(
+                    engine,
+                    self.runtime,
+                    self.workflows,
+                    config=config,
+                    poll_interval_s=poll_interval_s,
+                    lease_s=max(lease_s, 5.0),
                 )
             )
         self.jobs = JobService(
@@ -115,12 +114,8 @@ class Platform:
     async def start(self) -> None:
         await self.runtime.start()
         self._stop.clear()
-        for name in self.registry.names():
-            engine: Any = self.registry.get(name)
-            if hasattr(engine, "run"):  # engines that consume their own queue (the step engine)
-                self._tasks.append(
-                    asyncio.create_task(engine.run(self._stop), name=f"engine-{name}")
-                )
+        for engine in self.registry.engines():
+            await engine.open()
         # One runner starts the jobs of every external engine (Node-RED, Argo).
         self._tasks.append(
             asyncio.create_task(self.jobs.remote.run(self._stop), name="remote-engines")
@@ -130,18 +125,13 @@ class Platform:
         self._stop.set()
         for probe in self._probes.values():
             probe.cancel()
-        for name in self.registry.names():
-            engine: Any = self.registry.get(name)
-            if hasattr(engine, "request_stop"):
-                engine.request_stop()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for name in self.registry.names():
-            engine = self.registry.get(name)
-            if hasattr(engine, "aclose"):  # engines holding HTTP clients (Node-RED, Argo)
-                await engine.aclose()
+        # After the runner: it may be starting a job on an engine's client until it stops.
+        for engine in self.registry.engines():
+            await engine.aclose()
         await self.runtime.stop()
 
     async def __aenter__(self) -> Platform:
@@ -166,29 +156,3 @@ def tune_gc_for_serving() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-
-
-def _load_engine(
-    name: str,
-    runtime: ServiceRuntime,
-    workflows: WorkflowStore,
-    config: FluxoConfig | None,
-    poll_interval_s: float,
-    lease_s: float,
-) -> Any:
-    target = ENGINE_FACTORIES.get(name)
-    if target is None:
-        raise ConfigError(
-            f"unknown engine {name!r}; known engines: {', '.join(sorted(ENGINE_FACTORIES))}"
-        )
-    module_name, _, attr = target.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    # An engine batch takes well under a second; its lease only has to outlast that (with room
-    # for a slow commit: a batch applied twice is harmless, but wasted).
-    return factory(
-        runtime,
-        workflows,
-        config=config,
-        poll_interval_s=poll_interval_s,
-        lease_s=max(lease_s, 5.0),
-    )

@@ -80,8 +80,9 @@ def _integral(value: Any) -> Any:
 
 
 def is_remote(engine: Engine) -> bool:
-    """An engine that does not consume its own queue runs its jobs elsewhere."""
-    return not hasattr(engine, "run")
+    """Whether the engine runs its jobs on a server of its own (its declared locality): then
+    this runner starts them, and their steps are the calls they made through the gateway."""
+    return engine.capabilities.locality == "external"
 
 
 @dataclass(frozen=True)

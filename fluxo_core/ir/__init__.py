@@ -24,6 +24,7 @@ from fluxo_core.ir.schemas import json_schema
 from fluxo_core.ir.validation import graph_problems, load_workflows_yaml, validate_workflow
 from fluxo_core.ir.workflow import (
     API_VERSION,
+    DEFAULT_ENGINE,
     ENGINES,
     SCHEMA_VERSION,
     STEP_KINDS,
@@ -34,7 +35,7 @@ from fluxo_core.ir.workflow import (
     Condition,
     DelayStep,
     DeleteOp,
-    Engine,
+    EngineName,
     JoinStep,
     JsonataCondition,
     JsonataOp,
@@ -61,6 +62,7 @@ from fluxo_core.ir.workflow import (
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_ENGINE",
     "ENGINES",
     "SCHEMA_VERSION",
     "STEP_KINDS",
@@ -74,7 +76,7 @@ __all__ = [
     "DelayStep",
     "DeleteOp",
     "DocumentLimits",
-    "Engine",
+    "EngineName",
     "JoinStep",
     "JsonataCondition",
     "JsonataOp",

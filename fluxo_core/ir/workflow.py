@@ -56,7 +56,7 @@ import functools
 import hashlib
 import json
 import re
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 import jsonata
 import pydantic
@@ -76,6 +76,7 @@ from fluxo_core.errors import IRValidationError
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_ENGINE",
     "ENGINES",
     "EXPRESSION_KEY",
     "SCHEMA_VERSION",
@@ -87,7 +88,7 @@ __all__ = [
     "Condition",
     "DelayStep",
     "DeleteOp",
-    "Engine",
+    "EngineName",
     "JoinStep",
     "JsonataCondition",
     "JsonataOp",
@@ -116,8 +117,12 @@ API_VERSION: Final = "fluxo.dev/v1"
 SCHEMA_VERSION: Final = "1.0"
 """The IR's own version (like KFP's ``schemaVersion``); bumped when the IR's meaning changes."""
 
-Engine = Literal["step", "nodered", "argo"]
-ENGINES: Final = ("step", "nodered", "argo")
+EngineName = Literal["step", "nodered", "argo"]
+"""The engines a workflow can name in ``spec.engine``: the one list of engine names. The registry
+(:mod:`fluxo_core.engine`) loads each by this name, and configuration and the CLI read it here."""
+ENGINES: Final[tuple[EngineName, ...]] = get_args(EngineName)
+DEFAULT_ENGINE: Final[EngineName] = "step"
+"""Where a workflow without ``spec.engine`` runs; always present in a Fluxo."""
 STEP_KINDS: Final = (
     "service",
     "switch",
@@ -698,7 +703,7 @@ class WorkflowSpec(_Model):
     """
 
     schema_version: Literal["1.0"] = SCHEMA_VERSION
-    engine: Engine | None = None
+    engine: EngineName | None = None
     description: str | None = Field(default=None, max_length=2000)
     input_schema: dict[str, Any] | None = None
     start: StepId | None = None

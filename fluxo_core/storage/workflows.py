@@ -11,7 +11,7 @@ import pydantic
 import sqlalchemy as sa
 
 from fluxo_core.errors import IRValidationError, NotFoundError
-from fluxo_core.ir import Workflow
+from fluxo_core.ir import DEFAULT_ENGINE, Workflow
 from fluxo_core.ir._problems import problems_from_pydantic
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import workflows
@@ -40,7 +40,7 @@ class WorkflowStore:
     """
 
     def __init__(
-        self, db: Database, *, default_engine: str = "step", cache_size: int = 1024
+        self, db: Database, *, default_engine: str = DEFAULT_ENGINE, cache_size: int = 1024
     ) -> None:
         self.db = db
         self.default_engine = default_engine

@@ -59,7 +59,8 @@ class RecordingEngine:
     name: str = "nodered"
     capabilities: EngineCapabilities = field(
         default_factory=lambda: EngineCapabilities(
-            step_kinds=frozenset({"service", "switch", "transform", "split", "join", "delay"})
+            locality="external",
+            step_kinds=frozenset({"service", "switch", "transform", "split", "join", "delay"}),
         )
     )
     deployed: list[str] = field(default_factory=list)
@@ -67,6 +68,16 @@ class RecordingEngine:
     cancelled: list[str] = field(default_factory=list)
     failures: int = 0
     retryable: bool = True
+    lifecycle: list[str] = field(default_factory=list)
+
+    async def open(self) -> None:
+        self.lifecycle.append("open")
+
+    async def aclose(self) -> None:
+        self.lifecycle.append("aclose")
+
+    async def starter(self, account: str, workflow: str, version: int) -> None:
+        return None
 
     async def deploy(self, workflow: Workflow) -> Deployment:
         if workflow.metadata.name == "unrunnable":
@@ -74,7 +85,7 @@ class RecordingEngine:
         self.deployed.append(f"{workflow.metadata.name}@{workflow.metadata.version}")
         return Deployment(workflow=workflow.metadata.name, engine=self.name)
 
-    async def undeploy(self, workflow: str) -> None:
+    async def undeploy(self, workflow: str, *, account: str | None = None) -> None:
         return None
 
     async def start(self, request: StartRequest) -> RunHandle:
