@@ -8,6 +8,7 @@ from fluxo_core.ir.documents import (
     parse_yaml_documents,
 )
 from fluxo_core.ir.packet import (
+    MAX_ATTEMPTS_HEADER,
     Account,
     Actor,
     Packet,
@@ -62,6 +63,7 @@ from fluxo_core.ir.workflow import (
 __all__ = [
     "API_VERSION",
     "ENGINES",
+    "MAX_ATTEMPTS_HEADER",
     "SCHEMA_VERSION",
     "STEP_KINDS",
     "Account",

@@ -100,6 +100,11 @@ async def once_broken(payload: dict[str, Any]) -> dict[str, Any]:
     return {"n": payload["n"], "ok": True}
 
 
+def effects() -> list[str]:
+    """The lines handlers wrote to ``FLUXO_TEST_EFFECTS`` so far, in order."""
+    return _lines()
+
+
 def _lines() -> list[str]:
     path = os.environ.get("FLUXO_TEST_EFFECTS")
     if not path or not os.path.exists(path):
