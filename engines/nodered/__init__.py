@@ -47,7 +47,7 @@ def create_engine(
 ) -> NodeRedEngine:
     """The registry's factory for ``nodered``.
 
-    Reads ``nodered_url``, ``nodered_admin_token`` and ``public_url`` (where Node-RED reaches
+    Reads ``nodered_url``, ``nodered_admin_token`` and ``gateway_url`` (where Node-RED reaches
     Fluxo) from ``config``, with local defaults without one. ``workflows``, ``poll_interval_s``
     and ``lease_s`` are part of the factory signature every engine shares; Node-RED runs its
     jobs itself and needs none of them. ``steps_source`` is how :meth:`NodeRedEngine.status`
@@ -60,7 +60,7 @@ def create_engine(
         steps_source = JobStore(runtime.db).run_status_from_calls
     url = str(getattr(config, "nodered_url", None) or DEFAULT_NODERED_URL)
     token = getattr(config, "nodered_admin_token", None)
-    public_url = str(getattr(config, "public_url", None) or DEFAULT_PUBLIC_URL)
+    public_url = config.gateway_url if config is not None else DEFAULT_PUBLIC_URL
     return NodeRedEngine(
         url,
         token=str(token) if token else None,

@@ -139,7 +139,7 @@ async def fluxo(db: Database, nodered: RunningNodeRed) -> AsyncIterator[Fluxo]:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         try:
-            yield Fluxo(platform, config.public_url, tokens)
+            yield Fluxo(platform, config.gateway_url, tokens)
         finally:
             await runner.cleanup()
 
