@@ -10,7 +10,6 @@ import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ from engines.nodered import NodeRedEngine, NodeRedOptions, NodeRedServerError, c
 from engines.nodered._flows import installed_types, replace_owned
 from engines.nodered.managed import ManagedNodeRed, read_env_file
 from fluxo_core.cli import _nodered as cli
+from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import RunHandle, StartRequest
 from fluxo_core.errors import (
     AuthError,
@@ -366,7 +366,9 @@ def test_create_engine_reads_the_config_with_defaults() -> None:
     engine = create_engine(None, None)
     assert engine.url == "http://127.0.0.1:1880/"
     assert engine.options.fluxo_url == "http://127.0.0.1:8240"
-    config: Any = SimpleNamespace(
+    config = FluxoConfig(
+        home=Path("/nonexistent"),
+        database_url="sqlite://",
         nodered_url="http://nr.internal:1990/admin",
         nodered_admin_token=TOKEN,
         public_url="http://fluxo.internal:8240",
@@ -375,6 +377,9 @@ def test_create_engine_reads_the_config_with_defaults() -> None:
     assert engine.url == "http://nr.internal:1990/admin/"
     assert engine.options.fluxo_url == "http://fluxo.internal:8240"
     assert TOKEN not in repr(vars(engine).get("options"))
+    # Without a public URL the flows call the port Fluxo serves, not the default one.
+    served = config.model_copy(update={"public_url": None, "port": 9031})
+    assert create_engine(None, None, config=served).options.fluxo_url == "http://127.0.0.1:9031"
 
 
 # --- pure helpers -----------------------------------------------------------------------------
