@@ -347,14 +347,13 @@ class Worker:
             svc.validate_input(packet)
             packet = _at_attempt(packet, o.delivery.attempt)
             timeout = min(timeout, _caller_timeout(packet) or timeout)
-            arg = svc.handler_argument(packet)
             if svc.is_async:
-                result = await asyncio.wait_for(svc.handler(arg), timeout)
+                result = await asyncio.wait_for(svc.invoke(packet), timeout)
             elif svc.inline:
-                result = svc.handler(arg)
+                result = svc.invoke(packet)
             else:
                 running = asyncio.get_running_loop().run_in_executor(
-                    self._threads, svc.handler, arg
+                    self._threads, svc.invoke, packet
                 )
                 result = await asyncio.wait_for(running, timeout)
             self._record_result(o, packet, result)
@@ -374,7 +373,7 @@ class Worker:
             o.max_attempts = _caller_max_attempts(packet)
             svc.validate_input(packet)
             packet = _at_attempt(packet, o.delivery.attempt)
-            self._record_result(o, packet, svc.handler(svc.handler_argument(packet)))
+            self._record_result(o, packet, svc.invoke(packet))
         except FluxoError as exc:
             o.error = exc
         except Exception as exc:
