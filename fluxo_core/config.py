@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fluxo_core.errors import ConfigError
 from fluxo_core.ir.workflow import DEFAULT_ENGINE, ENGINES
 
-__all__ = ["FluxoConfig"]
+__all__ = ["FluxoConfig", "served_url"]
 
 
 class FluxoConfig(BaseModel):
@@ -36,7 +36,8 @@ class FluxoConfig(BaseModel):
     http_allow: tuple[str, ...] = ()
     http_deny: tuple[str, ...] = ()
     engines: tuple[str, ...] = (DEFAULT_ENGINE,)
-    public_url: str = "http://127.0.0.1:8240"
+    # FLUXO_PUBLIC_URL as set; None: external engines call the address served (gateway_url).
+    public_url: str | None = None
     nodered_url: str = "http://127.0.0.1:1880"
     nodered_admin_token: str | None = Field(default=None, repr=False)
     argo_url: str | None = None
@@ -72,7 +73,7 @@ class FluxoConfig(BaseModel):
             http_allow=_list(env, "FLUXO_HTTP_ALLOW"),
             http_deny=_list(env, "FLUXO_HTTP_DENY"),
             engines=_engines(env),
-            public_url=env.get("FLUXO_PUBLIC_URL") or f"http://127.0.0.1:{port}",
+            public_url=env.get("FLUXO_PUBLIC_URL") or None,
             nodered_url=env.get("FLUXO_NODERED_URL", "http://127.0.0.1:1880"),
             nodered_admin_token=env.get("FLUXO_NODERED_ADMIN_TOKEN") or None,
             argo_url=env.get("FLUXO_ARGO_URL") or None,
@@ -82,6 +83,17 @@ class FluxoConfig(BaseModel):
             not in ("0", "false", "no"),
             secret_key=env.get("FLUXO_SECRET_KEY") or None,
         )
+
+    @property
+    def gateway_url(self) -> str:
+        """Where external engines (Node-RED flows, Argo templates) call the gateway, sending
+        their engine token: ``FLUXO_PUBLIC_URL`` if set, else the address this Fluxo serves.
+
+        Derived, not stored, so that a server started on another host or port (``fluxo up
+        --port P``) hands its engines that address instead of the default one, where anything
+        else may listen.
+        """
+        return self.public_url or served_url(self.host, self.port)
 
     def ensure_home(self) -> Path:
         """Create the Fluxo home, private to this user (0700); tighten an existing one.
@@ -103,6 +115,20 @@ class FluxoConfig(BaseModel):
                 setting="FLUXO_HOME",
             ) from exc
         return self.home
+
+
+def served_url(host: str, port: int) -> str:
+    """The URL a client on this machine calls a server listening on ``host:port`` at.
+
+    A wildcard address listens on every interface, loopback included; it cannot be called.
+    """
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def normalize_database_url(url: str) -> str:

@@ -8,13 +8,14 @@ from service_runtime.gateway import (
     Gateway,
 )
 from service_runtime.runtime import ServiceRuntime
-from service_runtime.sdk import Outputs, Price, RetryPolicy, Service, service
+from service_runtime.sdk import Call, Outputs, Price, RetryPolicy, Service, service
 from service_runtime.transports import SqlTransport, Transport
 from service_runtime.worker import Worker
 
 __all__ = [
     "AdmissionHook",
     "AdmissionRequest",
+    "Call",
     "CallRecord",
     "Gateway",
     "Outputs",

@@ -4,6 +4,13 @@ A message lands in ``<queue>.dlq`` when its handler failed without retry or ran 
 its call is ``failed`` and its inbox row records that outcome. Replaying moves it back to its
 queue as a first attempt, re-opens the call and forgets the recorded outcome, all in one
 transaction, so the fixed handler runs it exactly once more.
+
+Only calls that someone still waits for are replayed: direct calls, whose callers read the call
+record. The dead letter of a job step's call stays where it is: its job has already handled the
+failure (the step's retry made a new call, ``on_error`` went on, or the job failed), so a replay
+would run and bill a call whose result no step takes (and the call of an ended job is refused
+by admission and dead-lettered again). :meth:`DeadLetters.replay` reports those by job; running
+the job again is the way to redo them.
 """
 
 from __future__ import annotations
@@ -16,11 +23,11 @@ import sqlalchemy as sa
 
 from fluxo_core.errors import UnsupportedFeatureError, ValidationError
 from fluxo_core.storage import Database, Transaction
-from fluxo_core.storage.tables import calls, inbox
+from fluxo_core.storage.tables import calls, inbox, jobs
 from fluxo_core.storage.tables import queue_messages as qm
 from service_runtime.transports import Transport, queue_channel
 
-__all__ = ["DeadLetter", "DeadLetters"]
+__all__ = ["DeadLetter", "DeadLetters", "JobLetters", "Replay"]
 
 _SUFFIX = ".dlq"
 
@@ -31,6 +38,25 @@ class DeadLetter:
     message_id: str
     error: str | None
     dead_at: float
+    job_id: str | None = None  # the job whose step made the call; None for a direct call
+
+
+@dataclass(frozen=True)
+class JobLetters:
+    """The dead letters of one job's step calls, kept in the dead-letter queue by a replay."""
+
+    job_id: str
+    job_status: str
+    message_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replay did: how many dead letters went back, and which it kept, by job."""
+
+    queue: str
+    replayed: int
+    kept: tuple[JobLetters, ...] = ()
 
 
 class DeadLetters:
@@ -43,18 +69,21 @@ class DeadLetters:
         self.db = db
 
     async def list(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
-        query = sa.select(qm.c.queue, qm.c.message_id, qm.c.last_error, qm.c.visible_at)
+        query = sa.select(
+            qm.c.queue, qm.c.message_id, qm.c.last_error, qm.c.visible_at, calls.c.job_id
+        ).select_from(qm.outerjoin(calls, calls.c.id == qm.c.message_id))
         query = query.where(
             qm.c.queue == queue + _SUFFIX if queue else qm.c.queue.like("%" + _SUFFIX)
         )
         rows = await self.db.read(lambda c: c.execute(query.order_by(qm.c.id).limit(limit)).all())
         return [
-            DeadLetter(r.queue[: -len(_SUFFIX)], r.message_id, r.last_error, r.visible_at)
+            DeadLetter(r.queue[: -len(_SUFFIX)], r.message_id, r.last_error, r.visible_at, r.job_id)
             for r in rows
         ]
 
-    async def replay(self, queue: str, message_ids: Sequence[str] | None = None) -> int:
-        """Move dead letters of ``queue`` (all, or these ids) back onto it; returns how many."""
+    async def replay(self, queue: str, message_ids: Sequence[str] | None = None) -> Replay:
+        """Move dead letters of ``queue`` (all, or these ids) back onto it, but for the calls of
+        job steps, which stay (see the module docstring) and are reported in ``kept``."""
         if queue.endswith(_SUFFIX):
             raise ValidationError(
                 f"name the queue the messages failed on, without {_SUFFIX}: "
@@ -64,11 +93,30 @@ class DeadLetters:
         dead = qm.c.queue == queue + _SUFFIX
         if message_ids is not None:
             dead = dead & qm.c.message_id.in_(list(message_ids))
+        letters = (
+            sa.select(qm.c.message_id, calls.c.job_id, jobs.c.status)
+            .select_from(
+                qm.outerjoin(calls, calls.c.id == qm.c.message_id).outerjoin(
+                    jobs, jobs.c.id == calls.c.job_id
+                )
+            )
+            .where(dead)
+        )
 
-        def run(tx: Transaction) -> int:
-            ids = [r.message_id for r in tx.execute(sa.select(qm.c.message_id).where(dead))]
+        def run(tx: Transaction) -> Replay:
+            ids: list[str] = []
+            by_job: dict[str, tuple[str, list[str]]] = {}
+            for r in tx.execute(letters):
+                if r.status is None:
+                    ids.append(r.message_id)
+                else:
+                    by_job.setdefault(r.job_id, (r.status, []))[1].append(r.message_id)
+            kept = tuple(
+                JobLetters(job_id, status, tuple(sorted(kept_ids)))
+                for job_id, (status, kept_ids) in sorted(by_job.items())
+            )
             if not ids:
-                return 0
+                return Replay(queue, 0, kept)
             tx.execute(
                 sa.delete(inbox).where(inbox.c.consumer == queue, inbox.c.message_id.in_(ids))
             )
@@ -79,10 +127,10 @@ class DeadLetters:
             )
             tx.execute(
                 sa.update(qm)
-                .where(dead)
+                .where(qm.c.queue == queue + _SUFFIX, qm.c.message_id.in_(ids))
                 .values(queue=queue, attempt=0, visible_at=time.time(), lease_token=None)
             )
             tx.notify(queue_channel(queue))
-            return len(ids)
+            return Replay(queue, len(ids), kept)
 
         return await self.db.transact(run)

@@ -9,11 +9,20 @@ A handler receives the payload (or, with ``takes="packet"``, the whole :class:`P
 Raising :class:`~fluxo_core.errors.ServiceError` lets the handler say whether a retry can help
 (``retryable=False`` goes straight to the dead-letter queue); any other exception is retried.
 
+Results and usage records are committed exactly once, but a handler runs AT LEAST once: after a
+crash, or a retry of a failure, it runs again for the same call. A handler with an effect outside
+Fluxo (a payment, an email) declares a ``call`` parameter and passes ``call.idempotency_key``,
+the same on every run of the call, to the outside world, which then does the effect once.
+
 Example::
 
     @service("parse-order", version="1", price=Price(per_call="0.002"))
     def parse_order(payload: dict) -> dict:
         return {"order_id": payload["id"], "total": sum(i["price"] for i in payload["items"])}
+
+    @service("charge-card")
+    async def charge_card(payload: dict, call: Call) -> dict:
+        return await psp.charge(payload["amount"], idempotency_key=call.idempotency_key)
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from fluxo_core.errors import ConfigError, PayloadSchemaError
 from fluxo_core.ir import Packet, Payload
 
 __all__ = [
+    "Call",
     "Handler",
     "Outputs",
     "Price",
@@ -113,6 +123,44 @@ class RetryPolicy:
         return step / 2 + jitter
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """The call a handler runs, for a handler that declares a ``call`` parameter.
+
+    Attributes:
+        id: the call id; every delivery of the call carries it (a crash's, a retry's).
+        attempt: which delivery this is, 1 for the first; a crashed run counts as one.
+        account_id: the account that pays for the call.
+        user_id: the user on whose behalf it runs.
+        job_id / step_id: the job and workflow step that made the call; None for a direct call.
+    """
+
+    id: str
+    attempt: int
+    account_id: str
+    user_id: str
+    job_id: str | None
+    step_id: str | None
+
+    @classmethod
+    def of(cls, packet: Packet) -> Call:
+        return cls(
+            packet.id,
+            packet.attempt,
+            packet.account_id,
+            packet.actor.user.id,
+            packet.job_id,
+            packet.step_id,
+        )
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key to give the outside world so that an effect happens once however often the
+        handler runs: the call id. A workflow step's own ``retry`` makes a new call for each of
+        its attempts, with a key of its own (it asks for the effect again)."""
+        return self.id
+
+
 @dataclass(frozen=True)
 class Service:
     """A declared service: identity, contract, price and handler.
@@ -122,6 +170,8 @@ class Service:
         version: free version string (``1``, ``2024-06``...).
         handler: the function; sync or async.
         takes: ``"payload"`` (default) or ``"packet"`` (the handler gets the whole envelope).
+            A handler that also declares a ``call`` parameter gets the :class:`Call` (its
+            idempotency key, attempt, job and step).
         input_schema / output_schema: optional JSON Schemas of one payload item.
         inline: a sync handler that never blocks (pure computation) runs on the event loop instead
             of a worker thread; leave False for anything that does I/O.
@@ -175,8 +225,21 @@ class Service:
     def output_queue(self) -> str:
         return output_queue(self.name, self.version)
 
-    def handler_argument(self, packet: Packet) -> Any:
-        return packet if self.takes == "packet" else packet.payload
+    @functools.cached_property
+    def takes_call(self) -> bool:
+        """The handler declares a ``call`` parameter: it is passed the :class:`Call`."""
+        try:
+            return "call" in inspect.signature(self.handler).parameters
+        except (TypeError, ValueError):  # a callable without a signature (a builtin)
+            return False
+
+    def invoke(self, packet: Packet) -> Any:
+        """Run the handler on ``packet``: its result, or a coroutine for an async handler."""
+        arg = packet if self.takes == "packet" else packet.payload
+        if self.takes_call:
+            handler: Callable[..., Any] = self.handler
+            return handler(arg, call=Call.of(packet))
+        return self.handler(arg)
 
     def validate_input(self, packet: Packet) -> None:
         """Check every payload item against ``input_schema``; raise with every located problem."""

@@ -15,6 +15,12 @@ Timeouts measure the handler's own run: each delivery gets its service's ``timeo
 by the caller's ``fluxo-timeout-s`` packet header (the step engine sends its step's ``timeout_s``).
 The time a call waited in its queue, or for a crashed worker's lease, does not count.
 
+Retries of a failing call follow its service's ``RetryPolicy``, capped by the caller's
+``fluxo-max-attempts`` packet header: a workflow step that declares its own ``retry`` sends ``1``,
+because its engine retries the step with new calls (otherwise both would retry: 3 step attempts
+of a service allowing 5 ran its handler 15 times). A crashed worker's call is delivered again
+whatever the cap: that is not a retry of a failure.
+
 Inline handlers (pure computation) need no lease when the queues live in the database (the SQL
 transport): their messages are taken, run and settled inside that one transaction, so a crash
 before its commit leaves them as they were, ready for the next worker.
@@ -43,7 +49,7 @@ from fluxo_core.errors import (
     ServiceError,
     ServiceTimeoutError,
 )
-from fluxo_core.ir import Packet, new_span_id, parse_packet
+from fluxo_core.ir import MAX_ATTEMPTS_HEADER, Packet, new_span_id, parse_packet
 from fluxo_core.storage import Database, Transaction, bulk_insert, bulk_update, one_of
 from fluxo_core.storage.tables import calls, inbox, usage_records
 from service_runtime.gateway import (
@@ -87,6 +93,7 @@ class _Outcome:
     retry_delay: float = 0.0
     span_id: str = field(default_factory=new_span_id)
     admission: AdmissionRequest | None = None  # what admission decides on, once parsed
+    max_attempts: int | None = None  # the caller's cap (fluxo-max-attempts), once read
 
 
 class Worker:
@@ -332,6 +339,7 @@ class Worker:
             return
         timeout = svc.timeout_s
         try:
+            o.max_attempts = _caller_max_attempts(packet)
             if self.admission is not None and o.admission is not None:
                 # Checked again at execution, not only at the gateway: a block or a cancelled
                 # job stops work already queued, on every engine alike.
@@ -339,14 +347,13 @@ class Worker:
             svc.validate_input(packet)
             packet = _at_attempt(packet, o.delivery.attempt)
             timeout = min(timeout, _caller_timeout(packet) or timeout)
-            arg = svc.handler_argument(packet)
             if svc.is_async:
-                result = await asyncio.wait_for(svc.handler(arg), timeout)
+                result = await asyncio.wait_for(svc.invoke(packet), timeout)
             elif svc.inline:
-                result = svc.handler(arg)
+                result = svc.invoke(packet)
             else:
                 running = asyncio.get_running_loop().run_in_executor(
-                    self._threads, svc.handler, arg
+                    self._threads, svc.invoke, packet
                 )
                 result = await asyncio.wait_for(running, timeout)
             self._record_result(o, packet, result)
@@ -363,9 +370,10 @@ class Worker:
         if packet is None:
             return
         try:
+            o.max_attempts = _caller_max_attempts(packet)
             svc.validate_input(packet)
             packet = _at_attempt(packet, o.delivery.attempt)
-            self._record_result(o, packet, svc.handler(svc.handler_argument(packet)))
+            self._record_result(o, packet, svc.invoke(packet))
         except FluxoError as exc:
             o.error = exc
         except Exception as exc:
@@ -470,11 +478,12 @@ class Worker:
         bulk_update(tx, calls, ["id"], updates)
 
     def _should_retry(self, o: _Outcome) -> bool:
-        return (
-            o.error is not None
-            and o.error.retryable
-            and o.delivery.attempt < o.delivery.max_attempts
-        )
+        if o.error is None or not o.error.retryable:
+            return False
+        limit = o.delivery.max_attempts
+        if o.max_attempts is not None:
+            limit = min(limit, o.max_attempts)
+        return o.delivery.attempt < limit
 
     def _claim_inbox(
         self, tx: Transaction, final: list[_Outcome], now: float
@@ -623,6 +632,20 @@ def _caller_timeout(packet: Packet) -> float | None:
             problems=[(f"headers.{TIMEOUT_HEADER}", "not a positive number")],
         )
     return value
+
+
+def _caller_max_attempts(packet: Packet) -> int | None:
+    """The caller's cap on deliveries after failures (``fluxo-max-attempts``), if it set one."""
+    raw = packet.headers.get(MAX_ATTEMPTS_HEADER)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+        raise PacketValidationError(
+            f"packet header {MAX_ATTEMPTS_HEADER}={raw[:50]!r} is not a whole number of "
+            "attempts of at least 1; send e.g. '1' (no retry) or leave the header out",
+            problems=[(f"headers.{MAX_ATTEMPTS_HEADER}", "not a whole number >= 1")],
+        )
+    return int(raw)
 
 
 def _timeout_error(svc: Service, packet: Packet | None, timeout: float) -> ServiceTimeoutError:

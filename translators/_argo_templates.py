@@ -26,7 +26,7 @@ from typing import Any, Final, Literal
 from hera.workflows import models as m
 
 from fluxo_core.errors import UnsupportedFeatureError
-from fluxo_core.ir import RetrySpec, ServiceStep, TransformStep, Workflow
+from fluxo_core.ir import MAX_ATTEMPTS_HEADER, RetrySpec, ServiceStep, TransformStep, Workflow
 from translators._argo_check import MAX_DAG_TASKS, MAX_NAME_LENGTH, MAX_TEMPLATES
 from translators._argo_expr import (
     Leaf,
@@ -271,22 +271,33 @@ class TemplateBuilder:
             parts.append("transform")
         if wait is not None:
             parts.append(f"t{wait}s")
+        if retry is not None:
+            parts.append(f"r{retry.max_attempts}")
         if strategy is not None and retry is not None:
-            parts += [f"r{retry.max_attempts}", _duration(retry.backoff_s)]
+            parts += [_duration(retry.backoff_s)]
             parts += [f"x{_factor(retry.factor)}", _duration(retry.backoff_max_s)]
         name = "-".join(parts)
         if name not in self.calls:
-            self.calls[name] = self.build_call(name, kind, wait, container, strategy)
+            self.calls[name] = self.build_call(
+                name, kind, wait, container, strategy, step_retries=retry is not None
+            )
         return name
 
     def build_call(
-        self, name: str, kind: str, wait: int | None, container: bool, retry: m.RetryStrategy | None
+        self,
+        name: str,
+        kind: str,
+        wait: int | None,
+        container: bool,
+        retry: m.RetryStrategy | None,
+        *,
+        step_retries: bool,
     ) -> m.Template:
         service = "transform" if kind == "transform" else "{{inputs.parameters.service}}"
         payload = "{{inputs.parameters.payload}}"
         if kind == "transform":
             payload = '{"input":{{inputs.parameters.payload}},"ops":{{inputs.parameters.ops}}}'
-        body = _packet_body(self.ref, payload, retries=retry is not None)
+        body = _packet_body(self.ref, payload, retries=retry is not None, step_retries=step_retries)
         inputs = [
             "step-id",
             "key",
@@ -435,8 +446,22 @@ def _output(name: str, expression: str, global_name: str | None = None) -> m.Par
     )
 
 
-def _packet_body(ref: str, payload: str, *, retries: bool) -> str:
+def _packet_body(ref: str, payload: str, *, retries: bool, step_retries: bool) -> str:
+    """The call packet's JSON, with Argo tags.
+
+    ``step_retries``: the step declares ``retry``, so Argo retries it (each attempt a new call,
+    its ``{{retries}}`` in the id) and the packet caps the service's own retries at one attempt
+    (``fluxo-max-attempts``), or both would retry.
+    """
     attempt = "{{retries}}" if retries else "0"
+    headers = "{{inputs.parameters.headers}}"
+    if step_retries:
+        headers = expr_tag(
+            Leaf(
+                "toJson(sprig.set(fromJSON(inputs.parameters.headers), "
+                f"{literal(MAX_ATTEMPTS_HEADER)}, '1'))"
+            )
+        )
     body = json.dumps(
         {
             "actor": "@ACTOR@",
@@ -453,7 +478,7 @@ def _packet_body(ref: str, payload: str, *, retries: bool) -> str:
     )
     return (
         body.replace('"@ACTOR@"', "{{workflow.parameters.actor}}")
-        .replace('"@HEADERS@"', "{{inputs.parameters.headers}}")
+        .replace('"@HEADERS@"', headers)
         .replace('"@PAYLOAD@"', payload)
     )
 

@@ -168,8 +168,18 @@ _HASH = """function hash(text, seed) {
 """
 
 
-def request_code(step: str, service: str, wait_s: float, token_env: list[str]) -> str:
-    """Build the packet of a service call (the gateway's body) and its headers."""
+def request_code(
+    step: str,
+    service: str,
+    wait_s: float,
+    token_env: list[str],
+    step_headers: dict[str, str] | None = None,
+) -> str:
+    """Build the packet of a service call (the gateway's body) and its headers.
+
+    ``step_headers``: packet headers the step adds to the job's (``fluxo-max-attempts``).
+    """
+    added = f"{_js(step_headers)}, " if step_headers else ""
     return f"""const STEP = {_js(step)};
 const TOKEN_ENV = {_js(token_env)};
 const WAIT_S = {_js(wait_s)};
@@ -186,7 +196,7 @@ if (!call || call.step !== STEP || !call.retrying) {{
 }}
 call.retrying = false;
 fx.call = call;
-const headers = Object.assign({{}}, fx.headers || {{}}, {{"fluxo-step-key": call.key}});
+const headers = Object.assign({{}}, fx.headers || {{}}, {added}{{"fluxo-step-key": call.key}});
 const packet = {{payload: call.input, headers: headers}};
 if (fx.job_id) {{
     const seed = fx.job_id + "/" + call.key + "/" + call.attempt;

@@ -14,6 +14,7 @@ from typing import Any
 
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import (
+    MAX_ATTEMPTS_HEADER,
     DelayStep,
     JoinStep,
     NativeStep,
@@ -208,7 +209,15 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
     request = function_node(
         ids("main"),
         label(step, f"call {ref}"),
-        js.request_code(step.id, ref, wait, ctx.options.token_envs(ctx.workflow.metadata.account)),
+        js.request_code(
+            step.id,
+            ref,
+            wait,
+            ctx.options.token_envs(ctx.workflow.metadata.account),
+            # The flow retries the step itself (the result node), each attempt a new call:
+            # the service's RetryPolicy must not retry those calls as well.
+            {MAX_ATTEMPTS_HEADER: "1"} if retry is not None else None,
+        ),
     )
     http = http_request_node(ids("http"), label(step, "gateway"), url)
     # `with`: a change node sets the parameters on the packet's payload (JSONata, per item), after

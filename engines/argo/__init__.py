@@ -39,7 +39,7 @@ def create_engine(
             base_url=config.argo_url,
             namespace=config.argo_namespace,
             token=config.argo_token,
-            gateway_url=config.public_url,
+            gateway_url=config.gateway_url,
             verify_tls=config.argo_verify_tls,
         ),
         client=client,

@@ -50,7 +50,7 @@ def create_engine(
 ) -> NodeRedEngine:
     """The registry's factory for ``nodered``.
 
-    Reads ``nodered_url``, ``nodered_admin_token`` and ``public_url`` (where Node-RED reaches
+    Reads ``nodered_url``, ``nodered_admin_token`` and ``gateway_url`` (where Node-RED reaches
     Fluxo) from ``config``, with local defaults without one. Without an admin token, and when
     ``nodered_url`` is the managed Node-RED under ``config.home`` (``fluxo nodered install``), the
     engine logs in as its admin user with the password kept there (read at each login: the
@@ -67,7 +67,7 @@ def create_engine(
         steps_source = JobStore(runtime.db).run_status_from_calls
     url = str(getattr(config, "nodered_url", None) or DEFAULT_NODERED_URL)
     token = getattr(config, "nodered_admin_token", None)
-    public_url = str(getattr(config, "public_url", None) or DEFAULT_PUBLIC_URL)
+    public_url = config.gateway_url if config is not None else DEFAULT_PUBLIC_URL
     login: Callable[[], tuple[str, str] | None] | None = None
     home = getattr(config, "home", None)
     if not token and home is not None:

@@ -32,6 +32,7 @@ from engines.step._plan import Plan
 from engines.step.conditions import evaluate, lookup
 from fluxo_core.errors import FluxoError, ValidationError
 from fluxo_core.ir import (
+    MAX_ATTEMPTS_HEADER,
     DelayStep,
     JoinStep,
     NativeStep,
@@ -307,6 +308,10 @@ class JobRun:
             # after which the call is delivered again with the whole timeout (a timer here
             # would count both, and fail jobs a crash only delayed).
             headers[TIMEOUT_HEADER] = str(step.timeout_s)
+        if step.retry is not None:
+            # The step's retry replaces its service's RetryPolicy: each attempt is a new call
+            # (see fail), which the worker must not retry as well.
+            headers[MAX_ATTEMPTS_HEADER] = "1"
         data = self._template.json(
             id=call_id,
             step_id=step.id,

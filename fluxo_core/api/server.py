@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -93,8 +94,16 @@ async def run_server(
     """
     install_log_redaction()
     await asyncio.to_thread(config.ensure_home)
-    platform = build_platform(config, db, services, workers=workers)
-    token, created = await ensure_admin_token(platform.accounts, config.home)
+    # Bound before the engines are built: they are told the port it got (the system picks one
+    # for port 0), so their gateway calls come here unless FLUXO_PUBLIC_URL says otherwise.
+    sock = await _listen(config.host, config.port)
+    config = config.model_copy(update={"port": sock.getsockname()[1]})
+    try:
+        platform = build_platform(config, db, services, workers=workers)
+        token, created = await ensure_admin_token(platform.accounts, config.home)
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(platform, max_packet_bytes=config.max_packet_bytes)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -104,20 +113,13 @@ async def run_server(
         tune_gc_for_serving()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ConfigError(
-                f"cannot listen on {config.host}:{config.port} ({exc.strerror}); is another "
-                "Fluxo running there? Stop it, or choose another port with --port or FLUXO_PORT",
-                setting="FLUXO_PORT",
-            ) from exc
+        await web.SockSite(runner, sock).start()
         try:
             url = f"http://{config.host}:{config.port}"
             print(f"Fluxo is running at {url}", flush=True)
             print(f"  database: {_safe_url(db.url)}", flush=True)
+            if set(config.engines) - {"step"}:
+                print(f"  engines call it at: {config.gateway_url}", flush=True)
             print(
                 _admin_token_line(token, created, config.home / "admin.token", terminal),
                 flush=True,
@@ -127,6 +129,31 @@ async def run_server(
             await stop.wait()
         finally:
             await runner.cleanup()
+
+
+async def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` (the first address the host resolves to)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp's sites do
+            sock.bind(address)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); is another Fluxo running "
+            "there? Stop it, or choose another port with --port or FLUXO_PORT",
+            setting="FLUXO_PORT",
+        ) from exc
+    sock.setblocking(False)
+    return sock
 
 
 def _admin_token_line(token: str, created: bool, path: Path, terminal: bool | None) -> str:

@@ -673,18 +673,33 @@ async def _cmd_dlq_list(args: argparse.Namespace, config: FluxoConfig) -> int:
     finally:
         await db.close()
     for letter in letters:
-        print(f"{letter.queue}  {letter.message_id}  {letter.error or ''}")
+        job = f"job {letter.job_id}" if letter.job_id else "direct call"
+        print(f"{letter.queue}  {letter.message_id}  {job}  {letter.error or ''}")
     return 0
 
 
 async def _cmd_dlq_replay(args: argparse.Namespace, config: FluxoConfig) -> int:
     db = await _open_db(config)
     try:
-        count = await DeadLetters(db, make_transport(config, db)).replay(args.queue, args.ids)
+        replay = await DeadLetters(db, make_transport(config, db)).replay(args.queue, args.ids)
     finally:
         await db.close()
-    print(f"{count} message(s) back on {args.queue}")
-    return 0
+    print(f"{replay.replayed} message(s) back on {args.queue}")
+    if not replay.kept:
+        return 0
+    kept = sum(len(j.message_ids) for j in replay.kept)
+    print(
+        f"fluxo: kept {kept} dead letter(s) of job steps in {args.queue}.dlq: each job has "
+        "already handled its step's failure (a retry, on_error, or the job failed), so a "
+        "replay would run and bill calls no step waits for; run the job again instead:",
+        file=sys.stderr,
+    )
+    for job in replay.kept:
+        print(
+            f"  job {job.job_id} ({job.job_status}): {len(job.message_ids)} message(s)",
+            file=sys.stderr,
+        )
+    return 1
 
 
 async def _cmd_schema(args: argparse.Namespace, config: FluxoConfig) -> int:

@@ -8,6 +8,7 @@ from fluxo_core.ir.documents import (
     parse_yaml_documents,
 )
 from fluxo_core.ir.packet import (
+    MAX_ATTEMPTS_HEADER,
     Account,
     Actor,
     Packet,
@@ -64,6 +65,7 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_ENGINE",
     "ENGINES",
+    "MAX_ATTEMPTS_HEADER",
     "SCHEMA_VERSION",
     "STEP_KINDS",
     "Account",

@@ -24,6 +24,7 @@ from fluxo_core.errors import PacketValidationError
 from fluxo_core.ir._problems import problems_from_pydantic
 
 __all__ = [
+    "MAX_ATTEMPTS_HEADER",
     "Account",
     "Actor",
     "Packet",
@@ -36,6 +37,11 @@ __all__ = [
     "new_trace_id",
     "parse_packet",
 ]
+
+MAX_ATTEMPTS_HEADER = "fluxo-max-attempts"
+"""Packet header: the caller's cap on the deliveries of a call that fails, below its service's
+``RetryPolicy.max_attempts``. A workflow step that declares ``retry`` sends ``1``: its engine
+retries the step itself, each attempt a new call, so the two policies never multiply."""
 
 _IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
 _WORKFLOW_REF_PATTERN = r"^[a-z0-9][a-z0-9._-]*@[A-Za-z0-9._-]+$"

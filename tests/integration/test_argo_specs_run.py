@@ -338,6 +338,25 @@ async def test_step_kind_runs_on_argo_like_on_the_step_engine(
     await assert_same_usage(stack, job.id, on_step.id)
 
 
+@pytest.mark.parametrize(
+    ("retry", "runs"),
+    [
+        pytest.param(None, 4, id="no-step-retry:the-service-policy"),
+        pytest.param({"max_attempts": 1}, 1, id="step-retry-1"),
+        pytest.param({"max_attempts": 2, "backoff_s": 0.1}, 2, id="step-retry-2"),
+    ],
+)
+async def test_a_step_retry_replaces_the_services_retry_policy_on_argo(
+    stack: Stack, retry: dict[str, Any] | None, runs: int
+) -> None:
+    # flaky's own RetryPolicy allows 4 attempts; Argo retries a step with retry itself.
+    extra = {"retry": retry} if retry is not None else {}
+    document = on_argo(workflow(f"flaky-{runs}", service("try", "flaky", **extra)))
+    job = await stack.run(document, {"n": 1, "fail_times": 100})
+    assert job.status == "failed"
+    assert test_services.effects().count("try 1") == runs
+
+
 # --- stopping a run from Fluxo -------------------------------------------------------------------
 
 HOLD = workflow(

@@ -432,6 +432,40 @@ def test_a_second_server_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> N
     assert "--port" in errors[0]
 
 
+@pytest.mark.slow
+def test_fluxo_up_on_port_0_says_the_port_it_got_and_hands_it_to_the_engines(
+    tmp_path: Path,
+) -> None:
+    env = dict(os.environ, FLUXO_HOME=str(tmp_path), FLUXO_ENGINES="step,nodered")
+    for name in ("FLUXO_DATABASE_URL", "FLUXO_PORT", "FLUXO_PUBLIC_URL"):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fluxo_core.cli", "up", "--port", "0"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while not lines or ("admin token" not in lines[-1] and lines[-1]):
+            lines.append(proc.stdout.readline())
+        text = "".join(lines)
+        running = [line for line in lines if line.startswith("Fluxo is running at ")]
+        assert running, text
+        url = running[0].removeprefix("Fluxo is running at ").strip()
+        assert not url.endswith(":0"), text
+        assert f"engines call it at: {url}" in text
+        assert httpx.get(f"{url}/livez", timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 @pytest.mark.parametrize("raw", ['"s"', "5", "null", "[1, 2]"])
 def test_a_job_input_that_is_not_an_object_is_a_clear_error(tmp_path: Path, raw: str) -> None:
     workflow = tmp_path / "w.yaml"

@@ -181,3 +181,56 @@ async def test_a_step_whose_worker_died_finishes_though_its_timeout_passed_meanw
     assert lines(effects) == ["start 1", "start 1", "end 1"]
     usage = await db.read(lambda c: c.execute(sa.select(usage_records)).all())
     assert [u.job_id for u in usage] == [job.id]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_handler_run_again_after_a_crash_gets_the_same_idempotency_key(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    # Handlers run at least once: the one killed mid-send sends again, and the outside world
+    # can tell it is the same send by its key.
+    effects = tmp_path / "effects.log"
+    await AccountStore(db).ensure_account("acme")
+    async with ServiceRuntime(db, svc.SERVICES, workers=0) as rt:  # gateway only, no workers
+        ids = await rt.gateway.submit(
+            "deliver",
+            [
+                Packet.model_validate({"actor": ACTOR, "payload": {"n": i, "sleep": 0.6}})
+                for i in range(4)
+            ],
+        )
+        first = start_worker(database_url, effects)
+        try:
+            await wait_for(lambda: lines(effects), 30, "the first send")
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        killed = {int(line.split()[1]) for line in lines(effects)}
+
+        second = start_worker(database_url, effects)
+        try:
+            records = [await rt.gateway.wait(call_id, 60) for call_id in ids]
+        finally:
+            second.send_signal(signal.SIGTERM)
+            try:
+                second.wait(15)
+            except subprocess.TimeoutExpired:
+                second.kill()
+
+    assert [r.status for r in records] == ["succeeded"] * 4
+    sends: dict[int, list[tuple[str, int]]] = {}
+    for line in lines(effects):
+        _, n, key, attempt = line.split()
+        sends.setdefault(int(n), []).append((key, int(attempt)))
+    assert killed, "the kill must hit a send in flight"
+    for n, runs in sends.items():
+        # Every run of call n gave the outside world the call's id, each a later delivery
+        # (a call claimed by the killed worker but not yet started runs once, as attempt 2).
+        assert {key for key, _ in runs} == {ids[n]}
+        attempts = [attempt for _, attempt in runs]
+        assert attempts == sorted(set(attempts))
+    assert all([a for _, a in sends[n]] == [1, 2] for n in killed)  # killed mid-send: twice
+    assert [r.result[0].payload["key"] for r in records if r.result] == ids

@@ -19,10 +19,18 @@ from fluxo_core.errors import (
     ServiceError,
     UnknownServiceError,
 )
-from fluxo_core.ir import Packet
+from fluxo_core.ir import MAX_ATTEMPTS_HEADER, Packet
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import calls, queue_messages, usage_records
-from service_runtime import CallRecord, RetryPolicy, Service, ServiceRuntime, Worker, service
+from service_runtime import (
+    Call,
+    CallRecord,
+    RetryPolicy,
+    Service,
+    ServiceRuntime,
+    Worker,
+    service,
+)
 from service_runtime.transports import OutgoingMessage, dead_letter_queue
 from service_runtime.worker import (
     CALL_ID_HEADER,
@@ -214,6 +222,56 @@ async def test_a_callers_timeout_that_is_not_a_positive_number_fails_the_call_na
     assert record.error["code"] == "invalid_packet"
     assert record.error["problems"][0]["location"] == f"headers.{TIMEOUT_HEADER}"
     assert not effects.exists()  # the handler never ran
+
+
+@pytest.mark.parametrize(("cap", "runs"), [(None, 4), ("1", 1), ("2", 2), ("9", 4)])
+async def test_the_callers_max_attempts_caps_the_services_retries(
+    runtime: ServiceRuntime, effects: Path, cap: str | None, runs: int
+) -> None:
+    # flaky's RetryPolicy allows 4 attempts; the caller may allow fewer (a step that retries
+    # itself sends 1), never more.
+    headers = {MAX_ATTEMPTS_HEADER: cap} if cap is not None else {}
+    call = packet({"n": 1, "fail_times": 100}, headers=headers)
+    record = await runtime.gateway.call("flaky", call, wait=20)
+    assert (record.status, record.attempts) == ("failed", runs)
+    assert effects.read_text().splitlines() == ["try 1"] * runs
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "one", "1.5", "\N{ARABIC-INDIC DIGIT ONE}"])
+async def test_a_callers_max_attempts_that_is_not_a_whole_number_fails_the_call_naming_it(
+    runtime: ServiceRuntime, effects: Path, value: str
+) -> None:
+    record = await runtime.gateway.call(
+        "flaky", packet({"n": 1}, headers={MAX_ATTEMPTS_HEADER: value}), wait=20
+    )
+    assert (record.status, record.attempts) == ("failed", 1)
+    assert record.error is not None
+    assert record.error["code"] == "invalid_packet"
+    assert record.error["problems"][0]["location"] == f"headers.{MAX_ATTEMPTS_HEADER}"
+    assert not effects.exists()  # the handler never ran
+
+
+async def test_a_retried_call_gives_its_handler_the_same_idempotency_key(
+    runtime: ServiceRuntime, effects: Path
+) -> None:
+    # The first send fails after the provider may have acted: the retry must be recognisable.
+    call = packet({"n": 1, "fail_times": 1}, job_id="job-7", step_id="send")
+    record = await runtime.gateway.call("deliver", call, wait=20)
+    assert (record.status, record.attempts) == ("succeeded", 2)
+    assert effects.read_text().splitlines() == [f"deliver 1 {call.id} 1", f"deliver 1 {call.id} 2"]
+    assert record.result is not None
+    assert record.result[0].payload == {"n": 1, "key": call.id, "job": "job-7"}
+
+
+async def test_a_handler_that_takes_the_packet_also_gets_the_call(db: Database) -> None:
+    @service("both", inline=True, takes="packet")
+    def both(packet: Packet, call: Call) -> dict[str, object]:
+        return {"same": packet.id == call.idempotency_key, "attempt": call.attempt}
+
+    async with ServiceRuntime(db, [both], workers=1, poll_interval_s=0.1) as rt:
+        record = await rt.gateway.call("both", packet({}), wait=10)
+    assert record.result is not None
+    assert record.result[0].payload == {"same": True, "attempt": 1}
 
 
 async def calls_through_one_worker(

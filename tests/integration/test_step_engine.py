@@ -172,6 +172,29 @@ async def test_step_retry_then_success(fluxo: Platform) -> None:
     assert len(await usage(fluxo.db)) == 1  # the failed attempt is not billed
 
 
+@pytest.mark.parametrize(
+    ("retry", "runs"),
+    [
+        pytest.param(None, 4, id="no-step-retry:the-service-policy"),
+        pytest.param({"max_attempts": 1}, 1, id="step-retry-1"),
+        pytest.param({"max_attempts": 2, "backoff_s": 0.01}, 2, id="step-retry-2"),
+    ],
+)
+async def test_a_step_retry_replaces_the_services_retry_policy(
+    fluxo: Platform, retry: dict[str, Any] | None, runs: int
+) -> None:
+    # flaky's own RetryPolicy allows 4 attempts; a step that declares retry owns its attempts.
+    step: dict[str, Any] = {"id": "try", "kind": "service", "service": "flaky"}
+    if retry is not None:
+        step["retry"] = retry
+    job = await run(fluxo, workflow(f"flaky-{runs}", [step]), {"n": 1, "fail_times": 100})
+    assert job.status == "failed"
+    assert job.error["step"] == "try"
+    assert svc.effects().count("try 1") == runs
+    (shown,) = job.steps
+    assert shown.attempt == (retry or {}).get("max_attempts", 1)
+
+
 async def test_step_timeout_fails_the_job_and_names_the_step(fluxo: Platform) -> None:
     doc = workflow(
         "timeout",

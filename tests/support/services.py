@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from fluxo_core.errors import ServiceError
-from service_runtime import Outputs, Price, RetryPolicy, service
+from service_runtime import Call, Outputs, Price, RetryPolicy, service
 
 
 def _record(line: str) -> None:
@@ -100,6 +100,29 @@ async def once_broken(payload: dict[str, Any]) -> dict[str, Any]:
     return {"n": payload["n"], "ok": True}
 
 
+@service(
+    "deliver",
+    timeout_s=10.0,
+    retry=RetryPolicy(max_attempts=3, backoff_base_s=0.05, backoff_max_s=0.2),
+    price=Price(per_call="0.001"),
+)
+async def deliver(payload: dict[str, Any], call: Call) -> dict[str, Any]:
+    """Sends ``n`` to the outside world with the call's idempotency key (a line ``deliver <n>
+    <key> <attempt>``), then waits ``sleep`` seconds for the answer; fails (retryably) while
+    fewer than ``fail_times`` sends of ``n`` were made."""
+    _record(f"deliver {payload['n']} {call.idempotency_key} {call.attempt}")
+    await asyncio.sleep(float(payload.get("sleep", 0)))
+    sent = sum(1 for line in _lines() if line.startswith(f"deliver {payload['n']} "))
+    if sent <= int(payload.get("fail_times", 0)):
+        raise ServiceError(f"the provider did not answer ({sent})", retryable=True)
+    return {"n": payload["n"], "key": call.idempotency_key, "job": call.job_id}
+
+
+def effects() -> list[str]:
+    """The lines handlers wrote to ``FLUXO_TEST_EFFECTS`` so far, in order."""
+    return _lines()
+
+
 def _lines() -> list[str]:
     path = os.environ.get("FLUXO_TEST_EFFECTS")
     if not path or not os.path.exists(path):
@@ -108,4 +131,4 @@ def _lines() -> list[str]:
         return [line.rstrip("\n") for line in fh]
 
 
-SERVICES = [echo, fan_out, slow, notify, flaky, broken, inc, jitter, once_broken]
+SERVICES = [echo, fan_out, slow, notify, flaky, broken, inc, jitter, once_broken, deliver]

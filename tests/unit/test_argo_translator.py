@@ -29,8 +29,14 @@ from fluxo_core.errors import (
     UnsupportedFeatureError,
     ValidationError,
 )
-from fluxo_core.ir import Packet, Workflow, load_workflows_yaml, validate_workflow
-from tests.support import argo_reference
+from fluxo_core.ir import (
+    MAX_ATTEMPTS_HEADER,
+    Packet,
+    Workflow,
+    load_workflows_yaml,
+    validate_workflow,
+)
+from tests.support import argo_interpreter, argo_reference
 from translators import ArgoBundle, CronTrigger, check_argo, to_argo, to_argo_job, to_yaml
 from translators import argo as argo_module
 from translators.argo import gateway_secret_name, service_account_name, template_name
@@ -472,17 +478,10 @@ def test_names_are_short_dns_labels() -> None:
 
 # --- what the documents mean ---------------------------------------------------------------------
 
-_SIMPLE_TAG = re.compile(r"\{\{\s*([^=}][^}]*?)\s*\}\}")
-
 
 def substitute(text: str, values: dict[str, str]) -> str:
-    """Argo's simple tag substitution; an unknown tag fails the test."""
-
-    def one(match: re.Match[str]) -> str:
-        assert match.group(1) in values, f"unexpected tag {match.group(0)} in {text[:120]}"
-        return values[match.group(1)]
-
-    return _SIMPLE_TAG.sub(one, text)
+    """Argo's tag substitution (simple tags and ``{{=expr}}``); an unknown tag fails the test."""
+    return argo_interpreter.substitute(text, values)
 
 
 CALL_VALUES = {
@@ -518,6 +517,10 @@ def test_call_bodies_are_packets_the_gateway_accepts(case: str) -> None:
         packet = Packet.model_validate_json(substitute(body, CALL_VALUES))
         assert packet.job_id == JOB_ID
         assert packet.step_id == "reserve"
+        # A step with its own retry caps the service's retries of each of its calls at one.
+        step_retries = re.search(r"-r[0-9]+", template["name"]) is not None
+        cap = {MAX_ATTEMPTS_HEADER: "1"} if step_retries else {}
+        assert packet.headers == {"source": "test", **cap}
         assert packet.id.startswith(f"{JOB_ID}:reserve.3:")
         expected = "transform-demo@1" if case == "step-transform" else "order-intake@"
         assert packet.workflow is not None

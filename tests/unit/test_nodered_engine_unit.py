@@ -11,7 +11,6 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,6 +22,7 @@ from engines.nodered import NodeRedEngine, NodeRedOptions, NodeRedServerError, c
 from engines.nodered._flows import installed_types, replace_owned
 from engines.nodered.managed import ManagedNodeRed, ManagedStatus, read_env_file
 from fluxo_core.cli import _nodered as cli
+from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import RunHandle, StartRequest
 from fluxo_core.errors import (
     AuthError,
@@ -368,7 +368,9 @@ def test_create_engine_reads_the_config_with_defaults() -> None:
     engine = create_engine(None, None)
     assert engine.url == "http://127.0.0.1:1880/"
     assert engine.options.fluxo_url == "http://127.0.0.1:8240"
-    config: Any = SimpleNamespace(
+    config = FluxoConfig(
+        home=Path("/nonexistent"),
+        database_url="sqlite://",
         nodered_url="http://nr.internal:1990/admin",
         nodered_admin_token=TOKEN,
         public_url="http://fluxo.internal:8240",
@@ -377,6 +379,9 @@ def test_create_engine_reads_the_config_with_defaults() -> None:
     assert engine.url == "http://nr.internal:1990/admin/"
     assert engine.options.fluxo_url == "http://fluxo.internal:8240"
     assert TOKEN not in repr(vars(engine).get("options"))
+    # Without a public URL the flows call the port Fluxo serves, not the default one.
+    served = config.model_copy(update={"public_url": None, "port": 9031})
+    assert create_engine(None, None, config=served).options.fluxo_url == "http://127.0.0.1:9031"
 
 
 # --- pure helpers -----------------------------------------------------------------------------
@@ -503,7 +508,7 @@ def fake_install(home: Path, *, port: int = 1880, admin_auth: bool = True) -> No
 
 async def test_the_engine_logs_in_to_the_managed_nodered_and_only_to_it(tmp_path: Path) -> None:
     managed_url = "http://127.0.0.1:1881"
-    config: Any = SimpleNamespace(home=tmp_path, nodered_url=managed_url, nodered_admin_token=None)
+    config = FluxoConfig(home=tmp_path, nodered_url=managed_url)
     # made before the install, as when `fluxo nodered install` follows `fluxo up`
     engine = create_engine(None, None, config=config)
     fake_install(tmp_path / "nodered", port=1881)

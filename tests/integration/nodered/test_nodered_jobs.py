@@ -144,7 +144,7 @@ async def fluxo(db: Database, nodered: RunningNodeRed) -> AsyncIterator[Fluxo]:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         try:
-            yield Fluxo(platform, config.public_url, tokens)
+            yield Fluxo(platform, config.gateway_url, tokens)
         finally:
             await runner.cleanup()
 
@@ -223,6 +223,32 @@ async def test_with_sets_the_same_parameters_on_node_red_as_on_the_step_engine(
         # risky failed before its call on both engines: no usage record for it.
         assert await fluxo.usage(on_nodered.id) == await fluxo.usage(on_step.id)
         assert [u[2] for u in await fluxo.usage(on_nodered.id)] == ["last", "tag"]
+
+
+@pytest.mark.parametrize(
+    ("retry", "runs"),
+    [
+        pytest.param(None, 4, id="no-step-retry:the-service-policy"),
+        pytest.param({"max_attempts": 1}, 1, id="step-retry-1"),
+        pytest.param({"max_attempts": 2, "backoff_s": 0.05}, 2, id="step-retry-2"),
+    ],
+)
+async def test_a_step_retry_replaces_the_services_retry_policy_on_node_red(
+    fluxo: Fluxo,
+    retry: dict[str, Any] | None,
+    runs: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # flaky's own RetryPolicy allows 4 attempts; the flow retries a step with retry itself.
+    monkeypatch.setenv("FLUXO_TEST_EFFECTS", str(tmp_path / "effects.log"))
+    step: dict[str, Any] = {"id": "try", "kind": "service", "service": "flaky"}
+    if retry is not None:
+        step["retry"] = retry
+    await fluxo.platform.jobs.apply(workflow(f"flaky-nr-{runs}", "nodered", [step]), ACME)
+    job = await fluxo.run(f"flaky-nr-{runs}", {"n": 1, "fail_times": 100})
+    assert job.status == "failed"
+    assert svc.effects().count("try 1") == runs
 
 
 async def test_a_blocked_account_fails_the_job_at_its_next_service_step(fluxo: Fluxo) -> None:
