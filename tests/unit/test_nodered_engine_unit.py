@@ -508,7 +508,7 @@ def fake_install(home: Path, *, port: int = 1880, admin_auth: bool = True) -> No
 
 async def test_the_engine_logs_in_to_the_managed_nodered_and_only_to_it(tmp_path: Path) -> None:
     managed_url = "http://127.0.0.1:1881"
-    config = FluxoConfig(home=tmp_path, nodered_url=managed_url)
+    config = FluxoConfig(home=tmp_path, database_url="sqlite://", nodered_url=managed_url)
     # made before the install, as when `fluxo nodered install` follows `fluxo up`
     engine = create_engine(None, None, config=config)
     fake_install(tmp_path / "nodered", port=1881)
@@ -524,11 +524,11 @@ async def test_the_engine_logs_in_to_the_managed_nodered_and_only_to_it(tmp_path
         assert flows.calls.last.request.headers["authorization"] == "Bearer t1"
         # another server never gets the managed password; a given token wins over it
         other = router.get(f"{URL}/flows").respond(200, json={"flows": [], "rev": "r0"})
-        config.nodered_url = URL
-        await create_engine(None, None, config=config).undeploy("nothing")
+        elsewhere = config.model_copy(update={"nodered_url": URL})
+        await create_engine(None, None, config=elsewhere).undeploy("nothing")
         assert "authorization" not in other.calls.last.request.headers
-        config.nodered_url, config.nodered_admin_token = managed_url, TOKEN
-        await create_engine(None, None, config=config).undeploy("nothing")
+        given = config.model_copy(update={"nodered_admin_token": TOKEN})
+        await create_engine(None, None, config=given).undeploy("nothing")
         assert flows.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
         assert login.call_count == 1
 

@@ -42,6 +42,7 @@ def server(tmp_path: Path, nodered: RunningNodeRed) -> Iterator[tuple[str, str]]
         FLUXO_HOME=str(tmp_path),
         FLUXO_ENGINES="step,nodered",
         FLUXO_NODERED_URL=nodered.url,
+        FLUXO_NODERED_ADMIN_TOKEN=nodered.admin_token,
     )
     for name in ("FLUXO_DATABASE_URL", "FLUXO_PORT", "FLUXO_PUBLIC_URL"):
         env.pop(name, None)
