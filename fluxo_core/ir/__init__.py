@@ -21,6 +21,7 @@ from fluxo_core.ir.packet import (
     parse_packet,
 )
 from fluxo_core.ir.schemas import json_schema
+from fluxo_core.ir.step_keys import key_from_id, key_in_id
 from fluxo_core.ir.validation import graph_problems, load_workflows_yaml, validate_workflow
 from fluxo_core.ir.workflow import (
     API_VERSION,
@@ -103,6 +104,8 @@ __all__ = [
     "check_document",
     "graph_problems",
     "json_schema",
+    "key_from_id",
+    "key_in_id",
     "keyed_id",
     "load_workflows_yaml",
     "new_packet_id",
