@@ -10,6 +10,9 @@ id is the ``step-id`` input parameter or the display name. DAG, task-group and e
 are structure, not steps. Node phases: ``Pending`` -> pending, ``Running`` -> running (a
 ``Suspend`` node: waiting), ``Succeeded`` -> succeeded, ``Failed``/``Error`` -> failed (cancelled
 when the workflow was shut down), ``Skipped``/``Omitted`` -> skipped.
+
+A failed job's error is the step engine's: the step whose call failed it, its key and the cause
+(the ``error`` Fluxo's gateway answered with, kept in the node's ``outputs.result``).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from fluxo_core.ir import (
     SplitStep,
     SwitchStep,
 )
-from fluxo_core.ir.packet import PacketTemplate, keyed_id
+from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from service_runtime.catalog import ServiceInfo
@@ -67,7 +67,7 @@ def call_id_for(job_id: str, key: str, attempt: int) -> str:
 
 def stored(value: Any) -> bytes:
     """JSON for the observability columns; large values keep a marker instead of the data."""
-    data = orjson.dumps(value)
+    data = dump_json(value)
     if len(data) > MAX_STORED_BYTES:
         return orjson.dumps({"_truncated": True, "bytes": len(data)})
     return data
@@ -488,7 +488,7 @@ class JobRun:
             name: self.job[name] for name in _JOB_STATE if self.job[name] != self._loaded[name]
         }
         if len(self.results) != self._loaded_results:
-            values["result"] = orjson.dumps(self.results)
+            values["result"] = dump_json(self.results)
         if not values:
             return None
         values["id"] = self.job["id"]
