@@ -30,6 +30,7 @@ the wall clock.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -94,13 +95,16 @@ class Stack:
     platform: Platform
     engine: str
     effects: Path  # where test services record their calls (once-broken fails each n once)
+    # Each test's own workflow names: the session's Node-RED keeps every test's tabs, and a
+    # start right after re-deploying a changed tab of the same name may find no route yet.
+    tag: str
     argo: FakeArgoServer | None = None
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def apply(self, document: dict[str, Any], engine: str) -> str:
         """Apply a copy of ``document`` for ``engine``, named after it; returns the name."""
         copy: dict[str, Any] = json.loads(json.dumps(document))
-        name = f"{document['metadata']['name']}-{engine}"
+        name = f"{document['metadata']['name']}-{engine}-{self.tag}"
         copy["metadata"]["name"] = name
         copy["spec"]["engine"] = engine
         await self.platform.jobs.apply(copy, ME)
@@ -272,7 +276,8 @@ async def stack(
         await runner.setup()
         await web.SockSite(runner, sock).start()
         try:
-            yield Stack(platform, engine, tmp_path, argo)
+            tag = hashlib.blake2b(request.node.nodeid.encode(), digest_size=4).hexdigest()
+            yield Stack(platform, engine, tmp_path, tag, argo)
             if argo is not None:
                 assert argo.failures() == []
         finally:
@@ -535,7 +540,11 @@ async def held(stack: Stack, engine: str) -> str:
         argo = stack.argo
 
         async def delaying() -> bool:
-            runs = [run for name, run in argo.runs.items() if job_id in name]
+            runs = [
+                run
+                for run in argo.runs.values()
+                if run.globals.get("workflow.parameters.job-id") == job_id
+            ]
             return bool(runs) and any(
                 n["type"] == "Suspend" and n["phase"] == "Running" for n in runs[0].nodes.values()
             )
