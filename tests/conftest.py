@@ -15,6 +15,9 @@ import psycopg
 import pytest
 
 from fluxo_core.storage import Database
+from tests.support.nodered import nodered
+
+__all__ = ["nodered"]  # the session's managed Node-RED, for every test that asks for it
 
 PG_URL = os.environ.get("FLUXO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -49,7 +49,19 @@ from translators._argo_expr import (
     task_ref,
 )
 
-__all__ = ["INPUT", "ITEM", "MAX_UNFOLDED_TASKS", "Plan", "Scope", "Task", "plan_workflow"]
+__all__ = [
+    "INPUT",
+    "ITEM",
+    "MAX_UNFOLDED_TASKS",
+    "SUFFIX",
+    "Plan",
+    "Scope",
+    "Task",
+    "plan_workflow",
+]
+
+SUFFIX = "{{inputs.parameters.suffix}}"
+"""Where a branch's item indexes go in a key: ``[i]`` per split level (``.i`` in a packet id)."""
 
 MAX_UNFOLDED_TASKS = 2000
 """A guard against graphs whose paths multiply; Argo's own limit (200 per DAG) is checked later."""
@@ -77,6 +89,8 @@ class Task:
         guarded: a call whose step has ``on_error`` continue or goto: the task always succeeds
             (unless Argo itself fails it) and outputs the call's ``status``, ``result`` and
             ``error``.
+        key: the step key of its executions, as the step engine spells it (see
+            :mod:`fluxo_core.ir.step_keys`), with :data:`SUFFIX` where a branch's item indexes go.
     """
 
     uid: int
@@ -91,6 +105,7 @@ class Task:
     branch: Scope | None = None
     name: str = ""
     guarded: bool = False  # an on_error call, run inside a DAG that always succeeds
+    key: str = ""
 
     @property
     def ref(self) -> str:
@@ -104,6 +119,7 @@ class Scope:
     template: str
     split: SplitStep | None
     tasks: list[Task] = field(default_factory=list)
+    gathers: str = ""  # the step whose branches a join here gathers: the split, or a service step
     join_edges: list[tuple[Expr, Expr]] = field(default_factory=list)  # (fired, payload)
     results: list[tuple[Expr, Expr, bool]] = field(default_factory=list)  # (fired, value, many)
 
@@ -116,6 +132,8 @@ class _Edge:
     phases: tuple[str, ...]
     guard: Expr | None
     payload: Expr
+    came_from: str | None = None  # the key of the step execution the token comes from
+    goto: bool = False  # the token of an on_error goto
 
     @property
     def depends(self) -> str | None:
@@ -152,6 +170,11 @@ def call_ended(task: Task, *, succeeded: bool) -> str:
     )
 
 
+def call_outputs(task: Task) -> Leaf:
+    """Every payload a call task produced, as a list (the branches of a join that gathers them)."""
+    return Leaf(f"map(fromJSON(tasks['{task.ref}'].outputs.result).result, #.payload)")
+
+
 def call_output(task: Task) -> Leaf:
     """The payload a call task produced: its one result packet's payload, or the list of them."""
     result = "outputs.parameters.result" if task.guarded else "outputs.result"
@@ -181,6 +204,10 @@ class _Planner:
         self.steps = workflow.spec.steps_by_id()
         self.output = workflow.spec.output
         self.join_of = {s.split: s for s in workflow.spec.steps if isinstance(s, JoinStep)}
+        self.indegree = dict.fromkeys(self.steps, 0)
+        for step in workflow.spec.steps:
+            for target in _successors(step):
+                self.indegree[target] += 1
         self.branches: dict[str, Scope] = {}
         self.count = 0
 
@@ -188,6 +215,16 @@ class _Planner:
         main = Scope("main", None)
         self.visit(main, self.workflow.spec.start_id, _Edge(None, (), None, INPUT))
         return Plan(self.workflow, main, list(self.branches.values()))
+
+    def key(self, scope: Scope, step: Any, edge: _Edge) -> str:
+        """The key of the execution of ``step`` that ``edge`` starts, as the step engine makes
+        it: a step with several predecessors (not a join), or reached by a goto, names the
+        execution the token comes from."""
+        base = str(step.id) + (SUFFIX if scope.split is not None else "")
+        several = self.indegree.get(step.id, 0) > 1 and not isinstance(step, JoinStep)
+        if edge.came_from is not None and (edge.goto or several):
+            return f"{base}<{edge.came_from}"
+        return base
 
     def new_task(self, scope: Scope, step: Any, kind: str, edge: _Edge) -> Task:
         self.count += 1
@@ -201,6 +238,7 @@ class _Planner:
         task = Task(
             self.count, step, kind, scope, edge.source, edge.depends, edge.guard, edge.payload
         )
+        task.key = self.key(scope, step, edge)
         scope.tasks.append(task)
         return task
 
@@ -232,14 +270,15 @@ class _Planner:
         if isinstance(step, JoinStep):
             self.reach_join(scope, step, edge)
         elif isinstance(step, SwitchStep):
+            key = self.key(scope, step, edge)
             for target, guard in self.switch_guards(step, edge.payload):
                 both = guard if edge.guard is None else lift(_and, edge.guard, guard)
-                self.visit(scope, target, _Edge(edge.source, edge.phases, both, edge.payload))
+                self.visit(scope, target, _Edge(edge.source, edge.phases, both, edge.payload, key))
         elif isinstance(step, SplitStep):
             self.split(scope, step, edge)
         elif isinstance(step, DelayStep):
             task = self.new_task(scope, step, "delay", edge)
-            self.route(scope, step, _Edge(task, OK, None, edge.payload))
+            self.route(scope, step, _Edge(task, OK, None, edge.payload, task.key))
         else:
             kind = "transform" if isinstance(step, TransformStep) else "call"
             task = self.new_task(scope, step, kind, edge)
@@ -249,8 +288,12 @@ class _Planner:
     def call_edges(self, scope: Scope, step: Any, task: Task, received: Expr) -> None:
         output: Expr = call_output(task)
         on_error = step.on_error
+        key = task.key
+        if step.id in self.join_of:
+            self.gathered_outputs(scope, step, task)
+            return
         if not task.guarded:
-            self.route(scope, step, _Edge(task, OK, None, output))
+            self.route(scope, step, _Edge(task, OK, None, output, key))
             return
         # A guarded task succeeds whatever its call did: route on the call's status. The next
         # steps get the call's output or, when it failed, the step's input: `continue` hands that
@@ -258,9 +301,9 @@ class _Planner:
         succeeded = call_ended(task, succeeded=True)
         handed_on = Choice(succeeded, output, received)
         if on_error == "continue":
-            self.route(scope, step, _Edge(task, OK, None, handed_on))
+            self.route(scope, step, _Edge(task, OK, None, handed_on, key))
             return
-        self.route(scope, step, _Edge(task, OK, Leaf(succeeded), handed_on))
+        self.route(scope, step, _Edge(task, OK, Leaf(succeeded), handed_on, key))
         if isinstance(on_error, OnErrorGoto):
             error = f"fromJSON(tasks['{task.ref}'].outputs.parameters.error)"
             failed = lift(
@@ -268,7 +311,7 @@ class _Planner:
                 received,
             )
             guard = Leaf(call_ended(task, succeeded=False))
-            self.visit(scope, on_error.goto, _Edge(task, OK, guard, failed))
+            self.visit(scope, on_error.goto, _Edge(task, OK, guard, failed, key, goto=True))
 
     def route(self, scope: Scope, step: Any, edge: _Edge) -> None:
         """``step`` produced ``edge.payload``: a job result if it is the output, then ``next``."""
@@ -288,12 +331,14 @@ class _Planner:
             chosen.setdefault(target, []).append(all_of([f"!({t})" for t in tests]))
         return [(target, _bind_payload(payload, any_of(ors))) for target, ors in chosen.items()]
 
-    def split(self, scope: Scope, step: SplitStep, edge: _Edge) -> None:
+    def split(self, scope: Scope, step: SplitStep, edge: _Edge, *, gathers: str = "") -> None:
+        gathers = gathers or step.id
         task = self.new_task(scope, step, "split", edge)
         task.items = lift(lambda p: path_value(p, step.path), edge.payload)
         branch = self.branches.get(step.id)
         if branch is None:
-            branch = self.branches[step.id] = Scope(f"branch-{step.id}", step)
+            branch = Scope(f"branch-{step.id}", step, gathers=gathers)
+            self.branches[step.id] = branch
             for target in step.next:
                 self.visit(branch, target, _Edge(None, (), None, ITEM))
         task.branch = branch
@@ -303,7 +348,7 @@ class _Planner:
                 "fromJSON(#.results)))"
             )
             scope.results.append((Leaf(status_in(task, OK)), Leaf(gathered), True))
-        join = self.join_of.get(step.id)
+        join = self.join_of.get(gathers)
         if join is None:
             return
         joined = Choice(
@@ -315,10 +360,31 @@ class _Planner:
             ),
         )
         # A split skipped by its own `when` must not let the join through: repeat its guard.
-        self.route(scope, join, _Edge(task, ("Succeeded", "Skipped"), edge.guard, joined))
+        gathered_key = join.id + (SUFFIX if scope.split is not None else "")
+        self.route(
+            scope, join, _Edge(task, ("Succeeded", "Skipped"), edge.guard, joined, gathered_key)
+        )
+
+    def gathered_outputs(self, scope: Scope, step: ServiceStep, task: Task) -> None:
+        """A join gathers the output packets of ``step``: fan out over them as over a split's
+        items (one branch per packet, in the order the service returned them)."""
+        if task.guarded:
+            raise UnsupportedFeatureError(
+                f"step {step.id!r} of workflow {self.name!r}: a join gathers its outputs, and on "
+                "Argo such a step cannot also handle its errors; remove on_error from it",
+                step=step.id,
+                kind="service",
+                workflow=self.name,
+            )
+        # Not a step of the workflow: the fan-out of the call's packets (named after it).
+        fan_out = SplitStep.model_construct(
+            id=f"{step.id}-outputs", kind="split", path=None, next=list(step.next), name=None
+        )
+        edge = _Edge(task, OK, None, call_outputs(task), task.key)
+        self.split(scope, fan_out, edge, gathers=step.id)
 
     def reach_join(self, scope: Scope, step: JoinStep, edge: _Edge) -> None:
-        if scope.split is None or scope.split.id != step.split:
+        if scope.split is None or scope.gathers != step.split:
             raise UnsupportedFeatureError(
                 f"join {step.id!r} of workflow {self.name!r} is reached from outside the branch "
                 f"of split {step.split!r}; on Argo a join gathers only its split's branches: "
@@ -339,6 +405,14 @@ class _Planner:
                 kind=step.kind,
                 workflow=self.name,
             )
+
+
+def _successors(step: Any) -> list[str]:
+    """The steps ``step`` hands its packet to (as the step engine counts predecessors)."""
+    if isinstance(step, SwitchStep):
+        targets = [t for case in step.cases for t in case.next] + list(step.default)
+        return list(dict.fromkeys(targets))
+    return list(getattr(step, "next", []))
 
 
 def _and(a: str, b: str) -> str:

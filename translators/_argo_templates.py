@@ -26,7 +26,14 @@ from typing import Any, Final, Literal
 from hera.workflows import models as m
 
 from fluxo_core.errors import UnsupportedFeatureError
-from fluxo_core.ir import MAX_ATTEMPTS_HEADER, RetrySpec, ServiceStep, TransformStep, Workflow
+from fluxo_core.ir import (
+    MAX_ATTEMPTS_HEADER,
+    RetrySpec,
+    ServiceStep,
+    TransformStep,
+    Workflow,
+    key_in_id,
+)
 from translators._argo_check import MAX_DAG_TASKS, MAX_NAME_LENGTH, MAX_TEMPLATES
 from translators._argo_expr import (
     Leaf,
@@ -220,6 +227,7 @@ class TemplateBuilder:
                 task.items,
             )
             with_param = expr_tag(items)
+            # `.i` is `[i]` in a packet id (fluxo_core.ir.step_keys)
             args = {"payload": "{{item.p}}", "suffix": suffix + ".{{item.k}}"}
         else:
             template = self.call_template(step, task.kind)
@@ -234,7 +242,9 @@ class TemplateBuilder:
             first = isinstance(payload, Leaf) and payload.is_input
             args = {
                 "step-id": step.id,
-                "key": task.ref + suffix,
+                # The step engine's key (`enrich[2]`, `notify<priority`), spelled as packet ids
+                # allow: the key is the middle of the call's packet id.
+                "key": key_in_id(task.key),
                 "payload": json_text(payload),
                 "headers": "{{workflow.parameters.%s}}" % ("input-headers" if first else "headers"),
             }

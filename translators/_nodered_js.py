@@ -226,6 +226,7 @@ def result_code(
     backoff: tuple[float, float, float],
     on_error: str,
     inside_join: bool,
+    gathered: bool = False,
     with_node: str | None = None,
 ) -> str:
     """Read the gateway's call record: outputs on, a retry, the on_error route, or a failure.
@@ -233,6 +234,9 @@ def result_code(
     Outputs: 1 the next steps (one message per result packet), 2 the retry delay, 3 the
     ``on_error: goto`` step, 4 a call that returned no packet (its message ends). Between a split
     and its join a call must return one packet (as on the step engine): the join pairs items.
+    ``gathered``: a join gathers this step's output packets: each leaves as one branch, with
+    ``msg.parts`` as a split node sets them (so the join orders them), and none goes to output 4
+    with an empty list for the join's gather function.
     ``with_node``: the change node setting the step's ``with``; its failure (an expression, an
     input that is not an object) is the step's, not retried, and no call was made.
     """
@@ -246,6 +250,7 @@ def result_code(
 }} else """
     return f"""const STEP = {_js(step)};
 const INSIDE_JOIN = {_js(inside_join)};
+const GATHERED = {_js(gathered)};
 const MAX_ATTEMPTS = {_js(attempts)};
 const BACKOFF_S = {_js(base)}, FACTOR = {_js(factor)}, BACKOFF_MAX_S = {_js(most)};
 const ON_ERROR = {_js(on_error)};
@@ -273,6 +278,18 @@ for (const key of ["error", "statusCode", "headers", "responseUrl", "redirectLis
 if (!error) {{
     delete fx.call;
     const outputs = (record.result || []).map((p) => p.payload);
+    if (GATHERED) {{
+        if (outputs.length === 0) {{ msg.payload = []; return [null, null, null, msg]; }}
+        adjust(outputs.length - 1);
+        const id = msg._msgid + ":" + call.key;
+        return [outputs.map((p, j) => {{
+            const copy = RED.util.cloneMessage(msg);
+            copy.payload = p;
+            copy.parts = {{id: id, index: j, count: outputs.length, type: "array", len: 1}};
+            if (msg.parts) {{ copy.parts.parts = msg.parts; }}
+            return copy;
+        }}), null, null, null];
+    }}
     if (outputs.length === 1) {{ msg.payload = outputs[0]; return [msg, null, null, null]; }}
     if (outputs.length === 0) {{ msg.payload = call.input; return [null, null, null, msg]; }}
     if (!INSIDE_JOIN) {{

@@ -168,13 +168,14 @@ class RenderContext:
 
     @property
     def joined_steps(self) -> set[str]:
-        """The steps on a path from a split to its join (their items are paired by the join)."""
+        """The steps on a path from a split (or a gathered service step) to its join, after it
+        (their items are paired by the join)."""
         steps = self.steps
         inside: set[str] = set()
         for join in steps.values():
             if isinstance(join, JoinStep):
-                after = _reach(steps, join.split)
-                inside |= {s for s in after if s != join.id and join.id in _reach(steps, s)}
+                after = _reach(steps, join.split) - {join.split, join.id}
+                inside |= {s for s in after if join.id in _reach(steps, s)}
         return inside
 
     def join_of(self, split: str) -> str | None:
@@ -206,6 +207,7 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
     attempts = retry.max_attempts if retry else 1
     backoff = (retry.backoff_s, retry.factor, retry.backoff_max_s) if retry else (1.0, 2.0, 300.0)
     on_error = step.on_error if isinstance(step.on_error, str) else "goto"
+    join = ctx.join_of(step.id)  # a join gathers this step's output packets
     request = function_node(
         ids("main"),
         label(step, f"call {ref}"),
@@ -237,6 +239,7 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
             backoff=backoff,
             on_error=on_error,
             inside_join=step.id in ctx.joined_steps,
+            gathered=join is not None,
             with_node=params["id"] if params is not None else None,
         ),
         outputs=4,
@@ -258,7 +261,10 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
         _next_out(result["id"], step, 0),
         Out(result["id"], 1, [], raw=[retry_node["id"]]),
         Out(result["id"], 2, goto, None if goto else "discard"),
-        Out(result["id"], 3, [], "discard"),
+        # No output packet: the message ends, or a join gathers none (it gets [] at once).
+        Out(
+            result["id"], 3, [], None if join else "discard", raw=[f"@join:{join}"] if join else []
+        ),
     ]
     return Rendered([*chain, result, retry_node, catch], outs, result["id"])
 

@@ -29,6 +29,8 @@ switch     no task: ``when`` conditions (expr-lang) on the tasks it routes to; `
            negates the earlier cases; ``default`` negates them all. JSONata -> unsupported.
 split      a task fanning out with ``withParam`` over a ``branch-<split>`` DAG template.
 join       no task: the split's aggregated outputs, in item order, flattened like the step engine.
+           A join of a service step's outputs: the call task, then a fan-out over its packets
+           (``<step>-outputs``) holding the steps up to the join, gathered the same way.
 delay      a ``suspend`` task with ``duration``.
 native     unsupported (:class:`~fluxo_core.errors.UnsupportedFeatureError` naming the step).
 =========  ==========================================================================================
@@ -58,7 +60,9 @@ terminal steps, with the results of a join-less split's branches flattened into 
 The gateway contract the emitted documents rely on:
 
 - ``POST /v1/services/{name}/calls?wait=N``: body = packet; packet ids are
-  ``<job id>:<task key>:<retry>`` (a repeated id is the same call, so a lost response is safe).
+  ``<job id>:<step key>:<retry>`` (a repeated id is the same call, so a lost response is safe);
+  the step key is the step engine's (``enrich[2]``, ``notify<priority``) in the characters ids
+  allow (``enrich.2``, ``notify/priority``: :mod:`fluxo_core.ir.step_keys`).
 - A packet whose headers hold ``fluxo-payload-ref: <packet id>`` gets the stored packet's payload
   (job inputs over :data:`MAX_INLINE_PAYLOAD_BYTES` travel this way: see :func:`to_argo_job`).
 - ``POST /v1/jobs/{job_id}/engine-events``: ``{"engine": "argo", "event": "finished", ...}``.

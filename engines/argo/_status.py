@@ -10,6 +10,9 @@ id is the ``step-id`` input parameter or the display name. DAG, task-group and e
 are structure, not steps. Node phases: ``Pending`` -> pending, ``Running`` -> running (a
 ``Suspend`` node: waiting), ``Succeeded`` -> succeeded, ``Failed``/``Error`` -> failed (cancelled
 when the workflow was shut down), ``Skipped``/``Omitted`` -> skipped.
+
+A failed job's error is the step engine's: the step whose call failed it, its key and the cause
+(the ``error`` Fluxo's gateway answered with, kept in the node's ``outputs.result``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from fluxo_core.engine import JobPhase, RunStatus, StepPhase, StepState
+from fluxo_core.ir import key_from_id
 
 __all__ = ["FINAL", "RESULT_PARAMETER", "run_status"]
 
@@ -78,17 +82,57 @@ def run_status(workflow: dict[str, Any], job_id: str) -> RunStatus:
         and not str(node.get("name", "")).endswith(".onExit")
     ]
     error = None
-    if phase in ("failed", "cancelled"):
-        error = {"message": _short(status.get("message") or f"workflow {phase}")}
+    if phase == "failed":
+        error = _failure(nodes, retried) or {
+            "message": _short(status.get("message") or "workflow failed")
+        }
+    elif phase == "cancelled":
+        error = {"message": _short(status.get("message") or "workflow cancelled")}
     return RunStatus(job_id=job_id, phase=phase, steps=steps, result=_result(status), error=error)
 
 
-def _step(node: dict[str, Any], job: JobPhase) -> StepState:
-    params = {
-        p.get("name"): p.get("value")
+def _failure(nodes: dict[str, Any], retried: set[str]) -> dict[str, Any] | None:
+    """The step whose failure failed the workflow and the cause, as the step engine says it:
+    ``{step, key, code, message, ...}``.
+
+    That is a failed call node (the last attempt of a retried one) whose DAG did not succeed: a
+    guarded call (``on_error``) fails inside a ``try-`` DAG that succeeds anyway. The cause is
+    the ``error`` of the answer the gateway gave (the call record, or its refusal: Argo's HTTP
+    agent keeps the response body in ``outputs.result`` whatever the status), else the node's
+    message.
+    """
+    for node_id, node in sorted(nodes.items(), key=_node_order):
+        params = _params(node)
+        if (
+            node.get("type") not in _STEP_TYPES
+            or node_id in retried
+            or node.get("phase") not in ("Failed", "Error")
+            or "step-id" not in params
+            or (nodes.get(str(node.get("boundaryID"))) or {}).get("phase") == "Succeeded"
+        ):
+            continue
+        answer = _json(_get(node, "outputs", "result"))
+        cause = answer.get("error") if isinstance(answer, dict) else None
+        if not isinstance(cause, dict):
+            cause = {
+                "code": "call_failed",
+                "message": _short(str(node.get("message") or "the call failed on Argo")),
+            }
+        key = key_from_id(str(params.get("key") or params["step-id"]))
+        return {"step": str(params["step-id"]), "key": key, **cause}
+    return None
+
+
+def _params(node: dict[str, Any]) -> dict[str, Any]:
+    return {
+        str(p.get("name")): p.get("value")
         for p in _get(node, "inputs", "parameters") or ()
         if isinstance(p, dict)
     }
+
+
+def _step(node: dict[str, Any], job: JobPhase) -> StepState:
+    params = _params(node)
     display = str(node.get("displayName") or node.get("templateName") or node.get("name"))
     phase = _NODE_PHASES.get(str(node.get("phase") or ""), "pending")
     if phase == "running" and node.get("type") == "Suspend":
@@ -100,7 +144,7 @@ def _step(node: dict[str, Any], job: JobPhase) -> StepState:
     if phase in ("failed", "cancelled") and node.get("message"):
         error = {"message": _short(str(node["message"]))}
     return StepState(
-        key=str(params.get("key") or display),
+        key=key_from_id(str(params.get("key") or display)),
         step_id=str(params.get("step-id") or display),
         phase=phase,
         attempt=max(attempt, 1),

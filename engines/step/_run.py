@@ -41,7 +41,7 @@ from fluxo_core.ir import (
     SplitStep,
     SwitchStep,
 )
-from fluxo_core.ir.packet import PacketTemplate, keyed_id
+from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from service_runtime.catalog import ServiceInfo
@@ -68,7 +68,7 @@ def call_id_for(job_id: str, key: str, attempt: int) -> str:
 
 def stored(value: Any) -> bytes:
     """JSON for the observability columns; large values keep a marker instead of the data."""
-    data = orjson.dumps(value)
+    data = dump_json(value)
     if len(data) > MAX_STORED_BYTES:
         return orjson.dumps({"_truncated": True, "bytes": len(data)})
     return data
@@ -145,8 +145,14 @@ class JobRun:
         if call["status"] == "succeeded":
             self.job["active"] -= 1
             outputs = [p["payload"] for p in orjson.loads(call["result"])]
-            self._update(key, status="succeeded", output=stored(outputs))
-            many = len(outputs) > 1
+            # A success replaces the error of an earlier attempt: the step shows its last one.
+            cleared = {"error": None} if row["error"] is not None else {}
+            self._update(key, status="succeeded", output=stored(outputs), **cleared)
+            # Outputs a join gathers are its branches, one per packet, even if there is one.
+            join_id = self.plan.join_of_split.get(step.id)
+            many = len(outputs) > 1 or join_id is not None
+            if join_id is not None and not outputs:  # no branch: the join fires at once, with []
+                self._join_done(self.plan.steps[join_id], [], context["frames"])
             for j, payload in enumerate(outputs):
                 frames = context["frames"] + ([[f"{step.id}~", j, len(outputs)]] if many else [])
                 child = key + (f"~{j}" if many else "")
@@ -377,7 +383,8 @@ class JobRun:
                 self.deliver(target, item_payload, branch, f"{target}{_suffix(branch)}", meta)
 
     def _join(self, step: JoinStep, payload: Any, frames: list[Frame]) -> None:
-        if not frames or frames[-1][0] != step.split:
+        # A split's branch, or (``<id>~``) one output packet of a 1 -> N service step.
+        if not frames or frames[-1][0] not in (step.split, f"{step.split}~"):
             raise ValidationError(
                 f"join {step.id!r} received a packet that is not a branch of split "
                 f"{step.split!r} (a 1 -> N step between them adds outputs the join cannot pair); "
@@ -486,7 +493,7 @@ class JobRun:
             name: self.job[name] for name in _JOB_STATE if self.job[name] != self._loaded[name]
         }
         if len(self.results) != self._loaded_results:
-            values["result"] = orjson.dumps(self.results)
+            values["result"] = dump_json(self.results)
         if not values:
             return None
         values["id"] = self.job["id"]

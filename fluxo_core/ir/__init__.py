@@ -15,6 +15,7 @@ from fluxo_core.ir.packet import (
     PacketTemplate,
     Payload,
     User,
+    dump_json,
     keyed_id,
     new_packet_id,
     new_span_id,
@@ -22,6 +23,7 @@ from fluxo_core.ir.packet import (
     parse_packet,
 )
 from fluxo_core.ir.schemas import json_schema
+from fluxo_core.ir.step_keys import key_from_id, key_in_id
 from fluxo_core.ir.validation import graph_problems, load_workflows_yaml, validate_workflow
 from fluxo_core.ir.workflow import (
     API_VERSION,
@@ -105,8 +107,11 @@ __all__ = [
     "WorkflowMetadata",
     "WorkflowSpec",
     "check_document",
+    "dump_json",
     "graph_problems",
     "json_schema",
+    "key_from_id",
+    "key_in_id",
     "keyed_id",
     "load_workflows_yaml",
     "new_packet_id",

@@ -31,6 +31,7 @@ __all__ = [
     "PacketTemplate",
     "Payload",
     "User",
+    "dump_json",
     "keyed_id",
     "new_packet_id",
     "new_span_id",
@@ -235,11 +236,7 @@ class Packet(_Model):
         derived = []
         for index, payload in enumerate(payloads):
             packet_id = derived_id(self.id, index)
-            body = orjson.dumps(
-                {"id": packet_id, **envelope, "payload": payload},
-                default=_jsonable,
-                option=orjson.OPT_UTC_Z,
-            )
+            body = dump_json({"id": packet_id, **envelope, "payload": payload})
             derived.append((packet_id, body))
         return derived
 
@@ -287,12 +284,56 @@ class PacketTemplate:
             if not (_HEADER_NAME.fullmatch(name) and isinstance(value, str)):
                 parse_packet(data, where=where)
         try:
-            return orjson.dumps(data, default=_jsonable, option=orjson.OPT_UTC_Z)
+            return dump_json(data)
         except TypeError as exc:
             raise PacketValidationError(
                 f"invalid {where}: the payload is not JSON ({exc})",
                 problems=[("payload", str(exc))],
             ) from exc
+
+
+def dump_json(value: Any) -> bytes:
+    """The JSON of a packet or payload, as Fluxo writes it everywhere: UTC times with ``Z``, and
+    an integral float written as an integer (``30``, not ``30.0``).
+
+    JSON has one number type. JavaScript (Node-RED) and Go (Argo) write ``30.0`` as ``30``, and
+    Python keeps the ``.0`` of a float (a handler's ``price * qty``, ``value: 30.0`` in YAML):
+    written this way, a job's result reads the same on every engine. Integers beyond 2**53 stay
+    floats, as no double holds them exactly. Values JSON has no type for are written as pydantic
+    would (models, dataclasses, dates); anything else raises ``TypeError``.
+    """
+    data = orjson.dumps(value, default=_jsonable, option=orjson.OPT_UTC_Z)
+    if not _maybe_integral_float(data):  # the usual case: no float to rewrite
+        return data
+    return orjson.dumps(_integral(value), default=_jsonable, option=orjson.OPT_UTC_Z)
+
+
+def _maybe_integral_float(data: bytes) -> bool:
+    """Whether orjson may have written an integral float in ``data``: a digit, ``.0`` and the
+    end of the number (it writes 1e16 and above with an exponent, all beyond 2**53). A string
+    holding such text only costs a second pass, which changes floats alone. ``bytes.find``
+    rather than a regular expression: most packets hold no ``.0`` at all, and this is on every
+    packet's path."""
+    at = data.find(b".0")
+    while at != -1:
+        after = data[at + 2 : at + 3]
+        if at > 0 and data[at - 1 : at].isdigit() and after in (b",", b"}", b"]", b""):
+            return True
+        at = data.find(b".0", at + 2)
+    return False
+
+
+_MAX_EXACT = 2.0**53
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) <= _MAX_EXACT else value
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_integral(v) for v in value]
+    return value
 
 
 def _is_identifier(value: str) -> bool:

@@ -298,12 +298,12 @@ def _join_problems(
             hint = _did_you_mean(split, splits)
             fix = hint or (f": use one of {_listing(splits)}" if splits else ": add a split step")
             problems.append((where, f"unknown split step {split!r}{fix}"))
-        elif kinds[split] != "split":
+        elif kinds[split] not in ("split", "service"):
             problems.append(
                 (
                     where,
-                    f"step {split!r} is a {kinds[split]} step, not a split: name the split whose "
-                    "items this join gathers",
+                    f"step {split!r} is a {kinds[split]} step: name the split whose items, or "
+                    "the service step whose output packets, this join gathers",
                 )
             )
         elif isinstance(sid, str) and sid in graph and sid not in _reachable(graph, split):

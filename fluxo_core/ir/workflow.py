@@ -639,10 +639,16 @@ class SplitStep(_FlowStep):
 
 
 class JoinStep(_FlowStep):
-    """Fan in: wait for every branch of ``split`` and pass on one array, in item order."""
+    """Fan in: wait for every branch of ``split`` and pass on one array, in item order.
+
+    ``split`` names a split step (a branch per item) or a service step (a branch per output
+    packet of a 1 -> N call, in the order the service returned them).
+    """
 
     kind: Literal["join"]
-    split: StepId
+    split: StepId = Field(
+        description="The split step, or the 1 -> N service step, whose branches this join gathers."
+    )
 
 
 class DelayStep(_FlowStep):

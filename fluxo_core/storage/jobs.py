@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from fluxo_core.engine import RunStatus, StepPhase, StepState
 from fluxo_core.errors import NotFoundError, ValidationError
+from fluxo_core.ir.step_keys import key_from_id
 from fluxo_core.storage.bulk import as_dicts, bulk_insert, bulk_update, one_of
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
@@ -138,7 +139,8 @@ class JobStore:
                 attempt=(previous.attempt + 1) if previous else 1,
                 call_id=call.id,
                 input=request.get("payload"),
-                output=payloads[0] if payloads is not None and len(payloads) == 1 else payloads,
+                # Every output payload, as the step engine shows a service step's outputs.
+                output=payloads,
                 error=orjson.loads(call.error) if call.error else None,
                 started_at=_datetime(call.created_at),
                 finished_at=_datetime(call.finished_at),
@@ -370,7 +372,7 @@ def _step_key(job_id: str, call_id: str, request: dict[str, Any], step_id: str |
         return str(headers[STEP_KEY_HEADER])
     prefix = f"{job_id}:"
     if call_id.startswith(prefix) and call_id.count(":") >= 2:
-        return call_id[len(prefix) :].rsplit(":", 1)[0]
+        return key_from_id(call_id[len(prefix) :].rsplit(":", 1)[0])
     return step_id or call_id
 
 

@@ -580,7 +580,14 @@ async def test_a_failed_node_fails_the_job(engine: ArgoEngine, argo: respx.MockR
     status = await engine.status(RunHandle(engine="argo", job_id=JOB_ID, run_id=RUN))
 
     assert status.phase == "failed"
-    assert status.error == {"message": "child 'enrich' failed"}
+    # The step that failed the job and the cause, as the step engine says them (no answer
+    # from Fluxo in the node's result here: the node's message is the cause).
+    assert status.error == {
+        "step": "enrich",
+        "key": "enrich",
+        "code": "call_failed",
+        "message": "No more retries left",
+    }
     assert [(s.key, s.phase, s.attempt) for s in status.steps] == [
         ("enrich", "failed", 2),
         ("mail", "skipped", 1),

@@ -228,8 +228,8 @@ async def test_engine_calls_run_as_the_job_account_and_the_report_ends_the_job(
     job = await setup.platform.jobs.get(ACME, job_id)
     assert (job.status, job.result) == ("succeeded", {"n": 3})
     assert [(s.key, s.phase, s.input, s.output) for s in job.steps or []] == [
-        ("first", "succeeded", {"n": 1}, {"n": 2}),
-        ("second", "succeeded", {"n": 2}, {"n": 3}),
+        ("first", "succeeded", {"n": 1}, [{"n": 2}]),
+        ("second", "succeeded", {"n": 2}, [{"n": 3}]),
     ]
     # A repeated (or late, contradicting) report changes nothing.
     failed = {"job_id": job_id, "status": "failed", "error": {"code": "x", "message": "late"}}

@@ -441,7 +441,7 @@ async def test_an_engine_gets_the_call_result_whole_and_the_job_page_shows_it_ma
         page = await client.get(f"/v1/jobs/{job.id}", headers={"Authorization": f"Bearer {user}"})
         [step] = (await page.json())["steps"]
         assert step["input"] == {"n": 1, "access_token": "***"}
-        assert step["output"] == {"n": 2, "access_token": "***"}
+        assert step["output"] == [{"n": 2, "access_token": "***"}]  # its output packets
         shown = await client.get(
             f"/v1/calls/{call['id']}", headers={"Authorization": f"Bearer {user}"}
         )

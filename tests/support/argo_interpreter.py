@@ -534,12 +534,13 @@ class _Run:
         else:
             success = 200 <= response.status_code < 300
         if success is not True:
-            return _Outcome(
-                "Failed",
-                result=response.text,
-                message=f"received response status code {response.status_code}: "
-                f"{response.text[:300]}",
+            # As Argo's agent (workflow/executor/agent.go): the body stays the node's result.
+            message = (
+                f"successCondition '{condition}' evaluated false"
+                if condition
+                else f"received non-2xx response code: {response.status_code}"
             )
+            return _Outcome("Failed", result=response.text, message=message)
         return _Outcome("Succeeded", result=response.text)
 
     # -- DAGs --

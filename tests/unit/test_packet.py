@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 
 from fluxo_core.errors import PacketValidationError
 from fluxo_core.ir import (
     Packet,
     PacketTemplate,
+    dump_json,
     json_schema,
     keyed_id,
     new_packet_id,
@@ -218,3 +220,20 @@ def test_exported_schema_validates_packets() -> None:
     jsonschema.validate(json.loads(packet.model_dump_json()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"actor": ACTOR, "payload": "text"}, schema)
+
+
+def test_an_integral_float_is_written_as_an_integer_as_every_engine_writes_it() -> None:
+    """Node-RED (JavaScript) and Argo (Go) write 30.0 as 30; Fluxo's packets do too."""
+    source = parse_packet({"actor": ACTOR, "payload": {"n": 1}})
+    payload = {"total": 30.0, "half": 2.5, "big": 1e15, "huge": 1e300, "text": "30.0", "n": 3}
+    ((_, body),) = source.derive_json([payload], span_id="0" * 16)
+    assert orjson.loads(body)["payload"] == payload
+    assert b'"total":30,' in body
+    assert b'"big":1000000000000000,' in body
+    assert b'"half":2.5,' in body
+    assert b'"text":"30.0"' in body
+    assert b'"huge":1e+300' in body  # beyond 2**53 no double is an exact integer: kept
+    template = PacketTemplate(source, workflow="w@1")
+    call = template.json(id="c1", step_id="s", payload=[{"x": -4.0}], headers={}, where="t")
+    assert b'"payload":[{"x":-4}]' in call
+    assert dump_json({"nested": [[1.0], {"y": 0.0}]}) == b'{"nested":[[1],{"y":0}]}'

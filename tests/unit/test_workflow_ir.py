@@ -345,13 +345,24 @@ def test_unreachable_step() -> None:
     ]
 
 
+def test_a_join_may_gather_the_outputs_of_a_service_step() -> None:
+    doc = wf(
+        svc("fan", "each"),
+        svc("each", "gather"),
+        {"id": "gather", "kind": "join", "split": "fan", "next": ["total"]},
+        svc("total"),
+    )
+    workflow = validate_workflow(doc)
+    assert workflow.spec.steps_by_id()["gather"].kind == "join"
+
+
 def test_join_problems() -> None:
     doc = wf(
         {"id": "fan", "kind": "split", "next": ["work", "other"]},
         svc("work", "j1", "j2", "j3"),
         {"id": "j1", "kind": "join", "split": "fan"},
         {"id": "j2", "kind": "join", "split": "fann"},
-        {"id": "j3", "kind": "join", "split": "work"},
+        {"id": "j3", "kind": "join", "split": "other"},
         {"id": "other", "kind": "join", "split": "fan"},
         {"id": "side", "kind": "split", "next": []},
         {"id": "j4", "kind": "join", "split": "side"},
@@ -360,7 +371,8 @@ def test_join_problems() -> None:
     found = dict(problems(doc))
     assert found["spec.steps[3].split"] == "unknown split step 'fann' (did you mean 'fan'?)"
     assert found["spec.steps[4].split"] == (
-        "step 'work' is a service step, not a split: name the split whose items this join gathers"
+        "step 'other' is a join step: name the split whose items, or the service step whose "
+        "output packets, this join gathers"
     )
     assert found["spec.steps[5].split"] == (
         "split 'fan' is already gathered by join 'j1': a split has at most one join"

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.nodered.conftest import RunningNodeRed
+from tests.support.nodered import RunningNodeRed
 from translators import check_flow, from_nodered, to_nodered_flows
 
 ROOT = Path(__file__).resolve().parents[3]

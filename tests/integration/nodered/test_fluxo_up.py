@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from fluxo_core.storage import AccountStore, Database
-from tests.integration.nodered.conftest import RunningNodeRed
+from tests.support.nodered import RunningNodeRed
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.timeout(120)

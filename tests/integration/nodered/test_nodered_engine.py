@@ -22,7 +22,7 @@ from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, RunHandle, RunStatus, StartRequest
 from fluxo_core.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from fluxo_core.ir import Packet, Workflow, validate_workflow
-from tests.integration.nodered.conftest import RunningNodeRed
+from tests.support.nodered import RunningNodeRed
 from translators.nodered import to_nodered
 
 pytestmark = pytest.mark.timeout(90)

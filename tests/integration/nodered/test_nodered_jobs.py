@@ -29,8 +29,8 @@ from fluxo_core.control.platform import Platform
 from fluxo_core.errors import ValidationError
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records
-from tests.integration.nodered.conftest import RunningNodeRed
 from tests.support import services as svc
+from tests.support.nodered import RunningNodeRed
 from translators.nodered import from_nodered
 
 ACME = Principal(account_id="acme", user_id="ada")

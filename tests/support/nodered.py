@@ -1,5 +1,8 @@
 """A real Node-RED for the test session: the managed one, installed and started like a user would.
 
+Shared by the Node-RED integration tests and the engine conformance suite: ``tests/conftest.py``
+makes the ``nodered`` fixture visible to every test (it starts only when a test asks for it).
+
 ``nodered`` (session scope) installs the pinned Node-RED once into a cache shared between runs
 (``FLUXO_TEST_NODERED_HOME``, default ``$XDG_CACHE_HOME/fluxo/test-nodered``: installing takes
 ~30 s, reusing ~1 s), starts it from a fresh temporary Fluxo home on a free port with
