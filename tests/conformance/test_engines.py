@@ -220,7 +220,7 @@ async def stack(
     if engine == "nodered":
         nodered = request.getfixturevalue("nodered")
         config = FluxoConfig(
-            home=nodered.managed.home,
+            home=nodered.managed.home.parent,  # the engine finds the managed login there
             database_url=db.url,
             public_url=public_url,
             nodered_url=nodered.url,
