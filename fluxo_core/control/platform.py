@@ -20,7 +20,7 @@ from fluxo_core.engine import Engine
 from fluxo_core.errors import ConfigError
 from fluxo_core.storage import AccountStore, Database, SecretStore
 from fluxo_core.storage.workflows import WorkflowStore
-from service_runtime import Service, ServiceRuntime
+from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
 from service_runtime.janitor import Janitor
 from service_runtime.transports import Transport
 
@@ -34,7 +34,11 @@ ENGINE_FACTORIES = {
 
 
 class Platform:
-    """Everything Fluxo runs in this process, started and stopped together."""
+    """Everything Fluxo runs in this process, started and stopped together.
+
+    ``interceptors``: more of them at the named places of every call (quotas, say), run after
+    admission and before metering and tracing.
+    """
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class Platform:
         admission_cache_s: float = 0.5,
         lease_s: float = 5.0,
         secrets: SecretStore | None = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         self.db = db
         self.accounts = AccountStore(db)
@@ -64,7 +69,8 @@ class Platform:
             transport=transport,
             workers=workers,
             max_packet_bytes=max_packet_bytes,
-            admission=self.admission,
+            # Admission first: what comes after it sees which calls it refused.
+            interceptors=[self.admission, *interceptors, *default_interceptors()],
             poll_interval_s=poll_interval_s,
             janitor=janitor,
             lease_s=lease_s,
@@ -79,9 +85,7 @@ class Platform:
                     engine, self.runtime, self.workflows, config, poll_interval_s, lease_s
                 )
             )
-        self.jobs = JobService(
-            self.runtime, self.workflows, self.registry, admission=self.admission
-        )
+        self.jobs = JobService(self.runtime, self.workflows, self.registry)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}
