@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class Span:
     """One run of a call's handler.
 
-    ``start`` is in epoch seconds; ``error`` is the error's code (``service_error``, ...),
+    ``start`` is in epoch seconds; ``error`` is the error's code (``service_failed``, ...),
     never its message, so a span carries no payload data.
     """
 
