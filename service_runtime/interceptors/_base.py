@@ -1,7 +1,7 @@
 """The named places of a service call, their request objects, and the chain that runs them.
 
-A call passes four places, in this order; an :class:`Interceptor` overrides the hooks of the
-places it cares about, and gets ONE request object there (new fields can join a request without
+A call passes three places, in this order (admit, record, result), with four hooks between them;
+an :class:`Interceptor` overrides the hooks of the places it cares about, and gets ONE request object there (new fields can join a request without
 breaking an interceptor), the way Temporal's SDK hands each interceptor method one ``*Input``:
 
 ``admit`` (async), before anything of the calls is written
@@ -11,7 +11,7 @@ breaking an interceptor), the way Temporal's SDK hands each interceptor method o
 ``admit_in_transaction`` (sync), the same decision inside the worker's write transaction
     for inline handlers, which are taken, run and settled in one transaction (nothing can be
     awaited there). An interceptor that admits but cannot decide here makes the worker claim
-    inline handlers' messages like any others instead (a little slower, as correct).
+    inline handlers' messages like any others instead (a little slower, equally correct).
 ``on_record`` (sync), inside the transaction that writes the call rows and input messages
     of every engine path (gateway, step engine). It observes; it cannot refuse (the engine's
     own state change commits with it).
