@@ -1,9 +1,10 @@
 """The gateway: the one door through which every engine and every client calls a service.
 
-``call`` checks the packet (size, account scope, input schema), asks the admission hook (blocks,
-quotas; handed in by the control plane at start-up, so this layer never imports it), then writes the
-call row and the input-queue message in ONE transaction. A synchronous caller then sleeps until the
-worker's result transaction wakes it.
+``call`` checks the packet (size, account scope, input schema), runs the interceptors' ``admit``
+(blocks, quotas: the control plane hands its interceptors in at start-up, so this layer never
+imports it), then writes the call row and the input-queue message in ONE transaction, in which the
+interceptors' ``on_record`` runs too. A synchronous caller then sleeps until the worker's result
+transaction wakes it.
 
 The call id is the packet id: sending the same packet again returns the same call instead of a
 second one, so a client that retries after a lost response causes no second effect.
@@ -12,8 +13,7 @@ second one, so a client that retries after a lost response causes no second effe
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -33,12 +33,17 @@ from fluxo_core.redaction import mask_credentials
 from fluxo_core.storage import Database, Principal, Transaction, bulk_insert
 from fluxo_core.storage.tables import calls
 from service_runtime.catalog import ServiceCatalog, ServiceInfo
+from service_runtime.interceptors import (
+    AdmitRequest,
+    CallRequest,
+    InterceptorChain,
+    PreparedCall,
+    RecordRequest,
+)
 from service_runtime.transports import OutgoingMessage, Transport
 
 __all__ = [
     "REPLY_TO_HEADER",
-    "AdmissionHook",
-    "AdmissionRequest",
     "CallRecord",
     "CallStatus",
     "Gateway",
@@ -53,54 +58,6 @@ FINAL_STATUSES = ("succeeded", "failed")
 
 def call_channel(call_id: str) -> str:
     return f"call:{call_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedCall:
-    """A call's packet, checked and serialised: what :meth:`Gateway.record_calls` writes."""
-
-    id: str
-    account_id: str
-    user_id: str
-    job_id: str | None
-    step_id: str | None
-    body: bytes
-
-    @classmethod
-    def of(cls, packet: Packet, body: bytes) -> PreparedCall:
-        return cls(
-            packet.id, packet.account_id, packet.actor.user.id, packet.job_id, packet.step_id, body
-        )
-
-
-@dataclass(frozen=True)
-class AdmissionRequest:
-    """What the admission hook decides on: who calls which service, inside which job."""
-
-    account_id: str
-    user_id: str
-    service: str
-    version: str
-    job_id: str | None
-    step_id: str | None
-    workflow: str | None
-
-    @classmethod
-    def for_call(cls, packet: Packet, service: str, version: str) -> AdmissionRequest:
-        """The request for a call of ``service@version`` with ``packet``."""
-        return cls(
-            account_id=packet.account_id,
-            user_id=packet.actor.user.id,
-            service=service,
-            version=version,
-            job_id=packet.job_id,
-            step_id=packet.step_id,
-            workflow=packet.workflow,
-        )
-
-
-AdmissionHook = Callable[[AdmissionRequest], Awaitable[None]]
-"""Raises :class:`~fluxo_core.errors.AdmissionDeniedError` to refuse a call."""
 
 
 class CallRecord(BaseModel):
@@ -135,7 +92,8 @@ class Gateway:
         transport: where input messages go.
         catalog: resolves service names.
         max_packet_bytes: packets larger than this (serialised) are refused.
-        admission: the control plane's admission check, run before anything is written.
+        interceptors: the runtime's chain: its ``admit`` runs before anything is written, its
+            ``on_record`` in the transaction that writes the calls.
     """
 
     def __init__(
@@ -145,14 +103,14 @@ class Gateway:
         catalog: ServiceCatalog,
         *,
         max_packet_bytes: int = 1_048_576,
-        admission: AdmissionHook | None = None,
+        interceptors: InterceptorChain | None = None,
         poll_interval_s: float = 1.0,
     ) -> None:
         self.db = db
         self.transport = transport
         self.catalog = catalog
         self.max_packet_bytes = max_packet_bytes
-        self.admission = admission
+        self.interceptors = interceptors if interceptors is not None else InterceptorChain()
         self.poll_interval_s = poll_interval_s
         self._get = sa.select(calls).where(calls.c.id == sa.bindparam("cid"))
         self._get_scoped = self._get.where(calls.c.account_id == sa.bindparam("acc"))
@@ -192,13 +150,13 @@ class Gateway:
             body = pydantic_core.to_json(packet)
             self._check(info, packet, body, principal)
             prepared.append(PreparedCall.of(packet, body))
-        if self.admission is not None:
-            seen: set[tuple[str, str, str | None, str | None]] = set()
-            for packet in packets:
-                key = (packet.account_id, packet.actor.user.id, packet.job_id, packet.step_id)
-                if key not in seen:
-                    seen.add(key)
-                    await self.admission(AdmissionRequest.for_call(packet, info.name, info.version))
+        if self.interceptors.admits:
+            # One request per call (a quota counts calls), decided together for the batch.
+            request = AdmitRequest(
+                "gateway", [CallRequest.for_call(p, info.name, info.version) for p in packets]
+            )
+            await self.interceptors.admit(request)
+            request.raise_refused()
         await self.db.transact(lambda tx: self.record_calls(tx, info, prepared, reply_to=reply_to))
         return [p.id for p in prepared]
 
@@ -245,8 +203,9 @@ class Gateway:
 
         For engines whose own state change causes the calls (a step finished, so the next step's
         call starts): both commit together or not at all. The packets were checked before
-        (:meth:`check_call`). Admission is not asked here (it is async); the worker asks it
-        again before running each handler, so blocks still hold.
+        (:meth:`check_call`). The interceptors' ``admit`` is not run here (it is async); the
+        worker runs it again before the handlers, so blocks still hold. Their ``on_record``
+        runs here, for the calls that are new.
 
         Raises:
             ConflictError: a packet id was already used for a different call.
@@ -278,6 +237,9 @@ class Gateway:
         inserted = self._insert_calls(tx, rows)
         if len(inserted) < len(rows):
             self._check_repeats(tx, info, [p for p in prepared if p.id not in inserted])
+        if self.interceptors.records:
+            new = [p for p in prepared if p.id in inserted]
+            self.interceptors.on_record(RecordRequest(info, new, reply_to), tx)
         self.transport.enqueue(
             tx,
             [

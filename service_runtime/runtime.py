@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from fluxo_core.errors import ConfigError
 from fluxo_core.storage import Database
 from service_runtime.catalog import ServiceCatalog
-from service_runtime.gateway import AdmissionHook, Gateway
+from service_runtime.gateway import Gateway
+from service_runtime.interceptors import Interceptor, InterceptorChain, default_interceptors
 from service_runtime.janitor import Janitor
 from service_runtime.sdk import Service
 from service_runtime.transports import SqlTransport, Transport
@@ -37,6 +38,10 @@ class ServiceRuntime:
         lease_s: a claim's lease, renewed while its handlers run; a crashed worker's messages
             become visible again within it.
         janitor: housekeeping to run in this process (one per deployment is enough).
+        interceptors: what runs at the named places of every call (admit, record, result), in
+            this order; the gateway and the workers share them. Defaults to
+            :func:`~service_runtime.interceptors.default_interceptors` (metering, tracing): a
+            list without :class:`~service_runtime.interceptors.Metering` charges nothing.
     """
 
     def __init__(
@@ -49,7 +54,7 @@ class ServiceRuntime:
         batch_size: int = 500,
         lease_s: float = 5.0,
         max_packet_bytes: int = 1_048_576,
-        admission: AdmissionHook | None = None,
+        interceptors: Sequence[Interceptor] | None = None,
         poll_interval_s: float = 1.0,
         janitor: Janitor | None = None,
     ) -> None:
@@ -63,12 +68,15 @@ class ServiceRuntime:
             else SqlTransport(db, poll_interval_s=poll_interval_s)
         )
         self.catalog = ServiceCatalog(db)
+        self.interceptors = InterceptorChain(
+            default_interceptors() if interceptors is None else interceptors
+        )
         self.gateway = Gateway(
             db,
             self.transport,
             self.catalog,
             max_packet_bytes=max_packet_bytes,
-            admission=admission,
+            interceptors=self.interceptors,
             poll_interval_s=poll_interval_s,
         )
         self.workers = [
@@ -78,7 +86,7 @@ class ServiceRuntime:
                 self.services,
                 batch_size=batch_size,
                 lease_s=lease_s,
-                admission=admission,
+                interceptors=self.interceptors,
             )
             for _ in range(workers if self.services else 0)
         ]

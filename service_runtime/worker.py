@@ -1,9 +1,10 @@
 """The worker: claims input messages, runs handlers, commits every outcome in one transaction.
 
-For a batch of claimed messages the worker runs the handlers, then writes in ONE transaction, per
-message: its inbox row (the exactly-once guard), the call's result, the usage record, the output
-messages (through the transport, i.e. the outbox) and the settlement of the input (ack, retry with
-backoff, or dead-letter). A message whose inbox row already exists was applied before (delivered
+For a batch of claimed messages the worker runs the interceptors' ``admit`` and the handlers, then
+writes in ONE transaction, per message: its inbox row (the exactly-once guard), the call's result,
+what the interceptors' ``on_result`` writes (Metering's usage record), the output messages (through
+the transport, i.e. the outbox) and the settlement of the input (ack, retry with backoff, or
+dead-letter). A message whose inbox row already exists was applied before (delivered
 twice, or re-delivered after a crash between commit and ack): it is acknowledged with no new effect.
 
 A crash anywhere before the commit leaves the message leased; the lease expires and another worker
@@ -33,7 +34,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,12 +52,17 @@ from fluxo_core.errors import (
 )
 from fluxo_core.ir import MAX_ATTEMPTS_HEADER, Packet, new_span_id, parse_packet
 from fluxo_core.storage import Database, Transaction, bulk_insert, bulk_update, one_of
-from fluxo_core.storage.tables import calls, inbox, usage_records
-from service_runtime.gateway import (
-    REPLY_TO_HEADER,
-    AdmissionHook,
-    AdmissionRequest,
-    call_channel,
+from fluxo_core.storage.tables import calls, inbox
+from service_runtime.gateway import REPLY_TO_HEADER, call_channel
+from service_runtime.interceptors import (
+    AdmitRequest,
+    CallRequest,
+    CallResult,
+    Interceptor,
+    InterceptorChain,
+    ResultRequest,
+    ResultStatus,
+    default_interceptors,
 )
 from service_runtime.sdk import Outputs, Service, _schema_problems
 from service_runtime.transports import Delivery, OutgoingMessage, TakesInTransaction, Transport
@@ -92,8 +98,9 @@ class _Outcome:
     duplicate: bool = False
     retry_delay: float = 0.0
     span_id: str = field(default_factory=new_span_id)
-    admission: AdmissionRequest | None = None  # what admission decides on, once parsed
     max_attempts: int | None = None  # the caller's cap (fluxo-max-attempts), once read
+    started_at: float = 0.0  # when the handler started (or the call was refused), epoch seconds
+    duration_s: float = 0.0  # how long the handler ran
 
 
 class Worker:
@@ -108,7 +115,9 @@ class Worker:
         lease_s: how long a claim stays hidden from other workers without a renewal. A
             heartbeat renews it every third of that while the handlers run, so it only bounds
             how soon another worker gets the messages of a worker that died.
-        admission: the control plane's admission check, run again before each handler.
+        interceptors: the interceptor chain (or its interceptors): its ``admit`` runs again
+            before the handlers, its ``on_result`` in the transaction that applies the
+            outcomes. Defaults to :func:`~service_runtime.interceptors.default_interceptors`.
         handler_threads: threads for the sync handlers that are not ``inline``. A claim of
             such services takes at most this many messages, so every handler of a claim starts
             at once and ends within its timeout. (Claiming more than can run would queue
@@ -127,7 +136,7 @@ class Worker:
         batch_size: int = 500,
         lease_s: float = 5.0,
         rng: random.Random | None = None,
-        admission: AdmissionHook | None = None,
+        interceptors: InterceptorChain | Sequence[Interceptor] | None = None,
         handler_threads: int = 16,
         async_calls: int = 100,
     ) -> None:
@@ -137,7 +146,13 @@ class Worker:
             raise ConfigError(f"a worker's lease_s must be above zero seconds, not {lease_s}")
         self.db = db
         self.transport = transport
-        self.admission = admission
+        if interceptors is None:
+            interceptors = default_interceptors()
+        self.interceptors = (
+            interceptors
+            if isinstance(interceptors, InterceptorChain)
+            else InterceptorChain(interceptors)
+        )
         self._by_queue = {s.input_queue: s for s in services}
         self.queues = sorted(self._by_queue)
         self.batch_size = batch_size
@@ -155,10 +170,8 @@ class Worker:
         ]
         # Inline handlers only compute: with the queues in this database they run inside the
         # transaction that settles them (see _take_and_run), if admission can decide in it.
-        check = getattr(admission, "check_in_transaction", None) if admission else None
         self._takes = transport if isinstance(transport, TakesInTransaction) else None
-        self._admit_in_tx: AdmitInTransaction | None = check
-        self._take_inline = self._takes is not None and (admission is None or check is not None)
+        self._take_inline = self._takes is not None and self.interceptors.admits_in_transaction
         self.stats = WorkerStats()
         self._more = False  # the last batch's claims came back full
         self._stop = asyncio.Event()
@@ -277,10 +290,10 @@ class Worker:
             outcomes = [_Outcome(d, self._by_queue[d.queue]) for d in deliveries]
             _parse(outcomes)
             runnable = [o for o in outcomes if o.packet is not None and o.error is None]
-            if self._admit_in_tx is not None and runnable:
-                requests = [_admission_request(o.service, o.packet) for o in runnable if o.packet]
-                for o, refusal in zip(runnable, self._admit_in_tx(tx, requests), strict=True):
-                    o.error = refusal
+            if self.interceptors.admits and runnable:
+                request = _admit_request(runnable)
+                self.interceptors.admit_in_transaction(request, tx)
+                _refuse(runnable, request)
             for o in runnable:
                 if o.error is None:
                     self._run_inline(o)
@@ -315,16 +328,15 @@ class Worker:
     async def _run_handlers(self, outcomes: list[_Outcome]) -> None:
         if not outcomes:
             return
-        if self.admission is not None:
-            for o in outcomes:
-                if o.packet is not None:
-                    o.admission = _admission_request(o.service, o.packet)
-            prefetch = getattr(self.admission, "prefetch", None)
-            if prefetch is not None:
-                # One lookup for the whole batch; each call's check then hits the warm cache.
-                await prefetch([o.admission for o in outcomes if o.admission is not None])
-        # Inline handlers run on the loop and never wait (admission is warm after the prefetch),
-        # so one after the other costs the same time minus a task per call (~20 us each).
+        if self.interceptors.admits:
+            # Asked again at execution, not only at the gateway: a block or a cancelled job
+            # stops work already queued, on every engine alike. One request for the batch.
+            request = _admit_request(outcomes)
+            await self.interceptors.admit(request)
+            _refuse(outcomes, request)
+            outcomes = [o for o in outcomes if o.error is None]
+        # Inline handlers run on the loop and never wait, so one after the other costs the
+        # same time minus a task per call (~20 us each).
         others = []
         for o in outcomes:
             if o.service.inline and not o.service.is_async:
@@ -338,12 +350,9 @@ class Worker:
         if packet is None:  # parse failures never reach here; keeps the type narrow
             return
         timeout = svc.timeout_s
+        o.started_at = time.time()
         try:
             o.max_attempts = _caller_max_attempts(packet)
-            if self.admission is not None and o.admission is not None:
-                # Checked again at execution, not only at the gateway: a block or a cancelled
-                # job stops work already queued, on every engine alike.
-                await self.admission(o.admission)
             svc.validate_input(packet)
             packet = _at_attempt(packet, o.delivery.attempt)
             timeout = min(timeout, _caller_timeout(packet) or timeout)
@@ -363,12 +372,14 @@ class Worker:
             o.error = exc
         except Exception as exc:
             o.error = _handler_error(svc, exc)
+        o.duration_s = time.time() - o.started_at
 
     def _run_inline(self, o: _Outcome) -> None:
         """An inline handler, right here (inside the transaction of :meth:`_take_and_run`)."""
         svc, packet = o.service, o.packet
         if packet is None:
             return
+        o.started_at = time.time()
         try:
             o.max_attempts = _caller_max_attempts(packet)
             svc.validate_input(packet)
@@ -378,6 +389,7 @@ class Worker:
             o.error = exc
         except Exception as exc:
             o.error = _handler_error(svc, exc)
+        o.duration_s = time.time() - o.started_at
 
     @staticmethod
     def _record_result(o: _Outcome, packet: Packet, result: Any) -> None:
@@ -415,11 +427,11 @@ class Worker:
     def _settle(
         self, tx: Transaction, outcomes: list[_Outcome], settlement: _Settlement, now: float
     ) -> None:
-        """Write the outcomes: inbox rows, results, usage, output messages, settlements."""
+        """Write the outcomes: inbox rows, results, what the interceptors write (usage), output
+        messages, settlements."""
         final, retry = settlement.final, settlement.retry
         applied = self._claim_inbox(tx, final, now)
         acks: list[Delivery] = [o.delivery for o in outcomes if o.duplicate]
-        usage: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         messages: list[OutgoingMessage] = []
         for o in final:
@@ -432,8 +444,7 @@ class Worker:
             applied.discard(key)  # a second copy in this same batch is a duplicate
             if o.error is None:
                 acks.append(o.delivery)
-                row_usage, row_update, row_messages = settlement.success_rows[id(o)]
-                usage.append(row_usage)
+                row_update, row_messages = settlement.success_rows[id(o)]
                 updates.append(row_update)
                 messages.extend(row_messages)
             else:
@@ -452,7 +463,8 @@ class Worker:
                     "finished_at": None,
                 }
             )
-        bulk_insert(tx, usage_records, usage)
+        if self.interceptors.observes_results:
+            self.interceptors.on_result(ResultRequest(_results(final, retry), now), tx)
         if updates:
             self._update_calls(tx, updates)
         self.transport.enqueue(tx, messages)
@@ -502,27 +514,11 @@ class Worker:
 
     def _success_rows(
         self, o: _Outcome, now: float
-    ) -> tuple[dict[str, Any], dict[str, Any], list[OutgoingMessage]]:
-        """The usage record, call update and output messages of a successful call."""
+    ) -> tuple[dict[str, Any], list[OutgoingMessage]]:
+        """The call update and output messages of a successful call."""
         packet, svc, outputs, results = o.packet, o.service, o.outputs or [], o.results
         if packet is None or results is None:
             raise ServiceError("a successful call without its packets", retryable=False)
-        items = sum(len(p) if isinstance(p, list) else 1 for p in outputs)
-        units, unit_price, amount = svc.price.charge(items)
-        usage = {
-            "call_id": packet.id,
-            "account_id": packet.account_id,
-            "user_id": packet.actor.user.id,
-            "service": svc.name,
-            "version": svc.version,
-            "job_id": packet.job_id,
-            "step_id": packet.step_id,
-            "units": units,
-            "unit_price_micros": unit_price,
-            "amount_micros": amount,
-            "currency": svc.price.currency,
-            "created_at": now,
-        }
         update = {
             "id": packet.id,
             "status": "succeeded",
@@ -548,7 +544,7 @@ class Worker:
             )
             for i, (packet_id, body) in enumerate(results)
         ]
-        return usage, update, messages
+        return update, messages
 
     def _failure(
         self,
@@ -586,13 +582,7 @@ class Worker:
 class _Settlement:
     final: list[_Outcome]
     retry: list[_Outcome]
-    success_rows: dict[int, tuple[dict[str, Any], dict[str, Any], list[OutgoingMessage]]]
-
-
-AdmitInTransaction = Callable[
-    [Transaction, Sequence[AdmissionRequest]], Sequence[FluxoError | None]
-]
-"""Admission decided inside the caller's transaction: per request, why not, or None."""
+    success_rows: dict[int, tuple[dict[str, Any], list[OutgoingMessage]]]
 
 
 def _parse(outcomes: list[_Outcome]) -> None:
@@ -671,8 +661,51 @@ def _runs_as(svc: Service) -> str:
     return "inline" if svc.inline else "thread"
 
 
-def _admission_request(svc: Service, packet: Packet) -> AdmissionRequest:
-    return AdmissionRequest.for_call(packet, svc.name, svc.version)
+def _admit_request(outcomes: list[_Outcome]) -> AdmitRequest:
+    """The worker's admit request for the parsed ``outcomes``, in their order."""
+    return AdmitRequest(
+        "worker",
+        [
+            CallRequest.for_call(o.packet, o.service.name, o.service.version)
+            for o in outcomes
+            if o.packet is not None
+        ],
+    )
+
+
+def _refuse(outcomes: list[_Outcome], request: AdmitRequest) -> None:
+    """Fail the outcomes the interceptors refused (they never run)."""
+    parsed = [o for o in outcomes if o.packet is not None]
+    for o, refusal in zip(parsed, request.refusals, strict=True):
+        if refusal is not None:
+            o.error = refusal
+            o.started_at = time.time()
+
+
+def _results(final: list[_Outcome], retry: list[_Outcome]) -> list[CallResult]:
+    """What the result interceptors see: the applied outcomes (no duplicates) of packets."""
+    results = []
+    for outcomes, retrying in ((final, False), (retry, True)):
+        for o in outcomes:
+            if o.packet is None or o.duplicate:
+                continue
+            status: ResultStatus = (
+                "retrying" if retrying else "succeeded" if o.error is None else "failed"
+            )
+            results.append(
+                CallResult(
+                    o.packet,
+                    o.service,
+                    status,
+                    o.delivery.attempt,
+                    o.outputs or (),
+                    o.error,
+                    o.span_id,
+                    o.started_at,
+                    o.duration_s,
+                )
+            )
+    return results
 
 
 def _describe(error: FluxoError) -> str:

@@ -43,7 +43,7 @@ from fluxo_core.ir import (
 )
 from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import AccountStore, Database, SecretStore
-from service_runtime import Service, ServiceRuntime
+from service_runtime import Service, ServiceRuntime, default_interceptors
 from service_runtime.dead_letters import DeadLetters
 from service_runtime.transports import make_transport
 
@@ -355,7 +355,7 @@ def worker_runtime(
         batch_size=batch_size,
         lease_s=lease_s,
         poll_interval_s=config.poll_interval_s,
-        admission=Admission(AccountStore(db)),
+        interceptors=[Admission(AccountStore(db)), *default_interceptors()],
     )
 
 

@@ -36,7 +36,7 @@ from fluxo_core.redaction import mask_credentials
 from fluxo_core.storage import Database, Principal, Transaction, bulk_insert, tables
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
-from service_runtime import AdmissionHook, AdmissionRequest, ServiceRuntime
+from service_runtime import AdmitRequest, CallRequest, ServiceRuntime
 from service_runtime.sdk import _schema_problems
 from service_runtime.transports import OutgoingMessage
 
@@ -118,14 +118,11 @@ class JobService:
         runtime: ServiceRuntime,
         workflows: WorkflowStore,
         registry: EngineRegistry,
-        *,
-        admission: AdmissionHook | None = None,
     ) -> None:
         self.db: Database = runtime.db
         self.runtime = runtime
         self.workflows = workflows
         self.registry = registry
-        self.admission = admission
         self.store = JobStore(runtime.db)
         self.remote = RemoteJobs(
             runtime,
@@ -332,18 +329,22 @@ class JobService:
         return applied, engine_name
 
     async def _admit(self, principal: Principal, applied: AppliedWorkflow) -> None:
-        if self.admission is not None:
-            await self.admission(
-                AdmissionRequest(
-                    account_id=principal.account_id,
-                    user_id=principal.user_id,
-                    service=f"workflow:{applied.workflow.metadata.name}",
-                    version=str(applied.version),
-                    job_id=None,
-                    step_id=None,
-                    workflow=applied.ref,
-                )
-            )
+        """The runtime's interceptors admit a new job as they admit a call (blocks, quotas)."""
+        interceptors = self.runtime.interceptors
+        if not interceptors.admits:
+            return
+        job = CallRequest(
+            account_id=principal.account_id,
+            user_id=principal.user_id,
+            service=f"workflow:{applied.workflow.metadata.name}",
+            version=str(applied.version),
+            job_id=None,
+            step_id=None,
+            workflow=applied.ref,
+        )
+        request = AdmitRequest("job", [job])
+        await interceptors.admit(request)
+        request.raise_refused()
 
     def _row(
         self,

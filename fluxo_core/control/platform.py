@@ -18,7 +18,7 @@ from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore
 from fluxo_core.storage.workflows import WorkflowStore
-from service_runtime import Service, ServiceRuntime
+from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
 from service_runtime.janitor import Janitor
 from service_runtime.transports import Transport
 
@@ -26,7 +26,11 @@ __all__ = ["Platform", "tune_gc_for_serving"]
 
 
 class Platform:
-    """Everything Fluxo runs in this process, started and stopped together."""
+    """Everything Fluxo runs in this process, started and stopped together.
+
+    ``interceptors``: more of them at the named places of every call (quotas, say), run after
+    admission and before metering and tracing.
+    """
 
     def __init__(
         self,
@@ -43,6 +47,7 @@ class Platform:
         admission_cache_s: float = 0.5,
         lease_s: float = 5.0,
         secrets: SecretStore | None = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         self.db = db
         self.accounts = AccountStore(db)
@@ -56,7 +61,8 @@ class Platform:
             transport=transport,
             workers=workers,
             max_packet_bytes=max_packet_bytes,
-            admission=self.admission,
+            # Admission first: what comes after it sees which calls it refused.
+            interceptors=[self.admission, *interceptors, *default_interceptors()],
             poll_interval_s=poll_interval_s,
             janitor=janitor,
             lease_s=lease_s,
@@ -78,9 +84,7 @@ class Platform:
                     lease_s=max(lease_s, 5.0),
                 )
             )
-        self.jobs = JobService(
-            self.runtime, self.workflows, self.registry, admission=self.admission
-        )
+        self.jobs = JobService(self.runtime, self.workflows, self.registry)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}

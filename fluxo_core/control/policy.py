@@ -1,7 +1,9 @@
 """Admission: may this account make this call now?
 
-Handed to the gateway at start-up (the runtime never imports the control plane). Checked at every
-service call, so blocking an account stops its in-flight work at its next call, on any engine.
+An interceptor the control plane hands to the runtime at start-up, first in its chain (the runtime
+never imports the control plane). It admits at the gateway, at job creation and again in the
+worker before each handler runs, so blocking an account stops its in-flight work at its next call,
+on any engine.
 What decisions rest on (an account's block, a job's status) is cached for ``cache_s`` (well under
 a second), so a block or a cancel takes effect within that.
 """
@@ -15,13 +17,14 @@ from collections.abc import Sequence
 from fluxo_core.errors import AdmissionDeniedError
 from fluxo_core.storage import AccountStore, Transaction
 from fluxo_core.storage.jobs import JobStore
-from service_runtime import AdmissionRequest
+from service_runtime.interceptors import AdmitRequest, CallRequest, Interceptor
 
 __all__ = ["Admission"]
 
 
-class Admission:
-    """The admission policy. Today: blocked accounts are refused (quotas come with the API)."""
+class Admission(Interceptor):
+    """The admission policy: calls of blocked accounts, and the steps of cancelled or failed
+    jobs, are refused. (Quotas will be an interceptor of their own, after this one.)"""
 
     # Job statuses cached at most; a worker sees an unbounded stream of job ids.
     MAX_CACHED_JOBS = 10_000
@@ -34,30 +37,29 @@ class Admission:
         # job id -> (expiry, status), in expiry order: a refreshed entry moves to the end.
         self._statuses: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
 
-    async def __call__(self, request: AdmissionRequest) -> None:
-        await self.prefetch([request])  # reads only what the caches miss
-        refusal = self._refusal(request)
-        if refusal is not None:
-            raise refusal
-
-    async def prefetch(self, requests: Sequence[AdmissionRequest]) -> None:
-        """Warm the caches for a batch of calls with two queries, instead of two per call."""
-        accounts, jobs = self._stale(requests)
+    async def admit(self, request: AdmitRequest) -> None:
+        # Two queries for the whole batch (only what the caches miss), not two per call.
+        accounts, jobs = self._stale(request.calls)
         reasons = await self.accounts.blocked_reasons(accounts) if accounts else {}
         statuses = await self._jobs.statuses(jobs) if jobs else {}
         self._learn(reasons, jobs, statuses)
+        self._decide(request)
 
-    def check_in_transaction(
-        self, tx: Transaction, requests: Sequence[AdmissionRequest]
-    ) -> list[AdmissionDeniedError | None]:
-        """Decide ``requests`` inside the caller's write transaction, for a worker that runs
-        handlers in it: from the caches, the rest read through the transaction's connection."""
-        accounts, jobs = self._stale(requests)
+    def admit_in_transaction(self, request: AdmitRequest, tx: Transaction) -> None:
+        # For a worker that runs inline handlers in its write transaction: from the caches,
+        # the rest read through the transaction's connection.
+        accounts, jobs = self._stale(request.calls)
         reasons = self.accounts.blocked_reasons_on(tx.conn, accounts)
         self._learn(reasons, jobs, self._jobs.statuses_on(tx.conn, jobs))
-        return [self._refusal(r) for r in requests]
+        self._decide(request)
 
-    def _stale(self, requests: Sequence[AdmissionRequest]) -> tuple[list[str], list[str]]:
+    def _decide(self, request: AdmitRequest) -> None:
+        for index, call in request.pending():
+            refusal = self._refusal(call)
+            if refusal is not None:
+                request.refuse(index, refusal)
+
+    def _stale(self, requests: Sequence[CallRequest]) -> tuple[list[str], list[str]]:
         """The accounts and jobs of ``requests`` whose cached answer is missing or expired."""
         now = time.monotonic()
         accounts = {r.account_id for r in requests}
@@ -77,7 +79,7 @@ class Admission:
         for job_id in jobs:
             self._remember(job_id, statuses.get(job_id), now)
 
-    def _refusal(self, request: AdmissionRequest) -> AdmissionDeniedError | None:
+    def _refusal(self, request: CallRequest) -> AdmissionDeniedError | None:
         """Why ``request`` may not run, from the caches (filled by the caller just before)."""
         cached = self._cache.get(request.account_id)
         reason = cached[1] if cached is not None else None

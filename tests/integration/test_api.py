@@ -14,7 +14,7 @@ from fluxo_core.control import Admission
 from fluxo_core.control.platform import Platform
 from fluxo_core.storage import AccountStore, Database
 from fluxo_core.storage.tables import calls, queue_messages
-from service_runtime import ServiceRuntime
+from service_runtime import ServiceRuntime, default_interceptors
 from tests.support import services as svc
 
 LIMIT = 4096
@@ -206,7 +206,8 @@ async def test_a_block_stops_calls_already_queued(db: Database) -> None:
     accounts = AccountStore(db)
     await accounts.ensure_account("acme")
     admission = Admission(accounts, cache_s=0)
-    async with ServiceRuntime(db, svc.SERVICES, workers=0, admission=admission) as rt:
+    chain = [admission, *default_interceptors()]
+    async with ServiceRuntime(db, svc.SERVICES, workers=0, interceptors=chain) as rt:
         from fluxo_core.ir import Packet
         from service_runtime import Worker
 
@@ -215,7 +216,7 @@ async def test_a_block_stops_calls_already_queued(db: Database) -> None:
             "echo", [Packet.model_validate({"actor": actor, "payload": {}})]
         )
         await accounts.set_blocked("acme", True, "fraud review")
-        worker = Worker(db, rt.transport, svc.SERVICES, admission=admission)
+        worker = Worker(db, rt.transport, svc.SERVICES, interceptors=rt.interceptors)
         assert await worker.run_once() == 1
         record = await rt.gateway.get(call_id)
     assert record.status == "failed"

@@ -23,7 +23,7 @@ from fluxo_core.errors import (
 from fluxo_core.ir import Packet
 from fluxo_core.storage import AccountStore, Database, Principal
 from fluxo_core.storage.workflows import WorkflowStore
-from service_runtime import AdmissionRequest, ServiceRuntime
+from service_runtime import AdmitRequest, CallRequest, ServiceRuntime
 from tests.support import services as svc
 
 ME = Principal(account_id="acme", user_id="ada")
@@ -198,7 +198,13 @@ async def test_admission_caches_a_job_status_for_cache_s(fluxo: Platform) -> Non
     await fluxo.jobs.apply(doc, ME)
     job = await fluxo.jobs.create(ME, "sleepy", {"n": 1, "sleep": 2})
     admission = Admission(fluxo.accounts, cache_s=1.0)
-    request = AdmissionRequest(
+
+    async def admit(call: CallRequest) -> None:
+        request = AdmitRequest("worker", [call])
+        await admission.admit(request)
+        request.raise_refused()
+
+    call = CallRequest(
         account_id="acme",
         user_id="ada",
         service="inc",
@@ -207,12 +213,12 @@ async def test_admission_caches_a_job_status_for_cache_s(fluxo: Platform) -> Non
         step_id="next",
         workflow="sleepy@1",
     )
-    await admission(request)
+    await admit(call)
     assert (await fluxo.jobs.cancel(ME, job.id)).status == "cancelled"
-    await admission(request)  # the status read a moment ago still holds
+    await admit(call)  # the status read a moment ago still holds
     await asyncio.sleep(1.1)
     with pytest.raises(AdmissionDeniedError, match="is cancelled"):
-        await admission(request)
+        await admit(call)
 
 
 async def test_fluxo_worker_refuses_calls_of_a_blocked_account(

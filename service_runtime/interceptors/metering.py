@@ -1,0 +1,50 @@
+"""Metering: what each call costs, written to the usage ledger exactly once.
+
+A succeeded call is charged as its service's :class:`~service_runtime.sdk.Price` says, by one
+usage record written in the same transaction as the call's result and its inbox row. A message
+delivered twice (or again after a crash between commit and ack) finds its inbox row and is
+applied with no new effect, so it is never charged twice; a run whose transaction rolled back
+wrote no charge either. Failed calls and retried attempts cost nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fluxo_core.storage import Transaction, bulk_insert
+from fluxo_core.storage.tables import usage_records
+from service_runtime.interceptors._base import CallResult, Interceptor, ResultRequest
+
+__all__ = ["Metering"]
+
+
+class Metering(Interceptor):
+    """Writes one usage record per succeeded call, in the transaction that applies it."""
+
+    def on_result(self, request: ResultRequest, tx: Transaction) -> None:
+        now = request.now
+        rows = [self.usage(r, now) for r in request.results if r.status == "succeeded"]
+        if rows:
+            bulk_insert(tx, usage_records, rows)
+
+    @staticmethod
+    def usage(result: CallResult, now: float) -> dict[str, Any]:
+        """The usage record of a succeeded call: units and amount from the service's price."""
+        packet, svc = result.packet, result.service
+        # A list payload is one packet of N items; a per-item price counts the items.
+        items = sum(len(p) if isinstance(p, list) else 1 for p in result.outputs)
+        units, unit_price, amount = svc.price.charge(items)
+        return {
+            "call_id": packet.id,
+            "account_id": packet.account_id,
+            "user_id": packet.actor.user.id,
+            "service": svc.name,
+            "version": svc.version,
+            "job_id": packet.job_id,
+            "step_id": packet.step_id,
+            "units": units,
+            "unit_price_micros": unit_price,
+            "amount_micros": amount,
+            "currency": svc.price.currency,
+            "created_at": now,
+        }
