@@ -7,71 +7,28 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.fluxo_process import REPO, fluxo_up, free_port, run_fluxo
 
-
-def fluxo(*args: str, home: Path, **kw: object) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, FLUXO_HOME=str(home))
-    env.pop("FLUXO_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "fluxo_core.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+fluxo = run_fluxo
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     port = free_port()
-    env = dict(os.environ, FLUXO_HOME=str(tmp_path), FLUXO_PORT=str(port))
-    env.pop("FLUXO_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fluxo_core.cli", "up"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        output = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            output.append(line)
-            if "admin token" in line or not line:
-                break
-        text = "".join(output)
+    with fluxo_up(home=tmp_path, FLUXO_PORT=str(port)) as up:
+        text = up.output
         assert f"Fluxo is running at http://127.0.0.1:{port}" in text, text
         token = (tmp_path / "admin.token").read_text().strip()
         # Output that is not a terminal (a log file, a collector) gets where it is, not the token.
         assert token not in text
         assert f"admin token: created and saved in {tmp_path / 'admin.token'}" in text
         yield f"http://127.0.0.1:{port}", token, tmp_path
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 @pytest.mark.slow
@@ -436,34 +393,11 @@ def test_a_second_server_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> N
 def test_fluxo_up_on_port_0_says_the_port_it_got_and_hands_it_to_the_engines(
     tmp_path: Path,
 ) -> None:
-    env = dict(os.environ, FLUXO_HOME=str(tmp_path), FLUXO_ENGINES="step,nodered")
-    for name in ("FLUXO_DATABASE_URL", "FLUXO_PORT", "FLUXO_PUBLIC_URL"):
-        env.pop(name, None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fluxo_core.cli", "up", "--port", "0"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        lines = []
-        while not lines or ("admin token" not in lines[-1] and lines[-1]):
-            lines.append(proc.stdout.readline())
-        text = "".join(lines)
-        running = [line for line in lines if line.startswith("Fluxo is running at ")]
-        assert running, text
-        url = running[0].removeprefix("Fluxo is running at ").strip()
+    with fluxo_up("--port", "0", home=tmp_path, FLUXO_ENGINES="step,nodered") as up:
+        url, text = up.url, up.output
         assert not url.endswith(":0"), text
         assert f"engines call it at: {url}" in text
         assert httpx.get(f"{url}/livez", timeout=10).status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 @pytest.mark.parametrize("raw", ['"s"', "5", "null", "[1, 2]"])
@@ -490,26 +424,12 @@ def test_the_cli_holds_a_local_job_input_to_the_packet_limit(tmp_path: Path) -> 
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"blob": "x" * 3000}))
     env = {"FLUXO_MAX_PACKET_BYTES": "2048"}
-    result = fluxo_env("run", "w", "--input", f"@{big}", home=tmp_path, env=env)
+    result = fluxo("run", "w", "--input", f"@{big}", home=tmp_path, **env)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "FLUXO_MAX_PACKET_BYTES" in result.stderr
     # Under the file limit but over the packet limit once wrapped: the control plane refuses.
     big.write_text(json.dumps({"blob": "x" * 1900}))
-    result = fluxo_env("run", "w", "--input", f"@{big}", home=tmp_path, env=env)
+    result = fluxo("run", "w", "--input", f"@{big}", home=tmp_path, **env)
     assert result.returncode == 1
     assert "makes a packet of" in result.stderr
-
-
-def fluxo_env(*args: str, home: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = dict(os.environ, FLUXO_HOME=str(home), **env)
-    full.pop("FLUXO_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "fluxo_core.cli", *args],
-        env=full,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )

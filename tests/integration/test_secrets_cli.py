@@ -22,40 +22,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.fluxo_process import REPO, fluxo_env, free_port, run_fluxo
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-REPO = Path(__file__).resolve().parents[2]
 VALUE = "sk_live_51HxQ9dLkT0pFromStdin"
 
 
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, FLUXO_HOME=str(home), **extra)
-    for name in ("FLUXO_DATABASE_URL", "FLUXO_URL", "FLUXO_TOKEN", "FLUXO_SECRET_KEY"):
-        if name not in extra:
-            env.pop(name, None)
-    return env
-
-
-def fluxo(
-    *args: str, home: Path, stdin: str | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fluxo_core.cli", *args],
-        env=_env(home, **env),
-        cwd=REPO,
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+fluxo = run_fluxo
 
 
 @dataclass
@@ -98,7 +72,7 @@ def fluxo_up(home: Path, *, terminal: bool) -> Iterator[Server]:
     with open(log, "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fluxo_core.cli", "up"],
-            env=_env(home, FLUXO_PORT=str(port)),
+            env=fluxo_env(home, FLUXO_PORT=str(port)),
             cwd=REPO,
             stdout=writer,
             stderr=log_file,

@@ -7,11 +7,6 @@ to) whatever listens on the default one.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,56 +15,24 @@ import pytest
 import yaml
 
 from fluxo_core.storage import AccountStore, Database
+from tests.support.fluxo_process import fluxo_up, free_port
 from tests.support.nodered import RunningNodeRed
 
-REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.timeout(120)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def server(tmp_path: Path, nodered: RunningNodeRed) -> Iterator[tuple[str, str]]:
     """``fluxo up --port P`` with ``FLUXO_ENGINES=step,nodered``; yields its URL and admin token."""
-    port = _free_port()
-    env = dict(
-        os.environ,
-        FLUXO_HOME=str(tmp_path),
-        FLUXO_ENGINES="step,nodered",
-        FLUXO_NODERED_URL=nodered.url,
-        FLUXO_NODERED_ADMIN_TOKEN=nodered.admin_token,
-    )
-    for name in ("FLUXO_DATABASE_URL", "FLUXO_PORT", "FLUXO_PUBLIC_URL"):
-        env.pop(name, None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fluxo_core.cli", "up", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        output = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            output.append(line)
-            if "admin token" in line or not line:
-                break
-        assert f"Fluxo is running at http://127.0.0.1:{port}" in "".join(output), output
+    port = free_port()
+    env = {
+        "FLUXO_ENGINES": "step,nodered",
+        "FLUXO_NODERED_URL": nodered.url,
+        "FLUXO_NODERED_ADMIN_TOKEN": nodered.admin_token,
+    }
+    with fluxo_up("--port", str(port), home=tmp_path, **env) as up:
+        assert f"Fluxo is running at http://127.0.0.1:{port}" in up.output, up.output
         yield f"http://127.0.0.1:{port}", (tmp_path / "admin.token").read_text().strip()
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 async def _register_engine_token(home: Path, token: str) -> None:
