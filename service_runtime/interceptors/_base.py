@@ -1,8 +1,9 @@
 """The named places of a service call, their request objects, and the chain that runs them.
 
 A call passes three places, in this order (admit, record, result), with four hooks between them;
-an :class:`Interceptor` overrides the hooks of the places it cares about, and gets ONE request object there (new fields can join a request without
-breaking an interceptor), the way Temporal's SDK hands each interceptor method one ``*Input``:
+an :class:`Interceptor` overrides the hooks of the places it cares about, and gets ONE request
+object there (new fields can join a request without breaking an interceptor), the way Temporal's
+SDK hands each interceptor method one ``*Input``:
 
 ``admit`` (async), before anything of the calls is written
     at the gateway (a client's, an API's or a remote engine's calls), when a job is created,
