@@ -24,6 +24,8 @@ Fluxo is rendered anew under the id of its node; steps added in Fluxo get new no
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -255,6 +257,10 @@ def generate(workflow: Workflow, options: NodeRedOptions) -> list[dict[str, Any]
         if node is not tab:
             node["z"] = tab_id
             node.setdefault("wires", [])
+    # The deploy mark: a digest of everything else in the flow (the fluxo URL and token
+    # variables included), answered by the cancel entry, so a start waits for THIS flow.
+    digest = hashlib.sha256(json.dumps(nodes, sort_keys=True).encode()).hexdigest()[:16]
+    cancel_fn["func"] = js.cancel_code(digest)
     return [ordered(node) for node in nodes]
 
 

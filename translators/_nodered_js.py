@@ -10,6 +10,7 @@ regenerated inside an imported flow) the same code calls the gateway with the pa
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = [
@@ -91,14 +92,23 @@ return [answer, {{_msgid: msg._msgid, fluxo: fluxo, payload: packet.payload}}];
 """
 
 
-def cancel_code() -> str:
-    """Forget a job: its messages still in flight end without a report."""
-    return """const id = msg.payload && msg.payload.job_id;
-const jobs = flow.get("fluxo_jobs") || {};
+MARK_LINE = re.compile(r'^const MARK = "([0-9a-f]*)";$', re.MULTILINE)
+
+
+def cancel_code(mark: str = "") -> str:
+    """Forget a job: its messages still in flight end without a report.
+
+    Its answer carries ``mark``, the digest of the flow as deployed: after a redeploy of the tab,
+    the engine knows the NEW flow answers (Node-RED answers the deploy before it has swapped the
+    old flow's routes for the new ones).
+    """
+    return f"""const MARK = "{mark}";
+const id = msg.payload && msg.payload.job_id;
+const jobs = flow.get("fluxo_jobs") || {{}};
 const known = typeof id === "string" && Boolean(jobs[id]);
-if (known) { delete jobs[id]; flow.set("fluxo_jobs", jobs); }
+if (known) {{ delete jobs[id]; flow.set("fluxo_jobs", jobs); }}
 msg.statusCode = known ? 200 : 404;
-msg.payload = {job_id: id, status: known ? "cancelled" : "unknown"};
+msg.payload = {{job_id: id, status: known ? "cancelled" : "unknown", flow: MARK}};
 return msg;
 """
 

@@ -74,6 +74,7 @@ from fluxo_core.errors import Problem
 from fluxo_core.ir import Workflow
 from translators._nodered_export import export_flows, export_workflow
 from translators._nodered_import import import_flow
+from translators._nodered_js import MARK_LINE
 from translators._nodered_map import FLOW_LIMITS, is_flow_node
 from translators._nodered_model import (
     FidelityReport,
@@ -99,12 +100,24 @@ __all__ = [
     "Trigger",
     "WorkflowSource",
     "check_flow",
+    "deploy_mark",
     "flow_key",
     "from_nodered",
     "stable_id",
     "to_nodered",
     "to_nodered_flows",
 ]
+
+
+def deploy_mark(nodes: Sequence[Mapping[str, Any]]) -> str | None:
+    """The digest a generated flow's cancel entry answers with (``flow``), or None for a flow
+    without one (an imported file deployed as it is)."""
+    for node in nodes:
+        if node.get("type") == "function":
+            found = MARK_LINE.search(str(node.get("func", "")))
+            if found and found.group(1):
+                return found.group(1)
+    return None
 
 
 def to_nodered(

@@ -68,7 +68,14 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import Workflow
-from translators.nodered import NodeRedOptions, check_flow, flow_key, stable_id, to_nodered
+from translators.nodered import (
+    NodeRedOptions,
+    check_flow,
+    deploy_mark,
+    flow_key,
+    stable_id,
+    to_nodered,
+)
 
 __all__ = ["ENGINE_NAME", "NodeRedEngine", "StepsSource"]
 
@@ -92,6 +99,7 @@ class _Flow:
     ids: frozenset[str]
     containers: frozenset[str]
     entry: str | None = None  # the entry route of a generated flow
+    mark: str | None = None  # what its cancel entry answers as ``flow`` (see deploy_mark)
 
 
 class NodeRedEngine:
@@ -362,7 +370,9 @@ class NodeRedEngine:
             )
         ids = frozenset(str(n["id"]) for n in nodes)
         containers = frozenset(containers_of(nodes))
-        return _Flow(ref, tuple(nodes), tab_id_of(nodes), ids, containers, entry)
+        return _Flow(
+            ref, tuple(nodes), tab_id_of(nodes), ids, containers, entry, deploy_mark(nodes)
+        )
 
     async def _deploy(self, flow: _Flow) -> Deployment:
         wanted = list(flow.nodes)
@@ -412,7 +422,7 @@ class NodeRedEngine:
         while True:
             with map_errors(f"check that workflow {flow.ref} started", self._server):
                 response = await self._client.post(url, json={"job_id": _PROBE_JOB})
-            if _answered_by_flow(response):
+            if _answered_by_flow(response, flow.mark):
                 return
             if asyncio.get_running_loop().time() >= deadline:
                 raise NodeRedServerError(
@@ -639,15 +649,18 @@ def _locate(problem: Problem, nodes: Sequence[Mapping[str, Any]]) -> Problem:
     return described + location[match.end() :], message
 
 
-def _answered_by_flow(response: httpx.Response) -> bool:
-    """Whether a flow's ``http response`` node answered (JSON), not Express's HTML 404."""
+def _answered_by_flow(response: httpx.Response, mark: str | None = None) -> bool:
+    """Whether the flow's ``http response`` node answered (JSON), not Express's HTML 404; with
+    ``mark``, the flow as deployed now, not the one it replaces (still answering for a moment)."""
     if response.status_code not in (200, 404):
         return False
     try:
         body = response.json()
     except ValueError:
         return False
-    return isinstance(body, dict) and "status" in body
+    if not isinstance(body, dict) or "status" not in body:
+        return False
+    return mark is None or body.get("flow") == mark
 
 
 def _json(response: httpx.Response, operation: str, server: str) -> Any:

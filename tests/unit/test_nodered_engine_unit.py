@@ -34,7 +34,7 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import Packet, Workflow, validate_workflow
-from translators.nodered import to_nodered
+from translators.nodered import deploy_mark, to_nodered
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,6 +45,23 @@ OPTIONS = NodeRedOptions(fluxo_url="http://fluxo.test:8240")
 REF = "orders@1"
 ENTRY = f"{URL}/fluxo/jobs/orders/1"
 PROBE = {"job_id": "fluxo-readiness-probe", "status": "unknown"}
+
+
+def probe(router: respx.MockRouter) -> Any:
+    """A fake cancel entry answering as the flow deployed last (its mark), like Node-RED."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        deployed = [
+            json.loads(c.request.content)["flows"]
+            for c in router.calls
+            if c.request.method == "POST" and c.request.url.path.endswith("/flows")
+        ]
+        flows = deployed[-1] if deployed else []
+        entry = next((n for n in flows if n.get("url") == request.url.path), None)
+        tab = [n for n in flows if entry is not None and n.get("z") == entry.get("z")]
+        return httpx.Response(404, json={**PROBE, "flow": deploy_mark(tab)})
+
+    return answer
 
 
 def make_workflow(steps: list[dict[str, Any]] | None = None) -> Workflow:
@@ -95,10 +112,28 @@ def mock_deploy(router: respx.MockRouter, workflow: Workflow) -> None:
     router.get("/nodes").respond(200, json=node_sets(workflow))
     router.get("/flows").respond(200, json={"flows": [], "rev": "r0"})
     router.post("/flows").respond(200, json={"rev": "r1"})
-    router.post("/fluxo/jobs/orders/1/cancel").respond(404, json=PROBE)
+    router.post("/fluxo/jobs/orders/1/cancel").mock(side_effect=probe(router))
 
 
 # --- the happy path, as the wire sees it ----------------------------------------------------------
+
+
+async def test_a_redeploy_waits_until_the_new_flow_answers_not_the_one_it_replaces(
+    nodered: respx.MockRouter,
+) -> None:
+    """Node-RED answers the deploy before it swaps the routes: the old flow answers a moment."""
+    wf = make_workflow()
+    nodered.get("/nodes").respond(200, json=node_sets(wf))
+    nodered.get("/flows").respond(200, json={"flows": [], "rev": "r0"})
+    nodered.post("/flows").respond(200, json={"rev": "r1"})
+    new = probe(nodered)
+    old = httpx.Response(404, json={**PROBE, "flow": "0123456789abcdef"})
+    answers = iter([old, old])
+    route = nodered.post("/fluxo/jobs/orders/1/cancel").mock(
+        side_effect=lambda request: next(answers, None) or new(request)
+    )
+    await make_engine().deploy(wf)
+    assert route.call_count == 3  # twice the old flow, then the new one
 
 
 async def test_deploy_sends_v2_with_rev_and_only_changes_its_tab(
@@ -112,7 +147,7 @@ async def test_deploy_sends_v2_with_rev_and_only_changes_its_tab(
     nodered.get("/nodes").respond(200, json=node_sets(wf))
     read = nodered.get("/flows").respond(200, json={"flows": other, "rev": "r0"})
     write = nodered.post("/flows").respond(200, json={"rev": "r1"})
-    nodered.post("/fluxo/jobs/orders/1/cancel").respond(404, json=PROBE)
+    nodered.post("/fluxo/jobs/orders/1/cancel").mock(side_effect=probe(nodered))
 
     deployment = await make_engine().deploy(wf)
 
@@ -154,7 +189,7 @@ async def test_another_accounts_workflow_of_the_same_name_gets_its_own_tab_and_r
     nodered.get("/flows").respond(200, json={"flows": acme_nodes, "rev": "r0"})
     write = nodered.post("/flows").respond(200, json={"rev": "r1"})
     entry = nodered.post("/fluxo/jobs/globex/orders/1").respond(202, json={"status": "running"})
-    cancel = nodered.post("/fluxo/jobs/globex/orders/1/cancel").respond(404, json=PROBE)
+    cancel = nodered.post("/fluxo/jobs/globex/orders/1/cancel").mock(side_effect=probe(nodered))
     engine = make_engine()
 
     deployment = await engine.deploy(globex)
@@ -237,7 +272,7 @@ async def test_a_5xx_is_retried_until_it_answers(nodered: respx.MockRouter) -> N
         httpx.Response(200, json={"flows": [], "rev": "r0"}),
     ]
     nodered.post("/flows").respond(200, json={"rev": "r1"})
-    nodered.post("/fluxo/jobs/orders/1/cancel").respond(404, json=PROBE)
+    nodered.post("/fluxo/jobs/orders/1/cancel").mock(side_effect=probe(nodered))
     assert (await make_engine().deploy(wf)).details["rev"] == "r1"
     assert flows.call_count == 2
 
@@ -251,7 +286,7 @@ async def test_a_409_rereads_once_and_a_second_one_is_a_conflict(
     conflict = httpx.Response(409, json={"code": "version_mismatch", "message": "mismatch"})
     writes = nodered.post("/flows")
     writes.side_effect = [conflict, httpx.Response(200, json={"rev": "r2"})]
-    nodered.post("/fluxo/jobs/orders/1/cancel").respond(404, json=PROBE)
+    nodered.post("/fluxo/jobs/orders/1/cancel").mock(side_effect=probe(nodered))
     engine = make_engine()
     assert (await engine.deploy(wf)).details["rev"] == "r2"
     assert (reads.call_count, writes.call_count) == (2, 2)
@@ -305,7 +340,7 @@ async def test_the_password_flow_gets_a_token_and_renews_it_after_a_401(
     nodes.side_effect = [httpx.Response(401), httpx.Response(200, json=node_sets(wf))]
     nodered.get("/flows").respond(200, json={"flows": [], "rev": "r0"})
     nodered.post("/flows").respond(200, json={"rev": "r1"})
-    nodered.post("/fluxo/jobs/orders/1/cancel").respond(404, json=PROBE)
+    nodered.post("/fluxo/jobs/orders/1/cancel").mock(side_effect=probe(nodered))
 
     engine = make_engine(token=None, username="admin", password=PASSWORD)
     await engine.deploy(wf)
