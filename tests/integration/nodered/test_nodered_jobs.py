@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,9 +436,13 @@ async def test_the_readme_sample_flow_runs_on_node_red_as_imported(fluxo: Fluxo)
     (imported,) = from_nodered(SAMPLE_FLOW.read_text()).workflows
     document = imported.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert document["spec"]["engine"] == "nodered"
+    # A name of its own per test: the session's Node-RED is shared by every test's Fluxo, and the
+    # other database's run deployed "order-alerts" there already (with its own gateway URL).
+    name = f"order-alerts-{uuid.uuid4().hex[:8]}"
+    document["metadata"]["name"] = name
     await fluxo.platform.jobs.apply(document, ACME)
     order = json.loads(SAMPLE_INPUT.read_text())
-    result = await fluxo.run("order-alerts", order)
+    result = await fluxo.run(name, order)
     assert result.status == "succeeded", result.error
     assert result.result == {
         **order,
