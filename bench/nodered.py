@@ -34,11 +34,11 @@ from aiohttp import web
 
 from bench.runtime import log
 from bench.step_engine import count_finished
-from fluxo_core.api import create_app
+from fluxo.api import create_app
+from fluxo.control.platform import Platform
 from fluxo_core.config import FluxoConfig
-from fluxo_core.control.platform import Platform
 from fluxo_core.storage import Database, Principal
-from service_runtime.builtin import builtin_services
+from services import builtin_services
 from translators import from_nodered, to_nodered_flows
 
 ME = Principal(account_id="bench", user_id="bench")

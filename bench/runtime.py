@@ -69,7 +69,7 @@ def start_workers(url: str, count: int, batch: int | None = None) -> list[subpro
                 [
                     sys.executable,
                     "-m",
-                    "fluxo_core.cli",
+                    "fluxo.cli",
                     "worker",
                     "--module",
                     "bench.services",

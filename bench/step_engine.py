@@ -39,7 +39,7 @@ from bench.runtime import (
 )
 from bench.services import SERVICES
 from bench.sql_floor import pg_floor, sqlite_floor
-from fluxo_core.control.platform import Platform, tune_gc_for_serving
+from fluxo.control.platform import Platform, tune_gc_for_serving
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import jobs
 

@@ -72,7 +72,7 @@ __all__ = [
 API_VERSION: Final = "argoproj.io/v1alpha1"
 DEFAULT_IMAGE: Final = "ghcr.io/fluxo/fluxo:0.1.0"
 MAX_HTTP_WAIT_S: Final = 300
-"""The longest synchronous wait the gateway grants (``fluxo_core.api.common.MAX_WAIT_S``)."""
+"""The longest synchronous wait the gateway grants (``fluxo.api.common.MAX_WAIT_S``)."""
 MAX_INLINE_PAYLOAD_BYTES: Final = 100 * 1024
 """Job inputs above this size are passed by reference (Argo keeps parameters in etcd)."""
 HTTP_GRACE_S: Final = 10

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxo_core.ir import NativeStep, Workflow
-from service_runtime.builtin.nodered_nodes import node_problem
+from services.nodered_nodes import node_problem
 from translators.nodered import Trigger
 
 __all__ = [

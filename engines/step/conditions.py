@@ -9,7 +9,7 @@ import jsonata
 
 from fluxo_core.errors import ValidationError
 from fluxo_core.ir import AllOf, AnyOf, Comparison, Condition, JsonataCondition, Not
-from service_runtime.builtin.transform import parse_path
+from services.transform import parse_path
 
 __all__ = ["evaluate", "lookup"]
 

@@ -48,10 +48,10 @@ from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import ServiceRuntime
-from service_runtime.builtin.nodered_nodes import NODERED_NODE_SERVICE
 from service_runtime.gateway import PreparedCall
 from service_runtime.transports import Delivery, TakesInTransaction
 from service_runtime.worker import CALL_ID_HEADER
+from services.nodered_nodes import NODERED_NODE_SERVICE
 
 __all__ = ["ENGINE_QUEUE", "StepEngine"]
 

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
-from fluxo_core.api import create_app
-from fluxo_core.control import Admission
-from fluxo_core.control.platform import Platform
+from fluxo.api import create_app
+from fluxo.control import Admission
+from fluxo.control.platform import Platform
 from fluxo_core.storage import AccountStore, Database
 from fluxo_core.storage.tables import calls, queue_messages
 from service_runtime import ServiceRuntime, default_interceptors

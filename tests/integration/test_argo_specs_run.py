@@ -32,12 +32,12 @@ import yaml
 from aiohttp import web
 
 from engines.argo import ArgoConfig, ArgoEngine
-from fluxo_core.api import create_app
-from fluxo_core.control.jobs import JobRecord
-from fluxo_core.control.platform import Platform
+from fluxo.api import create_app
+from fluxo.control.jobs import JobRecord
+from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records
-from service_runtime.builtin import builtin_services, demo_services
+from services import builtin_services, demo_services
 from tests.integration.test_argo_engine import conform
 from tests.support import services as test_services
 from tests.support.argo_interpreter import FakeArgoServer

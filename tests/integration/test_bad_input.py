@@ -13,9 +13,9 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from fluxo_core.api import common as api_common
-from fluxo_core.api import create_app
-from fluxo_core.control.platform import Platform
+from fluxo.api import common as api_common
+from fluxo.api import create_app
+from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, Principal
 from tests.support import services as svc
 from tests.unit.test_documents import alias_bomb
@@ -331,7 +331,7 @@ async def test_readyz_is_a_503_naming_a_database_that_does_not_answer(
         await frozen.wait()
 
     monkeypatch.setattr(api.platform.db, "ping", ping)
-    monkeypatch.setattr("fluxo_core.api.app.READY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("fluxo.api.app.READY_TIMEOUT_S", 0.2)
     for path in ("/readyz", "/v1/health"):
         resp = await api.http.get(path)
         assert resp.status == 503

@@ -71,7 +71,7 @@ def test_token_command_issues_a_token_bound_to_an_account(tmp_path: Path) -> Non
 
 def test_bad_configuration_is_one_clear_line(tmp_path: Path) -> None:
     env_result = subprocess.run(
-        [sys.executable, "-m", "fluxo_core.cli", "services"],
+        [sys.executable, "-m", "fluxo.cli", "services"],
         env=dict(os.environ, FLUXO_HOME=str(tmp_path), FLUXO_DATABASE_URL="mysql://nope"),
         cwd=REPO,
         capture_output=True,
@@ -192,7 +192,7 @@ def test_cli_talks_to_a_running_server(server: tuple[str, str, Path], tmp_path: 
     path = tmp_path / "greet.yaml"
     path.write_text(WORKFLOW_YAML)
     env = dict(os.environ, FLUXO_URL=url, FLUXO_TOKEN=token, FLUXO_HOME=str(tmp_path / "other"))
-    run = [sys.executable, "-m", "fluxo_core.cli"]
+    run = [sys.executable, "-m", "fluxo.cli"]
     applied = subprocess.run(
         [*run, "apply", "-f", str(path)],
         env=env,
@@ -319,7 +319,7 @@ def test_fluxo_call_prints_the_call_record_for_a_container_step(
             [
                 sys.executable,
                 "-m",
-                "fluxo_core.cli",
+                "fluxo.cli",
                 "call",
                 service,
                 "--gateway",
@@ -353,7 +353,7 @@ def test_fluxo_call_prints_the_call_record_for_a_container_step(
         [
             sys.executable,
             "-m",
-            "fluxo_core.cli",
+            "fluxo.cli",
             "call",
             "noop",
             "--gateway",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from fluxo_core.control.platform import Platform
+from fluxo.control.platform import Platform
 from fluxo_core.ir import Packet
 from fluxo_core.storage import AccountStore, Database, Principal
 from fluxo_core.storage.tables import calls, inbox, usage_records
@@ -36,7 +36,7 @@ def start_worker(database_url: str, effects: Path) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "fluxo_core.cli",
+            "fluxo.cli",
             "worker",
             "--module",
             "tests.support.services",

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fluxo_core.control.platform import Platform
+from fluxo.control.platform import Platform
 from fluxo_core.errors import ServiceError
 from fluxo_core.ir import Packet
 from fluxo_core.storage import Database, Principal
@@ -123,7 +123,7 @@ async def test_fluxo_dlq_replay_says_which_jobs_it_kept_the_letters_of(
     job_id, _, _ = await dead_letters_of_a_failed_job(db)
     env = dict(os.environ, FLUXO_HOME=str(tmp_path), FLUXO_DATABASE_URL=database_url)
     result = subprocess.run(
-        [sys.executable, "-m", "fluxo_core.cli", "dlq", "replay", BROKEN_QUEUE],
+        [sys.executable, "-m", "fluxo.cli", "dlq", "replay", BROKEN_QUEUE],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -137,7 +137,7 @@ async def test_fluxo_dlq_replay_says_which_jobs_it_kept_the_letters_of(
     assert "run the job again" in result.stderr
     assert f"job {job_id} (failed): 5 message(s)" in result.stderr
     listed = subprocess.run(
-        [sys.executable, "-m", "fluxo_core.cli", "dlq", "list", "--queue", BROKEN_QUEUE],
+        [sys.executable, "-m", "fluxo.cli", "dlq", "list", "--queue", BROKEN_QUEUE],
         env=env,
         cwd=REPO,
         capture_output=True,

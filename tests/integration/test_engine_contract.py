@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
-from fluxo_core.control.platform import Platform
+from fluxo.control.platform import Platform
 from fluxo_core.engine import EngineCapabilities, RunHandle, RunStatus, StepState
 from fluxo_core.storage import Database
 from tests.integration.test_remote_engines import ACME, WORKFLOW, RecordingEngine, until

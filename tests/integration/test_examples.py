@@ -20,13 +20,13 @@ import jsonschema
 import pytest
 
 from engines.step import StepEngine
-from fluxo_core.control.jobs import JobRecord
-from fluxo_core.control.platform import Platform
+from fluxo.control.jobs import JobRecord
+from fluxo.control.platform import Platform
 from fluxo_core.errors import PayloadSchemaError
 from fluxo_core.ir import Workflow
 from fluxo_core.ir.validation import load_workflows_yaml
 from fluxo_core.storage import Database, Principal
-from service_runtime.builtin import builtin_services, demo_services
+from services import builtin_services, demo_services
 from translators.nodered import from_nodered
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -365,7 +365,7 @@ def test_the_nodered_sample_imports_cleanly_with_the_cli(tmp_path: Path) -> None
     out = tmp_path / "imported"
     command = ["import", "nodered", str(NODERED_SAMPLE), "-o", str(out), "--json"]
     result = subprocess.run(
-        [sys.executable, "-m", "fluxo_core.cli", *command],
+        [sys.executable, "-m", "fluxo.cli", *command],
         env=env,
         cwd=REPO,
         capture_output=True,

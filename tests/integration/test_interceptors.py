@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from fluxo_core.control.platform import Platform
+from fluxo.control.platform import Platform
 from fluxo_core.errors import AdmissionDeniedError, CallNotFoundError, StorageError
 from fluxo_core.ir import Packet
 from fluxo_core.storage import Database, Principal, Transaction

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from fluxo_core.cli import worker_runtime
+from fluxo.cli import worker_runtime
+from fluxo.control import Admission
+from fluxo.control.platform import Platform
 from fluxo_core.config import FluxoConfig
-from fluxo_core.control import Admission
-from fluxo_core.control.platform import Platform
 from fluxo_core.errors import (
     AdmissionDeniedError,
     NotFoundError,

@@ -10,8 +10,8 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
-from fluxo_core.api import create_app
-from fluxo_core.control.platform import Platform
+from fluxo.api import create_app
+from fluxo.control.platform import Platform
 from fluxo_core.storage import Database
 from tests.support import services as svc
 

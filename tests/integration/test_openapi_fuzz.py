@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from fluxo_core.api.openapi import openapi_document
+from fluxo.api.openapi import openapi_document
 from tests.conftest import PG_URL, _plain_pg_dsn, pg_reachable, require_server
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document()).exclude(
@@ -74,7 +74,7 @@ def server(
         env["FLUXO_DATABASE_URL"] = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fluxo_core.cli", "up"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "fluxo.cli", "up"], env=env, stdout=log, stderr=log
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
-from fluxo_core.api import create_app
-from fluxo_core.control.platform import Platform
+from fluxo.api import create_app
+from fluxo.control.platform import Platform
 from fluxo_core.engine import (
     Deployment,
     EngineCapabilities,

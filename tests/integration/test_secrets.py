@@ -20,16 +20,16 @@ import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from fluxo_core.api import create_app
+from fluxo.api import create_app
+from fluxo.control.platform import Platform
 from fluxo_core.config import FluxoConfig
-from fluxo_core.control.platform import Platform
 from fluxo_core.errors import ConfigError, NotFoundError, StorageError, ValidationError
 from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import Database, Principal, SecretKey, SecretStore
 from fluxo_core.storage.secrets import KEY_FILE
 from fluxo_core.storage.tables import metadata
 from fluxo_core.storage.tables import secrets as secrets_table
-from service_runtime.builtin import BuiltinConfig, builtin_services
+from services import BuiltinConfig, builtin_services
 from tests.support import services as svc
 
 pytestmark = pytest.mark.timeout(60)

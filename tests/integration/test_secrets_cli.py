@@ -71,7 +71,7 @@ def fluxo_up(home: Path, *, terminal: bool) -> Iterator[Server]:
     reader, writer = os.openpty() if terminal else os.pipe()
     with open(log, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fluxo_core.cli", "up"],
+            [sys.executable, "-m", "fluxo.cli", "up"],
             env=fluxo_env(home, FLUXO_PORT=str(port)),
             cwd=REPO,
             stdout=writer,

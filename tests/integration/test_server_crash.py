@@ -47,7 +47,7 @@ def start_server(
         **settings,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fluxo_core.cli", "up", "--module", "tests.support.services"],
+        [sys.executable, "-m", "fluxo.cli", "up", "--module", "tests.support.services"],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from fluxo_core.control.platform import Platform
+from fluxo.control.platform import Platform
 from fluxo_core.errors import IRValidationError, PayloadSchemaError, UnsupportedFeatureError
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records
-from service_runtime.builtin.transform import transform_service
+from services.transform import transform_service
 from tests.support import services as svc
 
 ME = Principal(account_id="acme", user_id="ada")

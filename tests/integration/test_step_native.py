@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from engines.step import NODERED_MSG_CONTENT_TYPE
-from fluxo_core.control.platform import Platform
+from fluxo.control.platform import Platform
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records
-from service_runtime.builtin import FunctionLimits, nodered_node_service
+from services import FunctionLimits, nodered_node_service
 from tests.support.processes import descendants
 from translators.nodered import from_nodered
 

@@ -24,8 +24,8 @@ import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
-from fluxo_core.api import create_app
-from fluxo_core.control.platform import Platform
+from fluxo.api import create_app
+from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.secrets import SecretStore
 from fluxo_core.storage.tables import calls, usage_records

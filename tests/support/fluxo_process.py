@@ -52,7 +52,7 @@ def run_fluxo(
 ) -> subprocess.CompletedProcess[str]:
     """Run `fluxo ARGS` to its end; its exit code and output are the caller's to check."""
     return subprocess.run(
-        [sys.executable, "-m", "fluxo_core.cli", *args],
+        [sys.executable, "-m", "fluxo.cli", *args],
         env=fluxo_env(home, **env),
         cwd=REPO,
         input=stdin if stdin is not None else "",
@@ -83,7 +83,7 @@ class UpProcess:
 def fluxo_up(*args: str, home: Path, **env: str) -> Iterator[UpProcess]:
     """`fluxo up ARGS`, ready once it printed its admin-token line; stopped (SIGTERM) at exit."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fluxo_core.cli", "up", *args],
+        [sys.executable, "-m", "fluxo.cli", "up", *args],
         env=fluxo_env(home, **env),
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from fluxo_core.api.common import MAX_WAIT_S
+from fluxo.api.common import MAX_WAIT_S
 from fluxo_core.errors import (
     ConfigError,
     PayloadTooLargeError,

@@ -27,7 +27,8 @@ from aiohttp import web
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError, PayloadSchemaError, ServiceError, ValidationError
 from fluxo_core.ir import Packet
-from service_runtime.builtin import (
+from service_runtime.sdk import Service
+from services import (
     BuiltinConfig,
     HostPolicy,
     HttpService,
@@ -45,8 +46,7 @@ from service_runtime.builtin import (
     parse_path,
     transform_service,
 )
-from service_runtime.builtin.demo import CustomerProfile
-from service_runtime.sdk import Service
+from services.demo import CustomerProfile
 
 pytestmark = pytest.mark.timeout(30)
 

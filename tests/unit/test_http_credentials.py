@@ -13,7 +13,7 @@ from aiohttp import web
 
 from fluxo_core.errors import NotFoundError, ServiceError, ValidationError
 from fluxo_core.ir import Packet
-from service_runtime.builtin import BuiltinConfig, HttpService
+from services import BuiltinConfig, HttpService
 
 pytestmark = pytest.mark.timeout(30)
 

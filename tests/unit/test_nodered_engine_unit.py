@@ -21,7 +21,7 @@ import respx
 from engines.nodered import NodeRedEngine, NodeRedOptions, NodeRedServerError, create_engine
 from engines.nodered._flows import installed_types, replace_owned
 from engines.nodered.managed import ManagedNodeRed, ManagedStatus, read_env_file
-from fluxo_core.cli import _nodered as cli
+from fluxo.cli import _nodered as cli
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import RunHandle, StartRequest
 from fluxo_core.errors import (

@@ -33,10 +33,10 @@ import pytest
 from aiohttp import web
 
 from engines.step import NODERED_MSG_CONTENT_TYPE, step_runnable
-from fluxo_core.control.platform import Platform
+from fluxo.control.platform import Platform
 from fluxo_core.errors import FluxoError
 from fluxo_core.storage import Database, Principal
-from service_runtime.builtin import nodered_node_service
+from services import nodered_node_service
 from tests.support.nodered_diff import (
     Unobservable,
     canonical,

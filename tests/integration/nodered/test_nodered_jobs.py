@@ -24,9 +24,9 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
-from fluxo_core.api import create_app
+from fluxo.api import create_app
+from fluxo.control.platform import Platform
 from fluxo_core.config import FluxoConfig
-from fluxo_core.control.platform import Platform
 from fluxo_core.errors import ValidationError
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import usage_records

@@ -6,8 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from fluxo_core.api.common import PLATFORM, int_query, json_body, principal, seconds, yaml_body
-from fluxo_core.control.jobs import JOB_STATUSES, parse_version
+from fluxo.api.common import PLATFORM, int_query, json_body, principal, seconds, yaml_body
+from fluxo.control.jobs import JOB_STATUSES, parse_version
 from fluxo_core.errors import ValidationError
 from fluxo_core.ir.workflow import workflow_document
 from fluxo_core.storage.workflows import AppliedWorkflow

@@ -12,7 +12,7 @@ admitted, metered and observed like any service call. Payload in and out::
 Node types (:data:`SUPPORTED_TYPES`), each as its Node-RED 4 implementation behaves:
 
 * ``function``: JavaScript in a QuickJS sandbox with time and memory limits, see
-  :mod:`service_runtime.builtin.nodered_function`;
+  :mod:`services.nodered_function`;
 * ``template``: mustache (mustache.js semantics: HTML escaping, sections, dotted names; values
   printed as JavaScript prints them) or plain text, into any ``msg`` property, output as a
   string or parsed as JSON or YAML;
@@ -22,7 +22,7 @@ Node types (:data:`SUPPORTED_TYPES`), each as its Node-RED 4 implementation beha
   (one message per row, or one array), and objects or arrays into CSV text;
 * ``change`` (set/change/delete/move of msg properties), ``switch`` (every rule but the
   sequence ones), ``range`` and ``sort`` (of an array in the message): see
-  :mod:`service_runtime.builtin.nodered_rules`.
+  :mod:`services.nodered_rules`.
 
 Context (``flow``/``global``) lives for the call only; ``env`` holds the node's ``NR_*``
 variables plus what the caller passes, never the worker's environment. What depends on earlier
@@ -48,20 +48,20 @@ import yaml
 
 from fluxo_core.errors import ServiceError
 from fluxo_core.ir.paths import PathKey, parse_path
-from service_runtime.builtin.nodered_function import (
+from service_runtime.sdk import Outputs, Service
+from services.nodered_function import (
     FunctionLimits,
     FunctionSandbox,
     function_reads_context,
     run_function,
 )
-from service_runtime.builtin.nodered_rules import (
+from services.nodered_rules import (
     RULE_TYPES,
     UNDEFINED,
     js_string,
     rules_problem,
     run_rule_node,
 )
-from service_runtime.sdk import Outputs, Service
 
 __all__ = [
     "NODERED_NODE_SCHEMA",

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fluxo_core.api.common import PLATFORM, json_body, principal
+from fluxo.api.common import PLATFORM, json_body, principal
 from fluxo_core.errors import ConfigError, ValidationError
 from fluxo_core.storage import SecretInfo, SecretStore
 

@@ -7,7 +7,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from fluxo_core.api.common import PLATFORM, json_body, principal, seconds
+from fluxo.api.common import PLATFORM, json_body, principal, seconds
 from fluxo_core.errors import PacketValidationError, PermissionDeniedError, ValidationError
 from fluxo_core.ir import Packet
 from fluxo_core.ir._problems import problems_from_pydantic

@@ -19,7 +19,7 @@ import pydantic
 import pydantic_core
 from pydantic import BaseModel, ConfigDict
 
-from fluxo_core.control.remote import EngineJob, RemoteJobs, is_remote
+from fluxo.control.remote import EngineJob, RemoteJobs, is_remote
 from fluxo_core.engine import FINAL_PHASES, Engine, EngineRegistry, RunHandle, StepState
 from fluxo_core.errors import (
     ConflictError,

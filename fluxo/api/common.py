@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fluxo_core.control.platform import Platform
+from fluxo.control.platform import Platform
 from fluxo_core.errors import MalformedRequestError, ValidationError
 from fluxo_core.ir.documents import INLINE_BYTES, DocumentLimits, parse_json, parse_yaml
 from fluxo_core.storage import Principal

@@ -1,7 +1,7 @@
 """``fluxo nodered install|start|stop|status``: the managed local Node-RED.
 
 Wired into ``fluxo`` by :func:`add_parser`; also runnable on its own
-(``python -m fluxo_core.cli._nodered install``), which ``.ci/run`` relies on. The work is done by
+(``python -m fluxo.cli._nodered install``), which ``.ci/run`` relies on. The work is done by
 :class:`engines.nodered.ManagedNodeRed`; this module only parses arguments and prints.
 """
 
@@ -175,7 +175,7 @@ def _print_json(status: ManagedStatus) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fluxo_core.cli._nodered ACTION``: the same as ``fluxo nodered ACTION``."""
+    """``python -m fluxo.cli._nodered ACTION``: the same as ``fluxo nodered ACTION``."""
     parser = argparse.ArgumentParser(
         prog="fluxo nodered", description="A managed local Node-RED under the Fluxo home."
     )

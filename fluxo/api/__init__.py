@@ -1,5 +1,5 @@
 """The HTTP faces of Fluxo: REST API, webhooks and the gateway endpoint (aiohttp)."""
 
-from fluxo_core.api.app import create_app
+from fluxo.api.app import create_app
 
 __all__ = ["create_app"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from fluxo_core.api.app import create_app
+from fluxo.api.app import create_app
+from fluxo.control.platform import Platform, tune_gc_for_serving
 from fluxo_core.config import FluxoConfig
-from fluxo_core.control.platform import Platform, tune_gc_for_serving
 from fluxo_core.errors import ConfigError
 from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import AccountStore, Database

@@ -7,7 +7,8 @@ demo and the tests. :func:`apply_transform` is also used directly by the step en
 
 from __future__ import annotations
 
-from service_runtime.builtin.demo import (
+from service_runtime.sdk import Service
+from services.demo import (
     DEMO_CUSTOMERS,
     CustomerProfile,
     enrich_customer,
@@ -16,7 +17,7 @@ from service_runtime.builtin.demo import (
     notify_log,
     parse_order,
 )
-from service_runtime.builtin.http import (
+from services.http import (
     BuiltinConfig,
     HostPolicy,
     HttpService,
@@ -25,22 +26,21 @@ from service_runtime.builtin.http import (
     guarded_transport,
     system_resolver,
 )
-from service_runtime.builtin.nodered_function import FunctionLimits
-from service_runtime.builtin.nodered_nodes import (
+from services.nodered_function import FunctionLimits
+from services.nodered_nodes import (
     NODERED_NODE_SERVICE,
     node_problem,
     nodered_node_service,
     run_node,
 )
-from service_runtime.builtin.noop import noop
-from service_runtime.builtin.transform import (
+from services.noop import noop
+from services.transform import (
     PathKey,
     Transform,
     apply_transform,
     parse_path,
     transform_service,
 )
-from service_runtime.sdk import Service
 
 __all__ = [
     "DEMO_CUSTOMERS",

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from fluxo_core.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
+from fluxo.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
 from fluxo_core.ir import Packet, Workflow
 from fluxo_core.storage.secrets import NAME_PATTERN as SECRET_NAME
 from service_runtime import CallRecord
@@ -425,7 +425,7 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-# --- secrets (the /v1/secrets routes, fluxo_core/api/secrets.py) ---------------------------------
+# --- secrets (the /v1/secrets routes, fluxo/api/secrets.py) ---------------------------------
 
 
 def _add_secret_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:

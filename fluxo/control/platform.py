@@ -11,9 +11,9 @@ import contextlib
 import gc
 from collections.abc import Sequence
 
+from fluxo.control.jobs import JobService
+from fluxo.control.policy import Admission
 from fluxo_core.config import FluxoConfig
-from fluxo_core.control.jobs import JobService
-from fluxo_core.control.policy import Admission
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore

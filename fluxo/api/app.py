@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo_core.api import calls, jobs, secrets
-from fluxo_core.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
-from fluxo_core.api.openapi import openapi_document
-from fluxo_core.control.platform import Platform
+from fluxo.api import calls, jobs, secrets
+from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
+from fluxo.api.openapi import openapi_document
+from fluxo.control.platform import Platform
 from fluxo_core.errors import (
     AuthError,
     FluxoError,

@@ -166,7 +166,7 @@ class LocalClient:
         self.principal = principal
 
     async def apply(self, document: dict[str, Any]) -> dict[str, Any]:
-        from fluxo_core.api.jobs import applied_json
+        from fluxo.api.jobs import applied_json
 
         return applied_json(await self.platform.jobs.apply(document, self.principal))
 
@@ -221,8 +221,8 @@ async def open_client(
         async with remote_client(config, url, token) as client:
             yield client
         return
-    from fluxo_core.api.server import ADMIN_ACCOUNT, ADMIN_USER, build_platform
-    from fluxo_core.cli import default_services
+    from fluxo.api.server import ADMIN_ACCOUNT, ADMIN_USER, build_platform
+    from fluxo.cli import default_services
 
     db = Database(config.database_url)
     try:

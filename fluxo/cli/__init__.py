@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from fluxo_core.cli import _nodered
-from fluxo_core.cli._client import HttpClient, open_client, remote_client
+from fluxo.cli import _nodered
+from fluxo.cli._client import HttpClient, open_client, remote_client
+from fluxo.control import Admission
+from fluxo.control.platform import tune_gc_for_serving
 from fluxo_core.config import FluxoConfig, normalize_database_url
-from fluxo_core.control import Admission
-from fluxo_core.control.platform import tune_gc_for_serving
 from fluxo_core.errors import (
     CallTimeoutError,
     ConfigError,
@@ -286,7 +286,7 @@ def load_services(modules: Sequence[str]) -> list[Service]:
 
 def default_services(config: FluxoConfig, db: Database) -> list[Service]:
     """The built-in and demo services; ``http`` reads secret references from ``db``."""
-    from service_runtime.builtin import BuiltinConfig, builtin_services, demo_services
+    from services import BuiltinConfig, builtin_services, demo_services
 
     builtin = builtin_services(
         BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny),
@@ -377,7 +377,7 @@ def _client(config: FluxoConfig) -> Any:
 
 def document_limits(config: FluxoConfig) -> DocumentLimits:
     """The limits of a workflow file: those of a request body to the API."""
-    from fluxo_core.api.common import ENVELOPE_BYTES
+    from fluxo.api.common import ENVELOPE_BYTES
 
     return DocumentLimits(max_bytes=config.max_packet_bytes + ENVELOPE_BYTES)
 
@@ -503,8 +503,8 @@ def _parse_input(raw: str, limit: int) -> Any:
 
 
 async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
-    from fluxo_core.api.server import ADMIN_ACCOUNT
-    from fluxo_core.control.jobs import split_workflow_ref
+    from fluxo.api.server import ADMIN_ACCOUNT
+    from fluxo.control.jobs import split_workflow_ref
     from fluxo_core.storage.workflows import WorkflowStore
 
     name, version = split_workflow_ref(args.workflow)
@@ -764,7 +764,7 @@ async def _secrets(
     args: argparse.Namespace, config: FluxoConfig
 ) -> AsyncIterator[HttpClient | _LocalSecrets]:
     """The server's client with FLUXO_URL (the token's account), else the local database."""
-    from fluxo_core.api.server import ADMIN_ACCOUNT
+    from fluxo.api.server import ADMIN_ACCOUNT
 
     url = os.environ.get("FLUXO_URL")
     if url:
@@ -811,7 +811,7 @@ def _read_secret_value(name: str) -> str:
 
 
 async def _cmd_call(args: argparse.Namespace, config: FluxoConfig) -> int:
-    from fluxo_core.cli import _call
+    from fluxo.cli import _call
 
     return await _call.run(
         args.service, args.gateway, args.packet, args.wait, limits=document_limits(config)
@@ -819,7 +819,7 @@ async def _cmd_call(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 
 async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
-    from fluxo_core.api.server import run_server
+    from fluxo.api.server import run_server
 
     overrides: dict[str, Any] = {}
     if args.host:

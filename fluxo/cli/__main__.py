@@ -1,0 +1,7 @@
+"""``python -m fluxo.cli``: the same as the ``fluxo`` command."""
+
+import sys
+
+from fluxo.cli import main
+
+sys.exit(main())
