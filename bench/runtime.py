@@ -5,7 +5,9 @@ Throughput: a producer submits calls in batches while worker PROCESSES drain the
 when the last usage record is committed. Latency: an open-loop load at a light fixed rate; each
 call is timed from the start of its submission until its result is visible to the caller.
 
-Prints progress, then as its last line one JSON object with the figures.
+Prints progress, then as its last line one JSON object with the figures, and with them
+``floor_*_calls_per_s``: the same rows written by a bare SQL loop (bench/sql_floor.py), to read
+the figures against this machine's speed of the day.
 
     .venv/bin/python -m bench.runtime [--calls 20000] [--pg-url URL]
 """
@@ -246,6 +248,20 @@ async def main() -> None:
         )
     finally:
         drop_pg_schema(args.pg_url, schema)
+    # What this machine allows today for the same rows (imported here: sql_floor imports this
+    # module's helpers).
+    from bench.sql_floor import pg_floor, run_calls, sqlite_floor
+
+    figures["floor_sqlite_calls_per_s"] = round(
+        await asyncio.to_thread(sqlite_floor, args.calls, 200, run_calls)
+    )
+    figures["floor_pg_calls_per_s"] = round(
+        await asyncio.to_thread(pg_floor, args.pg_url, args.calls, 200, run_calls)
+    )
+    log(
+        f"bare SQL loop of the same rows: sqlite {figures['floor_sqlite_calls_per_s']} calls/s, "
+        f"postgres {figures['floor_pg_calls_per_s']} calls/s"
+    )
     print(json.dumps(figures))
 
 

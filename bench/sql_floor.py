@@ -1,4 +1,5 @@
-"""The floor under bench/step_engine.py: the same rows, written by a bare SQL loop.
+"""The floors under bench/step_engine.py and bench/runtime.py: the same rows, written by a bare
+SQL loop.
 
 For batches of jobs of the 3-step no-op workflow, this loop issues what the step engine and the
 service worker write for them (job rows, start messages, claims with a lease, inbox rows, step
@@ -8,7 +9,11 @@ no handlers, no ORM. Its jobs/s is what the database and the driver allow on thi
 so the step engine's figure can be read against it (this machine's speed varies by 2-3x between
 sessions; the ratio of the two figures does not).
 
-    .venv/bin/python -m bench.sql_floor [--jobs 3000] [--batch 100] [--pg-url URL]
+For bench/runtime.py the loop writes what a batch of direct service calls costs: call rows and
+input messages in one transaction (the gateway's submit), then the claim, inbox rows, results and
+usage records in the next (the worker settling them).
+
+    .venv/bin/python -m bench.sql_floor [--jobs 3000] [--calls 20000] [--batch 100] [--pg-url URL]
 """
 
 from __future__ import annotations
@@ -190,13 +195,53 @@ def run(db: Dialect, jobs: int, batch: int) -> float:
     return jobs / (time.perf_counter() - start)
 
 
+def one_call_batch(db: Dialect, size: int) -> None:
+    now = time.time()
+    ids = [new_packet_id() for _ in range(size)]
+
+    def submit() -> None:
+        db.many(
+            "INSERT INTO calls (id, account_id, user_id, service, version, status, request, "
+            "attempts, created_at) VALUES (?, 'bench', 'bench', 'noop', '1', 'queued', ?, 0, ?)",
+            [(cid, b"{}", now) for cid in ids],
+        )
+        enqueue(db, "svc.noop", [(cid, b"{}") for cid in ids])
+
+    def work() -> None:
+        claimed = claim(db, "svc.noop", size)
+        settle(db, "svc.noop", claimed)
+        done = time.time()
+        db.many(
+            "UPDATE calls SET status = 'succeeded', result = ?, attempts = 1, finished_at = ? "
+            "WHERE id = ?",
+            [(b"[{}]", done, r[1]) for r in claimed],
+        )
+        db.many(
+            "INSERT INTO usage_records (call_id, account_id, user_id, service, version, units, "
+            "unit_price_micros, amount_micros, currency, created_at) "
+            "VALUES (?, 'bench', 'bench', 'noop', '1', 1, 100, 100, 'EUR', ?)",
+            [(r[1], done) for r in claimed],
+        )
+
+    db.transaction(submit)
+    db.transaction(work)
+
+
+def run_calls(db: Dialect, calls: int, batch: int) -> float:
+    start = time.perf_counter()
+    for done in range(0, calls, batch):
+        one_call_batch(db, min(batch, calls - done))
+    return calls / (time.perf_counter() - start)
+
+
 async def migrated(url: str) -> None:
     db = Database(url)
     await db.migrate()
     await db.close()
 
 
-def sqlite_floor(jobs: int, batch: int) -> float:
+def sqlite_floor(jobs: int, batch: int, loop: Callable[[Dialect, int, int], float] = run) -> float:
+    """Jobs (or, with ``loop=run_calls``, calls) per second of the bare loop on SQLite."""
     tmp = Path(tempfile.mkdtemp(prefix="fluxo-floor-"))
     try:
         path = tmp / "floor.db"
@@ -206,20 +251,23 @@ def sqlite_floor(jobs: int, batch: int) -> float:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            return run(Dialect(conn, sqlite=True), jobs, batch)
+            return loop(Dialect(conn, sqlite=True), jobs, batch)
         finally:
             conn.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def pg_floor(base_url: str, jobs: int, batch: int) -> float:
+def pg_floor(
+    base_url: str, jobs: int, batch: int, loop: Callable[[Dialect, int, int], float] = run
+) -> float:
+    """Jobs (or, with ``loop=run_calls``, calls) per second of the bare loop on PostgreSQL."""
     url, schema = fresh_pg_schema(base_url)
     try:
         asyncio.run(migrated(url))
         dsn = base_url.replace("postgresql+psycopg://", "postgresql://", 1)
         with psycopg.connect(dsn, autocommit=True, options=f"-csearch_path={schema}") as conn:
-            return run(Dialect(conn, sqlite=False), jobs, batch)
+            return loop(Dialect(conn, sqlite=False), jobs, batch)
     finally:
         drop_pg_schema(base_url, schema)
 
@@ -227,14 +275,17 @@ def pg_floor(base_url: str, jobs: int, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=100, help="jobs per transaction")
     add_pg_url_option(parser)
     args = parser.parse_args()
     figures = {
         "floor_sqlite_jobs_per_s": round(sqlite_floor(args.jobs, args.batch)),
         "floor_pg_jobs_per_s": round(pg_floor(args.pg_url, args.jobs, args.batch)),
+        "floor_sqlite_calls_per_s": round(sqlite_floor(args.calls, 200, run_calls)),
+        "floor_pg_calls_per_s": round(pg_floor(args.pg_url, args.calls, 200, run_calls)),
     }
-    log(f"bare SQL loop, same rows as the step engine: {figures}")
+    log(f"bare SQL loop, same rows as the step engine and the call path: {figures}")
     print(json.dumps(figures))
 
 
