@@ -314,7 +314,7 @@ class Worker:
             return
         seen = await self._inbox.seen(self.queues, [o.delivery.message_id for o in checked])
         for o in checked:
-            key = InboxKey(o.delivery.queue, o.delivery.message_id)
+            key = (o.delivery.queue, o.delivery.message_id)
             if key in seen:
                 o.duplicate = True
             seen.add(key)  # a second copy within this batch must not run the handler again
@@ -429,7 +429,7 @@ class Worker:
         updates: list[CallOutcome] = []
         messages: list[OutgoingMessage] = []
         for o in final:
-            key = InboxKey(o.delivery.queue, o.delivery.message_id)
+            key = (o.delivery.queue, o.delivery.message_id)
             if key not in applied:
                 # Applied before, by another delivery meanwhile or earlier in this batch.
                 acks.append(o.delivery)
@@ -486,7 +486,7 @@ class Worker:
 
     def _claim_inbox(self, tx: Transaction, final: list[_Outcome], now: float) -> set[InboxKey]:
         """Insert inbox rows; only the ones that were new are applied in this transaction."""
-        keys = [InboxKey(o.delivery.queue, o.delivery.message_id) for o in final]
+        keys = [(o.delivery.queue, o.delivery.message_id) for o in final]
         return self._inbox.claim(tx, keys, now)
 
     def _success_rows(self, o: _Outcome, now: float) -> tuple[CallOutcome, list[OutgoingMessage]]:

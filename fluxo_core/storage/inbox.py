@@ -8,7 +8,7 @@ commit and ack), so its outcome is dropped. The key is (consumer, message id).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import TypeAlias
 
 import sqlalchemy as sa
 
@@ -19,17 +19,9 @@ from fluxo_core.storage.tables import inbox
 __all__ = ["InboxKey", "InboxStore"]
 
 
-class InboxKey(NamedTuple):
-    """One applied message: the consumer (its queue) and the message id."""
-
-    consumer: str
-    message_id: str
-
-
-class _InboxRow(NamedTuple):
-    consumer: str
-    message_id: str
-    processed_at: float
+InboxKey: TypeAlias = tuple[str, str]
+"""One applied message: (consumer, message id). A plain tuple, not a named one: the worker makes
+one per message, and a named tuple's constructor costs three times a tuple's."""
 
 
 class InboxStore:
@@ -59,18 +51,19 @@ class InboxStore:
             return set()
         params = {"ids": list(message_ids), "consumers": list(consumers)}
         rows = await self.db.read(lambda conn: conn.execute(self._seen, params).all())
-        return {InboxKey(r.consumer, r.message_id) for r in rows}
+        return {(r.consumer, r.message_id) for r in rows}
 
     def claim(self, tx: Transaction, keys: Sequence[InboxKey], now: float) -> set[InboxKey]:
         """Record ``keys`` as applied at ``now``; returns the ones that were new (only those
         may be applied in this transaction)."""
         if not keys:
             return set()
-        rows = [_InboxRow(k.consumer, k.message_id, now) for k in keys]
+        # Dicts, built in C, cost less per row than any row type (this runs per message).
+        rows = [{"consumer": c, "message_id": m, "processed_at": now} for c, m in keys]
         inserted = bulk_insert(
             tx, inbox, rows, skip_conflicts=True, returning=["consumer", "message_id"]
         )
-        return {InboxKey(r.consumer, r.message_id) for r in inserted}
+        return {(r.consumer, r.message_id) for r in inserted}
 
     def forget(self, tx: Transaction, consumer: str, message_ids: Iterable[str]) -> None:
         """Drop these messages' rows, so they are applied again (a dead-letter replay)."""

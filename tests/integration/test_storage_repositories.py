@@ -15,7 +15,6 @@ from fluxo_core.storage import (
     CallRow,
     CallStore,
     Database,
-    InboxKey,
     InboxStore,
     NewCall,
     NewOutboxMessage,
@@ -224,33 +223,33 @@ async def test_an_outbox_write_wakes_the_relay_once_committed(db: Database) -> N
 
 async def test_inbox_claims_each_message_once(db: Database) -> None:
     store = InboxStore(db)
-    first = [InboxKey("q", "a"), InboxKey("q", "b")]
+    first = [("q", "a"), ("q", "b")]
     assert await db.transact(lambda tx: store.claim(tx, first, 10.0)) == set(first)
-    again = [InboxKey("q", "b"), InboxKey("q", "c"), InboxKey("q", "c"), InboxKey("q2", "a")]
+    again = [("q", "b"), ("q", "c"), ("q", "c"), ("q2", "a")]
     new = await db.transact(lambda tx: store.claim(tx, again, 11.0))
-    assert new == {InboxKey("q", "c"), InboxKey("q2", "a")}
-    assert await store.seen(["q"], ["a", "c", "z"]) == {InboxKey("q", "a"), InboxKey("q", "c")}
+    assert new == {("q", "c"), ("q2", "a")}
+    assert await store.seen(["q"], ["a", "c", "z"]) == {("q", "a"), ("q", "c")}
     assert await store.seen([], ["a"]) == set()
 
 
 async def test_a_forgotten_message_can_be_claimed_again(db: Database) -> None:
     store = InboxStore(db)
-    keys = [InboxKey("q", "a"), InboxKey("other", "a")]
+    keys = [("q", "a"), ("other", "a")]
     await db.transact(lambda tx: store.claim(tx, keys, 10.0))
     await db.transact(lambda tx: store.forget(tx, "q", ["a"]))
-    assert await store.seen(["q", "other"], ["a"]) == {InboxKey("other", "a")}
-    assert await db.transact(lambda tx: store.claim(tx, keys, 12.0)) == {InboxKey("q", "a")}
+    assert await store.seen(["q", "other"], ["a"]) == {("other", "a")}
+    assert await db.transact(lambda tx: store.claim(tx, keys, 12.0)) == {("q", "a")}
 
 
 async def test_inbox_expiry_deletes_old_rows_in_bounded_chunks(db: Database) -> None:
     store = InboxStore(db)
-    old = [InboxKey("q", f"old{i}") for i in range(3)]
+    old = [("q", f"old{i}") for i in range(3)]
     await db.transact(lambda tx: store.claim(tx, old, 10.0))
-    await db.transact(lambda tx: store.claim(tx, [InboxKey("q", "new")], 100.0))
+    await db.transact(lambda tx: store.claim(tx, [("q", "new")], 100.0))
     assert await db.transact(lambda tx: store.expire(tx, 50.0, 2)) == 2
     assert await db.transact(lambda tx: store.expire(tx, 50.0, 2)) == 1
     assert await db.transact(lambda tx: store.expire(tx, 50.0, 2)) == 0
-    assert await store.seen(["q"], ["new"]) == {InboxKey("q", "new")}
+    assert await store.seen(["q"], ["new"]) == {("q", "new")}
 
 
 # -- queue messages -------------------------------------------------------------------------------
