@@ -98,6 +98,11 @@ class CallStore:
         self._owners = sa.select(calls.c.id, calls.c.account_id, calls.c.service).where(
             one_of(calls.c.id, "ids", sqlite=db.is_sqlite)
         )
+        self._of_job = (
+            sa.select(*_COLUMNS)
+            .where(calls.c.job_id == sa.bindparam("job"), calls.c.account_id == sa.bindparam("acc"))
+            .order_by(calls.c.created_at, calls.c.id)
+        )
         self._reopen = (
             sa.update(calls)
             .where(one_of(calls.c.id, "ids", sqlite=db.is_sqlite), calls.c.status == "failed")
@@ -110,6 +115,13 @@ class CallStore:
         params = {"cid": call_id, "acc": account_id}
         row = await self.db.read(lambda conn: conn.execute(query, params).first())
         return None if row is None else CallRow.of_row(row)
+
+    async def of_job(self, job_id: str, *, account_id: str) -> list[CallRow]:
+        """The calls made for a job, oldest first; only those of the job's own account (a call
+        naming the job from another account is never one of its steps)."""
+        params = {"job": job_id, "acc": account_id}
+        rows = await self.db.read(lambda conn: conn.execute(self._of_job, params).all())
+        return [CallRow.of_row(r) for r in rows]
 
     def insert(self, tx: Transaction, new: Sequence[NewCall]) -> set[str]:
         """Insert calls, skipping ids that exist (a client's retry); returns the ids inserted."""

@@ -90,6 +90,20 @@ async def test_a_scoped_lookup_finds_no_call_of_another_account(db: Database) ->
     assert await store.get("missing") is None
 
 
+async def test_the_calls_of_a_job_are_its_accounts_oldest_first(db: Database) -> None:
+    store = CallStore(db)
+    calls = [
+        new_call("late", job_id="j1")._replace(created_at=300.0),
+        new_call("early", job_id="j1")._replace(created_at=200.0),
+        new_call("foreign", "other", job_id="j1"),  # names the job from another account
+        new_call("unrelated", job_id="j2"),
+    ]
+    await db.transact(lambda tx: store.insert(tx, calls))
+    rows = await store.of_job("j1", account_id="acc")
+    assert [r.id for r in rows] == ["early", "late"]
+    assert all(isinstance(r, CallRow) for r in rows)
+
+
 async def test_owners_name_the_account_and_service_of_known_ids(db: Database) -> None:
     store = CallStore(db)
     await db.transact(lambda tx: store.insert(tx, [new_call("c1"), new_call("c2", "acc2")]))
