@@ -7,18 +7,22 @@ resolve without a query.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
-
 from fluxo_core.errors import PayloadSchemaError, UnknownServiceError
-from fluxo_core.storage import Database, Transaction
-from fluxo_core.storage.tables import services as services_table
-from service_runtime.sdk import Price, Service, _schema_problems, input_queue, output_queue
+from fluxo_core.storage import Database, ServiceRow, ServiceStore
+from service_runtime.sdk import (
+    MICROS,
+    Price,
+    Service,
+    _schema_problems,
+    input_queue,
+    output_queue,
+)
 
 __all__ = ["ServiceCatalog", "ServiceInfo"]
 
@@ -95,6 +99,7 @@ class ServiceInfo:
 class ServiceCatalog:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._store = ServiceStore(db)
         self._local: dict[str, ServiceInfo] = {}
         self._cache: dict[str, tuple[float, ServiceInfo]] = {}
 
@@ -107,31 +112,21 @@ class ServiceCatalog:
             self._local[info.ref] = info
             self._local.setdefault(info.name, info)
             rows.append(
-                {
-                    "name": svc.name,
-                    "version": svc.version,
-                    "description": svc.description,
-                    "input_schema": json.dumps(svc.input_schema) if svc.input_schema else None,
-                    "output_schema": json.dumps(svc.output_schema) if svc.output_schema else None,
-                    "price_per_call_micros": svc.price.per_call_micros,
-                    "price_per_item_micros": svc.price.per_item_micros,
-                    "currency": svc.price.currency,
-                    "max_attempts": svc.retry.max_attempts,
-                    "timeout_s": svc.timeout_s,
-                    "updated_at": now,
-                }
-            )
-
-        def upsert(tx: Transaction) -> None:
-            for row in rows:
-                key = (services_table.c.name == row["name"]) & (
-                    services_table.c.version == row["version"]
+                ServiceRow(
+                    name=svc.name,
+                    version=svc.version,
+                    description=svc.description,
+                    input_schema=svc.input_schema,
+                    output_schema=svc.output_schema,
+                    price_per_call_micros=svc.price.per_call_micros,
+                    price_per_item_micros=svc.price.per_item_micros,
+                    currency=svc.price.currency,
+                    max_attempts=svc.retry.max_attempts,
+                    timeout_s=svc.timeout_s,
+                    updated_at=now,
                 )
-                updated = tx.execute(sa.update(services_table).where(key).values(**row))
-                if updated.rowcount == 0:
-                    tx.execute(sa.insert(services_table).values(**row))
-
-        await self.db.transact(upsert)
+            )
+        await self._store.publish(rows)
 
     async def resolve(self, ref: str) -> ServiceInfo:
         """``name`` (newest published version) or ``name@version``."""
@@ -142,41 +137,32 @@ class ServiceCatalog:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         name, _, version = ref.partition("@")
-        query = sa.select(services_table).where(services_table.c.name == name)
-        if version:
-            query = query.where(services_table.c.version == version)
-        query = query.order_by(services_table.c.updated_at.desc()).limit(1)
-        row = await self.db.read(lambda conn: conn.execute(query).first())
+        row = await self._store.find(name, version or None)
         if row is None:
             known = sorted({s.name for s in await self.list()})
             hint = f"known services: {', '.join(known)}" if known else "no service is published yet"
             raise UnknownServiceError(f"no service named {ref!r} ({hint})", service=ref)
-        info = _info_from_row(row._mapping)
+        info = _info_from_row(row)
         self._cache[ref] = (time.monotonic() + _CACHE_TTL_S, info)
         return info
 
     async def list(self) -> list[ServiceInfo]:
-        query = sa.select(services_table).order_by(services_table.c.name, services_table.c.version)
-        rows = await self.db.read(lambda conn: conn.execute(query).all())
-        return [_info_from_row(r._mapping) for r in rows]
+        return [_info_from_row(r) for r in await self._store.all()]
 
 
-def _info_from_row(row: Any) -> ServiceInfo:
-    from decimal import Decimal
-
-    from service_runtime.sdk import MICROS
-
+def _info_from_row(row: ServiceRow) -> ServiceInfo:
+    """The one mapping of a published service to what callers know of it."""
     return ServiceInfo(
-        name=row["name"],
-        version=row["version"],
-        description=row["description"],
-        input_schema=json.loads(row["input_schema"]) if row["input_schema"] else None,
-        output_schema=json.loads(row["output_schema"]) if row["output_schema"] else None,
+        name=row.name,
+        version=row.version,
+        description=row.description,
+        input_schema=row.input_schema,
+        output_schema=row.output_schema,
         price=Price(
-            per_call=Decimal(row["price_per_call_micros"]) / MICROS,
-            per_item=Decimal(row["price_per_item_micros"]) / MICROS,
-            currency=row["currency"],
+            per_call=Decimal(row.price_per_call_micros) / MICROS,
+            per_item=Decimal(row.price_per_item_micros) / MICROS,
+            currency=row.currency,
         ),
-        max_attempts=row["max_attempts"],
-        timeout_s=row["timeout_s"],
+        max_attempts=row.max_attempts,
+        timeout_s=row.timeout_s,
     )

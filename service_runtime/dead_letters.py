@@ -19,12 +19,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from fluxo_core.errors import UnsupportedFeatureError, ValidationError
-from fluxo_core.storage import Database, Transaction
-from fluxo_core.storage.tables import calls, inbox, jobs
-from fluxo_core.storage.tables import queue_messages as qm
+from fluxo_core.storage import CallStore, Database, InboxStore, QueueStore, Transaction
 from service_runtime.transports import Transport, queue_channel
 
 __all__ = ["DeadLetter", "DeadLetters", "JobLetters", "Replay"]
@@ -67,17 +63,15 @@ class DeadLetters:
                 f"{transport.name!r} transport (e.g. a RabbitMQ shovel); Fluxo replays SQL queues"
             )
         self.db = db
+        self._queues = QueueStore(db)
+        self._calls = CallStore(db)
+        self._inbox = InboxStore(db)
 
     async def list(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
-        query = sa.select(
-            qm.c.queue, qm.c.message_id, qm.c.last_error, qm.c.visible_at, calls.c.job_id
-        ).select_from(qm.outerjoin(calls, calls.c.id == qm.c.message_id))
-        query = query.where(
-            qm.c.queue == queue + _SUFFIX if queue else qm.c.queue.like("%" + _SUFFIX)
-        )
-        rows = await self.db.read(lambda c: c.execute(query.order_by(qm.c.id).limit(limit)).all())
+        dead_queue = queue + _SUFFIX if queue else None
+        rows = await self._queues.dead_letters(queue=dead_queue, suffix=_SUFFIX, limit=limit)
         return [
-            DeadLetter(r.queue[: -len(_SUFFIX)], r.message_id, r.last_error, r.visible_at, r.job_id)
+            DeadLetter(r.queue[: -len(_SUFFIX)], r.message_id, r.error, r.dead_at, r.job_id)
             for r in rows
         ]
 
@@ -90,46 +84,27 @@ class DeadLetters:
                 f"{queue[: -len(_SUFFIX)]!r}",
                 problems=[("queue", "ends with .dlq")],
             )
-        dead = qm.c.queue == queue + _SUFFIX
-        if message_ids is not None:
-            dead = dead & qm.c.message_id.in_(list(message_ids))
-        letters = (
-            sa.select(qm.c.message_id, calls.c.job_id, jobs.c.status)
-            .select_from(
-                qm.outerjoin(calls, calls.c.id == qm.c.message_id).outerjoin(
-                    jobs, jobs.c.id == calls.c.job_id
-                )
-            )
-            .where(dead)
-        )
+        dead_queue = queue + _SUFFIX
 
         def run(tx: Transaction) -> Replay:
             ids: list[str] = []
             by_job: dict[str, tuple[str, list[str]]] = {}
-            for r in tx.execute(letters):
-                if r.status is None:
-                    ids.append(r.message_id)
+            for letter in self._queues.letter_owners(tx, dead_queue, message_ids):
+                if letter.job_id is None or letter.job_status is None:
+                    ids.append(letter.message_id)
                 else:
-                    by_job.setdefault(r.job_id, (r.status, []))[1].append(r.message_id)
+                    by_job.setdefault(letter.job_id, (letter.job_status, []))[1].append(
+                        letter.message_id
+                    )
             kept = tuple(
                 JobLetters(job_id, status, tuple(sorted(kept_ids)))
                 for job_id, (status, kept_ids) in sorted(by_job.items())
             )
             if not ids:
                 return Replay(queue, 0, kept)
-            tx.execute(
-                sa.delete(inbox).where(inbox.c.consumer == queue, inbox.c.message_id.in_(ids))
-            )
-            tx.execute(
-                sa.update(calls)
-                .where(calls.c.id.in_(ids), calls.c.status == "failed")
-                .values(status="queued", finished_at=None)
-            )
-            tx.execute(
-                sa.update(qm)
-                .where(qm.c.queue == queue + _SUFFIX, qm.c.message_id.in_(ids))
-                .values(queue=queue, attempt=0, visible_at=time.time(), lease_token=None)
-            )
+            self._inbox.forget(tx, queue, ids)
+            self._calls.reopen_failed(tx, ids)
+            self._queues.requeue(tx, dead_queue, queue, ids, time.time())
             tx.notify(queue_channel(queue))
             return Replay(queue, len(ids), kept)
 

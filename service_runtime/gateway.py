@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import orjson
 import pydantic_core
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 
 from fluxo_core.errors import (
@@ -30,8 +29,7 @@ from fluxo_core.errors import (
 )
 from fluxo_core.ir import Packet
 from fluxo_core.redaction import mask_credentials
-from fluxo_core.storage import Database, Principal, Transaction, bulk_insert
-from fluxo_core.storage.tables import calls
+from fluxo_core.storage import CallRow, CallStore, Database, NewCall, Principal, Transaction
 from service_runtime.catalog import ServiceCatalog, ServiceInfo
 from service_runtime.interceptors import (
     AdmitRequest,
@@ -112,8 +110,7 @@ class Gateway:
         self.max_packet_bytes = max_packet_bytes
         self.interceptors = interceptors if interceptors is not None else InterceptorChain()
         self.poll_interval_s = poll_interval_s
-        self._get = sa.select(calls).where(calls.c.id == sa.bindparam("cid"))
-        self._get_scoped = self._get.where(calls.c.account_id == sa.bindparam("acc"))
+        self.calls = CallStore(db)
 
     async def call(
         self,
@@ -213,28 +210,23 @@ class Gateway:
         now = time.time()
         headers = {REPLY_TO_HEADER: reply_to} if reply_to else {}
         rows = [
-            {
-                "id": p.id,
-                "account_id": p.account_id,
-                "user_id": p.user_id,
-                "service": info.name,
-                "version": info.version,
-                "job_id": p.job_id,
-                "step_id": p.step_id,
-                "status": "queued",
-                "request": p.body,
-                "result": None,
-                "error": None,
-                "attempts": 0,
-                "reply_to": reply_to,
-                "created_at": now,
-                "finished_at": None,
-            }
+            NewCall(
+                p.id,
+                p.account_id,
+                p.user_id,
+                info.name,
+                info.version,
+                p.job_id,
+                p.step_id,
+                p.body,
+                reply_to,
+                now,
+            )
             for p in prepared
         ]
         # A packet id seen before is the same call retried by its client: keep the first,
         # enqueue nothing new. Only if the id was used for a different call is it an error.
-        inserted = self._insert_calls(tx, rows)
+        inserted = self.calls.insert(tx, rows)
         if len(inserted) < len(rows):
             self._check_repeats(tx, info, [p for p in prepared if p.id not in inserted])
         if self.interceptors.records:
@@ -255,21 +247,10 @@ class Gateway:
             ],
         )
 
-    @staticmethod
-    def _insert_calls(tx: Transaction, rows: list[dict[str, Any]]) -> set[str]:
-        """Insert call rows, skipping ids that exist; returns the ids inserted."""
-        return {r.id for r in bulk_insert(tx, calls, rows, skip_conflicts=True, returning=["id"])}
-
-    @staticmethod
-    def _check_repeats(tx: Transaction, info: ServiceInfo, repeats: Sequence[PreparedCall]) -> None:
-        stored = {
-            r.id: r
-            for r in tx.execute(
-                sa.select(calls.c.id, calls.c.account_id, calls.c.service).where(
-                    calls.c.id.in_([p.id for p in repeats])
-                )
-            )
-        }
+    def _check_repeats(
+        self, tx: Transaction, info: ServiceInfo, repeats: Sequence[PreparedCall]
+    ) -> None:
+        stored = self.calls.owners(tx, [p.id for p in repeats])
         for packet in repeats:
             old = stored.get(packet.id)
             if old is None or old.account_id != packet.account_id or old.service != info.name:
@@ -283,12 +264,10 @@ class Gateway:
         self, call_id: str, *, account_id: str | None = None, reveal: bool = False
     ) -> CallRecord:
         """The call's current record; ``account_id`` scopes the lookup (others' calls are 404)."""
-        query = self._get if account_id is None else self._get_scoped
-        params = {"cid": call_id, "acc": account_id}
-        row = await self.db.read(lambda conn: conn.execute(query, params).first())
+        row = await self.calls.get(call_id, account_id=account_id)
         if row is None:
             raise CallNotFoundError(f"no call {call_id!r} in this account", call_id=call_id)
-        return record_from_row(row._mapping, reveal=reveal)
+        return record_from_row(row, reveal=reveal)
 
     async def wait(
         self,
@@ -312,34 +291,33 @@ class Gateway:
                 await sub.wait(min(left, self.poll_interval_s))
 
 
-def record_from_row(row: Any, *, reveal: bool = False) -> CallRecord:
-    """The call as shown: values of credential-looking keys in its result masked (``"***"``).
+def record_from_row(row: CallRow, *, reveal: bool = False) -> CallRecord:
+    """The call as shown (the one mapping of a stored call to a record): values of
+    credential-looking keys in its result masked (``"***"``).
 
     ``reveal`` keeps them, for the one reader that needs the data itself: the engine that made
     the call for a job step and passes its result on to the next step.
     """
     result = None
-    if row["result"] is not None:
-        packets = orjson.loads(row["result"])
+    if row.result is not None:
+        packets = orjson.loads(row.result)
         if not reveal:
             packets = [_masked(p) for p in packets]
         result = [Packet.model_validate(p) for p in packets]
     return CallRecord(
-        id=row["id"],
-        service=row["service"],
-        version=row["version"],
-        account_id=row["account_id"],
-        user_id=row["user_id"],
-        job_id=row["job_id"],
-        step_id=row["step_id"],
-        status=row["status"],
-        attempts=row["attempts"],
+        id=row.id,
+        service=row.service,
+        version=row.version,
+        account_id=row.account_id,
+        user_id=row.user_id,
+        job_id=row.job_id,
+        step_id=row.step_id,
+        status=row.status,
+        attempts=row.attempts,
         result=result,
-        error=orjson.loads(row["error"]) if row["error"] else None,
-        created_at=datetime.fromtimestamp(row["created_at"], UTC),
-        finished_at=(
-            datetime.fromtimestamp(row["finished_at"], UTC) if row["finished_at"] else None
-        ),
+        error=orjson.loads(row.error) if row.error else None,
+        created_at=datetime.fromtimestamp(row.created_at, UTC),
+        finished_at=datetime.fromtimestamp(row.finished_at, UTC) if row.finished_at else None,
     )
 
 

@@ -15,18 +15,18 @@ import asyncio
 import contextlib
 import logging
 import time
-
-import sqlalchemy as sa
+from collections.abc import Callable
 
 from fluxo_core.errors import FluxoError
-from fluxo_core.storage import Database, Transaction
-from fluxo_core.storage.tables import inbox, queue_messages
+from fluxo_core.storage import Database, InboxStore, QueueStore, Transaction
 
 __all__ = ["Janitor"]
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 5000
+# Output queues of services (``svc.<name>@<version>.out``), as SQL ``LIKE`` sees them.
+_OUTPUT_QUEUES = "svc.%.out"
 
 
 class Janitor:
@@ -42,6 +42,8 @@ class Janitor:
         self.output_retention_s = output_retention_s
         self.inbox_retention_s = inbox_retention_s
         self.interval_s = interval_s
+        self._queues = QueueStore(db)
+        self._inbox = InboxStore(db)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -55,41 +57,23 @@ class Janitor:
     async def run_once(self, now: float | None = None) -> tuple[int, int]:
         """One pass; returns ``(output messages deleted, inbox rows deleted)``."""
         now = time.time() if now is None else now
-        expired_outputs = (
-            sa.select(queue_messages.c.id)
-            .where(
-                queue_messages.c.queue.like("svc.%.out"),
-                queue_messages.c.attempt == 0,
-                queue_messages.c.created_at < now - self.output_retention_s,
-            )
-            .limit(_CHUNK)
-            .scalar_subquery()
-        )
-        old_inbox = (
-            sa.select(inbox.c.consumer, inbox.c.message_id)
-            .where(inbox.c.processed_at < now - self.inbox_retention_s)
-            .limit(_CHUNK)
-        )
+        output_cutoff = now - self.output_retention_s
+        inbox_cutoff = now - self.inbox_retention_s
         outputs = await self._drain(
-            sa.delete(queue_messages).where(queue_messages.c.id.in_(expired_outputs))
+            lambda tx: self._queues.delete_unread(tx, _OUTPUT_QUEUES, output_cutoff, _CHUNK)
         )
-        inbox_rows = await self._drain(
-            sa.delete(inbox).where(sa.tuple_(inbox.c.consumer, inbox.c.message_id).in_(old_inbox))
-        )
+        inbox_rows = await self._drain(lambda tx: self._inbox.expire(tx, inbox_cutoff, _CHUNK))
         if outputs or inbox_rows:
             log.info(
                 "janitor: %d unread output messages, %d inbox rows removed", outputs, inbox_rows
             )
         return outputs, inbox_rows
 
-    async def _drain(self, statement: sa.Delete) -> int:
+    async def _drain(self, delete_chunk: Callable[[Transaction], int]) -> int:
+        """Run ``delete_chunk`` in transactions of its own until a chunk comes back short."""
         total = 0
         while True:
-
-            def delete(tx: Transaction) -> int:
-                return int(tx.execute(statement).rowcount or 0)
-
-            deleted = await self.db.transact(delete)
+            deleted = await self.db.transact(delete_chunk)
             total += deleted
             if deleted < _CHUNK:
                 return total

@@ -27,42 +27,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
-
-import orjson
-import sqlalchemy as sa
+from typing import Protocol
 
 from fluxo_core.errors import FluxoError
-from fluxo_core.storage import Database, Transaction
-from fluxo_core.storage.tables import outbox
+from fluxo_core.storage import OUTBOX_CHANNEL, Database, OutboxMessage, OutboxStore
 
 __all__ = ["OUTBOX_CHANNEL", "OutboxMessage", "OutboxRelay", "Publisher"]
 
 log = logging.getLogger(__name__)
 
 _DUE_SLACK_S = 0.005  # wake just after a row falls due, not just before
-
-OUTBOX_CHANNEL = "outbox"
-"""The wake-up channel notified by every transaction that writes the outbox."""
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    """One outbox row, as the relay hands it to a publisher.
-
-    The relay hands a message over once ``created_at + delay_s`` has passed; a publisher sends it
-    at once.
-    """
-
-    id: int
-    queue: str
-    message_id: str
-    body: bytes
-    headers: dict[str, str]
-    max_attempts: int
-    delay_s: float
-    created_at: float
 
 
 class Publisher(Protocol):
@@ -105,24 +79,7 @@ class OutboxRelay:
         )
         self.max_backoff_s = max_backoff_s
         self.published = 0
-        due = outbox.c.created_at + outbox.c.delay_s
-        self._select = (
-            sa.select(
-                outbox.c.id,
-                outbox.c.queue,
-                outbox.c.message_id,
-                outbox.c.body,
-                outbox.c.headers,
-                outbox.c.max_attempts,
-                outbox.c.delay_s,
-                outbox.c.created_at,
-            )
-            .where(due <= sa.bindparam("now"))
-            .order_by(outbox.c.id)
-            .limit(sa.bindparam("lim", type_=sa.Integer))
-        )
-        self._next_due = sa.select(sa.func.min(due)).where(due > sa.bindparam("now"))
-        self._delete = sa.delete(outbox).where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
+        self.outbox = OutboxStore(db)
 
     async def run_once(self) -> int:
         """Publish one batch of due messages and delete their rows. Returns how many it published."""
@@ -131,37 +88,11 @@ class OutboxRelay:
 
     async def _pass(self) -> tuple[int, float | None]:
         """One pass: (messages published, when the next delayed row is due, if any)."""
-        now = time.time()
-
-        def read(conn: sa.Connection) -> tuple[Sequence[Any], float | None]:
-            rows = conn.execute(self._select, {"now": now, "lim": self.batch_size}).all()
-            if len(rows) == self.batch_size:
-                return rows, None  # more is due; the next pass asks again
-            return rows, conn.execute(self._next_due, {"now": now}).scalar()
-
-        rows, next_due = await self.db.read(read)
-        if not rows:
+        messages, next_due = await self.outbox.due(time.time(), self.batch_size)
+        if not messages:
             return 0, next_due
-        messages = [
-            OutboxMessage(
-                id=r.id,
-                queue=r.queue,
-                message_id=r.message_id,
-                body=bytes(r.body),
-                headers=orjson.loads(r.headers),
-                max_attempts=r.max_attempts,
-                delay_s=r.delay_s,
-                created_at=r.created_at,
-            )
-            for r in rows
-        ]
         await self.publisher.publish(messages)
-        ids = [m.id for m in messages]
-
-        def delete(tx: Transaction) -> None:
-            tx.execute(self._delete, {"ids": ids})
-
-        await self.db.transact(delete)
+        await self.outbox.remove([m.id for m in messages])
         self.published += len(messages)
         return len(messages), next_due
 

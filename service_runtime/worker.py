@@ -41,7 +41,6 @@ from typing import Any
 
 import orjson
 import pydantic_core
-import sqlalchemy as sa
 
 from fluxo_core.errors import (
     ConfigError,
@@ -51,8 +50,7 @@ from fluxo_core.errors import (
     ServiceTimeoutError,
 )
 from fluxo_core.ir import MAX_ATTEMPTS_HEADER, Packet, new_span_id, parse_packet
-from fluxo_core.storage import Database, Transaction, bulk_insert, bulk_update, one_of
-from fluxo_core.storage.tables import calls, inbox
+from fluxo_core.storage import CallOutcome, CallStore, Database, InboxKey, InboxStore, Transaction
 from service_runtime.gateway import REPLY_TO_HEADER, call_channel
 from service_runtime.interceptors import (
     AdmitRequest,
@@ -177,9 +175,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._channels = [f"q:{q}" for q in self.queues]
         self._rng = rng or random.Random()
-        ids_match = one_of(inbox.c.message_id, "ids", sqlite=db.is_sqlite)
-        queues_match = one_of(inbox.c.consumer, "queues", sqlite=db.is_sqlite)
-        self._seen = sa.select(inbox.c.consumer, inbox.c.message_id).where(ids_match, queues_match)
+        self._calls = CallStore(db)
+        self._inbox = InboxStore(db)
 
     async def run(self, stop: asyncio.Event | None = None, *, idle_timeout_s: float = 1.0) -> None:
         """Process batches until ``stop`` is set (or :meth:`request_stop`); sleeps when idle."""
@@ -315,10 +312,7 @@ class Worker:
         checked = [o for o in outcomes if not o.service.inline]
         if not checked:
             return
-        params = {"ids": [o.delivery.message_id for o in checked], "queues": self.queues}
-        seen = await self.db.read(
-            lambda conn: {(r.consumer, r.message_id) for r in conn.execute(self._seen, params)}
-        )
+        seen = await self._inbox.seen(self.queues, [o.delivery.message_id for o in checked])
         for o in checked:
             key = (o.delivery.queue, o.delivery.message_id)
             if key in seen:
@@ -432,7 +426,7 @@ class Worker:
         final, retry = settlement.final, settlement.retry
         applied = self._claim_inbox(tx, final, now)
         acks: list[Delivery] = [o.delivery for o in outcomes if o.duplicate]
-        updates: list[dict[str, Any]] = []
+        updates: list[CallOutcome] = []
         messages: list[OutgoingMessage] = []
         for o in final:
             key = (o.delivery.queue, o.delivery.message_id)
@@ -453,20 +447,16 @@ class Worker:
         for o in retry:
             error = o.error or ServiceError("retry without an error")
             self.transport.retry(tx, o.delivery, delay_s=o.retry_delay, error=_describe(error))
+            error_json = orjson.dumps(error.to_dict()).decode()
             updates.append(
-                {
-                    "id": o.delivery.message_id,
-                    "status": "retrying",
-                    "result": None,
-                    "error": orjson.dumps(error.to_dict()).decode(),
-                    "attempts": o.delivery.attempt,
-                    "finished_at": None,
-                }
+                CallOutcome(
+                    o.delivery.message_id, "retrying", None, error_json, o.delivery.attempt, None
+                )
             )
         if self.interceptors.observes_results:
             self.interceptors.on_result(ResultRequest(_results(final, retry), now), tx)
         if updates:
-            self._update_calls(tx, updates)
+            self._calls.record_outcomes(tx, updates)
         self.transport.enqueue(tx, messages)
         self.transport.ack(tx, acks)
         tx.notify(*(call_channel(o.delivery.message_id) for o in outcomes))
@@ -486,9 +476,6 @@ class Worker:
                     "dead-lettered %s on %s: %s", o.delivery.message_id, o.service.ref, o.error
                 )
 
-    def _update_calls(self, tx: Transaction, updates: list[dict[str, Any]]) -> None:
-        bulk_update(tx, calls, ["id"], updates)
-
     def _should_retry(self, o: _Outcome) -> bool:
         if o.error is None or not o.error.retryable:
             return False
@@ -497,37 +484,19 @@ class Worker:
             limit = min(limit, o.max_attempts)
         return o.delivery.attempt < limit
 
-    def _claim_inbox(
-        self, tx: Transaction, final: list[_Outcome], now: float
-    ) -> set[tuple[str, str]]:
+    def _claim_inbox(self, tx: Transaction, final: list[_Outcome], now: float) -> set[InboxKey]:
         """Insert inbox rows; only the ones that were new are applied in this transaction."""
-        if not final:
-            return set()
-        rows = [
-            {"consumer": o.delivery.queue, "message_id": o.delivery.message_id, "processed_at": now}
-            for o in final
-        ]
-        inserted = bulk_insert(
-            tx, inbox, rows, skip_conflicts=True, returning=["consumer", "message_id"]
-        )
-        return {(r.consumer, r.message_id) for r in inserted}
+        keys = [(o.delivery.queue, o.delivery.message_id) for o in final]
+        return self._inbox.claim(tx, keys, now)
 
-    def _success_rows(
-        self, o: _Outcome, now: float
-    ) -> tuple[dict[str, Any], list[OutgoingMessage]]:
+    def _success_rows(self, o: _Outcome, now: float) -> tuple[CallOutcome, list[OutgoingMessage]]:
         """The call update and output messages of a successful call."""
         packet, svc, outputs, results = o.packet, o.service, o.outputs or [], o.results
         if packet is None or results is None:
             raise ServiceError("a successful call without its packets", retryable=False)
-        update = {
-            "id": packet.id,
-            "status": "succeeded",
-            # The call's result: its output packets (none for a call that returned nothing).
-            "result": b"[" + b",".join(body for _, body in results[: len(outputs)]) + b"]",
-            "error": None,
-            "attempts": o.delivery.attempt,
-            "finished_at": now,
-        }
+        # The call's result: its output packets (none for a call that returned nothing).
+        result = b"[" + b",".join(body for _, body in results[: len(outputs)]) + b"]"
+        update = CallOutcome(packet.id, "succeeded", result, None, o.delivery.attempt, now)
         reply_to = o.delivery.headers.get(REPLY_TO_HEADER) or svc.output_queue
         count = str(len(outputs))
         messages = [
@@ -550,19 +519,13 @@ class Worker:
         self,
         o: _Outcome,
         now: float,
-        updates: list[dict[str, Any]],
+        updates: list[CallOutcome],
         messages: list[OutgoingMessage],
     ) -> None:
         error = (o.error or ServiceError("failed")).to_dict()
+        error_json = orjson.dumps(error).decode()
         updates.append(
-            {
-                "id": o.delivery.message_id,
-                "status": "failed",
-                "result": None,
-                "error": orjson.dumps(error).decode(),
-                "attempts": o.delivery.attempt,
-                "finished_at": now,
-            }
+            CallOutcome(o.delivery.message_id, "failed", None, error_json, o.delivery.attempt, now)
         )
         if o.packet is None:
             return  # an unparseable message has no actor to address an error packet to
@@ -582,7 +545,7 @@ class Worker:
 class _Settlement:
     final: list[_Outcome]
     retry: list[_Outcome]
-    success_rows: dict[int, tuple[dict[str, Any], list[OutgoingMessage]]]
+    success_rows: dict[int, tuple[CallOutcome, list[OutgoingMessage]]]
 
 
 def _parse(outcomes: list[_Outcome]) -> None:

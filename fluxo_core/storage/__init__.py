@@ -1,20 +1,48 @@
-"""Persistence of the model: schema, migrations, transactions and wake-ups (SQLite, PostgreSQL)."""
+"""Persistence of the model: schema, migrations, transactions and wake-ups (SQLite, PostgreSQL).
+
+SQL lives here (and in the SQL transport): the repositories below take the storage
+:class:`Transaction` or read on their own, and hand back typed rows.
+"""
 
 from fluxo_core.storage import tables
 from fluxo_core.storage.accounts import AccountStore, Principal
 from fluxo_core.storage.bulk import bulk_insert, bulk_update, one_of
+from fluxo_core.storage.calls import CallOutcome, CallOwner, CallRow, CallStore, NewCall
 from fluxo_core.storage.database import Database, Subscription, Transaction, map_storage_errors
+from fluxo_core.storage.inbox import InboxKey, InboxStore
+from fluxo_core.storage.ledger import UsageLedger, UsageRecord
+from fluxo_core.storage.outbox import OUTBOX_CHANNEL, NewOutboxMessage, OutboxMessage, OutboxStore
+from fluxo_core.storage.queues import DeadLetterRow, LetterOwner, QueueStore
 from fluxo_core.storage.secrets import SecretInfo, SecretKey, SecretStore
+from fluxo_core.storage.services import ServiceRow, ServiceStore
 
 __all__ = [
+    "OUTBOX_CHANNEL",
     "AccountStore",
+    "CallOutcome",
+    "CallOwner",
+    "CallRow",
+    "CallStore",
     "Database",
+    "DeadLetterRow",
+    "InboxKey",
+    "InboxStore",
+    "LetterOwner",
+    "NewCall",
+    "NewOutboxMessage",
+    "OutboxMessage",
+    "OutboxStore",
     "Principal",
+    "QueueStore",
     "SecretInfo",
     "SecretKey",
     "SecretStore",
+    "ServiceRow",
+    "ServiceStore",
     "Subscription",
     "Transaction",
+    "UsageLedger",
+    "UsageRecord",
     "bulk_insert",
     "bulk_update",
     "map_storage_errors",

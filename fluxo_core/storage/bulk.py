@@ -32,6 +32,9 @@ __all__ = ["as_dicts", "bulk_insert", "bulk_update", "one_of"]
 
 T = TypeVar("T")
 
+Rows = Sequence[dict[str, Any]] | Sequence[Any]
+"""Rows to write: dicts by column name, or named tuples whose fields are column names."""
+
 _PG_TYPES: list[tuple[type[sa.types.TypeEngine[Any]], str]] = [
     (sa.BigInteger, "bigint"),
     (sa.Integer, "integer"),
@@ -46,12 +49,13 @@ _PG_TYPES: list[tuple[type[sa.types.TypeEngine[Any]], str]] = [
 def bulk_insert(
     tx: Transaction,
     table: sa.Table,
-    rows: Sequence[dict[str, Any]],
+    rows: Rows,
     *,
     skip_conflicts: bool = False,
     returning: Sequence[str] = (),
 ) -> list[Any]:
-    """Insert ``rows`` (dicts with the same keys) into ``table``.
+    """Insert ``rows`` into ``table``: dicts with the same keys, or named tuples of one type
+    whose fields are column names (the repositories' typed rows, bound with no dict between).
 
     Args:
         skip_conflicts: rows that collide with an existing key are skipped (``ON CONFLICT DO
@@ -61,7 +65,7 @@ def bulk_insert(
     """
     if not rows:
         return []
-    columns = tuple(rows[0])
+    columns = _columns(rows)
     dialect = tx.conn.dialect.name
     if dialect == "postgresql":
         stmt = _pg_statement(table, columns, skip_conflicts, tuple(returning))
@@ -98,9 +102,30 @@ def bulk_insert(
     return _on_driver(tx, sql, insert)
 
 
-def _tuples(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
+def _columns(rows: Rows) -> tuple[str, ...]:
+    first = rows[0]
+    if isinstance(first, tuple):
+        return _fields(first)
+    return tuple(first)
+
+
+def _fields(row: tuple[Any, ...]) -> tuple[str, ...]:
+    """A named tuple's field names (a plain tuple has no names to bind by)."""
+    fields: tuple[str, ...] | None = getattr(row, "_fields", None)
+    if fields is None:
+        raise StorageError("bulk write: a row is a plain tuple; pass dicts or named tuples")
+    return fields
+
+
+def _tuples(rows: Rows, columns: Sequence[str]) -> Sequence[tuple[Any, ...]]:
     """The rows' values in ``columns`` order, as the driver binds them (by C-level lookups:
     a generator per row cost more than the insert itself)."""
+    first = rows[0]
+    if isinstance(first, tuple):
+        fields = _fields(first)
+        if fields == tuple(columns):
+            return rows  # type: ignore[return-value]  # named tuples already in column order
+        return list(map(operator.itemgetter(*(fields.index(c) for c in columns)), rows))
     if len(columns) == 1:
         (name,) = columns
         return [(row[name],) for row in rows]
@@ -189,7 +214,12 @@ def _pg_type(table: sa.Table, column: str) -> str:
     raise StorageError(f"bulk write: no PostgreSQL type for {table.name}.{column} ({type_!r})")
 
 
-def _json_rows(rows: Sequence[dict[str, Any]]) -> str:
+def _json_rows(rows: Rows) -> str:
+    if rows and isinstance(rows[0], tuple):
+        # orjson writes no named tuple as an object; the recordset reads objects by name.
+        # (Rows of one type have as many values as fields: zip needs no strict check.)
+        fields = _fields(rows[0])
+        rows = [dict(zip(fields, row)) for row in rows]  # noqa: B905
     return orjson.dumps(rows, default=_hex).decode()
 
 
@@ -199,18 +229,16 @@ def _hex(value: Any) -> str:
     raise TypeError(f"bulk write: {type(value).__name__} is not a column value")
 
 
-def bulk_update(
-    tx: Transaction, table: sa.Table, keys: Sequence[str], rows: Sequence[dict[str, Any]]
-) -> None:
+def bulk_update(tx: Transaction, table: sa.Table, keys: Sequence[str], rows: Rows) -> None:
     """Update many rows of ``table``, each found by its ``keys`` columns, to the other values
-    of its dict (every dict has the same columns).
+    of its dict or named tuple (every row has the same columns, as :func:`bulk_insert`).
 
     PostgreSQL: one ``UPDATE ... FROM unnest(...)`` statement instead of one UPDATE per row.
     SQLite: a prebuilt statement run with ``executemany``.
     """
     if not rows:
         return
-    columns = tuple(rows[0])
+    columns = _columns(rows)
     values = tuple(c for c in columns if c not in keys)
     if tx.conn.dialect.name == "postgresql":
         tx.execute(_pg_update(table, tuple(keys), values), {"rows": _json_rows(rows)})

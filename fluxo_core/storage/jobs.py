@@ -19,6 +19,7 @@ from fluxo_core.engine import RunStatus, StepPhase, StepState
 from fluxo_core.errors import NotFoundError, ValidationError
 from fluxo_core.ir.step_keys import key_from_id
 from fluxo_core.storage.bulk import as_dicts, bulk_insert, bulk_update, one_of
+from fluxo_core.storage.calls import CallRow, CallStore
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
 
@@ -38,6 +39,7 @@ ACTIVE = ("queued", "running")
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._calls = CallStore(db)
         # Built once: the engine runs these for every batch, and building a statement costs
         # several times more than SQLite takes to execute it.
         self._statuses = sa.select(jobs.c.id, jobs.c.status).where(
@@ -93,23 +95,18 @@ class JobStore:
         )
         return await self.db.read(lambda conn: conn.execute(query).all())
 
-    async def calls(self, job_id: str, *, account_id: str) -> Sequence[Any]:
+    async def calls(self, job_id: str, *, account_id: str) -> list[CallRow]:
         """The gateway calls made for a job, oldest first: the steps of a job on an external
         engine, which Fluxo sees only through the calls that engine makes.
 
         Only calls of the job's own account count: a call row naming the job from another
         account is never one of its steps.
         """
-        query = (
-            sa.select(calls)
-            .where(calls.c.job_id == job_id, calls.c.account_id == account_id)
-            .order_by(calls.c.created_at, calls.c.id)
-        )
-        return await self.db.read(lambda conn: conn.execute(query).all())
+        return await self._calls.of_job(job_id, account_id=account_id)
 
-    async def latest_calls(self, job_id: str, *, account_id: str) -> list[Any]:
+    async def latest_calls(self, job_id: str, *, account_id: str) -> list[CallRow]:
         """The latest call of each step key of a job (a retry replaces its earlier calls)."""
-        latest: dict[str, Any] = {}
+        latest: dict[str, CallRow] = {}
         for call in await self.calls(job_id, account_id=account_id):
             key = _step_key(job_id, call.id, orjson.loads(call.request), call.step_id)
             latest.pop(key, None)

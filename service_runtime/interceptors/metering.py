@@ -9,10 +9,7 @@ wrote no charge either. Failed calls and retried attempts cost nothing.
 
 from __future__ import annotations
 
-from typing import Any
-
-from fluxo_core.storage import Transaction, bulk_insert
-from fluxo_core.storage.tables import usage_records
+from fluxo_core.storage import Transaction, UsageLedger, UsageRecord
 from service_runtime.interceptors._base import CallResult, Interceptor, ResultRequest
 
 __all__ = ["Metering"]
@@ -23,28 +20,27 @@ class Metering(Interceptor):
 
     def on_result(self, request: ResultRequest, tx: Transaction) -> None:
         now = request.now
-        rows = [self.usage(r, now) for r in request.results if r.status == "succeeded"]
-        if rows:
-            bulk_insert(tx, usage_records, rows)
+        records = [self.usage(r, now) for r in request.results if r.status == "succeeded"]
+        UsageLedger.record(tx, records)
 
     @staticmethod
-    def usage(result: CallResult, now: float) -> dict[str, Any]:
+    def usage(result: CallResult, now: float) -> UsageRecord:
         """The usage record of a succeeded call: units and amount from the service's price."""
         packet, svc = result.packet, result.service
         # A list payload is one packet of N items; a per-item price counts the items.
         items = sum(len(p) if isinstance(p, list) else 1 for p in result.outputs)
         units, unit_price, amount = svc.price.charge(items)
-        return {
-            "call_id": packet.id,
-            "account_id": packet.account_id,
-            "user_id": packet.actor.user.id,
-            "service": svc.name,
-            "version": svc.version,
-            "job_id": packet.job_id,
-            "step_id": packet.step_id,
-            "units": units,
-            "unit_price_micros": unit_price,
-            "amount_micros": amount,
-            "currency": svc.price.currency,
-            "created_at": now,
-        }
+        return UsageRecord(
+            call_id=packet.id,
+            account_id=packet.account_id,
+            user_id=packet.actor.user.id,
+            service=svc.name,
+            version=svc.version,
+            job_id=packet.job_id,
+            step_id=packet.step_id,
+            units=units,
+            unit_price_micros=unit_price,
+            amount_micros=amount,
+            currency=svc.price.currency,
+            created_at=now,
+        )

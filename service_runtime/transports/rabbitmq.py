@@ -72,14 +72,11 @@ from typing import Any, Literal
 import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
-import orjson
-import sqlalchemy as sa
 from aio_pika import exceptions as amqp_exc
 
 from fluxo_core.errors import TransportError
-from fluxo_core.storage import Database, Transaction
-from fluxo_core.storage.tables import outbox
-from service_runtime.relay import OUTBOX_CHANNEL, OutboxMessage, OutboxRelay
+from fluxo_core.storage import Database, NewOutboxMessage, OutboxMessage, Transaction
+from service_runtime.relay import OutboxRelay
 from service_runtime.transports.base import (
     Delivery,
     OutgoingMessage,
@@ -224,7 +221,6 @@ class RabbitMqTransport:
         self._consumer = _Link(
             amqp_url, "fluxo-consumer", confirms=False, timeout_s=operation_timeout_s
         )
-        self._insert = sa.insert(outbox)
         self._unsettled: set[_Receipt] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._relay_stop: asyncio.Event | None = None
@@ -278,7 +274,7 @@ class RabbitMqTransport:
         if not messages:
             return
         now = time.time()
-        self._write_outbox(tx, [_outbox_row(m, now) for m in messages])
+        self.relay.outbox.write(tx, [_outbox_message(m, now) for m in messages])
 
     def ack(self, tx: Transaction, deliveries: Sequence[Delivery]) -> None:
         receipts = [_receipt_of(d) for d in deliveries]
@@ -313,20 +309,16 @@ class RabbitMqTransport:
         headers: dict[str, str],
         delay_s: float,
     ) -> None:
-        row = {
-            "queue": queue,
-            "message_id": delivery.message_id,
-            "body": delivery.body,
-            "headers": orjson.dumps(headers).decode(),
-            "max_attempts": delivery.max_attempts,
-            "delay_s": delay_s,
-            "created_at": time.time(),
-        }
-        self._write_outbox(tx, [row])
-
-    def _write_outbox(self, tx: Transaction, rows: list[dict[str, Any]]) -> None:
-        tx.execute(self._insert, rows)
-        tx.notify(OUTBOX_CHANNEL)
+        copy = NewOutboxMessage(
+            queue=queue,
+            message_id=delivery.message_id,
+            body=delivery.body,
+            headers=headers,
+            max_attempts=delivery.max_attempts,
+            delay_s=delay_s,
+            created_at=time.time(),
+        )
+        self.relay.outbox.write(tx, [copy])
 
     # -- publishing (called by the relay) -----------------------------------------------------
 
@@ -571,16 +563,16 @@ _SETTLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _outbox_row(m: OutgoingMessage, now: float) -> dict[str, Any]:
-    return {
-        "queue": m.queue,
-        "message_id": m.message_id,
-        "body": m.body,
-        "headers": orjson.dumps(_public(m.headers)).decode(),  # x-fluxo-* are ours
-        "max_attempts": m.max_attempts,
-        "delay_s": max(m.delay_s, 0.0),
-        "created_at": now,
-    }
+def _outbox_message(m: OutgoingMessage, now: float) -> NewOutboxMessage:
+    return NewOutboxMessage(
+        queue=m.queue,
+        message_id=m.message_id,
+        body=m.body,
+        headers=_public(m.headers),  # x-fluxo-* are ours
+        max_attempts=m.max_attempts,
+        delay_s=max(m.delay_s, 0.0),
+        created_at=now,
+    )
 
 
 def _receipt_of(delivery: Delivery) -> _Receipt:
