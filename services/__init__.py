@@ -8,6 +8,7 @@ demo and the tests. :func:`apply_transform` is also used directly by the step en
 from __future__ import annotations
 
 from service_runtime.sdk import Service
+from services.config import BuiltinConfig
 from services.demo import (
     DEMO_CUSTOMERS,
     CustomerProfile,
@@ -17,15 +18,9 @@ from services.demo import (
     notify_log,
     parse_order,
 )
-from services.http import (
-    BuiltinConfig,
-    HostPolicy,
-    HttpService,
-    Resolver,
-    SecretSource,
-    guarded_transport,
-    system_resolver,
-)
+from services.http.credentials import SecretSource
+from services.http.policy import HostPolicy, Resolver, guarded_transport, system_resolver
+from services.http.service import HttpService
 from services.nodered_function import FunctionLimits
 from services.nodered_nodes import (
     NODERED_NODE_SERVICE,
