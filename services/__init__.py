@@ -2,11 +2,13 @@
 
 ``builtin_services(config)`` gives the services every Fluxo installation offers;
 ``demo_services()`` gives ``parse-order``, ``enrich-customer`` and ``notify-log`` for the product
-demo and the tests. :func:`apply_transform` is also used directly by the step engine.
+demo and the tests. :func:`apply_transform` and :class:`Transform` are re-exported from the IR's
+transform language (:mod:`fluxo_core.ir.transform`), which the step engine evaluates itself.
 """
 
 from __future__ import annotations
 
+from fluxo_core.ir.transform import PathKey, Transform, apply_transform, parse_path
 from service_runtime.sdk import Service
 from services.config import BuiltinConfig
 from services.demo import (
@@ -29,13 +31,7 @@ from services.nodered_nodes import (
     run_node,
 )
 from services.noop import noop
-from services.transform import (
-    PathKey,
-    Transform,
-    apply_transform,
-    parse_path,
-    transform_service,
-)
+from services.transform import transform_service
 
 __all__ = [
     "DEMO_CUSTOMERS",
