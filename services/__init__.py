@@ -9,6 +9,7 @@ transform language (:mod:`fluxo_core.ir.transform`), which the step engine evalu
 from __future__ import annotations
 
 from fluxo_core.ir.transform import PathKey, Transform, apply_transform, parse_path
+from nodered_semantics.support import NODERED_NODE_SERVICE, node_problem
 from service_runtime.sdk import Service
 from services.config import BuiltinConfig
 from services.demo import (
@@ -23,13 +24,8 @@ from services.demo import (
 from services.http.credentials import SecretSource
 from services.http.policy import HostPolicy, Resolver, guarded_transport, system_resolver
 from services.http.service import HttpService
-from services.nodered_function import FunctionLimits
-from services.nodered_nodes import (
-    NODERED_NODE_SERVICE,
-    node_problem,
-    nodered_node_service,
-    run_node,
-)
+from services.nodered.function import FunctionLimits
+from services.nodered.service import nodered_node_service, run_node
 from services.noop import noop
 from services.transform import transform_service
 
