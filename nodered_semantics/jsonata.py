@@ -30,6 +30,7 @@ __all__ = [
     "env_property",
     "evaluate_jsonata",
     "jsonata_problem",
+    "portable_jsonata",
 ]
 
 JSONATA_TIMEOUT_MS = 1000
@@ -173,3 +174,13 @@ def env_names(text: str) -> list[str]:
     if re.fullmatch(r"\$\{[^}]+\}", text) or not re.search(r"\$\{\S+\}", text):
         return [text[2:-1] if text.startswith("${") else text]
     return re.findall(r"\$\{([^}]+)\}", text)
+
+
+# Node-RED's own JSONata functions: an expression that uses none of them means the same on any
+# JSONata (the IR's, for one), given the same input.
+_NODE_RED_ONLY = re.compile(r"\$(flowContext|globalContext|env|moment|parts|clone)\b")
+
+
+def portable_jsonata(expr: Any) -> bool:
+    """Whether a Node-RED JSONata expression uses none of Node-RED's own functions."""
+    return isinstance(expr, str) and bool(expr.strip()) and not _NODE_RED_ONLY.search(expr)

@@ -14,7 +14,16 @@ from typing import Any
 
 from nodered_semantics.js import UNDEFINED, JSThrowError, js_string
 
-__all__ = ["PathPart", "get_property", "has_own", "js_get", "property_parts", "set_property"]
+__all__ = [
+    "PathPart",
+    "get_property",
+    "has_own",
+    "js_get",
+    "payload_keys",
+    "property_keys",
+    "property_parts",
+    "set_property",
+]
 
 PathPart = str | int
 
@@ -231,3 +240,26 @@ def set_property(msg: Any, expr: Any, value: Any, create_missing: bool | None = 
 
 def _container_for(following: Any) -> Any:
     return {} if isinstance(following, str) else []
+
+
+def property_keys(expr: Any) -> tuple[PathPart, ...] | None:
+    """The keys a msg property names (``payload.a["b"][0]`` -> ``("payload", "a", "b", 0)``),
+    parsed as Node-RED parses it (:func:`property_parts`); None when it is not a string, is
+    malformed, or depends on the message (``payload[msg.topic]``)."""
+    if not isinstance(expr, str) or not expr.strip():
+        return None
+    try:
+        return tuple(property_parts(expr.strip()))
+    except JSThrowError:
+        return None
+
+
+def payload_keys(expr: Any, prop_type: Any = "msg") -> tuple[PathPart, ...] | None:
+    """The keys below ``msg.payload`` of a msg property (``()`` for the payload itself); None
+    when the property is not under the payload (or is not a msg property, or is dynamic)."""
+    if prop_type not in (None, "", "msg"):
+        return None
+    keys = property_keys(expr)
+    if not keys or keys[0] != "payload":
+        return None
+    return keys[1:]

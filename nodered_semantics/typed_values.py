@@ -6,6 +6,7 @@ Date objects)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -23,7 +24,13 @@ from nodered_semantics.jsonata import (
 )
 from nodered_semantics.msg_paths import get_property
 
-__all__ = ["CONTEXT_TYPES", "parse_json_text", "typed_value", "typed_value_problem"]
+__all__ = [
+    "CONTEXT_TYPES",
+    "constant_value",
+    "parse_json_text",
+    "typed_value",
+    "typed_value_problem",
+]
 
 CONTEXT_TYPES = frozenset({"flow", "global"})
 
@@ -92,3 +99,31 @@ def typed_value(
     if kind in CONTEXT_TYPES or kind in ("bin", "re"):
         raise JSThrowError(f"{kind} values are not supported on the step engine")
     return value
+
+
+_CONSTANT_TYPES = frozenset({"str", "num", "bool", "json"})
+
+
+def constant_value(value: Any, kind: Any) -> tuple[bool, Any]:
+    """What a typed input stands for when it depends on neither the message nor the moment, as
+    Node-RED evaluates it (:func:`typed_value`): ``(True, value)``.
+
+    ``(False, None)`` for every other kind (``msg``, ``jsonata``, ``env``, context, ``date``,
+    Buffers, RegExps) and for what a JSON document cannot hold (NaN, Infinity) or what Node-RED
+    refuses (JSON text that does not parse). The translator maps a node to the IR only when its
+    values are constants, so it reads them exactly as the node would at run time.
+    """
+    kind = kind or "str"
+    if kind == "null":
+        return (True, None)
+    if kind not in _CONSTANT_TYPES:
+        return (False, None)
+    if kind == "json" and not isinstance(value, str):
+        return (True, value)  # a flow written by a program may hold the parsed value
+    try:
+        found = typed_value(value, kind, None, {}, {})
+    except ValueError:
+        return (False, None)
+    if isinstance(found, float) and (math.isnan(found) or math.isinf(found)):
+        return (False, None)
+    return (True, found)
