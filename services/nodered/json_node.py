@@ -9,38 +9,33 @@ from typing import Any
 
 import jsonschema
 
-from fluxo_core.ir.paths import PathKey
 from nodered_semantics.js import UNDEFINED, js_json
-from services.nodered.common import msg_get, msg_path, msg_set, node_error
+from services.nodered.common import node_error, property_text, read_property, write_property
 
 __all__ = ["run_json"]
 
 
 def run_json(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     action = node.get("action") or ""
-    path = msg_path(node, node.get("property") or "payload")
+    prop = property_text(node.get("property"))
     indent = 4 if node.get("pretty") else 0
     schema = msg.get("schema")
-    value = msg_get(msg, path)
+    value = read_property(node, msg, prop)
     if value is UNDEFINED:
         return [(0, msg)]
     if isinstance(value, str):
         try:
             parsed = json.loads(value)
         except ValueError as exc:
-            raise node_error(node, f"msg.{_shown(path)} is not JSON: {exc}") from exc
+            raise node_error(node, f"msg.{prop} is not JSON: {exc}") from exc
         if action in ("", "obj"):
-            msg_set(msg, path, parsed)
+            write_property(node, msg, prop, parsed)
         _validate(node, msg, schema, parsed)
     elif isinstance(value, dict | list | bool | int | float) or value is None:
         _validate(node, msg, schema, value)
         if action in ("", "str"):
-            msg_set(msg, path, js_json(value, indent))
+            write_property(node, msg, prop, js_json(value, indent))
     return [(0, msg)]
-
-
-def _shown(path: tuple[PathKey, ...]) -> str:
-    return ".".join(str(k) for k in path)
 
 
 def _validate(node: Mapping[str, Any], msg: dict[str, Any], schema: Any, value: Any) -> None:

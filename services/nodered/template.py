@@ -14,7 +14,7 @@ import chevron.tokenizer
 import yaml
 
 from nodered_semantics.js import UNDEFINED, js_string
-from services.nodered.common import msg_path, msg_set, node_error
+from services.nodered.common import node_error, property_text, write_property
 
 __all__ = ["run_template"]
 
@@ -55,7 +55,7 @@ def run_template(
     except (ValueError, yaml.YAMLError) as exc:
         raise node_error(node, f"the result is not valid {output}: {exc}") from exc
     if node.get("fieldType", "msg") == "msg":
-        msg_set(msg, msg_path(node, node.get("field") or "payload"), value)
+        write_property(node, msg, property_text(node.get("field")), value)
     return [(0, msg)]
 
 
