@@ -44,7 +44,7 @@ _LEGACY = re.compile(r"(^|[^a-zA-Z0-9_'\".])msg([^a-zA-Z0-9_'\"]|$)")
 
 
 class JsonataError(Exception):
-    pass
+    """A node's JSONata expression did not compile or did not evaluate; the message says why."""
 
 
 class _Jsonata(jsonata.Jsonata):  # type: ignore[misc]
