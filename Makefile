@@ -1,6 +1,6 @@
 # One entry point for the checks CI runs. `make check` = format check, lint, types, layer rules.
 PY ?= .venv/bin/python
-SRC = fluxo fluxo_core service_runtime services translators engines tests bench
+SRC = fluxo fluxo_core nodered_semantics service_runtime services translators engines tests bench
 
 .PHONY: check lint format types layers test
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from bench.runtime import log
-from services.nodered_function import FunctionSandbox, run_function
+from services.nodered.function import FunctionSandbox, run_function
 
 NODE = {"id": "bench", "type": "function", "func": "msg.payload.n += 1;\nreturn msg;"}
 

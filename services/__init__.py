@@ -2,12 +2,16 @@
 
 ``builtin_services(config)`` gives the services every Fluxo installation offers;
 ``demo_services()`` gives ``parse-order``, ``enrich-customer`` and ``notify-log`` for the product
-demo and the tests. :func:`apply_transform` is also used directly by the step engine.
+demo and the tests. :func:`apply_transform` and :class:`Transform` are re-exported from the IR's
+transform language (:mod:`fluxo_core.ir.transform`), which the step engine evaluates itself.
 """
 
 from __future__ import annotations
 
+from fluxo_core.ir.transform import PathKey, Transform, apply_transform, parse_path
+from nodered_semantics.support import NODERED_NODE_SERVICE, node_problem
 from service_runtime.sdk import Service
+from services.config import BuiltinConfig
 from services.demo import (
     DEMO_CUSTOMERS,
     CustomerProfile,
@@ -17,30 +21,13 @@ from services.demo import (
     notify_log,
     parse_order,
 )
-from services.http import (
-    BuiltinConfig,
-    HostPolicy,
-    HttpService,
-    Resolver,
-    SecretSource,
-    guarded_transport,
-    system_resolver,
-)
-from services.nodered_function import FunctionLimits
-from services.nodered_nodes import (
-    NODERED_NODE_SERVICE,
-    node_problem,
-    nodered_node_service,
-    run_node,
-)
+from services.http.credentials import SecretSource
+from services.http.policy import HostPolicy, Resolver, guarded_transport, system_resolver
+from services.http.service import HttpService
+from services.nodered.function import FunctionLimits
+from services.nodered.service import nodered_node_service, run_node
 from services.noop import noop
-from services.transform import (
-    PathKey,
-    Transform,
-    apply_transform,
-    parse_path,
-    transform_service,
-)
+from services.transform import transform_service
 
 __all__ = [
     "DEMO_CUSTOMERS",

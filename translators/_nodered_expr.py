@@ -34,6 +34,9 @@ from fluxo_core.ir import (
     TransformOp,
 )
 from fluxo_core.ir.paths import PathKey, format_path, parse_path
+from nodered_semantics.jsonata import portable_jsonata
+from nodered_semantics.msg_paths import payload_keys
+from nodered_semantics.typed_values import constant_value
 
 __all__ = [
     "ELSE",
@@ -45,12 +48,8 @@ __all__ = [
     "ir_path_keys",
     "jsonata_path",
     "literal",
-    "msg_path_keys",
     "mustache_jsonata",
-    "payload_keys",
-    "portable_jsonata",
     "switch_rule_condition",
-    "typed_value",
     "with_jsonata",
     "wrap_msg_expr",
 ]
@@ -70,49 +69,6 @@ def ir_path_keys(path: str) -> tuple[PathKey, ...]:
 def ir_path(keys: Sequence[PathKey]) -> str:
     """The IR spelling of ``keys`` (odd keys quoted as ``["a.b"]``)."""
     return format_path(keys)
-
-
-# --- Node-RED msg property paths -----------------------------------------------------------------
-
-_MSG_PART = re.compile(
-    r"""(?P<dot>\.)?(?:(?P<name>[^.\[\]'"]+)|\[(?P<index>[0-9]+)\]|\["(?P<dq>[^"]*)"\]|\['(?P<sq>[^']*)'\])"""
-)
-
-
-def msg_path_keys(expr: Any) -> tuple[PathKey, ...] | None:
-    """A Node-RED msg property (``payload.a["b"][0]``) as keys; None if it is dynamic or odd."""
-    if not isinstance(expr, str) or not expr.strip():
-        return None
-    expr = expr.strip()
-    keys: list[PathKey] = []
-    pos = 0
-    while pos < len(expr):
-        match = _MSG_PART.match(expr, pos)
-        if match is None:
-            return None
-        name = match["name"]
-        if name is not None:
-            if bool(match["dot"]) != bool(keys):  # a name needs a dot, except the first
-                return None
-            keys.append(name)
-        elif match["dot"] or not keys:
-            return None
-        elif match["index"] is not None:
-            keys.append(int(match["index"]))
-        else:
-            keys.append(match["dq"] if match["dq"] is not None else match["sq"])
-        pos = match.end()
-    return tuple(keys)
-
-
-def payload_keys(expr: Any, prop_type: Any = "msg") -> tuple[PathKey, ...] | None:
-    """The keys below ``msg.payload`` of a msg property; None when it is not under the payload."""
-    if prop_type not in (None, "", "msg"):
-        return None
-    keys = msg_path_keys(expr)
-    if not keys or keys[0] != "payload":
-        return None
-    return keys[1:]
 
 
 # --- JSONata rendering ---------------------------------------------------------------------------
@@ -305,52 +261,10 @@ def with_jsonata(static: Mapping[str, Any], expressions: Mapping[str, str], subj
 
 # --- Node-RED -> IR ------------------------------------------------------------------------------
 
-_NODE_RED_ONLY = re.compile(r"\$(flowContext|globalContext|env|moment|parts|clone)\b")
-
-
-def portable_jsonata(expr: Any) -> bool:
-    """Whether a Node-RED JSONata expression uses none of Node-RED's own functions."""
-    return isinstance(expr, str) and bool(expr.strip()) and not _NODE_RED_ONLY.search(expr)
-
 
 def wrap_msg_expr(expr: str) -> str:
     """A Node-RED (msg-context) JSONata expression, runnable on an IR payload."""
     return f'($$ := {{"payload": $}}; $$.({expr}))'
-
-
-def _number(text: Any) -> int | float | None:
-    if isinstance(text, bool):
-        return None
-    if isinstance(text, int | float):
-        return text
-    if not isinstance(text, str) or not text.strip():
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    if number != number or number in (float("inf"), float("-inf")):
-        return None
-    return int(number) if number.is_integer() and re.fullmatch(r"\s*-?\d+\s*", text) else number
-
-
-def typed_value(value: Any, vtype: Any) -> tuple[bool, Any]:
-    """A Node-RED typed-input constant as a JSON value: ``(ok, value)``."""
-    if vtype in (None, "", "str"):
-        return (True, "" if value is None else str(value))
-    if vtype == "num":
-        number = _number(value)
-        return (number is not None, number)
-    if vtype == "bool":
-        return (True, value is True or value == "true")
-    if vtype == "json":
-        try:
-            return (True, json.loads(value) if isinstance(value, str) else value)
-        except ValueError:
-            return (False, None)
-    if vtype == "null":
-        return (True, None)
-    return (False, None)
 
 
 def _compare(op: str, value: Any, keys: tuple[PathKey, ...]) -> dict[str, Any]:
@@ -407,7 +321,7 @@ def switch_rule_condition(rule: Mapping[str, Any], keys: tuple[PathKey, ...]) ->
             f'$count($v) > 0) or ($type($v) = "object" and $count($keys($v)) > 0))'
         )
         return {"jsonata": empty if kind == "empty" else nonempty}
-    ok, value = typed_value(rule.get("v"), rule.get("vt"))
+    ok, value = constant_value(rule.get("v"), rule.get("vt"))
     if not ok:
         return None
     if kind in ("eq", "neq", "lt", "lte", "gt", "gte"):
@@ -415,7 +329,7 @@ def switch_rule_condition(rule: Mapping[str, Any], keys: tuple[PathKey, ...]) ->
             return None
         return _compare({"neq": "ne"}.get(kind, kind), value, keys)
     if kind == "btwn":
-        ok2, high = typed_value(rule.get("v2"), rule.get("v2t"))
+        ok2, high = constant_value(rule.get("v2"), rule.get("v2t"))
         if not ok2 or not all(isinstance(v, int | float) for v in (value, high)):
             return None
         low, high = min(value, high), max(value, high)
@@ -483,7 +397,7 @@ def change_rule_ops(rule: Mapping[str, Any]) -> list[dict[str, Any]] | str:
         expr = "$millis()"
     if expr is not None:
         return [{"op": "jsonata", "expr": expr}] if not keys else [_set(keys, expr=expr)]
-    ok, value = typed_value(source, stype)
+    ok, value = constant_value(source, stype)
     if not ok:
         return f"its value is of type {stype} (context, environment, buffer ...)"
     if not keys:  # the whole payload: only an object is a Fluxo payload

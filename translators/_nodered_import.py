@@ -24,7 +24,7 @@ import pydantic
 
 from fluxo_core.errors import IRValidationError, ValidationError
 from fluxo_core.ir import Workflow
-from translators._nodered_expr import typed_value
+from nodered_semantics.typed_values import constant_value
 from translators._nodered_map import (
     STRUCTURAL,
     NodeMapping,
@@ -354,7 +354,7 @@ def _trigger(member: _Member, workflow: str, starts: list[str]) -> tuple[Trigger
         return Trigger(
             "api", workflow, member.id, name, tuple(starts), method=method, path=path
         ), reason
-    ok, payload = typed_value(node.get("payload"), node.get("payloadType", "date"))
+    ok, payload = constant_value(node.get("payload"), node.get("payloadType", "date"))
     if not ok or node.get("payloadType", "date") == "date":
         payload = None
     props = node.get("props")
@@ -379,7 +379,7 @@ def _trigger(member: _Member, workflow: str, starts: list[str]) -> tuple[Trigger
             payload=payload,
             sets=sets,
         ), reason
-    interval = typed_value(repeat, "num")[1] if repeat else None
+    interval = constant_value(repeat, "num")[1] if repeat else None
     if isinstance(interval, int | float) and interval > 0:
         reason = f"inject every {interval} s -> cron trigger (interval)"
         return Trigger(

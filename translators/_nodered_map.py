@@ -18,6 +18,8 @@ import pydantic
 
 from fluxo_core.errors import Problem, ValidationError
 from fluxo_core.ir import DocumentLimits, Step, check_document, parse_json
+from nodered_semantics.msg_paths import payload_keys
+from nodered_semantics.typed_values import constant_value
 from translators._nodered_expr import (
     ELSE,
     change_rule_ops,
@@ -25,9 +27,7 @@ from translators._nodered_expr import (
     jsonata_path,
     literal,
     mustache_jsonata,
-    payload_keys,
     switch_rule_condition,
-    typed_value,
 )
 from translators._nodered_model import json_copy
 
@@ -319,7 +319,7 @@ def _map_delay(node: Mapping[str, Any]) -> NodeMapping:
         return native_mapping(
             node, f"{node.get('pauseType')} (rate limit, random or msg.delay) stays in Node-RED"
         )
-    ok, amount = typed_value(node.get("timeout", "5"), "num")
+    ok, amount = constant_value(node.get("timeout", "5"), "num")
     unit = _UNITS.get(str(node.get("timeoutUnits", "seconds")))
     if not ok or unit is None or amount is None or amount <= 0:
         return native_mapping(node, "its delay is not a positive constant")

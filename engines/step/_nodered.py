@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxo_core.ir import NativeStep, Workflow
-from services.nodered_nodes import node_problem
+from nodered_semantics.support import QUEUE_CONTROLS, node_problem
 from translators.nodered import Trigger
 
 __all__ = [
@@ -95,7 +95,7 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
     reasons: list[str] = []
     if any(s.kind == "delay" for s in workflow.spec.steps):
         for trigger in triggers:
-            controls = sorted(set(trigger.sets) & {"reset", "flush"})
+            controls = sorted(set(trigger.sets) & QUEUE_CONTROLS)
             if trigger.workflow == workflow.metadata.name and controls:
                 reasons.append(
                     f"inject {trigger.node_id} sends msg.{'/'.join(controls)} to a delay, which "

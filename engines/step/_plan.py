@@ -8,8 +8,8 @@ from typing import Any
 from engines.step._nodered import native_ports, native_problem
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import JoinStep, NativeStep, ServiceStep, SwitchStep, TransformStep, Workflow
+from fluxo_core.ir.transform import Parameters, Transform
 from service_runtime.catalog import ServiceInfo
-from services.transform import Parameters, Transform
 
 __all__ = ["RUNNABLE_KINDS", "Plan", "successors"]
 

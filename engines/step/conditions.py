@@ -9,7 +9,7 @@ import jsonata
 
 from fluxo_core.errors import ValidationError
 from fluxo_core.ir import AllOf, AnyOf, Comparison, Condition, JsonataCondition, Not
-from services.transform import parse_path
+from fluxo_core.ir.paths import parse_path
 
 __all__ = ["evaluate", "lookup"]
 

@@ -47,11 +47,11 @@ from fluxo_core.ir import PacketTemplate, Workflow
 from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import WorkflowStore
+from nodered_semantics.support import NODERED_NODE_SERVICE
 from service_runtime import ServiceRuntime
 from service_runtime.gateway import PreparedCall
 from service_runtime.transports import Delivery, TakesInTransaction
 from service_runtime.worker import CALL_ID_HEADER
-from services.nodered_nodes import NODERED_NODE_SERVICE
 
 __all__ = ["ENGINE_QUEUE", "StepEngine"]
 

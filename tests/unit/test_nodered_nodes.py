@@ -16,7 +16,7 @@ import pytest
 from engines.step import step_runnable
 from fluxo_core.errors import ServiceError
 from services import FunctionLimits, node_problem, nodered_node_service, run_node
-from services.nodered_function import FunctionSandbox
+from services.nodered.function import FunctionSandbox
 from tests.support.processes import descendants
 from translators.nodered import from_nodered
 
@@ -237,7 +237,7 @@ def test_catastrophic_regexes_are_killed_by_the_parent_and_leave_no_process_behi
 
 _DYING_WORKER = """
 import os, sys, threading
-from services.nodered_function import FunctionLimits, FunctionSandbox
+from services.nodered.function import FunctionLimits, FunctionSandbox
 from tests.support.processes import descendants
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from fluxo_core.ir import (
     load_workflows_yaml,
     validate_workflow,
 )
-from services.transform import Parameters, Transform
+from fluxo_core.ir.transform import Parameters, Transform
 from translators._nodered_expr import change_rules, condition_jsonata, with_jsonata
 from translators.nodered import (
     NodeRedOptions,

@@ -23,20 +23,8 @@ error messages. On a redirect to another origin (scheme, host or port), every cr
 is dropped: Authorization, Proxy-Authorization, Cookie, any header whose name speaks of a key,
 token, secret, password, session, signature or auth, and any header set from a secret.
 
-Security (server-side request forgery). A workflow author chooses the URL, so by default the service
-refuses to reach anything that is not a public address: loopback, private (10/8, 172.16/12,
-192.168/16, fc00::/7), link-local (169.254/16 with the cloud metadata endpoint 169.254.169.254,
-fe80::/10), shared (100.64/10, used by some cloud metadata services), unspecified, multicast and
-reserved addresses. ``FLUXO_HTTP_ALLOW`` lists hostnames, ``*.suffix`` wildcards or CIDRs that may
-be reached anyway; ``FLUXO_HTTP_DENY`` lists ones that may never be reached, and deny wins over allow.
-
-DNS rebinding (a name that resolves to a public address when checked and to an internal one when
-connected) is closed by checking at connect time: the client this module builds uses a network
-backend that resolves the name itself, vets every address and opens the TCP connection to a vetted
-address. TLS still runs against the hostname (SNI and certificate checks are unchanged) and the
-connection pool stays keyed by hostname, so no connection is shared between names. The handler also
-vets each URL (and each redirect target) before sending, which gives early, clear errors and is the
-only protection left when a caller injects its own ``httpx.AsyncClient``.
+The host policy (server-side request forgery) is :mod:`services.http.policy`; credentials
+(secret references, scrubbing) are :mod:`services.http.credentials`.
 """
 
 from __future__ import annotations
@@ -46,56 +34,38 @@ import base64
 import codecs
 import contextlib
 import dataclasses
-import ipaddress
 import json
 import math
 import re
-import socket
 import ssl
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
     Iterator,
     Mapping,
-    Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import httpcore
 import httpx
 
-from fluxo_core.config import FluxoConfig
-from fluxo_core.errors import ConfigError, FluxoError, ServiceError, ValidationError
+from fluxo_core.errors import FluxoError, ServiceError, ValidationError
 from fluxo_core.ir import Packet, Payload
-from fluxo_core.redaction import hidden_from_logs, is_credential_key, is_secret_reference
+from fluxo_core.redaction import hidden_from_logs, is_secret_reference
 from service_runtime.sdk import Service
+from services.config import BuiltinConfig
+from services.http.credentials import (
+    REDACTED,
+    SECRET_NAME,
+    SecretRef,
+    SecretSource,
+    carries_credentials,
+    drop_credentials,
+    scrub,
+    scrub_bytes,
+)
+from services.http.policy import HostPolicy, Resolver, guarded_transport
 
-__all__ = [
-    "BuiltinConfig",
-    "HostPolicy",
-    "HttpService",
-    "Resolver",
-    "SecretSource",
-    "guarded_transport",
-    "system_resolver",
-]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
-"""Resolves ``(host, port)`` to IP address strings; the default is :func:`system_resolver`."""
-
-
-class SecretSource(Protocol):
-    """Where the values of secret references come from (the platform's ``SecretStore``)."""
-
-    async def reveal(self, account_id: str, names: Iterable[str]) -> dict[str, str]:
-        """The values of the account's secrets ``names``; a FluxoError names a missing one."""
-        ...
+__all__ = ["HttpService"]
 
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -137,342 +107,6 @@ HTTP_RESPONSE_SCHEMA: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class BuiltinConfig:
-    """Settings of the built-in services.
-
-    Attributes:
-        http_allow: hosts, ``*.suffix`` wildcards or CIDRs the ``http`` service may reach even
-            though they are internal (``FLUXO_HTTP_ALLOW``).
-        http_deny: hosts, wildcards or CIDRs it may never reach (``FLUXO_HTTP_DENY``); deny wins.
-        http_default_timeout_s: the timeout of a request that does not set ``timeout_s``.
-        http_max_timeout_s: the cap on a request's ``timeout_s``.
-        http_max_body_bytes: response bodies over this size are truncated, with a marker.
-        http_max_redirects: how many redirects one request may follow.
-        http_max_items: the most requests one call (an array payload) may make.
-        http_concurrency: how many requests of one call run at the same time.
-        transform_timeout_ms: the time budget of each JSONata expression of a ``transform`` call.
-    """
-
-    http_allow: tuple[str, ...] = ()
-    http_deny: tuple[str, ...] = ()
-    http_default_timeout_s: float = 10.0
-    http_max_timeout_s: float = 60.0
-    http_max_body_bytes: int = 1_048_576
-    http_max_redirects: int = 5
-    http_max_items: int = 100
-    http_concurrency: int = 8
-    transform_timeout_ms: int = 1000
-
-    def __post_init__(self) -> None:
-        positive = {
-            "http_default_timeout_s": self.http_default_timeout_s,
-            "http_max_timeout_s": self.http_max_timeout_s,
-            "http_max_body_bytes": self.http_max_body_bytes,
-            "http_max_items": self.http_max_items,
-            "http_concurrency": self.http_concurrency,
-            "transform_timeout_ms": self.transform_timeout_ms,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(
-                    f"builtin config {name}={value!r} must be above zero", setting=name
-                )
-        if self.http_max_redirects < 0:
-            raise ConfigError("builtin config http_max_redirects must not be negative")
-        # Parse the host rules now so that a bad entry fails at start-up, not at the first call.
-        _Rules.parse(self.http_allow, "FLUXO_HTTP_ALLOW")
-        _Rules.parse(self.http_deny, "FLUXO_HTTP_DENY")
-
-    @classmethod
-    def from_fluxo_config(cls, config: FluxoConfig) -> BuiltinConfig:
-        """The built-in settings that come from Fluxo's configuration (``FLUXO_HTTP_*``)."""
-        return cls(http_allow=config.http_allow, http_deny=config.http_deny)
-
-
-# --- host policy -------------------------------------------------------------------------------
-
-_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-@dataclass(frozen=True)
-class _Rules:
-    """One parsed list of host rules (``FLUXO_HTTP_ALLOW`` or ``FLUXO_HTTP_DENY``)."""
-
-    hosts: frozenset[str]
-    suffixes: tuple[str, ...]
-    networks: tuple[tuple[str, IPNetwork], ...]
-
-    @classmethod
-    def parse(cls, entries: Iterable[str], setting: str) -> _Rules:
-        hosts: set[str] = set()
-        suffixes: list[str] = []
-        networks: list[tuple[str, IPNetwork]] = []
-        for raw in entries:
-            entry = raw.strip().lower()
-            if entry.startswith("[") and entry.endswith("]"):
-                entry = entry[1:-1]
-            try:
-                networks.append((raw, ipaddress.ip_network(entry, strict=False)))
-                continue
-            except ValueError:
-                pass
-            if entry.startswith("*.") and _HOSTNAME.match(entry[2:].rstrip(".")):
-                suffixes.append("." + entry[2:].rstrip("."))
-            elif _HOSTNAME.match(entry.rstrip(".")):
-                hosts.add(entry.rstrip("."))
-            else:
-                raise ConfigError(
-                    f"{setting} entry {raw!r} is not a hostname, '*.suffix' wildcard, IP address "
-                    "or CIDR (e.g. 'api.internal', '*.corp.example', '10.1.0.0/16')",
-                    setting=setting,
-                )
-        return cls(frozenset(hosts), tuple(suffixes), tuple(networks))
-
-    def match_host(self, host: str) -> str | None:
-        if host in self.hosts:
-            return host
-        for suffix in self.suffixes:
-            if host.endswith(suffix):
-                return "*" + suffix
-        return None
-
-    def match_address(self, *addresses: IPAddress) -> str | None:
-        for entry, network in self.networks:
-            if any(a.version == network.version and a in network for a in addresses):
-                return entry
-        return None
-
-
-def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64), if any."""
-    if not isinstance(address, ipaddress.IPv6Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def _internal_reason(address: IPAddress) -> str | None:
-    """Why an address counts as internal, or None for a public unicast address."""
-    if address.is_unspecified:
-        return "the unspecified address"
-    if address.is_loopback:
-        return "a loopback address"
-    if address.is_link_local:
-        return "a link-local address (where cloud metadata endpoints live)"
-    if address.is_multicast:
-        return "a multicast address"
-    if address.is_private:
-        return "a private address"
-    if not address.is_global or address.is_reserved:
-        # 100.64/10 (shared address space) is neither private nor global; some clouds put their
-        # metadata service there (100.100.100.200).
-        return "a non-public address"
-    return None
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    """Resolve ``host`` with the system resolver, without blocking the event loop."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-class HostPolicy:
-    """Decides which hosts and addresses the ``http`` service may connect to.
-
-    Args:
-        allow: hosts, ``*.suffix`` wildcards or CIDRs that may be reached although internal.
-        deny: hosts, wildcards or CIDRs that may never be reached; deny wins over allow.
-        resolver: how names are resolved (tests inject a fixed table).
-
-    Raises:
-        ConfigError: an entry is neither a hostname, a wildcard nor an address/CIDR.
-    """
-
-    def __init__(
-        self,
-        allow: Iterable[str] = (),
-        deny: Iterable[str] = (),
-        *,
-        resolver: Resolver | None = None,
-    ) -> None:
-        self._allow = _Rules.parse(allow, "FLUXO_HTTP_ALLOW")
-        self._deny = _Rules.parse(deny, "FLUXO_HTTP_DENY")
-        self._resolver = resolver or system_resolver
-
-    @classmethod
-    def from_config(cls, config: BuiltinConfig, *, resolver: Resolver | None = None) -> HostPolicy:
-        return cls(config.http_allow, config.http_deny, resolver=resolver)
-
-    async def vet(self, host: str, port: int) -> list[IPAddress]:
-        """Resolve ``host`` and return the addresses a connection may use.
-
-        Every address the name resolves to must pass: a name that also resolves to an internal
-        address is refused as a whole rather than silently narrowed.
-
-        Raises:
-            ServiceError: not retryable when the policy refuses the host or one of its addresses
-                (the message names the host and the setting to change); retryable when name
-                resolution failed temporarily.
-        """
-        name = host.strip().lower().rstrip(".")
-        if name.startswith("[") and name.endswith("]"):
-            name = name[1:-1]
-        denied = self._deny.match_host(name)
-        if denied is not None:
-            raise ServiceError(
-                f"refused to connect to {name}: the host matches the FLUXO_HTTP_DENY entry "
-                f"{denied!r}",
-                retryable=False,
-                host=name,
-                setting="FLUXO_HTTP_DENY",
-            )
-        literal = _ip_or_none(name)
-        addresses = [literal] if literal is not None else await self._resolve(name, port)
-        host_allowed = self._allow.match_host(name) is not None
-        for address in addresses:
-            self._check_address(name, address, host_allowed=host_allowed)
-        return addresses
-
-    async def _resolve(self, name: str, port: int) -> list[IPAddress]:
-        try:
-            raw = await self._resolver(name, port)
-        except OSError as exc:
-            # Only EAI_AGAIN is a temporary failure; "no such name" will not fix itself on retry.
-            temporary = isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN
-            raise ServiceError(
-                f"could not resolve host {name}: {exc.strerror or exc}",
-                retryable=temporary,
-                host=name,
-            ) from exc
-        addresses = [a for a in (_ip_or_none(r) for r in raw) if a is not None]
-        if not addresses:
-            raise ServiceError(f"host {name} resolved to no address", retryable=True, host=name)
-        return addresses
-
-    def _check_address(self, name: str, address: IPAddress, *, host_allowed: bool) -> None:
-        embedded = _embedded_ipv4(address)
-        forms = (address,) if embedded is None else (address, embedded)
-        shown = name if name == str(address) else f"{name} ({address})"
-        denied = self._deny.match_address(*forms)
-        if denied is not None:
-            raise ServiceError(
-                f"refused to connect to {shown}: the address matches the FLUXO_HTTP_DENY entry "
-                f"{denied!r}",
-                retryable=False,
-                host=name,
-                address=str(address),
-                setting="FLUXO_HTTP_DENY",
-            )
-        reason = _internal_reason(embedded or address)
-        if reason is None or host_allowed or self._allow.match_address(*forms) is not None:
-            return
-        raise ServiceError(
-            f"refused to connect to {shown}: it is {reason}, and workflows may not reach "
-            f"internal addresses by default; if this is intended, add {name!r} (or a CIDR "
-            "holding the address) to FLUXO_HTTP_ALLOW",
-            retryable=False,
-            host=name,
-            address=str(address),
-            setting="FLUXO_HTTP_ALLOW",
-        )
-
-
-def _ip_or_none(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-# --- connect-time guard ------------------------------------------------------------------------
-
-
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Opens TCP connections only to addresses the policy vetted, resolving names itself."""
-
-    def __init__(self, policy: HostPolicy, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._policy = policy
-        self._inner = inner
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._policy.vet(host, port)
-        failure: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    str(address),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc  # try the next address, like a browser would
-        if failure is None:  # vet() never returns an empty list; this keeps the type exact
-            raise httpcore.ConnectError(f"no address to connect to for {host}")
-        raise failure
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise ServiceError("the http service does not connect to unix sockets", retryable=False)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def guarded_transport(
-    policy: HostPolicy, *, verify: ssl.SSLContext | bool = True
-) -> httpx.AsyncHTTPTransport:
-    """An httpx transport that connects only to addresses ``policy`` vetted at connect time.
-
-    Use it with ``trust_env=False`` on the client: environment proxies would otherwise be mounted
-    in front of it, and a proxy resolves names where this guard cannot see.
-    """
-    transport = httpx.AsyncHTTPTransport(verify=verify, trust_env=False)
-    # httpx has no public hook for httpcore's network backend, so replace the pool it built (it has
-    # no connections yet) with one that uses the guarded backend. A test of DNS rebinding fails if
-    # a future httpx renames this attribute.
-    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
-        raise ConfigError("this httpx version is not supported by the guarded http transport")
-    ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=100,
-        max_keepalive_connections=20,
-        keepalive_expiry=5.0,
-        network_backend=_GuardedBackend(policy, httpcore.AnyIOBackend()),
-    )
-    return transport
-
-
-# --- the service -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _SecretRef:
-    name: str
-    prefix: str
-
-
-@dataclass(frozen=True)
 class _Request:
     method: str
     url: httpx.URL
@@ -485,7 +119,7 @@ class _Request:
     follow_redirects: bool
     # The headers whose value is a secret reference (resolved in the worker, just before
     # sending), and then the values they resolved to: kept out of results, errors and logs.
-    references: tuple[tuple[str, _SecretRef], ...] = ()
+    references: tuple[tuple[str, SecretRef], ...] = ()
     secret_values: tuple[str, ...] = ()
 
     @property
@@ -736,10 +370,10 @@ class HttpService:
                 response, body, truncated = await self._exchange(client, spec, request)
         hidden = _hidden_values(spec)
         if hidden:
-            body = _scrub_bytes(body, hidden, truncated)
+            body = scrub_bytes(body, hidden, truncated)
         result = _result(response, body, truncated, self._config.http_max_body_bytes)
         if hidden:
-            result = _scrub(result, hidden)
+            result = scrub(result, hidden)
         if spec.raise_for_status and response.status_code >= 400:
             status = response.status_code
             raise ServiceError(
@@ -772,7 +406,7 @@ class HttpService:
                     redirects += 1
                     previous, request = request, response.next_request
                     if _origin(request.url) != _origin(previous.url):
-                        _drop_credentials(request.headers, spec.secret_headers)
+                        drop_credentials(request.headers, spec.secret_headers)
                     continue
                 body, truncated = await _read_capped(response, self._config.http_max_body_bytes)
                 return response, body, truncated
@@ -861,83 +495,17 @@ def _redact(text: str, spec: _Request) -> str:
     return text
 
 
-REDACTED = "[redacted]"
-
-# On a redirect to another origin these go (besides the headers set from secrets): the standard
-# credential headers and any header whose name says it carries one (X-Api-Key, PRIVATE-TOKEN,
-# X-Auth-Email, Ocp-Apim-Subscription-Key, X-Amz-Security-Token, X-Hub-Signature, ...).
-_CREDENTIAL_HEADER_WORDS = (
-    "auth",
-    "token",
-    "key",
-    "secret",
-    "passw",
-    "cookie",
-    "session",
-    "signature",
-    "credential",
-)
-
-
-def _carries_credentials(name: str, secret_headers: frozenset[str] = frozenset()) -> bool:
-    lowered = name.lower()
-    return (
-        lowered in secret_headers
-        or is_credential_key(lowered)
-        or any(word in lowered for word in _CREDENTIAL_HEADER_WORDS)
-    )
-
-
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     default = {"http": 80, "https": 443}.get(url.scheme)
     return url.scheme, url.host.lower(), url.port or default
-
-
-def _drop_credentials(headers: httpx.Headers, secret_headers: frozenset[str]) -> None:
-    """Remove every header that may carry a credential (the request goes to another origin)."""
-    for name in [n for n in headers if _carries_credentials(n, secret_headers)]:
-        del headers[name]
 
 
 def _hidden_values(spec: _Request) -> list[str]:
     """What a response must not hand back: the secrets' values, and the values of the request's
     credential headers (a literal Authorization a server echoes), longest first."""
     values = set(spec.secret_values)
-    values.update(v for k, v in spec.headers.items() if len(v) >= 6 and _carries_credentials(k))
+    values.update(v for k, v in spec.headers.items() if len(v) >= 6 and carries_credentials(k))
     return sorted((v for v in values if v), key=len, reverse=True)
-
-
-def _scrub_bytes(body: bytes, hidden: Sequence[str], truncated: bool) -> bytes:
-    for value in hidden:
-        body = body.replace(value.encode(), REDACTED.encode())
-    if truncated:
-        # The cut may fall inside an echoed value: drop a tail that begins one (four bytes or
-        # more; a shorter piece tells nothing and would eat ordinary text).
-        for value in hidden:
-            raw = value.encode()
-            for size in range(min(len(raw) - 1, len(body)), 3, -1):
-                if body.endswith(raw[:size]):
-                    body = body[:-size]
-                    break
-    return body
-
-
-def _scrub(value: Any, hidden: Sequence[str]) -> Any:
-    """``value`` (a result) with every string holding one of ``hidden`` blanked, at any depth.
-
-    Parsed JSON may spell a value differently from the raw bytes (``\\/`` for ``/``), so the
-    scrub of the bytes alone is not enough.
-    """
-    if isinstance(value, str):
-        for secret in hidden:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {_scrub(k, hidden): _scrub(v, hidden) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, hidden) for v in value]
-    return value
 
 
 def _reject_constant(name: str) -> Any:
@@ -1009,14 +577,14 @@ def _string_map(raw: Any, where: str, problems: list[tuple[str, str]]) -> dict[s
 
 def _header_map(
     raw: Any, where: str, problems: list[tuple[str, str]]
-) -> tuple[dict[str, str], tuple[tuple[str, _SecretRef], ...]]:
+) -> tuple[dict[str, str], tuple[tuple[str, SecretRef], ...]]:
     """Header values: strings, or secret references resolved later (see the module docstring)."""
     if not isinstance(raw, Mapping):
         problems.append((where, 'must be an object of names to strings or {"secret": NAME}'))
         return {}, ()
     literal = {k: v for k, v in raw.items() if not isinstance(v, Mapping)}
     headers = _string_map(literal, where, problems)
-    references: list[tuple[str, _SecretRef]] = []
+    references: list[tuple[str, SecretRef]] = []
     for name, value in raw.items():
         if not isinstance(value, Mapping):
             continue
@@ -1025,17 +593,13 @@ def _header_map(
             problems.append(
                 (at, 'a header value is a string or {"secret": NAME} (with an optional "prefix")')
             )
-        elif not _SECRET_NAME.match(value["secret"]):
+        elif not SECRET_NAME.match(value["secret"]):
             problems.append((f"{at}.secret", "not a secret name (letters, digits, '_', '.', '-')"))
         elif "\r" in value.get("prefix", "") or "\n" in value.get("prefix", ""):
             problems.append((f"{at}.prefix", "must not contain line breaks"))
         else:
-            references.append((str(name), _SecretRef(value["secret"], value.get("prefix", ""))))
+            references.append((str(name), SecretRef(value["secret"], value.get("prefix", ""))))
     return headers, tuple(references)
-
-
-# The names fluxo secret set accepts (fluxo_core.storage.secrets.NAME_PATTERN).
-_SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 def _query_map(raw: Any, where: str, problems: list[tuple[str, str]]) -> dict[str, Any]:

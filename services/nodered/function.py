@@ -13,7 +13,7 @@ The shim gives the body what Node-RED gives it, as far as one message in isolati
   stores live **for the call only**: they start from what the caller passes (empty by default)
   and their final contents come back in :class:`FunctionResult`; a durable store across messages
   is the caller's business (the step engine refuses bodies that read context, see
-  :func:`function_reads_context`);
+  :func:`nodered_semantics.support.function_reads_context`);
 * ``env.get`` (``NR_NODE_ID``, ``NR_NODE_NAME``, ``NR_FLOW_ID`` and the variables the caller
   passes; never the worker's own environment), ``RED.util.cloneMessage`` and ``generateId``;
 * multiple outputs exactly as Node-RED's ``sendResults``: a message, an array with one entry per
@@ -35,7 +35,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import threading
@@ -55,7 +54,7 @@ __all__ = [
     "FunctionLimits",
     "FunctionResult",
     "FunctionSandbox",
-    "function_reads_context",
+    "log",
     "run_function",
 ]
 
@@ -66,18 +65,6 @@ _MAX_PENDING_JOBS = 100_000
 _MESSAGE_LIMIT = 300  # characters of a JavaScript error kept in a Fluxo error message
 
 log = logging.getLogger(__name__)
-
-# Reading a store (get/keys) is what makes a body depend on earlier messages.
-_CONTEXT_READ = re.compile(r"\b(context|flow|global)\s*\.\s*(get|keys)\s*\(")
-
-
-def function_reads_context(code: str) -> bool:
-    """Whether a function body (or its setup code) reads node, flow or global context.
-
-    On Node-RED those stores outlive a message; a runner that keeps them per call would give
-    such a body different results, silently. Writes alone are harmless (nothing reads them).
-    """
-    return bool(_CONTEXT_READ.search(code))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,293 @@
+"""Which Node-RED nodes run outside Node-RED, on one message, faithfully.
+
+The ``nodered-node`` built-in service (:data:`NODERED_NODE_SERVICE`) runs the node kinds of
+:data:`SUPPORTED_TYPES` on one message; the step engine calls it, by name, for every ``native``
+step an imported flow kept. :func:`node_problem` is the static check both use: it reads the
+node's configuration and says why the node cannot run faithfully, before a flow's first job
+instead of at the node. "Faithfully" excludes what depends on earlier messages, which Node-RED
+keeps in the running node while a call starts afresh: flow/global context, switch rules on a
+message sequence (head, tail, index, "recreate message sequences") or on the previous value,
+sorting a message sequence, csv headers sent once; and what a JSON message cannot carry.
+
+The configuration readers the nodes share with their checks live here too
+(:func:`change_rules`, :func:`switch_rule_values`, :func:`range_numbers`), so a check and a run
+read a node alike.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from nodered_semantics.js import UNDEFINED, is_nan, js_number, js_regex, js_string
+from nodered_semantics.jsonata import jsonata_problem
+from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
+
+__all__ = [
+    "NODERED_NODE_SERVICE",
+    "QUEUE_CONTROLS",
+    "RULE_TYPES",
+    "SUPPORTED_TYPES",
+    "change_rules",
+    "function_reads_context",
+    "node_problem",
+    "range_numbers",
+    "rules_problem",
+    "supported_types_text",
+    "switch_rule_values",
+]
+
+RULE_TYPES = frozenset({"change", "switch", "range", "sort"})
+
+NODERED_NODE_SERVICE = "nodered-node"
+"""The name of the built-in service that runs one node on one message."""
+SUPPORTED_TYPES = frozenset({"function", "template", "json", "csv"}) | RULE_TYPES
+
+
+def node_problem(node: Mapping[str, Any]) -> str | None:
+    """Why the ``nodered-node`` service cannot run ``node`` faithfully, or None when it can.
+
+    A static check of the configuration, so an engine can refuse a flow before its first job
+    instead of failing at the node. "Faithfully" excludes what depends on earlier messages:
+    Node-RED keeps that state in the running node, a call of this service starts afresh.
+    """
+    kind = str(node.get("type", ""))
+    if kind not in SUPPORTED_TYPES:
+        return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
+    if kind in RULE_TYPES:
+        return rules_problem(node)
+    if kind == "function":
+        if not isinstance(node.get("func"), str):
+            return "it has no code (func)"
+        libs = node.get("libs")
+        if isinstance(libs, list) and libs:
+            return "it loads external modules (libs), which only Node-RED can provide"
+        code = "\n".join(str(node.get(k) or "") for k in ("func", "initialize"))
+        if function_reads_context(code):
+            return (
+                "it reads node/flow/global context, which Node-RED keeps between messages; "
+                "the step engine keeps context for one message only"
+            )
+        if re.search(r"\bsetInterval\s*\(", code):
+            return "it uses setInterval, which never lets a call end"
+        if re.search(r"\brequire\s*\(", code):
+            return "it calls require(), which needs Node.js modules"
+    if kind == "template":
+        text = str(node.get("template") or "")
+        if node.get("fieldType", "msg") != "msg":
+            return "it writes its result to flow/global context, which outlives the message"
+        if re.search(r"\{\{\{?\s*(flow|global)(\[\w*\])?\.", text):
+            return "it reads flow/global context, which Node-RED keeps between messages"
+    if kind == "csv":
+        if node.get("spec") == "rfc":
+            return "RFC 4180 mode of the csv node is not supported on the step engine yet"
+        if node.get("hdrout") == "once":
+            return (
+                "it sends the column header once per deployment, which depends on earlier messages"
+            )
+    return None
+
+
+def supported_types_text() -> str:
+    """The supported node kinds, for messages: ``"change, csv, function, ..."``."""
+    return ", ".join(sorted(SUPPORTED_TYPES))
+
+
+# Reading a store (get/keys) is what makes a body depend on earlier messages.
+_CONTEXT_READ = re.compile(r"\b(context|flow|global)\s*\.\s*(get|keys)\s*\(")
+
+
+def function_reads_context(code: str) -> bool:
+    """Whether a function body (or its setup code) reads node, flow or global context.
+
+    On Node-RED those stores outlive a message; a runner that keeps them per call would give
+    such a body different results, silently. Writes alone are harmless (nothing reads them).
+    """
+    return bool(_CONTEXT_READ.search(code))
+
+
+def rules_problem(node: Mapping[str, Any]) -> str | None:
+    """Why a change/switch/range/sort node cannot run on one message here, or None."""
+    kind = node.get("type")
+    if kind == "change":
+        return _change_problem(node)
+    if kind == "switch":
+        return _switch_problem(node)
+    if kind == "range":
+        return _range_problem(node)
+    if kind == "sort":
+        return _sort_problem(node)
+    return f"{kind!r} is not a rule node"
+
+
+_CHANGE_ACTIONS = frozenset({"set", "change", "delete", "move"})
+
+
+def change_rules(node: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The node's rules as Node-RED migrates them on start (old single-rule nodes too)."""
+    raw = node.get("rules")
+    if not raw:
+        action = node.get("action")
+        rule: dict[str, Any] = {"t": "set" if action == "replace" else action}
+        rule["p"] = node.get("property") or ""
+        if rule["t"] in ("set", "move"):
+            rule["to"] = node.get("to") or ""
+        elif rule["t"] == "change":
+            rule["from"] = node.get("from") or ""
+            rule["to"] = node.get("to") or ""
+            rule["re"] = node.get("reg") is None or node.get("reg")
+        raw = [rule]
+    rules = []
+    for given in raw if isinstance(raw, list) else []:
+        rule = dict(given) if isinstance(given, Mapping) else {}
+        rule.setdefault("pt", "msg")
+        rule["pt"] = rule["pt"] or "msg"
+        if rule.get("t") == "change" and rule.get("re"):
+            rule["fromt"] = "re"
+            del rule["re"]
+        if (
+            rule.get("t") == "set"
+            and not rule.get("tot")
+            and str(rule.get("to", "")).startswith("msg.")
+        ):
+            rule["to"] = str(rule["to"])[4:]
+            rule["tot"] = "msg"
+        rule["tot"] = rule.get("tot") or "str"
+        rule["fromt"] = rule.get("fromt") or "str"
+        rules.append(rule)
+    return rules
+
+
+# Message properties that make a delay or trigger node act on the messages it holds: the step
+# engine's delay keeps no queue, so a flow that sends them would behave differently.
+QUEUE_CONTROLS = frozenset({"reset", "flush"})
+
+
+def _change_problem(node: Mapping[str, Any]) -> str | None:
+    rules = change_rules(node)
+    if not rules:
+        return "it has no rules"
+    for n, rule in enumerate(rules, 1):
+        action = rule.get("t")
+        if action not in _CHANGE_ACTIONS:
+            return f"rule {n} has an unknown action {action!r}"
+        if rule["pt"] != "msg":
+            return f"rule {n} changes {rule['pt']} context, which outlives the message"
+        if str(rule.get("p", "")).strip() in QUEUE_CONTROLS:
+            return (
+                f"rule {n} sets msg.{str(rule.get('p')).strip()}, which controls the queue a "
+                "following delay or trigger node keeps across messages"
+            )
+        if action == "delete":
+            continue
+        if action == "move":
+            if rule["tot"] != "msg":
+                return f"rule {n} moves a property into {rule['tot']} context"
+            continue
+        problem = typed_value_problem(rule.get("to"), rule["tot"])
+        if problem is not None:
+            return f"rule {n}: {problem}"
+        if action == "change":
+            fromt = rule["fromt"]
+            if fromt in CONTEXT_TYPES:
+                return f"rule {n}: it reads {fromt} context, which outlives the message"
+            if fromt == "re":
+                try:
+                    js_regex(str(rule.get("from", "")))
+                except ValueError as exc:
+                    return f"rule {n}: its regular expression cannot be reproduced: {exc}"
+    return None
+
+
+_SEQUENCE_RULES = frozenset({"head", "tail", "index"})
+_SWITCH_RULES = frozenset(
+    {"eq", "neq", "lt", "lte", "gt", "gte", "btwn", "cont", "regex", "true", "false", "null"}
+    | {"nnull", "empty", "nempty", "istype", "hask", "jsonata_exp", "else"}
+)
+
+
+def _switch_problem(node: Mapping[str, Any]) -> str | None:
+    if node.get("repair"):
+        return (
+            "it recreates message sequences (repair), which needs every message of the "
+            "sequence; the step engine sees one message at a time"
+        )
+    problem = typed_value_problem(node.get("property"), node.get("propertyType") or "msg")
+    if problem is not None:
+        return f"its property: {problem}"
+    rules = node.get("rules") or []
+    if not isinstance(rules, list):
+        return "its rules are not a list"
+    for n, rule in enumerate(rules, 1):
+        if not isinstance(rule, Mapping):
+            return f"rule {n} is not an object"
+        t = rule.get("t")
+        if t in _SEQUENCE_RULES:
+            return (
+                f"rule {n} ({t}) selects messages by their place in a sequence, which needs "
+                "the other messages of the sequence"
+            )
+        if t not in _SWITCH_RULES:
+            return f"rule {n} has an unknown operator {t!r}"
+        for value, kind in ((rule.get("v"), rule.get("vt")), (rule.get("v2"), rule.get("v2t"))):
+            if kind == "prev":
+                return f"rule {n} compares with the previous message's value"
+            problem = typed_value_problem(value, kind)
+            if problem is not None:
+                return f"rule {n}: {problem}"
+        if t == "regex" and rule.get("vt") in (None, "str", "num"):
+            try:
+                js_regex(js_string(rule.get("v")), ignore_case=bool(rule.get("case")))
+            except ValueError as exc:
+                return f"rule {n}: its regular expression cannot be reproduced: {exc}"
+    return None
+
+
+def switch_rule_values(rule: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """A rule's v, vt, v2, v2t as the switch node prepares them on start."""
+    v, vt = rule.get("v", UNDEFINED), rule.get("vt")
+    if not vt:
+        vt = "str" if is_nan(js_number(v)) else "num"
+    if vt == "num" and not is_nan(js_number(v)):
+        v = js_number(v)
+    v2, v2t = rule.get("v2", UNDEFINED), rule.get("v2t")
+    if v2 is not UNDEFINED:
+        if not v2t:
+            v2t = "str" if is_nan(js_number(v2)) else "num"
+        if v2t == "num":
+            v2 = js_number(v2)
+    return v, vt, v2, v2t
+
+
+def range_numbers(node: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    minin, maxin = js_number(node.get("minin", UNDEFINED)), js_number(node.get("maxin", UNDEFINED))
+    minout = js_number(node.get("minout", UNDEFINED))
+    maxout = js_number(node.get("maxout", UNDEFINED))
+    if minin > maxin:
+        minin, maxin, minout, maxout = maxin, minin, maxout, minout
+    if node.get("round"):
+        maxout, minout = math.floor(maxout), math.ceil(minout)
+    return minin, maxin, minout, maxout
+
+
+def _range_problem(node: Mapping[str, Any]) -> str | None:
+    for name in ("minin", "maxin", "minout", "maxout"):
+        number = js_number(node.get(name, UNDEFINED))
+        if is_nan(number) or (isinstance(number, float) and math.isinf(number)):
+            return f"its {name} {node.get(name)!r} is not a finite number"
+    if js_number(node.get("minin")) == js_number(node.get("maxin")):
+        return "its input range is empty (minin = maxin): Node-RED would compute NaN or Infinity"
+    return None
+
+
+def _sort_problem(node: Mapping[str, Any]) -> str | None:
+    if node.get("targetType") != "msg":
+        return (
+            "it sorts a message sequence (msg.parts), which needs every message of the "
+            "sequence; the step engine sees one message at a time"
+        )
+    if node.get("msgKeyType") == "jsonata":
+        return jsonata_problem(node.get("msgKey"))
+    return None

@@ -1,0 +1,129 @@
+"""Typed inputs of Node-RED nodes (``RED.util.evaluateNodeProperty``): ``str``, ``num``, ``bool``,
+``json``, ``date``, ``msg``, ``jsonata``, ``env``; and which of them cannot be evaluated on one
+message outside Node-RED (:func:`typed_value_problem`: flow/global context, Buffers, RegExps,
+Date objects)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from nodered_semantics.js import UNDEFINED, JSThrowError, is_nan, js_number, js_string
+from nodered_semantics.jsonata import (
+    STATIC_ENV,
+    env_names,
+    env_problem,
+    env_property,
+    evaluate_jsonata,
+    jsonata_problem,
+)
+from nodered_semantics.msg_paths import get_property
+
+__all__ = [
+    "CONTEXT_TYPES",
+    "constant_value",
+    "parse_json_text",
+    "typed_value",
+    "typed_value_problem",
+]
+
+CONTEXT_TYPES = frozenset({"flow", "global"})
+
+
+def typed_value_problem(value: Any, kind: Any) -> str | None:
+    """Why a typed value of a node cannot be evaluated here (None when it can)."""
+    if kind in CONTEXT_TYPES:
+        return f"it reads {kind} context, which Node-RED keeps between messages"
+    if kind == "jsonata":
+        return jsonata_problem(value)
+    if kind == "env":
+        for name in env_names(str(value or "")):
+            if name not in STATIC_ENV:
+                return env_problem(name)
+    if kind == "json":
+        try:
+            parse_json_text(str(value))
+        except ValueError:
+            return f"its JSON value {value!r} does not parse (Node-RED does not start the node)"
+    if kind == "num" and is_nan(js_number(value)):
+        return f"its number {value!r} is NaN, which a JSON message cannot carry"
+    if kind == "bin":
+        return "it makes a Buffer, which a JSON message cannot carry"
+    if kind == "re":
+        return "it makes a RegExp object, which a JSON message cannot carry"
+    if kind == "date" and value not in (None, "", "iso"):
+        return f"its date value {value!r} (a Date object or moment format) is not supported"
+    return None
+
+
+def parse_json_text(text: str) -> Any:
+    """``JSON.parse``: no NaN/Infinity, unlike Python's json."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def typed_value(
+    value: Any, kind: Any, msg: Any, node: Mapping[str, Any], env: Mapping[str, Any]
+) -> Any:
+    """``evaluateNodeProperty(value, kind, node, msg)``; a msg read that throws gives UNDEFINED."""
+    if kind == "str":
+        return js_string(value)
+    if kind == "num":
+        return js_number(value)
+    if kind == "json":
+        return parse_json_text(str(value))
+    if kind == "bool":
+        return bool(re.fullmatch(r"true", js_string(value), re.IGNORECASE))
+    if kind == "date":
+        if value == "iso":
+            now = datetime.now(UTC)
+            return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+        return int(time.time() * 1000)
+    if kind == "msg":
+        try:
+            return get_property(msg, js_string(value))
+        except JSThrowError:
+            return UNDEFINED
+    if kind == "jsonata":
+        return evaluate_jsonata(str(value), msg, node, env)
+    if kind == "env":
+        return env_property(node, env, js_string(value))
+    if kind in CONTEXT_TYPES or kind in ("bin", "re"):
+        raise JSThrowError(f"{kind} values are not supported on the step engine")
+    return value
+
+
+_CONSTANT_TYPES = frozenset({"str", "num", "bool", "json"})
+
+
+def constant_value(value: Any, kind: Any) -> tuple[bool, Any]:
+    """What a typed input stands for when it depends on neither the message nor the moment, as
+    Node-RED evaluates it (:func:`typed_value`): ``(True, value)``.
+
+    ``(False, None)`` for every other kind (``msg``, ``jsonata``, ``env``, context, ``date``,
+    Buffers, RegExps) and for what a JSON document cannot hold (NaN, Infinity) or what Node-RED
+    refuses (JSON text that does not parse). The translator maps a node to the IR only when its
+    values are constants, so it reads them exactly as the node would at run time.
+    """
+    kind = kind or "str"
+    if kind == "null":
+        return (True, None)
+    if kind not in _CONSTANT_TYPES:
+        return (False, None)
+    if kind == "json" and not isinstance(value, str):
+        return (True, value)  # a flow written by a program may hold the parsed value
+    try:
+        found = typed_value(value, kind, None, {}, {})
+    except ValueError:
+        return (False, None)
+    if isinstance(found, float) and (math.isnan(found) or math.isinf(found)):
+        return (False, None)
+    return (True, found)

@@ -1,0 +1,174 @@
+"""The ``nodered-node`` built-in service: one Node-RED node run on one message.
+
+The step engine runs a flow imported from Node-RED by calling this service for every node the
+importer kept ``native`` (its whole configuration travels in the call), so such a node is
+admitted, metered and observed like any service call. Payload in and out::
+
+    in:  {"node": <the node as Node-RED stores it>, "msg": {"payload": ..., "topic": ..., ...},
+          "env": {NAME: value, ...}?, "context": {"node": {...}, "flow": {...}, "global": {...}}?}
+    out: one packet per message sent, {"port": <output port, 0-based>, "msg": {...}}
+         (no packet at all when the node sends nothing)
+
+Node types (:data:`nodered_semantics.support.SUPPORTED_TYPES`), each as its Node-RED 4
+implementation behaves:
+
+* ``function``: JavaScript in a QuickJS sandbox with time and memory limits, see
+  :mod:`services.nodered.function`;
+* ``template``, ``json``, ``csv`` (legacy mode): :mod:`services.nodered.template`,
+  :mod:`services.nodered.json_node`, :mod:`services.nodered.csv_node`;
+* ``change``, ``switch`` (every rule but the sequence ones), ``range`` and ``sort`` (of an array
+  in the message): :mod:`services.nodered.change`, :mod:`services.nodered.switch`,
+  :mod:`services.nodered.range`, :mod:`services.nodered.sort`.
+
+Context (``flow``/``global``) lives for the call only; ``env`` holds the node's ``NR_*``
+variables plus what the caller passes, never the worker's environment. What depends on earlier
+messages (csv headers sent ``once``, csv sequences joined across messages, RFC 4180 mode,
+flow/global context in rules, switch and sort on message sequences) is refused with a
+:class:`ServiceError` naming the node, as is any other node type;
+:func:`nodered_semantics.support.node_problem` tells a caller beforehand whether a node can run
+here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from fluxo_core.errors import ServiceError
+from nodered_semantics.js import JSThrowError
+from nodered_semantics.jsonata import JsonataError
+from nodered_semantics.support import NODERED_NODE_SERVICE, RULE_TYPES, supported_types_text
+from service_runtime.sdk import Outputs, Service
+from services.nodered.change import run_change
+from services.nodered.common import Fail, Sent, node_error, node_label
+from services.nodered.csv_node import run_csv
+from services.nodered.function import FunctionLimits, FunctionSandbox, run_function
+from services.nodered.json_node import run_json
+from services.nodered.range import run_range
+from services.nodered.sort import run_sort
+from services.nodered.switch import run_switch
+from services.nodered.template import run_template
+
+__all__ = ["NODERED_NODE_SCHEMA", "nodered_node_service", "run_node", "run_rule_node"]
+
+
+def _cyclic(value: Any, above: set[int]) -> bool:
+    if not isinstance(value, dict | list):
+        return False
+    if id(value) in above:
+        return True
+    above.add(id(value))
+    found = any(_cyclic(v, above) for v in (value.values() if isinstance(value, dict) else value))
+    above.discard(id(value))
+    return found
+
+
+def run_rule_node(
+    node: Mapping[str, Any], msg: dict[str, Any], env: Mapping[str, Any], fail: Fail
+) -> Sent:
+    """Run a change/switch/range/sort node on ``msg`` (a copy the node may change)."""
+    kind = node.get("type")
+    try:
+        if kind == "change":
+            sent = run_change(node, msg, env)
+        elif kind == "switch":
+            sent = run_switch(node, msg, env)
+        elif kind == "range":
+            sent = run_range(node, msg)
+        else:
+            sent = run_sort(node, msg, env)
+        if sent and _cyclic(msg, set()):
+            raise fail(node, "the message now contains itself, which JSON cannot carry")
+        return sent
+    except JsonataError as exc:
+        raise fail(node, f"invalid JSONata expression: {exc}") from exc
+    except JSThrowError as exc:
+        raise fail(node, str(exc)) from exc
+    except ValueError as exc:
+        raise fail(node, str(exc)) from exc
+
+
+NODERED_NODE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["node", "msg"],
+    "properties": {
+        "node": {"type": "object", "required": ["id", "type"]},
+        "msg": {"type": "object"},
+        "env": {"type": "object"},
+        "context": {"type": "object"},
+    },
+}
+
+
+def run_node(
+    node: Mapping[str, Any],
+    msg: Mapping[str, Any],
+    *,
+    env: Mapping[str, Any] | None = None,
+    context: Mapping[str, Mapping[str, Any]] | None = None,
+    limits: FunctionLimits | None = None,
+    sandbox: FunctionSandbox | None = None,
+) -> list[tuple[int, dict[str, Any]]]:
+    """Run ``node`` on a copy of ``msg``; the messages it sends, as ``(port, msg)`` pairs.
+
+    ``sandbox``: run function bodies in its child processes (what the service does); without
+    one they run in this process.
+
+    Raises:
+        ServiceError: (not retryable) the node type is not supported, its configuration is
+            unusable, or it failed on this message; the message names the node.
+    """
+    kind = str(node.get("type", ""))
+    message = copy.deepcopy(dict(msg))
+    if kind == "function":
+        run = sandbox.run if sandbox is not None else run_function
+        return run(node, message, limits=limits, env=env, context=context).outputs
+    if kind == "template":
+        return run_template(node, message, env or {}, context or {})
+    if kind == "json":
+        return run_json(node, message)
+    if kind == "csv":
+        return run_csv(node, message)
+    if kind in RULE_TYPES:
+        return run_rule_node(node, message, env or {}, node_error)
+    raise ServiceError(
+        f"{node_label(node)}: the {kind!r} node type runs only on Node-RED (the step engine "
+        f"supports {supported_types_text()}); set spec.engine: nodered for this workflow",
+        retryable=False,
+        node=str(node.get("id", "?")),
+        type=kind,
+    )
+
+
+def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
+    """The ``nodered-node`` built-in service (see the module docstring for its payload).
+
+    Function bodies run in a :class:`FunctionSandbox`'s child processes: a body that crashes
+    QuickJS fails its call instead of the worker.
+    """
+    sandbox = FunctionSandbox()
+
+    def handle(payload: Any) -> Outputs | None:
+        calls = payload if isinstance(payload, list) else [payload]
+        out = Outputs()
+        for call in calls:
+            node, msg = call["node"], call["msg"]
+            env = call.get("env") if isinstance(call.get("env"), Mapping) else None
+            context = call.get("context") if isinstance(call.get("context"), Mapping) else None
+            sent_messages = run_node(
+                node, msg, env=env, context=context, limits=limits, sandbox=sandbox
+            )
+            for port, sent in sent_messages:
+                out.append({"port": port, "msg": sent})
+        return out or None
+
+    return Service(
+        name=NODERED_NODE_SERVICE,
+        version="1",
+        handler=handle,
+        description=f"Run one Node-RED node ({supported_types_text()}) on one message.",
+        input_schema=NODERED_NODE_SCHEMA,
+        # Not inline: a function body may run for its whole CPU budget.
+        inline=False,
+    )
