@@ -20,6 +20,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict
 
 from fluxo.control.remote import EngineJob, RemoteJobs, is_remote
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import FINAL_PHASES, Engine, EngineRegistry, RunHandle, StepState
 from fluxo_core.errors import (
     ConflictError,
@@ -118,8 +119,11 @@ class JobService:
         runtime: ServiceRuntime,
         workflows: WorkflowStore,
         registry: EngineRegistry,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db: Database = runtime.db
+        self.clock = clock
         self.runtime = runtime
         self.workflows = workflows
         self.registry = registry
@@ -416,7 +420,7 @@ class JobService:
             "result": None,
             "error": None,
             "active": 0,
-            "created_at": time.time(),
+            "created_at": self.clock.time(),
             "started_at": None,
             "finished_at": None,
         }
@@ -435,7 +439,11 @@ class JobService:
         return record
 
     async def wait(self, principal: Principal, job_id: str, timeout: float) -> JobRecord:
-        """The job once it ended, or as it is after ``timeout`` seconds."""
+        """The job once it ended, or as it is after ``timeout`` seconds.
+
+        The timeout bounds waiting for I/O, so it runs on the machine's monotonic clock, not the
+        injected one (a test's manual clock would never let it end).
+        """
         deadline = time.monotonic() + timeout
         with await self.db.subscribe([f"job:{job_id}"]) as sub:
             while True:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from fluxo.cli import worker_runtime
 from fluxo.control import Admission
-from fluxo.control.platform import Platform
+from fluxo.control.platform import Platform, build_platform, build_worker_runtime
+from fluxo_core.clock import ManualClock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import (
     AdmissionDeniedError,
@@ -197,7 +197,8 @@ async def test_admission_caches_a_job_status_for_cache_s(fluxo: Platform) -> Non
     doc = workflow("sleepy", [{"id": "wait", "kind": "service", "service": "slow"}])
     await fluxo.jobs.apply(doc, ME)
     job = await fluxo.jobs.create(ME, "sleepy", {"n": 1, "sleep": 2})
-    admission = Admission(fluxo.accounts, cache_s=1.0)
+    clock = ManualClock()
+    admission = Admission(fluxo.accounts, cache_s=1.0, clock=clock)
 
     async def admit(call: CallRequest) -> None:
         request = AdmitRequest("worker", [call])
@@ -215,8 +216,9 @@ async def test_admission_caches_a_job_status_for_cache_s(fluxo: Platform) -> Non
     )
     await admit(call)
     assert (await fluxo.jobs.cancel(ME, job.id)).status == "cancelled"
-    await admit(call)  # the status read a moment ago still holds
-    await asyncio.sleep(1.1)
+    clock.advance(0.5)
+    await admit(call)  # the status read half a cache time ago still holds
+    clock.advance(0.5)  # the cached status expires at cache_s, not after
     with pytest.raises(AdmissionDeniedError, match="is cancelled"):
         await admit(call)
 
@@ -228,7 +230,7 @@ async def test_fluxo_worker_refuses_calls_of_a_blocked_account(
     for account in ("acme", "globex"):
         await accounts.ensure_account(account)
     config = FluxoConfig(home=tmp_path, database_url="sqlite:///unused", poll_interval_s=0.2)
-    worker = worker_runtime(config, db, svc.SERVICES, workers=1, batch_size=10, lease_s=1.0)
+    worker = build_worker_runtime(config, db, svc.SERVICES, workers=1, batch_size=10, lease_s=1.0)
 
     def packet(account: str) -> Packet:
         actor = {"user": {"id": "ada"}, "account": {"id": account}}
@@ -247,3 +249,27 @@ async def test_fluxo_worker_refuses_calls_of_a_blocked_account(
     assert refused.error["code"] == "admission_denied"
     assert "fraud review" in refused.error["message"]
     assert served.status == "succeeded"
+
+
+async def test_the_composition_root_hands_its_clock_to_admission_and_jobs(
+    db: Database, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    config = FluxoConfig(home=tmp_path, database_url="sqlite:///unused", poll_interval_s=0.2)
+    platform = build_platform(config, db, svc.SERVICES, workers=0, clock=clock)
+    await platform.accounts.ensure_account("acme")
+    async with platform:
+        await platform.jobs.apply(
+            workflow("clocked", [{"id": "one", "kind": "service", "service": "inc"}]), ME
+        )
+        job = await platform.jobs.create(ME, "clocked", {"n": 1})
+        assert job.created_at.timestamp() == clock.time()
+        await platform.accounts.set_blocked("acme", True, "fraud review")
+        # Admission read the account as allowed a moment ago (on this clock): that holds for
+        # its cache time, however long the machine took, and not a moment longer.
+        assert platform.admission.cache_s == 0.5
+        clock.advance(0.25)  # (binary fractions: the sums are exact)
+        await platform.jobs.create(ME, "clocked", {"n": 2})
+        clock.advance(0.25)
+        with pytest.raises(AdmissionDeniedError, match="fraud review"):
+            await platform.jobs.create(ME, "clocked", {"n": 3})
