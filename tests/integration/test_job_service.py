@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from fluxo.control import Admission
@@ -22,6 +23,7 @@ from fluxo_core.errors import (
 )
 from fluxo_core.ir import Packet
 from fluxo_core.storage import AccountStore, Database, Principal
+from fluxo_core.storage.jobs import JobRow, JobSummaryRow, job_row
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import AdmitRequest, CallRequest, ServiceRuntime
 from tests.support import services as svc
@@ -273,3 +275,41 @@ async def test_the_composition_root_hands_its_clock_to_admission_and_jobs(
         clock.advance(0.25)
         with pytest.raises(AdmissionDeniedError, match="fraud review"):
             await platform.jobs.create(ME, "clocked", {"n": 3})
+
+
+async def test_the_job_store_hands_typed_rows(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(TWICE, ME)
+    job = await fluxo.jobs.create(ME, "twice", {"n": 1}, idempotency_key="k1")
+    row = await fluxo.jobs.store.job(job.id, account_id="acme")
+    assert isinstance(row, JobRow)
+    assert (row.id, row.workflow, row.version, row.idempotency_key) == (job.id, "twice", 1, "k1")
+    assert orjson.loads(row.input)["payload"] == {"n": 1}
+    assert not hasattr(row, "__dict__")  # slotted: a row costs no per-instance dict
+    (summary,), _ = await fluxo.jobs.store.page(
+        "acme", workflow="twice", status=None, limit=1, cursor=None
+    )
+    assert type(summary) is JobSummaryRow  # a page never reads the packets
+    assert summary.id == job.id
+
+
+def test_a_job_row_maps_the_values_it_was_written_with() -> None:
+    written = {
+        "id": "j1",
+        "account_id": "acme",
+        "user_id": "ada",
+        "workflow": "twice",
+        "version": 1,
+        "engine": "step",
+        "status": "queued",
+        "idempotency_key": None,
+        "input": b"{}",
+        "result": None,
+        "error": None,
+        "active": 0,
+        "created_at": 1.0,
+        "started_at": None,
+        "finished_at": None,
+    }
+    row = job_row(written)
+    assert row.run_id is None  # not written yet: the engine sets it when the job starts
+    assert (row.id, row.status, row.input) == ("j1", "queued", b"{}")
