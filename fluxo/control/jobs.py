@@ -127,12 +127,13 @@ class JobService:
         self.runtime = runtime
         self.workflows = workflows
         self.registry = registry
-        self.store = JobStore(runtime.db)
+        self.store = JobStore(runtime.db, clock=clock)
         self.remote = RemoteJobs(
             runtime,
             workflows,
             {e.name: e for e in registry.engines() if is_remote(e)},
             poll_interval_s=runtime.poll_interval_s,
+            clock=clock,
         )
 
     # -- workflows ----------------------------------------------------------------------------

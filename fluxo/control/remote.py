@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import FINAL_PHASES, Engine, RunHandle, StartRequest
 from fluxo_core.errors import (
     ConflictError,
@@ -108,6 +109,7 @@ class RemoteJobs:
         engines: the external engines, by name.
         batch_size: start messages claimed at once; they are started concurrently.
         lease_s: how long a claimed start stays hidden (must outlast a deploy and a start).
+        clock: what the jobs' start and end times read.
     """
 
     def __init__(
@@ -119,12 +121,13 @@ class RemoteJobs:
         batch_size: int = 20,
         lease_s: float = 120.0,
         poll_interval_s: float = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db: Database = runtime.db
         self.runtime = runtime
         self.workflows = workflows
         self.engines = dict(engines)
-        self.store = JobStore(runtime.db)
+        self.store = JobStore(runtime.db, clock=clock)
         self.batch_size = batch_size
         self.lease_s = lease_s
         self.poll_interval_s = poll_interval_s

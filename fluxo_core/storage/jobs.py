@@ -7,7 +7,6 @@ inbox, ack) atomically.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import RunStatus, StepPhase, StepState
 from fluxo_core.errors import NotFoundError, ValidationError
 from fluxo_core.ir.step_keys import key_from_id
@@ -87,8 +87,14 @@ def job_row(values: Mapping[Any, Any]) -> JobRow:
 
 
 class JobStore:
-    def __init__(self, db: Database) -> None:
+    """The ``jobs``, ``job_steps`` and ``job_joins`` tables.
+
+    ``clock``: what the times it writes (started, finished, processed) read.
+    """
+
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
+        self.clock = clock
         # Built once: the engine runs these for every batch, and building a statement costs
         # several times more than SQLite takes to execute it.
         self._statuses = sa.select(jobs.c.id, jobs.c.status).where(
@@ -326,7 +332,7 @@ class JobStore:
         result = tx.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
-            .values(status="cancelled", finished_at=time.time())
+            .values(status="cancelled", finished_at=self.clock.time())
         )
         return bool(result.rowcount)
 
@@ -335,7 +341,7 @@ class JobStore:
         result = tx.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status == "queued")
-            .values(status="running", started_at=time.time(), run_id=run_id)
+            .values(status="running", started_at=self.clock.time(), run_id=run_id)
         )
         return bool(result.rowcount)
 
@@ -353,7 +359,7 @@ class JobStore:
         result_row = tx.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
-            .values(status=status, result=result, error=error, finished_at=time.time())
+            .values(status=status, result=result, error=error, finished_at=self.clock.time())
         )
         return bool(result_row.rowcount)
 
@@ -402,7 +408,7 @@ class JobStore:
 
     def claim_inbox(self, tx: Transaction, consumer: str, keys: Iterable[str]) -> set[str]:
         """Record ``keys`` as processed by ``consumer``; returns the ones that were new."""
-        now = time.time()
+        now = self.clock.time()
         rows = [
             {"consumer": consumer, "message_id": k, "processed_at": now}
             for k in dict.fromkeys(keys)

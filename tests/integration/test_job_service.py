@@ -23,7 +23,7 @@ from fluxo_core.errors import (
 )
 from fluxo_core.ir import Packet
 from fluxo_core.storage import AccountStore, Database, Principal
-from fluxo_core.storage.jobs import JobRow, JobSummaryRow, job_row
+from fluxo_core.storage.jobs import JobRow, JobStore, JobSummaryRow, job_row
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import AdmitRequest, CallRequest, ServiceRuntime
 from tests.support import services as svc
@@ -313,3 +313,14 @@ def test_a_job_row_maps_the_values_it_was_written_with() -> None:
     row = job_row(written)
     assert row.run_id is None  # not written yet: the engine sets it when the job starts
     assert (row.id, row.status, row.input) == ("j1", "queued", b"{}")
+
+
+async def test_the_job_store_writes_the_times_of_its_clock(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(
+        workflow("timed", [{"id": "wait", "kind": "service", "service": "slow"}]), ME
+    )
+    job = await fluxo.jobs.create(ME, "timed", {"n": 1, "sleep": 5})
+    clock = ManualClock(start=2_000_000_000.0)
+    store = JobStore(fluxo.db, clock=clock)
+    assert await fluxo.db.transact(lambda tx: store.cancel(tx, job.id))
+    assert (await store.job(job.id)).finished_at == clock.time()
