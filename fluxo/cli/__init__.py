@@ -24,6 +24,7 @@ from typing import Any
 from fluxo.cli import _nodered
 from fluxo.cli._client import HttpClient, open_client, remote_client
 from fluxo.control.platform import (
+    build_dead_letters,
     build_worker_runtime,
     default_services,
     open_database,
@@ -48,8 +49,6 @@ from fluxo_core.ir import (
 from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import AccountStore, SecretStore
 from service_runtime import Service
-from service_runtime.dead_letters import DeadLetters
-from service_runtime.transports import make_transport
 
 __all__ = ["main"]
 
@@ -630,7 +629,7 @@ def _flow_name(path: str) -> str:
 async def _cmd_dlq_list(args: argparse.Namespace, config: FluxoConfig) -> int:
     db = await open_database(config)
     try:
-        letters = await DeadLetters(db, make_transport(config, db)).list(args.queue)
+        letters = await build_dead_letters(config, db).list(args.queue)
     finally:
         await db.close()
     for letter in letters:
@@ -642,7 +641,7 @@ async def _cmd_dlq_list(args: argparse.Namespace, config: FluxoConfig) -> int:
 async def _cmd_dlq_replay(args: argparse.Namespace, config: FluxoConfig) -> int:
     db = await open_database(config)
     try:
-        replay = await DeadLetters(db, make_transport(config, db)).replay(args.queue, args.ids)
+        replay = await build_dead_letters(config, db).replay(args.queue, args.ids)
     finally:
         await db.close()
     print(f"{replay.replayed} message(s) back on {args.queue}")

@@ -30,11 +30,13 @@ from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
+from service_runtime.dead_letters import DeadLetters
 from service_runtime.janitor import Janitor
 from service_runtime.transports import Transport, make_transport
 
 __all__ = [
     "Platform",
+    "build_dead_letters",
     "build_platform",
     "build_worker_runtime",
     "call_interceptors",
@@ -124,6 +126,11 @@ def build_worker_runtime(
         poll_interval_s=config.poll_interval_s,
         interceptors=call_interceptors(Admission(AccountStore(db), clock=clock)),
     )
+
+
+def build_dead_letters(config: FluxoConfig, db: Database) -> DeadLetters:
+    """The dead letters of the configured transport (``fluxo dlq``)."""
+    return DeadLetters(db, make_transport(config, db))
 
 
 class Platform:
