@@ -21,7 +21,7 @@ from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import AccountStore, Database
 from service_runtime import Service
 
-__all__ = ["ADMIN_ACCOUNT", "build_platform", "ensure_admin_token", "run_server"]
+__all__ = ["ADMIN_ACCOUNT", "ensure_admin_token", "run_server"]
 
 log = logging.getLogger(__name__)
 
