@@ -3,6 +3,7 @@
 - :func:`build_platform`: the whole platform (API-facing control plane, runtime, engines) that
   ``fluxo up`` serves and that CLI commands run in-process on the local database;
 - :func:`build_worker_runtime`: the service workers of ``fluxo worker``;
+- :func:`build_dead_letters`: the dead letters of the configured transport (``fluxo dlq``);
 - :func:`open_database` and :func:`default_services`: the database and the built-in services
   both start from.
 
