@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fluxo_core import cli
+from fluxo import cli
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import ENGINE_FACTORIES, EngineRegistry, load_engine
 from fluxo_core.errors import ConfigError
