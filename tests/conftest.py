@@ -15,12 +15,22 @@ import psycopg
 import pytest
 
 from fluxo_core.storage import Database
+from tests.support.golden import RegenerateInCiError, regenerate_requested
 from tests.support.nodered import nodered
 
 __all__ = ["nodered"]  # the session's managed Node-RED, for every test that asks for it
 
 PG_URL = os.environ.get("FLUXO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test runs: a CI job that asks to regenerate golden files stops here, whole,
+    # rather than passing the golden tests it would rewrite.
+    try:
+        regenerate_requested()
+    except RegenerateInCiError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _plain_pg_dsn() -> str:

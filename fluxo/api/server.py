@@ -14,16 +14,14 @@ from pathlib import Path
 from aiohttp import web
 
 from fluxo.api.app import create_app
-from fluxo.control.platform import Platform, tune_gc_for_serving
+from fluxo.control.platform import Platform, build_platform, tune_gc_for_serving
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError
 from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import AccountStore, Database
 from service_runtime import Service
-from service_runtime.janitor import Janitor
-from service_runtime.transports import make_transport
 
-__all__ = ["ADMIN_ACCOUNT", "build_platform", "ensure_admin_token", "run_server"]
+__all__ = ["ADMIN_ACCOUNT", "ensure_admin_token", "run_server"]
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +54,6 @@ def _write_token(path: Path, token: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
-
-
-def build_platform(
-    config: FluxoConfig, db: Database, services: Sequence[Service], *, workers: int = 2
-) -> Platform:
-    """The platform ``fluxo up`` runs, configured from ``config``."""
-    return Platform(
-        db,
-        services,
-        transport=make_transport(config, db),
-        workers=workers,
-        max_packet_bytes=config.max_packet_bytes,
-        poll_interval_s=config.poll_interval_s,
-        janitor=Janitor(db, output_retention_s=config.output_retention_s),
-        lease_s=config.lease_s,
-        engines=config.engines,
-        config=config,
-    )
 
 
 async def run_server(
@@ -117,7 +97,7 @@ async def run_server(
         try:
             url = f"http://{config.host}:{config.port}"
             print(f"Fluxo is running at {url}", flush=True)
-            print(f"  database: {_safe_url(db.url)}", flush=True)
+            print(f"  database: {db.display_url}", flush=True)
             if set(config.engines) - {"step"}:
                 print(f"  engines call it at: {config.gateway_url}", flush=True)
             print(
@@ -162,9 +142,3 @@ def _admin_token_line(token: str, created: bool, path: Path, terminal: bool | No
     if terminal if terminal is not None else sys.stdout.isatty():
         return f"  admin token (shown this once; saved in {path}): {token}"
     return f"  admin token: created and saved in {path} (not printed: the output is not a terminal)"
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

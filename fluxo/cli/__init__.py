@@ -23,8 +23,13 @@ from typing import Any
 
 from fluxo.cli import _nodered
 from fluxo.cli._client import HttpClient, open_client, remote_client
-from fluxo.control import Admission
-from fluxo.control.platform import tune_gc_for_serving
+from fluxo.control.platform import (
+    build_dead_letters,
+    build_worker_runtime,
+    default_services,
+    open_database,
+    tune_gc_for_serving,
+)
 from fluxo_core.config import FluxoConfig, normalize_database_url
 from fluxo_core.errors import (
     CallTimeoutError,
@@ -42,10 +47,8 @@ from fluxo_core.ir import (
     workflow_document,
 )
 from fluxo_core.redaction import install_log_redaction
-from fluxo_core.storage import AccountStore, Database, SecretStore
-from service_runtime import Service, ServiceRuntime, default_interceptors
-from service_runtime.dead_letters import DeadLetters
-from service_runtime.transports import make_transport
+from fluxo_core.storage import AccountStore, SecretStore
+from service_runtime import Service
 
 __all__ = ["main"]
 
@@ -284,23 +287,6 @@ def load_services(modules: Sequence[str]) -> list[Service]:
     return found
 
 
-def default_services(config: FluxoConfig, db: Database) -> list[Service]:
-    """The built-in and demo services; ``http`` reads secret references from ``db``."""
-    from services import BuiltinConfig, builtin_services, demo_services
-
-    builtin = builtin_services(
-        BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny),
-        secrets=SecretStore.for_config(db, config),
-    )
-    return builtin + demo_services()
-
-
-async def _open_db(config: FluxoConfig) -> Database:
-    db = Database(config.database_url)
-    await db.migrate()
-    return db
-
-
 async def _until_signalled() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -311,9 +297,9 @@ async def _until_signalled() -> None:
 
 async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
     modules = load_services(args.module) if args.module else None
-    db = await _open_db(config)
+    db = await open_database(config)
     services = modules if modules is not None else default_services(config, db)
-    runtime = worker_runtime(
+    runtime = build_worker_runtime(
         config,
         db,
         services,
@@ -331,32 +317,6 @@ async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
     finally:
         await db.close()
     return 0
-
-
-def worker_runtime(
-    config: FluxoConfig,
-    db: Database,
-    services: Sequence[Service],
-    *,
-    workers: int,
-    batch_size: int,
-    lease_s: float,
-) -> ServiceRuntime:
-    """The runtime of ``fluxo worker``: service workers only, admitting every call they run.
-
-    Admission is checked by the worker too, not only where calls are submitted: a block or a
-    cancel must stop work already queued, whichever process runs it.
-    """
-    return ServiceRuntime(
-        db,
-        services,
-        transport=make_transport(config, db),
-        workers=workers,
-        batch_size=batch_size,
-        lease_s=lease_s,
-        poll_interval_s=config.poll_interval_s,
-        interceptors=[Admission(AccountStore(db)), *default_interceptors()],
-    )
 
 
 async def _cmd_services(args: argparse.Namespace, config: FluxoConfig) -> int:
@@ -509,7 +469,7 @@ async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
 
     name, version = split_workflow_ref(args.workflow)
     account = args.account or ADMIN_ACCOUNT
-    db = await _open_db(config)
+    db = await open_database(config)
     try:
         applied = await WorkflowStore(db).get(account, name, version)
     finally:
@@ -667,9 +627,9 @@ def _flow_name(path: str) -> str:
 
 
 async def _cmd_dlq_list(args: argparse.Namespace, config: FluxoConfig) -> int:
-    db = await _open_db(config)
+    db = await open_database(config)
     try:
-        letters = await DeadLetters(db, make_transport(config, db)).list(args.queue)
+        letters = await build_dead_letters(config, db).list(args.queue)
     finally:
         await db.close()
     for letter in letters:
@@ -679,9 +639,9 @@ async def _cmd_dlq_list(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 
 async def _cmd_dlq_replay(args: argparse.Namespace, config: FluxoConfig) -> int:
-    db = await _open_db(config)
+    db = await open_database(config)
     try:
-        replay = await DeadLetters(db, make_transport(config, db)).replay(args.queue, args.ids)
+        replay = await build_dead_letters(config, db).replay(args.queue, args.ids)
     finally:
         await db.close()
     print(f"{replay.replayed} message(s) back on {args.queue}")
@@ -708,7 +668,7 @@ async def _cmd_schema(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 
 async def _cmd_token(args: argparse.Namespace, config: FluxoConfig) -> int:
-    db = await _open_db(config)
+    db = await open_database(config)
     try:
         store = AccountStore(db)
         await store.ensure_account(args.account)
@@ -776,7 +736,7 @@ async def _secrets(
         async with remote_client(config, url, os.environ.get("FLUXO_TOKEN")) as client:
             yield client
         return
-    db = await _open_db(config)
+    db = await open_database(config)
     try:
         account = args.account or ADMIN_ACCOUNT
         if account == ADMIN_ACCOUNT:  # as `fluxo up` makes it; other accounts must exist
@@ -828,7 +788,7 @@ async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
         overrides["port"] = args.port
     config = config.model_copy(update=overrides)
     modules = load_services(args.module)
-    db = await _open_db(config)
+    db = await open_database(config)
     try:
         await run_server(config, db, default_services(config, db) + modules, workers=args.workers)
     finally:

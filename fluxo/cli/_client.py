@@ -22,7 +22,7 @@ from fluxo_core.errors import (
     NotFoundError,
     ValidationError,
 )
-from fluxo_core.storage import Database, Principal
+from fluxo_core.storage import Principal
 
 __all__ = ["Client", "HttpClient", "LocalClient", "open_client", "remote_client"]
 
@@ -221,12 +221,11 @@ async def open_client(
         async with remote_client(config, url, token) as client:
             yield client
         return
-    from fluxo.api.server import ADMIN_ACCOUNT, ADMIN_USER, build_platform
-    from fluxo.cli import default_services
+    from fluxo.api.server import ADMIN_ACCOUNT, ADMIN_USER
+    from fluxo.control.platform import build_platform, default_services, open_database
 
-    db = Database(config.database_url)
+    db = await open_database(config)
     try:
-        await db.migrate()
         platform = build_platform(config, db, default_services(config, db), workers=1)
         await platform.accounts.ensure_account(ADMIN_ACCOUNT, "Default account")
         async with platform:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -20,6 +20,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict
 
 from fluxo.control.remote import EngineJob, RemoteJobs, is_remote
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import FINAL_PHASES, Engine, EngineRegistry, RunHandle, StepState
 from fluxo_core.errors import (
     ConflictError,
@@ -33,8 +34,8 @@ from fluxo_core.errors import (
 from fluxo_core.ir import NativeStep, Packet, Workflow, new_packet_id, validate_workflow
 from fluxo_core.ir._problems import problems_from_pydantic
 from fluxo_core.redaction import mask_credentials
-from fluxo_core.storage import Database, Principal, Transaction, bulk_insert, tables
-from fluxo_core.storage.jobs import JobStore
+from fluxo_core.storage import Database, Principal, Transaction
+from fluxo_core.storage.jobs import JobRow, JobStore, JobSummaryRow, job_row
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
 from service_runtime import AdmitRequest, CallRequest, ServiceRuntime
 from service_runtime.sdk import _schema_problems
@@ -118,17 +119,21 @@ class JobService:
         runtime: ServiceRuntime,
         workflows: WorkflowStore,
         registry: EngineRegistry,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db: Database = runtime.db
+        self.clock = clock
         self.runtime = runtime
         self.workflows = workflows
         self.registry = registry
-        self.store = JobStore(runtime.db)
+        self.store = JobStore(runtime.db, clock=clock)
         self.remote = RemoteJobs(
             runtime,
             workflows,
             {e.name: e for e in registry.engines() if is_remote(e)},
             poll_interval_s=runtime.poll_interval_s,
+            clock=clock,
         )
 
     # -- workflows ----------------------------------------------------------------------------
@@ -197,7 +202,7 @@ class JobService:
             # The idempotency key was used before (that job is the answer), or the job ended
             # as it started (its result is in the database).
             return await self.get(principal, created, steps=False)
-        return _record(started)
+        return _record(job_row(started))
 
     async def create_many(
         self,
@@ -248,7 +253,7 @@ class JobService:
         start = await self._starter(principal, applied, engine_name)
         created = await self._insert_started(principal, rows, start)
         return [
-            _record(started)
+            _record(job_row(started))
             if job_id == row["id"] and started["status"] not in FINAL_PHASES
             else await self.get(principal, job_id, steps=False)
             for row, (job_id, started) in zip(rows, created, strict=True)
@@ -285,7 +290,7 @@ class JobService:
                 created.append((r["id"], r))
             if fresh:
                 start(tx, fresh)
-                bulk_insert(tx, tables.jobs, fresh)
+                self.store.insert_many(tx, fresh)
             return created
 
         try:
@@ -416,14 +421,14 @@ class JobService:
             "result": None,
             "error": None,
             "active": 0,
-            "created_at": time.time(),
+            "created_at": self.clock.time(),
             "started_at": None,
             "finished_at": None,
         }
 
     async def get(self, principal: Principal, job_id: str, *, steps: bool = True) -> JobRecord:
         row = await self.store.job(job_id, account_id=principal.account_id)
-        record = _record(row._mapping)
+        record = _record(row)
         if steps:
             engine = self.registry.get(row.engine)
             if is_remote(engine):  # its steps are the calls it made through the gateway
@@ -435,7 +440,11 @@ class JobService:
         return record
 
     async def wait(self, principal: Principal, job_id: str, timeout: float) -> JobRecord:
-        """The job once it ended, or as it is after ``timeout`` seconds."""
+        """The job once it ended, or as it is after ``timeout`` seconds.
+
+        The timeout bounds waiting for I/O, so it runs on the machine's monotonic clock, not the
+        injected one (a test's manual clock would never let it end).
+        """
         deadline = time.monotonic() + timeout
         with await self.db.subscribe([f"job:{job_id}"]) as sub:
             while True:
@@ -468,7 +477,7 @@ class JobService:
         rows, next_cursor = await self.store.page(
             principal.account_id, workflow=workflow, status=status, limit=limit, cursor=cursor
         )
-        return JobPage(items=[_summary(r._mapping) for r in rows], next_cursor=next_cursor)
+        return JobPage(items=[_summary(r) for r in rows], next_cursor=next_cursor)
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
         row = await self.store.job(job_id, account_id=principal.account_id)
@@ -487,8 +496,7 @@ class JobService:
         account and engine: any other job is not found)."""
         _engine_only(principal, "report job events")
         await self.remote.report(principal, job_id, event)
-        row = await self.store.job(job_id, account_id=principal.account_id)
-        return _record(row._mapping)
+        return _record(await self.store.job(job_id, account_id=principal.account_id))
 
     async def engine_job(self, principal: Principal, job_id: Any) -> EngineJob:
         """The live job a call made with an engine token is for; the call runs as its account.
@@ -568,29 +576,30 @@ def _masked_steps(steps: Sequence[StepState]) -> list[StepState]:
     ]
 
 
-def _summary(row: Mapping[str, Any]) -> JobSummary:
+def _summary(row: JobSummaryRow) -> JobSummary:
+    """A stored job as the API lists it (the one place a job row becomes a summary)."""
     return JobSummary(
-        id=row["id"],
-        workflow=row["workflow"],
-        version=row["version"],
-        engine=row["engine"],
-        status=row["status"],
-        account_id=row["account_id"],
-        user_id=row["user_id"],
-        idempotency_key=row["idempotency_key"],
-        error=orjson.loads(row["error"]) if row["error"] else None,
-        created_at=datetime.fromtimestamp(row["created_at"], UTC),
-        started_at=_ts(row["started_at"]),
-        finished_at=_ts(row["finished_at"]),
+        id=row.id,
+        workflow=row.workflow,
+        version=row.version,
+        engine=row.engine,
+        status=row.status,  # validated: the column holds only JOB_STATUSES
+        account_id=row.account_id,
+        user_id=row.user_id,
+        idempotency_key=row.idempotency_key,
+        error=orjson.loads(row.error) if row.error else None,
+        created_at=datetime.fromtimestamp(row.created_at, UTC),
+        started_at=_ts(row.started_at),
+        finished_at=_ts(row.finished_at),
     )
 
 
-def _record(row: Mapping[str, Any]) -> JobRecord:
+def _record(row: JobRow) -> JobRecord:
     """The job as shown: credential-looking values in its input and result masked."""
-    results = orjson.loads(row["result"]) if row["result"] else None
+    results = orjson.loads(row.result) if row.result else None
     result = results[0] if results is not None and len(results) == 1 else results
     return JobRecord(
         **dict(_summary(row)),
-        input=mask_credentials(orjson.loads(row["input"])["payload"]),
-        result=mask_credentials(result) if row["status"] == "succeeded" else None,
+        input=mask_credentials(orjson.loads(row.input)["payload"]),
+        result=mask_credentials(result) if row.status == "succeeded" else None,
     )

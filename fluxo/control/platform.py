@@ -1,7 +1,18 @@
-"""The composition root: one Fluxo in one process (runtime, engines, control plane).
+"""The composition root: every Fluxo process is built here, and only here.
 
-Engines are loaded by name through the registry (:func:`fluxo_core.engine.load_engine`), so
-nothing in the control plane imports an engine package directly.
+- :func:`build_platform`: the whole platform (API-facing control plane, runtime, engines) that
+  ``fluxo up`` serves and that CLI commands run in-process on the local database;
+- :func:`build_worker_runtime`: the service workers of ``fluxo worker``;
+- :func:`build_dead_letters`: the dead letters of the configured transport (``fluxo dlq``);
+- :func:`open_database` and :func:`default_services`: the database and the built-in services
+  both start from.
+
+What each is made of (transport, catalog, the interceptor chain Admission > extras > Metering >
+Tracing, engines, the clock) is decided in this module, so the server, the workers and the CLI
+cannot drift apart. Engines are loaded by name through the registry
+(:func:`fluxo_core.engine.load_engine`), so nothing in the control plane imports an engine package
+directly. The :class:`~fluxo_core.clock.Clock` handed in reaches what expires (admission caches,
+job timestamps); tests give a :class:`~fluxo_core.clock.ManualClock` and move it.
 """
 
 from __future__ import annotations
@@ -13,23 +24,125 @@ from collections.abc import Sequence
 
 from fluxo.control.jobs import JobService
 from fluxo.control.policy import Admission
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
+from service_runtime.dead_letters import DeadLetters
 from service_runtime.janitor import Janitor
-from service_runtime.transports import Transport
+from service_runtime.transports import Transport, make_transport
 
-__all__ = ["Platform", "tune_gc_for_serving"]
+__all__ = [
+    "Platform",
+    "build_dead_letters",
+    "build_platform",
+    "build_worker_runtime",
+    "call_interceptors",
+    "default_services",
+    "open_database",
+    "tune_gc_for_serving",
+]
+
+
+async def open_database(config: FluxoConfig) -> Database:
+    """The database of ``config``, migrated to the current schema."""
+    db = Database(config.database_url)
+    try:
+        await db.migrate()
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def default_services(config: FluxoConfig, db: Database) -> list[Service]:
+    """The built-in and demo services; ``http`` reads secret references from ``db``."""
+    # Imported here: one-shot CLI commands that never serve do not pay for loading them.
+    from services import BuiltinConfig, builtin_services, demo_services
+
+    builtin = builtin_services(
+        BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny),
+        secrets=SecretStore.for_config(db, config),
+    )
+    return builtin + demo_services()
+
+
+def call_interceptors(admission: Admission, extra: Sequence[Interceptor] = ()) -> list[Interceptor]:
+    """The interceptor chain of every process that runs or submits calls.
+
+    Admission first: what comes after it (quotas, metering, tracing) sees which calls it refused.
+    """
+    return [admission, *extra, *default_interceptors()]
+
+
+def build_platform(
+    config: FluxoConfig,
+    db: Database,
+    services: Sequence[Service],
+    *,
+    workers: int = 2,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Platform:
+    """The platform ``fluxo up`` serves (and CLI commands run on the local database)."""
+    return Platform(
+        db,
+        services,
+        transport=make_transport(config, db),
+        workers=workers,
+        max_packet_bytes=config.max_packet_bytes,
+        poll_interval_s=config.poll_interval_s,
+        janitor=Janitor(db, output_retention_s=config.output_retention_s),
+        lease_s=config.lease_s,
+        engines=config.engines,
+        config=config,
+        clock=clock,
+    )
+
+
+def build_worker_runtime(
+    config: FluxoConfig,
+    db: Database,
+    services: Sequence[Service],
+    *,
+    workers: int,
+    batch_size: int,
+    lease_s: float,
+    clock: Clock = SYSTEM_CLOCK,
+) -> ServiceRuntime:
+    """The runtime of ``fluxo worker``: service workers only, admitting every call they run.
+
+    Admission is checked by the worker too, not only where calls are submitted: a block or a
+    cancel must stop work already queued, whichever process runs it.
+    """
+    return ServiceRuntime(
+        db,
+        services,
+        transport=make_transport(config, db),
+        workers=workers,
+        batch_size=batch_size,
+        lease_s=lease_s,
+        poll_interval_s=config.poll_interval_s,
+        interceptors=call_interceptors(Admission(AccountStore(db), clock=clock)),
+    )
+
+
+def build_dead_letters(config: FluxoConfig, db: Database) -> DeadLetters:
+    """The dead letters of the configured transport (``fluxo dlq``)."""
+    return DeadLetters(db, make_transport(config, db))
 
 
 class Platform:
     """Everything Fluxo runs in this process, started and stopped together.
 
     ``interceptors``: more of them at the named places of every call (quotas, say), run after
-    admission and before metering and tracing.
+    admission and before metering and tracing. ``clock``: what expiry and job timestamps read
+    (a test moves a :class:`~fluxo_core.clock.ManualClock` instead of waiting).
+
+    Built directly by tests and benchmarks; Fluxo's own processes build it with
+    :func:`build_platform`.
     """
 
     def __init__(
@@ -48,21 +161,22 @@ class Platform:
         lease_s: float = 5.0,
         secrets: SecretStore | None = None,
         interceptors: Sequence[Interceptor] = (),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
+        self.clock = clock
         self.accounts = AccountStore(db)
         # The accounts' stored secrets (the API's /v1/secrets); a Platform built without a
         # config and without a store has none.
         self.secrets = secrets or (SecretStore.for_config(db, config) if config else None)
-        self.admission = Admission(self.accounts, cache_s=admission_cache_s)
+        self.admission = Admission(self.accounts, cache_s=admission_cache_s, clock=clock)
         self.runtime = ServiceRuntime(
             db,
             services,
             transport=transport,
             workers=workers,
             max_packet_bytes=max_packet_bytes,
-            # Admission first: what comes after it sees which calls it refused.
-            interceptors=[self.admission, *interceptors, *default_interceptors()],
+            interceptors=call_interceptors(self.admission, interceptors),
             poll_interval_s=poll_interval_s,
             janitor=janitor,
             lease_s=lease_s,
@@ -84,7 +198,7 @@ class Platform:
                     lease_s=max(lease_s, 5.0),
                 )
             )
-        self.jobs = JobService(self.runtime, self.workflows, self.registry)
+        self.jobs = JobService(self.runtime, self.workflows, self.registry, clock=clock)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}

@@ -5,15 +5,15 @@ never imports the control plane). It admits at the gateway, at job creation and 
 worker before each handler runs, so blocking an account stops its in-flight work at its next call,
 on any engine.
 What decisions rest on (an account's block, a job's status) is cached for ``cache_s`` (well under
-a second), so a block or a cancel takes effect within that.
+a second), so a block or a cancel takes effect within that, as measured by the injected clock.
 """
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import AdmissionDeniedError
 from fluxo_core.storage import AccountStore, Transaction
 from fluxo_core.storage.jobs import JobStore
@@ -29,8 +29,11 @@ class Admission(Interceptor):
     # Job statuses cached at most; a worker sees an unbounded stream of job ids.
     MAX_CACHED_JOBS = 10_000
 
-    def __init__(self, accounts: AccountStore, *, cache_s: float = 0.5) -> None:
+    def __init__(
+        self, accounts: AccountStore, *, cache_s: float = 0.5, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.accounts = accounts
+        self.clock = clock
         self._jobs = JobStore(accounts.db)
         self.cache_s = cache_s
         self._cache: dict[str, tuple[float, str | None]] = {}
@@ -61,7 +64,7 @@ class Admission(Interceptor):
 
     def _stale(self, requests: Sequence[CallRequest]) -> tuple[list[str], list[str]]:
         """The accounts and jobs of ``requests`` whose cached answer is missing or expired."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         accounts = {r.account_id for r in requests}
         jobs = {r.job_id for r in requests if r.job_id is not None}
         return (
@@ -73,7 +76,7 @@ class Admission(Interceptor):
         self, reasons: dict[str, str | None], jobs: list[str], statuses: dict[str, str]
     ) -> None:
         """Cache block reasons by account and the statuses of ``jobs`` (absent: unknown)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for account_id, reason in reasons.items():
             self._cache[account_id] = (now + self.cache_s, reason)
         for job_id in jobs:

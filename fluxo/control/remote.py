@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import FINAL_PHASES, Engine, RunHandle, StartRequest
 from fluxo_core.errors import (
     ConflictError,
@@ -35,7 +36,7 @@ from fluxo_core.errors import (
 )
 from fluxo_core.ir import Packet, ServiceStep, SwitchStep
 from fluxo_core.storage import Database, Principal, Transaction
-from fluxo_core.storage.jobs import JobStore, job_channel
+from fluxo_core.storage.jobs import JobRow, JobStore, job_channel
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
 from service_runtime import ServiceRuntime
 from service_runtime.transports import Delivery
@@ -108,6 +109,7 @@ class RemoteJobs:
         engines: the external engines, by name.
         batch_size: start messages claimed at once; they are started concurrently.
         lease_s: how long a claimed start stays hidden (must outlast a deploy and a start).
+        clock: what the jobs' start and end times read.
     """
 
     def __init__(
@@ -119,12 +121,13 @@ class RemoteJobs:
         batch_size: int = 20,
         lease_s: float = 120.0,
         poll_interval_s: float = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db: Database = runtime.db
         self.runtime = runtime
         self.workflows = workflows
         self.engines = dict(engines)
-        self.store = JobStore(runtime.db)
+        self.store = JobStore(runtime.db, clock=clock)
         self.batch_size = batch_size
         self.lease_s = lease_s
         self.poll_interval_s = poll_interval_s
@@ -234,7 +237,7 @@ class RemoteJobs:
 
     # -- calls and reports from the engine -------------------------------------------------------
 
-    async def job_for_engine(self, principal: Principal, job_id: Any) -> Any:
+    async def job_for_engine(self, principal: Principal, job_id: Any) -> JobRow:
         """The job row an engine token may act for: a job of its own account and engine.
 
         A job of another account is not found (404, the same answer as for no job at all), so
@@ -338,7 +341,7 @@ class RemoteJobs:
 
         return await self.db.transact(finish)
 
-    async def _check_result(self, row: Any, result: Any) -> None:
+    async def _check_result(self, row: JobRow, result: Any) -> None:
         """A reported result must be what the job's recorded calls produced.
 
         The flow's result is the payloads that reached the workflow's result steps
@@ -384,7 +387,7 @@ class RemoteJobs:
                 job_id=row.id,
             )
 
-    async def cancel(self, row: Any) -> None:
+    async def cancel(self, row: JobRow) -> None:
         """Cancel a job on its engine: first in Fluxo (its calls are refused from now on), then
         on the engine, best effort (an unreachable engine cannot run the job on anyway)."""
 

@@ -203,6 +203,11 @@ class Database:
         return self.dialect == "sqlite"
 
     @property
+    def display_url(self) -> str:
+        """The URL to show people and logs: its password replaced by ``***``."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @property
     def cross_process_wakeups(self) -> bool:
         """Whether a commit in another process wakes our waiters (PostgreSQL only)."""
         return self.dialect == "postgresql"

@@ -7,14 +7,15 @@ inbox, ack) atomically.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import RunStatus, StepPhase, StepState
 from fluxo_core.errors import NotFoundError, ValidationError
 from fluxo_core.ir.step_keys import key_from_id
@@ -23,7 +24,7 @@ from fluxo_core.storage.calls import CallRow, CallStore
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
 
-__all__ = ["JobStore", "job_channel"]
+__all__ = ["JobRow", "JobStore", "JobSummaryRow", "job_channel", "job_row", "job_summary_row"]
 
 STEP_KEY_HEADER = "fluxo-step-key"
 _CALL_PHASES: dict[str, StepPhase] = {
@@ -36,10 +37,66 @@ _CALL_PHASES: dict[str, StepPhase] = {
 ACTIVE = ("queued", "running")
 
 
+@dataclass(slots=True, frozen=True)
+class JobSummaryRow:
+    """A job as stored, without its packets (what a page of jobs reads).
+
+    A plain slotted dataclass, not a pydantic model: rows are read by the page, and made for
+    every job created, where validation per row would cost more than the query.
+    Times are seconds since the epoch; ``error`` is the JSON text of the job's error, if any.
+    """
+
+    id: str
+    account_id: str
+    user_id: str
+    workflow: str
+    version: int
+    engine: str
+    status: str
+    idempotency_key: str | None
+    error: str | None
+    active: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    run_id: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class JobRow(JobSummaryRow):
+    """A job as stored, whole: with its input packet and its result (JSON bytes)."""
+
+    input: bytes
+    result: bytes | None
+
+
+_SUMMARY_FIELDS = tuple(f.name for f in fields(JobSummaryRow))
+_JOB_FIELDS = tuple(f.name for f in fields(JobRow))
+
+
+def job_summary_row(values: Mapping[Any, Any]) -> JobSummaryRow:
+    """The one mapping of a job's columns (a query's row, or the values a job was written
+    with) to :class:`JobSummaryRow`; a column it does not hold reads as ``None``."""
+    columns: dict[str, Any] = {name: values.get(name) for name in _SUMMARY_FIELDS}
+    return JobSummaryRow(**columns)
+
+
+def job_row(values: Mapping[Any, Any]) -> JobRow:
+    """The one mapping of a job's columns to :class:`JobRow` (see :func:`job_summary_row`)."""
+    columns: dict[str, Any] = {name: values.get(name) for name in _JOB_FIELDS}
+    return JobRow(**columns)
+
+
 class JobStore:
-    def __init__(self, db: Database) -> None:
+    """The ``jobs``, ``job_steps`` and ``job_joins`` tables.
+
+    ``clock``: what the times it writes (started, finished, processed) read.
+    """
+
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
         self._calls = CallStore(db)
+        self.clock = clock
         # Built once: the engine runs these for every batch, and building a statement costs
         # several times more than SQLite takes to execute it.
         self._statuses = sa.select(jobs.c.id, jobs.c.status).where(
@@ -64,14 +121,19 @@ class JobStore:
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def job(self, job_id: str, *, account_id: str | None = None) -> Any:
+    async def job(self, job_id: str, *, account_id: str | None = None) -> JobRow:
+        """The job ``job_id`` (of ``account_id``, if given), whole.
+
+        Raises:
+            NotFoundError: no such job (in that account).
+        """
         query = sa.select(jobs).where(jobs.c.id == job_id)
         if account_id is not None:
             query = query.where(jobs.c.account_id == account_id)
         row = await self.db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFoundError(f"no job {job_id!r} in this account", job_id=job_id)
-        return row
+        return job_row(row._mapping)
 
     async def statuses(self, job_ids: Iterable[str]) -> dict[str, str]:
         """Status by job id, in one query (unknown ids are absent)."""
@@ -166,7 +228,7 @@ class JobStore:
         status: str | None,
         limit: int,
         cursor: str | None,
-    ) -> tuple[Sequence[Any], str | None]:
+    ) -> tuple[list[JobSummaryRow], str | None]:
         """Newest first, keyset-paginated; returns ``(rows, next_cursor)``.
 
         The rows are summaries: every column but the packets (``input``, ``result``), which can
@@ -199,9 +261,13 @@ class JobStore:
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = f"{last.created_at!r}_{last.id}"
-        return rows[:limit], next_cursor
+        return [job_summary_row(r._mapping) for r in rows[:limit]], next_cursor
 
     # -- inside a transaction -----------------------------------------------------------------
+
+    def insert_many(self, tx: Transaction, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert new job rows (every column of each), in one statement per batch."""
+        bulk_insert(tx, jobs, rows)
 
     def jobs_by_keys(
         self, tx: Transaction, account_id: str, workflow: str, keys: Iterable[str]
@@ -263,7 +329,7 @@ class JobStore:
         result = tx.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
-            .values(status="cancelled", finished_at=time.time())
+            .values(status="cancelled", finished_at=self.clock.time())
         )
         return bool(result.rowcount)
 
@@ -272,7 +338,7 @@ class JobStore:
         result = tx.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status == "queued")
-            .values(status="running", started_at=time.time(), run_id=run_id)
+            .values(status="running", started_at=self.clock.time(), run_id=run_id)
         )
         return bool(result.rowcount)
 
@@ -290,7 +356,7 @@ class JobStore:
         result_row = tx.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
-            .values(status=status, result=result, error=error, finished_at=time.time())
+            .values(status=status, result=result, error=error, finished_at=self.clock.time())
         )
         return bool(result_row.rowcount)
 
@@ -339,7 +405,7 @@ class JobStore:
 
     def claim_inbox(self, tx: Transaction, consumer: str, keys: Iterable[str]) -> set[str]:
         """Record ``keys`` as processed by ``consumer``; returns the ones that were new."""
-        now = time.time()
+        now = self.clock.time()
         rows = [
             {"consumer": consumer, "message_id": k, "processed_at": now}
             for k in dict.fromkeys(keys)

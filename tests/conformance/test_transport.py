@@ -75,10 +75,12 @@ class Backend:
         self.queues += [name, dead_letter_queue(name)]
         return name
 
-    async def new_transport(self) -> Transport:
+    async def new_transport(self, *, sql_poll_interval_s: float = 1.0) -> Transport:
+        """``sql_poll_interval_s``: how often the SQL transport's ``wait`` looks again without
+        a wake-up (RabbitMQ's wait watches the broker's queue depth instead)."""
         transport: Transport
         if self.kind == "sql":
-            transport = SqlTransport(self.db)
+            transport = SqlTransport(self.db, poll_interval_s=sql_poll_interval_s)
         else:
             transport = RabbitMqTransport(self.db, AMQP_URL, operation_timeout_s=5.0)
         await transport.start()
@@ -423,25 +425,29 @@ async def test_claim_serves_several_queues(
     )
 
 
-async def test_wait_returns_promptly_after_an_enqueue(
-    db: Database, transport: Transport, queue: str
-) -> None:
+async def test_an_enqueue_ends_a_wait(backend: Backend, db: Database, queue: str) -> None:
+    # The wait's timeout and the SQL transport's safety poll are an hour away: only the
+    # enqueue can end it (the test's timeout catches a wake-up that never comes).
+    transport = await backend.new_transport(sql_poll_interval_s=3600)
     await transport.claim([queue], limit=1, lease_s=LONG_LEASE)  # queue exists, empty
-    waiter = asyncio.create_task(transport.wait([queue], 5.0))
-    await asyncio.sleep(0.05)
-    assert not waiter.done(), "wait returned although nothing was enqueued"
-    started = time.monotonic()
-    await enqueue(db, transport, msg(queue))
-    await asyncio.wait_for(waiter, 5.0)
-    # Well under both the timeout and the SQL transport's 1 s safety poll.
-    assert time.monotonic() - started < 0.5
-    assert len(await transport.claim([queue], limit=5, lease_s=LONG_LEASE)) == 1
+    waiter = asyncio.create_task(transport.wait([queue], 3600))
+    # A wake-up before the waiter listens is lost by design (consumers claim before they wait),
+    # so enqueue until one reaches it: the first one after it started listening.
+    sent = 0
+    while not waiter.done():
+        await enqueue(db, transport, msg(queue, sent))
+        sent += 1
+        await asyncio.wait([waiter], timeout=0.05)
+    await waiter
+    assert len(await claim_n(transport, [queue], sent)) == sent
 
 
-async def test_wait_gives_up_after_its_timeout(transport: Transport, queue: str) -> None:
+async def test_wait_gives_up_after_its_timeout_not_before(transport: Transport, queue: str) -> None:
+    # Nothing comes: the wait ends at its timeout (the test's timeout catches one that never
+    # does), and not earlier.
     started = time.monotonic()
     await transport.wait([queue], 0.2)
-    assert time.monotonic() - started < 0.2 + 0.5
+    assert time.monotonic() - started >= 0.2 - 0.02  # timer granularity aside
 
 
 async def test_depth_counts_waiting_messages(
@@ -450,8 +456,10 @@ async def test_depth_counts_waiting_messages(
     assert await transport.depth(queue) == 0
     await enqueue(db, transport, *(msg(queue, n) for n in range(3)))
     await depth_becomes(transport, queue, 3)
-    await asyncio.sleep(0.1)
-    assert await transport.depth(queue) == 3  # and not more (each message counted once)
+    # Nothing is left to publish (RabbitMQ: the relay emptied the outbox), so the depth is
+    # final: 3 and not more (each message counted once).
+    assert await outbox_ids(db) == []
+    assert await transport.depth(queue) == 3
 
     got = await claim_n(transport, [queue], 3)
     await settle(db, transport, got)
@@ -562,12 +570,23 @@ class FlakyPublisher:
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.batches: list[list[str]] = []
+        self.times: list[float] = []  # when each batch was published (time.time())
 
     async def publish(self, messages: Sequence[OutboxMessage]) -> None:
         if self.failures:
             self.failures -= 1
             raise TransportError("broker away", retryable=True)
         self.batches.append([m.message_id for m in messages])
+        self.times.append(time.time())
+
+
+async def until_published(publisher: FlakyPublisher, batches: int) -> None:
+    """Wait until ``publisher`` got ``batches`` batches (the relay runs in the background)."""
+    deadline = time.monotonic() + DEADLINE
+    while len(publisher.batches) < batches:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the relay published {publisher.batches}, expected {batches} batches")
+        await asyncio.sleep(0.02)
 
 
 async def outbox_ids(db: Database) -> list[str]:
@@ -603,16 +622,20 @@ async def test_relay_holds_delayed_messages_until_due(
     db: Database, outbox_writer: RabbitMqTransport
 ) -> None:
     later, now = msg("q", 1, delay_s=0.4), msg("q", 2)
+    enqueued = time.time()  # the outbox's due times are wall-clock times
     await enqueue(db, outbox_writer, later, now)
     publisher = FlakyPublisher(failures=0)
     relay = OutboxRelay(db, publisher)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
-        await asyncio.sleep(0.2)
+        # The message due now goes first, alone; the later one once due, without a commit to
+        # wake the relay (it wakes for the due row by itself), and not before its delay.
+        await until_published(publisher, 1)
         assert publisher.batches == [[now.message_id]]
-        await asyncio.sleep(0.4)  # the relay wakes for the due row by itself (no commit)
+        await until_published(publisher, 2)
         assert publisher.batches == [[now.message_id], [later.message_id]]
+        assert publisher.times[1] - enqueued >= 0.4 - 0.02
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from fluxo.cli import worker_runtime
 from fluxo.control import Admission
-from fluxo.control.platform import Platform
+from fluxo.control.platform import Platform, build_platform, build_worker_runtime
+from fluxo_core.clock import ManualClock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import (
     AdmissionDeniedError,
@@ -22,6 +23,7 @@ from fluxo_core.errors import (
 )
 from fluxo_core.ir import Packet
 from fluxo_core.storage import AccountStore, Database, Principal
+from fluxo_core.storage.jobs import JobRow, JobStore, JobSummaryRow, job_row
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import AdmitRequest, CallRequest, ServiceRuntime
 from tests.support import services as svc
@@ -197,7 +199,8 @@ async def test_admission_caches_a_job_status_for_cache_s(fluxo: Platform) -> Non
     doc = workflow("sleepy", [{"id": "wait", "kind": "service", "service": "slow"}])
     await fluxo.jobs.apply(doc, ME)
     job = await fluxo.jobs.create(ME, "sleepy", {"n": 1, "sleep": 2})
-    admission = Admission(fluxo.accounts, cache_s=1.0)
+    clock = ManualClock()
+    admission = Admission(fluxo.accounts, cache_s=1.0, clock=clock)
 
     async def admit(call: CallRequest) -> None:
         request = AdmitRequest("worker", [call])
@@ -215,8 +218,9 @@ async def test_admission_caches_a_job_status_for_cache_s(fluxo: Platform) -> Non
     )
     await admit(call)
     assert (await fluxo.jobs.cancel(ME, job.id)).status == "cancelled"
-    await admit(call)  # the status read a moment ago still holds
-    await asyncio.sleep(1.1)
+    clock.advance(0.5)
+    await admit(call)  # the status read half a cache time ago still holds
+    clock.advance(0.5)  # the cached status expires at cache_s, not after
     with pytest.raises(AdmissionDeniedError, match="is cancelled"):
         await admit(call)
 
@@ -228,7 +232,7 @@ async def test_fluxo_worker_refuses_calls_of_a_blocked_account(
     for account in ("acme", "globex"):
         await accounts.ensure_account(account)
     config = FluxoConfig(home=tmp_path, database_url="sqlite:///unused", poll_interval_s=0.2)
-    worker = worker_runtime(config, db, svc.SERVICES, workers=1, batch_size=10, lease_s=1.0)
+    worker = build_worker_runtime(config, db, svc.SERVICES, workers=1, batch_size=10, lease_s=1.0)
 
     def packet(account: str) -> Packet:
         actor = {"user": {"id": "ada"}, "account": {"id": account}}
@@ -247,3 +251,76 @@ async def test_fluxo_worker_refuses_calls_of_a_blocked_account(
     assert refused.error["code"] == "admission_denied"
     assert "fraud review" in refused.error["message"]
     assert served.status == "succeeded"
+
+
+async def test_the_composition_root_hands_its_clock_to_admission_and_jobs(
+    db: Database, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    config = FluxoConfig(home=tmp_path, database_url="sqlite:///unused", poll_interval_s=0.2)
+    platform = build_platform(config, db, svc.SERVICES, workers=0, clock=clock)
+    await platform.accounts.ensure_account("acme")
+    async with platform:
+        await platform.jobs.apply(
+            workflow("clocked", [{"id": "one", "kind": "service", "service": "inc"}]), ME
+        )
+        job = await platform.jobs.create(ME, "clocked", {"n": 1})
+        assert job.created_at.timestamp() == clock.time()
+        await platform.accounts.set_blocked("acme", True, "fraud review")
+        # Admission read the account as allowed a moment ago (on this clock): that holds for
+        # its cache time, however long the machine took, and not a moment longer.
+        assert platform.admission.cache_s == 0.5
+        clock.advance(0.25)  # (binary fractions: the sums are exact)
+        await platform.jobs.create(ME, "clocked", {"n": 2})
+        clock.advance(0.25)
+        with pytest.raises(AdmissionDeniedError, match="fraud review"):
+            await platform.jobs.create(ME, "clocked", {"n": 3})
+
+
+async def test_the_job_store_hands_typed_rows(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(TWICE, ME)
+    job = await fluxo.jobs.create(ME, "twice", {"n": 1}, idempotency_key="k1")
+    row = await fluxo.jobs.store.job(job.id, account_id="acme")
+    assert isinstance(row, JobRow)
+    assert (row.id, row.workflow, row.version, row.idempotency_key) == (job.id, "twice", 1, "k1")
+    assert orjson.loads(row.input)["payload"] == {"n": 1}
+    assert not hasattr(row, "__dict__")  # slotted: a row costs no per-instance dict
+    (summary,), _ = await fluxo.jobs.store.page(
+        "acme", workflow="twice", status=None, limit=1, cursor=None
+    )
+    assert type(summary) is JobSummaryRow  # a page never reads the packets
+    assert summary.id == job.id
+
+
+def test_a_job_row_maps_the_values_it_was_written_with() -> None:
+    written = {
+        "id": "j1",
+        "account_id": "acme",
+        "user_id": "ada",
+        "workflow": "twice",
+        "version": 1,
+        "engine": "step",
+        "status": "queued",
+        "idempotency_key": None,
+        "input": b"{}",
+        "result": None,
+        "error": None,
+        "active": 0,
+        "created_at": 1.0,
+        "started_at": None,
+        "finished_at": None,
+    }
+    row = job_row(written)
+    assert row.run_id is None  # not written yet: the engine sets it when the job starts
+    assert (row.id, row.status, row.input) == ("j1", "queued", b"{}")
+
+
+async def test_the_job_store_writes_the_times_of_its_clock(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(
+        workflow("timed", [{"id": "wait", "kind": "service", "service": "slow"}]), ME
+    )
+    job = await fluxo.jobs.create(ME, "timed", {"n": 1, "sleep": 5})
+    clock = ManualClock(start=2_000_000_000.0)
+    store = JobStore(fluxo.db, clock=clock)
+    assert await fluxo.db.transact(lambda tx: store.cancel(tx, job.id))
+    assert (await store.job(job.id)).finished_at == clock.time()

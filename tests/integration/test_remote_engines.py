@@ -349,7 +349,9 @@ async def test_a_job_cancelled_before_it_started_is_never_started(setup: Setup) 
     job = await setup.platform.jobs.create(ACME, "remote", {"n": 1})
     await setup.platform.jobs.cancel(ACME, job.id)
     await setup.platform.start()
-    await asyncio.sleep(0.5)
+    # The runner consumed the start message (acked: the queue is empty) and started nothing.
+    transport = setup.platform.runtime.transport
+    await until(lambda: transport.depth(f"engine.{setup.engine.name}"), 0)
     assert setup.engine.started == []
     assert (await setup.platform.jobs.get(ACME, job.id, steps=False)).status == "cancelled"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,19 @@ async def run(fluxo: Platform, doc: dict[str, Any], payload: Any, **kw: Any) -> 
     applied = await fluxo.jobs.apply(doc, ME)
     job = await fluxo.jobs.create(ME, applied.workflow.metadata.name, payload, **kw)
     return await fluxo.jobs.wait(ME, job.id, 20)
+
+
+async def call_ended(fluxo: Platform, job_id: str, timeout: float = 10.0) -> None:
+    """Wait until every call made for the job has ended (succeeded or failed)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        calls = await fluxo.jobs.store.calls(job_id, account_id=ME.account_id)
+        if calls and all(c.status in ("succeeded", "failed") for c in calls):
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"calls of job {job_id}: {[c.status for c in calls]}")
+        await asyncio.sleep(0.02)
 
 
 async def usage(db: Database) -> list[Any]:
@@ -239,9 +253,14 @@ async def test_cancel_stops_the_job_before_its_next_step(fluxo: Platform, tmp_pa
     assert cancelled.status == "cancelled"
     final = await fluxo.jobs.wait(ME, job.id, 3)
     assert final.status == "cancelled"
-    import asyncio
-
-    await asyncio.sleep(1.0)  # the slow call finishes meanwhile; its result must be ignored
+    # The slow call ends (its handler finishes, or the worker's admission refuses it), and its
+    # answer reaches the engine after the cancel; it must be ignored. The engine takes its
+    # queue in order, so once a job started after that answer is done, the answer was applied.
+    await call_ended(fluxo, job.id)
+    barrier = await run(
+        fluxo, workflow("barrier", [{"id": "one", "kind": "service", "service": "inc"}]), {"n": 1}
+    )
+    assert barrier.status == "succeeded"
     again = await fluxo.jobs.get(ME, job.id)
     assert again.status == "cancelled"
     assert "after" not in {s.step_id for s in again.steps}

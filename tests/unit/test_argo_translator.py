@@ -37,6 +37,7 @@ from fluxo_core.ir import (
     validate_workflow,
 )
 from tests.support import argo_interpreter, argo_reference
+from tests.support.golden import regenerate_requested
 from translators import ArgoBundle, CronTrigger, check_argo, to_argo, to_argo_job, to_yaml
 from translators import argo as argo_module
 from translators.argo import gateway_secret_name, service_account_name, template_name
@@ -329,7 +330,7 @@ def all_documents() -> Iterator[tuple[str, dict[str, Any]]]:
 
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / f"{name}.yaml"
-    if os.environ.get("FLUXO_REGENERATE") == "1":
+    if regenerate_requested():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert path.is_file(), f"no golden file {path}: run with FLUXO_REGENERATE=1 to create it"

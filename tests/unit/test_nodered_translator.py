@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import gc
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from fluxo_core.ir import (
     validate_workflow,
 )
 from fluxo_core.ir.transform import Parameters, Transform
+from tests.support.golden import regenerate_requested
 from translators._nodered_expr import change_rules, condition_jsonata, with_jsonata
 from translators.nodered import (
     NodeRedOptions,
@@ -41,7 +41,7 @@ from translators.nodered import (
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "nodered"
 EXAMPLES = ["order-intake", "lead-enrichment", "invoice-reminder"]
-REGENERATE = os.environ.get("FLUXO_REGENERATE") == "1"
+REGENERATE = regenerate_requested()
 
 
 def example(name: str) -> Workflow:

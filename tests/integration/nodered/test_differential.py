@@ -37,6 +37,7 @@ from fluxo.control.platform import Platform
 from fluxo_core.errors import FluxoError
 from fluxo_core.storage import Database, Principal
 from services import nodered_node_service
+from tests.support.golden import regenerate_requested
 from tests.support.nodered_diff import (
     Unobservable,
     canonical,
@@ -311,7 +312,7 @@ async def test_step_engine_matches_nodered_on_the_examples(
         if o.compared and o.differences and not any("refused" in d for d in o.differences)
     }
     assert not differing, f"claimed runnable but different: {differing}"
-    if os.environ.get("FLUXO_REGENERATE") == "1":
+    if regenerate_requested():
         GOLDEN.write_text("".join(f"{name}\n" for name in equal))
         return
     kept = [line for line in GOLDEN.read_text().splitlines() if line.strip()]

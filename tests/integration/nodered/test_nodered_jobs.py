@@ -271,7 +271,12 @@ async def test_cancel_stops_the_run_at_its_next_call(fluxo: Fluxo) -> None:
     await until_steps(fluxo, job.id, 1)
     cancelled = await fluxo.platform.jobs.cancel(ACME, job.id)
     assert cancelled.status == "cancelled"
-    await asyncio.sleep(2.5)  # past the delay: the second call would have been made by now
+    # A job started after the cancel runs the same flow: its delay ends after the cancelled
+    # job's, so once its second call is done, the cancelled job's second call came (and was
+    # refused) or never will.
+    later = await fluxo.run("cancel-nr", {"n": 2})
+    assert later.status == "succeeded"
+    assert [u[2] for u in await fluxo.usage(later.id)] == ["first", "second"]
     assert [u[2] for u in await fluxo.usage(job.id)] == ["first"]
     assert (await fluxo.platform.jobs.get(ACME, job.id, steps=False)).status == "cancelled"
 
