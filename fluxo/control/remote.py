@@ -3,10 +3,12 @@
 Creating a job writes its row and a ``start`` message on ``engine.<name>`` in one transaction,
 whatever the engine. The step engine consumes its own queue; for an external engine the
 :class:`RemoteJobs` runner does: it deploys the job's workflow version on the engine (idempotent,
-remembered per version), starts the run (idempotent by job id on both engines) and records
-``running`` with the engine's run id. A crash between the start and that record re-delivers the
-message and the second start is a no-op, so a job is started once. A start that keeps failing
-ends the job ``failed`` with the engine's error instead of leaving it queued forever.
+remembered per version), marks the job ``running``, starts the run (idempotent by job id on both
+engines) and records the engine's run id. ``running`` comes first because a run may end, and
+report its end, before the start call returns. A crash before the record re-delivers the message
+and the second start is a no-op, so a job is started once. A start that fails and is retried puts
+the job back to ``queued``; one that keeps failing ends the job ``failed`` with the engine's error
+instead of leaving it queued forever.
 
 While the run goes on, every service call the engine makes passes the gateway with an engine
 token (see :meth:`RemoteJobs.principal_for_call`): the call runs as the job's own account, is
@@ -36,7 +38,7 @@ from fluxo_core.errors import (
 )
 from fluxo_core.ir import Packet, ServiceStep, SwitchStep
 from fluxo_core.storage import Database, Principal, Transaction
-from fluxo_core.storage.jobs import JobRow, JobStore, job_channel
+from fluxo_core.storage.jobs import ACTIVE, JobRow, JobStore, job_channel
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
 from service_runtime import ServiceRuntime
 from service_runtime.transports import Delivery
@@ -180,9 +182,19 @@ class RemoteJobs:
         engine_name = delivery.queue.removeprefix("engine.")
         try:
             row = await self.store.job(job_id)
-            if row.status != "queued":  # cancelled before it started, or started already
+            if row.status not in ACTIVE:  # cancelled (or ended) before it started
                 await self.db.transact(lambda tx: transport.ack(tx, [delivery]))
                 return
+            if row.status == "queued":
+                # Running BEFORE the start call: a run that ends before the call returns (a flow
+                # without service calls takes milliseconds) reports its end to a running job.
+                # A crash after this re-delivers the message, and the start below is repeated
+                # (idempotent by job id on every engine): a running job's message still starts it.
+                def starting(tx: Transaction) -> None:
+                    if self.store.mark_starting(tx, job_id):
+                        tx.notify(job_channel(job_id))
+
+                await self.db.transact(starting)
             applied = await self.workflows.get(row.account_id, row.workflow, row.version)
             engine = self.engines[engine_name]
             await self.deploy(engine, applied)
@@ -197,8 +209,7 @@ class RemoteJobs:
             return
 
         def started(tx: Transaction) -> None:
-            if self.store.mark_started(tx, job_id, handle.run_id):
-                tx.notify(job_channel(job_id))
+            self.store.record_run(tx, job_id, handle.run_id)
             transport.ack(tx, [delivery])
 
         await self.db.transact(started)
@@ -217,9 +228,12 @@ class RemoteJobs:
                 delay,
                 exc.message,
             )
-            await self.db.transact(
-                lambda tx: transport.retry(tx, delivery, delay_s=delay, error=exc.message)
-            )
+
+            def retry(tx: Transaction) -> None:
+                self.store.unmark_starting(tx, job_id)
+                transport.retry(tx, delivery, delay_s=delay, error=exc.message)
+
+            await self.db.transact(retry)
             return
         log.error("job %s: could not start on %s: %s", job_id, engine_name, exc.message)
         error = {

@@ -333,14 +333,29 @@ class JobStore:
         )
         return bool(result.rowcount)
 
-    def mark_started(self, tx: Transaction, job_id: str, run_id: str) -> bool:
-        """A queued job started on its engine as ``run_id``; False if it is no longer queued."""
+    def mark_starting(self, tx: Transaction, job_id: str) -> bool:
+        """A queued job is being started on its engine: ``running`` from now on, so that a run
+        which ends before its start call returns can report its end. False if it is no longer
+        queued (cancelled, or a start was recorded already)."""
         result = tx.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status == "queued")
-            .values(status="running", started_at=self.clock.time(), run_id=run_id)
+            .values(status="running", started_at=self.clock.time())
         )
         return bool(result.rowcount)
+
+    def unmark_starting(self, tx: Transaction, job_id: str) -> None:
+        """A start that failed and will be retried: the job is ``queued`` again (unless its
+        run ended, or was recorded, meanwhile)."""
+        tx.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == "running", jobs.c.run_id.is_(None))
+            .values(status="queued", started_at=None)
+        )
+
+    def record_run(self, tx: Transaction, job_id: str, run_id: str) -> None:
+        """The engine's id of the job's run (whatever the job's status is by now)."""
+        tx.execute(sa.update(jobs).where(jobs.c.id == job_id).values(run_id=run_id))
 
     def finish(
         self,

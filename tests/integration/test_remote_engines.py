@@ -10,7 +10,7 @@ reports, and what engine tokens may and may not do.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,8 @@ class RecordingEngine:
     failures: int = 0
     retryable: bool = True
     lifecycle: list[str] = field(default_factory=list)
+    # What the run does before the start call returns (a flow that ends at once reports then).
+    on_start: Callable[[StartRequest], Awaitable[None]] | None = None
 
     async def open(self) -> None:
         self.lifecycle.append("open")
@@ -93,6 +95,8 @@ class RecordingEngine:
             self.failures -= 1
             raise StartRefusedError("the engine is away", retryable=self.retryable)
         self.started.append(request)
+        if self.on_start is not None:
+            await self.on_start(request)
         return RunHandle(engine=self.name, job_id=request.job_id, run_id=f"run-{request.job_id}")
 
     async def status(self, handle: RunHandle) -> RunStatus:
@@ -461,6 +465,27 @@ async def test_a_reported_result_must_be_what_the_recorded_calls_produced(setup:
     assert (status, body["status"]) == (200, "succeeded")
     job = await setup.platform.jobs.get(ACME, job_id, steps=False)
     assert job.result == {"n": 3}
+
+
+async def test_a_run_that_ends_before_its_start_call_returns_ends_the_job(setup: Setup) -> None:
+    # A Node-RED flow without service calls ends in milliseconds: its report can arrive while
+    # Fluxo still waits for the start call's answer. It was refused (409, "not running") and the
+    # job stayed running for good.
+    answers: list[tuple[int, Any]] = []
+
+    async def report_at_once(request: StartRequest) -> None:
+        report = {"job_id": request.job_id, "status": "succeeded", "result": []}
+        answers.append(await setup.post("/v1/engine-events", setup.engine_token, report))
+
+    setup.engine.on_start = report_at_once
+    job = await setup.platform.jobs.create(ACME, "remote", {"n": 1})
+    await until(lambda: setup._status(job.id), "succeeded")
+    # The start message is acked once the start call returned and its run id is recorded.
+    transport = setup.platform.runtime.transport
+    await until(lambda: transport.depth(f"engine.{setup.engine.name}"), 0)
+    assert [status for status, _ in answers] == [200], answers
+    stored = await setup.platform.jobs.store.job(job.id)
+    assert (stored.run_id, stored.started_at is not None) == (f"run-{job.id}", True)
 
 
 async def test_a_job_not_yet_started_cannot_be_reported_succeeded(setup: Setup) -> None:
