@@ -32,6 +32,7 @@ import psycopg
 import sqlalchemy as sa
 
 from bench.services import SERVICES
+from fluxo.control.platform import tune_gc_for_serving
 from fluxo_core.ir import Packet
 from fluxo_core.storage import AccountStore, Database
 from fluxo_core.storage.tables import calls, usage_records
@@ -124,6 +125,7 @@ async def throughput(url: str, *, calls: int, workers: int, in_process: bool, ba
     procs: list[subprocess.Popen[bytes]] = []
     try:
         await runtime.start()
+        tune_gc_for_serving()  # as `fluxo up` and `fluxo worker` do once they have started
         if not in_process:
             procs = start_workers(url, workers, batch)
         base = await count_usage(db)
@@ -161,6 +163,7 @@ async def latency(
     samples: list[float] = []
     try:
         await runtime.start()
+        tune_gc_for_serving()
         if not in_process:
             procs = start_workers(url, 1, 100)
         for warm in packets(20):

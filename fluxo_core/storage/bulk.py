@@ -124,7 +124,10 @@ def _tuples(rows: Rows, columns: Sequence[str]) -> Sequence[tuple[Any, ...]]:
     if isinstance(first, tuple):
         fields = _fields(first)
         if fields == tuple(columns):
-            return rows  # type: ignore[return-value]  # named tuples already in column order
+            # Plain tuples: sqlite3 binds an exact tuple ~0.6 us per row faster than a named
+            # tuple (a tuple subclass goes through the generic sequence protocol), and the
+            # copy costs ~0.1 us.
+            return list(map(tuple, rows))
         return list(map(operator.itemgetter(*(fields.index(c) for c in columns)), rows))
     if len(columns) == 1:
         (name,) = columns

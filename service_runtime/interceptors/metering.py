@@ -30,17 +30,18 @@ class Metering(Interceptor):
         # A list payload is one packet of N items; a per-item price counts the items.
         items = sum(len(p) if isinstance(p, list) else 1 for p in result.outputs)
         units, unit_price, amount = svc.price.charge(items)
+        # Positional, in UsageRecord's field order: keywords cost more, once per call.
         return UsageRecord(
-            call_id=packet.id,
-            account_id=packet.account_id,
-            user_id=packet.actor.user.id,
-            service=svc.name,
-            version=svc.version,
-            job_id=packet.job_id,
-            step_id=packet.step_id,
-            units=units,
-            unit_price_micros=unit_price,
-            amount_micros=amount,
-            currency=svc.price.currency,
-            created_at=now,
+            packet.id,
+            packet.account_id,
+            packet.actor.user.id,
+            svc.name,
+            svc.version,
+            packet.job_id,
+            packet.step_id,
+            units,
+            unit_price,
+            amount,
+            svc.price.currency,
+            now,
         )
