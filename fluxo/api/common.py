@@ -16,6 +16,7 @@ from fluxo_core.ir.documents import INLINE_BYTES, DocumentLimits, parse_json, pa
 from fluxo_core.storage import Principal
 
 __all__ = [
+    "ADMIN_ACCOUNT",
     "ENVELOPE_BYTES",
     "LIMITS",
     "MAX_BYTES",
@@ -29,6 +30,10 @@ __all__ = [
     "seconds",
     "yaml_body",
 ]
+
+ADMIN_ACCOUNT = "default"
+"""The platform admin's account: ``fluxo up`` issues its token; platform-wide routes
+(``/metrics``) answer its tokens only."""
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 PLATFORM = web.AppKey("platform", Platform)

@@ -412,6 +412,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     _add_secret_routes(paths, schemas)
+    _add_metrics_route(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Fluxo API", "version": "1", "description": "Run and sell automations."},
@@ -489,4 +490,26 @@ def _add_secret_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
             "parameters": [name],
             "responses": {"204": {"description": "Deleted"}, **_errors(400, 401, 403, 404, 422)},
         },
+    }
+
+
+# --- metrics (the /metrics route, fluxo/api/metrics.py) ---------------------------------------
+
+
+def _add_metrics_route(paths: dict[str, Any]) -> None:
+    """Document ``/metrics``: Prometheus text, for the admin account's tokens only."""
+    paths["/metrics"] = {
+        "get": {
+            "summary": "Prometheus metrics of the whole platform (the admin account only)",
+            "description": "Jobs by workflow, engine and status; calls by service and status; "
+            "queue depth and age; outbox lag; usage units and amount; handler latency per "
+            "service; admission refusals by reason. A token of another account gets 404.",
+            "responses": {
+                "200": {
+                    "description": "The Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(401, 403, 404),
+            },
+        }
     }

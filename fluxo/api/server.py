@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from fluxo.api.app import create_app
+from fluxo.api.common import ADMIN_ACCOUNT
 from fluxo.control.platform import Platform, build_platform, tune_gc_for_serving
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError
@@ -25,7 +26,6 @@ __all__ = ["ADMIN_ACCOUNT", "ensure_admin_token", "run_server"]
 
 log = logging.getLogger(__name__)
 
-ADMIN_ACCOUNT = "default"
 ADMIN_USER = "admin"
 
 

@@ -7,8 +7,8 @@
 - :func:`open_database` and :func:`default_services`: the database and the built-in services
   both start from.
 
-What each is made of (transport, catalog, the interceptor chain Admission > extras > Metering >
-Tracing, engines, the clock) is decided in this module, so the server, the workers and the CLI
+What each is made of (transport, catalog, the interceptor chain Admission > extras > Metrics >
+Metering > Tracing, engines, the clock) is decided in this module, so the server, the workers and the CLI
 cannot drift apart. Engines are loaded by name through the registry
 (:func:`fluxo_core.engine.load_engine`), so nothing in the control plane imports an engine package
 directly. The :class:`~fluxo_core.clock.Clock` handed in reaches what expires (admission caches,
@@ -23,6 +23,7 @@ import gc
 from collections.abc import Sequence
 
 from fluxo.control.jobs import JobService
+from fluxo.control.metrics import PlatformMetrics
 from fluxo.control.policy import Admission
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
@@ -138,7 +139,8 @@ class Platform:
     """Everything Fluxo runs in this process, started and stopped together.
 
     ``interceptors``: more of them at the named places of every call (quotas, say), run after
-    admission and before metering and tracing. ``clock``: what expiry and job timestamps read
+    admission and before metrics, metering and tracing. ``metrics``: the platform's Prometheus
+    metrics (``GET /metrics``). ``clock``: what expiry and job timestamps read
     (a test moves a :class:`~fluxo_core.clock.ManualClock` instead of waiting).
 
     Built directly by tests and benchmarks; Fluxo's own processes build it with
@@ -170,13 +172,17 @@ class Platform:
         # config and without a store has none.
         self.secrets = secrets or (SecretStore.for_config(db, config) if config else None)
         self.admission = Admission(self.accounts, cache_s=admission_cache_s, clock=clock)
+        # After the extras: the metrics count the refusals of quotas too.
+        self.metrics = PlatformMetrics(db, clock=clock)
         self.runtime = ServiceRuntime(
             db,
             services,
             transport=transport,
             workers=workers,
             max_packet_bytes=max_packet_bytes,
-            interceptors=call_interceptors(self.admission, interceptors),
+            interceptors=call_interceptors(
+                self.admission, [*interceptors, self.metrics.interceptor]
+            ),
             poll_interval_s=poll_interval_s,
             janitor=janitor,
             lease_s=lease_s,

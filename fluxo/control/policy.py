@@ -92,6 +92,7 @@ class Admission(Interceptor):
                 account_id=request.account_id,
                 service=request.service,
                 job_id=request.job_id,
+                reason="account_blocked",
             )
         if request.job_id is not None:
             known = self._statuses.get(request.job_id)
@@ -101,6 +102,7 @@ class Admission(Interceptor):
                     f"job {request.job_id} is {status}; its remaining steps do not run",
                     job_id=request.job_id,
                     service=request.service,
+                    reason=f"job_{status}",
                 )
         return None
 

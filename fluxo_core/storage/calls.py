@@ -145,3 +145,11 @@ class CallStore:
         ids = sorted(set(call_ids))
         if ids:
             tx.execute(self._reopen, {"ids": ids})
+
+    @staticmethod
+    def counts_by_status_on(conn: sa.Connection) -> list[tuple[str, str, int]]:
+        """``(service, status, calls)`` over every account (a metrics scrape)."""
+        query = sa.select(calls.c.service, calls.c.status, sa.func.count()).group_by(
+            calls.c.service, calls.c.status
+        )
+        return [(r[0], r[1], int(r[2])) for r in conn.execute(query)]

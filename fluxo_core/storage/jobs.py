@@ -430,6 +430,16 @@ class JobStore:
             for r in bulk_insert(tx, inbox, rows, skip_conflicts=True, returning=["message_id"])
         }
 
+    # -- monitoring ---------------------------------------------------------------------------
+
+    @staticmethod
+    def counts_by_status_on(conn: sa.Connection) -> list[tuple[str, str, str, int]]:
+        """``(workflow, engine, status, jobs)`` over every account (a metrics scrape)."""
+        query = sa.select(jobs.c.workflow, jobs.c.engine, jobs.c.status, sa.func.count()).group_by(
+            jobs.c.workflow, jobs.c.engine, jobs.c.status
+        )
+        return [(r[0], r[1], r[2], int(r[3])) for r in conn.execute(query)]
+
 
 def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Rows grouped by the columns they hold (one UPDATE statement per group)."""

@@ -63,3 +63,15 @@ class UsageLedger:
         params = {"acc": account_id}
         rows = await self.db.read(lambda conn: conn.execute(self._of_account, params).all())
         return [UsageRecord._make(r) for r in rows]
+
+    @staticmethod
+    def totals_on(conn: sa.Connection) -> list[tuple[str, str, int, int]]:
+        """``(service, currency, units, amount_micros)`` summed over every account and record
+        (a metrics scrape: counters that only grow, as the ledger only grows)."""
+        query = sa.select(
+            usage_records.c.service,
+            usage_records.c.currency,
+            sa.func.coalesce(sa.func.sum(usage_records.c.units), 0),
+            sa.func.coalesce(sa.func.sum(usage_records.c.amount_micros), 0),
+        ).group_by(usage_records.c.service, usage_records.c.currency)
+        return [(r[0], r[1], int(r[2]), int(r[3])) for r in conn.execute(query)]

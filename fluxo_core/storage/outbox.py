@@ -139,6 +139,14 @@ class OutboxStore:
         count: int | None = await self.db.read(lambda conn: conn.scalar(query))
         return count or 0
 
+    @staticmethod
+    def lag_on(conn: sa.Connection) -> tuple[int, float | None]:
+        """``(rows, oldest created_at)`` of the outbox (None when empty): how far the relay
+        is behind."""
+        query = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).select_from(outbox)
+        row = conn.execute(query).one()
+        return int(row[0]), row[1]
+
 
 def _message_of(r: Any) -> OutboxMessage:
     """The one mapping from an outbox row to its message."""

@@ -112,3 +112,11 @@ class QueueStore:
         ``LIKE``) created before ``created_before``; returns how many."""
         params = {"pattern": pattern, "before": created_before, "lim": limit}
         return int(tx.execute(self._delete_unread, params).rowcount or 0)
+
+    @staticmethod
+    def depths_on(conn: sa.Connection, now: float) -> list[tuple[str, int, float | None]]:
+        """``(queue, messages, created_at of the oldest visible one)`` per queue of the SQL
+        transport (leased and delayed messages count in the depth, not in the age)."""
+        visible = sa.case((qm.c.visible_at <= sa.bindparam("now"), qm.c.created_at))
+        query = sa.select(qm.c.queue, sa.func.count(), sa.func.min(visible)).group_by(qm.c.queue)
+        return [(r[0], int(r[1]), r[2]) for r in conn.execute(query, {"now": now})]

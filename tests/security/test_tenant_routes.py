@@ -244,6 +244,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("delete", "/v1/secrets/{name}"): lambda w, who: [
         (f"/v1/secrets/{w.secret}", None, _forbidden_to_engines(who, {404}))
     ],
+    # Every account's numbers: for the admin account only, so A's user gets 404 and its engine
+    # token is refused before the route (403).
+    ("get", "/metrics"): lambda w, who: [("/metrics", None, _forbidden_to_engines(who, {404}))],
 }
 
 
