@@ -146,6 +146,7 @@ class MetricsInterceptor(Interceptor):
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self._latency_of: dict[tuple[str, str], Histogram] = {}
         self.refusals = Counter(
             "fluxo_admission_refusals",
             "Calls refused admission, by reason and by where (gateway, job, worker).",
@@ -168,10 +169,16 @@ class MetricsInterceptor(Interceptor):
         if not request.results:
             return
         runs = [(r.service.name, r.status, r.duration_s) for r in request.results]
+        children = self._latency_of
 
         async def observe() -> None:
             for service, status, duration_s in runs:
-                self.latency.labels(service, status).observe(duration_s)
+                # The labelled child, looked up once per (service, status): labels() costs
+                # more than the observation itself, once per call on the worker's path.
+                child = children.get((service, status))
+                if child is None:
+                    child = children[service, status] = self.latency.labels(service, status)
+                child.observe(duration_s)
 
         tx.after_commit(observe)
 
