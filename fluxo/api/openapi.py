@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from fluxo.api.usage import MAX_LIMIT as MAX_USAGE_LIMIT
 from fluxo.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
+from fluxo.control.usage import MAX_LIMIT as MAX_USAGE_LIMIT
 from fluxo_core.ir import Packet, Workflow
 from fluxo_core.storage.ledger import GROUP_KEYS
 from fluxo_core.storage.secrets import NAME_PATTERN as SECRET_NAME
