@@ -33,7 +33,6 @@ __all__ = [
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-_MICROS = Decimal(1_000_000)
 # ASCII digits only: fromisoformat alone also takes dates without a time or a zone.
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -51,8 +50,10 @@ class UsageQuery:
 
 
 def decimal_text(micros: int) -> str:
-    """Integer micros as an exact decimal string: ``12500`` -> ``"0.0125"``, ``0`` -> ``"0"``."""
-    return f"{(Decimal(micros) / _MICROS).normalize():f}"
+    """Integer micros as an exact decimal string: ``12500`` -> ``"0.0125"``, ``0`` -> ``"0"``.
+
+    A shift of the exponent, not a division: exact for any BIGINT."""
+    return f"{Decimal(micros).scaleb(-6).normalize():f}"
 
 
 def parse_usage_query(params: Mapping[str, str]) -> UsageQuery:
