@@ -9,7 +9,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from fluxo.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
+from fluxo.control.usage import MAX_LIMIT as MAX_USAGE_LIMIT
 from fluxo_core.ir import Packet, Workflow
+from fluxo_core.storage.ledger import GROUP_KEYS
 from fluxo_core.storage.secrets import NAME_PATTERN as SECRET_NAME
 from service_runtime import CallRecord
 
@@ -412,6 +414,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     _add_secret_routes(paths, schemas)
+    _add_usage_routes(paths, schemas)
     _add_metrics_route(paths)
     return {
         "openapi": "3.1.0",
@@ -490,6 +493,121 @@ def _add_secret_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
             "parameters": [name],
             "responses": {"204": {"description": "Deleted"}, **_errors(400, 401, 403, 404, 422)},
         },
+    }
+
+
+# --- usage (GET /v1/usage, fluxo/api/usage.py) ---------------------------------------------------
+
+
+def _add_usage_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Document the usage route: a page of records, or sums grouped by ``group_by``."""
+    amount = {
+        "type": "string",
+        "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
+        "description": 'An exact decimal amount in `currency`, e.g. "0.0125" (never a float).',
+    }
+    nullable = {"type": ["string", "null"]}
+    counts = {
+        "currency": {"type": "string"},
+        "calls": {"type": "integer", "minimum": 0},
+        "units": {"type": "integer"},
+        "amount": amount,
+    }
+    schemas["UsageTotal"] = {
+        "type": "object",
+        "description": "Sums of one currency: amounts in different currencies are never added.",
+        "required": list(counts),
+        "properties": counts,
+        "additionalProperties": False,
+    }
+    schemas["UsageGroup"] = {
+        "type": "object",
+        "description": "Sums of one group and currency; each name of `group_by` holds the "
+        "group's value (workflow and job are null for direct calls).",
+        "required": list(counts),
+        "properties": {**counts, **{key: nullable for key in GROUP_KEYS}},
+        "additionalProperties": False,
+    }
+    schemas["UsageRecord"] = {
+        "type": "object",
+        "description": "What one succeeded call cost.",
+        "required": [
+            "call_id", "user_id", "service", "version", "workflow", "job_id", "step_id",
+            "units", "unit_price", "amount", "currency", "created_at",
+        ],
+        "properties": {
+            "call_id": {"type": "string"},
+            "user_id": {"type": "string"},
+            "service": {"type": "string"},
+            "version": {"type": "string"},
+            "workflow": nullable,
+            "job_id": nullable,
+            "step_id": nullable,
+            "units": {"type": "integer"},
+            "unit_price": amount,
+            "amount": amount,
+            "currency": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": False,
+    }  # fmt: skip
+    totals = {"type": "array", "items": _ref("UsageTotal")}
+    page = {
+        "type": "object",
+        "description": "Without group_by: a page of records, newest first.",
+        "required": ["items", "next_cursor", "totals"],
+        "properties": {
+            "items": {"type": "array", "items": _ref("UsageRecord")},
+            "next_cursor": {"type": ["string", "null"]},
+            "totals": totals,
+        },
+        "additionalProperties": False,
+    }
+    grouped = {
+        "type": "object",
+        "description": "With group_by: the sums of every group, ordered by the group's values.",
+        "required": ["group_by", "groups", "totals"],
+        "properties": {
+            "group_by": {"type": "array", "items": {"type": "string", "enum": list(GROUP_KEYS)}},
+            "groups": {"type": "array", "items": _ref("UsageGroup")},
+            "totals": totals,
+        },
+        "additionalProperties": False,
+    }
+    time = {"type": "string", "format": "date-time"}
+    paths["/v1/usage"] = {
+        "get": {
+            "summary": "What this account used: its usage records, or their grouped sums",
+            "description": "Always the token's account. `totals` (per currency) covers every "
+            "record the filters match, not only the page.",
+            "parameters": [
+                _query("workflow", {"type": "string"}, "only calls of this workflow's jobs"),
+                _query("service", {"type": "string"}, "only calls of this service"),
+                _query("job", {"type": "string"}, "only calls of this job"),
+                _query(
+                    "period",
+                    {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                    "a UTC month YYYY-MM, e.g. 2026-11 (not with from/to)",
+                ),
+                _query("from", time, "from this time (RFC 3339, included)"),
+                _query("to", time, "until this time (RFC 3339, excluded)"),
+                _query(
+                    "group_by",
+                    {"type": "string"},
+                    f"sum per group: a comma list of {', '.join(GROUP_KEYS)} (UTC day/month)",
+                ),
+                _query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_USAGE_LIMIT},
+                    "records per page (50)",
+                ),
+                _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+            ],
+            "responses": {
+                "200": _json({"anyOf": [page, grouped]}, "Records or grouped sums"),
+                **_errors(400, 401, 403, 422),
+            },
+        }
     }
 
 

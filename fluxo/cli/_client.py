@@ -103,6 +103,11 @@ class HttpClient:
         result: dict[str, Any] = await self._request("GET", "/v1/jobs", params=params)
         return result
 
+    async def usage(self, params: dict[str, str]) -> dict[str, Any]:
+        """``GET /v1/usage`` with its query parameters (the token's account)."""
+        result: dict[str, Any] = await self._request("GET", "/v1/usage", params=params)
+        return result
+
     async def put_secret(self, name: str, value: str) -> dict[str, Any]:
         """Set a secret of the token's account; the answer says whether it is new."""
         path = f"/v1/secrets/{_segment(name)}"

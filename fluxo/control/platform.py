@@ -29,7 +29,7 @@ from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.ir import DEFAULT_ENGINE
-from fluxo_core.storage import AccountStore, Database, SecretStore
+from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
 from service_runtime.dead_letters import DeadLetters
@@ -188,6 +188,8 @@ class Platform:
             lease_s=lease_s,
         )
         self.workflows = WorkflowStore(db)
+        # The usage ledger, read by GET /v1/usage (the workers' Metering writes it).
+        self.usage = UsageLedger(db)
         self.registry = EngineRegistry()
         for engine in engines:
             self.registry.register(

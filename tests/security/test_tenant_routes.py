@@ -247,6 +247,17 @@ CASES: dict[tuple[str, str], Case] = {
     # Every account's numbers: for the admin account only, so A's user gets 404 and its engine
     # token is refused before the route (403).
     ("get", "/metrics"): lambda w, who: [("/metrics", None, _forbidden_to_engines(who, {404}))],
+    # B's usage rows exist (its job's step call and its direct call): A's filters naming B's
+    # job or workflow, and A's groups, hold none of them.
+    ("get", "/v1/usage"): lambda w, who: [
+        (path, None, _forbidden_to_engines(who, {200}))
+        for path in (
+            "/v1/usage",
+            f"/v1/usage?job={w.job_id}",
+            f"/v1/usage?workflow={w.workflow}&service=inc",
+            "/v1/usage?group_by=workflow,job,service,day,month",
+        )
+    ],
 }
 
 
