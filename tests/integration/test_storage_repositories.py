@@ -4,7 +4,7 @@ and PostgreSQL (calls, usage ledger, outbox, inbox, queue messages, services).""
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
@@ -27,6 +27,7 @@ from fluxo_core.storage import (
     bulk_insert,
 )
 from fluxo_core.storage.tables import inbox, jobs, queue_messages
+from tests.support.rows import JobRowToWrite
 
 
 def new_call(call_id: str, account: str = "acc", *, job_id: str | None = None) -> NewCall:
@@ -284,23 +285,10 @@ def message(queue: str, message_id: str, *, created_at: float = 1.0, attempt: in
     }
 
 
-class _Job(NamedTuple):
-    id: str
-    account_id: str
-    user_id: str
-    workflow: str
-    version: int
-    engine: str
-    status: str
-    input: bytes
-    active: int
-    created_at: float
-
-
 async def test_dead_letters_list_with_their_job_and_go_back_to_their_queue(db: Database) -> None:
     queues, calls = QueueStore(db), CallStore(db)
     rows = [message("q.dlq", "direct"), message("q.dlq", "step"), message("r.dlq", "elsewhere")]
-    job = _Job("j1", "acc", "u1", "wf", 1, "step", "failed", b"{}", 0, 1.0)
+    job = JobRowToWrite("j1", "acc", "u1", "wf", 1, "step", "failed", b"{}", 0, 1.0)
 
     def setup(tx: Any) -> None:
         bulk_insert(tx, queue_messages, rows)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
@@ -12,19 +12,7 @@ from fluxo_core.errors import ValidationError
 from fluxo_core.storage import Database, UsageLedger, UsageRecord, bulk_insert
 from fluxo_core.storage.ledger import UsageFilter, UsageSum, month_bounds
 from fluxo_core.storage.tables import jobs
-
-
-class _Job(NamedTuple):
-    id: str
-    account_id: str
-    user_id: str
-    workflow: str
-    version: int
-    engine: str
-    status: str
-    input: bytes
-    active: int
-    created_at: float
+from tests.support.rows import JobRowToWrite
 
 
 def at(text: str) -> float:
@@ -68,9 +56,9 @@ RECORDS = [
 @pytest.fixture
 async def ledger(db: Database) -> UsageLedger:
     job_rows = [
-        _Job("j-orders", "acc", "u1", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
-        _Job("j-invoices", "acc", "u1", "invoices", 2, "step", "succeeded", b"{}", 0, 1.0),
-        _Job("j-other", "other", "u9", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
+        JobRowToWrite("j-orders", "acc", "u1", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
+        JobRowToWrite("j-invoices", "acc", "u1", "invoices", 2, "step", "succeeded", b"{}", 0, 1.0),
+        JobRowToWrite("j-other", "other", "u9", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
     ]
 
     def setup(tx: Any) -> None:
