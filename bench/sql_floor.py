@@ -103,6 +103,20 @@ def enqueue(db: Dialect, queue: str, items: list[tuple[str, bytes]]) -> None:
     )
 
 
+def succeed_calls(db: Dialect, size: int) -> tuple[list[Any], float]:
+    """The worker's part of a batch: take the service's messages, record them in the inbox and
+    write the calls' results; returns the taken messages and the time of the results."""
+    claimed = claim(db, "svc.noop", size)
+    settle(db, "svc.noop", claimed)
+    done = time.time()
+    db.many(
+        "UPDATE calls SET status = 'succeeded', result = ?, attempts = 1, finished_at = ? "
+        "WHERE id = ?",
+        [(b"[{}]", done, r[1]) for r in claimed],
+    )
+    return claimed, done
+
+
 def call_rows(db: Dialect, jobs: list[str], step: str) -> None:
     now = time.time()
     calls = [(keyed_id(job, f"{job}/{step}/1"), job) for job in jobs]
@@ -149,14 +163,7 @@ def one_batch(db: Dialect, size: int) -> None:
     for index, step in enumerate(STEPS):
 
         def work(step: str = step) -> None:
-            claimed = claim(db, "svc.noop", size)
-            settle(db, "svc.noop", claimed)
-            done = time.time()
-            db.many(
-                "UPDATE calls SET status = 'succeeded', result = ?, attempts = 1, finished_at = ? "
-                "WHERE id = ?",
-                [(b"[{}]", done, r[1]) for r in claimed],
-            )
+            claimed, done = succeed_calls(db, size)
             db.many(
                 "INSERT INTO usage_records (call_id, account_id, user_id, service, version, "
                 "job_id, step_id, units, unit_price_micros, amount_micros, currency, created_at) "
@@ -208,14 +215,7 @@ def one_call_batch(db: Dialect, size: int) -> None:
         enqueue(db, "svc.noop", [(cid, b"{}") for cid in ids])
 
     def work() -> None:
-        claimed = claim(db, "svc.noop", size)
-        settle(db, "svc.noop", claimed)
-        done = time.time()
-        db.many(
-            "UPDATE calls SET status = 'succeeded', result = ?, attempts = 1, finished_at = ? "
-            "WHERE id = ?",
-            [(b"[{}]", done, r[1]) for r in claimed],
-        )
+        claimed, done = succeed_calls(db, size)
         db.many(
             "INSERT INTO usage_records (call_id, account_id, user_id, service, version, units, "
             "unit_price_micros, amount_micros, currency, created_at) "
