@@ -14,8 +14,9 @@ from fluxo.api import create_app
 from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, UsageLedger, bulk_insert
 from fluxo_core.storage.tables import jobs
-from tests.integration.test_usage_ledger import FIRST_OF_DEC, LAST_OF_NOV, _Job, at, usage
+from tests.integration.test_usage_ledger import FIRST_OF_DEC, LAST_OF_NOV, at, usage
 from tests.support import services as svc
+from tests.support.rows import JobRowToWrite
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,8 +38,8 @@ async def api(db: Database) -> AsyncIterator[Api]:
         await platform.accounts.ensure_account(account)
     headers = {"Authorization": f"Bearer {await platform.accounts.issue_token('acme', 'ada')}"}
     job_rows = [
-        _Job("j-orders", "acme", "ada", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
-        _Job("j-globex", "globex", "gus", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
+        JobRowToWrite("j-orders", "acme", "ada", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
+        JobRowToWrite("j-globex", "globex", "gus", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
     ]
 
     def seed(tx: Any) -> None:

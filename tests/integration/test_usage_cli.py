@@ -11,8 +11,9 @@ import pytest
 
 from fluxo_core.storage import Database, Transaction, UsageLedger, bulk_insert
 from fluxo_core.storage.tables import jobs
-from tests.integration.test_usage_ledger import FIRST_OF_DEC, _Job, at, usage
+from tests.integration.test_usage_ledger import FIRST_OF_DEC, at, usage
 from tests.support.fluxo_process import fluxo_up, free_port, run_fluxo
+from tests.support.rows import JobRowToWrite
 
 fluxo = run_fluxo
 
@@ -23,7 +24,9 @@ def seed(home: Path) -> None:
     async def write() -> None:
         db = Database(f"sqlite:///{home / 'fluxo.db'}")
         await db.migrate()
-        job = _Job("j-orders", "default", "admin", "orders", 1, "step", "succeeded", b"{}", 0, 1.0)
+        job = JobRowToWrite(
+            "j-orders", "default", "admin", "orders", 1, "step", "succeeded", b"{}", 0, 1.0
+        )
         records = [
             usage("c1", account="default", job="j-orders", when=at("2026-11-02T10:00:00")),
             usage("c2", account="default", service="http", units=3, price=100),
