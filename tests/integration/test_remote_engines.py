@@ -127,7 +127,14 @@ class Setup:
     async def started_job(self, payload: dict[str, Any]) -> str:
         job = await self.platform.jobs.create(ACME, "remote", payload)
         await until(lambda: self._status(job.id), "running")
+        await self.start_recorded()
         return job.id
+
+    async def start_recorded(self) -> None:
+        """Wait until the start message is acked: a job is ``running`` BEFORE its start call
+        (see fluxo/control/remote.py), the engine has it once the message is gone."""
+        transport = self.platform.runtime.transport
+        await until(lambda: transport.depth(f"engine.{self.engine.name}"), 0, timeout=15)
 
     async def _status(self, job_id: str) -> str:
         return (await self.platform.jobs.get(ACME, job_id, steps=False)).status
@@ -337,6 +344,7 @@ async def test_a_start_that_fails_is_retried_then_fails_the_job(setup: Setup) ->
     job = await setup.platform.jobs.create(ACME, "remote", {"n": 1})
     # Retried after a backoff (2 s for the first retry): the job still starts.
     await until(lambda: setup._status(job.id), "running", timeout=15)
+    await setup.start_recorded()
     assert [s.job_id for s in setup.engine.started] == [job.id]
 
     setup.engine.failures, setup.engine.retryable = 1, False
