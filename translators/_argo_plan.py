@@ -7,7 +7,8 @@ unfolded along its paths: a step reached over several paths becomes one task per
 conditions of the tasks it routes to, a join becomes the aggregated outputs of its split. A split
 is a task that fans out (``withParam``) over a DAG template holding its branch (``branch-<split>``);
 the branch template outputs the payload that reaches the join (``payload``) and the payloads that
-end the job inside the branch (``results``).
+end the job inside the branch (``results``). The output packets of a service call fan out the
+same way (``branch-<step>-outputs``): the step engine routes each packet on its own.
 
 A call whose step handles its errors (``on_error`` ``continue`` or ``goto``) is *guarded*: its task
 runs a small DAG around the call that always succeeds and outputs the call's ``status``,
@@ -19,7 +20,7 @@ be the task the graph sees.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from fluxo_core.ir import (
     TransformStep,
     Workflow,
     WorkflowCallStep,
+    merging_steps,
 )
 from translators._argo_expr import (
     Choice,
@@ -50,8 +52,10 @@ from translators._argo_expr import (
 )
 
 __all__ = [
+    "CAME_FROM",
     "INPUT",
     "ITEM",
+    "MAX_DEPTH",
     "MAX_UNFOLDED_TASKS",
     "SUFFIX",
     "Plan",
@@ -62,6 +66,14 @@ __all__ = [
 
 SUFFIX = "{{inputs.parameters.suffix}}"
 """Where a branch's item indexes go in a key: ``[i]`` per split level (``.i`` in a packet id)."""
+
+CAME_FROM = "{{inputs.parameters.from}}"
+"""In the branch of a 1 -> N call's outputs: the key (in packet-id characters) of the output's
+execution, ``<call key>~j`` (``_j``), that a merging step after it names."""
+
+MAX_DEPTH = 150
+"""Argo's default limit on nested template invocations (``MAX_STACK_DEPTH``, since 3.5): each
+split and each service call with steps after it adds a DAG level."""
 
 MAX_UNFOLDED_TASKS = 2000
 """A guard against graphs whose paths multiply; Argo's own limit (200 per DAG) is checked later."""
@@ -91,6 +103,9 @@ class Task:
             ``error``.
         key: the step key of its executions, as the step engine spells it (see
             :mod:`fluxo_core.ir.step_keys`), with :data:`SUFFIX` where a branch's item indexes go.
+        outputs_of: for a fan-out over the output packets of a call (a split task of no step
+            of the workflow), that call's task: one branch per packet, ``[i]`` in the keys only
+            when there are several (as on the step engine).
     """
 
     uid: int
@@ -106,6 +121,7 @@ class Task:
     name: str = ""
     guarded: bool = False  # an on_error call, run inside a DAG that always succeeds
     key: str = ""
+    outputs_of: Task | None = None  # a fan-out over the output packets of this call task
 
     @property
     def ref(self) -> str:
@@ -120,6 +136,7 @@ class Scope:
     split: SplitStep | None
     tasks: list[Task] = field(default_factory=list)
     gathers: str = ""  # the step whose branches a join here gathers: the split, or a service step
+    came_from: bool = False  # the branch of a call's outputs: its tokens come from `CAME_FROM`
     join_edges: list[tuple[Expr, Expr]] = field(default_factory=list)  # (fired, payload)
     results: list[tuple[Expr, Expr, bool]] = field(default_factory=list)  # (fired, value, many)
 
@@ -204,25 +221,33 @@ class _Planner:
         self.steps = workflow.spec.steps_by_id()
         self.output = workflow.spec.output
         self.join_of = {s.split: s for s in workflow.spec.steps if isinstance(s, JoinStep)}
-        self.indegree = dict.fromkeys(self.steps, 0)
-        for step in workflow.spec.steps:
-            for target in _successors(step):
-                self.indegree[target] += 1
+        self.merging = merging_steps(workflow.spec.steps)
+        self.joined = _joined_steps(self.steps)
         self.branches: dict[str, Scope] = {}
         self.count = 0
 
     def plan(self) -> Plan:
         main = Scope("main", None)
         self.visit(main, self.workflow.spec.start_id, _Edge(None, (), None, INPUT))
+        depth = _depth(main, {})
+        if depth > MAX_DEPTH:
+            raise UnsupportedFeatureError(
+                f"workflow {self.name!r} nests {depth} Argo templates, over Argo's limit of "
+                f"{MAX_DEPTH}: each split and each service step with steps after it runs the rest "
+                "of its path one level deeper (one branch per item or output packet); split the "
+                "workflow into workflows called as services",
+                workflow=self.name,
+            )
         return Plan(self.workflow, main, list(self.branches.values()))
 
     def key(self, scope: Scope, step: Any, edge: _Edge) -> str:
         """The key of the execution of ``step`` that ``edge`` starts, as the step engine makes
         it: a step with several predecessors (not a join), or reached by a goto, names the
         execution the token comes from."""
+        if edge.came_from is not None and edge.goto:
+            return f"{step.id}<{edge.came_from}"
         base = str(step.id) + (SUFFIX if scope.split is not None else "")
-        several = self.indegree.get(step.id, 0) > 1 and not isinstance(step, JoinStep)
-        if edge.came_from is not None and (edge.goto or several):
+        if edge.came_from is not None and step.id in self.merging:
             return f"{base}<{edge.came_from}"
         return base
 
@@ -292,6 +317,9 @@ class _Planner:
         if step.id in self.join_of:
             self.gathered_outputs(scope, step, task)
             return
+        if not task.guarded and isinstance(step, ServiceStep) and step.id not in self.joined:
+            self.fan_out_outputs(scope, step, task)
+            return
         if not task.guarded:
             self.route(scope, step, _Edge(task, OK, None, output, key))
             return
@@ -331,16 +359,27 @@ class _Planner:
             chosen.setdefault(target, []).append(all_of([f"!({t})" for t in tests]))
         return [(target, _bind_payload(payload, any_of(ors))) for target, ors in chosen.items()]
 
-    def split(self, scope: Scope, step: SplitStep, edge: _Edge, *, gathers: str = "") -> None:
+    def split(
+        self,
+        scope: Scope,
+        step: SplitStep,
+        edge: _Edge,
+        *,
+        gathers: str = "",
+        outputs_of: Task | None = None,
+    ) -> None:
         gathers = gathers or step.id
         task = self.new_task(scope, step, "split", edge)
         task.items = lift(lambda p: path_value(p, step.path), edge.payload)
+        task.outputs_of = outputs_of
         branch = self.branches.get(step.id)
         if branch is None:
-            branch = Scope(f"branch-{step.id}", step, gathers=gathers)
+            came_from = outputs_of is not None
+            branch = Scope(f"branch-{step.id}", step, gathers=gathers, came_from=came_from)
             self.branches[step.id] = branch
             for target in step.next:
-                self.visit(branch, target, _Edge(None, (), None, ITEM))
+                origin = CAME_FROM if came_from else None
+                self.visit(branch, target, _Edge(None, (), None, ITEM, origin))
         task.branch = branch
         if branch.results:
             gathered = (
@@ -364,6 +403,22 @@ class _Planner:
         self.route(
             scope, join, _Edge(task, ("Succeeded", "Skipped"), edge.guard, joined, gathered_key)
         )
+
+    def fan_out_outputs(self, scope: Scope, step: ServiceStep, task: Task) -> None:
+        """Each output packet of ``step`` goes on on its own, as on the step engine: the steps
+        after it run in a branch (``branch-<step>-outputs``) looped over the call's packets, keyed
+        ``[i]`` (and from ``<key>~i``) when there are several, unchanged when there is one; no
+        packet ends the path. As a job result, each packet is one."""
+        outputs = call_outputs(task)
+        if self.output == step.id or (self.output is None and not step.next):
+            scope.results.append((Leaf(status_in(task, OK)), outputs, True))
+        if not step.next:
+            return
+        # Not a step of the workflow: the fan-out of the call's packets (named after it).
+        fan_out = SplitStep.model_construct(
+            id=f"{step.id}-outputs", kind="split", path=None, next=list(step.next), name=None
+        )
+        self.split(scope, fan_out, _Edge(task, OK, None, outputs, task.key), outputs_of=task)
 
     def gathered_outputs(self, scope: Scope, step: ServiceStep, task: Task) -> None:
         """A join gathers the output packets of ``step``: fan out over them as over a split's
@@ -408,11 +463,45 @@ class _Planner:
 
 
 def _successors(step: Any) -> list[str]:
-    """The steps ``step`` hands its packet to (as the step engine counts predecessors)."""
+    """The steps ``step`` hands its packet to, an on_error goto's target included."""
     if isinstance(step, SwitchStep):
         targets = [t for case in step.cases for t in case.next] + list(step.default)
-        return list(dict.fromkeys(targets))
-    return list(getattr(step, "next", []))
+    else:
+        targets = list(getattr(step, "next", []))
+    if isinstance(step.on_error, OnErrorGoto):
+        targets.append(step.on_error.goto)
+    return list(dict.fromkeys(targets))
+
+
+def _reach(steps: Mapping[str, Any], start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for target in _successors(steps[todo.pop()]):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def _joined_steps(steps: Mapping[str, Any]) -> set[str]:
+    """The steps on a path from a split (or a gathered call) to its join, after it: their
+    packets are paired with the items by the join, so their calls do not fan out."""
+    inside: set[str] = set()
+    for join in steps.values():
+        if isinstance(join, JoinStep) and join.split in steps:
+            after = _reach(steps, join.split) - {join.split, join.id}
+            inside |= {s for s in after if join.id in _reach(steps, s)}
+    return inside
+
+
+def _depth(scope: Scope, known: dict[int, int]) -> int:
+    """How deep the templates a scope's DAG invokes go: its own level, the call (through its
+    ``try-`` DAG when guarded) or the deepest branch below."""
+    if id(scope) not in known:
+        below = [2 if task.guarded else 1 for task in scope.tasks if task.kind != "split"]
+        below += [_depth(task.branch, known) for task in scope.tasks if task.branch is not None]
+        known[id(scope)] = 1 + max(below, default=0)
+    return known[id(scope)]
 
 
 def _and(a: str, b: str) -> str:

@@ -203,7 +203,8 @@ class TemplateBuilder:
             outputs.append(_output("result", f"toJson({_results(scope)})", RESULT_PARAMETER))
         inputs = None
         if scope.split is not None:
-            inputs = m.Inputs(parameters=[m.Parameter(name="payload"), m.Parameter(name="suffix")])
+            names = ["payload", "suffix", *(["from"] if scope.came_from else [])]
+            inputs = m.Inputs(parameters=[m.Parameter(name=n) for n in names])
         return m.Template(
             name=scope.template,
             inputs=inputs,
@@ -222,13 +223,32 @@ class TemplateBuilder:
             if task.items is None or task.branch is None:
                 raise UnsupportedFeatureError(f"internal: split task {step.id!r} has no branch")
             template = task.branch.template
-            items = lift(
-                lambda e: f"toJson(map({e}, {{ {{'k': toJson(#index), 'p': toJson(#)}} }}))",
-                task.items,
-            )
+            # `.i` is `[i]` in a packet id, `_i` is `~i` (fluxo_core.ir.step_keys)
+            if task.outputs_of is None:
+                items = lift(
+                    lambda e: f"toJson(map({e}, {{ {{'k': toJson(#index), 'p': toJson(#)}} }}))",
+                    task.items,
+                )
+                args = {"payload": "{{item.p}}", "suffix": suffix + ".{{item.k}}"}
+            else:
+                # A call's packets: a level (`[i]`, from `<key>~i`) only when there are several.
+                # No ternary (see _argo_expr): the level is picked from a list by the count.
+                several = "[min(len(o), 2) - 1]"
+                items = lift(
+                    lambda e: (
+                        f"toJson(let o = {e}; map(o, {{ {{"
+                        f"'f': ['', '_' + toJson(#index)]{several}, "
+                        f"'k': ['', '.' + toJson(#index)]{several}, "
+                        "'p': toJson(#)} }))"
+                    ),
+                    task.items,
+                )
+                args = {
+                    "payload": "{{item.p}}",
+                    "suffix": suffix + "{{item.k}}",
+                    "from": key_in_id(task.outputs_of.key) + "{{item.f}}",
+                }
             with_param = expr_tag(items)
-            # `.i` is `[i]` in a packet id (fluxo_core.ir.step_keys)
-            args = {"payload": "{{item.p}}", "suffix": suffix + ".{{item.k}}"}
         else:
             template = self.call_template(step, task.kind)
             if task.guarded:

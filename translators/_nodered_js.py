@@ -20,6 +20,7 @@ __all__ = [
     "failed_code",
     "fanout_code",
     "join_code",
+    "key_code",
     "on_error_code",
     "record_code",
     "request_code",
@@ -46,6 +47,32 @@ _ADJUST = """function adjust(n) {
 _TOKEN = """function tokenOf() {
     // the first of the account's variable and FLUXO_TOKEN that is set
     return TOKEN_ENV.map((name) => env.get(name)).find(Boolean);
+}
+"""
+
+_KEY = """function stepKey() {
+    // This execution's key, by the step engine's rule (fluxo_core.ir.step_keys): the step id,
+    // one [i] per fan-out level (fx.frames), and "<" + the key of the execution the message comes
+    // from (fx.key) where several steps lead here; a goto's target always names the failed one.
+    const fx = msg.fluxo || (msg.fluxo = {});
+    const via = fx.via;
+    delete fx.via;
+    let frames = fx.frames;
+    if (!Array.isArray(frames)) {  // no bookkeeping (an imported flow): the split levels it is in
+        frames = [];
+        for (let p = msg.parts; p; p = p.parts) { frames.unshift(p.index); }
+    } else if (via === "split" && msg.parts) {
+        frames = frames.concat([msg.parts.index]);
+    }
+    fx.frames = frames;
+    let key = STEP + frames.map((i) => "[" + i + "]").join("");
+    if (via === "goto") {
+        key = STEP + "<" + fx.key;
+    } else if (MERGES && via !== "split" && fx.key !== undefined) {
+        key += "<" + fx.key;
+    }
+    fx.key = key;
+    return key;
 }
 """
 
@@ -118,6 +145,16 @@ def fanout_code(extra: int) -> str:
     return f"{_JOB}{_ADJUST}adjust({extra});\nreturn msg;\n"
 
 
+def key_code(step: str, *, merges: bool) -> str:
+    """At the entry of a step that runs no function of its own (switch, transform, delay, native):
+    its execution's key, which the steps after it extend (``merges``: a merging step)."""
+    return f"""const STEP = {_js(step)};
+const MERGES = {_js(merges)};
+{_KEY}stepKey();
+return msg;
+"""
+
+
 def adjust_code() -> str:
     """After a counting change node (a switch that may take several branches)."""
     return (
@@ -156,6 +193,7 @@ flow.set("fluxo_jobs", jobs);
 const source = (msg.error && msg.error.source) || {{}};
 const error = Object.assign({{
     step: STEPS[source.id] || null,
+    key: STEPS[source.id] ? (fx.key || STEPS[source.id]) : null,
     code: "node_error",
     message: String((msg.error && msg.error.message) || "the flow failed")
 }}, fx.error || {{}});
@@ -184,25 +222,24 @@ def request_code(
     wait_s: float,
     token_env: list[str],
     step_headers: dict[str, str] | None = None,
+    *,
+    merges: bool = False,
 ) -> str:
     """Build the packet of a service call (the gateway's body) and its headers.
 
     ``step_headers``: packet headers the step adds to the job's (``fluxo-max-attempts``).
+    ``merges``: several steps lead to this one (its key names where the message came from).
+    The call's key (header ``fluxo-step-key``) is the step engine's (see ``stepKey``).
     """
     added = f"{_js(step_headers)}, " if step_headers else ""
     return f"""const STEP = {_js(step)};
+const MERGES = {_js(merges)};
 const TOKEN_ENV = {_js(token_env)};
 const WAIT_S = {_js(wait_s)};
-{_HASH}{_TOKEN}function keyOf(parts, fanout) {{
-    // like the step engine's keys: one [i] per split item and per output of a 1 -> N step
-    const index = [];
-    for (let p = parts; p; p = p.parts) {{ index.unshift("[" + p.index + "]"); }}
-    return STEP + index.join("") + (fanout || []).map((j) => "[" + j + "]").join("");
-}}
-const fx = msg.fluxo || (msg.fluxo = {{}});
+{_HASH}{_TOKEN}{_KEY}const fx = msg.fluxo || (msg.fluxo = {{}});
 let call = fx.call;
 if (!call || call.step !== STEP || !call.retrying) {{
-    call = {{step: STEP, attempt: 1, input: msg.payload, key: keyOf(msg.parts, fx.fanout)}};
+    call = {{step: STEP, attempt: 1, input: msg.payload, key: stepKey()}};
 }}
 call.retrying = false;
 fx.call = call;
@@ -265,6 +302,15 @@ const MAX_ATTEMPTS = {_js(attempts)};
 const BACKOFF_S = {_js(base)}, FACTOR = {_js(factor)}, BACKOFF_MAX_S = {_js(most)};
 const ON_ERROR = {_js(on_error)};
 {_JOB}{_ADJUST}const call = fx.call || {{step: STEP, attempt: 1, input: undefined, key: STEP}};
+function branch(p, j) {{
+    // the output j of a 1 -> N step: one level more, from the execution `<key>~j`
+    const copy = RED.util.cloneMessage(msg);
+    copy.payload = p;
+    copy.fluxo = Object.assign(copy.fluxo || {{}}, {{
+        frames: (fx.frames || []).concat([j]), key: call.key + "~" + j
+    }});
+    return copy;
+}}
 const record = msg.payload;
 const status = msg.statusCode;
 let error = null;
@@ -289,12 +335,15 @@ if (!error) {{
     delete fx.call;
     const outputs = (record.result || []).map((p) => p.payload);
     if (GATHERED) {{
-        if (outputs.length === 0) {{ msg.payload = []; return [null, null, null, msg]; }}
+        if (outputs.length === 0) {{
+            fx.unbranched = true;  // the join fires at once, with [], around this step's level
+            msg.payload = [];
+            return [null, null, null, msg];
+        }}
         adjust(outputs.length - 1);
         const id = msg._msgid + ":" + call.key;
         return [outputs.map((p, j) => {{
-            const copy = RED.util.cloneMessage(msg);
-            copy.payload = p;
+            const copy = branch(p, j);
             copy.parts = {{id: id, index: j, count: outputs.length, type: "array", len: 1}};
             if (msg.parts) {{ copy.parts.parts = msg.parts; }}
             return copy;
@@ -304,12 +353,7 @@ if (!error) {{
     if (outputs.length === 0) {{ msg.payload = call.input; return [null, null, null, msg]; }}
     if (!INSIDE_JOIN) {{
         adjust(outputs.length - 1);
-        return [outputs.map((p, j) => {{
-            const copy = RED.util.cloneMessage(msg);
-            copy.payload = p;
-            copy.fluxo.fanout = (fx.fanout || []).concat([j]);
-            return copy;
-        }}), null, null, null];
+        return [outputs.map(branch), null, null, null];
     }}
     error = {{
         code: "invalid",
@@ -331,6 +375,7 @@ delete fx.call;
 if (ON_ERROR === "continue") {{ msg.payload = call.input; return [msg, null, null, null]; }}
 if (ON_ERROR === "goto") {{
     msg.payload = {{error: error, input: call.input, step: STEP}};
+    if (msg.fluxo) {{ msg.fluxo.via = "goto"; msg.fluxo.key = call.key; }}
     return [null, null, msg, null];
 }}
 msg.payload = call.input;
@@ -349,15 +394,21 @@ const input = fx.input !== undefined ? fx.input : msg.payload;
 const error = {{code: "step_failed", message: String((msg.error && msg.error.message) || "failed")}};
 delete msg.error;
 delete fx.input;
+if (ON_ERROR === "goto" && msg.fluxo) {{ msg.fluxo.via = "goto"; }}  // fx.key: the failed one
 msg.payload = ON_ERROR === "goto" ? {{error: error, input: input, step: STEP}} : input;
 return msg;
 """
 
 
-def split_code(step: str, keys: list[Any]) -> str:
-    """Before a split: the items of the array, one token per item (output 2: no items)."""
+def split_code(step: str, keys: list[Any], *, merges: bool = False) -> str:
+    """Before a split: the items of the array, one token per item (output 2: no items).
+
+    Each item's message is marked ``via: "split"``: the step it reaches adds the item's level
+    to the key and names no predecessor (as on the step engine)."""
     return f"""const STEP = {_js(step)};
+const MERGES = {_js(merges)};
 const PATH = {_js(keys)};
+{_KEY}stepKey();
 {_JOB}{_ADJUST}let items = msg.payload;
 for (const key of PATH) {{
     items = items !== null && typeof items === "object" ? items[key] : undefined;
@@ -369,15 +420,32 @@ if (!Array.isArray(items)) {{
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 items = items.map((item) => isObject(item) ? item : {{value: item}});
 msg.payload = items;
-if (items.length === 0) {{ return [null, msg]; }}
+if (items.length === 0) {{
+    fx.unbranched = true;  // the join fires at once, with [], around the split's level
+    return [null, msg];
+}}
 adjust(items.length - 1);
+fx.via = "split";
 return [msg, null];
 """
 
 
-def join_code() -> str:
-    """After a join: one token for the gathered branches; branch arrays are concatenated."""
-    return f"""{_JOB}{_ADJUST}const branches = Array.isArray(msg.payload) ? msg.payload : [msg.payload];
+def join_code(step: str = "") -> str:
+    """After a join: one token for the gathered branches; branch arrays are concatenated.
+
+    The join's key is its id with the levels around its split (one level less than the
+    branches', none less when the split had no item)."""
+    return f"""const STEP = {_js(step)};
+{_JOB}{_ADJUST}if (msg.fluxo) {{
+    // no level to leave: the split had no item, or its items came here without a step
+    const kept = msg.fluxo.unbranched || msg.fluxo.via === "split";
+    const frames = msg.fluxo.frames || [];
+    msg.fluxo.frames = kept ? frames : frames.slice(0, -1);
+    delete msg.fluxo.unbranched;
+    delete msg.fluxo.via;
+    msg.fluxo.key = STEP + msg.fluxo.frames.map((i) => "[" + i + "]").join("");
+}}
+const branches = Array.isArray(msg.payload) ? msg.payload : [msg.payload];
 if (branches.length > 1) {{ adjust(1 - branches.length); }}
 msg.payload = [].concat(...branches.map((b) => Array.isArray(b) ? b : [b]));
 return msg;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from fluxo_core.errors import UnsupportedFeatureError
@@ -26,6 +27,7 @@ from fluxo_core.ir import (
     TransformStep,
     Workflow,
     WorkflowCallStep,
+    merging_steps,
 )
 from translators import _nodered_js as js
 from translators._nodered_expr import change_rules, condition_jsonata, ir_path_keys, with_jsonata
@@ -166,6 +168,11 @@ class RenderContext:
     def steps(self) -> dict[str, Step]:
         return self.workflow.spec.steps_by_id()
 
+    @cached_property
+    def merging(self) -> set[str]:
+        """Steps whose keys name the execution a message came from (``notify<priority``)."""
+        return merging_steps(self.workflow.spec.steps)
+
     @property
     def joined_steps(self) -> set[str]:
         """The steps on a path from a split (or a gathered service step) to its join, after it
@@ -219,6 +226,7 @@ def _render_call(step: ServiceStep | WorkflowCallStep, ids: Ids, ctx: RenderCont
             # The flow retries the step itself (the result node), each attempt a new call:
             # the service's RetryPolicy must not retry those calls as well.
             {MAX_ATTEMPTS_HEADER: "1"} if retry is not None else None,
+            merges=step.id in ctx.merging,
         ),
     )
     http = http_request_node(ids("http"), label(step, "gateway"), url)
@@ -319,7 +327,8 @@ def _render_delay(step: DelayStep, ids: Ids, ctx: RenderContext) -> Rendered:
 
 def _render_split(step: SplitStep, ids: Ids, ctx: RenderContext) -> Rendered:
     keys = list(ir_path_keys(step.path)) if step.path else []
-    prep = function_node(ids("main"), label(step, "items"), js.split_code(step.id, keys), outputs=2)
+    code = js.split_code(step.id, keys, merges=step.id in ctx.merging)
+    prep = function_node(ids("main"), label(step, "items"), code, outputs=2)
     split_id = ids("split")
     split: dict[str, Any] = {
         "id": split_id,
@@ -366,7 +375,7 @@ def _render_join(step: JoinStep, ids: Ids, ctx: RenderContext) -> Rendered:
         "reduceInitType": "",
         "reduceFixup": "",
     }
-    gather = function_node(ids("gather"), label(step, "gather"), js.join_code())
+    gather = function_node(ids("gather"), label(step, "gather"), js.join_code(step.id))
     node["wires"] = [[gather["id"]]]
     return Rendered([node, gather], [_next_out(gather["id"], step)], gather["id"])
 
@@ -411,9 +420,19 @@ _RENDERERS: dict[type[Any], Callable[[Any, Ids, RenderContext], Rendered]] = {
 }
 
 
+# Steps whose nodes run no function of the flow's own: a generated flow keys their executions
+# in a function node in front of them (calls, splits and joins key theirs in their functions).
+_KEYED_IN_FRONT = (SwitchStep, TransformStep, DelayStep, NativeStep)
+
+
 def render_step(step: Step, ids: Ids, ctx: RenderContext) -> Rendered:
     """The nodes of one step, with on_error handling for steps other than calls."""
     rendered = _RENDERERS[type(step)](step, ids, ctx)
+    if ctx.bookkeeping and isinstance(step, _KEYED_IN_FRONT):
+        code = js.key_code(step.id, merges=step.id in ctx.merging)
+        keyer = function_node(ids("key"), label(step, "key"), code)
+        keyer["wires"] = [[rendered.entry]]
+        rendered = Rendered([keyer, *rendered.nodes], rendered.outs, rendered.exit)
     on_error = step.on_error
     if on_error == "fail" or isinstance(step, ServiceStep | WorkflowCallStep):
         return rendered

@@ -3,19 +3,29 @@
 A step runs once per token that reaches it, so its executions are told apart by a key made from
 the step id: ``enrich[2]`` for the item 2 of a split (or the output 2 of a 1 -> N step), one
 ``[i]`` per level, and ``notify<priority`` for a step with several predecessors reached from the
-execution ``priority`` (the target of an ``on_error: goto`` always names the failed execution).
+execution ``priority`` (the target of an ``on_error: goto`` always names the failed execution,
+``rescue<doomed``, without ``[i]`` of its own). The token of the output ``j`` of a 1 -> N step
+``fan`` comes from the execution ``fan~j``. The rule, for a token from the execution ``key``
+that reaches step ``target`` (:func:`merging_steps` tells which steps name where it came from):
 
-Packet ids allow neither brackets nor ``<`` (see :mod:`fluxo_core.ir.packet`), and an engine
-that names its calls only by packet id (Argo: ``<job id>:<key>:<retry>``) writes the key in
-id-safe characters: ``.2`` for ``[2]`` and ``/`` for ``<``. Step ids hold neither (they are
-DNS labels), so the spelling reads back exactly.
+- from a split: ``target`` + one ``[i]`` per fan-out level (the item's level included);
+- by a goto: ``target<key``;
+- otherwise: ``target`` + ``[i]`` per level, + ``<key`` if ``target`` is a merging step;
+- a join's execution: the join id + ``[i]`` per level around its split.
+
+Packet ids allow neither brackets, ``<`` nor ``~`` (see :mod:`fluxo_core.ir.packet`), and an
+engine that names its calls only by packet id (Argo: ``<job id>:<key>:<retry>``) writes the key
+in id-safe characters: ``.2`` for ``[2]``, ``/`` for ``<`` and ``_`` for ``~``. Step ids hold none
+of these (they are DNS labels), so the spelling reads back exactly.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["key_from_id", "key_in_id"]
+__all__ = ["key_from_id", "key_in_id", "merging_steps"]
 
 _INDEX = re.compile(r"\[([0-9]+)\]")
 _ID_INDEX = re.compile(r"\.([0-9]+)")
@@ -23,10 +33,28 @@ _ID_INDEX = re.compile(r"\.([0-9]+)")
 
 def key_in_id(key: str) -> str:
     """``key`` in the characters a packet id allows: ``notify[0]<priority[0]`` ->
-    ``notify.0/priority.0``."""
-    return _INDEX.sub(r".\1", key).replace("<", "/")
+    ``notify.0/priority.0``, ``each<fan~1`` -> ``each/fan_1``."""
+    return _INDEX.sub(r".\1", key).replace("<", "/").replace("~", "_")
 
 
 def key_from_id(text: str) -> str:
     """The step key :func:`key_in_id` wrote: ``notify.0/priority.0`` -> ``notify[0]<priority[0]``."""
-    return _ID_INDEX.sub(r"[\1]", text).replace("/", "<")
+    return _ID_INDEX.sub(r"[\1]", text).replace("/", "<").replace("_", "~")
+
+
+def merging_steps(steps: Iterable[Any]) -> set[str]:
+    """The ids of the steps whose keys name the execution a token came from (``<key``): those
+    with several predecessors, joins excepted. A predecessor is a step whose ``next`` (a
+    switch: whose cases or default) names the step, counted once; an ``on_error: goto`` is no
+    edge here (a goto's target always names the failed execution)."""
+    listed = list(steps)
+    indegree = dict.fromkeys((step.id for step in listed), 0)
+    for step in listed:
+        if step.kind == "switch":
+            targets = [t for case in step.cases for t in case.next] + list(step.default)
+        else:
+            targets = list(getattr(step, "next", []))
+        for target in dict.fromkeys(targets):
+            indegree[target] = indegree.get(target, 0) + 1
+    joins = {step.id for step in listed if step.kind == "join"}
+    return {step_id for step_id, n in indegree.items() if n > 1 and step_id not in joins}

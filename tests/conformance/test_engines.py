@@ -489,29 +489,9 @@ CASES: dict[str, tuple[dict[str, Any], Any, Expect]] = {
 
 UNORDERED = {"one-to-many"}  # results of parallel branches that no join orders
 
-_PATH_KEYS = (
-    "Node-RED keys a step with several predecessors, or the target of a goto, by its id alone "
-    "(`notify`, `rescue`) where the step engine and Argo name the execution the token came "
-    "from (`notify<priority`, `rescue<doomed`); two tokens at such a step share a key"
-)
-KNOWN_DIFFERENCES = {
-    ("nodered", "example-order-intake"): _PATH_KEYS,
-    ("nodered", "on-error-goto"): _PATH_KEYS,
-    ("argo", "one-to-many"): (
-        "Argo hands the successors of a 1 -> N service step one array of the payloads (one "
-        "call), where the step engine and Node-RED route each packet on its own "
-        "(translators/argo.py); a join of the step's outputs runs alike everywhere"
-    ),
-}
-
 
 @pytest.mark.parametrize("case", list(CASES))
-async def test_the_engine_runs_the_case_like_the_step_engine(
-    stack: Stack, case: str, request: pytest.FixtureRequest
-) -> None:
-    known = KNOWN_DIFFERENCES.get((stack.engine, case))
-    if known is not None:
-        request.applymarker(pytest.mark.xfail(reason=known, strict=True))
+async def test_the_engine_runs_the_case_like_the_step_engine(stack: Stack, case: str) -> None:
     document, payload, expect = CASES[case]
     unordered = case in UNORDERED
     on_step = await stack.outcome(await stack.run(document, payload, "step"), unordered=unordered)

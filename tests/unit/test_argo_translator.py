@@ -602,11 +602,25 @@ def test_switch_conditions_map_to_when() -> None:
     assert tasks["standard"]["when"].count("!(") >= 8
 
 
+def _templates(case: str) -> dict[str, Any]:
+    return {t["name"]: t for t in bundle_for(case).workflow_template["spec"]["templates"]}
+
+
+def _dag_tasks(template: dict[str, Any]) -> dict[str, Any]:
+    return {t["name"]: t for t in template["dag"]["tasks"]}
+
+
+def _args(task: dict[str, Any]) -> dict[str, Any]:
+    return {p["name"]: p["value"] for p in task["arguments"]["parameters"]}
+
+
 def test_split_join_and_results() -> None:
-    templates = {
-        t["name"]: t for t in bundle_for("step-join").workflow_template["spec"]["templates"]
-    }
-    main = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
+    templates = _templates("step-join")
+    # The steps after the call `load` run once per output packet of its call.
+    top = _dag_tasks(templates["main"])
+    assert set(top) == {"load", "load-outputs"}
+    assert top["load-outputs"]["template"] == "branch-load-outputs"
+    main = _dag_tasks(templates["branch-load-outputs"])
     assert main["each"]["template"] == "branch-each"
     assert main["each"]["withParam"].startswith("{{=toJson(map(get(")
     assert main["mail"]["depends"] == "(each.Succeeded || each.Skipped)"
@@ -621,7 +635,10 @@ def test_split_join_and_results() -> None:
     assert keys == ["reserve{{inputs.parameters.suffix}}"]
     result = templates["main"]["outputs"]["parameters"][0]
     assert result["globalName"] == "fluxo-result"
-    assert "tasks['mail']" in result["valueFrom"]["expression"]
+    assert "tasks['load-outputs']" in result["valueFrom"]["expression"]
+    (results,) = templates["branch-load-outputs"]["outputs"]["parameters"]
+    assert results["name"] == "results"
+    assert "tasks['mail']" in results["valueFrom"]["expression"]
 
 
 def test_on_error_continue_and_goto() -> None:
@@ -692,19 +709,30 @@ def test_only_steps_with_on_error_are_guarded(case: str) -> None:
 
 
 def test_a_step_on_several_paths_runs_once_per_path() -> None:
-    tasks = [
-        t["name"]
-        for t in bundle_for("paths").workflow_template["spec"]["templates"][0]["dag"]["tasks"]
-    ]
-    assert tasks == [
-        "start",
+    templates = _templates("paths")
+    assert list(_dag_tasks(templates["main"])) == ["start", "start-outputs"]
+    assert list(_dag_tasks(templates["branch-start-outputs"])) == [
         "a",
-        "merge-from-a",
-        "end-from-merge-from-a",
+        "a-outputs",
         "b",
-        "merge-from-b",
-        "end-from-merge-from-b",
+        "b-outputs",
     ]
+    # One task of `merge` per path, each keyed by the output packet it came from, as on the
+    # step engine (`merge<a`, `merge[1]<a~1` when `a` answered several packets).
+    assert list(_dag_tasks(templates["branch-a-outputs"])) == ["merge", "merge-outputs"]
+    assert list(_dag_tasks(templates["branch-b-outputs"])) == ["merge", "merge-outputs"]
+    for came_from in ("a", "b"):
+        fan_out = _args(_dag_tasks(templates["branch-start-outputs"])[f"{came_from}-outputs"])
+        assert fan_out["from"] == came_from + "{{inputs.parameters.suffix}}{{item.f}}"
+        assert fan_out["suffix"] == "{{inputs.parameters.suffix}}{{item.k}}"
+        merge = _args(_dag_tasks(templates[f"branch-{came_from}-outputs"])["merge"])
+        assert merge["key"] == "merge{{inputs.parameters.suffix}}/{{inputs.parameters.from}}"
+    assert [p["name"] for p in templates["branch-a-outputs"]["inputs"]["parameters"]] == [
+        "payload",
+        "suffix",
+        "from",
+    ]
+    assert list(_dag_tasks(templates["branch-merge-outputs"])) == ["end"]
 
 
 def test_long_calls_run_in_a_container() -> None:
@@ -829,18 +857,16 @@ def test_large_inputs_travel_by_reference() -> None:
 
 
 def test_with_sets_static_parameters_on_the_call_payload_only() -> None:
-    tasks = {
-        t["name"]: t
-        for t in bundle_for("step-with").workflow_template["spec"]["templates"][0]["dag"]["tasks"]
-    }
-    label = {p["name"]: p["value"] for p in tasks["label"]["arguments"]["parameters"]}
+    templates = _templates("step-with")
+    tasks = _dag_tasks(templates["main"])
+    label = _args(tasks["label"])
     # The input is no longer the bare payload: no reference headers, and the literal is escaped.
     assert label["headers"] == "{{workflow.parameters.headers}}"
     assert label["payload"].startswith("{{=type(fromJSON(workflow.parameters.input)) == 'array' ? ")
     assert "sprig.set(sprig.omit(#), 'source', 'web')" in label["payload"]
     assert "'a \\u003f \\u007b\\u007bb\\u007d\\u007d'" in label["payload"]
     assert not bundle_for("step-with").input_by_reference
-    charge = {p["name"]: p["value"] for p in tasks["charge"]["arguments"]["parameters"]}
+    charge = _args(_dag_tasks(templates["branch-label-outputs"])["charge"])
     assert "'currency', 'EUR'" in charge["payload"]
 
 
@@ -936,17 +962,43 @@ def _chain(count: int) -> Any:
     return validate_workflow(wf("chain", *steps))
 
 
+def _transforms(count: int) -> Any:
+    """A service step, then ``count - 1`` transforms in a row (one DAG: a transform answers one
+    packet, so nothing after it fans out)."""
+    steps = [
+        {
+            "id": f"s{i}",
+            "kind": "transform",
+            "ops": [{"op": "set", "path": "n", "value": i}],
+            "next": [f"s{i + 1}"] if i + 1 < count else [],
+        }
+        for i in range(1, count)
+    ]
+    return validate_workflow(wf("chain", svc("s0", "s1"), *steps))
+
+
 def test_a_200_step_workflow_translates() -> None:
-    bundle = to_argo(_chain(200), gateway_url=GATEWAY, version=1)
-    main = bundle.workflow_template["spec"]["templates"][0]
-    assert len(main["dag"]["tasks"]) == 200
+    bundle = to_argo(_transforms(200), gateway_url=GATEWAY, version=1)
+    branch = _dag_tasks(bundle.workflow_template["spec"]["templates"][1])
+    assert len(branch) == 199
     assert check_argo(bundle.workflow_template) == []
     assert errors(crd_validator("WorkflowTemplate"), bundle.workflow_template) == []
 
 
+def test_a_long_chain_of_service_steps_nests_one_level_per_step() -> None:
+    bundle = to_argo(_chain(100), gateway_url=GATEWAY, version=1)
+    dags = [t for t in bundle.workflow_template["spec"]["templates"] if "dag" in t]
+    assert len(dags) == 100  # main, then a branch per call with steps after it
+    assert check_argo(bundle.workflow_template) == []
+    assert errors(crd_validator("WorkflowTemplate"), bundle.workflow_template) == []
+    with pytest.raises(UnsupportedFeatureError) as info:
+        to_argo(_chain(150), gateway_url=GATEWAY, version=1)
+    assert "nests 151 Argo templates, over Argo's limit of 150" in info.value.message
+
+
 def test_more_than_200_tasks_in_a_dag_is_refused() -> None:
     with pytest.raises(UnsupportedFeatureError) as info:
-        to_argo(_chain(201), gateway_url=GATEWAY, version=1)
+        to_argo(_transforms(202), gateway_url=GATEWAY, version=1)
     assert "201 tasks" in info.value.message
     assert "200" in info.value.message
 
@@ -960,9 +1012,12 @@ def test_long_names_are_cut_with_a_hash() -> None:
     name = bundle.workflow_template["metadata"]["name"]
     assert len(name) <= 63
     assert name.startswith("nnnn")
-    tasks = [t["name"] for t in bundle.workflow_template["spec"]["templates"][0]["dag"]["tasks"]]
-    assert len(set(tasks)) == len(tasks) == 4
-    assert all(len(t) <= 63 for t in tasks)
+    dags = [t for t in bundle.workflow_template["spec"]["templates"] if "dag" in t]
+    assert all(len(t["name"]) <= 63 for t in dags)
+    tasks = [[t["name"] for t in dag["dag"]["tasks"]] for dag in dags]
+    assert all(len(set(names)) == len(names) for names in tasks)
+    assert sum(len(names) for names in tasks) == 6  # x, y, the a-s step twice, 2 fan-outs
+    assert all(len(t) <= 63 for names in tasks for t in names)
     assert check_argo(bundle.workflow_template) == []
     split_id = "b" * 63
     workflow = validate_workflow(
