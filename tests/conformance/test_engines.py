@@ -515,6 +515,14 @@ async def held(stack: Stack, engine: str) -> str:
         ]
 
     await wait_for(first_call_done, f"job {job_id} on {engine} made its first call")
+    if engine == "step":
+        # The call's end reaches the engine as a message of its own: wait until the job moved
+        # on to its delay (else a cancel may find `before` still running).
+        async def waiting() -> bool:
+            record = await stack.platform.jobs.get(ME, job_id)
+            return any(s.step_id == "wait" for s in record.steps or [])
+
+        await wait_for(waiting, f"job {job_id} on the step engine reaches its delay")
     if engine == "argo":
         assert stack.argo is not None
         argo = stack.argo
