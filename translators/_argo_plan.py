@@ -188,8 +188,10 @@ def call_ended(task: Task, *, succeeded: bool) -> str:
 
 
 def call_outputs(task: Task) -> Leaf:
-    """Every payload a call task produced, as a list (the branches of a join that gathers them)."""
-    return Leaf(f"map(fromJSON(tasks['{task.ref}'].outputs.result).result, #.payload)")
+    """Every payload a call task produced, as a list (the branches of a join that gathers them,
+    or of the steps after it)."""
+    result = "outputs.parameters.result" if task.guarded else "outputs.result"
+    return Leaf(f"map(fromJSON(tasks['{task.ref}'].{result}).result, #.payload)")
 
 
 def call_output(task: Task) -> Leaf:
@@ -317,21 +319,26 @@ class _Planner:
         if step.id in self.join_of:
             self.gathered_outputs(scope, step, task)
             return
-        if not task.guarded and isinstance(step, ServiceStep) and step.id not in self.joined:
-            self.fan_out_outputs(scope, step, task)
-            return
+        # The packets of a service call go on one by one, as on the step engine; a call between
+        # a split and its join hands on its one packet (the join pairs it with the item).
+        fans_out = isinstance(step, ServiceStep) and step.id not in self.joined
         if not task.guarded:
-            self.route(scope, step, _Edge(task, OK, None, output, key))
+            if fans_out:
+                self.fan_out_outputs(scope, step, _Edge(task, OK, None, call_outputs(task), key))
+            else:
+                self.route(scope, step, _Edge(task, OK, None, output, key))
             return
         # A guarded task succeeds whatever its call did: route on the call's status. The next
         # steps get the call's output or, when it failed, the step's input: `continue` hands that
         # on, and after `goto` it keeps the arguments of the skipped next steps evaluable.
         succeeded = call_ended(task, succeeded=True)
         handed_on = Choice(succeeded, output, received)
-        if on_error == "continue":
-            self.route(scope, step, _Edge(task, OK, None, handed_on, key))
-            return
-        self.route(scope, step, _Edge(task, OK, Leaf(succeeded), handed_on, key))
+        guard = None if on_error == "continue" else Leaf(succeeded)
+        if fans_out:
+            packets = Choice(succeeded, call_outputs(task), lift(lambda e: f"[{e}]", received))
+            self.fan_out_outputs(scope, step, _Edge(task, OK, guard, packets, key))
+        else:
+            self.route(scope, step, _Edge(task, OK, guard, handed_on, key))
         if isinstance(on_error, OnErrorGoto):
             error = f"fromJSON(tasks['{task.ref}'].outputs.parameters.error)"
             failed = lift(
@@ -404,21 +411,21 @@ class _Planner:
             scope, join, _Edge(task, ("Succeeded", "Skipped"), edge.guard, joined, gathered_key)
         )
 
-    def fan_out_outputs(self, scope: Scope, step: ServiceStep, task: Task) -> None:
-        """Each output packet of ``step`` goes on on its own, as on the step engine: the steps
-        after it run in a branch (``branch-<step>-outputs``) looped over the call's packets, keyed
-        ``[i]`` (and from ``<key>~i``) when there are several, unchanged when there is one; no
-        packet ends the path. As a job result, each packet is one."""
-        outputs = call_outputs(task)
+    def fan_out_outputs(self, scope: Scope, step: ServiceStep, edge: _Edge) -> None:
+        """Each packet of ``edge.payload`` (a list: the call's output packets, or its input
+        when ``on_error: continue`` hands that on) goes on on its own, as on the step engine:
+        the steps after ``step`` run in a branch (``branch-<step>-outputs``) looped over them,
+        keyed ``[i]`` (and from ``<key>~i``) when there are several, unchanged when there is
+        one; no packet ends the path. As a job result, each packet is one."""
         if self.output == step.id or (self.output is None and not step.next):
-            scope.results.append((Leaf(status_in(task, OK)), outputs, True))
-        if not step.next:
+            scope.results.append((edge.fired(), edge.payload, True))
+        if not step.next or edge.source is None:
             return
         # Not a step of the workflow: the fan-out of the call's packets (named after it).
         fan_out = SplitStep.model_construct(
             id=f"{step.id}-outputs", kind="split", path=None, next=list(step.next), name=None
         )
-        self.split(scope, fan_out, _Edge(task, OK, None, outputs, task.key), outputs_of=task)
+        self.split(scope, fan_out, edge, outputs_of=edge.source)
 
     def gathered_outputs(self, scope: Scope, step: ServiceStep, task: Task) -> None:
         """A join gathers the output packets of ``step``: fan out over them as over a split's

@@ -26,8 +26,8 @@ service    a task on a shared HTTP template that POSTs the packet to the Fluxo g
            The steps after a service step run in a ``branch-<step>-outputs`` DAG looped
            (``withParam``) over the call's output packets, one branch per packet as on the step
            engine: keys gain ``[i]`` (and name ``<key>~i``) only when there are several; no
-           packet ends the path. Not so between a split and its join (a call there must
-           answer one packet), nor for a step that handles its errors (``on_error``).
+           packet ends the path (``on_error: continue`` after a failed call: the input goes on).
+           Not so between a split and its join: a call there hands on its one packet.
 workflow   the same, calling the service the workflow is published as.
 transform  the same, calling the built-in ``transform`` service with ``{"input", "ops"}``.
 switch     no task: ``when`` conditions (expr-lang) on the tasks it routes to; ``mode: first``
@@ -56,12 +56,10 @@ Conditions, payload hand-over and fan-out are Argo expression tags ``{{=...}}`` 
 form of upstream ``examples/conditionals.yaml``; the older govaluate form ``"{{x}} == y"`` cannot
 read JSON). A ``when`` tag evaluates to ``true`` or ``false``. ``_argo_expr`` explains the quirks.
 
-Where Argo differs from the step engine: a service step with ``on_error`` continue or goto that
-answers with several packets hands the next step one array of their payloads (the step engine
-routes each packet on its own); split items must be objects (the step engine wraps others as
-``{"value": item}``); the job result (main DAG output ``result``, global ``fluxo-result``) lists
-the payloads that reached the output step, or the terminal steps, with the results of the
-branches (of a join-less split, of a call's packets) flattened into it.
+Where Argo differs from the step engine: split items must be objects (the step engine wraps
+others as ``{"value": item}``); the job result (main DAG output ``result``, global
+``fluxo-result``) lists the payloads that reached the output step, or the terminal steps, with
+the results of the branches (of a join-less split, of a call's packets) flattened into it.
 
 The gateway contract the emitted documents rely on:
 

@@ -343,6 +343,13 @@ ONE_TO_MANY = workflow(
     service("each", "echo"),
 )
 
+# The same when the step handles its errors (Argo routes such a call's outputs on its status).
+ONE_TO_MANY_ON_ERROR = workflow(
+    "one-to-many-on-error",
+    service("fan", "fan-out", "each", on_error="continue"),
+    service("each", "echo"),
+)
+
 # A join may gather the N outputs of a service step, in output order.
 JOIN_ONE_TO_MANY = workflow(
     "gather-outputs",
@@ -474,6 +481,7 @@ CASES: dict[str, tuple[dict[str, Any], Any, Expect]] = {
         _in_order,
     ),
     "one-to-many": (ONE_TO_MANY, {"items": ["a", "b", "c"]}, _one_to_many),
+    "one-to-many-on-error": (ONE_TO_MANY_ON_ERROR, {"items": ["a", "b", "c"]}, _one_to_many),
     "join-of-one-to-many": (
         JOIN_ONE_TO_MANY,
         {"items": [{"i": i} for i in range(4)]},
@@ -487,7 +495,10 @@ CASES: dict[str, tuple[dict[str, Any], Any, Expect]] = {
 }
 
 
-UNORDERED = {"one-to-many"}  # results of parallel branches that no join orders
+UNORDERED = {
+    "one-to-many",
+    "one-to-many-on-error",
+}  # results of parallel branches that no join orders
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -642,13 +642,13 @@ def test_split_join_and_results() -> None:
 
 
 def test_on_error_continue_and_goto() -> None:
-    templates = {
-        t["name"]: t for t in bundle_for("on-error").workflow_template["spec"]["templates"]
-    }
-    tasks = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
+    templates = _templates("on-error")
+    main = _dag_tasks(templates["main"])
+    after_fetch = _dag_tasks(templates["branch-fetch-outputs"])
+    after_parse = _dag_tasks(templates["branch-parse-outputs"])
     # A guarded call runs inside try-call, which succeeds whatever the call did ...
-    assert tasks["fetch"]["template"] == tasks["parse"]["template"] == "try-call"
-    assert tasks["save"]["template"] == tasks["report"]["template"] == "call"
+    assert main["fetch"]["template"] == after_fetch["parse"]["template"] == "try-call"
+    assert after_parse["save"]["template"] == after_fetch["report"]["template"] == "call"
     (inner,) = templates["try-call"]["dag"]["tasks"]
     assert inner["template"] == "call"
     assert inner["continueOn"] == {"failed": True, "error": True}
@@ -662,27 +662,32 @@ def test_on_error_continue_and_goto() -> None:
     # ... so no task ever depends on a failed one: routing reads the call's status.
     assert all(
         ".Failed" not in t.get("depends", "") and ".Errored" not in t.get("depends", "")
+        for tasks in (main, after_fetch, after_parse)
         for t in tasks.values()
     )
-    assert tasks["parse"]["depends"] == "fetch.Succeeded"
-    assert "when" not in tasks["parse"]  # continue: runs after any end of fetch's call
-    payload = next(
-        p["value"] for p in tasks["parse"]["arguments"]["parameters"] if p["name"] == "payload"
-    )
-    assert payload.startswith(
+    # continue: the steps after fetch run after any end of its call, once per output packet,
+    # or once with the input when the call failed
+    fan_out = main["fetch-outputs"]
+    assert fan_out["depends"] == "fetch.Succeeded"
+    assert "when" not in fan_out
+    assert fan_out["withParam"].startswith(
         "{{=(tasks['fetch'].status == 'Succeeded' && "
         "tasks['fetch'].outputs.parameters.status == 'Succeeded') ? "
     )
-    assert "fromJSON(tasks['fetch'].outputs.parameters.result)" in payload
-    assert tasks["save"]["depends"] == tasks["report"]["depends"] == "parse.Succeeded"
-    assert "outputs.parameters.status == 'Succeeded'" in tasks["save"]["when"]
-    assert "outputs.parameters.status != 'Succeeded'" in tasks["report"]["when"]
-    report = next(
-        p["value"] for p in tasks["report"]["arguments"]["parameters"] if p["name"] == "payload"
-    )
-    assert "'error'" in report
-    assert "'input'" in report
-    assert "'step': 'parse'" in report
+    assert "map(fromJSON(tasks['fetch'].outputs.parameters.result).result" in fan_out["withParam"]
+    assert "let o = [fromJSON(workflow.parameters.input)]" in fan_out["withParam"]
+    assert _args(after_fetch["parse"])["payload"] == "{{inputs.parameters.payload}}"
+    # goto: the next steps when the call succeeded, the goto target when it did not
+    assert after_fetch["parse-outputs"]["depends"] == after_fetch["report"]["depends"]
+    assert after_fetch["report"]["depends"] == "parse.Succeeded"
+    assert "outputs.parameters.status == 'Succeeded'" in after_fetch["parse-outputs"]["when"]
+    assert "outputs.parameters.status != 'Succeeded'" in after_fetch["report"]["when"]
+    report = _args(after_fetch["report"])
+    assert "'error'" in report["payload"]
+    assert "'input'" in report["payload"]
+    assert "'step': 'parse'" in report["payload"]
+    # the goto target names the failed execution, without a level of its own
+    assert report["key"] == "report/parse{{inputs.parameters.suffix}}"
 
 
 @pytest.mark.parametrize("case", CASES)
