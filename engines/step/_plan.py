@@ -7,7 +7,15 @@ from typing import Any
 
 from engines.step._nodered import native_ports, native_problem
 from fluxo_core.errors import UnsupportedFeatureError
-from fluxo_core.ir import JoinStep, NativeStep, ServiceStep, SwitchStep, TransformStep, Workflow
+from fluxo_core.ir import (
+    JoinStep,
+    NativeStep,
+    ServiceStep,
+    SwitchStep,
+    TransformStep,
+    Workflow,
+    merging_steps,
+)
 from fluxo_core.ir.transform import Parameters, Transform
 from service_runtime.catalog import ServiceInfo
 
@@ -35,7 +43,7 @@ class Plan:
     services: dict[str, ServiceInfo]  # by step id (native steps: the nodered-node service)
     steps: dict[str, Any] = field(init=False)
     ports: dict[str, list[list[str]]] = field(init=False)  # native steps: targets per port
-    indegree: dict[str, int] = field(init=False)
+    merging: set[str] = field(init=False)  # steps whose keys name where a token came from
     join_of_split: dict[str, str] = field(init=False)
     transforms: dict[str, Transform] = field(init=False)
     params: dict[str, Parameters] = field(init=False)  # service steps with `with`, by step id
@@ -67,10 +75,7 @@ class Plan:
                         node_type=str(step.config.get("type", "")),
                     )
                 self.ports[step.id] = ports
-        self.indegree = {step_id: 0 for step_id in self.steps}
-        for step in spec.steps:
-            for target in successors(step):
-                self.indegree[target] += 1
+        self.merging = merging_steps(spec.steps)
         self.join_of_split = {
             step.split: step.id for step in spec.steps if isinstance(step, JoinStep)
         }

@@ -414,7 +414,7 @@ class JobRun:
 
     def _child_key(self, target: str, key: str, frames: list[Frame]) -> str:
         base = f"{target}{_suffix(frames)}"
-        if self.plan.indegree[target] > 1 and not isinstance(self.plan.steps[target], JoinStep):
+        if target in self.plan.merging:  # several predecessors, not a join (step_keys)
             return f"{base}<{key}"
         return base
 
