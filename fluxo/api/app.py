@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo.api import calls, jobs, metrics, secrets, usage
+from fluxo.api import auth, calls, jobs, metrics, secrets, usage
 from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
 from fluxo.api.openapi import openapi_document
 from fluxo.control.platform import Platform
@@ -28,6 +28,7 @@ from fluxo_core.errors import (
     PermissionDeniedError,
 )
 from fluxo_core.ir.documents import DocumentLimits
+from fluxo_core.storage import Role
 
 __all__ = ["create_app"]
 
@@ -59,6 +60,7 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     secrets.add_routes(app)
     usage.add_routes(app)
     metrics.add_routes(app)
+    auth.add_routes(app)
     return app
 
 
@@ -128,7 +130,7 @@ def _storable(text: str) -> bool:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or (request.method, request.path) in auth.PUBLIC_ROUTES:
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -139,6 +141,12 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise PermissionDeniedError(
             f"a {who.engine} engine token only calls services, creates jobs and reports job "
             f"events; {request.method} {request.path} needs a user's token"
+        )
+    if who.role is Role.VIEWER and not auth.viewer_may(request):
+        raise PermissionDeniedError(
+            f"your role viewer only reads; {request.method} {request.path} needs the member "
+            "role or higher (ask an account admin)",
+            role=who.role.value,
         )
     request[PRINCIPAL] = who
     return await handler(request)
