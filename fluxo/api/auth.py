@@ -65,7 +65,8 @@ def _fields(body: Any, required: set[str], optional: set[str]) -> dict[str, Any]
     problems += [
         (f"body.{k}", "must be a string")
         for k, v in sorted(body.items())
-        if k in required | optional and k != "expires_in_s" and not isinstance(v, str | None)
+        if k != "expires_in_s"
+        and ((k in required and not isinstance(v, str)) or not isinstance(v, str | None))
     ]
     if problems:
         raise ValidationError(
