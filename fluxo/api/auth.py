@@ -149,7 +149,7 @@ async def _create_token(request: web.Request) -> web.Response:
         await json_body(request), {"name"}, {"role", "user_id", "expires_at", "expires_in_s"}
     )
     auth = _auth(request)
-    expires_at = _expiry(body, auth.clock())
+    expires_at = _expiry(body, auth.accounts.clock.time())
     role = None if body.get("role") is None else Role.parse(body["role"], "body.role")
     token, info = await auth.create_token(
         principal(request),

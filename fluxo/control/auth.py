@@ -15,8 +15,6 @@ the window has passed, whatever the password.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -73,12 +71,10 @@ class Auth:
         db: Database,
         accounts: AccountStore,
         *,
-        clock: Callable[[], float] = time.time,
         hasher: PasswordHasher | None = None,
     ) -> None:
         self.accounts = accounts
         self.users = UserStore(db, accounts)
-        self.clock = clock
         self._hasher = hasher or PasswordHasher()
         # A hash to check when the user does not exist, so that answer takes as long; made at
         # the first sign-in (a hash costs tens of milliseconds and tens of MiB).
@@ -94,7 +90,7 @@ class Auth:
     async def sign_in(self, account_id: str, user_id: str, password: str) -> SignIn:
         """A session token for the user, or 401 naming neither what was wrong nor what exists."""
         key = (account_id, user_id)
-        now = self.clock()
+        now = self.accounts.clock.time()
         recent = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW_S]
         self._failures[key] = recent
         if len(recent) >= MAX_FAILURES:
@@ -189,7 +185,7 @@ class Auth:
                 "from an admin",
                 role=role.value,
             )
-        if expires_at is not None and expires_at <= self.clock():
+        if expires_at is not None and expires_at <= self.accounts.clock.time():
             raise ValidationError(
                 "the expiry is in the past; give a time in the future",
                 problems=[("expires_at", "in the past")],

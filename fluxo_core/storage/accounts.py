@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import AuthError, ConfigError, NotFoundError, ValidationError
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import accounts, api_tokens
@@ -168,8 +168,9 @@ _INFO_COLUMNS = (
 
 
 class AccountStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
+        self.clock = clock  # token times: creation, expiry, last use
         # Token id -> when this process last wrote its last use: most requests skip even the
         # conditional UPDATE (several processes may each write once a minute: harmless).
         self._last_use_written: dict[str, float] = {}
@@ -183,7 +184,7 @@ class AccountStore:
                         id=account_id,
                         name=name or account_id,
                         blocked=False,
-                        created_at=time.time(),
+                        created_at=self.clock.time(),
                     )
                 )
 
@@ -261,7 +262,7 @@ class AccountStore:
             role=role,
             kind=kind,
             engine=engine,
-            created_at=time.time(),
+            created_at=self.clock.time(),
             expires_at=expires_at,
             last_used_at=None,
             revoked=False,
@@ -318,7 +319,7 @@ class AccountStore:
                 f"this {what} ({row.id}) was revoked; sign in again or ask for a new token",
                 token_id=row.id,
             )
-        now = time.time()
+        now = self.clock.time()
         if row.expires_at is not None and row.expires_at <= now:
             raise AuthError(
                 f"this {what} ({row.id}) expired at {_iso(row.expires_at)}; sign in again or "
@@ -393,7 +394,7 @@ class AccountStore:
                     token_id=token_id,
                 )
 
-        now = time.time()
+        now = self.clock.time()
         await self.db.transact(run)
 
     def revoke_user_on(
@@ -407,7 +408,7 @@ class AccountStore:
         )
         if kind is not None:
             query = query.where(api_tokens.c.kind == kind)
-        tx.execute(query.values(revoked=True, revoked_at=time.time()))
+        tx.execute(query.values(revoked=True, revoked_at=self.clock.time()))
 
     async def set_blocked(self, account_id: str, blocked: bool, reason: str | None = None) -> None:
         def run(tx: Transaction) -> None:
