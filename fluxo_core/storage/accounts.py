@@ -215,7 +215,8 @@ class AccountStore:
             token: register this value instead of generating one (a secret that already lives
                 in the engine's environment or a vault); at least 24 characters.
             role: what it may do; by default all of its account's work (``account-admin``;
-                ``platform-admin`` in the platform's own account), as tokens did before roles.
+                ``platform-admin`` in the platform's own account), as tokens did before roles;
+                ``member`` for an engine's token.
             expires_at: epoch seconds after which it answers 401.
         """
         value, _ = await self.create_token(
@@ -246,7 +247,9 @@ class AccountStore:
             raise ConfigError("a registered token must be at least 24 characters long")
         prefix = SESSION_PREFIX if kind == "session" else TOKEN_PREFIX
         token = token or prefix + secrets.token_urlsafe(32)
-        if role is None:
+        if role is None and engine is not None:
+            role = Role.MEMBER  # an engine's calls are its account's work, nothing more
+        elif role is None:
             role = Role.PLATFORM_ADMIN if account_id == PLATFORM_ACCOUNT else Role.ACCOUNT_ADMIN
         if role is Role.PLATFORM_ADMIN and account_id != PLATFORM_ACCOUNT:
             raise ValidationError(

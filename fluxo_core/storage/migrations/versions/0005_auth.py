@@ -6,8 +6,9 @@ its value or digest), the ``role`` it acts with, its ``kind`` (``api`` or ``sess
 ``expires_at``, ``last_used_at`` and ``revoked_at``.
 
 Tokens issued before this revision could do everything in their account: they become
-``account-admin`` tokens, and those of the platform's own account (``default``, whose token
-``fluxo up`` issues and which alone could read ``/metrics``) ``platform-admin`` tokens.
+``account-admin`` tokens, those of the platform's own account (``default``, whose token
+``fluxo up`` issues and which alone could read ``/metrics``) ``platform-admin`` tokens, and
+engines' tokens ``member`` tokens (their routes are limited apart from roles, as before).
 
 Revision ID: 0005_auth
 """
@@ -58,6 +59,7 @@ def upgrade() -> None:
         sa.column("id", sa.String),
         sa.column("role", sa.String),
         sa.column("account_id", sa.String),
+        sa.column("engine", sa.String),
     )
     conn = op.get_bind()
     for (digest,) in conn.execute(sa.select(tokens.c.digest)).all():
@@ -68,9 +70,10 @@ def upgrade() -> None:
         )
     conn.execute(
         sa.update(tokens)
-        .where(tokens.c.account_id == PLATFORM_ACCOUNT)
+        .where(tokens.c.account_id == PLATFORM_ACCOUNT, tokens.c.engine.is_(None))
         .values(role="platform-admin")
     )
+    conn.execute(sa.update(tokens).where(tokens.c.engine.is_not(None)).values(role="member"))
     with op.batch_alter_table("api_tokens") as batch:
         batch.create_unique_constraint("uq_api_tokens_id", ["id"])
 
