@@ -44,6 +44,7 @@ __all__ = [
 SESSION_TTL_S = 12 * 3600.0
 MAX_FAILURES = 5
 FAILURE_WINDOW_S = 300.0
+MAX_TRACKED = 10_000  # (account, user) pairs whose failures are remembered at once
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 _SIGN_IN_FAILED = "sign-in failed: the account, user or password is wrong"
@@ -105,6 +106,7 @@ class Auth:
         ok = stored is not None and await asyncio.to_thread(self._verify, stored, password)
         if found is None or not ok:
             recent.append(now)
+            self._forget_old_failures(now)
             raise AuthError(_SIGN_IN_FAILED)
         self._failures.pop(key, None)
         user = found[0]
@@ -117,6 +119,16 @@ class Auth:
             kind="session",
         )
         return SignIn(token, info)
+
+    def _forget_old_failures(self, now: float) -> None:
+        """Keep the failure counts bounded: guesses at many made-up user names cost no memory."""
+        if len(self._failures) <= MAX_TRACKED:
+            return
+        for key, times in list(self._failures.items()):
+            if not times or now - times[-1] >= FAILURE_WINDOW_S:
+                del self._failures[key]
+        while len(self._failures) > MAX_TRACKED:  # all recent: the oldest go first
+            del self._failures[next(iter(self._failures))]
 
     def _verify(self, stored: str, password: str) -> bool:
         try:
