@@ -1,34 +1,43 @@
-"""``fluxo users`` and ``fluxo token``: an account's users, roles and API tokens, on the local database.
+"""``fluxo users`` and ``fluxo token``: an account's users, roles and API tokens.
 
-These are the operator's commands (whoever holds the Fluxo home and its database): they act with
-every right, like ``fluxo token`` always did. Over HTTP the same is done with a token's own role
-(``/v1/users``, ``/v1/tokens``). A token's value is printed once; ``list`` never shows it.
-Passwords are read from standard input (a pipe) or a hidden prompt, never from the command line.
+With ``FLUXO_URL`` the sub-commands ask that server (``/v1/users``, ``/v1/tokens``) as
+``FLUXO_TOKEN``, with that token's account and role. Without it they work on the local database
+as its operator (whoever holds the Fluxo home), with every right in any account (``--account``),
+as ``fluxo token`` always did; the bare ``fluxo token --account A --user U`` is always local.
+A token's value is printed once; ``list`` never shows it. Passwords are read from standard
+input (a pipe) or a hidden prompt, never from the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
+import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
+from fluxo.cli._client import HttpClient, remote_client
 from fluxo.control.auth import Auth, check_password_rules
 from fluxo.control.platform import open_database
 from fluxo_core.config import FluxoConfig
-from fluxo_core.errors import ValidationError
-from fluxo_core.storage import AccountStore, Role, TokenInfo
+from fluxo_core.errors import ConfigError, ValidationError
+from fluxo_core.storage import AccountStore, Role
 from fluxo_core.storage.accounts import PLATFORM_ACCOUNT
 
 __all__ = ["add_token_parser", "add_users_parser", "parse_duration"]
 
 _ROLES = [r.value for r in Role]
-_ACCOUNT_HELP = f"the account (default: {PLATFORM_ACCOUNT!r}, the platform's own)"
+_ACCOUNT_HELP = (
+    f"the account (local database only; default: {PLATFORM_ACCOUNT!r}, the platform's own; "
+    "with FLUXO_URL it is FLUXO_TOKEN's)"
+)
 
 
 def add_token_parser(subparsers: Any, engines: Sequence[str]) -> argparse.ArgumentParser:
@@ -40,26 +49,26 @@ def add_token_parser(subparsers: Any, engines: Sequence[str]) -> argparse.Argume
         "expires and last use, never the value.",
     )
     _create_options(p, engines)
-    p.set_defaults(func=_cmd_token_create)
+    p.set_defaults(func=_cmd_token_local)
     sub = p.add_subparsers(required=False, metavar="ACTION")
     q = sub.add_parser("create", help="create a token and print it (this once)")
     _create_options(q, engines)
     q.set_defaults(func=_cmd_token_create)
     q = sub.add_parser("list", help="the account's tokens: never their values")
-    q.add_argument("--account", default=PLATFORM_ACCOUNT, help=_ACCOUNT_HELP)
+    q.add_argument("--account", help=_ACCOUNT_HELP)
     q.add_argument("--json", action="store_true", help="print JSON")
     q.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     q.set_defaults(func=_cmd_token_list)
     q = sub.add_parser("revoke", help="revoke a token by its id; it answers 401 from then on")
     q.add_argument("token_id", help="the token's id (tok_..., see 'fluxo token list')")
-    q.add_argument("--account", default=PLATFORM_ACCOUNT, help=_ACCOUNT_HELP)
+    q.add_argument("--account", help=_ACCOUNT_HELP)
     q.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     q.set_defaults(func=_cmd_token_revoke)
     return p
 
 
 def _create_options(p: argparse.ArgumentParser, engines: Sequence[str]) -> None:
-    p.add_argument("--account", default=PLATFORM_ACCOUNT, help=_ACCOUNT_HELP)
+    p.add_argument("--account", help=_ACCOUNT_HELP)
     p.add_argument("--user", help="the user the token acts as (required)")
     p.add_argument("--name", default="cli", help="a name to tell it by")
     p.add_argument(
@@ -103,7 +112,7 @@ def add_users_parser(subparsers: Any) -> argparse.ArgumentParser:
     q.add_argument("user")
     q.set_defaults(func=_cmd_users_passwd)
     for action in sub.choices.values():
-        action.add_argument("--account", default=PLATFORM_ACCOUNT, help=_ACCOUNT_HELP)
+        action.add_argument("--account", help=_ACCOUNT_HELP)
         action.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     return p
 
@@ -122,38 +131,96 @@ def parse_duration(text: str) -> float:
     return float(int(found.group(1)) * _UNIT_S[found.group(2)])
 
 
-async def _cmd_token_create(args: argparse.Namespace, config: FluxoConfig) -> int:
+class _Target:
+    """Where a sub-command acts: the server (FLUXO_URL) or the local database's ``account``."""
+
+    def __init__(self, remote: HttpClient | None, auth: Auth | None, account: str) -> None:
+        self.remote = remote
+        self.auth = auth
+        self.account = account
+
+    @property
+    def local(self) -> Auth:
+        assert self.auth is not None  # only called when remote is None
+        return self.auth
+
+
+@contextlib.asynccontextmanager
+async def _target(args: argparse.Namespace, config: FluxoConfig) -> AsyncIterator[_Target]:
+    url = os.environ.get("FLUXO_URL")
+    if url:
+        if args.account:
+            raise ConfigError(
+                "--account works on the local database; with FLUXO_URL the command acts in the "
+                "account of FLUXO_TOKEN (unset FLUXO_URL, or use that account's token)"
+            )
+        async with remote_client(config, url, os.environ.get("FLUXO_TOKEN")) as client:
+            yield _Target(client, None, "")
+        return
     db = await open_database(config)
     try:
         accounts = AccountStore(db)
-        token = await _create(args, accounts, Auth(db, accounts))
+        yield _Target(None, Auth(db, accounts), args.account or PLATFORM_ACCOUNT)
+    finally:
+        await db.close()
+
+
+async def _cmd_token_local(args: argparse.Namespace, config: FluxoConfig) -> int:
+    """The bare ``fluxo token --account A --user U``: on the local database, as always."""
+    db = await open_database(config)
+    try:
+        accounts = AccountStore(db)
+        args.account = args.account or PLATFORM_ACCOUNT
+        token = await _create(args, Auth(db, accounts))
     finally:
         await db.close()
     print(token)
     return 0
 
 
+async def _cmd_token_create(args: argparse.Namespace, config: FluxoConfig) -> int:
+    async with _target(args, config) as target:
+        if target.remote is None:
+            args.account = target.account
+            print(await _create(args, target.local))
+            return 0
+        if args.engine:
+            raise ConfigError(
+                "an engine's token is made on the local database: unset FLUXO_URL "
+                "(engine tokens are the operator's to issue)"
+            )
+        body: dict[str, Any] = {"name": args.name, "user_id": args.user, "role": args.role}
+        if args.expires_in:
+            body["expires_in_s"] = parse_duration(args.expires_in)
+        made = await target.remote.call(
+            "POST", "/v1/tokens", {k: v for k, v in body.items() if v is not None}
+        )
+        print(made["token"])
+    return 0
+
+
 async def _cmd_token_list(args: argparse.Namespace, config: FluxoConfig) -> int:
-    db = await open_database(config)
-    try:
-        items = await AccountStore(db).list_tokens(args.account)
-    finally:
-        await db.close()
+    async with _target(args, config) as target:
+        if target.remote is None:
+            items = [t.to_json() for t in await target.local.accounts.list_tokens(target.account)]
+        else:
+            items = (await target.remote.call("GET", "/v1/tokens"))["items"]
     _print_tokens(items, as_json=args.json)
     return 0
 
 
 async def _cmd_token_revoke(args: argparse.Namespace, config: FluxoConfig) -> int:
-    db = await open_database(config)
-    try:
-        await AccountStore(db).revoke_token(args.account, args.token_id)
-    finally:
-        await db.close()
+    async with _target(args, config) as target:
+        if target.remote is None:
+            await target.local.accounts.revoke_token(target.account, args.token_id)
+        else:
+            await target.remote.call("DELETE", f"/v1/tokens/{quote(args.token_id, safe='')}")
     print(f"token/{args.token_id} revoked")
     return 0
 
 
-async def _create(args: argparse.Namespace, accounts: AccountStore, auth: Auth) -> str:
+async def _create(args: argparse.Namespace, auth: Auth) -> str:
+    accounts = auth.accounts
     if not args.user:
         raise ValidationError(
             "fluxo token needs --user (the user the token acts as)",
@@ -178,27 +245,29 @@ async def _create(args: argparse.Namespace, accounts: AccountStore, auth: Auth) 
     return token
 
 
-def _when(at: float | None) -> str:
+def _when(at: float | str | None) -> str:
     if at is None:
         return "-"
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at).timestamp()
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def _print_tokens(items: list[TokenInfo], *, as_json: bool) -> None:
+def _print_tokens(items: list[dict[str, Any]], *, as_json: bool) -> None:
     if as_json:
-        print(json.dumps([t.to_json() for t in items], indent=2))
+        print(json.dumps(items, indent=2))
         return
     header = ("ID", "NAME", "USER", "ROLE", "CREATED", "EXPIRES", "LAST USED", "STATE")
     rows = [
         (
-            t.id,
-            t.name,
-            t.user_id,
-            t.role.value + (f" ({t.engine})" if t.engine else ""),
-            _when(t.created_at),
-            _when(t.expires_at),
-            _when(t.last_used_at),
-            "revoked" if t.revoked else "active",
+            t["id"],
+            t["name"],
+            t["user_id"],
+            t["role"] + (f" ({t['engine']})" if t.get("engine") else ""),
+            _when(t["created_at"]),
+            _when(t.get("expires_at")),
+            _when(t.get("last_used_at")),
+            "revoked" if t.get("revoked") else "active",
         )
         for t in items
     ]
@@ -213,31 +282,32 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
 
 async def _cmd_users_add(args: argparse.Namespace, config: FluxoConfig) -> int:
     password = await asyncio.to_thread(_read_password, args.user) if args.password else None
-    db = await open_database(config)
-    try:
-        accounts = AccountStore(db)
-        auth = Auth(db, accounts)
-        await accounts.ensure_account(args.account)
-        hashed = None if password is None else await auth.hash_password(password)
-        await auth.users.add(args.account, args.user, Role(args.role), hashed)
-    finally:
-        await db.close()
-    print(f"user/{args.user} added to {args.account} as {args.role}")
+    async with _target(args, config) as target:
+        if target.remote is None:
+            auth = target.local
+            await auth.accounts.ensure_account(target.account)
+            hashed = None if password is None else await auth.hash_password(password)
+            await auth.users.add(target.account, args.user, Role(args.role), hashed)
+        else:
+            body = {"user_id": args.user, "role": args.role, "password": password}
+            await target.remote.call(
+                "POST", "/v1/users", {k: v for k, v in body.items() if v is not None}
+            )
+    print(f"user/{args.user} added as {args.role}")
     return 0
 
 
 async def _cmd_users_list(args: argparse.Namespace, config: FluxoConfig) -> int:
-    db = await open_database(config)
-    try:
-        accounts = AccountStore(db)
-        items = await Auth(db, accounts).users.list(args.account)
-    finally:
-        await db.close()
+    async with _target(args, config) as target:
+        if target.remote is None:
+            items = [u.to_json() for u in await target.local.users.list(target.account)]
+        else:
+            items = (await target.remote.call("GET", "/v1/users"))["items"]
     if args.json:
-        print(json.dumps([u.to_json() for u in items], indent=2))
+        print(json.dumps(items, indent=2))
         return 0
     rows = [
-        (u.user_id, u.role.value, "yes" if u.has_password else "no", _when(u.created_at))
+        (u["user_id"], u["role"], "yes" if u["has_password"] else "no", _when(u["created_at"]))
         for u in items
     ]
     _table(("USER", "ROLE", "PASSWORD", "CREATED"), rows)
@@ -245,26 +315,26 @@ async def _cmd_users_list(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 
 async def _cmd_users_remove(args: argparse.Namespace, config: FluxoConfig) -> int:
-    db = await open_database(config)
-    try:
-        accounts = AccountStore(db)
-        await Auth(db, accounts).users.remove(args.account, args.user)
-    finally:
-        await db.close()
+    async with _target(args, config) as target:
+        if target.remote is None:
+            await target.local.users.remove(target.account, args.user)
+        else:
+            await target.remote.call("DELETE", f"/v1/users/{quote(args.user, safe='')}")
     print(f"user/{args.user} removed; its tokens and sessions are revoked")
     return 0
 
 
 async def _cmd_users_passwd(args: argparse.Namespace, config: FluxoConfig) -> int:
     password = await asyncio.to_thread(_read_password, args.user)
-    db = await open_database(config)
-    try:
-        accounts = AccountStore(db)
-        auth = Auth(db, accounts)
-        await auth.users.get(args.account, args.user)
-        await auth.users.set_password(args.account, args.user, await auth.hash_password(password))
-    finally:
-        await db.close()
+    async with _target(args, config) as target:
+        if target.remote is None:
+            auth = target.local
+            await auth.users.get(target.account, args.user)
+            hashed = await auth.hash_password(password)
+            await auth.users.set_password(target.account, args.user, hashed)
+        else:
+            path = f"/v1/users/{quote(args.user, safe='')}/password"
+            await target.remote.call("PUT", path, {"password": password})
     print(f"user/{args.user} password set; its sessions are revoked")
     return 0
 

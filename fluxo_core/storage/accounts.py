@@ -104,7 +104,7 @@ class TokenInfo:
     last_used_at: float | None
     revoked: bool
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "account_id": self.account_id,

@@ -35,7 +35,7 @@ class UserRow:
     created_at: float
     updated_at: float
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "account_id": self.account_id,
             "user_id": self.user_id,

@@ -11,7 +11,8 @@ import pytest
 
 from tests.support.fluxo_process import fluxo_up, free_port, run_fluxo
 
-pytestmark = pytest.mark.timeout(120)
+# Each `fluxo` process pays its imports (seconds on a busy machine): a generous bound.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 PASSWORD = "a-long-enough-password"
 
@@ -92,6 +93,29 @@ def test_users_and_tokens_from_the_cli_work_over_http(tmp_path: Path) -> None:
         )
         assert signed.status_code == 201, signed.text
         assert me(signed.json()["token"]).json()["kind"] == "session"
+
+        # With FLUXO_URL the sub-commands ask the server, as FLUXO_TOKEN (ada, account admin).
+        remote = {"FLUXO_URL": url, "FLUXO_TOKEN": old}
+
+        def over_http(*args: str) -> str:
+            result = run_fluxo(*args, home=home, **remote)
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+
+        over_http("users", "add", "bob", "--role", "member")
+        bob = over_http("token", "create", "--user", "bob", "--name", "bob-ci").strip()
+        assert me(bob).json()["role"] == "member"
+        remote_list = json.loads(over_http("token", "list", "--json"))
+        assert {"bob-ci", "dash"} <= {t["name"] for t in remote_list}
+        assert "bob" in over_http("users", "list")
+        elsewhere = run_fluxo("users", "list", "--account", "globex", home=home, **remote)
+        assert elsewhere.returncode != 0
+        assert "FLUXO_TOKEN" in elsewhere.stderr
+        as_viewer = run_fluxo(
+            "users", "remove", "bob", home=home, FLUXO_URL=url, FLUXO_TOKEN=viewer
+        )
+        assert as_viewer.returncode != 0
+        assert "viewer" in as_viewer.stderr
 
         # Revoked from the CLI while the server runs: 401 at once.
         ok("token", "revoke", "--account", "acme", by_user["vic"]["id"], home=home)
