@@ -1,8 +1,9 @@
 """The HTTP API (aiohttp): services and calls, workflows and jobs, and its OpenAPI document.
 
-Every route except the probes (``/livez``, ``/readyz``, ``/v1/health``) and ``/v1/openapi.json``
-needs ``Authorization: Bearer <token>``; the token names one account and everything a request
-reads or writes is scoped to it. Errors are JSON::
+Every route except the probes (``/livez``, ``/readyz``, ``/v1/health``), ``/v1/openapi.json`` and
+sign-in (``POST /v1/sessions``) needs ``Authorization: Bearer <token>``; the token names one account
+and everything a request reads or writes is scoped to it. A revoked or expired token is 401; a
+viewer's token is 403 on every write (see fluxo/api/auth.py and fluxo/control/auth.py). Errors are JSON::
 
     {"error": {"code": "...", "type": "...", "message": "...", "problems": [...]}}
 """
