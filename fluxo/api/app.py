@@ -1,8 +1,9 @@
 """The HTTP API (aiohttp): services and calls, workflows and jobs, and its OpenAPI document.
 
-Every route except the probes (``/livez``, ``/readyz``, ``/v1/health``) and ``/v1/openapi.json``
-needs ``Authorization: Bearer <token>``; the token names one account and everything a request
-reads or writes is scoped to it. Errors are JSON::
+Every route except the probes (``/livez``, ``/readyz``, ``/v1/health``), ``/v1/openapi.json`` and
+sign-in (``POST /v1/sessions``) needs ``Authorization: Bearer <token>``; the token names one account
+and everything a request reads or writes is scoped to it. A revoked or expired token is 401; a
+viewer's token is 403 on every write (see fluxo/api/auth.py and fluxo/control/auth.py). Errors are JSON::
 
     {"error": {"code": "...", "type": "...", "message": "...", "problems": [...]}}
 """
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo.api import calls, jobs, metrics, secrets, usage
+from fluxo.api import auth, calls, jobs, metrics, secrets, usage
 from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
 from fluxo.api.openapi import openapi_document
 from fluxo.control.platform import Platform
@@ -28,6 +29,7 @@ from fluxo_core.errors import (
     PermissionDeniedError,
 )
 from fluxo_core.ir.documents import DocumentLimits
+from fluxo_core.storage import Role
 
 __all__ = ["create_app"]
 
@@ -59,6 +61,7 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     secrets.add_routes(app)
     usage.add_routes(app)
     metrics.add_routes(app)
+    auth.add_routes(app)
     return app
 
 
@@ -128,7 +131,7 @@ def _storable(text: str) -> bool:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or (request.method, request.path) in auth.PUBLIC_ROUTES:
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -139,6 +142,12 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise PermissionDeniedError(
             f"a {who.engine} engine token only calls services, creates jobs and reports job "
             f"events; {request.method} {request.path} needs a user's token"
+        )
+    if who.role is Role.VIEWER and not auth.viewer_may(request):
+        raise PermissionDeniedError(
+            f"your role viewer only reads; {request.method} {request.path} needs the member "
+            "role or higher (ask an account admin)",
+            role=who.role.value,
         )
     request[PRINCIPAL] = who
     return await handler(request)

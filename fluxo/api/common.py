@@ -14,6 +14,7 @@ from fluxo.control.platform import Platform
 from fluxo_core.errors import MalformedRequestError, ValidationError
 from fluxo_core.ir.documents import INLINE_BYTES, DocumentLimits, parse_json, parse_yaml
 from fluxo_core.storage import Principal
+from fluxo_core.storage.accounts import PLATFORM_ACCOUNT
 
 __all__ = [
     "ADMIN_ACCOUNT",
@@ -31,9 +32,9 @@ __all__ = [
     "yaml_body",
 ]
 
-ADMIN_ACCOUNT = "default"
-"""The platform admin's account: ``fluxo up`` issues its token; platform-wide routes
-(``/metrics``) answer its tokens only."""
+ADMIN_ACCOUNT = PLATFORM_ACCOUNT
+"""The platform admin's account: ``fluxo up`` issues its token (role ``platform-admin``); the
+platform-wide routes (``/metrics``, ``/v1/accounts``) answer platform admins only."""
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 PLATFORM = web.AppKey("platform", Platform)

@@ -121,8 +121,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed request (bad JSON or YAML)",
-        401: "Missing or unknown bearer token",
-        403: "Another account's data, or refused by admission (blocked, cancelled)",
+        401: "Missing, unknown, revoked or expired bearer token",
+        403: "Refused: the token's role may not do this (a viewer writing), or by admission "
+        "(blocked, cancelled)",
         404: "No such service, workflow, call or job in this account",
         409: "Conflicts with stored state",
         413: "Over the packet size limit (FLUXO_MAX_PACKET_BYTES)",
@@ -416,6 +417,7 @@ def openapi_document() -> dict[str, Any]:
     _add_secret_routes(paths, schemas)
     _add_usage_routes(paths, schemas)
     _add_metrics_route(paths)
+    _add_auth_routes(paths, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Fluxo API", "version": "1", "description": "Run and sell automations."},
@@ -630,4 +632,262 @@ def _add_metrics_route(paths: dict[str, Any]) -> None:
                 **_errors(401, 403, 404),
             },
         }
+    }
+
+
+# --- users, tokens, sessions, accounts (fluxo/api/auth.py) ---------------------------------------
+
+
+def _add_auth_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Document the routes of users, tokens, sessions, accounts and ``/v1/me``."""
+    role = {"type": "string", "enum": ["viewer", "member", "account-admin", "platform-admin"]}
+    when = {"type": ["string", "null"], "format": "date-time"}
+    schemas["Role"] = role
+    schemas["User"] = {
+        "type": "object",
+        "description": "A user of the account: never its password or hash.",
+        "required": ["account_id", "user_id", "role", "has_password", "created_at", "updated_at"],
+        "properties": {
+            "account_id": {"type": "string"},
+            "user_id": {"type": "string"},
+            "role": _ref("Role"),
+            "has_password": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    }
+    schemas["Token"] = {
+        "type": "object",
+        "description": "A token or session as listed: never its value or digest.",
+        "required": ["id", "account_id", "user_id", "name", "role", "kind", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "account_id": {"type": "string"},
+            "user_id": {"type": "string"},
+            "name": {"type": "string"},
+            "role": _ref("Role"),
+            "kind": {"type": "string", "enum": ["api", "session"]},
+            "engine": {"type": ["string", "null"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "expires_at": when,
+            "last_used_at": {
+                **when,
+                "description": "Written at most once a minute per token",
+            },
+            "revoked": {"type": "boolean"},
+        },
+    }
+    schemas["NewToken"] = {
+        "allOf": [
+            _ref("Token"),
+            {
+                "type": "object",
+                "required": ["token"],
+                "properties": {"token": {"type": "string", "description": "Shown this once"}},
+            },
+        ]
+    }
+    user_id = _path("user_id", "the user's id in the account")
+    listed = {"200": _json(_items(_ref("User")), "The users"), **_errors(401, 403)}
+    paths["/v1/me"] = {
+        "get": {
+            "summary": "Who the token is: account, user, role, kind",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["account_id", "user_id", "role", "kind"],
+                        "properties": {
+                            "account_id": {"type": "string"},
+                            "user_id": {"type": "string"},
+                            "role": _ref("Role"),
+                            "kind": {"type": "string", "enum": ["api", "session", "engine"]},
+                            "token_id": {"type": ["string", "null"]},
+                        },
+                    },
+                    "The caller",
+                ),
+                **_errors(401, 403),
+            },
+        }
+    }
+    paths["/v1/users"] = {
+        "get": {"summary": "The account's users and their roles", "responses": listed},
+        "post": {
+            "summary": "Add a user (account admins; a role no higher than one's own)",
+            "requestBody": {
+                "required": True,
+                **_json(
+                    {
+                        "type": "object",
+                        "required": ["user_id", "role"],
+                        "properties": {
+                            "user_id": {"type": "string"},
+                            "role": _ref("Role"),
+                            "password": {"type": "string", "minLength": 10},
+                        },
+                        "additionalProperties": False,
+                    },
+                    "The user",
+                ),
+            },
+            "responses": {
+                "201": _json(_ref("User"), "Added"),
+                **_errors(400, 401, 403, 404, 409, 422),
+            },
+        },
+    }
+    paths["/v1/users/{user_id}"] = {
+        "get": {
+            "summary": "One user of the account",
+            "parameters": [user_id],
+            "responses": {"200": _json(_ref("User"), "The user"), **_errors(401, 403, 404)},
+        },
+        "delete": {
+            "summary": "Remove a user (account admins); its tokens and sessions are revoked",
+            "parameters": [user_id],
+            "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404)},
+        },
+    }
+    paths["/v1/users/{user_id}/password"] = {
+        "put": {
+            "summary": "Set a password: one's own, or (account admins) another user's; "
+            "the user's sessions are revoked",
+            "parameters": [user_id],
+            "requestBody": {
+                "required": True,
+                **_json(
+                    {
+                        "type": "object",
+                        "required": ["password"],
+                        "properties": {"password": {"type": "string", "minLength": 10}},
+                        "additionalProperties": False,
+                    },
+                    "The new password",
+                ),
+            },
+            "responses": {"204": {"description": "Set"}, **_errors(400, 401, 403, 404, 422)},
+        }
+    }
+    paths["/v1/tokens"] = {
+        "get": {
+            "summary": "API tokens: the account's (account admins) or one's own",
+            "responses": {"200": _json(_items(_ref("Token")), "The tokens"), **_errors(401, 403)},
+        },
+        "post": {
+            "summary": "Create an API token (its value is in this answer only)",
+            "description": "The role defaults to the user's and can be no higher than the "
+            "caller's; only account admins create tokens for other users.",
+            "requestBody": {
+                "required": True,
+                **_json(
+                    {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "role": _ref("Role"),
+                            "user_id": {"type": "string"},
+                            "expires_at": {"type": "string", "format": "date-time"},
+                            "expires_in_s": {"type": "number", "exclusiveMinimum": 0},
+                        },
+                        "additionalProperties": False,
+                    },
+                    "The token to make",
+                ),
+            },
+            "responses": {
+                "201": _json(_ref("NewToken"), "Created"),
+                **_errors(400, 401, 403, 404, 422),
+            },
+        },
+    }
+    paths["/v1/tokens/{token_id}"] = {
+        "delete": {
+            "summary": "Revoke an API token: one's own, or (account admins) any of the account's",
+            "parameters": [_path("token_id", "the token's id (tok_...)")],
+            "responses": {"204": {"description": "Revoked"}, **_errors(401, 403, 404)},
+        }
+    }
+    paths["/v1/sessions"] = {
+        "post": {
+            "summary": "Sign in (console): a session token for an account's user and password",
+            "description": "A wrong account, user or password answer the same 401; after "
+            "repeated failures for one user, attempts are refused for a while.",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                **_json(
+                    {
+                        "type": "object",
+                        "required": ["account", "user", "password"],
+                        "properties": {
+                            "account": {"type": "string"},
+                            "user": {"type": "string"},
+                            "password": {"type": "string"},
+                        },
+                        "additionalProperties": False,
+                    },
+                    "The credentials",
+                ),
+            },
+            "responses": {
+                "201": _json(_ref("NewToken"), "Signed in"),
+                **_errors(400, 401, 422),
+            },
+        },
+        "get": {
+            "summary": "Sessions: the account's (account admins) or one's own",
+            "responses": {
+                "200": _json(_items(_ref("Token")), "The sessions"),
+                **_errors(401, 403),
+            },
+        },
+    }
+    paths["/v1/sessions/current"] = {
+        "delete": {
+            "summary": "Sign out: revoke the session this request is made with",
+            "responses": {"204": {"description": "Signed out"}, **_errors(401, 422)},
+        }
+    }
+    paths["/v1/sessions/{session_id}"] = {
+        "delete": {
+            "summary": "Revoke a session: one's own, or (account admins) any of the account's",
+            "parameters": [_path("session_id", "the session's id (ses_...)")],
+            "responses": {"204": {"description": "Revoked"}, **_errors(401, 403, 404)},
+        }
+    }
+    paths["/v1/accounts"] = {
+        "get": {
+            "summary": "Every account (platform admins; anyone else gets 404)",
+            "responses": {
+                "200": _json(_items({"type": "object"}), "The accounts"),
+                **_errors(401, 403, 404),
+            },
+        },
+        "post": {
+            "summary": "Create an account and optionally its first account admin "
+            "(platform admins; anyone else gets 404)",
+            "requestBody": {
+                "required": True,
+                **_json(
+                    {
+                        "type": "object",
+                        "required": ["id"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "name": {"type": "string"},
+                            "admin_user": {"type": "string"},
+                            "admin_password": {"type": "string", "minLength": 10},
+                        },
+                        "additionalProperties": False,
+                    },
+                    "The account",
+                ),
+            },
+            "responses": {
+                "201": _json({"type": "object"}, "Created"),
+                **_errors(400, 401, 403, 404, 409, 422),
+            },
+        },
     }

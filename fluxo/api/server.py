@@ -19,7 +19,7 @@ from fluxo.control.platform import Platform, build_platform, tune_gc_for_serving
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError
 from fluxo_core.redaction import install_log_redaction
-from fluxo_core.storage import AccountStore, Database
+from fluxo_core.storage import AccountStore, Database, Role, UserStore
 from service_runtime import Service
 
 __all__ = ["ADMIN_ACCOUNT", "ensure_admin_token", "run_server"]
@@ -39,6 +39,7 @@ async def ensure_admin_token(accounts: AccountStore, home: Path) -> tuple[str, b
     if saved:
         return saved, False
     await accounts.ensure_account(ADMIN_ACCOUNT, "Default account")
+    await UserStore(accounts.db, accounts).ensure(ADMIN_ACCOUNT, ADMIN_USER, Role.PLATFORM_ADMIN)
     token = await accounts.issue_token(ADMIN_ACCOUNT, ADMIN_USER, "admin (fluxo up)")
     await asyncio.to_thread(_write_token, path, token)
     return token, True

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from fluxo.cli import _nodered, _usage
+from fluxo.cli import _auth, _nodered, _usage
 from fluxo.cli._client import HttpClient, open_client, remote_client
 from fluxo.control.platform import (
     build_dead_letters,
@@ -201,17 +201,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=["packet", "workflow"])
     p.set_defaults(func=_cmd_schema)
 
-    p = sub.add_parser("token", help="create an API token for an account")
-    p.add_argument("--account", required=True)
-    p.add_argument("--user", required=True)
-    p.add_argument("--name", default="cli")
-    p.add_argument(
-        "--engine",
-        choices=_EXTERNAL_ENGINES,
-        help="an engine's token: it only makes the calls and reports of that engine's jobs",
-    )
-    p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
-    p.set_defaults(func=_cmd_token)
+    _auth.add_token_parser(sub, _EXTERNAL_ENGINES)
+    _auth.add_users_parser(sub)
 
     p = sub.add_parser("secret", help="an account's stored secrets (values go in, never out)")
     secret_sub = p.add_subparsers(required=True, metavar="ACTION")
@@ -665,18 +656,6 @@ async def _cmd_dlq_replay(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 async def _cmd_schema(args: argparse.Namespace, config: FluxoConfig) -> int:
     print(json.dumps(json_schema(args.name), indent=2, sort_keys=True))
-    return 0
-
-
-async def _cmd_token(args: argparse.Namespace, config: FluxoConfig) -> int:
-    db = await open_database(config)
-    try:
-        store = AccountStore(db)
-        await store.ensure_account(args.account)
-        token = await store.issue_token(args.account, args.user, args.name, engine=args.engine)
-    finally:
-        await db.close()
-    print(token)
     return 0
 
 

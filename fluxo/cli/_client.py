@@ -103,6 +103,10 @@ class HttpClient:
         result: dict[str, Any] = await self._request("GET", "/v1/jobs", params=params)
         return result
 
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """Any route: its JSON answer (None for an empty one), or its error raised."""
+        return await self._request(method, path, **({} if body is None else {"json": body}))
+
     async def usage(self, params: dict[str, str]) -> dict[str, Any]:
         """``GET /v1/usage`` with its query parameters (the token's account)."""
         result: dict[str, Any] = await self._request("GET", "/v1/usage", params=params)

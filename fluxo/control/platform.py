@@ -167,7 +167,7 @@ class Platform:
     ) -> None:
         self.db = db
         self.clock = clock
-        self.accounts = AccountStore(db)
+        self.accounts = AccountStore(db, clock=clock)
         # The accounts' stored secrets (the API's /v1/secrets); a Platform built without a
         # config and without a store has none.
         self.secrets = secrets or (SecretStore.for_config(db, config) if config else None)

@@ -5,7 +5,7 @@ SQL lives here (and in the SQL transport): the repositories below take the stora
 """
 
 from fluxo_core.storage import tables
-from fluxo_core.storage.accounts import AccountStore, Principal
+from fluxo_core.storage.accounts import AccountStore, Principal, Role, TokenInfo
 from fluxo_core.storage.bulk import bulk_insert, bulk_update, one_of
 from fluxo_core.storage.calls import CallOutcome, CallOwner, CallRow, CallStore, NewCall
 from fluxo_core.storage.database import Database, Subscription, Transaction, map_storage_errors
@@ -15,6 +15,7 @@ from fluxo_core.storage.outbox import OUTBOX_CHANNEL, NewOutboxMessage, OutboxMe
 from fluxo_core.storage.queues import DeadLetterRow, LetterOwner, QueueStore
 from fluxo_core.storage.secrets import SecretInfo, SecretKey, SecretStore
 from fluxo_core.storage.services import ServiceRow, ServiceStore
+from fluxo_core.storage.users import UserRow, UserStore
 
 __all__ = [
     "OUTBOX_CHANNEL",
@@ -34,15 +35,19 @@ __all__ = [
     "OutboxStore",
     "Principal",
     "QueueStore",
+    "Role",
     "SecretInfo",
     "SecretKey",
     "SecretStore",
     "ServiceRow",
     "ServiceStore",
     "Subscription",
+    "TokenInfo",
     "Transaction",
     "UsageLedger",
     "UsageRecord",
+    "UserRow",
+    "UserStore",
     "bulk_insert",
     "bulk_update",
     "map_storage_errors",

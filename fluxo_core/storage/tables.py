@@ -100,6 +100,27 @@ api_tokens = Table(
     Column("revoked", Boolean, nullable=False, default=False),
     # Set for an engine's token: it acts only for live jobs of that engine (see AccountStore).
     Column("engine", String(20)),
+    # Users, roles and tokens (migration 0005_auth): a public id to list and revoke a token by
+    # (never its value or digest), the role it acts with, "api" or "session", an optional expiry,
+    # and the last use (written at most once a minute per token).
+    Column("id", String(32), unique=True),
+    Column("role", String(20), nullable=False, default="account-admin"),
+    Column("kind", String(10), nullable=False, default="api"),
+    Column("expires_at", Float),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
+)
+
+# The users of an account, one role each; a password (argon2 hash) only for console sign-in.
+users = Table(
+    "users",
+    metadata,
+    Column("account_id", String(128), ForeignKey("accounts.id"), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )
 
 # Services known to the platform (declared by the processes that run them).

@@ -25,8 +25,9 @@ import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
 from fluxo.api import create_app
+from fluxo.control.auth import Auth
 from fluxo.control.platform import Platform
-from fluxo_core.storage import Database, Principal
+from fluxo_core.storage import Database, Principal, Role
 from fluxo_core.storage.secrets import SecretStore
 from fluxo_core.storage.tables import calls, usage_records
 from tests.integration.test_remote_engines import RecordingEngine, until
@@ -67,6 +68,8 @@ class World:
     call_id: str  # B's direct call
     workflow: str  # B's workflow name
     secret: str = "globex-stripe-key"  # B's stored secret (its value carries the marker)
+    b_token_id: str = ""  # B's API token's id
+    b_session_id: str = ""  # B's user's console session's id
 
     async def send(self, method: str, path: str, who: str, body: Any = None) -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -88,6 +91,7 @@ class World:
         stored = await self.platform.secrets.list("globex")
         values = await self.platform.secrets.reveal("globex", [i.name for i in stored])
         rows = await self.platform.db.read(lambda c: c.execute(query).all())
+        accounts = self.platform.accounts
         used = await self.platform.db.read(lambda c: c.execute(usage).all())
         return (
             job.model_dump(mode="json"),
@@ -98,6 +102,9 @@ class World:
             [tuple(r) for r in used if r.account_id == "globex"],
             [(i.name, i.updated_at) for i in stored],
             values,
+            [u.to_json() for u in await Auth(self.platform.db, accounts).users.list("globex")],
+            [t.to_json() for t in await accounts.list_tokens("globex")],
+            [t.to_json() for t in await accounts.list_tokens("globex", kind="session")],
         )
 
 
@@ -148,6 +155,12 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
         code, text = await world.send("POST", "/v1/services/inc/calls?wait=10", "b-user", direct)
         assert code == 200, text
         world.call_id = json.loads(text)["id"]
+        # B's user with a password, an API token of its own and a console session.
+        auth = Auth(db, platform.accounts)
+        await auth.users.add("globex", "gus", Role.ACCOUNT_ADMIN, await auth.hash_password(SECRET))
+        _, info = await platform.accounts.create_token("globex", "gus", f"ci {SECRET}")
+        world.b_token_id = info.id
+        world.b_session_id = (await auth.sign_in("globex", "gus", SECRET)).session.id
         yield world
 
 
@@ -258,6 +271,63 @@ CASES: dict[tuple[str, str], Case] = {
             "/v1/usage?group_by=workflow,job,service,day,month",
         )
     ],
+    # Users, tokens, sessions, accounts (fluxo/api/auth.py). A's token is an account admin's
+    # (the default role of a token outside the platform's account): B's user, token and session
+    # are 404 to it, whatever it may do in its own account.
+    ("get", "/v1/me"): lambda w, who: [("/v1/me", None, _forbidden_to_engines(who, {200}))],
+    ("get", "/v1/users"): lambda w, who: [("/v1/users", None, _forbidden_to_engines(who, {200}))],
+    # A user of A's own (201; not "gus", which the later cases probe as B's). No role above
+    # one's own.
+    ("post", "/v1/users"): lambda w, who: [
+        ("/v1/users", {"user_id": "alan", "role": "member"}, _forbidden_to_engines(who, {201})),
+        ("/v1/users", {"user_id": "eve", "role": "platform-admin"}, {403}),
+    ],
+    ("get", "/v1/users/{user_id}"): lambda w, who: [
+        ("/v1/users/gus", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("delete", "/v1/users/{user_id}"): lambda w, who: [
+        ("/v1/users/gus", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("put", "/v1/users/{user_id}/password"): lambda w, who: [
+        (
+            "/v1/users/gus/password",
+            {"password": "stolen-password"},
+            _forbidden_to_engines(who, {404}),
+        )
+    ],
+    ("get", "/v1/tokens"): lambda w, who: [("/v1/tokens", None, _forbidden_to_engines(who, {200}))],
+    ("post", "/v1/tokens"): lambda w, who: [
+        ("/v1/tokens", {"name": "for-gus", "user_id": "gus"}, _forbidden_to_engines(who, {404})),
+        ("/v1/tokens", {"name": "up", "role": "platform-admin"}, {403}),
+    ],
+    ("delete", "/v1/tokens/{token_id}"): lambda w, who: [
+        (f"/v1/tokens/{w.b_token_id}", None, _forbidden_to_engines(who, {404})),
+        (f"/v1/tokens/{w.b_session_id}", None, _forbidden_to_engines(who, {404})),
+    ],
+    # Sign-in takes no token: B's user with a wrong password is 401, as any wrong password.
+    ("post", "/v1/sessions"): lambda w, who: [
+        ("/v1/sessions", {"account": "globex", "user": "gus", "password": "guess"}, {401}),
+        ("/v1/sessions", {"account": "acme", "user": "gus", "password": SECRET}, {401}),
+    ],
+    ("get", "/v1/sessions"): lambda w, who: [
+        ("/v1/sessions", None, _forbidden_to_engines(who, {200}))
+    ],
+    # A's API token is no session: nothing to sign out of (422).
+    ("delete", "/v1/sessions/current"): lambda w, who: [
+        ("/v1/sessions/current", None, _forbidden_to_engines(who, {422}))
+    ],
+    ("delete", "/v1/sessions/{session_id}"): lambda w, who: [
+        (f"/v1/sessions/{w.b_session_id}", None, _forbidden_to_engines(who, {404})),
+        (f"/v1/sessions/{w.b_token_id}", None, _forbidden_to_engines(who, {404})),
+    ],
+    # Platform admins only: an account admin of A gets 404, as for a route that is not there.
+    ("get", "/v1/accounts"): lambda w, who: [
+        ("/v1/accounts", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/accounts"): lambda w, who: [
+        ("/v1/accounts", {"id": "globex"}, _forbidden_to_engines(who, {404})),
+        ("/v1/accounts", {"id": "acme-2"}, _forbidden_to_engines(who, {404})),
+    ],
 }
 
 
@@ -298,7 +368,8 @@ async def test_another_account_gets_nothing_of_b_from_any_route(world: World, wh
             assert SECRET not in text, where
             if status < 300:  # the attacker's own data only
                 # B's secret name: what A names in its own PUT comes back to it, nothing else.
-                names = (world.secret,) if method == "get" else ()
-                for of_b in (world.job_id, world.call_id, world.workflow, *names):
+                names = (world.secret, "gus") if method == "get" else ()
+                ids = (world.b_token_id, world.b_session_id)
+                for of_b in (world.job_id, world.call_id, world.workflow, *ids, *names):
                     assert of_b not in text, where
     assert await world.state_of_b() == before
