@@ -279,13 +279,16 @@ invoices = Table(
     UniqueConstraint("account_id", "seq"),
 )
 
-# The frozen lines of an issued invoice, one per service, workflow and currency.
+# The frozen lines of an issued invoice: usage, one per service, workflow and currency; and
+# credits, one per credit entry (``description``: its reason).
 invoice_lines = Table(
     "invoice_lines",
     metadata,
     Column("account_id", String(128), primary_key=True),
     Column("period", String(7), primary_key=True),
     Column("idx", Integer, primary_key=True),
+    Column("kind", String(10), nullable=False),
+    Column("description", Text),
     Column("service", String(100), nullable=False),
     Column("workflow", String(100)),
     Column("currency", String(3), nullable=False),

@@ -50,6 +50,8 @@ def upgrade() -> None:
         sa.Column("account_id", sa.String(128), nullable=False),
         sa.Column("period", sa.String(7), nullable=False),
         sa.Column("idx", sa.Integer, nullable=False),
+        sa.Column("kind", sa.String(10), nullable=False),
+        sa.Column("description", sa.Text),
         sa.Column("service", sa.String(100), nullable=False),
         sa.Column("workflow", sa.String(100)),
         sa.Column("currency", sa.String(3), nullable=False),
