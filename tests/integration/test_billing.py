@@ -173,7 +173,8 @@ async def test_issuing_numbers_and_freezes_the_invoice_for_good(api: Api) -> Non
     # Numbers are sequential per account.
     october = await api.call("POST", "/v1/invoices/2026-10/issue", 201)
     assert october["number"] == "ACME-2026-0002"
-    assert october["lines"] == [] and october["totals"] == []
+    assert october["lines"] == []
+    assert october["totals"] == []
     listed = await api.call("GET", "/v1/invoices", 200)
     assert [(i["period"], i["number"]) for i in listed["items"]] == [
         ("2026-10", "ACME-2026-0002"),
@@ -224,7 +225,8 @@ async def test_the_html_page_prints_to_a_pdf_with_the_invoice_number(
     page = await api.call("GET", f"/v1/invoices/{issued['number']}?format=html", 200)
     assert "<title>Invoice ACME-2026-0001 - acme</title>" in page
     assert "&lt;b&gt;late&lt;/b&gt;" in page  # autoescaped
-    assert "0.000007" in page and "0.0153" in page
+    assert "0.000007" in page
+    assert "0.0153" in page
     browser = chromium()
     if browser is None:
         if os.environ.get("CI") == "true":
