@@ -250,14 +250,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def price_text(price: dict[str, str]) -> str:
-    """A price as people read it: ``0.001 EUR/call + 0.0001 EUR/item``, or ``free``."""
+def price_text(price: dict[str, Any]) -> str:
+    """A price as people read it: ``0.001 EUR/call + 0.0001 EUR/item``, or ``free``; then
+    the outcomes besides success its policy bills: ``(bills failed, retried)``."""
     parts = [
         f"{price[key]} {price['currency']}/{unit}"
         for key, unit in (("per_call", "call"), ("per_item", "item"))
         if Decimal(price[key]) != 0
     ]
-    return " + ".join(parts) or "free"
+    text = " + ".join(parts) or "free"
+    billed = [name for name, how in (price.get("policy") or {}).items() if how == "billed"]
+    return f"{text} (bills {', '.join(billed)})" if billed and parts else text
 
 
 def load_services(modules: Sequence[str]) -> list[Service]:
