@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -96,6 +98,8 @@ def new_credit(
     )
 
 
+_STRICT = ("succeeded", "credit")
+
 # Selected in UsageRecord's field order, so a row maps by position.
 _COLUMNS = [usage_records.c[name] for name in UsageRecord._fields]
 
@@ -115,8 +119,20 @@ class UsageLedger:
 
         Static: a writer needs only the transaction (Metering, an interceptor, holds no
         database)."""
-        if records:
-            bulk_insert(tx, usage_records, records)
+        # Successes strictly (a second one is a bug the inbox should have stopped); the charges
+        # of other outcomes may come again for a dead letter replayed after a billed failure:
+        # they are charged once, and the replay's own outcome gets its record.
+        charged = [r for r in records if r.outcome in _STRICT]
+        if charged:
+            bulk_insert(tx, usage_records, charged)
+        again = [r._asdict() for r in records if r.outcome not in _STRICT]
+        if again:
+            insert = (
+                sqlite_insert(usage_records)
+                if tx.conn.dialect.name == "sqlite"
+                else postgresql_insert(usage_records)
+            )
+            tx.execute(insert.on_conflict_do_nothing(), again)
 
     async def add(self, records: Sequence[UsageRecord]) -> None:
         """Append records (credits) in a transaction of their own."""

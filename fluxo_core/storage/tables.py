@@ -167,12 +167,13 @@ usage_records = Table(
     Column("created_at", Float, nullable=False),
     # What the record charges: a call's final outcome (succeeded, failed, cancelled), one retried
     # attempt of a call (retried, with its attempt number), or a credit (a negative amount with
-    # its reason and who made it). A call has at most one record per attempt number (0: final).
+    # its reason and who made it). A call has at most one record per outcome and attempt
+    # number (0: its final outcome), so its success is charged once, whatever happened before.
     Column("outcome", String(20), nullable=False, default="succeeded", server_default="succeeded"),
     Column("attempt", Integer, nullable=False, default=0, server_default="0"),
     Column("reason", Text),
     Column("created_by", String(128)),
-    UniqueConstraint("call_id", "attempt"),
+    UniqueConstraint("call_id", "outcome", "attempt"),
     Index("ix_usage_records_account_created", "account_id", "created_at"),
 )
 

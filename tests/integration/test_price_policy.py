@@ -21,6 +21,7 @@ from fluxo_core.storage.ledger import UsageFilter, UsageLedger
 from fluxo_core.storage.tables import jobs, usage_records
 from service_runtime import Price, RetryPolicy, Service, ServiceRuntime, service
 from service_runtime.catalog import ServiceCatalog
+from service_runtime.dead_letters import DeadLetters
 from service_runtime.interceptors import Metering
 from tests.support.rows import JobRowToWrite
 
@@ -158,3 +159,34 @@ async def test_the_policy_is_stored_with_the_published_service(
         "retried": "free",
         "cancelled": "billed",
     }
+
+
+async def test_a_replayed_dead_letter_is_billed_for_its_failure_once_and_its_success(
+    db: Database,
+) -> None:
+    # Its failure was billed; replayed, it fails again (not billed twice, and the worker goes
+    # on), then, fixed and replayed again, succeeds (billed as a success).
+    healthy = {"ok": False}
+
+    @service("picky-billed", price=Price(per_call="0.3", bill_failed=True), retry=FAST)
+    async def picky(payload: dict[str, Any]) -> dict[str, Any]:
+        if not healthy["ok"]:
+            raise ServiceError("downstream rejects this", retryable=False)
+        return {"done": payload["n"]}
+
+    await AccountStore(db).ensure_account("acme")
+    async with ServiceRuntime(db, [picky], workers=1, poll_interval_s=0.05) as rt:
+        letters = DeadLetters(db, rt.transport)
+        packet = Packet.model_validate({"actor": ACTOR, "payload": {"n": 1}})
+        first = await rt.gateway.call("picky-billed", packet, wait=10)
+        assert first.status == "failed"
+        assert (await letters.replay(picky.input_queue)).replayed == 1
+        # The replay re-opened the call: this waits for its second outcome.
+        assert (await rt.gateway.wait(first.id, 10)).status == "failed"
+        healthy["ok"] = True
+        assert (await letters.replay(picky.input_queue)).replayed == 1
+        assert (await rt.gateway.wait(first.id, 10)).status == "succeeded"
+    assert await charges(db, "picky-billed") == [
+        ("failed", 0, 1, 300_000),
+        ("succeeded", 0, 1, 300_000),
+    ]

@@ -3,7 +3,7 @@
 ``services``: ``bill_failed``, ``bill_retried``, ``bill_cancelled`` (default false: only
 succeeded calls are billed). ``usage_records``: ``outcome`` (succeeded, failed, retried,
 cancelled, credit), ``attempt`` (0 for a call's final charge, N for its Nth retried attempt),
-``reason`` and ``created_by`` (credits); one record per call and attempt. ``invoices`` and
+``reason`` and ``created_by`` (credits); one record per call, outcome and attempt. ``invoices`` and
 ``invoice_lines``: the frozen lines of issued invoices.
 
 Revision ID: 0005_billing
@@ -32,7 +32,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("reason", sa.Text))
         batch.add_column(sa.Column("created_by", sa.String(128)))
         batch.drop_constraint("uq_usage_records_call_id", type_="unique")
-        batch.create_unique_constraint("uq_usage_records_call_id_attempt", ["call_id", "attempt"])
+        batch.create_unique_constraint(
+            "uq_usage_records_call_id_outcome_attempt", ["call_id", "outcome", "attempt"]
+        )
     op.create_table(
         "invoices",
         sa.Column("account_id", sa.String(128), nullable=False),
@@ -66,7 +68,7 @@ def downgrade() -> None:
     op.drop_table("invoice_lines")
     op.drop_table("invoices")
     with op.batch_alter_table("usage_records") as batch:
-        batch.drop_constraint("uq_usage_records_call_id_attempt", type_="unique")
+        batch.drop_constraint("uq_usage_records_call_id_outcome_attempt", type_="unique")
         batch.create_unique_constraint("uq_usage_records_call_id", ["call_id"])
         for name in ("created_by", "reason", "attempt", "outcome"):
             batch.drop_column(name)
