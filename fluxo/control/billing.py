@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
+# What is meant as a month (checked by parse_period); anything else is an invoice number.
+_PERIOD_LIKE = re.compile(r"[0-9]{4}-[0-9]{1,2}")
 _MAX_REASON = 500
 _MAX_CREDIT = Decimal(10) ** 12  # a bound that keeps micros well inside BIGINT
 
@@ -138,7 +140,7 @@ class Billing:
     async def invoice(self, account_id: str, ref: str) -> InvoiceLines:
         """``ref``: a period (its issued invoice, else the draft the ledger holds now) or an
         issued invoice's number (of this account: another's answers not found)."""
-        if not ref[:1].isdigit():
+        if not _PERIOD_LIKE.fullmatch(ref):
             found = await self.invoices.by_number(account_id, ref)
             if found is None:
                 raise NotFoundError(
