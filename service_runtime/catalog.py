@@ -77,6 +77,7 @@ class ServiceInfo:
                 "per_call": str(self.price.per_call),
                 "per_item": str(self.price.per_item),
                 "currency": self.price.currency,
+                "policy": self.price.policy(),
             },
             "max_attempts": self.max_attempts,
             "timeout_s": self.timeout_s,
@@ -124,6 +125,9 @@ class ServiceCatalog:
                     max_attempts=svc.retry.max_attempts,
                     timeout_s=svc.timeout_s,
                     updated_at=now,
+                    bill_failed=svc.price.bill_failed,
+                    bill_retried=svc.price.bill_retried,
+                    bill_cancelled=svc.price.bill_cancelled,
                 )
             )
         await self._store.publish(rows)
@@ -162,6 +166,9 @@ def _info_from_row(row: ServiceRow) -> ServiceInfo:
             per_call=Decimal(row.price_per_call_micros) / MICROS,
             per_item=Decimal(row.price_per_item_micros) / MICROS,
             currency=row.currency,
+            bill_failed=row.bill_failed,
+            bill_retried=row.bill_retried,
+            bill_cancelled=row.bill_cancelled,
         ),
         max_attempts=row.max_attempts,
         timeout_s=row.timeout_s,

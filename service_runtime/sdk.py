@@ -68,11 +68,22 @@ class Price:
 
     Amounts are decimal strings or Decimals in ``currency`` (ISO 4217); they are stored as integer
     micro-units, so at most six decimal places count.
+
+    The price policy says which calls that did not succeed are billed; by default none, only
+    succeeded calls are. ``bill_failed``: a call that failed for good (dead-lettered);
+    ``bill_retried``: each attempt that failed and was retried (its final outcome is billed
+    on its own); ``bill_cancelled``: a call refused because its job was cancelled. Each billed
+    one costs ``per_call`` (one unit: it produced no items). Calls refused by admission for
+    any other reason (a blocked account, a failed job) never cost anything, and neither does a
+    delivery again after a worker crashed.
     """
 
     per_call: Decimal | str | int = 0
     per_item: Decimal | str | int = 0
     currency: str = "EUR"
+    bill_failed: bool = False
+    bill_retried: bool = False
+    bill_cancelled: bool = False
 
     @functools.cached_property
     def per_call_micros(self) -> int:
@@ -92,6 +103,26 @@ class Price:
             amount = self.per_call_micros + self.per_item_micros * output_items
             return output_items, self.per_item_micros, amount
         return 1, self.per_call_micros, self.per_call_micros
+
+    def bills(self, outcome: str) -> bool:
+        """Whether a call with this outcome is charged: ``succeeded`` always; ``failed``,
+        ``retried`` and ``cancelled`` as the policy says."""
+        if outcome == "succeeded":
+            return True
+        return {
+            "failed": self.bill_failed,
+            "retried": self.bill_retried,
+            "cancelled": self.bill_cancelled,
+        }.get(outcome, False)
+
+    def policy(self) -> dict[str, str]:
+        """The price policy as shown: ``{"failed": "free" | "billed", ...}``."""
+        flags = {
+            "failed": self.bill_failed,
+            "retried": self.bill_retried,
+            "cancelled": self.bill_cancelled,
+        }
+        return {name: "billed" if on else "free" for name, on in flags.items()}
 
 
 def _micros(value: Decimal | str | int, name: str) -> int:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo.api import auth, calls, jobs, metrics, secrets, usage
+from fluxo.api import auth, billing, calls, jobs, metrics, secrets, usage
 from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
 from fluxo.api.openapi import openapi_document
 from fluxo.control.platform import Platform
@@ -60,6 +60,7 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     jobs.add_routes(app)
     secrets.add_routes(app)
     usage.add_routes(app)
+    billing.add_routes(app)
     metrics.add_routes(app)
     auth.add_routes(app)
     return app

@@ -97,6 +97,15 @@ SERVICE_INFO: dict[str, Any] = {
                 "per_call": {"type": "string"},
                 "per_item": {"type": "string"},
                 "currency": {"type": "string"},
+                "policy": {
+                    "type": "object",
+                    "description": "Whether failed, retried and cancelled calls are billed "
+                    "(each at the per-call price); by default only succeeded calls are.",
+                    "properties": {
+                        name: {"type": "string", "enum": ["free", "billed"]}
+                        for name in ("failed", "retried", "cancelled")
+                    },
+                },
             },
         },
         "max_attempts": {"type": "integer"},
@@ -416,6 +425,7 @@ def openapi_document() -> dict[str, Any]:
     }
     _add_secret_routes(paths, schemas)
     _add_usage_routes(paths, schemas)
+    _add_billing_routes(paths, schemas)
     _add_metrics_route(paths)
     _add_auth_routes(paths, schemas)
     return {
@@ -532,7 +542,7 @@ def _add_usage_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
     }
     schemas["UsageRecord"] = {
         "type": "object",
-        "description": "What one succeeded call cost.",
+        "description": "What one call cost, or one credit entry.",
         "required": [
             "call_id", "user_id", "service", "version", "workflow", "job_id", "step_id",
             "units", "unit_price", "amount", "currency", "created_at",
@@ -550,6 +560,16 @@ def _add_usage_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
             "amount": amount,
             "currency": {"type": "string"},
             "created_at": {"type": "string", "format": "date-time"},
+            "outcome": {
+                "type": "string",
+                "enum": ["succeeded", "failed", "retried", "cancelled", "credit"],
+                "description": "What is charged: a call's outcome (failed, retried and "
+                "cancelled ones only if its service's price policy bills them), or a credit "
+                "(a negative amount with its reason and who made it)",
+            },
+            "attempt": {"type": "integer", "description": "a retried attempt's number, else 0"},
+            "reason": nullable,
+            "created_by": nullable,
         },
         "additionalProperties": False,
     }  # fmt: skip
@@ -608,6 +628,151 @@ def _add_usage_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
             "responses": {
                 "200": _json({"anyOf": [page, grouped]}, "Records or grouped sums"),
                 **_errors(400, 401, 403, 422),
+            },
+        }
+    }
+
+
+# --- billing (credits and invoices, fluxo/api/billing.py) ----------------------------------------
+
+
+def _add_billing_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Document credits and invoices (always the token's account)."""
+    amount = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2,6}$"}
+    nullable = {"type": ["string", "null"]}
+    time = {"type": "string", "format": "date-time"}
+    schemas["CreditRequest"] = {
+        "type": "object",
+        "required": ["amount", "reason"],
+        "properties": {
+            "amount": {
+                "type": "string",
+                "description": 'The amount taken off, above zero, e.g. "12.50" (at most six '
+                "decimal places)",
+            },
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "default": "EUR"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+            "service": {
+                "type": "string",
+                "description": "What the credit is for (shown on the invoice); default credit",
+            },
+        },
+        "additionalProperties": False,
+    }
+    schemas["Credit"] = {
+        "type": "object",
+        "required": ["id", "account", "amount", "currency", "reason", "created_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "account": {"type": "string"},
+            "service": {"type": "string"},
+            "amount": {**amount, "description": "negative: a credit takes it off"},
+            "currency": {"type": "string"},
+            "reason": {"type": "string"},
+            "created_by": {"type": "string"},
+            "created_at": time,
+        },
+    }
+    line = {
+        "type": "object",
+        "required": ["kind", "service", "workflow", "calls", "units", "amount", "currency"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["usage", "credit"]},
+            "service": {"type": "string"},
+            "workflow": {**nullable, "description": "null: direct calls (and credits)"},
+            "description": {**nullable, "description": "a credit's reason"},
+            "calls": {"type": "integer"},
+            "units": {"type": "integer"},
+            "amount": amount,
+            "currency": {"type": "string"},
+        },
+        "additionalProperties": False,
+    }
+    schemas["Invoice"] = {
+        "type": "object",
+        "description": "One account's usage of one UTC month: lines per service, workflow and "
+        "currency, then one line per credit; totals per currency. A draft reflects the ledger "
+        "now; an issued invoice is numbered and never changes.",
+        "required": ["account", "period", "status", "number", "lines", "totals"],
+        "properties": {
+            "account": {"type": "string"},
+            "period": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+            "period_start": time,
+            "period_end": time,
+            "status": {"type": "string", "enum": ["draft", "issued"]},
+            "number": {**nullable, "description": "e.g. ACME-2026-0001 (per account)"},
+            "issued_at": {"type": ["string", "null"], "format": "date-time"},
+            "issued_by": nullable,
+            "lines": {"type": "array", "items": line},
+            "totals": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["currency", "amount"],
+                    "properties": {"currency": {"type": "string"}, "amount": amount},
+                },
+            },
+        },
+    }
+    invoice_ref = {"name": "period", "in": "path", "required": True, "schema": {"type": "string"},
+                   "description": "a UTC month YYYY-MM, or an issued invoice's number"}  # fmt: skip
+    paths["/v1/usage/credits"] = {
+        "post": {
+            "summary": "Credit this account: a ledger entry with a negative amount and a reason",
+            "description": "The ledger is append-only; a correction is a credit. It counts in "
+            "usage sums and in the invoice of the month it is made in. A user's token only.",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("CreditRequest")}},
+            },
+            "responses": {
+                "201": _json(_ref("Credit"), "The credit entry"),
+                **_errors(400, 401, 403, 422),
+            },
+        }
+    }
+    paths["/v1/invoices"] = {
+        "get": {
+            "summary": "This account's issued invoices, by period",
+            "responses": {
+                "200": _json(_items({"type": "object"}), "Issued invoices"),
+                **_errors(401, 403),
+            },
+        }
+    }
+    paths["/v1/invoices/{period}"] = {
+        "get": {
+            "summary": "One month's invoice (issued, else the draft) or an invoice by number",
+            "parameters": [
+                invoice_ref,
+                _query(
+                    "format",
+                    {"type": "string", "enum": ["json", "csv", "html"], "default": "json"},
+                    "json, csv, or a printable HTML page (prints to PDF in a browser)",
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The invoice",
+                    "content": {
+                        "application/json": {"schema": _ref("Invoice")},
+                        "text/csv": {"schema": {"type": "string"}},
+                        "text/html": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors(401, 403, 404, 422),
+            },
+        }
+    }
+    paths["/v1/invoices/{period}/issue"] = {
+        "post": {
+            "summary": "Issue the month's invoice: number it and freeze its lines",
+            "description": "Only a month that has ended; an issued invoice is never issued "
+            "again or changed (409).",
+            "parameters": [_path("period", "a UTC month YYYY-MM")],
+            "responses": {
+                "201": _json(_ref("Invoice"), "The issued invoice"),
+                **_errors(401, 403, 409, 422),
             },
         }
     }

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from fluxo.cli import _auth, _nodered, _usage
+from fluxo.cli import _auth, _billing, _nodered, _usage
 from fluxo.cli._client import HttpClient, open_client, remote_client
 from fluxo.control.platform import (
     build_dead_letters,
@@ -226,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _nodered.add_parser(sub)
     _usage.add_parser(sub)
+    _billing.add_parser(sub)
 
     p = sub.add_parser(
         "call",
@@ -240,14 +241,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def price_text(price: dict[str, str]) -> str:
-    """A price as people read it: ``0.001 EUR/call + 0.0001 EUR/item``, or ``free``."""
+def price_text(price: dict[str, Any]) -> str:
+    """A price as people read it: ``0.001 EUR/call + 0.0001 EUR/item``, or ``free``; then
+    the outcomes besides success its policy bills: ``(bills failed, retried)``."""
     parts = [
         f"{price[key]} {price['currency']}/{unit}"
         for key, unit in (("per_call", "call"), ("per_item", "item"))
         if Decimal(price[key]) != 0
     ]
-    return " + ".join(parts) or "free"
+    text = " + ".join(parts) or "free"
+    billed = [name for name, how in (price.get("policy") or {}).items() if how == "billed"]
+    return f"{text} (bills {', '.join(billed)})" if billed and parts else text
 
 
 def load_services(modules: Sequence[str]) -> list[Service]:

@@ -112,6 +112,26 @@ class HttpClient:
         result: dict[str, Any] = await self._request("GET", "/v1/usage", params=params)
         return result
 
+    async def credit(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/usage/credits`` (the token's account)."""
+        result: dict[str, Any] = (await self._send("POST", "/v1/usage/credits", json=body)).json()
+        return result
+
+    async def invoice(self, ref: str, fmt: str = "json") -> str:
+        """``GET /v1/invoices/{ref}`` in ``fmt`` (json, csv, html), as the server's text."""
+        path = f"/v1/invoices/{_segment(ref)}"
+        return (await self._send("GET", path, params={"format": fmt})).text
+
+    async def issue_invoice(self, period: str) -> dict[str, Any]:
+        """``POST /v1/invoices/{period}/issue``."""
+        path = f"/v1/invoices/{_segment(period)}/issue"
+        result: dict[str, Any] = (await self._send("POST", path)).json()
+        return result
+
+    async def invoices(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await self._request("GET", "/v1/invoices"))["items"]
+        return items
+
     async def put_secret(self, name: str, value: str) -> dict[str, Any]:
         """Set a secret of the token's account; the answer says whether it is new."""
         path = f"/v1/secrets/{_segment(name)}"

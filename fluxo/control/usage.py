@@ -171,6 +171,10 @@ def _line_json(line: UsageLine) -> dict[str, Any]:
         "amount": decimal_text(line.amount_micros),
         "currency": line.currency,
         "created_at": datetime.fromtimestamp(line.created_at, UTC).isoformat(),
+        "outcome": line.outcome,
+        "attempt": line.attempt,
+        "reason": line.reason,
+        "created_by": line.created_by,
     }
 
 

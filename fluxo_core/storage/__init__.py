@@ -10,6 +10,7 @@ from fluxo_core.storage.bulk import bulk_insert, bulk_update, one_of
 from fluxo_core.storage.calls import CallOutcome, CallOwner, CallRow, CallStore, NewCall
 from fluxo_core.storage.database import Database, Subscription, Transaction, map_storage_errors
 from fluxo_core.storage.inbox import InboxKey, InboxStore
+from fluxo_core.storage.invoices import InvoiceHeader, InvoiceLine, InvoiceLines, InvoiceStore
 from fluxo_core.storage.ledger import UsageLedger, UsageRecord
 from fluxo_core.storage.outbox import OUTBOX_CHANNEL, NewOutboxMessage, OutboxMessage, OutboxStore
 from fluxo_core.storage.queues import DeadLetterRow, LetterOwner, QueueStore
@@ -28,6 +29,10 @@ __all__ = [
     "DeadLetterRow",
     "InboxKey",
     "InboxStore",
+    "InvoiceHeader",
+    "InvoiceLine",
+    "InvoiceLines",
+    "InvoiceStore",
     "LetterOwner",
     "NewCall",
     "NewOutboxMessage",

@@ -1,18 +1,26 @@
-"""The usage ledger: one record per succeeded call, written with the call's result.
+"""The usage ledger: one record per charged call, written with the call's result; credits.
 
 Metering charges a call by writing its :class:`UsageRecord` in the transaction that applies the
 call's outcome, so a call is charged exactly when its result is committed; the table's unique
-``call_id`` refuses a second charge of the same call.
+``(call_id, attempt)`` refuses a second charge of the same call (or of the same retried attempt,
+when its service bills retries).
+
+The ledger is append-only: nothing is ever updated or deleted. A correction is a credit entry
+(:meth:`UsageLedger.credit`): a record of its own with a negative amount, its reason and who
+made it, counted in every sum (and so in every invoice) of its period.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -29,6 +37,7 @@ __all__ = [
     "UsageRecord",
     "UsageSum",
     "month_bounds",
+    "new_credit",
 ]
 
 
@@ -47,7 +56,49 @@ class UsageRecord(NamedTuple):
     amount_micros: int
     currency: str
     created_at: float
+    # What is charged: "succeeded", "failed", "cancelled" (a call's final outcome), "retried"
+    # (one attempt that failed and was retried: ``attempt`` is its number) or "credit".
+    outcome: str = "succeeded"
+    attempt: int = 0
+    reason: str | None = None  # a credit's reason
+    created_by: str | None = None  # who made a credit
 
+
+def new_credit(
+    account_id: str,
+    *,
+    amount_micros: int,
+    currency: str,
+    reason: str,
+    created_by: str,
+    service: str = "credit",
+    created_at: float,
+) -> UsageRecord:
+    """A credit entry: ``amount_micros`` (above zero) taken off the account's usage.
+
+    Its ``call_id`` is a fresh ``credit-...`` id (credits are no calls); it is stored as a
+    negative amount, so every sum of the ledger counts it."""
+    return UsageRecord(
+        call_id=f"credit-{uuid.uuid4().hex}",
+        account_id=account_id,
+        user_id=created_by,
+        service=service,
+        version="",
+        job_id=None,
+        step_id=None,
+        units=0,
+        unit_price_micros=0,
+        amount_micros=-amount_micros,
+        currency=currency,
+        created_at=created_at,
+        outcome="credit",
+        attempt=0,
+        reason=reason,
+        created_by=created_by,
+    )
+
+
+_STRICT = ("succeeded", "credit")
 
 # Selected in UsageRecord's field order, so a row maps by position.
 _COLUMNS = [usage_records.c[name] for name in UsageRecord._fields]
@@ -68,8 +119,24 @@ class UsageLedger:
 
         Static: a writer needs only the transaction (Metering, an interceptor, holds no
         database)."""
-        if records:
-            bulk_insert(tx, usage_records, records)
+        # Successes strictly (a second one is a bug the inbox should have stopped); the charges
+        # of other outcomes may come again for a dead letter replayed after a billed failure:
+        # they are charged once, and the replay's own outcome gets its record.
+        charged = [r for r in records if r.outcome in _STRICT]
+        if charged:
+            bulk_insert(tx, usage_records, charged)
+        again = [r._asdict() for r in records if r.outcome not in _STRICT]
+        if again:
+            insert = (
+                sqlite_insert(usage_records)
+                if tx.conn.dialect.name == "sqlite"
+                else postgresql_insert(usage_records)
+            )
+            tx.execute(insert.on_conflict_do_nothing(), again)
+
+    async def add(self, records: Sequence[UsageRecord]) -> None:
+        """Append records (credits) in a transaction of their own."""
+        await self.db.transact(lambda tx: self.record(tx, records))
 
     async def of_account(self, account_id: str) -> list[UsageRecord]:
         """An account's usage records, in the order they were written."""
@@ -101,6 +168,10 @@ class UsageLedger:
             u.c.amount_micros,
             u.c.currency,
             u.c.created_at,
+            u.c.outcome,
+            u.c.attempt,
+            u.c.reason,
+            u.c.created_by,
         )
         query = _filtered(query.select_from(_with_jobs()), account_id, where)
         if cursor:
@@ -134,7 +205,8 @@ class UsageLedger:
         query = sa.select(
             *keys,
             u.c.currency,
-            sa.func.count().label("calls"),
+            # Credits and retried attempts are records, not calls.
+            sa.func.sum(_is_call).label("calls"),
             sa.func.sum(u.c.units).label("units"),
             sa.func.sum(u.c.amount_micros).label("amount_micros"),
         )
@@ -159,11 +231,18 @@ class UsageLedger:
             usage_records.c.currency,
             sa.func.coalesce(sa.func.sum(usage_records.c.units), 0),
             sa.func.coalesce(sa.func.sum(usage_records.c.amount_micros), 0),
-        ).group_by(usage_records.c.service, usage_records.c.currency)
+        )
+        # Credits are left out: they would make a counter go down.
+        query = query.where(usage_records.c.outcome != "credit").group_by(
+            usage_records.c.service, usage_records.c.currency
+        )
         return [(r[0], r[1], int(r[2]), int(r[3])) for r in conn.execute(query)]
 
 
 _Select = TypeVar("_Select", bound=sa.Select[Any])
+
+# Credits and the charges of retried attempts are records, but no calls.
+_is_call = sa.case((usage_records.c.outcome.in_(("credit", "retried")), 0), else_=1)
 
 
 def _with_jobs() -> sa.FromClause:
@@ -252,6 +331,10 @@ class UsageLine(NamedTuple):
     amount_micros: int
     currency: str
     created_at: float
+    outcome: str
+    attempt: int
+    reason: str | None
+    created_by: str | None
 
 
 class UsageSum(NamedTuple):

@@ -35,6 +35,10 @@ class ServiceRow:
     max_attempts: int
     timeout_s: float
     updated_at: float
+    # The price policy (see service_runtime's Price): billed outcomes besides success.
+    bill_failed: bool = False
+    bill_retried: bool = False
+    bill_cancelled: bool = False
 
 
 class ServiceStore:
@@ -95,6 +99,9 @@ def _values_of(row: ServiceRow) -> dict[str, Any]:
         "max_attempts": row.max_attempts,
         "timeout_s": row.timeout_s,
         "updated_at": row.updated_at,
+        "bill_failed": row.bill_failed,
+        "bill_retried": row.bill_retried,
+        "bill_cancelled": row.bill_cancelled,
     }
 
 
@@ -112,4 +119,7 @@ def _service_of(r: Any) -> ServiceRow:
         max_attempts=r.max_attempts,
         timeout_s=r.timeout_s,
         updated_at=r.updated_at,
+        bill_failed=bool(r.bill_failed),
+        bill_retried=bool(r.bill_retried),
+        bill_cancelled=bool(r.bill_cancelled),
     )

@@ -138,6 +138,10 @@ services = Table(
     Column("max_attempts", Integer, nullable=False, default=5),
     Column("timeout_s", Float, nullable=False, default=30.0),
     Column("updated_at", Float, nullable=False),
+    # The price policy: whether failed, retried and cancelled calls are billed (default: not).
+    Column("bill_failed", Boolean, nullable=False, default=False, server_default="0"),
+    Column("bill_retried", Boolean, nullable=False, default=False, server_default="0"),
+    Column("bill_cancelled", Boolean, nullable=False, default=False, server_default="0"),
 )
 
 # One row per service call: its request, status and result. The call id is the request packet id.
@@ -182,7 +186,15 @@ usage_records = Table(
     Column("amount_micros", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("created_at", Float, nullable=False),
-    UniqueConstraint("call_id"),
+    # What the record charges: a call's final outcome (succeeded, failed, cancelled), one retried
+    # attempt of a call (retried, with its attempt number), or a credit (a negative amount with
+    # its reason and who made it). A call has at most one record per outcome and attempt
+    # number (0: its final outcome), so its success is charged once, whatever happened before.
+    Column("outcome", String(20), nullable=False, default="succeeded", server_default="succeeded"),
+    Column("attempt", Integer, nullable=False, default=0, server_default="0"),
+    Column("reason", Text),
+    Column("created_by", String(128)),
+    UniqueConstraint("call_id", "outcome", "attempt"),
     Index("ix_usage_records_account_created", "account_id", "created_at"),
 )
 
@@ -270,4 +282,39 @@ secrets = Table(
     Column("key_id", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# --- invoices ------------------------------------------------------------------------------------
+
+# Issued invoices: a draft is computed from the ledger and never stored; issuing freezes its lines
+# here, numbered per account (``number``: ACME-2026-0001, ``seq`` the account's counter).
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("number", String(160), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("issued_at", Float, nullable=False),
+    Column("issued_by", String(128), nullable=False),
+    UniqueConstraint("number"),
+    UniqueConstraint("account_id", "seq"),
+)
+
+# The frozen lines of an issued invoice: usage, one per service, workflow and currency; and
+# credits, one per credit entry (``description``: its reason).
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("kind", String(10), nullable=False),
+    Column("description", Text),
+    Column("service", String(100), nullable=False),
+    Column("workflow", String(100)),
+    Column("currency", String(3), nullable=False),
+    Column("calls", Integer, nullable=False),
+    Column("units", BigInteger, nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
 )

@@ -77,6 +77,10 @@ async def test_records_are_the_accounts_own_newest_first_in_exact_decimals(api: 
         "amount": "0.0003",
         "currency": "EUR",
         "created_at": "2026-11-30T23:59:59.500000+00:00",
+        "outcome": "succeeded",
+        "attempt": 0,
+        "reason": None,
+        "created_by": None,
     }
     assert body["totals"] == [
         {"currency": "EUR", "calls": 3, "units": 5, "amount": "0.0253"},

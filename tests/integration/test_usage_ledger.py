@@ -82,7 +82,7 @@ async def test_records_come_newest_first_with_their_jobs_workflow(ledger: UsageL
     ]
     assert lines[3][1:] == (
         "c2", "u1", "http", "1", "orders", "j-orders", "s1", 3, 100, 300, "EUR",
-        at("2026-11-02T11:00:00"),
+        at("2026-11-02T11:00:00"), "succeeded", 0, None, None,
     )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ ids; afterwards B's workflow, job, steps, calls and usage are as they were.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from fluxo.api import create_app
 from fluxo.control.auth import Auth
 from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, Principal, Role
+from fluxo_core.storage.invoices import InvoiceStore
 from fluxo_core.storage.secrets import SecretStore
 from fluxo_core.storage.tables import calls, usage_records
 from tests.integration.test_remote_engines import RecordingEngine, until
@@ -70,6 +72,8 @@ class World:
     secret: str = "globex-stripe-key"  # B's stored secret (its value carries the marker)
     b_token_id: str = ""  # B's API token's id
     b_session_id: str = ""  # B's user's console session's id
+    invoice: str = ""  # the number of B's issued invoice of this month
+    period: str = ""  # this month, YYYY-MM
 
     async def send(self, method: str, path: str, who: str, body: Any = None) -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -90,6 +94,7 @@ class World:
         assert self.platform.secrets is not None
         stored = await self.platform.secrets.list("globex")
         values = await self.platform.secrets.reveal("globex", [i.name for i in stored])
+        issued = await InvoiceStore(self.platform.db).issued("globex", self.period)
         rows = await self.platform.db.read(lambda c: c.execute(query).all())
         accounts = self.platform.accounts
         used = await self.platform.db.read(lambda c: c.execute(usage).all())
@@ -105,6 +110,7 @@ class World:
             [u.to_json() for u in await Auth(self.platform.db, accounts).users.list("globex")],
             [t.to_json() for t in await accounts.list_tokens("globex")],
             [t.to_json() for t in await accounts.list_tokens("globex", kind="session")],
+            issued,
         )
 
 
@@ -161,6 +167,11 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
         _, info = await platform.accounts.create_token("globex", "gus", f"ci {SECRET}")
         world.b_token_id = info.id
         world.b_session_id = (await auth.sign_in("globex", "gus", SECRET)).session.id
+        # B's invoice of this month, issued (the store issues any period; the API only ended ones).
+        world.period = time.strftime("%Y-%m", time.gmtime())
+        issued = await InvoiceStore(db).issue("globex", world.period, issued_by="gus", now=0.0)
+        assert issued.header is not None
+        world.invoice = issued.header.number
         yield world
 
 
@@ -328,6 +339,36 @@ CASES: dict[tuple[str, str], Case] = {
         ("/v1/accounts", {"id": "globex"}, _forbidden_to_engines(who, {404})),
         ("/v1/accounts", {"id": "acme-2"}, _forbidden_to_engines(who, {404})),
     ],
+    # A credit always goes to the token's account (A's own: 201); a body naming B is refused.
+    ("post", "/v1/usage/credits"): lambda w, who: [
+        (
+            "/v1/usage/credits",
+            {"amount": "1.00", "reason": "x", "account": "globex"},
+            _forbidden_to_engines(who, {422}),
+        ),
+        (
+            "/v1/usage/credits",
+            {"amount": "1.00", "reason": "ok"},
+            _forbidden_to_engines(who, {201}),
+        ),
+    ],
+    ("get", "/v1/invoices"): lambda w, who: [
+        ("/v1/invoices", None, _forbidden_to_engines(who, {200}))
+    ],
+    # B's invoice by its number is 404; the month's invoice is A's own draft.
+    ("get", "/v1/invoices/{period}"): lambda w, who: [
+        *[
+            (f"/v1/invoices/{w.invoice}{fmt}", None, _forbidden_to_engines(who, {404}))
+            for fmt in ("", "?format=csv", "?format=html")
+        ],
+        (f"/v1/invoices/{w.period}", None, _forbidden_to_engines(who, {200})),
+        (f"/v1/invoices/{w.period}?format=html", None, _forbidden_to_engines(who, {200})),
+    ],
+    # B's number is no period (422); this month has not ended (409); B's stays as issued.
+    ("post", "/v1/invoices/{period}/issue"): lambda w, who: [
+        (f"/v1/invoices/{w.invoice}/issue", None, _forbidden_to_engines(who, {422})),
+        (f"/v1/invoices/{w.period}/issue", None, _forbidden_to_engines(who, {409})),
+    ],
 }
 
 
@@ -370,6 +411,13 @@ async def test_another_account_gets_nothing_of_b_from_any_route(world: World, wh
                 # B's secret name: what A names in its own PUT comes back to it, nothing else.
                 names = (world.secret, "gus") if method == "get" else ()
                 ids = (world.b_token_id, world.b_session_id)
-                for of_b in (world.job_id, world.call_id, world.workflow, *ids, *names):
+                for of_b in (
+                    world.job_id,
+                    world.call_id,
+                    world.workflow,
+                    world.invoice,
+                    *ids,
+                    *names,
+                ):
                     assert of_b not in text, where
     assert await world.state_of_b() == before
