@@ -468,8 +468,12 @@ _MICROS = Decimal(1_000_000)
 class ServiceController:
     """Service resources set the terms of a published service (price, limits) in the service
     table, on one version or every published one. A service that is not published yet is
-    reported ``Ready=False`` reason ``NotPublished``; apply again once it is. A delete leaves
-    the terms as they are (the publishing process sets its own when it starts again)."""
+    reported ``Ready=False`` reason ``NotPublished``; apply again once it is.
+
+    Not yet enforced, and reported so (``Ready=False`` reason ``NotEnforced``): the workers
+    meter and retry a call with the terms of the service object they run, and a process that
+    publishes the service (at start) writes its own terms again. Enforcing them is the billing
+    controller's part. A delete leaves the terms as they are."""
 
     def __init__(self, services: ServiceStore) -> None:
         self.services = services
@@ -504,11 +508,25 @@ class ServiceController:
                     )
                 ]
             )
+        listed = ", ".join(versions)
         return Reconciled(
             [
                 Condition(
-                    "Ready", "True", "Configured", f"terms set on version(s) {', '.join(versions)}"
-                )
+                    "Accepted",
+                    "True",
+                    "Configured",
+                    f"terms set in the service catalog on {listed}",
+                ),
+                # Honest until the billing side reads them: the workers price calls with the
+                # Service their code declares, and publishing the service again resets the row.
+                Condition(
+                    "Ready",
+                    "False",
+                    "NotEnforced",
+                    "the catalog shows these terms (fluxo services), but calls are billed and "
+                    "retried by the terms the service's code declares, and a process that "
+                    "publishes the service again resets them; apply again to set them back",
+                ),
             ],
             {"versions": versions},
         )
