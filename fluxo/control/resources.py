@@ -231,6 +231,8 @@ class ResourceService:
                 if controller is not None:
                     await controller.admit(valid, principal)
             except ValidationError as exc:
+                if not several:
+                    raise  # as it is: its own message and type (IRValidationError)
                 problems.extend(_located(exc, where))
                 continue
             key = (valid.kind.kind, valid.name)
