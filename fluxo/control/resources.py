@@ -30,10 +30,13 @@ from typing import Any, Literal, Protocol
 from fluxo.control.jobs import JobService
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import (
+    ConfigError,
+    EngineUnavailableError,
     FluxoError,
     IRValidationError,
     NotFoundError,
     PermissionDeniedError,
+    UnsupportedFeatureError,
     ValidationError,
 )
 from fluxo_core.ir.resources import KINDS, KindInfo, ValidResource, kind_info, validate_resource
@@ -373,7 +376,7 @@ def _at(where: str, path: str) -> str:
 
 
 def _reason(exc: FluxoError) -> str:
-    return "".join(part.capitalize() for part in exc.code.split("_")) or "Failed"
+    return type(exc).__name__
 
 
 def _located(exc: ValidationError, where: str) -> list[tuple[str, str]]:
@@ -446,6 +449,10 @@ class WorkflowController:
         except IRValidationError as exc:
             problems = "; ".join(f"{where}: {what}" for where, what in exc.problems)
             return Reconciled([Condition("Ready", "False", "Invalid", problems or exc.message)])
+        except (ConfigError, EngineUnavailableError) as exc:
+            return Reconciled([Condition("Ready", "False", "EngineUnavailable", exc.message)])
+        except UnsupportedFeatureError as exc:
+            return Reconciled([Condition("Ready", "False", "Unsupported", exc.message)])
         engine = applied.workflow.spec.engine or self.jobs.workflows.default_engine
         message = f"version {applied.version} on engine {engine}"
         return Reconciled(
