@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo.api import auth, billing, calls, jobs, metrics, secrets, usage
+from fluxo.api import auth, billing, calls, jobs, metrics, resources, secrets, usage
 from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
 from fluxo.api.openapi import openapi_document
 from fluxo.control.platform import Platform
@@ -63,6 +63,7 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     billing.add_routes(app)
     metrics.add_routes(app)
     auth.add_routes(app)
+    resources.add_routes(app)
     return app
 
 

@@ -12,7 +12,13 @@ from aiohttp import web
 
 from fluxo.control.platform import Platform
 from fluxo_core.errors import MalformedRequestError, ValidationError
-from fluxo_core.ir.documents import INLINE_BYTES, DocumentLimits, parse_json, parse_yaml
+from fluxo_core.ir.documents import (
+    INLINE_BYTES,
+    DocumentLimits,
+    parse_json,
+    parse_yaml,
+    parse_yaml_documents,
+)
 from fluxo_core.storage import Principal
 from fluxo_core.storage.accounts import PLATFORM_ACCOUNT
 
@@ -30,6 +36,7 @@ __all__ = [
     "principal",
     "seconds",
     "yaml_body",
+    "yaml_documents_body",
 ]
 
 ADMIN_ACCOUNT = PLATFORM_ACCOUNT
@@ -59,6 +66,17 @@ async def json_body(request: web.Request) -> Any:
 async def yaml_body(request: web.Request) -> Any:
     """The body parsed as one YAML document, within the document limits (aliases counted)."""
     return await _parsed(request, parse_yaml)
+
+
+async def yaml_documents_body(request: web.Request) -> list[Any]:
+    """The body parsed as a YAML stream (``---`` between documents), within the document
+    limits; empty documents are skipped."""
+
+    def parse(raw: bytes, *, limits: DocumentLimits, where: str) -> list[Any]:
+        return [data for _, _, data in parse_yaml_documents(raw, limits=limits, where=where)]
+
+    documents: list[Any] = await _parsed(request, parse)
+    return documents
 
 
 async def _parsed(request: web.Request, parse: Callable[..., Any]) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from fluxo.api import resources
 from fluxo.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
 from fluxo.control.usage import MAX_LIMIT as MAX_USAGE_LIMIT
 from fluxo_core.ir import Packet, Workflow
@@ -428,6 +429,7 @@ def openapi_document() -> dict[str, Any]:
     _add_billing_routes(paths, schemas)
     _add_metrics_route(paths)
     _add_auth_routes(paths, schemas)
+    resources.document_routes(paths, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Fluxo API", "version": "1", "description": "Run and sell automations."},

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from fluxo.cli import _auth, _billing, _nodered, _usage
+from fluxo.cli import _auth, _billing, _nodered, _resources, _usage
 from fluxo.cli._client import HttpClient, open_client, remote_client
 from fluxo.control.platform import (
     build_dead_letters,
@@ -105,9 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
     p.set_defaults(func=_cmd_up)
 
-    p = sub.add_parser("apply", help="apply workflows from a YAML file (idempotent)")
-    p.add_argument("-f", "--file", required=True, help="YAML file, several documents allowed")
-    p.set_defaults(func=_cmd_apply)
+    _resources.add_parsers(sub, _client, document_limits)  # apply, get, describe, delete
 
     p = sub.add_parser("validate", help="check a workflow file; exit 1 listing every problem")
     p.add_argument("file")
@@ -336,20 +334,6 @@ def document_limits(config: FluxoConfig) -> DocumentLimits:
     from fluxo.api.common import ENVELOPE_BYTES
 
     return DocumentLimits(max_bytes=config.max_packet_bytes + ENVELOPE_BYTES)
-
-
-async def _cmd_apply(args: argparse.Namespace, config: FluxoConfig) -> int:
-    limits = document_limits(config)
-    text = await asyncio.to_thread(_read_file, args.file, limits.max_bytes)
-    # Every problem of every document, located; in a thread, as the API parses large bodies.
-    documents = await asyncio.to_thread(load_workflows_yaml, text, limits=limits)
-    async with _client(config) as client:
-        for workflow in documents:
-            doc = workflow_document(workflow)
-            applied = await client.apply(doc)
-            state = "created" if applied["created"] else "unchanged"
-            print(f"workflow/{applied['name']} version {applied['version']} {state}")
-    return 0
 
 
 async def _cmd_validate(args: argparse.Namespace, config: FluxoConfig) -> int:

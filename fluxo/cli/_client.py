@@ -17,9 +17,11 @@ from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import (
     AuthError,
     ConfigError,
+    ConflictError,
     FluxoError,
     MalformedRequestError,
     NotFoundError,
+    PermissionDeniedError,
     ValidationError,
 )
 from fluxo_core.storage import Principal
@@ -39,6 +41,14 @@ class Client(Protocol):
     async def job(self, job_id: str, *, wait: float = 0) -> dict[str, Any]: ...
 
     async def jobs(self, **filters: Any) -> dict[str, Any]: ...
+
+    async def apply_resources(self, documents: list[Any]) -> list[dict[str, Any]]: ...
+
+    async def resources(self, kind: str) -> list[dict[str, Any]]: ...
+
+    async def resource(self, kind: str, name: str) -> dict[str, Any]: ...
+
+    async def delete_resource(self, kind: str, name: str) -> dict[str, Any]: ...
 
     @property
     def runs_jobs(self) -> bool:
@@ -132,6 +142,28 @@ class HttpClient:
         items: list[dict[str, Any]] = (await self._request("GET", "/v1/invoices"))["items"]
         return items
 
+    async def apply_resources(self, documents: list[Any]) -> list[dict[str, Any]]:
+        """``POST /v1/apply``: each document's outcome, in order."""
+        body = await self._request("POST", "/v1/apply", json={"documents": documents})
+        items: list[dict[str, Any]] = body["items"]
+        return items
+
+    async def resources(self, kind: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (
+            await self._request("GET", f"/v1/resources/{_segment(kind)}")
+        )["items"]
+        return items
+
+    async def resource(self, kind: str, name: str) -> dict[str, Any]:
+        path = f"/v1/resources/{_segment(kind)}/{_segment(name)}"
+        result: dict[str, Any] = await self._request("GET", path)
+        return result
+
+    async def delete_resource(self, kind: str, name: str) -> dict[str, Any]:
+        path = f"/v1/resources/{_segment(kind)}/{_segment(name)}"
+        result: dict[str, Any] = await self._request("DELETE", path)
+        return result
+
     async def put_secret(self, name: str, value: str) -> dict[str, Any]:
         """Set a secret of the token's account; the answer says whether it is new."""
         path = f"/v1/secrets/{_segment(name)}"
@@ -182,6 +214,10 @@ def _error_from(status: int, body: Any) -> FluxoError:
         return MalformedRequestError(message.split("\n")[0], problems=problems)
     if status == 422:
         return ValidationError(message.split("\n")[0], problems=problems)
+    if status == 409:
+        return ConflictError(message)
+    if status == 403:
+        return PermissionDeniedError(message)
     return FluxoError(message)
 
 
@@ -201,6 +237,22 @@ class LocalClient:
 
     async def services(self) -> list[dict[str, Any]]:
         return [i.to_dict() for i in await self.platform.runtime.catalog.list()]
+
+    async def apply_resources(self, documents: list[Any]) -> list[dict[str, Any]]:
+        results = await self.platform.resources.apply_all(self.principal, documents)
+        return [r.to_dict() for r in results]
+
+    async def resources(self, kind: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = await self.platform.resources.list(self.principal, kind)
+        return items
+
+    async def resource(self, kind: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self.platform.resources.get(self.principal, kind, name)
+        return found
+
+    async def delete_resource(self, kind: str, name: str) -> dict[str, Any]:
+        gone: dict[str, Any] = await self.platform.resources.delete(self.principal, kind, name)
+        return gone
 
     async def create_job(
         self, workflow: str, payload: Any, *, idempotency_key: str | None

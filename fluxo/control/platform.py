@@ -25,11 +25,13 @@ from collections.abc import Sequence
 from fluxo.control.jobs import JobService
 from fluxo.control.metrics import PlatformMetrics
 from fluxo.control.policy import Admission
+from fluxo.control.resources import ResourceService, default_controllers
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
+from fluxo_core.storage.resources import ResourceStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
 from service_runtime.dead_letters import DeadLetters
@@ -207,6 +209,12 @@ class Platform:
                 )
             )
         self.jobs = JobService(self.runtime, self.workflows, self.registry, clock=clock)
+        # Declarative resources (fluxo apply/get/describe): a controller per kind.
+        self.resources = ResourceService(
+            ResourceStore(db, clock=clock),
+            default_controllers(self.jobs, self.accounts),
+            clock=clock,
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}

@@ -85,6 +85,27 @@ class ServiceStore:
         rows = await self.db.read(lambda conn: conn.execute(self._all).all())
         return [_service_of(r) for r in rows]
 
+    async def set_terms(self, name: str, version: str | None, terms: dict[str, Any]) -> list[str]:
+        """Set price and limit columns (``price_per_call_micros``, ``max_attempts``, ...) of
+        ``name@version``, or of every published version of ``name``; returns the versions set
+        (none when the service is not published). ``updated_at`` stays: it orders versions."""
+        key = services.c.name == name
+        if version is not None:
+            key = key & (services.c.version == version)
+
+        def run(tx: Transaction) -> list[str]:
+            versions = [
+                str(v)
+                for v in tx.conn.scalars(
+                    sa.select(services.c.version).where(key).order_by(services.c.version)
+                )
+            ]
+            if versions and terms:
+                tx.execute(sa.update(services).where(key).values(**terms))
+            return versions
+
+        return await self.db.transact(run)
+
 
 def _values_of(row: ServiceRow) -> dict[str, Any]:
     return {

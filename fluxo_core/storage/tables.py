@@ -318,3 +318,27 @@ invoice_lines = Table(
     Column("units", BigInteger, nullable=False),
     Column("amount_micros", BigInteger, nullable=False),
 )
+
+# --- declarative resources -----------------------------------------------------------------------
+
+# One row per resource (kind and name) of an account: what ``fluxo apply`` wrote (``spec``, JSON)
+# and what the platform's controllers wrote (``status``, JSON). ``resource_version`` grows on
+# every write, ``generation`` only when the spec changes; an apply naming a resource_version that
+# is not the stored one is refused (see ResourceStore).
+resources = Table(
+    "resources",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("kind", String(40), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("uid", String(36), nullable=False),
+    Column("api_version", String(40), nullable=False),
+    Column("labels", Text, nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("resource_version", BigInteger, nullable=False),
+    Column("generation", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("uid"),
+)

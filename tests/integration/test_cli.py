@@ -143,9 +143,9 @@ def test_apply_validate_and_run_on_the_local_database(tmp_path: Path) -> None:
     path.write_text(WORKFLOW_YAML)
     applied = fluxo("apply", "-f", str(path), home=tmp_path)
     assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.strip() == "workflow/greet version 1 created"
+    assert applied.stdout.strip() == "workflow/greet created"
     again = fluxo("apply", "-f", str(path), home=tmp_path)
-    assert again.stdout.strip() == "workflow/greet version 1 unchanged"
+    assert again.stdout.strip() == "workflow/greet unchanged"
 
     ran = fluxo("run", "greet", "--input", '{"name": "Ada"}', "--wait", home=tmp_path)
     assert ran.returncode == 0, ran.stderr

@@ -60,6 +60,14 @@ B_WORKFLOW = {
     },
 }
 
+# B's own resource: a Quota whose spec carries the marker.
+B_QUOTA = {
+    "apiVersion": "fluxo.dev/v1",
+    "kind": "Quota",
+    "metadata": {"name": "globex-quota"},
+    "spec": {"scope": {"workflow": SECRET}, "calls": 5},
+}
+
 
 @dataclass
 class World:
@@ -98,7 +106,11 @@ class World:
         rows = await self.platform.db.read(lambda c: c.execute(query).all())
         accounts = self.platform.accounts
         used = await self.platform.db.read(lambda c: c.execute(usage).all())
+        resources = [
+            await self.platform.resources.list(B, kind) for kind in ("Quota", "Workflow", "Account")
+        ]
         return (
+            resources,
             job.model_dump(mode="json"),
             call.model_dump(mode="json"),
             [(a.ref, a.workflow.model_dump(mode="json")) for a in workflows],
@@ -148,6 +160,13 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
         world = World(platform, http, tokens, job.id, "", "globex-private")
         assert platform.secrets is not None
         await platform.secrets.put("globex", world.secret, f"sk_live_{SECRET}")
+        await platform.resources.apply(B, B_QUOTA)
+        admin = Principal(account_id="default", user_id="admin")
+        await platform.accounts.ensure_account("default")
+        await platform.resources.apply(
+            admin,
+            {"apiVersion": "fluxo.dev/v1", "kind": "Account", "metadata": {"name": "globex"}},
+        )
         first = {
             "id": "nr-globex-first",
             "job_id": job.id,
@@ -369,7 +388,56 @@ CASES: dict[tuple[str, str], Case] = {
         (f"/v1/invoices/{w.invoice}/issue", None, _forbidden_to_engines(who, {422})),
         (f"/v1/invoices/{w.period}/issue", None, _forbidden_to_engines(who, {409})),
     ],
+    # Resources: B's quota and Account are 404 to A; A's own documents of the same name are A's
+    # (created in its account, B's stays as it was); naming B's account is refused.
+    ("delete", "/v1/resources/{kind}/{name}"): lambda w, who: [
+        (path, None, _forbidden_to_engines(who, {404}))
+        for path in ("/v1/resources/quota/globex-quota", "/v1/resources/account/globex")
+    ],
+    ("get", "/v1/resources/{kind}/{name}"): lambda w, who: [
+        (path, None, _forbidden_to_engines(who, {404}))
+        for path in (
+            "/v1/resources/quota/globex-quota",
+            "/v1/resources/Quotas/globex-quota",
+            "/v1/resources/account/globex",
+        )
+    ],
+    ("get", "/v1/resources/{kind}"): lambda w, who: [
+        (f"/v1/resources/{kind}", None, _forbidden_to_engines(who, {200}))
+        for kind in ("quotas", "accounts", "workflows")
+    ],
+    ("post", "/v1/apply"): lambda w, who: [
+        ("/v1/apply", {"documents": [_a_quota()]}, _forbidden_to_engines(who, {200})),
+        (
+            "/v1/apply",
+            {"documents": [{**_a_quota(), "metadata": {"name": "q", "account": "globex"}}]},
+            _forbidden_to_engines(who, {422}),
+        ),
+        (
+            "/v1/apply",
+            {"documents": [{**_a_quota(), "kind": "Account", "spec": {}}]},
+            {403},
+        ),
+    ],
+    ("put", "/v1/resources/{kind}/{name}"): lambda w, who: [
+        ("/v1/resources/quota/globex-quota", _a_quota(), _forbidden_to_engines(who, {200, 201})),
+        (
+            "/v1/resources/quota/globex-quota",
+            {**_a_quota(), "metadata": {"name": "globex-quota", "resourceVersion": "1"}},
+            _forbidden_to_engines(who, {200, 409}),
+        ),
+    ],
 }
+
+
+def _a_quota() -> dict[str, Any]:
+    """A's own quota, named as B's."""
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Quota",
+        "metadata": {"name": "globex-quota"},
+        "spec": {"calls": 1},
+    }
 
 
 def _document_routes(document: dict[str, Any]) -> set[tuple[str, str]]:

@@ -1,0 +1,347 @@
+"""Declarative resources, Kubernetes-style: the document envelope, the kinds and their specs.
+
+A resource document is ``apiVersion: fluxo.dev/v1``, a ``kind``, ``metadata`` (``name``,
+``labels``, and on a read the platform's ``uid``, ``resourceVersion``, ``generation`` and
+``creationTimestamp``) and a ``spec``. ``status`` belongs to the platform: its controllers write
+conditions there; a ``status`` in an applied document is ignored, so that what ``fluxo get -o
+yaml`` printed can be applied again unchanged.
+
+Each kind has a pydantic spec model (``extra="forbid"``); :func:`validate_resource` checks a
+decoded document and raises one :class:`~fluxo_core.errors.ValidationError` that lists every
+problem located from the document's root (``spec.price.perCall: ...``). A Workflow's spec is the
+workflow IR itself (:class:`~fluxo_core.ir.workflow.Workflow`), checked by
+:func:`~fluxo_core.ir.validation.validate_workflow`.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+import pydantic
+from pydantic import ConfigDict, Field, StringConstraints
+
+from fluxo_core.errors import IRValidationError, Problem, ValidationError
+from fluxo_core.ir._problems import problems_from_pydantic
+from fluxo_core.ir.validation import validate_workflow
+from fluxo_core.ir.workflow import LabelKey, LabelValue, Name
+
+__all__ = [
+    "KINDS",
+    "ROLES",
+    "AccountSpec",
+    "BlockSpec",
+    "KindInfo",
+    "QuotaSpec",
+    "ResourceDocument",
+    "ServiceSpec",
+    "TriggerSpec",
+    "UserSpec",
+    "ValidResource",
+    "kind_info",
+    "validate_resource",
+]
+
+ROLES: Final = ("platform-admin", "account-admin", "member", "viewer")
+_MONEY: Final = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,6})?$")
+
+
+class _Spec(pydantic.BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _money(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _MONEY.match(value):
+        raise ValueError(
+            "expected an exact decimal amount as text, at most 6 decimal places "
+            "(e.g. '0.002'; quote it in YAML)"
+        )
+    return value
+
+
+Money = Annotated[str, pydantic.BeforeValidator(_money)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class AccountSpec(_Spec):
+    """An account (platform admin only). ``displayName``: how it is shown."""
+
+    display_name: str | None = Field(default=None, alias="displayName", max_length=200)
+
+
+class UserSpec(_Spec):
+    """A user of the account and the role it has there."""
+
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$")]
+    role: Literal["platform-admin", "account-admin", "member", "viewer"] = "member"
+    display_name: str | None = Field(default=None, alias="displayName", max_length=200)
+
+
+class ServicePrice(_Spec):
+    per_call: Money = Field(default="0", alias="perCall")
+    per_item: Money = Field(default="0", alias="perItem")
+    currency: Currency = "EUR"
+
+
+class ServiceLimits(_Spec):
+    max_attempts: int | None = Field(default=None, alias="maxAttempts", ge=1, le=100)
+    timeout_s: float | None = Field(default=None, alias="timeoutS", gt=0, le=86_400)
+
+
+class ServiceSpec(_Spec):
+    """A published service's terms: its price and limits (platform admin only: prices are
+    platform-wide). ``version``: one version, or every published version when absent."""
+
+    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,50}$")] | None = None
+    price: ServicePrice | None = None
+    limits: ServiceLimits | None = None
+
+
+class QuotaScope(_Spec):
+    workflow: Name | None = None
+    service: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class QuotaSpec(_Spec):
+    """A limit per period of the account (or of one workflow or service in it)."""
+
+    scope: QuotaScope = Field(default_factory=QuotaScope)
+    period: Literal["minute", "hour", "day", "month"] = "month"
+    calls: int | None = Field(default=None, ge=0)
+    spend: Money | None = None
+    currency: Currency = "EUR"
+    concurrent_jobs: int | None = Field(default=None, alias="concurrentJobs", ge=0)
+    requests_per_second: float | None = Field(default=None, alias="requestsPerSecond", gt=0)
+
+    @pydantic.model_validator(mode="after")
+    def _one_limit(self) -> QuotaSpec:
+        limits = (self.calls, self.spend, self.concurrent_jobs, self.requests_per_second)
+        if all(v is None for v in limits):
+            raise ValueError(
+                "set at least one limit: calls, spend, concurrentJobs or requestsPerSecond"
+            )
+        return self
+
+
+class BlockTarget(_Spec):
+    kind: Literal["account", "user", "workflow", "service", "trigger"]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class BlockSpec(_Spec):
+    """A block of one target, with its reason and an optional end (RFC 3339)."""
+
+    target: BlockTarget
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    until: datetime | None = None
+
+
+class TriggerSpec(_Spec):
+    """What starts jobs of a workflow: a schedule (cron), a webhook or incoming mail."""
+
+    workflow: Name
+    type: Literal["cron", "webhook", "email"]
+    schedule: Annotated[str, StringConstraints(max_length=200)] | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+
+    @pydantic.model_validator(mode="after")
+    def _schedule(self) -> TriggerSpec:
+        if self.type == "cron" and not self.schedule:
+            raise ValueError("a cron trigger needs a schedule, e.g. '*/5 * * * *'")
+        return self
+
+
+class ResourceMetadata(_Spec):
+    """What ``apply`` reads of ``metadata``; what the platform set (uid, generation,
+    creationTimestamp) may come back on a round trip and is ignored."""
+
+    name: Name
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    resource_version: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, alias="resourceVersion"
+    )
+    uid: str | None = Field(default=None, max_length=128)
+    generation: int | None = None
+    creation_timestamp: str | None = Field(default=None, alias="creationTimestamp")
+    # A workflow's own metadata (IR): kept for the Workflow kind, checked by the IR.
+    account: str | None = None
+    version: str | None = None
+
+
+class ResourceDocument(_Spec):
+    """The envelope every kind shares; ``spec`` is checked by the kind's model."""
+
+    api_version: Literal["fluxo.dev/v1"] = Field(alias="apiVersion")
+    kind: str
+    metadata: ResourceMetadata
+    spec: dict[str, Any] = Field(default_factory=dict)
+    status: Any = None  # the platform's; ignored on apply
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """A kind: its name, how the command line may spell it, its spec model, and who may write it.
+
+    Attributes:
+        platform: only the platform admin writes it (its effect is platform-wide).
+    """
+
+    kind: str
+    plural: str
+    aliases: tuple[str, ...]
+    spec: type[pydantic.BaseModel] | None  # None: the workflow IR
+    platform: bool = False
+
+
+KINDS: Final[dict[str, KindInfo]] = {
+    k.kind: k
+    for k in (
+        KindInfo("Account", "accounts", ("acct",), AccountSpec, platform=True),
+        KindInfo("User", "users", ("usr",), UserSpec),
+        KindInfo("Service", "services", ("svc",), ServiceSpec, platform=True),
+        KindInfo("Workflow", "workflows", ("wf",), None),
+        KindInfo("Quota", "quotas", ("quota",), QuotaSpec),
+        KindInfo("Block", "blocks", (), BlockSpec),
+        KindInfo("Trigger", "triggers", ("trg",), TriggerSpec),
+    )
+}
+_SPELLINGS: Final = {
+    spelling: info
+    for info in KINDS.values()
+    for spelling in (info.kind.lower(), info.plural, *info.aliases)
+}
+
+
+def kind_info(name: str, *, where: str = "kind") -> KindInfo:
+    """The kind spelled ``name`` (any case; singular, plural or short: ``wf``).
+
+    Raises:
+        ValidationError: no such kind; the message lists the kinds.
+    """
+    info = _SPELLINGS.get(name.lower())
+    if info is None:
+        known = ", ".join(f"{k.kind} ({k.plural})" for k in KINDS.values())
+        raise ValidationError(
+            f"unknown kind {name[:60]!r}; the kinds are {known}",
+            problems=[(where, "unknown kind")],
+            kind=name[:60],
+        )
+    return info
+
+
+@dataclass(frozen=True)
+class ValidResource:
+    """A checked document: what is stored. ``spec`` is the normalised JSON of the spec."""
+
+    kind: KindInfo
+    name: str
+    labels: dict[str, str]
+    spec: dict[str, Any]
+    resource_version: str | None  # the version the writer read (a stale one gets 409)
+    status_ignored: bool
+    account: str | None = None  # metadata.account, if the document names one
+
+
+def validate_resource(
+    data: Any, *, known_services: list[str] | None = None, where: str = ""
+) -> ValidResource:
+    """Check a decoded resource document of any kind.
+
+    Args:
+        data: the document (from JSON or YAML).
+        known_services: for a Workflow, the services its steps may name (None: not checked).
+        where: prefix of every problem's location (``documents[2]``).
+
+    Raises:
+        ValidationError: every problem, located from the document root (``spec.price.perCall``).
+        IRValidationError: a Workflow's problems, as the IR reports them.
+    """
+    prefix = where
+
+    def loc(path: str) -> str:
+        return f"{prefix}.{path}" if prefix else path
+
+    if not isinstance(data, dict):
+        raise ValidationError(
+            "a resource document must be an object with apiVersion, kind, metadata and spec",
+            problems=[(prefix or "<root>", f"expected an object, got {type(data).__name__}")],
+        )
+    problems: list[Problem] = []
+    info: KindInfo | None = None
+    kind = data.get("kind")
+    if isinstance(kind, str):
+        try:
+            info = kind_info(kind, where=loc("kind"))
+        except ValidationError as exc:
+            problems.extend(exc.problems)
+        if info is not None and kind != info.kind:
+            problems.append((loc("kind"), f"write the kind as {info.kind!r}"))
+    try:
+        envelope = ResourceDocument.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems.extend(problems_from_pydantic(exc, prefix))
+        envelope = None
+    if envelope is None or info is None or problems:
+        name = (
+            data.get("metadata", {}).get("name") if isinstance(data.get("metadata"), dict) else None
+        )
+        raise ValidationError(
+            f"invalid resource{f' {name!r}' if isinstance(name, str) else ''}: fix the problems "
+            "listed below",
+            problems=problems or [(loc("kind"), "required")],
+        )
+    meta = envelope.metadata
+    if info.spec is None:
+        spec = _workflow_spec(data, known_services, prefix)
+    else:
+        try:
+            model = info.spec.model_validate(envelope.spec)
+        except pydantic.ValidationError as exc:
+            raise ValidationError(
+                f"invalid {info.kind} {meta.name!r}: fix the problems listed below",
+                problems=problems_from_pydantic(exc, loc("spec")),
+                kind=info.kind,
+                name=meta.name,
+            ) from exc
+        spec = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return ValidResource(
+        kind=info,
+        name=meta.name,
+        labels=dict(meta.labels),
+        spec=spec,
+        resource_version=meta.resource_version,
+        status_ignored=envelope.status is not None,
+        account=meta.account,
+    )
+
+
+def _workflow_spec(data: dict[str, Any], known: list[str] | None, prefix: str) -> dict[str, Any]:
+    """A Workflow's spec, checked as the IR; its metadata fields the platform sets are dropped
+    so a document read back from the platform applies again."""
+    metadata = {
+        k: v
+        for k, v in data["metadata"].items()
+        if k not in ("resourceVersion", "uid", "generation", "creationTimestamp", "version")
+    }
+    document = {**data, "metadata": metadata}
+    document.pop("status", None)
+    try:
+        workflow = validate_workflow(document, known_services=known)
+    except IRValidationError as exc:
+        if not prefix:
+            raise
+        raise IRValidationError(
+            exc.message.split("\n")[0],
+            problems=[
+                (f"{prefix}.{where}" if where else prefix, what) for where, what in exc.problems
+            ],
+        ) from exc
+    dumped: dict[str, Any] = workflow.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return dict(dumped["spec"])

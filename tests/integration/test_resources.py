@@ -1,0 +1,430 @@
+"""Declarative resources on SQLite and PostgreSQL: versions, 409 on a stale apply (also with
+two concurrent writers), located validation errors, controllers' status, account scoping, and
+the same over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from fluxo.api import create_app
+from fluxo.control.platform import Platform
+from fluxo_core.clock import ManualClock
+from fluxo_core.errors import (
+    ConflictError,
+    IRValidationError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from fluxo_core.storage import Database, Principal, ServiceStore
+from fluxo_core.storage.resources import ResourceStore, ResourceWrite
+from tests.support import services as svc
+
+pytestmark = pytest.mark.timeout(60)
+
+ACME = Principal(account_id="acme", user_id="ada")
+GLOBEX = Principal(account_id="globex", user_id="gus")
+ADMIN = Principal(account_id="default", user_id="admin")
+
+
+def workflow(name: str = "greet", service: str = "echo", **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Workflow",
+        "metadata": {"name": name, **meta},
+        "spec": {"steps": [{"id": "first", "kind": "service", "service": service}]},
+    }
+
+
+def quota(name: str = "monthly", calls: int = 100, **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Quota",
+        "metadata": {"name": name, **meta},
+        "spec": {"calls": calls, "period": "month"},
+    }
+
+
+@dataclass
+class World:
+    platform: Platform
+    clock: ManualClock
+
+
+@pytest.fixture
+async def world(db: Database) -> AsyncIterator[World]:
+    clock = ManualClock()
+    platform = Platform(db, svc.SERVICES, workers=1, clock=clock)
+    for account in ("default", "acme", "globex"):
+        await platform.accounts.ensure_account(account)
+    async with platform:
+        yield World(platform, clock)
+
+
+def conditions(document: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in document["status"]["conditions"]}
+
+
+# --- versions and conflicts ----------------------------------------------------------------------
+
+
+async def test_resource_version_grows_on_every_write_and_generation_only_with_the_spec(
+    world: World,
+) -> None:
+    resources = world.platform.resources
+    created = await resources.apply(ACME, quota())
+    assert created.outcome == "created"
+    meta = created.document["metadata"]
+    # Stored (1), then its status written by the platform (2).
+    assert (meta["resourceVersion"], meta["generation"]) == ("2", 1)
+
+    again = await resources.apply(ACME, quota())
+    assert again.outcome == "unchanged"
+    assert again.document["metadata"]["resourceVersion"] == "2"
+
+    labelled = await resources.apply(ACME, quota(labels={"team": "ops"}))
+    assert labelled.outcome == "configured"
+    assert labelled.document["metadata"]["generation"] == 1  # labels are not the spec
+    assert int(labelled.document["metadata"]["resourceVersion"]) > 2
+
+    changed = await resources.apply(ACME, quota(calls=200, labels={"team": "ops"}))
+    assert changed.outcome == "configured"
+    assert changed.document["metadata"]["generation"] == 2
+    assert changed.document["status"]["observedGeneration"] == 2
+    assert changed.document["metadata"]["uid"] == created.document["metadata"]["uid"]
+
+
+async def test_a_stale_apply_is_refused_with_409_naming_both_versions_and_the_fix(
+    world: World,
+) -> None:
+    resources = world.platform.resources
+    first = await resources.apply(ACME, quota())
+    read = first.document["metadata"]["resourceVersion"]
+    # Someone else changes it after we read it.
+    await resources.apply(ACME, quota(calls=5))
+    stored = (await resources.get(ACME, "quota", "monthly"))["metadata"]["resourceVersion"]
+
+    with pytest.raises(ConflictError) as caught:
+        await resources.apply(ACME, quota(calls=7, resourceVersion=read))
+    error = caught.value
+    assert error.http_status == 409
+    assert "quota/monthly" in error.message
+    assert f"metadata.resourceVersion {read}" in error.message
+    assert f"the stored one is {stored}" in error.message
+    assert "get it again" in error.message
+    assert (await resources.get(ACME, "quota", "monthly"))["spec"]["calls"] == 5
+
+    # With the current version it applies.
+    fresh = await resources.apply(ACME, quota(calls=7, resourceVersion=stored))
+    assert fresh.outcome == "configured"
+
+
+async def test_a_resource_version_for_a_resource_that_is_gone_is_a_conflict(world: World) -> None:
+    with pytest.raises(ConflictError, match="does not exist"):
+        await world.platform.resources.apply(ACME, quota(resourceVersion="3"))
+
+
+async def test_two_concurrent_writers_of_the_same_version_one_wins_one_gets_409(
+    db: Database, database_url: str
+) -> None:
+    """Two writers read version N and apply at once, each on its own database connection
+    pool: exactly one is applied, the other is refused, never last-write-wins."""
+    other = Database(database_url)
+    try:
+        stores = [ResourceStore(db), ResourceStore(other)]
+        row, _ = await stores[0].apply("acme", ResourceWrite("Quota", "q", {"calls": 1}))
+        read = str(row.resource_version)
+        for round_ in range(5):
+            writes = [
+                store.apply(
+                    "acme",
+                    ResourceWrite("Quota", "q", {"calls": 10 * round_ + n}, resource_version=read),
+                )
+                for n, store in enumerate(stores)
+            ]
+            outcomes = await asyncio.gather(*writes, return_exceptions=True)
+            won = [o for o in outcomes if not isinstance(o, BaseException)]
+            lost = [o for o in outcomes if isinstance(o, BaseException)]
+            assert len(won) == 1, outcomes
+            assert len(lost) == 1, outcomes
+            assert isinstance(lost[0], ConflictError), lost[0]
+            winner, outcome = won[0]
+            assert outcome == "configured"
+            stored = await stores[0].get("acme", "Quota", "q")
+            assert stored.spec == winner.spec
+            assert stored.resource_version == int(read) + 1
+            read = str(stored.resource_version)
+    finally:
+        await other.close()
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+async def test_bad_documents_are_refused_with_every_problem_located(world: World) -> None:
+    resources = world.platform.resources
+    bad_service = {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "echo"},
+        "spec": {"price": {"perCall": 0.1, "currency": "euro"}, "limits": {"maxAttempts": 0}},
+    }
+    with pytest.raises(ValidationError) as caught:
+        await resources.apply(ADMIN, bad_service)
+    where = {loc for loc, _ in caught.value.problems}
+    assert where == {"spec.price.perCall", "spec.price.currency", "spec.limits.maxAttempts"}
+    assert "quote it in YAML" in caught.value.message
+
+    documents = [
+        quota("fine"),
+        {**quota("no-limit"), "spec": {"period": "day"}},
+        {**quota("typo"), "spec": {"cals": 5}},
+        {**quota("odd"), "kind": "Gizmo"},
+        {**workflow(), "spec": {"steps": [{"id": "a", "kind": "service"}]}},
+    ]
+    with pytest.raises(ValidationError) as caught:
+        await resources.apply_all(ACME, documents)
+    problems = dict(caught.value.problems)
+    assert "set at least one limit" in problems["documents[1].spec"]
+    assert "unknown field" in problems["documents[2].spec.cals"]
+    assert "unknown kind" in problems["documents[3].kind"]
+    assert any(loc.startswith("documents[4].spec.steps[0]") for loc in problems), problems
+    assert "documents[0]" not in " ".join(problems)
+    # Nothing was applied, not even the valid first document.
+    assert await resources.list(ACME, "quotas") == []
+
+
+async def test_a_workflow_naming_an_unknown_service_is_refused_before_it_is_stored(
+    world: World,
+) -> None:
+    with pytest.raises(IRValidationError) as caught:
+        await world.platform.resources.apply(ACME, workflow(service="ehco"))
+    assert any("ehco" in message for _, message in caught.value.problems)
+    assert await world.platform.resources.list(ACME, "wf") == []
+
+
+async def test_status_in_an_applied_document_is_ignored_with_a_warning(world: World) -> None:
+    forged = {
+        **quota(),
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Forged"}]},
+    }
+    applied = await world.platform.resources.apply(ACME, forged)
+    assert applied.warnings
+    assert "ignored" in applied.warnings[0]
+    assert conditions(applied.document) == {"Accepted": ("False", "NoController")}
+
+
+async def test_what_get_returns_applies_again_unchanged(world: World) -> None:
+    resources = world.platform.resources
+    await resources.apply(ACME, workflow(labels={"team": "ops"}))
+    document = await resources.get(ACME, "workflows", "greet")
+    again = await resources.apply(ACME, document)
+    assert again.outcome == "unchanged"
+
+
+# --- controllers -----------------------------------------------------------------------------
+
+
+async def test_a_workflow_resource_becomes_a_workflow_version_with_a_ready_status(
+    world: World,
+) -> None:
+    resources = world.platform.resources
+    applied = await resources.apply(ACME, workflow())
+    assert conditions(applied.document) == {"Ready": ("True", "Applied")}
+    assert applied.document["status"]["version"] == 1
+    stored = await world.platform.workflows.get("acme", "greet")
+    assert stored.version == 1
+
+    changed = workflow(service="fan-out")
+    applied = await resources.apply(ACME, changed)
+    assert applied.document["status"]["version"] == 2
+    assert (await world.platform.workflows.get("acme", "greet")).version == 2
+    # The job path uses it.
+    job = await world.platform.jobs.create(ACME, "greet", {"items": [1]})
+    assert job.version == 2
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        quota(),
+        {
+            "apiVersion": "fluxo.dev/v1",
+            "kind": "Block",
+            "metadata": {"name": "stop-greet"},
+            "spec": {"target": {"kind": "workflow", "name": "greet"}, "reason": "abuse"},
+        },
+        {
+            "apiVersion": "fluxo.dev/v1",
+            "kind": "User",
+            "metadata": {"name": "ada"},
+            "spec": {"email": "ada@example.com", "role": "viewer"},
+        },
+        {
+            "apiVersion": "fluxo.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": "nightly"},
+            "spec": {"workflow": "greet", "type": "cron", "schedule": "0 2 * * *"},
+        },
+    ],
+    ids=lambda d: d["kind"],
+)
+async def test_kinds_without_a_controller_are_stored_and_say_so(
+    world: World, document: dict[str, Any]
+) -> None:
+    applied = await world.platform.resources.apply(ACME, document)
+    assert applied.outcome == "created"
+    assert conditions(applied.document) == {"Accepted": ("False", "NoController")}
+    message = applied.document["status"]["conditions"][0]["message"]
+    assert document["kind"] in message
+
+
+async def test_a_service_resource_sets_the_catalog_terms_and_says_they_are_not_enforced(
+    world: World,
+) -> None:
+    resources = world.platform.resources
+    document = {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "echo"},
+        "spec": {"price": {"perCall": "0.25", "currency": "USD"}, "limits": {"maxAttempts": 2}},
+    }
+    applied = await resources.apply(ADMIN, document)
+    assert conditions(applied.document) == {
+        "Accepted": ("True", "Configured"),
+        "Ready": ("False", "NotEnforced"),
+    }
+    row = await ServiceStore(world.platform.db).find("echo")
+    assert row is not None
+    assert (row.price_per_call_micros, row.currency, row.max_attempts) == (250_000, "USD", 2)
+    assert Decimal(row.price_per_call_micros) / 1_000_000 == Decimal("0.25")
+
+    missing = {**document, "metadata": {"name": "no-such-service"}}
+    applied = await resources.apply(ADMIN, missing)
+    assert conditions(applied.document) == {"Ready": ("False", "NotPublished")}
+
+    # Prices are platform-wide: no other account writes them; every account reads them.
+    with pytest.raises(PermissionDeniedError, match="platform admin"):
+        await resources.apply(ACME, document)
+    assert (await resources.get(ACME, "svc", "echo"))["spec"]["price"]["perCall"] == "0.25"
+
+
+async def test_accounts_are_the_platform_admins_and_an_account_reads_only_its_own(
+    world: World,
+) -> None:
+    resources = world.platform.resources
+    account = {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Account",
+        "metadata": {"name": "initech"},
+        "spec": {"displayName": "Initech"},
+    }
+    applied = await resources.apply(ADMIN, account)
+    assert conditions(applied.document) == {"Ready": ("True", "Exists")}
+    # The account exists: a token can be issued for it.
+    await world.platform.accounts.issue_token("initech", "peter")
+    await resources.apply(ADMIN, {**account, "metadata": {"name": "acme"}})
+
+    with pytest.raises(PermissionDeniedError):
+        await resources.apply(ACME, {**account, "metadata": {"name": "acme"}})
+    own = await resources.get(ACME, "account", "acme")
+    assert own["metadata"]["account"] == "acme"
+    with pytest.raises(NotFoundError):
+        await resources.get(ACME, "account", "initech")
+    assert [d["metadata"]["name"] for d in await resources.list(ACME, "accounts")] == ["acme"]
+    names = [d["metadata"]["name"] for d in await resources.list(ADMIN, "accounts")]
+    assert names == ["acme", "initech"]
+
+
+async def test_resources_are_scoped_to_the_account(world: World) -> None:
+    resources = world.platform.resources
+    await resources.apply(GLOBEX, quota())
+    with pytest.raises(NotFoundError):
+        await resources.get(ACME, "quota", "monthly")
+    with pytest.raises(NotFoundError):
+        await resources.delete(ACME, "quota", "monthly")
+    assert await resources.list(ACME, "quotas") == []
+    with pytest.raises(ValidationError, match="belongs to account 'acme'"):
+        await resources.apply(ACME, quota(account="globex"))
+    # The same name in another account is another resource.
+    mine = await resources.apply(ACME, quota(calls=1))
+    assert mine.outcome == "created"
+    assert (await resources.get(GLOBEX, "quota", "monthly"))["spec"]["calls"] == 100
+
+    deleted = await resources.delete(ACME, "QUOTAS", "monthly")
+    assert deleted["metadata"]["name"] == "monthly"
+    with pytest.raises(NotFoundError):
+        await resources.get(ACME, "quota", "monthly")
+    assert (await resources.get(GLOBEX, "quota", "monthly"))["spec"]["calls"] == 100
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+async def test_the_http_api_applies_gets_and_refuses_a_stale_version(world: World) -> None:
+    token = await world.platform.accounts.issue_token("acme", "ada")
+    headers = {"Authorization": f"Bearer {token}"}
+    app = create_app(world.platform, max_packet_bytes=65536)
+    async with TestClient(TestServer(app)) as http:
+        stream = "\n---\n".join(json.dumps(d) for d in (workflow(), quota()))
+        response = await http.post(
+            "/v1/apply",
+            data=stream,
+            headers={**headers, "Content-Type": "application/yaml"},
+        )
+        assert response.status == 200, await response.text()
+        items = (await response.json())["items"]
+        assert [(i["kind"], i["outcome"]) for i in items] == [
+            ("Workflow", "created"),
+            ("Quota", "created"),
+        ]
+
+        response = await http.get("/v1/resources/wf/greet", headers=headers)
+        document = await response.json()
+        assert conditions(document) == {"Ready": ("True", "Applied")}
+
+        response = await http.put(
+            "/v1/resources/quotas/monthly", json=quota(calls=1), headers=headers
+        )
+        assert response.status == 200
+        assert (await response.json())["outcome"] == "configured"
+        response = await http.put(
+            "/v1/resources/quota/weekly", json=quota("weekly"), headers=headers
+        )
+        assert response.status == 201
+
+        stale = quota(calls=2, resourceVersion="1")
+        response = await http.put("/v1/resources/quota/monthly", json=stale, headers=headers)
+        assert response.status == 409
+        body = await response.json()
+        assert body["error"]["code"] == "conflict"
+        assert body["error"]["context"]["stored_version"] != "1"
+
+        response = await http.put("/v1/resources/quota/other", json=quota(), headers=headers)
+        assert response.status == 422
+        assert "metadata.name" in await response.text()
+
+        response = await http.post(
+            "/v1/apply",
+            json={"documents": [quota("x"), {**quota("y"), "spec": {"calls": -1}}]},
+            headers=headers,
+        )
+        assert response.status == 422
+        problems = (await response.json())["error"]["problems"]
+        assert problems[0]["location"] == "documents[1].spec.calls"
+
+        response = await http.get("/v1/resources/gizmos", headers=headers)
+        assert response.status == 422
+
+        response = await http.delete("/v1/resources/quota/weekly", headers=headers)
+        assert response.status == 200
+        response = await http.get("/v1/resources/quota/weekly", headers=headers)
+        assert response.status == 404
