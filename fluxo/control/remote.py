@@ -41,6 +41,7 @@ from fluxo_core.storage import Database, Principal, Transaction
 from fluxo_core.storage.jobs import ACTIVE, JobRow, JobStore, job_channel
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
 from service_runtime import ServiceRuntime
+from service_runtime.interceptors import JobSpan
 from service_runtime.transports import Delivery
 
 __all__ = ["EngineJob", "RemoteJobs", "is_remote"]
@@ -351,9 +352,35 @@ class RemoteJobs:
             ended = self.store.finish(tx, job_id, phase, result=results, error=error_text)
             if ended:
                 tx.notify(job_channel(job_id))
+                self._span_ended(tx, row, phase, error)
             return ended
 
         return await self.db.transact(finish)
+
+    def _span_ended(self, tx: Transaction, row: JobRow, status: str, error: Any) -> None:
+        """Export the span of a job that ``tx`` ends (when spans are exported at all)."""
+        tracing = self.runtime.tracing
+        if tracing is None or not tracing.exports_jobs:
+            return
+        packet = Packet.model_validate_json(row.input)
+        code = error.get("code") if isinstance(error, dict) else None
+        tracing.jobs_ended(
+            tx,
+            [
+                JobSpan(
+                    trace_id=packet.trace_id,
+                    parent_id=packet.parent_id,
+                    job_id=row.id,
+                    workflow=f"{row.workflow}@{row.version}",
+                    engine=row.engine,
+                    account_id=row.account_id,
+                    status=status,
+                    start=row.created_at,
+                    duration_s=max(0.0, self.store.clock.time() - row.created_at),
+                    error=(code if isinstance(code, str) else "error") if error else None,
+                )
+            ],
+        )
 
     async def _check_result(self, row: JobRow, result: Any) -> None:
         """A reported result must be what the job's recorded calls produced.
