@@ -231,6 +231,7 @@ class Platform:
                 )
             )
         self.jobs = JobService(self.runtime, self.workflows, self.registry, clock=clock)
+        self.jobs.remote.on_engine_error = self.metrics.engine_error
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}

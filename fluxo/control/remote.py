@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +135,8 @@ class RemoteJobs:
         self.lease_s = lease_s
         self.poll_interval_s = poll_interval_s
         self._deployed: set[tuple[str, str]] = set()  # (engine, account/name@version)
+        # Told of every error an engine answers (engine, operation, error): the metrics.
+        self.on_engine_error: Callable[[str, str, FluxoError], None] | None = None
         self._queues = [f"engine.{name}" for name in sorted(self.engines)]
 
     # -- starting ------------------------------------------------------------------------------
@@ -206,6 +208,7 @@ class RemoteJobs:
                 )
             )
         except FluxoError as exc:
+            self._engine_error(engine_name, "start", exc)
             await self._start_failed(delivery, job_id, engine_name, exc)
             return
 
@@ -357,6 +360,10 @@ class RemoteJobs:
 
         return await self.db.transact(finish)
 
+    def _engine_error(self, engine: str, operation: str, error: FluxoError) -> None:
+        if self.on_engine_error is not None:
+            self.on_engine_error(engine, operation, error)
+
     def _span_ended(self, tx: Transaction, row: JobRow, status: str, error: Any) -> None:
         """Export the span of a job that ``tx`` ends (when spans are exported at all)."""
         tracing = self.runtime.tracing
@@ -445,6 +452,7 @@ class RemoteJobs:
         try:
             await engine.cancel(handle)
         except FluxoError as exc:
+            self._engine_error(row.engine, "cancel", exc)
             log.warning(
                 "job %s cancelled in Fluxo; %s could not stop its run: %s",
                 row.id,
