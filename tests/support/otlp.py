@@ -4,9 +4,11 @@ and keeps the spans, as a collector would receive them."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,3 +104,29 @@ async def otlp_receiver() -> AsyncIterator[OtlpReceiver]:
         yield receiver
     finally:
         await runner.cleanup()
+
+
+@contextmanager
+def otlp_receiver_thread() -> Iterator[OtlpReceiver]:
+    """:func:`otlp_receiver` on an event loop of its own thread, for tests that run Fluxo as
+    child processes (and block while they wait on them)."""
+    ready = threading.Event()
+    holder: list[OtlpReceiver] = []
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with otlp_receiver() as receiver:
+            holder.append(receiver)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10), "the OTLP receiver did not start"
+        yield holder[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
