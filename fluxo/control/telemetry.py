@@ -131,8 +131,10 @@ class OtlpSpans:
         return self._processor.force_flush(int(timeout_s * 1000))
 
     async def aclose(self) -> None:
-        # The processor's shutdown sends what is buffered and joins its thread: off the loop.
-        await asyncio.to_thread(self._processor.shutdown)
+        # Sends what is buffered (blocking: off the loop). A flush, not a shutdown: a platform
+        # may be started again, and the processor's thread is a daemon that ends with the
+        # process.
+        await asyncio.to_thread(self._processor.force_flush)
 
     def _end(
         self,

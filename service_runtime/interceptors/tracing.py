@@ -161,7 +161,7 @@ class SpanSink(Protocol):
         """Jobs that ended."""
 
     async def aclose(self) -> None:
-        """Send what is left, then stop."""
+        """Send what is buffered (at a stop: the process may end next)."""
 
 
 SpanExporter = Callable[[Sequence[Span]], None]
