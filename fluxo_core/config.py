@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fluxo_core.errors import ConfigError
 from fluxo_core.ir.workflow import DEFAULT_ENGINE, ENGINES
+from fluxo_core.logs import LOG_FORMATS, LogFormat
 
-__all__ = ["FluxoConfig", "served_url"]
+__all__ = ["FluxoConfig", "log_format_from_env", "served_url"]
 
 
 class FluxoConfig(BaseModel):
@@ -46,6 +47,10 @@ class FluxoConfig(BaseModel):
     argo_verify_tls: bool = True
     # The key the stored secrets are encrypted with; unset: a key file in the home, made once.
     secret_key: str | None = Field(default=None, repr=False)
+    # FLUXO_LOG_FORMAT: text lines (the default) or one JSON object per line.
+    log_format: LogFormat = "text"
+    # Where spans go over OTLP/HTTP (the full URL of the traces endpoint); None: no spans.
+    otlp_traces_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FluxoConfig:
@@ -82,6 +87,8 @@ class FluxoConfig(BaseModel):
             argo_verify_tls=env.get("FLUXO_ARGO_VERIFY_TLS", "true").lower()
             not in ("0", "false", "no"),
             secret_key=env.get("FLUXO_SECRET_KEY") or None,
+            log_format=log_format_from_env(env),
+            otlp_traces_endpoint=_otlp_traces_endpoint(env),
         )
 
     @property
@@ -147,6 +154,45 @@ def normalize_database_url(url: str) -> str:
         "URL (postgresql+psycopg://user@host/db)",
         setting="FLUXO_DATABASE_URL",
     )
+
+
+def log_format_from_env(env: Mapping[str, str]) -> LogFormat:
+    """``FLUXO_LOG_FORMAT``: ``text`` (the default) or ``json``."""
+    raw = env.get("FLUXO_LOG_FORMAT") or "text"
+    for name in LOG_FORMATS:
+        if raw.lower() == name:
+            return name
+    raise ConfigError(
+        f"FLUXO_LOG_FORMAT={raw!r} is not a log format; use 'text' or 'json'",
+        setting="FLUXO_LOG_FORMAT",
+    )
+
+
+def _otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """The OTLP/HTTP traces URL, from the first of: ``FLUXO_OTLP_ENDPOINT`` (a base URL, as
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``), ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (the full URL),
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (``/v1/traces`` is appended). None when none is set, or
+    when ``OTEL_SDK_DISABLED`` or ``OTEL_TRACES_EXPORTER=none`` turns tracing off."""
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return None
+    for name, full in (
+        ("FLUXO_OTLP_ENDPOINT", False),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", True),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", False),
+    ):
+        raw = (env.get(name) or "").strip()
+        if not raw:
+            continue
+        if not raw.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{name}={raw!r} is not an http(s) URL; give the OTLP/HTTP endpoint, e.g. "
+                "http://127.0.0.1:4318",
+                setting=name,
+            )
+        return raw if full else raw.rstrip("/") + "/v1/traces"
+    return None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

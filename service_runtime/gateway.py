@@ -28,6 +28,7 @@ from fluxo_core.errors import (
     PermissionDeniedError,
 )
 from fluxo_core.ir import Packet
+from fluxo_core.logs import bind_ids, reset_ids
 from fluxo_core.redaction import mask_credentials
 from fluxo_core.storage import CallRow, CallStore, Database, NewCall, Principal, Transaction
 from service_runtime.catalog import ServiceCatalog, ServiceInfo
@@ -37,6 +38,7 @@ from service_runtime.interceptors import (
     InterceptorChain,
     PreparedCall,
     RecordRequest,
+    call_span_id,
 )
 from service_runtime.transports import OutgoingMessage, Transport
 
@@ -141,6 +143,30 @@ class Gateway:
         reply_to: str | None = None,
     ) -> list[str]:
         """Admit and enqueue many calls of one service in one transaction; returns call ids."""
+        if len(packets) != 1:
+            return await self._submit(service, packets, principal=principal, reply_to=reply_to)
+        # One call: what is logged while it is admitted and recorded carries its ids.
+        packet = packets[0]
+        ids = bind_ids(
+            job_id=packet.job_id,
+            call_id=packet.id,
+            trace_id=packet.trace_id,
+            span_id=call_span_id(packet.id),
+            account=packet.actor.account.id,
+        )
+        try:
+            return await self._submit(service, packets, principal=principal, reply_to=reply_to)
+        finally:
+            reset_ids(ids)
+
+    async def _submit(
+        self,
+        service: str,
+        packets: Sequence[Packet],
+        *,
+        principal: Principal | None,
+        reply_to: str | None,
+    ) -> list[str]:
         info = await self.catalog.resolve(service)
         prepared = []
         for packet in packets:

@@ -15,7 +15,12 @@ from fluxo_core.errors import ConfigError
 from fluxo_core.storage import Database
 from service_runtime.catalog import ServiceCatalog
 from service_runtime.gateway import Gateway
-from service_runtime.interceptors import Interceptor, InterceptorChain, default_interceptors
+from service_runtime.interceptors import (
+    Interceptor,
+    InterceptorChain,
+    Tracing,
+    default_interceptors,
+)
 from service_runtime.janitor import Janitor
 from service_runtime.sdk import Service
 from service_runtime.transports import SqlTransport, Transport
@@ -71,6 +76,10 @@ class ServiceRuntime:
         self.interceptors = InterceptorChain(
             default_interceptors() if interceptors is None else interceptors
         )
+        # The chain's tracing, for the engines that end jobs (their spans); None without one.
+        self.tracing: Tracing | None = next(
+            (i for i in self.interceptors.interceptors if isinstance(i, Tracing)), None
+        )
         self.gateway = Gateway(
             db,
             self.transport,
@@ -124,6 +133,8 @@ class ServiceRuntime:
                 await task
         self._tasks.clear()
         await self.transport.close()
+        if self.tracing is not None:
+            await self.tracing.aclose()  # the spans of the last batches
 
     async def __aenter__(self) -> ServiceRuntime:
         await self.start()

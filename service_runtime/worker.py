@@ -30,6 +30,7 @@ before its commit leaves them as they were, ready for the next worker.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import random
@@ -50,6 +51,7 @@ from fluxo_core.errors import (
     ServiceTimeoutError,
 )
 from fluxo_core.ir import MAX_ATTEMPTS_HEADER, Packet, new_span_id, parse_packet
+from fluxo_core.logs import bind_ids, reset_ids
 from fluxo_core.storage import CallOutcome, CallStore, Database, InboxKey, InboxStore, Transaction
 from service_runtime.gateway import REPLY_TO_HEADER, call_channel
 from service_runtime.interceptors import (
@@ -344,6 +346,7 @@ class Worker:
         if packet is None:  # parse failures never reach here; keeps the type narrow
             return
         timeout = svc.timeout_s
+        ids = _bind_ids(o, packet)
         o.started_at = time.time()
         try:
             o.max_attempts = _caller_max_attempts(packet)
@@ -355,8 +358,9 @@ class Worker:
             elif svc.inline:
                 result = svc.invoke(packet)
             else:
+                # In a copy of this context: the handler's thread logs with the call's ids.
                 running = asyncio.get_running_loop().run_in_executor(
-                    self._threads, svc.invoke, packet
+                    self._threads, contextvars.copy_context().run, svc.invoke, packet
                 )
                 result = await asyncio.wait_for(running, timeout)
             self._record_result(o, packet, result)
@@ -366,6 +370,8 @@ class Worker:
             o.error = exc
         except Exception as exc:
             o.error = _handler_error(svc, exc)
+        finally:
+            reset_ids(ids)
         o.duration_s = time.time() - o.started_at
 
     def _run_inline(self, o: _Outcome) -> None:
@@ -373,6 +379,7 @@ class Worker:
         svc, packet = o.service, o.packet
         if packet is None:
             return
+        ids = _bind_ids(o, packet)
         o.started_at = time.time()
         try:
             o.max_attempts = _caller_max_attempts(packet)
@@ -383,6 +390,8 @@ class Worker:
             o.error = exc
         except Exception as exc:
             o.error = _handler_error(svc, exc)
+        finally:
+            reset_ids(ids)
         o.duration_s = time.time() - o.started_at
 
     @staticmethod
@@ -555,6 +564,17 @@ def _parse(outcomes: list[_Outcome]) -> None:
         except PacketValidationError as exc:
             exc.retryable = False
             o.error = exc
+
+
+def _bind_ids(o: _Outcome, packet: Packet) -> contextvars.Token[Any]:
+    """What the handler logs carries the ids of its call (and the span of this run)."""
+    return bind_ids(
+        job_id=packet.job_id,
+        call_id=packet.id,
+        trace_id=packet.trace_id,
+        span_id=o.span_id,
+        account=packet.actor.account.id,
+    )
 
 
 def _at_attempt(packet: Packet, attempt: int) -> Packet:

@@ -46,6 +46,7 @@ from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
+from service_runtime.interceptors import JobSpan
 from service_runtime.transports import OutgoingMessage
 from service_runtime.worker import TIMEOUT_HEADER
 
@@ -55,6 +56,7 @@ ENGINE_QUEUE = "engine.step"
 STEP_KEY_HEADER = "fluxo-step-key"
 MAX_STORED_BYTES = 64 * 1024
 _JOB_STATE = ("status", "active", "error", "started_at", "finished_at")  # what transitions change
+_FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 Frame = list[Any]  # [split step id, index, count]
 Meta = dict[str, Any] | None  # a Node-RED message's properties besides payload
@@ -508,6 +510,36 @@ class JobRun:
             {"job_id": self.job["id"], "key": key, **{c: self.steps[key][c] for c in columns}}
             for key, columns in sorted(self.dirty.items())
         ]
+
+    def ended_span(self) -> JobSpan | None:
+        """The job's span if it ended in this batch (after :meth:`job_values`), else None."""
+        if not self.finished or self._loaded["status"] in _FINAL_STATUSES:
+            return None
+        job = self.job
+        created = float(job["created_at"])
+        return JobSpan(
+            trace_id=self._input.trace_id,
+            parent_id=self._input.parent_id,
+            job_id=job["id"],
+            workflow=self.plan.ref,
+            engine="step",
+            account_id=job["account_id"],
+            status=job["status"],
+            start=created,
+            duration_s=max(0.0, float(job["finished_at"] or self.now) - created),
+            error=error_code(job["error"]),
+        )
+
+
+def error_code(error: str | None) -> str | None:
+    """The ``code`` of a job's stored error (JSON), if it has one."""
+    if not error:
+        return None
+    try:
+        code = orjson.loads(error).get("code")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "error"
+    return code if isinstance(code, str) else "error"
 
 
 def _suffix(frames: list[Frame]) -> str:

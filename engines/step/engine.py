@@ -44,6 +44,7 @@ from fluxo_core.errors import (
     UnsupportedFeatureError,
 )
 from fluxo_core.ir import PacketTemplate, Workflow
+from fluxo_core.logs import bind_ids, reset_ids
 from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import WorkflowStore
@@ -397,14 +398,24 @@ class StepEngine:
                     template=self._templates.get(job_id),
                 )
                 self._remember_input(job_id, run)
-            if kind == "start":
-                run.start()
-            elif kind == "result":
-                call = calls.get(arg)
-                if call is not None:
-                    run.call_finished(call["key"], call)
-            elif kind == "timer":
-                run.timer_fired(arg)
+            # What a transition logs carries its job's ids.
+            source = run.template.source if run.template is not None else None
+            ids = bind_ids(
+                job_id=job_id,
+                trace_id=source.trace_id if source is not None else None,
+                account=job.get("account_id"),
+            )
+            try:
+                if kind == "start":
+                    run.start()
+                elif kind == "result":
+                    call = calls.get(arg)
+                    if call is not None:
+                        run.call_finished(call["key"], call)
+                elif kind == "timer":
+                    run.timer_fired(arg)
+            finally:
+                reset_ids(ids)
         self._write(tx, list(runs.values()), save_jobs=not unsaved)
         return list(runs.values())
 
@@ -434,6 +445,9 @@ class StepEngine:
             self.runtime.gateway.record_calls(tx, infos[ref], prepared, reply_to=ENGINE_QUEUE)
         self.runtime.transport.enqueue(tx, [timer for run in runs for timer in run.timers])
         tx.notify(*(job_channel(run.job["id"]) for run in runs if run.finished))
+        tracing = self.runtime.tracing
+        if tracing is not None and tracing.exports_jobs:
+            tracing.jobs_ended(tx, [span for run in runs if (span := run.ended_span())])
 
     # -- plans --------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from fluxo_core.ir import (
     parse_json,
     workflow_document,
 )
+from fluxo_core.logs import configure_logging
 from fluxo_core.redaction import install_log_redaction
 from fluxo_core.storage import AccountStore, SecretStore
 from service_runtime import Service
@@ -65,14 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Servers log their life; one-shot commands print only their answer (and warnings).
     serving = args.func in (_cmd_up, _cmd_worker)
     install_log_redaction()  # before anything logs: no record of this process carries a secret
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO if serving else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         config = FluxoConfig.from_env()
+        configure_logging(
+            level=logging.DEBUG if args.verbose else logging.INFO if serving else logging.WARNING,
+            log_format=config.log_format,
+        )
+        if not args.verbose:
+            logging.getLogger("alembic").setLevel(logging.WARNING)
         if getattr(args, "database_url", None):
             config = config.model_copy(
                 update={"database_url": normalize_database_url(args.database_url)}

@@ -9,7 +9,9 @@ Two kinds of metric, kept apart on purpose:
   replica, reports the same numbers, and nothing is counted on the hot path.
 - **Events** (how long each handler run took, per service; admission refusals by reason) are
   stored nowhere: :class:`MetricsInterceptor` counts them at the named places of a call, in this
-  process (a ``fluxo worker`` process does not serve them).
+  process (a ``fluxo worker`` process does not serve them). So are the errors external engines
+  (Node-RED, Argo) answer when a job is started or cancelled on them
+  (:meth:`PlatformMetrics.engine_error`, which the remote-job runner calls).
 
 Each :class:`PlatformMetrics` has a :class:`~prometheus_client.CollectorRegistry` of its own, never
 the global default one, so several platforms in one process (tests, benchmarks) do not collide.
@@ -200,6 +202,16 @@ class PlatformMetrics:
         self.interceptor = MetricsInterceptor(self.registry)
         self._storage = _StorageCollector()
         self.registry.register(self._storage)
+        self.engine_errors = Counter(
+            "fluxo_engine_errors",
+            "Errors an engine answered the control plane with, by engine, operation and code.",
+            ["engine", "operation", "code"],
+            registry=self.registry,
+        )
+
+    def engine_error(self, engine: str, operation: str, error: FluxoError) -> None:
+        """Count an error ``engine`` answered ``operation`` (start, cancel) with."""
+        self.engine_errors.labels(engine, operation, error.code).inc()
 
     async def snapshot(self) -> StorageSnapshot:
         """What storage holds now, in one read-only transaction."""

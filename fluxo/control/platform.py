@@ -35,6 +35,7 @@ from fluxo_core.storage.resources import ResourceStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
 from service_runtime.dead_letters import DeadLetters
+from service_runtime.interceptors import SpanSink
 from service_runtime.janitor import Janitor
 from service_runtime.transports import Transport, make_transport
 
@@ -46,6 +47,7 @@ __all__ = [
     "call_interceptors",
     "default_services",
     "open_database",
+    "open_span_sink",
     "tune_gc_for_serving",
 ]
 
@@ -73,12 +75,28 @@ def default_services(config: FluxoConfig, db: Database) -> list[Service]:
     return builtin + demo_services()
 
 
-def call_interceptors(admission: Admission, extra: Sequence[Interceptor] = ()) -> list[Interceptor]:
+def call_interceptors(
+    admission: Admission, extra: Sequence[Interceptor] = (), *, spans: SpanSink | None = None
+) -> list[Interceptor]:
     """The interceptor chain of every process that runs or submits calls.
 
     Admission first: what comes after it (quotas, metering, tracing) sees which calls it refused.
+    ``spans``: where tracing sends its spans (None: nowhere, at no cost).
     """
-    return [admission, *extra, *default_interceptors()]
+    return [admission, *extra, *default_interceptors(spans=spans)]
+
+
+def open_span_sink(config: FluxoConfig | None) -> SpanSink | None:
+    """The OpenTelemetry span sink ``config`` asks for, or None.
+
+    The SDK is imported only when an OTLP endpoint is configured: without one, no process
+    loads it.
+    """
+    if config is None or config.otlp_traces_endpoint is None:
+        return None
+    from fluxo.control.telemetry import open_spans
+
+    return open_spans(config)
 
 
 def build_platform(
@@ -102,6 +120,7 @@ def build_platform(
         engines=config.engines,
         config=config,
         clock=clock,
+        spans=open_span_sink(config),
     )
 
 
@@ -128,7 +147,9 @@ def build_worker_runtime(
         batch_size=batch_size,
         lease_s=lease_s,
         poll_interval_s=config.poll_interval_s,
-        interceptors=call_interceptors(Admission(AccountStore(db), clock=clock)),
+        interceptors=call_interceptors(
+            Admission(AccountStore(db), clock=clock), spans=open_span_sink(config)
+        ),
     )
 
 
@@ -141,8 +162,10 @@ class Platform:
     """Everything Fluxo runs in this process, started and stopped together.
 
     ``interceptors``: more of them at the named places of every call (quotas, say), run after
-    admission and before metrics, metering and tracing. ``metrics``: the platform's Prometheus
-    metrics (``GET /metrics``). ``clock``: what expiry and job timestamps read
+    admission and before metrics, metering and tracing. ``spans``: where tracing exports the
+    spans of jobs, calls and handler runs (OpenTelemetry, :func:`open_span_sink`).
+    ``metrics``: the platform's Prometheus metrics (``GET /metrics``). ``clock``: what expiry
+    and job timestamps read
     (a test moves a :class:`~fluxo_core.clock.ManualClock` instead of waiting).
 
     Built directly by tests and benchmarks; Fluxo's own processes build it with
@@ -166,6 +189,7 @@ class Platform:
         secrets: SecretStore | None = None,
         interceptors: Sequence[Interceptor] = (),
         clock: Clock = SYSTEM_CLOCK,
+        spans: SpanSink | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -183,7 +207,7 @@ class Platform:
             workers=workers,
             max_packet_bytes=max_packet_bytes,
             interceptors=call_interceptors(
-                self.admission, [*interceptors, self.metrics.interceptor]
+                self.admission, [*interceptors, self.metrics.interceptor], spans=spans
             ),
             poll_interval_s=poll_interval_s,
             janitor=janitor,
@@ -215,6 +239,7 @@ class Platform:
             default_controllers(self.jobs, self.accounts),
             clock=clock,
         )
+        self.jobs.remote.on_engine_error = self.metrics.engine_error
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from fluxo_core.storage import Database, Principal, Transaction
 from fluxo_core.storage.jobs import ACTIVE, JobRow, JobStore, job_channel
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
 from service_runtime import ServiceRuntime
+from service_runtime.interceptors import JobSpan
 from service_runtime.transports import Delivery
 
 __all__ = ["EngineJob", "RemoteJobs", "is_remote"]
@@ -134,6 +135,8 @@ class RemoteJobs:
         self.lease_s = lease_s
         self.poll_interval_s = poll_interval_s
         self._deployed: set[tuple[str, str]] = set()  # (engine, account/name@version)
+        # Told of every error an engine answers (engine, operation, error): the metrics.
+        self.on_engine_error: Callable[[str, str, FluxoError], None] | None = None
         self._queues = [f"engine.{name}" for name in sorted(self.engines)]
 
     # -- starting ------------------------------------------------------------------------------
@@ -205,6 +208,7 @@ class RemoteJobs:
                 )
             )
         except FluxoError as exc:
+            self._engine_error(engine_name, "start", exc)
             await self._start_failed(delivery, job_id, engine_name, exc)
             return
 
@@ -351,9 +355,39 @@ class RemoteJobs:
             ended = self.store.finish(tx, job_id, phase, result=results, error=error_text)
             if ended:
                 tx.notify(job_channel(job_id))
+                self._span_ended(tx, row, phase, error)
             return ended
 
         return await self.db.transact(finish)
+
+    def _engine_error(self, engine: str, operation: str, error: FluxoError) -> None:
+        if self.on_engine_error is not None:
+            self.on_engine_error(engine, operation, error)
+
+    def _span_ended(self, tx: Transaction, row: JobRow, status: str, error: Any) -> None:
+        """Export the span of a job that ``tx`` ends (when spans are exported at all)."""
+        tracing = self.runtime.tracing
+        if tracing is None or not tracing.exports_jobs:
+            return
+        packet = Packet.model_validate_json(row.input)
+        code = error.get("code") if isinstance(error, dict) else None
+        tracing.jobs_ended(
+            tx,
+            [
+                JobSpan(
+                    trace_id=packet.trace_id,
+                    parent_id=packet.parent_id,
+                    job_id=row.id,
+                    workflow=f"{row.workflow}@{row.version}",
+                    engine=row.engine,
+                    account_id=row.account_id,
+                    status=status,
+                    start=row.created_at,
+                    duration_s=max(0.0, self.store.clock.time() - row.created_at),
+                    error=(code if isinstance(code, str) else "error") if error else None,
+                )
+            ],
+        )
 
     async def _check_result(self, row: JobRow, result: Any) -> None:
         """A reported result must be what the job's recorded calls produced.
@@ -418,6 +452,7 @@ class RemoteJobs:
         try:
             await engine.cancel(handle)
         except FluxoError as exc:
+            self._engine_error(row.engine, "cancel", exc)
             log.warning(
                 "job %s cancelled in Fluxo; %s could not stop its run: %s",
                 row.id,

@@ -18,7 +18,15 @@ from service_runtime.interceptors._base import (
     ResultStatus,
 )
 from service_runtime.interceptors.metering import Metering
-from service_runtime.interceptors.tracing import Span, SpanExporter, Tracing
+from service_runtime.interceptors.tracing import (
+    JobSpan,
+    Span,
+    SpanExporter,
+    SpanSink,
+    Tracing,
+    call_span_id,
+    job_span_id,
+)
 
 __all__ = [
     "AdmitPlace",
@@ -27,6 +35,7 @@ __all__ = [
     "CallResult",
     "Interceptor",
     "InterceptorChain",
+    "JobSpan",
     "Metering",
     "PreparedCall",
     "RecordRequest",
@@ -34,11 +43,15 @@ __all__ = [
     "ResultStatus",
     "Span",
     "SpanExporter",
+    "SpanSink",
     "Tracing",
+    "call_span_id",
     "default_interceptors",
+    "job_span_id",
 ]
 
 
-def default_interceptors() -> list[Interceptor]:
-    """What every runtime runs unless told otherwise: metering, then tracing."""
-    return [Metering(), Tracing()]
+def default_interceptors(*, spans: SpanSink | None = None) -> list[Interceptor]:
+    """What every runtime runs unless told otherwise: metering, then tracing (to ``spans``,
+    if given)."""
+    return [Metering(), Tracing(sink=spans)]

@@ -6,16 +6,26 @@ worker gives it a ``span_id``, which its output packets carry as their ``parent_
 spans of a job link up into one trace.
 
 :class:`Tracing` emits each committed run's :class:`Span` as one log line (at DEBUG, on this
-module's logger) and to an optional ``export`` callable: the hook for an OpenTelemetry (or any
-other) exporter, which Fluxo itself does not depend on. Spans are emitted after the commit that
+module's logger) and to an optional ``export`` callable, or to a :class:`SpanSink` (an
+OpenTelemetry exporter: the control plane builds one when an OTLP endpoint is configured; this
+layer does not depend on OpenTelemetry). A sink also receives each ended job's
+:class:`JobSpan`, from the engine that ended it. Spans are emitted after the commit that
 applies their runs, so a rolled-back batch reports nothing it did not do.
+
+A job's span and a call's span have ids derived from the job and call ids
+(:func:`job_span_id`, :func:`call_span_id`), so any process can name them as a parent
+without asking another: a call's span is the child of its packet's ``parent_id`` or else of
+its job's span, and each run of its handler is a child of the call's span. One job is one
+trace, whichever processes ran its parts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from fluxo_core.storage import Transaction
 from service_runtime.interceptors._base import (
@@ -25,7 +35,15 @@ from service_runtime.interceptors._base import (
     ResultStatus,
 )
 
-__all__ = ["Span", "SpanExporter", "Tracing"]
+__all__ = [
+    "JobSpan",
+    "Span",
+    "SpanExporter",
+    "SpanSink",
+    "Tracing",
+    "call_span_id",
+    "job_span_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +69,17 @@ class Span:
     start: float
     duration_s: float
     error: str | None
+    # When the call was made (its packet's created_at, epoch seconds): where its span starts.
+    call_created_at: float | None = None
 
     @property
     def name(self) -> str:
         return f"call {self.service}"
+
+    @property
+    def final(self) -> bool:
+        """Whether this run ended its call (no other delivery comes)."""
+        return self.status != "retrying"
 
     @property
     def traceparent(self) -> str:
@@ -78,7 +103,65 @@ class Span:
             start=result.started_at,
             duration_s=result.duration_s,
             error=result.error.code if result.error is not None else None,
+            call_created_at=packet.created_at.timestamp(),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpan:
+    """A job, from its creation to its end (``start`` in epoch seconds).
+
+    ``parent_id``: the span id its input packet carried (a job started from another's call),
+    else None (the job's span is its trace's root). ``error`` is the error's code, if any.
+    """
+
+    trace_id: str
+    parent_id: str | None
+    job_id: str
+    workflow: str
+    engine: str
+    account_id: str
+    status: str
+    start: float
+    duration_s: float
+    error: str | None
+
+    @property
+    def span_id(self) -> str:
+        return job_span_id(self.job_id)
+
+    @property
+    def name(self) -> str:
+        return f"job {self.workflow}"
+
+
+def job_span_id(job_id: str) -> str:
+    """The W3C span id of a job's span (16 hex), derived from its id."""
+    return _span_id("job", job_id)
+
+
+def call_span_id(call_id: str) -> str:
+    """The W3C span id of a call's span (16 hex), derived from its id (the packet id)."""
+    return _span_id("call", call_id)
+
+
+def _span_id(kind: str, ident: str) -> str:
+    digest = hashlib.blake2b(f"{kind}:{ident}".encode(), digest_size=8).hexdigest()
+    return digest if digest != "0" * 16 else "0" * 15 + "1"  # all zeros is not a valid span id
+
+
+class SpanSink(Protocol):
+    """Where spans go (an OpenTelemetry exporter). Called on the event loop: hand the spans
+    off, do not block."""
+
+    def runs(self, spans: Sequence[Span]) -> None:
+        """Handler runs (and, through the final ones, their calls)."""
+
+    def jobs(self, spans: Sequence[JobSpan]) -> None:
+        """Jobs that ended."""
+
+    async def aclose(self) -> None:
+        """Send what is buffered (at a stop: the process may end next)."""
 
 
 SpanExporter = Callable[[Sequence[Span]], None]
@@ -86,17 +169,25 @@ SpanExporter = Callable[[Sequence[Span]], None]
 
 
 class Tracing(Interceptor):
-    """Emits a :class:`Span` per handler run: a DEBUG log line, and ``export`` if given.
+    """Emits a :class:`Span` per handler run: a DEBUG log line, to ``export`` if given and to
+    ``sink`` if given; and, through :meth:`jobs_ended`, each ended job's span to ``sink``.
 
-    Costs nothing when neither is on: spans are built only if someone reads them.
+    Costs nothing when none is on: spans are built only if someone reads them.
     """
 
-    def __init__(self, export: SpanExporter | None = None) -> None:
+    def __init__(self, export: SpanExporter | None = None, *, sink: SpanSink | None = None) -> None:
         self.export = export
+        self.sink = sink
+
+    @property
+    def exports_jobs(self) -> bool:
+        """Whether anyone reads job spans (else engines build none)."""
+        return self.sink is not None
 
     def on_result(self, request: ResultRequest, tx: Transaction) -> None:
         logged = log.isEnabledFor(logging.DEBUG)
-        if not (logged or self.export is not None) or not request.results:
+        exported = self.export is not None or self.sink is not None
+        if not (logged or exported) or not request.results:
             return
         spans = [Span.of(r) for r in request.results]
 
@@ -104,6 +195,26 @@ class Tracing(Interceptor):
             self._emit(spans, logged=logged)
 
         tx.after_commit(emit)
+
+    def jobs_ended(self, tx: Transaction, spans: Sequence[JobSpan]) -> None:
+        """Export these jobs' spans once ``tx`` commits (they ended in it)."""
+        sink = self.sink
+        if sink is None or not spans:
+            return
+        ended = list(spans)
+
+        async def emit() -> None:
+            try:
+                sink.jobs(ended)
+            except Exception as exc:
+                log.warning("span sink %r failed: %s", sink, exc)
+
+        tx.after_commit(emit)
+
+    async def aclose(self) -> None:
+        """Send the spans still buffered (at the end of the process)."""
+        if self.sink is not None:
+            await self.sink.aclose()
 
     def _emit(self, spans: list[Span], *, logged: bool) -> None:
         if logged:
@@ -122,9 +233,11 @@ class Tracing(Interceptor):
                     s.duration_s * 1000,
                     f" error={s.error}" if s.error else "",
                 )
-        if self.export is not None:
+        for target in (self.export, self.sink.runs if self.sink is not None else None):
+            if target is None:
+                continue
             try:
-                self.export(spans)
+                target(spans)
             except Exception as exc:
                 # The calls are committed; an exporter's failure must not fail the worker's batch.
-                log.warning("span exporter %r failed: %s", self.export, exc)
+                log.warning("span exporter %r failed: %s", target, exc)
