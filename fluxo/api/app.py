@@ -10,13 +10,14 @@ reads or writes is scoped to it. Errors are JSON::
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo.api import calls, jobs, metrics, secrets, usage
+from fluxo.api import calls, jobs, metrics, quotas, secrets, usage
 from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
 from fluxo.api.openapi import openapi_document
 from fluxo.control.platform import Platform
@@ -26,6 +27,7 @@ from fluxo_core.errors import (
     MalformedRequestError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RateLimitedError,
 )
 from fluxo_core.ir.documents import DocumentLimits
 
@@ -58,12 +60,17 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     jobs.add_routes(app)
     secrets.add_routes(app)
     usage.add_routes(app)
+    quotas.add_routes(app)
     metrics.add_routes(app)
     return app
 
 
 def _error_response(error: FluxoError) -> web.Response:
-    return web.json_response({"error": error.to_dict()}, status=error.http_status)
+    response = web.json_response({"error": error.to_dict()}, status=error.http_status)
+    if isinstance(error, RateLimitedError):
+        # Whole seconds (RFC 9110), rounded up: a client that waits that long finds room.
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    return response
 
 
 @web.middleware

@@ -41,6 +41,7 @@ from fluxo_core.storage import (
     UsageLedger,
 )
 from fluxo_core.storage.jobs import JobStore
+from fluxo_core.storage.quotas import Quota
 from service_runtime.interceptors import AdmitRequest, Interceptor, ResultRequest
 
 __all__ = ["CONTENT_TYPE", "MetricsInterceptor", "PlatformMetrics", "StorageSnapshot"]
@@ -198,8 +199,19 @@ class PlatformMetrics:
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         self.interceptor = MetricsInterceptor(self.registry)
+        self.quota_events = Counter(
+            "fluxo_quota_events",
+            "Quotas that reached 80% or 100% of their limit in a period, by kind and threshold "
+            "(recorded by this process; each quota, period and threshold once platform-wide).",
+            ["kind", "threshold"],
+            registry=self.registry,
+        )
         self._storage = _StorageCollector()
         self.registry.register(self._storage)
+
+    def count_quota_event(self, quota: Quota, threshold: int) -> None:
+        """Count a quota event once its transaction committed (the enforcer's ``on_event``)."""
+        self.quota_events.labels(quota.kind, str(threshold)).inc()
 
     async def snapshot(self) -> StorageSnapshot:
         """What storage holds now, in one read-only transaction."""

@@ -25,11 +25,13 @@ from collections.abc import Sequence
 from fluxo.control.jobs import JobService
 from fluxo.control.metrics import PlatformMetrics
 from fluxo.control.policy import Admission
+from fluxo.control.quotas import QuotaEnforcer
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
+from fluxo_core.storage.quotas import QuotaStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
 from service_runtime.dead_letters import DeadLetters
@@ -126,7 +128,12 @@ def build_worker_runtime(
         batch_size=batch_size,
         lease_s=lease_s,
         poll_interval_s=config.poll_interval_s,
-        interceptors=call_interceptors(Admission(AccountStore(db), clock=clock)),
+        # The quotas too: the workers count spend, and refuse calls an engine wrote past a
+        # calls quota.
+        interceptors=call_interceptors(
+            Admission(AccountStore(db), clock=clock),
+            [QuotaEnforcer(QuotaStore(db), clock=clock)],
+        ),
     )
 
 
@@ -174,6 +181,14 @@ class Platform:
         self.admission = Admission(self.accounts, cache_s=admission_cache_s, clock=clock)
         # After the extras: the metrics count the refusals of quotas too.
         self.metrics = PlatformMetrics(db, clock=clock)
+        # Quotas and limits (GET/PUT /v1/quotas): enforced right after admission.
+        self.quotas = QuotaStore(db)
+        self.quota_enforcer = QuotaEnforcer(
+            self.quotas,
+            cache_s=admission_cache_s,
+            clock=clock,
+            on_event=self.metrics.count_quota_event,
+        )
         self.runtime = ServiceRuntime(
             db,
             services,
@@ -181,7 +196,7 @@ class Platform:
             workers=workers,
             max_packet_bytes=max_packet_bytes,
             interceptors=call_interceptors(
-                self.admission, [*interceptors, self.metrics.interceptor]
+                self.admission, [self.quota_enforcer, *interceptors, self.metrics.interceptor]
             ),
             poll_interval_s=poll_interval_s,
             janitor=janitor,
@@ -206,7 +221,13 @@ class Platform:
                     lease_s=max(lease_s, 5.0),
                 )
             )
-        self.jobs = JobService(self.runtime, self.workflows, self.registry, clock=clock)
+        self.jobs = JobService(
+            self.runtime,
+            self.workflows,
+            self.registry,
+            clock=clock,
+            job_limits=self.quota_enforcer.admit_jobs,
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}
