@@ -27,6 +27,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from fluxo.api import create_app
 from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.quotas import QuotaSpec
 from fluxo_core.storage.secrets import SecretStore
 from fluxo_core.storage.tables import calls, usage_records
 from tests.integration.test_remote_engines import RecordingEngine, until
@@ -67,6 +68,7 @@ class World:
     call_id: str  # B's direct call
     workflow: str  # B's workflow name
     secret: str = "globex-stripe-key"  # B's stored secret (its value carries the marker)
+    quota: str = "globex-daily-calls"  # B's quota
 
     async def send(self, method: str, path: str, who: str, body: Any = None) -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -89,7 +91,9 @@ class World:
         values = await self.platform.secrets.reveal("globex", [i.name for i in stored])
         rows = await self.platform.db.read(lambda c: c.execute(query).all())
         used = await self.platform.db.read(lambda c: c.execute(usage).all())
+        quotas = await self.platform.quotas.list("globex")
         return (
+            quotas,
             job.model_dump(mode="json"),
             call.model_dump(mode="json"),
             [(a.ref, a.workflow.model_dump(mode="json")) for a in workflows],
@@ -135,6 +139,9 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
         world = World(platform, http, tokens, job.id, "", "globex-private")
         assert platform.secrets is not None
         await platform.secrets.put("globex", world.secret, f"sk_live_{SECRET}")
+        await platform.quotas.set(
+            "globex", world.quota, QuotaSpec(kind="calls", limit=1000, period="day")
+        )
         first = {
             "id": "nr-globex-first",
             "job_id": job.id,
@@ -258,6 +265,24 @@ CASES: dict[tuple[str, str], Case] = {
             "/v1/usage?group_by=workflow,job,service,day,month",
         )
     ],
+    # B's quota: A sees only its own; a PUT of the same name makes A's own (201), B's stays.
+    ("get", "/v1/quotas"): lambda w, who: [("/v1/quotas", None, _forbidden_to_engines(who, {200}))],
+    ("get", "/v1/quotas/{name}"): lambda w, who: [
+        (f"/v1/quotas/{w.quota}", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("put", "/v1/quotas/{name}"): lambda w, who: [
+        (
+            f"/v1/quotas/{w.quota}",
+            {"kind": "calls", "limit": 1, "period": "day"},
+            _forbidden_to_engines(who, {201}),
+        )
+    ],
+    ("delete", "/v1/quotas/{name}"): lambda w, who: [
+        (f"/v1/quotas/{w.quota}", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("get", "/v1/quota-events"): lambda w, who: [
+        ("/v1/quota-events", None, _forbidden_to_engines(who, {200}))
+    ],
 }
 
 
@@ -298,7 +323,7 @@ async def test_another_account_gets_nothing_of_b_from_any_route(world: World, wh
             assert SECRET not in text, where
             if status < 300:  # the attacker's own data only
                 # B's secret name: what A names in its own PUT comes back to it, nothing else.
-                names = (world.secret,) if method == "get" else ()
+                names = (world.secret, world.quota) if method == "get" else ()
                 for of_b in (world.job_id, world.call_id, world.workflow, *names):
                     assert of_b not in text, where
     assert await world.state_of_b() == before
