@@ -90,6 +90,14 @@ class _Bucket:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Checks:
+    """The quotas one call is checked against at admission: rates, and used-up quotas."""
+
+    rates: list[Quota]
+    used: list[tuple[Quota, UsageKey]]
+
+
 class QuotaEnforcer(Interceptor):
     """Enforces an account's quotas (see the module's docstring for where each kind is held)."""
 
@@ -110,6 +118,8 @@ class QuotaEnforcer(Interceptor):
         # account -> (expiry, its quotas); an account without quotas is cached as ().
         self._quotas: dict[str, tuple[float, tuple[Quota, ...]]] = {}
         self._buckets: dict[tuple[str, str, int, str | None], _Bucket] = {}
+        # What calls and spend quotas used, as last read: (expiry, used), for ``cache_s``.
+        self._usage: dict[UsageKey, tuple[float, int]] = {}
 
     # -- definitions ---------------------------------------------------------------------------
 
@@ -140,98 +150,113 @@ class QuotaEnforcer(Interceptor):
 
     async def admit(self, request: AdmitRequest) -> None:
         await self._load({c.account_id for _, c in request.pending()})
+        checks = self._checks(request)
         if request.place != "worker":
-            self._limit_rate(request)
-        keys = self._usage_keys(request)
-        used = await self.store.used(keys) if keys else {}
-        refused: dict[str, str] = {}
-        if request.place == "worker":
-            ids = self._marked_candidates(request)
-            refused = await self.store.refused_calls(ids) if ids else {}
-        self._decide(request, used, refused)
+            self._limit_rate(request, checks)
+        stale = self._stale_usage(checks)
+        if stale:
+            self._learn_usage(await self.store.used(stale))
+        ids = self._marked_candidates(request) if request.place == "worker" else []
+        refused = await self.store.refused_calls(ids) if ids else {}
+        self._decide(request, checks, refused)
 
     def admit_in_transaction(self, request: AdmitRequest, tx: Transaction) -> None:
         self._load_on(tx, {c.account_id for _, c in request.pending()})
+        checks = self._checks(request)
         if request.place != "worker":
-            self._limit_rate(request)
-        keys = self._usage_keys(request)
-        used = self.store.used_on(tx.conn, keys) if keys else {}
+            self._limit_rate(request, checks)
+        stale = self._stale_usage(checks)
+        if stale:
+            self._learn_usage(self.store.used_on(tx.conn, stale))
         ids = self._marked_candidates(request) if request.place == "worker" else []
         refused = self.store.refused_calls_on(tx.conn, ids) if ids else {}
-        self._decide(request, used, refused)
+        self._decide(request, checks, refused)
 
-    def _checked(self, request: AdmitRequest, call: CallRequest) -> list[Quota]:
-        """The calls and spend quotas to check for ``call`` before it is admitted: at job
-        creation both (a job that could make no call is refused), for a call the spend ones
-        (its calls are counted, exactly, where they are written)."""
-        kinds = ("calls", "spend") if request.place == "job" else ("spend",)
-        return [
-            q
-            for q in self._of(call.account_id)
-            if q.kind in kinds and _covers(q, call, request.place)
-        ]
-
-    def _usage_keys(self, request: AdmitRequest) -> list[UsageKey]:
+    def _checks(self, request: AdmitRequest) -> dict[int, _Checks]:
+        """For each pending call, the quotas that concern it before it is admitted: rates (at
+        the gateway and job creation), and the calls and spend quotas whose use is checked
+        (at job creation both: a job that could make no call is refused; for a call the
+        spend ones, its calls being counted exactly where they are written). Worked out once
+        per account, service and workflow of the batch."""
         now = self.clock.time()
-        keys = {
-            (q.account_id, q.name, period_key(q.spec.period or "day", now))
-            for _, call in request.pending()
-            for q in self._checked(request, call)
-        }
-        return sorted(keys)
+        periods = {p: period_key(p, now) for p in ("day", "month")}
+        kinds = ("calls", "spend") if request.place == "job" else ("spend",)
+        memo: dict[tuple[str, str, str | None], _Checks] = {}
+        checks: dict[int, _Checks] = {}
+        for index, call in request.pending():
+            group = (call.account_id, call.service, call.workflow)
+            found = memo.get(group)
+            if found is None:
+                rates, used = [], []
+                for q in self._of(call.account_id):
+                    if not _covers(q, call, request.place):
+                        continue
+                    if q.kind == "rate":
+                        rates.append(q)
+                    elif q.kind in kinds:
+                        key = (q.account_id, q.name, periods[q.spec.period or "day"])
+                        used.append((q, key))
+                found = memo[group] = _Checks(rates, used)
+            if found.rates or found.used:
+                checks[index] = found
+        return checks
+
+    def _stale_usage(self, checks: dict[int, _Checks]) -> list[UsageKey]:
+        now = self.clock.monotonic()
+        keys = {key for c in checks.values() for _, key in c.used}
+        return sorted(k for k in keys if (u := self._usage.get(k)) is None or u[0] <= now)
+
+    def _learn_usage(self, used: dict[UsageKey, int]) -> None:
+        expiry = self.clock.monotonic() + self.cache_s
+        if len(self._usage) > self.MAX_BUCKETS:
+            self._usage.clear()
+        for key, value in used.items():
+            self._usage[key] = (expiry, value)
 
     def _marked_candidates(self, request: AdmitRequest) -> list[str]:
-        """Calls the worker is about to run whose account has a calls quota (an engine may have
-        written them past it)."""
+        """Calls of jobs the worker is about to run whose account has a calls quota: an engine
+        may have written them past it (direct calls are refused before they are written)."""
         return [
             c.call_id
             for _, c in request.pending()
-            if c.call_id is not None and any(q.kind == "calls" for q in self._of(c.account_id))
+            if c.call_id is not None
+            and c.job_id is not None
+            and any(q.kind == "calls" for q in self._of(c.account_id))
         ]
 
     def _decide(
-        self, request: AdmitRequest, used: dict[UsageKey, int], refused: dict[str, str]
+        self, request: AdmitRequest, checks: dict[int, _Checks], refused: dict[str, str]
     ) -> None:
-        now = self.clock.time()
         for index, call in request.pending():
             if call.call_id is not None and call.call_id in refused:
-                quota = next(
-                    (q for q in self._of(call.account_id) if q.name == refused[call.call_id]),
-                    None,
-                )
-                request.refuse(
-                    index,
-                    _exceeded(
-                        call.account_id,
-                        refused[call.call_id],
-                        "calls",
-                        quota.limit if quota else None,
-                        None,
-                        None,
-                    ),
-                )
+                name = refused[call.call_id]
+                quota = next((q for q in self._of(call.account_id) if q.name == name), None)
+                limit = quota.limit if quota else None
+                request.refuse(index, _exceeded(call.account_id, name, "calls", limit, None, None))
                 continue
-            for q in self._checked(request, call):
-                key = period_key(q.spec.period or "day", now)
-                spent = used.get((q.account_id, q.name, key), 0)
+            found = checks.get(index)
+            if found is None:
+                continue
+            for q, key in found.used:
+                cached = self._usage.get(key)
+                spent = cached[1] if cached is not None else 0
                 if spent >= q.limit:
                     request.refuse(
-                        index, _exceeded(q.account_id, q.name, q.kind, q.limit, spent, key)
+                        index, _exceeded(q.account_id, q.name, q.kind, q.limit, spent, key[2])
                     )
                     break
 
-    def _limit_rate(self, request: AdmitRequest) -> None:
+    def _limit_rate(self, request: AdmitRequest, checks: dict[int, _Checks]) -> None:
         now = self.clock.monotonic()
         for index, call in request.pending():
-            for q in self._of(call.account_id):
-                if q.kind != "rate" or not _covers(q, call, request.place):
-                    continue
+            found = checks.get(index)
+            for q in found.rates if found is not None else ():
                 wait_s = self._take(q, now)
                 if wait_s is not None:
                     request.refuse(
                         index,
                         RateLimitedError(
-                            f"account {q.account_id!r} is over its rate limit {q.name!r} "
+                            f"account {call.account_id!r} is over its rate limit {q.name!r} "
                             f"({q.limit} per {q.spec.period}); retry after {math.ceil(wait_s)} s, "
                             "or raise the limit with 'fluxo quota set'",
                             retry_after_s=wait_s,
@@ -268,10 +293,18 @@ class QuotaEnforcer(Interceptor):
         self._load_on(tx, {c.account_id for c in request.calls})
         counted: dict[Quota, list[str]] = defaultdict(list)
         service = request.service.name
+        memo: dict[tuple[str, str | None], list[Quota]] = {}
         for call in request.calls:
-            for q in self._of(call.account_id):
-                if q.kind == "calls" and _covers_call(q, service, call.workflow):
-                    counted[q].append(call.id)
+            group = (call.account_id, call.workflow)
+            quotas = memo.get(group)
+            if quotas is None:
+                quotas = memo[group] = [
+                    q
+                    for q in self._of(call.account_id)
+                    if q.kind == "calls" and _covers_call(q, service, call.workflow)
+                ]
+            for q in quotas:
+                counted[q].append(call.id)
         if not counted:
             return
         now = self.clock.time()
