@@ -227,36 +227,42 @@ class QuotaEnforcer(Interceptor):
     def _decide(
         self, request: AdmitRequest, checks: dict[int, _Checks], refused: dict[str, str]
     ) -> None:
-        for index, call in request.pending():
+        for index, call in request.pending() if refused else ():
             if call.call_id is not None and call.call_id in refused:
                 name = refused[call.call_id]
                 quota = next((q for q in self._of(call.account_id) if q.name == name), None)
                 limit = quota.limit if quota else None
                 request.refuse(index, _exceeded(call.account_id, name, "calls", limit, None, None))
+        # The calls of one group share their quotas and what those used: one decision each.
+        decided: dict[int, QuotaExceededError | None] = {}
+        for index, found in checks.items():
+            if not found.used or request.refusals[index] is not None:
                 continue
-            found = checks.get(index)
-            if found is None:
-                continue
-            for q, key in found.used:
-                cached = self._usage.get(key)
-                spent = cached[1] if cached is not None else 0
-                if spent >= q.limit:
-                    request.refuse(
-                        index, _exceeded(q.account_id, q.name, q.kind, q.limit, spent, key[2])
-                    )
-                    break
+            group = id(found)
+            if group not in decided:
+                decided[group] = self._used_up(found)
+            error = decided[group]
+            if error is not None:
+                request.refuse(index, error)
+
+    def _used_up(self, found: _Checks) -> QuotaExceededError | None:
+        for q, key in found.used:
+            cached = self._usage.get(key)
+            spent = cached[1] if cached is not None else 0
+            if spent >= q.limit:
+                return _exceeded(q.account_id, q.name, q.kind, q.limit, spent, key[2])
+        return None
 
     def _limit_rate(self, request: AdmitRequest, checks: dict[int, _Checks]) -> None:
         now = self.clock.monotonic()
-        for index, call in request.pending():
-            found = checks.get(index)
-            for q in found.rates if found is not None else ():
+        for index, found in checks.items():
+            for q in found.rates:
                 wait_s = self._take(q, now)
                 if wait_s is not None:
                     request.refuse(
                         index,
                         RateLimitedError(
-                            f"account {call.account_id!r} is over its rate limit {q.name!r} "
+                            f"account {q.account_id!r} is over its rate limit {q.name!r} "
                             f"({q.limit} per {q.spec.period}); retry after {math.ceil(wait_s)} s, "
                             "or raise the limit with 'fluxo quota set'",
                             retry_after_s=wait_s,
@@ -291,7 +297,8 @@ class QuotaEnforcer(Interceptor):
         if not request.calls:
             return
         self._load_on(tx, {c.account_id for c in request.calls})
-        counted: dict[Quota, list[str]] = defaultdict(list)
+        counted: dict[int, list[str]] = defaultdict(list)  # by id(quota), as in on_result
+        chosen: dict[int, Quota] = {}
         service = request.service.name
         memo: dict[tuple[str, str | None], list[Quota]] = {}
         for call in request.calls:
@@ -304,12 +311,14 @@ class QuotaEnforcer(Interceptor):
                     if q.kind == "calls" and _covers_call(q, service, call.workflow)
                 ]
             for q in quotas:
-                counted[q].append(call.id)
+                counted[id(q)].append(call.id)
+                chosen[id(q)] = q
         if not counted:
             return
         now = self.clock.time()
         refused: set[str] = set()
-        for q, ids in counted.items():
+        for ident, ids in counted.items():
+            q = chosen[ident]
             key = period_key(q.spec.period or "day", now)
             ids = [i for i in ids if i not in refused]
             used = self.store.add_on(tx, q, key, len(ids), within=True)
@@ -342,21 +351,38 @@ class QuotaEnforcer(Interceptor):
         self._load_on(tx, accounts)
         if not any(q.kind == "spend" for a in accounts for q in self._of(a)):
             return
-        spent: dict[Quota, int] = defaultdict(int)
+        # Keyed by the quota's identity, not by the quota: hashing a dataclass, once per call,
+        # costs more than the rest of this.
+        spent: dict[int, int] = defaultdict(int)
+        chosen: dict[int, Quota] = {}
+        # A batch holds few services, accounts and workflows: what covers what, and what a
+        # number of items costs, is worked out once for each.
+        covering: dict[tuple[str, str, str, str | None], list[Quota]] = {}
+        prices: dict[tuple[str, str, int], int] = {}
         for r in succeeded:
-            quotas = [q for q in self._of(r.packet.account_id) if q.kind == "spend"]
+            svc, packet = r.service, r.packet
+            group = (packet.account_id, svc.name, svc.version, packet.workflow)
+            quotas = covering.get(group)
+            if quotas is None:
+                quotas = covering[group] = [
+                    q
+                    for q in self._of(packet.account_id)
+                    if q.kind == "spend"
+                    and q.spec.currency == svc.price.currency
+                    and _covers_call(q, svc.name, packet.workflow)
+                ]
             if not quotas:
                 continue
-            svc = r.service
             items = sum(len(p) if isinstance(p, list) else 1 for p in r.outputs)
-            amount = svc.price.charge(items)[2]
+            amount = prices.get((svc.name, svc.version, items))
+            if amount is None:
+                amount = prices[svc.name, svc.version, items] = svc.price.charge(items)[2]
             for q in quotas:
-                if q.spec.currency == svc.price.currency and _covers_call(
-                    q, svc.name, r.packet.workflow
-                ):
-                    spent[q] += amount
+                spent[id(q)] += amount
+                chosen[id(q)] = q
         now = self.clock.time()
-        for q, amount in spent.items():
+        for ident, amount in spent.items():
+            q = chosen[ident]
             if amount <= 0:
                 continue
             key = period_key(q.spec.period or "day", now)

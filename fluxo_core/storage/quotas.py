@@ -304,17 +304,16 @@ class QuotaStore:
         otherwise nothing changes and the answer is None."""
         if within and amount > quota.limit:
             return None
-        table = quota_usage
-        insert = _insert(tx, table).values(
-            account_id=quota.account_id, name=quota.name, period_key=key, used=amount
-        )
-        total = table.c.used + insert.excluded.used
-        upsert = insert.on_conflict_do_update(
-            index_elements=[table.c.account_id, table.c.name, table.c.period_key],
-            set_={"used": total},
-            where=(total <= quota.limit) if within else None,
-        ).returning(table.c.used)
-        used = tx.execute(upsert).scalar()
+        used = tx.execute(
+            _ADD,
+            {
+                "account_id": quota.account_id,
+                "name": quota.name,
+                "period_key": key,
+                "amount": amount,
+                "limit": quota.limit if within else _UNLIMITED,
+            },
+        ).scalar()
         return None if used is None else int(used)
 
     async def used(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
@@ -437,6 +436,20 @@ class QuotaStore:
         rows = await self.db.read(lambda conn: conn.execute(query).all())
         return [_event(r) for r in rows]
 
+
+# One statement, built once (it runs in every transaction that writes calls under a quota): the
+# same text on SQLite and PostgreSQL. A conflicting row is updated only while the sum stays
+# within the limit; PostgreSQL re-checks the WHERE on the row it locked, so concurrent writers
+# add one after the other.
+_ADD = sa.text(
+    "INSERT INTO quota_usage (account_id, name, period_key, used) "
+    "VALUES (:account_id, :name, :period_key, :amount) "
+    "ON CONFLICT (account_id, name, period_key) DO UPDATE "
+    "SET used = quota_usage.used + excluded.used "
+    "WHERE quota_usage.used + excluded.used <= :limit "
+    "RETURNING used"
+)
+_UNLIMITED = 2**62
 
 _NAME_RULE = "lower-case letters, digits, '.', '_' and '-', at most 100, e.g. daily-calls"
 
