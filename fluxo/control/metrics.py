@@ -166,6 +166,11 @@ class MetricsInterceptor(Interceptor):
             if refusal is not None:
                 self.refusals.labels(refusal_reason(refusal), request.place).inc()
 
+    def count_refusal(self, refusal: FluxoError, place: str, calls: int = 1) -> None:
+        """Count ``calls`` refused where no admit request shows it (a calls quota refuses a
+        gateway submission inside the transaction that would have written it)."""
+        self.refusals.labels(refusal_reason(refusal), place).inc(calls)
+
     def on_result(self, request: ResultRequest, tx: Transaction) -> None:
         if not request.results:
             return

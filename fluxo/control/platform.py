@@ -188,6 +188,7 @@ class Platform:
             cache_s=admission_cache_s,
             clock=clock,
             on_event=self.metrics.count_quota_event,
+            on_refusal=self.metrics.interceptor.count_refusal,
         )
         self.runtime = ServiceRuntime(
             db,

@@ -44,6 +44,7 @@ from typing import Any
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import (
     ConcurrencyLimitError,
+    FluxoError,
     QuotaExceededError,
     RateLimitedError,
     ValidationError,
@@ -68,6 +69,7 @@ from service_runtime.interceptors import (
 __all__ = [
     "QuotaEnforcer",
     "QuotaEventHook",
+    "RefusalHook",
     "event_json",
     "parse_quota_spec",
     "quota_answer",
@@ -78,6 +80,9 @@ __all__ = [
 
 QuotaEventHook = Callable[[Quota, int], None]
 """Told ``(quota, threshold)`` after the commit that recorded an 80% or 100% event."""
+RefusalHook = Callable[[FluxoError, str, int], None]
+"""Told ``(error, place, calls)`` when a submission is refused inside its transaction, where
+no admit request shows it (the metrics count it)."""
 
 UsageKey = tuple[str, str, str]  # account, quota name, period key
 
@@ -110,8 +115,10 @@ class QuotaEnforcer(Interceptor):
         cache_s: float = 0.5,
         clock: Clock = SYSTEM_CLOCK,
         on_event: QuotaEventHook | None = None,
+        on_refusal: RefusalHook | None = None,
     ) -> None:
         self.store = store
+        self.on_refusal = on_refusal
         self.cache_s = cache_s
         self.clock = clock
         self.on_event = on_event
@@ -324,7 +331,10 @@ class QuotaEnforcer(Interceptor):
             used = self.store.add_on(tx, q, key, len(ids), within=True)
             if used is None and request.place == "gateway":
                 # Nothing of the submission is written: the transaction rolls back whole.
-                raise _exceeded(q.account_id, q.name, "calls", q.limit, None, key)
+                error = _exceeded(q.account_id, q.name, "calls", q.limit, None, key)
+                if self.on_refusal is not None:
+                    self.on_refusal(error, "gateway", len(request.calls))
+                raise error
             if used is None:
                 # An engine's calls: as many as fit are counted, the rest refused by the worker.
                 room = q.limit - self.store.used_on(tx.conn, [(q.account_id, q.name, key)]).get(

@@ -152,6 +152,11 @@ async def test_a_call_past_a_calls_quota_is_refused_and_events_come_once(api: Ap
     assert await calls_of(api.platform.db, "acme") == 5  # nothing of the refused one written
     await api.call(100)
     assert await api.events() == [("daily-calls", 100), ("daily-calls", 80)]
+    metrics = (await api.platform.metrics.scrape()).decode()
+    for threshold in (80, 100):
+        assert f'fluxo_quota_events_total{{kind="calls",threshold="{threshold}"}} 1.0' in metrics
+    refused = 'fluxo_admission_refusals_total{place="gateway",reason="quota_exceeded"} 2.0'
+    assert refused in metrics
     # The next day counts from zero.
     api.clock.advance(86_400)
     status, _, _ = await api.call(7)
