@@ -261,28 +261,37 @@ class QuotaEnforcer(Interceptor):
         return None
 
     def _limit_rate(self, request: AdmitRequest, checks: dict[int, _Checks]) -> None:
-        now = self.clock.monotonic()
+        """Take one token per call from each rate quota covering it; refuse the calls the
+        buckets have no token for. The calls of one group take theirs together."""
+        groups: dict[int, tuple[_Checks, list[int]]] = {}
         for index, found in checks.items():
+            if found.rates:
+                groups.setdefault(id(found), (found, []))[1].append(index)
+        now = self.clock.monotonic()
+        for found, indexes in groups.values():
+            granted = len(indexes)
+            wait_s, limiting = 0.0, None
             for q in found.rates:
-                wait_s = self._take(q, now)
-                if wait_s is not None:
-                    request.refuse(
-                        index,
-                        RateLimitedError(
-                            f"account {q.account_id!r} is over its rate limit {q.name!r} "
-                            f"({q.limit} per {q.spec.period}); retry after {math.ceil(wait_s)} s, "
-                            "or raise the limit with 'fluxo quota set'",
-                            retry_after_s=wait_s,
-                            quota=q.name,
-                            limit=q.limit,
-                            reason="rate_limited",
-                        ),
-                    )
-                    break
+                given, wait = self._take(q, granted, now)
+                if given < granted:
+                    granted, wait_s, limiting = given, wait, q
+            if limiting is None:
+                continue
+            error = RateLimitedError(
+                f"account {limiting.account_id!r} is over its rate limit {limiting.name!r} "
+                f"({limiting.limit} per {limiting.spec.period}); retry after "
+                f"{math.ceil(wait_s)} s, or raise the limit with 'fluxo quota set'",
+                retry_after_s=wait_s,
+                quota=limiting.name,
+                limit=limiting.limit,
+                reason="rate_limited",
+            )
+            for index in indexes[granted:]:
+                request.refuse(index, error)
 
-    def _take(self, quota: Quota, now: float) -> float | None:
-        """Take one token of ``quota``'s bucket: None if there was one, else the seconds until
-        there is."""
+    def _take(self, quota: Quota, count: int, now: float) -> tuple[int, float]:
+        """Take up to ``count`` tokens of ``quota``'s bucket: how many it gave, and (if fewer)
+        the seconds until it has one again."""
         key = (quota.account_id, quota.name, quota.limit, quota.spec.period)
         rate = quota.limit / RATE_PERIODS[quota.spec.period or "second"]
         bucket = self._buckets.get(key)
@@ -293,10 +302,11 @@ class QuotaEnforcer(Interceptor):
         else:
             bucket.tokens = min(float(quota.limit), bucket.tokens + (now - bucket.at) * rate)
             bucket.at = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return None
-        return (1.0 - bucket.tokens) / rate
+        given = min(count, int(bucket.tokens))
+        bucket.tokens -= given
+        if given == count:
+            return given, 0.0
+        return given, (1.0 - bucket.tokens) / rate
 
     # -- record: calls quotas ------------------------------------------------------------------
 

@@ -285,12 +285,7 @@ class QuotaStore:
         conn: sa.Connection, account_ids: Sequence[str]
     ) -> dict[str, builtins.list[Quota]]:
         found: dict[str, list[Quota]] = {}
-        query = (
-            sa.select(quotas)
-            .where(quotas.c.account_id.in_(sorted(set(account_ids))))
-            .order_by(quotas.c.account_id, quotas.c.name)
-        )
-        for row in conn.execute(query):
+        for row in conn.execute(_BY_ACCOUNT, {"ids": sorted(set(account_ids))}):
             quota = _quota(row)
             found.setdefault(quota.account_id, []).append(quota)
         return found
@@ -450,6 +445,11 @@ _ADD = sa.text(
     "RETURNING used"
 )
 _UNLIMITED = 2**62
+_BY_ACCOUNT = (
+    sa.select(quotas)
+    .where(quotas.c.account_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(quotas.c.account_id, quotas.c.name)
+)
 
 _NAME_RULE = "lower-case letters, digits, '.', '_' and '-', at most 100, e.g. daily-calls"
 
