@@ -7,7 +7,7 @@
 - :func:`open_database` and :func:`default_services`: the database and the built-in services
   both start from.
 
-What each is made of (transport, catalog, the interceptor chain Admission > extras > Metrics >
+What each is made of (transport, catalog, the interceptor chain Admission > Quotas > extras > Metrics >
 Metering > Tracing, engines, the clock) is decided in this module, so the server, the workers and the CLI
 cannot drift apart. Engines are loaded by name through the registry
 (:func:`fluxo_core.engine.load_engine`), so nothing in the control plane imports an engine package
