@@ -24,6 +24,9 @@ are mapped at the boundary that meets them and re-raised ``from exc``.
     ├── AuthError                      no or bad credentials
     ├── PermissionDeniedError          credentials are fine but the target belongs to another account
     ├── AdmissionDeniedError           refused by policy: blocked account/workflow/service, quota
+    │   ├── QuotaExceededError         a calls or spend quota of the period is used up (403)
+    │   ├── ConcurrencyLimitError      as many jobs run as the concurrency limit allows (409)
+    │   └── RateLimitedError           over a request-rate limit; ``retry_after_s`` says when (429)
     ├── ServiceError                   a service handler failed (``retryable`` decides retries)
     │   └── ServiceTimeoutError        a handler ran past its timeout (retryable)
     ├── CallFailedError                a call ended failed or dead-lettered (for waiting callers)
@@ -44,6 +47,7 @@ __all__ = [
     "CallFailedError",
     "CallNotFoundError",
     "CallTimeoutError",
+    "ConcurrencyLimitError",
     "ConfigError",
     "ConflictError",
     "DocumentTooComplexError",
@@ -57,6 +61,8 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "Problem",
+    "QuotaExceededError",
+    "RateLimitedError",
     "ServiceError",
     "ServiceTimeoutError",
     "StorageError",
@@ -197,6 +203,37 @@ class PermissionDeniedError(FluxoError):
 class AdmissionDeniedError(FluxoError):
     http_status = 403
     code = "admission_denied"
+
+
+class QuotaExceededError(AdmissionDeniedError):
+    """A quota of calls or spend for the current period (UTC day or month) is used up.
+
+    Context: ``quota`` (its name), ``kind``, ``limit``, ``used``, ``period`` (e.g. ``2026-12``)."""
+
+    http_status = 403
+    code = "quota_exceeded"
+
+
+class ConcurrencyLimitError(AdmissionDeniedError):
+    """As many jobs are running as a concurrency limit allows; a new one may start once one ends.
+
+    Context: ``quota``, ``limit``, ``running``."""
+
+    http_status = 409
+    code = "concurrency_limit"
+
+
+class RateLimitedError(AdmissionDeniedError):
+    """Over a request-rate limit. ``retry_after_s`` is when the limiter has room again (the API
+    sends it as the ``Retry-After`` header, rounded up to whole seconds)."""
+
+    http_status = 429
+    code = "rate_limited"
+    default_retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float, **context: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **context)
+        self.retry_after_s = retry_after_s
 
 
 class ServiceError(FluxoError):

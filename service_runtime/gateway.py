@@ -37,6 +37,7 @@ from service_runtime.interceptors import (
     CallRequest,
     InterceptorChain,
     PreparedCall,
+    RecordPlace,
     RecordRequest,
     call_span_id,
 )
@@ -180,7 +181,9 @@ class Gateway:
             )
             await self.interceptors.admit(request)
             request.raise_refused()
-        await self.db.transact(lambda tx: self.record_calls(tx, info, prepared, reply_to=reply_to))
+        await self.db.transact(
+            lambda tx: self.record_calls(tx, info, prepared, reply_to=reply_to, place="gateway")
+        )
         return [p.id for p in prepared]
 
     def check_call(self, info: ServiceInfo, packet_id: str, payload: Any, body: bytes) -> None:
@@ -221,6 +224,7 @@ class Gateway:
         prepared: Sequence[PreparedCall],
         *,
         reply_to: str | None = None,
+        place: RecordPlace = "engine",
     ) -> None:
         """Write call rows and input messages inside the caller's transaction.
 
@@ -257,7 +261,7 @@ class Gateway:
             self._check_repeats(tx, info, [p for p in prepared if p.id not in inserted])
         if self.interceptors.records:
             new = [p for p in prepared if p.id in inserted]
-            self.interceptors.on_record(RecordRequest(info, new, reply_to), tx)
+            self.interceptors.on_record(RecordRequest(info, new, reply_to, place), tx)
         self.transport.enqueue(
             tx,
             [

@@ -332,7 +332,9 @@ class JobRun:
         # rather than the engine's transaction.
         self.check_call(info, call_id, body, data)
         actor = self._input.actor
-        call = PreparedCall(call_id, actor.account.id, actor.user.id, self.job["id"], step.id, data)
+        call = PreparedCall(
+            call_id, actor.account.id, actor.user.id, self.job["id"], step.id, data, self.plan.ref
+        )
         self.calls.append((info, call))
         if attempt == 1:
             self._add_step(key, step.id, "running", payload, context, call_id=call_id)

@@ -11,13 +11,14 @@ viewer's token is 403 on every write (see fluxo/api/auth.py and fluxo/control/au
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo.api import auth, billing, calls, jobs, metrics, resources, secrets, usage
+from fluxo.api import auth, billing, calls, jobs, metrics, quotas, resources, secrets, usage
 from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
 from fluxo.api.openapi import openapi_document
 from fluxo.control.platform import Platform
@@ -27,6 +28,7 @@ from fluxo_core.errors import (
     MalformedRequestError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RateLimitedError,
 )
 from fluxo_core.ir.documents import DocumentLimits
 from fluxo_core.storage import Role
@@ -61,6 +63,7 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     secrets.add_routes(app)
     usage.add_routes(app)
     billing.add_routes(app)
+    quotas.add_routes(app)
     metrics.add_routes(app)
     auth.add_routes(app)
     resources.add_routes(app)
@@ -68,7 +71,11 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
 
 
 def _error_response(error: FluxoError) -> web.Response:
-    return web.json_response({"error": error.to_dict()}, status=error.http_status)
+    response = web.json_response({"error": error.to_dict()}, status=error.http_status)
+    if isinstance(error, RateLimitedError):
+        # Whole seconds (RFC 9110), rounded up: a client that waits that long finds room.
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    return response
 
 
 @web.middleware

@@ -13,6 +13,8 @@ from fluxo.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
 from fluxo.control.usage import MAX_LIMIT as MAX_USAGE_LIMIT
 from fluxo_core.ir import Packet, Workflow
 from fluxo_core.storage.ledger import GROUP_KEYS
+from fluxo_core.storage.quotas import NAME_PATTERN as QUOTA_NAME
+from fluxo_core.storage.quotas import QUOTA_KINDS, QUOTA_SCOPES, RATE_PERIODS, USAGE_PERIODS
 from fluxo_core.storage.secrets import NAME_PATTERN as SECRET_NAME
 from service_runtime import CallRecord
 
@@ -133,10 +135,13 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed request (bad JSON or YAML)",
         401: "Missing, unknown, revoked or expired bearer token",
         403: "Refused: the token's role may not do this (a viewer writing), or by admission "
-        "(blocked, cancelled)",
+        "(blocked, cancelled, a calls or spend quota used up: code quota_exceeded)",
         404: "No such service, workflow, call or job in this account",
-        409: "Conflicts with stored state",
+        409: "Conflicts with stored state (for a new job: code concurrency_limit, as many jobs "
+        "run as a concurrency limit allows)",
         413: "Over the packet size limit (FLUXO_MAX_PACKET_BYTES)",
+        429: "Over a rate limit (code rate_limited); the Retry-After header says in how many "
+        "seconds to try again",
         422: "Invalid input, or a document over a structural limit (depth, values, YAML "
         "aliases); `problems` lists every problem with its location",
         502: "The service's handler failed (the call record says why)",
@@ -271,7 +276,7 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": _json(ref(CallRecord, "serialization"), "The finished call"),
                     "202": _json(ref(CallRecord, "serialization"), "Accepted; poll the Location"),
-                    **_errors(400, 401, 403, 404, 409, 413, 422, 502, 504),
+                    **_errors(400, 401, 403, 404, 409, 413, 422, 429, 502, 504),
                 },
             }
         },
@@ -340,7 +345,7 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": {"required": True, **_json(_ref("JobRequest"), "The job input")},
                 "responses": {
                     "201": _json(ref(JobRecord, "serialization"), "The job"),
-                    **_errors(400, 401, 403, 404, 413, 422),
+                    **_errors(400, 401, 403, 404, 409, 413, 422, 429),
                 },
             }
         },
@@ -426,6 +431,7 @@ def openapi_document() -> dict[str, Any]:
     }
     _add_secret_routes(paths, schemas)
     _add_usage_routes(paths, schemas)
+    _add_quota_routes(paths, schemas)
     _add_billing_routes(paths, schemas)
     _add_metrics_route(paths)
     _add_auth_routes(paths, schemas)
@@ -775,6 +781,134 @@ def _add_billing_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
             "responses": {
                 "201": _json(_ref("Invoice"), "The issued invoice"),
                 **_errors(401, 403, 409, 422),
+            },
+        }
+    }
+
+
+# --- quotas (the /v1/quotas and /v1/quota-events routes, fluxo/api/quotas.py) -----------------
+
+
+def _add_quota_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Document the quota routes: definitions with their current use, and their events."""
+    count_or_amount = {
+        "type": ["integer", "string"],
+        "description": "calls, jobs or requests; for spend an exact decimal amount, e.g. "
+        '"12.50" (never a float)',
+    }
+    spec = {
+        "kind": {"type": "string", "enum": list(QUOTA_KINDS)},
+        "limit": count_or_amount,
+        "scope": {"type": "string", "enum": list(QUOTA_SCOPES), "default": "account"},
+        "target": {
+            "type": ["string", "null"],
+            "description": "the workflow's or the service's name (scope workflow or service)",
+        },
+        "period": {
+            "type": ["string", "null"],
+            "enum": [*USAGE_PERIODS, *RATE_PERIODS, None],
+            "description": "calls and spend: day or month (UTC); rate: second, minute or "
+            "hour; concurrent_jobs: none",
+        },
+        "currency": {
+            "type": ["string", "null"],
+            "description": "spend only (ISO 4217; EUR if left out)",
+        },
+    }
+    schemas["QuotaSpec"] = {
+        "type": "object",
+        "description": "What a quota limits.",
+        "required": ["kind", "limit"],
+        "properties": spec,
+        "additionalProperties": False,
+    }
+    schemas["Quota"] = {
+        "type": "object",
+        "description": "A quota, with what it used in the current period (calls and spend).",
+        "required": [
+            "name", "kind", "scope", "target", "limit", "period", "currency",
+            "current_period", "used", "created_at", "updated_at",
+        ],
+        "properties": {
+            "name": {"type": "string"},
+            **spec,
+            "current_period": {
+                "type": ["string", "null"],
+                "description": "the UTC day (2026-12-06) or month (2026-12) counted now",
+            },
+            "used": {"anyOf": [count_or_amount, {"type": "null"}]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": False,
+    }  # fmt: skip
+    schemas["QuotaEvent"] = {
+        "type": "object",
+        "description": "A quota reached `threshold` percent of its limit in `period` (once each).",
+        "required": ["quota", "kind", "period", "threshold", "used", "limit", "created_at"],
+        "properties": {
+            "quota": {"type": "string"},
+            "kind": {"type": "string", "enum": ["calls", "spend"]},
+            "period": {"type": "string"},
+            "threshold": {"type": "integer", "enum": [80, 100]},
+            "used": count_or_amount,
+            "limit": count_or_amount,
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": False,
+    }
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": QUOTA_NAME.pattern},
+        "description": "the quota's name, e.g. daily-calls",
+    }
+    paths["/v1/quotas"] = {
+        "get": {
+            "summary": "The account's quotas and limits, with what they used this period",
+            "responses": {
+                "200": _json(_items(_ref("Quota")), "The quotas, by name"),
+                **_errors(400, 401, 403),
+            },
+        }
+    }
+    paths["/v1/quotas/{name}"] = {
+        "get": {
+            "summary": "One quota, with what it used this period",
+            "parameters": [name],
+            "responses": {"200": _json(_ref("Quota"), "The quota"), **_errors(400, 401, 403, 404)},
+        },
+        "put": {
+            "summary": "Set a quota: calls or spend per day/month, concurrent jobs, or a rate",
+            "description": "For the whole account, or one workflow or service (`scope`, "
+            "`target`). Calls past a calls quota are refused (403 quota_exceeded), new calls "
+            "and jobs once a spend quota is reached (403), new jobs past a concurrency limit "
+            "(409 concurrency_limit), requests over a rate (429 rate_limited, Retry-After). "
+            "Events are written at 80% and 100% (GET /v1/quota-events).",
+            "parameters": [name],
+            "requestBody": {"required": True, **_json(_ref("QuotaSpec"), "The quota")},
+            "responses": {
+                "200": _json(_ref("Quota"), "Replaced"),
+                "201": _json(_ref("Quota"), "Created"),
+                **_errors(400, 401, 403, 413, 422),
+            },
+        },
+        "delete": {
+            "summary": "Delete a quota (its events stay)",
+            "parameters": [name],
+            "responses": {"204": {"description": "Deleted"}, **_errors(400, 401, 403, 404)},
+        },
+    }
+    paths["/v1/quota-events"] = {
+        "get": {
+            "summary": "When the account's quotas reached 80% and 100%, newest first",
+            "parameters": [
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "events (100)"),
+            ],
+            "responses": {
+                "200": _json(_items(_ref("QuotaEvent")), "The events"),
+                **_errors(400, 401, 403, 422),
             },
         }
     }

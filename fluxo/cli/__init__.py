@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from fluxo.cli import _auth, _billing, _nodered, _resources, _usage
+from fluxo.cli import _auth, _billing, _nodered, _quota, _resources, _usage
 from fluxo.cli._client import HttpClient, open_client, remote_client
 from fluxo.control.platform import (
     build_dead_letters,
@@ -226,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     _nodered.add_parser(sub)
     _usage.add_parser(sub)
     _billing.add_parser(sub)
+    _quota.add_parser(sub)
 
     p = sub.add_parser(
         "call",

@@ -177,6 +177,12 @@ class HttpClient:
     async def delete_secret(self, name: str) -> None:
         await self._send("DELETE", f"/v1/secrets/{_segment(name)}")
 
+    async def send_json(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        """Any API request: its status and JSON body (an error status raised as a Fluxo
+        error)."""
+        resp = await self._send(method, path, **kw)
+        return resp.status_code, resp.json() if resp.content else None
+
     async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         """A request whose status matters besides its body (201 or 200, 204)."""
         try:

@@ -45,6 +45,7 @@ __all__ = [
     "JOB_STATUSES",
     "MAX_VERSION",
     "EngineRegistry",
+    "JobLimits",
     "JobPage",
     "JobRecord",
     "JobService",
@@ -57,6 +58,8 @@ FINAL = ("succeeded", "failed", "cancelled")
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JOB_STATUSES: Final = ("queued", "running", "succeeded", "failed", "cancelled")
 MAX_VERSION: Final = 2**31 - 1  # versions are 32-bit integer columns
+JobLimits = Callable[[Transaction, str, str, int], None]
+"""``(tx, account_id, workflow name, new jobs)``: raises to refuse them (concurrency limits)."""
 _VERSION = re.compile(r"[0-9]{1,10}")
 
 
@@ -121,9 +124,12 @@ class JobService:
         registry: EngineRegistry,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        job_limits: JobLimits | None = None,
     ) -> None:
         self.db: Database = runtime.db
         self.clock = clock
+        # Asked in the transaction that creates jobs (concurrency limits), before they start.
+        self.job_limits = job_limits
         self.runtime = runtime
         self.workflows = workflows
         self.registry = registry
@@ -288,6 +294,8 @@ class JobService:
                     earlier[key] = r["id"]
                 fresh.append(r)
                 created.append((r["id"], r))
+            if fresh and self.job_limits is not None:
+                self.job_limits(tx, account, fresh[0]["workflow"], len(fresh))
             if fresh:
                 start(tx, fresh)
                 self.store.insert_many(tx, fresh)

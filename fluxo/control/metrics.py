@@ -43,6 +43,7 @@ from fluxo_core.storage import (
     UsageLedger,
 )
 from fluxo_core.storage.jobs import JobStore
+from fluxo_core.storage.quotas import Quota
 from service_runtime.interceptors import AdmitRequest, Interceptor, ResultRequest
 
 __all__ = ["CONTENT_TYPE", "MetricsInterceptor", "PlatformMetrics", "StorageSnapshot"]
@@ -167,6 +168,11 @@ class MetricsInterceptor(Interceptor):
             if refusal is not None:
                 self.refusals.labels(refusal_reason(refusal), request.place).inc()
 
+    def count_refusal(self, refusal: FluxoError, place: str, calls: int = 1) -> None:
+        """Count ``calls`` refused where no admit request shows it (a calls quota refuses a
+        gateway submission inside the transaction that would have written it)."""
+        self.refusals.labels(refusal_reason(refusal), place).inc(calls)
+
     def on_result(self, request: ResultRequest, tx: Transaction) -> None:
         if not request.results:
             return
@@ -200,6 +206,13 @@ class PlatformMetrics:
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         self.interceptor = MetricsInterceptor(self.registry)
+        self.quota_events = Counter(
+            "fluxo_quota_events",
+            "Quotas that reached 80% or 100% of their limit in a period, by kind and threshold "
+            "(recorded by this process; each quota, period and threshold once platform-wide).",
+            ["kind", "threshold"],
+            registry=self.registry,
+        )
         self._storage = _StorageCollector()
         self.registry.register(self._storage)
         self.engine_errors = Counter(
@@ -212,6 +225,10 @@ class PlatformMetrics:
     def engine_error(self, engine: str, operation: str, error: FluxoError) -> None:
         """Count an error ``engine`` answered ``operation`` (start, cancel) with."""
         self.engine_errors.labels(engine, operation, error.code).inc()
+
+    def count_quota_event(self, quota: Quota, threshold: int) -> None:
+        """Count a quota event once its transaction committed (the enforcer's ``on_event``)."""
+        self.quota_events.labels(quota.kind, str(threshold)).inc()
 
     async def snapshot(self) -> StorageSnapshot:
         """What storage holds now, in one read-only transaction."""

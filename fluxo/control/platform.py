@@ -7,7 +7,7 @@
 - :func:`open_database` and :func:`default_services`: the database and the built-in services
   both start from.
 
-What each is made of (transport, catalog, the interceptor chain Admission > extras > Metrics >
+What each is made of (transport, catalog, the interceptor chain Admission > Quotas > extras > Metrics >
 Metering > Tracing, engines, the clock) is decided in this module, so the server, the workers and the CLI
 cannot drift apart. Engines are loaded by name through the registry
 (:func:`fluxo_core.engine.load_engine`), so nothing in the control plane imports an engine package
@@ -25,12 +25,14 @@ from collections.abc import Sequence
 from fluxo.control.jobs import JobService
 from fluxo.control.metrics import PlatformMetrics
 from fluxo.control.policy import Admission
+from fluxo.control.quotas import QuotaEnforcer
 from fluxo.control.resources import ResourceService, default_controllers
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
+from fluxo_core.storage.quotas import QuotaStore
 from fluxo_core.storage.resources import ResourceStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
@@ -147,8 +149,12 @@ def build_worker_runtime(
         batch_size=batch_size,
         lease_s=lease_s,
         poll_interval_s=config.poll_interval_s,
+        # The quotas too: the workers count spend, and refuse calls an engine wrote past a
+        # calls quota.
         interceptors=call_interceptors(
-            Admission(AccountStore(db), clock=clock), spans=open_span_sink(config)
+            Admission(AccountStore(db), clock=clock),
+            [QuotaEnforcer(QuotaStore(db), clock=clock)],
+            spans=open_span_sink(config),
         ),
     )
 
@@ -200,6 +206,15 @@ class Platform:
         self.admission = Admission(self.accounts, cache_s=admission_cache_s, clock=clock)
         # After the extras: the metrics count the refusals of quotas too.
         self.metrics = PlatformMetrics(db, clock=clock)
+        # Quotas and limits (GET/PUT /v1/quotas): enforced right after admission.
+        self.quotas = QuotaStore(db)
+        self.quota_enforcer = QuotaEnforcer(
+            self.quotas,
+            cache_s=admission_cache_s,
+            clock=clock,
+            on_event=self.metrics.count_quota_event,
+            on_refusal=self.metrics.interceptor.count_refusal,
+        )
         self.runtime = ServiceRuntime(
             db,
             services,
@@ -207,7 +222,9 @@ class Platform:
             workers=workers,
             max_packet_bytes=max_packet_bytes,
             interceptors=call_interceptors(
-                self.admission, [*interceptors, self.metrics.interceptor], spans=spans
+                self.admission,
+                [self.quota_enforcer, *interceptors, self.metrics.interceptor],
+                spans=spans,
             ),
             poll_interval_s=poll_interval_s,
             janitor=janitor,
@@ -240,6 +257,13 @@ class Platform:
             clock=clock,
         )
         self.jobs.remote.on_engine_error = self.metrics.engine_error
+        self.jobs = JobService(
+            self.runtime,
+            self.workflows,
+            self.registry,
+            clock=clock,
+            job_limits=self.quota_enforcer.admit_jobs,
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}

@@ -342,3 +342,65 @@ resources = Table(
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("uid"),
 )
+
+# --- quotas and limits (fluxo_core/storage/quotas.py) ---------------------------------------------
+
+# A named limit of one account: calls or spend per UTC day/month, concurrent jobs, or a request
+# rate, for the whole account or one of its workflows or services. Spend is in micros of
+# ``currency``; a rate is ``limit_value`` requests per ``period`` (second, minute, hour).
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("scope", String(20), nullable=False),
+    Column("target", String(100)),
+    Column("kind", String(20), nullable=False),
+    Column("limit_value", BigInteger, nullable=False),
+    Column("period", String(10)),
+    Column("currency", String(3)),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# What a calls or spend quota used in one period (``period_key``: 2026-12-06 or 2026-12). One row
+# per quota and period, updated by an atomic conditional upsert in the transaction that writes the
+# calls (or their usage records), so concurrent writers never count past the limit.
+quota_usage = Table(
+    "quota_usage",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("period_key", String(10), primary_key=True),
+    Column("used", BigInteger, nullable=False),
+)
+
+# A quota reached 80% or 100% in a period: once per quota, period and threshold (the unique key).
+quota_events = Table(
+    "quota_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("account_id", String(128), nullable=False),
+    Column("quota", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("period_key", String(10), nullable=False),
+    Column("threshold", Integer, nullable=False),
+    Column("used", BigInteger, nullable=False),
+    Column("limit_value", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("account_id", "quota", "period_key", "threshold"),
+    Index("ix_quota_events_account_created", "account_id", "created_at"),
+)
+
+# Calls an engine wrote (it cannot refuse them in its own transaction) past a calls quota: the
+# worker refuses them instead of running them.
+quota_refusals = Table(
+    "quota_refusals",
+    metadata,
+    Column("call_id", String(128), primary_key=True),
+    Column("account_id", String(128), nullable=False),
+    Column("quota", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+)

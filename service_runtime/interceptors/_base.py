@@ -45,6 +45,7 @@ __all__ = [
     "Interceptor",
     "InterceptorChain",
     "PreparedCall",
+    "RecordPlace",
     "RecordRequest",
     "ResultRequest",
     "ResultStatus",
@@ -65,6 +66,7 @@ class CallRequest:
     job_id: str | None
     step_id: str | None
     workflow: str | None
+    call_id: str | None = None  # the packet id, for a call (None for a job being created)
 
     @classmethod
     def for_call(cls, packet: Packet, service: str, version: str) -> CallRequest:
@@ -77,6 +79,7 @@ class CallRequest:
             job_id=packet.job_id,
             step_id=packet.step_id,
             workflow=packet.workflow,
+            call_id=packet.id,
         )
 
 
@@ -123,22 +126,38 @@ class PreparedCall:
     job_id: str | None
     step_id: str | None
     body: bytes
+    workflow: str | None = None  # name@version, for a call inside a job
 
     @classmethod
     def of(cls, packet: Packet, body: bytes) -> PreparedCall:
         return cls(
-            packet.id, packet.account_id, packet.actor.user.id, packet.job_id, packet.step_id, body
+            packet.id,
+            packet.account_id,
+            packet.actor.user.id,
+            packet.job_id,
+            packet.step_id,
+            body,
+            packet.workflow,
         )
+
+
+RecordPlace = Literal["gateway", "engine"]
 
 
 @dataclass(frozen=True, slots=True)
 class RecordRequest:
     """Calls of one service being written, with their input messages (new calls only: a packet
-    sent again is the same call and is not recorded twice)."""
+    sent again is the same call and is not recorded twice).
+
+    ``place``: ``gateway`` for a submission of its own (an exception in ``on_record`` refuses
+    it whole, nothing written); ``engine`` for calls an engine's state change causes, written
+    in the engine's transaction, which must not fail for them (the worker refuses them later).
+    """
 
     service: ServiceInfo
     calls: Sequence[PreparedCall]
     reply_to: str | None
+    place: RecordPlace = "engine"
 
 
 @dataclass(slots=True)  # not frozen: one is built per call, and frozen ones build 4x slower

@@ -30,6 +30,7 @@ from fluxo.control.auth import Auth
 from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, Principal, Role
 from fluxo_core.storage.invoices import InvoiceStore
+from fluxo_core.storage.quotas import QuotaSpec
 from fluxo_core.storage.secrets import SecretStore
 from fluxo_core.storage.tables import calls, usage_records
 from tests.integration.test_remote_engines import RecordingEngine, until
@@ -82,6 +83,7 @@ class World:
     b_session_id: str = ""  # B's user's console session's id
     invoice: str = ""  # the number of B's issued invoice of this month
     period: str = ""  # this month, YYYY-MM
+    quota: str = "globex-daily-calls"  # B's quota
 
     async def send(self, method: str, path: str, who: str, body: Any = None) -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -109,8 +111,10 @@ class World:
         resources = [
             await self.platform.resources.list(B, kind) for kind in ("Quota", "Workflow", "Account")
         ]
+        quotas = await self.platform.quotas.list("globex")
         return (
             resources,
+            quotas,
             job.model_dump(mode="json"),
             call.model_dump(mode="json"),
             [(a.ref, a.workflow.model_dump(mode="json")) for a in workflows],
@@ -166,6 +170,9 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
         await platform.resources.apply(
             admin,
             {"apiVersion": "fluxo.dev/v1", "kind": "Account", "metadata": {"name": "globex"}},
+        )
+        await platform.quotas.set(
+            "globex", world.quota, QuotaSpec(kind="calls", limit=1000, period="day")
         )
         first = {
             "id": "nr-globex-first",
@@ -427,6 +434,24 @@ CASES: dict[tuple[str, str], Case] = {
             _forbidden_to_engines(who, {200, 409}),
         ),
     ],
+    # B's quota: A sees only its own; a PUT of the same name makes A's own (201), B's stays.
+    ("get", "/v1/quotas"): lambda w, who: [("/v1/quotas", None, _forbidden_to_engines(who, {200}))],
+    ("get", "/v1/quotas/{name}"): lambda w, who: [
+        (f"/v1/quotas/{w.quota}", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("put", "/v1/quotas/{name}"): lambda w, who: [
+        (
+            f"/v1/quotas/{w.quota}",
+            {"kind": "calls", "limit": 1, "period": "day"},
+            _forbidden_to_engines(who, {201}),
+        )
+    ],
+    ("delete", "/v1/quotas/{name}"): lambda w, who: [
+        (f"/v1/quotas/{w.quota}", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("get", "/v1/quota-events"): lambda w, who: [
+        ("/v1/quota-events", None, _forbidden_to_engines(who, {200}))
+    ],
 }
 
 
@@ -477,7 +502,7 @@ async def test_another_account_gets_nothing_of_b_from_any_route(world: World, wh
             assert SECRET not in text, where
             if status < 300:  # the attacker's own data only
                 # B's secret name: what A names in its own PUT comes back to it, nothing else.
-                names = (world.secret, "gus") if method == "get" else ()
+                names = (world.secret, world.quota, "gus") if method == "get" else ()
                 ids = (world.b_token_id, world.b_session_id)
                 for of_b in (
                     world.job_id,
