@@ -248,17 +248,18 @@ def _price(spec: dict[str, Any]) -> str:
     return " + ".join(parts) or "free"
 
 
-def _quota_limits(spec: dict[str, Any]) -> str:
-    parts = []
-    if spec.get("calls") is not None:
-        parts.append(f"{spec['calls']} calls")
-    if spec.get("spend") is not None:
-        parts.append(f"{spec['spend']} {spec.get('currency', 'EUR')}")
-    if spec.get("concurrentJobs") is not None:
-        parts.append(f"{spec['concurrentJobs']} jobs")
-    if spec.get("requestsPerSecond") is not None:
-        parts.append(f"{spec['requestsPerSecond']:g}/s")
-    return ", ".join(parts)
+def _quota_limit(spec: dict[str, Any]) -> str:
+    """``10000 calls``, ``25.50 EUR``, ``5 jobs``, ``100 requests``: the limit with its unit."""
+    kind, limit = spec.get("kind"), spec.get("limit")
+    if kind == "spend":
+        return f"{limit} {spec.get('currency') or 'EUR'}"
+    unit = {"calls": "calls", "concurrent_jobs": "jobs", "rate": "requests"}.get(str(kind), "")
+    return f"{limit} {unit}".strip()
+
+
+def _quota_scope(spec: dict[str, Any]) -> str:
+    scope = spec.get("scope") or "account"
+    return scope if scope == "account" else f"{scope}/{spec.get('target')}"
 
 
 # Each kind's columns between NAME and STATUS: (header, value from the document).
@@ -279,8 +280,10 @@ _COLUMNS: dict[str, list[_Column]] = {
     "Account": [("DISPLAY NAME", lambda d: d["spec"].get("displayName", "-"))],
     "User": [("EMAIL", lambda d: d["spec"]["email"]), ("ROLE", lambda d: d["spec"]["role"])],
     "Quota": [
-        ("PERIOD", lambda d: d["spec"].get("period", "-")),
-        ("LIMITS", lambda d: _quota_limits(d["spec"])),
+        ("KIND", lambda d: d["spec"].get("kind", "-")),
+        ("SCOPE", lambda d: _quota_scope(d["spec"])),
+        ("LIMIT", lambda d: _quota_limit(d["spec"])),
+        ("PERIOD", lambda d: d["spec"].get("period") or "-"),
     ],
     "Block": [
         ("TARGET", lambda d: f"{d['spec']['target']['kind']}/{d['spec']['target']['name']}"),

@@ -249,20 +249,19 @@ class Platform:
                     lease_s=max(lease_s, 5.0),
                 )
             )
-        self.jobs = JobService(self.runtime, self.workflows, self.registry, clock=clock)
-        # Declarative resources (fluxo apply/get/describe): a controller per kind.
-        self.resources = ResourceService(
-            ResourceStore(db, clock=clock),
-            default_controllers(self.jobs, self.accounts),
-            clock=clock,
-        )
-        self.jobs.remote.on_engine_error = self.metrics.engine_error
         self.jobs = JobService(
             self.runtime,
             self.workflows,
             self.registry,
             clock=clock,
             job_limits=self.quota_enforcer.admit_jobs,
+        )
+        self.jobs.remote.on_engine_error = self.metrics.engine_error
+        # Declarative resources (fluxo apply/get/describe): a controller per kind.
+        self.resources = ResourceService(
+            ResourceStore(db, clock=clock),
+            default_controllers(self.jobs, self.accounts, self.quotas),
+            clock=clock,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from fluxo.control.jobs import JobService
+from fluxo.control.quotas import parse_quota_spec
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import (
     ConfigError,
@@ -42,6 +43,7 @@ from fluxo_core.errors import (
 from fluxo_core.ir.resources import KINDS, KindInfo, ValidResource, kind_info, validate_resource
 from fluxo_core.ir.validation import validate_workflow
 from fluxo_core.storage import AccountStore, Principal, Role, ServiceStore
+from fluxo_core.storage.quotas import QuotaSpec, QuotaStore
 from fluxo_core.storage.resources import (
     API_VERSION,
     ApplyOutcome,
@@ -239,7 +241,7 @@ class ResourceService:
                     )
                 controller = self.controllers.get(valid.kind.kind)
                 if controller is not None:
-                    await controller.admit(valid, principal)
+                    await _admitted(controller, valid, principal, where)
             except ValidationError as exc:
                 if not several:
                     raise  # as it is: its own message and type (IRValidationError)
@@ -384,6 +386,20 @@ def _at(where: str, path: str) -> str:
 
 def _reason(exc: FluxoError) -> str:
     return type(exc).__name__
+
+
+async def _admitted(
+    controller: Controller, valid: ValidResource, principal: Principal, where: str
+) -> None:
+    """The controller's admission, its problems located from the document list's root (a
+    controller locates them in its own document: ``spec.limit``)."""
+    try:
+        await controller.admit(valid, principal)
+    except ValidationError as exc:
+        if not where or type(exc) is not ValidationError:
+            raise
+        located = [(_at(where, loc), msg) for loc, msg in exc.problems]
+        raise ValidationError(exc.message.split("\n")[0], problems=located) from None
 
 
 def _located(exc: ValidationError, where: str) -> list[tuple[str, str]]:
@@ -571,11 +587,49 @@ class AccountController:
         return None
 
 
-def default_controllers(jobs: JobService, accounts: AccountStore) -> ControllerRegistry:
-    """The controllers this installation has: Workflow, Service and Account. Quota, Block, User
+class QuotaController:
+    """Quota resources are the quotas of ``/v1/quotas`` (one limit each, the same fields): the
+    spec is checked by the quota store's rules at apply (located ``spec.limit: ...``), then set
+    under the resource's name, where admission enforces it. A delete deletes the quota; a quota
+    set over ``/v1/quotas`` without a resource stays as it is."""
+
+    def __init__(self, quotas: QuotaStore) -> None:
+        self.quotas = quotas
+
+    async def admit(self, resource: ValidResource, principal: Principal) -> None:
+        _quota_spec(resource.spec)
+
+    async def reconcile(self, resource: ResourceRow) -> Reconciled:
+        spec = _quota_spec(resource.spec)
+        quota, _ = await self.quotas.set(resource.account_id, resource.name, spec)
+        return Reconciled(
+            [Condition("Ready", "True", "Enforced", f"quota {quota.name!r} is enforced")]
+        )
+
+    async def release(self, resource: ResourceRow) -> None:
+        try:
+            await self.quotas.delete(resource.account_id, resource.name)
+        except NotFoundError:
+            return None  # deleted over /v1/quotas already
+
+
+def _quota_spec(spec: dict[str, Any]) -> QuotaSpec:
+    """The quota store's spec of a Quota resource's ``spec``; problems located under ``spec``."""
+    try:
+        return parse_quota_spec({k: v for k, v in spec.items() if v is not None})
+    except ValidationError as exc:
+        problems = [(loc.replace("body", "spec", 1), msg) for loc, msg in exc.problems]
+        raise ValidationError("the Quota's spec is not valid", problems=problems) from None
+
+
+def default_controllers(
+    jobs: JobService, accounts: AccountStore, quotas: QuotaStore
+) -> ControllerRegistry:
+    """The controllers this installation has: Workflow, Service, Account and Quota. Block, User
     and Trigger resources are stored and reported ``NoController`` until theirs are registered."""
     registry = ControllerRegistry()
     registry.register("Workflow", WorkflowController(jobs))
     registry.register("Service", ServiceController(ServiceStore(jobs.runtime.db)))
     registry.register("Account", AccountController(accounts))
+    registry.register("Quota", QuotaController(quotas))
     return registry

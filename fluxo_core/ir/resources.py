@@ -103,30 +103,19 @@ class ServiceSpec(_Spec):
     limits: ServiceLimits | None = None
 
 
-class QuotaScope(_Spec):
-    workflow: Name | None = None
-    service: Annotated[str, StringConstraints(max_length=100)] | None = None
-
-
 class QuotaSpec(_Spec):
-    """A limit per period of the account (or of one workflow or service in it)."""
+    """One limit of the account, or of one workflow or service in it: the same fields as
+    ``PUT /v1/quotas/{name}`` (``kind``: calls, spend, concurrent_jobs or rate; ``limit``;
+    ``scope``: account, workflow or service, with ``target`` its name; ``period``; ``currency``
+    for spend). The shape is checked here; the quota controller checks the rules between the
+    fields (a period each kind allows, a decimal spend) with the quota store's own checks."""
 
-    scope: QuotaScope = Field(default_factory=QuotaScope)
-    period: Literal["minute", "hour", "day", "month"] = "month"
-    calls: int | None = Field(default=None, ge=0)
-    spend: Money | None = None
-    currency: Currency = "EUR"
-    concurrent_jobs: int | None = Field(default=None, alias="concurrentJobs", ge=0)
-    requests_per_second: float | None = Field(default=None, alias="requestsPerSecond", gt=0)
-
-    @pydantic.model_validator(mode="after")
-    def _one_limit(self) -> QuotaSpec:
-        limits = (self.calls, self.spend, self.concurrent_jobs, self.requests_per_second)
-        if all(v is None for v in limits):
-            raise ValueError(
-                "set at least one limit: calls, spend, concurrentJobs or requestsPerSecond"
-            )
-        return self
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    limit: int | Annotated[str, StringConstraints(max_length=40)]
+    scope: Annotated[str, StringConstraints(max_length=40)] = "account"
+    target: Annotated[str, StringConstraints(max_length=200)] | None = None
+    period: Annotated[str, StringConstraints(max_length=40)] | None = None
+    currency: Currency | None = None
 
 
 class BlockTarget(_Spec):

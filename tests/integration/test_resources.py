@@ -49,7 +49,7 @@ def quota(name: str = "monthly", calls: int = 100, **meta: Any) -> dict[str, Any
         "apiVersion": "fluxo.dev/v1",
         "kind": "Quota",
         "metadata": {"name": name, **meta},
-        "spec": {"calls": calls, "period": "month"},
+        "spec": {"kind": "calls", "limit": calls, "period": "month"},
     }
 
 
@@ -120,7 +120,7 @@ async def test_a_stale_apply_is_refused_with_409_naming_both_versions_and_the_fi
     assert f"metadata.resourceVersion {read}" in error.message
     assert f"the stored one is {stored}" in error.message
     assert "get it again" in error.message
-    assert (await resources.get(ACME, "quota", "monthly"))["spec"]["calls"] == 5
+    assert (await resources.get(ACME, "quota", "monthly"))["spec"]["limit"] == 5
 
     # With the current version it applies.
     fresh = await resources.apply(ACME, quota(calls=7, resourceVersion=stored))
@@ -185,7 +185,7 @@ async def test_bad_documents_are_refused_with_every_problem_located(world: World
 
     documents = [
         quota("fine"),
-        {**quota("no-limit"), "spec": {"period": "day"}},
+        {**quota("no-limit"), "spec": {"kind": "calls", "period": "day"}},
         {**quota("typo"), "spec": {"cals": 5}},
         {**quota("odd"), "kind": "Gizmo"},
         {**workflow(), "spec": {"steps": [{"id": "a", "kind": "service"}]}},
@@ -193,7 +193,7 @@ async def test_bad_documents_are_refused_with_every_problem_located(world: World
     with pytest.raises(ValidationError) as caught:
         await resources.apply_all(ACME, documents)
     problems = dict(caught.value.problems)
-    assert "set at least one limit" in problems["documents[1].spec"]
+    assert "documents[1].spec.limit" in problems, problems
     assert "unknown field" in problems["documents[2].spec.cals"]
     assert "unknown kind" in problems["documents[3].kind"]
     assert any(loc.startswith("documents[4].spec.steps[0]") for loc in problems), problems
@@ -219,7 +219,7 @@ async def test_status_in_an_applied_document_is_ignored_with_a_warning(world: Wo
     applied = await world.platform.resources.apply(ACME, forged)
     assert applied.warnings
     assert "ignored" in applied.warnings[0]
-    assert conditions(applied.document) == {"Accepted": ("False", "NoController")}
+    assert conditions(applied.document) == {"Ready": ("True", "Enforced")}
 
 
 async def test_what_get_returns_applies_again_unchanged(world: World) -> None:
@@ -252,10 +252,29 @@ async def test_a_workflow_resource_becomes_a_workflow_version_with_a_ready_statu
     assert job.version == 2
 
 
+async def test_a_quota_resource_is_the_quota_admission_enforces_until_it_is_deleted(
+    world: World,
+) -> None:
+    quotas = world.platform.quotas
+    applied = await world.platform.resources.apply(ACME, quota("monthly", calls=3))
+    assert conditions(applied.document) == {"Ready": ("True", "Enforced")}
+    stored = await quotas.get("acme", "monthly")
+    assert (stored.kind, stored.limit, stored.spec.period) == ("calls", 3, "month")
+    await world.platform.resources.apply(ACME, quota("monthly", calls=5))
+    assert (await quotas.get("acme", "monthly")).limit == 5
+    # The quota store's own rules, located under spec: a rate has no month.
+    bad = {**quota("fast"), "spec": {"kind": "rate", "limit": 5, "period": "month"}}
+    with pytest.raises(ValidationError) as caught:
+        await world.platform.resources.apply(ACME, bad)
+    assert [loc for loc, _ in caught.value.problems] == ["spec.period"], caught.value.problems
+    await world.platform.resources.delete(ACME, "quota", "monthly")
+    with pytest.raises(NotFoundError):
+        await quotas.get("acme", "monthly")
+
+
 @pytest.mark.parametrize(
     "document",
     [
-        quota(),
         {
             "apiVersion": "fluxo.dev/v1",
             "kind": "Block",
@@ -357,13 +376,13 @@ async def test_resources_are_scoped_to_the_account(world: World) -> None:
     # The same name in another account is another resource.
     mine = await resources.apply(ACME, quota(calls=1))
     assert mine.outcome == "created"
-    assert (await resources.get(GLOBEX, "quota", "monthly"))["spec"]["calls"] == 100
+    assert (await resources.get(GLOBEX, "quota", "monthly"))["spec"]["limit"] == 100
 
     deleted = await resources.delete(ACME, "QUOTAS", "monthly")
     assert deleted["metadata"]["name"] == "monthly"
     with pytest.raises(NotFoundError):
         await resources.get(ACME, "quota", "monthly")
-    assert (await resources.get(GLOBEX, "quota", "monthly"))["spec"]["calls"] == 100
+    assert (await resources.get(GLOBEX, "quota", "monthly"))["spec"]["limit"] == 100
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -414,12 +433,14 @@ async def test_the_http_api_applies_gets_and_refuses_a_stale_version(world: Worl
 
         response = await http.post(
             "/v1/apply",
-            json={"documents": [quota("x"), {**quota("y"), "spec": {"calls": -1}}]},
+            json={
+                "documents": [quota("x"), {**quota("y"), "spec": {"kind": "calls", "limit": -1}}]
+            },
             headers=headers,
         )
         assert response.status == 422
         problems = (await response.json())["error"]["problems"]
-        assert problems[0]["location"] == "documents[1].spec.calls"
+        assert problems[0]["location"] == "documents[1].spec.limit"
 
         response = await http.get("/v1/resources/gizmos", headers=headers)
         assert response.status == 422

@@ -24,7 +24,7 @@ spec:
 apiVersion: fluxo.dev/v1
 kind: Quota
 metadata: {name: monthly}
-spec: {calls: 1000}
+spec: {kind: calls, limit: 1000, period: month}
 """
 SERVICE = """\
 apiVersion: fluxo.dev/v1

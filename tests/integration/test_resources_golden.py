@@ -56,7 +56,9 @@ async def rendered(db: Database) -> AsyncIterator[dict[str, str]]:
             ACME,
             _doc("Workflow", "on-nodered", {"engine": "nodered", "steps": steps[1:]}),
         )
-        await resources.apply(ACME, _doc("Quota", "monthly", {"calls": 10000, "spend": "25.50"}))
+        await resources.apply(
+            ACME, _doc("Quota", "monthly", {"kind": "spend", "limit": "25.50", "period": "month"})
+        )
         clock.advance(3 * 3600)
         # A new generation of the first workflow: version 2, same resource.
         await resources.apply(

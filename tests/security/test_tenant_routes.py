@@ -66,7 +66,7 @@ B_QUOTA = {
     "apiVersion": "fluxo.dev/v1",
     "kind": "Quota",
     "metadata": {"name": "globex-quota"},
-    "spec": {"scope": {"workflow": SECRET}, "calls": 5},
+    "spec": {"kind": "calls", "limit": 5, "period": "day", "scope": "workflow", "target": SECRET},
 }
 
 
@@ -461,7 +461,7 @@ def _a_quota() -> dict[str, Any]:
         "apiVersion": "fluxo.dev/v1",
         "kind": "Quota",
         "metadata": {"name": "globex-quota"},
-        "spec": {"calls": 1},
+        "spec": {"kind": "calls", "limit": 1, "period": "day"},
     }
 
 
