@@ -1,7 +1,8 @@
 """Billing routes: credit entries and invoices of the token's account.
 
-``POST /v1/usage/credits`` appends a credit (a user's token: engines' tokens are refused before
-any route); ``GET /v1/invoices`` lists the issued invoices; ``GET /v1/invoices/{period}`` shows
+``POST /v1/usage/credits`` appends a credit: a correction the platform (the seller) makes, so
+platform admins only (to anyone else the route does not exist: 404), to the account the body
+names; ``GET /v1/invoices`` lists the issued invoices; ``GET /v1/invoices/{period}`` shows
 one month's invoice (issued, else the draft the ledger holds now) or an issued invoice by its
 number, as JSON, CSV or a printable HTML page; ``POST /v1/invoices/{period}/issue`` issues it.
 Another account's invoice number answers 404, like any invoice that does not exist.
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from fluxo.api.common import PLATFORM, json_body, principal
 from fluxo.api.invoice_html import invoice_html
+from fluxo.control.auth import platform_only, require
 from fluxo.control.billing import (
     Billing,
     header_json,
@@ -25,6 +27,7 @@ from fluxo.control.billing import (
     parse_period,
 )
 from fluxo_core.errors import ValidationError
+from fluxo_core.storage import Role
 
 __all__ = ["add_routes"]
 
@@ -44,11 +47,26 @@ def _billing(request: web.Request) -> Billing:
 
 
 async def _credit(request: web.Request) -> web.Response:
-    """Body ``{"amount": "12.50", "currency": "EUR", "reason": "...", "service": "..."}``;
-    the credit goes to the token's account, made by the token's user. 201 with the entry."""
-    credit = parse_credit(await json_body(request))
+    """Body ``{"account": "acme", "amount": "12.50", "currency": "EUR", "reason": "...",
+    "service": "..."}``; made by the token's user. 201 with the entry.
+
+    An account's own admin may not credit it (that would be money out of the seller's pocket):
+    only a platform admin does, before the body is even read."""
     who = principal(request)
-    record = await _billing(request).credit(who.account_id, who.user_id, credit)
+    platform_only(who)
+    body = await json_body(request)
+    account = who.account_id
+    if isinstance(body, dict) and "account" in body:
+        body = dict(body)
+        account = body.pop("account")
+        if not isinstance(account, str):
+            raise ValidationError(
+                "account is the id of the account to credit, a string",
+                problems=[("body.account", "a string")],
+            )
+    credit = parse_credit(body)
+    await request.app[PLATFORM].accounts.require_account(account)
+    record = await _billing(request).credit(account, who.user_id, credit)
     return web.json_response(
         {
             "id": record.call_id,
@@ -93,8 +111,9 @@ async def _get(request: web.Request) -> web.Response:
 
 async def _issue(request: web.Request) -> web.Response:
     """Freeze the period's lines under the account's next number; 409 if issued already or
-    the period has not ended."""
+    the period has not ended. An account admin's act (a member or viewer gets 403)."""
     who = principal(request)
+    require(who, Role.ACCOUNT_ADMIN, "issue invoices")
     period = parse_period(request.match_info["period"])
     invoice = await _billing(request).issue(who.account_id, period, who.user_id)
     return web.json_response(invoice_json(invoice), status=201)

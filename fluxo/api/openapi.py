@@ -653,6 +653,10 @@ def _add_billing_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
         "type": "object",
         "required": ["amount", "reason"],
         "properties": {
+            "account": {
+                "type": "string",
+                "description": "The account credited (default: the token's own)",
+            },
             "amount": {
                 "type": "string",
                 "description": 'The amount taken off, above zero, e.g. "12.50" (at most six '
@@ -728,14 +732,15 @@ def _add_billing_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
         "post": {
             "summary": "Credit this account: a ledger entry with a negative amount and a reason",
             "description": "The ledger is append-only; a correction is a credit. It counts in "
-            "usage sums and in the invoice of the month it is made in. A user's token only.",
+            "usage sums and in the invoice of the month it is made in. Platform admins only (the "
+            "seller's correction; to anyone else the route answers 404).",
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": _ref("CreditRequest")}},
             },
             "responses": {
                 "201": _json(_ref("Credit"), "The credit entry"),
-                **_errors(400, 401, 403, 422),
+                **_errors(400, 401, 403, 404, 422),
             },
         }
     }

@@ -118,7 +118,10 @@ async def _credit(args: argparse.Namespace, config: FluxoConfig) -> int:
     request = parse_credit(body)  # before anything is opened: bad options fail fast
     async with _target(args, config) as (client, billing, account):
         if client is not None:
-            answer = await client.credit(body)
+            # The server credits the account named (only a platform admin's token may).
+            answer = await client.credit(
+                {**body, "account": args.account} if args.account else body
+            )
         else:
             assert billing is not None
             record = await billing.credit(account, _who(args), request)

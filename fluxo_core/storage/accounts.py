@@ -190,6 +190,15 @@ class AccountStore:
 
         await self.db.transact(run)
 
+    async def require_account(self, account_id: str) -> None:
+        """Raises NotFoundError unless the account exists."""
+        query = sa.select(accounts.c.id).where(accounts.c.id == account_id)
+        if await self.db.read(lambda conn: conn.scalar(query)) is None:
+            raise NotFoundError(
+                f"no account {account_id[:128]!r}; list them with GET /v1/accounts",
+                account_id=account_id[:128],
+            )
+
     async def list_accounts(self) -> list[AccountRow]:
         query = sa.select(
             accounts.c.id, accounts.c.name, accounts.c.blocked, accounts.c.created_at

@@ -51,12 +51,16 @@ NOV = [
 @dataclass
 class Api:
     http: TestClient[Any, Any]
-    headers: dict[str, str]
+    headers: dict[str, str]  # acme's account admin
+    admin: dict[str, str]  # the platform admin: credits are the platform's corrections
     clock: ManualClock
     ledger: UsageLedger
 
-    async def call(self, method: str, path: str, status: int, body: Any = None) -> Any:
-        response = await self.http.request(method, path, headers=self.headers, json=body)
+    async def call(
+        self, method: str, path: str, status: int, body: Any = None, *, as_admin: bool = False
+    ) -> Any:
+        headers = self.admin if as_admin else self.headers
+        response = await self.http.request(method, path, headers=headers, json=body)
         text = await response.text()
         assert response.status == status, text
         return await response.json() if response.content_type == "application/json" else text
@@ -67,9 +71,10 @@ async def api(db: Database) -> AsyncIterator[Api]:
     # The platform's clock stands in the last hours of November 2026.
     clock = ManualClock(at("2026-11-30T12:00:00"))
     platform = Platform(db, svc.SERVICES, workers=1, poll_interval_s=0.2, clock=clock)
-    for account in ("acme", "globex"):
+    for account in ("default", "acme", "globex"):
         await platform.accounts.ensure_account(account)
     headers = {"Authorization": f"Bearer {await platform.accounts.issue_token('acme', 'ada')}"}
+    admin = {"Authorization": f"Bearer {await platform.accounts.issue_token('default', 'root')}"}
     job_rows = [
         JobRowToWrite("j-orders", "acme", "ada", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
         JobRowToWrite("j-globex", "globex", "gus", "orders", 1, "step", "succeeded", b"{}", 0, 1.0),
@@ -82,7 +87,7 @@ async def api(db: Database) -> AsyncIterator[Api]:
     await db.transact(seed)
     app = create_app(platform, max_packet_bytes=65536)
     async with platform, TestClient(TestServer(app)) as http:
-        yield Api(http, headers, clock, UsageLedger(db))
+        yield Api(http, headers, admin, clock, UsageLedger(db))
 
 
 async def test_a_draft_holds_the_months_lines_per_service_and_workflow(api: Api) -> None:
@@ -107,11 +112,13 @@ async def test_a_draft_holds_the_months_lines_per_service_and_workflow(api: Api)
 
 async def test_a_credit_is_an_entry_of_its_own_counted_in_usage_and_invoice(api: Api) -> None:
     before = await api.ledger.of_account("acme")
-    credit = await api.call(
-        "POST", "/v1/usage/credits", 201, {"amount": "0.02", "reason": "outage on 2026-11-03"}
-    )
+    body = {"account": "acme", "amount": "0.02", "reason": "outage on 2026-11-03"}
+    # Not the account's own admin: a credit is money the seller gives back.
+    await api.call("POST", "/v1/usage/credits", 404, body)
+    assert await api.ledger.of_account("acme") == before
+    credit = await api.call("POST", "/v1/usage/credits", 201, body, as_admin=True)
     assert credit["amount"] == "-0.02"
-    assert (credit["account"], credit["created_by"], credit["currency"]) == ("acme", "ada", "EUR")
+    assert (credit["account"], credit["created_by"], credit["currency"]) == ("acme", "root", "EUR")
     # Append-only: the earlier records are as they were, the credit follows them.
     after = await api.ledger.of_account("acme")
     assert after[: len(before)] == before
@@ -138,16 +145,21 @@ async def test_a_credit_is_an_entry_of_its_own_counted_in_usage_and_invoice(api:
 
 
 async def test_a_bad_credit_is_refused_naming_each_problem(api: Api) -> None:
-    body = {"amount": "-5", "currency": "eur", "reason": " ", "account": "globex"}
-    error = (await api.call("POST", "/v1/usage/credits", 422, body))["error"]
+    body = {"amount": "-5", "currency": "eur", "reason": " ", "account": "acme", "to": "x"}
+    error = (await api.call("POST", "/v1/usage/credits", 422, body, as_admin=True))["error"]
     assert {p["location"] for p in error["problems"]} == {
         "body.amount",
         "body.currency",
         "body.reason",
-        "body.account",
+        "body.to",
     }
-    body = {"amount": "0.0000001", "reason": "x"}
-    error = (await api.call("POST", "/v1/usage/credits", 422, body))["error"]
+    body = {"amount": "1", "reason": "x", "account": ["acme"]}
+    error = (await api.call("POST", "/v1/usage/credits", 422, body, as_admin=True))["error"]
+    assert [p["location"] for p in error["problems"]] == ["body.account"]
+    body = {"amount": "1", "reason": "x", "account": "initech"}
+    await api.call("POST", "/v1/usage/credits", 404, body, as_admin=True)
+    body = {"amount": "0.0000001", "reason": "x", "account": "acme"}
+    error = (await api.call("POST", "/v1/usage/credits", 422, body, as_admin=True))["error"]
     assert [(p["location"], p["message"]) for p in error["problems"]] == [
         ("body.amount", "at most six decimal places")
     ]
@@ -190,9 +202,8 @@ async def test_unknown_invoices_and_bad_periods_are_named(api: Api) -> None:
 
 
 async def test_csv_has_a_row_per_line_and_a_total_per_currency(api: Api) -> None:
-    await api.call(
-        "POST", "/v1/usage/credits", 201, {"amount": "0.01", "reason": "=HYPERLINK(evil)"}
-    )
+    body = {"account": "acme", "amount": "0.01", "reason": "=HYPERLINK(evil)"}
+    await api.call("POST", "/v1/usage/credits", 201, body, as_admin=True)
     text = await api.call("GET", "/v1/invoices/2026-11?format=csv", 200)
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == [
@@ -219,7 +230,8 @@ def chromium() -> str | None:
 async def test_the_html_page_prints_to_a_pdf_with_the_invoice_number(
     api: Api, tmp_path: Path
 ) -> None:
-    await api.call("POST", "/v1/usage/credits", 201, {"amount": "0.01", "reason": "<b>late</b>"})
+    body = {"account": "acme", "amount": "0.01", "reason": "<b>late</b>"}
+    await api.call("POST", "/v1/usage/credits", 201, body, as_admin=True)
     api.clock.advance(24 * 3600)
     issued = await api.call("POST", "/v1/invoices/2026-11/issue", 201)
     page = await api.call("GET", f"/v1/invoices/{issued['number']}?format=html", 200)

@@ -365,17 +365,18 @@ CASES: dict[tuple[str, str], Case] = {
         ("/v1/accounts", {"id": "globex"}, _forbidden_to_engines(who, {404})),
         ("/v1/accounts", {"id": "acme-2"}, _forbidden_to_engines(who, {404})),
     ],
-    # A credit always goes to the token's account (A's own: 201); a body naming B is refused.
+    # Credits are the platform's (the seller's) corrections: to A's account admin the route is
+    # not there, whether the body names B or A itself.
     ("post", "/v1/usage/credits"): lambda w, who: [
         (
             "/v1/usage/credits",
             {"amount": "1.00", "reason": "x", "account": "globex"},
-            _forbidden_to_engines(who, {422}),
+            _forbidden_to_engines(who, {404}),
         ),
         (
             "/v1/usage/credits",
             {"amount": "1.00", "reason": "ok"},
-            _forbidden_to_engines(who, {201}),
+            _forbidden_to_engines(who, {404}),
         ),
     ],
     ("get", "/v1/invoices"): lambda w, who: [
