@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from fluxo.control.auth import require
 from fluxo.control.jobs import JobService
 from fluxo.control.quotas import parse_quota_spec
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
@@ -51,6 +52,7 @@ from fluxo_core.storage.resources import (
     ResourceStore,
     ResourceWrite,
 )
+from fluxo_core.storage.users import UserStore
 
 __all__ = [
     "AccountController",
@@ -613,6 +615,47 @@ class QuotaController:
             return None  # deleted over /v1/quotas already
 
 
+class UserController:
+    """User resources are the account's users (``fluxo users``): the name is the user id, the
+    spec's role its role. An apply adds the user (without a password: set one with ``fluxo users
+    passwd``, or ``PUT /v1/users/{id}/password``) or changes its role, revoking its tokens
+    above the new role; a delete removes the user and revokes its tokens and sessions. Only an
+    account admin applies them, and never a role above its own."""
+
+    def __init__(self, users: UserStore) -> None:
+        self.users = users
+
+    async def admit(self, resource: ValidResource, principal: Principal) -> None:
+        require(principal, Role.ACCOUNT_ADMIN, "manage users")
+        role = Role.parse(resource.spec["role"], "spec.role")
+        if role.rank > principal.role.rank:
+            raise PermissionDeniedError(
+                f"your role {principal.role.value} may not grant the role {role.value}",
+                role=principal.role.value,
+            )
+
+    async def reconcile(self, resource: ResourceRow) -> Reconciled:
+        role = Role.parse(resource.spec["role"], "spec.role")
+        found = await self.users.find(resource.account_id, resource.name)
+        if found is None:
+            await self.users.add(resource.account_id, resource.name, role)
+            has_password = False
+        else:
+            if found.role is not role:
+                await self.users.set_role(resource.account_id, resource.name, role)
+            has_password = found.has_password
+        message = f"user {resource.name!r} is a {role.value}" + (
+            "" if has_password else "; no password yet (fluxo users passwd) to sign in"
+        )
+        return Reconciled([Condition("Ready", "True", "Exists", message)])
+
+    async def release(self, resource: ResourceRow) -> None:
+        try:
+            await self.users.remove(resource.account_id, resource.name)
+        except NotFoundError:
+            return None  # removed with fluxo users already
+
+
 def _quota_spec(spec: dict[str, Any]) -> QuotaSpec:
     """The quota store's spec of a Quota resource's ``spec``; problems located under ``spec``."""
     try:
@@ -625,11 +668,12 @@ def _quota_spec(spec: dict[str, Any]) -> QuotaSpec:
 def default_controllers(
     jobs: JobService, accounts: AccountStore, quotas: QuotaStore
 ) -> ControllerRegistry:
-    """The controllers this installation has: Workflow, Service, Account and Quota. Block, User
+    """The controllers this installation has: Workflow, Service, Account, Quota and User. Block
     and Trigger resources are stored and reported ``NoController`` until theirs are registered."""
     registry = ControllerRegistry()
     registry.register("Workflow", WorkflowController(jobs))
     registry.register("Service", ServiceController(ServiceStore(jobs.runtime.db)))
     registry.register("Account", AccountController(accounts))
     registry.register("Quota", QuotaController(quotas))
+    registry.register("User", UserController(UserStore(accounts.db, accounts)))
     return registry

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from fluxo_core.errors import ConflictError, NotFoundError, ValidationError
 from fluxo_core.storage.accounts import PLATFORM_ACCOUNT, AccountStore, Role
 from fluxo_core.storage.database import Database, Transaction
-from fluxo_core.storage.tables import accounts, users
+from fluxo_core.storage.tables import accounts, api_tokens, users
 
 __all__ = ["USER_ID", "UserRow", "UserStore"]
 
@@ -158,6 +158,39 @@ class UserStore:
             if result.rowcount == 0:
                 raise _not_found(user_id)
             self.accounts.revoke_user_on(tx, account_id, user_id, "session")
+
+        await self.db.transact(run)
+
+    async def set_role(self, account_id: str, user_id: str, role: Role) -> None:
+        """Give a user another role. Its tokens and sessions that carry a higher role than the
+        new one are revoked in the same transaction (a token never outranks its user)."""
+        if role is Role.PLATFORM_ADMIN and account_id != PLATFORM_ACCOUNT:
+            raise ValidationError(
+                f"the platform-admin role exists only in the platform's account "
+                f"{PLATFORM_ACCOUNT!r}; use account-admin",
+                problems=[("role", "platform-admin only in the platform's account")],
+            )
+        above = [r.value for r in Role if r.rank > role.rank]
+        now = time.time()
+
+        def run(tx: Transaction) -> None:
+            result = tx.execute(
+                sa.update(users)
+                .where(users.c.account_id == account_id, users.c.user_id == user_id)
+                .values(role=role.value, updated_at=now)
+            )
+            if result.rowcount == 0:
+                raise _not_found(user_id)
+            tx.execute(
+                sa.update(api_tokens)
+                .where(
+                    api_tokens.c.account_id == account_id,
+                    api_tokens.c.user_id == user_id,
+                    api_tokens.c.revoked.is_(False),
+                    api_tokens.c.role.in_(above),
+                )
+                .values(revoked=True, revoked_at=now)
+            )
 
         await self.db.transact(run)
 

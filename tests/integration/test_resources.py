@@ -18,14 +18,16 @@ from fluxo.api import create_app
 from fluxo.control.platform import Platform
 from fluxo_core.clock import ManualClock
 from fluxo_core.errors import (
+    AuthError,
     ConflictError,
     IRValidationError,
     NotFoundError,
     PermissionDeniedError,
     ValidationError,
 )
-from fluxo_core.storage import Database, Principal, ServiceStore
+from fluxo_core.storage import Database, Principal, Role, ServiceStore
 from fluxo_core.storage.resources import ResourceStore, ResourceWrite
+from fluxo_core.storage.users import UserStore
 from tests.support import services as svc
 
 pytestmark = pytest.mark.timeout(60)
@@ -272,6 +274,39 @@ async def test_a_quota_resource_is_the_quota_admission_enforces_until_it_is_dele
         await quotas.get("acme", "monthly")
 
 
+def user(name: str, role: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "User",
+        "metadata": {"name": name},
+        "spec": {"email": f"{name}@example.com", "role": role},
+    }
+
+
+async def test_a_user_resource_is_the_accounts_user_and_its_role(world: World) -> None:
+    users = UserStore(world.platform.db, world.platform.accounts)
+    accounts = world.platform.accounts
+    applied = await world.platform.resources.apply(ACME, user("ada", "account-admin"))
+    assert conditions(applied.document) == {"Ready": ("True", "Exists")}
+    assert "no password yet" in applied.document["status"]["conditions"][0]["message"]
+    assert (await users.get("acme", "ada")).role is Role.ACCOUNT_ADMIN
+    token, _ = await accounts.create_token("acme", "ada", "ci")
+    # A lower role: the user's tokens above it stop working at once.
+    await world.platform.resources.apply(ACME, user("ada", "viewer"))
+    assert (await users.get("acme", "ada")).role is Role.VIEWER
+    with pytest.raises(AuthError):
+        await accounts.authenticate(token)
+    # Never above one's own role, and not from a member.
+    with pytest.raises(PermissionDeniedError):
+        await world.platform.resources.apply(ACME, user("eve", "platform-admin"))
+    member = Principal(account_id="acme", user_id="bob", role=Role.MEMBER)
+    with pytest.raises(PermissionDeniedError):
+        await world.platform.resources.apply(member, user("mallory", "viewer"))
+    assert await users.find("acme", "mallory") is None
+    await world.platform.resources.delete(ACME, "user", "ada")
+    assert await users.find("acme", "ada") is None
+
+
 @pytest.mark.parametrize(
     "document",
     [
@@ -280,12 +315,6 @@ async def test_a_quota_resource_is_the_quota_admission_enforces_until_it_is_dele
             "kind": "Block",
             "metadata": {"name": "stop-greet"},
             "spec": {"target": {"kind": "workflow", "name": "greet"}, "reason": "abuse"},
-        },
-        {
-            "apiVersion": "fluxo.dev/v1",
-            "kind": "User",
-            "metadata": {"name": "ada"},
-            "spec": {"email": "ada@example.com", "role": "viewer"},
         },
         {
             "apiVersion": "fluxo.dev/v1",
