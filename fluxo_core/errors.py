@@ -24,6 +24,7 @@ are mapped at the boundary that meets them and re-raised ``from exc``.
     ├── AuthError                      no or bad credentials
     ├── PermissionDeniedError          credentials are fine but the target belongs to another account
     ├── AdmissionDeniedError           refused by policy: blocked account/workflow/service, quota
+    │   └── BlockedError               refused by a block (fluxo block); its job ends blocked
     ├── ServiceError                   a service handler failed (``retryable`` decides retries)
     │   └── ServiceTimeoutError        a handler ran past its timeout (retryable)
     ├── CallFailedError                a call ended failed or dead-lettered (for waiting callers)
@@ -41,6 +42,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AdmissionDeniedError",
     "AuthError",
+    "BlockedError",
     "CallFailedError",
     "CallNotFoundError",
     "CallTimeoutError",
@@ -197,6 +199,13 @@ class PermissionDeniedError(FluxoError):
 class AdmissionDeniedError(FluxoError):
     http_status = 403
     code = "admission_denied"
+
+
+class BlockedError(AdmissionDeniedError):
+    """Refused by a block (context: ``block_id``, ``block_reason``, ``target``): a job it stops
+    ends ``blocked`` and may be resumed once the block is lifted."""
+
+    code = "blocked"
 
 
 class ServiceError(FluxoError):
