@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo.api import calls, jobs, metrics, secrets, usage
+from fluxo.api import blocks, calls, jobs, metrics, secrets, usage
 from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
 from fluxo.api.openapi import openapi_document
 from fluxo.control.platform import Platform
@@ -59,6 +59,7 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     secrets.add_routes(app)
     usage.add_routes(app)
     metrics.add_routes(app)
+    blocks.add_routes(app)
     return app
 
 

@@ -76,6 +76,10 @@ class HttpClient:
             raise _error_from(resp.status_code, body)
         return body
 
+    async def send_json(self, method: str, path: str, body: Any = None) -> Any:
+        """Any route: ``body`` as JSON (None: no body); the answer parsed, errors raised."""
+        return await self._request(method, path, **({} if body is None else {"json": body}))
+
     async def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("POST", "/v1/workflows", json=document)
         return result

@@ -236,6 +236,7 @@ class JobControl:
         return WorkflowPause(name, None, started)
 
     async def workflow_pause(self, principal: Principal, workflow: str) -> WorkflowPause:
+        _user_only(principal, "read workflows")
         name, _ = split_workflow_ref(workflow)
         await self.jobs.workflows.get(principal.account_id, name, None)
         pause = await self.db.read(

@@ -67,6 +67,7 @@ class World:
     call_id: str  # B's direct call
     workflow: str  # B's workflow name
     secret: str = "globex-stripe-key"  # B's stored secret (its value carries the marker)
+    block_id: str = ""  # B's block (on a service its job does not use)
 
     async def send(self, method: str, path: str, who: str, body: Any = None) -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -98,6 +99,7 @@ class World:
             [tuple(r) for r in used if r.account_id == "globex"],
             [(i.name, i.updated_at) for i in stored],
             values,
+            [b.model_dump(mode="json") for b in await self.platform.blocks.find(B)],
         )
 
 
@@ -148,6 +150,8 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
         code, text = await world.send("POST", "/v1/services/inc/calls?wait=10", "b-user", direct)
         assert code == 200, text
         world.call_id = json.loads(text)["id"]
+        block = await platform.blocks.place(B, kind="service", target="echo", reason=SECRET)
+        world.block_id = block.id
         yield world
 
 
@@ -258,6 +262,44 @@ CASES: dict[tuple[str, str], Case] = {
             "/v1/usage?group_by=workflow,job,service,day,month",
         )
     ],
+    # Blocks and job control (fluxo/api/blocks.py): B's block, job and workflow are not found;
+    # blocking anything of another account needs the admin account's token.
+    ("post", "/v1/blocks"): lambda w, who: [
+        (
+            "/v1/blocks",
+            {"kind": "workflow", "target": "x", "reason": "r", "account": "globex"},
+            {403},
+        ),
+        ("/v1/blocks", {"kind": "account", "account": "globex", "reason": "r"}, {403}),
+    ],
+    ("get", "/v1/blocks"): lambda w, who: [
+        ("/v1/blocks", None, _forbidden_to_engines(who, {200})),
+        ("/v1/blocks?active=true", None, _forbidden_to_engines(who, {200})),
+    ],
+    ("get", "/v1/blocks/audit"): lambda w, who: [
+        ("/v1/blocks/audit", None, _forbidden_to_engines(who, {200}))
+    ],
+    ("get", "/v1/blocks/{block_id}"): lambda w, who: [
+        (f"/v1/blocks/{w.block_id}", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("delete", "/v1/blocks/{block_id}"): lambda w, who: [
+        (f"/v1/blocks/{w.block_id}", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/jobs/{job_id}/resume"): lambda w, who: [
+        (f"/v1/jobs/{w.job_id}/resume", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/jobs/{job_id}/retry"): lambda w, who: [
+        (f"/v1/jobs/{w.job_id}/retry", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/workflows/{name}/pause"): lambda w, who: [
+        (f"/v1/workflows/{w.workflow}/pause", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("get", "/v1/workflows/{name}/pause"): lambda w, who: [
+        (f"/v1/workflows/{w.workflow}/pause", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/workflows/{name}/resume"): lambda w, who: [
+        (f"/v1/workflows/{w.workflow}/resume", None, _forbidden_to_engines(who, {404}))
+    ],
 }
 
 
@@ -299,6 +341,6 @@ async def test_another_account_gets_nothing_of_b_from_any_route(world: World, wh
             if status < 300:  # the attacker's own data only
                 # B's secret name: what A names in its own PUT comes back to it, nothing else.
                 names = (world.secret,) if method == "get" else ()
-                for of_b in (world.job_id, world.call_id, world.workflow, *names):
+                for of_b in (world.job_id, world.call_id, world.workflow, world.block_id, *names):
                     assert of_b not in text, where
     assert await world.state_of_b() == before
