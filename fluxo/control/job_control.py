@@ -38,6 +38,8 @@ from service_runtime.transports import OutgoingMessage
 
 __all__ = ["JobControl", "WorkflowPause"]
 
+BLOCKED = BlockedError.code
+
 
 class WorkflowPause:
     """Whether a workflow is paused, as the API shows it."""
@@ -178,13 +180,16 @@ class JobControl:
 
     # -- jobs of remote engines stopped at the gateway ------------------------------------------
 
-    async def engine_call_blocked(self, job_id: str, step: str | None, error: BlockedError) -> None:
-        """A block refused a call an external engine made for job ``job_id``: the job ends
-        ``blocked`` (its engine's later report of the failure it sees changes nothing)."""
-        context = error.context
+    async def engine_call_blocked(
+        self, job_id: str, step: str | None, error: dict[str, Any]
+    ) -> None:
+        """A block refused a call an external engine made for job ``job_id`` (``error``: the
+        refusal as the API answers it): the job ends ``blocked``. The engine's report of the
+        failure it sees changes nothing (see :meth:`RemoteJobs.report`)."""
+        context = error.get("context") or {}
         detail = {
-            "code": error.code,
-            "message": error.message,
+            "code": BLOCKED,
+            "message": error.get("message"),
             "block_id": context.get("block_id"),
             "block_reason": context.get("block_reason"),
             "target": context.get("target"),

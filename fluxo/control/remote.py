@@ -353,6 +353,10 @@ class RemoteJobs:
                 )
             if phase == "succeeded" and row.status not in FINAL_PHASES:
                 await self._check_result(row, result)
+        if phase == "failed" and isinstance(error, dict) and error.get("code") == "blocked":
+            # The gateway set the job blocked when it refused the call; a stopped run's report
+            # arriving after the job was resumed must not fail its new run.
+            return False
         results = None
         if phase == "succeeded":
             results = orjson.dumps(result if isinstance(result, list) else [result])
