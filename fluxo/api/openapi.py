@@ -740,10 +740,14 @@ def _add_block_routes(
     paths["/v1/jobs/{job_id}/retry"] = {
         "post": {
             "summary": "Continue a failed job from its failed step, with the input it stored",
-            "description": "Finished steps are not run or billed again. 409 if the job is not "
-            "failed, or failed outside a service call.",
+            "description": "Step engine jobs only (422 for Node-RED and Argo jobs). Finished "
+            "steps are not run or billed again. 409 if the job is not failed, or failed outside "
+            "a service call.",
             "parameters": [job_id],
-            "responses": {"200": _json(job_record, "The job"), **_errors(401, 403, 404, 409)},
+            "responses": {
+                "200": _json(job_record, "The job"),
+                **_errors(401, 403, 404, 409, 422),
+            },
         }
     }
     paths["/v1/workflows/{name}/pause"] = {

@@ -9,7 +9,7 @@ transaction that sends its engine the order, and nothing that finished runs (or 
 - on the step engine the order is a ``resume``/``retry`` message on its own queue; the engine
   calls the stopped step again as its next attempt and applies what its other steps did
   meanwhile (:meth:`engines.step._run.JobRun.revive`);
-- on Node-RED and Argo the job runs again from its start (a new run of the same job id): every
+- on Node-RED and Argo (resume only) the job runs again from its start (a new run of the same job id): every
   call a finished step made has the same packet id as before, so the gateway answers it from
   its stored result instead of calling the service (the call id is the packet id, and a packet
   id seen before is the same call), and only the stopped step and those after it run.
@@ -26,8 +26,14 @@ import orjson
 
 from fluxo.control.blocks import BlockIndex
 from fluxo.control.jobs import JobRecord, JobService, split_workflow_ref
+from fluxo.control.policy import Admission
 from fluxo.control.remote import is_remote
-from fluxo_core.errors import BlockedError, ConflictError, PermissionDeniedError
+from fluxo_core.errors import (
+    BlockedError,
+    ConflictError,
+    PermissionDeniedError,
+    UnsupportedFeatureError,
+)
 from fluxo_core.ir import NativeStep, ServiceStep, new_packet_id
 from fluxo_core.storage import Principal, Transaction
 from fluxo_core.storage.blocks import BlockStore, PauseRow
@@ -59,9 +65,12 @@ class WorkflowPause:
 
 
 class JobControl:
-    def __init__(self, jobs: JobService, blocks: BlockIndex) -> None:
+    def __init__(
+        self, jobs: JobService, blocks: BlockIndex, *, admission: Admission | None = None
+    ) -> None:
         self.jobs = jobs
         self.blocks = blocks
+        self.admission = admission
         self.db = jobs.db
         self.store = JobControlStore(jobs.db, clock=jobs.clock)
         self.pauses = BlockStore(jobs.db, clock=jobs.clock)
@@ -115,7 +124,15 @@ class JobControl:
                 job_id=job_id,
             )
         engine = self.jobs.registry.get(row.engine)
-        if not is_remote(engine) and not key:
+        if is_remote(engine):
+            # A new run of the job would send the failed call again under its packet id, which
+            # the gateway answers with the stored failure: only the step engine retries exactly.
+            raise UnsupportedFeatureError(
+                f"job {job_id} ran on {row.engine}: retry continues jobs of the step engine only; "
+                "create a new job (or run the workflow on the step engine)",
+                job_id=job_id,
+            )
+        if not key:
             raise ConflictError(
                 f"job {job_id} failed at step {step_id!r} but its error names no step execution "
                 "(it failed under an earlier Fluxo); create a new job",
@@ -177,6 +194,10 @@ class JobControl:
             tx.notify(job_channel(row.id))
 
         await self.db.transact(run)
+        if self.admission is not None:
+            # This process's admission may hold the job as failed: its next call must pass.
+            # (Another process's learns within its cache time.)
+            self.admission.forget_job(row.id)
 
     # -- jobs of remote engines stopped at the gateway ------------------------------------------
 

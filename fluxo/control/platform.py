@@ -212,7 +212,7 @@ class Platform:
         # Blocks (fluxo block) and job control (resume, retry, pause): the index admission
         # decides with is the one they refresh.
         self.blocks = BlockService(db, self.admission.blocks, clock=clock)
-        self.job_control = JobControl(self.jobs, self.admission.blocks)
+        self.job_control = JobControl(self.jobs, self.admission.blocks, admission=self.admission)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}

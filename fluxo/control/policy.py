@@ -115,6 +115,10 @@ class Admission(Interceptor):
                 )
         return None
 
+    def forget_job(self, job_id: str) -> None:
+        """Drop what is cached of a job (it was resumed or retried: read its status again)."""
+        self._statuses.pop(job_id, None)
+
     def _remember(self, job_id: str, status: str | None, now: float) -> None:
         self._statuses[job_id] = (now + self.cache_s, status)
         self._statuses.move_to_end(job_id)
