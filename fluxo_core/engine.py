@@ -46,10 +46,19 @@ __all__ = [
     "load_engine",
 ]
 
-JobPhase = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JOB_PHASES: tuple[JobPhase, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+JobPhase = Literal["queued", "running", "succeeded", "failed", "cancelled", "blocked"]
+JOB_PHASES: tuple[JobPhase, ...] = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "blocked",
+)
 FINAL_PHASES = frozenset({"succeeded", "failed", "cancelled"})
-StepPhase = Literal["pending", "running", "waiting", "succeeded", "failed", "skipped", "cancelled"]
+StepPhase = Literal[
+    "pending", "running", "waiting", "succeeded", "failed", "skipped", "cancelled", "blocked"
+]
 
 
 class _Model(BaseModel):
@@ -101,6 +110,9 @@ class StartRequest(_Model):
     workflow: str
     input: Packet
     account: str | None = None
+    # Set when a stopped job runs again (resumed, retried): a new run of the same job, whose
+    # calls keep their packet ids (so the gateway answers finished steps from their results).
+    rerun: str | None = None
 
 
 class RunHandle(_Model):

@@ -26,7 +26,8 @@ are mapped at the boundary that meets them and re-raised ``from exc``.
     ├── AdmissionDeniedError           refused by policy: blocked account/workflow/service, quota
     │   ├── QuotaExceededError         a calls or spend quota of the period is used up (403)
     │   ├── ConcurrencyLimitError      as many jobs run as the concurrency limit allows (409)
-    │   └── RateLimitedError           over a request-rate limit; ``retry_after_s`` says when (429)
+    │   ├── RateLimitedError           over a request-rate limit; ``retry_after_s`` says when (429)
+    │   └── BlockedError               refused by a block (fluxo block); its job ends blocked
     ├── ServiceError                   a service handler failed (``retryable`` decides retries)
     │   └── ServiceTimeoutError        a handler ran past its timeout (retryable)
     ├── CallFailedError                a call ended failed or dead-lettered (for waiting callers)
@@ -44,6 +45,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AdmissionDeniedError",
     "AuthError",
+    "BlockedError",
     "CallFailedError",
     "CallNotFoundError",
     "CallTimeoutError",
@@ -234,6 +236,13 @@ class RateLimitedError(AdmissionDeniedError):
     def __init__(self, message: str, *, retry_after_s: float, **context: Any) -> None:
         super().__init__(message, retry_after_s=retry_after_s, **context)
         self.retry_after_s = retry_after_s
+
+
+class BlockedError(AdmissionDeniedError):
+    """Refused by a block (context: ``block_id``, ``block_reason``, ``target``): a job it stops
+    ends ``blocked`` and may be resumed once the block is lifted."""
+
+    code = "blocked"
 
 
 class ServiceError(FluxoError):

@@ -262,13 +262,20 @@ def to_argo(
 
 
 def to_argo_job(
-    bundle: ArgoBundle, *, job_id: str, packet: Packet, input_ref: str | None = None
+    bundle: ArgoBundle,
+    *,
+    job_id: str,
+    packet: Packet,
+    input_ref: str | None = None,
+    rerun: str | None = None,
 ) -> dict[str, Any]:
     """The ``Workflow`` of one job: the bundle's template plus the job's parameters.
 
     Args:
         job_id: the Fluxo job id (the Workflow's name derives from it: starting twice conflicts).
         packet: the job's input packet (actor, trace id, headers, payload).
+        rerun: set when a stopped job runs again: a Workflow of its own (its name also derives
+            from ``rerun``), with the same job id, so its calls keep their packet ids.
         input_ref: the id of the packet stored at the gateway, for inputs over
             :data:`MAX_INLINE_PAYLOAD_BYTES`; the payload then stays out of Argo.
 
@@ -313,7 +320,10 @@ def to_argo_job(
     workflow = m.Workflow(
         api_version=API_VERSION,
         kind="Workflow",
-        metadata=m.ObjectMeta(name=dns_name(f"{bundle.template_name}-{job_id}"), labels=labels),
+        metadata=m.ObjectMeta(
+            name=dns_name(f"{bundle.template_name}-{job_id}" + (f"-{rerun}" if rerun else "")),
+            labels=labels,
+        ),
         spec=m.WorkflowSpec(
             workflow_template_ref=m.WorkflowTemplateRef(name=bundle.template_name),
             arguments=m.Arguments(

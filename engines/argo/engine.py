@@ -218,12 +218,18 @@ class ArgoEngine:
         """Submit the job's Workflow (idempotent by job id)."""
         bundle = await self._bundle(request.account, request.workflow)
         try:
-            document = to_argo_job(bundle, job_id=request.job_id, packet=request.input)
+            document = to_argo_job(
+                bundle, job_id=request.job_id, packet=request.input, rerun=request.rerun
+            )
         except PayloadTooLargeError:
             # Too large for an Argo parameter: the input stays in Fluxo (the job row) and the
             # first calls carry ``fluxo-payload-ref: <job id>``, which the gateway resolves.
             document = to_argo_job(
-                bundle, job_id=request.job_id, packet=request.input, input_ref=request.job_id
+                bundle,
+                job_id=request.job_id,
+                packet=request.input,
+                input_ref=request.job_id,
+                rerun=request.rerun,
             )
         run_id = str(document["metadata"]["name"])
         handle = RunHandle(engine=self.name, job_id=request.job_id, run_id=run_id)

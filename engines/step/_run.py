@@ -55,6 +55,7 @@ __all__ = ["ENGINE_QUEUE", "STEP_KEY_HEADER", "JobRun", "call_id_for", "job_chan
 ENGINE_QUEUE = "engine.step"
 STEP_KEY_HEADER = "fluxo-step-key"
 MAX_STORED_BYTES = 64 * 1024
+BLOCKED = "blocked"  # the error code of a call a block refused (fluxo_core.errors.BlockedError)
 _JOB_STATE = ("status", "active", "error", "started_at", "finished_at")  # what transitions change
 _FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -166,7 +167,10 @@ class JobRun:
                     self.route(step, payload, frames, child, context.get("msg"))
         else:
             error = orjson.loads(call["error"]) if call["error"] else {"message": "failed"}
-            self.fail(step, key, row["attempt"], error, context, row["input"])
+            if error.get("code") == BLOCKED:
+                self.block(step, key, error)
+            else:
+                self.fail(step, key, row["attempt"], error, context, row["input"])
 
     def timer_fired(self, body: dict[str, Any]) -> None:
         row = self.steps.get(body["key"])
@@ -187,6 +191,79 @@ class JobRun:
                 self.fail(step, key, body["attempt"], exc.to_dict(), context, row["input"])
         # A "timeout" timer (written by an earlier Fluxo) does nothing: the worker times each
         # run of the handler itself (see _call).
+
+    # -- stopping and continuing -----------------------------------------------------------------
+
+    def block(self, step: Any, key: str, error: dict[str, Any]) -> None:
+        """A block refused the call of step ``key``: the step waits ``blocked`` (holding its
+        token) and the job ends ``blocked``, naming the block and the step, until resumed."""
+        self._update(key, status="blocked", error=orjson.dumps(error).decode())
+        context = error.get("context") or {}
+        self.job.update(
+            status="blocked",
+            error=orjson.dumps(
+                {
+                    "code": BLOCKED,
+                    "message": error.get("message", "blocked"),
+                    "block_id": context.get("block_id"),
+                    "block_reason": context.get("block_reason"),
+                    "target": context.get("target"),
+                    "step": step.id,
+                    "key": key,
+                }
+            ).decode(),
+            finished_at=self.now,
+        )
+
+    def revive(self, rows: list[dict[str, Any]], *, failed_key: str | None = None) -> None:
+        """Continue a job the control plane set ``running`` again after it stopped (blocked,
+        or failed at step ``failed_key``): from the steps it left open.
+
+        ``rows``: its open step executions, each with its call's ``call_status/result/error``.
+        A blocked step (or the failed one) calls its service again as its next attempt, with
+        the input it stored; a running step whose call ended while the job stood still gets
+        that outcome now (results were ignored meanwhile; a call refused by the block is made
+        again); a retry or delay whose timer fired meanwhile is timed again. Nothing that
+        finished runs again, so nothing is billed twice.
+        """
+        if not self.running:
+            return
+        revival = f"{self.now}"
+        for found in rows:
+            # A step this batch loaded already (a result applied just before) is as it left it.
+            row = {**found, **self.steps.setdefault(found["key"], found)}
+            key, status = row["key"], row["status"]
+            step = self.plan.steps[row["step_id"]]
+            context = orjson.loads(row["context"])
+            callable_step = isinstance(step, ServiceStep | NativeStep)
+            if status == "blocked" or (status == "failed" and key == failed_key and callable_step):
+                if status == "failed":
+                    self.job["active"] += 1  # fail() settled its token; it runs again
+                self._again(step, key, row, context)
+            elif status == "running" and row.get("call_status") in ("succeeded", "failed"):
+                error = orjson.loads(row["call_error"]) if row.get("call_error") else {}
+                if error.get("code") == BLOCKED:
+                    self._again(step, key, row, context)
+                else:
+                    call = {
+                        "id": row["call_id"],
+                        "status": row["call_status"],
+                        "result": row["call_result"],
+                        "error": row["call_error"],
+                    }
+                    self.call_finished(key, call)
+            elif status == "retrying":
+                body = {"purpose": "retry", "key": key, "attempt": row["attempt"] + 1}
+                self._timer({**body, "revival": revival}, 0.0)
+            elif status == "waiting" and isinstance(step, DelayStep):
+                left = max(0.0, (row["started_at"] or self.now) + step.seconds - self.now)
+                self._timer({"purpose": "delay", "key": key, "revival": revival}, left)
+
+    def _again(self, step: Any, key: str, row: dict[str, Any], context: dict[str, Any]) -> None:
+        try:
+            self._call(step, key, orjson.loads(row["input"]), context, row["attempt"] + 1)
+        except FluxoError as exc:
+            self.fail(step, key, row["attempt"] + 1, exc.to_dict(), context, row["input"])
 
     # -- the flow -----------------------------------------------------------------------------
 
@@ -483,7 +560,7 @@ class JobRun:
         """End the job if nothing is in flight any more."""
         if self.running and self.job["active"] <= 0:
             self.job.update(status="succeeded", finished_at=self.now)
-        self.finished = self.job["status"] in ("succeeded", "failed", "cancelled")
+        self.finished = self.job["status"] in ("succeeded", "failed", "cancelled", "blocked")
 
     def job_values(self) -> dict[str, Any] | None:
         """The job row's changed columns with its ``id``, or None if nothing changed.

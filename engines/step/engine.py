@@ -46,6 +46,7 @@ from fluxo_core.errors import (
 from fluxo_core.ir import PacketTemplate, Workflow
 from fluxo_core.logs import bind_ids, reset_ids
 from fluxo_core.storage import Database, Transaction
+from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import WorkflowStore
 from nodered_semantics.support import NODERED_NODE_SERVICE
@@ -57,6 +58,8 @@ from service_runtime.worker import CALL_ID_HEADER
 __all__ = ["ENGINE_QUEUE", "StepEngine"]
 
 _JOB_PLAN_CACHE = 100_000
+# Messages the control plane sends to continue a stopped job (fluxo.control.job_control).
+_REVIVALS = ("resume", "retry")
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ class StepEngine:
         self.runtime = runtime
         self.workflows = workflows
         self.store = JobStore(runtime.db)
+        self._control = JobControlStore(runtime.db)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self._plans: dict[PlanKey, Plan] = {}
@@ -381,6 +385,9 @@ class StepEngine:
         for job_id, keys in timer_keys.items():
             for row in self.store.steps_by_keys(tx, job_id, keys):
                 steps[job_id].setdefault(row["key"], row)
+        # Jobs the control plane set running again (resumed, retried): their open steps.
+        revived = {j for k, j, _, _ in events if k in _REVIVALS and j in jobs}
+        open_steps = {j: self._control.open_steps(tx, j) for j in sorted(revived)}
         runs: dict[str, JobRun] = {}
         for kind, job_id, arg, _ in events:
             job = jobs.get(job_id)
@@ -414,6 +421,8 @@ class StepEngine:
                         run.call_finished(call["key"], call)
                 elif kind == "timer":
                     run.timer_fired(arg)
+                elif kind in _REVIVALS:
+                    run.revive(open_steps[job_id], failed_key=arg.get("failed_key"))
             finally:
                 reset_ids(ids)
         self._write(tx, list(runs.values()), save_jobs=not unsaved)
@@ -536,7 +545,7 @@ class Event:
     """One engine message: what happened to which job. ``inbox_key`` makes it apply once (all
     N output messages of one call share the call's key: the call's outcome applies once)."""
 
-    kind: str  # start | result | timer
+    kind: str  # start | result | timer | resume | retry
     job_id: str
     arg: Any  # the call id (result) or the message body (start, timer)
     inbox_key: str

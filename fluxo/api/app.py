@@ -18,7 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from fluxo.api import auth, billing, calls, jobs, metrics, quotas, resources, secrets, usage
+from fluxo.api import (
+    auth,
+    billing,
+    blocks,
+    calls,
+    jobs,
+    metrics,
+    quotas,
+    resources,
+    secrets,
+    usage,
+)
 from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
 from fluxo.api.openapi import openapi_document
 from fluxo.control.platform import Platform
@@ -67,6 +78,7 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     metrics.add_routes(app)
     auth.add_routes(app)
     resources.add_routes(app)
+    blocks.add_routes(app)
     return app
 
 

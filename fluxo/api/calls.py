@@ -8,7 +8,12 @@ import pydantic
 from aiohttp import web
 
 from fluxo.api.common import PLATFORM, json_body, principal, seconds
-from fluxo_core.errors import PacketValidationError, PermissionDeniedError, ValidationError
+from fluxo_core.errors import (
+    BlockedError,
+    PacketValidationError,
+    PermissionDeniedError,
+    ValidationError,
+)
 from fluxo_core.ir import Packet
 from fluxo_core.ir._problems import problems_from_pydantic
 from fluxo_core.storage import Principal
@@ -106,10 +111,22 @@ async def _create_call(request: web.Request) -> web.Response:
         )
     gateway = platform.runtime.gateway
     # An engine passes the result on to the job's next step: it gets it unmasked.
-    record = await gateway.call(
-        request.match_info["name"], packet, principal=who, wait=wait, reveal=engine
-    )
+    try:
+        record = await gateway.call(
+            request.match_info["name"], packet, principal=who, wait=wait, reveal=engine
+        )
+    except BlockedError as exc:
+        if job is not None:  # a block stops the job: it ends blocked, and may be resumed
+            await platform.job_control.engine_call_blocked(job.id, packet.step_id, exc.to_dict())
+        raise
+    if job is not None and record.status == "failed" and _blocked(record.error):
+        # Refused by the worker (a block placed just after the gateway admitted the call).
+        await platform.job_control.engine_call_blocked(job.id, packet.step_id, record.error or {})
     return _call_response(record)
+
+
+def _blocked(error: dict[str, Any] | None) -> bool:
+    return error is not None and error.get("code") == BlockedError.code
 
 
 def _refuse_job_fields(body: Any) -> None:

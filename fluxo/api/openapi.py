@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from fluxo.api import resources
+from fluxo.control.blocks import BlockAuditEntry, BlockRecord
 from fluxo.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
 from fluxo.control.usage import MAX_LIMIT as MAX_USAGE_LIMIT
 from fluxo_core.ir import Packet, Workflow
@@ -434,6 +435,7 @@ def openapi_document() -> dict[str, Any]:
     _add_quota_routes(paths, schemas)
     _add_billing_routes(paths, schemas)
     _add_metrics_route(paths)
+    _add_block_routes(paths, schemas, job_record=ref(JobRecord, "serialization"))
     _add_auth_routes(paths, schemas)
     resources.document_routes(paths, schemas)
     return {
@@ -1196,4 +1198,140 @@ def _add_auth_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
                 **_errors(400, 401, 403, 404, 409, 422),
             },
         },
+    }
+
+
+# --- blocks and job control (fluxo/api/blocks.py) ------------------------------------------------
+
+
+def _add_block_routes(
+    paths: dict[str, Any], schemas: dict[str, Any], *, job_record: dict[str, Any]
+) -> None:
+    """Document blocks (place, list, lift, audit) and job control (resume, retry, pause)."""
+    from fluxo_core.storage.blocks import BLOCK_KINDS
+
+    refs, defs = models_json_schema(
+        [(BlockRecord, "serialization"), (BlockAuditEntry, "serialization")], ref_template=_REF
+    )
+    schemas.update(defs.get("$defs", {}))
+    block = dict(refs[(BlockRecord, "serialization")])
+    entry = dict(refs[(BlockAuditEntry, "serialization")])
+    schemas["BlockRequest"] = {
+        "type": "object",
+        "required": ["kind", "reason"],
+        "properties": {
+            "kind": {"type": "string", "enum": list(BLOCK_KINDS)},
+            "target": {
+                "type": "string",
+                "maxLength": 200,
+                "description": "The blocked user id, workflow, service or trigger name; for an "
+                "account block, the account (or leave it out).",
+            },
+            "reason": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "ends_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When the block ends by itself (RFC 3339 with offset); none: "
+                "until lifted.",
+            },
+            "account": {
+                "type": "string",
+                "description": "Admin account tokens only: the account whose thing is blocked. "
+                "Blocking a whole account always needs the admin account's token.",
+            },
+        },
+        "additionalProperties": False,
+    }
+    pause = {
+        "type": "object",
+        "required": ["workflow", "paused"],
+        "properties": {
+            "workflow": {"type": "string"},
+            "paused": {"type": "boolean"},
+            "paused_by": {"type": "string"},
+            "paused_at": {"type": "number"},
+            "jobs_started": {"type": "integer", "description": "Queued jobs started by resume."},
+        },
+    }
+    block_id = _path("block_id", "the block id")
+    job_id = _path("job_id", "the job id")
+    name = _path("name", "the workflow name")
+    paths["/v1/blocks"] = {
+        "post": {
+            "summary": "Block an account, user, workflow, service or trigger",
+            "description": "Enforced within a second at job creation and at every service call, "
+            "on every engine. A job it stops ends `blocked`, naming the block and the step; "
+            "resume it once the block is lifted.",
+            "requestBody": {"required": True, **_json(_ref("BlockRequest"), "The block")},
+            "responses": {
+                "201": _json(block, "Placed"),
+                **_errors(400, 401, 403, 422),
+            },
+        },
+        "get": {
+            "summary": "The account's blocks, newest first (admin account: every account's)",
+            "parameters": [
+                _query("active", {"type": "boolean"}, "Only the blocks that hold now"),
+            ],
+            "responses": {"200": _json(_items(block), "The blocks"), **_errors(401, 403)},
+        },
+    }
+    paths["/v1/blocks/audit"] = {
+        "get": {
+            "summary": "Every place and lift of the account's blocks, newest first",
+            "responses": {"200": _json(_items(entry), "The audit log"), **_errors(401, 403)},
+        }
+    }
+    paths["/v1/blocks/{block_id}"] = {
+        "get": {
+            "summary": "A block",
+            "parameters": [block_id],
+            "responses": {"200": _json(block, "The block"), **_errors(401, 403, 404)},
+        },
+        "delete": {
+            "summary": "Lift a block (recorded: who and when); stopped jobs wait for resume",
+            "parameters": [block_id],
+            "responses": {"200": _json(block, "Lifted"), **_errors(401, 403, 404, 409)},
+        },
+    }
+    paths["/v1/jobs/{job_id}/resume"] = {
+        "post": {
+            "summary": "Continue a blocked job from its blocked step, once no block holds it",
+            "description": "Finished steps are not run or billed again. 409 if the job is not "
+            "blocked or a block still holds it (named).",
+            "parameters": [job_id],
+            "responses": {"200": _json(job_record, "The job"), **_errors(401, 403, 404, 409)},
+        }
+    }
+    paths["/v1/jobs/{job_id}/retry"] = {
+        "post": {
+            "summary": "Continue a failed job from its failed step, with the input it stored",
+            "description": "Step engine jobs only (422 for Node-RED and Argo jobs). Finished "
+            "steps are not run or billed again. 409 if the job is not failed, or failed outside "
+            "a service call.",
+            "parameters": [job_id],
+            "responses": {
+                "200": _json(job_record, "The job"),
+                **_errors(401, 403, 404, 409, 422),
+            },
+        }
+    }
+    paths["/v1/workflows/{name}/pause"] = {
+        "post": {
+            "summary": "Pause a workflow: its new jobs are created queued and wait",
+            "parameters": [name],
+            "responses": {"200": _json(pause, "Paused"), **_errors(401, 403, 404)},
+        },
+        "get": {
+            "summary": "Whether the workflow is paused",
+            "parameters": [name],
+            "responses": {"200": _json(pause, "Its state"), **_errors(401, 404)},
+        },
+    }
+    paths["/v1/workflows/{name}/resume"] = {
+        "post": {
+            "summary": "Resume a paused workflow and start its queued jobs, oldest first",
+            "parameters": [name],
+            "responses": {"200": _json(pause, "Resumed"), **_errors(401, 403, 404)},
+        }
     }

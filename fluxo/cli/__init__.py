@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from fluxo.cli import _auth, _billing, _nodered, _quota, _resources, _usage
+from fluxo.cli import _auth, _billing, _blocks, _nodered, _quota, _resources, _usage
 from fluxo.cli._client import HttpClient, open_client, remote_client
 from fluxo.control.platform import (
     build_dead_letters,
@@ -124,13 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     jobs_sub = p.add_subparsers(required=True, metavar="ACTION")
     q = jobs_sub.add_parser("list", help="newest first")
     q.add_argument("--workflow")
-    q.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    q.add_argument(
+        "--status", choices=["queued", "running", "succeeded", "failed", "cancelled", "blocked"]
+    )
     q.add_argument("--limit", type=int, default=20)
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_cmd_jobs_list)
     q = jobs_sub.add_parser("show", help="a job with its steps")
     q.add_argument("job_id")
     q.set_defaults(func=_cmd_jobs_show)
+    _blocks.add_job_actions(jobs_sub)
 
     p = sub.add_parser("worker", help="run workers for services (built-ins, or --module)")
     p.add_argument(
@@ -227,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     _usage.add_parser(sub)
     _billing.add_parser(sub)
     _quota.add_parser(sub)
+    _blocks.add_parser(sub)
 
     p = sub.add_parser(
         "call",
@@ -383,7 +387,7 @@ async def _follow(client: Any, job_id: str, timeout: float) -> dict[str, Any]:
                 shown.add(step["key"])
                 mark = "ok" if step["phase"] == "succeeded" else "FAILED"
                 print(f"  {mark:6} {step['key']}", file=sys.stderr)
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if job["status"] in ("succeeded", "failed", "cancelled", "blocked"):
             return job
         if time.monotonic() >= deadline:
             raise CallTimeoutError(

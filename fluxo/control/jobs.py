@@ -35,6 +35,7 @@ from fluxo_core.ir import NativeStep, Packet, Workflow, new_packet_id, validate_
 from fluxo_core.ir._problems import problems_from_pydantic
 from fluxo_core.redaction import mask_credentials
 from fluxo_core.storage import Database, Principal, Transaction
+from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.jobs import JobRow, JobStore, JobSummaryRow, job_row
 from fluxo_core.storage.workflows import AppliedWorkflow, WorkflowStore
 from service_runtime import AdmitRequest, CallRequest, ServiceRuntime
@@ -54,9 +55,10 @@ __all__ = [
     "split_workflow_ref",
 ]
 
-FINAL = ("succeeded", "failed", "cancelled")
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JOB_STATUSES: Final = ("queued", "running", "succeeded", "failed", "cancelled")
+# Where a job stops: ``blocked`` too (a block stopped it; it may be resumed once lifted).
+FINAL = ("succeeded", "failed", "cancelled", "blocked")
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "blocked"]
+JOB_STATUSES: Final = ("queued", "running", "succeeded", "failed", "cancelled", "blocked")
 MAX_VERSION: Final = 2**31 - 1  # versions are 32-bit integer columns
 JobLimits = Callable[[Transaction, str, str, int], None]
 """``(tx, account_id, workflow name, new jobs)``: raises to refuse them (concurrency limits)."""
@@ -134,6 +136,7 @@ class JobService:
         self.workflows = workflows
         self.registry = registry
         self.store = JobStore(runtime.db, clock=clock)
+        self._pauses = BlockStore(runtime.db, clock=clock)
         self.remote = RemoteJobs(
             runtime,
             workflows,
@@ -297,7 +300,9 @@ class JobService:
             if fresh and self.job_limits is not None:
                 self.job_limits(tx, account, fresh[0]["workflow"], len(fresh))
             if fresh:
-                start(tx, fresh)
+                # A paused workflow's jobs wait queued (fluxo workflows resume starts them).
+                if self._pauses.pause_on(tx.conn, account, work[0]["workflow"]) is None:
+                    start(tx, fresh)
                 self.store.insert_many(tx, fresh)
             return created
 
@@ -489,7 +494,7 @@ class JobService:
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
         row = await self.store.job(job_id, account_id=principal.account_id)
-        if row.status not in FINAL:
+        if row.status not in FINAL or row.status == "blocked":  # a blocked job may be cancelled
             engine = self.registry.get(row.engine)
             if is_remote(engine):
                 await self.remote.cancel(row)

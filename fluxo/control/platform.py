@@ -22,6 +22,8 @@ import contextlib
 import gc
 from collections.abc import Sequence
 
+from fluxo.control.blocks import BlockService
+from fluxo.control.job_control import JobControl
 from fluxo.control.jobs import JobService
 from fluxo.control.metrics import PlatformMetrics
 from fluxo.control.policy import Admission
@@ -263,6 +265,10 @@ class Platform:
             default_controllers(self.jobs, self.accounts, self.quotas),
             clock=clock,
         )
+        # Blocks (fluxo block) and job control (resume, retry, pause): the index admission
+        # decides with is the one they refresh.
+        self.blocks = BlockService(db, self.admission.blocks, clock=clock)
+        self.job_control = JobControl(self.jobs, self.admission.blocks, admission=self.admission)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}

@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from fluxo.control.blocks import BlockIndex, blocked_error
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import AdmissionDeniedError
 from fluxo_core.storage import AccountStore, Transaction
+from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.jobs import JobStore
 from service_runtime.interceptors import AdmitRequest, CallRequest, Interceptor
 
@@ -39,11 +41,14 @@ class Admission(Interceptor):
         self._cache: dict[str, tuple[float, str | None]] = {}
         # job id -> (expiry, status), in expiry order: a refreshed entry moves to the end.
         self._statuses: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        # Blocks (fluxo block): every live one in memory, reloaded at most every cache_s.
+        self.blocks = BlockIndex(BlockStore(accounts.db, clock=clock), cache_s=cache_s, clock=clock)
 
     async def admit(self, request: AdmitRequest) -> None:
         # Two queries for the whole batch (only what the caches miss), not two per call.
         accounts, jobs = self._stale(request.calls)
         reasons = await self.accounts.blocked_reasons(accounts) if accounts else {}
+        await self.blocks.refresh()
         statuses = await self._jobs.statuses(jobs) if jobs else {}
         self._learn(reasons, jobs, statuses)
         self._decide(request)
@@ -53,6 +58,7 @@ class Admission(Interceptor):
         # the rest read through the transaction's connection.
         accounts, jobs = self._stale(request.calls)
         reasons = self.accounts.blocked_reasons_on(tx.conn, accounts)
+        self.blocks.refresh_on(tx.conn)
         self._learn(reasons, jobs, self._jobs.statuses_on(tx.conn, jobs))
         self._decide(request)
 
@@ -94,6 +100,9 @@ class Admission(Interceptor):
                 job_id=request.job_id,
                 reason="account_blocked",
             )
+        block = self.blocks.match(request)
+        if block is not None:
+            return blocked_error(block, request)
         if request.job_id is not None:
             known = self._statuses.get(request.job_id)
             status = known[1] if known is not None else None
@@ -105,6 +114,10 @@ class Admission(Interceptor):
                     reason=f"job_{status}",
                 )
         return None
+
+    def forget_job(self, job_id: str) -> None:
+        """Drop what is cached of a job (it was resumed or retried: read its status again)."""
+        self._statuses.pop(job_id, None)
 
     def _remember(self, job_id: str, status: str | None, now: float) -> None:
         self._statuses[job_id] = (now + self.cache_s, status)

@@ -176,7 +176,10 @@ class RemoteJobs:
     async def _start(self, delivery: Delivery) -> None:
         transport = self.runtime.transport
         try:
-            job_id = str(orjson.loads(delivery.body)["job_id"])
+            body = orjson.loads(delivery.body)
+            job_id = str(body["job_id"])
+            # A job resumed or retried runs again as a new run (fluxo.control.job_control).
+            rerun = str(body["rerun"]) if body.get("rerun") else None
         except (orjson.JSONDecodeError, KeyError, TypeError):
             await self.db.transact(
                 lambda tx: transport.dead_letter(tx, delivery, error="not a start message")
@@ -202,9 +205,17 @@ class RemoteJobs:
             engine = self.engines[engine_name]
             await self.deploy(engine, applied)
             packet = Packet.model_validate_json(row.input)
+            if rerun is not None:
+                # The stopped run first forgets the job (a no-op where it ended already).
+                stopped = RunHandle(engine=engine_name, job_id=job_id, run_id=row.run_id or job_id)
+                await engine.cancel(stopped)
             handle = await engine.start(
                 StartRequest(
-                    job_id=job_id, workflow=applied.ref, input=packet, account=row.account_id
+                    job_id=job_id,
+                    workflow=applied.ref,
+                    input=packet,
+                    account=row.account_id,
+                    rerun=rerun,
                 )
             )
         except FluxoError as exc:
@@ -295,7 +306,7 @@ class RemoteJobs:
     async def live_job(self, principal: Principal, job_id: Any) -> EngineJob:
         """The job a call an engine makes is for: of its account and engine, not ended."""
         row = await self.job_for_engine(principal, job_id)
-        if row.status in FINAL_PHASES:
+        if row.status in FINAL_PHASES or row.status == "blocked":
             raise PermissionDeniedError(
                 f"job {job_id} is {row.status}; the gateway refuses its further calls",
                 job_id=job_id,
@@ -346,6 +357,10 @@ class RemoteJobs:
                 )
             if phase == "succeeded" and row.status not in FINAL_PHASES:
                 await self._check_result(row, result)
+        if phase == "failed" and isinstance(error, dict) and error.get("code") == "blocked":
+            # The gateway set the job blocked when it refused the call; a stopped run's report
+            # arriving after the job was resumed must not fail its new run.
+            return False
         results = None
         if phase == "succeeded":
             results = orjson.dumps(result if isinstance(result, list) else [result])

@@ -328,7 +328,7 @@ class JobStore:
     def cancel(self, tx: Transaction, job_id: str) -> bool:
         result = tx.execute(
             sa.update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
+            .where(jobs.c.id == job_id, jobs.c.status.in_((*ACTIVE, "blocked")))
             .values(status="cancelled", finished_at=self.clock.time())
         )
         return bool(result.rowcount)

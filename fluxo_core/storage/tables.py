@@ -404,3 +404,49 @@ quota_refusals = Table(
     Column("quota", String(100), nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# --- blocks --------------------------------------------------------------------------------------
+
+# A block stops an account's work on one target (its whole account, a user, a workflow, a service
+# or a trigger) from ``placed_at`` until it is lifted or ``ends_at`` passes. Rows are never
+# deleted: lifting fills ``lifted_at``/``lifted_by``.
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", String(128), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("placed_by", String(300), nullable=False),
+    Column("placed_at", Float, nullable=False),
+    Column("ends_at", Float),
+    Column("lifted_by", String(300)),
+    Column("lifted_at", Float),
+    Index("ix_blocks_lifted_at", "lifted_at"),
+    Index("ix_blocks_account_placed", "account_id", "placed_at"),
+)
+
+# Every place and lift of a block, append-only.
+block_audit = Table(
+    "block_audit",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("block_id", String(64), nullable=False),
+    Column("account_id", String(128), nullable=False),
+    Column("action", String(10), nullable=False),  # place | lift
+    Column("actor", String(300), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("detail", Text),
+    Index("ix_block_audit_account_seq", "account_id", "seq"),
+)
+
+# A paused workflow: its new jobs are created queued and wait until it is resumed.
+workflow_pauses = Table(
+    "workflow_pauses",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("workflow", String(100), primary_key=True),
+    Column("paused_by", String(300), nullable=False),
+    Column("paused_at", Float, nullable=False),
+)

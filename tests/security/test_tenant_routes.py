@@ -84,6 +84,7 @@ class World:
     invoice: str = ""  # the number of B's issued invoice of this month
     period: str = ""  # this month, YYYY-MM
     quota: str = "globex-daily-calls"  # B's quota
+    block_id: str = ""  # B's block (on a service its job does not use)
 
     async def send(self, method: str, path: str, who: str, body: Any = None) -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -127,6 +128,7 @@ class World:
             [t.to_json() for t in await accounts.list_tokens("globex")],
             [t.to_json() for t in await accounts.list_tokens("globex", kind="session")],
             issued,
+            [b.model_dump(mode="json") for b in await self.platform.blocks.find(B)],
         )
 
 
@@ -198,6 +200,8 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
         issued = await InvoiceStore(db).issue("globex", world.period, issued_by="gus", now=0.0)
         assert issued.header is not None
         world.invoice = issued.header.number
+        block = await platform.blocks.place(B, kind="service", target="echo", reason=SECRET)
+        world.block_id = block.id
         yield world
 
 
@@ -453,6 +457,44 @@ CASES: dict[tuple[str, str], Case] = {
     ("get", "/v1/quota-events"): lambda w, who: [
         ("/v1/quota-events", None, _forbidden_to_engines(who, {200}))
     ],
+    # Blocks and job control (fluxo/api/blocks.py): B's block, job and workflow are not found;
+    # blocking anything of another account needs the admin account's token.
+    ("post", "/v1/blocks"): lambda w, who: [
+        (
+            "/v1/blocks",
+            {"kind": "workflow", "target": "x", "reason": "r", "account": "globex"},
+            {403},
+        ),
+        ("/v1/blocks", {"kind": "account", "account": "globex", "reason": "r"}, {403}),
+    ],
+    ("get", "/v1/blocks"): lambda w, who: [
+        ("/v1/blocks", None, _forbidden_to_engines(who, {200})),
+        ("/v1/blocks?active=true", None, _forbidden_to_engines(who, {200})),
+    ],
+    ("get", "/v1/blocks/audit"): lambda w, who: [
+        ("/v1/blocks/audit", None, _forbidden_to_engines(who, {200}))
+    ],
+    ("get", "/v1/blocks/{block_id}"): lambda w, who: [
+        (f"/v1/blocks/{w.block_id}", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("delete", "/v1/blocks/{block_id}"): lambda w, who: [
+        (f"/v1/blocks/{w.block_id}", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/jobs/{job_id}/resume"): lambda w, who: [
+        (f"/v1/jobs/{w.job_id}/resume", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/jobs/{job_id}/retry"): lambda w, who: [
+        (f"/v1/jobs/{w.job_id}/retry", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/workflows/{name}/pause"): lambda w, who: [
+        (f"/v1/workflows/{w.workflow}/pause", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("get", "/v1/workflows/{name}/pause"): lambda w, who: [
+        (f"/v1/workflows/{w.workflow}/pause", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/workflows/{name}/resume"): lambda w, who: [
+        (f"/v1/workflows/{w.workflow}/resume", None, _forbidden_to_engines(who, {404}))
+    ],
 }
 
 
@@ -510,6 +552,7 @@ async def test_another_account_gets_nothing_of_b_from_any_route(world: World, wh
                     world.call_id,
                     world.workflow,
                     world.invoice,
+                    world.block_id,
                     *ids,
                     *names,
                 ):

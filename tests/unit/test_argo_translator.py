@@ -844,6 +844,22 @@ def test_job_workflow_carries_the_job() -> None:
     assert again["metadata"]["name"] != job["metadata"]["name"]
 
 
+def test_a_rerun_of_a_job_is_a_workflow_of_its_own_with_the_same_job_id() -> None:
+    """A resumed job runs again under another Workflow name; its calls keep their packet ids,
+    which derive from the job id, so the gateway answers its finished steps once."""
+    bundle = bundle_for("example-order-intake")
+    first = to_argo_job(bundle, job_id=JOB_ID, packet=_packet({}))
+    rerun = to_argo_job(bundle, job_id=JOB_ID, packet=_packet({}), rerun="r1")
+
+    def params(document: dict[str, Any]) -> dict[str, Any]:
+        return {p["name"]: p["value"] for p in document["spec"]["arguments"]["parameters"]}
+
+    assert rerun["metadata"]["name"] != first["metadata"]["name"]
+    assert is_dns_label(rerun["metadata"]["name"])
+    assert params(rerun) == params(first)
+    assert rerun["metadata"]["labels"] == first["metadata"]["labels"]
+
+
 def test_large_inputs_travel_by_reference() -> None:
     bundle = bundle_for("example-order-intake")
     assert bundle.input_by_reference  # the first step is a call: the gateway resolves the reference
