@@ -28,6 +28,7 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.storage import AccountStore, Database, Principal, Role, TokenInfo, UserRow
+from fluxo_core.storage.accounts import PLATFORM_ACCOUNT
 from fluxo_core.storage.users import USER_ID, UserStore
 
 __all__ = [
@@ -266,6 +267,17 @@ def require(who: Principal, role: Role, action: str) -> None:
             role=who.role.value,
             needed=role.value,
         )
+
+
+def acts_for_platform(who: Principal) -> bool:
+    """Whether ``who`` speaks for the platform itself (the seller): a platform admin, or an
+    admin of the platform's own account made in-process (the local CLI, which holds the
+    database anyway). A member or viewer of the platform's account does not."""
+    return (
+        who.account_id == PLATFORM_ACCOUNT
+        and who.engine is None
+        and who.role.at_least(Role.ACCOUNT_ADMIN)
+    )
 
 
 def platform_only(who: Principal) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from fluxo.control.auth import acts_for_platform
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import BlockedError, PermissionDeniedError, ValidationError
 from fluxo_core.ir import new_packet_id
@@ -253,7 +254,7 @@ class BlockService:
                 "target out)",
                 problems=[("target", f"expected {account_id!r}")],
             )
-        is_admin = principal.account_id == ADMIN_ACCOUNT
+        is_admin = acts_for_platform(principal)
         if (kind == "account" or account_id != principal.account_id) and not is_admin:
             raise PermissionDeniedError(
                 "blocking a whole account, or anything of another account, is platform-wide: "
@@ -273,7 +274,7 @@ class BlockService:
 
     async def lift(self, principal: Principal, block_id: str) -> BlockRecord:
         _no_engine(principal, "lift blocks")
-        is_admin = principal.account_id == ADMIN_ACCOUNT
+        is_admin = acts_for_platform(principal)
         row = await self.store.get(None if is_admin else principal.account_id, block_id)
         placed_by_account = row.placed_by.partition("/")[0]
         if not is_admin and (row.kind == "account" or placed_by_account != principal.account_id):
@@ -293,14 +294,14 @@ class BlockService:
     async def find(self, principal: Principal, *, active_only: bool = False) -> list[BlockRecord]:
         """The account's blocks, newest first (the admin account's tokens see every account's)."""
         _no_engine(principal, "read blocks")
-        account = None if principal.account_id == ADMIN_ACCOUNT else principal.account_id
+        account = None if acts_for_platform(principal) else principal.account_id
         rows = await self.store.find(account, active_only=active_only)
         now = self.clock.time()
         return [block_record(r, now) for r in rows]
 
     async def audit(self, principal: Principal) -> list[BlockAuditEntry]:
         _no_engine(principal, "read blocks")
-        account = None if principal.account_id == ADMIN_ACCOUNT else principal.account_id
+        account = None if acts_for_platform(principal) else principal.account_id
         return [_audit_entry(r) for r in await self.store.audit(account)]
 
 

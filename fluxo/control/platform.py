@@ -259,16 +259,16 @@ class Platform:
             job_limits=self.quota_enforcer.admit_jobs,
         )
         self.jobs.remote.on_engine_error = self.metrics.engine_error
-        # Declarative resources (fluxo apply/get/describe): a controller per kind.
-        self.resources = ResourceService(
-            ResourceStore(db, clock=clock),
-            default_controllers(self.jobs, self.accounts, self.quotas),
-            clock=clock,
-        )
         # Blocks (fluxo block) and job control (resume, retry, pause): the index admission
         # decides with is the one they refresh.
         self.blocks = BlockService(db, self.admission.blocks, clock=clock)
         self.job_control = JobControl(self.jobs, self.admission.blocks, admission=self.admission)
+        # Declarative resources (fluxo apply/get/describe): a controller per kind.
+        self.resources = ResourceService(
+            ResourceStore(db, clock=clock),
+            default_controllers(self.jobs, self.accounts, self.quotas, self.blocks),
+            clock=clock,
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}

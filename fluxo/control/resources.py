@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-from fluxo.control.auth import require
+from fluxo.control.auth import acts_for_platform, require
+from fluxo.control.blocks import BlockService
 from fluxo.control.jobs import JobService
 from fluxo.control.quotas import parse_quota_spec
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
@@ -44,6 +45,8 @@ from fluxo_core.errors import (
 from fluxo_core.ir.resources import KINDS, KindInfo, ValidResource, kind_info, validate_resource
 from fluxo_core.ir.validation import validate_workflow
 from fluxo_core.storage import AccountStore, Principal, Role, ServiceStore
+from fluxo_core.storage.accounts import PLATFORM_ACCOUNT
+from fluxo_core.storage.blocks import BlockRow
 from fluxo_core.storage.quotas import QuotaSpec, QuotaStore
 from fluxo_core.storage.resources import (
     API_VERSION,
@@ -173,13 +176,8 @@ class ResourceService:
 
     def is_admin(self, principal: Principal) -> bool:
         # The platform's own account, and in it an admin: a member or viewer of that account
-        # does not set platform-wide prices. (In-process principals, such as the CLI on the
-        # local database, carry the account-admin role.)
-        return (
-            principal.account_id == self.admin_account
-            and principal.engine is None
-            and principal.role.at_least(Role.ACCOUNT_ADMIN)
-        )
+        # does not set platform-wide prices.
+        return principal.account_id == self.admin_account and acts_for_platform(principal)
 
     def _scope(self, info: KindInfo, name: str, principal: Principal) -> str:
         """The account whose resource ``name`` of kind ``info`` the caller means."""
@@ -615,6 +613,74 @@ class QuotaController:
             return None  # deleted over /v1/quotas already
 
 
+class BlockController:
+    """Block resources are blocks (``fluxo block``): an apply places the block the spec says,
+    written ``status.blockId``; a changed spec lifts that block and places the new one; a delete
+    lifts it. Blocking a whole account takes a platform admin (its ``target.name`` is the
+    account); anything else is blocked in the resource's own account."""
+
+    def __init__(self, blocks: BlockService) -> None:
+        self.blocks = blocks
+        # The controller acts for the platform: who may block what was decided at admission.
+        self.acting = Principal(account_id=PLATFORM_ACCOUNT, user_id=CONTROLLER_USER)
+
+    async def admit(self, resource: ValidResource, principal: Principal) -> None:
+        if resource.spec["target"]["kind"] == "account" and not acts_for_platform(principal):
+            raise PermissionDeniedError(
+                "blocking a whole account is platform-wide: apply this Block with a platform "
+                "admin's token (fluxo up prints one)"
+            )
+
+    async def reconcile(self, resource: ResourceRow) -> Reconciled:
+        spec = resource.spec
+        kind, name = spec["target"]["kind"], spec["target"]["name"]
+        account = name if kind == "account" else resource.account_id
+        until = spec.get("until")
+        ends_at = datetime.fromisoformat(until).timestamp() if until else None
+        current = await self._current(resource)
+        wanted = (account, kind, name, spec["reason"].strip(), ends_at)
+        if current is not None and current.active_at(self.blocks.clock.time()):
+            if (
+                current.account_id,
+                current.kind,
+                current.target,
+                current.reason,
+                current.ends_at,
+            ) == wanted:
+                return self._report(current.id, kind, name)
+            await self.blocks.lift(self.acting, current.id)
+        placed = await self.blocks.place(
+            self.acting,
+            kind=kind,
+            target=name,
+            reason=spec["reason"],
+            ends_at=until,
+            account=account,
+        )
+        return self._report(placed.id, kind, name)
+
+    async def release(self, resource: ResourceRow) -> None:
+        current = await self._current(resource)
+        if current is not None and current.lifted_at is None:
+            await self.blocks.lift(self.acting, current.id)
+
+    async def _current(self, resource: ResourceRow) -> BlockRow | None:
+        block_id = resource.status.get("blockId")
+        if not isinstance(block_id, str):
+            return None
+        try:
+            return await self.blocks.store.get(None, block_id)
+        except NotFoundError:
+            return None
+
+    @staticmethod
+    def _report(block_id: str, kind: str, name: str) -> Reconciled:
+        return Reconciled(
+            [Condition("Ready", "True", "Placed", f"block {block_id} holds {kind} {name!r}")],
+            {"blockId": block_id},
+        )
+
+
 class UserController:
     """User resources are the account's users (``fluxo users``): the name is the user id, the
     spec's role its role. An apply adds the user (without a password: set one with ``fluxo users
@@ -666,14 +732,15 @@ def _quota_spec(spec: dict[str, Any]) -> QuotaSpec:
 
 
 def default_controllers(
-    jobs: JobService, accounts: AccountStore, quotas: QuotaStore
+    jobs: JobService, accounts: AccountStore, quotas: QuotaStore, blocks: BlockService
 ) -> ControllerRegistry:
-    """The controllers this installation has: Workflow, Service, Account, Quota and User. Block
-    and Trigger resources are stored and reported ``NoController`` until theirs are registered."""
+    """The controllers this installation has: Workflow, Service, Account, Quota, User and Block.
+    Trigger resources are stored and reported ``NoController`` until the triggers land."""
     registry = ControllerRegistry()
     registry.register("Workflow", WorkflowController(jobs))
     registry.register("Service", ServiceController(ServiceStore(jobs.runtime.db)))
     registry.register("Account", AccountController(accounts))
     registry.register("Quota", QuotaController(quotas))
     registry.register("User", UserController(UserStore(accounts.db, accounts)))
+    registry.register("Block", BlockController(blocks))
     return registry

@@ -283,6 +283,50 @@ def user(name: str, role: str) -> dict[str, Any]:
     }
 
 
+def block(name: str, kind: str, target: str, reason: str = "abuse") -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Block",
+        "metadata": {"name": name},
+        "spec": {"target": {"kind": kind, "name": target}, "reason": reason},
+    }
+
+
+async def test_a_block_resource_places_the_block_admission_enforces_until_it_is_deleted(
+    world: World,
+) -> None:
+    platform = world.platform
+    applied = await platform.resources.apply(ACME, block("stop-greet", "workflow", "greet"))
+    assert conditions(applied.document) == {"Ready": ("True", "Placed")}
+    first = applied.document["status"]["blockId"]
+    [placed] = await platform.blocks.find(ACME, active_only=True)
+    assert (placed.id, placed.kind, placed.target, placed.reason) == (
+        first,
+        "workflow",
+        "greet",
+        "abuse",
+    )
+    # The same spec again keeps the block; a new reason lifts it and places another.
+    await platform.resources.apply(ACME, block("stop-greet", "workflow", "greet"))
+    assert [b.id for b in await platform.blocks.find(ACME, active_only=True)] == [first]
+    changed = await platform.resources.apply(
+        ACME, block("stop-greet", "workflow", "greet", "fraud review")
+    )
+    second = changed.document["status"]["blockId"]
+    [live] = await platform.blocks.find(ACME, active_only=True)
+    assert (live.id, live.reason) == (second, "fraud review")
+    assert second != first
+    # A whole account only from the platform; an account's own token may not block itself.
+    with pytest.raises(PermissionDeniedError):
+        await platform.resources.apply(ACME, block("all", "account", "acme"))
+    await platform.resources.delete(ACME, "block", "stop-greet")
+    assert await platform.blocks.find(ACME, active_only=True) == []
+    audit = [(e.block_id, e.action) for e in await platform.blocks.audit(ACME)]
+    assert sorted(audit) == sorted(
+        [(first, "place"), (first, "lift"), (second, "place"), (second, "lift")]
+    )
+
+
 async def test_a_user_resource_is_the_accounts_user_and_its_role(world: World) -> None:
     users = UserStore(world.platform.db, world.platform.accounts)
     accounts = world.platform.accounts
@@ -310,12 +354,6 @@ async def test_a_user_resource_is_the_accounts_user_and_its_role(world: World) -
 @pytest.mark.parametrize(
     "document",
     [
-        {
-            "apiVersion": "fluxo.dev/v1",
-            "kind": "Block",
-            "metadata": {"name": "stop-greet"},
-            "spec": {"target": {"kind": "workflow", "name": "greet"}, "reason": "abuse"},
-        },
         {
             "apiVersion": "fluxo.dev/v1",
             "kind": "Trigger",
