@@ -3,8 +3,10 @@ the policy on versus off, on SQLite (and PostgreSQL with ``--pg``).
 
 Policy on: the interceptor chain of a Fluxo process (admission, quotas, metrics, then metering and
 tracing), with the calling account under every kind of quota that applies to calls (calls per day
-for the account and for the service, spend per month, a request rate), and another account
-blocked (a block that exists but does not concern these calls). Policy off: metering and tracing
+for the account and for the service, spend per month, a request rate), another account blocked,
+and ``LIVE_BLOCKS`` live blocks in the block index admission matches every call against (of this
+account's other workflows and services, and of other accounts: blocks that exist but do not
+concern these calls). Policy off: metering and tracing
 only. The same runtime otherwise: a producer submits calls in batches through the gateway while an
 in-process worker drains them; the clock stops when the last usage record is committed. Each mode
 runs ``--rounds`` times, alternating, and keeps its best round.
@@ -44,11 +46,13 @@ from fluxo.control.platform import call_interceptors, tune_gc_for_serving
 from fluxo.control.policy import Admission
 from fluxo.control.quotas import QuotaEnforcer
 from fluxo_core.storage import AccountStore, Database
+from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.quotas import QuotaSpec, QuotaStore
 from service_runtime import Interceptor, ServiceRuntime, default_interceptors
 
 ACCOUNT = ACTOR["account"]["id"]
 BATCH = 500
+LIVE_BLOCKS = 200
 # Limits far above what a run uses: every quota is checked and counted, none refuses.
 QUOTAS = {
     "calls-per-day": QuotaSpec(kind="calls", limit=10**12, period="day"),
@@ -68,6 +72,16 @@ async def prepare(db: Database, policy: bool) -> list[Interceptor]:
         return default_interceptors()
     await accounts.ensure_account("blocked-neighbour")
     await accounts.set_blocked("blocked-neighbour", True, "unpaid invoice")
+    blocks = BlockStore(db)
+    for i in range(LIVE_BLOCKS):
+        await blocks.place(
+            block_id=f"bench-{i}",
+            account_id=ACCOUNT if i % 2 else f"other-{i}",
+            kind="workflow" if i % 3 else "service",
+            target=f"unused-{i}",
+            reason="bench",
+            placed_by="bench/bench",
+        )
     store = QuotaStore(db)
     for name, spec in QUOTAS.items():
         await store.set(ACCOUNT, name, spec)
