@@ -45,7 +45,7 @@ def test_apply_a_folder_then_get_describe_and_delete(tmp_path: Path) -> None:
     assert applied.returncode == 0, applied.stderr
     lines = applied.stdout.splitlines()
     assert lines[0] == "workflow/greet created"
-    assert lines[1].startswith("quota/monthly created (Accepted=False NoController")
+    assert lines[1] == "quota/monthly created"  # Ready: no condition to report
     assert lines[2].startswith("service/noop created (Ready=False NotEnforced")
 
     table = fluxo("get", "WF", home=tmp_path)
