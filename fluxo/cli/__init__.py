@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from fluxo.cli import _auth, _billing, _blocks, _nodered, _quota, _resources, _usage
-from fluxo.cli._client import HttpClient, open_client, remote_client
+from fluxo.cli._client import HttpClient, open_client, server_or_database
 from fluxo.control.platform import (
     build_dead_letters,
     build_worker_runtime,
@@ -48,7 +48,7 @@ from fluxo_core.ir import (
 )
 from fluxo_core.logs import configure_logging
 from fluxo_core.redaction import install_log_redaction
-from fluxo_core.storage import AccountStore, SecretStore
+from fluxo_core.storage import SecretStore
 from service_runtime import Service
 
 __all__ = ["main"]
@@ -698,26 +698,12 @@ async def _secrets(
     args: argparse.Namespace, config: FluxoConfig
 ) -> AsyncIterator[HttpClient | _LocalSecrets]:
     """The server's client with FLUXO_URL (the token's account), else the local database."""
-    from fluxo.api.server import ADMIN_ACCOUNT
-
-    url = os.environ.get("FLUXO_URL")
-    if url:
-        if args.account:
-            raise ConfigError(
-                "--account works on the local database; with FLUXO_URL the secret belongs to "
-                "the account of FLUXO_TOKEN (unset FLUXO_URL, or use that account's token)"
-            )
-        async with remote_client(config, url, os.environ.get("FLUXO_TOKEN")) as client:
-            yield client
-        return
-    db = await open_database(config)
-    try:
-        account = args.account or ADMIN_ACCOUNT
-        if account == ADMIN_ACCOUNT:  # as `fluxo up` makes it; other accounts must exist
-            await AccountStore(db).ensure_account(ADMIN_ACCOUNT, "Default account")
-        yield _LocalSecrets(SecretStore.for_config(db, config), account)
-    finally:
-        await db.close()
+    async with server_or_database(args, config) as target:
+        if target.client is not None:
+            yield target.client
+        else:
+            assert target.db is not None
+            yield _LocalSecrets(SecretStore.for_config(target.db, config), target.account)
 
 
 def _read_secret_value(name: str) -> str:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import getpass
 import json
-import os
 import re
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -23,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from fluxo.cli._client import HttpClient, remote_client
+from fluxo.cli._client import HttpClient, server_or_database
 from fluxo.control.auth import Auth, check_password_rules
 from fluxo.control.platform import open_database
 from fluxo_core.config import FluxoConfig
@@ -147,22 +146,13 @@ class _Target:
 
 @contextlib.asynccontextmanager
 async def _target(args: argparse.Namespace, config: FluxoConfig) -> AsyncIterator[_Target]:
-    url = os.environ.get("FLUXO_URL")
-    if url:
-        if args.account:
-            raise ConfigError(
-                "--account works on the local database; with FLUXO_URL the command acts in the "
-                "account of FLUXO_TOKEN (unset FLUXO_URL, or use that account's token)"
-            )
-        async with remote_client(config, url, os.environ.get("FLUXO_TOKEN")) as client:
-            yield _Target(client, None, "")
-        return
-    db = await open_database(config)
-    try:
-        accounts = AccountStore(db)
-        yield _Target(None, Auth(db, accounts), args.account or PLATFORM_ACCOUNT)
-    finally:
-        await db.close()
+    async with server_or_database(args, config) as target:
+        if target.client is not None:
+            yield _Target(target.client, None, "")
+        else:
+            assert target.db is not None
+            auth = Auth(target.db, AccountStore(target.db))
+            yield _Target(None, auth, target.account)
 
 
 async def _cmd_token_local(args: argparse.Namespace, config: FluxoConfig) -> int:

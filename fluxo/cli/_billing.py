@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fluxo.cli._client import HttpClient, remote_client
+from fluxo.cli._client import HttpClient, server_or_database
 from fluxo.control.billing import (
     Billing,
     header_json,
@@ -30,7 +29,6 @@ from fluxo.control.billing import (
     parse_credit,
     parse_period,
 )
-from fluxo.control.platform import open_database
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError
 
@@ -85,26 +83,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 @asynccontextmanager
 async def _target(
-    args: argparse.Namespace, config: FluxoConfig
+    args: argparse.Namespace, config: FluxoConfig, *, account_on_server: bool = False
 ) -> AsyncIterator[tuple[HttpClient | None, Billing | None, str]]:
     """The server's client (with FLUXO_URL), else the local database's billing; the account."""
-    from fluxo.api.server import ADMIN_ACCOUNT
-
-    url = os.environ.get("FLUXO_URL")
-    if url:
-        if args.account:
-            raise ConfigError(
-                "--account works on the local database; with FLUXO_URL the account is the one "
-                "of FLUXO_TOKEN (unset FLUXO_URL, or use that account's token)"
-            )
-        async with remote_client(config, url, os.environ.get("FLUXO_TOKEN")) as client:
-            yield client, None, ""
-        return
-    db = await open_database(config)
-    try:
-        yield None, Billing(db), args.account or ADMIN_ACCOUNT
-    finally:
-        await db.close()
+    async with server_or_database(args, config, account_on_server=account_on_server) as target:
+        billing = Billing(target.db) if target.db is not None else None
+        yield target.client, billing, target.account
 
 
 def _who(args: argparse.Namespace) -> str:
@@ -116,12 +100,10 @@ async def _credit(args: argparse.Namespace, config: FluxoConfig) -> int:
     if args.service:
         body["service"] = args.service
     request = parse_credit(body)  # before anything is opened: bad options fail fast
-    async with _target(args, config) as (client, billing, account):
+    # On a server, the account named is credited (a platform admin's token may do that).
+    async with _target(args, config, account_on_server=True) as (client, billing, account):
         if client is not None:
-            # The server credits the account named (only a platform admin's token may).
-            answer = await client.credit(
-                {**body, "account": args.account} if args.account else body
-            )
+            answer = await client.credit({**body, "account": account} if account else body)
         else:
             assert billing is not None
             record = await billing.credit(account, _who(args), request)

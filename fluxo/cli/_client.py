@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
+from fluxo.control.platform import open_database
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import (
     AuthError,
@@ -24,7 +27,8 @@ from fluxo_core.errors import (
     PermissionDeniedError,
     ValidationError,
 )
-from fluxo_core.storage import Principal
+from fluxo_core.storage import AccountStore, Database, Principal
+from fluxo_core.storage.accounts import PLATFORM_ACCOUNT
 
 __all__ = ["Client", "HttpClient", "LocalClient", "open_client", "remote_client"]
 
@@ -317,5 +321,47 @@ async def open_client(
         await platform.accounts.ensure_account(ADMIN_ACCOUNT, "Default account")
         async with platform:
             yield LocalClient(platform, Principal(account_id=ADMIN_ACCOUNT, user_id=ADMIN_USER))
+    finally:
+        await db.close()
+
+
+@dataclass
+class Target:
+    """Where a CLI command acts: the server (``client``, in the account of its token) or the
+    local database (``db``, in ``account``)."""
+
+    client: HttpClient | None
+    db: Database | None
+    account: str
+
+
+@contextlib.asynccontextmanager
+async def server_or_database(
+    args: Any, config: FluxoConfig, *, account_on_server: bool = False
+) -> AsyncIterator[Target]:
+    """The server with ``FLUXO_URL`` set, else the local database (every right there).
+
+    On the local database the account is ``--account`` or the platform's own, which is made as
+    ``fluxo up`` makes it (other accounts must exist). On a server the account is the token's:
+    ``--account`` is refused unless ``account_on_server`` (a command a platform admin's token
+    points at another account, such as a credit), where it is passed on in ``account``.
+    """
+    url = os.environ.get("FLUXO_URL")
+    named = getattr(args, "account", None)
+    if url:
+        if named and not account_on_server:
+            raise ConfigError(
+                "--account works on the local database; with FLUXO_URL the command acts in the "
+                "account of FLUXO_TOKEN (unset FLUXO_URL, or use that account's token)"
+            )
+        async with remote_client(config, url, os.environ.get("FLUXO_TOKEN")) as client:
+            yield Target(client, None, named or "")
+        return
+    db = await open_database(config)
+    try:
+        account = named or PLATFORM_ACCOUNT
+        if account == PLATFORM_ACCOUNT:
+            await AccountStore(db).ensure_account(PLATFORM_ACCOUNT, "Default account")
+        yield Target(None, db, account)
     finally:
         await db.close()

@@ -10,18 +10,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from fluxo.cli._client import HttpClient, remote_client
-from fluxo.control.platform import open_database
+from fluxo.cli._client import HttpClient, server_or_database
 from fluxo.control.quotas import event_json, parse_quota_spec, quotas_answer
 from fluxo_core.config import FluxoConfig
-from fluxo_core.errors import ConfigError, ValidationError
-from fluxo_core.storage import AccountStore
+from fluxo_core.errors import ValidationError
 from fluxo_core.storage.quotas import QUOTA_KINDS, RATE_PERIODS, USAGE_PERIODS, QuotaStore
 
 __all__ = ["add_parser"]
@@ -204,23 +201,9 @@ async def _target(
 ) -> AsyncIterator[HttpClient | tuple[QuotaStore, str]]:
     """The server's client with FLUXO_URL (the token's account), else the local database's
     quota store and the account."""
-    from fluxo.api.server import ADMIN_ACCOUNT
-
-    url = os.environ.get("FLUXO_URL")
-    if url:
-        if args.account:
-            raise ConfigError(
-                "--account works on the local database; with FLUXO_URL the quotas are the "
-                "account of FLUXO_TOKEN's (unset FLUXO_URL, or use that account's token)"
-            )
-        async with remote_client(config, url, os.environ.get("FLUXO_TOKEN")) as client:
-            yield client
-        return
-    db = await open_database(config)
-    try:
-        account = args.account or ADMIN_ACCOUNT
-        if account == ADMIN_ACCOUNT:  # as `fluxo up` makes it; other accounts must exist
-            await AccountStore(db).ensure_account(ADMIN_ACCOUNT, "Default account")
-        yield QuotaStore(db), account
-    finally:
-        await db.close()
+    async with server_or_database(args, config) as target:
+        if target.client is not None:
+            yield target.client
+        else:
+            assert target.db is not None
+            yield QuotaStore(target.db), target.account

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
-from fluxo.cli._client import remote_client
-from fluxo.control.platform import open_database
+from fluxo.cli._client import server_or_database
 from fluxo.control.usage import DEFAULT_LIMIT, parse_usage_query, usage_answer
 from fluxo_core.config import FluxoConfig
-from fluxo_core.errors import ConfigError, ValidationError
+from fluxo_core.errors import ValidationError
 from fluxo_core.storage import UsageLedger
 
 __all__ = ["add_parser", "render_table"]
@@ -82,24 +80,13 @@ def _option(where: str) -> str:
 async def _answer(
     args: argparse.Namespace, config: FluxoConfig, params: dict[str, str]
 ) -> dict[str, Any]:
-    from fluxo.api.server import ADMIN_ACCOUNT
-
-    url = os.environ.get("FLUXO_URL")
-    if url:
-        if args.account:
-            raise ConfigError(
-                "--account works on the local database; with FLUXO_URL the usage is the "
-                "account of FLUXO_TOKEN (unset FLUXO_URL, or use that account's token)"
-            )
-        async with remote_client(config, url, os.environ.get("FLUXO_TOKEN")) as client:
-            return await client.usage(params)
-    query = parse_usage_query(params)  # before opening the database: bad options fail fast
-    db = await open_database(config)
-    try:
+    query = parse_usage_query(params)  # before anything is opened: bad options fail fast
+    async with server_or_database(args, config) as target:
+        if target.client is not None:
+            return await target.client.usage(params)
+        assert target.db is not None
         # An account that never used anything (or does not exist) has an empty ledger.
-        return await usage_answer(UsageLedger(db), args.account or ADMIN_ACCOUNT, query)
-    finally:
-        await db.close()
+        return await usage_answer(UsageLedger(target.db), target.account, query)
 
 
 def render_table(answer: dict[str, Any]) -> str:

@@ -98,6 +98,11 @@ def test_billing_on_a_running_server_is_the_tokens_account(tmp_path: Path) -> No
         other = tmp_path / "other"  # the CLI's own home: empty, so the answers are the server's
         made = fluxo("billing", "credit", "--amount", "2", "--reason", "sorry", home=other, **env)
         assert made.returncode == 0, made.stderr
+        # A platform admin credits the account it names; the server knows no such account.
+        elsewhere = ["--account", "initech", "--amount", "2", "--reason", "sorry"]
+        unknown = fluxo("billing", "credit", *elsewhere, home=other, **env)
+        assert unknown.returncode == 1
+        assert "no account 'initech'" in unknown.stderr
         month = time.strftime("%Y-%m", time.gmtime())
         shown = fluxo("billing", "invoice", "--period", month, "-o", "csv", home=other, **env)
         assert shown.returncode == 0, shown.stderr
