@@ -4,7 +4,8 @@
   caller reads the result from the call record, so nobody may ever consume it. Messages nobody
   claimed within ``output_retention_s`` are deleted, like a broker queue with a message TTL.
 * Inbox rows only need to outlive any possible re-delivery of their message (leases and retries
-  are minutes to hours); they are deleted after ``inbox_retention_s``.
+  are minutes to hours); they are deleted after ``inbox_retention_s``. So are the marks of calls
+  a quota refused after an engine wrote them (the worker reads them only on such a delivery).
 
 Deletes run in bounded chunks so a large backlog never holds a long write lock.
 """
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from fluxo_core.errors import FluxoError
 from fluxo_core.storage import Database, InboxStore, QueueStore, Transaction
+from fluxo_core.storage.quotas import QuotaStore
 
 __all__ = ["Janitor"]
 
@@ -55,7 +57,7 @@ class Janitor:
                 await asyncio.wait_for(stop.wait(), self.interval_s)
 
     async def run_once(self, now: float | None = None) -> tuple[int, int]:
-        """One pass; returns ``(output messages deleted, inbox rows deleted)``."""
+        """One pass; returns ``(output messages deleted, inbox rows and refusal marks deleted)``."""
         now = time.time() if now is None else now
         output_cutoff = now - self.output_retention_s
         inbox_cutoff = now - self.inbox_retention_s
@@ -63,6 +65,9 @@ class Janitor:
             lambda tx: self._queues.delete_unread(tx, _OUTPUT_QUEUES, output_cutoff, _CHUNK)
         )
         inbox_rows = await self._drain(lambda tx: self._inbox.expire(tx, inbox_cutoff, _CHUNK))
+        inbox_rows += await self._drain(
+            lambda tx: QuotaStore.expire_refusals(tx, inbox_cutoff, _CHUNK)
+        )
         if outputs or inbox_rows:
             log.info(
                 "janitor: %d unread output messages, %d inbox rows removed", outputs, inbox_rows

@@ -390,6 +390,20 @@ class QuotaStore:
         )
         return {r[0]: r[1] for r in conn.execute(query)}
 
+    @staticmethod
+    def expire_refusals(tx: Transaction, created_before: float, limit: int) -> int:
+        """Delete up to ``limit`` refusal marks made before ``created_before``; returns how many.
+
+        A mark only has to outlive every redelivery of its call's message (as an inbox row
+        does), so the janitor expires them with the inbox's retention."""
+        old = (
+            sa.select(quota_refusals.c.call_id)
+            .where(quota_refusals.c.created_at < created_before)
+            .limit(limit)
+        )
+        result = tx.execute(sa.delete(quota_refusals).where(quota_refusals.c.call_id.in_(old)))
+        return int(result.rowcount or 0)
+
     # -- events --------------------------------------------------------------------------------
 
     @staticmethod

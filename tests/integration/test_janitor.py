@@ -7,7 +7,7 @@ import time
 import sqlalchemy as sa
 
 from fluxo_core.storage import Database, bulk_insert
-from fluxo_core.storage.tables import inbox, queue_messages
+from fluxo_core.storage.tables import inbox, queue_messages, quota_refusals
 from service_runtime.janitor import Janitor
 
 
@@ -52,8 +52,18 @@ async def test_expired_unread_outputs_and_old_inbox_rows_are_removed(db: Databas
             ],
         )
     )
+    await db.transact(
+        lambda tx: bulk_insert(
+            tx,
+            quota_refusals,
+            [
+                {"call_id": "old", "account_id": "a", "quota": "q", "created_at": now - 2 * 86400},
+                {"call_id": "new", "account_id": "a", "quota": "q", "created_at": now - 60},
+            ],
+        )
+    )
     janitor = Janitor(db, output_retention_s=3600, inbox_retention_s=86400)
-    assert await janitor.run_once(now) == (1, 1)
+    assert await janitor.run_once(now) == (1, 2)
     left = await db.read(
         lambda c: c.execute(sa.select(queue_messages.c.queue, queue_messages.c.attempt)).all()
     )
@@ -65,4 +75,6 @@ async def test_expired_unread_outputs_and_old_inbox_rows_are_removed(db: Databas
     ]
     ids = await db.read(lambda c: c.scalars(sa.select(inbox.c.message_id)).all())
     assert list(ids) == ["new"]
+    marks = await db.read(lambda c: c.scalars(sa.select(quota_refusals.c.call_id)).all())
+    assert list(marks) == ["new"]
     assert await janitor.run_once(now) == (0, 0)
