@@ -547,15 +547,15 @@ class ServiceController:
             )
         await self.terms.replace(resource.name, _terms_row(resource))
         self.cache.invalidate()  # this process's catalog and workers: at once
-        listed = ", ".join(versions)
+        listed = ", ".join(f"{resource.name}@{v}" for v in versions)
         return Reconciled(
             [
                 Condition(
                     "Ready",
                     "True",
                     "Enforced",
-                    f"calls of {resource.name} ({listed}) are priced and run by these terms "
-                    "(in force on every worker within a second), over those its code declares",
+                    f"calls of {listed} are billed, timed out and retried by these terms, not "
+                    "by those the code declares (on every worker within a second)",
                 ),
             ],
             {"versions": versions},
