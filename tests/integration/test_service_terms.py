@@ -212,4 +212,3 @@ async def test_a_worker_elsewhere_applies_a_change_once_its_terms_are_a_second_o
         clock.advance(1.0)
         await call(platform, "priced")
     assert await billed(db, "priced") == [(1_000, "EUR"), (1_000, "EUR"), (200_000, "EUR")]
-
