@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
 
+from fluxo.api import create_app
 from fluxo.control.platform import Platform
 from fluxo_core.clock import ManualClock
 from fluxo_core.errors import PermissionDeniedError, ServiceError
@@ -212,3 +214,40 @@ async def test_a_worker_elsewhere_applies_a_change_once_its_terms_are_a_second_o
         clock.advance(1.0)
         await call(platform, "priced")
     assert await billed(db, "priced") == [(1_000, "EUR"), (1_000, "EUR"), (200_000, "EUR")]
+
+
+async def test_the_http_api_applies_terms_as_a_platform_admin_and_lists_them_as_applied(
+    platform: Platform,
+) -> None:
+    accounts = platform.accounts
+    admin = await accounts.issue_token("default", "root", role=Role.PLATFORM_ADMIN)
+    member = await accounts.issue_token("default", "bob", "member", role=Role.MEMBER)
+    tenant = await accounts.issue_token("acme", "ada")
+    document = service_doc("priced", {"price": {"perCall": "0.04", "perItem": "0.01"}})
+    app = create_app(platform, max_packet_bytes=65536)
+    async with TestClient(TestServer(app)) as http:
+        for token in (member, tenant):
+            response = await http.put(
+                "/v1/resources/service/priced", json=document, headers=bearer(token)
+            )
+            assert response.status == 403, await response.text()
+        response = await http.put(
+            "/v1/resources/service/priced", json=document, headers=bearer(admin)
+        )
+        assert response.status == 201, await response.text()
+        assert ready((await response.json())["resource"]) == ("True", "Enforced")
+
+        # Every account reads the terms in force, and where they come from.
+        response = await http.get("/v1/services", headers=bearer(tenant))
+        [listed] = [i for i in (await response.json())["items"] if i["name"] == "priced"]
+        assert listed["price"]["per_call"] == "0.04"
+        assert listed["price"]["per_item"] == "0.01"
+        assert listed["terms"] == {
+            "price": "applied",
+            "max_attempts": "declared",
+            "timeout_s": "declared",
+        }
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
