@@ -84,7 +84,8 @@ def test_apply_a_folder_then_get_describe_and_delete(tmp_path: Path) -> None:
     [noop] = [
         line for line in fluxo("services", home=tmp_path).stdout.splitlines() if "noop@" in line
     ]
-    assert "applied" not in noop and "0.002" not in noop
+    assert "applied" not in noop
+    assert "0.002" not in noop
 
     deleted = fluxo("delete", "quota", "monthly", home=tmp_path)
     assert deleted.stdout.strip() == "quota/monthly deleted"

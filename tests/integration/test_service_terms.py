@@ -111,7 +111,8 @@ async def test_an_applied_price_is_what_calls_are_billed_across_restarts_until_d
     # catalog row says 0.001 EUR again, the applied price still holds.
     async with await platform_of(db, clock) as platform:
         row = await ServiceStore(db).find("priced")
-        assert row is not None and (row.price_per_call_micros, row.currency) == (1_000, "EUR")
+        assert row is not None
+        assert (row.price_per_call_micros, row.currency) == (1_000, "EUR")
         await call(platform, "priced")
         [info] = [i for i in await platform.runtime.catalog.list() if i.name == "priced"]
         assert info.to_dict()["price"]["per_call"] == "0.25"
