@@ -164,7 +164,6 @@ class ServiceCatalog:
 
     async def list(self) -> list[ServiceInfo]:
         """Every published service, under the terms in force."""
-        self.terms.invalidate()  # a listing is read by people: show the terms as they are now
         await self.terms.refresh()
         return [self._in_force(_info_from_row(r)) for r in await self._store.all()]
 

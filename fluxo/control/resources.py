@@ -514,9 +514,10 @@ class ServiceController:
     service keeps them. They are enforced where calls run: the workers price each call with
     them (the usage ledger), time a handler run out and retry a failure as they say, within
     about a second of the apply (:mod:`service_runtime.terms`); ``fluxo services`` shows them,
-    marked ``applied``. Reported ``Ready=True`` reason ``Enforced``; a service that is not
-    published yet is ``Ready=False`` reason ``NotPublished`` (nothing is set: apply again once
-    it is). A delete removes the terms: the code's hold again."""
+    marked ``applied``. Reported ``Ready=True`` reason ``Enforced``; a service (or version)
+    that is not published yet is ``Ready=False`` reason ``NotPublished``, with no terms applied
+    (those the resource set before are removed): apply again once it is. A delete removes the
+    terms: the code's hold again."""
 
     def __init__(
         self, services: ServiceStore, terms: ServiceTermsStore, cache: ServiceTerms
@@ -533,6 +534,10 @@ class ServiceController:
         version = spec.get("version")
         versions = await self.services.versions(resource.name, version)
         if not versions:
+            # Terms this resource set before (on a version it no longer names) go: the
+            # resource is the only say the platform has on this service's terms.
+            if await self.terms.remove(resource.name):
+                self.cache.invalidate()
             which = f"{resource.name}@{version}" if version else resource.name
             return Reconciled(
                 [

@@ -23,8 +23,9 @@ from fluxo_core.clock import ManualClock
 from fluxo_core.errors import PermissionDeniedError, ServiceError
 from fluxo_core.ir import Packet
 from fluxo_core.storage import Database, Principal, Role, ServiceStore, ServiceTermsStore
-from fluxo_core.storage.tables import usage_records
+from fluxo_core.storage.tables import service_terms, usage_records
 from service_runtime import Price, RetryPolicy, ServiceRuntime, service
+from service_runtime.terms import Applied, ServiceTerms
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -177,6 +178,10 @@ async def test_terms_of_one_version_win_over_terms_of_every_version(platform: Pl
         ADMIN, service_doc("priced", {"version": "9", "price": {"perCall": "0.5"}})
     )
     assert ready(unknown.document) == ("False", "NotPublished")
+    # The resource no longer names a published version: the terms it set before go.
+    assert await terms.all() == []
+    info = await platform.runtime.catalog.resolve("priced@1")
+    assert (info.price.per_call_micros, info.max_attempts) == (1_000, 5)
 
 
 async def test_only_a_platform_admin_applies_or_deletes_terms(platform: Platform) -> None:
@@ -252,3 +257,34 @@ async def test_the_http_api_applies_terms_as_a_platform_admin_and_lists_them_as_
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_versions_own_terms_win_field_by_field_and_a_copy_lives_one_ttl(
+    db: Database,
+) -> None:
+    # Rows as the table allows them (a Service resource writes one per service name).
+    rows = [
+        {"version": "1", "price_per_call_micros": 500_000, "currency": "USD"},
+        {"version": "*", "price_per_call_micros": 7, "currency": "EUR", "max_attempts": 2},
+    ]
+    full = [
+        {"name": "priced", "price_per_item_micros": 0, "max_attempts": None, "applied_at": 1.0} | r
+        for r in rows
+    ]
+    await db.transact(lambda tx: tx.execute(sa.insert(service_terms), full))
+    clock = ManualClock()
+    terms = ServiceTerms(db, ttl_s=1.0, clock=clock)
+    await terms.refresh()
+    assert terms.applied("priced", "1") == Applied(price=(500_000, 0, "USD"), max_attempts=2)
+    assert terms.applied("priced", "2") == Applied(price=(7, 0, "EUR"), max_attempts=2)
+    assert terms.applied("echo", "1").empty
+
+    generation = terms.generation
+    await db.transact(lambda tx: tx.execute(sa.delete(service_terms)))
+    clock.advance(0.999)
+    await terms.refresh()  # still fresh: no read
+    assert (terms.generation, terms.applied("priced", "2").max_attempts) == (generation, 2)
+    clock.advance(0.001)
+    await terms.refresh()
+    assert terms.generation == generation + 1
+    assert terms.applied("priced", "1").empty
