@@ -6,8 +6,9 @@ tracing), with the calling account under every kind of quota that applies to cal
 for the account and for the service, spend per month, a request rate), another account blocked,
 and ``LIVE_BLOCKS`` live blocks in the block index admission matches every call against (of this
 account's other workflows and services, and of other accounts: blocks that exist but do not
-concern these calls). Policy off: metering and tracing
-only. The same runtime otherwise: a producer submits calls in batches through the gateway while an
+concern these calls), and the called service priced by terms the platform applied (a Service
+resource's, which the worker reads through its one-second copy). Policy off: metering and
+tracing only. The same runtime otherwise: a producer submits calls in batches through the gateway while an
 in-process worker drains them; the clock stops when the last usage record is committed. Each mode
 runs ``--rounds`` times, alternating, and keeps its best round.
 
@@ -45,7 +46,7 @@ from fluxo.control.metrics import PlatformMetrics
 from fluxo.control.platform import call_interceptors, tune_gc_for_serving
 from fluxo.control.policy import Admission
 from fluxo.control.quotas import QuotaEnforcer
-from fluxo_core.storage import AccountStore, Database
+from fluxo_core.storage import AccountStore, Database, ServiceTermsStore, TermsRow
 from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.quotas import QuotaSpec, QuotaStore
 from service_runtime import Interceptor, ServiceRuntime, default_interceptors
@@ -82,6 +83,9 @@ async def prepare(db: Database, policy: bool) -> list[Interceptor]:
             reason="bench",
             placed_by="bench/bench",
         )
+    # The price in force is the platform's, not the one noop's code declares.
+    applied = TermsRow("noop", None, 2_000, 0, "EUR", applied_at=time.time())
+    await ServiceTermsStore(db).replace("noop", applied)
     store = QuotaStore(db)
     for name, spec in QUOTAS.items():
         await store.set(ACCOUNT, name, spec)

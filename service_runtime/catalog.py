@@ -1,15 +1,18 @@
-"""The service catalog: which services exist, with their contract and price.
+"""The service catalog: which services exist, with their contract and the terms in force.
 
 Processes that run services publish them to the ``services`` table; any process (the gateway of an
 API server, a CLI) resolves ``name`` or ``name@version`` from there. Services declared in this process
-resolve without a query.
+resolve without a query. What the catalog answers carries the terms in force: those the platform
+applied (:mod:`service_runtime.terms`) over those the service's code declares, and says which is
+which (``ServiceInfo.sources``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +26,7 @@ from service_runtime.sdk import (
     input_queue,
     output_queue,
 )
+from service_runtime.terms import DECLARED, Applied, ServiceTerms
 
 __all__ = ["ServiceCatalog", "ServiceInfo"]
 
@@ -41,6 +45,10 @@ class ServiceInfo:
     price: Price
     max_attempts: int
     timeout_s: float
+    # Where each term comes from: "applied" (a Service resource) or "declared" (the code).
+    sources: Mapping[str, str] = field(
+        default_factory=lambda: dict.fromkeys(("price", "max_attempts", "timeout_s"), DECLARED)
+    )
 
     @property
     def ref(self) -> str:
@@ -81,7 +89,20 @@ class ServiceInfo:
             },
             "max_attempts": self.max_attempts,
             "timeout_s": self.timeout_s,
+            "terms": dict(self.sources),
         }
+
+    def under(self, applied: Applied) -> ServiceInfo:
+        """This service (as its code declares it) under the platform's ``applied`` terms."""
+        return dataclasses.replace(
+            self,
+            price=applied.price_over(self.price),
+            max_attempts=(
+                self.max_attempts if applied.max_attempts is None else applied.max_attempts
+            ),
+            timeout_s=self.timeout_s if applied.timeout_s is None else applied.timeout_s,
+            sources=applied.sources(),
+        )
 
     @classmethod
     def of(cls, svc: Service) -> ServiceInfo:
@@ -98,11 +119,15 @@ class ServiceInfo:
 
 
 class ServiceCatalog:
-    def __init__(self, db: Database) -> None:
+    """``terms``: the applied terms, as the runtime shares them (its own otherwise)."""
+
+    def __init__(self, db: Database, terms: ServiceTerms | None = None) -> None:
         self.db = db
+        self.terms = terms if terms is not None else ServiceTerms(db)
         self._store = ServiceStore(db)
         self._local: dict[str, ServiceInfo] = {}
         self._cache: dict[str, tuple[float, ServiceInfo]] = {}
+        self._in_force_memo: dict[str, tuple[ServiceInfo, int, ServiceInfo]] = {}
 
     async def publish(self, services: Iterable[Service]) -> None:
         """Record these services (upsert), so every process can resolve and call them."""
@@ -133,7 +158,29 @@ class ServiceCatalog:
         await self._store.publish(rows)
 
     async def resolve(self, ref: str) -> ServiceInfo:
-        """``name`` (newest published version) or ``name@version``."""
+        """``name`` (newest published version) or ``name@version``, under the terms in force."""
+        await self.terms.refresh()
+        return self._in_force(await self._declared(ref))
+
+    async def list(self) -> list[ServiceInfo]:
+        """Every published service, under the terms in force."""
+        await self.terms.refresh()
+        return [self._in_force(_info_from_row(r)) for r in await self._store.all()]
+
+    def _in_force(self, info: ServiceInfo) -> ServiceInfo:
+        applied = self.terms.applied(info.name, info.version)
+        if applied.empty:
+            return info
+        # Kept until the terms or the declared info change: the gateway resolves every call.
+        generation = self.terms.generation
+        memo = self._in_force_memo.get(info.ref)
+        if memo is not None and memo[0] is info and memo[1] == generation:
+            return memo[2]
+        effective = info.under(applied)
+        self._in_force_memo[info.ref] = (info, generation, effective)
+        return effective
+
+    async def _declared(self, ref: str) -> ServiceInfo:
         local = self._local.get(ref)
         if local is not None:
             return local
@@ -149,9 +196,6 @@ class ServiceCatalog:
         info = _info_from_row(row)
         self._cache[ref] = (time.monotonic() + _CACHE_TTL_S, info)
         return info
-
-    async def list(self) -> list[ServiceInfo]:
-        return [_info_from_row(r) for r in await self._store.all()]
 
 
 def _info_from_row(row: ServiceRow) -> ServiceInfo:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import ConfigError
 from fluxo_core.storage import Database
 from service_runtime.catalog import ServiceCatalog
@@ -23,6 +24,7 @@ from service_runtime.interceptors import (
 )
 from service_runtime.janitor import Janitor
 from service_runtime.sdk import Service
+from service_runtime.terms import ServiceTerms
 from service_runtime.transports import SqlTransport, Transport
 from service_runtime.worker import Worker
 
@@ -47,6 +49,9 @@ class ServiceRuntime:
             this order; the gateway and the workers share them. Defaults to
             :func:`~service_runtime.interceptors.default_interceptors` (metering, tracing): a
             list without :class:`~service_runtime.interceptors.Metering` charges nothing.
+        terms_ttl_s: how stale the terms the platform applied to services may get in this
+            process (the catalog and the workers share one copy, read again when older).
+        clock: what that expiry reads (a test moves a ManualClock).
     """
 
     def __init__(
@@ -62,6 +67,8 @@ class ServiceRuntime:
         interceptors: Sequence[Interceptor] | None = None,
         poll_interval_s: float = 1.0,
         janitor: Janitor | None = None,
+        terms_ttl_s: float = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if workers < 0:
             raise ConfigError("workers must be zero or more")
@@ -72,7 +79,8 @@ class ServiceRuntime:
             if transport is not None
             else SqlTransport(db, poll_interval_s=poll_interval_s)
         )
-        self.catalog = ServiceCatalog(db)
+        self.terms = ServiceTerms(db, ttl_s=terms_ttl_s, clock=clock)
+        self.catalog = ServiceCatalog(db, self.terms)
         self.interceptors = InterceptorChain(
             default_interceptors() if interceptors is None else interceptors
         )
@@ -96,6 +104,7 @@ class ServiceRuntime:
                 batch_size=batch_size,
                 lease_s=lease_s,
                 interceptors=self.interceptors,
+                terms=self.terms,
             )
             for _ in range(workers if self.services else 0)
         ]

@@ -16,6 +16,11 @@ Timeouts measure the handler's own run: each delivery gets its service's ``timeo
 by the caller's ``fluxo-timeout-s`` packet header (the step engine sends its step's ``timeout_s``).
 The time a call waited in its queue, or for a crashed worker's lease, does not count.
 
+The terms a call runs under are those in force (:mod:`service_runtime.terms`): the price,
+timeout and attempts the platform applied to the service (a Service resource) over those its
+code declares. Each batch starts from the applied terms as last read (at most a second old), so
+a change holds from the next batch on, for calls already queued too.
+
 Retries of a failing call follow its service's ``RetryPolicy``, capped by the caller's
 ``fluxo-max-attempts`` packet header: a workflow step that declares its own ``retry`` sends ``1``,
 because its engine retries the step with new calls (otherwise both would retry: 3 step attempts
@@ -65,6 +70,7 @@ from service_runtime.interceptors import (
     default_interceptors,
 )
 from service_runtime.sdk import Outputs, Service, _schema_problems
+from service_runtime.terms import ServiceTerms
 from service_runtime.transports import Delivery, OutgoingMessage, TakesInTransaction, Transport
 
 __all__ = ["Worker", "WorkerStats"]
@@ -139,6 +145,7 @@ class Worker:
         interceptors: InterceptorChain | Sequence[Interceptor] | None = None,
         handler_threads: int = 16,
         async_calls: int = 100,
+        terms: ServiceTerms | None = None,
     ) -> None:
         if not services:
             raise ConfigError("a worker needs at least one service to run")
@@ -153,7 +160,13 @@ class Worker:
             if isinstance(interceptors, InterceptorChain)
             else InterceptorChain(interceptors)
         )
-        self._by_queue = {s.input_queue: s for s in services}
+        self._declared = {s.input_queue: s for s in services}
+        # The services as they run under the applied terms, and the attempts applied (which
+        # replace those each message was enqueued with): rebuilt when the terms change.
+        self.terms = terms if terms is not None else ServiceTerms(db)
+        self._by_queue = dict(self._declared)
+        self._attempts_applied: dict[str, int] = {}
+        self._terms_generation = 0
         self.queues = sorted(self._by_queue)
         self.batch_size = batch_size
         self.lease_s = lease_s
@@ -226,6 +239,7 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim one batch, run it, commit its outcomes. Returns how many messages it settled."""
+        await self._refresh_terms()
         deliveries: list[Delivery] = []
         taken = 0
         self._more = False
@@ -256,6 +270,21 @@ class Worker:
             settled.set()
             await heartbeat  # at most one renewal in flight; never cancelled mid-transaction
         return taken + len(outcomes)
+
+    async def _refresh_terms(self) -> None:
+        """The services under the terms in force (a dictionary lookup while they stay)."""
+        await self.terms.refresh()
+        if self.terms.generation == self._terms_generation:
+            return
+        by_queue: dict[str, Service] = {}
+        attempts: dict[str, int] = {}
+        for queue, svc in self._declared.items():
+            applied = self.terms.applied(svc.name, svc.version)
+            by_queue[queue] = svc if applied.empty else applied.service(svc)
+            if applied.max_attempts is not None:
+                attempts[queue] = applied.max_attempts
+        self._by_queue, self._attempts_applied = by_queue, attempts
+        self._terms_generation = self.terms.generation
 
     async def _renew_leases(self, deliveries: list[Delivery], settled: asyncio.Event) -> None:
         """The heartbeat of one batch: renew its leases every third of a lease until it is
@@ -488,7 +517,7 @@ class Worker:
     def _should_retry(self, o: _Outcome) -> bool:
         if o.error is None or not o.error.retryable:
             return False
-        limit = o.delivery.max_attempts
+        limit = self._attempts_applied.get(o.delivery.queue, o.delivery.max_attempts)
         if o.max_attempts is not None:
             limit = min(limit, o.max_attempts)
         return o.delivery.attempt < limit

@@ -114,6 +114,15 @@ SERVICE_INFO: dict[str, Any] = {
         },
         "max_attempts": {"type": "integer"},
         "timeout_s": {"type": ["number", "null"]},
+        "terms": {
+            "type": "object",
+            "description": "Where each term in force comes from: `applied` by the platform "
+            "(a Service resource, which overrides the code) or `declared` by the service's code.",
+            "properties": {
+                name: {"type": "string", "enum": ["applied", "declared"]}
+                for name in ("price", "max_attempts", "timeout_s")
+            },
+        },
     },
 }
 JOB_STATE: dict[str, Any] = {
@@ -258,7 +267,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/services": {
             "get": {
-                "summary": "List the services this Fluxo knows",
+                "summary": "List the services this Fluxo knows, with the terms in force",
                 "responses": {
                     "200": _json(_items(SERVICE_INFO), "Services"),
                     **_errors(400, 401),

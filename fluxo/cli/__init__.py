@@ -327,7 +327,14 @@ async def _cmd_services(args: argparse.Namespace, config: FluxoConfig) -> int:
     else:
         for info in infos:
             ref = f"{info['name']}@{info['version']}"
-            print(f"{ref:30} {price_text(info['price']):34} {info['description']}")
+            # Terms a Service resource applied (over the code's) are marked as such.
+            applied = [
+                term for term, source in info.get("terms", {}).items() if source == "applied"
+            ]
+            terms = price_text(info["price"]) + (
+                f" [applied: {', '.join(applied)}]" if applied else ""
+            )
+            print(f"{ref:30} {terms:34} {info['description']}")
     return 0
 
 

@@ -12,7 +12,8 @@ Metering > Tracing, engines, the clock) is decided in this module, so the server
 cannot drift apart. Engines are loaded by name through the registry
 (:func:`fluxo_core.engine.load_engine`), so nothing in the control plane imports an engine package
 directly. The :class:`~fluxo_core.clock.Clock` handed in reaches what expires (admission caches,
-job timestamps); tests give a :class:`~fluxo_core.clock.ManualClock` and move it.
+the applied terms of services, job timestamps); tests give a
+:class:`~fluxo_core.clock.ManualClock` and move it.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ def build_worker_runtime(
             [QuotaEnforcer(QuotaStore(db), clock=clock)],
             spans=open_span_sink(config),
         ),
+        clock=clock,
     )
 
 
@@ -231,6 +233,7 @@ class Platform:
             poll_interval_s=poll_interval_s,
             janitor=janitor,
             lease_s=lease_s,
+            clock=clock,
         )
         self.workflows = WorkflowStore(db)
         # The usage ledger, read by GET /v1/usage (the workers' Metering writes it).

@@ -44,7 +44,14 @@ from fluxo_core.errors import (
 )
 from fluxo_core.ir.resources import KINDS, KindInfo, ValidResource, kind_info, validate_resource
 from fluxo_core.ir.validation import validate_workflow
-from fluxo_core.storage import AccountStore, Principal, Role, ServiceStore
+from fluxo_core.storage import (
+    AccountStore,
+    Principal,
+    Role,
+    ServiceStore,
+    ServiceTermsStore,
+    TermsRow,
+)
 from fluxo_core.storage.accounts import PLATFORM_ACCOUNT
 from fluxo_core.storage.blocks import BlockRow
 from fluxo_core.storage.quotas import QuotaSpec, QuotaStore
@@ -56,6 +63,7 @@ from fluxo_core.storage.resources import (
     ResourceWrite,
 )
 from fluxo_core.storage.users import UserStore
+from service_runtime.terms import ServiceTerms
 
 __all__ = [
     "AccountController",
@@ -498,37 +506,39 @@ _MICROS = Decimal(1_000_000)
 
 
 class ServiceController:
-    """Service resources set the terms of a published service (price, limits) in the service
-    table, on one version or every published one. A service that is not published yet is
-    reported ``Ready=False`` reason ``NotPublished``; apply again once it is.
+    """Service resources set the terms of a published service (price, limits), on one version
+    or every published one, over those the service's code declares.
 
-    Not yet enforced, and reported so (``Ready=False`` reason ``NotEnforced``): the workers
-    meter and retry a call with the terms of the service object they run, and a process that
-    publishes the service (at start) writes its own terms again. Enforcing them is the billing
-    controller's part. A delete leaves the terms as they are."""
+    The terms go to their own table (:class:`~fluxo_core.storage.ServiceTermsStore`), never to
+    the ``services`` row a process publishes at start, so a restart or a new deployment of the
+    service keeps them. They are enforced where calls run: the workers price each call with
+    them (the usage ledger), time a handler run out and retry a failure as they say, within
+    about a second of the apply (:mod:`service_runtime.terms`); ``fluxo services`` shows them,
+    marked ``applied``. Reported ``Ready=True`` reason ``Enforced``; a service (or version)
+    that is not published yet is ``Ready=False`` reason ``NotPublished``, with no terms applied
+    (those the resource set before are removed): apply again once it is. A delete removes the
+    terms: the code's hold again."""
 
-    def __init__(self, services: ServiceStore) -> None:
+    def __init__(
+        self, services: ServiceStore, terms: ServiceTermsStore, cache: ServiceTerms
+    ) -> None:
         self.services = services
+        self.terms = terms
+        self.cache = cache
 
     async def admit(self, resource: ValidResource, principal: Principal) -> None:
         return None
 
     async def reconcile(self, resource: ResourceRow) -> Reconciled:
         spec = resource.spec
-        terms: dict[str, Any] = {}
-        price = spec.get("price")
-        if price is not None:
-            terms["price_per_call_micros"] = int(Decimal(price["perCall"]) * _MICROS)
-            terms["price_per_item_micros"] = int(Decimal(price["perItem"]) * _MICROS)
-            terms["currency"] = price["currency"]
-        limits = spec.get("limits") or {}
-        if limits.get("maxAttempts") is not None:
-            terms["max_attempts"] = limits["maxAttempts"]
-        if limits.get("timeoutS") is not None:
-            terms["timeout_s"] = limits["timeoutS"]
-        versions = await self.services.set_terms(resource.name, spec.get("version"), terms)
+        version = spec.get("version")
+        versions = await self.services.versions(resource.name, version)
         if not versions:
-            which = f"{resource.name}@{spec['version']}" if spec.get("version") else resource.name
+            # Terms this resource set before (on a version it no longer names) go: the
+            # resource is the only say the platform has on this service's terms.
+            if await self.terms.remove(resource.name):
+                self.cache.invalidate()
+            which = f"{resource.name}@{version}" if version else resource.name
             return Reconciled(
                 [
                     Condition(
@@ -540,31 +550,46 @@ class ServiceController:
                     )
                 ]
             )
-        listed = ", ".join(versions)
+        await self.terms.replace(resource.name, _terms_row(resource))
+        self.cache.invalidate()  # this process's catalog and workers: at once
+        listed = ", ".join(f"{resource.name}@{v}" for v in versions)
         return Reconciled(
             [
                 Condition(
-                    "Accepted",
-                    "True",
-                    "Configured",
-                    f"terms set in the service catalog on {listed}",
-                ),
-                # Honest until the billing side reads them: the workers price calls with the
-                # Service their code declares, and publishing the service again resets the row.
-                Condition(
                     "Ready",
-                    "False",
-                    "NotEnforced",
-                    "the catalog shows these terms (fluxo services), but calls are billed and "
-                    "retried by the terms the service's code declares, and a process that "
-                    "publishes the service again resets them; apply again to set them back",
+                    "True",
+                    "Enforced",
+                    f"calls of {listed} are billed, timed out and retried by these terms, not "
+                    "by those the code declares (on every worker within a second)",
                 ),
             ],
             {"versions": versions},
         )
 
     async def release(self, resource: ResourceRow) -> None:
-        return None
+        await self.terms.remove(resource.name)
+        self.cache.invalidate()
+
+
+def _terms_row(resource: ResourceRow) -> TermsRow:
+    """The terms a Service resource applies (fields its spec leaves out stay the code's)."""
+    spec = resource.spec
+    price = spec.get("price")
+    limits = spec.get("limits") or {}
+    return TermsRow(
+        name=resource.name,
+        version=spec.get("version"),
+        price_per_call_micros=None if price is None else _micros(price["perCall"]),
+        price_per_item_micros=None if price is None else _micros(price["perItem"]),
+        currency=None if price is None else price["currency"],
+        max_attempts=limits.get("maxAttempts"),
+        timeout_s=limits.get("timeoutS"),
+        applied_at=resource.updated_at,
+    )
+
+
+def _micros(amount: str) -> int:
+    return int((Decimal(amount) * _MICROS).to_integral_value())
 
 
 class AccountController:
@@ -738,7 +763,11 @@ def default_controllers(
     Trigger resources are stored and reported ``NoController`` until the triggers land."""
     registry = ControllerRegistry()
     registry.register("Workflow", WorkflowController(jobs))
-    registry.register("Service", ServiceController(ServiceStore(jobs.runtime.db)))
+    runtime = jobs.runtime
+    registry.register(
+        "Service",
+        ServiceController(ServiceStore(runtime.db), ServiceTermsStore(runtime.db), runtime.terms),
+    )
     registry.register("Account", AccountController(accounts))
     registry.register("Quota", QuotaController(quotas))
     registry.register("User", UserController(UserStore(accounts.db, accounts)))

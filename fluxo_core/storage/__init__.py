@@ -15,6 +15,7 @@ from fluxo_core.storage.ledger import UsageLedger, UsageRecord
 from fluxo_core.storage.outbox import OUTBOX_CHANNEL, NewOutboxMessage, OutboxMessage, OutboxStore
 from fluxo_core.storage.queues import DeadLetterRow, LetterOwner, QueueStore
 from fluxo_core.storage.secrets import SecretInfo, SecretKey, SecretStore
+from fluxo_core.storage.service_terms import ServiceTermsStore, TermsRow
 from fluxo_core.storage.services import ServiceRow, ServiceStore
 from fluxo_core.storage.users import UserRow, UserStore
 
@@ -46,7 +47,9 @@ __all__ = [
     "SecretStore",
     "ServiceRow",
     "ServiceStore",
+    "ServiceTermsStore",
     "Subscription",
+    "TermsRow",
     "TokenInfo",
     "Transaction",
     "UsageLedger",

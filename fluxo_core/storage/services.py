@@ -1,8 +1,10 @@
-"""The service table: which services exist, with their contract and price.
+"""The service table: which services exist, with the contract and terms their code declares.
 
 Processes that run services publish them here (an upsert per name and version); any process
-resolves a name from here. Rows are :class:`ServiceRow`, its JSON schemas decoded, mapped from the
-table in one place (:func:`_service_of`).
+resolves a name from here. The terms the platform applies on top (Service resources) live
+apart, in :mod:`fluxo_core.storage.service_terms`: a publish never resets them. Rows are
+:class:`ServiceRow`, its JSON schemas decoded, mapped from the table in one place
+(:func:`_service_of`).
 """
 
 from __future__ import annotations
@@ -85,26 +87,13 @@ class ServiceStore:
         rows = await self.db.read(lambda conn: conn.execute(self._all).all())
         return [_service_of(r) for r in rows]
 
-    async def set_terms(self, name: str, version: str | None, terms: dict[str, Any]) -> list[str]:
-        """Set price and limit columns (``price_per_call_micros``, ``max_attempts``, ...) of
-        ``name@version``, or of every published version of ``name``; returns the versions set
-        (none when the service is not published). ``updated_at`` stays: it orders versions."""
+    async def versions(self, name: str, version: str | None = None) -> list[str]:
+        """The published versions of ``name`` (only ``version``, if given and published)."""
         key = services.c.name == name
         if version is not None:
             key = key & (services.c.version == version)
-
-        def run(tx: Transaction) -> list[str]:
-            versions = [
-                str(v)
-                for v in tx.conn.scalars(
-                    sa.select(services.c.version).where(key).order_by(services.c.version)
-                )
-            ]
-            if versions and terms:
-                tx.execute(sa.update(services).where(key).values(**terms))
-            return versions
-
-        return await self.db.transact(run)
+        query = sa.select(services.c.version).where(key).order_by(services.c.version)
+        return await self.db.read(lambda conn: [str(v) for v in conn.scalars(query)])
 
 
 def _values_of(row: ServiceRow) -> dict[str, Any]:

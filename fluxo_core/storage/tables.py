@@ -450,3 +450,19 @@ workflow_pauses = Table(
     Column("paused_by", String(300), nullable=False),
     Column("paused_at", Float, nullable=False),
 )
+
+# The terms the platform applied to a service (a Service resource): they override what the
+# service's code declares (the `services` row), field by field where set (NULL: the code's).
+# `version` is one version, or "*" for every version. Platform-wide: no account column.
+service_terms = Table(
+    "service_terms",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("version", String(50), primary_key=True),
+    Column("price_per_call_micros", BigInteger),
+    Column("price_per_item_micros", BigInteger),
+    Column("currency", String(3)),
+    Column("max_attempts", Integer),
+    Column("timeout_s", Float),
+    Column("applied_at", Float, nullable=False),
+)

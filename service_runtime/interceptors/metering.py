@@ -1,6 +1,8 @@
 """Metering: what each call costs, written to the usage ledger exactly once.
 
-A succeeded call is charged as its service's :class:`~service_runtime.sdk.Price` says, by one
+A succeeded call is charged as its service's :class:`~service_runtime.sdk.Price` in force says
+(the worker hands in the service under the platform's applied terms, see
+:mod:`service_runtime.terms`, so a Service resource's price overrides the code's), by one
 usage record written in the same transaction as the call's result and its inbox row. A message
 delivered twice (or again after a crash between commit and ack) finds its inbox row and is
 applied with no new effect, so it is never charged twice; a run whose transaction rolled back

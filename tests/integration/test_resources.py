@@ -373,7 +373,7 @@ async def test_kinds_without_a_controller_are_stored_and_say_so(
     assert document["kind"] in message
 
 
-async def test_a_service_resource_sets_the_catalog_terms_and_says_they_are_not_enforced(
+async def test_a_service_resource_sets_the_terms_in_force_and_reports_them_enforced(
     world: World,
 ) -> None:
     resources = world.platform.resources
@@ -384,14 +384,19 @@ async def test_a_service_resource_sets_the_catalog_terms_and_says_they_are_not_e
         "spec": {"price": {"perCall": "0.25", "currency": "USD"}, "limits": {"maxAttempts": 2}},
     }
     applied = await resources.apply(ADMIN, document)
-    assert conditions(applied.document) == {
-        "Accepted": ("True", "Configured"),
-        "Ready": ("False", "NotEnforced"),
-    }
+    assert conditions(applied.document) == {"Ready": ("True", "Enforced")}
+    assert applied.document["status"]["versions"] == ["1"]
+    info = await world.platform.runtime.catalog.resolve("echo")
+    assert (info.price.per_call_micros, info.price.currency, info.max_attempts) == (
+        250_000,
+        "USD",
+        2,
+    )
+    assert Decimal(info.price.per_call_micros) / 1_000_000 == Decimal("0.25")
+    # What the code declares stays as it was: the terms are kept apart.
     row = await ServiceStore(world.platform.db).find("echo")
     assert row is not None
-    assert (row.price_per_call_micros, row.currency, row.max_attempts) == (250_000, "USD", 2)
-    assert Decimal(row.price_per_call_micros) / 1_000_000 == Decimal("0.25")
+    assert (row.price_per_call_micros, row.currency, row.max_attempts) == (1_000, "EUR", 5)
 
     missing = {**document, "metadata": {"name": "no-such-service"}}
     applied = await resources.apply(ADMIN, missing)

@@ -46,7 +46,11 @@ def test_apply_a_folder_then_get_describe_and_delete(tmp_path: Path) -> None:
     lines = applied.stdout.splitlines()
     assert lines[0] == "workflow/greet created"
     assert lines[1] == "quota/monthly created"  # Ready: no condition to report
-    assert lines[2].startswith("service/noop created (Ready=False NotEnforced")
+    assert lines[2] == "service/noop created"  # Ready: enforced
+    [noop] = [
+        line for line in fluxo("services", home=tmp_path).stdout.splitlines() if "noop@" in line
+    ]
+    assert "0.002 EUR/call [applied: price]" in noop
 
     table = fluxo("get", "WF", home=tmp_path)
     assert table.returncode == 0, table.stderr
@@ -74,6 +78,14 @@ def test_apply_a_folder_then_get_describe_and_delete(tmp_path: Path) -> None:
 
     as_json = json.loads(fluxo("get", "quota", "-o", "json", home=tmp_path).stdout)
     assert [d["metadata"]["name"] for d in as_json["items"]] == ["monthly"]
+
+    # Deleting the Service gives the code's terms back.
+    assert fluxo("delete", "service", "noop", home=tmp_path).returncode == 0
+    [noop] = [
+        line for line in fluxo("services", home=tmp_path).stdout.splitlines() if "noop@" in line
+    ]
+    assert "applied" not in noop
+    assert "0.002" not in noop
 
     deleted = fluxo("delete", "quota", "monthly", home=tmp_path)
     assert deleted.stdout.strip() == "quota/monthly deleted"

@@ -98,6 +98,9 @@ async def rendered(db: Database) -> AsyncIterator[dict[str, str]]:
             "describe-quota.txt": render_describe(
                 await resources.get(ACME, "quota", "monthly"), now
             ),
+            "describe-service.txt": render_describe(
+                await resources.get(ADMIN, "service", "echo"), now
+            ),
         }
 
 
