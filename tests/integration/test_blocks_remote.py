@@ -1,13 +1,18 @@
 """Blocks on an external engine, through the HTTP gateway its flows call (the recording engine
 of tests/integration/test_remote_engines.py): a refused call ends the job ``blocked``; resume
 starts a new run whose repeated calls are answered from their results, billed once; a stopped
-run's late failure report does not fail the new run; retry is the step engine's only."""
+run's late failure report does not fail the new run; retry starts a new run whose failed call
+the gateway makes again, once."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
-from fluxo_core.errors import UnsupportedFeatureError
+from fluxo_core.errors import ConflictError
+from tests.support import services as svc
 from tests.integration.test_remote_engines import (  # noqa: F401  (setup: the fixture)
     ACME,
     Setup,
@@ -67,13 +72,67 @@ async def test_a_refused_engine_call_blocks_the_job_and_resume_runs_it_again(
     ]
 
 
-async def test_retry_is_refused_for_a_job_of_an_external_engine(
+async def test_retry_makes_the_failed_call_again_once_and_answers_the_rest_from_results(
     setup: Setup,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    effects = tmp_path / "effects.log"
+    monkeypatch.setenv("FLUXO_TEST_EFFECTS", str(effects))
     job_id = await setup.started_job({"n": 1})
-    failed = {"job_id": job_id, "status": "failed", "error": {"step": "second", "code": "x"}}
-    failed["error"]["message"] = "broken"
-    status, _ = await setup.post("/v1/engine-events", setup.engine_token, failed)
+    first = setup.call_packet(job_id, "first", {"n": 1})
+    status, call = await setup.post("/v1/services/inc/calls?wait=10", setup.engine_token, first)
+    assert (status, call["status"]) == (200, "succeeded")
+    second = setup.call_packet(job_id, "second", {"n": 2})
+    gate = "/v1/services/gated/calls?wait=10"
+    status, broken = await setup.post(gate, setup.engine_token, second)
+    assert (status, broken["status"]) == (200, "failed")
+    failure = {"job_id": job_id, "status": "failed", "error": {"step": "second", "code": "x"}}
+    failure["error"]["message"] = "the gate is closed"
+    status, _ = await setup.post("/v1/engine-events", setup.engine_token, failure)
     assert status == 200
-    with pytest.raises(UnsupportedFeatureError, match="step engine only"):
+
+    for attempt in (1, 2):
+        if attempt == 2:
+            svc.open_gate()
+        retried = await setup.platform.job_control.retry(ACME, job_id)
+        assert retried.status == "queued"  # until the new run starts
+        await until(lambda: runs(setup, job_id), attempt + 1)
+        await setup.start_recorded()
+        # The new run repeats both calls: the finished one is its stored result...
+        status, again = await setup.post(
+            "/v1/services/inc/calls?wait=10", setup.engine_token, first
+        )
+        assert (status, again["id"], again["result"]) == (200, call["id"], call["result"])
+        # ...the failed one is its next attempt, made once though the packet comes twice.
+        answers = await asyncio.gather(
+            *(setup.post(gate, setup.engine_token, second) for _ in range(2))
+        )
+        assert [a[0] for a in answers] == [200, 200]
+        assert answers[0][1]["id"] == answers[1][1]["id"] == f"{second['id']}@r{attempt}"
+        assert effects.read_text().count("gated 2") == attempt + 1
+        if attempt == 1:
+            assert answers[0][1]["status"] == "failed"
+            status, _ = await setup.post("/v1/engine-events", setup.engine_token, failure)
+            assert status == 200
+    assert answers[0][1]["status"] == "succeeded"
+    report = {"job_id": job_id, "status": "succeeded", "result": [{"n": 2, "passed": True}]}
+    status, answer = await setup.post("/v1/engine-events", setup.engine_token, report)
+    assert (status, answer["status"]) == (200, "succeeded")
+    # Each call that succeeded is billed once; the failed attempts are not billed.
+    assert await usage_of(setup.platform.db, job_id) == [
+        ("acme", "ada", "first"),
+        ("acme", "ada", "second"),
+    ]
+    status, job = await setup.get(f"/v1/jobs/{job_id}", setup.user_token)
+    assert status == 200
+    assert [(s["key"], s["phase"], s["attempt"]) for s in job["steps"]] == [
+        ("first", "succeeded", 1),
+        ("second", "succeeded", 3),
+    ]
+    with pytest.raises(ConflictError, match="not failed"):
         await setup.platform.job_control.retry(ACME, job_id)
+
+
+async def runs(setup: Setup, job_id: str) -> int:
+    return sum(1 for s in setup.engine.started if s.job_id == job_id)
