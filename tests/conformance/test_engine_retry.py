@@ -38,17 +38,36 @@ GATED = workflow(
     service("after", "inc"),
 )
 
+# The gate has a retry budget of its own (spent by the first run: each job retry adds one
+# attempt, as on the step engine), and a failure handled by on_error comes before it: the new
+# runs go past it as the first did, without calling it again.
+GATED_WITH_RETRY = workflow(
+    "gated-retry",
+    service("doomed", "broken", "before", on_error="continue"),
+    service("before", "inc", "gate"),
+    service("gate", "gated", "after", retry={"max_attempts": 2, "backoff_s": 0.1}, timeout_s=10),
+    service("after", "inc"),
+)
+
+CASES = {
+    "plain": (GATED, 1),
+    "step-retry-and-on-error": (GATED_WITH_RETRY, 2),
+}
+
 
 def _runs_of_gate() -> int:
     return Path(os.environ["FLUXO_TEST_EFFECTS"]).read_text().count("gated ")
 
 
+@pytest.mark.parametrize("case", list(CASES))
 async def test_retry_continues_a_failed_job_from_its_failed_step_on_every_engine(
     stack: Stack,  # noqa: F811
+    case: str,
 ) -> None:
+    document, budget = CASES[case]
     outcomes = []
     for engine in ("step", stack.engine):
-        job_id = await stack.start(GATED, {"n": 1}, engine)
+        job_id = await stack.start(document, {"n": 1}, engine)
         for attempt in (1, 2, 3):
             if attempt > 1:
                 if attempt == 3:
@@ -56,7 +75,8 @@ async def test_retry_continues_a_failed_job_from_its_failed_step_on_every_engine
                 retried = await stack.platform.job_control.retry(ME, job_id)
                 assert retried.status in ("queued", "running"), (engine, retried)
             job = await stack.finished(job_id)
-            assert _runs_of_gate() == attempt, (engine, attempt)
+            # The first run spends the step's budget; each retry makes one more attempt.
+            assert _runs_of_gate() == budget + attempt - 1, (engine, attempt)
             if attempt < 3:
                 assert job.status == "failed", (engine, attempt, job)
                 assert job.error is not None
@@ -65,14 +85,18 @@ async def test_retry_continues_a_failed_job_from_its_failed_step_on_every_engine
         outcome = await stack.outcome(job)
         billed = Counter(record["step_id"] for record in outcome["usage"])
         assert billed == Counter({"before": 1, "gate": 1, "after": 1}), (engine, outcome["usage"])
+        made = Counter(step for step, _ in await stack.calls_of(job_id))
+        assert made["before"] == made["after"] == 1, (engine, made)
+        assert made.get("doomed", 0) == (1 if document is GATED_WITH_RETRY else 0), made
         with pytest.raises(ConflictError, match="not failed"):
             await stack.platform.job_control.retry(ME, job_id)
         outcomes.append(outcome)
     on_step, on_engine = outcomes
     assert on_step["result"] == {"n": 3, "passed": True}
-    assert [(s["key"], s["phase"], s["attempt"]) for s in on_step["steps"]] == [
-        ("after", "succeeded", 1),
-        ("before", "succeeded", 1),
-        ("gate", "succeeded", 3),
-    ]
+    steps = {s["key"]: (s["phase"], s["attempt"]) for s in on_step["steps"]}
+    assert (steps["before"], steps["gate"], steps["after"]) == (
+        ("succeeded", 1),
+        ("succeeded", budget + 2),
+        ("succeeded", 1),
+    )
     assert_same(on_engine, on_step)
