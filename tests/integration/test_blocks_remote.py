@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from fluxo_core.errors import ConflictError
-from tests.support import services as svc
 from tests.integration.test_remote_engines import (  # noqa: F401  (setup: the fixture)
     ACME,
     Setup,
@@ -20,6 +19,7 @@ from tests.integration.test_remote_engines import (  # noqa: F401  (setup: the f
     until,
     usage_of,
 )
+from tests.support import services as svc
 
 
 async def test_a_refused_engine_call_blocks_the_job_and_resume_runs_it_again(
@@ -134,5 +134,5 @@ async def test_retry_makes_the_failed_call_again_once_and_answers_the_rest_from_
         await setup.platform.job_control.retry(ACME, job_id)
 
 
-async def runs(setup: Setup, job_id: str) -> int:
+async def runs(setup: Setup, job_id: str) -> int:  # noqa: F811
     return sum(1 for s in setup.engine.started if s.job_id == job_id)
