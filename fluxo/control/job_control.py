@@ -18,7 +18,9 @@ transaction that sends its engine the order, and nothing that finished runs (or 
   packet again, the gateway makes the next attempt under the retry id, once however often the
   packet comes, and answers with it. A step's earlier attempts stay answered by their stored
   failures, so the step's own ``retry`` budget is spent as before and the retry adds one
-  attempt, as on the step engine; a second retry supersedes that attempt in turn.
+  attempt, as on the step engine; a second retry supersedes that attempt in turn. A resume
+  likewise supersedes a call the worker refused for the block (the gateway had admitted it
+  just before the block came): its stored refusal would block the new run again.
 
 **Pause** (``POST /v1/workflows/{name}/pause``): new jobs of the workflow are created ``queued``
 and not started (triggers' jobs too); **resume** starts them, oldest first.
@@ -121,7 +123,10 @@ class JobControl:
             )
         error = orjson.loads(row.error) if row.error else {}
         await self._check_unblocked(row, error)
-        await self._reopen(row, "blocked", {"kind": "resume"})
+        retries = None
+        if is_remote(self.jobs.registry.get(row.engine)):
+            retries = await self._calls_to_make_again(row, failed_steps=False)
+        await self._reopen(row, "blocked", {"kind": "resume"}, retries=retries)
         return await self.jobs.get(principal, job_id, steps=False)
 
     async def retry(self, principal: Principal, job_id: str) -> JobRecord:
@@ -152,7 +157,7 @@ class JobControl:
             )
         engine = self.jobs.registry.get(row.engine)
         if is_remote(engine):
-            retries = await self._failed_calls(row, applied.workflow.spec)
+            retries = await self._calls_to_make_again(row, failed_steps=True)
             if not retries and not isinstance(step, NativeStep):
                 raise ConflictError(
                     f"job {job_id} failed at step {step_id!r} but no call of it failed (the "
@@ -171,21 +176,26 @@ class JobControl:
         await self._reopen(row, "failed", {"kind": "retry", "failed_key": key})
         return await self.jobs.get(principal, job_id, steps=False)
 
-    async def _failed_calls(self, row: JobRow, spec: Any) -> dict[str, str]:
-        """The calls a retry of a remote job makes again, each mapped to its retry id: the
-        latest call of every step key that failed and stopped the job (its step does not
-        handle errors), or that was refused because the job had failed meanwhile (it never
-        ran). A failure a step's ``on_error`` handled stays: the new run goes past it as the
-        first did."""
-        steps = spec.steps_by_id()
+    async def _calls_to_make_again(self, row: JobRow, *, failed_steps: bool) -> dict[str, str]:
+        """The calls the new run of a remote job makes again, each mapped to its retry id.
+
+        Of the latest call of each step key, those that failed: because the worker refused
+        them (a block placed after the gateway admitted the call, or the job had failed
+        meanwhile: they never ran) and, with ``failed_steps`` (a retry), because the service
+        failed at a step that does not handle errors, which stopped the job. A failure a
+        step's ``on_error`` handled stays: the new run goes past it as the first did.
+        """
+        applied = await self.jobs.workflows.get(row.account_id, row.workflow, row.version)
+        steps = applied.workflow.spec.steps_by_id()
         retries = {}
         for call in await self.jobs.store.latest_calls(row.id, account_id=row.account_id):
             if call.status != "failed":
                 continue
             error = orjson.loads(call.error) if call.error else {}
-            refused = (error.get("context") or {}).get("reason") == JOB_FAILED
+            reason = (error.get("context") or {}).get("reason")
+            refused = error.get("code") == BLOCKED or reason == JOB_FAILED
             handled = getattr(steps.get(call.step_id or ""), "on_error", "fail") != "fail"
-            if refused or not handled:
+            if refused or (failed_steps and not handled):
                 retries[call.id] = retry_call_id(call.id)
         return retries
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pydantic_core
 import pytest
 
 from fluxo_core.errors import ConflictError
+from fluxo_core.ir import Packet
+from service_runtime.interceptors import PreparedCall
 from tests.integration.test_remote_engines import (  # noqa: F401  (setup: the fixture)
     ACME,
     Setup,
@@ -136,3 +139,38 @@ async def test_retry_makes_the_failed_call_again_once_and_answers_the_rest_from_
 
 async def runs(setup: Setup, job_id: str) -> int:  # noqa: F811
     return sum(1 for s in setup.engine.started if s.job_id == job_id)
+
+
+async def test_resume_makes_a_call_the_worker_refused_for_the_block_again(
+    setup: Setup,  # noqa: F811
+) -> None:
+    job_id = await setup.started_job({"n": 1})
+    block = await setup.platform.blocks.place(ACME, kind="service", target="inc", reason="outage")
+    # A call the gateway admitted just before the block came: written without admission (as
+    # an engine's transaction writes its calls), so the worker is the one that refuses it.
+    second = Packet.model_validate(setup.call_packet(job_id, "second", {"n": 2}))
+    gateway = setup.platform.runtime.gateway
+    info = await gateway.catalog.resolve("inc")
+    prepared = PreparedCall.of(second, pydantic_core.to_json(second))
+    await setup.platform.db.transact(lambda tx: gateway.record_calls(tx, info, [prepared]))
+    refused = await gateway.wait(second.id, 10)
+    assert refused.status == "failed"
+    assert refused.error is not None
+    assert refused.error["code"] == "blocked"
+    # The flow waiting on the call is answered that refusal, and the job ends blocked (what
+    # the gateway route does with such an answer).
+    await setup.platform.job_control.engine_call_blocked(job_id, "second", refused.error)
+    assert (await setup.platform.jobs.get(ACME, job_id, steps=False)).status == "blocked"
+
+    await setup.platform.blocks.lift(ACME, block.id)
+    await setup.platform.job_control.resume(ACME, job_id)
+    await until(lambda: runs(setup, job_id), 2)
+    await setup.start_recorded()
+    # The new run's call is made again instead of being answered the stored refusal.
+    packet = setup.call_packet(job_id, "second", {"n": 2})
+    status, done = await setup.post("/v1/services/inc/calls?wait=10", setup.engine_token, packet)
+    assert (status, done["id"], done["status"]) == (200, f"{second.id}@r1", "succeeded")
+    report = {"job_id": job_id, "status": "succeeded", "result": [{"n": 3}]}
+    status, answer = await setup.post("/v1/engine-events", setup.engine_token, report)
+    assert (status, answer["status"]) == (200, "succeeded")
+    assert await usage_of(setup.platform.db, job_id) == [("acme", "ada", "second")]
