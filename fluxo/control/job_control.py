@@ -157,14 +157,9 @@ class JobControl:
             )
         engine = self.jobs.registry.get(row.engine)
         if is_remote(engine):
+            # Nothing to supersede is fine too: a call the gateway refused (a quota) left no
+            # row and is made anew, one that outlasted its step's timeout answers its result.
             retries = await self._calls_to_make_again(row, failed_steps=True)
-            if not retries and not isinstance(step, NativeStep):
-                raise ConflictError(
-                    f"job {job_id} failed at step {step_id!r} but no call of it failed (the "
-                    "gateway refused it before it ran): there is no call to make again; fix the "
-                    "cause and create a new job",
-                    job_id=job_id,
-                )
             await self._reopen(row, "failed", {"kind": "retry"}, retries=retries)
             return await self.jobs.get(principal, job_id, steps=False)
         if not key:
@@ -235,7 +230,7 @@ class JobControl:
         retries: Mapping[str, str] | None = None,
     ) -> None:
         """Set the job going again and send its engine the order, in one transaction;
-        ``retries``: failed calls the new run makes again (see :meth:`_failed_calls`)."""
+        ``retries``: failed calls the new run makes again (see :meth:`_calls_to_make_again`)."""
         engine = self.jobs.registry.get(row.engine)
         remote = is_remote(engine)
         rerun = new_packet_id()

@@ -174,3 +174,16 @@ async def test_resume_makes_a_call_the_worker_refused_for_the_block_again(
     status, answer = await setup.post("/v1/engine-events", setup.engine_token, report)
     assert (status, answer["status"]) == (200, "succeeded")
     assert await usage_of(setup.platform.db, job_id) == [("acme", "ada", "second")]
+
+
+async def test_retry_refuses_a_job_that_failed_outside_a_service_call(
+    setup: Setup,  # noqa: F811
+) -> None:
+    job_id = await setup.started_job({"n": 1})
+    failed = {"job_id": job_id, "status": "failed", "error": {"code": "x", "message": "lost"}}
+    status, _ = await setup.post("/v1/engine-events", setup.engine_token, failed)
+    assert status == 200
+    status, body = await setup.post(f"/v1/jobs/{job_id}/retry", setup.user_token, {})
+    assert (status, body["error"]["code"]) == (409, "conflict")
+    assert "before any step ran" in body["error"]["message"]
+    assert (await setup.platform.jobs.get(ACME, job_id, steps=False)).status == "failed"
