@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 import pydantic_core
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from fluxo_core.errors import (
     CallNotFoundError,
@@ -85,6 +85,11 @@ class CallRecord(BaseModel):
     error: dict[str, Any] | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    retry_id: str | None = Field(
+        default=None,
+        description="A failed call a job retry superseded: the id of the call that is its next "
+        "attempt (the one its packet is answered by now)",
+    )
 
     @property
     def done(self) -> bool:
@@ -391,6 +396,7 @@ def record_from_row(row: CallRow, *, reveal: bool = False) -> CallRecord:
         error=orjson.loads(row.error) if row.error else None,
         created_at=datetime.fromtimestamp(row.created_at, UTC),
         finished_at=datetime.fromtimestamp(row.finished_at, UTC) if row.finished_at else None,
+        retry_id=row.retry_id,
     )
 
 

@@ -25,7 +25,8 @@ __all__ = ["CallOutcome", "CallOwner", "CallRow", "CallStore", "NewCall"]
 
 class CallRow(NamedTuple):
     """One call as stored. ``result`` is the JSON array of its output packets, ``error`` the
-    JSON of its error; times are epoch seconds."""
+    JSON of its error; times are epoch seconds; ``retry_id``: the call a job retry made this
+    failed one's next attempt (see :meth:`CallStore.supersede`)."""
 
     id: str
     account_id: str
@@ -42,6 +43,7 @@ class CallRow(NamedTuple):
     reply_to: str | None
     created_at: float
     finished_at: float | None
+    retry_id: str | None = None
 
     @classmethod
     def of_row(cls, row: Sequence[Any]) -> CallRow:

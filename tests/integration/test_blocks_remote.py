@@ -127,6 +127,8 @@ async def test_retry_makes_the_failed_call_again_once_and_answers_the_rest_from_
         ("acme", "ada", "first"),
         ("acme", "ada", "second"),
     ]
+    status, superseded = await setup.get(f"/v1/calls/{broken['id']}", setup.user_token)
+    assert (status, superseded["retry_id"]) == (200, f"{second['id']}@r1")
     status, job = await setup.get(f"/v1/jobs/{job_id}", setup.user_token)
     assert status == 200
     assert [(s["key"], s["phase"], s["attempt"]) for s in job["steps"]] == [

@@ -84,6 +84,9 @@ async def test_a_superseded_call_sent_again_is_its_next_attempt_made_once(
         (first, "failed", second),
         (second, "succeeded", None),
     ]
+    # The superseded calls' records name their next attempt.
+    assert (await runtime.gateway.get(failed.id)).retry_id == first
+    assert (await runtime.gateway.get(first)).retry_id == second
     billed = sa.select(usage_records.c.call_id)
     assert [r.call_id for r in await runtime.db.read(lambda c: c.execute(billed).all())] == [second]
 
