@@ -7,11 +7,14 @@ interceptors' ``on_record`` runs too. A synchronous caller then sleeps until the
 transaction wakes it.
 
 The call id is the packet id: sending the same packet again returns the same call instead of a
-second one, so a client that retries after a lost response causes no second effect.
+second one, so a client that retries after a lost response causes no second effect. One
+exception: a failed call a job retry superseded (``calls.retry_id``) is answered by the call
+its retry id names, made the first time the packet comes again (see :meth:`Gateway.record_calls`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 import pydantic_core
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from fluxo_core.errors import (
     CallNotFoundError,
@@ -55,6 +58,9 @@ __all__ = [
 REPLY_TO_HEADER = "fluxo-reply-to"
 CallStatus = Literal["queued", "retrying", "succeeded", "failed"]
 FINAL_STATUSES = ("succeeded", "failed")
+# How many retries of one call a packet is followed through (a bound, never reached in practice:
+# each link is a job retry a user asked for).
+MAX_RETRY_CHAIN = 100
 
 
 def call_channel(call_id: str) -> str:
@@ -79,6 +85,11 @@ class CallRecord(BaseModel):
     error: dict[str, Any] | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    retry_id: str | None = Field(
+        default=None,
+        description="A failed call a job retry superseded: the id of the call that is its next "
+        "attempt (the one its packet is answered by now)",
+    )
 
     @property
     def done(self) -> bool:
@@ -181,10 +192,9 @@ class Gateway:
             )
             await self.interceptors.admit(request)
             request.raise_refused()
-        await self.db.transact(
+        return await self.db.transact(
             lambda tx: self.record_calls(tx, info, prepared, reply_to=reply_to, place="gateway")
         )
-        return [p.id for p in prepared]
 
     def check_call(self, info: ServiceInfo, packet_id: str, payload: Any, body: bytes) -> None:
         """Check a serialised call packet as :meth:`submit` would (size, input schema).
@@ -225,8 +235,9 @@ class Gateway:
         *,
         reply_to: str | None = None,
         place: RecordPlace = "engine",
-    ) -> None:
-        """Write call rows and input messages inside the caller's transaction.
+    ) -> list[str]:
+        """Write call rows and input messages inside the caller's transaction; returns the id
+        of the call that answers each packet, in order.
 
         For engines whose own state change causes the calls (a step finished, so the next step's
         call starts): both commit together or not at all. The packets were checked before
@@ -234,34 +245,42 @@ class Gateway:
         worker runs it again before the handlers, so blocks still hold. Their ``on_record``
         runs here, for the calls that are new.
 
+        A packet id seen before is the same call retried by its client: the first is kept and
+        nothing new is enqueued, unless a job retry superseded that call (it failed, and the
+        job was retried from its step): then the packet is the call its ``retry_id`` names,
+        made now (the packet under that id) if this is the first time the packet comes again.
+        Two deliveries of the packet therefore make one new attempt, in whichever transaction
+        inserts it first; a call superseded by several retries is followed to the latest.
+
         Raises:
             ConflictError: a packet id was already used for a different call.
         """
         now = time.time()
-        headers = {REPLY_TO_HEADER: reply_to} if reply_to else {}
-        rows = [
-            NewCall(
-                p.id,
-                p.account_id,
-                p.user_id,
-                info.name,
-                info.version,
-                p.job_id,
-                p.step_id,
-                p.body,
-                reply_to,
-                now,
+        answers = [p.id for p in prepared]  # the call answering each packet, followed below
+        pending = list(enumerate(prepared))
+        new: list[PreparedCall] = []
+        for _ in range(MAX_RETRY_CHAIN):
+            inserted = self.calls.insert(
+                tx, [_new_call(p, info, reply_to, now) for _, p in pending]
             )
-            for p in prepared
-        ]
-        # A packet id seen before is the same call retried by its client: keep the first,
-        # enqueue nothing new. Only if the id was used for a different call is it an error.
-        inserted = self.calls.insert(tx, rows)
-        if len(inserted) < len(rows):
-            self._check_repeats(tx, info, [p for p in prepared if p.id not in inserted])
+            new += [p for _, p in pending if p.id in inserted]
+            repeats = [(i, p) for i, p in pending if p.id not in inserted]
+            if not repeats:
+                break
+            retries = self._check_repeats(tx, info, [p for _, p in repeats])
+            pending = [(i, _renamed(p, retries[p.id])) for i, p in repeats if p.id in retries]
+            for i, p in pending:
+                answers[i] = p.id
+            if not pending:
+                break
+        else:
+            raise ConflictError(
+                f"a call was retried more than {MAX_RETRY_CHAIN} times; create a new job",
+                packet_id=pending[0][1].id,
+            )
         if self.interceptors.records:
-            new = [p for p in prepared if p.id in inserted]
             self.interceptors.on_record(RecordRequest(info, new, reply_to, place), tx)
+        headers = {REPLY_TO_HEADER: reply_to} if reply_to else {}
         self.transport.enqueue(
             tx,
             [
@@ -272,15 +291,18 @@ class Gateway:
                     headers=headers,
                     max_attempts=info.max_attempts,
                 )
-                for p in prepared
-                if p.id in inserted
+                for p in new
             ],
         )
+        return answers
 
     def _check_repeats(
         self, tx: Transaction, info: ServiceInfo, repeats: Sequence[PreparedCall]
-    ) -> None:
+    ) -> dict[str, str]:
+        """Check that repeated packets are the calls stored under their ids; returns the retry
+        ids of those a job retry superseded, by packet id."""
         stored = self.calls.owners(tx, [p.id for p in repeats])
+        retries = {}
         for packet in repeats:
             old = stored.get(packet.id)
             if old is None or old.account_id != packet.account_id or old.service != info.name:
@@ -289,6 +311,9 @@ class Gateway:
                     "give every new packet a new id",
                     packet_id=packet.id,
                 )
+            if old.retry_id is not None:
+                retries[packet.id] = old.retry_id
+        return retries
 
     async def get(
         self, call_id: str, *, account_id: str | None = None, reveal: bool = False
@@ -321,6 +346,29 @@ class Gateway:
                 await sub.wait(min(left, self.poll_interval_s))
 
 
+def _new_call(p: PreparedCall, info: ServiceInfo, reply_to: str | None, now: float) -> NewCall:
+    return NewCall(
+        p.id,
+        p.account_id,
+        p.user_id,
+        info.name,
+        info.version,
+        p.job_id,
+        p.step_id,
+        p.body,
+        reply_to,
+        now,
+    )
+
+
+def _renamed(call: PreparedCall, call_id: str) -> PreparedCall:
+    """The same call under another id (a superseded call's next attempt): the packet's id is
+    the call's, for the worker and the service."""
+    packet = orjson.loads(call.body)
+    packet["id"] = call_id
+    return dataclasses.replace(call, id=call_id, body=orjson.dumps(packet))
+
+
 def record_from_row(row: CallRow, *, reveal: bool = False) -> CallRecord:
     """The call as shown (the one mapping of a stored call to a record): values of
     credential-looking keys in its result masked (``"***"``).
@@ -348,6 +396,7 @@ def record_from_row(row: CallRow, *, reveal: bool = False) -> CallRecord:
         error=orjson.loads(row.error) if row.error else None,
         created_at=datetime.fromtimestamp(row.created_at, UTC),
         finished_at=datetime.fromtimestamp(row.finished_at, UTC) if row.finished_at else None,
+        retry_id=row.retry_id,
     )
 
 

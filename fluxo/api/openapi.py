@@ -1315,13 +1315,14 @@ def _add_block_routes(
     paths["/v1/jobs/{job_id}/retry"] = {
         "post": {
             "summary": "Continue a failed job from its failed step, with the input it stored",
-            "description": "Step engine jobs only (422 for Node-RED and Argo jobs). Finished "
+            "description": "On every engine (Node-RED and Argo jobs run again, their finished "
+            "calls answered from stored results and the failed call made again once). Finished "
             "steps are not run or billed again. 409 if the job is not failed, or failed outside "
             "a service call.",
             "parameters": [job_id],
             "responses": {
                 "200": _json(job_record, "The job"),
-                **_errors(401, 403, 404, 409, 422),
+                **_errors(401, 403, 404, 409),
             },
         }
     }

@@ -644,7 +644,8 @@ async def _cmd_dlq_replay(args: argparse.Namespace, config: FluxoConfig) -> int:
     print(
         f"fluxo: kept {kept} dead letter(s) of job steps in {args.queue}.dlq: each job has "
         "already handled its step's failure (a retry, on_error, or the job failed), so a "
-        "replay would run and bill calls no step waits for; run the job again instead:",
+        "replay would run and bill calls no step waits for; run the job again instead "
+        "(fluxo jobs retry JOB_ID for a failed one):",
         file=sys.stderr,
     )
     for job in replay.kept:

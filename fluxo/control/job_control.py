@@ -9,10 +9,18 @@ transaction that sends its engine the order, and nothing that finished runs (or 
 - on the step engine the order is a ``resume``/``retry`` message on its own queue; the engine
   calls the stopped step again as its next attempt and applies what its other steps did
   meanwhile (:meth:`engines.step._run.JobRun.revive`);
-- on Node-RED and Argo (resume only) the job runs again from its start (a new run of the same job id): every
+- on Node-RED and Argo the job runs again from its start (a new run of the same job id): every
   call a finished step made has the same packet id as before, so the gateway answers it from
   its stored result instead of calling the service (the call id is the packet id, and a packet
-  id seen before is the same call), and only the stopped step and those after it run.
+  id seen before is the same call), and only the stopped step and those after it run. A retry
+  first supersedes the failed call of each step key the failure stopped (:func:`retry_call_id`
+  names its next attempt, stored as the call's ``retry_id``): when the new run sends that
+  packet again, the gateway makes the next attempt under the retry id, once however often the
+  packet comes, and answers with it. A step's earlier attempts stay answered by their stored
+  failures, so the step's own ``retry`` budget is spent as before and the retry adds one
+  attempt, as on the step engine; a second retry supersedes that attempt in turn. A resume
+  likewise supersedes a call the worker refused for the block (the gateway had admitted it
+  just before the block came): its stored refusal would block the new run again.
 
 **Pause** (``POST /v1/workflows/{name}/pause``): new jobs of the workflow are created ``queued``
 and not started (triggers' jobs too); **resume** starts them, oldest first.
@@ -20,6 +28,9 @@ and not started (triggers' jobs too); **resume** starts them, oldest first.
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -32,19 +43,36 @@ from fluxo_core.errors import (
     BlockedError,
     ConflictError,
     PermissionDeniedError,
-    UnsupportedFeatureError,
 )
 from fluxo_core.ir import NativeStep, ServiceStep, new_packet_id
-from fluxo_core.storage import Principal, Transaction
+from fluxo_core.storage import CallStore, Principal, Transaction
 from fluxo_core.storage.blocks import BlockStore, PauseRow
 from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobRow, job_channel
 from service_runtime import CallRequest
 from service_runtime.transports import OutgoingMessage
 
-__all__ = ["JobControl", "WorkflowPause"]
+__all__ = ["JobControl", "WorkflowPause", "retry_call_id"]
 
 BLOCKED = BlockedError.code
+# Admission's reason for refusing a call of a job that had failed (fluxo.control.policy).
+JOB_FAILED = "job_failed"
+MAX_CALL_ID_LENGTH = 128  # the calls table's id column (and a packet id's limit)
+_RETRY_SUFFIX = re.compile(r"^(?P<base>.+)@r(?P<n>[0-9]+)$")
+
+
+def retry_call_id(call_id: str) -> str:
+    """The id of the next attempt of a failed call a job retry supersedes: ``<id>@r1``, and
+    ``@r2`` for the attempt after that one. Deterministic, so however many gateways see the
+    packet again they make the same call. An id too long for a suffix is shortened to a digest
+    of itself (a Node-RED or Argo packet id is far shorter)."""
+    match = _RETRY_SUFFIX.match(call_id)
+    base, attempt = (match["base"], int(match["n"]) + 1) if match else (call_id, 1)
+    retry_id = f"{base}@r{attempt}"
+    if len(retry_id) > MAX_CALL_ID_LENGTH:
+        digest = hashlib.blake2b(base.encode(), digest_size=16).hexdigest()
+        retry_id = f"{digest}@r{attempt}"
+    return retry_id
 
 
 class WorkflowPause:
@@ -74,6 +102,7 @@ class JobControl:
         self.db = jobs.db
         self.store = JobControlStore(jobs.db, clock=jobs.clock)
         self.pauses = BlockStore(jobs.db, clock=jobs.clock)
+        self.calls = CallStore(jobs.db)
 
     # -- resume and retry -------------------------------------------------------------------------
 
@@ -94,7 +123,10 @@ class JobControl:
             )
         error = orjson.loads(row.error) if row.error else {}
         await self._check_unblocked(row, error)
-        await self._reopen(row, "blocked", {"kind": "resume"})
+        retries = None
+        if is_remote(self.jobs.registry.get(row.engine)):
+            retries = await self._calls_to_make_again(row, failed_steps=False)
+        await self._reopen(row, "blocked", {"kind": "resume"}, retries=retries)
         return await self.jobs.get(principal, job_id, steps=False)
 
     async def retry(self, principal: Principal, job_id: str) -> JobRecord:
@@ -125,13 +157,11 @@ class JobControl:
             )
         engine = self.jobs.registry.get(row.engine)
         if is_remote(engine):
-            # A new run of the job would send the failed call again under its packet id, which
-            # the gateway answers with the stored failure: only the step engine retries exactly.
-            raise UnsupportedFeatureError(
-                f"job {job_id} ran on {row.engine}: retry continues jobs of the step engine only; "
-                "create a new job (or run the workflow on the step engine)",
-                job_id=job_id,
-            )
+            # Nothing to supersede is fine too: a call the gateway refused (a quota) left no
+            # row and is made anew, one that outlasted its step's timeout answers its result.
+            retries = await self._calls_to_make_again(row, failed_steps=True)
+            await self._reopen(row, "failed", {"kind": "retry"}, retries=retries)
+            return await self.jobs.get(principal, job_id, steps=False)
         if not key:
             raise ConflictError(
                 f"job {job_id} failed at step {step_id!r} but its error names no step execution "
@@ -140,6 +170,29 @@ class JobControl:
             )
         await self._reopen(row, "failed", {"kind": "retry", "failed_key": key})
         return await self.jobs.get(principal, job_id, steps=False)
+
+    async def _calls_to_make_again(self, row: JobRow, *, failed_steps: bool) -> dict[str, str]:
+        """The calls the new run of a remote job makes again, each mapped to its retry id.
+
+        Of the latest call of each step key, those that failed: because the worker refused
+        them (a block placed after the gateway admitted the call, or the job had failed
+        meanwhile: they never ran) and, with ``failed_steps`` (a retry), because the service
+        failed at a step that does not handle errors, which stopped the job. A failure a
+        step's ``on_error`` handled stays: the new run goes past it as the first did.
+        """
+        applied = await self.jobs.workflows.get(row.account_id, row.workflow, row.version)
+        steps = applied.workflow.spec.steps_by_id()
+        retries = {}
+        for call in await self.jobs.store.latest_calls(row.id, account_id=row.account_id):
+            if call.status != "failed":
+                continue
+            error = orjson.loads(call.error) if call.error else {}
+            reason = (error.get("context") or {}).get("reason")
+            refused = error.get("code") == BLOCKED or reason == JOB_FAILED
+            handled = getattr(steps.get(call.step_id or ""), "on_error", "fail") != "fail"
+            if refused or (failed_steps and not handled):
+                retries[call.id] = retry_call_id(call.id)
+        return retries
 
     async def _check_unblocked(self, row: JobRow, error: dict[str, Any]) -> None:
         """No block may hold the job any more: neither the one that stopped it nor another."""
@@ -168,8 +221,16 @@ class JobControl:
                 block_id=holding.id,
             )
 
-    async def _reopen(self, row: JobRow, was: str, order: dict[str, Any]) -> None:
-        """Set the job going again and send its engine the order, in one transaction."""
+    async def _reopen(
+        self,
+        row: JobRow,
+        was: str,
+        order: dict[str, Any],
+        *,
+        retries: Mapping[str, str] | None = None,
+    ) -> None:
+        """Set the job going again and send its engine the order, in one transaction;
+        ``retries``: failed calls the new run makes again (see :meth:`_calls_to_make_again`)."""
         engine = self.jobs.registry.get(row.engine)
         remote = is_remote(engine)
         rerun = new_packet_id()
@@ -190,6 +251,8 @@ class JobControl:
                     f"job {row.id} is no longer {was} (resumed or retried meanwhile)",
                     job_id=row.id,
                 )
+            if retries:
+                self.calls.supersede(tx, retries)
             self.jobs.runtime.transport.enqueue(tx, [message])
             tx.notify(job_channel(row.id))
 

@@ -1,7 +1,8 @@
 """Call rows: every service call, its request, status, result and error.
 
 The gateway inserts a call as ``queued``; the worker writes its outcome (``succeeded``, ``failed``,
-or ``retrying`` between attempts); a dead-letter replay re-opens a failed one. Reads return
+or ``retrying`` between attempts); a dead-letter replay re-opens a failed one; a job retry
+supersedes a failed one (:meth:`CallStore.supersede`). Reads return
 :class:`CallRow`, mapped from the table in :meth:`CallRow.of_row` and nowhere else.
 
 Statements are built once per store: the gateway and the worker run them thousands of times a
@@ -10,7 +11,7 @@ second, and building one costs more than SQLite takes to run it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -24,7 +25,8 @@ __all__ = ["CallOutcome", "CallOwner", "CallRow", "CallStore", "NewCall"]
 
 class CallRow(NamedTuple):
     """One call as stored. ``result`` is the JSON array of its output packets, ``error`` the
-    JSON of its error; times are epoch seconds."""
+    JSON of its error; times are epoch seconds; ``retry_id``: the call a job retry made this
+    failed one's next attempt (see :meth:`CallStore.supersede`)."""
 
     id: str
     account_id: str
@@ -41,6 +43,7 @@ class CallRow(NamedTuple):
     reply_to: str | None
     created_at: float
     finished_at: float | None
+    retry_id: str | None = None
 
     @classmethod
     def of_row(cls, row: Sequence[Any]) -> CallRow:
@@ -70,11 +73,13 @@ class NewCall(NamedTuple):
 
 
 class CallOwner(NamedTuple):
-    """Whose call an id is: enough to tell a client's retry from a reused packet id."""
+    """Whose call an id is: enough to tell a client's retry from a reused packet id.
+    ``retry_id``: the call that answers this id now, if a job retry superseded it."""
 
     id: str
     account_id: str
     service: str
+    retry_id: str | None = None
 
 
 class CallOutcome(NamedTuple):
@@ -95,9 +100,9 @@ class CallStore:
         self.db = db
         self._get = sa.select(*_COLUMNS).where(calls.c.id == sa.bindparam("cid"))
         self._get_scoped = self._get.where(calls.c.account_id == sa.bindparam("acc"))
-        self._owners = sa.select(calls.c.id, calls.c.account_id, calls.c.service).where(
-            one_of(calls.c.id, "ids", sqlite=db.is_sqlite)
-        )
+        self._owners = sa.select(
+            calls.c.id, calls.c.account_id, calls.c.service, calls.c.retry_id
+        ).where(one_of(calls.c.id, "ids", sqlite=db.is_sqlite))
         self._of_job = (
             sa.select(*_COLUMNS)
             .where(calls.c.job_id == sa.bindparam("job"), calls.c.account_id == sa.bindparam("acc"))
@@ -134,7 +139,7 @@ class CallStore:
         if not ids:
             return {}
         rows = tx.execute(self._owners, {"ids": ids})
-        return {r.id: CallOwner(r.id, r.account_id, r.service) for r in rows}
+        return {r.id: CallOwner(r.id, r.account_id, r.service, r.retry_id) for r in rows}
 
     def record_outcomes(self, tx: Transaction, outcomes: Sequence[CallOutcome]) -> None:
         """Write each call's status, result or error, attempts and end (one statement)."""
@@ -145,6 +150,25 @@ class CallStore:
         ids = sorted(set(call_ids))
         if ids:
             tx.execute(self._reopen, {"ids": ids})
+
+    def supersede(self, tx: Transaction, retries: Mapping[str, str]) -> int:
+        """A job retry: each failed call (by id) is answered from now on by the call whose id
+        it maps to, a new attempt the gateway makes when the call's packet comes again
+        (:meth:`service_runtime.gateway.Gateway.record_calls`). A call that is not failed, or
+        was superseded already, stays as it is. Returns how many were superseded."""
+        done = 0
+        for call_id, retry_id in sorted(retries.items()):
+            result = tx.execute(
+                sa.update(calls)
+                .where(
+                    calls.c.id == call_id,
+                    calls.c.status == "failed",
+                    calls.c.retry_id.is_(None),
+                )
+                .values(retry_id=retry_id)
+            )
+            done += result.rowcount
+        return done
 
     @staticmethod
     def counts_by_status_on(conn: sa.Connection) -> list[tuple[str, str, int]]:

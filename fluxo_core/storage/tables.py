@@ -163,6 +163,9 @@ calls = Table(
     Column("reply_to", String(200)),
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
+    # A failed call a job retry superseded: the id of the call its packet is now answered by
+    # (the step's next attempt; see fluxo.control.job_control).
+    Column("retry_id", String(128)),
     Index("ix_calls_account_created", "account_id", "created_at"),
     Index("ix_calls_job", "job_id"),
 )

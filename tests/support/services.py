@@ -100,6 +100,21 @@ async def once_broken(payload: dict[str, Any]) -> dict[str, Any]:
     return {"n": payload["n"], "ok": True}
 
 
+@service("gated", retry=RetryPolicy(max_attempts=1), price=Price(per_call="0.002"))
+async def gated(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fails (not retried by the runtime) until the effects file holds the line ``open``: a
+    fault fixed from outside, as an operator fixes what failed a job before retrying it."""
+    _record(f"gated {payload['n']}")
+    if "open" not in _lines():
+        raise ServiceError("the gate is closed", retryable=False)
+    return {**payload, "passed": True}
+
+
+def open_gate() -> None:
+    """Let ``gated`` pass from now on (in the current effects file)."""
+    _record("open")
+
+
 @service(
     "deliver",
     timeout_s=10.0,
@@ -131,4 +146,16 @@ def _lines() -> list[str]:
         return [line.rstrip("\n") for line in fh]
 
 
-SERVICES = [echo, fan_out, slow, notify, flaky, broken, inc, jitter, once_broken, deliver]
+SERVICES = [
+    echo,
+    fan_out,
+    slow,
+    notify,
+    flaky,
+    broken,
+    inc,
+    jitter,
+    once_broken,
+    gated,
+    deliver,
+]
