@@ -170,7 +170,10 @@ class JobService:
         # deploy writes to the engine, and the runner deploys again before a job if needed).
         _check_runnable(engine, workflow)
         if not is_remote(engine):
-            await engine.deploy(workflow)
+            # The check deploys the document without the version it may carry (an exported
+            # workflow carries one): versions are the control plane's to assign, on store.
+            unversioned = workflow.metadata.model_copy(update={"version": None})
+            await engine.deploy(workflow.model_copy(update={"metadata": unversioned}))
         applied = await self.workflows.apply(workflow, principal.account_id)
         if is_remote(engine):
             await self.remote.deploy(engine, applied)

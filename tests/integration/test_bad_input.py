@@ -341,3 +341,14 @@ async def test_readyz_is_a_503_naming_a_database_that_does_not_answer(
         assert body["checks"]["database"].startswith("no answer within")
     live = await api.http.get("/livez")
     assert live.status == 200
+
+
+async def test_a_version_written_in_the_document_is_replaced_by_the_assigned_one(api: Api) -> None:
+    # The fuzzer found it: a document may carry any version (an exported one carries its
+    # own); the step engine's check before storing read it as a number and answered 500.
+    workflow = {**WORKFLOW, "metadata": {"name": "carried", "version": "05_V2f-S3Y0"}}
+    status, applied = await api.call("POST", "/v1/workflows", json=workflow)
+    assert status == 201, applied
+    assert applied["workflow"]["metadata"]["version"] != "05_V2f-S3Y0"
+    status, job = await api.call("POST", "/v1/workflows/carried/jobs?wait=10", json={"input": {}})
+    assert (status, job["status"]) == (201, "succeeded")

@@ -1,6 +1,6 @@
 """A failed call a job retry supersedes names the call its next attempt is: ``calls.retry_id``.
 
-Revision ID: 0010_retry
+Revision ID: 0011_retry
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_retry"
-down_revision = "0009_blocks"
+revision = "0011_retry"
+down_revision: str | None = "0010_terms"
 branch_labels = None
 depends_on = None
 
