@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from tests.console.conftest import Console, Server
 
 
 @pytest.fixture(scope="module")
-def jobs(server: Server) -> Iterator[dict[str, Any]]:
+def jobs(server: Server) -> dict[str, Any]:
     """acme's jobs: two orders that succeeded, one refund that failed; globex has one of its own."""
     for account in ("acme", "globex"):
         server.apply_workflows(account)
@@ -25,7 +24,7 @@ def jobs(server: Server) -> Iterator[dict[str, Any]]:
     }
     assert made["order"]["status"] == "succeeded", made["order"]
     assert made["refund"]["status"] == "failed", made["refund"]
-    yield made
+    return made
 
 
 def test_the_overview_shows_rates_spend_and_the_latest_failure_with_its_cause(
