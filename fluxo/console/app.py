@@ -83,7 +83,8 @@ def _environment(locale: str) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.install_gettext_translations(i18n.translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    translations = i18n.translations
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     formats = i18n.Formats(locale)
     env.filters.update(
         datetime=formats.datetime,
@@ -93,6 +94,10 @@ def _environment(locale: str) -> Environment:
         duration=formats.duration,
     )
     env.globals["csrf_field"] = _csrf_field
+    names = {k: translations(locale).gettext(v) for k, v in i18n.STATUS_NAMES.items()}
+    env.filters["status"] = lambda value: Markup(
+        '<span class="status status-{0}">{1}</span>'
+    ).format(value, names.get(value, value))
     env.globals["static"] = _static_url
     return env
 

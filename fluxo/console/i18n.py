@@ -16,15 +16,23 @@ from decimal import Decimal
 from pathlib import Path
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime, format_timedelta
+from babel.dates import (
+    format_datetime,
+    format_timedelta,
+    get_date_format,
+    get_datetime_format,
+    get_time_format,
+)
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency, format_decimal, format_percent
+from babel.numbers import format_currency, parse_pattern
 
 __all__ = [
     "COOKIE",
     "DEFAULT",
     "LOCALES",
+    "N_",
+    "STATUS_NAMES",
     "Formats",
     "negotiate",
     "translations",
@@ -84,28 +92,70 @@ def translations(locale: str) -> gettext.NullTranslations:
     return gettext.GNUTranslations(compiled)
 
 
+def N_(text: str) -> str:  # noqa: N802 - gettext's name for "translate later"
+    """Mark ``text`` for the catalogue; it is translated where it is shown."""
+    return text
+
+
+STATUS_NAMES = {
+    "queued": N_("queued"),
+    "running": N_("running"),
+    "succeeded": N_("succeeded"),
+    "failed": N_("failed"),
+    "cancelled": N_("cancelled"),
+    "blocked": N_("blocked"),
+    "pending": N_("pending"),
+    "waiting": N_("waiting"),
+    "skipped": N_("skipped"),
+}
+"""Job and step states as the console names them."""
+
+
 class Formats:
-    """Dates, numbers and money in one locale's conventions (Jinja filters of its templates)."""
+    """Dates, numbers and money in one locale's conventions (Jinja filters of its templates).
+
+    Babel's patterns are parsed once here: a page of jobs formats hundreds of values, and
+    parsing a pattern costs more than applying it.
+    """
 
     def __init__(self, locale: str) -> None:
         self.locale = Locale.parse(locale)
+        self._decimals = {
+            d: parse_pattern("#,##0" + ("." + "0" * d if d else "")) for d in range(4)
+        }
+        self._percent = parse_pattern("#,##0.0%")
+        self._datetimes = {
+            fmt: (
+                str(get_datetime_format(fmt, self.locale)).replace("'", ""),
+                get_date_format(fmt, self.locale),
+                get_time_format(fmt, self.locale),
+            )
+            for fmt in ("short", "medium", "long")
+        }
 
     def datetime(self, value: float | datetime | None, fmt: str = "medium") -> str:
         if value is None:
             return "—"
         at = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
-        return format_datetime(at, fmt, tzinfo=UTC, locale=self.locale)
+        at = at.astimezone(UTC)
+        if fmt not in self._datetimes:
+            return format_datetime(at, fmt, tzinfo=UTC, locale=self.locale)
+        whole, date_pattern, time_pattern = self._datetimes[fmt]
+        return whole.replace("{0}", time_pattern.apply(at, self.locale)).replace(
+            "{1}", date_pattern.apply(at, self.locale)
+        )
 
     def number(self, value: float | int | Decimal | None, digits: int = 0) -> str:
         if value is None:
             return "—"
-        pattern = "#,##0" + ("." + "0" * digits if digits else "")
-        return format_decimal(value, format=pattern, locale=self.locale)
+        pattern = self._decimals.get(digits) or parse_pattern("#,##0." + "0" * digits)
+        exact = Decimal(str(value)) if isinstance(value, float) else value
+        return str(pattern.apply(exact, self.locale))
 
     def percent(self, value: float | None) -> str:
         if value is None:
             return "—"
-        return format_percent(value, format="#,##0.0%", locale=self.locale)
+        return str(self._percent.apply(value, self.locale))
 
     def money(self, value: float | Decimal | None, currency: str = "USD") -> str:
         if value is None:

@@ -26,7 +26,18 @@ from fluxo_core.storage.calls import CallRow, CallStore
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
 
-__all__ = ["JobRow", "JobStore", "JobSummaryRow", "job_channel", "job_row", "job_summary_row"]
+SEARCH_WINDOW = 10_000
+"""Jobs a search by packet content looks through per page (see :meth:`JobStore.page`)."""
+
+__all__ = [
+    "SEARCH_WINDOW",
+    "JobRow",
+    "JobStore",
+    "JobSummaryRow",
+    "job_channel",
+    "job_row",
+    "job_summary_row",
+]
 
 STEP_KEY_HEADER = "fluxo-step-key"
 _CALL_PHASES: dict[str, StepPhase] = {
@@ -255,11 +266,6 @@ class JobStore:
             query = query.where(jobs.c.created_at >= since)
         if until is not None:
             query = query.where(jobs.c.created_at < until)
-        if contains:
-            needle = contains.encode()
-            query = query.where(
-                sa.or_(_HoldsBytes(jobs.c.input, needle), _HoldsBytes(jobs.c.result, needle))
-            )
         if cursor:
             try:
                 created, job_id = cursor.split("_", 1)
@@ -275,12 +281,41 @@ class JobStore:
                     sa.and_(jobs.c.created_at == created_at, jobs.c.id < job_id),
                 )
             )
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        newest_first = (jobs.c.created_at.desc(), jobs.c.id.desc())
+        edge = None
+        if contains:
+            # A search reads packets: it looks through SEARCH_WINDOW jobs per page at most (the
+            # page's cursor then continues after them), so a value found nowhere costs a
+            # bounded scan, not the account's whole history.
+            filtered = query.whereclause
+            assert filtered is not None  # the account, at least
+            edge_query = (
+                sa.select(jobs.c.created_at, jobs.c.id)
+                .where(filtered)
+                .order_by(*newest_first)
+                .offset(SEARCH_WINDOW - 1)
+                .limit(1)
+            )
+            edge = await self.db.read(lambda conn: conn.execute(edge_query).first())
+            if edge is not None:
+                query = query.where(
+                    sa.or_(
+                        jobs.c.created_at > edge.created_at,
+                        sa.and_(jobs.c.created_at == edge.created_at, jobs.c.id >= edge.id),
+                    )
+                )
+            needle = contains.encode()
+            query = query.where(
+                sa.or_(_HoldsBytes(jobs.c.input, needle), _HoldsBytes(jobs.c.result, needle))
+            )
+        query = query.order_by(*newest_first).limit(limit + 1)
         rows = await self.db.read(lambda conn: conn.execute(query).all())
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = f"{last.created_at!r}_{last.id}"
+        elif edge is not None:
+            next_cursor = f"{edge.created_at!r}_{edge.id}"
         return [job_summary_row(r._mapping) for r in rows[:limit]], next_cursor
 
     # -- inside a transaction -----------------------------------------------------------------

@@ -227,3 +227,19 @@ def console(browser: Browser, server: Server) -> Iterator[Console]:
     finally:
         context.close()
     assert tab.errors == [], "the browser reported errors:\n" + "\n".join(tab.errors)
+
+
+@pytest.fixture(scope="module")
+def jobs(server: Server) -> dict[str, Any]:
+    """acme's jobs: two orders that succeeded, one refund that failed; globex has one of its own."""
+    for account in ("acme", "globex"):
+        server.apply_workflows(account)
+    made = {
+        "order": server.run("acme", "orders", {"order": "ord-4711", "email": "ana@example.com"}),
+        "other": server.run("acme", "orders", {"order": "ord-1234", "blob": "x" * 20_000}),
+        "refund": server.run("acme", "refunds", {"order": "ord-9"}),
+        "globex": server.run("globex", "orders", {"order": "gx-1"}),
+    }
+    assert made["order"]["status"] == "succeeded", made["order"]
+    assert made["refund"]["status"] == "failed", made["refund"]
+    return made

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,7 @@ from fluxo_core.engine import StepState
 from fluxo_core.errors import NotFoundError, ValidationError
 from fluxo_core.ir import ENGINES
 from fluxo_core.storage import Role
+from fluxo_core.storage.jobs import SEARCH_WINDOW
 
 __all__ = ["PACKET_PREVIEW_BYTES", "routes"]
 
@@ -109,6 +111,7 @@ async def _list(request: web.Request) -> web.StreamResponse:
         statuses=JOB_STATUSES,
         engines=ENGINES,
         next_url=next_url,
+        search_window=SEARCH_WINDOW,
         first_url=url(request, "jobs", filters) if request.query.get("cursor") else None,
     )
 
@@ -172,18 +175,27 @@ async def _context(request: web.Request, job: JobRecord) -> dict[str, Any]:
     }
 
 
-async def _graph(request: web.Request, job: JobRecord) -> Markup | None:
-    """The workflow graph coloured by step state: ``render_graph`` of fluxo/console/graph.py
-    (the workflow pages' module), once it is there; until then the page leaves its place empty."""
+@functools.cache
+def _graph_renderer() -> Callable[..., Markup] | None:
+    """``render_graph`` of fluxo/console/graph.py (the workflow pages' module), once it is
+    there; until then the job page leaves the graph's place empty. Looked up once."""
     try:
         from fluxo.console.graph import render_graph  # type: ignore[import-not-found, unused-ignore]
     except ModuleNotFoundError:
         return None
+    renderer: Callable[..., Markup] = render_graph
+    return renderer
+
+
+async def _graph(request: web.Request, job: JobRecord) -> Markup | None:
+    """The workflow graph coloured by the job's step states."""
+    renderer = _graph_renderer()
+    if renderer is None:
+        return None
     applied = await platform(request).workflows.get(
         viewer(request).account_id, job.workflow, job.version
     )
-    graph: Markup = render_graph(applied.workflow, job.steps or [])
-    return graph
+    return renderer(applied.workflow, job.steps or [])
 
 
 async def _job(request: web.Request) -> web.StreamResponse:
