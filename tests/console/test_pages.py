@@ -99,3 +99,33 @@ def test_another_accounts_invoice_number_is_not_found(console: Console, server: 
     console.sign_in("globex")
     response = console.goto("/usage/invoices/ACME-2026-0001")
     assert response.status == 404
+
+
+@pytest.mark.parametrize("path", ["/overview", "/jobs", "/services", "/usage", "/sign-in"])
+def test_pages_fit_a_phone_width(console: Console, jobs: dict[str, Any], path: str) -> None:
+    if path != "/sign-in":
+        console.sign_in()
+    console.page.set_viewport_size({"width": 390, "height": 844})
+    console.goto(path)
+    # Wide tables scroll inside their own box; the page itself never scrolls sideways.
+    overflow = console.page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{path} is {overflow}px wider than a phone"
+
+
+def test_the_keyboard_reaches_the_content_and_the_navigation(
+    console: Console, jobs: dict[str, Any]
+) -> None:
+    console.sign_in()
+    console.page.keyboard.press("Tab")
+    skip = console.page.locator(":focus")
+    expect(skip).to_have_text("Skip to content")
+    console.page.keyboard.press("Tab")
+    console.page.keyboard.press("Tab")  # past the brand, to the first link of the navigation
+    expect(console.page.locator(":focus")).to_have_text("Overview")
+    console.page.keyboard.press("Tab")
+    console.page.keyboard.press("Tab")
+    expect(console.page.locator(":focus")).to_have_text("Jobs")
+    console.page.keyboard.press("Enter")
+    expect(console.page).to_have_url(console.url("/jobs"))
