@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, expect
 
-from tests.console.conftest import Console, Server
+from tests.console.conftest import SCREENSHOTS, Console, Server
 
 
 def test_password_sign_in_lands_on_the_page_asked_for_and_sign_out_ends_the_session(
@@ -77,12 +77,13 @@ def test_switching_to_portuguese_translates_pages_and_formats(console: Console) 
     expect(console.page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
-def test_the_browser_language_is_the_default(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+def test_the_browser_language_is_the_default(browser: Browser, server: Server) -> None:
     context = browser.new_context(locale="pt-BR")
     try:
         page = context.new_page()
         page.goto(server.url + "/console/sign-in")
         expect(page.get_by_role("heading")).to_have_text("Entrar no Fluxo")
+        page.screenshot(path=str(SCREENSHOTS / "sign-in.pt_BR.png"), full_page=True)
     finally:
         context.close()
 
