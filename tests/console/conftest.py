@@ -153,7 +153,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop marked as running in
+# this thread while it is started, which would stop pytest-asyncio from running the async tests
+# of the modules that come after.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if sync_playwright is None or not CHROMIUM.exists():
         reason = "the console's browser tests need playwright and /usr/bin/chromium (scripts/setup)"
