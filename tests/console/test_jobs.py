@@ -156,3 +156,35 @@ def test_a_job_action_needs_the_csrf_value(
         f"/jobs/{jobs['refund']['id']}/retry", "", cookie=console.session_cookie()
     )
     assert status == 403
+
+
+def test_the_overview_shows_a_new_failure_without_a_reload(
+    console: Console, server: Server, jobs: dict[str, Any]
+) -> None:
+    console.sign_in()
+    failures = console.page.locator("#overview-failures")
+    expect(failures).to_contain_text(jobs["refund"]["id"])
+    fresh = server.run("acme", "refunds", {"order": "ord-live-failure"})
+    expect(failures).to_contain_text(fresh["id"], timeout=20_000)
+    expect(failures).to_contain_text("order ord-live-failure has no customer email")
+
+
+def test_a_viewer_sees_a_job_but_cannot_act_on_it(
+    console: Console, server: Server, jobs: dict[str, Any]
+) -> None:
+    server.api(
+        "POST",
+        "/v1/users",
+        {"user_id": "vic", "role": "viewer", "password": "correct horse battery"},
+        token=server.token("acme"),
+    )
+    console.sign_in("acme", "vic")
+    console.goto(f"/jobs/{jobs['refund']['id']}")
+    expect(console.page.locator("#step-refuse")).to_contain_text("failed")
+    expect(console.page.get_by_role("button", name="Retry from the failed step")).to_have_count(0)
+    csrf = console.page.locator("input[name=csrf]").first.get_attribute("value")
+    status, text = server.post_form(
+        f"/jobs/{jobs['refund']['id']}/retry", f"csrf={csrf}", cookie=console.session_cookie()
+    )
+    assert status == 403
+    assert "viewer" in text
