@@ -4,15 +4,15 @@
 overview's running jobs and latest failures; ``ix_calls_account_status`` the overview's queue
 depth and age. Without them each is a scan of all the account's jobs or calls.
 
-Revision ID: 0010_console_core
+Revision ID: 0012_console
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0010_console_core"
-down_revision = "0009_blocks"
+revision = "0012_console"
+down_revision = "0011_retry"
 branch_labels = None
 depends_on = None
 
