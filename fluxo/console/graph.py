@@ -22,6 +22,7 @@ Everything is O(steps + edges + bends) per pass; 500 steps lay out in millisecon
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -46,7 +47,6 @@ from fluxo_core.ir import (
     Workflow,
     WorkflowCallStep,
 )
-
 
 __all__ = [
     "STATES",
@@ -160,9 +160,7 @@ def layout_graph(workflow: Workflow, gettext: Gettext | None = None) -> GraphLay
     steps = workflow.spec.steps
     links = _edges(steps, _)
     layer_of = _layers(steps, links)
-    vertices = {
-        s.id: _Vertex(key=s.id, layer=layer_of[s.id], width=NODE_W, step=s) for s in steps
-    }
+    vertices = {s.id: _Vertex(key=s.id, layer=layer_of[s.id], width=NODE_W, step=s) for s in steps}
     _dummies(vertices, links)
     rows = _order(vertices, [s.id for s in steps])
     _place(vertices, rows)
@@ -296,9 +294,7 @@ def _condition_text(condition: Condition) -> str:
             return f"{condition.path} ∄"
         value = condition.value
         shown = (
-            "[" + ", ".join(str(v) for v in value) + "]"
-            if isinstance(value, list)
-            else str(value)
+            "[" + ", ".join(str(v) for v in value) + "]" if isinstance(value, list) else str(value)
         )
         return f"{condition.path} {_OPS[condition.op]} {shown}"
     if isinstance(condition, AllOf):
@@ -513,7 +509,7 @@ def _edge_svg(edge: GraphEdge, marker: str) -> str:
         classes.append("edge-fanout")
     points = edge.points
     path = [f"M{_n(points[0][0])},{_n(points[0][1])}"]
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         if x0 == x1:  # through a bend point: straight down
             path.append(f"L{_n(x1)},{_n(y1)}")
         else:

@@ -111,7 +111,9 @@ def test_states_colour_nodes_and_an_unknown_state_adds_no_class() -> None:
 
 def test_names_are_escaped_and_long_ones_clipped_with_the_full_text_in_the_title() -> None:
     long = "<b>A very long step name that goes on</b> & on"
-    svg = str(render_graph(_workflow([{"id": "a", "name": long, "kind": "service", "service": "s"}])))
+    svg = str(
+        render_graph(_workflow([{"id": "a", "name": long, "kind": "service", "service": "s"}]))
+    )
     assert "<b>" not in svg
     assert "&lt;b&gt;A very long step name th…" in svg
     assert "&lt;b&gt;A very long step name that goes on&lt;/b&gt; &amp; on (a)" in svg
@@ -194,8 +196,10 @@ def test_any_workflow_lays_out_every_step_once_without_overlaps_and_edges_pointi
         ys = [y for _, y in edge.points]
         assert ys == sorted(ys)
     for node in layout.nodes:
-        assert 0 <= node.x and node.x + node.width <= layout.width
-        assert 0 <= node.y and node.y + node.height <= layout.height
+        assert node.x >= 0
+        assert node.x + node.width <= layout.width
+        assert node.y >= 0
+        assert node.y + node.height <= layout.height
     assert render_graph(workflow) == render_graph(workflow)  # deterministic
 
 
