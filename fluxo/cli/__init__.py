@@ -739,6 +739,7 @@ async def _cmd_call(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 
 async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
+    from fluxo import console
     from fluxo.api.server import run_server
 
     overrides: dict[str, Any] = {}
@@ -750,7 +751,13 @@ async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
     modules = load_services(args.module)
     db = await open_database(config)
     try:
-        await run_server(config, db, default_services(config, db) + modules, workers=args.workers)
+        await run_server(
+            config,
+            db,
+            default_services(config, db) + modules,
+            workers=args.workers,
+            faces=[console.mount],
+        )
     finally:
         await db.close()
     return 0
