@@ -471,7 +471,8 @@ def _detail(step: Step, _: Gettext) -> str:
     if isinstance(step, DelayStep):
         return f"delay · {step.seconds:g} s"
     if isinstance(step, SwitchStep):
-        return f"switch · {_('first match') if step.mode == 'first' else _('every match')}"
+        mode = _("first match") if step.mode == "first" else _("every match")
+        return f"switch · {mode}"
     return step.kind
 
 
