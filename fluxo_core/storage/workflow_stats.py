@@ -7,8 +7,9 @@ query per workflow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -53,7 +54,7 @@ class WorkflowStats:
 class WorkflowStatsStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        account = sa.bindparam("account_id")
+        account: sa.BindParameter[str] = sa.bindparam("account_id")
         self._jobs = (
             sa.select(
                 jobs.c.workflow,
@@ -81,10 +82,10 @@ class WorkflowStatsStore:
         """The stats of every workflow of ``account_id`` that has jobs, by workflow name."""
         params = {"account_id": account_id}
 
-        def read(conn: sa.Connection) -> tuple[list[sa.Row[tuple]], list[sa.Row[tuple]]]:  # type: ignore[type-arg]
+        def read(conn: sa.Connection) -> tuple[Sequence[Any], Sequence[Any]]:
             return (
-                list(conn.execute(self._jobs, params).all()),
-                list(conn.execute(self._spend, params).all()),
+                conn.execute(self._jobs, params).all(),
+                conn.execute(self._spend, params).all(),
             )
 
         job_rows, spend_rows = await self.db.read(read)

@@ -78,7 +78,9 @@ def test_the_workflow_page_shows_graph_engines_versions_diff_and_exports(
     console.page.get_by_label("Compare version").select_option("1")
     console.page.get_by_label("with version").select_option("2")
     console.page.get_by_role("button", name="Show the differences").click()
-    expect(console.page.locator(".diff-add").filter(has_text="description: Version two.")).to_have_count(1)
+    expect(
+        console.page.locator(".diff-add").filter(has_text="description: Version two.")
+    ).to_have_count(1)
     expect(console.page.locator(".diff-del").first).to_be_visible()
 
     with console.page.expect_download() as download:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import gettext
 import json
 import os
 import re
@@ -37,6 +38,9 @@ from translators import FLOW_LIMITS, NodeRedOptions, from_nodered, to_argo, to_n
 __all__ = ["routes"]
 
 MAX_DIFF_LINES: Final = 2000
+MAX_UPLOAD_BYTES: Final = min(512 * 1024, FLOW_LIMITS.max_bytes)
+"""A flow file the import page reads. The page sends the file back with the apply form, and a
+request body stays within the API's (about 1 MiB); larger flows go through ``fluxo import``."""
 IMPORT_NAME: Final = "flow"
 KEY_FIELD: Final = "_key"
 """The Run form's idempotency key: a form submitted twice (a double click, a reload) makes one
@@ -56,7 +60,7 @@ def routes() -> list[Route]:
     ]
 
 
-def _gettext(request: web.Request) -> i18n.gettext.NullTranslations:
+def _gettext(request: web.Request) -> gettext.NullTranslations:
     return i18n.translations(locale_of(request))
 
 
@@ -281,7 +285,7 @@ def _import_render(request: web.Request, *, status: int = 200, **values: Any) ->
         "workflows/import.html",
         status=status,
         section="workflows",
-        limit=FLOW_LIMITS.max_bytes,
+        limit=MAX_UPLOAD_BYTES,
         engines=[e.name for e in platform(request).registry.engines()],
         **values,
     )
@@ -295,13 +299,12 @@ async def _import_preview(request: web.Request) -> web.StreamResponse:
     upload = posted.get("file")
     if not isinstance(upload, web.FileField):
         return _import_render(request, status=422, failure=_("Choose a flow file to upload."))
-    data = upload.file.read(FLOW_LIMITS.max_bytes + 1)
-    if len(data) > FLOW_LIMITS.max_bytes:
+    data = upload.file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
         return _import_render(
             request,
             status=413,
-            failure=_("The file is larger than %(limit)d bytes.")
-            % {"limit": FLOW_LIMITS.max_bytes},
+            failure=_("The file is larger than %(limit)d bytes.") % {"limit": MAX_UPLOAD_BYTES},
         )
     return await _preview(request, data.decode("utf-8", errors="replace"), _stem(upload.filename))
 
@@ -350,7 +353,7 @@ async def _import_apply(request: web.Request) -> web.StreamResponse:
     text = str(posted.get("flow", ""))
     name = _stem(str(posted.get("name", IMPORT_NAME)))
     engine = str(posted.get("engine", ""))
-    if len(text.encode()) > FLOW_LIMITS.max_bytes:
+    if len(text.encode()) > MAX_UPLOAD_BYTES:
         return _import_render(request, status=413, failure=_("The flow is too large."))
     if engine not in ENGINES:
         return _import_render(request, status=422, failure=_("Choose an engine."))
