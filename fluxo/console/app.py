@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from pathlib import Path
@@ -21,6 +22,7 @@ from fluxo.console.session import (
     csrf_ok,
     pre_session_cookie,
 )
+from fluxo.console.sse import CLOSING
 from fluxo.console.web import (
     ENVIRONMENTS,
     SESSION_TOKEN,
@@ -57,6 +59,8 @@ def create_console() -> web.Application:
     ``PLATFORM`` it reads through ``request.config_dict``)."""
     app = web.Application(middlewares=[_headers, _errors, _session, _csrf])
     app[ENVIRONMENTS] = {locale: _environment(locale) for locale in i18n.LOCALES}
+    app[CLOSING] = asyncio.Event()
+    app.on_shutdown.append(_close_streams)
     routes = pages.discover()
     app[PUBLIC] = frozenset(r.name for r in routes if r.public) | {"static"}
     app.router.add_static("/static", STATIC, name="static")
@@ -65,6 +69,10 @@ def create_console() -> web.Application:
     # Last: any other path under /console is the console's 404 page, not the API's JSON.
     app.router.add_route("*", "/{tail:.*}", _not_found, name="not_found")
     return app
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[CLOSING].set()
 
 
 def _environment(locale: str) -> Environment:

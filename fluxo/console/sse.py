@@ -14,7 +14,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-__all__ = ["HEARTBEAT_S", "MAX_STREAM_S", "stream"]
+__all__ = ["CLOSING", "HEARTBEAT_S", "MAX_STREAM_S", "stream"]
+
+CLOSING = web.AppKey("console_closing", asyncio.Event)
+"""Set when the server shuts down: open streams end at once instead of holding the shutdown."""
 
 Fragments = Callable[[], Awaitable[dict[str, str]]]
 
@@ -59,10 +62,26 @@ async def stream(
             if loop.time() - last_sent >= HEARTBEAT_S:
                 await response.write(b": keep-alive\n\n")
                 last_sent = loop.time()
-            await asyncio.sleep(interval_s)
+            if _gone(request) or await _closing(request, interval_s):
+                break
     except ConnectionResetError:
         pass  # the browser went away (a closed tab, another page): nothing to finish
     return response
+
+
+def _gone(request: web.Request) -> bool:
+    """The browser left (a closed tab, another page); noticed without waiting for a write."""
+    return request.transport is None or request.transport.is_closing()
+
+
+async def _closing(request: web.Request, wait_s: float) -> bool:
+    """Wait ``wait_s``; True at once if the server is shutting down."""
+    closing = request.app[CLOSING]
+    try:
+        await asyncio.wait_for(closing.wait(), wait_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _event(name: str, data: str) -> bytes:

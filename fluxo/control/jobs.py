@@ -51,6 +51,7 @@ __all__ = [
     "JobRecord",
     "JobService",
     "JobSummary",
+    "job_summary",
     "parse_version",
     "split_workflow_ref",
 ]
@@ -476,8 +477,14 @@ class JobService:
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        engine: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        contains: str | None = None,
     ) -> JobPage:
-        """Newest first; ``cursor`` is the ``next_cursor`` of the previous page."""
+        """Newest first; ``cursor`` is the ``next_cursor`` of the previous page. ``engine``,
+        ``since``/``until`` (creation time, epoch seconds) and ``contains`` (text inside the
+        job's input or result) narrow it further (the console's filters)."""
         if not 1 <= limit <= 500:
             raise ValidationError(
                 "limit must be between 1 and 500", problems=[("limit", "out of range")]
@@ -488,9 +495,17 @@ class JobService:
                 problems=[("status", f"one of {', '.join(JOB_STATUSES)}")],
             )
         rows, next_cursor = await self.store.page(
-            principal.account_id, workflow=workflow, status=status, limit=limit, cursor=cursor
+            principal.account_id,
+            workflow=workflow,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+            engine=engine,
+            since=since,
+            until=until,
+            contains=contains,
         )
-        return JobPage(items=[_summary(r) for r in rows], next_cursor=next_cursor)
+        return JobPage(items=[job_summary(r) for r in rows], next_cursor=next_cursor)
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
         row = await self.store.job(job_id, account_id=principal.account_id)
@@ -589,7 +604,7 @@ def _masked_steps(steps: Sequence[StepState]) -> list[StepState]:
     ]
 
 
-def _summary(row: JobSummaryRow) -> JobSummary:
+def job_summary(row: JobSummaryRow) -> JobSummary:
     """A stored job as the API lists it (the one place a job row becomes a summary)."""
     return JobSummary(
         id=row.id,
@@ -612,7 +627,7 @@ def _record(row: JobRow) -> JobRecord:
     results = orjson.loads(row.result) if row.result else None
     result = results[0] if results is not None and len(results) == 1 else results
     return JobRecord(
-        **dict(_summary(row)),
+        **dict(job_summary(row)),
         input=mask_credentials(orjson.loads(row.input)["payload"]),
         result=mask_credentials(result) if row.status == "succeeded" else None,
     )

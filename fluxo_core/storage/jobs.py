@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import RunStatus, StepPhase, StepState
@@ -228,11 +230,18 @@ class JobStore:
         status: str | None,
         limit: int,
         cursor: str | None,
+        engine: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        contains: str | None = None,
     ) -> tuple[list[JobSummaryRow], str | None]:
         """Newest first, keyset-paginated; returns ``(rows, next_cursor)``.
 
         The rows are summaries: every column but the packets (``input``, ``result``), which can
-        be megabytes each; :meth:`job` reads one job whole.
+        be megabytes each; :meth:`job` reads one job whole. ``since``/``until`` bound the
+        creation time (``[since, until)``); ``contains`` keeps the jobs whose input or result
+        holds that text (an order id, an email): a scan of the account's jobs in the other
+        bounds, newest first, that stops once the page is full.
         """
         summary = [c for c in jobs.c if c.name not in ("input", "result")]
         query = sa.select(*summary).where(jobs.c.account_id == account_id)
@@ -240,6 +249,17 @@ class JobStore:
             query = query.where(jobs.c.workflow == workflow)
         if status:
             query = query.where(jobs.c.status == status)
+        if engine:
+            query = query.where(jobs.c.engine == engine)
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
+        if until is not None:
+            query = query.where(jobs.c.created_at < until)
+        if contains:
+            needle = contains.encode()
+            query = query.where(
+                sa.or_(_HoldsBytes(jobs.c.input, needle), _HoldsBytes(jobs.c.result, needle))
+            )
         if cursor:
             try:
                 created, job_id = cursor.split("_", 1)
@@ -447,6 +467,27 @@ def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     for row in rows:
         groups.setdefault(frozenset(row), []).append(row)
     return list(groups.values())
+
+
+class _HoldsBytes(sa.sql.functions.FunctionElement[bool]):
+    """Whether a binary column holds a byte string (no LIKE: its wildcards would need escaping,
+    and PostgreSQL's bytea takes no ESCAPE); compiled per dialect."""
+
+    type = sa.Boolean()
+    name = "holds_bytes"
+    inherit_cache = True
+
+
+@compiles(_HoldsBytes, "sqlite")
+def _holds_bytes_sqlite(element: _HoldsBytes, compiler: SQLCompiler, **kw: Any) -> str:
+    column, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(instr({column}, {needle}) > 0)"
+
+
+@compiles(_HoldsBytes, "postgresql")
+def _holds_bytes_postgresql(element: _HoldsBytes, compiler: SQLCompiler, **kw: Any) -> str:
+    column, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(position({needle} in {column}) > 0)"
 
 
 def job_channel(job_id: str) -> str:

@@ -165,6 +165,7 @@ calls = Table(
     Column("finished_at", Float),
     Index("ix_calls_account_created", "account_id", "created_at"),
     Index("ix_calls_job", "job_id"),
+    Index("ix_calls_account_status", "account_id", "status", "created_at"),
 )
 
 # The usage ledger: one record per completed call, committed with its result.
@@ -236,6 +237,7 @@ jobs = Table(
     UniqueConstraint("account_id", "workflow", "idempotency_key"),
     Index("ix_jobs_account_created", "account_id", "created_at"),
     Index("ix_jobs_account_workflow_status", "account_id", "workflow", "status"),
+    Index("ix_jobs_account_status", "account_id", "status", "created_at"),
 )
 
 # One row per execution of a step in a job; ``key`` is the step id plus its fan-out position.

@@ -34,11 +34,56 @@ except ImportError:  # pragma: no cover - the dev extra installs it
     sync_playwright = None  # type: ignore[assignment]
 
 
+WORKFLOWS: dict[str, list[dict[str, Any]]] = {
+    # price -> wait: a job that runs as long as its input says, and costs 1.50 + 0.25.
+    "orders": [
+        {"id": "price", "kind": "service", "service": "console-price", "next": ["wait"]},
+        {"id": "wait", "kind": "service", "service": "console-wait"},
+    ],
+    # price -> refuse: fails at its second step with the service's cause.
+    "refunds": [
+        {"id": "price", "kind": "service", "service": "console-price", "next": ["refuse"]},
+        {"id": "refuse", "kind": "service", "service": "console-refuse"},
+    ],
+}
+
+
 @dataclass
 class Server:
     url: str
     home: Path
     admin_token: str
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, account: str) -> str:
+        """An API token of the account's admin user (made once)."""
+        if account not in self.tokens:
+            self.tokens[account] = self.token_for(account, ACCOUNTS[account])
+        return self.tokens[account]
+
+    def apply_workflows(self, account: str) -> None:
+        for name, steps in WORKFLOWS.items():
+            self.api(
+                "POST",
+                "/v1/workflows",
+                {
+                    "apiVersion": "fluxo.dev/v1",
+                    "kind": "Workflow",
+                    "metadata": {"name": name},
+                    "spec": {"engine": "step", "steps": steps},
+                },
+                token=self.token(account),
+            )
+
+    def run(self, account: str, workflow: str, payload: Any, wait_s: float = 20) -> dict[str, Any]:
+        """Create a job and wait up to ``wait_s`` for it to end (0: return at once)."""
+        job: dict[str, Any] = self.api(
+            "POST",
+            f"/v1/workflows/{workflow}/jobs?wait={wait_s:g}",
+            {"input": payload},
+            token=self.token(account),
+        )
+        return job
 
     def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
         """Call the JSON API (as the platform admin unless ``token``)."""
@@ -92,7 +137,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("console-home")
-    with fluxo_up("--port", "0", home=home) as up:
+    with fluxo_up("--port", "0", "--module", "tests.console.services", home=home) as up:
         if up.proc.poll() is not None:
             raise AssertionError(f"fluxo up ended:\n{up.output}")
         match = re.search(r"console: (\S+)", up.output)
@@ -149,8 +194,8 @@ class Console:
         self.page.get_by_label("Account").fill(account)
         self.page.get_by_label("User", exact=True).fill(user or ACCOUNTS[account])
         self.page.get_by_label("Password").fill(password)
-        self.page.get_by_role("button", name="Sign in", exact=True).click()
-        self.page.wait_for_load_state()
+        with self.page.expect_navigation():
+            self.page.get_by_role("button", name="Sign in", exact=True).click()
 
     def session_cookie(self) -> str:
         return next(c["value"] for c in self.page.context.cookies() if c["name"] == "fluxo_session")
