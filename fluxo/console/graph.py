@@ -23,12 +23,13 @@ Everything is O(steps + edges + bends) per pass; 500 steps lay out in millisecon
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from markupsafe import Markup, escape
 
+from fluxo_core.engine import StepState
 from fluxo_core.ir import (
     AllOf,
     AnyOf,
@@ -55,6 +56,7 @@ __all__ = [
     "GraphNode",
     "layout_graph",
     "render_graph",
+    "step_phases",
 ]
 
 STATES: Final = (
@@ -68,6 +70,18 @@ STATES: Final = (
     "blocked",
 )
 """The step phases a node can be coloured by (``fluxo_core.engine.StepPhase``)."""
+_PRECEDENCE: Final = (
+    "failed",
+    "blocked",
+    "running",
+    "waiting",
+    "pending",
+    "cancelled",
+    "succeeded",
+    "skipped",
+)
+"""Which phase a step shows when it ran several times (a branch per item of a split): the
+first found here, so one failed branch shows, and a step is green only when all are done."""
 
 NODE_W: Final = 224
 NODE_H: Final = 52
@@ -207,9 +221,20 @@ def layout_graph(workflow: Workflow, gettext: Gettext | None = None) -> GraphLay
     return GraphLayout(nodes=nodes, edges=tuple(edges), width=width, height=height)
 
 
+def step_phases(steps: Iterable[StepState]) -> dict[str, str]:
+    """The phase of each step of a job, from its executions (see ``_PRECEDENCE``)."""
+    seen: dict[str, set[str]] = {}
+    for state in steps:
+        seen.setdefault(state.step_id, set()).add(state.phase)
+    return {
+        step_id: next((p for p in _PRECEDENCE if p in phases), "pending")
+        for step_id, phases in seen.items()
+    }
+
+
 def render_graph(
     workflow: Workflow,
-    step_states: Mapping[str, str] | None = None,
+    step_states: Mapping[str, str] | Iterable[StepState] | None = None,
     *,
     gettext: Gettext | None = None,
     element_id: str | None = None,
@@ -218,13 +243,16 @@ def render_graph(
 
     Args:
         workflow: the workflow version to draw.
-        step_states: the phase of each step (a job page); a step left out is ``pending``.
-            Without it (a workflow page) nodes carry no state class.
+        step_states: the phase of each step (a job page), or the job's step executions
+            (folded by :func:`step_phases`); a step left out is ``pending``. Without it (a
+            workflow page) nodes carry no state class.
         gettext: translates the few words the graph writes (``default``, ``on error``, ...).
         element_id: the ``id`` of the ``<svg>``, which prefixes its inner ids (two graphs on one
             page must differ); derived from the workflow's name when absent.
     """
     _ = gettext or _identity
+    if step_states is not None and not isinstance(step_states, Mapping):
+        step_states = step_phases(step_states)
     layout = layout_graph(workflow, gettext)
     base = element_id or f"graph-{workflow.metadata.name}"
     title = _("Workflow %(name)s: %(count)d steps") % {

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fluxo.console.graph import STATES, GraphLayout, layout_graph, render_graph
+from fluxo.console.graph import STATES, GraphLayout, layout_graph, render_graph, step_phases
+from fluxo_core.engine import StepState
 from fluxo_core.ir import Workflow, load_workflows_yaml
 from tests.support.golden import regenerate_requested
 
@@ -226,3 +227,28 @@ def test_a_workflow_of_500_steps_lays_out_within_bounds() -> None:
     assert _overlaps(layout) == []
     svg = str(render_graph(_workflow(steps)))
     assert svg.count("data-step=") == 500
+
+
+def _state(key: str, phase: str) -> StepState:
+    return StepState(key=key, step_id=key.split("[")[0], phase=phase, attempt=1)  # type: ignore[arg-type]
+
+
+def test_a_job_s_step_executions_fold_into_one_phase_per_step() -> None:
+    states = [
+        _state("each-lead", "succeeded"),
+        _state("enrich[0]", "succeeded"),
+        _state("enrich[1]", "running"),
+        _state("score[0]", "succeeded"),
+        _state("score[1]", "failed"),
+        _state("gather", "skipped"),
+    ]
+    assert step_phases(states) == {
+        "each-lead": "succeeded",
+        "enrich": "running",
+        "score": "failed",
+        "gather": "skipped",
+    }
+    svg = str(render_graph(_example("lead-enrichment"), states))
+    assert re.search(r'class="node node-service state-running" data-step="enrich"', svg)
+    assert re.search(r'class="node node-transform state-failed" data-step="score"', svg)
+    assert re.search(r'class="node node-transform state-pending[^"]*" data-step="prepare"', svg)
