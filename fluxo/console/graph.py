@@ -110,6 +110,31 @@ _OPS: Final = {
 
 Gettext = Callable[[str], str]
 
+# Presentation attributes: the graph reads well on a page without static/graph.css; that
+# stylesheet's rules (by class) take precedence, so a page can still recolour a node live.
+_KIND_PAINT: Final = {
+    "switch": ("#fef9c3", "#a16207"),
+    "split": ("#e0e7ff", "#4338ca"),
+    "join": ("#e0e7ff", "#4338ca"),
+    "transform": ("#f1f5f9", "#64748b"),
+    "native": ("#fce7f3", "#9d174d"),
+}
+_STATE_PAINT: Final = {
+    "pending": ("#f8fafc", "#94a3b8"),
+    "running": ("#dbeafe", "#1d4ed8"),
+    "waiting": ("#dbeafe", "#1d4ed8"),
+    "succeeded": ("#dcfce7", "#15803d"),
+    "failed": ("#fee2e2", "#b91c1c"),
+    "blocked": ("#ffedd5", "#c2410c"),
+    "cancelled": ("#f1f5f9", "#94a3b8"),
+    "skipped": ("#f1f5f9", "#94a3b8"),
+}
+_PLAIN: Final = ("#ffffff", "#64748b")
+_EDGE_PAINT: Final = {
+    "goto": ' stroke="#b91c1c" stroke-dasharray="6 4"',
+    "default": ' stroke-dasharray="2 3"',
+}
+
 
 @dataclass(frozen=True, slots=True)
 class GraphNode:
@@ -261,13 +286,14 @@ def render_graph(
     }
     out: list[str] = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="fluxo-graph" id="{escape(base)}" '
+        'font-family="system-ui, sans-serif" '
         f'viewBox="0 0 {_n(layout.width)} {_n(layout.height)}" width="{_n(layout.width)}" '
         f'height="{_n(layout.height)}" role="img" aria-label="{escape(title)}" '
         f'aria-labelledby="{escape(base)}-title">',
         f'<title id="{escape(base)}-title">{escape(title)}</title>',
         f'<defs><marker id="{escape(base)}-arrow" viewBox="0 0 10 10" refX="10" refY="5" '
         'markerWidth="10" markerHeight="10" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
-        '<path d="M0,0 L10,5 L0,10 z" class="arrow"/></marker></defs>',
+        '<path d="M0,0 L10,5 L0,10 z" class="arrow" fill="#64748b"/></marker></defs>',
         '<g class="edges">',
     ]
     for edge in layout.edges:
@@ -511,23 +537,27 @@ def _node_svg(node: GraphNode, state: str | None, *, is_start: bool) -> str:
     if is_start:
         classes.append("node-start")
     w, h = node.width, node.height
+    fill, stroke = _STATE_PAINT[state] if state else _KIND_PAINT.get(node.kind, _PLAIN)
+    paint = f'fill="{fill}" stroke="{stroke}" stroke-width="{3 if is_start else 1.5}"'
     if node.kind == "switch":
         tip = 12
         shape = (
-            f'<polygon class="shape" points="{_n(tip)},0 {_n(w - tip)},0 {_n(w)},{_n(h / 2)} '
+            f'<polygon class="shape" {paint} points="{_n(tip)},0 {_n(w - tip)},0 {_n(w)},{_n(h / 2)} '
             f'{_n(w - tip)},{_n(h)} {_n(tip)},{_n(h)} 0,{_n(h / 2)}"/>'
         )
     else:
         radius = h / 2 if node.kind in ("split", "join") else 6
-        shape = f'<rect class="shape" width="{_n(w)}" height="{_n(h)}" rx="{_n(radius)}"/>'
+        shape = f'<rect class="shape" {paint} width="{_n(w)}" height="{_n(h)}" rx="{_n(radius)}"/>'
     full = f"{node.name} ({node.step_id}): {node.detail}"
     return (
         f'<g class="{" ".join(classes)}" data-step="{escape(node.step_id)}" '
         f'transform="translate({_n(node.x)},{_n(node.y)})">'
         f"<title>{escape(full)}</title>{shape}"
-        f'<text class="name" x="{_n(w / 2)}" y="21" text-anchor="middle">'
+        f'<text class="name" x="{_n(w / 2)}" y="21" text-anchor="middle" font-size="13" '
+        'font-weight="600" fill="#0f172a">'
         f"{escape(_clip(node.name, NAME_CHARS))}</text>"
-        f'<text class="detail" x="{_n(w / 2)}" y="39" text-anchor="middle">'
+        f'<text class="detail" x="{_n(w / 2)}" y="39" text-anchor="middle" font-size="11" '
+        'fill="#475569">'
         f"{escape(_clip(node.detail, DETAIL_CHARS))}</text></g>"
     )
 
@@ -547,7 +577,9 @@ def _edge_svg(edge: GraphEdge, marker: str) -> str:
     parts = [
         f'<g class="{" ".join(classes)}" data-source="{escape(edge.source)}" '
         f'data-target="{escape(edge.target)}">',
-        f'<path d="{" ".join(path)}" marker-end="url(#{escape(marker)})"/>',
+        f'<path d="{" ".join(path)}" fill="none" stroke="#64748b" '
+        f'stroke-width="{3.5 if edge.fanout else 1.5}"{_EDGE_PAINT.get(edge.kind, "")} '
+        f'marker-end="url(#{escape(marker)})"/>',
     ]
     if edge.label:
         text = _clip(edge.label, LABEL_CHARS)
@@ -557,9 +589,10 @@ def _edge_svg(edge: GraphEdge, marker: str) -> str:
         width = 6.2 * len(text) + 8
         parts.append(
             f"<title>{escape(edge.label)}</title>"
-            f'<rect class="label-bg" x="{_n(x - width / 2)}" y="{_n(y - 9)}" '
+            f'<rect class="label-bg" fill="#ffffff" stroke="#cbd5e1" x="{_n(x - width / 2)}" y="{_n(y - 9)}" '
             f'width="{_n(width)}" height="16" rx="3"/>'
-            f'<text class="label" x="{_n(x)}" y="{_n(y + 3)}" text-anchor="middle">'
+            f'<text class="label" x="{_n(x)}" y="{_n(y + 3)}" text-anchor="middle" '
+            'font-size="11" fill="#334155">'
             f"{escape(text)}</text>"
         )
     parts.append("</g>")
