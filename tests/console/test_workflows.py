@@ -213,3 +213,24 @@ def test_the_pages_in_portuguese(console: Console, order_intake: str) -> None:
     console.screenshot("workflow-run.pt_BR")
     console.goto("/import")
     console.screenshot("workflow-import.pt_BR")
+
+
+def test_a_viewer_sees_the_workflow_but_may_not_run_or_import_it(
+    console: Console, server: Server, acme_token: str, order_intake: str
+) -> None:
+    server.api(
+        "POST",
+        "/v1/users",
+        {"user_id": "vera", "role": "viewer", "password": "correct horse battery"},
+        token=acme_token,
+    )
+    console.sign_in("acme", "vera")
+    console.goto(f"/workflows/{order_intake}")
+    expect(console.page.get_by_role("img", name=re.compile(order_intake))).to_be_visible()
+    console.goto(f"/workflows/{order_intake}/run")
+    _run_form_fill(console, "ada@example.com")
+    console.expect_status(403)
+    console.page.get_by_role("button", name="Start the job").click()
+    expect(console.page.locator("main")).to_contain_text("A viewer may look")
+    jobs = server.api("GET", "/v1/jobs?workflow=order-intake&limit=500", token=acme_token)
+    assert all(job["user_id"] != "vera" for job in jobs["items"])
