@@ -227,6 +227,7 @@ def test_a_viewer_sees_the_workflow_but_may_not_run_or_import_it(
     console.sign_in("acme", "vera")
     console.goto(f"/workflows/{order_intake}")
     expect(console.page.get_by_role("img", name=re.compile(order_intake))).to_be_visible()
+    expect(console.page.get_by_role("link", name="Run", exact=True)).to_have_count(0)
     console.goto(f"/workflows/{order_intake}/run")
     _run_form_fill(console, "ada@example.com")
     console.expect_status(403)
