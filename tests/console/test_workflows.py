@@ -138,6 +138,14 @@ def test_import_a_node_red_flow_see_the_report_apply_and_run_it(
     console.sign_in()
     console.goto("/workflows")
     console.page.get_by_role("link", name="Import a Node-RED flow").click()
+    # A file that is not a flow: the reason, and nothing else happens.
+    console.expect_status(422)
+    console.page.get_by_label("Flow file").set_input_files(
+        {"name": "broken.json", "mimeType": "application/json", "buffer": b'[{"id": 1}'}
+    )
+    console.page.get_by_role("button", name="Read the flow").click()
+    expect(console.page.get_by_role("alert")).to_contain_text("JSON")
+    expect(console.page.locator("table.fidelity")).to_have_count(0)
     console.page.get_by_label("Flow file").set_input_files(
         str(EXAMPLES / "order-alerts.nodered.json")
     )
