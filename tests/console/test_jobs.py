@@ -114,9 +114,12 @@ def test_the_job_page_turns_green_live(console: Console, server: Server) -> None
     console.sign_in()
     console.goto(f"/jobs/{job['id']}")
     expect(console.page.locator("#job-head .status")).to_have_text("running")
-    # No reload: the server-sent events bring the end.
+    wait_node = console.page.locator('#job-graph [data-step="wait"]')
+    expect(wait_node).to_have_class(re.compile(r"\bstate-running\b"))
+    # No reload: the server-sent events bring the end, and the graph's step turns green.
     expect(console.page.locator("#job-head .status")).to_have_text("succeeded", timeout=20_000)
     expect(console.page.locator("#step-wait")).to_contain_text("succeeded")
+    expect(wait_node).to_have_class(re.compile(r"\bstate-succeeded\b"))
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from fluxo.console import sse
+from fluxo.console.graph import render_graph
 from fluxo.console.timeline import render_timeline
 from fluxo.console.web import Route, platform, render, render_fragment, url, viewer
 from fluxo.control.auth import require
@@ -175,47 +176,37 @@ async def _context(request: web.Request, job: JobRecord) -> dict[str, Any]:
     }
 
 
-@functools.cache
-def _graph_renderer() -> Callable[..., Markup] | None:
-    """``render_graph`` of fluxo/console/graph.py (the workflow pages' module), once it is
-    there; until then the job page leaves the graph's place empty. Looked up once."""
-    try:
-        from fluxo.console.graph import render_graph  # type: ignore[import-not-found, unused-ignore]
-    except ModuleNotFoundError:
-        return None
-    renderer: Callable[..., Markup] = render_graph
-    return renderer
-
-
-async def _graph(request: web.Request, job: JobRecord) -> Markup | None:
-    """The workflow graph coloured by the job's step states."""
-    renderer = _graph_renderer()
-    if renderer is None:
-        return None
+async def _graph(request: web.Request, job: JobRecord) -> Callable[[JobRecord], Markup]:
+    """The job's workflow graph, coloured by a record's step states (the workflow version is
+    read once: a job never changes version, while its states change on every live update)."""
     applied = await platform(request).workflows.get(
         viewer(request).account_id, job.workflow, job.version
     )
-    return renderer(applied.workflow, job.steps or [])
+    return lambda record: render_graph(applied.workflow, record.steps or [])
 
 
 async def _job(request: web.Request) -> web.StreamResponse:
     job = await _record(request)
     values = await _context(request, job)
-    return render(request, "job.html", graph=await _graph(request, job), **values)
+    graph = await _graph(request, job)
+    return render(request, "job.html", graph=graph(job), **values)
 
 
 async def _job_live(request: web.Request) -> web.StreamResponse:
     job = await _record(request)  # another account's job: 404 before the stream opens
     state = {"done": job.done}
+    graph = await _graph(request, job)
 
     async def fragments() -> dict[str, str]:
         current = await _record(request)
         state["done"] = current.done
         values = await _context(request, current)
-        return {
+        parts = {
             part: render_fragment(request, f"_{part.replace('-', '_')}.html", **values)
             for part in _LIVE_PARTS
         }
+        parts["job-graph"] = str(graph(current))  # the graph turns green step by step
+        return parts
 
     return await sse.stream(request, fragments, interval_s=0.5, done=lambda: state["done"])
 
