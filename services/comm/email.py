@@ -234,7 +234,7 @@ class EmailService:
         try:
             await smtp.connect()
             if spec.username is not None and password is not None:
-                await smtp.login(spec.username, password)
+                await _login(smtp, spec.username, password)
             errors, response = await smtp.send_message(
                 message, sender=spec.sender.addr_spec, recipients=spec.recipients
             )
@@ -470,6 +470,22 @@ def _address(item: Any, where: str, problems: Problems) -> Address | None:
         problems.add(where, "not an email address (expected e.g. ada@example.com)")
         return None
     return address
+
+
+async def _login(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:
+    """Log in with ONE method the server offers. aiosmtplib's ``login`` tries every method in
+    turn after a refusal, and some servers hang up on, or stall at, a second attempt: a wrong
+    password would then look like a network failure and be retried."""
+    await smtp.ehlo()
+    offered = smtp.supported_auth_methods
+    for method in ("plain", "login", "cram-md5"):
+        if method in offered:
+            await getattr(smtp, "auth_" + method.replace("-", ""))(username, password)
+            return
+    raise aiosmtplib.SMTPException(
+        "the server offers no login method Fluxo speaks (PLAIN, LOGIN, CRAM-MD5)"
+        + ("" if offered else "; it offers none at all: is it the submission port?")
+    )
 
 
 def _build(spec: _Email, call_id: str, attachments: list[StoredAttachment]) -> EmailMessage:

@@ -52,9 +52,9 @@ DEFAULT_BASE_URL = "https://api.twilio.com"
 _FIELDS = frozenset({"provider", "to", "from", "messaging_service_sid", "body", "media_urls"})
 _PROVIDER_FIELDS = frozenset({"base_url", "account_sid", "api_key_sid", "auth_token", "timeout_s"})
 _SID = re.compile(r"^[A-Za-z]{2}[0-9a-fA-F]{32}$")
-_PHONE = re.compile(
-    r"^(\+[1-9][0-9]{6,14}|[A-Za-z0-9:_.@+-]{2,64})$"
-)  # E.164, or a channel address
+# E.164, optionally behind a channel ("whatsapp:+1..."); a sender may also be an alphanumeric id.
+_PHONE = re.compile(r"^([a-z]{2,16}:)?\+[1-9][0-9]{6,14}$")
+_SENDER_ID = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
 _MAX_BODY_CHARS = 1600  # Twilio's limit for one message's Body
 _MAX_MEDIA = 10
 _MAX_ANSWER_BYTES = 65_536
@@ -233,7 +233,7 @@ class SmsService:
         if (sender is None) == (service_sid is None):
             problems.add("payload.from", "give either from (a number) or messaging_service_sid")
         if sender is not None:
-            if not _PHONE.match(sender):
+            if not (_PHONE.match(sender) or _SENDER_ID.match(sender)):
                 problems.add("payload.from", "not a phone number in E.164 form or a sender id")
             form.append(("From", sender))
         if service_sid is not None:

@@ -52,7 +52,11 @@ class Recorder:
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
         if self.fail_data is not None:
             return self.fail_data
-        login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+        login = (
+            session.auth_data.login.decode()
+            if isinstance(session.auth_data, LoginPassword)
+            else None
+        )
         self.received.append(
             Received(
                 mail_from=str(envelope.mail_from),
@@ -71,13 +75,20 @@ class _Authenticator:
         self.attempts: list[str] = []
 
     def __call__(
-        self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+        self,
+        server: SMTPServer,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: Any,
     ) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         login, password = auth_data.login.decode(), auth_data.password.decode()
         self.attempts.append(login)
-        return AuthResult(success=self.users.get(login) == password)
+        if self.users.get(login) != password:
+            return AuthResult(success=False, handled=False)  # the server answers 535
+        return AuthResult(success=True, auth_data=auth_data)
 
 
 @dataclass
