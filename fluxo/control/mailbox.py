@@ -242,18 +242,31 @@ class _Lost(Exception):
 class _Connection:
     """One logged-in IMAP connection with a folder selected."""
 
-    def __init__(self, client: aioimaplib.IMAP4, lost: asyncio.Event, uidvalidity: int) -> None:
+    def __init__(
+        self, client: aioimaplib.IMAP4, lost: asyncio.Event, uidvalidity: int, timeout_s: float
+    ) -> None:
         self.client = client
         self.lost = lost
         self.uidvalidity = uidvalidity
+        self.timeout_s = timeout_s
+        self.plain_transport: asyncio.Transport | None = None
+
+    async def run(self, command: Awaitable[Any]) -> Any:
+        """The command's answer; _Lost as soon as the connection drops, TimeoutError after the
+        command timeout. aioimaplib leaves a command whose connection dropped waiting forever,
+        and some (IDLE) have no timeout of their own."""
+        return await _unless_lost(asyncio.wait_for(command, self.timeout_s), self)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             if not self.lost.is_set():
                 await asyncio.wait_for(self.client.logout(), 2.0)
-        transport = self.client.protocol.transport
-        if transport is not None:
-            transport.close()
+        # Aborted, not closed: after LOGOUT (or a dropped connection) there is nothing left to
+        # say, and a TLS transport's close waits for a shutdown handshake that a dead server
+        # never answers, keeping the socket open. The plain transport under STARTTLS goes too.
+        for transport in (self.client.protocol.transport, self.plain_transport):
+            if transport is not None and not transport.is_closing():
+                transport.abort()
 
 
 class MailboxWatcher:
@@ -358,14 +371,15 @@ class MailboxWatcher:
             conn_lost_cb=lambda _exc: lost.set(),
             ssl_context=context if s.security == "tls" else None,
         )
-        connection = _Connection(client, lost, 0)
+        connection = _Connection(client, lost, 0, s.command_timeout_s)
         try:
             await client.wait_hello_from_server()
             if s.security == "starttls":
+                connection.plain_transport = client.protocol.transport
                 await self._starttls(client, context)
             password = await s.password()
             with hidden_from_logs([password, aioimaplib.quoted(password)]):
-                response = await client.login(s.username, password)
+                response = await connection.run(client.login(s.username, password))
             if response.result != "OK":
                 raise MailboxError(
                     f"mailbox {self._where}: the server refused the login of {s.username!r} "
@@ -374,7 +388,7 @@ class MailboxWatcher:
                 )
             # What the server offers once logged in (IDLE, MOVE) may differ from before.
             await asyncio.wait_for(client.protocol.capability(), s.command_timeout_s)
-            response = await client.select(aioimaplib.quoted(s.folder))
+            response = await connection.run(client.select(aioimaplib.quoted(s.folder)))
             if response.result != "OK":
                 raise MailboxError(
                     f"mailbox {self._where}: cannot open folder {s.folder!r} "
@@ -425,9 +439,9 @@ class MailboxWatcher:
         s = self.settings
         if not client.has_capability("IDLE"):
             await _unless_lost(asyncio.sleep(s.poll_interval_s), connection)
-            await self._ok(await client.noop(), "NOOP")
+            await self._ok(await connection.run(client.noop()), "NOOP")
             return
-        idle = await client.idle_start(timeout=s.idle_renew_s)
+        idle = await connection.run(client.idle_start(timeout=s.idle_renew_s))
         try:
             while True:
                 push = await _unless_lost(
@@ -440,7 +454,7 @@ class MailboxWatcher:
             if client.has_pending_idle() and not connection.lost.is_set():
                 client.idle_done()
                 # The server must answer DONE: a dead connection shows here within the timeout.
-                await asyncio.wait_for(idle, s.command_timeout_s)
+                await connection.run(idle)
 
     async def _new_messages(self, connection: _Connection) -> list[MailMessage]:
         s = self.settings
@@ -451,7 +465,7 @@ class MailboxWatcher:
             criteria += ["FROM", aioimaplib.quoted(s.from_filter)]
         if s.subject_filter and s.subject_filter.isascii():
             criteria += ["SUBJECT", aioimaplib.quoted(s.subject_filter)]
-        response = await connection.client.uid_search(*criteria, charset=None)
+        response = await connection.run(connection.client.uid_search(*criteria, charset=None))
         await self._ok(response, "SEARCH")
         uids = sorted(_search_uids(response.lines))
         found = []
@@ -474,14 +488,14 @@ class MailboxWatcher:
 
     async def _fetch(self, connection: _Connection, key: MessageKey) -> MailMessage | None:
         client = connection.client
-        response = await client.uid("fetch", str(key.uid), "(RFC822.SIZE)")
+        response = await connection.run(client.uid("fetch", str(key.uid), "(RFC822.SIZE)"))
         await self._ok(response, "FETCH")
         size = _fetched_size(response.lines)
         if size is None:
             return None  # expunged meanwhile
         truncated = size > self.settings.max_message_bytes
         part = "BODY.PEEK[HEADER]" if truncated else "BODY.PEEK[]"
-        response = await client.uid("fetch", str(key.uid), f"({part})")
+        response = await connection.run(client.uid("fetch", str(key.uid), f"({part})"))
         await self._ok(response, "FETCH")
         raw = _literal(response.lines)
         if raw is None:
@@ -543,7 +557,7 @@ class MailboxWatcher:
                     await act(self._commands)
                     self._pending.discard(key)
                     return
-                except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+                except (OSError, TimeoutError, _Lost, aioimaplib.AioImapException) as exc:
                     if self._commands is not None:
                         await self._commands.close()
                         self._commands = None
@@ -553,21 +567,23 @@ class MailboxWatcher:
                         ) from exc
 
     async def _store_flags(self, connection: _Connection, key: MessageKey, flag: str) -> None:
-        response = await connection.client.uid("store", str(key.uid), "+FLAGS.SILENT", f"({flag})")
+        response = await connection.run(
+            connection.client.uid("store", str(key.uid), "+FLAGS.SILENT", f"({flag})")
+        )
         await self._ok(response, "STORE")
 
     async def _move(self, connection: _Connection, key: MessageKey, folder: str) -> None:
         client = connection.client
         target = aioimaplib.quoted(folder)
         if client.has_capability("MOVE"):
-            await self._ok(await client.uid("move", str(key.uid), target), "MOVE")
+            await self._ok(await connection.run(client.uid("move", str(key.uid), target)), "MOVE")
             return
-        await self._ok(await client.uid("copy", str(key.uid), target), "COPY")
+        await self._ok(await connection.run(client.uid("copy", str(key.uid), target)), "COPY")
         await self._store_flags(connection, key, "\\Deleted")
         if client.has_capability("UIDPLUS"):
-            await self._ok(await client.uid("expunge", str(key.uid)), "EXPUNGE")
+            await self._ok(await connection.run(client.uid("expunge", str(key.uid))), "EXPUNGE")
         else:
-            await self._ok(await client.expunge(), "EXPUNGE")
+            await self._ok(await connection.run(client.expunge()), "EXPUNGE")
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -583,11 +599,11 @@ async def _unless_lost(waiting: Awaitable[Any], connection: _Connection) -> Any:
             return task.result()
         raise _Lost("the server closed the connection")
     finally:
-        for pending in (task, lost):
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+        waiting_on = [t for t in (task, lost) if not t.done()]
+        for pending in waiting_on:
+            pending.cancel()
+        # gather, not a suppressed await: a cancellation of the caller itself must go through.
+        await asyncio.gather(*waiting_on, return_exceptions=True)
 
 
 def _announces_mail(push: Any) -> bool:
