@@ -41,7 +41,7 @@ from email import policy as email_policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import aioimaplib
 
@@ -235,7 +235,7 @@ StoreAttachment = Callable[[MessageKey, AttachmentInfo, bytes], Awaitable[str]]
 HealthCallback = Callable[[MailboxHealth], Awaitable[None]]
 
 
-class _Lost(Exception):
+class _ConnectionLostError(Exception):
     """The connection closed under us."""
 
 
@@ -252,7 +252,7 @@ class _Connection:
         self.plain_transport: asyncio.Transport | None = None
 
     async def run(self, command: Awaitable[Any]) -> Any:
-        """The command's answer; _Lost as soon as the connection drops, TimeoutError after the
+        """The command's answer; _ConnectionLostError as soon as the connection drops, TimeoutError after the
         command timeout. aioimaplib leaves a command whose connection dropped waiting forever,
         and some (IDLE) have no timeout of their own."""
         return await _unless_lost(asyncio.wait_for(command, self.timeout_s), self)
@@ -317,10 +317,20 @@ class MailboxWatcher:
                         self._pending.add(message.key)
                         yield message
                     await self._wait_for_mail(connection)
-            except (MailboxError, _Lost, OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+            except (
+                MailboxError,
+                _ConnectionLostError,
+                OSError,
+                TimeoutError,
+                aioimaplib.AioImapException,
+            ) as exc:
                 failures += 1
                 await self._report("degraded", _describe(exc))
-                log.warning("mailbox %s: %s", self._where, _describe(exc).removeprefix(f"mailbox {self._where}: "))
+                log.warning(
+                    "mailbox %s: %s",
+                    self._where,
+                    _describe(exc).removeprefix(f"mailbox {self._where}: "),
+                )
             finally:
                 if connection is not None:
                     await connection.close()
@@ -343,7 +353,9 @@ class MailboxWatcher:
                 refused.
         """
         if not _FOLDER.match(folder) or '"' in folder or "\\" in folder:
-            raise ConfigError(f"mailbox folder {folder!r} must be printable ASCII", setting="folder")
+            raise ConfigError(
+                f"mailbox folder {folder!r} must be printable ASCII", setting="folder"
+            )
         await self._command(key, lambda c: self._move(c, key, folder))
 
     async def aclose(self) -> None:
@@ -409,7 +421,9 @@ class MailboxWatcher:
             )
         protocol = client.protocol
         command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
-        response = await asyncio.wait_for(protocol.execute(command), self.settings.command_timeout_s)
+        response = await asyncio.wait_for(
+            protocol.execute(command), self.settings.command_timeout_s
+        )
         if response.result != "OK":
             raise MailboxError(f"mailbox {self._where}: STARTTLS refused ({_text(response.lines)})")
         loop = asyncio.get_running_loop()
@@ -484,7 +498,9 @@ class MailboxWatcher:
             sender = f"{message.sender_name} <{message.sender}>".casefold()
             if s.from_filter.casefold() not in sender:
                 return False
-        return not (s.subject_filter and s.subject_filter.casefold() not in message.subject.casefold())
+        return not (
+            s.subject_filter and s.subject_filter.casefold() not in message.subject.casefold()
+        )
 
     async def _fetch(self, connection: _Connection, key: MessageKey) -> MailMessage | None:
         client = connection.client
@@ -527,9 +543,7 @@ class MailboxWatcher:
 
     async def _ok(self, response: Any, command: str) -> None:
         if response.result != "OK":
-            raise MailboxError(
-                f"mailbox {self._where}: {command} failed ({_text(response.lines)})"
-            )
+            raise MailboxError(f"mailbox {self._where}: {command} failed ({_text(response.lines)})")
 
     # --- marking ---------------------------------------------------------------------------
 
@@ -557,7 +571,12 @@ class MailboxWatcher:
                     await act(self._commands)
                     self._pending.discard(key)
                     return
-                except (OSError, TimeoutError, _Lost, aioimaplib.AioImapException) as exc:
+                except (
+                    OSError,
+                    TimeoutError,
+                    _ConnectionLostError,
+                    aioimaplib.AioImapException,
+                ) as exc:
                     if self._commands is not None:
                         await self._commands.close()
                         self._commands = None
@@ -590,14 +609,14 @@ class MailboxWatcher:
 
 
 async def _unless_lost(waiting: Awaitable[Any], connection: _Connection) -> Any:
-    """``waiting``'s result, or _Lost as soon as the connection closes."""
+    """``waiting``'s result, or _ConnectionLostError as soon as the connection closes."""
     task = asyncio.ensure_future(waiting)
     lost = asyncio.ensure_future(connection.lost.wait())
     try:
         await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             return task.result()
-        raise _Lost("the server closed the connection")
+        raise _ConnectionLostError("the server closed the connection")
     finally:
         waiting_on = [t for t in (task, lost) if not t.done()]
         for pending in waiting_on:
@@ -619,7 +638,7 @@ def _describe(exc: BaseException) -> str:
         return exc.message
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return "the server did not answer in time"
-    if isinstance(exc, _Lost):
+    if isinstance(exc, _ConnectionLostError):
         return str(exc)
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
@@ -678,8 +697,8 @@ def _parse(
     raw: bytes, settings: MailboxSettings
 ) -> tuple[dict[str, Any], list[tuple[AttachmentInfo, bytes | None]]]:
     """The message's fields and its attachments (with bytes where within the limits)."""
-    # The default policy makes EmailMessage objects (typeshed says Message).
-    message = cast(EmailMessage, BytesParser(policy=email_policy.default).parsebytes(raw))
+    # The default policy makes EmailMessage objects.
+    message = BytesParser(policy=email_policy.default).parsebytes(raw)
     sender_name, sender = "", ""
     addresses = _addresses(message, "From")
     if addresses:

@@ -174,8 +174,10 @@ class WebhookService:
             timeout_s=(self._config.comm_timeout_s + 30.0) * self._config.webhook_max_attempts,
         )
 
-    async def _handle(self, packet: Packet, call: Call) -> Payload:
-        return await self.send(packet.payload, call=call)
+    async def _handle(self, packet: Packet, call: Call | None = None) -> Payload:
+        # The runtime passes the call (the handler declares it); the default keeps the
+        # handler a one-argument callable, as Service types it.
+        return await self.send(packet.payload, call=call or Call.of(packet))
 
     async def send(self, payload: Payload, *, call: Call) -> Payload:
         """Deliver the webhook the payload describes, as ``call`` (its account, its delivery id).

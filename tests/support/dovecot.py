@@ -38,8 +38,10 @@ PASSWORD = "imap-Pa55-9c1e7d"
 
 
 def dovecot_binary() -> str | None:
-    return os.environ.get("DOVECOT_BIN") or shutil.which("dovecot") or (
-        "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
+    return (
+        os.environ.get("DOVECOT_BIN")
+        or shutil.which("dovecot")
+        or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
     )
 
 
@@ -188,7 +190,7 @@ service anvil {{
             imap.starttls(self.cert.client_context() if self.cert else None)
             imap.login(USER, PASSWORD)
             imap.select("INBOX", readonly=True)
-            status, data = imap.uid("FETCH", "1:*", "(FLAGS)")
+            _status, data = imap.uid("FETCH", "1:*", "(FLAGS)")
             result: dict[int, set[str]] = {}
             for item in data:
                 if not isinstance(item, bytes):
