@@ -31,6 +31,8 @@ from services import (
     StoredAttachment,
     WebhookService,
     builtin_services,
+    sign_webhook,
+    verify_webhook,
 )
 from tests.support.smtp import SmtpServer, run_smtp
 from tests.support.tls import SelfSigned, make_self_signed
@@ -562,3 +564,86 @@ async def test_credential_headers_and_literal_secrets_are_refused(
     }
     assert HOOK_KEY not in str(info.value.problems)
     assert receiver.deliveries == []
+
+
+def test_the_signature_helpers_refuse_stale_or_altered_deliveries() -> None:
+    now = 1_800_000_000
+    signature = sign_webhook(HOOK_KEY, now, b'{"a":1}')
+    assert signature.startswith("sha256=")
+    assert len(signature) == 7 + 64
+    assert verify_webhook(HOOK_KEY, str(now), signature, b'{"a":1}', now=now + 299)
+    assert not verify_webhook(HOOK_KEY, str(now), signature, b'{"a":2}', now=now)
+    assert not verify_webhook(HOOK_KEY, str(now), signature, b'{"a":1}', now=now + 301)
+    assert not verify_webhook("other", str(now), signature, b'{"a":1}', now=now)
+
+
+# --- as steps of jobs ------------------------------------------------------------------------
+
+
+def one_step(name: str, service: str, with_: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {
+            "engine": "step",
+            "steps": [{"id": "send", "kind": "service", "service": service, "with": with_}],
+        },
+    }
+
+
+async def test_jobs_send_email_sms_and_webhooks_and_store_no_credential(
+    db: Database,
+    smtp: SmtpServer,
+    cert: SelfSigned,
+    twilio: FakeTwilio,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fluxo.control.platform import Platform
+    from fluxo_core.redaction import install_log_redaction
+    from fluxo_core.storage import Principal
+    from tests.integration.test_secrets import everything_stored
+
+    install_log_redaction()
+    store = SecretStore(db, KEY)
+    services = [
+        EmailService(LOOPBACK, secrets=store, tls_context=cert.client_context()).service,
+        SmsService(LOOPBACK, secrets=store).service,
+        WebhookService(LOOPBACK, secrets=store).service,
+    ]
+    platform = Platform(
+        db, services, workers=1, poll_interval_s=0.2, admission_cache_s=0, secrets=store
+    )
+    acme = Principal(account_id="acme", user_id="ada")
+    await platform.accounts.ensure_account("acme")
+    for name, value in (
+        ("smtp-orders", SMTP_PASSWORD),
+        ("twilio", TWILIO_TOKEN),
+        ("hooks", HOOK_KEY),
+    ):
+        await store.put("acme", name, value)
+    smtp_with = {k: v for k, v in email(smtp).items() if k not in ("to", "text")}
+    sms_with = {"provider": sms(twilio)["provider"], "from": "+15017122661"}
+    hook_with = {"url": receiver.url + "/hook", "signing_secret": {"secret": "hooks"}}
+    caplog.set_level(logging.DEBUG)
+    async with platform:
+        for workflow, service, with_, job_input in (
+            ("mail", "email-send", smtp_with, {"to": ["ada@example.net"], "text": "shipped"}),
+            ("text", "sms-send", sms_with, {"to": "+15558675310", "body": "shipped"}),
+            ("hook", "webhook-send", hook_with, {"json": {"order": "SO-1042"}}),
+        ):
+            await platform.jobs.apply(one_step(workflow, service, with_), acme)
+            job = await platform.jobs.create(acme, workflow, job_input)
+            done = await platform.jobs.wait(acme, job.id, 30)
+            assert done.status == "succeeded", done.error
+    [mailed] = smtp.recorder.received
+    assert mailed.message["Subject"] == "Your order SO-1042"
+    assert len(twilio.sent) == 1
+    [delivered] = receiver.deliveries
+    assert delivered["signed"]
+    assert delivered["body"] == b'{"order":"SO-1042"}'
+    stored = await everything_stored(db)
+    for value in (SMTP_PASSWORD, TWILIO_TOKEN, HOOK_KEY):
+        assert value.encode() not in stored
+    no_secret_in(ours(caplog))
