@@ -276,7 +276,8 @@ class MailboxWatcher:
         settings: the server, login, folder, filters and limits.
         on_health: hears each change of health (connected, degraded with the error).
         store_attachment: stores each attachment's bytes and answers its reference; without
-            it attachments are listed with ``skipped`` and no bytes are kept.
+            it attachments are listed with ``skipped`` and no bytes are kept. An error it raises
+            ends :meth:`messages` (the message stays unseen and comes back on the next run).
     """
 
     def __init__(
@@ -516,10 +517,18 @@ class MailboxWatcher:
         raw = _literal(response.lines)
         if raw is None:
             return None
-        if len(raw) > _PARSE_OFF_LOOP_BYTES:
-            parsed, parts = await asyncio.to_thread(_parse, raw, self.settings)
-        else:
-            parsed, parts = _parse(raw, self.settings)
+        try:
+            if len(raw) > _PARSE_OFF_LOOP_BYTES:
+                parsed, parts = await asyncio.to_thread(_parse, raw, self.settings)
+            else:
+                parsed, parts = _parse(raw, self.settings)
+        except (ValueError, LookupError, IndexError, TypeError) as exc:
+            # A message the parser chokes on still starts its job (with what can be said of
+            # it) rather than stopping the watcher, or being skipped without a trace.
+            log.warning(
+                "mailbox %s: message %s does not parse: %s", self._where, key.dedup_key, exc
+            )
+            parsed, parts = _unparsed(), []
         if truncated:  # the headers only: no body to speak of, rather than an empty one
             parsed.update(text=None, html=None)
         attachments = []
@@ -732,6 +741,20 @@ def _parse(
         "html": html,
     }
     return fields, parts
+
+
+def _unparsed() -> dict[str, Any]:
+    return {
+        "message_id": None,
+        "sender": "",
+        "sender_name": "",
+        "to": (),
+        "cc": (),
+        "subject": "",
+        "date": None,
+        "text": None,
+        "html": None,
+    }
 
 
 def _skipped(info: AttachmentInfo, reason: str) -> AttachmentInfo:

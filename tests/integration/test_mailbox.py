@@ -350,3 +350,22 @@ def test_a_password_in_clear_is_refused_off_loopback() -> None:
     assert PASSWORD not in repr(
         MailboxSettings(host="::1", port=143, username=USER, password=password, security="none")
     )
+
+
+async def test_tls_from_the_start_and_a_certificate_it_does_not_trust(dovecot: Dovecot) -> None:
+    running = Watch(settings(dovecot, security="tls", port=dovecot.tls_port))
+    try:
+        await running.state("connected", 15)
+        dovecot.deliver(mail("over tls"))
+        assert (await running.next()).subject == "over tls"
+    finally:
+        await running.stop()
+    import ssl
+
+    untrusted = Watch(settings(dovecot, tls_context=ssl.create_default_context()))
+    try:
+        health = await untrusted.state("degraded", 15)
+        assert health.error is not None
+        assert "CERTIFICATE_VERIFY_FAILED" in health.error
+    finally:
+        await untrusted.stop()
