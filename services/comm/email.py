@@ -245,6 +245,7 @@ class EmailService:
                 if smtp.is_connected:
                     await smtp.quit()
             smtp.close()
+            sock.close()  # when the connection never got as far as taking it over
         refused = {r: (int(e.code), str(e.message)) for r, e in errors.items()}
         return refused, response
 

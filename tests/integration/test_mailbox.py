@@ -259,7 +259,10 @@ async def test_a_killed_server_shows_degraded_and_no_mail_is_missed_after_it_ret
     assert got == {"before", "while down 1", "while down 2"}
 
 
-async def test_a_server_without_idle_is_polled(tmp_path: Path) -> None:
+async def test_a_server_without_idle_is_polled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aioimaplib")
     from tests.conftest import require_server
 
     binary = dovecot_binary()
@@ -278,6 +281,9 @@ async def test_a_server_without_idle_is_polled(tmp_path: Path) -> None:
             await running.state("connected", 15)
             server.deliver(mail("polled"))
             assert (await running.next(within=10)).subject == "polled"
+            sent = [r.getMessage() for r in caplog.records if "Sending" in r.getMessage()]
+            assert any("NOOP" in line for line in sent)
+            assert not any("IDLE" in line for line in sent)
         finally:
             await running.stop()
             server.stop()
