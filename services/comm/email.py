@@ -244,8 +244,10 @@ class EmailService:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 if smtp.is_connected:
                     await smtp.quit()
+            # The socket is the transport's from connect() on (asyncio closes it with the
+            # transport, also when the TLS handshake fails); closing it here as well would
+            # free its descriptor under a transport still registered on it.
             smtp.close()
-            sock.close()  # when the connection never got as far as taking it over
         refused = {r: (int(e.code), str(e.message)) for r, e in errors.items()}
         return refused, response
 
