@@ -11,7 +11,9 @@ crash between receiving and committing loses no mail, and a repeat makes no seco
 New mail is "unseen mail in the folder": after a restart or a lost connection the watcher
 searches the folder again, so mail delivered while it was away is yielded as soon as it is back.
 It waits with IDLE (RFC 2177), renewed every ``idle_renew_s``, and polls every
-``poll_interval_s`` on a server without IDLE. Lost connections are retried with exponential
+``poll_interval_s`` on a server without IDLE. A connection that drops is noticed at once; one
+that goes silent (a cut network, a frozen server) when the renewal goes unanswered for
+``command_timeout_s``: with the defaults, within 25 seconds. Lost connections are retried with exponential
 backoff (``reconnect_min_s`` doubling to ``reconnect_max_s``, with jitter); the health callback
 hears ``connected`` on each connection made and ``degraded``, with the error, on each failure.
 
@@ -101,8 +103,8 @@ class MailboxSettings:
     from_filter: str | None = None
     subject_filter: str | None = None
     poll_interval_s: float = 30.0
-    idle_renew_s: float = 20.0
-    command_timeout_s: float = 15.0
+    idle_renew_s: float = 15.0
+    command_timeout_s: float = 10.0
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     max_message_bytes: int = 25 * 1024 * 1024

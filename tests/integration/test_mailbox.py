@@ -259,6 +259,25 @@ async def test_a_killed_server_shows_degraded_and_no_mail_is_missed_after_it_ret
     assert got == {"before", "while down 1", "while down 2"}
 
 
+async def test_a_silent_connection_shows_degraded_when_idle_goes_unanswered(
+    dovecot: Dovecot,
+) -> None:
+    running = Watch(settings(dovecot, idle_renew_s=1.0, command_timeout_s=1.0))
+    try:
+        await running.state("connected", 15)
+        dovecot.freeze(True)  # no reset, no close: the connection just goes quiet
+        try:
+            health = await running.state("degraded", within=30)
+            assert health.error == "the server did not answer in time"
+        finally:
+            dovecot.freeze(False)
+        await running.state("connected", within=30)
+        dovecot.deliver(mail("after the thaw"))
+        assert (await running.next(within=15)).subject == "after the thaw"
+    finally:
+        await running.stop()
+
+
 async def test_a_server_without_idle_is_polled(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

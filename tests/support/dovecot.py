@@ -159,9 +159,15 @@ service anvil {{
             self.process.wait(10)
         self.process = None
 
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP (or SIGCONT) every process of the server: its connections stay open, silent."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGCONT)  # a frozen server cannot stop
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(10)
