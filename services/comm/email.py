@@ -300,8 +300,7 @@ class EmailService:
         problems = Problems()
         if not isinstance(item, Mapping):
             problems.add("payload", "an email must be an object")
-            problems.raise_if_any("email-send")
-            raise AssertionError("unreachable")  # raise_if_any raised
+            problems.refuse("email-send")
         problems.unknown(item, _FIELDS, "payload")
         smtp = item.get("smtp")
         host, port, username, password, timeout = "", 0, None, None, 0.0

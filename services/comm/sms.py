@@ -188,8 +188,7 @@ class SmsService:
         problems = Problems()
         if not isinstance(item, Mapping):
             problems.add("payload", "a message must be an object")
-            problems.raise_if_any("sms-send")
-            raise AssertionError("unreachable")
+            problems.refuse("sms-send")
         problems.unknown(item, _FIELDS, "payload")
         provider = item.get("provider")
         url = httpx.URL(DEFAULT_BASE_URL)

@@ -310,8 +310,7 @@ class WebhookService:
         problems = Problems()
         if not isinstance(item, Mapping):
             problems.add("payload", "a webhook must be an object")
-            problems.raise_if_any("webhook-send")
-            raise AssertionError("unreachable")
+            problems.refuse("webhook-send")
         problems.unknown(item, _FIELDS, "payload")
         url = httpx.URL("http://invalid")
         raw_url = problems.string(item, "url", "payload", required=True)
