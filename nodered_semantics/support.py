@@ -32,6 +32,7 @@ __all__ = [
     "SUPPORTED_TYPES",
     "change_rules",
     "function_reads_context",
+    "function_reports_errors",
     "node_problem",
     "range_numbers",
     "rules_problem",
@@ -43,7 +44,7 @@ RULE_TYPES = frozenset({"change", "switch", "range", "sort"})
 
 NODERED_NODE_SERVICE = "nodered-node"
 """The name of the built-in service that runs one node on one message."""
-SUPPORTED_TYPES = frozenset({"function", "template", "json", "csv"}) | RULE_TYPES
+SUPPORTED_TYPES = frozenset({"function", "template", "json", "csv", "catch"}) | RULE_TYPES
 
 
 def node_problem(node: Mapping[str, Any]) -> str | None:
@@ -58,6 +59,10 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
     if kind in RULE_TYPES:
         return rules_problem(node)
+    if kind == "catch":
+        scope = node.get("scope")
+        if scope not in (None, "") and not isinstance(scope, list):
+            return f"it catches the failures of its {scope!r} (only the tab or listed nodes are)"
     if kind == "function":
         if not isinstance(node.get("func"), str):
             return "it has no code (func)"
@@ -106,6 +111,15 @@ def function_reads_context(code: str) -> bool:
     such a body different results, silently. Writes alone are harmless (nothing reads them).
     """
     return bool(_CONTEXT_READ.search(code))
+
+
+# node.error(text, msg) hands msg to the catch nodes and lets the body go on; done(err) likewise.
+_ERROR_WITH_MSG = re.compile(r"\bnode\s*\.\s*error\s*\([^;]*,|\bdone\s*\(\s*[^)\s]")
+
+
+def function_reports_errors(code: str) -> bool:
+    """Whether a function body reports a failure to the catch nodes without failing itself."""
+    return bool(_ERROR_WITH_MSG.search(code))
 
 
 def rules_problem(node: Mapping[str, Any]) -> str | None:

@@ -25,6 +25,7 @@ import pydantic
 from fluxo_core.errors import IRValidationError, ValidationError
 from fluxo_core.ir import Workflow
 from nodered_semantics.typed_values import constant_value
+from translators._nodered_catch import catch_scopes, wire_catches
 from translators._nodered_map import (
     STRUCTURAL,
     NodeMapping,
@@ -171,8 +172,17 @@ class _Builder:
                     if isinstance(wire, Mapping) and isinstance(wire.get("id"), str):
                         triggered += self.resolve(wire["id"])
         triggered_set = set(triggered)
-        roots = [m.id for m in steps if m.id in triggered_set or pred_count[m.id] == 0]
-        back = self._back_edges([m.id for m in steps], succ, roots)
+        fanouts, catches = wire_catches(self.box.name, steps, succ, self.notes)
+        roots = [
+            m.id
+            for m in steps
+            if (m.id in triggered_set or pred_count[m.id] == 0) and m.id not in catches
+        ]
+        # A catch some failure goes to is entered that way only: visited first, so what it
+        # feeds is not taken for a root, then dropped from the roots. (A catch no failure goes
+        # to stays a root, which the step engine refuses.)
+        back = self._back_edges([*catches, *(m.id for m in steps)], succ, roots)
+        roots[:] = [r for r in roots if r not in catches]
 
         for m in steps:
             self._fill_next(m, ports[m.id], back)
@@ -182,6 +192,7 @@ class _Builder:
         for m in steps:
             for sid, body in zip(m.step_ids, m.mapping.steps, strict=True):
                 bodies.append({"id": sid, **body})
+        bodies += fanouts
         entries = _unique(self.by_id[r].entry for r in roots)
         spec: dict[str, Any] = {}
         if len(entries) == 1:
@@ -460,6 +471,7 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
             node["id"], node["type"], str(label), workflow, status, target, reason
         )
 
+    scoped = catch_scopes(nodes)
     # classify flow nodes
     for node in nodes:
         if not is_flow_node(node):
@@ -498,7 +510,7 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
                 mapping=native_mapping(node, "links to another tab or returns to a link call"),
             )
         else:
-            member = _Member(node, "step", mapping=map_node(node, subflows))
+            member = _Member(node, "step", mapping=map_node(node, subflows, scoped.get(node["id"])))
         box.members.append(member)
 
     workflows: list[Workflow] = []

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxo_core.ir import NativeStep, Workflow
-from nodered_semantics.support import QUEUE_CONTROLS, node_problem
+from nodered_semantics.support import QUEUE_CONTROLS, function_reports_errors, node_problem
 from translators.nodered import Trigger
 
 __all__ = [
@@ -101,7 +101,15 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
                     f"inject {trigger.node_id} sends msg.{'/'.join(controls)} to a delay, which "
                     "acts on the messages the delay holds; the step engine's delay holds none"
                 )
+    fed = {t for s in workflow.spec.steps for t in _successors(s)} | {workflow.spec.start}
     for step in workflow.spec.steps:
+        if isinstance(step, NativeStep) and step.config.get("type") == "catch" and step.id in fed:
+            reasons.append(
+                f"step {step.id!r} (catch node {step.config.get('id', '?')}): messages reach it "
+                "by wires, not failures by on_error: goto (nothing in its scope runs natively "
+                "here, or it catches a group)"
+            )
+            continue
         if step.kind in _PLAIN_KINDS:
             continue
         if not isinstance(step, NativeStep):
@@ -115,6 +123,15 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
     return not reasons, reasons
 
 
+def _successors(step: Any) -> list[str]:
+    """The steps a step's output goes to (next, switch cases and default)."""
+    found = list(getattr(step, "next", None) or [])
+    for case in getattr(step, "cases", None) or []:
+        found += case.next
+    found += list(getattr(step, "default", None) or [])
+    return found
+
+
 def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
     """Why the step engine cannot run this native step (None when it can)."""
     config: Mapping[str, Any] = step.config
@@ -125,6 +142,15 @@ def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
     problem = node_problem(config)
     if problem is not None:
         return f"{where}: {problem}"
+    if (
+        kind == "function"
+        and not isinstance(step.on_error, str)
+        and function_reports_errors(str(config.get("func") or ""))
+    ):
+        return (
+            f"{where}: it reports failures with node.error(..., msg) or done(err) and goes on, "
+            "which reaches its catch node only on Node-RED"
+        )
     ports = native_ports(step, workflow)
     if isinstance(ports, str):
         return f"{where}: {ports}"

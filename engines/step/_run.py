@@ -362,6 +362,10 @@ class JobRun:
         else:  # goto
             target = on_error.goto
             failed = {"error": error, "input": payload, "step": step.id}
+            if isinstance(step, NativeStep):  # a Node-RED catch reports the failing node
+                failed["node"] = {
+                    k: step.config[k] for k in ("id", "type", "name") if k in step.config
+                }
             self.deliver(target, failed, context["frames"], f"{target}<{key}", context.get("msg"))
 
     # -- step kinds ---------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from nodered_semantics.js import JSThrowError
 from nodered_semantics.jsonata import JsonataError
 from nodered_semantics.support import NODERED_NODE_SERVICE, RULE_TYPES, supported_types_text
 from service_runtime.sdk import Outputs, Service
+from services.nodered.catch import run_catch
 from services.nodered.change import run_change
 from services.nodered.common import Fail, Sent, node_error, node_label
 from services.nodered.csv_node import run_csv
@@ -132,6 +133,8 @@ def run_node(
         return run_csv(node, message)
     if kind in RULE_TYPES:
         return run_rule_node(node, message, env or {}, node_error)
+    if kind == "catch":
+        return run_catch(node, message)
     raise ServiceError(
         f"{node_label(node)}: the {kind!r} node type runs only on Node-RED (the step engine "
         f"supports {supported_types_text()}); set spec.engine: nodered for this workflow",

@@ -1,0 +1,109 @@
+"""Node-RED constructs the step engine runs: how the import wires them, how the nodes behave.
+
+The differential test (tests/integration/nodered/test_differential.py) compares whole flows
+with a real Node-RED; these cases pin the rules on their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engines.step import step_runnable
+from fluxo_core.errors import ServiceError
+from services.nodered.service import run_node
+from translators._nodered_catch import catchers
+from translators.nodered import from_nodered
+
+
+def _catch(cid: str, scope: Any = None, uncaught: bool = False) -> dict[str, Any]:
+    return {"id": cid, "type": "catch", "z": "t", "scope": scope, "uncaught": uncaught}
+
+
+def test_catchers_follow_node_reds_order_and_uncaught_rule() -> None:
+    a, b, c = _catch("a", ["f"]), _catch("b", None, uncaught=True), _catch("c")
+    assert [x["id"] for x in catchers("f", [a, b, c])] == ["a", "c"]
+    assert [x["id"] for x in catchers("g", [a, b, c])] == ["b", "c"]
+    # Node-RED skips only the first "uncaught" catch when the failure was handled already
+    d = _catch("d", None, uncaught=True)
+    assert [x["id"] for x in catchers("f", [a, b, d])] == ["a"]
+    assert [x["id"] for x in catchers("g", [a, b, d])] == ["b", "d"]
+    assert catchers("a", [a]) == []  # a catch is not in its own scope
+
+
+def _fn(nid: str, wires: list[str], code: str = "return msg;") -> dict[str, Any]:
+    return {"id": nid, "type": "function", "z": "t", "func": code, "outputs": 1,
+            "x": 1, "y": 1, "wires": [wires]}  # fmt: skip
+
+
+def _flow(*nodes: dict[str, Any]) -> list[dict[str, Any]]:
+    inject = {"id": "i", "type": "inject", "z": "t", "x": 1, "y": 1, "wires": [["f"]]}
+    return [{"id": "t", "type": "tab", "label": "T"}, inject, *nodes]
+
+
+def _steps(flow: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    imp = from_nodered(flow, name="x")
+    (workflow,) = imp.workflows
+    doc = workflow.model_dump(mode="json", exclude_none=True)
+    return {s["id"]: s for s in doc["spec"]["steps"]}
+
+
+def test_a_failing_step_goes_to_its_catches() -> None:
+    change = {"id": "c", "type": "change", "z": "t", "x": 1, "y": 1, "wires": [[]],
+              "rules": [{"t": "set", "p": "payload.a", "pt": "msg", "to": "1", "tot": "num"}]}  # fmt: skip
+    one = _flow(_fn("f", ["c"]), change, {**_catch("k1"), "x": 1, "y": 1, "wires": [["h"]]},
+                _fn("h", []))  # fmt: skip
+    steps = _steps(one)
+    by_node = {s["config"]["id"]: s for s in steps.values() if s["kind"] == "native"}
+    assert by_node["f"]["on_error"] == {"goto": by_node["k1"]["id"]}
+    # a change in a catch's scope stays native: its failure names the node, as on Node-RED
+    assert by_node["c"]["on_error"] == {"goto": by_node["k1"]["id"]}
+    # what the catch feeds is not in its scope again, and the catch is no entry
+    assert by_node["h"]["on_error"] == "fail"
+    assert all(by_node["k1"]["id"] not in s.get("next", []) for s in steps.values())
+    two = _flow(_fn("f", []), {**_catch("k1"), "x": 1, "y": 1, "wires": [[]]},
+                {**_catch("k2", ["f"]), "x": 1, "y": 1, "wires": [[]]})  # fmt: skip
+    steps = _steps(two)
+    fan = steps["caught-1"]
+    assert sorted(fan["next"]) == sorted(
+        s["id"] for s in steps.values() if s.get("config", {}).get("type") == "catch"
+    )
+    assert next(s for s in steps.values() if s.get("config", {}).get("id") == "f")["on_error"] == {
+        "goto": "caught-1"
+    }
+
+
+def test_a_body_reporting_errors_in_a_catch_scope_is_refused() -> None:
+    flow = _flow(_fn("f", [], "node.error('bad', msg); return null;"),
+                 {**_catch("k"), "x": 1, "y": 1, "wires": [[]]})  # fmt: skip
+    imp = from_nodered(flow, name="x")
+    ok, reasons = step_runnable(imp.workflows[0], imp.triggers)
+    assert not ok
+    assert "node.error" in reasons[0]
+    group = _flow(_fn("f", []), {**_catch("k", "group"), "x": 1, "y": 1, "wires": [[]]})
+    imp = from_nodered(group, name="x")
+    assert not step_runnable(imp.workflows[0], imp.triggers)[0]
+
+
+def test_the_catch_node_builds_node_reds_error_message() -> None:
+    failure = {
+        "error": {"message": "function node f failed: Error: boom",
+                  "context": {"nodered_message": "Error: boom"}},
+        "input": {"n": 1},
+        "step": "f",
+        "node": {"id": "f", "type": "function", "name": "F"},
+    }  # fmt: skip
+    [(port, msg)] = run_node(_catch("k"), {"payload": failure, "topic": "t", "error": "old"})
+    assert port == 0
+    assert msg == {
+        "payload": {"n": 1},
+        "topic": "t",
+        "_error": "old",
+        "error": {
+            "message": "Error: boom",
+            "source": {"id": "f", "type": "function", "name": "F", "count": 1},
+        },
+    }
+    with pytest.raises(ServiceError, match="catch node k"):
+        run_node(_catch("k"), {"payload": {"n": 1}})
