@@ -28,6 +28,7 @@ from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
 __all__ = [
     "NODERED_NODE_SERVICE",
     "QUEUE_CONTROLS",
+    "REPORTED_PORT",
     "RULE_TYPES",
     "SUPPORTED_TYPES",
     "change_rules",
@@ -41,6 +42,11 @@ __all__ = [
 ]
 
 RULE_TYPES = frozenset({"change", "switch", "range", "sort"})
+
+REPORTED_PORT = -1
+"""The output "port" of a failure a node reported and went on (``node.error(err, msg)`` in a
+function): the packet's msg is ``{message, msg}``; the step engine hands it to the step's catch
+(its ``on_error: goto``) and drops it when there is none, as Node-RED only logs it then."""
 
 NODERED_NODE_SERVICE = "nodered-node"
 """The name of the built-in service that runs one node on one message."""
@@ -113,13 +119,14 @@ def function_reads_context(code: str) -> bool:
     return bool(_CONTEXT_READ.search(code))
 
 
-# node.error(text, msg) hands msg to the catch nodes and lets the body go on; done(err) likewise.
-_ERROR_WITH_MSG = re.compile(r"\bnode\s*\.\s*error\s*\([^;]*,|\bdone\s*\(\s*[^)\s]")
+# done(err) hands msg to the catch nodes; what the body sends besides is Node-RED's own business.
+_DONE_WITH_ERROR = re.compile(r"\bdone\s*\(\s*[^)\s]")
 
 
 def function_reports_errors(code: str) -> bool:
-    """Whether a function body reports a failure to the catch nodes without failing itself."""
-    return bool(_ERROR_WITH_MSG.search(code))
+    """Whether a function body reports a failure with ``done(err)``, which on Node-RED reaches
+    the catch nodes while what the body sent still goes on (the step engine fails the step)."""
+    return bool(_DONE_WITH_ERROR.search(code))
 
 
 def rules_problem(node: Mapping[str, Any]) -> str | None:

@@ -148,8 +148,8 @@ def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
         and function_reports_errors(str(config.get("func") or ""))
     ):
         return (
-            f"{where}: it reports failures with node.error(..., msg) or done(err) and goes on, "
-            "which reaches its catch node only on Node-RED"
+            f"{where}: it reports failures with done(err), which reaches its catch node while "
+            "its messages go on only on Node-RED"
         )
     ports = native_ports(step, workflow)
     if isinstance(ports, str):

@@ -215,7 +215,13 @@ function __makeNode(sends) {
     outputCount: __nodeInfo.outputs,
     log: function () { __logs.push(["info", __text(arguments)]); },
     warn: function () { __logs.push(["warn", __text(arguments)]); },
-    error: function () { __logs.push(["error", __text(arguments)]); },
+    error: function (err, m) {
+      __logs.push(["error", __text(arguments)]);
+      // With a message, Node-RED hands a copy to the catch nodes (and the body goes on).
+      if (m !== null && typeof m === "object" && !Array.isArray(m)) {
+        __outputs.push([-1, JSON.stringify({ message: String(err), msg: m })]);
+      }
+    },
     debug: function () { __logs.push(["debug", __text(arguments)]); },
     trace: function () { __logs.push(["trace", __text(arguments)]); },
     status: function () {},

@@ -246,7 +246,7 @@ def step_captures(
     def deliver(ports: Iterable[int], node: Mapping[str, Any], payload: Any) -> None:
         wires = node.get("wires") or []
         for p in ports:
-            if p < len(wires):
+            if 0 <= p < len(wires):  # a reported failure (port -1) goes to a catch, not a wire
                 for debug in debug_targets(imp, wires[p]):
                     captured.setdefault(debug, []).append(canonical(payload))
 

@@ -75,12 +75,12 @@ def test_a_failing_step_goes_to_its_catches() -> None:
 
 
 def test_a_body_reporting_errors_in_a_catch_scope_is_refused() -> None:
-    flow = _flow(_fn("f", [], "node.error('bad', msg); return null;"),
+    flow = _flow(_fn("f", [], "done('bad'); return msg;"),
                  {**_catch("k"), "x": 1, "y": 1, "wires": [[]]})  # fmt: skip
     imp = from_nodered(flow, name="x")
     ok, reasons = step_runnable(imp.workflows[0], imp.triggers)
     assert not ok
-    assert "node.error" in reasons[0]
+    assert "done(err)" in reasons[0]
     group = _flow(_fn("f", []), {**_catch("k", "group"), "x": 1, "y": 1, "wires": [[]]})
     imp = from_nodered(group, name="x")
     assert not step_runnable(imp.workflows[0], imp.triggers)[0]
@@ -107,3 +107,14 @@ def test_the_catch_node_builds_node_reds_error_message() -> None:
     }
     with pytest.raises(ServiceError, match="catch node k"):
         run_node(_catch("k"), {"payload": {"n": 1}})
+
+
+def test_a_function_reporting_an_error_sends_a_copy_to_the_catch() -> None:
+    code = "msg.payload.step = 1; node.error('half way', msg); msg.payload.step = 2; return msg;"
+    sent = run_node(_fn("f", [], code), {"payload": {"n": 1}})
+    assert [(port, m.get("payload")) for port, m in sent if port >= 0] == [(0, {"n": 1, "step": 2})]
+    [(port, report)] = [(port, m) for port, m in sent if port < 0]
+    assert report["message"] == "half way"
+    assert report["msg"]["payload"] == {"n": 1, "step": 1}
+    # without a message node.error only logs, as on Node-RED
+    assert [p for p, _ in run_node(_fn("f", [], "node.error('x'); return msg;"), {})] == [0]
