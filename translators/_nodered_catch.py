@@ -68,39 +68,50 @@ def wire_catches(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Give the steps in a catch's scope their ``on_error: goto``.
 
-    Returns the fan-out steps to add and the catch nodes some failure now goes to.
+    Returns the fan-out steps to add and the keys of the catches some failure now goes to.
 
-    ``steps``: the workflow's step members (``id``, ``node``, ``mapping``, ``entry``), in the
-    tab's order; ``succ``: node id -> the node ids it feeds.
+    ``steps``: the workflow's step members (``id``, ``key``, ``ctx``, ``node``, ``mapping``,
+    ``entry``), in the tab's order; ``succ``: member key -> the member keys it feeds. Copies
+    of another tab's nodes (brought in through links) go to the copies of that tab's catches.
     """
-    members = {m.id: m for m in steps}
-    catches = [m.node for m in steps if m.node.get("type") == "catch"]
+    members = {m.key: m for m in steps}
+    # The catches of each tab, per link-call context (a copy of a tab's nodes has its own).
+    catches: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+    for m in steps:
+        if m.node.get("type") == "catch":
+            catches.setdefault((str(m.node.get("z") or ""), m.ctx), []).append(m)
     if not catches:
         return [], []
     fed: set[str] = set()
-    todo = [str(c["id"]) for c in catches]
+    todo = [m.key for group in catches.values() for m in group]
     while todo:
-        nid = todo.pop()
-        if nid not in fed:
-            fed.add(nid)
-            todo += succ.get(nid, [])
+        key = todo.pop()
+        if key not in fed:
+            fed.add(key)
+            todo += succ.get(key, [])
     taken = {sid for m in steps for sid in m.step_ids}
     fanouts: dict[tuple[str, ...], str] = {}
     extra: list[dict[str, Any]] = []
     wired: set[str] = set()
     for m in steps:
-        chosen = [] if m.id in fed else catchers(m.id, catches)
+        group = catches.get((str(m.node.get("z") or ""), m.ctx), [])
+        by_node = {c.id: c for c in group}
+        chosen = (
+            []
+            if m.key in fed
+            else [by_node[str(c["id"])] for c in catchers(m.id, [c.node for c in group])]
+        )
         if not chosen:
             continue
         if m.mapping.kind != "native":
             notes.append(
                 f"workflow {workflow!r}: {m.node['type']} node {m.id} is in the scope of catch "
-                f"{chosen[0]['id']} but maps to a {m.mapping.kind} step: its failure fails the "
+                f"{chosen[0].id} but maps to a {m.mapping.kind} step: its failure fails the "
                 "job instead of reaching the catch"
             )
             continue
-        wired.update(str(c["id"]) for c in chosen)
-        targets = tuple(members[str(c["id"])].entry for c in chosen)
+        wired.update(c.key for c in chosen)
+        targets = tuple(members[c.key].entry for c in chosen)
         if len(targets) == 1:
             goto = targets[0]
         else:
@@ -123,4 +134,4 @@ def wire_catches(
             goto = fanouts[targets]
         for body in m.mapping.steps:
             body["on_error"] = {"goto": goto}
-    return extra, [str(c["id"]) for c in catches if str(c["id"]) in wired]
+    return extra, sorted(wired)

@@ -16,7 +16,7 @@ get a synthetic ``start`` step (an identity transform) that fans out to all of t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ import pydantic
 from fluxo_core.errors import IRValidationError, ValidationError
 from fluxo_core.ir import Workflow
 from nodered_semantics.typed_values import constant_value
-from translators._nodered_catch import catch_scopes, wire_catches
+from translators._nodered_catch import catch_scopes, catchers, wire_catches
 from translators._nodered_map import (
     STRUCTURAL,
     NodeMapping,
@@ -53,6 +53,7 @@ _SINKS = {
     "http response": "answers the HTTP caller: the API trigger answers with the job's result",
 }
 SOURCE_LABEL = {"fluxo.dev/source": "nodered"}
+MAX_LINK_CALL_DEPTH = 16  # link calls within link calls; deeper is a recursion, left out
 
 
 # --- one workflow --------------------------------------------------------------------------------
@@ -65,6 +66,14 @@ class _Member:
     reason: str = ""
     mapping: NodeMapping = field(default_factory=lambda: NodeMapping("none", [], ""))
     step_ids: list[str] = field(default_factory=list)
+    # A node brought in through links runs once per way in: its copy is keyed by the link calls
+    # it runs within (``ctx``, outermost first); a node of the workflow's own tab outside any
+    # call keeps its id as key.
+    key: str = ""
+    ctx: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.id
 
     @property
     def id(self) -> str:
@@ -110,23 +119,58 @@ class _Builder:
     """Builds one workflow from the members of one container."""
 
     def __init__(
-        self, box: _Container, index: Mapping[str, dict[str, Any]], zof: Mapping[str, str]
+        self,
+        box: _Container,
+        index: Mapping[str, dict[str, Any]],
+        classify: Callable[[dict[str, Any]], _Member],
+        used: set[str],
     ):
         self.box = box
         self.index = index
-        self.zof = zof
-        self.by_id = {m.id: m for m in box.members}
+        self.classify = classify
+        self.used = used
+        self.by_id = {m.key: m for m in box.members}
+        self.own = set(self.by_id)
+        self.borrowed: list[_Member] = []
         self.notes: list[str] = []
+        self.catches: dict[str, list[dict[str, Any]]] = {}
+        for node in index.values():
+            if node.get("type") == "catch" and node.get("d") is not True:
+                self.catches.setdefault(str(node.get("z") or ""), []).append(node)
 
     # -- wiring ---------------------------------------------------------------------------------
 
-    def resolve(self, target: str, seen: set[str] | None = None) -> list[str]:
-        """The step nodes a wire to ``target`` reaches, through junctions and links."""
+    def member(self, nid: str, ctx: tuple[str, ...]) -> _Member | None:
+        """The member node ``nid`` is within the link calls ``ctx``: the workflow's own, or a
+        copy brought in through links (made on first use, with the catches it needs)."""
+        if not ctx and nid in self.own:
+            return self.by_id[nid]
+        key = f"{nid}@{'|'.join(ctx)}"
+        found = self.by_id.get(key)
+        node = self.index.get(nid)
+        if found is not None or node is None or not is_flow_node(node):
+            return found
+        copy = self.classify(node)
+        copy.key, copy.ctx = key, ctx
+        if copy.role == "step":
+            assign_step_ids(copy, self.used)
+        self.by_id[key] = copy
+        self.borrowed.append(copy)
+        if copy.mapping.kind == "native":  # a failure here goes to the catches of its tab
+            for catch in catchers(nid, self.catches.get(str(node.get("z") or ""), [])):
+                self.member(str(catch["id"]), ctx)
+        return copy
+
+    def resolve(
+        self, target: str, seen: set[Any] | None = None, ctx: tuple[str, ...] = ()
+    ) -> list[str]:
+        """The keys of the step members a wire to ``target`` reaches (within the link calls
+        ``ctx``), through junctions, links, link calls and their returns."""
         seen = set() if seen is None else seen
-        if target in seen:
+        if (target, ctx) in seen:
             return []
-        seen.add(target)
-        member = self.by_id.get(target)
+        seen.add((target, ctx))
+        member = self.member(target, ctx)
         if member is None:
             if target not in self.index:
                 self.notes.append(
@@ -134,34 +178,56 @@ class _Builder:
                 )
             return []
         if member.role == "step":
-            return [target]
+            return [member.key]
         if member.role != "splice":
             return []
         node = member.node
-        if node["type"] == "link out":
-            found: list[str] = []
-            for link in node.get("links") or []:
-                found += self.resolve(link, seen)
+        kind = node["type"]
+        if kind == "link out" and node.get("mode") == "return":
+            if not ctx:  # nothing called it: Node-RED drops the message
+                return []
+            caller = self.by_id[ctx[-1]]
+            return [
+                s for t in _flat(caller.node.get("wires")) for s in self.resolve(t, seen, ctx[:-1])
+            ]
+        if kind == "link out":
+            return [s for link in node.get("links") or [] for s in self.resolve(link, seen, ctx)]
+        if kind == "link call":
+            if len(ctx) >= MAX_LINK_CALL_DEPTH:
+                return [self._too_deep(member).key]
+            inner = (*ctx, member.key)
+            return [s for link in node.get("links") or [] for s in self.resolve(link, seen, inner)]
+        return [s for t in _flat(node.get("wires")) for s in self.resolve(t, seen, ctx)]
+
+    def _too_deep(self, call: _Member) -> _Member:
+        """A link call nested past the bound (a recursion): kept as a native step, which only
+        Node-RED runs, so the step engine refuses the flow instead of cutting the recursion."""
+        key = f"{call.key}#deep"
+        found = self.by_id.get(key)
+        if found is not None:
             return found
-        return [s for t in _flat(node.get("wires")) for s in self.resolve(t, seen)]
+        self.notes.append(
+            f"workflow {self.box.name!r}: link calls nest deeper than {MAX_LINK_CALL_DEPTH} at "
+            f"node {call.id} (a recursion): the call stays a native step, which only Node-RED runs"
+        )
+        why = f"link calls nest deeper than {MAX_LINK_CALL_DEPTH} here (a recursion)"
+        stub = _Member(call.node, "step", mapping=native_mapping(call.node, why))
+        stub.key, stub.ctx = key, call.ctx
+        assign_step_ids(stub, self.used)
+        self.by_id[key] = stub
+        self.borrowed.append(stub)
+        return stub
 
     def step_ports(self, member: _Member) -> list[list[str]]:
-        if member.node["type"] == "link out":  # a native link out: its same-tab link targets
-            links = [t for link in member.node.get("links") or [] for t in self.resolve(link)]
-            return [_unique(links)]
-        return [_unique(s for t in port for s in self.resolve(t)) for port in _ports(member.node)]
+        return [
+            _unique(s for t in port for s in self.resolve(t, None, member.ctx))
+            for port in _ports(member.node)
+        ]
 
     # -- the workflow ---------------------------------------------------------------------------
 
     def build(self, subflow_out: list[str]) -> tuple[dict[str, Any], list[str]]:
         """The workflow document and the step nodes that start it."""
-        steps = [m for m in self.box.members if m.role == "step"]
-        ports = {m.id: self.step_ports(m) for m in steps}
-        succ = {m.id: _unique(t for port in ports[m.id] for t in port) for m in steps}
-        pred_count = {m.id: 0 for m in steps}
-        for targets in succ.values():
-            for t in targets:
-                pred_count[t] += 1
         triggered: list[str] = []
         for m in self.box.members:
             if m.role == "trigger":
@@ -172,20 +238,33 @@ class _Builder:
                     if isinstance(wire, Mapping) and isinstance(wire.get("id"), str):
                         triggered += self.resolve(wire["id"])
         triggered_set = set(triggered)
+        steps = [m for m in self.box.members if m.role == "step"]
+        ports: dict[str, list[list[str]]] = {}
+        done = 0
+        while done < len(steps) or len(steps) < len(self._steps(steps)):
+            steps = self._steps(steps)
+            for m in steps[done:]:
+                ports[m.key] = self.step_ports(m)  # may bring in more copies
+                done += 1
+        succ = {m.key: _unique(t for port in ports[m.key] for t in port) for m in steps}
+        pred_count = {m.key: 0 for m in steps}
+        for targets in succ.values():
+            for t in targets:
+                pred_count[t] += 1
         fanouts, catches = wire_catches(self.box.name, steps, succ, self.notes)
         roots = [
-            m.id
+            m.key
             for m in steps
-            if (m.id in triggered_set or pred_count[m.id] == 0) and m.id not in catches
+            if (m.key in triggered_set or pred_count[m.key] == 0) and m.key not in catches
         ]
         # A catch some failure goes to is entered that way only: visited first, so what it
         # feeds is not taken for a root, then dropped from the roots. (A catch no failure goes
         # to stays a root, which the step engine refuses.)
-        back = self._back_edges([*catches, *(m.id for m in steps)], succ, roots)
+        back = self._back_edges([*catches, *(m.key for m in steps)], succ, roots)
         roots[:] = [r for r in roots if r not in catches]
 
         for m in steps:
-            self._fill_next(m, ports[m.id], back)
+            self._fill_next(m, ports[m.key], back)
         self._resolve_joins(steps)
 
         bodies: list[dict[str, Any]] = []
@@ -233,6 +312,11 @@ class _Builder:
         }
         return document, roots
 
+    def _steps(self, steps: list[_Member]) -> list[_Member]:
+        """``steps`` and the step copies brought in since, in that order."""
+        known = {m.key for m in steps}
+        return steps + [m for m in self.borrowed if m.role == "step" and m.key not in known]
+
     def _back_edges(
         self, order: list[str], succ: Mapping[str, list[str]], roots: list[str]
     ) -> set[tuple[str, str]]:
@@ -267,7 +351,7 @@ class _Builder:
 
     def _fill_next(self, m: _Member, ports: list[list[str]], back: set[tuple[str, str]]) -> None:
         mapping = m.mapping
-        live = [[self.by_id[t].entry for t in port if (m.id, t) not in back] for port in ports]
+        live = [[self.by_id[t].entry for t in port if (m.key, t) not in back] for port in ports]
         for body, nxt in zip(mapping.steps[:-1], m.step_ids[1:], strict=True):
             body["next"] = [nxt]
         if mapping.switch_ports is not None:
@@ -410,6 +494,64 @@ def _trigger(member: _Member, workflow: str, starts: list[str]) -> tuple[Trigger
     ), reason
 
 
+def assign_step_ids(member: _Member, used: set[str]) -> None:
+    """Readable step ids for a step member, unique in the workflow (``used``)."""
+    base = slug(member.node.get("name") or member.node["type"], limit=40) or "step"
+    sid = base if base not in used else f"{base}-{slug(member.id, limit=14) or 'n'}"
+    n = 2
+    while sid in used:
+        sid = f"{base}-{n}"
+        n += 1
+    used.add(sid)
+    count = len(member.mapping.steps)
+    member.step_ids = [f"{sid}-request", sid] if count == 2 else [sid]
+    used.update(member.step_ids)
+
+
+def _classify(
+    node: dict[str, Any], subflows: Mapping[str, str], scoped: Mapping[str, str]
+) -> _Member:
+    """What one flow node is in its workflow (a fresh member each call: copies differ)."""
+    kind = node["type"]
+    if node.get("d") is True:
+        return _Member(node, "sink", "disabled in Node-RED: it passes no messages")
+    if kind in _SINKS:
+        return _Member(node, "sink", _SINKS[kind])
+    if kind in ("inject", "http in"):
+        return _Member(node, "trigger")
+    if kind == "junction":
+        return _Member(node, "splice", "a junction only joins wires: its wires became IR edges")
+    if kind == "link in":
+        return _Member(
+            node,
+            "splice",
+            "a link in only continues wires: its links became IR edges "
+            "(links from other tabs start this workflow)",
+        )
+    if kind == "link out" and node.get("mode") == "return":
+        return _Member(
+            node,
+            "splice",
+            "a return link out continues at the link call that called it: its copy of the "
+            "called nodes is wired on to the call's wires",
+        )
+    if kind == "link out":
+        return _Member(
+            node,
+            "splice",
+            "a link out only continues wires: its links became IR edges (the nodes it reaches "
+            "on other tabs are copied into this workflow)",
+        )
+    if kind == "link call" and node.get("linkType", "static") == "static":
+        return _Member(
+            node,
+            "splice",
+            "a link call runs the nodes of the link in it calls up to their return link out: "
+            "this workflow holds a copy of them per call, wired on to the call's wires",
+        )
+    return _Member(node, "step", mapping=map_node(node, subflows, scoped.get(node["id"])))
+
+
 def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
     """See :func:`translators.nodered.from_nodered`."""
     nodes = parse_flow(data)
@@ -457,7 +599,6 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
 
     entries: dict[str, NodeFidelity] = {}
     owner: dict[str, str] = {}
-    zof = {str(n["id"]): str(n.get("z") or "") for n in nodes}
 
     def record(
         node: Mapping[str, Any],
@@ -472,46 +613,13 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         )
 
     scoped = catch_scopes(nodes)
-    # classify flow nodes
+
+    def classify(node: dict[str, Any]) -> _Member:
+        return _classify(node, subflows, scoped)
+
     for node in nodes:
-        if not is_flow_node(node):
-            continue
-        box = boxes[str(node.get("z") or "")]
-        kind = node["type"]
-        if node.get("d") is True:
-            member = _Member(node, "sink", "disabled in Node-RED: it passes no messages")
-        elif kind in _SINKS:
-            member = _Member(node, "sink", _SINKS[kind])
-        elif kind in ("inject", "http in"):
-            member = _Member(node, "trigger")
-        elif kind == "junction":
-            member = _Member(
-                node, "splice", "a junction only joins wires: its wires became IR edges"
-            )
-        elif kind == "link in":
-            member = _Member(
-                node,
-                "splice",
-                "a link in only continues wires: its links became IR edges "
-                "(links from other tabs start this workflow)",
-            )
-        elif (
-            kind == "link out"
-            and node.get("mode", "link") == "link"
-            and all(zof.get(str(t)) == box.id for t in node.get("links") or [])
-        ):
-            member = _Member(
-                node, "splice", "a link out only continues wires: its links became IR edges"
-            )
-        elif kind == "link out":
-            member = _Member(
-                node,
-                "step",
-                mapping=native_mapping(node, "links to another tab or returns to a link call"),
-            )
-        else:
-            member = _Member(node, "step", mapping=map_node(node, subflows, scoped.get(node["id"])))
-        box.members.append(member)
+        if is_flow_node(node):
+            boxes[str(node.get("z") or "")].members.append(classify(node))
 
     workflows: list[Workflow] = []
     triggers: list[Trigger] = []
@@ -529,19 +637,9 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         # step ids: readable, unique in the workflow
         used = {"start"}
         for member in box.members:
-            if member.role != "step":
-                continue
-            base = slug(member.node.get("name") or member.node["type"], limit=40) or "step"
-            sid = base if base not in used else f"{base}-{slug(member.id, limit=14) or 'n'}"
-            n = 2
-            while sid in used:
-                sid = f"{base}-{n}"
-                n += 1
-            used.add(sid)
-            count = len(member.mapping.steps)
-            member.step_ids = [f"{sid}-request", sid] if count == 2 else [sid]
-            used.update(member.step_ids)
-        builder = _Builder(box, index, zof)
+            if member.role == "step":
+                assign_step_ids(member, used)
+        builder = _Builder(box, index, classify, used)
         subflow_out: list[str] = []
         if box.node is not None and box.node["type"] == "subflow":
             for port in box.node.get("out") or []:
@@ -592,7 +690,7 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
                 record(member.node, box.name, "mapped", f"trigger {trigger.kind}", reason)
             else:
                 record(member.node, box.name, "dropped", None, member.reason + "; kept for export")
-        step_nodes = {sid: m.id for m in box.members for sid in m.step_ids}
+        step_nodes = {sid: m.id for m in [*box.members, *builder.borrowed] for sid in m.step_ids}
         owned = tuple(
             n["id"]
             for n in by_container.get(box.id, ())
@@ -606,6 +704,12 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
             label=str((box.node or {}).get("label") or (box.node or {}).get("name") or box.name),
             imported=workflow,
             step_nodes=step_nodes,
+            step_calls={
+                sid: tuple(key.split("@")[0] for key in m.ctx)
+                for m in builder.borrowed
+                if m.ctx
+                for sid in m.step_ids
+            },
             node_ids=owned,
         )
 

@@ -167,17 +167,20 @@ def canonical(value: Any) -> str:
     return json.dumps(norm(value), sort_keys=True, ensure_ascii=False)
 
 
-def debug_targets(imp: NodeRedImport, targets: Iterable[str]) -> list[str]:
-    """The enabled debug nodes a wire to ``targets`` reaches, through junctions and links."""
+def debug_targets(
+    imp: NodeRedImport, targets: Iterable[str], calls: tuple[str, ...] = ()
+) -> list[str]:
+    """The enabled debug nodes a wire to ``targets`` reaches, through junctions, links, link
+    calls and (within the link calls ``calls``, outermost first) return link outs."""
     by_id = {str(n["id"]): n for n in imp.source.nodes}
     found: list[str] = []
-    seen: set[str] = set()
-    todo = list(targets)
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    todo = [(t, calls) for t in targets]
     while todo:
-        nid = todo.pop(0)
-        if nid in seen or nid not in by_id:
+        nid, within = todo.pop(0)
+        if (nid, within) in seen or nid not in by_id:
             continue
-        seen.add(nid)
+        seen.add((nid, within))
         node = by_id[nid]
         if node.get("d") is True:
             continue
@@ -185,9 +188,14 @@ def debug_targets(imp: NodeRedImport, targets: Iterable[str]) -> list[str]:
         if kind == "debug":
             found.append(nid)
         elif kind == "junction" or kind == "link in":
-            todo += [t for port in node.get("wires") or [] for t in port]
+            todo += [(t, within) for port in node.get("wires") or [] for t in port]
         elif kind == "link out" and node.get("mode", "link") == "link":
-            todo += list(node.get("links") or [])
+            todo += [(t, within) for t in node.get("links") or []]
+        elif kind == "link out" and within:  # a return: on at the wires of the call
+            caller = by_id[within[-1]]
+            todo += [(t, within[:-1]) for port in caller.get("wires") or [] for t in port]
+        elif kind == "link call" and node.get("linkType", "static") == "static":
+            todo += [(t, (*within, nid)) for t in node.get("links") or []]
     return found
 
 
@@ -237,34 +245,42 @@ def step_captures(
     """
     source = imp.source.workflows[imported]
     by_id = {str(n["id"]): n for n in imp.source.nodes}
-    exits: dict[str, str] = {}
-    for sid, nid in source.step_nodes.items():
-        exits[nid] = sid  # step_nodes lists a node's steps entry first: the last one wins
     plan = {s.id: s for s in workflow.spec.steps}
+    imported_plan = {s.id: s for s in source.imported.spec.steps}
+
+    def is_exit(sid: str, nid: str) -> bool:
+        """The last step of its node (a node brought in through links has several copies,
+        each with its own steps; a node of two steps leads from the first to the second)."""
+        nxt = getattr(imported_plan.get(sid), "next", None) or []
+        return not (len(nxt) == 1 and nxt[0] != sid and source.step_nodes.get(nxt[0]) == nid)
+
     captured: dict[str, list[str]] = {}
 
-    def deliver(ports: Iterable[int], node: Mapping[str, Any], payload: Any) -> None:
+    def deliver(
+        ports: Iterable[int], node: Mapping[str, Any], payload: Any, calls: tuple[str, ...] = ()
+    ) -> None:
         wires = node.get("wires") or []
         for p in ports:
             if 0 <= p < len(wires):  # a reported failure (port -1) goes to a catch, not a wire
-                for debug in debug_targets(imp, wires[p]):
+                for debug in debug_targets(imp, wires[p], calls):
                     captured.setdefault(debug, []).append(canonical(payload))
 
     for state in steps:
         owner = source.step_nodes.get(state.step_id)
-        if owner is None or exits.get(owner) != state.step_id or state.phase != "succeeded":
+        if owner is None or not is_exit(state.step_id, owner) or state.phase != "succeeded":
             continue
         nid = owner
         node = by_id[nid]
+        calls = source.step_calls.get(state.step_id, ())
         step = plan[state.step_id]
         kind = step.kind
         out = state.output
         if kind == "native":
             for item in out or []:
-                deliver([int(item["port"])], node, (item.get("msg") or {}).get("payload"))
+                deliver([int(item["port"])], node, (item.get("msg") or {}).get("payload"), calls)
         elif kind == "service":
             for payload in out or []:
-                deliver(range(len(node.get("wires") or [])), node, payload)
+                deliver(range(len(node.get("wires") or [])), node, payload, calls)
         elif kind == "switch":
             chosen = set((out or {}).get("next", []))
             taken = []
@@ -272,13 +288,13 @@ def step_captures(
                 steps_of_port = {s for s, n in source.step_nodes.items() if n in port}
                 if steps_of_port & chosen:
                     taken.append(p)
-                elif debug_targets(imp, port) and not steps_of_port:
+                elif debug_targets(imp, port, calls) and not steps_of_port:
                     raise Unobservable(f"switch {nid}: a port feeds only debug nodes")
-            deliver(taken, node, state.input)
+            deliver(taken, node, state.input, calls)
         elif kind == "split":
             items = state.input if isinstance(state.input, list) else []
             for item in items:
-                deliver([0], node, item)
+                deliver([0], node, item, calls)
         else:  # transform, delay, join: one output on port 0
-            deliver([0], node, out)
+            deliver([0], node, out, calls)
     return captured

@@ -113,8 +113,65 @@ def test_a_function_reporting_an_error_sends_a_copy_to_the_catch() -> None:
     code = "msg.payload.step = 1; node.error('half way', msg); msg.payload.step = 2; return msg;"
     sent = run_node(_fn("f", [], code), {"payload": {"n": 1}})
     assert [(port, m.get("payload")) for port, m in sent if port >= 0] == [(0, {"n": 1, "step": 2})]
-    [(port, report)] = [(port, m) for port, m in sent if port < 0]
+    [report] = [m for port, m in sent if port < 0]
     assert report["message"] == "half way"
     assert report["msg"]["payload"] == {"n": 1, "step": 1}
     # without a message node.error only logs, as on Node-RED
     assert [p for p, _ in run_node(_fn("f", [], "node.error('x'); return msg;"), {})] == [0]
+
+
+def _link_flow() -> list[dict[str, Any]]:
+    def node(nid: str, kind: str, z: str, wires: list[str], **more: Any) -> dict[str, Any]:
+        return {"id": nid, "type": kind, "z": z, "x": 1, "y": 1, "wires": [wires], **more}
+
+    def fn(nid: str, z: str, wires: list[str]) -> dict[str, Any]:
+        return node(nid, "function", z, wires, func="return msg;", outputs=1)
+
+    return [
+        {"id": "A", "type": "tab", "label": "A"},
+        {"id": "B", "type": "tab", "label": "B"},
+        node("i", "inject", "A", ["c1"]),
+        node("c1", "link call", "A", ["a1"], links=["in"], linkType="static"),
+        fn("a1", "A", ["c2"]),
+        node("c2", "link call", "A", ["a2"], links=["in"], linkType="static"),
+        fn("a2", "A", []),
+        node("in", "link in", "B", ["s"], links=[]),
+        fn("s", "B", ["ret"]),
+        node("ret", "link out", "B", [], mode="return", links=[]),
+        node("dyn", "link call", "A", [], links=[], linkType="dynamic"),
+    ]
+
+
+def test_a_link_call_runs_a_copy_of_the_called_nodes_per_call() -> None:
+    imp = from_nodered(_link_flow(), name="x")
+    a = imp.workflows[0]
+    source = imp.source.workflows[a.metadata.name]
+    steps = {s.id: s for s in a.spec.steps}
+    copies = sorted(sid for sid, nid in source.step_nodes.items() if nid == "s")
+    assert len(copies) == 2  # one per call, each returning to its own caller
+    by_call = {source.step_calls[sid]: sid for sid in copies}
+    first, second = by_call[("c1",)], by_call[("c2",)]
+    after = {nid: sid for sid, nid in source.step_nodes.items()}
+    assert steps[first].model_dump()["next"] == [after["a1"]]
+    assert steps[second].model_dump()["next"] == [after["a2"]]
+    assert steps[after["a1"]].model_dump()["next"] == [second]
+    # a dynamic link call (target from msg.target) is not inlined: the step engine refuses it
+    assert imp.report.get("dyn").status == "native"
+    assert imp.report.get("c1").status == "dropped"
+
+
+def test_recursive_link_calls_stop_at_a_depth() -> None:
+    flow = [
+        {"id": "A", "type": "tab", "label": "A"},
+        {"id": "i", "type": "inject", "z": "A", "x": 1, "y": 1, "wires": [["in"]]},
+        {"id": "in", "type": "link in", "z": "A", "x": 1, "y": 1, "links": [], "wires": [["f"]]},
+        {"id": "f", "type": "function", "z": "A", "func": "return msg;", "outputs": 1,
+         "x": 1, "y": 1, "wires": [["c"]]},
+        {"id": "c", "type": "link call", "z": "A", "links": ["in"], "linkType": "static",
+         "x": 1, "y": 1, "wires": [[]]},
+    ]  # fmt: skip
+    imp = from_nodered(flow, name="x")
+    assert any("nest deeper" in note for note in imp.report.notes)
+    ok, reasons = step_runnable(imp.workflows[0], imp.triggers)
+    assert not ok
+    assert "link call" in reasons[0]

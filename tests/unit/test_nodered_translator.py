@@ -1027,10 +1027,11 @@ def test_links_and_junctions_become_edges() -> None:
     imp = from_nodered(LINK_FLOW)
     a, b = imp.workflows
     steps = a.spec.steps_by_id()
-    # inject -> link out -> link in -> junction -> [stamp, link out to B]
+    # inject -> link out -> link in -> junction -> [stamp, link out to B -> B's step]
     assert a.spec.start_id == "start"
-    assert steps["start"].model_dump()["next"] == ["stamp", "to-b"]
-    assert isinstance(steps["to-b"], NativeStep)  # it crosses to another tab
+    assert steps["start"].model_dump()["next"] == ["stamp", "b"]
+    # the node it crosses to on tab B runs in this workflow (a copy), and in B's own
+    assert imp.source.workflows[a.metadata.name].step_nodes["b"] == "b-fn"
     stamp = steps["stamp"]
     assert isinstance(stamp, TransformStep)
     assert stamp.ops[0].model_dump()["expr"] == "$millis()"
