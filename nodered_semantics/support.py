@@ -27,6 +27,7 @@ from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
 
 __all__ = [
     "NODERED_NODE_SERVICE",
+    "PASSING_TYPES",
     "QUEUE_CONTROLS",
     "REPORTED_PORT",
     "RULE_TYPES",
@@ -50,7 +51,12 @@ function): the packet's msg is ``{message, msg}``; the step engine hands it to t
 
 NODERED_NODE_SERVICE = "nodered-node"
 """The name of the built-in service that runs one node on one message."""
-SUPPORTED_TYPES = frozenset({"function", "template", "json", "csv", "catch"}) | RULE_TYPES
+PASSING_TYPES = frozenset({"junction", "link out"})
+"""Wiring nodes an import keeps as steps where a port of a node with several outputs leads to
+them (so the port can be told apart): they pass the message on unchanged."""
+SUPPORTED_TYPES = (
+    frozenset({"function", "template", "json", "csv", "catch"}) | RULE_TYPES | PASSING_TYPES
+)
 
 
 def node_problem(node: Mapping[str, Any]) -> str | None:
@@ -65,6 +71,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
     if kind in RULE_TYPES:
         return rules_problem(node)
+    if kind == "link out" and node.get("mode") == "return":
+        return "a return link out continues at its link call, which the import wires instead"
     if kind == "catch":
         scope = node.get("scope")
         if scope not in (None, "") and not isinstance(scope, list):

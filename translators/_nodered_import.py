@@ -26,6 +26,7 @@ from fluxo_core.errors import IRValidationError, ValidationError
 from fluxo_core.ir import Workflow
 from nodered_semantics.typed_values import constant_value
 from translators._nodered_catch import catch_scopes, catchers, wire_catches
+from translators._nodered_expr import literal
 from translators._nodered_map import (
     STRUCTURAL,
     NodeMapping,
@@ -54,6 +55,8 @@ _SINKS = {
 }
 SOURCE_LABEL = {"fluxo.dev/source": "nodered"}
 MAX_LINK_CALL_DEPTH = 16  # link calls within link calls; deeper is a recursion, left out
+MAX_LOOP_PASSES = 16  # passes round loops (all loops of a path together) the import unrolls
+LOOP = "loop"  # in a copy's context: one more pass round a loop
 
 
 # --- one workflow --------------------------------------------------------------------------------
@@ -184,16 +187,18 @@ class _Builder:
         node = member.node
         kind = node["type"]
         if kind == "link out" and node.get("mode") == "return":
-            if not ctx:  # nothing called it: Node-RED drops the message
+            calls = [i for i, k in enumerate(ctx) if k != LOOP]
+            if not calls:  # nothing called it: Node-RED drops the message
                 return []
-            caller = self.by_id[ctx[-1]]
+            caller = self.by_id[ctx[calls[-1]]]
+            parent = ctx[: calls[-1]]
             return [
-                s for t in _flat(caller.node.get("wires")) for s in self.resolve(t, seen, ctx[:-1])
+                s for t in _flat(caller.node.get("wires")) for s in self.resolve(t, seen, parent)
             ]
         if kind == "link out":
             return [s for link in node.get("links") or [] for s in self.resolve(link, seen, ctx)]
         if kind == "link call":
-            if len(ctx) >= MAX_LINK_CALL_DEPTH:
+            if sum(k != LOOP for k in ctx) >= MAX_LINK_CALL_DEPTH:
                 return [self._too_deep(member).key]
             inner = (*ctx, member.key)
             return [s for link in node.get("links") or [] for s in self.resolve(link, seen, inner)]
@@ -219,10 +224,43 @@ class _Builder:
         return stub
 
     def step_ports(self, member: _Member) -> list[list[str]]:
+        if member.key.endswith("#bound"):
+            return [[]]
+        if member.key.endswith("#pass"):  # on along the junction's wires or the link's links
+            node = member.node
+            ahead = node.get("links") if node["type"] == "link out" else _flat(node.get("wires"))
+            return [_unique(s for t in ahead or [] for s in self.resolve(t, None, member.ctx))]
+        ports = _ports(member.node)
+        several = member.mapping.kind == "native" and sum(1 for port in ports if port) > 1
         return [
-            _unique(s for t in port for s in self.resolve(t, None, member.ctx))
-            for port in _ports(member.node)
+            _unique(
+                s
+                for t in port
+                for s in (
+                    self._passing(t, member.ctx) if several else self.resolve(t, None, member.ctx)
+                )
+            )
+            for port in ports
         ]
+
+    def _passing(self, target: str, ctx: tuple[str, ...]) -> list[str]:
+        """The steps a port of a native node with several ports reaches at ``target``: a
+        junction or link out there becomes a native step passing messages on, so the engine
+        can tell the ports apart by the node ids their steps carry."""
+        member = self.member(target, ctx)
+        kind = member.node["type"] if member is not None and member.role == "splice" else ""
+        if kind == "junction" or (kind == "link out" and member.node.get("mode") != "return"):
+            key = f"{member.key}#pass"
+            passing = self.by_id.get(key)
+            if passing is None:
+                why = f"a {kind} a port of a node with several outputs leads to: passes messages on"
+                passing = _Member(member.node, "step", mapping=native_mapping(member.node, why))
+                passing.key, passing.ctx = key, ctx
+                assign_step_ids(passing, self.used)
+                self.by_id[key] = passing
+                self.borrowed.append(passing)
+            return [passing.key]
+        return self.resolve(target, None, ctx)
 
     # -- the workflow ---------------------------------------------------------------------------
 
@@ -240,23 +278,29 @@ class _Builder:
         triggered_set = set(triggered)
         steps = [m for m in self.box.members if m.role == "step"]
         ports: dict[str, list[list[str]]] = {}
-        done = 0
-        while done < len(steps) or len(steps) < len(self._steps(steps)):
-            steps = self._steps(steps)
-            for m in steps[done:]:
-                ports[m.key] = self.step_ports(m)  # may bring in more copies
-                done += 1
-        succ = {m.key: _unique(t for port in ports[m.key] for t in port) for m in steps}
-        pred_count = {m.key: 0 for m in steps}
-        for targets in succ.values():
-            for t in targets:
-                pred_count[t] += 1
+        steps = self._expand(steps, ports)
+        # Loops are unrolled: the wire that closes one goes on to a copy of the loop for the
+        # next pass, up to MAX_LOOP_PASSES; past that a step fails the job, saying so.
+        unrolled: set[str] = set()
+        for _ in range(MAX_LOOP_PASSES + 1):
+            succ = self._successors(steps, ports)
+            roots = self._roots(steps, succ, triggered_set)
+            back = self._back_edges([m.key for m in steps], succ, roots)
+            if not back:
+                break
+            for src, dst in sorted(back):
+                unrolled.add(f"{self.by_id[src].id} -> {self.by_id[dst].id}")
+                again = self._next_pass(self.by_id[dst]).key
+                ports[src] = [[again if t == dst else t for t in port] for port in ports[src]]
+            steps = self._expand(steps, ports)
+        for wire in sorted(unrolled):
+            self.notes.append(
+                f"workflow {self.box.name!r}: the wire {wire} closes a loop: the loop is unrolled "
+                f"to {MAX_LOOP_PASSES} passes; a message going round more often fails the job"
+            )
+        succ = self._successors(steps, ports)
         fanouts, catches = wire_catches(self.box.name, steps, succ, self.notes)
-        roots = [
-            m.key
-            for m in steps
-            if (m.key in triggered_set or pred_count[m.key] == 0) and m.key not in catches
-        ]
+        roots = self._roots(steps, succ, triggered_set, catches)
         # A catch some failure goes to is entered that way only: visited first, so what it
         # feeds is not taken for a root, then dropped from the roots. (A catch no failure goes
         # to stays a root, which the step engine refuses.)
@@ -312,6 +356,64 @@ class _Builder:
         }
         return document, roots
 
+    def _expand(self, steps: list[_Member], ports: dict[str, list[list[str]]]) -> list[_Member]:
+        """``steps`` with every copy their wires bring in; fills ``ports`` for the new ones."""
+        done = 0
+        while done < len(steps) or len(steps) < len(self._steps(steps)):
+            steps = self._steps(steps)
+            for m in steps[done:]:
+                if m.key not in ports:
+                    ports[m.key] = self.step_ports(m)  # may bring in more copies
+                done += 1
+        return steps
+
+    @staticmethod
+    def _successors(
+        steps: list[_Member], ports: Mapping[str, list[list[str]]]
+    ) -> dict[str, list[str]]:
+        return {m.key: _unique(t for port in ports[m.key] for t in port) for m in steps}
+
+    @staticmethod
+    def _roots(
+        steps: list[_Member],
+        succ: Mapping[str, list[str]],
+        triggered: set[str],
+        catches: Iterable[str] = (),
+    ) -> list[str]:
+        """The steps a workflow starts at: those triggers feed and those nothing feeds."""
+        fed = {t for targets in succ.values() for t in targets}
+        skip = set(catches)
+        return [
+            m.key for m in steps if (m.key in triggered or m.key not in fed) and m.key not in skip
+        ]
+
+    def _next_pass(self, entry: _Member) -> _Member:
+        """The copy of loop entry ``entry`` for the next pass round its loop (or, past the
+        bound, a step that fails the job)."""
+        if entry.ctx.count(LOOP) < MAX_LOOP_PASSES:
+            found = self.member(entry.id, (*entry.ctx, LOOP))
+            assert found is not None  # entry's node is a flow node of the file
+            return found
+        key = f"{entry.key}#bound"
+        bound = self.by_id.get(key)
+        if bound is None:
+            why = (
+                f"a message went round the loop at node {entry.id} more than {MAX_LOOP_PASSES} "
+                "times: the step engine unrolls loops to that many passes; run the flow on the "
+                "nodered engine"
+            )
+            body = {
+                "kind": "transform",
+                "name": "Loop bound",
+                "ops": [{"op": "jsonata", "expr": f"$error({literal(why)})"}],
+            }
+            bound = _Member(entry.node, "step", mapping=NodeMapping("transform", [body], why))
+            bound.key, bound.ctx = key, entry.ctx
+            assign_step_ids(bound, self.used)
+            self.by_id[key] = bound
+            self.borrowed.append(bound)
+        return bound
+
     def _steps(self, steps: list[_Member]) -> list[_Member]:
         """``steps`` and the step copies brought in since, in that order."""
         known = {m.key for m in steps}
@@ -342,11 +444,6 @@ class _Builder:
                 else:
                     state[node] = 2
                     stack.pop()
-        for src, dst in sorted(back):
-            self.notes.append(
-                f"workflow {self.box.name!r}: the wire {src} -> {dst} closes a loop; the IR is acyclic, "
-                "so it stays in the Node-RED source only"
-            )
         return back
 
     def _fill_next(self, m: _Member, ports: list[list[str]], back: set[tuple[str, str]]) -> None:
@@ -705,9 +802,9 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
             imported=workflow,
             step_nodes=step_nodes,
             step_calls={
-                sid: tuple(key.split("@")[0] for key in m.ctx)
+                sid: calls
                 for m in builder.borrowed
-                if m.ctx
+                if (calls := tuple(key.split("@")[0] for key in m.ctx if key != LOOP))
                 for sid in m.step_ids
             },
             node_ids=owned,

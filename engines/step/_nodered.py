@@ -59,15 +59,16 @@ def native_ports(step: NativeStep, workflow: Workflow) -> list[list[str]] | str:
         out: list[list[str]] = [[] for _ in ports] or [[]]
         out[wired[0] if wired else 0] = nxt
         return out
-    by_node = {
-        str(s.config.get("id")): s.id
-        for s in workflow.spec.steps
-        if isinstance(s, NativeStep) and s.engine == "nodered"
-    }
+    # A node may have several steps (copies the import made for link calls and loop passes):
+    # the one this step leads to is the one in its next.
+    by_node: dict[str, set[str]] = {}
+    for s in workflow.spec.steps:
+        if isinstance(s, NativeStep) and s.engine == "nodered":
+            by_node.setdefault(str(s.config.get("id")), set()).add(s.id)
     known: list[list[str]] = []
     unknown_ports: list[int] = []
     for p, port in enumerate(ports):
-        found = [by_node[t] for t in port if t in by_node and by_node[t] in nxt]
+        found = [sid for sid in nxt if any(sid in by_node.get(str(t), ()) for t in port)]
         known.append(list(dict.fromkeys(found)))
         if any(t not in by_node for t in port):
             unknown_ports.append(p)

@@ -38,7 +38,12 @@ from typing import Any
 from fluxo_core.errors import ServiceError
 from nodered_semantics.js import JSThrowError
 from nodered_semantics.jsonata import JsonataError
-from nodered_semantics.support import NODERED_NODE_SERVICE, RULE_TYPES, supported_types_text
+from nodered_semantics.support import (
+    NODERED_NODE_SERVICE,
+    PASSING_TYPES,
+    RULE_TYPES,
+    supported_types_text,
+)
 from service_runtime.sdk import Outputs, Service
 from services.nodered.catch import run_catch
 from services.nodered.change import run_change
@@ -135,6 +140,8 @@ def run_node(
         return run_rule_node(node, message, env or {}, node_error)
     if kind == "catch":
         return run_catch(node, message)
+    if kind in PASSING_TYPES:  # a junction or link out kept as a step: on, unchanged
+        return [(0, message)]
     raise ServiceError(
         f"{node_label(node)}: the {kind!r} node type runs only on Node-RED (the step engine "
         f"supports {supported_types_text()}); set spec.engine: nodered for this workflow",

@@ -199,6 +199,35 @@ def debug_targets(
     return found
 
 
+def step_nodes_reached(
+    imp: NodeRedImport, targets: Iterable[str], calls: tuple[str, ...] = ()
+) -> set[str]:
+    """The nodes a wire to ``targets`` reaches that are no mere wiring (junctions, links)."""
+    by_id = {str(n["id"]): n for n in imp.source.nodes}
+    found: set[str] = set()
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    todo = [(t, calls) for t in targets]
+    while todo:
+        nid, within = todo.pop()
+        if (nid, within) in seen or nid not in by_id:
+            continue
+        seen.add((nid, within))
+        node = by_id[nid]
+        kind = node.get("type")
+        if kind in ("junction", "link in"):
+            todo += [(t, within) for port in node.get("wires") or [] for t in port]
+        elif kind == "link out" and node.get("mode", "link") == "link":
+            todo += [(t, within) for t in node.get("links") or []]
+        elif kind == "link out" and within:
+            caller = by_id[within[-1]]
+            todo += [(t, within[:-1]) for port in caller.get("wires") or [] for t in port]
+        elif kind == "link call" and node.get("linkType", "static") == "static":
+            todo += [(t, (*within, nid)) for t in node.get("links") or []]
+        elif kind != "link out":
+            found.add(nid)
+    return found
+
+
 def trigger_workflow(imp: NodeRedImport, trigger: Trigger, start: str, name: str) -> dict[str, Any]:
     """The trigger's workflow as a document that starts at ``start`` only, for the step engine.
 
@@ -250,9 +279,16 @@ def step_captures(
 
     def is_exit(sid: str, nid: str) -> bool:
         """The last step of its node (a node brought in through links has several copies,
-        each with its own steps; a node of two steps leads from the first to the second)."""
-        nxt = getattr(imported_plan.get(sid), "next", None) or []
-        return not (len(nxt) == 1 and nxt[0] != sid and source.step_nodes.get(nxt[0]) == nid)
+        each with its own steps; an http request's first step describes the request to the
+        service step that follows)."""
+        step = imported_plan.get(sid)
+        nxt = getattr(step, "next", None) or []
+        return not (
+            getattr(step, "kind", None) == "transform"
+            and len(nxt) == 1
+            and source.step_nodes.get(nxt[0]) == nid
+            and getattr(imported_plan.get(nxt[0]), "kind", None) == "service"
+        )
 
     captured: dict[str, list[str]] = {}
 
@@ -285,7 +321,8 @@ def step_captures(
             chosen = set((out or {}).get("next", []))
             taken = []
             for p, port in enumerate(node.get("wires") or []):
-                steps_of_port = {s for s, n in source.step_nodes.items() if n in port}
+                reached = step_nodes_reached(imp, port, calls)
+                steps_of_port = {s for s, n in source.step_nodes.items() if n in reached}
                 if steps_of_port & chosen:
                     taken.append(p)
                 elif debug_targets(imp, port, calls) and not steps_of_port:

@@ -1040,11 +1040,26 @@ def test_links_and_junctions_become_edges() -> None:
     assert [s.id for s in b.spec.steps] == ["b"]
 
 
-def test_loops_are_cut_and_disabled_nodes_dropped() -> None:
+def test_loops_are_unrolled_and_disabled_nodes_dropped() -> None:
     imp = from_nodered(LOOP_FLOW)
-    steps = imp.workflows[0].spec.steps_by_id()
+    workflow = imp.workflows[0]
+    steps = workflow.spec.steps_by_id()
+    nodes = imp.source.workflows[workflow.metadata.name].step_nodes
     assert steps["try"].model_dump()["next"] == ["delay", "change"]
-    assert steps["delay"].model_dump()["next"] == []  # the wire back to 'try' closes a loop
+    # the wire back to 'try' goes on to a copy of the loop for the next pass, ...
+    passes = ["try"]
+    while True:
+        delay = next(s for s in steps[passes[-1]].model_dump()["next"] if nodes[s] == "lp-wait")
+        (again,) = steps[delay].model_dump()["next"]
+        if steps[again].kind != "native":
+            break
+        assert nodes[again] == "lp-fn"
+        passes.append(again)
+    assert len(passes) == 1 + 16
+    # ... and past the bound to a step that fails the job, saying why
+    bound = steps[again].model_dump()
+    assert bound["kind"] == "transform"
+    assert "more than 16 times" in bound["ops"][0]["expr"]
     assert any("lp-wait -> lp-fn closes a loop" in note for note in imp.report.notes)
     assert imp.report.get("lp-d").status == "dropped"
     assert "disabled" in imp.report.get("lp-d").reason
