@@ -127,6 +127,7 @@ class _Builder:
         index: Mapping[str, dict[str, Any]],
         classify: Callable[[dict[str, Any]], _Member],
         used: set[str],
+        catches: Mapping[str, list[dict[str, Any]]],
     ):
         self.box = box
         self.index = index
@@ -136,10 +137,7 @@ class _Builder:
         self.own = set(self.by_id)
         self.borrowed: list[_Member] = []
         self.notes: list[str] = []
-        self.catches: dict[str, list[dict[str, Any]]] = {}
-        for node in index.values():
-            if node.get("type") == "catch" and node.get("d") is not True:
-                self.catches.setdefault(str(node.get("z") or ""), []).append(node)
+        self.catches = catches  # tab id -> its enabled catch nodes, in file order
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -710,6 +708,10 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         )
 
     scoped = catch_scopes(nodes)
+    catches_by_tab: dict[str, list[dict[str, Any]]] = {}
+    for node in nodes:
+        if node["type"] == "catch" and node.get("d") is not True:
+            catches_by_tab.setdefault(str(node.get("z") or ""), []).append(node)
 
     def classify(node: dict[str, Any]) -> _Member:
         return _classify(node, subflows, scoped)
@@ -736,7 +738,7 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         for member in box.members:
             if member.role == "step":
                 assign_step_ids(member, used)
-        builder = _Builder(box, index, classify, used)
+        builder = _Builder(box, index, classify, used, catches_by_tab)
         subflow_out: list[str] = []
         if box.node is not None and box.node["type"] == "subflow":
             for port in box.node.get("out") or []:
