@@ -246,7 +246,9 @@ class _Builder:
         junction or link out there becomes a native step passing messages on, so the engine
         can tell the ports apart by the node ids their steps carry."""
         member = self.member(target, ctx)
-        kind = member.node["type"] if member is not None and member.role == "splice" else ""
+        if member is None or member.role != "splice":
+            return self.resolve(target, None, ctx)
+        kind = member.node["type"]
         if kind == "junction" or (kind == "link out" and member.node.get("mode") != "return"):
             key = f"{member.key}#pass"
             passing = self.by_id.get(key)

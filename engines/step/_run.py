@@ -383,7 +383,8 @@ class JobRun:
         if isinstance(step.on_error, str):
             return
         target = step.on_error.goto
-        msg = report.get("msg") if isinstance(report.get("msg"), dict) else {}
+        found = report.get("msg")
+        msg: dict[str, Any] = found if isinstance(found, dict) else {}
         text = str(report.get("message") or "error")
         error = {"message": text, "context": {"nodered_message": text, "nodered_msg": msg}}
         failed = {"error": error, "input": msg.get("payload"), "step": step.id}

@@ -26,9 +26,9 @@ def run_catch(node: Mapping[str, Any], msg: dict[str, Any]) -> Sent:
             "a catch node receives a failed step's {error, input} (from on_error: goto), "
             "not a message; wire failures to it with on_error",
         )
-    error = failure["error"] if isinstance(failure["error"], dict) else {}
-    details = error.get("context") if isinstance(error.get("context"), dict) else {}
-    source = failure.get("node") if isinstance(failure.get("node"), dict) else {}
+    error = _object(failure["error"])
+    details = _object(error.get("context"))
+    source = _object(failure.get("node"))
     failed_msg = details.get("nodered_msg")
     if isinstance(failed_msg, dict):  # a function body's message as it left it
         out = dict(failed_msg)
@@ -47,3 +47,7 @@ def run_catch(node: Mapping[str, Any], msg: dict[str, Any]) -> Sent:
         },
     }
     return [(0, out)]
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
