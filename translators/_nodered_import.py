@@ -185,7 +185,11 @@ class _Builder:
         node = member.node
         kind = node["type"]
         if kind == "link out" and node.get("mode") == "return":
-            calls = [i for i, k in enumerate(ctx) if k != LOOP]
+            calls = [
+                i
+                for i, k in enumerate(ctx)
+                if k != LOOP and self.by_id[k].node["type"] == "link call"
+            ]
             if not calls:  # nothing called it: Node-RED drops the message
                 return []
             caller = self.by_id[ctx[calls[-1]]]
@@ -200,7 +204,50 @@ class _Builder:
                 return [self._too_deep(member).key]
             inner = (*ctx, member.key)
             return [s for link in node.get("links") or [] for s in self.resolve(link, seen, inner)]
+        if kind.startswith("subflow:"):  # into this instance's copy of the subflow
+            if sum(k != LOOP for k in ctx) >= MAX_LINK_CALL_DEPTH:
+                return [self._too_deep(member).key]
+            definition = self.index[kind.removeprefix("subflow:")]
+            inner = (*ctx, member.key)
+            found = [
+                s
+                for port in definition.get("in") or []
+                for wire in _subflow_wires(port)
+                for s in self.resolve(wire[0], seen, inner)
+            ]
+            for i, port in enumerate(definition.get("out") or []):
+                if any(wire[0] == definition["id"] for wire in _subflow_wires(port)):
+                    found += self._instance_port(member, i, seen, ctx)  # in straight to out
+            return found
         return [s for t in _flat(node.get("wires")) for s in self.resolve(t, seen, ctx)]
+
+    def _instance_port(
+        self, instance: _Member, port: int, seen: set[Any] | None, ctx: tuple[str, ...]
+    ) -> list[str]:
+        """The steps output ``port`` of a subflow instance leads to (within ``ctx``)."""
+        ports = _ports(instance.node)
+        targets = ports[port] if port < len(ports) else []
+        return [s for t in targets for s in self.resolve(t, seen, ctx)]
+
+    def _subflow_outputs(self, member: _Member) -> dict[int, list[str]]:
+        """For a copy of a node inside a subflow instance: its ports wired to the subflow's
+        outputs, and the steps those outputs lead to from the instance."""
+        z = str(member.node.get("z") or "")
+        inside = [
+            i
+            for i, k in enumerate(member.ctx)
+            if k != LOOP and self.by_id[k].node["type"] == f"subflow:{z}"
+        ]
+        if not inside:
+            return {}
+        instance = self.by_id[member.ctx[inside[-1]]]
+        parent = member.ctx[: inside[-1]]
+        out: dict[int, list[str]] = {}
+        for i, port in enumerate(self.index[z].get("out") or []):
+            for nid, p in _subflow_wires(port):
+                if nid == member.id:
+                    out.setdefault(p, []).extend(self._instance_port(instance, i, None, parent))
+        return out
 
     def _too_deep(self, call: _Member) -> _Member:
         """A link call nested past the bound (a recursion): kept as a native step, which only
@@ -229,16 +276,23 @@ class _Builder:
             ahead = node.get("links") if node["type"] == "link out" else _flat(node.get("wires"))
             return [_unique(s for t in ahead or [] for s in self.resolve(t, None, member.ctx))]
         ports = _ports(member.node)
+        outputs = self._subflow_outputs(member) if member.ctx else {}
+        ports += [[] for _ in range(max(outputs, default=-1) + 1 - len(ports))]
         several = member.mapping.kind == "native" and sum(1 for port in ports if port) > 1
         return [
             _unique(
-                s
-                for t in port
-                for s in (
-                    self._passing(t, member.ctx) if several else self.resolve(t, None, member.ctx)
-                )
+                [
+                    s
+                    for t in port
+                    for s in (
+                        self._passing(t, member.ctx)
+                        if several
+                        else self.resolve(t, None, member.ctx)
+                    )
+                ]
+                + outputs.get(p, [])
             )
-            for port in ports
+            for p, port in enumerate(ports)
         ]
 
     def _passing(self, target: str, ctx: tuple[str, ...]) -> list[str]:
@@ -605,11 +659,57 @@ def assign_step_ids(member: _Member, used: set[str]) -> None:
     used.update(member.step_ids)
 
 
+def _subflow_wires(port: Any) -> list[tuple[str, int]]:
+    """The ``(node id, port)`` pairs of a subflow definition's input or output."""
+    wires = port.get("wires") if isinstance(port, Mapping) else None
+    return [
+        (str(w["id"]), int(w.get("port") or 0))
+        for w in wires or []
+        if isinstance(w, Mapping) and isinstance(w.get("id"), str)
+    ]
+
+
+def _inlined_subflow(node: Mapping[str, Any], index: Mapping[str, dict[str, Any]]) -> str | None:
+    """Why a subflow instance cannot run as a copy of its subflow's nodes, or None if it can."""
+    definition = index.get(str(node["type"]).removeprefix("subflow:"))
+    if definition is None or definition.get("type") != "subflow":
+        return "its subflow definition is not in the file"
+    if node.get("env") or definition.get("env"):
+        return "it has subflow properties (env), which a copy of its nodes cannot set"
+    for port in definition.get("out") or []:
+        for nid, _ in _subflow_wires(port):
+            target = index.get(nid)
+            if nid == definition["id"]:
+                continue
+            if target is None or target.get("type") in ("junction", "link in", "link out"):
+                return f"an output of its subflow comes from {nid!r}, which is no step"
+            if len(_ports(target)) > 1 and target.get("type") != "switch":
+                # The step engine tells a native node's ports apart by the wires in its
+                # configuration, which do not hold the subflow's outputs.
+                return f"an output of its subflow comes from {nid!r}, a node with several outputs"
+    return None
+
+
 def _classify(
-    node: dict[str, Any], subflows: Mapping[str, str], scoped: Mapping[str, str]
+    node: dict[str, Any],
+    subflows: Mapping[str, str],
+    scoped: Mapping[str, str],
+    index: Mapping[str, dict[str, Any]],
 ) -> _Member:
     """What one flow node is in its workflow (a fresh member each call: copies differ)."""
     kind = node["type"]
+    inlined = (
+        kind.startswith("subflow:")
+        and node.get("d") is not True
+        and _inlined_subflow(node, index) is None
+    )
+    if inlined:
+        return _Member(
+            node,
+            "splice",
+            "a subflow instance: its subflow's nodes are copied into this workflow, one copy "
+            "per instance, wired to the instance's wires",
+        )
     if node.get("d") is True:
         return _Member(node, "sink", "disabled in Node-RED: it passes no messages")
     if kind in _SINKS:
@@ -716,7 +816,7 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
             catches_by_tab.setdefault(str(node.get("z") or ""), []).append(node)
 
     def classify(node: dict[str, Any]) -> _Member:
-        return _classify(node, subflows, scoped)
+        return _classify(node, subflows, scoped, index)
 
     for node in nodes:
         if is_flow_node(node):

@@ -167,13 +167,14 @@ def canonical(value: Any) -> str:
     return json.dumps(norm(value), sort_keys=True, ensure_ascii=False)
 
 
-def debug_targets(
-    imp: NodeRedImport, targets: Iterable[str], calls: tuple[str, ...] = ()
-) -> list[str]:
-    """The enabled debug nodes a wire to ``targets`` reaches, through junctions, links, link
-    calls and (within the link calls ``calls``, outermost first) return link outs."""
+def _walk(
+    imp: NodeRedImport, targets: Iterable[str], calls: tuple[str, ...]
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The nodes a wire to ``targets`` reaches within the link calls and subflow instances
+    ``calls`` (outermost first), through junctions, links, link calls and their returns, and
+    subflow instances (in through the subflow's input); wiring nodes are not listed."""
     by_id = {str(n["id"]): n for n in imp.source.nodes}
-    found: list[str] = []
+    found: list[tuple[str, tuple[str, ...]]] = []
     seen: set[tuple[str, tuple[str, ...]]] = set()
     todo = [(t, calls) for t in targets]
     while todo:
@@ -184,48 +185,66 @@ def debug_targets(
         node = by_id[nid]
         if node.get("d") is True:
             continue
-        kind = node.get("type")
-        if kind == "debug":
-            found.append(nid)
-        elif kind == "junction" or kind == "link in":
+        kind = str(node.get("type"))
+        if kind == "junction" or kind == "link in":
             todo += [(t, within) for port in node.get("wires") or [] for t in port]
         elif kind == "link out" and node.get("mode", "link") == "link":
             todo += [(t, within) for t in node.get("links") or []]
-        elif kind == "link out" and within:  # a return: on at the wires of the call
-            caller = by_id[within[-1]]
-            todo += [(t, within[:-1]) for port in caller.get("wires") or [] for t in port]
+        elif kind == "link out":  # a return: on at the wires of the innermost link call
+            inner = [i for i, c in enumerate(within) if by_id[c].get("type") == "link call"]
+            if inner:
+                caller = by_id[within[inner[-1]]]
+                todo += [
+                    (t, within[: inner[-1]]) for port in caller.get("wires") or [] for t in port
+                ]
         elif kind == "link call" and node.get("linkType", "static") == "static":
             todo += [(t, (*within, nid)) for t in node.get("links") or []]
+        elif kind.startswith("subflow:") and not node.get("env"):
+            definition = by_id.get(kind.removeprefix("subflow:"), {})
+            for port in definition.get("in") or []:
+                todo += [(str(w["id"]), (*within, nid)) for w in port.get("wires") or []]
+            for i, port in enumerate(definition.get("out") or []):
+                if any(w.get("id") == definition.get("id") for w in port.get("wires") or []):
+                    wires = node.get("wires") or []
+                    todo += [(t, within) for t in (wires[i] if i < len(wires) else [])]
+        else:
+            found.append((nid, within))
     return found
+
+
+def subflow_output_wires(
+    imp: NodeRedImport, node: Mapping[str, Any], port: int, calls: tuple[str, ...]
+) -> tuple[list[str], tuple[str, ...]]:
+    """Where a node inside a subflow instance (the innermost of ``calls``) sends its output
+    ``port`` besides its wires: the instance's wires of the subflow outputs it feeds."""
+    by_id = {str(n["id"]): n for n in imp.source.nodes}
+    z = str(node.get("z") or "")
+    inner = [i for i, c in enumerate(calls) if by_id[c].get("type") == f"subflow:{z}"]
+    if not inner:
+        return [], calls
+    instance = by_id[calls[inner[-1]]]
+    wires = instance.get("wires") or []
+    targets: list[str] = []
+    for i, out in enumerate(by_id[z].get("out") or []):
+        for w in out.get("wires") or []:
+            if w.get("id") == node.get("id") and int(w.get("port") or 0) == port and i < len(wires):
+                targets += wires[i]
+    return targets, calls[: inner[-1]]
+
+
+def debug_targets(
+    imp: NodeRedImport, targets: Iterable[str], calls: tuple[str, ...] = ()
+) -> list[str]:
+    """The enabled debug nodes a wire to ``targets`` reaches (see :func:`_walk`)."""
+    by_id = {str(n["id"]): n for n in imp.source.nodes}
+    return [nid for nid, _ in _walk(imp, targets, calls) if by_id[nid].get("type") == "debug"]
 
 
 def step_nodes_reached(
     imp: NodeRedImport, targets: Iterable[str], calls: tuple[str, ...] = ()
 ) -> set[str]:
-    """The nodes a wire to ``targets`` reaches that are no mere wiring (junctions, links)."""
-    by_id = {str(n["id"]): n for n in imp.source.nodes}
-    found: set[str] = set()
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-    todo = [(t, calls) for t in targets]
-    while todo:
-        nid, within = todo.pop()
-        if (nid, within) in seen or nid not in by_id:
-            continue
-        seen.add((nid, within))
-        node = by_id[nid]
-        kind = node.get("type")
-        if kind in ("junction", "link in"):
-            todo += [(t, within) for port in node.get("wires") or [] for t in port]
-        elif kind == "link out" and node.get("mode", "link") == "link":
-            todo += [(t, within) for t in node.get("links") or []]
-        elif kind == "link out" and within:
-            caller = by_id[within[-1]]
-            todo += [(t, within[:-1]) for port in caller.get("wires") or [] for t in port]
-        elif kind == "link call" and node.get("linkType", "static") == "static":
-            todo += [(t, (*within, nid)) for t in node.get("links") or []]
-        elif kind != "link out":
-            found.add(nid)
-    return found
+    """The nodes a wire to ``targets`` reaches that are no mere wiring (see :func:`_walk`)."""
+    return {nid for nid, _ in _walk(imp, targets, calls)}
 
 
 def trigger_workflow(imp: NodeRedImport, trigger: Trigger, start: str, name: str) -> dict[str, Any]:
@@ -297,9 +316,13 @@ def step_captures(
     ) -> None:
         wires = node.get("wires") or []
         for p in ports:
-            if 0 <= p < len(wires):  # a reported failure (port -1) goes to a catch, not a wire
-                for debug in debug_targets(imp, wires[p], calls):
-                    captured.setdefault(debug, []).append(canonical(payload))
+            if p < 0:  # a reported failure goes to a catch, not a wire
+                continue
+            found = debug_targets(imp, wires[p], calls) if p < len(wires) else []
+            beyond, outer = subflow_output_wires(imp, node, p, calls)
+            found += debug_targets(imp, beyond, outer)
+            for debug in found:
+                captured.setdefault(debug, []).append(canonical(payload))
 
     for state in steps:
         owner = source.step_nodes.get(state.step_id)
@@ -321,11 +344,15 @@ def step_captures(
             chosen = set((out or {}).get("next", []))
             taken = []
             for p, port in enumerate(node.get("wires") or []):
-                reached = step_nodes_reached(imp, port, calls)
+                beyond, outer = subflow_output_wires(imp, node, p, calls)
+                reached = step_nodes_reached(imp, port, calls) | step_nodes_reached(
+                    imp, beyond, outer
+                )
                 steps_of_port = {s for s, n in source.step_nodes.items() if n in reached}
+                debugs = debug_targets(imp, port, calls) + debug_targets(imp, beyond, outer)
                 if steps_of_port & chosen:
                     taken.append(p)
-                elif debug_targets(imp, port, calls) and not steps_of_port:
+                elif debugs and not steps_of_port:
                     raise Unobservable(f"switch {nid}: a port feeds only debug nodes")
             deliver(taken, node, state.input, calls)
         elif kind == "split":

@@ -175,3 +175,20 @@ def test_recursive_link_calls_stop_at_a_depth() -> None:
     ok, reasons = step_runnable(imp.workflows[0], imp.triggers)
     assert not ok
     assert "link call" in reasons[0]
+
+
+def test_a_subflow_with_a_native_node_of_several_outputs_at_an_output_stays_native() -> None:
+    flow = [
+        {"id": "S", "type": "subflow", "name": "s", "in": [{"wires": [{"id": "f"}]}],
+         "out": [{"wires": [{"id": "f", "port": 0}]}, {"wires": [{"id": "f", "port": 1}]}],
+         "env": []},
+        {**_fn("f", []), "z": "S", "outputs": 2, "wires": [[], []]},
+        {"id": "t", "type": "tab", "label": "T"},
+        {"id": "i", "type": "inject", "z": "t", "x": 1, "y": 1, "wires": [["inst"]]},
+        {"id": "inst", "type": "subflow:S", "z": "t", "x": 1, "y": 1, "wires": [[], []]},
+    ]  # fmt: skip
+    imp = from_nodered(flow, name="x")
+    # the step engine tells a native node's ports apart by its wires, which do not hold the
+    # subflow's outputs: the instance is not inlined, and the step engine refuses it
+    assert imp.report.get("inst").status != "dropped"  # a call of the subflow's workflow
+    assert not step_runnable(imp.workflows[1], imp.triggers)[0]

@@ -1015,9 +1015,19 @@ def test_subflow_becomes_a_workflow_and_its_instance_a_call() -> None:
     sub, billing = imp.workflows
     assert sub.spec.output == "tax"
     assert sub.spec.description == "Adds VAT"
-    call = billing.spec.steps[0]
-    assert call.kind == "workflow"
-    assert call.model_dump()["workflow"] == "subflow-add-tax"
+    # an instance without properties runs a copy of the subflow's nodes in its workflow
+    (copy,) = billing.spec.steps
+    assert copy.kind == "transform"
+    assert imp.source.workflows["billing"].step_nodes[copy.id] == "sfc"
+    # with properties (env) it stays a native node, for Node-RED
+    with_env = [
+        {**n, "env": [{"name": "RATE", "type": "num", "value": "0.2"}]} if n["id"] == "inst" else n
+        for n in SUBFLOW_FLOW
+    ]
+    assert from_nodered(with_env).workflows[1].spec.steps[0].kind == "native"
+    # a subflow without outputs: messages end inside the copy
+    old = [{**n, "out": []} if n["id"] == "sf1" else n for n in SUBFLOW_FLOW]
+    assert [s.kind for s in from_nodered(old).workflows[1].spec.steps] == ["transform"]
     assert imp.triggers[0].kind == "api"
     assert imp.triggers[0].path == "/bill"
     assert imp.report.get("ho").status == "dropped"
@@ -1072,7 +1082,8 @@ def test_fidelity_report_classifies_every_node() -> None:
     assert [e.node_id for e in report.nodes] == [n["id"] for n in flow]
     status = {e.node_id: e.status for e in report.nodes}
     assert status["t1"] == status["ch1"] == status["sw1"] == status["hr1"] == "mapped"
-    assert status["in1"] == status["hi"] == status["inst"] == status["g-tpl"] == "mapped"
+    assert status["in1"] == status["hi"] == status["g-tpl"] == "mapped"
+    assert status["inst"] == "dropped"  # a subflow instance: a copy of its subflow's nodes
     assert status["fn1"] == status["mq-in"] == status["mq-out"] == status["lp-fn"] == "native"
     assert status["dbg1"] == status["c1"] == status["grp"] == status["broker1"] == "dropped"
     assert report.get("in1").target == "trigger cron"
