@@ -352,14 +352,19 @@ class _Builder:
                 f"workflow {self.box.name!r}: the wire {wire} closes a loop: the loop is unrolled "
                 f"to {MAX_LOOP_PASSES} passes; a message going round more often fails the job"
             )
-        succ = self._successors(steps, ports)
+        if unrolled:
+            succ = self._successors(steps, ports)
         fanouts, catches = wire_catches(self.box.name, steps, succ, self.notes)
-        roots = self._roots(steps, succ, triggered_set, catches)
-        # A catch some failure goes to is entered that way only: visited first, so what it
-        # feeds is not taken for a root, then dropped from the roots. (A catch no failure goes
-        # to stays a root, which the step engine refuses.)
-        back = self._back_edges([*catches, *(m.key for m in steps)], succ, roots)
-        roots[:] = [r for r in roots if r not in catches]
+        if catches:
+            roots = self._roots(steps, succ, triggered_set, catches)
+            # A catch some failure goes to is entered that way only: visited first, so what
+            # it feeds is not taken for a root, then dropped from the roots. (A catch no
+            # failure goes to stays a root, which the step engine refuses.)
+            back = self._back_edges([*catches, *(m.key for m in steps)], succ, roots)
+            roots[:] = [r for r in roots if r not in catches]
+        elif unrolled:
+            roots = self._roots(steps, succ, triggered_set)
+            back = self._back_edges([m.key for m in steps], succ, roots)
 
         for m in steps:
             self._fill_next(m, ports[m.key], back)
