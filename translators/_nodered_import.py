@@ -55,6 +55,7 @@ _SINKS = {
 }
 SOURCE_LABEL = {"fluxo.dev/source": "nodered"}
 MAX_LINK_CALL_DEPTH = 16  # link calls within link calls; deeper is a recursion, left out
+MAX_COPIES = 20_000  # steps copied for link calls, subflow instances and loop passes
 MAX_LOOP_PASSES = 16  # passes round loops (all loops of a path together) the import unrolls
 LOOP = "loop"  # in a copy's context: one more pass round a loop
 
@@ -200,12 +201,12 @@ class _Builder:
         if kind == "link out":
             return [s for link in node.get("links") or [] for s in self.resolve(link, seen, ctx)]
         if kind == "link call":
-            if sum(k != LOOP for k in ctx) >= MAX_LINK_CALL_DEPTH:
+            if self._too_many(ctx):
                 return [self._too_deep(member).key]
             inner = (*ctx, member.key)
             return [s for link in node.get("links") or [] for s in self.resolve(link, seen, inner)]
         if kind.startswith("subflow:"):  # into this instance's copy of the subflow
-            if sum(k != LOOP for k in ctx) >= MAX_LINK_CALL_DEPTH:
+            if self._too_many(ctx):
                 return [self._too_deep(member).key]
             definition = self.index[kind.removeprefix("subflow:")]
             inner = (*ctx, member.key)
@@ -249,18 +250,29 @@ class _Builder:
                     out.setdefault(p, []).extend(self._instance_port(instance, i, None, parent))
         return out
 
+    def _too_many(self, ctx: tuple[str, ...]) -> bool:
+        """Whether a call or subflow instance within ``ctx`` is past the bounds on copies."""
+        return (
+            sum(k != LOOP for k in ctx) >= MAX_LINK_CALL_DEPTH or len(self.borrowed) >= MAX_COPIES
+        )
+
     def _too_deep(self, call: _Member) -> _Member:
-        """A link call nested past the bound (a recursion): kept as a native step, which only
-        Node-RED runs, so the step engine refuses the flow instead of cutting the recursion."""
+        """A link call or subflow instance past the bounds (nested too deep, a recursion, or
+        too many copies): kept as a native step, which only Node-RED runs, so the step engine
+        refuses the flow instead of cutting what the call runs."""
         key = f"{call.key}#deep"
         found = self.by_id.get(key)
         if found is not None:
             return found
-        self.notes.append(
-            f"workflow {self.box.name!r}: link calls nest deeper than {MAX_LINK_CALL_DEPTH} at "
-            f"node {call.id} (a recursion): the call stays a native step, which only Node-RED runs"
+        why = (
+            f"calls nest deeper than {MAX_LINK_CALL_DEPTH} here (a recursion)"
+            if sum(k != LOOP for k in call.ctx) >= MAX_LINK_CALL_DEPTH
+            else f"the workflow holds {MAX_COPIES} copies of called nodes already"
         )
-        why = f"link calls nest deeper than {MAX_LINK_CALL_DEPTH} here (a recursion)"
+        self.notes.append(
+            f"workflow {self.box.name!r}: {call.node['type']} node {call.id}: {why}; it stays a "
+            "native step, which only Node-RED runs"
+        )
         stub = _Member(call.node, "step", mapping=native_mapping(call.node, why))
         stub.key, stub.ctx = key, call.ctx
         assign_step_ids(stub, self.used)
@@ -449,17 +461,22 @@ class _Builder:
     def _next_pass(self, entry: _Member) -> _Member:
         """The copy of loop entry ``entry`` for the next pass round its loop (or, past the
         bound, a step that fails the job)."""
-        if entry.ctx.count(LOOP) < MAX_LOOP_PASSES:
+        if entry.ctx.count(LOOP) < MAX_LOOP_PASSES and len(self.borrowed) < MAX_COPIES:
             found = self.member(entry.id, (*entry.ctx, LOOP))
             assert found is not None  # entry's node is a flow node of the file
             return found
         key = f"{entry.key}#bound"
         bound = self.by_id.get(key)
         if bound is None:
+            passes = entry.ctx.count(LOOP)
+            limit = (
+                f"unrolls loops to {MAX_LOOP_PASSES} passes"
+                if passes >= MAX_LOOP_PASSES
+                else f"copies at most {MAX_COPIES} steps into a workflow"
+            )
             why = (
-                f"a message went round the loop at node {entry.id} more than {MAX_LOOP_PASSES} "
-                "times: the step engine unrolls loops to that many passes; run the flow on the "
-                "nodered engine"
+                f"a message went round the loop at node {entry.id} more than {passes} times: "
+                f"the step engine {limit}; run the flow on the nodered engine"
             )
             body = {
                 "kind": "transform",
