@@ -11,7 +11,15 @@ port's targets, port by port, in wire order) and keeps the per-port wiring only 
 are recovered here: wires to other native steps are read from their ``config.id``; what is left
 of ``next`` belongs to the one port whose wires lead elsewhere (mapped steps, junctions). When
 two or more ports lead to unidentifiable targets the split is ambiguous and the step is refused
-rather than guessed (:func:`step_runnable` says so).
+rather than guessed (:func:`step_runnable` says so). A node may have several steps (the import
+copies nodes per link call, subflow instance and loop pass): a port's step is the one of them in
+``next``. The importer keeps a junction or link out a port leads to as a native pass-through
+step, so such a port is identifiable too.
+
+**Failures.** A native step's failure goes to its ``on_error: goto`` with the failing node
+(``{error, input, step, node}``), which is how a Node-RED ``catch`` step receives it; a packet
+on port ``-1`` is a failure the node reported and went on (``node.error(err, msg)``), handed
+to the same goto, or dropped (Node-RED only logs it) when there is none.
 
 **Messages.** Between steps the token's payload is ``msg.payload``; the other message
 properties (``topic``, ``parts``, ...) travel beside it, so a native node downstream sees what

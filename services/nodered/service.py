@@ -18,7 +18,15 @@ implementation behaves:
   :mod:`services.nodered.json_node`, :mod:`services.nodered.csv_node`;
 * ``change``, ``switch`` (every rule but the sequence ones), ``range`` and ``sort`` (of an array
   in the message): :mod:`services.nodered.change`, :mod:`services.nodered.switch`,
-  :mod:`services.nodered.range`, :mod:`services.nodered.sort`.
+  :mod:`services.nodered.range`, :mod:`services.nodered.sort`;
+* ``catch``: a failed step's ``{error, input, step, node}`` (its ``on_error: goto``) as the
+  message Node-RED's catch sends, :mod:`services.nodered.catch`;
+* ``junction`` and ``link out``: the message on, unchanged (an import keeps them as steps where
+  a port of a node with several outputs leads to them).
+
+A function's ``node.error(err, msg)`` is a packet on port ``-1``
+(:data:`nodered_semantics.support.REPORTED_PORT`), ``{message, msg}``, which the step engine
+hands to the step's catch.
 
 Context (``flow``/``global``) lives for the call only; ``env`` holds the node's ``NR_*``
 variables plus what the caller passes, never the worker's environment. What depends on earlier
