@@ -192,3 +192,30 @@ def test_a_subflow_with_a_native_node_of_several_outputs_at_an_output_stays_nati
     # subflow's outputs: the instance is not inlined, and the step engine refuses it
     assert imp.report.get("inst").status != "dropped"  # a call of the subflow's workflow
     assert not step_runnable(imp.workflows[1], imp.triggers)[0]
+
+
+def test_a_copy_of_another_tabs_node_fails_to_that_tabs_catch() -> None:
+    flow = [
+        {"id": "A", "type": "tab", "label": "A"},
+        {"id": "B", "type": "tab", "label": "B"},
+        {"id": "i", "type": "inject", "z": "A", "x": 1, "y": 1, "wires": [["o"]]},
+        {"id": "o", "type": "link out", "z": "A", "x": 1, "y": 1, "links": ["in"], "wires": []},
+        {"id": "in", "type": "link in", "z": "B", "x": 1, "y": 1, "links": ["o"],
+         "wires": [["f"]]},
+        {**_fn("f", ["h"]), "z": "B"},
+        {**_fn("h", []), "z": "B"},
+        {**_catch("kB"), "z": "B", "x": 1, "y": 1, "wires": [["h"]]},
+        {**_catch("kA"), "z": "A", "x": 1, "y": 1, "wires": [[]]},
+    ]  # fmt: skip
+    imp = from_nodered(flow, name="x")
+    a = imp.workflows[0]
+    nodes = imp.source.workflows[a.metadata.name].step_nodes
+    steps = {s.id: s.model_dump() for s in a.spec.steps}
+    by_node: dict[str, list[str]] = {}
+    for sid, nid in nodes.items():
+        by_node.setdefault(nid, []).append(sid)
+    (f,) = by_node["f"]
+    (kb,) = by_node["kB"]
+    # tab B's node, run in A's workflow, fails to (a copy of) tab B's catch, not to A's
+    assert steps[f]["on_error"] == {"goto": kb}
+    assert "kA" not in by_node or all(steps[s]["on_error"] == "fail" for s in by_node["kA"])
