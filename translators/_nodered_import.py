@@ -44,7 +44,7 @@ from translators._nodered_model import (
     WorkflowSource,
 )
 
-__all__ = ["import_flow"]
+__all__ = ["DROPPED_LABEL", "import_flow"]
 
 _SINKS = {
     "debug": "debug output: Fluxo records every step's input and output instead",
@@ -52,6 +52,10 @@ _SINKS = {
     "http response": "answers the HTTP caller: the API trigger answers with the job's result",
 }
 SOURCE_LABEL = {"fluxo.dev/source": "nodered"}
+DROPPED_LABEL = "fluxo.dev/nodered-dropped"
+"""What the import could not express and Node-RED would do (``loop``: a wire closing a loop was
+cut; ``entries``: several triggers that Node-RED starts apart now start together), as a
+``.``-joined label value: an engine other than Node-RED refuses such a workflow."""
 
 
 # --- one workflow --------------------------------------------------------------------------------
@@ -116,6 +120,7 @@ class _Builder:
         self.zof = zof
         self.by_id = {m.id: m for m in box.members}
         self.notes: list[str] = []
+        self.dropped: set[str] = set()  # behaviour the IR lost (see DROPPED_LABEL)
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -189,6 +194,7 @@ class _Builder:
         else:
             sources = sum(1 for m in self.box.members if m.role == "trigger")
             if len(entries) > 1 and sources > 1:
+                self.dropped.add("entries")
                 self.notes.append(
                     f"workflow {self.box.name!r} has {sources} entry points: the IR starts all "
                     "of them together (step 'start'); on Node-RED each trigger starts only its own nodes"
@@ -217,10 +223,16 @@ class _Builder:
         document = {
             "apiVersion": "fluxo.dev/v1",
             "kind": "Workflow",
-            "metadata": {"name": self.box.name, "labels": dict(SOURCE_LABEL)},
+            "metadata": {"name": self.box.name, "labels": self._labels()},
             "spec": spec,
         }
         return document, roots
+
+    def _labels(self) -> dict[str, str]:
+        labels = dict(SOURCE_LABEL)
+        if self.dropped:
+            labels[DROPPED_LABEL] = ".".join(sorted(self.dropped))
+        return labels
 
     def _back_edges(
         self, order: list[str], succ: Mapping[str, list[str]], roots: list[str]
@@ -247,6 +259,8 @@ class _Builder:
                 else:
                     state[node] = 2
                     stack.pop()
+        if back:
+            self.dropped.add("loop")
         for src, dst in sorted(back):
             self.notes.append(
                 f"workflow {self.box.name!r}: the wire {src} -> {dst} closes a loop; the IR is acyclic, "
