@@ -33,12 +33,13 @@ import orjson
 import yaml
 
 from engines.step import native_problem, step_runnable
-from fluxo_core.errors import ConfigError, ValidationError
+from fluxo_core.errors import ConfigError, UnsupportedFeatureError, ValidationError
 from fluxo_core.ir import NativeStep, Workflow, parse_json, validate_workflow, workflow_document
 from translators import (
     FLOW_LIMITS,
     NodeRedImport,
     NodeRedOptions,
+    check_flow,
     from_nodered,
     to_nodered,
 )
@@ -46,6 +47,7 @@ from translators.nodered import NodeFidelity, Trigger
 
 __all__ = [
     "SIDECAR_SUFFIX",
+    "EngineChoice",
     "ExportedFlow",
     "ImportedFile",
     "Placement",
@@ -111,7 +113,7 @@ class ImportedFile:
     """
 
     result: NodeRedImport
-    engines: Mapping[str, tuple[str, list[str]]]
+    engines: Mapping[str, EngineChoice]
     documents: Mapping[str, dict[str, Any]]
     sidecar: str
     placements: tuple[Placement, ...]
@@ -124,11 +126,34 @@ class ImportedFile:
         return {name: dump_yaml(doc) for name, doc in self.documents.items()}
 
 
-def choose_engine(workflow: Workflow, triggers: Sequence[Trigger]) -> tuple[str, list[str]]:
-    """``step`` when the step engine runs ``workflow`` as Node-RED runs its flow, else
-    ``nodered``, with the step engine's reasons."""
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine an imported workflow is written with, and why.
+
+    Attributes:
+        engine: ``step`` when the step engine runs it as Node-RED runs the flow, else
+            ``nodered``.
+        why: the step engine's reasons for refusing it (empty on ``step``).
+        refused: the Node-RED engine's reasons for refusing it too (its pre-deploy check of the
+            generated flow): then no engine runs it as imported, and ``fluxo apply`` stores
+            nothing; ``fluxo export FILE`` still gives the flow back.
+    """
+
+    engine: str
+    why: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
+
+
+def choose_engine(workflow: Workflow, triggers: Sequence[Trigger]) -> EngineChoice:
+    """Ask the step engine's check, then (when it refuses) the Node-RED engine's."""
     runnable, reasons = step_runnable(workflow, triggers)
-    return ("step", []) if runnable else ("nodered", reasons)
+    if runnable:
+        return EngineChoice("step")
+    try:
+        problems = [f"{where}: {what}" for where, what in check_flow(to_nodered(workflow))]
+    except UnsupportedFeatureError as exc:
+        problems = [exc.message]
+    return EngineChoice("nodered", tuple(reasons), tuple(problems))
 
 
 def import_file(text: bytes | str, *, name: str) -> ImportedFile:
@@ -142,7 +167,7 @@ def import_file(text: bytes | str, *, name: str) -> ImportedFile:
     sidecar = f"{name}{SIDECAR_SUFFIX}"
     engines = {w.metadata.name: choose_engine(w, result.triggers) for w in result.workflows}
     documents = {
-        w.metadata.name: _document(w, engines[w.metadata.name][0], sidecar)
+        w.metadata.name: _document(w, engines[w.metadata.name].engine, sidecar)
         for w in result.workflows
     }
     for workflow_name, document in documents.items():
@@ -168,9 +193,7 @@ def _document(workflow: Workflow, engine: str, sidecar: str) -> dict[str, Any]:
     return document
 
 
-def placements(
-    result: NodeRedImport, engines: Mapping[str, tuple[str, list[str]]]
-) -> list[Placement]:
+def placements(result: NodeRedImport, engines: Mapping[str, EngineChoice]) -> list[Placement]:
     """Every node of the import, with where it runs and why (file order)."""
     workflows = {w.metadata.name: w for w in result.workflows}
     node_steps: dict[str, list[str]] = {}
@@ -180,7 +203,7 @@ def placements(
     out = []
     for entry in result.report.nodes:
         chosen = engines.get(entry.workflow or "")
-        engine = chosen[0] if chosen else None
+        engine = chosen.engine if chosen else None
         runs, why = _placement(entry, workflows.get(entry.workflow or ""), node_steps, chosen)
         out.append(
             Placement(
@@ -202,13 +225,13 @@ def _placement(
     entry: NodeFidelity,
     workflow: Workflow | None,
     node_steps: Mapping[str, list[str]],
-    chosen: tuple[str, list[str]] | None,
+    chosen: EngineChoice | None,
 ) -> tuple[Runs, str]:
     if entry.status == "dropped":
         return "nowhere", entry.reason
     steps = node_steps.get(entry.node_id)
     if workflow is None or not steps:  # a tab, subflow or trigger: it is where its workflow is
-        if chosen is not None and chosen[0] == "nodered":
+        if chosen is not None and chosen.engine == "nodered":
             return "Node-RED only", f"{entry.reason}; its workflow runs on Node-RED only"
         return "step engine and Node-RED", entry.reason
     by_id = workflow.spec.steps_by_id()
@@ -222,7 +245,7 @@ def _placement(
         )
     else:
         why = entry.reason
-    if chosen is not None and chosen[0] == "nodered":
+    if chosen is not None and chosen.engine == "nodered":
         why += "; its workflow runs on Node-RED, as other nodes of it do not run on the step engine"
     return "step engine and Node-RED", why
 
@@ -241,8 +264,14 @@ def report_json(imported: ImportedFile) -> dict[str, Any]:
     return {
         "counts": report.counts(),
         "workflows": [
-            {"name": name, "engine": engine, "why": reasons}
-            for name, (engine, reasons) in imported.engines.items()
+            {
+                "name": name,
+                "engine": choice.engine,
+                "why": list(choice.why),
+                "runnable": not choice.refused,
+                "refused": list(choice.refused),
+            }
+            for name, choice in imported.engines.items()
         ],
         "nodes": [asdict(p) for p in imported.placements],
         "notes": list(report.notes),
@@ -253,18 +282,23 @@ def report_lines(imported: ImportedFile) -> list[str]:
     """The report as ``fluxo import nodered`` prints it."""
     result = imported.result
     counts = result.report.counts()
-    step = sum(1 for engine, _ in imported.engines.values() if engine == "step")
+    step = sum(1 for choice in imported.engines.values() if choice.engine == "step")
     lines = [
         f"{len(result.workflows)} workflow(s), {step} on the step engine; {counts['mapped']} "
         f"node(s) mapped, {counts['native']} kept native, {counts['dropped']} dropped"
     ]
-    for name, (engine, reasons) in imported.engines.items():
+    for name, choice in imported.engines.items():
         why = (
             "the step engine runs it as Node-RED does"
-            if engine == "step"
-            else "; ".join(reasons) or "not runnable on the step engine"
+            if choice.engine == "step"
+            else "; ".join(choice.why) or "not runnable on the step engine"
         )
-        lines.append(f"  workflow {name}: engine {engine}: {why}")
+        lines.append(f"  workflow {name}: engine {choice.engine}: {why}")
+        if choice.refused:
+            lines.append(
+                f"  workflow {name}: no engine runs it as imported (apply stores nothing); the "
+                f"Node-RED engine refuses its flow: {'; '.join(choice.refused)}"
+            )
     for p in imported.placements:
         if p.status != "mapped" or p.runs != "step engine and Node-RED":
             label = p.name or p.node_id
@@ -287,7 +321,9 @@ def attach_sources(document: Any, folder: Path, *, where: str) -> Any:
     if not isinstance(document, dict) or document.get("kind") != "Workflow":
         return document
     spec = document.get("spec")
-    source = spec.get("source") if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        return document
+    source = spec.get("source")
     if not isinstance(source, dict) or "flow" in source or not isinstance(source.get("file"), str):
         return document
     name = source["file"]
@@ -314,8 +350,7 @@ def attach_sources(document: Any, folder: Path, *, where: str) -> Any:
             f"{where} spec.source.file: {path} is not a Node-RED flow (a JSON array of nodes)",
             problems=[(f"{where} spec.source.file", "not a JSON array of nodes")],
         )
-    nodes = data
-    return {**document, "spec": {**spec, "source": {**source, "flow": nodes}}}
+    return {**document, "spec": {**spec, "source": {**source, "flow": data}}}
 
 
 # --- export --------------------------------------------------------------------------------------

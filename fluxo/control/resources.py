@@ -479,9 +479,12 @@ class WorkflowController:
         principal = Principal(account_id=resource.account_id, user_id=CONTROLLER_USER)
         source = resource.spec.get("source")
         digest = source.get("sha256") if isinstance(source, dict) else None
-        flow = self._flows.pop(digest, None) if isinstance(digest, str) else None
+        # Kept until a version stores it: the next workflow of the same file may need it.
+        flow = self._flows.get(digest) if isinstance(digest, str) else None
         try:
             applied = await self.jobs.apply(document, principal, source=flow)
+            if isinstance(digest, str):
+                self._flows.pop(digest, None)
         except IRValidationError as exc:
             problems = "; ".join(f"{where}: {what}" for where, what in exc.problems)
             return Reconciled([Condition("Ready", "False", "Invalid", problems or exc.message)])
