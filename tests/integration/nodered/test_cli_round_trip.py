@@ -111,7 +111,8 @@ def test_import_apply_export_gives_every_node_back(
             # round trip goes through the file instead of the store.
             assert "Ready=False" in line, line
             code, _, err = _fluxo("export", name, "--engine", "nodered")
-            assert code == 1 and "no workflow" in err, err
+            assert code == 1, err
+            assert "no workflow" in err, err
             code, flow, err = _fluxo("export", str(out / f"{name}.yaml"), "--engine", "nodered")
         assert code == 0, err
         assert "generated" not in err, err  # the source was used, not a generated flow
