@@ -42,6 +42,7 @@ from fluxo_core.ir import (
     DEFAULT_ENGINE,
     ENGINES,
     DocumentLimits,
+    Workflow,
     json_schema,
     load_workflows_yaml,
     parse_json,
@@ -362,16 +363,19 @@ async def _cmd_validate(args: argparse.Namespace, config: FluxoConfig) -> int:
         from fluxo.cli import _nodered_flows, _resources
 
         # The flow files spec.source names: read, and each holding its workflow.
-        loaded = await asyncio.to_thread(_resources.load_documents, Path(args.file), limits)
+        sidecars = _nodered_flows.Sidecars()
+        path = Path(args.file)
+        loaded = await asyncio.to_thread(_resources.load_documents, path, limits, sidecars)
         for where, doc in loaded:
             workflow = validate_workflow(doc)
             source = workflow.spec.source
-            if source is not None and source.flow is not None:
-                note = await asyncio.to_thread(_nodered_flows.source_problem, workflow)
+            flow = sidecars.flow_of(workflow, path.parent)
+            if source is not None and flow is not None:
+                note = await asyncio.to_thread(_nodered_flows.source_problem, workflow, flow)
                 if note is not None:
                     print(f"{where}: warning: {note}")
                 else:
-                    print(f"{where}: source {source.file}: {len(source.flow)} node(s), matches")
+                    print(f"{where}: source {source.file}: {len(flow)} node(s), matches")
     return 0
 
 
@@ -532,7 +536,9 @@ async def _export_file_nodered(args: argparse.Namespace, config: FluxoConfig) ->
     from translators import NodeRedOptions
 
     limits = document_limits(config)
-    documents = await asyncio.to_thread(_resources.load_documents, Path(args.workflow), limits)
+    path = Path(args.workflow)
+    sidecars = _nodered_flows.Sidecars()
+    documents = await asyncio.to_thread(_resources.load_documents, path, limits, sidecars)
     workflows = [
         validate_workflow(doc)
         for _, doc in documents
@@ -541,16 +547,21 @@ async def _export_file_nodered(args: argparse.Namespace, config: FluxoConfig) ->
     if not workflows:
         raise ValidationError(f"{args.workflow}: no workflow document to export")
     options = NodeRedOptions(fluxo_url=args.gateway_url)
-    flows = []
+    folder = path if await asyncio.to_thread(path.is_dir) else path.parent
+    # The workflows of one imported file share its flow: imported once for all of them.
+    by_source: dict[str | None, list[Workflow]] = {}
     for workflow in workflows:
         source = workflow.spec.source
-        flow = source.flow if source is not None else None
-        exported = await asyncio.to_thread(
-            _nodered_flows.export_flow, workflow, flow, options=options
+        by_source.setdefault(source.file if source is not None else None, []).append(workflow)
+    flows = []
+    for key, group in by_source.items():
+        flow = sidecars.flow_of(group[0], folder) if key is not None else None
+        nodes, notes = await asyncio.to_thread(
+            _nodered_flows.export_flows, group, flow, options=options
         )
-        if exported.note:
-            print(f"fluxo: {exported.note}", file=sys.stderr)
-        flows.append(exported.nodes)
+        for note in notes:
+            print(f"fluxo: {note}", file=sys.stderr)
+        flows.append(nodes)
     print(json.dumps(_nodered_flows.merged(flows), indent=2, sort_keys=True))
     return 0
 

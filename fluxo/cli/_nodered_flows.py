@@ -9,8 +9,9 @@ when the step engine's own check (:func:`engines.step.step_runnable`) accepts it
 ``nodered``, and the report says why, node by node (:func:`placements`).
 
 **Apply** (``fluxo apply``, ``fluxo validate``): a workflow document whose ``spec.source`` names a
-file is sent with the file's nodes inline (:func:`attach_sources`); the control plane stores the
-flow once per account by its digest, with the version.
+file is sent with the file's nodes inline, once per apply (:class:`Sidecars`: the other
+workflows of the same file name it by digest); the control plane stores the flow once per
+account by its digest, with the version.
 
 **Export** (:func:`export_flow`) gives the original nodes back when the workflow is still what
 its source imports to: its spec, apart from ``engine`` and ``source``, equals the spec the
@@ -23,6 +24,7 @@ from the workflow, as for any workflow authored in Fluxo.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -42,6 +44,7 @@ from translators import (
     check_flow,
     from_nodered,
     to_nodered,
+    to_nodered_flows,
 )
 from translators.nodered import NodeFidelity, Trigger
 
@@ -51,17 +54,20 @@ __all__ = [
     "ExportedFlow",
     "ImportedFile",
     "Placement",
-    "attach_sources",
+    "Sidecars",
     "choose_engine",
     "dump_yaml",
     "export_flow",
+    "export_flows",
     "import_file",
+    "json_bytes",
     "placements",
     "source_problem",
 ]
 
 SIDECAR_SUFFIX = ".flow.json"
 _YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+YAML_WRITER = _YAML_DUMPER.__name__
 """libyaml's writer when PyYAML was built with it: ~10x faster than the pure-Python one, which
 spends most of a large import writing YAML."""
 _STEP_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay"})
@@ -120,7 +126,7 @@ class ImportedFile:
 
     def sidecar_bytes(self) -> bytes:
         """The flow's nodes as read, one node per line-indented object."""
-        return _json_bytes(list(self.result.source.nodes), indent=True)
+        return json_bytes(list(self.result.source.nodes), indent=True)
 
     def yaml_texts(self) -> dict[str, str]:
         return {name: dump_yaml(doc) for name, doc in self.documents.items()}
@@ -172,7 +178,7 @@ def import_file(text: bytes | str, *, name: str) -> ImportedFile:
     }
     for workflow_name, document in documents.items():
         try:  # what is written must apply: checked here, not found out by the user
-            validate_workflow(json.loads(json.dumps(document)))
+            validate_workflow(document)
         except ValidationError as exc:
             raise ValidationError(
                 f"the import of workflow {workflow_name!r} does not validate as written; this is "
@@ -310,47 +316,91 @@ def report_lines(imported: ImportedFile) -> list[str]:
 # --- apply and validate --------------------------------------------------------------------------
 
 
-def attach_sources(document: Any, folder: Path, *, where: str) -> Any:
-    """``document`` with its ``spec.source`` flow read from the sidecar it names (in ``folder``,
-    within the flow import limit); other documents as they are.
+class Sidecars:
+    """The flow files that workflow documents name (``spec.source.file``), each read once.
 
-    Raises:
-        ConfigError: the sidecar cannot be read, or names a path outside ``folder``.
-        ValidationError: it is not a flow.
+    :meth:`attach` gives the first document naming a file its flow inline and the next ones
+    only its digest, so one apply sends a flow once however many workflows (tabs) came from it:
+    the control plane keeps the flow it was sent until a version stores it.
     """
+
+    def __init__(self) -> None:
+        self._read: dict[Path, tuple[list[dict[str, Any]], str]] = {}
+        self._sent: set[Path] = set()
+
+    def read(self, folder: Path, name: str, *, where: str) -> tuple[list[dict[str, Any]], str]:
+        """The nodes of sidecar ``name`` in ``folder`` and their digest (as the control plane
+        computes it: the sha256 of their compact JSON).
+
+        Raises:
+            ConfigError: the file cannot be read, or ``name`` is not a plain file name.
+            ValidationError: it is not a flow, or is over the flow import limit.
+        """
+        if Path(name).name != name:
+            raise ConfigError(
+                f"{where} spec.source.file: {name!r} must be a file name in the workflow file's "
+                "folder (no directories)"
+            )
+        path = (folder / name).resolve()
+        found = self._read.get(path)
+        if found is not None:
+            return found
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(FLOW_LIMITS.max_bytes + 1)
+        except OSError as exc:
+            raise ConfigError(
+                f"{where} spec.source.file: cannot read {path}: {exc.strerror}; keep the flow "
+                "file `fluxo import nodered` wrote next to the workflow, or remove spec.source "
+                "(an export then generates the flow)"
+            ) from exc
+        data = parse_json(raw, limits=FLOW_LIMITS, where=str(path))
+        if isinstance(data, dict) and isinstance(data.get("flows"), list):
+            data = data["flows"]  # the Admin API's {flows, rev}
+        if not isinstance(data, list) or not all(isinstance(n, dict) for n in data):
+            raise ValidationError(
+                f"{where} spec.source.file: {path} is not a Node-RED flow (a JSON array of nodes)",
+                problems=[(f"{where} spec.source.file", "not a JSON array of nodes")],
+            )
+        found = (data, hashlib.sha256(json_bytes(data)).hexdigest())
+        self._read[path] = found
+        return found
+
+    def attach(self, document: Any, folder: Path, *, where: str) -> Any:
+        """``document`` with the flow its ``spec.source`` names (inline the first time, by
+        digest after); other documents as they are."""
+        ref = _source_ref(document)
+        if ref is None:
+            return document
+        nodes, digest = self.read(folder, ref["file"], where=where)
+        path = (folder / ref["file"]).resolve()
+        sent = {"flow": nodes} if path not in self._sent else {"sha256": digest}
+        self._sent.add(path)
+        spec = document["spec"]
+        return {**document, "spec": {**spec, "source": {**ref, **sent}}}
+
+    def flow_of(self, workflow: Workflow, folder: Path) -> list[dict[str, Any]] | None:
+        """The flow a workflow read by :meth:`attach` names (None without ``spec.source``)."""
+        source = workflow.spec.source
+        if source is None:
+            return None
+        return source.flow or self.read(folder, source.file, where=workflow.metadata.name)[0]
+
+
+def _source_ref(document: Any) -> dict[str, Any] | None:
+    """The ``spec.source`` of a workflow document that names a file and carries no flow."""
     if not isinstance(document, dict) or document.get("kind") != "Workflow":
-        return document
+        return None
     spec = document.get("spec")
-    if not isinstance(spec, dict):
-        return document
-    source = spec.get("source")
-    if not isinstance(source, dict) or "flow" in source or not isinstance(source.get("file"), str):
-        return document
-    name = source["file"]
-    path = folder / name
-    if Path(name).name != name:
-        raise ConfigError(
-            f"{where} spec.source.file: {name!r} must be a file name in the workflow file's "
-            "folder (no directories)"
-        )
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(FLOW_LIMITS.max_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(
-            f"{where} spec.source.file: cannot read {path}: {exc.strerror}; keep the flow file "
-            "`fluxo import nodered` wrote next to the workflow, or remove spec.source (an export "
-            "then generates the flow)"
-        ) from exc
-    data = parse_json(raw, limits=FLOW_LIMITS, where=str(path))
-    if isinstance(data, dict) and isinstance(data.get("flows"), list):
-        data = data["flows"]  # the Admin API's {flows, rev}
-    if not isinstance(data, list) or not all(isinstance(n, dict) for n in data):
-        raise ValidationError(
-            f"{where} spec.source.file: {path} is not a Node-RED flow (a JSON array of nodes)",
-            problems=[(f"{where} spec.source.file", "not a JSON array of nodes")],
-        )
-    return {**document, "spec": {**spec, "source": {**source, "flow": data}}}
+    source = spec.get("source") if isinstance(spec, dict) else None
+    if (
+        not isinstance(source, dict)
+        or "flow" in source
+        or "sha256" in source
+        or not isinstance(source.get("file"), str)
+    ):
+        return None
+    return source
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -389,13 +439,34 @@ def export_flow(
     return ExportedFlow(to_nodered(origin, source=imported.source), True)
 
 
-def source_problem(workflow: Workflow) -> str | None:
-    """Why ``workflow`` no longer matches the flow its ``spec.source`` carries inline (None
+def export_flows(
+    workflows: Sequence[Workflow], source_flow: Any | None, *, options: NodeRedOptions
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Several workflows of one source as one flow, and why any was generated: the source is
+    imported once, and the workflows that still match it are exported together in one pass
+    over its nodes (a file of many tabs)."""
+    if source_flow is None:
+        flows = [export_flow(w, None, options=options) for w in workflows]
+        return merged([f.nodes for f in flows]), [f.note for f in flows if f.note]
+    imported = from_nodered(source_flow, name=workflows[0].metadata.name if workflows else "flow")
+    matching: list[Workflow] = []
+    generated: list[list[dict[str, Any]]] = []
+    notes: list[str] = []
+    for workflow in workflows:
+        origin, note = _origin(workflow, imported)
+        if origin is None:
+            generated.append(_generated(workflow, options))
+            notes.append(str(note))
+        else:
+            matching.append(origin)
+    original = to_nodered_flows(matching, source=imported.source) if matching else []
+    return merged([original, *generated]), notes
+
+
+def source_problem(workflow: Workflow, flow: Any) -> str | None:
+    """Why ``workflow`` no longer matches ``flow``, the flow its ``spec.source`` names (None
     when it matches: an export gives the flow back)."""
-    source = workflow.spec.source
-    if source is None or source.flow is None:
-        return None
-    return _origin(workflow, from_nodered(source.flow, name=workflow.metadata.name))[1]
+    return _origin(workflow, from_nodered(flow, name=workflow.metadata.name))[1]
 
 
 def _origin(workflow: Workflow, imported: NodeRedImport) -> tuple[Workflow | None, str | None]:
@@ -463,10 +534,9 @@ def edited_steps(workflow: Workflow, imported: Workflow) -> list[str]:
 
 
 def _behaviour(workflow: Workflow) -> dict[str, Any]:
-    spec = workflow.spec.model_dump(mode="json", exclude_defaults=True, by_alias=True)
-    spec.pop("engine", None)
-    spec.pop("source", None)
-    return spec
+    return workflow.spec.model_dump(
+        mode="json", exclude_defaults=True, by_alias=True, exclude={"engine", "source"}
+    )
 
 
 def _file(workflow: Workflow) -> str:
@@ -474,7 +544,7 @@ def _file(workflow: Workflow) -> str:
     return source.file if source is not None else "its source"
 
 
-def _json_bytes(value: Any, *, indent: bool = False) -> bytes:
+def json_bytes(value: Any, *, indent: bool = False) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
     except (orjson.JSONEncodeError, TypeError):  # integers over 64 bits: the slow writer

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from fluxo.cli._nodered_flows import SIDECAR_SUFFIX, attach_sources
+from fluxo.cli._nodered_flows import SIDECAR_SUFFIX, Sidecars
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError, ValidationError
 from fluxo_core.ir import DocumentLimits, parse_yaml_documents
@@ -132,13 +132,16 @@ def add_parsers(
 # --- reading files ------------------------------------------------------------------------------
 
 
-def load_documents(path: Path, limits: DocumentLimits) -> list[tuple[str, Any]]:
+def load_documents(
+    path: Path, limits: DocumentLimits, sidecars: Sidecars | None = None
+) -> list[tuple[str, Any]]:
     """Every document of ``path`` (a file, or a folder's YAML and JSON files by name, but for the
     ``*.flow.json`` flow files of imported workflows), each
     with where it came from (``orders.yaml doc[1]``). Each file is read within ``limits``.
 
-    A workflow whose ``spec.source`` names a flow file gets the file's nodes inline
-    (:func:`~fluxo.cli._nodered_flows.attach_sources`).
+    A workflow whose ``spec.source`` names a flow file gets the file's nodes (inline for the
+    first such workflow, by digest after: :class:`~fluxo.cli._nodered_flows.Sidecars`, which
+    ``sidecars`` may pass in to read the flows again without parsing them twice).
 
     Raises:
         ConfigError: the path does not exist or cannot be read.
@@ -160,13 +163,14 @@ def load_documents(path: Path, limits: DocumentLimits) -> list[tuple[str, Any]]:
         files = [path]
     else:
         raise ConfigError(f"{path}: no such file or folder")
+    sidecars = sidecars if sidecars is not None else Sidecars()
     documents: list[tuple[str, Any]] = []
     for file in files:
         raw = _read(file, limits.max_bytes)
         for index, _, data in parse_yaml_documents(raw, limits=limits, where=str(file)):
             where = f"{file} doc[{index}]"
             # A workflow imported from Node-RED names its flow file; it travels with it.
-            documents.append((where, attach_sources(data, file.parent, where=where)))
+            documents.append((where, sidecars.attach(data, file.parent, where=where)))
     return documents
 
 
