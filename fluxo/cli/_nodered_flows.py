@@ -24,9 +24,11 @@ from the workflow, as for any workflow authored in Fluxo.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +58,7 @@ __all__ = [
     "Placement",
     "Sidecars",
     "choose_engine",
+    "collector_paused",
     "dump_yaml",
     "export_flow",
     "export_flows",
@@ -73,6 +76,19 @@ spends most of a large import writing YAML."""
 _STEP_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay"})
 
 Runs = Literal["step engine and Node-RED", "Node-RED only", "nowhere"]
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for one import or YAML write: both build many objects
+    that all stay alive until they end, so its passes free nothing (as the translator does)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def dump_yaml(document: Any) -> str:
@@ -129,7 +145,8 @@ class ImportedFile:
         return json_bytes(list(self.result.source.nodes), indent=True)
 
     def yaml_texts(self) -> dict[str, str]:
-        return {name: dump_yaml(doc) for name, doc in self.documents.items()}
+        with collector_paused():
+            return {name: dump_yaml(doc) for name, doc in self.documents.items()}
 
 
 @dataclass(frozen=True)
@@ -169,6 +186,11 @@ def import_file(text: bytes | str, *, name: str) -> ImportedFile:
         ValidationError: the file is not a flow (from the translator), or, a bug, an imported
             workflow does not validate as written.
     """
+    with collector_paused():
+        return _import_file(text, name)
+
+
+def _import_file(text: bytes | str, name: str) -> ImportedFile:
     result = from_nodered(text, name=name)
     sidecar = f"{name}{SIDECAR_SUFFIX}"
     engines = {w.metadata.name: choose_engine(w, result.triggers) for w in result.workflows}
