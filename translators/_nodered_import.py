@@ -46,7 +46,7 @@ from translators._nodered_model import (
     WorkflowSource,
 )
 
-__all__ = ["import_flow"]
+__all__ = ["DROPPED_LABEL", "import_flow"]
 
 _SINKS = {
     "debug": "debug output: Fluxo records every step's input and output instead",
@@ -58,6 +58,10 @@ MAX_LINK_CALL_DEPTH = 16  # link calls within link calls; deeper is a recursion,
 MAX_COPIES = 20_000  # steps copied for link calls, subflow instances and loop passes
 MAX_LOOP_PASSES = 16  # passes round loops (all loops of a path together) the import unrolls
 LOOP = "loop"  # in a copy's context: one more pass round a loop
+DROPPED_LABEL = "fluxo.dev/nodered-dropped"
+"""What the import could not express and Node-RED would do (``loop``: a wire closing a loop was
+cut; ``entries``: several triggers that Node-RED starts apart now start together), as a
+``.``-joined label value: an engine other than Node-RED refuses such a workflow."""
 
 
 # --- one workflow --------------------------------------------------------------------------------
@@ -139,6 +143,7 @@ class _Builder:
         self.borrowed: list[_Member] = []
         self.notes: list[str] = []
         self.catches = catches  # tab id -> its enabled catch nodes, in file order
+        self.dropped: set[str] = set()  # behaviour the IR lost (see DROPPED_LABEL)
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -394,6 +399,7 @@ class _Builder:
         else:
             sources = sum(1 for m in self.box.members if m.role == "trigger")
             if len(entries) > 1 and sources > 1:
+                self.dropped.add("entries")
                 self.notes.append(
                     f"workflow {self.box.name!r} has {sources} entry points: the IR starts all "
                     "of them together (step 'start'); on Node-RED each trigger starts only its own nodes"
@@ -422,7 +428,7 @@ class _Builder:
         document = {
             "apiVersion": "fluxo.dev/v1",
             "kind": "Workflow",
-            "metadata": {"name": self.box.name, "labels": dict(SOURCE_LABEL)},
+            "metadata": {"name": self.box.name, "labels": self._labels()},
             "spec": spec,
         }
         return document, roots
@@ -494,6 +500,12 @@ class _Builder:
         """``steps`` and the step copies brought in since, in that order."""
         known = {m.key for m in steps}
         return steps + [m for m in self.borrowed if m.role == "step" and m.key not in known]
+
+    def _labels(self) -> dict[str, str]:
+        labels = dict(SOURCE_LABEL)
+        if self.dropped:
+            labels[DROPPED_LABEL] = ".".join(sorted(self.dropped))
+        return labels
 
     def _back_edges(
         self, order: list[str], succ: Mapping[str, list[str]], roots: list[str]

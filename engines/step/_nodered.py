@@ -36,12 +36,13 @@ from typing import Any
 
 from fluxo_core.ir import NativeStep, Workflow
 from nodered_semantics.support import QUEUE_CONTROLS, function_reports_errors, node_problem
-from translators.nodered import Trigger
+from translators.nodered import DROPPED_LABEL, Trigger
 
 __all__ = [
     "CONTENT_TYPE_HEADER",
     "NODERED_MSG_CONTENT_TYPE",
     "RUNNABLE_NATIVE_ENGINES",
+    "dropped_problems",
     "native_ports",
     "native_problem",
     "step_runnable",
@@ -102,6 +103,7 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
     to a delay acts on the messages that delay holds, and the step engine's delay holds none.
     """
     reasons: list[str] = []
+    reasons += dropped_problems(workflow)
     if any(s.kind == "delay" for s in workflow.spec.steps):
         for trigger in triggers:
             controls = sorted(set(trigger.sets) & QUEUE_CONTROLS)
@@ -139,6 +141,27 @@ def _successors(step: Any) -> list[str]:
         found += case.next
     found += list(getattr(step, "default", None) or [])
     return found
+
+
+_DROPPED = {
+    "loop": "the Node-RED flow loops (a wire closing the loop was cut by the import, so the "
+    "workflow would run the loop once); run it on Node-RED",
+    "entries": "the Node-RED flow has several triggers, each starting only its own nodes; the "
+    "workflow starts them all together; run it on Node-RED",
+}
+"""Why each behaviour the import lost (label ``fluxo.dev/nodered-dropped``) keeps a workflow off
+the step engine: it would run, but not as Node-RED does."""
+
+
+def dropped_problems(workflow: Workflow) -> list[str]:
+    """Why the step engine would not run ``workflow`` as Node-RED runs the flow it was imported
+    from: the behaviour its import dropped (label ``fluxo.dev/nodered-dropped``)."""
+    dropped = workflow.metadata.labels.get(DROPPED_LABEL) or ""
+    return [
+        _DROPPED.get(what, f"the import dropped {what!r} of the Node-RED flow")
+        for what in dropped.split(".")
+        if what
+    ]
 
 
 def native_problem(step: NativeStep, workflow: Workflow) -> str | None:

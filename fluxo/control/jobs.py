@@ -8,6 +8,7 @@ message. The engine is reached only through the registry, by name.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import FINAL_PHASES, Engine, EngineRegistry, RunHandle, StepState
 from fluxo_core.errors import (
     ConflictError,
+    FluxoError,
     NotFoundError,
     PayloadSchemaError,
     PayloadTooLargeError,
@@ -31,7 +33,14 @@ from fluxo_core.errors import (
     UnsupportedFeatureError,
     ValidationError,
 )
-from fluxo_core.ir import NativeStep, Packet, Workflow, new_packet_id, validate_workflow
+from fluxo_core.ir import (
+    NativeStep,
+    Packet,
+    Workflow,
+    WorkflowSource,
+    new_packet_id,
+    validate_workflow,
+)
 from fluxo_core.ir._problems import problems_from_pydantic
 from fluxo_core.redaction import mask_credentials
 from fluxo_core.storage import Database, Principal, Transaction
@@ -148,8 +157,15 @@ class JobService:
 
     # -- workflows ----------------------------------------------------------------------------
 
-    async def apply(self, document: Any, principal: Principal) -> AppliedWorkflow:
-        """Validate, store (new version if changed) and deploy a workflow document."""
+    async def apply(
+        self, document: Any, principal: Principal, *, source: bytes | None = None
+    ) -> AppliedWorkflow:
+        """Validate, store (new version if changed) and deploy a workflow document.
+
+        Args:
+            source: the flow ``spec.source.sha256`` names, when the document does not carry it
+                inline (``spec.source.flow``); stored with the version (once per digest).
+        """
         published = await self.runtime.catalog.list()
         known = [s.name for s in published] + [f"{s.name}@{s.version}" for s in published]
         # In a thread: a large workflow takes a while to validate (fields, graph, JSONata).
@@ -165,21 +181,28 @@ class JobService:
                 f"{principal.account_id!r}; remove metadata.account or use that account's token",
                 problems=[("metadata.account", "another account")],
             )
+        workflow, inline = take_source(workflow)
+        source = inline if inline is not None else source
         engine = self.registry.get(workflow.spec.engine or self.workflows.default_engine)
         # Checked before storing: a version the engine cannot run is never recorded. The step
         # engine's deploy is that check; an external engine is only deployed once stored (its
-        # deploy writes to the engine, and the runner deploys again before a job if needed).
+        # deploy writes to the engine, and the runner deploys again before a job if needed),
+        # and a version it refuses is taken back, so a refused apply leaves nothing stored.
         _check_runnable(engine, workflow)
         if not is_remote(engine):
             # The check deploys the document without the version it may carry (an exported
             # workflow carries one): versions are the control plane's to assign, on store.
             unversioned = workflow.metadata.model_copy(update={"version": None})
             await engine.deploy(workflow.model_copy(update={"metadata": unversioned}))
-        applied = await self.workflows.apply(workflow, principal.account_id)
-        if is_remote(engine):
-            await self.remote.deploy(engine, applied)
-        else:
-            await engine.deploy(applied.workflow)
+        applied = await self.workflows.apply(workflow, principal.account_id, source=source)
+        try:
+            if is_remote(engine):
+                await self.remote.deploy(engine, applied)
+            else:
+                await engine.deploy(applied.workflow)
+        except FluxoError:
+            await self.workflows.discard(applied)
+            raise
         return applied
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -554,6 +577,27 @@ class JobService:
                 ref=ref,
             )
         return orjson.loads(job.input)["payload"]
+
+
+def take_source(workflow: Workflow) -> tuple[Workflow, bytes | None]:
+    """The workflow as stored (``spec.source`` without its flow, with the flow's digest) and
+    the flow's bytes, when the document carries its source flow inline (``fluxo apply`` reads
+    the sidecar file and sends it so)."""
+    ref = workflow.spec.source
+    if ref is None or ref.flow is None:
+        return workflow, None
+    content = orjson.dumps(ref.flow)
+    digest = hashlib.sha256(content).hexdigest()
+    if ref.sha256 is not None and ref.sha256 != digest:
+        raise ValidationError(
+            f"spec.source.sha256 is {ref.sha256} but the flow sent with it has digest {digest}: "
+            f"{ref.file} changed since the workflow named it; remove spec.source.sha256 or "
+            "restore the file",
+            problems=[("spec.source.sha256", "does not match spec.source.flow")],
+        )
+    stored = WorkflowSource(format=ref.format, file=ref.file, sha256=digest)
+    spec = workflow.spec.model_copy(update={"source": stored})
+    return workflow.model_copy(update={"spec": spec}), content
 
 
 def _check_runnable(engine: Engine, workflow: Workflow) -> None:

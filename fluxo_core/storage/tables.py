@@ -218,6 +218,18 @@ workflows = Table(
     UniqueConstraint("account_id", "name", "content_hash"),
 )
 
+# The flow files workflows were imported from (spec.source), once per account and digest: the
+# versions that name one share it, so editing an imported workflow does not copy its flow.
+workflow_sources = Table(
+    "workflow_sources",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("format", String(20), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 jobs = Table(
     "jobs",
     metadata,
