@@ -194,6 +194,21 @@ class JobService:
         The record returned is the job as created (``queued``, no ``steps``); ``get`` shows its
         progress.
         """
+        job, _ = await self.create_once(
+            principal, workflow, payload, idempotency_key=idempotency_key, headers=headers
+        )
+        return job
+
+    async def create_once(
+        self,
+        principal: Principal,
+        workflow: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """:meth:`create`, and whether the job is new (False: the key's earlier job)."""
         applied, engine_name = await self._target(principal, workflow)
         spec = applied.workflow.spec
         if spec.input_schema is not None:
@@ -207,11 +222,12 @@ class JobService:
         row = self._row(principal, applied, engine_name, payload, idempotency_key, headers)
         start = await self._starter(principal, applied, engine_name)
         ((created, started),) = await self._insert_started(principal, [row], start)
-        if created != row["id"] or started["status"] in FINAL_PHASES:
+        new = created == row["id"]
+        if not new or started["status"] in FINAL_PHASES:
             # The idempotency key was used before (that job is the answer), or the job ended
             # as it started (its result is in the database).
-            return await self.get(principal, created, steps=False)
-        return _record(job_row(started))
+            return await self.get(principal, created, steps=False), new
+        return _record(job_row(started)), new
 
     async def create_many(
         self,

@@ -1,0 +1,269 @@
+"""Triggers as the platform runs them: firing (holds, admission, one job per event), webhooks,
+and what ``fluxo triggers`` and ``/v1/triggers`` read and change.
+
+Every firing goes through :meth:`TriggerService.fire`. It first asks whether the trigger is
+**held**: paused (``fluxo triggers pause``), disabled (``spec.enabled: false``), blocked (a
+Block of kind ``trigger``, or of the whole account), or its workflow paused or blocked. A held
+trigger creates nothing (:class:`~fluxo_core.errors.TriggerHeldError`, 423 to a webhook).
+Otherwise the job is created by :meth:`JobService.create` (admission: blocks and quotas) with
+the idempotency key ``trigger:<name>:<event id>``: the job row and the message that starts it
+commit in one transaction, and the same event again gives that job back instead of a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fluxo.control.auth import require
+from fluxo.control.blocks import BlockIndex
+from fluxo.control.jobs import FINAL, JobService
+from fluxo.control.triggers.source import FireResult
+from fluxo.control.triggers.webhook import check_timestamp, delivery_id, verify
+from fluxo_core.clock import SYSTEM_CLOCK, Clock
+from fluxo_core.errors import (
+    BlockedError,
+    FluxoError,
+    NotFoundError,
+    TriggerHeldError,
+    ValidationError,
+)
+from fluxo_core.ir import new_packet_id
+from fluxo_core.storage import Principal, Role, SecretStore
+from fluxo_core.storage.blocks import BlockStore
+from fluxo_core.storage.triggers import Health, TriggerRow, TriggerStore
+
+__all__ = ["TriggerService", "trigger_principal"]
+
+log = logging.getLogger(__name__)
+
+SECRET_CACHE_S = 5.0
+"""How long a webhook's secret is kept decrypted in memory: a rotated secret takes this long."""
+
+
+def trigger_principal(row: TriggerRow) -> Principal:
+    """Who a trigger's jobs are from: the account, and the trigger as its user."""
+    return Principal(account_id=row.account_id, user_id=f"trigger:{row.name}")
+
+
+class TriggerService:
+    def __init__(
+        self,
+        store: TriggerStore,
+        jobs: JobService,
+        blocks: BlockIndex,
+        *,
+        secrets: SecretStore | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.blocks = blocks
+        self.pauses = BlockStore(store.db, clock=clock)
+        self.secrets = secrets
+        self.clock = clock
+        self._secrets: dict[tuple[str, str], tuple[str, float]] = {}
+
+    # -- firing -------------------------------------------------------------------------------
+
+    async def held(self, row: TriggerRow) -> str | None:
+        """Why ``row`` may not fire now, or None."""
+        if row.paused_by is not None:
+            return (
+                f"trigger {row.name!r} is paused (by {row.paused_by}); resume it with "
+                f"fluxo triggers resume {row.name}"
+            )
+        if not row.enabled:
+            return f"trigger {row.name!r} is disabled (spec.enabled: false); apply it enabled"
+        await self.blocks.refresh()
+        # The trigger's own block and the account's; a block of the workflow is found by the
+        # job's admission (BlockedError below), which holds the trigger the same way.
+        block = self.blocks.match_trigger(row.account_id, row.name)
+        if block is not None:
+            return (
+                f"{block.kind} {block.target!r} is blocked: {block.reason} (block {block.id}); "
+                f"lift it with fluxo block lift {block.id}"
+            )
+        pause = await self.store.db.read(
+            lambda conn: self.pauses.pause_on(conn, row.account_id, row.workflow)
+        )
+        if pause is not None:
+            return (
+                f"workflow {row.workflow!r} is paused (by {pause.paused_by}); resume it with "
+                f"fluxo workflows resume {row.workflow}"
+            )
+        return None
+
+    async def fire(
+        self,
+        row: TriggerRow,
+        event_id: str | None,
+        payload: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        event_time: float | None = None,
+    ) -> FireResult:
+        """Create the job of one event of trigger ``row`` (see the module docstring).
+
+        ``event_id``: what makes a repeated event the same (None: never deduplicated).
+        ``event_time``: when the event happened, for the trigger's lag.
+
+        Raises:
+            TriggerHeldError: the trigger is held; nothing was created.
+            AdmissionDeniedError, ValidationError, NotFoundError: the job was refused (quota,
+                an input the workflow does not take, a workflow that is not applied).
+        """
+        reason = await self.held(row)
+        if reason is not None:
+            await self.store.record(row.account_id, row.name, held=reason)
+            raise TriggerHeldError(f"{reason}; nothing was created", held=reason, trigger=row.name)
+        key = f"trigger:{row.name}:{event_id or new_packet_id()}"
+        packet_headers = {"fluxo-trigger": row.name, "fluxo-trigger-type": row.type}
+        if event_id is not None:
+            packet_headers["fluxo-event"] = event_id
+        packet_headers.update(headers or {})
+        try:
+            job, created = await self.jobs.create_once(
+                trigger_principal(row),
+                row.workflow,
+                payload,
+                idempotency_key=key[:200],
+                headers=packet_headers,
+            )
+        except BlockedError as exc:
+            # A block of the workflow or the account that admission found first: a hold too.
+            await self.store.record(row.account_id, row.name, held=exc.message)
+            raise TriggerHeldError(
+                f"{exc.message}; nothing was created", held=exc.message, trigger=row.name
+            ) from None
+        except FluxoError as exc:
+            await self.store.record(
+                row.account_id, row.name, health="failing", error=exc.message, held=None
+            )
+            raise
+        lag = None if event_time is None else max(0.0, self.clock.time() - event_time)
+        await self.store.record(
+            row.account_id,
+            row.name,
+            health="connected",
+            held=None,
+            error=None,
+            event_id=event_id or key,
+            job_id=job.id,
+            lag_s=lag,
+            created=1 if created else 0,
+        )
+        return FireResult(job.id, created, job.status)
+
+    def sink(self, row: TriggerRow) -> _Sink:
+        """What a :class:`~fluxo.control.triggers.source.TriggerSource` of ``row`` fires into."""
+        return _Sink(self, row)
+
+    # -- webhooks -----------------------------------------------------------------------------
+
+    async def webhook_target(
+        self, account_id: str, name: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[TriggerRow, str | None]:
+        """The webhook trigger a request authenticates for, and its event id.
+
+        Raises:
+            AuthError: a missing, stale or wrong signature or token, and (with the same
+                message) a trigger that does not exist or is no webhook.
+        """
+        stamp = check_timestamp(headers, self.clock.time())
+        row = await self.store.find(account_id, name)
+        if row is None or row.type != "webhook":
+            verify("hmac" if stamp is not None else "bearer", None, headers, body, stamp)
+            raise AssertionError("verify refuses an unknown trigger")  # pragma: no cover
+        config = row.spec["webhook"]
+        secret = await self._secret(row.account_id, config["secret"])
+        signature = verify(config.get("auth", "hmac"), secret, headers, body, stamp)
+        return row, delivery_id(headers, signature)
+
+    async def _secret(self, account_id: str, name: str) -> str | None:
+        now = self.clock.monotonic()
+        cached = self._secrets.get((account_id, name))
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        if self.secrets is None:
+            return None
+        try:
+            value = (await self.secrets.reveal(account_id, [name]))[name]
+        except NotFoundError:
+            return None
+        self._secrets[(account_id, name)] = (value, now + SECRET_CACHE_S)
+        return value
+
+    # -- what the CLI and the API read and change ----------------------------------------------
+
+    async def list(self, principal: Principal) -> Sequence[TriggerRow]:
+        return await self.store.list(principal.account_id)
+
+    async def get(self, principal: Principal, name: str) -> TriggerRow:
+        return await self.store.get(principal.account_id, name)
+
+    async def pause(self, principal: Principal, name: str) -> TriggerRow:
+        require(principal, Role.ACCOUNT_ADMIN, "pause triggers")
+        return await self.store.set_paused(
+            principal.account_id, name, f"{principal.account_id}/{principal.user_id}"
+        )
+
+    async def resume(self, principal: Principal, name: str) -> TriggerRow:
+        require(principal, Role.ACCOUNT_ADMIN, "resume triggers")
+        row = await self.store.set_paused(principal.account_id, name, None)
+        await self.store.record(row.account_id, row.name, held=None)
+        return await self.store.get(row.account_id, row.name)
+
+    async def fire_now(
+        self, principal: Principal, name: str, payload: Any, *, event_id: str | None = None
+    ) -> FireResult:
+        """Fire a trigger by hand (``fluxo triggers fire``): its spec's ``input`` unless
+        ``payload`` is given; the same ``event_id`` again gives the first job."""
+        require(principal, Role.MEMBER, "fire triggers")
+        row = await self.store.get(principal.account_id, name)
+        if payload is None:
+            payload = dict(row.spec.get("input") or {})
+        if event_id is not None and not 0 < len(event_id) <= 128:
+            raise ValidationError(
+                "an event id is 1 to 128 characters", problems=[("event_id", "length")]
+            )
+        return await self.fire(
+            row, f"manual:{event_id}" if event_id else None, payload, event_time=None
+        )
+
+    async def running_job(self, row: TriggerRow) -> str | None:
+        """The trigger's last job if it has not ended (cron's concurrency rule reads it)."""
+        if row.last_job_id is None:
+            return None
+        try:
+            job = await self.jobs.get(trigger_principal(row), row.last_job_id, steps=False)
+        except NotFoundError:
+            return None
+        return None if job.status in FINAL else job.id
+
+
+class _Sink:
+    """A trigger's sink: fires with the trigger's current row, reports its health."""
+
+    def __init__(self, service: TriggerService, row: TriggerRow) -> None:
+        self.service = service
+        self.row = row
+
+    async def fire(
+        self,
+        event_id: str,
+        payload: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        event_time: float | None = None,
+    ) -> FireResult:
+        row = await self.service.store.get(self.row.account_id, self.row.name)
+        return await self.service.fire(
+            row, event_id, payload, headers=headers, event_time=event_time
+        )
+
+    async def health(self, state: Health, error: str | None = None) -> None:
+        await self.service.store.record(
+            self.row.account_id, self.row.name, health=state, error=error
+        )
