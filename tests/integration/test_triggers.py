@@ -74,9 +74,7 @@ class World:
 
     async def settled(self, who: Principal = ACME) -> list[Any]:
         """The trigger jobs of ``who``, each once it ended."""
-        return [
-            await self.platform.jobs.wait(who, j.id, 20) for j in await self.jobs(who)
-        ]
+        return [await self.platform.jobs.wait(who, j.id, 20) for j in await self.jobs(who)]
 
 
 def platform_on(db: Database, clock: ManualClock, secrets: SecretStore) -> Platform:
@@ -342,17 +340,22 @@ async def test_the_supervisor_fires_due_slots_by_itself(db: Database, tmp_path: 
 async def http(world: World) -> AsyncIterator[TestClient[Any, Any]]:
     await world.secrets.put("acme", "orders-hook", HOOK_SECRET)
     await world.platform.resources.apply(
-        ACME, trigger("orders", {"type": "webhook", "webhook": {"secret": "orders-hook",
-                                                               "maxBodyBytes": 4096}})
+        ACME,
+        trigger(
+            "orders",
+            {"type": "webhook", "webhook": {"secret": "orders-hook", "maxBodyBytes": 4096}},
+        ),
     )
-    async with TestClient(
-        TestServer(create_app(world.platform, max_packet_bytes=65536))
-    ) as client:
+    async with TestClient(TestServer(create_app(world.platform, max_packet_bytes=65536))) as client:
         yield client
 
 
 def signed(
-    body: bytes, stamp: int, *, secret: str = HOOK_SECRET, delivery: str | None = None,
+    body: bytes,
+    stamp: int,
+    *,
+    secret: str = HOOK_SECRET,
+    delivery: str | None = None,
     content_type: str = "application/json",
 ) -> dict[str, str]:
     headers = {
@@ -443,8 +446,13 @@ async def test_bad_webhooks_are_refused_clearly_and_create_nothing(
         ("tampered", b'{"order": 2}', signed(body, now), 401, "signature does not match"),
         ("malformed", b'{"order": ', signed(b'{"order": ', now), 400, "JSON"),
         ("too deep", deep, signed(deep, now), 422, "deep"),
-        ("oversized", b"x" * 5000, signed(b"x" * 5000, now, content_type="text/plain"), 413,
-         "maxBodyBytes"),
+        (
+            "oversized",
+            b"x" * 5000,
+            signed(b"x" * 5000, now, content_type="text/plain"),
+            413,
+            "maxBodyBytes",
+        ),
     ]
     for what, data, headers, status, says in cases:
         response = await http.post("/hooks/acme/orders", data=data, headers=headers)
@@ -500,14 +508,17 @@ async def test_a_held_webhook_answers_423_and_creates_nothing(
 async def test_a_bearer_webhook(world: World, http: TestClient[Any, Any]) -> None:
     await world.platform.resources.apply(
         ACME,
-        trigger("bearer", {"type": "webhook", "webhook": {"secret": "orders-hook",
-                                                         "auth": "bearer"}}),
+        trigger(
+            "bearer", {"type": "webhook", "webhook": {"secret": "orders-hook", "auth": "bearer"}}
+        ),
     )
     ok = await http.post(
         "/hooks/acme/bearer", json={"a": 1}, headers={"Authorization": f"Bearer {HOOK_SECRET}"}
     )
     assert ok.status == 202
-    bad = await http.post("/hooks/acme/bearer", json={"a": 1}, headers={"Authorization": "Bearer x"})
+    bad = await http.post(
+        "/hooks/acme/bearer", json={"a": 1}, headers={"Authorization": "Bearer x"}
+    )
     assert bad.status == 401
     assert len(await world.jobs()) == 1
 
