@@ -56,6 +56,7 @@ async def _cmd(args: argparse.Namespace, config: FluxoConfig) -> int:
         if isinstance(client, HttpClient):
             result = await _remote(client, args)
         else:
+            assert isinstance(client, LocalClient)
             result = await _local(client, args)
     if args.json:
         print(json.dumps(result, indent=2))
