@@ -69,6 +69,7 @@ class TriggerController:
             next_fire_at=next_at,
             reschedule=reschedule,
         )
+        self.triggers.forget(resource.account_id, resource.name)
         self.on_change()
         problems = await self._problems(resource)
         details: dict[str, Any] = {}
@@ -123,6 +124,7 @@ class TriggerController:
 
     async def release(self, resource: ResourceRow) -> None:
         await self.triggers.store.delete(resource.account_id, resource.name)
+        self.triggers.forget(resource.account_id, resource.name)
         self.on_change()
 
 
