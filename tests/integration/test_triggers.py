@@ -256,33 +256,52 @@ async def test_a_held_cron_trigger_fires_nothing_then_catches_up_once(world: Wor
     assert len(await world.jobs()) == 3
 
 
+SLOW = {
+    "apiVersion": "fluxo.dev/v1",
+    "kind": "Workflow",
+    "metadata": {"name": "count-up"},
+    "spec": {"engine": "step", "steps": [{"id": "wait", "kind": "service", "service": "slow"}]},
+}
+
+
+def slow_minutely(concurrency: str) -> dict[str, Any]:
+    return trigger(
+        "minutely",
+        {
+            "type": "cron",
+            "schedule": "* * * * *",
+            "input": {"n": 1, "sleep": 2.5},
+            "cron": {"concurrency": concurrency},
+        },
+    )
+
+
 async def test_forbid_skips_a_slot_while_the_last_job_runs(world: World) -> None:
     platform = world.platform
-    slow = {
-        "apiVersion": "fluxo.dev/v1",
-        "kind": "Workflow",
-        "metadata": {"name": "count-up"},
-        "spec": {"engine": "step", "steps": [{"id": "wait", "kind": "service", "service": "slow"}]},
-    }
-    await platform.jobs.apply(slow, ACME)
-    await platform.resources.apply(
-        ACME,
-        trigger(
-            "minutely",
-            {
-                "type": "cron",
-                "schedule": "* * * * *",
-                "input": {"n": 1, "sleep": 2.5},
-                "cron": {"concurrency": "forbid"},
-            },
-        ),
-    )
+    await platform.jobs.apply(SLOW, ACME)
+    await platform.resources.apply(ACME, slow_minutely("forbid"))
     world.clock.advance(60)
     assert await platform.trigger_supervisor.tick() == 1
     world.clock.advance(60)
     assert await platform.trigger_supervisor.tick() == 0  # the first still runs
     (job,) = await world.jobs()
     await platform.jobs.cancel(ACME, job.id)
+
+
+async def test_replace_cancels_the_running_job_for_the_new_slot(world: World) -> None:
+    platform = world.platform
+    await platform.jobs.apply(SLOW, ACME)
+    await platform.resources.apply(ACME, slow_minutely("replace"))
+    world.clock.advance(60)
+    assert await platform.trigger_supervisor.tick() == 1
+    (first,) = await world.jobs()
+    world.clock.advance(60)
+    assert await platform.trigger_supervisor.tick() == 1
+    ended = await platform.jobs.wait(ACME, first.id, 20)
+    assert ended.status == "cancelled"
+    state = await platform.triggers.get(ACME, "minutely")
+    assert state.last_job_id != first.id
+    await platform.jobs.cancel(ACME, state.last_job_id or "")
 
 
 # --- firing by hand, and the resource's life ----------------------------------------------------
