@@ -38,6 +38,7 @@ from fluxo.control.triggers import (
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
+from fluxo_core.errors import NotFoundError
 from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
 from fluxo_core.storage.quotas import QuotaStore
@@ -291,6 +292,7 @@ class Platform:
             self.admission.blocks,
             secrets=self.secrets,
             clock=clock,
+            on_health=self._trigger_health,
         )
         self.trigger_supervisor = TriggerSupervisor(
             self.triggers, sources=trigger_sources, tick_s=trigger_tick_s
@@ -308,6 +310,20 @@ class Platform:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}
+
+    async def _trigger_health(
+        self, account_id: str, name: str, health: str, error: str | None
+    ) -> None:
+        """A trigger's health into its resource's ``status`` (``fluxo get triggers``)."""
+        try:
+            row = await self.resources.store.get(account_id, "Trigger", name)
+        except NotFoundError:
+            return  # deleted meanwhile
+        status = {**row.status, "health": health}
+        status.pop("lastError", None)
+        if error is not None:
+            status["lastError"] = error
+        await self.resources.store.set_status(row, status)
 
     async def readiness(self, timeout_s: float = 2.0) -> dict[str, str]:
         """Whether this process can serve: each dependency's state, ``"ok"`` or why not.

@@ -579,3 +579,27 @@ async def test_the_trigger_routes(world: World, http: TestClient[Any, Any]) -> N
     assert (await resumed.json())["paused"] is False
     described = await (await http.get("/v1/triggers/orders", headers=auth)).json()
     assert (described["jobsCreated"], described["health"]) == (1, "connected")
+
+
+async def test_a_failing_trigger_says_so_in_its_resource_status(world: World) -> None:
+    platform = world.platform
+    ghost = every_minute()
+    ghost["spec"]["workflow"] = "not-applied"
+    applied = await platform.resources.apply(ACME, ghost)
+    assert conditions(applied.document) == {"Ready": ("False", "WorkflowNotFound")}
+    assert applied.document["status"]["health"] == "connected"
+    world.clock.advance(60)
+    await platform.trigger_supervisor.tick()  # the slot passes, its error recorded
+    state = await platform.triggers.get(ACME, "minutely")
+    assert (state.health, state.jobs_created) == ("failing", 0)
+    assert "not-applied" in (state.last_error or "")
+    document = await platform.resources.get(ACME, "trigger", "minutely")
+    assert document["status"]["health"] == "failing"
+    assert document["status"]["lastError"] == state.last_error
+    # Fixed: the next slot fires, and the status says connected again.
+    await platform.resources.apply(ACME, every_minute())
+    world.clock.advance(60)
+    assert await platform.trigger_supervisor.tick() == 1
+    document = await platform.resources.get(ACME, "trigger", "minutely")
+    assert document["status"]["health"] == "connected"
+    assert "lastError" not in document["status"]

@@ -72,7 +72,9 @@ class TriggerController:
         self.triggers.forget(resource.account_id, resource.name)
         self.on_change()
         problems = await self._problems(resource)
-        details: dict[str, Any] = {}
+        details: dict[str, Any] = {"health": row.health}
+        if row.last_error is not None:
+            details["lastError"] = row.last_error
         if row.type == "webhook":
             details["webhookPath"] = hook_path(row.account_id, row.name)
         if row.next_fire_at is not None:

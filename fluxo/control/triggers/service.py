@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from fluxo_core.storage import Principal, Role, SecretStore, Transaction
 from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.triggers import Health, TriggerRow, TriggerStore
 
-__all__ = ["TriggerService", "trigger_principal"]
+__all__ = ["HealthListener", "TriggerService", "trigger_principal"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ ROW_CACHE_S = 0.5
 """How long a webhook's trigger is kept in memory (the admission caches' staleness)."""
 SECRET_CACHE_S = 5.0
 """How long a webhook's secret is kept decrypted in memory: a rotated secret takes this long."""
+
+
+HealthListener = Callable[[str, str, Health, str | None], Awaitable[None]]
+"""``(account, trigger, health, error)``: called when a trigger's health changes."""
 
 
 def trigger_principal(row: TriggerRow) -> Principal:
@@ -62,8 +66,12 @@ class TriggerService:
         *,
         secrets: SecretStore | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        on_health: HealthListener | None = None,
     ) -> None:
         self.store = store
+        # Told when a trigger's health changes (the platform writes it into the resource's
+        # status, where fluxo get/describe show it).
+        self.on_health = on_health
         self.jobs = jobs
         self.blocks = blocks
         self.pauses = BlockStore(store.db, clock=clock)
@@ -211,14 +219,26 @@ class TriggerService:
         except FluxoError as exc:
             await self._failed(row, events, exc)
             return
+        # Written before the callers learn: what they see next (status) already says so.
+        await self._health_changed(row, "connected", None)
         for event, (job, new) in zip(events, made, strict=True):
             if not event.done.done():
                 event.done.set_result(FireResult(job.id, new, job.status))
+
+    async def _health_changed(self, row: TriggerRow, health: Health, error: str | None) -> None:
+        if self.on_health is not None and (row.health != health or row.last_error != error):
+            try:
+                await self.on_health(row.account_id, row.name, health, error)
+            except FluxoError as exc:  # the firing stands; the status catches up next change
+                log.warning(
+                    "trigger %s/%s: status not written: %s", row.account_id, row.name, exc.message
+                )
 
     async def _failed(self, row: TriggerRow, events: list[_Event], error: FluxoError) -> None:
         await self.store.record(
             row.account_id, row.name, health="failing", error=error.message, held=None
         )
+        await self._health_changed(row, "failing", error.message)
         _refuse(events, error)
 
     def sink(self, row: TriggerRow) -> _Sink:
@@ -364,6 +384,6 @@ class _Sink:
         )
 
     async def health(self, state: Health, error: str | None = None) -> None:
-        await self.service.store.record(
-            self.row.account_id, self.row.name, health=state, error=error
-        )
+        row = await self.service.store.get(self.row.account_id, self.row.name)
+        await self.service.store.record(row.account_id, row.name, health=state, error=error)
+        await self.service._health_changed(row, state, error)
