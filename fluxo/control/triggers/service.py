@@ -108,7 +108,7 @@ class TriggerService:
         if pause is not None:
             return (
                 f"workflow {row.workflow!r} is paused (by {pause.paused_by}); resume it with "
-                f"fluxo workflows resume {row.workflow}"
+                f"fluxo workflow resume {row.workflow}"
             )
         return None
 
