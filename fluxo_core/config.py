@@ -34,6 +34,8 @@ class FluxoConfig(BaseModel):
     poll_interval_s: float = 1.0
     output_retention_s: float = 86_400.0
     lease_s: float = 5.0
+    # How often the trigger supervisor looks for due cron slots and changed triggers.
+    trigger_tick_s: float = 1.0
     http_allow: tuple[str, ...] = ()
     http_deny: tuple[str, ...] = ()
     engines: tuple[str, ...] = (DEFAULT_ENGINE,)
@@ -75,6 +77,7 @@ class FluxoConfig(BaseModel):
             poll_interval_s=_float(env, "FLUXO_POLL_INTERVAL", 1.0),
             output_retention_s=_float(env, "FLUXO_OUTPUT_RETENTION_S", 86_400.0),
             lease_s=_float(env, "FLUXO_LEASE_S", 5.0),
+            trigger_tick_s=_float(env, "FLUXO_TRIGGER_TICK_S", 1.0),
             http_allow=_list(env, "FLUXO_HTTP_ALLOW"),
             http_deny=_list(env, "FLUXO_HTTP_DENY"),
             engines=_engines(env),

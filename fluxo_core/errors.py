@@ -69,6 +69,7 @@ __all__ = [
     "ServiceTimeoutError",
     "StorageError",
     "TransportError",
+    "TriggerHeldError",
     "UnknownServiceError",
     "UnsupportedFeatureError",
     "ValidationError",
@@ -243,6 +244,14 @@ class BlockedError(AdmissionDeniedError):
     ends ``blocked`` and may be resumed once the block is lifted."""
 
     code = "blocked"
+
+
+class TriggerHeldError(AdmissionDeniedError):
+    """A trigger that may not fire now (paused, blocked, or its workflow paused or blocked):
+    nothing was created; it fires again once what holds it is lifted (context: ``held``)."""
+
+    http_status = 423
+    code = "trigger_held"
 
 
 class ServiceError(FluxoError):

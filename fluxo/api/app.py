@@ -1,7 +1,8 @@
 """The HTTP API (aiohttp): services and calls, workflows and jobs, and its OpenAPI document.
 
-Every route except the probes (``/livez``, ``/readyz``, ``/v1/health``), ``/v1/openapi.json`` and
-sign-in (``POST /v1/sessions``) needs ``Authorization: Bearer <token>``; the token names one account
+Every route except the probes (``/livez``, ``/readyz``, ``/v1/health``), ``/v1/openapi.json``,
+sign-in (``POST /v1/sessions``) and the webhooks (``POST /hooks/...``, authenticated by their
+trigger's secret: fluxo/api/triggers.py) needs ``Authorization: Bearer <token>``; the token names one account
 and everything a request reads or writes is scoped to it. A revoked or expired token is 401; a
 viewer's token is 403 on every write (see fluxo/api/auth.py and fluxo/control/auth.py). Errors are JSON::
 
@@ -28,6 +29,7 @@ from fluxo.api import (
     quotas,
     resources,
     secrets,
+    triggers,
     usage,
 )
 from fluxo.api.common import ENVELOPE_BYTES, LIMITS, MAX_BYTES, PARSER, PLATFORM, PRINCIPAL
@@ -91,6 +93,7 @@ def create_app(
     if homes:
         app[HOME] = homes[0]
     app.router.add_get("/", _root)
+    triggers.add_routes(app)
     return app
 
 
@@ -167,6 +170,8 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if len(request.match_info.apps) > 1:
         return await handler(request)  # a face's route: the face signs its users in
     if request.path in PUBLIC_PATHS or (request.method, request.path) in auth.PUBLIC_ROUTES:
+        return await handler(request)
+    if triggers.is_hook(request):  # authenticated by its trigger's secret, not a token
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

@@ -21,7 +21,16 @@ from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from fluxo.cli import _auth, _billing, _blocks, _nodered, _quota, _resources, _usage
+from fluxo.cli import (
+    _auth,
+    _billing,
+    _blocks,
+    _nodered,
+    _quota,
+    _resources,
+    _triggers,
+    _usage,
+)
 from fluxo.cli._client import HttpClient, open_client, server_or_database
 from fluxo.control.platform import (
     build_dead_letters,
@@ -233,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     _billing.add_parser(sub)
     _quota.add_parser(sub)
     _blocks.add_parser(sub)
+    _triggers.add_parser(sub)
 
     p = sub.add_parser(
         "call",

@@ -317,7 +317,10 @@ async def open_client(
 
     db = await open_database(config)
     try:
-        platform = build_platform(config, db, default_services(config, db), workers=1)
+        # Without the triggers: a CLI command does not fire cron slots while it runs.
+        platform = build_platform(
+            config, db, default_services(config, db), workers=1, run_triggers=False
+        )
         await platform.accounts.ensure_account(ADMIN_ACCOUNT, "Default account")
         async with platform:
             yield LocalClient(platform, Principal(account_id=ADMIN_ACCOUNT, user_id=ADMIN_USER))

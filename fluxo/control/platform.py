@@ -31,13 +31,21 @@ from fluxo.control.metrics import PlatformMetrics
 from fluxo.control.policy import Admission
 from fluxo.control.quotas import QuotaEnforcer
 from fluxo.control.resources import ResourceService, default_controllers
+from fluxo.control.triggers import (
+    SourceFactory,
+    TriggerController,
+    TriggerService,
+    TriggerSupervisor,
+)
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
+from fluxo_core.errors import NotFoundError
 from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
 from fluxo_core.storage.quotas import QuotaStore
 from fluxo_core.storage.resources import ResourceStore
+from fluxo_core.storage.triggers import TriggerStore
 from fluxo_core.storage.workflows import WorkflowStore
 from service_runtime import Interceptor, Service, ServiceRuntime, default_interceptors
 from service_runtime.dead_letters import DeadLetters
@@ -112,8 +120,10 @@ def build_platform(
     *,
     workers: int = 2,
     clock: Clock = SYSTEM_CLOCK,
+    run_triggers: bool = True,
 ) -> Platform:
-    """The platform ``fluxo up`` serves (and CLI commands run on the local database)."""
+    """The platform ``fluxo up`` serves (and CLI commands run on the local database, without
+    running the triggers: ``run_triggers=False``)."""
     return Platform(
         db,
         services,
@@ -127,6 +137,8 @@ def build_platform(
         config=config,
         clock=clock,
         spans=open_span_sink(config),
+        run_triggers=run_triggers,
+        trigger_tick_s=config.trigger_tick_s,
     )
 
 
@@ -201,6 +213,9 @@ class Platform:
         interceptors: Sequence[Interceptor] = (),
         clock: Clock = SYSTEM_CLOCK,
         spans: SpanSink | None = None,
+        run_triggers: bool = True,
+        trigger_tick_s: float = 1.0,
+        trigger_sources: dict[str, SourceFactory] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -275,9 +290,46 @@ class Platform:
             default_controllers(self.jobs, self.accounts, self.quotas, self.blocks),
             clock=clock,
         )
+        # Triggers (cron, webhooks, sources): the Trigger controller writes what the
+        # supervisor runs; a firing creates its job through the job service.
+        self.triggers = TriggerService(
+            TriggerStore(db, clock=clock),
+            self.jobs,
+            self.admission.blocks,
+            secrets=self.secrets,
+            clock=clock,
+            on_health=self._trigger_health,
+        )
+        self.trigger_supervisor = TriggerSupervisor(
+            self.triggers, sources=trigger_sources, tick_s=trigger_tick_s
+        )
+        self.run_triggers = run_triggers
+        self.resources.controllers.register(
+            "Trigger",
+            TriggerController(
+                self.triggers,
+                self.workflows,
+                source_types=lambda: set(self.trigger_supervisor.sources),
+                on_change=self.trigger_supervisor.wake,
+            ),
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}
+
+    async def _trigger_health(
+        self, account_id: str, name: str, health: str, error: str | None
+    ) -> None:
+        """A trigger's health into its resource's ``status`` (``fluxo get triggers``)."""
+        try:
+            row = await self.resources.store.get(account_id, "Trigger", name)
+        except NotFoundError:
+            return  # deleted meanwhile
+        status = {**row.status, "health": health}
+        status.pop("lastError", None)
+        if error is not None:
+            status["lastError"] = error
+        await self.resources.store.set_status(row, status)
 
     async def readiness(self, timeout_s: float = 2.0) -> dict[str, str]:
         """Whether this process can serve: each dependency's state, ``"ok"`` or why not.
@@ -314,6 +366,10 @@ class Platform:
         self._tasks.append(
             asyncio.create_task(self.jobs.remote.run(self._stop), name="remote-engines")
         )
+        if self.run_triggers:
+            self._tasks.append(
+                asyncio.create_task(self.trigger_supervisor.run(self._stop), name="triggers")
+            )
 
     async def stop(self) -> None:
         self._stop.set()

@@ -18,6 +18,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import re
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
@@ -35,6 +36,7 @@ __all__ = [
     "ROLES",
     "AccountSpec",
     "BlockSpec",
+    "CronConfig",
     "KindInfo",
     "QuotaSpec",
     "ResourceDocument",
@@ -42,6 +44,7 @@ __all__ = [
     "TriggerSpec",
     "UserSpec",
     "ValidResource",
+    "WebhookConfig",
     "kind_info",
     "validate_resource",
 ]
@@ -131,19 +134,73 @@ class BlockSpec(_Spec):
     until: datetime | None = None
 
 
+SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+
+
+def _time_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value[:60]!r}; use an IANA name such as 'Europe/Paris' or 'UTC'"
+        ) from None
+    return value
+
+
+TimeZone = Annotated[str, StringConstraints(max_length=60), pydantic.AfterValidator(_time_zone)]
+
+
+class CronConfig(_Spec):
+    """When a cron trigger fires and what it does with missed and overlapping runs.
+
+    ``catchUp``: after downtime (or a pause), ``skip`` the slots missed, fire ``once`` for them,
+    or fire ``all`` of them up to ``maxCatchUp``. ``concurrency``: a slot whose previous job
+    still runs fires anyway (``allow``), is skipped (``forbid``), or cancels that job
+    (``replace``)."""
+
+    time_zone: TimeZone = Field(default="UTC", alias="timeZone")
+    catch_up: Literal["skip", "once", "all"] = Field(default="skip", alias="catchUp")
+    max_catch_up: int = Field(default=10, alias="maxCatchUp", ge=1, le=100)
+    concurrency: Literal["allow", "forbid", "replace"] = "allow"
+
+
+class WebhookConfig(_Spec):
+    """How a webhook request proves it comes from the sender: an HMAC-SHA256 signature with the
+    stored secret ``secret`` (``hmac``), or that secret as a bearer token (``bearer``)."""
+
+    auth: Literal["hmac", "bearer"] = "hmac"
+    secret: SecretName
+    max_body_bytes: int = Field(default=262_144, alias="maxBodyBytes", ge=1, le=16_777_216)
+
+
 class TriggerSpec(_Spec):
-    """What starts jobs of a workflow: a schedule (cron), a webhook or incoming mail."""
+    """What starts jobs of a workflow: a schedule (cron), a webhook or incoming mail.
+
+    ``input``: a cron trigger's job input. ``cron`` and ``webhook``: the settings of that type
+    (defaults when absent). ``secrets``: names of the account's stored secrets a trigger type
+    reads (``fluxo secret``), never their values."""
 
     workflow: Name
     type: Literal["cron", "webhook", "email"]
     schedule: Annotated[str, StringConstraints(max_length=200)] | None = None
     input: dict[str, Any] = Field(default_factory=dict)
     enabled: bool = True
+    cron: CronConfig | None = None
+    webhook: WebhookConfig | None = None
 
     @pydantic.model_validator(mode="after")
-    def _schedule(self) -> TriggerSpec:
+    def _per_type(self) -> TriggerSpec:
         if self.type == "cron" and not self.schedule:
             raise ValueError("a cron trigger needs a schedule, e.g. '*/5 * * * *'")
+        if self.type != "cron" and (self.schedule is not None or self.cron is not None):
+            raise ValueError(f"schedule and cron are for cron triggers, not {self.type}")
+        if self.type == "webhook" and self.webhook is None:
+            raise ValueError(
+                "a webhook trigger needs webhook.secret: the name of a stored secret "
+                "(fluxo secret set NAME) it checks signatures with"
+            )
+        if self.type != "webhook" and self.webhook is not None:
+            raise ValueError(f"webhook is for webhook triggers, not {self.type}")
         return self
 
 

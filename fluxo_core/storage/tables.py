@@ -483,3 +483,29 @@ service_terms = Table(
     Column("timeout_s", Float),
     Column("applied_at", Float, nullable=False),
 )
+# One row per Trigger resource: what the supervisor runs, and its health. Written by the
+# trigger controller (spec) and by whichever process fires it (health, next fire time).
+trigger_state = Table(
+    "trigger_state",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("workflow", String(100), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("spec", Text, nullable=False),  # the resource's spec as JSON
+    Column("generation", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("paused_by", String(300)),  # fluxo triggers pause: who; NULL when running
+    Column("paused_at", Float),
+    Column("health", String(12), nullable=False),  # connected | degraded | failing
+    Column("held", Text),  # why it does not fire now (a block, a paused workflow), or NULL
+    Column("next_fire_at", Float),  # cron: the slot it fires next; claimed by compare-and-set
+    Column("last_event_id", String(200)),
+    Column("last_event_at", Float),
+    Column("last_job_id", String(64)),
+    Column("last_error", Text),
+    Column("jobs_created", BigInteger, nullable=False),
+    Column("lag_s", Float),  # how late the last event started its job
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_trigger_state_type_next", trigger_state.c.type, trigger_state.c.next_fire_at)

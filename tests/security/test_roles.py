@@ -40,6 +40,9 @@ PUBLIC = frozenset(
 )
 # The one write a viewer may make: ending its own session (tested below).
 VIEWER_WRITES = frozenset({("delete", "/v1/sessions/current")})
+# Authenticated by their trigger's secret, not by a token: any token is no credential there
+# (test_a_webhook_takes_no_token below).
+BY_TRIGGER = frozenset({("post", "/hooks/{account}/{trigger}")})
 WORKFLOW = {
     "apiVersion": "fluxo.dev/v1",
     "kind": "Workflow",
@@ -144,7 +147,7 @@ async def test_a_viewer_gets_403_on_every_write_route_and_changes_nothing(world:
     writes = [
         (m, t)
         for m, t in await world.routes()
-        if m != "get" and (m, t) not in PUBLIC | VIEWER_WRITES
+        if m != "get" and (m, t) not in PUBLIC | VIEWER_WRITES | BY_TRIGGER
     ]
     assert ("post", "/v1/workflows") in writes  # the enumeration found the routes
     before = await world.state()
@@ -181,7 +184,7 @@ async def test_a_revoked_or_expired_token_gets_401_on_every_route(world: World, 
         status, _ = await world.send("GET", "/v1/me", token)
         assert status == 200  # it worked before it was revoked
         await accounts.revoke_token("acme", info.id)
-    routes = [r for r in await world.routes() if r not in PUBLIC]
+    routes = [r for r in await world.routes() if r not in PUBLIC | BY_TRIGGER]
     assert ("get", "/metrics") in routes
     before = await world.state()
     for method, template in routes:
@@ -192,3 +195,45 @@ async def test_a_revoked_or_expired_token_gets_401_on_every_route(world: World, 
         assert how in body["error"]["message"], where
         assert info.id in body["error"]["message"], where
     assert await world.state() == before
+
+
+async def test_a_webhook_takes_no_token(world: World) -> None:
+    """No token of any role, valid, revoked or expired, opens a webhook: without its trigger's
+    signature it is 401 and creates nothing; with it, it needs no token at all."""
+    from fluxo.control.triggers.webhook import sign
+
+    assert set(await world.routes()) >= BY_TRIGGER
+    platform = world.platform
+    assert platform.secrets is not None
+    await platform.secrets.put("acme", "hook-key", "whsec-roles")
+    await platform.resources.apply(
+        ACME,
+        {
+            "apiVersion": "fluxo.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": "hook"},
+            "spec": {"workflow": "count-up", "type": "webhook", "webhook": {"secret": "hook-key"}},
+        },
+    )
+    viewer = await platform.accounts.issue_token("acme", "vic", role=Role.VIEWER)
+    admin = await platform.accounts.issue_token("acme", "ada")
+    revoked, info = await platform.accounts.create_token("acme", "ada", "old")
+    await platform.accounts.revoke_token("acme", info.id)
+    before = await world.state()
+    for token in (viewer, admin, revoked):
+        status, body = await world.send("POST", "/hooks/acme/hook", token, {"n": 1})
+        assert status == 401, body
+        assert "webhook request is not authenticated" in body["error"]["message"]
+    assert await world.state() == before
+    stamp = int(time.time())
+    data = b'{"n": 1}'
+    response = await world.http.post(
+        "/hooks/acme/hook",
+        data=data,
+        headers={
+            "Content-Type": "application/json",
+            "X-Fluxo-Timestamp": str(stamp),
+            "X-Fluxo-Signature": sign("whsec-roles", stamp, data),
+        },
+    )
+    assert response.status == 202

@@ -86,6 +86,7 @@ class World:
     period: str = ""  # this month, YYYY-MM
     quota: str = "globex-daily-calls"  # B's quota
     block_id: str = ""  # B's block (on a service its job does not use)
+    hook: str = "globex-hook"  # B's webhook trigger (its secret's value carries the marker)
 
     async def send(self, method: str, path: str, who: str, body: Any = None) -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -130,6 +131,7 @@ class World:
             [t.to_json() for t in await accounts.list_tokens("globex", kind="session")],
             issued,
             [b.model_dump(mode="json") for b in await self.platform.blocks.find(B)],
+            [t.to_json() for t in await self.platform.triggers.store.list("globex")],
         )
 
 
@@ -203,6 +205,21 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
         world.invoice = issued.header.number
         block = await platform.blocks.place(B, kind="service", target="echo", reason=SECRET)
         world.block_id = block.id
+        # B's webhook trigger, and its secret.
+        await platform.secrets.put("globex", "globex-hook-key", f"whsec_{SECRET}")
+        await platform.resources.apply(
+            B,
+            {
+                "apiVersion": "fluxo.dev/v1",
+                "kind": "Trigger",
+                "metadata": {"name": world.hook},
+                "spec": {
+                    "workflow": "globex-private",
+                    "type": "webhook",
+                    "webhook": {"secret": "globex-hook-key"},
+                },
+            },
+        )
         yield world
 
 
@@ -496,6 +513,39 @@ CASES: dict[tuple[str, str], Case] = {
     ("post", "/v1/workflows/{name}/resume"): lambda w, who: [
         (f"/v1/workflows/{w.workflow}/resume", None, _forbidden_to_engines(who, {404}))
     ],
+    # A webhook takes no token: it is authenticated by its trigger's secret. A's tokens (as
+    # bearer) and no signature get B's hook, a missing one and a wrong account the same 401;
+    # test_triggers.py signs with a wrong secret and checks nothing is created.
+    ("post", "/hooks/{account}/{trigger}"): lambda w, who: [
+        (path, {"order": 1}, {401})
+        for path in (
+            f"/hooks/globex/{w.hook}",
+            f"/hooks/globex/{w.hook}?wait=1",
+            "/hooks/globex/no-such-hook",
+            f"/hooks/acme/{w.hook}",
+        )
+    ],
+    # Triggers (fluxo/api/triggers.py): B's is not found; A lists only its own (none).
+    ("get", "/v1/triggers"): lambda w, who: [
+        ("/v1/triggers", None, _forbidden_to_engines(who, {200}))
+    ],
+    ("get", "/v1/triggers/{name}"): lambda w, who: [
+        (f"/v1/triggers/{w.hook}", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/triggers/{name}/pause"): lambda w, who: [
+        (f"/v1/triggers/{w.hook}/pause", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/triggers/{name}/resume"): lambda w, who: [
+        (f"/v1/triggers/{w.hook}/resume", None, _forbidden_to_engines(who, {404}))
+    ],
+    ("post", "/v1/triggers/{name}/fire"): lambda w, who: [
+        (f"/v1/triggers/{w.hook}/fire", None, _forbidden_to_engines(who, {404})),
+        (
+            f"/v1/triggers/{w.hook}/fire",
+            {"input": {"n": 1}, "event_id": "x"},
+            _forbidden_to_engines(who, {404}),
+        ),
+    ],
 }
 
 
@@ -546,7 +596,7 @@ async def test_another_account_gets_nothing_of_b_from_any_route(world: World, wh
             assert SECRET not in text, where
             if status < 300:  # the attacker's own data only
                 # B's secret name: what A names in its own PUT comes back to it, nothing else.
-                names = (world.secret, world.quota, "gus") if method == "get" else ()
+                names = (world.secret, world.quota, "gus", world.hook) if method == "get" else ()
                 ids = (world.b_token_id, world.b_session_id)
                 for of_b in (
                     world.job_id,
