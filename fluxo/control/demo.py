@@ -16,7 +16,8 @@ resume, the quota through the quota store. So what the demo shows is what Fluxo 
   schema rejects);
 - the second account blocked for a while, periodically (its jobs are refused or stop
   ``blocked``), then the block lifted and its blocked jobs resumed;
-- a daily calls quota on the second account that reaches 80 % (and, at 100 %, is raised).
+- a daily calls quota on the second account that reaches 80 % (an event), and is then
+  raised by its admin before it refuses anything.
 
 :func:`check_demo_allowed` refuses a production installation and, without ``force``, a
 database with accounts that are not the demo's.
@@ -38,6 +39,7 @@ from typing import Any
 
 from fluxo.control.auth import Auth
 from fluxo.control.platform import Platform
+from fluxo.control.quotas import quota_answer
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import AdmissionDeniedError, ConfigError, FluxoError, ValidationError
 from fluxo_core.ir import DEFAULT_ENGINE, load_workflows_yaml, workflow_document
@@ -67,6 +69,8 @@ PASSWORD_ENV = "FLUXO_DEMO_PASSWORD"
 BLOCKED_ACCOUNT = "globex"
 QUOTA_NAME = "demo-daily-calls"
 NODERED_EXAMPLE = "order-alerts.nodered.json"
+# The quota's first threshold (quota events at 80 and 100 %): the demo raises it once there.
+WARNING_PERCENT = 80
 
 _FINAL = frozenset({"succeeded", "failed", "cancelled"})
 # How many created jobs the driver follows to their end (older ones it stops watching).
@@ -219,7 +223,7 @@ class DemoDriver:
         )
         self.report(
             f"demo: quota {QUOTA_NAME} of {BLOCKED_ACCOUNT}: {self.options.quota_calls} "
-            "calls a day (an event at 80 % and 100 %)"
+            "calls a day (an event at 80 %)"
         )
         return credentials
 
@@ -290,6 +294,7 @@ class DemoDriver:
             workflow = self._rng.choice(list(self._workflows))
             await self._submit(account_id, workflow)
         await self._follow()
+        await self._watch_quota()
 
     async def run(self, stop: asyncio.Event, *, progress_every: int = 30) -> None:
         """Tick every ``interval_s`` until ``stop``, reporting progress now and then."""
@@ -309,7 +314,7 @@ class DemoDriver:
                 await asyncio.wait_for(stop.wait(), self.options.interval_s)
 
     async def _submit(self, account_id: str, workflow: str) -> None:
-        payload = self._input(self._workflows[workflow])
+        payload = self.sample_input(self._workflows[workflow])
         try:
             job = await self.platform.jobs.create(self.principal(account_id), workflow, payload)
         except ValidationError as exc:
@@ -318,8 +323,6 @@ class DemoDriver:
             return
         except AdmissionDeniedError as exc:
             self.stats.refused[exc.code] += 1
-            if exc.code == "quota_exceeded":
-                await self._raise_quota()
             return
         self.stats.submitted += 1
         self._followed[job.id] = account_id
@@ -341,11 +344,13 @@ class DemoDriver:
                 self.stats.resumed += 1
 
     async def drain(self, timeout_s: float = 30.0) -> None:
-        """Wait until every followed job has ended (tests; the CLI before it stops)."""
+        """Wait until every followed job has ended, resuming and watching the quota as ticks do
+        (tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self._followed and loop.time() < deadline:
             await self._follow()
+            await self._watch_quota()
             if self._followed:
                 await asyncio.sleep(0.05)
 
@@ -368,13 +373,21 @@ class DemoDriver:
             self._block = None
             self.stats.blocks_lifted += 1
 
-    async def _raise_quota(self) -> None:
-        """The account's admin raises its limit once it is reached, as a customer would."""
-        quota = await self.platform.quotas.get(BLOCKED_ACCOUNT, QUOTA_NAME)
-        spec = QuotaSpec(kind="calls", limit=quota.limit * 2, period="day")
+    async def _watch_quota(self) -> None:
+        """The account's admin raises its limit once it warned at 80 %, as a customer would,
+        so the demo shows the warning, and its jobs do not fail for the quota."""
+        now = self.platform.clock.time()
+        quota = await quota_answer(self.platform.quotas, BLOCKED_ACCOUNT, QUOTA_NAME, now)
+        used, limit = quota["used"], quota["limit"]
+        if used is None or used * 100 < limit * WARNING_PERCENT:
+            return
+        spec = QuotaSpec(kind="calls", limit=limit * 2, period="day")
         await self.platform.quotas.set(BLOCKED_ACCOUNT, QUOTA_NAME, spec)
         self.stats.quota_raised += 1
-        self.report(f"demo: {BLOCKED_ACCOUNT} reached its quota; raised to {spec.limit} calls")
+        self.report(
+            f"demo: {BLOCKED_ACCOUNT} used {used} of its {limit} calls today; its admin raised "
+            f"the quota to {spec.limit}"
+        )
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -383,7 +396,8 @@ class DemoDriver:
             return _HELD
         return self._rng.choice(_CUSTOMERS)
 
-    def _input(self, example: str) -> dict[str, Any]:
+    def sample_input(self, example: str) -> dict[str, Any]:
+        """The next input for a job of ``example``, drawn from the seeded generator."""
         rng = self._rng
         number = rng.randrange(1000, 99999)
         if example == "lead-enrichment":
