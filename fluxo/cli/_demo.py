@@ -100,9 +100,7 @@ async def serve(args: argparse.Namespace, config: FluxoConfig, *, extra: Any = (
     try:
         await check_demo_allowed(config, AccountStore(db), force=args.force)
         services = default_services(config, db) + list(extra)
-        await run_server(
-            config, db, services, workers=args.workers, on_ready=start_demo, stop=stop
-        )
+        await run_server(config, db, services, workers=args.workers, on_ready=start_demo, stop=stop)
     finally:
         stop.set()
         for task in tasks:

@@ -167,7 +167,8 @@ async def test_a_job_that_ended_blocked_is_resumed_once_no_block_holds_it(
     assert driver.stats.resumed == 1
     ended = await platform.jobs.get(principal, job.id)
     assert ended.status == "succeeded"
-    assert ended.result is not None and ended.result["order_id"] == "SO-9"
+    assert ended.result is not None
+    assert ended.result["order_id"] == "SO-9"
 
 
 async def test_the_same_seed_makes_the_same_inputs(platform: Platform) -> None:
