@@ -76,7 +76,12 @@ async def serve(args: argparse.Namespace, config: FluxoConfig, *, extra: Any = (
     if args.port is not None:
         overrides["port"] = args.port
     config = config.model_copy(update=overrides)
-    options = DemoOptions(seed=args.seed, interval_s=args.interval, examples=args.examples)
+    options = DemoOptions(
+        seed=args.seed,
+        interval_s=args.interval,
+        examples=args.examples,
+        nodered_token_file=config.home / "demo-nodered.env",
+    )
     db = await open_database(config)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []

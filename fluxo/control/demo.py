@@ -46,7 +46,7 @@ from fluxo_core.ir import DEFAULT_ENGINE, load_workflows_yaml, workflow_document
 from fluxo_core.storage import Principal
 from fluxo_core.storage.accounts import PLATFORM_ACCOUNT, AccountStore, Role
 from fluxo_core.storage.quotas import QuotaSpec
-from translators import from_nodered
+from translators import NodeRedOptions, from_nodered
 
 __all__ = [
     "DEMO_ACCOUNTS",
@@ -56,6 +56,7 @@ __all__ = [
     "DemoOptions",
     "DemoStats",
     "check_demo_allowed",
+    "write_nodered_tokens",
 ]
 
 log = logging.getLogger("fluxo.demo")
@@ -101,6 +102,8 @@ class DemoOptions:
         invalid_rate: share of submissions whose input the workflow's schema refuses.
         quota_calls: the daily calls quota of the blocked account (80 % soon gives an event).
         examples: the folder of the examples.
+        nodered_token_file: where to write the demo accounts' Node-RED engine tokens (when a
+            Node-RED engine runs), for ``fluxo nodered start --token-env-file``.
     """
 
     seed: int = 0
@@ -111,6 +114,7 @@ class DemoOptions:
     invalid_rate: float = 0.04
     quota_calls: int = 400
     examples: Path = Path("examples")
+    nodered_token_file: Path | None = None
 
 
 @dataclass
@@ -175,6 +179,27 @@ async def check_demo_allowed(config: FluxoConfig, accounts: AccountStore, *, for
         )
 
 
+async def write_nodered_tokens(accounts: AccountStore, path: Path) -> None:
+    """Issue each demo account a Node-RED engine token and write them as ``KEY=VALUE`` lines
+    (``FLUXO_TOKEN_ACME=...``: the variable its flows read) to ``path``, private to this user."""
+    options = NodeRedOptions()
+    lines = []
+    for account_id in DEMO_ACCOUNTS:
+        token = await accounts.issue_token(
+            account_id, "node-red", "demo: Node-RED engine", engine="nodered"
+        )
+        lines.append(f"{options.token_envs(account_id)[0]}={token}\n")
+
+    def write() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.writelines(lines)
+        path.chmod(0o600)  # a file that existed keeps its mode through O_CREAT
+
+    await asyncio.to_thread(write)
+
+
 class DemoDriver:
     """Sets the demo up on ``platform`` and makes one job per :meth:`tick`.
 
@@ -214,6 +239,14 @@ class DemoDriver:
     async def setup(self) -> list[DemoCredential]:
         """Accounts, their admin users, the examples on every engine, the quota."""
         credentials = [await self._account(a, name) for a, name in DEMO_ACCOUNTS.items()]
+        engines = {e.name for e in self.platform.registry.engines()}
+        if "nodered" in engines and self.options.nodered_token_file is not None:
+            path = self.options.nodered_token_file
+            await write_nodered_tokens(self.platform.accounts, path)
+            self.report(
+                f"demo: the demo accounts' Node-RED tokens are in {path}; (re)start Node-RED "
+                f"with them: fluxo nodered start --token-env-file {path}"
+            )
         for document in await asyncio.to_thread(self._example_documents):
             await self._apply_everywhere(document)
         await self.platform.quotas.set(

@@ -22,10 +22,11 @@ from fluxo.control.demo import (
     DemoDriver,
     DemoOptions,
     check_demo_allowed,
+    write_nodered_tokens,
 )
 from fluxo.control.platform import Platform
 from fluxo_core.config import FluxoConfig
-from fluxo_core.errors import ConfigError
+from fluxo_core.errors import ConfigError, ServiceError
 from fluxo_core.storage import Database
 from fluxo_core.storage.accounts import PLATFORM_ACCOUNT, Role
 from fluxo_core.storage.users import UserStore
@@ -169,6 +170,32 @@ async def test_a_job_that_ended_blocked_is_resumed_once_no_block_holds_it(
     assert ended.status == "succeeded"
     assert ended.result is not None
     assert ended.result["order_id"] == "SO-9"
+
+
+async def test_the_nodered_token_file_holds_an_engine_token_per_demo_account(
+    db: Database, tmp_path: Path
+) -> None:
+    from fluxo_core.storage import AccountStore
+
+    accounts = AccountStore(db)
+    for account_id, name in DEMO_ACCOUNTS.items():
+        await accounts.ensure_account(account_id, name)
+    path = tmp_path / "home" / "demo-nodered.env"
+    await write_nodered_tokens(accounts, path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    lines = dict(line.split("=", 1) for line in path.read_text().splitlines())
+    assert set(lines) == {"FLUXO_TOKEN_ACME", "FLUXO_TOKEN_GLOBEX"}
+    for account_id in DEMO_ACCOUNTS:
+        who = await accounts.authenticate(lines[f"FLUXO_TOKEN_{account_id.upper()}"])
+        assert (who.account_id, who.engine) == (account_id, "nodered")
+
+
+def test_enrich_customer_refuses_a_customer_on_credit_hold_for_good() -> None:
+    from services import enrich_customer
+
+    with pytest.raises(ServiceError, match="mallory@example.com is on credit hold") as caught:
+        enrich_customer.handler({"customer": {"email": " Mallory@Example.com"}})
+    assert caught.value.retryable is False
 
 
 async def test_the_same_seed_makes_the_same_inputs(platform: Platform) -> None:
