@@ -193,7 +193,7 @@ async def test_the_nodered_token_file_holds_an_engine_token_per_demo_account(
 def test_enrich_customer_refuses_a_customer_on_credit_hold_for_good() -> None:
     from services import enrich_customer
 
-    with pytest.raises(ServiceError, match="mallory@example.com is on credit hold") as caught:
+    with pytest.raises(ServiceError, match=r"mallory@example\.com is on credit hold") as caught:
         enrich_customer.handler({"customer": {"email": " Mallory@Example.com"}})
     assert caught.value.retryable is False
 
