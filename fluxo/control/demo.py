@@ -227,6 +227,11 @@ class DemoDriver:
         self._admin = Principal(PLATFORM_ACCOUNT, "fluxo-demo", role=Role.PLATFORM_ADMIN)
 
     @property
+    def admin(self) -> Principal:
+        """The platform admin the demo places and lifts account blocks as."""
+        return self._admin
+
+    @property
     def workflows(self) -> Sequence[str]:
         return tuple(self._workflows)
 
@@ -358,7 +363,11 @@ class DemoDriver:
             self.stats.refused[exc.code] += 1
             return
         self.stats.submitted += 1
-        self._followed[job.id] = account_id
+        self.follow(account_id, job.id)
+
+    def follow(self, account_id: str, job_id: str) -> None:
+        """Watch a job to its end: count how it ended, resume it if a block stopped it."""
+        self._followed[job_id] = account_id
         if len(self._followed) > _FOLLOWED:
             del self._followed[next(iter(self._followed))]
 

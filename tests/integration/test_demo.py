@@ -126,7 +126,7 @@ async def test_the_stream_succeeds_fails_for_a_real_cause_and_blocks_then_resume
     assert stats.refused["blocked"] > 0
     assert stats.resumed > 0
     assert stats.blocks_placed == stats.blocks_lifted >= 6
-    admin = driver._admin
+    admin = driver.admin
     audit = await platform.blocks.audit(admin)
     mine = [e for e in audit if e.account_id == BLOCKED_ACCOUNT]
     assert [e.action for e in mine].count("place") == stats.blocks_placed
@@ -156,7 +156,7 @@ async def test_a_job_that_ended_blocked_is_resumed_once_no_block_holds_it(
         "items": [{"sku": "KB-1", "qty": 1, "price": "49.50"}],
     }
     job = await platform.jobs.create(principal, "order-intake", order)
-    driver._followed[job.id] = BLOCKED_ACCOUNT
+    driver.follow(BLOCKED_ACCOUNT, job.id)
     assert (await platform.jobs.wait(principal, job.id, 20)).status == "blocked"
 
     await driver.tick()  # a block still holds it: left blocked, not resumed
