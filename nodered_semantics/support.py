@@ -27,11 +27,14 @@ from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
 
 __all__ = [
     "NODERED_NODE_SERVICE",
+    "PASSING_TYPES",
     "QUEUE_CONTROLS",
+    "REPORTED_PORT",
     "RULE_TYPES",
     "SUPPORTED_TYPES",
     "change_rules",
     "function_reads_context",
+    "function_reports_errors",
     "node_problem",
     "range_numbers",
     "rules_problem",
@@ -41,9 +44,19 @@ __all__ = [
 
 RULE_TYPES = frozenset({"change", "switch", "range", "sort"})
 
+REPORTED_PORT = -1
+"""The output "port" of a failure a node reported and went on (``node.error(err, msg)`` in a
+function): the packet's msg is ``{message, msg}``; the step engine hands it to the step's catch
+(its ``on_error: goto``) and drops it when there is none, as Node-RED only logs it then."""
+
 NODERED_NODE_SERVICE = "nodered-node"
 """The name of the built-in service that runs one node on one message."""
-SUPPORTED_TYPES = frozenset({"function", "template", "json", "csv"}) | RULE_TYPES
+PASSING_TYPES = frozenset({"junction", "link out"})
+"""Wiring nodes an import keeps as steps where a port of a node with several outputs leads to
+them (so the port can be told apart): they pass the message on unchanged."""
+SUPPORTED_TYPES = (
+    frozenset({"function", "template", "json", "csv", "catch"}) | RULE_TYPES | PASSING_TYPES
+)
 
 
 def node_problem(node: Mapping[str, Any]) -> str | None:
@@ -58,6 +71,12 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
     if kind in RULE_TYPES:
         return rules_problem(node)
+    if kind == "link out" and node.get("mode") == "return":
+        return "a return link out continues at its link call, which the import wires instead"
+    if kind == "catch":
+        scope = node.get("scope")
+        if scope not in (None, "") and not isinstance(scope, list):
+            return f"it catches the failures of its {scope!r} (only the tab or listed nodes are)"
     if kind == "function":
         if not isinstance(node.get("func"), str):
             return "it has no code (func)"
@@ -106,6 +125,16 @@ def function_reads_context(code: str) -> bool:
     such a body different results, silently. Writes alone are harmless (nothing reads them).
     """
     return bool(_CONTEXT_READ.search(code))
+
+
+# done(err) hands msg to the catch nodes; what the body sends besides is Node-RED's own business.
+_DONE_WITH_ERROR = re.compile(r"\bdone\s*\(\s*[^)\s]")
+
+
+def function_reports_errors(code: str) -> bool:
+    """Whether a function body reports a failure with ``done(err)``, which on Node-RED reaches
+    the catch nodes while what the body sent still goes on (the step engine fails the step)."""
+    return bool(_DONE_WITH_ERROR.search(code))
 
 
 def rules_problem(node: Mapping[str, Any]) -> str | None:

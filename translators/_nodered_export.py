@@ -40,6 +40,7 @@ from translators._nodered_model import (
     json_copy,
     stable_id,
 )
+from translators._nodered_refs import carry_references
 from translators._nodered_render import (
     COLUMN,
     ROW,
@@ -104,6 +105,9 @@ def generate(workflow: Workflow, options: NodeRedOptions) -> list[dict[str, Any]
         return stable_id(key, "flow", role)
 
     rendered = {step.id: render_step(step, ids_of(step.id), ctx) for step in steps}
+    carry_references(
+        steps, {sid: r.nodes for sid, r in rendered.items()}, lambda sid: ids_of(sid)("main")
+    )
     columns = _columns(workflow)
     width = {c: 0 for c in set(columns.values())}
     for sid, r in rendered.items():

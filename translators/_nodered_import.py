@@ -16,7 +16,7 @@ get a synthetic ``start`` step (an identity transform) that fans out to all of t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,8 @@ import pydantic
 from fluxo_core.errors import IRValidationError, ValidationError
 from fluxo_core.ir import Workflow
 from nodered_semantics.typed_values import constant_value
+from translators._nodered_catch import catch_scopes, catchers, wire_catches
+from translators._nodered_expr import literal
 from translators._nodered_map import (
     STRUCTURAL,
     NodeMapping,
@@ -44,7 +46,7 @@ from translators._nodered_model import (
     WorkflowSource,
 )
 
-__all__ = ["import_flow"]
+__all__ = ["DROPPED_LABEL", "import_flow"]
 
 _SINKS = {
     "debug": "debug output: Fluxo records every step's input and output instead",
@@ -52,6 +54,14 @@ _SINKS = {
     "http response": "answers the HTTP caller: the API trigger answers with the job's result",
 }
 SOURCE_LABEL = {"fluxo.dev/source": "nodered"}
+MAX_LINK_CALL_DEPTH = 16  # link calls within link calls; deeper is a recursion, left out
+MAX_COPIES = 20_000  # steps copied for link calls, subflow instances and loop passes
+MAX_LOOP_PASSES = 16  # passes round loops (all loops of a path together) the import unrolls
+LOOP = "loop"  # in a copy's context: one more pass round a loop
+DROPPED_LABEL = "fluxo.dev/nodered-dropped"
+"""What the import could not express and Node-RED would do (``loop``: a wire closing a loop was
+cut; ``entries``: several triggers that Node-RED starts apart now start together), as a
+``.``-joined label value: an engine other than Node-RED refuses such a workflow."""
 
 
 # --- one workflow --------------------------------------------------------------------------------
@@ -64,6 +74,14 @@ class _Member:
     reason: str = ""
     mapping: NodeMapping = field(default_factory=lambda: NodeMapping("none", [], ""))
     step_ids: list[str] = field(default_factory=list)
+    # A node brought in through links runs once per way in: its copy is keyed by the link calls
+    # it runs within (``ctx``, outermost first); a node of the workflow's own tab outside any
+    # call keeps its id as key.
+    key: str = ""
+    ctx: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.id
 
     @property
     def id(self) -> str:
@@ -109,23 +127,57 @@ class _Builder:
     """Builds one workflow from the members of one container."""
 
     def __init__(
-        self, box: _Container, index: Mapping[str, dict[str, Any]], zof: Mapping[str, str]
+        self,
+        box: _Container,
+        index: Mapping[str, dict[str, Any]],
+        classify: Callable[[dict[str, Any]], _Member],
+        used: set[str],
+        catches: Mapping[str, list[dict[str, Any]]],
     ):
         self.box = box
         self.index = index
-        self.zof = zof
-        self.by_id = {m.id: m for m in box.members}
+        self.classify = classify
+        self.used = used
+        self.by_id = {m.key: m for m in box.members}
+        self.own = set(self.by_id)
+        self.borrowed: list[_Member] = []
         self.notes: list[str] = []
+        self.catches = catches  # tab id -> its enabled catch nodes, in file order
+        self.dropped: set[str] = set()  # behaviour the IR lost (see DROPPED_LABEL)
 
     # -- wiring ---------------------------------------------------------------------------------
 
-    def resolve(self, target: str, seen: set[str] | None = None) -> list[str]:
-        """The step nodes a wire to ``target`` reaches, through junctions and links."""
+    def member(self, nid: str, ctx: tuple[str, ...]) -> _Member | None:
+        """The member node ``nid`` is within the link calls ``ctx``: the workflow's own, or a
+        copy brought in through links (made on first use, with the catches it needs)."""
+        if not ctx and nid in self.own:
+            return self.by_id[nid]
+        key = f"{nid}@{'|'.join(ctx)}"
+        found = self.by_id.get(key)
+        node = self.index.get(nid)
+        if found is not None or node is None or not is_flow_node(node):
+            return found
+        copy = self.classify(node)
+        copy.key, copy.ctx = key, ctx
+        if copy.role == "step":
+            assign_step_ids(copy, self.used)
+        self.by_id[key] = copy
+        self.borrowed.append(copy)
+        if copy.mapping.kind == "native":  # a failure here goes to the catches of its tab
+            for catch in catchers(nid, self.catches.get(str(node.get("z") or ""), [])):
+                self.member(str(catch["id"]), ctx)
+        return copy
+
+    def resolve(
+        self, target: str, seen: set[Any] | None = None, ctx: tuple[str, ...] = ()
+    ) -> list[str]:
+        """The keys of the step members a wire to ``target`` reaches (within the link calls
+        ``ctx``), through junctions, links, link calls and their returns."""
         seen = set() if seen is None else seen
-        if target in seen:
+        if (target, ctx) in seen:
             return []
-        seen.add(target)
-        member = self.by_id.get(target)
+        seen.add((target, ctx))
+        member = self.member(target, ctx)
         if member is None:
             if target not in self.index:
                 self.notes.append(
@@ -133,34 +185,158 @@ class _Builder:
                 )
             return []
         if member.role == "step":
-            return [target]
+            return [member.key]
         if member.role != "splice":
             return []
         node = member.node
-        if node["type"] == "link out":
-            found: list[str] = []
-            for link in node.get("links") or []:
-                found += self.resolve(link, seen)
+        kind = node["type"]
+        if kind == "link out" and node.get("mode") == "return":
+            calls = [
+                i
+                for i, k in enumerate(ctx)
+                if k != LOOP and self.by_id[k].node["type"] == "link call"
+            ]
+            if not calls:  # nothing called it: Node-RED drops the message
+                return []
+            caller = self.by_id[ctx[calls[-1]]]
+            parent = ctx[: calls[-1]]
+            return [
+                s for t in _flat(caller.node.get("wires")) for s in self.resolve(t, seen, parent)
+            ]
+        if kind == "link out":
+            return [s for link in node.get("links") or [] for s in self.resolve(link, seen, ctx)]
+        if kind == "link call":
+            if self._too_many(ctx):
+                return [self._too_deep(member).key]
+            inner = (*ctx, member.key)
+            return [s for link in node.get("links") or [] for s in self.resolve(link, seen, inner)]
+        if kind.startswith("subflow:"):  # into this instance's copy of the subflow
+            if self._too_many(ctx):
+                return [self._too_deep(member).key]
+            definition = self.index[kind.removeprefix("subflow:")]
+            inner = (*ctx, member.key)
+            found = [
+                s
+                for port in definition.get("in") or []
+                for wire in _subflow_wires(port)
+                for s in self.resolve(wire[0], seen, inner)
+            ]
+            for i, port in enumerate(definition.get("out") or []):
+                if any(wire[0] == definition["id"] for wire in _subflow_wires(port)):
+                    found += self._instance_port(member, i, seen, ctx)  # in straight to out
             return found
-        return [s for t in _flat(node.get("wires")) for s in self.resolve(t, seen)]
+        return [s for t in _flat(node.get("wires")) for s in self.resolve(t, seen, ctx)]
+
+    def _instance_port(
+        self, instance: _Member, port: int, seen: set[Any] | None, ctx: tuple[str, ...]
+    ) -> list[str]:
+        """The steps output ``port`` of a subflow instance leads to (within ``ctx``)."""
+        ports = _ports(instance.node)
+        targets = ports[port] if port < len(ports) else []
+        return [s for t in targets for s in self.resolve(t, seen, ctx)]
+
+    def _subflow_outputs(self, member: _Member) -> dict[int, list[str]]:
+        """For a copy of a node inside a subflow instance: its ports wired to the subflow's
+        outputs, and the steps those outputs lead to from the instance."""
+        z = str(member.node.get("z") or "")
+        inside = [
+            i
+            for i, k in enumerate(member.ctx)
+            if k != LOOP and self.by_id[k].node["type"] == f"subflow:{z}"
+        ]
+        if not inside:
+            return {}
+        instance = self.by_id[member.ctx[inside[-1]]]
+        parent = member.ctx[: inside[-1]]
+        out: dict[int, list[str]] = {}
+        for i, port in enumerate(self.index[z].get("out") or []):
+            for nid, p in _subflow_wires(port):
+                if nid == member.id:
+                    out.setdefault(p, []).extend(self._instance_port(instance, i, None, parent))
+        return out
+
+    def _too_many(self, ctx: tuple[str, ...]) -> bool:
+        """Whether a call or subflow instance within ``ctx`` is past the bounds on copies."""
+        return (
+            sum(k != LOOP for k in ctx) >= MAX_LINK_CALL_DEPTH or len(self.borrowed) >= MAX_COPIES
+        )
+
+    def _too_deep(self, call: _Member) -> _Member:
+        """A link call or subflow instance past the bounds (nested too deep, a recursion, or
+        too many copies): kept as a native step, which only Node-RED runs, so the step engine
+        refuses the flow instead of cutting what the call runs."""
+        key = f"{call.key}#deep"
+        found = self.by_id.get(key)
+        if found is not None:
+            return found
+        why = (
+            f"calls nest deeper than {MAX_LINK_CALL_DEPTH} here (a recursion)"
+            if sum(k != LOOP for k in call.ctx) >= MAX_LINK_CALL_DEPTH
+            else f"the workflow holds {MAX_COPIES} copies of called nodes already"
+        )
+        self.notes.append(
+            f"workflow {self.box.name!r}: {call.node['type']} node {call.id}: {why}; it stays a "
+            "native step, which only Node-RED runs"
+        )
+        stub = _Member(call.node, "step", mapping=native_mapping(call.node, why))
+        stub.key, stub.ctx = key, call.ctx
+        assign_step_ids(stub, self.used)
+        self.by_id[key] = stub
+        self.borrowed.append(stub)
+        return stub
 
     def step_ports(self, member: _Member) -> list[list[str]]:
-        if member.node["type"] == "link out":  # a native link out: its same-tab link targets
-            links = [t for link in member.node.get("links") or [] for t in self.resolve(link)]
-            return [_unique(links)]
-        return [_unique(s for t in port for s in self.resolve(t)) for port in _ports(member.node)]
+        if member.key.endswith("#bound"):
+            return [[]]
+        if member.key.endswith("#pass"):  # on along the junction's wires or the link's links
+            node = member.node
+            ahead = node.get("links") if node["type"] == "link out" else _flat(node.get("wires"))
+            return [_unique(s for t in ahead or [] for s in self.resolve(t, None, member.ctx))]
+        ports = _ports(member.node)
+        outputs = self._subflow_outputs(member) if member.ctx else {}
+        ports += [[] for _ in range(max(outputs, default=-1) + 1 - len(ports))]
+        several = member.mapping.kind == "native" and sum(1 for port in ports if port) > 1
+        return [
+            _unique(
+                [
+                    s
+                    for t in port
+                    for s in (
+                        self._passing(t, member.ctx)
+                        if several
+                        else self.resolve(t, None, member.ctx)
+                    )
+                ]
+                + outputs.get(p, [])
+            )
+            for p, port in enumerate(ports)
+        ]
+
+    def _passing(self, target: str, ctx: tuple[str, ...]) -> list[str]:
+        """The steps a port of a native node with several ports reaches at ``target``: a
+        junction or link out there becomes a native step passing messages on, so the engine
+        can tell the ports apart by the node ids their steps carry."""
+        member = self.member(target, ctx)
+        if member is None or member.role != "splice":
+            return self.resolve(target, None, ctx)
+        kind = member.node["type"]
+        if kind == "junction" or (kind == "link out" and member.node.get("mode") != "return"):
+            key = f"{member.key}#pass"
+            passing = self.by_id.get(key)
+            if passing is None:
+                why = f"a {kind} a port of a node with several outputs leads to: passes messages on"
+                passing = _Member(member.node, "step", mapping=native_mapping(member.node, why))
+                passing.key, passing.ctx = key, ctx
+                assign_step_ids(passing, self.used)
+                self.by_id[key] = passing
+                self.borrowed.append(passing)
+            return [passing.key]
+        return self.resolve(target, None, ctx)
 
     # -- the workflow ---------------------------------------------------------------------------
 
     def build(self, subflow_out: list[str]) -> tuple[dict[str, Any], list[str]]:
         """The workflow document and the step nodes that start it."""
-        steps = [m for m in self.box.members if m.role == "step"]
-        ports = {m.id: self.step_ports(m) for m in steps}
-        succ = {m.id: _unique(t for port in ports[m.id] for t in port) for m in steps}
-        pred_count = {m.id: 0 for m in steps}
-        for targets in succ.values():
-            for t in targets:
-                pred_count[t] += 1
         triggered: list[str] = []
         for m in self.box.members:
             if m.role == "trigger":
@@ -171,17 +347,51 @@ class _Builder:
                     if isinstance(wire, Mapping) and isinstance(wire.get("id"), str):
                         triggered += self.resolve(wire["id"])
         triggered_set = set(triggered)
-        roots = [m.id for m in steps if m.id in triggered_set or pred_count[m.id] == 0]
-        back = self._back_edges([m.id for m in steps], succ, roots)
+        steps = [m for m in self.box.members if m.role == "step"]
+        ports: dict[str, list[list[str]]] = {}
+        steps = self._expand(steps, ports)
+        # Loops are unrolled: the wire that closes one goes on to a copy of the loop for the
+        # next pass, up to MAX_LOOP_PASSES; past that a step fails the job, saying so.
+        unrolled: set[str] = set()
+        for _ in range(MAX_LOOP_PASSES + 1):
+            succ = self._successors(steps, ports)
+            roots = self._roots(steps, succ, triggered_set)
+            back = self._back_edges([m.key for m in steps], succ, roots)
+            if not back:
+                break
+            for src, dst in sorted(back):
+                unrolled.add(f"{self.by_id[src].id} -> {self.by_id[dst].id}")
+                again = self._next_pass(self.by_id[dst]).key
+                ports[src] = [[again if t == dst else t for t in port] for port in ports[src]]
+            steps = self._expand(steps, ports)
+        for wire in sorted(unrolled):
+            self.notes.append(
+                f"workflow {self.box.name!r}: the wire {wire} closes a loop: the loop is unrolled "
+                f"to {MAX_LOOP_PASSES} passes; a message going round more often fails the job"
+            )
+        if unrolled:
+            succ = self._successors(steps, ports)
+        fanouts, catches = wire_catches(self.box.name, steps, succ, self.notes)
+        if catches:
+            roots = self._roots(steps, succ, triggered_set, catches)
+            # A catch some failure goes to is entered that way only: visited first, so what
+            # it feeds is not taken for a root, then dropped from the roots. (A catch no
+            # failure goes to stays a root, which the step engine refuses.)
+            back = self._back_edges([*catches, *(m.key for m in steps)], succ, roots)
+            roots[:] = [r for r in roots if r not in catches]
+        elif unrolled:
+            roots = self._roots(steps, succ, triggered_set)
+            back = self._back_edges([m.key for m in steps], succ, roots)
 
         for m in steps:
-            self._fill_next(m, ports[m.id], back)
+            self._fill_next(m, ports[m.key], back)
         self._resolve_joins(steps)
 
         bodies: list[dict[str, Any]] = []
         for m in steps:
             for sid, body in zip(m.step_ids, m.mapping.steps, strict=True):
                 bodies.append({"id": sid, **body})
+        bodies += fanouts
         entries = _unique(self.by_id[r].entry for r in roots)
         spec: dict[str, Any] = {}
         if len(entries) == 1:
@@ -189,6 +399,7 @@ class _Builder:
         else:
             sources = sum(1 for m in self.box.members if m.role == "trigger")
             if len(entries) > 1 and sources > 1:
+                self.dropped.add("entries")
                 self.notes.append(
                     f"workflow {self.box.name!r} has {sources} entry points: the IR starts all "
                     "of them together (step 'start'); on Node-RED each trigger starts only its own nodes"
@@ -217,10 +428,84 @@ class _Builder:
         document = {
             "apiVersion": "fluxo.dev/v1",
             "kind": "Workflow",
-            "metadata": {"name": self.box.name, "labels": dict(SOURCE_LABEL)},
+            "metadata": {"name": self.box.name, "labels": self._labels()},
             "spec": spec,
         }
         return document, roots
+
+    def _expand(self, steps: list[_Member], ports: dict[str, list[list[str]]]) -> list[_Member]:
+        """``steps`` with every copy their wires bring in; fills ``ports`` for the new ones."""
+        done = 0
+        while done < len(steps) or len(steps) < len(self._steps(steps)):
+            steps = self._steps(steps)
+            for m in steps[done:]:
+                if m.key not in ports:
+                    ports[m.key] = self.step_ports(m)  # may bring in more copies
+                done += 1
+        return steps
+
+    @staticmethod
+    def _successors(
+        steps: list[_Member], ports: Mapping[str, list[list[str]]]
+    ) -> dict[str, list[str]]:
+        return {m.key: _unique(t for port in ports[m.key] for t in port) for m in steps}
+
+    @staticmethod
+    def _roots(
+        steps: list[_Member],
+        succ: Mapping[str, list[str]],
+        triggered: set[str],
+        catches: Iterable[str] = (),
+    ) -> list[str]:
+        """The steps a workflow starts at: those triggers feed and those nothing feeds."""
+        fed = {t for targets in succ.values() for t in targets}
+        skip = set(catches)
+        return [
+            m.key for m in steps if (m.key in triggered or m.key not in fed) and m.key not in skip
+        ]
+
+    def _next_pass(self, entry: _Member) -> _Member:
+        """The copy of loop entry ``entry`` for the next pass round its loop (or, past the
+        bound, a step that fails the job)."""
+        if entry.ctx.count(LOOP) < MAX_LOOP_PASSES and len(self.borrowed) < MAX_COPIES:
+            found = self.member(entry.id, (*entry.ctx, LOOP))
+            assert found is not None  # entry's node is a flow node of the file
+            return found
+        key = f"{entry.key}#bound"
+        bound = self.by_id.get(key)
+        if bound is None:
+            passes = entry.ctx.count(LOOP)
+            limit = (
+                f"unrolls loops to {MAX_LOOP_PASSES} passes"
+                if passes >= MAX_LOOP_PASSES
+                else f"copies at most {MAX_COPIES} steps into a workflow"
+            )
+            why = (
+                f"a message went round the loop at node {entry.id} more than {passes} times: "
+                f"the step engine {limit}; run the flow on the nodered engine"
+            )
+            body = {
+                "kind": "transform",
+                "name": "Loop bound",
+                "ops": [{"op": "jsonata", "expr": f"$error({literal(why)})"}],
+            }
+            bound = _Member(entry.node, "step", mapping=NodeMapping("transform", [body], why))
+            bound.key, bound.ctx = key, entry.ctx
+            assign_step_ids(bound, self.used)
+            self.by_id[key] = bound
+            self.borrowed.append(bound)
+        return bound
+
+    def _steps(self, steps: list[_Member]) -> list[_Member]:
+        """``steps`` and the step copies brought in since, in that order."""
+        known = {m.key for m in steps}
+        return steps + [m for m in self.borrowed if m.role == "step" and m.key not in known]
+
+    def _labels(self) -> dict[str, str]:
+        labels = dict(SOURCE_LABEL)
+        if self.dropped:
+            labels[DROPPED_LABEL] = ".".join(sorted(self.dropped))
+        return labels
 
     def _back_edges(
         self, order: list[str], succ: Mapping[str, list[str]], roots: list[str]
@@ -247,16 +532,11 @@ class _Builder:
                 else:
                     state[node] = 2
                     stack.pop()
-        for src, dst in sorted(back):
-            self.notes.append(
-                f"workflow {self.box.name!r}: the wire {src} -> {dst} closes a loop; the IR is acyclic, "
-                "so it stays in the Node-RED source only"
-            )
         return back
 
     def _fill_next(self, m: _Member, ports: list[list[str]], back: set[tuple[str, str]]) -> None:
         mapping = m.mapping
-        live = [[self.by_id[t].entry for t in port if (m.id, t) not in back] for port in ports]
+        live = [[self.by_id[t].entry for t in port if (m.key, t) not in back] for port in ports]
         for body, nxt in zip(mapping.steps[:-1], m.step_ids[1:], strict=True):
             body["next"] = [nxt]
         if mapping.switch_ports is not None:
@@ -399,6 +679,110 @@ def _trigger(member: _Member, workflow: str, starts: list[str]) -> tuple[Trigger
     ), reason
 
 
+def assign_step_ids(member: _Member, used: set[str]) -> None:
+    """Readable step ids for a step member, unique in the workflow (``used``)."""
+    base = slug(member.node.get("name") or member.node["type"], limit=40) or "step"
+    sid = base if base not in used else f"{base}-{slug(member.id, limit=14) or 'n'}"
+    n = 2
+    while sid in used:
+        sid = f"{base}-{n}"
+        n += 1
+    used.add(sid)
+    count = len(member.mapping.steps)
+    member.step_ids = [f"{sid}-request", sid] if count == 2 else [sid]
+    used.update(member.step_ids)
+
+
+def _subflow_wires(port: Any) -> list[tuple[str, int]]:
+    """The ``(node id, port)`` pairs of a subflow definition's input or output."""
+    wires = port.get("wires") if isinstance(port, Mapping) else None
+    return [
+        (str(w["id"]), int(w.get("port") or 0))
+        for w in wires or []
+        if isinstance(w, Mapping) and isinstance(w.get("id"), str)
+    ]
+
+
+def _inlined_subflow(node: Mapping[str, Any], index: Mapping[str, dict[str, Any]]) -> str | None:
+    """Why a subflow instance cannot run as a copy of its subflow's nodes, or None if it can."""
+    definition = index.get(str(node["type"]).removeprefix("subflow:"))
+    if definition is None or definition.get("type") != "subflow":
+        return "its subflow definition is not in the file"
+    if node.get("env") or definition.get("env"):
+        return "it has subflow properties (env), which a copy of its nodes cannot set"
+    for port in definition.get("out") or []:
+        for nid, _ in _subflow_wires(port):
+            target = index.get(nid)
+            if nid == definition["id"]:
+                continue
+            if target is None or target.get("type") in ("junction", "link in", "link out"):
+                return f"an output of its subflow comes from {nid!r}, which is no step"
+            if len(_ports(target)) > 1 and target.get("type") != "switch":
+                # The step engine tells a native node's ports apart by the wires in its
+                # configuration, which do not hold the subflow's outputs.
+                return f"an output of its subflow comes from {nid!r}, a node with several outputs"
+    return None
+
+
+def _classify(
+    node: dict[str, Any],
+    subflows: Mapping[str, str],
+    scoped: Mapping[str, str],
+    index: Mapping[str, dict[str, Any]],
+) -> _Member:
+    """What one flow node is in its workflow (a fresh member each call: copies differ)."""
+    kind = node["type"]
+    inlined = (
+        kind.startswith("subflow:")
+        and node.get("d") is not True
+        and _inlined_subflow(node, index) is None
+    )
+    if inlined:
+        return _Member(
+            node,
+            "splice",
+            "a subflow instance: its subflow's nodes are copied into this workflow, one copy "
+            "per instance, wired to the instance's wires",
+        )
+    if node.get("d") is True:
+        return _Member(node, "sink", "disabled in Node-RED: it passes no messages")
+    if kind in _SINKS:
+        return _Member(node, "sink", _SINKS[kind])
+    if kind in ("inject", "http in"):
+        return _Member(node, "trigger")
+    if kind == "junction":
+        return _Member(node, "splice", "a junction only joins wires: its wires became IR edges")
+    if kind == "link in":
+        return _Member(
+            node,
+            "splice",
+            "a link in only continues wires: its links became IR edges "
+            "(links from other tabs start this workflow)",
+        )
+    if kind == "link out" and node.get("mode") == "return":
+        return _Member(
+            node,
+            "splice",
+            "a return link out continues at the link call that called it: its copy of the "
+            "called nodes is wired on to the call's wires",
+        )
+    if kind == "link out":
+        return _Member(
+            node,
+            "splice",
+            "a link out only continues wires: its links became IR edges (the nodes it reaches "
+            "on other tabs are copied into this workflow)",
+        )
+    if kind == "link call" and node.get("linkType", "static") == "static":
+        return _Member(
+            node,
+            "splice",
+            "a link call runs the nodes of the link in it calls up to their return link out: "
+            "this workflow holds a copy of them per call, wired on to the call's wires",
+        )
+    return _Member(node, "step", mapping=map_node(node, subflows, scoped.get(node["id"])))
+
+
 def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
     """See :func:`translators.nodered.from_nodered`."""
     nodes = parse_flow(data)
@@ -446,7 +830,6 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
 
     entries: dict[str, NodeFidelity] = {}
     owner: dict[str, str] = {}
-    zof = {str(n["id"]): str(n.get("z") or "") for n in nodes}
 
     def record(
         node: Mapping[str, Any],
@@ -460,46 +843,18 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
             node["id"], node["type"], str(label), workflow, status, target, reason
         )
 
-    # classify flow nodes
+    scoped = catch_scopes(nodes)
+    catches_by_tab: dict[str, list[dict[str, Any]]] = {}
     for node in nodes:
-        if not is_flow_node(node):
-            continue
-        box = boxes[str(node.get("z") or "")]
-        kind = node["type"]
-        if node.get("d") is True:
-            member = _Member(node, "sink", "disabled in Node-RED: it passes no messages")
-        elif kind in _SINKS:
-            member = _Member(node, "sink", _SINKS[kind])
-        elif kind in ("inject", "http in"):
-            member = _Member(node, "trigger")
-        elif kind == "junction":
-            member = _Member(
-                node, "splice", "a junction only joins wires: its wires became IR edges"
-            )
-        elif kind == "link in":
-            member = _Member(
-                node,
-                "splice",
-                "a link in only continues wires: its links became IR edges "
-                "(links from other tabs start this workflow)",
-            )
-        elif (
-            kind == "link out"
-            and node.get("mode", "link") == "link"
-            and all(zof.get(str(t)) == box.id for t in node.get("links") or [])
-        ):
-            member = _Member(
-                node, "splice", "a link out only continues wires: its links became IR edges"
-            )
-        elif kind == "link out":
-            member = _Member(
-                node,
-                "step",
-                mapping=native_mapping(node, "links to another tab or returns to a link call"),
-            )
-        else:
-            member = _Member(node, "step", mapping=map_node(node, subflows))
-        box.members.append(member)
+        if node["type"] == "catch" and node.get("d") is not True:
+            catches_by_tab.setdefault(str(node.get("z") or ""), []).append(node)
+
+    def classify(node: dict[str, Any]) -> _Member:
+        return _classify(node, subflows, scoped, index)
+
+    for node in nodes:
+        if is_flow_node(node):
+            boxes[str(node.get("z") or "")].members.append(classify(node))
 
     workflows: list[Workflow] = []
     triggers: list[Trigger] = []
@@ -517,19 +872,9 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         # step ids: readable, unique in the workflow
         used = {"start"}
         for member in box.members:
-            if member.role != "step":
-                continue
-            base = slug(member.node.get("name") or member.node["type"], limit=40) or "step"
-            sid = base if base not in used else f"{base}-{slug(member.id, limit=14) or 'n'}"
-            n = 2
-            while sid in used:
-                sid = f"{base}-{n}"
-                n += 1
-            used.add(sid)
-            count = len(member.mapping.steps)
-            member.step_ids = [f"{sid}-request", sid] if count == 2 else [sid]
-            used.update(member.step_ids)
-        builder = _Builder(box, index, zof)
+            if member.role == "step":
+                assign_step_ids(member, used)
+        builder = _Builder(box, index, classify, used, catches_by_tab)
         subflow_out: list[str] = []
         if box.node is not None and box.node["type"] == "subflow":
             for port in box.node.get("out") or []:
@@ -580,7 +925,7 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
                 record(member.node, box.name, "mapped", f"trigger {trigger.kind}", reason)
             else:
                 record(member.node, box.name, "dropped", None, member.reason + "; kept for export")
-        step_nodes = {sid: m.id for m in box.members for sid in m.step_ids}
+        step_nodes = {sid: m.id for m in [*box.members, *builder.borrowed] for sid in m.step_ids}
         owned = tuple(
             n["id"]
             for n in by_container.get(box.id, ())
@@ -594,6 +939,12 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
             label=str((box.node or {}).get("label") or (box.node or {}).get("name") or box.name),
             imported=workflow,
             step_nodes=step_nodes,
+            step_calls={
+                sid: calls
+                for m in builder.borrowed
+                if (calls := tuple(key.split("@")[0] for key in m.ctx if key != LOOP))
+                for sid in m.step_ids
+            },
             node_ids=owned,
         )
 

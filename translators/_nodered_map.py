@@ -19,6 +19,7 @@ import pydantic
 from fluxo_core.errors import Problem, ValidationError
 from fluxo_core.ir import DocumentLimits, Step, check_document, parse_json
 from nodered_semantics.msg_paths import payload_keys
+from nodered_semantics.support import node_problem
 from nodered_semantics.typed_values import constant_value
 from translators._nodered_expr import (
     ELSE,
@@ -45,6 +46,7 @@ __all__ = [
 _STEP_ADAPTER: pydantic.TypeAdapter[Step] = pydantic.TypeAdapter(Step)
 STRUCTURAL = frozenset({"tab", "subflow", "group"})
 _UNITS = {"milliseconds": 0.001, "seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+CATCHABLE_NATIVE = frozenset({"change", "switch", "template", "json", "range", "sort", "csv"})
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"})
 
 
@@ -384,9 +386,26 @@ def _map_subflow_instance(node: Mapping[str, Any], subflows: Mapping[str, str]) 
     )
 
 
-def map_node(node: Mapping[str, Any], subflows: Mapping[str, str]) -> NodeMapping:
-    """The IR form of one step node (native when there is no faithful one)."""
+def map_node(
+    node: Mapping[str, Any], subflows: Mapping[str, str], catch: str | None = None
+) -> NodeMapping:
+    """The IR form of one step node (native when there is no faithful one).
+
+    ``catch``: the catch node whose scope holds this node. A node the ``nodered-node`` service
+    runs stays native then, so its failure reaches the catch as Node-RED reports it (the
+    node's id, type, name and message), which a mapped step's failure cannot say.
+    """
     kind = str(node["type"])
+    if catch is not None and kind in CATCHABLE_NATIVE and node_problem(node) is None:
+        return native_mapping(
+            node,
+            f"in the scope of catch {catch}: kept native so that its failure reaches the catch "
+            "as Node-RED reports it",
+        )
+    if kind == "catch":
+        return native_mapping(
+            node, "a catch: entered by the failures of the steps in its scope (on_error: goto)"
+        )
     mappers = {
         "change": _map_change,
         "switch": _map_switch,

@@ -152,6 +152,9 @@ class WorkflowSource:
             steps edited in Fluxo from those that can go back verbatim.
         step_nodes: step id -> the id of the node it came from.
         node_ids: every node the workflow owns (its tab, its nodes, in file order).
+        step_calls: step id -> the link call and subflow instance nodes it runs within,
+            outermost first, for the steps of a copy the import made of the nodes a link call
+            runs or a subflow holds (absent: within none).
     """
 
     container: str
@@ -160,6 +163,7 @@ class WorkflowSource:
     imported: Workflow
     step_nodes: Mapping[str, str]
     node_ids: tuple[str, ...]
+    step_calls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

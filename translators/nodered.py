@@ -73,7 +73,7 @@ from typing import Any
 from fluxo_core.errors import Problem
 from fluxo_core.ir import Workflow
 from translators._nodered_export import export_flows, export_workflow
-from translators._nodered_import import import_flow
+from translators._nodered_import import DROPPED_LABEL, import_flow
 from translators._nodered_js import MARK_LINE
 from translators._nodered_map import FLOW_LIMITS, is_flow_node
 from translators._nodered_model import (
@@ -90,6 +90,7 @@ from translators._nodered_model import (
 )
 
 __all__ = [
+    "DROPPED_LABEL",
     "FLOW_LIMITS",
     "FidelityReport",
     "FidelityStatus",

@@ -1,6 +1,6 @@
 """The built-in step engine (default, embedded): durable jobs in the database."""
 
-from engines.step._nodered import NODERED_MSG_CONTENT_TYPE, step_runnable
+from engines.step._nodered import NODERED_MSG_CONTENT_TYPE, native_problem, step_runnable
 from engines.step.engine import ENGINE_QUEUE, StepEngine
 from fluxo_core.config import FluxoConfig
 from fluxo_core.storage.workflows import WorkflowStore
@@ -11,6 +11,7 @@ __all__ = [
     "NODERED_MSG_CONTENT_TYPE",
     "StepEngine",
     "create_engine",
+    "native_problem",
     "step_runnable",
 ]
 

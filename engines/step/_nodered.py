@@ -11,7 +11,15 @@ port's targets, port by port, in wire order) and keeps the per-port wiring only 
 are recovered here: wires to other native steps are read from their ``config.id``; what is left
 of ``next`` belongs to the one port whose wires lead elsewhere (mapped steps, junctions). When
 two or more ports lead to unidentifiable targets the split is ambiguous and the step is refused
-rather than guessed (:func:`step_runnable` says so).
+rather than guessed (:func:`step_runnable` says so). A node may have several steps (the import
+copies nodes per link call, subflow instance and loop pass): a port's step is the one of them in
+``next``. The importer keeps a junction or link out a port leads to as a native pass-through
+step, so such a port is identifiable too.
+
+**Failures.** A native step's failure goes to its ``on_error: goto`` with the failing node
+(``{error, input, step, node}``), which is how a Node-RED ``catch`` step receives it; a packet
+on port ``-1`` is a failure the node reported and went on (``node.error(err, msg)``), handed
+to the same goto, or dropped (Node-RED only logs it) when there is none.
 
 **Messages.** Between steps the token's payload is ``msg.payload``; the other message
 properties (``topic``, ``parts``, ...) travel beside it, so a native node downstream sees what
@@ -27,13 +35,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxo_core.ir import NativeStep, Workflow
-from nodered_semantics.support import QUEUE_CONTROLS, node_problem
-from translators.nodered import Trigger
+from nodered_semantics.support import QUEUE_CONTROLS, function_reports_errors, node_problem
+from translators.nodered import DROPPED_LABEL, Trigger
 
 __all__ = [
     "CONTENT_TYPE_HEADER",
     "NODERED_MSG_CONTENT_TYPE",
     "RUNNABLE_NATIVE_ENGINES",
+    "dropped_problems",
     "native_ports",
     "native_problem",
     "step_runnable",
@@ -59,15 +68,16 @@ def native_ports(step: NativeStep, workflow: Workflow) -> list[list[str]] | str:
         out: list[list[str]] = [[] for _ in ports] or [[]]
         out[wired[0] if wired else 0] = nxt
         return out
-    by_node = {
-        str(s.config.get("id")): s.id
-        for s in workflow.spec.steps
-        if isinstance(s, NativeStep) and s.engine == "nodered"
-    }
+    # A node may have several steps (copies the import made for link calls and loop passes):
+    # the one this step leads to is the one in its next.
+    by_node: dict[str, set[str]] = {}
+    for s in workflow.spec.steps:
+        if isinstance(s, NativeStep) and s.engine == "nodered":
+            by_node.setdefault(str(s.config.get("id")), set()).add(s.id)
     known: list[list[str]] = []
     unknown_ports: list[int] = []
     for p, port in enumerate(ports):
-        found = [by_node[t] for t in port if t in by_node and by_node[t] in nxt]
+        found = [sid for sid in nxt if any(sid in by_node.get(str(t), ()) for t in port)]
         known.append(list(dict.fromkeys(found)))
         if any(t not in by_node for t in port):
             unknown_ports.append(p)
@@ -93,6 +103,7 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
     to a delay acts on the messages that delay holds, and the step engine's delay holds none.
     """
     reasons: list[str] = []
+    reasons += dropped_problems(workflow)
     if any(s.kind == "delay" for s in workflow.spec.steps):
         for trigger in triggers:
             controls = sorted(set(trigger.sets) & QUEUE_CONTROLS)
@@ -101,7 +112,15 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
                     f"inject {trigger.node_id} sends msg.{'/'.join(controls)} to a delay, which "
                     "acts on the messages the delay holds; the step engine's delay holds none"
                 )
+    fed = {t for s in workflow.spec.steps for t in _successors(s)} | {workflow.spec.start}
     for step in workflow.spec.steps:
+        if isinstance(step, NativeStep) and step.config.get("type") == "catch" and step.id in fed:
+            reasons.append(
+                f"step {step.id!r} (catch node {step.config.get('id', '?')}): messages reach it "
+                "by wires, not failures by on_error: goto (nothing in its scope runs natively "
+                "here, or it catches a group)"
+            )
+            continue
         if step.kind in _PLAIN_KINDS:
             continue
         if not isinstance(step, NativeStep):
@@ -115,6 +134,36 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
     return not reasons, reasons
 
 
+def _successors(step: Any) -> list[str]:
+    """The steps a step's output goes to (next, switch cases and default)."""
+    found = list(getattr(step, "next", None) or [])
+    for case in getattr(step, "cases", None) or []:
+        found += case.next
+    found += list(getattr(step, "default", None) or [])
+    return found
+
+
+_DROPPED = {
+    "loop": "the Node-RED flow loops (a wire closing the loop was cut by the import, so the "
+    "workflow would run the loop once); run it on Node-RED",
+    "entries": "the Node-RED flow has several triggers, each starting only its own nodes; the "
+    "workflow starts them all together; run it on Node-RED",
+}
+"""Why each behaviour the import lost (label ``fluxo.dev/nodered-dropped``) keeps a workflow off
+the step engine: it would run, but not as Node-RED does."""
+
+
+def dropped_problems(workflow: Workflow) -> list[str]:
+    """Why the step engine would not run ``workflow`` as Node-RED runs the flow it was imported
+    from: the behaviour its import dropped (label ``fluxo.dev/nodered-dropped``)."""
+    dropped = workflow.metadata.labels.get(DROPPED_LABEL) or ""
+    return [
+        _DROPPED.get(what, f"the import dropped {what!r} of the Node-RED flow")
+        for what in dropped.split(".")
+        if what
+    ]
+
+
 def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
     """Why the step engine cannot run this native step (None when it can)."""
     config: Mapping[str, Any] = step.config
@@ -125,6 +174,15 @@ def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
     problem = node_problem(config)
     if problem is not None:
         return f"{where}: {problem}"
+    if (
+        kind == "function"
+        and not isinstance(step.on_error, str)
+        and function_reports_errors(str(config.get("func") or ""))
+    ):
+        return (
+            f"{where}: it reports failures with done(err), which reaches its catch node while "
+            "its messages go on only on Node-RED"
+        )
     ports = native_ports(step, workflow)
     if isinstance(ports, str):
         return f"{where}: {ports}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engines.step._nodered import native_ports, native_problem
+from engines.step._nodered import dropped_problems, native_ports, native_problem
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import (
     JoinStep,
@@ -18,6 +18,7 @@ from fluxo_core.ir import (
 )
 from fluxo_core.ir.transform import Parameters, Transform
 from service_runtime.catalog import ServiceInfo
+from translators.nodered import DROPPED_LABEL
 
 __all__ = ["RUNNABLE_KINDS", "Plan", "successors"]
 
@@ -60,6 +61,13 @@ class Plan:
                     step=step.id,
                     kind=step.kind,
                 )
+        dropped = dropped_problems(self.workflow)
+        if dropped:
+            raise UnsupportedFeatureError(
+                f"the step engine would not run workflow {self.workflow.metadata.name!r} as "
+                f"Node-RED runs its flow: {'; '.join(dropped)} (spec.engine: nodered)",
+                dropped=self.workflow.metadata.labels.get(DROPPED_LABEL, ""),
+            )
         self.ports = {}
         for step in spec.steps:
             if isinstance(step, NativeStep):

@@ -44,6 +44,7 @@ from fluxo_core.ir import (
 from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
+from nodered_semantics.support import REPORTED_PORT
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
 from service_runtime.interceptors import JobSpan
@@ -148,6 +149,12 @@ class JobRun:
         if call["status"] == "succeeded":
             self.job["active"] -= 1
             outputs = [p["payload"] for p in orjson.loads(call["result"])]
+            if isinstance(step, NativeStep):  # failures reported on the way are no outputs
+                for j, report in enumerate(o for o in outputs if o.get("port") == REPORTED_PORT):
+                    self._reported(
+                        step, report.get("msg") or {}, key + (f"~{j}" if j else ""), context
+                    )
+                outputs = [o for o in outputs if o.get("port") != REPORTED_PORT]
             # A success replaces the error of an earlier attempt: the step shows its last one.
             cleared = {"error": None} if row["error"] is not None else {}
             self._update(key, status="succeeded", output=stored(outputs), **cleared)
@@ -361,8 +368,28 @@ class JobRun:
             )
         else:  # goto
             target = on_error.goto
-            failed = {"error": error, "input": payload, "step": step.id}
+            failed = {"error": error, "input": payload, "step": step.id, **_failed_node(step)}
             self.deliver(target, failed, context["frames"], f"{target}<{key}", context.get("msg"))
+
+    def _reported(
+        self,
+        step: NativeStep,
+        report: dict[str, Any],
+        key: str,
+        context: dict[str, Any],
+    ) -> None:
+        """A native Node-RED step reported a failure with a message and went on: to its catch
+        (``on_error: goto``), as Node-RED hands it to its catch nodes; else it was only logged."""
+        if isinstance(step.on_error, str):
+            return
+        target = step.on_error.goto
+        found = report.get("msg")
+        msg: dict[str, Any] = found if isinstance(found, dict) else {}
+        text = str(report.get("message") or "error")
+        error = {"message": text, "context": {"nodered_message": text, "nodered_msg": msg}}
+        failed = {"error": error, "input": msg.get("payload"), "step": step.id}
+        failed.update(_failed_node(step))
+        self.deliver(target, failed, context["frames"], f"{target}<{key}", context.get("msg"))
 
     # -- step kinds ---------------------------------------------------------------------------
 
@@ -623,3 +650,10 @@ def error_code(error: str | None) -> str | None:
 
 def _suffix(frames: list[Frame]) -> str:
     return "".join(f"[{f[1]}]" for f in frames)
+
+
+def _failed_node(step: Any) -> dict[str, Any]:
+    """What a Node-RED catch reports of a failed native step: its node's id, type and name."""
+    if not isinstance(step, NativeStep):
+        return {}
+    return {"node": {k: step.config[k] for k in ("id", "type", "name") if k in step.config}}

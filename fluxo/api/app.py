@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -44,18 +44,26 @@ from fluxo_core.errors import (
 from fluxo_core.ir.documents import DocumentLimits
 from fluxo_core.storage import Role
 
-__all__ = ["create_app"]
+__all__ = ["Face", "create_app"]
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/v1/health", "/v1/openapi.json"})
+PUBLIC_PATHS = frozenset({"/", "/livez", "/readyz", "/v1/health", "/v1/openapi.json"})
 READY_TIMEOUT_S = 2.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Face = Callable[[web.Application], str]
+"""Mounts a face (the web console) on the API application as a sub-application and answers the
+path it is served at. A face answers for itself (its own sign-in and error pages): the bearer
+token check below is the API's, not the face's. The faces sit above this package (import-linter
+layers), so the CLI hands them in."""
+HOME = web.AppKey("home", str)
 
 
-def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
-    """The API application over a started :class:`Platform`."""
+def create_app(
+    platform: Platform, *, max_packet_bytes: int, faces: Sequence[Face] = ()
+) -> web.Application:
+    """The API application over a started :class:`Platform`, with ``faces`` mounted on it."""
     # Room for the envelope around the largest allowed packet; the exact limit is checked in the
     # handlers so the error can say which limit and how to change it.
     app = web.Application(
@@ -79,6 +87,10 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     auth.add_routes(app)
     resources.add_routes(app)
     blocks.add_routes(app)
+    homes = [mount(app) for mount in faces]
+    if homes:
+        app[HOME] = homes[0]
+    app.router.add_get("/", _root)
     return app
 
 
@@ -152,6 +164,8 @@ def _storable(text: str) -> bool:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if len(request.match_info.apps) > 1:
+        return await handler(request)  # a face's route: the face signs its users in
     if request.path in PUBLIC_PATHS or (request.method, request.path) in auth.PUBLIC_ROUTES:
         return await handler(request)
     header = request.headers.get("Authorization", "")
@@ -186,6 +200,14 @@ _ENGINE_ROUTES = (
 
 def _engine_may(request: web.Request) -> bool:
     return request.method == "POST" and any(r.match(request.path) for r in _ENGINE_ROUTES)
+
+
+async def _root(request: web.Request) -> web.Response:
+    """A browser opening the printed URL lands on the console; a client learns where the API is."""
+    home = request.app.get(HOME)
+    if home is not None and "text/html" in request.headers.get("Accept", ""):
+        raise web.HTTPSeeOther(home)
+    return web.json_response({"name": "fluxo", "openapi": "/v1/openapi.json", "console": home})
 
 
 async def _livez(request: web.Request) -> web.Response:

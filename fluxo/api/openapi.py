@@ -238,6 +238,27 @@ def openapi_document() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     probe = {"security": [], "responses": {"200": _json(PROBE, "Ready")}}
     paths: dict[str, Any] = {
+        "/": {
+            "get": {
+                "summary": "Where things are: a browser (Accept: text/html) is sent to the web "
+                "console; anyone else gets the OpenAPI and console paths",
+                "security": [],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string"},
+                                "openapi": {"type": "string"},
+                                "console": {"type": ["string", "null"]},
+                            },
+                        },
+                        "The API's and the console's paths",
+                    ),
+                    "303": {"description": "To the web console"},
+                },
+            }
+        },
         "/livez": {
             "get": {
                 "summary": "Liveness: the process is up and answers",

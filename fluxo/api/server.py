@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from fluxo.api.app import create_app
+from fluxo.api.app import HOME, Face, create_app
 from fluxo.api.common import ADMIN_ACCOUNT
 from fluxo.control.platform import Platform, build_platform, tune_gc_for_serving
 from fluxo_core.config import FluxoConfig
@@ -66,9 +66,11 @@ async def run_server(
     on_ready: Callable[[Platform, str], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
     terminal: bool | None = None,
+    faces: Sequence[Face] = (),
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``): API on ``config.host:port``, workers, engines.
 
+    ``faces``: what to mount beside the API (the CLI hands in the web console).
     ``terminal``: whether standard output is a terminal (default: ask it). The admin token is
     printed once, when it is made, and only to a terminal: output that goes to a file or a log
     collector gets the path of the token file instead.
@@ -85,7 +87,7 @@ async def run_server(
     except BaseException:
         sock.close()
         raise
-    app = create_app(platform, max_packet_bytes=config.max_packet_bytes)
+    app = create_app(platform, max_packet_bytes=config.max_packet_bytes, faces=faces)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -98,6 +100,8 @@ async def run_server(
         try:
             url = f"http://{config.host}:{config.port}"
             print(f"Fluxo is running at {url}", flush=True)
+            if HOME in app:
+                print(f"  console: {url}{app[HOME]}", flush=True)
             print(f"  database: {db.display_url}", flush=True)
             if set(config.engines) - {"step"}:
                 print(f"  engines call it at: {config.gateway_url}", flush=True)

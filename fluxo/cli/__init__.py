@@ -45,15 +45,17 @@ from fluxo_core.errors import (
     ConfigError,
     FluxoError,
     PayloadTooLargeError,
+    ValidationError,
 )
 from fluxo_core.ir import (
     DEFAULT_ENGINE,
     ENGINES,
     DocumentLimits,
+    Workflow,
     json_schema,
     load_workflows_yaml,
     parse_json,
-    workflow_document,
+    validate_workflow,
 )
 from fluxo_core.logs import configure_logging
 from fluxo_core.redaction import install_log_redaction
@@ -374,6 +376,25 @@ async def _cmd_validate(args: argparse.Namespace, config: FluxoConfig) -> int:
     )
     for workflow in documents:
         print(f"{args.file}: workflow/{workflow.metadata.name} is valid")
+    if any(w.spec.source is not None for w in documents):
+        from pathlib import Path
+
+        from fluxo.cli import _nodered_flows, _resources
+
+        # The flow files spec.source names: read, and each holding its workflow.
+        sidecars = _nodered_flows.Sidecars()
+        path = Path(args.file)
+        loaded = await asyncio.to_thread(_resources.load_documents, path, limits, sidecars)
+        for where, doc in loaded:
+            workflow = validate_workflow(doc)
+            source = workflow.spec.source
+            flow = sidecars.flow_of(workflow, path.parent)
+            if source is not None and flow is not None:
+                note = await asyncio.to_thread(_nodered_flows.source_problem, workflow, flow)
+                if note is not None:
+                    print(f"{where}: warning: {note}")
+                else:
+                    print(f"{where}: source {source.file}: {len(flow)} node(s), matches")
     return 0
 
 
@@ -472,11 +493,25 @@ async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
     from fluxo.control.jobs import split_workflow_ref
     from fluxo_core.storage.workflows import WorkflowStore
 
-    name, version = split_workflow_ref(args.workflow)
     account = args.account or ADMIN_ACCOUNT
+    if _is_workflow_file(args.workflow):
+        if args.engine != "nodered":
+            raise ConfigError(
+                f"{args.workflow}: exporting a workflow file takes --engine nodered; apply it "
+                "first (fluxo apply -f FILE) for the other exports, which need its version"
+            )
+        return await _export_file_nodered(args, config)
+    name, version = split_workflow_ref(args.workflow)
     db = await open_database(config)
     try:
-        applied = await WorkflowStore(db).get(account, name, version)
+        store = WorkflowStore(db)
+        applied = await store.get(account, name, version)
+        source = applied.workflow.spec.source
+        flow = (
+            await store.source(account, source.sha256)
+            if source is not None and source.sha256 is not None and args.engine == "nodered"
+            else None
+        )
     finally:
         await db.close()
     if args.engine == "argo":
@@ -488,13 +523,65 @@ async def _cmd_export(args: argparse.Namespace, config: FluxoConfig) -> int:
         print(to_yaml(bundle), end="")
         return 0
     if args.engine == "nodered":
-        from translators import NodeRedOptions, to_nodered
+        from fluxo.cli import _nodered_flows
+        from translators import NodeRedOptions
 
-        flow = to_nodered(applied.workflow, options=NodeRedOptions(fluxo_url=args.gateway_url))
-        print(json.dumps(flow, indent=2, sort_keys=True))
+        exported = await asyncio.to_thread(
+            _nodered_flows.export_flow,
+            applied.workflow,
+            flow,
+            options=NodeRedOptions(fluxo_url=args.gateway_url),
+        )
+        if exported.note:
+            print(f"fluxo: {exported.note}", file=sys.stderr)
+        print(json.dumps(exported.nodes, indent=2, sort_keys=True))
         return 0
     # By name, not version: each firing runs the newest version, as an API client would.
     print(_cronjob_yaml(name, account, args.cronjob, args.gateway_url), end="")
+    return 0
+
+
+def _is_workflow_file(ref: str) -> bool:
+    """A workflow reference that is a file (``validate`` takes one too), not a stored name."""
+    return ref.endswith((".yaml", ".yml", ".json")) or os.path.sep in ref or os.path.isfile(ref)
+
+
+async def _export_file_nodered(args: argparse.Namespace, config: FluxoConfig) -> int:
+    """``fluxo export FILE --engine nodered``: every workflow of the file, with the source its
+    ``spec.source`` names when they still match it."""
+    from pathlib import Path
+
+    from fluxo.cli import _nodered_flows, _resources
+    from translators import NodeRedOptions
+
+    limits = document_limits(config)
+    path = Path(args.workflow)
+    sidecars = _nodered_flows.Sidecars()
+    documents = await asyncio.to_thread(_resources.load_documents, path, limits, sidecars)
+    workflows = [
+        validate_workflow(doc)
+        for _, doc in documents
+        if isinstance(doc, dict) and doc.get("kind") == "Workflow"
+    ]
+    if not workflows:
+        raise ValidationError(f"{args.workflow}: no workflow document to export")
+    options = NodeRedOptions(fluxo_url=args.gateway_url)
+    folder = path if await asyncio.to_thread(path.is_dir) else path.parent
+    # The workflows of one imported file share its flow: imported once for all of them.
+    by_source: dict[str | None, list[Workflow]] = {}
+    for workflow in workflows:
+        source = workflow.spec.source
+        by_source.setdefault(source.file if source is not None else None, []).append(workflow)
+    flows = []
+    for key, group in by_source.items():
+        flow = sidecars.flow_of(group[0], folder) if key is not None else None
+        nodes, notes = await asyncio.to_thread(
+            _nodered_flows.export_flows, group, flow, options=options
+        )
+        for note in notes:
+            print(f"fluxo: {note}", file=sys.stderr)
+        flows.append(nodes)
+    print(json.dumps(_nodered_flows.merged(flows), indent=2, sort_keys=True))
     return 0
 
 
@@ -572,53 +659,34 @@ def _cronjob_yaml(workflow: str, account: str, schedule: str, gateway_url: str) 
 
 
 async def _cmd_import_nodered(args: argparse.Namespace, config: FluxoConfig) -> int:
-    import dataclasses
     from pathlib import Path
 
-    import yaml
-
-    from translators import FLOW_LIMITS, from_nodered
+    from fluxo.cli import _nodered_flows
+    from translators import FLOW_LIMITS
 
     text = await asyncio.to_thread(_read_file, args.file, FLOW_LIMITS.max_bytes)
     # The translator reads the text within FLOW_LIMITS; in a thread, as it is CPU-bound.
-    result = await asyncio.to_thread(from_nodered, text, name=_flow_name(args.file))
-    report = result.report
+    imported = await asyncio.to_thread(_nodered_flows.import_file, text, name=_flow_name(args.file))
     if args.output:
         folder = Path(args.output)
-        documents = {
-            folder / f"{w.metadata.name}.yaml": yaml.safe_dump(
-                workflow_document(w), sort_keys=False
-            )
-            for w in result.workflows
-        }
 
-        def write() -> None:
+        def write() -> list[Path]:
             folder.mkdir(parents=True, exist_ok=True)
-            for path, body in documents.items():
+            sidecar = folder / imported.sidecar
+            sidecar.write_bytes(imported.sidecar_bytes())
+            written = [sidecar]
+            for name, body in imported.yaml_texts().items():
+                path = folder / f"{name}.yaml"
                 path.write_text(body, encoding="utf-8")
+                written.append(path)
+            return written
 
-        await asyncio.to_thread(write)
-        for path in documents:
+        for path in await asyncio.to_thread(write):
             print(f"wrote {path}", file=sys.stderr)
     if args.json:
-        entries = [dataclasses.asdict(entry) for entry in report.nodes]
-        print(
-            json.dumps(
-                {"counts": report.counts(), "nodes": entries, "notes": list(report.notes)}, indent=2
-            )
-        )
+        print(json.dumps(_nodered_flows.report_json(imported), indent=2))
     else:
-        counts = report.counts()
-        print(
-            f"{len(result.workflows)} workflow(s); {counts['mapped']} node(s) mapped, "
-            f"{counts['native']} kept native, {counts['dropped']} dropped"
-        )
-        for entry in report.nodes:
-            if entry.status != "mapped":
-                label = entry.name or entry.node_id
-                print(f"  {entry.status:8} {entry.type:16} {label}: {entry.reason}")
-        for note in report.notes:
-            print(f"  note: {note}")
+        print("\n".join(_nodered_flows.report_lines(imported)))
     return 0
 
 
@@ -759,6 +827,7 @@ async def _cmd_call(args: argparse.Namespace, config: FluxoConfig) -> int:
 
 
 async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
+    from fluxo import console
     from fluxo.api.server import run_server
 
     if args.demo:
@@ -772,7 +841,13 @@ async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
     modules = load_services(args.module)
     db = await open_database(config)
     try:
-        await run_server(config, db, default_services(config, db) + modules, workers=args.workers)
+        await run_server(
+            config,
+            db,
+            default_services(config, db) + modules,
+            workers=args.workers,
+            faces=[console.mount],
+        )
     finally:
         await db.close()
     return 0

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from fluxo.cli._nodered_flows import SIDECAR_SUFFIX, Sidecars
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError, ValidationError
 from fluxo_core.ir import DocumentLimits, parse_yaml_documents
@@ -131,9 +132,16 @@ def add_parsers(
 # --- reading files ------------------------------------------------------------------------------
 
 
-def load_documents(path: Path, limits: DocumentLimits) -> list[tuple[str, Any]]:
-    """Every document of ``path`` (a file, or a folder's YAML and JSON files by name), each
+def load_documents(
+    path: Path, limits: DocumentLimits, sidecars: Sidecars | None = None
+) -> list[tuple[str, Any]]:
+    """Every document of ``path`` (a file, or a folder's YAML and JSON files by name, but for the
+    ``*.flow.json`` flow files of imported workflows), each
     with where it came from (``orders.yaml doc[1]``). Each file is read within ``limits``.
+
+    A workflow whose ``spec.source`` names a flow file gets the file's nodes (inline for the
+    first such workflow, by digest after: :class:`~fluxo.cli._nodered_flows.Sidecars`, which
+    ``sidecars`` may pass in to read the flows again without parsing them twice).
 
     Raises:
         ConfigError: the path does not exist or cannot be read.
@@ -141,7 +149,12 @@ def load_documents(path: Path, limits: DocumentLimits) -> list[tuple[str, Any]]:
             YAML or is over the limits (the problem names the file).
     """
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+        # Node-RED flow files beside imported workflows are their sources, not documents.
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file() and p.suffix in _SUFFIXES and not p.name.endswith(SIDECAR_SUFFIX)
+        )
         if len(files) > MAX_FILES:
             raise ConfigError(
                 f"{path} holds {len(files)} files; apply at most {MAX_FILES} at a time"
@@ -150,11 +163,14 @@ def load_documents(path: Path, limits: DocumentLimits) -> list[tuple[str, Any]]:
         files = [path]
     else:
         raise ConfigError(f"{path}: no such file or folder")
+    sidecars = sidecars if sidecars is not None else Sidecars()
     documents: list[tuple[str, Any]] = []
     for file in files:
         raw = _read(file, limits.max_bytes)
         for index, _, data in parse_yaml_documents(raw, limits=limits, where=str(file)):
-            documents.append((f"{file} doc[{index}]", data))
+            where = f"{file} doc[{index}]"
+            # A workflow imported from Node-RED names its flow file; it travels with it.
+            documents.append((where, sidecars.attach(data, file.parent, where=where)))
     return documents
 
 

@@ -8,6 +8,7 @@ message. The engine is reached only through the registry, by name.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import FINAL_PHASES, Engine, EngineRegistry, RunHandle, StepState
 from fluxo_core.errors import (
     ConflictError,
+    FluxoError,
     NotFoundError,
     PayloadSchemaError,
     PayloadTooLargeError,
@@ -31,7 +33,14 @@ from fluxo_core.errors import (
     UnsupportedFeatureError,
     ValidationError,
 )
-from fluxo_core.ir import NativeStep, Packet, Workflow, new_packet_id, validate_workflow
+from fluxo_core.ir import (
+    NativeStep,
+    Packet,
+    Workflow,
+    WorkflowSource,
+    new_packet_id,
+    validate_workflow,
+)
 from fluxo_core.ir._problems import problems_from_pydantic
 from fluxo_core.redaction import mask_credentials
 from fluxo_core.storage import Database, Principal, Transaction
@@ -51,6 +60,7 @@ __all__ = [
     "JobRecord",
     "JobService",
     "JobSummary",
+    "job_summary",
     "parse_version",
     "split_workflow_ref",
 ]
@@ -147,8 +157,15 @@ class JobService:
 
     # -- workflows ----------------------------------------------------------------------------
 
-    async def apply(self, document: Any, principal: Principal) -> AppliedWorkflow:
-        """Validate, store (new version if changed) and deploy a workflow document."""
+    async def apply(
+        self, document: Any, principal: Principal, *, source: bytes | None = None
+    ) -> AppliedWorkflow:
+        """Validate, store (new version if changed) and deploy a workflow document.
+
+        Args:
+            source: the flow ``spec.source.sha256`` names, when the document does not carry it
+                inline (``spec.source.flow``); stored with the version (once per digest).
+        """
         published = await self.runtime.catalog.list()
         known = [s.name for s in published] + [f"{s.name}@{s.version}" for s in published]
         # In a thread: a large workflow takes a while to validate (fields, graph, JSONata).
@@ -164,21 +181,28 @@ class JobService:
                 f"{principal.account_id!r}; remove metadata.account or use that account's token",
                 problems=[("metadata.account", "another account")],
             )
+        workflow, inline = take_source(workflow)
+        source = inline if inline is not None else source
         engine = self.registry.get(workflow.spec.engine or self.workflows.default_engine)
         # Checked before storing: a version the engine cannot run is never recorded. The step
         # engine's deploy is that check; an external engine is only deployed once stored (its
-        # deploy writes to the engine, and the runner deploys again before a job if needed).
+        # deploy writes to the engine, and the runner deploys again before a job if needed),
+        # and a version it refuses is taken back, so a refused apply leaves nothing stored.
         _check_runnable(engine, workflow)
         if not is_remote(engine):
             # The check deploys the document without the version it may carry (an exported
             # workflow carries one): versions are the control plane's to assign, on store.
             unversioned = workflow.metadata.model_copy(update={"version": None})
             await engine.deploy(workflow.model_copy(update={"metadata": unversioned}))
-        applied = await self.workflows.apply(workflow, principal.account_id)
-        if is_remote(engine):
-            await self.remote.deploy(engine, applied)
-        else:
-            await engine.deploy(applied.workflow)
+        applied = await self.workflows.apply(workflow, principal.account_id, source=source)
+        try:
+            if is_remote(engine):
+                await self.remote.deploy(engine, applied)
+            else:
+                await engine.deploy(applied.workflow)
+        except FluxoError:
+            await self.workflows.discard(applied)
+            raise
         return applied
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -479,8 +503,14 @@ class JobService:
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        engine: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        contains: str | None = None,
     ) -> JobPage:
-        """Newest first; ``cursor`` is the ``next_cursor`` of the previous page."""
+        """Newest first; ``cursor`` is the ``next_cursor`` of the previous page. ``engine``,
+        ``since``/``until`` (creation time, epoch seconds) and ``contains`` (text inside the
+        job's input or result) narrow it further (the console's filters)."""
         if not 1 <= limit <= 500:
             raise ValidationError(
                 "limit must be between 1 and 500", problems=[("limit", "out of range")]
@@ -491,9 +521,17 @@ class JobService:
                 problems=[("status", f"one of {', '.join(JOB_STATUSES)}")],
             )
         rows, next_cursor = await self.store.page(
-            principal.account_id, workflow=workflow, status=status, limit=limit, cursor=cursor
+            principal.account_id,
+            workflow=workflow,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+            engine=engine,
+            since=since,
+            until=until,
+            contains=contains,
         )
-        return JobPage(items=[_summary(r) for r in rows], next_cursor=next_cursor)
+        return JobPage(items=[job_summary(r) for r in rows], next_cursor=next_cursor)
 
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
         row = await self.store.job(job_id, account_id=principal.account_id)
@@ -539,6 +577,27 @@ class JobService:
                 ref=ref,
             )
         return orjson.loads(job.input)["payload"]
+
+
+def take_source(workflow: Workflow) -> tuple[Workflow, bytes | None]:
+    """The workflow as stored (``spec.source`` without its flow, with the flow's digest) and
+    the flow's bytes, when the document carries its source flow inline (``fluxo apply`` reads
+    the sidecar file and sends it so)."""
+    ref = workflow.spec.source
+    if ref is None or ref.flow is None:
+        return workflow, None
+    content = orjson.dumps(ref.flow)
+    digest = hashlib.sha256(content).hexdigest()
+    if ref.sha256 is not None and ref.sha256 != digest:
+        raise ValidationError(
+            f"spec.source.sha256 is {ref.sha256} but the flow sent with it has digest {digest}: "
+            f"{ref.file} changed since the workflow named it; remove spec.source.sha256 or "
+            "restore the file",
+            problems=[("spec.source.sha256", "does not match spec.source.flow")],
+        )
+    stored = WorkflowSource(format=ref.format, file=ref.file, sha256=digest)
+    spec = workflow.spec.model_copy(update={"source": stored})
+    return workflow.model_copy(update={"spec": spec}), content
 
 
 def _check_runnable(engine: Engine, workflow: Workflow) -> None:
@@ -592,7 +651,7 @@ def _masked_steps(steps: Sequence[StepState]) -> list[StepState]:
     ]
 
 
-def _summary(row: JobSummaryRow) -> JobSummary:
+def job_summary(row: JobSummaryRow) -> JobSummary:
     """A stored job as the API lists it (the one place a job row becomes a summary)."""
     return JobSummary(
         id=row.id,
@@ -615,7 +674,7 @@ def _record(row: JobRow) -> JobRecord:
     results = orjson.loads(row.result) if row.result else None
     result = results[0] if results is not None and len(results) == 1 else results
     return JobRecord(
-        **dict(_summary(row)),
+        **dict(job_summary(row)),
         input=mask_credentials(orjson.loads(row.input)["payload"]),
         result=mask_credentials(result) if row.status == "succeeded" else None,
     )

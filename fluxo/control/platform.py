@@ -23,6 +23,7 @@ import contextlib
 import gc
 from collections.abc import Sequence
 
+from fluxo.control.activity import Activity
 from fluxo.control.blocks import BlockService
 from fluxo.control.job_control import JobControl
 from fluxo.control.jobs import JobService
@@ -262,6 +263,8 @@ class Platform:
             job_limits=self.quota_enforcer.admit_jobs,
         )
         self.jobs.remote.on_engine_error = self.metrics.engine_error
+        # What the account's jobs, queue and spend are doing now (the console's overview).
+        self.activity = Activity(db, clock=clock)
         # Blocks (fluxo block) and job control (resume, retry, pause): the index admission
         # decides with is the one they refresh.
         self.blocks = BlockService(db, self.admission.blocks, clock=clock)

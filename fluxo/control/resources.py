@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 from fluxo.control.auth import acts_for_platform, require
 from fluxo.control.blocks import BlockService
-from fluxo.control.jobs import JobService
+from fluxo.control.jobs import JobService, take_source
 from fluxo.control.quotas import parse_quota_spec
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import (
@@ -465,18 +465,34 @@ class WorkflowController:
 
     def __init__(self, jobs: JobService) -> None:
         self.jobs = jobs
+        # Source flows sent inline (spec.source.flow), by digest, from admission to the
+        # reconcile that stores them with the version: the resource keeps only the digest.
+        self._flows: dict[str, bytes] = {}
 
     async def admit(self, resource: ValidResource, principal: Principal) -> None:
         published = await self.jobs.runtime.catalog.list()
         known = [s.name for s in published] + [f"{s.name}@{s.version}" for s in published]
         document = _workflow_document(resource.name, resource.labels, resource.spec)
-        await asyncio.to_thread(validate_workflow, document, known_services=known)
+        workflow = await asyncio.to_thread(validate_workflow, document, known_services=known)
+        stored, flow = take_source(workflow)
+        if flow is not None and stored.spec.source is not None:
+            # The flow (up to the flow import limit) is not part of the resource: its digest is.
+            resource.spec["source"] = stored.spec.source.model_dump(mode="json", exclude_none=True)
+            while len(self._flows) >= _PENDING_FLOWS:  # admitted, never reconciled (refused)
+                self._flows.pop(next(iter(self._flows)))
+            self._flows[str(stored.spec.source.sha256)] = flow
 
     async def reconcile(self, resource: ResourceRow) -> Reconciled:
         document = _workflow_document(resource.name, resource.labels, resource.spec)
         principal = Principal(account_id=resource.account_id, user_id=CONTROLLER_USER)
+        source = resource.spec.get("source")
+        digest = source.get("sha256") if isinstance(source, dict) else None
+        # Kept until a version stores it: the next workflow of the same file may need it.
+        flow = self._flows.get(digest) if isinstance(digest, str) else None
         try:
-            applied = await self.jobs.apply(document, principal)
+            applied = await self.jobs.apply(document, principal, source=flow)
+            if isinstance(digest, str):
+                self._flows.pop(digest, None)
         except IRValidationError as exc:
             problems = "; ".join(f"{where}: {what}" for where, what in exc.problems)
             return Reconciled([Condition("Ready", "False", "Invalid", problems or exc.message)])
@@ -502,6 +518,7 @@ def _workflow_document(name: str, labels: dict[str, str], spec: dict[str, Any]) 
     return {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": metadata, "spec": spec}
 
 
+_PENDING_FLOWS = 8
 _MICROS = Decimal(1_000_000)
 
 

@@ -59,6 +59,7 @@ from fluxo_core.ir.workflow import (
     Workflow,
     WorkflowCallStep,
     WorkflowMetadata,
+    WorkflowSource,
     WorkflowSpec,
     workflow_document,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "Workflow",
     "WorkflowCallStep",
     "WorkflowMetadata",
+    "WorkflowSource",
     "WorkflowSpec",
     "check_document",
     "dump_json",

@@ -695,6 +695,32 @@ class WorkflowMetadata(_Model):
     generation: int | None = Field(default=None, ge=0)
 
 
+SOURCE_FILE_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$"
+SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
+
+
+class WorkflowSource(_Model):
+    """The file a workflow was imported from, kept so that an export gives it back.
+
+    ``fluxo import nodered`` writes the flow file next to the workflow YAML (a sidecar) and
+    names it here; ``fluxo apply`` and ``fluxo validate`` read it and send it inline (``flow``);
+    the control plane stores the flow once per account by its digest and keeps only ``file``
+    and ``sha256`` in the version, so a changed flow file is a new version.
+
+    Attributes:
+        format: the source system (``nodered``).
+        file: the sidecar's file name, in the workflow file's folder.
+        sha256: the digest of the flow (hex of the sha256 of its canonical JSON); set when the
+            flow is read.
+        flow: the flow's nodes, in transit only (never stored in the version).
+    """
+
+    format: Literal["nodered"] = "nodered"
+    file: Annotated[str, StringConstraints(pattern=SOURCE_FILE_PATTERN)]
+    sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] | None = None
+    flow: list[dict[str, Any]] | None = None
+
+
 class WorkflowSpec(_Model):
     """What the workflow does.
 
@@ -706,6 +732,7 @@ class WorkflowSpec(_Model):
         start: the first step; defaults to the first step listed.
         steps: the steps, in a stable order; ``id`` is unique.
         output: the step whose output is the job result; absent means the terminal step(s) reached.
+        source: the file the workflow was imported from (:class:`WorkflowSource`).
     """
 
     schema_version: Literal["1.0"] = SCHEMA_VERSION
@@ -715,6 +742,7 @@ class WorkflowSpec(_Model):
     start: StepId | None = None
     steps: list[Step] = Field(min_length=1)
     output: StepId | None = None
+    source: WorkflowSource | None = None
 
     @property
     def start_id(self) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.engine import RunStatus, StepPhase, StepState
@@ -24,7 +26,18 @@ from fluxo_core.storage.calls import CallRow, CallStore
 from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import calls, inbox, job_joins, job_steps, jobs
 
-__all__ = ["JobRow", "JobStore", "JobSummaryRow", "job_channel", "job_row", "job_summary_row"]
+SEARCH_WINDOW = 10_000
+"""Jobs a search by packet content looks through per page (see :meth:`JobStore.page`)."""
+
+__all__ = [
+    "SEARCH_WINDOW",
+    "JobRow",
+    "JobStore",
+    "JobSummaryRow",
+    "job_channel",
+    "job_row",
+    "job_summary_row",
+]
 
 STEP_KEY_HEADER = "fluxo-step-key"
 _CALL_PHASES: dict[str, StepPhase] = {
@@ -228,11 +241,18 @@ class JobStore:
         status: str | None,
         limit: int,
         cursor: str | None,
+        engine: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        contains: str | None = None,
     ) -> tuple[list[JobSummaryRow], str | None]:
         """Newest first, keyset-paginated; returns ``(rows, next_cursor)``.
 
         The rows are summaries: every column but the packets (``input``, ``result``), which can
-        be megabytes each; :meth:`job` reads one job whole.
+        be megabytes each; :meth:`job` reads one job whole. ``since``/``until`` bound the
+        creation time (``[since, until)``); ``contains`` keeps the jobs whose input or result
+        holds that text (an order id, an email): a scan of the account's jobs in the other
+        bounds, newest first, that stops once the page is full.
         """
         summary = [c for c in jobs.c if c.name not in ("input", "result")]
         query = sa.select(*summary).where(jobs.c.account_id == account_id)
@@ -240,6 +260,12 @@ class JobStore:
             query = query.where(jobs.c.workflow == workflow)
         if status:
             query = query.where(jobs.c.status == status)
+        if engine:
+            query = query.where(jobs.c.engine == engine)
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
+        if until is not None:
+            query = query.where(jobs.c.created_at < until)
         if cursor:
             try:
                 created, job_id = cursor.split("_", 1)
@@ -255,12 +281,41 @@ class JobStore:
                     sa.and_(jobs.c.created_at == created_at, jobs.c.id < job_id),
                 )
             )
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        newest_first = (jobs.c.created_at.desc(), jobs.c.id.desc())
+        edge = None
+        if contains:
+            # A search reads packets: it looks through SEARCH_WINDOW jobs per page at most (the
+            # page's cursor then continues after them), so a value found nowhere costs a
+            # bounded scan, not the account's whole history.
+            filtered = query.whereclause
+            assert filtered is not None  # the account, at least
+            edge_query = (
+                sa.select(jobs.c.created_at, jobs.c.id)
+                .where(filtered)
+                .order_by(*newest_first)
+                .offset(SEARCH_WINDOW - 1)
+                .limit(1)
+            )
+            edge = await self.db.read(lambda conn: conn.execute(edge_query).first())
+            if edge is not None:
+                query = query.where(
+                    sa.or_(
+                        jobs.c.created_at > edge.created_at,
+                        sa.and_(jobs.c.created_at == edge.created_at, jobs.c.id >= edge.id),
+                    )
+                )
+            needle = contains.encode()
+            query = query.where(
+                sa.or_(_HoldsBytes(jobs.c.input, needle), _HoldsBytes(jobs.c.result, needle))
+            )
+        query = query.order_by(*newest_first).limit(limit + 1)
         rows = await self.db.read(lambda conn: conn.execute(query).all())
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = f"{last.created_at!r}_{last.id}"
+        elif edge is not None:
+            next_cursor = f"{edge.created_at!r}_{edge.id}"
         return [job_summary_row(r._mapping) for r in rows[:limit]], next_cursor
 
     # -- inside a transaction -----------------------------------------------------------------
@@ -447,6 +502,27 @@ def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     for row in rows:
         groups.setdefault(frozenset(row), []).append(row)
     return list(groups.values())
+
+
+class _HoldsBytes(sa.sql.functions.FunctionElement[bool]):
+    """Whether a binary column holds a byte string (no LIKE: its wildcards would need escaping,
+    and PostgreSQL's bytea takes no ESCAPE); compiled per dialect."""
+
+    type = sa.Boolean()
+    name = "holds_bytes"
+    inherit_cache = True
+
+
+@compiles(_HoldsBytes, "sqlite")
+def _holds_bytes_sqlite(element: _HoldsBytes, compiler: SQLCompiler, **kw: Any) -> str:
+    column, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(instr({column}, {needle}) > 0)"
+
+
+@compiles(_HoldsBytes, "postgresql")
+def _holds_bytes_postgresql(element: _HoldsBytes, compiler: SQLCompiler, **kw: Any) -> str:
+    column, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(position({needle} in {column}) > 0)"
 
 
 def job_channel(job_id: str) -> str:

@@ -168,6 +168,7 @@ calls = Table(
     Column("retry_id", String(128)),
     Index("ix_calls_account_created", "account_id", "created_at"),
     Index("ix_calls_job", "job_id"),
+    Index("ix_calls_account_status", "account_id", "status", "created_at"),
 )
 
 # The usage ledger: one record per completed call, committed with its result.
@@ -217,6 +218,18 @@ workflows = Table(
     UniqueConstraint("account_id", "name", "content_hash"),
 )
 
+# The flow files workflows were imported from (spec.source), once per account and digest: the
+# versions that name one share it, so editing an imported workflow does not copy its flow.
+workflow_sources = Table(
+    "workflow_sources",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("format", String(20), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 jobs = Table(
     "jobs",
     metadata,
@@ -239,6 +252,7 @@ jobs = Table(
     UniqueConstraint("account_id", "workflow", "idempotency_key"),
     Index("ix_jobs_account_created", "account_id", "created_at"),
     Index("ix_jobs_account_workflow_status", "account_id", "workflow", "status"),
+    Index("ix_jobs_account_status", "account_id", "status", "created_at"),
 )
 
 # One row per execution of a step in a job; ``key`` is the step id plus its fan-out position.

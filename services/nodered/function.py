@@ -215,7 +215,13 @@ function __makeNode(sends) {
     outputCount: __nodeInfo.outputs,
     log: function () { __logs.push(["info", __text(arguments)]); },
     warn: function () { __logs.push(["warn", __text(arguments)]); },
-    error: function () { __logs.push(["error", __text(arguments)]); },
+    error: function (err, m) {
+      __logs.push(["error", __text(arguments)]);
+      // With a message, Node-RED hands a copy to the catch nodes (and the body goes on).
+      if (m !== null && typeof m === "object" && !Array.isArray(m)) {
+        __outputs.push([-1, JSON.stringify({ message: String(err), msg: m })]);
+      }
+    },
     debug: function () { __logs.push(["debug", __text(arguments)]); },
     trace: function () { __logs.push(["trace", __text(arguments)]); },
     status: function () {},
@@ -336,6 +342,10 @@ def run_function(
             failure = str(ctx.eval("__describe(__failure)"))
         else:
             failure = None
+        # Node-RED hands its catch nodes the message object as the body left it.
+        failed_msg = (
+            json.loads(ctx.eval("JSON.stringify(msg) || 'null'")) if failure is not None else None
+        )
         outputs = json.loads(ctx.eval("JSON.stringify(__outputs)"))
         logs = json.loads(ctx.eval("JSON.stringify(__logs)"))
         final = json.loads(ctx.eval("JSON.stringify(__ctx)"))
@@ -351,7 +361,7 @@ def run_function(
     for level, text in logs:
         log.log(_LEVELS.get(level, logging.INFO), "%s: %s", label, text)
     if failure is not None:
-        raise _js_error(label, nid, str(failure), limits)
+        raise _js_error(label, nid, str(failure), limits, failed_msg)
     return FunctionResult(
         outputs=[(int(port), json.loads(text)) for port, text in outputs],
         logs=[(str(level), str(text)) for level, text in logs],
@@ -387,7 +397,9 @@ def _first_line(text: str) -> str:
     return line[:_MESSAGE_LIMIT]
 
 
-def _js_error(label: str, nid: str, text: str, limits: FunctionLimits) -> ServiceError:
+def _js_error(
+    label: str, nid: str, text: str, limits: FunctionLimits, msg: Any = None
+) -> ServiceError:
     """A JavaScript failure as a Fluxo error; the limits are told apart from the body's own."""
     if text.startswith("InternalError: interrupted"):
         return ServiceError(
@@ -405,7 +417,14 @@ def _js_error(label: str, nid: str, text: str, limits: FunctionLimits) -> Servic
             node=nid,
             limit="memory",
         )
-    return ServiceError(f"{label} failed: {_first_line(text)}", retryable=False, node=nid)
+    # nodered_message: what Node-RED puts in msg.error.message (the thrown value as text).
+    return ServiceError(
+        f"{label} failed: {_first_line(text)}",
+        retryable=False,
+        node=nid,
+        nodered_message=_first_line(text),
+        **({"nodered_msg": msg} if isinstance(msg, dict) else {}),
+    )
 
 
 class FunctionSandbox:

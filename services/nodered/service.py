@@ -18,7 +18,15 @@ implementation behaves:
   :mod:`services.nodered.json_node`, :mod:`services.nodered.csv_node`;
 * ``change``, ``switch`` (every rule but the sequence ones), ``range`` and ``sort`` (of an array
   in the message): :mod:`services.nodered.change`, :mod:`services.nodered.switch`,
-  :mod:`services.nodered.range`, :mod:`services.nodered.sort`.
+  :mod:`services.nodered.range`, :mod:`services.nodered.sort`;
+* ``catch``: a failed step's ``{error, input, step, node}`` (its ``on_error: goto``) as the
+  message Node-RED's catch sends, :mod:`services.nodered.catch`;
+* ``junction`` and ``link out``: the message on, unchanged (an import keeps them as steps where
+  a port of a node with several outputs leads to them).
+
+A function's ``node.error(err, msg)`` is a packet on port ``-1``
+(:data:`nodered_semantics.support.REPORTED_PORT`), ``{message, msg}``, which the step engine
+hands to the step's catch.
 
 Context (``flow``/``global``) lives for the call only; ``env`` holds the node's ``NR_*``
 variables plus what the caller passes, never the worker's environment. What depends on earlier
@@ -38,8 +46,14 @@ from typing import Any
 from fluxo_core.errors import ServiceError
 from nodered_semantics.js import JSThrowError
 from nodered_semantics.jsonata import JsonataError
-from nodered_semantics.support import NODERED_NODE_SERVICE, RULE_TYPES, supported_types_text
+from nodered_semantics.support import (
+    NODERED_NODE_SERVICE,
+    PASSING_TYPES,
+    RULE_TYPES,
+    supported_types_text,
+)
 from service_runtime.sdk import Outputs, Service
+from services.nodered.catch import run_catch
 from services.nodered.change import run_change
 from services.nodered.common import Fail, Sent, node_error, node_label
 from services.nodered.csv_node import run_csv
@@ -132,6 +146,10 @@ def run_node(
         return run_csv(node, message)
     if kind in RULE_TYPES:
         return run_rule_node(node, message, env or {}, node_error)
+    if kind == "catch":
+        return run_catch(node, message)
+    if kind in PASSING_TYPES:  # a junction or link out kept as a step: on, unchanged
+        return [(0, message)]
     raise ServiceError(
         f"{node_label(node)}: the {kind!r} node type runs only on Node-RED (the step engine "
         f"supports {supported_types_text()}); set spec.engine: nodered for this workflow",

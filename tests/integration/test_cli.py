@@ -280,10 +280,20 @@ def test_import_nodered_writes_workflows_and_reports_fidelity(tmp_path: Path) ->
     assert report["counts"] == {"mapped": 2, "native": 1, "dropped": 1}
     status = {n["node_id"]: n["status"] for n in report["nodes"]}
     assert status == {"t1": "mapped", "in": "mapped", "fn": "native", "dbg": "dropped"}
-    (written,) = (tmp_path / "out").iterdir()
+    (written,) = (tmp_path / "out").glob("*.yaml")
     workflow = yaml.safe_load(written.read_text())
     assert workflow["kind"] == "Workflow"
     assert [s["kind"] for s in workflow["spec"]["steps"]] == ["native"]
+    # The flow beside it, as read; the workflow names it and runs where the step engine says.
+    sidecar = tmp_path / "out" / "orders-flow.flow.json"
+    assert json.loads(sidecar.read_text()) == FLOW
+    assert workflow["spec"]["source"] == {"format": "nodered", "file": sidecar.name}
+    assert report["workflows"] == [
+        {"name": "orders", "engine": "step", "why": [], "runnable": True, "refused": []}
+    ]
+    runs = {n["node_id"]: n["runs"] for n in report["nodes"]}
+    assert runs["fn"] == "step engine and Node-RED"  # the step engine accepts this function
+    assert runs["dbg"] == "nowhere"
     broken = tmp_path / "broken.json"
     broken.write_text('[{"id": "a"')
     bad = fluxo("import", "nodered", str(broken), home=tmp_path)

@@ -379,10 +379,12 @@ def test_the_nodered_sample_imports_cleanly_with_the_cli(tmp_path: Path) -> None
     dropped = {n["type"] for n in report["nodes"] if n["status"] == "dropped"}
     assert dropped == {"comment", "debug", "http response"}  # sinks only: nothing is lost
     assert report["notes"] == []
-    (written,) = out.iterdir()
+    (written,) = out.glob("*.yaml")
     assert written.name == "order-alerts.yaml"
+    assert [p.name for p in out.glob("*.flow.json")] == ["order-alerts-nodered.flow.json"]
     (workflow,) = load_workflows_yaml(written.read_text(), known_services=KNOWN_SERVICES)
     assert workflow.metadata.name == "order-alerts"
+    assert workflow.spec.engine == "step"  # the step engine runs it as Node-RED does
     assert [s.kind for s in workflow.spec.steps] == [
         "native",
         "switch",

@@ -192,3 +192,47 @@ async def test_catastrophic_regexes_fail_their_jobs_and_leave_no_process_behind(
         assert done.result == "hello grace: 1"
         # at most the sandbox's two children besides what ran before: none of the 20 is left
         assert len(descendants() - before) <= 1
+
+
+def _countdown(start: int) -> list[dict[str, Any]]:
+    """A loop through a junction: a function counts payload.n down to 0, once per pass."""
+    return [
+        {"id": "t", "type": "tab", "label": "Countdown"},
+        {"id": "j", "type": "junction", "z": "t", "x": 1, "y": 1, "wires": [["f"]]},
+        {
+            "id": "f",
+            "type": "function",
+            "z": "t",
+            "name": "down",
+            "func": "msg.payload.n -= 1;\nreturn msg.payload.n > 0 ? [null, msg] : [msg, null];",
+            "outputs": 2,
+            "x": 1,
+            "y": 1,
+            "wires": [["fin"], ["j"]],
+        },
+        {
+            "id": "fin",
+            "type": "change",
+            "z": "t",
+            "name": "finish",
+            "rules": [{"t": "set", "p": "payload.done", "pt": "msg", "to": "true", "tot": "bool"}],
+            "x": 1,
+            "y": 1,
+            "wires": [[]],
+        },
+        {"id": "i", "type": "inject", "z": "t", "x": 1, "y": 1, "wires": [["j"]],
+         "payload": f'{{"n": {start}}}', "payloadType": "json"},
+    ]  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+async def test_a_loop_runs_its_passes_and_fails_clearly_past_the_bound(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(imported(_countdown(5)), ME)
+    job = await fluxo.jobs.create(ME, "countdown", {"n": 5})
+    done = await fluxo.jobs.wait(ME, job.id, 30)
+    assert done.status == "succeeded", done.error
+    assert done.result == {"n": 0, "done": True}
+    job = await fluxo.jobs.create(ME, "countdown", {"n": 40})
+    done = await fluxo.jobs.wait(ME, job.id, 30)
+    assert done.status == "failed"
+    assert "more than 16 times" in str(done.error)

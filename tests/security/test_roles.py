@@ -30,6 +30,7 @@ pytestmark = pytest.mark.timeout(60)
 # Answered without a token: the probes, this document, and console sign-in.
 PUBLIC = frozenset(
     {
+        ("get", "/"),
         ("get", "/v1/health"),
         ("get", "/v1/openapi.json"),
         ("get", "/livez"),

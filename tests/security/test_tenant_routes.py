@@ -40,6 +40,7 @@ pytestmark = pytest.mark.timeout(60)
 
 PUBLIC = frozenset(
     {
+        ("get", "/"),
         ("get", "/v1/health"),
         ("get", "/v1/openapi.json"),
         ("get", "/livez"),

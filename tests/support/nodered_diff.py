@@ -167,28 +167,84 @@ def canonical(value: Any) -> str:
     return json.dumps(norm(value), sort_keys=True, ensure_ascii=False)
 
 
-def debug_targets(imp: NodeRedImport, targets: Iterable[str]) -> list[str]:
-    """The enabled debug nodes a wire to ``targets`` reaches, through junctions and links."""
+def _walk(
+    imp: NodeRedImport, targets: Iterable[str], calls: tuple[str, ...]
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The nodes a wire to ``targets`` reaches within the link calls and subflow instances
+    ``calls`` (outermost first), through junctions, links, link calls and their returns, and
+    subflow instances (in through the subflow's input); wiring nodes are not listed."""
     by_id = {str(n["id"]): n for n in imp.source.nodes}
-    found: list[str] = []
-    seen: set[str] = set()
-    todo = list(targets)
+    found: list[tuple[str, tuple[str, ...]]] = []
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    todo = [(t, calls) for t in targets]
     while todo:
-        nid = todo.pop(0)
-        if nid in seen or nid not in by_id:
+        nid, within = todo.pop(0)
+        if (nid, within) in seen or nid not in by_id:
             continue
-        seen.add(nid)
+        seen.add((nid, within))
         node = by_id[nid]
         if node.get("d") is True:
             continue
-        kind = node.get("type")
-        if kind == "debug":
-            found.append(nid)
-        elif kind == "junction" or kind == "link in":
-            todo += [t for port in node.get("wires") or [] for t in port]
+        kind = str(node.get("type"))
+        if kind == "junction" or kind == "link in":
+            todo += [(t, within) for port in node.get("wires") or [] for t in port]
         elif kind == "link out" and node.get("mode", "link") == "link":
-            todo += list(node.get("links") or [])
+            todo += [(t, within) for t in node.get("links") or []]
+        elif kind == "link out":  # a return: on at the wires of the innermost link call
+            inner = [i for i, c in enumerate(within) if by_id[c].get("type") == "link call"]
+            if inner:
+                caller = by_id[within[inner[-1]]]
+                todo += [
+                    (t, within[: inner[-1]]) for port in caller.get("wires") or [] for t in port
+                ]
+        elif kind == "link call" and node.get("linkType", "static") == "static":
+            todo += [(t, (*within, nid)) for t in node.get("links") or []]
+        elif kind.startswith("subflow:") and not node.get("env"):
+            definition = by_id.get(kind.removeprefix("subflow:"), {})
+            for port in definition.get("in") or []:
+                todo += [(str(w["id"]), (*within, nid)) for w in port.get("wires") or []]
+            for i, port in enumerate(definition.get("out") or []):
+                if any(w.get("id") == definition.get("id") for w in port.get("wires") or []):
+                    wires = node.get("wires") or []
+                    todo += [(t, within) for t in (wires[i] if i < len(wires) else [])]
+        else:
+            found.append((nid, within))
     return found
+
+
+def subflow_output_wires(
+    imp: NodeRedImport, node: Mapping[str, Any], port: int, calls: tuple[str, ...]
+) -> tuple[list[str], tuple[str, ...]]:
+    """Where a node inside a subflow instance (the innermost of ``calls``) sends its output
+    ``port`` besides its wires: the instance's wires of the subflow outputs it feeds."""
+    by_id = {str(n["id"]): n for n in imp.source.nodes}
+    z = str(node.get("z") or "")
+    inner = [i for i, c in enumerate(calls) if by_id[c].get("type") == f"subflow:{z}"]
+    if not inner:
+        return [], calls
+    instance = by_id[calls[inner[-1]]]
+    wires = instance.get("wires") or []
+    targets: list[str] = []
+    for i, out in enumerate(by_id[z].get("out") or []):
+        for w in out.get("wires") or []:
+            if w.get("id") == node.get("id") and int(w.get("port") or 0) == port and i < len(wires):
+                targets += wires[i]
+    return targets, calls[: inner[-1]]
+
+
+def debug_targets(
+    imp: NodeRedImport, targets: Iterable[str], calls: tuple[str, ...] = ()
+) -> list[str]:
+    """The enabled debug nodes a wire to ``targets`` reaches (see :func:`_walk`)."""
+    by_id = {str(n["id"]): n for n in imp.source.nodes}
+    return [nid for nid, _ in _walk(imp, targets, calls) if by_id[nid].get("type") == "debug"]
+
+
+def step_nodes_reached(
+    imp: NodeRedImport, targets: Iterable[str], calls: tuple[str, ...] = ()
+) -> set[str]:
+    """The nodes a wire to ``targets`` reaches that are no mere wiring (see :func:`_walk`)."""
+    return {nid for nid, _ in _walk(imp, targets, calls)}
 
 
 def trigger_workflow(imp: NodeRedImport, trigger: Trigger, start: str, name: str) -> dict[str, Any]:
@@ -237,48 +293,72 @@ def step_captures(
     """
     source = imp.source.workflows[imported]
     by_id = {str(n["id"]): n for n in imp.source.nodes}
-    exits: dict[str, str] = {}
-    for sid, nid in source.step_nodes.items():
-        exits[nid] = sid  # step_nodes lists a node's steps entry first: the last one wins
     plan = {s.id: s for s in workflow.spec.steps}
+    imported_plan = {s.id: s for s in source.imported.spec.steps}
+
+    def is_exit(sid: str, nid: str) -> bool:
+        """The last step of its node (a node brought in through links has several copies,
+        each with its own steps; an http request's first step describes the request to the
+        service step that follows)."""
+        step = imported_plan.get(sid)
+        nxt = getattr(step, "next", None) or []
+        return not (
+            getattr(step, "kind", None) == "transform"
+            and len(nxt) == 1
+            and source.step_nodes.get(nxt[0]) == nid
+            and getattr(imported_plan.get(nxt[0]), "kind", None) == "service"
+        )
+
     captured: dict[str, list[str]] = {}
 
-    def deliver(ports: Iterable[int], node: Mapping[str, Any], payload: Any) -> None:
+    def deliver(
+        ports: Iterable[int], node: Mapping[str, Any], payload: Any, calls: tuple[str, ...] = ()
+    ) -> None:
         wires = node.get("wires") or []
         for p in ports:
-            if p < len(wires):
-                for debug in debug_targets(imp, wires[p]):
-                    captured.setdefault(debug, []).append(canonical(payload))
+            if p < 0:  # a reported failure goes to a catch, not a wire
+                continue
+            found = debug_targets(imp, wires[p], calls) if p < len(wires) else []
+            beyond, outer = subflow_output_wires(imp, node, p, calls)
+            found += debug_targets(imp, beyond, outer)
+            for debug in found:
+                captured.setdefault(debug, []).append(canonical(payload))
 
     for state in steps:
         owner = source.step_nodes.get(state.step_id)
-        if owner is None or exits.get(owner) != state.step_id or state.phase != "succeeded":
+        if owner is None or not is_exit(state.step_id, owner) or state.phase != "succeeded":
             continue
         nid = owner
         node = by_id[nid]
+        calls = source.step_calls.get(state.step_id, ())
         step = plan[state.step_id]
         kind = step.kind
         out = state.output
         if kind == "native":
             for item in out or []:
-                deliver([int(item["port"])], node, (item.get("msg") or {}).get("payload"))
+                deliver([int(item["port"])], node, (item.get("msg") or {}).get("payload"), calls)
         elif kind == "service":
             for payload in out or []:
-                deliver(range(len(node.get("wires") or [])), node, payload)
+                deliver(range(len(node.get("wires") or [])), node, payload, calls)
         elif kind == "switch":
             chosen = set((out or {}).get("next", []))
             taken = []
             for p, port in enumerate(node.get("wires") or []):
-                steps_of_port = {s for s, n in source.step_nodes.items() if n in port}
+                beyond, outer = subflow_output_wires(imp, node, p, calls)
+                reached = step_nodes_reached(imp, port, calls) | step_nodes_reached(
+                    imp, beyond, outer
+                )
+                steps_of_port = {s for s, n in source.step_nodes.items() if n in reached}
+                debugs = debug_targets(imp, port, calls) + debug_targets(imp, beyond, outer)
                 if steps_of_port & chosen:
                     taken.append(p)
-                elif debug_targets(imp, port) and not steps_of_port:
+                elif debugs and not steps_of_port:
                     raise Unobservable(f"switch {nid}: a port feeds only debug nodes")
-            deliver(taken, node, state.input)
+            deliver(taken, node, state.input, calls)
         elif kind == "split":
             items = state.input if isinstance(state.input, list) else []
             for item in items:
-                deliver([0], node, item)
+                deliver([0], node, item, calls)
         else:  # transform, delay, join: one output on port 0
-            deliver([0], node, out)
+            deliver([0], node, out, calls)
     return captured

@@ -1015,9 +1015,19 @@ def test_subflow_becomes_a_workflow_and_its_instance_a_call() -> None:
     sub, billing = imp.workflows
     assert sub.spec.output == "tax"
     assert sub.spec.description == "Adds VAT"
-    call = billing.spec.steps[0]
-    assert call.kind == "workflow"
-    assert call.model_dump()["workflow"] == "subflow-add-tax"
+    # an instance without properties runs a copy of the subflow's nodes in its workflow
+    (copy,) = billing.spec.steps
+    assert copy.kind == "transform"
+    assert imp.source.workflows["billing"].step_nodes[copy.id] == "sfc"
+    # with properties (env) it stays a native node, for Node-RED
+    with_env = [
+        {**n, "env": [{"name": "RATE", "type": "num", "value": "0.2"}]} if n["id"] == "inst" else n
+        for n in SUBFLOW_FLOW
+    ]
+    assert from_nodered(with_env).workflows[1].spec.steps[0].kind == "native"
+    # a subflow without outputs: messages end inside the copy
+    old = [{**n, "out": []} if n["id"] == "sf1" else n for n in SUBFLOW_FLOW]
+    assert [s.kind for s in from_nodered(old).workflows[1].spec.steps] == ["transform"]
     assert imp.triggers[0].kind == "api"
     assert imp.triggers[0].path == "/bill"
     assert imp.report.get("ho").status == "dropped"
@@ -1027,10 +1037,11 @@ def test_links_and_junctions_become_edges() -> None:
     imp = from_nodered(LINK_FLOW)
     a, b = imp.workflows
     steps = a.spec.steps_by_id()
-    # inject -> link out -> link in -> junction -> [stamp, link out to B]
+    # inject -> link out -> link in -> junction -> [stamp, link out to B -> B's step]
     assert a.spec.start_id == "start"
-    assert steps["start"].model_dump()["next"] == ["stamp", "to-b"]
-    assert isinstance(steps["to-b"], NativeStep)  # it crosses to another tab
+    assert steps["start"].model_dump()["next"] == ["stamp", "b"]
+    # the node it crosses to on tab B runs in this workflow (a copy), and in B's own
+    assert imp.source.workflows[a.metadata.name].step_nodes["b"] == "b-fn"
     stamp = steps["stamp"]
     assert isinstance(stamp, TransformStep)
     assert stamp.ops[0].model_dump()["expr"] == "$millis()"
@@ -1039,11 +1050,26 @@ def test_links_and_junctions_become_edges() -> None:
     assert [s.id for s in b.spec.steps] == ["b"]
 
 
-def test_loops_are_cut_and_disabled_nodes_dropped() -> None:
+def test_loops_are_unrolled_and_disabled_nodes_dropped() -> None:
     imp = from_nodered(LOOP_FLOW)
-    steps = imp.workflows[0].spec.steps_by_id()
+    workflow = imp.workflows[0]
+    steps = workflow.spec.steps_by_id()
+    nodes = imp.source.workflows[workflow.metadata.name].step_nodes
     assert steps["try"].model_dump()["next"] == ["delay", "change"]
-    assert steps["delay"].model_dump()["next"] == []  # the wire back to 'try' closes a loop
+    # the wire back to 'try' goes on to a copy of the loop for the next pass, ...
+    passes = ["try"]
+    while True:
+        delay = next(s for s in steps[passes[-1]].model_dump()["next"] if nodes[s] == "lp-wait")
+        (again,) = steps[delay].model_dump()["next"]
+        if steps[again].kind != "native":
+            break
+        assert nodes[again] == "lp-fn"
+        passes.append(again)
+    assert len(passes) == 1 + 16
+    # ... and past the bound to a step that fails the job, saying why
+    bound = steps[again].model_dump()
+    assert bound["kind"] == "transform"
+    assert "more than 16 times" in bound["ops"][0]["expr"]
     assert any("lp-wait -> lp-fn closes a loop" in note for note in imp.report.notes)
     assert imp.report.get("lp-d").status == "dropped"
     assert "disabled" in imp.report.get("lp-d").reason
@@ -1056,7 +1082,8 @@ def test_fidelity_report_classifies_every_node() -> None:
     assert [e.node_id for e in report.nodes] == [n["id"] for n in flow]
     status = {e.node_id: e.status for e in report.nodes}
     assert status["t1"] == status["ch1"] == status["sw1"] == status["hr1"] == "mapped"
-    assert status["in1"] == status["hi"] == status["inst"] == status["g-tpl"] == "mapped"
+    assert status["in1"] == status["hi"] == status["g-tpl"] == "mapped"
+    assert status["inst"] == "dropped"  # a subflow instance: a copy of its subflow's nodes
     assert status["fn1"] == status["mq-in"] == status["mq-out"] == status["lp-fn"] == "native"
     assert status["dbg1"] == status["c1"] == status["grp"] == status["broker1"] == "dropped"
     assert report.get("in1").target == "trigger cron"

@@ -330,3 +330,27 @@ async def test_step_engine_matches_nodered_on_the_examples(
             lost.append(f"{name}: outputs differ: {'; '.join(o.differences) or o.unobservable}")
     assert not lost, "flows listed in step_runnable.txt regressed:\n" + "\n".join(lost)
     assert len(kept) > 0, "the golden list is empty: regenerate it with FLUXO_REGENERATE=1"
+
+
+CONSTRUCTS = Path(__file__).resolve().parents[2] / "data" / "nodered"
+
+
+@pytest.mark.parametrize("flow", sorted(p.name for p in CONSTRUCTS.glob("*.json")))
+async def test_step_engine_matches_nodered_on_assembled_flows(
+    target: Target, capture: Capture, fluxo: Platform, flow: str
+) -> None:
+    """Flows assembled for one construct each (tests/data/nodered: catch, links, ...) run on
+    the step engine and give Node-RED's outputs at every debug node, for every inject."""
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    async with httpx.AsyncClient(base_url=target.url, headers=headers, timeout=30) as client:
+        saved = (await client.get("flows")).json()
+        try:
+            outcome = await _compare(
+                client, capture, fluxo, CONSTRUCTS / flow, flow.removesuffix(".json"), CONSTRUCTS
+            )
+        finally:
+            await client.post("flows", json=saved, headers={"Node-RED-Deployment-Type": "full"})
+    assert outcome.runnable, f"{flow}: the step engine refuses it: {outcome.reasons}"
+    assert not outcome.differences, f"{flow}: outputs differ: {outcome.differences}"
+    assert outcome.unobservable is None, f"{flow}: {outcome.unobservable}"
+    assert outcome.equal, f"{flow}: nothing to compare (no inject fired, no debug output)"

@@ -29,7 +29,7 @@ from fluxo.control.platform import Platform
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ValidationError
 from fluxo_core.storage import Database, Principal
-from fluxo_core.storage.tables import usage_records
+from fluxo_core.storage.tables import usage_records, workflow_sources
 from tests.support import services as svc
 from tests.support.nodered import RunningNodeRed
 from translators.nodered import from_nodered
@@ -299,6 +299,33 @@ async def test_a_flow_node_red_cannot_run_is_refused_before_it_is_deployed(
     async with httpx.AsyncClient(base_url=nodered.url, headers=nodered.admin_headers) as client:
         after = (await client.get("/flows", headers={"Node-RED-API-Version": "v2"})).json()
     assert after["rev"] == before["rev"], "Node-RED must not have seen the flow"
+
+
+async def test_an_apply_the_node_red_engine_refuses_stores_nothing(fluxo: Fluxo) -> None:
+    """The version is stored before an external engine is deployed to; a refused deploy takes
+    it back, and the source flow it brought, so nothing of the apply remains."""
+    good = workflow("atomic-nr", "nodered")
+    first = await fluxo.platform.jobs.apply(good, ACME)
+    flow = [{"id": "n1", "type": "no-such-node", "z": "t", "x": 1, "y": 1, "wires": []}]
+    bad = workflow(
+        "atomic-nr",
+        "nodered",
+        [{"id": "odd", "kind": "native", "engine": "nodered", "config": flow[0]}],
+    )
+    bad["spec"]["source"] = {"file": "atomic.flow.json", "flow": flow}
+    with pytest.raises(ValidationError, match="no-such-node"):
+        await fluxo.platform.jobs.apply(bad, ACME)
+    store = fluxo.platform.jobs.workflows
+    assert (await store.get("acme", "atomic-nr")).version == first.version
+    sources = await fluxo.platform.db.read(
+        lambda c: c.execute(sa.select(workflow_sources.c.sha256)).all()
+    )
+    assert sources == []
+    # Through the resources too: Ready=False with the engine's reason, and no version.
+    applied = await fluxo.platform.resources.apply(ACME, bad)
+    ready = applied.document["status"]["conditions"][0]
+    assert (ready["status"], "no-such-node" in ready["message"]) == ("False", True)
+    assert (await store.get("acme", "atomic-nr")).version == first.version
 
 
 async def until_steps(fluxo: Fluxo, job_id: str, count: int, timeout: float = 20) -> None:
