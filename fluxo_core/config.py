@@ -16,7 +16,11 @@ from fluxo_core.errors import ConfigError
 from fluxo_core.ir.workflow import DEFAULT_ENGINE, ENGINES
 from fluxo_core.logs import LOG_FORMATS, LogFormat
 
-__all__ = ["FluxoConfig", "log_format_from_env", "served_url"]
+__all__ = ["ENVIRONMENTS", "FluxoConfig", "log_format_from_env", "served_url"]
+
+# FLUXO_ENV: what this installation is for. Only ``production`` changes behaviour today: what
+# exists to show or try Fluxo (``fluxo demo``) refuses to run there.
+ENVIRONMENTS = ("development", "staging", "production")
 
 
 class FluxoConfig(BaseModel):
@@ -53,6 +57,13 @@ class FluxoConfig(BaseModel):
     log_format: LogFormat = "text"
     # Where spans go over OTLP/HTTP (the full URL of the traces endpoint); None: no spans.
     otlp_traces_endpoint: str | None = None
+    # FLUXO_ENV: one of ENVIRONMENTS.
+    environment: str = "development"
+
+    @property
+    def production(self) -> bool:
+        """Whether ``FLUXO_ENV=production``: demo data and load are refused here."""
+        return self.environment == "production"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FluxoConfig:
@@ -92,6 +103,7 @@ class FluxoConfig(BaseModel):
             secret_key=env.get("FLUXO_SECRET_KEY") or None,
             log_format=log_format_from_env(env),
             otlp_traces_endpoint=_otlp_traces_endpoint(env),
+            environment=_environment(env),
         )
 
     @property
@@ -196,6 +208,17 @@ def _otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
             )
         return raw if full else raw.rstrip("/") + "/v1/traces"
     return None
+
+
+def _environment(env: Mapping[str, str]) -> str:
+    """``FLUXO_ENV``: ``development`` (the default), ``staging`` or ``production``."""
+    raw = (env.get("FLUXO_ENV") or "development").strip().lower()
+    if raw not in ENVIRONMENTS:
+        raise ConfigError(
+            f"FLUXO_ENV={raw!r} is not an environment; use one of {', '.join(ENVIRONMENTS)}",
+            setting="FLUXO_ENV",
+        )
+    return raw
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

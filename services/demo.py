@@ -17,6 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from types import MappingProxyType
 from typing import Any
 
+from fluxo_core.errors import ServiceError
 from fluxo_core.ir import Payload
 from service_runtime.sdk import Price, Service, service
 
@@ -138,6 +139,8 @@ class CustomerProfile:
     tier: str
     discount_rate: Decimal
     name: str | None = None
+    # Orders of a customer on credit hold are refused until finance releases the hold.
+    on_hold: bool = False
 
 
 DEFAULT_PROFILE = CustomerProfile(tier="standard", discount_rate=Decimal("0"))
@@ -147,6 +150,9 @@ DEMO_CUSTOMERS: Mapping[str, CustomerProfile] = MappingProxyType(
         "ada@example.com": CustomerProfile("gold", Decimal("0.10"), "Ada Lovelace"),
         "grace@example.com": CustomerProfile("silver", Decimal("0.05"), "Grace Hopper"),
         "alan@example.com": CustomerProfile("standard", Decimal("0"), "Alan Turing"),
+        "mallory@example.com": CustomerProfile(
+            "standard", Decimal("0"), "Mallory Moody", on_hold=True
+        ),
     }
 )
 """The demo reference table, keyed by lowercase email."""
@@ -170,13 +176,21 @@ def make_enrich_customer(customers: Mapping[str, CustomerProfile] = DEMO_CUSTOME
 
     It adds ``customer.tier`` and ``customer.known`` (and the table's name when the input has none);
     when the input has a ``subtotal`` it also adds ``discount_rate``, ``discount`` and ``total``.
-    Unknown customers get the ``standard`` tier without discount.
+    Unknown customers get the ``standard`` tier without discount; a customer on credit hold
+    fails the call (not retryable).
     """
     table = {email.lower(): profile for email, profile in customers.items()}
 
     def enrich(order: dict[str, Any]) -> dict[str, Any]:
         email = order["customer"]["email"].strip().lower()
         profile = table.get(email)
+        if profile is not None and profile.on_hold:
+            # Not retryable: asking again changes nothing until the hold is released.
+            raise ServiceError(
+                f"customer {email} is on credit hold; release the hold in the customer table "
+                "before processing their orders",
+                retryable=False,
+            )
         known = profile is not None
         profile = profile or DEFAULT_PROFILE
         customer = {**order["customer"], "email": email, "tier": profile.tier, "known": known}

@@ -25,6 +25,7 @@ from fluxo.cli import (
     _auth,
     _billing,
     _blocks,
+    _demo,
     _nodered,
     _quota,
     _resources,
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     # Servers log their life; one-shot commands print only their answer (and warnings).
-    serving = args.func in (_cmd_up, _cmd_worker)
+    serving = args.func in (_cmd_up, _cmd_worker, _demo.serve)
     install_log_redaction()  # before anything logs: no record of this process carries a secret
     try:
         config = FluxoConfig.from_env()
@@ -115,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
         help="also run the services of MODULE (its SERVICES list); repeatable",
     )
     p.add_argument("--database-url", help="override FLUXO_DATABASE_URL")
+    p.add_argument("--demo", action="store_true", help="keep a living demo running (fluxo demo)")
+    _demo.add_options(p)
     p.set_defaults(func=_cmd_up)
 
     _resources.add_parsers(sub, _client, document_limits)  # apply, get, describe, delete
@@ -238,6 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_secret_delete)
 
     _nodered.add_parser(sub)
+    _demo.add_parser(sub)
     _usage.add_parser(sub)
     _billing.add_parser(sub)
     _quota.add_parser(sub)
@@ -828,6 +832,8 @@ async def _cmd_up(args: argparse.Namespace, config: FluxoConfig) -> int:
     from fluxo import console
     from fluxo.api.server import run_server
 
+    if args.demo:
+        return await _demo.serve(args, config, extra=load_services(args.module))
     overrides: dict[str, Any] = {}
     if args.host:
         overrides["host"] = args.host
