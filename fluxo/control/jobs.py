@@ -11,6 +11,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -51,6 +52,7 @@ __all__ = [
     "JobRecord",
     "JobService",
     "JobSummary",
+    "ParentLink",
     "parse_version",
     "split_workflow_ref",
 ]
@@ -80,6 +82,17 @@ def split_workflow_ref(ref: str, *, where: str = "workflow") -> tuple[str, int |
     """``name`` or ``name@version`` as ``(name, version or None)``."""
     name, at, version = ref.partition("@")
     return name, parse_version(version, where=f"{where} version") if at else None
+
+
+@dataclass(frozen=True, slots=True)
+class ParentLink:
+    """The call that started a child job: a call of a published workflow (a workflow
+    service) from the caller's job and step."""
+
+    service: str
+    call_id: str
+    job_id: str | None
+    step_id: str | None
 
 
 class JobSummary(BaseModel):
@@ -191,11 +204,12 @@ class JobService:
         *,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        parent: ParentLink | None = None,
     ) -> JobRecord:
         """Create and start a job; the same idempotency key returns the first job instead.
 
         The record returned is the job as created (``queued``, no ``steps``); ``get`` shows its
-        progress.
+        progress. ``parent``: the call that starts it as a workflow service's child job.
         """
         applied, engine_name = await self._target(principal, workflow)
         spec = applied.workflow.spec
@@ -208,6 +222,13 @@ class JobService:
                 )
         await self._admit(principal, applied)
         row = self._row(principal, applied, engine_name, payload, idempotency_key, headers)
+        if parent is not None:
+            row.update(
+                parent_job_id=parent.job_id,
+                parent_step_id=parent.step_id,
+                parent_call_id=parent.call_id,
+                via_service=parent.service,
+            )
         start = await self._starter(principal, applied, engine_name)
         ((created, started),) = await self._insert_started(principal, [row], start)
         if created != row["id"] or started["status"] in FINAL_PHASES:
@@ -440,6 +461,10 @@ class JobService:
             "created_at": self.clock.time(),
             "started_at": None,
             "finished_at": None,
+            "parent_job_id": None,
+            "parent_step_id": None,
+            "parent_call_id": None,
+            "via_service": None,
         }
 
     async def get(self, principal: Principal, job_id: str, *, steps: bool = True) -> JobRecord:
