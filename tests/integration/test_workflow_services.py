@@ -1,0 +1,241 @@
+"""Workflows as services, on SQLite and PostgreSQL: a workflow of account ``pub`` published as
+a Service and called from a step-engine workflow of account ``acme``.
+
+The caller's step gets the child job's result (an array: 1 -> N outputs); the caller pays the
+service's price, the publisher pays the calls inside the child job, and the child job names the
+caller's job, step and call. A cycle is refused at apply; the depth header stops a chain at run
+time; a child's failure is the step's failure with the child's step; a block of the publisher
+blocks the caller's job without telling it the publisher's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from fluxo.control.platform import Platform
+from fluxo.control.workflow_services import DEPTH_HEADER, MAX_DEPTH
+from fluxo_core.errors import ValidationError
+from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.tables import jobs, usage_records
+from tests.support import services as svc
+
+pytestmark = pytest.mark.timeout(90)
+
+ADMIN = Principal(account_id="default", user_id="admin")
+PUB = Principal(account_id="pub", user_id="pat")
+ACME = Principal(account_id="acme", user_id="ada")
+
+
+def workflow(name: str, steps: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"engine": "step", "steps": steps, **spec},
+    }
+
+
+def published(name: str, target: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "workflow": {"name": target, "account": "pub"},
+            "price": {"perCall": "0.25", "currency": "EUR"},
+            "visibility": {"scope": "public"},
+            **spec,
+        },
+    }
+
+
+# The publisher's workflow: two priced steps (0.001 EUR each), the second one 1 -> N.
+DOUBLE = workflow(
+    "double",
+    [
+        {"id": "bump", "kind": "service", "service": "inc", "next": ["spread"]},
+        {"id": "spread", "kind": "service", "service": "fan-out"},
+    ],
+    input_schema={"type": "object", "required": ["items"]},
+)
+FAILING = workflow(
+    "failing",
+    [
+        {"id": "ok", "kind": "service", "service": "inc", "next": ["boom"]},
+        {"id": "boom", "kind": "service", "service": "broken"},
+    ],
+)
+
+
+def caller(service: str) -> dict[str, Any]:
+    return workflow(
+        "buyer",
+        [
+            {"id": "buy", "kind": "service", "service": service, "next": ["after"]},
+            {"id": "after", "kind": "service", "service": "echo"},
+        ],
+    )
+
+
+@pytest.fixture
+async def fluxo(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Platform]:
+    monkeypatch.setenv("FLUXO_TEST_EFFECTS", str(tmp_path / "effects.log"))
+    platform = Platform(db, svc.SERVICES, workers=2, poll_interval_s=0.1)
+    for account in ("acme", "pub", "default"):
+        await platform.accounts.ensure_account(account)
+    async with platform:
+        yield platform
+
+
+async def usage(db: Database) -> list[dict[str, Any]]:
+    u = usage_records
+    query = sa.select(
+        u.c.account_id, u.c.service, u.c.job_id, u.c.step_id, u.c.amount_micros, u.c.call_id
+    ).order_by(u.c.id)
+    return [dict(r._mapping) for r in await db.read(lambda c: c.execute(query).all())]
+
+
+async def children(db: Database) -> list[dict[str, Any]]:
+    j = jobs
+    query = sa.select(
+        j.c.id,
+        j.c.account_id,
+        j.c.workflow,
+        j.c.status,
+        j.c.parent_job_id,
+        j.c.parent_step_id,
+        j.c.parent_call_id,
+        j.c.via_service,
+    ).where(j.c.parent_call_id.is_not(None))
+    return [dict(r._mapping) for r in await db.read(lambda c: c.execute(query).all())]
+
+
+async def test_a_published_workflow_answers_a_step_engine_caller_and_each_account_pays_its_part(
+    fluxo: Platform,
+) -> None:
+    await fluxo.jobs.apply(DOUBLE, PUB)
+    applied = await fluxo.resources.apply(ADMIN, published("doubler", "double"))
+    assert [c["status"] for c in applied.document["status"]["conditions"]] == ["True"]
+    [info] = [i for i in await fluxo.runtime.catalog.list() if i.name == "doubler"]
+    assert info.input_schema == {"type": "object", "required": ["items"]}  # the workflow's
+    assert info.to_dict()["price"]["per_call"] == "0.25"
+
+    await fluxo.jobs.apply(caller("doubler"), ACME)
+    job = await fluxo.jobs.create(ACME, "buyer", {"items": ["a", "b"]})
+    done = await fluxo.jobs.wait(ACME, job.id, 60)
+    assert done.status == "succeeded", done.error
+    # The child's two results are two output packets of the step: echo ran once for each.
+    assert sorted(done.result, key=lambda r: r["index"]) == [
+        {"item": "a", "index": 0},
+        {"item": "b", "index": 1},
+    ]
+
+    [child] = await children(fluxo.db)
+    assert child["account_id"] == "pub"
+    assert (child["workflow"], child["status"], child["via_service"]) == (
+        "double",
+        "succeeded",
+        "doubler",
+    )
+    assert (child["parent_job_id"], child["parent_step_id"]) == (job.id, "buy")
+
+    entries = await usage(fluxo.db)
+    caller_side = [
+        (e["account_id"], e["service"], e["step_id"], e["amount_micros"])
+        for e in entries
+        if e["job_id"] == job.id
+    ]
+    assert sorted(caller_side) == sorted(
+        [
+            ("acme", "doubler", "buy", 250_000),
+            ("acme", "echo", "after", 1_000),
+            ("acme", "echo", "after", 1_000),
+        ]
+    )
+    [bought] = [e for e in entries if e["service"] == "doubler"]
+    assert bought["call_id"] == child["parent_call_id"]
+    inside = [
+        (e["account_id"], e["service"], e["amount_micros"])
+        for e in entries
+        if e["job_id"] == child["id"]
+    ]
+    # inc (0.001) and fan-out (0.01 per call + 0.002 per item, two items): the publisher's cost.
+    assert sorted(inside) == [("pub", "fan-out", 14_000), ("pub", "inc", 1_000)]
+
+
+async def test_a_failing_child_fails_the_callers_step_naming_the_childs_step(
+    fluxo: Platform,
+) -> None:
+    await fluxo.jobs.apply(FAILING, PUB)
+    await fluxo.resources.apply(ADMIN, published("fails", "failing"))
+    await fluxo.jobs.apply(caller("fails"), ACME)
+    job = await fluxo.jobs.create(ACME, "buyer", {"n": 1})
+    done = await fluxo.jobs.wait(ACME, job.id, 60)
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error["step"] == "buy"
+    assert done.error["context"]["child_step"] == "boom"
+    assert "at step 'boom'" in done.error["message"]
+    # The failed call is not billed to the caller (the price policy bills successes only).
+    assert [e for e in await usage(fluxo.db) if e["service"] == "fails"] == []
+
+
+async def test_a_cycle_of_workflow_services_is_refused_at_apply_naming_it(
+    fluxo: Platform,
+) -> None:
+    # ping calls the service "pong-svc", whose workflow pong calls "ping-svc": publishing
+    # ping as ping-svc closes the cycle.
+    await fluxo.jobs.apply(
+        workflow("pong", [{"id": "p", "kind": "service", "service": "echo"}]), PUB
+    )
+    await fluxo.resources.apply(ADMIN, published("pong-svc", "pong"))
+    await fluxo.jobs.apply(
+        workflow("ping", [{"id": "call", "kind": "service", "service": "pong-svc"}]), PUB
+    )
+    await fluxo.resources.apply(ADMIN, published("ping-svc", "ping"))  # no cycle yet
+    # pong's new version calls ping-svc: publishing pong-svc again names the cycle.
+    await fluxo.jobs.apply(
+        workflow("pong", [{"id": "call", "kind": "service", "service": "ping-svc"}]), PUB
+    )
+    with pytest.raises(ValidationError) as info:
+        await fluxo.resources.apply(ADMIN, published("pong-svc", "pong", description="v2"))
+    assert (
+        "service pong-svc -> workflow pong -> service ping-svc -> workflow ping -> service pong-svc"
+        in info.value.message
+    )
+
+
+async def test_the_depth_header_stops_a_chain_of_workflow_services(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(DOUBLE, PUB)
+    await fluxo.resources.apply(ADMIN, published("doubler", "double"))
+    await fluxo.jobs.apply(caller("doubler"), ACME)
+    deep = await fluxo.jobs.create(
+        ACME, "buyer", {"items": ["a"]}, headers={DEPTH_HEADER: str(MAX_DEPTH)}
+    )
+    done = await fluxo.jobs.wait(ACME, deep.id, 60)
+    assert done.status == "failed"
+    assert done.error is not None and "over the limit" in done.error["message"]
+    assert await children(fluxo.db) == []  # no child job started
+
+
+async def test_a_block_of_the_publisher_blocks_the_caller_without_its_reason(
+    fluxo: Platform,
+) -> None:
+    await fluxo.jobs.apply(DOUBLE, PUB)
+    await fluxo.resources.apply(ADMIN, published("doubler", "double"))
+    await fluxo.jobs.apply(caller("doubler"), ACME)
+    await fluxo.blocks.place(ADMIN, kind="account", account="pub", reason="unpaid invoice 42")
+    job = await fluxo.jobs.create(ACME, "buyer", {"items": ["a"]})
+    done = await fluxo.jobs.wait(ACME, job.id, 60)
+    assert done.status == "blocked"
+    assert done.error is not None
+    assert done.error["step"] == "buy"
+    assert "unavailable" in done.error["message"]
+    assert "unpaid" not in str(done.error) and "pub" not in str(done.error.get("block_reason"))
