@@ -588,6 +588,8 @@ class ServiceController:
     async def release(self, resource: ResourceRow) -> None:
         await self.terms.remove(resource.name)
         self.cache.invalidate()
+        if self.workflow_services is not None:
+            await self.workflow_services.unpublish(resource.name)
 
 
 def _terms_row(resource: ResourceRow) -> TermsRow:

@@ -35,6 +35,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
+from fluxo.control.auth import require
+from fluxo.control.billing import money_text, parse_period
 from fluxo.control.jobs import JobService, ParentLink
 from fluxo_core.errors import (
     AdmissionDeniedError,
@@ -45,7 +49,9 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import Packet, ServiceStep, WorkflowCallStep
-from fluxo_core.storage import Principal
+from fluxo_core.storage import Principal, Role
+from fluxo_core.storage.ledger import month_bounds
+from fluxo_core.storage.margin import MarginStore
 from fluxo_core.storage.resources import ResourceRow, ResourceStore
 from service_runtime.sdk import Call, Outputs, Price, RetryPolicy, Service
 from service_runtime.worker import Worker
@@ -67,6 +73,7 @@ MAX_DEPTH = 8
 SERVICE_VERSION = "1"
 # A child job may run long; the caller's step timeout (fluxo-timeout-s) shortens it.
 CHILD_TIMEOUT_S = 3600.0
+STOP_GRACE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +236,37 @@ class WorkflowServices:
                 called.append(step.workflow_name)
         return called
 
+    async def unpublish(self, name: str) -> None:
+        """Stop running service ``name`` here (its Service resource was deleted). Its catalog
+        row stays, as a Python service's does when its process stops: calls wait queued."""
+        if self.published.pop(name, None) is not None and self._running:
+            await self._restart()
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    async def margin(self, principal: Principal, period: str) -> dict[str, Any]:
+        """Revenue, cost and margin of each service the principal's account publishes, in one
+        UTC month (``YYYY-MM``): sums of the usage ledger (see :mod:`fluxo_core.storage.margin`).
+        An account admin's report: it shows what callers paid."""
+        require(principal, Role.ACCOUNT_ADMIN, "read the margin of published workflows")
+        start, end = month_bounds(parse_period(period, "query.period"))
+        names = [p.name for p in self.published.values() if p.account == principal.account_id]
+        lines = await MarginStore(self.runtime.db).lines(principal.account_id, names, start, end)
+        return {
+            "period": period,
+            "items": [
+                {
+                    "service": line.service,
+                    "currency": line.currency,
+                    "calls": line.calls,
+                    "revenue": money_text(line.revenue_micros),
+                    "cost": money_text(line.cost_micros),
+                    "margin": money_text(line.margin_micros),
+                }
+                for line in lines
+            ],
+        }
+
     async def publish(self, published: PublishedWorkflow) -> None:
         """Make ``published`` callable: in the catalog, and run by this process."""
         published = await self._with_schemas(published)
@@ -320,7 +358,9 @@ class WorkflowServices:
                 )
             record = await self.jobs.wait(publisher, child.id, min(left, 30.0))
         if record.status == "succeeded":
-            results = record.result or []
+            # The stored results, not the record's: a record masks credential-looking values.
+            row = await self.jobs.store.job(child.id, account_id=published.account)
+            results = orjson.loads(row.result) if row.result else []
             if len(results) == 1:
                 return results[0]
             return Outputs(results) if results else None
@@ -370,8 +410,15 @@ class WorkflowServices:
         self._retired = []
         for worker, _ in loops:
             worker.request_stop()
-        for _, task in loops:
+        tasks = [task for _, task in loops]
+        if not tasks:
+            return
+        # Idle loops stop at once; one waiting for a child job is cancelled after a grace
+        # period: its message's lease runs out and the next process waits for the same child.
+        _, waiting = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        for task in waiting:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, FluxoError):
                 await task
 

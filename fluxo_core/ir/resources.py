@@ -116,8 +116,8 @@ class ServiceVisibility(_Spec):
     well, or everyone (``public``)."""
 
     scope: Literal["account", "accounts", "public"] = "account"
-    accounts: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]] = (
-        Field(default_factory=list, max_length=1000)
+    accounts: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]] = Field(
+        default_factory=list, max_length=1000
     )
 
 

@@ -11,17 +11,22 @@ blocks the caller's job without telling it the publisher's reason.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
 
+from fluxo.api import create_app
+from fluxo.control.billing import money_text
 from fluxo.control.platform import Platform
 from fluxo.control.workflow_services import DEPTH_HEADER, MAX_DEPTH
-from fluxo_core.errors import ValidationError
-from fluxo_core.storage import Database, Principal
+from fluxo_core.errors import PermissionDeniedError, ValidationError
+from fluxo_core.storage import Database, Principal, Role
 from fluxo_core.storage.tables import jobs, usage_records
+from service_runtime import Outputs, Price, service
 from tests.support import services as svc
 
 pytestmark = pytest.mark.timeout(90)
@@ -239,3 +244,99 @@ async def test_a_block_of_the_publisher_blocks_the_caller_without_its_reason(
     assert done.error["step"] == "buy"
     assert "unavailable" in done.error["message"]
     assert "unpaid" not in str(done.error) and "pub" not in str(done.error.get("block_reason"))
+
+
+ITEMS_SCHEMA = {"type": "object", "required": ["items"]}
+
+
+@service("py-doubler", input_schema=ITEMS_SCHEMA, price=Price(per_call="0.25"))
+async def py_doubler(payload: dict[str, Any]) -> Outputs:
+    """What workflow ``double`` computes, as Python: one output per item."""
+    return Outputs({"item": item, "index": i} for i, item in enumerate(payload["items"]))
+
+
+def shape(value: Any) -> Any:
+    """A JSON value with its scalars replaced by their types: what a client parses."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value).__name__
+
+
+async def test_a_published_workflow_and_a_python_service_answer_the_same_http_shapes(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLUXO_TEST_EFFECTS", str(tmp_path / "effects.log"))
+    platform = Platform(db, [*svc.SERVICES, py_doubler], workers=2, poll_interval_s=0.1)
+    for account in ("acme", "pub", "default"):
+        await platform.accounts.ensure_account(account)
+    async with platform:
+        await platform.jobs.apply(DOUBLE, PUB)
+        await platform.resources.apply(ADMIN, published("doubler", "double"))
+        token = await platform.accounts.issue_token("acme", "ada")
+        headers = {"Authorization": f"Bearer {token}"}
+        answers: dict[str, list[tuple[int, Any]]] = {}
+        async with TestClient(TestServer(create_app(platform, max_packet_bytes=65536))) as http:
+            listed = await (await http.get("/v1/services", headers=headers)).json()
+            by_name = {i["name"]: i for i in listed["items"]}
+            assert shape(by_name["doubler"]) == shape(by_name["py-doubler"])
+            assert by_name["doubler"]["input_schema"] == by_name["py-doubler"]["input_schema"]
+            for name in ("doubler", "py-doubler"):
+                answers[name] = []
+                for body in ({"items": ["a", "b"]}, {"wrong": 1}):
+                    response = await http.post(
+                        f"/v1/services/{name}/calls?wait=30",
+                        json={"payload": body},
+                        headers=headers,
+                    )
+                    answers[name].append((response.status, await response.json()))
+        (ok_wf, bad_wf), (ok_py, bad_py) = answers["doubler"], answers["py-doubler"]
+        assert ok_wf[0] == ok_py[0] == 200, (ok_wf, ok_py)
+        assert shape(ok_wf[1]) == shape(ok_py[1])
+        payloads = [[p["payload"] for p in ok[1]["result"]] for ok in (ok_wf, ok_py)]
+        assert payloads[0] == payloads[1] == [{"item": "a", "index": 0}, {"item": "b", "index": 1}]
+        assert bad_wf[0] == bad_py[0] == 422
+        assert shape(bad_wf[1]) == shape(bad_py[1])
+        assert bad_wf[1]["error"]["code"] == bad_py[1]["error"]["code"]
+        assert bad_wf[1]["error"]["message"].replace("doubler@1", "X") == bad_py[1]["error"][
+            "message"
+        ].replace("py-doubler@1", "X")
+
+
+async def test_the_margin_report_is_the_ledger_sums_and_only_the_publishers(
+    fluxo: Platform,
+) -> None:
+    await fluxo.jobs.apply(DOUBLE, PUB)
+    await fluxo.resources.apply(ADMIN, published("doubler", "double"))
+    await fluxo.jobs.apply(caller("doubler"), ACME)
+    for n in (1, 3):
+        job = await fluxo.jobs.create(ACME, "buyer", {"items": ["x"] * n})
+        done = await fluxo.jobs.wait(ACME, job.id, 60)
+        assert done.status == "succeeded", done.error["message"] if done.error else None
+    period = datetime.fromtimestamp(fluxo.clock.time(), UTC).strftime("%Y-%m")
+    report = await fluxo.workflow_services.margin(PUB, period)
+    entries = await usage(fluxo.db)
+    child_ids = {c["id"] for c in await children(fluxo.db)}
+    revenue = sum(e["amount_micros"] for e in entries if e["service"] == "doubler")
+    cost = sum(e["amount_micros"] for e in entries if e["job_id"] in child_ids)
+    assert (revenue, cost) == (500_000, 2 * 1_000 + 2 * 10_000 + 4 * 2_000)
+    assert report == {
+        "period": period,
+        "items": [
+            {
+                "service": "doubler",
+                "currency": "EUR",
+                "calls": 2,
+                "revenue": money_text(revenue),
+                "cost": money_text(cost),
+                "margin": money_text(revenue - cost),
+            }
+        ],
+    }
+    # The caller publishes nothing: its report is empty; a member may not read one.
+    assert (await fluxo.workflow_services.margin(ACME, period))["items"] == []
+    with pytest.raises(PermissionDeniedError):
+        await fluxo.workflow_services.margin(
+            Principal(account_id="pub", user_id="m", role=Role.MEMBER), period
+        )
