@@ -290,8 +290,9 @@ class WorkflowServices:
         )
 
     def service_of(self, published: PublishedWorkflow) -> Service:
-        async def handler(packet: Packet, call: Call) -> Any:
-            return await self._run_child(published.name, packet, call)
+        async def handler(packet: Packet, call: Call | None = None) -> Any:
+            # The worker passes the call (the handler declares it); a bare invocation has none.
+            return await self._run_child(published.name, packet, call or Call.of(packet))
 
         return Service(
             name=published.name,

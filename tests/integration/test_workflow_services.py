@@ -226,7 +226,8 @@ async def test_the_depth_header_stops_a_chain_of_workflow_services(fluxo: Platfo
     )
     done = await fluxo.jobs.wait(ACME, deep.id, 60)
     assert done.status == "failed"
-    assert done.error is not None and "over the limit" in done.error["message"]
+    assert done.error is not None
+    assert "over the limit" in done.error["message"]
     assert await children(fluxo.db) == []  # no child job started
 
 
@@ -243,7 +244,8 @@ async def test_a_block_of_the_publisher_blocks_the_caller_without_its_reason(
     assert done.error is not None
     assert done.error["step"] == "buy"
     assert "unavailable" in done.error["message"]
-    assert "unpaid" not in str(done.error) and "pub" not in str(done.error.get("block_reason"))
+    assert "unpaid" not in str(done.error)
+    assert done.error.get("block_reason") is None
 
 
 ITEMS_SCHEMA = {"type": "object", "required": ["items"]}
