@@ -61,6 +61,7 @@ __all__ = [
     "MAX_DEPTH",
     "PublishedWorkflow",
     "WorkflowServices",
+    "margin_report",
     "published_from",
     "published_of",
 ]
@@ -245,27 +246,8 @@ class WorkflowServices:
     # -- reporting ----------------------------------------------------------------------------
 
     async def margin(self, principal: Principal, period: str) -> dict[str, Any]:
-        """Revenue, cost and margin of each service the principal's account publishes, in one
-        UTC month (``YYYY-MM``): sums of the usage ledger (see :mod:`fluxo_core.storage.margin`).
-        An account admin's report: it shows what callers paid."""
-        require(principal, Role.ACCOUNT_ADMIN, "read the margin of published workflows")
-        start, end = month_bounds(parse_period(period, "query.period"))
-        names = [p.name for p in self.published.values() if p.account == principal.account_id]
-        lines = await MarginStore(self.runtime.db).lines(principal.account_id, names, start, end)
-        return {
-            "period": period,
-            "items": [
-                {
-                    "service": line.service,
-                    "currency": line.currency,
-                    "calls": line.calls,
-                    "revenue": money_text(line.revenue_micros),
-                    "cost": money_text(line.cost_micros),
-                    "margin": money_text(line.margin_micros),
-                }
-                for line in lines
-            ],
-        }
+        """The margin report of the principal's account (see :func:`margin_report`)."""
+        return await margin_report(self.resources, principal, period)
 
     async def publish(self, published: PublishedWorkflow) -> None:
         """Make ``published`` callable: in the catalog, and run by this process."""
@@ -435,3 +417,33 @@ def _unavailable(name: str) -> BlockedError:
         f"service {name!r} is unavailable: its publisher has stopped it; try again later",
         service=name,
     )
+
+
+async def margin_report(
+    resources: ResourceStore, principal: Principal, period: str
+) -> dict[str, Any]:
+    """Revenue, cost and margin of each workflow the principal's account publishes as a
+    service, in one UTC month (``YYYY-MM``): sums of the usage ledger (see
+    :mod:`fluxo_core.storage.margin`). An account admin's report: it shows what callers paid."""
+    require(principal, Role.ACCOUNT_ADMIN, "read the margin of published workflows")
+    start, end = month_bounds(parse_period(period, "query.period"))
+    names = []
+    for row in await resources.list("Service", None):
+        published = published_of(row, row.account_id)
+        if published is not None and published.account == principal.account_id:
+            names.append(published.name)
+    lines = await MarginStore(resources.db).lines(principal.account_id, names, start, end)
+    return {
+        "period": period,
+        "items": [
+            {
+                "service": line.service,
+                "currency": line.currency,
+                "calls": line.calls,
+                "revenue": money_text(line.revenue_micros),
+                "cost": money_text(line.cost_micros),
+                "margin": money_text(line.margin_micros),
+            }
+            for line in lines
+        ],
+    }

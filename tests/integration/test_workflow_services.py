@@ -10,6 +10,8 @@ blocks the caller's job without telling it the publisher's reason.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +30,7 @@ from fluxo_core.storage import Database, Principal, Role
 from fluxo_core.storage.tables import jobs, usage_records
 from service_runtime import Outputs, Price, service
 from tests.support import services as svc
+from tests.support.fluxo_process import run_fluxo
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -342,3 +345,36 @@ async def test_the_margin_report_is_the_ledger_sums_and_only_the_publishers(
         await fluxo.workflow_services.margin(
             Principal(account_id="pub", user_id="m", role=Role.MEMBER), period
         )
+
+
+def test_fluxo_billing_margin_prints_the_report_of_the_local_database(tmp_path: Path) -> None:
+    async def publish_and_buy() -> dict[str, Any]:
+        db = Database(f"sqlite:///{tmp_path / 'fluxo.db'}")
+        await db.migrate()
+        platform = Platform(db, svc.SERVICES, workers=2, poll_interval_s=0.1)
+        for account in ("acme", "pub", "default"):
+            await platform.accounts.ensure_account(account)
+        try:
+            async with platform:
+                await platform.jobs.apply(DOUBLE, PUB)
+                await platform.resources.apply(ADMIN, published("doubler", "double"))
+                await platform.jobs.apply(caller("doubler"), ACME)
+                job = await platform.jobs.create(ACME, "buyer", {"items": ["x", "y"]})
+                assert (await platform.jobs.wait(ACME, job.id, 60)).status == "succeeded"
+                period = datetime.fromtimestamp(platform.clock.time(), UTC).strftime("%Y-%m")
+                return await platform.workflow_services.margin(PUB, period)
+        finally:
+            await db.close()
+
+    report = asyncio.run(publish_and_buy())
+    shown = run_fluxo(
+        "billing", "margin", "--account", "pub", "--period", report["period"], "-o", "json",
+        home=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == report
+    assert report["items"][0]["revenue"] == "0.25"
+    table = run_fluxo("billing", "margin", "--account", "pub", home=tmp_path)
+    assert table.returncode == 0, table.stderr
+    [line] = [row for row in table.stdout.splitlines() if row.startswith("doubler")]
+    assert line.split() == ["doubler", "EUR", "1", "0.25", "0.015", "0.235"]
