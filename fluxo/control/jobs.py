@@ -528,6 +528,10 @@ class JobService:
                 await self.remote.cancel(row)
             else:
                 await engine.cancel(RunHandle(engine=row.engine, job_id=job_id, run_id=job_id))
+        # A cancel goes down to the jobs its calls of workflow services started (each in its
+        # publisher's account, on the platform's behalf), and theirs in turn.
+        for child_id, account in await self.store.open_children(job_id):
+            await self.cancel(Principal(account_id=account, user_id="platform"), child_id)
         return await self.get(principal, job_id)
 
     # -- external engines -----------------------------------------------------------------------

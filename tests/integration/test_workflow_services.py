@@ -378,3 +378,24 @@ def test_fluxo_billing_margin_prints_the_report_of_the_local_database(tmp_path: 
     assert table.returncode == 0, table.stderr
     [line] = [row for row in table.stdout.splitlines() if row.startswith("doubler")]
     assert line.split() == ["doubler", "EUR", "1", "0.25", "0.015", "0.235"]
+
+
+async def test_cancelling_the_callers_job_cancels_the_child(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(
+        workflow("waits", [{"id": "hold", "kind": "service", "service": "slow"}]), PUB
+    )
+    await fluxo.resources.apply(ADMIN, published("waiter", "waits"))
+    await fluxo.jobs.apply(caller("waiter"), ACME)
+    job = await fluxo.jobs.create(ACME, "buyer", {"n": 1, "sleep": 2})
+
+    async def child_started() -> list[dict[str, Any]]:
+        while not (found := await children(fluxo.db)):
+            await asyncio.sleep(0.05)
+        return found
+
+    [child] = await asyncio.wait_for(child_started(), 30)
+    cancelled = await fluxo.jobs.cancel(ACME, job.id)
+    assert cancelled.status == "cancelled"
+    [child] = await children(fluxo.db)
+    assert child["status"] == "cancelled"
+    assert child["account_id"] == "pub"
