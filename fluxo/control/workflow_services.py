@@ -237,6 +237,12 @@ class WorkflowServices:
                 called.append(step.workflow_name)
         return called
 
+    def offered_to(self, name: str, account: str) -> bool:
+        """Whether ``account`` may see and call service ``name``: any service that is not a
+        workflow published here, and a published workflow its visibility offers to it."""
+        published = self.published.get(name)
+        return published is None or published.visible_to(account)
+
     async def unpublish(self, name: str) -> None:
         """Stop running service ``name`` here (its Service resource was deleted). Its catalog
         row stays, as a Python service's does when its process stops: calls wait queued."""

@@ -399,3 +399,47 @@ async def test_cancelling_the_callers_job_cancels_the_child(fluxo: Platform) -> 
     [child] = await children(fluxo.db)
     assert child["status"] == "cancelled"
     assert child["account_id"] == "pub"
+
+
+async def test_a_private_published_workflow_is_neither_listed_nor_callable_by_others(
+    fluxo: Platform,
+) -> None:
+    await fluxo.jobs.apply(DOUBLE, PUB)
+    await fluxo.resources.apply(
+        ADMIN, published("private-doubler", "double", visibility={"scope": "account"})
+    )
+    await fluxo.resources.apply(
+        ADMIN,
+        published(
+            "shared-doubler", "double", visibility={"scope": "accounts", "accounts": ["acme"]}
+        ),
+    )
+    tokens = {
+        who: await fluxo.accounts.issue_token(who, "someone") for who in ("acme", "pub", "default")
+    }
+    async with TestClient(TestServer(create_app(fluxo, max_packet_bytes=65536))) as http:
+        listed = {}
+        for who, token in tokens.items():
+            answer = await http.get("/v1/services", headers={"Authorization": f"Bearer {token}"})
+            listed[who] = {i["name"] for i in (await answer.json())["items"]} & {
+                "private-doubler",
+                "shared-doubler",
+            }
+        response = await http.post(
+            "/v1/services/private-doubler/calls?wait=30",
+            json={"payload": {"items": ["a"]}},
+            headers={"Authorization": f"Bearer {tokens['acme']}"},
+        )
+        assert response.status == 404, await response.text()
+        assert "private-doubler" in (await response.json())["error"]["message"]
+    assert listed == {
+        "acme": {"shared-doubler"},
+        "pub": {"private-doubler", "shared-doubler"},
+        "default": set(),
+    }
+    # A step-engine caller of another account fails the step, and no child job starts.
+    await fluxo.jobs.apply(caller("private-doubler"), ACME)
+    job = await fluxo.jobs.create(ACME, "buyer", {"items": ["a"]})
+    done = await fluxo.jobs.wait(ACME, job.id, 60)
+    assert done.status == "failed"
+    assert await children(fluxo.db) == []
