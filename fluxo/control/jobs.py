@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -149,6 +149,9 @@ class JobService:
         self.workflows = workflows
         self.registry = registry
         self.store = JobStore(runtime.db, clock=clock)
+        # More checks of a workflow version before it is stored, ``(workflow, account)``:
+        # raise to refuse it (the workflow services' cycle check).
+        self.workflow_checks: list[Callable[[Workflow, str], Awaitable[None]]] = []
         self._pauses = BlockStore(runtime.db, clock=clock)
         self.remote = RemoteJobs(
             runtime,
@@ -182,6 +185,8 @@ class JobService:
         # engine's deploy is that check; an external engine is only deployed once stored (its
         # deploy writes to the engine, and the runner deploys again before a job if needed).
         _check_runnable(engine, workflow)
+        for check in self.workflow_checks:
+            await check(workflow, principal.account_id)
         if not is_remote(engine):
             # The check deploys the document without the version it may carry (an exported
             # workflow carries one): versions are the control plane's to assign, on store.

@@ -48,7 +48,7 @@ from fluxo_core.errors import (
     ServiceError,
     ValidationError,
 )
-from fluxo_core.ir import Packet, ServiceStep, WorkflowCallStep
+from fluxo_core.ir import Packet, ServiceStep, Workflow, WorkflowCallStep
 from fluxo_core.storage import Principal, Role
 from fluxo_core.storage.ledger import month_bounds
 from fluxo_core.storage.margin import MarginStore
@@ -155,6 +155,7 @@ class WorkflowServices:
         self._retired: list[tuple[Worker, asyncio.Task[None]]] = []
         self._stop = asyncio.Event()
         self._running = False
+        jobs.workflow_checks.append(self.check_workflow)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -200,8 +201,29 @@ class WorkflowServices:
                 problems=[("spec.workflow", f"cycle {path}")],
             )
 
-    async def cycle_through(self, published: PublishedWorkflow) -> list[str]:
-        """The cycle ``published`` would close (``service -> workflow -> service ...``), or []."""
+    async def check_workflow(self, workflow: Workflow, account: str) -> None:
+        """Refuse a new version of a workflow published as ``latest`` that would call its own
+        service back (through workflow services): a cycle, named."""
+        name = workflow.metadata.name
+        for published in list(self.published.values()):
+            if (published.account, published.workflow, published.version) != (account, name, None):
+                continue
+            cycle = await self.cycle_through(published, pending=(account, workflow))
+            if cycle:
+                path = " -> ".join(cycle)
+                raise ValidationError(
+                    f"workflow {name!r} is published as service {published.name!r} and this "
+                    f"version would make a cycle: {path}; a workflow service must not call "
+                    "itself, directly or through other workflow services",
+                    problems=[("spec.steps", f"cycle {path}")],
+                )
+
+    async def cycle_through(
+        self, published: PublishedWorkflow, *, pending: tuple[str, Workflow] | None = None
+    ) -> list[str]:
+        """The cycle ``published`` would close (``service -> workflow -> service ...``), or [].
+        ``pending``: a workflow version about to be applied (account, document), read instead
+        of the stored newest one."""
         services = {**self.published, published.name: published}
         path: list[str] = []
         seen: set[str] = set()
@@ -209,7 +231,7 @@ class WorkflowServices:
         async def visit(name: str) -> bool:
             current = services[name]
             path.extend([f"service {name}", f"workflow {current.workflow}"])
-            for called in await self._called_services(current):
+            for called in await self._called_services(current, pending):
                 if called == published.name:
                     path.append(f"service {called}")
                     return True
@@ -222,15 +244,25 @@ class WorkflowServices:
 
         return path if await visit(published.name) else []
 
-    async def _called_services(self, published: PublishedWorkflow) -> list[str]:
-        try:
-            applied = await self.jobs.workflows.get(
-                published.account, published.workflow, published.version
-            )
-        except NotFoundError:
-            return []
+    async def _called_services(
+        self, published: PublishedWorkflow, pending: tuple[str, Workflow] | None = None
+    ) -> list[str]:
+        if (
+            pending is not None
+            and published.version is None
+            and (published.account, published.workflow) == (pending[0], pending[1].metadata.name)
+        ):
+            workflow = pending[1]
+        else:
+            try:
+                applied = await self.jobs.workflows.get(
+                    published.account, published.workflow, published.version
+                )
+            except NotFoundError:
+                return []
+            workflow = applied.workflow
         called = []
-        for step in applied.workflow.spec.steps:
+        for step in workflow.spec.steps:
             if isinstance(step, ServiceStep):
                 called.append(step.service.partition("@")[0])
             elif isinstance(step, WorkflowCallStep):

@@ -208,16 +208,33 @@ async def test_a_cycle_of_workflow_services_is_refused_at_apply_naming_it(
         workflow("ping", [{"id": "call", "kind": "service", "service": "pong-svc"}]), PUB
     )
     await fluxo.resources.apply(ADMIN, published("ping-svc", "ping"))  # no cycle yet
-    # pong's new version calls ping-svc: publishing pong-svc again names the cycle.
-    await fluxo.jobs.apply(
-        workflow("pong", [{"id": "call", "kind": "service", "service": "ping-svc"}]), PUB
-    )
+    # A new version of pong (published as latest) calling ping-svc closes the cycle.
     with pytest.raises(ValidationError) as info:
-        await fluxo.resources.apply(ADMIN, published("pong-svc", "pong", description="v2"))
+        await fluxo.jobs.apply(
+            workflow("pong", [{"id": "call", "kind": "service", "service": "ping-svc"}]), PUB
+        )
     assert (
         "service pong-svc -> workflow pong -> service ping-svc -> workflow ping -> service pong-svc"
         in info.value.message
     )
+    # Published pinned to version 1 instead, pong may change: publishing it as "latest" again
+    # (a Service apply) is what names the cycle then.
+    await fluxo.resources.apply(
+        ADMIN,
+        published("pong-svc", "pong")
+        | {
+            "spec": {
+                **published("pong-svc", "pong")["spec"],
+                "workflow": {"name": "pong", "version": 1, "account": "pub"},
+            }
+        },
+    )
+    await fluxo.jobs.apply(
+        workflow("pong", [{"id": "call", "kind": "service", "service": "ping-svc"}]), PUB
+    )
+    with pytest.raises(ValidationError) as info:
+        await fluxo.resources.apply(ADMIN, published("pong-svc", "pong"))
+    assert "service pong-svc -> workflow pong -> service ping-svc" in info.value.message
 
 
 async def test_the_depth_header_stops_a_chain_of_workflow_services(fluxo: Platform) -> None:
