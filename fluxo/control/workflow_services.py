@@ -49,7 +49,7 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import Packet, ServiceStep, Workflow, WorkflowCallStep
-from fluxo_core.storage import Principal, Role
+from fluxo_core.storage import Principal, Role, ServiceStore
 from fluxo_core.storage.ledger import month_bounds
 from fluxo_core.storage.margin import MarginStore
 from fluxo_core.storage.resources import ResourceRow, ResourceStore
@@ -191,6 +191,14 @@ class WorkflowServices:
                 problems=[("spec.workflow.name", "no such workflow")],
             ) from None
         del applied
+        if published.name not in self.published and await ServiceStore(self.runtime.db).versions(
+            published.name, None
+        ):
+            raise ValidationError(
+                f"metadata.name: a service named {published.name!r} is already published by "
+                "the code of a process; publish the workflow under another name",
+                problems=[("metadata.name", "a published service's name")],
+            )
         cycle = await self.cycle_through(published)
         if cycle:
             path = " -> ".join(cycle)

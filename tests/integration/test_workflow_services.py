@@ -460,3 +460,11 @@ async def test_a_private_published_workflow_is_neither_listed_nor_callable_by_ot
     done = await fluxo.jobs.wait(ACME, job.id, 60)
     assert done.status == "failed"
     assert await children(fluxo.db) == []
+
+
+async def test_a_workflow_may_not_take_the_name_of_a_python_service(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(DOUBLE, PUB)
+    with pytest.raises(ValidationError, match="'inc' is already published"):
+        await fluxo.resources.apply(ADMIN, published("inc", "double"))
+    [info] = [i for i in await fluxo.runtime.catalog.list() if i.name == "inc"]
+    assert info.description != "workflow double as a service"
