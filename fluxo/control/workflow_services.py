@@ -46,6 +46,7 @@ from fluxo_core.errors import (
     FluxoError,
     NotFoundError,
     ServiceError,
+    UnknownServiceError,
     ValidationError,
 )
 from fluxo_core.ir import Packet, ServiceStep, Workflow, WorkflowCallStep
@@ -346,11 +347,9 @@ class WorkflowServices:
             )
         caller = packet.account_id
         if not published.visible_to(caller):
-            raise ServiceError(
-                f"service {name!r} is not offered to account {caller!r}",
-                retryable=False,
-                service=name,
-            )
+            # Worded as the gateway words an unknown service: a private one is not the
+            # caller's to know of.
+            raise UnknownServiceError(f"no service named {name!r}", service=name)
         depth = _depth(packet) + 1
         if depth > MAX_DEPTH:
             raise ServiceError(

@@ -459,6 +459,8 @@ async def test_a_private_published_workflow_is_neither_listed_nor_callable_by_ot
     job = await fluxo.jobs.create(ACME, "buyer", {"items": ["a"]})
     done = await fluxo.jobs.wait(ACME, job.id, 60)
     assert done.status == "failed"
+    assert done.error is not None
+    assert done.error["message"] == "no service named 'private-doubler'"
     assert await children(fluxo.db) == []
 
 
