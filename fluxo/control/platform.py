@@ -269,7 +269,9 @@ class Platform:
         self.job_control = JobControl(self.jobs, self.admission.blocks, admission=self.admission)
         # Declarative resources (fluxo apply/get/describe): a controller per kind.
         # Workflows published as services (a Service with spec.workflow): run in this process.
-        self.workflow_services = WorkflowServices(self.jobs, ResourceStore(db, clock=clock))
+        self.workflow_services = WorkflowServices(
+            self.jobs, ResourceStore(db, clock=clock), admission=self.admission
+        )
         self.resources = ResourceService(
             ResourceStore(db, clock=clock),
             default_controllers(

@@ -54,6 +54,8 @@ from fluxo_core.storage import Principal, Role, ServiceStore
 from fluxo_core.storage.ledger import month_bounds
 from fluxo_core.storage.margin import MarginStore
 from fluxo_core.storage.resources import ResourceRow, ResourceStore
+from service_runtime import AdmitRequest, CallRequest
+from service_runtime.interceptors import Interceptor
 from service_runtime.sdk import Call, Outputs, Price, RetryPolicy, Service
 from service_runtime.worker import Worker
 
@@ -76,6 +78,7 @@ SERVICE_VERSION = "1"
 # A child job may run long; the caller's step timeout (fluxo-timeout-s) shortens it.
 CHILD_TIMEOUT_S = 3600.0
 STOP_GRACE_S = 2.0
+CALLER_CHECK_S = 1.0  # how often a waiting call asks whether its caller was blocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +145,22 @@ class WorkflowServices:
     Args:
         jobs: where child jobs are created and awaited.
         resources: the stored Service resources (read at start).
+        admission: the platform's admission, asked about each caller while its child runs.
         workers: concurrent worker loops for workflow services (each waits for its batch's
             children, so several keep one long child from holding the others back).
     """
 
-    def __init__(self, jobs: JobService, resources: ResourceStore, *, workers: int = 4) -> None:
+    def __init__(
+        self,
+        jobs: JobService,
+        resources: ResourceStore,
+        *,
+        admission: Interceptor | None = None,
+        workers: int = 4,
+    ) -> None:
         self.jobs = jobs
+        # Asked while a child runs: a block of the caller stops its child.
+        self.admission = admission
         self.runtime = jobs.runtime
         self.resources = resources
         self.workers = workers
@@ -384,7 +397,15 @@ class WorkflowServices:
                 raise ServiceError(
                     f"service {name!r}: its job did not end in time", retryable=False, service=name
                 )
-            record = await self.jobs.wait(publisher, child.id, min(left, 30.0))
+            record = await self.jobs.wait(publisher, child.id, min(left, CALLER_CHECK_S))
+            if not record.done:
+                refusal = await self._caller_refusal(packet, name)
+                if refusal is not None:
+                    # The caller was blocked (or its job ended) meanwhile: its child stops
+                    # too, and the call ends as a refused call does (a blocked step resumes
+                    # with a new call, so a new child).
+                    await self.jobs.cancel(publisher, child.id)
+                    raise refusal
         if record.status == "succeeded":
             # The stored results, not the record's: a record masks credential-looking values.
             row = await self.jobs.store.job(child.id, account_id=published.account)
@@ -405,6 +426,15 @@ class WorkflowServices:
             child_step=error.get("step"),
             cause=error.get("code") or record.status,
         )
+
+    async def _caller_refusal(self, packet: Packet, name: str) -> FluxoError | None:
+        """Why the caller's call may no longer run (a block of its account, workflow, user
+        or of this service; its job cancelled), asked of admission as the worker asks it."""
+        if self.admission is None:
+            return None
+        request = AdmitRequest("worker", [CallRequest.for_call(packet, name, SERVICE_VERSION)])
+        await self.admission.admit(request)
+        return request.refusals[0]
 
     async def _restart(self) -> None:
         """Run the current set of workflow services: new worker loops, the old ones stop after

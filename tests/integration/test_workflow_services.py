@@ -470,3 +470,39 @@ async def test_a_workflow_may_not_take_the_name_of_a_python_service(fluxo: Platf
         await fluxo.resources.apply(ADMIN, published("inc", "double"))
     [info] = [i for i in await fluxo.runtime.catalog.list() if i.name == "inc"]
     assert info.description != "workflow double as a service"
+
+
+async def test_a_block_of_the_caller_stops_its_child_and_resume_buys_again(
+    fluxo: Platform,
+) -> None:
+    await fluxo.jobs.apply(
+        workflow("waits", [{"id": "hold", "kind": "service", "service": "slow"}]), PUB
+    )
+    await fluxo.resources.apply(ADMIN, published("waiter", "waits"))
+    await fluxo.jobs.apply(caller("waiter"), ACME)
+    job = await fluxo.jobs.create(ACME, "buyer", {"n": 1, "sleep": 2.5})
+
+    async def child_started() -> list[dict[str, Any]]:
+        while not (found := await children(fluxo.db)):
+            await asyncio.sleep(0.05)
+        return found
+
+    await asyncio.wait_for(child_started(), 30)
+    block = await fluxo.blocks.place(ACME, kind="workflow", target="buyer", reason="audit")
+    stopped = await fluxo.jobs.wait(ACME, job.id, 30)
+    assert stopped.status == "blocked"
+    assert stopped.error is not None
+    assert (stopped.error["step"], stopped.error["block_id"]) == ("buy", block.id)
+    [first] = await children(fluxo.db)
+    assert first["status"] == "cancelled"
+
+    await fluxo.blocks.lift(ACME, block.id)
+    await fluxo.job_control.resume(ACME, job.id)
+    done = await fluxo.jobs.wait(ACME, job.id, 60)
+    assert done.status == "succeeded", done.error
+    assert done.result == {"n": 1, "done": True}
+    assert sorted(c["status"] for c in await children(fluxo.db)) == ["cancelled", "succeeded"]
+    # The caller paid once: for the call that answered.
+    assert [e["amount_micros"] for e in await usage(fluxo.db) if e["service"] == "waiter"] == [
+        250_000
+    ]
