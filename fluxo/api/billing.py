@@ -39,6 +39,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/invoices", _list)
     app.router.add_get("/v1/invoices/{period}", _get)
     app.router.add_post("/v1/invoices/{period}/issue", _issue)
+    app.router.add_get("/v1/billing/margin", _margin)
 
 
 def _billing(request: web.Request) -> Billing:
@@ -117,3 +118,14 @@ async def _issue(request: web.Request) -> web.Response:
     period = parse_period(request.match_info["period"])
     invoice = await _billing(request).issue(who.account_id, period, who.user_id)
     return web.json_response(invoice_json(invoice), status=201)
+
+
+async def _margin(request: web.Request) -> web.Response:
+    """Revenue, cost and margin of each workflow this account publishes as a service, in the
+    month ``?period=YYYY-MM`` (this UTC month by default). Account admins only (403)."""
+    platform = request.app[PLATFORM]
+    period = request.query.get("period") or datetime.fromtimestamp(
+        platform.clock.time(), UTC
+    ).strftime("%Y-%m")
+    report = await platform.workflow_services.margin(principal(request), period)
+    return web.json_response(report)

@@ -12,6 +12,7 @@ from fluxo_core.errors import (
     BlockedError,
     PacketValidationError,
     PermissionDeniedError,
+    UnknownServiceError,
     ValidationError,
 )
 from fluxo_core.ir import Packet
@@ -35,8 +36,12 @@ def add_routes(app: web.Application) -> None:
 
 
 async def _list_services(request: web.Request) -> web.Response:
-    infos = await request.app[PLATFORM].runtime.catalog.list()
-    return web.json_response({"items": [i.to_dict() for i in infos]})
+    platform = request.app[PLATFORM]
+    account = principal(request).account_id
+    infos = await platform.runtime.catalog.list()
+    # A published workflow is listed to the accounts its visibility names only.
+    offered = platform.workflow_services.offered_to
+    return web.json_response({"items": [i.to_dict() for i in infos if offered(i.name, account)]})
 
 
 def _packet_from_body(body: Any, who: Principal) -> Packet:
@@ -110,6 +115,10 @@ async def _create_call(request: web.Request) -> web.Response:
             {**packet.model_dump(mode="json"), "payload": payload, "headers": headers}
         )
     gateway = platform.runtime.gateway
+    name = request.match_info["name"]
+    if not platform.workflow_services.offered_to(name.partition("@")[0], who.account_id):
+        # As if it did not exist: a private workflow service is not the caller's to know of.
+        raise UnknownServiceError(f"no service named {name!r}", service=name)
     # An engine passes the result on to the job's next step: it gets it unmasked.
     try:
         record = await gateway.call(

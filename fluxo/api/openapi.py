@@ -777,6 +777,33 @@ def _add_billing_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
             },
         }
     }
+    paths["/v1/billing/margin"] = {
+        "get": {
+            "summary": "Revenue, cost and margin of each workflow this account publishes as a "
+            "service, in one month (account admins)",
+            "parameters": [
+                _query(
+                    "period",
+                    {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                    "the UTC month YYYY-MM (default: this month)",
+                )
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["period", "items"],
+                        "properties": {
+                            "period": {"type": "string"},
+                            "items": _items({"type": "object"})["properties"]["items"],
+                        },
+                    },
+                    "One line per service and currency: calls, revenue, cost, margin",
+                ),
+                **_errors(401, 403, 422),
+            },
+        }
+    }
     paths["/v1/invoices"] = {
         "get": {
             "summary": "This account's issued invoices, by period",

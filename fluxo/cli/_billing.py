@@ -8,6 +8,7 @@ the answers with the same code (:mod:`fluxo.control.billing`), so they print the
     fluxo billing invoice --account acme --period 2026-11 -o html > acme-2026-11.html
     fluxo billing issue --account acme --period 2026-11
     fluxo billing invoices --account acme
+    fluxo billing margin --account pub --period 2026-11
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import getpass
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from fluxo.cli._client import HttpClient, server_or_database
@@ -29,8 +31,11 @@ from fluxo.control.billing import (
     parse_credit,
     parse_period,
 )
+from fluxo.control.workflow_services import margin_report
 from fluxo_core.config import FluxoConfig
 from fluxo_core.errors import ConfigError
+from fluxo_core.storage import Principal
+from fluxo_core.storage.resources import ResourceStore
 
 __all__ = ["add_parser", "render_invoice"]
 
@@ -78,6 +83,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     q.add_argument("--account", help=account_help)
     q.add_argument("-o", "--output", choices=("table", "json"), default="table")
     q.set_defaults(func=_invoices)
+
+    q = sub.add_parser(
+        "margin",
+        help="revenue, cost and margin of each workflow the account publishes as a service",
+    )
+    q.add_argument("--period", help="a UTC month YYYY-MM (default: this month)")
+    q.add_argument("--account", help=account_help)
+    q.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    q.set_defaults(func=_margin)
     return p
 
 
@@ -182,6 +196,27 @@ async def _invoices(args: argparse.Namespace, config: FluxoConfig) -> int:
     for item in items:
         print(
             f"{item['number']:20}  {item['period']:7}  {item['issued_at']:20}  {item['issued_by']}"
+        )
+    return 0
+
+
+async def _margin(args: argparse.Namespace, config: FluxoConfig) -> int:
+    period = parse_period(args.period or datetime.now(UTC).strftime("%Y-%m"), "--period")
+    async with server_or_database(args, config) as target:
+        if target.client is not None:
+            doc = await target.client.call("GET", f"/v1/billing/margin?period={period}")
+        else:
+            assert target.db is not None
+            who = Principal(account_id=target.account, user_id=getpass.getuser())
+            doc = await margin_report(ResourceStore(target.db), who, period)
+    if args.output == "json":
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"{'SERVICE':24}  {'CUR':3}  {'CALLS':>6}  {'REVENUE':>12}  {'COST':>12}  {'MARGIN':>12}")
+    for item in doc["items"]:
+        print(
+            f"{item['service']:24}  {item['currency']:3}  {item['calls']:>6}  "
+            f"{item['revenue']:>12}  {item['cost']:>12}  {item['margin']:>12}"
         )
     return 0
 

@@ -11,7 +11,8 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -60,6 +61,7 @@ __all__ = [
     "JobRecord",
     "JobService",
     "JobSummary",
+    "ParentLink",
     "job_summary",
     "parse_version",
     "split_workflow_ref",
@@ -90,6 +92,17 @@ def split_workflow_ref(ref: str, *, where: str = "workflow") -> tuple[str, int |
     """``name`` or ``name@version`` as ``(name, version or None)``."""
     name, at, version = ref.partition("@")
     return name, parse_version(version, where=f"{where} version") if at else None
+
+
+@dataclass(frozen=True, slots=True)
+class ParentLink:
+    """The call that started a child job: a call of a published workflow (a workflow
+    service) from the caller's job and step."""
+
+    service: str
+    call_id: str
+    job_id: str | None
+    step_id: str | None
 
 
 class JobSummary(BaseModel):
@@ -146,6 +159,9 @@ class JobService:
         self.workflows = workflows
         self.registry = registry
         self.store = JobStore(runtime.db, clock=clock)
+        # More checks of a workflow version before it is stored, ``(workflow, account)``:
+        # raise to refuse it (the workflow services' cycle check).
+        self.workflow_checks: list[Callable[[Workflow, str], Awaitable[None]]] = []
         self._pauses = BlockStore(runtime.db, clock=clock)
         self.remote = RemoteJobs(
             runtime,
@@ -189,6 +205,8 @@ class JobService:
         # deploy writes to the engine, and the runner deploys again before a job if needed),
         # and a version it refuses is taken back, so a refused apply leaves nothing stored.
         _check_runnable(engine, workflow)
+        for check in self.workflow_checks:
+            await check(workflow, principal.account_id)
         if not is_remote(engine):
             # The check deploys the document without the version it may carry (an exported
             # workflow carries one): versions are the control plane's to assign, on store.
@@ -215,14 +233,20 @@ class JobService:
         *,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        parent: ParentLink | None = None,
     ) -> JobRecord:
         """Create and start a job; the same idempotency key returns the first job instead.
 
         The record returned is the job as created (``queued``, no ``steps``); ``get`` shows its
-        progress.
+        progress. ``parent``: the call that starts it as a workflow service's child job.
         """
         job, _ = await self.create_once(
-            principal, workflow, payload, idempotency_key=idempotency_key, headers=headers
+            principal,
+            workflow,
+            payload,
+            idempotency_key=idempotency_key,
+            headers=headers,
+            parent=parent,
         )
         return job
 
@@ -234,6 +258,7 @@ class JobService:
         *,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        parent: ParentLink | None = None,
     ) -> tuple[JobRecord, bool]:
         """:meth:`create`, and whether the job is new (False: the key's earlier job)."""
         applied, engine_name = await self._target(principal, workflow)
@@ -247,6 +272,13 @@ class JobService:
                 )
         await self._admit(principal, applied)
         row = self._row(principal, applied, engine_name, payload, idempotency_key, headers)
+        if parent is not None:
+            row.update(
+                parent_job_id=parent.job_id,
+                parent_step_id=parent.step_id,
+                parent_call_id=parent.call_id,
+                via_service=parent.service,
+            )
         start = await self._starter(principal, applied, engine_name)
         ((created, started),) = await self._insert_started(principal, [row], start)
         new = created == row["id"]
@@ -508,6 +540,10 @@ class JobService:
             "created_at": self.clock.time(),
             "started_at": None,
             "finished_at": None,
+            "parent_job_id": None,
+            "parent_step_id": None,
+            "parent_call_id": None,
+            "via_service": None,
         }
 
     async def get(self, principal: Principal, job_id: str, *, steps: bool = True) -> JobRecord:
@@ -585,6 +621,10 @@ class JobService:
                 await self.remote.cancel(row)
             else:
                 await engine.cancel(RunHandle(engine=row.engine, job_id=job_id, run_id=job_id))
+        # A cancel goes down to the jobs its calls of workflow services started (each in its
+        # publisher's account, on the platform's behalf), and theirs in turn.
+        for child_id, account in await self.store.open_children(job_id):
+            await self.cancel(Principal(account_id=account, user_id="platform"), child_id)
         return await self.get(principal, job_id)
 
     # -- external engines -----------------------------------------------------------------------

@@ -37,6 +37,7 @@ from fluxo.control.triggers import (
     TriggerService,
     TriggerSupervisor,
 )
+from fluxo.control.workflow_services import WorkflowServices
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
@@ -285,9 +286,15 @@ class Platform:
         self.blocks = BlockService(db, self.admission.blocks, clock=clock)
         self.job_control = JobControl(self.jobs, self.admission.blocks, admission=self.admission)
         # Declarative resources (fluxo apply/get/describe): a controller per kind.
+        # Workflows published as services (a Service with spec.workflow): run in this process.
+        self.workflow_services = WorkflowServices(
+            self.jobs, ResourceStore(db, clock=clock), admission=self.admission
+        )
         self.resources = ResourceService(
             ResourceStore(db, clock=clock),
-            default_controllers(self.jobs, self.accounts, self.quotas, self.blocks),
+            default_controllers(
+                self.jobs, self.accounts, self.quotas, self.blocks, self.workflow_services
+            ),
             clock=clock,
         )
         # Triggers (cron, webhooks, sources): the Trigger controller writes what the
@@ -362,6 +369,7 @@ class Platform:
         self._stop.clear()
         for engine in self.registry.engines():
             await engine.open()
+        await self.workflow_services.start()
         # One runner starts the jobs of every external engine (Node-RED, Argo).
         self._tasks.append(
             asyncio.create_task(self.jobs.remote.run(self._stop), name="remote-engines")
@@ -379,6 +387,7 @@ class Platform:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.workflow_services.stop()
         # After the runner: it may be starting a job on an engine's client until it stops.
         for engine in self.registry.engines():
             await engine.aclose()

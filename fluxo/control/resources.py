@@ -31,6 +31,7 @@ from fluxo.control.auth import acts_for_platform, require
 from fluxo.control.blocks import BlockService
 from fluxo.control.jobs import JobService, take_source
 from fluxo.control.quotas import parse_quota_spec
+from fluxo.control.workflow_services import WorkflowServices, published_from, published_of
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import (
     ConfigError,
@@ -537,17 +538,35 @@ class ServiceController:
     terms: the code's hold again."""
 
     def __init__(
-        self, services: ServiceStore, terms: ServiceTermsStore, cache: ServiceTerms
+        self,
+        services: ServiceStore,
+        terms: ServiceTermsStore,
+        cache: ServiceTerms,
+        workflow_services: WorkflowServices | None = None,
     ) -> None:
         self.services = services
         self.terms = terms
         self.cache = cache
+        # Publishes the workflow of a Service with spec.workflow (a workflow service).
+        self.workflow_services = workflow_services
 
     async def admit(self, resource: ValidResource, principal: Principal) -> None:
-        return None
+        published = published_from(resource.name, resource.spec, principal.account_id)
+        if published is None:
+            return
+        if self.workflow_services is None:
+            raise ValidationError(
+                "spec.workflow: this installation runs no workflow services; apply the "
+                "Service to the platform's server (fluxo up)",
+                problems=[("spec.workflow", "not supported here")],
+            )
+        await self.workflow_services.check(published)
 
     async def reconcile(self, resource: ResourceRow) -> Reconciled:
         spec = resource.spec
+        published = published_of(resource, resource.account_id)
+        if published is not None and self.workflow_services is not None:
+            await self.workflow_services.publish(published)
         version = spec.get("version")
         versions = await self.services.versions(resource.name, version)
         if not versions:
@@ -586,6 +605,8 @@ class ServiceController:
     async def release(self, resource: ResourceRow) -> None:
         await self.terms.remove(resource.name)
         self.cache.invalidate()
+        if self.workflow_services is not None:
+            await self.workflow_services.unpublish(resource.name)
 
 
 def _terms_row(resource: ResourceRow) -> TermsRow:
@@ -774,7 +795,11 @@ def _quota_spec(spec: dict[str, Any]) -> QuotaSpec:
 
 
 def default_controllers(
-    jobs: JobService, accounts: AccountStore, quotas: QuotaStore, blocks: BlockService
+    jobs: JobService,
+    accounts: AccountStore,
+    quotas: QuotaStore,
+    blocks: BlockService,
+    workflow_services: WorkflowServices | None = None,
 ) -> ControllerRegistry:
     """The controllers this installation has: Workflow, Service, Account, Quota, User and Block.
     The Platform registers the Trigger controller (fluxo/control/triggers), which needs the
@@ -784,7 +809,12 @@ def default_controllers(
     runtime = jobs.runtime
     registry.register(
         "Service",
-        ServiceController(ServiceStore(runtime.db), ServiceTermsStore(runtime.db), runtime.terms),
+        ServiceController(
+            ServiceStore(runtime.db),
+            ServiceTermsStore(runtime.db),
+            runtime.terms,
+            workflow_services,
+        ),
     )
     registry.register("Account", AccountController(accounts))
     registry.register("Quota", QuotaController(quotas))

@@ -97,13 +97,49 @@ class ServiceLimits(_Spec):
     timeout_s: float | None = Field(default=None, alias="timeoutS", gt=0, le=86_400)
 
 
+class PublishedWorkflow(_Spec):
+    """The workflow a Service publishes: ``name``, a ``version`` number or ``latest`` (the
+    newest version at each call), and the ``account`` that publishes it (it runs the child
+    jobs and pays for their calls; the applier's account when absent)."""
+
+    name: Name
+    version: int | Literal["latest"] = "latest"
+    account: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] | None = None
+
+    @pydantic.field_validator("version")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 2**31 - 1:
+            raise ValueError("a workflow version is a whole number from 1, or 'latest'")
+        return value
+
+
+class ServiceVisibility(_Spec):
+    """Who may call a published workflow: its ``account`` only, the ``accounts`` listed as
+    well, or everyone (``public``)."""
+
+    scope: Literal["account", "accounts", "public"] = "account"
+    accounts: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]] = Field(
+        default_factory=list, max_length=1000
+    )
+
+
 class ServiceSpec(_Spec):
     """A published service's terms: its price and limits (platform admin only: prices are
-    platform-wide). ``version``: one version, or every published version when absent."""
+    platform-wide). ``version``: one version, or every published version when absent.
+
+    With ``workflow`` the Service publishes that workflow as a service (a workflow service):
+    ``description``, ``inputSchema`` and ``outputSchema`` (the workflow's own when absent)
+    and ``visibility`` describe it as a Python service's code would."""
 
     version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,50}$")] | None = None
     price: ServicePrice | None = None
     limits: ServiceLimits | None = None
+    workflow: PublishedWorkflow | None = None
+    description: str | None = Field(default=None, max_length=2000)
+    input_schema: dict[str, Any] | None = Field(default=None, alias="inputSchema")
+    output_schema: dict[str, Any] | None = Field(default=None, alias="outputSchema")
+    visibility: ServiceVisibility | None = None
 
 
 class QuotaSpec(_Spec):

@@ -134,6 +134,16 @@ class JobStore:
 
     # -- reads --------------------------------------------------------------------------------
 
+    async def open_children(self, job_id: str) -> list[tuple[str, str]]:
+        """``(job id, account)`` of the unfinished child jobs that calls of ``job_id`` started
+        (workflow services; the children run in their publishers' accounts)."""
+        query = sa.select(jobs.c.id, jobs.c.account_id).where(
+            jobs.c.parent_job_id == job_id,
+            jobs.c.status.in_(("queued", "running", "blocked")),
+        )
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
+        return [(row.id, row.account_id) for row in rows]
+
     async def job(self, job_id: str, *, account_id: str | None = None) -> JobRow:
         """The job ``job_id`` (of ``account_id``, if given), whole.
 

@@ -249,10 +249,17 @@ jobs = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("run_id", String(253)),  # the engine's name for the run (external engines)
+    # A workflow service's child job: the caller's job, step and call, and the service.
+    Column("parent_job_id", String(128)),
+    Column("parent_step_id", String(100)),
+    Column("parent_call_id", String(128)),
+    Column("via_service", String(100)),
     UniqueConstraint("account_id", "workflow", "idempotency_key"),
     Index("ix_jobs_account_created", "account_id", "created_at"),
     Index("ix_jobs_account_workflow_status", "account_id", "workflow", "status"),
     Index("ix_jobs_account_status", "account_id", "status", "created_at"),
+    Index("ix_jobs_parent_call", "parent_call_id"),
+    Index("ix_jobs_parent_job", "parent_job_id"),
 )
 
 # One row per execution of a step in a job; ``key`` is the step id plus its fan-out position.

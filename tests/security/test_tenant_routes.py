@@ -401,6 +401,11 @@ CASES: dict[tuple[str, str], Case] = {
             _forbidden_to_engines(who, {404}),
         ),
     ],
+    ("get", "/v1/billing/margin"): lambda w, who: [
+        # Only the services A publishes (none): B's figures never show.
+        ("/v1/billing/margin", None, _forbidden_to_engines(who, {200})),
+        (f"/v1/billing/margin?period={w.period}", None, _forbidden_to_engines(who, {200})),
+    ],
     ("get", "/v1/invoices"): lambda w, who: [
         ("/v1/invoices", None, _forbidden_to_engines(who, {200}))
     ],
