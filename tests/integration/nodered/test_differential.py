@@ -35,6 +35,7 @@ from aiohttp import web
 from engines.step import NODERED_MSG_CONTENT_TYPE, step_runnable
 from fluxo.control.platform import Platform
 from fluxo_core.errors import FluxoError
+from fluxo_core.ir import Workflow
 from fluxo_core.storage import Database, Principal
 from services import nodered_node_service
 from tests.support.golden import regenerate_requested
@@ -48,7 +49,7 @@ from tests.support.nodered_diff import (
     step_captures,
     trigger_workflow,
 )
-from translators.nodered import NodeRedImport, from_nodered, to_nodered_flows
+from translators.nodered import DROPPED_LABEL, NodeRedImport, from_nodered, to_nodered_flows
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -214,6 +215,18 @@ async def _run_on_step_engine(
     return captured
 
 
+def _started_per_trigger(workflow: Workflow) -> Workflow:
+    """``workflow`` judged as this test runs it: each inject starts only its own entry
+    (:func:`trigger_workflow`), as on Node-RED, so the import's ``entries`` drop (a job of the
+    whole workflow starts every entry together) does not apply; any other drop still does."""
+    labels = dict(workflow.metadata.labels)
+    kept = [d for d in labels.pop(DROPPED_LABEL, "").split(".") if d and d != "entries"]
+    if kept:
+        labels[DROPPED_LABEL] = ".".join(kept)
+    metadata = workflow.metadata.model_copy(update={"labels": labels})
+    return workflow.model_copy(update={"metadata": metadata})
+
+
 async def _compare(
     client: httpx.AsyncClient,
     capture: Capture,
@@ -221,10 +234,13 @@ async def _compare(
     path: Path,
     name: str,
     examples: Path,
+    *,
+    per_trigger: bool = False,
 ) -> Outcome:
     data = json.loads(path.read_text())
     imp = from_nodered(data, name="example")
-    verdicts = [step_runnable(w, imp.triggers) for w in imp.workflows]
+    workflows = [_started_per_trigger(w) if per_trigger else w for w in imp.workflows]
+    verdicts = [step_runnable(w, imp.triggers) for w in workflows]
     outcome = Outcome(
         str(path.relative_to(examples)),
         all(ok for ok, _ in verdicts),
@@ -345,8 +361,15 @@ async def test_step_engine_matches_nodered_on_assembled_flows(
     async with httpx.AsyncClient(base_url=target.url, headers=headers, timeout=30) as client:
         saved = (await client.get("flows")).json()
         try:
+            # Each of these flows tests its construct with several injects, one per case.
             outcome = await _compare(
-                client, capture, fluxo, CONSTRUCTS / flow, flow.removesuffix(".json"), CONSTRUCTS
+                client,
+                capture,
+                fluxo,
+                CONSTRUCTS / flow,
+                flow.removesuffix(".json"),
+                CONSTRUCTS,
+                per_trigger=True,
             )
         finally:
             await client.post("flows", json=saved, headers={"Node-RED-Deployment-Type": "full"})
