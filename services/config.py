@@ -26,6 +26,12 @@ class BuiltinConfig:
         http_max_items: the most requests one call (an array payload) may make.
         http_concurrency: how many requests of one call run at the same time.
         transform_timeout_ms: the time budget of each JSONata expression of a ``transform`` call.
+        comm_timeout_s: the cap on the time ``email-send``, ``sms-send`` and ``webhook-send``
+            wait for the provider (each sets its own ``timeout_s`` below it).
+        comm_max_attachments: the most attachments one email may carry.
+        comm_max_attachment_bytes: the most bytes the attachments of one email may add up to.
+        webhook_max_attempts: the cap on a webhook's delivery attempts within one call.
+        webhook_backoff_s: the first wait between webhook attempts (doubled each time).
     """
 
     http_allow: tuple[str, ...] = ()
@@ -37,6 +43,11 @@ class BuiltinConfig:
     http_max_items: int = 100
     http_concurrency: int = 8
     transform_timeout_ms: int = 1000
+    comm_timeout_s: float = 60.0
+    comm_max_attachments: int = 10
+    comm_max_attachment_bytes: int = 10_485_760
+    webhook_max_attempts: int = 5
+    webhook_backoff_s: float = 0.5
 
     def __post_init__(self) -> None:
         positive = {
@@ -46,6 +57,11 @@ class BuiltinConfig:
             "http_max_items": self.http_max_items,
             "http_concurrency": self.http_concurrency,
             "transform_timeout_ms": self.transform_timeout_ms,
+            "comm_timeout_s": self.comm_timeout_s,
+            "comm_max_attachments": self.comm_max_attachments,
+            "comm_max_attachment_bytes": self.comm_max_attachment_bytes,
+            "webhook_max_attempts": self.webhook_max_attempts,
+            "webhook_backoff_s": self.webhook_backoff_s,
         }
         for name, value in positive.items():
             if not value > 0:
