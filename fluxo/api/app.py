@@ -23,6 +23,7 @@ from fluxo.api import (
     billing,
     blocks,
     calls,
+    inbound,
     jobs,
     metrics,
     quotas,
@@ -81,6 +82,7 @@ def create_app(platform: Platform, *, max_packet_bytes: int) -> web.Application:
     resources.add_routes(app)
     blocks.add_routes(app)
     triggers.add_routes(app)
+    inbound.add_routes(app)
     return app
 
 
