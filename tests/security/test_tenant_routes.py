@@ -528,6 +528,16 @@ CASES: dict[tuple[str, str], Case] = {
             f"/hooks/acme/{w.hook}",
         )
     ],
+    # An SMS delivery takes no token either: it is signed by the provider. A's tokens and no
+    # signature get B's trigger, a missing one and a wrong account the same 403.
+    ("post", "/hooks/{account}/{trigger}/sms"): lambda w, who: [
+        (path, {"id": "m-1", "text": "x"}, {403})
+        for path in (
+            f"/hooks/globex/{w.hook}/sms",
+            "/hooks/globex/no-such-sms/sms",
+            f"/hooks/acme/{w.hook}/sms",
+        )
+    ],
     # Triggers (fluxo/api/triggers.py): B's is not found; A lists only its own (none).
     ("get", "/v1/triggers"): lambda w, who: [
         ("/v1/triggers", None, _forbidden_to_engines(who, {200}))

@@ -74,6 +74,8 @@ class TriggerController:
         details: dict[str, Any] = {}
         if row.type == "webhook":
             details["webhookPath"] = hook_path(row.account_id, row.name)
+        if row.type == "sms":
+            details["webhookPath"] = hook_path(row.account_id, row.name) + "/sms"
         if row.next_fire_at is not None:
             details["nextFireTime"] = rfc3339(row.next_fire_at)
         if problems:
@@ -85,7 +87,7 @@ class TriggerController:
         if row.type == "cron":
             message = f"next fire at {details['nextFireTime']}"
             return Reconciled([Condition("Ready", "True", "Scheduled", message)], details)
-        if row.type == "webhook":
+        if row.type in ("webhook", "sms"):
             message = f"listening on POST {details['webhookPath']}"
             return Reconciled([Condition("Ready", "True", "Listening", message)], details)
         return Reconciled([Condition("Ready", "True", "Watching", "its source runs")], details)
@@ -113,7 +115,8 @@ class TriggerController:
                     f"it with fluxo secret set {name}, then apply again (until then every "
                     "request is refused)",
                 )
-        if spec["type"] not in ("cron", "webhook") and spec["type"] not in self.source_types():
+        pushed = ("cron", "webhook", "sms")  # served by the scheduler or the API, no source
+        if spec["type"] not in pushed and spec["type"] not in self.source_types():
             return (
                 "NoSource",
                 f"this installation has no {spec['type']} source yet: the trigger is stored "
