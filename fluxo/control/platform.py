@@ -36,10 +36,12 @@ from fluxo.control.triggers import (
     TriggerSupervisor,
 )
 from fluxo.control.triggers.email import email_sources
+from fluxo.control.triggers.queue import queue_sources
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.ir import DEFAULT_ENGINE
+from fluxo_core.ir.documents import DocumentLimits
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
 from fluxo_core.storage.attachments import AttachmentStore
 from fluxo_core.storage.quotas import QuotaStore
@@ -297,7 +299,10 @@ class Platform:
         # Inbound triggers (email, ...): their sources, and the mail attachments jobs read.
         self.attachments = AttachmentStore(db, clock=clock)
         if trigger_sources is None:
-            trigger_sources = email_sources(self.secrets, self.attachments)
+            trigger_sources = {
+                **email_sources(self.secrets, self.attachments),
+                **queue_sources(self.secrets, DocumentLimits(max_bytes=max_packet_bytes)),
+            }
         self.trigger_supervisor = TriggerSupervisor(
             self.triggers, sources=trigger_sources, tick_s=trigger_tick_s
         )

@@ -220,6 +220,47 @@ class SmsConfig(_Spec):
     ) = Field(default=None, alias="publicUrl")
 
 
+class QueueConfig(_Spec):
+    """A queue trigger's broker: ``rabbitmq`` (a queue, acknowledged once its job is committed;
+    poison messages to ``deadLetterQueue``, default ``<queue>.dead``) or ``mqtt`` (a topic at
+    QoS 1 with a persistent session under ``clientId``; poison to ``deadLetterTopic``). The
+    password is the stored secret ``passwordSecret``. A message's event id is its message id
+    (AMQP ``message_id``; MQTT: the JSON body's ``idField``), else a digest of its body."""
+
+    source: Literal["rabbitmq", "mqtt"]
+    host: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    ]
+    port: int | None = Field(default=None, ge=1, le=65535)
+    tls: bool = False
+    username: Annotated[str, StringConstraints(max_length=320)] | None = None
+    password_secret: SecretName | None = Field(default=None, alias="passwordSecret")
+    vhost: Annotated[str, StringConstraints(max_length=200)] = "/"
+    queue: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    dead_letter_queue: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = (
+        Field(default=None, alias="deadLetterQueue")
+    )
+    topic: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    client_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = Field(
+        default=None, alias="clientId"
+    )
+    dead_letter_topic: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = (
+        Field(default=None, alias="deadLetterTopic")
+    )
+    id_field: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
+        default="id", alias="idField"
+    )
+    max_message_bytes: int = Field(default=1_048_576, alias="maxMessageBytes", ge=1, le=16_777_216)
+
+    @pydantic.model_validator(mode="after")
+    def _per_source(self) -> QueueConfig:
+        if self.source == "rabbitmq" and not self.queue:
+            raise ValueError("a rabbitmq queue trigger needs queue: the queue it consumes")
+        if self.source == "mqtt" and not self.topic:
+            raise ValueError("an mqtt queue trigger needs topic: the topic filter it subscribes")
+        return self
+
+
 class TriggerSpec(_Spec):
     """What starts jobs of a workflow: a schedule (cron), a webhook or incoming mail.
 
@@ -236,6 +277,7 @@ class TriggerSpec(_Spec):
     webhook: WebhookConfig | None = None
     email: EmailConfig | None = None
     sms: SmsConfig | None = None
+    queue: QueueConfig | None = None
 
     @pydantic.model_validator(mode="after")
     def _per_type(self) -> TriggerSpec:
@@ -253,9 +295,11 @@ class TriggerSpec(_Spec):
         for kind, hint in (
             ("email", "the mailbox: host, port, username, passwordSecret"),
             ("sms", "the provider and its secret: provider, secret"),
+            ("queue", "the broker: source (rabbitmq, mqtt), host, and queue or topic"),
         ):
             if self.type == kind and getattr(self, kind) is None:
-                raise ValueError(f"an {kind} trigger needs {kind}: {hint}")
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise ValueError(f"{article} {kind} trigger needs {kind}: {hint}")
             if self.type != kind and getattr(self, kind) is not None:
                 raise ValueError(f"{kind} is for {kind} triggers, not {self.type}")
         return self
