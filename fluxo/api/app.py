@@ -1,7 +1,8 @@
 """The HTTP API (aiohttp): services and calls, workflows and jobs, and its OpenAPI document.
 
-Every route except the probes (``/livez``, ``/readyz``, ``/v1/health``), ``/v1/openapi.json`` and
-sign-in (``POST /v1/sessions``) needs ``Authorization: Bearer <token>``; the token names one account
+Every route except the probes (``/livez``, ``/readyz``, ``/v1/health``), ``/v1/openapi.json``,
+sign-in (``POST /v1/sessions``) and the webhooks (``POST /hooks/...``, authenticated by their
+trigger's secret: fluxo/api/triggers.py) needs ``Authorization: Bearer <token>``; the token names one account
 and everything a request reads or writes is scoped to it. A revoked or expired token is 401; a
 viewer's token is 403 on every write (see fluxo/api/auth.py and fluxo/control/auth.py). Errors are JSON::
 

@@ -163,8 +163,11 @@ def document_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
             "same answer, a trigger that does not exist)",
             403: "The token's role may not do this (viewers read; members fire; account admins "
             "pause and resume), or a quota refused the job",
-            404: "No such trigger in this account",
-            413: "Over the trigger's body limit (spec.webhook.maxBodyBytes) or the packet limit",
+            404: "No such trigger in this account (or, on a webhook, deleted as it arrived)",
+            409: "A concurrency limit of the workflow refused the job (code concurrency_limit)",
+            429: "Over a rate limit (code rate_limited); Retry-After says when to try again",
+            413: "Over the trigger's body limit (spec.webhook.maxBodyBytes), or a body or job "
+            "input over the packet limit (FLUXO_MAX_PACKET_BYTES)",
             422: "Invalid body, or a JSON body over a structural limit (depth, values)",
             423: "The trigger is held (paused, blocked, or its workflow paused or blocked): "
             "nothing was created; `context.held` says why and how to lift it",
@@ -263,7 +266,7 @@ def document_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
             "responses": {
                 "202": json(fired, "The job was created (or had been, for this delivery)"),
                 "200": json(fired, "With wait: the job ended within it; its result"),
-                **errors(400, 401, 403, 413, 422, 423),
+                **errors(400, 401, 403, 404, 409, 413, 422, 423, 429),
             },
         }
     }
@@ -322,7 +325,7 @@ def document_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
             "responses": {
                 "201": json(fired, "A new job"),
                 "200": json(fired, "This event id fired before: its job"),
-                **errors(401, 403, 404, 422, 423),
+                **errors(400, 401, 403, 404, 409, 413, 422, 423, 429),
             },
         }
     }

@@ -245,6 +245,25 @@ class JobService:
         payload, ``None`` for none) make the call safe to repeat: a key used before, or earlier
         in the same batch, gives that job instead of a new one. Records come in payload order.
         """
+        created = await self.create_many_once(
+            principal, workflow, payloads, idempotency_keys=idempotency_keys, headers=headers
+        )
+        return [record for record, _ in created]
+
+    async def create_many_once(
+        self,
+        principal: Principal,
+        workflow: str,
+        payloads: Sequence[Any],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        headers: dict[str, str] | Sequence[dict[str, str]] | None = None,
+        with_jobs: Callable[[Transaction, list[tuple[str, bool]]], None] | None = None,
+    ) -> list[tuple[JobRecord, bool]]:
+        """:meth:`create_many`, and per job whether it is new (False: its key's earlier job).
+        ``headers``: one set for every job, or one per payload. ``with_jobs(tx, new)``: more
+        writes of the caller in the transaction that creates the jobs (a trigger's counters),
+        told each job's id and whether it is new."""
         if idempotency_keys is not None and len(idempotency_keys) != len(payloads):
             raise ValidationError(
                 f"{len(idempotency_keys)} idempotency keys for {len(payloads)} inputs; "
@@ -270,17 +289,23 @@ class JobService:
             return []
         await self._admit(principal, applied)
         keys = idempotency_keys or [None] * len(payloads)
+        each = (
+            [headers] * len(payloads) if headers is None or isinstance(headers, dict) else headers
+        )
         rows = [
-            self._row(principal, applied, engine_name, payload, key, headers, where=f"inputs[{i}]")
-            for i, (payload, key) in enumerate(zip(payloads, keys, strict=True))
+            self._row(principal, applied, engine_name, payload, key, hdrs, where=f"inputs[{i}]")
+            for i, (payload, key, hdrs) in enumerate(zip(payloads, keys, each, strict=True))
         ]
 
         start = await self._starter(principal, applied, engine_name)
-        created = await self._insert_started(principal, rows, start)
+        created = await self._insert_started(principal, rows, start, with_jobs)
         return [
-            _record(job_row(started))
-            if job_id == row["id"] and started["status"] not in FINAL_PHASES
-            else await self.get(principal, job_id, steps=False)
+            (
+                _record(job_row(started))
+                if job_id == row["id"] and started["status"] not in FINAL_PHASES
+                else await self.get(principal, job_id, steps=False),
+                job_id == row["id"],
+            )
             for row, (job_id, started) in zip(rows, created, strict=True)
         ]
 
@@ -289,6 +314,7 @@ class JobService:
         principal: Principal,
         rows: list[dict[str, Any]],
         start: Callable[[Transaction, list[dict[str, Any]]], None],
+        with_jobs: Callable[[Transaction, list[tuple[str, bool]]], None] | None = None,
     ) -> list[tuple[str, dict[str, Any]]]:
         """Start the new jobs and insert their rows as started, in one transaction: per row,
         the id of its job and the row as written.
@@ -320,6 +346,8 @@ class JobService:
                 if self._pauses.pause_on(tx.conn, account, work[0]["workflow"]) is None:
                     start(tx, fresh)
                 self.store.insert_many(tx, fresh)
+            if with_jobs is not None:
+                with_jobs(tx, [(job_id, job_id == r["id"]) for job_id, r in created])
             return created
 
         try:

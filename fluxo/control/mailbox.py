@@ -11,7 +11,9 @@ crash between receiving and committing loses no mail, and a repeat makes no seco
 New mail is "unseen mail in the folder": after a restart or a lost connection the watcher
 searches the folder again, so mail delivered while it was away is yielded as soon as it is back.
 It waits with IDLE (RFC 2177), renewed every ``idle_renew_s``, and polls every
-``poll_interval_s`` on a server without IDLE. Lost connections are retried with exponential
+``poll_interval_s`` on a server without IDLE. A connection that drops is noticed at once; one
+that goes silent (a cut network, a frozen server) when the renewal goes unanswered for
+``command_timeout_s``: with the defaults, within 25 seconds. Lost connections are retried with exponential
 backoff (``reconnect_min_s`` doubling to ``reconnect_max_s``, with jitter); the health callback
 hears ``connected`` on each connection made and ``degraded``, with the error, on each failure.
 
@@ -41,7 +43,7 @@ from email import policy as email_policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import aioimaplib
 
@@ -101,8 +103,8 @@ class MailboxSettings:
     from_filter: str | None = None
     subject_filter: str | None = None
     poll_interval_s: float = 30.0
-    idle_renew_s: float = 20.0
-    command_timeout_s: float = 15.0
+    idle_renew_s: float = 15.0
+    command_timeout_s: float = 10.0
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     max_message_bytes: int = 25 * 1024 * 1024
@@ -235,25 +237,38 @@ StoreAttachment = Callable[[MessageKey, AttachmentInfo, bytes], Awaitable[str]]
 HealthCallback = Callable[[MailboxHealth], Awaitable[None]]
 
 
-class _Lost(Exception):
+class _ConnectionLostError(Exception):
     """The connection closed under us."""
 
 
 class _Connection:
     """One logged-in IMAP connection with a folder selected."""
 
-    def __init__(self, client: aioimaplib.IMAP4, lost: asyncio.Event, uidvalidity: int) -> None:
+    def __init__(
+        self, client: aioimaplib.IMAP4, lost: asyncio.Event, uidvalidity: int, timeout_s: float
+    ) -> None:
         self.client = client
         self.lost = lost
         self.uidvalidity = uidvalidity
+        self.timeout_s = timeout_s
+        self.plain_transport: asyncio.Transport | None = None
+
+    async def run(self, command: Awaitable[Any]) -> Any:
+        """The command's answer; _ConnectionLostError as soon as the connection drops, TimeoutError after the
+        command timeout. aioimaplib leaves a command whose connection dropped waiting forever,
+        and some (IDLE) have no timeout of their own."""
+        return await _unless_lost(asyncio.wait_for(command, self.timeout_s), self)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             if not self.lost.is_set():
                 await asyncio.wait_for(self.client.logout(), 2.0)
-        transport = self.client.protocol.transport
-        if transport is not None:
-            transport.close()
+        # Aborted, not closed: after LOGOUT (or a dropped connection) there is nothing left to
+        # say, and a TLS transport's close waits for a shutdown handshake that a dead server
+        # never answers, keeping the socket open. The plain transport under STARTTLS goes too.
+        for transport in (self.client.protocol.transport, self.plain_transport):
+            if transport is not None and not transport.is_closing():
+                transport.abort()
 
 
 class MailboxWatcher:
@@ -263,7 +278,8 @@ class MailboxWatcher:
         settings: the server, login, folder, filters and limits.
         on_health: hears each change of health (connected, degraded with the error).
         store_attachment: stores each attachment's bytes and answers its reference; without
-            it attachments are listed with ``skipped`` and no bytes are kept.
+            it attachments are listed with ``skipped`` and no bytes are kept. An error it raises
+            ends :meth:`messages` (the message stays unseen and comes back on the next run).
     """
 
     def __init__(
@@ -304,10 +320,20 @@ class MailboxWatcher:
                         self._pending.add(message.key)
                         yield message
                     await self._wait_for_mail(connection)
-            except (MailboxError, _Lost, OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+            except (
+                MailboxError,
+                _ConnectionLostError,
+                OSError,
+                TimeoutError,
+                aioimaplib.AioImapException,
+            ) as exc:
                 failures += 1
                 await self._report("degraded", _describe(exc))
-                log.warning("mailbox %s: %s", self._where, _describe(exc).removeprefix(f"mailbox {self._where}: "))
+                log.warning(
+                    "mailbox %s: %s",
+                    self._where,
+                    _describe(exc).removeprefix(f"mailbox {self._where}: "),
+                )
             finally:
                 if connection is not None:
                     await connection.close()
@@ -330,7 +356,9 @@ class MailboxWatcher:
                 refused.
         """
         if not _FOLDER.match(folder) or '"' in folder or "\\" in folder:
-            raise ConfigError(f"mailbox folder {folder!r} must be printable ASCII", setting="folder")
+            raise ConfigError(
+                f"mailbox folder {folder!r} must be printable ASCII", setting="folder"
+            )
         await self._command(key, lambda c: self._move(c, key, folder))
 
     async def aclose(self) -> None:
@@ -358,14 +386,15 @@ class MailboxWatcher:
             conn_lost_cb=lambda _exc: lost.set(),
             ssl_context=context if s.security == "tls" else None,
         )
-        connection = _Connection(client, lost, 0)
+        connection = _Connection(client, lost, 0, s.command_timeout_s)
         try:
             await client.wait_hello_from_server()
             if s.security == "starttls":
+                connection.plain_transport = client.protocol.transport
                 await self._starttls(client, context)
             password = await s.password()
             with hidden_from_logs([password, aioimaplib.quoted(password)]):
-                response = await client.login(s.username, password)
+                response = await connection.run(client.login(s.username, password))
             if response.result != "OK":
                 raise MailboxError(
                     f"mailbox {self._where}: the server refused the login of {s.username!r} "
@@ -374,7 +403,7 @@ class MailboxWatcher:
                 )
             # What the server offers once logged in (IDLE, MOVE) may differ from before.
             await asyncio.wait_for(client.protocol.capability(), s.command_timeout_s)
-            response = await client.select(aioimaplib.quoted(s.folder))
+            response = await connection.run(client.select(aioimaplib.quoted(s.folder)))
             if response.result != "OK":
                 raise MailboxError(
                     f"mailbox {self._where}: cannot open folder {s.folder!r} "
@@ -395,7 +424,9 @@ class MailboxWatcher:
             )
         protocol = client.protocol
         command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
-        response = await asyncio.wait_for(protocol.execute(command), self.settings.command_timeout_s)
+        response = await asyncio.wait_for(
+            protocol.execute(command), self.settings.command_timeout_s
+        )
         if response.result != "OK":
             raise MailboxError(f"mailbox {self._where}: STARTTLS refused ({_text(response.lines)})")
         loop = asyncio.get_running_loop()
@@ -425,9 +456,9 @@ class MailboxWatcher:
         s = self.settings
         if not client.has_capability("IDLE"):
             await _unless_lost(asyncio.sleep(s.poll_interval_s), connection)
-            await self._ok(await client.noop(), "NOOP")
+            await self._ok(await connection.run(client.noop()), "NOOP")
             return
-        idle = await client.idle_start(timeout=s.idle_renew_s)
+        idle = await connection.run(client.idle_start(timeout=s.idle_renew_s))
         try:
             while True:
                 push = await _unless_lost(
@@ -440,7 +471,7 @@ class MailboxWatcher:
             if client.has_pending_idle() and not connection.lost.is_set():
                 client.idle_done()
                 # The server must answer DONE: a dead connection shows here within the timeout.
-                await asyncio.wait_for(idle, s.command_timeout_s)
+                await connection.run(idle)
 
     async def _new_messages(self, connection: _Connection) -> list[MailMessage]:
         s = self.settings
@@ -451,7 +482,7 @@ class MailboxWatcher:
             criteria += ["FROM", aioimaplib.quoted(s.from_filter)]
         if s.subject_filter and s.subject_filter.isascii():
             criteria += ["SUBJECT", aioimaplib.quoted(s.subject_filter)]
-        response = await connection.client.uid_search(*criteria, charset=None)
+        response = await connection.run(connection.client.uid_search(*criteria, charset=None))
         await self._ok(response, "SEARCH")
         uids = sorted(_search_uids(response.lines))
         found = []
@@ -470,26 +501,36 @@ class MailboxWatcher:
             sender = f"{message.sender_name} <{message.sender}>".casefold()
             if s.from_filter.casefold() not in sender:
                 return False
-        return not (s.subject_filter and s.subject_filter.casefold() not in message.subject.casefold())
+        return not (
+            s.subject_filter and s.subject_filter.casefold() not in message.subject.casefold()
+        )
 
     async def _fetch(self, connection: _Connection, key: MessageKey) -> MailMessage | None:
         client = connection.client
-        response = await client.uid("fetch", str(key.uid), "(RFC822.SIZE)")
+        response = await connection.run(client.uid("fetch", str(key.uid), "(RFC822.SIZE)"))
         await self._ok(response, "FETCH")
         size = _fetched_size(response.lines)
         if size is None:
             return None  # expunged meanwhile
         truncated = size > self.settings.max_message_bytes
         part = "BODY.PEEK[HEADER]" if truncated else "BODY.PEEK[]"
-        response = await client.uid("fetch", str(key.uid), f"({part})")
+        response = await connection.run(client.uid("fetch", str(key.uid), f"({part})"))
         await self._ok(response, "FETCH")
         raw = _literal(response.lines)
         if raw is None:
             return None
-        if len(raw) > _PARSE_OFF_LOOP_BYTES:
-            parsed, parts = await asyncio.to_thread(_parse, raw, self.settings)
-        else:
-            parsed, parts = _parse(raw, self.settings)
+        try:
+            if len(raw) > _PARSE_OFF_LOOP_BYTES:
+                parsed, parts = await asyncio.to_thread(_parse, raw, self.settings)
+            else:
+                parsed, parts = _parse(raw, self.settings)
+        except (ValueError, LookupError, IndexError, TypeError) as exc:
+            # A message the parser chokes on still starts its job (with what can be said of
+            # it) rather than stopping the watcher, or being skipped without a trace.
+            log.warning(
+                "mailbox %s: message %s does not parse: %s", self._where, key.dedup_key, exc
+            )
+            parsed, parts = _unparsed(), []
         if truncated:  # the headers only: no body to speak of, rather than an empty one
             parsed.update(text=None, html=None)
         attachments = []
@@ -513,9 +554,7 @@ class MailboxWatcher:
 
     async def _ok(self, response: Any, command: str) -> None:
         if response.result != "OK":
-            raise MailboxError(
-                f"mailbox {self._where}: {command} failed ({_text(response.lines)})"
-            )
+            raise MailboxError(f"mailbox {self._where}: {command} failed ({_text(response.lines)})")
 
     # --- marking ---------------------------------------------------------------------------
 
@@ -543,7 +582,12 @@ class MailboxWatcher:
                     await act(self._commands)
                     self._pending.discard(key)
                     return
-                except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+                except (
+                    OSError,
+                    TimeoutError,
+                    _ConnectionLostError,
+                    aioimaplib.AioImapException,
+                ) as exc:
                     if self._commands is not None:
                         await self._commands.close()
                         self._commands = None
@@ -553,41 +597,43 @@ class MailboxWatcher:
                         ) from exc
 
     async def _store_flags(self, connection: _Connection, key: MessageKey, flag: str) -> None:
-        response = await connection.client.uid("store", str(key.uid), "+FLAGS.SILENT", f"({flag})")
+        response = await connection.run(
+            connection.client.uid("store", str(key.uid), "+FLAGS.SILENT", f"({flag})")
+        )
         await self._ok(response, "STORE")
 
     async def _move(self, connection: _Connection, key: MessageKey, folder: str) -> None:
         client = connection.client
         target = aioimaplib.quoted(folder)
         if client.has_capability("MOVE"):
-            await self._ok(await client.uid("move", str(key.uid), target), "MOVE")
+            await self._ok(await connection.run(client.uid("move", str(key.uid), target)), "MOVE")
             return
-        await self._ok(await client.uid("copy", str(key.uid), target), "COPY")
+        await self._ok(await connection.run(client.uid("copy", str(key.uid), target)), "COPY")
         await self._store_flags(connection, key, "\\Deleted")
         if client.has_capability("UIDPLUS"):
-            await self._ok(await client.uid("expunge", str(key.uid)), "EXPUNGE")
+            await self._ok(await connection.run(client.uid("expunge", str(key.uid))), "EXPUNGE")
         else:
-            await self._ok(await client.expunge(), "EXPUNGE")
+            await self._ok(await connection.run(client.expunge()), "EXPUNGE")
 
 
 # --- helpers -------------------------------------------------------------------------------
 
 
 async def _unless_lost(waiting: Awaitable[Any], connection: _Connection) -> Any:
-    """``waiting``'s result, or _Lost as soon as the connection closes."""
+    """``waiting``'s result, or _ConnectionLostError as soon as the connection closes."""
     task = asyncio.ensure_future(waiting)
     lost = asyncio.ensure_future(connection.lost.wait())
     try:
         await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             return task.result()
-        raise _Lost("the server closed the connection")
+        raise _ConnectionLostError("the server closed the connection")
     finally:
-        for pending in (task, lost):
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+        waiting_on = [t for t in (task, lost) if not t.done()]
+        for pending in waiting_on:
+            pending.cancel()
+        # gather, not a suppressed await: a cancellation of the caller itself must go through.
+        await asyncio.gather(*waiting_on, return_exceptions=True)
 
 
 def _announces_mail(push: Any) -> bool:
@@ -603,7 +649,7 @@ def _describe(exc: BaseException) -> str:
         return exc.message
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return "the server did not answer in time"
-    if isinstance(exc, _Lost):
+    if isinstance(exc, _ConnectionLostError):
         return str(exc)
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
@@ -662,8 +708,8 @@ def _parse(
     raw: bytes, settings: MailboxSettings
 ) -> tuple[dict[str, Any], list[tuple[AttachmentInfo, bytes | None]]]:
     """The message's fields and its attachments (with bytes where within the limits)."""
-    # The default policy makes EmailMessage objects (typeshed says Message).
-    message = cast(EmailMessage, BytesParser(policy=email_policy.default).parsebytes(raw))
+    # The default policy makes EmailMessage objects.
+    message = BytesParser(policy=email_policy.default).parsebytes(raw)
     sender_name, sender = "", ""
     addresses = _addresses(message, "From")
     if addresses:
@@ -697,6 +743,20 @@ def _parse(
         "html": html,
     }
     return fields, parts
+
+
+def _unparsed() -> dict[str, Any]:
+    return {
+        "message_id": None,
+        "sender": "",
+        "sender_name": "",
+        "to": (),
+        "cc": (),
+        "subject": "",
+        "date": None,
+        "text": None,
+        "html": None,
+    }
 
 
 def _skipped(info: AttachmentInfo, reason: str) -> AttachmentInfo:

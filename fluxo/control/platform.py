@@ -40,6 +40,7 @@ from fluxo.control.triggers.queue import queue_sources
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
+from fluxo_core.errors import NotFoundError
 from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.ir.documents import DocumentLimits
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
@@ -295,6 +296,7 @@ class Platform:
             self.admission.blocks,
             secrets=self.secrets,
             clock=clock,
+            on_health=self._trigger_health,
         )
         # Inbound triggers (email, ...): their sources, and the mail attachments jobs read.
         self.attachments = AttachmentStore(db, clock=clock)
@@ -319,6 +321,20 @@ class Platform:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}
+
+    async def _trigger_health(
+        self, account_id: str, name: str, health: str, error: str | None
+    ) -> None:
+        """A trigger's health into its resource's ``status`` (``fluxo get triggers``)."""
+        try:
+            row = await self.resources.store.get(account_id, "Trigger", name)
+        except NotFoundError:
+            return  # deleted meanwhile
+        status = {**row.status, "health": health}
+        status.pop("lastError", None)
+        if error is not None:
+            status["lastError"] = error
+        await self.resources.store.set_status(row, status)
 
     async def readiness(self, timeout_s: float = 2.0) -> dict[str, str]:
         """Whether this process can serve: each dependency's state, ``"ok"`` or why not.

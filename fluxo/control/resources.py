@@ -735,7 +735,8 @@ def default_controllers(
     jobs: JobService, accounts: AccountStore, quotas: QuotaStore, blocks: BlockService
 ) -> ControllerRegistry:
     """The controllers this installation has: Workflow, Service, Account, Quota, User and Block.
-    Trigger resources are stored and reported ``NoController`` until the triggers land."""
+    The Platform registers the Trigger controller (fluxo/control/triggers), which needs the
+    trigger service it builds."""
     registry = ControllerRegistry()
     registry.register("Workflow", WorkflowController(jobs))
     registry.register("Service", ServiceController(ServiceStore(jobs.runtime.db)))

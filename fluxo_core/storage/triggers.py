@@ -246,8 +246,39 @@ class TriggerStore:
     ) -> None:
         """Write what happened (only the fields given; ``False``: leave as it is). ``created``:
         how many new jobs to add to ``jobs_created``."""
-        now = self.clock.time()
-        values: dict[str, Any] = {"updated_at": now}
+
+        def run(tx: Transaction) -> None:
+            self.record_on(
+                tx,
+                account_id,
+                name,
+                health=health,
+                held=held,
+                error=error,
+                event_id=event_id,
+                job_id=job_id,
+                lag_s=lag_s,
+                created=created,
+            )
+
+        await self.db.transact(run)
+
+    def record_on(
+        self,
+        tx: Transaction,
+        account_id: str,
+        name: str,
+        *,
+        health: Health | None = None,
+        held: str | Literal[False] | None = False,
+        error: str | Literal[False] | None = False,
+        event_id: str | None = None,
+        job_id: str | None = None,
+        lag_s: float | None = None,
+        created: int = 0,
+    ) -> None:
+        """:meth:`record` in the caller's transaction (the one that creates the jobs)."""
+        values: dict[str, Any] = {"updated_at": self.clock.time()}
         if health is not None:
             values["health"] = health
         if held is not False:
@@ -256,18 +287,14 @@ class TriggerStore:
             values["last_error"] = None if error is None else error[:2000]
         if event_id is not None:
             values["last_event_id"] = event_id[:200]
-            values["last_event_at"] = now
+            values["last_event_at"] = values["updated_at"]
         if job_id is not None:
             values["last_job_id"] = job_id
         if lag_s is not None:
             values["lag_s"] = lag_s
         if created:
             values["jobs_created"] = trigger_state.c.jobs_created + created
-
-        def run(tx: Transaction) -> None:
-            tx.execute(sa.update(trigger_state).where(_key(account_id, name)).values(values))
-
-        await self.db.transact(run)
+        tx.execute(sa.update(trigger_state).where(_key(account_id, name)).values(values))
 
     async def advance(
         self, account_id: str, name: str, *, expected: float, to: float, generation: int

@@ -17,7 +17,7 @@ import random
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import httpx
 
@@ -50,9 +50,12 @@ class Problems:
 
     def raise_if_any(self, service: str) -> None:
         if self.items:
-            raise ValidationError(
-                f"invalid {service} request: fix the fields listed below", problems=self.items
-            )
+            self.refuse(service)
+
+    def refuse(self, service: str) -> NoReturn:
+        raise ValidationError(
+            f"invalid {service} request: fix the fields listed below", problems=self.items
+        )
 
     def string(
         self, item: Mapping[str, Any], key: str, where: str, *, required: bool

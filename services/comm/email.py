@@ -177,8 +177,10 @@ class EmailService:
             timeout_s=self._config.comm_timeout_s + 10.0,
         )
 
-    async def _handle(self, packet: Packet, call: Call) -> Payload:
-        return await self.send(packet.payload, call=call)
+    async def _handle(self, packet: Packet, call: Call | None = None) -> Payload:
+        # The runtime passes the call (the handler declares it); the default keeps the
+        # handler a one-argument callable, as Service types it.
+        return await self.send(packet.payload, call=call or Call.of(packet))
 
     async def send(self, payload: Payload, *, call: Call) -> Payload:
         """Send the message the payload describes, as ``call`` (its account, its Message-ID).
@@ -242,6 +244,9 @@ class EmailService:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 if smtp.is_connected:
                     await smtp.quit()
+            # The socket is the transport's from connect() on (asyncio closes it with the
+            # transport, also when the TLS handshake fails); closing it here as well would
+            # free its descriptor under a transport still registered on it.
             smtp.close()
         refused = {r: (int(e.code), str(e.message)) for r, e in errors.items()}
         return refused, response
@@ -295,11 +300,11 @@ class EmailService:
         problems = Problems()
         if not isinstance(item, Mapping):
             problems.add("payload", "an email must be an object")
-            problems.raise_if_any("email-send")
-            raise AssertionError("unreachable")  # raise_if_any raised
+            problems.refuse("email-send")
         problems.unknown(item, _FIELDS, "payload")
         smtp = item.get("smtp")
-        host, port, security, username, password, timeout = "", 0, "starttls", None, None, 0.0
+        host, port, username, password, timeout = "", 0, None, None, 0.0
+        security: Security = "starttls"
         if not isinstance(smtp, Mapping):
             problems.add(
                 "payload.smtp", "required: an object with host, port, security, username, password"
@@ -308,10 +313,12 @@ class EmailService:
             problems.unknown(smtp, _SMTP_FIELDS, "payload.smtp")
             host = problems.string(smtp, "host", "payload.smtp", required=True) or ""
             raw_security = smtp.get("security", "starttls")
-            if raw_security not in _SECURITY:
-                problems.add("payload.smtp.security", f"use one of {', '.join(_SECURITY)}")
+            for known in _SECURITY:
+                if raw_security == known:
+                    security = known
+                    break
             else:
-                security = raw_security
+                problems.add("payload.smtp.security", f"use one of {', '.join(_SECURITY)}")
             port = smtp.get("port", _DEFAULT_PORTS[security])
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 problems.add("payload.smtp.port", "must be a port number (1-65535)")

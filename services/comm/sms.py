@@ -130,8 +130,10 @@ class SmsService:
             timeout_s=self._config.comm_timeout_s + 10.0,
         )
 
-    async def _handle(self, packet: Packet, call: Call) -> Payload:
-        return await self.send(packet.payload, call=call)
+    async def _handle(self, packet: Packet, call: Call | None = None) -> Payload:
+        # The runtime passes the call (the handler declares it); the default keeps the
+        # handler a one-argument callable, as Service types it.
+        return await self.send(packet.payload, call=call or Call.of(packet))
 
     async def send(self, payload: Payload, *, call: Call) -> Payload:
         """Send the message the payload describes, as ``call`` (its account, its idempotency key).
@@ -186,8 +188,7 @@ class SmsService:
         problems = Problems()
         if not isinstance(item, Mapping):
             problems.add("payload", "a message must be an object")
-            problems.raise_if_any("sms-send")
-            raise AssertionError("unreachable")
+            problems.refuse("sms-send")
         problems.unknown(item, _FIELDS, "payload")
         provider = item.get("provider")
         url = httpx.URL(DEFAULT_BASE_URL)

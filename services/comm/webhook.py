@@ -174,8 +174,10 @@ class WebhookService:
             timeout_s=(self._config.comm_timeout_s + 30.0) * self._config.webhook_max_attempts,
         )
 
-    async def _handle(self, packet: Packet, call: Call) -> Payload:
-        return await self.send(packet.payload, call=call)
+    async def _handle(self, packet: Packet, call: Call | None = None) -> Payload:
+        # The runtime passes the call (the handler declares it); the default keeps the
+        # handler a one-argument callable, as Service types it.
+        return await self.send(packet.payload, call=call or Call.of(packet))
 
     async def send(self, payload: Payload, *, call: Call) -> Payload:
         """Deliver the webhook the payload describes, as ``call`` (its account, its delivery id).
@@ -308,8 +310,7 @@ class WebhookService:
         problems = Problems()
         if not isinstance(item, Mapping):
             problems.add("payload", "a webhook must be an object")
-            problems.raise_if_any("webhook-send")
-            raise AssertionError("unreachable")
+            problems.refuse("webhook-send")
         problems.unknown(item, _FIELDS, "payload")
         url = httpx.URL("http://invalid")
         raw_url = problems.string(item, "url", "payload", required=True)

@@ -31,6 +31,8 @@ from services import (
     StoredAttachment,
     WebhookService,
     builtin_services,
+    sign_webhook,
+    verify_webhook,
 )
 from tests.support.smtp import SmtpServer, run_smtp
 from tests.support.tls import SelfSigned, make_self_signed
@@ -157,23 +159,28 @@ async def test_an_email_goes_over_starttls_with_a_login_and_every_part(
         call=call,
     )
     [got] = smtp.recorder.received
-    assert got.tls and got.login == "orders@example.com"
+    assert got.tls
+    assert got.login == "orders@example.com"
     assert got.mail_from == "orders@example.com"
     assert sorted(got.rcpt_tos) == ["ada.l@example.net", "ada@example.net", "audit@example.org"]
     message = got.message
     assert message["Message-ID"] == f"<{call.id}@example.com>"
     assert message["To"] == "ada@example.net"
     assert message["Cc"] == '"Lovelace, Ada" <ada.l@example.net>'
-    assert message["Bcc"] is None and b"audit@example.org" not in got.data
+    assert message["Bcc"] is None
+    assert b"audit@example.org" not in got.data
     assert message["Subject"] == "Your order SO-1042"
     body = message.get_body(("plain",))
     html = message.get_body(("html",))
-    assert body is not None and body.get_content().strip() == "It has shipped."
-    assert html is not None and "<b>shipped</b>" in html.get_content()
+    assert body is not None
+    assert body.get_content().strip() == "It has shipped."
+    assert html is not None
+    assert "<b>shipped</b>" in html.get_content()
     files = {a.get_filename(): a.get_payload(decode=True) for a in message.iter_attachments()}
     assert files == {"invoice.pdf": b"%PDF-1.4 fake", "items.csv": b"sku,qty\nKB-1,2\n"}
     assert result["message_id"] == f"<{call.id}@example.com>"
-    assert sorted(result["accepted"]) == sorted(got.rcpt_tos) and result["refused"] == {}
+    assert sorted(result["accepted"]) == sorted(got.rcpt_tos)
+    assert result["refused"] == {}
     assert result["response"].startswith("2.0.0 Ok") or "Ok" in result["response"]
     no_secret_in(str(result) + ours(caplog))
 
@@ -187,7 +194,8 @@ async def test_a_retried_call_sends_the_same_message_id_and_a_new_call_another(
     await service.send(email(smtp), call=Call(call.id, 2, "acme", "ada", None, None))
     await service.send(email(smtp), call=a_call())
     ids = [r.message["Message-ID"] for r in smtp.recorder.received]
-    assert ids[0] == ids[1] == f"<{call.id}@example.com>" and ids[2] != ids[0]
+    assert ids[0] == ids[1] == f"<{call.id}@example.com>"
+    assert ids[2] != ids[0]
 
 
 async def test_a_refused_login_is_a_clear_final_error_without_the_password(
@@ -217,11 +225,13 @@ async def test_refused_recipients_and_temporary_failures_are_told_apart(
     assert result["refused"]["gone@example.net"].startswith("550")
     with pytest.raises(ServiceError) as every:
         await service.send(email(smtp, to=["gone@example.net"]), call=a_call())
-    assert not every.value.retryable and "refused every recipient" in every.value.message
+    assert not every.value.retryable
+    assert "refused every recipient" in every.value.message
     smtp.recorder.fail_data = "451 4.3.0 try again later"
     with pytest.raises(ServiceError) as later:
         await service.send(email(smtp), call=a_call())
-    assert later.value.retryable and "451" in later.value.message
+    assert later.value.retryable
+    assert "451" in later.value.message
 
 
 async def test_without_starttls_or_with_an_untrusted_certificate_nothing_is_sent(
@@ -230,7 +240,8 @@ async def test_without_starttls_or_with_an_untrusted_certificate_nothing_is_sent
     untrusted = EmailService(LOOPBACK, secrets=secrets)  # the system's CAs: ours is not one
     with pytest.raises(ServiceError) as info:
         await untrusted.send(email(smtp), call=a_call())
-    assert not info.value.retryable and "certificate" in info.value.message
+    assert not info.value.retryable
+    assert "certificate" in info.value.message
     trusted = EmailService(LOOPBACK, secrets=secrets, tls_context=cert.client_context())
     with pytest.raises(ValidationError) as plain:
         await trusted.send(
@@ -276,7 +287,8 @@ async def test_a_literal_password_is_refused_and_never_quoted(
     with pytest.raises(ValidationError) as info:
         await service.send(payload, call=a_call())
     [(where, message)] = info.value.problems
-    assert where == "payload.smtp.password" and "fluxo secret set" in message
+    assert where == "payload.smtp.password"
+    assert "fluxo secret set" in message
     assert SMTP_PASSWORD not in str(info.value.problems) + info.value.message
 
 
@@ -284,7 +296,8 @@ async def test_the_smtp_host_passes_the_host_policy(smtp: SmtpServer, secrets: S
     service = EmailService(BuiltinConfig(), secrets=secrets)  # internal addresses refused
     with pytest.raises(ServiceError) as info:
         await service.send(email(smtp), call=a_call())
-    assert not info.value.retryable and "FLUXO_HTTP_ALLOW" in info.value.message
+    assert not info.value.retryable
+    assert "FLUXO_HTTP_ALLOW" in info.value.message
 
 
 # --- sms-send --------------------------------------------------------------------------------
@@ -341,10 +354,12 @@ async def test_a_retried_sms_call_sends_one_message(
     twilio.fail_next = [503]
     with pytest.raises(ServiceError) as info:
         await service.send(sms(twilio), call=call)
-    assert info.value.retryable and "HTTP 503" in info.value.message
+    assert info.value.retryable
+    assert "HTTP 503" in info.value.message
     first = await service.send(sms(twilio), call=Call(call.id, 2, "acme", "ada", None, None))
     again = await service.send(sms(twilio), call=Call(call.id, 3, "acme", "ada", None, None))
-    assert first["sid"] == again["sid"] and len(twilio.sent) == 1
+    assert first["sid"] == again["sid"]
+    assert len(twilio.sent) == 1
     keys = {r["headers"]["I-Twilio-Idempotency-Token"] for r in twilio.requests}
     assert keys == {call.id}
 
@@ -364,7 +379,8 @@ async def test_provider_refusals_name_the_code_and_are_final(
     await secrets.put("acme", "twilio", "wrong-" + TWILIO_TOKEN)
     with pytest.raises(ServiceError) as denied:
         await service.send(sms(twilio), call=a_call())
-    assert not denied.value.retryable and "code 20003" in denied.value.message
+    assert not denied.value.retryable
+    assert "code 20003" in denied.value.message
     assert "check account_sid and the stored auth_token secret" in denied.value.message
     assert twilio.sent == []
     no_secret_in(invalid.value.message + denied.value.message + ours(caplog))
@@ -451,12 +467,12 @@ async def test_a_webhook_is_signed_over_timestamp_and_body(
         hook(receiver, headers={"X-Tenant": "acme"}), call=call
     )
     [got] = receiver.deliveries
-    assert got["signed"] and got["fresh"] and got["delivery"] == call.id
+    assert got["signed"]
+    assert got["fresh"]
+    assert got["delivery"] == call.id
     assert got["body"] == b'{"order":"SO-1042","total":"157.23"}'
-    assert (
-        got["headers"]["Content-Type"] == "application/json"
-        and got["headers"]["X-Tenant"] == "acme"
-    )
+    assert got["headers"]["Content-Type"] == "application/json"
+    assert got["headers"]["X-Tenant"] == "acme"
     assert result == {"status": 200, "attempts": 1, "delivery_id": call.id, "body": '{"ok": true}'}
     no_secret_in(str(result) + ours(caplog) + str(got["headers"]))
 
@@ -473,15 +489,19 @@ async def test_5xx_is_retried_with_backoff_keeping_the_delivery_id(
     receiver.answers = [503, 502]
     call = a_call()
     result = await service.send(hook(receiver, max_attempts=3), call=call)
-    assert result["attempts"] == 3 and result["status"] == 200
+    assert result["attempts"] == 3
+    assert result["status"] == 200
     assert {d["delivery"] for d in receiver.deliveries} == {call.id}
     assert all(d["signed"] for d in receiver.deliveries)
-    assert len(waits) == 2 and 0.005 <= waits[0] <= 0.01 and 0.01 <= waits[1] <= 0.02
+    assert len(waits) == 2
+    assert 0.005 <= waits[0] <= 0.01
+    assert 0.01 <= waits[1] <= 0.02
 
     receiver.answers = [500, 500]
     with pytest.raises(ServiceError) as exhausted:
         await service.send(hook(receiver, max_attempts=2), call=call)
-    assert exhausted.value.retryable and "in 2 attempts (last: HTTP 500)" in exhausted.value.message
+    assert exhausted.value.retryable
+    assert "in 2 attempts (last: HTTP 500)" in exhausted.value.message
 
 
 async def test_a_4xx_answer_is_final_and_attempts_are_capped(
@@ -494,7 +514,8 @@ async def test_a_4xx_answer_is_final_and_attempts_are_capped(
     receiver.answers = [400]
     with pytest.raises(ServiceError) as refused:
         await service.send(hook(receiver), call=a_call())
-    assert not refused.value.retryable and "HTTP 400" in refused.value.message
+    assert not refused.value.retryable
+    assert "HTTP 400" in refused.value.message
     receiver.answers = [500, 500, 500]
     with pytest.raises(ServiceError):
         await service.send(hook(receiver, max_attempts=10), call=a_call())
@@ -512,17 +533,20 @@ async def test_a_redirect_to_an_address_not_allowed_is_never_followed(
             hook(receiver, url=f"{receiver.url}/bounce?to={inside}", follow_redirects=True),
             call=a_call(),
         )
-    assert not info.value.retryable and "refused to connect to 127.0.0.2" in info.value.message
+    assert not info.value.retryable
+    assert "refused to connect to 127.0.0.2" in info.value.message
     with pytest.raises(ServiceError) as unfollowed:
         await service.send(
             hook(receiver, url=f"{receiver.url}/bounce?to={receiver.url}/hook"), call=a_call()
         )
-    assert "HTTP 307" in unfollowed.value.message and "follow_redirects" in unfollowed.value.message
+    assert "HTTP 307" in unfollowed.value.message
+    assert "follow_redirects" in unfollowed.value.message
     followed = await service.send(
         hook(receiver, url=f"{receiver.url}/bounce?to={receiver.url}/hook", follow_redirects=True),
         call=a_call(),
     )
-    assert followed["status"] == 200 and receiver.deliveries[-1]["signed"]
+    assert followed["status"] == 200
+    assert receiver.deliveries[-1]["signed"]
     assert len(receiver.deliveries) == 1
 
 
@@ -540,3 +564,86 @@ async def test_credential_headers_and_literal_secrets_are_refused(
     }
     assert HOOK_KEY not in str(info.value.problems)
     assert receiver.deliveries == []
+
+
+def test_the_signature_helpers_refuse_stale_or_altered_deliveries() -> None:
+    now = 1_800_000_000
+    signature = sign_webhook(HOOK_KEY, now, b'{"a":1}')
+    assert signature.startswith("sha256=")
+    assert len(signature) == 7 + 64
+    assert verify_webhook(HOOK_KEY, str(now), signature, b'{"a":1}', now=now + 299)
+    assert not verify_webhook(HOOK_KEY, str(now), signature, b'{"a":2}', now=now)
+    assert not verify_webhook(HOOK_KEY, str(now), signature, b'{"a":1}', now=now + 301)
+    assert not verify_webhook("other", str(now), signature, b'{"a":1}', now=now)
+
+
+# --- as steps of jobs ------------------------------------------------------------------------
+
+
+def one_step(name: str, service: str, with_: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {
+            "engine": "step",
+            "steps": [{"id": "send", "kind": "service", "service": service, "with": with_}],
+        },
+    }
+
+
+async def test_jobs_send_email_sms_and_webhooks_and_store_no_credential(
+    db: Database,
+    smtp: SmtpServer,
+    cert: SelfSigned,
+    twilio: FakeTwilio,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fluxo.control.platform import Platform
+    from fluxo_core.redaction import install_log_redaction
+    from fluxo_core.storage import Principal
+    from tests.integration.test_secrets import everything_stored
+
+    install_log_redaction()
+    store = SecretStore(db, KEY)
+    services = [
+        EmailService(LOOPBACK, secrets=store, tls_context=cert.client_context()).service,
+        SmsService(LOOPBACK, secrets=store).service,
+        WebhookService(LOOPBACK, secrets=store).service,
+    ]
+    platform = Platform(
+        db, services, workers=1, poll_interval_s=0.2, admission_cache_s=0, secrets=store
+    )
+    acme = Principal(account_id="acme", user_id="ada")
+    await platform.accounts.ensure_account("acme")
+    for name, value in (
+        ("smtp-orders", SMTP_PASSWORD),
+        ("twilio", TWILIO_TOKEN),
+        ("hooks", HOOK_KEY),
+    ):
+        await store.put("acme", name, value)
+    smtp_with = {k: v for k, v in email(smtp).items() if k not in ("to", "text")}
+    sms_with = {"provider": sms(twilio)["provider"], "from": "+15017122661"}
+    hook_with = {"url": receiver.url + "/hook", "signing_secret": {"secret": "hooks"}}
+    caplog.set_level(logging.DEBUG)
+    async with platform:
+        for workflow, service, with_, job_input in (
+            ("mail", "email-send", smtp_with, {"to": ["ada@example.net"], "text": "shipped"}),
+            ("text", "sms-send", sms_with, {"to": "+15558675310", "body": "shipped"}),
+            ("hook", "webhook-send", hook_with, {"json": {"order": "SO-1042"}}),
+        ):
+            await platform.jobs.apply(one_step(workflow, service, with_), acme)
+            job = await platform.jobs.create(acme, workflow, job_input)
+            done = await platform.jobs.wait(acme, job.id, 30)
+            assert done.status == "succeeded", done.error
+    [mailed] = smtp.recorder.received
+    assert mailed.message["Subject"] == "Your order SO-1042"
+    assert len(twilio.sent) == 1
+    [delivered] = receiver.deliveries
+    assert delivered["signed"]
+    assert delivered["body"] == b'{"order":"SO-1042"}'
+    stored = await everything_stored(db)
+    for value in (SMTP_PASSWORD, TWILIO_TOKEN, HOOK_KEY):
+        assert value.encode() not in stored
+    no_secret_in(ours(caplog))

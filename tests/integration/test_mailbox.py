@@ -137,13 +137,18 @@ async def watch(dovecot: Dovecot) -> AsyncIterator[Watch]:
     await running.stop()
 
 
-async def test_new_mail_is_yielded_within_seconds_while_idle(dovecot: Dovecot, watch: Watch) -> None:
+async def test_new_mail_is_yielded_within_seconds_while_idle(
+    dovecot: Dovecot, watch: Watch
+) -> None:
     assert watch.watcher.health.state == "connected"
     dovecot.deliver(
         mail(
             "Order SO-1042",
             html="<p>Please ship <b>SO-1042</b>.</p>",
-            attachments=[("order.csv", "text/csv", b"sku,qty\nKB-1,2\n"), ("scan.pdf", "application/pdf", b"%PDF-1.4")],
+            attachments=[
+                ("order.csv", "text/csv", b"sku,qty\nKB-1,2\n"),
+                ("scan.pdf", "application/pdf", b"%PDF-1.4"),
+            ],
         )
     )
     started = time.monotonic()
@@ -151,19 +156,27 @@ async def test_new_mail_is_yielded_within_seconds_while_idle(dovecot: Dovecot, w
     assert time.monotonic() - started < 10
     assert message.subject == "Order SO-1042"
     assert (message.sender, message.sender_name) == ("grace@example.org", "Grace Hopper")
-    assert message.to == (USER,) and message.cc == ("ops@example.test",)
+    assert message.to == (USER,)
+    assert message.cc == ("ops@example.test",)
     assert message.date == "2026-12-06T15:04:05+00:00"
     assert message.message_id == "<Order-SO-1042@example.org>"
-    assert message.text is not None and message.text.strip() == "Please ship SO-1042."
-    assert message.html is not None and "<b>SO-1042</b>" in message.html
+    assert message.text is not None
+    assert message.text.strip() == "Please ship SO-1042."
+    assert message.html is not None
+    assert "<b>SO-1042</b>" in message.html
     assert [(a.filename, a.content_type, a.size) for a in message.attachments] == [
         ("order.csv", "text/csv", 15),
         ("scan.pdf", "application/pdf", 8),
     ]
-    assert [watch.stored[a.ref or ""] for a in message.attachments] == [b"sku,qty\nKB-1,2\n", b"%PDF-1.4"]
+    assert [watch.stored[a.ref or ""] for a in message.attachments] == [
+        b"sku,qty\nKB-1,2\n",
+        b"%PDF-1.4",
+    ]
     payload = message.payload()
-    assert payload["from"] == "grace@example.org" and payload["attachments"][0]["ref"] == message.attachments[0].ref
-    assert payload["uid"] == message.key.uid and payload["uidvalidity"] == message.key.uidvalidity > 0
+    assert payload["from"] == "grace@example.org"
+    assert payload["attachments"][0]["ref"] == message.attachments[0].ref
+    assert payload["uid"] == message.key.uid
+    assert payload["uidvalidity"] == message.key.uidvalidity > 0
     # Fetched with BODY.PEEK: reading it did not mark it.
     assert "\\Seen" not in dovecot.flags()[message.key.uid]
 
@@ -185,7 +198,9 @@ async def test_only_mail_that_passes_the_filters_is_yielded(dovecot: Dovecot) ->
         await running.stop()
 
 
-async def test_the_dedup_key_is_stable_and_mail_is_marked_seen_only_when_told(dovecot: Dovecot) -> None:
+async def test_the_dedup_key_is_stable_and_mail_is_marked_seen_only_when_told(
+    dovecot: Dovecot,
+) -> None:
     dovecot.deliver(mail("Order SO-1"))
     first = Watch(settings(dovecot))
     try:
@@ -198,7 +213,8 @@ async def test_the_dedup_key_is_stable_and_mail_is_marked_seen_only_when_told(do
     second = Watch(settings(dovecot))
     try:
         again = await second.next()
-        assert again.key == message.key and again.key.dedup_key == message.key.dedup_key
+        assert again.key == message.key
+        assert again.key.dedup_key == message.key.dedup_key
         assert again.message_id == message.message_id
         await second.watcher.mark_seen(again.key)
         assert "\\Seen" in dovecot.flags()[message.key.uid]
@@ -243,7 +259,29 @@ async def test_a_killed_server_shows_degraded_and_no_mail_is_missed_after_it_ret
     assert got == {"before", "while down 1", "while down 2"}
 
 
-async def test_a_server_without_idle_is_polled(tmp_path: Path) -> None:
+async def test_a_silent_connection_shows_degraded_when_idle_goes_unanswered(
+    dovecot: Dovecot,
+) -> None:
+    running = Watch(settings(dovecot, idle_renew_s=1.0, command_timeout_s=1.0))
+    try:
+        await running.state("connected", 15)
+        dovecot.freeze(True)  # no reset, no close: the connection just goes quiet
+        try:
+            health = await running.state("degraded", within=30)
+            assert health.error == "the server did not answer in time"
+        finally:
+            dovecot.freeze(False)
+        await running.state("connected", within=30)
+        dovecot.deliver(mail("after the thaw"))
+        assert (await running.next(within=15)).subject == "after the thaw"
+    finally:
+        await running.stop()
+
+
+async def test_a_server_without_idle_is_polled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aioimaplib")
     from tests.conftest import require_server
 
     binary = dovecot_binary()
@@ -262,6 +300,9 @@ async def test_a_server_without_idle_is_polled(tmp_path: Path) -> None:
             await running.state("connected", 15)
             server.deliver(mail("polled"))
             assert (await running.next(within=10)).subject == "polled"
+            sent = [r.getMessage() for r in caplog.records if "Sending" in r.getMessage()]
+            assert any("NOOP" in line for line in sent)
+            assert not any("IDLE" in line for line in sent)
         finally:
             await running.stop()
             server.stop()
@@ -275,10 +316,19 @@ async def test_parsing_is_bounded(dovecot: Dovecot) -> None:
         await running.state("connected", 15)
         dovecot.deliver(mail("big", padding=50_000))
         dovecot.deliver(
-            mail("files", attachments=[("a.bin", "application/octet-stream", b"x" * 500), ("b.txt", "text/plain", b"ok")])
+            mail(
+                "files",
+                attachments=[
+                    ("a.bin", "application/octet-stream", b"x" * 500),
+                    ("b.txt", "text/plain", b"ok"),
+                ],
+            )
         )
         big = await running.next()
-        assert big.subject == "big" and big.truncated and big.text is None and big.size > 50_000
+        assert big.subject == "big"
+        assert big.truncated
+        assert big.text is None
+        assert big.size > 50_000
         files = await running.next()
         assert [(a.filename, a.ref is None, a.skipped) for a in files.attachments] == [
             ("a.bin", True, "over the limit of 100 bytes"),
@@ -301,7 +351,8 @@ async def test_a_wrong_password_is_degraded_naming_the_user_never_the_password(
     running = Watch(settings(dovecot, password=wrong))
     try:
         health = await running.state("degraded", 15)
-        assert health.error is not None and f"refused the login of {USER!r}" in health.error
+        assert health.error is not None
+        assert f"refused the login of {USER!r}" in health.error
     finally:
         await running.stop()
     good = Watch(settings(dovecot))
@@ -317,6 +368,29 @@ def test_a_password_in_clear_is_refused_off_loopback() -> None:
         return PASSWORD
 
     with pytest.raises(ConfigError) as info:
-        MailboxSettings(host="imap.example.com", port=143, username=USER, password=password, security="none")
+        MailboxSettings(
+            host="imap.example.com", port=143, username=USER, password=password, security="none"
+        )
     assert "security none would send the password in clear" in info.value.message
-    assert PASSWORD not in repr(MailboxSettings(host="::1", port=143, username=USER, password=password, security="none"))
+    assert PASSWORD not in repr(
+        MailboxSettings(host="::1", port=143, username=USER, password=password, security="none")
+    )
+
+
+async def test_tls_from_the_start_and_a_certificate_it_does_not_trust(dovecot: Dovecot) -> None:
+    running = Watch(settings(dovecot, security="tls", port=dovecot.tls_port))
+    try:
+        await running.state("connected", 15)
+        dovecot.deliver(mail("over tls"))
+        assert (await running.next()).subject == "over tls"
+    finally:
+        await running.stop()
+    import ssl
+
+    untrusted = Watch(settings(dovecot, tls_context=ssl.create_default_context()))
+    try:
+        health = await untrusted.state("degraded", 15)
+        assert health.error is not None
+        assert "CERTIFICATE_VERIFY_FAILED" in health.error
+    finally:
+        await untrusted.stop()

@@ -256,33 +256,52 @@ async def test_a_held_cron_trigger_fires_nothing_then_catches_up_once(world: Wor
     assert len(await world.jobs()) == 3
 
 
+SLOW = {
+    "apiVersion": "fluxo.dev/v1",
+    "kind": "Workflow",
+    "metadata": {"name": "count-up"},
+    "spec": {"engine": "step", "steps": [{"id": "wait", "kind": "service", "service": "slow"}]},
+}
+
+
+def slow_minutely(concurrency: str) -> dict[str, Any]:
+    return trigger(
+        "minutely",
+        {
+            "type": "cron",
+            "schedule": "* * * * *",
+            "input": {"n": 1, "sleep": 2.5},
+            "cron": {"concurrency": concurrency},
+        },
+    )
+
+
 async def test_forbid_skips_a_slot_while_the_last_job_runs(world: World) -> None:
     platform = world.platform
-    slow = {
-        "apiVersion": "fluxo.dev/v1",
-        "kind": "Workflow",
-        "metadata": {"name": "count-up"},
-        "spec": {"engine": "step", "steps": [{"id": "wait", "kind": "service", "service": "slow"}]},
-    }
-    await platform.jobs.apply(slow, ACME)
-    await platform.resources.apply(
-        ACME,
-        trigger(
-            "minutely",
-            {
-                "type": "cron",
-                "schedule": "* * * * *",
-                "input": {"n": 1, "sleep": 2.5},
-                "cron": {"concurrency": "forbid"},
-            },
-        ),
-    )
+    await platform.jobs.apply(SLOW, ACME)
+    await platform.resources.apply(ACME, slow_minutely("forbid"))
     world.clock.advance(60)
     assert await platform.trigger_supervisor.tick() == 1
     world.clock.advance(60)
     assert await platform.trigger_supervisor.tick() == 0  # the first still runs
     (job,) = await world.jobs()
     await platform.jobs.cancel(ACME, job.id)
+
+
+async def test_replace_cancels_the_running_job_for_the_new_slot(world: World) -> None:
+    platform = world.platform
+    await platform.jobs.apply(SLOW, ACME)
+    await platform.resources.apply(ACME, slow_minutely("replace"))
+    world.clock.advance(60)
+    assert await platform.trigger_supervisor.tick() == 1
+    (first,) = await world.jobs()
+    world.clock.advance(60)
+    assert await platform.trigger_supervisor.tick() == 1
+    ended = await platform.jobs.wait(ACME, first.id, 20)
+    assert ended.status == "cancelled"
+    state = await platform.triggers.get(ACME, "minutely")
+    assert state.last_job_id != first.id
+    await platform.jobs.cancel(ACME, state.last_job_id or "")
 
 
 # --- firing by hand, and the resource's life ----------------------------------------------------
@@ -442,10 +461,10 @@ async def test_bad_webhooks_are_refused_clearly_and_create_nothing(
     body = b'{"order": 1}'
     deep = ("[" * 150 + "]" * 150).encode()
     cases = [
-        ("wrong secret", body, signed(body, now, secret="guess"), 401, "signature does not match"),
+        ("wrong secret", body, signed(body, now, secret="guess"), 401, "does not match"),
         ("stale", body, signed(body, now - 301), 401, "replays"),
         ("unsigned", body, {"Content-Type": "application/json"}, 401, "required"),
-        ("tampered", b'{"order": 2}', signed(body, now), 401, "signature does not match"),
+        ("tampered", b'{"order": 2}', signed(body, now), 401, "does not match"),
         ("malformed", b'{"order": ', signed(b'{"order": ', now), 400, "JSON"),
         ("too deep", deep, signed(deep, now), 422, "deep"),
         (
@@ -477,13 +496,15 @@ async def test_another_accounts_trigger_answers_as_a_wrong_signature(
     now = int(world.clock.time())
     body = b'{"order": 1}'
     answers = set()
-    for path in ("/hooks/globex/orders", "/hooks/globex/nothing-here", "/hooks/nobody/orders"):
-        response = await http.post(path, data=body, headers=signed(body, now))
-        assert response.status == 401
-        answers.add(json.dumps(await response.json()))
+    bearer = {"Authorization": "Bearer whsec-3f9c0a7d", "Content-Type": "application/json"}
+    for headers in (signed(body, now), bearer):
+        for path in ("/hooks/globex/orders", "/hooks/globex/nothing-here", "/hooks/nobody/orders"):
+            response = await http.post(path, data=body, headers=headers)
+            assert response.status == 401
+            answers.add(json.dumps(await response.json()))
     wrong = await http.post("/hooks/acme/orders", data=body, headers=signed(body, now, secret="x"))
     answers.add(json.dumps(await wrong.json()))
-    assert len(answers) == 1  # one answer: which names exist is not told
+    assert len(answers) == 1  # one answer, signed or not: which names exist is not told
     assert "globex-secret-value" not in answers.pop()
     assert await world.jobs(GLOBEX) == []
     assert await world.jobs() == []
@@ -558,3 +579,27 @@ async def test_the_trigger_routes(world: World, http: TestClient[Any, Any]) -> N
     assert (await resumed.json())["paused"] is False
     described = await (await http.get("/v1/triggers/orders", headers=auth)).json()
     assert (described["jobsCreated"], described["health"]) == (1, "connected")
+
+
+async def test_a_failing_trigger_says_so_in_its_resource_status(world: World) -> None:
+    platform = world.platform
+    ghost = every_minute()
+    ghost["spec"]["workflow"] = "not-applied"
+    applied = await platform.resources.apply(ACME, ghost)
+    assert conditions(applied.document) == {"Ready": ("False", "WorkflowNotFound")}
+    assert applied.document["status"]["health"] == "connected"
+    world.clock.advance(60)
+    await platform.trigger_supervisor.tick()  # the slot passes, its error recorded
+    state = await platform.triggers.get(ACME, "minutely")
+    assert (state.health, state.jobs_created) == ("failing", 0)
+    assert "not-applied" in (state.last_error or "")
+    document = await platform.resources.get(ACME, "trigger", "minutely")
+    assert document["status"]["health"] == "failing"
+    assert document["status"]["lastError"] == state.last_error
+    # Fixed: the next slot fires, and the status says connected again.
+    await platform.resources.apply(ACME, every_minute())
+    world.clock.advance(60)
+    assert await platform.trigger_supervisor.tick() == 1
+    document = await platform.resources.get(ACME, "trigger", "minutely")
+    assert document["status"]["health"] == "connected"
+    assert "lastError" not in document["status"]

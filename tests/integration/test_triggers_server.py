@@ -4,6 +4,7 @@ webhook makes one job per delivery; ``fluxo triggers`` drives them from the comm
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import signal
@@ -203,3 +204,85 @@ def test_webhooks_and_the_triggers_commands_on_a_server(tmp_path: Path) -> None:
         assert "fluxo triggers list" in missing
     finally:
         server.stop()
+
+
+def test_a_sigkill_between_receiving_and_answering_loses_no_webhook(tmp_path: Path) -> None:
+    """Deliveries in flight when the server is killed: each one answered 202 has its job; a
+    sender retrying every delivery after the restart gets one job per delivery, never two."""
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"sqlite:///{tmp_path}/fluxo.db"
+    server = Server(home, url)
+    deliveries = [f"crash-{n}" for n in range(400)]
+    answered: dict[str, str] = {}
+    try:
+        token = (home / "admin.token").read_text().strip()
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as http:
+            assert http.post("/v1/workflows", json=WORKFLOW).status_code == 201
+            assert http.put("/v1/secrets/k", json={"value": "whsec-crash"}).status_code == 201
+            hook = trigger("orders", {"type": "webhook", "webhook": {"secret": "k"}})
+            assert http.post("/v1/apply", json={"documents": [hook]}).status_code == 200
+
+        async def send_all(base: str, ids: list[str], kill_after: int | None) -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+                async def one(delivery: str) -> None:
+                    body = json.dumps({"delivery": delivery}).encode()
+                    stamp = int(time.time())
+                    try:
+                        response = await client.post(
+                            "/hooks/default/orders",
+                            content=body,
+                            headers={
+                                "Content-Type": "application/json",
+                                "X-Fluxo-Timestamp": str(stamp),
+                                "X-Fluxo-Signature": sign("whsec-crash", stamp, body),
+                                "X-Fluxo-Delivery": delivery,
+                            },
+                        )
+                    except httpx.HTTPError:
+                        return  # the server died before answering: the sender retries
+                    if response.status_code == 202:
+                        answered.setdefault(delivery, response.json()["job_id"])
+
+                tasks = [asyncio.create_task(one(d)) for d in ids]
+                if kill_after is not None:
+                    while len(answered) < kill_after:
+                        await asyncio.sleep(0.005)
+                    server.proc.kill()  # SIGKILL, with requests still in flight
+                await asyncio.gather(*tasks)
+
+        asyncio.run(send_all(server.url, deliveries, kill_after=100))
+        server.proc.wait(10)
+        if server.proc.stdout is not None:
+            server.proc.stdout.close()
+        before_restart = dict(answered)
+        assert 100 <= len(before_restart) < len(deliveries)
+        server = Server(home, url)
+        asyncio.run(send_all(server.url, deliveries, kill_after=None))  # the sender retries all
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as http:
+            state = http.get("/v1/triggers/orders").json()
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+    # Every delivery answered before the kill kept its job (the retry got the same one).
+    assert all(answered[d] == job for d, job in before_restart.items())
+    assert sorted(answered) == sorted(deliveries)
+    assert len(set(answered.values())) == len(deliveries)
+    db = Database(url)
+    try:
+        query = sa.select(jobs.c.idempotency_key).where(jobs.c.workflow == "count-up")
+        keys = asyncio.run(_keys(db, query))
+    finally:
+        asyncio.run(db.close())
+    assert sorted(keys) == sorted(f"trigger:orders:d:{d}" for d in deliveries)
+    assert state["jobsCreated"] == len(deliveries)
+
+
+async def _keys(db: Database, query: Any) -> list[str]:
+    rows = await db.read(lambda conn: conn.execute(query).all())
+    return [r.idempotency_key for r in rows]

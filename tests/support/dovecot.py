@@ -38,8 +38,10 @@ PASSWORD = "imap-Pa55-9c1e7d"
 
 
 def dovecot_binary() -> str | None:
-    return os.environ.get("DOVECOT_BIN") or shutil.which("dovecot") or (
-        "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
+    return (
+        os.environ.get("DOVECOT_BIN")
+        or shutil.which("dovecot")
+        or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
     )
 
 
@@ -157,9 +159,15 @@ service anvil {{
             self.process.wait(10)
         self.process = None
 
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP (or SIGCONT) every process of the server: its connections stay open, silent."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGCONT)  # a frozen server cannot stop
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(10)
@@ -188,7 +196,7 @@ service anvil {{
             imap.starttls(self.cert.client_context() if self.cert else None)
             imap.login(USER, PASSWORD)
             imap.select("INBOX", readonly=True)
-            status, data = imap.uid("FETCH", "1:*", "(FLAGS)")
+            _status, data = imap.uid("FETCH", "1:*", "(FLAGS)")
             result: dict[int, set[str]] = {}
             for item in data:
                 if not isinstance(item, bytes):

@@ -11,8 +11,8 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer  # noqa: N811 (aiosmtpd's name for the server)
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
-from aiosmtpd.smtp import SMTP as SMTPServer
 
 from tests.support.tls import SelfSigned
 
@@ -41,15 +41,17 @@ class Recorder:
     refuse: set[str] = field(default_factory=set)
     fail_data: str | None = None
 
-    async def handle_RCPT(
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
         self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
         if address in self.refuse:
-            return "550 5.1.1 <%s>: Recipient address rejected: no such user" % address
+            return f"550 5.1.1 <{address}>: Recipient address rejected: no such user"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTPServer, session: Session, envelope: Envelope
+    ) -> str:
         if self.fail_data is not None:
             return self.fail_data
         login = (
@@ -66,7 +68,7 @@ class Recorder:
                 tls=session.ssl is not None,
             )
         )
-        return "250 2.0.0 Ok: queued as TEST%d" % len(self.received)
+        return f"250 2.0.0 Ok: queued as TEST{len(self.received)}"
 
 
 class _Authenticator:

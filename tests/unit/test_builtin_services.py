@@ -1073,7 +1073,15 @@ def test_demo_pipeline_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_service_lists() -> None:
     builtins = builtin_services(BuiltinConfig(transform_timeout_ms=50))
-    assert [s.ref for s in builtins] == ["noop@1", "http@1", "transform@1", "nodered-node@1"]
+    assert [s.ref for s in builtins] == [
+        "noop@1",
+        "http@1",
+        "transform@1",
+        "nodered-node@1",
+        "email-send@1",
+        "sms-send@1",
+        "webhook-send@1",
+    ]
     assert [s.ref for s in demo_services()] == [
         "parse-order@1",
         "enrich-customer@1",
@@ -1081,7 +1089,7 @@ def test_service_lists() -> None:
     ]
     # The catalog shows descriptions; the price decides the bill of each call.
     assert all(svc.description for svc in builtins + demo_services())
-    assert [s.price.per_call_micros for s in builtins] == [0, 0, 0, 0]
+    assert [s.price.per_call_micros for s in builtins] == [0] * 7
     assert builtins[0].inline
     assert not builtins[2].inline
 

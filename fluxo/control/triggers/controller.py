@@ -69,9 +69,12 @@ class TriggerController:
             next_fire_at=next_at,
             reschedule=reschedule,
         )
+        self.triggers.forget(resource.account_id, resource.name)
         self.on_change()
         problems = await self._problems(resource)
-        details: dict[str, Any] = {}
+        details: dict[str, Any] = {"health": row.health}
+        if row.last_error is not None:
+            details["lastError"] = row.last_error
         if row.type == "webhook":
             details["webhookPath"] = hook_path(row.account_id, row.name)
         if row.type == "sms":
@@ -126,6 +129,7 @@ class TriggerController:
 
     async def release(self, resource: ResourceRow) -> None:
         await self.triggers.store.delete(resource.account_id, resource.name)
+        self.triggers.forget(resource.account_id, resource.name)
         self.on_change()
 
 

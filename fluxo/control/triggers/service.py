@@ -12,8 +12,10 @@ commit in one transaction, and the same event again gives that job back instead 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fluxo.control.auth import require
@@ -30,16 +32,24 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import new_packet_id
-from fluxo_core.storage import Principal, Role, SecretStore
+from fluxo_core.storage import Principal, Role, SecretStore, Transaction
 from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.triggers import Health, TriggerRow, TriggerStore
 
-__all__ = ["TriggerService", "trigger_principal"]
+__all__ = ["HealthListener", "TriggerService", "trigger_principal"]
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 256
+"""At most this many events of one trigger commit in one transaction."""
+ROW_CACHE_S = 0.5
+"""How long a webhook's trigger is kept in memory (the admission caches' staleness)."""
 SECRET_CACHE_S = 5.0
 """How long a webhook's secret is kept decrypted in memory: a rotated secret takes this long."""
+
+
+HealthListener = Callable[[str, str, Health, str | None], Awaitable[None]]
+"""``(account, trigger, health, error)``: called when a trigger's health changes."""
 
 
 def trigger_principal(row: TriggerRow) -> Principal:
@@ -56,14 +66,21 @@ class TriggerService:
         *,
         secrets: SecretStore | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        on_health: HealthListener | None = None,
     ) -> None:
         self.store = store
+        # Told when a trigger's health changes (the platform writes it into the resource's
+        # status, where fluxo get/describe show it).
+        self.on_health = on_health
         self.jobs = jobs
         self.blocks = blocks
         self.pauses = BlockStore(store.db, clock=clock)
         self.secrets = secrets
         self.clock = clock
         self._secrets: dict[tuple[str, str], tuple[str, float]] = {}
+        self._pending: dict[tuple[str, str], list[_Event]] = {}
+        self._rows: dict[tuple[str, str], tuple[TriggerRow, float]] = {}
+        self._flushing: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # -- firing -------------------------------------------------------------------------------
 
@@ -91,7 +108,7 @@ class TriggerService:
         if pause is not None:
             return (
                 f"workflow {row.workflow!r} is paused (by {pause.paused_by}); resume it with "
-                f"fluxo workflows resume {row.workflow}"
+                f"fluxo workflow resume {row.workflow}"
             )
         return None
 
@@ -109,52 +126,120 @@ class TriggerService:
         ``event_id``: what makes a repeated event the same (None: never deduplicated).
         ``event_time``: when the event happened, for the trigger's lag.
 
+        Events of one trigger that arrive while its last batch commits are committed together
+        (:meth:`JobService.create_many_once`: one transaction, one hold check and one state
+        write for all of them), so a burst of webhooks costs one commit per batch, not per
+        request; each caller still gets its own job or its own refusal.
+
         Raises:
             TriggerHeldError: the trigger is held; nothing was created.
             AdmissionDeniedError, ValidationError, NotFoundError: the job was refused (quota,
                 an input the workflow does not take, a workflow that is not applied).
         """
+        key = (row.account_id, row.name)
+        done: asyncio.Future[FireResult] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(key, []).append(
+            _Event(event_id, payload, headers, event_time, done)
+        )
+        if key not in self._flushing:
+            self._flushing[key] = asyncio.create_task(self._flush(key), name="trigger-batch")
+        # Shielded: a caller that goes away (a client hanging up) leaves the batch committing.
+        return await asyncio.shield(done)
+
+    async def _flush(self, key: tuple[str, str]) -> None:
+        try:
+            while events := self._pending.pop(key, None):
+                for at in range(0, len(events), MAX_BATCH):
+                    chunk = events[at : at + MAX_BATCH]
+                    try:
+                        await self._fire_batch(key, chunk)
+                    except Exception as exc:  # every caller learns it; the next batch goes on
+                        for event in chunk:
+                            if not event.done.done():
+                                event.done.set_exception(exc)
+        finally:
+            del self._flushing[key]
+
+    async def _fire_batch(self, key: tuple[str, str], events: list[_Event]) -> None:
+        # Read again: a pause or a new spec counts from the next batch on.
+        row = await self.store.get(*key)
         reason = await self.held(row)
         if reason is not None:
             await self.store.record(row.account_id, row.name, held=reason)
-            raise TriggerHeldError(f"{reason}; nothing was created", held=reason, trigger=row.name)
-        key = f"trigger:{row.name}:{event_id or new_packet_id()}"
-        packet_headers = {"fluxo-trigger": row.name, "fluxo-trigger-type": row.type}
-        if event_id is not None:
-            packet_headers["fluxo-event"] = event_id
-        packet_headers.update(headers or {})
+            _refuse(events, TriggerHeldError(f"{reason}; nothing was created", held=reason))
+            return
+        keys = [f"trigger:{row.name}:{e.event_id or new_packet_id()}"[:200] for e in events]
+        headers = []
+        for event in events:
+            packet_headers = {"fluxo-trigger": row.name, "fluxo-trigger-type": row.type}
+            if event.event_id is not None:
+                packet_headers["fluxo-event"] = event.event_id
+            packet_headers.update(event.headers or {})
+            headers.append(packet_headers)
+        now = self.clock.time()
+        lags = [now - e.event_time for e in events if e.event_time is not None]
+
+        def counters(tx: Transaction, made: list[tuple[str, bool]]) -> None:
+            # With the jobs, in their transaction: the count is exact whatever crashes.
+            self.store.record_on(
+                tx,
+                row.account_id,
+                row.name,
+                health="connected",
+                held=None,
+                error=None,
+                event_id=events[-1].event_id or keys[-1],
+                job_id=made[-1][0],
+                lag_s=max(0.0, max(lags)) if lags else None,
+                created=sum(new for _, new in made),
+            )
+
         try:
-            job, created = await self.jobs.create_once(
+            made = await self.jobs.create_many_once(
                 trigger_principal(row),
                 row.workflow,
-                payload,
-                idempotency_key=key[:200],
-                headers=packet_headers,
+                [e.payload for e in events],
+                idempotency_keys=keys,
+                headers=headers,
+                with_jobs=counters,
             )
         except BlockedError as exc:
-            # A block of the workflow or the account that admission found first: a hold too.
+            # A block of the workflow or the account that admission found: a hold too.
             await self.store.record(row.account_id, row.name, held=exc.message)
-            raise TriggerHeldError(
-                f"{exc.message}; nothing was created", held=exc.message, trigger=row.name
-            ) from None
+            held = TriggerHeldError(f"{exc.message}; nothing was created", held=exc.message)
+            _refuse(events, held)
+            return
+        except ValidationError as exc:
+            if len(events) > 1:  # one event's bad input refuses the batch: each on its own
+                for event in events:
+                    await self._fire_batch(key, [event])
+                return
+            await self._failed(row, events, exc)
+            return
         except FluxoError as exc:
-            await self.store.record(
-                row.account_id, row.name, health="failing", error=exc.message, held=None
-            )
-            raise
-        lag = None if event_time is None else max(0.0, self.clock.time() - event_time)
+            await self._failed(row, events, exc)
+            return
+        # Written before the callers learn: what they see next (status) already says so.
+        await self._health_changed(row, "connected", None)
+        for event, (job, new) in zip(events, made, strict=True):
+            if not event.done.done():
+                event.done.set_result(FireResult(job.id, new, job.status))
+
+    async def _health_changed(self, row: TriggerRow, health: Health, error: str | None) -> None:
+        if self.on_health is not None and (row.health != health or row.last_error != error):
+            try:
+                await self.on_health(row.account_id, row.name, health, error)
+            except FluxoError as exc:  # the firing stands; the status catches up next change
+                log.warning(
+                    "trigger %s/%s: status not written: %s", row.account_id, row.name, exc.message
+                )
+
+    async def _failed(self, row: TriggerRow, events: list[_Event], error: FluxoError) -> None:
         await self.store.record(
-            row.account_id,
-            row.name,
-            health="connected",
-            held=None,
-            error=None,
-            event_id=event_id or key,
-            job_id=job.id,
-            lag_s=lag,
-            created=1 if created else 0,
+            row.account_id, row.name, health="failing", error=error.message, held=None
         )
-        return FireResult(job.id, created, job.status)
+        await self._health_changed(row, "failing", error.message)
+        _refuse(events, error)
 
     def sink(self, row: TriggerRow) -> _Sink:
         """What a :class:`~fluxo.control.triggers.source.TriggerSource` of ``row`` fires into."""
@@ -172,14 +257,32 @@ class TriggerService:
                 message) a trigger that does not exist or is no webhook.
         """
         stamp = check_timestamp(headers, self.clock.time())
-        row = await self.store.find(account_id, name)
+        row = await self._row(account_id, name)
         if row is None or row.type != "webhook":
             verify("hmac" if stamp is not None else "bearer", None, headers, body, stamp)
-            raise AssertionError("verify refuses an unknown trigger")  # pragma: no cover
+            raise AssertionError("verify refuses an unknown trigger")  # verify always raised
         config = row.spec["webhook"]
         secret = await self._secret(row.account_id, config["secret"])
         signature = verify(config.get("auth", "hmac"), secret, headers, body, stamp)
         return row, delivery_id(headers, signature)
+
+    async def _row(self, account_id: str, name: str) -> TriggerRow | None:
+        """The trigger, read at most every :data:`ROW_CACHE_S` (a burst of webhooks reads it
+        once). What may not wait (a pause, a hold) is read again when its batch commits."""
+        now = self.clock.monotonic()
+        cached = self._rows.get((account_id, name))
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        row = await self.store.find(account_id, name)
+        if row is not None:
+            if len(self._rows) >= 10_000:  # bounded: many names of many accounts
+                self._rows.clear()
+            self._rows[(account_id, name)] = (row, now + ROW_CACHE_S)
+        return row
+
+    def forget(self, account_id: str, name: str) -> None:
+        """Read the trigger again on its next webhook (it was applied or deleted here)."""
+        self._rows.pop((account_id, name), None)
 
     async def _secret(self, account_id: str, name: str) -> str | None:
         now = self.clock.monotonic()
@@ -243,6 +346,23 @@ class TriggerService:
         return None if job.status in FINAL else job.id
 
 
+@dataclass(slots=True)
+class _Event:
+    """One event waiting for its trigger's next batch."""
+
+    event_id: str | None
+    payload: Any
+    headers: dict[str, str] | None
+    event_time: float | None
+    done: asyncio.Future[FireResult]
+
+
+def _refuse(events: list[_Event], error: BaseException) -> None:
+    for event in events:
+        if not event.done.done():
+            event.done.set_exception(error)
+
+
 class _Sink:
     """A trigger's sink: fires with the trigger's current row, reports its health."""
 
@@ -264,6 +384,6 @@ class _Sink:
         )
 
     async def health(self, state: Health, error: str | None = None) -> None:
-        await self.service.store.record(
-            self.row.account_id, self.row.name, health=state, error=error
-        )
+        row = await self.service.store.get(self.row.account_id, self.row.name)
+        await self.service.store.record(row.account_id, row.name, health=state, error=error)
+        await self.service._health_changed(row, state, error)

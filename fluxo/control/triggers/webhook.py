@@ -68,10 +68,16 @@ def _refused(why: str) -> AuthError:
 
 
 def check_timestamp(headers: Mapping[str, str], now: float) -> int | None:
-    """The signed request's timestamp, refused when missing, malformed or stale; None when the
-    request carries no signature headers at all (a bearer request)."""
+    """What a request must carry whatever its trigger, checked before the trigger is looked up:
+    a signature (a timestamp within :data:`MAX_SKEW_S` and ``X-Fluxo-Signature``) or a bearer
+    token. The signed timestamp, or None for a bearer request."""
     raw = headers.get(TIMESTAMP_HEADER)
     if raw is None:
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _refused(
+                f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} (or Authorization: Bearer) are required"
+            )
         return None
     if not re.fullmatch(r"[0-9]{1,12}", raw.strip()):
         raise _refused(f"{TIMESTAMP_HEADER} must be whole Unix seconds, e.g. 1800000000")
@@ -81,7 +87,17 @@ def check_timestamp(headers: Mapping[str, str], now: float) -> int | None:
             f"{TIMESTAMP_HEADER} is {int(now - stamp)} s from the server's time; requests more "
             f"than {int(MAX_SKEW_S)} s old (or ahead) are refused as replays"
         )
+    if not headers.get(SIGNATURE_HEADER, "").strip():
+        raise _refused(f"{SIGNATURE_HEADER} is required with {TIMESTAMP_HEADER}")
     return stamp
+
+
+# After the trigger is looked up, one answer for every mismatch: a wrong secret, the other
+# scheme than the trigger's, and a trigger that does not exist look the same to the sender.
+_MISMATCH = (
+    "the signature or bearer token does not match: check the URL, the trigger's secret and "
+    "its webhook.auth"
+)
 
 
 def verify(
@@ -91,24 +107,23 @@ def verify(
     the signature's hex digest (``hmac``) or "" (``bearer``).
 
     Raises:
-        AuthError: anything missing or wrong, with the same message whether or not the
-            trigger exists.
+        AuthError: the same message whatever does not match, and whether or not the trigger
+            exists.
     """
+    # Computed even when the trigger is unknown, so the answer takes as long.
+    known = secret is not None
+    key = secret if secret is not None else "\x00unknown"
     if auth == "bearer":
-        scheme, _, token = headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise _refused("no 'Authorization: Bearer <secret>' header")
-        expected = (secret or "\x00unknown").encode()
-        if not hmac.compare_digest(token.strip().encode(), expected) or secret is None:
-            raise _refused("the bearer token does not match")
+        _, _, token = headers.get("Authorization", "").partition(" ")
+        matches = hmac.compare_digest(token.strip().encode(), key.encode())
+        if not (matches and known and stamp is None):
+            raise _refused(_MISMATCH)
         return ""
-    given = headers.get(SIGNATURE_HEADER, "")
-    if stamp is None or not given:
-        raise _refused(f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required")
-    expected_sig = sign(secret or "\x00unknown", stamp, body)
-    if not hmac.compare_digest(given.strip().encode(), expected_sig.encode()) or secret is None:
-        raise _refused("the signature does not match")
-    return expected_sig.removeprefix("sha256=")
+    expected = sign(key, stamp or 0, body)
+    given = headers.get(SIGNATURE_HEADER, "").strip()
+    if not (hmac.compare_digest(given.encode(), expected.encode()) and known and stamp):
+        raise _refused(_MISMATCH)
+    return expected.removeprefix("sha256=")
 
 
 def delivery_id(headers: Mapping[str, str], signature: str) -> str | None:
