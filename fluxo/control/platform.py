@@ -35,7 +35,7 @@ from fluxo.control.triggers import (
     TriggerService,
     TriggerSupervisor,
 )
-from fluxo.control.triggers.email import email_sources
+from fluxo.control.triggers.email import MailAttachments, email_sources
 from fluxo.control.triggers.queue import queue_sources
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
@@ -87,6 +87,8 @@ def default_services(config: FluxoConfig, db: Database) -> list[Service]:
     builtin = builtin_services(
         BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny),
         secrets=SecretStore.for_config(db, config),
+        # email-send may attach what an email trigger received, by its reference.
+        attachments=MailAttachments(AttachmentStore(db)),
     )
     return builtin + demo_services()
 

@@ -99,6 +99,27 @@ class AttachmentStore:
             bytes(row.data),
         )
 
+    async def find(self, account_id: str, ref: str) -> Attachment:
+        """The attachment ``ref`` of any trigger of the account (what a job's step, such as
+        ``email-send``, names it by).
+
+        Raises:
+            NotFoundError: no such attachment in this account.
+        """
+        table = trigger_attachments
+        query = sa.select(table.c.trigger).where(
+            table.c.ref == ref, table.c.account_id == account_id
+        )
+        trigger = await self.db.read(lambda conn: conn.scalar(query))
+        if trigger is None:
+            raise NotFoundError(
+                f"no attachment {ref[:64]!r} in account {account_id!r}; an email trigger's job "
+                "payload lists the references (attachments[].ref)",
+                kind="attachment",
+                id=ref[:64],
+            )
+        return await self.get(account_id, trigger, ref)
+
     async def delete_trigger(self, account_id: str, trigger: str) -> int:
         """Remove the attachments of a deleted trigger; how many."""
         table = trigger_attachments

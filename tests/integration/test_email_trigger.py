@@ -20,8 +20,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from fluxo.api import create_app
 from fluxo.control.mailbox import MailboxWatcher, MailMessage
 from fluxo.control.platform import Platform
-from fluxo.control.triggers.email import EmailSource, email_sources
+from fluxo.control.triggers.email import EmailSource, MailAttachments, email_sources
 from fluxo.control.triggers.source import SourceFactory
+from fluxo_core.errors import NotFoundError, PayloadTooLargeError
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.accounts import AccountStore
 from fluxo_core.storage.attachments import AttachmentStore
@@ -177,6 +178,19 @@ async def test_a_mail_makes_one_job_that_completes_and_is_then_marked_seen(
         assert (await http.get(path)).status == 401
         wrong = await http.get("/v1/triggers/inbox/attachments/att_0000", headers=acme)
         assert wrong.status == 404
+
+    # What email-send reads to forward it: the same bytes, within the account and its budget.
+    forwarded = MailAttachments(platform.attachments)
+    stored = await forwarded.read_attachment("acme", attachment["ref"], max_bytes=1024)
+    assert (stored.filename, stored.content_type, stored.data) == (
+        "order.csv",
+        "text/csv",
+        b"sku,qty\nKB-1,2\n",
+    )
+    with pytest.raises(NotFoundError):
+        await forwarded.read_attachment("globex", attachment["ref"], max_bytes=1024)
+    with pytest.raises(PayloadTooLargeError):
+        await forwarded.read_attachment("acme", attachment["ref"], max_bytes=10)
 
 
 async def _health(platform: Platform, wanted: str) -> bool:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fluxo.control.mailbox import (
     AttachmentInfo,
@@ -35,12 +35,21 @@ from fluxo.control.mailbox import (
     MessageKey,
 )
 from fluxo.control.triggers.source import TriggerSink
-from fluxo_core.errors import ConfigError, FluxoError, NotFoundError, TriggerHeldError
+from fluxo_core.errors import (
+    ConfigError,
+    FluxoError,
+    NotFoundError,
+    PayloadTooLargeError,
+    TriggerHeldError,
+)
 from fluxo_core.storage import SecretStore
 from fluxo_core.storage.attachments import AttachmentStore
 from fluxo_core.storage.triggers import TriggerRow
 
-__all__ = ["HELD_RETRY_S", "EmailSource", "email_event_id", "email_sources"]
+if TYPE_CHECKING:
+    from services import StoredAttachment
+
+__all__ = ["HELD_RETRY_S", "EmailSource", "MailAttachments", "email_event_id", "email_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +204,27 @@ def email_sources(
         return EmailSource(row, secrets, attachments, **overrides)
 
     return {"email": build}
+
+
+class MailAttachments:
+    """The attachments email triggers stored, as ``email-send`` reads them by reference
+    (:class:`services.AttachmentSource`): a job can forward the files of the mail it started
+    with. Within the account only."""
+
+    def __init__(self, store: AttachmentStore) -> None:
+        self.store = store
+
+    async def read_attachment(
+        self, account_id: str, ref: str, *, max_bytes: int
+    ) -> StoredAttachment:
+        from services import StoredAttachment
+
+        found = await self.store.find(account_id, ref)
+        if found.size > max_bytes:
+            raise PayloadTooLargeError(
+                f"attachment {ref[:64]!r} is {found.size} bytes, over the {max_bytes} bytes "
+                "left for this email's attachments",
+                limit=max_bytes,
+                size=found.size,
+            )
+        return StoredAttachment(found.filename, found.content_type, found.data)
