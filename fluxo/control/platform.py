@@ -318,6 +318,7 @@ class Platform:
                 self.workflows,
                 source_types=lambda: set(self.trigger_supervisor.sources),
                 on_change=self.trigger_supervisor.wake,
+                on_release=self.attachments.delete_trigger,
             ),
         )
         self._stop = asyncio.Event()

@@ -191,6 +191,10 @@ async def test_a_mail_makes_one_job_that_completes_and_is_then_marked_seen(
         await forwarded.read_attachment("globex", attachment["ref"], max_bytes=1024)
     with pytest.raises(PayloadTooLargeError):
         await forwarded.read_attachment("acme", attachment["ref"], max_bytes=10)
+    # Deleting the trigger deletes what it stored.
+    await platform.resources.delete(ACME, "Trigger", "inbox")
+    with pytest.raises(NotFoundError):
+        await forwarded.read_attachment("acme", attachment["ref"], max_bytes=1024)
 
 
 async def _health(platform: Platform, wanted: str) -> bool:

@@ -10,7 +10,7 @@ source in this installation. ``release`` removes the row: the trigger stops firi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fluxo.control.resources import Condition, Reconciled, rfc3339
@@ -38,11 +38,13 @@ class TriggerController:
         *,
         source_types: Callable[[], set[str]] = set,
         on_change: Callable[[], None] = lambda: None,
+        on_release: Callable[[str, str], Awaitable[object]] | None = None,
     ) -> None:
         self.triggers = triggers
         self.workflows = workflows
         self.source_types = source_types
         self.on_change = on_change
+        self.on_release = on_release  # what else goes with a deleted trigger (its attachments)
 
     async def admit(self, resource: ValidResource, principal: Principal) -> None:
         if resource.spec["type"] == "cron":
@@ -70,6 +72,8 @@ class TriggerController:
             reschedule=reschedule,
         )
         self.triggers.forget(resource.account_id, resource.name)
+        if self.on_release is not None:
+            await self.on_release(resource.account_id, resource.name)
         self.on_change()
         problems = await self._problems(resource)
         details: dict[str, Any] = {"health": row.health}
@@ -130,6 +134,8 @@ class TriggerController:
     async def release(self, resource: ResourceRow) -> None:
         await self.triggers.store.delete(resource.account_id, resource.name)
         self.triggers.forget(resource.account_id, resource.name)
+        if self.on_release is not None:
+            await self.on_release(resource.account_id, resource.name)
         self.on_change()
 
 
