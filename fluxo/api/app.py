@@ -24,6 +24,7 @@ from fluxo.api import (
     billing,
     blocks,
     calls,
+    inbound,
     jobs,
     metrics,
     quotas,
@@ -94,6 +95,7 @@ def create_app(
         app[HOME] = homes[0]
     app.router.add_get("/", _root)
     triggers.add_routes(app)
+    inbound.add_routes(app)
     return app
 
 

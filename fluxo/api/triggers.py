@@ -180,7 +180,7 @@ def document_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
         "properties": {
             "name": {"type": "string"},
             "workflow": {"type": "string"},
-            "type": {"type": "string", "enum": ["cron", "webhook", "email"]},
+            "type": {"type": "string", "enum": ["cron", "webhook", "email", "sms", "queue"]},
             "enabled": {"type": "boolean"},
             "paused": {"type": "boolean"},
             "pausedBy": {"type": ["string", "null"]},

@@ -37,13 +37,17 @@ from fluxo.control.triggers import (
     TriggerService,
     TriggerSupervisor,
 )
+from fluxo.control.triggers.email import MailAttachments, email_sources
+from fluxo.control.triggers.queue import queue_sources
 from fluxo.control.workflow_services import WorkflowServices
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.config import FluxoConfig
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.errors import NotFoundError
 from fluxo_core.ir import DEFAULT_ENGINE
+from fluxo_core.ir.documents import DocumentLimits
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
+from fluxo_core.storage.attachments import AttachmentStore
 from fluxo_core.storage.quotas import QuotaStore
 from fluxo_core.storage.resources import ResourceStore
 from fluxo_core.storage.triggers import TriggerStore
@@ -86,6 +90,8 @@ def default_services(config: FluxoConfig, db: Database) -> list[Service]:
     builtin = builtin_services(
         BuiltinConfig(http_allow=config.http_allow, http_deny=config.http_deny),
         secrets=SecretStore.for_config(db, config),
+        # email-send may attach what an email trigger received, by its reference.
+        attachments=MailAttachments(AttachmentStore(db)),
     )
     return builtin + demo_services()
 
@@ -307,6 +313,13 @@ class Platform:
             clock=clock,
             on_health=self._trigger_health,
         )
+        # Inbound triggers (email, ...): their sources, and the mail attachments jobs read.
+        self.attachments = AttachmentStore(db, clock=clock)
+        if trigger_sources is None:
+            trigger_sources = {
+                **email_sources(self.secrets, self.attachments),
+                **queue_sources(self.secrets, DocumentLimits(max_bytes=max_packet_bytes)),
+            }
         self.trigger_supervisor = TriggerSupervisor(
             self.triggers, sources=trigger_sources, tick_s=trigger_tick_s
         )
@@ -318,6 +331,7 @@ class Platform:
                 self.workflows,
                 source_types=lambda: set(self.trigger_supervisor.sources),
                 on_change=self.trigger_supervisor.wake,
+                on_release=self.attachments.delete_trigger,
             ),
         )
         self._stop = asyncio.Event()

@@ -209,6 +209,94 @@ class WebhookConfig(_Spec):
     max_body_bytes: int = Field(default=262_144, alias="maxBodyBytes", ge=1, le=16_777_216)
 
 
+_PRINTABLE = r"^[\x20-\x7e]{1,200}$"
+
+
+class EmailConfig(_Spec):
+    """An email trigger's mailbox (IMAP): where, how to log in (the password is the stored
+    secret ``passwordSecret``), the folder and filters, and what is done to a message once its
+    job is committed: ``seen`` marks it, ``move:<folder>`` moves it there.
+
+    ``caCertificate``: PEM of the CA (or self-signed certificate) the server's certificate is
+    checked against, for a server whose certificate no system CA signed."""
+
+    host: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    ]
+    port: int = Field(ge=1, le=65535)
+    security: Literal["tls", "starttls", "none"] = "tls"
+    username: Annotated[str, StringConstraints(min_length=1, max_length=320)]
+    password_secret: SecretName = Field(alias="passwordSecret")
+    folder: Annotated[str, StringConstraints(pattern=_PRINTABLE)] = "INBOX"
+    from_filter: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, alias="fromFilter"
+    )
+    subject_filter: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, alias="subjectFilter"
+    )
+    after: Annotated[str, StringConstraints(pattern=r"^(seen|move:[\x20-\x7e]{1,200})$")] = "seen"
+    ca_certificate: Annotated[str, StringConstraints(max_length=20_000)] | None = Field(
+        default=None, alias="caCertificate"
+    )
+    poll_interval_s: float = Field(default=30.0, alias="pollIntervalS", ge=0.5, le=3600)
+
+
+class SmsConfig(_Spec):
+    """An SMS trigger's provider. ``twilio``: Twilio's form webhook, checked with
+    ``X-Twilio-Signature`` and the account's auth token (the stored secret ``secret``) over
+    ``publicUrl`` (the URL Twilio calls, as it sees it: behind a proxy it differs from the one
+    Fluxo sees) or, without one, the request's own URL. ``json``: a JSON body
+    ``{"id", "from", "to", "text"}`` signed like a webhook (HMAC-SHA256 over
+    ``<timestamp>.<body>``)."""
+
+    provider: Literal["twilio", "json"] = "twilio"
+    secret: SecretName
+    public_url: (
+        Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s]+$")] | None
+    ) = Field(default=None, alias="publicUrl")
+
+
+class QueueConfig(_Spec):
+    """A queue trigger's broker: ``rabbitmq`` (a queue, acknowledged once its job is committed;
+    poison messages to ``deadLetterQueue``, default ``<queue>.dead``) or ``mqtt`` (a topic at
+    QoS 1 with a persistent session under ``clientId``; poison to ``deadLetterTopic``). The
+    password is the stored secret ``passwordSecret``. A message's event id is its message id
+    (AMQP ``message_id``; MQTT: the JSON body's ``idField``), else a digest of its body."""
+
+    source: Literal["rabbitmq", "mqtt"]
+    host: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    ]
+    port: int | None = Field(default=None, ge=1, le=65535)
+    tls: bool = False
+    username: Annotated[str, StringConstraints(max_length=320)] | None = None
+    password_secret: SecretName | None = Field(default=None, alias="passwordSecret")
+    vhost: Annotated[str, StringConstraints(max_length=200)] = "/"
+    queue: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    dead_letter_queue: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = (
+        Field(default=None, alias="deadLetterQueue")
+    )
+    topic: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    client_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = Field(
+        default=None, alias="clientId"
+    )
+    dead_letter_topic: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = (
+        Field(default=None, alias="deadLetterTopic")
+    )
+    id_field: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
+        default="id", alias="idField"
+    )
+    max_message_bytes: int = Field(default=1_048_576, alias="maxMessageBytes", ge=1, le=16_777_216)
+
+    @pydantic.model_validator(mode="after")
+    def _per_source(self) -> QueueConfig:
+        if self.source == "rabbitmq" and not self.queue:
+            raise ValueError("a rabbitmq queue trigger needs queue: the queue it consumes")
+        if self.source == "mqtt" and not self.topic:
+            raise ValueError("an mqtt queue trigger needs topic: the topic filter it subscribes")
+        return self
+
+
 class TriggerSpec(_Spec):
     """What starts jobs of a workflow: a schedule (cron), a webhook or incoming mail.
 
@@ -217,12 +305,15 @@ class TriggerSpec(_Spec):
     reads (``fluxo secret``), never their values."""
 
     workflow: Name
-    type: Literal["cron", "webhook", "email"]
+    type: Literal["cron", "webhook", "email", "sms", "queue"]
     schedule: Annotated[str, StringConstraints(max_length=200)] | None = None
     input: dict[str, Any] = Field(default_factory=dict)
     enabled: bool = True
     cron: CronConfig | None = None
     webhook: WebhookConfig | None = None
+    email: EmailConfig | None = None
+    sms: SmsConfig | None = None
+    queue: QueueConfig | None = None
 
     @pydantic.model_validator(mode="after")
     def _per_type(self) -> TriggerSpec:
@@ -237,6 +328,16 @@ class TriggerSpec(_Spec):
             )
         if self.type != "webhook" and self.webhook is not None:
             raise ValueError(f"webhook is for webhook triggers, not {self.type}")
+        for kind, hint in (
+            ("email", "the mailbox: host, port, username, passwordSecret"),
+            ("sms", "the provider and its secret: provider, secret"),
+            ("queue", "the broker: source (rabbitmq, mqtt), host, and queue or topic"),
+        ):
+            if self.type == kind and getattr(self, kind) is None:
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise ValueError(f"{article} {kind} trigger needs {kind}: {hint}")
+            if self.type != kind and getattr(self, kind) is not None:
+                raise ValueError(f"{kind} is for {kind} triggers, not {self.type}")
         return self
 
 

@@ -516,3 +516,20 @@ trigger_state = Table(
     Column("updated_at", Float, nullable=False),
 )
 Index("ix_trigger_state_type_next", trigger_state.c.type, trigger_state.c.next_fire_at)
+
+# Attachments of the mail an email trigger received, fetched by the reference a job's payload
+# holds (GET /v1/triggers/{name}/attachments/{ref}). The reference is a digest of the account,
+# trigger and bytes: the same attachment delivered again is one row. Deleted with its trigger.
+trigger_attachments = Table(
+    "trigger_attachments",
+    metadata,
+    Column("ref", String(64), primary_key=True),
+    Column("account_id", String(128), nullable=False),
+    Column("trigger", String(100), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("content_type", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_trigger_attachments_account_trigger", "account_id", "trigger"),
+)

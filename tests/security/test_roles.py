@@ -42,7 +42,9 @@ PUBLIC = frozenset(
 VIEWER_WRITES = frozenset({("delete", "/v1/sessions/current")})
 # Authenticated by their trigger's secret, not by a token: any token is no credential there
 # (test_a_webhook_takes_no_token below).
-BY_TRIGGER = frozenset({("post", "/hooks/{account}/{trigger}")})
+BY_TRIGGER = frozenset(
+    {("post", "/hooks/{account}/{trigger}"), ("post", "/hooks/{account}/{trigger}/sms")}
+)
 WORKFLOW = {
     "apiVersion": "fluxo.dev/v1",
     "kind": "Workflow",

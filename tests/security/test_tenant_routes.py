@@ -29,6 +29,7 @@ from fluxo.api import create_app
 from fluxo.control.auth import Auth
 from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, Principal, Role
+from fluxo_core.storage.attachments import attachment_ref
 from fluxo_core.storage.invoices import InvoiceStore
 from fluxo_core.storage.quotas import QuotaSpec
 from fluxo_core.storage.secrets import SecretStore
@@ -48,6 +49,7 @@ PUBLIC = frozenset(
     }
 )
 SECRET = "globex-secret-7f3a"
+B_ATTACHMENT = f"attachment {SECRET}".encode()
 B = Principal(account_id="globex", user_id="gus")
 B_WORKFLOW = {
     "apiVersion": "fluxo.dev/v1",
@@ -220,6 +222,8 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[World]:
                 },
             },
         )
+        # An attachment of B's trigger (as an email trigger stores one; its bytes the marker).
+        await platform.attachments.put("globex", world.hook, "b.txt", "text/plain", B_ATTACHMENT)
         yield world
 
 
@@ -530,6 +534,16 @@ CASES: dict[tuple[str, str], Case] = {
             f"/hooks/acme/{w.hook}",
         )
     ],
+    # An SMS delivery takes no token either: it is signed by the provider. A's tokens and no
+    # signature get B's trigger, a missing one and a wrong account the same 403.
+    ("post", "/hooks/{account}/{trigger}/sms"): lambda w, who: [
+        (path, {"id": "m-1", "text": "x"}, {403})
+        for path in (
+            f"/hooks/globex/{w.hook}/sms",
+            "/hooks/globex/no-such-sms/sms",
+            f"/hooks/acme/{w.hook}/sms",
+        )
+    ],
     # Triggers (fluxo/api/triggers.py): B's is not found; A lists only its own (none).
     ("get", "/v1/triggers"): lambda w, who: [
         ("/v1/triggers", None, _forbidden_to_engines(who, {200}))
@@ -542,6 +556,16 @@ CASES: dict[tuple[str, str], Case] = {
     ],
     ("post", "/v1/triggers/{name}/resume"): lambda w, who: [
         (f"/v1/triggers/{w.hook}/resume", None, _forbidden_to_engines(who, {404}))
+    ],
+    # An email trigger's attachment (fluxo/api/inbound.py): B's, by its real reference, is
+    # not found, under B's trigger name and under a name of A's.
+    ("get", "/v1/triggers/{name}/attachments/{ref}"): lambda w, who: [
+        (
+            f"/v1/triggers/{name}/attachments/{attachment_ref('globex', w.hook, B_ATTACHMENT)}",
+            None,
+            _forbidden_to_engines(who, {404}),
+        )
+        for name in (w.hook, "acme-hook")
     ],
     ("post", "/v1/triggers/{name}/fire"): lambda w, who: [
         (f"/v1/triggers/{w.hook}/fire", None, _forbidden_to_engines(who, {404})),

@@ -10,7 +10,7 @@ source in this installation. ``release`` removes the row: the trigger stops firi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fluxo.control.resources import Condition, Reconciled, rfc3339
@@ -38,11 +38,13 @@ class TriggerController:
         *,
         source_types: Callable[[], set[str]] = set,
         on_change: Callable[[], None] = lambda: None,
+        on_release: Callable[[str, str], Awaitable[object]] | None = None,
     ) -> None:
         self.triggers = triggers
         self.workflows = workflows
         self.source_types = source_types
         self.on_change = on_change
+        self.on_release = on_release  # what else goes with a deleted trigger (its attachments)
 
     async def admit(self, resource: ValidResource, principal: Principal) -> None:
         if resource.spec["type"] == "cron":
@@ -70,6 +72,8 @@ class TriggerController:
             reschedule=reschedule,
         )
         self.triggers.forget(resource.account_id, resource.name)
+        if self.on_release is not None:
+            await self.on_release(resource.account_id, resource.name)
         self.on_change()
         problems = await self._problems(resource)
         details: dict[str, Any] = {"health": row.health}
@@ -77,6 +81,8 @@ class TriggerController:
             details["lastError"] = row.last_error
         if row.type == "webhook":
             details["webhookPath"] = hook_path(row.account_id, row.name)
+        if row.type == "sms":
+            details["webhookPath"] = hook_path(row.account_id, row.name) + "/sms"
         if row.next_fire_at is not None:
             details["nextFireTime"] = rfc3339(row.next_fire_at)
         if problems:
@@ -88,7 +94,7 @@ class TriggerController:
         if row.type == "cron":
             message = f"next fire at {details['nextFireTime']}"
             return Reconciled([Condition("Ready", "True", "Scheduled", message)], details)
-        if row.type == "webhook":
+        if row.type in ("webhook", "sms"):
             message = f"listening on POST {details['webhookPath']}"
             return Reconciled([Condition("Ready", "True", "Listening", message)], details)
         return Reconciled([Condition("Ready", "True", "Watching", "its source runs")], details)
@@ -116,7 +122,8 @@ class TriggerController:
                     f"it with fluxo secret set {name}, then apply again (until then every "
                     "request is refused)",
                 )
-        if spec["type"] not in ("cron", "webhook") and spec["type"] not in self.source_types():
+        pushed = ("cron", "webhook", "sms")  # served by the scheduler or the API, no source
+        if spec["type"] not in pushed and spec["type"] not in self.source_types():
             return (
                 "NoSource",
                 f"this installation has no {spec['type']} source yet: the trigger is stored "
@@ -127,6 +134,8 @@ class TriggerController:
     async def release(self, resource: ResourceRow) -> None:
         await self.triggers.store.delete(resource.account_id, resource.name)
         self.triggers.forget(resource.account_id, resource.name)
+        if self.on_release is not None:
+            await self.on_release(resource.account_id, resource.name)
         self.on_change()
 
 
