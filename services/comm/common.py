@@ -34,6 +34,7 @@ __all__ = [
     "connect_vetted",
     "decode_base64",
     "hide_secrets",
+    "one_message",
     "read_capped",
     "read_secrets",
 ]
@@ -111,6 +112,21 @@ class Problems:
         allowed = sorted(known)
         for key in sorted(set(item) - set(allowed), key=str):
             self.add(f"{where}.{key}", f"unknown field; use {', '.join(allowed)}")
+
+
+def one_message(payload: Any, service: str, what: str) -> None:
+    """Refuse an array: each of these services sends one ``what`` per call, so a retry or a
+    duplicate delivery repeats exactly one effect under the call's idempotency key.
+
+    Raises:
+        ServiceError: ``payload`` is an array (not retryable; split it first).
+    """
+    if isinstance(payload, list):
+        raise ServiceError(
+            f"{service} sends one {what} per call; give an object, not an array (split the "
+            "array first)",
+            retryable=False,
+        )
 
 
 async def read_secrets(

@@ -57,6 +57,7 @@ from services.comm.common import (
     connect_vetted,
     decode_base64,
     hide_secrets,
+    one_message,
     read_secrets,
 )
 from services.config import BuiltinConfig
@@ -191,12 +192,7 @@ class EmailService:
                 server answered a permanent error (not retryable); a connection failure, a
                 timeout or a temporary (4xx) answer (retryable).
         """
-        if isinstance(payload, list):
-            raise ServiceError(
-                "email-send sends one message per call; give an object, not an array (split "
-                "the array first)",
-                retryable=False,
-            )
+        one_message(payload, "email-send", "message")
         spec = self._parse(payload)
         secrets = await read_secrets(
             self._secrets,

@@ -40,7 +40,7 @@ from fluxo_core.errors import ServiceError
 from fluxo_core.ir import Packet, Payload
 from fluxo_core.redaction import hidden_from_logs
 from service_runtime.sdk import Call, RetryPolicy, Service
-from services.comm.common import Problems, hide_secrets, read_capped, read_secrets
+from services.comm.common import Problems, hide_secrets, one_message, read_capped, read_secrets
 from services.config import BuiltinConfig
 from services.http.credentials import SecretSource
 from services.http.policy import HostPolicy, Resolver, guarded_transport
@@ -144,11 +144,7 @@ class SmsService:
                 with the provider's code); 429, 5xx, a timeout or a connection failure
                 (retryable).
         """
-        if isinstance(payload, list):
-            raise ServiceError(
-                "sms-send sends one message per call; give an object, not an array",
-                retryable=False,
-            )
+        one_message(payload, "sms-send", "message")
         spec = self._parse(payload)
         token = (
             await read_secrets(self._secrets, call.account_id, [spec.token_secret], "sms-send")

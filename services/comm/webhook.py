@@ -45,7 +45,14 @@ from fluxo_core.errors import ServiceError
 from fluxo_core.ir import Packet, Payload
 from fluxo_core.redaction import hidden_from_logs
 from service_runtime.sdk import Call, RetryPolicy, Service
-from services.comm.common import Problems, backoff_delay, hide_secrets, read_capped, read_secrets
+from services.comm.common import (
+    Problems,
+    backoff_delay,
+    hide_secrets,
+    one_message,
+    read_capped,
+    read_secrets,
+)
 from services.config import BuiltinConfig
 from services.http.credentials import SecretSource, carries_credentials
 from services.http.policy import HostPolicy, Resolver, guarded_transport
@@ -188,11 +195,7 @@ class WebhookService:
                 retryable); every attempt met a 5xx, 408, 429, timeout or connection failure
                 (retryable).
         """
-        if isinstance(payload, list):
-            raise ServiceError(
-                "webhook-send makes one delivery per call; give an object, not an array",
-                retryable=False,
-            )
+        one_message(payload, "webhook-send", "delivery")
         spec = self._parse(payload)
         secret = (
             await read_secrets(self._secrets, call.account_id, [spec.secret_name], "webhook-send")

@@ -91,6 +91,27 @@ def test_the_three_services_are_built_in() -> None:
     assert {"email-send", "sms-send", "webhook-send"} <= names
 
 
+@pytest.mark.parametrize("service", ["email-send", "sms-send", "webhook-send"])
+async def test_an_array_is_refused_before_anything_is_sent(
+    service: str,
+    smtp: SmtpServer,
+    twilio: FakeTwilio,
+    receiver: Receiver,
+    secrets: SecretStore,
+) -> None:
+    # One effect per call: a retry repeats exactly one message under the call's key.
+    made = {
+        "email-send": lambda: EmailService(LOOPBACK, secrets=secrets),
+        "sms-send": lambda: SmsService(LOOPBACK, secrets=secrets),
+        "webhook-send": lambda: WebhookService(LOOPBACK, secrets=secrets),
+    }[service]()
+    payload = {"email-send": email(smtp), "sms-send": sms(twilio), "webhook-send": hook(receiver)}
+    with pytest.raises(ServiceError, match="give an object, not an array") as refused:
+        await made.send([payload[service]], call=a_call())
+    assert not refused.value.retryable
+    assert (smtp.recorder.received, twilio.requests, receiver.deliveries) == ([], [], [])
+
+
 # --- email-send ------------------------------------------------------------------------------
 
 
