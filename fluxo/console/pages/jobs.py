@@ -15,7 +15,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from fluxo.console import sse
-from fluxo.console.graph import render_graph
+from fluxo.console.graph import render_graph, step_phases
 from fluxo.console.timeline import render_timeline
 from fluxo.console.web import Route, platform, render, render_fragment, url, viewer
 from fluxo.control.auth import require
@@ -182,7 +182,18 @@ async def _graph(request: web.Request, job: JobRecord) -> Callable[[JobRecord], 
     applied = await platform(request).workflows.get(
         viewer(request).account_id, job.workflow, job.version
     )
-    return lambda record: render_graph(applied.workflow, record.steps or [])
+    # A live page asks twice a second; laying out a large graph takes tens of milliseconds on
+    # the event loop, so it is drawn again only when a step's phase changed.
+    drawn: dict[str, Any] = {"phases": None, "svg": Markup()}
+
+    def draw(record: JobRecord) -> Markup:
+        phases = step_phases(record.steps or [])
+        if phases != drawn["phases"]:
+            drawn.update(phases=phases, svg=render_graph(applied.workflow, phases))
+        svg: Markup = drawn["svg"]
+        return svg
+
+    return draw
 
 
 async def _job(request: web.Request) -> web.StreamResponse:
