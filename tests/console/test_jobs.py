@@ -58,7 +58,9 @@ def test_the_jobs_list_filters_and_finds_a_value_inside_a_packet(
     # Another account's value finds nothing: the search is scoped like everything else.
     console.goto("/jobs?q=gx-1")
     expect(console.page.get_by_text("No jobs match these filters.")).to_be_visible()
-    console.page.get_by_label("Language").select_option("pt_BR")
+    # The switch submits its form; a goto racing that navigation would abort one of them.
+    with console.page.expect_navigation():
+        console.page.get_by_label("Language").select_option("pt_BR")
     console.goto("/jobs")
     console.screenshot("jobs.pt_BR")
 
