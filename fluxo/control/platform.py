@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from fluxo.control.activity import Activity
 from fluxo.control.blocks import BlockService
+from fluxo.control.kubernetes import KubernetesClient, kubernetes_config
 from fluxo.control.job_control import JobControl
 from fluxo.control.jobs import JobService
 from fluxo.control.metrics import PlatformMetrics
@@ -38,10 +39,11 @@ from fluxo.control.triggers import (
     TriggerSupervisor,
 )
 from fluxo.control.triggers.email import MailAttachments, email_sources
+from fluxo.control.triggers.kubernetes import KubernetesCron
 from fluxo.control.triggers.queue import queue_sources
 from fluxo.control.workflow_services import WorkflowServices
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
-from fluxo_core.config import FluxoConfig
+from fluxo_core.config import FluxoConfig, served_url
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.errors import NotFoundError
 from fluxo_core.ir import DEFAULT_ENGINE
@@ -223,6 +225,7 @@ class Platform:
         run_triggers: bool = True,
         trigger_tick_s: float = 1.0,
         trigger_sources: dict[str, SourceFactory] | None = None,
+        kubernetes: KubernetesClient | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -324,16 +327,26 @@ class Platform:
             self.triggers, sources=trigger_sources, tick_s=trigger_tick_s
         )
         self.run_triggers = run_triggers
-        self.resources.controllers.register(
-            "Trigger",
-            TriggerController(
-                self.triggers,
-                self.workflows,
-                source_types=lambda: set(self.trigger_supervisor.sources),
-                on_change=self.trigger_supervisor.wake,
-                on_release=self.attachments.delete_trigger,
-            ),
+        # Cron triggers scheduled by Kubernetes (spec.cron.scheduler: kubernetes): their
+        # CronJobs, when a Kubernetes API is configured (FLUXO_KUBERNETES).
+        self.kubernetes_cron: KubernetesCron | None = None
+        self.kubernetes_sync_s = config.kubernetes_sync_s if config else 30.0
+        if kubernetes is None and config is not None:
+            found = kubernetes_config(config)
+            kubernetes = KubernetesClient(found) if found is not None else None
+        if kubernetes is not None:
+            gateway = config.gateway_url if config is not None else served_url("127.0.0.1", 8240)
+            self.kubernetes_cron = KubernetesCron(kubernetes, self.triggers, gateway_url=gateway)
+            self.triggers.on_pause = self.kubernetes_cron.wake
+        self.trigger_controller = TriggerController(
+            self.triggers,
+            self.workflows,
+            source_types=lambda: set(self.trigger_supervisor.sources),
+            on_change=self.trigger_supervisor.wake,
+            on_release=self.attachments.delete_trigger,
+            kubernetes=self.kubernetes_cron,
         )
+        self.resources.controllers.register("Trigger", self.trigger_controller)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}
@@ -351,6 +364,14 @@ class Platform:
         if error is not None:
             status["lastError"] = error
         await self.resources.store.set_status(row, status)
+
+    async def refresh_trigger(self, account_id: str, name: str) -> None:
+        """Reconcile a trigger again (its CronJob may have moved); one whose resource is gone
+        had its CronJob left behind: delete it now."""
+        try:
+            await self.resources.refresh(account_id, "Trigger", name)
+        except NotFoundError:
+            await self.trigger_controller.release_deleted(account_id, name)
 
     async def readiness(self, timeout_s: float = 2.0) -> dict[str, str]:
         """Whether this process can serve: each dependency's state, ``"ok"`` or why not.
@@ -392,6 +413,11 @@ class Platform:
             self._tasks.append(
                 asyncio.create_task(self.trigger_supervisor.run(self._stop), name="triggers")
             )
+            if self.kubernetes_cron is not None:
+                resync = self.kubernetes_cron.run(
+                    self._stop, self.refresh_trigger, every_s=self.kubernetes_sync_s
+                )
+                self._tasks.append(asyncio.create_task(resync, name="kubernetes-cron"))
 
     async def stop(self) -> None:
         self._stop.set()
@@ -405,6 +431,8 @@ class Platform:
         # After the runner: it may be starting a job on an engine's client until it stops.
         for engine in self.registry.engines():
             await engine.aclose()
+        if self.kubernetes_cron is not None:
+            await self.kubernetes_cron.client.aclose()
         await self.runtime.stop()
 
     async def __aenter__(self) -> Platform:
