@@ -25,9 +25,9 @@ from collections.abc import Sequence
 
 from fluxo.control.activity import Activity
 from fluxo.control.blocks import BlockService
-from fluxo.control.kubernetes import KubernetesClient, kubernetes_config
 from fluxo.control.job_control import JobControl
 from fluxo.control.jobs import JobService
+from fluxo.control.kubernetes import KubernetesClient, kubernetes_config
 from fluxo.control.metrics import PlatformMetrics
 from fluxo.control.policy import Admission
 from fluxo.control.quotas import QuotaEnforcer

@@ -138,7 +138,8 @@ async def test_a_kubernetes_cron_trigger_becomes_a_cronjob_the_builtin_scheduler
     assert json.loads(env["FLUXO_INPUT"]["value"]) == {"n": 1}
     assert TOKEN not in json.dumps(cronjob)
     status_kube = applied.document["status"]["kubernetes"]
-    assert status_kube["name"] == meta["name"] and status_kube["namespace"] == NS
+    assert status_kube["name"] == meta["name"]
+    assert status_kube["namespace"] == NS
     # Fluxo's own scheduler fires nothing for it, however late it gets.
     state = await world.platform.triggers.store.get("acme", "nightly")
     assert state.next_fire_at is None
@@ -154,8 +155,9 @@ async def test_a_changed_schedule_replaces_the_cronjob_at_its_resource_version(
     version = world.cronjob()["metadata"]["resourceVersion"]
     world.kube.requests.clear()
     await world.platform.resources.apply(ACME, nightly("30 3 * * 1-5", catchUp="once"))
-    assert world.writes() == [("PUT", f"/apis/batch/v1/namespaces/{NS}/cronjobs/" +
-                               cronjob_name("acme", "nightly"))]
+    assert world.writes() == [
+        ("PUT", f"/apis/batch/v1/namespaces/{NS}/cronjobs/" + cronjob_name("acme", "nightly"))
+    ]
     spec = world.cronjob()["spec"]
     assert spec["schedule"] == "30 3 * * 1-5"
     assert "startingDeadlineSeconds" not in spec  # catchUp once: Kubernetes makes up the latest
@@ -238,7 +240,8 @@ async def test_a_403_makes_the_trigger_failing_with_the_apis_words(world: World)
     applied = await world.platform.resources.apply(ACME, nightly())
     assert conditions(applied.document) == {"Ready": ("False", "KubernetesError")}
     message = ready_message(applied.document)
-    assert "answered 403" in message and "cannot create resource" in message
+    assert "answered 403" in message
+    assert "cannot create resource" in message
     assert "grant Fluxo's service account" in message
     assert TOKEN not in message
     assert applied.document["status"]["health"] == "failing"

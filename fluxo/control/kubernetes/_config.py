@@ -98,8 +98,10 @@ class KubernetesConfig:
         """What httpx verifies the server with (and presents as client certificate)."""
         if not self.verify_tls and self.client_cert_pem is None:
             return False
-        context = ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else (
-            ssl.create_default_context()
+        context = (
+            ssl.create_default_context(cadata=self.ca_pem)
+            if self.ca_pem
+            else (ssl.create_default_context())
         )
         if not self.verify_tls:
             context.check_hostname = False
@@ -210,9 +212,7 @@ def _from_kubeconfig(doc: dict[str, Any], path: Path, wanted: str | None) -> Kub
     cluster_name, user_name = context.get("cluster"), context.get("user")
     cluster = _named(doc, "clusters", "cluster", cluster_name, where, via=f"context {name!r}")
     user = (
-        _named(doc, "users", "user", user_name, where, via=f"context {name!r}")
-        if user_name
-        else {}
+        _named(doc, "users", "user", user_name, where, via=f"context {name!r}") if user_name else {}
     )
     server = cluster.get("server")
     if not isinstance(server, str) or not server:
@@ -261,8 +261,7 @@ def _named(
     )
     named = f" ({via} names it)" if via else ""
     raise ConfigError(
-        f"{where}: no {key} {str(name)[:80]!r} in {plural}{named}; the file has "
-        f"{known or 'none'}",
+        f"{where}: no {key} {str(name)[:80]!r} in {plural}{named}; the file has {known or 'none'}",
         setting="FLUXO_KUBECONFIG",
     )
 
@@ -282,9 +281,7 @@ def _path(folder: Path, value: Any) -> Path | None:
     return (folder / Path(value).expanduser()).resolve()
 
 
-def _pem(
-    entry: dict[str, Any], key: str, folder: Path, where: str, place: str
-) -> str | None:
+def _pem(entry: dict[str, Any], key: str, folder: Path, where: str, place: str) -> str | None:
     """``<key>-data`` (base64 of PEM) or ``<key>`` (a file, relative to the kubeconfig)."""
     data = entry.get(f"{key}-data")
     if data is not None:
@@ -306,8 +303,6 @@ def _pem(
         return file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"{where}: {place}.{key} names {file}, which cannot be read "
-            f"({type(exc).__name__})",
+            f"{where}: {place}.{key} names {file}, which cannot be read ({type(exc).__name__})",
             setting="FLUXO_KUBECONFIG",
         ) from exc
-

@@ -164,7 +164,9 @@ class TriggerController:
             state = await self.kubernetes.sync(row)
         except FluxoError as exc:
             details = {**details, "health": "failing", "lastError": exc.message}
-            return Reconciled([Condition("Ready", "False", "KubernetesError", exc.message)], details)
+            return Reconciled(
+                [Condition("Ready", "False", "KubernetesError", exc.message)], details
+            )
         details = {**details, "health": "connected", "kubernetes": state.to_json()}
         details.pop("lastError", None)
         where = f"CronJob {state.namespace}/{state.name}"

@@ -229,9 +229,7 @@ class KubernetesCron:
                 try:
                     await refresh(row.account_id, row.name)
                 except FluxoError as exc:  # deleted meanwhile, a database away: next round
-                    log.warning(
-                        "kubernetes cron %s/%s: %s", row.account_id, row.name, exc.message
-                    )
+                    log.warning("kubernetes cron %s/%s: %s", row.account_id, row.name, exc.message)
             waker = asyncio.ensure_future(self._wake.wait())
             stopper = asyncio.ensure_future(idle(stop, every_s))
             await asyncio.wait({waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
