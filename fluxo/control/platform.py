@@ -38,8 +38,9 @@ from fluxo.control.triggers import (
     TriggerService,
     TriggerSupervisor,
 )
+from fluxo.control.triggers.argo_cron import ArgoCronWorkflows
 from fluxo.control.triggers.email import MailAttachments, email_sources
-from fluxo.control.triggers.kubernetes import KubernetesCron
+from fluxo.control.triggers.kubernetes import CronJobs, CronObjects, KubernetesCron
 from fluxo.control.triggers.queue import queue_sources
 from fluxo.control.workflow_services import WorkflowServices
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
@@ -226,6 +227,7 @@ class Platform:
         trigger_tick_s: float = 1.0,
         trigger_sources: dict[str, SourceFactory] | None = None,
         kubernetes: KubernetesClient | None = None,
+        argo_cron: CronObjects | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -334,9 +336,23 @@ class Platform:
         if kubernetes is None and config is not None:
             found = kubernetes_config(config)
             kubernetes = KubernetesClient(found) if found is not None else None
-        if kubernetes is not None:
+        if argo_cron is None and config is not None and config.argo_url and "argo" in engines:
+            # The argo engine's Argo Server: the CronWorkflows of workflows on Argo.
+            argo_cron = ArgoCronWorkflows(
+                config.argo_url,
+                config.argo_namespace,
+                config.argo_token,
+                verify_tls=config.argo_verify_tls,
+            )
+        if kubernetes is not None or argo_cron is not None:
             gateway = config.gateway_url if config is not None else served_url("127.0.0.1", 8240)
-            self.kubernetes_cron = KubernetesCron(kubernetes, self.triggers, gateway_url=gateway)
+            self.kubernetes_cron = KubernetesCron(
+                CronJobs(kubernetes) if kubernetes is not None else None,
+                self.triggers,
+                self.workflows,
+                gateway_url=gateway,
+                cron_workflows=argo_cron,
+            )
             self.triggers.on_pause = self.kubernetes_cron.wake
         self.trigger_controller = TriggerController(
             self.triggers,
@@ -432,7 +448,7 @@ class Platform:
         for engine in self.registry.engines():
             await engine.aclose()
         if self.kubernetes_cron is not None:
-            await self.kubernetes_cron.client.aclose()
+            await self.kubernetes_cron.aclose()
         await self.runtime.stop()
 
     async def __aenter__(self) -> Platform:

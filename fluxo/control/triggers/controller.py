@@ -8,7 +8,8 @@ the stored one stays, so re-applying does not skip or repeat a slot) and reports
 source in this installation. ``release`` removes the row: the trigger stops firing.
 
 A cron trigger with ``spec.cron.scheduler: kubernetes`` gets no next fire time (the built-in
-scheduler passes it by); its CronJob is made to match it (:mod:`.kubernetes`) and reported as
+scheduler passes it by); its CronJob (a CronWorkflow for a workflow on Argo) is made to match
+it (:mod:`.kubernetes`) and reported as
 ``Ready: ScheduledByKubernetes`` with ``status.kubernetes``, or ``Ready: False`` with the API's
 words; without a configured Kubernetes API, ``KubernetesNotConfigured``. Its CronJob goes with
 the trigger, and when the trigger moves back to the built-in scheduler.
@@ -24,7 +25,7 @@ from fluxo.control.resources import Condition, Reconciled, rfc3339
 from fluxo.control.triggers.cron import check_schedule, next_slot
 from fluxo.control.triggers.kubernetes import KubernetesCron, scheduled_by_kubernetes
 from fluxo.control.triggers.service import TriggerService
-from fluxo_core.errors import FluxoError, NotFoundError
+from fluxo_core.errors import ConfigError, FluxoError, NotFoundError
 from fluxo_core.ir.resources import ValidResource
 from fluxo_core.storage import Principal
 from fluxo_core.storage.resources import ResourceRow
@@ -164,12 +165,13 @@ class TriggerController:
             state = await self.kubernetes.sync(row)
         except FluxoError as exc:
             details = {**details, "health": "failing", "lastError": exc.message}
-            return Reconciled(
-                [Condition("Ready", "False", "KubernetesError", exc.message)], details
+            reason = (
+                "KubernetesNotConfigured" if isinstance(exc, ConfigError) else "KubernetesError"
             )
+            return Reconciled([Condition("Ready", "False", reason, exc.message)], details)
         details = {**details, "health": "connected", "kubernetes": state.to_json()}
         details.pop("lastError", None)
-        where = f"CronJob {state.namespace}/{state.name}"
+        where = f"{state.kind} {state.namespace}/{state.name}"
         held = await self.triggers.held(row)
         if state.suspended:
             message = f"{where} is suspended: {held or 'the trigger is held'}"

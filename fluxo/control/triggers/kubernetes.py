@@ -32,10 +32,11 @@ the cluster's status reaches the Trigger within it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal, Protocol
 
 from fluxo.control.kubernetes import (
     KubernetesClient,
@@ -49,13 +50,24 @@ from fluxo.control.kubernetes.cronjob import (
     OWNER_ACCOUNT,
     OWNER_TRIGGER,
     SPEC_HASH,
+    spec_hash,
 )
 from fluxo.control.triggers.cron import GRACE_S, idle
 from fluxo.control.triggers.service import TriggerService
-from fluxo_core.errors import ConflictError, FluxoError
+from fluxo_core.errors import ConfigError, ConflictError, FluxoError
+from fluxo_core.ir import Workflow
 from fluxo_core.storage.triggers import TriggerRow
+from fluxo_core.storage.workflows import WorkflowStore
+from translators.argo import CronTrigger, to_argo
 
-__all__ = ["CronJobState", "KubernetesCron", "scheduled_by_kubernetes"]
+__all__ = [
+    "CronJobState",
+    "CronJobs",
+    "CronObjects",
+    "KubernetesCron",
+    "cron_workflow_name",
+    "scheduled_by_kubernetes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +83,9 @@ def scheduled_by_kubernetes(spec: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class CronJobState:
-    """What the cluster says about a trigger's CronJob (``status.kubernetes``)."""
+    """What the cluster says about a trigger's CronJob or CronWorkflow (``status.kubernetes``)."""
 
+    kind: str
     namespace: str
     name: str
     suspended: bool
@@ -83,7 +96,7 @@ class CronJobState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kind": "CronJob",
+            "kind": self.kind,
             "namespace": self.namespace,
             "name": self.name,
             "suspended": self.suspended,
@@ -93,41 +106,127 @@ class CronJobState:
         }
 
 
+class CronObjects(Protocol):
+    """The objects of one kind in one namespace that schedule triggers: CronJobs in the
+    Kubernetes API, or CronWorkflows on an Argo Server."""
+
+    kind: str
+    namespace: str
+
+    async def get(self, name: str) -> dict[str, Any] | None: ...
+
+    async def create(self, document: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def replace(self, name: str, document: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def delete(self, name: str, resource_version: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class CronJobs:
+    """The ``batch/v1`` CronJobs of the client's namespace."""
+
+    kind = "CronJob"
+
+    def __init__(self, client: KubernetesClient) -> None:
+        self.client = client
+        self.namespace = client.namespace
+
+    def _path(self, name: str | None = None) -> str:
+        base = _CRONJOBS.format(namespace=self.namespace)
+        return base if name is None else f"{base}/{name}"
+
+    async def get(self, name: str) -> dict[str, Any] | None:
+        return await self.client.get(self._path(name), f"get CronJob {self.namespace}/{name}")
+
+    async def create(self, document: dict[str, Any]) -> dict[str, Any]:
+        name = document["metadata"]["name"]
+        return await self.client.create(
+            self._path(), document, f"create CronJob {self.namespace}/{name}"
+        )
+
+    async def replace(self, name: str, document: dict[str, Any]) -> dict[str, Any]:
+        return await self.client.replace(
+            self._path(name), document, f"update CronJob {self.namespace}/{name}"
+        )
+
+    async def delete(self, name: str, resource_version: str) -> None:
+        await self.client.delete(
+            self._path(name),
+            f"delete CronJob {self.namespace}/{name}",
+            resource_version=resource_version,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
 class KubernetesCron:
     """Args:
-    client: the Kubernetes API (its namespace is where the CronJobs live).
+    cronjobs: the CronJobs (None: no Kubernetes API configured).
+    cron_workflows: the Argo Server's CronWorkflows, for workflows on Argo (None: no argo
+        engine).
     triggers: whether a trigger is held; where its health is recorded.
+    workflows: which engine a trigger's workflow runs on (and, for Argo, the workflow).
     gateway_url: the Fluxo API as pods in the cluster reach it (``FLUXO_PUBLIC_URL``).
     image: the image of the starter container (it needs ``sh``, ``date`` and ``curl``).
     """
 
     def __init__(
         self,
-        client: KubernetesClient,
+        cronjobs: CronObjects | None,
         triggers: TriggerService,
+        workflows: WorkflowStore,
         *,
         gateway_url: str,
+        cron_workflows: CronObjects | None = None,
         image: str = DEFAULT_IMAGE,
     ) -> None:
-        self.client = client
+        self.cronjobs = cronjobs
+        self.cron_workflows = cron_workflows
         self.triggers = triggers
+        self.workflows = workflows
         self.gateway_url = gateway_url
         self.image = image
         self._wake = asyncio.Event()
 
-    @property
-    def namespace(self) -> str:
-        return self.client.namespace
+    def _backends(self) -> list[CronObjects]:
+        return [b for b in (self.cronjobs, self.cron_workflows) if b is not None]
 
-    def _path(self, name: str | None = None) -> str:
-        base = _CRONJOBS.format(namespace=self.namespace)
-        return base if name is None else f"{base}/{name}"
+    async def aclose(self) -> None:
+        for backend in self._backends():
+            await backend.aclose()
 
-    async def desired(self, row: TriggerRow) -> dict[str, Any]:
-        """The CronJob ``row`` wants now (suspended while it is held)."""
+    async def desired(self, row: TriggerRow) -> tuple[CronObjects, dict[str, Any]]:
+        """Where the trigger's object lives and what it is now (suspended while held): a
+        CronWorkflow for a workflow on Argo, else a CronJob.
+
+        Raises:
+            NotFoundError: the workflow is not applied.
+            ConfigError: no Kubernetes API (or, for Argo, no Argo Server) to put it in.
+        """
         cron = row.spec.get("cron") or {}
-        held = await self.triggers.held(row)
-        return cronjob_document(
+        suspend = await self.triggers.held(row) is not None
+        applied = await self.workflows.get(row.account_id, row.workflow, None)
+        engine = applied.workflow.spec.engine or self.workflows.default_engine
+        if engine == "argo":
+            if self.cron_workflows is None:
+                raise ConfigError(
+                    f"workflow {row.workflow!r} runs on Argo, whose CronWorkflows this Fluxo "
+                    "cannot reach; set FLUXO_ARGO_URL and add argo to FLUXO_ENGINES",
+                    setting="FLUXO_ARGO_URL",
+                )
+            return self.cron_workflows, _cron_workflow(
+                applied.workflow, applied.version, row, suspend, self.gateway_url
+            )
+        if self.cronjobs is None:
+            raise ConfigError(
+                "spec.cron.scheduler is kubernetes but no Kubernetes API is configured; set "
+                "FLUXO_KUBERNETES (in-cluster or kubeconfig)",
+                setting="FLUXO_KUBERNETES",
+            )
+        document = cronjob_document(
             StarterCronJob(
                 account=row.account_id,
                 workflow=row.workflow,
@@ -137,15 +236,16 @@ class KubernetesCron:
                 concurrency=cron.get("concurrency", "allow"),
                 catch_up="once" if cron.get("catchUp") == "once" else "skip",
                 grace_s=int(GRACE_S),
-                suspend=held is not None,
+                suspend=suspend,
                 input=dict(row.spec.get("input") or {}),
                 gateway_url=self.gateway_url,
                 image=self.image,
             )
         )
+        return self.cronjobs, document
 
     async def sync(self, row: TriggerRow) -> CronJobState:
-        """Make the trigger's CronJob match it; what the cluster then says.
+        """Make the trigger's object match it; what the cluster then says.
 
         Raises:
             ConflictError: an object of its name that is not this trigger's, or written by
@@ -154,7 +254,12 @@ class KubernetesCron:
                 the API answered (the trigger is recorded ``failing`` with the message).
         """
         try:
-            state = await self._sync(row)
+            backend, wanted = await self.desired(row)
+            state = await _converge(backend, wanted, row)
+            # The workflow may have moved engines: its object on the other side goes.
+            for other in self._backends():
+                if other is not backend:
+                    await _release(other, row.account_id, row.name)
         except FluxoError as exc:
             await self.triggers.store.record(
                 row.account_id, row.name, health="failing", error=exc.message
@@ -163,45 +268,10 @@ class KubernetesCron:
         await self.triggers.store.record(row.account_id, row.name, health="connected", error=None)
         return state
 
-    async def _sync(self, row: TriggerRow) -> CronJobState:
-        wanted = await self.desired(row)
-        name = wanted["metadata"]["name"]
-        what = f"CronJob {self.namespace}/{name}"
-        for attempt in (1, 2):
-            live = await self.client.get(self._path(name), f"get {what}")
-            if live is None:
-                try:
-                    made = await self.client.create(self._path(), wanted, f"create {what}")
-                except ConflictError:
-                    if attempt == 2:
-                        raise
-                    continue  # created meanwhile (another Fluxo): read it and compare
-                return _state(made, self.namespace, "created")
-            _check_owner(live, row, what)
-            if _annotation(live, SPEC_HASH) == wanted["metadata"]["annotations"][SPEC_HASH]:
-                return _state(live, self.namespace, "unchanged")
-            body = _with_version(wanted, live)
-            try:
-                replaced = await self.client.replace(self._path(name), body, f"update {what}")
-            except ConflictError:
-                if attempt == 2:
-                    raise
-                continue  # a stale resourceVersion: read again, compare again
-            return _state(replaced, self.namespace, "updated")
-        raise AssertionError("the loop returns or raises")  # pragma: no cover
-
     async def release(self, account_id: str, name: str) -> None:
-        """Delete the CronJob of trigger ``name`` of ``account_id``, if it is this trigger's."""
-        cronjob = cronjob_name(account_id, name)
-        what = f"CronJob {self.namespace}/{cronjob}"
-        live = await self.client.get(self._path(cronjob), f"get {what}")
-        if live is None:
-            return
-        if not _owned_by(live, account_id, name):
-            log.warning("%s is not Fluxo's trigger %s/%s: left alone", what, account_id, name)
-            return
-        version = str((live.get("metadata") or {}).get("resourceVersion") or "")
-        await self.client.delete(self._path(cronjob), f"delete {what}", resource_version=version)
+        """Delete the objects of trigger ``name`` of ``account_id`` that are this trigger's."""
+        for backend in self._backends():
+            await _release(backend, account_id, name)
 
     def wake(self) -> None:
         """Resync now (a trigger was paused or resumed)."""
@@ -235,6 +305,104 @@ class KubernetesCron:
             await asyncio.wait({waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
             stopper.cancel()
+
+
+async def _converge(backend: CronObjects, wanted: dict[str, Any], row: TriggerRow) -> CronJobState:
+    name = wanted["metadata"]["name"]
+    what = f"{backend.kind} {backend.namespace}/{name}"
+    for attempt in (1, 2):
+        live = await backend.get(name)
+        if live is None:
+            try:
+                made = await backend.create(wanted)
+            except ConflictError:
+                if attempt == 2:
+                    raise
+                continue  # created meanwhile (another Fluxo): read it and compare
+            return _state(backend, made, "created")
+        _check_owner(live, row, what)
+        if _annotation(live, SPEC_HASH) == wanted["metadata"]["annotations"][SPEC_HASH]:
+            return _state(backend, live, "unchanged")
+        try:
+            replaced = await backend.replace(name, _with_version(wanted, live))
+        except ConflictError:
+            if attempt == 2:
+                raise
+            continue  # a stale resourceVersion: read again, compare again
+        return _state(backend, replaced, "updated")
+    raise AssertionError("the loop returns or raises")  # pragma: no cover
+
+
+async def _release(backend: CronObjects, account_id: str, name: str) -> None:
+    object_name = (
+        cron_workflow_name(account_id, name)
+        if backend.kind == "CronWorkflow"
+        else cronjob_name(account_id, name)
+    )
+    live = await backend.get(object_name)
+    if live is None:
+        return
+    if not _owned_by(live, account_id, name):
+        log.warning(
+            "%s %s/%s is not Fluxo's trigger %s/%s: left alone",
+            backend.kind,
+            backend.namespace,
+            object_name,
+            account_id,
+            name,
+        )
+        return
+    version = str((live.get("metadata") or {}).get("resourceVersion") or "")
+    await backend.delete(object_name, version)
+
+
+def cron_workflow_name(account_id: str, trigger: str) -> str:
+    """The CronWorkflow of a trigger: named like its CronJob (the trigger, not the workflow,
+    so a trigger that changes workflow keeps its object)."""
+    return cronjob_name(account_id, trigger)
+
+
+def _cron_workflow(
+    workflow: Workflow, version: int, row: TriggerRow, suspend: bool, gateway_url: str
+) -> dict[str, Any]:
+    """The translator's CronWorkflow for the trigger, named, owned and hashed as a CronJob."""
+    cron = row.spec.get("cron") or {}
+    policies: dict[str, Literal["Allow", "Forbid", "Replace"]] = {
+        "allow": "Allow",
+        "forbid": "Forbid",
+        "replace": "Replace",
+    }
+    policy = policies[cron.get("concurrency", "allow")]
+    bundle = to_argo(
+        workflow,
+        gateway_url=gateway_url,
+        version=version,
+        crons=[
+            CronTrigger(
+                name=row.name,
+                schedules=(row.spec["schedule"],),
+                timezone=cron.get("timeZone", "UTC"),
+                input=dict(row.spec.get("input") or {}),
+                suspend=suspend,
+                concurrency_policy=policy,
+            )
+        ],
+    )
+    document = copy.deepcopy(bundle.cron_workflows[0])
+    spec = document["spec"]
+    spec["suspend"] = suspend  # the translator leaves a false suspend out
+    if cron.get("catchUp") != "once":
+        spec["startingDeadlineSeconds"] = int(GRACE_S)
+    meta = document["metadata"]
+    meta["name"] = cron_workflow_name(row.account_id, row.name)
+    meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY}
+    meta["annotations"] = {
+        **meta.get("annotations", {}),
+        OWNER_ACCOUNT: row.account_id,
+        OWNER_TRIGGER: row.name,
+        SPEC_HASH: spec_hash(spec),
+    }
+    return document
 
 
 def _annotation(document: dict[str, Any], key: str) -> Any:
@@ -279,13 +447,15 @@ def _with_version(wanted: dict[str, Any], live: dict[str, Any]) -> dict[str, Any
     }
 
 
-def _state(cronjob: dict[str, Any], namespace: str, action: str) -> CronJobState:
-    status = cronjob.get("status") or {}
+def _state(backend: CronObjects, live: dict[str, Any], action: str) -> CronJobState:
+    status = live.get("status") or {}
     return CronJobState(
-        namespace=namespace,
-        name=str((cronjob.get("metadata") or {}).get("name")),
-        suspended=bool((cronjob.get("spec") or {}).get("suspend")),
-        last_schedule_time=status.get("lastScheduleTime"),
+        kind=backend.kind,
+        namespace=backend.namespace,
+        name=str((live.get("metadata") or {}).get("name")),
+        suspended=bool((live.get("spec") or {}).get("suspend")),
+        # A CronJob says lastScheduleTime; a CronWorkflow lastScheduledTime.
+        last_schedule_time=status.get("lastScheduleTime") or status.get("lastScheduledTime"),
         last_successful_time=status.get("lastSuccessfulTime"),
         active_jobs=len(status.get("active") or []),
         action=action,
