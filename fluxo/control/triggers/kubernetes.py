@@ -2,7 +2,9 @@
 
 The built-in scheduler fires none of them (their ``next_fire_at`` stays empty). Instead
 :class:`KubernetesCron` makes a CronJob in the configured namespace match each one
-(:mod:`fluxo.control.kubernetes.cronjob` builds it):
+(:mod:`fluxo.control.kubernetes.cronjob` builds it), or, for a workflow on Argo, a CronWorkflow
+on the argo engine's Argo Server (the translator's, :mod:`.argo_cron`); both are
+:class:`CronObjects`, kept the same way:
 
 - **create** when it is missing; **replace** (PUT with the ``resourceVersion`` read) when the
   hash of the wanted spec differs from the one annotated on the object, once more after a 409
