@@ -8,6 +8,7 @@ Kubernetes v1.37 (``tests/data/kubernetes``); so are the API's ``Status`` errors
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -346,3 +347,58 @@ def _planted(account: str, trigger: str, *, name: str | None = None) -> dict[str
             },
         },
     }
+
+
+async def test_a_running_fluxo_suspends_the_cronjob_as_soon_as_the_trigger_is_paused(
+    db: Database,
+) -> None:
+    """The resync as ``fluxo up`` runs it: a pause wakes it, whatever its interval."""
+    kube = FakeKubernetes(SERVER, TOKEN)
+    with respx.mock(assert_all_called=False) as router:
+        kube.install(router)
+        async with httpx.AsyncClient() as http:
+            client = KubernetesClient(
+                KubernetesConfig(server=SERVER, namespace=NS, token=TOKEN), client=http
+            )
+            platform = Platform(db, svc.SERVICES, workers=1, kubernetes=client)
+            platform.kubernetes_sync_s = 3600.0  # only a wake makes it look again
+            await platform.accounts.ensure_account("acme")
+            async with platform:
+                await platform.jobs.apply(COUNT_UP, ACME)
+                await platform.resources.apply(ACME, nightly())
+                name = cronjob_name("acme", "nightly")
+                assert kube.objects[(NS, name)]["spec"]["suspend"] is False
+                await platform.triggers.pause(ACME, "nightly")
+                for _ in range(200):
+                    if kube.objects[(NS, name)]["spec"]["suspend"]:
+                        break
+                    await asyncio.sleep(0.05)
+                assert kube.objects[(NS, name)]["spec"]["suspend"] is True
+                document = await platform.resources.get(ACME, "Trigger", "nightly")
+                assert document["status"]["kubernetes"]["suspended"] is True
+
+
+async def test_a_token_the_api_refuses_is_named_as_the_problem(db: Database) -> None:
+    kube = FakeKubernetes(SERVER, TOKEN)
+    with respx.mock(assert_all_called=False) as router:
+        kube.install(router)
+        async with httpx.AsyncClient() as http:
+            wrong = KubernetesConfig(server=SERVER, namespace=NS, token="expired-token-9a7c")
+            platform = Platform(
+                db,
+                svc.SERVICES,
+                workers=1,
+                run_triggers=False,
+                kubernetes=KubernetesClient(wrong, client=http),
+            )
+            await platform.accounts.ensure_account("acme")
+            async with platform:
+                await platform.jobs.apply(COUNT_UP, ACME)
+                applied = await platform.resources.apply(ACME, nightly())
+    assert conditions(applied.document) == {"Ready": ("False", "KubernetesError")}
+    message = ready_message(applied.document)
+    assert f"Kubernetes API {SERVER}" in message
+    assert "answered 401" in message
+    assert "check the token or client certificate" in message
+    assert "expired-token-9a7c" not in message
+    assert kube.objects == {}
