@@ -369,12 +369,14 @@ async def test_a_running_fluxo_suspends_the_cronjob_as_soon_as_the_trigger_is_pa
                 name = cronjob_name("acme", "nightly")
                 assert kube.objects[(NS, name)]["spec"]["suspend"] is False
                 await platform.triggers.pause(ACME, "nightly")
+                # The sync replaces the CronJob first and writes the Trigger's status after:
+                # wait for both, the status being the later of the two.
                 for _ in range(200):
-                    if kube.objects[(NS, name)]["spec"]["suspend"]:
+                    document = await platform.resources.get(ACME, "Trigger", "nightly")
+                    if document["status"].get("kubernetes", {}).get("suspended"):
                         break
                     await asyncio.sleep(0.05)
                 assert kube.objects[(NS, name)]["spec"]["suspend"] is True
-                document = await platform.resources.get(ACME, "Trigger", "nightly")
                 assert document["status"]["kubernetes"]["suspended"] is True
 
 
