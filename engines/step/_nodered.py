@@ -35,7 +35,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxo_core.ir import NativeStep, Workflow
-from nodered_semantics.support import QUEUE_CONTROLS, function_reports_errors, node_problem
+from nodered_semantics.support import (
+    QUEUE_CONTROLS,
+    SEQUENCE_TYPES,
+    function_reports_errors,
+    node_problem,
+)
 from translators.nodered import DROPPED_LABEL, Trigger
 
 __all__ = [
@@ -183,6 +188,17 @@ def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
             f"{where}: it reports failures with done(err), which reaches its catch node while "
             "its messages go on only on Node-RED"
         )
+    if kind in SEQUENCE_TYPES:
+        copies = [
+            s.id
+            for s in workflow.spec.steps
+            if isinstance(s, NativeStep) and s.config.get("id") == config.get("id")
+        ]
+        if len(copies) > 1:
+            return (
+                f"{where}: the import made several steps of it ({', '.join(copies)}), while "
+                "Node-RED keeps one set of groups for the node"
+            )
     ports = native_ports(step, workflow)
     if isinstance(ports, str):
         return f"{where}: {ports}"

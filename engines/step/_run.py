@@ -285,7 +285,9 @@ class JobRun:
         if meta:
             context["msg"] = meta
         try:
-            if isinstance(step, ServiceStep | NativeStep):
+            if step.id in self.plan.sequences:
+                self._hold(step, key, payload, frames, meta)
+            elif isinstance(step, ServiceStep | NativeStep):
                 self._call(step, key, payload, context, attempt=1)
             elif isinstance(step, SwitchStep):
                 self._switch(step, key, payload, frames, meta)
@@ -403,7 +405,9 @@ class JobRun:
     ) -> None:
         call_id = call_id_for(self.job["id"], key, attempt)
         body = payload
-        if isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
+        if step.id in self.plan.sequences:  # a Node-RED join: the messages it gathered
+            body = {"node": step.config, "messages": payload}
+        elif isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
             body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
@@ -518,6 +522,48 @@ class JobRun:
         self._add_step(key, step.id, "succeeded", None, {"frames": frames}, output=joined)
         self.route(step, joined, frames, key)
 
+    def _hold(
+        self, step: NativeStep, key: str, payload: Any, frames: list[Frame], meta: Meta
+    ) -> None:
+        """A message reaches a Node-RED join: held until nothing else moves in the job.
+
+        Node-RED's join keeps its groups across messages; here it gets every message of the
+        job at once (:meth:`_release_held`), ordered as Node-RED delivers them: by their places
+        in the fan-outs they came from (a split's parts in order, whichever call ended first),
+        then by arrival.
+        """
+        record = {
+            "order": [f[1] for f in frames],
+            "at": [self.now, len(self.new_keys), len(self.calls)],
+            "key": key,
+            "msg": {**(meta or {}), "payload": payload},
+        }
+        slot = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest()) >> 1
+        self.store.join_arrive(self.tx, self.job["id"], _held_key(step.id), slot, dump_json(record))
+
+    def _release_held(self) -> None:
+        """Nothing moves in the job: the first join (upstream ones first) holding messages
+        gets them all in one call; its outputs go on as any native step's do."""
+        for step_id in self.plan.sequences:
+            held = self.store.join_take(self.tx, self.job["id"], _held_key(step_id))
+            if not held:
+                continue
+            records = sorted((orjson.loads(h) for h in held), key=lambda r: (r["order"], r["at"]))
+            step = self.plan.steps[step_id]
+            digest = hashlib.blake2b(
+                "|".join(r["key"] for r in records).encode(), digest_size=6
+            ).hexdigest()
+            key = f"{step_id}#{digest}"
+            messages = [r["msg"] for r in records]
+            context: dict[str, Any] = {"frames": []}
+            try:
+                self._call(step, key, messages, context, attempt=1)
+            except FluxoError as exc:
+                self.job["active"] += 1  # the failed step holds the token until fail() settles it
+                self._add_step(key, step.id, "failed", messages, context)
+                self.fail(step, key, 1, exc.to_dict(), context, stored(messages))
+            return
+
     # -- bookkeeping --------------------------------------------------------------------------
 
     def _child_key(self, target: str, key: str, frames: list[Frame]) -> str:
@@ -584,7 +630,10 @@ class JobRun:
         )
 
     def settle(self) -> None:
-        """End the job if nothing is in flight any more."""
+        """End the job if nothing is in flight any more (a join holding messages gets them
+        first)."""
+        if self.running and self.job["active"] <= 0 and self.plan.sequences:
+            self._release_held()
         if self.running and self.job["active"] <= 0:
             self.job.update(status="succeeded", finished_at=self.now)
         self.finished = self.job["status"] in ("succeeded", "failed", "cancelled", "blocked")
@@ -646,6 +695,11 @@ def error_code(error: str | None) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return "error"
     return code if isinstance(code, str) else "error"
+
+
+def _held_key(step_id: str) -> str:
+    """Where a Node-RED join's messages wait (beside the IR joins' branches)."""
+    return f"{step_id}#held"
 
 
 def _suffix(frames: list[Frame]) -> str:
