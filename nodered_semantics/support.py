@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
 from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
@@ -75,6 +76,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     Node-RED keeps that state in the running node, a call of this service starts afresh.
     """
     kind = str(node.get("type", ""))
+    if kind == HTTP_REQUEST_TYPE:  # not this service's: a call of the http service
+        return http_request_problem(node)
     if kind not in SUPPORTED_TYPES:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
     if kind in RULE_TYPES:

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
+from engines.step._nodered_http import http_request_body, http_request_outputs, is_http_request
 from engines.step._plan import Plan
 from engines.step.conditions import evaluate, lookup
 from fluxo_core.errors import FluxoError, ValidationError
@@ -147,8 +148,15 @@ class JobRun:
         context = orjson.loads(row["context"])
         step = self.plan.steps[row["step_id"]]
         if call["status"] == "succeeded":
-            self.job["active"] -= 1
             outputs = [p["payload"] for p in orjson.loads(call["result"])]
+            if is_http_request(step):  # the http service's response as the node's message
+                try:
+                    msg, url = context.get("msg") or {}, str(context.get("url", ""))
+                    outputs = http_request_outputs(step, msg, url, outputs)
+                except FluxoError as exc:
+                    self.fail(step, key, row["attempt"], exc.to_dict(), context, row["input"])
+                    return
+            self.job["active"] -= 1
             if isinstance(step, NativeStep):  # failures reported on the way are no outputs
                 for j, report in enumerate(o for o in outputs if o.get("port") == REPORTED_PORT):
                     self._reported(
@@ -407,6 +415,9 @@ class JobRun:
         body = payload
         if step.id in self.plan.sequences:  # a Node-RED join: the messages it gathered
             body = {"node": step.config, "messages": payload}
+        elif is_http_request(step):  # the http service sends what the node would
+            body = http_request_body(step, {**context.get("msg", {}), "payload": payload})
+            context = {**context, "url": body["url"]}
         elif isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
             body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
         elif step.id in self.plan.params:
