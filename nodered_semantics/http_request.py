@@ -28,6 +28,7 @@ in Node-RED), and a URL that is a mustache template.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -161,10 +162,9 @@ def http_response_msg(
     if (node.get("ret") or "txt") == "obj":
         if status == 204:
             payload = "{}"
-        try:
+        # Text that does not parse goes on as text (Node-RED warns "JSON parse error").
+        with contextlib.suppress(ValueError):
             payload = parse_json_text(payload)
-        except ValueError:
-            pass  # Node-RED warns "JSON parse error" and sends the text
     out.update(
         statusCode=status,
         headers=headers,
@@ -231,7 +231,7 @@ def _query_string(value: Mapping[str, Any]) -> str:
     for name, item in value.items():
         key = _escape(name)
         for one in item if isinstance(item, list) else [item]:
-            if isinstance(one, bool) or isinstance(one, str | int | float):
+            if isinstance(one, str | int | float):  # bool is an int
                 pairs.append(f"{key}={_escape(js_string(one))}")
             else:
                 pairs.append(f"{key}=")

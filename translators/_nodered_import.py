@@ -610,9 +610,7 @@ class _Builder:
         # A native join reads msg.parts, which only Node-RED's split writes: a split leading
         # to one stays native too (unless an IR join pairs with it).
         native_joins = {
-            m.exit
-            for m in steps
-            if m.mapping.kind == "native" and m.node.get("type") == "join"
+            m.exit for m in steps if m.mapping.kind == "native" and m.node.get("type") == "join"
         }
         for m in steps:
             if m.exit in reached and m.exit not in claimed and reached[m.exit] & native_joins:

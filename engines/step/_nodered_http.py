@@ -7,7 +7,7 @@ does; so the call goes through the host policy, admission and metering like any 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from fluxo_core.errors import ValidationError
 from fluxo_core.ir import NativeStep
@@ -21,7 +21,7 @@ from nodered_semantics.http_request import (
 __all__ = ["http_request_body", "http_request_outputs", "is_http_request"]
 
 
-def is_http_request(step: Any) -> bool:
+def is_http_request(step: Any) -> TypeGuard[NativeStep]:
     return isinstance(step, NativeStep) and step.config.get("type") == HTTP_REQUEST_TYPE
 
 

@@ -413,7 +413,8 @@ class JobRun:
     ) -> None:
         call_id = call_id_for(self.job["id"], key, attempt)
         body = payload
-        if step.id in self.plan.sequences:  # a Node-RED join: the messages it gathered
+        if isinstance(step, NativeStep) and step.id in self.plan.sequences:
+            # A Node-RED join: the messages it gathered.
             body = {"node": step.config, "messages": payload}
         elif is_http_request(step):  # the http service sends what the node would
             body = http_request_body(step, {**context.get("msg", {}), "payload": payload})

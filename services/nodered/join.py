@@ -97,7 +97,9 @@ class _Joiner:
         for msg in messages:
             self.receive(msg)
         if self.inflight:
-            held = ", ".join(f"{len(g.items) or len(g.keyed)} part(s)" for g in self.inflight.values())
+            held = ", ".join(
+                f"{len(g.items) or len(g.keyed)} part(s)" for g in self.inflight.values()
+            )
             raise node_error(
                 self.node,
                 f"a group is still incomplete when the job has no more messages for it ({held}); "
@@ -209,7 +211,9 @@ class _Joiner:
         if group.kind == "object":
             result = group.keyed
         elif group.kind == "string":
-            char = group.join_char if isinstance(group.join_char, str) else js_string(group.join_char)
+            char = (
+                group.join_char if isinstance(group.join_char, str) else js_string(group.join_char)
+            )
             result = char.join(
                 "" if item in (None, UNDEFINED) else js_string(item) for item in group.items
             )

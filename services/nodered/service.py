@@ -19,6 +19,9 @@ implementation behaves:
 * ``change``, ``switch`` (every rule but the sequence ones), ``range`` and ``sort`` (of an array
   in the message): :mod:`services.nodered.change`, :mod:`services.nodered.switch`,
   :mod:`services.nodered.range`, :mod:`services.nodered.sort`;
+* ``split`` (strings, arrays, objects; not streaming): :mod:`services.nodered.split`;
+* ``join`` (automatic, manual, reduce) over every message that reached it in a job, called with
+  ``{node, messages}`` (:func:`run_sequence_node`): :mod:`services.nodered.join`;
 * ``catch``: a failed step's ``{error, input, step, node}`` (its ``on_error: goto``) as the
   message Node-RED's catch sends, :mod:`services.nodered.catch`;
 * ``junction`` and ``link out``: the message on, unchanged (an import keeps them as steps where
