@@ -34,6 +34,7 @@ __all__ = [
     "RULE_TYPES",
     "SEQUENCE_TYPES",
     "SUPPORTED_TYPES",
+    "UNFINISHED_SEQUENCE",
     "change_rules",
     "function_reads_context",
     "function_reports_errors",
@@ -60,6 +61,10 @@ SEQUENCE_TYPES = frozenset({"join"})
 """Nodes that act on the messages of a sequence together, not on one message: the step engine
 gathers every message that reaches one in a job and calls the service once with them all
 (``{node, messages}``), in the order Node-RED would deliver them."""
+UNFINISHED_SEQUENCE = "unfinished_sequence"
+"""The context key of a sequence node's failure for a group the job left incomplete: not a
+failure Node-RED would report (it would wait for more messages), so it reaches no catch node;
+the step engine fails the job instead."""
 SUPPORTED_TYPES = (
     frozenset({"function", "template", "json", "csv", "catch", "split"})
     | RULE_TYPES

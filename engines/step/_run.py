@@ -45,7 +45,7 @@ from fluxo_core.ir import (
 from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
-from nodered_semantics.support import REPORTED_PORT
+from nodered_semantics.support import REPORTED_PORT, UNFINISHED_SEQUENCE
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
 from service_runtime.interceptors import JobSpan
@@ -368,6 +368,8 @@ class JobRun:
         self._update(key, status="failed", error=orjson.dumps(error).decode())
         payload = orjson.loads(raw_input) if raw_input else {}
         on_error = step.on_error
+        if (error.get("context") or {}).get(UNFINISHED_SEQUENCE):
+            on_error = "fail"  # a join left a group incomplete: Node-RED reports nothing then
         if on_error == "continue":
             self.route(step, payload, context["frames"], key, context.get("msg"))
         elif on_error == "fail":

@@ -29,12 +29,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluxo_core.errors import ServiceError
 from nodered_semantics.js import UNDEFINED, is_nan, js_number, js_string
 from nodered_semantics.jsonata import evaluate_jsonata
+from nodered_semantics.support import UNFINISHED_SEQUENCE
 from nodered_semantics.typed_values import typed_value
 from services.nodered.common import (
     Sent,
     node_error,
+    node_label,
     property_text,
     read_property,
     write_property,
@@ -100,7 +103,7 @@ class _Joiner:
             held = ", ".join(
                 f"{len(g.items) or len(g.keyed)} part(s)" for g in self.inflight.values()
             )
-            raise node_error(
+            raise _unfinished(
                 self.node,
                 f"a group is still incomplete when the job has no more messages for it ({held}); "
                 "Node-RED would wait for later messages, which another job brings: complete "
@@ -253,7 +256,7 @@ class _Reducer:
             self.receive(msg)
         if self.pending:
             held = ", ".join(f"{len(g['msgs'])} of {g['count']}" for g in self.pending.values())
-            raise node_error(
+            raise _unfinished(
                 self.node,
                 f"a sequence to reduce is still incomplete when the job has no more messages "
                 f"for it ({held} part(s)); Node-RED would wait for later messages, which "
@@ -305,6 +308,17 @@ class _Reducer:
 
     def _evaluate(self, text: str, msg: Any, bindings: dict[str, Any]) -> Any:
         return evaluate_jsonata(text, msg, self.node, self.env, bindings)
+
+
+def _unfinished(node: Mapping[str, Any], what: str) -> ServiceError:
+    """A group the job left incomplete: the job fails (no catch node sees it, as Node-RED
+    reports nothing then)."""
+    return ServiceError(
+        f"{node_label(node)}: {what}",
+        retryable=False,
+        node=str(node.get("id", "?")),
+        **{UNFINISHED_SEQUENCE: True},
+    )
 
 
 def _json_message(value: Any) -> Any:
