@@ -170,7 +170,7 @@ class _Joiner:
                 join_char=join_char if kind == "string" else None,
                 array_len=array_len if kind == "array" else None,
             )
-        self._add(group, kind, key, index, value, msg)
+        self._add(group, kind, key, index, value)
         group.msg.update(copy.deepcopy(msg))
         wanted = group.target
         if has_parts and isinstance(parts, dict):
@@ -180,9 +180,7 @@ class _Joiner:
         if (not is_nan(number) and number > 0 and group.count >= number) or "complete" in msg:
             self._send(part_id)
 
-    def _add(
-        self, group: _Group, kind: Any, key: Any, index: Any, value: Any, msg: dict[str, Any]
-    ) -> None:
+    def _add(self, group: _Group, kind: Any, key: Any, index: Any, value: Any) -> None:
         if kind == "object":
             group.keyed[js_string(key)] = value
             group.count = len(group.keyed)
