@@ -31,6 +31,7 @@ __all__ = [
     "evaluate_jsonata",
     "jsonata_problem",
     "portable_jsonata",
+    "reads_payload_only",
 ]
 
 JSONATA_TIMEOUT_MS = 1000
@@ -184,3 +185,24 @@ _NODE_RED_ONLY = re.compile(r"\$(flowContext|globalContext|env|moment|parts|clon
 def portable_jsonata(expr: Any) -> bool:
     """Whether a Node-RED JSONata expression uses none of Node-RED's own functions."""
     return isinstance(expr, str) and bool(expr.strip()) and not _NODE_RED_ONLY.search(expr)
+
+
+_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+# A name that starts a path: not after a dot (a field below), $ (a variable) or a word character.
+_TOP_NAME = re.compile(r"(?<![\w$.`])(`[^`]*`|[A-Za-z_]\w*)")
+_WORDS = frozenset({"and", "or", "in", "true", "false", "null", "function"})
+
+
+def reads_payload_only(expr: Any) -> bool:
+    """Whether a Node-RED JSONata expression reads no message property but ``payload``.
+
+    Conservative: every name that starts a path must be ``payload``; a name inside a filter
+    (``payload[name = "x"]``) counts too, so such an expression is not claimed. Node-RED gives
+    the expression the whole message; an expression that reads ``topic`` (or ``msg.topic``)
+    needs it, not just the payload."""
+    if not isinstance(expr, str):
+        return False
+    text = _COMMENT.sub(" ", _STRING_LITERAL.sub('""', expr))
+    names = {m.group(1).strip("`") for m in _TOP_NAME.finditer(text)} - _WORDS
+    return names <= {"payload"}

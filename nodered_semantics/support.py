@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
 from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
@@ -31,7 +32,9 @@ __all__ = [
     "QUEUE_CONTROLS",
     "REPORTED_PORT",
     "RULE_TYPES",
+    "SEQUENCE_TYPES",
     "SUPPORTED_TYPES",
+    "UNFINISHED_SEQUENCE",
     "change_rules",
     "function_reads_context",
     "function_reports_errors",
@@ -54,8 +57,19 @@ NODERED_NODE_SERVICE = "nodered-node"
 PASSING_TYPES = frozenset({"junction", "link out"})
 """Wiring nodes an import keeps as steps where a port of a node with several outputs leads to
 them (so the port can be told apart): they pass the message on unchanged."""
+SEQUENCE_TYPES = frozenset({"join"})
+"""Nodes that act on the messages of a sequence together, not on one message: the step engine
+gathers every message that reaches one in a job and calls the service once with them all
+(``{node, messages}``), in the order Node-RED would deliver them."""
+UNFINISHED_SEQUENCE = "unfinished_sequence"
+"""The context key of a sequence node's failure for a group the job left incomplete: not a
+failure Node-RED would report (it would wait for more messages), so it reaches no catch node;
+the step engine fails the job instead."""
 SUPPORTED_TYPES = (
-    frozenset({"function", "template", "json", "csv", "catch"}) | RULE_TYPES | PASSING_TYPES
+    frozenset({"function", "template", "json", "csv", "catch", "split"})
+    | RULE_TYPES
+    | PASSING_TYPES
+    | SEQUENCE_TYPES
 )
 
 
@@ -67,6 +81,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     Node-RED keeps that state in the running node, a call of this service starts afresh.
     """
     kind = str(node.get("type", ""))
+    if kind == HTTP_REQUEST_TYPE:  # not this service's: a call of the http service
+        return http_request_problem(node)
     if kind not in SUPPORTED_TYPES:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
     if kind in RULE_TYPES:
@@ -99,6 +115,10 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
             return "it writes its result to flow/global context, which outlives the message"
         if re.search(r"\{\{\{?\s*(flow|global)(\[\w*\])?\.", text):
             return "it reads flow/global context, which Node-RED keeps between messages"
+    if kind == "split":
+        return _split_problem(node)
+    if kind == "join":
+        return _join_problem(node)
     if kind == "csv":
         if node.get("spec") == "rfc":
             return "RFC 4180 mode of the csv node is not supported on the step engine yet"
@@ -106,6 +126,64 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
             return (
                 "it sends the column header once per deployment, which depends on earlier messages"
             )
+    return None
+
+
+def _split_problem(node: Mapping[str, Any]) -> str | None:
+    if node.get("stream"):
+        return (
+            "it streams (a part left over is carried to the next message), which depends on "
+            "earlier messages"
+        )
+    kind = node.get("spltType") or "str"
+    if kind == "bin":
+        return "it splits at a Buffer separator, which a JSON message cannot carry"
+    if kind not in ("str", "len"):
+        return f"its split type {kind!r} is unknown"
+    if kind == "len" and not _positive_integer(node.get("splt")):
+        return f"its split length {node.get('splt')!r} is not a positive integer"
+    if "arraySplt" in node and not _positive_integer(node.get("arraySplt")):
+        return f"its array split length {node.get('arraySplt')!r} is not a positive integer"
+    return None
+
+
+def _positive_integer(value: Any) -> bool:
+    """``parseInt(value) >= 1``, as the split node checks its lengths."""
+    return bool(re.match(r"\s*\+?0*[1-9]", str(value)))
+
+
+_JOIN_BUILDS = frozenset({"array", "string", "object", "merged"})
+
+
+def _join_problem(node: Mapping[str, Any]) -> str | None:
+    mode = node.get("mode") or "auto"
+    if mode == "reduce":
+        problem = jsonata_problem(node.get("reduceExp"))
+        if problem is None and node.get("reduceFixup") not in (None, ""):
+            problem = jsonata_problem(node.get("reduceFixup"))
+        if problem is None:
+            problem = typed_value_problem(node.get("reduceInit"), node.get("reduceInitType"))
+        return None if problem is None else f"its reduce expressions: {problem}"
+    if mode == "auto":
+        return None
+    if mode != "custom":
+        return f"its mode {mode!r} is unknown"
+    timeout = js_number(node.get("timeout") or 0)
+    if is_nan(timeout) or timeout > 0:
+        return (
+            f"it sends a group when its timeout ({node.get('timeout')} s) expires, which "
+            "depends on when messages arrive; the step engine joins the messages of one job"
+        )
+    if node.get("accumulate") is True:
+        return (
+            "it accumulates (keeps the group after sending it), so later jobs would add to "
+            "it; the step engine joins the messages of one job"
+        )
+    build = node.get("build") or "array"
+    if build == "buffer" or (build == "string" and node.get("joinerType") == "bin"):
+        return "it builds a Buffer, which a JSON message cannot carry"
+    if build not in _JOIN_BUILDS:
+        return f"its output type {build!r} is unknown"
     return None
 
 

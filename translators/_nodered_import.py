@@ -607,6 +607,18 @@ class _Builder:
                 continue
             claimed[inner[0]] = m.exit
             m.mapping.steps[-1]["split"] = inner[0]
+        # A native join reads msg.parts, which only Node-RED's split writes: a split leading
+        # to one stays native too (unless an IR join pairs with it).
+        native_joins = {
+            m.exit for m in steps if m.mapping.kind == "native" and m.node.get("type") == "join"
+        }
+        for m in steps:
+            if m.exit in reached and m.exit not in claimed and reached[m.exit] & native_joins:
+                nxt = m.mapping.steps[-1]["next"]
+                m.mapping = native_mapping(
+                    m.node, "it leads to a join that reads msg.parts, which only the node writes"
+                )
+                m.mapping.steps[-1]["next"] = nxt
 
 
 # --- the whole file ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from fluxo.control.platform import Platform
 from fluxo_core.errors import FluxoError
 from fluxo_core.ir import Workflow
 from fluxo_core.storage import Database, Principal
-from services import nodered_node_service
+from services import BuiltinConfig, HttpService, nodered_node_service
 from tests.support.golden import regenerate_requested
 from tests.support.nodered_diff import (
     Unobservable,
@@ -59,6 +59,8 @@ ME = Principal(account_id="acme", user_id="ada")
 QUIET_S = 0.6  # no capture for this long after an inject: the flow is done
 SLOW_QUIET_S = 4.5  # the same for flows with timers (a setTimeout of 2 s, a delay node of 3 s)
 MAX_WAIT_S = 8.0
+# Assembled flows name the test's HTTP server (Capture's app) with this; both sides reach it.
+TEST_SERVER = "http://fluxo-test-server"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class Capture:
         self.items: list[tuple[str, str]] = []
         self.last = 0.0
         self.url = ""
+        self.server = ""
         self.quiet_s = QUIET_S
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -133,6 +136,31 @@ class Capture:
                 return
             await asyncio.sleep(0.1)
 
+    async def echo(self, request: web.Request) -> web.Response:
+        """What an http request node sent: method, path, query, the x- headers and
+        content-type (others differ by client), and the body as text."""
+        headers = {
+            k.lower(): v
+            for k, v in request.headers.items()
+            if k.lower().startswith("x-") or k.lower() == "content-type"
+        }
+        query = {k: request.query.getall(k) for k in request.query}
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": query,
+                "headers": dict(sorted(headers.items())),
+                "body": await request.text(),
+            },
+            headers={"x-echo": "yes"},
+        )
+
+    async def answer(self, request: web.Request) -> web.Response:
+        """``/answer/{status}``: a text body (not JSON) with that status."""
+        status = int(request.match_info["status"])
+        return web.Response(status=status, text=f"status {status}\nfrom the test server")
+
     def take(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for debug, value in self.items:
@@ -146,12 +174,16 @@ async def capture() -> AsyncIterator[Capture]:
     cap = Capture()
     app = web.Application()
     app.router.add_post("/capture", cap.handle)
-    runner = web.AppRunner(app)
+    app.router.add_route("*", "/echo/{tail:.*}", cap.echo)
+    app.router.add_get("/answer/{status}", cap.answer)
+    # Node-RED's http request nodes keep connections open: do not wait 60 s for them at the end.
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     cap.url = f"http://127.0.0.1:{port}/capture"
+    cap.server = f"http://127.0.0.1:{port}"
     yield cap
     await runner.cleanup()
 
@@ -160,8 +192,10 @@ async def capture() -> AsyncIterator[Capture]:
 async def fluxo(tmp_path: Path) -> AsyncIterator[Platform]:
     db = Database(f"sqlite:///{tmp_path}/fluxo.db")
     await db.migrate()
+    # The http service may reach the loopback test server (the operator allow-list).
+    http = HttpService(BuiltinConfig(http_allow=("127.0.0.1",))).service
     platform = Platform(
-        db, [nodered_node_service()], workers=2, poll_interval_s=0.05, admission_cache_s=0
+        db, [nodered_node_service(), http], workers=2, poll_interval_s=0.05, admission_cache_s=0
     )
     await platform.accounts.ensure_account("acme")
     async with platform:
@@ -237,7 +271,7 @@ async def _compare(
     *,
     per_trigger: bool = False,
 ) -> Outcome:
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text().replace(TEST_SERVER, capture.server))
     imp = from_nodered(data, name="example")
     workflows = [_started_per_trigger(w) if per_trigger else w for w in imp.workflows]
     verdicts = [step_runnable(w, imp.triggers) for w in workflows]
