@@ -10,7 +10,7 @@ from decimal import Decimal
 from fluxo.control.jobs import JobSummary, job_summary
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.storage import Database, Principal
-from fluxo_core.storage.activity import AccountActivity
+from fluxo_core.storage.activity import AccountActivity, RecentCall
 
 __all__ = [
     "RATE_WINDOW_S",
@@ -130,6 +130,12 @@ class Activity:
                 p95_s=_percentile(ordered, 0.95),
             )
         return found
+
+    async def recent_calls(
+        self, who: Principal, service: str, *, limit: int = 50
+    ) -> list[RecentCall]:
+        """The account's newest calls of ``service``, newest first."""
+        return await self.store.recent_calls(who.account_id, service, limit)
 
     async def call_costs(
         self, who: Principal, call_ids: list[str]

@@ -17,7 +17,7 @@ from fluxo_core.storage.database import Database
 from fluxo_core.storage.jobs import JobSummaryRow, job_summary_row
 from fluxo_core.storage.tables import calls, jobs, usage_records
 
-__all__ = ["AccountActivity", "CallCost", "ServiceCalls", "Snapshot"]
+__all__ = ["AccountActivity", "CallCost", "RecentCall", "ServiceCalls", "Snapshot"]
 
 MAX_LATENCY_SAMPLES = 20_000  # the newest calls whose durations make the percentiles
 
@@ -43,6 +43,20 @@ class ServiceCalls:
     calls: int
     failed: int
     durations_s: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class RecentCall:
+    """One call of a service by the account: how it went and which job's step made it."""
+
+    call_id: str
+    version: str
+    status: str
+    created_at: float
+    finished_at: float | None
+    job_id: str | None
+    step_id: str | None
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,3 +198,18 @@ class AccountActivity:
             if finished is not None:
                 entry.durations_s.append(max(0.0, finished - created))
         return found
+
+    async def recent_calls(self, account_id: str, service: str, limit: int) -> list[RecentCall]:
+        """The account's newest calls of ``service`` (``ix_calls_account_created``)."""
+        c = calls.c
+        query = (
+            sa.select(
+                c.id, c.version, c.status, c.created_at, c.finished_at, c.job_id, c.step_id,
+                c.error,
+            )
+            .where(c.account_id == account_id, c.service == service)
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(limit)
+        )  # fmt: skip
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
+        return [RecentCall(*row) for row in rows]
