@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fluxo.control.auth import require
-from fluxo_core.errors import NotFoundError, UnsupportedFeatureError, ValidationError
+from fluxo_core.errors import (
+    NotFoundError,
+    PermissionDeniedError,
+    UnsupportedFeatureError,
+    ValidationError,
+)
 from fluxo_core.storage import Database, Principal, Role
 from service_runtime.catalog import ServiceInfo
 from service_runtime.dead_letters import DeadLetter, DeadLetters, Replay
@@ -44,6 +49,7 @@ class AccountDeadLetters:
         self, principal: Principal, service: ServiceInfo, *, limit: int = MAX_LETTERS
     ) -> list[DeadLetter]:
         """The account's dead letters of ``service`` (this version), oldest first."""
+        _no_engine(principal)
         if self._letters is None:
             return []
         return await self._letters.list(
@@ -61,6 +67,7 @@ class AccountDeadLetters:
                 service (another account's is the same as a missing one).
             UnsupportedFeatureError: the transport's dead letters are the broker's to replay.
         """
+        _no_engine(principal)
         require(principal, Role.MEMBER, "replay dead letters")
         if not message_ids:
             raise ValidationError(
@@ -88,3 +95,8 @@ class AccountDeadLetters:
                 f"{service.ref} in this account"
             )
         return await self._letters.replay(service.input_queue, [m.message_id for m in owned])
+
+
+def _no_engine(principal: Principal) -> None:
+    if principal.engine is not None:
+        raise PermissionDeniedError("an engine's token may not read or replay dead letters")

@@ -234,6 +234,7 @@ def test_the_triggers_page_shows_health_and_fires_pauses_and_resumes(
     console.page.get_by_role("button", name="Pause orders-hook").click()
     expect(facts).to_contain_text("paused")
     expect(facts).to_contain_text("acme/ana")
+    console.screenshot("trigger.en")
     console.goto("/triggers")
     expect(row).to_contain_text("paused")
     expect(row.locator("td").nth(5)).to_have_text("1")
