@@ -87,6 +87,7 @@ def document_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
 
     def errors(*codes: int) -> dict[str, Any]:
         text = {
+            400: "Malformed body (empty, JSON that does not parse)",
             401: "Missing, unknown, revoked or expired bearer token",
             403: "The token's role may not do this (a viewer replaying, an engine's token)",
             404: "No such service, or no such dead letter of this account's calls of it",
@@ -194,7 +195,7 @@ def document_routes(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
                     },
                     "What the replay did",
                 ),
-                **errors(401, 403, 404, 422),
+                **errors(400, 401, 403, 404, 422),
             },
         }
     }
