@@ -143,10 +143,12 @@ def test_place_and_lift_a_block_from_the_page(
     console.page.get_by_label("What to block").select_option("workflow")
     console.page.get_by_label("Its name").fill("refunds")
     console.page.get_by_label("Reason").fill("refunds paused for the audit")
+    console.page.get_by_label("Ends at (UTC, optional)").fill("2099-01-02T10:30")
     console.page.get_by_role("button", name="Place the block").click()
     expect(console.page.get_by_role("status")).to_have_text("The block is in force.")
     active = console.page.locator("#blocks-active")
     expect(active).to_contain_text("refunds paused for the audit")
+    expect(active).to_contain_text("Jan 2, 2099, 10:30:00")
     console.screenshot("blocks.en")
     # The block holds: a new refund is refused.
     try:

@@ -4,6 +4,7 @@ the blocks in force with their history; a member places and lifts blocks as the 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from fluxo_core.storage.blocks import BLOCK_KINDS
 __all__ = ["routes"]
 
 MAX_EVENTS = 50
+_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 
 
 def routes() -> list[Route]:
@@ -84,13 +86,14 @@ async def _place(request: web.Request) -> web.StreamResponse:
     require(who, Role.MEMBER, "place blocks")
     form = await request.post()
     ends_at = str(form.get("ends_at", "")).strip()
+    if ends_at and not _OFFSET.search(ends_at):
+        ends_at += "Z"  # the form's local-time input has no offset: it is UTC, as the page says
     await platform(request).blocks.place(
         who,
         kind=str(form.get("kind", "")),
         target=str(form.get("target", "")).strip() or None,
         reason=str(form.get("reason", "")),
-        # The form's local time input has no offset: it is read as UTC, as the page says.
-        ends_at=(ends_at + ":00Z" if len(ends_at) == 16 else ends_at) or None,
+        ends_at=ends_at or None,
     )
     raise web.HTTPSeeOther(url(request, "blocks", {"done": "placed"}))
 
