@@ -50,6 +50,7 @@ class RecentCall:
     """One call of a service by the account: how it went and which job's step made it."""
 
     call_id: str
+    service: str
     version: str
     status: str
     created_at: float
@@ -74,6 +75,11 @@ class Snapshot:
 class AccountActivity:
     def __init__(self, db: Database) -> None:
         self.db = db
+        c = calls.c
+        self._recent = sa.select(
+            c.id, c.service, c.version, c.status, c.created_at, c.finished_at, c.job_id,
+            c.step_id, c.error,
+        )  # fmt: skip
 
     async def snapshot(
         self,
@@ -203,11 +209,29 @@ class AccountActivity:
         """The account's newest calls of ``service`` (``ix_calls_account_created``)."""
         c = calls.c
         query = (
-            sa.select(
-                c.id, c.version, c.status, c.created_at, c.finished_at, c.job_id, c.step_id,
-                c.error,
-            )
+            self._recent
             .where(c.account_id == account_id, c.service == service)
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(limit)
+        )  # fmt: skip
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
+        return [RecentCall(*row) for row in rows]
+
+    async def refused_calls(
+        self, account_id: str, codes: Sequence[str], since: float, limit: int
+    ) -> list[RecentCall]:
+        """The account's newest calls since then that failed with one of these error codes
+        (a quota's refusals), through ``ix_calls_account_status``."""
+        c = calls.c
+        coded = sa.or_(*(c.error.contains(f'"code":"{code}"') for code in codes))
+        query = (
+            self._recent
+            .where(
+                c.account_id == account_id,
+                c.status == "failed",
+                c.created_at >= since,
+                coded,
+            )
             .order_by(c.created_at.desc(), c.id.desc())
             .limit(limit)
         )  # fmt: skip

@@ -31,7 +31,8 @@ def _put_quota(server: Server, account: str, name: str, spec: dict[str, Any]) ->
 @pytest.fixture(scope="module")
 def limits(server: Server, jobs: dict[str, Any]) -> dict[str, Any]:
     """acme: a daily calls quota of the whole account, and one call of console-wait a day
-    (used up by an order: its 80% and 100% events); globex: a quota and a block of its own."""
+    (used up by an order: its 80% and 100% events; the next order's wait call is refused);
+    globex: a quota and a block of its own."""
     _put_quota(server, "acme", "daily-calls", {"kind": "calls", "limit": 1000, "period": "day"})
     _put_quota(
         server,
@@ -50,6 +51,9 @@ def limits(server: Server, jobs: dict[str, Any]) -> dict[str, Any]:
     while server.api("GET", "/v1/quotas/wait-calls", token=server.token("acme"))["used"] < 1:
         assert time.monotonic() < deadline, "the wait-calls quota never counted a call"
         server.run("acme", "orders", {"order": "ord-quota"})
+    # One more: its wait call is past the quota, refused by the worker (the job fails).
+    refused = server.run("acme", "orders", {"order": "ord-over-quota"})
+    assert refused["status"] == "failed", refused
     _put_quota(server, "globex", "gx-secret-quota", {"kind": "calls", "limit": 7, "period": "day"})
     globex_block = server.api(
         "POST",
@@ -107,6 +111,10 @@ def test_the_quotas_page_shows_use_limits_and_the_events(
     expect(wait).to_contain_text("console-wait")
     expect(wait.locator("td").nth(4)).to_have_text("1")  # used: the order's one wait call
     expect(wait).to_contain_text("100.0%")
+    # The orders after the first were refused their wait call: its quota was used up.
+    refusals = console.page.locator("#quota-refusals")
+    expect(refusals.locator("tbody tr").first).to_contain_text("console-wait")
+    expect(refusals).to_contain_text("used up its calls quota 'wait-calls'")
     events = console.page.locator("#quota-events")
     expect(events).to_contain_text("limit reached: refusing")
     expect(events).to_contain_text("80% used")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from fluxo.console.web import Route, platform, render, url, viewer
@@ -41,7 +42,20 @@ async def _quotas(request: web.Request) -> web.StreamResponse:
         {**event_json(e), "at": e.created_at}
         for e in await p.quotas.events(who.account_id, limit=MAX_EVENTS)
     ]
-    return render(request, "quotas.html", quotas=quotas, events=events)
+    refusals = [
+        {"call": call, "message": _message(call.error)}
+        for call in await p.activity.quota_refusals(who)
+    ]
+    return render(request, "quotas.html", quotas=quotas, events=events, refusals=refusals)
+
+
+def _message(error: str | None) -> str:
+    """The refusal's message, from the call's error (its JSON)."""
+    try:
+        found = orjson.loads(error or "{}")
+    except orjson.JSONDecodeError:
+        return error or ""
+    return str(found.get("message", "")) if isinstance(found, dict) else str(found)
 
 
 def _share(quota: dict[str, Any]) -> float | None:
