@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from fluxo.control.activity import Activity
 from fluxo.control.blocks import BlockService
+from fluxo.control.dead_letters import AccountDeadLetters
 from fluxo.control.job_control import JobControl
 from fluxo.control.jobs import JobService
 from fluxo.control.kubernetes import KubernetesClient, kubernetes_config
@@ -292,6 +293,8 @@ class Platform:
         self.jobs.remote.on_engine_error = self.metrics.engine_error
         # What the account's jobs, queue and spend are doing now (the console's overview).
         self.activity = Activity(db, clock=clock)
+        # An account's dead letters of a service and their replay (the console's service page).
+        self.dead_letters = AccountDeadLetters(db, self.runtime.transport)
         # Blocks (fluxo block) and job control (resume, retry, pause): the index admission
         # decides with is the one they refresh.
         self.blocks = BlockService(db, self.admission.blocks, clock=clock)

@@ -31,6 +31,7 @@ SEARCH_WINDOW = 10_000
 
 __all__ = [
     "SEARCH_WINDOW",
+    "ChildJob",
     "JobRow",
     "JobStore",
     "JobSummaryRow",
@@ -48,6 +49,16 @@ _CALL_PHASES: dict[str, StepPhase] = {
 }
 
 ACTIVE = ("queued", "running")
+
+
+@dataclass(slots=True, frozen=True)
+class ChildJob:
+    """A job a call of another job started (a workflow used as a service)."""
+
+    job_id: str
+    account_id: str
+    parent_step_id: str | None
+    parent_call_id: str | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -143,6 +154,18 @@ class JobStore:
         )
         rows = await self.db.read(lambda conn: conn.execute(query).all())
         return [(row.id, row.account_id) for row in rows]
+
+    async def children(self, job_id: str) -> list[ChildJob]:
+        """The child jobs that calls of ``job_id`` started (workflow services), oldest first,
+        each with its account: a child usually runs in its publisher's account, which the
+        caller must not be shown."""
+        query = (
+            sa.select(jobs.c.id, jobs.c.account_id, jobs.c.parent_step_id, jobs.c.parent_call_id)
+            .where(jobs.c.parent_job_id == job_id)
+            .order_by(jobs.c.created_at, jobs.c.id)
+        )
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
+        return [ChildJob(r.id, r.account_id, r.parent_step_id, r.parent_call_id) for r in rows]
 
     async def job(self, job_id: str, *, account_id: str | None = None) -> JobRow:
         """The job ``job_id`` (of ``account_id``, if given), whole.
