@@ -145,6 +145,31 @@ class CallStore:
         """Write each call's status, result or error, attempts and end (one statement)."""
         bulk_update(tx, calls, ["id"], outcomes)
 
+    def in_transaction(self, tx: Transaction, call_ids: Iterable[str]) -> dict[str, CallRow]:
+        """These calls as stored, read in ``tx``, by id."""
+        ids = sorted(set(call_ids))
+        if not ids:
+            return {}
+        query = sa.select(*_COLUMNS).where(one_of(calls.c.id, "ids", sqlite=self.db.is_sqlite))
+        return {row.id: CallRow.of_row(row) for row in tx.execute(query, {"ids": ids})}
+
+    def complete_open(self, tx: Transaction, outcome: CallOutcome) -> bool:
+        """Write a final ``outcome`` over a call that has none yet (a deferred call, see
+        :mod:`service_runtime.deferred`); False if it has one: another transaction completed
+        it, and the caller writes nothing else for it either."""
+        result = tx.execute(
+            sa.update(calls)
+            .where(calls.c.id == outcome.id, calls.c.status.not_in(("succeeded", "failed")))
+            .values(
+                status=outcome.status,
+                result=outcome.result,
+                error=outcome.error,
+                attempts=outcome.attempts,
+                finished_at=outcome.finished_at,
+            )
+        )
+        return bool(result.rowcount)
+
     def reopen_failed(self, tx: Transaction, call_ids: Iterable[str]) -> None:
         """Queue these calls again if they failed (a dead-letter replay); others stay as they are."""
         ids = sorted(set(call_ids))
