@@ -13,6 +13,7 @@ both complete one call (the child's end and a sweep, or two processes) apply it 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from fluxo_core.errors import FluxoError, ServiceError
+from fluxo_core.errors import FluxoError, PacketValidationError, ServiceError
 from fluxo_core.ir import Packet, new_span_id, parse_packet
 from fluxo_core.storage import CallOutcome, CallRow, CallStore, Database, Transaction
 from service_runtime.gateway import call_channel
@@ -30,6 +31,8 @@ from service_runtime.transports import OutgoingMessage, Transport
 from service_runtime.worker import failure_message, normalize_outputs, output_messages
 
 __all__ = ["Completion", "DeferredCalls"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -55,10 +58,19 @@ class DeferredCalls:
         """Write each call's outcome, output messages and usage in ``tx``; returns the ids of
         the calls completed here (a call completed before is left as it is)."""
         now = time.time()
+        readable: list[tuple[Completion, Packet]] = []
+        for done in completions:
+            # Read before anything is written: what cannot be completed is left out whole
+            # (the call stays open) instead of failing the transaction that ends the work.
+            try:
+                readable.append(
+                    (done, parse_packet(done.call.request, where=f"call {done.call.id}"))
+                )
+            except PacketValidationError as exc:
+                log.error("deferred call %s cannot be completed: %s", done.call.id, exc.message)
         results: list[CallResult] = []
         messages: list[OutgoingMessage] = []
-        for done in completions:
-            packet = parse_packet(done.call.request, where=f"call {done.call.id}")
+        for done, packet in readable:
             result = self._complete_one(tx, done, packet, now, messages)
             if result is not None:
                 results.append(result)

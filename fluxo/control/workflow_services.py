@@ -587,8 +587,9 @@ class WorkflowServices:
         tasks = [task for _, task in loops]
         if not tasks:
             return
-        # Idle loops stop at once; one waiting for a child job is cancelled after a grace
-        # period: its message's lease runs out and the next process waits for the same child.
+        # A loop stops after its batch (which only starts child jobs); one stuck longer (a
+        # slow database) is cancelled after a grace period: its messages' leases run out and
+        # another process starts the same children (once: the call id is their key).
         _, waiting = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
         for task in waiting:
             task.cancel()
