@@ -204,8 +204,17 @@ def build_worker_workflow_services(
                 lease_s=max(config.lease_s, 5.0),
             )
         )
-    jobs = JobService(runtime, workflows, registry, clock=clock)
-    admission = next(i for i in runtime.interceptors.interceptors if isinstance(i, Admission))
+    chain = runtime.interceptors.interceptors
+    admission = next(i for i in chain if isinstance(i, Admission))
+    # The concurrency limits hold for the child jobs started here as for any job.
+    quotas = next((i for i in chain if isinstance(i, QuotaEnforcer)), None)
+    jobs = JobService(
+        runtime,
+        workflows,
+        registry,
+        clock=clock,
+        job_limits=quotas.admit_jobs if quotas is not None else None,
+    )
     return WorkflowServices(
         jobs, ResourceStore(runtime.db, clock=clock), admission=admission, lease_s=config.lease_s
     )

@@ -509,10 +509,14 @@ class WorkflowServices:
                 lambda tx: self.runtime.deferred.complete(tx, completions)
             )
         for child, _ in refused:
-            with contextlib.suppress(NotFoundError):
+            try:
                 await self.jobs.cancel(
                     Principal(account_id=child.account_id, user_id="platform"), child.id
                 )
+            except FluxoError as exc:
+                # The call is answered already; a child left running costs its publisher
+                # only. Named, so an operator can cancel it.
+                log.warning("could not cancel child job %s: %s", child.id, exc.message)
         return len(refused)
 
     async def reload(self) -> bool:
