@@ -74,6 +74,8 @@ class DeferredCalls:
             result = self._complete_one(tx, done, packet, now, messages)
             if result is not None:
                 results.append(result)
+        # Completed here or before: no longer open either way.
+        self.calls.undefer(tx, [done.call.id for done, _ in readable])
         if results and self.interceptors.observes_results:
             self.interceptors.on_result(ResultRequest(results, now), tx)
         self.transport.enqueue(tx, messages)

@@ -482,6 +482,7 @@ class Worker:
         final, retry = settlement.final, settlement.retry
         applied = self._claim_inbox(tx, final, now)
         acks: list[Delivery] = [o.delivery for o in outcomes if o.duplicate]
+        deferred: list[tuple[str, str]] = []
         updates: list[CallOutcome] = []
         messages: list[OutgoingMessage] = []
         for o in final:
@@ -493,7 +494,9 @@ class Worker:
                 continue
             applied.discard(key)  # a second copy in this same batch is a duplicate
             if o.deferred:
-                acks.append(o.delivery)  # its result is written by whoever completes it
+                # Its result is written by whoever completes it; noted as open till then.
+                acks.append(o.delivery)
+                deferred.append((o.delivery.message_id, o.service.name))
             elif o.error is None:
                 acks.append(o.delivery)
                 row_update, row_messages = settlement.success_rows[id(o)]
@@ -515,6 +518,8 @@ class Worker:
             self.interceptors.on_result(ResultRequest(_results(final, retry), now), tx)
         if updates:
             self._calls.record_outcomes(tx, updates)
+        if deferred:
+            self._calls.defer(tx, deferred, now)
         self.transport.enqueue(tx, messages)
         self.transport.ack(tx, acks)
         tx.notify(*(call_channel(o.delivery.message_id) for o in outcomes))

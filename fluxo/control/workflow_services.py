@@ -88,6 +88,8 @@ SERVICE_VERSION = "1"
 # The handler only starts the child job (its run is not waited for).
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 2.0
+# Every this many sweeps, the notes of deferred calls completed in a race are dropped.
+FORGET_EVERY = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,10 +546,14 @@ class WorkflowServices:
         """The background duties of the workflow services of this process, every
         ``sweep_s``: follow the stored Service resources, answer calls whose children ended
         elsewhere, stop children whose callers were refused."""
+        sweeps = 0
         while not self._stop.is_set():
             try:
                 await self.reload()
                 await self.answer_ended()
+                sweeps += 1
+                if sweeps % FORGET_EVERY == 0:
+                    await self.runtime.gateway.calls.forget_completed_deferred()
                 await self.stop_refused_callers()
             except FluxoError as exc:
                 if not exc.retryable:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from fluxo_core.storage.bulk import one_of
 from fluxo_core.storage.calls import _COLUMNS, CallRow
 from fluxo_core.storage.database import Database, Transaction
-from fluxo_core.storage.tables import calls, jobs
+from fluxo_core.storage.tables import calls, deferred_calls, jobs
 
 __all__ = ["ChildJob", "ChildJobStore"]
 
@@ -68,6 +68,13 @@ class ChildJobStore:
         self.db = db
         joined = jobs.join(calls, calls.c.id == jobs.c.parent_call_id)
         self._select = sa.select(*_CHILD_COLUMNS, *_COLUMNS).select_from(joined)
+        # Driven by the few open deferred calls, never by a scan of the calls or jobs.
+        self._deferred = (
+            sa.select(*_CHILD_COLUMNS, *_COLUMNS)
+            .select_from(deferred_calls)
+            .join(calls, calls.c.id == deferred_calls.c.call_id)
+            .join(jobs, jobs.c.parent_call_id == deferred_calls.c.call_id)
+        )
         self._of_jobs = self._select.where(
             one_of(jobs.c.id, "ids", sqlite=db.is_sqlite),
             jobs.c.status.in_(_JOB_ENDED),
@@ -82,14 +89,14 @@ class ChildJobStore:
         return [_child(r) for r in tx.execute(self._of_jobs, {"ids": ids})]
 
     async def unanswered(self, services: Iterable[str], limit: int = 500) -> list[ChildJob]:
-        """Ended child jobs of calls of ``services`` still open: their end was written by a
-        process that does not complete calls (or before it could)."""
+        """Ended child jobs of deferred calls of ``services`` still open: their end was written
+        by a process that does not complete calls (or before it could)."""
         names = sorted(set(services))
         if not names:
             return []
         query = (
-            self._select.where(
-                calls.c.service.in_(names),
+            self._deferred.where(
+                deferred_calls.c.service.in_(names),
                 calls.c.status.not_in(_CALL_DONE),
                 jobs.c.status.in_(_JOB_ENDED),
             )
@@ -106,8 +113,8 @@ class ChildJobStore:
         if not names:
             return []
         query = (
-            self._select.where(
-                calls.c.service.in_(names),
+            self._deferred.where(
+                deferred_calls.c.service.in_(names),
                 calls.c.status.not_in(_CALL_DONE),
                 jobs.c.status.in_(_JOB_OPEN),
             )

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fluxo_core.errors import ServiceError
 from fluxo_core.ir import Packet
 from fluxo_core.storage import CallStore, Database
-from fluxo_core.storage.tables import queue_messages, usage_records
+from fluxo_core.storage.tables import deferred_calls, queue_messages, usage_records
 from service_runtime import Price, ServiceRuntime, service
 from service_runtime.deferred import Completion
 from service_runtime.sdk import DEFERRED, Deferred
@@ -52,6 +52,11 @@ async def charged(db: Database) -> list[tuple[str, int]]:
     return [tuple(r) for r in await db.read(lambda c: c.execute(query).all())]  # type: ignore[misc]
 
 
+async def still_open(db: Database) -> list[str]:
+    query = sa.select(deferred_calls.c.call_id)
+    return list(await db.read(lambda c: c.scalars(query).all()))
+
+
 async def test_a_deferred_call_is_settled_without_a_result_then_completed_once(
     runtime: ServiceRuntime,
 ) -> None:
@@ -66,6 +71,7 @@ async def test_a_deferred_call_is_settled_without_a_result_then_completed_once(
     assert await outputs(runtime.db, later.input_queue) == []
     assert await outputs(runtime.db, later.output_queue) == []
     assert await charged(runtime.db) == []
+    assert await still_open(runtime.db) == [record.id]
 
     row = await CallStore(runtime.db).get(record.id)
     assert row is not None
@@ -85,6 +91,7 @@ async def test_a_deferred_call_is_settled_without_a_result_then_completed_once(
         ("succeeded", record.id, "2")
     ] * 2
     assert await charged(runtime.db) == [(record.id, 250_000)]
+    assert await still_open(runtime.db) == []
 
 
 async def test_a_deferred_call_completed_with_an_error_fails_and_costs_nothing(
