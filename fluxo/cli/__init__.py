@@ -36,6 +36,7 @@ from fluxo.cli._client import HttpClient, open_client, server_or_database
 from fluxo.control.platform import (
     build_dead_letters,
     build_worker_runtime,
+    build_worker_workflow_services,
     default_services,
     open_database,
     tune_gc_for_serving,
@@ -323,13 +324,19 @@ async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
         batch_size=args.batch_size,
         lease_s=config.lease_s if args.lease is None else args.lease,
     )
+    # The published workflows too: a call of one, made anywhere, may be served here.
+    workflow_services = build_worker_workflow_services(config, runtime)
     try:
         async with runtime:
-            tune_gc_for_serving()
-            names = ", ".join(s.ref for s in services)
-            log.info("worker running %d loop(s) for %s", len(runtime.workers), names)
-            print("ready", flush=True)
-            await _until_signalled()
+            await workflow_services.start()
+            try:
+                tune_gc_for_serving()
+                names = ", ".join(s.ref for s in services)
+                log.info("worker running %d loop(s) for %s", len(runtime.workers), names)
+                print("ready", flush=True)
+                await _until_signalled()
+            finally:
+                await workflow_services.stop()
     finally:
         await db.close()
     return 0

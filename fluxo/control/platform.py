@@ -67,6 +67,7 @@ __all__ = [
     "build_dead_letters",
     "build_platform",
     "build_worker_runtime",
+    "build_worker_workflow_services",
     "call_interceptors",
     "default_services",
     "open_database",
@@ -187,6 +188,42 @@ def build_worker_runtime(
     )
 
 
+def build_worker_workflow_services(
+    config: FluxoConfig, runtime: ServiceRuntime, *, clock: Clock = SYSTEM_CLOCK
+) -> WorkflowServices:
+    """The workflow services ``fluxo worker`` runs next to its Python services: the published
+    workflows of the database, whose calls start child jobs (on the configured engines, which
+    this process does not run: the server's engines and runner do) and are completed when
+    their children end, in whichever process ends them."""
+    workflows = WorkflowStore(runtime.db)
+    registry = EngineRegistry()
+    for engine in config.engines:
+        registry.register(
+            load_engine(
+                engine,
+                runtime,
+                workflows,
+                config=config,
+                poll_interval_s=config.poll_interval_s,
+                lease_s=max(config.lease_s, 5.0),
+            )
+        )
+    chain = runtime.interceptors.interceptors
+    admission = next(i for i in chain if isinstance(i, Admission))
+    # The concurrency limits hold for the child jobs started here as for any job.
+    quotas = next((i for i in chain if isinstance(i, QuotaEnforcer)), None)
+    jobs = JobService(
+        runtime,
+        workflows,
+        registry,
+        clock=clock,
+        job_limits=quotas.admit_jobs if quotas is not None else None,
+    )
+    return WorkflowServices(
+        jobs, ResourceStore(runtime.db, clock=clock), admission=admission, lease_s=config.lease_s
+    )
+
+
 def build_dead_letters(config: FluxoConfig, db: Database) -> DeadLetters:
     """The dead letters of the configured transport (``fluxo dlq``)."""
     return DeadLetters(db, make_transport(config, db))
@@ -302,7 +339,7 @@ class Platform:
         # Declarative resources (fluxo apply/get/describe): a controller per kind.
         # Workflows published as services (a Service with spec.workflow): run in this process.
         self.workflow_services = WorkflowServices(
-            self.jobs, ResourceStore(db, clock=clock), admission=self.admission
+            self.jobs, ResourceStore(db, clock=clock), admission=self.admission, lease_s=lease_s
         )
         self.resources = ResourceService(
             ResourceStore(db, clock=clock),

@@ -533,3 +533,14 @@ trigger_attachments = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_trigger_attachments_account_trigger", "account_id", "trigger"),
 )
+
+# Calls whose handler answered DEFERRED and that are not completed yet (see
+# service_runtime.deferred): a small table, so what looks for open ones never scans the calls.
+deferred_calls = Table(
+    "deferred_calls",
+    metadata,
+    Column("call_id", String(128), primary_key=True),
+    Column("service", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_deferred_calls_service", "service"),
+)
