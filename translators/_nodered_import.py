@@ -10,12 +10,15 @@ is not in the file). Within a workflow every flow node is one of:
 * a **sink** (``debug``, ``comment``, ``http response``, disabled nodes): no IR counterpart.
 
 The IR is acyclic with one start step; Node-RED flows may loop and start anywhere. So loops are
-cut (the closing wire stays in the source only, and the report says so) and several entry points
-get a synthetic ``start`` step (an identity transform) that fans out to all of them.
+unrolled to a bounded number of passes, and several entry points get a synthetic ``start`` step
+leading to all of them: on a tab with several triggers a job names its trigger's entry (the job
+header ``fluxo-entry``) and runs only what that trigger starts, as on Node-RED; otherwise (one
+trigger feeding several nodes) the start step passes the message to all of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 import pydantic
 
 from fluxo_core.errors import IRValidationError, ValidationError
-from fluxo_core.ir import Workflow
+from fluxo_core.ir import ENTRY_HEADER, Workflow
 from nodered_semantics.typed_values import constant_value
 from translators._nodered_catch import catch_scopes, catchers, wire_catches
 from translators._nodered_expr import literal
@@ -60,7 +63,8 @@ MAX_LOOP_PASSES = 16  # passes round loops (all loops of a path together) the im
 LOOP = "loop"  # in a copy's context: one more pass round a loop
 DROPPED_LABEL = "fluxo.dev/nodered-dropped"
 """What the import could not express and Node-RED would do (``loop``: a wire closing a loop was
-cut; ``entries``: several triggers that Node-RED starts apart now start together), as a
+cut; ``entries``: several triggers of a subflow, which Node-RED starts apart, now start
+together; a tab's triggers each name their own entry instead), as a
 ``.``-joined label value: an engine other than Node-RED refuses such a workflow."""
 
 
@@ -144,6 +148,7 @@ class _Builder:
         self.notes: list[str] = []
         self.catches = catches  # tab id -> its enabled catch nodes, in file order
         self.dropped: set[str] = set()  # behaviour the IR lost (see DROPPED_LABEL)
+        self.trigger_entries: dict[str, str] = {}  # trigger node id -> the step a job names
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -394,14 +399,17 @@ class _Builder:
         bodies += fanouts
         entries = _unique(self.by_id[r].entry for r in roots)
         spec: dict[str, Any] = {}
+        triggers = [m for m in self.box.members if m.role == "trigger"]
+        in_subflow = self.box.node is not None and self.box.node.get("type") == "subflow"
         if len(entries) == 1:
             spec["start"] = entries[0]
+        elif len(entries) > 1 and len(triggers) > 1 and not in_subflow:
+            bodies[:0] = self._entry_steps(triggers, entries)
         else:
-            sources = sum(1 for m in self.box.members if m.role == "trigger")
-            if len(entries) > 1 and sources > 1:
+            if len(entries) > 1 and len(triggers) > 1:  # a subflow's job starts at its input
                 self.dropped.add("entries")
                 self.notes.append(
-                    f"workflow {self.box.name!r} has {sources} entry points: the IR starts all "
+                    f"workflow {self.box.name!r} has {len(triggers)} entry points: the IR starts all "
                     "of them together (step 'start'); on Node-RED each trigger starts only its own nodes"
                 )
             start = {
@@ -432,6 +440,59 @@ class _Builder:
             "spec": spec,
         }
         return document, roots
+
+    def _entry_steps(self, triggers: list[_Member], roots: list[str]) -> list[dict[str, Any]]:
+        """The start of a tab with several triggers: a job begins at the entry its
+        ``ENTRY_HEADER`` names, as Node-RED runs only the nodes of the trigger that fired.
+
+        A trigger's entry is the step it feeds, or a step fanning out to the steps it feeds
+        (``self.trigger_entries``); the start step leads to every entry (the steps nothing
+        feeds are entries of their own) and fails a job that names none, rather than start
+        every trigger's nodes together."""
+        bodies: list[dict[str, Any]] = []
+        started: set[str] = set()
+        for trigger in triggers:
+            targets = _unique(
+                self.by_id[s].entry for t in _flat(trigger.node.get("wires")) for s in self.resolve(t)
+            )
+            started.update(targets)
+            if len(targets) == 1:
+                self.trigger_entries[trigger.id] = targets[0]
+            elif targets:
+                sid = _free_id(
+                    slug(f"entry-{trigger.node.get('name') or trigger.id}", limit=40), self.used
+                )
+                self.trigger_entries[trigger.id] = sid
+                bodies.append(
+                    {
+                        "id": sid,
+                        "name": f"Entry of {trigger.node['type']} {trigger.id}",
+                        "kind": "transform",
+                        "ops": [{"op": "jsonata", "expr": "$"}],
+                        "next": targets,
+                    }
+                )
+        named = _unique(self.trigger_entries.values())
+        why = (
+            f"workflow {self.box.name!r} has {len(triggers)} triggers, and Node-RED starts only "
+            f"the nodes of the one that fired: start the job at one entry with the header "
+            f"{ENTRY_HEADER!r} naming its step ("
+            + ", ".join(f"{t.node['type']} {t.id}: {self.trigger_entries[t.id]}" for t in triggers if t.id in self.trigger_entries)
+            + ")"
+        )
+        self.notes.append(
+            f"workflow {self.box.name!r} has {len(triggers)} entry points: a job begins at the "
+            f"entry its header {ENTRY_HEADER!r} names (each trigger names its own), as Node-RED "
+            "starts only the nodes of the trigger that fired"
+        )
+        start = {
+            "id": "start",
+            "name": "Entry",
+            "kind": "transform",
+            "ops": [{"op": "jsonata", "expr": f"$error({literal(why)})"}],
+            "next": _unique([*named, *(r for r in roots if r not in started)]),
+        }
+        return [start, *bodies]
 
     def _expand(self, steps: list[_Member], ports: dict[str, list[list[str]]]) -> list[_Member]:
         """``steps`` with every copy their wires bring in; fills ``ports`` for the new ones."""
@@ -679,6 +740,16 @@ def _trigger(member: _Member, workflow: str, starts: list[str]) -> tuple[Trigger
     ), reason
 
 
+def _free_id(base: str, used: set[str]) -> str:
+    """``base`` or ``base-2``, ``base-3``... whichever is not in ``used`` (and now is)."""
+    sid, n = base, 2
+    while sid in used:
+        sid = f"{base}-{n}"
+        n += 1
+    used.add(sid)
+    return sid
+
+
 def assign_step_ids(member: _Member, used: set[str]) -> None:
     """Readable step ids for a step member, unique in the workflow (``used``)."""
     base = slug(member.node.get("name") or member.node["type"], limit=40) or "step"
@@ -921,6 +992,7 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
                     for s in builder.resolve(t)
                 )
                 trigger, reason = _trigger(member, box.name, starts)
+                trigger = dataclasses.replace(trigger, entry=builder.trigger_entries.get(member.id))
                 triggers.append(trigger)
                 record(member.node, box.name, "mapped", f"trigger {trigger.kind}", reason)
             else:

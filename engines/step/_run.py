@@ -32,6 +32,7 @@ from engines.step._plan import Plan
 from engines.step.conditions import evaluate, lookup
 from fluxo_core.errors import FluxoError, ValidationError
 from fluxo_core.ir import (
+    ENTRY_HEADER,
     MAX_ATTEMPTS_HEADER,
     DelayStep,
     JoinStep,
@@ -121,6 +122,20 @@ class JobRun:
             return  # started before: start is idempotent by job id
         self.job.update(status="running", started_at=self.now)
         start = self.plan.workflow.spec.start_id
+        entry = self._input.headers.get(ENTRY_HEADER)
+        if entry is not None and entry != start:
+            entries = list(getattr(self.plan.steps[start], "next", []))
+            if entry not in entries:
+                error = ValidationError(
+                    f"the job's {ENTRY_HEADER} header names {entry!r}, which is not an entry of "
+                    f"workflow {self.plan.workflow.metadata.name!r}: name one of the steps its "
+                    f"start step {start!r} leads to ({', '.join(entries) or 'none'})"
+                )
+                self.job.update(
+                    status="failed", error=orjson.dumps(error.to_dict()).decode(), finished_at=self.now
+                )
+                return
+            start = entry  # a trigger's own entry: the start step and other entries do not run
         payload: Any = self._input.payload
         meta: Meta = None
         if self._input.headers.get(CONTENT_TYPE_HEADER) == NODERED_MSG_CONTENT_TYPE:
