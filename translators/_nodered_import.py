@@ -27,7 +27,13 @@ import pydantic
 
 from fluxo_core.errors import IRValidationError, ValidationError
 from fluxo_core.ir import ENTRY_HEADER, Workflow
-from nodered_semantics.typed_values import constant_value
+from nodered_semantics.support import SUBFLOW_ENV
+from nodered_semantics.typed_values import (
+    SUBFLOW_ENV_TYPES,
+    constant_value,
+    subflow_env_values,
+    typed_value_problem,
+)
 from translators._nodered_catch import catch_scopes, catchers, wire_catches
 from translators._nodered_expr import literal
 from translators._nodered_map import (
@@ -162,7 +168,8 @@ class _Builder:
         node = self.index.get(nid)
         if found is not None or node is None or not is_flow_node(node):
             return found
-        copy = self.classify(node)
+        env = self._subflow_env(ctx)
+        copy = self.classify({**node, SUBFLOW_ENV: env} if env else node)
         copy.key, copy.ctx = key, ctx
         if copy.role == "step":
             assign_step_ids(copy, self.used)
@@ -172,6 +179,24 @@ class _Builder:
             for catch in catchers(nid, self.catches.get(str(node.get("z") or ""), [])):
                 self.member(str(catch["id"]), ctx)
         return copy
+
+    def _subflow_env(self, ctx: tuple[str, ...]) -> dict[str, Any]:
+        """The environment variables a node sees within the subflow instances of ``ctx``, as
+        Node-RED resolves them: the innermost instance's first (its own values over its
+        subflow's), then the instances around it; ``NR_SUBFLOW_NAME`` and ``NR_SUBFLOW_ID``
+        name the innermost instance."""
+        box = self.box.node
+        within_subflow = box is not None and box["type"] == "subflow"
+        env: dict[str, Any] = subflow_env_values(box, {}, {}) if within_subflow else {}
+        for key in ctx:
+            instance = self.by_id[key].node if key != LOOP else None
+            if instance is None or not str(instance["type"]).startswith("subflow:"):
+                continue
+            definition = self.index[str(instance["type"]).removeprefix("subflow:")]
+            env = {**env, **subflow_env_values(definition, instance, env)}
+            env["NR_SUBFLOW_NAME"] = instance.get("name") or ""
+            env["NR_SUBFLOW_ID"] = instance["id"]
+        return env
 
     def resolve(
         self, target: str, seen: set[Any] | None = None, ctx: tuple[str, ...] = ()
@@ -238,7 +263,10 @@ class _Builder:
         """The steps output ``port`` of a subflow instance leads to (within ``ctx``)."""
         ports = _ports(instance.node)
         targets = ports[port] if port < len(ports) else []
-        return [s for t in targets for s in self.resolve(t, seen, ctx)]
+        found = [s for t in targets for s in self.resolve(t, seen, ctx)]
+        if instance.ctx:  # an instance within a subflow may feed that subflow's outputs
+            found += self._subflow_outputs(instance).get(port, [])
+        return found
 
     def _subflow_outputs(self, member: _Member) -> dict[int, list[str]]:
         """For a copy of a node inside a subflow instance: its ports wired to the subflow's
@@ -779,8 +807,16 @@ def _inlined_subflow(node: Mapping[str, Any], index: Mapping[str, dict[str, Any]
     definition = index.get(str(node["type"]).removeprefix("subflow:"))
     if definition is None or definition.get("type") != "subflow":
         return "its subflow definition is not in the file"
-    if node.get("env") or definition.get("env"):
-        return "it has subflow properties (env), which a copy of its nodes cannot set"
+    for prop in [*(definition.get("env") or []), *(node.get("env") or [])]:
+        kind = prop.get("type") if isinstance(prop, Mapping) else None
+        if kind not in SUBFLOW_ENV_TYPES:
+            return (
+                f"its subflow property {prop.get('name') if isinstance(prop, Mapping) else prop!r}"
+                f" is of type {kind!r}; a copy of its nodes can set {', '.join(SUBFLOW_ENV_TYPES)}"
+            )
+        problem = None if kind == "env" else typed_value_problem(prop.get("value"), kind)
+        if problem is not None:
+            return f"its subflow property {prop.get('name')!r}: {problem}"
     for port in definition.get("out") or []:
         for nid, _ in _subflow_wires(port):
             target = index.get(nid)
@@ -923,9 +959,18 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
     def classify(node: dict[str, Any]) -> _Member:
         return _classify(node, subflows, scoped, index)
 
+    # A subflow's own workflow: its nodes see the subflow's properties as an instance that sets
+    # none would give them.
+    template_env = {
+        b.id: subflow_env_values(b.node, {}, {})
+        for b in containers
+        if b.node is not None and b.node["type"] == "subflow" and b.node.get("env")
+    }
     for node in nodes:
         if is_flow_node(node):
-            boxes[str(node.get("z") or "")].members.append(classify(node))
+            z = str(node.get("z") or "")
+            env = template_env.get(z)
+            boxes[z].members.append(classify({**node, SUBFLOW_ENV: env} if env else node))
 
     workflows: list[Workflow] = []
     triggers: list[Trigger] = []

@@ -45,7 +45,7 @@ from fluxo_core.ir import (
 from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
-from nodered_semantics.support import REPORTED_PORT
+from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
 from service_runtime.interceptors import JobSpan
@@ -420,6 +420,9 @@ class JobRun:
         body = payload
         if isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
             body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
+            env = step.config.get(SUBFLOW_ENV)
+            if isinstance(env, dict):  # what the subflow instances it runs within set
+                body["env"] = env
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).
