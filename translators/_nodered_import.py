@@ -186,8 +186,9 @@ class _Builder:
         subflow's), then the instances around it; ``NR_SUBFLOW_NAME`` and ``NR_SUBFLOW_ID``
         name the innermost instance."""
         box = self.box.node
-        within_subflow = box is not None and box["type"] == "subflow"
-        env: dict[str, Any] = subflow_env_values(box, {}, {}) if within_subflow else {}
+        env: dict[str, Any] = (
+            subflow_env_values(box, {}, {}) if box is not None and box["type"] == "subflow" else {}
+        )
         for key in ctx:
             instance = self.by_id[key].node if key != LOOP else None
             if instance is None or not str(instance["type"]).startswith("subflow:"):
@@ -481,7 +482,9 @@ class _Builder:
         started: set[str] = set()
         for trigger in triggers:
             targets = _unique(
-                self.by_id[s].entry for t in _flat(trigger.node.get("wires")) for s in self.resolve(t)
+                self.by_id[s].entry
+                for t in _flat(trigger.node.get("wires"))
+                for s in self.resolve(t)
             )
             started.update(targets)
             if len(targets) == 1:
@@ -491,13 +494,13 @@ class _Builder:
                     slug(f"entry-{trigger.node.get('name') or trigger.id}", limit=40), self.used
                 )
                 self.trigger_entries[trigger.id] = sid
+                # A switch passes any payload on as it is (a transform must give an object).
                 bodies.append(
                     {
                         "id": sid,
                         "name": f"Entry of {trigger.node['type']} {trigger.id}",
-                        "kind": "transform",
-                        "ops": [{"op": "jsonata", "expr": "$"}],
-                        "next": targets,
+                        "kind": "switch",
+                        "cases": [{"when": {"jsonata": "true"}, "next": targets}],
                     }
                 )
         named = _unique(self.trigger_entries.values())
@@ -505,7 +508,11 @@ class _Builder:
             f"workflow {self.box.name!r} has {len(triggers)} triggers, and Node-RED starts only "
             f"the nodes of the one that fired: start the job at one entry with the header "
             f"{ENTRY_HEADER!r} naming its step ("
-            + ", ".join(f"{t.node['type']} {t.id}: {self.trigger_entries[t.id]}" for t in triggers if t.id in self.trigger_entries)
+            + ", ".join(
+                f"{t.node['type']} {t.id}: {self.trigger_entries[t.id]}"
+                for t in triggers
+                if t.id in self.trigger_entries
+            )
             + ")"
         )
         self.notes.append(
@@ -839,12 +846,12 @@ def _classify(
 ) -> _Member:
     """What one flow node is in its workflow (a fresh member each call: copies differ)."""
     kind = node["type"]
-    inlined = (
-        kind.startswith("subflow:")
-        and node.get("d") is not True
-        and _inlined_subflow(node, index) is None
+    not_inlined = (
+        _inlined_subflow(node, index)
+        if kind.startswith("subflow:") and node.get("d") is not True
+        else "not an enabled subflow instance"
     )
-    if inlined:
+    if not_inlined is None:
         return _Member(
             node,
             "splice",
@@ -887,6 +894,9 @@ def _classify(
             "a link call runs the nodes of the link in it calls up to their return link out: "
             "this workflow holds a copy of them per call, wired on to the call's wires",
         )
+    if kind.startswith("subflow:") and node.get("env"):  # a workflow call cannot pass env
+        why = f"its subflow's nodes cannot be copied here: {not_inlined}; it runs on Node-RED"
+        return _Member(node, "step", mapping=native_mapping(node, why))
     return _Member(node, "step", mapping=map_node(node, subflows, scoped.get(node["id"])))
 
 

@@ -132,7 +132,9 @@ class JobRun:
                     f"start step {start!r} leads to ({', '.join(entries) or 'none'})"
                 )
                 self.job.update(
-                    status="failed", error=orjson.dumps(error.to_dict()).decode(), finished_at=self.now
+                    status="failed",
+                    error=orjson.dumps(error.to_dict()).decode(),
+                    finished_at=self.now,
                 )
                 return
             start = entry  # a trigger's own entry: the start step and other entries do not run

@@ -202,7 +202,9 @@ async def _run_on_step_engine(
     # trigger feeding several nodes runs one job per node below: two tokens through a merging
     # step share the keys of the steps after it, so the engine would record one of them.)
     if trigger.entry is not None and len(trigger.start) == 1:
-        doc = imp.workflow(trigger.workflow).model_dump(mode="json", by_alias=True, exclude_none=True)
+        doc = imp.workflow(trigger.workflow).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
         doc["spec"].pop("engine", None)
         doc["metadata"] = {"name": name}
         applied = await fluxo.jobs.apply(doc, ME)
