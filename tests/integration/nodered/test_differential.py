@@ -3,7 +3,8 @@
 For every example flow shipped in the node-red package (113 in 4.1) that the step engine claims
 it can run (:func:`engines.step.step_runnable` accepts every workflow of its import), each
 ``inject`` node is fired on a real Node-RED (``POST /inject/:id``, timestamps pinned) and the
-same message is run as a job on the step engine (SQLite). What reaches every ``debug`` node must
+same message is run as a job on the step engine (SQLite); on a tab with several triggers the job
+names the inject's entry (header ``fluxo-entry``), so it runs only what that inject starts. What reaches every ``debug`` node must
 be the same on both sides (``msg.payload``, as a multiset: the step engine runs branches in
 another order).
 
