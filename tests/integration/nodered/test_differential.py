@@ -4,9 +4,9 @@ For every example flow shipped in the node-red package (113 in 4.1) that the ste
 it can run (:func:`engines.step.step_runnable` accepts every workflow of its import), each
 ``inject`` node is fired on a real Node-RED (``POST /inject/:id``, timestamps pinned) and the
 same message is run as a job on the step engine (SQLite); on a tab with several triggers the job
-names the inject's entry (header ``fluxo-entry``), so it runs only what that inject starts. What reaches every ``debug`` node must
-be the same on both sides (``msg.payload``, as a multiset: the step engine runs branches in
-another order).
+names the inject's entry (header ``fluxo-entry``), so it runs only what that inject starts. What
+reaches every ``debug`` node must be the same on both sides (``msg.payload``, as a multiset: the
+step engine runs branches in another order).
 
 The flows claimed runnable AND equal are kept in ``tests/golden/nodered/step_runnable.txt``;
 the test fails when one of them is no longer runnable or no longer equal
