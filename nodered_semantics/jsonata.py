@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import jsonata
@@ -115,8 +115,9 @@ def _plain(value: Any, inputs: Mapping[int, Any]) -> Any:
     raise JsonataError(f"the expression gave a {type(value).__name__}, which is not JSON")
 
 
-def jsonata_problem(text: Any) -> str | None:
-    """Why a JSONata expression of a node cannot run on the step engine, or None."""
+def jsonata_problem(text: Any, env: Collection[str] = ()) -> str | None:
+    """Why a JSONata expression of a node cannot run on the step engine, or None (``env``:
+    the variables the call provides besides :data:`STATIC_ENV`)."""
     if not isinstance(text, str):
         return "a JSONata expression is missing"
     try:
@@ -129,7 +130,7 @@ def jsonata_problem(text: Any) -> str | None:
         return "a JSONata expression calls $moment, which only Node-RED provides"
     for found in re.finditer(r"\$env\s*\(\s*(\"[^\"]*\"|'[^']*')?", text):
         name = found.group(1)
-        if name is None or name[1:-1] not in STATIC_ENV:
+        if name is None or (name[1:-1] not in STATIC_ENV and name[1:-1] not in env):
             return env_problem(name[1:-1] if name else "(computed)")
     return None
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
@@ -33,6 +33,7 @@ __all__ = [
     "REPORTED_PORT",
     "RULE_TYPES",
     "SEQUENCE_TYPES",
+    "SUBFLOW_ENV",
     "SUPPORTED_TYPES",
     "UNFINISHED_SEQUENCE",
     "change_rules",
@@ -51,6 +52,12 @@ REPORTED_PORT = -1
 """The output "port" of a failure a node reported and went on (``node.error(err, msg)`` in a
 function): the packet's msg is ``{message, msg}``; the step engine hands it to the step's catch
 (its ``on_error: goto``) and drops it when there is none, as Node-RED only logs it then."""
+
+SUBFLOW_ENV = "fluxo_env"
+"""The key of a node's configuration that holds the environment variables of the subflow
+instances it runs within (``{name: value}``), as an import that copies a subflow's nodes per
+instance resolved them: an engine passes them to the ``nodered-node`` service as ``env``, so
+``env.get``, ``$env()`` and ``${NAME}`` see what they see on Node-RED."""
 
 NODERED_NODE_SERVICE = "nodered-node"
 """The name of the built-in service that runs one node on one message."""
@@ -86,7 +93,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     if kind not in SUPPORTED_TYPES:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
     if kind in RULE_TYPES:
-        return rules_problem(node)
+        provided = node.get(SUBFLOW_ENV)
+        return rules_problem(node, tuple(provided) if isinstance(provided, Mapping) else ())
     if kind == "link out" and node.get("mode") == "return":
         return "a return link out continues at its link call, which the import wires instead"
     if kind == "catch":
@@ -215,17 +223,18 @@ def function_reports_errors(code: str) -> bool:
     return bool(_DONE_WITH_ERROR.search(code))
 
 
-def rules_problem(node: Mapping[str, Any]) -> str | None:
-    """Why a change/switch/range/sort node cannot run on one message here, or None."""
+def rules_problem(node: Mapping[str, Any], env: Collection[str] = ()) -> str | None:
+    """Why a change/switch/range/sort node cannot run on one message here, or None (``env``:
+    the environment variables the call provides besides the node's own)."""
     kind = node.get("type")
     if kind == "change":
-        return _change_problem(node)
+        return _change_problem(node, env)
     if kind == "switch":
-        return _switch_problem(node)
+        return _switch_problem(node, env)
     if kind == "range":
         return _range_problem(node)
     if kind == "sort":
-        return _sort_problem(node)
+        return _sort_problem(node, env)
     return f"{kind!r} is not a rule node"
 
 
@@ -272,7 +281,7 @@ def change_rules(node: Mapping[str, Any]) -> list[dict[str, Any]]:
 QUEUE_CONTROLS = frozenset({"reset", "flush"})
 
 
-def _change_problem(node: Mapping[str, Any]) -> str | None:
+def _change_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None:
     rules = change_rules(node)
     if not rules:
         return "it has no rules"
@@ -293,7 +302,7 @@ def _change_problem(node: Mapping[str, Any]) -> str | None:
             if rule["tot"] != "msg":
                 return f"rule {n} moves a property into {rule['tot']} context"
             continue
-        problem = typed_value_problem(rule.get("to"), rule["tot"])
+        problem = typed_value_problem(rule.get("to"), rule["tot"], env)
         if problem is not None:
             return f"rule {n}: {problem}"
         if action == "change":
@@ -315,13 +324,13 @@ _SWITCH_RULES = frozenset(
 )
 
 
-def _switch_problem(node: Mapping[str, Any]) -> str | None:
+def _switch_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None:
     if node.get("repair"):
         return (
             "it recreates message sequences (repair), which needs every message of the "
             "sequence; the step engine sees one message at a time"
         )
-    problem = typed_value_problem(node.get("property"), node.get("propertyType") or "msg")
+    problem = typed_value_problem(node.get("property"), node.get("propertyType") or "msg", env)
     if problem is not None:
         return f"its property: {problem}"
     rules = node.get("rules") or []
@@ -341,7 +350,7 @@ def _switch_problem(node: Mapping[str, Any]) -> str | None:
         for value, kind in ((rule.get("v"), rule.get("vt")), (rule.get("v2"), rule.get("v2t"))):
             if kind == "prev":
                 return f"rule {n} compares with the previous message's value"
-            problem = typed_value_problem(value, kind)
+            problem = typed_value_problem(value, kind, env)
             if problem is not None:
                 return f"rule {n}: {problem}"
         if t == "regex" and rule.get("vt") in (None, "str", "num"):
@@ -389,12 +398,12 @@ def _range_problem(node: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _sort_problem(node: Mapping[str, Any]) -> str | None:
+def _sort_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None:
     if node.get("targetType") != "msg":
         return (
             "it sorts a message sequence (msg.parts), which needs every message of the "
             "sequence; the step engine sees one message at a time"
         )
     if node.get("msgKeyType") == "jsonata":
-        return jsonata_problem(node.get("msgKey"))
+        return jsonata_problem(node.get("msgKey"), env)
     return None

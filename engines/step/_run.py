@@ -33,6 +33,7 @@ from engines.step._plan import Plan
 from engines.step.conditions import evaluate, lookup
 from fluxo_core.errors import FluxoError, ValidationError
 from fluxo_core.ir import (
+    ENTRY_HEADER,
     MAX_ATTEMPTS_HEADER,
     DelayStep,
     JoinStep,
@@ -45,7 +46,7 @@ from fluxo_core.ir import (
 from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
-from nodered_semantics.support import REPORTED_PORT, UNFINISHED_SEQUENCE
+from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV, UNFINISHED_SEQUENCE
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
 from service_runtime.interceptors import JobSpan
@@ -122,6 +123,22 @@ class JobRun:
             return  # started before: start is idempotent by job id
         self.job.update(status="running", started_at=self.now)
         start = self.plan.workflow.spec.start_id
+        entry = self._input.headers.get(ENTRY_HEADER)
+        if entry is not None and entry != start:
+            entries = list(getattr(self.plan.steps[start], "next", []))
+            if entry not in entries:
+                error = ValidationError(
+                    f"the job's {ENTRY_HEADER} header names {entry!r}, which is not an entry of "
+                    f"workflow {self.plan.workflow.metadata.name!r}: name one of the steps its "
+                    f"start step {start!r} leads to ({', '.join(entries) or 'none'})"
+                )
+                self.job.update(
+                    status="failed",
+                    error=orjson.dumps(error.to_dict()).decode(),
+                    finished_at=self.now,
+                )
+                return
+            start = entry  # a trigger's own entry: the start step and other entries do not run
         payload: Any = self._input.payload
         meta: Meta = None
         if self._input.headers.get(CONTENT_TYPE_HEADER) == NODERED_MSG_CONTENT_TYPE:
@@ -423,6 +440,9 @@ class JobRun:
             context = {**context, "url": body["url"]}
         elif isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
             body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
+            env = step.config.get(SUBFLOW_ENV)
+            if isinstance(env, dict):  # what the subflow instances it runs within set
+                body["env"] = env
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).
