@@ -54,6 +54,8 @@ _KEY = """function stepKey() {
     // This execution's key, by the step engine's rule (fluxo_core.ir.step_keys): the step id,
     // one [i] per fan-out level (fx.frames), and "<" + the key of the execution the message comes
     // from (fx.key) where several steps lead here; a goto's target always names the failed one.
+    // Other steps inherit the origin of that execution (fx.origin: its key from its first "<"),
+    // so the steps after a merging step keep its executions apart.
     const fx = msg.fluxo || (msg.fluxo = {});
     const via = fx.via;
     delete fx.via;
@@ -70,8 +72,12 @@ _KEY = """function stepKey() {
         key = STEP + "<" + fx.key;
     } else if (MERGES && via !== "split" && fx.key !== undefined) {
         key += "<" + fx.key;
+    } else {
+        key += fx.origin || "";
     }
     fx.key = key;
+    const at = key.indexOf("<");
+    fx.origin = at < 0 ? "" : key.slice(at);
     return key;
 }
 """
@@ -434,7 +440,8 @@ def join_code(step: str = "") -> str:
     """After a join: one token for the gathered branches; branch arrays are concatenated.
 
     The join's key is its id with the levels around its split (one level less than the
-    branches', none less when the split had no item)."""
+    branches', none less when the split had no item) and the origin of the split's execution,
+    which the branches carry."""
     return f"""const STEP = {_js(step)};
 {_JOB}{_ADJUST}if (msg.fluxo) {{
     // no level to leave: the split had no item, or its items came here without a step
@@ -443,7 +450,9 @@ def join_code(step: str = "") -> str:
     msg.fluxo.frames = kept ? frames : frames.slice(0, -1);
     delete msg.fluxo.unbranched;
     delete msg.fluxo.via;
-    msg.fluxo.key = STEP + msg.fluxo.frames.map((i) => "[" + i + "]").join("");
+    // the split's origin, which its branches carry (fluxo_core.ir.step_keys)
+    msg.fluxo.key = STEP + msg.fluxo.frames.map((i) => "[" + i + "]").join("") +
+        (msg.fluxo.origin || "");
 }}
 const branches = Array.isArray(msg.payload) ? msg.payload : [msg.payload];
 if (branches.length > 1) {{ adjust(1 - branches.length); }}
