@@ -24,11 +24,13 @@ reaches step ``target`` (:func:`merging_steps` tells which steps name where it c
   split's execution (of the 1 -> N step's, for a join of its outputs).
 
 What holds: two executions of one step differ in their levels or in their origins, so their
-keys differ, and a workflow with no merging step and no goto's target before a step keys that
-step as before (its origin is empty). A join gathers the branches of one execution of its split
-(on the step engine its branches wait under its key); Node-RED reads the split's origin from the
-branch that completes the group, which is the split's as long as no merging step or goto's
-target lies between the split and its join (the shape a join is made for: one packet per item).
+keys differ (a merging step's executions name those they came from, which differ), and a
+step with no merging step and no goto's target before it keys its executions as before (its
+origin is empty). A join gathers the branches of one execution of its split: each fan-out level
+keeps the origin of the execution that fanned out (the step engine in its frames, Node-RED in
+``fluxo.origins``, Argo as the branch template's ``origin`` parameter), so two executions of a
+split after a merging step have a join execution each (``gather<b``, ``gather<c``), whatever
+steps lie between the split and its join; and the steps after the join inherit that origin.
 
 Packet ids allow neither brackets, ``<`` nor ``~`` (see :mod:`fluxo_core.ir.packet`), and an
 engine that names its calls only by packet id (Argo: ``<job id>:<key>:<retry>``) writes the key
