@@ -318,7 +318,9 @@ class _Planner:
             self.split(scope, step, edge)
         elif isinstance(step, DelayStep):
             task = self.new_task(scope, step, "delay", edge)
-            self.route(scope, step, _Edge(task, OK, None, edge.payload, task.key, origin=task.origin))
+            self.route(
+                scope, step, _Edge(task, OK, None, edge.payload, task.key, origin=task.origin)
+            )
         else:
             kind = "transform" if isinstance(step, TransformStep) else "call"
             task = self.new_task(scope, step, kind, edge)
@@ -433,10 +435,10 @@ class _Planner:
         )
         # A split skipped by its own `when` must not let the join through: repeat its guard.
         gathered_key = join.id + (SUFFIX if scope.split is not None else "") + task.origin
-        gathered = _Edge(
+        to_join = _Edge(
             task, ("Succeeded", "Skipped"), edge.guard, joined, gathered_key, origin=task.origin
         )
-        self.route(scope, join, gathered)
+        self.route(scope, join, to_join)
 
     def fan_out_outputs(self, scope: Scope, step: ServiceStep, edge: _Edge) -> None:
         """Each packet of ``edge.payload`` (a list: the call's output packets, or its input
