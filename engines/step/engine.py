@@ -26,6 +26,7 @@ import orjson
 
 from engines.step._nodered import RUNNABLE_NATIVE_ENGINES
 from engines.step._plan import RUNNABLE_KINDS, Plan
+from engines.step._context import StepContext
 from engines.step._run import ENGINE_QUEUE, JobRun, job_channel
 from fluxo_core.engine import (
     Deployment,
@@ -48,6 +49,7 @@ from fluxo_core.logs import bind_ids, reset_ids
 from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobStore
+from fluxo_core.storage.nodered_context import NodeRedContextStore
 from fluxo_core.storage.workflows import WorkflowStore
 from nodered_semantics.support import NODERED_NODE_SERVICE
 from service_runtime import ServiceRuntime
@@ -97,6 +99,7 @@ class StepEngine:
         self.runtime = runtime
         self.workflows = workflows
         self.store = JobStore(runtime.db)
+        self.contexts = NodeRedContextStore(runtime.db)
         self._control = JobControlStore(runtime.db)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
@@ -403,6 +406,9 @@ class StepEngine:
                     self.runtime.gateway.check_call,
                     steps=steps[job_id],
                     template=self._templates.get(job_id),
+                    context=StepContext(
+                        self.contexts, tx, job["account_id"], plans[job_id].workflow.metadata.name
+                    ),
                 )
                 self._remember_input(job_id, run)
             # What a transition logs carries its job's ids.

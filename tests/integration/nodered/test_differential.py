@@ -198,8 +198,11 @@ async def _run_on_step_engine(
     captured: dict[str, list[str]] = {}
     for debug in debug_targets(imp, [t for port in node.get("wires") or [] for t in port]):
         captured.setdefault(debug, []).append(canonical(msg.get("payload")))
-    for n, start in enumerate(trigger.start):
-        doc = trigger_workflow(imp, trigger, start, f"{name}-{n}")
+    # One workflow name per imported workflow, whatever the inject: its versions share the
+    # workflow's flow context across injects, as the tab's context is shared on Node-RED.
+    workflow_name = f"{name}-w{[w.metadata.name for w in imp.workflows].index(trigger.workflow)}"
+    for start in trigger.start:
+        doc = trigger_workflow(imp, trigger, start, workflow_name)
         applied = await fluxo.jobs.apply(doc, ME)
         job = await fluxo.jobs.create(
             ME,
@@ -270,7 +273,7 @@ async def _compare(
         await capture.settle()
         real = capture.take()
         try:
-            ours = await _run_on_step_engine(fluxo, imp, dict(node), f"{name}-{i}")
+            ours = await _run_on_step_engine(fluxo, imp, dict(node), name)
         except Unobservable as exc:
             outcome.unobservable = str(exc)
             return outcome
