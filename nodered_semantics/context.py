@@ -171,7 +171,9 @@ def context_problem(node: Mapping[str, Any]) -> str | None:
             )
     if node.get("type") == "function":
         code = str(node.get("func") or "")
-        if re.search(r"\b(flow|global|context)\s*\.\s*(get|keys)\s*\(\s*(['\"])[^'\"]*\3\s*,\s*['\"]", code) or re.search(r"\b(flow|global|context)\s*\.\s*keys\s*\(\s*['\"]", code):
+        if re.search(
+            r"\b(flow|global|context)\s*\.\s*(get|keys)\s*\(\s*(['\"])[^'\"]*\3\s*,\s*['\"]", code
+        ) or re.search(r"\b(flow|global|context)\s*\.\s*keys\s*\(\s*['\"]", code):
             return "it names a context store in get(key, store); the step engine has one store"
         if re.search(r"\$parent\.", code):
             return "it reads $parent context (a subflow's parent flow), which is not kept apart"

@@ -93,9 +93,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
             return "it uses setInterval, which never lets a call end"
         if re.search(r"\brequire\s*\(", code):
             return "it calls require(), which needs Node.js modules"
-    if kind == "template":
-        if node.get("fieldType", "msg") not in ("msg", "flow", "global"):
-            return f"it writes its result to {node.get('fieldType')!r}, not msg, flow or global"
+    if kind == "template" and node.get("fieldType", "msg") not in ("msg", "flow", "global"):
+        return f"it writes its result to {node.get('fieldType')!r}, not msg, flow or global"
     if kind == "csv":
         if node.get("spec") == "rfc":
             return "RFC 4180 mode of the csv node is not supported on the step engine yet"

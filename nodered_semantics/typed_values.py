@@ -1,7 +1,7 @@
 """Typed inputs of Node-RED nodes (``RED.util.evaluateNodeProperty``): ``str``, ``num``, ``bool``,
 ``json``, ``date``, ``msg``, ``jsonata``, ``env``; and which of them cannot be evaluated on one
-message outside Node-RED (:func:`typed_value_problem`: Buffers, RegExps, Date objects); flow/global values read the
-node's :class:`~nodered_semantics.context.ContextView`."""
+message outside Node-RED (:func:`typed_value_problem`: Buffers, RegExps, Date objects).
+flow/global values read the node's :class:`~nodered_semantics.context.ContextView`."""
 
 from __future__ import annotations
 

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from engines.step._context import StepContext
 from engines.step._nodered import RUNNABLE_NATIVE_ENGINES
 from engines.step._plan import RUNNABLE_KINDS, Plan
-from engines.step._context import StepContext
 from engines.step._run import ENGINE_QUEUE, JobRun, job_channel
 from fluxo_core.engine import (
     Deployment,

@@ -87,9 +87,7 @@ class NodeRedContextStore:
         }
         return {key: found.get(key, _EMPTY) for key in wanted}
 
-    def write(
-        self, tx: Transaction, account_id: str, changes: Iterable[ContextChange]
-    ) -> bool:
+    def write(self, tx: Transaction, account_id: str, changes: Iterable[ContextChange]) -> bool:
         """Apply ``changes`` together, or none of them when a scope is no longer at the version
         its change expects (False). A change with nothing to set or delete only checks.
 
@@ -154,7 +152,5 @@ class NodeRedContextStore:
 
     async def get(self, account_id: str, workflow: str, scope: str) -> ContextScope:
         """One scope as it is now (what a test or an operator reads)."""
-        found = await self.db.transact(
-            lambda tx: self.read(tx, account_id, [(workflow, scope)])
-        )
+        found = await self.db.transact(lambda tx: self.read(tx, account_id, [(workflow, scope)]))
         return found[(workflow, scope)]

@@ -44,7 +44,10 @@ def run_change(
                 steps = [("set", target, tot, source, pt), ("delete", source, pt, None, None)]
             else:  # (as Node-RED does it) through a temporary property
                 steps = [("set", "_temp_move", tot, source, pt)]
-                steps += [("delete", source, pt, None, None), ("set", target, tot, "_temp_move", pt)]
+                steps += [
+                    ("delete", source, pt, None, None),
+                    ("set", target, tot, "_temp_move", pt),
+                ]
                 steps += [("delete", "_temp_move", pt, None, None)]
             for action, prop, prop_type, to, to_type in steps:
                 step = {"t": action, "p": prop, "pt": prop_type, "to": to, "tot": to_type}

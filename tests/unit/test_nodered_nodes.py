@@ -15,8 +15,8 @@ import pytest
 
 from engines.step import step_runnable
 from fluxo_core.errors import ServiceError
-from services import FunctionLimits, node_problem, nodered_node_service, run_node
 from nodered_semantics.context import context_problem, context_scopes
+from services import FunctionLimits, node_problem, nodered_node_service, run_node
 from services.nodered.function import FunctionSandbox
 from services.nodered.service import run_node_in_context
 from tests.support.processes import descendants
@@ -108,7 +108,10 @@ def test_change_switch_and_template_use_context() -> None:
     over = switch(
         {"t": "gt", "v": "limit", "vt": "flow"}, {"t": "else"}, property="n", propertyType="global"
     )
-    low, high = {"flow": {"limit": 1}, "global": {"n": 2}}, {"flow": {"limit": 2}, "global": {"n": 2}}
+    low, high = (
+        {"flow": {"limit": 1}, "global": {"n": 2}},
+        {"flow": {"limit": 2}, "global": {"n": 2}},
+    )
     assert [port for port, _ in run_node(over, {}, context=low)] == [0]
     assert [port for port, _ in run_node(over, {}, context=high)] == [1]
     tmpl = {

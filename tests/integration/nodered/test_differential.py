@@ -260,7 +260,7 @@ async def _compare(
     await capture.settle()
     capture.take()
     injects = [n for n in imp.source.nodes if n.get("type") == "inject" and n.get("d") is not True]
-    for i, node in enumerate(injects):
+    for node in injects:
         try:
             props = inject_props(node)
             expected_msg = inject_msg(node)
