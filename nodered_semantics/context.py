@@ -140,24 +140,33 @@ def context_scopes(node: Mapping[str, Any]) -> set[str]:
         if node.get("fieldType") in ("flow", "global"):
             found.add(str(node["fieldType"]))
         return found
-    return {kind for kind in _typed_kinds(node) if kind in ("flow", "global")}
+    found = set()
+    for value, kind in _typed_values(node):
+        if kind in ("flow", "global"):
+            found.add(str(kind))
+        elif kind == "jsonata":
+            found |= {_JSONATA_SCOPES[m] for m in _JSONATA_USE.findall(str(value))}
+    return found
 
 
-def _typed_kinds(node: Mapping[str, Any]) -> Iterable[Any]:
-    """The types of every typed value and target a change/switch node holds."""
+_JSONATA_USE = re.compile(r"\$(flowContext|globalContext)\s*\(")
+_JSONATA_SCOPES = {"flowContext": "flow", "globalContext": "global"}
+
+
+def _typed_values(node: Mapping[str, Any]) -> Iterable[tuple[Any, Any]]:
+    """Every typed value and target of a change/switch node, as ``(value, type)``."""
     kind = node.get("type")
+    rules = [r for r in node.get("rules") or [] if isinstance(r, Mapping)]
     if kind == "switch":
-        yield node.get("propertyType")
-        for rule in node.get("rules") or []:
-            if isinstance(rule, Mapping):
-                yield rule.get("vt")
-                yield rule.get("v2t")
+        yield node.get("property"), node.get("propertyType")
+        for rule in rules:
+            yield rule.get("v"), rule.get("vt")
+            yield rule.get("v2"), rule.get("v2t")
     elif kind == "change":
-        for rule in node.get("rules") or []:
-            if isinstance(rule, Mapping):
-                yield rule.get("pt")
-                yield rule.get("tot")
-                yield rule.get("fromt")
+        for rule in rules:
+            yield rule.get("p"), rule.get("pt")
+            yield rule.get("to"), rule.get("tot")
+            yield rule.get("from"), rule.get("fromt")
 
 
 def context_problem(node: Mapping[str, Any]) -> str | None:
@@ -170,6 +179,11 @@ def context_problem(node: Mapping[str, Any]) -> str | None:
                 "per workflow and account (remove the #:(store):: prefix)"
             )
     if node.get("type") == "function":
+        if function_context_scopes(str(node.get("initialize") or "")):
+            return (
+                "its setup code (initialize) uses context: Node-RED runs it once when the flow "
+                "starts, the step engine before every message"
+            )
         code = str(node.get("func") or "")
         if re.search(
             r"\b(flow|global|context)\s*\.\s*(get|keys)\s*\(\s*(['\"])[^'\"]*\3\s*,\s*['\"]", code

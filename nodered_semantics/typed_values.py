@@ -102,7 +102,7 @@ def typed_value(
         except JSThrowError:
             return UNDEFINED
     if kind == "jsonata":
-        return evaluate_jsonata(str(value), msg, node, env)
+        return evaluate_jsonata(str(value), msg, node, env, context=context)
     if kind == "env":
         return env_property(node, env, js_string(value))
     if kind in CONTEXT_TYPES and context is not None:

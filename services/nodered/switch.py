@@ -42,7 +42,7 @@ def run_switch(
     kind = node.get("propertyType") or "msg"
     if kind == "jsonata":
         try:
-            prop = evaluate_jsonata(str(node.get("property")), msg, node, env)
+            prop = evaluate_jsonata(str(node.get("property")), msg, node, env, context=context)
         except JsonataError:
             return []  # Node-RED warns and sends nothing
     else:
@@ -59,7 +59,7 @@ def run_switch(
             if rule.get("t") == "jsonata_exp" and has_parts:
                 assert isinstance(parts, dict)
                 bindings = {"I": parts.get("index"), "N": parts.get("count")}
-            v1 = evaluate_jsonata(str(v), msg, node, env, bindings)
+            v1 = evaluate_jsonata(str(v), msg, node, env, bindings, context)
         elif vt == "json":
             v1 = "json"
         elif vt == "null":
@@ -67,7 +67,7 @@ def run_switch(
         else:
             v1 = typed_value(v, vt, msg, node, env, context)
         if v2t == "jsonata":
-            v2 = evaluate_jsonata(str(v2), msg, node, env)
+            v2 = evaluate_jsonata(str(v2), msg, node, env, context=context)
         elif v2 is not UNDEFINED:
             v2 = typed_value(v2, v2t, msg, node, env, context)
         a = prop
