@@ -191,7 +191,7 @@ class Outcome:
 
 
 async def _run_on_step_engine(
-    fluxo: Platform, imp: NodeRedImport, node: dict[str, Any], name: str
+    fluxo: Platform, imp: NodeRedImport, node: dict[str, Any], name: str, run: int
 ) -> dict[str, list[str]]:
     trigger = next(t for t in imp.triggers if t.node_id == node["id"])
     msg = inject_msg(node)
@@ -201,8 +201,11 @@ async def _run_on_step_engine(
     # One workflow name per imported workflow, whatever the inject: its versions share the
     # workflow's flow context across injects, as the tab's context is shared on Node-RED.
     workflow_name = f"{name}-w{[w.metadata.name for w in imp.workflows].index(trigger.workflow)}"
-    for start in trigger.start:
+    for n, start in enumerate(trigger.start):
         doc = trigger_workflow(imp, trigger, start, workflow_name)
+        # A version of its own for each run, so the job runs this start (an apply equal to an
+        # older version would give that one back, and the job would run the newest).
+        doc["spec"]["description"] = f"differential run {run}-{n}"
         applied = await fluxo.jobs.apply(doc, ME)
         job = await fluxo.jobs.create(
             ME,
@@ -260,7 +263,7 @@ async def _compare(
     await capture.settle()
     capture.take()
     injects = [n for n in imp.source.nodes if n.get("type") == "inject" and n.get("d") is not True]
-    for node in injects:
+    for i, node in enumerate(injects):
         try:
             props = inject_props(node)
             expected_msg = inject_msg(node)
@@ -273,7 +276,7 @@ async def _compare(
         await capture.settle()
         real = capture.take()
         try:
-            ours = await _run_on_step_engine(fluxo, imp, dict(node), name)
+            ours = await _run_on_step_engine(fluxo, imp, dict(node), name, i)
         except Unobservable as exc:
             outcome.unobservable = str(exc)
             return outcome
