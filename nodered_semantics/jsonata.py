@@ -81,8 +81,8 @@ def evaluate_jsonata(
         if context is not None:
             for name, scope in (("flowContext", "flow"), ("globalContext", "global")):
                 expr.register_lambda(name, _context_reader(context, scope))
-        context = {"msg": msg} if _LEGACY.search(text) else msg
-        raw = expr.evaluate(context, dict(bindings) if bindings else None)
+        data = {"msg": msg} if _LEGACY.search(text) else msg
+        raw = expr.evaluate(data, dict(bindings) if bindings else None)
     except RecursionError as exc:
         raise JsonataError("the expression recursed too deeply") from exc
     except Exception as exc:  # jsonata-python raises JException and plain ValueError/TypeError

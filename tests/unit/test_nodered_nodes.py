@@ -511,7 +511,12 @@ def test_change_old_format_and_problems() -> None:
     assert node_problem(change({"t": "set", "p": "payload", "to": "x", "tot": "str"})) is None
     in_context = {"t": "set", "p": "n", "pt": "flow", "to": "x", "tot": "global"}
     assert node_problem(change(in_context)) is None
-    reads = {"t": "set", "p": "p", "to": "$flowContext('n') + $globalContext('g')", "tot": "jsonata"}
+    reads = {
+        "t": "set",
+        "p": "p",
+        "to": "$flowContext('n') + $globalContext('g')",
+        "tot": "jsonata",
+    }
     assert node_problem(change(reads)) is None
     assert context_scopes(change(reads)) == {"flow", "global"}
     got = run_node(change(reads), {}, context={"flow": {"n": 1}, "global": {"g": 2}})
