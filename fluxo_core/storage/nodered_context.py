@@ -33,9 +33,10 @@ __all__ = [
     "NodeRedContextStore",
 ]
 
-MAX_CONTEXT_BYTES = 1024 * 1024
+MAX_CONTEXT_BYTES = 256 * 1024
 """The most one scope (a workflow's flow context, a node's, an account's global) may hold, as
-JSON: every call of a node that uses it carries it."""
+JSON: every call of a node that uses it carries it, and a node may use all three scopes within
+one call packet (1 MiB by default, ``FLUXO_MAX_PACKET_BYTES``)."""
 
 GLOBAL_WORKFLOW = ""
 """The ``workflow`` of global context rows: it belongs to the account, not to a workflow."""
