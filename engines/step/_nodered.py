@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engines.step._context import context_problems
 from fluxo_core.ir import NativeStep, Workflow
 from nodered_semantics.support import (
     QUEUE_CONTROLS,
@@ -119,6 +120,7 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
     """
     reasons: list[str] = []
     reasons += dropped_problems(workflow)
+    reasons += context_problems(workflow)
     if any(s.kind == "delay" for s in workflow.spec.steps):
         for trigger in triggers:
             controls = sorted(set(trigger.sets) & QUEUE_CONTROLS)

@@ -544,3 +544,18 @@ deferred_calls = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_deferred_calls_service", "service"),
 )
+
+# Node-RED context kept by the step engine for the flows it runs: one row per scope, its keys as
+# one JSON object. Flow and node context belong to an account's workflow (scope "flow",
+# "node:<node id>"); global context to the account (workflow ""). `version` counts the writes,
+# so a step that read an older version is run again instead of writing over a newer one.
+nodered_context = Table(
+    "nodered_context",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("workflow", String(100), primary_key=True),
+    Column("scope", String(300), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
