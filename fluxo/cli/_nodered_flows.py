@@ -140,7 +140,6 @@ class _JsonDumper(_BASE_DUMPER):  # type: ignore[misc]
         return None
 
 
-
 # The shortcuts hold for the safe resolver as PyYAML ships it (no path or wildcard resolvers).
 _YAML_DUMPER: Any = (
     _JsonDumper
