@@ -481,7 +481,11 @@ class _BoundedComposer(Composer):
                 self._weights[id(node)] = (self._nodes - nodes, self._bytes - size)
                 continue
             weight = self._weights.get(id(child))
-            if weight is not None:  # a finished node met again: an alias
+            if weight is None and type(child) is yaml.ScalarNode:  # most nodes: no stack trip
+                self._check_depth(child, len(stack) + 1)
+                self._count(child, 1, len(child.value) + 2)
+                self._weights[id(child)] = (1, len(child.value) + 2)
+            elif weight is not None:  # a finished node met again: an alias
                 self._aliases += 1
                 if self._aliases > self._limits.max_aliases:
                     raise self._refused(
@@ -507,13 +511,7 @@ class _BoundedComposer(Composer):
         stack: list[tuple[yaml.Node, Iterator[yaml.Node], int, int]],
         in_progress: set[int],
     ) -> None:
-        if len(stack) + 1 > self._limits.max_depth:
-            raise self._refused(
-                node,
-                f"nests deeper than {self._limits.max_depth} levels",
-                "max_depth",
-                "flatten it",
-            )
+        self._check_depth(node, len(stack) + 1)
         if isinstance(node, yaml.MappingNode):
             children: Iterator[yaml.Node] = (item for pair in node.value for item in pair)
         elif isinstance(node, yaml.SequenceNode):
@@ -522,6 +520,15 @@ class _BoundedComposer(Composer):
             children = iter(())
         in_progress.add(id(node))
         stack.append((node, children, self._nodes, self._bytes))
+
+    def _check_depth(self, node: yaml.Node, depth: int) -> None:
+        if depth > self._limits.max_depth:
+            raise self._refused(
+                node,
+                f"nests deeper than {self._limits.max_depth} levels",
+                "max_depth",
+                "flatten it",
+            )
 
     def _count(self, at: Any, nodes: int, size: int) -> None:
         self._nodes += nodes
