@@ -343,7 +343,13 @@ def _placement(
         if chosen is not None and chosen.engine == "nodered":
             return "Node-RED only", f"{entry.reason}; its workflow runs on Node-RED only"
         return "step engine and Node-RED", entry.reason
-    problems = [p for s in steps if (p := _step_problem(by_id[s], workflow)) is not None]
+    # On the step engine, its check found no step it cannot run: no need to ask again per step.
+    on_step = chosen is not None and chosen.engine == "step"
+    problems = (
+        []
+        if on_step
+        else [p for s in steps if (p := _step_problem(by_id[s], workflow)) is not None]
+    )
     if problems:
         return "Node-RED only", "; ".join(problems)
     if entry.status == "native":
