@@ -80,8 +80,8 @@ _YAML_1_1_BOOLS = frozenset({"y", "Y", "n", "N"})
 class _JsonDumper(_BASE_DUMPER):  # type: ignore[misc]
     """The safe dumper, with the nodes of JSON values (what a workflow document holds) made
     directly rather than through PyYAML's per-type dispatch, and tags resolved without its
-    general path: together about half the time of writing a large import's YAML. The nodes are
-    the ones PyYAML makes, so the text is the same; anything else goes the general way.
+    general path (both ran once per value of a large import). The nodes are the ones PyYAML
+    makes, so the text is the same; anything else goes the general way.
 
     Strings follow the rule hera registers on PyYAML's safe dumper (``translators`` imports
     it, so it has always applied here): a multi-line string as a ``|`` block, the YAML 1.1
@@ -94,7 +94,9 @@ class _JsonDumper(_BASE_DUMPER):  # type: ignore[misc]
             if "\n" in data:
                 return yaml.ScalarNode(_STR, data, style="|")
             return yaml.ScalarNode(_STR, data, style="'" if data in _YAML_1_1_BOOLS else None)
-        if kind is dict or kind is list:
+        if (kind is list or (kind is dict and not self.sort_keys)) and (
+            self.default_flow_style is not None  # else PyYAML picks a style per node
+        ):
             key = id(data)
             node = self.represented_objects.get(key)
             if node is not None:  # the same object again: PyYAML writes an alias
@@ -102,14 +104,17 @@ class _JsonDumper(_BASE_DUMPER):  # type: ignore[misc]
             self.object_keeper.append(data)
             if kind is dict:
                 pairs: list[tuple[Any, Any]] = []
-                node = yaml.MappingNode("tag:yaml.org,2002:map", pairs, flow_style=False)
+                node = yaml.MappingNode(
+                    "tag:yaml.org,2002:map", pairs, flow_style=self.default_flow_style
+                )
                 self.represented_objects[key] = node
-                items = sorted(data.items()) if self.sort_keys else data.items()
-                for item_key, item_value in items:
+                for item_key, item_value in data.items():
                     pairs.append((self.represent_data(item_key), self.represent_data(item_value)))
                 return node
             values: list[Any] = []
-            node = yaml.SequenceNode("tag:yaml.org,2002:seq", values, flow_style=False)
+            node = yaml.SequenceNode(
+                "tag:yaml.org,2002:seq", values, flow_style=self.default_flow_style
+            )
             self.represented_objects[key] = node
             for item in data:
                 values.append(self.represent_data(item))
