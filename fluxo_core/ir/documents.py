@@ -585,6 +585,26 @@ class _BoundedLoader(_BoundedComposer, _Parser, _StringTimestamps, Resolver):
         Resolver.__init__(self)
         self._bind(limits, where)
 
+    # The composer asks these of every node. PyYAML's resolver has no path resolvers (nor
+    # wildcard ones), so a scalar's tag depends on its text alone: the general path's
+    # bookkeeping is skipped.
+    if not Resolver.yaml_path_resolvers and None not in Resolver.yaml_implicit_resolvers:
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            if kind is yaml.ScalarNode:
+                if implicit[0]:
+                    for tag, pattern in self.yaml_implicit_resolvers.get(value[:1], ()):
+                        if pattern.match(value):
+                            return tag
+                return self.DEFAULT_SCALAR_TAG
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
+        def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+            return None
+
+        def ascend_resolver(self) -> None:
+            return None
+
     if yaml.__with_libyaml__:
         # libyaml's composer too: the Python one took most of the time of reading a large
         # workflow file. It shares an aliased node rather than copying it, so its tree is no
