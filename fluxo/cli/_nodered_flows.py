@@ -36,7 +36,7 @@ from typing import Any, Literal
 import orjson
 import yaml
 
-from engines.step import native_problem, step_runnable
+from engines.step import native_problem, native_steps_by_node, step_runnable
 from fluxo_core.errors import ConfigError, UnsupportedFeatureError, ValidationError
 from fluxo_core.ir import NativeStep, Workflow, parse_json, validate_workflow, workflow_document
 from translators import (
@@ -302,7 +302,12 @@ def _document(workflow: Workflow, engine: str, sidecar: str) -> dict[str, Any]:
 def placements(result: NodeRedImport, engines: Mapping[str, EngineChoice]) -> list[Placement]:
     """Every node of the import, with where it runs and why (file order)."""
     workflows = {w.metadata.name: w for w in result.workflows}
-    steps_of = {name: w.spec.steps_by_id() for name, w in workflows.items()}  # once, not per node
+    # Each workflow's step problems, found once (per node it made large flows slow); none on the
+    # step engine, whose check found no step it cannot run.
+    problems_of = {
+        name: {} if (chosen := engines.get(name)) and chosen.engine == "step" else _step_problems(w)
+        for name, w in workflows.items()
+    }
     node_steps: dict[str, list[str]] = {}
     for source in result.source.workflows.values():
         for step_id, node_id in source.step_nodes.items():
@@ -314,7 +319,7 @@ def placements(result: NodeRedImport, engines: Mapping[str, EngineChoice]) -> li
         runs, why = _placement(
             entry,
             workflows.get(entry.workflow or ""),
-            steps_of.get(entry.workflow or "", {}),
+            problems_of.get(entry.workflow or "", {}),
             node_steps,
             chosen,
         )
@@ -337,7 +342,7 @@ def placements(result: NodeRedImport, engines: Mapping[str, EngineChoice]) -> li
 def _placement(
     entry: NodeFidelity,
     workflow: Workflow | None,
-    by_id: Mapping[str, Any],
+    step_problems: Mapping[str, str],
     node_steps: Mapping[str, list[str]],
     chosen: EngineChoice | None,
 ) -> tuple[Runs, str]:
@@ -348,13 +353,7 @@ def _placement(
         if chosen is not None and chosen.engine == "nodered":
             return "Node-RED only", f"{entry.reason}; its workflow runs on Node-RED only"
         return "step engine and Node-RED", entry.reason
-    # On the step engine, its check found no step it cannot run: no need to ask again per step.
-    on_step = chosen is not None and chosen.engine == "step"
-    problems = (
-        []
-        if on_step
-        else [p for s in steps if (p := _step_problem(by_id[s], workflow)) is not None]
-    )
+    problems = [step_problems[s] for s in steps if s in step_problems]
     if problems:
         return "Node-RED only", "; ".join(problems)
     if entry.status == "native":
@@ -369,11 +368,21 @@ def _placement(
     return "step engine and Node-RED", why
 
 
-def _step_problem(step: Any, workflow: Workflow) -> str | None:
+def _step_problems(workflow: Workflow) -> dict[str, str]:
+    """Why the step engine cannot run each step of ``workflow`` that it cannot run."""
+    by_node = native_steps_by_node(workflow)
+    return {
+        step.id: problem
+        for step in workflow.spec.steps
+        if (problem := _step_problem(step, workflow, by_node)) is not None
+    }
+
+
+def _step_problem(step: Any, workflow: Workflow, by_node: Mapping[str, set[str]]) -> str | None:
     if step.kind in _STEP_KINDS:
         return None
     if isinstance(step, NativeStep):
-        return native_problem(step, workflow)
+        return native_problem(step, workflow, by_node)
     return f"a {step.kind} step, which the step engine does not run"
 
 
