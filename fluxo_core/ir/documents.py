@@ -123,7 +123,7 @@ def parse_json(
 def _check_shape(value: Any, limits: DocumentLimits, where: str) -> None:
     """:func:`check_document` for what orjson decoded, which holds only values Fluxo can store
     (string keys, valid text, finite numbers, integers within 64 bits): only the depth and the
-    number of values are left to check, level by level, several times faster on a large flow.
+    number of values are left to check, level by level, with far less work per value.
     Any breach is left to :func:`check_document` to report, with its location."""
     nodes = 1
     level: list[Any] = [value] if type(value) is dict or type(value) is list else []
@@ -394,7 +394,8 @@ _StringTimestamps.add_constructor(
 
 
 class _BoundedComposer(Composer):
-    """PyYAML's composer, counting depth, aliases and the expanded size as it builds nodes.
+    """PyYAML's composer, counting depth, aliases and the expanded size as it builds nodes (or,
+    with libyaml's composer, :meth:`_weigh` counting the same once it has built them).
 
     Every node records what it expands to (``_weights``); an alias adds the weight of the node it
     names, so the total is known exactly while nothing is expanded, and the document is refused
@@ -560,7 +561,8 @@ class _BoundedComposer(Composer):
         )
 
 
-# libyaml's C parser when PyYAML has it (about 10x faster), under the Python composer that counts.
+# libyaml's C parser and composer when PyYAML has them (the tree counted once composed, see
+# _BoundedLoader); else the pure-Python ones, under the composer that counts as it goes.
 if yaml.__with_libyaml__:
     from yaml._yaml import CParser
 
