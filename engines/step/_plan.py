@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engines.step._context import context_problems, native_context_scopes
-from engines.step._nodered import dropped_problems, native_ports, native_problem
+from engines.step._nodered import (
+    dropped_problems,
+    native_ports,
+    native_problem,
+    native_steps_by_node,
+)
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import (
     JoinStep,
@@ -74,10 +79,11 @@ class Plan:
                 dropped=self.workflow.metadata.labels.get(DROPPED_LABEL, ""),
             )
         self.ports = {}
+        by_node = native_steps_by_node(self.workflow)  # once: per step it was quadratic
         for step in spec.steps:
             if isinstance(step, NativeStep):
-                ports = native_ports(step, self.workflow)
-                problem = native_problem(step, self.workflow)
+                ports = native_ports(step, self.workflow, by_node)
+                problem = native_problem(step, self.workflow, by_node)
                 if problem is not None or isinstance(ports, str):
                     raise UnsupportedFeatureError(
                         f"{problem or ports}; so the step engine cannot run workflow "
