@@ -24,6 +24,7 @@ from fluxo_core.ir.documents import DocumentLimits
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.accounts import AccountStore
 from fluxo_core.storage.secrets import SecretKey, SecretStore
+from services.http.policy import HostPolicy
 from tests.support import services as svc
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,6 +32,8 @@ pytestmark = pytest.mark.timeout(120)
 ACME = Principal(account_id="acme", user_id="ada")
 KEY = SecretKey.parse("a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=", "test key")
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# The brokers are on loopback, which triggers reach only when the operator allows it.
+LOOPBACK = HostPolicy(allow=["127.0.0.1"])
 
 ECHO = {
     "apiVersion": "fluxo.dev/v1",
@@ -95,8 +98,9 @@ def platform_on(db: Database, secrets: SecretStore) -> Platform:
         secrets=secrets,
         trigger_tick_s=0.2,
         trigger_sources=queue_sources(
-            secrets, DocumentLimits(), reconnect_min_s=0.2, reconnect_max_s=1.0
+            secrets, DocumentLimits(), policy=LOOPBACK, reconnect_min_s=0.2, reconnect_max_s=1.0
         ),
+        host_policy=LOOPBACK,
     )
 
 

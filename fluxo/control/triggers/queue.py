@@ -40,7 +40,7 @@ import random
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aio_pika
 import aio_pika.abc
@@ -48,18 +48,23 @@ import aio_pika.exceptions
 import aiomqtt
 import orjson
 
+from fluxo.control.hosts import connect_address, trigger_endpoint
 from fluxo.control.triggers.source import TriggerSink
 from fluxo_core.errors import (
     DocumentTooComplexError,
     FluxoError,
     MalformedRequestError,
     NotFoundError,
+    ServiceError,
     TriggerHeldError,
 )
 from fluxo_core.ir.documents import DocumentLimits, parse_json
 from fluxo_core.redaction import hidden_from_logs
 from fluxo_core.storage import SecretStore
 from fluxo_core.storage.triggers import TriggerRow
+
+if TYPE_CHECKING:
+    from services.http.policy import HostPolicy
 
 __all__ = [
     "HELD_RETRY_S",
@@ -143,12 +148,14 @@ class _Source:
         secrets: SecretStore | None,
         limits: DocumentLimits,
         *,
+        policy: HostPolicy,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 60.0,
     ) -> None:
         self.row = row
         self.secrets = secrets
         self.limits = limits
+        self.policy = policy
         self.config: dict[str, Any] = row.spec["queue"]
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -156,6 +163,22 @@ class _Source:
     @property
     def where(self) -> str:
         return f"{self.row.account_id}/{self.row.name}"
+
+    @property
+    def port(self) -> int:
+        endpoint = trigger_endpoint(self.row.spec)
+        assert endpoint is not None  # a rabbitmq or mqtt spec always has one
+        return endpoint[2]
+
+    async def address(self) -> str:
+        """The broker's host as the host policy lets it be reached (:mod:`fluxo.control.hosts`),
+        vetted at every connection."""
+        try:
+            return await connect_address(
+                self.policy, self.config["host"], self.port, tls=bool(self.config.get("tls"))
+            )
+        except ServiceError as exc:
+            raise _BrokenSourceError(exc.message) from None
 
     @property
     def max_bytes(self) -> int:
@@ -224,12 +247,13 @@ class RabbitSource(_Source):
 
     async def consume(self, sink: TriggerSink, connected: Callable[[], Awaitable[None]]) -> None:
         c = self.config
+        host = await self.address()
         password = await self.password()
         secret = [password] if password else []
         with hidden_from_logs(secret):
             connection = await aio_pika.connect(
-                host=c["host"],
-                port=int(c.get("port") or (5671 if c.get("tls") else 5672)),
+                host=host,
+                port=self.port,
                 login=c.get("username") or "guest",
                 password=password or "guest",
                 virtualhost=c.get("vhost", "/"),
@@ -325,10 +349,11 @@ class MqttSource(_Source):
 
     async def consume(self, sink: TriggerSink, connected: Callable[[], Awaitable[None]]) -> None:
         c = self.config
+        host = await self.address()
         password = await self.password()
         client = aiomqtt.Client(
-            c["host"],
-            int(c.get("port") or (8883 if c.get("tls") else 1883)),
+            host,
+            self.port,
             username=c.get("username"),
             password=password,
             identifier=self.client_id,
@@ -393,13 +418,18 @@ class MqttSource(_Source):
 
 
 def queue_sources(
-    secrets: SecretStore | None, limits: DocumentLimits, **overrides: Any
+    secrets: SecretStore | None,
+    limits: DocumentLimits,
+    *,
+    policy: HostPolicy,
+    **overrides: Any,
 ) -> dict[str, Callable[[TriggerRow], _Source]]:
-    """The source factory of the ``queue`` type, for the supervisor."""
+    """The source factory of the ``queue`` type, for the supervisor; ``policy``: the hosts a
+    broker may be on (:mod:`fluxo.control.hosts`)."""
 
     def build(row: TriggerRow) -> _Source:
         source = row.spec["queue"]["source"]
         kind = RabbitSource if source == "rabbitmq" else MqttSource
-        return kind(row, secrets, limits, **overrides)
+        return kind(row, secrets, limits, policy=policy, **overrides)
 
     return {"queue": build}
