@@ -49,6 +49,7 @@ from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.ir.documents import DocumentLimits
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
 from fluxo_core.storage.attachments import AttachmentStore
+from fluxo_core.storage.outputs import ServiceOutputStore
 from fluxo_core.storage.quotas import QuotaStore
 from fluxo_core.storage.resources import ResourceStore
 from fluxo_core.storage.triggers import TriggerStore
@@ -333,7 +334,10 @@ class Platform:
             trigger_sources = {
                 **email_sources(self.secrets, self.attachments, policy=host_policy),
                 **queue_sources(
-                    self.secrets, DocumentLimits(max_bytes=max_packet_bytes), policy=host_policy
+                    self.secrets,
+                    DocumentLimits(max_bytes=max_packet_bytes),
+                    policy=host_policy,
+                    outputs=ServiceOutputStore(db),
                 ),
             }
         self.trigger_supervisor = TriggerSupervisor(

@@ -48,6 +48,7 @@ class TriggerRow:
     jobs_created: int
     lag_s: float | None
     updated_at: float
+    cursor: float | None = None  # a service output trigger's read position (a finish time)
 
     @property
     def paused(self) -> bool:
@@ -95,6 +96,7 @@ def _row(r: Any) -> TriggerRow:
         jobs_created=int(r.jobs_created),
         lag_s=r.lag_s,
         updated_at=r.updated_at,
+        cursor=r.cursor,
     )
 
 
@@ -142,6 +144,8 @@ class TriggerStore:
                         health="connected",
                         jobs_created=0,
                         next_fire_at=next_fire_at,
+                        # A source that reads a history (service outputs) starts from now.
+                        cursor=now,
                         **values,
                     )
                 )

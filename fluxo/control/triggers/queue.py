@@ -49,8 +49,9 @@ import aiomqtt
 import orjson
 
 from fluxo.control.hosts import connect_address, trigger_endpoint
-from fluxo.control.triggers.source import TriggerSink
+from fluxo.control.triggers.source import SourceFactory, TriggerSink, TriggerSource
 from fluxo_core.errors import (
+    ConfigError,
     DocumentTooComplexError,
     FluxoError,
     MalformedRequestError,
@@ -61,6 +62,7 @@ from fluxo_core.errors import (
 from fluxo_core.ir.documents import DocumentLimits, parse_json
 from fluxo_core.redaction import hidden_from_logs
 from fluxo_core.storage import SecretStore
+from fluxo_core.storage.outputs import ServiceOutputStore
 from fluxo_core.storage.triggers import TriggerRow
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ __all__ = [
     "PoisonMessageError",
     "RabbitSource",
     "decode",
+    "fire_settled",
     "queue_event_id",
     "queue_sources",
 ]
@@ -115,8 +118,9 @@ def queue_event_id(message_id: str | None, body: bytes) -> str:
     return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
-async def _fire(sink: TriggerSink, event_id: str, payload: Any, *, where: str) -> str | None:
-    """Fire until it is committed (None) or refused for good (the reason)."""
+async def fire_settled(sink: TriggerSink, event_id: str, payload: Any, *, where: str) -> str | None:
+    """Fire until it is committed (None) or refused for good (the reason): a held trigger or
+    a retryable refusal (the database away, a quota) is retried, with backoff."""
     failures = 0
     while True:
         try:
@@ -167,7 +171,8 @@ class _Source:
     @property
     def port(self) -> int:
         endpoint = trigger_endpoint(self.row.spec)
-        assert endpoint is not None  # a rabbitmq or mqtt spec always has one
+        if endpoint is None:  # a rabbitmq or mqtt spec always has one
+            raise _BrokenSourceError(f"trigger {self.row.name!r} names no broker")
         return endpoint[2]
 
     async def address(self) -> str:
@@ -299,7 +304,7 @@ class RabbitSource(_Source):
             "routingKey": message.routing_key,
         }
         event_id = queue_event_id(message.message_id, message.body)
-        refused = await _fire(sink, event_id, payload, where=self.where)
+        refused = await fire_settled(sink, event_id, payload, where=self.where)
         if refused is not None:
             await self._dead(channel, message, refused)
             return
@@ -397,7 +402,7 @@ class MqttSource(_Source):
         payload = {"body": body, "messageId": message_id, "topic": topic}
         # The digest covers the topic too: the same reading on two sensors' topics is two events.
         event_id = queue_event_id(message_id, topic.encode() + b"\x00" + raw)
-        refused = await _fire(sink, event_id, payload, where=self.where)
+        refused = await fire_settled(sink, event_id, payload, where=self.where)
         if refused is not None:
             await self._dead(client, topic, raw, refused)
 
@@ -422,13 +427,22 @@ def queue_sources(
     limits: DocumentLimits,
     *,
     policy: HostPolicy,
+    outputs: ServiceOutputStore | None = None,
     **overrides: Any,
-) -> dict[str, Callable[[TriggerRow], _Source]]:
+) -> dict[str, SourceFactory]:
     """The source factory of the ``queue`` type, for the supervisor; ``policy``: the hosts a
-    broker may be on (:mod:`fluxo.control.hosts`)."""
+    broker may be on (:mod:`fluxo.control.hosts`); ``outputs``: where ``source: fluxo``
+    triggers read the outputs of Fluxo services (None: they report failing)."""
+    from fluxo.control.triggers.outputs import ServiceOutputSource
 
-    def build(row: TriggerRow) -> _Source:
+    def build(row: TriggerRow) -> TriggerSource:
         source = row.spec["queue"]["source"]
+        if source == "fluxo":
+            if outputs is None:
+                raise ConfigError(
+                    "this installation reads no Fluxo service outputs", setting="outputs"
+                )
+            return ServiceOutputSource(row, outputs)
         kind = RabbitSource if source == "rabbitmq" else MqttSource
         return kind(row, secrets, limits, policy=policy, **overrides)
 
