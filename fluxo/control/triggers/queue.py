@@ -24,8 +24,9 @@ A held trigger (paused, blocked) keeps the message unacknowledged and offers it 
 
 MQTT: QoS 1 with a persistent session (``clean_session`` false, the stable client id
 ``clientId``, default ``fluxo-<account>-<trigger>``), so the broker keeps what is published
-while Fluxo is down. The PUBACK is sent after ``fire`` returned (the MQTT client's manual
-acknowledgement). One client id is one session: run an MQTT trigger on one Fluxo process, since a
+while Fluxo is down. The PUBACK is sent after ``fire`` returned (paho's manual acknowledgement,
+:mod:`._mqtt`), so a message whose job was not committed is sent again when the session
+comes back. One client id is one session: run an MQTT trigger on one Fluxo process, since a
 second connection with the same id takes the session over.
 """
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
 import random
@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any, Final
 import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
-import aiomqtt
 import orjson
 
 from fluxo.control.hosts import connect_address, trigger_endpoint
+from fluxo.control.triggers._mqtt import MqttSession
 from fluxo.control.triggers.source import SourceFactory, TriggerSink, TriggerSource
 from fluxo_core.errors import (
     ConfigError,
@@ -356,45 +356,36 @@ class MqttSource(_Source):
         c = self.config
         host = await self.address()
         password = await self.password()
-        client = aiomqtt.Client(
+        # The PUBACK goes out when the job is committed, not when the message arrives (paho's
+        # manual acknowledgement, set before connecting: the broker sends the session's waiting
+        # messages at once).
+        session = MqttSession(
             host,
             self.port,
+            client_id=self.client_id,
             username=c.get("username"),
             password=password,
-            identifier=self.client_id,
-            clean_session=False,
             tls_context=ssl.create_default_context() if c.get("tls") else None,
-            timeout=15,
         )
-        # The PUBACK goes out when the job is committed, not when the message arrives: set
-        # before connecting, since the broker sends the session's waiting messages at once.
-        # aiomqtt does not expose it; its paho client does.
-        paho = client._client
-        paho.manual_ack_set(True)
-        with hidden_from_logs([password] if password else []):
-            await client.__aenter__()
         try:
-            await client.subscribe(c["topic"], qos=1)
+            with hidden_from_logs([password] if password else []):
+                await session.connect()
+            await session.subscribe(c["topic"], qos=1)
             await connected()
-            async for message in client.messages:
-                await self._handle(sink, client, message)
-                if message.qos > 0:
-                    paho.ack(message.mid, message.qos)
+            while True:
+                message = await session.next_message()
+                await self._handle(sink, session, message)
+                session.ack(message)
         finally:
-            with contextlib.suppress(Exception):
-                await client.__aexit__(None, None, None)
+            await session.aclose()
 
-    async def _handle(
-        self, sink: TriggerSink, client: aiomqtt.Client, message: aiomqtt.Message
-    ) -> None:
-        raw = (
-            message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-        )
+    async def _handle(self, sink: TriggerSink, session: MqttSession, message: Any) -> None:
+        raw = bytes(message.payload)
         topic = str(message.topic)
         try:
             body = decode(raw, self.max_bytes, self.limits)
         except PoisonMessageError as poison:
-            await self._dead(client, topic, raw, poison.reason)
+            await self._dead(session, topic, raw, poison.reason)
             return
         id_field = self.config.get("idField", "id")
         found = body.get(id_field) if isinstance(body, dict) else None
@@ -404,9 +395,9 @@ class MqttSource(_Source):
         event_id = queue_event_id(message_id, topic.encode() + b"\x00" + raw)
         refused = await fire_settled(sink, event_id, payload, where=self.where)
         if refused is not None:
-            await self._dead(client, topic, raw, refused)
+            await self._dead(session, topic, raw, refused)
 
-    async def _dead(self, client: aiomqtt.Client, topic: str, raw: bytes, reason: str) -> None:
+    async def _dead(self, session: MqttSession, topic: str, raw: bytes, reason: str) -> None:
         envelope: dict[str, Any] = {
             "reason": reason[:1000],
             "trigger": self.row.name,
@@ -416,7 +407,7 @@ class MqttSource(_Source):
             envelope["body"] = raw.decode("utf-8")
         except UnicodeDecodeError:
             envelope.update(body=base64.b64encode(raw).decode(), encoding="base64")
-        await client.publish(self.dead_topic, orjson.dumps(envelope), qos=1)
+        await session.publish(self.dead_topic, orjson.dumps(envelope), qos=1)
         log.warning(
             "queue trigger %s: a message went to %s: %s", self.where, self.dead_topic, reason
         )
