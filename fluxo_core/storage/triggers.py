@@ -108,6 +108,29 @@ class TriggerStore:
     def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
         self.clock = clock
+        by_key = sa.and_(
+            trigger_state.c.account_id == sa.bindparam("b_account"),
+            trigger_state.c.name == sa.bindparam("b_name"),
+        )
+        self._hold = sa.select(trigger_state.c.paused_by, trigger_state.c.enabled).where(by_key)
+        self._fired = (
+            sa.update(trigger_state)
+            .where(by_key)
+            .values(
+                health="connected",
+                held=None,
+                last_error=None,
+                last_event_id=sa.bindparam("b_event"),
+                last_event_at=sa.bindparam("b_now"),
+                last_job_id=sa.bindparam("b_job"),
+                lag_s=sa.func.coalesce(
+                    sa.bindparam("b_lag", type_=sa.Float), trigger_state.c.lag_s
+                ),
+                jobs_created=trigger_state.c.jobs_created
+                + sa.bindparam("b_created", type_=sa.Integer),
+                updated_at=sa.bindparam("b_now"),
+            )
+        )
 
     async def upsert(
         self,
@@ -299,6 +322,42 @@ class TriggerStore:
         if created:
             values["jobs_created"] = trigger_state.c.jobs_created + created
         tx.execute(sa.update(trigger_state).where(_key(account_id, name)).values(values))
+
+    def hold_on(
+        self, tx: Transaction, account_id: str, name: str
+    ) -> tuple[str | None, bool] | None:
+        """``(paused_by, enabled)`` of the trigger as this transaction sees it, or None if it
+        is gone: what may hold a firing, checked again in the transaction of its jobs."""
+        row = tx.conn.execute(self._hold, {"b_account": account_id, "b_name": name}).first()
+        return None if row is None else (row.paused_by, bool(row.enabled))
+
+    def record_fired(
+        self,
+        tx: Transaction,
+        account_id: str,
+        name: str,
+        *,
+        event_id: str,
+        job_id: str,
+        lag_s: float | None,
+        created: int,
+    ) -> None:
+        """A batch of firings, in the transaction of its jobs: connected, no hold or error, the
+        last event and job, the lag (if known) and ``created`` more jobs. One statement built
+        once (a firing's hot path)."""
+        now = self.clock.time()
+        tx.execute(
+            self._fired,
+            {
+                "b_account": account_id,
+                "b_name": name,
+                "b_now": now,
+                "b_event": event_id[:200],
+                "b_job": job_id,
+                "b_lag": lag_s,
+                "b_created": created,
+            },
+        )
 
     async def advance(
         self, account_id: str, name: str, *, expected: float, to: float, generation: int

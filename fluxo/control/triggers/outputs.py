@@ -28,9 +28,11 @@ A held trigger (paused, blocked) stops reading and offers the same output again 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Any, Final
+from collections.abc import Awaitable
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -44,6 +46,8 @@ __all__ = ["LATE_COMMIT_S", "ServiceOutputSource", "dead_queue"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 LATE_COMMIT_S: Final = 10.0
 """How long after its finish time a call's transaction may still commit and be found."""
 PAGE: Final = 256
@@ -52,6 +56,19 @@ PAGE: Final = 256
 def dead_queue(row: TriggerRow) -> str:
     """Where a service output trigger buries the outputs no job could take."""
     return f"trigger.{row.account_id}.{row.name}.dead"
+
+
+async def _whole(step: Awaitable[T]) -> T:
+    """Await ``step``; if cancelled meanwhile, let it end first, then stop. A read runs in a
+    database thread (PostgreSQL) that a cancel does not stop: left running, it could still hold
+    its connection when the database closes."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 class ServiceOutputSource:
@@ -95,8 +112,10 @@ class ServiceOutputSource:
         newest = self.position
         count = 0
         while True:
-            page = await self.store.finished(
-                self.row.account_id, self.service, after=after, after_id=after_id, limit=PAGE
+            page = await _whole(
+                self.store.finished(
+                    self.row.account_id, self.service, after=after, after_id=after_id, limit=PAGE
+                )
             )
             wanted = [c for c in page if self._wanted(c)]
             results = await asyncio.gather(*(self._fire_call(sink, c) for c in wanted))
@@ -108,7 +127,7 @@ class ServiceOutputSource:
             after, after_id = page[-1].finished_at, page[-1].id
         if newest > self.position:
             self.position = newest
-            await self.store.move_cursor(self.row.account_id, self.row.name, newest)
+            await _whole(self.store.move_cursor(self.row.account_id, self.row.name, newest))
         horizon = self.position - LATE_COMMIT_S
         self.fired = {k: at for k, at in self.fired.items() if at >= horizon}
         return count
