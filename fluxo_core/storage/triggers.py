@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -20,11 +20,19 @@ import sqlalchemy as sa
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import NotFoundError
 from fluxo_core.storage.database import Database, Transaction
-from fluxo_core.storage.tables import trigger_state
+from fluxo_core.storage.tables import trigger_state, workflow_pauses
 
-__all__ = ["Health", "TriggerRow", "TriggerStore"]
+__all__ = ["Health", "TriggerHold", "TriggerRow", "TriggerStore"]
 
 Health = Literal["connected", "degraded", "failing"]
+
+
+class TriggerHold(NamedTuple):
+    """Who paused the trigger (None: nobody), whether it is enabled, who paused its workflow."""
+
+    paused_by: str | None
+    enabled: bool
+    workflow_paused_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +120,24 @@ class TriggerStore:
             trigger_state.c.account_id == sa.bindparam("b_account"),
             trigger_state.c.name == sa.bindparam("b_name"),
         )
-        self._hold = sa.select(trigger_state.c.paused_by, trigger_state.c.enabled).where(by_key)
+        # The trigger's pause and switch, and its workflow's pause, in one statement.
+        self._hold = (
+            sa.select(
+                trigger_state.c.paused_by,
+                trigger_state.c.enabled,
+                workflow_pauses.c.paused_by.label("workflow_paused_by"),
+            )
+            .select_from(
+                trigger_state.outerjoin(
+                    workflow_pauses,
+                    sa.and_(
+                        workflow_pauses.c.account_id == trigger_state.c.account_id,
+                        workflow_pauses.c.workflow == trigger_state.c.workflow,
+                    ),
+                )
+            )
+            .where(by_key)
+        )
         self._fired = (
             sa.update(trigger_state)
             .where(by_key)
@@ -323,13 +348,13 @@ class TriggerStore:
             values["jobs_created"] = trigger_state.c.jobs_created + created
         tx.execute(sa.update(trigger_state).where(_key(account_id, name)).values(values))
 
-    def hold_on(
-        self, tx: Transaction, account_id: str, name: str
-    ) -> tuple[str | None, bool] | None:
-        """``(paused_by, enabled)`` of the trigger as this transaction sees it, or None if it
-        is gone: what may hold a firing, checked again in the transaction of its jobs."""
+    def hold_on(self, tx: Transaction, account_id: str, name: str) -> TriggerHold | None:
+        """What may hold the trigger's firing, as this transaction sees it (None: the trigger
+        is gone): checked again in the transaction of its jobs."""
         row = tx.conn.execute(self._hold, {"b_account": account_id, "b_name": name}).first()
-        return None if row is None else (row.paused_by, bool(row.enabled))
+        if row is None:
+            return None
+        return TriggerHold(row.paused_by, bool(row.enabled), row.workflow_paused_by)
 
     def record_fired(
         self,

@@ -118,14 +118,12 @@ class TriggerService:
         Raises:
             NotFoundError: the trigger was deleted.
         """
-        state = self.store.hold_on(tx, row.account_id, row.name)
-        if state is None:
+        hold = self.store.hold_on(tx, row.account_id, row.name)
+        if hold is None:
             raise NotFoundError(f"trigger {row.name!r} was deleted; nothing was created")
-        reason = _trigger_hold(row.name, *state)
-        if reason is None:
-            pause = self.pauses.pause_on(tx.conn, row.account_id, row.workflow)
-            if pause is not None:
-                reason = _workflow_pause(row.workflow, pause.paused_by)
+        reason = _trigger_hold(row.name, hold.paused_by, hold.enabled)
+        if reason is None and hold.workflow_paused_by is not None:
+            reason = _workflow_pause(row.workflow, hold.workflow_paused_by)
         return reason
 
     async def fire(
@@ -164,7 +162,13 @@ class TriggerService:
 
     async def _flush(self, key: tuple[str, str]) -> None:
         try:
-            while events := self._pending.pop(key, None):
+            while True:
+                # Let the requests already read reach fire() first: one more loop pass makes
+                # the batch larger, and a batch costs the same few statements whatever its size.
+                await asyncio.sleep(0)
+                events = self._pending.pop(key, None)
+                if not events:
+                    break
                 for at in range(0, len(events), MAX_BATCH):
                     chunk = events[at : at + MAX_BATCH]
                     try:
