@@ -213,3 +213,26 @@ async def test_an_output_no_job_can_take_goes_to_the_dead_letter_queue_with_the_
         await again.read_once(platform.triggers.sink(row))
         assert len(await store.buried(dead_queue(row))) == 1
         assert len(await trigger_jobs(platform)) == 1
+
+
+async def test_the_calls_of_the_triggers_own_jobs_do_not_start_it_again(db: Database) -> None:
+    platform = platform_on(db)
+    async with platform:
+        await apply_all(platform)
+        document = output_trigger("on-echo")
+        document["spec"]["queue"]["service"] = "echo"  # the service its own workflow calls
+        await platform.resources.apply(ACME, document)
+        done = await platform.jobs.create(ACME, "take", {"n": 1})
+        assert (await platform.jobs.wait(ACME, done.id, 20)).status == "succeeded"
+        [job] = await eventually(lambda: trigger_jobs(platform))
+        assert (await platform.jobs.wait(ACME, job.id, 20)).result["output"] == {"n": 1}
+        # Its job called echo too: had that output not been skipped, it would start a job too.
+        later = await platform.jobs.create(ACME, "take", {"n": 2})
+        assert (await platform.jobs.wait(ACME, later.id, 20)).status == "succeeded"
+        await eventually(lambda: _exactly(platform, 2))
+        row = await platform.triggers.get(ACME, "on-echo")
+        source = ServiceOutputSource(row, ServiceOutputStore(platform.db))
+        # Read again: ada's two outputs (deduplicated), and not the two of the trigger's jobs.
+        assert await source.read_once(platform.triggers.sink(row)) == 2
+        outputs = [r["output"] for r in await results(platform, 2)]
+        assert outputs == [{"n": 1}, {"n": 2}]
