@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +52,16 @@ class FluxoConfig(BaseModel):
     argo_namespace: str = "argo"
     argo_token: str | None = Field(default=None, repr=False)
     argo_verify_tls: bool = True
+    # FLUXO_KUBERNETES: how Fluxo reaches a Kubernetes API for cron triggers scheduled there
+    # (spec.cron.scheduler: kubernetes): "off", "in-cluster" (the pod's service account) or
+    # "kubeconfig" (FLUXO_KUBECONFIG, its current context or FLUXO_KUBERNETES_CONTEXT).
+    kubernetes: Literal["off", "in-cluster", "kubeconfig"] = "off"
+    kubeconfig: Path | None = None
+    kubernetes_context: str | None = None
+    # The namespace of Fluxo's CronJobs; None: the service account's, or the context's.
+    kubernetes_namespace: str | None = None
+    # How often the CronJobs are compared with their triggers (a pause reaches them then).
+    kubernetes_sync_s: float = 30.0
     # The key the stored secrets are encrypted with; unset: a key file in the home, made once.
     secret_key: str | None = Field(default=None, repr=False)
     # FLUXO_LOG_FORMAT: text lines (the default) or one JSON object per line.
@@ -100,6 +111,13 @@ class FluxoConfig(BaseModel):
             argo_token=env.get("FLUXO_ARGO_TOKEN") or None,
             argo_verify_tls=env.get("FLUXO_ARGO_VERIFY_TLS", "true").lower()
             not in ("0", "false", "no"),
+            kubernetes=_kubernetes(env),
+            kubeconfig=Path(env["FLUXO_KUBECONFIG"]).expanduser()
+            if env.get("FLUXO_KUBECONFIG")
+            else None,
+            kubernetes_context=env.get("FLUXO_KUBERNETES_CONTEXT") or None,
+            kubernetes_namespace=env.get("FLUXO_KUBERNETES_NAMESPACE") or None,
+            kubernetes_sync_s=_float(env, "FLUXO_KUBERNETES_SYNC_S", 30.0),
             secret_key=env.get("FLUXO_SECRET_KEY") or None,
             log_format=log_format_from_env(env),
             otlp_traces_endpoint=_otlp_traces_endpoint(env),
@@ -249,6 +267,21 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
+
+
+def _kubernetes(env: Mapping[str, str]) -> Literal["off", "in-cluster", "kubeconfig"]:
+    value = env.get("FLUXO_KUBERNETES", "off").strip().lower() or "off"
+    if value == "off":
+        return "off"
+    if value == "in-cluster":
+        return "in-cluster"
+    if value == "kubeconfig":
+        return "kubeconfig"
+    raise ConfigError(
+        f"FLUXO_KUBERNETES={value[:40]!r} is not a choice; use 'off', 'in-cluster' (Fluxo runs "
+        "in a pod) or 'kubeconfig' (with FLUXO_KUBECONFIG)",
+        setting="FLUXO_KUBERNETES",
+    )
 
 
 def _engines(env: Mapping[str, str]) -> tuple[str, ...]:

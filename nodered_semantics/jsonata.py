@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import jsonata
@@ -31,6 +31,7 @@ __all__ = [
     "evaluate_jsonata",
     "jsonata_problem",
     "portable_jsonata",
+    "reads_payload_only",
 ]
 
 JSONATA_TIMEOUT_MS = 1000
@@ -114,8 +115,9 @@ def _plain(value: Any, inputs: Mapping[int, Any]) -> Any:
     raise JsonataError(f"the expression gave a {type(value).__name__}, which is not JSON")
 
 
-def jsonata_problem(text: Any) -> str | None:
-    """Why a JSONata expression of a node cannot run on the step engine, or None."""
+def jsonata_problem(text: Any, env: Collection[str] = ()) -> str | None:
+    """Why a JSONata expression of a node cannot run on the step engine, or None (``env``:
+    the variables the call provides besides :data:`STATIC_ENV`)."""
     if not isinstance(text, str):
         return "a JSONata expression is missing"
     try:
@@ -128,7 +130,7 @@ def jsonata_problem(text: Any) -> str | None:
         return "a JSONata expression calls $moment, which only Node-RED provides"
     for found in re.finditer(r"\$env\s*\(\s*(\"[^\"]*\"|'[^']*')?", text):
         name = found.group(1)
-        if name is None or name[1:-1] not in STATIC_ENV:
+        if name is None or (name[1:-1] not in STATIC_ENV and name[1:-1] not in env):
             return env_problem(name[1:-1] if name else "(computed)")
     return None
 
@@ -184,3 +186,24 @@ _NODE_RED_ONLY = re.compile(r"\$(flowContext|globalContext|env|moment|parts|clon
 def portable_jsonata(expr: Any) -> bool:
     """Whether a Node-RED JSONata expression uses none of Node-RED's own functions."""
     return isinstance(expr, str) and bool(expr.strip()) and not _NODE_RED_ONLY.search(expr)
+
+
+_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+# A name that starts a path: not after a dot (a field below), $ (a variable) or a word character.
+_TOP_NAME = re.compile(r"(?<![\w$.`])(`[^`]*`|[A-Za-z_]\w*)")
+_WORDS = frozenset({"and", "or", "in", "true", "false", "null", "function"})
+
+
+def reads_payload_only(expr: Any) -> bool:
+    """Whether a Node-RED JSONata expression reads no message property but ``payload``.
+
+    Conservative: every name that starts a path must be ``payload``; a name inside a filter
+    (``payload[name = "x"]``) counts too, so such an expression is not claimed. Node-RED gives
+    the expression the whole message; an expression that reads ``topic`` (or ``msg.topic``)
+    needs it, not just the payload."""
+    if not isinstance(expr, str):
+        return False
+    text = _COMMENT.sub(" ", _STRING_LITERAL.sub('""', expr))
+    names = {m.group(1).strip("`") for m in _TOP_NAME.finditer(text)} - _WORDS
+    return names <= {"payload"}

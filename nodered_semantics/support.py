@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
+from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
 from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
@@ -31,7 +32,10 @@ __all__ = [
     "QUEUE_CONTROLS",
     "REPORTED_PORT",
     "RULE_TYPES",
+    "SEQUENCE_TYPES",
+    "SUBFLOW_ENV",
     "SUPPORTED_TYPES",
+    "UNFINISHED_SEQUENCE",
     "change_rules",
     "function_reads_context",
     "function_reports_errors",
@@ -49,13 +53,30 @@ REPORTED_PORT = -1
 function): the packet's msg is ``{message, msg}``; the step engine hands it to the step's catch
 (its ``on_error: goto``) and drops it when there is none, as Node-RED only logs it then."""
 
+SUBFLOW_ENV = "fluxo_env"
+"""The key of a node's configuration that holds the environment variables of the subflow
+instances it runs within (``{name: value}``), as an import that copies a subflow's nodes per
+instance resolved them: an engine passes them to the ``nodered-node`` service as ``env``, so
+``env.get``, ``$env()`` and ``${NAME}`` see what they see on Node-RED."""
+
 NODERED_NODE_SERVICE = "nodered-node"
 """The name of the built-in service that runs one node on one message."""
 PASSING_TYPES = frozenset({"junction", "link out"})
 """Wiring nodes an import keeps as steps where a port of a node with several outputs leads to
 them (so the port can be told apart): they pass the message on unchanged."""
+SEQUENCE_TYPES = frozenset({"join"})
+"""Nodes that act on the messages of a sequence together, not on one message: the step engine
+gathers every message that reaches one in a job and calls the service once with them all
+(``{node, messages}``), in the order Node-RED would deliver them."""
+UNFINISHED_SEQUENCE = "unfinished_sequence"
+"""The context key of a sequence node's failure for a group the job left incomplete: not a
+failure Node-RED would report (it would wait for more messages), so it reaches no catch node;
+the step engine fails the job instead."""
 SUPPORTED_TYPES = (
-    frozenset({"function", "template", "json", "csv", "catch"}) | RULE_TYPES | PASSING_TYPES
+    frozenset({"function", "template", "json", "csv", "catch", "split"})
+    | RULE_TYPES
+    | PASSING_TYPES
+    | SEQUENCE_TYPES
 )
 
 
@@ -67,10 +88,13 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     Node-RED keeps that state in the running node, a call of this service starts afresh.
     """
     kind = str(node.get("type", ""))
+    if kind == HTTP_REQUEST_TYPE:  # not this service's: a call of the http service
+        return http_request_problem(node)
     if kind not in SUPPORTED_TYPES:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
     if kind in RULE_TYPES:
-        return rules_problem(node)
+        provided = node.get(SUBFLOW_ENV)
+        return rules_problem(node, tuple(provided) if isinstance(provided, Mapping) else ())
     if kind == "link out" and node.get("mode") == "return":
         return "a return link out continues at its link call, which the import wires instead"
     if kind == "catch":
@@ -99,6 +123,10 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
             return "it writes its result to flow/global context, which outlives the message"
         if re.search(r"\{\{\{?\s*(flow|global)(\[\w*\])?\.", text):
             return "it reads flow/global context, which Node-RED keeps between messages"
+    if kind == "split":
+        return _split_problem(node)
+    if kind == "join":
+        return _join_problem(node)
     if kind == "csv":
         if node.get("spec") == "rfc":
             return "RFC 4180 mode of the csv node is not supported on the step engine yet"
@@ -106,6 +134,64 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
             return (
                 "it sends the column header once per deployment, which depends on earlier messages"
             )
+    return None
+
+
+def _split_problem(node: Mapping[str, Any]) -> str | None:
+    if node.get("stream"):
+        return (
+            "it streams (a part left over is carried to the next message), which depends on "
+            "earlier messages"
+        )
+    kind = node.get("spltType") or "str"
+    if kind == "bin":
+        return "it splits at a Buffer separator, which a JSON message cannot carry"
+    if kind not in ("str", "len"):
+        return f"its split type {kind!r} is unknown"
+    if kind == "len" and not _positive_integer(node.get("splt")):
+        return f"its split length {node.get('splt')!r} is not a positive integer"
+    if "arraySplt" in node and not _positive_integer(node.get("arraySplt")):
+        return f"its array split length {node.get('arraySplt')!r} is not a positive integer"
+    return None
+
+
+def _positive_integer(value: Any) -> bool:
+    """``parseInt(value) >= 1``, as the split node checks its lengths."""
+    return bool(re.match(r"\s*\+?0*[1-9]", str(value)))
+
+
+_JOIN_BUILDS = frozenset({"array", "string", "object", "merged"})
+
+
+def _join_problem(node: Mapping[str, Any]) -> str | None:
+    mode = node.get("mode") or "auto"
+    if mode == "reduce":
+        problem = jsonata_problem(node.get("reduceExp"))
+        if problem is None and node.get("reduceFixup") not in (None, ""):
+            problem = jsonata_problem(node.get("reduceFixup"))
+        if problem is None:
+            problem = typed_value_problem(node.get("reduceInit"), node.get("reduceInitType"))
+        return None if problem is None else f"its reduce expressions: {problem}"
+    if mode == "auto":
+        return None
+    if mode != "custom":
+        return f"its mode {mode!r} is unknown"
+    timeout = js_number(node.get("timeout") or 0)
+    if is_nan(timeout) or timeout > 0:
+        return (
+            f"it sends a group when its timeout ({node.get('timeout')} s) expires, which "
+            "depends on when messages arrive; the step engine joins the messages of one job"
+        )
+    if node.get("accumulate") is True:
+        return (
+            "it accumulates (keeps the group after sending it), so later jobs would add to "
+            "it; the step engine joins the messages of one job"
+        )
+    build = node.get("build") or "array"
+    if build == "buffer" or (build == "string" and node.get("joinerType") == "bin"):
+        return "it builds a Buffer, which a JSON message cannot carry"
+    if build not in _JOIN_BUILDS:
+        return f"its output type {build!r} is unknown"
     return None
 
 
@@ -137,17 +223,18 @@ def function_reports_errors(code: str) -> bool:
     return bool(_DONE_WITH_ERROR.search(code))
 
 
-def rules_problem(node: Mapping[str, Any]) -> str | None:
-    """Why a change/switch/range/sort node cannot run on one message here, or None."""
+def rules_problem(node: Mapping[str, Any], env: Collection[str] = ()) -> str | None:
+    """Why a change/switch/range/sort node cannot run on one message here, or None (``env``:
+    the environment variables the call provides besides the node's own)."""
     kind = node.get("type")
     if kind == "change":
-        return _change_problem(node)
+        return _change_problem(node, env)
     if kind == "switch":
-        return _switch_problem(node)
+        return _switch_problem(node, env)
     if kind == "range":
         return _range_problem(node)
     if kind == "sort":
-        return _sort_problem(node)
+        return _sort_problem(node, env)
     return f"{kind!r} is not a rule node"
 
 
@@ -194,7 +281,7 @@ def change_rules(node: Mapping[str, Any]) -> list[dict[str, Any]]:
 QUEUE_CONTROLS = frozenset({"reset", "flush"})
 
 
-def _change_problem(node: Mapping[str, Any]) -> str | None:
+def _change_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None:
     rules = change_rules(node)
     if not rules:
         return "it has no rules"
@@ -215,7 +302,7 @@ def _change_problem(node: Mapping[str, Any]) -> str | None:
             if rule["tot"] != "msg":
                 return f"rule {n} moves a property into {rule['tot']} context"
             continue
-        problem = typed_value_problem(rule.get("to"), rule["tot"])
+        problem = typed_value_problem(rule.get("to"), rule["tot"], env)
         if problem is not None:
             return f"rule {n}: {problem}"
         if action == "change":
@@ -237,13 +324,13 @@ _SWITCH_RULES = frozenset(
 )
 
 
-def _switch_problem(node: Mapping[str, Any]) -> str | None:
+def _switch_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None:
     if node.get("repair"):
         return (
             "it recreates message sequences (repair), which needs every message of the "
             "sequence; the step engine sees one message at a time"
         )
-    problem = typed_value_problem(node.get("property"), node.get("propertyType") or "msg")
+    problem = typed_value_problem(node.get("property"), node.get("propertyType") or "msg", env)
     if problem is not None:
         return f"its property: {problem}"
     rules = node.get("rules") or []
@@ -263,7 +350,7 @@ def _switch_problem(node: Mapping[str, Any]) -> str | None:
         for value, kind in ((rule.get("v"), rule.get("vt")), (rule.get("v2"), rule.get("v2t"))):
             if kind == "prev":
                 return f"rule {n} compares with the previous message's value"
-            problem = typed_value_problem(value, kind)
+            problem = typed_value_problem(value, kind, env)
             if problem is not None:
                 return f"rule {n}: {problem}"
         if t == "regex" and rule.get("vt") in (None, "str", "num"):
@@ -311,12 +398,12 @@ def _range_problem(node: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _sort_problem(node: Mapping[str, Any]) -> str | None:
+def _sort_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None:
     if node.get("targetType") != "msg":
         return (
             "it sorts a message sequence (msg.parts), which needs every message of the "
             "sequence; the step engine sees one message at a time"
         )
     if node.get("msgKeyType") == "jsonata":
-        return jsonata_problem(node.get("msgKey"))
+        return jsonata_problem(node.get("msgKey"), env)
     return None

@@ -9,7 +9,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,8 +26,10 @@ from nodered_semantics.msg_paths import get_property
 
 __all__ = [
     "CONTEXT_TYPES",
+    "SUBFLOW_ENV_TYPES",
     "constant_value",
     "parse_json_text",
+    "subflow_env_values",
     "typed_value",
     "typed_value_problem",
 ]
@@ -35,15 +37,16 @@ __all__ = [
 CONTEXT_TYPES = frozenset({"flow", "global"})
 
 
-def typed_value_problem(value: Any, kind: Any) -> str | None:
-    """Why a typed value of a node cannot be evaluated here (None when it can)."""
+def typed_value_problem(value: Any, kind: Any, env: Collection[str] = ()) -> str | None:
+    """Why a typed value of a node cannot be evaluated here (None when it can; ``env``: the
+    variables the call provides besides :data:`STATIC_ENV`)."""
     if kind in CONTEXT_TYPES:
         return f"it reads {kind} context, which Node-RED keeps between messages"
     if kind == "jsonata":
-        return jsonata_problem(value)
+        return jsonata_problem(value, env)
     if kind == "env":
         for name in env_names(str(value or "")):
-            if name not in STATIC_ENV:
+            if name not in STATIC_ENV and name not in env:
                 return env_problem(name)
     if kind == "json":
         try:
@@ -127,3 +130,53 @@ def constant_value(value: Any, kind: Any) -> tuple[bool, Any]:
     if isinstance(found, float) and (math.isnan(found) or math.isinf(found)):
         return (False, None)
     return (True, found)
+
+
+SUBFLOW_ENV_TYPES = ("str", "num", "bool", "json", "env")
+"""The types of subflow properties (env) whose values an import can resolve: Node-RED evaluates
+them once, when the subflow instance starts, from the flow alone (``jsonata``, ``cred``,
+``bin`` and ``conf-type`` need Node-RED's runtime)."""
+
+
+def subflow_env_values(
+    definition: Mapping[str, Any], instance: Mapping[str, Any], parent: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The environment variables a subflow instance sets, as Node-RED evaluates them when it
+    starts the instance (``evaluateEnvProperties``): the subflow's properties with the
+    instance's over them by name; ``env`` properties last, reading this instance's other
+    values, then ``parent`` (the variables around the instance; a property naming itself reads
+    the parent's). A property whose value depends on what Node-RED alone knows (a variable of
+    its settings or process, a type outside :data:`SUBFLOW_ENV_TYPES`) is left out, so a node
+    reading it is refused rather than given a wrong value."""
+    props: dict[str, Mapping[str, Any]] = {}
+    for prop in [*(definition.get("env") or []), *(instance.get("env") or [])]:
+        if isinstance(prop, Mapping) and isinstance(prop.get("name"), str):
+            props[prop["name"]] = prop
+    values: dict[str, Any] = {}
+    later: list[tuple[str, str]] = []
+    for name, prop in props.items():
+        kind, value = prop.get("type"), prop.get("value")
+        if kind == "env":
+            later.append((name, js_string(value)))
+        elif kind == "bool":
+            values[name] = value == "true" or value is True
+        elif kind in ("str", "num", "json"):
+            found, constant = constant_value(value, kind)
+            if found:
+                values[name] = constant
+    own = (
+        {"NR_SUBFLOW_NAME": instance.get("name") or "", "NR_SUBFLOW_ID": instance["id"]}
+        if "id" in instance
+        else {}
+    )
+    for name, text in later:
+        if text == name:  # "$parent.NAME": straight to the parent
+            if name in parent:
+                values[name] = parent[name]
+        elif text in values:
+            values[name] = values[text]
+        else:
+            scope = {**parent, **own, **values}
+            if all(n in scope or n in STATIC_ENV for n in env_names(text)):
+                values[name] = env_property(instance, scope, text)
+    return values

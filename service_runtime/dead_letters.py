@@ -67,9 +67,24 @@ class DeadLetters:
         self._calls = CallStore(db)
         self._inbox = InboxStore(db)
 
-    async def list(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+    async def list(
+        self,
+        queue: str | None = None,
+        *,
+        limit: int = 100,
+        account_id: str | None = None,
+        message_ids: Sequence[str] | None = None,
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first: of ``queue`` (or every queue), of the calls of
+        ``account_id`` and of these ``message_ids`` when given."""
         dead_queue = queue + _SUFFIX if queue else None
-        rows = await self._queues.dead_letters(queue=dead_queue, suffix=_SUFFIX, limit=limit)
+        rows = await self._queues.dead_letters(
+            queue=dead_queue,
+            suffix=_SUFFIX,
+            limit=limit,
+            account_id=account_id,
+            message_ids=message_ids,
+        )
         return [
             DeadLetter(r.queue[: -len(_SUFFIX)], r.message_id, r.error, r.dead_at, r.job_id)
             for r in rows

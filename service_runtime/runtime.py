@@ -15,6 +15,7 @@ from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import ConfigError
 from fluxo_core.storage import Database
 from service_runtime.catalog import ServiceCatalog
+from service_runtime.deferred import DeferredCalls
 from service_runtime.gateway import Gateway
 from service_runtime.interceptors import (
     Interceptor,
@@ -96,6 +97,8 @@ class ServiceRuntime:
             interceptors=self.interceptors,
             poll_interval_s=poll_interval_s,
         )
+        # Completes calls whose handlers answered DEFERRED, in the transaction ending their work.
+        self.deferred = DeferredCalls(db, self.transport, self.interceptors)
         self.workers = [
             Worker(
                 db,

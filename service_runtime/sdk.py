@@ -4,7 +4,11 @@ A handler receives the payload (or, with ``takes="packet"``, the whole :class:`P
 
 * a ``dict`` or a ``list`` of dicts: ONE output packet with that payload (an object or an array);
 * ``Outputs([...])``: N output packets, one per element (1 -> N);
-* ``None``: no output at all (a filter that dropped the packet).
+* ``None``: no output at all (a filter that dropped the packet);
+* :data:`DEFERRED`: the result comes later. The worker settles the delivery (it is not run
+  again) but writes no result; whoever finishes the work completes the call, in its own
+  transaction, with :class:`~service_runtime.deferred.DeferredCalls` (a workflow service
+  answers when its child job ends, without holding a worker while the job runs).
 
 Raising :class:`~fluxo_core.errors.ServiceError` lets the handler say whether a retry can help
 (``retryable=False`` goes straight to the dead-letter queue); any other exception is retried.
@@ -40,7 +44,9 @@ from fluxo_core.errors import ConfigError, PayloadSchemaError
 from fluxo_core.ir import Packet, Payload
 
 __all__ = [
+    "DEFERRED",
     "Call",
+    "Deferred",
     "Handler",
     "Outputs",
     "Price",
@@ -60,6 +66,19 @@ MICROS = Decimal(1_000_000)
 
 class Outputs(list[Payload]):
     """A handler's result that means N output packets, one per element."""
+
+
+class Deferred:
+    """The type of :data:`DEFERRED`: a handler's result that means "answered later"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFERRED"
+
+
+DEFERRED = Deferred()
+"""Returned by a handler whose call is completed later by whoever finishes its work."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,11 @@ because its engine retries the step with new calls (otherwise both would retry: 
 of a service allowing 5 ran its handler 15 times). A crashed worker's call is delivered again
 whatever the cap: that is not a retry of a failure.
 
+A handler that returns :data:`~service_runtime.sdk.DEFERRED` has started work that answers
+later: its delivery is settled (inbox row, ack) with no result, no output and no usage record;
+whoever finishes the work completes the call through :class:`~service_runtime.deferred.DeferredCalls`
+(result, outputs and usage in its own transaction), so no worker waits for it.
+
 Inline handlers (pure computation) need no lease when the queues live in the database (the SQL
 transport): their messages are taken, run and settled inside that one transaction, so a crash
 before its commit leaves them as they were, ready for the next worker.
@@ -69,11 +74,17 @@ from service_runtime.interceptors import (
     ResultStatus,
     default_interceptors,
 )
-from service_runtime.sdk import Outputs, Service, _schema_problems
+from service_runtime.sdk import Deferred, Outputs, Service, _schema_problems
 from service_runtime.terms import ServiceTerms
 from service_runtime.transports import Delivery, OutgoingMessage, TakesInTransaction, Transport
 
-__all__ = ["Worker", "WorkerStats"]
+__all__ = [
+    "Worker",
+    "WorkerStats",
+    "failure_message",
+    "normalize_outputs",
+    "output_messages",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +102,7 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     duplicates: int = 0
+    deferred: int = 0  # settled without a result: completed later (see DeferredCalls)
 
 
 @dataclass
@@ -102,6 +114,7 @@ class _Outcome:
     results: list[tuple[str, bytes]] | None = None  # (packet id, JSON) of each output packet
     error: FluxoError | None = None
     duplicate: bool = False
+    deferred: bool = False  # the handler returned DEFERRED: settled now, answered later
     retry_delay: float = 0.0
     span_id: str = field(default_factory=new_span_id)
     max_attempts: int | None = None  # the caller's cap (fluxo-max-attempts), once read
@@ -426,7 +439,10 @@ class Worker:
     @staticmethod
     def _record_result(o: _Outcome, packet: Packet, result: Any) -> None:
         svc = o.service
-        o.outputs = _normalize(svc, result)
+        if isinstance(result, Deferred):
+            o.deferred = True
+            return
+        o.outputs = normalize_outputs(svc, result)
         try:
             # Zero outputs still make one (empty) packet: it tells the consumer of the
             # output queue that the call is done.
@@ -453,7 +469,9 @@ class Worker:
         retry = [o for o in outcomes if not o.duplicate and self._should_retry(o)]
         for o in retry:
             o.retry_delay = o.service.retry.delay(o.delivery.attempt, self._rng)
-        success_rows = {id(o): self._success_rows(o, now) for o in final if o.error is None}
+        success_rows = {
+            id(o): self._success_rows(o, now) for o in final if o.error is None and not o.deferred
+        }
         return _Settlement(final, retry, success_rows)
 
     def _settle(
@@ -464,6 +482,7 @@ class Worker:
         final, retry = settlement.final, settlement.retry
         applied = self._claim_inbox(tx, final, now)
         acks: list[Delivery] = [o.delivery for o in outcomes if o.duplicate]
+        deferred: list[tuple[str, str]] = []
         updates: list[CallOutcome] = []
         messages: list[OutgoingMessage] = []
         for o in final:
@@ -474,7 +493,11 @@ class Worker:
                 o.duplicate = True
                 continue
             applied.discard(key)  # a second copy in this same batch is a duplicate
-            if o.error is None:
+            if o.deferred:
+                # Its result is written by whoever completes it; noted as open till then.
+                acks.append(o.delivery)
+                deferred.append((o.delivery.message_id, o.service.name))
+            elif o.error is None:
                 acks.append(o.delivery)
                 row_update, row_messages = settlement.success_rows[id(o)]
                 updates.append(row_update)
@@ -495,6 +518,8 @@ class Worker:
             self.interceptors.on_result(ResultRequest(_results(final, retry), now), tx)
         if updates:
             self._calls.record_outcomes(tx, updates)
+        if deferred:
+            self._calls.defer(tx, deferred, now)
         self.transport.enqueue(tx, messages)
         self.transport.ack(tx, acks)
         tx.notify(*(call_channel(o.delivery.message_id) for o in outcomes))
@@ -504,6 +529,8 @@ class Worker:
         for o in outcomes:
             if o.duplicate:
                 self.stats.duplicates += 1
+            elif o.deferred:
+                self.stats.deferred += 1
             elif id(o) in retried:
                 self.stats.retried += 1
             elif o.error is None:
@@ -536,22 +563,7 @@ class Worker:
         result = b"[" + b",".join(body for _, body in results[: len(outputs)]) + b"]"
         update = CallOutcome(packet.id, "succeeded", result, None, o.delivery.attempt, now)
         reply_to = o.delivery.headers.get(REPLY_TO_HEADER) or svc.output_queue
-        count = str(len(outputs))
-        messages = [
-            OutgoingMessage(
-                queue=reply_to,
-                message_id=packet_id,
-                body=body,
-                headers={
-                    STATUS_HEADER: "succeeded",
-                    CALL_ID_HEADER: packet.id,
-                    OUTPUT_INDEX_HEADER: str(i),
-                    OUTPUT_COUNT_HEADER: count,
-                },
-            )
-            for i, (packet_id, body) in enumerate(results)
-        ]
-        return update, messages
+        return update, output_messages(packet.id, reply_to, results, len(outputs))
 
     def _failure(
         self,
@@ -568,15 +580,41 @@ class Worker:
         if o.packet is None:
             return  # an unparseable message has no actor to address an error packet to
         reply_to = o.delivery.headers.get(REPLY_TO_HEADER) or o.service.output_queue
-        failure = o.packet.derive({"error": error}, index=0, span_id=o.span_id)
-        messages.append(
-            OutgoingMessage(
-                queue=reply_to,
-                message_id=failure.id,
-                body=pydantic_core.to_json(failure),
-                headers={STATUS_HEADER: "failed", CALL_ID_HEADER: o.packet.id},
-            )
+        messages.append(failure_message(o.packet, reply_to, error, o.span_id))
+
+
+def output_messages(
+    call_id: str, reply_to: str, results: list[tuple[str, bytes]], count: int
+) -> list[OutgoingMessage]:
+    """The output messages of a succeeded call: its ``results`` (packet id, JSON), ``count``
+    of them outputs (a call without outputs still sends one empty packet: it is done)."""
+    return [
+        OutgoingMessage(
+            queue=reply_to,
+            message_id=packet_id,
+            body=body,
+            headers={
+                STATUS_HEADER: "succeeded",
+                CALL_ID_HEADER: call_id,
+                OUTPUT_INDEX_HEADER: str(i),
+                OUTPUT_COUNT_HEADER: str(count),
+            },
         )
+        for i, (packet_id, body) in enumerate(results)
+    ]
+
+
+def failure_message(
+    packet: Packet, reply_to: str, error: dict[str, Any], span_id: str
+) -> OutgoingMessage:
+    """The output message of a failed call: a packet whose payload is ``{"error": ...}``."""
+    failure = packet.derive({"error": error}, index=0, span_id=span_id)
+    return OutgoingMessage(
+        queue=reply_to,
+        message_id=failure.id,
+        body=pydantic_core.to_json(failure),
+        headers={STATUS_HEADER: "failed", CALL_ID_HEADER: packet.id},
+    )
 
 
 @dataclass
@@ -699,7 +737,7 @@ def _results(final: list[_Outcome], retry: list[_Outcome]) -> list[CallResult]:
     results = []
     for outcomes, retrying in ((final, False), (retry, True)):
         for o in outcomes:
-            if o.packet is None or o.duplicate:
+            if o.packet is None or o.duplicate or o.deferred:
                 continue
             status: ResultStatus = (
                 "retrying" if retrying else "succeeded" if o.error is None else "failed"
@@ -724,7 +762,7 @@ def _describe(error: FluxoError) -> str:
     return f"{type(error).__name__}: {error.message}"
 
 
-def _normalize(svc: Service, result: Any) -> list[Any]:
+def normalize_outputs(svc: Service, result: Any) -> list[Any]:
     """A handler's return value as a list of output payloads (see the SDK docstring)."""
     if result is None:
         outputs: list[Any] = []

@@ -34,7 +34,7 @@ from fluxo_core.ir import (
     TransformOp,
 )
 from fluxo_core.ir.paths import PathKey, format_path, parse_path
-from nodered_semantics.jsonata import portable_jsonata
+from nodered_semantics.jsonata import portable_jsonata, reads_payload_only
 from nodered_semantics.msg_paths import payload_keys
 from nodered_semantics.typed_values import constant_value
 
@@ -290,7 +290,7 @@ def switch_rule_condition(rule: Mapping[str, Any], keys: tuple[PathKey, ...]) ->
         expr = rule.get("v")
         return (
             {"jsonata": wrap_msg_expr(expr)}
-            if isinstance(expr, str) and portable_jsonata(expr)
+            if isinstance(expr, str) and portable_jsonata(expr) and reads_payload_only(expr)
             else None
         )
     subject = jsonata_path(keys) if keys else "$"
@@ -387,6 +387,8 @@ def change_rule_ops(rule: Mapping[str, Any]) -> list[dict[str, Any]] | str:
     if stype == "jsonata":
         if not portable_jsonata(source):
             return "its JSONata uses Node-RED's own functions ($env, $flowContext, ...)"
+        if not reads_payload_only(source):
+            return "its JSONata reads message properties besides msg.payload"
         expr = wrap_msg_expr(str(source))
     elif stype == "msg":
         from_keys = payload_keys(source)

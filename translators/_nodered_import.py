@@ -10,12 +10,15 @@ is not in the file). Within a workflow every flow node is one of:
 * a **sink** (``debug``, ``comment``, ``http response``, disabled nodes): no IR counterpart.
 
 The IR is acyclic with one start step; Node-RED flows may loop and start anywhere. So loops are
-cut (the closing wire stays in the source only, and the report says so) and several entry points
-get a synthetic ``start`` step (an identity transform) that fans out to all of them.
+unrolled to a bounded number of passes, and several entry points get a synthetic ``start`` step
+leading to all of them: on a tab with several triggers a job names its trigger's entry (the job
+header ``fluxo-entry``) and runs only what that trigger starts, as on Node-RED; otherwise (one
+trigger feeding several nodes) the start step passes the message to all of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +26,14 @@ from typing import Any
 import pydantic
 
 from fluxo_core.errors import IRValidationError, ValidationError
-from fluxo_core.ir import Workflow
-from nodered_semantics.typed_values import constant_value
+from fluxo_core.ir import ENTRY_HEADER, Workflow
+from nodered_semantics.support import SUBFLOW_ENV
+from nodered_semantics.typed_values import (
+    SUBFLOW_ENV_TYPES,
+    constant_value,
+    subflow_env_values,
+    typed_value_problem,
+)
 from translators._nodered_catch import catch_scopes, catchers, wire_catches
 from translators._nodered_expr import literal
 from translators._nodered_map import (
@@ -60,7 +69,8 @@ MAX_LOOP_PASSES = 16  # passes round loops (all loops of a path together) the im
 LOOP = "loop"  # in a copy's context: one more pass round a loop
 DROPPED_LABEL = "fluxo.dev/nodered-dropped"
 """What the import could not express and Node-RED would do (``loop``: a wire closing a loop was
-cut; ``entries``: several triggers that Node-RED starts apart now start together), as a
+cut; ``entries``: several triggers of a subflow, which Node-RED starts apart, now start
+together; a tab's triggers each name their own entry instead), as a
 ``.``-joined label value: an engine other than Node-RED refuses such a workflow."""
 
 
@@ -144,6 +154,7 @@ class _Builder:
         self.notes: list[str] = []
         self.catches = catches  # tab id -> its enabled catch nodes, in file order
         self.dropped: set[str] = set()  # behaviour the IR lost (see DROPPED_LABEL)
+        self.trigger_entries: dict[str, str] = {}  # trigger node id -> the step a job names
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -157,7 +168,8 @@ class _Builder:
         node = self.index.get(nid)
         if found is not None or node is None or not is_flow_node(node):
             return found
-        copy = self.classify(node)
+        env = self._subflow_env(ctx)
+        copy = self.classify({**node, SUBFLOW_ENV: env} if env else node)
         copy.key, copy.ctx = key, ctx
         if copy.role == "step":
             assign_step_ids(copy, self.used)
@@ -167,6 +179,25 @@ class _Builder:
             for catch in catchers(nid, self.catches.get(str(node.get("z") or ""), [])):
                 self.member(str(catch["id"]), ctx)
         return copy
+
+    def _subflow_env(self, ctx: tuple[str, ...]) -> dict[str, Any]:
+        """The environment variables a node sees within the subflow instances of ``ctx``, as
+        Node-RED resolves them: the innermost instance's first (its own values over its
+        subflow's), then the instances around it; ``NR_SUBFLOW_NAME`` and ``NR_SUBFLOW_ID``
+        name the innermost instance."""
+        box = self.box.node
+        env: dict[str, Any] = (
+            subflow_env_values(box, {}, {}) if box is not None and box["type"] == "subflow" else {}
+        )
+        for key in ctx:
+            instance = self.by_id[key].node if key != LOOP else None
+            if instance is None or not str(instance["type"]).startswith("subflow:"):
+                continue
+            definition = self.index[str(instance["type"]).removeprefix("subflow:")]
+            env = {**env, **subflow_env_values(definition, instance, env)}
+            env["NR_SUBFLOW_NAME"] = instance.get("name") or ""
+            env["NR_SUBFLOW_ID"] = instance["id"]
+        return env
 
     def resolve(
         self, target: str, seen: set[Any] | None = None, ctx: tuple[str, ...] = ()
@@ -233,7 +264,10 @@ class _Builder:
         """The steps output ``port`` of a subflow instance leads to (within ``ctx``)."""
         ports = _ports(instance.node)
         targets = ports[port] if port < len(ports) else []
-        return [s for t in targets for s in self.resolve(t, seen, ctx)]
+        found = [s for t in targets for s in self.resolve(t, seen, ctx)]
+        if instance.ctx:  # an instance within a subflow may feed that subflow's outputs
+            found += self._subflow_outputs(instance).get(port, [])
+        return found
 
     def _subflow_outputs(self, member: _Member) -> dict[int, list[str]]:
         """For a copy of a node inside a subflow instance: its ports wired to the subflow's
@@ -394,14 +428,17 @@ class _Builder:
         bodies += fanouts
         entries = _unique(self.by_id[r].entry for r in roots)
         spec: dict[str, Any] = {}
+        triggers = [m for m in self.box.members if m.role == "trigger"]
+        in_subflow = self.box.node is not None and self.box.node.get("type") == "subflow"
         if len(entries) == 1:
             spec["start"] = entries[0]
+        elif len(entries) > 1 and len(triggers) > 1 and not in_subflow:
+            bodies[:0] = self._entry_steps(triggers, entries)
         else:
-            sources = sum(1 for m in self.box.members if m.role == "trigger")
-            if len(entries) > 1 and sources > 1:
+            if len(entries) > 1 and len(triggers) > 1:  # a subflow's job starts at its input
                 self.dropped.add("entries")
                 self.notes.append(
-                    f"workflow {self.box.name!r} has {sources} entry points: the IR starts all "
+                    f"workflow {self.box.name!r} has {len(triggers)} entry points: the IR starts all "
                     "of them together (step 'start'); on Node-RED each trigger starts only its own nodes"
                 )
             start = {
@@ -432,6 +469,65 @@ class _Builder:
             "spec": spec,
         }
         return document, roots
+
+    def _entry_steps(self, triggers: list[_Member], roots: list[str]) -> list[dict[str, Any]]:
+        """The start of a tab with several triggers: a job begins at the entry its
+        ``ENTRY_HEADER`` names, as Node-RED runs only the nodes of the trigger that fired.
+
+        A trigger's entry is the step it feeds, or a step fanning out to the steps it feeds
+        (``self.trigger_entries``); the start step leads to every entry (the steps nothing
+        feeds are entries of their own) and fails a job that names none, rather than start
+        every trigger's nodes together."""
+        bodies: list[dict[str, Any]] = []
+        started: set[str] = set()
+        for trigger in triggers:
+            targets = _unique(
+                self.by_id[s].entry
+                for t in _flat(trigger.node.get("wires"))
+                for s in self.resolve(t)
+            )
+            started.update(targets)
+            if len(targets) == 1:
+                self.trigger_entries[trigger.id] = targets[0]
+            elif targets:
+                sid = _free_id(
+                    slug(f"entry-{trigger.node.get('name') or trigger.id}", limit=40), self.used
+                )
+                self.trigger_entries[trigger.id] = sid
+                # A switch passes any payload on as it is (a transform must give an object).
+                bodies.append(
+                    {
+                        "id": sid,
+                        "name": f"Entry of {trigger.node['type']} {trigger.id}",
+                        "kind": "switch",
+                        "cases": [{"when": {"jsonata": "true"}, "next": targets}],
+                    }
+                )
+        named = _unique(self.trigger_entries.values())
+        why = (
+            f"workflow {self.box.name!r} has {len(triggers)} triggers, and Node-RED starts only "
+            f"the nodes of the one that fired: start the job at one entry with the header "
+            f"{ENTRY_HEADER!r} naming its step ("
+            + ", ".join(
+                f"{t.node['type']} {t.id}: {self.trigger_entries[t.id]}"
+                for t in triggers
+                if t.id in self.trigger_entries
+            )
+            + ")"
+        )
+        self.notes.append(
+            f"workflow {self.box.name!r} has {len(triggers)} entry points: a job begins at the "
+            f"entry its header {ENTRY_HEADER!r} names (each trigger names its own), as Node-RED "
+            "starts only the nodes of the trigger that fired"
+        )
+        start = {
+            "id": "start",
+            "name": "Entry",
+            "kind": "transform",
+            "ops": [{"op": "jsonata", "expr": f"$error({literal(why)})"}],
+            "next": _unique([*named, *(r for r in roots if r not in started)]),
+        }
+        return [start, *bodies]
 
     def _expand(self, steps: list[_Member], ports: dict[str, list[list[str]]]) -> list[_Member]:
         """``steps`` with every copy their wires bring in; fills ``ports`` for the new ones."""
@@ -607,6 +703,18 @@ class _Builder:
                 continue
             claimed[inner[0]] = m.exit
             m.mapping.steps[-1]["split"] = inner[0]
+        # A native join reads msg.parts, which only Node-RED's split writes: a split leading
+        # to one stays native too (unless an IR join pairs with it).
+        native_joins = {
+            m.exit for m in steps if m.mapping.kind == "native" and m.node.get("type") == "join"
+        }
+        for m in steps:
+            if m.exit in reached and m.exit not in claimed and reached[m.exit] & native_joins:
+                nxt = m.mapping.steps[-1]["next"]
+                m.mapping = native_mapping(
+                    m.node, "it leads to a join that reads msg.parts, which only the node writes"
+                )
+                m.mapping.steps[-1]["next"] = nxt
 
 
 # --- the whole file ------------------------------------------------------------------------------
@@ -679,6 +787,16 @@ def _trigger(member: _Member, workflow: str, starts: list[str]) -> tuple[Trigger
     ), reason
 
 
+def _free_id(base: str, used: set[str]) -> str:
+    """``base`` or ``base-2``, ``base-3``... whichever is not in ``used`` (and now is)."""
+    sid, n = base, 2
+    while sid in used:
+        sid = f"{base}-{n}"
+        n += 1
+    used.add(sid)
+    return sid
+
+
 def assign_step_ids(member: _Member, used: set[str]) -> None:
     """Readable step ids for a step member, unique in the workflow (``used``)."""
     base = slug(member.node.get("name") or member.node["type"], limit=40) or "step"
@@ -708,8 +826,16 @@ def _inlined_subflow(node: Mapping[str, Any], index: Mapping[str, dict[str, Any]
     definition = index.get(str(node["type"]).removeprefix("subflow:"))
     if definition is None or definition.get("type") != "subflow":
         return "its subflow definition is not in the file"
-    if node.get("env") or definition.get("env"):
-        return "it has subflow properties (env), which a copy of its nodes cannot set"
+    for prop in [*(definition.get("env") or []), *(node.get("env") or [])]:
+        kind = prop.get("type") if isinstance(prop, Mapping) else None
+        if kind not in SUBFLOW_ENV_TYPES:
+            return (
+                f"its subflow property {prop.get('name') if isinstance(prop, Mapping) else prop!r}"
+                f" is of type {kind!r}; a copy of its nodes can set {', '.join(SUBFLOW_ENV_TYPES)}"
+            )
+        problem = None if kind == "env" else typed_value_problem(prop.get("value"), kind)
+        if problem is not None:
+            return f"its subflow property {prop.get('name')!r}: {problem}"
     for port in definition.get("out") or []:
         for nid, _ in _subflow_wires(port):
             target = index.get(nid)
@@ -732,12 +858,12 @@ def _classify(
 ) -> _Member:
     """What one flow node is in its workflow (a fresh member each call: copies differ)."""
     kind = node["type"]
-    inlined = (
-        kind.startswith("subflow:")
-        and node.get("d") is not True
-        and _inlined_subflow(node, index) is None
+    not_inlined = (
+        _inlined_subflow(node, index)
+        if kind.startswith("subflow:") and node.get("d") is not True
+        else "not an enabled subflow instance"
     )
-    if inlined:
+    if not_inlined is None:
         return _Member(
             node,
             "splice",
@@ -780,6 +906,9 @@ def _classify(
             "a link call runs the nodes of the link in it calls up to their return link out: "
             "this workflow holds a copy of them per call, wired on to the call's wires",
         )
+    if kind.startswith("subflow:") and node.get("env"):  # a workflow call cannot pass env
+        why = f"its subflow's nodes cannot be copied here: {not_inlined}; it runs on Node-RED"
+        return _Member(node, "step", mapping=native_mapping(node, why))
     return _Member(node, "step", mapping=map_node(node, subflows, scoped.get(node["id"])))
 
 
@@ -852,9 +981,18 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
     def classify(node: dict[str, Any]) -> _Member:
         return _classify(node, subflows, scoped, index)
 
+    # A subflow's own workflow: its nodes see the subflow's properties as an instance that sets
+    # none would give them.
+    template_env = {
+        b.id: subflow_env_values(b.node, {}, {})
+        for b in containers
+        if b.node is not None and b.node["type"] == "subflow" and b.node.get("env")
+    }
     for node in nodes:
         if is_flow_node(node):
-            boxes[str(node.get("z") or "")].members.append(classify(node))
+            z = str(node.get("z") or "")
+            env = template_env.get(z)
+            boxes[z].members.append(classify({**node, SUBFLOW_ENV: env} if env else node))
 
     workflows: list[Workflow] = []
     triggers: list[Trigger] = []
@@ -921,6 +1059,7 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
                     for s in builder.resolve(t)
                 )
                 trigger, reason = _trigger(member, box.name, starts)
+                trigger = dataclasses.replace(trigger, entry=builder.trigger_entries.get(member.id))
                 triggers.append(trigger)
                 record(member.node, box.name, "mapped", f"trigger {trigger.kind}", reason)
             else:

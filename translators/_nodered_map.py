@@ -294,7 +294,7 @@ def _map_json(node: Mapping[str, Any]) -> NodeMapping:
 
 def _map_split(node: Mapping[str, Any]) -> NodeMapping:
     if node.get("property", "payload") not in (None, "", "payload"):
-        return native_mapping(node, "splits a property other than msg.payload")
+        return native_mapping(node, "splits a property other than msg.payload: kept as the node")
     if str(node.get("arraySplt", 1)) != "1" or node.get("arraySpltType", "len") != "len":
         return native_mapping(node, "splits arrays into chunks, not items")
     if node.get("stream") or node.get("addname"):
@@ -309,7 +309,9 @@ def _map_split(node: Mapping[str, Any]) -> NodeMapping:
 def _map_join(node: Mapping[str, Any]) -> NodeMapping:
     if node.get("mode", "auto") != "auto":
         return native_mapping(
-            node, f"a {node.get('mode')} join (by count, key or reduce) stays in Node-RED"
+            node,
+            f"a {node.get('mode')} join (by count, key or reduce) is kept as the node: the step "
+            "engine gives it a job's messages together",
         )
     return NodeMapping(
         "join", [_named(node, {"kind": "join", "split": "?"})], "join -> join", join=True
@@ -335,9 +337,13 @@ def _map_http_request(node: Mapping[str, Any]) -> NodeMapping:
     method = str(node.get("method", "GET")).upper()
     url = node.get("url")
     if method not in _HTTP_METHODS:
-        return native_mapping(node, "takes its method from msg.method")
+        return native_mapping(
+            node, "takes its method from msg.method: kept as the node (a call of the http service)"
+        )
     if not isinstance(url, str) or not re.match(r"https?://", url.strip()):
-        return native_mapping(node, "takes its URL from msg.url (or has none)")
+        return native_mapping(
+            node, "takes its URL from msg.url: kept as the node (a call of the http service)"
+        )
     if "{{" in url:
         return native_mapping(node, "its URL is a mustache template over msg properties")
     for key in ("tls", "proxy", "authType"):

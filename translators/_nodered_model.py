@@ -116,8 +116,10 @@ class Trigger:
             either) or ``api`` (http in).
         workflow: the workflow it starts.
         node_id: the node it was read from.
-        start: the steps it feeds; the IR has one start step, so a tab with several entry points
-            starts them all together on other engines (noted in the report).
+        start: the steps it feeds.
+        entry: on a tab with several triggers, the step a job this trigger starts names in its
+            ``fluxo-entry`` header (:data:`fluxo_core.ir.ENTRY_HEADER`): the job runs only what
+            this trigger starts, as on Node-RED. None when the workflow's start is its own.
         schedule: the cron expression (inject ``crontab``).
         interval_s: the repeat interval of an inject, in seconds.
         once: whether the inject fires once when the flow is deployed.
@@ -138,6 +140,7 @@ class Trigger:
     sets: tuple[str, ...] = ()
     method: str | None = None
     path: str | None = None
+    entry: str | None = None
 
 
 @dataclass(frozen=True)

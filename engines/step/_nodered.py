@@ -21,6 +21,16 @@ step, so such a port is identifiable too.
 on port ``-1`` is a failure the node reported and went on (``node.error(err, msg)``), handed
 to the same goto, or dropped (Node-RED only logs it) when there is none.
 
+**Sequences.** A Node-RED join keeps groups across messages; the step engine holds every
+message that reaches a native join in a job and, when nothing else in the job moves, calls the
+service once with them all (``{node, messages}``), ordered by their places in the fan-outs they
+came from (a split's parts in order, whichever call ended first). A join the import copied
+(link calls, loop passes) is refused: Node-RED keeps one set of groups for the node.
+
+**http request.** A native ``http request`` node is a call of the ``http`` service (host policy,
+admission, metering), its request and its message built as
+:mod:`nodered_semantics.http_request` says (:mod:`engines.step._nodered_http`).
+
 **Messages.** Between steps the token's payload is ``msg.payload``; the other message
 properties (``topic``, ``parts``, ...) travel beside it, so a native node downstream sees what
 Node-RED would give it. A job whose input packet has the header
@@ -35,7 +45,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxo_core.ir import NativeStep, Workflow
-from nodered_semantics.support import QUEUE_CONTROLS, function_reports_errors, node_problem
+from nodered_semantics.support import (
+    QUEUE_CONTROLS,
+    SEQUENCE_TYPES,
+    function_reports_errors,
+    node_problem,
+)
 from translators.nodered import DROPPED_LABEL, Trigger
 
 __all__ = [
@@ -183,6 +198,17 @@ def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
             f"{where}: it reports failures with done(err), which reaches its catch node while "
             "its messages go on only on Node-RED"
         )
+    if kind in SEQUENCE_TYPES:
+        copies = [
+            s.id
+            for s in workflow.spec.steps
+            if isinstance(s, NativeStep) and s.config.get("id") == config.get("id")
+        ]
+        if len(copies) > 1:
+            return (
+                f"{where}: the import made several steps of it ({', '.join(copies)}), while "
+                "Node-RED keeps one set of groups for the node"
+            )
     ports = native_ports(step, workflow)
     if isinstance(ports, str):
         return f"{where}: {ports}"

@@ -17,6 +17,7 @@ from fluxo_core.ir import (
     merging_steps,
 )
 from fluxo_core.ir.transform import Parameters, Transform
+from nodered_semantics.support import SEQUENCE_TYPES
 from service_runtime.catalog import ServiceInfo
 from translators.nodered import DROPPED_LABEL
 
@@ -46,6 +47,8 @@ class Plan:
     ports: dict[str, list[list[str]]] = field(init=False)  # native steps: targets per port
     merging: set[str] = field(init=False)  # steps whose keys name where a token came from
     join_of_split: dict[str, str] = field(init=False)
+    # Native steps that take a job's messages together (Node-RED joins), upstream ones first.
+    sequences: list[str] = field(init=False)
     transforms: dict[str, Transform] = field(init=False)
     params: dict[str, Parameters] = field(init=False)  # service steps with `with`, by step id
 
@@ -87,6 +90,14 @@ class Plan:
         self.join_of_split = {
             step.split: step.id for step in spec.steps if isinstance(step, JoinStep)
         }
+        self.sequences = _upstream_first(
+            [
+                s.id
+                for s in spec.steps
+                if isinstance(s, NativeStep) and s.config.get("type") in SEQUENCE_TYPES
+            ],
+            self.steps,
+        )
         self.transforms = {
             step.id: Transform.parse(
                 [op.model_dump(by_alias=True, exclude_unset=True) for op in step.ops],
@@ -107,3 +118,19 @@ class Plan:
 
     def service_steps(self) -> list[ServiceStep]:
         return [s for s in self.workflow.spec.steps if isinstance(s, ServiceStep)]
+
+
+def _upstream_first(chosen: list[str], steps: dict[str, Any]) -> list[str]:
+    """``chosen`` ordered so that a step comes before every chosen step it leads to."""
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for target in successors(steps[todo.pop()]):
+                if target not in seen and target in steps:
+                    seen.add(target)
+                    todo.append(target)
+        return seen
+
+    reached = {sid: reach(sid) for sid in chosen}
+    return sorted(chosen, key=lambda sid: sum(sid in reached[o] for o in chosen if o != sid))

@@ -28,10 +28,12 @@ from typing import Any
 import orjson
 
 from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
+from engines.step._nodered_http import http_request_body, http_request_outputs, is_http_request
 from engines.step._plan import Plan
 from engines.step.conditions import evaluate, lookup
 from fluxo_core.errors import FluxoError, ValidationError
 from fluxo_core.ir import (
+    ENTRY_HEADER,
     MAX_ATTEMPTS_HEADER,
     DelayStep,
     JoinStep,
@@ -44,7 +46,7 @@ from fluxo_core.ir import (
 from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
-from nodered_semantics.support import REPORTED_PORT
+from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV, UNFINISHED_SEQUENCE
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
 from service_runtime.interceptors import JobSpan
@@ -121,6 +123,22 @@ class JobRun:
             return  # started before: start is idempotent by job id
         self.job.update(status="running", started_at=self.now)
         start = self.plan.workflow.spec.start_id
+        entry = self._input.headers.get(ENTRY_HEADER)
+        if entry is not None and entry != start:
+            entries = list(getattr(self.plan.steps[start], "next", []))
+            if entry not in entries:
+                error = ValidationError(
+                    f"the job's {ENTRY_HEADER} header names {entry!r}, which is not an entry of "
+                    f"workflow {self.plan.workflow.metadata.name!r}: name one of the steps its "
+                    f"start step {start!r} leads to ({', '.join(entries) or 'none'})"
+                )
+                self.job.update(
+                    status="failed",
+                    error=orjson.dumps(error.to_dict()).decode(),
+                    finished_at=self.now,
+                )
+                return
+            start = entry  # a trigger's own entry: the start step and other entries do not run
         payload: Any = self._input.payload
         meta: Meta = None
         if self._input.headers.get(CONTENT_TYPE_HEADER) == NODERED_MSG_CONTENT_TYPE:
@@ -147,8 +165,15 @@ class JobRun:
         context = orjson.loads(row["context"])
         step = self.plan.steps[row["step_id"]]
         if call["status"] == "succeeded":
-            self.job["active"] -= 1
             outputs = [p["payload"] for p in orjson.loads(call["result"])]
+            if is_http_request(step):  # the http service's response as the node's message
+                try:
+                    msg, url = context.get("msg") or {}, str(context.get("url", ""))
+                    outputs = http_request_outputs(step, msg, url, outputs)
+                except FluxoError as exc:
+                    self.fail(step, key, row["attempt"], exc.to_dict(), context, row["input"])
+                    return
+            self.job["active"] -= 1
             if isinstance(step, NativeStep):  # failures reported on the way are no outputs
                 for j, report in enumerate(o for o in outputs if o.get("port") == REPORTED_PORT):
                     self._reported(
@@ -285,7 +310,9 @@ class JobRun:
         if meta:
             context["msg"] = meta
         try:
-            if isinstance(step, ServiceStep | NativeStep):
+            if step.id in self.plan.sequences:
+                self._hold(step, key, payload, frames, meta)
+            elif isinstance(step, ServiceStep | NativeStep):
                 self._call(step, key, payload, context, attempt=1)
             elif isinstance(step, SwitchStep):
                 self._switch(step, key, payload, frames, meta)
@@ -358,6 +385,8 @@ class JobRun:
         self._update(key, status="failed", error=orjson.dumps(error).decode())
         payload = orjson.loads(raw_input) if raw_input else {}
         on_error = step.on_error
+        if (error.get("context") or {}).get(UNFINISHED_SEQUENCE):
+            on_error = "fail"  # a join left a group incomplete: Node-RED reports nothing then
         if on_error == "continue":
             self.route(step, payload, context["frames"], key, context.get("msg"))
         elif on_error == "fail":
@@ -403,8 +432,17 @@ class JobRun:
     ) -> None:
         call_id = call_id_for(self.job["id"], key, attempt)
         body = payload
-        if isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
+        if isinstance(step, NativeStep) and step.id in self.plan.sequences:
+            # A Node-RED join: the messages it gathered.
+            body = {"node": step.config, "messages": payload}
+        elif is_http_request(step):  # the http service sends what the node would
+            body = http_request_body(step, {**context.get("msg", {}), "payload": payload})
+            context = {**context, "url": body["url"]}
+        elif isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
             body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
+            env = step.config.get(SUBFLOW_ENV)
+            if isinstance(env, dict):  # what the subflow instances it runs within set
+                body["env"] = env
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).
@@ -518,6 +556,48 @@ class JobRun:
         self._add_step(key, step.id, "succeeded", None, {"frames": frames}, output=joined)
         self.route(step, joined, frames, key)
 
+    def _hold(
+        self, step: NativeStep, key: str, payload: Any, frames: list[Frame], meta: Meta
+    ) -> None:
+        """A message reaches a Node-RED join: held until nothing else moves in the job.
+
+        Node-RED's join keeps its groups across messages; here it gets every message of the
+        job at once (:meth:`_release_held`), ordered as Node-RED delivers them: by their places
+        in the fan-outs they came from (a split's parts in order, whichever call ended first),
+        then by arrival.
+        """
+        record = {
+            "order": [f[1] for f in frames],
+            "at": [self.now, len(self.new_keys), len(self.calls)],
+            "key": key,
+            "msg": {**(meta or {}), "payload": payload},
+        }
+        slot = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest()) >> 1
+        self.store.join_arrive(self.tx, self.job["id"], _held_key(step.id), slot, dump_json(record))
+
+    def _release_held(self) -> None:
+        """Nothing moves in the job: the first join (upstream ones first) holding messages
+        gets them all in one call; its outputs go on as any native step's do."""
+        for step_id in self.plan.sequences:
+            held = self.store.join_take(self.tx, self.job["id"], _held_key(step_id))
+            if not held:
+                continue
+            records = sorted((orjson.loads(h) for h in held), key=lambda r: (r["order"], r["at"]))
+            step = self.plan.steps[step_id]
+            digest = hashlib.blake2b(
+                "|".join(r["key"] for r in records).encode(), digest_size=6
+            ).hexdigest()
+            key = f"{step_id}#{digest}"
+            messages = [r["msg"] for r in records]
+            context: dict[str, Any] = {"frames": []}
+            try:
+                self._call(step, key, messages, context, attempt=1)
+            except FluxoError as exc:
+                self.job["active"] += 1  # the failed step holds the token until fail() settles it
+                self._add_step(key, step.id, "failed", messages, context)
+                self.fail(step, key, 1, exc.to_dict(), context, stored(messages))
+            return
+
     # -- bookkeeping --------------------------------------------------------------------------
 
     def _child_key(self, target: str, key: str, frames: list[Frame]) -> str:
@@ -584,7 +664,10 @@ class JobRun:
         )
 
     def settle(self) -> None:
-        """End the job if nothing is in flight any more."""
+        """End the job if nothing is in flight any more (a join holding messages gets them
+        first)."""
+        if self.running and self.job["active"] <= 0 and self.plan.sequences:
+            self._release_held()
         if self.running and self.job["active"] <= 0:
             self.job.update(status="succeeded", finished_at=self.now)
         self.finished = self.job["status"] in ("succeeded", "failed", "cancelled", "blocked")
@@ -646,6 +729,11 @@ def error_code(error: str | None) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return "error"
     return code if isinstance(code, str) else "error"
+
+
+def _held_key(step_id: str) -> str:
+    """Where a Node-RED join's messages wait (beside the IR joins' branches)."""
+    return f"{step_id}#held"
 
 
 def _suffix(frames: list[Frame]) -> str:

@@ -49,6 +49,7 @@ from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.workflows import WorkflowStore
+from nodered_semantics.http_request import HTTP_REQUEST_TYPE, HTTP_SERVICE
 from nodered_semantics.support import NODERED_NODE_SERVICE
 from service_runtime import ServiceRuntime
 from service_runtime.gateway import PreparedCall
@@ -465,16 +466,21 @@ class StepEngine:
         plan = Plan(workflow=workflow, version=version, services={})
         for index, step in enumerate(workflow.spec.steps):
             if step.kind == "native":
+                # An http request node is a call of the http service; any other native node
+                # runs in the nodered-node service.
+                service = (
+                    HTTP_SERVICE
+                    if getattr(step, "config", {}).get("type") == HTTP_REQUEST_TYPE
+                    else NODERED_NODE_SERVICE
+                )
                 try:
-                    plan.services[step.id] = await self.runtime.catalog.resolve(
-                        NODERED_NODE_SERVICE
-                    )
+                    plan.services[step.id] = await self.runtime.catalog.resolve(service)
                 except UnknownServiceError as exc:
                     raise UnsupportedFeatureError(
                         f"step {step.id!r} (spec.steps[{index}]) is a native Node-RED node, "
-                        f"which the step engine runs with the {NODERED_NODE_SERVICE!r} built-in "
+                        f"which the step engine runs with the {service!r} built-in "
                         "service; this Fluxo does not offer it, so the step cannot run here: "
-                        "add nodered_node_service() to its services",
+                        "add that service to its services",
                         step=step.id,
                     ) from exc
             if step.kind != "service":

@@ -24,6 +24,7 @@ from fluxo.api import (
     billing,
     blocks,
     calls,
+    dead_letters,
     inbound,
     jobs,
     metrics,
@@ -81,6 +82,7 @@ def create_app(
     app.router.add_get("/v1/health", _readyz)
     app.router.add_get("/v1/openapi.json", _openapi)
     calls.add_routes(app)
+    dead_letters.add_routes(app)
     jobs.add_routes(app)
     secrets.add_routes(app)
     usage.add_routes(app)

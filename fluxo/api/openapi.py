@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from fluxo.api import inbound, resources, triggers
+from fluxo.api import dead_letters, inbound, resources, triggers
 from fluxo.control.blocks import BlockAuditEntry, BlockRecord
 from fluxo.control.jobs import JOB_STATUSES, MAX_VERSION, JobPage, JobRecord
 from fluxo.control.usage import MAX_LIMIT as MAX_USAGE_LIMIT
@@ -469,6 +469,7 @@ def openapi_document() -> dict[str, Any]:
     _add_auth_routes(paths, schemas)
     resources.document_routes(paths, schemas)
     triggers.document_routes(paths, schemas)
+    dead_letters.document_routes(paths, schemas)
     inbound.document_routes(paths, schemas)
     return {
         "openapi": "3.1.0",

@@ -36,6 +36,7 @@ from fluxo.cli._client import HttpClient, open_client, server_or_database
 from fluxo.control.platform import (
     build_dead_letters,
     build_worker_runtime,
+    build_worker_workflow_services,
     default_services,
     open_database,
     tune_gc_for_serving,
@@ -323,13 +324,19 @@ async def _cmd_worker(args: argparse.Namespace, config: FluxoConfig) -> int:
         batch_size=args.batch_size,
         lease_s=config.lease_s if args.lease is None else args.lease,
     )
+    # The published workflows too: a call of one, made anywhere, may be served here.
+    workflow_services = build_worker_workflow_services(config, runtime)
     try:
         async with runtime:
-            tune_gc_for_serving()
-            names = ", ".join(s.ref for s in services)
-            log.info("worker running %d loop(s) for %s", len(runtime.workers), names)
-            print("ready", flush=True)
-            await _until_signalled()
+            await workflow_services.start()
+            try:
+                tune_gc_for_serving()
+                names = ", ".join(s.ref for s in services)
+                log.info("worker running %d loop(s) for %s", len(runtime.workers), names)
+                print("ready", flush=True)
+                await _until_signalled()
+            finally:
+                await workflow_services.stop()
     finally:
         await db.close()
     return 0
@@ -604,59 +611,20 @@ def _token_secret_note(ref: str, account: str, secret: str) -> str:
 def _cronjob_yaml(workflow: str, account: str, schedule: str, gateway_url: str) -> str:
     """A Kubernetes CronJob that starts a job of ``workflow`` through the API at each firing.
 
-    The firing's scheduled time is the Idempotency-Key, so a CronJob that runs twice for one
-    slot (Kubernetes allows it) still makes one job. The token comes from the account's Secret
+    The one a cron trigger with ``scheduler: kubernetes`` gets (:mod:`fluxo.control.kubernetes`):
+    the firing's scheduled slot is the Idempotency-Key, so a CronJob that runs twice for one
+    slot (Kubernetes allows it) still makes one job; the token comes from the account's Secret
     (the same as its Argo workflows'); the name carries the account, as Argo names do.
     """
     import yaml
 
-    from translators.argo import gateway_secret_name, scoped_name
+    from fluxo.control.kubernetes import StarterCronJob, cronjob_document
 
-    # CronJob names leave 11 characters for the Job suffix.
-    name = "fluxo-" + scoped_name(account, workflow, limit=52 - len("fluxo-"))
-    script = (
-        'key="$(date -u +%Y%m%dT%H%M)"; '
-        'curl -fsS -X POST -H "Authorization: $FLUXO_AUTHORIZATION" '
-        '-H "Content-Type: application/json" -H "Idempotency-Key: cron-$key" '
-        f'-d \'{{"input": {{}}}}\' "{gateway_url.rstrip("/")}/v1/workflows/{workflow}/jobs"'
+    document = cronjob_document(
+        StarterCronJob(
+            account=account, workflow=workflow, schedule=schedule, gateway_url=gateway_url
+        )
     )
-    document = {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "fluxo"}},
-        "spec": {
-            "schedule": schedule,
-            "concurrencyPolicy": "Forbid",
-            "jobTemplate": {
-                "spec": {
-                    "backoffLimit": 3,
-                    "template": {
-                        "spec": {
-                            "restartPolicy": "OnFailure",
-                            "containers": [
-                                {
-                                    "name": "start-job",
-                                    "image": "curlimages/curl:8.10.1",
-                                    "command": ["sh", "-c", script],
-                                    "env": [
-                                        {
-                                            "name": "FLUXO_AUTHORIZATION",
-                                            "valueFrom": {
-                                                "secretKeyRef": {
-                                                    "name": gateway_secret_name(account),
-                                                    "key": "authorization",
-                                                }
-                                            },
-                                        }
-                                    ],
-                                }
-                            ],
-                        }
-                    },
-                }
-            },
-        },
-    }
     return str(yaml.safe_dump(document, sort_keys=True))
 
 

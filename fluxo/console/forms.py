@@ -6,7 +6,8 @@ formats as the matching input types, nested objects as fieldsets, arrays as a li
 with add and remove), and reads a submission back (:meth:`InputForm.submit`): each value is
 converted by its field's type, then the payload is checked with the same JSON Schema
 validation the API gives a job's input (``service_runtime.sdk._schema_problems``, which
-``JobService.create`` runs). Every problem, a value that is not a number or a schema error,
+``JobService.create`` runs; :mod:`fluxo.console.schema_errors` words its problems in the page's
+language). Every problem, a value that is not a number or a schema error,
 lands beside the field it is about (:func:`field_errors` maps the API's locations, such as
 ``input.items[0].qty``, to field names).
 
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
-from service_runtime.sdk import _schema_problems
+from fluxo.console.schema_errors import schema_problems
 
 __all__ = [
     "MAX_DEPTH",
@@ -197,7 +198,7 @@ class InputForm:
             # once. A field already in error keeps only its own message (its value is missing
             # from the payload, so the schema would add a confusing "required").
             converted = set(state.errors)
-            problems = _schema_problems(dict(self.schema), payload)
+            problems = schema_problems(self.schema, payload, self._)
             for name, lines in field_errors(problems, fields, self._).items():
                 if name not in converted:
                     for line in lines:

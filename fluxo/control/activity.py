@@ -9,8 +9,9 @@ from decimal import Decimal
 
 from fluxo.control.jobs import JobSummary, job_summary
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
+from fluxo_core.errors import ConcurrencyLimitError, QuotaExceededError, RateLimitedError
 from fluxo_core.storage import Database, Principal
-from fluxo_core.storage.activity import AccountActivity
+from fluxo_core.storage.activity import AccountActivity, RecentCall
 
 __all__ = [
     "RATE_WINDOW_S",
@@ -24,6 +25,12 @@ __all__ = [
 
 MAX_CACHED_ACCOUNTS = 4096
 SERVICE_WINDOW_S = 24 * 3600.0  # a service's calls, errors and latency: the last day
+REFUSAL_WINDOW_S = 7 * 24 * 3600.0  # the quotas page's refused calls: the last week
+REFUSAL_CODES = (
+    QuotaExceededError.code,
+    RateLimitedError.code,
+    ConcurrencyLimitError.code,
+)
 
 RATE_WINDOW_S = 15 * 60.0  # jobs per minute: the mean over the last 15 minutes
 SUCCESS_WINDOW_S = 24 * 3600.0  # success rate: the jobs created in the last day that ended
@@ -130,6 +137,18 @@ class Activity:
                 p95_s=_percentile(ordered, 0.95),
             )
         return found
+
+    async def recent_calls(
+        self, who: Principal, service: str, *, limit: int = 50
+    ) -> list[RecentCall]:
+        """The account's newest calls of ``service``, newest first."""
+        return await self.store.recent_calls(who.account_id, service, limit)
+
+    async def quota_refusals(self, who: Principal, *, limit: int = 20) -> list[RecentCall]:
+        """The account's calls a quota or limit refused in the last week, newest first (jobs
+        refused at creation made no call: their callers were told at once)."""
+        since = self.clock.time() - REFUSAL_WINDOW_S
+        return await self.store.refused_calls(who.account_id, REFUSAL_CODES, since, limit)
 
     async def call_costs(
         self, who: Principal, call_ids: list[str]

@@ -55,6 +55,7 @@ from service_runtime.transports import OutgoingMessage
 __all__ = [
     "JOB_STATUSES",
     "MAX_VERSION",
+    "ChildLink",
     "EngineRegistry",
     "JobLimits",
     "JobPage",
@@ -103,6 +104,16 @@ class ParentLink:
     call_id: str
     job_id: str | None
     step_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildLink:
+    """A child job a step's call started, as its caller's account may see it: ``job_id`` is
+    None when the child runs in another account (the workflow's publisher)."""
+
+    step_id: str | None
+    call_id: str | None
+    job_id: str | None
 
 
 class JobSummary(BaseModel):
@@ -558,6 +569,24 @@ class JobService:
                 status = await engine.status(handle)
             record = record.model_copy(update={"steps": _masked_steps(status.steps)})
         return record
+
+    async def children(self, principal: Principal, job_id: str) -> list[ChildLink]:
+        """The child jobs calls of the account's job ``job_id`` started (a workflow used as a
+        service). A child in another account (usually the publisher's) is only said to be
+        there: its id is that account's to see.
+
+        Raises:
+            NotFoundError: no such job in the account.
+        """
+        await self.store.job(job_id, account_id=principal.account_id)
+        return [
+            ChildLink(
+                step_id=child.parent_step_id,
+                call_id=child.parent_call_id,
+                job_id=child.job_id if child.account_id == principal.account_id else None,
+            )
+            for child in await self.store.children(job_id)
+        ]
 
     async def wait(self, principal: Principal, job_id: str, timeout: float) -> JobRecord:
         """The job once it ended, or as it is after ``timeout`` seconds.

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING
 
 from fluxo.control.activity import Activity
 from fluxo.control.blocks import BlockService
+from fluxo.control.dead_letters import AccountDeadLetters
 from fluxo.control.job_control import JobControl
 from fluxo.control.jobs import JobService
+from fluxo.control.kubernetes import KubernetesClient, kubernetes_config
 from fluxo.control.metrics import PlatformMetrics
 from fluxo.control.policy import Admission
 from fluxo.control.quotas import QuotaEnforcer
@@ -38,11 +40,13 @@ from fluxo.control.triggers import (
     TriggerService,
     TriggerSupervisor,
 )
+from fluxo.control.triggers.argo_cron import ArgoCronWorkflows
 from fluxo.control.triggers.email import MailAttachments, email_sources
+from fluxo.control.triggers.kubernetes import CronJobs, CronObjects, KubernetesCron
 from fluxo.control.triggers.queue import queue_sources
 from fluxo.control.workflow_services import WorkflowServices
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
-from fluxo_core.config import FluxoConfig
+from fluxo_core.config import FluxoConfig, served_url
 from fluxo_core.engine import Engine, EngineRegistry, load_engine
 from fluxo_core.errors import NotFoundError
 from fluxo_core.ir import DEFAULT_ENGINE
@@ -68,6 +72,7 @@ __all__ = [
     "build_dead_letters",
     "build_platform",
     "build_worker_runtime",
+    "build_worker_workflow_services",
     "call_interceptors",
     "default_services",
     "open_database",
@@ -188,6 +193,42 @@ def build_worker_runtime(
     )
 
 
+def build_worker_workflow_services(
+    config: FluxoConfig, runtime: ServiceRuntime, *, clock: Clock = SYSTEM_CLOCK
+) -> WorkflowServices:
+    """The workflow services ``fluxo worker`` runs next to its Python services: the published
+    workflows of the database, whose calls start child jobs (on the configured engines, which
+    this process does not run: the server's engines and runner do) and are completed when
+    their children end, in whichever process ends them."""
+    workflows = WorkflowStore(runtime.db)
+    registry = EngineRegistry()
+    for engine in config.engines:
+        registry.register(
+            load_engine(
+                engine,
+                runtime,
+                workflows,
+                config=config,
+                poll_interval_s=config.poll_interval_s,
+                lease_s=max(config.lease_s, 5.0),
+            )
+        )
+    chain = runtime.interceptors.interceptors
+    admission = next(i for i in chain if isinstance(i, Admission))
+    # The concurrency limits hold for the child jobs started here as for any job.
+    quotas = next((i for i in chain if isinstance(i, QuotaEnforcer)), None)
+    jobs = JobService(
+        runtime,
+        workflows,
+        registry,
+        clock=clock,
+        job_limits=quotas.admit_jobs if quotas is not None else None,
+    )
+    return WorkflowServices(
+        jobs, ResourceStore(runtime.db, clock=clock), admission=admission, lease_s=config.lease_s
+    )
+
+
 def build_dead_letters(config: FluxoConfig, db: Database) -> DeadLetters:
     """The dead letters of the configured transport (``fluxo dlq``)."""
     return DeadLetters(db, make_transport(config, db))
@@ -228,6 +269,8 @@ class Platform:
         run_triggers: bool = True,
         trigger_tick_s: float = 1.0,
         trigger_sources: dict[str, SourceFactory] | None = None,
+        kubernetes: KubernetesClient | None = None,
+        argo_cron: CronObjects | None = None,
         host_policy: HostPolicy | None = None,
     ) -> None:
         self.db = db
@@ -293,6 +336,8 @@ class Platform:
         self.jobs.remote.on_engine_error = self.metrics.engine_error
         # What the account's jobs, queue and spend are doing now (the console's overview).
         self.activity = Activity(db, clock=clock)
+        # An account's dead letters of a service and their replay (the console's service page).
+        self.dead_letters = AccountDeadLetters(db, self.runtime.transport)
         # Blocks (fluxo block) and job control (resume, retry, pause): the index admission
         # decides with is the one they refresh.
         self.blocks = BlockService(db, self.admission.blocks, clock=clock)
@@ -300,7 +345,7 @@ class Platform:
         # Declarative resources (fluxo apply/get/describe): a controller per kind.
         # Workflows published as services (a Service with spec.workflow): run in this process.
         self.workflow_services = WorkflowServices(
-            self.jobs, ResourceStore(db, clock=clock), admission=self.admission
+            self.jobs, ResourceStore(db, clock=clock), admission=self.admission, lease_s=lease_s
         )
         self.resources = ResourceService(
             ResourceStore(db, clock=clock),
@@ -344,17 +389,41 @@ class Platform:
             self.triggers, sources=trigger_sources, tick_s=trigger_tick_s
         )
         self.run_triggers = run_triggers
-        self.resources.controllers.register(
-            "Trigger",
-            TriggerController(
+        # Cron triggers scheduled by Kubernetes (spec.cron.scheduler: kubernetes): their
+        # CronJobs, when a Kubernetes API is configured (FLUXO_KUBERNETES).
+        self.kubernetes_cron: KubernetesCron | None = None
+        self.kubernetes_sync_s = config.kubernetes_sync_s if config else 30.0
+        if kubernetes is None and config is not None:
+            found = kubernetes_config(config)
+            kubernetes = KubernetesClient(found) if found is not None else None
+        if argo_cron is None and config is not None and config.argo_url and "argo" in engines:
+            # The argo engine's Argo Server: the CronWorkflows of workflows on Argo.
+            argo_cron = ArgoCronWorkflows(
+                config.argo_url,
+                config.argo_namespace,
+                config.argo_token,
+                verify_tls=config.argo_verify_tls,
+            )
+        if kubernetes is not None or argo_cron is not None:
+            gateway = config.gateway_url if config is not None else served_url("127.0.0.1", 8240)
+            self.kubernetes_cron = KubernetesCron(
+                CronJobs(kubernetes) if kubernetes is not None else None,
                 self.triggers,
                 self.workflows,
-                policy=host_policy,
-                source_types=lambda: set(self.trigger_supervisor.sources),
-                on_change=self.trigger_supervisor.wake,
-                on_release=self.attachments.delete_trigger,
-            ),
+                gateway_url=gateway,
+                cron_workflows=argo_cron,
+            )
+            self.triggers.on_pause = self.kubernetes_cron.wake
+        self.trigger_controller = TriggerController(
+            self.triggers,
+            self.workflows,
+            policy=host_policy,
+            source_types=lambda: set(self.trigger_supervisor.sources),
+            on_change=self.trigger_supervisor.wake,
+            on_release=self.attachments.delete_trigger,
+            kubernetes=self.kubernetes_cron,
         )
+        self.resources.controllers.register("Trigger", self.trigger_controller)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._probes: dict[str, asyncio.Task[None]] = {}
@@ -372,6 +441,14 @@ class Platform:
         if error is not None:
             status["lastError"] = error
         await self.resources.store.set_status(row, status)
+
+    async def refresh_trigger(self, account_id: str, name: str) -> None:
+        """Reconcile a trigger again (its CronJob may have moved); one whose resource is gone
+        had its CronJob left behind: delete it now."""
+        try:
+            await self.resources.refresh(account_id, "Trigger", name)
+        except NotFoundError:
+            await self.trigger_controller.release_deleted(account_id, name)
 
     async def readiness(self, timeout_s: float = 2.0) -> dict[str, str]:
         """Whether this process can serve: each dependency's state, ``"ok"`` or why not.
@@ -413,6 +490,11 @@ class Platform:
             self._tasks.append(
                 asyncio.create_task(self.trigger_supervisor.run(self._stop), name="triggers")
             )
+            if self.kubernetes_cron is not None:
+                resync = self.kubernetes_cron.run(
+                    self._stop, self.refresh_trigger, every_s=self.kubernetes_sync_s
+                )
+                self._tasks.append(asyncio.create_task(resync, name="kubernetes-cron"))
 
     async def stop(self) -> None:
         self._stop.set()
@@ -426,6 +508,8 @@ class Platform:
         # After the runner: it may be starting a job on an engine's client until it stops.
         for engine in self.registry.engines():
             await engine.aclose()
+        if self.kubernetes_cron is not None:
+            await self.kubernetes_cron.aclose()
         await self.runtime.stop()
 
     async def __aenter__(self) -> Platform:

@@ -303,6 +303,16 @@ class ResourceService:
             resource_document(row), outcome, warnings if valid.status_ignored else ()
         )
 
+    async def refresh(self, account_id: str, kind: str, name: str) -> dict[str, Any]:
+        """Reconcile a stored resource again (its world may have moved: a CronJob in a
+        cluster); its document with the new status.
+
+        Raises:
+            NotFoundError: deleted meanwhile.
+        """
+        row = await self._reconcile(await self.store.get(account_id, kind, name))
+        return resource_document(row)
+
     async def _reconcile(self, row: ResourceRow) -> ResourceRow:
         controller = self.controllers.get(row.kind)
         if controller is None:

@@ -8,10 +8,19 @@ and runs it like any service, so a caller reaches it through the gateway, the in
 ``POST /v1/services/{name}/calls``, and the worker's Metering bills the CALLER the service's
 price. The child's own calls are made by the child job, so they are metered to the publisher.
 
-Durability: the child job is created with an idempotency key derived from the call id, so a
-call delivered again (a worker crashed) finds the same child and waits for it instead of
-starting another. The handler is ``async``: waiting for the child holds no thread, only a
-subscription to the job's channel.
+Durability: the handler only starts the child job, with an idempotency key derived from the
+call id (a call delivered again after a crash finds the same child), and answers
+``DEFERRED``: no worker, thread or connection waits while the child runs. The call is
+completed in the transaction that ends the child job, whatever its engine (a job end hook of
+the database, :meth:`WorkflowServices._on_jobs_ended`): its result (the child's outputs,
+1 -> N), or its failure naming the child's step and cause, goes through the transactional
+outbox to the caller's reply queue with the usage record that bills the caller, as a Python
+service's result would. A child that ended in a process running no workflow services is
+answered by the sweep every ``sweep_s``; a call is completed once whoever tries.
+
+Every process that runs workflow services (``fluxo up``, ``fluxo worker``) loads them from
+the stored Service resources at start and follows their changes, so a call made in one
+process is served and completed by any other.
 
 Safety: a Service whose workflow (through the services its steps call) reaches itself is
 refused at apply, naming the cycle; at run time the depth travels in the ``fluxo-depth``
@@ -29,7 +38,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -49,14 +57,16 @@ from fluxo_core.errors import (
     UnknownServiceError,
     ValidationError,
 )
-from fluxo_core.ir import Packet, ServiceStep, Workflow, WorkflowCallStep
-from fluxo_core.storage import Principal, Role, ServiceStore
+from fluxo_core.ir import Packet, ServiceStep, Workflow, WorkflowCallStep, parse_packet
+from fluxo_core.storage import Principal, Role, ServiceStore, Transaction
+from fluxo_core.storage.child_jobs import ChildJob, ChildJobStore
 from fluxo_core.storage.ledger import month_bounds
 from fluxo_core.storage.margin import MarginStore
 from fluxo_core.storage.resources import ResourceRow, ResourceStore
 from service_runtime import AdmitRequest, CallRequest
+from service_runtime.deferred import Completion
 from service_runtime.interceptors import Interceptor
-from service_runtime.sdk import Call, Outputs, Price, RetryPolicy, Service
+from service_runtime.sdk import DEFERRED, Call, Deferred, Price, RetryPolicy, Service
 from service_runtime.worker import Worker
 
 __all__ = [
@@ -75,10 +85,11 @@ DEPTH_HEADER = "fluxo-depth"
 MAX_DEPTH = 8
 """How many workflow services deep a call may go (a caller's job is depth 0)."""
 SERVICE_VERSION = "1"
-# A child job may run long; the caller's step timeout (fluxo-timeout-s) shortens it.
-CHILD_TIMEOUT_S = 3600.0
+# The handler only starts the child job (its run is not waited for).
+START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 2.0
-CALLER_CHECK_S = 1.0  # how often a waiting call asks whether its caller was blocked
+# Every this many sweeps, the notes of deferred calls completed in a race are dropped.
+FORGET_EVERY = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +157,10 @@ class WorkflowServices:
         jobs: where child jobs are created and awaited.
         resources: the stored Service resources (read at start).
         admission: the platform's admission, asked about each caller while its child runs.
-        workers: concurrent worker loops for workflow services (each waits for its batch's
-            children, so several keep one long child from holding the others back).
+        workers: worker loops for workflow services (a batch only starts child jobs).
+        sweep_s: how often the stored Services are read again, children that ended elsewhere
+            answered and callers asked whether they may still run.
+        lease_s: the lease of the workers' claims (a crashed process's calls come back then).
     """
 
     def __init__(
@@ -156,7 +169,9 @@ class WorkflowServices:
         resources: ResourceStore,
         *,
         admission: Interceptor | None = None,
-        workers: int = 4,
+        workers: int = 2,
+        sweep_s: float = 1.0,
+        lease_s: float = 5.0,
     ) -> None:
         self.jobs = jobs
         # Asked while a child runs: a block of the caller stops its child.
@@ -164,7 +179,13 @@ class WorkflowServices:
         self.runtime = jobs.runtime
         self.resources = resources
         self.workers = workers
+        self.sweep_s = sweep_s
+        self.lease_s = lease_s
         self.published: dict[str, PublishedWorkflow] = {}
+        # The Services as stored, before their schemas were filled in (what reload compares).
+        self._declared: dict[str, PublishedWorkflow] = {}
+        self._children = ChildJobStore(self.runtime.db)
+        self._watcher: asyncio.Task[None] | None = None
         self._loops: list[tuple[Worker, asyncio.Task[None]]] = []
         self._retired: list[tuple[Worker, asyncio.Task[None]]] = []
         self._stop = asyncio.Event()
@@ -174,19 +195,23 @@ class WorkflowServices:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Publish every stored workflow service and start running them."""
+        """Publish every stored workflow service, run them and complete their calls."""
         self._running = True
         self._stop.clear()
-        for row in await self.resources.list("Service", None):
-            published = published_of(row, row.account_id)
-            if published is not None:
-                with contextlib.suppress(NotFoundError):  # its workflow was deleted since
-                    self.published[published.name] = await self._with_schemas(published)
+        await self.reload()
         await self._restart()
+        self.runtime.db.job_end_hooks.append(self._on_jobs_ended)
+        self._watcher = asyncio.create_task(self._watch(), name="fluxo-workflow-services")
 
     async def stop(self) -> None:
         self._running = False
         self._stop.set()
+        if self._watcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        with contextlib.suppress(ValueError):
+            self.runtime.db.job_end_hooks.remove(self._on_jobs_ended)
         await self._stop_loops(self._loops)
         self._loops = []
 
@@ -300,6 +325,7 @@ class WorkflowServices:
     async def unpublish(self, name: str) -> None:
         """Stop running service ``name`` here (its Service resource was deleted). Its catalog
         row stays, as a Python service's does when its process stops: calls wait queued."""
+        self._declared.pop(name, None)
         if self.published.pop(name, None) is not None and self._running:
             await self._restart()
 
@@ -311,6 +337,7 @@ class WorkflowServices:
 
     async def publish(self, published: PublishedWorkflow) -> None:
         """Make ``published`` callable: in the catalog, and run by this process."""
+        self._declared[published.name] = published
         published = await self._with_schemas(published)
         self.published[published.name] = published
         await self.runtime.catalog.publish([self.service_of(published)])
@@ -332,9 +359,9 @@ class WorkflowServices:
         )
 
     def service_of(self, published: PublishedWorkflow) -> Service:
-        async def handler(packet: Packet, call: Call | None = None) -> Any:
+        async def handler(packet: Packet, call: Call | None = None) -> Deferred:
             # The worker passes the call (the handler declares it); a bare invocation has none.
-            return await self._run_child(published.name, packet, call or Call.of(packet))
+            return await self._start_child(published.name, packet, call or Call.of(packet))
 
         return Service(
             name=published.name,
@@ -347,12 +374,14 @@ class WorkflowServices:
             price=published.price,
             # A child's failure is final: its own steps retried what they could.
             retry=RetryPolicy(max_attempts=1),
-            timeout_s=CHILD_TIMEOUT_S,
+            timeout_s=START_TIMEOUT_S,
         )
 
     # -- running ------------------------------------------------------------------------------
 
-    async def _run_child(self, name: str, packet: Packet, call: Call) -> Any:
+    async def _start_child(self, name: str, packet: Packet, call: Call) -> Deferred:
+        """Start the call's child job (once per call id) and answer later: the transaction
+        that ends the child completes the call (:meth:`_on_jobs_ended`)."""
         published = self.published.get(name)
         if published is None:
             raise ServiceError(
@@ -385,60 +414,158 @@ class WorkflowServices:
                     service=name, call_id=call.id, job_id=call.job_id, step_id=call.step_id
                 ),
             )
-        except BlockedError as exc:
+        except (BlockedError, AdmissionDeniedError) as exc:
             raise _unavailable(name) from exc
-        except AdmissionDeniedError as exc:
-            raise _unavailable(name) from exc
-        record = child
-        deadline = time.monotonic() + CHILD_TIMEOUT_S
-        while not record.done:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ServiceError(
-                    f"service {name!r}: its job did not end in time", retryable=False, service=name
-                )
-            record = await self.jobs.wait(publisher, child.id, min(left, CALLER_CHECK_S))
-            if not record.done:
-                refusal = await self._caller_refusal(packet, name)
-                if refusal is not None:
-                    # The caller was blocked (or its job ended) meanwhile: its child stops
-                    # too, and the call ends as a refused call does (a blocked step resumes
-                    # with a new call, so a new child).
-                    await self.jobs.cancel(publisher, child.id)
-                    raise refusal
-        if record.status == "succeeded":
-            # The stored results, not the record's: a record masks credential-looking values.
-            row = await self.jobs.store.job(child.id, account_id=published.account)
-            results = orjson.loads(row.result) if row.result else []
-            if len(results) == 1:
-                return results[0]
-            return Outputs(results) if results else None
-        if record.status == "blocked":
-            raise _unavailable(name)
-        error = record.error or {}
-        raise ServiceError(
-            f"service {name!r} failed: its job {child.id} {record.status}"
-            + (f" at step {error.get('step')!r}" if error.get("step") else "")
-            + (f": {error.get('message')}" if error.get("message") else ""),
+        if child.done:
+            # It ended before this call was settled (as it started, or a delivery again after
+            # a crash): its end found the call open, or ran in a process that completes no
+            # calls. Completing it here is idempotent.
+            await self.answer_ended()
+        return DEFERRED
+
+    def _on_jobs_ended(self, tx: Transaction, job_ids: list[str]) -> None:
+        """A job end hook: complete the calls of the child jobs that ended in ``tx``, in it,
+        so a child's end and its caller's result commit together or not at all."""
+        if not self.published:
+            return
+        ended = self._children.ended_with_open_calls(tx, job_ids)
+        completions = [c for child in ended if (c := self._completion(child)) is not None]
+        if completions:
+            self.runtime.deferred.complete(tx, completions)
+
+    def _completion(self, child: ChildJob, error: FluxoError | None = None) -> Completion | None:
+        """How the call of ``child`` ends (with ``error``, or the child's outcome); None for a
+        service this process does not run (another one completes it)."""
+        name = child.call.service
+        published = self.published.get(name)
+        if published is None:
+            return None
+        svc = self.service_of(published)
+        applied = self.runtime.terms.applied(svc.name, svc.version)
+        svc = svc if applied.empty else applied.service(svc)
+        if error is not None:
+            return Completion(child.call, svc, error=error, started_at=child.created_at)
+        if child.status == "succeeded":
+            # The stored results, whole: the caller's next step needs the data itself.
+            results = orjson.loads(child.result) if child.result else []
+            return Completion(child.call, svc, outputs=results, started_at=child.created_at)
+        if child.status == "blocked":
+            return Completion(
+                child.call, svc, error=_unavailable(name), started_at=child.created_at
+            )
+        detail = orjson.loads(child.error) if child.error else {}
+        failure = ServiceError(
+            f"service {name!r} failed: its job {child.id} {child.status}"
+            + (f" at step {detail.get('step')!r}" if detail.get("step") else "")
+            + (f": {detail.get('message')}" if detail.get("message") else ""),
             retryable=False,
             service=name,
             child_job=child.id,
-            child_step=error.get("step"),
-            cause=error.get("code") or record.status,
+            child_step=detail.get("step"),
+            cause=detail.get("code") or child.status,
         )
+        return Completion(child.call, svc, error=failure, started_at=child.created_at)
 
-    async def _caller_refusal(self, packet: Packet, name: str) -> FluxoError | None:
-        """Why the caller's call may no longer run (a block of its account, workflow, user
-        or of this service; its job cancelled), asked of admission as the worker asks it."""
+    async def answer_ended(self) -> int:
+        """Complete the open calls whose child jobs ended without completing them (ended by a
+        process that runs no workflow services, or before this one published the service);
+        returns how many were completed."""
+        ended = await self._children.unanswered(self.published)
+        completions = [c for child in ended if (c := self._completion(child)) is not None]
+        if not completions:
+            return 0
+        done = await self.runtime.db.transact(
+            lambda tx: self.runtime.deferred.complete(tx, completions)
+        )
+        return len(done)
+
+    async def stop_refused_callers(self) -> int:
+        """Children whose callers may no longer run (a block of the caller's account, workflow
+        or user, or of the service; the caller's job ended): the call ends as a refused call
+        does (a blocked step resumes with a new call, so a new child) and the child is
+        cancelled. Admission is asked as the worker asks it. Returns how many were stopped."""
         if self.admission is None:
-            return None
-        request = AdmitRequest("worker", [CallRequest.for_call(packet, name, SERVICE_VERSION)])
+            return 0
+        running = await self._children.running(self.published)
+        if not running:
+            return 0
+        packets = [parse_packet(c.call.request, where=f"call {c.call.id}") for c in running]
+        request = AdmitRequest(
+            "worker",
+            [
+                CallRequest.for_call(p, c.call.service, SERVICE_VERSION)
+                for p, c in zip(packets, running, strict=True)
+            ],
+        )
         await self.admission.admit(request)
-        return request.refusals[0]
+        refused = [
+            (child, refusal)
+            for child, refusal in zip(running, request.refusals, strict=True)
+            if refusal is not None
+        ]
+        completions = [
+            c for child, refusal in refused if (c := self._completion(child, refusal)) is not None
+        ]
+        if completions:
+            await self.runtime.db.transact(
+                lambda tx: self.runtime.deferred.complete(tx, completions)
+            )
+        for child, _ in refused:
+            try:
+                await self.jobs.cancel(
+                    Principal(account_id=child.account_id, user_id="platform"), child.id
+                )
+            except FluxoError as exc:
+                # The call is answered already; a child left running costs its publisher
+                # only. Named, so an operator can cancel it.
+                log.warning("could not cancel child job %s: %s", child.id, exc.message)
+        return len(refused)
+
+    async def reload(self) -> bool:
+        """Publish here what the stored Service resources publish now (applied or deleted in
+        another process); True if that changed what this process runs."""
+        declared: dict[str, PublishedWorkflow] = {}
+        for row in await self.resources.list("Service", None):
+            published = published_of(row, row.account_id)
+            if published is not None:
+                declared[published.name] = published
+        if declared == self._declared:
+            return False
+        current: dict[str, PublishedWorkflow] = {}
+        for name, published in declared.items():
+            with contextlib.suppress(NotFoundError):  # its workflow was deleted since
+                current[name] = await self._with_schemas(published)
+        self._declared = declared
+        changed = current != self.published
+        self.published = current
+        if changed and self._running:
+            await self._restart()
+        return changed
+
+    async def _watch(self) -> None:
+        """The background duties of the workflow services of this process, every
+        ``sweep_s``: follow the stored Service resources, answer calls whose children ended
+        elsewhere, stop children whose callers were refused."""
+        sweeps = 0
+        while not self._stop.is_set():
+            try:
+                await self.reload()
+                await self.answer_ended()
+                sweeps += 1
+                if sweeps % FORGET_EVERY == 0:
+                    await self.runtime.gateway.calls.forget_completed_deferred()
+                await self.stop_refused_callers()
+            except FluxoError as exc:
+                if not exc.retryable:
+                    log.error("workflow services: %s", exc.message)
+                else:
+                    log.warning("workflow services, will try again: %s", exc.message)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.sweep_s)
 
     async def _restart(self) -> None:
-        """Run the current set of workflow services: new worker loops, the old ones stop after
-        the batch they are in (their children keep running and are answered by them)."""
+        """Run the current set of workflow services: new worker loops; the old ones stop after
+        the batch they are in (a batch only starts child jobs: it ends at once)."""
         old, self._loops = self._loops, []
         if self.published:
             services = [self.service_of(p) for p in self.published.values()]
@@ -450,7 +577,7 @@ class WorkflowServices:
                     services,
                     interceptors=self.runtime.interceptors,
                     terms=self.runtime.terms,
-                    lease_s=30.0,
+                    lease_s=self.lease_s,
                 )
                 stop = asyncio.Event()
                 task = asyncio.create_task(
@@ -458,7 +585,6 @@ class WorkflowServices:
                     name=f"fluxo-workflow-services-{i}",
                 )
                 self._loops.append((worker, task))
-        # Not awaited: an old loop may be waiting for a child job; it stops after it.
         for worker, _ in old:
             worker.request_stop()
         self._retired.extend(old)
@@ -471,8 +597,9 @@ class WorkflowServices:
         tasks = [task for _, task in loops]
         if not tasks:
             return
-        # Idle loops stop at once; one waiting for a child job is cancelled after a grace
-        # period: its message's lease runs out and the next process waits for the same child.
+        # A loop stops after its batch (which only starts child jobs); one stuck longer (a
+        # slow database) is cancelled after a grace period: its messages' leases run out and
+        # another process starts the same children (once: the call id is their key).
         _, waiting = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
         for task in waiting:
             task.cancel()

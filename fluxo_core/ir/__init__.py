@@ -8,6 +8,7 @@ from fluxo_core.ir.documents import (
     parse_yaml_documents,
 )
 from fluxo_core.ir.packet import (
+    ENTRY_HEADER,
     MAX_ATTEMPTS_HEADER,
     Account,
     Actor,
@@ -68,6 +69,7 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_ENGINE",
     "ENGINES",
+    "ENTRY_HEADER",
     "MAX_ATTEMPTS_HEADER",
     "SCHEMA_VERSION",
     "STEP_KINDS",

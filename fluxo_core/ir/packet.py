@@ -24,6 +24,7 @@ from fluxo_core.errors import PacketValidationError
 from fluxo_core.ir._problems import problems_from_pydantic
 
 __all__ = [
+    "ENTRY_HEADER",
     "MAX_ATTEMPTS_HEADER",
     "Account",
     "Actor",
@@ -43,6 +44,12 @@ MAX_ATTEMPTS_HEADER = "fluxo-max-attempts"
 """Packet header: the caller's cap on the deliveries of a call that fails, below its service's
 ``RetryPolicy.max_attempts``. A workflow step that declares ``retry`` sends ``1``: its engine
 retries the step itself, each attempt a new call, so the two policies never multiply."""
+
+ENTRY_HEADER = "fluxo-entry"
+"""Job input header: the entry the job begins at, one of the steps its workflow's start step
+leads to, instead of the start step. A workflow imported from a Node-RED flow with several
+triggers has one entry per trigger and a start step that refuses a job naming none (Node-RED
+starts only the nodes of the trigger that fired)."""
 
 _IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
 _WORKFLOW_REF_PATTERN = r"^[a-z0-9][a-z0-9._-]*@[A-Za-z0-9._-]+$"

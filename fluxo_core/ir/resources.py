@@ -192,12 +192,27 @@ class CronConfig(_Spec):
     ``catchUp``: after downtime (or a pause), ``skip`` the slots missed, fire ``once`` for them,
     or fire ``all`` of them up to ``maxCatchUp``. ``concurrency``: a slot whose previous job
     still runs fires anyway (``allow``), is skipped (``forbid``), or cancels that job
-    (``replace``)."""
+    (``replace``).
+
+    ``scheduler``: who keeps the time. ``fluxo``: the built-in scheduler. ``kubernetes``: the
+    trigger becomes a CronJob in the configured cluster (``FLUXO_KUBERNETES``), or a
+    CronWorkflow for a workflow on Argo; Fluxo then fires nothing itself. Kubernetes makes up
+    only the latest missed slot, so ``catchUp: all`` is refused there."""
 
     time_zone: TimeZone = Field(default="UTC", alias="timeZone")
     catch_up: Literal["skip", "once", "all"] = Field(default="skip", alias="catchUp")
     max_catch_up: int = Field(default=10, alias="maxCatchUp", ge=1, le=100)
     concurrency: Literal["allow", "forbid", "replace"] = "allow"
+    scheduler: Literal["fluxo", "kubernetes"] = "fluxo"
+
+    @pydantic.model_validator(mode="after")
+    def _kubernetes_catch_up(self) -> CronConfig:
+        if self.scheduler == "kubernetes" and self.catch_up == "all":
+            raise ValueError(
+                "catchUp: all is not possible with scheduler: kubernetes (a CronJob makes up "
+                "only the latest missed slot); use catchUp: once or skip"
+            )
+        return self
 
 
 class WebhookConfig(_Spec):

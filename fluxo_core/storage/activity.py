@@ -17,7 +17,7 @@ from fluxo_core.storage.database import Database
 from fluxo_core.storage.jobs import JobSummaryRow, job_summary_row
 from fluxo_core.storage.tables import calls, jobs, usage_records
 
-__all__ = ["AccountActivity", "CallCost", "ServiceCalls", "Snapshot"]
+__all__ = ["AccountActivity", "CallCost", "RecentCall", "ServiceCalls", "Snapshot"]
 
 MAX_LATENCY_SAMPLES = 20_000  # the newest calls whose durations make the percentiles
 
@@ -46,6 +46,21 @@ class ServiceCalls:
 
 
 @dataclass(frozen=True, slots=True)
+class RecentCall:
+    """One call of a service by the account: how it went and which job's step made it."""
+
+    call_id: str
+    service: str
+    version: str
+    status: str
+    created_at: float
+    finished_at: float | None
+    job_id: str | None
+    step_id: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The overview's figures, read in one go."""
 
@@ -60,6 +75,11 @@ class Snapshot:
 class AccountActivity:
     def __init__(self, db: Database) -> None:
         self.db = db
+        c = calls.c
+        self._recent = sa.select(
+            c.id, c.service, c.version, c.status, c.created_at, c.finished_at, c.job_id,
+            c.step_id, c.error,
+        )  # fmt: skip
 
     async def snapshot(
         self,
@@ -184,3 +204,36 @@ class AccountActivity:
             if finished is not None:
                 entry.durations_s.append(max(0.0, finished - created))
         return found
+
+    async def recent_calls(self, account_id: str, service: str, limit: int) -> list[RecentCall]:
+        """The account's newest calls of ``service`` (``ix_calls_account_created``)."""
+        c = calls.c
+        query = (
+            self._recent
+            .where(c.account_id == account_id, c.service == service)
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(limit)
+        )  # fmt: skip
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
+        return [RecentCall(*row) for row in rows]
+
+    async def refused_calls(
+        self, account_id: str, codes: Sequence[str], since: float, limit: int
+    ) -> list[RecentCall]:
+        """The account's newest calls since then that failed with one of these error codes
+        (a quota's refusals), through ``ix_calls_account_status``."""
+        c = calls.c
+        coded = sa.or_(*(c.error.contains(f'"code":"{code}"') for code in codes))
+        query = (
+            self._recent
+            .where(
+                c.account_id == account_id,
+                c.status == "failed",
+                c.created_at >= since,
+                coded,
+            )
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(limit)
+        )  # fmt: skip
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
+        return [RecentCall(*row) for row in rows]

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from fluxo_core.storage.bulk import bulk_insert, bulk_update, one_of
 from fluxo_core.storage.database import Database, Transaction
-from fluxo_core.storage.tables import calls
+from fluxo_core.storage.tables import calls, deferred_calls
 
 __all__ = ["CallOutcome", "CallOwner", "CallRow", "CallStore", "NewCall"]
 
@@ -144,6 +144,71 @@ class CallStore:
     def record_outcomes(self, tx: Transaction, outcomes: Sequence[CallOutcome]) -> None:
         """Write each call's status, result or error, attempts and end (one statement)."""
         bulk_update(tx, calls, ["id"], outcomes)
+
+    def in_transaction(self, tx: Transaction, call_ids: Iterable[str]) -> dict[str, CallRow]:
+        """These calls as stored, read in ``tx``, by id."""
+        ids = sorted(set(call_ids))
+        if not ids:
+            return {}
+        query = sa.select(*_COLUMNS).where(one_of(calls.c.id, "ids", sqlite=self.db.is_sqlite))
+        return {row.id: CallRow.of_row(row) for row in tx.execute(query, {"ids": ids})}
+
+    def defer(self, tx: Transaction, deferred: Sequence[tuple[str, str]], now: float) -> None:
+        """Note calls ``(id, service)`` whose handler answered DEFERRED, those still open (one
+        completed meanwhile, by a transaction that ended its work first, is left out)."""
+        ids = sorted({call_id for call_id, _ in deferred})
+        if not ids:
+            return
+        open_calls = sa.select(calls.c.id, calls.c.service, sa.literal(now)).where(
+            one_of(calls.c.id, "ids", sqlite=self.db.is_sqlite),
+            calls.c.status.not_in(("succeeded", "failed")),
+        )
+        known = sa.select(deferred_calls.c.call_id).where(deferred_calls.c.call_id == calls.c.id)
+        tx.execute(
+            sa.insert(deferred_calls).from_select(
+                ["call_id", "service", "created_at"], open_calls.where(~sa.exists(known))
+            ),
+            {"ids": ids},
+        )
+
+    def undefer(self, tx: Transaction, call_ids: Iterable[str]) -> None:
+        """These deferred calls are completed: no longer open."""
+        ids = sorted(set(call_ids))
+        if ids:
+            tx.execute(
+                sa.delete(deferred_calls).where(
+                    one_of(deferred_calls.c.call_id, "ids", sqlite=self.db.is_sqlite)
+                ),
+                {"ids": ids},
+            )
+
+    async def forget_completed_deferred(self) -> int:
+        """Drop the notes of deferred calls that were completed after all (noted by a worker
+        while another transaction completed them); returns how many."""
+        done = sa.select(calls.c.id).where(
+            calls.c.id == deferred_calls.c.call_id, calls.c.status.in_(("succeeded", "failed"))
+        )
+        result = await self.db.transact(
+            lambda tx: tx.execute(sa.delete(deferred_calls).where(sa.exists(done)))
+        )
+        return int(result.rowcount or 0)
+
+    def complete_open(self, tx: Transaction, outcome: CallOutcome) -> bool:
+        """Write a final ``outcome`` over a call that has none yet (a deferred call, see
+        :mod:`service_runtime.deferred`); False if it has one: another transaction completed
+        it, and the caller writes nothing else for it either."""
+        result = tx.execute(
+            sa.update(calls)
+            .where(calls.c.id == outcome.id, calls.c.status.not_in(("succeeded", "failed")))
+            .values(
+                status=outcome.status,
+                result=outcome.result,
+                error=outcome.error,
+                attempts=outcome.attempts,
+                finished_at=outcome.finished_at,
+            )
+        )
+        return bool(result.rowcount)
 
     def reopen_failed(self, tx: Transaction, call_ids: Iterable[str]) -> None:
         """Queue these calls again if they failed (a dead-letter replay); others stay as they are."""

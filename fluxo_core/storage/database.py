@@ -192,6 +192,10 @@ class Database:
             if self.dialect == "sqlite"
             else self._pool
         )
+        # Run inside every transaction that ends jobs, with it and their ids (see
+        # JobStore): a component answers for what a job's end means to it in that same
+        # transaction (a workflow service completes the call that started a child job).
+        self.job_end_hooks: list[Callable[[Transaction, list[str]], None]] = []
         self._inline_conn: sa.Connection | None = None
         self._inline_reader: sa.Connection | None = None
         self._hub = _WakeupHub()

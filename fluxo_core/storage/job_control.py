@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.storage.bulk import as_dicts
 from fluxo_core.storage.database import Database, Transaction
+from fluxo_core.storage.jobs import jobs_ended
 from fluxo_core.storage.tables import calls, job_steps, jobs
 
 __all__ = ["OPEN_STEP_STATUSES", "JobControlStore"]
@@ -34,6 +35,8 @@ class JobControlStore:
             .where(jobs.c.id == job_id, jobs.c.status.in_(("queued", "running")))
             .values(status="blocked", error=error, finished_at=self.clock.time())
         )
+        if result.rowcount:
+            jobs_ended(self.db, tx, [job_id])
         return bool(result.rowcount)
 
     def reopen(self, tx: Transaction, job_id: str, was: str, *, status: str = "running") -> bool:

@@ -31,12 +31,14 @@ SEARCH_WINDOW = 10_000
 
 __all__ = [
     "SEARCH_WINDOW",
+    "ChildJob",
     "JobRow",
     "JobStore",
     "JobSummaryRow",
     "job_channel",
     "job_row",
     "job_summary_row",
+    "jobs_ended",
 ]
 
 STEP_KEY_HEADER = "fluxo-step-key"
@@ -48,6 +50,18 @@ _CALL_PHASES: dict[str, StepPhase] = {
 }
 
 ACTIVE = ("queued", "running")
+# The statuses a job stops in (blocked: until it is resumed).
+ENDED = frozenset({"succeeded", "failed", "cancelled", "blocked"})
+
+
+@dataclass(slots=True, frozen=True)
+class ChildJob:
+    """A job a call of another job started (a workflow used as a service)."""
+
+    job_id: str
+    account_id: str
+    parent_step_id: str | None
+    parent_call_id: str | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -143,6 +157,18 @@ class JobStore:
         )
         rows = await self.db.read(lambda conn: conn.execute(query).all())
         return [(row.id, row.account_id) for row in rows]
+
+    async def children(self, job_id: str) -> list[ChildJob]:
+        """The child jobs that calls of ``job_id`` started (workflow services), oldest first,
+        each with its account: a child usually runs in its publisher's account, which the
+        caller must not be shown."""
+        query = (
+            sa.select(jobs.c.id, jobs.c.account_id, jobs.c.parent_step_id, jobs.c.parent_call_id)
+            .where(jobs.c.parent_job_id == job_id)
+            .order_by(jobs.c.created_at, jobs.c.id)
+        )
+        rows = await self.db.read(lambda conn: conn.execute(query).all())
+        return [ChildJob(r.id, r.account_id, r.parent_step_id, r.parent_call_id) for r in rows]
 
     async def job(self, job_id: str, *, account_id: str | None = None) -> JobRow:
         """The job ``job_id`` (of ``account_id``, if given), whole.
@@ -333,6 +359,11 @@ class JobStore:
     def insert_many(self, tx: Transaction, rows: Sequence[dict[str, Any]]) -> None:
         """Insert new job rows (every column of each), in one statement per batch."""
         bulk_insert(tx, jobs, rows)
+        # A job may end in the transaction that creates it (a workflow of transforms only).
+        self.ended(tx, [r["id"] for r in rows if r.get("status") in ENDED])
+
+    def ended(self, tx: Transaction, job_ids: list[str]) -> None:
+        jobs_ended(self.db, tx, job_ids)
 
     def jobs_by_keys(
         self, tx: Transaction, account_id: str, workflow: str, keys: Iterable[str]
@@ -381,6 +412,7 @@ class JobStore:
         """Write job rows: each dict holds ``id`` and the columns to set."""
         for group in _by_columns(values):
             bulk_update(tx, jobs, ["id"], group)
+        self.ended(tx, [v["id"] for v in values if v.get("status") in ENDED])
 
     def save_steps(self, tx: Transaction, rows: list[dict[str, Any]]) -> None:
         """Write step rows: each dict holds ``job_id``, ``key`` and the columns to set."""
@@ -389,6 +421,8 @@ class JobStore:
 
     def save(self, tx: Transaction, job_id: str, values: dict[str, Any]) -> None:
         tx.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
+        if values.get("status") in ENDED:
+            self.ended(tx, [job_id])
 
     def cancel(self, tx: Transaction, job_id: str) -> bool:
         result = tx.execute(
@@ -396,6 +430,8 @@ class JobStore:
             .where(jobs.c.id == job_id, jobs.c.status.in_((*ACTIVE, "blocked")))
             .values(status="cancelled", finished_at=self.clock.time())
         )
+        if result.rowcount:
+            self.ended(tx, [job_id])
         return bool(result.rowcount)
 
     def mark_starting(self, tx: Transaction, job_id: str) -> bool:
@@ -438,6 +474,8 @@ class JobStore:
             .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
             .values(status=status, result=result, error=error, finished_at=self.clock.time())
         )
+        if result_row.rowcount:
+            self.ended(tx, [job_id])
         return bool(result_row.rowcount)
 
     def step_by_call(self, tx: Transaction, job_id: str, call_id: str) -> Any:
@@ -533,6 +571,13 @@ def _holds_bytes_sqlite(element: _HoldsBytes, compiler: SQLCompiler, **kw: Any) 
 def _holds_bytes_postgresql(element: _HoldsBytes, compiler: SQLCompiler, **kw: Any) -> str:
     column, needle = (compiler.process(c, **kw) for c in element.clauses)
     return f"(position({needle} in {column}) > 0)"
+
+
+def jobs_ended(db: Database, tx: Transaction, job_ids: list[str]) -> None:
+    """Jobs that ended in ``tx``: the database's job end hooks run with them, in it."""
+    if job_ids and db.job_end_hooks:
+        for hook in db.job_end_hooks:
+            hook(tx, job_ids)
 
 
 def job_channel(job_id: str) -> str:

@@ -76,11 +76,21 @@ class QueueStore:
         self._delete_unread = sa.delete(qm).where(qm.c.id.in_(unread))
 
     async def dead_letters(
-        self, *, queue: str | None = None, suffix: str, limit: int
+        self,
+        *,
+        queue: str | None = None,
+        suffix: str,
+        limit: int,
+        account_id: str | None = None,
+        message_ids: Sequence[str] | None = None,
     ) -> list[DeadLetterRow]:
         """Messages of the dead-letter queue ``queue``, or of every queue named ``*suffix``,
-        oldest first."""
+        oldest first; only the calls of ``account_id`` and these ``message_ids`` when given."""
         where = qm.c.queue == queue if queue else qm.c.queue.like("%" + suffix)
+        if account_id is not None:
+            where = where & (calls.c.account_id == account_id)
+        if message_ids is not None:
+            where = where & qm.c.message_id.in_(sorted(set(message_ids)))
         query = self._letters.where(where).order_by(qm.c.id).limit(limit)
         rows = await self.db.read(lambda conn: conn.execute(query).all())
         return [

@@ -516,7 +516,7 @@ trigger_state = Table(
     Column("jobs_created", BigInteger, nullable=False),
     Column("lag_s", Float),  # how late the last event started its job
     Column("updated_at", Float, nullable=False),
-    # A service output trigger: the finish time of calls it has read up to (migration 0017).
+    # A service output trigger: the finish time of calls it has read up to (migration 0018).
     Column("cursor", Float),
 )
 Index("ix_trigger_state_type_next", trigger_state.c.type, trigger_state.c.next_fire_at)
@@ -536,4 +536,15 @@ trigger_attachments = Table(
     Column("data", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_trigger_attachments_account_trigger", "account_id", "trigger"),
+)
+
+# Calls whose handler answered DEFERRED and that are not completed yet (see
+# service_runtime.deferred): a small table, so what looks for open ones never scans the calls.
+deferred_calls = Table(
+    "deferred_calls",
+    metadata,
+    Column("call_id", String(128), primary_key=True),
+    Column("service", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_deferred_calls_service", "service"),
 )

@@ -5,12 +5,15 @@ A payload item describes one request::
     {"url": "https://api.example.com/orders", "method": "POST",
      "headers": {"Authorization": {"secret": "shop-api", "prefix": "Bearer "}},
      "query": {"page": 2}, "json": {...} | "body": "raw text", "timeout_s": 10,
-     "raise_for_status": false, "follow_redirects": true}
+     "raise_for_status": false, "follow_redirects": true, "read_as": "text"}
 
 and the result item describes the response::
 
     {"status": 200, "headers": {...}, "json": ... | "text": "..." | "base64": "...",
      "truncated": false}
+
+The body is ``json``, ``text`` or ``base64`` by its content type; ``read_as: "text"`` reads it
+as UTF-8 text whatever the type (what a Node-RED http request node gives).
 
 An array payload makes one request per item (bounded concurrency) and returns an array of results.
 
@@ -87,6 +90,7 @@ HTTP_REQUEST_SCHEMA: dict[str, Any] = {
         "timeout_s": {"type": "number", "exclusiveMinimum": 0},
         "raise_for_status": {"type": "boolean"},
         "follow_redirects": {"type": "boolean"},
+        "read_as": {"enum": ["auto", "text"]},
     },
     "additionalProperties": False,
 }
@@ -117,6 +121,7 @@ class _Request:
     timeout_s: float
     raise_for_status: bool
     follow_redirects: bool
+    as_text: bool
     # The headers whose value is a secret reference (resolved in the worker, just before
     # sending), and then the values they resolved to: kept out of results, errors and logs.
     references: tuple[tuple[str, SecretRef], ...] = ()
@@ -317,6 +322,9 @@ class HttpService:
             if not isinstance(value, bool):
                 problems.append((f"{prefix}.{flag}", "must be true or false"))
             flags[flag] = bool(value)
+        read_as = item.get("read_as", "auto")
+        if read_as not in ("auto", "text"):
+            problems.append((f"{prefix}.read_as", "use auto (by content type) or text"))
         if len(problems) > start or url is None:
             return None
         return _Request(
@@ -331,6 +339,7 @@ class HttpService:
             timeout_s=min(float(timeout), self._config.http_max_timeout_s),
             raise_for_status=flags["raise_for_status"],
             follow_redirects=flags["follow_redirects"],
+            as_text=read_as == "text",
             references=references,
         )
 
@@ -371,7 +380,9 @@ class HttpService:
         hidden = _hidden_values(spec)
         if hidden:
             body = scrub_bytes(body, hidden, truncated)
-        result = _result(response, body, truncated, self._config.http_max_body_bytes)
+        result = _result(
+            response, body, truncated, self._config.http_max_body_bytes, as_text=spec.as_text
+        )
         if hidden:
             result = scrub(result, hidden)
         if spec.raise_for_status and response.status_code >= 400:
@@ -532,13 +543,19 @@ _TEXT_TYPES = re.compile(
 )
 
 
-def _result(response: httpx.Response, body: bytes, truncated: bool, limit: int) -> dict[str, Any]:
+def _result(
+    response: httpx.Response, body: bytes, truncated: bool, limit: int, *, as_text: bool = False
+) -> dict[str, Any]:
     headers = {name: ", ".join(response.headers.get_list(name)) for name in response.headers}
     result: dict[str, Any] = {
         "status": response.status_code,
         "headers": headers,
         "truncated": truncated,
     }
+    if as_text:  # UTF-8 whatever the content type, as Node-RED's Buffer.toString() reads it
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(body, final=True)
+        result["text"] = text + (TRUNCATED_MARKER.format(limit=limit) if truncated else "")
+        return result
     mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if not truncated and body and (mime == "application/json" or mime.endswith("+json")):
         try:

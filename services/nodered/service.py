@@ -19,6 +19,9 @@ implementation behaves:
 * ``change``, ``switch`` (every rule but the sequence ones), ``range`` and ``sort`` (of an array
   in the message): :mod:`services.nodered.change`, :mod:`services.nodered.switch`,
   :mod:`services.nodered.range`, :mod:`services.nodered.sort`;
+* ``split`` (strings, arrays, objects; not streaming): :mod:`services.nodered.split`;
+* ``join`` (automatic, manual, reduce) over every message that reached it in a job, called with
+  ``{node, messages}`` (:func:`run_sequence_node`): :mod:`services.nodered.join`;
 * ``catch``: a failed step's ``{error, input, step, node}`` (its ``on_error: goto``) as the
   message Node-RED's catch sends, :mod:`services.nodered.catch`;
 * ``junction`` and ``link out``: the message on, unchanged (an import keeps them as steps where
@@ -50,6 +53,7 @@ from nodered_semantics.support import (
     NODERED_NODE_SERVICE,
     PASSING_TYPES,
     RULE_TYPES,
+    SEQUENCE_TYPES,
     supported_types_text,
 )
 from service_runtime.sdk import Outputs, Service
@@ -58,13 +62,21 @@ from services.nodered.change import run_change
 from services.nodered.common import Fail, Sent, node_error, node_label
 from services.nodered.csv_node import run_csv
 from services.nodered.function import FunctionLimits, FunctionSandbox, run_function
+from services.nodered.join import run_join
 from services.nodered.json_node import run_json
 from services.nodered.range import run_range
 from services.nodered.sort import run_sort
+from services.nodered.split import run_split
 from services.nodered.switch import run_switch
 from services.nodered.template import run_template
 
-__all__ = ["NODERED_NODE_SCHEMA", "nodered_node_service", "run_node", "run_rule_node"]
+__all__ = [
+    "NODERED_NODE_SCHEMA",
+    "nodered_node_service",
+    "run_node",
+    "run_rule_node",
+    "run_sequence_node",
+]
 
 
 def _cyclic(value: Any, above: set[int]) -> bool:
@@ -105,10 +117,12 @@ def run_rule_node(
 
 NODERED_NODE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["node", "msg"],
+    "required": ["node"],
+    "anyOf": [{"required": ["msg"]}, {"required": ["messages"]}],
     "properties": {
         "node": {"type": "object", "required": ["id", "type"]},
         "msg": {"type": "object"},
+        "messages": {"type": "array", "items": {"type": "object"}},
         "env": {"type": "object"},
         "context": {"type": "object"},
     },
@@ -144,6 +158,10 @@ def run_node(
         return run_json(node, message)
     if kind == "csv":
         return run_csv(node, message)
+    if kind == "split":
+        return run_split(node, message)
+    if kind in SEQUENCE_TYPES:
+        return run_sequence_node(node, [message], env=env)
     if kind in RULE_TYPES:
         return run_rule_node(node, message, env or {}, node_error)
     if kind == "catch":
@@ -159,6 +177,31 @@ def run_node(
     )
 
 
+def run_sequence_node(
+    node: Mapping[str, Any],
+    messages: list[Mapping[str, Any]],
+    *,
+    env: Mapping[str, Any] | None = None,
+) -> list[tuple[int, dict[str, Any]]]:
+    """Run a node of :data:`SEQUENCE_TYPES` (a join) over every message that reached it in a
+    job, in order (copies the node may change); the messages it sends.
+
+    Raises:
+        ServiceError: (not retryable) a group is left incomplete, an expression fails, or the
+            node is not a sequence node; the message names the node.
+    """
+    kind = str(node.get("type", ""))
+    if kind not in SEQUENCE_TYPES:
+        raise node_error(node, f"a {kind!r} node runs on one message at a time, not on a sequence")
+    copies = [copy.deepcopy(dict(m)) for m in messages]
+    try:
+        return run_join(node, copies, env or {})
+    except JsonataError as exc:
+        raise node_error(node, f"invalid JSONata expression: {exc}") from exc
+    except (JSThrowError, ValueError) as exc:
+        raise node_error(node, str(exc)) from exc
+
+
 def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
     """The ``nodered-node`` built-in service (see the module docstring for its payload).
 
@@ -171,12 +214,15 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
         calls = payload if isinstance(payload, list) else [payload]
         out = Outputs()
         for call in calls:
-            node, msg = call["node"], call["msg"]
+            node = call["node"]
             env = call.get("env") if isinstance(call.get("env"), Mapping) else None
             context = call.get("context") if isinstance(call.get("context"), Mapping) else None
-            sent_messages = run_node(
-                node, msg, env=env, context=context, limits=limits, sandbox=sandbox
-            )
+            if "messages" in call:  # a join: every message that reached it in the job
+                sent_messages = run_sequence_node(node, call["messages"], env=env)
+            else:
+                sent_messages = run_node(
+                    node, call["msg"], env=env, context=context, limits=limits, sandbox=sandbox
+                )
             for port, sent in sent_messages:
                 out.append({"port": port, "msg": sent})
         return out or None

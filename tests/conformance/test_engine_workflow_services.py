@@ -82,3 +82,37 @@ async def test_a_published_workflow_answers_every_engine_alike(stack: Stack) -> 
     expected_cost = [("pub", "fan-out", 14_000), ("pub", "inc", 1_000)]
     assert await child_costs(stack, on_step_job.id) == expected_cost
     assert await child_costs(stack, on_engine_job.id) == expected_cost
+
+
+async def test_a_published_workflow_on_the_engine_answers_when_its_job_ends_there(
+    stack: Stack,
+) -> None:
+    """The child runs on the engine under test and ends there (its end reported to the
+    control plane): the call is completed with that end, and the caller continues."""
+    platform = stack.platform
+    await platform.accounts.ensure_account("default")
+    inner = await stack.apply(DOUBLE, stack.engine)
+    name = f"doubler-{stack.tag}"
+    document: dict[str, Any] = {
+        "apiVersion": "fluxo.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "workflow": {"name": inner, "account": "acme"},
+            "price": {"perCall": "0.25"},
+            "visibility": {"scope": "public"},
+        },
+    }
+    await platform.resources.apply(ADMIN, document)
+    caller = workflow("buyer", service("buy", name, "after"), service("after", "echo"))
+    job = await stack.run(caller, {"items": ["a", "b"]}, "step")
+    outcome = await stack.outcome(job, unordered=True)
+    assert outcome["status"] == "succeeded", outcome
+    assert sorted(r["index"] for r in outcome["result"]) == [0, 1]
+    query = sa.select(jobs.c.engine, jobs.c.status).where(jobs.c.parent_job_id == job.id)
+    children = await platform.db.read(lambda conn: conn.execute(query).all())
+    assert [tuple(c) for c in children] == [(stack.engine, "succeeded")]
+    query = sa.select(usage_records.c.amount_micros).where(
+        usage_records.c.service == name, usage_records.c.job_id == job.id
+    )
+    assert await platform.db.read(lambda conn: conn.scalars(query).all()) == [250_000]

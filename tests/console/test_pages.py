@@ -48,7 +48,9 @@ def test_the_usage_page_charts_spend_lists_the_ledger_and_opens_the_invoice(
     console.screenshot("usage.pt_BR")
 
 
-@pytest.mark.parametrize("path", ["/overview", "/jobs", "/usage", "/services"])
+@pytest.mark.parametrize(
+    "path", ["/overview", "/jobs", "/usage", "/services", "/services/console-refuse"]
+)
 def test_no_page_of_another_account_shows_acmes_jobs(
     console: Console, jobs: dict[str, Any], path: str
 ) -> None:
@@ -101,7 +103,20 @@ def test_another_accounts_invoice_number_is_not_found(console: Console, server: 
     assert response.status == 404
 
 
-@pytest.mark.parametrize("path", ["/overview", "/jobs", "/services", "/usage", "/sign-in"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/overview",
+        "/jobs",
+        "/services",
+        "/services/console-refuse",
+        "/usage",
+        "/quotas",
+        "/blocks",
+        "/triggers",
+        "/sign-in",
+    ],
+)
 def test_pages_fit_a_phone_width(console: Console, jobs: dict[str, Any], path: str) -> None:
     if path != "/sign-in":
         console.sign_in()

@@ -243,8 +243,10 @@ def test_export_argo_and_cronjob(tmp_path: Path) -> None:
     assert (job["kind"], job["spec"]["schedule"]) == ("CronJob", "*/5 * * * *")
     assert job["metadata"]["name"].startswith("fluxo-default-greet-")
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert "/v1/workflows/greet/jobs" in container["command"][-1]
-    assert "Idempotency-Key" in container["command"][-1]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FLUXO_JOBS_URL"].endswith("/v1/workflows/greet/jobs")
+    assert env["FLUXO_KEY_PREFIX"] == "cron:greet"
+    assert "Idempotency-Key: $FLUXO_KEY_PREFIX:$at" in container["command"][-1]
     secret = container["env"][0]["valueFrom"]["secretKeyRef"]
     assert secret == {"name": "fluxo-gateway-default", "key": "authorization"}
     missing = fluxo("export", "nope", "--engine", "argo", home=tmp_path)

@@ -30,9 +30,10 @@ FLOW: list[dict[str, Any]] = [
      "wires": [["a"]]},
 ]  # fmt: skip
 
-# Two triggers, each starting only its own node on Node-RED: a job would start both.
+# Two triggers inside a subflow, each starting only its own node on Node-RED: a job of the
+# subflow's workflow would start both (a tab's triggers name their own entries instead).
 TWO_TRIGGERS: list[dict[str, Any]] = [
-    {"id": "t1", "type": "tab", "label": "Two"},
+    {"id": "t1", "type": "subflow", "name": "Two", "in": [], "out": []},
     {"id": "i1", "type": "inject", "z": "t1", "x": 100, "y": 40, "wires": [["a"]]},
     {"id": "i2", "type": "inject", "z": "t1", "x": 100, "y": 80, "wires": [["b"]]},
     {"id": "a", "type": "change", "z": "t1", "name": "a", "x": 300, "y": 40,

@@ -273,6 +273,17 @@ CASES: dict[tuple[str, str], Case] = {
             {"job_id": w.job_id, "payload": {"n": 1}},
         )
     ],
+    # B's call is not A's dead letter: A lists its own (none), and replaying B's is a 404.
+    ("get", "/v1/services/{name}/dead-letters"): lambda w, who: [
+        ("/v1/services/inc/dead-letters", None, _forbidden_to_engines(who, {200}))
+    ],
+    ("post", "/v1/services/{name}/dead-letters/replay"): lambda w, who: [
+        (
+            "/v1/services/inc/dead-letters/replay",
+            {"message_ids": [w.call_id]},
+            _forbidden_to_engines(who, {404}),
+        )
+    ],
     ("get", "/v1/calls/{call_id}"): lambda w, who: [
         (f"/v1/calls/{w.call_id}", None, _forbidden_to_engines(who, {404})),
         (f"/v1/calls/{w.call_id}?wait=1", None, _forbidden_to_engines(who, {404})),

@@ -199,7 +199,7 @@ def _walk(
                 ]
         elif kind == "link call" and node.get("linkType", "static") == "static":
             todo += [(t, (*within, nid)) for t in node.get("links") or []]
-        elif kind.startswith("subflow:") and not node.get("env"):
+        elif kind.startswith("subflow:"):
             definition = by_id.get(kind.removeprefix("subflow:"), {})
             for port in definition.get("in") or []:
                 todo += [(str(w["id"]), (*within, nid)) for w in port.get("wires") or []]
@@ -214,22 +214,26 @@ def _walk(
 
 def subflow_output_wires(
     imp: NodeRedImport, node: Mapping[str, Any], port: int, calls: tuple[str, ...]
-) -> tuple[list[str], tuple[str, ...]]:
+) -> list[tuple[list[str], tuple[str, ...]]]:
     """Where a node inside a subflow instance (the innermost of ``calls``) sends its output
-    ``port`` besides its wires: the instance's wires of the subflow outputs it feeds."""
+    ``port`` besides its wires: the instance's wires of the subflow outputs it feeds (and, when
+    that instance feeds the outputs of a subflow around it, that one's), each with the calls
+    its targets are within."""
     by_id = {str(n["id"]): n for n in imp.source.nodes}
     z = str(node.get("z") or "")
     inner = [i for i, c in enumerate(calls) if by_id[c].get("type") == f"subflow:{z}"]
     if not inner:
-        return [], calls
+        return []
     instance = by_id[calls[inner[-1]]]
+    outer = calls[: inner[-1]]
     wires = instance.get("wires") or []
-    targets: list[str] = []
+    found: list[tuple[list[str], tuple[str, ...]]] = []
     for i, out in enumerate(by_id[z].get("out") or []):
         for w in out.get("wires") or []:
-            if w.get("id") == node.get("id") and int(w.get("port") or 0) == port and i < len(wires):
-                targets += wires[i]
-    return targets, calls[: inner[-1]]
+            if w.get("id") == node.get("id") and int(w.get("port") or 0) == port:
+                found.append((list(wires[i]) if i < len(wires) else [], outer))
+                found += subflow_output_wires(imp, instance, i, outer)
+    return found
 
 
 def debug_targets(
@@ -319,8 +323,8 @@ def step_captures(
             if p < 0:  # a reported failure goes to a catch, not a wire
                 continue
             found = debug_targets(imp, wires[p], calls) if p < len(wires) else []
-            beyond, outer = subflow_output_wires(imp, node, p, calls)
-            found += debug_targets(imp, beyond, outer)
+            for beyond, outer in subflow_output_wires(imp, node, p, calls):
+                found += debug_targets(imp, beyond, outer)
             for debug in found:
                 captured.setdefault(debug, []).append(canonical(payload))
 
@@ -344,12 +348,12 @@ def step_captures(
             chosen = set((out or {}).get("next", []))
             taken = []
             for p, port in enumerate(node.get("wires") or []):
-                beyond, outer = subflow_output_wires(imp, node, p, calls)
-                reached = step_nodes_reached(imp, port, calls) | step_nodes_reached(
-                    imp, beyond, outer
-                )
+                reached = step_nodes_reached(imp, port, calls)
+                debugs = debug_targets(imp, port, calls)
+                for beyond, outer in subflow_output_wires(imp, node, p, calls):
+                    reached |= step_nodes_reached(imp, beyond, outer)
+                    debugs += debug_targets(imp, beyond, outer)
                 steps_of_port = {s for s, n in source.step_nodes.items() if n in reached}
-                debugs = debug_targets(imp, port, calls) + debug_targets(imp, beyond, outer)
                 if steps_of_port & chosen:
                     taken.append(p)
                 elif debugs and not steps_of_port:

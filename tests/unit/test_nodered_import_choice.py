@@ -57,26 +57,30 @@ def test_a_loop_is_unrolled_so_the_workflow_stays_on_the_step_engine() -> None:
     assert any("unrolled" in note for note in result.result.report.notes)
 
 
-def test_several_triggers_keep_the_workflow_off_the_step_engine_saying_why() -> None:
-    # Node-RED starts each trigger's own nodes; a job starts every entry together.
+def test_several_triggers_give_one_entry_each_and_stay_on_the_step_engine() -> None:
+    # Node-RED starts each trigger's own nodes: a job names its trigger's entry.
     result = imported(
         [
             node("i1", "inject", [["a"]]),
-            node("i2", "inject", [["b"]]),
+            node("i2", "inject", [["b", "c"]]),
             node("a", "change", [[]], **CHANGE),
             node("b", "change", [[]], **CHANGE),
+            node("c", "change", [[]], **CHANGE),
         ]
     )
-    choice = result.engines["flow"]
-    assert choice.engine == "nodered"
-    assert any("triggers" in why for why in choice.why)
+    assert result.engines["flow"].engine == "step"
     (text,) = result.yaml_texts().values()
     document = yaml.safe_load(text)
-    assert document["metadata"]["labels"]["fluxo.dev/nodered-dropped"] == "entries"
-    assert document["spec"]["engine"] == "nodered"
-    place = {p.node_id: p for p in result.placements}
-    assert place["a"].runs == "step engine and Node-RED"  # the node runs; the start does not
-    assert "its workflow runs on Node-RED" in place["a"].why
+    assert "fluxo.dev/nodered-dropped" not in document["metadata"]["labels"]
+    steps = {s["id"]: s for s in document["spec"]["steps"]}
+    entries = {t.node_id: t.entry for t in result.result.triggers}
+    assert steps[entries["i1"]]["name"] == "a"
+    fan = steps[entries["i2"]]  # a trigger feeding two nodes enters at a step feeding both
+    assert sorted(steps[s]["name"] for s in fan["cases"][0]["next"]) == ["b", "c"]
+    start = steps["start"]  # leads to the entries and fails a job that names none
+    assert start["next"] == [entries["i1"], entries["i2"]]
+    assert "fluxo-entry" in start["ops"][0]["expr"]
+    assert start["ops"][0]["expr"].startswith("$error(")
 
 
 def test_a_node_only_node_red_runs_is_placed_there_with_the_reason() -> None:

@@ -1019,12 +1019,16 @@ def test_subflow_becomes_a_workflow_and_its_instance_a_call() -> None:
     (copy,) = billing.spec.steps
     assert copy.kind == "transform"
     assert imp.source.workflows["billing"].step_nodes[copy.id] == "sfc"
-    # with properties (env) it stays a native node, for Node-RED
-    with_env = [
-        {**n, "env": [{"name": "RATE", "type": "num", "value": "0.2"}]} if n["id"] == "inst" else n
-        for n in SUBFLOW_FLOW
-    ]
-    assert from_nodered(with_env).workflows[1].spec.steps[0].kind == "native"
+
+    # with properties (env) too: the copy is the same, as the subflow's nodes read none of them
+    def with_env(prop: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{**n, "env": [prop]} if n["id"] == "inst" else n for n in SUBFLOW_FLOW]
+
+    rate = {"name": "RATE", "type": "num", "value": "0.2"}
+    assert from_nodered(with_env(rate)).workflows[1].spec.steps[0].kind == "transform"
+    # a property only Node-RED can evaluate (JSONata, credentials) keeps the instance native
+    computed = {"name": "RATE", "type": "jsonata", "value": "0.1 * 2"}
+    assert from_nodered(with_env(computed)).workflows[1].spec.steps[0].kind == "native"
     # a subflow without outputs: messages end inside the copy
     old = [{**n, "out": []} if n["id"] == "sf1" else n for n in SUBFLOW_FLOW]
     assert [s.kind for s in from_nodered(old).workflows[1].spec.steps] == ["transform"]

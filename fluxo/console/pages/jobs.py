@@ -145,6 +145,11 @@ async def _context(request: web.Request, job: JobRecord) -> dict[str, Any]:
     steps: list[StepState] = job.steps or []
     call_ids = [s.call_id for s in steps if s.call_id]
     costs = await platform(request).activity.call_costs(who, call_ids)
+    # A step that called a workflow service started a child job: linked when it is the
+    # account's own, only named as elsewhere when it runs in the publisher's account.
+    children = await platform(request).jobs.children(who, job.id)
+    by_call = {c.call_id: c for c in children if c.call_id}
+    by_step = {c.step_id: c for c in children if c.step_id}
     total: dict[str, Decimal] = {}
     rows = []
     for step in steps:
@@ -157,6 +162,9 @@ async def _context(request: web.Request, job: JobRecord) -> dict[str, Any]:
                 "cost": cost,
                 "input": _packet_view(step.input),
                 "output": _packet_view(step.output),
+                "child": by_call.get(step.call_id or "")
+                or by_step.get(step.key)
+                or by_step.get(step.step_id),
             }
         )
     now = datetime.fromtimestamp(platform(request).clock.time(), UTC)

@@ -7,18 +7,27 @@ the stored one stays, so re-applying does not skip or repeat a slot) and reports
 ``Scheduled`` (cron, with the next fire time), ``Listening`` (webhook, with its path), or
 ``False`` when the workflow is not applied, the webhook's secret is not set, or the type has no
 source in this installation. ``release`` removes the row: the trigger stops firing.
+
+A cron trigger with ``spec.cron.scheduler: kubernetes`` gets no next fire time (the built-in
+scheduler passes it by); its CronJob (a CronWorkflow for a workflow on Argo) is made to match
+it (:mod:`.kubernetes`) and reported as
+``Ready: ScheduledByKubernetes`` with ``status.kubernetes``, or ``Ready: False`` with the API's
+words; without a configured Kubernetes API, ``KubernetesNotConfigured``. Its CronJob goes with
+the trigger, and when the trigger moves back to the built-in scheduler.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fluxo.control.hosts import refuse_internal_hosts
 from fluxo.control.resources import Condition, Reconciled, rfc3339
 from fluxo.control.triggers.cron import check_schedule, next_slot
+from fluxo.control.triggers.kubernetes import KubernetesCron, scheduled_by_kubernetes
 from fluxo.control.triggers.service import TriggerService
-from fluxo_core.errors import NotFoundError
+from fluxo_core.errors import ConfigError, FluxoError, NotFoundError
 from fluxo_core.ir.resources import ValidResource
 from fluxo_core.storage import Principal
 from fluxo_core.storage.resources import ResourceRow
@@ -28,6 +37,8 @@ if TYPE_CHECKING:
     from services.http.policy import HostPolicy
 
 __all__ = ["TriggerController", "hook_path"]
+
+log = logging.getLogger(__name__)
 
 
 def hook_path(account_id: str, name: str) -> str:
@@ -45,6 +56,7 @@ class TriggerController:
         source_types: Callable[[], set[str]] = set,
         on_change: Callable[[], None] = lambda: None,
         on_release: Callable[[str, str], Awaitable[object]] | None = None,
+        kubernetes: KubernetesCron | None = None,
     ) -> None:
         self.triggers = triggers
         self.workflows = workflows
@@ -52,6 +64,7 @@ class TriggerController:
         self.source_types = source_types
         self.on_change = on_change
         self.on_release = on_release  # what else goes with a deleted trigger (its attachments)
+        self.kubernetes = kubernetes  # None: no Kubernetes API configured
 
     async def admit(self, resource: ValidResource, principal: Principal) -> None:
         if resource.spec["type"] == "cron":
@@ -64,10 +77,12 @@ class TriggerController:
         before = await store.find(resource.account_id, resource.name)
         next_at: float | None = None
         reschedule = False
+        on_kubernetes = scheduled_by_kubernetes(spec)
         if spec["type"] == "cron":
             zone = (spec.get("cron") or {}).get("timeZone", "UTC")
-            next_at = next_slot(spec["schedule"], zone, self.triggers.clock.time())
-            reschedule = before is None or _timing(before.spec) != _timing(spec)
+            if not on_kubernetes:
+                next_at = next_slot(spec["schedule"], zone, self.triggers.clock.time())
+            reschedule = before is None or on_kubernetes or _timing(before.spec) != _timing(spec)
         row = await store.upsert(
             resource.account_id,
             resource.name,
@@ -93,9 +108,13 @@ class TriggerController:
             details["webhookPath"] = hook_path(row.account_id, row.name) + "/sms"
         if row.next_fire_at is not None:
             details["nextFireTime"] = rfc3339(row.next_fire_at)
+        if before is not None and scheduled_by_kubernetes(before.spec) and not on_kubernetes:
+            await self._release_kubernetes(resource.account_id, resource.name)
         if problems:
             reason, message = problems
             return Reconciled([Condition("Ready", "False", reason, message)], details)
+        if on_kubernetes:
+            return await self._on_kubernetes(resource, details)
         if not row.enabled:
             message = "disabled (spec.enabled: false): it does not fire"
             return Reconciled([Condition("Ready", "True", "Disabled", message)], details)
@@ -139,7 +158,61 @@ class TriggerController:
             )
         return None
 
+    async def _on_kubernetes(self, resource: ResourceRow, details: dict[str, Any]) -> Reconciled:
+        if self.kubernetes is None:
+            message = (
+                "spec.cron.scheduler is kubernetes but this Fluxo has no Kubernetes API "
+                "configured; set FLUXO_KUBERNETES (in-cluster or kubeconfig), or use "
+                "scheduler: fluxo (until then the trigger does not fire)"
+            )
+            return Reconciled(
+                [Condition("Ready", "False", "KubernetesNotConfigured", message)], details
+            )
+        row = await self.triggers.store.get(resource.account_id, resource.name)
+        try:
+            state = await self.kubernetes.sync(row)
+        except FluxoError as exc:
+            details = {**details, "health": "failing", "lastError": exc.message}
+            reason = (
+                "KubernetesNotConfigured" if isinstance(exc, ConfigError) else "KubernetesError"
+            )
+            return Reconciled([Condition("Ready", "False", reason, exc.message)], details)
+        details = {**details, "health": "connected", "kubernetes": state.to_json()}
+        details.pop("lastError", None)
+        where = f"{state.kind} {state.namespace}/{state.name}"
+        held = await self.triggers.held(row)
+        if state.suspended:
+            message = f"{where} is suspended: {held or 'the trigger is held'}"
+        else:
+            last = state.last_schedule_time or "not yet"
+            message = f"Kubernetes schedules it ({where}; last scheduled: {last})"
+        return Reconciled([Condition("Ready", "True", "ScheduledByKubernetes", message)], details)
+
+    async def release_deleted(self, account_id: str, name: str) -> None:
+        """Finish what :meth:`release` could not for a deleted trigger: its CronJob (raises as
+        the API answers), then its row."""
+        await self._release_kubernetes(account_id, name)
+        await self.triggers.store.delete(account_id, name)
+
+    async def _release_kubernetes(self, account_id: str, name: str) -> None:
+        if self.kubernetes is not None:
+            await self.kubernetes.release(account_id, name)
+
     async def release(self, resource: ResourceRow) -> None:
+        if scheduled_by_kubernetes(resource.spec):
+            try:
+                await self._release_kubernetes(resource.account_id, resource.name)
+            except FluxoError as exc:
+                # The trigger's row stays behind as a mark: the resync finds it without its
+                # resource and deletes the CronJob then (:meth:`release_deleted`).
+                log.warning(
+                    "trigger %s/%s: its CronJob is not deleted yet: %s",
+                    resource.account_id,
+                    resource.name,
+                    exc.message,
+                )
+                self.on_change()
+                return
         await self.triggers.store.delete(resource.account_id, resource.name)
         self.triggers.forget(resource.account_id, resource.name)
         if self.on_release is not None:
@@ -149,4 +222,5 @@ class TriggerController:
 
 def _timing(spec: dict[str, Any]) -> tuple[Any, ...]:
     """What decides a cron trigger's slots: a change of it reschedules from now."""
-    return (spec.get("schedule"), (spec.get("cron") or {}).get("timeZone", "UTC"))
+    cron = spec.get("cron") or {}
+    return (spec.get("schedule"), cron.get("timeZone", "UTC"), cron.get("scheduler", "fluxo"))

@@ -73,6 +73,8 @@ class TriggerService:
         # Told when a trigger's health changes (the platform writes it into the resource's
         # status, where fluxo get/describe show it).
         self.on_health = on_health
+        # Told when a trigger is paused or resumed (its Kubernetes CronJob is suspended then).
+        self.on_pause: Callable[[], None] = lambda: None
         self.jobs = jobs
         self.blocks = blocks
         self.pauses = BlockStore(store.db, clock=clock)
@@ -344,15 +346,18 @@ class TriggerService:
     async def pause(self, principal: Principal, name: str) -> TriggerRow:
         require(principal, Role.ACCOUNT_ADMIN, "pause triggers")
         self.forget(principal.account_id, name)
-        return await self.store.set_paused(
+        row = await self.store.set_paused(
             principal.account_id, name, f"{principal.account_id}/{principal.user_id}"
         )
+        self.on_pause()
+        return row
 
     async def resume(self, principal: Principal, name: str) -> TriggerRow:
         require(principal, Role.ACCOUNT_ADMIN, "resume triggers")
         row = await self.store.set_paused(principal.account_id, name, None)
         await self.store.record(row.account_id, row.name, held=None)
         self.forget(principal.account_id, name)
+        self.on_pause()
         return await self.store.get(row.account_id, row.name)
 
     async def fire_now(

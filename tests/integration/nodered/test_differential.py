@@ -3,9 +3,10 @@
 For every example flow shipped in the node-red package (113 in 4.1) that the step engine claims
 it can run (:func:`engines.step.step_runnable` accepts every workflow of its import), each
 ``inject`` node is fired on a real Node-RED (``POST /inject/:id``, timestamps pinned) and the
-same message is run as a job on the step engine (SQLite). What reaches every ``debug`` node must
-be the same on both sides (``msg.payload``, as a multiset: the step engine runs branches in
-another order).
+same message is run as a job on the step engine (SQLite); on a tab with several triggers the job
+names the inject's entry (header ``fluxo-entry``), so it runs only what that inject starts. What
+reaches every ``debug`` node must be the same on both sides (``msg.payload``, as a multiset: the
+step engine runs branches in another order).
 
 The flows claimed runnable AND equal are kept in ``tests/golden/nodered/step_runnable.txt``;
 the test fails when one of them is no longer runnable or no longer equal
@@ -35,9 +36,9 @@ from aiohttp import web
 from engines.step import NODERED_MSG_CONTENT_TYPE, step_runnable
 from fluxo.control.platform import Platform
 from fluxo_core.errors import FluxoError
-from fluxo_core.ir import Workflow
+from fluxo_core.ir import ENTRY_HEADER
 from fluxo_core.storage import Database, Principal
-from services import nodered_node_service
+from services import BuiltinConfig, HttpService, nodered_node_service
 from tests.support.golden import regenerate_requested
 from tests.support.nodered_diff import (
     Unobservable,
@@ -49,7 +50,7 @@ from tests.support.nodered_diff import (
     step_captures,
     trigger_workflow,
 )
-from translators.nodered import DROPPED_LABEL, NodeRedImport, from_nodered, to_nodered_flows
+from translators.nodered import NodeRedImport, from_nodered, to_nodered_flows
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -59,6 +60,8 @@ ME = Principal(account_id="acme", user_id="ada")
 QUIET_S = 0.6  # no capture for this long after an inject: the flow is done
 SLOW_QUIET_S = 4.5  # the same for flows with timers (a setTimeout of 2 s, a delay node of 3 s)
 MAX_WAIT_S = 8.0
+# Assembled flows name the test's HTTP server (Capture's app) with this; both sides reach it.
+TEST_SERVER = "http://fluxo-test-server"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Capture:
         self.items: list[tuple[str, str]] = []
         self.last = 0.0
         self.url = ""
+        self.server = ""
         self.quiet_s = QUIET_S
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -133,6 +137,31 @@ class Capture:
                 return
             await asyncio.sleep(0.1)
 
+    async def echo(self, request: web.Request) -> web.Response:
+        """What an http request node sent: method, path, query, the x- headers and
+        content-type (others differ by client), and the body as text."""
+        headers = {
+            k.lower(): v
+            for k, v in request.headers.items()
+            if k.lower().startswith("x-") or k.lower() == "content-type"
+        }
+        query = {k: request.query.getall(k) for k in request.query}
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": query,
+                "headers": dict(sorted(headers.items())),
+                "body": await request.text(),
+            },
+            headers={"x-echo": "yes"},
+        )
+
+    async def answer(self, request: web.Request) -> web.Response:
+        """``/answer/{status}``: a text body (not JSON) with that status."""
+        status = int(request.match_info["status"])
+        return web.Response(status=status, text=f"status {status}\nfrom the test server")
+
     def take(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for debug, value in self.items:
@@ -146,12 +175,16 @@ async def capture() -> AsyncIterator[Capture]:
     cap = Capture()
     app = web.Application()
     app.router.add_post("/capture", cap.handle)
-    runner = web.AppRunner(app)
+    app.router.add_route("*", "/echo/{tail:.*}", cap.echo)
+    app.router.add_get("/answer/{status}", cap.answer)
+    # Node-RED's http request nodes keep connections open: do not wait 60 s for them at the end.
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     cap.url = f"http://127.0.0.1:{port}/capture"
+    cap.server = f"http://127.0.0.1:{port}"
     yield cap
     await runner.cleanup()
 
@@ -160,8 +193,10 @@ async def capture() -> AsyncIterator[Capture]:
 async def fluxo(tmp_path: Path) -> AsyncIterator[Platform]:
     db = Database(f"sqlite:///{tmp_path}/fluxo.db")
     await db.migrate()
+    # The http service may reach the loopback test server (the operator allow-list).
+    http = HttpService(BuiltinConfig(http_allow=("127.0.0.1",))).service
     platform = Platform(
-        db, [nodered_node_service()], workers=2, poll_interval_s=0.05, admission_cache_s=0
+        db, [nodered_node_service(), http], workers=2, poll_interval_s=0.05, admission_cache_s=0
     )
     await platform.accounts.ensure_account("acme")
     async with platform:
@@ -198,6 +233,28 @@ async def _run_on_step_engine(
     captured: dict[str, list[str]] = {}
     for debug in debug_targets(imp, [t for port in node.get("wires") or [] for t in port]):
         captured.setdefault(debug, []).append(canonical(msg.get("payload")))
+    # One of several triggers: its job names its own entry and runs only what it starts. (A
+    # trigger feeding several nodes runs one job per node below: two tokens through a merging
+    # step share the keys of the steps after it, so the engine would record one of them.)
+    if trigger.entry is not None and len(trigger.start) == 1:
+        doc = imp.workflow(trigger.workflow).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        doc["spec"].pop("engine", None)
+        doc["metadata"] = {"name": name}
+        applied = await fluxo.jobs.apply(doc, ME)
+        job = await fluxo.jobs.create(
+            ME,
+            applied.workflow.metadata.name,
+            msg,
+            headers={"content-type": NODERED_MSG_CONTENT_TYPE, ENTRY_HEADER: trigger.entry},
+        )
+        done = await fluxo.jobs.wait(ME, job.id, 20)
+        for debug, values in step_captures(
+            imp, trigger.workflow, applied.workflow, done.steps or []
+        ).items():
+            captured.setdefault(debug, []).extend(values)
+        return captured
     for n, start in enumerate(trigger.start):
         doc = trigger_workflow(imp, trigger, start, f"{name}-{n}")
         applied = await fluxo.jobs.apply(doc, ME)
@@ -215,18 +272,6 @@ async def _run_on_step_engine(
     return captured
 
 
-def _started_per_trigger(workflow: Workflow) -> Workflow:
-    """``workflow`` judged as this test runs it: each inject starts only its own entry
-    (:func:`trigger_workflow`), as on Node-RED, so the import's ``entries`` drop (a job of the
-    whole workflow starts every entry together) does not apply; any other drop still does."""
-    labels = dict(workflow.metadata.labels)
-    kept = [d for d in labels.pop(DROPPED_LABEL, "").split(".") if d and d != "entries"]
-    if kept:
-        labels[DROPPED_LABEL] = ".".join(kept)
-    metadata = workflow.metadata.model_copy(update={"labels": labels})
-    return workflow.model_copy(update={"metadata": metadata})
-
-
 async def _compare(
     client: httpx.AsyncClient,
     capture: Capture,
@@ -234,13 +279,10 @@ async def _compare(
     path: Path,
     name: str,
     examples: Path,
-    *,
-    per_trigger: bool = False,
 ) -> Outcome:
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text().replace(TEST_SERVER, capture.server))
     imp = from_nodered(data, name="example")
-    workflows = [_started_per_trigger(w) if per_trigger else w for w in imp.workflows]
-    verdicts = [step_runnable(w, imp.triggers) for w in workflows]
+    verdicts = [step_runnable(w, imp.triggers) for w in imp.workflows]
     outcome = Outcome(
         str(path.relative_to(examples)),
         all(ok for ok, _ in verdicts),
@@ -369,7 +411,6 @@ async def test_step_engine_matches_nodered_on_assembled_flows(
                 CONSTRUCTS / flow,
                 flow.removesuffix(".json"),
                 CONSTRUCTS,
-                per_trigger=True,
             )
         finally:
             await client.post("flows", json=saved, headers={"Node-RED-Deployment-Type": "full"})

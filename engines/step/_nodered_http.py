@@ -1,0 +1,52 @@
+"""An ``http request`` node of an imported flow, run as a call of the ``http`` built-in service.
+
+The step engine builds the service's request from the node and the message, and the node's
+message from the service's response, as :mod:`nodered_semantics.http_request` says Node-RED
+does; so the call goes through the host policy, admission and metering like any ``http`` call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeGuard
+
+from fluxo_core.errors import ValidationError
+from fluxo_core.ir import NativeStep
+from nodered_semantics.http_request import (
+    HTTP_REQUEST_TYPE,
+    HttpRequestError,
+    http_response_msg,
+    http_service_request,
+)
+
+__all__ = ["http_request_body", "http_request_outputs", "is_http_request"]
+
+
+def is_http_request(step: Any) -> TypeGuard[NativeStep]:
+    return isinstance(step, NativeStep) and step.config.get("type") == HTTP_REQUEST_TYPE
+
+
+def http_request_body(step: NativeStep, msg: dict[str, Any]) -> dict[str, Any]:
+    """The ``http`` service's request for ``msg``; a message that makes none fails the step."""
+    try:
+        return http_service_request(step.config, msg)
+    except HttpRequestError as exc:
+        raise _failure(step, exc) from exc
+
+
+def http_request_outputs(
+    step: NativeStep, msg: dict[str, Any], url: str, results: list[Any]
+) -> list[dict[str, Any]]:
+    """The node's output (``{port, msg}``, as the ``nodered-node`` service gives) for the
+    ``http`` service's result."""
+    try:
+        return [
+            {"port": 0, "msg": http_response_msg(step.config, msg, {"url": url}, result)}
+            for result in results
+        ]
+    except HttpRequestError as exc:
+        raise _failure(step, exc) from exc
+
+
+def _failure(step: NativeStep, exc: Exception) -> ValidationError:
+    node = step.config.get("id", "?")
+    return ValidationError(f"http request node {node} (step {step.id!r}): {exc}")

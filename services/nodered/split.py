@@ -1,0 +1,84 @@
+"""The ``split`` node (Node-RED 4, ``17-split.js``), not streaming: one message in, one message
+per part out, each with ``msg.parts`` (``id``, ``index``, ``count``, ``type``, and ``ch``,
+``len`` or ``key`` as the join node needs them to rebuild the value).
+
+A string splits at a separator (``spltType: str``) or into chunks (``len``); an array into
+chunks of ``arraySplt`` items (single items when 1); an object into its values (``parts.key``
+names each, and ``addname`` copies it into a message property). Any other value (a number, a
+boolean, null) is dropped, as Node-RED drops it. Streaming mode (a remainder carried to the next
+message) and Buffers are refused beforehand by :func:`nodered_semantics.support.node_problem`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from nodered_semantics.js import UNDEFINED
+from services.nodered.common import Sent, property_text, read_property, write_property
+
+__all__ = ["run_split", "split_separator"]
+
+
+def split_separator(text: Any) -> str:
+    """The string separator as the node prepares it (escapes read, ``\\n`` when empty)."""
+    raw = str(text or "\\n")
+    for escape, char in (("\\n", "\n"), ("\\r", "\r"), ("\\t", "\t"), ("\\f", "\f"), ("\\0", "\0")):
+        raw = raw.replace(escape, char)
+    return raw.replace("\\e", "e")  # JavaScript reads the unknown escape "\e" as "e"
+
+
+def _parse_int(value: Any) -> int:
+    """``parseInt`` of a length :func:`nodered_semantics.support.node_problem` found valid."""
+    found = re.match(r"\s*\+?(\d+)", str(value))
+    return int(found.group(1)) if found else 1
+
+
+def run_split(node: Mapping[str, Any], msg: dict[str, Any]) -> Sent:
+    prop = property_text(node.get("property"))
+    value = read_property(node, msg, prop)
+    if value is UNDEFINED:
+        return []
+    # An existing msg.parts is pushed onto a stack, so a join of this split restores it.
+    parts: dict[str, Any] = {"parts": msg["parts"]} if "parts" in msg else {}
+    parts["id"] = uuid.uuid4().hex[:16]
+    if prop != "payload":
+        parts["property"] = prop
+    msg.pop("_msgid", None)
+    msg["parts"] = parts
+    pieces: list[tuple[Any, dict[str, Any]]]
+    if isinstance(value, str):
+        parts["type"] = "string"
+        if node.get("spltType", "str") == "len":
+            size = _parse_int(node.get("splt"))
+            parts.update(ch="", len=size)
+            chunks = [value[i : i + size] for i in range(0, len(value), size)]
+            # An empty string still goes out, as the (empty) last chunk of a count of 0.
+            pieces = [(chunk, {"count": len(chunks)}) for chunk in chunks or [""]]
+        else:
+            separator = split_separator(node.get("splt"))
+            parts["ch"] = separator
+            pieces = [(piece, {}) for piece in value.split(separator)]
+    elif isinstance(value, list):
+        size = _parse_int(node.get("arraySplt", 1))
+        parts.update(type="array", len=size)
+        chunks_of = [value[i : i + size] for i in range(0, len(value), size)]
+        pieces = [(chunk[0] if size == 1 else chunk, {}) for chunk in chunks_of]
+    elif isinstance(value, dict):
+        parts["type"] = "object"
+        pieces = [(item, {"key": key}) for key, item in value.items()]
+    else:  # numbers, booleans and null: Node-RED sends nothing
+        return []
+    sent: Sent = []
+    addname = str(node.get("addname") or "")
+    for index, (piece, extra) in enumerate(pieces):
+        out = copy.deepcopy(msg)
+        write_property(node, out, prop, piece)
+        if addname and "key" in extra:
+            write_property(node, out, property_text(addname), extra["key"])
+        out["parts"].update({"index": index, "count": len(pieces), **extra})
+        sent.append((0, out))
+    return sent
