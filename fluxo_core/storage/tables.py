@@ -169,6 +169,8 @@ calls = Table(
     Index("ix_calls_account_created", "account_id", "created_at"),
     Index("ix_calls_job", "job_id"),
     Index("ix_calls_account_status", "account_id", "status", "created_at"),
+    # What a service output trigger reads: an account's calls of one service, as they finish.
+    Index("ix_calls_account_service_finished", "account_id", "service", "finished_at"),
 )
 
 # The usage ledger: one record per completed call, committed with its result.
@@ -514,6 +516,8 @@ trigger_state = Table(
     Column("jobs_created", BigInteger, nullable=False),
     Column("lag_s", Float),  # how late the last event started its job
     Column("updated_at", Float, nullable=False),
+    # A service output trigger: the finish time of calls it has read up to (migration 0018).
+    Column("cursor", Float),
 )
 Index("ix_trigger_state_type_next", trigger_state.c.type, trigger_state.c.next_fire_at)
 
