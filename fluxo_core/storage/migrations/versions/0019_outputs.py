@@ -1,6 +1,6 @@
 """Service output triggers: where each one has read up to, and the index it reads calls by.
 
-Revision ID: 0018_outputs
+Revision ID: 0019_outputs
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018_outputs"
-down_revision = "0017_deferred"
+revision = "0019_outputs"
+down_revision = "0018_nrcontext"
 branch_labels = None
 depends_on = None
 
