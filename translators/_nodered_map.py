@@ -61,7 +61,8 @@ def parse_flow(data: Any) -> list[dict[str, Any]]:
     Text is read, and decoded data checked, within :data:`FLOW_LIMITS` (depth, size, values
     JSON can carry), so no flow makes the import fail with anything but a located error.
     """
-    if isinstance(data, bytes | bytearray | str):
+    owned = isinstance(data, bytes | bytearray | str)  # decoded here: no caller shares it
+    if owned:
         data = parse_json(
             bytes(data) if isinstance(data, bytearray) else data, limits=FLOW_LIMITS, where="flow"
         )
@@ -100,7 +101,7 @@ def parse_flow(data: Any) -> list[dict[str, Any]]:
         raise ValidationError(
             "the flow has malformed nodes: fix them and import again", problems=problems
         )
-    return [json_copy(node) for node in data]
+    return list(data) if owned else [json_copy(node) for node in data]
 
 
 def is_flow_node(node: Mapping[str, Any]) -> bool:
