@@ -139,7 +139,7 @@ def http_service_request(node: Mapping[str, Any], msg: Mapping[str, Any]) -> dic
         request["body"] = payload if isinstance(payload, str) else js_json(payload)
     if headers:
         request["headers"] = headers
-    request["timeout_s"] = request_timeout_s(msg)
+    request["timeout_s"] = _request_timeout_s(msg)
     if "followRedirects" in msg:
         request["follow_redirects"] = bool(msg["followRedirects"])
     return request
@@ -216,8 +216,8 @@ def http_failure(
         code, error = "ECONNRESET", "RequestError: read ECONNRESET"
     elif kind == "closed":
         code, error = "ECONNRESET", "RequestError: socket hang up"
-    elif kind == "timeout" and network.get("timeout_s") == request_timeout_s(msg):
-        timeout_ms = request_timeout_s(msg) * 1000
+    elif kind == "timeout" and network.get("timeout_s") == _request_timeout_s(msg):
+        timeout_ms = _request_timeout_s(msg) * 1000
         code, report = "ETIMEDOUT", _NO_RESPONSE
         error = f"TimeoutError: Timeout awaiting 'request' for {js_string(timeout_ms)}ms"
     else:
@@ -229,7 +229,7 @@ def http_failure(
     return HttpFailure(report=report or error, msg=reported, sent=sent)
 
 
-def request_timeout_s(msg: Mapping[str, Any]) -> float:
+def _request_timeout_s(msg: Mapping[str, Any]) -> float:
     """The request's timeout: ``msg.requestTimeout`` (ms) when it is a number of at least 1,
     else Node-RED's default."""
     timeout_ms = msg.get("requestTimeout")
