@@ -32,7 +32,12 @@ import orjson
 
 from engines.step._context import MAX_CONTEXT_RERUNS, READ_KEY, RERUNS_KEY, StepContext
 from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
-from engines.step._nodered_http import http_request_body, http_request_outputs, is_http_request
+from engines.step._nodered_http import (
+    http_request_body,
+    http_request_failed,
+    http_request_outputs,
+    is_http_request,
+)
 from engines.step._plan import Plan
 from engines.step.conditions import evaluate, lookup
 from fluxo_core.errors import FluxoError, ValidationError
@@ -172,9 +177,19 @@ class JobRun:
             return  # a late result of a timed-out attempt, or of a job that ended
         context = orjson.loads(row["context"])
         step = self.plan.steps[row["step_id"]]
-        if call["status"] == "succeeded":
-            outputs = [p["payload"] for p in orjson.loads(call["result"])]
-            if is_http_request(step):  # the http service's response as the node's message
+        went_on = None  # an http request node's call failed in the network: Node-RED goes on
+        if call["status"] != "succeeded" and call["error"] and is_http_request(step):
+            payload = orjson.loads(row["input"]) if row["input"] else None
+            msg = {**(context.get("msg") or {}), "payload": payload}
+            url = str(context.get("url", ""))
+            went_on = http_request_failed(step, msg, url, orjson.loads(call["error"]))
+        if call["status"] == "succeeded" or went_on is not None:
+            outputs = (
+                went_on
+                if went_on is not None
+                else [p["payload"] for p in orjson.loads(call["result"])]
+            )
+            if went_on is None and is_http_request(step):  # the response as the node's message
                 try:
                     msg, url = context.get("msg") or {}, str(context.get("url", ""))
                     outputs = http_request_outputs(step, msg, url, outputs)
@@ -516,9 +531,10 @@ class JobRun:
             # after which the call is delivered again with the whole timeout (a timer here
             # would count both, and fail jobs a crash only delayed).
             headers[TIMEOUT_HEADER] = str(step.timeout_s)
-        if step.retry is not None:
+        if step.retry is not None or is_http_request(step):
             # The step's retry replaces its service's RetryPolicy: each attempt is a new call
-            # (see fail), which the worker must not retry as well.
+            # (see fail), which the worker must not retry as well. Node-RED's http request
+            # node makes one attempt.
             headers[MAX_ATTEMPTS_HEADER] = "1"
         data = self._template.json(
             id=call_id,
