@@ -107,11 +107,7 @@ class Plan:
             step.split: step.id for step in spec.steps if isinstance(step, JoinStep)
         }
         self.sequences = _upstream_first(
-            [
-                s.id
-                for s in spec.steps
-                if isinstance(s, NativeStep) and is_sequence_node(s.config)
-            ],
+            [s.id for s in spec.steps if isinstance(s, NativeStep) and is_sequence_node(s.config)],
             self.steps,
         )
         self.transforms = {

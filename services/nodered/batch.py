@@ -7,10 +7,11 @@ keeps the last ``overlap`` ones to start the next sequence (those are sent as co
 ``honourParts`` the last message of an incoming sequence sends what it holds early.
 ``msg.reset`` drops what it holds.
 
-What the job leaves held beyond the overlap (a batch still short of ``count``) is a failure
-naming the node: Node-RED would wait for messages a later job brings, which this call cannot
-see. The overlap kept after the job's last batch is dropped: on Node-RED it would start the
-next job's first batch. Interval and concatenate modes are refused beforehand by
+The job's end is where the step engine differs: what the node still holds then (a batch short
+of ``count``, the overlap of the last batch) is dropped, while Node-RED keeps it to start the
+batch of the messages a later inject brings. Failing the job instead (as a join's incomplete
+group does) would also drop the complete batches Node-RED sends at once, since a call's outputs
+go on only when it succeeds. Interval and concatenate modes are refused beforehand by
 :func:`nodered_semantics.support.node_problem`.
 """
 
@@ -21,10 +22,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from fluxo_core.errors import ServiceError
 from nodered_semantics.js import js_strict_equal
-from nodered_semantics.support import UNFINISHED_SEQUENCE, batch_sizes
-from services.nodered.common import Sent, node_label
+from nodered_semantics.support import batch_sizes
+from services.nodered.common import Sent
 
 __all__ = ["run_batch"]
 
@@ -34,11 +34,10 @@ def run_batch(node: Mapping[str, Any], messages: list[dict[str, Any]]) -> Sent:
     count, overlap = (int(n) for n in batch_sizes(node))
     honour_parts = bool(node.get("honourParts"))
     queue: list[dict[str, Any]] = []
-    carried = 0  # how many of the queue's first messages are the overlap of a sent batch
     sent: Sent = []
     for msg in messages:
         if "reset" in msg:
-            queue, carried = [], 0
+            queue = []
             continue
         end_of_parts = False
         parts = msg.get("parts")
@@ -50,17 +49,6 @@ def run_batch(node: Mapping[str, Any], messages: list[dict[str, Any]]) -> Sent:
         if len(queue) == count or end_of_parts:
             sent.extend(_sequence(queue, clone=overlap > 0))
             queue = queue[-overlap:] if overlap else []
-            carried = len(queue)
-    if len(queue) > carried:
-        raise ServiceError(
-            f"{node_label(node)}: {len(queue)} message(s) still wait for a batch of {count} "
-            "when the job has no more messages for it; Node-RED would wait for later messages, "
-            "which another job brings: send whole batches within one job, or run the flow on "
-            "the nodered engine",
-            retryable=False,
-            node=str(node.get("id", "?")),
-            **{UNFINISHED_SEQUENCE: True},
-        )
     return sent
 
 
