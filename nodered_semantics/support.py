@@ -220,10 +220,10 @@ def _batch_problem(node: Mapping[str, Any]) -> str | None:
     if mode == "interval":
         return (
             "it sends its messages every interval, which depends on when they arrive; the step "
-            "engine batches the messages of one job by count only"
+            "engine batches the messages of one job by count or by topic only"
         )
     if mode == "concat":
-        return "its concatenate mode is not supported on the step engine yet"
+        return None
     if mode != "count":
         return f"its mode {mode!r} is unknown"
     count, overlap = batch_sizes(node)

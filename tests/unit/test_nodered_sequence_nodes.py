@@ -154,6 +154,32 @@ def test_a_batch_sends_its_complete_batches_and_other_modes_are_refused() -> Non
     # the message still short of a batch at the job's end is dropped (Node-RED keeps it)
     assert payloads(run_sequence_node(batch(), [{"payload": n} for n in (1, 2, 3)])) == [1, 2]
     assert "interval" in (node_problem(batch(mode="interval", interval="5")) or "")
-    assert "concatenate" in (node_problem(batch(mode="concat")) or "")
     assert "not above its overlap" in (node_problem(batch(count="2", overlap="2")) or "")
     assert "positive integer" in (node_problem(batch(count="x")) or "")
+
+
+def concat(*topics: str) -> dict[str, Any]:
+    return batch(mode="concat", topics=[{"topic": t} for t in topics])
+
+
+def topic_sequence(topic: str, *values: Any) -> list[dict[str, Any]]:
+    return [{**m, "topic": topic} for m in sequence(*values, group=topic)]
+
+
+def test_concatenate_sends_the_sequences_of_its_topics_in_their_order_once_complete() -> None:
+    node = concat("B", "A")
+    assert node_problem(node) is None
+    messages = topic_sequence("A", 1, 2) + topic_sequence("C", 9) + topic_sequence("B", 3)
+    sent = run_sequence_node(node, messages)
+    assert payloads(sent) == [3, 1, 2]
+    assert [(m["parts"]["index"], m["parts"]["count"]) for _, m in sent] == [(0, 3), (1, 3), (2, 3)]
+    assert len({m["parts"]["id"] for _, m in sent}) == 1
+    # a topic listed twice takes its oldest sequence twice
+    assert payloads(run_sequence_node(concat("S", "S"), topic_sequence("S", 1, 2))) == [1, 2, 1, 2]
+    # a topic whose sequence is incomplete holds the others back (dropped at the job's end)
+    assert run_sequence_node(node, topic_sequence("A", 1, 2)) == []
+
+
+def test_concatenate_fails_on_a_message_of_its_topics_without_parts() -> None:
+    with pytest.raises(ServiceError, match=r"batch node b1.*msg\.parts"):
+        run_sequence_node(concat("A"), [{"payload": 1, "topic": "A"}])
