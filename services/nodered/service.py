@@ -20,8 +20,9 @@ implementation behaves:
   in the message): :mod:`services.nodered.change`, :mod:`services.nodered.switch`,
   :mod:`services.nodered.range`, :mod:`services.nodered.sort`;
 * ``split`` (strings, arrays, objects; not streaming): :mod:`services.nodered.split`;
-* ``join`` (automatic, manual, reduce), ``batch`` (count and concatenate modes), ``sort`` of a message sequence
-  and ``switch`` recreating sequences (``repair``) over every message that reached it in a job,
+* ``join`` (automatic, manual, reduce), ``batch`` (count and concatenate modes), ``sort`` of
+  a message sequence and ``switch`` recreating sequences (``repair``) over every message that
+  reached it in a job,
   called with ``{node, messages}`` (:func:`run_sequence_node`): :mod:`services.nodered.join`,
   :mod:`services.nodered.batch`, :mod:`services.nodered.sort`, :mod:`services.nodered.switch`;
 * ``catch``: a failed step's ``{error, input, step, node}`` (its ``on_error: goto``) as the
