@@ -6,8 +6,10 @@ step an imported flow kept. :func:`node_problem` is the static check both use: i
 node's configuration and says why the node cannot run faithfully, before a flow's first job
 instead of at the node. "Faithfully" excludes what depends on earlier messages, which Node-RED
 keeps in the running node while a call starts afresh: switch rules on a
-message sequence (head, tail, index, "recreate message sequences") or on the previous value,
-sorting a message sequence, csv headers sent once; and what a JSON message cannot carry.
+message sequence (head, tail, index) or on the previous value, csv headers sent once, a batch
+by time; and what a JSON message cannot carry. Nodes that act on a whole sequence (join, batch,
+a sort of a sequence, a switch recreating sequences: :func:`is_sequence_node`) get every message
+of a job at once instead.
 Context (``context``/``flow``/``global``) is no obstacle: the caller hands a node the scopes
 it uses (:mod:`nodered_semantics.context`) and keeps what it writes.
 
@@ -23,9 +25,9 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from nodered_semantics.context import context_problem
+from nodered_semantics.context import context_problem, context_scopes
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
-from nodered_semantics.js import UNDEFINED, is_nan, js_number, js_regex, js_string
+from nodered_semantics.js import UNDEFINED, is_js_number, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
 from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
 
@@ -39,8 +41,10 @@ __all__ = [
     "SUBFLOW_ENV",
     "SUPPORTED_TYPES",
     "UNFINISHED_SEQUENCE",
+    "batch_sizes",
     "change_rules",
     "function_reports_errors",
+    "is_sequence_node",
     "node_problem",
     "range_numbers",
     "rules_problem",
@@ -66,10 +70,11 @@ NODERED_NODE_SERVICE = "nodered-node"
 PASSING_TYPES = frozenset({"junction", "link out"})
 """Wiring nodes an import keeps as steps where a port of a node with several outputs leads to
 them (so the port can be told apart): they pass the message on unchanged."""
-SEQUENCE_TYPES = frozenset({"join"})
+SEQUENCE_TYPES = frozenset({"join", "batch"})
 """Nodes that act on the messages of a sequence together, not on one message: the step engine
 gathers every message that reaches one in a job and calls the service once with them all
-(``{node, messages}``), in the order Node-RED would deliver them."""
+(``{node, messages}``), in the order Node-RED would deliver them. A sort of a message sequence
+and a switch that recreates sequences do too (:func:`is_sequence_node`)."""
 UNFINISHED_SEQUENCE = "unfinished_sequence"
 """The context key of a sequence node's failure for a group the job left incomplete: not a
 failure Node-RED would report (it would wait for more messages), so it reaches no catch node;
@@ -80,6 +85,18 @@ SUPPORTED_TYPES = (
     | PASSING_TYPES
     | SEQUENCE_TYPES
 )
+
+
+def is_sequence_node(node: Mapping[str, Any]) -> bool:
+    """Whether the node takes the messages of a job together (``{node, messages}``): a node of
+    :data:`SEQUENCE_TYPES`, a sort of a message sequence, or a switch with "recreate message
+    sequences" (``repair``)."""
+    kind = node.get("type")
+    if kind in SEQUENCE_TYPES:
+        return True
+    if kind == "sort":
+        return node.get("targetType") != "msg"
+    return kind == "switch" and bool(node.get("repair"))
 
 
 def node_problem(node: Mapping[str, Any]) -> str | None:
@@ -97,6 +114,11 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     problem = context_problem(node)
     if problem is not None:
         return problem
+    if kind != "join" and is_sequence_node(node) and context_scopes(node):
+        return (
+            "it reads flow or global context while acting on a message sequence; the step "
+            "engine hands such a node its messages without context"
+        )
     if kind in RULE_TYPES:
         provided = node.get(SUBFLOW_ENV)
         return rules_problem(node, tuple(provided) if isinstance(provided, Mapping) else ())
@@ -123,6 +145,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return _split_problem(node)
     if kind == "join":
         return _join_problem(node)
+    if kind == "batch":
+        return _batch_problem(node)
     if kind == "csv":
         if node.get("spec") == "rfc":
             return "RFC 4180 mode of the csv node is not supported on the step engine yet"
@@ -189,6 +213,32 @@ def _join_problem(node: Mapping[str, Any]) -> str | None:
     if build not in _JOIN_BUILDS:
         return f"its output type {build!r} is unknown"
     return None
+
+
+def _batch_problem(node: Mapping[str, Any]) -> str | None:
+    mode = node.get("mode") or "count"
+    if mode == "interval":
+        return (
+            "it sends its messages every interval, which depends on when they arrive; the step "
+            "engine batches the messages of one job by count or by topic only"
+        )
+    if mode == "concat":
+        return None
+    if mode != "count":
+        return f"its mode {mode!r} is unknown"
+    count, overlap = batch_sizes(node)
+    if not (is_js_number(count) and count >= 1 and count == int(count)):
+        return f"its count {node.get('count')!r} is not a positive integer"
+    if is_nan(overlap) or overlap < 0 or overlap != int(overlap):
+        return f"its overlap {node.get('overlap')!r} is not a whole number"
+    if count <= overlap:
+        return f"its count ({count}) is not above its overlap ({overlap}), so it never sends"
+    return None
+
+
+def batch_sizes(node: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A count-mode batch's ``count`` and ``overlap`` as the node reads them on start."""
+    return js_number(node.get("count") or 1), js_number(node.get("overlap") or 0)
 
 
 def supported_types_text() -> str:
@@ -306,11 +356,6 @@ _SWITCH_RULES = frozenset(
 
 
 def _switch_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None:
-    if node.get("repair"):
-        return (
-            "it recreates message sequences (repair), which needs every message of the "
-            "sequence; the step engine sees one message at a time"
-        )
     problem = typed_value_problem(node.get("property"), node.get("propertyType") or "msg", env)
     if problem is not None:
         return f"its property: {problem}"
@@ -381,10 +426,9 @@ def _range_problem(node: Mapping[str, Any]) -> str | None:
 
 def _sort_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None:
     if node.get("targetType") != "msg":
-        return (
-            "it sorts a message sequence (msg.parts), which needs every message of the "
-            "sequence; the step engine sees one message at a time"
-        )
+        if node.get("seqKeyType") == "jsonata":
+            return jsonata_problem(node.get("seqKey"), env)
+        return None
     if node.get("msgKeyType") == "jsonata":
         return jsonata_problem(node.get("msgKey"), env)
     return None

@@ -48,8 +48,8 @@ from engines.step._context import context_problems
 from fluxo_core.ir import NativeStep, Workflow
 from nodered_semantics.support import (
     QUEUE_CONTROLS,
-    SEQUENCE_TYPES,
     function_reports_errors,
+    is_sequence_node,
     node_problem,
 )
 from translators.nodered import DROPPED_LABEL, Trigger
@@ -221,7 +221,7 @@ def native_problem(
         )
     if by_node is None:
         by_node = native_steps_by_node(workflow)
-    if kind in SEQUENCE_TYPES:
+    if is_sequence_node(config):
         copies = sorted(by_node.get(str(config.get("id")), ()))
         if len(copies) > 1:
             return (

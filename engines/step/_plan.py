@@ -23,7 +23,7 @@ from fluxo_core.ir import (
     merging_steps,
 )
 from fluxo_core.ir.transform import Parameters, Transform
-from nodered_semantics.support import SEQUENCE_TYPES
+from nodered_semantics.support import is_sequence_node
 from service_runtime.catalog import ServiceInfo
 from translators.nodered import DROPPED_LABEL
 
@@ -54,7 +54,8 @@ class Plan:
     context_scopes: dict[str, list[str]] = field(init=False)  # native steps using context
     merging: set[str] = field(init=False)  # steps whose keys name where a token came from
     join_of_split: dict[str, str] = field(init=False)
-    # Native steps that take a job's messages together (Node-RED joins), upstream ones first.
+    # Native steps that take a job's messages together (Node-RED joins, batches...), upstream
+    # ones first.
     sequences: list[str] = field(init=False)
     transforms: dict[str, Transform] = field(init=False)
     params: dict[str, Parameters] = field(init=False)  # service steps with `with`, by step id
@@ -106,11 +107,7 @@ class Plan:
             step.split: step.id for step in spec.steps if isinstance(step, JoinStep)
         }
         self.sequences = _upstream_first(
-            [
-                s.id
-                for s in spec.steps
-                if isinstance(s, NativeStep) and s.config.get("type") in SEQUENCE_TYPES
-            ],
+            [s.id for s in spec.steps if isinstance(s, NativeStep) and is_sequence_node(s.config)],
             self.steps,
         )
         self.transforms = {

@@ -20,8 +20,11 @@ implementation behaves:
   in the message): :mod:`services.nodered.change`, :mod:`services.nodered.switch`,
   :mod:`services.nodered.range`, :mod:`services.nodered.sort`;
 * ``split`` (strings, arrays, objects; not streaming): :mod:`services.nodered.split`;
-* ``join`` (automatic, manual, reduce) over every message that reached it in a job, called with
-  ``{node, messages}`` (:func:`run_sequence_node`): :mod:`services.nodered.join`;
+* ``join`` (automatic, manual, reduce), ``batch`` (count and concatenate modes), ``sort`` of
+  a message sequence and ``switch`` recreating sequences (``repair``) over every message that
+  reached it in a job,
+  called with ``{node, messages}`` (:func:`run_sequence_node`): :mod:`services.nodered.join`,
+  :mod:`services.nodered.batch`, :mod:`services.nodered.sort`, :mod:`services.nodered.switch`;
 * ``catch``: a failed step's ``{error, input, step, node}`` (its ``on_error: goto``) as the
   message Node-RED's catch sends, :mod:`services.nodered.catch`;
 * ``junction`` and ``link out``: the message on, unchanged (an import keeps them as steps where
@@ -37,7 +40,7 @@ top-level key), for the caller to keep (the step engine keeps it durably per wor
 account). ``env`` holds the node's ``NR_*``
 variables plus what the caller passes, never the worker's environment. What depends on earlier
 messages (csv headers sent ``once``, csv sequences joined across messages, RFC 4180 mode,
-switch and sort on message sequences) is refused with a
+switch rules on a sequence's places) is refused with a
 :class:`ServiceError` naming the node, as is any other node type;
 :func:`nodered_semantics.support.node_problem` tells a caller beforehand whether a node can run
 here.
@@ -57,10 +60,11 @@ from nodered_semantics.support import (
     NODERED_NODE_SERVICE,
     PASSING_TYPES,
     RULE_TYPES,
-    SEQUENCE_TYPES,
+    is_sequence_node,
     supported_types_text,
 )
 from service_runtime.sdk import Outputs, Service
+from services.nodered.batch import run_batch
 from services.nodered.catch import run_catch
 from services.nodered.change import run_change
 from services.nodered.common import Fail, Sent, node_error, node_label
@@ -69,9 +73,9 @@ from services.nodered.function import FunctionLimits, FunctionSandbox, run_funct
 from services.nodered.join import run_join
 from services.nodered.json_node import run_json
 from services.nodered.range import run_range
-from services.nodered.sort import run_sort
+from services.nodered.sort import run_sort, run_sort_sequence
 from services.nodered.split import run_split
-from services.nodered.switch import run_switch
+from services.nodered.switch import run_switch, run_switch_sequence
 from services.nodered.template import run_template
 
 __all__ = [
@@ -193,7 +197,7 @@ def run_node_in_context(
         return run_csv(node, message), []
     if kind == "split":
         return run_split(node, message), []
-    if kind in SEQUENCE_TYPES:
+    if is_sequence_node(node):
         return run_sequence_node(node, [message], env=env), []
     if kind in RULE_TYPES:
         return run_rule_node(node, message, env or {}, node_error, view), view.writes()
@@ -216,18 +220,25 @@ def run_sequence_node(
     *,
     env: Mapping[str, Any] | None = None,
 ) -> list[tuple[int, dict[str, Any]]]:
-    """Run a node of :data:`SEQUENCE_TYPES` (a join) over every message that reached it in a
-    job, in order (copies the node may change); the messages it sends.
+    """Run a sequence node (a join, a batch, a sort of a sequence, a switch recreating
+    sequences: :func:`~nodered_semantics.support.is_sequence_node`) over every message that
+    reached it in a job, in order (copies the node may change); the messages it sends.
 
     Raises:
         ServiceError: (not retryable) a group is left incomplete, an expression fails, or the
             node is not a sequence node; the message names the node.
     """
     kind = str(node.get("type", ""))
-    if kind not in SEQUENCE_TYPES:
+    if not is_sequence_node(node):
         raise node_error(node, f"a {kind!r} node runs on one message at a time, not on a sequence")
     copies = [copy.deepcopy(dict(m)) for m in messages]
     try:
+        if kind == "batch":
+            return run_batch(node, copies)
+        if kind == "sort":
+            return run_sort_sequence(node, copies, env or {})
+        if kind == "switch":
+            return run_switch_sequence(node, copies, env or {})
         return run_join(node, copies, env or {})
     except JsonataError as exc:
         raise node_error(node, f"invalid JSONata expression: {exc}") from exc
@@ -251,7 +262,7 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
             env = call.get("env") if isinstance(call.get("env"), Mapping) else None
             context = call.get("context") if isinstance(call.get("context"), Mapping) else None
             writes: list[ContextWrite] = []
-            if "messages" in call:  # a join: every message that reached it in the job
+            if "messages" in call:  # a sequence node: every message that reached it in the job
                 sent_messages = run_sequence_node(node, call["messages"], env=env)
             else:
                 sent_messages, writes = run_node_in_context(

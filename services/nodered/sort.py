@@ -1,5 +1,8 @@
-"""The ``sort`` node (Node-RED ``18-sort.js``) on an array in the message (sorting a message
-sequence is refused beforehand), by value or by a JSONata key, in JavaScript's order."""
+"""The ``sort`` node (Node-RED ``18-sort.js``), by value or by a JSONata key, in JavaScript's
+order: an array in the message (:func:`run_sort`), or the messages of a sequence
+(:func:`run_sort_sequence`: every message that reached the node in a job, grouped by
+``msg.parts.id``; a group is sorted and sent, ``parts.index`` renumbered, once it holds
+``parts.count`` messages)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from fluxo_core.errors import ServiceError
 from nodered_semantics.js import (
     UNDEFINED,
     JSThrowError,
@@ -15,12 +19,14 @@ from nodered_semantics.js import (
     js_gt,
     js_number,
     js_strict_equal,
+    js_string,
 )
 from nodered_semantics.jsonata import evaluate_jsonata
 from nodered_semantics.msg_paths import get_property, set_property
-from services.nodered.common import Sent
+from nodered_semantics.support import UNFINISHED_SEQUENCE
+from services.nodered.common import Sent, node_label
 
-__all__ = ["run_sort"]
+__all__ = ["run_sort", "run_sort_sequence"]
 
 
 def run_sort(node: Mapping[str, Any], msg: dict[str, Any], env: Mapping[str, Any]) -> Sent:
@@ -45,6 +51,59 @@ def run_sort(node: Mapping[str, Any], msg: dict[str, Any], env: Mapping[str, Any
     else:
         data[:] = [data[i] for i in order]
     return [(0, msg)]
+
+
+def run_sort_sequence(
+    node: Mapping[str, Any], messages: list[dict[str, Any]], env: Mapping[str, Any]
+) -> Sent:
+    """Every message the node sends for ``messages`` (in delivery order), group by group."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    counts: dict[Any, Any] = {}
+    sent: Sent = []
+    for msg in messages:
+        parts = msg.get("parts")
+        if not (isinstance(parts, dict) and "id" in parts and "index" in parts):
+            continue  # Node-RED drops it
+        group_id = js_string(parts["id"])  # a key of a JavaScript object
+        group = groups.setdefault(group_id, [])
+        group.append(msg)
+        if "count" in parts:
+            counts[group_id] = parts["count"]
+        if js_strict_equal(counts.get(group_id, UNDEFINED), len(group)):
+            del groups[group_id]
+            sent.extend(_sorted_group(node, group, env))
+    if groups:
+        held = ", ".join(f"{len(g)} message(s)" for g in groups.values())
+        raise ServiceError(
+            f"{node_label(node)}: a sequence is still incomplete when the job has no more "
+            f"messages for it ({held}); Node-RED would wait for the rest, which another job "
+            "brings: send whole sequences (msg.parts.count) within one job, or run the flow on "
+            "the nodered engine",
+            retryable=False,
+            node=str(node.get("id", "?")),
+            **{UNFINISHED_SEQUENCE: True},
+        )
+    return sent
+
+
+def _sorted_group(
+    node: Mapping[str, Any], group: list[dict[str, Any]], env: Mapping[str, Any]
+) -> Sent:
+    direction = -1 if (node.get("order") or "ascending") != "ascending" else 1
+    if node.get("seqKeyType") == "jsonata":
+        text = str(node.get("seqKey"))
+        keys = [evaluate_jsonata(text, msg, node, env) for msg in group]
+    else:
+        prop = str(node.get("seqKey") or "payload")
+        keys = [get_property(msg, prop) for msg in group]
+    if node.get("as_num"):
+        keys = [js_number(k) for k in keys]
+    sent: Sent = []
+    for index, position in enumerate(_js_sort_order(keys, direction)):
+        msg = group[position]
+        msg["parts"]["index"] = index
+        sent.append((0, msg))
+    return sent
 
 
 def _js_sort_order(keys: list[Any], direction: int) -> list[int]:

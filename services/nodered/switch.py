@@ -1,14 +1,21 @@
 """The ``switch`` node (Node-RED ``10-switch.js``): route a message to the ports whose rules
 hold, with JavaScript comparison (``"10" == 10``) and JSONata rules that see ``$I``/``$N``. The
 rules on message sequences are refused beforehand (:mod:`nodered_semantics.support`); flow and
-global values are read from the node's :class:`~nodered_semantics.context.ContextView`."""
+global values are read from the node's :class:`~nodered_semantics.context.ContextView`.
+
+With "recreate message sequences" (``repair``) the node gets every message that reached it in a
+job (:func:`run_switch_sequence`): it routes a sequence (``msg.parts`` with ``id`` and
+``index``) once all ``parts.count`` messages are in, then gives each port's share a new sequence
+(a new ``parts.id``, ``index`` and ``count`` per port)."""
 
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from fluxo_core.errors import ServiceError
 from nodered_semantics.context import ContextView
 from nodered_semantics.js import (
     UNDEFINED,
@@ -21,15 +28,85 @@ from nodered_semantics.js import (
     js_lt,
     js_lte,
     js_regex,
+    js_strict_equal,
     js_string,
 )
 from nodered_semantics.jsonata import JsonataError, evaluate_jsonata
 from nodered_semantics.msg_paths import has_own
-from nodered_semantics.support import switch_rule_values
+from nodered_semantics.support import UNFINISHED_SEQUENCE, switch_rule_values
 from nodered_semantics.typed_values import parse_json_text, typed_value
-from services.nodered.common import Sent
+from services.nodered.common import Sent, node_label
 
-__all__ = ["run_switch"]
+__all__ = ["run_switch", "run_switch_sequence"]
+
+
+def run_switch_sequence(
+    node: Mapping[str, Any], messages: list[dict[str, Any]], env: Mapping[str, Any]
+) -> Sent:
+    """Every message a switch with ``repair`` sends for ``messages`` (in delivery order)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    counts: dict[str, Any] = {}
+    sent: Sent = []
+    for msg in messages:
+        parts = msg.get("parts")
+        if not (isinstance(parts, dict) and "id" in parts and "index" in parts):
+            sent.extend(run_switch(node, msg, env))  # not part of a sequence: as without repair
+            continue
+        group_id = js_string(parts["id"])  # a key of a JavaScript object
+        group = groups.setdefault(group_id, [])
+        group.append(msg)
+        if "count" in parts:
+            counts[group_id] = parts["count"]
+        if js_strict_equal(counts.get(group_id, UNDEFINED), len(group)):
+            del groups[group_id]
+            sent.extend(_recreated(node, group, counts[group_id], env))
+    if groups:
+        held = ", ".join(f"{len(g)} message(s)" for g in groups.values())
+        raise ServiceError(
+            f"{node_label(node)}: a sequence is still incomplete when the job has no more "
+            f"messages for it ({held}); Node-RED would wait for the rest, which another job "
+            "brings: send whole sequences (msg.parts.count) within one job, or run the flow on "
+            "the nodered engine",
+            retryable=False,
+            node=str(node.get("id", "?")),
+            **{UNFINISHED_SEQUENCE: True},
+        )
+    return sent
+
+
+def _recreated(
+    node: Mapping[str, Any], group: list[dict[str, Any]], count: Any, env: Mapping[str, Any]
+) -> Sent:
+    """A complete sequence routed message by message, then sent as one new sequence per port
+    (``sendGroup``): what a message sends is ``onward``, one slot per rule evaluated."""
+    rules = [r for r in node.get("rules") or [] if isinstance(r, Mapping)]
+    stop_at_first = node.get("checkall") == "false"
+    onwards: list[tuple[dict[str, Any], set[int], int]] = []
+    for msg in group:
+        msg["parts"]["count"] = count
+        ports = {port for port, _ in run_switch(node, msg, env)}
+        # Node-RED stops evaluating after the first match when checkall is "false".
+        evaluated = max(ports) + 1 if stop_at_first and ports else len(rules)
+        onwards.append((msg, ports, evaluated))
+    if not onwards:
+        return []
+    port_count = onwards[-1][2]  # the last message's onward.length, as Node-RED takes it
+    # A slot past a shorter onward is undefined, which Node-RED counts as a message (!== null).
+    counts = [
+        sum(1 for _, ports, evaluated in onwards if j in ports or j >= evaluated)
+        for j in range(port_count)
+    ]
+    ids = [uuid.uuid4().hex[:16] for _ in range(port_count)]
+    indexes = [0] * port_count
+    sent: Sent = []
+    for msg, ports, _ in onwards:
+        for j in range(port_count):
+            if j in ports:
+                out = copy.deepcopy(msg)
+                out["parts"].update(id=ids[j], index=indexes[j], count=counts[j])
+                indexes[j] += 1
+                sent.append((j, out))
+    return sent
 
 
 def run_switch(
