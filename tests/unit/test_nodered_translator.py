@@ -997,7 +997,8 @@ def test_old_format_split_join_delay_and_interval_trigger() -> None:
     wf = imp.workflows[0]
     assert wf.metadata.name == "batch-job"
     kinds = {s.id: s.kind for s in wf.spec.steps}
-    assert kinds == {"change": "transform", "split": "split", "delay": "delay", "join": "join"}
+    # payload = payload.items may be an array or any value, which an IR transform cannot give
+    assert kinds == {"change": "native", "split": "split", "delay": "delay", "join": "join"}
     join = wf.spec.steps_by_id()["join"]
     assert join.model_dump()["split"] == "split"
     assert wf.spec.steps_by_id()["delay"].model_dump()["seconds"] == 0.5
@@ -1375,3 +1376,36 @@ def test_the_garbage_collector_is_restored_after_an_import_or_export() -> None:
         assert not gc.isenabled(), "a caller's choice to run without the collector is kept"
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("to", "tot", "mapped"),
+    [
+        ('{"total": payload.a + 1}', "jsonata", True),
+        ("payload.a + 1", "jsonata", False),
+        ('$string(payload.a) & "x"', "jsonata", False),
+        ('{"a": 1}.a', "jsonata", False),
+        ("", "date", False),
+        ("payload.items", "msg", False),
+        ("payload", "msg", True),
+        ("7", "num", False),
+        ("text", "str", False),
+    ],
+)
+def test_a_change_setting_the_whole_payload_maps_only_when_it_surely_gives_an_object(
+    to: str, tot: str, mapped: bool
+) -> None:
+    node = {
+        "id": "c",
+        "type": "change",
+        "z": "t",
+        "rules": [{"t": "set", "p": "payload", "pt": "msg", "to": to, "tot": tot}],
+        "wires": [],
+    }
+    inject = {"id": "i", "type": "inject", "z": "t", "props": [{"p": "payload"}], "wires": [["c"]]}
+    flow = [{"id": "t", "type": "tab", "label": "flow"}, inject, node]
+    step = from_nodered(flow).workflows[0].spec.steps[0]
+    assert step.kind == ("transform" if mapped else "native")
+    if not mapped:
+        reason = from_nodered(flow).report.get("c").reason
+        assert "payload" in reason
