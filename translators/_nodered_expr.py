@@ -397,14 +397,14 @@ def change_rule_ops(rule: Mapping[str, Any]) -> list[dict[str, Any]] | str:
         expr = jsonata_path(from_keys)
     elif stype == "date" and source in (None, "", "timestamp"):
         expr = "$millis()"
-    if expr is not None and not keys and expr != "$":
-        # The whole payload: an IR transform gives an object, Node-RED any value (a number,
-        # a string, a timestamp); only a value that is surely an object maps.
-        if not (stype == "jsonata" and gives_object(source)):
-            return (
-                f"it sets msg.payload to {_value_source(source, stype)}, which may not be an "
-                "object: an IR transform gives an object"
-            )
+    # The whole payload: an IR transform gives an object, Node-RED any value (a number, a
+    # string, a timestamp); only a value that is surely an object maps.
+    surely_object = stype == "jsonata" and gives_object(source)
+    if expr is not None and not keys and expr != "$" and not surely_object:
+        return (
+            f"it sets msg.payload to {_value_source(source, stype)}, which may not be an "
+            "object: an IR transform gives an object"
+        )
     if expr is not None:
         return [{"op": "jsonata", "expr": expr}] if not keys else [_set(keys, expr=expr)]
     ok, value = constant_value(source, stype)
