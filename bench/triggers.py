@@ -5,7 +5,11 @@ committed. Each request has its own delivery id and a fresh HMAC signature.
 
     PYTHONPATH=$PWD .venv/bin/python -m bench.triggers [--requests 6000] [--clients 64]
 
-The last line printed is a JSON object: webhook_jobs_per_s, webhook_p50_ms, webhook_p99_ms.
+The last line printed is a JSON object: webhook_jobs_per_s, webhook_p50_ms, webhook_p99_ms, and
+server_cpu_ms_per_job: the server process's CPU time (user and system) per job during the run,
+which compares two versions fairly even on a machine that is busy with something else, where
+the rate does not; and client_cpu_ms_per_request, this process's (the clients share the machine's
+two cores with the server).
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ TRIGGER = {
     "metadata": {"name": "orders"},
     "spec": {"workflow": "intake", "type": "webhook", "webhook": {"secret": "orders-key"}},
 }
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds process ``pid`` has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _serve(home: Path, port: int) -> subprocess.Popen[str]:
@@ -125,11 +135,15 @@ async def main() -> None:
                 await asyncio.gather(*(_client(http, url, ids, warm) for _ in range(8)))
                 latencies: list[float] = []
                 ids = list(range(args.requests))
+                cpu_before = _cpu_s(proc.pid)
+                client_before = time.process_time()
                 started = time.perf_counter()
                 await asyncio.gather(
                     *(_client(http, url, ids, latencies) for _ in range(args.clients))
                 )
                 elapsed = time.perf_counter() - started
+                cpu = _cpu_s(proc.pid) - cpu_before
+                client_cpu = time.process_time() - client_before
                 async with http.get("/v1/triggers/orders", headers=auth) as r:
                     state = await r.json()
         finally:
@@ -141,6 +155,8 @@ async def main() -> None:
         "webhook_jobs_per_s": round(args.requests / elapsed),
         "webhook_p50_ms": round(cuts[49] * 1000, 2),
         "webhook_p99_ms": round(cuts[98] * 1000, 2),
+        "server_cpu_ms_per_job": round(cpu * 1000 / args.requests, 3),
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / args.requests, 3),
         "requests": args.requests,
         "clients": args.clients,
     }

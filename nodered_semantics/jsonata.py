@@ -3,9 +3,9 @@
 The input is the message (``{msg}`` in legacy mode, when the expression names ``msg``); the
 bindings are ``$env`` (only ``NR_NODE_ID``/``NR_NODE_NAME`` and what the caller passes: Node-RED
 reads every other variable from the flow's settings or its own process) and ``$clone``; the
-switch node adds ``$I``/``$N``. :func:`jsonata_problem` refuses beforehand what needs state kept
-between messages or what the step engine cannot reproduce (``$flowContext``,
-``$globalContext``, ``$moment``, other environment variables).
+switch node adds ``$I``/``$N``; ``$flowContext``/``$globalContext`` read the node's
+:class:`~nodered_semantics.context.ContextView`. :func:`jsonata_problem` refuses beforehand what
+the step engine cannot reproduce (``$moment``, other environment variables).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonata
 
+from nodered_semantics.context import ContextView
 from nodered_semantics.js import UNDEFINED, js_string, js_value
 
 __all__ = [
@@ -67,8 +68,11 @@ def evaluate_jsonata(
     node: Mapping[str, Any],
     env: Mapping[str, Any],
     bindings: Mapping[str, Any] | None = None,
+    context: ContextView | None = None,
 ) -> Any:
-    """``RED.util.evaluateJSONataExpression`` of a prepared expression; UNDEFINED for none."""
+    """``RED.util.evaluateJSONataExpression`` of a prepared expression; UNDEFINED for none.
+
+    ``context``: what ``$flowContext(key)`` and ``$globalContext(key)`` read."""
     try:
         # Compiled right before use, on this thread: jsonata-python keeps per-thread state and
         # starts an expression's time budget when it is compiled.
@@ -76,8 +80,11 @@ def evaluate_jsonata(
         expr.set_output_convert_nulls(False)
         expr.register_lambda("env", lambda name: _env_or_empty(node, env, js_string(name)))
         expr.register_lambda("clone", copy.deepcopy)
-        context = {"msg": msg} if _LEGACY.search(text) else msg
-        raw = expr.evaluate(context, dict(bindings) if bindings else None)
+        if context is not None:
+            for name, scope in (("flowContext", "flow"), ("globalContext", "global")):
+                expr.register_lambda(name, _context_reader(context, scope))
+        data = {"msg": msg} if _LEGACY.search(text) else msg
+        raw = expr.evaluate(data, dict(bindings) if bindings else None)
     except RecursionError as exc:
         raise JsonataError("the expression recursed too deeply") from exc
     except Exception as exc:  # jsonata-python raises JException and plain ValueError/TypeError
@@ -88,6 +95,14 @@ def evaluate_jsonata(
     inputs: dict[int, Any] = {}
     _containers(msg, inputs)
     return UNDEFINED if raw is None else _plain(raw, inputs)
+
+
+def _context_reader(context: ContextView, scope: str) -> Any:
+    def read(key: Any, store: Any = None) -> Any:
+        found = context.get(scope, js_string(key))
+        return None if found is UNDEFINED else copy.deepcopy(found)
+
+    return read
 
 
 def _containers(value: Any, found: dict[int, Any]) -> None:
@@ -125,8 +140,6 @@ def jsonata_problem(text: Any, env: Collection[str] = ()) -> str | None:
         jsonata.Jsonata(text)
     except Exception as exc:
         return f"the JSONata expression {text!r} does not compile: {exc}"
-    if re.search(r"\$(flowContext|globalContext)\s*\(", text):
-        return "a JSONata expression reads flow/global context, which outlives the message"
     if re.search(r"\$moment\s*\(", text):
         return "a JSONata expression calls $moment, which only Node-RED provides"
     for found in re.finditer(r"\$env\s*\(\s*(\"[^\"]*\"|'[^']*')?", text):

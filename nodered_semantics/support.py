@@ -5,9 +5,11 @@ The ``nodered-node`` built-in service (:data:`NODERED_NODE_SERVICE`) runs the no
 step an imported flow kept. :func:`node_problem` is the static check both use: it reads the
 node's configuration and says why the node cannot run faithfully, before a flow's first job
 instead of at the node. "Faithfully" excludes what depends on earlier messages, which Node-RED
-keeps in the running node while a call starts afresh: flow/global context, switch rules on a
+keeps in the running node while a call starts afresh: switch rules on a
 message sequence (head, tail, index, "recreate message sequences") or on the previous value,
 sorting a message sequence, csv headers sent once; and what a JSON message cannot carry.
+Context (``context``/``flow``/``global``) is no obstacle: the caller hands a node the scopes
+it uses (:mod:`nodered_semantics.context`) and keeps what it writes.
 
 The configuration readers the nodes share with their checks live here too
 (:func:`change_rules`, :func:`switch_rule_values`, :func:`range_numbers`), so a check and a run
@@ -21,6 +23,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from nodered_semantics.context import context_problem
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
@@ -37,7 +40,6 @@ __all__ = [
     "SUPPORTED_TYPES",
     "UNFINISHED_SEQUENCE",
     "change_rules",
-    "function_reads_context",
     "function_reports_errors",
     "node_problem",
     "range_numbers",
@@ -92,6 +94,9 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return http_request_problem(node)
     if kind not in SUPPORTED_TYPES:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
+    problem = context_problem(node)
+    if problem is not None:
+        return problem
     if kind in RULE_TYPES:
         provided = node.get(SUBFLOW_ENV)
         return rules_problem(node, tuple(provided) if isinstance(provided, Mapping) else ())
@@ -108,21 +113,12 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         if isinstance(libs, list) and libs:
             return "it loads external modules (libs), which only Node-RED can provide"
         code = "\n".join(str(node.get(k) or "") for k in ("func", "initialize"))
-        if function_reads_context(code):
-            return (
-                "it reads node/flow/global context, which Node-RED keeps between messages; "
-                "the step engine keeps context for one message only"
-            )
         if re.search(r"\bsetInterval\s*\(", code):
             return "it uses setInterval, which never lets a call end"
         if re.search(r"\brequire\s*\(", code):
             return "it calls require(), which needs Node.js modules"
-    if kind == "template":
-        text = str(node.get("template") or "")
-        if node.get("fieldType", "msg") != "msg":
-            return "it writes its result to flow/global context, which outlives the message"
-        if re.search(r"\{\{\{?\s*(flow|global)(\[\w*\])?\.", text):
-            return "it reads flow/global context, which Node-RED keeps between messages"
+    if kind == "template" and node.get("fieldType", "msg") not in ("msg", "flow", "global"):
+        return f"it writes its result to {node.get('fieldType')!r}, not msg, flow or global"
     if kind == "split":
         return _split_problem(node)
     if kind == "join":
@@ -198,19 +194,6 @@ def _join_problem(node: Mapping[str, Any]) -> str | None:
 def supported_types_text() -> str:
     """The supported node kinds, for messages: ``"change, csv, function, ..."``."""
     return ", ".join(sorted(SUPPORTED_TYPES))
-
-
-# Reading a store (get/keys) is what makes a body depend on earlier messages.
-_CONTEXT_READ = re.compile(r"\b(context|flow|global)\s*\.\s*(get|keys)\s*\(")
-
-
-def function_reads_context(code: str) -> bool:
-    """Whether a function body (or its setup code) reads node, flow or global context.
-
-    On Node-RED those stores outlive a message; a runner that keeps them per call would give
-    such a body different results, silently. Writes alone are harmless (nothing reads them).
-    """
-    return bool(_CONTEXT_READ.search(code))
 
 
 # done(err) hands msg to the catch nodes; what the body sends besides is Node-RED's own business.
@@ -289,9 +272,9 @@ def _change_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None
         action = rule.get("t")
         if action not in _CHANGE_ACTIONS:
             return f"rule {n} has an unknown action {action!r}"
-        if rule["pt"] != "msg":
-            return f"rule {n} changes {rule['pt']} context, which outlives the message"
-        if str(rule.get("p", "")).strip() in QUEUE_CONTROLS:
+        if rule["pt"] not in ("msg", *CONTEXT_TYPES):
+            return f"rule {n} changes a {rule['pt']!r} property, not msg, flow or global"
+        if rule["pt"] == "msg" and str(rule.get("p", "")).strip() in QUEUE_CONTROLS:
             return (
                 f"rule {n} sets msg.{str(rule.get('p')).strip()}, which controls the queue a "
                 "following delay or trigger node keeps across messages"
@@ -299,16 +282,14 @@ def _change_problem(node: Mapping[str, Any], env: Collection[str]) -> str | None
         if action == "delete":
             continue
         if action == "move":
-            if rule["tot"] != "msg":
-                return f"rule {n} moves a property into {rule['tot']} context"
+            if rule["tot"] not in ("msg", *CONTEXT_TYPES):
+                return f"rule {n} moves a property into {rule['tot']!r}, not msg, flow or global"
             continue
         problem = typed_value_problem(rule.get("to"), rule["tot"], env)
         if problem is not None:
             return f"rule {n}: {problem}"
         if action == "change":
             fromt = rule["fromt"]
-            if fromt in CONTEXT_TYPES:
-                return f"rule {n}: it reads {fromt} context, which outlives the message"
             if fromt == "re":
                 try:
                     js_regex(str(rule.get("from", "")))

@@ -1,7 +1,7 @@
 """Typed inputs of Node-RED nodes (``RED.util.evaluateNodeProperty``): ``str``, ``num``, ``bool``,
 ``json``, ``date``, ``msg``, ``jsonata``, ``env``; and which of them cannot be evaluated on one
-message outside Node-RED (:func:`typed_value_problem`: flow/global context, Buffers, RegExps,
-Date objects)."""
+message outside Node-RED (:func:`typed_value_problem`: Buffers, RegExps, Date objects).
+flow/global values read the node's :class:`~nodered_semantics.context.ContextView`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from nodered_semantics.context import ContextView
 from nodered_semantics.js import UNDEFINED, JSThrowError, is_nan, js_number, js_string
 from nodered_semantics.jsonata import (
     STATIC_ENV,
@@ -39,9 +40,10 @@ CONTEXT_TYPES = frozenset({"flow", "global"})
 
 def typed_value_problem(value: Any, kind: Any, env: Collection[str] = ()) -> str | None:
     """Why a typed value of a node cannot be evaluated here (None when it can; ``env``: the
-    variables the call provides besides :data:`STATIC_ENV`)."""
-    if kind in CONTEXT_TYPES:
-        return f"it reads {kind} context, which Node-RED keeps between messages"
+    variables the call provides besides :data:`STATIC_ENV`).
+
+    flow/global values can: the caller hands :func:`typed_value` the node's
+    :class:`~nodered_semantics.context.ContextView`."""
     if kind == "jsonata":
         return jsonata_problem(value, env)
     if kind == "env":
@@ -74,9 +76,16 @@ def parse_json_text(text: str) -> Any:
 
 
 def typed_value(
-    value: Any, kind: Any, msg: Any, node: Mapping[str, Any], env: Mapping[str, Any]
+    value: Any,
+    kind: Any,
+    msg: Any,
+    node: Mapping[str, Any],
+    env: Mapping[str, Any],
+    context: ContextView | None = None,
 ) -> Any:
-    """``evaluateNodeProperty(value, kind, node, msg)``; a msg read that throws gives UNDEFINED."""
+    """``evaluateNodeProperty(value, kind, node, msg)``; a msg read that throws gives UNDEFINED.
+
+    flow/global values are read from ``context`` (without one they cannot be evaluated)."""
     if kind == "str":
         return js_string(value)
     if kind == "num":
@@ -96,9 +105,11 @@ def typed_value(
         except JSThrowError:
             return UNDEFINED
     if kind == "jsonata":
-        return evaluate_jsonata(str(value), msg, node, env)
+        return evaluate_jsonata(str(value), msg, node, env, context=context)
     if kind == "env":
         return env_property(node, env, js_string(value))
+    if kind in CONTEXT_TYPES and context is not None:
+        return context.get(str(kind), js_string(value))
     if kind in CONTEXT_TYPES or kind in ("bin", "re"):
         raise JSThrowError(f"{kind} values are not supported on the step engine")
     return value

@@ -726,6 +726,8 @@ class _Builder:
 
 def _config_users(nodes: list[dict[str, Any]], configs: set[str]) -> dict[str, int]:
     users = dict.fromkeys(configs, 0)
+    if not users:  # no configuration node: no value of any node to look at
+        return users
     for node in nodes:
         for key, value in node.items():
             if key in ("id", "z", "g", "wires", "links", "scope"):

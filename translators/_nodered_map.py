@@ -60,7 +60,8 @@ def parse_flow(data: Any) -> list[dict[str, Any]]:
     Text is read, and decoded data checked, within :data:`FLOW_LIMITS` (depth, size, values
     JSON can carry), so no flow makes the import fail with anything but a located error.
     """
-    if isinstance(data, bytes | bytearray | str):
+    owned = isinstance(data, bytes | bytearray | str)  # decoded here: no caller shares it
+    if owned:
         data = parse_json(
             bytes(data) if isinstance(data, bytearray) else data, limits=FLOW_LIMITS, where="flow"
         )
@@ -99,7 +100,7 @@ def parse_flow(data: Any) -> list[dict[str, Any]]:
         raise ValidationError(
             "the flow has malformed nodes: fix them and import again", problems=problems
         )
-    return [json_copy(node) for node in data]
+    return list(data) if owned else [json_copy(node) for node in data]
 
 
 def is_flow_node(node: Mapping[str, Any]) -> bool:
@@ -292,16 +293,14 @@ def _map_json(node: Mapping[str, Any]) -> NodeMapping:
 
 
 def _map_split(node: Mapping[str, Any]) -> NodeMapping:
-    if node.get("property", "payload") not in (None, "", "payload"):
-        return native_mapping(node, "splits a property other than msg.payload: kept as the node")
-    if str(node.get("arraySplt", 1)) != "1" or node.get("arraySpltType", "len") != "len":
-        return native_mapping(node, "splits arrays into chunks, not items")
-    if node.get("stream") or node.get("addname"):
-        return native_mapping(node, "streaming mode / key copy have no IR counterpart")
-    return NodeMapping(
-        "split",
-        [_named(node, {"kind": "split"})],
-        "split -> split: one branch per array item (strings, buffers and objects split only on Node-RED)",
+    # Node-RED's split chooses what to do by the payload's type when the message arrives (a
+    # string by its separator, an array by items or chunks, an object by keys), which the IR's
+    # split (arrays only) cannot know at import. Kept as the node: the step engine runs it as
+    # Node-RED does, with msg.parts for the join after it.
+    return native_mapping(
+        node,
+        "splits by the payload's type at run time (string, array, object), which the IR's split "
+        "(arrays only) cannot: kept as the node",
     )
 
 

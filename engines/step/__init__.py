@@ -1,6 +1,11 @@
 """The built-in step engine (default, embedded): durable jobs in the database."""
 
-from engines.step._nodered import NODERED_MSG_CONTENT_TYPE, native_problem, step_runnable
+from engines.step._nodered import (
+    NODERED_MSG_CONTENT_TYPE,
+    native_problem,
+    native_steps_by_node,
+    step_runnable,
+)
 from engines.step.engine import ENGINE_QUEUE, StepEngine
 from fluxo_core.config import FluxoConfig
 from fluxo_core.storage.workflows import WorkflowStore
@@ -12,6 +17,7 @@ __all__ = [
     "StepEngine",
     "create_engine",
     "native_problem",
+    "native_steps_by_node",
     "step_runnable",
 ]
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engines.step._context import context_problems
 from fluxo_core.ir import NativeStep, Workflow
 from nodered_semantics.support import (
     QUEUE_CONTROLS,
@@ -60,6 +61,7 @@ __all__ = [
     "dropped_problems",
     "native_ports",
     "native_problem",
+    "native_steps_by_node",
     "step_runnable",
 ]
 
@@ -69,8 +71,23 @@ RUNNABLE_NATIVE_ENGINES = frozenset({"nodered"})
 _PLAIN_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay"})
 
 
-def native_ports(step: NativeStep, workflow: Workflow) -> list[list[str]] | str:
-    """The step ids each output port of a native Node-RED step feeds, or why that is unknown."""
+def native_steps_by_node(workflow: Workflow) -> dict[str, set[str]]:
+    """The ids of ``workflow``'s native Node-RED steps by the node each runs (the import copies a
+    node per link call, subflow instance and loop pass). A caller asking about many steps makes
+    it once and passes it on: made per step, it made large flows quadratic."""
+    by_node: dict[str, set[str]] = {}
+    for s in workflow.spec.steps:
+        if isinstance(s, NativeStep) and s.engine == "nodered":
+            by_node.setdefault(str(s.config.get("id")), set()).add(s.id)
+    return by_node
+
+
+def native_ports(
+    step: NativeStep, workflow: Workflow, by_node: Mapping[str, set[str]] | None = None
+) -> list[list[str]] | str:
+    """The step ids each output port of a native Node-RED step feeds, or why that is unknown.
+
+    ``by_node``: :func:`native_steps_by_node` of ``workflow`` (made here when not given)."""
     wires = step.config.get("wires")
     ports: list[list[Any]] = (
         [port if isinstance(port, list) else [] for port in wires]
@@ -85,10 +102,8 @@ def native_ports(step: NativeStep, workflow: Workflow) -> list[list[str]] | str:
         return out
     # A node may have several steps (copies the import made for link calls and loop passes):
     # the one this step leads to is the one in its next.
-    by_node: dict[str, set[str]] = {}
-    for s in workflow.spec.steps:
-        if isinstance(s, NativeStep) and s.engine == "nodered":
-            by_node.setdefault(str(s.config.get("id")), set()).add(s.id)
+    if by_node is None:
+        by_node = native_steps_by_node(workflow)
     known: list[list[str]] = []
     unknown_ports: list[int] = []
     for p, port in enumerate(ports):
@@ -119,6 +134,7 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
     """
     reasons: list[str] = []
     reasons += dropped_problems(workflow)
+    reasons += context_problems(workflow)
     if any(s.kind == "delay" for s in workflow.spec.steps):
         for trigger in triggers:
             controls = sorted(set(trigger.sets) & QUEUE_CONTROLS)
@@ -128,6 +144,7 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
                     "acts on the messages the delay holds; the step engine's delay holds none"
                 )
     fed = {t for s in workflow.spec.steps for t in _successors(s)} | {workflow.spec.start}
+    by_node = native_steps_by_node(workflow)
     for step in workflow.spec.steps:
         if isinstance(step, NativeStep) and step.config.get("type") == "catch" and step.id in fed:
             reasons.append(
@@ -143,7 +160,7 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
                 f"step {step.id!r}: a {step.kind!r} step does not run on the step engine"
             )
             continue
-        reason = native_problem(step, workflow)
+        reason = native_problem(step, workflow, by_node)
         if reason is not None:
             reasons.append(reason)
     return not reasons, reasons
@@ -179,8 +196,12 @@ def dropped_problems(workflow: Workflow) -> list[str]:
     ]
 
 
-def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
-    """Why the step engine cannot run this native step (None when it can)."""
+def native_problem(
+    step: NativeStep, workflow: Workflow, by_node: Mapping[str, set[str]] | None = None
+) -> str | None:
+    """Why the step engine cannot run this native step (None when it can).
+
+    ``by_node``: as for :func:`native_ports`."""
     config: Mapping[str, Any] = step.config
     kind = str(config.get("type", "?"))
     where = f"step {step.id!r} ({kind} node {config.get('id', '?')})"
@@ -198,18 +219,16 @@ def native_problem(step: NativeStep, workflow: Workflow) -> str | None:
             f"{where}: it reports failures with done(err), which reaches its catch node while "
             "its messages go on only on Node-RED"
         )
+    if by_node is None:
+        by_node = native_steps_by_node(workflow)
     if kind in SEQUENCE_TYPES:
-        copies = [
-            s.id
-            for s in workflow.spec.steps
-            if isinstance(s, NativeStep) and s.config.get("id") == config.get("id")
-        ]
+        copies = sorted(by_node.get(str(config.get("id")), ()))
         if len(copies) > 1:
             return (
                 f"{where}: the import made several steps of it ({', '.join(copies)}), while "
                 "Node-RED keeps one set of groups for the node"
             )
-    ports = native_ports(step, workflow)
+    ports = native_ports(step, workflow, by_node)
     if isinstance(ports, str):
         return f"{where}: {ports}"
     return None

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engines.step._nodered import dropped_problems, native_ports, native_problem
+from engines.step._context import context_problems, native_context_scopes
+from engines.step._nodered import (
+    dropped_problems,
+    native_ports,
+    native_problem,
+    native_steps_by_node,
+)
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import (
     JoinStep,
@@ -45,6 +51,7 @@ class Plan:
     services: dict[str, ServiceInfo]  # by step id (native steps: the nodered-node service)
     steps: dict[str, Any] = field(init=False)
     ports: dict[str, list[list[str]]] = field(init=False)  # native steps: targets per port
+    context_scopes: dict[str, list[str]] = field(init=False)  # native steps using context
     merging: set[str] = field(init=False)  # steps whose keys name where a token came from
     join_of_split: dict[str, str] = field(init=False)
     # Native steps that take a job's messages together (Node-RED joins), upstream ones first.
@@ -72,10 +79,11 @@ class Plan:
                 dropped=self.workflow.metadata.labels.get(DROPPED_LABEL, ""),
             )
         self.ports = {}
+        by_node = native_steps_by_node(self.workflow)  # once: per step it was quadratic
         for step in spec.steps:
             if isinstance(step, NativeStep):
-                ports = native_ports(step, self.workflow)
-                problem = native_problem(step, self.workflow)
+                ports = native_ports(step, self.workflow, by_node)
+                problem = native_problem(step, self.workflow, by_node)
                 if problem is not None or isinstance(ports, str):
                     raise UnsupportedFeatureError(
                         f"{problem or ports}; so the step engine cannot run workflow "
@@ -86,6 +94,13 @@ class Plan:
                         node_type=str(step.config.get("type", "")),
                     )
                 self.ports[step.id] = ports
+        problems = context_problems(self.workflow)
+        if problems:
+            raise UnsupportedFeatureError(
+                f"workflow {self.workflow.metadata.name!r}: {'; '.join(problems)} "
+                "(spec.engine: nodered)"
+            )
+        self.context_scopes = native_context_scopes(self.workflow)
         self.merging = merging_steps(spec.steps)
         self.join_of_split = {
             step.split: step.id for step in spec.steps if isinstance(step, JoinStep)

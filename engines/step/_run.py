@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from engines.step._context import MAX_CONTEXT_RERUNS, READ_KEY, RERUNS_KEY, StepContext
 from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
 from engines.step._nodered_http import http_request_body, http_request_outputs, is_http_request
 from engines.step._plan import Plan
@@ -46,6 +47,7 @@ from fluxo_core.ir import (
 from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
+from nodered_semantics.context import CONTEXT_PORT
 from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV, UNFINISHED_SEQUENCE
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
@@ -100,6 +102,8 @@ class JobRun:
 
     # The job's input packet as the template of its call packets, when the caller has it.
     template: PacketTemplate | None = None
+    # Node-RED context of the job's account and workflow (engines.step._context).
+    context: StepContext | None = None
 
     def __post_init__(self) -> None:
         self.results = orjson.loads(self.job["result"]) if self.job["result"] else []
@@ -172,6 +176,11 @@ class JobRun:
                     outputs = http_request_outputs(step, msg, url, outputs)
                 except FluxoError as exc:
                     self.fail(step, key, row["attempt"], exc.to_dict(), context, row["input"])
+                    return
+            elif isinstance(step, NativeStep):  # what it wrote to context is no output
+                writes = [w for o in outputs if o.get("port") == CONTEXT_PORT for w in o["writes"]]
+                outputs = [o for o in outputs if o.get("port") != CONTEXT_PORT]
+                if not self._keep_context(step, key, row, context, writes):
                     return
             self.job["active"] -= 1
             if isinstance(step, NativeStep):  # failures reported on the way are no outputs
@@ -420,6 +429,39 @@ class JobRun:
         failed.update(_failed_node(step))
         self.deliver(target, failed, context["frames"], f"{target}<{key}", context.get("msg"))
 
+    def _keep_context(
+        self,
+        step: NativeStep,
+        key: str,
+        row: dict[str, Any],
+        context: dict[str, Any],
+        writes: list[Any],
+    ) -> bool:
+        """Write what the step's node wrote to context; False when the step does not go on: a
+        scope it used changed since its call read it, so it runs again (or fails after too
+        many such runs), see :mod:`engines.step._context`."""
+        if self.context is None or not writes:
+            return True
+        try:
+            if self.context.save(step, context.get(READ_KEY) or {}, writes):
+                return True
+        except FluxoError as exc:  # e.g. the scope would grow past its bound
+            self.fail(step, key, row["attempt"], exc.to_dict(), context, row["input"])
+            return False
+        reruns = int(context.get(RERUNS_KEY) or 0) + 1
+        if reruns > MAX_CONTEXT_RERUNS:
+            error = {
+                "code": "conflict",
+                "message": f"step {step.id!r}: the context its node uses changed under it "
+                f"{MAX_CONTEXT_RERUNS} times in a row (other messages write it); it was not run "
+                "again",
+            }
+            self.fail(step, key, row["attempt"], error, context, row["input"])
+            return False
+        context[RERUNS_KEY] = reruns
+        self._again(step, key, row, context)
+        return False
+
     # -- step kinds ---------------------------------------------------------------------------
 
     def _call(
@@ -443,6 +485,9 @@ class JobRun:
             env = step.config.get(SUBFLOW_ENV)
             if isinstance(env, dict):  # what the subflow instances it runs within set
                 body["env"] = env
+            scopes = self.plan.context_scopes.get(step.id)
+            if scopes and self.context is not None:
+                body["context"], context[READ_KEY] = self.context.load(step, scopes)
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).
@@ -485,6 +530,8 @@ class JobRun:
             self._update(
                 key, status="running", attempt=attempt, call_id=call_id, started_at=self.now
             )
+            if READ_KEY in context:  # what this attempt read, and how often it ran again
+                self._update(key, context=orjson.dumps(context).decode())
 
     def _switch(
         self, step: SwitchStep, key: str, payload: Any, frames: list[Frame], meta: Meta

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from engines.step._context import StepContext
 from engines.step._nodered import RUNNABLE_NATIVE_ENGINES
 from engines.step._plan import RUNNABLE_KINDS, Plan
 from engines.step._run import ENGINE_QUEUE, JobRun, job_channel
@@ -48,6 +49,7 @@ from fluxo_core.logs import bind_ids, reset_ids
 from fluxo_core.storage import Database, Transaction
 from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobStore
+from fluxo_core.storage.nodered_context import NodeRedContextStore
 from fluxo_core.storage.workflows import WorkflowStore
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, HTTP_SERVICE
 from nodered_semantics.support import NODERED_NODE_SERVICE
@@ -98,6 +100,7 @@ class StepEngine:
         self.runtime = runtime
         self.workflows = workflows
         self.store = JobStore(runtime.db)
+        self.contexts = NodeRedContextStore(runtime.db)
         self._control = JobControlStore(runtime.db)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
@@ -404,6 +407,9 @@ class StepEngine:
                     self.runtime.gateway.check_call,
                     steps=steps[job_id],
                     template=self._templates.get(job_id),
+                    context=StepContext(
+                        self.contexts, tx, job["account_id"], plans[job_id].workflow.metadata.name
+                    ),
                 )
                 self._remember_input(job_id, run)
             # What a transition logs carries its job's ids.

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import orjson
 import yaml
 
-from engines.step import native_problem, step_runnable
+from engines.step import native_problem, native_steps_by_node, step_runnable
 from fluxo_core.errors import ConfigError, UnsupportedFeatureError, ValidationError
 from fluxo_core.ir import NativeStep, Workflow, parse_json, validate_workflow, workflow_document
 from translators import (
@@ -71,8 +71,86 @@ __all__ = [
 SIDECAR_SUFFIX = ".flow.json"
 # libyaml's writer when PyYAML was built with it: about 4x faster than the pure-Python one on a
 # 5,000-node import (bench/nodered_import.py), where writing YAML took most of the time.
-_YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-YAML_WRITER = _YAML_DUMPER.__name__
+_BASE_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+YAML_WRITER = _BASE_DUMPER.__name__
+_STR = "tag:yaml.org,2002:str"
+_YAML_1_1_BOOLS = frozenset({"y", "Y", "n", "N"})
+
+
+class _JsonDumper(_BASE_DUMPER):  # type: ignore[misc]
+    """The safe dumper, with the nodes of JSON values (what a workflow document holds) made
+    directly rather than through PyYAML's per-type dispatch, and tags resolved without its
+    general path (both ran once per value of a large import). The nodes are the ones PyYAML
+    makes, so the text is the same; anything else goes the general way.
+
+    Strings follow the rule hera registers on PyYAML's safe dumper (``translators`` imports
+    it, so it has always applied here): a multi-line string as a ``|`` block, the YAML 1.1
+    booleans ``y``/``n`` quoted.
+    """
+
+    def represent_data(self, data: Any) -> Any:
+        kind = type(data)
+        if kind is str:
+            if "\n" in data:
+                return yaml.ScalarNode(_STR, data, style="|")
+            return yaml.ScalarNode(_STR, data, style="'" if data in _YAML_1_1_BOOLS else None)
+        if (kind is list or (kind is dict and not self.sort_keys)) and (
+            self.default_flow_style is not None  # else PyYAML picks a style per node
+        ):
+            key = id(data)
+            node = self.represented_objects.get(key)
+            if node is not None:  # the same object again: PyYAML writes an alias
+                return node
+            self.object_keeper.append(data)
+            if kind is dict:
+                pairs: list[tuple[Any, Any]] = []
+                node = yaml.MappingNode(
+                    "tag:yaml.org,2002:map", pairs, flow_style=self.default_flow_style
+                )
+                self.represented_objects[key] = node
+                for item_key, item_value in data.items():
+                    pairs.append((self.represent_data(item_key), self.represent_data(item_value)))
+                return node
+            values: list[Any] = []
+            node = yaml.SequenceNode(
+                "tag:yaml.org,2002:seq", values, flow_style=self.default_flow_style
+            )
+            self.represented_objects[key] = node
+            for item in data:
+                values.append(self.represent_data(item))
+            return node
+        if kind is bool:
+            return yaml.ScalarNode("tag:yaml.org,2002:bool", "true" if data else "false")
+        if kind is int:
+            return yaml.ScalarNode("tag:yaml.org,2002:int", str(data))
+        if data is None:
+            return yaml.ScalarNode("tag:yaml.org,2002:null", "null")
+        return super().represent_data(data)
+
+    # The writer asks these of every node. The safe resolver has no path resolvers, so tags
+    # depend on the scalar's text alone: the general path's bookkeeping is skipped.
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, pattern in self.yaml_implicit_resolvers.get(value[:1], ()):
+                    if pattern.match(value):
+                        return tag
+            return _STR
+        return super().resolve(kind, value, implicit)
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+
+# The shortcuts hold for the safe resolver as PyYAML ships it (no path or wildcard resolvers).
+_YAML_DUMPER: Any = (
+    _JsonDumper
+    if not _BASE_DUMPER.yaml_path_resolvers and None not in _BASE_DUMPER.yaml_implicit_resolvers
+    else _BASE_DUMPER
+)
 _STEP_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay"})
 
 Runs = Literal["step engine and Node-RED", "Node-RED only", "nowhere"]
@@ -224,6 +302,12 @@ def _document(workflow: Workflow, engine: str, sidecar: str) -> dict[str, Any]:
 def placements(result: NodeRedImport, engines: Mapping[str, EngineChoice]) -> list[Placement]:
     """Every node of the import, with where it runs and why (file order)."""
     workflows = {w.metadata.name: w for w in result.workflows}
+    # Each workflow's step problems, found once (per node it made large flows slow); none on the
+    # step engine, whose check found no step it cannot run.
+    problems_of = {
+        name: {} if (chosen := engines.get(name)) and chosen.engine == "step" else _step_problems(w)
+        for name, w in workflows.items()
+    }
     node_steps: dict[str, list[str]] = {}
     for source in result.source.workflows.values():
         for step_id, node_id in source.step_nodes.items():
@@ -232,7 +316,13 @@ def placements(result: NodeRedImport, engines: Mapping[str, EngineChoice]) -> li
     for entry in result.report.nodes:
         chosen = engines.get(entry.workflow or "")
         engine = chosen.engine if chosen else None
-        runs, why = _placement(entry, workflows.get(entry.workflow or ""), node_steps, chosen)
+        runs, why = _placement(
+            entry,
+            workflows.get(entry.workflow or ""),
+            problems_of.get(entry.workflow or "", {}),
+            node_steps,
+            chosen,
+        )
         out.append(
             Placement(
                 node_id=entry.node_id,
@@ -252,6 +342,7 @@ def placements(result: NodeRedImport, engines: Mapping[str, EngineChoice]) -> li
 def _placement(
     entry: NodeFidelity,
     workflow: Workflow | None,
+    step_problems: Mapping[str, str],
     node_steps: Mapping[str, list[str]],
     chosen: EngineChoice | None,
 ) -> tuple[Runs, str]:
@@ -262,8 +353,7 @@ def _placement(
         if chosen is not None and chosen.engine == "nodered":
             return "Node-RED only", f"{entry.reason}; its workflow runs on Node-RED only"
         return "step engine and Node-RED", entry.reason
-    by_id = workflow.spec.steps_by_id()
-    problems = [p for s in steps if (p := _step_problem(by_id[s], workflow)) is not None]
+    problems = [step_problems[s] for s in steps if s in step_problems]
     if problems:
         return "Node-RED only", "; ".join(problems)
     if entry.status == "native":
@@ -278,11 +368,21 @@ def _placement(
     return "step engine and Node-RED", why
 
 
-def _step_problem(step: Any, workflow: Workflow) -> str | None:
+def _step_problems(workflow: Workflow) -> dict[str, str]:
+    """Why the step engine cannot run each step of ``workflow`` that it cannot run."""
+    by_node = native_steps_by_node(workflow)
+    return {
+        step.id: problem
+        for step in workflow.spec.steps
+        if (problem := _step_problem(step, workflow, by_node)) is not None
+    }
+
+
+def _step_problem(step: Any, workflow: Workflow, by_node: Mapping[str, set[str]]) -> str | None:
     if step.kind in _STEP_KINDS:
         return None
     if isinstance(step, NativeStep):
-        return native_problem(step, workflow)
+        return native_problem(step, workflow, by_node)
     return f"a {step.kind} step, which the step engine does not run"
 
 
@@ -534,6 +634,9 @@ def edited_steps(workflow: Workflow, imported: Workflow) -> list[str]:
     """What differs between ``workflow`` and the workflow its source imports to, apart from the
     fields the import itself chooses (``engine``, ``source``): ``step 'x' changed``, ``step 'y'
     added``, ``start``... (empty when nothing does)."""
+    same_choices = {"engine": imported.spec.engine, "source": imported.spec.source}
+    if workflow.spec.model_copy(update=same_choices) == imported.spec:
+        return []  # equal values dump equal: the usual case, found without dumping both
     mine = _behaviour(workflow)
     theirs = _behaviour(imported)
     if mine == theirs:

@@ -43,12 +43,16 @@ from email import policy as email_policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aioimaplib
 
-from fluxo_core.errors import ConfigError, FluxoError
+from fluxo.control.hosts import connect_address
+from fluxo_core.errors import ConfigError, FluxoError, ServiceError
 from fluxo_core.redaction import hidden_from_logs
+
+if TYPE_CHECKING:
+    from services.http.policy import HostPolicy
 
 __all__ = [
     "AttachmentInfo",
@@ -92,6 +96,9 @@ class MailboxSettings:
         from_filter, subject_filter: only messages whose From (name or address) or Subject
             contains this text, case-insensitively.
         tls_context: how the server's certificate is checked (default: the system's CAs).
+        host_policy: which hosts may be reached (the platform's ``FLUXO_HTTP_ALLOW`` and
+            ``FLUXO_HTTP_DENY``), checked at every connection; the default refuses internal
+            addresses (loopback, private, link-local).
     """
 
     host: str
@@ -111,6 +118,7 @@ class MailboxSettings:
     max_attachments: int = 20
     max_attachment_bytes: int = 10 * 1024 * 1024
     tls_context: ssl.SSLContext | None = field(default=None, repr=False)
+    host_policy: HostPolicy = field(default_factory=lambda: _strict_policy(), repr=False)
 
     def __post_init__(self) -> None:
         if self.security not in ("tls", "starttls", "none"):
@@ -379,8 +387,14 @@ class MailboxWatcher:
         s = self.settings
         lost = asyncio.Event()
         context = s.tls_context or ssl.create_default_context()
+        try:
+            address = await connect_address(s.host_policy, s.host, s.port, tls=s.security == "tls")
+        except ServiceError as exc:
+            raise MailboxError(
+                f"mailbox {self._where}: {exc.message}", retryable=exc.retryable
+            ) from None
         client = aioimaplib.IMAP4(
-            s.host,
+            address,
             s.port,
             timeout=s.command_timeout_s,
             conn_lost_cb=lambda _exc: lost.set(),
@@ -693,6 +707,13 @@ def _literal(lines: list[Any]) -> bytes | None:
         if isinstance(line, bytearray):
             return bytes(line)
     return None
+
+
+def _strict_policy() -> HostPolicy:
+    # Imported when needed: the built-in services' package is heavy to load.
+    from services.http.policy import HostPolicy
+
+    return HostPolicy()
 
 
 def _is_loopback(host: str) -> bool:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fluxo.control.activity import Activity
 from fluxo.control.blocks import BlockService
@@ -52,6 +53,7 @@ from fluxo_core.ir import DEFAULT_ENGINE
 from fluxo_core.ir.documents import DocumentLimits
 from fluxo_core.storage import AccountStore, Database, SecretStore, UsageLedger
 from fluxo_core.storage.attachments import AttachmentStore
+from fluxo_core.storage.outputs import ServiceOutputStore
 from fluxo_core.storage.quotas import QuotaStore
 from fluxo_core.storage.resources import ResourceStore
 from fluxo_core.storage.triggers import TriggerStore
@@ -61,6 +63,9 @@ from service_runtime.dead_letters import DeadLetters
 from service_runtime.interceptors import SpanSink
 from service_runtime.janitor import Janitor
 from service_runtime.transports import Transport, make_transport
+
+if TYPE_CHECKING:
+    from services.http.policy import HostPolicy
 
 __all__ = [
     "Platform",
@@ -266,6 +271,7 @@ class Platform:
         trigger_sources: dict[str, SourceFactory] | None = None,
         kubernetes: KubernetesClient | None = None,
         argo_cron: CronObjects | None = None,
+        host_policy: HostPolicy | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -360,10 +366,24 @@ class Platform:
         )
         # Inbound triggers (email, ...): their sources, and the mail attachments jobs read.
         self.attachments = AttachmentStore(db, clock=clock)
+        # The hosts a trigger's mailbox or broker may be on: the operator's FLUXO_HTTP_ALLOW and
+        # FLUXO_HTTP_DENY, as for outbound HTTP (internal addresses refused unless allowed).
+        from services.http.policy import HostPolicy  # here: the services' package is heavy
+
+        if host_policy is None:
+            host_policy = (
+                HostPolicy(config.http_allow, config.http_deny) if config else HostPolicy()
+            )
+        self.host_policy = host_policy
         if trigger_sources is None:
             trigger_sources = {
-                **email_sources(self.secrets, self.attachments),
-                **queue_sources(self.secrets, DocumentLimits(max_bytes=max_packet_bytes)),
+                **email_sources(self.secrets, self.attachments, policy=host_policy),
+                **queue_sources(
+                    self.secrets,
+                    DocumentLimits(max_bytes=max_packet_bytes),
+                    policy=host_policy,
+                    outputs=ServiceOutputStore(db),
+                ),
             }
         self.trigger_supervisor = TriggerSupervisor(
             self.triggers, sources=trigger_sources, tick_s=trigger_tick_s
@@ -397,6 +417,7 @@ class Platform:
         self.trigger_controller = TriggerController(
             self.triggers,
             self.workflows,
+            policy=host_policy,
             source_types=lambda: set(self.trigger_supervisor.sources),
             on_change=self.trigger_supervisor.wake,
             on_release=self.attachments.delete_trigger,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -109,12 +109,41 @@ def parse_json(
             # orjson reads an integer beyond 64 bits as a float, silently changing it: read it
             # exactly, so that the check below refuses it with its location.
             value = _exact(raw, limits, where)
+        else:
+            _check_shape(value, limits, where)
+            return value
     except orjson.JSONDecodeError as exc:
         if "recursion limit" in exc.msg:
             raise _too_deep(limits, where, f"line {exc.lineno} column {exc.colno}") from exc
         value = _located_failure(raw, exc, limits, where)
     check_document(value, limits=limits, where=where)
     return value
+
+
+def _check_shape(value: Any, limits: DocumentLimits, where: str) -> None:
+    """:func:`check_document` for what orjson decoded, which holds only values Fluxo can store
+    (string keys, valid text, finite numbers, integers within 64 bits): only the depth and the
+    number of values are left to check, level by level, with far less work per value.
+    Any breach is left to :func:`check_document` to report, with its location."""
+    nodes = 1
+    level: list[Any] = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limits.max_depth:
+            break
+        deeper: list[Any] = []
+        for container in level:
+            nodes += len(container)
+            for item in container.values() if type(container) is dict else container:
+                if type(item) is dict or type(item) is list:
+                    deeper.append(item)
+        if nodes > limits.max_nodes:
+            break
+        level = deeper
+    else:
+        return
+    check_document(value, limits=limits, where=where)
 
 
 def _exact(raw: bytes, limits: DocumentLimits, where: str) -> Any:
@@ -365,7 +394,8 @@ _StringTimestamps.add_constructor(
 
 
 class _BoundedComposer(Composer):
-    """PyYAML's composer, counting depth, aliases and the expanded size as it builds nodes.
+    """PyYAML's composer, counting depth, aliases and the expanded size as it builds nodes (or,
+    with libyaml's composer, :meth:`_weigh` counting the same once it has built them).
 
     Every node records what it expands to (``_weights``); an alias adds the weight of the node it
     names, so the total is known exactly while nothing is expanded, and the document is refused
@@ -431,6 +461,76 @@ class _BoundedComposer(Composer):
         self._weights[id(node)] = (self._nodes - nodes, self._bytes - size)
         return node
 
+    def _weigh(self, root: yaml.Node) -> None:
+        """Count a node tree libyaml's composer built, as :meth:`compose_node` counts while
+        composing: in document order, each node once where it is written and again at each
+        alias (the tree shares the node), so nothing is expanded. Iterative: depth is bounded
+        by the limit, not by the stack."""
+        self._weights.clear()
+        in_progress: set[int] = set()
+        # (node, its children left to count, the counts when it was entered)
+        stack: list[tuple[yaml.Node, Iterator[yaml.Node], int, int]] = []
+        self._enter(root, stack, in_progress)
+        while stack:
+            node, children, nodes, size = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                in_progress.discard(id(node))
+                value = node.value if isinstance(node, yaml.ScalarNode) else ""
+                self._count(node, 1, len(value) + 2)
+                self._weights[id(node)] = (self._nodes - nodes, self._bytes - size)
+                continue
+            weight = self._weights.get(id(child))
+            if weight is None and type(child) is yaml.ScalarNode:  # most nodes: no stack trip
+                self._check_depth(child, len(stack) + 1)
+                self._count(child, 1, len(child.value) + 2)
+                self._weights[id(child)] = (1, len(child.value) + 2)
+            elif weight is not None:  # a finished node met again: an alias
+                self._aliases += 1
+                if self._aliases > self._limits.max_aliases:
+                    raise self._refused(
+                        node,
+                        f"uses more than {self._limits.max_aliases} YAML aliases",
+                        "max_aliases",
+                        "spell the repeated parts out, or use fewer aliases",
+                    )
+                self._count(node, *weight)
+            elif id(child) in in_progress:
+                raise self._refused(
+                    child,
+                    "refers to an anchor inside itself (a cycle)",
+                    "max_nodes",
+                    "remove the alias, or point it at a finished node",
+                )
+            else:
+                self._enter(child, stack, in_progress)
+
+    def _enter(
+        self,
+        node: yaml.Node,
+        stack: list[tuple[yaml.Node, Iterator[yaml.Node], int, int]],
+        in_progress: set[int],
+    ) -> None:
+        self._check_depth(node, len(stack) + 1)
+        if isinstance(node, yaml.MappingNode):
+            children: Iterator[yaml.Node] = (item for pair in node.value for item in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            children = iter(node.value)
+        else:
+            children = iter(())
+        in_progress.add(id(node))
+        stack.append((node, children, self._nodes, self._bytes))
+
+    def _check_depth(self, node: yaml.Node, depth: int) -> None:
+        if depth > self._limits.max_depth:
+            raise self._refused(
+                node,
+                f"nests deeper than {self._limits.max_depth} levels",
+                "max_depth",
+                "flatten it",
+            )
+
     def _count(self, at: Any, nodes: int, size: int) -> None:
         self._nodes += nodes
         self._bytes += size
@@ -461,7 +561,8 @@ class _BoundedComposer(Composer):
         )
 
 
-# libyaml's C parser when PyYAML has it (about 10x faster), under the Python composer that counts.
+# libyaml's C parser and composer when PyYAML has them (the tree counted once composed, see
+# _BoundedLoader); else the pure-Python ones, under the composer that counts as it goes.
 if yaml.__with_libyaml__:
     from yaml._yaml import CParser
 
@@ -485,3 +586,37 @@ class _BoundedLoader(_BoundedComposer, _Parser, _StringTimestamps, Resolver):
         _StringTimestamps.__init__(self)
         Resolver.__init__(self)
         self._bind(limits, where)
+
+    # The composer asks these of every node. PyYAML's resolver has no path resolvers (nor
+    # wildcard ones), so a scalar's tag depends on its text alone: the general path's
+    # bookkeeping is skipped.
+    if not Resolver.yaml_path_resolvers and None not in Resolver.yaml_implicit_resolvers:
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            if kind is yaml.ScalarNode:
+                if implicit[0]:
+                    for tag, pattern in self.yaml_implicit_resolvers.get(value[:1], ()):
+                        if pattern.match(value):
+                            return tag
+                return self.DEFAULT_SCALAR_TAG
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
+        def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+            return None
+
+        def ascend_resolver(self) -> None:
+            return None
+
+    if yaml.__with_libyaml__:
+        # libyaml's composer too: the Python one took most of the time of reading a large
+        # workflow file. It shares an aliased node rather than copying it, so its tree is no
+        # larger than the text; it is counted (:meth:`_weigh`) before anything is constructed.
+
+        def check_node(self) -> bool:
+            return bool(CParser.check_node(self))
+
+        def get_node(self) -> Any:
+            node = CParser.get_node(self)
+            if node is not None:
+                self._weigh(node)
+            return node

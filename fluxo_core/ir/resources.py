@@ -276,12 +276,20 @@ class QueueConfig(_Spec):
     poison messages to ``deadLetterQueue``, default ``<queue>.dead``) or ``mqtt`` (a topic at
     QoS 1 with a persistent session under ``clientId``; poison to ``deadLetterTopic``). The
     password is the stored secret ``passwordSecret``. A message's event id is its message id
-    (AMQP ``message_id``; MQTT: the JSON body's ``idField``), else a digest of its body."""
+    (AMQP ``message_id``; MQTT: the JSON body's ``idField``), else a digest of its body.
 
-    source: Literal["rabbitmq", "mqtt"]
-    host: Annotated[
-        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
-    ]
+    ``fluxo``: the output messages of the Fluxo service ``service`` (any version, or
+    ``version``), of calls made in the trigger's own account only, read every
+    ``pollIntervalS``; the event id is the output message's id."""
+
+    source: Literal["rabbitmq", "mqtt", "fluxo"]
+    host: (
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$"),
+        ]
+        | None
+    ) = None
     port: int | None = Field(default=None, ge=1, le=65535)
     tls: bool = False
     username: Annotated[str, StringConstraints(max_length=320)] | None = None
@@ -302,9 +310,27 @@ class QueueConfig(_Spec):
         default="id", alias="idField"
     )
     max_message_bytes: int = Field(default=1_048_576, alias="maxMessageBytes", ge=1, le=16_777_216)
+    service: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")] | None
+    ) = None
+    version: Annotated[str, StringConstraints(min_length=1, max_length=50)] | None = None
+    poll_interval_s: float = Field(default=1.0, alias="pollIntervalS", ge=0.05, le=3600)
 
     @pydantic.model_validator(mode="after")
     def _per_source(self) -> QueueConfig:
+        if self.source == "fluxo":
+            if not self.service:
+                raise ValueError(
+                    "a fluxo queue trigger needs service: the Fluxo service whose outputs start "
+                    "jobs"
+                )
+            if self.host is not None:
+                raise ValueError("a fluxo queue trigger reads this Fluxo: it takes no host")
+            return self
+        if self.host is None:
+            raise ValueError(f"a {self.source} queue trigger needs host: the broker's host")
+        if self.service is not None or self.version is not None:
+            raise ValueError("service and version are for fluxo queue triggers")
         if self.source == "rabbitmq" and not self.queue:
             raise ValueError("a rabbitmq queue trigger needs queue: the queue it consumes")
         if self.source == "mqtt" and not self.topic:

@@ -169,6 +169,8 @@ calls = Table(
     Index("ix_calls_account_created", "account_id", "created_at"),
     Index("ix_calls_job", "job_id"),
     Index("ix_calls_account_status", "account_id", "status", "created_at"),
+    # What a service output trigger reads: an account's calls of one service, as they finish.
+    Index("ix_calls_account_service_finished", "account_id", "service", "finished_at"),
 )
 
 # The usage ledger: one record per completed call, committed with its result.
@@ -514,6 +516,8 @@ trigger_state = Table(
     Column("jobs_created", BigInteger, nullable=False),
     Column("lag_s", Float),  # how late the last event started its job
     Column("updated_at", Float, nullable=False),
+    # A service output trigger: the finish time of calls it has read up to (migration 0018).
+    Column("cursor", Float),
 )
 Index("ix_trigger_state_type_next", trigger_state.c.type, trigger_state.c.next_fire_at)
 
@@ -543,4 +547,19 @@ deferred_calls = Table(
     Column("service", String(100), nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_deferred_calls_service", "service"),
+)
+
+# Node-RED context kept by the step engine for the flows it runs: one row per scope, its keys as
+# one JSON object. Flow and node context belong to an account's workflow (scope "flow",
+# "node:<node id>"); global context to the account (workflow ""). `version` counts the writes,
+# so a step that read an older version is run again instead of writing over a newer one.
+nodered_context = Table(
+    "nodered_context",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("workflow", String(100), primary_key=True),
+    Column("scope", String(300), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -20,11 +20,19 @@ import sqlalchemy as sa
 from fluxo_core.clock import SYSTEM_CLOCK, Clock
 from fluxo_core.errors import NotFoundError
 from fluxo_core.storage.database import Database, Transaction
-from fluxo_core.storage.tables import trigger_state
+from fluxo_core.storage.tables import trigger_state, workflow_pauses
 
-__all__ = ["Health", "TriggerRow", "TriggerStore"]
+__all__ = ["Health", "TriggerHold", "TriggerRow", "TriggerStore"]
 
 Health = Literal["connected", "degraded", "failing"]
+
+
+class TriggerHold(NamedTuple):
+    """Who paused the trigger (None: nobody), whether it is enabled, who paused its workflow."""
+
+    paused_by: str | None
+    enabled: bool
+    workflow_paused_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,7 @@ class TriggerRow:
     jobs_created: int
     lag_s: float | None
     updated_at: float
+    cursor: float | None = None  # a service output trigger's read position (a finish time)
 
     @property
     def paused(self) -> bool:
@@ -95,6 +104,7 @@ def _row(r: Any) -> TriggerRow:
         jobs_created=int(r.jobs_created),
         lag_s=r.lag_s,
         updated_at=r.updated_at,
+        cursor=r.cursor,
     )
 
 
@@ -106,6 +116,46 @@ class TriggerStore:
     def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
         self.clock = clock
+        by_key = sa.and_(
+            trigger_state.c.account_id == sa.bindparam("b_account"),
+            trigger_state.c.name == sa.bindparam("b_name"),
+        )
+        # The trigger's pause and switch, and its workflow's pause, in one statement.
+        self._hold = (
+            sa.select(
+                trigger_state.c.paused_by,
+                trigger_state.c.enabled,
+                workflow_pauses.c.paused_by.label("workflow_paused_by"),
+            )
+            .select_from(
+                trigger_state.outerjoin(
+                    workflow_pauses,
+                    sa.and_(
+                        workflow_pauses.c.account_id == trigger_state.c.account_id,
+                        workflow_pauses.c.workflow == trigger_state.c.workflow,
+                    ),
+                )
+            )
+            .where(by_key)
+        )
+        self._fired = (
+            sa.update(trigger_state)
+            .where(by_key)
+            .values(
+                health="connected",
+                held=None,
+                last_error=None,
+                last_event_id=sa.bindparam("b_event"),
+                last_event_at=sa.bindparam("b_now"),
+                last_job_id=sa.bindparam("b_job"),
+                lag_s=sa.func.coalesce(
+                    sa.bindparam("b_lag", type_=sa.Float), trigger_state.c.lag_s
+                ),
+                jobs_created=trigger_state.c.jobs_created
+                + sa.bindparam("b_created", type_=sa.Integer),
+                updated_at=sa.bindparam("b_now"),
+            )
+        )
 
     async def upsert(
         self,
@@ -142,6 +192,8 @@ class TriggerStore:
                         health="connected",
                         jobs_created=0,
                         next_fire_at=next_fire_at,
+                        # A source that reads a history (service outputs) starts from now.
+                        cursor=now,
                         **values,
                     )
                 )
@@ -295,6 +347,42 @@ class TriggerStore:
         if created:
             values["jobs_created"] = trigger_state.c.jobs_created + created
         tx.execute(sa.update(trigger_state).where(_key(account_id, name)).values(values))
+
+    def hold_on(self, tx: Transaction, account_id: str, name: str) -> TriggerHold | None:
+        """What may hold the trigger's firing, as this transaction sees it (None: the trigger
+        is gone): checked again in the transaction of its jobs."""
+        row = tx.conn.execute(self._hold, {"b_account": account_id, "b_name": name}).first()
+        if row is None:
+            return None
+        return TriggerHold(row.paused_by, bool(row.enabled), row.workflow_paused_by)
+
+    def record_fired(
+        self,
+        tx: Transaction,
+        account_id: str,
+        name: str,
+        *,
+        event_id: str,
+        job_id: str,
+        lag_s: float | None,
+        created: int,
+    ) -> None:
+        """A batch of firings, in the transaction of its jobs: connected, no hold or error, the
+        last event and job, the lag (if known) and ``created`` more jobs. One statement built
+        once (a firing's hot path)."""
+        now = self.clock.time()
+        tx.execute(
+            self._fired,
+            {
+                "b_account": account_id,
+                "b_name": name,
+                "b_now": now,
+                "b_event": event_id[:200],
+                "b_job": job_id,
+                "b_lag": lag_s,
+                "b_created": created,
+            },
+        )
 
     async def advance(
         self, account_id: str, name: str, *, expected: float, to: float, generation: int

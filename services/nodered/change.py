@@ -1,6 +1,8 @@
 """The ``change`` node (Node-RED ``15-change.js``): set, change, delete and move message
 properties. A ``set`` of ``undefined`` deletes the property; ``set msg.a to msg.payload`` shares
-the value (no deep copy) unless the rule asks for a copy, as in Node-RED."""
+the value (no deep copy) unless the rule asks for a copy, as in Node-RED. A rule's property
+(``pt``), value (``tot``) and search (``fromt``) may be ``flow``/``global`` context, read and
+written through the node's :class:`~nodered_semantics.context.ContextView`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from nodered_semantics.context import ContextView
 from nodered_semantics.js import (
     UNDEFINED,
     JSThrowError,
@@ -26,64 +29,95 @@ from services.nodered.common import Sent
 __all__ = ["run_change"]
 
 
-def run_change(node: Mapping[str, Any], msg: dict[str, Any], env: Mapping[str, Any]) -> Sent:
+def run_change(
+    node: Mapping[str, Any],
+    msg: dict[str, Any],
+    env: Mapping[str, Any],
+    context: ContextView | None = None,
+) -> Sent:
+    view = context if context is not None else ContextView.of(None)
     for rule in change_rules(node):
         if rule["t"] == "move":
             source, target = str(rule.get("p", "")), str(rule.get("to", ""))
-            if target in source and source != target:  # a child up to its parent: directly
-                steps = [("set", target, source), ("delete", source, None)]
+            pt, tot = rule["pt"], rule["tot"]
+            if tot != pt or (target in source and source != target):  # set, then delete
+                steps = [("set", target, tot, source, pt), ("delete", source, pt, None, None)]
             else:  # (as Node-RED does it) through a temporary property
-                steps = [("set", "_temp_move", source), ("delete", source, None)]
-                steps += [("set", target, "_temp_move"), ("delete", "_temp_move", None)]
-            for action, prop, to in steps:
-                _change_rule(node, msg, env, {"t": action, "p": prop, "to": to, "tot": "msg"})
+                steps = [("set", "_temp_move", tot, source, pt)]
+                steps += [
+                    ("delete", source, pt, None, None),
+                    ("set", target, tot, "_temp_move", pt),
+                ]
+                steps += [("delete", "_temp_move", pt, None, None)]
+            for action, prop, prop_type, to, to_type in steps:
+                step = {"t": action, "p": prop, "pt": prop_type, "to": to, "tot": to_type}
+                _change_rule(node, msg, env, view, step)
         else:
-            _change_rule(node, msg, env, rule)
+            _change_rule(node, msg, env, view, rule)
     return [(0, msg)]
 
 
 def _change_rule(
-    node: Mapping[str, Any], msg: dict[str, Any], env: Mapping[str, Any], rule: dict[str, Any]
+    node: Mapping[str, Any],
+    msg: dict[str, Any],
+    env: Mapping[str, Any],
+    context: ContextView,
+    rule: dict[str, Any],
 ) -> None:
     """``applyRule``: a property that cannot be read or set leaves the message as it was."""
     try:
-        value = _to_value(node, msg, env, rule)
+        value = _to_value(node, msg, env, context, rule)
         if rule.get("dc"):
             value = copy.deepcopy(value)
-        from_type, from_value, from_re = _from_value(msg, rule)
+        from_type, from_value, from_re = _from_value(msg, context, rule)
     except JSThrowError:
         return
     prop = str(rule.get("p", ""))
+    scope = rule.get("pt") or "msg"
+
+    def read() -> Any:
+        return get_property(msg, prop) if scope == "msg" else context.get(scope, prop)
+
+    def write(new: Any) -> None:
+        if scope == "msg":
+            set_property(msg, prop, new)
+        else:
+            context.set(scope, prop, new)
+
     try:
         if rule["t"] == "delete":
-            set_property(msg, prop, UNDEFINED)
+            write(UNDEFINED)
         elif rule["t"] == "set":
-            set_property(msg, prop, value)
+            write(value)
         elif rule["t"] == "change":
-            current = get_property(msg, prop)
+            current = read()
             if isinstance(current, str):
                 if from_type in ("num", "bool", "str") and current == from_value:
-                    set_property(msg, prop, value)
+                    write(value)
                 else:
                     replaced: Any = js_replace(current, from_re, value, global_=True)
                     if rule["tot"] == "bool" and replaced == js_string(value):
                         replaced = value
-                    set_property(msg, prop, replaced)
+                    write(replaced)
             elif is_js_number(current) and from_type == "num":
                 if current == js_number(from_value):
-                    set_property(msg, prop, value)
+                    write(value)
             elif (
                 isinstance(current, bool)
                 and from_type == "bool"
                 and js_string(current) == from_value
             ):
-                set_property(msg, prop, value)
+                write(value)
     except JSThrowError:
         pass
 
 
 def _to_value(
-    node: Mapping[str, Any], msg: dict[str, Any], env: Mapping[str, Any], rule: dict[str, Any]
+    node: Mapping[str, Any],
+    msg: dict[str, Any],
+    env: Mapping[str, Any],
+    context: ContextView,
+    rule: dict[str, Any],
 ) -> Any:
     kind, to = rule["tot"], rule.get("to", UNDEFINED)
     if kind == "msg":
@@ -92,16 +126,22 @@ def _to_value(
         return to
     if kind == "num":
         return js_number(to)
-    return typed_value(to, kind, msg, node, env)
+    return typed_value(to, kind, msg, node, env, context)
 
 
-def _from_value(msg: dict[str, Any], rule: dict[str, Any]) -> tuple[Any, Any, Any]:
+def _from_value(
+    msg: dict[str, Any], context: ContextView, rule: dict[str, Any]
+) -> tuple[Any, Any, Any]:
     """``getFromValue``: (type, value, compiled regex) of a ``change`` rule's search."""
     if rule["t"] != "change":
         return None, None, None
     fromt, raw = rule["fromt"], rule.get("from", "")
-    if fromt == "msg":
-        found = get_property(msg, js_string(raw))
+    if fromt in ("msg", "flow", "global"):
+        found = (
+            get_property(msg, js_string(raw))
+            if fromt == "msg"
+            else context.get(fromt, js_string(raw))
+        )
         if is_js_number(found):
             return "num", found, None
         if isinstance(found, bool):

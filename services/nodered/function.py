@@ -9,11 +9,13 @@ The shim gives the body what Node-RED gives it, as far as one message in isolati
 
 * ``msg`` (a deep copy of the input), ``node`` (``id``, ``name``, ``outputCount``, ``log``,
   ``warn``, ``error``, ``debug``, ``trace``, ``status``, ``send``, ``done``), ``console``;
-* ``context`` / ``flow`` / ``global`` with ``get``/``set``/``keys`` (callbacks accepted). The
-  stores live **for the call only**: they start from what the caller passes (empty by default)
-  and their final contents come back in :class:`FunctionResult`; a durable store across messages
-  is the caller's business (the step engine refuses bodies that read context, see
-  :func:`nodered_semantics.support.function_reads_context`);
+* ``context`` / ``flow`` / ``global`` with ``get``/``set``/``keys`` (callbacks accepted, several
+  keys at once, keys as property paths like ``user.name`` as Node-RED's memory store reads
+  them). The stores start from what the caller passes (empty by default); their final contents
+  and the top-level keys the body set come back in :class:`FunctionResult`, and keeping them
+  across messages is the caller's business (the step engine keeps them durably, see
+  :mod:`nodered_semantics.context`). A value read is a copy: changing it in place without
+  ``set`` changes nothing, where Node-RED's memory store would hand out the stored object;
 * ``env.get`` (``NR_NODE_ID``, ``NR_NODE_NAME``, ``NR_FLOW_ID`` and the variables the caller
   passes; never the worker's own environment), ``RED.util.cloneMessage`` and ``generateId``;
 * multiple outputs exactly as Node-RED's ``sendResults``: a message, an array with one entry per
@@ -90,11 +92,13 @@ class FunctionLimits:
 
 @dataclass
 class FunctionResult:
-    """What a body produced: ``(port, msg)`` pairs in send order, its logs and its context."""
+    """What a body produced: ``(port, msg)`` pairs in send order, its logs, its context stores
+    as it left them and the top-level keys of each it set (``touched``)."""
 
     outputs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     logs: list[tuple[str, str]] = field(default_factory=list)
     context: dict[str, dict[str, Any]] = field(default_factory=dict)
+    touched: dict[str, list[str]] = field(default_factory=dict)
 
 
 _PRELUDE = r"""
@@ -116,11 +120,50 @@ function __text(args) {
   }).join(" ");
 }
 function __clone(v) { return v === undefined ? undefined : JSON.parse(JSON.stringify(v)); }
+var __touched = { node: {}, flow: {}, global: {} };
+function __parts(key) {
+  var text = String(key);
+  var store = /^#:\((\S+?)\)::(.*)$/.exec(text);
+  if (store) { text = store[2]; }
+  var out = [];
+  var re = /([^.\[\]]+)|\[(\d+)\]|\[(["'])(.*?)\3\]/g;
+  var found;
+  while ((found = re.exec(text)) !== null) {
+    if (found[1] !== undefined) { out.push(found[1]); }
+    else if (found[2] !== undefined) { out.push(Number(found[2])); }
+    else { out.push(found[4]); }
+  }
+  if (out.length === 0) { throw new Error("Invalid context key: " + JSON.stringify(text)); }
+  return out;
+}
+function __getPath(data, key) {
+  var parts = __parts(key);
+  var v = data;
+  for (var i = 0; i < parts.length; i++) {
+    if (v === null || v === undefined) { return undefined; }
+    v = v[parts[i]];
+  }
+  return v;
+}
+function __setPath(kind, data, key, value) {
+  var parts = __parts(key);
+  var o = data;
+  __touched[kind][String(parts[0])] = 1;
+  for (var i = 0; i < parts.length - 1; i++) {
+    if (o[parts[i]] === null || typeof o[parts[i]] !== "object") {
+      if (value === undefined) { return; }
+      o[parts[i]] = typeof parts[i + 1] === "number" ? [] : {};
+    }
+    o = o[parts[i]];
+  }
+  if (value === undefined) { delete o[parts[parts.length - 1]]; }
+  else { o[parts[parts.length - 1]] = __clone(value); }
+}
 function __store(kind) {
   var data = __ctx[kind];
   function values(keys) {
-    return Array.isArray(keys) ? keys.map(function (k) { return __clone(data[k]); })
-                               : __clone(data[keys]);
+    return Array.isArray(keys) ? keys.map(function (k) { return __clone(__getPath(data, k)); })
+                               : __clone(__getPath(data, keys));
   }
   return {
     get: function (keys, store, cb) {
@@ -135,9 +178,10 @@ function __store(kind) {
     set: function (keys, value, store, cb) {
       if (typeof store === "function") { cb = store; }
       var ks = Array.isArray(keys) ? keys : [keys];
-      var vs = Array.isArray(keys) ? value : [value];
+      var vs = Array.isArray(keys) ? (Array.isArray(value) ? value : [value]) : [value];
       for (var i = 0; i < ks.length; i++) {
-        if (vs[i] === undefined) { delete data[ks[i]]; } else { data[ks[i]] = __clone(vs[i]); }
+        // Node-RED's memory store sets the keys past the given values to null.
+        __setPath(kind, data, ks[i], i < vs.length ? vs[i] : null);
       }
       if (typeof cb === "function") { cb(null); }
     },
@@ -349,6 +393,7 @@ def run_function(
         outputs = json.loads(ctx.eval("JSON.stringify(__outputs)"))
         logs = json.loads(ctx.eval("JSON.stringify(__logs)"))
         final = json.loads(ctx.eval("JSON.stringify(__ctx)"))
+        touched = json.loads(ctx.eval("JSON.stringify(__touched)"))
     except quickjs.JSException as exc:
         raise _js_error(label, nid, str(exc), limits) from exc
     except quickjs.StackOverflow as exc:
@@ -366,6 +411,7 @@ def run_function(
         outputs=[(int(port), json.loads(text)) for port, text in outputs],
         logs=[(str(level), str(text)) for level, text in logs],
         context=final,
+        touched={scope: sorted(keys) for scope, keys in touched.items() if keys},
     )
 
 
@@ -664,4 +710,5 @@ def _run_in_child(
         result = run_function(node, msg, limits=limits, env=env, context=context)
     except ServiceError as exc:
         return ("error", exc.message, dict(exc.context))
-    return ("ok", None, {"outputs": result.outputs, "logs": result.logs, "context": result.context})
+    details = {"outputs": result.outputs, "logs": result.logs, "context": result.context}
+    return ("ok", None, {**details, "touched": result.touched})

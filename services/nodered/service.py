@@ -31,10 +31,13 @@ A function's ``node.error(err, msg)`` is a packet on port ``-1``
 (:data:`nodered_semantics.support.REPORTED_PORT`), ``{message, msg}``, which the step engine
 hands to the step's catch.
 
-Context (``flow``/``global``) lives for the call only; ``env`` holds the node's ``NR_*``
+Context (``node``/``flow``/``global``) starts from what the caller passes in ``context`` and
+lives for the call; what the node wrote comes back as the ``-2`` packet (one write per
+top-level key), for the caller to keep (the step engine keeps it durably per workflow and
+account). ``env`` holds the node's ``NR_*``
 variables plus what the caller passes, never the worker's environment. What depends on earlier
 messages (csv headers sent ``once``, csv sequences joined across messages, RFC 4180 mode,
-flow/global context in rules, switch and sort on message sequences) is refused with a
+switch and sort on message sequences) is refused with a
 :class:`ServiceError` naming the node, as is any other node type;
 :func:`nodered_semantics.support.node_problem` tells a caller beforehand whether a node can run
 here.
@@ -47,6 +50,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fluxo_core.errors import ServiceError
+from nodered_semantics.context import CONTEXT_PORT, ContextView, ContextWrite
 from nodered_semantics.js import JSThrowError
 from nodered_semantics.jsonata import JsonataError
 from nodered_semantics.support import (
@@ -74,6 +78,7 @@ __all__ = [
     "NODERED_NODE_SCHEMA",
     "nodered_node_service",
     "run_node",
+    "run_node_in_context",
     "run_rule_node",
     "run_sequence_node",
 ]
@@ -91,15 +96,19 @@ def _cyclic(value: Any, above: set[int]) -> bool:
 
 
 def run_rule_node(
-    node: Mapping[str, Any], msg: dict[str, Any], env: Mapping[str, Any], fail: Fail
+    node: Mapping[str, Any],
+    msg: dict[str, Any],
+    env: Mapping[str, Any],
+    fail: Fail,
+    context: ContextView | None = None,
 ) -> Sent:
     """Run a change/switch/range/sort node on ``msg`` (a copy the node may change)."""
     kind = node.get("type")
     try:
         if kind == "change":
-            sent = run_change(node, msg, env)
+            sent = run_change(node, msg, env, context)
         elif kind == "switch":
-            sent = run_switch(node, msg, env)
+            sent = run_switch(node, msg, env, context)
         elif kind == "range":
             sent = run_range(node, msg)
         else:
@@ -141,33 +150,57 @@ def run_node(
     """Run ``node`` on a copy of ``msg``; the messages it sends, as ``(port, msg)`` pairs.
 
     ``sandbox``: run function bodies in its child processes (what the service does); without
-    one they run in this process.
+    one they run in this process. What the node writes to context is dropped here
+    (:func:`run_node_in_context` hands it back).
 
     Raises:
         ServiceError: (not retryable) the node type is not supported, its configuration is
             unusable, or it failed on this message; the message names the node.
     """
+    sent, _ = run_node_in_context(
+        node, msg, env=env, context=context, limits=limits, sandbox=sandbox
+    )
+    return sent
+
+
+def run_node_in_context(
+    node: Mapping[str, Any],
+    msg: Mapping[str, Any],
+    *,
+    env: Mapping[str, Any] | None = None,
+    context: Mapping[str, Mapping[str, Any]] | None = None,
+    limits: FunctionLimits | None = None,
+    sandbox: FunctionSandbox | None = None,
+) -> tuple[Sent, list[ContextWrite]]:
+    """:func:`run_node`, and what the node wrote to context (``context``: the contents of the
+    ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set."""
     kind = str(node.get("type", ""))
     message = copy.deepcopy(dict(msg))
+    view = ContextView.of(copy.deepcopy(dict(context or {})))
     if kind == "function":
         run = sandbox.run if sandbox is not None else run_function
-        return run(node, message, limits=limits, env=env, context=context).outputs
+        result = run(node, message, limits=limits, env=env, context=view.data)
+        ran = ContextView(
+            {scope: dict(result.context.get(scope) or {}) for scope in view.data},
+            {scope: set(keys) for scope, keys in result.touched.items()},
+        )
+        return result.outputs, ran.writes()
     if kind == "template":
-        return run_template(node, message, env or {}, context or {})
+        return run_template(node, message, env or {}, view), view.writes()
     if kind == "json":
-        return run_json(node, message)
+        return run_json(node, message), []
     if kind == "csv":
-        return run_csv(node, message)
+        return run_csv(node, message), []
     if kind == "split":
-        return run_split(node, message)
+        return run_split(node, message), []
     if kind in SEQUENCE_TYPES:
-        return run_sequence_node(node, [message], env=env)
+        return run_sequence_node(node, [message], env=env), []
     if kind in RULE_TYPES:
-        return run_rule_node(node, message, env or {}, node_error)
+        return run_rule_node(node, message, env or {}, node_error, view), view.writes()
     if kind == "catch":
-        return run_catch(node, message)
+        return run_catch(node, message), []
     if kind in PASSING_TYPES:  # a junction or link out kept as a step: on, unchanged
-        return [(0, message)]
+        return [(0, message)], []
     raise ServiceError(
         f"{node_label(node)}: the {kind!r} node type runs only on Node-RED (the step engine "
         f"supports {supported_types_text()}); set spec.engine: nodered for this workflow",
@@ -217,14 +250,17 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
             node = call["node"]
             env = call.get("env") if isinstance(call.get("env"), Mapping) else None
             context = call.get("context") if isinstance(call.get("context"), Mapping) else None
+            writes: list[ContextWrite] = []
             if "messages" in call:  # a join: every message that reached it in the job
                 sent_messages = run_sequence_node(node, call["messages"], env=env)
             else:
-                sent_messages = run_node(
+                sent_messages, writes = run_node_in_context(
                     node, call["msg"], env=env, context=context, limits=limits, sandbox=sandbox
                 )
             for port, sent in sent_messages:
                 out.append({"port": port, "msg": sent})
+            if writes:
+                out.append({"port": CONTEXT_PORT, "writes": [w.as_json() for w in writes]})
         return out or None
 
     return Service(

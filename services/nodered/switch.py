@@ -1,6 +1,7 @@
 """The ``switch`` node (Node-RED ``10-switch.js``): route a message to the ports whose rules
 hold, with JavaScript comparison (``"10" == 10``) and JSONata rules that see ``$I``/``$N``. The
-rules on message sequences are refused beforehand (:mod:`nodered_semantics.support`)."""
+rules on message sequences are refused beforehand (:mod:`nodered_semantics.support`); flow and
+global values are read from the node's :class:`~nodered_semantics.context.ContextView`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from nodered_semantics.context import ContextView
 from nodered_semantics.js import (
     UNDEFINED,
     JSThrowError,
@@ -30,16 +32,21 @@ from services.nodered.common import Sent
 __all__ = ["run_switch"]
 
 
-def run_switch(node: Mapping[str, Any], msg: dict[str, Any], env: Mapping[str, Any]) -> Sent:
+def run_switch(
+    node: Mapping[str, Any],
+    msg: dict[str, Any],
+    env: Mapping[str, Any],
+    context: ContextView | None = None,
+) -> Sent:
     rules = [r for r in node.get("rules") or [] if isinstance(r, Mapping)]
     kind = node.get("propertyType") or "msg"
     if kind == "jsonata":
         try:
-            prop = evaluate_jsonata(str(node.get("property")), msg, node, env)
+            prop = evaluate_jsonata(str(node.get("property")), msg, node, env, context=context)
         except JsonataError:
             return []  # Node-RED warns and sends nothing
     else:
-        prop = typed_value(node.get("property"), kind, msg, node, env)
+        prop = typed_value(node.get("property"), kind, msg, node, env, context)
     parts = msg.get("parts")
     has_parts = isinstance(parts, dict) and "id" in parts and "index" in parts
     stop_at_first = node.get("checkall") == "false"  # (n.checkall || "true") == "false"
@@ -52,17 +59,17 @@ def run_switch(node: Mapping[str, Any], msg: dict[str, Any], env: Mapping[str, A
             if rule.get("t") == "jsonata_exp" and has_parts:
                 assert isinstance(parts, dict)
                 bindings = {"I": parts.get("index"), "N": parts.get("count")}
-            v1 = evaluate_jsonata(str(v), msg, node, env, bindings)
+            v1 = evaluate_jsonata(str(v), msg, node, env, bindings, context)
         elif vt == "json":
             v1 = "json"
         elif vt == "null":
             v1 = "null"
         else:
-            v1 = typed_value(v, vt, msg, node, env)
+            v1 = typed_value(v, vt, msg, node, env, context)
         if v2t == "jsonata":
-            v2 = evaluate_jsonata(str(v2), msg, node, env)
+            v2 = evaluate_jsonata(str(v2), msg, node, env, context=context)
         elif v2 is not UNDEFINED:
-            v2 = typed_value(v2, v2t, msg, node, env)
+            v2 = typed_value(v2, v2t, msg, node, env, context)
         a = prop
         if rule.get("t") == "else":
             a, else_flag = else_flag, True

@@ -1,6 +1,7 @@
 """The ``template`` node: mustache (mustache.js semantics: HTML escaping, sections, dotted names;
 values printed as JavaScript prints them) or plain text, into any ``msg`` property, output as a
-string or parsed as JSON or YAML."""
+string or parsed as JSON or YAML. ``{{flow.x}}``/``{{global.x}}`` read, and a ``fieldType`` of
+``flow``/``global`` writes, the node's :class:`~nodered_semantics.context.ContextView`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 import chevron.tokenizer
 import yaml
 
-from nodered_semantics.js import UNDEFINED, js_string
+from nodered_semantics.context import ContextView
+from nodered_semantics.js import UNDEFINED, JSThrowError, js_string
 from services.nodered.common import node_error, property_text, write_property
 
 __all__ = ["run_template"]
@@ -29,8 +31,9 @@ def run_template(
     node: Mapping[str, Any],
     msg: dict[str, Any],
     env: Mapping[str, Any],
-    context: Mapping[str, Mapping[str, Any]],
+    context: ContextView | None = None,
 ) -> list[tuple[int, dict[str, Any]]]:
+    view = context if context is not None else ContextView.of(None)
     if node.get("fieldType", "msg") not in ("msg", "flow", "global"):
         raise node_error(node, f"fieldType {node.get('fieldType')!r} is not msg, flow or global")
     text = node.get("template")
@@ -39,7 +42,7 @@ def run_template(
     text = "" if text is None else str(text)
     output = node.get("output") or "str"
     if (node.get("syntax") or "mustache") == "mustache":
-        scope = _Scope(msg, env, node, context, escape_json=output == "json")
+        scope = _Scope(msg, env, node, view, escape_json=output == "json")
         try:
             tree = _parse_mustache(text)
         except chevron.tokenizer.ChevronError as exc:
@@ -54,8 +57,14 @@ def run_template(
             value = yaml.safe_load(value)
     except (ValueError, yaml.YAMLError) as exc:
         raise node_error(node, f"the result is not valid {output}: {exc}") from exc
-    if node.get("fieldType", "msg") == "msg":
+    field_type = node.get("fieldType", "msg")
+    if field_type == "msg":
         write_property(node, msg, property_text(node.get("field")), value)
+    else:  # the result goes to flow/global context; the message goes on unchanged
+        try:
+            view.set(str(field_type), str(node.get("field") or ""), value)
+        except JSThrowError as exc:
+            raise node_error(node, f"cannot set {field_type}.{node.get('field')}: {exc}") from exc
     return [(0, msg)]
 
 
@@ -67,7 +76,7 @@ class _Scope:
         msg: dict[str, Any],
         env: Mapping[str, Any],
         node: Mapping[str, Any],
-        context: Mapping[str, Mapping[str, Any]],
+        context: ContextView,
         *,
         escape_json: bool,
     ) -> None:
@@ -91,8 +100,7 @@ class _Scope:
             return self.env.get(name[4:], UNDEFINED)
         found = re.match(r"^(flow|global)(\[\w*\])?\.(.+)", name)
         if found:
-            store = self.context.get(found.group(1)) or {}
-            return store.get(found.group(3), UNDEFINED)
+            return self.context.get(found.group(1), found.group(3))
         return ""
 
 

@@ -28,6 +28,7 @@ from fluxo_core.storage.accounts import AccountStore
 from fluxo_core.storage.attachments import AttachmentStore
 from fluxo_core.storage.secrets import SecretKey, SecretStore
 from fluxo_core.storage.triggers import TriggerRow
+from services.http.policy import HostPolicy
 from tests.integration.test_mailbox import mail
 from tests.support import services as svc
 from tests.support.dovecot import PASSWORD, USER, Dovecot, dovecot
@@ -38,6 +39,8 @@ pytestmark = pytest.mark.timeout(120)
 
 ACME = Principal(account_id="acme", user_id="ada")
 GLOBEX = Principal(account_id="globex", user_id="gus")
+# Dovecot is on loopback, which triggers reach only when the operator allows it.
+LOOPBACK = HostPolicy(allow=["127.0.0.1"])
 KEY = SecretKey.parse("a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=", "test key")
 
 ECHO = {
@@ -72,7 +75,9 @@ def email_trigger(server: Dovecot, name: str = "inbox", **email: Any) -> dict[st
 
 
 def fast_sources(db: Database, secrets: SecretStore) -> dict[str, SourceFactory]:
-    return email_sources(secrets, AttachmentStore(db), reconnect_min_s=0.2, reconnect_max_s=1.0)
+    return email_sources(
+        secrets, AttachmentStore(db), policy=LOOPBACK, reconnect_min_s=0.2, reconnect_max_s=1.0
+    )
 
 
 def platform_on(
@@ -87,6 +92,7 @@ def platform_on(
         secrets=secrets,
         trigger_tick_s=0.2,
         trigger_sources=sources if sources is not None else fast_sources(db, secrets),
+        host_policy=LOOPBACK,
     )
 
 
@@ -246,7 +252,7 @@ async def test_stopping_between_the_job_and_the_mark_loses_and_doubles_nothing(
     attachments = AttachmentStore(db)
 
     def stopping(row: TriggerRow) -> EmailSource:
-        return _StopsBeforeMarking(row, secrets, attachments, reconnect_min_s=0.2)
+        return _StopsBeforeMarking(row, secrets, attachments, policy=LOOPBACK, reconnect_min_s=0.2)
 
     first = platform_on(db, secrets, {"email": stopping})
     await first.accounts.ensure_account("acme")

@@ -28,6 +28,7 @@ from fluxo.control.mailbox import (
 )
 from fluxo_core.errors import ConfigError
 from fluxo_core.redaction import install_log_redaction
+from services.http.policy import HostPolicy
 from tests.support.dovecot import PASSWORD, USER, Dovecot, dovecot, dovecot_binary, server_root
 
 __all__ = ["dovecot"]
@@ -124,6 +125,7 @@ def settings(server: Dovecot, **overrides: Any) -> MailboxSettings:
         "tls_context": server.cert.client_context(),
         "reconnect_min_s": 0.2,
         "reconnect_max_s": 1.0,
+        "host_policy": HostPolicy(allow=["127.0.0.1"]),  # Dovecot is on loopback
         **overrides,
     }
     return MailboxSettings(**fields)

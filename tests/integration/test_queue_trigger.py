@@ -7,6 +7,7 @@ the reason and make no job; MQTT messages published while Fluxo is down are not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -19,11 +20,15 @@ import aiomqtt
 import pytest
 
 from fluxo.control.platform import Platform
-from fluxo.control.triggers.queue import queue_sources
+from fluxo.control.triggers._mqtt import MqttSession
+from fluxo.control.triggers.queue import MqttSource, queue_sources
+from fluxo.control.triggers.source import TriggerSink
 from fluxo_core.ir.documents import DocumentLimits
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.accounts import AccountStore
 from fluxo_core.storage.secrets import SecretKey, SecretStore
+from fluxo_core.storage.triggers import TriggerRow
+from services.http.policy import HostPolicy
 from tests.support import services as svc
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,6 +36,8 @@ pytestmark = pytest.mark.timeout(120)
 ACME = Principal(account_id="acme", user_id="ada")
 KEY = SecretKey.parse("a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=", "test key")
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# The brokers are on loopback, which triggers reach only when the operator allows it.
+LOOPBACK = HostPolicy(allow=["127.0.0.1"])
 
 ECHO = {
     "apiVersion": "fluxo.dev/v1",
@@ -95,8 +102,9 @@ def platform_on(db: Database, secrets: SecretStore) -> Platform:
         secrets=secrets,
         trigger_tick_s=0.2,
         trigger_sources=queue_sources(
-            secrets, DocumentLimits(), reconnect_min_s=0.2, reconnect_max_s=1.0
+            secrets, DocumentLimits(), policy=LOOPBACK, reconnect_min_s=0.2, reconnect_max_s=1.0
         ),
+        host_policy=LOOPBACK,
     )
 
 
@@ -350,3 +358,56 @@ async def test_poison_mqtt_messages_go_to_the_dead_letter_topic(
         assert envelope["body"] == "\x00\x01 not json"
     assert len(await trigger_jobs(platform)) == 1  # the first message's only
     await platform.resources.delete(ACME, "Trigger", "sensors")
+
+
+class _StopsBeforeCommitting(MqttSource):
+    """A Fluxo that stops after a message arrived and before its job was committed."""
+
+    received: asyncio.Event
+
+    async def _handle(self, sink: TriggerSink, session: MqttSession, message: Any) -> None:
+        type(self).received.set()
+        await asyncio.Event().wait()  # never fires: the process is gone
+
+
+async def test_an_mqtt_message_whose_job_was_not_committed_comes_back_after_a_restart(
+    mosquitto: None, db: Database, secrets: SecretStore
+) -> None:
+    topic = f"fluxo-test/{uuid.uuid4().hex[:10]}/orders"
+    document = queue_trigger(
+        "sensors", source="mqtt", topic=topic, clientId=f"fluxo-t-{uuid.uuid4().hex[:8]}"
+    )
+    _StopsBeforeCommitting.received = asyncio.Event()
+
+    def stopping(row: TriggerRow) -> MqttSource:
+        return _StopsBeforeCommitting(row, secrets, DocumentLimits(), policy=LOOPBACK)
+
+    first = Platform(
+        db,
+        svc.SERVICES,
+        workers=1,
+        admission_cache_s=0,
+        secrets=secrets,
+        trigger_tick_s=0.2,
+        trigger_sources={"queue": stopping},
+        host_policy=LOOPBACK,
+    )
+    async with first:
+        await first.jobs.apply(ECHO, ACME)
+        await applied(first, document)
+        deadline = time.monotonic() + 20
+        while not _StopsBeforeCommitting.received.is_set():  # until the session subscribed
+            assert time.monotonic() < deadline, "the MQTT trigger did not subscribe within 20 s"
+            await mqtt_publish(topic, b'{"id": "r-9", "t": 19.5}')
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_StopsBeforeCommitting.received.wait(), 0.3)
+        assert await trigger_jobs(first) == []
+    # Not acknowledged (QoS 1): the broker sends it again to the session, and it makes its job.
+    second = platform_on(db, secrets)
+    async with second:
+        [job] = await eventually(lambda: trigger_jobs(second))
+        assert job.idempotency_key == "trigger:sensors:id:r-9"
+        done = await second.jobs.wait(ACME, job.id, 20)
+        assert done.result["body"] == {"id": "r-9", "t": 19.5}
+        await eventually(lambda: _jobs_then_quiet(second, 1))
+        await second.resources.delete(ACME, "Trigger", "sensors")

@@ -52,6 +52,9 @@ class Server:
             database_url,
             home / "effects.log",
             FLUXO_TRIGGER_TICK_S="0.2",
+            # The test mailbox and brokers are on loopback, which triggers may not reach unless
+            # the operator allows it.
+            FLUXO_HTTP_ALLOW="127.0.0.1",
         )
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from fluxo.cli._nodered_flows import import_file
+from fluxo.cli._nodered_flows import dump_yaml, import_file
 from fluxo_core.ir import load_workflows_yaml
 
 
@@ -101,3 +101,26 @@ def test_a_workflow_no_engine_runs_as_imported_is_reported() -> None:
     choice = imported(nodes).engines["flow"]
     assert choice.engine == "nodered"
     assert any("'dbg'" in problem for problem in choice.refused)
+
+
+def test_the_yaml_writer_writes_what_pyyamls_safe_dumper_writes() -> None:
+    # dump_yaml makes the nodes of JSON values itself (for speed): the text must not change.
+    shared = {"reused": [1, 2]}
+    document = {
+        "strings": ["y", "N", "no", "yes", "", "null", "~", "123", "1.5", "0x1f", "true",
+                    "a\nb", "a\n", " lead", "trail ", "é 日本", "\t", "- x", ": x", "#x",
+                    "'q'", '"d"', "*a", "&a", "!t", "%p", "@x", "2026-12-06", "<<", "=",
+                    "x" * 200],
+        "numbers": [0, -1, 2**63, 1.5, -0.0, float("inf"), 1e20, True, False, None],
+        "empty": [{}, [], [[]], [{}]],
+        "nested": {"k": [1, {"x": None, 3: "int key"}]},
+        "twice": [shared, shared],
+    }  # fmt: skip
+    result = imported(
+        [node("fn", "function", [["ch"]], **FUNCTION), node("ch", "change", **CHANGE)]
+    )
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    for doc in [document, *result.documents.values()]:
+        expected = yaml.dump(doc, Dumper=dumper, sort_keys=False, allow_unicode=True)
+        assert dump_yaml(doc) == expected
+    assert "&id001" in dump_yaml(document)  # the shared object, written once with an alias

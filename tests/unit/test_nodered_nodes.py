@@ -15,8 +15,10 @@ import pytest
 
 from engines.step import step_runnable
 from fluxo_core.errors import ServiceError
+from nodered_semantics.context import context_problem, context_scopes
 from services import FunctionLimits, node_problem, nodered_node_service, run_node
 from services.nodered.function import FunctionSandbox
+from services.nodered.service import run_node_in_context
 from tests.support.processes import descendants
 from translators.nodered import from_nodered
 
@@ -51,11 +53,82 @@ def test_function_context_lives_for_the_call_only() -> None:
     first = run_node(fn(code), {"payload": None})
     second = run_node(fn(code), {"payload": None})
     assert first == second == [(0, {"payload": [1, True, ["n"]]})]
-    # a caller may hand in the stores (the service's "context" input)
-    seeded = run_node(fn(code), {"payload": None}, context={"node": {"n": 41}})
-    assert seeded[0][1]["payload"][0] == 42
-    # ... and the step engine refuses a body that reads context, which would differ on Node-RED
-    assert "context" in (node_problem(fn(code)) or "")
+    # a caller may hand in the stores (the service's "context" input) and keep what it wrote
+    sent, writes = run_node_in_context(fn(code), {"payload": None}, context={"node": {"n": 41}})
+    assert sent[0][1]["payload"][0] == 42
+    assert [w.as_json() for w in writes] == [
+        {"scope": "node", "key": "n", "value": 42},
+        {"scope": "flow", "key": "seen", "value": True},
+    ]
+    # ... which is how the step engine keeps context: a body that reads it runs there
+    assert node_problem(fn(code)) is None
+    assert context_scopes(fn(code)) == {"node", "flow"}
+
+
+def test_function_context_paths_several_keys_callbacks_and_deletes() -> None:
+    code = (
+        "flow.set('user.name', 'ada'); flow.set(['a', 'b', 'c'], [1, 2]);\n"
+        "flow.set('gone', undefined); context.flow.set('list[1]', 'x');\n"
+        "global.get(['g', 'user.name'], function (err, g, none) {\n"
+        "  node.send({payload: [g, none, flow.get('user.name'), flow.get('c'), flow.keys()]});\n"
+        "});\nreturn null;"
+    )
+    given = {"flow": {"gone": 1, "keep": 2}, "global": {"g": "G"}}
+    sent, writes = run_node_in_context(fn(code), {"payload": None}, context=given)
+    keys = ["keep", "user", "a", "b", "c", "list"]
+    assert sent == [(0, {"payload": ["G", None, "ada", None, keys]})]
+    assert [w.as_json() for w in writes] == [
+        {"scope": "flow", "key": "a", "value": 1},
+        {"scope": "flow", "key": "b", "value": 2},
+        {"scope": "flow", "key": "c", "value": None},
+        {"scope": "flow", "key": "gone"},
+        {"scope": "flow", "key": "list", "value": [None, "x"]},
+        {"scope": "flow", "key": "user", "value": {"name": "ada"}},
+    ]
+    assert context_problem(fn("flow.get('n', 'file')")) is not None
+    assert context_problem(fn("flow.set('#:(file)::n', 1)")) is not None
+    assert context_problem(fn("flow.get(['a', 'b'], function () {})")) is None
+
+
+def test_change_switch_and_template_use_context() -> None:
+    rules = [
+        {"t": "set", "p": "count", "pt": "flow", "to": "payload", "tot": "msg"},
+        {"t": "move", "p": "topic", "pt": "msg", "to": "stash.t", "tot": "global"},
+        {"t": "set", "p": "payload", "pt": "msg", "to": "limit", "tot": "flow"},
+        {"t": "delete", "p": "old", "pt": "flow"},
+    ]
+    given = {"flow": {"limit": 3, "old": 1}}
+    sent, writes = run_node_in_context(change(*rules), {"payload": 5, "topic": "t"}, context=given)
+    assert sent == [(0, {"payload": 3})]
+    assert [w.as_json() for w in writes] == [
+        {"scope": "flow", "key": "count", "value": 5},
+        {"scope": "flow", "key": "old"},
+        {"scope": "global", "key": "stash", "value": {"t": "t"}},
+    ]
+    over = switch(
+        {"t": "gt", "v": "limit", "vt": "flow"}, {"t": "else"}, property="n", propertyType="global"
+    )
+    low, high = (
+        {"flow": {"limit": 1}, "global": {"n": 2}},
+        {"flow": {"limit": 2}, "global": {"n": 2}},
+    )
+    assert [port for port, _ in run_node(over, {}, context=low)] == [0]
+    assert [port for port, _ in run_node(over, {}, context=high)] == [1]
+    tmpl = {
+        "id": "t1",
+        "type": "template",
+        "field": "line",
+        "fieldType": "flow",
+        "template": "{{global.who.name}} #{{flow.n}}",
+        "syntax": "mustache",
+        "output": "str",
+    }
+    sent, writes = run_node_in_context(
+        tmpl, {"payload": 1}, context={"flow": {"n": 7}, "global": {"who": {"name": "ada"}}}
+    )
+    assert sent == [(0, {"payload": 1})]
+    assert [w.as_json() for w in writes] == [{"scope": "flow", "key": "line", "value": "ada #7"}]
+    assert context_scopes(tmpl) == {"flow", "global"}
 
 
 def test_function_env_and_clone_message() -> None:
@@ -436,10 +509,20 @@ def test_change_old_format_and_problems() -> None:
     }
     assert only(run_node(old, {"payload": 1, "topic": "t"})) == {"payload": "t", "topic": "t"}
     assert node_problem(change({"t": "set", "p": "payload", "to": "x", "tot": "str"})) is None
+    in_context = {"t": "set", "p": "n", "pt": "flow", "to": "x", "tot": "global"}
+    assert node_problem(change(in_context)) is None
+    reads = {
+        "t": "set",
+        "p": "p",
+        "to": "$flowContext('n') + $globalContext('g')",
+        "tot": "jsonata",
+    }
+    assert node_problem(change(reads)) is None
+    assert context_scopes(change(reads)) == {"flow", "global"}
+    got = run_node(change(reads), {}, context={"flow": {"n": 1}, "global": {"g": 2}})
+    assert got == [(0, {"p": 3})]
     refused = {
-        "changes flow context": {"t": "set", "p": "count", "pt": "flow", "to": "1", "tot": "num"},
-        "reads global context": {"t": "set", "p": "payload", "to": "x", "tot": "global"},
-        "flow/global context": {"t": "set", "p": "p", "to": "$flowContext('n')", "tot": "jsonata"},
+        "context store 'file'": {"t": "set", "p": "#:(file)::n", "pt": "flow", "to": "1"},
         "environment variable HOME": {"t": "set", "p": "payload", "to": "HOME", "tot": "env"},
         "Date object or moment format": {"t": "set", "p": "p", "to": "YYYY", "tot": "date"},
         "does not parse": {"t": "set", "p": "p", "to": "{bad", "tot": "json"},
@@ -536,9 +619,8 @@ def test_switch_problems() -> None:
     refused = {
         "place in a sequence": switch({"t": "head", "v": "2", "vt": "num"}),
         "recreates message sequences": switch({"t": "else"}, repair=True),
-        "reads flow context": switch({"t": "eq", "v": "1"}, property="state", propertyType="flow"),
+        "context store 'memory'": switch({"t": "eq", "v": "#:(memory)::n", "vt": "flow"}),
         "previous message": switch({"t": "eq", "v": "", "vt": "prev"}),
-        "reads global context": switch({"t": "eq", "v": "x", "vt": "global"}),
         "unknown operator": switch({"t": "nope"}),
     }
     for reason, node in refused.items():

@@ -997,10 +997,13 @@ def test_old_format_split_join_delay_and_interval_trigger() -> None:
     wf = imp.workflows[0]
     assert wf.metadata.name == "batch-job"
     kinds = {s.id: s.kind for s in wf.spec.steps}
-    # payload = payload.items may be an array or any value, which an IR transform cannot give
-    assert kinds == {"change": "native", "split": "split", "delay": "delay", "join": "join"}
-    join = wf.spec.steps_by_id()["join"]
-    assert join.model_dump()["split"] == "split"
+    # payload = payload.items may be an array or any value, which an IR transform cannot give;
+    # split and its auto join stay the nodes: Node-RED's split acts by the payload's type when
+    # the message arrives (a string splits by "\n"), which the IR's array split cannot know.
+    assert kinds == {"change": "native", "split": "native", "delay": "delay", "join": "native"}
+    steps = wf.spec.steps_by_id()
+    assert steps["split"].model_dump()["config"]["type"] == "split"
+    assert steps["join"].model_dump()["config"]["type"] == "join"
     assert wf.spec.steps_by_id()["delay"].model_dump()["seconds"] == 0.5
     trigger = imp.triggers[0]
     assert (trigger.kind, trigger.interval_s, trigger.once) == ("cron", 60.0, True)

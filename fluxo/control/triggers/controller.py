@@ -1,6 +1,7 @@
 """The Trigger controller: a Trigger resource becomes the trigger state the supervisor runs.
 
-``admit`` refuses a cron schedule croniter cannot read (``spec.schedule``, located). ``reconcile``
+``admit`` refuses a cron schedule croniter cannot read (``spec.schedule``, located) and a mailbox
+or broker on a host the platform's host policy refuses (:mod:`fluxo.control.hosts`). ``reconcile``
 writes the trigger's row (a new or changed schedule gets its next fire time from now; otherwise
 the stored one stays, so re-applying does not skip or repeat a slot) and reports ``Ready``:
 ``Scheduled`` (cron, with the next fire time), ``Listening`` (webhook, with its path), or
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fluxo.control.hosts import refuse_internal_hosts
 from fluxo.control.resources import Condition, Reconciled, rfc3339
 from fluxo.control.triggers.cron import check_schedule, next_slot
 from fluxo.control.triggers.kubernetes import KubernetesCron, scheduled_by_kubernetes
@@ -30,6 +32,9 @@ from fluxo_core.ir.resources import ValidResource
 from fluxo_core.storage import Principal
 from fluxo_core.storage.resources import ResourceRow
 from fluxo_core.storage.workflows import WorkflowStore
+
+if TYPE_CHECKING:
+    from services.http.policy import HostPolicy
 
 __all__ = ["TriggerController", "hook_path"]
 
@@ -47,6 +52,7 @@ class TriggerController:
         triggers: TriggerService,
         workflows: WorkflowStore,
         *,
+        policy: HostPolicy,
         source_types: Callable[[], set[str]] = set,
         on_change: Callable[[], None] = lambda: None,
         on_release: Callable[[str, str], Awaitable[object]] | None = None,
@@ -54,6 +60,7 @@ class TriggerController:
     ) -> None:
         self.triggers = triggers
         self.workflows = workflows
+        self.policy = policy  # which hosts a mailbox or a broker may be on
         self.source_types = source_types
         self.on_change = on_change
         self.on_release = on_release  # what else goes with a deleted trigger (its attachments)
@@ -62,6 +69,7 @@ class TriggerController:
     async def admit(self, resource: ValidResource, principal: Principal) -> None:
         if resource.spec["type"] == "cron":
             check_schedule(resource.spec["schedule"])
+        await refuse_internal_hosts(self.policy, resource.spec)
 
     async def reconcile(self, resource: ResourceRow) -> Reconciled:
         spec = resource.spec

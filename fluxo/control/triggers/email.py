@@ -48,6 +48,7 @@ from fluxo_core.storage.triggers import TriggerRow
 
 if TYPE_CHECKING:
     from services import StoredAttachment
+    from services.http.policy import HostPolicy
 
 __all__ = ["HELD_RETRY_S", "EmailSource", "MailAttachments", "email_event_id", "email_sources"]
 
@@ -72,6 +73,7 @@ class EmailSource:
         row: the trigger (its ``spec.email``).
         secrets: where ``passwordSecret`` is read, at each connection.
         attachments: where attachments are stored.
+        policy: the hosts the mailbox may be on (checked at every connection).
         overrides: settings of the watcher the spec does not hold (the tests' short backoff).
     """
 
@@ -80,11 +82,14 @@ class EmailSource:
         row: TriggerRow,
         secrets: SecretStore | None,
         attachments: AttachmentStore,
+        *,
+        policy: HostPolicy,
         **overrides: Any,
     ) -> None:
         self.row = row
         self.secrets = secrets
         self.attachments = attachments
+        self.policy = policy
         self.overrides = overrides
         self.config: dict[str, Any] = row.spec["email"]
 
@@ -110,6 +115,7 @@ class EmailSource:
             subject_filter=c.get("subjectFilter"),
             poll_interval_s=float(c.get("pollIntervalS", 30.0)),
             tls_context=context,
+            host_policy=self.policy,
             **self.overrides,
         )
 
@@ -196,12 +202,17 @@ class EmailSource:
 
 
 def email_sources(
-    secrets: SecretStore | None, attachments: AttachmentStore, **overrides: Any
+    secrets: SecretStore | None,
+    attachments: AttachmentStore,
+    *,
+    policy: HostPolicy,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """The source factory of the ``email`` type, for the supervisor."""
+    """The source factory of the ``email`` type, for the supervisor; ``policy``: the hosts a
+    mailbox may be on (:mod:`fluxo.control.hosts`)."""
 
     def build(row: TriggerRow) -> EmailSource:
-        return EmailSource(row, secrets, attachments, **overrides)
+        return EmailSource(row, secrets, attachments, policy=policy, **overrides)
 
     return {"email": build}
 

@@ -24,8 +24,9 @@ A held trigger (paused, blocked) keeps the message unacknowledged and offers it 
 
 MQTT: QoS 1 with a persistent session (``clean_session`` false, the stable client id
 ``clientId``, default ``fluxo-<account>-<trigger>``), so the broker keeps what is published
-while Fluxo is down. The PUBACK is sent after ``fire`` returned (the MQTT client's manual
-acknowledgement). One client id is one session: run an MQTT trigger on one Fluxo process, since a
+while Fluxo is down. The PUBACK is sent after ``fire`` returned (paho's manual acknowledgement,
+:mod:`._mqtt`), so a message whose job was not committed is sent again when the session
+comes back. One client id is one session: run an MQTT trigger on one Fluxo process, since a
 second connection with the same id takes the session over.
 """
 
@@ -33,33 +34,39 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
 import random
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
-import aiomqtt
 import orjson
 
-from fluxo.control.triggers.source import TriggerSink
+from fluxo.control.hosts import connect_address, trigger_endpoint
+from fluxo.control.triggers._mqtt import MqttSession
+from fluxo.control.triggers.source import SourceFactory, TriggerSink, TriggerSource
 from fluxo_core.errors import (
+    ConfigError,
     DocumentTooComplexError,
     FluxoError,
     MalformedRequestError,
     NotFoundError,
+    ServiceError,
     TriggerHeldError,
 )
 from fluxo_core.ir.documents import DocumentLimits, parse_json
 from fluxo_core.redaction import hidden_from_logs
 from fluxo_core.storage import SecretStore
+from fluxo_core.storage.outputs import ServiceOutputStore
 from fluxo_core.storage.triggers import TriggerRow
+
+if TYPE_CHECKING:
+    from services.http.policy import HostPolicy
 
 __all__ = [
     "HELD_RETRY_S",
@@ -67,6 +74,7 @@ __all__ = [
     "PoisonMessageError",
     "RabbitSource",
     "decode",
+    "fire_settled",
     "queue_event_id",
     "queue_sources",
 ]
@@ -110,8 +118,9 @@ def queue_event_id(message_id: str | None, body: bytes) -> str:
     return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
-async def _fire(sink: TriggerSink, event_id: str, payload: Any, *, where: str) -> str | None:
-    """Fire until it is committed (None) or refused for good (the reason)."""
+async def fire_settled(sink: TriggerSink, event_id: str, payload: Any, *, where: str) -> str | None:
+    """Fire until it is committed (None) or refused for good (the reason): a held trigger or
+    a retryable refusal (the database away, a quota) is retried, with backoff."""
     failures = 0
     while True:
         try:
@@ -143,12 +152,14 @@ class _Source:
         secrets: SecretStore | None,
         limits: DocumentLimits,
         *,
+        policy: HostPolicy,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 60.0,
     ) -> None:
         self.row = row
         self.secrets = secrets
         self.limits = limits
+        self.policy = policy
         self.config: dict[str, Any] = row.spec["queue"]
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -156,6 +167,23 @@ class _Source:
     @property
     def where(self) -> str:
         return f"{self.row.account_id}/{self.row.name}"
+
+    @property
+    def port(self) -> int:
+        endpoint = trigger_endpoint(self.row.spec)
+        if endpoint is None:  # a rabbitmq or mqtt spec always has one
+            raise _BrokenSourceError(f"trigger {self.row.name!r} names no broker")
+        return endpoint[2]
+
+    async def address(self) -> str:
+        """The broker's host as the host policy lets it be reached (:mod:`fluxo.control.hosts`),
+        vetted at every connection."""
+        try:
+            return await connect_address(
+                self.policy, self.config["host"], self.port, tls=bool(self.config.get("tls"))
+            )
+        except ServiceError as exc:
+            raise _BrokenSourceError(exc.message) from None
 
     @property
     def max_bytes(self) -> int:
@@ -224,12 +252,13 @@ class RabbitSource(_Source):
 
     async def consume(self, sink: TriggerSink, connected: Callable[[], Awaitable[None]]) -> None:
         c = self.config
+        host = await self.address()
         password = await self.password()
         secret = [password] if password else []
         with hidden_from_logs(secret):
             connection = await aio_pika.connect(
-                host=c["host"],
-                port=int(c.get("port") or (5671 if c.get("tls") else 5672)),
+                host=host,
+                port=self.port,
                 login=c.get("username") or "guest",
                 password=password or "guest",
                 virtualhost=c.get("vhost", "/"),
@@ -275,7 +304,7 @@ class RabbitSource(_Source):
             "routingKey": message.routing_key,
         }
         event_id = queue_event_id(message.message_id, message.body)
-        refused = await _fire(sink, event_id, payload, where=self.where)
+        refused = await fire_settled(sink, event_id, payload, where=self.where)
         if refused is not None:
             await self._dead(channel, message, refused)
             return
@@ -325,46 +354,38 @@ class MqttSource(_Source):
 
     async def consume(self, sink: TriggerSink, connected: Callable[[], Awaitable[None]]) -> None:
         c = self.config
+        host = await self.address()
         password = await self.password()
-        client = aiomqtt.Client(
-            c["host"],
-            int(c.get("port") or (8883 if c.get("tls") else 1883)),
+        # The PUBACK goes out when the job is committed, not when the message arrives (paho's
+        # manual acknowledgement, set before connecting: the broker sends the session's waiting
+        # messages at once).
+        session = MqttSession(
+            host,
+            self.port,
+            client_id=self.client_id,
             username=c.get("username"),
             password=password,
-            identifier=self.client_id,
-            clean_session=False,
             tls_context=ssl.create_default_context() if c.get("tls") else None,
-            timeout=15,
         )
-        # The PUBACK goes out when the job is committed, not when the message arrives: set
-        # before connecting, since the broker sends the session's waiting messages at once.
-        # aiomqtt does not expose it; its paho client does.
-        paho = client._client
-        paho.manual_ack_set(True)
-        with hidden_from_logs([password] if password else []):
-            await client.__aenter__()
         try:
-            await client.subscribe(c["topic"], qos=1)
+            with hidden_from_logs([password] if password else []):
+                await session.connect()
+            await session.subscribe(c["topic"], qos=1)
             await connected()
-            async for message in client.messages:
-                await self._handle(sink, client, message)
-                if message.qos > 0:
-                    paho.ack(message.mid, message.qos)
+            while True:
+                message = await session.next_message()
+                await self._handle(sink, session, message)
+                session.ack(message)
         finally:
-            with contextlib.suppress(Exception):
-                await client.__aexit__(None, None, None)
+            await session.aclose()
 
-    async def _handle(
-        self, sink: TriggerSink, client: aiomqtt.Client, message: aiomqtt.Message
-    ) -> None:
-        raw = (
-            message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-        )
+    async def _handle(self, sink: TriggerSink, session: MqttSession, message: Any) -> None:
+        raw = bytes(message.payload)
         topic = str(message.topic)
         try:
             body = decode(raw, self.max_bytes, self.limits)
         except PoisonMessageError as poison:
-            await self._dead(client, topic, raw, poison.reason)
+            await self._dead(session, topic, raw, poison.reason)
             return
         id_field = self.config.get("idField", "id")
         found = body.get(id_field) if isinstance(body, dict) else None
@@ -372,11 +393,11 @@ class MqttSource(_Source):
         payload = {"body": body, "messageId": message_id, "topic": topic}
         # The digest covers the topic too: the same reading on two sensors' topics is two events.
         event_id = queue_event_id(message_id, topic.encode() + b"\x00" + raw)
-        refused = await _fire(sink, event_id, payload, where=self.where)
+        refused = await fire_settled(sink, event_id, payload, where=self.where)
         if refused is not None:
-            await self._dead(client, topic, raw, refused)
+            await self._dead(session, topic, raw, refused)
 
-    async def _dead(self, client: aiomqtt.Client, topic: str, raw: bytes, reason: str) -> None:
+    async def _dead(self, session: MqttSession, topic: str, raw: bytes, reason: str) -> None:
         envelope: dict[str, Any] = {
             "reason": reason[:1000],
             "trigger": self.row.name,
@@ -386,20 +407,34 @@ class MqttSource(_Source):
             envelope["body"] = raw.decode("utf-8")
         except UnicodeDecodeError:
             envelope.update(body=base64.b64encode(raw).decode(), encoding="base64")
-        await client.publish(self.dead_topic, orjson.dumps(envelope), qos=1)
+        await session.publish(self.dead_topic, orjson.dumps(envelope), qos=1)
         log.warning(
             "queue trigger %s: a message went to %s: %s", self.where, self.dead_topic, reason
         )
 
 
 def queue_sources(
-    secrets: SecretStore | None, limits: DocumentLimits, **overrides: Any
-) -> dict[str, Callable[[TriggerRow], _Source]]:
-    """The source factory of the ``queue`` type, for the supervisor."""
+    secrets: SecretStore | None,
+    limits: DocumentLimits,
+    *,
+    policy: HostPolicy,
+    outputs: ServiceOutputStore | None = None,
+    **overrides: Any,
+) -> dict[str, SourceFactory]:
+    """The source factory of the ``queue`` type, for the supervisor; ``policy``: the hosts a
+    broker may be on (:mod:`fluxo.control.hosts`); ``outputs``: where ``source: fluxo``
+    triggers read the outputs of Fluxo services (None: they report failing)."""
+    from fluxo.control.triggers.outputs import ServiceOutputSource
 
-    def build(row: TriggerRow) -> _Source:
+    def build(row: TriggerRow) -> TriggerSource:
         source = row.spec["queue"]["source"]
+        if source == "fluxo":
+            if outputs is None:
+                raise ConfigError(
+                    "this installation reads no Fluxo service outputs", setting="outputs"
+                )
+            return ServiceOutputSource(row, outputs)
         kind = RabbitSource if source == "rabbitmq" else MqttSource
-        return kind(row, secrets, limits, **overrides)
+        return kind(row, secrets, limits, policy=policy, **overrides)
 
     return {"queue": build}

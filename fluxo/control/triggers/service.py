@@ -13,6 +13,7 @@ commit in one transaction, and the same event again gives that job back instead 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -88,31 +89,44 @@ class TriggerService:
 
     async def held(self, row: TriggerRow) -> str | None:
         """Why ``row`` may not fire now, or None."""
-        if row.paused_by is not None:
-            return (
-                f"trigger {row.name!r} is paused (by {row.paused_by}); resume it with "
-                f"fluxo triggers resume {row.name}"
+        reason = _trigger_hold(row.name, row.paused_by, row.enabled)
+        if reason is None:
+            reason = await self._blocked(row)
+        if reason is None:
+            pause = await self.store.db.read(
+                lambda conn: self.pauses.pause_on(conn, row.account_id, row.workflow)
             )
-        if not row.enabled:
-            return f"trigger {row.name!r} is disabled (spec.enabled: false); apply it enabled"
+            if pause is not None:
+                reason = _workflow_pause(row.workflow, pause.paused_by)
+        return reason
+
+    async def _blocked(self, row: TriggerRow) -> str | None:
+        """The block that holds ``row`` (the in-memory index, reloaded at most every 0.5 s)."""
         await self.blocks.refresh()
         # The trigger's own block and the account's; a block of the workflow is found by the
         # job's admission (BlockedError below), which holds the trigger the same way.
         block = self.blocks.match_trigger(row.account_id, row.name)
-        if block is not None:
-            return (
-                f"{block.kind} {block.target!r} is blocked: {block.reason} (block {block.id}); "
-                f"lift it with fluxo block lift {block.id}"
-            )
-        pause = await self.store.db.read(
-            lambda conn: self.pauses.pause_on(conn, row.account_id, row.workflow)
+        if block is None:
+            return None
+        return (
+            f"{block.kind} {block.target!r} is blocked: {block.reason} (block {block.id}); "
+            f"lift it with fluxo block lift {block.id}"
         )
-        if pause is not None:
-            return (
-                f"workflow {row.workflow!r} is paused (by {pause.paused_by}); resume it with "
-                f"fluxo workflow resume {row.workflow}"
-            )
-        return None
+
+    def _held_on(self, tx: Transaction, row: TriggerRow) -> str | None:
+        """Why ``row`` may not fire, as the jobs' own transaction sees the trigger and its
+        workflow: a pause or a disable committed anywhere before it holds the batch.
+
+        Raises:
+            NotFoundError: the trigger was deleted.
+        """
+        hold = self.store.hold_on(tx, row.account_id, row.name)
+        if hold is None:
+            raise NotFoundError(f"trigger {row.name!r} was deleted; nothing was created")
+        reason = _trigger_hold(row.name, hold.paused_by, hold.enabled)
+        if reason is None and hold.workflow_paused_by is not None:
+            reason = _workflow_pause(row.workflow, hold.workflow_paused_by)
+        return reason
 
     async def fire(
         self,
@@ -150,7 +164,13 @@ class TriggerService:
 
     async def _flush(self, key: tuple[str, str]) -> None:
         try:
-            while events := self._pending.pop(key, None):
+            while True:
+                # Let the requests already read reach fire() first: one more loop pass makes
+                # the batch larger, and a batch costs the same few statements whatever its size.
+                await asyncio.sleep(0)
+                events = self._pending.pop(key, None)
+                if not events:
+                    break
                 for at in range(0, len(events), MAX_BATCH):
                     chunk = events[at : at + MAX_BATCH]
                     try:
@@ -163,12 +183,15 @@ class TriggerService:
             del self._flushing[key]
 
     async def _fire_batch(self, key: tuple[str, str], events: list[_Event]) -> None:
-        # Read again: a pause or a new spec counts from the next batch on.
-        row = await self.store.get(*key)
-        reason = await self.held(row)
+        # The spec as read at most ROW_CACHE_S ago (at once after an apply here); what holds a
+        # trigger (a pause, a disable, a paused workflow) is read in the jobs' transaction
+        # below, so it counts exactly, with no read of its own.
+        row = await self._row(*key)
+        if row is None:
+            raise NotFoundError(f"trigger {key[1]!r} is not applied; nothing was created")
+        reason = await self._blocked(row)
         if reason is not None:
-            await self.store.record(row.account_id, row.name, held=reason)
-            _refuse(events, TriggerHeldError(f"{reason}; nothing was created", held=reason))
+            await self._hold(row, events, reason)
             return
         keys = [f"trigger:{row.name}:{e.event_id or new_packet_id()}"[:200] for e in events]
         headers = []
@@ -182,14 +205,14 @@ class TriggerService:
         lags = [now - e.event_time for e in events if e.event_time is not None]
 
         def counters(tx: Transaction, made: list[tuple[str, bool]]) -> None:
+            held = self._held_on(tx, row)
+            if held is not None:  # the whole transaction rolls back: nothing was created
+                raise TriggerHeldError(f"{held}; nothing was created", held=held)
             # With the jobs, in their transaction: the count is exact whatever crashes.
-            self.store.record_on(
+            self.store.record_fired(
                 tx,
                 row.account_id,
                 row.name,
-                health="connected",
-                held=None,
-                error=None,
                 event_id=events[-1].event_id or keys[-1],
                 job_id=made[-1][0],
                 lag_s=max(0.0, max(lags)) if lags else None,
@@ -205,6 +228,9 @@ class TriggerService:
                 headers=headers,
                 with_jobs=counters,
             )
+        except TriggerHeldError as exc:
+            await self._hold(row, events, str(exc.context.get("held") or exc.message))
+            return
         except BlockedError as exc:
             # A block of the workflow or the account that admission found: a hold too.
             await self.store.record(row.account_id, row.name, held=exc.message)
@@ -223,9 +249,15 @@ class TriggerService:
             return
         # Written before the callers learn: what they see next (status) already says so.
         await self._health_changed(row, "connected", None)
+        self._remember(dataclasses.replace(row, health="connected", last_error=None, held=None))
         for event, (job, new) in zip(events, made, strict=True):
             if not event.done.done():
                 event.done.set_result(FireResult(job.id, new, job.status))
+
+    async def _hold(self, row: TriggerRow, events: list[_Event], reason: str) -> None:
+        await self.store.record(row.account_id, row.name, held=reason)
+        self.forget(row.account_id, row.name)
+        _refuse(events, TriggerHeldError(f"{reason}; nothing was created", held=reason))
 
     async def _health_changed(self, row: TriggerRow, health: Health, error: str | None) -> None:
         if self.on_health is not None and (row.health != health or row.last_error != error):
@@ -277,10 +309,13 @@ class TriggerService:
             return cached[0]
         row = await self.store.find(account_id, name)
         if row is not None:
-            if len(self._rows) >= 10_000:  # bounded: many names of many accounts
-                self._rows.clear()
-            self._rows[(account_id, name)] = (row, now + ROW_CACHE_S)
+            self._remember(row)
         return row
+
+    def _remember(self, row: TriggerRow) -> None:
+        if len(self._rows) >= 10_000:  # bounded: many names of many accounts
+            self._rows.clear()
+        self._rows[(row.account_id, row.name)] = (row, self.clock.monotonic() + ROW_CACHE_S)
 
     def forget(self, account_id: str, name: str) -> None:
         """Read the trigger again on its next webhook (it was applied or deleted here)."""
@@ -310,6 +345,7 @@ class TriggerService:
 
     async def pause(self, principal: Principal, name: str) -> TriggerRow:
         require(principal, Role.ACCOUNT_ADMIN, "pause triggers")
+        self.forget(principal.account_id, name)
         row = await self.store.set_paused(
             principal.account_id, name, f"{principal.account_id}/{principal.user_id}"
         )
@@ -320,6 +356,7 @@ class TriggerService:
         require(principal, Role.ACCOUNT_ADMIN, "resume triggers")
         row = await self.store.set_paused(principal.account_id, name, None)
         await self.store.record(row.account_id, row.name, held=None)
+        self.forget(principal.account_id, name)
         self.on_pause()
         return await self.store.get(row.account_id, row.name)
 
@@ -349,6 +386,24 @@ class TriggerService:
         except NotFoundError:
             return None
         return None if job.status in FINAL else job.id
+
+
+def _trigger_hold(name: str, paused_by: str | None, enabled: bool) -> str | None:
+    if paused_by is not None:
+        return (
+            f"trigger {name!r} is paused (by {paused_by}); resume it with "
+            f"fluxo triggers resume {name}"
+        )
+    if not enabled:
+        return f"trigger {name!r} is disabled (spec.enabled: false); apply it enabled"
+    return None
+
+
+def _workflow_pause(workflow: str, paused_by: str) -> str:
+    return (
+        f"workflow {workflow!r} is paused (by {paused_by}); resume it with "
+        f"fluxo workflow resume {workflow}"
+    )
 
 
 @dataclass(slots=True)
@@ -383,9 +438,9 @@ class _Sink:
         headers: dict[str, str] | None = None,
         event_time: float | None = None,
     ) -> FireResult:
-        row = await self.service.store.get(self.row.account_id, self.row.name)
+        # The batch reads the trigger as it is then (fire needs only its key).
         return await self.service.fire(
-            row, event_id, payload, headers=headers, event_time=event_time
+            self.row, event_id, payload, headers=headers, event_time=event_time
         )
 
     async def health(self, state: Health, error: str | None = None) -> None:

@@ -226,13 +226,16 @@ class Outcome:
 
 
 async def _run_on_step_engine(
-    fluxo: Platform, imp: NodeRedImport, node: dict[str, Any], name: str
+    fluxo: Platform, imp: NodeRedImport, node: dict[str, Any], name: str, run: int
 ) -> dict[str, list[str]]:
     trigger = next(t for t in imp.triggers if t.node_id == node["id"])
     msg = inject_msg(node)
     captured: dict[str, list[str]] = {}
     for debug in debug_targets(imp, [t for port in node.get("wires") or [] for t in port]):
         captured.setdefault(debug, []).append(canonical(msg.get("payload")))
+    # One workflow name per imported workflow, whatever the inject: its versions share the
+    # workflow's flow context across injects, as the tab's context is shared on Node-RED.
+    workflow_name = f"{name}-w{[w.metadata.name for w in imp.workflows].index(trigger.workflow)}"
     # One of several triggers: its job names its own entry and runs only what it starts. (A
     # trigger feeding several nodes runs one job per node below: two tokens through a merging
     # step share the keys of the steps after it, so the engine would record one of them.)
@@ -241,7 +244,9 @@ async def _run_on_step_engine(
             mode="json", by_alias=True, exclude_none=True
         )
         doc["spec"].pop("engine", None)
-        doc["metadata"] = {"name": name}
+        doc["metadata"] = {"name": workflow_name}
+        # A version of its own for each run, so the job runs this document (see below).
+        doc["spec"]["description"] = f"differential run {run}-entry"
         applied = await fluxo.jobs.apply(doc, ME)
         job = await fluxo.jobs.create(
             ME,
@@ -256,7 +261,10 @@ async def _run_on_step_engine(
             captured.setdefault(debug, []).extend(values)
         return captured
     for n, start in enumerate(trigger.start):
-        doc = trigger_workflow(imp, trigger, start, f"{name}-{n}")
+        doc = trigger_workflow(imp, trigger, start, workflow_name)
+        # A version of its own for each run, so the job runs this start (an apply equal to an
+        # older version would give that one back, and the job would run the newest).
+        doc["spec"]["description"] = f"differential run {run}-{n}"
         applied = await fluxo.jobs.apply(doc, ME)
         job = await fluxo.jobs.create(
             ME,
@@ -312,7 +320,7 @@ async def _compare(
         await capture.settle()
         real = capture.take()
         try:
-            ours = await _run_on_step_engine(fluxo, imp, dict(node), f"{name}-{i}")
+            ours = await _run_on_step_engine(fluxo, imp, dict(node), name, i)
         except Unobservable as exc:
             outcome.unobservable = str(exc)
             return outcome

@@ -118,6 +118,7 @@ async def fluxo(db: Database, nodered: RunningNodeRed) -> AsyncIterator[Fluxo]:
         public_url=f"http://127.0.0.1:{port}",
         nodered_url=nodered.url,
         engines=("step", "nodered"),
+        http_allow=("127.0.0.1",),  # the inbound tests' mailbox and broker are on loopback
     )
     platform = Platform(
         db,
