@@ -59,6 +59,7 @@ __all__ = [
     "ITEM",
     "MAX_DEPTH",
     "MAX_UNFOLDED_TASKS",
+    "ORIGIN",
     "SUFFIX",
     "Plan",
     "Scope",
@@ -72,6 +73,11 @@ SUFFIX = "{{inputs.parameters.suffix}}"
 CAME_FROM = "{{inputs.parameters.from}}"
 """In the branch of a 1 -> N call's outputs: the key (in packet-id characters) of the output's
 execution, ``<call key>~j`` (``_j``), that a merging step after it names."""
+
+ORIGIN = "{{inputs.parameters.origin}}"
+"""In a branch whose split (or 1 -> N call) may run after a merging step or a goto's target: the
+origin (in packet-id characters) of the split's execution, which the keys in the branch inherit
+(see :mod:`fluxo_core.ir.step_keys`)."""
 
 MAX_DEPTH = 150
 """Argo's default limit on nested template invocations (``MAX_STACK_DEPTH``, since 3.5): each
@@ -105,6 +111,8 @@ class Task:
             ``error``.
         key: the step key of its executions, as the step engine spells it (see
             :mod:`fluxo_core.ir.step_keys`), with :data:`SUFFIX` where a branch's item indexes go.
+        origin: what the keys after it inherit: ``key`` from its first ``<`` (with
+            :data:`ORIGIN` in a branch that inherits one), empty when it has none.
         outputs_of: for a fan-out over the output packets of a call (a split task of no step
             of the workflow), that call's task: one branch per packet, ``[i]`` in the keys only
             when there are several (as on the step engine).
@@ -123,6 +131,7 @@ class Task:
     name: str = ""
     guarded: bool = False  # an on_error call, run inside a DAG that always succeeds
     key: str = ""
+    origin: str = ""
     outputs_of: Task | None = None  # a fan-out over the output packets of this call task
 
     @property
@@ -139,6 +148,7 @@ class Scope:
     tasks: list[Task] = field(default_factory=list)
     gathers: str = ""  # the step whose branches a join here gathers: the split, or a service step
     came_from: bool = False  # the branch of a call's outputs: its tokens come from `CAME_FROM`
+    origin: bool = False  # its keys inherit the origin of the split's execution: `ORIGIN`
     join_edges: list[tuple[Expr, Expr]] = field(default_factory=list)  # (fired, payload)
     results: list[tuple[Expr, Expr, bool]] = field(default_factory=list)  # (fired, value, many)
 
@@ -153,6 +163,7 @@ class _Edge:
     payload: Expr
     came_from: str | None = None  # the key of the step execution the token comes from
     goto: bool = False  # the token of an on_error goto
+    origin: str = ""  # the origin of that execution, which a step that names none inherits
 
     @property
     def depends(self) -> str | None:
@@ -228,6 +239,7 @@ class _Planner:
         self.output = workflow.spec.output
         self.join_of = {s.split: s for s in workflow.spec.steps if isinstance(s, JoinStep)}
         self.merging = merging_steps(workflow.spec.steps)
+        self.inheriting = _after_origins(self.steps, self.merging)
         self.joined = _joined_steps(self.steps)
         self.branches: dict[str, Scope] = {}
         self.count = 0
@@ -265,16 +277,16 @@ class _Planner:
         start = self.steps[self.workflow.spec.start_id]
         return list(dict.fromkeys(getattr(start, "next", None) or []))
 
-    def key(self, scope: Scope, step: Any, edge: _Edge) -> str:
+    def key(self, scope: Scope, step: Any, edge: _Edge) -> tuple[str, str]:
         """The key of the execution of ``step`` that ``edge`` starts, as the step engine makes
-        it: a step with several predecessors (not a join), or reached by a goto, names the
-        execution the token comes from."""
+        it, and its origin: a step with several predecessors (not a join), or reached by a
+        goto, names the execution the token comes from; another inherits its origin."""
         if edge.came_from is not None and edge.goto:
-            return f"{step.id}<{edge.came_from}"
+            return f"{step.id}<{edge.came_from}", f"<{edge.came_from}"
         base = str(step.id) + (SUFFIX if scope.split is not None else "")
         if edge.came_from is not None and step.id in self.merging:
-            return f"{base}<{edge.came_from}"
-        return base
+            return f"{base}<{edge.came_from}", f"<{edge.came_from}"
+        return base + edge.origin, edge.origin
 
     def new_task(self, scope: Scope, step: Any, kind: str, edge: _Edge) -> Task:
         self.count += 1
@@ -288,7 +300,7 @@ class _Planner:
         task = Task(
             self.count, step, kind, scope, edge.source, edge.depends, edge.guard, edge.payload
         )
-        task.key = self.key(scope, step, edge)
+        task.key, task.origin = self.key(scope, step, edge)
         scope.tasks.append(task)
         return task
 
@@ -320,15 +332,18 @@ class _Planner:
         if isinstance(step, JoinStep):
             self.reach_join(scope, step, edge)
         elif isinstance(step, SwitchStep):
-            key = self.key(scope, step, edge)
+            key, origin = self.key(scope, step, edge)
             for target, guard in self.switch_guards(step, edge.payload):
                 both = guard if edge.guard is None else lift(_and, edge.guard, guard)
-                self.visit(scope, target, _Edge(edge.source, edge.phases, both, edge.payload, key))
+                token = _Edge(edge.source, edge.phases, both, edge.payload, key, origin=origin)
+                self.visit(scope, target, token)
         elif isinstance(step, SplitStep):
             self.split(scope, step, edge)
         elif isinstance(step, DelayStep):
             task = self.new_task(scope, step, "delay", edge)
-            self.route(scope, step, _Edge(task, OK, None, edge.payload, task.key))
+            self.route(
+                scope, step, _Edge(task, OK, None, edge.payload, task.key, origin=task.origin)
+            )
         else:
             kind = "transform" if isinstance(step, TransformStep) else "call"
             task = self.new_task(scope, step, kind, edge)
@@ -338,7 +353,7 @@ class _Planner:
     def call_edges(self, scope: Scope, step: Any, task: Task, received: Expr) -> None:
         output: Expr = call_output(task)
         on_error = step.on_error
-        key = task.key
+        key, origin = task.key, task.origin
         if step.id in self.join_of:
             self.gathered_outputs(scope, step, task)
             return
@@ -347,9 +362,10 @@ class _Planner:
         fans_out = isinstance(step, ServiceStep) and step.id not in self.joined
         if not task.guarded:
             if fans_out:
-                self.fan_out_outputs(scope, step, _Edge(task, OK, None, call_outputs(task), key))
+                edge = _Edge(task, OK, None, call_outputs(task), key, origin=origin)
+                self.fan_out_outputs(scope, step, edge)
             else:
-                self.route(scope, step, _Edge(task, OK, None, output, key))
+                self.route(scope, step, _Edge(task, OK, None, output, key, origin=origin))
             return
         # A guarded task succeeds whatever its call did: route on the call's status. The next
         # steps get the call's output or, when it failed, the step's input: `continue` hands that
@@ -359,9 +375,9 @@ class _Planner:
         guard = None if on_error == "continue" else Leaf(succeeded)
         if fans_out:
             packets = Choice(succeeded, call_outputs(task), lift(lambda e: f"[{e}]", received))
-            self.fan_out_outputs(scope, step, _Edge(task, OK, guard, packets, key))
+            self.fan_out_outputs(scope, step, _Edge(task, OK, guard, packets, key, origin=origin))
         else:
-            self.route(scope, step, _Edge(task, OK, guard, handed_on, key))
+            self.route(scope, step, _Edge(task, OK, guard, handed_on, key, origin=origin))
         if isinstance(on_error, OnErrorGoto):
             error = f"fromJSON(tasks['{task.ref}'].outputs.parameters.error)"
             failed = lift(
@@ -405,11 +421,23 @@ class _Planner:
         branch = self.branches.get(step.id)
         if branch is None:
             came_from = outputs_of is not None
-            branch = Scope(f"branch-{step.id}", step, gathers=gathers, came_from=came_from)
+            # One template for every execution of the split: its origin, when it may have one,
+            # is a parameter (the step the split or the call's outputs belong to tells).
+            inherits = (outputs_of.step.id if outputs_of else step.id) in self.inheriting
+            branch = Scope(
+                f"branch-{step.id}", step, gathers=gathers, came_from=came_from, origin=inherits
+            )
             self.branches[step.id] = branch
             for target in step.next:
-                origin = CAME_FROM if came_from else None
-                self.visit(branch, target, _Edge(None, (), None, ITEM, origin))
+                token = _Edge(
+                    None,
+                    (),
+                    None,
+                    ITEM,
+                    CAME_FROM if came_from else None,
+                    origin=ORIGIN if inherits else "",
+                )
+                self.visit(branch, target, token)
         task.branch = branch
         if branch.results:
             gathered = (
@@ -429,10 +457,11 @@ class _Planner:
             ),
         )
         # A split skipped by its own `when` must not let the join through: repeat its guard.
-        gathered_key = join.id + (SUFFIX if scope.split is not None else "")
-        self.route(
-            scope, join, _Edge(task, ("Succeeded", "Skipped"), edge.guard, joined, gathered_key)
+        gathered_key = join.id + (SUFFIX if scope.split is not None else "") + task.origin
+        to_join = _Edge(
+            task, ("Succeeded", "Skipped"), edge.guard, joined, gathered_key, origin=task.origin
         )
+        self.route(scope, join, to_join)
 
     def fan_out_outputs(self, scope: Scope, step: ServiceStep, edge: _Edge) -> None:
         """Each packet of ``edge.payload`` (a list: the call's output packets, or its input
@@ -465,7 +494,7 @@ class _Planner:
         fan_out = SplitStep.model_construct(
             id=f"{step.id}-outputs", kind="split", path=None, next=list(step.next), name=None
         )
-        edge = _Edge(task, OK, None, call_outputs(task), task.key)
+        edge = _Edge(task, OK, None, call_outputs(task), task.key, origin=task.origin)
         self.split(scope, fan_out, edge, gathers=step.id)
 
     def reach_join(self, scope: Scope, step: JoinStep, edge: _Edge) -> None:
@@ -511,6 +540,17 @@ def _reach(steps: Mapping[str, Any], start: str) -> set[str]:
                 seen.add(target)
                 todo.append(target)
     return seen
+
+
+def _after_origins(steps: Mapping[str, Any], merging: set[str]) -> set[str]:
+    """The steps whose keys may have an origin: merging steps, goto targets and the steps
+    after them (the others' keys never hold a ``<``)."""
+    gotos = {s.on_error.goto for s in steps.values() if isinstance(s.on_error, OnErrorGoto)}
+    found: set[str] = set()
+    for start in sorted(merging | gotos):
+        if start in steps and start not in found:
+            found |= _reach(steps, start)
+    return found
 
 
 def _joined_steps(steps: Mapping[str, Any]) -> set[str]:

@@ -203,7 +203,12 @@ class TemplateBuilder:
             outputs.append(_output("result", f"toJson({_results(scope)})", RESULT_PARAMETER))
         inputs = None
         if scope.split is not None:
-            names = ["payload", "suffix", *(["from"] if scope.came_from else [])]
+            names = [
+                "payload",
+                "suffix",
+                *(["from"] if scope.came_from else []),
+                *(["origin"] if scope.origin else []),
+            ]
             inputs = m.Inputs(parameters=[m.Parameter(name=n) for n in names])
         return m.Template(
             name=scope.template,
@@ -248,6 +253,8 @@ class TemplateBuilder:
                     "suffix": suffix + "{{item.k}}",
                     "from": key_in_id(task.outputs_of.key) + "{{item.f}}",
                 }
+            if task.branch.origin:  # the split's own origin, which the branch's keys inherit
+                args["origin"] = key_in_id(task.origin)
             with_param = expr_tag(items)
         else:
             template = self.call_template(step, task.kind)

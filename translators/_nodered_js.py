@@ -55,6 +55,8 @@ _KEY = """function stepKey() {
     // This execution's key, by the step engine's rule (fluxo_core.ir.step_keys): the step id,
     // one [i] per fan-out level (fx.frames), and "<" + the key of the execution the message comes
     // from (fx.key) where several steps lead here; a goto's target always names the failed one.
+    // Other steps inherit the origin of that execution (fx.origin: its key from its first "<"),
+    // so the steps after a merging step keep its executions apart.
     const fx = msg.fluxo || (msg.fluxo = {});
     const via = fx.via;
     delete fx.via;
@@ -64,6 +66,8 @@ _KEY = """function stepKey() {
         for (let p = msg.parts; p; p = p.parts) { frames.unshift(p.index); }
     } else if (via === "split" && msg.parts) {
         frames = frames.concat([msg.parts.index]);
+        // the split's origin, for its join (fx.origins: one per level, as fx.frames)
+        fx.origins = (fx.origins || []).concat([fx.origin || ""]);
     }
     fx.frames = frames;
     let key = STEP + frames.map((i) => "[" + i + "]").join("");
@@ -71,8 +75,12 @@ _KEY = """function stepKey() {
         key = STEP + "<" + fx.key;
     } else if (MERGES && via !== "split" && fx.key !== undefined) {
         key += "<" + fx.key;
+    } else {
+        key += fx.origin || "";
     }
     fx.key = key;
+    const at = key.indexOf("<");
+    fx.origin = at < 0 ? "" : key.slice(at);
     return key;
 }
 """
@@ -336,7 +344,8 @@ function branch(p, j) {{
     const copy = RED.util.cloneMessage(msg);
     copy.payload = p;
     copy.fluxo = Object.assign(copy.fluxo || {{}}, {{
-        frames: (fx.frames || []).concat([j]), key: call.key + "~" + j
+        frames: (fx.frames || []).concat([j]), key: call.key + "~" + j,
+        origins: (fx.origins || []).concat([fx.origin || ""])
     }});
     return copy;
 }}
@@ -463,16 +472,23 @@ def join_code(step: str = "") -> str:
     """After a join: one token for the gathered branches; branch arrays are concatenated.
 
     The join's key is its id with the levels around its split (one level less than the
-    branches', none less when the split had no item)."""
+    branches', none less when the split had no item) and the origin of the split's execution
+    (kept per level in ``fluxo.origins``, as the step engine keeps it in its frames)."""
     return f"""const STEP = {_js(step)};
 {_JOB}{_ADJUST}if (msg.fluxo) {{
     // no level to leave: the split had no item, or its items came here without a step
     const kept = msg.fluxo.unbranched || msg.fluxo.via === "split";
     const frames = msg.fluxo.frames || [];
+    const origins = msg.fluxo.origins || [];
     msg.fluxo.frames = kept ? frames : frames.slice(0, -1);
+    if (!kept) {{  // the origin of the split's execution, kept at its level
+        msg.fluxo.origin = origins.length ? origins[origins.length - 1] : "";
+        msg.fluxo.origins = origins.slice(0, -1);
+    }}
     delete msg.fluxo.unbranched;
     delete msg.fluxo.via;
-    msg.fluxo.key = STEP + msg.fluxo.frames.map((i) => "[" + i + "]").join("");
+    msg.fluxo.key = STEP + msg.fluxo.frames.map((i) => "[" + i + "]").join("") +
+        (msg.fluxo.origin || "");
 }}
 const branches = Array.isArray(msg.payload) ? msg.payload : [msg.payload];
 if (branches.length > 1) {{ adjust(1 - branches.length); }}

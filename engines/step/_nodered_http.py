@@ -3,6 +3,11 @@
 The step engine builds the service's request from the node and the message, and the node's
 message from the service's response, as :mod:`nodered_semantics.http_request` says Node-RED
 does; so the call goes through the host policy, admission and metering like any ``http`` call.
+
+A call that failed in the network (the service's error names it, ``context.network``) is what
+Node-RED's node reports and sends on (:func:`http_request_failed`), at once: the node makes one
+attempt (the engine sends its call with one attempt), and the step's own ``retry`` does not apply
+to such a failure. A failure Node-RED's words are not known for fails the step as before.
 """
 
 from __future__ import annotations
@@ -14,11 +19,18 @@ from fluxo_core.ir import NativeStep
 from nodered_semantics.http_request import (
     HTTP_REQUEST_TYPE,
     HttpRequestError,
+    http_failure,
     http_response_msg,
     http_service_request,
 )
+from nodered_semantics.support import REPORTED_PORT
 
-__all__ = ["http_request_body", "http_request_outputs", "is_http_request"]
+__all__ = [
+    "http_request_body",
+    "http_request_failed",
+    "http_request_outputs",
+    "is_http_request",
+]
 
 
 def is_http_request(step: Any) -> TypeGuard[NativeStep]:
@@ -45,6 +57,25 @@ def http_request_outputs(
         ]
     except HttpRequestError as exc:
         raise _failure(step, exc) from exc
+
+
+def http_request_failed(
+    step: Any, msg: dict[str, Any], url: str, error: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """The node's outputs (a report on ``REPORTED_PORT``, and the message on port 0 unless the
+    node has ``senderr``) for its ``http`` call that failed with ``error``; None when ``step``
+    is no http request node or Node-RED's words for the failure are not known (the step fails).
+    ``msg`` is the message the node got, payload included."""
+    if not is_http_request(step):
+        return None
+    network = (error.get("context") or {}).get("network")
+    failure = http_failure(step.config, msg, url, network)
+    if failure is None:
+        return None
+    outputs = [{"port": REPORTED_PORT, "msg": {"message": failure.report, "msg": failure.msg}}]
+    if failure.sent is not None:
+        outputs.append({"port": 0, "msg": failure.sent})
+    return outputs
 
 
 def _failure(step: NativeStep, exc: Exception) -> ValidationError:

@@ -8,7 +8,10 @@ flight (calls and timers); the job succeeds when it reaches zero.
 
 Keys name each execution of a step within a job, stably (re-delivered messages recompute the same
 keys): ``reserve[2]`` is the third item of a fan-out, ``mail<review`` the visit of a step with
-several predecessors that came from ``review``, ``ship~1`` the second output of a 1 -> N step.
+several predecessors that came from ``review``, ``ship~1`` the second output of a 1 -> N step;
+the steps after ``mail<review`` inherit its origin (``send<review``). The rule is
+:mod:`fluxo_core.ir.step_keys`. A frame of a fan-out holds the origin of the execution that fanned
+out, when it has one, so that its join gathers that execution's branches only.
 
 A native Node-RED step is a call of the ``nodered-node`` service with ``{node, msg}``; each
 message it sends comes back tagged with its output port and goes to that port's steps only. The
@@ -29,7 +32,12 @@ import orjson
 
 from engines.step._context import MAX_CONTEXT_RERUNS, READ_KEY, RERUNS_KEY, StepContext
 from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
-from engines.step._nodered_http import http_request_body, http_request_outputs, is_http_request
+from engines.step._nodered_http import (
+    http_request_body,
+    http_request_failed,
+    http_request_outputs,
+    is_http_request,
+)
 from engines.step._plan import Plan
 from engines.step.conditions import evaluate, lookup
 from fluxo_core.errors import FluxoError, ValidationError
@@ -43,6 +51,7 @@ from fluxo_core.ir import (
     ServiceStep,
     SplitStep,
     SwitchStep,
+    key_origin,
 )
 from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
@@ -64,7 +73,7 @@ BLOCKED = "blocked"  # the error code of a call a block refused (fluxo_core.erro
 _JOB_STATE = ("status", "active", "error", "started_at", "finished_at")  # what transitions change
 _FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
-Frame = list[Any]  # [split step id, index, count]
+Frame = list[Any]  # [split step id, index, count] + [origin of the split's execution], if any
 Meta = dict[str, Any] | None  # a Node-RED message's properties besides payload
 
 
@@ -168,9 +177,19 @@ class JobRun:
             return  # a late result of a timed-out attempt, or of a job that ended
         context = orjson.loads(row["context"])
         step = self.plan.steps[row["step_id"]]
-        if call["status"] == "succeeded":
-            outputs = [p["payload"] for p in orjson.loads(call["result"])]
-            if is_http_request(step):  # the http service's response as the node's message
+        went_on = None  # an http request node's call failed in the network: Node-RED goes on
+        if call["status"] != "succeeded" and call["error"] and is_http_request(step):
+            payload = orjson.loads(row["input"]) if row["input"] else None
+            msg = {**(context.get("msg") or {}), "payload": payload}
+            url = str(context.get("url", ""))
+            went_on = http_request_failed(step, msg, url, orjson.loads(call["error"]))
+        if call["status"] == "succeeded" or went_on is not None:
+            outputs = (
+                went_on
+                if went_on is not None
+                else [p["payload"] for p in orjson.loads(call["result"])]
+            )
+            if went_on is None and is_http_request(step):  # the response as the node's message
                 try:
                     msg, url = context.get("msg") or {}, str(context.get("url", ""))
                     outputs = http_request_outputs(step, msg, url, outputs)
@@ -195,17 +214,21 @@ class JobRun:
             # Outputs a join gathers are its branches, one per packet, even if there is one.
             join_id = self.plan.join_of_split.get(step.id)
             many = len(outputs) > 1 or join_id is not None
+            origin = key_origin(key)  # the outputs' tokens come from `key`, even as `key~j`
             if join_id is not None and not outputs:  # no branch: the join fires at once, with []
-                self._join_done(self.plan.steps[join_id], [], context["frames"])
+                self._join_done(self.plan.steps[join_id], [], context["frames"], origin)
             for j, payload in enumerate(outputs):
-                frames = context["frames"] + ([[f"{step.id}~", j, len(outputs)]] if many else [])
+                level = [_frame(f"{step.id}~", j, len(outputs), origin)] if many else []
+                frames = context["frames"] + level
                 child = key + (f"~{j}" if many else "")
                 if isinstance(step, NativeStep):  # {port, msg}: the port picks the targets
                     message = dict(payload.get("msg") or {})
                     data = message.pop("payload", None)
-                    self.route(step, data, frames, child, message, port=int(payload["port"]))
+                    self.route(
+                        step, data, frames, child, message, port=int(payload["port"]), origin=origin
+                    )
                 else:
-                    self.route(step, payload, frames, child, context.get("msg"))
+                    self.route(step, payload, frames, child, context.get("msg"), origin=origin)
         else:
             error = orjson.loads(call["error"]) if call["error"] else {"message": "failed"}
             if error.get("code") == BLOCKED:
@@ -351,12 +374,16 @@ class JobRun:
         meta: Meta = None,
         *,
         port: int | None = None,
+        origin: str | None = None,
     ) -> None:
         """``step`` produced ``payload``: pass it along ``next`` or, at the end, into the result.
 
         ``port``: the output of a native Node-RED step the message left by; only that port's
         steps get it, and a port wired to no step ends the branch (like ``next: []``).
+        ``origin``: what the next steps inherit when ``key`` is an output's (``fan~j``): the
+        origin of the execution ``fan``; by default, ``key``'s.
         """
+        origin = key_origin(key) if origin is None else origin
         if port is not None and step.id in self.plan.ports:
             ports = self.plan.ports[step.id]
             targets = list(ports[port]) if 0 <= port < len(ports) else []
@@ -366,7 +393,8 @@ class JobRun:
         if output_step == step.id or (not targets and output_step is None):
             self.results.append(payload)
         for target in targets:
-            self.deliver(target, payload, frames, self._child_key(target, key, frames), meta)
+            child_key = self._child_key(target, key, frames, origin)
+            self.deliver(target, payload, frames, child_key, meta)
 
     def fail(
         self,
@@ -503,9 +531,10 @@ class JobRun:
             # after which the call is delivered again with the whole timeout (a timer here
             # would count both, and fail jobs a crash only delayed).
             headers[TIMEOUT_HEADER] = str(step.timeout_s)
-        if step.retry is not None:
+        if step.retry is not None or is_http_request(step):
             # The step's retry replaces its service's RetryPolicy: each attempt is a new call
-            # (see fail), which the worker must not retry as well.
+            # (see fail), which the worker must not retry as well. Node-RED's http request
+            # node makes one attempt.
             headers[MAX_ATTEMPTS_HEADER] = "1"
         data = self._template.json(
             id=call_id,
@@ -548,8 +577,10 @@ class JobRun:
         self._add_step(
             key, step.id, "succeeded", payload, {"frames": frames}, output={"next": chosen}
         )
+        origin = key_origin(key)
         for target in chosen:
-            self.deliver(target, payload, frames, self._child_key(target, key, frames), meta)
+            child_key = self._child_key(target, key, frames, origin)
+            self.deliver(target, payload, frames, child_key, meta)
 
     def _split(
         self, step: SplitStep, key: str, payload: Any, frames: list[Frame], meta: Meta
@@ -564,16 +595,18 @@ class JobRun:
         self._add_step(
             key, step.id, "succeeded", payload, {"frames": frames}, output={"items": len(items)}
         )
+        origin = key_origin(key)  # the items' keys inherit the split's origin
         if not items:
             join_id = self.plan.join_of_split.get(step.id)
             if join_id is not None:  # nothing to wait for: the join fires at once, with []
-                self._join_done(self.plan.steps[join_id], [], frames)
+                self._join_done(self.plan.steps[join_id], [], frames, origin)
             return
         for i, item in enumerate(items):
-            branch = [*frames, [step.id, i, len(items)]]
+            branch = [*frames, _frame(step.id, i, len(items), origin)]
             item_payload = item if isinstance(item, dict) else {"value": item}
             for target in step.next:
-                self.deliver(target, item_payload, branch, f"{target}{_suffix(branch)}", meta)
+                item_key = f"{target}{_suffix(branch)}{origin}"
+                self.deliver(target, item_payload, branch, item_key, meta)
 
     def _join(self, step: JoinStep, payload: Any, frames: list[Frame]) -> None:
         # A split's branch, or (``<id>~``) one output packet of a 1 -> N service step.
@@ -584,19 +617,22 @@ class JobRun:
                 "join right after the steps of each branch",
                 problems=[(f"{step.id}.split", "unmatched branch")],
             )
-        _, index, count = frames[-1]
+        index, count = frames[-1][1], frames[-1][2]
+        origin = str(frames[-1][3]) if len(frames[-1]) > 3 else ""
         parent = frames[:-1]
-        join_key = f"{step.id}{_suffix(parent)}"
+        # The split's execution's branches wait under the join's key: an execution of the split
+        # on another path (another origin) has branches of its own.
+        join_key = f"{step.id}{_suffix(parent)}{origin}"
         arrived = self.store.join_arrive(
             self.tx, self.job["id"], join_key, index, orjson.dumps(payload)
         )
         if arrived < count:
             return
         branches = self.store.join_take(self.tx, self.job["id"], join_key)
-        self._join_done(step, [orjson.loads(b) for b in branches], parent)
+        self._join_done(step, [orjson.loads(b) for b in branches], parent, origin)
 
-    def _join_done(self, step: Any, items: list[Any], frames: list[Frame]) -> None:
-        key = f"{step.id}{_suffix(frames)}"
+    def _join_done(self, step: Any, items: list[Any], frames: list[Frame], origin: str) -> None:
+        key = f"{step.id}{_suffix(frames)}{origin}"
         joined: list[Any] = []
         for item in items:  # one array payload: branch arrays are concatenated
             joined.extend(item if isinstance(item, list) else [item])
@@ -647,11 +683,13 @@ class JobRun:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _child_key(self, target: str, key: str, frames: list[Frame]) -> str:
+    def _child_key(self, target: str, key: str, frames: list[Frame], origin: str) -> str:
+        """The key of ``target``'s execution for a token from ``key`` (``origin``: what it
+        inherits; see :mod:`fluxo_core.ir.step_keys`)."""
         base = f"{target}{_suffix(frames)}"
-        if target in self.plan.merging:  # several predecessors, not a join (step_keys)
+        if target in self.plan.merging:  # several predecessors, not a join
             return f"{base}<{key}"
-        return base
+        return f"{base}{origin}"
 
     def _add_step(
         self,
@@ -781,6 +819,11 @@ def error_code(error: str | None) -> str | None:
 def _held_key(step_id: str) -> str:
     """Where a Node-RED join's messages wait (beside the IR joins' branches)."""
     return f"{step_id}#held"
+
+
+def _frame(split: str, index: int, count: int, origin: str) -> Frame:
+    """A fan-out level; the origin only when there is one (frames stored before had none)."""
+    return [split, index, count, origin] if origin else [split, index, count]
 
 
 def _suffix(frames: list[Frame]) -> str:

@@ -25,7 +25,7 @@ from fluxo_core.ir.packet import (
     parse_packet,
 )
 from fluxo_core.ir.schemas import json_schema
-from fluxo_core.ir.step_keys import key_from_id, key_in_id, merging_steps
+from fluxo_core.ir.step_keys import key_from_id, key_in_id, key_origin, merging_steps
 from fluxo_core.ir.validation import graph_problems, load_workflows_yaml, validate_workflow
 from fluxo_core.ir.workflow import (
     API_VERSION,
@@ -118,6 +118,7 @@ __all__ = [
     "json_schema",
     "key_from_id",
     "key_in_id",
+    "key_origin",
     "keyed_id",
     "load_workflows_yaml",
     "merging_steps",

@@ -19,6 +19,7 @@ only protection left when a caller injects its own ``httpx.AsyncClient``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import re
 import socket
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from services.config import BuiltinConfig
 
 __all__ = [
+    "ConnectFailure",
     "HostPolicy",
     "HostRules",
     "IPAddress",
@@ -48,6 +50,11 @@ __all__ = [
     "guarded_transport",
     "system_resolver",
 ]
+
+# getaddrinfo's "no such name" answers (EAI_NODATA is not defined everywhere).
+_NO_SUCH_NAME = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -213,10 +220,14 @@ class HostPolicy:
         except OSError as exc:
             # Only EAI_AGAIN is a temporary failure; "no such name" will not fix itself on retry.
             temporary = isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN
+            # A name that does not exist is told apart (``network``, see the service's errors).
+            missing = isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME
+            network = {"network": {"kind": "not_found", "host": name}} if missing else {}
             raise ServiceError(
                 f"could not resolve host {name}: {exc.strerror or exc}",
                 retryable=temporary,
                 host=name,
+                **network,
             ) from exc
         addresses = [a for a in (_ip_or_none(r) for r in raw) if a is not None]
         if not addresses:
@@ -261,6 +272,31 @@ def _ip_or_none(text: str) -> IPAddress | None:
 # --- connect-time guard ------------------------------------------------------------------------
 
 
+class ConnectFailure(httpcore.ConnectError):
+    """No vetted address of a host took the connection: the last address tried, its port, how
+    many addresses were tried, and the OS error's code (``ECONNREFUSED``) if there was one. The
+    code is kept here because httpcore's pool drops the chain of causes."""
+
+    def __init__(
+        self, message: str, *, address: str, port: int, attempts: int, code: str | None
+    ) -> None:
+        super().__init__(message)
+        self.address = address
+        self.port = port
+        self.attempts = attempts
+        self.code = code
+
+
+def _os_error_code(exc: BaseException) -> str | None:
+    """The errno name (``ECONNREFUSED``) of the first OS error with one in ``exc``'s causes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return errno.errorcode.get(seen.errno)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Opens TCP connections only to addresses the policy vetted, resolving names itself."""
 
@@ -278,7 +314,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         addresses = await self._policy.vet(host, port)
         failure: Exception | None = None
+        tried = ""
         for address in addresses:
+            tried = str(address)
             try:
                 return await self._inner.connect_tcp(
                     str(address),
@@ -291,7 +329,16 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
                 failure = exc  # try the next address, like a browser would
         if failure is None:  # vet() never returns an empty list; this keeps the type exact
             raise httpcore.ConnectError(f"no address to connect to for {host}")
-        raise failure
+        if isinstance(failure, httpcore.ConnectTimeout):
+            raise failure
+        # Which address refused is kept for the caller's error (not in the message: unchanged).
+        raise ConnectFailure(
+            str(failure),
+            address=tried,
+            port=port,
+            attempts=len(addresses),
+            code=_os_error_code(failure),
+        ) from failure
 
     async def connect_unix_socket(
         self,

@@ -28,6 +28,20 @@ token, secret, password, session, signature or auth, and any header set from a s
 
 The host policy (server-side request forgery) is :mod:`services.http.policy`; credentials
 (secret references, scrubbing) are :mod:`services.http.credentials`.
+
+Network failures. When a request fails in the network, the error's context has ``network``, what
+went wrong without anything secret in it, for callers that word the failure as another client
+would (the step engine words it as Node-RED's http request node does)::
+
+    {"kind": "refused", "code": "ECONNREFUSED", "address": "127.0.0.1", "port": 1880,
+     "attempts": 1}                                    # no vetted address took the connection
+    {"kind": "not_found", "host": "nosuch.example"}    # the name does not exist
+    {"kind": "timeout", "timeout_s": 10}               # no whole answer within timeout_s
+    {"kind": "reset", "code": "ECONNRESET"}            # the connection was reset while reading
+    {"kind": "closed"}                                 # the server closed it without answering
+
+``attempts`` is how many addresses the name had (``address`` is the last one tried). Other
+failures have no ``network``; the message and ``retryable`` are as before.
 """
 
 from __future__ import annotations
@@ -66,7 +80,7 @@ from services.http.credentials import (
     scrub,
     scrub_bytes,
 )
-from services.http.policy import HostPolicy, Resolver, guarded_transport
+from services.http.policy import ConnectFailure, HostPolicy, Resolver, guarded_transport
 
 __all__ = ["HttpService"]
 
@@ -448,6 +462,7 @@ def _map_errors(spec: _Request) -> Iterator[None]:
             retryable=True,
             host=spec.url.host,
             timeout_s=spec.timeout_s,
+            network={"kind": "timeout", "timeout_s": spec.timeout_s},
         ) from exc
     except httpx.UnsupportedProtocol as exc:
         raise ServiceError(
@@ -466,6 +481,7 @@ def _map_errors(spec: _Request) -> Iterator[None]:
             f"{where} failed: ConnectError: {str(exc)[:200]}",
             retryable=True,
             host=spec.url.host,
+            **_network(exc),
         ) from exc
     except httpx.TransportError as exc:
         # Connection refused/reset, protocol errors: the server or network may recover.
@@ -474,6 +490,7 @@ def _map_errors(spec: _Request) -> Iterator[None]:
             f"{where} failed: {type(exc).__name__}: {str(exc)[:200]}",
             retryable=True,
             host=spec.url.host,
+            **_network(exc),
         ) from exc
     except httpx.HTTPError as exc:
         raise ServiceError(
@@ -481,6 +498,39 @@ def _map_errors(spec: _Request) -> Iterator[None]:
             retryable=False,
             host=spec.url.host,
         ) from exc
+
+
+def _network(exc: httpx.TransportError) -> dict[str, Any]:
+    """``{"network": ...}`` for a failure the module docstring lists, else nothing."""
+    failure = _cause(exc, ConnectFailure)
+    if isinstance(exc, httpx.ConnectError) and isinstance(failure, ConnectFailure):
+        if failure.code == "ECONNREFUSED":
+            where = {"address": failure.address, "port": failure.port}
+            return {
+                "network": {
+                    "kind": "refused",
+                    "code": "ECONNREFUSED",
+                    **where,
+                    "attempts": failure.attempts,
+                }
+            }
+    elif isinstance(exc, httpx.ReadError) and _cause(exc, ConnectionResetError) is not None:
+        return {"network": {"kind": "reset", "code": "ECONNRESET"}}
+    elif isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(
+        "Server disconnected without sending a response"
+    ):
+        return {"network": {"kind": "closed"}}
+    return {}
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of ``kind`` in ``exc``'s chain of causes, or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

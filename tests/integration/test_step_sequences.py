@@ -8,6 +8,7 @@ through the ``http`` service and its host policy.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -182,3 +183,44 @@ async def test_an_http_request_obeys_the_host_policy(db: Database, server: str) 
         done = await platform.jobs.wait(ME, job.id, 20)
     assert done.status == "failed"
     assert "loopback" in str(done.error)
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def set_payload(node_id: str, to: str, tot: str) -> dict[str, Any]:
+    rule = {"t": "set", "p": "payload", "pt": "msg", "to": to, "tot": tot}
+    return {"id": node_id, "type": "change", "rules": [rule], "wires": [[]]}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("senderr", [False, True])
+async def test_a_refused_http_request_is_reported_and_sent_on_as_node_red_does(
+    fluxo: Platform, senderr: bool
+) -> None:
+    port = unused_port()
+    url = f"http://127.0.0.1:{port}/hello"
+    rq = request_node(ret="txt", senderr=senderr, wires=[["sent"]])  # the URL from msg.url
+    sent = set_payload("sent", "payload", "msg")  # what the node sends on
+    catch = {"id": "ca", "type": "catch", "scope": None, "uncaught": False, "wires": [["got"]]}
+    got = set_payload("got", "error.message", "msg")  # what its catch gets
+    applied = await fluxo.jobs.apply(flow_of(rq, sent, catch, got), ME)
+    message = {"payload": 1, "url": url, "method": "GET"}
+    job = await fluxo.jobs.create(ME, applied.workflow.metadata.name, message, headers=MSG)
+    done = await fluxo.jobs.wait(ME, job.id, 20)
+    assert done.status == "succeeded", done.error
+    error = f"RequestError: connect ECONNREFUSED 127.0.0.1:{port}"
+    by_step = {s.step_id: s for s in done.steps or []}
+    [reported] = by_step["change-got"].output  # the step ids the import gives the nodes
+    assert reported["msg"]["payload"] == error
+    if senderr:  # to the catch only
+        assert "change" not in by_step
+    else:
+        [on] = by_step["change"].output
+        assert on["msg"]["payload"] == f"{error} : {url}"
+        assert on["msg"]["statusCode"] == "ECONNREFUSED"
+    assert by_step["http-request"].attempt == 1  # Node-RED makes one attempt

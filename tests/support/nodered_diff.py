@@ -251,16 +251,24 @@ def step_nodes_reached(
     return {nid for nid, _ in _walk(imp, targets, calls)}
 
 
-def trigger_workflow(imp: NodeRedImport, trigger: Trigger, start: str, name: str) -> dict[str, Any]:
-    """The trigger's workflow as a document that starts at ``start`` only, for the step engine.
+def trigger_workflow(imp: NodeRedImport, trigger: Trigger, name: str) -> dict[str, Any]:
+    """The trigger's workflow as a document that starts where ``trigger`` does and holds only
+    what it starts, for the step engine: at the step it feeds or, when it feeds several, at the
+    workflow's start step (which leads to every entry of the tab) leading to those only.
 
     ``spec.engine`` is dropped (an imported flow with native steps names ``nodered``; the
-    installation's default, the step engine, runs it), and steps ``start`` cannot reach are
+    installation's default, the step engine, runs it), and steps the start cannot reach are
     removed (the IR refuses unreachable steps).
     """
     workflow = imp.workflow(trigger.workflow)
+    start = trigger.start[0] if len(trigger.start) == 1 else workflow.spec.start_id
     doc = workflow.model_dump(mode="json", by_alias=True, exclude_none=True)
     steps = {s["id"]: s for s in doc["spec"]["steps"]}
+    if len(trigger.start) > 1:
+        entries = steps[start].get("next", [])
+        if not set(trigger.start) <= set(entries):
+            raise Unobservable(f"trigger {trigger.node_id}: its nodes are not entries of the tab")
+        steps[start]["next"] = [e for e in entries if e in trigger.start]
     reach, todo = set(), [start]
     while todo:
         sid = todo.pop()

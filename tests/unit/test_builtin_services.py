@@ -612,6 +612,45 @@ async def test_http_connection_refused_is_retryable() -> None:
         await send(svc, {"url": f"http://127.0.0.1:{port}/", "timeout_s": 5})
     assert caught.value.retryable
     assert "ConnectError" in caught.value.message
+    # What went wrong, for callers that word it as another client would (no secrets in it).
+    assert caught.value.context["network"] == {
+        "kind": "refused",
+        "code": "ECONNREFUSED",
+        "address": "127.0.0.1",
+        "port": port,
+        "attempts": 1,
+    }
+
+
+async def test_http_network_failures_say_what_went_wrong(server: LocalServer) -> None:
+    svc = local_http(http_max_timeout_s=0.3).service
+    with pytest.raises(ServiceError) as caught:
+        await send(svc, {"url": server.url("/slow"), "timeout_s": 100})
+    assert caught.value.context["network"] == {"kind": "timeout", "timeout_s": 0.3}
+
+    async def nothing_here(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    missing = local_http(http_allow=("svc.test",), resolver=nothing_here).service
+    with pytest.raises(ServiceError) as caught:
+        await send(missing, {"url": "http://svc.test/"})
+    assert not caught.value.retryable
+    assert caught.value.context["network"] == {"kind": "not_found", "host": "svc.test"}
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        writer.close()  # no answer
+
+    closing = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    async with closing:
+        port = closing.sockets[0].getsockname()[1]
+        with pytest.raises(ServiceError) as caught:
+            await send(local_http().service, {"url": f"http://127.0.0.1:{port}/"})
+    assert caught.value.context["network"] == {"kind": "closed"}
+    # Other failures (the host policy's, an HTTP status) have none.
+    with pytest.raises(ServiceError) as caught:
+        await send(local_http(http_allow=()).service, {"url": server.url("/text")})
+    assert "network" not in caught.value.context
 
 
 async def test_http_truncates_large_bodies_with_a_marker(server: LocalServer) -> None:

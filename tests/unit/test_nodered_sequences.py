@@ -9,6 +9,7 @@ import pytest
 
 from fluxo_core.errors import ServiceError
 from nodered_semantics.http_request import (
+    http_failure,
     http_request_problem,
     http_response_msg,
     http_service_request,
@@ -188,3 +189,54 @@ def test_http_response_as_the_nodes_message_and_its_headers_not_sent_again() -> 
     assert "x-new" in http_service_request(node, {**out, "url": "http://e.test/2"})["headers"]
     text = http_response_msg(node, {}, {"url": "u"}, {"status": 200, "headers": {}, "text": "hi"})
     assert text["payload"] == "hi"  # not JSON: stays text
+
+
+def test_http_network_failure_is_reported_and_sent_on_unless_senderr() -> None:
+    node = {"id": "h", "type": "http request", "method": "GET", "ret": "txt"}
+    url = "http://localhost:1880/hello"
+    refused = {"kind": "refused", "address": "127.0.0.1", "port": 1880, "attempts": 1}
+    failure = http_failure(node, {"payload": 1, "topic": "t"}, url, refused)
+    assert failure is not None
+    assert failure.sent is not None
+    text = "RequestError: connect ECONNREFUSED 127.0.0.1:1880"
+    assert failure.report == text
+    assert failure.msg == {"payload": 1, "topic": "t"}  # what catch nodes get: the message in
+    assert failure.sent == {
+        "payload": f"{text} : {url}",
+        "statusCode": "ECONNREFUSED",
+        "topic": "t",
+    }
+    quiet = http_failure({**node, "senderr": True}, {"payload": 1}, url, refused)
+    assert quiet is not None
+    assert quiet.sent is None
+    timeout = http_failure(
+        node, {"requestTimeout": 1500}, url, {"kind": "timeout", "timeout_s": 1.5}
+    )
+    assert timeout is not None
+    assert timeout.sent is not None
+    assert timeout.report == "no response from server"
+    assert timeout.sent["payload"] == f"TimeoutError: Timeout awaiting 'request' for 1500ms : {url}"
+    assert timeout.sent["statusCode"] == "ETIMEDOUT"
+
+
+def test_http_network_failure_without_node_reds_words_fails_the_step() -> None:
+    node = {"id": "h", "type": "http request", "method": "GET"}
+    url = "http://svc.test/"
+    several = {"kind": "refused", "address": "::1", "port": 80, "attempts": 2}
+    assert http_failure(node, {}, url, several) is None  # Node tries all the addresses at once
+    cut = {"kind": "timeout", "timeout_s": 60.0}  # the service's cap, not the node's 120 s
+    assert http_failure(node, {}, url, cut) is None
+    assert http_failure(node, {}, url, None) is None  # refused by the host policy, say
+    assert http_failure(node, {}, url, {"kind": "tls"}) is None
+
+
+def test_http_network_failure_drops_the_headers_of_an_earlier_response() -> None:
+    node = {"id": "h", "type": "http request", "method": "GET", "ret": "obj"}
+    result = {"status": 200, "headers": {"X-A": "1"}, "text": "{}"}
+    earlier = http_response_msg(node, {}, {"url": "http://e.test/"}, result)
+    failure = http_failure(node, earlier, "http://e.test/2", {"kind": "closed"})
+    assert failure is not None
+    assert failure.sent is not None
+    assert "headers" not in failure.sent
+    assert "headers" not in failure.msg
+    assert failure.sent["payload"] == "RequestError: socket hang up : http://e.test/2"

@@ -236,47 +236,29 @@ async def _run_on_step_engine(
     # One workflow name per imported workflow, whatever the inject: its versions share the
     # workflow's flow context across injects, as the tab's context is shared on Node-RED.
     workflow_name = f"{name}-w{[w.metadata.name for w in imp.workflows].index(trigger.workflow)}"
-    # One of several triggers: its job names its own entry and runs only what it starts. (A
-    # trigger feeding several nodes runs one job per node below: two tokens through a merging
-    # step share the keys of the steps after it, so the engine would record one of them.)
-    if trigger.entry is not None and len(trigger.start) == 1:
+    # One of several triggers: its job names its own entry and runs only what it starts. A
+    # trigger feeding several nodes is one job too, as on Node-RED: the tokens it starts stay
+    # apart after a step they meet at (fluxo_core.ir.step_keys).
+    headers = {"content-type": NODERED_MSG_CONTENT_TYPE}
+    if trigger.entry is not None:
         doc = imp.workflow(trigger.workflow).model_dump(
             mode="json", by_alias=True, exclude_none=True
         )
         doc["spec"].pop("engine", None)
         doc["metadata"] = {"name": workflow_name}
-        # A version of its own for each run, so the job runs this document (see below).
-        doc["spec"]["description"] = f"differential run {run}-entry"
-        applied = await fluxo.jobs.apply(doc, ME)
-        job = await fluxo.jobs.create(
-            ME,
-            applied.workflow.metadata.name,
-            msg,
-            headers={"content-type": NODERED_MSG_CONTENT_TYPE, ENTRY_HEADER: trigger.entry},
-        )
-        done = await fluxo.jobs.wait(ME, job.id, 20)
-        for debug, values in step_captures(
-            imp, trigger.workflow, applied.workflow, done.steps or []
-        ).items():
-            captured.setdefault(debug, []).extend(values)
-        return captured
-    for n, start in enumerate(trigger.start):
-        doc = trigger_workflow(imp, trigger, start, workflow_name)
-        # A version of its own for each run, so the job runs this start (an apply equal to an
-        # older version would give that one back, and the job would run the newest).
-        doc["spec"]["description"] = f"differential run {run}-{n}"
-        applied = await fluxo.jobs.apply(doc, ME)
-        job = await fluxo.jobs.create(
-            ME,
-            applied.workflow.metadata.name,
-            msg,
-            headers={"content-type": NODERED_MSG_CONTENT_TYPE},
-        )
-        done = await fluxo.jobs.wait(ME, job.id, 20)
-        for debug, values in step_captures(
-            imp, trigger.workflow, applied.workflow, done.steps or []
-        ).items():
-            captured.setdefault(debug, []).extend(values)
+        headers[ENTRY_HEADER] = trigger.entry
+    else:
+        doc = trigger_workflow(imp, trigger, workflow_name)
+    # A version of its own for each run, so the job runs this document (an apply equal to an
+    # older version would give that one back, and the job would run the newest).
+    doc["spec"]["description"] = f"differential run {run}"
+    applied = await fluxo.jobs.apply(doc, ME)
+    job = await fluxo.jobs.create(ME, applied.workflow.metadata.name, msg, headers=headers)
+    done = await fluxo.jobs.wait(ME, job.id, 20)
+    for debug, values in step_captures(
+        imp, trigger.workflow, applied.workflow, done.steps or []
+    ).items():
+        captured.setdefault(debug, []).extend(values)
     return captured
 
 
