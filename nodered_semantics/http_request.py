@@ -27,7 +27,8 @@ the service's result back into the node's message with :func:`http_response_msg`
 
 :func:`http_request_problem` refuses what cannot be equal beforehand: a Buffer response
 (``ret: bin``), TLS, proxy and authentication settings (their configuration and credentials live
-in Node-RED), and a URL that is a mustache template.
+in Node-RED), a URL that is a mustache template, and a URL of Node-RED itself (``localhost:1880``,
+its own ``http in`` endpoints, which the step engine does not serve).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +62,8 @@ HTTP_SERVICE = "http"
 """The built-in service the step engine calls for an ``http request`` node."""
 
 _REQUEST_MARK = "x-node-red-request-node"
+# Node-RED on its own machine and default port: a flow calling its own http in endpoints.
+_NODE_RED_ITSELF = re.compile(r"^(https?://)?(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\]):1880(/|$)")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _DEFAULT_TIMEOUT_MS = 120_000  # Node-RED's, without httpRequestTimeout in its settings
 _NO_RESPONSE = "no response from server"  # what Node-RED reports for a timeout
@@ -81,6 +85,11 @@ def http_request_problem(node: Mapping[str, Any]) -> str | None:
     url = node.get("url")
     if isinstance(url, str) and "{{" in url:
         return "its URL is a mustache template over the message"
+    if isinstance(url, str) and _NODE_RED_ITSELF.match(url.strip()):
+        return (
+            f"it calls Node-RED's own HTTP endpoints ({url.strip()}: an http in node of a flow), "
+            "which only Node-RED serves"
+        )
     method = str(node.get("method") or "GET")
     if method != "use" and method.upper() not in _METHODS:
         return f"its method {method!r} is not one the http service sends"

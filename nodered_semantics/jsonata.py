@@ -30,6 +30,7 @@ __all__ = [
     "env_problem",
     "env_property",
     "evaluate_jsonata",
+    "gives_object",
     "jsonata_problem",
     "portable_jsonata",
     "reads_payload_only",
@@ -220,3 +221,20 @@ def reads_payload_only(expr: Any) -> bool:
     text = _COMMENT.sub(" ", _STRING_LITERAL.sub('""', expr))
     names = {m.group(1).strip("`") for m in _TOP_NAME.finditer(text)} - _WORDS
     return names <= {"payload"}
+
+
+def gives_object(expr: Any) -> bool:
+    """Whether a JSONata expression surely gives an object: it is one object constructor
+    (``{"a": payload.x}``). Conservative: any other expression (a path, a function call, a
+    condition) may give a number, a string or nothing."""
+    if not isinstance(expr, str):
+        return False
+    text = _COMMENT.sub(" ", _STRING_LITERAL.sub('""', expr)).strip()
+    if not text.startswith("{"):
+        return False
+    depth = 0
+    for n, char in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0:  # the first brace closes here: the constructor must be all there is
+            return n == len(text) - 1
+    return False

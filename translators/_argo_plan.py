@@ -26,6 +26,8 @@ from typing import Any
 
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import (
+    ENTRIES_LABEL,
+    ENTRY_HEADER,
     DelayStep,
     JoinStep,
     NativeStep,
@@ -221,6 +223,8 @@ class Plan:
     workflow: Workflow
     main: Scope
     branches: list[Scope]
+    entries: list[str] = field(default_factory=list)
+    """Steps a job may begin at besides the start step (its ``fluxo-entry`` header)."""
 
     def scopes(self) -> Iterator[Scope]:
         yield self.main
@@ -242,7 +246,17 @@ class _Planner:
 
     def plan(self) -> Plan:
         main = Scope("main", None)
-        self.visit(main, self.workflow.spec.start_id, _Edge(None, (), None, INPUT))
+        start = self.workflow.spec.start_id
+        entries = self.entries()
+        if not entries:
+            self.visit(main, start, _Edge(None, (), None, INPUT))
+        else:
+            # A job names its entry in a header: each entry is a start of its own, and the
+            # start step runs only for a job that names none (or names it), as on the step
+            # engine. The steps below are unfolded once per start (only one of them runs).
+            self.visit(main, start, _Edge(None, (), Leaf(_entry_named(None, start)), INPUT))
+            for entry in entries:
+                self.visit(main, entry, _Edge(None, (), Leaf(_entry_named(entry, start)), INPUT))
         depth = _depth(main, {})
         if depth > MAX_DEPTH:
             raise UnsupportedFeatureError(
@@ -252,7 +266,16 @@ class _Planner:
                 "workflow into workflows called as services",
                 workflow=self.name,
             )
-        return Plan(self.workflow, main, list(self.branches.values()))
+        return Plan(self.workflow, main, list(self.branches.values()), entries)
+
+    def entries(self) -> list[str]:
+        """The entries a job may name in its ``fluxo-entry`` header: the steps the start step
+        leads to, in a workflow labelled with them (imported from a tab with several triggers).
+        Any other workflow starts at its start step only."""
+        if not self.workflow.metadata.labels.get(ENTRIES_LABEL):
+            return []
+        start = self.steps[self.workflow.spec.start_id]
+        return list(dict.fromkeys(getattr(start, "next", None) or []))
 
     def key(self, scope: Scope, step: Any, edge: _Edge) -> tuple[str, str]:
         """The key of the execution of ``step`` that ``edge`` starts, as the step engine makes
@@ -549,6 +572,16 @@ def _depth(scope: Scope, known: dict[int, int]) -> int:
         below += [_depth(task.branch, known) for task in scope.tasks if task.branch is not None]
         known[id(scope)] = 1 + max(below, default=0)
     return known[id(scope)]
+
+
+def _entry_named(entry: str | None, start: str) -> str:
+    """Whether the job's ``fluxo-entry`` header names ``entry`` (None: names none, or the
+    start step itself)."""
+    headers = "fromJSON(workflow.parameters.headers)"
+    named = f"{headers}[{literal(ENTRY_HEADER)}]"
+    if entry is not None:
+        return f"({literal(ENTRY_HEADER)} in {headers} && {named} == {literal(entry)})"
+    return f"({literal(ENTRY_HEADER)} not in {headers} || {named} == {literal(start)})"
 
 
 def _and(a: str, b: str) -> str:

@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from fluxo_core.ir import NativeStep, Step, Workflow
+from fluxo_core.ir import ENTRY_HEADER, NativeStep, Step, Workflow
 from translators import _nodered_js as js
 from translators._nodered_map import is_flow_node
 from translators._nodered_model import (
@@ -156,8 +156,21 @@ def generate(workflow: Workflow, options: NodeRedOptions) -> list[dict[str, Any]
         "x": X0,
         "y": Y0,
     }
-    start = function_node(own("start"), "start job", js.start_code(workflow.ref), outputs=2)
-    start.update(x=X0 + COLUMN, y=Y0, outputLabels=["answer", "job"])
+    # A job may name its entry (a step the start step leads to) in its ENTRY_HEADER: the start
+    # function sends it there, as the step engine starts there (an imported multi-trigger tab).
+    start_step = workflow.spec.steps_by_id()[workflow.spec.start_id]
+    entries = list(dict.fromkeys(getattr(start_step, "next", None) or []))
+    start = function_node(
+        own("start"),
+        "start job",
+        js.start_code(workflow.ref, workflow.spec.start_id, entries, ENTRY_HEADER),
+        outputs=2 + len(entries),
+    )
+    start.update(
+        x=X0 + COLUMN,
+        y=Y0,
+        outputLabels=["answer", "job", *(f"job from {e}" for e in entries)],
+    )
     accepted = {
         "id": own("accepted"),
         "type": "http response",
@@ -169,7 +182,11 @@ def generate(workflow: Workflow, options: NodeRedOptions) -> list[dict[str, Any]
         "wires": [],
     }
     entry["wires"] = [[start["id"]]]
-    start["wires"] = [[accepted["id"]], [rendered[workflow.spec.start_id].entry]]
+    start["wires"] = [
+        [accepted["id"]],
+        [rendered[workflow.spec.start_id].entry],
+        *([rendered[e].entry] for e in entries),
+    ]
     cancel_in = {
         **entry,
         "id": own("cancel"),

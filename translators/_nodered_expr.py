@@ -34,7 +34,7 @@ from fluxo_core.ir import (
     TransformOp,
 )
 from fluxo_core.ir.paths import PathKey, format_path, parse_path
-from nodered_semantics.jsonata import portable_jsonata, reads_payload_only
+from nodered_semantics.jsonata import gives_object, portable_jsonata, reads_payload_only
 from nodered_semantics.msg_paths import payload_keys
 from nodered_semantics.typed_values import constant_value
 
@@ -397,6 +397,14 @@ def change_rule_ops(rule: Mapping[str, Any]) -> list[dict[str, Any]] | str:
         expr = jsonata_path(from_keys)
     elif stype == "date" and source in (None, "", "timestamp"):
         expr = "$millis()"
+    # The whole payload: an IR transform gives an object, Node-RED any value (a number, a
+    # string, a timestamp); only a value that is surely an object maps.
+    surely_object = stype == "jsonata" and gives_object(source)
+    if expr is not None and not keys and expr != "$" and not surely_object:
+        return (
+            f"it sets msg.payload to {_value_source(source, stype)}, which may not be an "
+            "object: an IR transform gives an object"
+        )
     if expr is not None:
         return [{"op": "jsonata", "expr": expr}] if not keys else [_set(keys, expr=expr)]
     ok, value = constant_value(source, stype)
@@ -407,6 +415,14 @@ def change_rule_ops(rule: Mapping[str, Any]) -> list[dict[str, Any]] | str:
             return [{"op": "jsonata", "expr": literal(value)}]
         return f"it makes msg.payload {_a(value)}: a Fluxo payload is an object"
     return [_set(keys, value=value)]
+
+
+def _value_source(source: Any, stype: Any) -> str:
+    if stype == "jsonata":
+        return "a JSONata result"
+    if stype == "date":
+        return "a timestamp"
+    return f"msg.{source}"
 
 
 def _a(value: Any) -> str:

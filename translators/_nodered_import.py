@@ -26,7 +26,7 @@ from typing import Any
 import pydantic
 
 from fluxo_core.errors import IRValidationError, ValidationError
-from fluxo_core.ir import ENTRY_HEADER, Workflow
+from fluxo_core.ir import ENTRIES_LABEL, ENTRY_HEADER, Workflow
 from nodered_semantics.support import SUBFLOW_ENV
 from nodered_semantics.typed_values import (
     SUBFLOW_ENV_TYPES,
@@ -155,6 +155,7 @@ class _Builder:
         self.catches = catches  # tab id -> its enabled catch nodes, in file order
         self.dropped: set[str] = set()  # behaviour the IR lost (see DROPPED_LABEL)
         self.trigger_entries: dict[str, str] = {}  # trigger node id -> the step a job names
+        self.entry_count = 0  # the entries of a start step that a job's ENTRY_HEADER picks from
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -527,6 +528,7 @@ class _Builder:
             "ops": [{"op": "jsonata", "expr": f"$error({literal(why)})"}],
             "next": _unique([*named, *(r for r in roots if r not in started)]),
         }
+        self.entry_count = len(start["next"])
         return [start, *bodies]
 
     def _expand(self, steps: list[_Member], ports: dict[str, list[list[str]]]) -> list[_Member]:
@@ -601,6 +603,8 @@ class _Builder:
         labels = dict(SOURCE_LABEL)
         if self.dropped:
             labels[DROPPED_LABEL] = ".".join(sorted(self.dropped))
+        if self.entry_count:
+            labels[ENTRIES_LABEL] = str(self.entry_count)
         return labels
 
     def _back_edges(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -95,8 +96,34 @@ _REPORT = """function report(body) {
 """
 
 
-def start_code(workflow_ref: str | None) -> str:
-    """Entry: validate the posted job packet, register the job, answer 202, start the first step."""
+def start_code(
+    workflow_ref: str | None, start: str = "", entries: Sequence[str] = (), entry_header: str = ""
+) -> str:
+    """Entry: validate the posted job packet, register the job, answer 202, start the first step.
+
+    ``entries``: the steps the start step leads to. A job whose ``entry_header`` names one of
+    them starts there (output ``2 + its index``), the start step and the other entries do not
+    run, as on the step engine; a job naming another step is refused (400) before it starts.
+    """
+    if not entries:
+        route = "const port = 1;\n"
+    else:
+        route = f"""const START = {_js(start)};
+const ENTRIES = {_js(list(entries))};
+const entry = (packet.headers || {{}})[{_js(entry_header)}];
+let port = 1;
+if (entry !== undefined && entry !== START) {{
+    port = 2 + ENTRIES.indexOf(entry);
+    if (port < 2) {{
+        answer.statusCode = 400;
+        answer.payload = {{code: "invalid", message: "the job's " + {_js(entry_header)} +
+            " header names " + JSON.stringify(entry) + ", which is not an entry of workflow " +
+            (packet.workflow || WORKFLOW) + ": name one of the steps its start step " +
+            JSON.stringify(START) + " leads to (" + ENTRIES.join(", ") + ")"}};
+        return [answer];
+    }}
+}}
+"""
     return f"""// The engine posts the job input packet: {{job_id, workflow, actor, payload, ...}}.
 const WORKFLOW = {_js(workflow_ref)};  // name@version, when the workflow has a version
 const packet = msg.payload;
@@ -106,7 +133,7 @@ if (!packet || typeof packet !== "object" || typeof packet.job_id !== "string") 
     answer.payload = {{code: "invalid", message: "post the job's input packet, with its job_id"}};
     return [answer, null];
 }}
-const jobs = flow.get("fluxo_jobs") || {{}};
+{route}const jobs = flow.get("fluxo_jobs") || {{}};
 if (jobs[packet.job_id]) {{
     answer.statusCode = 200;
     answer.payload = {{job_id: packet.job_id, status: "running"}};
@@ -123,7 +150,9 @@ const fluxo = {{
     actor: packet.actor,
     headers: packet.headers || {{}}
 }};
-return [answer, {{_msgid: msg._msgid, fluxo: fluxo, payload: packet.payload}}];
+const out = [answer];
+out[port] = {{_msgid: msg._msgid, fluxo: fluxo, payload: packet.payload}};
+return out;
 """
 
 

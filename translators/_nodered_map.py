@@ -47,7 +47,6 @@ _STEP_ADAPTER: pydantic.TypeAdapter[Step] = pydantic.TypeAdapter(Step)
 STRUCTURAL = frozenset({"tab", "subflow", "group"})
 _UNITS = {"milliseconds": 0.001, "seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
 CATCHABLE_NATIVE = frozenset({"change", "switch", "template", "json", "range", "sort", "csv"})
-_HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"})
 
 
 FLOW_LIMITS: Final = DocumentLimits(max_bytes=64 * 1024 * 1024, setting="the flow import limit")
@@ -333,48 +332,23 @@ def _map_delay(node: Mapping[str, Any]) -> NodeMapping:
 
 
 def _map_http_request(node: Mapping[str, Any]) -> NodeMapping:
-    method = str(node.get("method", "GET")).upper()
-    url = node.get("url")
-    if method not in _HTTP_METHODS:
-        return native_mapping(
-            node, "takes its method from msg.method: kept as the node (a call of the http service)"
-        )
-    if not isinstance(url, str) or not re.match(r"https?://", url.strip()):
-        return native_mapping(
-            node, "takes its URL from msg.url: kept as the node (a call of the http service)"
-        )
-    if "{{" in url:
-        return native_mapping(node, "its URL is a mustache template over msg properties")
-    for key in ("tls", "proxy", "authType"):
-        if node.get(key):
-            return native_mapping(node, f"uses {key}: the http service has no such setting")
-    if node.get("headers"):
-        return native_mapping(
-            node, "sets headers from the node: the http service takes them from the payload"
-        )
-    if node.get("ret", "txt") == "bin":
-        return native_mapping(node, "returns a binary buffer")
-    request = {"url": url.strip(), "method": method}
-    body = ""
-    paytoqs = node.get("paytoqs")
-    if method == "GET" and paytoqs in (True, "query"):
-        body = ', "query": $'
-    elif method not in ("GET", "HEAD") or paytoqs == "body":
-        body = ', "json": $'
-    expr = "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in request.items()) + body + "}"
-    steps = [
-        {
-            "kind": "transform",
-            "name": "Describe the request",
-            "ops": [{"op": "jsonata", "expr": expr}],
-        },
-        _named(node, {"kind": "service", "service": "http"}),
-    ]
-    reason = (
-        "http request -> the http service: the request is built from the node's method and URL; "
-        "the response arrives as {status, headers, json|text}, not as the raw body"
+    # Kept as the node whatever its URL: the step engine runs a native http request as a call
+    # of the http service and sends Node-RED's message on (payload = the body, statusCode,
+    # headers, responseUrl), which an IR http step ({status, headers, json|text}) does not.
+    problem = node_problem(node)
+    if problem is not None:
+        return native_mapping(node, f"{problem}: runs only on Node-RED")
+    if node.get("method") == "use":
+        source = "takes its method from msg.method"
+    elif not node.get("url"):
+        source = "takes its URL from msg.url"
+    else:
+        source = "a fixed URL"
+    return native_mapping(
+        node,
+        f"{source}: kept as the node, which the step engine runs as a call of the http service, "
+        "sending Node-RED's message on (payload = the body, statusCode, headers, responseUrl)",
     )
-    return NodeMapping("service", steps, reason)
 
 
 def _map_subflow_instance(node: Mapping[str, Any], subflows: Mapping[str, str]) -> NodeMapping:

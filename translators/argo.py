@@ -94,7 +94,7 @@ from fluxo_core.errors import (
     UnsupportedFeatureError,
     ValidationError,
 )
-from fluxo_core.ir import Packet, Workflow
+from fluxo_core.ir import ENTRY_HEADER, Packet, Workflow
 from translators._argo_check import MAX_DAG_TASKS, MAX_NAME_LENGTH, MAX_TEMPLATES, check_argo
 from translators._argo_expr import static_json
 from translators._argo_plan import plan_workflow
@@ -175,6 +175,8 @@ class ArgoBundle:
         workflow_ref: ``name@version``.
         input_by_reference: whether a job input may be passed by reference (only calls read it).
         start_step: the step a job begins at (named in errors about the input).
+        entries: the other steps a job may begin at, named in its ``fluxo-entry`` header (a
+            workflow labelled ``fluxo.dev/entries``, see :data:`fluxo_core.ir.ENTRIES_LABEL`).
         account: the workflow's account (``metadata.account``), whose names the documents carry.
     """
 
@@ -186,6 +188,7 @@ class ArgoBundle:
     input_by_reference: bool
     start_step: str
     account: str | None = None
+    entries: tuple[str, ...] = ()
 
     def documents(self) -> list[dict[str, Any]]:
         """Every document, in apply order (RBAC, the template, cron workflows)."""
@@ -249,6 +252,7 @@ def to_argo(
         input_by_reference="fromJSON(workflow.parameters.input)" not in str(rendered),
         start_step=workflow.spec.start_id,
         account=account,
+        entries=tuple(plan.entries),
     )
     for document in (bundle.workflow_template, *bundle.cron_workflows):
         problems = check_argo(document)
@@ -284,6 +288,21 @@ def to_argo_job(
         UnsupportedFeatureError: ``input_ref`` for a workflow whose start reads the payload in
             Argo (a switch or split): inline the input or start with a service step.
     """
+    entry = packet.headers.get(ENTRY_HEADER)
+    if entry is not None and entry != bundle.start_step and entry not in bundle.entries:
+        # Refused before it runs: the template starts only at its start step or its entries.
+        raise ValidationError(
+            f"the job's {ENTRY_HEADER} header names {entry!r}, which is not an entry of workflow "
+            f"{bundle.workflow_ref} on Argo: name "
+            + (
+                f"one of {', '.join(repr(e) for e in bundle.entries)}"
+                if bundle.entries
+                else f"its start step {bundle.start_step!r} or none"
+            )
+            + " (a job begins at another step on Argo only in a workflow imported from a "
+            "Node-RED tab with several triggers), or run the workflow on the step engine",
+            problems=[(f"headers.{ENTRY_HEADER}", "not an entry of the workflow")],
+        )
     payload = static_json(packet.payload)
     headers = dict(packet.headers)
     input_headers = dict(headers)

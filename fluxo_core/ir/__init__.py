@@ -8,6 +8,7 @@ from fluxo_core.ir.documents import (
     parse_yaml_documents,
 )
 from fluxo_core.ir.packet import (
+    ENTRIES_LABEL,
     ENTRY_HEADER,
     MAX_ATTEMPTS_HEADER,
     Account,
@@ -69,6 +70,7 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_ENGINE",
     "ENGINES",
+    "ENTRIES_LABEL",
     "ENTRY_HEADER",
     "MAX_ATTEMPTS_HEADER",
     "SCHEMA_VERSION",

@@ -24,6 +24,7 @@ from fluxo_core.errors import PacketValidationError
 from fluxo_core.ir._problems import problems_from_pydantic
 
 __all__ = [
+    "ENTRIES_LABEL",
     "ENTRY_HEADER",
     "MAX_ATTEMPTS_HEADER",
     "Account",
@@ -50,6 +51,12 @@ ENTRY_HEADER = "fluxo-entry"
 leads to, instead of the start step. A workflow imported from a Node-RED flow with several
 triggers has one entry per trigger and a start step that refuses a job naming none (Node-RED
 starts only the nodes of the trigger that fired)."""
+
+ENTRIES_LABEL = "fluxo.dev/entries"
+"""Workflow label: how many entries (the steps its start step leads to) a job of it names in
+:data:`ENTRY_HEADER`, set on a workflow imported from a Node-RED tab with several triggers (its
+start step fails a job that names none). An engine that plans runs ahead (Argo) makes each
+entry a start of its own for such a workflow only."""
 
 _IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
 _WORKFLOW_REF_PATTERN = r"^[a-z0-9][a-z0-9._-]*@[A-Za-z0-9._-]+$"

@@ -51,6 +51,7 @@ from fluxo.api import create_app
 from fluxo.control.jobs import JobRecord
 from fluxo.control.platform import Platform
 from fluxo_core.config import FluxoConfig
+from fluxo_core.ir import ENTRIES_LABEL, ENTRY_HEADER
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.tables import calls, usage_records
 from services import builtin_services, demo_services
@@ -583,3 +584,53 @@ async def test_a_blocked_account_fails_the_job_like_on_the_step_engine(stack: St
     assert [(s["phase"], s["error"]["code"]) for s in refused] == [("failed", "admission_denied")]
     seen_outside = {**on_step, "steps": [s for s in on_step["steps"] if s not in refused]}
     assert_same(on_engine, seen_outside)
+
+
+# --- entries: a job names the step it begins at ----------------------------------------------------
+
+# As the import writes a Node-RED tab with several triggers: a start step that fails a job naming
+# no entry, and one entry per trigger (a switch entry fans out to the trigger's two nodes; the
+# import's always-true condition is JSONata, which Argo refuses: here it is a structured one).
+ENTRIES = workflow(
+    "entries",
+    {
+        "id": "start",
+        "kind": "transform",
+        "ops": [{"op": "jsonata", "expr": '$error("name an entry in the fluxo-entry header")'}],
+        "next": ["first", "both"],
+    },
+    service("first", "inc"),
+    {
+        "id": "both",
+        "kind": "switch",
+        "cases": [{"when": {"path": "n", "op": "exists"}, "next": ["a", "b"]}],
+    },
+    service("a", "inc"),
+    service("b", "echo"),
+)
+ENTRIES["metadata"]["labels"] = {ENTRIES_LABEL: "2"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "keys"), [("first", ["first"]), ("both", ["a", "b"]), (None, [])]
+)
+async def test_a_job_begins_at_the_entry_its_header_names_like_on_the_step_engine(
+    stack: Stack, entry: str | None, keys: list[str]
+) -> None:
+    outcomes = []
+    for engine in ("step", stack.engine):
+        os.environ["FLUXO_TEST_EFFECTS"] = str(stack.effects / f"{engine}.log")
+        name = await stack.apply(ENTRIES, engine)
+        headers = {ENTRY_HEADER: entry} if entry is not None else {}
+        job = await stack.platform.jobs.create(ME, name, {"n": 1}, headers=headers)
+        outcomes.append(await stack.outcome(await stack.finished(job.id), unordered=True))
+    on_step, on_engine = outcomes
+    assert _keys(on_step) == keys
+    if entry is None:  # the start step fails it (each engine words a JSONata error its own way)
+        for outcome in (on_step, on_engine):
+            assert (outcome["status"], outcome["error"]["step"]) == ("failed", "start"), outcome
+            assert "name an entry" in outcome["error"]["message"]
+        on_engine, on_step = on_engine | {"error": None}, on_step | {"error": None}
+    else:
+        assert on_step["status"] == "succeeded", on_step
+    assert_same(on_engine, on_step)

@@ -30,6 +30,7 @@ from fluxo_core.errors import (
     ValidationError,
 )
 from fluxo_core.ir import (
+    ENTRY_HEADER,
     MAX_ATTEMPTS_HEADER,
     Packet,
     Workflow,
@@ -1269,3 +1270,15 @@ def test_without_an_account_the_names_stay_as_they_were() -> None:
     assert bundle.workflow_template["spec"]["serviceAccountName"] == "fluxo-argo"
     assert secrets_read_by(bundle.workflow_template) == {"fluxo-gateway"}
     assert "fluxo.dev/account" not in bundle.workflow_template["metadata"]["labels"]
+
+
+def test_a_job_naming_an_entry_argo_cannot_begin_at_is_refused_before_it_runs() -> None:
+    bundle = bundle_for("example-order-intake")
+    packet = _packet({}).model_copy(update={"headers": {ENTRY_HEADER: "ship"}})
+    with pytest.raises(ValidationError) as info:
+        to_argo_job(bundle, job_id=JOB_ID, packet=packet)
+    assert "'ship'" in info.value.message
+    assert f"its start step {bundle.start_step!r}" in info.value.message
+    # naming the start step itself is starting as usual
+    named_start = _packet({}).model_copy(update={"headers": {ENTRY_HEADER: bundle.start_step}})
+    assert to_argo_job(bundle, job_id=JOB_ID, packet=named_start)["kind"] == "Workflow"

@@ -962,17 +962,15 @@ def test_import_maps_portable_nodes_and_keeps_the_rest_native() -> None:
     assert route.mode == "first"
     assert route.cases[0].model_dump()["when"] == {"path": "total", "op": "gte", "value": 1000}
     assert route.cases[0].next == ["review"]
-    assert route.cases[1].next == ["notify-request"]
+    assert route.cases[1].next == ["notify"]
     assert route.default == []  # the debug node is not a step
     review = steps["review"]
     assert isinstance(review, NativeStep)
     assert review.config == TAB_FLOW[4]
+    # kept as the node (a call of the http service on the step engine, Node-RED's message out)
     notify = steps["notify"]
-    assert isinstance(notify, ServiceStep)
-    assert notify.service == "http"
-    request = steps["notify-request"]
-    assert isinstance(request, TransformStep)
-    assert request.next == ["notify"]
+    assert isinstance(notify, NativeStep)
+    assert notify.config == next(n for n in TAB_FLOW if n["id"] == "hr1")
     assert (imp.triggers[0].kind, imp.triggers[0].schedule) == ("cron", "*/5 * * * *")
     assert imp.triggers[0].start == ("prepare",)
     assert imp.triggers[0].payload == {"total": "5", "cust": {"tier": "gold"}}
@@ -999,9 +997,10 @@ def test_old_format_split_join_delay_and_interval_trigger() -> None:
     wf = imp.workflows[0]
     assert wf.metadata.name == "batch-job"
     kinds = {s.id: s.kind for s in wf.spec.steps}
+    # payload = payload.items may be an array or any value, which an IR transform cannot give;
     # split and its auto join stay the nodes: Node-RED's split acts by the payload's type when
     # the message arrives (a string splits by "\n"), which the IR's array split cannot know.
-    assert kinds == {"change": "transform", "split": "native", "delay": "delay", "join": "native"}
+    assert kinds == {"change": "native", "split": "native", "delay": "delay", "join": "native"}
     steps = wf.spec.steps_by_id()
     assert steps["split"].model_dump()["config"]["type"] == "split"
     assert steps["join"].model_dump()["config"]["type"] == "join"
@@ -1088,7 +1087,9 @@ def test_fidelity_report_classifies_every_node() -> None:
     report = imp.report
     assert [e.node_id for e in report.nodes] == [n["id"] for n in flow]
     status = {e.node_id: e.status for e in report.nodes}
-    assert status["t1"] == status["ch1"] == status["sw1"] == status["hr1"] == "mapped"
+    assert status["t1"] == status["ch1"] == status["sw1"] == "mapped"
+    # kept as the node: the step engine runs it as a call of the http service, Node-RED's msg out
+    assert status["hr1"] == "native"
     assert status["in1"] == status["hi"] == status["g-tpl"] == "mapped"
     assert status["inst"] == "dropped"  # a subflow instance: a copy of its subflow's nodes
     assert status["fn1"] == status["mq-in"] == status["mq-out"] == status["lp-fn"] == "native"
@@ -1295,19 +1296,19 @@ def test_removed_and_added_steps() -> None:
     nodes = by_id(out)
     assert "fn1" not in nodes
     assert nodes["sw1"]["wires"][0] == ["hr1"]
-    # the http request's service step changed (next), so both of its steps are rendered anew
-    assert nodes["hr1"]["type"] == "change"  # 'Describe the request' comes first, same id
+    # the http request (a native step) changed its next: the same node, wired anew
+    hr1 = next(n for n in TAB_FLOW if n["id"] == "hr1")
+    assert {**nodes["hr1"], "wires": None} == {**hr1, "wires": None}
     calls = [n["url"] for n in out if n["type"] == "http request"]
-    assert any(u.endswith("/v1/services/http/calls?wait=30") for u in calls)
     assert any(u.endswith("/v1/services/notify-log/calls?wait=30") for u in calls)
-    # the re-rendered call retries through its delay node, back into its request function
-    result = next(n for n in out if n.get("name") == "Notify: result")
+    # the added call retries through its delay node, back into its request function
+    result = next(n for n in out if n.get("name") == "log: result")
     retry = nodes[result["wires"][1][0]]
     assert retry["type"] == "delay"
     assert retry["pauseType"] == "delayv"
-    assert by_id(out)[retry["wires"][0][0]]["name"] == "Notify: call http"
+    assert by_id(out)[retry["wires"][0][0]]["name"] == "log: call notify-log"
     log = next(n for n in out if n.get("name") == "log: call notify-log")
-    assert result["wires"][0] == ["dbg1", log["id"]]  # the debug wire is kept
+    assert nodes["hr1"]["wires"] == [["dbg1", log["id"]]]  # the debug wire is kept
     # untouched nodes are untouched
     assert nodes["ch1"] == TAB_FLOW[2]
     assert nodes["in1"] == TAB_FLOW[1]
@@ -1378,3 +1379,36 @@ def test_the_garbage_collector_is_restored_after_an_import_or_export() -> None:
         assert not gc.isenabled(), "a caller's choice to run without the collector is kept"
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("to", "tot", "mapped"),
+    [
+        ('{"total": payload.a + 1}', "jsonata", True),
+        ("payload.a + 1", "jsonata", False),
+        ('$string(payload.a) & "x"', "jsonata", False),
+        ('{"a": 1}.a', "jsonata", False),
+        ("", "date", False),
+        ("payload.items", "msg", False),
+        ("payload", "msg", True),
+        ("7", "num", False),
+        ("text", "str", False),
+    ],
+)
+def test_a_change_setting_the_whole_payload_maps_only_when_it_surely_gives_an_object(
+    to: str, tot: str, mapped: bool
+) -> None:
+    node = {
+        "id": "c",
+        "type": "change",
+        "z": "t",
+        "rules": [{"t": "set", "p": "payload", "pt": "msg", "to": to, "tot": tot}],
+        "wires": [],
+    }
+    inject = {"id": "i", "type": "inject", "z": "t", "props": [{"p": "payload"}], "wires": [["c"]]}
+    flow = [{"id": "t", "type": "tab", "label": "flow"}, inject, node]
+    step = from_nodered(flow).workflows[0].spec.steps[0]
+    assert step.kind == ("transform" if mapped else "native")
+    if not mapped:
+        reason = from_nodered(flow).report.get("c").reason
+        assert "payload" in reason
