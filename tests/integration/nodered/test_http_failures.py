@@ -49,14 +49,22 @@ console.log(JSON.stringify(out));
 async def misbehaving() -> AsyncIterator[dict[str, int]]:
     """Loopback servers that read the request, then close, reset, or never answer."""
 
+    # Every connection is closed by the end of the test, the "late" ones included (the client
+    # gives up first): a socket left to the garbage collector warns in whichever test runs then.
+    open_writers: set[asyncio.StreamWriter] = set()
+
     async def serve(mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(4096)
-        if mode == "reset":  # linger 0: close sends RST
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        elif mode == "late":
-            await asyncio.sleep(3)
-        writer.close()
+        open_writers.add(writer)
+        try:
+            await reader.read(4096)
+            if mode == "reset":  # linger 0: close sends RST
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif mode == "late":
+                await asyncio.sleep(3)
+        finally:
+            writer.close()
+            open_writers.discard(writer)
 
     servers = {}
     for mode in ("closed", "reset", "late"):
@@ -68,6 +76,10 @@ async def misbehaving() -> AsyncIterator[dict[str, int]]:
     yield {mode: server.sockets[0].getsockname()[1] for mode, server in servers.items()}
     for server in servers.values():
         server.close()
+    for writer in list(open_writers):
+        writer.close()
+    for server in servers.values():
+        await server.wait_closed()
 
 
 def unused_port() -> int:
