@@ -91,24 +91,18 @@ class ChildJobStore:
     async def unanswered(self, services: Iterable[str], limit: int = 500) -> list[ChildJob]:
         """Ended child jobs of deferred calls of ``services`` still open: their end was written
         by a process that does not complete calls (or before it could)."""
-        names = sorted(set(services))
-        if not names:
-            return []
-        query = (
-            self._deferred.where(
-                deferred_calls.c.service.in_(names),
-                calls.c.status.not_in(_CALL_DONE),
-                jobs.c.status.in_(_JOB_ENDED),
-            )
-            .order_by(jobs.c.created_at)
-            .limit(limit)
-        )
-        rows = await self.db.read(lambda conn: conn.execute(query).all())
-        return [_child(r) for r in rows]
+        return await self._open_calls(services, _JOB_ENDED, limit)
 
     async def running(self, services: Iterable[str], limit: int = 1000) -> list[ChildJob]:
         """Child jobs still running for open calls of ``services`` (whose callers may have
         been blocked or cancelled meanwhile)."""
+        return await self._open_calls(services, _JOB_OPEN, limit)
+
+    async def _open_calls(
+        self, services: Iterable[str], job_statuses: Iterable[str], limit: int
+    ) -> list[ChildJob]:
+        """Child jobs in ``job_statuses`` of the deferred calls of ``services`` not done yet,
+        oldest first."""
         names = sorted(set(services))
         if not names:
             return []
@@ -116,7 +110,7 @@ class ChildJobStore:
             self._deferred.where(
                 deferred_calls.c.service.in_(names),
                 calls.c.status.not_in(_CALL_DONE),
-                jobs.c.status.in_(_JOB_OPEN),
+                jobs.c.status.in_(job_statuses),
             )
             .order_by(jobs.c.created_at)
             .limit(limit)

@@ -8,12 +8,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fluxo_core.errors import ServiceError
-from nodered_semantics.js import JSThrowError
+from nodered_semantics.js import UNDEFINED, JSThrowError, js_strict_equal, js_string
 from nodered_semantics.msg_paths import get_property, set_property
+from nodered_semantics.support import UNFINISHED_SEQUENCE
 
 __all__ = [
     "Fail",
     "Sent",
+    "by_sequence",
     "node_error",
     "node_label",
     "property_text",
@@ -59,3 +61,44 @@ def write_property(node: Mapping[str, Any], msg: Any, prop: str, value: Any) -> 
         set_property(msg, prop, value)
     except JSThrowError as exc:
         raise node_error(node, f"cannot set msg.{prop}: {exc}") from exc
+
+
+def by_sequence(
+    node: Mapping[str, Any],
+    messages: list[dict[str, Any]],
+    complete: Callable[[list[dict[str, Any]], Any], Sent],
+    loose: Callable[[dict[str, Any]], Sent],
+) -> Sent:
+    """What a node that acts on whole sequences sends for ``messages`` (in delivery order):
+    each message of a sequence is held in its group (``msg.parts.id``) until the group holds
+    ``parts.count`` messages, then ``complete(group, count)`` answers for it; a message of no
+    sequence gets ``loose(msg)`` at once. A group still short when the job has no more messages
+    fails the call (:data:`UNFINISHED_SEQUENCE`): Node-RED would wait for another job's."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    counts: dict[str, Any] = {}
+    sent: Sent = []
+    for msg in messages:
+        parts = msg.get("parts")
+        if not (isinstance(parts, dict) and "id" in parts and "index" in parts):
+            sent.extend(loose(msg))
+            continue
+        group_id = js_string(parts["id"])  # a key of a JavaScript object
+        group = groups.setdefault(group_id, [])
+        group.append(msg)
+        if "count" in parts:
+            counts[group_id] = parts["count"]
+        if js_strict_equal(counts.get(group_id, UNDEFINED), len(group)):
+            del groups[group_id]
+            sent.extend(complete(group, counts[group_id]))
+    if groups:
+        held = ", ".join(f"{len(g)} message(s)" for g in groups.values())
+        raise ServiceError(
+            f"{node_label(node)}: a sequence is still incomplete when the job has no more "
+            f"messages for it ({held}); Node-RED would wait for the rest, which another job "
+            "brings: send whole sequences (msg.parts.count) within one job, or run the flow on "
+            "the nodered engine",
+            retryable=False,
+            node=str(node.get("id", "?")),
+            **{UNFINISHED_SEQUENCE: True},
+        )
+    return sent

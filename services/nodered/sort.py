@@ -10,7 +10,6 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from fluxo_core.errors import ServiceError
 from nodered_semantics.js import (
     UNDEFINED,
     JSThrowError,
@@ -19,12 +18,10 @@ from nodered_semantics.js import (
     js_gt,
     js_number,
     js_strict_equal,
-    js_string,
 )
 from nodered_semantics.jsonata import evaluate_jsonata
 from nodered_semantics.msg_paths import get_property, set_property
-from nodered_semantics.support import UNFINISHED_SEQUENCE
-from services.nodered.common import Sent, node_label
+from services.nodered.common import Sent, by_sequence
 
 __all__ = ["run_sort", "run_sort_sequence"]
 
@@ -57,33 +54,12 @@ def run_sort_sequence(
     node: Mapping[str, Any], messages: list[dict[str, Any]], env: Mapping[str, Any]
 ) -> Sent:
     """Every message the node sends for ``messages`` (in delivery order), group by group."""
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    counts: dict[Any, Any] = {}
-    sent: Sent = []
-    for msg in messages:
-        parts = msg.get("parts")
-        if not (isinstance(parts, dict) and "id" in parts and "index" in parts):
-            continue  # Node-RED drops it
-        group_id = js_string(parts["id"])  # a key of a JavaScript object
-        group = groups.setdefault(group_id, [])
-        group.append(msg)
-        if "count" in parts:
-            counts[group_id] = parts["count"]
-        if js_strict_equal(counts.get(group_id, UNDEFINED), len(group)):
-            del groups[group_id]
-            sent.extend(_sorted_group(node, group, env))
-    if groups:
-        held = ", ".join(f"{len(g)} message(s)" for g in groups.values())
-        raise ServiceError(
-            f"{node_label(node)}: a sequence is still incomplete when the job has no more "
-            f"messages for it ({held}); Node-RED would wait for the rest, which another job "
-            "brings: send whole sequences (msg.parts.count) within one job, or run the flow on "
-            "the nodered engine",
-            retryable=False,
-            node=str(node.get("id", "?")),
-            **{UNFINISHED_SEQUENCE: True},
-        )
-    return sent
+    return by_sequence(
+        node,
+        messages,
+        lambda group, _count: _sorted_group(node, group, env),
+        lambda _msg: [],  # not part of a sequence: Node-RED drops it
+    )
 
 
 def _sorted_group(

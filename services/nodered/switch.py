@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from fluxo_core.errors import ServiceError
 from nodered_semantics.context import ContextView
 from nodered_semantics.js import (
     UNDEFINED,
@@ -28,14 +27,13 @@ from nodered_semantics.js import (
     js_lt,
     js_lte,
     js_regex,
-    js_strict_equal,
     js_string,
 )
 from nodered_semantics.jsonata import JsonataError, evaluate_jsonata
 from nodered_semantics.msg_paths import has_own
-from nodered_semantics.support import UNFINISHED_SEQUENCE, switch_rule_values
+from nodered_semantics.support import switch_rule_values
 from nodered_semantics.typed_values import parse_json_text, typed_value
-from services.nodered.common import Sent, node_label
+from services.nodered.common import Sent, by_sequence
 
 __all__ = ["run_switch", "run_switch_sequence"]
 
@@ -44,34 +42,12 @@ def run_switch_sequence(
     node: Mapping[str, Any], messages: list[dict[str, Any]], env: Mapping[str, Any]
 ) -> Sent:
     """Every message a switch with ``repair`` sends for ``messages`` (in delivery order)."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    counts: dict[str, Any] = {}
-    sent: Sent = []
-    for msg in messages:
-        parts = msg.get("parts")
-        if not (isinstance(parts, dict) and "id" in parts and "index" in parts):
-            sent.extend(run_switch(node, msg, env))  # not part of a sequence: as without repair
-            continue
-        group_id = js_string(parts["id"])  # a key of a JavaScript object
-        group = groups.setdefault(group_id, [])
-        group.append(msg)
-        if "count" in parts:
-            counts[group_id] = parts["count"]
-        if js_strict_equal(counts.get(group_id, UNDEFINED), len(group)):
-            del groups[group_id]
-            sent.extend(_recreated(node, group, counts[group_id], env))
-    if groups:
-        held = ", ".join(f"{len(g)} message(s)" for g in groups.values())
-        raise ServiceError(
-            f"{node_label(node)}: a sequence is still incomplete when the job has no more "
-            f"messages for it ({held}); Node-RED would wait for the rest, which another job "
-            "brings: send whole sequences (msg.parts.count) within one job, or run the flow on "
-            "the nodered engine",
-            retryable=False,
-            node=str(node.get("id", "?")),
-            **{UNFINISHED_SEQUENCE: True},
-        )
-    return sent
+    return by_sequence(
+        node,
+        messages,
+        lambda group, count: _recreated(node, group, count, env),
+        lambda msg: run_switch(node, msg, env),  # not part of a sequence: as without repair
+    )
 
 
 def _recreated(
