@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
 
 __all__ = [
     "NODERED_NODE_SERVICE",
+    "PARSER_TYPES",
     "PASSING_TYPES",
     "QUEUE_CONTROLS",
     "REPORTED_PORT",
@@ -79,8 +81,12 @@ UNFINISHED_SEQUENCE = "unfinished_sequence"
 """The context key of a sequence node's failure for a group the job left incomplete: not a
 failure Node-RED would report (it would wait for more messages), so it reaches no catch node;
 the step engine fails the job instead."""
+PARSER_TYPES = frozenset({"yaml", "xml", "html"})
+"""The parser nodes run on one message like ``json``: :mod:`services.nodered.yaml_node` and its
+siblings."""
 SUPPORTED_TYPES = (
     frozenset({"function", "template", "json", "csv", "catch", "split"})
+    | PARSER_TYPES
     | RULE_TYPES
     | PASSING_TYPES
     | SEQUENCE_TYPES
@@ -143,6 +149,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return f"it writes its result to {node.get('fieldType')!r}, not msg, flow or global"
     if kind == "split":
         return _split_problem(node)
+    if kind == "html":
+        return _html_problem(node)
     if kind == "join":
         return _join_problem(node)
     if kind == "batch":
@@ -172,6 +180,33 @@ def _split_problem(node: Mapping[str, Any]) -> str | None:
         return f"its split length {node.get('splt')!r} is not a positive integer"
     if "arraySplt" in node and not _positive_integer(node.get("arraySplt")):
         return f"its array split length {node.get('arraySplt')!r} is not a positive integer"
+    return None
+
+
+_JQUERY_POSITION = re.compile(r":(?:first|last|even|odd|eq|gt|lt|nth)(?:\(\s*\d+\s*\))?\s*$")
+
+
+def _html_problem(node: Mapping[str, Any]) -> str | None:
+    """Whether the html node's own selector (``tag``) can be read as cheerio reads it: CSS
+    (soupsieve), with at most one jQuery position filter (``:first``, ``:eq(n)``...) at its
+    end. ``msg.select`` is checked when a message brings it."""
+    tag = node.get("tag")
+    if tag in (None, ""):
+        return None
+    if not isinstance(tag, str):
+        return f"its selector {tag!r} is not a string"
+    if re.match(r"^\s*<", tag):
+        return f"its selector {tag!r} is HTML, which cheerio would make elements from"
+    import soupsieve
+
+    base = _JQUERY_POSITION.sub("", tag).strip() if "," not in tag else tag
+    try:
+        with warnings.catch_warnings():  # :contains() is cheerio's name for :-soup-contains()
+            warnings.simplefilter("ignore", FutureWarning)
+            soupsieve.compile(base or "*")
+    except soupsieve.SelectorSyntaxError as exc:
+        first = str(exc).splitlines()[0]
+        return f"its CSS selector {tag!r} is not supported on the step engine: {first}"
     return None
 
 

@@ -19,6 +19,9 @@ implementation behaves:
 * ``change``, ``switch`` (every rule but the sequence ones), ``range`` and ``sort`` (of an array
   in the message): :mod:`services.nodered.change`, :mod:`services.nodered.switch`,
   :mod:`services.nodered.range`, :mod:`services.nodered.sort`;
+* ``yaml``, ``xml``, ``html`` (the parser nodes, as js-yaml, xml2js and cheerio do it):
+  :mod:`services.nodered.yaml_node`, :mod:`services.nodered.xml_node`,
+  :mod:`services.nodered.html_node`;
 * ``split`` (strings, arrays, objects; not streaming): :mod:`services.nodered.split`;
 * ``join`` (automatic, manual, reduce), ``batch`` (count and concatenate modes), ``sort`` of
   a message sequence and ``switch`` recreating sequences (``repair``) over every message that
@@ -70,6 +73,7 @@ from services.nodered.change import run_change
 from services.nodered.common import Fail, Sent, node_error, node_label
 from services.nodered.csv_node import run_csv
 from services.nodered.function import FunctionLimits, FunctionSandbox, run_function
+from services.nodered.html_node import run_html
 from services.nodered.join import run_join
 from services.nodered.json_node import run_json
 from services.nodered.range import run_range
@@ -77,6 +81,8 @@ from services.nodered.sort import run_sort, run_sort_sequence
 from services.nodered.split import run_split
 from services.nodered.switch import run_switch, run_switch_sequence
 from services.nodered.template import run_template
+from services.nodered.xml_node import run_xml
+from services.nodered.yaml_node import run_yaml
 
 __all__ = [
     "NODERED_NODE_SCHEMA",
@@ -197,6 +203,12 @@ def run_node_in_context(
         return run_csv(node, message), []
     if kind == "split":
         return run_split(node, message), []
+    if kind == "yaml":
+        return run_yaml(node, message), []
+    if kind == "xml":
+        return run_xml(node, message), []
+    if kind == "html":
+        return run_html(node, message), []
     if is_sequence_node(node):
         return run_sequence_node(node, [message], env=env), []
     if kind in RULE_TYPES:
