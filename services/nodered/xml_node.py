@@ -46,6 +46,9 @@ def run_xml(node: Mapping[str, Any], msg: dict[str, Any]) -> Sent:
         return [(0, msg)]
     given = msg.get("options")
     own = isinstance(given, dict)  # Node-RED uses (and changes) msg.options itself
+    if "options" in msg and given is None and isinstance(value, dict | list | str):
+        # typeof null is "object": Node-RED takes it as the options and fails setting them
+        raise node_error(node, "TypeError: Cannot set properties of null (setting 'async')")
     if isinstance(value, dict | list) or value is None:
         options: dict[str, Any] = given if own else {"renderOpts": {"pretty": False}}  # type: ignore[assignment]
         options["async"] = False

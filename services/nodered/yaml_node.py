@@ -171,7 +171,9 @@ def _construct(node: yaml.Node, done: dict[int, Any]) -> Any:
 
 
 def _fill(mapping: dict[str, Any], node: yaml.MappingNode, done: dict[int, Any]) -> None:
-    merged: dict[str, Any] = {}
+    """js-yaml's mapping: a merge (``<<``) adds the keys the mapping does not have yet where it
+    stands, and a key written after it may replace what it added; any other key twice fails."""
+    overridable: set[str] = set()
     for key_node, value_node in node.value:
         if key_node.tag == _T + "merge":
             sources = (
@@ -183,15 +185,16 @@ def _fill(mapping: dict[str, Any], node: yaml.MappingNode, done: dict[int, Any])
                         "cannot merge mappings; the provided source object is unacceptable"
                     )
                 for k, v in _construct(source, done).items():
-                    merged.setdefault(k, v)
+                    if k not in mapping:
+                        mapping[k] = v
+                        overridable.add(k)
             continue
         key = _key(_construct(key_node, done))
-        if key in mapping:
+        if key in mapping and key not in overridable:
             mark = key_node.start_mark
             raise ValueError(f"duplicated mapping key ({mark.line + 1}:{mark.column + 1})")
+        overridable.discard(key)
         mapping[key] = _construct(value_node, done)
-    for k, v in merged.items():
-        mapping.setdefault(k, v)
 
 
 def _key(value: Any) -> str:

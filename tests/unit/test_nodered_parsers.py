@@ -177,6 +177,8 @@ def test_xml_options_from_the_message_are_used_and_written_to() -> None:
         "attrkey": "$",
         "charkey": "_",
     }
+    with pytest.raises(ServiceError, match="Cannot set properties of null"):
+        run_node(xml(), {"payload": FRUIT_XML, "options": None})
     attr = run_node(xml(attr="@", chr="#"), {"payload": '<a x="1">t</a>'})[0][1]["payload"]
     assert attr == {"a": {"#": "t", "@": {"x": "1"}}}
 
@@ -322,6 +324,11 @@ def test_yaml_load_reads_yaml_1_2_as_js_yaml() -> None:
         "null": "c",
         "1.5": "d",
     }
+    merged = yaml_load(
+        "o: &o {t: o, u: 2}\nb: &b {k: 1, t: b}\nm:\n  <<: [*o, {u: 3, v: 4}]\n  w: 5\nd:\n  <<: *b\n  t: d\n"
+    )
+    assert list(merged["m"].items()) == [("t", "o"), ("u", 2), ("v", 4), ("w", 5)]
+    assert list(merged["d"].items()) == [("k", 1), ("t", "d")]  # replaced where the merge put it
     assert yaml_load("x: !!set {a, b}") == {"x": {"a": None, "b": None}}
     assert yaml_load("!!str 5") == "5"
 
