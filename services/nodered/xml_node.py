@@ -144,8 +144,16 @@ def parse_xml(text: str, options: Mapping[str, Any] | None = None) -> Any:
             "which Node-RED's parser keeps as written and the step engine's would normalize; "
             "run this flow on the nodered engine"
         )
+    if re.search(r"<!ATTLIST", text):
+        raise XmlNodeError(
+            "the XML text declares attribute defaults (<!ATTLIST>), which the step engine's "
+            "parser would apply and Node-RED's ignores; run this flow on the nodered engine"
+        )
     handler = _Builder(opts)
-    reader = create_parser(forbid_dtd=False, forbid_entities=True, forbid_external=True)
+    # A DTD is read but nothing in it is expanded or fetched: entity declarations are refused,
+    # an external subset is never loaded (external_ges off), and a reference to an entity it
+    # might have declared fails (skippedEntity), as Node-RED's parser fails on it.
+    reader = create_parser(forbid_dtd=False, forbid_entities=True, forbid_external=False)
     reader.setFeature(feature_external_ges, False)
     reader.setContentHandler(handler)
     reader.setProperty(property_lexical_handler, handler)
@@ -159,7 +167,7 @@ def parse_xml(text: str, options: Mapping[str, Any] | None = None) -> Any:
             f"{exc.getMessage()}\nLine: {exc.getLineNumber()}\nColumn: {exc.getColumnNumber()}"
         ) from exc
     except DefusedXmlException as exc:
-        raise XmlNodeError(f"the XML text declares entities, which are refused: {exc}") from exc
+        raise XmlNodeError(f"the XML text declares entities, which are refused: {exc!r}") from exc
     return handler.result
 
 
@@ -205,6 +213,9 @@ class _Builder(ContentHandler):
 
     def endEntity(self, name: str) -> None:  # noqa: N802
         return None
+
+    def skippedEntity(self, name: str) -> None:  # noqa: N802
+        raise XmlNodeError(f"Invalid character entity &{name};")
 
     def startElement(self, name: str, attrs: Any) -> None:  # noqa: N802
         if len(self.stack) >= MAX_XML_DEPTH:

@@ -115,6 +115,9 @@ def yaml_load(text: str, limits: DocumentLimits = YAML_LIMITS) -> Any:
         ValueError: not YAML, several documents, or a value js-yaml would refuse.
         FluxoError: the text passes a bound of ``limits``.
     """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.max_bytes:
+        raise ValueError(f"the YAML text is {size} bytes, over the limit of {limits.max_bytes}")
     loader = _JsYamlLoader(text, limits, "YAML text")
     try:
         if not loader.check_node():

@@ -225,6 +225,18 @@ def test_xml_refuses_entity_expansion_and_deep_nesting() -> None:
     )
     with pytest.raises(XmlNodeError, match="entities"):
         parse_xml(bomb)
+    for external in (
+        '<!DOCTYPE a [<!ENTITY e SYSTEM "file:///etc/passwd">]><a>&e;</a>',
+        '<!DOCTYPE a [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]><a/>',
+    ):
+        with pytest.raises(XmlNodeError, match="entities"):
+            parse_xml(external)
+    # an external DTD is never loaded; what it might declare fails, as on Node-RED
+    assert parse_xml('<!DOCTYPE a SYSTEM "file:///etc/passwd"><a>t</a>') == {"a": "t"}
+    with pytest.raises(XmlNodeError, match="Invalid character entity"):
+        parse_xml('<!DOCTYPE a SYSTEM "file:///etc/passwd"><a>&foo;</a>')
+    with pytest.raises(XmlNodeError, match="ATTLIST"):
+        parse_xml('<!DOCTYPE a [<!ATTLIST a x CDATA "d">]><a/>')
     with pytest.raises(XmlNodeError, match="deeper than"):
         parse_xml("<a>" * (MAX_XML_DEPTH + 1) + "</a>" * (MAX_XML_DEPTH + 1))
     with pytest.raises(XmlNodeError, match="longer than"):
@@ -354,6 +366,13 @@ def test_yaml_load_refuses_alias_bombs() -> None:
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
     with pytest.raises(ServiceError, match=r"yaml node y1: .*(aliases|expands)"):
         run_node(yml(), {"payload": "\n".join(lines)})
+
+
+def test_yaml_load_refuses_large_and_deep_texts() -> None:
+    with pytest.raises(ServiceError, match="yaml node y1: the YAML text is .* over the limit"):
+        run_node(yml(), {"payload": "a: " + "x" * 1_100_000})
+    with pytest.raises(ServiceError, match="yaml node y1: .*deeper than"):
+        run_node(yml(), {"payload": "[" * 200 + "]" * 200})
 
 
 def test_yaml_dump_as_js_yaml() -> None:
