@@ -369,9 +369,9 @@ def test_yaml_load_refuses_alias_bombs() -> None:
 
 
 def test_yaml_load_refuses_large_and_deep_texts() -> None:
-    with pytest.raises(ServiceError, match="yaml node y1: the YAML text is .* over the limit"):
+    with pytest.raises(ServiceError, match=r"yaml node y1: the YAML text is .* over the limit"):
         run_node(yml(), {"payload": "a: " + "x" * 1_100_000})
-    with pytest.raises(ServiceError, match="yaml node y1: .*deeper than"):
+    with pytest.raises(ServiceError, match=r"yaml node y1: .*deeper than"):
         run_node(yml(), {"payload": "[" * 200 + "]" * 200})
 
 
