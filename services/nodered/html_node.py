@@ -248,7 +248,7 @@ def _html_node(node: Any, out: list[str]) -> None:
         out.append(f"<!DOCTYPE {node}>")
     elif isinstance(node, NavigableString):
         parent = node.parent
-        if parent is not None and parent.name in _RAW_TEXT and _html_namespace(parent):
+        if parent is not None and parent.name in _RAW_TEXT:  # parse5 looks at the name only
             out.append(str(node))
         else:
             out.append(_escape_text(str(node)))
@@ -361,10 +361,22 @@ def _encode_xml(text: str) -> str:
     return _XML_ESCAPE.sub(lambda m: _XML_NAMED.get(m.group()) or f"&#x{ord(m.group()):X};", text)
 
 
+# HTML elements the parser treats specially (tables, lists, raw text, void elements, ...): an
+# SVG or MathML element of one of these names, parsed again as HTML, may be rebuilt otherwise.
+_REPARSED_OTHERWISE = frozenset(
+    ["a", "address", "applet", "area", "article", "aside", "b", "base", "basefont", "bgsound", "big", "blockquote", "body", "br", "button", "caption", "center", "code", "col", "colgroup", "dd", "details", "dialog", "dir", "div", "dl", "dt", "em", "embed", "fieldset", "figcaption", "figure", "font", "footer", "form", "frame", "frameset", "h1", "h2", "h3", "h4", "h5", "h6", "head", "header", "hgroup", "hr", "html", "i", "iframe", "image", "img", "input", "keygen", "li", "link", "listing", "main", "marquee", "menu", "meta", "nav", "nobr", "noembed", "noframes", "noscript", "object", "ol", "optgroup", "option", "p", "param", "plaintext", "pre", "rb", "rp", "rt", "rtc", "ruby", "s", "script", "search", "section", "select", "small", "source", "span", "strike", "strong", "style", "sub", "summary", "sup", "table", "tbody", "td", "template", "textarea", "tfoot", "th", "thead", "title", "tr", "track", "tt", "u", "ul", "var", "wbr", "xmp"]
+)
+
+
 def _xml_node(node: Any, out: list[str], *, foreign: bool) -> None:
     """One node of the fragment; ``foreign``: within an ``svg`` or ``math`` element of the
     fragment, where names keep their case (elsewhere the second parse reads them as HTML)."""
     if isinstance(node, Tag):
+        if not foreign and not _html_namespace(node) and node.name.lower() in _REPARSED_OTHERWISE:
+            raise HtmlNodeError(
+                f"the selected element holds an SVG or MathML <{node.name}>, which cheerio parses "
+                "again as HTML in a way the step engine does not reproduce"
+            )
         inside = foreign or node.name in ("svg", "math")
         name = node.name if inside else node.name.lower()
         out.append("<" + name)

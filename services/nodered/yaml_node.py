@@ -59,7 +59,7 @@ def run_yaml(node: Mapping[str, Any], msg: dict[str, Any]) -> Sent:
         else:
             write_property(node, msg, prop, loaded)
         return [(0, msg)]
-    if isinstance(value, dict | list):
+    if isinstance(value, dict | list) or value is None:  # typeof null is "object": "null\n"
         try:
             text = yaml_dump(value)
         except ValueError as exc:  # Node-RED's "yaml.errors.dropped-error"

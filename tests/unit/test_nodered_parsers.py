@@ -11,7 +11,7 @@ import pytest
 
 from fluxo_core.errors import ServiceError
 from services import node_problem, run_node
-from services.nodered.html_node import MAX_HTML_DEPTH, html_select
+from services.nodered.html_node import MAX_HTML_DEPTH, HtmlNodeError, html_select
 from services.nodered.xml_node import MAX_XML_DEPTH, XmlNodeError, build_xml, parse_xml
 from services.nodered.yaml_node import yaml_dump, yaml_load
 
@@ -117,6 +117,19 @@ def test_html_failures_name_the_node() -> None:
         run_node(html(tag=""), {"payload": FRUITS, "select": "<p>"})
     # no property: passed on unchanged
     assert run_node(html(tag="p"), {"topic": "t"}) == [(0, {"topic": "t"})]
+
+
+def test_html_foreign_elements_cheerio_would_rebuild_are_refused() -> None:
+    # cheerio parses the inner HTML of an <svg> again, as HTML: a <tr> there is rebuilt
+    with pytest.raises(HtmlNodeError, match="SVG or MathML <tr>"):
+        html_select("<svg><tr>x</tr></svg>", "svg", "html")
+    assert html_select("<svg><g><text>t</text></g></svg>", "svg", "html") == [
+        "<g><text>t</text></g>"
+    ]
+    # the text of an SVG style is written raw by parse5's serializer, as an HTML one
+    assert html_select('<svg><style>"&amp;</style></svg>', "svg", "compl") == [
+        {"_": '<style>"&</style>'}
+    ]
 
 
 def test_html_bounds() -> None:
@@ -312,6 +325,7 @@ def test_yaml_both_directions() -> None:
     )
     assert back[0][1]["payload"] == fruits
     assert run_node(yml(), {"payload": 7}) == []  # dropped with a warning, as Node-RED does
+    assert run_node(yml(), {"payload": None}) == [(0, {"payload": "null\n"})]
 
 
 def test_yaml_load_reads_yaml_1_2_as_js_yaml() -> None:
