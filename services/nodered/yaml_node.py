@@ -24,7 +24,7 @@ import yaml
 
 from fluxo_core.errors import FluxoError
 from fluxo_core.ir.documents import DEFAULT_LIMITS, DocumentLimits, check_document
-from fluxo_core.ir.documents import _BoundedLoader as _BoundedDocumentLoader
+from fluxo_core.ir.documents import BoundedLoader as _BoundedDocumentLoader
 from nodered_semantics.js import UNDEFINED, js_string
 from services.nodered.common import Sent, node_error, property_text, read_property, write_property
 from services.nodered.js_text import js_number_text, js_ordered, js_ordered_keys
