@@ -6,7 +6,7 @@ An ``http request`` node whose URL is Node-RED itself (``http://localhost:1880/.
 the ``http in`` node of the flow whose route matches the method and path, as Express routes it:
 
 * routes in the order Node-RED registers them (the flow's order), an ``http in`` ``get`` also
-  answering ``HEAD``; paths as ``path-to-regexp`` 0.1 matches them (case-insensitive, a trailing
+  answering ``HEAD``; paths as ``path-to-regexp`` 0.1.13 matches them (case-insensitive, a trailing
   slash optional, ``:name`` and ``:name?`` parameters, decoded); a route with other syntax
   (``*``, ``(regex)``) is refused (:func:`route_problem`);
 * the message (:func:`http_in_msg`): ``{_msgid, req, res, payload}``; ``payload`` is
@@ -153,19 +153,32 @@ class Endpoint:
 
 
 def _route_regex(url: str) -> tuple[re.Pattern[str], list[str]]:
-    """``path-to-regexp`` 0.1 (Express 4) for a route without patterns: not strict, to the
-    end, case-insensitive."""
+    """``path-to-regexp`` 0.1.13 (Express 4.22) for a route without patterns (``*``,
+    ``(regex)``): not strict, to the end, case-insensitive."""
     keys: list[str] = []
-    path = re.sub(r"([/.])", r"\\\1", url + "/?")
+    backtrack, pos = "", 0
 
     def param(m: re.Match[str]) -> str:
-        slash, fmt, key, optional = m.group(1) or "", m.group(2) or "", m.group(3), m.group(4)
+        nonlocal backtrack, pos
+        match = m.group(0)
+        if match == ".":
+            backtrack += "\\."
+            pos += 1
+            return "\\."
+        slash, fmt, key, optional = m.group(1), m.group(2), m.group(3), m.group(4) or ""
+        if slash or fmt:
+            backtrack = ""
+        else:
+            backtrack += url[pos : m.start()]
+        pos = m.end()
+        fmt = "\\." if fmt else ""
+        capture = f"((?:(?!/|{backtrack}).)+?)" if backtrack else f"([^/{fmt}]+?)"
         keys.append(key)
-        capture = "([^\\/" + fmt + "]+?)"
-        opt = optional or ""
-        return ("" if opt else slash) + "(?:" + fmt + (slash if opt else "") + capture + ")" + opt
+        backtrack = ""
+        return "(?:" + fmt + (slash or "") + capture + ")" + optional
 
-    path = re.sub(r"(\\/)?(\\\.)?:(\w+)(\?)?", param, path, flags=re.ASCII)
+    path = re.sub(r"(/)?(\.)?:(\w+)(\?)?|[.]", param, url, flags=re.ASCII)
+    path += "?" if path.endswith("/") else "/?"
     return re.compile("^" + path + "$", re.IGNORECASE), keys
 
 
@@ -232,7 +245,7 @@ def http_in_msg(
     req_headers = {"host": "localhost:1880", **_GOT_HEADERS, **headers}
     if isinstance(body_text, str):
         req_headers["content-length"] = str(len(body_text.encode()))
-    req_headers.setdefault("connection", "close")
+    req_headers.setdefault("connection", "keep-alive")  # Node 20: a keep-alive agent
     query = parse_query(query_text)
     req: dict[str, Any] = {
         "headers": req_headers,
@@ -291,7 +304,7 @@ def _body(text: Any, content_type: str | None) -> Any:
             raise HttpInError(f"the JSON body does not parse: Express answers 400 ({exc})") from exc
     if media == "application/x-www-form-urlencoded":
         return parse_query(text)
-    if not media or media.startswith("text/") or "xml" in media or media.startswith("application/"):
+    if not media or "xml" in media or media.startswith(("text/", "application/")):
         if media in ("application/octet-stream", "application/cbor", "application/x-protobuf"):
             raise HttpInError(f"a {media} body is a Buffer, which a JSON message cannot carry")
         return text
@@ -346,7 +359,9 @@ def parse_query(text: str) -> dict[str, Any]:
             continue
         bracket = re.fullmatch(r"([^\[\]]+)\[([^\[\]]*)\]", key)
         if "[" in key and bracket is None:
-            raise HttpInError(f"the query parameter {key!r} nests deeper than the step engine parses")
+            raise HttpInError(
+                f"the query parameter {key!r} nests deeper than the step engine parses"
+            )
         if bracket is None:
             _combine(result, key, value)
             continue
@@ -418,7 +433,9 @@ def http_response_result(
                 headers[name] = value
     sent: dict[str, str] = {}
     for name, value in headers.items():
-        text = ", ".join(js_string(v) for v in value) if isinstance(value, list) else js_string(value)
+        text = (
+            ", ".join(js_string(v) for v in value) if isinstance(value, list) else js_string(value)
+        )
         if name.lower() == "content-type" and "charset" not in text.lower():
             text = _with_charset(text)
         sent = {k: v for k, v in sent.items() if k.lower() != name.lower()}
@@ -473,5 +490,5 @@ def _with_charset(content_type: str) -> str:
 
 def _weak_etag(data: bytes) -> str:
     """Express's weak ETag (the ``etag`` module): length and SHA-1 of the body."""
-    digest = base64.b64encode(hashlib.sha1(data).digest()).decode()[:27]  # noqa: S324
+    digest = base64.b64encode(hashlib.sha1(data).digest()).decode()[:27]
     return f'W/"{len(data):x}-{digest}"'

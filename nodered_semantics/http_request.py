@@ -92,7 +92,7 @@ def http_request_problem(node: Mapping[str, Any]) -> str | None:
         return "its URL is a mustache template over the message"
     endpoint = node.get(HTTP_ENDPOINT)
     if isinstance(endpoint, Mapping) and isinstance(endpoint.get("refused"), str):
-        return endpoint["refused"]
+        return str(endpoint["refused"])
     if endpoint is None and isinstance(url, str) and _NODE_RED_ITSELF.match(url.strip()):
         return (
             f"it calls Node-RED's own HTTP endpoints ({url.strip()}: an http in node of a flow), "

@@ -63,11 +63,10 @@ def self_calls(nodes: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         if not isinstance(url, str) or not url.strip():
             fed = feeders.get(nid, [])
             urls = {_inject_url(n) for n in fed}
-            if fed and None not in urls and len(urls) == 1:
-                url = urls.pop()
-            elif any(u is not None and is_node_red_itself(u) for u in urls) or (
-                endpoints and fed
-            ):
+            known = {u for u in urls if u is not None}
+            if fed and None not in urls and len(known) == 1:
+                url = known.pop()
+            elif any(u is not None and is_node_red_itself(u) for u in urls) or (endpoints and fed):
                 found[nid] = {
                     "refused": "its URL comes from msg.url at run time, and the flow serves http "
                     "in endpoints it might reach: the step engine answers a call of Node-RED's "
@@ -76,7 +75,7 @@ def self_calls(nodes: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
                 continue
             else:
                 continue
-        if "{{" in url or not is_node_red_itself(url):
+        if not isinstance(url, str) or "{{" in url or not is_node_red_itself(url):
             continue
         method = str(node.get("method") or "GET")
         if method == "use":

@@ -349,7 +349,13 @@ class _Builder:
             if caller is None:
                 return None
             parent = caller.ctx
-            return [_unique(s for t in _flat(caller.node.get("wires")) for s in self.resolve(t, None, parent))]
+            return [
+                _unique(
+                    s
+                    for t in _flat(caller.node.get("wires"))
+                    for s in self.resolve(t, None, parent)
+                )
+            ]
         endpoint = member.node.get(HTTP_ENDPOINT)
         if not isinstance(endpoint, Mapping) or "id" not in endpoint:
             return None
@@ -357,7 +363,11 @@ class _Builder:
             return [[self._too_deep(member).key]]
         http_in = self.index.get(str(endpoint["id"]))
         inner = (*member.ctx, member.key)
-        return [_unique(s for t in _flat((http_in or {}).get("wires")) for s in self.resolve(t, None, inner))]
+        return [
+            _unique(
+                s for t in _flat((http_in or {}).get("wires")) for s in self.resolve(t, None, inner)
+            )
+        ]
 
     def step_ports(self, member: _Member) -> list[list[str]]:
         if member.key.endswith("#bound"):

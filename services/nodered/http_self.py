@@ -42,7 +42,9 @@ def run_http_self(node: Mapping[str, Any], msg: dict[str, Any]) -> Sent:
         if node.get("type") == HTTP_RESPONSE_TYPE:
             stash, result = http_response_result(node, msg, headers_mark)
             request = {"url": stash.get("url")}
-            return [(0, http_response_msg({"ret": stash.get("ret")}, stash["msg"], request, result))]
+            return [
+                (0, http_response_msg({"ret": stash.get("ret")}, stash["msg"], request, result))
+            ]
         chosen = node.get(HTTP_ENDPOINT)
         if not isinstance(chosen, Mapping) or "id" not in chosen:
             reason = (chosen or {}).get("refused") if isinstance(chosen, Mapping) else None

@@ -25,8 +25,16 @@ ROOT = "http://localhost:1880"
 
 
 def _node(nid: str, kind: str, wires: list[str], **config: Any) -> dict[str, Any]:
-    return {"id": nid, "type": kind, "z": "t", "name": nid, "x": 0, "y": 0, "wires": [wires],
-            **config}  # fmt: skip
+    return {
+        "id": nid,
+        "type": kind,
+        "z": "t",
+        "name": nid,
+        "x": 0,
+        "y": 0,
+        "wires": [wires],
+        **config,
+    }
 
 
 def _fn(nid: str, code: str, wires: list[str]) -> dict[str, Any]:
@@ -50,14 +58,25 @@ FLOW: list[dict[str, Any]] = [
     {"id": "t", "type": "tab", "label": "Self"},
     # endpoints
     _endpoint("in-hello", "get", "/hello", ["page"]),
-    _node("page", "template", ["out"], field="payload", fieldType="msg", syntax="mustache",
-          output="str", template="<h1>Hello {{req.query.name}}!</h1>"),  # fmt: skip
+    _node(
+        "page",
+        "template",
+        ["out"],
+        field="payload",
+        fieldType="msg",
+        syntax="mustache",
+        output="str",
+        template="<h1>Hello {{req.query.name}}!</h1>",
+    ),
     _endpoint("in-echo", "get", "/echo/:name/:rest?", ["echo"]),
     _endpoint("in-post", "post", "/echo", ["echo"]),
     _fn("echo", ECHO, ["out"]),
     _endpoint("in-made", "get", "/made", ["made"]),
-    _fn("made", "msg.statusCode = 201; msg.headers = {'x-made': 'yes'}; msg.payload = 42; "
-        "return msg;", ["out"]),  # fmt: skip
+    _fn(
+        "made",
+        "msg.statusCode = 201; msg.headers = {'x-made': 'yes'}; msg.payload = 42; return msg;",
+        ["out"],
+    ),
     _node("out", "http response", [], statusCode="", headers={}),
     # callers: each inject starts its own request
     _node("i-hello", "inject", ["r-hello"], props=[{"p": "payload"}]),
@@ -66,8 +85,12 @@ FLOW: list[dict[str, Any]] = [
     _request("r-echo", f"{ROOT}/Echo/N%C3%AFck?a=1&a=2&b[c]=d+e"),
     _node("i-post", "inject", ["r-post"], props=[{"p": "payload"}]),
     _request("r-post", f"{ROOT}/echo", method="POST"),
-    _node("i-url", "inject", ["r-url"],
-          props=[{"p": "payload"}, {"p": "url", "v": f"{ROOT}/made", "vt": "str"}]),  # fmt: skip
+    _node(
+        "i-url",
+        "inject",
+        ["r-url"],
+        props=[{"p": "payload"}, {"p": "url", "v": f"{ROOT}/made", "vt": "str"}],
+    ),
     _request("r-url", "", ret="txt"),
 ]
 
@@ -116,7 +139,8 @@ async def test_a_get_with_a_query_answers_with_the_endpoints_page(fluxo: Platfor
     assert msg["headers"]["content-length"] == "20"
     assert msg["headers"]["x-powered-by"] == "Express"
     assert msg["responseUrl"] == f"{ROOT}/hello?name=Nick"
-    assert "req" not in msg and "res" not in msg
+    assert "req" not in msg
+    assert "res" not in msg
     # The endpoint's own copy for the http in trigger is not what ran: a copy for this call.
     assert "page" not in {s.step_id for s in done.steps or []}
 
@@ -126,8 +150,14 @@ async def test_route_parameters_query_and_headers_reach_the_endpoint(fluxo: Plat
     flow = [dict(n) for n in FLOW]
     for n in flow:
         if n["id"] == "r-echo":
-            n["headers"] = [{"keyType": "other", "keyValue": "User-Agent",
-                             "valueType": "other", "valueValue": "Node-RED"}]  # fmt: skip
+            n["headers"] = [
+                {
+                    "keyType": "other",
+                    "keyValue": "User-Agent",
+                    "valueType": "other",
+                    "valueValue": "Node-RED",
+                }
+            ]
     done = await _run(fluxo, flow, "i-echo", {"payload": 5, "topic": "t2"})
     msg = _sent(done, "out")
     assert msg["statusCode"] == 200
