@@ -10,16 +10,17 @@ the ``http in`` node of the flow whose route matches the method and path, as Exp
   slash optional, ``:name`` and ``:name?`` parameters, decoded); a route with other syntax
   (``*``, ``(regex)``) is refused (:func:`route_problem`);
 * the message (:func:`http_in_msg`): ``{_msgid, req, res, payload}``; ``payload`` is
-  ``req.query`` for ``get`` and ``req.body`` for ``post``/``put``/``patch``/``delete``;
+  ``req.query`` for ``get`` (its ``req.body`` ``{}``) and ``req.body`` for
+  ``post``/``put``/``patch``/``delete``;
   ``req.query`` parsed as ``qs`` does (repeated names give arrays, ``a[]`` and ``a[b]``),
   ``req.body`` by its content type (JSON objects and arrays, form data, text); ``req.headers``
-  with lower-case names (what the request node sent, and what Node.js adds: ``host``,
-  ``user-agent``, ``accept-encoding``, ``connection``, ``content-length``);
+  with lower-case names (what the request node sent, and what got and Node.js add: ``host``,
+  ``user-agent``, ``connection``, ``content-length``);
 * the answer (:func:`http_response_result`): the ``http response`` node's status (its own, else
   ``msg.statusCode``, else 200), its headers then ``msg.headers`` (not an earlier request's
   response headers), and ``msg.payload`` as Express sends it (an object or array as JSON, other
-  values as text, ``text/html`` by default), with Express's ``x-powered-by``, ``content-length``
-  and weak ``etag``; not ``date`` nor ``connection``, which vary.
+  values as text, ``text/html`` by default), with Express's ``content-length`` and weak
+  ``etag`` (Node-RED turns ``x-powered-by`` off); not ``date`` nor ``connection``, which vary.
 
 ``msg.res`` carries what the answer needs (:data:`RES_KEY`: the message the request node got,
 its URL and ``ret``), as Node-RED's ``msg.res`` carries the connection: a flow that drops
@@ -92,10 +93,7 @@ _BODY_METHODS = ("post", "put", "patch", "delete")
 _ROUTE_METHODS = ("get", *_BODY_METHODS)
 _MAX_QUERY_PARAMS = 1000  # qs's parameterLimit
 _MAX_BODY = 5 * 1024 * 1024  # Node-RED's apiMaxLength
-_GOT_HEADERS = {
-    "user-agent": "got (https://github.com/sindresorhus/got)",
-    "accept-encoding": "gzip, deflate, br",
-}
+_GOT_HEADERS = {"user-agent": "got (https://github.com/sindresorhus/got)"}
 
 
 class HttpInError(ValueError):
@@ -263,11 +261,14 @@ def http_in_msg(
         "cookies": _cookies(req_headers.get("cookie")),
         "signedCookies": {},
     }
-    out: dict[str, Any] = {"req": req}
+    # A new message: Node-RED gives it a new id (here one derived from the call's message).
+    seed = js_json([msg.get("_msgid"), endpoint.id, url]).encode()
+    out: dict[str, Any] = {"_msgid": hashlib.blake2b(seed, digest_size=8).hexdigest(), "req": req}
     if endpoint.method in _BODY_METHODS:
         req["body"] = _body(body_text, req_headers.get("content-type"))
         out["payload"] = req["body"]
-    elif endpoint.method == "get":
+    else:
+        req["body"] = {}  # Node-RED's own body parsers leave an empty object
         out["payload"] = query
     stash = {"msg": dict(msg), "url": url, "ret": ret, "method": method}
     out["res"] = {"_res": {RES_KEY: stash}}
@@ -454,8 +455,7 @@ def http_response_result(
         body = js_string(payload) if not isinstance(payload, str) else payload
         if content_type is None:
             content_type = "text/html; charset=utf-8"
-    out = {"x-powered-by": "Express"}
-    out.update({k.lower(): v for k, v in sent.items()})
+    out = {k.lower(): v for k, v in sent.items()}
     if content_type is not None:
         out["content-type"] = content_type
     data = (body or "").encode()

@@ -137,7 +137,7 @@ async def test_a_get_with_a_query_answers_with_the_endpoints_page(fluxo: Platfor
     assert msg["topic"] == "t1"  # the request node's message goes on, not the endpoint's
     assert msg["headers"]["content-type"] == "text/html; charset=utf-8"
     assert msg["headers"]["content-length"] == "20"
-    assert msg["headers"]["x-powered-by"] == "Express"
+    assert "x-powered-by" not in msg["headers"]  # Node-RED turns it off
     assert msg["responseUrl"] == f"{ROOT}/hello?name=Nick"
     assert "req" not in msg
     assert "res" not in msg
@@ -163,7 +163,8 @@ async def test_route_parameters_query_and_headers_reach_the_endpoint(fluxo: Plat
     assert msg["statusCode"] == 200
     assert msg["headers"]["content-type"] == "application/json; charset=utf-8"
     assert msg["payload"] == {
-        "params": {"name": "Nïck"},  # decoded; the optional :rest absent; case-insensitive
+        "params": {"name": "Nïck"},
+        "body": {},  # Node-RED's parsers leave a GET's body an empty object  # decoded; the optional :rest absent; case-insensitive
         "query": {"a": ["1", "2"], "b": {"c": "d e"}},
         "agent": "Node-RED",
         "type": None,

@@ -106,7 +106,6 @@ def test_the_endpoints_message_and_the_answer_as_the_request_node_returns_it() -
     assert result == {
         "status": 202,
         "headers": {
-            "x-powered-by": "Express",
             "x-a": "1",
             "content-type": "application/json; charset=utf-8",
             "content-length": "11",
