@@ -27,6 +27,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from nodered_semantics.context import context_problem, context_scopes
+from nodered_semantics.http_in import HTTP_RESPONSE_TYPE
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_js_number, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
@@ -115,6 +116,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     kind = str(node.get("type", ""))
     if kind == HTTP_REQUEST_TYPE:  # not this service's: a call of the http service
         return http_request_problem(node)
+    if kind == HTTP_RESPONSE_TYPE:  # the answer to a call of the flow's own http in endpoint
+        return None
     if kind not in SUPPORTED_TYPES:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
     problem = context_problem(node)

@@ -31,7 +31,9 @@ implementation behaves:
 * ``catch``: a failed step's ``{error, input, step, node}`` (its ``on_error: goto``) as the
   message Node-RED's catch sends, :mod:`services.nodered.catch`;
 * ``junction`` and ``link out``: the message on, unchanged (an import keeps them as steps where
-  a port of a node with several outputs leads to them).
+  a port of a node with several outputs leads to them);
+* ``http request`` calling its flow's own ``http in`` endpoint, and the ``http response``
+  answering it: :mod:`services.nodered.http_self`.
 
 A function's ``node.error(err, msg)`` is a packet on port ``-1``
 (:data:`nodered_semantics.support.REPORTED_PORT`), ``{message, msg}``, which the step engine
@@ -57,6 +59,8 @@ from typing import Any
 
 from fluxo_core.errors import ServiceError
 from nodered_semantics.context import CONTEXT_PORT, ContextView, ContextWrite
+from nodered_semantics.http_in import HTTP_ENDPOINT, HTTP_RESPONSE_TYPE
+from nodered_semantics.http_request import HTTP_REQUEST_TYPE
 from nodered_semantics.js import JSThrowError
 from nodered_semantics.jsonata import JsonataError
 from nodered_semantics.support import (
@@ -74,6 +78,7 @@ from services.nodered.common import Fail, Sent, node_error, node_label
 from services.nodered.csv_node import run_csv
 from services.nodered.function import FunctionLimits, FunctionSandbox, run_function
 from services.nodered.html_node import run_html
+from services.nodered.http_self import run_http_self
 from services.nodered.join import run_join
 from services.nodered.json_node import run_json
 from services.nodered.range import run_range
@@ -217,6 +222,8 @@ def run_node_in_context(
         return run_catch(node, message), []
     if kind in PASSING_TYPES:  # a junction or link out kept as a step: on, unchanged
         return [(0, message)], []
+    if kind == HTTP_RESPONSE_TYPE or (kind == HTTP_REQUEST_TYPE and HTTP_ENDPOINT in node):
+        return run_http_self(node, message), []  # a call of the flow's own http in endpoint
     raise ServiceError(
         f"{node_label(node)}: the {kind!r} node type runs only on Node-RED (the step engine "
         f"supports {supported_types_text()}); set spec.engine: nodered for this workflow",

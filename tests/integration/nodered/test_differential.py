@@ -225,6 +225,16 @@ class Outcome:
         )
 
 
+def _at_this_nodered(value: Any, url: str) -> Any:
+    """``value`` with Node-RED's own address (``http://localhost:1880/``, where a flow calls
+    its own http in endpoints) replaced by the test's Node-RED, which listens elsewhere; the
+    step engine answers such calls in the job, whatever the port."""
+    text = json.dumps(value)
+    for host in ("localhost", "127.0.0.1"):
+        text = text.replace(f"http://{host}:1880/", url)
+    return json.loads(text)
+
+
 async def _run_on_step_engine(
     fluxo: Platform, imp: NodeRedImport, node: dict[str, Any], name: str, run: int
 ) -> dict[str, list[str]]:
@@ -284,6 +294,7 @@ async def _compare(
     timed = "setTimeout" in text or '"type":"delay"' in text.replace(" ", "")
     capture.quiet_s = SLOW_QUIET_S if timed else QUIET_S
     flow = observable_flow(to_nodered_flows(imp.workflows, source=imp.source), capture.url)
+    flow = _at_this_nodered(flow, str(client.base_url))
     response = await client.post("flows", json=flow, headers={"Node-RED-Deployment-Type": "full"})
     response.raise_for_status()
     await capture.settle()
@@ -291,7 +302,7 @@ async def _compare(
     injects = [n for n in imp.source.nodes if n.get("type") == "inject" and n.get("d") is not True]
     for i, node in enumerate(injects):
         try:
-            props = inject_props(node)
+            props = _at_this_nodered(inject_props(node), str(client.base_url))
             expected_msg = inject_msg(node)
         except Unobservable as exc:
             outcome.unobservable = str(exc)
