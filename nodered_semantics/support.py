@@ -6,8 +6,10 @@ step an imported flow kept. :func:`node_problem` is the static check both use: i
 node's configuration and says why the node cannot run faithfully, before a flow's first job
 instead of at the node. "Faithfully" excludes what depends on earlier messages, which Node-RED
 keeps in the running node while a call starts afresh: switch rules on a
-message sequence (head, tail, index) or on the previous value, csv headers sent once, a batch
-by time; and what a JSON message cannot carry. Nodes that act on a whole sequence (join, batch,
+message sequence (head, tail, index) or on the previous value, a batch by time; and what a JSON
+message cannot carry. A node whose state the caller keeps in its node context
+(:func:`nodered_semantics.context.keeps_state`: csv headers sent once, a streaming split, a
+batch's held messages, a function's setup run once) is no obstacle. Nodes that act on a whole sequence (join, batch,
 a sort of a sequence, a switch recreating sequences: :func:`is_sequence_node`) get every message
 of a job at once instead.
 Context (``context``/``flow``/``global``) is no obstacle: the caller hands a node the scopes
@@ -120,7 +122,7 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     problem = context_problem(node)
     if problem is not None:
         return problem
-    if kind != "join" and is_sequence_node(node) and context_scopes(node):
+    if kind != "join" and is_sequence_node(node) and {"flow", "global"} & context_scopes(node):
         return (
             "it reads flow or global context while acting on a message sequence; the step "
             "engine hands such a node its messages without context"
@@ -158,19 +160,10 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     if kind == "csv":
         if node.get("spec") == "rfc":
             return "RFC 4180 mode of the csv node is not supported on the step engine yet"
-        if node.get("hdrout") == "once":
-            return (
-                "it sends the column header once per deployment, which depends on earlier messages"
-            )
     return None
 
 
 def _split_problem(node: Mapping[str, Any]) -> str | None:
-    if node.get("stream"):
-        return (
-            "it streams (a part left over is carried to the next message), which depends on "
-            "earlier messages"
-        )
     kind = node.get("spltType") or "str"
     if kind == "bin":
         return "it splits at a Buffer separator, which a JSON message cannot carry"

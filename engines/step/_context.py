@@ -32,7 +32,7 @@ from fluxo_core.errors import ValidationError
 from fluxo_core.ir import NativeStep, Workflow
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.nodered_context import GLOBAL_WORKFLOW, ContextChange, NodeRedContextStore
-from nodered_semantics.context import context_scopes
+from nodered_semantics.context import context_scopes, user_context_scopes
 
 __all__ = [
     "MAX_CONTEXT_RERUNS",
@@ -65,7 +65,7 @@ def context_problems(workflow: Workflow) -> list[str]:
     for step in workflow.spec.steps:
         if not isinstance(step, NativeStep) or step.engine != "nodered":
             continue
-        if {"flow", "node"} & context_scopes(step.config):
+        if {"flow", "node"} & user_context_scopes(step.config):  # not its own state
             owners.setdefault(str(step.config.get("z") or ""), []).append(step.id)
     if len(owners) <= 1:
         return []

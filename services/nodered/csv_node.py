@@ -1,6 +1,7 @@
 """The ``csv`` node in legacy mode (the default): text with a header line or column names into
-objects (one message per row, or one array), and objects or arrays into CSV text. RFC 4180 mode
-and what depends on earlier messages are refused beforehand."""
+objects (one message per row, or one array), and objects or arrays into CSV text. A header sent
+``once`` (until ``msg.reset``) is kept in the node's state (:mod:`services.nodered.state`); RFC
+4180 mode and joining a sequence's rows into one array are refused."""
 
 from __future__ import annotations
 
@@ -27,22 +28,30 @@ def _clean(columns: str, sep: str) -> list[str]:
     return [c.replace('"', "").strip() for c in re.split(pattern, columns.strip())]
 
 
-def run_csv(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+def run_csv(
+    node: Mapping[str, Any], msg: dict[str, Any], state: dict[str, Any] | None = None
+) -> list[tuple[int, dict[str, Any]]]:
+    """``state``: what the node keeps between messages (whether it sent its header ``once``,
+    :mod:`services.nodered.state`), changed in place; None refuses a header sent once."""
     if node.get("spec") == "rfc":
         raise node_error(
             node, "RFC 4180 mode is not supported on the step engine yet; use legacy mode"
         )
+    if state is not None and "reset" in msg:
+        state.pop("header_sent", None)
     if "payload" not in msg:
         return [] if "reset" in msg else [(0, msg)]
     payload = msg["payload"]
     if isinstance(payload, dict | list):
-        return _csv_out(node, msg)
+        return _csv_out(node, msg, state)
     if isinstance(payload, str):
         return _csv_in(node, msg)
     return []  # Node-RED warns "csv_js" and sends nothing
 
 
-def _csv_out(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+def _csv_out(
+    node: Mapping[str, Any], msg: dict[str, Any], state: dict[str, Any] | None
+) -> list[tuple[int, dict[str, Any]]]:
     sep = _unescape(str(node.get("sep") or ","))
     ret = _unescape(str(node.get("ret") or "\n"))
     quo = '"'
@@ -51,7 +60,14 @@ def _csv_out(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, di
         {False: "none", True: "all"}.get(hdrout, hdrout) if isinstance(hdrout, bool) else hdrout
     )
     if hdrout == "once":
-        raise node_error(node, "a header sent once per deployment depends on earlier messages")
+        if state is None:
+            raise node_error(
+                node, "a header sent once per deployment depends on earlier messages"
+            )
+        if state.get("header_sent"):
+            hdrout = "none"
+        else:
+            state["header_sent"] = True
     template = _clean(str(node.get("temp") or ""), ",")
     payload = msg["payload"]
     rows: list[Any] = payload if isinstance(payload, list) else [payload]

@@ -79,6 +79,7 @@ from services.nodered.json_node import run_json
 from services.nodered.range import run_range
 from services.nodered.sort import run_sort, run_sort_sequence
 from services.nodered.split import run_split
+from services.nodered.state import NodeState
 from services.nodered.switch import run_switch, run_switch_sequence
 from services.nodered.template import run_template
 from services.nodered.xml_node import run_xml
@@ -91,6 +92,7 @@ __all__ = [
     "run_node_in_context",
     "run_rule_node",
     "run_sequence_node",
+    "run_sequence_node_in_context",
 ]
 
 
@@ -144,6 +146,7 @@ NODERED_NODE_SCHEMA: dict[str, Any] = {
         "messages": {"type": "array", "items": {"type": "object"}},
         "env": {"type": "object"},
         "context": {"type": "object"},
+        "version": {},
     },
 }
 
@@ -181,15 +184,39 @@ def run_node_in_context(
     context: Mapping[str, Mapping[str, Any]] | None = None,
     limits: FunctionLimits | None = None,
     sandbox: FunctionSandbox | None = None,
+    version: Any = None,
 ) -> tuple[Sent, list[ContextWrite]]:
     """:func:`run_node`, and what the node wrote to context (``context``: the contents of the
-    ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set."""
-    kind = str(node.get("type", ""))
+    ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set.
+
+    A node that keeps state between messages (:func:`~nodered_semantics.context.keeps_state`)
+    finds it under :data:`~nodered_semantics.context.STATE_KEY` of its node scope, kept for
+    workflow version ``version`` (another version's state is none: a deploy starts the node
+    afresh); its new state is one more write."""
     message = copy.deepcopy(dict(msg))
     view = ContextView.of(copy.deepcopy(dict(context or {})))
+    state = NodeState.of(node, view, version)
+    sent, writes = _run_in_view(node, message, env, view, state, limits, sandbox)
+    return sent, writes + state.writes()
+
+
+def _run_in_view(
+    node: Mapping[str, Any],
+    message: dict[str, Any],
+    env: Mapping[str, Any] | None,
+    view: ContextView,
+    state: NodeState,
+    limits: FunctionLimits | None,
+    sandbox: FunctionSandbox | None,
+) -> tuple[Sent, list[ContextWrite]]:
+    kind = str(node.get("type", ""))
     if kind == "function":
         run = sandbox.run if sandbox is not None else run_function
+        if state.kept and state.data.get("setup"):  # its setup ran for this deployment
+            node = {k: v for k, v in node.items() if k != "initialize"}
         result = run(node, message, limits=limits, env=env, context=view.data)
+        if state.kept:
+            state.data["setup"] = True
         ran = ContextView(
             {scope: dict(result.context.get(scope) or {}) for scope in view.data},
             {scope: set(keys) for scope, keys in result.touched.items()},
@@ -200,9 +227,9 @@ def run_node_in_context(
     if kind == "json":
         return run_json(node, message), []
     if kind == "csv":
-        return run_csv(node, message), []
+        return run_csv(node, message, state.data if state.kept else None), []
     if kind == "split":
-        return run_split(node, message), []
+        return run_split(node, message, state.data if state.kept else None), []
     if kind == "yaml":
         return run_yaml(node, message), []
     if kind == "xml":
@@ -210,7 +237,7 @@ def run_node_in_context(
     if kind == "html":
         return run_html(node, message), []
     if is_sequence_node(node):
-        return run_sequence_node(node, [message], env=env), []
+        return _run_sequence(node, [message], env, state), []
     if kind in RULE_TYPES:
         return run_rule_node(node, message, env or {}, node_error, view), view.writes()
     if kind == "catch":
@@ -234,19 +261,45 @@ def run_sequence_node(
 ) -> list[tuple[int, dict[str, Any]]]:
     """Run a sequence node (a join, a batch, a sort of a sequence, a switch recreating
     sequences: :func:`~nodered_semantics.support.is_sequence_node`) over every message that
-    reached it in a job, in order (copies the node may change); the messages it sends.
+    reached it in a job, in order (copies the node may change); the messages it sends. A batch
+    starts afresh (:func:`run_sequence_node_in_context` keeps what it holds between jobs).
 
     Raises:
         ServiceError: (not retryable) a group is left incomplete, an expression fails, or the
             node is not a sequence node; the message names the node.
     """
+    sent, _ = run_sequence_node_in_context(node, messages, env=env)
+    return sent
+
+
+def run_sequence_node_in_context(
+    node: Mapping[str, Any],
+    messages: list[Mapping[str, Any]],
+    *,
+    env: Mapping[str, Any] | None = None,
+    context: Mapping[str, Mapping[str, Any]] | None = None,
+    version: Any = None,
+) -> tuple[Sent, list[ContextWrite]]:
+    """:func:`run_sequence_node` for a node that may keep state between jobs (a batch holding
+    messages), as :func:`run_node_in_context` keeps it: its state and what changed of it."""
+    view = ContextView.of(copy.deepcopy(dict(context or {})))
+    state = NodeState.of(node, view, version)
+    sent = _run_sequence(node, [copy.deepcopy(dict(m)) for m in messages], env, state)
+    return sent, state.writes()
+
+
+def _run_sequence(
+    node: Mapping[str, Any],
+    copies: list[dict[str, Any]],
+    env: Mapping[str, Any] | None,
+    state: NodeState,
+) -> Sent:
     kind = str(node.get("type", ""))
     if not is_sequence_node(node):
         raise node_error(node, f"a {kind!r} node runs on one message at a time, not on a sequence")
-    copies = [copy.deepcopy(dict(m)) for m in messages]
     try:
         if kind == "batch":
-            return run_batch(node, copies)
+            return run_batch(node, copies, state.data if state.kept else None)
         if kind == "sort":
             return run_sort_sequence(node, copies, env or {})
         if kind == "switch":
@@ -274,11 +327,20 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
             env = call.get("env") if isinstance(call.get("env"), Mapping) else None
             context = call.get("context") if isinstance(call.get("context"), Mapping) else None
             writes: list[ContextWrite] = []
+            version = call.get("version")
             if "messages" in call:  # a sequence node: every message that reached it in the job
-                sent_messages = run_sequence_node(node, call["messages"], env=env)
+                sent_messages, writes = run_sequence_node_in_context(
+                    node, call["messages"], env=env, context=context, version=version
+                )
             else:
                 sent_messages, writes = run_node_in_context(
-                    node, call["msg"], env=env, context=context, limits=limits, sandbox=sandbox
+                    node,
+                    call["msg"],
+                    env=env,
+                    context=context,
+                    limits=limits,
+                    sandbox=sandbox,
+                    version=version,
                 )
             for port, sent in sent_messages:
                 out.append({"port": port, "msg": sent})
