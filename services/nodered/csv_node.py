@@ -61,9 +61,7 @@ def _csv_out(
     )
     if hdrout == "once":
         if state is None:
-            raise node_error(
-                node, "a header sent once per deployment depends on earlier messages"
-            )
+            raise node_error(node, "a header sent once per deployment depends on earlier messages")
         if state.get("header_sent"):
             hdrout = "none"
         else:
