@@ -9,9 +9,9 @@ keeps in the running node while a call starts afresh: switch rules on a
 message sequence (head, tail, index) or on the previous value, a batch by time; and what a JSON
 message cannot carry. A node whose state the caller keeps in its node context
 (:func:`nodered_semantics.context.keeps_state`: csv headers sent once, a streaming split, a
-batch's held messages, a function's setup run once) is no obstacle. Nodes that act on a whole sequence (join, batch,
-a sort of a sequence, a switch recreating sequences: :func:`is_sequence_node`) get every message
-of a job at once instead.
+batch's held messages, a function's setup run once) is no obstacle. Nodes that act on a whole
+sequence (join, batch, a sort of a sequence, a switch recreating sequences:
+:func:`is_sequence_node`) get every message of a job at once instead.
 Context (``context``/``flow``/``global``) is no obstacle: the caller hands a node the scopes
 it uses (:mod:`nodered_semantics.context`) and keeps what it writes.
 
@@ -157,9 +157,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return _join_problem(node)
     if kind == "batch":
         return _batch_problem(node)
-    if kind == "csv":
-        if node.get("spec") == "rfc":
-            return "RFC 4180 mode of the csv node is not supported on the step engine yet"
+    if kind == "csv" and node.get("spec") == "rfc":
+        return "RFC 4180 mode of the csv node is not supported on the step engine yet"
     return None
 
 

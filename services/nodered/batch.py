@@ -48,10 +48,10 @@ def run_batch(
         concatenation = _Concatenation(node)
         if state is not None:
             concatenation.restore(state.get("pending") or {})
-        sent = concatenation.run(messages)
+        concatenated = concatenation.run(messages)
         if state is not None:
             state["pending"] = concatenation.kept()
-        return sent
+        return concatenated
     count, overlap = (int(n) for n in batch_sizes(node))
     honour_parts = bool(node.get("honourParts"))
     queue: list[dict[str, Any]] = list((state or {}).get("queue") or [])
