@@ -142,11 +142,16 @@ _TEMPLATE_USE = re.compile(r"\{\{\{?\s*(flow|global)(\[\w*\])?\.")
 def keeps_state(node: Mapping[str, Any]) -> bool:
     """Whether the node keeps state between messages, as Node-RED keeps it in the running node
     (under :data:`STATE_KEY` of its node context here): a csv node sending its header
-    ``once``, a split streaming, a batch in count or concatenate mode, a function whose setup
+    ``once``, reading column names from a sequence's first message or joining a sequence's
+    rows into one array, a split streaming, a batch in count or concatenate mode, a function whose setup
     code (``initialize``) uses context (it runs once per deployment, not per message)."""
     kind = node.get("type")
-    if kind == "csv":
-        return node.get("hdrout") == "once" and node.get("spec") != "rfc"
+    if kind == "csv":  # a header sent once; a sequence's column names, rows in one array
+        return node.get("spec") != "rfc" and (
+            node.get("hdrout") == "once"
+            or (node.get("multi") or "one") != "one"
+            or node.get("hdrin") is True
+        )
     if kind == "split":
         return bool(node.get("stream"))
     if kind == "batch":

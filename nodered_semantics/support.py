@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from nodered_semantics.context import context_problem, context_scopes
+from nodered_semantics.context import context_problem, context_scopes, keeps_state
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_js_number, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
@@ -97,11 +97,15 @@ SUPPORTED_TYPES = (
 
 def is_sequence_node(node: Mapping[str, Any]) -> bool:
     """Whether the node takes the messages of a job together (``{node, messages}``): a node of
-    :data:`SEQUENCE_TYPES`, a sort of a message sequence, or a switch with "recreate message
-    sequences" (``repair``)."""
+    :data:`SEQUENCE_TYPES`, a sort of a message sequence, a switch with "recreate message
+    sequences" (``repair``), or a csv or split node that keeps state between messages
+    (:func:`~nodered_semantics.context.keeps_state`), which must see them in Node-RED's order
+    (a header goes with the first row, a remainder with the next piece of text)."""
     kind = node.get("type")
     if kind in SEQUENCE_TYPES:
         return True
+    if kind in ("csv", "split"):  # what it keeps depends on the order of its messages
+        return keeps_state(node)
     if kind == "sort":
         return node.get("targetType") != "msg"
     return kind == "switch" and bool(node.get("repair"))

@@ -298,6 +298,10 @@ def _run_sequence(
     if not is_sequence_node(node):
         raise node_error(node, f"a {kind!r} node runs on one message at a time, not on a sequence")
     try:
+        if kind in ("csv", "split"):  # one message after the other, in order, with its state
+            run = run_csv if kind == "csv" else run_split
+            data = state.data if state.kept else None
+            return [out for msg in copies for out in run(node, msg, data)]
         if kind == "batch":
             return run_batch(node, copies, state.data if state.kept else None)
         if kind == "sort":

@@ -234,3 +234,26 @@ async def test_the_body_waits_for_an_asynchronous_setup(fluxo: Platform) -> None
     await apply(fluxo, flow_of(node), "hello")
     assert await sent(fluxo, "hello", {"payload": 0}, "fn1") == ["Hello, World!"]
     assert await sent(fluxo, "hello", {"payload": 0}, "fn1") == ["Hello, World!"]
+
+
+async def test_state_follows_the_order_of_a_jobs_messages(fluxo: Platform) -> None:
+    """A csv node that keeps state takes a job's messages together, in Node-RED's order: the
+    column names of a file's first line name the cells of the next ones, and a header sent once
+    goes with the first row, however the calls of the steps before it end."""
+    lines = {"id": "sp2", "type": "split", "splt": "\\n", "spltType": "str"}
+    names = {"id": "csv2", "type": "csv", "sep": ",", "hdrin": True, "multi": "one", "temp": ""}
+    await apply(fluxo, flow_of(lines, names), "file")
+    text = {"payload": "kind,price\nApple,100\nOrange,120\nKiwi,90"}
+    assert await sent(fluxo, "file", text, "csv2") == [
+        {"kind": "Apple", "price": 100},
+        {"kind": "Orange", "price": 120},
+        {"kind": "Kiwi", "price": 90},
+    ]
+    rows = {"id": "sp3", "type": "split"}
+    await apply(fluxo, flow_of(rows, CSV), "rows")
+    items = [{"kind": k, "price": p} for k, p in (("Apple", 100), ("Orange", 120), ("Kiwi", 9))]
+    assert await sent(fluxo, "rows", {"payload": items}, "csv1") == [
+        HEADER + "Apple,100\n",
+        "Orange,120\n",
+        "Kiwi,9\n",
+    ]

@@ -9,7 +9,7 @@ import pytest
 
 from fluxo_core.errors import ServiceError
 from nodered_semantics.context import STATE_KEY, context_scopes, keeps_state
-from nodered_semantics.support import node_problem
+from nodered_semantics.support import is_sequence_node, node_problem
 from services.nodered.service import run_node_in_context, run_sequence_node_in_context
 
 
@@ -132,3 +132,39 @@ def test_a_failing_setup_fails_the_call_and_runs_again_next_time() -> None:
     fn.context["global"] = {"ok": True}
     assert fn.run({"payload": 0}) == [0]
     assert fn.context["node"][STATE_KEY] == {"setup": True, "version": 1}
+
+
+def lines(*texts: str) -> list[dict[str, Any]]:
+    """A sequence of CSV lines, as a split of a file's text sends them."""
+    count = len(texts)
+    return [{"payload": t, "parts": {"id": "f", "index": i, "count": count}} for i, t in
+            enumerate(texts)]  # fmt: skip
+
+
+def test_csv_column_names_from_a_sequences_first_line() -> None:
+    node = {"id": "c2", "type": "csv", "sep": ",", "hdrin": True, "multi": "one", "temp": ""}
+    assert keeps_state(node)
+    assert is_sequence_node(node)  # it must see the lines in order
+    csv = Node(node)
+    assert [csv.run(m) for m in lines("a,b", "1,2", "3,4")] == [
+        [],
+        [{"a": 1, "b": 2}],
+        [{"a": 3, "b": 4}],
+    ]
+    assert Node(node).run_all(lines("a,b", "1,2", "3,4")) == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+    csv.version = 2  # afresh: the names of the last deployment are gone
+    assert csv.run(lines("x,y", "5,6")[1]) == [{"col1": 5, "col2": 6}]
+
+
+def test_csv_rows_of_a_sequence_joined_into_one_array() -> None:
+    node = {"id": "c3", "type": "csv", "sep": ",", "hdrin": True, "multi": "mult", "temp": ""}
+    csv = Node(node)
+    assert csv.run_all(lines("a,b", "1,2", "3,4")[:2]) == []  # the last line in the next job
+    assert csv.context["node"][STATE_KEY] == {
+        "template": ["a", "b"],
+        "good": True,
+        "rows": [{"a": 1, "b": 2}],
+        "version": 1,
+    }
+    assert csv.run_all(lines("a,b", "1,2", "3,4")[2:]) == [[{"a": 1, "b": 2}, {"a": 3, "b": 4}]]
+    assert csv.context["node"][STATE_KEY] == {"template": ["a", "b"], "good": True, "version": 1}
