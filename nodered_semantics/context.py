@@ -143,8 +143,9 @@ def keeps_state(node: Mapping[str, Any]) -> bool:
     """Whether the node keeps state between messages, as Node-RED keeps it in the running node
     (under :data:`STATE_KEY` of its node context here): a csv node sending its header
     ``once``, reading column names from a sequence's first message or joining a sequence's
-    rows into one array, a split streaming, a batch in count or concatenate mode, a function whose setup
-    code (``initialize``) uses context (it runs once per deployment, not per message)."""
+    rows into one array, a split streaming, a batch in count or concatenate mode, a function
+    whose setup code (``initialize``) uses context (it runs once per deployment, not per
+    message)."""
     kind = node.get("type")
     if kind == "csv":  # a header sent once; a sequence's column names, rows in one array
         return node.get("spec") != "rfc" and (

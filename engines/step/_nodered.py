@@ -24,7 +24,9 @@ to the same goto, or dropped (Node-RED only logs it) when there is none.
 **Sequences.** A Node-RED join keeps groups across messages; the step engine holds every
 message that reaches a native join in a job and, when nothing else in the job moves, calls the
 service once with them all (``{node, messages}``), ordered by their places in the fan-outs they
-came from (a split's parts in order, whichever call ended first). A join the import copied
+came from (a split's parts in order, whichever call ended first), with its state when it keeps
+one between jobs (a batch's held messages, a csv node's header sent once: see
+:mod:`engines.step._context`). A join the import copied
 (link calls, loop passes) is refused: Node-RED keeps one set of groups for the node.
 
 **http request.** A native ``http request`` node is a call of the ``http`` service (host policy,

@@ -22,7 +22,7 @@ implementation behaves:
 * ``yaml``, ``xml``, ``html`` (the parser nodes, as js-yaml, xml2js and cheerio do it):
   :mod:`services.nodered.yaml_node`, :mod:`services.nodered.xml_node`,
   :mod:`services.nodered.html_node`;
-* ``split`` (strings, arrays, objects; not streaming): :mod:`services.nodered.split`;
+* ``split`` (strings, arrays, objects; a string stream): :mod:`services.nodered.split`;
 * ``join`` (automatic, manual, reduce), ``batch`` (count and concatenate modes), ``sort`` of
   a message sequence and ``switch`` recreating sequences (``repair``) over every message that
   reached it in a job,
@@ -41,10 +41,17 @@ Context (``node``/``flow``/``global``) starts from what the caller passes in ``c
 lives for the call; what the node wrote comes back as the ``-2`` packet (one write per
 top-level key), for the caller to keep (the step engine keeps it durably per workflow and
 account). ``env`` holds the node's ``NR_*``
-variables plus what the caller passes, never the worker's environment. What depends on earlier
-messages (csv headers sent ``once``, csv sequences joined across messages, RFC 4180 mode,
-switch rules on a sequence's places) is refused with a
-:class:`ServiceError` naming the node, as is any other node type;
+variables plus what the caller passes, never the worker's environment.
+
+What a core node keeps between messages on Node-RED (a csv header sent ``once``, a streaming
+split's remainder, a batch's held messages, "the function's setup ran") is its **state**: it
+comes in the node's own context under :data:`~nodered_semantics.context.STATE_KEY` and goes
+back as one more write, tagged with the workflow version the call names (``"version"``), so
+the first call of a new version starts afresh as a deploy does (:mod:`services.nodered.state`).
+A function whose setup code uses context runs it once per version, before the body (which waits
+for its promise); a csv or streaming split with state takes a job's messages together, in order.
+What still depends on earlier messages (RFC 4180 mode, switch rules on a sequence's places) is
+refused with a :class:`ServiceError` naming the node, as is any other node type;
 :func:`nodered_semantics.support.node_problem` tells a caller beforehand whether a node can run
 here.
 """

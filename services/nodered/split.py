@@ -1,6 +1,6 @@
-"""The ``split`` node (Node-RED 4, ``17-split.js``), not streaming: one message in, one message
-per part out, each with ``msg.parts`` (``id``, ``index``, ``count``, ``type``, and ``ch``,
-``len`` or ``key`` as the join node needs them to rebuild the value).
+"""The ``split`` node (Node-RED 4, ``17-split.js``): one message in, one message per part
+out, each with ``msg.parts`` (``id``, ``index``, ``count``, ``type``, and ``ch``, ``len`` or
+``key`` as the join node needs them to rebuild the value).
 
 A string splits at a separator (``spltType: str``) or into chunks (``len``); an array into
 chunks of ``arraySplt`` items (single items when 1); an object into its values (``parts.key``
