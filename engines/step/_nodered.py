@@ -48,6 +48,7 @@ from typing import Any
 
 from engines.step._context import context_problems
 from fluxo_core.ir import NativeStep, Workflow
+from nodered_semantics.context import keeps_state
 from nodered_semantics.support import (
     QUEUE_CONTROLS,
     function_reports_errors,
@@ -223,6 +224,14 @@ def native_problem(
         )
     if by_node is None:
         by_node = native_steps_by_node(workflow)
+    if kind == "function" and keeps_state(config):  # its setup runs once per node
+        copies = sorted(by_node.get(str(config.get("id")), ()))
+        if len(copies) > 1:
+            return (
+                f"{where}: the import made several steps of it ({', '.join(copies)}) and its "
+                "setup code uses context: Node-RED runs the setup once per node instance (one "
+                "per subflow instance), which these steps do not tell apart"
+            )
     if is_sequence_node(config):
         copies = sorted(by_node.get(str(config.get("id")), ()))
         if len(copies) > 1:

@@ -168,3 +168,31 @@ def test_csv_rows_of_a_sequence_joined_into_one_array() -> None:
     }
     assert csv.run_all(lines("a,b", "1,2", "3,4")[2:]) == [[{"a": 1, "b": 2}, {"a": 3, "b": 4}]]
     assert csv.context["node"][STATE_KEY] == {"template": ["a", "b"], "good": True, "version": 1}
+
+
+def test_stateful_nodes_copied_per_subflow_instance_are_refused() -> None:
+    """Node-RED keeps one state per instance of a subflow's node; the import's copies of it
+    share the node's id, so the step engine refuses them rather than share the state."""
+    from engines.step import step_runnable
+    from translators.nodered import from_nodered
+
+    for inner in (
+        {"type": "function", "func": "return msg;", "initialize": "global.set('x', 0);"},
+        CSV,
+        {"type": "split", "stream": True},
+        {"type": "batch", "mode": "count", "count": "2"},
+    ):
+        flow = [
+            {"id": "sf1", "type": "subflow", "name": "S", "in": [{"wires": [{"id": "n1"}]}],
+             "out": [{"wires": [{"id": "n1", "port": 0}]}]},
+            {**inner, "id": "n1", "z": "sf1", "wires": [[]]},
+            {"id": "tab1", "type": "tab", "label": "T"},
+            {"id": "in1", "type": "inject", "z": "tab1", "wires": [["i1", "i2"]]},
+            {"id": "i1", "type": "subflow:sf1", "z": "tab1", "wires": [["dbg"]]},
+            {"id": "i2", "type": "subflow:sf1", "z": "tab1", "wires": [["dbg"]]},
+            {"id": "dbg", "type": "debug", "z": "tab1", "wires": []},
+        ]  # fmt: skip
+        imp = from_nodered(flow)
+        verdicts = [step_runnable(w, imp.triggers) for w in imp.workflows]
+        assert not all(ok for ok, _ in verdicts), inner
+        assert any("several steps of it" in r for _, rs in verdicts for r in rs), verdicts
