@@ -24,7 +24,9 @@ to the same goto, or dropped (Node-RED only logs it) when there is none.
 **Sequences.** A Node-RED join keeps groups across messages; the step engine holds every
 message that reaches a native join in a job and, when nothing else in the job moves, calls the
 service once with them all (``{node, messages}``), ordered by their places in the fan-outs they
-came from (a split's parts in order, whichever call ended first). A join the import copied
+came from (a split's parts in order, whichever call ended first), with its state when it keeps
+one between jobs (a batch's held messages, a csv node's header sent once: see
+:mod:`engines.step._context`). A join the import copied
 (link calls, loop passes) is refused: Node-RED keeps one set of groups for the node.
 
 **http request.** A native ``http request`` node is a call of the ``http`` service (host policy,
@@ -46,6 +48,7 @@ from typing import Any
 
 from engines.step._context import context_problems
 from fluxo_core.ir import NativeStep, Workflow
+from nodered_semantics.context import keeps_state
 from nodered_semantics.support import (
     QUEUE_CONTROLS,
     function_reports_errors,
@@ -221,6 +224,14 @@ def native_problem(
         )
     if by_node is None:
         by_node = native_steps_by_node(workflow)
+    if kind == "function" and keeps_state(config):  # its setup runs once per node
+        copies = sorted(by_node.get(str(config.get("id")), ()))
+        if len(copies) > 1:
+            return (
+                f"{where}: the import made several steps of it ({', '.join(copies)}) and its "
+                "setup code uses context: Node-RED runs the setup once per node instance (one "
+                "per subflow instance), which these steps do not tell apart"
+            )
     if is_sequence_node(config):
         copies = sorted(by_node.get(str(config.get("id")), ()))
         if len(copies) > 1:

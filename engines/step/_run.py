@@ -503,8 +503,12 @@ class JobRun:
         call_id = call_id_for(self.job["id"], key, attempt)
         body = payload
         if isinstance(step, NativeStep) and step.id in self.plan.sequences:
-            # A Node-RED join: the messages it gathered.
+            # A Node-RED join: the messages it gathered (a batch: and what it held before).
             body = {"node": step.config, "messages": payload}
+            scopes = self.plan.context_scopes.get(step.id)
+            if scopes and self.context is not None:
+                body["context"], context[READ_KEY] = self.context.load(step, scopes)
+                body["version"] = self.plan.version  # a node's state is kept per version
         elif is_http_request(step):  # the http service sends what the node would
             body = http_request_body(step, {**context.get("msg", {}), "payload": payload})
             context = {**context, "url": body["url"]}
@@ -516,6 +520,7 @@ class JobRun:
             scopes = self.plan.context_scopes.get(step.id)
             if scopes and self.context is not None:
                 body["context"], context[READ_KEY] = self.context.load(step, scopes)
+                body["version"] = self.plan.version  # a node's state is kept per version
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).

@@ -259,11 +259,13 @@ async def _run_on_step_engine(
         headers[ENTRY_HEADER] = trigger.entry
     else:
         doc = trigger_workflow(imp, trigger, workflow_name)
-    # A version of its own for each run, so the job runs this document (an apply equal to an
-    # older version would give that one back, and the job would run the newest).
-    doc["spec"]["description"] = f"differential run {run}"
+    # The job runs the version this document is (an apply equal to an older version gives that
+    # one back): the same document, the same version, so the state its nodes keep between
+    # messages (a csv header sent once, a batch's held messages) lasts across the injects of
+    # one deployment, as on Node-RED; a new version would start them afresh, as a deploy does.
+    del run
     applied = await fluxo.jobs.apply(doc, ME)
-    job = await fluxo.jobs.create(ME, applied.workflow.metadata.name, msg, headers=headers)
+    job = await fluxo.jobs.create(ME, applied.ref, msg, headers=headers)
     done = await fluxo.jobs.wait(ME, job.id, 20)
     for debug, values in step_captures(
         imp, trigger.workflow, applied.workflow, done.steps or []
