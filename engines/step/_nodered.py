@@ -35,10 +35,12 @@ admission, metering), its request and its message built as
 
 **Messages.** Between steps the token's payload is ``msg.payload``; the other message
 properties (``topic``, ``parts``, ...) travel beside it, so a native node downstream sees what
-Node-RED would give it. A job whose input packet has the header
-``content-type: application/vnd.node-red.msg+json`` carries a whole message as its payload
-(``{"payload": "text", "topic": "t"}``): that is how a payload that is not an object (an inject
-node's string, number or timestamp) enters a job.
+Node-RED would give it. A message without a payload (a change node set it to a JSONata value
+that is nothing, or deleted it) travels with the payload None and :data:`NO_PAYLOAD` beside it,
+so the next native node gets it without one again, not with ``null`` (:func:`node_message`).
+A job whose input packet has the header ``content-type: application/vnd.node-red.msg+json``
+carries a whole message as its payload (``{"payload": "text", "topic": "t"}``): that is how a
+payload that is not an object (an inject node's string, number or timestamp) enters a job.
 """
 
 from __future__ import annotations
@@ -60,18 +62,42 @@ from translators.nodered import DROPPED_LABEL, Trigger
 __all__ = [
     "CONTENT_TYPE_HEADER",
     "NODERED_MSG_CONTENT_TYPE",
+    "NO_PAYLOAD",
     "RUNNABLE_NATIVE_ENGINES",
     "dropped_problems",
     "native_ports",
     "native_problem",
     "native_steps_by_node",
+    "node_message",
     "step_runnable",
+    "token_of",
 ]
 
 CONTENT_TYPE_HEADER = "content-type"
 NODERED_MSG_CONTENT_TYPE = "application/vnd.node-red.msg+json"
 RUNNABLE_NATIVE_ENGINES = frozenset({"nodered"})
 _PLAIN_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay"})
+# Beside a token's payload (None): its message has no payload (Node-RED's msg.payload undefined).
+NO_PAYLOAD = "fluxo:no-payload"
+
+
+def token_of(msg: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A Node-RED message as a token: its payload, and its other properties (with
+    :data:`NO_PAYLOAD` when it has no payload)."""
+    rest = dict(msg)
+    if "payload" not in rest:
+        return None, {**rest, NO_PAYLOAD: True}
+    return rest.pop("payload"), rest
+
+
+def node_message(meta: Mapping[str, Any] | None, payload: Any) -> dict[str, Any]:
+    """The Node-RED message of a token: its other properties and its payload (none if it had
+    none and nothing gave it one since: a payload that is not None is a new one)."""
+    msg = dict(meta or {})
+    if msg.pop(NO_PAYLOAD, False) and payload is None:
+        return msg
+    msg["payload"] = payload
+    return msg
 
 
 def native_steps_by_node(workflow: Workflow) -> dict[str, set[str]]:
