@@ -46,6 +46,7 @@ from typing import Any
 
 from engines.step._context import context_problems
 from fluxo_core.ir import NativeStep, Workflow
+from nodered_semantics.network import NETWORK_TYPES, network_problem
 from nodered_semantics.support import (
     QUEUE_CONTROLS,
     function_reports_errors,
@@ -207,6 +208,12 @@ def native_problem(
     where = f"step {step.id!r} ({kind} node {config.get('id', '?')})"
     if step.engine not in RUNNABLE_NATIVE_ENGINES:
         return f"{where}: a native {step.engine} step runs only on the {step.engine} engine"
+    if kind in NETWORK_TYPES:  # runs without a socket when its peer is in the workflow
+        problem = network_problem(
+            config,
+            (s.config for s in workflow.spec.steps if isinstance(s, NativeStep) and s is not step),
+        )
+        return None if problem is None else f"{where}: {problem}"
     problem = node_problem(config)
     if problem is not None:
         return f"{where}: {problem}"
