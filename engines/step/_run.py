@@ -579,16 +579,18 @@ class JobRun:
         """A network node whose peer is in the workflow: an in node's step passes the message
         its job started with on; an out node's step starts a job per message its in nodes
         emit (once: with this execution, see engines.step._loopback), and sends nothing on."""
-        if is_network_in(step):
-            self._add_step(key, step.id, "succeeded", payload, context, output=payload)
+        msg = {**(meta or {}), "payload": payload}
+        if is_network_in(step):  # its output as any native step's: {port, msg}
+            output = [{"port": 0, "msg": msg}]
+            self._add_step(key, step.id, "succeeded", payload, context, output=output)
             self.route(step, payload, frames, key, meta)
             return
         if key[:500] in self.steps:
             return  # this execution ran before (its token was delivered again)
-        msg = {**(meta or {}), "payload": payload}
         spawns = loopback_deliveries(self.plan.workflow, step, msg, self.job["id"], key[:500])
-        sent = [{"entry": s.entry, "msg": s.msg} for s in spawns]
-        self._add_step(key, step.id, "succeeded", payload, context, output=sent)
+        # No output of its own (it has no output port); what it started is in its context.
+        context["started"] = [{"entry": s.entry, "msg": s.msg} for s in spawns]
+        self._add_step(key, step.id, "succeeded", payload, context, output=[])
         self.spawns += spawns
         self.route(step, payload, frames, key, meta)
 
