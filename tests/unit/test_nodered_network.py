@@ -84,7 +84,7 @@ def test_websocket_client_and_listener_of_one_path_are_peers() -> None:
             "type": "websocket-client",
             "path": "ws://localhost:1880/ws1",
             "wholemsg": "true",
-        },  # fmt: skip
+        },
         "far": {"id": "far", "type": "websocket-client", "path": "ws://example.com/ws1"},
     }
 
