@@ -157,6 +157,18 @@ def _reaches(out: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
     return False
 
 
+def _requests(request: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
+    """Whether ``tcp request`` node ``request`` connects to ``tcp in`` server ``target``."""
+    return (
+        request.get("type") == "tcp request"
+        and target.get("type") == "tcp in"
+        and _tcp_server(target)
+        and _local(request.get("server"))
+        and _port(request.get("port")) is not None
+        and _port(request.get("port")) == _port(target.get("port"))
+    )
+
+
 def receivers(
     out: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
@@ -170,14 +182,7 @@ def network_problem(node: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]])
     kind = node.get("type")
     nodes = list(nodes)
     if kind == "tcp request":
-        served = any(
-            n.get("type") == "tcp in"
-            and _tcp_server(n)
-            and _local(node.get("server"))
-            and _port(node.get("port")) == _port(n.get("port"))
-            for n in nodes
-        )
-        if served:
+        if any(_requests(node, n) for n in nodes):
             return (
                 "it calls a tcp in server of this workflow and waits for the reply its flow "
                 "writes back (tcp out 'reply'): a call-and-wait the step engine does not run yet"
@@ -189,6 +194,11 @@ def network_problem(node: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]])
         if kind == "websocket in" and not isinstance(node.get(ENDPOINT_KEY), Mapping):
             return "its websocket config node is not in the flow"
         if not any(n.get("type") in NETWORK_OUT and _reaches(n, node) for n in nodes):
+            if any(_requests(n, node) for n in nodes):
+                return (
+                    "only a tcp request of this workflow sends to it, and waits for the reply "
+                    "its flow writes back: a call-and-wait the step engine does not run yet"
+                )
             return f"no out node of this workflow sends to it: its peer is {_EXTERNAL}"
         if kind in ("tcp in", "udp in") and (node.get("datatype") or "buffer") == "buffer":
             return "it sends Buffers, which a JSON message cannot carry"

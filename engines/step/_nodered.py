@@ -31,6 +31,11 @@ came from (a split's parts in order, whichever call ended first). A join the imp
 admission, metering), its request and its message built as
 :mod:`nodered_semantics.http_request` says (:mod:`engines.step._nodered_http`).
 
+**Network nodes.** A ``tcp``/``udp``/``websocket`` out node whose peer is an in node of the
+same workflow needs no socket: the step engine starts, once, a job at the in node's step with
+the message that node would send (:mod:`engines.step._loopback`,
+:mod:`nodered_semantics.network`); a peer elsewhere is a real socket and is refused.
+
 **Messages.** Between steps the token's payload is ``msg.payload``; the other message
 properties (``topic``, ``parts``, ...) travel beside it, so a native node downstream sees what
 Node-RED would give it. A job whose input packet has the header

@@ -108,3 +108,15 @@ def test_websocket_client_and_listener_of_one_path_are_peers() -> None:
     far = node("websocket out", client="far")
     assert "network service" in str(network_problem(far, [listening]))
     assert "network service" in str(network_problem(listening, [far]))
+
+
+def test_a_tcp_request_to_a_tcp_in_of_the_flow_is_refused_as_a_call_and_wait() -> None:
+    request = {"id": "r", "type": "tcp request", "server": "localhost", "port": "1883",
+               "out": "char", "splitc": "\\n"}  # fmt: skip
+    server = _tcp_in(port="1883", datamode="stream")
+    reply = {"id": "o", "type": "tcp out", "beserver": "reply", "host": "", "port": ""}
+    assert "call-and-wait" in str(network_problem(request, [server, reply]))
+    assert "call-and-wait" in str(network_problem(server, [request, reply]))
+    assert "reply" in str(network_problem(reply, [request, server]))
+    outside = {**request, "server": "example.com"}
+    assert "network service" in str(network_problem(outside, [server]))
