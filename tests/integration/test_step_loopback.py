@@ -15,10 +15,12 @@ from engines.step import NODERED_MSG_CONTENT_TYPE, step_runnable
 from engines.step._loopback import Spawn, start_loopback_jobs
 from engines.step._run import ENGINE_QUEUE
 from fluxo.control.platform import Platform
+from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import ENTRY_HEADER, Packet
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.jobs import JobStore
 from services import nodered_node_service
+from translators.argo import to_argo
 from translators.nodered import NodeRedImport, from_nodered
 
 ME = Principal(account_id="acme", user_id="ada")
@@ -150,3 +152,12 @@ def test_a_peer_outside_the_workflow_is_refused_saying_why() -> None:
          "datatype": "utf8"},
     )  # fmt: skip
     assert "single mode" in _reasons(single_open)
+
+
+def test_argo_refuses_a_loopback_flow_naming_its_network_step() -> None:
+    """Argo runs no native Node-RED node: a flow talking to itself stays off it, saying which
+    step (the Node-RED engine runs the original nodes, sockets and all)."""
+    imp = from_nodered(TCP)
+    with pytest.raises(UnsupportedFeatureError) as info:
+        to_argo(imp.workflows[0], gateway_url="http://fluxo:8080", version=1)
+    assert info.value.context["step"] in ("tcp-out", "tcp-in")
