@@ -13,7 +13,7 @@ or not at all. Each job's id and idempotency key derive from the sending job and
 execution's key (stable across re-deliveries), so a transition applied twice (a re-delivered
 message, a retried batch) finds the job of the first and starts no other. Each new job starts
 with a ``start`` message on the engine's queue (message id ``start:{job}``), like any queued
-job; it names the sender as its parent (``parent_job_id``, ``parent_step_id``), so cancelling
+job (or waits queued while its workflow is paused); it names the sender as its parent (``parent_job_id``, ``parent_step_id``), so cancelling
 the sender cancels it too.
 
 Shared with the http self-calls (an ``http request`` to an ``http in`` of the same import):
@@ -35,6 +35,7 @@ from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
 from fluxo_core.ir import ENTRY_HEADER, NativeStep, Packet, Workflow
 from fluxo_core.ir.packet import keyed_id
 from fluxo_core.storage import Transaction
+from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.jobs import JobStore
 from nodered_semantics.network import NETWORK_IN, NETWORK_OUT, received, receivers
 from service_runtime.transports import OutgoingMessage
@@ -143,9 +144,12 @@ def start_loopback_jobs(
     store: JobStore,
     queue: str,
     spawned: Iterable[tuple[dict[str, Any], Packet, str, Spawn]],
+    pauses: BlockStore | None = None,
 ) -> list[OutgoingMessage]:
     """Insert the jobs ``spawned`` names (``(sender's row, its input, ref, spawn)``) that do not
-    exist yet, in ``tx``; the start messages to enqueue with them on ``queue``."""
+    exist yet, in ``tx``; the start messages to enqueue with them on ``queue``. The jobs of a
+    workflow paused meanwhile (``pauses`` says) wait queued, as any new job of it: resuming the
+    workflow starts them."""
     rows = [loopback_job_row(job, source, ref, spawn) for job, source, ref, spawn in spawned]
     if not rows:
         return []
@@ -164,6 +168,11 @@ def start_loopback_jobs(
             fresh.append(row)
     if fresh:
         store.insert_many(tx, fresh)
+    paused = {
+        (account, workflow)
+        for account, workflow in {(r["account_id"], r["workflow"]) for r in fresh}
+        if pauses is not None and pauses.pause_on(tx.conn, account, workflow) is not None
+    }
     return [
         OutgoingMessage(
             queue=queue,
@@ -171,4 +180,5 @@ def start_loopback_jobs(
             body=orjson.dumps({"kind": "start", "job_id": row["id"]}),
         )
         for row in fresh
+        if (row["account_id"], row["workflow"]) not in paused
     ]

@@ -49,6 +49,7 @@ from fluxo_core.errors import (
 from fluxo_core.ir import PacketTemplate, Workflow
 from fluxo_core.logs import bind_ids, reset_ids
 from fluxo_core.storage import Database, Transaction
+from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.nodered_context import NodeRedContextStore
@@ -104,6 +105,7 @@ class StepEngine:
         self.store = JobStore(runtime.db)
         self.contexts = NodeRedContextStore(runtime.db)
         self._control = JobControlStore(runtime.db)
+        self._pauses = BlockStore(runtime.db)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self._plans: dict[PlanKey, Plan] = {}
@@ -469,7 +471,7 @@ class StepEngine:
             for spawn in run.spawns
         ]
         if spawned:  # jobs network out steps start at in nodes of their workflow, once
-            starts = start_loopback_jobs(tx, self.store, ENGINE_QUEUE, spawned)
+            starts = start_loopback_jobs(tx, self.store, ENGINE_QUEUE, spawned, self._pauses)
             self.runtime.transport.enqueue(tx, starts)
         tx.notify(*(job_channel(run.job["id"]) for run in runs if run.finished))
         tracing = self.runtime.tracing

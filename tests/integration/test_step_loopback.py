@@ -18,6 +18,7 @@ from fluxo.control.platform import Platform
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.ir import ENTRY_HEADER, Packet
 from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.jobs import JobStore
 from services import nodered_node_service
 from translators.argo import to_argo
@@ -161,3 +162,27 @@ def test_argo_refuses_a_loopback_flow_naming_its_network_step() -> None:
     with pytest.raises(UnsupportedFeatureError) as info:
         to_argo(imp.workflows[0], gateway_url="http://fluxo:8080", version=1)
     assert info.value.context["step"] in ("tcp-out", "tcp-in")
+
+
+@pytest.mark.timeout(60)
+async def test_the_jobs_of_a_paused_workflow_wait_queued(fluxo: Platform, db: Database) -> None:
+    await _apply(fluxo, TCP)
+    job = await fluxo.jobs.create(
+        ME, "loop", {"payload": "x"}, headers={**MSG, ENTRY_HEADER: "tcp-out"}
+    )
+    await fluxo.jobs.wait(ME, job.id, 20)
+    for child in await fluxo.jobs.store.children(job.id):  # what the job itself started
+        await fluxo.jobs.wait(ME, child.job_id, 20)
+    store, pauses = JobStore(db), BlockStore(db)
+    row = dataclasses.asdict(await store.job(job.id))
+    source = Packet.model_validate_json(row["input"])
+    spawn = Spawn("tcp-out", "tcp-out", 5, "tcp-in", {"payload": "later"})
+    await pauses.pause("acme", "loop", paused_by="acme/ada")
+    sent = [(row, source, f"loop@{row['version']}", spawn)]
+    starts = await db.transact(
+        lambda tx: start_loopback_jobs(tx, store, ENGINE_QUEUE, sent, pauses)
+    )
+    assert starts == []  # no start: it waits for the workflow to be resumed
+    waiting = await fluxo.jobs.store.children(job.id)
+    statuses = await store.statuses(c.job_id for c in waiting)
+    assert sorted(statuses.values()) == ["queued", "succeeded"]
