@@ -13,12 +13,14 @@ or not at all. Each job's id and idempotency key derive from the sending job and
 execution's key (stable across re-deliveries), so a transition applied twice (a re-delivered
 message, a retried batch) finds the job of the first and starts no other. Each new job starts
 with a ``start`` message on the engine's queue (message id ``start:{job}``), like any queued
-job (or waits queued while its workflow is paused); it names the sender as its parent (``parent_job_id``, ``parent_step_id``), so cancelling
-the sender cancels it too.
+job (or waits queued while its workflow is paused); it names the sender as its parent
+(``parent_job_id``, ``parent_step_id``), so cancelling the sender cancels it too.
 
-Shared with the http self-calls (an ``http request`` to an ``http in`` of the same import):
-starting a job of the same workflow at an entry, keyed by the sending step, in the sender's
-transaction, is what :func:`loopback_job_row` and :func:`start_loopback_jobs` do.
+Not applied to these jobs (the sender's job was admitted): the control plane's admission
+interceptors and job limits, which the engine does not hold.
+
+Reusable for any node that starts a job of its own workflow at an entry (keyed by the sending
+step, in the sender's transaction): :func:`loopback_job_row` and :func:`start_loopback_jobs`.
 """
 
 from __future__ import annotations
