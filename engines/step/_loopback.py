@@ -17,7 +17,9 @@ job (or waits queued while its workflow is paused); it names the sender as its p
 (``parent_job_id``, ``parent_step_id``), so cancelling the sender cancels it too.
 
 Not applied to these jobs (the sender's job was admitted): the control plane's admission
-interceptors and job limits, which the engine does not hold.
+interceptors and job limits, which the engine does not hold. Their nodes' calls are admitted
+and metered as any call, and a chain of such jobs ends at :data:`MAX_GENERATIONS` (a flow whose
+in node leads back to its out node would otherwise start jobs for ever).
 
 Reusable for any node that starts a job of its own workflow at an entry (keyed by the sending
 step, in the sender's transaction): :func:`loopback_job_row` and :func:`start_loopback_jobs`.
@@ -43,7 +45,10 @@ from nodered_semantics.network import NETWORK_IN, NETWORK_OUT, received, receive
 from service_runtime.transports import OutgoingMessage
 
 __all__ = [
+    "GENERATION_HEADER",
+    "MAX_GENERATIONS",
     "Spawn",
+    "generation",
     "is_network_in",
     "is_network_out",
     "loopback_deliveries",
@@ -52,6 +57,19 @@ __all__ = [
 ]
 
 IDEMPOTENCY_PREFIX = "loopback:"
+# How many jobs deep a chain of loopback jobs may go (a job started by a job started by ...):
+# an in node wired back to its own out node would otherwise start jobs for ever, each one
+# admitted by no interceptor. The generation rides in the started job's input headers.
+GENERATION_HEADER = "fluxo-loopback-generation"
+MAX_GENERATIONS = 100
+
+
+def generation(source: Packet) -> int:
+    """How many loopback jobs led to the job whose input packet is ``source`` (0: none)."""
+    try:
+        return max(0, int(source.headers.get(GENERATION_HEADER, "0")))
+    except ValueError:
+        return 0
 
 
 def is_network_in(step: Any) -> TypeGuard[NativeStep]:
@@ -115,7 +133,11 @@ def loopback_job_row(job: dict[str, Any], source: Packet, ref: str, spawn: Spawn
         trace_id=source.trace_id,
         actor=source.actor,
         payload=spawn.msg,
-        headers={ENTRY_HEADER: spawn.entry, CONTENT_TYPE_HEADER: NODERED_MSG_CONTENT_TYPE},
+        headers={
+            ENTRY_HEADER: spawn.entry,
+            CONTENT_TYPE_HEADER: NODERED_MSG_CONTENT_TYPE,
+            GENERATION_HEADER: str(generation(source) + 1),
+        },
     )
     return {
         "id": job_id,

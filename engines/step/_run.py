@@ -31,7 +31,14 @@ from typing import Any
 import orjson
 
 from engines.step._context import MAX_CONTEXT_RERUNS, READ_KEY, RERUNS_KEY, StepContext
-from engines.step._loopback import Spawn, is_network_in, is_network_out, loopback_deliveries
+from engines.step._loopback import (
+    MAX_GENERATIONS,
+    Spawn,
+    generation,
+    is_network_in,
+    is_network_out,
+    loopback_deliveries,
+)
 from engines.step._nodered import (
     CONTENT_TYPE_HEADER,
     NODERED_MSG_CONTENT_TYPE,
@@ -596,6 +603,12 @@ class JobRun:
         if key[:500] in self.steps:
             return  # this execution ran before (its token was delivered again)
         spawns = loopback_deliveries(self.plan.workflow, step, msg, self.job["id"], key[:500])
+        if spawns and generation(self._input) >= MAX_GENERATIONS:
+            raise ValidationError(
+                f"step {step.id!r}: this job is the {MAX_GENERATIONS}th of a chain of jobs its "
+                "workflow started through its own network nodes; it starts no more (an in node "
+                "wired back to its out node loops for ever): break the loop in the flow"
+            )
         # No output of its own (it has no output port); what it started is in its context.
         context["started"] = [{"entry": s.entry, "msg": s.msg} for s in spawns]
         self._add_step(key, step.id, "succeeded", payload, context, output=[])

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from engines.step import NODERED_MSG_CONTENT_TYPE, step_runnable
-from engines.step._loopback import Spawn, start_loopback_jobs
+from engines.step._loopback import GENERATION_HEADER, MAX_GENERATIONS, Spawn, start_loopback_jobs
 from engines.step._run import ENGINE_QUEUE
 from fluxo.control.platform import Platform
 from fluxo_core.errors import UnsupportedFeatureError
@@ -186,3 +186,34 @@ async def test_the_jobs_of_a_paused_workflow_wait_queued(fluxo: Platform, db: Da
     waiting = await fluxo.jobs.store.children(job.id)
     statuses = await store.statuses(c.job_id for c in waiting)
     assert sorted(statuses.values()) == ["queued", "succeeded"]
+
+
+LOOP = _flow(
+    {"id": "out", "type": "tcp out", "host": "localhost", "port": "1881", "beserver": "client",
+     "base64": False, "end": True},
+    {"id": "in", "type": "tcp in", "server": "server", "host": "", "port": "1881",
+     "datamode": "stream", "datatype": "utf8", "newline": "", "topic": "", "wires": [["out"]]},
+)  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+async def test_an_in_node_wired_back_to_its_out_node_stops_at_the_generation_limit(
+    fluxo: Platform,
+) -> None:
+    """Each pass of the loop is a new job no interceptor admits: the chain ends, with the
+    reason, at MAX_GENERATIONS jobs instead of starting jobs for ever."""
+    imp = await _apply(fluxo, LOOP)
+    entry = imp.triggers[0].entry
+    near = str(MAX_GENERATIONS - 2)  # started as if 98 loopback jobs led to it
+    job = await fluxo.jobs.create(
+        ME, "loop", {"payload": "x"}, headers={**MSG, ENTRY_HEADER: entry, GENERATION_HEADER: near}
+    )
+    chain = [await fluxo.jobs.wait(ME, job.id, 20)]
+    while True:
+        children = await fluxo.jobs.store.children(chain[-1].id)
+        if not children:
+            break
+        assert len(children) == 1
+        chain.append(await fluxo.jobs.wait(ME, children[0].job_id, 20))
+    assert [j.status for j in chain] == ["succeeded", "succeeded", "failed"]
+    assert "starts no more" in str(chain[-1].error)
