@@ -31,6 +31,7 @@ __all__ = [
     "env_property",
     "evaluate_jsonata",
     "gives_object",
+    "gives_value",
     "jsonata_problem",
     "portable_jsonata",
     "reads_payload_only",
@@ -227,14 +228,40 @@ def gives_object(expr: Any) -> bool:
     """Whether a JSONata expression surely gives an object: it is one object constructor
     (``{"a": payload.x}``). Conservative: any other expression (a path, a function call, a
     condition) may give a number, a string or nothing."""
+    return isinstance(expr, str) and _one_constructor(_bare(expr), "{", "}")
+
+
+_LITERAL = re.compile(r'""|-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|\$(millis|now)\(\s*\)')
+
+
+def gives_value(expr: Any) -> bool:
+    """Whether a JSONata expression surely gives a value, never nothing (*undefined*): it is one
+    object or array constructor (``[payload.x]`` gives ``[]`` when ``x`` is missing), a literal
+    or ``$millis()``/``$now()``. Conservative: a path, an operator or another function call may
+    give nothing, which Node-RED's change node takes as "delete the property"."""
     if not isinstance(expr, str):
         return False
-    text = _COMMENT.sub(" ", _STRING_LITERAL.sub('""', expr)).strip()
-    if not text.startswith("{"):
+    text = _bare(expr)
+    return (
+        _one_constructor(text, "{", "}")
+        or _one_constructor(text, "[", "]")
+        or _LITERAL.fullmatch(text) is not None
+    )
+
+
+def _bare(expr: str) -> str:
+    """The expression without comments, its strings emptied (brackets in them do not count)."""
+    return _COMMENT.sub(" ", _STRING_LITERAL.sub('""', expr)).strip()
+
+
+def _one_constructor(text: str, opening: str, closing: str) -> bool:
+    """Whether ``text`` is one bracketed constructor and nothing else (``{...}``, not
+    ``{...}.a`` nor ``[...][0]``)."""
+    if not text.startswith(opening):
         return False
     depth = 0
     for n, char in enumerate(text):
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        if depth == 0:  # the first brace closes here: the constructor must be all there is
+        depth += {opening: 1, closing: -1}.get(char, 0)
+        if depth == 0:  # the first bracket closes here: the constructor must be all there is
             return n == len(text) - 1
     return False
