@@ -205,6 +205,7 @@ def portable_jsonata(expr: Any) -> bool:
 
 _STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+_BACKTICK = re.compile(r"`[^`]*`")
 # A name that starts a path: not after a dot (a field below), $ (a variable) or a word character.
 _TOP_NAME = re.compile(r"(?<![\w$.`])(`[^`]*`|[A-Za-z_]\w*)")
 _WORDS = frozenset({"and", "or", "in", "true", "false", "null", "function"})
@@ -236,9 +237,10 @@ _LITERAL = re.compile(r'""|-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|\$(milli
 
 def gives_value(expr: Any) -> bool:
     """Whether a JSONata expression surely gives a value, never nothing (*undefined*): it is one
-    object or array constructor (``[payload.x]`` gives ``[]`` when ``x`` is missing), a literal
-    or ``$millis()``/``$now()``. Conservative: a path, an operator or another function call may
-    give nothing, which Node-RED's change node takes as "delete the property"."""
+    object or array constructor (``[payload.x]`` gives ``[]`` when ``x`` is missing), a literal,
+    ``$millis()``/``$now()`` or a string concatenation (``"id " & payload.id``). Conservative:
+    a path, another operator or a function call may give nothing, which Node-RED's change node
+    takes as "delete the property"."""
     if not isinstance(expr, str):
         return False
     text = _bare(expr)
@@ -246,12 +248,35 @@ def gives_value(expr: Any) -> bool:
         _one_constructor(text, "{", "}")
         or _one_constructor(text, "[", "]")
         or _LITERAL.fullmatch(text) is not None
+        or _concatenation(text)
     )
 
 
+# Operators that bind as loosely as ``&`` or looser (JSONata: ``+``/``-`` 50, comparisons and
+# ``~>`` 40, ``and`` 30, ``or`` 25, ``?:`` 20, ``:=`` 10) and the expression separator.
+_LOOSE = re.compile(r"[-+=!<>?:~;]|\b(and|or|in)\b")
+
+
+def _concatenation(text: str) -> bool:
+    """Whether ``text`` is a string concatenation at its top: ``a & b & ...``, with no operator
+    that binds as loosely. ``&`` gives a string even of missing operands (``""``)."""
+    top: list[str] = []
+    depth = 0
+    for char in text:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0:
+            top.append(char)
+    flat = "".join(top)
+    return depth == 0 and "&" in flat and _LOOSE.search(flat) is None
+
+
 def _bare(expr: str) -> str:
-    """The expression without comments, its strings emptied (brackets in them do not count)."""
-    return _COMMENT.sub(" ", _STRING_LITERAL.sub('""', expr)).strip()
+    """The expression without comments, its strings and quoted names emptied (brackets in them
+    do not count)."""
+    return _COMMENT.sub(" ", _BACKTICK.sub("``", _STRING_LITERAL.sub('""', expr))).strip()
 
 
 def _one_constructor(text: str, opening: str, closing: str) -> bool:

@@ -1429,6 +1429,13 @@ def test_a_change_setting_the_whole_payload_maps_only_when_it_surely_gives_an_ob
         ({"p": "payload.x", "to": '"text"', "tot": "jsonata"}, True),
         ({"p": "payload.x", "to": "-1.5e3", "tot": "jsonata"}, True),
         ({"p": "payload.x", "to": "$millis()", "tot": "jsonata"}, True),
+        # & makes a string even of missing operands; a looser operator may give nothing
+        (
+            {"p": "payload.x", "to": '"id " & payload.id & $string(payload.n)', "tot": "jsonata"},
+            True,
+        ),
+        ({"p": "payload.x", "to": '"id " & payload.id ? "a" : "b"', "tot": "jsonata"}, False),
+        ({"p": "payload.x", "to": '("id " & payload.id).x', "tot": "jsonata"}, False),
         ({"p": "payload.x", "to": "payload", "tot": "msg"}, True),
         ({"p": "payload.x", "to": "", "tot": "date"}, True),
         ({"p": "payload.x", "to": "7", "tot": "num"}, True),
