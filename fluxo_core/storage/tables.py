@@ -563,3 +563,17 @@ nodered_context = Table(
     Column("version", BigInteger, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Files of the Node-RED `file`/`file in` nodes the step engine runs: a virtual filesystem per
+# account (fluxo_core.storage.nodered_files), never the server's. `path` is normalized and
+# absolute; directories are implicit. `version` counts the writes of the path.
+nodered_files = Table(
+    "nodered_files",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
