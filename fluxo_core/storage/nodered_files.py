@@ -151,8 +151,17 @@ class NodeRedFileStore:
         total, count = int(usage[0]), int(usage[-1])
         dialect = postgresql if tx.conn.dialect.name == "postgresql" else sqlite
         for op in todo:
-            path = str(op["path"])
+            path, kind = str(op["path"]), op["op"]
             where = (table.c.account_id == account_id, table.c.path == path)
+            if kind != "delete":
+                # A row to lock even for a new file (version 0 until written), so two
+                # transactions appending to a new file do one after the other (PostgreSQL).
+                tx.execute(
+                    dialect.insert(table)
+                    .values(account_id=account_id, path=path, data=b"", size=0, version=0,
+                            updated_at=now)
+                    .on_conflict_do_nothing()
+                )  # fmt: skip
             query = sa.select(table.c.data, table.c.size, table.c.version).where(*where)
             if not self.db.is_sqlite:
                 query = query.with_for_update()
@@ -160,37 +169,33 @@ class NodeRedFileStore:
             version = int(row.version) if row is not None else 0
             expected = op.get("expected")
             if expected is not None and int(expected) != version:
+                if kind != "delete" and version == 0:
+                    tx.execute(sa.delete(table).where(*where))
                 return False
-            kind = op["op"]
             if kind == "delete":
                 if row is not None:
                     tx.execute(sa.delete(table).where(*where))
                     total -= int(row.size)
                     count -= 1
                 continue
+            new = version == 0
             data: bytes = op["data"]
-            if kind == "append" and row is not None:
+            if kind == "append" and not new and row is not None:
                 data = bytes(row.data) + data
-            old = int(row.size) if row is not None else 0
-            self._check(path, len(data), total - old + len(data), count + (row is None))
+            old = 0 if new or row is None else int(row.size)
+            try:
+                self._check(path, len(data), total - old + len(data), count + new)
+            except PayloadTooLargeError:
+                if new:  # no empty file left behind by a refused write
+                    tx.execute(sa.delete(table).where(*where))
+                raise
             tx.execute(
-                dialect.insert(table)
-                .values(
-                    account_id=account_id,
-                    path=path,
-                    data=data,
-                    size=len(data),
-                    version=version + 1,
-                    updated_at=now,
-                )
-                .on_conflict_do_update(
-                    index_elements=[table.c.account_id, table.c.path],
-                    set_={"data": data, "size": len(data), "version": version + 1,
-                          "updated_at": now},
-                )
-            )  # fmt: skip
+                sa.update(table)
+                .where(*where)
+                .values(data=data, size=len(data), version=version + 1, updated_at=now)
+            )
             total += len(data) - old
-            count += row is None
+            count += new
         return True
 
     def _check(self, path: str, size: int, total: int, count: int) -> None:

@@ -189,3 +189,15 @@ async def test_a_result_delivered_twice_writes_once(fluxo: Platform) -> None:
     )
     store = NodeRedFileStore(fluxo.db)
     assert await store.get("acme", "/twice.txt") == b"once\n"
+
+
+async def test_concurrent_appends_all_land(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(imported(file_flow()), ADA)
+    msgs = [{"payload": f"line {i}", "filename": "/log.txt"} for i in range(8)]
+    jobs = [await fluxo.jobs.create(ADA, "files", m, headers=MSG) for m in msgs]
+    for job in jobs:
+        done = await fluxo.jobs.wait(ADA, job.id, 60)
+        assert done.status == "succeeded", done.error
+    data = await NodeRedFileStore(fluxo.db).get("acme", "/log.txt")
+    assert data is not None
+    assert sorted(data.decode().splitlines()) == [f"line {i}" for i in range(8)]
