@@ -7,8 +7,9 @@ durable **virtual filesystem per account** instead (:mod:`fluxo_core.storage.nod
   it (``.`` and ``..`` resolved inside it, never above its root ``/``); a relative name is taken
   from the root, as Node-RED takes it from its working directory, so ``a.txt``, ``./a.txt`` and
   ``/x/../a.txt`` are the same file;
-* directories are implicit: every directory exists (as if each ``file`` node had "create
-  directory" set); a path is a directory when files lie under it;
+* directories are kept too: the root and ``/tmp`` always exist (as on the host a Node-RED runs
+  on), others are made by a ``file`` node with "create directory" (``createDir``); writing into
+  a directory that does not exist fails as on Node-RED (``ENOENT``);
 * what a node reads comes in its call (:data:`FILES_KEY`), read in the transaction that makes
   the call, and what a ``file`` node writes comes back as the packet on port
   :data:`FILES_PORT`, applied in the transaction that takes the step's result: written once
@@ -62,12 +63,13 @@ FILE_TYPES = frozenset({"file", "file in"})
 
 FILES_PORT = -3
 """The output "port" of the packet in which the ``nodered-node`` service hands back what a
-``file`` node wrote: ``{"port": -3, "ops": [{"path", "op": "write"|"append"|"delete",
+``file`` node wrote: ``{"port": -3, "ops": [{"path", "op": "write"|"append"|"delete"|"mkdir",
 "data"?: base64, "expected"?: version}]}``. No message: the step engine applies it."""
 
 FILES_KEY = "files"
 """The key of a call of a ``file``/``file in`` node that holds the file it names, as read:
-``{path: {"kind": "file"|"dir"|"notdir"|"none", "version": n, "data"?: base64}}``."""
+``{path: {"kind": "file"|"dir"|"notdir"|"none", "version": n, "data"?: base64}}``, and the
+directory it lies in (without data)."""
 
 MAX_PATH_CHARS = 1024
 READ_CHUNK_BYTES = 64 * 1024

@@ -14,6 +14,7 @@ store and its bounds.
 from __future__ import annotations
 
 import base64
+import posixpath
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,7 +50,13 @@ class StepFiles:
             return {}, {}
         contents = step.config.get("type") == "file in"
         state = self.store.read(self.tx, self.account_id, [path], contents=contents)[path]
-        return {path: state.as_json()}, {path: state.version}
+        view = {path: state.as_json()}
+        parent = posixpath.dirname(path)
+        if parent != path:  # where a file node writes: its directory, as it is
+            view[parent] = self.store.read(self.tx, self.account_id, [parent], contents=False)[
+                parent
+            ].as_json()
+        return view, {path: state.version}
 
     def save(self, step: NativeStep, ops: list[Mapping[str, Any]]) -> bool:
         """Apply what the step's node wrote; False (nothing written) when a file it expects at
@@ -57,14 +64,14 @@ class StepFiles:
         checked = []
         for op in ops:
             path, kind = str(op.get("path")), op.get("op")
-            if kind not in ("write", "append", "delete") or virtual_path(path) != path:
+            if kind not in ("write", "append", "delete", "mkdir") or virtual_path(path) != path:
                 raise ValidationError(
                     f"step {step.id!r}: its node wrote an unusable file operation "
                     f"({kind!r} on {path!r})",
                     step=step.id,
                 )
             item: dict[str, Any] = {"path": path, "op": kind, "expected": op.get("expected")}
-            if kind != "delete":
+            if kind in ("write", "append"):
                 item["data"] = base64.b64decode(str(op.get("data") or ""))
             checked.append(item)
         return self.store.apply(self.tx, self.account_id, checked)

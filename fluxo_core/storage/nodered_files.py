@@ -3,9 +3,10 @@ account, in the database.
 
 A hosted platform never lets a flow touch the server's filesystem: a flow's ``/tmp/hello.txt``
 is a row of its account here, nothing more. Paths are absolute and normalized
-(:func:`nodered_semantics.files.virtual_path`); directories are implicit (a path is a
-directory when files lie under it). Every statement names the account, so nothing crosses
-accounts.
+(:func:`nodered_semantics.files.virtual_path`). Directories are rows too (``kind`` ``dir``),
+made by a ``file`` node that creates its directory; the root and ``/tmp``
+(:data:`BASE_DIRS`) always exist, as on the host a Node-RED runs on, so a flow sees what it
+would see on a fresh host. Every statement names the account, so nothing crosses accounts.
 
 The step engine reads the file a node names in the transaction that makes the node's call
 (:meth:`NodeRedFileStore.read`) and applies what a ``file`` node wrote in the transaction that
@@ -34,6 +35,7 @@ from fluxo_core.storage.database import Database, Transaction
 from fluxo_core.storage.tables import nodered_files
 
 __all__ = [
+    "BASE_DIRS",
     "MAX_ACCOUNT_FILES",
     "MAX_ACCOUNT_FILE_BYTES",
     "MAX_FILE_BYTES",
@@ -46,13 +48,16 @@ MAX_FILE_BYTES = 256 * 1024
 within one call packet (1 MiB by default, ``FLUXO_MAX_PACKET_BYTES``)."""
 MAX_ACCOUNT_FILE_BYTES = 16 * 1024 * 1024
 MAX_ACCOUNT_FILES = 10_000
+"""The most files and directories an account may have."""
+BASE_DIRS = frozenset({"/", "/tmp"})
+"""Directories every account has (never stored)."""
 
 
 @dataclass(frozen=True, slots=True)
 class FileState:
-    """A path as read: ``kind`` is ``file`` (``data`` holds it), ``dir`` (files lie under it),
-    ``notdir`` (a file lies on its way: nothing can be under it) or ``none``; ``version``
-    counts the writes of the file (0: none now)."""
+    """A path as read: ``kind`` is ``file`` (``data`` holds it), ``dir``, ``notdir`` (a file
+    lies on its way: nothing can be there) or ``none``; ``version`` counts the writes of the
+    file (0: none now)."""
 
     kind: str
     version: int
@@ -66,16 +71,9 @@ class FileState:
 
 
 def _ancestors(path: str) -> list[str]:
+    """The directories above ``path``, from the root's child down (``/a/b/c``: ``/a``, ``/a/b``)."""
     parts = path.strip("/").split("/")
     return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
-
-
-def _under(path: str) -> Any:
-    """The paths below directory ``path`` ("0" is the character after "/")."""
-    table = nodered_files
-    if path == "/":
-        return table.c.path > "/"
-    return sa.and_(table.c.path > path + "/", table.c.path < path + "0")
 
 
 class NodeRedFileStore:
@@ -97,43 +95,45 @@ class NodeRedFileStore:
     ) -> dict[str, FileState]:
         """The state of each path of ``account_id`` (``contents``: with the files' data)."""
         table = nodered_files
-        found: dict[str, FileState] = {}
-        for path in sorted(set(paths)):
-            if path == "/":
-                found[path] = FileState("dir", 0)
-                continue
-            columns = [table.c.version] + ([table.c.data] if contents else [])
-            row = tx.execute(
-                sa.select(*columns).where(table.c.account_id == account_id, table.c.path == path)
-            ).first()
-            if row is not None:
-                data = bytes(row.data) if contents else None
-                found[path] = FileState("file", int(row.version), data)
-                continue
-            below = tx.execute(
-                sa.select(table.c.path)
-                .where(table.c.account_id == account_id, _under(path))
-                .limit(1)
-            ).first()
-            if below is not None:
-                found[path] = FileState("dir", 0)
-                continue
-            above = _ancestors(path)
-            blocked = (
-                tx.execute(
-                    sa.select(table.c.path)
-                    .where(table.c.account_id == account_id, table.c.path.in_(above))
-                    .limit(1)
-                ).first()
-                if above
-                else None
+        wanted = sorted(set(paths))
+        looked = sorted({p for path in wanted for p in [path, *_ancestors(path)]} - BASE_DIRS)
+        columns = [table.c.path, table.c.kind, table.c.version]
+        rows = {
+            row.path: row
+            for row in tx.execute(
+                sa.select(*columns).where(
+                    table.c.account_id == account_id, table.c.path.in_(looked)
+                )
             )
-            found[path] = FileState("notdir" if blocked is not None else "none", 0)
+        } if looked else {}  # fmt: skip
+        found: dict[str, FileState] = {}
+        for path in wanted:
+            if any(a in rows and rows[a].kind == "file" for a in _ancestors(path)):
+                found[path] = FileState("notdir", 0)
+            elif path in BASE_DIRS:
+                found[path] = FileState("dir", 0)
+            elif path not in rows:
+                found[path] = FileState("none", 0)
+            elif rows[path].kind == "dir":
+                found[path] = FileState("dir", 0)
+            else:
+                data = None
+                if contents:
+                    data = bytes(
+                        tx.execute(
+                            sa.select(table.c.data).where(
+                                table.c.account_id == account_id, table.c.path == path
+                            )
+                        ).scalar_one()
+                    )
+                found[path] = FileState("file", int(rows[path].version), data)
         return found
 
     def apply(self, tx: Transaction, account_id: str, ops: Iterable[Mapping[str, Any]]) -> bool:
-        """Apply ``ops`` (``{path, op: write|append|delete, data?: bytes, expected?}``) in
-        order, or none of them when a path is no longer at the version an op expects (False).
+        """Apply ``ops`` in order (``{path, op: write|append|delete|mkdir, data?: bytes,
+        expected?}``; ``mkdir`` makes the directory and those above it), or none of them (False)
+        when a path is not as the node saw it: a file no longer at the version an op expects,
+        a directory where a file is written, a file where a directory is made.
 
         Raises:
             PayloadTooLargeError: a file or the account would hold more than its bound.
@@ -150,26 +150,52 @@ class NodeRedFileStore:
         ).one()
         total, count = int(usage[0]), int(usage[-1])
         dialect = postgresql if tx.conn.dialect.name == "postgresql" else sqlite
+
+        def insert(path: str, kind: str) -> bool:
+            """A row for ``path`` if there is none (True: made now)."""
+            made = tx.execute(
+                dialect.insert(table)
+                .values(account_id=account_id, path=path, kind=kind, data=b"", size=0,
+                        version=0, updated_at=now)
+                .on_conflict_do_nothing()
+                .returning(table.c.path)
+            ).first()  # fmt: skip
+            return made is not None
+
         for op in todo:
             path, kind = str(op["path"]), op["op"]
             where = (table.c.account_id == account_id, table.c.path == path)
-            if kind != "delete":
-                # A row to lock even for a new file (version 0 until written), so two
-                # transactions appending to a new file do one after the other (PostgreSQL).
-                tx.execute(
-                    dialect.insert(table)
-                    .values(account_id=account_id, path=path, data=b"", size=0, version=0,
-                            updated_at=now)
-                    .on_conflict_do_nothing()
-                )  # fmt: skip
-            query = sa.select(table.c.data, table.c.size, table.c.version).where(*where)
+            if kind == "mkdir":
+                for directory in [*_ancestors(path), path]:
+                    if directory in BASE_DIRS:
+                        continue
+                    if insert(directory, "dir"):
+                        count += 1
+                        self._check(directory, 0, total, count)
+                    elif (
+                        tx.execute(
+                            sa.select(table.c.kind).where(
+                                table.c.account_id == account_id, table.c.path == directory
+                            )
+                        ).scalar_one()
+                        != "dir"
+                    ):
+                        return False
+                continue
+            # A row to lock even for a new file (version 0 until written), so two transactions
+            # appending to a new file do one after the other (PostgreSQL).
+            placeholder = kind != "delete" and insert(path, "file")
+            query = sa.select(table.c.kind, table.c.data, table.c.size, table.c.version)
+            query = query.where(*where)
             if not self.db.is_sqlite:
                 query = query.with_for_update()
             row = tx.execute(query).first()
             version = int(row.version) if row is not None else 0
             expected = op.get("expected")
-            if expected is not None and int(expected) != version:
-                if kind != "delete" and version == 0:
+            if (expected is not None and int(expected) != version) or (
+                row is not None and row.kind != "file"
+            ):
+                if placeholder:
                     tx.execute(sa.delete(table).where(*where))
                 return False
             if kind == "delete":
@@ -178,15 +204,14 @@ class NodeRedFileStore:
                     total -= int(row.size)
                     count -= 1
                 continue
-            new = version == 0
             data: bytes = op["data"]
-            if kind == "append" and not new and row is not None:
+            if kind == "append" and row is not None:
                 data = bytes(row.data) + data
-            old = 0 if new or row is None else int(row.size)
+            old = int(row.size) if row is not None else 0
             try:
-                self._check(path, len(data), total - old + len(data), count + new)
+                self._check(path, len(data), total - old + len(data), count + placeholder)
             except PayloadTooLargeError:
-                if new:  # no empty file left behind by a refused write
+                if placeholder:  # no empty file left behind by a refused write
                     tx.execute(sa.delete(table).where(*where))
                 raise
             tx.execute(
@@ -195,7 +220,7 @@ class NodeRedFileStore:
                 .values(data=data, size=len(data), version=version + 1, updated_at=now)
             )
             total += len(data) - old
-            count += new
+            count += placeholder
         return True
 
     def _check(self, path: str, size: int, total: int, count: int) -> None:

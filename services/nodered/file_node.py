@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import posixpath
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,12 +36,13 @@ __all__ = ["FileOp", "run_file_node"]
 
 FileOp = dict[str, Any]
 
-_ERRNO = {"ENOENT": -2, "EISDIR": -21, "ENOTDIR": -20, "EINVAL": -22}
+_ERRNO = {"ENOENT": -2, "EISDIR": -21, "ENOTDIR": -20, "EINVAL": -22, "EEXIST": -17}
 _TEXT = {
     "ENOENT": "no such file or directory",
     "EISDIR": "illegal operation on a directory",
     "ENOTDIR": "not a directory",
     "EINVAL": "invalid argument",
+    "EEXIST": "file already exists",
 }
 
 
@@ -108,13 +110,24 @@ def _write(
     if node.get("appendNewline") and not last_part:
         text += "\n"  # os.EOL on the Linux Node-RED runs on
     verb = "write" if mode == "true" else "append"
-    if kind in ("dir", "notdir"):
-        code = "EISDIR" if kind == "dir" else "ENOTDIR"
+    ops: list[FileOp] = []
+    parent = posixpath.dirname(path)
+    parent_kind = _state(files, parent).get("kind")
+    if node.get("createDir"):  # fs.ensureDirSync(dirname): made with those above it
+        if parent_kind in ("file", "notdir"):
+            code = "EEXIST" if parent_kind == "file" else "ENOTDIR"
+            error = _fs_error(code, "mkdir", posixpath.dirname(name) or ".")["message"]
+            return [_report(f"failed to create file: Error: {error}", msg)], []
+        if parent_kind != "dir":
+            ops.append({"path": parent, "op": "mkdir"})
+            parent_kind = "dir"
+    if kind in ("dir", "notdir") or parent_kind != "dir":
+        code = {"dir": "EISDIR", "notdir": "ENOTDIR"}.get(str(kind), "ENOENT")
         error = _fs_error(code, "open", name)["message"]
         return [_report(f"failed to {verb} to file: Error: {error}", msg)], []
     data = encode_text(text, node_encoding(node))
-    op = {"path": path, "op": verb, "data": base64.b64encode(data).decode("ascii")}
-    return [(0, msg)], [op]
+    ops.append({"path": path, "op": verb, "data": base64.b64encode(data).decode("ascii")})
+    return [(0, msg)], ops
 
 
 def _read(

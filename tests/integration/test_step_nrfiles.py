@@ -28,17 +28,17 @@ MSG = {"content-type": NODERED_MSG_CONTENT_TYPE}
 
 
 def file_flow(
-    mode: str = "false", *, read: str = "utf8", newline: bool = True, send_error: bool = True
+    mode: str = "false", *, read: str = "utf8", newline: bool = True, mkdir: bool = True
 ) -> list[dict[str, Any]]:
     """inject -> file (file name from msg.filename) -> file in (the same) -> debug."""
     return [
         {"id": "tab1", "type": "tab", "label": "Files"},
         {"id": "in1", "type": "inject", "z": "tab1", "x": 0, "y": 0, "wires": [["f1"]]},
         {"id": "f1", "type": "file", "z": "tab1", "filename": "filename", "filenameType": "msg",
-         "appendNewline": newline, "createDir": False, "overwriteFile": mode, "encoding": "none",
+         "appendNewline": newline, "createDir": mkdir, "overwriteFile": mode, "encoding": "none",
          "x": 1, "y": 0, "wires": [["r1"]]},
         {"id": "r1", "type": "file in", "z": "tab1", "filename": "", "format": read,
-         "sendError": send_error, "encoding": "none", "x": 2, "y": 0, "wires": [["dbg1"]]},
+         "sendError": True, "encoding": "none", "x": 2, "y": 0, "wires": [["dbg1"]]},
         {"id": "dbg1", "type": "debug", "z": "tab1", "x": 3, "y": 0, "wires": []},
     ]  # fmt: skip
 
@@ -84,7 +84,7 @@ async def test_files_outlive_the_job_and_stay_in_their_account(fluxo: Platform) 
     store = NodeRedFileStore(fluxo.db)
     assert await store.get("acme", "/tmp/hello.txt") == b"one\ntwo\n"
     assert await store.get("other", "/tmp/hello.txt") == b"3\n"
-    assert await store.paths("acme") == ["/tmp/hello.txt"]
+    assert await store.paths("acme") == ["/tmp/hello.txt"]  # /tmp is there from the start
 
 
 async def test_paths_stay_inside_the_accounts_namespace(fluxo: Platform, tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ async def test_paths_stay_inside_the_accounts_namespace(fluxo: Platform, tmp_pat
     assert real.read_text() == "the server's own file"  # untouched
     store = NodeRedFileStore(fluxo.db)
     # ".." never climbs above the account's root; relative names start from it
-    assert await store.paths("acme") == [str(real)]
+    assert str(real) in await store.paths("acme")
     await run(fluxo, ADA, {"payload": "rel", "filename": "a/./b/../c.txt"})
     assert await store.get("acme", "/a/c.txt") == b"rel\n"
     # /etc/passwd of the account is a file like any other, not the server's
@@ -201,3 +201,22 @@ async def test_concurrent_appends_all_land(fluxo: Platform) -> None:
     data = await NodeRedFileStore(fluxo.db).get("acme", "/log.txt")
     assert data is not None
     assert sorted(data.decode().splitlines()) == [f"line {i}" for i in range(8)]
+
+
+async def test_directories_exist_when_made_as_on_a_fresh_host(fluxo: Platform) -> None:
+    await fluxo.jobs.apply(imported(file_flow("true", mkdir=False), "plain"), ADA)
+    await fluxo.jobs.apply(imported(file_flow("true", mkdir=True), "making"), ADA)
+    # /tmp exists, /tmp/HG does not: without createDir the write fails (ENOENT) and sends nothing
+    assert (await run(fluxo, ADA, {"payload": 1, "filename": "/tmp/x"}, "plain")).result == "1\n"
+    done = await run(fluxo, ADA, {"payload": 1, "filename": "/tmp/HG/x"}, "plain")
+    assert {s.step_id: s for s in done.steps or []}["file"].output == []
+    store = NodeRedFileStore(fluxo.db)
+    assert await store.get("acme", "/tmp/HG/x") is None
+    # with createDir it is made, with the directories above it
+    assert (await run(fluxo, ADA, {"payload": 2, "filename": "/a/b/c"}, "making")).result == "2\n"
+    assert await store.paths("acme") == ["/a", "/a/b", "/a/b/c", "/tmp/x"]
+    assert (await run(fluxo, ADA, {"payload": 3, "filename": "/a/b/d"}, "plain")).result == "3\n"
+    # a file cannot hold a directory
+    done = await run(fluxo, ADA, {"payload": 4, "filename": "/a/b/c/e"}, "making")
+    assert {s.step_id: s for s in done.steps or []}["file"].output == []
+    assert await store.get("acme", "/a/b/c") == b"2\n"

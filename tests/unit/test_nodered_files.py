@@ -132,11 +132,12 @@ def test_file_names_as_nodered_evaluates_them() -> None:
 
 def test_the_file_node_writes_appends_and_deletes_on_its_view() -> None:
     write = node("file", filename="/a", appendNewline=True, overwriteFile="true")
-    sent, ops = run_file_node(write, {"payload": {"k": 1.0}}, {})
+    root = {"/": {"kind": "dir", "version": 0}}
+    sent, ops = run_file_node(write, {"payload": {"k": 1.0}}, root)
     assert sent == [(0, {"payload": {"k": 1.0}, "filename": "/a"})]
     assert ops == [{"path": "/a", "op": "write", "data": base64.b64encode(b'{"k":1}\n').decode()}]
     last = {"payload": 2, "parts": {"type": "string", "index": 1, "count": 2}}
-    _, ops = run_file_node({**write, "overwriteFile": "false"}, last, {})
+    _, ops = run_file_node({**write, "overwriteFile": "false"}, last, root)
     assert ops == [{"path": "/a", "op": "append", "data": base64.b64encode(b"2").decode()}]
     # no payload: nothing written, nothing sent; no file name: the same (Node-RED warns)
     assert run_file_node(write, {}, {}) == ([], [])
@@ -166,3 +167,20 @@ def test_the_file_in_node_reads_lines_across_chunks() -> None:
     view = {"/f": {"kind": "file", "version": 1, "data": base64.b64encode(split).decode()}}
     sent, _ = run_file_node(reader, {}, view)
     assert sent[0][1]["payload"] == "x" * 65535 + "\ufffd\ufffd"
+
+
+def test_the_file_node_writes_only_into_a_directory_that_exists() -> None:
+    write = node("file", filename="/tmp/HG/x", overwriteFile="true", createDir=False)
+    tmp = {"/tmp": {"kind": "dir", "version": 0}, "/tmp/HG": {"kind": "none", "version": 0}}
+    sent, ops = run_file_node(write, {"payload": "p"}, tmp)
+    assert ops == []
+    assert sent[0][0] == -1
+    text = "failed to write to file: Error: ENOENT: no such file or directory, open '/tmp/HG/x'"
+    assert sent[0][1]["message"] == text
+    sent, ops = run_file_node({**write, "createDir": True}, {"payload": "p"}, tmp)
+    assert [op["op"] for op in ops] == ["mkdir", "write"]
+    assert ops[0]["path"] == "/tmp/HG"
+    blocked = {"/tmp/HG": {"kind": "file", "version": 1}}
+    sent, ops = run_file_node({**write, "createDir": True}, {"payload": "p"}, blocked)
+    assert ops == []
+    assert "failed to create file: Error: EEXIST: file already exists, mkdir '/tmp/HG'" in str(sent)

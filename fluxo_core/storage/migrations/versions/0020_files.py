@@ -19,6 +19,7 @@ def upgrade() -> None:
         "nodered_files",
         sa.Column("account_id", sa.String(128), nullable=False),
         sa.Column("path", sa.String(1024), nullable=False),
+        sa.Column("kind", sa.String(8), nullable=False),
         sa.Column("data", sa.LargeBinary, nullable=False),
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("version", sa.BigInteger, nullable=False),
