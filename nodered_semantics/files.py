@@ -20,10 +20,17 @@ appends (``"false"``) or deletes (``"delete"``) the file named in its configurat
 ``msg.filename``, adding a newline to a non-Buffer payload when asked (not after the last part
 of a string sequence), encoding the text with ``encoding``; ``file in`` reads the file as one
 string (``format: "utf8"``) or one message per line (``"lines"``, with ``parts``), decoding it
-with ``encoding``. :func:`file_node_problem` refuses what is not reproduced: output as Buffers
+with ``encoding``. A ``file`` node that appends sends its message on even when the append
+fails (its write callback runs either way), as on Node-RED; one that writes or deletes does not.
+:func:`file_node_problem` refuses what is not reproduced: output as Buffers
 (``format`` ``""`` and ``"stream"``, which a JSON message cannot carry), an encoding chosen by
 the message or outside :data:`ENCODINGS`, a file name taken from anything but a string or a
-message property.
+message property, a ``file in`` that sends the message on when it fails (``sendError``: the
+message would go on without a payload, which the step engine does not tell from payload null).
+
+Not reproduced, and not told by the check: a Node-RED ``file`` node appending to a fixed file
+name keeps its stream open across messages, so once opening it failed (a missing directory) it
+keeps failing until the flow is redeployed; here each message tries again.
 
 The text codecs are iconv-lite's (Node-RED's ``encode``/``decode``): ``none`` is Node's own
 UTF-8; ``utf8`` and ``utf16le``/``ucs2`` drop a byte order mark when decoding; ``base64`` and
@@ -125,6 +132,12 @@ def file_node_problem(node: Mapping[str, Any]) -> str | None:
         if mode not in ("true", "false", "delete"):
             return f"its action {node.get('overwriteFile')!r} is unknown (write, append, delete)"
         return None
+    if node.get("sendError", True) is not False:  # undefined means true at run time
+        return (
+            "it sends the message on without its payload when the file cannot be read "
+            "(sendError), and a message without a payload is not carried apart from one with "
+            "payload null on the step engine; untick 'send message on error' (and catch it)"
+        )
     fmt = node.get("format")
     if fmt in ("", None, "stream"):
         return "it sends the file as Buffers, which a JSON message cannot carry"

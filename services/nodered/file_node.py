@@ -7,8 +7,9 @@ as operations (:data:`~nodered_semantics.files.FILES_PORT`) for the caller to ap
 
 Failures are reported as Node-RED reports them, ``node.error(err, msg)`` (a packet on
 :data:`~nodered_semantics.support.REPORTED_PORT`), with Node's error texts (``ENOENT: no such
-file or directory, open '/tmp/x'``); a ``file in`` with ``sendError`` (the default) also sends
-the message without its payload and with ``msg.error`` (``{message, code, syscall, path}``).
+file or directory, open '/tmp/x'``); a ``file in`` with ``sendError`` also sends the message
+without its payload and with ``msg.error`` (``{message, code, errno, syscall, path}``), which
+the static check refuses on the step engine (a missing payload arrives as null there).
 """
 
 from __future__ import annotations
@@ -124,7 +125,10 @@ def _write(
     if kind in ("dir", "notdir") or parent_kind != "dir":
         code = {"dir": "EISDIR", "notdir": "ENOTDIR"}.get(str(kind), "ENOENT")
         error = _fs_error(code, "open", name)["message"]
-        return [_report(f"failed to {verb} to file: Error: {error}", msg)], []
+        sent = [_report(f"failed to {verb} to file: Error: {error}", copy.deepcopy(msg))]
+        if verb == "append":  # its write callback sends the message on, failed or not
+            sent.append((0, msg))
+        return sent, []
     data = encode_text(text, node_encoding(node))
     ops.append({"path": path, "op": verb, "data": base64.b64encode(data).decode("ascii")})
     return [(0, msg)], ops

@@ -27,6 +27,9 @@ BOB = Principal(account_id="other", user_id="bob")
 MSG = {"content-type": NODERED_MSG_CONTENT_TYPE}
 
 
+WHY = "msg.payload = {caught: msg.error.message, from: msg.error.source.id}; return msg;"
+
+
 def file_flow(
     mode: str = "false", *, read: str = "utf8", newline: bool = True, mkdir: bool = True
 ) -> list[dict[str, Any]]:
@@ -38,8 +41,13 @@ def file_flow(
          "appendNewline": newline, "createDir": mkdir, "overwriteFile": mode, "encoding": "none",
          "x": 1, "y": 0, "wires": [["r1"]]},
         {"id": "r1", "type": "file in", "z": "tab1", "filename": "", "format": read,
-         "sendError": True, "encoding": "none", "x": 2, "y": 0, "wires": [["dbg1"]]},
+         "sendError": False, "encoding": "none", "x": 2, "y": 0, "wires": [["dbg1"]]},
         {"id": "dbg1", "type": "debug", "z": "tab1", "x": 3, "y": 0, "wires": []},
+        {"id": "c1", "type": "catch", "z": "tab1", "scope": None, "uncaught": False, "x": 0,
+         "y": 1, "wires": [["why"]]},
+        {"id": "why", "type": "function", "z": "tab1", "func": WHY, "outputs": 1, "x": 1, "y": 1,
+         "wires": [["dbg2"]]},
+        {"id": "dbg2", "type": "debug", "z": "tab1", "x": 2, "y": 1, "wires": []},
     ]  # fmt: skip
 
 
@@ -105,32 +113,47 @@ async def test_paths_stay_inside_the_accounts_namespace(fluxo: Platform, tmp_pat
     assert await store.get("other", "/etc/passwd") is None
 
 
-async def test_reading_a_missing_file_or_a_directory_fails_as_on_nodered(fluxo: Platform) -> None:
+def caught(done: Any) -> list[Any]:
+    """What the flow's catch node described: the failures the file nodes reported."""
+    states = {s.step_id: s for s in done.steps or []}
+    if "function" not in states:
+        return []
+    return [o["msg"]["payload"] for o in states["function"].output]
+
+
+async def test_failures_are_reported_to_catch_as_on_nodered(fluxo: Platform) -> None:
     flow = file_flow("delete")
     await fluxo.jobs.apply(imported(flow), ADA)
     store = NodeRedFileStore(fluxo.db)
     # deleting a file that is not there reports the failure and sends nothing
     done = await run(fluxo, ADA, {"payload": 1, "filename": "/nothing.txt"})
     states = {s.step_id: s for s in done.steps or []}
-    assert states["file"].output == []  # the failure reported went to no catch
+    assert states["file"].output == []
     assert "file-in" not in states
-    # a file written, then deleted: the file in node finds it gone and sends msg.error
+    assert caught(done) == [
+        {
+            "caught": "failed to delete file: Error: ENOENT: no such file or directory, "
+            "unlink '/nothing.txt'",
+            "from": "f1",
+        }
+    ]
+    # a file written, then deleted: the file in node finds it gone
     await fluxo.jobs.apply(imported(file_flow("true"), "writer"), ADA)
     await run(fluxo, ADA, {"payload": "x", "filename": "/d/f.txt"}, "writer")
     done = await run(fluxo, ADA, {"payload": 1, "filename": "/d/f.txt"})
     assert await store.get("acme", "/d/f.txt") is None
-    states = {s.step_id: s for s in done.steps or []}
-    sent = next(o for o in states["file-in"].output if o["port"] == 0)
-    assert "payload" not in sent["msg"]
-    assert sent["msg"]["error"]["code"] == "ENOENT"
-    # a directory (files lie under it) cannot be read as a file
+    assert caught(done) == [
+        {"caught": "Error: ENOENT: no such file or directory, open '/d/f.txt'", "from": "r1"}
+    ]
+    # a directory cannot be read as a file
     await run(fluxo, ADA, {"payload": "y", "filename": "/d/e/g.txt"}, "writer")
     reader = file_flow()
     reader[1]["wires"] = [["r1"]]  # inject -> file in -> debug
     await fluxo.jobs.apply(imported(reader[:2] + reader[3:], "reader"), ADA)
     done = await run(fluxo, ADA, {"payload": 1, "filename": "/d/e"}, "reader")
-    states = {s.step_id: s for s in done.steps or []}
-    assert "EISDIR" in str(states["file-in"].output)
+    assert caught(done) == [
+        {"caught": "Error: EISDIR: illegal operation on a directory, read", "from": "r1"}
+    ]
 
 
 async def test_lines_become_a_message_sequence(fluxo: Platform) -> None:
@@ -151,7 +174,7 @@ async def test_files_past_their_bounds_fail_the_step_naming_file_and_limit(
     engine = step_engine(fluxo)
     engine.files.max_file_bytes = 10
     engine.files.max_account_bytes = 15
-    await fluxo.jobs.apply(imported(file_flow()), ADA)
+    await fluxo.jobs.apply(imported(file_flow()[:5]), ADA)  # without its catch node
     await run(fluxo, ADA, {"payload": "12345678", "filename": "/a.txt"})  # 9 bytes
     job = await fluxo.jobs.create(ADA, "files", {"payload": "x", "filename": "/a.txt"}, headers=MSG)
     done = await fluxo.jobs.wait(ADA, job.id, 30)
@@ -166,6 +189,10 @@ async def test_files_past_their_bounds_fail_the_step_naming_file_and_limit(
     store = NodeRedFileStore(fluxo.db)
     assert await store.paths("acme") == ["/a.txt"]  # the failed steps wrote nothing
     assert await store.get("acme", "/a.txt") == b"12345678\n"
+    # with a catch node, the refusal reaches it as a failure of the file node
+    await fluxo.jobs.apply(imported(file_flow(), "caught"), ADA)
+    done = await run(fluxo, ADA, {"payload": "x", "filename": "/a.txt"}, "caught")
+    assert "over the limit of 10" in caught(done)[0]["caught"]
 
 
 async def test_a_result_delivered_twice_writes_once(fluxo: Platform) -> None:
@@ -210,6 +237,9 @@ async def test_directories_exist_when_made_as_on_a_fresh_host(fluxo: Platform) -
     assert (await run(fluxo, ADA, {"payload": 1, "filename": "/tmp/x"}, "plain")).result == "1\n"
     done = await run(fluxo, ADA, {"payload": 1, "filename": "/tmp/HG/x"}, "plain")
     assert {s.step_id: s for s in done.steps or []}["file"].output == []
+    assert caught(done)[0]["caught"] == (
+        "failed to write to file: Error: ENOENT: no such file or directory, open '/tmp/HG/x'"
+    )
     store = NodeRedFileStore(fluxo.db)
     assert await store.get("acme", "/tmp/HG/x") is None
     # with createDir it is made, with the directories above it

@@ -104,11 +104,13 @@ def node(kind: str, **config: object) -> dict[str, object]:
         (node("file", filename="/a", overwriteFile="true", encoding="koi8-r"), "not reproduced"),
         (node("file", filename="f", filenameType="flow", overwriteFile="true"), "'flow' value"),
         (node("file", filename="/a", overwriteFile="replace"), "unknown"),
-        (node("file in", filename="/a", format="utf8", encoding="base64"), None),
-        (node("file in", filename="/a", format="lines"), None),
-        (node("file in", filename="/a", format=""), "Buffers"),
-        (node("file in", filename="/a", format="stream"), "Buffers"),
-        (node("file in", filename="NAME", filenameType="env", format="utf8"), "'env' value"),
+        (node("file in", filename="/a", format="utf8", encoding="base64", sendError=False), None),
+        (node("file in", filename="/a", format="lines", sendError=False), None),
+        (node("file in", filename="/a", format="utf8", sendError=True), "without its payload"),
+        (node("file in", filename="/a", format="utf8"), "without its payload"),
+        (node("file in", filename="/a", format="", sendError=False), "Buffers"),
+        (node("file in", filename="/a", format="stream", sendError=False), "Buffers"),
+        (node("file in", filename="N", filenameType="env", format="utf8"), "'env' value"),
     ],
 )
 def test_the_static_check_accepts_what_is_reproduced(
@@ -184,3 +186,14 @@ def test_the_file_node_writes_only_into_a_directory_that_exists() -> None:
     sent, ops = run_file_node({**write, "createDir": True}, {"payload": "p"}, blocked)
     assert ops == []
     assert "failed to create file: Error: EEXIST: file already exists, mkdir '/tmp/HG'" in str(sent)
+
+
+def test_an_append_that_fails_sends_the_message_on_as_on_nodered() -> None:
+    append = node("file", filename="/no/x", overwriteFile="false", createDir=False)
+    view = {"/no": {"kind": "none", "version": 0}}
+    sent, ops = run_file_node(append, {"payload": "p"}, view)
+    assert ops == []
+    assert [port for port, _ in sent] == [-1, 0]
+    assert sent[0][1]["message"].startswith("failed to append to file: Error: ENOENT")
+    sent, _ = run_file_node({**append, "overwriteFile": "true"}, {"payload": "p"}, view)
+    assert [port for port, _ in sent] == [-1]
