@@ -250,3 +250,36 @@ async def test_directories_exist_when_made_as_on_a_fresh_host(fluxo: Platform) -
     done = await run(fluxo, ADA, {"payload": 4, "filename": "/a/b/c/e"}, "making")
     assert {s.step_id: s for s in done.steps or []}["file"].output == []
     assert await store.get("acme", "/a/b/c") == b"2\n"
+
+
+async def test_the_store_applies_nothing_the_node_did_not_see(db: Database) -> None:
+    store = NodeRedFileStore(db)
+
+    def apply(*ops: dict[str, Any]) -> Any:
+        return db.transact(lambda tx: store.apply(tx, "acme", ops))
+
+    def kinds(*paths: str) -> Any:
+        return db.transact(lambda tx: {p: s.kind for p, s in store.read(tx, "acme", paths).items()})
+
+    assert await apply({"path": "/d", "op": "mkdir"}, {"path": "/d/f", "op": "write", "data": b"1"})
+    # a delete that read an older version (or no file) changes nothing
+    assert not await apply({"path": "/d/f", "op": "delete", "expected": 0})
+    assert await store.get("acme", "/d/f") == b"1"
+    assert await apply({"path": "/d/f", "op": "delete", "expected": 1})
+    assert await store.get("acme", "/d/f") is None
+    # a directory where a file is written, a file where a directory is made: nothing applied
+    assert not await apply({"path": "/d", "op": "write", "data": b"x"})
+    assert await apply({"path": "/f", "op": "write", "data": b"x"})
+    assert not await apply({"path": "/f/g", "op": "mkdir"})
+    assert await store.paths("acme") == ["/d", "/f"]
+    assert await kinds("/", "/tmp", "/d", "/f", "/f/g/h", "/x") == {
+        "/": "dir",
+        "/tmp": "dir",
+        "/d": "dir",
+        "/f": "file",
+        "/f/g/h": "notdir",
+        "/x": "none",
+    }
+    # the other account sees none of it
+    other = await db.transact(lambda tx: store.read(tx, "other", ["/f", "/d"]))
+    assert {p: s.kind for p, s in other.items()} == {"/f": "none", "/d": "none"}
