@@ -29,6 +29,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from nodered_semantics.context import context_problem, context_scopes, keeps_state
+from nodered_semantics.files import FILE_TYPES, file_node_problem
 from nodered_semantics.http_in import HTTP_RESPONSE_TYPE
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_js_number, is_nan, js_number, js_regex, js_string
@@ -93,6 +94,7 @@ SUPPORTED_TYPES = (
     | RULE_TYPES
     | PASSING_TYPES
     | SEQUENCE_TYPES
+    | FILE_TYPES
 )
 
 
@@ -126,6 +128,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return None
     if kind not in SUPPORTED_TYPES:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
+    if kind in FILE_TYPES:  # on the account's virtual file store (nodered_semantics.files)
+        return file_node_problem(node)
     problem = context_problem(node)
     if problem is not None:
         return problem

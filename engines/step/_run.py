@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from engines.step._context import MAX_CONTEXT_RERUNS, READ_KEY, RERUNS_KEY, StepContext
+from engines.step._files import FILES_READ_KEY, StepFiles, is_file_step
 from engines.step._loopback import (
     MAX_GENERATIONS,
     Spawn,
@@ -70,6 +71,7 @@ from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from nodered_semantics.context import CONTEXT_PORT
+from nodered_semantics.files import FILES_KEY, FILES_PORT
 from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV, UNFINISHED_SEQUENCE
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
@@ -128,6 +130,8 @@ class JobRun:
     template: PacketTemplate | None = None
     # Node-RED context of the job's account and workflow (engines.step._context).
     context: StepContext | None = None
+    # The account's Node-RED file store, for file/file in nodes (engines.step._files).
+    files: StepFiles | None = None
 
     def __post_init__(self) -> None:
         self.results = orjson.loads(self.job["result"]) if self.job["result"] else []
@@ -214,6 +218,10 @@ class JobRun:
                 writes = [w for o in outputs if o.get("port") == CONTEXT_PORT for w in o["writes"]]
                 outputs = [o for o in outputs if o.get("port") != CONTEXT_PORT]
                 if not self._keep_context(step, key, row, context, writes):
+                    return
+                ops = [op for o in outputs if o.get("port") == FILES_PORT for op in o["ops"]]
+                outputs = [o for o in outputs if o.get("port") != FILES_PORT]
+                if not self._keep_files(step, key, row, context, ops):
                     return
             self.job["active"] -= 1
             if isinstance(step, NativeStep):  # failures reported on the way are no outputs
@@ -505,6 +513,41 @@ class JobRun:
         self._again(step, key, row, context)
         return False
 
+    def _keep_files(
+        self,
+        step: NativeStep,
+        key: str,
+        row: dict[str, Any],
+        context: dict[str, Any],
+        ops: list[Any],
+    ) -> bool:
+        """Apply what the step's file node wrote; False when the step does not go on: a file
+        it expected as it read it changed since, so it runs again (or fails after too many such
+        runs), see :mod:`engines.step._files`."""
+        if not ops:
+            return True
+        try:
+            if self.files is None:
+                raise ValidationError(f"step {step.id!r}: no file store to write its files to")
+            if self.files.save(step, ops):
+                return True
+        except FluxoError as exc:  # e.g. the file would grow past its bound
+            self.fail(step, key, row["attempt"], exc.to_dict(), context, row["input"])
+            return False
+        reruns = int(context.get(RERUNS_KEY) or 0) + 1
+        if reruns > MAX_CONTEXT_RERUNS:
+            error = {
+                "code": "conflict",
+                "message": f"step {step.id!r}: the file its node uses changed under it "
+                f"{MAX_CONTEXT_RERUNS} times in a row (other messages write it); it was not run "
+                "again",
+            }
+            self.fail(step, key, row["attempt"], error, context, row["input"])
+            return False
+        context[RERUNS_KEY] = reruns
+        self._again(step, key, row, context)
+        return False
+
     # -- step kinds ---------------------------------------------------------------------------
 
     def _call(
@@ -536,6 +579,8 @@ class JobRun:
             if scopes and self.context is not None:
                 body["context"], context[READ_KEY] = self.context.load(step, scopes)
                 body["version"] = self.plan.version  # a node's state is kept per version
+            if is_file_step(step) and self.files is not None:
+                body[FILES_KEY], context[FILES_READ_KEY] = self.files.load(step, body["msg"])
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).
@@ -579,7 +624,7 @@ class JobRun:
             self._update(
                 key, status="running", attempt=attempt, call_id=call_id, started_at=self.now
             )
-            if READ_KEY in context:  # what this attempt read, and how often it ran again
+            if READ_KEY in context or FILES_READ_KEY in context:  # what this attempt read
                 self._update(key, context=orjson.dumps(context).decode())
 
     def _loopback(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from engines.step._context import StepContext
+from engines.step._files import StepFiles
 from engines.step._loopback import start_loopback_jobs
 from engines.step._nodered import RUNNABLE_NATIVE_ENGINES
 from engines.step._nodered_http import is_http_request
@@ -53,6 +54,7 @@ from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.nodered_context import NodeRedContextStore
+from fluxo_core.storage.nodered_files import NodeRedFileStore
 from fluxo_core.storage.workflows import WorkflowStore
 from nodered_semantics.http_request import HTTP_SERVICE
 from nodered_semantics.support import NODERED_NODE_SERVICE
@@ -104,6 +106,7 @@ class StepEngine:
         self.workflows = workflows
         self.store = JobStore(runtime.db)
         self.contexts = NodeRedContextStore(runtime.db)
+        self.files = NodeRedFileStore(runtime.db)
         self._control = JobControlStore(runtime.db)
         self._pauses = BlockStore(runtime.db)
         self.batch_size = batch_size
@@ -414,6 +417,7 @@ class StepEngine:
                     context=StepContext(
                         self.contexts, tx, job["account_id"], plans[job_id].workflow.metadata.name
                     ),
+                    files=StepFiles(self.files, tx, job["account_id"]),
                 )
                 self._remember_input(job_id, run)
             # What a transition logs carries its job's ids.

@@ -563,3 +563,18 @@ nodered_context = Table(
     Column("version", BigInteger, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Files of the Node-RED `file`/`file in` nodes the step engine runs: a virtual filesystem per
+# account (fluxo_core.storage.nodered_files), never the server's. `path` is normalized and
+# absolute; `kind` is "file" or "dir". `version` counts the writes of a file.
+nodered_files = Table(
+    "nodered_files",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

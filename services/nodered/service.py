@@ -30,6 +30,8 @@ implementation behaves:
   :mod:`services.nodered.batch`, :mod:`services.nodered.sort`, :mod:`services.nodered.switch`;
 * ``catch``: a failed step's ``{error, input, step, node}`` (its ``on_error: goto``) as the
   message Node-RED's catch sends, :mod:`services.nodered.catch`;
+* ``file`` and ``file in``: on the caller's file store (the file the node names comes in
+  ``files``, what it writes goes back as the ``-3`` packet), :mod:`services.nodered.file_node`;
 * ``junction`` and ``link out``: the message on, unchanged (an import keeps them as steps where
   a port of a node with several outputs leads to them);
 * ``http request`` calling its flow's own ``http in`` endpoint, and the ``http response``
@@ -66,6 +68,7 @@ from typing import Any
 
 from fluxo_core.errors import ServiceError
 from nodered_semantics.context import CONTEXT_PORT, ContextView, ContextWrite
+from nodered_semantics.files import FILE_TYPES, FILES_KEY, FILES_PORT
 from nodered_semantics.http_in import HTTP_ENDPOINT, HTTP_RESPONSE_TYPE
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE
 from nodered_semantics.js import JSThrowError
@@ -83,6 +86,7 @@ from services.nodered.catch import run_catch
 from services.nodered.change import run_change
 from services.nodered.common import Fail, Sent, node_error, node_label
 from services.nodered.csv_node import run_csv
+from services.nodered.file_node import run_file_node
 from services.nodered.function import FunctionLimits, FunctionSandbox, run_function
 from services.nodered.html_node import run_html
 from services.nodered.http_self import run_http_self
@@ -159,6 +163,7 @@ NODERED_NODE_SCHEMA: dict[str, Any] = {
         "env": {"type": "object"},
         "context": {"type": "object"},
         "version": {},
+        FILES_KEY: {"type": "object"},
     },
 }
 
@@ -346,6 +351,14 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
             context = call.get("context") if isinstance(call.get("context"), Mapping) else None
             writes: list[ContextWrite] = []
             version = call.get("version")
+            if node.get("type") in FILE_TYPES and "msg" in call:  # on the caller's file store
+                files = call.get(FILES_KEY) if isinstance(call.get(FILES_KEY), Mapping) else {}
+                sent_files, ops = run_file_node(node, copy.deepcopy(dict(call["msg"])), files)
+                for port, sent in sent_files:
+                    out.append({"port": port, "msg": sent})
+                if ops:
+                    out.append({"port": FILES_PORT, "ops": ops})
+                continue
             if "messages" in call:  # a sequence node: every message that reached it in the job
                 sent_messages, writes = run_sequence_node_in_context(
                     node, call["messages"], env=env, context=context, version=version

@@ -97,6 +97,6 @@ def test_template_and_json_nodes_write_properties_as_red_util_does() -> None:
 def test_the_engine_and_the_service_share_one_support_check() -> None:
     assert NODERED_NODE_SERVICE == "nodered-node"
     assert {"change", "switch", "function", "template"} <= SUPPORTED_TYPES
-    problem = node_problem({"id": "x", "type": "file"})
+    problem = node_problem({"id": "x", "type": "exec"})
     assert problem is not None
     assert "runs only on Node-RED" in problem
