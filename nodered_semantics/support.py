@@ -26,6 +26,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from nodered_semantics.context import context_problem, context_scopes
+from nodered_semantics.events import WATCHER_TYPES, watcher_problem
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_js_number, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
@@ -81,6 +82,8 @@ failure Node-RED would report (it would wait for more messages), so it reaches n
 the step engine fails the job instead."""
 SUPPORTED_TYPES = (
     frozenset({"function", "template", "json", "csv", "catch", "split"})
+    | WATCHER_TYPES
+    | {"debug"}
     | RULE_TYPES
     | PASSING_TYPES
     | SEQUENCE_TYPES
@@ -124,6 +127,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return rules_problem(node, tuple(provided) if isinstance(provided, Mapping) else ())
     if kind == "link out" and node.get("mode") == "return":
         return "a return link out continues at its link call, which the import wires instead"
+    if kind in WATCHER_TYPES:
+        return watcher_problem(node)
     if kind == "catch":
         scope = node.get("scope")
         if scope not in (None, "") and not isinstance(scope, list):

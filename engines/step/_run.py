@@ -57,6 +57,7 @@ from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from nodered_semantics.context import CONTEXT_PORT
+from nodered_semantics.events import EVENT_PORTS
 from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV, UNFINISHED_SEQUENCE
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
@@ -75,6 +76,9 @@ _FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 Frame = list[Any]  # [split step id, index, count] + [origin of the split's execution], if any
 Meta = dict[str, Any] | None  # a Node-RED message's properties besides payload
+
+
+EVENT_CODES = frozenset(EVENT_PORTS.values())
 
 
 def call_id_for(job_id: str, key: str, attempt: int) -> str:
@@ -208,6 +212,16 @@ class JobRun:
                         step, report.get("msg") or {}, key + (f"~{j}" if j else ""), context
                     )
                 outputs = [o for o in outputs if o.get("port") != REPORTED_PORT]
+                # Its status and completion events: to the steps watching it, beside its
+                # messages (Node-RED does not order them against those).
+                events = self.plan.events.get(step.id, {})
+                for j, event in enumerate(o for o in outputs if o.get("port") in EVENT_CODES):
+                    message = dict(event.get("msg") or {})
+                    data = message.pop("payload", None)
+                    for target in events.get(int(event["port"]), []):
+                        child = f"{target}<{key}" + (f"~{j}" if j else "")
+                        self.deliver(target, data, context["frames"], child, message)
+                outputs = [o for o in outputs if o.get("port") not in EVENT_CODES]
             # A success replaces the error of an earlier attempt: the step shows its last one.
             cleared = {"error": None} if row["error"] is not None else {}
             self._update(key, status="succeeded", output=stored(outputs), **cleared)
@@ -513,6 +527,11 @@ class JobRun:
             env = step.config.get(SUBFLOW_ENV)
             if isinstance(env, dict):  # what the subflow instances it runs within set
                 body["env"] = env
+            events = self.plan.events.get(step.id)
+            if events:  # the events status and complete steps watch (nodered_semantics.events)
+                body["events"] = sorted(
+                    name for name, port in EVENT_PORTS.items() if port in events
+                )
             scopes = self.plan.context_scopes.get(step.id)
             if scopes and self.context is not None:
                 body["context"], context[READ_KEY] = self.context.load(step, scopes)

@@ -30,7 +30,14 @@ implementation behaves:
 * ``junction`` and ``link out``: the message on, unchanged (an import keeps them as steps where
   a port of a node with several outputs leads to them).
 
-A function's ``node.error(err, msg)`` is a packet on port ``-1``
+* ``status`` and ``complete``: the message on, as the node sends it (the step engine hands
+  them the events of the steps they watch);
+* ``debug`` (kept as a step only when a status or complete node watches it): sends nothing.
+
+Events, when the call asks for them (``"events": ["status", "complete"]``): a status the node
+set is a packet on port ``-3``, its completion of the message (``done()``) one on port ``-4``,
+each with the message a status or complete node sends
+(:mod:`nodered_semantics.events`). A function's ``node.error(err, msg)`` is a packet on port ``-1``
 (:data:`nodered_semantics.support.REPORTED_PORT`), ``{message, msg}``, which the step engine
 hands to the step's catch.
 
@@ -49,11 +56,20 @@ here.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from fluxo_core.errors import ServiceError
 from nodered_semantics.context import CONTEXT_PORT, ContextView, ContextWrite
+from nodered_semantics.events import (
+    COMPLETE_PORT,
+    STATUS_PORT,
+    WATCHER_TYPES,
+    complete_event,
+    debug_status,
+    status_event,
+)
 from nodered_semantics.js import JSThrowError
 from nodered_semantics.jsonata import JsonataError
 from nodered_semantics.support import (
@@ -138,6 +154,7 @@ NODERED_NODE_SCHEMA: dict[str, Any] = {
         "messages": {"type": "array", "items": {"type": "object"}},
         "env": {"type": "object"},
         "context": {"type": "object"},
+        "events": {"type": "array", "items": {"enum": ["status", "complete"]}},
     },
 }
 
@@ -175,9 +192,14 @@ def run_node_in_context(
     context: Mapping[str, Mapping[str, Any]] | None = None,
     limits: FunctionLimits | None = None,
     sandbox: FunctionSandbox | None = None,
+    events: Collection[str] = (),
 ) -> tuple[Sent, list[ContextWrite]]:
     """:func:`run_node`, and what the node wrote to context (``context``: the contents of the
-    ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set."""
+    ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set.
+
+    ``events``: which of the node's events to report besides (``status``: the statuses it
+    set, on port :data:`STATUS_PORT`; ``complete``: its completion of the message, on port
+    :data:`COMPLETE_PORT`), each as the message a status or complete node sends."""
     kind = str(node.get("type", ""))
     message = copy.deepcopy(dict(msg))
     view = ContextView.of(copy.deepcopy(dict(context or {})))
@@ -188,7 +210,16 @@ def run_node_in_context(
             {scope: dict(result.context.get(scope) or {}) for scope in view.data},
             {scope: set(keys) for scope, keys in result.touched.items()},
         )
-        return result.outputs, ran.writes()
+        sent = list(result.outputs)
+        if "status" in events:
+            sent += [(STATUS_PORT, status) for status in result.statuses]
+        if "complete" in events and result.completed is not None:
+            sent.append((COMPLETE_PORT, complete_event(node, result.completed)))
+        return sent, ran.writes()
+    if kind == "debug":
+        return _run_debug(node, message, view, events), view.writes()
+    if kind in WATCHER_TYPES:  # a status or complete node sends what it is given
+        return [(0, message)], []
     if kind == "template":
         return run_template(node, message, env or {}, view), view.writes()
     if kind == "json":
@@ -212,6 +243,33 @@ def run_node_in_context(
         node=str(node.get("id", "?")),
         type=kind,
     )
+
+
+_DEBUG_STATUS_KEY = "_status"
+"""Where a debug node's last status is kept (its node context, which nothing else reads): it
+sets a status only when it differs from the last one, as ``oldState`` in 21-debug.js."""
+
+
+def _run_debug(
+    node: Mapping[str, Any], msg: dict[str, Any], view: ContextView, events: Collection[str]
+) -> Sent:
+    """A debug node's events: its status (``tostatus``) and its completion; it sends nothing."""
+    sent: Sent = []
+    if "status" in events:
+        try:
+            status = debug_status(node, msg)
+        except ValueError as exc:
+            raise node_error(
+                node, f"its status for this message is not reproduced on the step engine: {exc}"
+            ) from exc
+        if status is not None:
+            state = json.dumps(status, separators=(",", ":"), ensure_ascii=False)
+            if view.get("node", _DEBUG_STATUS_KEY) != state:
+                view.set("node", _DEBUG_STATUS_KEY, state)
+                sent.append((STATUS_PORT, status_event(node, status)))
+    if "complete" in events:
+        sent.append((COMPLETE_PORT, complete_event(node, msg)))
+    return sent
 
 
 def run_sequence_node(
@@ -265,8 +323,15 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
             if "messages" in call:  # a sequence node: every message that reached it in the job
                 sent_messages = run_sequence_node(node, call["messages"], env=env)
             else:
+                events = call.get("events") if isinstance(call.get("events"), list) else []
                 sent_messages, writes = run_node_in_context(
-                    node, call["msg"], env=env, context=context, limits=limits, sandbox=sandbox
+                    node,
+                    call["msg"],
+                    env=env,
+                    context=context,
+                    limits=limits,
+                    sandbox=sandbox,
+                    events=[str(e) for e in events],
                 )
             for port, sent in sent_messages:
                 out.append({"port": port, "msg": sent})
