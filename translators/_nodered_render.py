@@ -29,6 +29,7 @@ from fluxo_core.ir import (
     WorkflowCallStep,
     merging_steps,
 )
+from nodered_semantics.events import WATCHER_TYPES
 from translators import _nodered_js as js
 from translators._nodered_expr import change_rules, condition_jsonata, ir_path_keys, with_jsonata
 from translators._nodered_model import NodeRedOptions, json_copy
@@ -385,6 +386,14 @@ def _render_native(step: NativeStep, ids: Ids, ctx: RenderContext) -> Rendered:
         raise UnsupportedFeatureError(
             f"step {step.id!r} is a native {step.engine} step: it cannot run on Node-RED; "
             "replace it with portable steps or run the workflow on its engine",
+            step=step.id,
+        )
+    if step.config.get("type") in WATCHER_TYPES:
+        raise UnsupportedFeatureError(
+            f"step {step.id!r} runs a Node-RED {step.config['type']} node, which watches "
+            "nodes by their ids: a flow generated from the workflow gives its nodes new ids, so "
+            "it would get nothing; run the workflow on the step engine, or deploy the imported "
+            "flow itself",
             step=step.id,
         )
     node = json_copy(step.config)

@@ -231,7 +231,6 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
                 "nothing leads to it, so the job would start there (nothing it watches reports "
                 "its events on the step engine)"
             )
-            continue
         if step.kind in _PLAIN_KINDS:
             continue
         if not isinstance(step, NativeStep):
