@@ -434,6 +434,13 @@ class JobRun:
             return
         self.job["active"] -= 1
         self._update(key, status="failed", error=orjson.dumps(error).decode())
+        # The statuses a function set before it failed reach the status steps watching it.
+        statuses = (error.get("context") or {}).get("nodered_statuses")
+        watching = self.plan.events.get(step.id, {}).get(EVENT_PORTS["status"], [])
+        for j, status in enumerate(statuses if isinstance(statuses, list) and watching else []):
+            for target in watching:
+                child = f"{target}<{key}" + (f"~{j}" if j else "")
+                self.deliver(target, None, context["frames"], child, dict(status))
         payload = orjson.loads(raw_input) if raw_input else {}
         on_error = step.on_error
         if (error.get("context") or {}).get(UNFINISHED_SEQUENCE):

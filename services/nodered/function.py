@@ -432,7 +432,10 @@ def run_function(
     for level, text in logs:
         log.log(_LEVELS.get(level, logging.INFO), "%s: %s", label, text)
     if failure is not None:
-        raise _js_error(label, nid, str(failure), limits, failed_msg)
+        error = _js_error(label, nid, str(failure), limits, failed_msg)
+        if statuses and "nodered_message" in error.context:  # set before it failed: reported
+            error.context["nodered_statuses"] = [json.loads(text) for text in statuses]
+        raise error
     return FunctionResult(
         outputs=[(int(port), json.loads(text)) for port, text in outputs],
         logs=[(str(level), str(text)) for level, text in logs],

@@ -94,3 +94,12 @@ async def test_a_debug_node_shows_a_status_only_when_it_changes(fluxo: Platform)
     assert "sc0c1" not in again
     other = await _run(fluxo, "sc0in8", 42)
     assert [m["payload"]["text"] for m in other["sc0c1"]] == ["42"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_status_set_before_a_function_fails_is_reported(fluxo: Platform) -> None:
+    sent = await _run(fluxo, "sc0in10", "boom")
+    source = {"id": "sc0h", "type": "function", "name": "fails"}
+    failing = {"fill": "red", "shape": "dot", "text": "failing", "source": source}
+    assert [m["payload"] for m in sent["sc0c1"]] == [failing]
+    assert [m["error"]["message"] for m in sent["sc0cat"]] == ["Error: boom"]
