@@ -222,6 +222,11 @@ class JobRun:
                         child = f"{target}<{key}" + (f"~{j}" if j else "")
                         self.deliver(target, data, context["frames"], child, message)
                 outputs = [o for o in outputs if o.get("port") not in EVENT_CODES]
+                if step.config.get("type") == "debug" and self.plan.workflow.spec.output in (
+                    None,
+                    step.id,
+                ):  # a debug node (kept as a step for its events) ends its branch, as a sink
+                    self.results.append(orjson.loads(row["input"]) if row["input"] else None)
             # A success replaces the error of an earlier attempt: the step shows its last one.
             cleared = {"error": None} if row["error"] is not None else {}
             self._update(key, status="succeeded", output=stored(outputs), **cleared)

@@ -103,3 +103,22 @@ async def test_a_status_set_before_a_function_fails_is_reported(fluxo: Platform)
     failing = {"fill": "red", "shape": "dot", "text": "failing", "source": source}
     assert [m["payload"] for m in sent["sc0c1"]] == [failing]
     assert [m["error"]["message"] for m in sent["sc0cat"]] == ["Error: boom"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_watched_debug_node_still_ends_its_branch(fluxo: Platform) -> None:
+    flow: list[dict[str, Any]] = [
+        {"id": "t", "type": "tab", "label": "Watched"},
+        {"id": "i", "type": "inject", "z": "t", "wires": [["d"]]},
+        {"id": "d", "type": "debug", "z": "t", "name": "", "wires": []},
+        {"id": "c", "type": "complete", "z": "t", "scope": ["d"], "wires": [["f"]]},
+        {"id": "f", "type": "function", "z": "t", "func": "return null;", "wires": [[]]},
+    ]
+    doc = from_nodered(flow).workflows[0].model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["spec"].pop("engine", None)
+    await fluxo.jobs.apply(doc, ME)
+    job = await fluxo.jobs.create(ME, "watched", {"payload": "hi"}, headers=MSG)
+    done = await fluxo.jobs.wait(ME, job.id, 20)
+    assert done.status == "succeeded", done.error
+    assert done.result == "hi"  # what reached the debug node, as when it was no step
+    assert {s.step_id for s in done.steps or []} == {"debug", "complete", "function"}
