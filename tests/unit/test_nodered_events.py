@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from engines.step import step_runnable
+from fluxo_core.errors import UnsupportedFeatureError
+from fluxo_core.ir import Workflow
 from nodered_semantics.events import (
     COMPLETE_PORT,
     STATUS_PORT,
@@ -20,7 +22,7 @@ from nodered_semantics.events import (
 )
 from nodered_semantics.js import UNDEFINED
 from services.nodered.service import run_node_in_context
-from translators.nodered import from_nodered
+from translators.nodered import from_nodered, to_nodered_flows
 
 EXAMPLES = (
     Path.home() / ".cache/fluxo/test-nodered/app/node_modules/@node-red/nodes/examples/common"
@@ -244,3 +246,24 @@ def test_the_shipped_examples_run_on_the_step_engine(example: str, watcher: str)
     (watcher_step,) = [s for s in steps.values() if s.config.get("type") == watcher]
     (debug,) = [s for s in steps.values() if s.config.get("type") == "debug"]
     assert debug.next == [watcher_step.id]  # the watched debug node reports to it
+
+
+def test_an_export_wires_no_event_and_a_generated_flow_refuses_a_watcher() -> None:
+    flow = [
+        {"id": "t", "type": "tab", "label": "T"},
+        _inject("i", "f"),
+        _fn("f", "node.status('s');\nreturn msg;", ["d"]),
+        _debug("d"),
+        {"id": "s", "type": "status", "z": "t", "scope": ["f"], "wires": [["d"]]},
+    ]
+    imp = from_nodered(flow, name="ev")
+    (workflow,) = imp.workflows
+    doc = workflow.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for step in doc["spec"]["steps"]:
+        if step.get("config", {}).get("id") == "f":  # an edit: the node is rendered again
+            step["config"]["func"] = "node.status('t');\nreturn msg;"
+    edited = Workflow.model_validate(doc)
+    nodes = {n["id"]: n for n in to_nodered_flows([edited], source=imp.source)}
+    assert nodes["f"]["wires"] == [["d"]]  # its events are Node-RED's business, not a wire
+    with pytest.raises(UnsupportedFeatureError, match="watches nodes by their ids"):
+        to_nodered_flows([workflow])
