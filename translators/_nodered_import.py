@@ -382,10 +382,14 @@ class _Builder:
         """Mark the workflow when a status or complete node watches a node of the tab whose
         events no step reports (a trigger, a mapped step, a sink): the step engine refuses
         it, as its job would miss what Node-RED sends (DROPPED_LABEL)."""
-        for m in self.box.members:
+        seen: set[str] = set()
+        for m in [*self.box.members, *self.borrowed]:  # copies brought in through links too
             node = m.node
             if node.get("d") is True or (m.role == "step" and m.mapping.kind == "native"):
                 continue
+            if m.id in seen:
+                continue
+            seen.add(m.id)
             for watcher in self.watchers.get(str(node.get("z") or ""), []):
                 if not watches(watcher, node):
                     continue
