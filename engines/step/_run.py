@@ -31,7 +31,13 @@ from typing import Any
 import orjson
 
 from engines.step._context import MAX_CONTEXT_RERUNS, READ_KEY, RERUNS_KEY, StepContext
-from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
+from engines.step._loopback import Spawn, is_network_in, is_network_out, loopback_deliveries
+from engines.step._nodered import (
+    CONTENT_TYPE_HEADER,
+    NODERED_MSG_CONTENT_TYPE,
+    node_message,
+    token_of,
+)
 from engines.step._nodered_http import (
     http_request_body,
     http_request_failed,
@@ -112,6 +118,8 @@ class JobRun:
     dirty: dict[str, set[str]] = field(default_factory=dict)  # loaded step key -> changed columns
     results: list[Any] = field(default_factory=list)
     finished: bool = False
+    # Jobs a network out step starts at an in node of the workflow (engines.step._loopback).
+    spawns: list[Spawn] = field(default_factory=list)
 
     # The job's input packet as the template of its call packets, when the caller has it.
     template: PacketTemplate | None = None
@@ -160,10 +168,9 @@ class JobRun:
         meta: Meta = None
         if self._input.headers.get(CONTENT_TYPE_HEADER) == NODERED_MSG_CONTENT_TYPE:
             # A whole Node-RED message: its payload need not be an object.
-            message: dict[str, Any] = (
-                dict(payload) if isinstance(payload, dict) else {"payload": payload}
+            payload, message = token_of(
+                payload if isinstance(payload, dict) else {"payload": payload}
             )
-            payload = message.pop("payload", None)
             meta = {"_msgid": self.job["id"][:16], **message}
         elif self.plan.ports:
             meta = {"_msgid": self.job["id"][:16]}
@@ -184,7 +191,7 @@ class JobRun:
         went_on = None  # an http request node's call failed in the network: Node-RED goes on
         if call["status"] != "succeeded" and call["error"] and is_http_request(step):
             payload = orjson.loads(row["input"]) if row["input"] else None
-            msg = {**(context.get("msg") or {}), "payload": payload}
+            msg = node_message(context.get("msg"), payload)
             url = str(context.get("url", ""))
             went_on = http_request_failed(step, msg, url, orjson.loads(call["error"]))
         if call["status"] == "succeeded" or went_on is not None:
@@ -241,8 +248,7 @@ class JobRun:
                 frames = context["frames"] + level
                 child = key + (f"~{j}" if many else "")
                 if isinstance(step, NativeStep):  # {port, msg}: the port picks the targets
-                    message = dict(payload.get("msg") or {})
-                    data = message.pop("payload", None)
+                    data, message = token_of(payload.get("msg") or {})
                     self.route(
                         step, data, frames, child, message, port=int(payload["port"]), origin=origin
                     )
@@ -363,6 +369,8 @@ class JobRun:
         try:
             if step.id in self.plan.sequences:
                 self._hold(step, key, payload, frames, meta)
+            elif is_network_in(step) or is_network_out(step):
+                self._loopback(step, key, payload, context, frames, meta)
             elif isinstance(step, ServiceStep | NativeStep):
                 self._call(step, key, payload, context, attempt=1)
             elif isinstance(step, SwitchStep):
@@ -529,13 +537,17 @@ class JobRun:
         call_id = call_id_for(self.job["id"], key, attempt)
         body = payload
         if isinstance(step, NativeStep) and step.id in self.plan.sequences:
-            # A Node-RED join: the messages it gathered.
+            # A Node-RED join: the messages it gathered (a batch: and what it held before).
             body = {"node": step.config, "messages": payload}
+            scopes = self.plan.context_scopes.get(step.id)
+            if scopes and self.context is not None:
+                body["context"], context[READ_KEY] = self.context.load(step, scopes)
+                body["version"] = self.plan.version  # a node's state is kept per version
         elif is_http_request(step):  # the http service sends what the node would
-            body = http_request_body(step, {**context.get("msg", {}), "payload": payload})
+            body = http_request_body(step, node_message(context.get("msg"), payload))
             context = {**context, "url": body["url"]}
         elif isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
-            body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
+            body = {"node": step.config, "msg": node_message(context.get("msg"), payload)}
             env = step.config.get(SUBFLOW_ENV)
             if isinstance(env, dict):  # what the subflow instances it runs within set
                 body["env"] = env
@@ -547,6 +559,7 @@ class JobRun:
             scopes = self.plan.context_scopes.get(step.id)
             if scopes and self.context is not None:
                 body["context"], context[READ_KEY] = self.context.load(step, scopes)
+                body["version"] = self.plan.version  # a node's state is kept per version
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).
@@ -592,6 +605,33 @@ class JobRun:
             )
             if READ_KEY in context:  # what this attempt read, and how often it ran again
                 self._update(key, context=orjson.dumps(context).decode())
+
+    def _loopback(
+        self,
+        step: NativeStep,
+        key: str,
+        payload: Any,
+        context: dict[str, Any],
+        frames: list[Frame],
+        meta: Meta,
+    ) -> None:
+        """A network node whose peer is in the workflow: an in node's step passes the message
+        its job started with on; an out node's step starts a job per message its in nodes
+        emit (once: with this execution, see engines.step._loopback), and sends nothing on."""
+        msg = {**(meta or {}), "payload": payload}
+        if is_network_in(step):  # its output as any native step's: {port, msg}
+            output = [{"port": 0, "msg": msg}]
+            self._add_step(key, step.id, "succeeded", payload, context, output=output)
+            self.route(step, payload, frames, key, meta)
+            return
+        if key[:500] in self.steps:
+            return  # this execution ran before (its token was delivered again)
+        spawns = loopback_deliveries(self.plan.workflow, step, msg, self.job["id"], key[:500])
+        # No output of its own (it has no output port); what it started is in its context.
+        context["started"] = [{"entry": s.entry, "msg": s.msg} for s in spawns]
+        self._add_step(key, step.id, "succeeded", payload, context, output=[])
+        self.spawns += spawns
+        self.route(step, payload, frames, key, meta)
 
     def _switch(
         self, step: SwitchStep, key: str, payload: Any, frames: list[Frame], meta: Meta
@@ -684,7 +724,7 @@ class JobRun:
             "order": [f[1] for f in frames],
             "at": [self.now, len(self.new_keys), len(self.calls)],
             "key": key,
-            "msg": {**(meta or {}), "payload": payload},
+            "msg": node_message(meta, payload),
         }
         slot = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest()) >> 1
         self.store.join_arrive(self.tx, self.job["id"], _held_key(step.id), slot, dump_json(record))

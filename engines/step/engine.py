@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from engines.step._context import StepContext
+from engines.step._loopback import start_loopback_jobs
 from engines.step._nodered import RUNNABLE_NATIVE_ENGINES
+from engines.step._nodered_http import is_http_request
 from engines.step._plan import RUNNABLE_KINDS, Plan
 from engines.step._run import ENGINE_QUEUE, JobRun, job_channel
 from fluxo_core.engine import (
@@ -47,11 +49,12 @@ from fluxo_core.errors import (
 from fluxo_core.ir import PacketTemplate, Workflow
 from fluxo_core.logs import bind_ids, reset_ids
 from fluxo_core.storage import Database, Transaction
+from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.nodered_context import NodeRedContextStore
 from fluxo_core.storage.workflows import WorkflowStore
-from nodered_semantics.http_request import HTTP_REQUEST_TYPE, HTTP_SERVICE
+from nodered_semantics.http_request import HTTP_SERVICE
 from nodered_semantics.support import NODERED_NODE_SERVICE
 from service_runtime import ServiceRuntime
 from service_runtime.gateway import PreparedCall
@@ -102,6 +105,7 @@ class StepEngine:
         self.store = JobStore(runtime.db)
         self.contexts = NodeRedContextStore(runtime.db)
         self._control = JobControlStore(runtime.db)
+        self._pauses = BlockStore(runtime.db)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self._plans: dict[PlanKey, Plan] = {}
@@ -460,6 +464,15 @@ class StepEngine:
         for ref, prepared in by_service.items():
             self.runtime.gateway.record_calls(tx, infos[ref], prepared, reply_to=ENGINE_QUEUE)
         self.runtime.transport.enqueue(tx, [timer for run in runs for timer in run.timers])
+        spawned = [
+            (run.job, run.template.source, run.plan.ref, spawn)
+            for run in runs
+            if run.template is not None
+            for spawn in run.spawns
+        ]
+        if spawned:  # jobs network out steps start at in nodes of their workflow, once
+            starts = start_loopback_jobs(tx, self.store, ENGINE_QUEUE, spawned, self._pauses)
+            self.runtime.transport.enqueue(tx, starts)
         tx.notify(*(job_channel(run.job["id"]) for run in runs if run.finished))
         tracing = self.runtime.tracing
         if tracing is not None and tracing.exports_jobs:
@@ -474,11 +487,7 @@ class StepEngine:
             if step.kind == "native":
                 # An http request node is a call of the http service; any other native node
                 # runs in the nodered-node service.
-                service = (
-                    HTTP_SERVICE
-                    if getattr(step, "config", {}).get("type") == HTTP_REQUEST_TYPE
-                    else NODERED_NODE_SERVICE
-                )
+                service = HTTP_SERVICE if is_http_request(step) else NODERED_NODE_SERVICE
                 try:
                     plan.services[step.id] = await self.runtime.catalog.resolve(service)
                 except UnknownServiceError as exc:
