@@ -180,6 +180,8 @@ def user_context_scopes(node: Mapping[str, Any]) -> set[str]:
         return function_context_scopes(
             "\n".join(str(node.get(k) or "") for k in ("func", "initialize"))
         )
+    if kind == "debug":  # a debug node showing values as its status keeps the last one shown
+        return {"node"} if node.get("tostatus") is True else set()
     if kind == "template":
         found = {m.group(1) for m in _TEMPLATE_USE.finditer(str(node.get("template") or ""))}
         if node.get("fieldType") in ("flow", "global"):

@@ -29,6 +29,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from nodered_semantics.context import context_problem, context_scopes, keeps_state
+from nodered_semantics.events import WATCHER_TYPES, watcher_problem
 from nodered_semantics.files import FILE_TYPES, file_node_problem
 from nodered_semantics.http_in import HTTP_RESPONSE_TYPE
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
@@ -90,6 +91,8 @@ PARSER_TYPES = frozenset({"yaml", "xml", "html"})
 siblings."""
 SUPPORTED_TYPES = (
     frozenset({"function", "template", "json", "csv", "catch", "split"})
+    | WATCHER_TYPES
+    | {"debug"}
     | PARSER_TYPES
     | RULE_TYPES
     | PASSING_TYPES
@@ -143,6 +146,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return rules_problem(node, tuple(provided) if isinstance(provided, Mapping) else ())
     if kind == "link out" and node.get("mode") == "return":
         return "a return link out continues at its link call, which the import wires instead"
+    if kind in WATCHER_TYPES:
+        return watcher_problem(node)
     if kind == "catch":
         scope = node.get("scope")
         if scope not in (None, "") and not isinstance(scope, list):

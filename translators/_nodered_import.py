@@ -19,7 +19,7 @@ trigger feeding several nodes) the start step passes the message to all of them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,13 @@ import pydantic
 
 from fluxo_core.errors import IRValidationError, ValidationError
 from fluxo_core.ir import ENTRIES_LABEL, ENTRY_HEADER, Workflow
+from nodered_semantics.events import (
+    WATCHER_TYPES,
+    completion_problem,
+    emits_event,
+    status_problem,
+    watches,
+)
 from nodered_semantics.http_in import HTTP_ENDPOINT, HTTP_RESPONSE_TYPE
 from nodered_semantics.network import ENDPOINT_KEY, NETWORK_IN, websocket_endpoint
 from nodered_semantics.support import SUBFLOW_ENV
@@ -146,8 +153,11 @@ class _Builder:
         classify: Callable[[dict[str, Any]], _Member],
         used: set[str],
         catches: Mapping[str, list[dict[str, Any]]],
+        watchers: Mapping[str, list[dict[str, Any]]] | None = None,
     ):
         self.box = box
+        # tab id -> its enabled status and complete nodes (nodered_semantics.events)
+        self.watchers = watchers or {}
         self.index = index
         self.classify = classify
         self.used = used
@@ -385,7 +395,7 @@ class _Builder:
         outputs = self._subflow_outputs(member) if member.ctx else {}
         ports += [[] for _ in range(max(outputs, default=-1) + 1 - len(ports))]
         several = member.mapping.kind == "native" and sum(1 for port in ports if port) > 1
-        return [
+        wired = [
             _unique(
                 [
                     s
@@ -400,6 +410,55 @@ class _Builder:
             )
             for p, port in enumerate(ports)
         ]
+        watching = self._watching(member)
+        return [*wired, watching] if watching else wired
+
+    def _watching(self, member: _Member) -> list[str]:
+        """The status and complete steps a native step's events go to (an edge the step
+        engine tells from its wires: nodered_semantics.events), within its link calls."""
+        if member.mapping.kind != "native":
+            return []
+        node = member.node
+        wired = set(_flat(node.get("wires")))
+        found: list[str] = []
+        for watcher in self.watchers.get(str(node.get("z") or ""), []):
+            kind = str(watcher["type"])
+            if str(watcher["id"]) in wired or not watches(watcher, node):
+                continue
+            if not emits_event(node, kind):
+                continue
+            target = self.member(str(watcher["id"]), member.ctx)
+            if target is not None and target.role == "step":
+                found.append(target.key)
+        return found
+
+    def unreported_events(self) -> None:
+        """Mark the workflow when a status or complete node watches a node of the tab whose
+        events no step reports (a trigger, a mapped step, a sink): the step engine refuses
+        it, as its job would miss what Node-RED sends (DROPPED_LABEL)."""
+        seen: set[str] = set()
+        for m in [*self.box.members, *self.borrowed]:  # copies brought in through links too
+            node = m.node
+            if node.get("d") is True or (m.role == "step" and m.mapping.kind == "native"):
+                continue
+            if m.id in seen:
+                continue
+            seen.add(m.id)
+            for watcher in self.watchers.get(str(node.get("z") or ""), []):
+                if not watches(watcher, node):
+                    continue
+                kind = str(watcher["type"])
+                problem = status_problem(node) if kind == "status" else completion_problem(node)
+                if problem is None and emits_event(node, kind):
+                    problem = f"its {m.mapping.kind} step does not report it"
+                if problem is None:
+                    continue
+                self.dropped.add(kind)
+                self.notes.append(
+                    f"workflow {self.box.name!r}: {kind} node {watcher['id']} watches "
+                    f"{node['type']} node {m.id}, but {problem}; the step engine would not send "
+                    "what Node-RED sends to it"
+                )
 
     def _passing(self, target: str, ctx: tuple[str, ...]) -> list[str]:
         """The steps a port of a native node with several ports reaches at ``target``: a
@@ -460,6 +519,7 @@ class _Builder:
             )
         if unrolled:
             succ = self._successors(steps, ports)
+        self.unreported_events()
         fanouts, catches = wire_catches(self.box.name, steps, succ, self.notes)
         if catches:
             roots = self._roots(steps, succ, triggered_set, catches)
@@ -917,6 +977,7 @@ def _classify(
     subflows: Mapping[str, str],
     scoped: Mapping[str, str],
     index: Mapping[str, dict[str, Any]],
+    watched: Collection[str] = (),
 ) -> _Member:
     """What one flow node is in its workflow (a fresh member each call: copies differ)."""
     kind = node["type"]
@@ -934,6 +995,16 @@ def _classify(
         )
     if node.get("d") is True:
         return _Member(node, "sink", "disabled in Node-RED: it passes no messages")
+    if kind == "debug" and str(node["id"]) in watched:
+        return _Member(
+            node,
+            "step",
+            mapping=native_mapping(
+                node,
+                "watched by a status or complete node: kept as a step reporting its status "
+                "and completion to it",
+            ),
+        )
     if kind in _SINKS:
         return _Member(node, "sink", _SINKS[kind])
     if kind in ("inject", "http in"):
@@ -1043,11 +1114,27 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         if node["type"] == "catch" and node.get("d") is not True:
             catches_by_tab.setdefault(str(node.get("z") or ""), []).append(node)
 
+    watchers_by_tab: dict[str, list[dict[str, Any]]] = {}
+    for node in nodes:
+        if node["type"] in WATCHER_TYPES and node.get("d") is not True:
+            watchers_by_tab.setdefault(str(node.get("z") or ""), []).append(node)
+    # Debug nodes a status or complete node gets events of: steps, not sinks.
+    watched = {
+        str(node["id"])
+        for node in nodes
+        if node["type"] == "debug"
+        and node.get("d") is not True
+        and any(
+            watches(w, node) and emits_event(node, str(w["type"]))
+            for w in watchers_by_tab.get(str(node.get("z") or ""), [])
+        )
+    }
+
     # http request nodes calling the flow's own http in endpoints: which one, or why not.
     calls_itself = self_calls(nodes)
 
     def classify(node: dict[str, Any]) -> _Member:
-        return _classify(with_self_call(node, calls_itself), subflows, scoped, index)
+        return _classify(with_self_call(node, calls_itself), subflows, scoped, index, watched)
 
     # A subflow's own workflow: its nodes see the subflow's properties as an instance that sets
     # none would give them.
@@ -1080,7 +1167,7 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         for member in box.members:
             if member.role == "step":
                 assign_step_ids(member, used)
-        builder = _Builder(box, index, classify, used, catches_by_tab)
+        builder = _Builder(box, index, classify, used, catches_by_tab, watchers_by_tab)
         subflow_out: list[str] = []
         if box.node is not None and box.node["type"] == "subflow":
             for port in box.node.get("out") or []:

@@ -29,6 +29,7 @@ from fluxo_core.ir import (
     WorkflowCallStep,
     merging_steps,
 )
+from nodered_semantics.events import WATCHER_TYPES, watches
 from translators import _nodered_js as js
 from translators._nodered_expr import change_rules, condition_jsonata, ir_path_keys, with_jsonata
 from translators._nodered_model import NodeRedOptions, json_copy
@@ -167,6 +168,15 @@ class RenderContext:
     @property
     def steps(self) -> dict[str, Step]:
         return self.workflow.spec.steps_by_id()
+
+    @cached_property
+    def watchers(self) -> dict[str, Mapping[str, Any]]:
+        """The configurations of the native status and complete steps, by step id."""
+        return {
+            s.id: s.config
+            for s in self.workflow.spec.steps
+            if isinstance(s, NativeStep) and s.config.get("type") in WATCHER_TYPES
+        }
 
     @cached_property
     def merging(self) -> set[str]:
@@ -387,6 +397,14 @@ def _render_native(step: NativeStep, ids: Ids, ctx: RenderContext) -> Rendered:
             "replace it with portable steps or run the workflow on its engine",
             step=step.id,
         )
+    if step.config.get("type") in WATCHER_TYPES and ctx.bookkeeping:
+        raise UnsupportedFeatureError(
+            f"step {step.id!r} runs a Node-RED {step.config['type']} node, which watches "
+            "nodes by their ids: a flow generated from the workflow gives its nodes new ids, so "
+            "it would get nothing; run the workflow on the step engine, or deploy the imported "
+            "flow itself",
+            step=step.id,
+        )
     node = json_copy(step.config)
     node["id"] = ids("main")
     node.setdefault("type", "unknown")
@@ -394,6 +412,18 @@ def _render_native(step: NativeStep, ids: Ids, ctx: RenderContext) -> Rendered:
         node.pop(key, None)
     ports = node.get("wires")
     outs: list[Out] = []
+    # The status and complete steps it leads to for its events are no wires: Node-RED sends
+    # them its events itself (nodered_semantics.events).
+    wired = {t for port in ports or [] if isinstance(port, list) for t in port}
+    watching = {
+        sid
+        for sid in step.next
+        if (config := ctx.watchers.get(sid)) is not None
+        and str(config.get("id")) not in wired
+        and watches(config, step.config)
+    }
+    if watching:
+        step = step.model_copy(update={"next": [s for s in step.next if s not in watching]})
     if isinstance(ports, list) and ports:
         node["wires"] = [[] for _ in ports]
         outs.append(_next_out(node["id"], step))

@@ -56,6 +56,14 @@ from typing import Any
 from engines.step._context import context_problems
 from fluxo_core.ir import NativeStep, Workflow
 from nodered_semantics.context import keeps_state
+from nodered_semantics.events import (
+    EVENT_PORTS,
+    WATCHER_TYPES,
+    completion_problem,
+    emits_event,
+    status_problem,
+    watches,
+)
 from nodered_semantics.network import NETWORK_TYPES, network_problem
 from nodered_semantics.support import (
     QUEUE_CONTROLS,
@@ -71,6 +79,7 @@ __all__ = [
     "NO_PAYLOAD",
     "RUNNABLE_NATIVE_ENGINES",
     "dropped_problems",
+    "native_events",
     "native_ports",
     "native_problem",
     "native_steps_by_node",
@@ -117,10 +126,61 @@ def native_steps_by_node(workflow: Workflow) -> dict[str, set[str]]:
     return by_node
 
 
+def _wired_ids(config: Mapping[str, Any]) -> set[str]:
+    wires = config.get("wires")
+    return {
+        str(t)
+        for port in (wires if isinstance(wires, list) else [])
+        if isinstance(port, list)
+        for t in port
+    }
+
+
+_INDEXES: dict[int, tuple[Workflow, dict[str, Any], list[NativeStep]]] = {}
+
+
+def _index(workflow: Workflow) -> tuple[dict[str, Any], list[NativeStep]]:
+    """``workflow``'s steps by id and its status/complete steps, made once per workflow (the
+    checks ask per step; made per step, large flows were quadratic)."""
+    found = _INDEXES.get(id(workflow))
+    if found is None or found[0] is not workflow:
+        watchers = [
+            s
+            for s in workflow.spec.steps
+            if isinstance(s, NativeStep) and s.config.get("type") in WATCHER_TYPES
+        ]
+        if len(_INDEXES) >= 16:
+            _INDEXES.clear()
+        found = (workflow, workflow.spec.steps_by_id(), watchers)
+        _INDEXES[id(workflow)] = found
+    return found[1], found[2]
+
+
+def native_events(step: NativeStep, workflow: Workflow) -> dict[int, list[str]]:
+    """The status and complete steps a native step's events go to, by event port
+    (:data:`~nodered_semantics.events.STATUS_PORT`, ``COMPLETE_PORT``): the steps of its
+    ``next`` that run a status or complete node watching its node and that it is not wired to
+    (the import leads a watched step to its watchers so)."""
+    steps, watchers = _index(workflow)
+    if not watchers:
+        return {}
+    wired = _wired_ids(step.config)
+    found: dict[int, list[str]] = {}
+    for sid in step.next:
+        target = steps.get(sid)
+        if not isinstance(target, NativeStep) or target.config.get("type") not in WATCHER_TYPES:
+            continue
+        if str(target.config.get("id")) in wired or not watches(target.config, step.config):
+            continue
+        found.setdefault(EVENT_PORTS[str(target.config["type"])], []).append(sid)
+    return found
+
+
 def native_ports(
     step: NativeStep, workflow: Workflow, by_node: Mapping[str, set[str]] | None = None
 ) -> list[list[str]] | str:
-    """The step ids each output port of a native Node-RED step feeds, or why that is unknown.
+    """The step ids each output port of a native Node-RED step feeds, or why that is unknown
+    (its event targets, :func:`native_events`, are no port's).
 
     ``by_node``: :func:`native_steps_by_node` of ``workflow`` (made here when not given)."""
     wires = step.config.get("wires")
@@ -129,7 +189,8 @@ def native_ports(
         if isinstance(wires, list)
         else []
     )
-    nxt = list(step.next)
+    events = {sid for targets in native_events(step, workflow).values() for sid in targets}
+    nxt = [sid for sid in step.next if sid not in events]
     wired = [p for p, port in enumerate(ports) if port]
     if len(wired) <= 1:
         out: list[list[str]] = [[] for _ in ports] or [[]]
@@ -180,6 +241,13 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
                 )
     fed = {t for s in workflow.spec.steps for t in _successors(s)} | {workflow.spec.start}
     by_node = native_steps_by_node(workflow)
+    # What the steps lead to, besides an entry step leading to every start of the flow.
+    entered = {
+        t
+        for s in workflow.spec.steps
+        if not (s.id == "start" and s.kind == "transform")
+        for t in _successors(s)
+    }
     for step in workflow.spec.steps:
         if isinstance(step, NativeStep) and step.config.get("type") == "catch" and step.id in fed:
             reasons.append(
@@ -188,6 +256,16 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
                 "here, or it catches a group)"
             )
             continue
+        if (
+            isinstance(step, NativeStep)
+            and step.config.get("type") in WATCHER_TYPES
+            and step.id not in entered
+        ):
+            reasons.append(
+                f"step {step.id!r} ({step.config.get('type')} node {step.config.get('id', '?')}): "
+                "nothing leads to it, so the job would start there (nothing it watches reports "
+                "its events on the step engine)"
+            )
         if step.kind in _PLAIN_KINDS:
             continue
         if not isinstance(step, NativeStep):
@@ -213,6 +291,10 @@ def _successors(step: Any) -> list[str]:
 _DROPPED = {
     "loop": "the Node-RED flow loops (a wire closing the loop was cut by the import, so the "
     "workflow would run the loop once); run it on Node-RED",
+    "status": "a status node watches a node whose status the step engine does not report (the "
+    "import says which); run it on Node-RED",
+    "complete": "a complete node watches a node whose completion the step engine does not "
+    "report (the import says which); run it on Node-RED",
     "entries": "the Node-RED flow has several triggers, each starting only its own nodes; the "
     "workflow starts them all together; run it on Node-RED",
 }
@@ -280,4 +362,32 @@ def native_problem(
     ports = native_ports(step, workflow, by_node)
     if isinstance(ports, str):
         return f"{where}: {ports}"
+    return _event_problem(step, workflow, where)
+
+
+def _event_problem(step: NativeStep, workflow: Workflow, where: str) -> str | None:
+    """Why the status and complete steps watching this step's node would not get its events
+    as on Node-RED, or None."""
+    config = step.config
+    _, watchers = _index(workflow)
+    if config.get("type") == "debug" and not any(w.id in step.next for w in watchers):
+        return f"{where}: a debug step reports events, and nothing it leads to watches it"
+    wired = _wired_ids(config)
+    for watcher in watchers:
+        if not watches(watcher.config, config):
+            continue
+        kind = str(watcher.config.get("type"))
+        problem = status_problem(config) if kind == "status" else completion_problem(config)
+        if problem is not None:
+            return f"{where}: {kind} node {watcher.config.get('id')} watches it, but {problem}"
+        if str(watcher.config.get("id")) in wired and emits_event(config, kind):
+            return (
+                f"{where}: it is both wired to {kind} node {watcher.config.get('id')} and "
+                "watched by it, and its step cannot tell its messages from its events"
+            )
+        if emits_event(config, kind) and watcher.id not in step.next:
+            return (
+                f"{where}: {kind} node {watcher.config.get('id')} watches it, but its step "
+                "does not lead to that node's step (copies made for link calls or loops)"
+            )
     return None

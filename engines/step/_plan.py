@@ -8,6 +8,7 @@ from typing import Any
 from engines.step._context import context_problems, native_context_scopes
 from engines.step._nodered import (
     dropped_problems,
+    native_events,
     native_ports,
     native_problem,
     native_steps_by_node,
@@ -51,6 +52,8 @@ class Plan:
     services: dict[str, ServiceInfo]  # by step id (native steps: the nodered-node service)
     steps: dict[str, Any] = field(init=False)
     ports: dict[str, list[list[str]]] = field(init=False)  # native steps: targets per port
+    # native steps watched by status/complete steps: those steps by event port
+    events: dict[str, dict[int, list[str]]] = field(init=False)
     context_scopes: dict[str, list[str]] = field(init=False)  # native steps using context
     merging: set[str] = field(init=False)  # steps whose keys name where a token came from
     join_of_split: dict[str, str] = field(init=False)
@@ -80,6 +83,7 @@ class Plan:
                 dropped=self.workflow.metadata.labels.get(DROPPED_LABEL, ""),
             )
         self.ports = {}
+        self.events = {}
         by_node = native_steps_by_node(self.workflow)  # once: per step it was quadratic
         for step in spec.steps:
             if isinstance(step, NativeStep):
@@ -95,6 +99,9 @@ class Plan:
                         node_type=str(step.config.get("type", "")),
                     )
                 self.ports[step.id] = ports
+                events = native_events(step, self.workflow)
+                if events:
+                    self.events[step.id] = events
         problems = context_problems(self.workflow)
         if problems:
             raise UnsupportedFeatureError(

@@ -71,6 +71,7 @@ from fluxo_core.ir.packet import PacketTemplate, dump_json, keyed_id
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from nodered_semantics.context import CONTEXT_PORT
+from nodered_semantics.events import EVENT_PORTS
 from nodered_semantics.files import FILES_KEY, FILES_PORT
 from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV, UNFINISHED_SEQUENCE
 from service_runtime.catalog import ServiceInfo
@@ -90,6 +91,9 @@ _FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 Frame = list[Any]  # [split step id, index, count] + [origin of the split's execution], if any
 Meta = dict[str, Any] | None  # a Node-RED message's properties besides payload
+
+
+EVENT_CODES = frozenset(EVENT_PORTS.values())
 
 
 def call_id_for(job_id: str, key: str, attempt: int) -> str:
@@ -230,6 +234,21 @@ class JobRun:
                         step, report.get("msg") or {}, key + (f"~{j}" if j else ""), context
                     )
                 outputs = [o for o in outputs if o.get("port") != REPORTED_PORT]
+                # Its status and completion events: to the steps watching it, beside its
+                # messages (Node-RED does not order them against those).
+                events = self.plan.events.get(step.id, {})
+                for j, event in enumerate(o for o in outputs if o.get("port") in EVENT_CODES):
+                    message = dict(event.get("msg") or {})
+                    data = message.pop("payload", None)
+                    for target in events.get(int(event["port"]), []):
+                        child = f"{target}<{key}" + (f"~{j}" if j else "")
+                        self.deliver(target, data, context["frames"], child, message)
+                outputs = [o for o in outputs if o.get("port") not in EVENT_CODES]
+                if step.config.get("type") == "debug" and self.plan.workflow.spec.output in (
+                    None,
+                    step.id,
+                ):  # a debug node (kept as a step for its events) ends its branch, as a sink
+                    self.results.append(orjson.loads(row["input"]) if row["input"] else None)
             # A success replaces the error of an earlier attempt: the step shows its last one.
             cleared = {"error": None} if row["error"] is not None else {}
             self._update(key, status="succeeded", output=stored(outputs), **cleared)
@@ -443,6 +462,13 @@ class JobRun:
             return
         self.job["active"] -= 1
         self._update(key, status="failed", error=orjson.dumps(error).decode())
+        # The statuses a function set before it failed reach the status steps watching it.
+        statuses = (error.get("context") or {}).get("nodered_statuses")
+        watching = self.plan.events.get(step.id, {}).get(EVENT_PORTS["status"], [])
+        for j, status in enumerate(statuses if isinstance(statuses, list) and watching else []):
+            for target in watching:
+                child = f"{target}<{key}" + (f"~{j}" if j else "")
+                self.deliver(target, None, context["frames"], child, dict(status))
         payload = orjson.loads(raw_input) if raw_input else {}
         on_error = step.on_error
         if (error.get("context") or {}).get(UNFINISHED_SEQUENCE):
@@ -575,6 +601,11 @@ class JobRun:
             env = step.config.get(SUBFLOW_ENV)
             if isinstance(env, dict):  # what the subflow instances it runs within set
                 body["env"] = env
+            events = self.plan.events.get(step.id)
+            if events:  # the events status and complete steps watch (nodered_semantics.events)
+                body["events"] = sorted(
+                    name for name, port in EVENT_PORTS.items() if port in events
+                )
             scopes = self.plan.context_scopes.get(step.id)
             if scopes and self.context is not None:
                 body["context"], context[READ_KEY] = self.context.load(step, scopes)

@@ -20,6 +20,9 @@ The shim gives the body what Node-RED gives it, as far as one message in isolati
   passes; never the worker's own environment), ``RED.util.cloneMessage`` and ``generateId``;
 * multiple outputs exactly as Node-RED's ``sendResults``: a message, an array with one entry per
   port, an array of messages per port, ``null`` for nothing;
+* ``node.status(...)``: each status set comes back as the message a ``status`` node would send
+  (:attr:`FunctionResult.statuses`), and the message as the body left it when it returned (when
+  Node-RED calls ``done()``) as :attr:`FunctionResult.completed`, for a ``complete`` node;
 * ``setTimeout`` runs its callbacks after the body, in delay order, without waiting (the
   messages are the same, only sooner); ``setInterval`` would never end a call and is refused.
 
@@ -101,10 +104,16 @@ class FunctionResult:
     logs: list[tuple[str, str]] = field(default_factory=list)
     context: dict[str, dict[str, Any]] = field(default_factory=dict)
     touched: dict[str, list[str]] = field(default_factory=dict)
+    # The statuses the body set (``node.status``), as a status node's message, in order.
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    # The message as the body left it when it returned (Node-RED's done() then), or None.
+    completed: dict[str, Any] | None = None
 
 
 _PRELUDE = r"""
 var __outputs = [];
+var __statuses = [];
+var __completed = null;
 var __logs = [];
 var __failure = null;
 var __settled = 0;
@@ -270,7 +279,20 @@ function __makeNode(sends) {
     },
     debug: function () { __logs.push(["debug", __text(arguments)]); },
     trace: function () { __logs.push(["trace", __text(arguments)]); },
-    status: function () {},
+    status: function (status) {
+      // Node.status, then Flow.handleStatus (which fails as there on undefined or null).
+      switch (typeof status) {
+        case "string": case "number": case "boolean": status = { text: "" + status };
+      }
+      if (status.hasOwnProperty("text") && typeof status.text !== "string") {
+        try { status.text = status.text.toString(); } catch (e) {}
+      }
+      var out = { status: __clone(status) };
+      if (status.hasOwnProperty("text")) { out.status.text = status.text.toString(); }
+      out.status.source = { id: __nodeInfo.id, type: "function" };
+      if (__nodeInfo.named) { out.status.source.name = __nodeInfo.name; }
+      __statuses.push(JSON.stringify(out));
+    },
     on: function (event) {
       if (event === "input") { throw new Error("node.on('input') is not allowed in a function"); }
     },
@@ -345,6 +367,7 @@ def run_function(
         "name": node.get("name") or "",
         "path": f"{node.get('z') or ''}/{nid}",
         "outputs": node.get("outputs", 1),
+        "named": "name" in node,  # the function node sets node.name = n.name
     }
     ctx = quickjs.Context()
     ctx.set_memory_limit(limits.memory_bytes)
@@ -368,7 +391,8 @@ def run_function(
         + ".then(function () {\n"
         + "(async function (msg) { var node = __makeNode(true);\n"
         + body
-        + "\n})(msg).then(function (r) { __settled = 1; __sendResults(r, false); },"
+        + "\n})(msg).then(function (r) { __settled = 1; __sendResults(r, false);"
+        " __completed = JSON.stringify(msg); },"
         " function (e) { __settled = 1; __fail(e); });\n"
         + "}, function (e) { __settled = 1; __fail(e); });\n"
     )
@@ -402,6 +426,8 @@ def run_function(
         logs = json.loads(ctx.eval("JSON.stringify(__logs)"))
         final = json.loads(ctx.eval("JSON.stringify(__ctx)"))
         touched = json.loads(ctx.eval("JSON.stringify(__touched)"))
+        statuses = json.loads(ctx.eval("JSON.stringify(__statuses)"))
+        completed = ctx.get("__completed")
     except quickjs.JSException as exc:
         raise _js_error(label, nid, str(exc), limits) from exc
     except quickjs.StackOverflow as exc:
@@ -414,12 +440,17 @@ def run_function(
     for level, text in logs:
         log.log(_LEVELS.get(level, logging.INFO), "%s: %s", label, text)
     if failure is not None:
-        raise _js_error(label, nid, str(failure), limits, failed_msg)
+        error = _js_error(label, nid, str(failure), limits, failed_msg)
+        if statuses and "nodered_message" in error.context:  # set before it failed: reported
+            error.context["nodered_statuses"] = [json.loads(text) for text in statuses]
+        raise error
     return FunctionResult(
         outputs=[(int(port), json.loads(text)) for port, text in outputs],
         logs=[(str(level), str(text)) for level, text in logs],
         context=final,
         touched={scope: sorted(keys) for scope, keys in touched.items() if keys},
+        statuses=[json.loads(text) for text in statuses],
+        completed=json.loads(completed) if isinstance(completed, str) else None,
     )
 
 
@@ -719,4 +750,5 @@ def _run_in_child(
     except ServiceError as exc:
         return ("error", exc.message, dict(exc.context))
     details = {"outputs": result.outputs, "logs": result.logs, "context": result.context}
-    return ("ok", None, {**details, "touched": result.touched})
+    events = {"statuses": result.statuses, "completed": result.completed}
+    return ("ok", None, {**details, "touched": result.touched, **events})

@@ -37,7 +37,14 @@ implementation behaves:
 * ``http request`` calling its flow's own ``http in`` endpoint, and the ``http response``
   answering it: :mod:`services.nodered.http_self`.
 
-A function's ``node.error(err, msg)`` is a packet on port ``-1``
+* ``status`` and ``complete``: the message on, as the node sends it (the step engine hands
+  them the events of the steps they watch);
+* ``debug`` (kept as a step only when a status or complete node watches it): sends nothing.
+
+Events, when the call asks for them (``"events": ["status", "complete"]``): a status the node
+set is a packet on port ``-4``, its completion of the message (``done()``) one on port ``-5``,
+each with the message a status or complete node sends
+(:mod:`nodered_semantics.events`). A function's ``node.error(err, msg)`` is a packet on port ``-1``
 (:data:`nodered_semantics.support.REPORTED_PORT`), ``{message, msg}``, which the step engine
 hands to the step's catch.
 
@@ -63,11 +70,20 @@ here.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from fluxo_core.errors import ServiceError
 from nodered_semantics.context import CONTEXT_PORT, ContextView, ContextWrite
+from nodered_semantics.events import (
+    COMPLETE_PORT,
+    STATUS_PORT,
+    WATCHER_TYPES,
+    complete_event,
+    debug_status,
+    status_event,
+)
 from nodered_semantics.files import FILE_TYPES, FILES_KEY, FILES_PORT
 from nodered_semantics.http_in import HTTP_ENDPOINT, HTTP_RESPONSE_TYPE
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE
@@ -162,6 +178,7 @@ NODERED_NODE_SCHEMA: dict[str, Any] = {
         "messages": {"type": "array", "items": {"type": "object"}},
         "env": {"type": "object"},
         "context": {"type": "object"},
+        "events": {"type": "array", "items": {"enum": ["status", "complete"]}},
         "version": {},
         FILES_KEY: {"type": "object"},
     },
@@ -201,10 +218,15 @@ def run_node_in_context(
     context: Mapping[str, Mapping[str, Any]] | None = None,
     limits: FunctionLimits | None = None,
     sandbox: FunctionSandbox | None = None,
+    events: Collection[str] = (),
     version: Any = None,
 ) -> tuple[Sent, list[ContextWrite]]:
     """:func:`run_node`, and what the node wrote to context (``context``: the contents of the
     ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set.
+
+    ``events``: which of the node's events to report besides (``status``: the statuses it
+    set, on port :data:`STATUS_PORT`; ``complete``: its completion of the message, on port
+    :data:`COMPLETE_PORT`), each as the message a status or complete node sends.
 
     A node that keeps state between messages (:func:`~nodered_semantics.context.keeps_state`)
     finds it under :data:`~nodered_semantics.context.STATE_KEY` of its node scope, kept for
@@ -213,7 +235,7 @@ def run_node_in_context(
     message = copy.deepcopy(dict(msg))
     view = ContextView.of(copy.deepcopy(dict(context or {})))
     state = NodeState.of(node, view, version)
-    sent, writes = _run_in_view(node, message, env, view, state, limits, sandbox)
+    sent, writes = _run_in_view(node, message, env, view, state, limits, sandbox, events)
     return sent, writes + state.writes()
 
 
@@ -225,6 +247,7 @@ def _run_in_view(
     state: NodeState,
     limits: FunctionLimits | None,
     sandbox: FunctionSandbox | None,
+    events: Collection[str] = (),
 ) -> tuple[Sent, list[ContextWrite]]:
     kind = str(node.get("type", ""))
     if kind == "function":
@@ -238,7 +261,16 @@ def _run_in_view(
             {scope: dict(result.context.get(scope) or {}) for scope in view.data},
             {scope: set(keys) for scope, keys in result.touched.items()},
         )
-        return result.outputs, ran.writes()
+        sent = list(result.outputs)
+        if "status" in events:
+            sent += [(STATUS_PORT, status) for status in result.statuses]
+        if "complete" in events and result.completed is not None:
+            sent.append((COMPLETE_PORT, complete_event(node, result.completed)))
+        return sent, ran.writes()
+    if kind == "debug":
+        return _run_debug(node, message, view, events), view.writes()
+    if kind in WATCHER_TYPES:  # a status or complete node sends what it is given
+        return [(0, message)], []
     if kind == "template":
         return run_template(node, message, env or {}, view), view.writes()
     if kind == "json":
@@ -270,6 +302,33 @@ def _run_in_view(
         node=str(node.get("id", "?")),
         type=kind,
     )
+
+
+_DEBUG_STATUS_KEY = "_status"
+"""Where a debug node's last status is kept (its node context, which nothing else reads): it
+sets a status only when it differs from the last one, as ``oldState`` in 21-debug.js."""
+
+
+def _run_debug(
+    node: Mapping[str, Any], msg: dict[str, Any], view: ContextView, events: Collection[str]
+) -> Sent:
+    """A debug node's events: its status (``tostatus``) and its completion; it sends nothing."""
+    sent: Sent = []
+    if "status" in events:
+        try:
+            status = debug_status(node, msg)
+        except ValueError as exc:
+            raise node_error(
+                node, f"its status for this message is not reproduced on the step engine: {exc}"
+            ) from exc
+        if status is not None:
+            state = json.dumps(status, separators=(",", ":"), ensure_ascii=False)
+            if view.get("node", _DEBUG_STATUS_KEY) != state:
+                view.set("node", _DEBUG_STATUS_KEY, state)
+                sent.append((STATUS_PORT, status_event(node, status)))
+    if "complete" in events:
+        sent.append((COMPLETE_PORT, complete_event(node, msg)))
+    return sent
 
 
 def run_sequence_node(
@@ -364,6 +423,7 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
                     node, call["messages"], env=env, context=context, version=version
                 )
             else:
+                events = call.get("events") if isinstance(call.get("events"), list) else []
                 sent_messages, writes = run_node_in_context(
                     node,
                     call["msg"],
@@ -371,6 +431,7 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
                     context=context,
                     limits=limits,
                     sandbox=sandbox,
+                    events=[str(e) for e in events],
                     version=version,
                 )
             for port, sent in sent_messages:

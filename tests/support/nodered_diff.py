@@ -98,22 +98,80 @@ def inject_props(node: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+CAPTURE_TAB = "fluxo-capture-tab"
+
+
 def observable_flow(nodes: Iterable[Mapping[str, Any]], capture_url: str) -> list[dict[str, Any]]:
-    """The flow with each debug node posting ``{debug, value, type}`` to ``capture_url``."""
+    """The flow with each debug node posting ``{debug, value, type}`` to ``capture_url``.
+
+    A debug node on a tab stays (its status and completion are what status and complete
+    nodes watch); what reaches it also goes through a link to its capture on a tab of its own,
+    out of the scope of the flow's status, complete and catch nodes (the http request posting
+    it sets statuses). A debug node in a subflow becomes its capture."""
+    given = [copy.deepcopy(dict(raw)) for raw in nodes]
+    subflows = {str(n["id"]) for n in given if n.get("type") == "subflow"}
+    linked = {
+        str(n["id"])
+        for n in given
+        if n.get("type") == "debug" and n.get("d") is not True and n.get("z") not in subflows
+    }
     out: list[dict[str, Any]] = []
-    for raw in nodes:
-        node = copy.deepcopy(dict(raw))
+    if linked:
+        out.append({"id": CAPTURE_TAB, "type": "tab", "label": "capture", "disabled": False})
+    for node in given:
+        wires = node.get("wires")
+        if isinstance(wires, list) and linked:
+            node["wires"] = [
+                [*port, *(f"{t}-capture-link" for t in port if t in linked)]
+                if isinstance(port, list)
+                else port
+                for port in wires
+            ]
+        for port in node.get("in") or [] if node.get("type") == "subflow" else []:
+            for wire in list(port.get("wires") or []):
+                if wire.get("id") in linked:
+                    port["wires"].append({"id": f"{wire['id']}-capture-link"})
+    for node in given:
         if node.get("type") == "inject":
             node.update(repeat="", crontab="", once=False)
         if node.get("type") != "debug" or node.get("d") is True:
             out.append(node)
             continue
-        sender = f"{node['id']}-capture"
+        debug = str(node["id"])
+        if debug in linked:
+            out.append(node)
+            out.append(
+                {
+                    "id": f"{debug}-capture-link",
+                    "type": "link out",
+                    "z": node.get("z"),
+                    "name": "",
+                    "mode": "link",
+                    "links": [f"{debug}-capture-in"],
+                    "x": node.get("x", 0),
+                    "y": node.get("y", 0) + 20,
+                    "wires": [],
+                }
+            )
+            out.append(
+                {
+                    "id": f"{debug}-capture-in",
+                    "type": "link in",
+                    "z": CAPTURE_TAB,
+                    "name": "",
+                    "links": [f"{debug}-capture-link"],
+                    "x": 100,
+                    "y": 20 * len(out),
+                    "wires": [[f"{debug}-capture-fn"]],
+                }
+            )
+            node = {**node, "id": f"{debug}-capture-fn", "z": CAPTURE_TAB, "y": 20 * len(out)}
+        sender = f"{debug}-capture"
         code = (
             "var v = msg.payload;\n"
             "return {url: " + json.dumps(capture_url) + ", method: 'POST',\n"
             "  headers: {'content-type': 'application/json'},\n"
-            "  payload: JSON.stringify({debug: " + json.dumps(node["id"]) + ",\n"
+            "  payload: JSON.stringify({debug: " + json.dumps(debug) + ",\n"
             "    type: typeof v, value: v === undefined ? null : v})};"
         )
         out.append(
@@ -121,7 +179,7 @@ def observable_flow(nodes: Iterable[Mapping[str, Any]], capture_url: str) -> lis
                 "id": node["id"],
                 "type": "function",
                 "z": node.get("z"),
-                "name": f"capture {node.get('name') or node['id']}",
+                "name": f"capture {node.get('name') or debug}",
                 "func": code,
                 "outputs": 1,
                 "x": node.get("x", 0),
