@@ -131,6 +131,8 @@ _TEMPLATE_USE = re.compile(r"\{\{\{?\s*(flow|global)(\[\w*\])?\.")
 def context_scopes(node: Mapping[str, Any]) -> set[str]:
     """The context scopes (``node``, ``flow``, ``global``) the node reads or writes."""
     kind = node.get("type")
+    if kind in ("trigger", "delay"):  # their state across messages (nodered_semantics.timed)
+        return {"node"}
     if kind == "function":
         return function_context_scopes(
             "\n".join(str(node.get(k) or "") for k in ("func", "initialize"))

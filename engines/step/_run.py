@@ -58,6 +58,7 @@ from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from nodered_semantics.context import CONTEXT_PORT
 from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV, UNFINISHED_SEQUENCE
+from nodered_semantics.timed import SCHEDULE_PORT
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
 from service_runtime.interceptors import JobSpan
@@ -201,6 +202,10 @@ class JobRun:
                 outputs = [o for o in outputs if o.get("port") != CONTEXT_PORT]
                 if not self._keep_context(step, key, row, context, writes):
                     return
+                # What it sends later (a trigger's second message, a delayed message): timed.
+                for later in (o for o in outputs if o.get("port") == SCHEDULE_PORT):
+                    self._later(step, key, later, context)
+                outputs = [o for o in outputs if o.get("port") != SCHEDULE_PORT]
             self.job["active"] -= 1
             if isinstance(step, NativeStep):  # failures reported on the way are no outputs
                 for j, report in enumerate(o for o in outputs if o.get("port") == REPORTED_PORT):
@@ -215,6 +220,8 @@ class JobRun:
             join_id = self.plan.join_of_split.get(step.id)
             many = len(outputs) > 1 or join_id is not None
             origin = key_origin(key)  # the outputs' tokens come from `key`, even as `key~j`
+            if "tick" in context:  # a message a node sent later: its tokens are new ones
+                origin = f"<{key}"
             if join_id is not None and not outputs:  # no branch: the join fires at once, with []
                 self._join_done(self.plan.steps[join_id], [], context["frames"], origin)
             for j, payload in enumerate(outputs):
@@ -253,8 +260,45 @@ class JobRun:
                 self._call(step, key, orjson.loads(row["input"]), context, body["attempt"])
             except FluxoError as exc:
                 self.fail(step, key, body["attempt"], exc.to_dict(), context, row["input"])
+        elif purpose == "nodered" and row["status"] == "waiting":
+            self._tick(step, key, row, context)
         # A "timeout" timer (written by an earlier Fluxo) does nothing: the worker times each
         # run of the handler itself (see _call).
+
+    def _later(
+        self, step: NativeStep, key: str, later: dict[str, Any], context: dict[str, Any]
+    ) -> None:
+        """Native step ``key`` will send a message later (``later``: ``{tick, at, msg}``, see
+        :mod:`nodered_semantics.timed`): a step execution ``<key>~t<tick>`` waits for a durable
+        timer, holding a token of the job, and then runs the node on the tick."""
+        tick = dict(later.get("tick") or {})
+        at = float(later.get("at") or self.now)
+        msg = dict(later.get("msg") or {})
+        payload = msg.pop("payload", None)
+        tick_key = f"{key}~t{tick.get('id')}"
+        state = {"frames": context["frames"], "msg": msg, "tick": tick, "at": at}
+        self._add_step(tick_key, step.id, "waiting", payload, state)
+        self.job["active"] += 1
+        self._timer({"purpose": "nodered", "key": tick_key}, max(0.0, at - self.now))
+
+    def _tick(self, step: Any, key: str, row: dict[str, Any], context: dict[str, Any]) -> None:
+        """A message a native step sends later is due: the node runs on its tick (it sends the
+        message unless a reset or a newer message cancelled it), as a call like any other."""
+        self.job["active"] -= 1  # the waiting token becomes the call's
+        try:
+            self._call(step, key, orjson.loads(row["input"]), context, attempt=1)
+        except FluxoError as exc:
+            self.job["active"] += 1
+            self._update(key, status="failed")
+            self.fail(step, key, 1, exc.to_dict(), context, row["input"])
+            return
+        self._update(
+            key,
+            status="running",
+            call_id=call_id_for(self.job["id"], key, 1),
+            started_at=self.now,
+            context=orjson.dumps(context).decode(),
+        )
 
     # -- stopping and continuing -----------------------------------------------------------------
 
@@ -322,6 +366,9 @@ class JobRun:
             elif status == "waiting" and isinstance(step, DelayStep):
                 left = max(0.0, (row["started_at"] or self.now) + step.seconds - self.now)
                 self._timer({"purpose": "delay", "key": key, "revival": revival}, left)
+            elif status == "waiting" and "tick" in context:  # a native step's later message
+                left = max(0.0, float(context.get("at") or self.now) - self.now)
+                self._timer({"purpose": "nodered", "key": key, "revival": revival}, left)
 
     def _again(self, step: Any, key: str, row: dict[str, Any], context: dict[str, Any]) -> None:
         try:
@@ -516,6 +563,8 @@ class JobRun:
             scopes = self.plan.context_scopes.get(step.id)
             if scopes and self.context is not None:
                 body["context"], context[READ_KEY] = self.context.load(step, scopes)
+            if "tick" in context:  # a message it sends later, now due
+                body["tick"] = context["tick"]
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).

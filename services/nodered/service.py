@@ -49,6 +49,7 @@ here.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,6 +64,7 @@ from nodered_semantics.support import (
     is_sequence_node,
     supported_types_text,
 )
+from nodered_semantics.timed import SCHEDULE_PORT, STATE_KEY, is_timed_node
 from service_runtime.sdk import Outputs, Service
 from services.nodered.batch import run_batch
 from services.nodered.catch import run_catch
@@ -77,6 +79,7 @@ from services.nodered.sort import run_sort, run_sort_sequence
 from services.nodered.split import run_split
 from services.nodered.switch import run_switch, run_switch_sequence
 from services.nodered.template import run_template
+from services.nodered.timed import run_timed
 
 __all__ = [
     "NODERED_NODE_SCHEMA",
@@ -138,6 +141,7 @@ NODERED_NODE_SCHEMA: dict[str, Any] = {
         "messages": {"type": "array", "items": {"type": "object"}},
         "env": {"type": "object"},
         "context": {"type": "object"},
+        "tick": {"type": "object"},
     },
 }
 
@@ -175,12 +179,22 @@ def run_node_in_context(
     context: Mapping[str, Mapping[str, Any]] | None = None,
     limits: FunctionLimits | None = None,
     sandbox: FunctionSandbox | None = None,
+    tick: Mapping[str, Any] | None = None,
 ) -> tuple[Sent, list[ContextWrite]]:
     """:func:`run_node`, and what the node wrote to context (``context``: the contents of the
-    ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set."""
+    ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set.
+
+    A trigger or delay node (:mod:`services.nodered.timed`) keeps its state in its node scope;
+    what it sends later is a ``(SCHEDULE_PORT, {tick, at, msg})`` pair, and ``tick`` runs such a
+    schedule when it is due."""
     kind = str(node.get("type", ""))
     message = copy.deepcopy(dict(msg))
     view = ContextView.of(copy.deepcopy(dict(context or {})))
+    if is_timed_node(node):
+        state = view.data.get("node", {}).get(STATE_KEY)
+        sent, schedules, kept = run_timed(node, message, state, time.time(), tick)
+        later = [(SCHEDULE_PORT, {k: v for k, v in s.items() if k != "port"}) for s in schedules]
+        return [*sent, *later], [ContextWrite("node", STATE_KEY, kept)]
     if kind == "function":
         run = sandbox.run if sandbox is not None else run_function
         result = run(node, message, limits=limits, env=env, context=view.data)
@@ -265,11 +279,21 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
             if "messages" in call:  # a sequence node: every message that reached it in the job
                 sent_messages = run_sequence_node(node, call["messages"], env=env)
             else:
+                tick = call.get("tick") if isinstance(call.get("tick"), Mapping) else None
                 sent_messages, writes = run_node_in_context(
-                    node, call["msg"], env=env, context=context, limits=limits, sandbox=sandbox
+                    node,
+                    call["msg"],
+                    env=env,
+                    context=context,
+                    limits=limits,
+                    sandbox=sandbox,
+                    tick=tick,
                 )
             for port, sent in sent_messages:
-                out.append({"port": port, "msg": sent})
+                if port == SCHEDULE_PORT:  # a message sent later: {port, tick, at, msg}
+                    out.append({"port": port, **sent})
+                else:
+                    out.append({"port": port, "msg": sent})
             if writes:
                 out.append({"port": CONTEXT_PORT, "writes": [w.as_json() for w in writes]})
         return out or None
