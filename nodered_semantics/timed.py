@@ -24,6 +24,7 @@ from nodered_semantics.js import is_nan, js_number
 from nodered_semantics.typed_values import typed_value_problem
 
 __all__ = [
+    "RELEASE_PORT",
     "SCHEDULE_PORT",
     "STATE_KEY",
     "TIMED_TYPES",
@@ -36,6 +37,9 @@ STATE_KEY = "_fluxo_timed"
 """The reserved key of a trigger's or delay's state in its own ``node`` context scope."""
 SCHEDULE_PORT = -3
 """The output "port" of a message the node sends later: the caller times it durably."""
+RELEASE_PORT = -4
+"""The output "port" of a message held for another execution (``{"job", "parent", "tick"}``)
+that a ``msg.flush`` releases now: the caller fires that execution's tick at once."""
 
 TRIGGER_VALUE_TYPES = frozenset({"str", "num", "bool", "json", "null", "val", "nul", "pay"})
 DELAY_MODES = frozenset({"delay", "delayv", "random", "rate", "timed"})

@@ -984,7 +984,24 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         if node["type"] == "catch" and node.get("d") is not True:
             catches_by_tab.setdefault(str(node.get("z") or ""), []).append(node)
 
+    # Delays an inject sends msg.reset or msg.flush: those act on the messages the delay holds,
+    # which a delay step does not keep; kept as the node, whose state the step engine keeps.
+    controlled = {
+        target
+        for node in nodes
+        if node["type"] == "inject"
+        and any(
+            isinstance(p, dict) and p.get("p") in ("reset", "flush")
+            for p in node.get("props") or []
+        )
+        for port in node.get("wires") or []
+        for target in port
+    }
+
     def classify(node: dict[str, Any]) -> _Member:
+        if node["type"] == "delay" and node["id"] in controlled:
+            why = "it receives msg.reset/msg.flush, which act on the messages it holds"
+            return _Member(node, "step", mapping=native_mapping(node, why))
         return _classify(node, subflows, scoped, index)
 
     # A subflow's own workflow: its nodes see the subflow's properties as an instance that sets

@@ -58,7 +58,7 @@ from fluxo_core.storage import Transaction
 from fluxo_core.storage.jobs import JobStore, job_channel
 from nodered_semantics.context import CONTEXT_PORT
 from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV, UNFINISHED_SEQUENCE
-from nodered_semantics.timed import SCHEDULE_PORT
+from nodered_semantics.timed import RELEASE_PORT, SCHEDULE_PORT, is_timed_node
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
 from service_runtime.interceptors import JobSpan
@@ -205,7 +205,9 @@ class JobRun:
                 # What it sends later (a trigger's second message, a delayed message): timed.
                 for later in (o for o in outputs if o.get("port") == SCHEDULE_PORT):
                     self._later(step, key, later, context)
-                outputs = [o for o in outputs if o.get("port") != SCHEDULE_PORT]
+                for held in (o for o in outputs if o.get("port") == RELEASE_PORT):
+                    self._release(held)
+                outputs = [o for o in outputs if o.get("port") not in (SCHEDULE_PORT, RELEASE_PORT)]
             self.job["active"] -= 1
             if isinstance(step, NativeStep):  # failures reported on the way are no outputs
                 for j, report in enumerate(o for o in outputs if o.get("port") == REPORTED_PORT):
@@ -275,11 +277,33 @@ class JobRun:
         at = float(later.get("at") or self.now)
         msg = dict(later.get("msg") or {})
         payload = msg.pop("payload", None)
-        tick_key = f"{key}~t{tick.get('id')}"
+        tick_key = _tick_key(key, tick.get("id"))
         state = {"frames": context["frames"], "msg": msg, "tick": tick, "at": at}
         self._add_step(tick_key, step.id, "waiting", payload, state)
         self.job["active"] += 1
         self._timer({"purpose": "nodered", "key": tick_key}, max(0.0, at - self.now))
+
+    def _release(self, held: dict[str, Any]) -> None:
+        """A delay flushed the message it held for execution ``parent`` of job ``job`` (this
+        one or another): its tick fires now, in that job (its own timer then finds it done)."""
+        if not held.get("job") or not held.get("parent"):
+            return
+        body = {
+            "kind": "timer",
+            "job_id": str(held["job"]),
+            "purpose": "nodered",
+            "key": _tick_key(str(held["parent"]), held.get("tick")),
+            "released": True,
+        }
+        self.timers.append(
+            OutgoingMessage(
+                queue=ENGINE_QUEUE,
+                message_id=hashlib.blake2b(orjson.dumps(body), digest_size=16).hexdigest(),
+                body=orjson.dumps(body),
+                delay_s=0.0,
+                max_attempts=10,
+            )
+        )
 
     def _tick(self, step: Any, key: str, row: dict[str, Any], context: dict[str, Any]) -> None:
         """A message a native step sends later is due: the node runs on its tick (it sends the
@@ -565,6 +589,8 @@ class JobRun:
                 body["context"], context[READ_KEY] = self.context.load(step, scopes)
             if "tick" in context:  # a message it sends later, now due
                 body["tick"] = context["tick"]
+            elif is_timed_node(step.config):  # where a message it holds is to go
+                body["origin"] = {"job": self.job["id"], "parent": key}
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).
@@ -863,6 +889,11 @@ def error_code(error: str | None) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return "error"
     return code if isinstance(code, str) else "error"
+
+
+def _tick_key(key: str, tick: Any) -> str:
+    """The step execution of the message execution ``key`` of a native node sends later."""
+    return f"{key}~t{tick}"
 
 
 def _held_key(step_id: str) -> str:

@@ -20,8 +20,9 @@ The shim gives the body what Node-RED gives it, as far as one message in isolati
   passes; never the worker's own environment), ``RED.util.cloneMessage`` and ``generateId``;
 * multiple outputs exactly as Node-RED's ``sendResults``: a message, an array with one entry per
   port, an array of messages per port, ``null`` for nothing;
-* ``setTimeout`` runs its callbacks after the body, in delay order, without waiting (the
-  messages are the same, only sooner); ``setInterval`` would never end a call and is refused.
+* ``setTimeout`` runs its callbacks after the body, in delay order, without waiting; each
+  message tells when its callback was due (``FunctionResult.delays_ms``), and the step engine
+  sends it then, by a durable timer; ``setInterval`` would never end a call and is refused.
 
 Refused with a clear error: ``require`` and external modules (``libs``): a worker has no
 packages to give. ``initialize`` runs before the body on every call (so what it defines
@@ -99,6 +100,9 @@ class FunctionResult:
     logs: list[tuple[str, str]] = field(default_factory=list)
     context: dict[str, dict[str, Any]] = field(default_factory=dict)
     touched: dict[str, list[str]] = field(default_factory=dict)
+    # When each output was sent, in ms after the call (a setTimeout callback's time; 0: by the
+    # body): a caller that keeps time sends it then (the step engine does, durably).
+    delays_ms: list[float] = field(default_factory=list)
 
 
 _PRELUDE = r"""
@@ -109,6 +113,7 @@ var __settled = 0;
 var __failed = 0;
 var __timers = [];
 var __timerSeq = 0;
+var __now = 0;  // the time, in ms after the call started, of the timer callback running
 var __ctx = JSON.parse(__context_json);
 var __env = JSON.parse(__env_json);
 var __nodeInfo = JSON.parse(__node_json);
@@ -221,7 +226,7 @@ function require(name) {
 function setTimeout(fn, delay) {
   var args = Array.prototype.slice.call(arguments, 2);
   var id = ++__timerSeq;
-  __timers.push({ id: id, at: Number(delay) || 0, fn: fn, args: args });
+  __timers.push({ id: id, at: __now + (Number(delay) || 0), fn: fn, args: args });
   return id;
 }
 function clearTimeout(id) { __timers = __timers.filter(function (t) { return t.id !== id; }); }
@@ -244,7 +249,7 @@ function __sendResults(msgs, cloneFirst) {
       if (typeof one === "object" && !Array.isArray(one)) {
         if (count === 0 && cloneFirst !== false) { one = __clone(one); }
         one._msgid = __msgid;
-        __outputs.push([m, JSON.stringify(one)]);
+        __outputs.push([m, JSON.stringify(one), __now]);
         count++;
       } else {
         __logs.push(["error", "Function tried to send a message of type " +
@@ -281,6 +286,7 @@ function __runTimers() {
   while (__timers.length > 0) {
     __timers.sort(function (a, b) { return a.at - b.at || a.id - b.id; });
     var t = __timers.shift();
+    __now = Math.max(__now, t.at);
     try { t.fn.apply(null, t.args); } catch (e) { __fail(e); }
   }
 }
@@ -408,7 +414,8 @@ def run_function(
     if failure is not None:
         raise _js_error(label, nid, str(failure), limits, failed_msg)
     return FunctionResult(
-        outputs=[(int(port), json.loads(text)) for port, text in outputs],
+        outputs=[(int(out[0]), json.loads(out[1])) for out in outputs],
+        delays_ms=[float(out[2]) if len(out) > 2 else 0.0 for out in outputs],
         logs=[(str(level), str(text)) for level, text in logs],
         context=final,
         touched={scope: sorted(keys) for scope, keys in touched.items() if keys},
@@ -711,4 +718,4 @@ def _run_in_child(
     except ServiceError as exc:
         return ("error", exc.message, dict(exc.context))
     details = {"outputs": result.outputs, "logs": result.logs, "context": result.context}
-    return ("ok", None, {**details, "touched": result.touched})
+    return ("ok", None, {**details, "touched": result.touched, "delays_ms": result.delays_ms})

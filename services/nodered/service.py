@@ -64,7 +64,7 @@ from nodered_semantics.support import (
     is_sequence_node,
     supported_types_text,
 )
-from nodered_semantics.timed import SCHEDULE_PORT, STATE_KEY, is_timed_node
+from nodered_semantics.timed import RELEASE_PORT, SCHEDULE_PORT, STATE_KEY, is_timed_node
 from service_runtime.sdk import Outputs, Service
 from services.nodered.batch import run_batch
 from services.nodered.catch import run_catch
@@ -142,6 +142,7 @@ NODERED_NODE_SCHEMA: dict[str, Any] = {
         "env": {"type": "object"},
         "context": {"type": "object"},
         "tick": {"type": "object"},
+        "origin": {"type": "object"},
     },
 }
 
@@ -180,6 +181,7 @@ def run_node_in_context(
     limits: FunctionLimits | None = None,
     sandbox: FunctionSandbox | None = None,
     tick: Mapping[str, Any] | None = None,
+    origin: Mapping[str, Any] | None = None,
 ) -> tuple[Sent, list[ContextWrite]]:
     """:func:`run_node`, and what the node wrote to context (``context``: the contents of the
     ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set.
@@ -190,10 +192,12 @@ def run_node_in_context(
     kind = str(node.get("type", ""))
     message = copy.deepcopy(dict(msg))
     view = ContextView.of(copy.deepcopy(dict(context or {})))
+    if tick is not None and not is_timed_node(node):  # a message its function sent later
+        return [(int(tick.get("out") or 0), message)], []
     if is_timed_node(node):
         state = view.data.get("node", {}).get(STATE_KEY)
-        sent, schedules, kept = run_timed(node, message, state, time.time(), tick)
-        later = [(SCHEDULE_PORT, {k: v for k, v in s.items() if k != "port"}) for s in schedules]
+        sent, schedules, kept = run_timed(node, message, state, time.time(), tick, origin)
+        later = [(s["port"], {k: v for k, v in s.items() if k != "port"}) for s in schedules]
         return [*sent, *later], [ContextWrite("node", STATE_KEY, kept)]
     if kind == "function":
         run = sandbox.run if sandbox is not None else run_function
@@ -202,7 +206,7 @@ def run_node_in_context(
             {scope: dict(result.context.get(scope) or {}) for scope in view.data},
             {scope: set(keys) for scope, keys in result.touched.items()},
         )
-        return result.outputs, ran.writes()
+        return _function_sends(result.outputs, result.delays_ms), ran.writes()
     if kind == "template":
         return run_template(node, message, env or {}, view), view.writes()
     if kind == "json":
@@ -226,6 +230,21 @@ def run_node_in_context(
         node=str(node.get("id", "?")),
         type=kind,
     )
+
+
+def _function_sends(outputs: Sent, delays_ms: list[float]) -> Sent:
+    """A function's messages: those its setTimeout callbacks sent as schedules, due then."""
+    if not any(delays_ms):
+        return outputs
+    now = time.time()
+    sent: Sent = []
+    for n, ((port, msg), delay_ms) in enumerate(zip(outputs, delays_ms, strict=False)):
+        if delay_ms > 0 and port >= 0:
+            later = {"tick": {"id": f"f{n}", "out": port}, "at": now + delay_ms / 1000, "msg": msg}
+            sent.append((SCHEDULE_PORT, later))
+        else:
+            sent.append((port, msg))
+    return sent
 
 
 def run_sequence_node(
@@ -280,6 +299,7 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
                 sent_messages = run_sequence_node(node, call["messages"], env=env)
             else:
                 tick = call.get("tick") if isinstance(call.get("tick"), Mapping) else None
+                origin = call.get("origin") if isinstance(call.get("origin"), Mapping) else None
                 sent_messages, writes = run_node_in_context(
                     node,
                     call["msg"],
@@ -288,9 +308,10 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
                     limits=limits,
                     sandbox=sandbox,
                     tick=tick,
+                    origin=origin,
                 )
             for port, sent in sent_messages:
-                if port == SCHEDULE_PORT:  # a message sent later: {port, tick, at, msg}
+                if port in (SCHEDULE_PORT, RELEASE_PORT):  # sent later, or released now
                     out.append({"port": port, **sent})
                 else:
                     out.append({"port": port, "msg": sent})

@@ -20,8 +20,11 @@ What is reproduced (:func:`nodered_semantics.timed.timed_problem` refuses the re
   a rate limit of all messages (queued and released one per interval as Node-RED's interval
   releases them, or the intermediate messages dropped / sent to the second output); a rate
   limit per topic (each interval sends the newest message of every topic; the interval counts
-  from the node's first message, where Node-RED counts from the deployment). ``msg.flush``
-  (sending messages other jobs hold, now) is refused at the message.
+  from the node's first message, where Node-RED counts from the deployment; of the parts of one
+  sequence, which reach the node in any order here, the later part is the newer). ``msg.flush``
+  sends the messages a fixed, msg.delay or random delay holds at once, each in its own job
+  (a packet on :data:`~nodered_semantics.timed.RELEASE_PORT` that the caller turns into an
+  immediate timer of that job); to a rate limit it is refused at the message.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 from nodered_semantics.js import UNDEFINED, JSThrowError, is_nan, js_number, js_string
 from nodered_semantics.msg_paths import get_property
-from nodered_semantics.timed import SCHEDULE_PORT
+from nodered_semantics.timed import RELEASE_PORT, SCHEDULE_PORT
 from nodered_semantics.typed_values import typed_value
 from services.nodered.common import Sent, node_error
 
@@ -51,8 +54,13 @@ def run_timed(
     state: Mapping[str, Any] | None,
     now: float,
     tick: Mapping[str, Any] | None = None,
+    origin: Mapping[str, Any] | None = None,
 ) -> tuple[Sent, list[Schedule], State]:
-    """Run a trigger or delay node on ``msg`` (or on a due ``tick`` carrying ``msg``)."""
+    """Run a trigger or delay node on ``msg`` (or on a due ``tick`` carrying ``msg``).
+
+    ``origin``: ``{"job", "parent"}``, the job and step execution the message is in; a delay
+    keeps it with each message it holds, so that ``msg.flush`` can release them (a packet on
+    :data:`~nodered_semantics.timed.RELEASE_PORT` per message, to its own job)."""
     kept: State = copy.deepcopy(dict(state or {}))
     kept.setdefault("pending", {})
     kept.setdefault("n", 0)
@@ -61,7 +69,7 @@ def run_timed(
     if node.get("type") == "trigger":
         sent, schedules = _trigger(node, msg, kept, now)
     else:
-        sent, schedules = _delay(node, msg, kept, now)
+        sent, schedules = _delay(node, msg, kept, now, origin or {})
     return sent, schedules, kept
 
 
@@ -201,7 +209,9 @@ def _trigger(
             topics[topic] = {"tick": None, "until": None}  # blocked until a reset
         else:
             until = now + duration / 1000
-            entry = {"tick": None, "until": until, "m2": m2}
+            entry = {"tick": None, "until": until}
+            if m2 is not UNDEFINED:  # the state is JSON: no undefined in it
+                entry["m2"] = m2
             if op2type != "nul":
                 latest = op2type == "payl"
                 tick = _new_tick(state, topic=topic, latest=latest)
@@ -214,7 +224,7 @@ def _trigger(
         sent = [(0, copy.deepcopy(msg))] if op1type != "nul" else []
         return sent, schedules
     if extend and duration > 0:
-        if op2type == "payl":
+        if op2type == "payl" and payload is not UNDEFINED:
             entry["m2"] = copy.deepcopy(payload)
         state["pending"].pop(entry.get("tick"), None)
         entry["until"] = now + duration / 1000
@@ -263,21 +273,52 @@ def _delay_ms(node: Mapping[str, Any], msg: Mapping[str, Any]) -> float:
 
 
 def _delay(
-    node: Mapping[str, Any], msg: dict[str, Any], state: State, now: float
+    node: Mapping[str, Any],
+    msg: dict[str, Any],
+    state: State,
+    now: float,
+    origin: Mapping[str, Any],
 ) -> tuple[Sent, list[Schedule]]:
     mode = node.get("pauseType") or "delay"
+    if mode in ("delay", "delayv", "random"):
+        pending: dict[str, Any] = state["pending"]
+        if "reset" in msg:  # every message held is dropped, this one too
+            state["pending"] = {k: v for k, v in pending.items() if v.get("flushed")}
+            return [], []
+        at = now + _delay_ms(node, msg) / 1000
+        if "flush" not in msg:
+            tick = _new_tick(state, job=origin.get("job"), parent=origin.get("parent"))
+            return [], [_schedule(tick, at, msg, 0)]
+        # msg.flush: the messages held go out now (the first msg.flush of them, when a number),
+        # each in its own job; this one with them, unless it is nothing but the flush.
+        held = sorted((k for k, v in pending.items() if not v.get("flushed")), key=int)
+        queue: list[str | None] = [*held] + ([None] if len(msg) > 2 else [])
+        count = len(queue)
+        flush = msg["flush"]
+        if isinstance(flush, int | float) and not isinstance(flush, bool):
+            count = min(math.floor(flush), count)
+        sent: Sent = []
+        schedules: list[Schedule] = []
+        for tick_id in queue[: max(count, 0)]:
+            if tick_id is None:
+                sent.append((0, msg))
+                continue
+            record = pending[tick_id]
+            record["flushed"] = True
+            schedules.append(
+                {"port": RELEASE_PORT, "job": record.get("job"), "parent": record.get("parent")}
+                | {"tick": tick_id}
+            )
+        if None in queue[max(count, 0) :]:  # not flushed itself: held as any message
+            tick = _new_tick(state, job=origin.get("job"), parent=origin.get("parent"))
+            schedules.append(_schedule(tick, at, msg, 0))
+        return sent, schedules
     if "flush" in msg:
         raise node_error(
             node,
-            "msg.flush releases messages other jobs hold, now; the step engine does not do that "
-            "(run the flow on Node-RED)",
+            "msg.flush to a rate limit sends its queue at once and restarts its interval, which "
+            "the step engine does not do (run the flow on Node-RED)",
         )
-    if mode in ("delay", "delayv", "random"):
-        if "reset" in msg:  # every message held is dropped, this one too
-            state["pending"].clear()
-            return [], []
-        at = now + _delay_ms(node, msg) / 1000
-        return [], [_schedule(_new_tick(state), at, msg, 0)]
     rate = _rate_ms(node) / 1000
     if mode == "rate" and not node.get("drop"):
         if "reset" in msg:
@@ -315,16 +356,31 @@ def _delay(
             del buffer[name]
     topic = js_string(msg["topic"]) if not isinstance(msg["topic"], str) else msg["topic"]
     name = f"{type(msg['topic']).__name__}:{topic}"
-    sent: Sent = []
+    second = node.get("outputs") in (2, "2")
     replaced = buffer.get(name)
+    if replaced is not None and _earlier_part(msg, replaced):
+        # Node-RED gets a sequence's parts in order; here they may come in any order: a part
+        # before the held one is the one replaced.
+        return ([(1, msg)] if second else []), []
+    dropped: Sent = []
     if replaced is not None:
         state["pending"].pop(replaced["id"], None)
-        if node.get("outputs") in (2, "2"):
-            sent.append((1, replaced["msg"]))
+        if second:
+            dropped.append((1, replaced["msg"]))
     tick = _new_tick(state, topic=name)
-    buffer[name] = {
-        "id": tick["id"],
-        "at": at,
-        "msg": msg if node.get("outputs") in (2, "2") else None,
-    }
-    return sent, [_schedule(tick, at, msg, 0)]
+    buffer[name] = {"id": tick["id"], "at": at, "msg": msg if second else None, "part": _part(msg)}
+    return dropped, [_schedule(tick, at, msg, 0)]
+
+
+def _part(msg: Mapping[str, Any]) -> list[Any] | None:
+    """The message's sequence and place in it (``msg.parts``), if it has them."""
+    parts = msg.get("parts")
+    if isinstance(parts, Mapping) and isinstance(parts.get("index"), int | float):
+        return [parts.get("id"), parts["index"]]
+    return None
+
+
+def _earlier_part(msg: Mapping[str, Any], held: Mapping[str, Any]) -> bool:
+    """Whether ``msg`` is a part of the held message's sequence that comes before it."""
+    mine, theirs = _part(msg), held.get("part")
+    return bool(mine and theirs and mine[0] == theirs[0] and mine[1] < theirs[1])

@@ -145,3 +145,36 @@ def test_node_problem_refuses_what_is_not_reproduced() -> None:
     assert node_problem(delay(pauseType="rate", rate="1")) is None
     assert "queue" in (node_problem(delay(pauseType="queue", rate="1")) or "")
     assert "msg.rate" in (node_problem(delay(pauseType="rate", rate="1", allowrate=True)) or "")
+
+
+def test_rate_limit_per_topic_keeps_the_later_part_of_a_sequence_whatever_the_order() -> None:
+    node = delay(pauseType="timed", rate="1", nbRateUnits="2", drop=True, outputs=2)
+    late = {"topic": "apple", "payload": 3, "parts": {"id": "s", "index": 2, "count": 3}}
+    early = {"topic": "apple", "payload": 1, "parts": {"id": "s", "index": 0, "count": 3}}
+    _, kept_later, state = run_timed(node, late, None, 0.0)
+    sent, later, state = run_timed(node, early, state, 0.1)
+    assert sent == [(1, early)]
+    assert later == []
+    assert fire(node, state, kept_later[0])[0] == [(0, late)]
+
+
+def test_flush_releases_the_held_messages_to_their_jobs_and_sends_itself() -> None:
+    node = delay(pauseType="delay", timeout="60")
+    _, first, state = run_timed(
+        node, {"payload": "a"}, None, 0.0, origin={"job": "j1", "parent": "d"}
+    )
+    _, _, state = run_timed(node, {"payload": "b"}, state, 0.0, origin={"job": "j2", "parent": "d"})
+    flush = {"_msgid": "m", "topic": "", "flush": 1}
+    sent, out, state = run_timed(node, flush, state, 1.0, origin={"job": "j3", "parent": "d"})
+    # Only the first held message is released (msg.flush = 1); the flush itself is held.
+    assert sent == []
+    assert out[0] == {"port": -4, "job": "j1", "parent": "d", "tick": "1"}
+    assert out[1]["port"] == -3
+    assert out[1]["at"] == 61.0
+    # The released tick sends; a reset afterwards does not take it back.
+    _, _, state = run_timed(node, {"reset": True}, state, 1.5)
+    assert fire(node, state, first[0])[0] == [(0, {"payload": "a"})]
+    # Nothing held: a flush message with more than _msgid and flush goes out itself.
+    assert run_timed(node, {**flush, "flush": True}, state, 2.0)[0] == [
+        (0, {**flush, "flush": True})
+    ]

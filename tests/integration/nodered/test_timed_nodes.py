@@ -179,3 +179,33 @@ async def test_a_waiting_message_survives_a_restart(db: Database) -> None:
         done = await second.jobs.wait(ME, job_id, 20)
     assert done.status == "succeeded", done.error
     assert sent(done) == ["first", "second"]
+
+
+async def test_a_flush_sends_what_another_job_holds_now(fluxo: Platform) -> None:
+    node = {"id": "held", "type": "delay", "pauseType": "delayv", "timeout": "30"}
+    await fluxo.jobs.apply(one_node(node, "held"), ME)
+    started = time.monotonic()
+    first = await run(fluxo, "held", "kept")
+    await asyncio.sleep(0.5)
+    flush = await fluxo.jobs.wait(ME, await run(fluxo, "held", None, flush=True), 20)
+    a = await fluxo.jobs.wait(ME, first, 20)
+    assert (a.status, flush.status) == ("succeeded", "succeeded")
+    assert time.monotonic() - started < 15  # released, not waited out
+    assert sent(a) == ["kept"]
+    assert sent(flush) == [None]  # the flush message itself goes on
+
+
+async def test_a_function_sends_what_its_timer_sends_when_it_is_due(fluxo: Platform) -> None:
+    node = {
+        "id": "fn",
+        "type": "function",
+        "func": "setTimeout(function () { node.send({payload: 'late'}); }, 700);\n"
+        "return {payload: 'now'};",
+        "outputs": 1,
+    }
+    await fluxo.jobs.apply(one_node(node, "fn"), ME)
+    started = time.monotonic()
+    done = await fluxo.jobs.wait(ME, await run(fluxo, "fn", 1), 20)
+    assert done.status == "succeeded", done.error
+    assert time.monotonic() - started >= 0.7
+    assert sent(done) == ["now", "late"]
