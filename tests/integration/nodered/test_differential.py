@@ -398,6 +398,8 @@ async def test_step_engine_matches_nodered_on_the_examples(
         GOLDEN.write_text("".join(f"{name}\n" for name in equal))
         return
     kept = [line for line in GOLDEN.read_text().splitlines() if line.strip()]
+    for name in sorted(set(equal) - set(kept)):
+        print(f"  equal, not yet in {GOLDEN.name}: {name}")
     by_name = {o.name: o for o in outcomes}
     lost = []
     for name in kept:

@@ -87,7 +87,9 @@ async def test_a_trigger_sends_its_second_message_later_in_the_same_job(fluxo: P
 
 
 async def test_two_jobs_share_the_trigger_state(fluxo: Platform) -> None:
-    await fluxo.jobs.apply(one_node(TRIGGER, "trig2"), ME)
+    # Two seconds: the second job's message reaches the trigger before it ends, even on a
+    # loaded machine.
+    await fluxo.jobs.apply(one_node({**TRIGGER, "duration": "2"}, "trig2"), ME)
     first = await run(fluxo, "trig2", "a")
     await asyncio.sleep(0.3)
     second = await run(fluxo, "trig2", "b")  # the trigger is blocked by the first job's message
@@ -102,6 +104,7 @@ async def test_two_jobs_share_the_trigger_state(fluxo: Platform) -> None:
 
 async def test_an_extending_trigger_sends_in_the_job_of_the_last_message(fluxo: Platform) -> None:
     watchdog = {**TRIGGER, "id": "dog", "op1type": "nul", "op2": "timeout", "extend": True}
+    watchdog["duration"] = "2"
     await fluxo.jobs.apply(one_node(watchdog, "dog"), ME)
     first = await run(fluxo, "dog", "a")
     await asyncio.sleep(0.4)
@@ -112,7 +115,7 @@ async def test_an_extending_trigger_sends_in_the_job_of_the_last_message(fluxo: 
 
 
 async def test_a_reset_message_cancels_what_another_job_waits_for(fluxo: Platform) -> None:
-    await fluxo.jobs.apply(one_node({**TRIGGER, "duration": "1.5"}, "trig3"), ME)
+    await fluxo.jobs.apply(one_node({**TRIGGER, "duration": "2.5"}, "trig3"), ME)
     first = await run(fluxo, "trig3", "a")
     await asyncio.sleep(0.5)
     reset = await fluxo.jobs.wait(ME, await run(fluxo, "trig3", "r", reset=True), 20)
