@@ -178,3 +178,25 @@ def test_flush_releases_the_held_messages_to_their_jobs_and_sends_itself() -> No
     assert run_timed(node, {**flush, "flush": True}, state, 2.0)[0] == [
         (0, {**flush, "flush": True})
     ]
+
+
+def test_a_trigger_a_split_feeds_is_refused_with_the_reason() -> None:
+    from engines.step import step_runnable
+    from translators.nodered import from_nodered
+
+    def flow(after_split: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"id": "tab", "type": "tab", "label": "t"},
+            {"id": "in", "type": "inject", "z": "tab", "wires": [["sp"]]},
+            {"id": "sp", "type": "split", "z": "tab", "wires": [["node"]]},
+            {**after_split, "id": "node", "z": "tab", "wires": [[]]},
+        ]
+
+    ok, reasons = step_runnable(from_nodered(flow(trigger())).workflows[0])
+    assert not ok
+    assert any("a split feeds it" in r for r in reasons)
+    # A rate limit that queues sends every message: the order does not change what it sends.
+    ok, reasons = step_runnable(
+        from_nodered(flow(delay(pauseType="rate", rate="1", drop=False))).workflows[0]
+    )
+    assert ok, reasons
