@@ -25,12 +25,15 @@ from nodered_semantics.msg_paths import get_property, property_parts, set_proper
 __all__ = [
     "CONTEXT_PORT",
     "SCOPES",
+    "STATE_KEY",
     "ContextView",
     "ContextWrite",
     "context_key",
     "context_problem",
     "context_scopes",
     "function_context_scopes",
+    "keeps_state",
+    "user_context_scopes",
 ]
 
 SCOPES = ("node", "flow", "global")
@@ -39,6 +42,14 @@ CONTEXT_PORT = -2
 """The output "port" of the packet in which the ``nodered-node`` service hands back what a node
 wrote to context: ``{"port": -2, "writes": [{"scope", "key", "value"?}, ...]}`` (no ``value``:
 the key was deleted). It is no message: the step engine applies it and routes nothing."""
+
+STATE_KEY = "_fluxo_state"
+"""The key of a node's own context (``node`` scope) under which a core node that depends on
+earlier messages keeps that state between calls (:func:`keeps_state`): a csv node's "header
+sent", a streaming split's remainder, a batch's held messages, a function's "setup ran". On
+Node-RED that state lives in the running node and a deploy starts it afresh; here it is
+``{"version": <workflow version>, ...}`` and a call on another version starts afresh. No node
+sees the key: the ``nodered-node`` service takes it out of the scope before the node runs."""
 
 _STORE_PREFIX = re.compile(r"^#:\((\S+?)\)::(.*)$")
 
@@ -128,11 +139,46 @@ def function_context_scopes(code: str) -> set[str]:
 _TEMPLATE_USE = re.compile(r"\{\{\{?\s*(flow|global)(\[\w*\])?\.")
 
 
-def context_scopes(node: Mapping[str, Any]) -> set[str]:
-    """The context scopes (``node``, ``flow``, ``global``) the node reads or writes."""
+def keeps_state(node: Mapping[str, Any]) -> bool:
+    """Whether the node keeps state between messages, as Node-RED keeps it in the running node
+    (under :data:`STATE_KEY` of its node context here): a csv node sending its header
+    ``once``, reading column names from a sequence's first message or joining a sequence's
+    rows into one array, a split streaming, a batch in count or concatenate mode, a function
+    whose setup code (``initialize``) uses context (it runs once per deployment, not per
+    message), a trigger or a delay (the topics it blocks, the messages it holds, when it last
+    sent: :mod:`nodered_semantics.timed`)."""
     kind = node.get("type")
-    if kind in ("trigger", "delay"):  # their state across messages (nodered_semantics.timed)
-        return {"node"}
+    if kind in ("trigger", "delay"):
+        return True
+    if kind == "csv":  # a header sent once; a sequence's column names, rows in one array
+        return node.get("spec") != "rfc" and (
+            node.get("hdrout") == "once"
+            or (node.get("multi") or "one") != "one"
+            or node.get("hdrin") is True
+        )
+    if kind == "split":
+        return bool(node.get("stream"))
+    if kind == "batch":
+        return (node.get("mode") or "count") in ("count", "concat")
+    if kind == "function":
+        return bool(function_context_scopes(str(node.get("initialize") or "")))
+    return False
+
+
+def context_scopes(node: Mapping[str, Any]) -> set[str]:
+    """The context scopes (``node``, ``flow``, ``global``) a call of the node needs: those it
+    reads or writes (:func:`user_context_scopes`) and ``node`` when it keeps state there
+    (:func:`keeps_state`)."""
+    found = user_context_scopes(node)
+    if keeps_state(node):
+        found.add("node")
+    return found
+
+
+def user_context_scopes(node: Mapping[str, Any]) -> set[str]:
+    """The context scopes (``node``, ``flow``, ``global``) the node's configuration reads or
+    writes (its own state under :data:`STATE_KEY` aside)."""
+    kind = node.get("type")
     if kind == "function":
         return function_context_scopes(
             "\n".join(str(node.get(k) or "") for k in ("func", "initialize"))
@@ -181,11 +227,6 @@ def context_problem(node: Mapping[str, Any]) -> str | None:
                 "per workflow and account (remove the #:(store):: prefix)"
             )
     if node.get("type") == "function":
-        if function_context_scopes(str(node.get("initialize") or "")):
-            return (
-                "its setup code (initialize) uses context: Node-RED runs it once when the flow "
-                "starts, the step engine before every message"
-            )
         code = str(node.get("func") or "")
         if re.search(
             r"\b(flow|global|context)\s*\.\s*(get|keys)\s*\(\s*(['\"])[^'\"]*\3\s*,\s*['\"]", code

@@ -28,7 +28,10 @@ the service's result back into the node's message with :func:`http_response_msg`
 :func:`http_request_problem` refuses what cannot be equal beforehand: a Buffer response
 (``ret: bin``), TLS, proxy and authentication settings (their configuration and credentials live
 in Node-RED), a URL that is a mustache template, and a URL of Node-RED itself (``localhost:1880``,
-its own ``http in`` endpoints, which the step engine does not serve).
+its own ``http in`` endpoints) unless the import chose the endpoint it reaches
+(:data:`~nodered_semantics.http_in.HTTP_ENDPOINT`, :mod:`translators._nodered_http`): the step
+engine answers those in the job (:mod:`nodered_semantics.http_in`), and refuses at run time a
+URL of Node-RED itself it was not told about.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from nodered_semantics.http_in import HTTP_ENDPOINT
 from nodered_semantics.js import UNDEFINED, JSThrowError, js_json, js_string
 from nodered_semantics.msg_paths import get_property
 from nodered_semantics.typed_values import parse_json_text
@@ -51,6 +55,7 @@ __all__ = [
     "HTTP_SERVICE",
     "HttpFailure",
     "HttpRequestError",
+    "headers_mark",
     "http_failure",
     "http_request_problem",
     "http_response_msg",
@@ -85,7 +90,10 @@ def http_request_problem(node: Mapping[str, Any]) -> str | None:
     url = node.get("url")
     if isinstance(url, str) and "{{" in url:
         return "its URL is a mustache template over the message"
-    if isinstance(url, str) and _NODE_RED_ITSELF.match(url.strip()):
+    endpoint = node.get(HTTP_ENDPOINT)
+    if isinstance(endpoint, Mapping) and isinstance(endpoint.get("refused"), str):
+        return str(endpoint["refused"])
+    if endpoint is None and isinstance(url, str) and _NODE_RED_ITSELF.match(url.strip()):
         return (
             f"it calls Node-RED's own HTTP endpoints ({url.strip()}: an http in node of a flow), "
             "which only Node-RED serves"
@@ -116,6 +124,11 @@ def http_service_request(node: Mapping[str, Any], msg: Mapping[str, Any]) -> dic
         raise HttpRequestError(f"the URL {url!r} is not http or https")
     if not url.startswith(("http://", "https://")):
         url = "http://" + url
+    if HTTP_ENDPOINT not in node and _NODE_RED_ITSELF.match(url):
+        raise HttpRequestError(
+            f"{url} is Node-RED's own endpoint, which the step engine answers only for a URL "
+            "known at import (an http in node of the same flow)"
+        )
     method = str(node.get("method") or "GET").upper()
     if node.get("method") == "use" and msg.get("method"):
         method = js_string(msg["method"]).upper()
@@ -170,7 +183,7 @@ def http_response_msg(
     out = dict(msg)
     status = result.get("status")
     headers = {str(k).lower(): v for k, v in (result.get("headers") or {}).items()}
-    headers[_REQUEST_MARK] = _headers_mark(headers)
+    headers[_REQUEST_MARK] = headers_mark(headers)
     payload: Any = result["text"]
     if (node.get("ret") or "txt") == "obj":
         if status == 204:
@@ -255,7 +268,7 @@ def _as_sent(msg: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(given, Mapping) and _REQUEST_MARK in given:
         headers = dict(given)
         mark = headers.pop(_REQUEST_MARK)
-        if mark == _headers_mark(headers):
+        if mark == headers_mark(headers):
             del out["headers"]
         else:
             out["headers"] = headers
@@ -268,7 +281,7 @@ def _headers(node: Mapping[str, Any], msg: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(given, Mapping):
         given = dict(given)
         mark = given.pop(_REQUEST_MARK, None)
-        if mark is not None and mark == _headers_mark(given):
+        if mark is not None and mark == headers_mark(given):
             given = {}  # the response headers of an earlier request: not sent on
         for name, value in given.items():
             _update(headers, str(name), value)
@@ -304,7 +317,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name), None)
 
 
-def _headers_mark(headers: Mapping[str, Any]) -> str:
+def headers_mark(headers: Mapping[str, Any]) -> str:
     """What marks headers as an http request node's response headers (Node-RED hashes them
     with hash-sum; any stable digest serves, as only this module reads it)."""
     text = json.dumps(headers, sort_keys=True, default=str)

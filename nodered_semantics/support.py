@@ -6,10 +6,12 @@ step an imported flow kept. :func:`node_problem` is the static check both use: i
 node's configuration and says why the node cannot run faithfully, before a flow's first job
 instead of at the node. "Faithfully" excludes what depends on earlier messages, which Node-RED
 keeps in the running node while a call starts afresh: switch rules on a
-message sequence (head, tail, index) or on the previous value, csv headers sent once, a batch
-by time; and what a JSON message cannot carry. Nodes that act on a whole sequence (join, batch,
-a sort of a sequence, a switch recreating sequences: :func:`is_sequence_node`) get every message
-of a job at once instead.
+message sequence (head, tail, index) or on the previous value, a batch by time; and what a JSON
+message cannot carry. A node whose state the caller keeps in its node context
+(:func:`nodered_semantics.context.keeps_state`: csv headers sent once, a streaming split, a
+batch's held messages, a function's setup run once) is no obstacle. Nodes that act on a whole
+sequence (join, batch, a sort of a sequence, a switch recreating sequences:
+:func:`is_sequence_node`) get every message of a job at once instead.
 Context (``context``/``flow``/``global``) is no obstacle: the caller hands a node the scopes
 it uses (:mod:`nodered_semantics.context`) and keeps what it writes.
 
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from nodered_semantics.context import context_problem, context_scopes
+from nodered_semantics.context import context_problem, context_scopes, keeps_state
+from nodered_semantics.http_in import HTTP_RESPONSE_TYPE
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_js_number, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
@@ -34,6 +38,7 @@ from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
 
 __all__ = [
     "NODERED_NODE_SERVICE",
+    "PARSER_TYPES",
     "PASSING_TYPES",
     "QUEUE_CONTROLS",
     "REPORTED_PORT",
@@ -80,8 +85,12 @@ UNFINISHED_SEQUENCE = "unfinished_sequence"
 """The context key of a sequence node's failure for a group the job left incomplete: not a
 failure Node-RED would report (it would wait for more messages), so it reaches no catch node;
 the step engine fails the job instead."""
+PARSER_TYPES = frozenset({"yaml", "xml", "html"})
+"""The parser nodes run on one message like ``json``: :mod:`services.nodered.yaml_node` and its
+siblings."""
 SUPPORTED_TYPES = (
     frozenset({"function", "template", "json", "csv", "catch", "split"})
+    | PARSER_TYPES
     | RULE_TYPES
     | PASSING_TYPES
     | SEQUENCE_TYPES
@@ -91,11 +100,15 @@ SUPPORTED_TYPES = (
 
 def is_sequence_node(node: Mapping[str, Any]) -> bool:
     """Whether the node takes the messages of a job together (``{node, messages}``): a node of
-    :data:`SEQUENCE_TYPES`, a sort of a message sequence, or a switch with "recreate message
-    sequences" (``repair``)."""
+    :data:`SEQUENCE_TYPES`, a sort of a message sequence, a switch with "recreate message
+    sequences" (``repair``), or a csv or split node that keeps state between messages
+    (:func:`~nodered_semantics.context.keeps_state`), which must see them in Node-RED's order
+    (a header goes with the first row, a remainder with the next piece of text)."""
     kind = node.get("type")
     if kind in SEQUENCE_TYPES:
         return True
+    if kind in ("csv", "split"):  # what it keeps depends on the order of its messages
+        return keeps_state(node)
     if kind == "sort":
         return node.get("targetType") != "msg"
     return kind == "switch" and bool(node.get("repair"))
@@ -111,12 +124,14 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
     kind = str(node.get("type", ""))
     if kind == HTTP_REQUEST_TYPE:  # not this service's: a call of the http service
         return http_request_problem(node)
+    if kind == HTTP_RESPONSE_TYPE:  # the answer to a call of the flow's own http in endpoint
+        return None
     if kind not in SUPPORTED_TYPES:
         return f"the {kind!r} node type runs only on Node-RED (supported: {supported_types_text()})"
     problem = context_problem(node)
     if problem is not None:
         return problem
-    if kind != "join" and is_sequence_node(node) and context_scopes(node):
+    if kind != "join" and is_sequence_node(node) and {"flow", "global"} & context_scopes(node):
         return (
             "it reads flow or global context while acting on a message sequence; the step "
             "engine hands such a node its messages without context"
@@ -147,26 +162,18 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
         return f"it writes its result to {node.get('fieldType')!r}, not msg, flow or global"
     if kind == "split":
         return _split_problem(node)
+    if kind == "html":
+        return _html_problem(node)
     if kind == "join":
         return _join_problem(node)
     if kind == "batch":
         return _batch_problem(node)
-    if kind == "csv":
-        if node.get("spec") == "rfc":
-            return "RFC 4180 mode of the csv node is not supported on the step engine yet"
-        if node.get("hdrout") == "once":
-            return (
-                "it sends the column header once per deployment, which depends on earlier messages"
-            )
+    if kind == "csv" and node.get("spec") == "rfc":
+        return "RFC 4180 mode of the csv node is not supported on the step engine yet"
     return None
 
 
 def _split_problem(node: Mapping[str, Any]) -> str | None:
-    if node.get("stream"):
-        return (
-            "it streams (a part left over is carried to the next message), which depends on "
-            "earlier messages"
-        )
     kind = node.get("spltType") or "str"
     if kind == "bin":
         return "it splits at a Buffer separator, which a JSON message cannot carry"
@@ -176,6 +183,33 @@ def _split_problem(node: Mapping[str, Any]) -> str | None:
         return f"its split length {node.get('splt')!r} is not a positive integer"
     if "arraySplt" in node and not _positive_integer(node.get("arraySplt")):
         return f"its array split length {node.get('arraySplt')!r} is not a positive integer"
+    return None
+
+
+_JQUERY_POSITION = re.compile(r":(?:first|last|even|odd|eq|gt|lt|nth)(?:\(\s*\d+\s*\))?\s*$")
+
+
+def _html_problem(node: Mapping[str, Any]) -> str | None:
+    """Whether the html node's own selector (``tag``) can be read as cheerio reads it: CSS
+    (soupsieve), with at most one jQuery position filter (``:first``, ``:eq(n)``...) at its
+    end. ``msg.select`` is checked when a message brings it."""
+    tag = node.get("tag")
+    if tag in (None, ""):
+        return None
+    if not isinstance(tag, str):
+        return f"its selector {tag!r} is not a string"
+    if re.match(r"^\s*<", tag):
+        return f"its selector {tag!r} is HTML, which cheerio would make elements from"
+    import soupsieve
+
+    base = _JQUERY_POSITION.sub("", tag).strip() if "," not in tag else tag
+    try:
+        with warnings.catch_warnings():  # :contains() is cheerio's name for :-soup-contains()
+            warnings.simplefilter("ignore", FutureWarning)
+            soupsieve.compile(base or "*")
+    except soupsieve.SelectorSyntaxError as exc:
+        first = str(exc).splitlines()[0]
+        return f"its CSS selector {tag!r} is not supported on the step engine: {first}"
     return None
 
 

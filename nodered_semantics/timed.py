@@ -3,7 +3,8 @@ is not reproduced.
 
 Node-RED keeps a trigger's or a delay's state in the running node, across messages (and so across
 jobs): the topics a trigger blocks, the messages a delay holds, when a rate limit last sent. Here
-that state lives in the node's own ``node`` context scope under :data:`STATE_KEY` (durable per
+that state lives in the node's own ``node`` context scope under
+:data:`nodered_semantics.context.STATE_KEY`, tagged with the workflow version (durable per
 account, workflow and node; see :mod:`engines.step._context`), and a message the node sends later
 is a *schedule*: a packet on port :data:`SCHEDULE_PORT`, ``{"port": -3, "tick": {...}, "at":
 <epoch seconds>, "msg": {...}}``, which the caller turns into a durable timer. When the timer
@@ -26,15 +27,12 @@ from nodered_semantics.typed_values import typed_value_problem
 __all__ = [
     "RELEASE_PORT",
     "SCHEDULE_PORT",
-    "STATE_KEY",
     "TIMED_TYPES",
     "is_timed_node",
     "timed_problem",
 ]
 
 TIMED_TYPES = frozenset({"trigger", "delay"})
-STATE_KEY = "_fluxo_timed"
-"""The reserved key of a trigger's or delay's state in its own ``node`` context scope."""
 SCHEDULE_PORT = -3
 """The output "port" of a message the node sends later: the caller times it durably."""
 RELEASE_PORT = -4

@@ -440,9 +440,12 @@ class _Planner:
                 self.visit(branch, target, token)
         task.branch = branch
         if branch.results:
+            # Each branch's results, one after the other: expr-lang's flatten goes all the way
+            # down, so a result that is itself an array (a service may answer a list of
+            # objects) is boxed while the branches' lists are flattened, as on the step engine.
             gathered = (
-                f"flatten(map(fromJSON(tasks['{task.ref}'].outputs.parameters), "
-                "fromJSON(#.results)))"
+                f"map(flatten(map(fromJSON(tasks['{task.ref}'].outputs.parameters), "
+                "map(fromJSON(#.results), ({'r': #})))), #.r)"
             )
             scope.results.append((Leaf(status_in(task, OK)), Leaf(gathered), True))
         join = self.join_of.get(gathers)

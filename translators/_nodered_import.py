@@ -27,6 +27,7 @@ import pydantic
 
 from fluxo_core.errors import IRValidationError, ValidationError
 from fluxo_core.ir import ENTRIES_LABEL, ENTRY_HEADER, Workflow
+from nodered_semantics.http_in import HTTP_ENDPOINT, HTTP_RESPONSE_TYPE
 from nodered_semantics.support import SUBFLOW_ENV
 from nodered_semantics.typed_values import (
     SUBFLOW_ENV_TYPES,
@@ -36,6 +37,7 @@ from nodered_semantics.typed_values import (
 )
 from translators._nodered_catch import catch_scopes, catchers, wire_catches
 from translators._nodered_expr import literal
+from translators._nodered_http import self_calls, with_self_call
 from translators._nodered_map import (
     STRUCTURAL,
     NodeMapping,
@@ -172,6 +174,13 @@ class _Builder:
         env = self._subflow_env(ctx)
         copy = self.classify({**node, SUBFLOW_ENV: env} if env else node)
         copy.key, copy.ctx = key, ctx
+        if copy.role == "sink" and node.get("type") == HTTP_RESPONSE_TYPE and self._caller(ctx):
+            why = (
+                "answers the http request node that called its endpoint: turns the answer into "
+                "that node's message, on at its wires"
+            )
+            copy = _Member(copy.node, "step", mapping=native_mapping(copy.node, why))
+            copy.key, copy.ctx = key, ctx
         if copy.role == "step":
             assign_step_ids(copy, self.used)
         self.by_id[key] = copy
@@ -313,16 +322,60 @@ class _Builder:
             f"workflow {self.box.name!r}: {call.node['type']} node {call.id}: {why}; it stays a "
             "native step, which only Node-RED runs"
         )
-        stub = _Member(call.node, "step", mapping=native_mapping(call.node, why))
+        node = call.node
+        if HTTP_ENDPOINT in node:  # a call of its own endpoint too deep: refused with why
+            node = {**node, HTTP_ENDPOINT: {"refused": f"its endpoint's {why}"}}
+        stub = _Member(node, "step", mapping=native_mapping(node, why))
         stub.key, stub.ctx = key, call.ctx
         assign_step_ids(stub, self.used)
         self.by_id[key] = stub
         self.borrowed.append(stub)
         return stub
 
+    def _caller(self, ctx: tuple[str, ...]) -> _Member | None:
+        """The innermost http request of ``ctx`` that calls the flow's own endpoint."""
+        for key in reversed(ctx):
+            found = self.by_id.get(key) if key != LOOP else None
+            if found is not None and "id" in (found.node.get(HTTP_ENDPOINT) or {}):
+                return found
+        return None
+
+    def _self_call_ports(self, member: _Member) -> list[list[str]] | None:
+        """An http request calling the flow's own endpoint goes on into this call's copy of
+        what its http in feeds; an http response within that copy goes on at the request's
+        wires (None: neither)."""
+        if member.node.get("type") == HTTP_RESPONSE_TYPE and member.ctx:
+            caller = self._caller(member.ctx)
+            if caller is None:
+                return None
+            parent = caller.ctx
+            return [
+                _unique(
+                    s
+                    for t in _flat(caller.node.get("wires"))
+                    for s in self.resolve(t, None, parent)
+                )
+            ]
+        endpoint = member.node.get(HTTP_ENDPOINT)
+        if not isinstance(endpoint, Mapping) or "id" not in endpoint:
+            return None
+        if self._too_many(member.ctx):
+            return [[self._too_deep(member).key]]
+        http_in = self.index.get(str(endpoint["id"]))
+        inner = (*member.ctx, member.key)
+        return [
+            _unique(
+                s for t in _flat((http_in or {}).get("wires")) for s in self.resolve(t, None, inner)
+            )
+        ]
+
     def step_ports(self, member: _Member) -> list[list[str]]:
         if member.key.endswith("#bound"):
             return [[]]
+        if not member.key.endswith("#deep"):
+            called = self._self_call_ports(member)
+            if called is not None:
+                return called
         if member.key.endswith("#pass"):  # on along the junction's wires or the link's links
             node = member.node
             ahead = node.get("links") if node["type"] == "link out" else _flat(node.get("wires"))
@@ -997,12 +1050,14 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         for port in node.get("wires") or []
         for target in port
     }
+    # http request nodes calling the flow's own http in endpoints: which one, or why not.
+    calls_itself = self_calls(nodes)
 
     def classify(node: dict[str, Any]) -> _Member:
         if node["type"] == "delay" and node["id"] in controlled:
             why = "it receives msg.reset/msg.flush, which act on the messages it holds"
             return _Member(node, "step", mapping=native_mapping(node, why))
-        return _classify(node, subflows, scoped, index)
+        return _classify(with_self_call(node, calls_itself), subflows, scoped, index)
 
     # A subflow's own workflow: its nodes see the subflow's properties as an instance that sets
     # none would give them.

@@ -18,6 +18,7 @@ import pydantic
 
 from fluxo_core.errors import Problem, ValidationError
 from fluxo_core.ir import DocumentLimits, Step, check_document, parse_json
+from nodered_semantics.http_in import HTTP_ENDPOINT
 from nodered_semantics.msg_paths import payload_keys
 from nodered_semantics.support import node_problem
 from nodered_semantics.typed_values import constant_value
@@ -340,6 +341,14 @@ def _map_http_request(node: Mapping[str, Any]) -> NodeMapping:
     problem = node_problem(node)
     if problem is not None:
         return native_mapping(node, f"{problem}: runs only on Node-RED")
+    endpoint = node.get(HTTP_ENDPOINT)
+    if isinstance(endpoint, Mapping) and "id" in endpoint:
+        return native_mapping(
+            node,
+            f"calls its flow's own http in {endpoint['id']} ({str(endpoint.get('method')).upper()} "
+            f"{endpoint.get('url')}): the step engine answers it in the job, with a copy of the "
+            "endpoint's nodes, and sends the http response's answer on as Node-RED's message",
+        )
     if node.get("method") == "use":
         source = "takes its method from msg.method"
     elif not node.get("url"):

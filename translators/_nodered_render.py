@@ -397,6 +397,13 @@ def _render_native(step: NativeStep, ids: Ids, ctx: RenderContext) -> Rendered:
     if isinstance(ports, list) and ports:
         node["wires"] = [[] for _ in ports]
         outs.append(_next_out(node["id"], step))
+    elif step.next and node["type"] == "http response":
+        raise UnsupportedFeatureError(
+            f"native step {step.id!r} answers a call of the flow's own http in endpoint, which "
+            "Node-RED makes from the flow itself: export the workflow with its imported source "
+            "(unchanged since the import), not as generated nodes",
+            step=step.id,
+        )
     elif step.next:
         raise UnsupportedFeatureError(
             f"native step {step.id!r} ({node['type']}) has no output port, so it cannot lead to "

@@ -14,6 +14,11 @@ transaction that takes the call's result writes it, together with the step's out
   branches of one job) change context one after the other, as on Node-RED's single thread; after
   :data:`MAX_CONTEXT_RERUNS` such reruns in a row the step fails, naming the scope. A node that
   only reads is not rerun: it read a consistent state, as if it had run earlier;
+* **node state**: a core node that keeps state between messages on Node-RED (a csv header sent
+  once, a streaming split's remainder, a batch's held messages, a function's setup run once)
+  keeps it in its own ``node`` scope (:data:`nodered_semantics.context.STATE_KEY`), which its
+  calls get with the workflow version (``"version"``): a new version starts it afresh, as a
+  deploy does on Node-RED, and the rules above make concurrent jobs change it one at a time;
 * **scopes**: ``flow`` context belongs to the workflow, ``node`` context to a node of the
   workflow (``node:<node id>``, shared by the copies an import made of the node for link calls
   and loop passes, as they are one node on Node-RED), ``global`` to the account. A value read is
@@ -32,7 +37,7 @@ from fluxo_core.errors import ValidationError
 from fluxo_core.ir import NativeStep, Workflow
 from fluxo_core.storage import Transaction
 from fluxo_core.storage.nodered_context import GLOBAL_WORKFLOW, ContextChange, NodeRedContextStore
-from nodered_semantics.context import context_scopes
+from nodered_semantics.context import context_scopes, user_context_scopes
 
 __all__ = [
     "MAX_CONTEXT_RERUNS",
@@ -65,7 +70,7 @@ def context_problems(workflow: Workflow) -> list[str]:
     for step in workflow.spec.steps:
         if not isinstance(step, NativeStep) or step.engine != "nodered":
             continue
-        if {"flow", "node"} & context_scopes(step.config):
+        if {"flow", "node"} & user_context_scopes(step.config):  # not its own state
             owners.setdefault(str(step.config.get("z") or ""), []).append(step.id)
     if len(owners) <= 1:
         return []

@@ -24,7 +24,9 @@ to the same goto, or dropped (Node-RED only logs it) when there is none.
 **Sequences.** A Node-RED join keeps groups across messages; the step engine holds every
 message that reaches a native join in a job and, when nothing else in the job moves, calls the
 service once with them all (``{node, messages}``), ordered by their places in the fan-outs they
-came from (a split's parts in order, whichever call ended first). A join the import copied
+came from (a split's parts in order, whichever call ended first), with its state when it keeps
+one between jobs (a batch's held messages, a csv node's header sent once: see
+:mod:`engines.step._context`). A join the import copied
 (link calls, loop passes) is refused: Node-RED keeps one set of groups for the node.
 
 **http request.** A native ``http request`` node is a call of the ``http`` service (host policy,
@@ -33,10 +35,12 @@ admission, metering), its request and its message built as
 
 **Messages.** Between steps the token's payload is ``msg.payload``; the other message
 properties (``topic``, ``parts``, ...) travel beside it, so a native node downstream sees what
-Node-RED would give it. A job whose input packet has the header
-``content-type: application/vnd.node-red.msg+json`` carries a whole message as its payload
-(``{"payload": "text", "topic": "t"}``): that is how a payload that is not an object (an inject
-node's string, number or timestamp) enters a job.
+Node-RED would give it. A message without a payload (a change node set it to a JSONata value
+that is nothing, or deleted it) travels with the payload None and :data:`NO_PAYLOAD` beside it,
+so the next native node gets it without one again, not with ``null`` (:func:`node_message`).
+A job whose input packet has the header ``content-type: application/vnd.node-red.msg+json``
+carries a whole message as its payload (``{"payload": "text", "topic": "t"}``): that is how a
+payload that is not an object (an inject node's string, number or timestamp) enters a job.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 
 from engines.step._context import context_problems
 from fluxo_core.ir import NativeStep, Workflow
+from nodered_semantics.context import keeps_state
 from nodered_semantics.support import (
     QUEUE_CONTROLS,
     function_reports_errors,
@@ -57,18 +62,42 @@ from translators.nodered import DROPPED_LABEL, Trigger
 __all__ = [
     "CONTENT_TYPE_HEADER",
     "NODERED_MSG_CONTENT_TYPE",
+    "NO_PAYLOAD",
     "RUNNABLE_NATIVE_ENGINES",
     "dropped_problems",
     "native_ports",
     "native_problem",
     "native_steps_by_node",
+    "node_message",
     "step_runnable",
+    "token_of",
 ]
 
 CONTENT_TYPE_HEADER = "content-type"
 NODERED_MSG_CONTENT_TYPE = "application/vnd.node-red.msg+json"
 RUNNABLE_NATIVE_ENGINES = frozenset({"nodered"})
 _PLAIN_KINDS = frozenset({"service", "switch", "transform", "split", "join", "delay"})
+# Beside a token's payload (None): its message has no payload (Node-RED's msg.payload undefined).
+NO_PAYLOAD = "fluxo:no-payload"
+
+
+def token_of(msg: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A Node-RED message as a token: its payload, and its other properties (with
+    :data:`NO_PAYLOAD` when it has no payload)."""
+    rest = dict(msg)
+    if "payload" not in rest:
+        return None, {**rest, NO_PAYLOAD: True}
+    return rest.pop("payload"), rest
+
+
+def node_message(meta: Mapping[str, Any] | None, payload: Any) -> dict[str, Any]:
+    """The Node-RED message of a token: its other properties and its payload (none if it had
+    none and nothing gave it one since: a payload that is not None is a new one)."""
+    msg = dict(meta or {})
+    if msg.pop(NO_PAYLOAD, False) and payload is None:
+        return msg
+    msg["payload"] = payload
+    return msg
 
 
 def native_steps_by_node(workflow: Workflow) -> dict[str, set[str]]:
@@ -258,6 +287,14 @@ def native_problem(
         )
     if by_node is None:
         by_node = native_steps_by_node(workflow)
+    if kind == "function" and keeps_state(config):  # its setup runs once per node
+        copies = sorted(by_node.get(str(config.get("id")), ()))
+        if len(copies) > 1:
+            return (
+                f"{where}: the import made several steps of it ({', '.join(copies)}) and its "
+                "setup code uses context: Node-RED runs the setup once per node instance (one "
+                "per subflow instance), which these steps do not tell apart"
+            )
     if is_sequence_node(config):
         copies = sorted(by_node.get(str(config.get("id")), ()))
         if len(copies) > 1:

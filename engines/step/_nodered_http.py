@@ -16,6 +16,7 @@ from typing import Any, TypeGuard
 
 from fluxo_core.errors import ValidationError
 from fluxo_core.ir import NativeStep
+from nodered_semantics.http_in import HTTP_ENDPOINT
 from nodered_semantics.http_request import (
     HTTP_REQUEST_TYPE,
     HttpRequestError,
@@ -34,7 +35,13 @@ __all__ = [
 
 
 def is_http_request(step: Any) -> TypeGuard[NativeStep]:
-    return isinstance(step, NativeStep) and step.config.get("type") == HTTP_REQUEST_TYPE
+    """An http request node run as a call of the ``http`` service (not one calling its
+    flow's own endpoint, which the ``nodered-node`` service answers in the job)."""
+    return (
+        isinstance(step, NativeStep)
+        and step.config.get("type") == HTTP_REQUEST_TYPE
+        and HTTP_ENDPOINT not in step.config
+    )
 
 
 def http_request_body(step: NativeStep, msg: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,12 @@ from typing import Any
 import orjson
 
 from engines.step._context import MAX_CONTEXT_RERUNS, READ_KEY, RERUNS_KEY, StepContext
-from engines.step._nodered import CONTENT_TYPE_HEADER, NODERED_MSG_CONTENT_TYPE
+from engines.step._nodered import (
+    CONTENT_TYPE_HEADER,
+    NODERED_MSG_CONTENT_TYPE,
+    node_message,
+    token_of,
+)
 from engines.step._nodered_http import (
     http_request_body,
     http_request_failed,
@@ -157,10 +162,9 @@ class JobRun:
         meta: Meta = None
         if self._input.headers.get(CONTENT_TYPE_HEADER) == NODERED_MSG_CONTENT_TYPE:
             # A whole Node-RED message: its payload need not be an object.
-            message: dict[str, Any] = (
-                dict(payload) if isinstance(payload, dict) else {"payload": payload}
+            payload, message = token_of(
+                payload if isinstance(payload, dict) else {"payload": payload}
             )
-            payload = message.pop("payload", None)
             meta = {"_msgid": self.job["id"][:16], **message}
         elif self.plan.ports:
             meta = {"_msgid": self.job["id"][:16]}
@@ -181,7 +185,7 @@ class JobRun:
         went_on = None  # an http request node's call failed in the network: Node-RED goes on
         if call["status"] != "succeeded" and call["error"] and is_http_request(step):
             payload = orjson.loads(row["input"]) if row["input"] else None
-            msg = {**(context.get("msg") or {}), "payload": payload}
+            msg = node_message(context.get("msg"), payload)
             url = str(context.get("url", ""))
             went_on = http_request_failed(step, msg, url, orjson.loads(call["error"]))
         if call["status"] == "succeeded" or went_on is not None:
@@ -231,8 +235,7 @@ class JobRun:
                 frames = context["frames"] + level
                 child = key + (f"~{j}" if many else "")
                 if isinstance(step, NativeStep):  # {port, msg}: the port picks the targets
-                    message = dict(payload.get("msg") or {})
-                    data = message.pop("payload", None)
+                    data, message = token_of(payload.get("msg") or {})
                     self.route(
                         step, data, frames, child, message, port=int(payload["port"]), origin=origin
                     )
@@ -574,19 +577,24 @@ class JobRun:
         call_id = call_id_for(self.job["id"], key, attempt)
         body = payload
         if isinstance(step, NativeStep) and step.id in self.plan.sequences:
-            # A Node-RED join: the messages it gathered.
+            # A Node-RED join: the messages it gathered (a batch: and what it held before).
             body = {"node": step.config, "messages": payload}
+            scopes = self.plan.context_scopes.get(step.id)
+            if scopes and self.context is not None:
+                body["context"], context[READ_KEY] = self.context.load(step, scopes)
+                body["version"] = self.plan.version  # a node's state is kept per version
         elif is_http_request(step):  # the http service sends what the node would
-            body = http_request_body(step, {**context.get("msg", {}), "payload": payload})
+            body = http_request_body(step, node_message(context.get("msg"), payload))
             context = {**context, "url": body["url"]}
         elif isinstance(step, NativeStep):  # the nodered-node service runs the node on msg
-            body = {"node": step.config, "msg": {**context.get("msg", {}), "payload": payload}}
+            body = {"node": step.config, "msg": node_message(context.get("msg"), payload)}
             env = step.config.get(SUBFLOW_ENV)
             if isinstance(env, dict):  # what the subflow instances it runs within set
                 body["env"] = env
             scopes = self.plan.context_scopes.get(step.id)
             if scopes and self.context is not None:
                 body["context"], context[READ_KEY] = self.context.load(step, scopes)
+                body["version"] = self.plan.version  # a node's state is kept per version
             if "tick" in context:  # a message it sends later, now due
                 body["tick"] = context["tick"]
             elif is_timed_node(step.config):  # where a message it holds is to go
@@ -728,7 +736,7 @@ class JobRun:
             "order": [f[1] for f in frames],
             "at": [self.now, len(self.new_keys), len(self.calls)],
             "key": key,
-            "msg": {**(meta or {}), "payload": payload},
+            "msg": node_message(meta, payload),
         }
         slot = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest()) >> 1
         self.store.join_arrive(self.tx, self.job["id"], _held_key(step.id), slot, dump_json(record))

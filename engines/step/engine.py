@@ -26,6 +26,7 @@ import orjson
 
 from engines.step._context import StepContext
 from engines.step._nodered import RUNNABLE_NATIVE_ENGINES
+from engines.step._nodered_http import is_http_request
 from engines.step._plan import RUNNABLE_KINDS, Plan
 from engines.step._run import ENGINE_QUEUE, JobRun, job_channel
 from fluxo_core.engine import (
@@ -51,7 +52,7 @@ from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.nodered_context import NodeRedContextStore
 from fluxo_core.storage.workflows import WorkflowStore
-from nodered_semantics.http_request import HTTP_REQUEST_TYPE, HTTP_SERVICE
+from nodered_semantics.http_request import HTTP_SERVICE
 from nodered_semantics.support import NODERED_NODE_SERVICE
 from service_runtime import ServiceRuntime
 from service_runtime.gateway import PreparedCall
@@ -474,11 +475,7 @@ class StepEngine:
             if step.kind == "native":
                 # An http request node is a call of the http service; any other native node
                 # runs in the nodered-node service.
-                service = (
-                    HTTP_SERVICE
-                    if getattr(step, "config", {}).get("type") == HTTP_REQUEST_TYPE
-                    else NODERED_NODE_SERVICE
-                )
+                service = HTTP_SERVICE if is_http_request(step) else NODERED_NODE_SERVICE
                 try:
                     plan.services[step.id] = await self.runtime.catalog.resolve(service)
                 except UnknownServiceError as exc:

@@ -48,6 +48,7 @@ from fluxo_core.ir._problems import format_location
 __all__ = [
     "DEFAULT_LIMITS",
     "INLINE_BYTES",
+    "BoundedLoader",
     "DocumentLimits",
     "check_document",
     "parse_json",
@@ -227,7 +228,7 @@ def _yaml_documents(
                 f"the {where} is not UTF-8 text (byte {exc.start}); save it as UTF-8",
                 problems=[(where, f"invalid UTF-8 at byte {exc.start}")],
             ) from exc
-    loader = _BoundedLoader(text, limits, where)
+    loader = BoundedLoader(text, limits, where)
     docs: list[tuple[int, yaml.Node, Any]] = []
     count = 0
     try:
@@ -562,7 +563,7 @@ class _BoundedComposer(Composer):
 
 
 # libyaml's C parser and composer when PyYAML has them (the tree counted once composed, see
-# _BoundedLoader); else the pure-Python ones, under the composer that counts as it goes.
+# BoundedLoader); else the pure-Python ones, under the composer that counts as it goes.
 if yaml.__with_libyaml__:
     from yaml._yaml import CParser
 
@@ -579,7 +580,10 @@ else:  # pragma: no cover - PyYAML built without libyaml
             yaml.parser.Parser.__init__(self)
 
 
-class _BoundedLoader(_BoundedComposer, _Parser, _StringTimestamps, Resolver):
+class BoundedLoader(_BoundedComposer, _Parser, _StringTimestamps, Resolver):
+    """A YAML loader that counts nodes, depth and aliases as it composes (``limits``); its
+    errors name ``where``. Shared with the Node-RED yaml node."""
+
     def __init__(self, text: str, limits: DocumentLimits, where: str) -> None:
         _Parser.__init__(self, text)
         Composer.__init__(self)

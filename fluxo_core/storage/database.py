@@ -17,7 +17,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +41,9 @@ _PG_NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
 _PG_KEYED = (
     "set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)"
 )
+# How long closing waits for the work still running in database threads (a cancelled caller's
+# transaction goes on there until it ends) before it closes the connections anyway.
+_CLOSE_GRACE_S = 10.0
 T = TypeVar("T")
 
 
@@ -198,6 +201,8 @@ class Database:
         self.job_end_hooks: list[Callable[[Transaction, list[str]], None]] = []
         self._inline_conn: sa.Connection | None = None
         self._inline_reader: sa.Connection | None = None
+        # Work handed to the database threads that has not ended yet (see _in_thread).
+        self._in_flight: set[Future[Any]] = set()
         self._hub = _WakeupHub()
         self._listener: asyncio.Task[None] | None = None
         self._listener_ready = asyncio.Event()
@@ -236,8 +241,8 @@ class Database:
         """
         outcome = self._inline_transact(fn) if self.dialect == "sqlite" else None
         if outcome is None:
-            outcome = await asyncio.get_running_loop().run_in_executor(
-                self._write_pool, self._transact_sync, fn, durable, keyed
+            outcome = await self._in_thread(
+                self._write_pool, lambda: self._transact_sync(fn, durable, keyed)
             )
         tx, result = outcome
         self._hub.fire(tx._notify)
@@ -292,6 +297,19 @@ class Database:
             self._inline_reader = self.engine.connect().execution_options(fluxo_read=True)
         return self._inline_reader
 
+    async def _in_thread(self, executor: Executor, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a database thread, kept track of until it ends.
+
+        A caller cancelled meanwhile (a trigger source the platform's exit cancels, a ``wait_for``
+        that timed out) stops waiting, but the thread cannot be stopped: its transaction goes on
+        and its connection is out of the pool until it ends. :meth:`close` waits for such work,
+        so that every connection is back in the pool, and closed, when the database closes.
+        """
+        work = executor.submit(fn, *args)
+        self._in_flight.add(work)
+        work.add_done_callback(self._in_flight.discard)
+        return await asyncio.wrap_future(work)
+
     async def ping(self) -> None:
         """One round trip to the database (a readiness check); raises StorageError if it fails.
         The caller bounds the wait: a frozen server never answers."""
@@ -304,7 +322,7 @@ class Database:
             reader = self._inline_read_connection()
             with map_storage_errors(), reader.begin():
                 return fn(reader)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read_sync, fn)
+        return await self._in_thread(self._pool, self._read_sync, fn)
 
     def _read_sync(self, fn: Callable[[sa.Connection], T]) -> T:
         with map_storage_errors(), self.engine.connect() as conn:
@@ -370,7 +388,7 @@ class Database:
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (Alembic). Safe to run from several processes."""
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._migrate_sync)
+        await self._in_thread(self._pool, self._migrate_sync)
 
     def _migrate_sync(self) -> None:
         from alembic import command
@@ -386,11 +404,18 @@ class Database:
             command.upgrade(cfg, "head")
 
     async def close(self) -> None:
+        """Stop listening, wait (up to ``_CLOSE_GRACE_S``) for the work still running in the
+        database threads, then close every connection."""
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
             self._listener = None
+        running = [asyncio.wrap_future(work) for work in list(self._in_flight)]
+        if running:
+            _, late = await asyncio.wait(running, timeout=_CLOSE_GRACE_S)
+            if late:  # a frozen server: its connections are left to the process's exit
+                log.warning("closing the database with %d transaction(s) still running", len(late))
         for conn in (self._inline_conn, self._inline_reader):
             if conn is not None:
                 conn.close()

@@ -14,12 +14,11 @@ sequence of every topic is complete sends them one after the other, in the order
 topics, as one new sequence (copies). A message of such a topic without ``msg.parts`` fails the
 node, as Node-RED reports it.
 
-The job's end is where the step engine differs: what the node still holds then (a batch short
-of ``count``, the overlap of the last batch) is dropped, while Node-RED keeps it to start the
-batch of the messages a later inject brings. Failing the job instead (as a join's incomplete
-group does) would also drop the complete batches Node-RED sends at once, since a call's outputs
-go on only when it succeeds. Interval mode is refused beforehand by
-:func:`nodered_semantics.support.node_problem`.
+What the node still holds at the job's end (a batch short of ``count``, the overlap of the last
+batch, sequences waiting for the other topics) is its state (:mod:`services.nodered.state`):
+the step engine keeps it durably and the node starts from it on the next job's messages, as
+Node-RED starts the batch of the messages a later inject brings with it. Interval mode is
+refused beforehand by :func:`nodered_semantics.support.node_problem`.
 """
 
 from __future__ import annotations
@@ -37,13 +36,25 @@ from services.nodered.common import Sent, node_error
 __all__ = ["run_batch"]
 
 
-def run_batch(node: Mapping[str, Any], messages: list[dict[str, Any]]) -> Sent:
-    """Every message the node sends for ``messages`` (each a copy it may change), in order."""
+def run_batch(
+    node: Mapping[str, Any], messages: list[dict[str, Any]], state: dict[str, Any] | None = None
+) -> Sent:
+    """Every message the node sends for ``messages`` (each a copy it may change), in order.
+
+    ``state``: what the node held after the messages of earlier jobs, which it starts from and
+    leaves what it holds now in (changed in place); None: it starts empty and what it holds at
+    the end is dropped."""
     if node.get("mode") == "concat":
-        return _Concatenation(node).run(messages)
+        concatenation = _Concatenation(node)
+        if state is not None:
+            concatenation.restore(state.get("pending") or {})
+        concatenated = concatenation.run(messages)
+        if state is not None:
+            state["pending"] = concatenation.kept()
+        return concatenated
     count, overlap = (int(n) for n in batch_sizes(node))
     honour_parts = bool(node.get("honourParts"))
-    queue: list[dict[str, Any]] = []
+    queue: list[dict[str, Any]] = list((state or {}).get("queue") or [])
     sent: Sent = []
     for msg in messages:
         if "reset" in msg:
@@ -59,6 +70,8 @@ def run_batch(node: Mapping[str, Any], messages: list[dict[str, Any]]) -> Sent:
         if len(queue) == count or end_of_parts:
             sent.extend(_sequence(queue, clone=overlap > 0))
             queue = queue[-overlap:] if overlap else []
+    if state is not None:
+        state["queue"] = copy.deepcopy(queue)
     return sent
 
 
@@ -100,6 +113,23 @@ class _Concatenation:
         self.topics = [t.get("topic", UNDEFINED) for t in given if isinstance(t, Mapping)]
         self.pending: dict[str, _Topic] = {}
         self.sent: Sent = []
+
+    def restore(self, pending: Mapping[str, Any]) -> None:
+        """Start from what :meth:`kept` gave after an earlier job."""
+        for topic, held in pending.items():
+            self.pending[topic] = _Topic(
+                {k: list(v) for k, v in held["groups"].items()},
+                dict(held["counts"]),
+                list(held["ids"]),
+            )
+
+    def kept(self) -> dict[str, Any]:
+        """The sequences held now, as JSON."""
+        return {
+            topic: {"groups": held.groups, "counts": held.counts, "ids": held.ids}
+            for topic, held in self.pending.items()
+            if held.ids
+        }
 
     def run(self, messages: list[dict[str, Any]]) -> Sent:
         for msg in messages:

@@ -1,6 +1,9 @@
 """The ``csv`` node in legacy mode (the default): text with a header line or column names into
-objects (one message per row, or one array), and objects or arrays into CSV text. RFC 4180 mode
-and what depends on earlier messages are refused beforehand."""
+objects (one message per row, or one array), and objects or arrays into CSV text. What a node
+keeps between messages is its state (:mod:`services.nodered.state`): a header sent ``once``
+(until ``msg.reset``), the column names a sequence's first line gave (``hdrin``), the rows of
+a sequence joined into one array; such a node takes a job's messages together, in order (see
+:func:`nodered_semantics.support.is_sequence_node`). RFC 4180 mode is refused."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from nodered_semantics.js import UNDEFINED, js_json, js_string
+from nodered_semantics.js import UNDEFINED, js_json, js_number, js_strict_equal, js_string
 from services.nodered.common import node_error
 
 __all__ = ["run_csv"]
@@ -27,22 +30,30 @@ def _clean(columns: str, sep: str) -> list[str]:
     return [c.replace('"', "").strip() for c in re.split(pattern, columns.strip())]
 
 
-def run_csv(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+def run_csv(
+    node: Mapping[str, Any], msg: dict[str, Any], state: dict[str, Any] | None = None
+) -> list[tuple[int, dict[str, Any]]]:
+    """``state``: what the node keeps between messages (whether it sent its header ``once``,
+    :mod:`services.nodered.state`), changed in place; None refuses a header sent once."""
     if node.get("spec") == "rfc":
         raise node_error(
             node, "RFC 4180 mode is not supported on the step engine yet; use legacy mode"
         )
+    if state is not None and "reset" in msg:
+        state.pop("header_sent", None)
     if "payload" not in msg:
         return [] if "reset" in msg else [(0, msg)]
     payload = msg["payload"]
     if isinstance(payload, dict | list):
-        return _csv_out(node, msg)
+        return _csv_out(node, msg, state)
     if isinstance(payload, str):
-        return _csv_in(node, msg)
+        return _csv_in(node, msg, state)
     return []  # Node-RED warns "csv_js" and sends nothing
 
 
-def _csv_out(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+def _csv_out(
+    node: Mapping[str, Any], msg: dict[str, Any], state: dict[str, Any] | None
+) -> list[tuple[int, dict[str, Any]]]:
     sep = _unescape(str(node.get("sep") or ","))
     ret = _unescape(str(node.get("ret") or "\n"))
     quo = '"'
@@ -51,7 +62,12 @@ def _csv_out(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, di
         {False: "none", True: "all"}.get(hdrout, hdrout) if isinstance(hdrout, bool) else hdrout
     )
     if hdrout == "once":
-        raise node_error(node, "a header sent once per deployment depends on earlier messages")
+        if state is None:
+            raise node_error(node, "a header sent once per deployment depends on earlier messages")
+        if state.get("header_sent"):
+            hdrout = "none"
+        else:
+            state["header_sent"] = True
     template = _clean(str(node.get("temp") or ""), ",")
     payload = msg["payload"]
     rows: list[Any] = payload if isinstance(payload, list) else [payload]
@@ -132,7 +148,9 @@ def _ensure_string(value: Any) -> str:
     return js_string(value)
 
 
-def _csv_in(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+def _csv_in(
+    node: Mapping[str, Any], msg: dict[str, Any], state: dict[str, Any] | None = None
+) -> list[tuple[int, dict[str, Any]]]:
     sep = _unescape(str(node.get("sep") or ","))
     quo = '"'
     multi = node.get("multi") or "one"
@@ -146,7 +164,10 @@ def _csv_in(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dic
     parts = msg.get("parts") if isinstance(msg.get("parts"), dict) else None
     line: str = msg["payload"]
     newlines = len(re.findall(r"[\r\n]", line))
-    if parts is not None and multi != "one" and newlines <= 1:
+    # One line of a sequence into one array: the rows are kept (the node's state) until the
+    # sequence's last message sends them all.
+    joining = parts is not None and multi != "one" and newlines <= 1
+    if joining and state is None:
         raise node_error(
             node,
             "joining a message sequence (msg.parts) into one array needs the earlier "
@@ -161,6 +182,11 @@ def _csv_in(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dic
             last = True
     if parts is not None and multi == "mult" and newlines > 1:
         first = True
+    # The column names a sequence's first message gave (hdrin) name the rest's cells: Node-RED
+    # keeps them in the running node, here the node's state.
+    learning = hdrin and parts is not None and state is not None
+    if learning and not first and state is not None and "template" in state:
+        template, good = list(state["template"]), bool(state.get("good"))
 
     def column(j: int) -> str:
         nonlocal template
@@ -199,6 +225,8 @@ def _csv_in(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dic
                 template = _clean(header, sep)
                 good = not (len(template) == 1 and template[0] == "")
                 first = False
+                if learning and state is not None:
+                    state.update(template=list(template), good=good)
             else:
                 header += ch
             continue
@@ -226,6 +254,16 @@ def _csv_in(node: Mapping[str, Any], msg: dict[str, Any]) -> list[tuple[int, dic
     if row:
         rows.append(row)
     columns = ",".join(f'"{v}"' if "," in v else v for v in template if v)
+    if joining and parts is not None and state is not None:
+        held = state.setdefault("rows", [])
+        if row:  # Node-RED keeps the row the text ends in (none after a final line break)
+            held.append(row)
+        if not js_strict_equal(js_number(parts.get("index")) + 1, parts.get("count", UNDEFINED)):
+            return []
+        msg["payload"] = state.pop("rows")
+        msg["columns"] = columns
+        del msg["parts"]
+        return [(0, msg)]
     if multi != "one":
         msg["payload"] = rows
         msg["columns"] = columns

@@ -25,8 +25,9 @@ The shim gives the body what Node-RED gives it, as far as one message in isolati
   sends it then, by a durable timer; ``setInterval`` would never end a call and is refused.
 
 Refused with a clear error: ``require`` and external modules (``libs``): a worker has no
-packages to give. ``initialize`` runs before the body on every call (so what it defines
-exists) with its sends dropped, because on Node-RED it runs once at deploy, not per message;
+packages to give. ``initialize`` runs before the body (which waits for its promise, as on Node-RED) with its
+sends dropped: on every call, unless the caller runs it once per deployment (the
+``nodered-node`` service does when it uses context, see :mod:`services.nodered.service`);
 ``finalize`` runs at undeploy on Node-RED and is ignored.
 """
 
@@ -65,6 +66,7 @@ DEFAULT_TIME_S = 1.0
 DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024
 _STACK_BYTES = 512 * 1024
 _MAX_PENDING_JOBS = 100_000
+_MAX_TIMER_ROUNDS = 1_000
 _MESSAGE_LIMIT = 300  # characters of a JavaScript error kept in a Fluxo error message
 
 log = logging.getLogger(__name__)
@@ -359,25 +361,31 @@ def run_function(
     ctx.set("__node_json", json.dumps(info, default=str))
     ctx.set("__msg_json", json.dumps(dict(msg)))
     setup = node.get("initialize")
+    # As on Node-RED, the body runs once the setup code's promise resolved (a setup that
+    # fails fails the call).
     script = (
         _PRELUDE
         + "var msg = JSON.parse(__msg_json);\nvar __msgid = msg._msgid;\n"
         + (
             "(async function () { var node = __makeNode(false);\n" + setup + "\n})()"
-            ".then(function () {}, __fail);\n"
             if isinstance(setup, str) and setup.strip()
-            else ""
+            else "Promise.resolve()"
         )
+        + ".then(function () {\n"
         + "(async function (msg) { var node = __makeNode(true);\n"
         + body
         + "\n})(msg).then(function (r) { __settled = 1; __sendResults(r, false); },"
         " function (e) { __settled = 1; __fail(e); });\n"
+        + "}, function (e) { __settled = 1; __fail(e); });\n"
     )
     try:
         ctx.eval(script)
         _drain(ctx)
-        ctx.eval("__runTimers()")
-        _drain(ctx)
+        for _ in range(_MAX_TIMER_ROUNDS):  # timers, then what they resolved, until none left
+            if not ctx.eval("__timers.length"):
+                break
+            ctx.eval("__runTimers()")
+            _drain(ctx)
         # Out of memory can strike again in the rejection handler; then nothing is recorded
         # but the body never settled, and the heap is at its limit.
         used = int(ctx.memory().get("memory_used_size", 0))

@@ -19,7 +19,10 @@ implementation behaves:
 * ``change``, ``switch`` (every rule but the sequence ones), ``range`` and ``sort`` (of an array
   in the message): :mod:`services.nodered.change`, :mod:`services.nodered.switch`,
   :mod:`services.nodered.range`, :mod:`services.nodered.sort`;
-* ``split`` (strings, arrays, objects; not streaming): :mod:`services.nodered.split`;
+* ``yaml``, ``xml``, ``html`` (the parser nodes, as js-yaml, xml2js and cheerio do it):
+  :mod:`services.nodered.yaml_node`, :mod:`services.nodered.xml_node`,
+  :mod:`services.nodered.html_node`;
+* ``split`` (strings, arrays, objects; a string stream): :mod:`services.nodered.split`;
 * ``join`` (automatic, manual, reduce), ``batch`` (count and concatenate modes), ``sort`` of
   a message sequence and ``switch`` recreating sequences (``repair``) over every message that
   reached it in a job,
@@ -28,7 +31,9 @@ implementation behaves:
 * ``catch``: a failed step's ``{error, input, step, node}`` (its ``on_error: goto``) as the
   message Node-RED's catch sends, :mod:`services.nodered.catch`;
 * ``junction`` and ``link out``: the message on, unchanged (an import keeps them as steps where
-  a port of a node with several outputs leads to them).
+  a port of a node with several outputs leads to them);
+* ``http request`` calling its flow's own ``http in`` endpoint, and the ``http response``
+  answering it: :mod:`services.nodered.http_self`.
 
 A function's ``node.error(err, msg)`` is a packet on port ``-1``
 (:data:`nodered_semantics.support.REPORTED_PORT`), ``{message, msg}``, which the step engine
@@ -38,10 +43,17 @@ Context (``node``/``flow``/``global``) starts from what the caller passes in ``c
 lives for the call; what the node wrote comes back as the ``-2`` packet (one write per
 top-level key), for the caller to keep (the step engine keeps it durably per workflow and
 account). ``env`` holds the node's ``NR_*``
-variables plus what the caller passes, never the worker's environment. What depends on earlier
-messages (csv headers sent ``once``, csv sequences joined across messages, RFC 4180 mode,
-switch rules on a sequence's places) is refused with a
-:class:`ServiceError` naming the node, as is any other node type;
+variables plus what the caller passes, never the worker's environment.
+
+What a core node keeps between messages on Node-RED (a csv header sent ``once``, a streaming
+split's remainder, a batch's held messages, "the function's setup ran") is its **state**: it
+comes in the node's own context under :data:`~nodered_semantics.context.STATE_KEY` and goes
+back as one more write, tagged with the workflow version the call names (``"version"``), so
+the first call of a new version starts afresh as a deploy does (:mod:`services.nodered.state`).
+A function whose setup code uses context runs it once per version, before the body (which waits
+for its promise); a csv or streaming split with state takes a job's messages together, in order.
+What still depends on earlier messages (RFC 4180 mode, switch rules on a sequence's places) is
+refused with a :class:`ServiceError` naming the node, as is any other node type;
 :func:`nodered_semantics.support.node_problem` tells a caller beforehand whether a node can run
 here.
 """
@@ -55,6 +67,8 @@ from typing import Any
 
 from fluxo_core.errors import ServiceError
 from nodered_semantics.context import CONTEXT_PORT, ContextView, ContextWrite
+from nodered_semantics.http_in import HTTP_ENDPOINT, HTTP_RESPONSE_TYPE
+from nodered_semantics.http_request import HTTP_REQUEST_TYPE
 from nodered_semantics.js import JSThrowError
 from nodered_semantics.jsonata import JsonataError
 from nodered_semantics.support import (
@@ -64,7 +78,7 @@ from nodered_semantics.support import (
     is_sequence_node,
     supported_types_text,
 )
-from nodered_semantics.timed import RELEASE_PORT, SCHEDULE_PORT, STATE_KEY, is_timed_node
+from nodered_semantics.timed import RELEASE_PORT, SCHEDULE_PORT, is_timed_node
 from service_runtime.sdk import Outputs, Service
 from services.nodered.batch import run_batch
 from services.nodered.catch import run_catch
@@ -72,14 +86,19 @@ from services.nodered.change import run_change
 from services.nodered.common import Fail, Sent, node_error, node_label
 from services.nodered.csv_node import run_csv
 from services.nodered.function import FunctionLimits, FunctionSandbox, run_function
+from services.nodered.html_node import run_html
+from services.nodered.http_self import run_http_self
 from services.nodered.join import run_join
 from services.nodered.json_node import run_json
 from services.nodered.range import run_range
 from services.nodered.sort import run_sort, run_sort_sequence
 from services.nodered.split import run_split
+from services.nodered.state import NodeState
 from services.nodered.switch import run_switch, run_switch_sequence
 from services.nodered.template import run_template
 from services.nodered.timed import run_timed
+from services.nodered.xml_node import run_xml
+from services.nodered.yaml_node import run_yaml
 
 __all__ = [
     "NODERED_NODE_SCHEMA",
@@ -88,6 +107,7 @@ __all__ = [
     "run_node_in_context",
     "run_rule_node",
     "run_sequence_node",
+    "run_sequence_node_in_context",
 ]
 
 
@@ -143,6 +163,7 @@ NODERED_NODE_SCHEMA: dict[str, Any] = {
         "context": {"type": "object"},
         "tick": {"type": "object"},
         "origin": {"type": "object"},
+        "version": {},
     },
 }
 
@@ -182,26 +203,49 @@ def run_node_in_context(
     sandbox: FunctionSandbox | None = None,
     tick: Mapping[str, Any] | None = None,
     origin: Mapping[str, Any] | None = None,
+    version: Any = None,
 ) -> tuple[Sent, list[ContextWrite]]:
     """:func:`run_node`, and what the node wrote to context (``context``: the contents of the
     ``node``/``flow``/``global`` scopes it starts from), one write per top-level key set.
 
-    A trigger or delay node (:mod:`services.nodered.timed`) keeps its state in its node scope;
-    what it sends later is a ``(SCHEDULE_PORT, {tick, at, msg})`` pair, and ``tick`` runs such a
-    schedule when it is due."""
-    kind = str(node.get("type", ""))
+    A node that keeps state between messages (:func:`~nodered_semantics.context.keeps_state`)
+    finds it under :data:`~nodered_semantics.context.STATE_KEY` of its node scope, kept for
+    workflow version ``version`` (another version's state is none: a deploy starts the node
+    afresh); its new state is one more write. A trigger or delay node
+    (:mod:`services.nodered.timed`) keeps its queue and timers there; what it sends later is a
+    ``(SCHEDULE_PORT, {tick, at, msg})`` pair, and ``tick`` runs such a schedule when it is due
+    (a function's ``setTimeout`` sends too: :func:`_function_sends`)."""
     message = copy.deepcopy(dict(msg))
     view = ContextView.of(copy.deepcopy(dict(context or {})))
     if tick is not None and not is_timed_node(node):  # a message its function sent later
         return [(int(tick.get("out") or 0), message)], []
+    state = NodeState.of(node, view, version)
     if is_timed_node(node):
-        state = view.data.get("node", {}).get(STATE_KEY)
-        sent, schedules, kept = run_timed(node, message, state, time.time(), tick, origin)
+        sent, schedules, kept = run_timed(node, message, state.data, time.time(), tick, origin)
+        state.data = kept
         later = [(s["port"], {k: v for k, v in s.items() if k != "port"}) for s in schedules]
-        return [*sent, *later], [ContextWrite("node", STATE_KEY, kept)]
+        return [*sent, *later], state.writes()
+    sent, writes = _run_in_view(node, message, env, view, state, limits, sandbox)
+    return sent, writes + state.writes()
+
+
+def _run_in_view(
+    node: Mapping[str, Any],
+    message: dict[str, Any],
+    env: Mapping[str, Any] | None,
+    view: ContextView,
+    state: NodeState,
+    limits: FunctionLimits | None,
+    sandbox: FunctionSandbox | None,
+) -> tuple[Sent, list[ContextWrite]]:
+    kind = str(node.get("type", ""))
     if kind == "function":
         run = sandbox.run if sandbox is not None else run_function
+        if state.kept and state.data.get("setup"):  # its setup ran for this deployment
+            node = {k: v for k, v in node.items() if k != "initialize"}
         result = run(node, message, limits=limits, env=env, context=view.data)
+        if state.kept:
+            state.data["setup"] = True
         ran = ContextView(
             {scope: dict(result.context.get(scope) or {}) for scope in view.data},
             {scope: set(keys) for scope, keys in result.touched.items()},
@@ -212,17 +256,25 @@ def run_node_in_context(
     if kind == "json":
         return run_json(node, message), []
     if kind == "csv":
-        return run_csv(node, message), []
+        return run_csv(node, message, state.data if state.kept else None), []
     if kind == "split":
-        return run_split(node, message), []
+        return run_split(node, message, state.data if state.kept else None), []
+    if kind == "yaml":
+        return run_yaml(node, message), []
+    if kind == "xml":
+        return run_xml(node, message), []
+    if kind == "html":
+        return run_html(node, message), []
     if is_sequence_node(node):
-        return run_sequence_node(node, [message], env=env), []
+        return _run_sequence(node, [message], env, state), []
     if kind in RULE_TYPES:
         return run_rule_node(node, message, env or {}, node_error, view), view.writes()
     if kind == "catch":
         return run_catch(node, message), []
     if kind in PASSING_TYPES:  # a junction or link out kept as a step: on, unchanged
         return [(0, message)], []
+    if kind == HTTP_RESPONSE_TYPE or (kind == HTTP_REQUEST_TYPE and HTTP_ENDPOINT in node):
+        return run_http_self(node, message), []  # a call of the flow's own http in endpoint
     raise ServiceError(
         f"{node_label(node)}: the {kind!r} node type runs only on Node-RED (the step engine "
         f"supports {supported_types_text()}); set spec.engine: nodered for this workflow",
@@ -255,19 +307,49 @@ def run_sequence_node(
 ) -> list[tuple[int, dict[str, Any]]]:
     """Run a sequence node (a join, a batch, a sort of a sequence, a switch recreating
     sequences: :func:`~nodered_semantics.support.is_sequence_node`) over every message that
-    reached it in a job, in order (copies the node may change); the messages it sends.
+    reached it in a job, in order (copies the node may change); the messages it sends. A batch
+    starts afresh (:func:`run_sequence_node_in_context` keeps what it holds between jobs).
 
     Raises:
         ServiceError: (not retryable) a group is left incomplete, an expression fails, or the
             node is not a sequence node; the message names the node.
     """
+    sent, _ = run_sequence_node_in_context(node, messages, env=env)
+    return sent
+
+
+def run_sequence_node_in_context(
+    node: Mapping[str, Any],
+    messages: list[Mapping[str, Any]],
+    *,
+    env: Mapping[str, Any] | None = None,
+    context: Mapping[str, Mapping[str, Any]] | None = None,
+    version: Any = None,
+) -> tuple[Sent, list[ContextWrite]]:
+    """:func:`run_sequence_node` for a node that may keep state between jobs (a batch holding
+    messages), as :func:`run_node_in_context` keeps it: its state and what changed of it."""
+    view = ContextView.of(copy.deepcopy(dict(context or {})))
+    state = NodeState.of(node, view, version)
+    sent = _run_sequence(node, [copy.deepcopy(dict(m)) for m in messages], env, state)
+    return sent, state.writes()
+
+
+def _run_sequence(
+    node: Mapping[str, Any],
+    copies: list[dict[str, Any]],
+    env: Mapping[str, Any] | None,
+    state: NodeState,
+) -> Sent:
     kind = str(node.get("type", ""))
     if not is_sequence_node(node):
         raise node_error(node, f"a {kind!r} node runs on one message at a time, not on a sequence")
-    copies = [copy.deepcopy(dict(m)) for m in messages]
     try:
+        if kind in ("csv", "split"):  # one message after the other, in order, with its state
+            run = run_csv if kind == "csv" else run_split
+            data = state.data if state.kept else None
+            return [out for msg in copies for out in run(node, msg, data)]
         if kind == "batch":
-            return run_batch(node, copies)
+            return run_batch(node, copies, state.data if state.kept else None)
         if kind == "sort":
             return run_sort_sequence(node, copies, env or {})
         if kind == "switch":
@@ -295,8 +377,11 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
             env = call.get("env") if isinstance(call.get("env"), Mapping) else None
             context = call.get("context") if isinstance(call.get("context"), Mapping) else None
             writes: list[ContextWrite] = []
+            version = call.get("version")
             if "messages" in call:  # a sequence node: every message that reached it in the job
-                sent_messages = run_sequence_node(node, call["messages"], env=env)
+                sent_messages, writes = run_sequence_node_in_context(
+                    node, call["messages"], env=env, context=context, version=version
+                )
             else:
                 tick = call.get("tick") if isinstance(call.get("tick"), Mapping) else None
                 origin = call.get("origin") if isinstance(call.get("origin"), Mapping) else None
@@ -309,6 +394,7 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
                     sandbox=sandbox,
                     tick=tick,
                     origin=origin,
+                    version=version,
                 )
             for port, sent in sent_messages:
                 if port in (SCHEDULE_PORT, RELEASE_PORT):  # sent later, or released now

@@ -1,12 +1,14 @@
-"""The ``split`` node (Node-RED 4, ``17-split.js``), not streaming: one message in, one message
-per part out, each with ``msg.parts`` (``id``, ``index``, ``count``, ``type``, and ``ch``,
-``len`` or ``key`` as the join node needs them to rebuild the value).
+"""The ``split`` node (Node-RED 4, ``17-split.js``): one message in, one message per part
+out, each with ``msg.parts`` (``id``, ``index``, ``count``, ``type``, and ``ch``, ``len`` or
+``key`` as the join node needs them to rebuild the value).
 
 A string splits at a separator (``spltType: str``) or into chunks (``len``); an array into
 chunks of ``arraySplt`` items (single items when 1); an object into its values (``parts.key``
 names each, and ``addname`` copies it into a message property). Any other value (a number, a
-boolean, null) is dropped, as Node-RED drops it. Streaming mode (a remainder carried to the next
-message) and Buffers are refused beforehand by :func:`nodered_semantics.support.node_problem`.
+boolean, null) is dropped, as Node-RED drops it. In streaming mode a string's last piece is
+kept (the node's state, :mod:`services.nodered.state`) to start the next message's string, and
+the pieces go out with indexes counting on across messages and no ``count``; Buffers are
+refused beforehand by :func:`nodered_semantics.support.node_problem`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from nodered_semantics.js import UNDEFINED
-from services.nodered.common import Sent, property_text, read_property, write_property
+from services.nodered.common import (
+    Sent,
+    node_error,
+    property_text,
+    read_property,
+    write_property,
+)
 
 __all__ = ["run_split", "split_separator"]
 
@@ -37,11 +45,19 @@ def _parse_int(value: Any) -> int:
     return int(found.group(1)) if found else 1
 
 
-def run_split(node: Mapping[str, Any], msg: dict[str, Any]) -> Sent:
+def run_split(
+    node: Mapping[str, Any], msg: dict[str, Any], state: dict[str, Any] | None = None
+) -> Sent:
+    """``state``: what a streaming split keeps between messages (the remainder of the last
+    string, the next index, :mod:`services.nodered.state`), changed in place."""
     prop = property_text(node.get("property"))
     value = read_property(node, msg, prop)
     if value is UNDEFINED:
         return []
+    if node.get("stream") and isinstance(value, str):
+        if state is None:
+            raise node_error(node, "a streaming split carries a remainder to the next message")
+        return _stream(node, msg, prop, value, state)
     # An existing msg.parts is pushed onto a stack, so a join of this split restores it.
     parts: dict[str, Any] = {"parts": msg["parts"]} if "parts" in msg else {}
     parts["id"] = uuid.uuid4().hex[:16]
@@ -81,4 +97,43 @@ def run_split(node: Mapping[str, Any], msg: dict[str, Any]) -> Sent:
             write_property(node, out, property_text(addname), extra["key"])
         out["parts"].update({"index": index, "count": len(pieces), **extra})
         sent.append((0, out))
+    return sent
+
+
+def _stream(
+    node: Mapping[str, Any], msg: dict[str, Any], prop: str, value: str, state: dict[str, Any]
+) -> Sent:
+    """A string split in streaming mode (``17-split.js``): the remainder kept from the last
+    message goes first; every piece but the last goes out (a length split also sends a last
+    piece of full length), indexes counting on from the last message's; the rest is kept."""
+    value = str(state.get("remainder", "")) + value
+    index = int(state.get("index", 0))
+    parts: dict[str, Any] = {"parts": msg["parts"]} if "parts" in msg else {}
+    parts["id"] = uuid.uuid4().hex[:16]
+    if prop != "payload":
+        parts["property"] = prop
+    msg.pop("_msgid", None)
+    msg["parts"] = parts
+    parts["type"] = "string"
+    pieces: list[str]
+    if node.get("spltType", "str") == "len":
+        size = _parse_int(node.get("splt"))
+        parts.update(ch="", len=size)
+        chunks = [value[i : i + size] for i in range(0, len(value), size)]
+        pieces, remainder = chunks[:-1], (chunks[-1] if chunks else "")
+        if len(remainder) == size:
+            pieces, remainder = chunks, ""
+    else:
+        separator = split_separator(node.get("splt"))
+        parts["ch"] = separator
+        *pieces, remainder = value.split(separator)
+    sent: Sent = []
+    for piece in pieces:
+        out = copy.deepcopy(msg)
+        write_property(node, out, prop, piece)
+        out["parts"]["index"] = index
+        index += 1
+        sent.append((0, out))
+    state["remainder"] = remainder
+    state["index"] = index
     return sent

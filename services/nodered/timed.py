@@ -61,6 +61,10 @@ def run_timed(
     ``origin``: ``{"job", "parent"}``, the job and step execution the message is in; a delay
     keeps it with each message it holds, so that ``msg.flush`` can release them (a packet on
     :data:`~nodered_semantics.timed.RELEASE_PORT` per message, to its own job)."""
+    if tick is not None and str(tick.get("id")) not in (state or {}).get("pending", {}):
+        # Cancelled (a reset, an extension, a newer message; or another deployment's tick):
+        # nothing sent, nothing changed (so a caller writes nothing back).
+        return [], [], copy.deepcopy(dict(state or {}))
     kept: State = copy.deepcopy(dict(state or {}))
     kept.setdefault("pending", {})
     kept.setdefault("n", 0)

@@ -360,6 +360,20 @@ JOIN_ONE_TO_MANY = workflow(
     service("total", "echo"),
 )
 
+# A result that is itself an array (``listed`` answers ``[payload]``) stays one result, after a
+# call (whose outputs fan out on Argo) and at the end of a split's branches.
+ARRAY_RESULT = workflow(
+    "array-result",
+    service("first", "echo", "wrap"),
+    service("wrap", "listed"),
+)
+
+ARRAY_RESULTS_OF_A_SPLIT = workflow(
+    "array-results",
+    {"id": "each", "kind": "split", "path": "items", "next": ["wrap"]},
+    service("wrap", "listed"),
+)
+
 RETRY = workflow(
     "retry-once",
     service("first", "echo", "shaky"),
@@ -488,6 +502,12 @@ CASES: dict[str, tuple[dict[str, Any], Any, Expect]] = {
         {"items": [{"i": i} for i in range(4)]},
         _gathered,
     ),
+    "array-result": (ARRAY_RESULT, {"n": 1}, succeeded_with([{"n": 1}])),
+    "array-results-of-a-split": (
+        ARRAY_RESULTS_OF_A_SPLIT,
+        {"items": [{"i": 0}, {"i": 1}]},
+        succeeded_with([[{"i": 0}], [{"i": 1}]]),
+    ),
     "step-retry": (RETRY, {"n": 1}, _retried),
     "on-error-continue": (ON_ERROR_CONTINUE, {"n": 1}, succeeded_with({"n": 2})),
     "on-error-goto": (ON_ERROR_GOTO, {"n": 1}, succeeded),
@@ -499,6 +519,7 @@ CASES: dict[str, tuple[dict[str, Any], Any, Expect]] = {
 UNORDERED = {
     "one-to-many",
     "one-to-many-on-error",
+    "array-results-of-a-split",
 }  # results of parallel branches that no join orders
 
 

@@ -8,9 +8,8 @@ connection is made.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from fluxo_core.storage.accounts import AccountStore
 from fluxo_core.storage.secrets import SecretKey, SecretStore
 from services.http.policy import HostPolicy
 from tests.support import services as svc
+from tests.support.connections import close_left_open, track_connections
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,16 +73,17 @@ class Rebinding:
         return ["93.184.215.14" if self.asked == 1 else "127.0.0.1"]
 
 
-# Known shutdown leak (to fix): on PostgreSQL, a trigger source's work that the platform's exit
-# cancels can leave a pooled connection to the garbage collector. It is collected in this
-# module's tests, so the warning does not land in whichever test of another module runs next.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture(autouse=True)
-def _collect_leaked_connections() -> Iterator[None]:
-    yield
-    gc.collect()
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The shared fixture's database, checked to have closed every connection it opened once
+    it closed: a trigger source the platform's exit cancels must not leave one behind."""
+    database = Database(database_url)
+    opened = track_connections(database)
+    await database.migrate()
+    yield database
+    await database.close()
+    left = close_left_open(opened)
+    assert left == 0, f"{left} database connection(s) still open once the database closed"
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fluxo_core.ir import Workflow
+from nodered_semantics.http_in import HTTP_ENDPOINT
 from translators.nodered import NodeRedImport, Trigger
 
 __all__ = [
@@ -347,6 +348,16 @@ def step_captures(
         kind = step.kind
         out = state.output
         if kind == "native":
+            # A call of the flow's own endpoint: the request's step feeds the endpoint's http
+            # in wires (within the call), the http response's step the request's wires.
+            config = getattr(step, "config", None) or {}
+            if node.get("type") == "http request" and "id" in (config.get(HTTP_ENDPOINT) or {}):
+                node, calls = by_id[config[HTTP_ENDPOINT]["id"]], (*calls, nid)
+            elif node.get("type") == "http response":
+                inner = [i for i, c in enumerate(calls) if by_id[c].get("type") == "http request"]
+                if not inner:
+                    continue
+                node, calls = by_id[calls[inner[-1]]], calls[: inner[-1]]
             for item in out or []:
                 deliver([int(item["port"])], node, (item.get("msg") or {}).get("payload"), calls)
         elif kind == "service":

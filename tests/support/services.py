@@ -84,6 +84,12 @@ def inc(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "n": payload.get("n", 0) + payload.get("by", 1)}
 
 
+@service("listed", inline=True, price=Price(per_call="0.001"))
+def listed(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """One output packet whose payload is an array: ``[payload]``."""
+    return [payload]
+
+
 @service("jitter", price=Price(per_call="0.001"))
 async def jitter(payload: dict[str, Any]) -> dict[str, Any]:
     """Finishes after a delay that shrinks with ``i``: later items finish first."""
@@ -154,6 +160,7 @@ SERVICES = [
     flaky,
     broken,
     inc,
+    listed,
     jitter,
     once_broken,
     gated,

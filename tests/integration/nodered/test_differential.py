@@ -227,6 +227,16 @@ class Outcome:
         )
 
 
+def _at_this_nodered(value: Any, url: str) -> Any:
+    """``value`` with Node-RED's own address (``http://localhost:1880/``, where a flow calls
+    its own http in endpoints) replaced by the test's Node-RED, which listens elsewhere; the
+    step engine answers such calls in the job, whatever the port."""
+    text = json.dumps(value)
+    for host in ("localhost", "127.0.0.1"):
+        text = text.replace(f"http://{host}:1880/", url)
+    return json.loads(text)
+
+
 async def _run_on_step_engine(
     fluxo: Platform, imp: NodeRedImport, node: dict[str, Any], name: str, run: int
 ) -> dict[str, list[str]]:
@@ -251,11 +261,13 @@ async def _run_on_step_engine(
         headers[ENTRY_HEADER] = trigger.entry
     else:
         doc = trigger_workflow(imp, trigger, workflow_name)
-    # A version of its own for each run, so the job runs this document (an apply equal to an
-    # older version would give that one back, and the job would run the newest).
-    doc["spec"]["description"] = f"differential run {run}"
+    # The job runs the version this document is (an apply equal to an older version gives that
+    # one back): the same document, the same version, so the state its nodes keep between
+    # messages (a csv header sent once, a batch's held messages) lasts across the injects of
+    # one deployment, as on Node-RED; a new version would start them afresh, as a deploy does.
+    del run
     applied = await fluxo.jobs.apply(doc, ME)
-    job = await fluxo.jobs.create(ME, applied.workflow.metadata.name, msg, headers=headers)
+    job = await fluxo.jobs.create(ME, applied.ref, msg, headers=headers)
     done = await fluxo.jobs.wait(ME, job.id, 20)
     for debug, values in step_captures(
         imp, trigger.workflow, applied.workflow, done.steps or []
@@ -292,6 +304,7 @@ async def _compare(
     )
     capture.max_wait_s = SLOW_MAX_WAIT_S if timed else MAX_WAIT_S
     flow = observable_flow(to_nodered_flows(imp.workflows, source=imp.source), capture.url)
+    flow = _at_this_nodered(flow, str(client.base_url))
     response = await client.post("flows", json=flow, headers={"Node-RED-Deployment-Type": "full"})
     response.raise_for_status()
     await capture.settle()
@@ -299,7 +312,7 @@ async def _compare(
     injects = [n for n in imp.source.nodes if n.get("type") == "inject" and n.get("d") is not True]
     for i, node in enumerate(injects):
         try:
-            props = inject_props(node)
+            props = _at_this_nodered(inject_props(node), str(client.base_url))
             expected_msg = inject_msg(node)
         except Unobservable as exc:
             outcome.unobservable = str(exc)

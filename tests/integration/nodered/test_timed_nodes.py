@@ -212,3 +212,17 @@ async def test_a_function_sends_what_its_timer_sends_when_it_is_due(fluxo: Platf
     assert done.status == "succeeded", done.error
     assert time.monotonic() - started >= 0.7
     assert sent(done) == ["now", "late"]
+
+
+async def test_a_new_version_starts_the_trigger_afresh(fluxo: Platform) -> None:
+    """As a deploy restarts the node on Node-RED: its blocked topics and timers are gone."""
+    doc = one_node({**TRIGGER, "duration": "2"}, "trig5")
+    await fluxo.jobs.apply(doc, ME)
+    first = await run(fluxo, "trig5", "a")
+    await asyncio.sleep(0.3)
+    doc["spec"]["description"] = "deployed again"
+    await fluxo.jobs.apply(doc, ME)
+    b = await fluxo.jobs.wait(ME, await run(fluxo, "trig5", "b"), 20)
+    a = await fluxo.jobs.wait(ME, first, 20)
+    assert sent(b) == ["first", "second"]  # not blocked by the earlier version's message
+    assert sent(a) == ["first"]  # its timer was the earlier deployment's
