@@ -31,6 +31,7 @@ __all__ = [
     "env_property",
     "evaluate_jsonata",
     "gives_object",
+    "gives_value",
     "jsonata_problem",
     "portable_jsonata",
     "reads_payload_only",
@@ -204,6 +205,7 @@ def portable_jsonata(expr: Any) -> bool:
 
 _STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+_BACKTICK = re.compile(r"`[^`]*`")
 # A name that starts a path: not after a dot (a field below), $ (a variable) or a word character.
 _TOP_NAME = re.compile(r"(?<![\w$.`])(`[^`]*`|[A-Za-z_]\w*)")
 _WORDS = frozenset({"and", "or", "in", "true", "false", "null", "function"})
@@ -227,14 +229,64 @@ def gives_object(expr: Any) -> bool:
     """Whether a JSONata expression surely gives an object: it is one object constructor
     (``{"a": payload.x}``). Conservative: any other expression (a path, a function call, a
     condition) may give a number, a string or nothing."""
+    return isinstance(expr, str) and _one_constructor(_bare(expr), "{", "}")
+
+
+_LITERAL = re.compile(r'""|-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|\$(millis|now)\(\s*\)')
+
+
+def gives_value(expr: Any) -> bool:
+    """Whether a JSONata expression surely gives a value, never nothing (*undefined*): it is one
+    object or array constructor (``[payload.x]`` gives ``[]`` when ``x`` is missing), a literal,
+    ``$millis()``/``$now()`` or a string concatenation (``"id " & payload.id``). Conservative:
+    a path, another operator or a function call may give nothing, which Node-RED's change node
+    takes as "delete the property"."""
     if not isinstance(expr, str):
         return False
-    text = _COMMENT.sub(" ", _STRING_LITERAL.sub('""', expr)).strip()
-    if not text.startswith("{"):
+    text = _bare(expr)
+    return (
+        _one_constructor(text, "{", "}")
+        or _one_constructor(text, "[", "]")
+        or _LITERAL.fullmatch(text) is not None
+        or _concatenation(text)
+    )
+
+
+# Operators that bind as loosely as ``&`` or looser (JSONata: ``+``/``-`` 50, comparisons and
+# ``~>`` 40, ``and`` 30, ``or`` 25, ``?:`` 20, ``:=`` 10) and the expression separator.
+_LOOSE = re.compile(r"[-+=!<>?:~;]|\b(and|or|in)\b")
+
+
+def _concatenation(text: str) -> bool:
+    """Whether ``text`` is a string concatenation at its top: ``a & b & ...``, with no operator
+    that binds as loosely. ``&`` gives a string even of missing operands (``""``)."""
+    top: list[str] = []
+    depth = 0
+    for char in text:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0:
+            top.append(char)
+    flat = "".join(top)
+    return depth == 0 and "&" in flat and _LOOSE.search(flat) is None
+
+
+def _bare(expr: str) -> str:
+    """The expression without comments, its strings and quoted names emptied (brackets in them
+    do not count)."""
+    return _COMMENT.sub(" ", _BACKTICK.sub("``", _STRING_LITERAL.sub('""', expr))).strip()
+
+
+def _one_constructor(text: str, opening: str, closing: str) -> bool:
+    """Whether ``text`` is one bracketed constructor and nothing else (``{...}``, not
+    ``{...}.a`` nor ``[...][0]``)."""
+    if not text.startswith(opening):
         return False
     depth = 0
     for n, char in enumerate(text):
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        if depth == 0:  # the first brace closes here: the constructor must be all there is
+        depth += {opening: 1, closing: -1}.get(char, 0)
+        if depth == 0:  # the first bracket closes here: the constructor must be all there is
             return n == len(text) - 1
     return False

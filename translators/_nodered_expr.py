@@ -34,7 +34,12 @@ from fluxo_core.ir import (
     TransformOp,
 )
 from fluxo_core.ir.paths import PathKey, format_path, parse_path
-from nodered_semantics.jsonata import gives_object, portable_jsonata, reads_payload_only
+from nodered_semantics.jsonata import (
+    gives_object,
+    gives_value,
+    portable_jsonata,
+    reads_payload_only,
+)
 from nodered_semantics.msg_paths import payload_keys
 from nodered_semantics.typed_values import constant_value
 
@@ -379,6 +384,13 @@ def change_rule_ops(rule: Mapping[str, Any]) -> list[dict[str, Any]] | str:
         target = payload_keys(rule.get("to"), rule.get("tot", "msg"))
         if not keys or not target:
             return "it moves the payload itself or out of msg.payload"
+        if keys != target:
+            # Node-RED sets the target to the source's value: a missing source deletes it; an
+            # IR move of a missing path does nothing.
+            return (
+                f"it moves {_where(prop, ptype)} to msg.{rule.get('to')}: when the source is "
+                "missing Node-RED deletes the target, an IR move keeps it"
+            )
         return [{"op": "move", "from": ir_path(keys), "to": ir_path(target)}]
     if kind != "set":
         return f"a {kind} rule (search and replace) has no IR op"
@@ -404,6 +416,14 @@ def change_rule_ops(rule: Mapping[str, Any]) -> list[dict[str, Any]] | str:
         return (
             f"it sets msg.payload to {_value_source(source, stype)}, which may not be an "
             "object: an IR transform gives an object"
+        )
+    # A field: Node-RED deletes it (an array element: removes it) when the value is undefined,
+    # an IR set keeps the old value; only a value that is surely there maps.
+    surely_value = (stype == "jsonata" and gives_value(source)) or expr in ("$", "$millis()")
+    if expr is not None and keys and not surely_value:
+        return (
+            f"it sets {_where(prop, ptype)} to {_value_source(source, stype)}, which may be "
+            "undefined: Node-RED then deletes the property, an IR set keeps the old value"
         )
     if expr is not None:
         return [{"op": "jsonata", "expr": expr}] if not keys else [_set(keys, expr=expr)]

@@ -28,6 +28,7 @@ import pydantic
 from fluxo_core.errors import IRValidationError, ValidationError
 from fluxo_core.ir import ENTRIES_LABEL, ENTRY_HEADER, Workflow
 from nodered_semantics.http_in import HTTP_ENDPOINT, HTTP_RESPONSE_TYPE
+from nodered_semantics.network import ENDPOINT_KEY, NETWORK_IN, websocket_endpoint
 from nodered_semantics.support import SUBFLOW_ENV
 from nodered_semantics.typed_values import (
     SUBFLOW_ENV_TYPES,
@@ -484,9 +485,11 @@ class _Builder:
         spec: dict[str, Any] = {}
         triggers = [m for m in self.box.members if m.role == "trigger"]
         in_subflow = self.box.node is not None and self.box.node.get("type") == "subflow"
+        # A network in node (tcp/udp/websocket in) starts its own jobs, as a trigger does.
+        listening = [m for m in steps if m.node.get("type") in NETWORK_IN and m.key in roots]
         if len(entries) == 1:
             spec["start"] = entries[0]
-        elif len(entries) > 1 and len(triggers) > 1 and not in_subflow:
+        elif len(entries) > 1 and len(triggers) + len(listening) > 1 and not in_subflow:
             bodies[:0] = self._entry_steps(triggers, entries)
         else:
             if len(entries) > 1 and len(triggers) > 1:  # a subflow's job starts at its input
@@ -968,6 +971,9 @@ def _classify(
     if kind.startswith("subflow:") and node.get("env"):  # a workflow call cannot pass env
         why = f"its subflow's nodes cannot be copied here: {not_inlined}; it runs on Node-RED"
         return _Member(node, "step", mapping=native_mapping(node, why))
+    if kind in ("websocket in", "websocket out"):  # its config node, for the step engine
+        endpoint = websocket_endpoint(node, index)
+        node = {**node, ENDPOINT_KEY: endpoint} if endpoint is not None else node
     return _Member(node, "step", mapping=map_node(node, subflows, scoped.get(node["id"])))
 
 

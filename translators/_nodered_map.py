@@ -20,6 +20,7 @@ from fluxo_core.errors import Problem, ValidationError
 from fluxo_core.ir import DocumentLimits, Step, check_document, parse_json
 from nodered_semantics.http_in import HTTP_ENDPOINT
 from nodered_semantics.msg_paths import payload_keys
+from nodered_semantics.network import NETWORK_IN, NETWORK_OUT
 from nodered_semantics.support import node_problem
 from nodered_semantics.typed_values import constant_value
 from translators._nodered_expr import (
@@ -412,4 +413,11 @@ def map_node(
         return _checked(node, _map_subflow_instance(node, subflows))
     if kind == "function":
         return native_mapping(node, "JavaScript: runs only on Node-RED")
+    if kind in NETWORK_IN | NETWORK_OUT:
+        return native_mapping(
+            node,
+            f"a network node: {kind} runs on Node-RED; on the step engine too when its peer is "
+            "an in or out node of the same flow (no socket: its message starts a job at the "
+            "in node)",
+        )
     return native_mapping(node, f"no portable equivalent: {kind} runs only on Node-RED")

@@ -33,6 +33,11 @@ one between jobs (a batch's held messages, a csv node's header sent once: see
 admission, metering), its request and its message built as
 :mod:`nodered_semantics.http_request` says (:mod:`engines.step._nodered_http`).
 
+**Network nodes.** A ``tcp``/``udp``/``websocket`` out node whose peer is an in node of the
+same workflow needs no socket: the step engine starts, once, a job at the in node's step with
+the message that node would send (:mod:`engines.step._loopback`,
+:mod:`nodered_semantics.network`); a peer elsewhere is a real socket and is refused.
+
 **Messages.** Between steps the token's payload is ``msg.payload``; the other message
 properties (``topic``, ``parts``, ...) travel beside it, so a native node downstream sees what
 Node-RED would give it. A message without a payload (a change node set it to a JSONata value
@@ -51,6 +56,7 @@ from typing import Any
 from engines.step._context import context_problems
 from fluxo_core.ir import NativeStep, Workflow
 from nodered_semantics.context import keeps_state
+from nodered_semantics.network import NETWORK_TYPES, network_problem
 from nodered_semantics.support import (
     QUEUE_CONTROLS,
     function_reports_errors,
@@ -273,6 +279,12 @@ def native_problem(
     where = f"step {step.id!r} ({kind} node {config.get('id', '?')})"
     if step.engine not in RUNNABLE_NATIVE_ENGINES:
         return f"{where}: a native {step.engine} step runs only on the {step.engine} engine"
+    if kind in NETWORK_TYPES:  # runs without a socket when its peer is in the workflow
+        problem = network_problem(
+            config,
+            (s.config for s in workflow.spec.steps if isinstance(s, NativeStep) and s is not step),
+        )
+        return None if problem is None else f"{where}: {problem}"
     problem = node_problem(config)
     if problem is not None:
         return f"{where}: {problem}"

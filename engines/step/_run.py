@@ -31,6 +31,14 @@ from typing import Any
 import orjson
 
 from engines.step._context import MAX_CONTEXT_RERUNS, READ_KEY, RERUNS_KEY, StepContext
+from engines.step._loopback import (
+    MAX_GENERATIONS,
+    Spawn,
+    generation,
+    is_network_in,
+    is_network_out,
+    loopback_deliveries,
+)
 from engines.step._nodered import (
     CONTENT_TYPE_HEADER,
     NODERED_MSG_CONTENT_TYPE,
@@ -114,6 +122,8 @@ class JobRun:
     dirty: dict[str, set[str]] = field(default_factory=dict)  # loaded step key -> changed columns
     results: list[Any] = field(default_factory=list)
     finished: bool = False
+    # Jobs a network out step starts at an in node of the workflow (engines.step._loopback).
+    spawns: list[Spawn] = field(default_factory=list)
 
     # The job's input packet as the template of its call packets, when the caller has it.
     template: PacketTemplate | None = None
@@ -418,6 +428,8 @@ class JobRun:
         try:
             if step.id in self.plan.sequences:
                 self._hold(step, key, payload, frames, meta)
+            elif is_network_in(step) or is_network_out(step):
+                self._loopback(step, key, payload, context, frames, meta)
             elif isinstance(step, ServiceStep | NativeStep):
                 self._call(step, key, payload, context, attempt=1)
             elif isinstance(step, SwitchStep):
@@ -644,6 +656,39 @@ class JobRun:
             )
             if READ_KEY in context:  # what this attempt read, and how often it ran again
                 self._update(key, context=orjson.dumps(context).decode())
+
+    def _loopback(
+        self,
+        step: NativeStep,
+        key: str,
+        payload: Any,
+        context: dict[str, Any],
+        frames: list[Frame],
+        meta: Meta,
+    ) -> None:
+        """A network node whose peer is in the workflow: an in node's step passes the message
+        its job started with on; an out node's step starts a job per message its in nodes
+        emit (once: with this execution, see engines.step._loopback), and sends nothing on."""
+        msg = {**(meta or {}), "payload": payload}
+        if is_network_in(step):  # its output as any native step's: {port, msg}
+            output = [{"port": 0, "msg": msg}]
+            self._add_step(key, step.id, "succeeded", payload, context, output=output)
+            self.route(step, payload, frames, key, meta)
+            return
+        if key[:500] in self.steps:
+            return  # this execution ran before (its token was delivered again)
+        spawns = loopback_deliveries(self.plan.workflow, step, msg, self.job["id"], key[:500])
+        if spawns and generation(self._input) >= MAX_GENERATIONS:
+            raise ValidationError(
+                f"step {step.id!r}: this job is the {MAX_GENERATIONS}th of a chain of jobs its "
+                "workflow started through its own network nodes; it starts no more (an in node "
+                "wired back to its out node loops for ever): break the loop in the flow"
+            )
+        # No output of its own (it has no output port); what it started is in its context.
+        context["started"] = [{"entry": s.entry, "msg": s.msg} for s in spawns]
+        self._add_step(key, step.id, "succeeded", payload, context, output=[])
+        self.spawns += spawns
+        self.route(step, payload, frames, key, meta)
 
     def _switch(
         self, step: SwitchStep, key: str, payload: Any, frames: list[Frame], meta: Meta

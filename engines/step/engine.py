@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from engines.step._context import StepContext
+from engines.step._loopback import start_loopback_jobs
 from engines.step._nodered import RUNNABLE_NATIVE_ENGINES
 from engines.step._nodered_http import is_http_request
 from engines.step._plan import RUNNABLE_KINDS, Plan
@@ -48,6 +49,7 @@ from fluxo_core.errors import (
 from fluxo_core.ir import PacketTemplate, Workflow
 from fluxo_core.logs import bind_ids, reset_ids
 from fluxo_core.storage import Database, Transaction
+from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.job_control import JobControlStore
 from fluxo_core.storage.jobs import JobStore
 from fluxo_core.storage.nodered_context import NodeRedContextStore
@@ -103,6 +105,7 @@ class StepEngine:
         self.store = JobStore(runtime.db)
         self.contexts = NodeRedContextStore(runtime.db)
         self._control = JobControlStore(runtime.db)
+        self._pauses = BlockStore(runtime.db)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self._plans: dict[PlanKey, Plan] = {}
@@ -461,6 +464,15 @@ class StepEngine:
         for ref, prepared in by_service.items():
             self.runtime.gateway.record_calls(tx, infos[ref], prepared, reply_to=ENGINE_QUEUE)
         self.runtime.transport.enqueue(tx, [timer for run in runs for timer in run.timers])
+        spawned = [
+            (run.job, run.template.source, run.plan.ref, spawn)
+            for run in runs
+            if run.template is not None
+            for spawn in run.spawns
+        ]
+        if spawned:  # jobs network out steps start at in nodes of their workflow, once
+            starts = start_loopback_jobs(tx, self.store, ENGINE_QUEUE, spawned, self._pauses)
+            self.runtime.transport.enqueue(tx, starts)
         tx.notify(*(job_channel(run.job["id"]) for run in runs if run.finished))
         tracing = self.runtime.tracing
         if tracing is not None and tracing.exports_jobs:

@@ -126,14 +126,14 @@ TAB_FLOW: list[dict[str, Any]] = [
         "rules": [
             {
                 "t": "set",
-                "p": "payload.total",
+                "p": "payload",
                 "pt": "msg",
-                "to": "$number(payload.total) * 2",
+                "to": '{"total": $number(payload.total) * 2, "customer": payload.cust, "tmp": 1}',
                 "tot": "jsonata",
             },
             {"t": "set", "p": "payload.status", "pt": "msg", "to": "new", "tot": "str"},
+            {"t": "set", "p": "payload.seen", "pt": "msg", "to": "[payload.tmp]", "tot": "jsonata"},
             {"t": "delete", "p": "payload.tmp", "pt": "msg"},
-            {"t": "move", "p": "payload.cust", "pt": "msg", "to": "payload.customer", "tot": "msg"},
         ],
         "action": "",
         "property": "",
@@ -317,9 +317,9 @@ SUBFLOW_FLOW: list[dict[str, Any]] = [
         "rules": [
             {
                 "t": "set",
-                "p": "payload.tax",
+                "p": "payload",
                 "pt": "msg",
-                "to": "payload.net * 0.2",
+                "to": '{"net": payload.net, "tax": payload.net * 0.2}',
                 "tot": "jsonata",
             }
         ],
@@ -956,7 +956,7 @@ def test_import_maps_portable_nodes_and_keeps_the_rest_native() -> None:
     assert wf.spec.start_id == "prepare"
     prepare = steps["prepare"]
     assert isinstance(prepare, TransformStep)
-    assert [op.op for op in prepare.ops] == ["set", "set", "delete", "move"]
+    assert [op.op for op in prepare.ops] == ["jsonata", "set", "set", "delete"]
     route = steps["by-size"]
     assert isinstance(route, SwitchStep)
     assert route.mode == "first"
@@ -984,7 +984,7 @@ def test_imported_jsonata_keeps_its_node_red_meaning() -> None:
     ops = [op.model_dump(by_alias=True, exclude_unset=True) for op in prepare.ops]
     payload = {"total": "600", "cust": {"tier": "gold"}, "tmp": 1}
     out = Transform.parse(ops, where="x").apply(payload)
-    assert out == {"total": 1200, "status": "new", "customer": {"tier": "gold"}}
+    assert out == {"total": 1200, "status": "new", "customer": {"tier": "gold"}, "seen": [1]}
     route = steps["by-size"]
     assert isinstance(route, SwitchStep)
     assert evaluate(route.cases[0].when, out) is True
@@ -1412,3 +1412,59 @@ def test_a_change_setting_the_whole_payload_maps_only_when_it_surely_gives_an_ob
     if not mapped:
         reason = from_nodered(flow).report.get("c").reason
         assert "payload" in reason
+
+
+@pytest.mark.parametrize(
+    ("rule", "mapped"),
+    [
+        # Node-RED deletes msg.payload.x (removes an array element) when the value is undefined;
+        # an IR set keeps the old value: only a value that is surely there maps.
+        ({"p": "payload.x", "to": "payload.nothere", "tot": "jsonata"}, False),
+        ({"p": "payload.l[1]", "to": "payload.nothere", "tot": "jsonata"}, False),
+        ({"p": "payload.x", "to": "payload.a + 1", "tot": "jsonata"}, False),
+        ({"p": "payload.x", "to": "payload.nothere", "tot": "msg"}, False),
+        ({"p": "payload.x", "to": '{"a": payload.a}', "tot": "jsonata"}, True),
+        ({"p": "payload.x", "to": "[payload.a]", "tot": "jsonata"}, True),
+        ({"p": "payload.x", "to": "[1][0]", "tot": "jsonata"}, False),
+        ({"p": "payload.x", "to": '"text"', "tot": "jsonata"}, True),
+        ({"p": "payload.x", "to": "-1.5e3", "tot": "jsonata"}, True),
+        ({"p": "payload.x", "to": "$millis()", "tot": "jsonata"}, True),
+        # & makes a string even of missing operands; a looser operator may give nothing
+        (
+            {"p": "payload.x", "to": '"id " & payload.id & $string(payload.n)', "tot": "jsonata"},
+            True,
+        ),
+        ({"p": "payload.x", "to": '"id " & payload.id ? "a" : "b"', "tot": "jsonata"}, False),
+        ({"p": "payload.x", "to": '("id " & payload.id).x', "tot": "jsonata"}, False),
+        ({"p": "payload.x", "to": "payload", "tot": "msg"}, True),
+        ({"p": "payload.x", "to": "", "tot": "date"}, True),
+        ({"p": "payload.x", "to": "7", "tot": "num"}, True),
+    ],
+)
+def test_a_change_setting_a_field_maps_only_when_its_value_is_surely_defined(
+    rule: dict[str, Any], mapped: bool
+) -> None:
+    node = {
+        "id": "c",
+        "type": "change",
+        "z": "t",
+        "rules": [{"t": "set", "pt": "msg", **rule}],
+        "wires": [],
+    }
+    inject = {"id": "i", "type": "inject", "z": "t", "props": [{"p": "payload"}], "wires": [["c"]]}
+    flow = [{"id": "t", "type": "tab", "label": "flow"}, inject, node]
+    imported = from_nodered(flow)
+    assert imported.workflows[0].spec.steps[0].kind == ("transform" if mapped else "native")
+    if not mapped:
+        assert "may be undefined" in imported.report.get("c").reason
+
+
+def test_a_change_moving_a_field_stays_native() -> None:
+    """Node-RED's move sets the target to the source: a missing source deletes the target; an IR
+    move of a missing path does nothing, so a move between two paths is not claimed."""
+    move = {"t": "move", "p": "payload.a", "pt": "msg", "to": "payload.b", "tot": "msg"}
+    node = {"id": "c", "type": "change", "z": "t", "rules": [move], "wires": []}
+    inject = {"id": "i", "type": "inject", "z": "t", "props": [{"p": "payload"}], "wires": [["c"]]}
+    imported = from_nodered([{"id": "t", "type": "tab", "label": "flow"}, inject, node])
+    assert imported.workflows[0].spec.steps[0].kind == "native"
+    assert "deletes the target" in imported.report.get("c").reason

@@ -234,6 +234,8 @@ def _at_this_nodered(value: Any, url: str) -> Any:
     text = json.dumps(value)
     for host in ("localhost", "127.0.0.1"):
         text = text.replace(f"http://{host}:1880/", url)
+        # a websocket client of the flow's own listener (ws://localhost:1880/path) too
+        text = text.replace(f"ws://{host}:1880/", "ws://" + url.split("://", 1)[-1])
     return json.loads(text)
 
 
@@ -269,10 +271,18 @@ async def _run_on_step_engine(
     applied = await fluxo.jobs.apply(doc, ME)
     job = await fluxo.jobs.create(ME, applied.ref, msg, headers=headers)
     done = await fluxo.jobs.wait(ME, job.id, 20)
-    for debug, values in step_captures(
-        imp, trigger.workflow, applied.workflow, done.steps or []
-    ).items():
-        captured.setdefault(debug, []).extend(values)
+    # The jobs it started (a network out to an in node of the same flow starts one per message
+    # that in node sends, engines.step._loopback), and theirs: what they ran is the flow's too.
+    ran, todo = [done], [job.id]
+    while todo and len(ran) < 100:
+        for child in await fluxo.jobs.store.children(todo.pop()):
+            ran.append(await fluxo.jobs.wait(ME, child.job_id, 20))
+            todo.append(child.job_id)
+    for record in ran:
+        for debug, values in step_captures(
+            imp, trigger.workflow, applied.workflow, record.steps or []
+        ).items():
+            captured.setdefault(debug, []).extend(values)
     return captured
 
 
