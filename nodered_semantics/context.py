@@ -145,8 +145,11 @@ def keeps_state(node: Mapping[str, Any]) -> bool:
     ``once``, reading column names from a sequence's first message or joining a sequence's
     rows into one array, a split streaming, a batch in count or concatenate mode, a function
     whose setup code (``initialize``) uses context (it runs once per deployment, not per
-    message)."""
+    message), a trigger or a delay (the topics it blocks, the messages it holds, when it last
+    sent: :mod:`nodered_semantics.timed`)."""
     kind = node.get("type")
+    if kind in ("trigger", "delay"):
+        return True
     if kind == "csv":  # a header sent once; a sequence's column names, rows in one array
         return node.get("spec") != "rfc" and (
             node.get("hdrout") == "once"

@@ -35,6 +35,7 @@ from nodered_semantics.http_in import HTTP_RESPONSE_TYPE
 from nodered_semantics.http_request import HTTP_REQUEST_TYPE, http_request_problem
 from nodered_semantics.js import UNDEFINED, is_js_number, is_nan, js_number, js_regex, js_string
 from nodered_semantics.jsonata import jsonata_problem
+from nodered_semantics.timed import TIMED_TYPES, timed_problem
 from nodered_semantics.typed_values import CONTEXT_TYPES, typed_value_problem
 
 __all__ = [
@@ -98,6 +99,7 @@ SUPPORTED_TYPES = (
     | PASSING_TYPES
     | SEQUENCE_TYPES
     | FILE_TYPES
+    | TIMED_TYPES
 )
 
 
@@ -141,6 +143,8 @@ def node_problem(node: Mapping[str, Any]) -> str | None:
             "it reads flow or global context while acting on a message sequence; the step "
             "engine hands such a node its messages without context"
         )
+    if kind in TIMED_TYPES:
+        return timed_problem(node)
     if kind in RULE_TYPES:
         provided = node.get(SUBFLOW_ENV)
         return rules_problem(node, tuple(provided) if isinstance(provided, Mapping) else ())

@@ -1130,10 +1130,26 @@ def import_flow(data: Any, *, name: str = "flow") -> NodeRedImport:
         )
     }
 
+    # Delays an inject sends msg.reset or msg.flush: those act on the messages the delay holds,
+    # which a delay step does not keep; kept as the node, whose state the step engine keeps.
+    controlled = {
+        target
+        for node in nodes
+        if node["type"] == "inject"
+        and any(
+            isinstance(p, dict) and p.get("p") in ("reset", "flush")
+            for p in node.get("props") or []
+        )
+        for port in node.get("wires") or []
+        for target in port
+    }
     # http request nodes calling the flow's own http in endpoints: which one, or why not.
     calls_itself = self_calls(nodes)
 
     def classify(node: dict[str, Any]) -> _Member:
+        if node["type"] == "delay" and node["id"] in controlled:
+            why = "it receives msg.reset/msg.flush, which act on the messages it holds"
+            return _Member(node, "step", mapping=native_mapping(node, why))
         return _classify(with_self_call(node, calls_itself), subflows, scoped, index, watched)
 
     # A subflow's own workflow: its nodes see the subflow's properties as an instance that sets

@@ -321,7 +321,9 @@ def _map_join(node: Mapping[str, Any]) -> NodeMapping:
 def _map_delay(node: Mapping[str, Any]) -> NodeMapping:
     if node.get("pauseType", "delay") != "delay":
         return native_mapping(
-            node, f"{node.get('pauseType')} (rate limit, random or msg.delay) stays in Node-RED"
+            node,
+            f"{node.get('pauseType')} (rate limit, random or msg.delay) is kept as the node, "
+            "whose queue and timers the step engine keeps (nodered_semantics.timed)",
         )
     ok, amount = constant_value(node.get("timeout", "5"), "num")
     unit = _UNITS.get(str(node.get("timeoutUnits", "seconds")))

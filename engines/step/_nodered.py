@@ -239,6 +239,7 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
                     f"inject {trigger.node_id} sends msg.{'/'.join(controls)} to a delay, which "
                     "acts on the messages the delay holds; the step engine's delay holds none"
                 )
+    reasons += _order_problems(workflow)
     fed = {t for s in workflow.spec.steps for t in _successors(s)} | {workflow.spec.start}
     by_node = native_steps_by_node(workflow)
     # What the steps lead to, besides an entry step leading to every start of the flow.
@@ -277,6 +278,42 @@ def step_runnable(workflow: Workflow, triggers: Sequence[Trigger] = ()) -> tuple
         if reason is not None:
             reasons.append(reason)
     return not reasons, reasons
+
+
+def _order_sensitive(config: Any) -> bool:
+    """A trigger, or a rate limit dropping messages: which message it passes depends on which
+    came first (a rate limit by topic keeps the later part of a sequence itself)."""
+    if config.get("type") == "trigger":
+        return True
+    return bool(config.get("type") == "delay" and config.get("pauseType") == "rate") and bool(
+        config.get("drop")
+    )
+
+
+def _order_problems(workflow: Workflow) -> list[str]:
+    """Order-sensitive timed nodes a split feeds: Node-RED hands them a sequence's parts in
+    order, the step engine's branches reach them in any order."""
+    steps = {s.id: s for s in workflow.spec.steps}
+    splits = [
+        s.id
+        for s in workflow.spec.steps
+        if s.kind == "split" or (isinstance(s, NativeStep) and s.config.get("type") == "split")
+    ]
+    below: set[str] = set()
+    todo = [t for sid in splits for t in _successors(steps[sid])]
+    while todo:
+        sid = todo.pop()
+        if sid in below or sid not in steps:
+            continue
+        below.add(sid)
+        todo += _successors(steps[sid])
+    return [
+        f"step {sid!r} ({s.config.get('type')} node {s.config.get('id', '?')}): a split feeds "
+        "it, and which message it passes depends on the order its parts arrive in: Node-RED's "
+        "order, not the step engine's (its branches run concurrently)"
+        for sid in sorted(below)
+        if isinstance(s := steps[sid], NativeStep) and _order_sensitive(s.config)
+    ]
 
 
 def _successors(step: Any) -> list[str]:

@@ -74,6 +74,7 @@ from nodered_semantics.context import CONTEXT_PORT
 from nodered_semantics.events import EVENT_PORTS
 from nodered_semantics.files import FILES_KEY, FILES_PORT
 from nodered_semantics.support import REPORTED_PORT, SUBFLOW_ENV, UNFINISHED_SEQUENCE
+from nodered_semantics.timed import RELEASE_PORT, SCHEDULE_PORT, is_timed_node
 from service_runtime.catalog import ServiceInfo
 from service_runtime.gateway import PreparedCall
 from service_runtime.interceptors import JobSpan
@@ -227,6 +228,12 @@ class JobRun:
                 outputs = [o for o in outputs if o.get("port") != FILES_PORT]
                 if not self._keep_files(step, key, row, context, ops):
                     return
+                # What it sends later (a trigger's second message, a delayed message): timed.
+                for later in (o for o in outputs if o.get("port") == SCHEDULE_PORT):
+                    self._later(step, key, later, context)
+                for held in (o for o in outputs if o.get("port") == RELEASE_PORT):
+                    self._release(held)
+                outputs = [o for o in outputs if o.get("port") not in (SCHEDULE_PORT, RELEASE_PORT)]
             self.job["active"] -= 1
             if isinstance(step, NativeStep):  # failures reported on the way are no outputs
                 for j, report in enumerate(o for o in outputs if o.get("port") == REPORTED_PORT):
@@ -256,6 +263,8 @@ class JobRun:
             join_id = self.plan.join_of_split.get(step.id)
             many = len(outputs) > 1 or join_id is not None
             origin = key_origin(key)  # the outputs' tokens come from `key`, even as `key~j`
+            if "tick" in context:  # a message a node sent later: its tokens are new ones
+                origin = f"<{key}"
             if join_id is not None and not outputs:  # no branch: the join fires at once, with []
                 self._join_done(self.plan.steps[join_id], [], context["frames"], origin)
             for j, payload in enumerate(outputs):
@@ -293,8 +302,67 @@ class JobRun:
                 self._call(step, key, orjson.loads(row["input"]), context, body["attempt"])
             except FluxoError as exc:
                 self.fail(step, key, body["attempt"], exc.to_dict(), context, row["input"])
+        elif purpose == "nodered" and row["status"] == "waiting":
+            self._tick(step, key, row, context)
         # A "timeout" timer (written by an earlier Fluxo) does nothing: the worker times each
         # run of the handler itself (see _call).
+
+    def _later(
+        self, step: NativeStep, key: str, later: dict[str, Any], context: dict[str, Any]
+    ) -> None:
+        """Native step ``key`` will send a message later (``later``: ``{tick, at, msg}``, see
+        :mod:`nodered_semantics.timed`): a step execution ``<key>~t<tick>`` waits for a durable
+        timer, holding a token of the job, and then runs the node on the tick."""
+        tick = dict(later.get("tick") or {})
+        at = float(later.get("at") or self.now)
+        msg = dict(later.get("msg") or {})
+        payload = msg.pop("payload", None)
+        tick_key = _tick_key(key, tick.get("id"))
+        state = {"frames": context["frames"], "msg": msg, "tick": tick, "at": at}
+        self._add_step(tick_key, step.id, "waiting", payload, state)
+        self.job["active"] += 1
+        self._timer({"purpose": "nodered", "key": tick_key}, max(0.0, at - self.now))
+
+    def _release(self, held: dict[str, Any]) -> None:
+        """A delay flushed the message it held for execution ``parent`` of job ``job`` (this
+        one or another): its tick fires now, in that job (its own timer then finds it done)."""
+        if not held.get("job") or not held.get("parent"):
+            return
+        body = {
+            "kind": "timer",
+            "job_id": str(held["job"]),
+            "purpose": "nodered",
+            "key": _tick_key(str(held["parent"]), held.get("tick")),
+            "released": True,
+        }
+        self.timers.append(
+            OutgoingMessage(
+                queue=ENGINE_QUEUE,
+                message_id=hashlib.blake2b(orjson.dumps(body), digest_size=16).hexdigest(),
+                body=orjson.dumps(body),
+                delay_s=0.0,
+                max_attempts=10,
+            )
+        )
+
+    def _tick(self, step: Any, key: str, row: dict[str, Any], context: dict[str, Any]) -> None:
+        """A message a native step sends later is due: the node runs on its tick (it sends the
+        message unless a reset or a newer message cancelled it), as a call like any other."""
+        self.job["active"] -= 1  # the waiting token becomes the call's
+        try:
+            self._call(step, key, orjson.loads(row["input"]), context, attempt=1)
+        except FluxoError as exc:
+            self.job["active"] += 1
+            self._update(key, status="failed")
+            self.fail(step, key, 1, exc.to_dict(), context, row["input"])
+            return
+        self._update(
+            key,
+            status="running",
+            call_id=call_id_for(self.job["id"], key, 1),
+            started_at=self.now,
+            context=orjson.dumps(context).decode(),
+        )
 
     # -- stopping and continuing -----------------------------------------------------------------
 
@@ -362,6 +430,9 @@ class JobRun:
             elif status == "waiting" and isinstance(step, DelayStep):
                 left = max(0.0, (row["started_at"] or self.now) + step.seconds - self.now)
                 self._timer({"purpose": "delay", "key": key, "revival": revival}, left)
+            elif status == "waiting" and "tick" in context:  # a native step's later message
+                left = max(0.0, float(context.get("at") or self.now) - self.now)
+                self._timer({"purpose": "nodered", "key": key, "revival": revival}, left)
 
     def _again(self, step: Any, key: str, row: dict[str, Any], context: dict[str, Any]) -> None:
         try:
@@ -612,6 +683,10 @@ class JobRun:
                 body["version"] = self.plan.version  # a node's state is kept per version
             if is_file_step(step) and self.files is not None:
                 body[FILES_KEY], context[FILES_READ_KEY] = self.files.load(step, body["msg"])
+            if "tick" in context:  # a message it sends later, now due
+                body["tick"] = context["tick"]
+            elif is_timed_node(step.config):  # where a message it holds is to go
+                body["origin"] = {"job": self.job["id"], "parent": key}
         elif step.id in self.plan.params:
             # The call gets the input with the step's `with`; the step keeps its input (what
             # on_error hands on and a retry starts from).
@@ -943,6 +1018,11 @@ def error_code(error: str | None) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return "error"
     return code if isinstance(code, str) else "error"
+
+
+def _tick_key(key: str, tick: Any) -> str:
+    """The step execution of the message execution ``key`` of a native node sends later."""
+    return f"{key}~t{tick}"
 
 
 def _held_key(step_id: str) -> str:

@@ -23,8 +23,9 @@ The shim gives the body what Node-RED gives it, as far as one message in isolati
 * ``node.status(...)``: each status set comes back as the message a ``status`` node would send
   (:attr:`FunctionResult.statuses`), and the message as the body left it when it returned (when
   Node-RED calls ``done()``) as :attr:`FunctionResult.completed`, for a ``complete`` node;
-* ``setTimeout`` runs its callbacks after the body, in delay order, without waiting (the
-  messages are the same, only sooner); ``setInterval`` would never end a call and is refused.
+* ``setTimeout`` runs its callbacks after the body, in delay order, without waiting; each
+  message tells when its callback was due (``FunctionResult.delays_ms``), and the step engine
+  sends it then, by a durable timer; ``setInterval`` would never end a call and is refused.
 
 Refused with a clear error: ``require`` and external modules (``libs``): a worker has no
 packages to give. ``initialize`` runs before the body (which waits for its promise, as on Node-RED) with its
@@ -108,6 +109,9 @@ class FunctionResult:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     # The message as the body left it when it returned (Node-RED's done() then), or None.
     completed: dict[str, Any] | None = None
+    # When each output was sent, in ms after the call (a setTimeout callback's time; 0: by the
+    # body): a caller that keeps time sends it then (the step engine does, durably).
+    delays_ms: list[float] = field(default_factory=list)
 
 
 _PRELUDE = r"""
@@ -120,6 +124,7 @@ var __settled = 0;
 var __failed = 0;
 var __timers = [];
 var __timerSeq = 0;
+var __now = 0;  // the time, in ms after the call started, of the timer callback running
 var __ctx = JSON.parse(__context_json);
 var __env = JSON.parse(__env_json);
 var __nodeInfo = JSON.parse(__node_json);
@@ -232,7 +237,7 @@ function require(name) {
 function setTimeout(fn, delay) {
   var args = Array.prototype.slice.call(arguments, 2);
   var id = ++__timerSeq;
-  __timers.push({ id: id, at: Number(delay) || 0, fn: fn, args: args });
+  __timers.push({ id: id, at: __now + (Number(delay) || 0), fn: fn, args: args });
   return id;
 }
 function clearTimeout(id) { __timers = __timers.filter(function (t) { return t.id !== id; }); }
@@ -255,7 +260,7 @@ function __sendResults(msgs, cloneFirst) {
       if (typeof one === "object" && !Array.isArray(one)) {
         if (count === 0 && cloneFirst !== false) { one = __clone(one); }
         one._msgid = __msgid;
-        __outputs.push([m, JSON.stringify(one)]);
+        __outputs.push([m, JSON.stringify(one), __now]);
         count++;
       } else {
         __logs.push(["error", "Function tried to send a message of type " +
@@ -305,6 +310,7 @@ function __runTimers() {
   while (__timers.length > 0) {
     __timers.sort(function (a, b) { return a.at - b.at || a.id - b.id; });
     var t = __timers.shift();
+    __now = Math.max(__now, t.at);
     try { t.fn.apply(null, t.args); } catch (e) { __fail(e); }
   }
 }
@@ -445,7 +451,8 @@ def run_function(
             error.context["nodered_statuses"] = [json.loads(text) for text in statuses]
         raise error
     return FunctionResult(
-        outputs=[(int(port), json.loads(text)) for port, text in outputs],
+        outputs=[(int(out[0]), json.loads(out[1])) for out in outputs],
+        delays_ms=[float(out[2]) if len(out) > 2 else 0.0 for out in outputs],
         logs=[(str(level), str(text)) for level, text in logs],
         context=final,
         touched={scope: sorted(keys) for scope, keys in touched.items() if keys},
@@ -751,4 +758,5 @@ def _run_in_child(
         return ("error", exc.message, dict(exc.context))
     details = {"outputs": result.outputs, "logs": result.logs, "context": result.context}
     events = {"statuses": result.statuses, "completed": result.completed}
-    return ("ok", None, {**details, "touched": result.touched, **events})
+    extra = {"touched": result.touched, "delays_ms": result.delays_ms, **events}
+    return ("ok", None, {**details, **extra})

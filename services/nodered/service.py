@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -96,6 +97,7 @@ from nodered_semantics.support import (
     is_sequence_node,
     supported_types_text,
 )
+from nodered_semantics.timed import RELEASE_PORT, SCHEDULE_PORT, is_timed_node
 from service_runtime.sdk import Outputs, Service
 from services.nodered.batch import run_batch
 from services.nodered.catch import run_catch
@@ -114,6 +116,7 @@ from services.nodered.split import run_split
 from services.nodered.state import NodeState
 from services.nodered.switch import run_switch, run_switch_sequence
 from services.nodered.template import run_template
+from services.nodered.timed import run_timed
 from services.nodered.xml_node import run_xml
 from services.nodered.yaml_node import run_yaml
 
@@ -179,6 +182,8 @@ NODERED_NODE_SCHEMA: dict[str, Any] = {
         "env": {"type": "object"},
         "context": {"type": "object"},
         "events": {"type": "array", "items": {"enum": ["status", "complete"]}},
+        "tick": {"type": "object"},
+        "origin": {"type": "object"},
         "version": {},
         FILES_KEY: {"type": "object"},
     },
@@ -219,6 +224,8 @@ def run_node_in_context(
     limits: FunctionLimits | None = None,
     sandbox: FunctionSandbox | None = None,
     events: Collection[str] = (),
+    tick: Mapping[str, Any] | None = None,
+    origin: Mapping[str, Any] | None = None,
     version: Any = None,
 ) -> tuple[Sent, list[ContextWrite]]:
     """:func:`run_node`, and what the node wrote to context (``context``: the contents of the
@@ -231,10 +238,20 @@ def run_node_in_context(
     A node that keeps state between messages (:func:`~nodered_semantics.context.keeps_state`)
     finds it under :data:`~nodered_semantics.context.STATE_KEY` of its node scope, kept for
     workflow version ``version`` (another version's state is none: a deploy starts the node
-    afresh); its new state is one more write."""
+    afresh); its new state is one more write. A trigger or delay node
+    (:mod:`services.nodered.timed`) keeps its queue and timers there; what it sends later is a
+    ``(SCHEDULE_PORT, {tick, at, msg})`` pair, and ``tick`` runs such a schedule when it is due
+    (a function's ``setTimeout`` sends too: :func:`_function_sends`)."""
     message = copy.deepcopy(dict(msg))
     view = ContextView.of(copy.deepcopy(dict(context or {})))
+    if tick is not None and not is_timed_node(node):  # a message its function sent later
+        return [(int(tick.get("out") or 0), message)], []
     state = NodeState.of(node, view, version)
+    if is_timed_node(node):
+        sent, schedules, kept = run_timed(node, message, state.data, time.time(), tick, origin)
+        state.data = kept
+        later = [(s["port"], {k: v for k, v in s.items() if k != "port"}) for s in schedules]
+        return [*sent, *later], state.writes()
     sent, writes = _run_in_view(node, message, env, view, state, limits, sandbox, events)
     return sent, writes + state.writes()
 
@@ -261,7 +278,7 @@ def _run_in_view(
             {scope: dict(result.context.get(scope) or {}) for scope in view.data},
             {scope: set(keys) for scope, keys in result.touched.items()},
         )
-        sent = list(result.outputs)
+        sent = _function_sends(result.outputs, result.delays_ms)
         if "status" in events:
             sent += [(STATUS_PORT, status) for status in result.statuses]
         if "complete" in events and result.completed is not None:
@@ -328,6 +345,21 @@ def _run_debug(
                 sent.append((STATUS_PORT, status_event(node, status)))
     if "complete" in events:
         sent.append((COMPLETE_PORT, complete_event(node, msg)))
+    return sent
+
+
+def _function_sends(outputs: Sent, delays_ms: list[float]) -> Sent:
+    """A function's messages: those its setTimeout callbacks sent as schedules, due then."""
+    if not any(delays_ms):
+        return outputs
+    now = time.time()
+    sent: Sent = []
+    for n, ((port, msg), delay_ms) in enumerate(zip(outputs, delays_ms, strict=False)):
+        if delay_ms > 0 and port >= 0:
+            later = {"tick": {"id": f"f{n}", "out": port}, "at": now + delay_ms / 1000, "msg": msg}
+            sent.append((SCHEDULE_PORT, later))
+        else:
+            sent.append((port, msg))
     return sent
 
 
@@ -424,6 +456,8 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
                 )
             else:
                 events = call.get("events") if isinstance(call.get("events"), list) else []
+                tick = call.get("tick") if isinstance(call.get("tick"), Mapping) else None
+                origin = call.get("origin") if isinstance(call.get("origin"), Mapping) else None
                 sent_messages, writes = run_node_in_context(
                     node,
                     call["msg"],
@@ -432,10 +466,15 @@ def nodered_node_service(*, limits: FunctionLimits | None = None) -> Service:
                     limits=limits,
                     sandbox=sandbox,
                     events=[str(e) for e in events],
+                    tick=tick,
+                    origin=origin,
                     version=version,
                 )
             for port, sent in sent_messages:
-                out.append({"port": port, "msg": sent})
+                if port in (SCHEDULE_PORT, RELEASE_PORT):  # sent later, or released now
+                    out.append({"port": port, **sent})
+                else:
+                    out.append({"port": port, "msg": sent})
             if writes:
                 out.append({"port": CONTEXT_PORT, "writes": [w.as_json() for w in writes]})
         return out or None
