@@ -596,13 +596,20 @@ class JobRun:
         except FluxoError as exc:  # e.g. the scope would grow past its bound
             self.fail(step, key, row["attempt"], exc.to_dict(), context, row["input"])
             return False
+        return self._rerun(step, key, row, context, "the context its node uses")
+
+    def _rerun(
+        self, step: NativeStep, key: str, row: dict[str, Any], context: dict[str, Any], what: str
+    ) -> bool:
+        """What the step read (``what``) changed since its call read it: run it again on the
+        newer contents, or fail it after :data:`MAX_CONTEXT_RERUNS` such runs in a row.
+        Always False: the step does not go on now."""
         reruns = int(context.get(RERUNS_KEY) or 0) + 1
         if reruns > MAX_CONTEXT_RERUNS:
             error = {
                 "code": "conflict",
-                "message": f"step {step.id!r}: the context its node uses changed under it "
-                f"{MAX_CONTEXT_RERUNS} times in a row (other messages write it); it was not run "
-                "again",
+                "message": f"step {step.id!r}: {what} changed under it {MAX_CONTEXT_RERUNS} "
+                "times in a row (other messages write it); it was not run again",
             }
             self.fail(step, key, row["attempt"], error, context, row["input"])
             return False
@@ -631,19 +638,7 @@ class JobRun:
         except FluxoError as exc:  # e.g. the file would grow past its bound
             self.fail(step, key, row["attempt"], exc.to_dict(), context, row["input"])
             return False
-        reruns = int(context.get(RERUNS_KEY) or 0) + 1
-        if reruns > MAX_CONTEXT_RERUNS:
-            error = {
-                "code": "conflict",
-                "message": f"step {step.id!r}: the file its node uses changed under it "
-                f"{MAX_CONTEXT_RERUNS} times in a row (other messages write it); it was not run "
-                "again",
-            }
-            self.fail(step, key, row["attempt"], error, context, row["input"])
-            return False
-        context[RERUNS_KEY] = reruns
-        self._again(step, key, row, context)
-        return False
+        return self._rerun(step, key, row, context, "the file its node uses")
 
     # -- step kinds ---------------------------------------------------------------------------
 
