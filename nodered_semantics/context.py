@@ -46,10 +46,11 @@ the key was deleted). It is no message: the step engine applies it and routes no
 STATE_KEY = "_fluxo_state"
 """The key of a node's own context (``node`` scope) under which a core node that depends on
 earlier messages keeps that state between calls (:func:`keeps_state`): a csv node's "header
-sent", a streaming split's remainder, a batch's held messages, a function's "setup ran". On
-Node-RED that state lives in the running node and a deploy starts it afresh; here it is
-``{"version": <workflow version>, ...}`` and a call on another version starts afresh. No node
-sees the key: the ``nodered-node`` service takes it out of the scope before the node runs."""
+sent", a streaming split's remainder, a batch's held messages, a function's "setup ran", a
+debug node's last status. On Node-RED that state lives in the running node and a deploy starts
+it afresh; here it is ``{"version": <workflow version>, ...}`` and a call on another version
+starts afresh. No node sees the key: the ``nodered-node`` service takes it out of the scope
+before the node runs."""
 
 _STORE_PREFIX = re.compile(r"^#:\((\S+?)\)::(.*)$")
 
@@ -146,10 +147,14 @@ def keeps_state(node: Mapping[str, Any]) -> bool:
     rows into one array, a split streaming, a batch in count or concatenate mode, a function
     whose setup code (``initialize``) uses context (it runs once per deployment, not per
     message), a trigger or a delay (the topics it blocks, the messages it holds, when it last
-    sent: :mod:`nodered_semantics.timed`)."""
+    sent: :mod:`nodered_semantics.timed`), a debug node showing values as its status (the last
+    one shown: it sets a status only when it changes, ``oldState`` in 21-debug.js; such a node
+    is a step only when a status or complete node watches it)."""
     kind = node.get("type")
     if kind in ("trigger", "delay"):
         return True
+    if kind == "debug":
+        return node.get("tostatus") is True
     if kind == "csv":  # a header sent once; a sequence's column names, rows in one array
         return node.get("spec") != "rfc" and (
             node.get("hdrout") == "once"
@@ -183,8 +188,6 @@ def user_context_scopes(node: Mapping[str, Any]) -> set[str]:
         return function_context_scopes(
             "\n".join(str(node.get(k) or "") for k in ("func", "initialize"))
         )
-    if kind == "debug":  # a debug node showing values as its status keeps the last one shown
-        return {"node"} if node.get("tostatus") is True else set()
     if kind == "template":
         found = {m.group(1) for m in _TEMPLATE_USE.finditer(str(node.get("template") or ""))}
         if node.get("fieldType") in ("flow", "global"):

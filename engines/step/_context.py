@@ -15,8 +15,9 @@ transaction that takes the call's result writes it, together with the step's out
   :data:`MAX_CONTEXT_RERUNS` such reruns in a row the step fails, naming the scope. A node that
   only reads is not rerun: it read a consistent state, as if it had run earlier;
 * **node state**: a core node that keeps state between messages on Node-RED (a csv header sent
-  once, a streaming split's remainder, a batch's held messages, a function's setup run once)
-  keeps it in its own ``node`` scope (:data:`nodered_semantics.context.STATE_KEY`), which its
+  once, a streaming split's remainder, a batch's held messages, a function's setup run once, a
+  watched debug node's last status) keeps it in its own ``node`` scope
+  (:data:`nodered_semantics.context.STATE_KEY`), which its
   calls get with the workflow version (``"version"``): a new version starts it afresh, as a
   deploy does on Node-RED, and the rules above make concurrent jobs change it one at a time;
 * **scopes**: ``flow`` context belongs to the workflow, ``node`` context to a node of the

@@ -39,7 +39,8 @@ implementation behaves:
 
 * ``status`` and ``complete``: the message on, as the node sends it (the step engine hands
   them the events of the steps they watch);
-* ``debug`` (kept as a step only when a status or complete node watches it): sends nothing.
+* ``debug`` (kept as a step only when a status or complete node watches it): sends nothing;
+  it sets a status only when it changes, the last one being its state (below).
 
 Events, when the call asks for them (``"events": ["status", "complete"]``): a status the node
 set is a packet on port ``-4``, its completion of the message (``done()``) one on port ``-5``,
@@ -55,10 +56,11 @@ account). ``env`` holds the node's ``NR_*``
 variables plus what the caller passes, never the worker's environment.
 
 What a core node keeps between messages on Node-RED (a csv header sent ``once``, a streaming
-split's remainder, a batch's held messages, "the function's setup ran") is its **state**: it
-comes in the node's own context under :data:`~nodered_semantics.context.STATE_KEY` and goes
-back as one more write, tagged with the workflow version the call names (``"version"``), so
-the first call of a new version starts afresh as a deploy does (:mod:`services.nodered.state`).
+split's remainder, a batch's held messages, "the function's setup ran", the last status a
+debug node showed) is its **state**: it comes in the node's own context under
+:data:`~nodered_semantics.context.STATE_KEY` and goes back as one more write, tagged with the
+workflow version the call names (``"version"``), so the first call of a new version starts
+afresh as a deploy does (:mod:`services.nodered.state`).
 A function whose setup code uses context runs it once per version, before the body (which waits
 for its promise); a csv or streaming split with state takes a job's messages together, in order.
 What still depends on earlier messages (RFC 4180 mode, switch rules on a sequence's places) is
@@ -285,7 +287,7 @@ def _run_in_view(
             sent.append((COMPLETE_PORT, complete_event(node, result.completed)))
         return sent, ran.writes()
     if kind == "debug":
-        return _run_debug(node, message, view, events), view.writes()
+        return _run_debug(node, message, state, events), []
     if kind in WATCHER_TYPES:  # a status or complete node sends what it is given
         return [(0, message)], []
     if kind == "template":
@@ -321,15 +323,14 @@ def _run_in_view(
     )
 
 
-_DEBUG_STATUS_KEY = "_status"
-"""Where a debug node's last status is kept (its node context, which nothing else reads): it
-sets a status only when it differs from the last one, as ``oldState`` in 21-debug.js."""
-
-
 def _run_debug(
-    node: Mapping[str, Any], msg: dict[str, Any], view: ContextView, events: Collection[str]
+    node: Mapping[str, Any], msg: dict[str, Any], state: NodeState, events: Collection[str]
 ) -> Sent:
-    """A debug node's events: its status (``tostatus``) and its completion; it sends nothing."""
+    """A debug node's events: its status (``tostatus``) and its completion; it sends nothing.
+
+    It sets a status only when it differs from the last one it set (``oldState`` in
+    21-debug.js), which it keeps in its node state (:class:`NodeState`): a new workflow version
+    starts it afresh, as a deploy does on Node-RED."""
     sent: Sent = []
     if "status" in events:
         try:
@@ -339,9 +340,9 @@ def _run_debug(
                 node, f"its status for this message is not reproduced on the step engine: {exc}"
             ) from exc
         if status is not None:
-            state = json.dumps(status, separators=(",", ":"), ensure_ascii=False)
-            if view.get("node", _DEBUG_STATUS_KEY) != state:
-                view.set("node", _DEBUG_STATUS_KEY, state)
+            shown = json.dumps(status, separators=(",", ":"), ensure_ascii=False)
+            if state.data.get("status") != shown:
+                state.data["status"] = shown
                 sent.append((STATUS_PORT, status_event(node, status)))
     if "complete" in events:
         sent.append((COMPLETE_PORT, complete_event(node, msg)))

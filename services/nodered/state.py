@@ -2,11 +2,12 @@
 node and back (see :data:`nodered_semantics.context.STATE_KEY`).
 
 Node-RED keeps such state in the running node (a csv node's "header sent", a streaming split's
-remainder, a batch's held messages, "the function's setup ran"): it lasts from one message to
-the next, across jobs, until a deploy starts the node afresh. Here it lives in the node's own
-context scope, which the caller (the step engine) keeps durably per account, workflow and node
-and hands to every call; it is tagged with the workflow version it was kept for, so the first
-call on a new version starts afresh, as the first message after a deploy does.
+remainder, a batch's held messages, "the function's setup ran", a debug node's last status):
+it lasts from one message to the next, across jobs, until a deploy starts the node afresh. Here
+it lives in the node's own context scope, which the caller (the step engine) keeps durably per
+account, workflow and node and hands to every call; it is tagged with the workflow version it
+was kept for, so the first call on a new version starts afresh, as the first message after a
+deploy does.
 """
 
 from __future__ import annotations

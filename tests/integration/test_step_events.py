@@ -1,6 +1,7 @@
 """Node-RED status and complete nodes on the step engine (no Node-RED needed): the statuses a
 function sets and the messages it completes reach the status and complete steps watching it,
-within the job, and no others; a watched debug node shows a status only when it changes."""
+within the job, and no others; a watched debug node shows a status only when it changes (within
+one workflow version: a new version starts it afresh, as a deploy does on Node-RED)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from engines.step import NODERED_MSG_CONTENT_TYPE
 from fluxo.control.platform import Platform
 from fluxo_core.ir import ENTRY_HEADER
 from fluxo_core.storage import Database, Principal
+from fluxo_core.storage.nodered_context import NodeRedContextStore
+from nodered_semantics.context import STATE_KEY
 from services import nodered_node_service
 from translators.nodered import from_nodered
 
@@ -33,13 +36,14 @@ async def fluxo(db: Database) -> AsyncIterator[Platform]:
         yield platform
 
 
-async def _run(fluxo: Platform, inject: str, payload: Any) -> dict[str, list[Any]]:
-    """What each native step sent (``{node id: [msg, ...]}``) for one inject's job."""
-    imp = from_nodered(json.loads(FLOW.read_text()), name="events")
+async def _run(
+    fluxo: Platform, inject: str, payload: Any, flow: list[dict[str, Any]] | None = None
+) -> dict[str, list[Any]]:
+    """What each native step sent (``{node id: [msg, ...]}``) for one inject's job (of
+    ``flow``, by default the status-complete flow, applied first: a new version if it changed)."""
+    imp = from_nodered(flow or json.loads(FLOW.read_text()), name="events")
     (workflow,) = imp.workflows
-    doc = workflow.model_dump(mode="json", by_alias=True, exclude_none=True)
-    doc["spec"].pop("engine", None)
-    await fluxo.jobs.apply(doc, ME)
+    await fluxo.jobs.apply(_doc(flow), ME)
     entry = next(t.entry for t in imp.triggers if t.node_id == inject)
     assert entry is not None
     job = await fluxo.jobs.create(
@@ -58,6 +62,14 @@ async def _run(fluxo: Platform, inject: str, payload: Any) -> dict[str, list[Any
             if int(item["port"]) >= 0:
                 sent.setdefault(node, []).append(item["msg"])
     return sent
+
+
+def _doc(flow: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The workflow of ``flow`` (the status-complete flow) for the step engine."""
+    imp = from_nodered(flow or json.loads(FLOW.read_text()), name="events")
+    doc = imp.workflows[0].model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["spec"].pop("engine", None)
+    return doc
 
 
 @pytest.mark.timeout(60)
@@ -94,6 +106,33 @@ async def test_a_debug_node_shows_a_status_only_when_it_changes(fluxo: Platform)
     assert "sc0c1" not in again
     other = await _run(fluxo, "sc0in8", 42)
     assert [m["payload"]["text"] for m in other["sc0c1"]] == ["42"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_new_version_shows_the_same_debug_status_again(fluxo: Platform) -> None:
+    """The last status is the debug node's state for one workflow version: a deploy starts the
+    node afresh on Node-RED (``oldState`` forgotten), so a new version shows it again."""
+    first = await _run(fluxo, "sc0in6", "shown")
+    assert [m["payload"]["text"] for m in first["sc0c1"]] == ["shown"]
+    assert "sc0c1" not in await _run(fluxo, "sc0in7", "shown")  # within one version: once
+    renamed = [
+        {**n, "name": "renamed"} if n.get("id") == "sc0g" else n
+        for n in json.loads(FLOW.read_text())
+    ]  # another node changed: a new version of the workflow
+    again = await _run(fluxo, "sc0in6", "shown", renamed)
+    assert [m["payload"]["text"] for m in again["sc0c1"]] == ["shown"]
+    assert "sc0c1" not in await _run(fluxo, "sc0in7", "shown", renamed)
+    # kept as the node's state, tagged with the version; no context of its own
+    doc = _doc(renamed)
+    applied = await fluxo.jobs.apply(doc, ME)  # the same: its version
+    name = doc["metadata"]["name"]
+    kept = await NodeRedContextStore(fluxo.db).get("acme", name, "node:sc0d2")
+    assert kept.data == {
+        STATE_KEY: {
+            "status": '{"fill":"grey","shape":"dot","text":"shown"}',
+            "version": applied.version,
+        }
+    }
 
 
 @pytest.mark.timeout(60)

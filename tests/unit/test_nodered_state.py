@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fluxo_core.errors import ServiceError
-from nodered_semantics.context import STATE_KEY, context_scopes, keeps_state
+from nodered_semantics.context import STATE_KEY, context_scopes, keeps_state, user_context_scopes
 from nodered_semantics.support import is_sequence_node, node_problem
 from services.nodered.service import run_node_in_context, run_sequence_node_in_context
 
@@ -196,3 +196,66 @@ def test_stateful_nodes_copied_per_subflow_instance_are_refused() -> None:
         verdicts = [step_runnable(w, imp.triggers) for w in imp.workflows]
         assert not all(ok for ok, _ in verdicts), inner
         assert any("several steps of it" in r for _, rs in verdicts for r in rs), verdicts
+
+
+def test_a_debug_nodes_last_status_is_node_state_kept_per_version() -> None:
+    """A debug node showing values as its status sets one only when it changes (``oldState``
+    in 21-debug.js); Node-RED forgets the last one on a deploy, so a new version shows it
+    again. It is the node's state, no context of its own or anyone else's."""
+    node = {"id": "d1", "type": "debug", "tostatus": True, "complete": "payload"}
+    assert keeps_state(node)
+    assert context_scopes(node) == {"node"}  # its state only: no user of node/flow context
+    assert user_context_scopes(node) == set()
+    assert not keeps_state({**node, "tostatus": False})
+    assert context_scopes({**node, "tostatus": False}) == set()
+
+    def shown(msg: dict[str, Any]) -> list[str]:
+        sent, writes = run_node_in_context(
+            node, msg, context=debug.context, version=debug.version, events=["status"]
+        )
+        debug.keep(writes)
+        return [m["status"]["text"] for _, m in sent]
+
+    debug = Node(node)
+    debug.context["node"] = {"_status": '{"fill":"grey","shape":"dot","text":"hi"}'}  # before
+    assert shown({"payload": "hi"}) == ["hi"]
+    assert shown({"payload": "hi"}) == []  # the same status: none set
+    assert debug.context["node"][STATE_KEY] == {
+        "status": '{"fill":"grey","shape":"dot","text":"hi"}',
+        "version": 1,
+    }
+    assert shown({"payload": 2}) == ["2"]
+    assert shown({"payload": "hi"}) == ["hi"]  # changed back
+    debug.version = 2  # a new version: afresh, the same status is shown again
+    assert shown({"payload": "hi"}) == ["hi"]
+    assert shown({"payload": "hi"}) == []
+
+
+def test_a_debug_node_with_a_status_in_a_subflow_uses_no_shared_context() -> None:
+    """Its last status is its own state: a debug node of a subflow showing statuses is no user
+    of flow/node context beside the tab's (the step engine keeps one flow context per
+    workflow, and refuses nodes of several tabs or subflows using it)."""
+    from engines.step._context import context_problems
+    from fluxo_core.ir import NativeStep
+    from translators.nodered import from_nodered
+
+    flow: list[dict[str, Any]] = [
+        {"id": "t", "type": "tab", "label": "main"},
+        {"id": "sf", "type": "subflow", "name": "s", "in": [{"wires": [{"id": "d"}]}], "out": []},
+        {"id": "d", "type": "debug", "z": "sf", "tostatus": True, "wires": []},
+        {"id": "s", "type": "status", "z": "sf", "scope": ["d"], "wires": [["g"]]},
+        {"id": "g", "type": "function", "z": "sf", "func": "return msg;", "wires": [[]]},
+        {"id": "i", "type": "inject", "z": "t", "wires": [["f"]]},
+        {
+            "id": "f",
+            "type": "function",
+            "z": "t",
+            "func": "flow.set('n',1);return msg;",
+            "wires": [["u"]],
+        },
+        {"id": "u", "type": "subflow:sf", "z": "t", "wires": []},
+    ]
+    workflow = from_nodered(flow, name="shows").workflows[0]  # the tab's (and the subflow's)
+    kinds = [s.config.get("type") for s in workflow.spec.steps if isinstance(s, NativeStep)]
+    assert "debug" in kinds
+    assert context_problems(workflow) == []
