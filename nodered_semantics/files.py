@@ -25,8 +25,10 @@ fails (its write callback runs either way), as on Node-RED; one that writes or d
 :func:`file_node_problem` refuses what is not reproduced: output as Buffers
 (``format`` ``""`` and ``"stream"``, which a JSON message cannot carry), an encoding chosen by
 the message or outside :data:`ENCODINGS`, a file name taken from anything but a string or a
-message property, a ``file in`` that sends the message on when it fails (``sendError``: the
-message would go on without a payload, which the step engine does not tell from payload null).
+message property. A ``file in`` with ``sendError`` (true when the node does not say) sends
+the message on when it cannot read the file, without its payload and with ``msg.error``: the
+step engine carries it without a payload too (``engines.step._nodered.token_of``), not as
+``payload: null``.
 
 Not reproduced, and not told by the check: a Node-RED ``file`` node appending to a fixed file
 name keeps its stream open across messages, so once opening it failed (a missing directory) it
@@ -132,12 +134,6 @@ def file_node_problem(node: Mapping[str, Any]) -> str | None:
         if mode not in ("true", "false", "delete"):
             return f"its action {node.get('overwriteFile')!r} is unknown (write, append, delete)"
         return None
-    if node.get("sendError", True) is not False:  # undefined means true at run time
-        return (
-            "it sends the message on without its payload when the file cannot be read "
-            "(sendError), and a message without a payload is not carried apart from one with "
-            "payload null on the step engine; untick 'send message on error' (and catch it)"
-        )
     fmt = node.get("format")
     if fmt in ("", None, "stream"):
         return "it sends the file as Buffers, which a JSON message cannot carry"

@@ -41,8 +41,11 @@ the message that node would send (:mod:`engines.step._loopback`,
 **Messages.** Between steps the token's payload is ``msg.payload``; the other message
 properties (``topic``, ``parts``, ...) travel beside it, so a native node downstream sees what
 Node-RED would give it. A message without a payload (a change node set it to a JSONata value
-that is nothing, or deleted it) travels with the payload None and :data:`NO_PAYLOAD` beside it,
-so the next native node gets it without one again, not with ``null`` (:func:`node_message`).
+that is nothing, or deleted it; a status node's ``{status}``; a message completed without one;
+a ``file in``'s message when it could not read the file) travels with the payload None and
+:data:`NO_PAYLOAD` beside it, so the next native node gets it without one again, not with
+``null`` (:func:`node_message`). Every message a native node sends (its outputs, its status and
+complete events, what it sends later) becomes a token through :func:`token_of`.
 A job whose input packet has the header ``content-type: application/vnd.node-red.msg+json``
 carries a whole message as its payload (``{"payload": "text", "topic": "t"}``): that is how a
 payload that is not an object (an inject node's string, number or timestamp) enters a job.

@@ -245,8 +245,8 @@ class JobRun:
                 # messages (Node-RED does not order them against those).
                 events = self.plan.events.get(step.id, {})
                 for j, event in enumerate(o for o in outputs if o.get("port") in EVENT_CODES):
-                    message = dict(event.get("msg") or {})
-                    data = message.pop("payload", None)
+                    # A status node's message has no payload: it must not arrive with null.
+                    data, message = token_of(event.get("msg") or {})
                     for target in events.get(int(event["port"]), []):
                         child = f"{target}<{key}" + (f"~{j}" if j else "")
                         self.deliver(target, data, context["frames"], child, message)
@@ -315,8 +315,7 @@ class JobRun:
         timer, holding a token of the job, and then runs the node on the tick."""
         tick = dict(later.get("tick") or {})
         at = float(later.get("at") or self.now)
-        msg = dict(later.get("msg") or {})
-        payload = msg.pop("payload", None)
+        payload, msg = token_of(later.get("msg") or {})
         tick_key = _tick_key(key, tick.get("id"))
         state = {"frames": context["frames"], "msg": msg, "tick": tick, "at": at}
         self._add_step(tick_key, step.id, "waiting", payload, state)
@@ -537,9 +536,10 @@ class JobRun:
         statuses = (error.get("context") or {}).get("nodered_statuses")
         watching = self.plan.events.get(step.id, {}).get(EVENT_PORTS["status"], [])
         for j, status in enumerate(statuses if isinstance(statuses, list) and watching else []):
+            data, message = token_of(status)  # {status: {...}}: no payload
             for target in watching:
                 child = f"{target}<{key}" + (f"~{j}" if j else "")
-                self.deliver(target, None, context["frames"], child, dict(status))
+                self.deliver(target, data, context["frames"], child, dict(message))
         payload = orjson.loads(raw_input) if raw_input else {}
         on_error = step.on_error
         if (error.get("context") or {}).get(UNFINISHED_SEQUENCE):

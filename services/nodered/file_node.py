@@ -9,7 +9,7 @@ Failures are reported as Node-RED reports them, ``node.error(err, msg)`` (a pack
 :data:`~nodered_semantics.support.REPORTED_PORT`), with Node's error texts (``ENOENT: no such
 file or directory, open '/tmp/x'``); a ``file in`` with ``sendError`` also sends the message
 without its payload and with ``msg.error`` (``{message, code, errno, syscall, path}``), which
-the static check refuses on the step engine (a missing payload arrives as null there).
+the step engine carries on without a payload (not as ``payload: null``).
 """
 
 from __future__ import annotations

@@ -161,3 +161,32 @@ async def test_a_watched_debug_node_still_ends_its_branch(fluxo: Platform) -> No
     assert done.status == "succeeded", done.error
     assert done.result == "hi"  # what reached the debug node, as when it was no step
     assert {s.step_id for s in done.steps or []} == {"debug", "complete", "function"}
+
+
+@pytest.mark.timeout(60)
+async def test_a_status_nodes_message_arrives_without_a_payload(fluxo: Platform) -> None:
+    """Node-RED's status node sends ``{status}`` only: a function after it sees no payload
+    (not ``null``)."""
+    sent = await _run(fluxo, "sc0in1", "red")
+    assert [m["payload"] for m in sent["sc0sp"]] == [
+        {"type": "undefined", "has": False, "isNull": False, "text": "disconnected",
+         "from": "sc0f"}
+    ]  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+async def test_a_status_set_before_a_failure_arrives_without_a_payload(fluxo: Platform) -> None:
+    sent = await _run(fluxo, "sc0in10", "boom")
+    # the whole tab's status node sends it on as it got it: without a payload
+    assert [("payload" in m, m["status"]["text"]) for m in sent["sc0sall"]] == [(False, "failing")]
+
+
+@pytest.mark.timeout(60)
+async def test_a_completed_message_without_a_payload_arrives_without_one(
+    fluxo: Platform,
+) -> None:
+    sent = await _run(fluxo, "sc0in11", "gone")
+    assert [m["payload"] for m in sent["sc0cf"]] == [
+        {"type": "undefined", "has": False, "isNull": False, "topic": "no payload",
+         "from": "sc0np"}
+    ]  # fmt: skip

@@ -283,3 +283,45 @@ async def test_the_store_applies_nothing_the_node_did_not_see(db: Database) -> N
     # the other account sees none of it
     other = await db.transact(lambda tx: store.read(tx, "other", ["/f", "/d"]))
     assert {p: s.kind for p, s in other.items()} == {"/f": "none", "/d": "none"}
+
+
+HAS = (
+    "msg.payload = {type: typeof msg.payload, has: 'payload' in msg, isNull: msg.payload === null,"
+    " code: msg.error && msg.error.code, filename: msg.filename}; return msg;"
+)
+
+
+@pytest.mark.parametrize("send_error", [True, None])
+async def test_a_file_in_that_sends_on_error_sends_no_payload(
+    fluxo: Platform, send_error: bool | None
+) -> None:
+    """Node-RED's file in with sendError (true when not given) sends the message on without
+    its payload when it cannot read the file: the next node sees msg.payload undefined."""
+    reader: dict[str, Any] = {
+        "id": "r1", "type": "file in", "z": "tab1", "filename": "", "format": "utf8",
+        "encoding": "none", "x": 1, "y": 0, "wires": [["has"]],
+    }  # fmt: skip
+    if send_error is not None:
+        reader["sendError"] = send_error
+    flow = [
+        {"id": "tab1", "type": "tab", "label": "Files"},
+        {"id": "in1", "type": "inject", "z": "tab1", "x": 0, "y": 0, "wires": [["r1"]]},
+        reader,
+        {"id": "has", "type": "function", "z": "tab1", "func": HAS, "outputs": 1, "x": 2, "y": 0,
+         "wires": [["dbg1"]]},
+        {"id": "dbg1", "type": "debug", "z": "tab1", "x": 3, "y": 0, "wires": []},
+    ]  # fmt: skip
+    await fluxo.jobs.apply(imported(flow, "reader"), ADA)
+    done = await run(fluxo, ADA, {"payload": "kept?", "filename": "/none.txt"}, "reader")
+    assert done.result == {
+        "type": "undefined",
+        "has": False,
+        "isNull": False,
+        "code": "ENOENT",
+        "filename": "/none.txt",
+    }
+    # a file that is there: read as before
+    await fluxo.jobs.apply(imported(file_flow("true"), "writer"), ADA)
+    await run(fluxo, ADA, {"payload": "x", "filename": "/there.txt"}, "writer")
+    done = await run(fluxo, ADA, {"payload": 1, "filename": "/there.txt"}, "reader")
+    assert done.result["type"] == "string"
