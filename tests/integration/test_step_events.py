@@ -18,7 +18,7 @@ from fluxo_core.ir import ENTRY_HEADER
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.nodered_context import NodeRedContextStore
 from nodered_semantics.context import STATE_KEY
-from services import nodered_node_service
+from tests.support.nodered_platform import nodered_platform
 from translators.nodered import from_nodered
 
 ME = Principal(account_id="acme", user_id="ada")
@@ -28,11 +28,7 @@ MSG = {"content-type": NODERED_MSG_CONTENT_TYPE}
 
 @pytest.fixture
 async def fluxo(db: Database) -> AsyncIterator[Platform]:
-    platform = Platform(
-        db, [nodered_node_service()], workers=2, poll_interval_s=0.05, admission_cache_s=0
-    )
-    await platform.accounts.ensure_account("acme")
-    async with platform:
+    async with nodered_platform(db) as platform:
         yield platform
 
 

@@ -16,7 +16,7 @@ from engines.step import NODERED_MSG_CONTENT_TYPE, step_runnable
 from fluxo.control.platform import Platform
 from fluxo_core.ir import ENTRY_HEADER
 from fluxo_core.storage import Database, Principal
-from services import nodered_node_service
+from tests.support.nodered_platform import nodered_platform
 from translators.nodered import from_nodered
 
 ME = Principal(account_id="acme", user_id="ada")
@@ -97,11 +97,7 @@ FLOW: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def fluxo(db: Database) -> AsyncIterator[Platform]:
-    platform = Platform(
-        db, [nodered_node_service()], workers=2, poll_interval_s=0.05, admission_cache_s=0
-    )
-    await platform.accounts.ensure_account("acme")
-    async with platform:
+    async with nodered_platform(db) as platform:
         yield platform
 
 

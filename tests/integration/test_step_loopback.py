@@ -20,7 +20,7 @@ from fluxo_core.ir import ENTRY_HEADER, Packet
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.blocks import BlockStore
 from fluxo_core.storage.jobs import JobStore
-from services import nodered_node_service
+from tests.support.nodered_platform import nodered_platform
 from translators.argo import to_argo
 from translators.nodered import NodeRedImport, from_nodered
 
@@ -49,11 +49,7 @@ TCP = _flow(
 
 @pytest.fixture
 async def fluxo(db: Database) -> AsyncIterator[Platform]:
-    platform = Platform(
-        db, [nodered_node_service()], workers=2, poll_interval_s=0.05, admission_cache_s=0
-    )
-    await platform.accounts.ensure_account("acme")
-    async with platform:
+    async with nodered_platform(db) as platform:
         yield platform
 
 

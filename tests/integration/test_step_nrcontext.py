@@ -16,7 +16,7 @@ from fluxo.control.platform import Platform
 from fluxo_core.errors import UnsupportedFeatureError
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.nodered_context import GLOBAL_WORKFLOW, NodeRedContextStore
-from services import nodered_node_service
+from tests.support.nodered_platform import nodered_platform
 from translators.nodered import from_nodered
 
 pytestmark = pytest.mark.timeout(120)
@@ -59,12 +59,7 @@ def imported(flow: list[dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.fixture
 async def fluxo(db: Database) -> AsyncIterator[Platform]:
-    platform = Platform(
-        db, [nodered_node_service()], workers=2, poll_interval_s=0.05, admission_cache_s=0
-    )
-    for account in ("acme", "other"):
-        await platform.accounts.ensure_account(account)
-    async with platform:
+    async with nodered_platform(db) as platform:
         yield platform
 
 

@@ -17,7 +17,7 @@ from engines.step import NODERED_MSG_CONTENT_TYPE
 from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.nodered_files import NodeRedFileStore
-from services import nodered_node_service
+from tests.support.nodered_platform import nodered_platform
 from translators.nodered import from_nodered
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,12 +60,7 @@ def imported(flow: list[dict[str, Any]], name: str = "files") -> dict[str, Any]:
 
 @pytest.fixture
 async def fluxo(db: Database) -> AsyncIterator[Platform]:
-    platform = Platform(
-        db, [nodered_node_service()], workers=2, poll_interval_s=0.05, admission_cache_s=0
-    )
-    for account in ("acme", "other"):
-        await platform.accounts.ensure_account(account)
-    async with platform:
+    async with nodered_platform(db) as platform:
         yield platform
 
 

@@ -22,7 +22,7 @@ from fluxo.control.platform import Platform
 from fluxo_core.storage import Database, Principal
 from fluxo_core.storage.nodered_context import NodeRedContextStore
 from nodered_semantics.context import STATE_KEY
-from services import nodered_node_service
+from tests.support.nodered_platform import nodered_platform
 from translators.nodered import from_nodered
 
 pytestmark = pytest.mark.timeout(180)
@@ -53,12 +53,7 @@ def imported(flow: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def fluxo(db: Database) -> AsyncIterator[Platform]:
-    platform = Platform(
-        db, [nodered_node_service()], workers=2, poll_interval_s=0.05, admission_cache_s=0
-    )
-    for account in ("acme", "other"):
-        await platform.accounts.ensure_account(account)
-    async with platform:
+    async with nodered_platform(db) as platform:
         yield platform
 
 
