@@ -58,13 +58,7 @@ def run_split(
         if state is None:
             raise node_error(node, "a streaming split carries a remainder to the next message")
         return _stream(node, msg, prop, value, state)
-    # An existing msg.parts is pushed onto a stack, so a join of this split restores it.
-    parts: dict[str, Any] = {"parts": msg["parts"]} if "parts" in msg else {}
-    parts["id"] = uuid.uuid4().hex[:16]
-    if prop != "payload":
-        parts["property"] = prop
-    msg.pop("_msgid", None)
-    msg["parts"] = parts
+    parts = _new_parts(msg, prop)
     pieces: list[tuple[Any, dict[str, Any]]]
     if isinstance(value, str):
         parts["type"] = "string"
@@ -100,6 +94,19 @@ def run_split(
     return sent
 
 
+def _new_parts(msg: dict[str, Any], prop: str) -> dict[str, Any]:
+    """The ``parts`` of the pieces ``msg`` splits into, set on ``msg`` (which loses its
+    ``_msgid``): an existing ``msg.parts`` is pushed onto a stack, so a join of this split
+    restores it."""
+    parts: dict[str, Any] = {"parts": msg["parts"]} if "parts" in msg else {}
+    parts["id"] = uuid.uuid4().hex[:16]
+    if prop != "payload":
+        parts["property"] = prop
+    msg.pop("_msgid", None)
+    msg["parts"] = parts
+    return parts
+
+
 def _stream(
     node: Mapping[str, Any], msg: dict[str, Any], prop: str, value: str, state: dict[str, Any]
 ) -> Sent:
@@ -108,12 +115,7 @@ def _stream(
     piece of full length), indexes counting on from the last message's; the rest is kept."""
     value = str(state.get("remainder", "")) + value
     index = int(state.get("index", 0))
-    parts: dict[str, Any] = {"parts": msg["parts"]} if "parts" in msg else {}
-    parts["id"] = uuid.uuid4().hex[:16]
-    if prop != "payload":
-        parts["property"] = prop
-    msg.pop("_msgid", None)
-    msg["parts"] = parts
+    parts = _new_parts(msg, prop)
     parts["type"] = "string"
     pieces: list[str]
     if node.get("spltType", "str") == "len":
